@@ -1,0 +1,2 @@
+Console.Error.WriteLine("vmmkit-hv: the reference hypervisor is not built yet; see README.md for the roadmap.");
+return 2;

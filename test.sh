@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test project of the solution on a fresh Debian 12 machine.
+# Installs the Debian tools the tests use as oracles (when missing), builds, tests,
+# and ends with one line "N passed, N failed" summing all test projects.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Oracles and toolchains (DESIGN.md §6): gcc for guests and ABI layouts, Xen's public headers,
+# Debian's xenstore-utils, Bochs with VMX+EPT, QEMU for speed comparisons.
+apt_packages=(gcc libc6-dev libxen-dev xenstore-utils bochs bochsbios qemu-system-x86)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log=$(mktemp)
+status=0
+dotnet test Packages.sln -c Release "$@" 2>&1 | tee "$log" || status=$?
+
+# Each test project prints "Passed!  - Failed: 0, Passed: 12, Skipped: 0, Total: 12, ..." (or "Failed!").
+passed=$(grep -oE '(Passed|Failed)! +- Failed: +[0-9]+, Passed: +[0-9]+' "$log" | sed -E 's/.*Passed: +([0-9]+)/\1/' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '(Passed|Failed)! +- Failed: +[0-9]+' "$log" | sed -E 's/.*Failed: +([0-9]+)/\1/' | awk '{s+=$1} END {print s+0}')
+passed=${passed:-0}; failed=${failed:-0}
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; echo "dotnet test failed before all tests ran (build error or crashed test host)"; fi
+rm -f "$log"
+echo "$passed passed, $failed failed"
+exit "$status"
