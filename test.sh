@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 # Oracles and toolchains (DESIGN.md §6): gcc for guests and ABI layouts, Xen's public headers,
 # Debian's xenstore-utils, Bochs with VMX+EPT, QEMU for speed comparisons.
-apt_packages=(gcc libc6-dev libxen-dev xenstore-utils bochs bochsbios qemu-system-x86)
+apt_packages=(unzip gcc libc6-dev libxen-dev xenstore-utils bochs bochsbios qemu-system-x86)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +27,13 @@ dotnet test Packages.sln -c Release "$@" 2>&1 | tee "$log" || status=$?
 passed=$(grep -oE '(Passed|Failed)! +- Failed: +[0-9]+, Passed: +[0-9]+' "$log" | sed -E 's/.*Passed: +([0-9]+)/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -oE '(Passed|Failed)! +- Failed: +[0-9]+' "$log" | sed -E 's/.*Failed: +([0-9]+)/\1/' | awk '{s+=$1} END {print s+0}')
 passed=${passed:-0}; failed=${failed:-0}
+
+# Packaging: one .nupkg per package with README, XML docs and the dependency graph of DESIGN.md.
+if [ "$status" -eq 0 ]; then
+  pack=$(tests/verify-packages.sh); echo "$pack" | sed '$d'
+  p=$(tail -1 <<<"$pack" | awk '{print $1}'); f=$(tail -1 <<<"$pack" | awk '{print $3}')
+  passed=$((passed + p)); failed=$((failed + f)); [ "$f" -eq 0 ] || status=1
+fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; echo "dotnet test failed before all tests ran (build error or crashed test host)"; fi
 rm -f "$log"
 echo "$passed passed, $failed failed"
