@@ -1,0 +1,240 @@
+using System.Runtime.CompilerServices;
+
+namespace VmmKit.Ept;
+
+/// <summary>
+/// Walks real EPT paging structures in <see cref="MachineMemory"/> the way a processor does
+/// (SDM Vol. 3C §29.3.2 translation, §29.3.3 misconfigurations and violations, §29.3.5 accessed and dirty flags).
+/// </summary>
+/// <remarks>
+/// The walk reads each entry once, stops at the first entry that is not present (violation), reports the first
+/// present entry holding an unsupported value as a misconfiguration, and otherwise checks the access against the
+/// AND of the rights of every level. Execute-only translations and 1 GiB pages are supported (as reported by
+/// IA32_VMX_EPT_VPID_CAP bits 0 and 17 on current processors). A structure that lies outside machine memory is
+/// reported as a misconfiguration rather than read. On success, when the EPTP enables accessed and dirty flags,
+/// the accessed flag is set atomically in every entry used and the dirty flag in the leaf for a write.
+/// </remarks>
+public static unsafe class EptWalker
+{
+    private const ulong AllRights = EptEntry.PermissionMask | EptEntry.UserExecuteBit;
+
+    /// <summary>Translates <paramref name="gpa"/> for <paramref name="access"/> without mode-based execute control.</summary>
+    /// <param name="memory">The machine memory holding the tables.</param>
+    /// <param name="eptp">The EPTP naming the root table.</param>
+    /// <param name="gpa">The guest-physical address.</param>
+    /// <param name="access">The access being made (Read, Write, Execute, or a combination for read-modify-write).</param>
+    /// <param name="linearFlags">Bits 16:7 of the qualification, describing the guest linear address (see <see cref="EptViolationQualification.ForLinearAddress"/>); default when the access has no linear address.</param>
+    /// <param name="translation">The translation on success.</param>
+    /// <param name="violation">The exit qualification on a violation.</param>
+    /// <returns>How the walk ended.</returns>
+    public static EptTranslationStatus Translate(MachineMemory memory, EptPointer eptp, GuestPhysicalAddress gpa, EptAccess access, EptViolationQualification linearFlags, out EptTranslation translation, out EptViolationQualification violation) =>
+        Translate(memory, eptp, gpa, access, linearFlags, modeBasedExecuteControl: false, out translation, out violation);
+
+    /// <summary>Translates <paramref name="gpa"/> for <paramref name="access"/>.</summary>
+    /// <param name="memory">The machine memory holding the tables.</param>
+    /// <param name="eptp">The EPTP naming the root table.</param>
+    /// <param name="gpa">The guest-physical address.</param>
+    /// <param name="access">The access being made. Under mode-based execute control, <see cref="EptAccess.Execute"/> is a supervisor-mode fetch and <see cref="EptAccess.UserExecute"/> a user-mode fetch; without it, both are checked against bit 2.</param>
+    /// <param name="linearFlags">Bits 16:7 of the qualification, describing the guest linear address; default when the access has no linear address.</param>
+    /// <param name="modeBasedExecuteControl">The "mode-based execute control for EPT" VM-execution control: bit 10 counts for presence and user-mode fetches.</param>
+    /// <param name="translation">The translation on success.</param>
+    /// <param name="violation">The exit qualification on a violation.</param>
+    /// <returns>How the walk ended.</returns>
+    [SkipLocalsInit]
+    public static EptTranslationStatus Translate(MachineMemory memory, EptPointer eptp, GuestPhysicalAddress gpa, EptAccess access, EptViolationQualification linearFlags, bool modeBasedExecuteControl, out EptTranslation translation, out EptViolationQualification violation)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        translation = default;
+        violation = default;
+        if (!eptp.IsValid)
+        {
+            return EptTranslationStatus.Misconfiguration; // VM entry would have failed; nothing sensible to walk
+        }
+
+        int levels = eptp.PageWalkLength;
+        ulong rights = AllRights;
+        if ((gpa.Value >> (Page.PageShift + (9 * levels))) != 0)
+        {
+            // Guest-physical bits above what the walk can index cause an EPT violation (SDM §29.3.3.2); no entry was used.
+            violation = MakeViolation(access, 0, linearFlags, modeBasedExecuteControl);
+            return EptTranslationStatus.Violation;
+        }
+
+        byte* basePtr = memory.Base;
+        ulong size = memory.SizeInBytes;
+        ulong presentMask = modeBasedExecuteControl ? AllRights : EptEntry.PermissionMask;
+        ulong* path = stackalloc ulong[5];
+        ulong table = eptp.Root.Address;
+        for (int level = levels; level >= 1; level--)
+        {
+            if (table >= size)
+            {
+                return EptTranslationStatus.Misconfiguration; // the structure is not in machine memory (tables are page-aligned, so table < size covers the whole frame)
+            }
+
+            int shift = Page.PageShift + (9 * (level - 1));
+            ulong* slot = (ulong*)(basePtr + table + (((gpa.Value >> shift) & 511) << 3));
+            ulong entry = Volatile.Read(ref *slot);
+            if ((entry & presentMask) == 0)
+            {
+                violation = MakeViolation(access, 0, linearFlags, modeBasedExecuteControl);
+                return EptTranslationStatus.Violation;
+            }
+
+            bool leaf = level == 1 || (level <= 3 && (entry & EptEntry.LargePageBit) != 0);
+            if (IsMisconfigured(entry, level, leaf))
+            {
+                return EptTranslationStatus.Misconfiguration;
+            }
+
+            rights &= entry;
+            path[level - 1] = (ulong)slot;
+            if (!leaf)
+            {
+                table = entry & EptEntry.AddressMask;
+                continue;
+            }
+
+            ulong needed = Needed(access, modeBasedExecuteControl);
+            if ((rights & needed) != needed)
+            {
+                violation = MakeViolation(access, rights, linearFlags, modeBasedExecuteControl);
+                return EptTranslationStatus.Violation;
+            }
+
+            if (eptp.AccessedDirtyEnabled)
+            {
+                SetAccessedDirty(path, level, levels, (access & EptAccess.Write) != 0);
+            }
+
+            ulong offsetMask = (1UL << shift) - 1;
+            ulong machine = (entry & EptEntry.AddressMask & ~offsetMask) | (gpa.Value & offsetMask);
+            EptAccess granted = EptEntry.ToAccess(rights);
+            if (!modeBasedExecuteControl)
+            {
+                granted &= ~EptAccess.UserExecute;
+            }
+
+            translation = new EptTranslation(
+                machine,
+                granted,
+                (EptMemoryType)((entry & EptEntry.MemoryTypeMask) >> EptEntry.MemoryTypeShift),
+                (entry & EptEntry.IgnorePatBit) != 0,
+                level);
+            return EptTranslationStatus.Success;
+        }
+
+        return EptTranslationStatus.Misconfiguration; // unreachable: level 1 is always a leaf
+    }
+
+    /// <summary>
+    /// The EPT-misconfiguration conditions for a present entry (SDM Vol. 3C §29.3.3.1): write without read,
+    /// reserved bits (51:N everywhere; 7:3 in PML4E/PML5E; 6:3 in a PDPTE or PDE that references a table;
+    /// 29:12 or 20:12 in a 1 GiB or 2 MiB page), and memory types 2, 3 and 7 in a leaf.
+    /// </summary>
+    /// <param name="entry">The raw entry.</param>
+    /// <param name="level">1 (PTE) to 5 (PML5E).</param>
+    /// <param name="leaf">Whether the entry maps a page.</param>
+    /// <returns>Whether hardware would report an EPT misconfiguration for this entry.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsMisconfigured(ulong entry, int level, bool leaf)
+    {
+        if ((entry & (EptEntry.ReadBit | EptEntry.WriteBit)) == EptEntry.WriteBit || (entry & EptEntry.ReservedHighMask) != 0)
+        {
+            return true;
+        }
+
+        if (!leaf)
+        {
+            ulong reserved = level >= 4 ? 0xF8UL : 0x78UL;
+            return (entry & reserved) != 0;
+        }
+
+        if (level > 1 && (entry & (((1UL << (9 * (level - 1))) - 1) << Page.PageShift)) != 0)
+        {
+            return true; // address bits inside a large page must be 0
+        }
+
+        ulong memoryType = (entry & EptEntry.MemoryTypeMask) >> EptEntry.MemoryTypeShift;
+        return memoryType is 2 or 3 or 7;
+    }
+
+    /// <summary>Classifies one entry as hardware would at <paramref name="level"/>: not present, misconfigured, or usable.</summary>
+    /// <param name="entry">The entry.</param>
+    /// <param name="level">1 (PTE), 2 (PDE), 3 (PDPTE), 4 (PML4E) or 5 (PML5E).</param>
+    /// <param name="modeBasedExecuteControl">Whether bit 10 counts for presence.</param>
+    /// <returns><see cref="EptTranslationStatus.Violation"/> when not present, <see cref="EptTranslationStatus.Misconfiguration"/> when present with an unsupported value, else <see cref="EptTranslationStatus.Success"/>.</returns>
+    public static EptTranslationStatus Classify(EptEntry entry, int level, bool modeBasedExecuteControl = false)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(level, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(level, 5);
+        if (!entry.IsPresentWith(modeBasedExecuteControl))
+        {
+            return EptTranslationStatus.Violation;
+        }
+
+        bool leaf = level == 1 || (level <= 3 && entry.IsLargePage);
+        return IsMisconfigured(entry.Value, level, leaf) ? EptTranslationStatus.Misconfiguration : EptTranslationStatus.Success;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Needed(EptAccess access, bool modeBasedExecuteControl)
+    {
+        ulong needed = (ulong)access & (EptEntry.ReadBit | EptEntry.WriteBit | EptEntry.ExecuteBit);
+        if ((access & EptAccess.UserExecute) != 0)
+        {
+            needed |= modeBasedExecuteControl ? EptEntry.UserExecuteBit : EptEntry.ExecuteBit;
+        }
+
+        return needed;
+    }
+
+    /// <summary>Bits 2:0 from the access, bits 6:3 from the walk's rights, bits 16:7 from the accessor (SDM §28.2.1, Table 28-7).</summary>
+    private static EptViolationQualification MakeViolation(EptAccess access, ulong rights, EptViolationQualification linearFlags, bool modeBasedExecuteControl)
+    {
+        ulong q = (ulong)access & 3;
+        if ((access & (EptAccess.Execute | EptAccess.UserExecute)) != 0)
+        {
+            q |= EptViolationQualification.InstructionFetchBit;
+        }
+
+        q |= (rights & EptEntry.PermissionMask) << 3;
+        if (modeBasedExecuteControl && (rights & EptEntry.UserExecuteBit) != 0)
+        {
+            q |= EptViolationQualification.UserExecutableBit; // bit 6 is defined only under mode-based execute control
+        }
+
+        ulong linear = linearFlags.Value & EptViolationQualification.LinearFlagsMask & ~EptViolationQualification.SupervisorShadowStackBit;
+        if ((linear & EptViolationQualification.GuestLinearAddressValidBit) == 0)
+        {
+            linear &= ~(EptViolationQualification.TranslatedAccessBit | 0xE00UL);
+        }
+        else if ((linear & EptViolationQualification.TranslatedAccessBit) == 0)
+        {
+            linear &= ~0xE00UL; // bits 11:9 are reported only for the translation of the linear address
+        }
+
+        return new EptViolationQualification(q | linear);
+    }
+
+    private static void SetAccessedDirty(ulong* path, int leafLevel, int levels, bool write)
+    {
+        for (int level = levels; level >= leafLevel; level--)
+        {
+            ulong* slot = (ulong*)path[level - 1];
+            if ((Volatile.Read(ref *slot) & EptEntry.AccessedBit) == 0)
+            {
+                Interlocked.Or(ref *slot, EptEntry.AccessedBit);
+            }
+        }
+
+        if (write)
+        {
+            ulong* leaf = (ulong*)path[leafLevel - 1];
+            if ((Volatile.Read(ref *leaf) & EptEntry.DirtyBit) == 0)
+            {
+                Interlocked.Or(ref *leaf, EptEntry.DirtyBit);
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace VmmKit.Ept;
+
+/// <summary>
+/// Byte and struct access to one guest-physical address space through its EPT, with a translation cache.
+/// Every access is translated by <see cref="EptWalker"/> (A/D flags are set as hardware would) and fails cleanly,
+/// with the EPT-violation qualification hardware would report, on unmapped or forbidden addresses.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The cache holds, per guest frame, the host page and the rights of the last successful walk. Like a TLB it is not
+/// told about EPT edits: after <see cref="EptTables"/> changes or removes a mapping (its <see cref="EptTables.Generation"/>
+/// moves), the hypervisor must call <see cref="InvalidateSingleContext"/> on each instance using that EPT, or
+/// <see cref="InvalidateAllContexts"/>, before the change is guaranteed to be seen. With A/D flags enabled, a page is
+/// cached as writable only after a write set its dirty flag.
+/// </para>
+/// <para>
+/// An instance is meant for one virtual processor or one host thread; <see cref="InvalidateAllContexts"/> may be called
+/// from any thread. Multi-page accesses are not atomic: when a later page faults, the earlier pages have already been
+/// read or written (as with a faulting REP MOVS).
+/// </para>
+/// </remarks>
+public sealed unsafe class GuestPhysicalMemory
+{
+    private static readonly object s_unalignedAtomicGate = new();
+    private readonly MachineMemory _memory;
+    private readonly EptPointer _eptp;
+    private readonly bool _modeBasedExecuteControl;
+    private readonly TranslationCache _cache = TranslationCache.Create();
+    private long _epoch;
+
+    /// <summary>Creates an accessor for the guest-physical space that <paramref name="eptp"/> describes.</summary>
+    /// <param name="memory">The machine memory holding the tables and the guest's frames.</param>
+    /// <param name="eptp">The EPTP (for example <see cref="EptTables.Pointer"/>).</param>
+    public GuestPhysicalMemory(MachineMemory memory, EptPointer eptp)
+        : this(memory, eptp, modeBasedExecuteControl: false)
+    {
+    }
+
+    /// <summary>Creates an accessor for the guest-physical space that <paramref name="eptp"/> describes.</summary>
+    /// <param name="memory">The machine memory holding the tables and the guest's frames.</param>
+    /// <param name="eptp">The EPTP.</param>
+    /// <param name="modeBasedExecuteControl">Whether the "mode-based execute control for EPT" VM-execution control is on for this context.</param>
+    public GuestPhysicalMemory(MachineMemory memory, EptPointer eptp, bool modeBasedExecuteControl)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        _memory = memory;
+        _eptp = eptp;
+        _modeBasedExecuteControl = modeBasedExecuteControl;
+        _epoch = Volatile.Read(ref memory.TranslationEpoch);
+    }
+
+    /// <summary>The machine memory behind this space.</summary>
+    public MachineMemory Memory => _memory;
+
+    /// <summary>The EPTP this space is translated with.</summary>
+    public EptPointer Pointer => _eptp;
+
+    /// <summary>
+    /// INVEPT single-context: drops every cached translation of this context. Call it on every accessor using an EPT
+    /// after changing or removing an existing mapping in it.
+    /// </summary>
+    public void InvalidateSingleContext() => _cache.Flush();
+
+    /// <summary>INVEPT all-context: invalidates the cached translations of every accessor over <paramref name="memory"/>.</summary>
+    /// <param name="memory">The machine memory whose contexts to invalidate.</param>
+    public static void InvalidateAllContexts(MachineMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        Interlocked.Increment(ref memory.TranslationEpoch);
+    }
+
+    /// <summary>
+    /// Fast path: the host pointer to the 4 KiB page containing <paramref name="gpa"/>, if the EPT allows <paramref name="access"/>.
+    /// </summary>
+    /// <param name="gpa">Any address in the page.</param>
+    /// <param name="access">The access to check.</param>
+    /// <param name="page">Host pointer to the first byte of the page; valid while the mapping and the machine memory live.</param>
+    /// <param name="violation">The EPT-violation qualification on failure (zero for a misconfiguration).</param>
+    /// <param name="linearFlags">Bits 16:7 of the qualification when the access translates a guest linear address.</param>
+    /// <returns>False on a violation or misconfiguration.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetHostPage(GuestPhysicalAddress gpa, EptAccess access, out byte* page, out EptViolationQualification violation, EptViolationQualification linearFlags = default)
+    {
+        bool ok = TryGetHostPage(gpa, access, out page, out GuestMemoryFault fault, linearFlags);
+        violation = fault.Qualification;
+        return ok;
+    }
+
+    /// <summary>
+    /// Fast path: the host pointer to the 4 KiB page containing <paramref name="gpa"/>, or the fault (violation or
+    /// misconfiguration) hardware would report.
+    /// </summary>
+    /// <param name="gpa">Any address in the page.</param>
+    /// <param name="access">The access to check.</param>
+    /// <param name="page">Host pointer to the first byte of the page.</param>
+    /// <param name="fault">The fault on failure.</param>
+    /// <param name="linearFlags">Bits 16:7 of the qualification when the access translates a guest linear address.</param>
+    /// <returns>False on a violation or misconfiguration.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetHostPage(GuestPhysicalAddress gpa, EptAccess access, out byte* page, out GuestMemoryFault fault, EptViolationQualification linearFlags = default)
+    {
+        long epoch = Volatile.Read(ref _memory.TranslationEpoch);
+        if (epoch == _epoch && _cache.TryLookup(gpa.Value >> Page.PageShift, CacheRights(access), out page))
+        {
+            fault = default;
+            return true;
+        }
+
+        return Walk(gpa, access, epoch, out page, out fault, linearFlags);
+    }
+
+    /// <summary>Reads <paramref name="destination"/>.Length bytes from <paramref name="gpa"/>, across pages.</summary>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="destination">Where to copy.</param>
+    /// <param name="fault">The first fault.</param>
+    /// <returns>False on a fault; bytes of earlier pages have been copied.</returns>
+    public bool TryRead(GuestPhysicalAddress gpa, Span<byte> destination, out GuestMemoryFault fault)
+    {
+        ulong address = gpa.Value;
+        int done = 0;
+        while (done < destination.Length)
+        {
+            if (!TryGetHostPage(new GuestPhysicalAddress(address), EptAccess.Read, out byte* page, out fault))
+            {
+                return false;
+            }
+
+            int offset = (int)(address & Page.PageOffsetMask);
+            int n = Math.Min(Page.PageSize - offset, destination.Length - done);
+            new ReadOnlySpan<byte>(page + offset, n).CopyTo(destination[done..]);
+            done += n;
+            address += (ulong)n;
+        }
+
+        fault = default;
+        return true;
+    }
+
+    /// <summary>Writes <paramref name="source"/> at <paramref name="gpa"/>, across pages.</summary>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="source">The bytes.</param>
+    /// <param name="fault">The first fault.</param>
+    /// <returns>False on a fault; bytes of earlier pages have been written.</returns>
+    public bool TryWrite(GuestPhysicalAddress gpa, ReadOnlySpan<byte> source, out GuestMemoryFault fault)
+    {
+        ulong address = gpa.Value;
+        int done = 0;
+        while (done < source.Length)
+        {
+            if (!TryGetHostPage(new GuestPhysicalAddress(address), EptAccess.Write, out byte* page, out fault))
+            {
+                return false;
+            }
+
+            int offset = (int)(address & Page.PageOffsetMask);
+            int n = Math.Min(Page.PageSize - offset, source.Length - done);
+            source.Slice(done, n).CopyTo(new Span<byte>(page + offset, n));
+            done += n;
+            address += (ulong)n;
+        }
+
+        fault = default;
+        return true;
+    }
+
+    /// <summary>Reads a value of type <typeparamref name="T"/> (host byte order) from <paramref name="gpa"/>.</summary>
+    /// <typeparam name="T">An unmanaged type.</typeparam>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="value">The value, or default on failure.</param>
+    /// <returns>False on a fault.</returns>
+    public bool TryRead<T>(GuestPhysicalAddress gpa, out T value)
+        where T : unmanaged => TryRead(gpa, out value, out _);
+
+    /// <summary>Reads a value of type <typeparamref name="T"/> (host byte order) from <paramref name="gpa"/>.</summary>
+    /// <typeparam name="T">An unmanaged type.</typeparam>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="value">The value, or default on failure.</param>
+    /// <param name="fault">The fault on failure.</param>
+    /// <returns>False on a fault.</returns>
+    public bool TryRead<T>(GuestPhysicalAddress gpa, out T value, out GuestMemoryFault fault)
+        where T : unmanaged
+    {
+        int offset = gpa.PageOffset;
+        if (offset + sizeof(T) <= Page.PageSize)
+        {
+            if (TryGetHostPage(gpa, EptAccess.Read, out byte* page, out fault))
+            {
+                value = Unsafe.ReadUnaligned<T>(page + offset);
+                return true;
+            }
+
+            value = default;
+            return false;
+        }
+
+        value = default;
+        if (TryRead(gpa, MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref value, 1)), out fault))
+        {
+            return true;
+        }
+
+        value = default;
+        return false;
+    }
+
+    /// <summary>Writes a value of type <typeparamref name="T"/> (host byte order) at <paramref name="gpa"/>.</summary>
+    /// <typeparam name="T">An unmanaged type.</typeparam>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="value">The value.</param>
+    /// <returns>False on a fault.</returns>
+    public bool TryWrite<T>(GuestPhysicalAddress gpa, in T value)
+        where T : unmanaged => TryWrite(gpa, in value, out _);
+
+    /// <summary>Writes a value of type <typeparamref name="T"/> (host byte order) at <paramref name="gpa"/>.</summary>
+    /// <typeparam name="T">An unmanaged type.</typeparam>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="value">The value.</param>
+    /// <param name="fault">The fault on failure.</param>
+    /// <returns>False on a fault.</returns>
+    public bool TryWrite<T>(GuestPhysicalAddress gpa, in T value, out GuestMemoryFault fault)
+        where T : unmanaged
+    {
+        int offset = gpa.PageOffset;
+        if (offset + sizeof(T) <= Page.PageSize)
+        {
+            if (TryGetHostPage(gpa, EptAccess.Write, out byte* page, out fault))
+            {
+                Unsafe.WriteUnaligned(page + offset, value);
+                return true;
+            }
+
+            return false;
+        }
+
+        return TryWrite(gpa, MemoryMarshal.AsBytes(MemoryMarshal.CreateReadOnlySpan(in value, 1)), out fault);
+    }
+
+    /// <summary>
+    /// Copies <paramref name="length"/> bytes inside the guest-physical space. Overlapping ranges are copied as by memmove
+    /// (backwards when the destination starts inside the source), so the first fault reported may be at the range's end.
+    /// </summary>
+    /// <param name="destination">First destination byte.</param>
+    /// <param name="source">First source byte.</param>
+    /// <param name="length">Number of bytes.</param>
+    /// <param name="fault">The first fault.</param>
+    /// <returns>False on a fault; chunks already copied stay copied.</returns>
+    public bool TryCopy(GuestPhysicalAddress destination, GuestPhysicalAddress source, ulong length, out GuestMemoryFault fault)
+    {
+        fault = default;
+        if (length == 0)
+        {
+            return true;
+        }
+
+        bool backwards = destination.Value > source.Value && destination.Value - source.Value < length;
+        ulong remaining = length;
+        while (remaining != 0)
+        {
+            ulong src, dst, n;
+            if (!backwards)
+            {
+                src = source.Value + (length - remaining);
+                dst = destination.Value + (length - remaining);
+                n = Math.Min(remaining, Math.Min(Page.PageSize - (src & Page.PageOffsetMask), Page.PageSize - (dst & Page.PageOffsetMask)));
+            }
+            else
+            {
+                ulong srcEnd = source.Value + remaining;
+                ulong dstEnd = destination.Value + remaining;
+                n = Math.Min(remaining, Math.Min(((srcEnd - 1) & Page.PageOffsetMask) + 1, ((dstEnd - 1) & Page.PageOffsetMask) + 1));
+                src = srcEnd - n;
+                dst = dstEnd - n;
+            }
+
+            if (!TryGetHostPage(new GuestPhysicalAddress(src), EptAccess.Read, out byte* srcPage, out fault)
+                || !TryGetHostPage(new GuestPhysicalAddress(dst), EptAccess.Write, out byte* dstPage, out fault))
+            {
+                return false;
+            }
+
+            Buffer.MemoryCopy(srcPage + (src & Page.PageOffsetMask), dstPage + (dst & Page.PageOffsetMask), n, n);
+            remaining -= n;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Compare-exchange of 32 bits at <paramref name="gpa"/>, like LOCK CMPXCHG: atomic against other processors when
+    /// naturally aligned; an unaligned operand is compared and written under a host lock (atomic only against other
+    /// unaligned operations). The access needs read and write rights, whatever the comparison's result.
+    /// </summary>
+    /// <param name="gpa">The operand's address.</param>
+    /// <param name="value">Stored when the current value equals <paramref name="comparand"/>.</param>
+    /// <param name="comparand">The expected value.</param>
+    /// <param name="original">The value found.</param>
+    /// <param name="fault">The fault on failure.</param>
+    /// <returns>False on a fault (nothing was written).</returns>
+    public bool TryCompareExchange32(GuestPhysicalAddress gpa, uint value, uint comparand, out uint original, out GuestMemoryFault fault)
+    {
+        if ((gpa.Value & 3) == 0)
+        {
+            if (TryGetHostPage(gpa, EptAccess.Read | EptAccess.Write, out byte* page, out fault))
+            {
+                original = Interlocked.CompareExchange(ref *(uint*)(page + gpa.PageOffset), value, comparand);
+                return true;
+            }
+
+            original = 0;
+            return false;
+        }
+
+        return UnalignedCompareExchange(gpa, value, comparand, out original, out fault);
+    }
+
+    /// <summary>
+    /// Compare-exchange of 64 bits at <paramref name="gpa"/>, like LOCK CMPXCHG8B/CMPXCHG: atomic when naturally aligned;
+    /// otherwise done under a host lock.
+    /// </summary>
+    /// <param name="gpa">The operand's address.</param>
+    /// <param name="value">Stored when the current value equals <paramref name="comparand"/>.</param>
+    /// <param name="comparand">The expected value.</param>
+    /// <param name="original">The value found.</param>
+    /// <param name="fault">The fault on failure.</param>
+    /// <returns>False on a fault (nothing was written).</returns>
+    public bool TryCompareExchange64(GuestPhysicalAddress gpa, ulong value, ulong comparand, out ulong original, out GuestMemoryFault fault)
+    {
+        if ((gpa.Value & 7) == 0)
+        {
+            if (TryGetHostPage(gpa, EptAccess.Read | EptAccess.Write, out byte* page, out fault))
+            {
+                original = Interlocked.CompareExchange(ref *(ulong*)(page + gpa.PageOffset), value, comparand);
+                return true;
+            }
+
+            original = 0;
+            return false;
+        }
+
+        return UnalignedCompareExchange(gpa, value, comparand, out original, out fault);
+    }
+
+    private bool UnalignedCompareExchange<T>(GuestPhysicalAddress gpa, T value, T comparand, out T original, out GuestMemoryFault fault)
+        where T : unmanaged, IEquatable<T>
+    {
+        original = default;
+        GuestPhysicalAddress last = gpa + (ulong)(sizeof(T) - 1);
+        if (!TryGetHostPage(gpa, EptAccess.Read | EptAccess.Write, out byte* first, out fault)
+            || !TryGetHostPage(last, EptAccess.Read | EptAccess.Write, out byte* second, out fault))
+        {
+            return false;
+        }
+
+        // Both pages are checked before any byte moves, so a fault leaves memory untouched.
+        int split = Math.Min(sizeof(T), Page.PageSize - gpa.PageOffset);
+        Span<byte> bytes = stackalloc byte[sizeof(T)];
+        lock (s_unalignedAtomicGate)
+        {
+            new ReadOnlySpan<byte>(first + gpa.PageOffset, split).CopyTo(bytes);
+            new ReadOnlySpan<byte>(second, sizeof(T) - split).CopyTo(bytes[split..]);
+            original = MemoryMarshal.Read<T>(bytes);
+            if (original.Equals(comparand))
+            {
+                MemoryMarshal.Write(bytes, in value);
+                bytes[..split].CopyTo(new Span<byte>(first + gpa.PageOffset, split));
+                bytes[split..].CopyTo(new Span<byte>(second, sizeof(T) - split));
+            }
+        }
+
+        return true;
+    }
+
+    private EptAccess CacheRights(EptAccess access) =>
+        _modeBasedExecuteControl || (access & EptAccess.UserExecute) == 0
+            ? access
+            : (access & ~EptAccess.UserExecute) | EptAccess.Execute;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool Walk(GuestPhysicalAddress gpa, EptAccess access, long epoch, out byte* page, out GuestMemoryFault fault, EptViolationQualification linearFlags)
+    {
+        if (epoch != _epoch)
+        {
+            _cache.Flush(); // an all-context INVEPT happened since this cache was last used
+            _epoch = epoch;
+        }
+
+        page = null;
+        EptTranslationStatus status = EptWalker.Translate(_memory, _eptp, gpa, access, linearFlags, _modeBasedExecuteControl, out EptTranslation translation, out EptViolationQualification violation);
+        if (status != EptTranslationStatus.Success)
+        {
+            fault = new GuestMemoryFault(gpa, status, violation);
+            return false;
+        }
+
+        MachineFrameNumber frame = translation.Frame;
+        if (!_memory.IsValid(frame))
+        {
+            // The EPT names memory that does not exist; no host access may follow it.
+            fault = new GuestMemoryFault(gpa, EptTranslationStatus.Misconfiguration, default);
+            return false;
+        }
+
+        page = _memory.GetFramePointer(frame);
+        EptAccess rights = translation.Permissions;
+        if (!_modeBasedExecuteControl && (rights & EptAccess.Execute) != 0)
+        {
+            rights |= EptAccess.UserExecute;
+        }
+
+        if (_eptp.AccessedDirtyEnabled && (access & EptAccess.Write) == 0)
+        {
+            rights &= ~EptAccess.Write; // the dirty flag is not set yet: the first write must walk (SDM §29.4.3.2)
+        }
+
+        if (Volatile.Read(ref _memory.TranslationEpoch) == epoch)
+        {
+            _cache.Fill(gpa.Value >> Page.PageShift, page, rights);
+        }
+
+        fault = default;
+        return true;
+    }
+}

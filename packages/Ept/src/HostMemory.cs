@@ -1,0 +1,61 @@
+using System.Runtime.InteropServices;
+
+namespace VmmKit.Ept;
+
+/// <summary>
+/// The libc calls behind <see cref="MachineMemory"/>: one anonymous, private, unreserved mapping
+/// (mmap(2) with MAP_NORESERVE, so untouched frames cost no host RAM), and madvise(MADV_DONTNEED)
+/// to hand freed runs back to the host, after which they read as zero.
+/// </summary>
+internal static unsafe partial class HostMemory
+{
+    private const int ProtRead = 0x1;
+    private const int ProtWrite = 0x2;
+    private const int MapPrivate = 0x02;
+    private const int LinuxMapAnonymous = 0x20;
+    private const int LinuxMapNoReserve = 0x4000;
+    private const int MacMapAnonymous = 0x1000;
+    private const int MadvDontNeed = 4;   // same value on Linux and macOS
+    private static readonly nint MapFailed = -1;
+
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static partial nint Mmap(nint address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    private static partial int Munmap(nint address, nuint length);
+
+    [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    private static partial int Madvise(nint address, nuint length, int advice);
+
+    /// <summary>Reserves <paramref name="length"/> bytes of zero-filled, lazily committed memory.</summary>
+    public static byte* Reserve(ulong length)
+    {
+        int flags;
+        if (OperatingSystem.IsLinux())
+        {
+            flags = MapPrivate | LinuxMapAnonymous | LinuxMapNoReserve;
+        }
+        else if (OperatingSystem.IsMacOS() || OperatingSystem.IsFreeBSD())
+        {
+            flags = MapPrivate | MacMapAnonymous;
+        }
+        else
+        {
+            throw new PlatformNotSupportedException("MachineMemory needs mmap(2): Linux, macOS or FreeBSD.");
+        }
+
+        nint p = Mmap(0, (nuint)length, ProtRead | ProtWrite, flags, -1, 0);
+        if (p == MapFailed || p == 0)
+        {
+            throw new MachineMemoryExhaustedException($"mmap of {length} bytes failed (errno {Marshal.GetLastPInvokeError()}).");
+        }
+
+        return (byte*)p;
+    }
+
+    /// <summary>Releases a mapping made by <see cref="Reserve"/>.</summary>
+    public static void Release(byte* start, ulong length) => _ = Munmap((nint)start, (nuint)length);
+
+    /// <summary>Drops the host pages behind a page-aligned range; it reads as zero afterwards (private anonymous mapping).</summary>
+    public static bool Discard(byte* start, ulong length) => Madvise((nint)start, (nuint)length, MadvDontNeed) == 0;
+}
