@@ -1,0 +1,313 @@
+using System.Net.Sockets;
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Transports;
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Daemon;
+
+/// <summary>
+/// A XenStore daemon: Xen's xenstored protocol and semantics over a Unix socket (what libxenstore and the
+/// xenstore-* tools use, via <c>XENSTORED_PATH</c>), over domains' shared rings, and over in-process streams.
+/// One lock serialises the store (xenstored is single-threaded); each connection reads and writes
+/// asynchronously, so a client that stops reading only stalls itself.
+/// </summary>
+public sealed class XenStoreDaemon : IAsyncDisposable
+{
+    /// <summary>The socket path libxenstore uses when <c>XENSTORED_PATH</c> is not set.</summary>
+    public const string DefaultSocketPath = "/var/run/xenstored/socket";
+
+    private const int ReceiveBufferSize = 64 * 1024;
+
+    private readonly Lock _gate = new();
+    private readonly XsProcessor _processor;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly List<Task> _pumps = [];
+    private readonly List<Socket> _listeners = [];
+
+    /// <summary>Creates a daemon with an empty store (just <c>/</c>, <c>/tool</c> and <c>/tool/xenstored</c>).</summary>
+    public XenStoreDaemon(XenStoreDaemonOptions? options = null)
+    {
+        options ??= new XenStoreDaemonOptions();
+        _processor = new XsProcessor(options.Quotas)
+        {
+            DomainConnector = options.DomainConnector,
+            Log = options.Log,
+        };
+        _processor.ServeConnection = c => StartPump(c);
+    }
+
+    /// <summary>The global quotas in force.</summary>
+    public XenStoreQuotas Quotas => _processor.GlobalQuotas;
+
+    /// <summary>The socket path to use: <c>XENSTORED_PATH</c> if set, else <see cref="DefaultSocketPath"/> (as libxenstore's xs_daemon_socket).</summary>
+    public static string SocketPathFromEnvironment() =>
+        Environment.GetEnvironmentVariable("XENSTORED_PATH") is { Length: > 0 } p ? p : DefaultSocketPath;
+
+    /// <summary>Number of live connections.</summary>
+    public int ConnectionCount
+    {
+        get { lock (_gate) return _processor.Connections.Count; }
+    }
+
+    /// <summary>Number of nodes in the store.</summary>
+    public int NodeCount
+    {
+        get { lock (_gate) return _processor.Store.NodeCount; }
+    }
+
+    /// <summary>
+    /// Listens on <paramref name="socketPath"/> (a stale socket file is replaced) and serves clients until
+    /// <paramref name="cancellationToken"/> is cancelled; the socket file is removed on the way out.
+    /// </summary>
+    public async Task RunAsync(string socketPath, CancellationToken cancellationToken)
+    {
+        var listener = Listen(socketPath);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
+        try
+        {
+            while (!linked.IsCancellationRequested)
+            {
+                Socket client;
+                try
+                {
+                    client = await listener.AcceptAsync(linked.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+                catch (SocketException) when (linked.IsCancellationRequested)
+                {
+                    break;
+                }
+                ServeStream(new NetworkStream(client, ownsSocket: true), XsConnectionKind.Socket, 0);
+            }
+        }
+        finally
+        {
+            listener.Dispose();
+            lock (_gate)
+                _listeners.Remove(listener);
+            TryDelete(socketPath);
+        }
+    }
+
+    /// <summary>
+    /// Entry point for a daemon process: the socket path is the first argument, else <c>XENSTORED_PATH</c>,
+    /// else <see cref="DefaultSocketPath"/>. Returns 0 after a clean shutdown.
+    /// </summary>
+    public static async Task<int> RunMainAsync(string[] args, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        string path = args.Length > 0 ? args[0] : SocketPathFromEnvironment();
+        await using var daemon = new XenStoreDaemon();
+        await daemon.RunAsync(path, cancellationToken).ConfigureAwait(false);
+        return 0;
+    }
+
+    private Socket Listen(string socketPath)
+    {
+        string? dir = Path.GetDirectoryName(socketPath);
+        if (!string.IsNullOrEmpty(dir))
+            Directory.CreateDirectory(dir);
+        TryDelete(socketPath);
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(socketPath));
+        listener.Listen(512);
+        lock (_gate)
+            _listeners.Add(listener);
+        return listener;
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            if (File.Exists(path))
+                File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// Serves a client over any stream. Socket clients act as dom0; a <see cref="XsConnectionKind.Stream"/>
+    /// client acts as <paramref name="domainId"/> (privileged only when it is 0).
+    /// </summary>
+    public void ServeStream(Stream stream, XsConnectionKind kind, uint domainId)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        XsConnection c;
+        lock (_gate)
+            c = _processor.AddConnection(kind, kind == XsConnectionKind.Socket ? 0 : domainId, stream);
+        StartPump(c);
+    }
+
+    /// <summary>Creates an in-process connection acting as <paramref name="domainId"/> and returns the client's end.</summary>
+    public Stream Connect(uint domainId = 0)
+    {
+        var (client, server) = XenStoreInMemoryTransport.CreatePair();
+        ServeStream(server, XsConnectionKind.Stream, domainId);
+        return client;
+    }
+
+    /// <summary>
+    /// Serves a domain's ring directly (the host mapped it itself, or re-attaches it after a restore) and
+    /// records the domain as introduced.
+    /// </summary>
+    public void AttachDomain(uint domainId, XenStoreRingBinding binding)
+    {
+        ArgumentNullException.ThrowIfNull(binding);
+        if (domainId == 0 || domainId >= XsConstants.DomidFirstReserved)
+            throw new ArgumentOutOfRangeException(nameof(domainId));
+        lock (_gate)
+            _processor.AttachDomainRing(_processor.GetOrAddDomain(domainId), binding);
+    }
+
+    private void StartPump(XsConnection c)
+    {
+        var task = Task.Run(() => PumpAsync(c));
+        lock (_pumps)
+        {
+            _pumps.RemoveAll(t => t.IsCompleted);
+            _pumps.Add(task);
+        }
+    }
+
+    /// <summary>
+    /// Reads messages, handles each complete one under the store lock, then flushes replies and the events
+    /// it caused. A header announcing more than XENSTORE_PAYLOAD_MAX ends the connection, as in xenstored.
+    /// </summary>
+    private async Task PumpAsync(XsConnection c)
+    {
+        var stream = c.Transport!;
+        var buffer = new byte[ReceiveBufferSize];
+        int start = 0, end = 0;
+        XsConnection[]? kicks = null;
+        try
+        {
+            await c.DrainAsync().ConfigureAwait(false);
+            while (!c.Closed && !_stopping.IsCancellationRequested)
+            {
+                int n = await stream.ReadAsync(buffer.AsMemory(end), _stopping.Token).ConfigureAwait(false);
+                if (n == 0)
+                    break;
+                end += n;
+                bool broken = false;
+                int kickCount = 0;
+                lock (_gate)
+                {
+                    while (true)
+                    {
+                        var status = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out var header, out var payload, out int consumed);
+                        if (status == XsFrameStatus.NeedMore)
+                            break;
+                        if (status == XsFrameStatus.Oversized)
+                        {
+                            broken = true;
+                            break;
+                        }
+                        _processor.Process(c, header, payload);
+                        start += consumed;
+                    }
+                    if (_processor.Kicks.Count > 0)
+                    {
+                        kickCount = _processor.Kicks.Count;
+                        if (kicks is null || kicks.Length < kickCount)
+                            kicks = new XsConnection[Math.Max(kickCount, 8)];
+                        _processor.Kicks.CopyTo(kicks);
+                        _processor.Kicks.Clear();
+                    }
+                }
+                for (int i = 0; i < kickCount; i++)
+                {
+                    if (kicks![i] != c)
+                        _ = kicks[i].DrainAsync();
+                    kicks[i] = null!;
+                }
+                if (broken)
+                {
+                    if (stream is XenStoreRingStream)
+                        _processor.Log?.Invoke($"domain {c.DomainId}: payload over XENSTORE_PAYLOAD_MAX");
+                    break;
+                }
+                if (start == end)
+                {
+                    start = end = 0;
+                }
+                else if (buffer.Length - end < XsConstants.HeaderSize + XsConstants.PayloadMax)
+                {
+                    buffer.AsSpan(start, end - start).CopyTo(buffer);
+                    end -= start;
+                    start = 0;
+                }
+                await c.DrainAsync().ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or SocketException or InvalidOperationException)
+        {
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                // A domain connection that is only detached (daemon stopping for a restart) keeps its state.
+                if (!_stopping.IsCancellationRequested)
+                    _processor.RemoveConnection(c);
+            }
+            c.Close();
+        }
+    }
+
+    /// <summary>
+    /// Dumps the whole state — nodes with permissions and generations, domains, connections with their
+    /// watches, open transactions — like xenstored's live-update state record. See <see cref="RestoreState"/>.
+    /// </summary>
+    public byte[] SaveState()
+    {
+        lock (_gate)
+            return XsStateSerializer.Save(_processor);
+    }
+
+    /// <summary>
+    /// Loads a state from <see cref="SaveState"/> into this (fresh) daemon. Domain connections come back
+    /// with their watches and wait for <see cref="AttachDomain"/> to give them their ring again; their
+    /// open transactions are kept but fail with EAGAIN, so clients retry them. Socket and stream clients
+    /// cannot survive a process restart and are dropped.
+    /// </summary>
+    public void RestoreState(ReadOnlySpan<byte> state)
+    {
+        lock (_gate)
+            XsStateSerializer.Restore(_processor, state);
+    }
+
+    /// <summary>Stops listening and closes every connection.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_stopping.IsCancellationRequested)
+            return;
+        _stopping.Cancel();
+        lock (_gate)
+        {
+            foreach (var l in _listeners)
+                l.Dispose();
+            foreach (var c in _processor.Connections)
+                c.Close();
+        }
+        Task[] pumps;
+        lock (_pumps)
+            pumps = [.. _pumps];
+        try
+        {
+            await Task.WhenAll(pumps).WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+        }
+        _stopping.Dispose();
+    }
+}

@@ -1,0 +1,110 @@
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Watches;
+
+namespace VmmKit.XenStore.Daemon;
+
+/// <summary>
+/// One client of the daemon (xenstored's <c>struct connection</c>): identity, watches, open transactions
+/// and the output queue. All fields except the output queue are guarded by the daemon's store lock.
+/// </summary>
+internal sealed class XsConnection
+{
+    private int _draining;
+    private uint _nextTransactionId = 1;
+
+    public XsConnection(int id, XsConnectionKind kind, uint domainId, Stream? transport)
+    {
+        Id = id;
+        Kind = kind;
+        DomainId = domainId;
+        Transport = transport;
+    }
+
+    public int Id { get; }
+
+    public XsConnectionKind Kind { get; }
+
+    public uint DomainId { get; }
+
+    /// <summary>Dom0 and socket clients are privileged (xenstored's <c>domain_is_unprivileged</c> is false).</summary>
+    public bool Privileged => DomainId == 0;
+
+    /// <summary>The domain this one acts for (XS_SET_TARGET).</summary>
+    public uint? Target { get; set; }
+
+    public XsCaller Caller => new(DomainId, Privileged, Target);
+
+    public Stream? Transport { get; set; }
+
+    public List<XsWatch> Watches { get; } = [];
+
+    public Dictionary<uint, XsTransaction> Transactions { get; } = [];
+
+    public XsOutputQueue Output { get; } = new();
+
+    public bool Closed { get; private set; }
+
+    public uint AllocateTransactionId()
+    {
+        uint id;
+        do
+        {
+            id = _nextTransactionId++;
+        }
+        while (id == 0 || Transactions.ContainsKey(id));
+        return id;
+    }
+
+    internal uint NextTransactionId
+    {
+        get => _nextTransactionId;
+        set => _nextTransactionId = value;
+    }
+
+    /// <summary>Writes queued output. Only one writer runs at a time; a concurrent caller returns at once.</summary>
+    public async Task DrainAsync()
+    {
+        while (true)
+        {
+            var transport = Transport;
+            if (Closed || transport is null)
+                return;
+            if (Interlocked.CompareExchange(ref _draining, 1, 0) != 0)
+                return;
+            try
+            {
+                while (Output.TryTake(out var buffer, out int length))
+                {
+                    await transport.WriteAsync(buffer.AsMemory(0, length)).ConfigureAwait(false);
+                    Output.Return(buffer);
+                }
+                await transport.FlushAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or OperationCanceledException or System.Net.Sockets.SocketException)
+            {
+                Close();
+                return;
+            }
+            finally
+            {
+                Volatile.Write(ref _draining, 0);
+            }
+            if (!Output.HasPending)
+                return;
+        }
+    }
+
+    public void Close()
+    {
+        if (Closed)
+            return;
+        Closed = true;
+        try
+        {
+            Transport?.Dispose();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+        }
+    }
+}

@@ -1,0 +1,185 @@
+using System.Globalization;
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Daemon;
+
+/// <summary>Node operations: READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART, GET_PERMS, SET_PERMS (core.c).</summary>
+internal sealed unsafe partial class XsProcessor
+{
+    private XsError PathArg(XsConnection c, ReadOnlySpan<byte> raw, out string path)
+    {
+        var err = XsPath.Canonicalize(raw, c.DomainId, allowSpecial: false,
+            c.Privileged ? int.MaxValue : QuotasFor(c).PathLength, out path, out _);
+        return err;
+    }
+
+    private static XsError DoRead(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (!XsPayload.TryOneArg(r.Payload, out var raw))
+            return XsError.EINVAL;
+        var err = p.PathArg(c, raw, out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
+        return err != XsError.None ? err : p.Reply(c, ref r, node!.Value);
+    }
+
+    private static XsError DoWrite(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        // WRITE <path>|<value|>: the value is everything after the first NUL and may contain NULs.
+        int nul = r.Payload.IndexOf((byte)0);
+        if (nul < 0)
+            return XsError.EINVAL;
+        var err = p.PathArg(c, r.Payload[..nul], out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Write(c.Caller, path, r.Payload[(nul + 1)..], r.Transaction);
+        return err != XsError.None ? err : p.Ack(c, ref r);
+    }
+
+    private static XsError DoMkdir(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (!XsPayload.TryOneArg(r.Payload, out var raw))
+            return XsError.EINVAL;
+        var err = p.PathArg(c, raw, out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Mkdir(c.Caller, path, r.Transaction);
+        return err != XsError.None ? err : p.Ack(c, ref r);
+    }
+
+    private static XsError DoRm(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (!XsPayload.TryOneArg(r.Payload, out var raw))
+            return XsError.EINVAL;
+        var err = p.PathArg(c, raw, out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Remove(c.Caller, path, r.Transaction);
+        return err != XsError.None ? err : p.Ack(c, ref r);
+    }
+
+    private static XsError DoDirectory(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (!XsPayload.TryOneArg(r.Payload, out var raw))
+            return XsError.EINVAL;
+        var err = p.PathArg(c, raw, out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
+        if (err != XsError.None)
+            return err;
+        if (node!.ChildrenLength > XsConstants.PayloadMax)
+            return XsError.E2BIG;
+        Span<byte> buffer = stackalloc byte[XsConstants.PayloadMax];
+        int len = node.WriteChildren(buffer);
+        return p.Reply(c, ref r, buffer[..len]);
+    }
+
+    /// <summary>
+    /// DIRECTORY_PART <c>&lt;path&gt;|&lt;offset&gt;|</c> → <c>&lt;gencnt&gt;|&lt;children from offset&gt;</c>, with an
+    /// extra empty string once the list is complete (send_directory_part).
+    /// </summary>
+    private static XsError DoDirectoryPart(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (XsPayload.CountStrings(r.Payload) != 2)
+            return XsError.EINVAL;
+        int at = 0;
+        XsPayload.TryNext(r.Payload, ref at, out var raw);
+        XsPayload.TryNext(r.Payload, ref at, out var offText);
+        var err = p.PathArg(c, raw, out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
+        if (err != XsError.None)
+            return err;
+        // atoi(): a malformed offset reads as its numeric prefix (0 when none).
+        long off = 0;
+        foreach (byte b in offText)
+        {
+            if (b < '0' || b > '9' || off > int.MaxValue)
+                break;
+            off = off * 10 + (b - '0');
+        }
+        var children = new byte[node!.ChildrenLength];
+        node.WriteChildren(children);
+        string gen = node.Generation.ToString(CultureInfo.InvariantCulture);
+        Span<byte> reply = stackalloc byte[XsConstants.PayloadMax];
+        int genLen = gen.Length + 1;
+        for (int i = 0; i < gen.Length; i++)
+            reply[i] = (byte)gen[i];
+        reply[gen.Length] = 0;
+        if (off >= children.Length)
+        {
+            reply[genLen] = 0;
+            return p.Reply(c, ref r, reply[..(genLen + 1)]);
+        }
+        int start = (int)off;
+        int maxLen = XsConstants.PayloadMax - genLen - 1;
+        int len = 0;
+        while (start + len < children.Length)
+        {
+            int end = Array.IndexOf(children, (byte)0, start + len);
+            int next = end + 1 - start;
+            if (next > maxLen)
+                break;
+            len = next;
+        }
+        if (len == 0)
+            return XsError.E2BIG;
+        children.AsSpan(start, len).CopyTo(reply[genLen..]);
+        int total = genLen + len;
+        if (start + len == children.Length)
+            reply[total++] = 0;
+        return p.Reply(c, ref r, reply[..total]);
+    }
+
+    private static XsError DoGetPerms(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (!XsPayload.TryOneArg(r.Payload, out var raw))
+            return XsError.EINVAL;
+        var err = XsPath.Canonicalize(raw, c.DomainId, allowSpecial: false, c.Privileged ? int.MaxValue : p.QuotasFor(c).PathLength, out var path, out _);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
+        if (err != XsError.None)
+            return err;
+        Span<byte> buffer = stackalloc byte[XsConstants.PayloadMax];
+        int len = 0;
+        foreach (var perm in node!.Perms)
+        {
+            string s = perm.ToString();
+            if (len + s.Length + 1 > buffer.Length)
+                return XsError.E2BIG;
+            foreach (char ch in s)
+                buffer[len++] = (byte)ch;
+            buffer[len++] = 0;
+        }
+        return p.Reply(c, ref r, buffer[..len]);
+    }
+
+    private static XsError DoSetPerms(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        // SET_PERMS <path>|<perm-as-string>|+
+        int count = XsPayload.CountStrings(r.Payload);
+        if (count < 2)
+            return XsError.EINVAL;
+        int at = 0;
+        XsPayload.TryNext(r.Payload, ref at, out var raw);
+        var perms = new XsPermission[count - 1];
+        if (!c.Privileged && perms.Length > p.QuotasFor(c).Permissions)
+            return XsError.ENOSPC;
+        for (int i = 0; i < perms.Length; i++)
+        {
+            XsPayload.TryNext(r.Payload, ref at, out var text);
+            if (!XsPermission.TryParse(text, out perms[i]))
+                return XsError.EINVAL;
+        }
+        var err = p.PathArg(c, raw, out var path);
+        if (err != XsError.None)
+            return err;
+        err = p.Store.SetPermissions(c.Caller, path, perms, r.Transaction);
+        return err != XsError.None ? err : p.Ack(c, ref r);
+    }
+}

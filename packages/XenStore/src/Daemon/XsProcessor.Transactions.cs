@@ -1,0 +1,42 @@
+using System.Globalization;
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Daemon;
+
+/// <summary>TRANSACTION_START and TRANSACTION_END (transaction.c).</summary>
+internal sealed unsafe partial class XsProcessor
+{
+    private static XsError DoTransactionStart(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        // "It is not legal to send non-0 tx_id in TRANSACTION_START."
+        if (r.Transaction is not null)
+            return XsError.EBUSY;
+        if (!c.Privileged && c.Transactions.Count >= p.QuotasFor(c).Transactions)
+            return XsError.ENOSPC;
+        uint id = c.AllocateTransactionId();
+        c.Transactions.Add(id, new XsTransaction(id));
+        Span<byte> text = stackalloc byte[12];
+        id.TryFormat(text, out int n, default, CultureInfo.InvariantCulture);
+        text[n++] = 0;
+        return p.Reply(c, ref r, text[..n]);
+    }
+
+    /// <summary>TRANSACTION_END <c>T|</c> commits (EAGAIN on conflict), <c>F|</c> discards.</summary>
+    private static XsError DoTransactionEnd(XsProcessor p, XsConnection c, ref XsRequest r)
+    {
+        if (!XsPayload.TryOneArg(r.Payload, out var arg) || arg.Length != 1 || (arg[0] != (byte)'T' && arg[0] != (byte)'F'))
+            return XsError.EINVAL;
+        var tx = r.Transaction;
+        if (tx is null)
+            return XsError.ENOENT;
+        c.Transactions.Remove(tx.Id);
+        if (arg[0] == (byte)'T')
+        {
+            var err = p.Store.CommitTransaction(tx, domid => domid != 0);
+            if (err != XsError.None)
+                return err;
+        }
+        return p.Ack(c, ref r);
+    }
+}

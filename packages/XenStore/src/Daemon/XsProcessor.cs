@@ -1,0 +1,254 @@
+using System.Text;
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Watches;
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Daemon;
+
+/// <summary>A request being handled: header, payload and the transaction named by <c>tx_id</c>.</summary>
+internal ref struct XsRequest
+{
+    public XsHeader Header;
+    public ReadOnlySpan<byte> Payload;
+    public XsTransaction? Transaction;
+}
+
+/// <summary>
+/// The daemon's brain (xenstored's process_message): validates each message, looks up its transaction,
+/// dispatches through a handler table indexed by <c>xsd_sockmsg_type</c>, and turns failures into
+/// <c>XS_ERROR</c> replies. It also delivers watch events. Callers hold the daemon's store lock.
+/// </summary>
+internal sealed unsafe partial class XsProcessor : IXsEventSink
+{
+    [Flags]
+    private enum HandlerFlags
+    {
+        None = 0,
+        /// <summary>XS_FLAG_NOTID: the transaction id is ignored.</summary>
+        NoTransaction = 1,
+        /// <summary>XS_FLAG_PRIV: privileged callers only (EACCES otherwise).</summary>
+        Privileged = 2,
+    }
+
+    private static readonly delegate*<XsProcessor, XsConnection, ref XsRequest, XsError>[] Handlers = BuildHandlers();
+    private static readonly HandlerFlags[] Flags = BuildFlags();
+
+    private readonly List<XsConnection> _connections = [];
+    private readonly Dictionary<uint, XsDomain> _domains = [];
+    private int _nextConnectionId = 1;
+
+    public XsProcessor(XenStoreQuotas quotas)
+    {
+        GlobalQuotas = quotas;
+        Store = new XsStore(quotas, this);
+    }
+
+    public XsStore Store { get; }
+
+    public XenStoreQuotas GlobalQuotas { get; }
+
+    public Transports.IXenStoreDomainConnector? DomainConnector { get; set; }
+
+    /// <summary>Connections that got output while handling the current message, to be flushed outside the lock.</summary>
+    public List<XsConnection> Kicks { get; } = [];
+
+    public IReadOnlyList<XsConnection> Connections => _connections;
+
+    public IReadOnlyDictionary<uint, XsDomain> Domains => _domains;
+
+    public Action<string>? Log { get; set; }
+
+    private static delegate*<XsProcessor, XsConnection, ref XsRequest, XsError>[] BuildHandlers()
+    {
+        var t = new delegate*<XsProcessor, XsConnection, ref XsRequest, XsError>[(int)XsMessageType.TypeCount];
+        t[(int)XsMessageType.Control] = &DoControl;
+        t[(int)XsMessageType.Directory] = &DoDirectory;
+        t[(int)XsMessageType.Read] = &DoRead;
+        t[(int)XsMessageType.GetPerms] = &DoGetPerms;
+        t[(int)XsMessageType.Watch] = &DoWatch;
+        t[(int)XsMessageType.Unwatch] = &DoUnwatch;
+        t[(int)XsMessageType.TransactionStart] = &DoTransactionStart;
+        t[(int)XsMessageType.TransactionEnd] = &DoTransactionEnd;
+        t[(int)XsMessageType.Introduce] = &DoIntroduce;
+        t[(int)XsMessageType.Release] = &DoRelease;
+        t[(int)XsMessageType.GetDomainPath] = &DoGetDomainPath;
+        t[(int)XsMessageType.Write] = &DoWrite;
+        t[(int)XsMessageType.Mkdir] = &DoMkdir;
+        t[(int)XsMessageType.Rm] = &DoRm;
+        t[(int)XsMessageType.SetPerms] = &DoSetPerms;
+        t[(int)XsMessageType.IsDomainIntroduced] = &DoIsDomainIntroduced;
+        t[(int)XsMessageType.Resume] = &DoResume;
+        t[(int)XsMessageType.SetTarget] = &DoSetTarget;
+        t[(int)XsMessageType.ResetWatches] = &DoResetWatches;
+        t[(int)XsMessageType.DirectoryPart] = &DoDirectoryPart;
+        t[(int)XsMessageType.GetFeature] = &DoGetFeature;
+        t[(int)XsMessageType.SetFeature] = &DoSetFeature;
+        t[(int)XsMessageType.GetQuota] = &DoGetQuota;
+        t[(int)XsMessageType.SetQuota] = &DoSetQuota;
+        return t;
+    }
+
+    private static HandlerFlags[] BuildFlags()
+    {
+        var f = new HandlerFlags[(int)XsMessageType.TypeCount];
+        f[(int)XsMessageType.Control] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.Watch] = HandlerFlags.NoTransaction;
+        f[(int)XsMessageType.Unwatch] = HandlerFlags.NoTransaction;
+        f[(int)XsMessageType.Introduce] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.Release] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.IsDomainIntroduced] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.Resume] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.SetTarget] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.GetFeature] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.SetFeature] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.GetQuota] = HandlerFlags.Privileged;
+        f[(int)XsMessageType.SetQuota] = HandlerFlags.Privileged;
+        return f;
+    }
+
+    // ---- Connections -------------------------------------------------------------------------
+
+    public XsConnection AddConnection(XsConnectionKind kind, uint domid, Stream? transport, int id = 0)
+    {
+        if (id == 0)
+            id = _nextConnectionId++;
+        else
+            _nextConnectionId = Math.Max(_nextConnectionId, id + 1);
+        var c = new XsConnection(id, kind, domid, transport);
+        if (_domains.TryGetValue(domid, out var d) && domid != 0)
+            c.Target = d.Target;
+        _connections.Add(c);
+        return c;
+    }
+
+    /// <summary>Forgets a closed connection: its watches and transactions go with it.</summary>
+    public void RemoveConnection(XsConnection c)
+    {
+        c.Watches.Clear();
+        c.Transactions.Clear();
+        _connections.Remove(c);
+        foreach (var d in _domains.Values)
+        {
+            if (d.Connection == c)
+                d.Connection = null;
+        }
+    }
+
+    private XenStoreQuotas QuotasFor(XsConnection c) =>
+        _domains.TryGetValue(c.DomainId, out var d) && d.Quotas is not null ? d.Quotas : GlobalQuotas;
+
+    // ---- Dispatch ----------------------------------------------------------------------------
+
+    /// <summary>Handles one complete message from <paramref name="c"/>; replies go to its output queue.</summary>
+    public void Process(XsConnection c, in XsHeader header, ReadOnlySpan<byte> payload)
+    {
+        var req = new XsRequest { Header = header, Payload = payload };
+        uint type = (uint)header.Type;
+        if (type >= (uint)XsMessageType.TypeCount || Handlers[type] == null)
+        {
+            SendError(c, header, XsError.ENOSYS);
+            return;
+        }
+        var flags = Flags[type];
+        if ((flags & HandlerFlags.Privileged) != 0 && !c.Privileged)
+        {
+            SendError(c, header, XsError.EACCES);
+            return;
+        }
+        if ((flags & HandlerFlags.NoTransaction) == 0 && header.TransactionId != 0)
+        {
+            if (!c.Transactions.TryGetValue(header.TransactionId, out var tx))
+            {
+                SendError(c, header, XsError.ENOENT);
+                return;
+            }
+            if (tx.Failed && header.Type != XsMessageType.TransactionEnd)
+            {
+                SendError(c, header, XsError.EAGAIN);
+                return;
+            }
+            req.Transaction = tx;
+        }
+        var quotas = QuotasFor(c);
+        Store.Quotas = quotas;
+        XsError err;
+        try
+        {
+            err = Handlers[type](this, c, ref req);
+        }
+        finally
+        {
+            Store.Quotas = GlobalQuotas;
+        }
+        if (err == XsError.None && req.Transaction is { } t && !c.Privileged && t.Accessed.Count > quotas.TransactionNodes
+            && c.Transactions.ContainsKey(t.Id))
+        {
+            // Too many nodes in one transaction (quota_trans_nodes): the transaction can never commit.
+            t.Failed = true;
+            err = XsError.ENOSPC;
+        }
+        if (err != XsError.None)
+            SendError(c, header, err);
+    }
+
+    private void SendError(XsConnection c, in XsHeader request, XsError error)
+    {
+        var name = XsErrors.WireName(error);
+        c.Output.Append(new XsHeader(XsMessageType.Error, request.RequestId, request.TransactionId, (uint)name.Length), name);
+    }
+
+    private XsError Reply(XsConnection c, ref XsRequest r, scoped ReadOnlySpan<byte> payload)
+    {
+        // send_reply: nothing longer than XENSTORE_PAYLOAD_MAX goes out.
+        if (payload.Length > XsConstants.PayloadMax)
+            return XsError.E2BIG;
+        c.Output.Append(new XsHeader(r.Header.Type, r.Header.RequestId, r.Header.TransactionId, (uint)payload.Length), payload);
+        return XsError.None;
+    }
+
+    private XsError Ack(XsConnection c, ref XsRequest r) => Reply(c, ref r, "OK\0"u8);
+
+    private static string Ascii(ReadOnlySpan<byte> s) => Encoding.ASCII.GetString(s);
+
+    // ---- Watch delivery (IXsEventSink) ---------------------------------------------------------
+
+    /// <summary>
+    /// fire_watches: every watch whose path matches gets <c>path|token|</c>, if its connection may read the
+    /// node (under its new or, for a permission change, its old permissions).
+    /// </summary>
+    public void Fire(string path, XsPermission[] perms, XsPermission[]? oldPerms, bool exact)
+    {
+        foreach (var c in _connections)
+        {
+            if (c.Watches.Count == 0 || c.Closed)
+                continue;
+            bool checkedAccess = false, allowed = false;
+            foreach (var w in c.Watches)
+            {
+                string? epath = XsWatchMatcher.Match(w, path, exact);
+                if (epath is null)
+                    continue;
+                if (!checkedAccess)
+                {
+                    var caller = c.Caller;
+                    allowed = path[0] == '@'
+                        ? c.Privileged
+                        : (caller.AccessTo(perms) & XsAccess.Read) != 0 || (oldPerms is not null && (caller.AccessTo(oldPerms) & XsAccess.Read) != 0);
+                    checkedAccess = true;
+                }
+                if (!allowed)
+                    break;
+                if (w.Relative)
+                    epath = XsPath.MakeRelative(epath, c.DomainId);
+                if (c.Output.AppendEvent(epath, w.Token, QuotasFor(c).EventBacklogBytes))
+                    Kick(c);
+            }
+        }
+    }
+
+    private void Kick(XsConnection c)
+    {
+        if (!Kicks.Contains(c))
+            Kicks.Add(c);
+    }
+}

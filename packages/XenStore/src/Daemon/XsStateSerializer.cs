@@ -1,0 +1,183 @@
+using System.Text;
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Watches;
+
+namespace VmmKit.XenStore.Daemon;
+
+/// <summary>
+/// The daemon's whole state as bytes, in the spirit of xenstored's live-update records
+/// (xenstore_state.h): global data, nodes, domains, connections with watches and transactions.
+/// Little-endian, length-prefixed, versioned; a malformed record is rejected with <see cref="InvalidDataException"/>.
+/// </summary>
+internal static class XsStateSerializer
+{
+    private const uint Magic = 0x31535856; // "VXS1"
+
+    public static byte[] Save(XsProcessor p)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.ASCII, leaveOpen: true))
+        {
+            w.Write(Magic);
+            w.Write(p.Store.Generation);
+            WriteQuotas(w, p.GlobalQuotas);
+
+            var nodes = p.Store.AllNodes.ToList();
+            w.Write(nodes.Count);
+            foreach (var n in nodes)
+            {
+                w.Write(n.Path);
+                w.Write(n.Value.Length);
+                w.Write(n.Value);
+                w.Write(n.Perms.Length);
+                foreach (var perm in n.Perms)
+                {
+                    w.Write(perm.DomainId);
+                    w.Write((byte)perm.Access);
+                }
+                w.Write(n.Children.Count);
+                foreach (var child in n.Children)
+                    w.Write(child);
+                w.Write(n.Generation);
+            }
+
+            w.Write(p.Domains.Count);
+            foreach (var d in p.Domains.Values)
+            {
+                w.Write(d.DomainId);
+                w.Write(d.Mfn);
+                w.Write(d.EventChannel);
+                w.Write(d.Target ?? uint.MaxValue);
+                w.Write(d.Features);
+                w.Write(d.Quotas is not null);
+                if (d.Quotas is not null)
+                    WriteQuotas(w, d.Quotas);
+            }
+
+            var conns = p.Connections.Where(c => c.Kind == XsConnectionKind.DomainRing && !c.Closed).ToList();
+            w.Write(conns.Count);
+            foreach (var c in conns)
+            {
+                w.Write(c.Id);
+                w.Write(c.DomainId);
+                w.Write(c.NextTransactionId);
+                w.Write(c.Watches.Count);
+                foreach (var watch in c.Watches)
+                {
+                    w.Write(watch.Path);
+                    w.Write(watch.Token);
+                    w.Write(watch.Relative);
+                }
+                w.Write(c.Transactions.Count);
+                foreach (var id in c.Transactions.Keys)
+                    w.Write(id);
+            }
+        }
+        return ms.ToArray();
+    }
+
+    public static void Restore(XsProcessor p, ReadOnlySpan<byte> state)
+    {
+        try
+        {
+            using var ms = new MemoryStream(state.ToArray(), writable: false);
+            using var r = new BinaryReader(ms, Encoding.ASCII);
+            if (r.ReadUInt32() != Magic)
+                throw new InvalidDataException("not a VmmKit.XenStore state record");
+            ulong generation = r.ReadUInt64();
+            ReadQuotas(r, p.GlobalQuotas);
+
+            int nodeCount = Count(r);
+            var nodes = new List<XsNode>(nodeCount);
+            for (int i = 0; i < nodeCount; i++)
+            {
+                string path = r.ReadString();
+                var value = r.ReadBytes(Count(r));
+                var perms = new XsPermission[Count(r)];
+                if (perms.Length == 0)
+                    throw new InvalidDataException($"node {path} has no permissions");
+                for (int k = 0; k < perms.Length; k++)
+                    perms[k] = new XsPermission(r.ReadUInt32(), (XsAccess)r.ReadByte());
+                var node = new XsNode(path, value, perms);
+                int children = Count(r);
+                for (int k = 0; k < children; k++)
+                    node.AddChild(r.ReadString());
+                node.Generation = r.ReadUInt64();
+                nodes.Add(node);
+            }
+            p.Store.Restore(nodes, generation);
+
+            int domainCount = Count(r);
+            for (int i = 0; i < domainCount; i++)
+            {
+                var d = p.GetOrAddDomain(r.ReadUInt32());
+                d.Mfn = r.ReadInt64();
+                d.EventChannel = r.ReadUInt32();
+                uint target = r.ReadUInt32();
+                d.Target = target == uint.MaxValue ? null : target;
+                d.Features = r.ReadUInt32();
+                if (r.ReadBoolean())
+                {
+                    d.Quotas = new XenStoreQuotas();
+                    ReadQuotas(r, d.Quotas);
+                }
+            }
+
+            int connCount = Count(r);
+            for (int i = 0; i < connCount; i++)
+            {
+                int id = r.ReadInt32();
+                uint domid = r.ReadUInt32();
+                var c = p.AddConnection(XsConnectionKind.DomainRing, domid, null, id);
+                c.NextTransactionId = r.ReadUInt32();
+                int watches = Count(r);
+                for (int k = 0; k < watches; k++)
+                    c.Watches.Add(new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
+                int txs = Count(r);
+                for (int k = 0; k < txs; k++)
+                {
+                    uint txid = r.ReadUInt32();
+                    // Transaction contents are not carried over: the client's commit will see EAGAIN and retry.
+                    c.Transactions[txid] = new XsTransaction(txid) { Failed = true };
+                }
+                if (p.Domains.TryGetValue(domid, out var dom))
+                {
+                    dom.Connection = c;
+                    c.Target = dom.Target;
+                }
+            }
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException("truncated XenStore state record", e);
+        }
+    }
+
+    private static int Count(BinaryReader r)
+    {
+        int n = r.ReadInt32();
+        if (n < 0 || n > 1 << 24)
+            throw new InvalidDataException("bad count in XenStore state record");
+        return n;
+    }
+
+    private static void WriteQuotas(BinaryWriter w, XenStoreQuotas q)
+    {
+        w.Write(XenStoreQuotas.Names.Count);
+        foreach (var name in XenStoreQuotas.Names)
+        {
+            q.TryGet(name, out long v);
+            w.Write(name);
+            w.Write(v);
+        }
+        w.Write(q.EventBacklogBytes);
+    }
+
+    private static void ReadQuotas(BinaryReader r, XenStoreQuotas q)
+    {
+        int n = Count(r);
+        for (int i = 0; i < n; i++)
+            q.TrySet(r.ReadString(), r.ReadInt64());
+        q.EventBacklogBytes = r.ReadInt32();
+    }
+}

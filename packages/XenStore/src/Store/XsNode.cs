@@ -1,0 +1,82 @@
+namespace VmmKit.XenStore.Store;
+
+/// <summary>
+/// One node of the tree: its value, permissions and the names of its children in creation order
+/// (xenstored's <c>struct node</c>). A node inside a transaction is a private copy until commit.
+/// </summary>
+internal sealed class XsNode
+{
+    public XsNode(string path, byte[] value, XsPermission[] perms)
+    {
+        Path = path;
+        Value = value;
+        Perms = perms;
+        Children = [];
+    }
+
+    /// <summary>Canonical absolute path.</summary>
+    public string Path { get; }
+
+    public byte[] Value { get; set; }
+
+    public XsPermission[] Perms { get; set; }
+
+    public List<string> Children { get; private set; }
+
+    /// <summary>Sum of (child name length + 1): the size of xenstored's NUL-separated child list.</summary>
+    public int ChildrenLength { get; private set; }
+
+    /// <summary>Global generation count of the last change (xenstored's <c>hdr.generation</c>); 0 = never stored.</summary>
+    public ulong Generation { get; set; }
+
+    public uint Owner => Perms[0].DomainId;
+
+    /// <summary>xenstored's entry size used for the node-size quota: data, child list and permissions.</summary>
+    public int EntrySize => Value.Length + ChildrenLength + Perms.Length * XsPermission.AccountedSize;
+
+    /// <summary>Bytes accounted to the owner's memory quota.</summary>
+    public long MemorySize => EntrySize + Path.Length + 64;
+
+    public void AddChild(string name)
+    {
+        Children.Add(name);
+        ChildrenLength += name.Length + 1;
+    }
+
+    public void RemoveChild(string name)
+    {
+        if (Children.Remove(name))
+            ChildrenLength -= name.Length + 1;
+    }
+
+    public XsNode Clone()
+    {
+        var copy = new XsNode(Path, Value, Perms) { Generation = Generation };
+        copy.Children = new List<string>(Children);
+        copy.ChildrenLength = ChildrenLength;
+        return copy;
+    }
+
+    /// <summary>The last path component (the node must not be the root).</summary>
+    public static string BaseName(string path) => path[(path.LastIndexOf('/') + 1)..];
+
+    /// <summary>The parent path, "/" for top-level nodes (xenstored's <c>get_parent</c>).</summary>
+    public static string ParentOf(string path)
+    {
+        int slash = path.LastIndexOf('/');
+        return slash <= 0 ? "/" : path[..slash];
+    }
+
+    /// <summary>Writes the child list as NUL-terminated names (the DIRECTORY reply).</summary>
+    public int WriteChildren(Span<byte> destination)
+    {
+        int at = 0;
+        foreach (var c in Children)
+        {
+            for (int i = 0; i < c.Length; i++)
+                destination[at++] = (byte)c[i];
+            destination[at++] = 0;
+        }
+        return at;
+    }
+}

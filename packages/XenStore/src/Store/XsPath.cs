@@ -1,0 +1,113 @@
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Store;
+
+/// <summary>
+/// Path rules of xenstore.txt and xenstored's <c>canonicalize</c>: ASCII alphanumerics and <c>-/_@</c>,
+/// absolute or relative to <c>/local/domain/&lt;domid&gt;</c>, no doubled or trailing slash, <c>@</c> first
+/// only for special watch names, and the <c>XENSTORE_*_PATH_MAX</c> limits.
+/// </summary>
+public static class XsPath
+{
+    /// <summary>The special event fired on <c>XS_INTRODUCE</c>.</summary>
+    public const string IntroduceDomain = "@introduceDomain";
+
+    /// <summary>The special event fired on <c>XS_RELEASE</c> and domain shutdown.</summary>
+    public const string ReleaseDomain = "@releaseDomain";
+
+    private static readonly bool[] ValidChar = BuildValidChars();
+
+    private static bool[] BuildValidChars()
+    {
+        var t = new bool[256];
+        for (int c = 'a'; c <= 'z'; c++) t[c] = true;
+        for (int c = 'A'; c <= 'Z'; c++) t[c] = true;
+        for (int c = '0'; c <= '9'; c++) t[c] = true;
+        t['-'] = t['/'] = t['_'] = t['@'] = true;
+        return t;
+    }
+
+    /// <summary>The home path of a domain (<c>XS_GET_DOMAIN_PATH</c>).</summary>
+    public static string DomainPath(uint domid) => "/local/domain/" + domid.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// Validates a path received from a client and makes it absolute. <paramref name="relative"/> is set
+    /// when it was relative to <paramref name="domid"/>'s home. <paramref name="maxRelativeLength"/> is the
+    /// caller's path-length quota (xenstored's <c>ACC_PATHLEN</c>), counted after <c>/local/domain/N/</c>.
+    /// </summary>
+    public static XsError Canonicalize(ReadOnlySpan<byte> raw, uint domid, bool allowSpecial, int maxRelativeLength, out string path, out bool relative)
+    {
+        path = "";
+        relative = false;
+        if (raw.IsEmpty || raw.Length > XsConstants.AbsPathMax)
+            return XsError.EINVAL;
+        foreach (byte b in raw)
+        {
+            if (!ValidChar[b])
+                return XsError.EINVAL;
+        }
+        if (raw[0] == (byte)'@')
+        {
+            if (!allowSpecial)
+                return XsError.EINVAL;
+            path = string.Create(raw.Length, raw.ToArray(), static (s, b) => { for (int i = 0; i < s.Length; i++) s[i] = (char)b[i]; });
+            return XsError.None;
+        }
+        string prefix = "";
+        if (raw[0] != (byte)'/')
+        {
+            prefix = DomainPath(domid) + "/";
+            relative = true;
+        }
+        int total = prefix.Length + raw.Length;
+        if (total > XsConstants.AbsPathMax)
+            return XsError.EINVAL;
+        // No trailing slash except the root, no doubled slash.
+        if (raw[^1] == (byte)'/' && !(raw.Length == 1 && !relative))
+            return XsError.EINVAL;
+        if (raw.IndexOf("//"u8) >= 0)
+            return XsError.EINVAL;
+        var rawCopy = raw;
+        Span<char> chars = total <= 1024 ? stackalloc char[total] : new char[total];
+        prefix.AsSpan().CopyTo(chars);
+        for (int i = 0; i < rawCopy.Length; i++)
+            chars[prefix.Length + i] = (char)rawCopy[i];
+        ReadOnlySpan<char> full = chars;
+        if (LocalOffset(full) is int local && full.Length - local > maxRelativeLength)
+            return XsError.EINVAL;
+        path = new string(full);
+        return XsError.None;
+    }
+
+    /// <summary>
+    /// Offset just past <c>/local/domain/&lt;n&gt;/</c> when <paramref name="path"/> is below a domain's home
+    /// (xenstored's <c>sscanf("/local/domain/%5u/%n")</c>), else 0.
+    /// </summary>
+    internal static int LocalOffset(ReadOnlySpan<char> path)
+    {
+        const string Prefix = "/local/domain/";
+        if (!path.StartsWith(Prefix, StringComparison.Ordinal))
+            return 0;
+        int i = Prefix.Length, digits = 0;
+        while (i < path.Length && char.IsAsciiDigit(path[i]) && digits < 5) { i++; digits++; }
+        if (digits == 0 || i >= path.Length || path[i] != '/')
+            return 0;
+        return i + 1;
+    }
+
+    /// <summary>True when <paramref name="child"/> is <paramref name="parent"/> or below it (xenstore.txt's child relation).</summary>
+    public static bool IsChild(string child, string parent)
+    {
+        if (parent == "/")
+            return child.Length > 0 && child[0] == '/';
+        return child.StartsWith(parent, StringComparison.Ordinal)
+            && (child.Length == parent.Length || child[parent.Length] == '/');
+    }
+
+    /// <summary>Makes an absolute path relative to <paramref name="domid"/>'s home, for relative watches.</summary>
+    public static string MakeRelative(string path, uint domid)
+    {
+        string home = DomainPath(domid) + "/";
+        return path.StartsWith(home, StringComparison.Ordinal) ? path[home.Length..] : path;
+    }
+}

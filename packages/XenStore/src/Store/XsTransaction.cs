@@ -1,0 +1,32 @@
+namespace VmmKit.XenStore.Store;
+
+/// <summary>
+/// An open transaction (xenstored's transaction.c): private copies of the nodes it changed, the
+/// generation of every node it looked at (for conflict detection at commit: a changed generation means
+/// EAGAIN), its node-count deltas per domain, and the watch events it will fire if it commits.
+/// </summary>
+internal sealed class XsTransaction(uint id)
+{
+    public uint Id { get; } = id;
+
+    /// <summary>Path → private copy, or null for a node deleted inside the transaction.</summary>
+    public Dictionary<string, XsNode?> Overlay { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Path → generation seen at first access (0 = did not exist).</summary>
+    public Dictionary<string, ulong> Accessed { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Owner domid → nodes created minus nodes deleted inside the transaction.</summary>
+    public Dictionary<uint, int> NodeDelta { get; } = [];
+
+    public List<XsPendingEvent> Events { get; } = [];
+
+    /// <summary>Set when the transaction can no longer commit (restored after a restart, or an internal failure); END T gives EAGAIN.</summary>
+    public bool Failed { get; set; }
+
+    public int DeltaFor(uint domid) => NodeDelta.TryGetValue(domid, out int d) ? d : 0;
+
+    public void AddDelta(uint domid, int delta) => NodeDelta[domid] = DeltaFor(domid) + delta;
+}
+
+/// <summary>A watch event waiting for its transaction to commit.</summary>
+internal readonly record struct XsPendingEvent(string Path, XsPermission[] Perms, XsPermission[]? OldPerms, bool Exact);
