@@ -98,7 +98,7 @@ public sealed unsafe class EptTables : IDisposable
     /// <param name="pageCount">Number of 4 KiB pages.</param>
     /// <param name="access">Rights; <see cref="EptAccess.None"/> maps the frames without rights.</param>
     /// <param name="memoryType">EPT memory type of the pages.</param>
-    /// <exception cref="ArgumentException">Unaligned address, a range past 2^48, frames outside machine memory, or an undefined memory type.</exception>
+    /// <exception cref="ArgumentException">Unaligned address, a range past 2^48, frames outside machine memory, an undefined memory type, or write without read.</exception>
     /// <exception cref="MachineMemoryExhaustedException">No frame for a needed table; the range may be partly mapped.</exception>
     public void Map(GuestPhysicalAddress gpa, MachineFrameNumber frame, ulong pageCount, EptAccess access, EptMemoryType memoryType = EptMemoryType.WriteBack)
     {
@@ -111,6 +111,11 @@ public sealed unsafe class EptTables : IDisposable
         if (memoryType is not (EptMemoryType.Uncacheable or EptMemoryType.WriteCombining or EptMemoryType.WriteThrough or EptMemoryType.WriteProtected or EptMemoryType.WriteBack))
         {
             throw new ArgumentOutOfRangeException(nameof(memoryType), memoryType, "Reserved EPT memory type.");
+        }
+
+        if ((access & (EptAccess.Read | EptAccess.Write)) == EptAccess.Write)
+        {
+            throw new ArgumentException("Write without read is an EPT misconfiguration (SDM §29.3.3.1).", nameof(access));
         }
 
         if (pageCount == 0)
@@ -147,11 +152,16 @@ public sealed unsafe class EptTables : IDisposable
     /// <param name="gpa">Page-aligned guest-physical start.</param>
     /// <param name="pageCount">Number of 4 KiB pages.</param>
     /// <param name="access">The new rights (None keeps the mapping but makes it not present).</param>
-    /// <exception cref="ArgumentException">Unaligned address or a range past 2^48.</exception>
+    /// <exception cref="ArgumentException">Unaligned address, a range past 2^48, or write without read.</exception>
     /// <exception cref="MachineMemoryExhaustedException">No frame to split a large page that is only partly changed.</exception>
     public void Protect(GuestPhysicalAddress gpa, ulong pageCount, EptAccess access)
     {
         CheckRange(gpa, pageCount);
+        if ((access & (EptAccess.Read | EptAccess.Write)) == EptAccess.Write)
+        {
+            throw new ArgumentException("Write without read is an EPT misconfiguration (SDM §29.3.3.1).", nameof(access));
+        }
+
         lock (_gate)
         {
             ThrowIfDisposed();
