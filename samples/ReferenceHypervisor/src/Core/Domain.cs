@@ -1,0 +1,207 @@
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Vmx;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// A guest: its memory (machine frames owned by the domain, reachable only through its EPT), its
+/// vCPUs, its console and its HVM parameters. Built by <see cref="Machine.TryCreateDomain"/>.
+/// </summary>
+internal sealed class Domain : IDisposable
+{
+    private readonly List<VirtualCpu> _vcpus = [];
+    private readonly ulong[] _hvmParams = new ulong[(int)HvmParam.Count];
+    private readonly List<(MachineFrameNumber First, ulong Count)> _frames = [];
+
+    internal Domain(Machine machine, ushort id, DomainConfig config)
+    {
+        Machine = machine;
+        Id = id;
+        Name = config.Name;
+        Owner = new FrameOwner(id);
+        MemoryBytes = config.MemoryBytes;
+        Console = new DomainConsole(config.ConsoleLine);
+        Com1 = new Devices.Uart16550(Console);
+        Ept = new EptTables(machine.Memory, Owner);
+        Physical = new GuestPhysicalMemory(machine.Memory, Ept.Pointer);
+    }
+
+    /// <summary>The machine the domain runs on.</summary>
+    public Machine Machine { get; }
+
+    /// <summary>The domain id (domid_t).</summary>
+    public ushort Id { get; }
+
+    /// <summary>The configured name.</summary>
+    public string Name { get; }
+
+    /// <summary>The account machine frames are charged to.</summary>
+    public FrameOwner Owner { get; }
+
+    /// <summary>Guest RAM size in bytes (guest-physical 0 to this).</summary>
+    public ulong MemoryBytes { get; }
+
+    /// <summary>Guest RAM in pages (what XENMEM_current_reservation reports).</summary>
+    public ulong RamPages => MemoryBytes / Page.PageSize;
+
+    /// <summary>The domain's guest-physical space (its EPT).</summary>
+    public EptTables Ept { get; }
+
+    /// <summary>Guest-physical access through <see cref="Ept"/>.</summary>
+    public GuestPhysicalMemory Physical { get; }
+
+    /// <summary>The console the guest prints to.</summary>
+    public DomainConsole Console { get; }
+
+    /// <summary>The COM1 UART (transmit path to <see cref="Console"/>).</summary>
+    public Devices.Uart16550 Com1 { get; }
+
+    /// <summary>The vCPUs.</summary>
+    public IReadOnlyList<VirtualCpu> Vcpus => _vcpus;
+
+    /// <summary>Where the kernel was loaded and entered.</summary>
+    public PvhBootInfo Boot { get; private set; }
+
+    /// <summary>Life-cycle state.</summary>
+    public DomainState State { get; private set; } = DomainState.Running;
+
+    /// <summary>The reason the guest gave to SCHEDOP_shutdown (valid in <see cref="DomainState.Shutdown"/>).</summary>
+    public ShutdownReason ShutdownReason { get; private set; }
+
+    /// <summary>The diagnostic dump written when the hypervisor crashed the domain.</summary>
+    public string? CrashReport { get; private set; }
+
+    /// <summary>The machine frame of the domain's shared_info page (mapped into the guest by XENMEM_add_to_physmap).</summary>
+    public MachineFrameNumber SharedInfoFrame { get; private set; }
+
+    /// <summary>The guest frame shared_info is mapped at, or null before XENMEM_add_to_physmap.</summary>
+    public ulong? SharedInfoGfn { get; set; }
+
+    /// <summary>True while some vCPU can run.</summary>
+    public bool IsRunnable => State == DomainState.Running && _vcpus.Any(v => !v.IsBlocked);
+
+    /// <summary>Reads HVM parameter <paramref name="index"/> (already range-checked by the caller).</summary>
+    public ulong GetHvmParam(HvmParam index) => _hvmParams[(int)index];
+
+    /// <summary>Writes HVM parameter <paramref name="index"/>.</summary>
+    public void SetHvmParam(HvmParam index, ulong value) => _hvmParams[(int)index] = value;
+
+    /// <summary>Populates RAM, loads the kernel and creates vCPU 0 at the PVH entry state.</summary>
+    internal bool TryBuild(DomainConfig config, out string error)
+    {
+        if (config.MemoryBytes == 0 || config.MemoryBytes % Page.PageSize != 0)
+        {
+            error = "guest memory must be a non-zero multiple of 4 KiB";
+            return false;
+        }
+
+        if (!ElfImage.TryParse(config.Kernel, out var image, out error))
+            return false;
+
+        ulong pages = config.MemoryBytes / Page.PageSize;
+        var memory = Machine.Memory;
+        try
+        {
+            // RAM, the shared_info page, and room for the EPT's own tables.
+            memory.SetLimit(Owner, pages + 1 + (pages / 256) + 16);
+            PopulateRam(pages);
+            SharedInfoFrame = memory.AllocateFrame(Owner);
+            _frames.Add((SharedInfoFrame, 1));
+        }
+        catch (MachineMemoryExhaustedException e)
+        {
+            error = $"not enough machine memory for {config.MemoryBytes >> 20} MiB: {e.Message}";
+            return false;
+        }
+
+        if (!PvhLoader.TryLoad(image!, config.Kernel, config.CommandLine, config.Modules ?? [], config.MemoryBytes,
+                new GuestPhysicalWriter(Physical), out var boot, out error))
+            return false;
+        Boot = boot;
+
+        var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
+        Machine.ProgramPvhVmcs(vcpu, boot.Entry);
+        vcpu.Registers = default;
+        vcpu.Registers.Rbx = boot.StartInfoAddress;   // PVH: EBX = &hvm_start_info
+        _vcpus.Add(vcpu);
+        return true;
+    }
+
+    private void PopulateRam(ulong pages)
+    {
+        var memory = Machine.Memory;
+        if (memory.FreeFrames > pages + 64)
+        {
+            try
+            {
+                var first = memory.AllocateContiguous(Owner, pages);
+                _frames.Add((first, pages));
+                Ept.Map(new GuestPhysicalAddress(0), first, pages, EptAccess.ReadWriteExecute);
+                return;
+            }
+            catch (MachineMemoryExhaustedException)
+            {
+                // Fragmented: fall back to single frames.
+            }
+        }
+
+        for (ulong gfn = 0; gfn < pages; gfn++)
+        {
+            var frame = memory.AllocateFrame(Owner);
+            _frames.Add((frame, 1));
+            Ept.Map(new GuestPhysicalAddress(gfn * Page.PageSize), frame, 1, EptAccess.ReadWriteExecute);
+        }
+    }
+
+    /// <summary>SCHEDOP_shutdown: the guest stops itself.</summary>
+    public void Shutdown(ShutdownReason reason)
+    {
+        if (State is DomainState.Shutdown or DomainState.Crashed)
+            return;
+        ShutdownReason = reason;
+        State = DomainState.Shutdown;
+        Console.Flush();
+        Machine.Log($"d{Id} ({Name}) shut down: {ShutdownReasonName(reason)}");
+    }
+
+    /// <summary>Crashes the domain (Xen's <c>domain_crash</c>): records a dump; the host and other domains carry on.</summary>
+    public void Crash(VirtualCpu? vcpu, string why)
+    {
+        if (State is DomainState.Shutdown or DomainState.Crashed)
+            return;
+        State = DomainState.Crashed;
+        Console.Flush();
+        CrashReport = ReferenceHypervisor.CrashReport.Build(this, vcpu, why);
+        Machine.Log(CrashReport);
+    }
+
+    /// <summary>Marks the domain blocked or runnable from its vCPUs' state.</summary>
+    public void UpdateBlockedState()
+    {
+        if (State is DomainState.Running or DomainState.Blocked)
+            State = _vcpus.All(v => v.IsBlocked) ? DomainState.Blocked : DomainState.Running;
+    }
+
+    /// <summary>The SHUTDOWN_* name of a reason.</summary>
+    public static string ShutdownReasonName(ShutdownReason reason) => reason switch
+    {
+        ShutdownReason.Poweroff => "poweroff",
+        ShutdownReason.Reboot => "reboot",
+        ShutdownReason.Suspend => "suspend",
+        ShutdownReason.Crash => "crash",
+        ShutdownReason.Watchdog => "watchdog",
+        ShutdownReason.SoftReset => "soft_reset",
+        _ => $"reason {(uint)reason}",
+    };
+
+    /// <summary>Returns the domain's frames to the machine.</summary>
+    public void Dispose()
+    {
+        Ept.Dispose();
+        foreach (var (first, count) in _frames)
+            Machine.Memory.FreeContiguous(first, count);
+        _frames.Clear();
+    }
+}

@@ -1,0 +1,13 @@
+using VmmKit.ReferenceHypervisor.Boot;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>What the toolstack asks for when it builds a domain (a tiny subset of an xl config).</summary>
+/// <param name="Name">A name for diagnostics.</param>
+/// <param name="Kernel">The PVH kernel file's bytes.</param>
+/// <param name="MemoryBytes">Guest RAM, from guest-physical 0.</param>
+/// <param name="CommandLine">The kernel command line (hvm_start_info.cmdline_paddr).</param>
+/// <param name="Modules">Boot modules (hvm_start_info.modlist_paddr).</param>
+/// <param name="ConsoleLine">Receives each line the guest prints; null keeps the transcript only.</param>
+internal sealed record DomainConfig(string Name, byte[] Kernel, ulong MemoryBytes, string CommandLine = "",
+    IReadOnlyList<PvhModule>? Modules = null, Action<string>? ConsoleLine = null);

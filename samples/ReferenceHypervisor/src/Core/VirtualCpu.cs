@@ -1,0 +1,119 @@
+using VmmKit.Hypercall;
+using VmmKit.Vmx;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// One vCPU: its VMCS, the virtual processor that runs it, and the loop that turns VM exits into
+/// calls of the exit handlers (<see cref="ExitHandlers"/>, one small method per exit reason).
+/// </summary>
+internal sealed class VirtualCpu
+{
+    private readonly ulong[] _exitCounts = new ulong[ExitHandlers.TableSize];
+
+    /// <summary>Creates vCPU <paramref name="id"/> of <paramref name="domain"/> on <paramref name="processor"/>.</summary>
+    public VirtualCpu(Domain domain, int id, IVirtualProcessor processor)
+    {
+        Domain = domain;
+        Id = id;
+        Processor = processor;
+        LinearMemory = new GuestLinearMemory(this);
+    }
+
+    /// <summary>The owning domain.</summary>
+    public Domain Domain { get; }
+
+    /// <summary>vCPU number within the domain.</summary>
+    public int Id { get; }
+
+    /// <summary>The VMCS this vCPU runs with (one per vCPU, as on hardware).</summary>
+    public Vmcs Vmcs { get; } = new();
+
+    /// <summary>The processor executing the guest.</summary>
+    public IVirtualProcessor Processor { get; }
+
+    /// <summary>Guest memory by linear address, for hypercall arguments.</summary>
+    public GuestLinearMemory LinearMemory { get; }
+
+    /// <summary>The guest registers (valid between exits).</summary>
+    public ref GuestRegisters Registers => ref Processor.Registers;
+
+    /// <summary>Set by a hypercall handler that must end the slice (yield, block, shutdown).</summary>
+    public ExitAction PendingAction { get; set; }
+
+    /// <summary>True while the vCPU waits for an event.</summary>
+    public bool IsBlocked { get; set; }
+
+    /// <summary>The most recent exit, for diagnostics.</summary>
+    public VmExit LastExit { get; private set; }
+
+    /// <summary>Exits handled so far, for statistics and benchmarks.</summary>
+    public ulong ExitCount { get; private set; }
+
+    /// <summary>Guest instructions retired by this vCPU's processor.</summary>
+    public ulong InstructionsRetired => Processor.InstructionsRetired;
+
+    /// <summary>Number of exits seen for <paramref name="reason"/>.</summary>
+    public ulong ExitsFor(VmxExitReason reason) => (uint)reason < (uint)_exitCounts.Length ? _exitCounts[(int)reason] : 0;
+
+    /// <summary>
+    /// Runs the guest until the slice ends (a handler yields or blocks, the preemption timer fires) or the domain stops.
+    /// </summary>
+    public ExitAction RunSlice()
+    {
+        var machine = Domain.Machine;
+        while (true)
+        {
+            machine.ArmSliceTimer(this);
+            VmExit exit = Processor.Run(Vmcs);
+            LastExit = exit;
+            ExitCount++;
+            if (exit.Outcome != VmExitOutcome.VmExit)
+            {
+                Domain.Crash(this, $"VM entry failed: {exit}");
+                return ExitAction.Stop;
+            }
+
+            uint reason = (uint)exit.Reason;
+            if (reason < (uint)_exitCounts.Length)
+                _exitCounts[reason]++;
+            machine.Trace?.Invoke(this, exit);
+
+            ExitAction action = ExitHandlers.Dispatch(this, in exit);
+            if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
+                return ExitAction.Stop;
+            if (action != ExitAction.Resume)
+                return action;
+            if (machine.InstructionBudgetExceeded(this))
+                return ExitAction.Stop;
+        }
+    }
+
+    /// <summary>Moves RIP past the instruction that exited (VM-exit instruction length, SDM Vol. 3C §28.2.5).</summary>
+    public void AdvanceRip(in VmExit exit)
+    {
+        ulong rip = Vmcs.Read(VmcsField.GuestRip) + exit.InstructionLength;
+        if (GuestMode != GuestX86Mode.Long64)
+            rip &= 0xFFFF_FFFF;
+        Vmcs.Write(VmcsField.GuestRip, rip);
+    }
+
+    /// <summary>Injects a hardware exception on the next VM entry (SDM Vol. 3C §27.6, §25.8.3).</summary>
+    public void InjectException(byte vector, uint? errorCode = null)
+    {
+        var info = InterruptionInformation.Create(vector, InterruptionType.HardwareException, errorCode.HasValue);
+        Vmcs.Write(VmcsField.VmEntryInterruptionInformation, info.Value);
+        Vmcs.Write(VmcsField.VmEntryExceptionErrorCode, errorCode ?? 0);
+    }
+
+    /// <summary>Injects #GP(0), as Xen does for a bad MSR access.</summary>
+    public void InjectGeneralProtection() => InjectException(13, 0);
+
+    /// <summary>The guest's execution mode, which selects the hypercall ABI.</summary>
+    public GuestX86Mode GuestMode => GuestX86ModeDecoder.Decode(
+        Vmcs.Read(VmcsField.Cr0ReadShadow) | Vmcs.Read(VmcsField.GuestCr0),
+        Vmcs.Read(VmcsField.GuestRflags), Vmcs.Read(VmcsField.GuestIa32Efer), (uint)Vmcs.Read(VmcsField.GuestCsAccessRights));
+
+    /// <summary>Current privilege level: SS.DPL (SDM Vol. 3C §25.4.1 notes CPL is SS.DPL).</summary>
+    public int Cpl => (int)((Vmcs.Read(VmcsField.GuestSsAccessRights) >> 5) & 3);
+}

@@ -1,0 +1,24 @@
+using VmmKit.Vmx;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// Exit reasons 48 and 49: an access to guest-physical memory the domain does not have (no MMIO
+/// devices are emulated yet), or a broken EPT entry. Either way the domain is crashed.
+/// </summary>
+internal static class EptViolationExit
+{
+    /// <summary>EPT violation: the guest touched memory it does not own.</summary>
+    public static ExitAction Handle(VirtualCpu vcpu, in VmExit exit)
+    {
+        vcpu.Domain.Crash(vcpu, $"EPT violation at gpa 0x{exit.GuestPhysicalAddress:x} ({exit.EptViolation})");
+        return ExitAction.Stop;
+    }
+
+    /// <summary>EPT misconfiguration: a hypervisor bug, never the guest's fault, but only this domain is affected.</summary>
+    public static ExitAction HandleMisconfiguration(VirtualCpu vcpu, in VmExit exit)
+    {
+        vcpu.Domain.Crash(vcpu, $"EPT misconfiguration at gpa 0x{exit.GuestPhysicalAddress:x}");
+        return ExitAction.Stop;
+    }
+}

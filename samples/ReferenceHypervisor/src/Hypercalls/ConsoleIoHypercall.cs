@@ -1,0 +1,58 @@
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor.Hypercalls;
+
+/// <summary>
+/// <c>__HYPERVISOR_console_io(cmd, count, buffer)</c> (xen/drivers/char/console.c). Writes go to
+/// the domain's console, copied in chunks like Xen's <c>guest_console_write</c>; a bad buffer is
+/// -EFAULT (chunks before it have been printed, as in Xen). Reads take queued console input.
+/// Xen's default policy allows domU writes only in debug builds; we behave as a debug build.
+/// </summary>
+internal static class ConsoleIoHypercall
+{
+    private const int Chunk = 128;
+
+    /// <summary>CONSOLEIO_write: returns 0 or -EFAULT.</summary>
+    public static long Write(ref HypercallCall<VirtualCpu> call)
+    {
+        uint count = (uint)call.Argument(1);
+        ulong buffer = call.Argument(2);
+        Span<byte> chunk = stackalloc byte[Chunk];
+        var console = call.Caller.Domain.Console;
+        while (count > 0)
+        {
+            int n = (int)Math.Min(count, (uint)Chunk);
+            if (!call.TryCopyFromGuest(buffer, chunk[..n]))
+                return XenErrno.EFAULT.Negated();
+            console.Write(chunk[..n]);
+            buffer += (uint)n;
+            count -= (uint)n;
+        }
+
+        return 0;
+    }
+
+    /// <summary>CONSOLEIO_read: copies up to count queued input bytes; returns how many.</summary>
+    public static long Read(ref HypercallCall<VirtualCpu> call)
+    {
+        uint count = (uint)call.Argument(1);
+        ulong buffer = call.Argument(2);
+        var console = call.Caller.Domain.Console;
+        Span<byte> chunk = stackalloc byte[Chunk];
+        long total = 0;
+        while (count > 0)
+        {
+            int n = console.PeekInput(chunk[..(int)Math.Min(count, (uint)Chunk)]);
+            if (n == 0)
+                break;
+            if (!call.TryCopyToGuest(buffer, chunk[..n]))
+                return XenErrno.EFAULT.Negated();
+            console.ConsumeInput(n);
+            buffer += (uint)n;
+            count -= (uint)n;
+            total += n;
+        }
+
+        return total;
+    }
+}

@@ -1,0 +1,108 @@
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+using VmmKit.Vmx;
+
+namespace VmmKit.ReferenceHypervisor.Hypercalls;
+
+/// <summary>
+/// <c>__HYPERVISOR_memory_op(cmd, arg)</c> (xen/common/memory.c, xen/arch/x86/mm.c): the queries a
+/// PVH guest makes at boot and the shared_info mapping.
+/// </summary>
+internal static class MemoryOpHypercall
+{
+    /// <summary>The highest guest frame a mapping may target: below 2^46 (the EPT's physical-address width).</summary>
+    private const ulong MaxGpfn = (1ul << (46 - 12)) - 1;
+
+    /// <summary>XENMEM_maximum_ram_page: the largest machine frame number.</summary>
+    public static long MaximumRamPage(ref HypercallCall<VirtualCpu> call)
+    {
+        ulong max = call.Caller.Domain.Machine.Memory.FrameCount - 1;
+        return (long)Math.Min(max, call.Abi == HypercallAbi.Compat32 ? (ulong)int.MaxValue : long.MaxValue);
+    }
+
+    /// <summary>XENMEM_current_reservation: the domain's page count (<c>tot_pages</c>).</summary>
+    public static long CurrentReservation(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!call.TryCopyFromGuest(call.Argument(1), out ushort domid))
+            return XenErrno.EFAULT.Negated();
+        long rc = HypercallTable.CheckSelf(call.Caller, domid);
+        return rc != 0 ? rc : (long)call.Caller.Domain.RamPages;
+    }
+
+    /// <summary>XENMEM_memory_map: the domain's e820 map (one RAM range), truncated to the caller's buffer.</summary>
+    public static long MemoryMap(ref HypercallCall<VirtualCpu> call)
+    {
+        ulong arg = call.Argument(1);
+        uint capacity;
+        ulong buffer;
+        if (call.Abi == HypercallAbi.Native64)
+        {
+            if (!call.TryCopyFromGuest(arg, out XenMemoryMap map))
+                return XenErrno.EFAULT.Negated();
+            (capacity, buffer) = (map.NrEntries, map.Buffer);
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(arg, out CompatXenMemoryMap map))
+                return XenErrno.EFAULT.Negated();
+            (capacity, buffer) = (map.NrEntries, map.Buffer);
+        }
+
+        uint count = Math.Min(capacity, 1u);
+        if (count == 1)
+        {
+            var ram = new E820Entry { Addr = 0, Size = call.Caller.Domain.MemoryBytes, Type = E820Entry.TypeRam };
+            if (!call.TryCopyToGuest(buffer, in ram))
+                return XenErrno.EFAULT.Negated();
+        }
+
+        bool ok = call.Abi == HypercallAbi.Native64
+            ? call.TryCopyToGuest(arg, new XenMemoryMap { NrEntries = count, Buffer = buffer })
+            : call.TryCopyToGuest(arg, new CompatXenMemoryMap { NrEntries = count, Buffer = (uint)buffer });
+        return ok ? 0 : XenErrno.EFAULT.Negated();
+    }
+
+    /// <summary>
+    /// XENMEM_add_to_physmap with XENMAPSPACE_shared_info: maps the domain's shared_info frame at
+    /// <c>gpfn</c>, replacing whatever was there and removing the frame's previous mapping (Xen's
+    /// <c>xenmem_add_to_physmap_one</c>). Other spaces are not implemented (-ENOSYS).
+    /// </summary>
+    public static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
+    {
+        ushort domid;
+        uint space;
+        ulong idx, gpfn;
+        ulong arg = call.Argument(1);
+        if (call.Abi == HypercallAbi.Native64)
+        {
+            if (!call.TryCopyFromGuest(arg, out XenAddToPhysmap x))
+                return XenErrno.EFAULT.Negated();
+            (domid, space, idx, gpfn) = (x.Domid, x.Space, x.Idx, x.Gpfn);
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(arg, out CompatXenAddToPhysmap x))
+                return XenErrno.EFAULT.Negated();
+            (domid, space, idx, gpfn) = (x.Domid, x.Space, x.Idx, x.Gpfn);
+        }
+
+        long rc = HypercallTable.CheckSelf(call.Caller, domid);
+        if (rc != 0)
+            return rc;
+        if (space != (uint)XenMapSpace.SharedInfo)
+            return XenErrno.ENOSYS.Negated();
+        if (idx != 0 || gpfn > MaxGpfn)
+            return XenErrno.EINVAL.Negated();
+
+        var domain = call.Caller.Domain;
+        if (domain.SharedInfoGfn is { } old && old != gpfn)
+            domain.Ept.Unmap(new GuestPhysicalAddress(old << Page.PageShift), 1);
+        domain.Ept.Map(new GuestPhysicalAddress(gpfn << Page.PageShift), domain.SharedInfoFrame, 1, EptAccess.Read | EptAccess.Write);
+        domain.SharedInfoGfn = gpfn;
+        // The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update.
+        domain.Physical.InvalidateSingleContext();
+        foreach (var v in domain.Vcpus)
+            v.Processor.InvalidateEpt(InveptType.SingleContext, domain.Ept.Pointer);
+        return 0;
+    }
+}

@@ -1,0 +1,101 @@
+using System.Runtime.InteropServices;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Cpu;
+
+namespace VmmKit.ReferenceHypervisor.Hypercalls;
+
+/// <summary>
+/// <c>__HYPERVISOR_xen_version(cmd, arg)</c> (xen/common/kernel.c, <c>do_xen_version</c>): every
+/// XENVER_* sub-op. XENVER_commandline and XENVER_build_id are privileged in Xen's default XSM
+/// policy, so an unprivileged domain gets -EPERM, as under Xen.
+/// </summary>
+internal static class XenVersionHypercall
+{
+    /// <summary>Handles every sub-op (registered for XENVER_version..XENVER_build_id).</summary>
+    public static long Handle(ref HypercallCall<VirtualCpu> call)
+    {
+        ulong arg = call.Argument(1);
+        switch ((XenVersionCommand)call.SubOp)
+        {
+            case XenVersionCommand.Version:
+                return XenIdentity.VersionNumber;
+
+            case XenVersionCommand.Extraversion:
+            {
+                XenExtraversion extra = default;
+                XenString.Write(extra, XenIdentity.ExtraVersion);
+                return Copy(ref call, arg, in extra);
+            }
+
+            case XenVersionCommand.CompileInfo:
+            {
+                XenCompileInfo info = default;
+                XenString.Write(info.Compiler, XenIdentity.Compiler);
+                XenString.Write(info.CompileBy, XenIdentity.CompileBy);
+                XenString.Write(info.CompileDomain, XenIdentity.CompileDomain);
+                XenString.Write(info.CompileDate, XenIdentity.CompileDate);
+                return Copy(ref call, arg, in info);
+            }
+
+            case XenVersionCommand.Capabilities:
+            {
+                XenCapabilitiesInfo caps = default;
+                XenString.Write(caps, XenIdentity.Capabilities);
+                return Copy(ref call, arg, in caps);
+            }
+
+            case XenVersionCommand.Changeset:
+            {
+                XenChangesetInfo changeset = default;
+                XenString.Write(changeset, XenIdentity.Changeset);
+                return Copy(ref call, arg, in changeset);
+            }
+
+            case XenVersionCommand.PlatformParameters:
+                return call.Abi == HypercallAbi.Native64
+                    ? Copy(ref call, arg, new XenPlatformParameters { VirtStart = XenIdentity.VirtStart64 })
+                    : Copy(ref call, arg, new CompatXenPlatformParameters { VirtStart = XenIdentity.VirtStart32 });
+
+            case XenVersionCommand.GetFeatures:
+            {
+                if (!call.TryCopyFromGuest(arg, out XenFeatureInfo fi))
+                    return XenErrno.EFAULT.Negated();
+                fi.Submap = fi.SubmapIdx == 0 ? HvmFeatures : 0;
+                return Copy(ref call, arg, in fi);
+            }
+
+            case XenVersionCommand.Pagesize:
+                return 4096;
+
+            case XenVersionCommand.GuestHandle:
+            {
+                // The domain's UUID: we derive a stable one from the domain id.
+                XenDomainHandle handle = default;
+                Span<byte> bytes = handle;
+                bytes[0] = 0x76; bytes[1] = 0x6d; bytes[2] = 0x6d; bytes[3] = 0x6b;      // "vmmk"
+                bytes[14] = (byte)(call.Caller.Domain.Id >> 8);
+                bytes[15] = (byte)call.Caller.Domain.Id;
+                return Copy(ref call, arg, in handle);
+            }
+
+            case XenVersionCommand.Commandline:
+            case XenVersionCommand.BuildId:
+                return XenErrno.EPERM.Negated();
+
+            default:
+                return XenErrno.ENOSYS.Negated();
+        }
+    }
+
+    /// <summary>
+    /// XENFEAT_* bits of submap 0 for an HVM/PVH guest (xen/include/public/features.h, as kernel.c
+    /// computes them for a translated guest): writable page tables, auto-translated physmap, the
+    /// callback vector and the safe pvclock.
+    /// </summary>
+    private const uint HvmFeatures =
+        (1u << (int)XenFeature.WritablePageTables) | (1u << (int)XenFeature.AutoTranslatedPhysmap) |
+        (1u << (int)XenFeature.HvmCallbackVector) | (1u << (int)XenFeature.HvmSafePvclock);
+
+    private static long Copy<T>(ref HypercallCall<VirtualCpu> call, ulong gva, in T value) where T : unmanaged =>
+        call.TryCopyToGuest(gva, in value) ? 0 : XenErrno.EFAULT.Negated();
+}
