@@ -24,7 +24,10 @@ public sealed unsafe class HypercallDispatcher<TCaller>
     /// <summary>Largest sub-operation table one hypercall may have.</summary>
     public const int MaxSubOps = 1024;
 
-    /// <summary><c>MEMOP_CMD_MASK</c> (xen/memory.h): the low bits of memory_op's <c>cmd</c> that name the operation.</summary>
+    /// <summary>
+    /// <c>MEMOP_CMD_MASK</c> (Xen-internal, xen/include/xen/hypercall.h: <c>(1 &lt;&lt; MEMOP_EXTENT_SHIFT) - 1</c>
+    /// with <c>MEMOP_EXTENT_SHIFT</c> = 6): the low bits of memory_op's <c>cmd</c> that name the operation.
+    /// </summary>
     public const uint MemoryOpCommandMask = 0x3f;
 
     private readonly HandlerSlot[] _table = new HandlerSlot[TableSize];

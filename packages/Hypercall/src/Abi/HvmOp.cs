@@ -2,19 +2,16 @@ using System.Runtime.InteropServices;
 
 namespace VmmKit.Hypercall;
 
-/// <summary>Sub-operations of <c>__HYPERVISOR_hvm_op(op, arg)</c> (<c>HVMOP_*</c>, xen/hvm/hvm_op.h).</summary>
+/// <summary>
+/// Sub-operations of <c>__HYPERVISOR_hvm_op(op, arg)</c> (<c>HVMOP_*</c>, xen/hvm/hvm_op.h) at interface
+/// version 0x00040e00 (numbers 2-4, the PCI/ISA interrupt-level operations, moved to dm_op in 4.9).
+/// </summary>
 public enum HvmOp : uint
 {
     /// <summary><c>HVMOP_set_param</c>: arg is <see cref="XenHvmParam"/>.</summary>
     SetParam = 0,
     /// <summary><c>HVMOP_get_param</c>: arg is <see cref="XenHvmParam"/>; <c>value</c> is filled in.</summary>
     GetParam = 1,
-    /// <summary><c>HVMOP_set_pci_intx_level</c>.</summary>
-    SetPciIntxLevel = 2,
-    /// <summary><c>HVMOP_set_isa_irq_level</c>.</summary>
-    SetIsaIrqLevel = 3,
-    /// <summary><c>HVMOP_set_pci_link_route</c>.</summary>
-    SetPciLinkRoute = 4,
     /// <summary><c>HVMOP_flush_tlbs</c>.</summary>
     FlushTlbs = 5,
     /// <summary><c>HVMOP_pagetable_dying</c>.</summary>

@@ -20,7 +20,7 @@ public struct HvmStartInfo
     public const uint Version1 = 1;
 
     /// <summary>Size of the version 0 structure (the offset of <see cref="MemmapPaddr"/>).</summary>
-    public const int Version0Size = 48;
+    public const int Version0Size = 40;
 
     /// <summary><c>magic</c>: <see cref="MagicValue"/>.</summary>
     public uint Magic;

@@ -1,0 +1,158 @@
+using System.Runtime.CompilerServices;
+using VmmKit.Hypercall;
+using VmmKit.TestSupport;
+
+namespace VmmKit.Hypercall.Tests;
+
+/// <summary>
+/// Every C# struct mirroring a Xen struct, checked against gcc and /usr/include/xen: sizeof and
+/// every offsetof, for x86-64 (native structs) and i386 (Compat* structs and structs whose
+/// layout is the same in both ABIs).
+/// </summary>
+public class AbiLayoutTests
+{
+    private static long Off<T, TField>(ref T s, ref TField field) =>
+        Unsafe.ByteOffset(ref Unsafe.As<T, byte>(ref s), ref Unsafe.As<TField, byte>(ref field));
+
+    private static void Check64(string header, string cType, int size, params (string Member, long Offset)[] fields) =>
+        Check(header, cType, size, fields, bits: 64);
+
+    private static void Check32(string header, string cType, int size, params (string Member, long Offset)[] fields) =>
+        Check(header, cType, size, fields, bits: 32);
+
+    private static void Check(string header, string cType, int size, (string Member, long Offset)[] fields, int bits)
+    {
+        var exprs = new List<string> { $"sizeof({cType})" };
+        exprs.AddRange(fields.Select(f => $"offsetof({cType}, {f.Member})"));
+        string[] headers = ["xen/xen.h", header];
+        IReadOnlyList<long> values = bits == 64 ? XenAbiLayout.Evaluate(headers, exprs) : I386Layout.Evaluate(headers, exprs);
+        Assert.True(size == values[0], $"sizeof({cType}) [{bits}-bit]: C# {size}, gcc {values[0]}");
+        for (int i = 0; i < fields.Length; i++)
+            Assert.True(fields[i].Offset == values[i + 1], $"offsetof({cType}, {fields[i].Member}) [{bits}-bit]: C# {fields[i].Offset}, gcc {values[i + 1]}");
+    }
+
+    [Fact]
+    public void Multicall_entry()
+    {
+        var s = default(MulticallEntry);
+        Check64("xen/xen.h", "struct multicall_entry", Unsafe.SizeOf<MulticallEntry>(),
+            ("op", Off(ref s, ref s.Op)), ("result", Off(ref s, ref s.Result)), ("args", Off(ref s, ref s.Args)), ("args[5]", Off(ref s, ref s.Args[5])));
+        var c = default(CompatMulticallEntry);
+        Check32("xen/xen.h", "struct multicall_entry", Unsafe.SizeOf<CompatMulticallEntry>(),
+            ("op", Off(ref c, ref c.Op)), ("result", Off(ref c, ref c.Result)), ("args", Off(ref c, ref c.Args)), ("args[5]", Off(ref c, ref c.Args[5])));
+    }
+
+    [Fact]
+    public void Xen_version_structs()
+    {
+        foreach (int bits in new[] { 64, 32 })
+        {
+            var ci = default(XenCompileInfo);
+            Check("xen/version.h", "struct xen_compile_info", Unsafe.SizeOf<XenCompileInfo>(),
+                [("compiler", Off(ref ci, ref ci.Compiler)), ("compile_by", Off(ref ci, ref ci.CompileBy)),
+                 ("compile_domain", Off(ref ci, ref ci.CompileDomain)), ("compile_date", Off(ref ci, ref ci.CompileDate))], bits);
+            var fi = default(XenFeatureInfo);
+            Check("xen/version.h", "struct xen_feature_info", Unsafe.SizeOf<XenFeatureInfo>(),
+                [("submap_idx", Off(ref fi, ref fi.SubmapIdx)), ("submap", Off(ref fi, ref fi.Submap))], bits);
+            var bi = default(XenBuildId);
+            Check("xen/version.h", "struct xen_build_id", Unsafe.SizeOf<XenBuildId>(), [("len", Off(ref bi, ref bi.Len)), ("buf", Unsafe.SizeOf<XenBuildId>())], bits);
+            Check("xen/version.h", "xen_extraversion_t", Unsafe.SizeOf<XenExtraversion>(), [], bits);
+            Check("xen/version.h", "xen_capabilities_info_t", Unsafe.SizeOf<XenCapabilitiesInfo>(), [], bits);
+            Check("xen/version.h", "xen_changeset_info_t", Unsafe.SizeOf<XenChangesetInfo>(), [], bits);
+            Check("xen/version.h", "xen_commandline_t", Unsafe.SizeOf<XenCommandline>(), [], bits);
+            Check("xen/version.h", "xen_domain_handle_t", Unsafe.SizeOf<XenDomainHandle>(), [], bits);
+        }
+        var pp = default(XenPlatformParameters);
+        Check64("xen/version.h", "struct xen_platform_parameters", Unsafe.SizeOf<XenPlatformParameters>(), ("virt_start", Off(ref pp, ref pp.VirtStart)));
+        var cpp = default(CompatXenPlatformParameters);
+        Check32("xen/version.h", "struct xen_platform_parameters", Unsafe.SizeOf<CompatXenPlatformParameters>(), ("virt_start", Off(ref cpp, ref cpp.VirtStart)));
+    }
+
+    [Fact]
+    public void Sched_op_structs()
+    {
+        foreach (int bits in new[] { 64, 32 })
+        {
+            var sd = default(SchedShutdown);
+            Check("xen/sched.h", "struct sched_shutdown", Unsafe.SizeOf<SchedShutdown>(), [("reason", Off(ref sd, ref sd.Reason))], bits);
+            var rs = default(SchedRemoteShutdown);
+            Check("xen/sched.h", "struct sched_remote_shutdown", Unsafe.SizeOf<SchedRemoteShutdown>(),
+                [("domain_id", Off(ref rs, ref rs.DomainId)), ("reason", Off(ref rs, ref rs.Reason))], bits);
+            var wd = default(SchedWatchdog);
+            Check("xen/sched.h", "struct sched_watchdog", Unsafe.SizeOf<SchedWatchdog>(), [("id", Off(ref wd, ref wd.Id)), ("timeout", Off(ref wd, ref wd.Timeout))], bits);
+            var po = default(SchedPinOverride);
+            Check("xen/sched.h", "struct sched_pin_override", Unsafe.SizeOf<SchedPinOverride>(), [("pcpu", Off(ref po, ref po.Pcpu))], bits);
+        }
+        var p = default(SchedPoll);
+        Check64("xen/sched.h", "struct sched_poll", Unsafe.SizeOf<SchedPoll>(),
+            ("ports", Off(ref p, ref p.Ports)), ("nr_ports", Off(ref p, ref p.NrPorts)), ("timeout", Off(ref p, ref p.Timeout)));
+        var cp = default(CompatSchedPoll);
+        Check32("xen/sched.h", "struct sched_poll", Unsafe.SizeOf<CompatSchedPoll>(),
+            ("ports", Off(ref cp, ref cp.Ports)), ("nr_ports", Off(ref cp, ref cp.NrPorts)), ("timeout", Off(ref cp, ref cp.Timeout)));
+    }
+
+    [Fact]
+    public void Hvm_param()
+    {
+        foreach (int bits in new[] { 64, 32 })
+        {
+            var s = default(XenHvmParam);
+            Check("xen/hvm/hvm_op.h", "struct xen_hvm_param", Unsafe.SizeOf<XenHvmParam>(),
+                [("domid", Off(ref s, ref s.Domid)), ("pad", Off(ref s, ref s.Pad)), ("index", Off(ref s, ref s.Index)), ("value", Off(ref s, ref s.Value))], bits);
+        }
+    }
+
+    [Fact]
+    public void Memory_op_structs()
+    {
+        var a = default(XenAddToPhysmap);
+        Check64("xen/memory.h", "struct xen_add_to_physmap", Unsafe.SizeOf<XenAddToPhysmap>(),
+            ("domid", Off(ref a, ref a.Domid)), ("size", Off(ref a, ref a.Size)), ("space", Off(ref a, ref a.Space)),
+            ("idx", Off(ref a, ref a.Idx)), ("gpfn", Off(ref a, ref a.Gpfn)));
+        var ca = default(CompatXenAddToPhysmap);
+        Check32("xen/memory.h", "struct xen_add_to_physmap", Unsafe.SizeOf<CompatXenAddToPhysmap>(),
+            ("domid", Off(ref ca, ref ca.Domid)), ("size", Off(ref ca, ref ca.Size)), ("space", Off(ref ca, ref ca.Space)),
+            ("idx", Off(ref ca, ref ca.Idx)), ("gpfn", Off(ref ca, ref ca.Gpfn)));
+        var mm = default(XenMemoryMap);
+        Check64("xen/memory.h", "struct xen_memory_map", Unsafe.SizeOf<XenMemoryMap>(),
+            ("nr_entries", Off(ref mm, ref mm.NrEntries)), ("buffer", Off(ref mm, ref mm.Buffer)));
+        var cmm = default(CompatXenMemoryMap);
+        Check32("xen/memory.h", "struct xen_memory_map", Unsafe.SizeOf<CompatXenMemoryMap>(),
+            ("nr_entries", Off(ref cmm, ref cmm.NrEntries)), ("buffer", Off(ref cmm, ref cmm.Buffer)));
+        Check64("xen/memory.h", "domid_t", sizeof(ushort));
+        Check32("xen/memory.h", "domid_t", sizeof(ushort));
+    }
+
+    [Fact]
+    public void E820_entry_matches_the_packed_bios_layout()
+    {
+        // Xen's struct e820entry is not in the public headers; Linux's uapi boot_e820_entry is the same packed layout.
+        var e = default(E820Entry);
+        var v = XenAbiLayout.Evaluate(["asm/bootparam.h"],
+            ["sizeof(struct boot_e820_entry)", "offsetof(struct boot_e820_entry, addr)", "offsetof(struct boot_e820_entry, size)", "offsetof(struct boot_e820_entry, type)"]);
+        Assert.Equal([Unsafe.SizeOf<E820Entry>(), Off(ref e, ref e.Addr), Off(ref e, ref e.Size), Off(ref e, ref e.Type)], v);
+    }
+
+    [Fact]
+    public void Hvm_start_info()
+    {
+        const string h = "xen/arch-x86/hvm/start_info.h";
+        foreach (int bits in new[] { 64, 32 })
+        {
+            var s = default(HvmStartInfo);
+            Check(h, "struct hvm_start_info", Unsafe.SizeOf<HvmStartInfo>(),
+                [("magic", Off(ref s, ref s.Magic)), ("version", Off(ref s, ref s.Version)), ("flags", Off(ref s, ref s.Flags)),
+                 ("nr_modules", Off(ref s, ref s.NrModules)), ("modlist_paddr", Off(ref s, ref s.ModlistPaddr)),
+                 ("cmdline_paddr", Off(ref s, ref s.CmdlinePaddr)), ("rsdp_paddr", Off(ref s, ref s.RsdpPaddr)),
+                 ("memmap_paddr", Off(ref s, ref s.MemmapPaddr)), ("memmap_entries", Off(ref s, ref s.MemmapEntries)),
+                 ("reserved", Off(ref s, ref s.Reserved))], bits);
+            var m = default(HvmModlistEntry);
+            Check(h, "struct hvm_modlist_entry", Unsafe.SizeOf<HvmModlistEntry>(),
+                [("paddr", Off(ref m, ref m.Paddr)), ("size", Off(ref m, ref m.Size)), ("cmdline_paddr", Off(ref m, ref m.CmdlinePaddr)), ("reserved", Off(ref m, ref m.Reserved))], bits);
+            var t = default(HvmMemmapTableEntry);
+            Check(h, "struct hvm_memmap_table_entry", Unsafe.SizeOf<HvmMemmapTableEntry>(),
+                [("addr", Off(ref t, ref t.Addr)), ("size", Off(ref t, ref t.Size)), ("type", Off(ref t, ref t.Type)), ("reserved", Off(ref t, ref t.Reserved))], bits);
+        }
+        Assert.Equal(HvmStartInfo.Version0Size, (int)XenAbiLayout.OffsetOf(h, "struct hvm_start_info", "memmap_paddr"));
+    }
+}
