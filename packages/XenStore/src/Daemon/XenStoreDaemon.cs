@@ -36,6 +36,10 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         _processor.ServeConnection = c => StartPump(c);
     }
 
+    internal XsProcessor Processor => _processor;
+
+    internal Lock Gate => _gate;
+
     /// <summary>The global quotas in force.</summary>
     public XenStoreQuotas Quotas => _processor.GlobalQuotas;
 

@@ -180,13 +180,6 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         {
             Store.Quotas = GlobalQuotas;
         }
-        if (err == XsError.None && req.Transaction is { } t && !c.Privileged && t.Accessed.Count > quotas.TransactionNodes
-            && c.Transactions.ContainsKey(t.Id))
-        {
-            // Too many nodes in one transaction (quota_trans_nodes): the transaction can never commit.
-            t.Failed = true;
-            err = XsError.ENOSPC;
-        }
         if (err != XsError.None)
             SendError(c, header, err);
     }

@@ -142,7 +142,7 @@ internal sealed class XsStore
     /// when the nearest existing ancestor grants some of <paramref name="need"/>, otherwise EACCES, so the
     /// error never reveals what a caller cannot see.
     /// </summary>
-    public XsError Lookup(in XsCaller caller, string path, XsAccess need, XsTransaction? tx, out XsNode? node)
+    private XsError LookupCore(in XsCaller caller, string path, XsAccess need, XsTransaction? tx, out XsNode? node)
     {
         node = Get(path, tx);
         if (node is not null)
@@ -168,12 +168,49 @@ internal sealed class XsStore
         return (caller.AccessTo(ancestor.Perms) & need) != 0 ? XsError.ENOENT : XsError.EACCES;
     }
 
+    /// <summary>
+    /// quota_trans_nodes: a transaction that has touched too many nodes fails the operation with ENOSPC
+    /// and can no longer commit.
+    /// </summary>
+    private XsError Bounded(in XsCaller caller, XsTransaction? tx, XsError err)
+    {
+        if (err == XsError.None && tx is not null && !caller.Privileged && tx.Accessed.Count + tx.Overlay.Count > Quotas.TransactionNodes)
+        {
+            tx.Failed = true;
+            return XsError.ENOSPC;
+        }
+        return err;
+    }
+
+    /// <summary>Permission-checked lookup; see <see cref="LookupCore"/>.</summary>
+    public XsError Lookup(in XsCaller caller, string path, XsAccess need, XsTransaction? tx, out XsNode? node)
+    {
+        var err = Bounded(caller, tx, LookupCore(caller, path, need, tx, out node));
+        if (err != XsError.None)
+            node = null;
+        return err;
+    }
+
+    /// <summary>XS_WRITE; see <see cref="WriteCore"/>.</summary>
+    public XsError Write(in XsCaller caller, string path, ReadOnlySpan<byte> value, XsTransaction? tx) =>
+        Bounded(caller, tx, WriteCore(caller, path, value, tx));
+
+    /// <summary>XS_MKDIR; see <see cref="MkdirCore"/>.</summary>
+    public XsError Mkdir(in XsCaller caller, string path, XsTransaction? tx) => Bounded(caller, tx, MkdirCore(caller, path, tx));
+
+    /// <summary>XS_RM; see <see cref="RemoveCore"/>.</summary>
+    public XsError Remove(in XsCaller caller, string path, XsTransaction? tx) => Bounded(caller, tx, RemoveCore(caller, path, tx));
+
+    /// <summary>XS_SET_PERMS; see <see cref="SetPermissionsCore"/>.</summary>
+    public XsError SetPermissions(in XsCaller caller, string path, XsPermission[] perms, XsTransaction? tx) =>
+        Bounded(caller, tx, SetPermissionsCore(caller, path, perms, tx));
+
     // ---- Operations --------------------------------------------------------------------------
 
     /// <summary>XS_WRITE: set the value, creating the node and missing parents (write access to the nearest existing ancestor).</summary>
-    public XsError Write(in XsCaller caller, string path, ReadOnlySpan<byte> value, XsTransaction? tx)
+    private XsError WriteCore(in XsCaller caller, string path, ReadOnlySpan<byte> value, XsTransaction? tx)
     {
-        var err = Lookup(caller, path, XsAccess.Write, tx, out var node);
+        var err = LookupCore(caller, path, XsAccess.Write, tx, out var node);
         if (err == XsError.None)
         {
             if (!caller.Privileged && node!.EntrySize - node.Value.Length + value.Length >= Quotas.NodeSize)
@@ -198,9 +235,9 @@ internal sealed class XsStore
     }
 
     /// <summary>XS_MKDIR: make sure the node exists; an existing node is left alone.</summary>
-    public XsError Mkdir(in XsCaller caller, string path, XsTransaction? tx)
+    private XsError MkdirCore(in XsCaller caller, string path, XsTransaction? tx)
     {
-        var err = Lookup(caller, path, XsAccess.Write, tx, out _);
+        var err = LookupCore(caller, path, XsAccess.Write, tx, out _);
         if (err == XsError.None)
             return XsError.None;
         if (err != XsError.ENOENT)
@@ -264,9 +301,9 @@ internal sealed class XsStore
     }
 
     /// <summary>XS_RM: remove a node and its subtree; a missing node is fine when its parent exists.</summary>
-    public XsError Remove(in XsCaller caller, string path, XsTransaction? tx)
+    private XsError RemoveCore(in XsCaller caller, string path, XsTransaction? tx)
     {
-        var err = Lookup(caller, path, XsAccess.Write, tx, out var node);
+        var err = LookupCore(caller, path, XsAccess.Write, tx, out var node);
         if (err == XsError.ENOENT)
             return Get(XsNode.ParentOf(path), tx) is not null ? XsError.None : XsError.ENOENT;
         if (err != XsError.None)
@@ -305,11 +342,11 @@ internal sealed class XsStore
     }
 
     /// <summary>XS_SET_PERMS: needs write and ownership; only the privileged may change the owner.</summary>
-    public XsError SetPermissions(in XsCaller caller, string path, XsPermission[] perms, XsTransaction? tx)
+    private XsError SetPermissionsCore(in XsCaller caller, string path, XsPermission[] perms, XsTransaction? tx)
     {
         if (!caller.Privileged && perms.Length > Quotas.Permissions)
             return XsError.ENOSPC;
-        var err = Lookup(caller, path, XsAccess.Write | XsAccess.Owner, tx, out var node);
+        var err = LookupCore(caller, path, XsAccess.Write | XsAccess.Owner, tx, out var node);
         if (err != XsError.None)
             return err;
         if (!caller.Privileged && perms[0].DomainId != node!.Owner)

@@ -1,0 +1,127 @@
+using VmmKit.XenStore.Client;
+using VmmKit.XenStore.Daemon;
+using VmmKit.XenStore.Transports;
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Tests;
+
+/// <summary>The shared-ring transport: a guest client and the daemon over one xenstore_domain_interface page.</summary>
+public class RingTests
+{
+    /// <summary>An event channel stand-in: notifying signals the other end's stream.</summary>
+    internal sealed class Kick : IXenStoreEventNotifier
+    {
+        public XenStoreRingStream? Target { get; set; }
+
+        public int Count;
+
+        public void Notify()
+        {
+            Interlocked.Increment(ref Count);
+            Target?.Signal();
+        }
+    }
+
+    /// <summary>A connector that hands out in-memory pages, like Dom0 mapping a guest frame.</summary>
+    internal sealed class Connector : IXenStoreDomainConnector
+    {
+        public Dictionary<uint, (XenStoreMemoryRingPage Page, Kick ToGuest, XenStoreRingBinding Binding)> Domains { get; } = [];
+
+        public XenStoreRingBinding? Connect(uint domainId, long mfn, uint eventChannel)
+        {
+            var page = new XenStoreMemoryRingPage();
+            var toGuest = new Kick();
+            var binding = new XenStoreRingBinding(page, toGuest);
+            Domains[domainId] = (page, toGuest, binding);
+            return binding;
+        }
+
+        public XenStoreClient Guest(uint domid)
+        {
+            var (page, toGuest, binding) = Domains[domid];
+            var stream = new XenStoreRingStream(page, new Kick { Target = binding.Stream }, XenStoreRingRole.Client);
+            toGuest.Target = stream;
+            return new XenStoreClient(stream);
+        }
+    }
+
+    [Fact]
+    public async Task Introduced_domain_talks_over_its_ring_with_relative_paths_and_watches()
+    {
+        var connector = new Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        await using var dom0 = new XenStoreClient(daemon.Connect());
+        await dom0.MkdirAsync("/local/domain/3");
+        await dom0.SetPermissionsAsync("/local/domain/3", [new Store.XsPermission(3, Store.XsAccess.None)]);
+        await dom0.IntroduceAsync(3, 0x1234, 9);
+        await using var guest = connector.Guest(3);
+        await guest.WriteAsync("name", "guest-three");
+        Assert.Equal("guest-three", await dom0.ReadStringAsync("/local/domain/3/name"));
+
+        await using var w = guest.WatchAsync("control", "ctl").GetAsyncEnumerator();
+        Assert.True(await w.MoveNextAsync());
+        Assert.Equal("control", w.Current.Path);
+        await dom0.WriteAsync("/local/domain/3/control/shutdown", "poweroff");
+        Assert.True(await w.MoveNextAsync());
+        Assert.Equal(new XenStoreWatchEvent("control/shutdown", "ctl"), w.Current);
+
+        // Messages larger than the 1 KiB ring still flow (split across ring turns).
+        var big = new byte[1900];
+        Random.Shared.NextBytes(big);
+        await guest.WriteAsync("big", big);
+        Assert.Equal(big, await guest.ReadAsync("big"));
+
+        var span = connector.Domains[3].Page.Span;
+        Assert.Equal(XsConstants.ServerFeatureReconnection | XsConstants.ServerFeatureError,
+            XenStoreRingStream.ReadIndex(span, XenStoreDomainInterface.ServerFeatures));
+    }
+
+    [Fact]
+    public async Task Corrupt_ring_indexes_set_the_error_field_and_drop_only_that_domain()
+    {
+        var connector = new Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        await using var dom0 = new XenStoreClient(daemon.Connect());
+        await dom0.IntroduceAsync(4, 1, 1);
+        var (page, _, binding) = connector.Domains[4];
+        // The guest claims 5000 bytes of requests in a 1024-byte ring.
+        BitConverterWrite(page.Span, XenStoreDomainInterface.ReqProd, 5000);
+        binding.Signal();
+        for (int i = 0; i < 500 && XenStoreRingStream.ReadIndex(page.Span, XenStoreDomainInterface.Error) == 0; i++)
+            await Task.Delay(10);
+        Assert.Equal(XsConstants.ErrorRingIdx, XenStoreRingStream.ReadIndex(page.Span, XenStoreDomainInterface.Error));
+        await dom0.WriteAsync("/still", "ok");
+        Assert.Equal("ok", await dom0.ReadStringAsync("/still"));
+    }
+
+    [Fact]
+    public async Task Oversized_payload_on_a_ring_drops_the_domain_connection()
+    {
+        var connector = new Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        await using var dom0 = new XenStoreClient(daemon.Connect());
+        await dom0.IntroduceAsync(6, 1, 1);
+        var (page, toGuest, binding) = connector.Domains[6];
+        var guest = new XenStoreRingStream(page, new Kick { Target = binding.Stream }, XenStoreRingRole.Client);
+        toGuest.Target = guest;
+        var header = new byte[16];
+        new XsHeader(XsMessageType.Write, 1, 0, 100_000).Write(header);
+        Assert.Equal(16, guest.TryWrite(header));
+        binding.Signal();
+        for (int i = 0; i < 500; i++)
+        {
+            bool gone;
+            lock (daemon.Gate)
+                gone = !daemon.Processor.Connections.Any(c => c.DomainId == 6);
+            if (gone)
+                break;
+            await Task.Delay(10);
+        }
+        lock (daemon.Gate)
+            Assert.DoesNotContain(daemon.Processor.Connections, c => c.DomainId == 6);
+        Assert.Equal("/local/domain/6", await dom0.GetDomainPathAsync(6));
+    }
+
+    private static void BitConverterWrite(Span<byte> span, int offset, uint value) =>
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(span[offset..], value);
+}
