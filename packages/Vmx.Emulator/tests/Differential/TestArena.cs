@@ -38,7 +38,7 @@ internal sealed unsafe class TestArena : IDisposable
 
     public TestArena()
     {
-        for (ulong candidate = 0x3000_0000; candidate < 0x7000_0000; candidate += 0x10_0000)
+        for (ulong candidate = 0x20_0000; candidate < 0x7000_0000; candidate += 0x10_0000)
         {
             nint p = Libc.Mmap((nint)candidate, Size, Libc.ProtRead | Libc.ProtWrite | Libc.ProtExec,
                 Libc.MapPrivate | Libc.MapAnonymous | Libc.MapFixedNoReplace, -1, 0);
