@@ -107,6 +107,6 @@ public sealed partial class Vmcs
         int index = field.Index();
         if (index >= 1 << IndexBits)
             return -1;
-        return (int)((e >> 10) & 0xF) << IndexBits | index;
+        return ((int)field.Width() << 2 | (int)field.Type()) << IndexBits | index;
     }
 }
