@@ -32,6 +32,8 @@ internal sealed unsafe partial class Core : IDisposable
     public bool RdtscExiting;
     /// <summary>Exit policy: I/O instructions; null = every port exits (see <see cref="IoExits"/>).</summary>
     public Func<ushort, int, bool>? IoExitFilter;
+    /// <summary>Exit policy: RDMSR/WRMSR (msr, isWrite); null = every MSR access exits.</summary>
+    public Func<uint, bool, bool>? MsrExitFilter;
 
     private Instr* _blockFirst;
 
@@ -459,6 +461,9 @@ internal sealed unsafe partial class Core : IDisposable
 
     /// <summary>Whether an I/O access to <paramref name="port"/> of <paramref name="size"/> bytes exits.</summary>
     public bool IoExits(ushort port, int size) => IoExitFilter == null || IoExitFilter(port, size);
+
+    /// <summary>Whether RDMSR (<paramref name="write"/> false) / WRMSR of <paramref name="msr"/> exits.</summary>
+    public bool MsrExits(uint msr, bool write) => MsrExitFilter == null || MsrExitFilter(msr, write);
 
     /// <summary>Instructions retired up to (not including) <paramref name="i"/>, valid inside a handler.</summary>
     public ulong RetiredBefore(Instr* i) => S.InstructionsRetired + (ulong)(i - _blockFirst);

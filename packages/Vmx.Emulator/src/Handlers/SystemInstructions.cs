@@ -22,7 +22,46 @@ internal static unsafe class SystemInstructions
     public static int Msr(Core c, Instr* i)
     {
         if ((c.S.Cr0 & 1) != 0 && (c.S.Cs.Selector & 3) != 0) return c.RaiseGP0();
-        return c.RaiseExit(i, i->Sub == 0 ? BasicExitReason.Rdmsr : BasicExitReason.Wrmsr, 0);
+        ref CpuState s = ref c.S;
+        uint msr = (uint)s.Gpr[1];
+        bool write = i->Sub == 1;
+        if (c.MsrExits(msr, write)) return c.RaiseExit(i, write ? BasicExitReason.Wrmsr : BasicExitReason.Rdmsr, 0);
+        return write ? WriteMsr(c, i, msr, ((ulong)(uint)s.Gpr[2] << 32) | (uint)s.Gpr[0]) : ReadMsr(c, i, msr);
+    }
+
+    // MSRs the processor itself implements when the MSR bitmap lets an access through (SDM Vol. 4).
+    private const uint Ia32Tsc = 0x10, Ia32Efer = 0xC000_0080, Ia32FsBase = 0xC000_0100, Ia32GsBase = 0xC000_0101, Ia32KernelGsBase = 0xC000_0102;
+
+    private static int ReadMsr(Core c, Instr* i, uint msr)
+    {
+        ref CpuState s = ref c.S;
+        ulong v;
+        switch (msr)
+        {
+            case Ia32Tsc: v = c.RetiredBefore(i) + s.TscOffset; break;
+            case Ia32Efer: v = s.Efer; break;
+            case Ia32FsBase: v = s.Fs.Base; break;
+            case Ia32GsBase: v = s.Gs.Base; break;
+            case Ia32KernelGsBase: v = s.KernelGsBase; break;
+            default: return c.RaiseGP0();
+        }
+        s.Gpr[0] = (uint)v;
+        s.Gpr[2] = v >> 32;
+        return ExecStatus.Continue;
+    }
+
+    private static int WriteMsr(Core c, Instr* i, uint msr, ulong v)
+    {
+        ref CpuState s = ref c.S;
+        switch (msr)
+        {
+            case Ia32Tsc: s.TscOffset = v - c.RetiredBefore(i); break;
+            case Ia32FsBase: s.Fs.Base = v; c.RefreshMode(); break;
+            case Ia32GsBase: s.Gs.Base = v; c.RefreshMode(); break;
+            case Ia32KernelGsBase: s.KernelGsBase = v; break;
+            default: return c.RaiseGP0(); // EFER changes mode: the hypervisor handles it through an exit
+        }
+        return ExecStatus.Continue;
     }
 
     /// <summary>RDTSC: TSC = instructions retired + TSC offset (deterministic), or an exit with RDTSC exiting.</summary>

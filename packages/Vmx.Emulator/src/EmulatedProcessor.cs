@@ -1,0 +1,245 @@
+using VmmKit.Ept;
+using VmmKit.Vmx.Emulator.Engine;
+
+namespace VmmKit.Vmx.Emulator;
+
+/// <summary>
+/// A software x86 processor implementing <see cref="IVirtualProcessor"/>: <see cref="Run"/> loads the guest state
+/// from a VMCS, executes in VMX non-root semantics until an exit condition the VMCS asks for, and stores the guest
+/// state and the exit-information fields back, like VMLAUNCH/VMRESUME returning to the host.
+/// </summary>
+/// <remarks>
+/// Exits: CPUID, VMCALL, triple fault and EPT violations/misconfigurations always; HLT (always — there is no
+/// interrupt source yet that could wake a halted processor); I/O per "unconditional I/O exiting" or the I/O bitmaps;
+/// RDMSR/WRMSR per the MSR bitmaps (or always without them); RDTSC per "RDTSC exiting"; exceptions per the
+/// exception bitmap (and PFEC mask/match for #PF); the VMX-preemption timer.
+/// Time is deterministic: the TSC advances by exactly one per instruction retired (plus the TSC offset when
+/// "use TSC offsetting" is set) and the VMX-preemption timer counts down once per instruction retired.
+/// Not thread-safe: one instance per virtual CPU.
+/// </remarks>
+public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
+{
+    private readonly MachineMemory _memory;
+    private readonly Core _core;
+    private GuestRegisters _registers;
+    private EptPointer _eptPointer;
+    private Vmcs? _current;
+    private PinBasedControls _pin;
+    private PrimaryProcessorBasedControls _primary;
+    private uint _exceptionBitmap;
+    private uint _pfecMask, _pfecMatch;
+    private readonly byte[] _ioBitmaps = new byte[8192];
+    private readonly byte[] _msrBitmap = new byte[4096];
+    private bool _disposed;
+
+    /// <summary>Creates a processor whose guest-physical memory is reached through EPT tables in <paramref name="memory"/>.</summary>
+    public EmulatedProcessor(MachineMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        _memory = memory;
+        _core = new Core(new EptPageSource(new GuestPhysicalMemory(memory, default)));
+        _core.IoExitFilter = IoExits;
+        _core.MsrExitFilter = MsrExits;
+    }
+
+    /// <inheritdoc/>
+    public ref GuestRegisters Registers => ref _registers;
+
+    /// <inheritdoc/>
+    public ulong InstructionsRetired => _core.S.InstructionsRetired;
+
+    /// <summary>Upper bound on instructions executed by one <see cref="Run"/> call when no preemption timer is armed; 0 = unbounded.</summary>
+    public ulong MaxInstructionsPerRun { get; set; }
+
+    /// <inheritdoc/>
+    public void InvalidateEpt(InveptType type, EptPointer eptPointer)
+    {
+        if (type == InveptType.AllContexts)
+        {
+            GuestPhysicalMemory.InvalidateAllContexts(_memory);
+        }
+        else if (_core.Pages is EptPageSource source && source.Memory.Pointer == eptPointer)
+        {
+            source.Memory.InvalidateSingleContext();
+        }
+        _core.FlushAll();
+    }
+
+    /// <inheritdoc/>
+    public VmExit Run(Vmcs vmcs)
+    {
+        ArgumentNullException.ThrowIfNull(vmcs);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _current = vmcs;
+        VmcsGuestState.Load(_core, vmcs, ref _registers);
+        LoadControls(vmcs);
+        var eptp = new EptPointer(vmcs.Read(VmcsField.EptPointer));
+        if (eptp != _eptPointer || _core.Pages is not EptPageSource)
+        {
+            _eptPointer = eptp;
+            _core.Pages = new EptPageSource(new GuestPhysicalMemory(_memory, eptp));
+            _core.FlushAll();
+        }
+        VmExit exit = Execute(vmcs);
+        VmcsGuestState.Store(_core, vmcs);
+        VmcsGuestState.SaveRegisters(_core, ref _registers);
+        exit.WriteTo(vmcs);
+        _current = null;
+        return exit;
+    }
+
+    private void LoadControls(Vmcs vmcs)
+    {
+        _pin = (PinBasedControls)vmcs.Read(VmcsField.PinBasedVmExecutionControls);
+        _primary = (PrimaryProcessorBasedControls)vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
+        _exceptionBitmap = (uint)vmcs.Read(VmcsField.ExceptionBitmap);
+        _pfecMask = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMask);
+        _pfecMatch = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMatch);
+        _core.RdtscExiting = (_primary & PrimaryProcessorBasedControls.RdtscExiting) != 0;
+        _core.S.TscOffset = (_primary & PrimaryProcessorBasedControls.UseTscOffsetting) != 0 ? vmcs.Read(VmcsField.TscOffset) : 0;
+        Array.Clear(_ioBitmaps);
+        Array.Clear(_msrBitmap);
+        if ((_primary & PrimaryProcessorBasedControls.UseIoBitmaps) != 0)
+        {
+            // SDM Vol. 3C §25.6.4: bitmap A covers ports 0000-7FFF, B covers 8000-FFFF (machine-physical addresses).
+            _memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapAAddress), _ioBitmaps.AsSpan(0, 4096));
+            _memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapBAddress), _ioBitmaps.AsSpan(4096, 4096));
+        }
+        if ((_primary & PrimaryProcessorBasedControls.UseMsrBitmaps) != 0)
+        {
+            _memory.TryReadMachinePhysical(vmcs.Read(VmcsField.MsrBitmapsAddress), _msrBitmap);
+        }
+    }
+
+    private bool IoExits(ushort port, int size)
+    {
+        // SDM Vol. 3C §26.1.3: unconditional I/O exiting applies only when I/O bitmaps are off.
+        if ((_primary & PrimaryProcessorBasedControls.UseIoBitmaps) == 0)
+        {
+            return (_primary & PrimaryProcessorBasedControls.UnconditionalIoExiting) != 0;
+        }
+        for (int k = 0; k < size; k++)
+        {
+            int p = port + k;
+            if (p > 0xFFFF) return true; // wrap-around always exits
+            if ((_ioBitmaps[p >> 3] & (1 << (p & 7))) != 0) return true;
+        }
+        return false;
+    }
+
+    private bool MsrExits(uint msr, bool write)
+    {
+        // SDM Vol. 3C §25.6.9: read-low 0..1FFF at 0, read-high C0000000..C0001FFF at 1024, writes at +2048.
+        if ((_primary & PrimaryProcessorBasedControls.UseMsrBitmaps) == 0) return true;
+        int baseOffset;
+        if (msr <= 0x1FFF) baseOffset = 0;
+        else if (msr >= 0xC000_0000 && msr <= 0xC000_1FFF) baseOffset = 1024;
+        else return true;
+        if (write) baseOffset += 2048;
+        uint bit = msr & 0x1FFF;
+        return (_msrBitmap[baseOffset + (int)(bit >> 3)] & (1 << (int)(bit & 7))) != 0;
+    }
+
+    private VmExit Execute(Vmcs vmcs)
+    {
+        ref CpuState s = ref _core.S;
+        var entryInfo = new InterruptionInformation((uint)vmcs.Read(VmcsField.VmEntryInterruptionInformation));
+        if (entryInfo.IsValid)
+        {
+            vmcs.Write(VmcsField.VmEntryInterruptionInformation, entryInfo.Value & ~InterruptionInformation.ValidBit);
+            if (entryInfo.Type is InterruptionType.SoftwareInterrupt or InterruptionType.PrivilegedSoftwareException or InterruptionType.SoftwareException)
+            {
+                s.Rip += vmcs.Read(VmcsField.VmEntryInstructionLength);
+            }
+            if (!_core.DeliverException(entryInfo.Vector, entryInfo.ErrorCodeValid, (uint)vmcs.Read(VmcsField.VmEntryExceptionErrorCode)))
+            {
+                return DeliveryFailure();
+            }
+        }
+
+        bool timer = (_pin & PinBasedControls.ActivateVmxPreemptionTimer) != 0;
+        ulong timerValue = timer ? (uint)vmcs.Read(VmcsField.VmxPreemptionTimerValue) : 0;
+        _core.BeginRun();
+        while (true)
+        {
+            ulong budget = timer ? timerValue : MaxInstructionsPerRun != 0 ? MaxInstructionsPerRun : ulong.MaxValue / 2;
+            if (timer && timerValue == 0)
+            {
+                return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+            }
+            ulong before = s.InstructionsRetired;
+            bool exhausted = _core.Execute(budget);
+            ulong ran = s.InstructionsRetired - before;
+            if (timer)
+            {
+                timerValue -= Math.Min(ran, timerValue);
+                if (((VmExitControls)vmcs.Read(VmcsField.VmExitControls) & VmExitControls.SaveVmxPreemptionTimerValue) != 0)
+                {
+                    vmcs.Write(VmcsField.VmxPreemptionTimerValue, timerValue);
+                }
+            }
+            if (exhausted)
+            {
+                if (timer) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+                if (MaxInstructionsPerRun != 0) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+                continue;
+            }
+            PendingEvent e = _core.Event;
+            if (e.Kind == EventKind.VmExit)
+            {
+                return ExitFromEvent(in e);
+            }
+            // A guest exception: exit per the exception bitmap, else deliver through the guest IDT.
+            if (ExceptionExits(e.Vector, e.ErrorCode))
+            {
+                uint info = (uint)e.Vector | ((uint)InterruptionType.HardwareException << 8) | InterruptionInformation.ValidBit
+                    | (e.HasErrorCode ? InterruptionInformation.ErrorCodeValidBit : 0);
+                return VmExit.Exit(VmxExitReason.ExceptionOrNmi, e.Vector == ExceptionVector.PF ? e.GuestLinear : 0) with
+                {
+                    InterruptionInformation = info,
+                    InterruptionErrorCode = e.HasErrorCode ? e.ErrorCode : 0,
+                };
+            }
+            if (e.Vector == ExceptionVector.PF) s.Cr2 = e.GuestLinear;
+            if (!_core.DeliverException(e.Vector, e.HasErrorCode, e.ErrorCode))
+            {
+                return DeliveryFailure();
+            }
+        }
+    }
+
+    private VmExit DeliveryFailure()
+    {
+        PendingEvent e = _core.Event;
+        if (e.Kind == EventKind.VmExit) return ExitFromEvent(in e);
+        return VmExit.Exit(VmxExitReason.TripleFault);
+    }
+
+    private bool ExceptionExits(int vector, uint errorCode)
+    {
+        bool bit = (_exceptionBitmap & (1u << vector)) != 0;
+        if (vector != ExceptionVector.PF) return bit;
+        // SDM Vol. 3C §26.2: #PF exits when (PFEC & mask) == match equals the bitmap bit.
+        bool match = (errorCode & _pfecMask) == _pfecMatch;
+        return bit == match;
+    }
+
+    private static VmExit ExitFromEvent(in PendingEvent e)
+    {
+        VmExit exit = VmExit.Exit(e.ExitReason, e.Qualification);
+        return e.ExitReason switch
+        {
+            BasicExitReason.EptViolation => exit with { GuestPhysicalAddress = e.GuestPhysical, GuestLinearAddress = e.GuestLinear },
+            BasicExitReason.EptMisconfiguration => exit with { GuestPhysicalAddress = e.GuestPhysical },
+            _ => exit with { InstructionLength = (uint)e.InstructionLength },
+        };
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _core.Dispose();
+    }
+}
