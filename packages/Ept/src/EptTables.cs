@@ -52,7 +52,7 @@ public sealed unsafe class EptTables : IDisposable
         _memory = memory;
         _owner = owner;
         _accessedDirtyEnabled = accessedDirtyEnabled;
-        _root = new MachineFrameNumber(AllocateTable());
+        _root = new MachineFrameNumber(AllocateTable() >> Page.PageShift);
         Pointer = EptPointer.Create(_root, accessedDirtyEnabled);
     }
 

@@ -55,4 +55,62 @@ public sealed unsafe class EptTablesBasicTests
         Assert.Equal(EptTranslationStatus.Success, ept.Translate(new GuestPhysicalAddress((1UL << 30) + 0x400000), EptAccess.Write, out t, out _));
         Assert.Equal(2, t.PageLevel);
     }
+
+    [Fact]
+    public void Several_EPTs_share_machine_memory_and_charge_their_owners()
+    {
+        using var memory = new MachineMemory(16UL << 20);
+        var dom2 = new FrameOwner(2);
+        using var first = new EptTables(memory, Dom1);
+        using var second = new EptTables(memory, dom2, accessedDirtyEnabled: true);
+        Assert.NotEqual(first.Pointer.Root, second.Pointer.Root);
+        Assert.True(memory.TryGetOwner(second.Pointer.Root, out FrameOwner owner));
+        Assert.Equal(dom2, owner);
+        Assert.True(second.Pointer.AccessedDirtyEnabled);
+        Assert.Equal(4, second.Pointer.PageWalkLength);
+        Assert.Equal(EptMemoryType.WriteBack, second.Pointer.MemoryType);
+        MachineFrameNumber a = memory.AllocateFrame(Dom1);
+        MachineFrameNumber b = memory.AllocateFrame(dom2);
+        first.Map(default, a, 1, EptAccess.Read);
+        second.Map(default, b, 1, EptAccess.Read);
+        Assert.Equal(EptTranslationStatus.Success, first.Translate(default, EptAccess.Read, out EptTranslation t1, out _));
+        Assert.Equal(EptTranslationStatus.Success, second.Translate(default, EptAccess.Read, out EptTranslation t2, out _));
+        Assert.Equal(a, t1.Frame);
+        Assert.Equal(b, t2.Frame);
+        Assert.Equal(4UL, memory.FramesOwnedBy(dom2) - 1); // root, PDPT, PD, PT + the data frame
+        second.Dispose();
+        Assert.Equal(1UL, memory.FramesOwnedBy(dom2));
+    }
+
+    [Fact]
+    public void Bad_edits_are_host_programming_errors()
+    {
+        using var memory = new MachineMemory(1UL << 20);
+        using var ept = new EptTables(memory, Dom1);
+        Assert.Throws<ArgumentException>(() => ept.Map(new GuestPhysicalAddress(1), default, 1, EptAccess.Read));
+        Assert.Throws<ArgumentException>(() => ept.Map(default, default, 1, EptAccess.Write));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ept.Map(default, new MachineFrameNumber(255), 2, EptAccess.Read));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ept.Map(new GuestPhysicalAddress(1UL << 48), default, 1, EptAccess.Read));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ept.Map(default, default, 1, EptAccess.Read, (EptMemoryType)2));
+        Assert.Throws<ArgumentException>(() => ept.Protect(default, 1, EptAccess.Write | EptAccess.Execute));
+        ept.Map(default, default, 0, EptAccess.Read);
+        Assert.Equal(1UL, ept.TableFrameCount);
+    }
+
+    [Fact]
+    public void Protect_none_keeps_the_frame_for_later()
+    {
+        using var memory = new MachineMemory(1UL << 20);
+        using var ept = new EptTables(memory, Dom1);
+        ept.Map(default, new MachineFrameNumber(9), 1, EptAccess.ReadWriteExecute, EptMemoryType.Uncacheable);
+        ept.Protect(default, 1, EptAccess.None);
+        Assert.Equal(EptTranslationStatus.Violation, ept.Translate(default, EptAccess.Read, out _, out EptViolationQualification q));
+        Assert.Equal(EptViolationQualification.DataReadBit, q.Value); // not present to hardware
+        Assert.True(ept.TryLookup(default, out MachineFrameNumber frame, out EptAccess access));
+        Assert.Equal((new MachineFrameNumber(9), EptAccess.None), (frame, access));
+        ept.Protect(default, 1, EptAccess.Execute);
+        Assert.Equal(EptTranslationStatus.Success, ept.Translate(default, EptAccess.Execute, out EptTranslation t, out _));
+        Assert.Equal(new MachineFrameNumber(9), t.Frame);
+        Assert.Equal(EptMemoryType.Uncacheable, t.MemoryType);
+    }
 }
