@@ -1,2 +1,73 @@
-Console.Error.WriteLine("vmmkit-hv: the reference hypervisor is not built yet; see README.md for the roadmap.");
-return 2;
+using System.CommandLine;
+using VmmKit.ReferenceHypervisor;
+using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.ReferenceHypervisor.Cli;
+using VmmKit.ReferenceHypervisor.Demo;
+
+// vmmkit-hv: boots a Xen PVH kernel on the emulated processor; with no arguments, the built-in demo guest.
+var memory = new Option<ulong>("--memory", "-m")
+{
+    Description = "Guest RAM in MiB",
+    DefaultValueFactory = _ => 64,
+    Recursive = true,
+};
+var cmdline = new Option<string>("--cmdline")
+{
+    Description = "Kernel command line (hvm_start_info.cmdline_paddr)",
+    DefaultValueFactory = _ => "",
+    Recursive = true,
+};
+var maxInstructions = new Option<ulong>("--max-instructions")
+{
+    Description = "Crash the domain after this many guest instructions (0 = no limit)",
+    Recursive = true,
+};
+var trace = new Option<bool>("--trace")
+{
+    Description = "Print every VM exit to stderr",
+    Recursive = true,
+};
+var modules = new Option<FileInfo[]>("--module")
+{
+    Description = "A boot module (initrd) passed in hvm_start_info's module list; repeat for several",
+};
+var kernel = new Argument<FileInfo>("kernel") { Description = "A PVH kernel: ELF32 or ELF64 with XEN_ELFNOTE_PHYS32_ENTRY" };
+var demoPath = new Argument<FileInfo>("path") { Description = "Where to write the demo guest's ELF file" };
+
+var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules };
+boot.SetAction(r =>
+{
+    var file = r.GetValue(kernel)!;
+    byte[] image;
+    var mods = new List<PvhModule>();
+    try
+    {
+        image = File.ReadAllBytes(file.FullName);
+        foreach (var m in r.GetValue(modules) ?? [])
+            mods.Add(new PvhModule(File.ReadAllBytes(m.FullName), m.Name));
+    }
+    catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+    {
+        Console.Error.WriteLine($"vmmkit-hv: {e.Message}");
+        return ExitCodes.StartFailure;
+    }
+
+    return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace));
+});
+
+var writeDemo = new Command("write-demo", "Write the built-in demo guest as a PVH ELF file (it also boots under QEMU)") { demoPath };
+writeDemo.SetAction(r =>
+{
+    File.WriteAllBytes(r.GetValue(demoPath)!.FullName, DemoGuest.Build());
+    return 0;
+});
+
+var root = new RootCommand("vmmkit-hv: the VmmKit reference hypervisor. Boots Xen PVH guests on the emulated processor; " +
+    "with no command it boots a built-in demo guest. Guest console output goes to stdout, hypervisor messages to stderr. " +
+    ExitCodes.HelpText)
+{
+    memory, cmdline, maxInstructions, trace, boot, writeDemo,
+};
+root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace)));
+
+return root.Parse(args).Invoke();

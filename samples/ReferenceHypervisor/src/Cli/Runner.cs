@@ -1,0 +1,44 @@
+using VmmKit.ReferenceHypervisor.Boot;
+
+namespace VmmKit.ReferenceHypervisor.Cli;
+
+/// <summary>Builds a one-domain machine for the CLI, runs it, and turns the outcome into an exit status.</summary>
+internal static class Runner
+{
+    /// <summary>Extra machine memory beyond the guest's RAM: EPT tables and hypervisor pages.</summary>
+    private const ulong MachineOverheadBytes = 16 << 20;
+
+    /// <summary>Boots <paramref name="kernel"/> and returns the process exit status (<see cref="ExitCodes"/>).</summary>
+    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace)
+    {
+        if (memoryMiB is 0 or > 4096)
+        {
+            Console.Error.WriteLine("vmmkit-hv: --memory must be between 1 and 4096 MiB");
+            return ExitCodes.StartFailure;
+        }
+
+        var stdout = Console.OpenStandardOutput();
+        using var machine = new Machine((memoryMiB << 20) + MachineOverheadBytes, ProcessorProviders.CreateDefault())
+        {
+            Logger = message => Console.Error.WriteLine(message),
+            MaxInstructionsPerVcpu = maxInstructions,
+        };
+        if (trace)
+            machine.Trace = (vcpu, exit) => Console.Error.WriteLine($"(trace) d{vcpu.Domain.Id}v{vcpu.Id} rip {vcpu.Vmcs.Read(Vmx.VmcsField.GuestRip):x8} {exit}");
+
+        var config = new DomainConfig(name, kernel, memoryMiB << 20, cmdline, modules, line =>
+        {
+            stdout.Write(System.Text.Encoding.Latin1.GetBytes(line));
+            stdout.Flush();
+        });
+        if (!machine.TryCreateDomain(config, out var domain, out string error))
+        {
+            Console.Error.WriteLine($"vmmkit-hv: cannot boot {name}: {error}");
+            return ExitCodes.StartFailure;
+        }
+
+        machine.Run();
+        domain!.Console.Flush();
+        return ExitCodes.For(domain);
+    }
+}
