@@ -126,7 +126,6 @@ internal static unsafe class FloatThunks
             a.stmxcsr(__dword_ptr[frame + 48]);
             a.ldmxcsr(__dword_ptr[frame + 52]);
             a.ret();
-            a.Align(16);
         }
         var writer = new ThunkWriter();
         var result = a.Assemble(writer, 0, BlockEncoderOptions.ReturnNewInstructionOffsets);

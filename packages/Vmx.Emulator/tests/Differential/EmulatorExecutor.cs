@@ -17,6 +17,8 @@ internal sealed unsafe class EmulatorExecutor : IDisposable
     {
         _base = arenaBase;
         _machine = new FlatTestMachine(arenaBase + TestArena.Size, bitness);
+        // An OS that uses SSE sets CR4.OSFXSR and CR4.OSXMMEXCPT (SDM Vol. 3A §13.1.3); without them SSE raises #UD.
+        _machine.State.Cr4 |= (1UL << 9) | (1UL << 10);
     }
 
     public FlatTestMachine Machine => _machine;
