@@ -149,6 +149,7 @@ internal sealed unsafe partial class Core
     /// with no event, false when an event is pending in <see cref="Event"/> (RIP then points at the
     /// faulting / exiting instruction).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public bool Execute(ulong budget)
     {
         ref CpuState s = ref S;

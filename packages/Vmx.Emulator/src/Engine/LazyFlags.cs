@@ -66,6 +66,13 @@ internal static class LazyFlags
     {
         if (s.LazyOp != (uint)LazyFlagOp.None)
         {
+            if (mask == RflagsBits.Arith)
+            {
+                // Every arithmetic flag is replaced: the pending ones need not be computed.
+                s.LazyOp = (uint)LazyFlagOp.None;
+                s.Rflags = (s.Rflags & ~RflagsBits.Arith) | (values & RflagsBits.Arith);
+                return;
+            }
             Materialize(ref s);
         }
         s.Rflags = (s.Rflags & ~mask) | (values & mask);
@@ -141,8 +148,17 @@ internal static class LazyFlags
                 return (s.Rflags & RflagsBits.CF) != 0;
             case LazyFlagOp.Logic:
                 return false;
+            case LazyFlagOp.Add:
+                {
+                    // ADC/SBB materialize immediately, so a pending Add/Sub never has a carry-in.
+                    int sh = 64 - (int)s.LazySize * 8;
+                    return (s.LazyResult << sh) < (s.LazySrc1 << sh);
+                }
             default:
-                return (Compute(ref s) & RflagsBits.CF) != 0;
+                {
+                    int sh = 64 - (int)s.LazySize * 8;
+                    return (s.LazySrc1 << sh) < (s.LazySrc2 << sh);
+                }
         }
     }
 
@@ -153,6 +169,14 @@ internal static class LazyFlags
         if (s.LazyOp == (uint)LazyFlagOp.Sub)
         {
             return SubCondition(ref s, cc);
+        }
+        if (s.LazyOp == (uint)LazyFlagOp.Logic && cc >= 4 && cc < 10 && cc != 6 && cc != 7)
+        {
+            // TEST/AND/OR/XOR + Jcc on ZF or SF.
+            int sh = 64 - (int)s.LazySize * 8;
+            ulong r = s.LazyResult << sh;
+            bool v = cc < 6 ? r == 0 : (long)r < 0;
+            return v ^ ((cc & 1) != 0);
         }
         return FlagsCondition(s.LazyOp == (uint)LazyFlagOp.None ? s.Rflags : (s.Rflags & ~RflagsBits.Arith) | Compute(ref s), cc);
     }

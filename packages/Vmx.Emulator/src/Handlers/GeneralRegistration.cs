@@ -136,14 +136,14 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Enter: Set(t, code, &Stack.Enter, StackOperandSize(op)); break;
             case Mnemonic.Leave: Set(t, code, &Stack.Leave, StackOperandSize(op)); break;
 
-            case Mnemonic.Rol: Set(t, code, &Shifts.Shift, Shifts.Rol); break;
-            case Mnemonic.Ror: Set(t, code, &Shifts.Shift, Shifts.Ror); break;
-            case Mnemonic.Rcl: Set(t, code, &Shifts.Shift, Shifts.Rcl); break;
-            case Mnemonic.Rcr: Set(t, code, &Shifts.Shift, Shifts.Rcr); break;
-            case Mnemonic.Shl: Set(t, code, &Shifts.Shift, Shifts.Shl); break;
-            case Mnemonic.Sal: Set(t, code, &Shifts.Shift, Shifts.Sal); break;
-            case Mnemonic.Shr: Set(t, code, &Shifts.Shift, Shifts.Shr); break;
-            case Mnemonic.Sar: Set(t, code, &Shifts.Shift, Shifts.Sar); break;
+            case Mnemonic.Rol: Set(t, code, &Shifts.ShiftFast, Shifts.Rol); break;
+            case Mnemonic.Ror: Set(t, code, &Shifts.ShiftFast, Shifts.Ror); break;
+            case Mnemonic.Rcl: Set(t, code, &Shifts.ShiftFast, Shifts.Rcl); break;
+            case Mnemonic.Rcr: Set(t, code, &Shifts.ShiftFast, Shifts.Rcr); break;
+            case Mnemonic.Shl: Set(t, code, &Shifts.ShiftFast, Shifts.Shl); break;
+            case Mnemonic.Sal: Set(t, code, &Shifts.ShiftFast, Shifts.Sal); break;
+            case Mnemonic.Shr: Set(t, code, &Shifts.ShiftFast, Shifts.Shr); break;
+            case Mnemonic.Sar: Set(t, code, &Shifts.ShiftFast, Shifts.Sar); break;
             case Mnemonic.Shld: Set(t, code, &Shifts.DoubleShift, 0); break;
             case Mnemonic.Shrd: Set(t, code, &Shifts.DoubleShift, 1); break;
 

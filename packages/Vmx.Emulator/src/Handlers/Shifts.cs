@@ -15,13 +15,57 @@ internal static unsafe class Shifts
         return (int)(raw & (i->OpSize == 8 ? 0x3FUL : 0x1FUL));
     }
 
+    /// <summary>Fast path: SHL/SHR/SAR of a 32/64-bit register; everything else goes to <see cref="Shift"/>.</summary>
+    public static int ShiftFast(Core c, Instr* i)
+    {
+        int size = i->OpSize;
+        byte op = i->Sub;
+        if (i->Op0 == Instr.MemoryOperand || size < 4 || op < Shl) return Shift(c, i);
+        int count = (int)((i->Op1 == Instr.NoRegister ? i->Imm : c.S.Gpr[1]) & (size == 8 ? 0x3FUL : 0x1FUL));
+        if (count == 0)
+        {
+            if (size == 4) c.S.Gpr[i->Op0] = (uint)c.S.Gpr[i->Op0]; // a 32-bit destination is still written
+            return ExecStatus.Continue;
+        }
+        ref CpuState s = ref c.S;
+        int bits = size * 8;
+        ulong v = size == 8 ? s.Gpr[i->Op0] : (uint)s.Gpr[i->Op0];
+        ulong r, cf, of = 0;
+        if (op == Shr)
+        {
+            r = v >> count;
+            cf = (v >> (count - 1)) & 1;
+            if (count == 1) of = (v >> (bits - 1)) & 1;
+        }
+        else if (op == Sar)
+        {
+            long sv = size == 8 ? (long)v : (int)v;
+            r = size == 8 ? (ulong)(sv >> count) : (uint)(sv >> count);
+            cf = (ulong)(sv >> (count - 1)) & 1;
+        }
+        else
+        {
+            r = size == 8 ? v << count : (uint)(v << count);
+            cf = (v >> (bits - count)) & 1;
+            of = ((r >> (bits - 1)) ^ cf) & 1;
+        }
+        s.Gpr[i->Op0] = r;
+        LazyFlags.SetEager(ref s, RflagsBits.Arith, cf | (of << 11) | LazyFlags.ZsP(r, size));
+        return ExecStatus.Continue;
+    }
+
     /// <summary>Group-2 shift/rotate of op0 by 1, CL or imm8.</summary>
     public static int Shift(Core c, Instr* i)
     {
         int size = i->OpSize;
         int count = Count(c, i);
         if (!c.ReadOp0(i, out ulong v)) return ExecStatus.Event;
-        if (count == 0) return ExecStatus.Continue; // SDM: a masked count of 0 affects no flags
+        if (count == 0)
+        {
+            // SDM: a masked count of 0 affects no flags; a 32-bit register destination is still zero-extended.
+            if (i->Op0 != Instr.MemoryOperand && i->OpSize == 4) c.SetReg(i->Op0, 4, v);
+            return ExecStatus.Continue;
+        }
         int bits = size * 8;
         ulong mask = Arithmetic.SizeMask(size);
         v &= mask;
