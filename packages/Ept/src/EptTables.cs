@@ -14,7 +14,7 @@ namespace VmmKit.Ept;
 /// </para>
 /// <para>
 /// Edits never flush translation caches: like on hardware, after changing or removing an existing mapping the
-/// hypervisor must invalidate (INVEPT: <see cref="GuestPhysicalMemory.InvalidateSingleContext"/> on every cache that
+/// hypervisor must invalidate (INVEPT: <see cref="GuestPhysicalMemory.InvalidateSingleContext(MachineMemory, EptPointer)"/> for every cache that
 /// uses this EPT, or <see cref="GuestPhysicalMemory.InvalidateAllContexts"/>). <see cref="Generation"/> counts such
 /// edits so a consumer can tell whether it must. Table frames that are no longer used are zeroed and kept in a
 /// private pool (a walker racing with the edit sees not-present entries, never another domain's data) until

@@ -12,12 +12,13 @@ namespace VmmKit.Ept;
 /// <para>
 /// The cache holds, per guest frame, the host page and the rights of the last successful walk. Like a TLB it is not
 /// told about EPT edits: after <see cref="EptTables"/> changes or removes a mapping (its <see cref="EptTables.Generation"/>
-/// moves), the hypervisor must call <see cref="InvalidateSingleContext"/> on each instance using that EPT, or
-/// <see cref="InvalidateAllContexts"/>, before the change is guaranteed to be seen. With A/D flags enabled, a page is
-/// cached as writable only after a write set its dirty flag.
+/// moves), the hypervisor must invalidate before the change is guaranteed to be seen:
+/// <see cref="InvalidateSingleContext(MachineMemory, EptPointer)"/> reaches every accessor of that EPT,
+/// <see cref="InvalidateSingleContext()"/> this one only, <see cref="InvalidateAllContexts"/> every accessor of the machine.
+/// With A/D flags enabled, a page is cached as writable only after a write set its dirty flag.
 /// </para>
 /// <para>
-/// An instance is meant for one virtual processor or one host thread; <see cref="InvalidateAllContexts"/> may be called
+/// An instance is meant for one virtual processor or one host thread; the static invalidations may be called
 /// from any thread. Multi-page accesses are not atomic: when a later page faults, the earlier pages have already been
 /// read or written (as with a faulting REP MOVS).
 /// </para>
@@ -29,6 +30,7 @@ public sealed unsafe class GuestPhysicalMemory
     private readonly EptPointer _eptp;
     private readonly bool _modeBasedExecuteControl;
     private readonly TranslationCache _cache = TranslationCache.Create();
+    private readonly StrongBox<long> _contextEpoch;
     private long _epoch;
 
     /// <summary>Creates an accessor for the guest-physical space that <paramref name="eptp"/> describes.</summary>
@@ -49,7 +51,8 @@ public sealed unsafe class GuestPhysicalMemory
         _memory = memory;
         _eptp = eptp;
         _modeBasedExecuteControl = modeBasedExecuteControl;
-        _epoch = Volatile.Read(ref memory.TranslationEpoch);
+        _contextEpoch = memory.ContextEpoch(eptp.Root);
+        _epoch = Volatile.Read(ref memory.TranslationEpoch) + Volatile.Read(ref _contextEpoch.Value);
     }
 
     /// <summary>The machine memory behind this space.</summary>
@@ -63,6 +66,18 @@ public sealed unsafe class GuestPhysicalMemory
     /// after changing or removing an existing mapping in it.
     /// </summary>
     public void InvalidateSingleContext() => _cache.Flush();
+
+    /// <summary>
+    /// INVEPT single-context for every accessor over <paramref name="memory"/> whose EPTP has the same root as <paramref name="eptp"/>
+    /// (all virtual processors running that EPT), wherever they run; each drops its cached translations at its next access.
+    /// </summary>
+    /// <param name="memory">The machine memory.</param>
+    /// <param name="eptp">The EPTP whose context to invalidate.</param>
+    public static void InvalidateSingleContext(MachineMemory memory, EptPointer eptp)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        Interlocked.Increment(ref memory.ContextEpoch(eptp.Root).Value);
+    }
 
     /// <summary>INVEPT all-context: invalidates the cached translations of every accessor over <paramref name="memory"/>.</summary>
     /// <param name="memory">The machine memory whose contexts to invalidate.</param>
@@ -102,7 +117,7 @@ public sealed unsafe class GuestPhysicalMemory
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetHostPage(GuestPhysicalAddress gpa, EptAccess access, out byte* page, out GuestMemoryFault fault, EptViolationQualification linearFlags = default)
     {
-        long epoch = Volatile.Read(ref _memory.TranslationEpoch);
+        long epoch = Volatile.Read(ref _memory.TranslationEpoch) + Volatile.Read(ref _contextEpoch.Value);
         if (epoch == _epoch && _cache.TryLookup(gpa.Value >> Page.PageShift, CacheRights(access), out page))
         {
             fault = default;
@@ -383,7 +398,7 @@ public sealed unsafe class GuestPhysicalMemory
     {
         if (epoch != _epoch)
         {
-            _cache.Flush(); // an all-context INVEPT happened since this cache was last used
+            _cache.Flush(); // an all-context or single-context INVEPT happened since this cache was last used
             _epoch = epoch;
         }
 
@@ -415,7 +430,7 @@ public sealed unsafe class GuestPhysicalMemory
             rights &= ~EptAccess.Write; // the dirty flag is not set yet: the first write must walk (SDM §29.4.3.2)
         }
 
-        if (Volatile.Read(ref _memory.TranslationEpoch) == epoch)
+        if (Volatile.Read(ref _memory.TranslationEpoch) + Volatile.Read(ref _contextEpoch.Value) == epoch)
         {
             _cache.Fill(gpa.Value >> Page.PageShift, page, rights);
         }

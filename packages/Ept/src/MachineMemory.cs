@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 
@@ -29,6 +30,7 @@ public sealed unsafe class MachineMemory : IDisposable
     private ulong _frameCount;
     private ulong _freeFrames;
     private ulong _searchHint;
+    private readonly ConcurrentDictionary<ulong, StrongBox<long>> _contextEpochs = new();
     private long _translationEpoch;
 
     /// <summary>Reserves <paramref name="sizeInBytes"/> of machine memory (rounded up to whole frames).</summary>
@@ -71,6 +73,9 @@ public sealed unsafe class MachineMemory : IDisposable
 
     /// <summary>Bumped by <see cref="GuestPhysicalMemory.InvalidateAllContexts"/>: every translation cache over this memory compares it.</summary>
     internal ref long TranslationEpoch => ref _translationEpoch;
+
+    /// <summary>The single-context invalidation counter shared by every translation cache of the EPT rooted at <paramref name="root"/>.</summary>
+    internal StrongBox<long> ContextEpoch(MachineFrameNumber root) => _contextEpochs.GetOrAdd(root.Value, static _ => new StrongBox<long>());
 
     /// <summary>Allocates one zeroed frame for <paramref name="owner"/>.</summary>
     /// <param name="owner">Who is charged for the frame.</param>

@@ -12,12 +12,12 @@ public sealed unsafe class GuestPhysicalMemoryPropertyTests
     private const int DataFrames = 24;
     private const ulong GuestPages = 48;
 
-    internal enum Kind { Map, Unmap, Protect, Read, Write, InvalidateSingle, InvalidateAll }
+    internal enum Kind { Map, Unmap, Protect, Read, Write, InvalidateSingle, InvalidateContext, InvalidateAll }
 
     internal readonly record struct Step(Kind Kind, ulong Gfn, ulong Count, int FrameIndex, EptAccess Access);
 
     private static readonly Gen<Step> GenStep = Gen.Select(
-        Gen.Frequency((3, Gen.Const(Kind.Map)), (1, Gen.Const(Kind.Unmap)), (2, Gen.Const(Kind.Protect)), (5, Gen.Const(Kind.Read)), (4, Gen.Const(Kind.Write)), (2, Gen.Const(Kind.InvalidateSingle)), (1, Gen.Const(Kind.InvalidateAll))),
+        Gen.Frequency((3, Gen.Const(Kind.Map)), (1, Gen.Const(Kind.Unmap)), (2, Gen.Const(Kind.Protect)), (5, Gen.Const(Kind.Read)), (4, Gen.Const(Kind.Write)), (1, Gen.Const(Kind.InvalidateSingle)), (1, Gen.Const(Kind.InvalidateContext)), (1, Gen.Const(Kind.InvalidateAll))),
         Gen.ULong[0, GuestPages - 1],
         Gen.ULong[1, 4],
         Gen.Int[0, DataFrames - 4],
@@ -62,6 +62,10 @@ public sealed unsafe class GuestPhysicalMemoryPropertyTests
                         break;
                     case Kind.InvalidateSingle:
                         gpm.InvalidateSingleContext();
+                        stale = false;
+                        break;
+                    case Kind.InvalidateContext:
+                        GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer);
                         stale = false;
                         break;
                     case Kind.InvalidateAll:
@@ -147,6 +151,25 @@ public sealed unsafe class GuestPhysicalMemoryPropertyTests
         ept.Unmap(default, 1);
         GuestPhysicalMemory.InvalidateAllContexts(memory);
         Assert.False(gpm.TryRead(default, out v));
+
+        // Single-context INVEPT by EPTP reaches every accessor of that EPT, and only those.
+        using var other = new EptTables(memory, new FrameOwner(2));
+        other.Map(default, b, 1, EptAccess.Read);
+        ept.Map(default, a, 1, EptAccess.Read);
+        var vcpu0 = new GuestPhysicalMemory(memory, ept.Pointer);
+        var vcpu1 = new GuestPhysicalMemory(memory, ept.Pointer);
+        var otherVcpu = new GuestPhysicalMemory(memory, other.Pointer);
+        Assert.True(vcpu0.TryRead(default, out v) && v == 0xA);
+        Assert.True(vcpu1.TryRead(default, out v) && v == 0xA);
+        Assert.True(otherVcpu.TryRead(default, out v) && v == 0xB);
+        ept.Map(default, b, 1, EptAccess.Read);
+        other.Map(default, a, 1, EptAccess.Read);
+        GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer);
+        Assert.True(vcpu0.TryRead(default, out v) && v == 0xB);
+        Assert.True(vcpu1.TryRead(default, out v) && v == 0xB);
+        Assert.True(otherVcpu.TryRead(default, out v) && v == 0xB); // not invalidated: still the old translation
+        GuestPhysicalMemory.InvalidateSingleContext(memory, other.Pointer);
+        Assert.True(otherVcpu.TryRead(default, out v) && v == 0xA);
     }
 
     [Fact]
