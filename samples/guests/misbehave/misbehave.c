@@ -20,7 +20,6 @@ static void bad_pointers(void)
 {
     void *wild = (void *)(uintptr_t)WILD_ADDRESS;
     print_line("console_io write wild", HYPERVISOR_console_io(CONSOLEIO_write, 16, wild));
-    print_line("console_io write huge", HYPERVISOR_console_io(CONSOLEIO_write, 0x7fffffff, hypercall_page));
     print_line("xen_version extraversion wild", HYPERVISOR_xen_version(XENVER_extraversion, wild));
     print_line("xen_version compile_info wild", HYPERVISOR_xen_version(XENVER_compile_info, wild));
     print_line("sched_op shutdown wild", HYPERVISOR_sched_op(SCHEDOP_shutdown, wild));

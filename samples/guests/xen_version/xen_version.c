@@ -82,9 +82,66 @@ int guest_main(const char *cmdline)
     print_line("current_reservation", HYPERVISOR_memory_op(XENMEM_current_reservation, &self));
     print_line("maximum_ram_page", HYPERVISOR_memory_op(XENMEM_maximum_ram_page, 0));
 
-    /* hvm_op get_param for the console and XenStore params (xen/include/public/hvm/params.h). */
-    struct xen_hvm_param p = { .domid = DOMID_SELF, .index = HVM_PARAM_STORE_EVTCHN };
-    print_line("hvm get_param rc", HYPERVISOR_hvm_op(HVMOP_get_param, &p));
+    /* XENMEM_memory_map: the e820 map as the hypervisor keeps it. */
+    struct e820 { uint32_t addr_lo, addr_hi, size_lo, size_hi, type; } e820[4];
+    struct xen_memory_map map = { .nr_entries = 4 };
+    set_xen_guest_handle(map.buffer, e820);
+    print_line("memory_map rc", HYPERVISOR_memory_op(XENMEM_memory_map, &map));
+    print_line("memory_map entries", map.nr_entries);
+    for (uint32_t i = 0; i < map.nr_entries && i < 4; i++) {
+        print("memory_map: ");
+        print_hex(e820[i].addr_lo);
+        print(" size ");
+        print_hex(e820[i].size_lo);
+        print(" type ");
+        print_dec(e820[i].type);
+        print("\n");
+    }
+
+    /* XENMEM_add_to_physmap: map shared_info at the frame of a page-aligned buffer of ours. */
+    static char shared_info_page[4096] __attribute__((aligned(4096)));
+    shared_info_page[0] = 0x5a;
+    struct xen_add_to_physmap xatp = { .domid = DOMID_SELF, .space = XENMAPSPACE_shared_info, .idx = 0,
+                                       .gpfn = (uint32_t)(uintptr_t)shared_info_page >> 12 };
+    print_line("add_to_physmap rc", HYPERVISOR_memory_op(XENMEM_add_to_physmap, &xatp));
+    print_line("shared_info first byte", shared_info_page[0]);
+    xatp.idx = 1;
+    print_line("add_to_physmap idx 1", HYPERVISOR_memory_op(XENMEM_add_to_physmap, &xatp));
+    xatp.idx = 0;
+    xatp.space = XENMAPSPACE_grant_table;
+    print_line("add_to_physmap grant_table", HYPERVISOR_memory_op(XENMEM_add_to_physmap, &xatp));
+
+    /* hvm_op get/set_param (xen/include/public/hvm/params.h, hvm_allow_{get,set}_param). */
+    struct xen_hvm_param p = { .domid = DOMID_SELF, .index = HVM_PARAM_CALLBACK_IRQ, .value = 0x0200000000000000ull | 0xf3 };
+    print_line("set_param CALLBACK_IRQ", HYPERVISOR_hvm_op(HVMOP_set_param, &p));
+    p.value = 0;
+    print_line("get_param CALLBACK_IRQ", HYPERVISOR_hvm_op(HVMOP_get_param, &p));
+    print("CALLBACK_IRQ value: ");
+    print_hex((uint32_t)(p.value >> 32));
+    print_hex((uint32_t)p.value);
+    print("\n");
+    p.index = HVM_PARAM_STORE_PFN;
+    print_line("set_param STORE_PFN", HYPERVISOR_hvm_op(HVMOP_set_param, &p));
+    p.index = HVM_PARAM_IOREQ_PFN;
+    print_line("get_param IOREQ_PFN", HYPERVISOR_hvm_op(HVMOP_get_param, &p));
+    p.index = 1000;
+    print_line("get_param 1000", HYPERVISOR_hvm_op(HVMOP_get_param, &p));
+    p.index = HVM_PARAM_CALLBACK_IRQ;
+    p.domid = 77;
+    print_line("get_param domid 77", HYPERVISOR_hvm_op(HVMOP_get_param, &p));
+
+    /* CONSOLEIO_read: whatever input the console has queued. */
+    char input[32];
+    long n = HYPERVISOR_console_io(CONSOLEIO_read, sizeof input, input);
+    print_line("console_io read", n);
+    if (n > 0) {
+        print("console input: ");
+        print_n(input, (size_t)n);
+        print("\n");
+    }
+
+    /* SCHEDOP_yield. */
+    print_line("sched_op yield", HYPERVISOR_sched_op(SCHEDOP_yield, 0));
 
     /* The PVH start_info the loader built (docs/misc/pvh.pandoc). */
     print("start_info magic: ");
@@ -107,11 +164,9 @@ int guest_main(const char *cmdline)
     if (start_info->version >= 1) {
         const struct hvm_memmap_table_entry *mm = (const void *)(uintptr_t)start_info->memmap_paddr;
         for (uint32_t i = 0; i < start_info->memmap_entries; i++) {
-            print("e820: ");
-            print_hex((uint32_t)(mm[i].addr >> 32));
+            print("start_info memmap: ");
             print_hex((uint32_t)mm[i].addr);
-            print(" + ");
-            print_hex((uint32_t)(mm[i].size >> 32));
+            print(" size ");
             print_hex((uint32_t)mm[i].size);
             print(" type ");
             print_dec(mm[i].type);

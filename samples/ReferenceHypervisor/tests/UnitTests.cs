@@ -1,0 +1,94 @@
+using VmmKit.ReferenceHypervisor.Cpu;
+using VmmKit.ReferenceHypervisor.Devices;
+
+namespace VmmKit.ReferenceHypervisor.Tests;
+
+public class CpuidPolicyTests
+{
+    [Fact]
+    public void Xen_leaves_carry_the_signature_version_and_hypercall_msr()
+    {
+        var l0 = CpuidPolicy.Get(0x40000000, 0, 0, 7);
+        Assert.Equal((0x40000004u, 0x566e6558u, 0x65584d4du, 0x4d4d566eu), (l0.Eax, l0.Ebx, l0.Ecx, l0.Edx));
+        Assert.Equal(XenIdentity.VersionNumber, CpuidPolicy.Get(0x40000001, 0, 0, 7).Eax);
+        var l2 = CpuidPolicy.Get(0x40000002, 0, 0, 7);
+        Assert.Equal((1u, 0x40000000u), (l2.Eax, l2.Ebx));
+        var l4 = CpuidPolicy.Get(0x40000004, 0, 3, 7);
+        Assert.Equal((3u, 7u), (l4.Ebx, l4.Ecx));
+        Assert.Equal(XenCpuidLeaves.HvmVcpuIdPresent | XenCpuidLeaves.HvmDomidPresent, l4.Eax);
+    }
+
+    [Fact]
+    public void Leaf_1_hides_vmx_and_simd_and_sets_the_hypervisor_bit()
+    {
+        var l1 = CpuidPolicy.Get(1, 0, 2, 1);
+        Assert.Equal(0u, l1.Ecx & (1u << 5));            // VMX
+        Assert.Equal(1u << 31, l1.Ecx & (1u << 31));     // hypervisor present
+        Assert.Equal(0u, l1.Edx & ((1u << 25) | (1u << 26) | (1u << 23)));  // SSE, SSE2, MMX
+        Assert.Equal(2u, l1.Ebx >> 24);                  // APIC ID = vCPU id
+    }
+
+    [Fact]
+    public void Unknown_leaves_read_as_zero()
+    {
+        Assert.Equal(default, CpuidPolicy.Get(0x12345678, 0, 0, 1));
+        Assert.Equal(default, CpuidPolicy.Get(0x400000FF, 0, 0, 1));
+    }
+}
+
+public class HypercallPageWriterTests
+{
+    [Fact]
+    public void Each_stub_loads_its_number_and_calls_vmcall()
+    {
+        var page = new byte[4096];
+        HypercallPageWriter.Write(page);
+        for (int i = 0; i < 128; i++)
+        {
+            var stub = page.AsSpan(i * 32, 9);
+            if (i == 23)
+            {
+                Assert.Equal(new byte[] { 0x0F, 0x0B }, stub[..2].ToArray());   // ud2 for HYPERVISOR_iret
+                continue;
+            }
+
+            Assert.Equal(0xB8, stub[0]);
+            Assert.Equal(i, BitConverter.ToInt32(stub[1..5]));
+            Assert.Equal(new byte[] { 0x0F, 0x01, 0xC1, 0xC3 }, stub[5..9].ToArray());
+        }
+    }
+}
+
+public class Uart16550Tests
+{
+    [Fact]
+    public void Transmit_goes_to_the_console_and_lsr_reports_empty()
+    {
+        var console = new DomainConsole(null);
+        var uart = new Uart16550(console);
+        Assert.Equal(0x60, uart.Read(0x3FD));
+        uart.Write(0x3F8, (byte)'h');
+        uart.Write(0x3F8, (byte)'i');
+        Assert.Equal("hi", console.Transcript);
+    }
+
+    [Fact]
+    public void The_divisor_latch_and_loopback_behave_like_a_16550()
+    {
+        var console = new DomainConsole(null);
+        var uart = new Uart16550(console);
+        uart.Write(0x3FB, 0x80);                          // DLAB
+        uart.Write(0x3F8, 0x01);
+        uart.Write(0x3F9, 0x00);
+        Assert.Equal(0x01, uart.Read(0x3F8));
+        uart.Write(0x3FB, 0x03);                          // 8N1
+        uart.Write(0x3FC, 0x1F);                          // loopback + all outputs
+        Assert.Equal(0xF0, uart.Read(0x3FE));
+        uart.Write(0x3F8, 0x55);
+        Assert.Equal(0x61, uart.Read(0x3FD));            // data ready in loopback
+        Assert.Equal(0x55, uart.Read(0x3F8));
+        Assert.Equal("", console.Transcript);
+        uart.Write(0x3FF, 0xA5);
+        Assert.Equal(0xA5, uart.Read(0x3FF));
+    }
+}
