@@ -155,4 +155,50 @@ public class AbiLayoutTests
         }
         Assert.Equal(HvmStartInfo.Version0Size, (int)XenAbiLayout.OffsetOf(h, "struct hvm_start_info", "memmap_paddr"));
     }
+
+    [Fact]
+    public void Shared_info_and_vcpu_info()
+    {
+        var t = default(VcpuTimeInfo);
+        foreach (int bits in new[] { 64, 32 })
+            Check("xen/xen.h", "struct vcpu_time_info", Unsafe.SizeOf<VcpuTimeInfo>(),
+                [("version", Off(ref t, ref t.Version)), ("pad0", Off(ref t, ref t.Pad0)), ("tsc_timestamp", Off(ref t, ref t.TscTimestamp)),
+                 ("system_time", Off(ref t, ref t.SystemTime)), ("tsc_to_system_mul", Off(ref t, ref t.TscToSystemMul)),
+                 ("tsc_shift", Off(ref t, ref t.TscShift)), ("flags", Off(ref t, ref t.Flags)), ("pad1", Off(ref t, ref t.Pad1))], bits);
+
+        var v = default(VcpuInfo);
+        Check64("xen/xen.h", "struct vcpu_info", Unsafe.SizeOf<VcpuInfo>(),
+            ("evtchn_upcall_pending", Off(ref v, ref v.EvtchnUpcallPending)), ("evtchn_upcall_mask", Off(ref v, ref v.EvtchnUpcallMask)),
+            ("evtchn_pending_sel", Off(ref v, ref v.EvtchnPendingSel)), ("arch", Off(ref v, ref v.Arch)), ("arch.cr2", Off(ref v, ref v.Arch.Cr2)),
+            ("arch.pad", Off(ref v, ref v.Arch.Pad)), ("time", Off(ref v, ref v.Time)));
+        var cv = default(CompatVcpuInfo);
+        Check32("xen/xen.h", "struct vcpu_info", Unsafe.SizeOf<CompatVcpuInfo>(),
+            ("evtchn_upcall_pending", Off(ref cv, ref cv.EvtchnUpcallPending)), ("evtchn_upcall_mask", Off(ref cv, ref cv.EvtchnUpcallMask)),
+            ("evtchn_pending_sel", Off(ref cv, ref cv.EvtchnPendingSel)), ("arch", Off(ref cv, ref cv.Arch)), ("arch.cr2", Off(ref cv, ref cv.Arch.Cr2)),
+            ("arch.pad", Off(ref cv, ref cv.Arch.Pad)), ("arch.pad[4]", Off(ref cv, ref cv.Arch.Pad[4])), ("time", Off(ref cv, ref cv.Time)));
+
+        var s = new SharedInfo[1];
+        ref SharedInfo si = ref s[0];
+        Check64("xen/xen.h", "struct shared_info", Unsafe.SizeOf<SharedInfo>(),
+            ("vcpu_info", Off(ref si, ref si.VcpuInfo)), ("vcpu_info[31]", Off(ref si, ref si.VcpuInfo[31])),
+            ("evtchn_pending", Off(ref si, ref si.EvtchnPending)), ("evtchn_pending[63]", Off(ref si, ref si.EvtchnPending[63])),
+            ("evtchn_mask", Off(ref si, ref si.EvtchnMask)), ("wc_version", Off(ref si, ref si.WcVersion)), ("wc_sec", Off(ref si, ref si.WcSec)),
+            ("wc_nsec", Off(ref si, ref si.WcNsec)), ("wc_sec_hi", Off(ref si, ref si.WcSecHi)), ("arch", Off(ref si, ref si.Arch)),
+            ("arch.max_pfn", Off(ref si, ref si.Arch.MaxPfn)), ("arch.pfn_to_mfn_frame_list_list", Off(ref si, ref si.Arch.PfnToMfnFrameListList)),
+            ("arch.nmi_reason", Off(ref si, ref si.Arch.NmiReason)), ("arch.p2m_cr3", Off(ref si, ref si.Arch.P2mCr3)),
+            ("arch.p2m_vaddr", Off(ref si, ref si.Arch.P2mVaddr)), ("arch.p2m_generation", Off(ref si, ref si.Arch.P2mGeneration)));
+        var cs = new CompatSharedInfo[1];
+        ref CompatSharedInfo c = ref cs[0];
+        Check32("xen/xen.h", "struct shared_info", Unsafe.SizeOf<CompatSharedInfo>(),
+            ("vcpu_info", Off(ref c, ref c.VcpuInfo)), ("vcpu_info[31]", Off(ref c, ref c.VcpuInfo[31])),
+            ("evtchn_pending", Off(ref c, ref c.EvtchnPending)), ("evtchn_pending[31]", Off(ref c, ref c.EvtchnPending[31])),
+            ("evtchn_mask", Off(ref c, ref c.EvtchnMask)), ("wc_version", Off(ref c, ref c.WcVersion)), ("wc_sec", Off(ref c, ref c.WcSec)),
+            ("wc_nsec", Off(ref c, ref c.WcNsec)), ("arch", Off(ref c, ref c.Arch)),
+            ("arch.max_pfn", Off(ref c, ref c.Arch.MaxPfn)), ("arch.pfn_to_mfn_frame_list_list", Off(ref c, ref c.Arch.PfnToMfnFrameListList)),
+            ("arch.nmi_reason", Off(ref c, ref c.Arch.NmiReason)), ("arch.p2m_cr3", Off(ref c, ref c.Arch.P2mCr3)),
+            ("arch.p2m_vaddr", Off(ref c, ref c.Arch.P2mVaddr)), ("arch.p2m_generation", Off(ref c, ref c.Arch.P2mGeneration)),
+            ("arch.wc_sec_hi", Off(ref c, ref c.Arch.WcSecHi)));
+        Assert.Equal([XenAbiLayout.Value("xen/xen.h", "XEN_LEGACY_MAX_VCPUS"), XenAbiLayout.Value("xen/xen.h", "XEN_PVCLOCK_TSC_STABLE_BIT"), XenAbiLayout.Value("xen/xen.h", "XEN_PVCLOCK_GUEST_STOPPED")],
+            new long[] { SharedInfo.LegacyMaxVcpus, VcpuTimeInfo.TscStableBit, VcpuTimeInfo.GuestStopped });
+    }
 }
