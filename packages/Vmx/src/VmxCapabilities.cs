@@ -44,6 +44,17 @@ public sealed class VmxCapabilities
         return false;
     }
 
+    /// <summary>The capability MSRs this instance was built from, index → value (absent MSRs are left out).</summary>
+    public IReadOnlyDictionary<uint, ulong> ToMsrs()
+    {
+        var d = new Dictionary<uint, ulong>();
+        var all = VmxCapabilityMsr.All;
+        for (int i = 0; i < all.Length; i++)
+            if (_present[i])
+                d[all[i]] = _msrs[i];
+        return d;
+    }
+
     private ulong Msr(uint index) => TryGetMsr(index, out ulong v) ? v : 0;
 
     /// <summary>IA32_VMX_BASIC.</summary>

@@ -6,14 +6,16 @@ namespace VmmKit.Vmx.Tests;
 /// <summary>Runs a PVH guest under Bochs's VMX and compares every logged exit with what the package's decoders predict.</summary>
 public class BochsExitTests
 {
-    [Fact]
-    public void Pvh_guest_exits_match_the_decoders_field_by_field()
+    [Theory]
+    [InlineData(BochsHarness.Haswell)]
+    [InlineData(BochsHarness.Skylake)]
+    public void Pvh_guest_exits_match_the_decoders_field_by_field(string cpuModel)
     {
-        var caps = BochsHarness.CapabilitiesOf(BochsHarness.Haswell);
+        var caps = BochsHarness.CapabilitiesOf(cpuModel);
         using var guest = new HarnessGuest();
         var vmcs = BochsHarness.ValidPvhVmcs(caps, guest);
         var image = VmxHarnessImage.Build([new HarnessCase("pvh", vmcs)], guest.Memory);
-        var log = HarnessLog.Parse(BochsMachine.Run(image, BochsHarness.Haswell));
+        var log = HarnessLog.Parse(BochsMachine.Run(image, cpuModel));
         Assert.Empty(log.Problems);
         var exits = log.Exits[0];
 
