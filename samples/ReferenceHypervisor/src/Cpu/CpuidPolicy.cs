@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics.X86;
+using VmmKit.Hypercall;
 
 namespace VmmKit.ReferenceHypervisor.Cpu;
 
@@ -21,11 +22,18 @@ internal static class CpuidPolicy
 
     private const uint MaxBasicLeaf = 7, MaxExtendedLeaf = 0x80000008;
 
+    /// <summary>Xen's leaves (VmmKit.Hypercall), announcing the version in <see cref="XenIdentity"/>.</summary>
+    public static XenCpuidLeaves XenLeaves { get; } = new() { MajorVersion = XenIdentity.Major, MinorVersion = XenIdentity.Minor };
+
     /// <summary>The guest-visible result of CPUID(<paramref name="leaf"/>, <paramref name="subleaf"/>).</summary>
     public static CpuidResult Get(uint leaf, uint subleaf, int vcpuId, ushort domainId)
     {
-        if (XenCpuidLeaves.Contains(leaf))
-            return XenCpuidLeaves.Get(leaf, subleaf, vcpuId, domainId);
+        if ((leaf & 0xFFFFFF00) == XenCpuidLeaves.FirstLeaf)
+        {
+            // Xen's range 0x40000000-0x400000ff: its leaves, zeros past the last one.
+            XenLeaves.TryGetLeaf(leaf, subleaf, (uint)vcpuId, domainId, out var x);
+            return new CpuidResult(x.Eax, x.Ebx, x.Ecx, x.Edx);
+        }
 
         switch (leaf)
         {

@@ -1,4 +1,4 @@
-using VmmKit.ReferenceHypervisor.Cpu;
+using VmmKit.Hypercall;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
@@ -49,7 +49,7 @@ internal static class MsrExit
         ulong value = ((r.Rdx & 0xFFFF_FFFF) << 32) | (r.Rax & 0xFFFF_FFFF);
         bool ok = msr switch
         {
-            XenCpuidLeaves.HypercallPageMsr => InstallHypercallPage(vcpu, value),
+            HypercallPage.MsrIndex => HypercallPage.TryInstall(vcpu.Domain.Physical, value),
             Ia32Efer => WriteEfer(vcpu, value),
             Ia32Pat => WritePat(vcpu, value),
             Ia32MiscEnable or MtrrDefType => true,                           // accepted and ignored
@@ -64,19 +64,6 @@ internal static class MsrExit
 
         vcpu.AdvanceRip(in exit);
         return ExitAction.Resume;
-    }
-
-    /// <summary>
-    /// Xen's <c>wrmsr_hypervisor_regs()</c>: bits 11:0 select the page (only page 0 exists), bits
-    /// 63:12 are the guest frame to fill. A frame the guest cannot write gets #GP.
-    /// </summary>
-    private static bool InstallHypercallPage(VirtualCpu vcpu, ulong value)
-    {
-        if ((value & 0xFFF) != 0)
-            return false;
-        Span<byte> page = stackalloc byte[4096];
-        HypercallPageWriter.Write(page);
-        return vcpu.Domain.Physical.TryWrite(new Ept.GuestPhysicalAddress(value & ~0xFFFul), page, out _);
     }
 
     private static bool WriteEfer(VirtualCpu vcpu, ulong value)
