@@ -201,7 +201,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
 
     private XsError Ack(XsConnection c, ref XsRequest r) => Reply(c, ref r, "OK\0"u8);
 
-    private static string Ascii(ReadOnlySpan<byte> s) => Encoding.ASCII.GetString(s);
+    // Tokens and control arguments are arbitrary non-NUL bytes: Latin-1 keeps every byte as one char, so they echo back unchanged.
+    private static string Ascii(ReadOnlySpan<byte> s) => Encoding.Latin1.GetString(s);
 
     // ---- Watch delivery (IXsEventSink) ---------------------------------------------------------
 
