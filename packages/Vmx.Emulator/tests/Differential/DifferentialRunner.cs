@@ -23,6 +23,25 @@ internal sealed class DifferentialRunner : IDisposable
 
     public ulong ArenaBase => _arena.Base;
 
+    public SequenceGenerator Generator => _generator;
+
+    public EmulatorExecutor Emulator => _emulator;
+
+    /// <summary>A directed case: <paramref name="instructions"/> from a random state (seeded), adjusted by <paramref name="setup"/>.</summary>
+    public DifferentialCase Directed(int seed, List<Iced.Intel.Instruction> instructions, Action<CpuSnapshot>? setup = null, ulong undefinedFlags = 0)
+    {
+        var state = _generator.InitialState(seed);
+        setup?.Invoke(state);
+        return new DifferentialCase
+        {
+            Seed = seed,
+            CodeAddress = _arena.Base + TestArena.CodeOffset,
+            Code = _generator.Assemble(instructions),
+            Initial = state,
+            UndefinedFlags = undefinedFlags,
+        };
+    }
+
     /// <summary>Runs one case; returns null when native and emulator agree, else a report.</summary>
     public string? RunCase(int seed, InstructionMix mix, int maxLength = 10)
     {

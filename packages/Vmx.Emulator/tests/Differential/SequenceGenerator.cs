@@ -726,6 +726,9 @@ internal sealed class SequenceGenerator
         _rcxLocked = true;
         Body(1 + _r.Next(2));
         _rcxLocked = false;
+        // The back edge carries the body's flag state to the top: leave every flag defined, so the top of
+        // the second iteration sees no more undefined flags than the first.
+        DefineFlags(RflagsBits.Arithmetic);
         var loop = Instruction.CreateBranch(code, top);
         DefineFlags(UndefinedFlags.FromIced(loop.RflagsRead));
         Emit(loop);
@@ -821,6 +824,28 @@ internal sealed class SequenceGenerator
     }
 
     // ---- initial state ----
+
+    /// <summary>A random initial state for directed cases (same distribution as generated ones).</summary>
+    public CpuSnapshot InitialState(int seed)
+    {
+        _r = new SplitMix(seed);
+        return RandomState();
+    }
+
+    /// <summary>Assembles directed <paramref name="instructions"/> (label ids as IPs, like generated ones).</summary>
+    public byte[] Assemble(List<Instruction> instructions)
+    {
+        var list = new List<Instruction>(instructions.Count);
+        ulong id = 0x100000;
+        foreach (var ins in instructions)
+        {
+            var copy = ins;
+            if (copy.IP == 0)
+                copy.IP = id++;
+            list.Add(copy);
+        }
+        return _assembler.Assemble(list, _codeAddress) ?? throw new InvalidOperationException("branch out of range");
+    }
 
     private CpuSnapshot RandomState()
     {
