@@ -15,7 +15,7 @@ internal static unsafe partial class HostMemory
     private const int LinuxMapAnonymous = 0x20;
     private const int LinuxMapNoReserve = 0x4000;
     private const int MacMapAnonymous = 0x1000;
-    private const int MadvDontNeed = 4;   // same value on Linux and macOS
+    private const int MadvDontNeed = 4;   // Linux <asm-generic/mman-common.h>
     private static readonly nint MapFailed = -1;
 
     [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
@@ -57,5 +57,7 @@ internal static unsafe partial class HostMemory
     public static void Release(byte* start, ulong length) => _ = Munmap((nint)start, (nuint)length);
 
     /// <summary>Drops the host pages behind a page-aligned range; it reads as zero afterwards (private anonymous mapping).</summary>
-    public static bool Discard(byte* start, ulong length) => Madvise((nint)start, (nuint)length, MadvDontNeed) == 0;
+    /// <remarks>Only Linux guarantees zero-fill after MADV_DONTNEED; elsewhere this returns false and the caller clears.</remarks>
+    public static bool Discard(byte* start, ulong length) =>
+        OperatingSystem.IsLinux() && Madvise((nint)start, (nuint)length, MadvDontNeed) == 0;
 }

@@ -34,13 +34,13 @@ public sealed unsafe class MachineMemory : IDisposable
     private long _translationEpoch;
 
     /// <summary>Reserves <paramref name="sizeInBytes"/> of machine memory (rounded up to whole frames).</summary>
-    /// <param name="sizeInBytes">Size of the machine's RAM; at least one frame, at most 2^46 bytes (the EPT's physical-address width).</param>
-    /// <exception cref="ArgumentOutOfRangeException">The size is zero or above the supported physical-address width.</exception>
+    /// <param name="sizeInBytes">Size of the machine's RAM; more than zero and at most <see cref="MaxSizeInBytes"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The size is zero or above <see cref="MaxSizeInBytes"/>.</exception>
     /// <exception cref="MachineMemoryExhaustedException">The host refused the reservation.</exception>
     public MachineMemory(ulong sizeInBytes)
     {
         ArgumentOutOfRangeException.ThrowIfZero(sizeInBytes);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(sizeInBytes, EptEntry.MaxPhysicalAddress + 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(sizeInBytes, MaxSizeInBytes);
         _frameCount = (sizeInBytes + Page.PageOffsetMask) >> Page.PageShift;
         _size = _frameCount << Page.PageShift;
         _usedBitmap = new ulong[(_frameCount + 63) / 64];
@@ -55,6 +55,9 @@ public sealed unsafe class MachineMemory : IDisposable
         _freeFrames = _frameCount;
         _base = HostMemory.Reserve(_size);
     }
+
+    /// <summary>The largest machine this class can describe: 2^31 - 1 frames (just under 8 TiB), well inside the EPT's 46-bit physical-address width.</summary>
+    public const ulong MaxSizeInBytes = (ulong)int.MaxValue << Page.PageShift;
 
     /// <summary>Releases the reservation if <see cref="Dispose"/> was not called.</summary>
     ~MachineMemory() => ReleaseReservation();
@@ -325,7 +328,10 @@ public sealed unsafe class MachineMemory : IDisposable
         return true;
     }
 
-    /// <summary>Unmaps the machine's memory. Every pointer and span handed out before becomes invalid.</summary>
+    /// <summary>
+    /// Unmaps the machine's memory. Every pointer and span handed out before becomes invalid; translation caches over this
+    /// memory are invalidated, and later guest-physical accesses fail as misconfigurations instead of touching the old mapping.
+    /// </summary>
     public void Dispose()
     {
         ReleaseReservation();
@@ -339,6 +345,7 @@ public sealed unsafe class MachineMemory : IDisposable
         _frameCount = 0;
         _size = 0;
         _base = null;
+        Interlocked.Increment(ref _translationEpoch); // cached host pointers into the mapping must not be used again
         if (p != null)
         {
             HostMemory.Release(p, size);

@@ -113,4 +113,28 @@ public sealed unsafe class MachineMemoryTests
         Assert.Equal("DOMID_XEN", FrameOwner.Hypervisor.ToString());
         Assert.Equal("d3", new FrameOwner(3).ToString());
     }
+
+    [Fact]
+    public void Sizes_outside_the_supported_range_are_rejected()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MachineMemory(0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MachineMemory(MachineMemory.MaxSizeInBytes + 4096));
+        using var odd = new MachineMemory(4097);
+        Assert.Equal(2UL, odd.FrameCount);
+    }
+
+    [Fact]
+    public void After_dispose_guest_accesses_fail_instead_of_touching_the_old_mapping()
+    {
+        var memory = new MachineMemory(1UL << 20);
+        var ept = new EptTables(memory, Dom1);
+        ept.Map(default, memory.AllocateFrame(Dom1), 1, EptAccess.Read);
+        var guest = new GuestPhysicalMemory(memory, ept.Pointer);
+        Assert.True(guest.TryRead(default, out ulong _)); // now cached
+        memory.Dispose();
+        Assert.False(guest.TryRead(default, out ulong _, out GuestMemoryFault fault));
+        Assert.Equal(EptTranslationStatus.Misconfiguration, fault.Status);
+        Assert.False(memory.IsValid(default));
+        Assert.False(memory.TryReadMachinePhysical(0, new byte[1]));
+    }
 }
