@@ -14,10 +14,23 @@ internal sealed unsafe partial class XsProcessor
         return err;
     }
 
+    /// <summary>Outside transactions, an existing readable node is found without allocating.</summary>
+    private XsNode? FastLookup(XsConnection c, ref XsRequest r, ReadOnlySpan<byte> raw)
+    {
+        if (r.Transaction is not null)
+            return null;
+        Span<char> chars = stackalloc char[XsConstants.AbsPathMax];
+        if (XsPath.CanonicalizeInto(raw, c.DomainId, c.Privileged ? int.MaxValue : QuotasFor(c).PathLength, chars, out int length, out _) != XsError.None)
+            return null;
+        return Store.TryGetAccessible(c.Caller, chars[..length], XsAccess.Read);
+    }
+
     private static XsError DoRead(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         if (!XsPayload.TryOneArg(r.Payload, out var raw))
             return XsError.EINVAL;
+        if (p.FastLookup(c, ref r, raw) is { } found)
+            return p.Reply(c, ref r, found.Value);
         var err = p.PathArg(c, raw, out var path);
         if (err != XsError.None)
             return err;
@@ -64,17 +77,24 @@ internal sealed unsafe partial class XsProcessor
     {
         if (!XsPayload.TryOneArg(r.Payload, out var raw))
             return XsError.EINVAL;
+        if (p.FastLookup(c, ref r, raw) is { } found)
+            return p.ReplyChildren(c, ref r, found);
         var err = p.PathArg(c, raw, out var path);
         if (err != XsError.None)
             return err;
         err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
         if (err != XsError.None)
             return err;
-        if (node!.ChildrenLength > XsConstants.PayloadMax)
+        return p.ReplyChildren(c, ref r, node!);
+    }
+
+    private XsError ReplyChildren(XsConnection c, ref XsRequest r, XsNode node)
+    {
+        if (node.ChildrenLength > XsConstants.PayloadMax)
             return XsError.E2BIG;
         Span<byte> buffer = stackalloc byte[XsConstants.PayloadMax];
         int len = node.WriteChildren(buffer);
-        return p.Reply(c, ref r, buffer[..len]);
+        return Reply(c, ref r, buffer[..len]);
     }
 
     /// <summary>

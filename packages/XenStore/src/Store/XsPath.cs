@@ -53,13 +53,40 @@ public static class XsPath
             path = string.Create(raw.Length, raw.ToArray(), static (s, b) => { for (int i = 0; i < s.Length; i++) s[i] = (char)b[i]; });
             return XsError.None;
         }
-        string prefix = "";
+        Span<char> chars = stackalloc char[XsConstants.AbsPathMax];
+        var err = CanonicalizeInto(raw, domid, maxRelativeLength, chars, out int length, out relative);
+        if (err == XsError.None)
+            path = new string(chars[..length]);
+        return err;
+    }
+
+    /// <summary>
+    /// The allocation-free form of <see cref="Canonicalize"/> for ordinary (non-special) paths: writes the
+    /// absolute path into <paramref name="destination"/> (at least <see cref="XsConstants.AbsPathMax"/> chars).
+    /// </summary>
+    public static XsError CanonicalizeInto(ReadOnlySpan<byte> raw, uint domid, int maxRelativeLength, Span<char> destination, out int length, out bool relative)
+    {
+        length = 0;
+        relative = false;
+        if (raw.IsEmpty || raw.Length > XsConstants.AbsPathMax || raw[0] == (byte)'@')
+            return XsError.EINVAL;
+        foreach (byte b in raw)
+        {
+            if (!ValidChar[b])
+                return XsError.EINVAL;
+        }
+        int prefixLength = 0;
         if (raw[0] != (byte)'/')
         {
-            prefix = DomainPath(domid) + "/";
+            // "/local/domain/<domid>/" + raw
+            "/local/domain/".CopyTo(destination);
+            prefixLength = 14;
+            domid.TryFormat(destination[prefixLength..], out int digits, default, System.Globalization.CultureInfo.InvariantCulture);
+            prefixLength += digits;
+            destination[prefixLength++] = '/';
             relative = true;
         }
-        int total = prefix.Length + raw.Length;
+        int total = prefixLength + raw.Length;
         if (total > XsConstants.AbsPathMax)
             return XsError.EINVAL;
         // No trailing slash except the root, no doubled slash.
@@ -67,15 +94,12 @@ public static class XsPath
             return XsError.EINVAL;
         if (raw.IndexOf("//"u8) >= 0)
             return XsError.EINVAL;
-        var rawCopy = raw;
-        Span<char> chars = total <= 1024 ? stackalloc char[total] : new char[total];
-        prefix.AsSpan().CopyTo(chars);
-        for (int i = 0; i < rawCopy.Length; i++)
-            chars[prefix.Length + i] = (char)rawCopy[i];
-        ReadOnlySpan<char> full = chars;
+        for (int i = 0; i < raw.Length; i++)
+            destination[prefixLength + i] = (char)raw[i];
+        ReadOnlySpan<char> full = destination[..total];
         if (LocalOffset(full) is int local && full.Length - local > maxRelativeLength)
             return XsError.EINVAL;
-        path = new string(full);
+        length = total;
         return XsError.None;
     }
 

@@ -17,6 +17,7 @@ internal interface IXsEventSink
 internal sealed class XsStore
 {
     private readonly Dictionary<string, XsNode> _nodes = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, XsNode>.AlternateLookup<ReadOnlySpan<char>> _byChars;
     private readonly Dictionary<uint, (int Nodes, long Memory)> _usage = [];
     private readonly Dictionary<XsNode, (uint Owner, long Memory)> _charges = new(ReferenceEqualityComparer.Instance);
     private ulong _generation;
@@ -25,6 +26,7 @@ internal sealed class XsStore
     {
         Quotas = quotas;
         Events = events;
+        _byChars = _nodes.GetAlternateLookup<ReadOnlySpan<char>>();
         // xenstored's setup_structure: "/", "/tool" and "/tool/xenstored", owned by dom0 with no access for others.
         var none = new[] { new XsPermission(0, XsAccess.None) };
         foreach (var p in new[] { "/", "/tool", "/tool/xenstored" })
@@ -65,6 +67,13 @@ internal sealed class XsStore
         tx.Accessed.TryAdd(path, node?.Generation ?? 0);
         return node;
     }
+
+    /// <summary>
+    /// The allocation-free read path outside transactions: the node if it exists and the caller may access
+    /// it with <paramref name="need"/>; null sends the caller down the full <see cref="Lookup"/> for the exact error.
+    /// </summary>
+    public XsNode? TryGetAccessible(in XsCaller caller, ReadOnlySpan<char> path, XsAccess need) =>
+        _byChars.TryGetValue(path, out var node) && (caller.AccessTo(node.Perms) & need) == need ? node : null;
 
     /// <summary>A node the caller may change: a copy (base tree copy-on-write keeps accounting exact; a transaction keeps it private).</summary>
     private XsNode Writable(XsNode node, XsTransaction? tx)
