@@ -89,7 +89,7 @@ internal static unsafe class DataMovement
         bool equal = (acc & mask) == (dst & mask);
         ulong newDst = equal ? c.GetReg(i->Op1, size) : dst;
         if (mem) { if (!c.Write(lin, size, newDst)) return ExecStatus.Event; }
-        else c.SetReg(i->Op0, size, newDst);
+        else if (equal) c.SetReg(i->Op0, size, newDst); // a failed compare does not write a register destination
         if (!equal) c.SetReg(0, size, dst);
         LazyFlags.Set(ref c.S, LazyFlagOp.Sub, size, acc - dst, acc, dst);
         return ExecStatus.Continue;

@@ -172,7 +172,12 @@ internal static unsafe class Shifts
         ulong raw = i->Op2 == Instr.NoRegister ? i->Imm : c.GetReg(1, 1);
         int count = (int)(raw & (size == 8 ? 0x3FUL : 0x1FUL));
         if (!c.ReadOp0(i, out ulong dst)) return ExecStatus.Event;
-        if (count == 0) return ExecStatus.Continue;
+        if (count == 0)
+        {
+            // No flags change, but a 32-bit register destination is still written (zero-extended).
+            if (i->Op0 != Instr.MemoryOperand && size == 4) c.SetReg(i->Op0, 4, dst);
+            return ExecStatus.Continue;
+        }
         ulong src = c.GetReg(i->Op1, size);
         ulong mask = Arithmetic.SizeMask(size);
         dst &= mask;
