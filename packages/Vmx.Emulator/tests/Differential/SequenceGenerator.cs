@@ -555,6 +555,8 @@ internal sealed class SequenceGenerator
             high = _r.Next(3) == 0 ? (ulong)Interesting(bytes) & mask : ((low >> (bits - 1)) & 1) != 0 ? mask : 0;
             Int128 dividend = ((Int128)(long)SignExtend(high, bits) << bits) | (Int128)low;
             Int128 d = SignExtend(divisor, bits);
+            if (d == -1 && dividend == Int128.MinValue)
+                continue; // the only Int128 division that overflows; its quotient does not fit any size either
             Int128 q = dividend / d;
             Int128 min = -((Int128)1 << (bits - 1)), max = ((Int128)1 << (bits - 1)) - 1;
             if (q >= min && q <= max)
