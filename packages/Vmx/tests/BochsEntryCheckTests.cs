@@ -22,10 +22,12 @@ public class BochsEntryCheckTests
     private const ulong Scratch = 0x19000;
     private const ulong TooWide = 1ul << 52;
 
-    [Fact]
-    public void Every_broken_vmcs_gets_the_same_verdict_from_VmEntryChecks_and_Bochs()
+    [Theory]
+    [InlineData(BochsHarness.Haswell)]
+    [InlineData(BochsHarness.Skylake)]
+    public void Every_broken_vmcs_gets_the_same_verdict_from_VmEntryChecks_and_Bochs(string cpuModel)
     {
-        var caps = BochsHarness.CapabilitiesOf(BochsHarness.Haswell);
+        var caps = BochsHarness.CapabilitiesOf(cpuModel);
         using var guest = new HarnessGuest();
         var valid = BochsHarness.ValidPvhVmcs(caps, guest);
         var checks = new VmEntryChecks(caps);
@@ -41,7 +43,7 @@ public class BochsEntryCheckTests
         Assert.True(cases.Count >= 61, $"only {cases.Count - 1} broken states");
 
         var image = VmxHarnessImage.Build(cases, guest.Memory);
-        var log = HarnessLog.Parse(BochsMachine.Run(image, BochsHarness.Haswell));
+        var log = HarnessLog.Parse(BochsMachine.Run(image, cpuModel));
         Assert.Empty(log.Problems);
 
         var disagreements = new List<string>();

@@ -72,6 +72,51 @@ public class BochsExitTests
             },
             e =>
             {
+                Assert.Equal(VmxExitReason.ControlRegisterAccess, e.Reason);
+                Assert.Equal(ControlRegisterAccessQualification.MovCr(3, toCr: true, generalPurposeRegister: 0), e.ControlRegisterAccess);
+                Assert.Equal(ins["mov cr3"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                Assert.Equal(VmxExitReason.ControlRegisterAccess, e.Reason);
+                Assert.Equal(ControlRegisterAccessType.MovFromCr, e.ControlRegisterAccess.AccessType);
+                Assert.Equal(3, e.ControlRegisterAccess.ControlRegister);
+                Assert.Equal(6, e.ControlRegisterAccess.GeneralPurposeRegister); // ESI
+                Assert.Equal(ins["mov from cr3"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                // CR0.NE is host-owned (guest/host mask) and the guest writes it differently from the read shadow.
+                Assert.Equal(VmxExitReason.ControlRegisterAccess, e.Reason);
+                Assert.Equal(ControlRegisterAccessQualification.MovCr(0, toCr: true, generalPurposeRegister: 0), e.ControlRegisterAccess);
+                Assert.Equal(ins["mov cr0"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                Assert.Equal(VmxExitReason.MovDr, e.Reason);
+                Assert.Equal(1, e.MovDr.DebugRegister);
+                Assert.False(e.MovDr.IsMovFromDr);
+                Assert.Equal(1, e.MovDr.GeneralPurposeRegister); // ECX
+                Assert.Equal(ins["mov dr1"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                Assert.Equal(VmxExitReason.Invlpg, e.Reason);
+                Assert.Equal(HarnessGuest.InvlpgAddress, e.LinearAddressQualification);
+                Assert.Equal(ins["invlpg"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                Assert.Equal(VmxExitReason.Rdtsc, e.Reason);
+                Assert.Equal(ins["rdtsc"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                Assert.Equal(VmxExitReason.Rdmsr, e.Reason);
+                Assert.Equal(ins["rdmsr"].Length, e.InstructionLength);
+            },
+            e =>
+            {
                 Assert.Equal(VmxExitReason.Hlt, e.Reason);
                 Assert.Equal(ins["hlt"].Length, e.InstructionLength);
             });

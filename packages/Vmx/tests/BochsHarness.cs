@@ -28,11 +28,16 @@ internal static class BochsHarness
 
     public static VmxCapabilities CapabilitiesOf(string cpuModel) => VmxCapabilities.FromMsrs(CapabilityDump(cpuModel).Msrs);
 
+    /// <summary>The exiting controls the harness guest exercises.</summary>
+    public const PrimaryProcessorBasedControls GuestExits = PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting |
+        PrimaryProcessorBasedControls.Cr3LoadExiting | PrimaryProcessorBasedControls.Cr3StoreExiting | PrimaryProcessorBasedControls.MovDrExiting |
+        PrimaryProcessorBasedControls.InvlpgExiting | PrimaryProcessorBasedControls.RdtscExiting;
+
     /// <summary>The valid PVH guest VMCS the harness runs (host state = the stub's).</summary>
     public static Vmcs ValidPvhVmcs(VmxCapabilities caps, HarnessGuest guest)
     {
         var vmcs = new Vmcs();
-        VmcsBuilder.SetPvh32Guest(vmcs, caps, guest.Ept.Pointer, HarnessGuest.EntryPoint);
+        VmcsBuilder.SetPvh32Guest(vmcs, caps, guest.Ept.Pointer, HarnessGuest.EntryPoint, GuestExits);
         VmcsBuilder.SetHostState(vmcs, VmxHarnessImage.HostState);
         return vmcs;
     }

@@ -19,10 +19,11 @@ internal static class BochsMachine
         try
         {
             File.WriteAllBytes(Path.Combine(dir, "fd.img"), floppyImage);
+            // ips only paces emulated time (sync=none): a low value shortens the BIOS's timed waits.
             // rfb is the display library Debian's "bochs" package ships without X; timeout=0 keeps it from waiting for a client.
             File.WriteAllText(Path.Combine(dir, "bochsrc"), $"""
                 megs: {megabytes}
-                cpu: model={cpuModel}, ips=50000000, ignore_bad_msrs=0
+                cpu: model={cpuModel}, ips=1000000, ignore_bad_msrs=0
                 romimage: file=/usr/share/bochs/BIOS-bochs-latest
                 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
                 floppya: 1_44=fd.img, status=inserted

@@ -17,6 +17,7 @@ internal sealed class HarnessGuest : IDisposable
     public const uint UnmappedGpa = 0x0080_0000;
     public const uint ReadOnlyGpa = 0x3000;
     public const int GuestPages = 16;
+    public const uint InvlpgAddress = 0x2000;
 
     public MachineMemory Memory { get; }
     public EptTables Ept { get; }
@@ -70,7 +71,24 @@ internal sealed class HarnessGuest : IDisposable
         Mark("write");
         a.mov(__dword_ptr[ReadOnlyGpa], 0x11223344);
         a.Label(ref after2);
-        marks.Add(("hlt", after2));
+        a.mov(eax, 0x5000);
+        Mark("mov cr3");
+        a.mov(cr3, eax);
+        Mark("mov from cr3");
+        a.mov(esi, cr3);
+        a.mov(eax, 0x31);
+        Mark("mov cr0");
+        a.mov(cr0, eax);
+        Mark("mov dr1");
+        a.mov(dr1, ecx);
+        Mark("invlpg");
+        a.invlpg(__[InvlpgAddress]);
+        Mark("rdtsc");
+        a.rdtsc();
+        a.mov(ecx, 0x10);
+        Mark("rdmsr");
+        a.rdmsr();
+        Mark("hlt");
         a.hlt();
         // Two passes: assemble once to learn the resume addresses, then patch the "mov ebx, imm" operands.
         var ms = new MemoryStream();

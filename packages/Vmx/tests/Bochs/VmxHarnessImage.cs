@@ -55,6 +55,13 @@ internal static class VmxHarnessImage
 
     public const int MaxExitsPerCase = 16;
 
+    /// <summary>Instruction exits the handler resumes past (RIP += VM-exit instruction length).</summary>
+    private static readonly VmxExitReason[] SkippedExits =
+    [
+        VmxExitReason.Cpuid, VmxExitReason.IoInstruction, VmxExitReason.Vmcall, VmxExitReason.ControlRegisterAccess,
+        VmxExitReason.MovDr, VmxExitReason.Invlpg, VmxExitReason.Rdtsc, VmxExitReason.Rdmsr, VmxExitReason.Wrmsr,
+    ];
+
     /// <summary>The host RIP of the exit handler, known after assembling the stub (cases must set HostRip to it).</summary>
     public static uint ExitHandlerAddress { get; } = AssembleHost(out _, out _, out _).ExitHandler;
 
@@ -509,12 +516,11 @@ internal static class VmxHarnessImage
             var skipInstruction = a.CreateLabel();
             var eptResume = a.CreateLabel();
             var resume = a.CreateLabel();
-            a.cmp(edx, (uint)VmxExitReason.Cpuid);
-            a.je(skipInstruction);
-            a.cmp(edx, (uint)VmxExitReason.IoInstruction);
-            a.je(skipInstruction);
-            a.cmp(edx, (uint)VmxExitReason.Vmcall);
-            a.je(skipInstruction);
+            foreach (var r in SkippedExits)
+            {
+                a.cmp(edx, (uint)r);
+                a.je(skipInstruction);
+            }
             a.cmp(edx, (uint)VmxExitReason.EptViolation);
             a.je(eptResume);
             a.jmp(caseEnd);
