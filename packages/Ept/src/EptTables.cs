@@ -16,9 +16,10 @@ namespace VmmKit.Ept;
 /// Edits never flush translation caches: like on hardware, after changing or removing an existing mapping the
 /// hypervisor must invalidate (INVEPT: <see cref="GuestPhysicalMemory.InvalidateSingleContext(MachineMemory, EptPointer)"/> for every cache that
 /// uses this EPT, or <see cref="GuestPhysicalMemory.InvalidateAllContexts"/>). <see cref="Generation"/> counts such
-/// edits so a consumer can tell whether it must. Table frames that are no longer used are zeroed and kept in a
-/// private pool (a walker racing with the edit sees not-present entries, never another domain's data) until
-/// <see cref="ReleaseUnusedTableFrames"/> or <see cref="Dispose"/>.
+/// edits so a consumer can tell whether it must. Table frames that are no longer used are zeroed at once (a walker racing
+/// with the edit sees not-present entries, never another domain's data), stay charged to the owner, and are reused for new
+/// tables of this EPT only after a later invalidation, as Xen frees page-table pages only after the flush; they return to
+/// machine memory with <see cref="ReleaseUnusedTableFrames"/> or <see cref="Dispose"/>.
 /// </para>
 /// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).</para>
 /// </remarks>
@@ -34,12 +35,13 @@ public sealed unsafe class EptTables : IDisposable
     private readonly MachineMemory _memory;
     private readonly FrameOwner _owner;
     private readonly bool _accessedDirtyEnabled;
-    private readonly Stack<ulong> _tablePool = new();
+    private readonly Queue<(ulong Address, long Epoch)> _retiredTables = new();
     private MachineFrameNumber _root;
     private long _generation;
     private ulong _tableFrames;
     private bool _dirtyLogging;
     private bool _disposed;
+    private System.Runtime.CompilerServices.StrongBox<long>? _contextEpoch;
 
     /// <summary>Creates an empty EPT whose tables are charged to <paramref name="owner"/>.</summary>
     /// <param name="memory">Machine memory for the tables.</param>
@@ -54,6 +56,7 @@ public sealed unsafe class EptTables : IDisposable
         _accessedDirtyEnabled = accessedDirtyEnabled;
         _root = new MachineFrameNumber(AllocateTable() >> Page.PageShift);
         Pointer = EptPointer.Create(_root, accessedDirtyEnabled);
+        _contextEpoch = memory.ContextEpoch(_root);
     }
 
     /// <summary>The EPTP to load into the VMCS (write-back paging structures, 4-level walk, A/D as requested).</summary>
@@ -310,8 +313,9 @@ public sealed unsafe class EptTables : IDisposable
         lock (_gate)
         {
             ulong n = 0;
-            while (_tablePool.TryPop(out ulong address))
+            while (_retiredTables.TryDequeue(out (ulong Address, long Epoch) retired))
             {
+                ulong address = retired.Address;
                 _memory.FreeFrame(new MachineFrameNumber(address >> Page.PageShift));
                 n++;
             }
@@ -546,10 +550,13 @@ public sealed unsafe class EptTables : IDisposable
 
     private ulong AllocateTable()
     {
-        if (_tablePool.TryPop(out ulong pooled))
+        // A retired table is reused only after an INVEPT (either kind) that followed its retirement, so a walk that
+        // started before the edit cannot meet it again as a table of another level.
+        if (_retiredTables.TryPeek(out (ulong Address, long Epoch) oldest) && oldest.Epoch != InvalidationEpoch())
         {
+            _retiredTables.Dequeue();
             _tableFrames++;
-            return pooled;
+            return oldest.Address;
         }
 
         ulong table = _memory.AllocateFrame(_owner).Address; // zeroed by the allocator: 512 not-present entries
@@ -575,7 +582,7 @@ public sealed unsafe class EptTables : IDisposable
 
         new Span<byte>(entries, Page.PageSize).Clear();
         _tableFrames--;
-        _tablePool.Push(table);
+        _retiredTables.Enqueue((table, InvalidationEpoch()));
     }
 
     private static void CheckRange(GuestPhysicalAddress gpa, ulong pageCount)
@@ -591,6 +598,9 @@ public sealed unsafe class EptTables : IDisposable
             throw new ArgumentOutOfRangeException(nameof(pageCount), pageCount, "The range passes the 48-bit guest-physical space of a 4-level EPT.");
         }
     }
+
+    private long InvalidationEpoch() =>
+        Volatile.Read(ref _memory.TranslationEpoch) + (_contextEpoch is null ? 0 : Volatile.Read(ref _contextEpoch.Value));
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 }
