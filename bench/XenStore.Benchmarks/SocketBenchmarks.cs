@@ -1,5 +1,9 @@
 using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Diagnosers;
 using BenchmarkDotNet.Engines;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using VmmKit.XenStore.Client;
 using VmmKit.XenStore.Daemon;
 
@@ -8,14 +12,14 @@ namespace VmmKit.XenStore.Benchmarks;
 /// <summary>
 /// Operations per second over the Unix socket with 1 and 16 concurrent clients, for our daemon and for
 /// <see cref="NullServer"/> (the same client and socket, no store): the daemon's overhead over the transport.
-/// Each invocation runs <see cref="OpsPerClient"/> operations on every client at once, so the reported
-/// time is per operation (divide into 1 s for ops/s; multiply by Clients for the mean latency).
+/// Each invocation runs <see cref="TotalOps"/> operations split evenly over the clients, all at once, so the
+/// reported time is per operation: 1 s divided by it is the throughput, and multiplied by Clients it is the
+/// mean latency one client sees.
 /// </summary>
-[SimpleJob(RunStrategy.Throughput, launchCount: 1, warmupCount: 3, iterationCount: 8)]
-[MemoryDiagnoser]
+[Config(typeof(ShortInProcessConfig))]
 public class SocketBenchmarks
 {
-    private const int OpsPerClient = 200;
+    private const int TotalOps = 1600;
 
     private XenStoreDaemon? _daemon;
     private NullServer? _null;
@@ -78,21 +82,21 @@ public class SocketBenchmarks
     private Task RunAll(Func<XenStoreClient, int, Task> op) =>
         Task.WhenAll(_clients.Select((c, i) => Task.Run(async () =>
         {
-            for (int n = 0; n < OpsPerClient; n++)
+            for (int n = 0; n < TotalOps / _clients.Length; n++)
                 await op(c, i);
         })));
 
-    [Benchmark(OperationsPerInvoke = OpsPerClient)]
+    [Benchmark(OperationsPerInvoke = TotalOps)]
     public Task Read() => RunAll((c, i) => c.ReadAsync(Paths[i]));
 
-    [Benchmark(OperationsPerInvoke = OpsPerClient)]
+    [Benchmark(OperationsPerInvoke = TotalOps)]
     public Task Write() => RunAll((c, i) => c.WriteAsync(Paths[i], "0123456789"));
 
-    [Benchmark(OperationsPerInvoke = OpsPerClient)]
+    [Benchmark(OperationsPerInvoke = TotalOps)]
     public Task Directory() => RunAll((c, _) => c.DirectoryAsync("/bench/dir"));
 
     /// <summary>One transaction = start, read, write, commit (four round trips).</summary>
-    [Benchmark(OperationsPerInvoke = OpsPerClient)]
+    [Benchmark(OperationsPerInvoke = TotalOps)]
     public Task Transaction() => RunAll(async (c, i) =>
     {
         var tx = await c.StartTransactionAsync();
@@ -102,4 +106,15 @@ public class SocketBenchmarks
     });
 
     private static readonly string[] Paths = Enumerable.Range(0, 64).Select(i => $"/bench/c{i}/value").ToArray();
+}
+
+/// <summary>A short in-process job: no per-benchmark project build (slow on a loaded 2-core CI box).</summary>
+public sealed class ShortInProcessConfig : ManualConfig
+{
+    public ShortInProcessConfig()
+    {
+        AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithStrategy(RunStrategy.Throughput)
+            .WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8));
+        AddDiagnoser(MemoryDiagnoser.Default);
+    }
 }

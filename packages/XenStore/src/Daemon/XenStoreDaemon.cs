@@ -18,8 +18,8 @@ public sealed class XenStoreDaemon : IAsyncDisposable
 
     private const int ReceiveBufferSize = 64 * 1024;
 
-    private readonly Lock _gate = new();
     private readonly XsProcessor _processor;
+    private readonly Lock _gate;
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Task> _pumps = [];
     private readonly List<Socket> _listeners = [];
@@ -34,6 +34,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             Log = options.Log,
         };
         _processor.ServeConnection = c => StartPump(c);
+        _gate = _processor.Gate;
     }
 
     internal XsProcessor Processor => _processor;
@@ -195,17 +196,24 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         try
         {
             await c.DrainAsync().ConfigureAwait(false);
+            bool pending = false;
             while (!c.Closed && !_stopping.IsCancellationRequested)
             {
-                int n = await stream.ReadAsync(buffer.AsMemory(end), _stopping.Token).ConfigureAwait(false);
-                if (n == 0)
-                    break;
-                end += n;
+                if (!pending)
+                {
+                    int n = await stream.ReadAsync(buffer.AsMemory(end), _stopping.Token).ConfigureAwait(false);
+                    if (n == 0)
+                        break;
+                    end += n;
+                }
                 bool broken = false;
                 int kickCount = 0;
                 lock (_gate)
                 {
-                    while (true)
+                    // quota_req_outstanding: an unprivileged client gets at most this many replies queued
+                    // before the daemon stops reading from it until they are written.
+                    int budget = c.Privileged ? int.MaxValue : Math.Max(1, _processor.GlobalQuotas.Outstanding);
+                    while (budget-- > 0)
                     {
                         var status = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out var header, out var payload, out int consumed);
                         if (status == XsFrameStatus.NeedMore)
@@ -235,8 +243,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 }
                 if (broken)
                 {
-                    if (stream is XenStoreRingStream)
-                        _processor.Log?.Invoke($"domain {c.DomainId}: payload over XENSTORE_PAYLOAD_MAX");
+                    _processor.Log?.Invoke($"connection {c.Id} (domain {c.DomainId}): payload over XENSTORE_PAYLOAD_MAX");
                     break;
                 }
                 if (start == end)
@@ -250,6 +257,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     start = 0;
                 }
                 await c.DrainAsync().ConfigureAwait(false);
+                pending = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out _, out _, out _) != XsFrameStatus.NeedMore;
             }
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or SocketException or InvalidOperationException)

@@ -70,8 +70,11 @@ internal sealed unsafe partial class XsProcessor
         binding.Stream.Reconnected += () =>
         {
             // The guest restarted its side of the ring: its watches and transactions are gone.
-            reconnecting.Watches.Clear();
-            reconnecting.Transactions.Clear();
+            lock (Gate)
+            {
+                reconnecting.Watches.Clear();
+                reconnecting.Transactions.Clear();
+            }
         };
         ServeConnection?.Invoke(conn);
         return conn;

@@ -45,6 +45,9 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
 
     public XsStore Store { get; }
 
+    /// <summary>The store lock: xenstored is single-threaded, so every message is handled under it.</summary>
+    public Lock Gate { get; } = new();
+
     public XenStoreQuotas GlobalQuotas { get; }
 
     public Transports.IXenStoreDomainConnector? DomainConnector { get; set; }
