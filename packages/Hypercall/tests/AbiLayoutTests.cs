@@ -14,21 +14,41 @@ public class AbiLayoutTests
     private static long Off<T, TField>(ref T s, ref TField field) =>
         Unsafe.ByteOffset(ref Unsafe.As<T, byte>(ref s), ref Unsafe.As<TField, byte>(ref field));
 
-    private static void Check64(string header, string cType, int size, params (string Member, long Offset)[] fields) =>
+    private readonly List<(int Bits, string Header, string CType, int Size, (string Member, long Offset)[] Fields)> _pending = [];
+
+    private void Check64(string header, string cType, int size, params (string Member, long Offset)[] fields) =>
         Check(header, cType, size, fields, bits: 64);
 
-    private static void Check32(string header, string cType, int size, params (string Member, long Offset)[] fields) =>
+    private void Check32(string header, string cType, int size, params (string Member, long Offset)[] fields) =>
         Check(header, cType, size, fields, bits: 32);
 
-    private static void Check(string header, string cType, int size, (string Member, long Offset)[] fields, int bits)
+    // Checks are batched: one gcc run per test and ABI.
+    private void Check(string header, string cType, int size, (string Member, long Offset)[] fields, int bits) =>
+        _pending.Add((bits, header, cType, size, fields));
+
+    private void Verify()
     {
-        var exprs = new List<string> { $"sizeof({cType})" };
-        exprs.AddRange(fields.Select(f => $"offsetof({cType}, {f.Member})"));
-        string[] headers = ["xen/xen.h", header];
-        IReadOnlyList<long> values = bits == 64 ? XenAbiLayout.Evaluate(headers, exprs) : I386Layout.Evaluate(headers, exprs);
-        Assert.True(size == values[0], $"sizeof({cType}) [{bits}-bit]: C# {size}, gcc {values[0]}");
-        for (int i = 0; i < fields.Length; i++)
-            Assert.True(fields[i].Offset == values[i + 1], $"offsetof({cType}, {fields[i].Member}) [{bits}-bit]: C# {fields[i].Offset}, gcc {values[i + 1]}");
+        Assert.NotEmpty(_pending);
+        foreach (var group in _pending.GroupBy(p => p.Bits))
+        {
+            string[] headers = ["xen/xen.h", .. group.Select(p => p.Header).Distinct()];
+            var exprs = new List<string>();
+            var expected = new List<(long Value, string What)>();
+            foreach (var (bits, _, cType, size, fields) in group)
+            {
+                exprs.Add($"sizeof({cType})");
+                expected.Add((size, $"sizeof({cType}) [{bits}-bit]"));
+                foreach (var f in fields)
+                {
+                    exprs.Add($"offsetof({cType}, {f.Member})");
+                    expected.Add((f.Offset, $"offsetof({cType}, {f.Member}) [{bits}-bit]"));
+                }
+            }
+            IReadOnlyList<long> values = group.Key == 64 ? XenAbiLayout.Evaluate(headers, exprs) : I386Layout.Evaluate(headers, exprs);
+            for (int i = 0; i < expected.Count; i++)
+                Assert.True(expected[i].Value == values[i], $"{expected[i].What}: C# {expected[i].Value}, gcc {values[i]}");
+        }
+        _pending.Clear();
     }
 
     [Fact]
@@ -40,6 +60,7 @@ public class AbiLayoutTests
         var c = default(CompatMulticallEntry);
         Check32("xen/xen.h", "struct multicall_entry", Unsafe.SizeOf<CompatMulticallEntry>(),
             ("op", Off(ref c, ref c.Op)), ("result", Off(ref c, ref c.Result)), ("args", Off(ref c, ref c.Args)), ("args[5]", Off(ref c, ref c.Args[5])));
+        Verify();
     }
 
     [Fact]
@@ -66,6 +87,7 @@ public class AbiLayoutTests
         Check64("xen/version.h", "struct xen_platform_parameters", Unsafe.SizeOf<XenPlatformParameters>(), ("virt_start", Off(ref pp, ref pp.VirtStart)));
         var cpp = default(CompatXenPlatformParameters);
         Check32("xen/version.h", "struct xen_platform_parameters", Unsafe.SizeOf<CompatXenPlatformParameters>(), ("virt_start", Off(ref cpp, ref cpp.VirtStart)));
+        Verify();
     }
 
     [Fact]
@@ -89,6 +111,7 @@ public class AbiLayoutTests
         var cp = default(CompatSchedPoll);
         Check32("xen/sched.h", "struct sched_poll", Unsafe.SizeOf<CompatSchedPoll>(),
             ("ports", Off(ref cp, ref cp.Ports)), ("nr_ports", Off(ref cp, ref cp.NrPorts)), ("timeout", Off(ref cp, ref cp.Timeout)));
+        Verify();
     }
 
     [Fact]
@@ -100,6 +123,7 @@ public class AbiLayoutTests
             Check("xen/hvm/hvm_op.h", "struct xen_hvm_param", Unsafe.SizeOf<XenHvmParam>(),
                 [("domid", Off(ref s, ref s.Domid)), ("pad", Off(ref s, ref s.Pad)), ("index", Off(ref s, ref s.Index)), ("value", Off(ref s, ref s.Value))], bits);
         }
+        Verify();
     }
 
     [Fact]
@@ -121,6 +145,7 @@ public class AbiLayoutTests
             ("nr_entries", Off(ref cmm, ref cmm.NrEntries)), ("buffer", Off(ref cmm, ref cmm.Buffer)));
         Check64("xen/memory.h", "domid_t", sizeof(ushort));
         Check32("xen/memory.h", "domid_t", sizeof(ushort));
+        Verify();
     }
 
     [Fact]
@@ -154,6 +179,7 @@ public class AbiLayoutTests
                 [("addr", Off(ref t, ref t.Addr)), ("size", Off(ref t, ref t.Size)), ("type", Off(ref t, ref t.Type)), ("reserved", Off(ref t, ref t.Reserved))], bits);
         }
         Assert.Equal(HvmStartInfo.Version0Size, (int)XenAbiLayout.OffsetOf(h, "struct hvm_start_info", "memmap_paddr"));
+        Verify();
     }
 
     [Fact]
@@ -200,5 +226,6 @@ public class AbiLayoutTests
             ("arch.wc_sec_hi", Off(ref c, ref c.Arch.WcSecHi)));
         Assert.Equal([XenAbiLayout.Value("xen/xen.h", "XEN_LEGACY_MAX_VCPUS"), XenAbiLayout.Value("xen/xen.h", "XEN_PVCLOCK_TSC_STABLE_BIT"), XenAbiLayout.Value("xen/xen.h", "XEN_PVCLOCK_GUEST_STOPPED")],
             new long[] { SharedInfo.LegacyMaxVcpus, VcpuTimeInfo.TscStableBit, VcpuTimeInfo.GuestStopped });
+        Verify();
     }
 }
