@@ -125,3 +125,57 @@ public class RingTests
     private static void BitConverterWrite(Span<byte> span, int offset, uint value) =>
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(span[offset..], value);
 }
+
+/// <summary>Guest-initiated reconnect (connection = XENSTORE_RECONNECT) and the daemon entry point.</summary>
+public class RingReconnectAndEntryTests
+{
+    [Fact]
+    public async Task Guest_reconnect_resets_the_ring_and_forgets_its_watches()
+    {
+        var connector = new RingTests.Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        await using var dom0 = new XenStoreClient(daemon.Connect());
+        await dom0.MkdirAsync("/local/domain/5");
+        await dom0.SetPermissionsAsync("/local/domain/5", [new Store.XsPermission(5, Store.XsAccess.None)]);
+        await dom0.IntroduceAsync(5, 1, 1);
+        var first = connector.Guest(5);
+        await first.WriteAsync("x", "1");
+        var w = first.WatchAsync("x", "old").GetAsyncEnumerator();
+        Assert.True(await w.MoveNextAsync());
+        lock (daemon.Gate)
+            Assert.Single(daemon.Processor.Connections.Single(c => c.DomainId == 5).Watches);
+        await dom0.WriteAsync("/local/domain/5/y", "watch-me");
+        var (page, toGuest, binding) = connector.Domains[5];
+
+        // The guest (say, a kexec'd kernel) asks for a fresh ring.
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(page.Span[XenStoreDomainInterface.Connection..], XsConstants.Reconnect);
+        binding.Signal();
+        for (int i = 0; i < 500 && XenStoreRingStream.ReadIndex(page.Span, XenStoreDomainInterface.Connection) != XsConstants.Connected; i++)
+            await Task.Delay(10);
+        Assert.Equal(XsConstants.Connected, XenStoreRingStream.ReadIndex(page.Span, XenStoreDomainInterface.Connection));
+        Assert.Equal(0u, XenStoreRingStream.ReadIndex(page.Span, XenStoreDomainInterface.ReqProd));
+        lock (daemon.Gate)
+            Assert.Empty(daemon.Processor.Connections.Single(c => c.DomainId == 5).Watches);
+
+        var fresh = connector.Guest(5);
+        Assert.Equal("1", await fresh.ReadStringAsync("x"));
+        Assert.Equal("watch-me", await fresh.ReadStringAsync("y"));
+    }
+
+    [Fact]
+    public async Task RunMainAsync_serves_the_socket_named_on_the_command_line()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xs-main-" + Guid.NewGuid().ToString("N")[..8]);
+        string socket = Path.Combine(dir, "sock");
+        using var cts = new CancellationTokenSource();
+        var run = XenStoreDaemon.RunMainAsync([socket], cts.Token);
+        for (int i = 0; i < 500 && !File.Exists(socket); i++)
+            await Task.Delay(10);
+        await using (var c = await XenStoreClient.ConnectAsync(socket))
+            Assert.Equal("/local/domain/3", await c.GetDomainPathAsync(3));
+        cts.Cancel();
+        Assert.Equal(0, await run);
+        Assert.False(File.Exists(socket));
+        Directory.Delete(dir, true);
+    }
+}
