@@ -26,7 +26,7 @@ internal sealed unsafe class BlockDecoder
         ulong rip = _core.S.Rip;
 
         var reader = new ByteArrayCodeReader(_buffer, 0, available);
-        var decoder = Decoder.Create(bitness, reader, rip, DecoderOptions.NoInvalidCheck);
+        var decoder = Decoder.Create(bitness, reader, rip, DecoderOptions.None);
         Instr[] instrs = GC.AllocateArray<Instr>(MaxInstructions, pinned: true);
         int count = 0;
         int offset = 0;
@@ -44,7 +44,7 @@ internal sealed unsafe class BlockDecoder
                 new ReadOnlySpan<byte>(next, 15).CopyTo(_buffer.AsSpan(inPage));
                 available = inPage + 15;
                 reader = new ByteArrayCodeReader(_buffer, 0, available);
-                decoder = Decoder.Create(bitness, reader, rip, DecoderOptions.NoInvalidCheck);
+                decoder = Decoder.Create(bitness, reader, rip, DecoderOptions.None);
                 continue;
             }
             fixed (Instr* p = &instrs[count])

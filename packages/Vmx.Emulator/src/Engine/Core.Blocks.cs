@@ -128,11 +128,16 @@ internal sealed unsafe partial class Core
     private bool StillMatches(Block b, ulong lin)
     {
         // Memory may have been written by someone other than this processor (the hypervisor, a
-        // device model, a grant copy) since the last run: compare the saved bytes.
-        for (int k = 0; k < b.Bytes.Length; k++)
+        // device model, a grant copy) since the last run: compare the saved bytes, page by page.
+        int done = 0;
+        while (done < b.Bytes.Length)
         {
-            byte* p = HostPointer((lin + (ulong)k) & LinearMask, MemoryAccess.Execute);
-            if (p == null || *p != b.Bytes[k]) return false;
+            ulong at = (lin + (ulong)done) & LinearMask;
+            byte* p = HostPointer(at, MemoryAccess.Execute);
+            if (p == null) return false;
+            int n = Math.Min(b.Bytes.Length - done, 4096 - (int)(at & 0xFFF));
+            if (!new ReadOnlySpan<byte>(p, n).SequenceEqual(b.Bytes.AsSpan(done, n))) return false;
+            done += n;
         }
         return true;
     }
