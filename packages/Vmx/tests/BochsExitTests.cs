@@ -117,6 +117,24 @@ public class BochsExitTests
             },
             e =>
             {
+                Assert.Equal(VmxExitReason.ExceptionOrNmi, e.Reason);
+                Assert.Equal(InterruptionInformation.Create(6, InterruptionType.HardwareException), e.ExitInterruption);
+            },
+            e =>
+            {
+                Assert.Equal(VmxExitReason.ExceptionOrNmi, e.Reason);
+                Assert.Equal(InterruptionInformation.Create(3, InterruptionType.SoftwareException), e.ExitInterruption);
+                Assert.Equal(ins["int3"].Length, e.InstructionLength);
+            },
+            e =>
+            {
+                // Loading selector 0x08 with a GDT limit of 0: #GP with the selector as error code.
+                Assert.Equal(VmxExitReason.ExceptionOrNmi, e.Reason);
+                Assert.Equal(InterruptionInformation.Create(13, InterruptionType.HardwareException, errorCodeValid: true), e.ExitInterruption);
+                Assert.Equal(8u, e.InterruptionErrorCode);
+            },
+            e =>
+            {
                 Assert.Equal(VmxExitReason.Hlt, e.Reason);
                 Assert.Equal(ins["hlt"].Length, e.InstructionLength);
             });

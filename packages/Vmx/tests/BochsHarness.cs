@@ -33,12 +33,16 @@ internal static class BochsHarness
         PrimaryProcessorBasedControls.Cr3LoadExiting | PrimaryProcessorBasedControls.Cr3StoreExiting | PrimaryProcessorBasedControls.MovDrExiting |
         PrimaryProcessorBasedControls.InvlpgExiting | PrimaryProcessorBasedControls.RdtscExiting;
 
+    /// <summary>Exceptions that exit: #BP (3), #UD (6), #GP (13).</summary>
+    public const uint GuestExceptions = (1u << 3) | (1u << 6) | (1u << 13);
+
     /// <summary>The valid PVH guest VMCS the harness runs (host state = the stub's).</summary>
     public static Vmcs ValidPvhVmcs(VmxCapabilities caps, HarnessGuest guest)
     {
         var vmcs = new Vmcs();
         VmcsBuilder.SetPvh32Guest(vmcs, caps, guest.Ept.Pointer, HarnessGuest.EntryPoint, GuestExits);
         VmcsBuilder.SetHostState(vmcs, VmxHarnessImage.HostState);
+        vmcs.Write(VmcsField.ExceptionBitmap, GuestExceptions);
         return vmcs;
     }
 }

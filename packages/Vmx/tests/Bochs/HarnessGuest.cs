@@ -88,15 +88,32 @@ internal sealed class HarnessGuest : IDisposable
         a.mov(ecx, 0x10);
         Mark("rdmsr");
         a.rdmsr();
-        Mark("hlt");
+        var after3 = a.CreateLabel();
+        var after4 = a.CreateLabel();
+        var after5 = a.CreateLabel();
+        a.mov(ebx, 0);
+        Mark("ud2");
+        a.ud2();
+        a.Label(ref after3);
+        a.mov(ebx, 0);
+        Mark("int3");
+        a.int3();
+        a.Label(ref after4);
+        a.mov(ebx, 0);
+        a.mov(ax, 0x08);
+        Mark("gp");
+        a.mov(es, ax); // the guest's GDT limit is 0: #GP(selector 0x08)
+        a.Label(ref after5);
+        marks.Add(("hlt", after5));
         a.hlt();
         // Two passes: assemble once to learn the resume addresses, then patch the "mov ebx, imm" operands.
         var ms = new MemoryStream();
         var r = a.Assemble(new StreamCodeWriter(ms), EntryPoint, BlockEncoderOptions.ReturnNewInstructionOffsets);
         uint resume1 = (uint)r.GetLabelRIP(after1), resume2 = (uint)r.GetLabelRIP(after2);
+        uint resume3 = (uint)r.GetLabelRIP(after3), resume4 = (uint)r.GetLabelRIP(after4), resume5 = (uint)r.GetLabelRIP(after5);
         byte[] code = ms.ToArray();
         // "mov ebx, imm32" is BB imm32: patch the immediates in place.
-        PatchMovEbx(code, resume1, resume2);
+        PatchMovEbx(code, resume1, resume2, resume3, resume4, resume5);
         _ = fix1;
         _ = fix2;
 

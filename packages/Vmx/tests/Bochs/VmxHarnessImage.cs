@@ -53,7 +53,7 @@ internal static class VmxHarnessImage
     private const uint VarMsrFault = Vars + 0x20;
     private const uint VarCopyList = Vars + 0x24;
 
-    public const int MaxExitsPerCase = 16;
+    public const int MaxExitsPerCase = 24;
 
     /// <summary>Instruction exits the handler resumes past (RIP += VM-exit instruction length).</summary>
     private static readonly VmxExitReason[] SkippedExits =
@@ -522,6 +522,8 @@ internal static class VmxHarnessImage
                 a.je(skipInstruction);
             }
             a.cmp(edx, (uint)VmxExitReason.EptViolation);
+            a.je(eptResume);
+            a.cmp(edx, (uint)VmxExitReason.ExceptionOrNmi);
             a.je(eptResume);
             a.jmp(caseEnd);
             a.Label(ref skipInstruction);
