@@ -19,7 +19,7 @@ internal sealed unsafe partial class XsProcessor
     {
         if (r.Transaction is not null)
             return null;
-        Span<char> chars = stackalloc char[XsConstants.AbsPathMax];
+        Span<char> chars = stackalloc char[raw.Length + 32];
         if (XsPath.CanonicalizeInto(raw, c.DomainId, c.Privileged ? int.MaxValue : QuotasFor(c).PathLength, chars, out int length, out _) != XsError.None)
             return null;
         return Store.TryGetAccessible(c.Caller, chars[..length], XsAccess.Read);

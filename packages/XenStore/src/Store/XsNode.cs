@@ -31,6 +31,9 @@ internal sealed class XsNode
 
     public uint Owner => Perms[0].DomainId;
 
+    /// <summary>What this node object is currently charged to its owner's quota (null = not in the tree).</summary>
+    public (uint Owner, long Memory)? Charge { get; set; }
+
     /// <summary>xenstored's entry size used for the node-size quota: data, child list and permissions.</summary>
     public int EntrySize => Value.Length + ChildrenLength + Perms.Length * XsPermission.AccountedSize;
 

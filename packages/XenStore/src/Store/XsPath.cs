@@ -53,7 +53,7 @@ public static class XsPath
             path = string.Create(raw.Length, raw.ToArray(), static (s, b) => { for (int i = 0; i < s.Length; i++) s[i] = (char)b[i]; });
             return XsError.None;
         }
-        Span<char> chars = stackalloc char[XsConstants.AbsPathMax];
+        Span<char> chars = stackalloc char[raw.Length + 32];
         var err = CanonicalizeInto(raw, domid, maxRelativeLength, chars, out int length, out relative);
         if (err == XsError.None)
             path = new string(chars[..length]);
@@ -62,7 +62,7 @@ public static class XsPath
 
     /// <summary>
     /// The allocation-free form of <see cref="Canonicalize"/> for ordinary (non-special) paths: writes the
-    /// absolute path into <paramref name="destination"/> (at least <see cref="XsConstants.AbsPathMax"/> chars).
+    /// absolute path into <paramref name="destination"/> (at least <paramref name="raw"/>'s length + 32 chars).
     /// </summary>
     public static XsError CanonicalizeInto(ReadOnlySpan<byte> raw, uint domid, int maxRelativeLength, Span<char> destination, out int length, out bool relative)
     {

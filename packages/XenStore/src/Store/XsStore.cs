@@ -19,7 +19,6 @@ internal sealed class XsStore
     private readonly Dictionary<string, XsNode> _nodes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, XsNode>.AlternateLookup<ReadOnlySpan<char>> _byChars;
     private readonly Dictionary<uint, (int Nodes, long Memory)> _usage = [];
-    private readonly Dictionary<XsNode, (uint Owner, long Memory)> _charges = new(ReferenceEqualityComparer.Instance);
     private ulong _generation;
 
     public XsStore(XenStoreQuotas quotas, IXsEventSink events)
@@ -123,15 +122,16 @@ internal sealed class XsStore
     private void Charge(XsNode node)
     {
         long mem = node.MemorySize;
-        _charges[node] = (node.Owner, mem);
+        node.Charge = (node.Owner, mem);
         var u = _usage.GetValueOrDefault(node.Owner);
         _usage[node.Owner] = (u.Nodes + 1, u.Memory + mem);
     }
 
     private void Uncharge(XsNode node)
     {
-        if (!_charges.Remove(node, out var c))
+        if (node.Charge is not { } c)
             return;
+        node.Charge = null;
         var u = _usage.GetValueOrDefault(c.Owner);
         _usage[c.Owner] = (u.Nodes - 1, u.Memory - c.Memory);
     }
@@ -452,7 +452,6 @@ internal sealed class XsStore
     {
         _nodes.Clear();
         _usage.Clear();
-        _charges.Clear();
         foreach (var n in nodes)
         {
             _nodes[n.Path] = n;
