@@ -28,7 +28,18 @@ public unsafe class EmulatedProcessorTests
             a.Assemble(w, entry);
             Write(entry, w.Bytes.ToArray());
             Cpu = new EmulatedProcessor(Memory);
-            VmcsBuilder.SetPvh32Guest(Vmcs, EmulatedCapabilities.Create(), Ept.Pointer, (uint)entry);
+            if (bitness == 64)
+            {
+                // Identity-map the first 2 MiB with one large page: PML4 0x10000, PDPT 0x11000, PD 0x12000.
+                Write(0x10000, BitConverter.GetBytes(0x11000UL | 3));
+                Write(0x11000, BitConverter.GetBytes(0x12000UL | 3));
+                Write(0x12000, BitConverter.GetBytes(0x83UL));
+                VmcsBuilder.SetLongModeGuest(Vmcs, EmulatedCapabilities.Create(), Ept.Pointer, 0x10000, entry, 0x80000);
+            }
+            else
+            {
+                VmcsBuilder.SetPvh32Guest(Vmcs, EmulatedCapabilities.Create(), Ept.Pointer, (uint)entry);
+            }
         }
 
         public void Write(ulong gpa, ReadOnlySpan<byte> bytes)
@@ -176,5 +187,44 @@ public unsafe class EmulatedProcessorTests
         Assert.Equal(0x28u, BitConverter.ToUInt32(stack, 0));
         Assert.Equal(0x1000u, BitConverter.ToUInt32(stack, 4));
         Assert.Equal(0x10u, BitConverter.ToUInt32(stack, 8));
+    }
+
+    [Fact]
+    public void Long_mode_guest_with_four_level_paging()
+    {
+        using var g = new Guest(64, a =>
+        {
+            a.mov(rax, 0x1122334455667788L);
+            a.mov(__qword_ptr[0x5000], rax);
+            a.push(rax);
+            a.pop(rbx);
+            a.mov(rcx, __qword_ptr[0x5000]);
+            a.hlt();
+        });
+        VmExit e = g.Cpu.Run(g.Vmcs);
+        Assert.Equal(VmxExitReason.Hlt, e.Reason);
+        Assert.Equal(0x1122334455667788UL, g.Cpu.Registers.Rbx);
+        Assert.Equal(0x1122334455667788UL, g.Cpu.Registers.Rcx);
+        // The walk set the accessed and dirty bits of the 2 MiB page.
+        var pde = new Span<byte>(g.Memory.GetFramePointer(g.First) + 0x12000, 8).ToArray();
+        Assert.Equal(0x83UL | 0x20 | 0x40, BitConverter.ToUInt64(pde));
+    }
+
+    [Fact]
+    public void Page_fault_on_an_unmapped_linear_address_exits_per_the_exception_bitmap()
+    {
+        using var g = new Guest(64, a =>
+        {
+            a.mov(rbx, 0x4000_0000L);
+            a.mov(__dword_ptr[rbx], 1);
+            a.hlt();
+        });
+        g.Vmcs.Write(VmcsField.ExceptionBitmap, 1u << 14);
+        VmExit e = g.Cpu.Run(g.Vmcs);
+        Assert.Equal(VmxExitReason.ExceptionOrNmi, e.Reason);
+        Assert.Equal(14, e.ExitInterruption.Vector);
+        Assert.True(e.ExitInterruption.ErrorCodeValid);
+        Assert.Equal(2u, e.InterruptionErrorCode); // not present, write, supervisor
+        Assert.Equal(0x4000_0000UL, e.Qualification);
     }
 }
