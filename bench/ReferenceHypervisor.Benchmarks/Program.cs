@@ -1,2 +1,25 @@
 using BenchmarkDotNet.Running;
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+using VmmKit.ReferenceHypervisor.Benchmarks;
+
+// dotnet run -c Release --project bench/ReferenceHypervisor.Benchmarks -- <mode>
+//   startup [runs]        process start to the demo guest's first console line, JIT and NativeAOT
+//   compare [iterations]  the workload guest's instruction rate under vmmkit-hv and QEMU TCG
+//   anything else         BenchmarkDotNet (e.g. --filter '*HypercallRoundTrip*')
+string repo = FindRepo();
+if (args.Length > 0 && args[0] == "startup")
+    return WholeGuestMeasurements.Startup(repo, args.Length > 1 ? int.Parse(args[1]) : 11);
+if (args.Length > 0 && args[0] == "compare")
+    return WholeGuestMeasurements.CompareWithQemu(repo, args.Length > 1 ? int.Parse(args[1]) : 300);
+BenchmarkSwitcher.FromAssembly(typeof(HypercallRoundTripBenchmark).Assembly).Run(args);
+return 0;
+
+static string FindRepo()
+{
+    for (var d = new DirectoryInfo(Environment.CurrentDirectory); d is not null; d = d.Parent)
+    {
+        if (File.Exists(Path.Combine(d.FullName, "Packages.sln")))
+            return d.FullName;
+    }
+
+    throw new InvalidOperationException("run from inside the repository");
+}

@@ -27,6 +27,11 @@ var trace = new Option<bool>("--trace")
     Description = "Print every VM exit to stderr",
     Recursive = true,
 };
+var stats = new Option<bool>("--stats")
+{
+    Description = "Print guest instructions retired, VM exits and run time to stderr at the end",
+    Recursive = true,
+};
 var modules = new Option<FileInfo[]>("--module")
 {
     Description = "A boot module (initrd) passed in hvm_start_info's module list; repeat for several",
@@ -52,7 +57,7 @@ boot.SetAction(r =>
         return ExitCodes.StartFailure;
     }
 
-    return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace));
+    return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats));
 });
 
 var writeDemo = new Command("write-demo", "Write the built-in demo guest as a PVH ELF file (it also boots under QEMU)") { demoPath };
@@ -66,8 +71,8 @@ var root = new RootCommand("vmmkit-hv: the VmmKit reference hypervisor. Boots Xe
     "with no command it boots a built-in demo guest. Guest console output goes to stdout, hypervisor messages to stderr. " +
     ExitCodes.HelpText)
 {
-    memory, cmdline, maxInstructions, trace, boot, writeDemo,
+    memory, cmdline, maxInstructions, trace, stats, boot, writeDemo,
 };
-root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace)));
+root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats)));
 
 return root.Parse(args).Invoke();

@@ -9,7 +9,7 @@ internal static class Runner
     private const ulong MachineOverheadBytes = 16 << 20;
 
     /// <summary>Boots <paramref name="kernel"/> and returns the process exit status (<see cref="ExitCodes"/>).</summary>
-    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace)
+    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace, bool stats = false)
     {
         if (memoryMiB is 0 or > 4096)
         {
@@ -37,8 +37,18 @@ internal static class Runner
             return ExitCodes.StartFailure;
         }
 
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         machine.Run();
+        clock.Stop();
         domain!.Console.Flush();
+        if (stats)
+        {
+            var vcpu = domain.Vcpus[0];
+            double seconds = clock.Elapsed.TotalSeconds;
+            Console.Error.WriteLine($"stats: instructions {vcpu.InstructionsRetired} exits {vcpu.ExitCount} run {seconds * 1000:F1} ms " +
+                $"({vcpu.InstructionsRetired / Math.Max(seconds, 1e-9) / 1e6:F1} MIPS)");
+        }
+
         return ExitCodes.For(domain);
     }
 }
