@@ -309,9 +309,9 @@ public class BadInputTests
             Assert.Equal(daemon.NodeCount, restored.NodeCount);
         }
         await using var w = dom0.WatchAsync(deep, "deep").GetAsyncEnumerator();
-        Assert.True(await w.MoveNextAsync());
+        Assert.True(await w.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         await dom0.RemoveAsync("/a");
-        Assert.True(await w.MoveNextAsync());
+        Assert.True(await w.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(deep, w.Current.Path);
         Assert.Equal(3, daemon.NodeCount);
         Assert.Equal(XsError.EINVAL, await ErrorOf(() => dom0.WriteAsync(deep + "/a", "too deep")));

@@ -61,9 +61,9 @@ public class RestartTests
         await using var guest = new XenStoreClient(guestStream);
         await guest.WriteAsync("device/vbd/0/state", "4");
         var watch = guest.WatchAsync("device", "dev").GetAsyncEnumerator();
-        Assert.True(await watch.MoveNextAsync());
+        Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         var watchVm = guest.WatchAsync("/vm", "vm").GetAsyncEnumerator();
-        Assert.True(await watchVm.MoveNextAsync());
+        Assert.True(await watchVm.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         var openTx = await guest.StartTransactionAsync();
         await guest.WriteAsync("device/pending", "x", openTx);
 
@@ -87,10 +87,10 @@ public class RestartTests
 
         // The guest's watches still fire, with its relative path and token.
         await dom0b.WriteAsync("/local/domain/7/device/vbd/0/state", "5");
-        Assert.True(await watch.MoveNextAsync());
+        Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(new XenStoreWatchEvent("device/vbd/0/state", "dev"), watch.Current);
         await dom0b.WriteAsync("/vm/uuid", "5678");
-        Assert.True(await watchVm.MoveNextAsync());
+        Assert.True(await watchVm.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(new XenStoreWatchEvent("/vm/uuid", "vm"), watchVm.Current);
 
         // The open transaction cannot commit its lost contents: EAGAIN, so the client retries.

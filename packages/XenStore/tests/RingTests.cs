@@ -59,10 +59,10 @@ public class RingTests
         Assert.Equal("guest-three", await dom0.ReadStringAsync("/local/domain/3/name"));
 
         await using var w = guest.WatchAsync("control", "ctl").GetAsyncEnumerator();
-        Assert.True(await w.MoveNextAsync());
+        Assert.True(await w.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal("control", w.Current.Path);
         await dom0.WriteAsync("/local/domain/3/control/shutdown", "poweroff");
-        Assert.True(await w.MoveNextAsync());
+        Assert.True(await w.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(new XenStoreWatchEvent("control/shutdown", "ctl"), w.Current);
 
         // Messages larger than the 1 KiB ring still flow (split across ring turns).
@@ -141,7 +141,7 @@ public class RingReconnectAndEntryTests
         var first = connector.Guest(5);
         await first.WriteAsync("x", "1");
         var w = first.WatchAsync("x", "old").GetAsyncEnumerator();
-        Assert.True(await w.MoveNextAsync());
+        Assert.True(await w.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
         lock (daemon.Gate)
             Assert.Single(daemon.Processor.Connections.Single(c => c.DomainId == 5).Watches);
         await dom0.WriteAsync("/local/domain/5/y", "watch-me");
