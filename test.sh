@@ -23,9 +23,11 @@ log=$(mktemp)
 status=0
 dotnet test Packages.sln -c Release "$@" 2>&1 | tee "$log" || status=$?
 
-# Each test project prints "Passed!  - Failed: 0, Passed: 12, Skipped: 0, Total: 12, ..." (or "Failed!").
-passed=$(grep -oE '(Passed|Failed)! +- Failed: +[0-9]+, Passed: +[0-9]+' "$log" | sed -E 's/.*Passed: +([0-9]+)/\1/' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -oE '(Passed|Failed)! +- Failed: +[0-9]+' "$log" | sed -E 's/.*Failed: +([0-9]+)/\1/' | awk '{s+=$1} END {print s+0}')
+# Each test project prints "Passed!  - Failed: 0, Passed: 12, Skipped: 0, Total: 12, Duration: 3 s - X.dll (net10.0)"
+# (or "Failed!"); the same line can be echoed twice, so count each distinct line once.
+summaries=$(grep -E '(Passed|Failed)! +- Failed: +[0-9]+, Passed: +[0-9]+' "$log" | sed -E 's/^.*((Passed|Failed)! +- )/\1/' | sort -u)
+passed=$(sed -nE 's/.*Passed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} END {print s+0}')
+failed=$(sed -nE 's/.*- Failed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} END {print s+0}')
 passed=${passed:-0}; failed=${failed:-0}
 
 # Packaging: one .nupkg per package with README, XML docs and the dependency graph of DESIGN.md.
