@@ -139,6 +139,8 @@ public class BochsEntryCheckTests
         yield return ("inject software interrupt with length 16", v => { v.Write(VmcsField.VmEntryInterruptionInformation, InterruptionInformation.Create(0x80, InterruptionType.SoftwareInterrupt).Value); v.Write(VmcsField.VmEntryInstructionLength, 16); });
         if (!caps.Misc.ZeroLengthInstructionInjection)
             yield return ("inject software exception with length 0", v => { v.Write(VmcsField.VmEntryInterruptionInformation, InterruptionInformation.Create(3, InterruptionType.SoftwareException).Value); v.Write(VmcsField.VmEntryInstructionLength, 0); });
+        yield return ("inject #GP without its error code", v => v.Write(VmcsField.VmEntryInterruptionInformation, InterruptionInformation.Create(13, InterruptionType.HardwareException).Value));
+        yield return ("inject software interrupt with an error code", v => { v.Write(VmcsField.VmEntryInterruptionInformation, InterruptionInformation.Create(0x80, InterruptionType.SoftwareInterrupt, errorCodeValid: true).Value); v.Write(VmcsField.VmEntryInstructionLength, 2); });
         yield return ("inject #GP with error code bits 30:16", v => { v.Write(VmcsField.VmEntryInterruptionInformation, InterruptionInformation.Create(13, InterruptionType.HardwareException, errorCodeValid: true).Value); v.Write(VmcsField.VmEntryExceptionErrorCode, 0x1_0000); });
 
         // §27.2.2–27.2.4 host state (VMfailValid 8)
@@ -201,6 +203,10 @@ public class BochsEntryCheckTests
         yield return ("guest STI blocking with IF = 0", v => v.Write(VmcsField.GuestInterruptibilityState, 1));
         yield return ("guest interruptibility reserved bit 5", v => v.Write(VmcsField.GuestInterruptibilityState, 0x20));
         yield return ("guest SMI blocking outside SMM", v => v.Write(VmcsField.GuestInterruptibilityState, 4));
+        yield return ("guest HLT activity under STI blocking", v => { v.Write(VmcsField.GuestRflags, 0x202); v.Write(VmcsField.GuestInterruptibilityState, 1); v.Write(VmcsField.GuestActivityState, 1); });
+        // Not differential: pending BS = 1 with RFLAGS.TF = 0 under STI blocking breaks §27.3.1.5, but Bochs 2.7 does not
+        // check it (it enters and delivers the pending #DB).
+        yield return ("guest LDTR limit with G = 1", v => { v.Write(VmcsField.GuestLdtrAccessRights, 0x8082); v.Write(VmcsField.GuestLdtrLimit, 0xFF); });
         yield return ("guest pending debug exceptions bit 4", v => v.Write(VmcsField.GuestPendingDebugExceptions, 0x10));
         yield return ("guest pending debug exceptions bit 13", v => v.Write(VmcsField.GuestPendingDebugExceptions, 0x2000));
         yield return ("guest inject external interrupt with IF = 0", v => v.Write(VmcsField.VmEntryInterruptionInformation, InterruptionInformation.Create(0x20, InterruptionType.ExternalInterrupt).Value));
