@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=artifacts/packages
-rm -rf "$out"
+rm -rf "$out"; mkdir -p "$out"
 declare -A expected=(
   [Ept]=""
   [Vmx]="VmmKit.Ept"
@@ -18,8 +18,8 @@ declare -A expected=(
 passed=0; failed=0
 check() { if [ -z "$2" ]; then echo "PASS $1"; passed=$((passed+1)); else echo "FAIL $1: $2"; failed=$((failed+1)); fi; }
 
-if ! dotnet pack Packages.sln -c Release --no-restore -o "$out" >"$out.log" 2>&1; then
-  check "dotnet pack" "failed: $(tail -5 "$out.log")"
+if ! dotnet pack Packages.sln -c Release --no-restore -o "$out" >"$out/pack.log" 2>&1; then
+  check "dotnet pack" "failed: $(tail -5 "$out/pack.log")"
 fi
 for name in "${!expected[@]}"; do
   id="VmmKit.$name"
