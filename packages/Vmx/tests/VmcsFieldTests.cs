@@ -113,3 +113,26 @@ public class VmcsFieldTests
         Assert.Equal(0ul, v.Read(VmcsField.EptPointer));
     }
 }
+
+public class VmcsAccessorTests
+{
+    [Fact]
+    public void Typed_accessors_read_and_write_the_fields()
+    {
+        var v = new Vmcs
+        {
+            PrimaryProcessorBasedControls = PrimaryProcessorBasedControls.HltExiting,
+            SecondaryProcessorBasedControls = SecondaryProcessorBasedControls.EnableEpt,
+            GuestRip = 0x1000,
+        };
+        Assert.Equal((ulong)PrimaryProcessorBasedControls.HltExiting, v.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls));
+        Assert.Equal(SecondaryProcessorBasedControls.None, v.EffectiveSecondaryControls);
+        v.PrimaryProcessorBasedControls |= PrimaryProcessorBasedControls.ActivateSecondaryControls;
+        Assert.Equal(SecondaryProcessorBasedControls.EnableEpt, v.EffectiveSecondaryControls);
+        v.Write(VmcsField.VmExitInstructionLength, 2);
+        v.SkipExitingInstruction();
+        Assert.Equal(0x1002ul, v.GuestRip);
+        v.VmEntryInterruption = InterruptionInformation.Create(14, InterruptionType.HardwareException, errorCodeValid: true);
+        Assert.Equal(0x8000_0B0Eul, v.Read(VmcsField.VmEntryInterruptionInformation));
+    }
+}
