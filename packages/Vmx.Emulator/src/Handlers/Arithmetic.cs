@@ -89,6 +89,15 @@ internal static unsafe class Arithmetic
     /// <summary>INC (Sub = 0) / DEC (Sub = 1): CF unchanged.</summary>
     public static int IncDec(Core c, Instr* i)
     {
+        if (i->Op0 != Instr.MemoryOperand && i->OpSize >= 4)
+        {
+            ref CpuState s = ref c.S;
+            ulong old = s.Gpr[i->Op0];
+            ulong res = i->Sub == 0 ? old + 1 : old - 1;
+            s.Gpr[i->Op0] = i->OpSize == 8 ? res : (uint)res;
+            LazyFlags.SetIncDec(ref s, i->Sub == 0, i->OpSize, res, old);
+            return ExecStatus.Continue;
+        }
         int size = i->OpSize;
         if (!c.ReadOp0(i, out ulong v)) return ExecStatus.Event;
         ulong r = i->Sub == 0 ? v + 1 : v - 1;

@@ -17,10 +17,29 @@ internal static unsafe class DataMovement
         return c.Write(c.LinearAddress(i), size, v) ? ExecStatus.Continue : ExecStatus.Event;
     }
 
-    /// <summary>Fast MOV r32/r64, r32/r64|imm.</summary>
+    /// <summary>Fast MOV r32/r64, r32/r64|imm and 32/64-bit loads and stores through the TLB fast path.</summary>
     public static int MovRegFast(Core c, Instr* i)
     {
-        if (i->Op0 == Instr.MemoryOperand || i->Op1 == Instr.MemoryOperand || i->OpSize < 4) return Mov(c, i);
+        if (i->OpSize < 4) return Mov(c, i);
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            ulong lin = c.LinearAddress(i);
+            TlbEntry* e = c.Tlb + ((lin >> 12) & (SoftTlb.Entries - 1));
+            if (e->ReadTag != (lin & ~0xFFFUL) || (lin & 0xFFF) > 4096UL - i->OpSize) return Mov(c, i);
+            byte* p = (byte*)(e->Addend + (long)lin);
+            c.S.Gpr[i->Op0] = i->OpSize == 8 ? *(ulong*)p : *(uint*)p;
+            return ExecStatus.Continue;
+        }
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            ulong lin = c.LinearAddress(i);
+            TlbEntry* e = c.Tlb + ((lin >> 12) & (SoftTlb.Entries - 1));
+            if (e->WriteTag != (lin & ~0xFFFUL) || (lin & 0xFFF) > 4096UL - i->OpSize) return Mov(c, i);
+            byte* p = (byte*)(e->Addend + (long)lin);
+            ulong stored = i->Op1 == Instr.NoRegister ? i->Imm : c.S.Gpr[i->Op1];
+            if (i->OpSize == 8) *(ulong*)p = stored; else *(uint*)p = (uint)stored;
+            return ExecStatus.Continue;
+        }
         ref CpuState s = ref c.S;
         ulong v = i->Op1 == Instr.NoRegister ? i->Imm : s.Gpr[i->Op1];
         s.Gpr[i->Op0] = i->OpSize == 8 ? v : (uint)v;
