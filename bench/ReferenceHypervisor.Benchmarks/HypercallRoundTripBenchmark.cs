@@ -45,6 +45,7 @@ public class HypercallRoundTripBenchmark
     {
         var a = new Assembler(32);
         Label again = a.CreateLabel(), loop = a.CreateLabel();
+        a.mov(esp, Load + 0x4000);
         a.mov(ecx, 0x40000000);
         a.mov(eax, HypercallPage);
         a.xor(edx, edx);
