@@ -35,7 +35,9 @@ public static class VmcsBuilder
 
     /// <summary>
     /// Adjusts and writes the five control fields. <see cref="PrimaryProcessorBasedControls.ActivateSecondaryControls"/>
-    /// is set when <paramref name="secondary"/> is non-empty. Throws <see cref="VmxCapabilityException"/> naming bits the processor cannot satisfy.
+    /// is set when <paramref name="secondary"/> is non-empty; the "host address-space size" exit control already in the VMCS
+    /// (from <see cref="SetHostState"/>) is kept, so the two may be called in either order. Throws
+    /// <see cref="VmxCapabilityException"/> naming bits the processor cannot satisfy.
     /// </summary>
     public static void SetControls(Vmcs vmcs, VmxCapabilities capabilities, PinBasedControls pin, PrimaryProcessorBasedControls primary,
         SecondaryProcessorBasedControls secondary, VmExitControls exit, VmEntryControls entry)
@@ -44,6 +46,7 @@ public static class VmcsBuilder
         ArgumentNullException.ThrowIfNull(capabilities);
         if (secondary != SecondaryProcessorBasedControls.None)
             primary |= PrimaryProcessorBasedControls.ActivateSecondaryControls;
+        exit |= (VmExitControls)vmcs.Read(VmcsField.VmExitControls) & VmExitControls.HostAddressSpaceSize;
         vmcs.Write(VmcsField.PinBasedVmExecutionControls, (uint)capabilities.Adjust(pin));
         vmcs.Write(VmcsField.PrimaryProcessorBasedVmExecutionControls, (uint)capabilities.Adjust(primary));
         vmcs.Write(VmcsField.SecondaryProcessorBasedVmExecutionControls, (uint)capabilities.Adjust(secondary));

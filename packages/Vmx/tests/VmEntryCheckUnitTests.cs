@@ -34,6 +34,17 @@ public class VmEntryCheckUnitTests
     }
 
     [Fact]
+    public void Host_state_and_guest_setup_compose_in_either_order()
+    {
+        var caps = CapabilityTests.Sample();
+        var v = new Vmcs();
+        VmcsBuilder.SetHostState(v, HostState);
+        VmcsBuilder.SetPvh32Guest(v, caps, EptPointer.Create(new MachineFrameNumber(0x100)), 0x10_0000);
+        Assert.True(v.VmExitControls.HasFlag(VmExitControls.HostAddressSpaceSize));
+        Assert.True(new VmEntryChecks(caps).Check(v, Host64).Succeeded);
+    }
+
+    [Fact]
     public void Pvh_guest_state_follows_the_pvh_abi()
     {
         var caps = CapabilityTests.Sample();
