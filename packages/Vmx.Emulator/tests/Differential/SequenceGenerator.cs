@@ -433,6 +433,10 @@ internal sealed class SequenceGenerator
             setup.Add(Instruction.Create(wide ? Code.Mov_r64_rm64 : Code.Mov_r32_rm32, wide ? Register.RDX : Register.EDX, high));
         }
 
+        // Now and then read RSP, R14 or R15 (never written) through an operand the instruction only reads.
+        if (_r.Next(8) == 0 && !(m is Mnemonic.Bt or Mnemonic.Bts or Mnemonic.Btr or Mnemonic.Btc && ins.Op0Kind == OpKind.Memory))
+            UseReservedSource(ref ins);
+
         // The stack must stay inside the compared pages.
         int delta = StackDelta(ins);
         if (Math.Abs(_depth + delta) > MaxStackDepth)
@@ -457,6 +461,26 @@ internal sealed class SequenceGenerator
         Retire(ins, count);
         _depth += delta;
         return true;
+    }
+
+    private readonly InstructionInfoFactory _info = new();
+    private static readonly int[] Reserved = [4, 14, 15];
+
+    private void UseReservedSource(ref Instruction ins)
+    {
+        var info = _info.GetInfo(ins);
+        for (int i = 0; i < ins.OpCount; i++)
+        {
+            if (ins.GetOpKind(i) != OpKind.Register || info.GetOpAccess(i) != OpAccess.Read)
+                continue;
+            var reg = ins.GetOpRegister(i);
+            if (!reg.IsGPR() || reg is Register.CL || reg is >= Register.AH and <= Register.BH)
+                continue;
+            var candidate = Gpr(reg.GetSize(), Reserved[_r.Next(Reserved.Length)]);
+            // Implicit operands (AL/AX/EAX/RAX forms) cannot be renamed; the encoder rejects them below.
+            ins.SetOpRegister(i, candidate);
+            return;
+        }
     }
 
     private static bool IsShift(Mnemonic m) =>
