@@ -102,12 +102,13 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         if ((_primary & PrimaryProcessorBasedControls.UseIoBitmaps) != 0)
         {
             // SDM Vol. 3C §25.6.4: bitmap A covers ports 0000-7FFF, B covers 8000-FFFF (machine-physical addresses).
-            _memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapAAddress), _ioBitmaps.AsSpan(0, 4096));
-            _memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapBAddress), _ioBitmaps.AsSpan(4096, 4096));
+            // A bitmap outside machine memory reads as all ones: every access exits (fail safe).
+            if (!_memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapAAddress), _ioBitmaps.AsSpan(0, 4096))) _ioBitmaps.AsSpan(0, 4096).Fill(0xFF);
+            if (!_memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapBAddress), _ioBitmaps.AsSpan(4096, 4096))) _ioBitmaps.AsSpan(4096, 4096).Fill(0xFF);
         }
         if ((_primary & PrimaryProcessorBasedControls.UseMsrBitmaps) != 0)
         {
-            _memory.TryReadMachinePhysical(vmcs.Read(VmcsField.MsrBitmapsAddress), _msrBitmap);
+            if (!_memory.TryReadMachinePhysical(vmcs.Read(VmcsField.MsrBitmapsAddress), _msrBitmap)) _msrBitmap.AsSpan().Fill(0xFF);
         }
     }
 

@@ -33,9 +33,9 @@ internal sealed unsafe class BlockDecoder
         while (count < MaxInstructions)
         {
             decoder.Decode(out Instruction ins);
-            if (decoder.LastError == DecoderError.NoMoreBytes)
+            if (decoder.LastError == DecoderError.NoMoreBytes && (count > 0 || available == inPage))
             {
-                if (count > 0) break; // the next instruction crosses the page: it starts its own block
+                if (count > 0) break; // the next instruction crosses the page (or the fetched bytes): it starts its own block
                 // The first instruction crosses into the next page: fetch up to 15 more bytes.
                 ulong nextLin = (lin + (ulong)inPage) & _core.LinearMask;
                 byte* next = _core.HostPointer(nextLin, MemoryAccess.Execute);
@@ -53,7 +53,7 @@ internal sealed unsafe class BlockDecoder
             }
             count++;
             offset += ins.Length;
-            if (EndsBlock(in ins)) break;
+            if (EndsBlock(in ins) || offset >= inPage) break; // a block never runs on into the next page
         }
         byte[] bytes = _buffer.AsSpan(0, offset).ToArray();
         return new Block(instrs, count, lin, phys, bitness, lastPage, bytes, epoch);

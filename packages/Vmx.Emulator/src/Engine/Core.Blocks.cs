@@ -7,6 +7,9 @@ internal sealed unsafe partial class Core
 {
     private const int FastLookupSize = 4096;
 
+    /// <summary>Decoded blocks kept before the cache is dropped wholesale (bounds host memory a guest can consume).</summary>
+    private const int MaxCachedBlocks = 1 << 18;
+
     private Dictionary<ulong, Block> _blocks = null!;
     private Dictionary<ulong, List<Block>> _codeFrames = null!;
     private Block?[] _fastLookup = null!;
@@ -66,6 +69,10 @@ internal sealed unsafe partial class Core
     /// <summary>Registers a freshly decoded block (cold path).</summary>
     internal void AddBlock(Block b)
     {
+        if (_blocks.Count >= MaxCachedBlocks)
+        {
+            FlushAll();
+        }
         _blocks[Block.Key(b.PhysicalIp, b.Bitness)] = b;
         AddFrame(b.PhysicalIp & ~0xFFFUL, b);
         if (b.LastPhysicalPage != (b.PhysicalIp & ~0xFFFUL)) AddFrame(b.LastPhysicalPage, b);

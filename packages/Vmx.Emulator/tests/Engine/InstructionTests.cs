@@ -474,4 +474,25 @@ public unsafe class InstructionTests
             Assert.Equal(0x3F8UL << 16, r2.Qualification);
         }
     }
+
+    [Fact]
+    public void Instruction_crossing_a_page_boundary_and_the_code_after_it()
+    {
+        var g = new GuestRunner(64);
+        using (g)
+        {
+            byte[] code = { 0xB8, 0x44, 0x33, 0x22, 0x11, 0xBB, 0x01, 0x00, 0x00, 0x00, 0xF4 }; // mov eax, imm; mov ebx, 1; hlt
+            code.CopyTo(g.Machine.Memory.Slice(0x1FFE));
+            g.S.Rip = 0x1FFE;
+            var r = g.Machine.Run();
+            Assert.Equal(FlatStopReason.Halt, r.Reason);
+            Assert.Equal(0x11223344UL, g.Reg(0));
+            Assert.Equal(1UL, g.Reg(3));
+            // Rewriting the second page re-decodes the crossing instruction.
+            g.Machine.Memory[0x2000] = 0x55;
+            g.S.Rip = 0x1FFE;
+            g.Machine.Run();
+            Assert.Equal(0x11225544UL, g.Reg(0));
+        }
+    }
 }
