@@ -100,6 +100,7 @@ internal static unsafe partial class HandlerTable
 
             case Mnemonic.Mov:
                 if (op.OpCount == 2 && op.GetOpKind(1) == OpCodeOperandKind.seg_reg) Set(t, code, &DataMovement.MovFromSreg);
+                else if (op.OpCount == 2 && op.GetOpKind(0) == OpCodeOperandKind.seg_reg) Set(t, code, &Segments.MovToSreg);
                 else if (!HasSystemRegister(op)) Set(t, code, &DataMovement.MovRegFast);
                 break;
             case Mnemonic.Movzx: Set(t, code, &DataMovement.MovExtend, 0); break;
@@ -127,7 +128,8 @@ internal static unsafe partial class HandlerTable
                 else Set(t, code, &Stack.Push, StackOperandSize(op));
                 break;
             case Mnemonic.Pop:
-                if (!(op.OpCount == 1 && IsSegmentKind(op.GetOpKind(0)))) Set(t, code, &Stack.Pop, StackOperandSize(op));
+                if (op.OpCount == 1 && IsSegmentKind(op.GetOpKind(0))) Set(t, code, &Segments.PopSreg, StackOperandSize(op));
+                else Set(t, code, &Stack.Pop, StackOperandSize(op));
                 break;
             case Mnemonic.Pusha: case Mnemonic.Pushad: Set(t, code, &Stack.Pusha, StackOperandSize(op)); break;
             case Mnemonic.Popa: case Mnemonic.Popad: Set(t, code, &Stack.Popa, StackOperandSize(op)); break;

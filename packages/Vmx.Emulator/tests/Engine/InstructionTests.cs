@@ -495,4 +495,38 @@ public unsafe class InstructionTests
             Assert.Equal(0x11225544UL, g.Reg(0));
         }
     }
+
+    [Fact]
+    public void Segment_loads_in_protected_mode_use_the_gdt()
+    {
+        var g = new GuestRunner(32);
+        using (g)
+        {
+            // GDT at 0x3000: null, null, code (0x10), data with base 0x10000 (0x18).
+            BitConverter.GetBytes(0x00CF9A000000FFFFUL).CopyTo(g.Machine.Memory.Slice(0x3010));
+            BitConverter.GetBytes(0x00CF92010000FFFFUL).CopyTo(g.Machine.Memory.Slice(0x3018));
+            g.S.GdtrBase = 0x3000;
+            g.S.GdtrLimit = 0x1F;
+            var r = g.Run(a =>
+            {
+                a.mov(eax, 0x18); a.mov(ds, ax); a.mov(__dword_ptr[0x100], 0x5A5A5A5A);
+                a.push(0x18); a.pop(es); a.mov(bx, es);
+                a.mov(eax, 0x20); a.mov(fs, ax); // beyond the GDT limit: #GP(0x20)
+            });
+            Assert.Equal(FlatStopReason.Exception, r.Reason);
+            Assert.Equal(ExceptionVector.GP, r.Vector);
+            Assert.Equal(0x20u, r.ErrorCode);
+            Assert.Equal(0x5A5A5A5Au, BitConverter.ToUInt32(g.Machine.Memory.Slice(0x10100, 4)));
+            Assert.Equal(0x18UL, g.Reg(3) & 0xFFFF);
+            Assert.Equal(0x10000UL, g.S.Es.Base);
+            Assert.Equal(GuestRunner.StackTop, g.Reg(4));
+        }
+    }
+
+    [Fact]
+    public void Segment_loads_in_real_mode_scale_the_selector()
+    {
+        var (g, _) = Run(a => { a.mov(ax, 0x1234); a.mov(ds, ax); a.mov(__byte_ptr[0x10], 0x77); }, bitness: 16);
+        using (g) Assert.Equal(0x77, g.Machine.Memory[0x12340 + 0x10]);
+    }
 }
