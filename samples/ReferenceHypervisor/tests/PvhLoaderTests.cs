@@ -158,6 +158,15 @@ public class PvhLoaderTests
         Assert.False(image.Is64Bit);
     }
 
+    [Fact]
+    public void Loader_layout_constants_match_VmmKit_Hypercall_structs()
+    {
+        Assert.Equal(PvhLoader.StartInfoSize, System.Runtime.CompilerServices.Unsafe.SizeOf<Hypercall.HvmStartInfo>());
+        Assert.Equal(PvhLoader.ModlistEntrySize, System.Runtime.CompilerServices.Unsafe.SizeOf<Hypercall.HvmModlistEntry>());
+        Assert.Equal(PvhLoader.MemmapEntrySize, System.Runtime.CompilerServices.Unsafe.SizeOf<Hypercall.HvmMemmapTableEntry>());
+        Assert.Equal(PvhLoader.StartInfoMagic, Hypercall.HvmStartInfo.MagicValue);
+    }
+
     private static string Mutate(byte[] good, Action<byte[]> change)
     {
         var f = (byte[])good.Clone();
