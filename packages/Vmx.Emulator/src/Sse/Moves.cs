@@ -220,6 +220,38 @@ internal static unsafe class Moves
         return ExecStatus.Continue;
     }
 
+    /// <summary>PEXTRW r32/r64, xmm, imm8: word imm8[2:0] zero-extended into the register.</summary>
+    public static int Pextrw(Core c, Instr* i)
+    {
+        int st = SseState.Check(c);
+        if (st != ExecStatus.Continue)
+            return st;
+        ushort w = SseState.X(c, i->Op1).AsUInt16().GetElement((int)(i->Imm & 7));
+        c.SetReg(i->Op0, i->OpSize == 8 ? 8 : 4, w);
+        return ExecStatus.Continue;
+    }
+
+    /// <summary>PINSRW xmm, r32/m16, imm8: the low word of the source into word imm8[2:0].</summary>
+    public static int Pinsrw(Core c, Instr* i)
+    {
+        int st = SseState.Check(c);
+        if (st != ExecStatus.Continue)
+            return st;
+        ulong v;
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            if (!c.Read(c.LinearAddress(i), 2, out v))
+                return ExecStatus.Event;
+        }
+        else
+        {
+            v = c.GetReg(i->Op1, 4);
+        }
+        ref Vector128<byte> d = ref SseState.X(c, i->Op0);
+        d = d.AsUInt16().WithElement((int)(i->Imm & 7), (ushort)v).AsByte();
+        return ExecStatus.Continue;
+    }
+
     /// <summary>Bits of MXCSR software may set (MXCSR_MASK as FXSAVE reports it: FZ, RC, masks, DAZ, flags).</summary>
     public const uint MxcsrMask = 0xFFFF;
 

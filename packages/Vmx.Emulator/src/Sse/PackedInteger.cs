@@ -17,6 +17,7 @@ internal enum PackedOp : byte
     Punpcklbw, Punpcklwd, Punpckldq, Punpcklqdq, Punpckhbw, Punpckhwd, Punpckhdq, Punpckhqdq,
     Packsswb, Packssdw, Packuswb,
     Psllw, Pslld, Psllq, Psrlw, Psrld, Psrlq, Psraw, Psrad,
+    Pavgb, Pavgw, Psadbw, Pmaddwd,
 }
 
 /// <summary>
@@ -112,6 +113,34 @@ internal static unsafe class PackedInteger
             case PackedOp.Packsswb: return PackSignedWords(a, b);
             case PackedOp.Packssdw: return PackSignedDwords(a, b);
             case PackedOp.Packuswb: return PackUnsignedWords(a, b);
+            case PackedOp.Pavgb:
+            {
+                // PAVGB: (a + b + 1) >> 1 per unsigned byte, computed without overflow.
+                return (a | b) - ((a ^ b) >> 1);
+            }
+            case PackedOp.Pavgw:
+                return ((a.AsUInt16() | b.AsUInt16()) - ((a.AsUInt16() ^ b.AsUInt16()) >> 1)).AsByte();
+            case PackedOp.Psadbw:
+            {
+                // PSADBW: sum of |a - b| over each group of 8 bytes into the low word of each quadword.
+                ulong low = 0, high = 0;
+                for (int k = 0; k < 8; k++)
+                {
+                    low += (ulong)Math.Abs(a.GetElement(k) - b.GetElement(k));
+                    high += (ulong)Math.Abs(a.GetElement(k + 8) - b.GetElement(k + 8));
+                }
+                return Vector128.Create(low, high).AsByte();
+            }
+            case PackedOp.Pmaddwd:
+            {
+                // PMADDWD: pairs of signed word products summed into dwords (0x8000*0x8000*2 wraps to 0x80000000).
+                Span<int> r = stackalloc int[4];
+                var x = a.AsInt16();
+                var y = b.AsInt16();
+                for (int k = 0; k < 4; k++)
+                    r[k] = unchecked(x.GetElement(2 * k) * y.GetElement(2 * k) + x.GetElement(2 * k + 1) * y.GetElement(2 * k + 1));
+                return Vector128.Create((ReadOnlySpan<int>)r).AsByte();
+            }
             default:
             {
                 // Shift by the 64-bit count in the low quadword of the source (SDM PSLLW: "COUNT ← SRC[63:0]").

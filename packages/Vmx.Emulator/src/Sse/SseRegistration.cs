@@ -53,6 +53,18 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Movaps or Mnemonic.Movapd or Mnemonic.Movdqa:
                 Set(table, code, &Moves.Move128, sub: 1);
                 return;
+            case Mnemonic.Movntps or Mnemonic.Movntpd or Mnemonic.Movntdq:
+                // Non-temporal stores: the hint has no architectural effect; alignment is still required.
+                Set(table, code, &Moves.Move128, sub: 1);
+                return;
+            case Mnemonic.Pextrw:
+                // The r/m16 destination form (66 0F 3A 15) is SSE4.1, outside this subset.
+                if (op.GetOpKind(0) is OpCodeOperandKind.r32_reg or OpCodeOperandKind.r64_reg)
+                    Set(table, code, &Moves.Pextrw);
+                return;
+            case Mnemonic.Pinsrw:
+                Set(table, code, &Moves.Pinsrw);
+                return;
             case Mnemonic.Movups or Mnemonic.Movupd or Mnemonic.Movdqu:
                 Set(table, code, &Moves.Move128, sub: 0);
                 return;
@@ -147,6 +159,8 @@ internal static unsafe partial class HandlerTable
             Mnemonic.Psllw => PackedOp.Psllw, Mnemonic.Pslld => PackedOp.Pslld, Mnemonic.Psllq => PackedOp.Psllq,
             Mnemonic.Psrlw => PackedOp.Psrlw, Mnemonic.Psrld => PackedOp.Psrld, Mnemonic.Psrlq => PackedOp.Psrlq,
             Mnemonic.Psraw => PackedOp.Psraw, Mnemonic.Psrad => PackedOp.Psrad,
+            Mnemonic.Pavgb => PackedOp.Pavgb, Mnemonic.Pavgw => PackedOp.Pavgw, Mnemonic.Psadbw => PackedOp.Psadbw,
+            Mnemonic.Pmaddwd => PackedOp.Pmaddwd,
             _ => null,
         };
         if (packed is PackedOp p)

@@ -66,6 +66,8 @@ internal static class InstructionForms
         Mnemonic.Cvtpd2ps,
         Mnemonic.Shufps, Mnemonic.Shufpd, Mnemonic.Unpcklps, Mnemonic.Unpckhps, Mnemonic.Unpcklpd, Mnemonic.Unpckhpd,
         Mnemonic.Movmskps, Mnemonic.Movmskpd, Mnemonic.Stmxcsr,
+        Mnemonic.Pavgb, Mnemonic.Pavgw, Mnemonic.Psadbw, Mnemonic.Pmaddwd, Mnemonic.Pextrw, Mnemonic.Pinsrw,
+        Mnemonic.Movntps, Mnemonic.Movntpd, Mnemonic.Movntdq,
     ];
 
     private static readonly HashSet<OpCodeOperandKind> SupportedKinds =
@@ -85,6 +87,7 @@ internal static class InstructionForms
     private static readonly HashSet<Code> Excluded =
     [
         Code.Bswap_r16, // "When the BSWAP instruction references a 16-bit register, the result is undefined."
+        Code.Pextrw_r32m16_xmm_imm8, Code.Pextrw_r64m16_xmm_imm8, // SSE4.1 forms, outside the SSE2 subset
     ];
 
     public static readonly Code[] IntegerCodes = Select(Integer);
