@@ -22,9 +22,6 @@ internal sealed class DomainConsole
     /// <summary>Everything the guest printed so far (capped at <see cref="MaxTranscriptBytes"/>).</summary>
     public string Transcript => _transcript.ToString();
 
-    /// <summary>Raised once, when the guest completes its first line.</summary>
-    public event Action? FirstLine;
-
     /// <summary>Appends guest bytes (treated as Latin-1, as a serial terminal would).</summary>
     public void Write(ReadOnlySpan<byte> bytes)
     {
@@ -79,10 +76,5 @@ internal sealed class DomainConsole
         string line = _line.ToString();
         _line.Clear();
         _lineSink?.Invoke(line);
-        if (FirstLine is { } first)
-        {
-            FirstLine = null;
-            first();
-        }
     }
 }
