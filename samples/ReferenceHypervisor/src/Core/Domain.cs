@@ -196,9 +196,12 @@ internal sealed class Domain : IDisposable
         _ => $"reason {(uint)reason}",
     };
 
-    /// <summary>Returns the domain's frames to the machine.</summary>
+    /// <summary>Releases the vCPUs' processors and returns the domain's frames to the machine.</summary>
     public void Dispose()
     {
+        foreach (var vcpu in _vcpus)
+            (vcpu.Processor as IDisposable)?.Dispose();
+        _vcpus.Clear();
         Ept.Dispose();
         foreach (var (first, count) in _frames)
             Machine.Memory.FreeContiguous(first, count);
