@@ -194,6 +194,23 @@ public class GuestBootTests
         Assert.Equal(ExitCodes.StartFailure, RunCli("boot", "/nonexistent/kernel.elf").Code);
     }
 
+    [Fact]
+    public void The_cli_documents_exit_statuses_and_writes_the_demo_elf()
+    {
+        var (code, help, _) = RunCli("--help");
+        Assert.Equal(0, code);
+        Assert.Contains("0 poweroff", help);
+        Assert.Contains("8 the hypervisor crashed the domain", help);
+
+        string path = Path.Combine(Path.GetTempPath(), $"vmmkit-demo-{Environment.ProcessId}.elf");
+        Assert.Equal(0, RunCli("write-demo", path).Code);
+        Assert.True(ElfImage.TryParse(File.ReadAllBytes(path), out _, out string error), error);
+        var (bootCode, stdout, _) = RunCli("boot", path);
+        Assert.Equal(0, bootCode);
+        Assert.StartsWith(DemoGuest.Greeting, stdout);
+        File.Delete(path);
+    }
+
     private static string NativeChecksum(int iterations)
     {
         var psi = new ProcessStartInfo(GuestBuild.Path("workload-native"), iterations.ToString()) { RedirectStandardOutput = true };
