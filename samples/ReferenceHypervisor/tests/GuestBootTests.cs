@@ -44,7 +44,8 @@ public class GuestBootTests
     public void Hello_finds_xen_and_echoes_its_command_line()
     {
         var d = RunOne("hello.elf", "console=hvc0 answer=42");
-        Assert.Equal("Hello from a PVH guest!\nRunning on Xen 4.17\ncmdline: console=hvc0 answer=42\n", d.Console.Transcript);
+        Assert.Equal("Hello from a PVH guest!\nRunning on Xen 4.17\nCOM1: ok\nport 0xE9: ok\ncmdline: console=hvc0 answer=42\n", d.Console.Transcript);
+        Assert.True(d.Vcpus[0].ExitsFor(Vmx.VmxExitReason.IoInstruction) >= 10);
         Assert.Equal(ExitCodes.Poweroff, ExitCodes.For(d));
         Assert.True(d.Vcpus[0].ExitsFor(Vmx.VmxExitReason.Vmcall) >= 5);
         Assert.True(d.Vcpus[0].ExitsFor(Vmx.VmxExitReason.Cpuid) >= 2);
