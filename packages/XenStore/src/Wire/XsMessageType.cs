@@ -51,13 +51,13 @@ public enum XsMessageType : uint
     ResetWatches = 21,
     /// <summary><c>XS_DIRECTORY_PART</c>: a slice of a long child list with the node's generation count.</summary>
     DirectoryPart = 22,
-    /// <summary><c>XS_GET_FEATURE</c> (Xen 4.21 xs_wire.h): the server's or a domain's feature bitmap.</summary>
+    /// <summary><c>XS_GET_FEATURE</c> (newer than Debian's 4.17 header; number from Xen's docs/misc/xenstore.txt): the server's or a domain's feature bitmap.</summary>
     GetFeature = 23,
-    /// <summary><c>XS_SET_FEATURE</c> (Xen 4.21 xs_wire.h): set a domain's feature bitmap.</summary>
+    /// <summary><c>XS_SET_FEATURE</c> (newer than Debian's 4.17 header; number from Xen's docs/misc/xenstore.txt): set a domain's feature bitmap.</summary>
     SetFeature = 24,
-    /// <summary><c>XS_GET_QUOTA</c> (Xen 4.21 xs_wire.h): list quota names or read a global or per-domain quota.</summary>
+    /// <summary><c>XS_GET_QUOTA</c> (newer than Debian's 4.17 header; number from Xen's docs/misc/xenstore.txt): list quota names or read a global or per-domain quota.</summary>
     GetQuota = 25,
-    /// <summary><c>XS_SET_QUOTA</c> (Xen 4.21 xs_wire.h): set a global or per-domain quota.</summary>
+    /// <summary><c>XS_SET_QUOTA</c> (newer than Debian's 4.17 header; number from Xen's docs/misc/xenstore.txt): set a global or per-domain quota.</summary>
     SetQuota = 26,
     /// <summary><c>XS_TYPE_COUNT</c>: the number of valid types.</summary>
     TypeCount = 27,
