@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <xen/xen.h>
-#include "start_info.h"
+#include <xen/arch-x86/hvm/start_info.h>   /* struct hvm_start_info (PVH boot protocol) */
 
 /* Set by the runtime before guest_main runs. */
 extern const struct hvm_start_info *start_info;
