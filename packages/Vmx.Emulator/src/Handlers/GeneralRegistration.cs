@@ -162,12 +162,20 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Jmp:
                 if (code.IsJmpShortOrNear()) Set(t, code, &ControlFlow.JmpRel);
                 else if (code.IsJmpNearIndirect()) Set(t, code, &ControlFlow.JmpIndirect);
+                else if (FarOperandSize(code) != 0) Set(t, code, &FarTransfers.JmpFar, FarOperandSize(code), End);
                 break;
             case Mnemonic.Call:
                 if (code.IsCallNear()) Set(t, code, &ControlFlow.CallRel, StackOperandSize(op));
                 else if (code.IsCallNearIndirect()) Set(t, code, &ControlFlow.CallIndirect, StackOperandSize(op));
+                else if (FarOperandSize(code) != 0) Set(t, code, &FarTransfers.CallFar, FarOperandSize(code), End);
                 break;
             case Mnemonic.Ret: Set(t, code, &ControlFlow.Ret, StackOperandSize(op)); break;
+            case Mnemonic.Retf: Set(t, code, &FarTransfers.RetFar, FarOperandSize(code), End); break;
+            case Mnemonic.Iret: case Mnemonic.Iretd: case Mnemonic.Iretq: Set(t, code, &FarTransfers.Iret, FarOperandSize(code), End); break;
+            case Mnemonic.Lgdt: Set(t, code, &DescriptorTables.Load, 0, End, DescriptorTableSize(code)); break;
+            case Mnemonic.Lidt: Set(t, code, &DescriptorTables.Load, DescriptorTables.Idt, End, DescriptorTableSize(code)); break;
+            case Mnemonic.Sgdt: Set(t, code, &DescriptorTables.Store, 0, End, DescriptorTableSize(code)); break;
+            case Mnemonic.Sidt: Set(t, code, &DescriptorTables.Store, DescriptorTables.Idt, End, DescriptorTableSize(code)); break;
             case Mnemonic.Loop: Set(t, code, &ControlFlow.Loop, 0); break;
             case Mnemonic.Loope: Set(t, code, &ControlFlow.Loop, 1); break;
             case Mnemonic.Loopne: Set(t, code, &ControlFlow.Loop, 2); break;
@@ -214,6 +222,23 @@ internal static unsafe partial class HandlerTable
                 break;
         }
     }
+
+    /// <summary>Operand size in bytes of far JMP/CALL/RET and IRET forms (0 for anything else).</summary>
+    private static byte FarOperandSize(Code code) => code switch
+    {
+        Code.Jmp_ptr1616 or Code.Jmp_m1616 or Code.Call_ptr1616 or Code.Call_m1616 or Code.Retfw or Code.Retfw_imm16 or Code.Iretw => 2,
+        Code.Jmp_ptr1632 or Code.Jmp_m1632 or Code.Call_ptr1632 or Code.Call_m1632 or Code.Retfd or Code.Retfd_imm16 or Code.Iretd => 4,
+        Code.Jmp_m1664 or Code.Call_m1664 or Code.Retfq or Code.Retfq_imm16 or Code.Iretq => 8,
+        _ => 0,
+    };
+
+    /// <summary>Operand size of LGDT/LIDT/SGDT/SIDT forms (the _16 forms have a 24-bit LGDT base).</summary>
+    private static byte DescriptorTableSize(Code code) => code switch
+    {
+        Code.Lgdt_m1632_16 or Code.Lidt_m1632_16 or Code.Sgdt_m1632_16 or Code.Sidt_m1632_16 => 2,
+        Code.Lgdt_m1664 or Code.Lidt_m1664 or Code.Sgdt_m1664 or Code.Sidt_m1664 => 8,
+        _ => 4,
+    };
 
     private static bool IsSetcc(Mnemonic m) => m is Mnemonic.Seta or Mnemonic.Setae or Mnemonic.Setb or Mnemonic.Setbe or Mnemonic.Sete
         or Mnemonic.Setg or Mnemonic.Setge or Mnemonic.Setl or Mnemonic.Setle or Mnemonic.Setne or Mnemonic.Setno or Mnemonic.Setnp
