@@ -19,7 +19,8 @@ public static class EmulatedCapabilities
     // Default1 bits (SDM A.3.2): 1, 4-6, 8, 13-16, 26; the true MSR lets them be 0.
     private const uint PrimaryDefault1 = (1u << 1) | (7u << 4) | (1u << 8) | (0xFu << 13) | (1u << 26);
 
-    private const uint SecondaryAllowed = (uint)(SecondaryProcessorBasedControls.EnableEpt | SecondaryProcessorBasedControls.UnrestrictedGuest);
+    private const uint SecondaryAllowed = (uint)(SecondaryProcessorBasedControls.EnableEpt | SecondaryProcessorBasedControls.UnrestrictedGuest
+        | SecondaryProcessorBasedControls.DescriptorTableExiting);
 
     private const uint ExitAllowed = (uint)(VmExitControls.HostAddressSpaceSize | VmExitControls.SaveIa32Efer | VmExitControls.LoadIa32Efer
         | VmExitControls.SaveVmxPreemptionTimerValue) | ExitDefault1;

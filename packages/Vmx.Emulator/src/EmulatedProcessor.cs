@@ -96,6 +96,10 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         _pfecMask = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMask);
         _pfecMatch = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMatch);
         _core.RdtscExiting = (_primary & PrimaryProcessorBasedControls.RdtscExiting) != 0;
+        // SDM Vol. 3C §25.6.2: the secondary controls apply only with "activate secondary controls".
+        var secondary = (_primary & PrimaryProcessorBasedControls.ActivateSecondaryControls) != 0
+            ? (SecondaryProcessorBasedControls)vmcs.Read(VmcsField.SecondaryProcessorBasedVmExecutionControls) : 0;
+        _core.DescriptorTableExiting = (secondary & SecondaryProcessorBasedControls.DescriptorTableExiting) != 0;
         _core.S.TscOffset = (_primary & PrimaryProcessorBasedControls.UseTscOffsetting) != 0 ? vmcs.Read(VmcsField.TscOffset) : 0;
         Array.Clear(_ioBitmaps);
         Array.Clear(_msrBitmap);
@@ -232,7 +236,7 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         {
             BasicExitReason.EptViolation => exit with { GuestPhysicalAddress = e.GuestPhysical, GuestLinearAddress = e.GuestLinear },
             BasicExitReason.EptMisconfiguration => exit with { GuestPhysicalAddress = e.GuestPhysical },
-            _ => exit with { InstructionLength = (uint)e.InstructionLength },
+            _ => exit with { InstructionLength = (uint)e.InstructionLength, InstructionInformation = e.InstructionInformation },
         };
     }
 

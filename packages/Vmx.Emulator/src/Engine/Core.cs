@@ -30,6 +30,8 @@ internal sealed unsafe partial class Core : IDisposable
     public int StopBlock;
     /// <summary>Exit policy: RDTSC causes a VM exit instead of executing.</summary>
     public bool RdtscExiting;
+    /// <summary>Exit policy: LGDT/LIDT/SGDT/SIDT cause a VM exit (secondary control "descriptor-table exiting").</summary>
+    public bool DescriptorTableExiting;
     /// <summary>Exit policy: I/O instructions; null = every port exits (see <see cref="IoExits"/>).</summary>
     public Func<ushort, int, bool>? IoExitFilter;
     /// <summary>Exit policy: RDMSR/WRMSR (msr, isWrite); null = every MSR access exits.</summary>

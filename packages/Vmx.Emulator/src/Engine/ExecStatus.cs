@@ -40,6 +40,8 @@ internal static class BasicExitReason
     public const uint Rdmsr = 31;
     public const uint Wrmsr = 32;
     public const uint Pause = 40;
+    /// <summary>LGDT, LIDT, SGDT or SIDT with "descriptor-table exiting".</summary>
+    public const uint GdtrIdtrAccess = 46;
     public const uint EptViolation = 48;
     public const uint EptMisconfiguration = 49;
     public const uint PreemptionTimer = 52;
@@ -90,4 +92,6 @@ internal struct PendingEvent
     public ulong GuestLinear;
     /// <summary>Length of the instruction that caused an instruction exit.</summary>
     public int InstructionLength;
+    /// <summary>VM-exit instruction information (SDM Vol. 3C §28.2.5) for exits that report it.</summary>
+    public uint InstructionInformation;
 }

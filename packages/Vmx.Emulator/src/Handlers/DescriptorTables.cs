@@ -6,7 +6,8 @@ namespace VmmKit.Vmx.Emulator.Handlers;
 /// LGDT / LIDT / SGDT / SIDT (SDM Vol. 2A "LGDT/LIDT—Load Global/Interrupt Descriptor Table Register",
 /// Vol. 2B "SGDT—Store Global Descriptor Table Register", "SIDT—Store Interrupt Descriptor Table Register").
 /// Sub bit 0 = IDTR (else GDTR); <see cref="Instr.OpSize"/> is overridden at registration with the operand size (2, 4, 8).
-/// The VMX "descriptor-table exiting" control (exit reason 46) is not modelled yet: these never exit.
+/// With the VMX secondary control "descriptor-table exiting" they cause VM exit 46 (GDTR/IDTR access, SDM Vol. 3C
+/// §26.1.3) after the privilege checks (§26.1.1: privilege-based faults have priority) and before the memory access.
 /// </summary>
 internal static unsafe class DescriptorTables
 {
@@ -23,6 +24,7 @@ internal static unsafe class DescriptorTables
         // SDM LGDT: #GP(0) if CPL != 0; #UD with a register operand (Iced decodes mod = 11 as other instructions).
         if (i->Op0 != Instr.MemoryOperand) return c.RaiseUD();
         if (NotCpl0(c)) return c.RaiseGP0();
+        if (c.DescriptorTableExiting) return Exit(c, i, load: true);
         ulong lin = c.LinearAddress(i);
         if (!c.Read(lin, 2, out ulong limit)) return ExecStatus.Event;
         ulong baseAddr;
@@ -50,6 +52,7 @@ internal static unsafe class DescriptorTables
         if (i->Op0 != Instr.MemoryOperand) return c.RaiseUD();
         // SDM SGDT: with CR4.UMIP = 1, CPL > 0 is #GP(0).
         if ((c.S.Cr4 & (1UL << 11)) != 0 && NotCpl0(c)) return c.RaiseGP0();
+        if (c.DescriptorTableExiting) return Exit(c, i, load: false);
         ref CpuState s = ref c.S;
         bool idt = (i->Sub & Idt) != 0;
         ulong limit = idt ? s.IdtrLimit : s.GdtrLimit;
@@ -63,6 +66,26 @@ internal static unsafe class DescriptorTables
         if (!c.Write(lin, 2, limit)) return ExecStatus.Event;
         if (!c.Write(baseLin, baseSize, baseSize == 4 ? (uint)baseAddr : baseAddr)) return ExecStatus.Event;
         return ExecStatus.Continue;
+    }
+
+    /// <summary>
+    /// VM exit 46 with the instruction information of SDM Vol. 3C table 28-10 (GDTR/IDTR access): scaling (1:0),
+    /// address size (9:7), operand size 32 (11), segment (17:15), index (21:18) and invalid (22), base (26:23) and
+    /// invalid (27), identity SGDT 0 / SIDT 1 / LGDT 2 / LIDT 3 (29:28). The exit qualification is the displacement.
+    /// RIP-relative operands report no base and the decoded absolute address as the displacement.
+    /// </summary>
+    private static int Exit(Core c, Instr* i, bool load)
+    {
+        uint info = i->MemScaleShift & 3u;
+        info |= (uint)(i->AddrSize == 8 ? 2 : i->AddrSize == 4 ? 1 : 0) << 7;
+        if (i->OpSize != 2) info |= 1u << 11;
+        info |= (uint)(i->MemSeg & 7) << 15;
+        info |= i->MemIndex == Instr.NoRegister ? 1u << 22 : (uint)(i->MemIndex & 15) << 18;
+        info |= i->MemBase == Instr.NoRegister ? 1u << 27 : (uint)(i->MemBase & 15) << 23;
+        info |= (uint)((load ? 2 : 0) | ((i->Sub & Idt) != 0 ? 1 : 0)) << 28;
+        int status = c.RaiseExit(i, BasicExitReason.GdtrIdtrAccess, (ulong)i->Disp);
+        c.Event.InstructionInformation = info;
+        return status;
     }
 
     /// <summary>48-bit canonical check (SDM Vol. 1 §3.3.7.1).</summary>

@@ -228,4 +228,27 @@ public unsafe class FarTransferTests
         Assert.Equal(RflagsBits.CF, g.Flags & RflagsBits.CF);
         Assert.Equal(64, g.Machine.Bitness);
     }
+
+    [Fact]
+    public void Descriptor_table_exiting_reports_exit_46_with_instruction_information()
+    {
+        using var g = new GuestRunner(32);
+        g.Machine.Core.DescriptorTableExiting = true;
+        var r = g.Run(a => a.lidt(__[esi + ebx * 4 + 0x10]));
+        Assert.Equal(FlatStopReason.Exit, r.Reason);
+        Assert.Equal(46u, r.ExitReason);
+        Assert.Equal(0x10UL, r.Qualification);
+        // scale 4 (2), address size 32 (1 << 7), operand size 32 (bit 11), DS (3), index EBX (3), base ESI (6), LIDT (3).
+        uint expected = 2u | (1u << 7) | (1u << 11) | (3u << 15) | (3u << 18) | (6u << 23) | (3u << 28);
+        Assert.Equal(expected, g.Machine.Core.Event.InstructionInformation);
+        Assert.Equal(GuestRunner.CodeAddress, g.S.Rip);
+        // Privilege faults come before the exit (SDM Vol. 3C §26.1.1).
+        g.S.Cs.Selector |= 3;
+        r = g.Run(a => a.sgdt(__[0x100]));
+        Assert.Equal(FlatStopReason.Exit, r.Reason); // SGDT is not privileged without CR4.UMIP
+        Assert.Equal((1u << 27) | (1u << 22) | (1u << 7) | (1u << 11) | (3u << 15), g.Machine.Core.Event.InstructionInformation);
+        r = g.Run(a => a.lgdt(__[0x100]));
+        Assert.Equal(FlatStopReason.Exception, r.Reason);
+        Assert.Equal(ExceptionVector.GP, r.Vector);
+    }
 }
