@@ -57,6 +57,7 @@ internal static unsafe class FarTransfers
         d = default;
         uint selError = (uint)(selector & ~3);
         if ((selector & ~3) == 0) { c.RaiseException(ExceptionVector.GP, 0); return false; } // null selector: #GP(0)
+        c.Event = default; // a stale event from an earlier exit must not be mistaken for a fault of this read
         if (!c.ReadDescriptor(selector, out d))
         {
             if (c.Event.Kind != EventKind.None && c.Event.Kind != EventKind.Exception) return false; // EPT exit reading the GDT

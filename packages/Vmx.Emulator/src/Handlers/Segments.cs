@@ -59,6 +59,7 @@ internal static unsafe class Segments
             c.RefreshMode();
             return true;
         }
+        c.Event = default; // a stale event from an earlier exit must not be mistaken for a fault of this read
         if (!c.ReadDescriptor(selector, out SegmentRegister d))
         {
             if (c.Event.Kind != EventKind.None && c.Event.Kind != EventKind.Exception) return false; // EPT exit while reading the GDT

@@ -171,6 +171,11 @@ public unsafe class FarTransferTests
         r = g.Run(a => a.db(0xEA, 0x00, 0x10, 0x00, 0x00, 0x18, 0x00)); // ljmp 0x18:0x1000
         Assert.Equal(ExceptionVector.NP, r.Vector);
         Assert.Equal(0x18u, r.ErrorCode);
+        g.Run(a => a.cpuid()); // leaves a VM-exit event behind; the next fault must not be mistaken for it
+        r = g.Run(a => a.db(0xEA, 0x00, 0x10, 0x00, 0x00, 0x28, 0x00)); // ljmp 0x28:0x1000, beyond the GDT limit
+        Assert.Equal(FlatStopReason.Exception, r.Reason);
+        Assert.Equal(ExceptionVector.GP, r.Vector);
+        Assert.Equal(0x28u, r.ErrorCode);
         r = g.Run(a => a.db(0xEA, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00)); // null selector
         Assert.Equal(ExceptionVector.GP, r.Vector);
         Assert.Equal(0u, r.ErrorCode);
