@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 # Oracles and toolchains (DESIGN.md §6): gcc for guests and ABI layouts, Xen's public headers,
 # Debian's xenstore-utils, Bochs with VMX+EPT, QEMU for speed comparisons.
-apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios qemu-system-x86)
+apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
