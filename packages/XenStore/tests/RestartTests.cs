@@ -9,7 +9,7 @@ namespace VmmKit.XenStore.Tests;
 /// <summary>Dump, kill, restore (as Xen's live update): every node, permission and watch is back.</summary>
 public class RestartTests
 {
-    private static async Task<SortedDictionary<string, string>> SnapshotAsync(XenStoreClient c)
+    internal static async Task<SortedDictionary<string, string>> SnapshotAsync(XenStoreClient c)
     {
         var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
         var stack = new Stack<string>();

@@ -22,7 +22,15 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     private readonly Lock _gate;
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Task> _pumps = [];
-    private readonly List<Socket> _listeners = [];
+    private readonly List<Listener> _listeners = [];
+    private readonly Dictionary<string, Socket> _adoptedListeners = new(StringComparer.Ordinal);
+    private volatile bool _handingOver;
+
+    /// <summary>A listening socket and the <see cref="RunAsync"/> loop serving it.</summary>
+    private sealed record Listener(Socket Socket, string Path)
+    {
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
 
     /// <summary>Creates a daemon with an empty store (just <c>/</c>, <c>/tool</c> and <c>/tool/xenstored</c>).</summary>
     public XenStoreDaemon(XenStoreDaemonOptions? options = null)
@@ -67,6 +75,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     public async Task RunAsync(string socketPath, CancellationToken cancellationToken)
     {
         var listener = Listen(socketPath);
+        var socket = listener.Socket;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
         try
         {
@@ -75,7 +84,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 Socket client;
                 try
                 {
-                    client = await listener.AcceptAsync(linked.Token).ConfigureAwait(false);
+                    client = await socket.AcceptAsync(linked.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
@@ -85,15 +94,20 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 {
                     break;
                 }
-                ServeStream(new NetworkStream(client, ownsSocket: true), XsConnectionKind.Socket, 0);
+                ServeSocket(client);
             }
         }
         finally
         {
-            listener.Dispose();
-            lock (_gate)
-                _listeners.Remove(listener);
-            TryDelete(socketPath);
+            // On a live update the listening socket (and its file) stay for the new daemon to adopt.
+            if (!_handingOver)
+            {
+                socket.Dispose();
+                lock (_gate)
+                    _listeners.Remove(listener);
+                TryDelete(socketPath);
+            }
+            listener.Done.TrySetResult();
         }
     }
 
@@ -110,8 +124,18 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         return 0;
     }
 
-    private Socket Listen(string socketPath)
+    private Listener Listen(string socketPath)
     {
+        Socket? adopted;
+        lock (_gate)
+        {
+            if (_adoptedListeners.Remove(socketPath, out adopted))
+            {
+                var entry = new Listener(adopted, socketPath);
+                _listeners.Add(entry);
+                return entry;
+            }
+        }
         string? dir = Path.GetDirectoryName(socketPath);
         if (!string.IsNullOrEmpty(dir))
             Directory.CreateDirectory(dir);
@@ -119,9 +143,10 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(socketPath));
         listener.Listen(512);
+        var l = new Listener(listener, socketPath);
         lock (_gate)
-            _listeners.Add(listener);
-        return listener;
+            _listeners.Add(l);
+        return l;
     }
 
     private static void TryDelete(string path)
@@ -149,6 +174,17 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         XsConnection c;
         lock (_gate)
             c = _processor.AddConnection(kind, kind == XsConnectionKind.Socket ? 0 : domainId, stream);
+        StartPump(c);
+    }
+
+    private void ServeSocket(Socket socket)
+    {
+        XsConnection c;
+        lock (_gate)
+        {
+            c = _processor.AddConnection(XsConnectionKind.Socket, 0, new NetworkStream(socket, ownsSocket: true));
+            c.Socket = socket;
+        }
         StartPump(c);
     }
 
@@ -193,10 +229,18 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         var buffer = new byte[ReceiveBufferSize];
         int start = 0, end = 0;
         XsConnection[]? kicks = null;
+        // Input a previous daemon had read but not handled before a live update.
+        if (c.PendingInput is { } carried)
+        {
+            carried.CopyTo(buffer, 0);
+            end = carried.Length;
+            c.PendingInput = null;
+        }
+        bool detached = false;
         try
         {
             await c.DrainAsync().ConfigureAwait(false);
-            bool pending = false;
+            bool pending = end > 0 && XsFrameReader.TryRead(buffer.AsSpan(0, end), out _, out _, out _) != XsFrameStatus.NeedMore;
             while (!c.Closed && !_stopping.IsCancellationRequested)
             {
                 if (!pending)
@@ -270,8 +314,18 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 // A domain connection that is only detached (daemon stopping for a restart) keeps its state.
                 if (!_stopping.IsCancellationRequested)
                     _processor.RemoveConnection(c);
+                // A socket connection being handed to a new daemon stays open, with its unhandled input.
+                else if (_handingOver && c.Kind == XsConnectionKind.Socket && !c.Closed && c.Socket is not null)
+                {
+                    c.PendingInput = buffer.AsSpan(start, end - start).ToArray();
+                    detached = true;
+                }
+                // A ring stays listed until the live-update state is written.
+                else if (_handingOver && c.Kind == XsConnectionKind.DomainRing)
+                    detached = true;
             }
-            c.Close();
+            if (!detached)
+                c.Close();
         }
     }
 
@@ -286,15 +340,85 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     }
 
     /// <summary>
-    /// Loads a state from <see cref="SaveState"/> into this (fresh) daemon. Domain connections come back
-    /// with their watches and wait for <see cref="AttachDomain"/> to give them their ring again; their
-    /// open transactions are kept but fail with EAGAIN, so clients retry them. Socket and stream clients
-    /// cannot survive a process restart and are dropped.
+    /// Loads a state from <see cref="SaveState"/> or <see cref="LiveUpdateAsync"/> into this (fresh) daemon.
+    /// Domain connections come back with their watches and wait for <see cref="AttachDomain"/> to give them
+    /// their ring again; their open transactions are kept but fail with EAGAIN, so clients retry them.
+    /// A live-update state also carries socket connections by file descriptor: they are adopted and served
+    /// at once, with their watches and unhandled input, and the listening socket is adopted by the next
+    /// <see cref="RunAsync"/> on the same path. In-process stream clients are not carried over.
     /// </summary>
     public void RestoreState(ReadOnlySpan<byte> state)
     {
+        var adopted = new List<XsConnection>();
+        var listeners = new List<(string Path, int Fd)>();
         lock (_gate)
-            XsStateSerializer.Restore(_processor, state);
+        {
+            XsStateSerializer.Restore(_processor, state, listeners, adopted);
+            foreach (var (path, fd) in listeners)
+            {
+                var socket = XsSocketHandover.Adopt(fd);
+                if (!_adoptedListeners.TryAdd(path, socket))
+                    socket.Dispose();
+            }
+        }
+        foreach (var c in adopted)
+            StartPump(c);
+    }
+
+    /// <summary>
+    /// Live update, as xenstored's XS_CONTROL "live-update" (tools/xenstored/lu.c, lu_daemon.c): stops
+    /// serving, writes out queued replies and events, and detaches every Unix-socket connection and every
+    /// listening socket WITHOUT closing them. The returned state holds their file descriptors (duplicated,
+    /// FD_CLOEXEC clear, so they also survive an execve) beside the nodes, domains and watches; a new daemon's
+    /// <see cref="RestoreState"/> adopts them, so socket clients keep their connection and watches. Domain
+    /// rings wait for <see cref="AttachDomain"/> as after <see cref="SaveState"/>; in-process streams are closed.
+    /// This daemon is finished afterwards. Whoever holds the state owns the descriptors.
+    /// </summary>
+    public async Task<byte[]> LiveUpdateAsync()
+    {
+        if (_stopping.IsCancellationRequested)
+            throw new ObjectDisposedException(nameof(XenStoreDaemon));
+        _handingOver = true;
+        _stopping.Cancel();
+        Task[] loops;
+        lock (_gate)
+            loops = [.. _listeners.Select(l => l.Done.Task)];
+        await Task.WhenAll(loops).ConfigureAwait(false);
+        Task[] pumps;
+        lock (_pumps)
+            pumps = [.. _pumps];
+        await Task.WhenAll(pumps).ConfigureAwait(false);
+
+        List<XsConnection> sockets;
+        lock (_gate)
+            sockets = [.. _processor.Connections.Where(c => c.Kind == XsConnectionKind.Socket && !c.Closed && c.Socket is not null)];
+        foreach (var c in sockets)
+            await c.DrainAsync().ConfigureAwait(false);
+
+        lock (_gate)
+        {
+            foreach (var c in sockets)
+            {
+                if (c.Closed)
+                    continue;
+                var socket = c.Socket!;
+                c.Transport = null;
+                c.Socket = null;
+                c.HandoverFd = XsSocketHandover.Detach(socket);
+            }
+            var listeners = new List<(string Path, int Fd)>();
+            foreach (var l in _listeners)
+                listeners.Add((l.Path, XsSocketHandover.Detach(l.Socket, l.Path)));
+            _listeners.Clear();
+            foreach (var (path, s) in _adoptedListeners)
+                listeners.Add((path, XsSocketHandover.Detach(s)));
+            _adoptedListeners.Clear();
+            var state = XsStateSerializer.Save(_processor, listeners);
+            // Detached sockets have no transport left, so this only ends rings and in-process streams.
+            foreach (var c in _processor.Connections)
+                c.Close();
+            return state;
+        }
     }
 
     /// <summary>Stops listening and closes every connection.</summary>
@@ -306,7 +430,9 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         lock (_gate)
         {
             foreach (var l in _listeners)
-                l.Dispose();
+                l.Socket.Dispose();
+            foreach (var s in _adoptedListeners.Values)
+                s.Dispose();
             foreach (var c in _processor.Connections)
                 c.Close();
         }

@@ -36,6 +36,15 @@ internal sealed class XsConnection
 
     public Stream? Transport { get; set; }
 
+    /// <summary>The socket under <see cref="Transport"/> for <see cref="XsConnectionKind.Socket"/> clients (handed over on live update).</summary>
+    public System.Net.Sockets.Socket? Socket { get; set; }
+
+    /// <summary>Bytes read but not yet handled when the connection was detached for a live update.</summary>
+    public byte[]? PendingInput { get; set; }
+
+    /// <summary>The duplicated socket fd once detached for a live update (-1 before).</summary>
+    public int HandoverFd { get; set; } = -1;
+
     public List<XsWatch> Watches { get; } = [];
 
     public Dictionary<uint, XsTransaction> Transactions { get; } = [];

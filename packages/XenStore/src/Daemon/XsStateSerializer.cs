@@ -1,6 +1,7 @@
 using System.Text;
 using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Watches;
+using VmmKit.XenStore.Wire;
 
 namespace VmmKit.XenStore.Daemon;
 
@@ -13,7 +14,7 @@ internal static class XsStateSerializer
 {
     private const uint Magic = 0x31535856; // "VXS1"
 
-    public static byte[] Save(XsProcessor p)
+    public static byte[] Save(XsProcessor p, IReadOnlyList<(string Path, int Fd)>? handover = null)
     {
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, Encoding.ASCII, leaveOpen: true))
@@ -72,11 +73,45 @@ internal static class XsStateSerializer
                 foreach (var id in c.Transactions.Keys)
                     w.Write(id);
             }
+
+            // Live update only (docs/designs/xenstore-migration.md, CONNECTION_DATA with conn-type "socket"):
+            // listening sockets and socket connections by file descriptor, with watches and unhandled input.
+            if (handover is not null)
+            {
+                w.Write(handover.Count);
+                foreach (var (path, fd) in handover)
+                {
+                    w.Write(path);
+                    w.Write(fd);
+                }
+                var sockets = p.Connections.Where(c => c.Kind == XsConnectionKind.Socket && c.HandoverFd >= 0).ToList();
+                w.Write(sockets.Count);
+                foreach (var c in sockets)
+                {
+                    w.Write(c.Id);
+                    w.Write(c.HandoverFd);
+                    w.Write(c.DomainId);
+                    w.Write(c.NextTransactionId);
+                    w.Write(c.Watches.Count);
+                    foreach (var watch in c.Watches)
+                    {
+                        w.Write(watch.Path);
+                        w.Write(watch.Token);
+                        w.Write(watch.Relative);
+                    }
+                    w.Write(c.Transactions.Count);
+                    foreach (var id in c.Transactions.Keys)
+                        w.Write(id);
+                    var input = c.PendingInput ?? [];
+                    w.Write(input.Length);
+                    w.Write(input);
+                }
+            }
         }
         return ms.ToArray();
     }
 
-    public static void Restore(XsProcessor p, ReadOnlySpan<byte> state)
+    public static void Restore(XsProcessor p, ReadOnlySpan<byte> state, List<(string Path, int Fd)> listeners, List<XsConnection> sockets)
     {
         try
         {
@@ -146,11 +181,49 @@ internal static class XsStateSerializer
                     c.Target = dom.Target;
                 }
             }
+
+            // Optional live-update section (absent from SaveState records).
+            if (ms.Position == ms.Length)
+                return;
+            int listenerCount = Count(r);
+            for (int i = 0; i < listenerCount; i++)
+                listeners.Add((r.ReadString(), Fd(r)));
+            int socketCount = Count(r);
+            for (int i = 0; i < socketCount; i++)
+            {
+                int id = r.ReadInt32();
+                var socket = XsSocketHandover.Adopt(Fd(r));
+                var c = p.AddConnection(XsConnectionKind.Socket, r.ReadUInt32(), new System.Net.Sockets.NetworkStream(socket, ownsSocket: true), id);
+                c.Socket = socket;
+                sockets.Add(c);
+                c.NextTransactionId = r.ReadUInt32();
+                int watches = Count(r);
+                for (int k = 0; k < watches; k++)
+                    c.Watches.Add(new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
+                int txs = Count(r);
+                for (int k = 0; k < txs; k++)
+                {
+                    uint txid = r.ReadUInt32();
+                    c.Transactions[txid] = new XsTransaction(txid) { Failed = true };
+                }
+                int inputLength = Count(r);
+                if (inputLength > 64 * 1024)
+                    throw new InvalidDataException("pending input longer than the receive buffer");
+                c.PendingInput = inputLength > 0 ? r.ReadBytes(inputLength) : null;
+            }
         }
         catch (EndOfStreamException e)
         {
             throw new InvalidDataException("truncated XenStore state record", e);
         }
+    }
+
+    private static int Fd(BinaryReader r)
+    {
+        int fd = r.ReadInt32();
+        if (fd < 0)
+            throw new InvalidDataException("bad file descriptor in XenStore state record");
+        return fd;
     }
 
     private static int Count(BinaryReader r)
