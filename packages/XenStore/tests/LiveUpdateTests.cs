@@ -123,4 +123,81 @@ public class LiveUpdateTests
             }
         }
     }
+
+    [Fact]
+    public async Task Chained_live_updates_keep_a_watch_and_a_listener_not_yet_served_is_handed_on()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xslu-" + Guid.NewGuid().ToString("N")[..12]);
+        string path = Path.Combine(dir, "socket");
+        try
+        {
+            var daemon = new XenStoreDaemon();
+            var stop = new CancellationTokenSource();
+            var run = daemon.RunAsync(path, stop.Token);
+            await WaitForFileAsync(path);
+            await using var watcher = await XenStoreClient.ConnectAsync(path);
+            var watch = watcher.WatchAsync("/chain", "c").GetAsyncEnumerator();
+            Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+
+            for (int generation = 1; generation <= 3; generation++)
+            {
+                byte[] state = await daemon.LiveUpdateAsync();
+                await run;
+                await daemon.DisposeAsync();
+                stop.Dispose();
+
+                // An intermediate daemon that restores and is updated again before it ever runs RunAsync.
+                var idle = new XenStoreDaemon();
+                idle.RestoreState(state);
+                state = await idle.LiveUpdateAsync();
+                await idle.DisposeAsync();
+                Assert.True(File.Exists(path));
+
+                daemon = new XenStoreDaemon();
+                daemon.RestoreState(state);
+                stop = new CancellationTokenSource();
+                run = daemon.RunAsync(path, stop.Token);
+                Assert.False(run.IsCompleted);
+                await using var writer = await XenStoreClient.ConnectAsync(path);
+                await writer.WriteAsync("/chain/x", generation.ToString());
+                Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+                Assert.Equal(new XenStoreWatchEvent("/chain/x", "c"), watch.Current);
+                Assert.Equal(generation.ToString(), await watcher.ReadStringAsync("/chain/x"));
+            }
+            await watch.DisposeAsync();
+            stop.Cancel();
+            await run;
+            await daemon.DisposeAsync();
+            stop.Dispose();
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(dir, true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_live_update_record_with_a_negative_fd_is_rejected()
+    {
+        await using var daemon = new XenStoreDaemon();
+        byte[] plain = daemon.SaveState();
+        // Append a live-update section: one listener with fd -1.
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write(plain);
+            w.Write(1);
+            w.Write("/nowhere");
+            w.Write(-1);
+            w.Write(0);
+        }
+        await using var fresh = new XenStoreDaemon();
+        Assert.Throws<InvalidDataException>(() => fresh.RestoreState(ms.ToArray()));
+    }
 }

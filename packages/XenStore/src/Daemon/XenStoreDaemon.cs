@@ -143,7 +143,11 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(socketPath));
         listener.Listen(512);
-        var l = new Listener(listener, socketPath);
+        // .NET unlinks the file of a socket it bound when that socket is disposed, which would break a later
+        // live-update handover; the daemon serves a duplicate of the descriptor instead and removes the file
+        // itself when it stops.
+        int fd = XsSocketHandover.Detach(listener, socketPath);
+        var l = new Listener(XsSocketHandover.Adopt(fd), socketPath);
         lock (_gate)
             _listeners.Add(l);
         return l;
@@ -408,7 +412,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             }
             var listeners = new List<(string Path, int Fd)>();
             foreach (var l in _listeners)
-                listeners.Add((l.Path, XsSocketHandover.Detach(l.Socket, l.Path)));
+                listeners.Add((l.Path, XsSocketHandover.Detach(l.Socket)));
             _listeners.Clear();
             foreach (var (path, s) in _adoptedListeners)
                 listeners.Add((path, XsSocketHandover.Detach(s)));

@@ -11,32 +11,32 @@ namespace VmmKit.XenStore.Daemon;
 /// </summary>
 internal static partial class XsSocketHandover
 {
-    // fcntl.h: F_SETFD and FD_CLOEXEC.
+    // fcntl.h: F_DUPFD (the copy has FD_CLOEXEC clear) and F_SETFD.
+    private const int F_DUPFD = 0;
     private const int F_SETFD = 2;
 
     [DllImport("libc", SetLastError = true)]
-    private static extern int dup(int fd);
-
-    [DllImport("libc", SetLastError = true)]
     private static extern int fcntl(int fd, int cmd, int arg);
-
-    [DllImport("libc", SetLastError = true)]
-    private static extern int close(int fd);
 
     /// <summary>
     /// Duplicates the socket's descriptor (without FD_CLOEXEC) and disposes the socket, which closes only the
     /// original descriptor. The caller must have no operation pending on the socket. Returns the new fd.
     /// </summary>
     /// <remarks>
-    /// Disposing a listening socket that .NET bound removes its file; <paramref name="boundPath"/> (the
-    /// listener's path) is moved aside meanwhile and put back, so the socket keeps its name for the new daemon.
+    /// Disposing a listening socket that .NET bound itself removes its file; for such a socket
+    /// <paramref name="boundPath"/> is moved aside meanwhile and put back. Sockets made by <see cref="Adopt"/>
+    /// leave the file alone, so the daemon re-wraps its listener this way as soon as it is bound.
     /// </remarks>
     public static int Detach(Socket socket, string? boundPath = null)
     {
         int fd = (int)socket.SafeHandle.DangerousGetHandle();
-        int copy = dup(fd);
+        // The duplicate gets a number above the original's. Closing the original leaves its epoll registration
+        // (keyed by number and open file) in .NET's engine, because the file stays open through the copy; if the
+        // copy took a number this file was registered under before, adopting it would fail with EEXIST. Numbers
+        // only grow along a chain of handovers, so that never happens.
+        int copy = fcntl(fd, F_DUPFD, fd + 1);
         if (copy < 0)
-            throw new IOException($"dup({fd}) failed: errno {Marshal.GetLastPInvokeError()}");
+            throw new IOException($"fcntl({fd}, F_DUPFD) failed: errno {Marshal.GetLastPInvokeError()}");
         // .NET only shuts a socket down on dispose when its fd has FD_CLOEXEC set (it could be shared with
         // another process otherwise); clearing it keeps the shared open file description untouched.
         _ = fcntl(fd, F_SETFD, 0);
@@ -54,7 +54,4 @@ internal static partial class XsSocketHandover
 
     /// <summary>Takes ownership of a descriptor produced by <see cref="Detach"/>.</summary>
     public static Socket Adopt(int fd) => new(new SafeSocketHandle((IntPtr)fd, ownsHandle: true));
-
-    /// <summary>Closes a descriptor nobody adopted.</summary>
-    public static void Close(int fd) => _ = close(fd);
 }
