@@ -215,29 +215,7 @@ public sealed class DirectedEdgeCaseTests
             foreach (bool down in new[] { false, true })
             foreach (int addressSize in new[] { 64, 32 })
             {
-                Instruction ins = (kind, size) switch
-                {
-                    (0, 1) => Instruction.CreateMovsb(addressSize, Register.None, rep),
-                    (0, 2) => Instruction.CreateMovsw(addressSize, Register.None, rep),
-                    (0, 4) => Instruction.CreateMovsd(addressSize, Register.None, rep),
-                    (0, _) => Instruction.CreateMovsq(addressSize, Register.None, rep),
-                    (1, 1) => Instruction.CreateCmpsb(addressSize, Register.None, rep),
-                    (1, 2) => Instruction.CreateCmpsw(addressSize, Register.None, rep),
-                    (1, 4) => Instruction.CreateCmpsd(addressSize, Register.None, rep),
-                    (1, _) => Instruction.CreateCmpsq(addressSize, Register.None, rep),
-                    (2, 1) => Instruction.CreateStosb(addressSize, rep),
-                    (2, 2) => Instruction.CreateStosw(addressSize, rep),
-                    (2, 4) => Instruction.CreateStosd(addressSize, rep),
-                    (2, _) => Instruction.CreateStosq(addressSize, rep),
-                    (3, 1) => Instruction.CreateLodsb(addressSize, Register.None, rep),
-                    (3, 2) => Instruction.CreateLodsw(addressSize, Register.None, rep),
-                    (3, 4) => Instruction.CreateLodsd(addressSize, Register.None, rep),
-                    (3, _) => Instruction.CreateLodsq(addressSize, Register.None, rep),
-                    (4, 1) => Instruction.CreateScasb(addressSize, rep),
-                    (4, 2) => Instruction.CreateScasw(addressSize, rep),
-                    (4, 4) => Instruction.CreateScasd(addressSize, rep),
-                    _ => Instruction.CreateScasq(addressSize, rep),
-                };
+                Instruction ins = SequenceGenerator.StringInstruction(kind, size, addressSize, rep);
                 var list = new List<Instruction>
                 {
                     Instruction.Create(Code.Lea_r64_m, Register.RSI, Scratch(0x800 + 3)),

@@ -657,29 +657,7 @@ internal sealed class SequenceGenerator
         var rep = _r.Next(4) switch { 0 => RepPrefixKind.None, 1 => RepPrefixKind.Repne, _ => RepPrefixKind.Repe };
         bool repeated = rep != RepPrefixKind.None;
         int n = _r.Next(4) == 0 ? 0 : _r.Next(1, 17);
-        Instruction ins = (kind, size) switch
-        {
-            (0, 1) => Instruction.CreateMovsb(addressSize, Register.None, rep),
-            (0, 2) => Instruction.CreateMovsw(addressSize, Register.None, rep),
-            (0, 4) => Instruction.CreateMovsd(addressSize, Register.None, rep),
-            (0, _) => Instruction.CreateMovsq(addressSize, Register.None, rep),
-            (1, 1) => Instruction.CreateCmpsb(addressSize, Register.None, rep),
-            (1, 2) => Instruction.CreateCmpsw(addressSize, Register.None, rep),
-            (1, 4) => Instruction.CreateCmpsd(addressSize, Register.None, rep),
-            (1, _) => Instruction.CreateCmpsq(addressSize, Register.None, rep),
-            (2, 1) => Instruction.CreateStosb(addressSize, rep),
-            (2, 2) => Instruction.CreateStosw(addressSize, rep),
-            (2, 4) => Instruction.CreateStosd(addressSize, rep),
-            (2, _) => Instruction.CreateStosq(addressSize, rep),
-            (3, 1) => Instruction.CreateLodsb(addressSize, Register.None, rep),
-            (3, 2) => Instruction.CreateLodsw(addressSize, Register.None, rep),
-            (3, 4) => Instruction.CreateLodsd(addressSize, Register.None, rep),
-            (3, _) => Instruction.CreateLodsq(addressSize, Register.None, rep),
-            (4, 1) => Instruction.CreateScasb(addressSize, rep),
-            (4, 2) => Instruction.CreateScasw(addressSize, rep),
-            (4, 4) => Instruction.CreateScasd(addressSize, rep),
-            _ => Instruction.CreateScasq(addressSize, rep),
-        };
+        Instruction ins = StringInstruction(kind, size, addressSize, rep);
         Emit(Instruction.Create(Code.Lea_r64_m, Register.RSI, new MemoryOperand(Register.R15, 0x200 + _r.Next(0x1C00), 1)));
         Emit(Instruction.Create(Code.Lea_r64_m, Register.RDI, new MemoryOperand(Register.R15, 0x200 + _r.Next(0x1C00), 1)));
         if (repeated)
@@ -962,4 +940,31 @@ internal sealed class SequenceGenerator
         2 => 0x7FF0000000000000UL | (ulong)_r.NextInt64(1, 1L << 52) | ((ulong)_r.Next(2) << 63),
         _ => BitConverter.DoubleToUInt64Bits(Doubles[_r.Next(Doubles.Length)]),
     };
+
+    /// <summary>The string instruction of <paramref name="kind"/> (0 movs, 1 cmps, 2 stos, 3 lods, 4 scas) and element
+    /// <paramref name="size"/> in bytes, with the given address size and repeat prefix.</summary>
+    internal static Instruction StringInstruction(int kind, int size, int addressSize, RepPrefixKind rep)
+        => (kind, size) switch
+        {
+            (0, 1) => Instruction.CreateMovsb(addressSize, Register.None, rep),
+            (0, 2) => Instruction.CreateMovsw(addressSize, Register.None, rep),
+            (0, 4) => Instruction.CreateMovsd(addressSize, Register.None, rep),
+            (0, _) => Instruction.CreateMovsq(addressSize, Register.None, rep),
+            (1, 1) => Instruction.CreateCmpsb(addressSize, Register.None, rep),
+            (1, 2) => Instruction.CreateCmpsw(addressSize, Register.None, rep),
+            (1, 4) => Instruction.CreateCmpsd(addressSize, Register.None, rep),
+            (1, _) => Instruction.CreateCmpsq(addressSize, Register.None, rep),
+            (2, 1) => Instruction.CreateStosb(addressSize, rep),
+            (2, 2) => Instruction.CreateStosw(addressSize, rep),
+            (2, 4) => Instruction.CreateStosd(addressSize, rep),
+            (2, _) => Instruction.CreateStosq(addressSize, rep),
+            (3, 1) => Instruction.CreateLodsb(addressSize, Register.None, rep),
+            (3, 2) => Instruction.CreateLodsw(addressSize, Register.None, rep),
+            (3, 4) => Instruction.CreateLodsd(addressSize, Register.None, rep),
+            (3, _) => Instruction.CreateLodsq(addressSize, Register.None, rep),
+            (4, 1) => Instruction.CreateScasb(addressSize, rep),
+            (4, 2) => Instruction.CreateScasw(addressSize, rep),
+            (4, 4) => Instruction.CreateScasd(addressSize, rep),
+            _ => Instruction.CreateScasq(addressSize, rep),
+        };
 }

@@ -61,17 +61,7 @@ internal static class XsStateSerializer
             {
                 w.Write(c.Id);
                 w.Write(c.DomainId);
-                w.Write(c.NextTransactionId);
-                w.Write(c.Watches.Count);
-                foreach (var watch in c.Watches)
-                {
-                    w.Write(watch.Path);
-                    w.Write(watch.Token);
-                    w.Write(watch.Relative);
-                }
-                w.Write(c.Transactions.Count);
-                foreach (var id in c.Transactions.Keys)
-                    w.Write(id);
+                WriteConnectionState(w, c);
             }
 
             // Live update only (docs/designs/xenstore-migration.md, CONNECTION_DATA with conn-type "socket"):
@@ -91,17 +81,7 @@ internal static class XsStateSerializer
                     w.Write(c.Id);
                     w.Write(c.HandoverFd);
                     w.Write(c.DomainId);
-                    w.Write(c.NextTransactionId);
-                    w.Write(c.Watches.Count);
-                    foreach (var watch in c.Watches)
-                    {
-                        w.Write(watch.Path);
-                        w.Write(watch.Token);
-                        w.Write(watch.Relative);
-                    }
-                    w.Write(c.Transactions.Count);
-                    foreach (var id in c.Transactions.Keys)
-                        w.Write(id);
+                    WriteConnectionState(w, c);
                     var input = c.PendingInput ?? [];
                     w.Write(input.Length);
                     w.Write(input);
@@ -164,17 +144,7 @@ internal static class XsStateSerializer
                 int id = r.ReadInt32();
                 uint domid = r.ReadUInt32();
                 var c = p.AddConnection(XsConnectionKind.DomainRing, domid, null, id);
-                c.NextTransactionId = r.ReadUInt32();
-                int watches = Count(r);
-                for (int k = 0; k < watches; k++)
-                    c.Watches.Add(new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
-                int txs = Count(r);
-                for (int k = 0; k < txs; k++)
-                {
-                    uint txid = r.ReadUInt32();
-                    // Transaction contents are not carried over: the client's commit will see EAGAIN and retry.
-                    c.Transactions[txid] = new XsTransaction(txid) { Failed = true };
-                }
+                ReadConnectionState(r, c);
                 if (p.Domains.TryGetValue(domid, out var dom))
                 {
                     dom.Connection = c;
@@ -196,16 +166,7 @@ internal static class XsStateSerializer
                 var c = p.AddConnection(XsConnectionKind.Socket, r.ReadUInt32(), new System.Net.Sockets.NetworkStream(socket, ownsSocket: true), id);
                 c.Socket = socket;
                 sockets.Add(c);
-                c.NextTransactionId = r.ReadUInt32();
-                int watches = Count(r);
-                for (int k = 0; k < watches; k++)
-                    c.Watches.Add(new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
-                int txs = Count(r);
-                for (int k = 0; k < txs; k++)
-                {
-                    uint txid = r.ReadUInt32();
-                    c.Transactions[txid] = new XsTransaction(txid) { Failed = true };
-                }
+                ReadConnectionState(r, c);
                 int inputLength = Count(r);
                 if (inputLength > 64 * 1024)
                     throw new InvalidDataException("pending input longer than the receive buffer");
@@ -215,6 +176,37 @@ internal static class XsStateSerializer
         catch (EndOfStreamException e)
         {
             throw new InvalidDataException("truncated XenStore state record", e);
+        }
+    }
+
+    /// <summary>A connection's transaction counter, watches and open transaction ids (ring and socket records alike).</summary>
+    private static void WriteConnectionState(BinaryWriter w, XsConnection c)
+    {
+        w.Write(c.NextTransactionId);
+        w.Write(c.Watches.Count);
+        foreach (var watch in c.Watches)
+        {
+            w.Write(watch.Path);
+            w.Write(watch.Token);
+            w.Write(watch.Relative);
+        }
+        w.Write(c.Transactions.Count);
+        foreach (var id in c.Transactions.Keys)
+            w.Write(id);
+    }
+
+    private static void ReadConnectionState(BinaryReader r, XsConnection c)
+    {
+        c.NextTransactionId = r.ReadUInt32();
+        int watches = Count(r);
+        for (int k = 0; k < watches; k++)
+            c.Watches.Add(new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
+        int txs = Count(r);
+        for (int k = 0; k < txs; k++)
+        {
+            uint txid = r.ReadUInt32();
+            // Transaction contents are not carried over: the client's commit will see EAGAIN and retry.
+            c.Transactions[txid] = new XsTransaction(txid) { Failed = true };
         }
     }
 
