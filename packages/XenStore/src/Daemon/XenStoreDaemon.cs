@@ -24,6 +24,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     private readonly List<Task> _pumps = [];
     private readonly List<Listener> _listeners = [];
     private readonly Dictionary<string, Socket> _adoptedListeners = new(StringComparer.Ordinal);
+    private readonly TaskCompletionSource<XsLiveUpdate> _liveUpdateReady = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _handingOver;
 
     /// <summary>A listening socket and the <see cref="RunAsync"/> loop serving it.</summary>
@@ -43,6 +44,14 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         };
         _processor.ServeConnection = c => StartPump(c);
         _gate = _processor.Gate;
+    }
+
+    /// <summary>A daemon that owns its process: XS_CONTROL live-update replaces the process image (see <see cref="RunMainAsync"/>).</summary>
+    private XenStoreDaemon(XenStoreDaemonOptions options, bool processLiveUpdate)
+        : this(options)
+    {
+        _processor.LiveUpdateSupported = processLiveUpdate;
+        _processor.LiveUpdateStarted = session => _ = Task.Run(() => MonitorLiveUpdateAsync(session));
     }
 
     internal XsProcessor Processor => _processor;
@@ -112,16 +121,103 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     }
 
     /// <summary>
-    /// Entry point for a daemon process: the socket path is the first argument, else <c>XENSTORED_PATH</c>,
-    /// else <see cref="DefaultSocketPath"/>. Returns 0 after a clean shutdown.
+    /// Entry point for a daemon process (<c>vmmkit-xenstored</c>):
+    /// <c>[-U|--live-update] [--rundir DIR] [socket-path]</c>. The socket path defaults to
+    /// <c>XENSTORED_PATH</c>, else <see cref="DefaultSocketPath"/>; the run directory (where a live update
+    /// leaves <c>state_dump</c>) to <c>XENSTORED_RUNDIR</c>, else <c>/var/run/xenstored</c>. Such a daemon
+    /// accepts xenstored's XS_CONTROL <c>live-update</c> (what <c>xenstore-control live-update</c> sends): it
+    /// dumps its state, keeps every socket open across an execve of the new binary, and the new process,
+    /// started with <c>-U</c>, restores the state and answers the requester. Returns 0 after a clean
+    /// shutdown, 1 when a <c>-U</c> start finds no usable state, 2 for bad arguments.
     /// </summary>
     public static async Task<int> RunMainAsync(string[] args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        string path = args.Length > 0 ? args[0] : SocketPathFromEnvironment();
-        await using var daemon = new XenStoreDaemon();
-        await daemon.RunAsync(path, cancellationToken).ConfigureAwait(false);
-        return 0;
+        if (!XsDaemonCommandLine.TryParse(args, out var cmd, out string? error))
+        {
+            Console.Error.WriteLine(error);
+            Console.Error.WriteLine(XsDaemonCommandLine.Usage);
+            return 2;
+        }
+        if (cmd.Help)
+        {
+            Console.Out.WriteLine(XsDaemonCommandLine.Usage);
+            return 0;
+        }
+        var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine }, processLiveUpdate: true);
+        try
+        {
+            if (cmd.LiveUpdate)
+            {
+                // lu_read_state: the dump is read once, then removed.
+                byte[] state;
+                try
+                {
+                    state = File.ReadAllBytes(cmd.StateFile);
+                    File.Delete(cmd.StateFile);
+                    daemon.RestoreState(state);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+                {
+                    Console.Error.WriteLine($"xenstored: no state found after live-update ({e.Message})");
+                    return 1;
+                }
+            }
+            while (true)
+            {
+                var serving = daemon.RunAsync(cmd.SocketPath, cancellationToken);
+                if (await Task.WhenAny(serving, daemon._liveUpdateReady.Task).ConfigureAwait(false) == serving)
+                {
+                    await serving.ConfigureAwait(false);
+                    return 0;
+                }
+                var session = await daemon._liveUpdateReady.Task.ConfigureAwait(false);
+                var (state, failed) = await daemon.HandOverAsync(session).ConfigureAwait(false);
+                await serving.ConfigureAwait(false);
+                // Returns only when the new binary could not be started: carry on with the same state.
+                string failure = XsExec.ReplaceProcess(session, args, cmd.StateFile, state);
+                Console.Error.WriteLine($"xenstored: live update failed: {failure}");
+                await daemon.DisposeAsync().ConfigureAwait(false);
+                daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine }, processLiveUpdate: true);
+                daemon.RestoreState(failed!);
+            }
+        }
+        finally
+        {
+            await daemon.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Waits for a started live update to be allowed (lu.c's do_lu_start, polled): hands it to the host, or
+    /// answers the requester with the refusal once the timeout passed.
+    /// </summary>
+    private async Task MonitorLiveUpdateAsync(XsLiveUpdate session)
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            XsProcessor.LiveUpdateVerdict verdict;
+            lock (_gate)
+                verdict = _processor.CheckLiveUpdate(session);
+            if (verdict == XsProcessor.LiveUpdateVerdict.Go)
+            {
+                _liveUpdateReady.TrySetResult(session);
+                return;
+            }
+            if (verdict == XsProcessor.LiveUpdateVerdict.Refused)
+            {
+                await session.Requester.DrainAsync().ConfigureAwait(false);
+                return;
+            }
+            try
+            {
+                await Task.Delay(100, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
     }
 
     private Listener Listen(string socketPath)
@@ -374,11 +470,26 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     /// serving, writes out queued replies and events, and detaches every Unix-socket connection and every
     /// listening socket WITHOUT closing them. The returned state holds their file descriptors (duplicated,
     /// FD_CLOEXEC clear, so they also survive an execve) beside the nodes, domains and watches; a new daemon's
-    /// <see cref="RestoreState"/> adopts them, so socket clients keep their connection and watches. Domain
-    /// rings wait for <see cref="AttachDomain"/> as after <see cref="SaveState"/>; in-process streams are closed.
-    /// This daemon is finished afterwards. Whoever holds the state owns the descriptors.
+    /// <see cref="RestoreState"/> adopts them, so socket clients keep their connection and watches. Output a
+    /// client has not taken yet travels in the state; a client whose pending write stays stuck for
+    /// <see cref="HandoverWriteTimeout"/> (it stopped reading) is disconnected instead of holding the update up.
+    /// Domain rings wait for <see cref="AttachDomain"/> as after <see cref="SaveState"/>; in-process streams
+    /// are closed. This daemon is finished afterwards. Whoever holds the state owns the descriptors.
     /// </summary>
     public async Task<byte[]> LiveUpdateAsync()
+    {
+        var (state, _) = await HandOverAsync(null).ConfigureAwait(false);
+        return state;
+    }
+
+    /// <summary>How long <see cref="LiveUpdateAsync"/> waits for a write to a client that is not reading.</summary>
+    public static TimeSpan HandoverWriteTimeout { get; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// The handover behind <see cref="LiveUpdateAsync"/>. With a <paramref name="session"/> it returns two
+    /// states: one whose restore answers the requester "OK", one that answers it with the exec failure.
+    /// </summary>
+    private async Task<(byte[] State, byte[]? Failed)> HandOverAsync(XsLiveUpdate? session)
     {
         if (_stopping.IsCancellationRequested)
             throw new ObjectDisposedException(nameof(XenStoreDaemon));
@@ -396,13 +507,20 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         List<XsConnection> sockets;
         lock (_gate)
             sockets = [.. _processor.Connections.Where(c => c.Kind == XsConnectionKind.Socket && !c.Closed && c.Socket is not null)];
-        foreach (var c in sockets)
-            await c.DrainAsync().ConfigureAwait(false);
+        var settled = await Task.WhenAll(sockets.Select(c => c.SettleOutputAsync(HandoverWriteTimeout))).ConfigureAwait(false);
 
         lock (_gate)
         {
-            foreach (var c in sockets)
+            for (int i = 0; i < sockets.Count; i++)
             {
+                var c = sockets[i];
+                if (!settled[i])
+                {
+                    _processor.Log?.Invoke($"live update: connection {c.Id} stopped reading; disconnected");
+                    c.Close();
+                    _processor.RemoveConnection(c);
+                    continue;
+                }
                 if (c.Closed)
                     continue;
                 var socket = c.Socket!;
@@ -417,11 +535,22 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             foreach (var (path, s) in _adoptedListeners)
                 listeners.Add((path, XsSocketHandover.Detach(s)));
             _adoptedListeners.Clear();
-            var state = XsStateSerializer.Save(_processor, listeners);
+            byte[] state;
+            byte[]? failed = null;
+            if (session is null)
+            {
+                state = XsStateSerializer.Save(_processor, listeners);
+            }
+            else
+            {
+                var ok = _processor.FinishLiveUpdate(session, "OK");
+                state = XsStateSerializer.Save(_processor, listeners, ok);
+                failed = XsStateSerializer.Save(_processor, listeners, ok with { Text = "Error activating new binary." });
+            }
             // Detached sockets have no transport left, so this only ends rings and in-process streams.
             foreach (var c in _processor.Connections)
                 c.Close();
-            return state;
+            return (state, failed);
         }
     }
 

@@ -103,6 +103,25 @@ internal sealed class XsConnection
         }
     }
 
+    /// <summary>
+    /// Writes what is queued and waits until no write is in flight, for at most <paramref name="timeout"/>.
+    /// False when a write is still stuck then (the client stopped reading).
+    /// </summary>
+    public async Task<bool> SettleOutputAsync(TimeSpan timeout)
+    {
+        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        while (true)
+        {
+            await DrainAsync().ConfigureAwait(false);
+            bool writing = Volatile.Read(ref _draining) != 0;
+            if (Closed || (!writing && (!Output.HasPending || Transport is null)))
+                return true;
+            if (Environment.TickCount64 >= deadline)
+                return false;
+            await Task.Delay(5).ConfigureAwait(false);
+        }
+    }
+
     public void Close()
     {
         if (Closed)

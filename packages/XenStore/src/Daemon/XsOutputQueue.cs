@@ -38,6 +38,20 @@ internal sealed class XsOutputQueue
         }
     }
 
+    /// <summary>Queues bytes that are already framed (output carried over by a restart).</summary>
+    public void AppendRaw(ReadOnlySpan<byte> frames)
+    {
+        lock (_lock)
+            frames.CopyTo(Reserve(frames.Length));
+    }
+
+    /// <summary>A copy of what is queued and not yet taken by the writer (for a state dump).</summary>
+    public byte[] Snapshot()
+    {
+        lock (_lock)
+            return _pending.AsSpan(0, _length).ToArray();
+    }
+
     /// <summary>Queues a WATCH_EVENT (<c>path|token|</c>); false when it was dropped for size or backlog.</summary>
     public bool AppendEvent(string path, string token, int backlogLimit)
     {

@@ -30,8 +30,10 @@ internal sealed unsafe partial class XsProcessor
         switch (args[0])
         {
             case "help":
-                reply = string.Join('\n', ControlCommands) + "\n";
+                reply = string.Join('\n', ControlCommands) + (p.LiveUpdateSupported ? "\nlive-update\n" : "\n");
                 break;
+            case "live-update":
+                return p.ControlLiveUpdate(c, ref r, args);
             case "check":
                 reply = p.CheckStore() ? "OK" : "corrupt";
                 break;

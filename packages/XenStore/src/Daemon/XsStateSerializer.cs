@@ -12,9 +12,14 @@ namespace VmmKit.XenStore.Daemon;
 /// </summary>
 internal static class XsStateSerializer
 {
-    private const uint Magic = 0x31535856; // "VXS1"
+    private const uint Magic = 0x32535856; // "VXS2"
 
-    public static byte[] Save(XsProcessor p, IReadOnlyList<(string Path, int Fd)>? handover = null)
+    /// <summary>
+    /// Writes the state. <paramref name="handover"/> lists listening sockets for a live update (socket
+    /// connections with a handover fd are then written too); <paramref name="reply"/> is the answer the next
+    /// daemon sends to the live-update requester (lu.c's lu_write_response).
+    /// </summary>
+    public static byte[] Save(XsProcessor p, IReadOnlyList<(string Path, int Fd)>? handover = null, XsLiveUpdateReply? reply = null)
     {
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, Encoding.ASCII, leaveOpen: true))
@@ -66,26 +71,33 @@ internal static class XsStateSerializer
 
             // Live update only (docs/designs/xenstore-migration.md, CONNECTION_DATA with conn-type "socket"):
             // listening sockets and socket connections by file descriptor, with watches and unhandled input.
-            if (handover is not null)
+            handover ??= [];
+            w.Write(handover.Count);
+            foreach (var (path, fd) in handover)
             {
-                w.Write(handover.Count);
-                foreach (var (path, fd) in handover)
-                {
-                    w.Write(path);
-                    w.Write(fd);
-                }
-                var sockets = p.Connections.Where(c => c.Kind == XsConnectionKind.Socket && c.HandoverFd >= 0).ToList();
-                w.Write(sockets.Count);
-                foreach (var c in sockets)
-                {
-                    w.Write(c.Id);
-                    w.Write(c.HandoverFd);
-                    w.Write(c.DomainId);
-                    WriteConnectionState(w, c);
-                    var input = c.PendingInput ?? [];
-                    w.Write(input.Length);
-                    w.Write(input);
-                }
+                w.Write(path);
+                w.Write(fd);
+            }
+            var sockets = handover.Count == 0 ? [] : p.Connections.Where(c => c.Kind == XsConnectionKind.Socket && c.HandoverFd >= 0).ToList();
+            w.Write(sockets.Count);
+            foreach (var c in sockets)
+            {
+                w.Write(c.Id);
+                w.Write(c.HandoverFd);
+                w.Write(c.DomainId);
+                WriteConnectionState(w, c);
+                var input = c.PendingInput ?? [];
+                w.Write(input.Length);
+                w.Write(input);
+            }
+
+            w.Write(reply is not null);
+            if (reply is { } lu)
+            {
+                w.Write(lu.ConnectionId);
+                w.Write(lu.RequestId);
+                w.Write(lu.TransactionId);
+                w.Write(lu.Text);
             }
         }
         return ms.ToArray();
@@ -152,9 +164,6 @@ internal static class XsStateSerializer
                 }
             }
 
-            // Optional live-update section (absent from SaveState records).
-            if (ms.Position == ms.Length)
-                return;
             int listenerCount = Count(r);
             for (int i = 0; i < listenerCount; i++)
                 listeners.Add((r.ReadString(), Fd(r)));
@@ -172,6 +181,18 @@ internal static class XsStateSerializer
                     throw new InvalidDataException("pending input longer than the receive buffer");
                 c.PendingInput = inputLength > 0 ? r.ReadBytes(inputLength) : null;
             }
+
+            if (r.ReadBoolean())
+            {
+                int connectionId = r.ReadInt32();
+                uint requestId = r.ReadUInt32(), transactionId = r.ReadUInt32();
+                var text = Encoding.ASCII.GetBytes(r.ReadString() + "\0");
+                var requester = p.Connections.FirstOrDefault(c => c.Id == connectionId)
+                    ?? throw new InvalidDataException("live-update reply for an unknown connection");
+                requester.Output.Append(new XsHeader(XsMessageType.Control, requestId, transactionId, (uint)text.Length), text);
+            }
+            if (ms.Position != ms.Length)
+                throw new InvalidDataException("trailing bytes after the XenStore state record");
         }
         catch (EndOfStreamException e)
         {
@@ -193,6 +214,10 @@ internal static class XsStateSerializer
         w.Write(c.Transactions.Count);
         foreach (var id in c.Transactions.Keys)
             w.Write(id);
+        // Replies and events queued but not yet written: nothing a client was due is lost.
+        var output = c.Output.Snapshot();
+        w.Write(output.Length);
+        w.Write(output);
     }
 
     private static void ReadConnectionState(BinaryReader r, XsConnection c)
@@ -208,6 +233,11 @@ internal static class XsStateSerializer
             // Transaction contents are not carried over: the client's commit will see EAGAIN and retry.
             c.Transactions[txid] = new XsTransaction(txid) { Failed = true };
         }
+        int outputLength = Count(r);
+        var output = r.ReadBytes(outputLength);
+        if (output.Length != outputLength || !XsFrameReader.IsWholeFrames(output))
+            throw new InvalidDataException("queued output of a connection is not whole messages");
+        c.Output.AppendRaw(output);
     }
 
     private static int Fd(BinaryReader r)

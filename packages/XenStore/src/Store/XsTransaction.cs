@@ -9,6 +9,9 @@ internal sealed class XsTransaction(uint id)
 {
     public uint Id { get; } = id;
 
+    /// <summary>When it started (<see cref="Environment.TickCount64"/>): a live update waits for old transactions (lu.c).</summary>
+    public long StartedAt { get; } = Environment.TickCount64;
+
     /// <summary>Path → private copy, or null for a node deleted inside the transaction.</summary>
     public Dictionary<string, XsNode?> Overlay { get; } = new(StringComparer.Ordinal);
 

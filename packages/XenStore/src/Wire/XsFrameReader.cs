@@ -44,4 +44,16 @@ public static class XsFrameReader
         consumed = total;
         return XsFrameStatus.Frame;
     }
+
+    /// <summary>True when <paramref name="input"/> is a sequence of complete messages and nothing else.</summary>
+    internal static bool IsWholeFrames(ReadOnlySpan<byte> input)
+    {
+        while (!input.IsEmpty)
+        {
+            if (TryRead(input, out _, out _, out int consumed) != XsFrameStatus.Frame)
+                return false;
+            input = input[consumed..];
+        }
+        return true;
+    }
 }

@@ -1,0 +1,15 @@
+// vmmkit-xenstored: a drop-in for Xen's xenstored on a Unix socket (XENSTORED_PATH), for Dom0 and for
+// Debian's xenstore-* tools. SIGTERM and SIGINT stop it cleanly; `xenstore-control live-update <binary>`
+// replaces it in place without dropping a client (see XenStoreDaemon.RunMainAsync).
+using System.Runtime.InteropServices;
+using VmmKit.XenStore.Daemon;
+
+using var stop = new CancellationTokenSource();
+void Stop(PosixSignalContext context)
+{
+    context.Cancel = true;
+    stop.Cancel();
+}
+using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+return await XenStoreDaemon.RunMainAsync(args, stop.Token);
