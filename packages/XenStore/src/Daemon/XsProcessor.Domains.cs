@@ -72,7 +72,7 @@ internal sealed unsafe partial class XsProcessor
             // The guest restarted its side of the ring: its watches and transactions are gone.
             lock (Gate)
             {
-                reconnecting.Watches.Clear();
+                ClearWatches(reconnecting);
                 reconnecting.Transactions.Clear();
             }
         };

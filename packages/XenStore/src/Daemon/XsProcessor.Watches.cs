@@ -30,7 +30,10 @@ internal sealed unsafe partial class XsProcessor
         if (!c.Privileged && c.Watches.Count >= quotas.Watches)
             return XsError.E2BIG;
         var watch = new XsWatch(path, token, relative);
-        c.Watches.Add(watch);
+        // add_watch: a watch's path and token count against the domain's memory quota.
+        if (!c.Privileged && p.Store.MemoryOf(c.DomainId) + WatchMemory(watch) > quotas.Memory)
+            return XsError.ENOMEM;
+        p.AddWatch(c, watch);
         err = p.Ack(c, ref r);
         if (err != XsError.None)
             return err;
@@ -51,6 +54,7 @@ internal sealed unsafe partial class XsProcessor
         {
             if (c.Watches[i].Path == path && c.Watches[i].Token == token)
             {
+                p.Store.AddWatchMemory(c.DomainId, -WatchMemory(c.Watches[i]));
                 c.Watches.RemoveAt(i);
                 return p.Ack(c, ref r);
             }
@@ -66,9 +70,26 @@ internal sealed unsafe partial class XsProcessor
     {
         if (r.Header.TransactionId != 0)
             return XsError.EINVAL;
-        c.Watches.Clear();
+        p.ClearWatches(c);
         c.Transactions.Clear();
         return p.Ack(c, ref r);
+    }
+
+    private static long WatchMemory(XsWatch w) => w.Path.Length + w.Token.Length;
+
+    /// <summary>Adds a watch and accounts its memory to the connection's domain.</summary>
+    public void AddWatch(XsConnection c, XsWatch watch)
+    {
+        c.Watches.Add(watch);
+        Store.AddWatchMemory(c.DomainId, WatchMemory(watch));
+    }
+
+    /// <summary>Drops every watch of the connection and releases their memory.</summary>
+    public void ClearWatches(XsConnection c)
+    {
+        foreach (var w in c.Watches)
+            Store.AddWatchMemory(c.DomainId, -WatchMemory(w));
+        c.Watches.Clear();
     }
 
     /// <summary>Exactly two NUL-terminated strings (xenstored's get_strings(in, vec, 2) == 2).</summary>

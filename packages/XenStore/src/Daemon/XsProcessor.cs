@@ -127,7 +127,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
     /// <summary>Forgets a closed connection: its watches and transactions go with it.</summary>
     public void RemoveConnection(XsConnection c)
     {
-        c.Watches.Clear();
+        ClearWatches(c);
         c.Transactions.Clear();
         _connections.Remove(c);
         foreach (var d in _domains.Values)

@@ -156,7 +156,7 @@ internal static class XsStateSerializer
                 int id = r.ReadInt32();
                 uint domid = r.ReadUInt32();
                 var c = p.AddConnection(XsConnectionKind.DomainRing, domid, null, id);
-                ReadConnectionState(r, c);
+                ReadConnectionState(p, r, c);
                 if (p.Domains.TryGetValue(domid, out var dom))
                 {
                     dom.Connection = c;
@@ -175,7 +175,7 @@ internal static class XsStateSerializer
                 var c = p.AddConnection(XsConnectionKind.Socket, r.ReadUInt32(), new System.Net.Sockets.NetworkStream(socket, ownsSocket: true), id);
                 c.Socket = socket;
                 sockets.Add(c);
-                ReadConnectionState(r, c);
+                ReadConnectionState(p, r, c);
                 int inputLength = Count(r);
                 if (inputLength > 64 * 1024)
                     throw new InvalidDataException("pending input longer than the receive buffer");
@@ -220,12 +220,12 @@ internal static class XsStateSerializer
         w.Write(output);
     }
 
-    private static void ReadConnectionState(BinaryReader r, XsConnection c)
+    private static void ReadConnectionState(XsProcessor p, BinaryReader r, XsConnection c)
     {
         c.NextTransactionId = r.ReadUInt32();
         int watches = Count(r);
         for (int k = 0; k < watches; k++)
-            c.Watches.Add(new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
+            p.AddWatch(c, new XsWatch(r.ReadString(), r.ReadString(), r.ReadBoolean()));
         int txs = Count(r);
         for (int k = 0; k < txs; k++)
         {

@@ -19,6 +19,7 @@ internal sealed class XsStore
     private readonly Dictionary<string, XsNode> _nodes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, XsNode>.AlternateLookup<ReadOnlySpan<char>> _byChars;
     private readonly Dictionary<uint, (int Nodes, long Memory)> _usage = [];
+    private readonly Dictionary<uint, long> _watchMemory = [];
     private ulong _generation;
 
     public XsStore(XenStoreQuotas quotas, IXsEventSink events)
@@ -52,7 +53,19 @@ internal sealed class XsStore
 
     public int NodesOwnedBy(uint domid) => _usage.TryGetValue(domid, out var u) ? u.Nodes : 0;
 
-    public long MemoryOf(uint domid) => _usage.TryGetValue(domid, out var u) ? u.Memory : 0;
+    /// <summary>A domain's accounted memory: its nodes and, as in xenstored's watch.c, its watches' paths and tokens.</summary>
+    public long MemoryOf(uint domid) =>
+        (_usage.TryGetValue(domid, out var u) ? u.Memory : 0) + (_watchMemory.TryGetValue(domid, out long w) ? w : 0);
+
+    /// <summary>Adds (or, negative, releases) memory a domain's watches use.</summary>
+    public void AddWatchMemory(uint domid, long delta)
+    {
+        long now = (_watchMemory.TryGetValue(domid, out long w) ? w : 0) + delta;
+        if (now == 0)
+            _watchMemory.Remove(domid);
+        else
+            _watchMemory[domid] = now;
+    }
 
     // ---- Raw access (base tree or a transaction's view) -------------------------------------
 
