@@ -182,22 +182,61 @@ public class LiveUpdateTests
         }
     }
 
-    [Fact]
-    public async Task A_live_update_record_with_a_negative_fd_is_rejected()
+    /// <summary>A plain state with its live-update tail replaced by one listener record naming <paramref name="fd"/>.</summary>
+    private static byte[] StateWithListener(byte[] plain, int fd)
     {
-        await using var daemon = new XenStoreDaemon();
-        byte[] plain = daemon.SaveState();
-        // Append a live-update section: one listener with fd -1.
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms))
         {
-            w.Write(plain);
+            // The tail of a plain record: no listeners (int), no sockets (int), no live-update reply (bool).
+            w.Write(plain.AsSpan(0, plain.Length - 9));
             w.Write(1);
             w.Write("/nowhere");
-            w.Write(-1);
+            w.Write(fd);
             w.Write(0);
+            w.Write(false);
         }
-        await using var fresh = new XenStoreDaemon();
-        Assert.Throws<InvalidDataException>(() => fresh.RestoreState(ms.ToArray()));
+        return ms.ToArray();
+    }
+
+    [Fact]
+    public async Task A_live_update_record_naming_anything_but_a_unix_socket_is_rejected_and_the_fd_left_alone()
+    {
+        await using var daemon = new XenStoreDaemon();
+        byte[] plain = daemon.SaveState();
+        await using (var fresh = new XenStoreDaemon())
+            Assert.Throws<InvalidDataException>(() => fresh.RestoreState(StateWithListener(plain, -1)));
+
+        // An open regular file: not adopted, so still open and usable afterwards.
+        string file = Path.GetTempFileName();
+        try
+        {
+            using var handle = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite);
+            int fd = (int)handle.DangerousGetHandle();
+            await using (var fresh = new XenStoreDaemon())
+                Assert.Throws<InvalidDataException>(() => fresh.RestoreState(StateWithListener(plain, fd)));
+            RandomAccess.Write(handle, "still open"u8, 0);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+
+        // A connected socket named as a listener.
+        var (a, b) = (new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified), (Socket?)null);
+        string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xsfd-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(Path.Combine(dir, "s")));
+        listener.Listen(1);
+        await a.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(dir, "s")));
+        b = await listener.AcceptAsync();
+        await using (var fresh = new XenStoreDaemon())
+            Assert.Throws<InvalidDataException>(() => fresh.RestoreState(StateWithListener(plain, (int)a.SafeHandle.DangerousGetHandle())));
+        a.Send("x"u8);
+        Assert.Equal(1, b.Receive(new byte[1]));
+        a.Dispose();
+        b.Dispose();
+        Directory.Delete(dir, recursive: true);
     }
 }

@@ -15,8 +15,19 @@ internal static partial class XsSocketHandover
     private const int F_DUPFD = 0;
     private const int F_SETFD = 2;
 
+    // sys/socket.h: SOL_SOCKET options that identify what a descriptor is.
+    private const int SOL_SOCKET = 1;
+    private const int SO_TYPE = 3;
+    private const int SO_ACCEPTCONN = 30;
+    private const int SO_DOMAIN = 39;
+    private const int SOCK_STREAM = 1;
+    private const int AF_UNIX = 1;
+
     [DllImport("libc", SetLastError = true)]
     private static extern int fcntl(int fd, int cmd, int arg);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern unsafe int getsockopt(int fd, int level, int name, int* value, int* length);
 
     /// <summary>
     /// Duplicates the socket's descriptor (without FD_CLOEXEC) and disposes the socket, which closes only the
@@ -54,4 +65,22 @@ internal static partial class XsSocketHandover
 
     /// <summary>Takes ownership of a descriptor produced by <see cref="Detach"/>.</summary>
     public static Socket Adopt(int fd) => new(new SafeSocketHandle((IntPtr)fd, ownsHandle: true));
+
+    /// <summary>
+    /// Checks that a descriptor named by a state record is what the record says: an open Unix stream
+    /// socket, listening or connected. Anything else is <see cref="InvalidDataException"/>, so a bad record
+    /// can never make the daemon take over (and later close) an unrelated file. Returns <paramref name="fd"/>.
+    /// </summary>
+    public static int Validate(int fd, bool listening)
+    {
+        if (fd < 0 || Option(fd, SO_DOMAIN) != AF_UNIX || Option(fd, SO_TYPE) != SOCK_STREAM || (Option(fd, SO_ACCEPTCONN) == 1) != listening)
+            throw new InvalidDataException($"fd {fd} in the XenStore state record is not a {(listening ? "listening" : "connected")} Unix stream socket");
+        return fd;
+    }
+
+    private static unsafe int Option(int fd, int name)
+    {
+        int value = -1, length = sizeof(int);
+        return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : -1;
+    }
 }

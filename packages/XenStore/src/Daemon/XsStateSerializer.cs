@@ -166,12 +166,12 @@ internal static class XsStateSerializer
 
             int listenerCount = Count(r);
             for (int i = 0; i < listenerCount; i++)
-                listeners.Add((r.ReadString(), Fd(r)));
+                listeners.Add((r.ReadString(), XsSocketHandover.Validate(r.ReadInt32(), listening: true)));
             int socketCount = Count(r);
             for (int i = 0; i < socketCount; i++)
             {
                 int id = r.ReadInt32();
-                var socket = XsSocketHandover.Adopt(Fd(r));
+                var socket = XsSocketHandover.Adopt(XsSocketHandover.Validate(r.ReadInt32(), listening: false));
                 var c = p.AddConnection(XsConnectionKind.Socket, r.ReadUInt32(), new System.Net.Sockets.NetworkStream(socket, ownsSocket: true), id);
                 c.Socket = socket;
                 sockets.Add(c);
@@ -238,14 +238,6 @@ internal static class XsStateSerializer
         if (output.Length != outputLength || !XsFrameReader.IsWholeFrames(output))
             throw new InvalidDataException("queued output of a connection is not whole messages");
         c.Output.AppendRaw(output);
-    }
-
-    private static int Fd(BinaryReader r)
-    {
-        int fd = r.ReadInt32();
-        if (fd < 0)
-            throw new InvalidDataException("bad file descriptor in XenStore state record");
-        return fd;
     }
 
     private static int Count(BinaryReader r)
