@@ -25,7 +25,7 @@ public class RingTests
     /// <summary>A connector that hands out in-memory pages, like Dom0 mapping a guest frame.</summary>
     internal sealed class Connector : IXenStoreDomainConnector
     {
-        public Dictionary<uint, (XenStoreMemoryRingPage Page, Kick ToGuest, XenStoreRingBinding Binding)> Domains { get; } = [];
+        public System.Collections.Concurrent.ConcurrentDictionary<uint, (XenStoreMemoryRingPage Page, Kick ToGuest, XenStoreRingBinding Binding)> Domains { get; } = new();
 
         public XenStoreRingBinding? Connect(uint domainId, long mfn, uint eventChannel)
         {
@@ -36,12 +36,15 @@ public class RingTests
             return binding;
         }
 
-        public XenStoreClient Guest(uint domid)
+        public XenStoreClient Guest(uint domid) => new(GuestStream(domid));
+
+        /// <summary>The guest's end of the domain's ring.</summary>
+        public XenStoreRingStream GuestStream(uint domid)
         {
             var (page, toGuest, binding) = Domains[domid];
             var stream = new XenStoreRingStream(page, new Kick { Target = binding.Stream }, XenStoreRingRole.Client);
             toGuest.Target = stream;
-            return new XenStoreClient(stream);
+            return stream;
         }
     }
 
