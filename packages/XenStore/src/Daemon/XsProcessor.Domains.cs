@@ -20,7 +20,11 @@ internal sealed unsafe partial class XsProcessor
         return allowDom0 || domid != 0;
     }
 
-    /// <summary>INTRODUCE <c>&lt;domid&gt;|&lt;mfn&gt;|&lt;evtchn&gt;|?</c>.</summary>
+    /// <summary>
+    /// INTRODUCE <c>&lt;domid&gt;|&lt;mfn&gt;|&lt;evtchn&gt;|?</c> (domain.c do_introduce): at least three strings,
+    /// domid and port through atoi, the gfn ignored, port 0 refused. dom0 is always introduced: a repeat
+    /// only rebinds its event channel.
+    /// </summary>
     private static XsError DoIntroduce(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         if (XsPayload.CountStrings(r.Payload) < 3)
@@ -29,9 +33,15 @@ internal sealed unsafe partial class XsProcessor
         XsPayload.TryNext(r.Payload, ref at, out var domText);
         XsPayload.TryNext(r.Payload, ref at, out var mfnText);
         XsPayload.TryNext(r.Payload, ref at, out var portText);
-        if (!TryDomid(domText, false, out uint domid) || !XsPayload.TryParseLong(mfnText, out long mfn)
-            || !XsPayload.TryParseUInt(portText, uint.MaxValue, out ulong port))
+        uint domid = XsCNumber.Atoi(domText);
+        uint port = XsCNumber.Atoi(portText);
+        if (port == 0)
             return XsError.EINVAL;
+        if (domid == 0)
+            return p.Ack(c, ref r);
+        if (domid >= XsConstants.DomidFirstReserved)
+            return XsError.EINVAL;
+        XsPayload.TryParseLong(mfnText, out long mfn);
         bool fresh = !p._domains.TryGetValue(domid, out var domain);
         if (fresh)
         {
@@ -39,12 +49,18 @@ internal sealed unsafe partial class XsProcessor
             p._domains.Add(domid, domain);
         }
         domain!.Mfn = mfn;
-        domain.EventChannel = (uint)port;
+        domain.EventChannel = port;
         if (p.DomainConnector is { } connector && domain.Connection is null)
-            p.AttachDomainRing(domain, connector.Connect(domid, mfn, (uint)port));
+            p.AttachDomainRing(domain, connector.Connect(domid, mfn, port));
+        else if (!fresh && domain.Connection is { } again)
+        {
+            // domain_conn_reset: a repeated INTRODUCE drops the domain's watches and transactions.
+            p.ClearWatches(again);
+            again.Transactions.Clear();
+        }
         var err = p.Ack(c, ref r);
         if (err == XsError.None && fresh)
-            p.Fire(XsPath.IntroduceDomain, [], null, true);
+            p.Fire(XsPath.IntroduceDomain, null, null, null, false);
         return err;
     }
 
@@ -93,8 +109,9 @@ internal sealed unsafe partial class XsProcessor
     /// <summary>RELEASE <c>&lt;domid&gt;|</c>: disconnect, drop its watches and transactions, clean its permissions, fire @releaseDomain.</summary>
     private static XsError DoRelease(XsProcessor p, XsConnection c, ref XsRequest r)
     {
-        if (!XsPayload.TryOneArg(r.Payload, out var text) || !TryDomid(text, false, out uint domid))
-            return XsError.EINVAL;
+        var err = OneArgDomain(p, ref r, out uint domid);
+        if (err != XsError.None)
+            return err;
         if (!p._domains.Remove(domid, out var domain))
             return XsError.ENOENT;
         if (domain.Connection is { } dc)
@@ -113,17 +130,30 @@ internal sealed unsafe partial class XsProcessor
                 conn.Target = null;
         }
         p.Store.ForgetDomain(domid);
-        var err = p.Ack(c, ref r);
+        err = p.Ack(c, ref r);
         if (err == XsError.None)
-            p.Fire(XsPath.ReleaseDomain, [], null, true);
+            p.Fire(XsPath.ReleaseDomain, null, null, null, false);
         return err;
     }
 
+    /// <summary>onearg_domain (domain.c): one argument, atoi, dom0 refused (EINVAL), else it must be introduced (ENOENT).</summary>
+    private static XsError OneArgDomain(XsProcessor p, ref XsRequest r, out uint domid)
+    {
+        domid = 0;
+        if (!XsPayload.TryOneArg(r.Payload, out var text))
+            return XsError.EINVAL;
+        domid = XsCNumber.Atoi(text);
+        if (domid == 0)
+            return XsError.EINVAL;
+        return p._domains.ContainsKey(domid) ? XsError.None : XsError.ENOENT;
+    }
+
+    /// <summary>GET_DOMAIN_PATH <c>&lt;domid&gt;|</c>: any number atoi makes of it (domain.c), introduced or not.</summary>
     private static XsError DoGetDomainPath(XsProcessor p, XsConnection c, ref XsRequest r)
     {
-        if (!XsPayload.TryOneArg(r.Payload, out var text) || !XsPayload.TryParseUInt(text, 65535, out ulong domid))
+        if (!XsPayload.TryOneArg(r.Payload, out var text))
             return XsError.EINVAL;
-        string path = XsPath.DomainPath((uint)domid);
+        string path = XsPath.DomainPath(XsCNumber.Atoi(text));
         Span<byte> reply = stackalloc byte[path.Length + 1];
         Encoding.ASCII.GetBytes(path, reply);
         reply[^1] = 0;
@@ -132,31 +162,35 @@ internal sealed unsafe partial class XsProcessor
 
     private static XsError DoIsDomainIntroduced(XsProcessor p, XsConnection c, ref XsRequest r)
     {
-        if (!XsPayload.TryOneArg(r.Payload, out var text) || !TryDomid(text, true, out uint domid))
+        if (!XsPayload.TryOneArg(r.Payload, out var text))
             return XsError.EINVAL;
-        bool introduced = domid == 0 || p._domains.ContainsKey(domid);
+        // domain.c: atoi; DOMID_SELF is always "introduced", and so is dom0.
+        uint domid = XsCNumber.Atoi(text);
+        bool introduced = domid == 0 || domid == XsConstants.DomidSelf || p._domains.ContainsKey(domid);
         return p.Reply(c, ref r, introduced ? "T\0"u8 : "F\0"u8);
     }
 
     private static XsError DoResume(XsProcessor p, XsConnection c, ref XsRequest r)
     {
-        if (!XsPayload.TryOneArg(r.Payload, out var text) || !TryDomid(text, false, out uint domid))
-            return XsError.EINVAL;
-        return p._domains.ContainsKey(domid) ? p.Ack(c, ref r) : XsError.ENOENT;
+        var err = OneArgDomain(p, ref r, out _);
+        return err != XsError.None ? err : p.Ack(c, ref r);
     }
 
     /// <summary>SET_TARGET <c>&lt;domid&gt;|&lt;tdomid&gt;|</c>: <c>domid</c> may act as <c>tdomid</c>'s owner.</summary>
     private static XsError DoSetTarget(XsProcessor p, XsConnection c, ref XsRequest r)
     {
-        if (XsPayload.CountStrings(r.Payload) != 2)
+        // domain.c do_set_target: at least two strings, both atoi, both introduced (dom0 always is).
+        if (XsPayload.CountStrings(r.Payload) < 2)
             return XsError.EINVAL;
         int at = 0;
         XsPayload.TryNext(r.Payload, ref at, out var a);
         XsPayload.TryNext(r.Payload, ref at, out var b);
-        if (!TryDomid(a, false, out uint domid) || !TryDomid(b, false, out uint target))
-            return XsError.EINVAL;
-        if (!p._domains.TryGetValue(domid, out var domain) || !p._domains.ContainsKey(target))
+        uint domid = XsCNumber.Atoi(a), target = XsCNumber.Atoi(b);
+        if ((domid != 0 && !p._domains.ContainsKey(domid)) || (target != 0 && !p._domains.ContainsKey(target)))
             return XsError.ENOENT;
+        if (domid == 0)
+            return p.Ack(c, ref r);
+        var domain = p._domains[domid];
         domain.Target = target;
         foreach (var conn in p._connections)
         {

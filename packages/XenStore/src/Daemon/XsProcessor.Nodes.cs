@@ -10,7 +10,7 @@ internal sealed unsafe partial class XsProcessor
     private XsError PathArg(XsConnection c, ReadOnlySpan<byte> raw, out string path)
     {
         var err = XsPath.Canonicalize(raw, c.DomainId, allowSpecial: false,
-            c.Privileged ? int.MaxValue : QuotasFor(c).PathLength, out path, out _);
+            QuotasFor(c).PathLength, out path, out _);
         return err;
     }
 
@@ -20,7 +20,7 @@ internal sealed unsafe partial class XsProcessor
         if (r.Transaction is not null)
             return null;
         Span<char> chars = stackalloc char[raw.Length + 32];
-        if (XsPath.CanonicalizeInto(raw, c.DomainId, c.Privileged ? int.MaxValue : QuotasFor(c).PathLength, chars, out int length, out _) != XsError.None)
+        if (XsPath.CanonicalizeInto(raw, c.DomainId, QuotasFor(c).PathLength, chars, out int length, out _) != XsError.None)
             return null;
         return Store.TryGetAccessible(c.Caller, chars[..length], XsAccess.Read);
     }
@@ -159,7 +159,7 @@ internal sealed unsafe partial class XsProcessor
     {
         if (!XsPayload.TryOneArg(r.Payload, out var raw))
             return XsError.EINVAL;
-        var err = XsPath.Canonicalize(raw, c.DomainId, allowSpecial: false, c.Privileged ? int.MaxValue : p.QuotasFor(c).PathLength, out var path, out _);
+        var err = XsPath.Canonicalize(raw, c.DomainId, allowSpecial: false, p.QuotasFor(c).PathLength, out var path, out _);
         if (err != XsError.None)
             return err;
         err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
@@ -179,6 +179,31 @@ internal sealed unsafe partial class XsProcessor
         return p.Reply(c, ref r, buffer[..len]);
     }
 
+    /// <summary>
+    /// Permissions of the special watch names (domain.c dom_introduce_perms/dom_release_perms): who may see
+    /// their events. Dom0 only by default (<c>n0</c>).
+    /// </summary>
+    private readonly Dictionary<string, XsPermission[]> _specialPerms = new(StringComparer.Ordinal)
+    {
+        [XsPath.IntroduceDomain] = [new XsPermission(0, XsAccess.None)],
+        [XsPath.ReleaseDomain] = [new XsPermission(0, XsAccess.None)],
+    };
+
+    /// <summary>domain.c set_perms_special: only the two special names (EINVAL), by whoever has write and owner on them (EACCES).</summary>
+    private XsError SetSpecialPermissions(XsConnection c, ref XsRequest r, ReadOnlySpan<byte> raw, XsPermission[] perms)
+    {
+        if (!_specialPerms.TryGetValue(Ascii(raw), out var current))
+            return XsError.EINVAL;
+        if ((c.Caller.AccessTo(current) & (XsAccess.Write | XsAccess.Owner)) != (XsAccess.Write | XsAccess.Owner))
+            return XsError.EACCES;
+        _specialPerms[Ascii(raw)] = perms;
+        return Ack(c, ref r);
+    }
+
+    /// <summary>check_perms_special: the connection may read the special name's permissions.</summary>
+    private bool MaySeeSpecial(XsConnection c, string name) =>
+        _specialPerms.TryGetValue(name, out var perms) && (c.Caller.AccessTo(perms) & XsAccess.Read) != 0;
+
     private static XsError DoSetPerms(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         // SET_PERMS <path>|<perm-as-string>|+
@@ -196,6 +221,8 @@ internal sealed unsafe partial class XsProcessor
             if (!XsPermission.TryParse(text, out perms[i]))
                 return XsError.EINVAL;
         }
+        if (!raw.IsEmpty && raw[0] == (byte)'@')
+            return p.SetSpecialPermissions(c, ref r, raw, perms);
         var err = p.PathArg(c, raw, out var path);
         if (err != XsError.None)
             return err;

@@ -12,7 +12,9 @@ internal sealed unsafe partial class XsProcessor
         // "It is not legal to send non-0 tx_id in TRANSACTION_START."
         if (r.Transaction is not null)
             return XsError.EBUSY;
-        if (!c.Privileged && c.Transactions.Count >= p.QuotasFor(c).Transactions)
+        // transaction.c: "if (conn->transaction_started > quota_max_transaction)": the quota is checked
+        // before counting the new one, so a domain may hold quota + 1 transactions (xenstored 4.17 agrees).
+        if (!c.Privileged && c.Transactions.Count > p.QuotasFor(c).Transactions)
             return XsError.ENOSPC;
         uint id = c.AllocateTransactionId();
         c.Transactions.Add(id, new XsTransaction(id));

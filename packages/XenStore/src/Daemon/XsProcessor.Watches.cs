@@ -13,30 +13,39 @@ internal sealed unsafe partial class XsProcessor
         if (!TwoStrings(r.Payload, out var rawPath, out var rawToken))
             return XsError.EINVAL;
         var quotas = p.QuotasFor(c);
-        var err = XsPath.Canonicalize(rawPath, c.DomainId, allowSpecial: true, c.Privileged ? int.MaxValue : quotas.PathLength, out var path, out bool relative);
-        if (err != XsError.None)
-            return err;
-        // Special watches see every domain's birth and death: dom0 only.
-        if (path[0] == '@' && !c.Privileged)
-            return XsError.EACCES;
-        if (path[0] == '@' && path != XsPath.IntroduceDomain && path != XsPath.ReleaseDomain)
-            return XsError.EINVAL;
+        string path;
+        bool relative = false;
+        if (!rawPath.IsEmpty && rawPath[0] == (byte)'@')
+        {
+            // watch.c check_watch_path: any "@" name up to XENSTORE_REL_PATH_MAX, for any caller; only
+            // @introduceDomain and @releaseDomain ever fire, and only for the privileged.
+            if (rawPath.Length > XsConstants.RelPathMax)
+                return XsError.EINVAL;
+            path = Ascii(rawPath);
+        }
+        else
+        {
+            var err = XsPath.Canonicalize(rawPath, c.DomainId, allowSpecial: false, quotas.PathLength, out path, out relative);
+            if (err != XsError.None)
+                return err;
+        }
         string token = Ascii(rawToken);
         foreach (var w in c.Watches)
         {
             if (w.Path == path && w.Token == token)
                 return XsError.EEXIST;
         }
-        if (!c.Privileged && c.Watches.Count >= quotas.Watches)
+        // "if (domain_watch(conn) > quota_nb_watch_per_domain)": checked before counting the new one.
+        if (!c.Privileged && c.Watches.Count > quotas.Watches)
             return XsError.E2BIG;
         var watch = new XsWatch(path, token, relative);
         // add_watch: a watch's path and token count against the domain's memory quota.
         if (!c.Privileged && p.Store.MemoryOf(c.DomainId) + WatchMemory(watch) > quotas.Memory)
             return XsError.ENOMEM;
         p.AddWatch(c, watch);
-        err = p.Ack(c, ref r);
-        if (err != XsError.None)
-            return err;
+        var acked = p.Ack(c, ref r);
+        if (acked != XsError.None)
+            return acked;
         string reported = relative ? XsPath.MakeRelative(path, c.DomainId) : path;
         c.Output.AppendEvent(reported, token, int.MaxValue);
         return XsError.None;
@@ -46,9 +55,11 @@ internal sealed unsafe partial class XsProcessor
     {
         if (!TwoStrings(r.Payload, out var rawPath, out var rawToken))
             return XsError.EINVAL;
-        var err = XsPath.Canonicalize(rawPath, c.DomainId, allowSpecial: true, int.MaxValue, out var path, out _);
-        if (err != XsError.None)
-            return err;
+        // watch.c do_unwatch: only canonicalize (absolute and "@" names as given, others below the home), no
+        // validation; a path no watch has is simply ENOENT.
+        string path = !rawPath.IsEmpty && (rawPath[0] == (byte)'/' || rawPath[0] == (byte)'@')
+            ? Ascii(rawPath)
+            : XsPath.DomainPath(c.DomainId) + "/" + Ascii(rawPath);
         string token = Ascii(rawToken);
         for (int i = 0; i < c.Watches.Count; i++)
         {
@@ -66,10 +77,9 @@ internal sealed unsafe partial class XsProcessor
     /// RESET_WATCHES: drop all watches and transactions of the caller. Sent inside a transaction it would
     /// destroy the transaction it runs in, so that is refused with EINVAL.
     /// </summary>
+    /// <summary>RESET_WATCHES (domain.c do_reset_watches): every watch and every transaction goes, whatever tx_id says (XS_FLAG_NOTID).</summary>
     private static XsError DoResetWatches(XsProcessor p, XsConnection c, ref XsRequest r)
     {
-        if (r.Header.TransactionId != 0)
-            return XsError.EINVAL;
         p.ClearWatches(c);
         c.Transactions.Clear();
         return p.Ack(c, ref r);

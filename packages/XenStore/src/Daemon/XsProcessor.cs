@@ -97,6 +97,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         f[(int)XsMessageType.Control] = HandlerFlags.Privileged;
         f[(int)XsMessageType.Watch] = HandlerFlags.NoTransaction;
         f[(int)XsMessageType.Unwatch] = HandlerFlags.NoTransaction;
+        f[(int)XsMessageType.ResetWatches] = HandlerFlags.NoTransaction;
         f[(int)XsMessageType.Introduce] = HandlerFlags.Privileged;
         f[(int)XsMessageType.Release] = HandlerFlags.Privileged;
         f[(int)XsMessageType.IsDomainIntroduced] = HandlerFlags.Privileged;
@@ -210,10 +211,11 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
     // ---- Watch delivery (IXsEventSink) ---------------------------------------------------------
 
     /// <summary>
-    /// fire_watches: every watch whose path matches gets <c>path|token|</c>, if its connection may read the
-    /// node (under its new or, for a permission change, its old permissions).
+    /// fire_watches (watch.c): every watch whose path matches gets <c>path|token|</c>, if its connection may
+    /// read the node under the given (old) permissions, its own, or its parent's (watch_permitted); special
+    /// events reach connections that may read the special name (check_perms_special: dom0 by default).
     /// </summary>
-    public void Fire(string path, XsPermission[] perms, XsPermission[]? oldPerms, bool exact)
+    public void Fire(string path, XsPermission[]? givenPerms, XsPermission[]? nodePerms, XsPermission[]? parentPerms, bool exact)
     {
         foreach (var c in _connections)
         {
@@ -229,8 +231,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
                 {
                     var caller = c.Caller;
                     allowed = path[0] == '@'
-                        ? c.Privileged
-                        : (caller.AccessTo(perms) & XsAccess.Read) != 0 || (oldPerms is not null && (caller.AccessTo(oldPerms) & XsAccess.Read) != 0);
+                        ? MaySeeSpecial(c, path)
+                        : Readable(caller, givenPerms) || Readable(caller, nodePerms) || Readable(caller, parentPerms);
                     checkedAccess = true;
                 }
                 if (!allowed)
@@ -242,6 +244,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
             }
         }
     }
+
+    private static bool Readable(in XsCaller caller, XsPermission[]? perms) => perms is not null && (caller.AccessTo(perms) & XsAccess.Read) != 0;
 
     private void Kick(XsConnection c)
     {

@@ -2,7 +2,8 @@ namespace VmmKit.XenStore.Store;
 
 /// <summary>
 /// Per-domain limits with xenstored's defaults (tools/xenstored/core.c and domain.c). They apply to
-/// unprivileged connections; dom0 and socket connections are exempt, as in xenstored.
+/// unprivileged connections; dom0 and socket connections are exempt, as in xenstored, except from the
+/// path length, which core.c's is_valid_nodename checks for every caller.
 /// </summary>
 public sealed class XenStoreQuotas
 {
@@ -27,7 +28,10 @@ public sealed class XenStoreQuotas
     /// <summary>Permission entries per node (<c>quota_nb_perms_per_node</c>, "permissions"); ENOSPC.</summary>
     public int Permissions { get; set; } = 5;
 
-    /// <summary>Path length below a domain's home (<c>quota_max_path_len</c>, "path-length"); EINVAL.</summary>
+    /// <summary>
+    /// Path length, counted after <c>/local/domain/N/</c> when below a domain's home (<c>quota_max_path_len</c>,
+    /// "path-length"); EINVAL. Applies to privileged callers too (core.c is_valid_nodename).
+    /// </summary>
     public int PathLength { get; set; } = Wire.XsConstants.RelPathMax;
 
     /// <summary>Memory a domain may use in the daemon, bytes (<c>quota_memory_per_domain_hard</c>, "memory"); ENOMEM.</summary>

@@ -17,7 +17,7 @@ internal readonly record struct XsCaller(uint DomainId, bool Privileged, uint? T
             return All;
         for (int i = 1; i < perms.Length; i++)
         {
-            if (perms[i].DomainId == DomainId || (Target is uint t2 && perms[i].DomainId == t2))
+            if ((perms[i].Access & XsAccess.Ignore) == 0 && (perms[i].DomainId == DomainId || (Target is uint t2 && perms[i].DomainId == t2)))
                 return perms[i].Access & XsAccess.Both;
         }
         return perms[0].Access & XsAccess.Both;

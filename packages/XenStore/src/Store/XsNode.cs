@@ -38,6 +38,15 @@ internal sealed class XsNode
     public int EntrySize => Value.Length + ChildrenLength + Perms.Length * XsPermission.AccountedSize;
 
     /// <summary>Bytes accounted to the owner's memory quota.</summary>
+    /// <summary><c>sizeof(struct xs_tdb_record_hdr)</c>: generation, permission count, data and children lengths, padded.</summary>
+    public const int RecordHeaderSize = 24;
+
+    /// <summary>The record xenstored writes and checks against the node-size quota (core.c write_node_raw: header, permissions, data, children).</summary>
+    public int RecordSize => RecordHeaderSize + EntrySize;
+
+    /// <summary>The record of a new node with <paramref name="permissions"/> entries and <paramref name="payload"/> bytes of data or children.</summary>
+    public static int NewRecordSize(int permissions, int payload) => RecordHeaderSize + permissions * XsPermission.AccountedSize + payload;
+
     public long MemorySize => EntrySize + Path.Length + 64;
 
     public void AddChild(string name)

@@ -17,6 +17,8 @@ public enum XsAccess : byte
     Both = Read | Write,
     /// <summary><c>XS_PERM_OWNER</c>: may change the permissions (never on the wire).</summary>
     Owner = 8,
+    /// <summary><c>XS_PERM_IGNORE</c>: the entry names a domain that is gone; still listed, never matched (never on the wire).</summary>
+    Ignore = 16,
 }
 
 /// <summary>
@@ -29,7 +31,11 @@ public readonly record struct XsPermission(uint DomainId, XsAccess Access)
     /// <summary>Bytes a permission costs in xenstored's node accounting (<c>sizeof(struct xs_permissions)</c>).</summary>
     internal const int AccountedSize = 8;
 
-    /// <summary>Parses <c>n5</c>, <c>r0</c>, <c>w7</c> or <c>b3</c>; false on anything else or a domid above 65535.</summary>
+    /// <summary>
+    /// Parses <c>n5</c>, <c>r0</c>, <c>w7</c> or <c>b3</c> as xenstore_lib.c's xs_strings_to_perms does: the
+    /// domid through <c>strtol(p, &amp;end, 0)</c> (so <c>0x10</c>, <c>010</c>, <c>+1</c> and <c>-1</c> parse),
+    /// nothing after it, truncated to 32 bits.
+    /// </summary>
     public static bool TryParse(ReadOnlySpan<byte> text, out XsPermission permission)
     {
         permission = default;
@@ -44,9 +50,9 @@ public readonly record struct XsPermission(uint DomainId, XsAccess Access)
             case (byte)'b': access = XsAccess.Both; break;
             default: return false;
         }
-        if (!XsPayload.TryParseUInt(text[1..], 65535, out ulong id))
+        if (!XsCNumber.TryStrtol(text[1..], out uint id))
             return false;
-        permission = new XsPermission((uint)id, access);
+        permission = new XsPermission(id, access);
         return true;
     }
 
@@ -64,5 +70,5 @@ public readonly record struct XsPermission(uint DomainId, XsAccess Access)
         TryParse(Encoding.ASCII.GetBytes(text), out var p) ? p : throw new FormatException($"'{text}' is not a XenStore permission");
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Letter}{DomainId}";
+    public override string ToString() => $"{Letter}{(int)DomainId}";   // xs_perm_to_string prints "%c%i"
 }

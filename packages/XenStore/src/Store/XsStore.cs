@@ -5,7 +5,12 @@ namespace VmmKit.XenStore.Store;
 /// <summary>Receives the watch events of committed changes.</summary>
 internal interface IXsEventSink
 {
-    void Fire(string path, XsPermission[] perms, XsPermission[]? oldPerms, bool exact);
+    /// <summary>
+    /// A change to <paramref name="path"/>. A connection may see it when it can read under
+    /// <paramref name="givenPerms"/> (old permissions of a SET_PERMS, or a deleted node's), the node's
+    /// permissions, or its parent's (watch.c watch_permitted); null means not available.
+    /// </summary>
+    void Fire(string path, XsPermission[]? givenPerms, XsPermission[]? nodePerms, XsPermission[]? parentPerms, bool exact);
 }
 
 /// <summary>
@@ -152,9 +157,36 @@ internal sealed class XsStore
     private void Fire(XsTransaction? tx, string path, XsPermission[] perms, XsPermission[]? oldPerms, bool exact)
     {
         if (tx is null)
-            Events.Fire(path, perms, oldPerms, exact);
+            Events.Fire(path, oldPerms, perms, ParentPerms(path), exact);
         else
             tx.Events.Add(new XsPendingEvent(path, perms, oldPerms, exact));
+    }
+
+    private XsPermission[]? ParentPerms(string path) => path == "/" ? null : _nodes.GetValueOrDefault(XsNode.ParentOf(path))?.Perms;
+
+    /// <summary>
+    /// transaction.c finalize_transaction: one event per changed node, in the order the transaction first
+    /// touched them, exact only if every change was exact; permissions are looked up after the commit
+    /// (fire_watches with node == NULL), a node deleted in the transaction offers the permissions it had.
+    /// </summary>
+    private void FireCommitted(XsTransaction tx)
+    {
+        if (tx.Events.Count == 0)
+            return;
+        var merged = new Dictionary<string, (XsPermission[]? Given, XsPermission[] Last, bool Exact)>(StringComparer.Ordinal);
+        foreach (var e in tx.Events)
+        {
+            merged[e.Path] = merged.TryGetValue(e.Path, out var m)
+                ? (m.Given ?? e.OldPerms, e.Perms, m.Exact && e.Exact)
+                : (e.OldPerms, e.Perms, e.Exact);
+        }
+        foreach (var path in tx.Accessed.Keys)
+        {
+            if (!merged.Remove(path, out var m))
+                continue;
+            var node = _nodes.GetValueOrDefault(path);
+            Events.Fire(path, m.Given ?? (node is null ? m.Last : null), node?.Perms, node is null ? null : ParentPerms(path), m.Exact);
+        }
     }
 
     // ---- Permission-checked lookup -----------------------------------------------------------
@@ -162,7 +194,8 @@ internal sealed class XsStore
     /// <summary>
     /// xenstored's get_node + get_node_chk_perm + errno_from_parents: a missing node reports ENOENT only
     /// when the nearest existing ancestor grants some of <paramref name="need"/>, otherwise EACCES, so the
-    /// error never reveals what a caller cannot see.
+    /// error never reveals what a caller cannot see (a write-only parent lets a child be created; Xen's
+    /// xenstored 4.17 agrees in the differential tests).
     /// </summary>
     private XsError LookupCore(in XsCaller caller, string path, XsAccess need, XsTransaction? tx, out XsNode? node)
     {
@@ -192,21 +225,39 @@ internal sealed class XsStore
 
     /// <summary>
     /// quota_trans_nodes: a transaction that has touched too many nodes fails the operation with ENOSPC
-    /// and can no longer commit.
+    /// and can no longer commit. Every node it looked at or changed counts once (transaction.c access_node
+    /// keeps one entry per node; everything changed was looked at first, so the overlay is a subset).
     /// </summary>
     private XsError Bounded(in XsCaller caller, XsTransaction? tx, XsError err)
     {
-        if (err == XsError.None && tx is not null && !caller.Privileged && tx.Accessed.Count + tx.Overlay.Count > Quotas.TransactionNodes)
+        if (err == XsError.None && tx is not null && !caller.Privileged && tx.Accessed.Count > Quotas.TransactionNodes)
         {
-            tx.Failed = true;
+            tx.Doomed = true;
             return XsError.ENOSPC;
         }
         return err;
     }
 
+    /// <summary>
+    /// transaction.c access_node: a transaction at its node quota gets ENOSPC for the first access to a node
+    /// it has not touched yet, before anything happens; it stays usable but is doomed: END T gives ENOMEM.
+    /// </summary>
+    private bool AtNodeQuota(in XsCaller caller, XsTransaction? tx, string path)
+    {
+        if (tx is null || caller.Privileged || tx.Accessed.Count < Quotas.TransactionNodes || tx.Accessed.ContainsKey(path))
+            return false;
+        tx.Doomed = true;
+        return true;
+    }
+
     /// <summary>Permission-checked lookup; see <see cref="LookupCore"/>.</summary>
     public XsError Lookup(in XsCaller caller, string path, XsAccess need, XsTransaction? tx, out XsNode? node)
     {
+        if (AtNodeQuota(caller, tx, path))
+        {
+            node = null;
+            return XsError.ENOSPC;
+        }
         var err = Bounded(caller, tx, LookupCore(caller, path, need, tx, out node));
         if (err != XsError.None)
             node = null;
@@ -215,17 +266,19 @@ internal sealed class XsStore
 
     /// <summary>XS_WRITE; see <see cref="WriteCore"/>.</summary>
     public XsError Write(in XsCaller caller, string path, ReadOnlySpan<byte> value, XsTransaction? tx) =>
-        Bounded(caller, tx, WriteCore(caller, path, value, tx));
+        AtNodeQuota(caller, tx, path) ? XsError.ENOSPC : Bounded(caller, tx, WriteCore(caller, path, value, tx));
 
     /// <summary>XS_MKDIR; see <see cref="MkdirCore"/>.</summary>
-    public XsError Mkdir(in XsCaller caller, string path, XsTransaction? tx) => Bounded(caller, tx, MkdirCore(caller, path, tx));
+    public XsError Mkdir(in XsCaller caller, string path, XsTransaction? tx) =>
+        AtNodeQuota(caller, tx, path) ? XsError.ENOSPC : Bounded(caller, tx, MkdirCore(caller, path, tx));
 
     /// <summary>XS_RM; see <see cref="RemoveCore"/>.</summary>
-    public XsError Remove(in XsCaller caller, string path, XsTransaction? tx) => Bounded(caller, tx, RemoveCore(caller, path, tx));
+    public XsError Remove(in XsCaller caller, string path, XsTransaction? tx) =>
+        AtNodeQuota(caller, tx, path) ? XsError.ENOSPC : Bounded(caller, tx, RemoveCore(caller, path, tx));
 
     /// <summary>XS_SET_PERMS; see <see cref="SetPermissionsCore"/>.</summary>
     public XsError SetPermissions(in XsCaller caller, string path, XsPermission[] perms, XsTransaction? tx) =>
-        Bounded(caller, tx, SetPermissionsCore(caller, path, perms, tx));
+        AtNodeQuota(caller, tx, path) ? XsError.ENOSPC : Bounded(caller, tx, SetPermissionsCore(caller, path, perms, tx));
 
     // ---- Operations --------------------------------------------------------------------------
 
@@ -235,7 +288,7 @@ internal sealed class XsStore
         var err = LookupCore(caller, path, XsAccess.Write, tx, out var node);
         if (err == XsError.None)
         {
-            if (!caller.Privileged && node!.EntrySize - node.Value.Length + value.Length >= Quotas.NodeSize)
+            if (!caller.Privileged && node!.RecordSize - node.Value.Length + value.Length >= Quotas.NodeSize)
                 return XsError.ENOSPC;
             if (!caller.Privileged && MemoryOf(caller.DomainId) + value.Length - node!.Value.Length > Quotas.Memory)
                 return XsError.ENOMEM;
@@ -292,10 +345,15 @@ internal sealed class XsStore
             int owned = NodesOwnedBy(owner) + (tx?.DeltaFor(owner) ?? 0);
             if (owned + missing.Count > Quotas.Nodes)
                 return XsError.ENOSPC;
-            if (value.Length + parent.Perms.Length * XsPermission.AccountedSize >= Quotas.NodeSize)
+            // write_node_raw checks every record written: the parent gaining a child, each new node.
+            if (parent.RecordSize + XsNode.BaseName(missing[^1]).Length + 1 >= Quotas.NodeSize)
                 return XsError.ENOSPC;
-            if (parent.EntrySize + XsNode.BaseName(missing[^1]).Length + 1 >= Quotas.NodeSize)
-                return XsError.ENOSPC;
+            for (int i = 0; i < missing.Count; i++)
+            {
+                int payload = i == 0 ? value.Length : XsNode.BaseName(missing[i - 1]).Length + 1;
+                if (XsNode.NewRecordSize(parent.Perms.Length, payload) >= Quotas.NodeSize)
+                    return XsError.ENOSPC;
+            }
             long mem = MemoryOf(owner) + value.Length;
             foreach (var m in missing)
                 mem += m.Length + 64;
@@ -335,19 +393,28 @@ internal sealed class XsStore
         var parent = Get(XsNode.ParentOf(path), tx);
         if (parent is null)
             return XsError.EIO;
+        RemoveTree(node!, parent, tx);
+        return XsError.None;
+    }
 
-        // Post-order walk with an explicit stack (no recursion a client could drive deep).
+    /// <summary>
+    /// core.c delete_node: children first, in child-list order (explicit stack, no recursion a client could
+    /// drive deep), each firing only watches on exactly its path; the subtree's root fires as an ordinary change.
+    /// </summary>
+    private void RemoveTree(XsNode node, XsNode parent, XsTransaction? tx)
+    {
         var stack = new Stack<(XsNode Node, bool Expanded)>();
-        stack.Push((node!, false));
+        stack.Push((node, false));
         while (stack.Count > 0)
         {
             var (n, expanded) = stack.Pop();
             if (!expanded)
             {
                 stack.Push((n, true));
-                foreach (var c in n.Children)
+                var children = n.Children.ToList();
+                for (int i = children.Count - 1; i >= 0; i--)
                 {
-                    var child = Get(n.Path == "/" ? "/" + c : n.Path + "/" + c, tx);
+                    var child = Get(n.Path == "/" ? "/" + children[i] : n.Path + "/" + children[i], tx);
                     if (child is not null)
                         stack.Push((child, false));
                 }
@@ -358,9 +425,8 @@ internal sealed class XsStore
             Delete(n, tx);
         }
         var w = Writable(parent, tx);
-        w.RemoveChild(XsNode.BaseName(path));
+        w.RemoveChild(XsNode.BaseName(node.Path));
         Put(w, tx);
-        return XsError.None;
     }
 
     /// <summary>XS_SET_PERMS: needs write and ownership; only the privileged may change the owner.</summary>
@@ -373,7 +439,11 @@ internal sealed class XsStore
             return err;
         if (!caller.Privileged && perms[0].DomainId != node!.Owner)
             return XsError.EPERM;
-        if (!caller.Privileged && node!.EntrySize + (perms.Length - node.Perms.Length) * XsPermission.AccountedSize >= Quotas.NodeSize)
+        // The new owner must exist (domain.c: the node count goes to its struct domain); ids at or above
+        // DOMID_FIRST_RESERVED never do. Lower ids of domains that do not exist: README Known gaps.
+        if (perms[0].DomainId >= XsConstants.DomidFirstReserved)
+            return XsError.ENOENT;
+        if (!caller.Privileged && node!.RecordSize + (perms.Length - node.Perms.Length) * XsPermission.AccountedSize >= Quotas.NodeSize)
             return XsError.ENOSPC;
         var old = node!.Perms;
         var w = Writable(node, tx);
@@ -398,6 +468,8 @@ internal sealed class XsStore
     {
         if (tx.Failed)
             return XsError.EAGAIN;
+        if (tx.Doomed)
+            return XsError.ENOMEM;
         foreach (var (path, gen) in tx.Accessed)
         {
             ulong now = _nodes.TryGetValue(path, out var n) ? n.Generation : 0;
@@ -416,8 +488,7 @@ internal sealed class XsStore
             else
                 Commit(node);
         }
-        foreach (var e in tx.Events)
-            Events.Fire(e.Path, e.Perms, e.OldPerms, e.Exact);
+        FireCommitted(tx);
         return XsError.None;
     }
 
@@ -429,32 +500,39 @@ internal sealed class XsStore
     /// </summary>
     public void ForgetDomain(uint domid)
     {
-        var touched = new List<XsNode>();
-        foreach (var n in _nodes.Values)
+        // domain.c domain_tree_remove: every node the domain owns goes, with its subtree, as an RM would
+        // (walk from the root in child order, not descending into what was removed).
+        var walk = new Stack<string>();
+        walk.Push("/");
+        while (walk.Count > 0)
         {
-            foreach (var p in n.Perms)
+            string path = walk.Pop();
+            if (!_nodes.TryGetValue(path, out var n))
+                continue;
+            if (n.Owner == domid && path != "/")
             {
-                if (p.DomainId == domid)
-                {
-                    touched.Add(n);
-                    break;
-                }
+                RemoveTree(n, _nodes[XsNode.ParentOf(path)], null);
+                continue;
             }
+            var children = n.Children.ToList();
+            for (int i = children.Count - 1; i >= 0; i--)
+                walk.Push(path == "/" ? "/" + children[i] : path + "/" + children[i]);
         }
-        foreach (var n in touched)
+        // XSA-322: entries naming it stay listed but are ignored (XS_PERM_IGNORE), so a domain that reuses
+        // the id inherits nothing. The node does not change (no new generation).
+        foreach (var n in _nodes.Values.ToList())
         {
-            var list = new List<XsPermission>(n.Perms.Length);
-            for (int i = 0; i < n.Perms.Length; i++)
-            {
-                var p = n.Perms[i];
-                if (i == 0 && p.DomainId == domid)
-                    list.Add(p with { DomainId = 0 });
-                else if (i == 0 || p.DomainId != domid)
-                    list.Add(p);
-            }
+            bool named = false;
+            for (int i = 1; i < n.Perms.Length; i++)
+                named |= n.Perms[i].DomainId == domid && (n.Perms[i].Access & XsAccess.Ignore) == 0;
+            if (!named)
+                continue;
             var w = n.Clone();
-            w.Perms = [.. list];
-            Commit(w);
+            w.Perms = [.. n.Perms.Select((p, i) => i > 0 && p.DomainId == domid ? p with { Access = p.Access | XsAccess.Ignore } : p)];
+            Uncharge(n);
+            w.Generation = n.Generation;
+            _nodes[w.Path] = w;
+            Charge(w);
         }
     }
 

@@ -26,6 +26,12 @@ internal sealed class XsTransaction(uint id)
     /// <summary>Set when the transaction can no longer commit (restored after a restart, or an internal failure); END T gives EAGAIN.</summary>
     public bool Failed { get; set; }
 
+    /// <summary>
+    /// xenstored's <c>trans-&gt;fail</c>: an operation ran into the transaction's node quota. Later operations
+    /// still run; END T answers ENOMEM (transaction.c do_transaction_end).
+    /// </summary>
+    public bool Doomed { get; set; }
+
     public int DeltaFor(uint domid) => NodeDelta.TryGetValue(domid, out int d) ? d : 0;
 
     public void AddDelta(uint domid, int delta) => NodeDelta[domid] = DeltaFor(domid) + delta;

@@ -44,4 +44,7 @@ public static class XsConstants
 
     /// <summary><c>DOMID_FIRST_RESERVED</c> (xen.h): domain ids from here on are special.</summary>
     public const uint DomidFirstReserved = 0x7FF0;
+
+    /// <summary><c>DOMID_SELF</c> (xen.h): IS_DOMAIN_INTRODUCED always answers "T" for it.</summary>
+    public const uint DomidSelf = 0x7FF0;
 }
