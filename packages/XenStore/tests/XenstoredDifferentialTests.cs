@@ -26,6 +26,24 @@ public class XenstoredDifferentialTests
         return d;
     }
 
+    /// <summary>
+    /// Seeded random differential run (VMMKIT_XS_DIFF_SEED picks another seed): a few seconds of mixed
+    /// traffic from dom0 and two domUs; the first divergence fails with the whole request history.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Random_traffic_matches(int seedIndex)
+    {
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("VMMKIT_XS_DIFF_SEED"), out int s) ? s + seedIndex : 20260 + seedIndex;
+        await using var d = await WithGuestsAsync();
+        await d.AddSocketAsync("dom0b");
+        await d.SendAsync("dom0", T.Write, "/local/domain/1/data\0d1");
+        await d.SendAsync("dom0", T.SetPerms, S("/local/domain/1/data", "n1", "r2"));
+        int steps = await new XsRandomWorkload(d, seed).RunAsync(TimeSpan.FromSeconds(3), 2000);
+        Assert.True(steps > 50, $"only {steps} steps ran (seed {seed})");
+    }
+
     [Fact]
     public async Task Path_rules()
     {

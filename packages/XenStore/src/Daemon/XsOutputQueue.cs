@@ -60,6 +60,8 @@ internal sealed class XsOutputQueue
             return false;
         lock (_lock)
         {
+            if (path.Length > 0 && path[0] != '@' && IsPending(path, token, len))
+                return false;
             if (_eventBytes + len > backlogLimit)
             {
                 DroppedEvents++;
@@ -75,6 +77,41 @@ internal sealed class XsOutputQueue
             dest[at] = 0;
             return true;
         }
+    }
+
+    /// <summary>
+    /// core.c send_event: an event identical to one still waiting to be written (same path and token) is
+    /// dropped; special events are exempt. Walks the queued frames by their headers.
+    /// </summary>
+    private bool IsPending(string path, string token, int len)
+    {
+        for (int at = 0; at + XsConstants.HeaderSize <= _length;)
+        {
+            var h = XsHeader.Read(_pending.AsSpan(at, XsConstants.HeaderSize));
+            int payload = at + XsConstants.HeaderSize;
+            if (h.Type == XsMessageType.WatchEvent && h.Length == len && Matches(_pending.AsSpan(payload, len), path, token))
+                return true;
+            at = payload + (int)h.Length;
+        }
+        return false;
+    }
+
+    private static bool Matches(ReadOnlySpan<byte> payload, string path, string token)
+    {
+        int at = 0;
+        foreach (char c in path)
+        {
+            if (payload[at++] != (byte)c)
+                return false;
+        }
+        if (payload[at++] != 0)
+            return false;
+        foreach (char c in token)
+        {
+            if (payload[at++] != (byte)c)
+                return false;
+        }
+        return true;
     }
 
     private Span<byte> Reserve(int size)

@@ -77,7 +77,7 @@ internal sealed unsafe partial class XsProcessor
     /// RESET_WATCHES: drop all watches and transactions of the caller. Sent inside a transaction it would
     /// destroy the transaction it runs in, so that is refused with EINVAL.
     /// </summary>
-    /// <summary>RESET_WATCHES (domain.c do_reset_watches): every watch and every transaction goes, whatever tx_id says (XS_FLAG_NOTID).</summary>
+    /// <summary>RESET_WATCHES (domain.c do_reset_watches): every watch and every transaction goes, even when sent inside one of them.</summary>
     private static XsError DoResetWatches(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         p.ClearWatches(c);

@@ -97,7 +97,6 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         f[(int)XsMessageType.Control] = HandlerFlags.Privileged;
         f[(int)XsMessageType.Watch] = HandlerFlags.NoTransaction;
         f[(int)XsMessageType.Unwatch] = HandlerFlags.NoTransaction;
-        f[(int)XsMessageType.ResetWatches] = HandlerFlags.NoTransaction;
         f[(int)XsMessageType.Introduce] = HandlerFlags.Privileged;
         f[(int)XsMessageType.Release] = HandlerFlags.Privileged;
         f[(int)XsMessageType.IsDomainIntroduced] = HandlerFlags.Privileged;

@@ -227,7 +227,7 @@ internal sealed class XsDifferential : IAsyncDisposable
         if (CollectFile is { Length: > 0 })
         {
             lock (CollectFile)
-                File.AppendAllText(CollectFile, $"{what}\n  after: {Short(_history[^Math.Min(2, _history.Count)])}\n");
+                File.AppendAllText(CollectFile, $"{what}\n  after:\n    {string.Join("\n    ", _history.TakeLast(16).Select(Short))}\n{(what.Contains("closed") ? Tail(Xen.Log) : "")}\n");
             return;
         }
         throw new Xunit.Sdk.XunitException($"xenstored and our daemon diverge: {what}\nHistory:\n{History}\nxenstored log:\n{Tail(Xen.Log)}");
