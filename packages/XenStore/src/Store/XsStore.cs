@@ -80,8 +80,13 @@ internal sealed class XsStore
             return _nodes.GetValueOrDefault(path);
         if (tx.Overlay.TryGetValue(path, out var mine))
             return mine;
+        // transaction.c access_node: a node read in a transaction is copied there, so later reads see the
+        // same version (committed nodes are never changed in place, so keeping the object is the copy).
+        if (tx.Seen.TryGetValue(path, out var seen))
+            return seen;
         var node = _nodes.GetValueOrDefault(path);
         tx.Accessed.TryAdd(path, node?.Generation ?? 0);
+        tx.Seen[path] = node;
         return node;
     }
 
@@ -98,8 +103,26 @@ internal sealed class XsStore
         if (tx is not null && tx.Overlay.TryGetValue(node.Path, out var mine) && ReferenceEquals(mine, node))
             return node;
         if (tx is not null)
-            tx.Accessed.TryAdd(node.Path, _nodes.GetValueOrDefault(node.Path)?.Generation ?? 0);
+            Remember(tx, node.Path);
         return node.Clone();
+    }
+
+    /// <summary>core.c write_node: a record that cannot be written inside a transaction dooms it (fail_transaction): END T is ENOMEM.</summary>
+    private static XsError WriteFailed(XsTransaction? tx, XsError err)
+    {
+        if (tx is not null)
+            tx.Doomed = true;
+        return err;
+    }
+
+    /// <summary>First access of <paramref name="path"/> in <paramref name="tx"/>: its generation (for the commit check) and version.</summary>
+    private void Remember(XsTransaction tx, string path)
+    {
+        if (tx.Accessed.ContainsKey(path))
+            return;
+        var node = _nodes.GetValueOrDefault(path);
+        tx.Accessed.Add(path, node?.Generation ?? 0);
+        tx.Seen[path] = node;
     }
 
     private void Put(XsNode node, XsTransaction? tx)
@@ -117,7 +140,7 @@ internal sealed class XsStore
             Uncommit(node.Path);
             return;
         }
-        tx.Accessed.TryAdd(node.Path, _nodes.GetValueOrDefault(node.Path)?.Generation ?? 0);
+        Remember(tx, node.Path);
         tx.Overlay[node.Path] = null;
         tx.AddDelta(node.Owner, -1);
     }
@@ -167,7 +190,7 @@ internal sealed class XsStore
     /// <summary>
     /// transaction.c finalize_transaction: one event per changed node, in the order the transaction first
     /// touched them, exact only if every change was exact; permissions are looked up after the commit
-    /// (fire_watches with node == NULL), a node deleted in the transaction offers the permissions it had.
+    /// (fire_watches with node == NULL) besides those the node had when the transaction first saw it.
     /// </summary>
     private void FireCommitted(XsTransaction tx)
     {
@@ -185,7 +208,8 @@ internal sealed class XsStore
             if (!merged.Remove(path, out var m))
                 continue;
             var node = _nodes.GetValueOrDefault(path);
-            Events.Fire(path, m.Given ?? (node is null ? m.Last : null), node?.Perms, node is null ? null : ParentPerms(path), m.Exact);
+            var first = tx.Seen.GetValueOrDefault(path)?.Perms;
+            Events.Fire(path, first ?? m.Given, node?.Perms, node is null ? null : ParentPerms(path), m.Exact);
         }
     }
 
@@ -205,6 +229,14 @@ internal sealed class XsStore
             if ((caller.AccessTo(node.Perms) & need) == need)
                 return XsError.None;
             node = null;
+            // get_node runs errno_from_parents for EACCES too: inside a transaction that reads (and so
+            // records) the nearest existing ancestor, which a later change to it turns into EAGAIN.
+            if (tx is not null && path != "/")
+            {
+                for (string up = XsNode.ParentOf(path); Get(up, tx) is null && up != "/"; up = XsNode.ParentOf(up))
+                {
+                }
+            }
             return XsError.EACCES;
         }
         if (path.Length > 0 && path[0] == '@')
@@ -289,9 +321,9 @@ internal sealed class XsStore
         if (err == XsError.None)
         {
             if (!caller.Privileged && node!.RecordSize - node.Value.Length + value.Length >= Quotas.NodeSize)
-                return XsError.ENOSPC;
+                return WriteFailed(tx, XsError.ENOSPC);
             if (!caller.Privileged && MemoryOf(caller.DomainId) + value.Length - node!.Value.Length > Quotas.Memory)
-                return XsError.ENOMEM;
+                return WriteFailed(tx, XsError.ENOMEM);
             var w = Writable(node!, tx);
             w.Value = value.ToArray();
             Put(w, tx);
@@ -347,18 +379,18 @@ internal sealed class XsStore
                 return XsError.ENOSPC;
             // write_node_raw checks every record written: the parent gaining a child, each new node.
             if (parent.RecordSize + XsNode.BaseName(missing[^1]).Length + 1 >= Quotas.NodeSize)
-                return XsError.ENOSPC;
+                return WriteFailed(tx, XsError.ENOSPC);
             for (int i = 0; i < missing.Count; i++)
             {
                 int payload = i == 0 ? value.Length : XsNode.BaseName(missing[i - 1]).Length + 1;
                 if (XsNode.NewRecordSize(parent.Perms.Length, payload) >= Quotas.NodeSize)
-                    return XsError.ENOSPC;
+                    return WriteFailed(tx, XsError.ENOSPC);
             }
             long mem = MemoryOf(owner) + value.Length;
             foreach (var m in missing)
                 mem += m.Length + 64;
             if (mem > Quotas.Memory)
-                return XsError.ENOMEM;
+                return WriteFailed(tx, XsError.ENOMEM);
         }
         var p = Writable(parent, tx);
         for (int i = missing.Count - 1; i >= 0; i--)
@@ -444,7 +476,7 @@ internal sealed class XsStore
         if (perms[0].DomainId >= XsConstants.DomidFirstReserved)
             return XsError.ENOENT;
         if (!caller.Privileged && node!.RecordSize + (perms.Length - node.Perms.Length) * XsPermission.AccountedSize >= Quotas.NodeSize)
-            return XsError.ENOSPC;
+            return WriteFailed(tx, XsError.ENOSPC);
         var old = node!.Perms;
         var w = Writable(node, tx);
         w.Perms = perms;

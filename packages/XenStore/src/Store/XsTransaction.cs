@@ -15,8 +15,11 @@ internal sealed class XsTransaction(uint id)
     /// <summary>Path → private copy, or null for a node deleted inside the transaction.</summary>
     public Dictionary<string, XsNode?> Overlay { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>Path → generation seen at first access (0 = did not exist).</summary>
+    /// <summary>Path → generation seen at first access (0 = did not exist), in first-access order.</summary>
     public Dictionary<string, ulong> Accessed { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Path → the committed version seen at first access (null = did not exist): what later reads see.</summary>
+    public Dictionary<string, XsNode?> Seen { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Owner domid → nodes created minus nodes deleted inside the transaction.</summary>
     public Dictionary<uint, int> NodeDelta { get; } = [];

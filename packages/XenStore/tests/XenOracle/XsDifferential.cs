@@ -227,7 +227,11 @@ internal sealed class XsDifferential : IAsyncDisposable
         if (CollectFile is { Length: > 0 })
         {
             lock (CollectFile)
+            {
+                if (!File.Exists(CollectFile + ".history"))
+                    File.WriteAllText(CollectFile + ".history", History);
                 File.AppendAllText(CollectFile, $"{what}\n  after:\n    {string.Join("\n    ", _history.TakeLast(16).Select(Short))}\n{(what.Contains("closed") ? Tail(Xen.Log) : "")}\n");
+            }
             return;
         }
         throw new Xunit.Sdk.XunitException($"xenstored and our daemon diverge: {what}\nHistory:\n{History}\nxenstored log:\n{Tail(Xen.Log)}");
