@@ -180,18 +180,18 @@ public class SemanticsTests
         await using var d5 = new XenStoreClient(daemon.Connect(5));
         await using var w = d5.WatchAsync("/pub", "p").GetAsyncEnumerator();
         Assert.Equal("/pub", (await NextAsync(w)).Path);
-        await dom0.WriteAsync("/pub/hidden", "secret");
-        await dom0.SetPermissionsAsync("/pub/hidden", [new XsPermission(0, XsAccess.None)]);
-        await dom0.WriteAsync("/pub/hidden", "secret2");
-        await dom0.WriteAsync("/pub/open", "y");
-        await dom0.WriteAsync("/secret/inner/node", "s");
-        await dom0.WriteAsync("/pub/open", "z");
         // watch.c watch_permitted: the node, its old permissions or its parent must be readable. d5 sees the
         // creation (inherited readable perms), the perms change (old perms readable) and, because /pub is
-        // readable, the write after that too; nothing below /secret; then /pub/open (Xen's xenstored 4.17 agrees).
+        // readable, the write after that too; nothing below /secret; then /pub/open (Xen's xenstored 4.17
+        // agrees). Each event is taken before the next change: identical events still queued are merged.
+        await dom0.WriteAsync("/pub/hidden", "secret");
         Assert.Equal("/pub/hidden", (await NextAsync(w)).Path);
+        await dom0.SetPermissionsAsync("/pub/hidden", [new XsPermission(0, XsAccess.None)]);
         Assert.Equal("/pub/hidden", (await NextAsync(w)).Path);
+        await dom0.WriteAsync("/pub/hidden", "secret2");
         Assert.Equal("/pub/hidden", (await NextAsync(w)).Path);
+        await dom0.WriteAsync("/secret/inner/node", "s");
+        await dom0.WriteAsync("/pub/open", "z");
         Assert.Equal("/pub/open", (await NextAsync(w)).Path);
         await using var s5 = d5.WatchAsync("/secret", "s").GetAsyncEnumerator();
         Assert.Equal("/secret", (await NextAsync(s5)).Path);
