@@ -355,7 +355,11 @@ public class XenstoredDifferentialTests
         await using var d = await WithGuestsAsync();
         foreach (var conn in new[] { "dom0", "d1" })
         {
-            foreach (var type in new[] { T.Read, T.Write, T.Mkdir, T.Rm, T.Directory, T.DirectoryPart, T.GetPerms, T.SetPerms, T.Watch, T.Unwatch })
+            // One-argument requests unterminated or with extra strings are left out: xenstored 4.17 answers
+            // them with a stale errno (README Known gaps); only the empty string is compared.
+            foreach (var type in new[] { T.Read, T.Mkdir, T.Rm, T.Directory, T.GetPerms })
+                await d.SendAsync(conn, type, "\0");
+            foreach (var type in new[] { T.Write, T.DirectoryPart, T.SetPerms, T.Watch, T.Unwatch })
             {
                 await d.SendAsync(conn, type, "\0");
                 await d.SendAsync(conn, type, "/m");

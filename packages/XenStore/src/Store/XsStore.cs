@@ -422,43 +422,47 @@ internal sealed class XsStore
             return err;
         if (path == "/")
             return XsError.EINVAL;
+        // core.c _rm: a parent that cannot be read (gone in this transaction's view) is EINVAL.
         var parent = Get(XsNode.ParentOf(path), tx);
         if (parent is null)
-            return XsError.EIO;
-        RemoveTree(node!, parent, tx);
-        return XsError.None;
+            return XsError.EINVAL;
+        return RemoveTree(node!, parent, tx);
     }
 
     /// <summary>
     /// core.c delete_node: children first, in child-list order (explicit stack, no recursion a client could
-    /// drive deep), each firing only watches on exactly its path; the subtree's root fires as an ordinary change.
+    /// drive deep), each firing only watches on exactly its path; the subtree's root fires as an ordinary
+    /// change. EIO when the tree is inconsistent in a transaction's view (it saw a node before someone else
+    /// changed its children): a listed child that is gone stops the deletion there, and a parent that does
+    /// not list the node fails delete_child; what was deleted so far stays deleted.
     /// </summary>
-    private void RemoveTree(XsNode node, XsNode parent, XsTransaction? tx)
+    private XsError RemoveTree(XsNode node, XsNode parent, XsTransaction? tx)
     {
-        var stack = new Stack<(XsNode Node, bool Expanded)>();
+        var stack = new Stack<(XsNode? Node, bool Expanded)>();
         stack.Push((node, false));
         while (stack.Count > 0)
         {
             var (n, expanded) = stack.Pop();
+            if (n is null)
+                return XsError.EIO;
             if (!expanded)
             {
                 stack.Push((n, true));
                 var children = n.Children.ToList();
                 for (int i = children.Count - 1; i >= 0; i--)
-                {
-                    var child = Get(n.Path == "/" ? "/" + children[i] : n.Path + "/" + children[i], tx);
-                    if (child is not null)
-                        stack.Push((child, false));
-                }
+                    stack.Push((Get(n.Path == "/" ? "/" + children[i] : n.Path + "/" + children[i], tx), false));
                 continue;
             }
             // Fire while the node's permissions are still visible (delnode_sub).
             Fire(tx, n.Path, n.Perms, null, !ReferenceEquals(n, node));
             Delete(n, tx);
         }
+        if (!parent.Children.Contains(XsNode.BaseName(node.Path)))
+            return XsError.EIO;
         var w = Writable(parent, tx);
         w.RemoveChild(XsNode.BaseName(node.Path));
         Put(w, tx);
+        return XsError.None;
     }
 
     /// <summary>XS_SET_PERMS: needs write and ownership; only the privileged may change the owner.</summary>
@@ -543,7 +547,7 @@ internal sealed class XsStore
                 continue;
             if (n.Owner == domid && path != "/")
             {
-                RemoveTree(n, _nodes[XsNode.ParentOf(path)], null);
+                RemoveTree(n, _nodes[XsNode.ParentOf(path)], null);   // the committed tree is consistent
                 continue;
             }
             var children = n.Children.ToList();
