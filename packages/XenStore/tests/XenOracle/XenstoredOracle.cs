@@ -120,6 +120,20 @@ internal sealed class XenstoredOracle : IXsSide
         _notifications.Start();
     }
 
+    /// <summary>Waits (up to 30 s) for xenstored to exit by itself, its output read to the end; false if it is still running.</summary>
+    public async Task<bool> WaitForExitAsync()
+    {
+        try
+        {
+            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
     public async Task<RawConnection> ConnectSocketAsync()
     {
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);

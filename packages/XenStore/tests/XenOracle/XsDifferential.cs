@@ -129,6 +129,19 @@ internal sealed class XsDifferential : IAsyncDisposable
         return xen.Result;
     }
 
+    /// <summary>Sends one frame to both daemons without comparing: for the documented deviations.</summary>
+    public async Task<(string Xen, string Ours)> SendUncomparedAsync(string connection, XsMessageType type, byte[] payload)
+    {
+        var p = _connections[connection];
+        uint reqId = _nextReqId++;
+        _history.Add($"{connection}: {type} req={reqId} (not compared) {Escape(payload)}");
+        var frame = RawConnection.Frame(type, reqId, 0, payload);
+        var xen = ExchangeAsync(p.Xen, frame, p.XenEvents);
+        var ours = ExchangeAsync(p.Ours, frame, p.OursEvents);
+        await Task.WhenAll(xen, ours);
+        return (xen.Result, ours.Result);
+    }
+
     public Task<string> SendAsync(string connection, XsMessageType type, string joinedWithNul, uint txId = 0) =>
         SendAsync(connection, type, Encoding.ASCII.GetBytes(joinedWithNul), txId);
 
