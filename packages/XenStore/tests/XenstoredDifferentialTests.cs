@@ -1,4 +1,5 @@
 using VmmKit.XenStore.Tests.XenOracle;
+using Xunit.Abstractions;
 using T = VmmKit.XenStore.Wire.XsMessageType;
 
 namespace VmmKit.XenStore.Tests;
@@ -8,7 +9,7 @@ namespace VmmKit.XenStore.Tests;
 /// LD_PRELOAD shim: the same raw frames go to both daemons over equivalent connections (dom0 over the
 /// Unix socket, domUs over introduced rings); every reply and every watch event must match.
 /// </summary>
-public class XenstoredDifferentialTests
+public class XenstoredDifferentialTests(ITestOutputHelper output)
 {
     private static string S(params string[] parts) => string.Concat(parts.Select(p => p + "\0"));
 
@@ -40,8 +41,8 @@ public class XenstoredDifferentialTests
         await d.AddSocketAsync("dom0b");
         await d.SendAsync("dom0", T.Write, "/local/domain/1/data\0d1");
         await d.SendAsync("dom0", T.SetPerms, S("/local/domain/1/data", "n1", "r2"));
-        int steps = await new XsRandomWorkload(d, seed).RunAsync(TimeSpan.FromSeconds(3), 2000);
-        Assert.True(steps > 50, $"only {steps} steps ran (seed {seed})");
+        int steps = await new XsRandomWorkload(d, seed).RunAsync(TimeSpan.FromSeconds(3), 100, 3000);
+        output.WriteLine($"seed {seed}: {steps} steps, replies and events identical");
     }
 
     [Fact]

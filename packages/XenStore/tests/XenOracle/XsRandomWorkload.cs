@@ -28,12 +28,15 @@ internal sealed class XsRandomWorkload(XsDifferential d, int seed)
     private readonly Dictionary<string, List<uint>> _transactions = Connections.ToDictionary(c => c, _ => new List<uint>());
     private readonly Dictionary<string, List<(string Path, string Token)>> _watches = Connections.ToDictionary(c => c, _ => new List<(string, string)>());
 
-    /// <summary>Runs steps until <paramref name="budget"/> is spent or <paramref name="maxSteps"/> are done; returns the steps run.</summary>
-    public async Task<int> RunAsync(TimeSpan budget, int maxSteps)
+    /// <summary>
+    /// Runs at least <paramref name="minSteps"/> steps (however slow a loaded machine is), then more until
+    /// <paramref name="budget"/> is spent or <paramref name="maxSteps"/> are done; returns the steps run.
+    /// </summary>
+    public async Task<int> RunAsync(TimeSpan budget, int minSteps, int maxSteps)
     {
         var clock = Stopwatch.StartNew();
         int steps = 0;
-        while (steps < maxSteps && clock.Elapsed < budget)
+        while (steps < maxSteps && (steps < minSteps || clock.Elapsed < budget))
         {
             await StepAsync();
             steps++;
