@@ -39,6 +39,7 @@ public class XenstoredDifferentialTests(ITestOutputHelper output)
         int seed = int.TryParse(Environment.GetEnvironmentVariable("VMMKIT_XS_DIFF_SEED"), out int s) ? s + seedIndex : 20260 + seedIndex;
         await using var d = await WithGuestsAsync();
         await d.AddSocketAsync("dom0b");
+        d.CreateDomain(3);
         await d.SendAsync("dom0", T.Write, "/local/domain/1/data\0d1");
         await d.SendAsync("dom0", T.SetPerms, S("/local/domain/1/data", "n1", "r2"));
         int steps = await new XsRandomWorkload(d, seed).RunAsync(TimeSpan.FromSeconds(3), 100, 3000);

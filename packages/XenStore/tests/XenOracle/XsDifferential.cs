@@ -96,8 +96,13 @@ internal sealed class XsDifferential : IAsyncDisposable
         Ours.PrepareDomain(domid);
         string reply = await SendAsync(toolstack, XsMessageType.Introduce,
             payloadOverride.Length > 0 ? Encoding.ASCII.GetBytes(payloadOverride) : RawConnection.Strings(domid.ToString(), "4096", "7"));
-        if (reply.StartsWith($"{XsMessageType.Introduce} ", StringComparison.Ordinal) && !_connections.ContainsKey(name))
+        if (reply.StartsWith($"{XsMessageType.Introduce} ", StringComparison.Ordinal) && !IsOpen(name))
         {
+            if (_connections.Remove(name, out var old))
+            {
+                old.Xen.Dispose();
+                old.Ours.Dispose();
+            }
             _history.Add($"guest {name} = domain {domid}");
             _connections[name] = new Pair(Xen.OpenGuest(domid), Ours.OpenGuest(domid));
             _guests[domid] = name;
