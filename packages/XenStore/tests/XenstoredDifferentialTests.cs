@@ -188,6 +188,34 @@ public class XenstoredDifferentialTests(ITestOutputHelper output)
         await d.SendAsync("dom0", T.SetPerms, S("/p/open"));
     }
 
+    /// <summary>The quotas both daemons run with (XsDifferential.QuotaOptions) as a domain reaches them.</summary>
+    [Fact]
+    public async Task Quotas_reachable_from_a_domain()
+    {
+        await using var d = await WithGuestsAsync();
+        await d.SendAsync("d1", T.Write, "q\0v");
+        foreach (int n in new[] { 3, 4, 5, 6 })
+            await d.SendAsync("d1", T.SetPerms, S("q") + string.Concat(Enumerable.Range(0, n).Select(i => $"{(i == 0 ? 'n' : 'r')}{(i == 0 ? 1 : i % 3)}\0")));
+        await d.SendAsync("dom0", T.SetPerms, S("/local/domain/1/q", "n1", "r0", "r2", "b0", "w2", "r1"));
+        await d.SendAsync("d1", T.Write, "q\0again");
+        // Node-size quota (300): values, and children names filling a parent.
+        foreach (int size in new[] { 250, 259, 260, 268, 280 })
+            await d.SendAsync("d1", T.Write, $"sized\0{new string('s', size)}");
+        for (int i = 0; i < 12; i++)
+            await d.SendAsync("d1", T.Mkdir, S($"names/{new string((char)('a' + i), 20)}"));
+        // Node quota (30 per domain), then RM gives room back.
+        for (int i = 0; i < 32; i++)
+            await d.SendAsync("d1", T.Write, $"n/{i}\0v");
+        await d.SendAsync("d1", T.Rm, S("n"));
+        await d.SendAsync("d1", T.Write, "after\0v");
+        // In a transaction: creations count against the domain at commit.
+        await d.SendAsync("d2", T.TransactionStart, S(""));
+        for (int i = 0; i < 32; i++)
+            await d.SendAsync("d2", T.Write, $"t{i}\0v", 1);
+        await d.SendAsync("d2", T.TransactionEnd, S("T"), 1);
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+    }
+
     [Fact]
     public async Task Transactions()
     {
