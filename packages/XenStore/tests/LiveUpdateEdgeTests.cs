@@ -53,8 +53,8 @@ public class LiveUpdateEdgeTests
     public async Task Events_queued_for_a_detached_ring_survive_a_second_restart()
     {
         var page = new XenStoreMemoryRingPage();
-        var toGuest = new Retargetable();
-        var toDaemon = new Retargetable();
+        var toGuest = new RetargetableNotifier();
+        var toDaemon = new RetargetableNotifier();
         var guestStream = new XenStoreRingStream(page, toDaemon, XenStoreRingRole.Client);
         toGuest.Target = guestStream;
         await using var guest = new XenStoreClient(guestStream);
@@ -141,13 +141,51 @@ public class LiveUpdateEdgeTests
         Assert.Equal(XsMessageType.Error, wh.Type);
     }
 
+    [Fact]
+    public async Task Permissions_of_the_special_names_survive_a_restart()
+    {
+        await using var first = new XenStoreDaemon();
+        await using (var dom0 = new XenStoreClient(first.Connect()))
+            await dom0.SetPermissionsAsync("@releaseDomain", [new XsPermission(0, XsAccess.None), new XsPermission(6, XsAccess.Read)]);
+        var state = first.SaveState();
+
+        await using var second = new XenStoreDaemon();
+        second.RestoreState(state);
+        await using var dom0b = new XenStoreClient(second.Connect());
+        await dom0b.IntroduceAsync(7, 0x700, 2);
+        // check_perms_special: domain 6 was given read on @releaseDomain before the restart, domain 5 never.
+        await using var d6 = new XenStoreClient(second.Connect(6));
+        await using var d5 = new XenStoreClient(second.Connect(5));
+        var w6 = d6.WatchAsync("@releaseDomain", "r").GetAsyncEnumerator();
+        var w5 = d5.WatchAsync("@releaseDomain", "r").GetAsyncEnumerator();
+        Assert.True(await w6.MoveNextAsync().AsTask().WaitAsync(Wait));
+        Assert.True(await w5.MoveNextAsync().AsTask().WaitAsync(Wait));
+        await dom0b.ReleaseAsync(7);
+        Assert.True(await w6.MoveNextAsync().AsTask().WaitAsync(Wait));
+        Assert.Equal(new XenStoreWatchEvent("@releaseDomain", "r"), w6.Current);
+        var next5 = w5.MoveNextAsync().AsTask();
+        await d5.ReadStringAsync("/tool/xenstored").ContinueWith(_ => { }); // a round trip after the release
+        Assert.False(next5.IsCompleted);
+        await w6.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_live_update_answer_for_a_requester_that_went_away_is_dropped()
+    {
+        await using var first = new XenStoreDaemon();
+        await using (var dom0 = new XenStoreClient(first.Connect()))
+            await dom0.WriteAsync("/kept", "1");
+        byte[] state;
+        lock (first.Gate)
+            state = XsStateSerializer.Save(first.Processor, null, new XsLiveUpdateReply(ConnectionId: 999, RequestId: 7, TransactionId: 0, Text: "OK"));
+
+        await using var second = new XenStoreDaemon();
+        second.RestoreState(state);
+        await using var dom0b = new XenStoreClient(second.Connect());
+        Assert.Equal("1", await dom0b.ReadStringAsync("/kept"));
+    }
+
     private static long MemoryIn(string quotaReport) =>
         long.Parse(quotaReport.Split('\n').Single(l => l.StartsWith("memory ", StringComparison.Ordinal))["memory ".Length..]);
 
-    private sealed class Retargetable : IXenStoreEventNotifier
-    {
-        public XenStoreRingStream? Target;
-
-        public void Notify() => Target?.Signal();
-    }
 }

@@ -26,20 +26,13 @@ public class RestartTests
         return result;
     }
 
-    /// <summary>A kick whose target can be switched to the new daemon's end after the restart.</summary>
-    private sealed class Retargetable : IXenStoreEventNotifier
-    {
-        public XenStoreRingStream? Target;
-
-        public void Notify() => Target?.Signal();
-    }
 
     [Fact]
     public async Task Save_kill_restore_brings_back_nodes_permissions_watches_and_quotas()
     {
         var page = new XenStoreMemoryRingPage();
-        var toGuest = new Retargetable();
-        var toDaemon = new Retargetable();
+        var toGuest = new RetargetableNotifier();
+        var toDaemon = new RetargetableNotifier();
         var guestStream = new XenStoreRingStream(page, toDaemon, XenStoreRingRole.Client);
         toGuest.Target = guestStream;
 

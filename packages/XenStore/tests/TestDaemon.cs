@@ -148,3 +148,11 @@ internal sealed class RawConnection(Stream stream) : IDisposable
 
     public void Dispose() => Stream.Dispose();
 }
+
+/// <summary>A ring kick whose target can be switched to a new daemon's end after a restart.</summary>
+internal sealed class RetargetableNotifier : VmmKit.XenStore.Transports.IXenStoreEventNotifier
+{
+    public VmmKit.XenStore.Transports.XenStoreRingStream? Target;
+
+    public void Notify() => Target?.Signal();
+}

@@ -189,6 +189,9 @@ internal sealed unsafe partial class XsProcessor
         [XsPath.ReleaseDomain] = [new XsPermission(0, XsAccess.None)],
     };
 
+    /// <summary>The permissions of the special names, by name (saved and restored with the state).</summary>
+    public Dictionary<string, XsPermission[]> SpecialPermissions => _specialPerms;
+
     /// <summary>domain.c set_perms_special: only the two special names (EINVAL), by whoever has write and owner on them (EACCES).</summary>
     private XsError SetSpecialPermissions(XsConnection c, ref XsRequest r, ReadOnlySpan<byte> raw, XsPermission[] perms)
     {

@@ -12,7 +12,7 @@ namespace VmmKit.XenStore.Daemon;
 /// </summary>
 internal static class XsStateSerializer
 {
-    private const uint Magic = 0x32535856; // "VXS2"
+    private const uint Magic = 0x33535856; // "VXS3"
 
     /// <summary>
     /// Writes the state. <paramref name="handover"/> lists listening sockets for a live update (socket
@@ -35,16 +35,19 @@ internal static class XsStateSerializer
                 w.Write(n.Path);
                 w.Write(n.Value.Length);
                 w.Write(n.Value);
-                w.Write(n.Perms.Length);
-                foreach (var perm in n.Perms)
-                {
-                    w.Write(perm.DomainId);
-                    w.Write((byte)perm.Access);
-                }
+                WritePerms(w, n.Perms);
                 w.Write(n.Children.Count);
                 foreach (var child in n.Children)
                     w.Write(child);
                 w.Write(n.Generation);
+            }
+
+            // The permissions of @introduceDomain and @releaseDomain (domain.c set_perms_special).
+            w.Write(p.SpecialPermissions.Count);
+            foreach (var (name, perms) in p.SpecialPermissions)
+            {
+                w.Write(name);
+                WritePerms(w, perms);
             }
 
             w.Write(p.Domains.Count);
@@ -120,11 +123,7 @@ internal static class XsStateSerializer
             {
                 string path = r.ReadString();
                 var value = r.ReadBytes(Count(r));
-                var perms = new XsPermission[Count(r)];
-                if (perms.Length == 0)
-                    throw new InvalidDataException($"node {path} has no permissions");
-                for (int k = 0; k < perms.Length; k++)
-                    perms[k] = new XsPermission(r.ReadUInt32(), (XsAccess)r.ReadByte());
+                var perms = ReadPerms(r, path);
                 var node = new XsNode(path, value, perms);
                 int children = Count(r);
                 for (int k = 0; k < children; k++)
@@ -133,6 +132,16 @@ internal static class XsStateSerializer
                 nodes.Add(node);
             }
             p.Store.Restore(nodes, generation);
+
+            int specialCount = Count(r);
+            for (int i = 0; i < specialCount; i++)
+            {
+                string name = r.ReadString();
+                var perms = ReadPerms(r, name);
+                if (!p.SpecialPermissions.ContainsKey(name))
+                    throw new InvalidDataException($"{name} is not a special node");
+                p.SpecialPermissions[name] = perms;
+            }
 
             int domainCount = Count(r);
             for (int i = 0; i < domainCount; i++)
@@ -187,9 +196,9 @@ internal static class XsStateSerializer
                 int connectionId = r.ReadInt32();
                 uint requestId = r.ReadUInt32(), transactionId = r.ReadUInt32();
                 var text = Encoding.ASCII.GetBytes(r.ReadString() + "\0");
-                var requester = p.Connections.FirstOrDefault(c => c.Id == connectionId)
-                    ?? throw new InvalidDataException("live-update reply for an unknown connection");
-                requester.Output.Append(new XsHeader(XsMessageType.Control, requestId, transactionId, (uint)text.Length), text);
+                // The requester may have gone away while the state was written: then nobody waits for the answer.
+                var requester = p.Connections.FirstOrDefault(c => c.Id == connectionId);
+                requester?.Output.Append(new XsHeader(XsMessageType.Control, requestId, transactionId, (uint)text.Length), text);
             }
             if (ms.Position != ms.Length)
                 throw new InvalidDataException("trailing bytes after the XenStore state record");
@@ -238,6 +247,26 @@ internal static class XsStateSerializer
         if (output.Length != outputLength || !XsFrameReader.IsWholeFrames(output))
             throw new InvalidDataException("queued output of a connection is not whole messages");
         c.Output.AppendRaw(output);
+    }
+
+    private static void WritePerms(BinaryWriter w, XsPermission[] perms)
+    {
+        w.Write(perms.Length);
+        foreach (var perm in perms)
+        {
+            w.Write(perm.DomainId);
+            w.Write((byte)perm.Access);
+        }
+    }
+
+    private static XsPermission[] ReadPerms(BinaryReader r, string owner)
+    {
+        var perms = new XsPermission[Count(r)];
+        if (perms.Length == 0)
+            throw new InvalidDataException($"{owner} has no permissions");
+        for (int k = 0; k < perms.Length; k++)
+            perms[k] = new XsPermission(r.ReadUInt32(), (XsAccess)r.ReadByte());
+        return perms;
     }
 
     private static int Count(BinaryReader r)
