@@ -19,12 +19,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# xenstore-control (xenstored's live update) is in xen-utils-4.17, whose installation would pull in systemd
-# and Xen's init scripts; the tests only run the binary (its libraries come with libxen-dev), so the package
-# is unpacked, not installed, under artifacts/debian/xen-utils.
+# Debian's xen-utils-4.17 holds two oracles: xenstore-control (drives xenstored's live update) and Xen's own
+# xenstored (run under a fake-Xen LD_PRELOAD shim by the XenStore differential tests). Installing the package
+# would pull in systemd and Xen's init scripts; the tests only run the binaries (their libraries come with
+# libxen-dev), so the package is unpacked, not installed, under artifacts/debian/xen-utils.
 xen_utils=artifacts/debian/xen-utils
-if [ ! -x /usr/lib/xen-4.17/bin/xenstore-control ] && [ ! -x "$xen_utils/usr/lib/xen-4.17/bin/xenstore-control" ]; then
-  echo "Unpacking xenstore-control from Debian's xen-utils-4.17"
+if [ ! -x "$xen_utils/usr/lib/xen-4.17/bin/xenstored" ] || [ ! -x "$xen_utils/usr/lib/xen-4.17/bin/xenstore-control" ]; then
+  echo "Unpacking xenstored and xenstore-control from Debian's xen-utils-4.17"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   deb_dir=$(mktemp -d); chmod 777 "$deb_dir"
   if ! (cd "$deb_dir" && apt-get download -qq xen-utils-4.17 2>/dev/null); then
