@@ -15,7 +15,7 @@ public class XenstoredLiveUpdateTests
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
 
-    private static async Task<SortedDictionary<string, string>> SnapshotAsync(XenStoreClient c)
+    internal static async Task<SortedDictionary<string, string>> SnapshotAsync(XenStoreClient c)
     {
         var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
         var stack = new Stack<string>();

@@ -82,12 +82,15 @@ internal sealed class XenstoredProcess : IDisposable
     public Task<XenStoreClient> ConnectAsync() => XenStoreClient.ConnectAsync(SocketPath);
 
     /// <summary>Runs a Debian tool against the daemon.</summary>
-    public (int ExitCode, string Stdout, string Stderr) Tool(string path, params string[] args)
+    public (int ExitCode, string Stdout, string Stderr) Tool(string path, params string[] args) => RunTool(SocketPath, path, args);
+
+    /// <summary>Runs a Debian tool against the daemon listening on <paramref name="socketPath"/>.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunTool(string socketPath, string path, params string[] args)
     {
         var psi = new ProcessStartInfo(path) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args)
             psi.ArgumentList.Add(a);
-        psi.Environment["XENSTORED_PATH"] = SocketPath;
+        psi.Environment["XENSTORED_PATH"] = socketPath;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
@@ -102,7 +105,10 @@ internal sealed class XenstoredProcess : IDisposable
     public (int ExitCode, string Stdout, string Stderr) Tool(DebianTool tool, params string[] args) => Tool(tool.Path, args);
 
     /// <summary>Starts <c>xenstore-watch</c> (Debian) on <paramref name="path"/>; its lines arrive in the channel.</summary>
-    public (Process Process, ChannelReader<string> Lines) StartWatch(string path)
+    public (Process Process, ChannelReader<string> Lines) StartWatch(string path) => StartWatch(SocketPath, path);
+
+    /// <summary>Starts <c>xenstore-watch</c> (Debian) on <paramref name="path"/> against <paramref name="socketPath"/>.</summary>
+    public static (Process Process, ChannelReader<string> Lines) StartWatch(string socketPath, string path)
     {
         var psi = new ProcessStartInfo(RequiredTool.Require("xenstore-watch", "xenstore-utils"))
         {
@@ -111,7 +117,7 @@ internal sealed class XenstoredProcess : IDisposable
             UseShellExecute = false,
         };
         psi.ArgumentList.Add(path);
-        psi.Environment["XENSTORED_PATH"] = SocketPath;
+        psi.Environment["XENSTORED_PATH"] = socketPath;
         var p = Process.Start(psi)!;
         var lines = Channel.CreateUnbounded<string>();
         _ = Task.Run(async () =>
@@ -165,9 +171,14 @@ internal sealed record DebianTool(string Path)
     /// by ./test.sh into artifacts/debian/xen-utils (installing the package would pull in systemd and Xen's
     /// init scripts). Missing = failure, never a skip.
     /// </summary>
-    public static DebianTool XenstoreControl()
+    public static DebianTool XenstoreControl() => XenUtil("xenstore-control");
+
+    /// <summary>Xen's own C xenstored 4.17 from the same package, found the same way.</summary>
+    public static DebianTool Xenstored() => XenUtil("xenstored");
+
+    private static DebianTool XenUtil(string name)
     {
-        const string relative = "usr/lib/xen-4.17/bin/xenstore-control";
+        string relative = "usr/lib/xen-4.17/bin/" + name;
         var candidates = new List<string> { "/" + relative };
         if (Environment.GetEnvironmentVariable("VMMKIT_XEN_UTILS_ROOT") is { Length: > 0 } root)
             candidates.Add(System.IO.Path.Combine(root, relative));
@@ -179,6 +190,6 @@ internal sealed record DebianTool(string Path)
                 return new DebianTool(c);
         }
         throw new InvalidOperationException(
-            "xenstore-control (Debian xen-utils-4.17) is missing; ./test.sh unpacks it into artifacts/debian/xen-utils.");
+            $"{name} (Debian xen-utils-4.17) is missing; ./test.sh unpacks it into artifacts/debian/xen-utils.");
     }
 }

@@ -122,7 +122,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
 
     /// <summary>
     /// Entry point for a daemon process (<c>vmmkit-xenstored</c>):
-    /// <c>[-U|--live-update] [--rundir DIR] [socket-path]</c>. The socket path defaults to
+    /// <c>[-U|--live-update] [--rundir DIR] [xenstored's options] [socket-path]</c>. The socket path defaults to
     /// <c>XENSTORED_PATH</c>, else <see cref="DefaultSocketPath"/>; the run directory (where a live update
     /// leaves <c>state_dump</c>) to <c>XENSTORED_RUNDIR</c>, else <c>/var/run/xenstored</c>. Such a daemon
     /// accepts xenstored's XS_CONTROL <c>live-update</c> (what <c>xenstore-control live-update</c> sends): it
@@ -144,7 +144,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             Console.Out.WriteLine(XsDaemonCommandLine.Usage);
             return 0;
         }
-        var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine }, processLiveUpdate: true);
+        var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine, Quotas = cmd.Quotas.Clone() }, processLiveUpdate: true);
         try
         {
             if (cmd.LiveUpdate)
@@ -172,13 +172,13 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     return 0;
                 }
                 var session = await daemon._liveUpdateReady.Task.ConfigureAwait(false);
-                var (state, failed) = await daemon.HandOverAsync(session).ConfigureAwait(false);
+                var (state, failed) = await daemon.HandOverAsync(session, XsExec.IsOurs(session.FileName)).ConfigureAwait(false);
                 await serving.ConfigureAwait(false);
                 // Returns only when the new binary could not be started: carry on with the same state.
                 string failure = XsExec.ReplaceProcess(session, args, cmd.StateFile, state);
                 Console.Error.WriteLine($"xenstored: live update failed: {failure}");
                 await daemon.DisposeAsync().ConfigureAwait(false);
-                daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine }, processLiveUpdate: true);
+                daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine, Quotas = cmd.Quotas.Clone() }, processLiveUpdate: true);
                 daemon.RestoreState(failed!);
             }
         }
@@ -225,7 +225,8 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         Socket? adopted;
         lock (_gate)
         {
-            if (_adoptedListeners.Remove(socketPath, out adopted))
+            // xenstored's state names no path for its listening socket: it serves whatever path this daemon serves.
+            if (_adoptedListeners.Remove(socketPath, out adopted) || _adoptedListeners.Remove("", out adopted))
             {
                 var entry = new Listener(adopted, socketPath);
                 _listeners.Add(entry);
@@ -478,7 +479,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     /// </summary>
     public async Task<byte[]> LiveUpdateAsync()
     {
-        var (state, _) = await HandOverAsync(null).ConfigureAwait(false);
+        var (state, _) = await HandOverAsync(null, ownFormat: true).ConfigureAwait(false);
         return state;
     }
 
@@ -487,9 +488,11 @@ public sealed class XenStoreDaemon : IAsyncDisposable
 
     /// <summary>
     /// The handover behind <see cref="LiveUpdateAsync"/>. With a <paramref name="session"/> it returns two
-    /// states: one whose restore answers the requester "OK", one that answers it with the exec failure.
+    /// states: one whose restore answers the requester "OK", one that answers it with the exec failure. The
+    /// first is in this daemon's own format when <paramref name="ownFormat"/>, else in xenstored's
+    /// (<see cref="XsXenStateFormat"/>) for a target that is Xen's daemon; the second is always our own.
     /// </summary>
-    private async Task<(byte[] State, byte[]? Failed)> HandOverAsync(XsLiveUpdate? session)
+    private async Task<(byte[] State, byte[]? Failed)> HandOverAsync(XsLiveUpdate? session, bool ownFormat)
     {
         if (_stopping.IsCancellationRequested)
             throw new ObjectDisposedException(nameof(XenStoreDaemon));
@@ -544,7 +547,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             else
             {
                 var ok = _processor.FinishLiveUpdate(session, "OK");
-                state = XsStateSerializer.Save(_processor, listeners, ok);
+                state = ownFormat ? XsStateSerializer.Save(_processor, listeners, ok) : XsXenStateFormat.Save(_processor, listeners, ok);
                 failed = XsStateSerializer.Save(_processor, listeners, ok with { Text = "Error activating new binary." });
             }
             // Detached sockets have no transport left, so this only ends rings and in-process streams.

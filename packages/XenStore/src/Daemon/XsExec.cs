@@ -41,6 +41,28 @@ internal static unsafe class XsExec
     }
 
     /// <summary>
+    /// True when a live-update target is another vmmkit-xenstored (its file name starts with
+    /// <c>vmmkit-xenstored</c>, after following links, or it is this process's own executable): it gets our own
+    /// state record, which carries quotas, domain features and generations; any other target gets xenstored's.
+    /// </summary>
+    public static bool IsOurs(string fileName)
+    {
+        try
+        {
+            var file = new FileInfo(fileName);
+            var resolved = file.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? file;
+            if (resolved.Name.StartsWith("vmmkit-xenstored", StringComparison.Ordinal) || file.Name.StartsWith("vmmkit-xenstored", StringComparison.Ordinal))
+                return true;
+            return Environment.ProcessPath is { } self && Path.GetFileName(self) != "dotnet"
+                && string.Equals(Path.GetFullPath(resolved.FullName), Path.GetFullPath(self), StringComparison.Ordinal);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
     /// The new binary's argv: its file name, then the <c>-c</c> command line split on blanks or else the
     /// current arguments, with <c>-U</c> added unless present.
     /// </summary>

@@ -106,8 +106,17 @@ internal static class XsStateSerializer
         return ms.ToArray();
     }
 
+    /// <summary>
+    /// Loads a state: this daemon's own record, or xenstored's (<see cref="XsXenStateFormat"/>), told apart by
+    /// the preamble.
+    /// </summary>
     public static void Restore(XsProcessor p, ReadOnlySpan<byte> state, List<(string Path, int Fd)> listeners, List<XsConnection> sockets)
     {
+        if (XsXenStateFormat.IsXenState(state))
+        {
+            XsXenStateFormat.Restore(p, state, listeners, sockets);
+            return;
+        }
         try
         {
             using var ms = new MemoryStream(state.ToArray(), writable: false);
