@@ -172,7 +172,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     return 0;
                 }
                 var session = await daemon._liveUpdateReady.Task.ConfigureAwait(false);
-                var (state, failed) = await daemon.HandOverAsync(session, XsExec.IsOurs(session.FileName)).ConfigureAwait(false);
+                var (state, failed) = await daemon.HandOverAsync(session).ConfigureAwait(false);
                 await serving.ConfigureAwait(false);
                 // Returns only when the new binary could not be started: carry on with the same state.
                 string failure = XsExec.ReplaceProcess(session, args, cmd.StateFile, state);
@@ -479,7 +479,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     /// </summary>
     public async Task<byte[]> LiveUpdateAsync()
     {
-        var (state, _) = await HandOverAsync(null, ownFormat: true).ConfigureAwait(false);
+        var (state, _) = await HandOverAsync(null).ConfigureAwait(false);
         return state;
     }
 
@@ -488,11 +488,9 @@ public sealed class XenStoreDaemon : IAsyncDisposable
 
     /// <summary>
     /// The handover behind <see cref="LiveUpdateAsync"/>. With a <paramref name="session"/> it returns two
-    /// states: one whose restore answers the requester "OK", one that answers it with the exec failure. The
-    /// first is in this daemon's own format when <paramref name="ownFormat"/>, else in xenstored's
-    /// (<see cref="XsXenStateFormat"/>) for a target that is Xen's daemon; the second is always our own.
+    /// states: one whose restore answers the requester "OK", one that answers it with the exec failure.
     /// </summary>
-    private async Task<(byte[] State, byte[]? Failed)> HandOverAsync(XsLiveUpdate? session, bool ownFormat)
+    private async Task<(byte[] State, byte[]? Failed)> HandOverAsync(XsLiveUpdate? session)
     {
         if (_stopping.IsCancellationRequested)
             throw new ObjectDisposedException(nameof(XenStoreDaemon));
@@ -547,7 +545,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             else
             {
                 var ok = _processor.FinishLiveUpdate(session, "OK");
-                state = ownFormat ? XsStateSerializer.Save(_processor, listeners, ok) : XsXenStateFormat.Save(_processor, listeners, ok);
+                state = XsStateSerializer.Save(_processor, listeners, ok);
                 failed = XsStateSerializer.Save(_processor, listeners, ok with { Text = "Error activating new binary." });
             }
             // Detached sockets have no transport left, so this only ends rings and in-process streams.

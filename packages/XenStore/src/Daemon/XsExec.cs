@@ -42,8 +42,10 @@ internal static unsafe class XsExec
 
     /// <summary>
     /// True when a live-update target is another vmmkit-xenstored (its file name starts with
-    /// <c>vmmkit-xenstored</c>, after following links, or it is this process's own executable): it gets our own
-    /// state record, which carries quotas, domain features and generations; any other target gets xenstored's.
+    /// <c>vmmkit-xenstored</c>, after following links, or it is this process's own executable). Only such a
+    /// target is accepted: Xen's xenstored 4.17 reads the migration stream <see cref="XsXenStateFormat"/>
+    /// writes but then crashes without a dom0 ring record and an event-channel fd, which this daemon has not
+    /// got, so handing the store to it would lose the store.
     /// </summary>
     public static bool IsOurs(string fileName)
     {

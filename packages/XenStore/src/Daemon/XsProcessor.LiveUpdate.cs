@@ -121,6 +121,8 @@ internal sealed unsafe partial class XsProcessor
         }
         if ((mode & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) == 0)
             return "File not executable.";
+        if (!XsExec.IsOurs(fileName))
+            return "Not a vmmkit-xenstored: live update to another XenStore daemon is not supported.";
         if (LiveUpdate is not null)
             return "live-update session already active.";
         LiveUpdate = new XsLiveUpdate(c, fileName);
