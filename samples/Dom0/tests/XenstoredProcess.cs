@@ -6,13 +6,14 @@ using VmmKit.XenStore.Client;
 namespace VmmKit.Dom0.Tests;
 
 /// <summary>
-/// A real <c>vmmkit-xenstored</c> process on a private socket and run directory, plus Debian's tools
-/// pointed at it. Started through <c>dotnet vmmkit-xenstored.dll</c>, so the process image is the dotnet
-/// host until a live update replaces it with another binary.
+/// A XenStore daemon process on a private socket and run directory, plus Debian's tools pointed at it:
+/// vmmkit-xenstored started through <c>dotnet vmmkit-xenstored.dll</c> (so the process image is the dotnet host
+/// until a live update replaces it), or any binary started under the fake-Xen shim (Xen's own xenstored).
 /// </summary>
 internal sealed class XenstoredProcess : IDisposable
 {
     private readonly Process _process;
+    private readonly StringWriter _log = new();
 
     private XenstoredProcess(string directory, Process process)
     {
@@ -40,21 +41,78 @@ internal sealed class XenstoredProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
-    public static async Task<XenstoredProcess> StartAsync(params string[] extraArgs)
+    /// <summary>What the process printed so far.</summary>
+    public string Log
     {
-        string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xsd-" + Guid.NewGuid().ToString("N")[..8]);
-        System.IO.Directory.CreateDirectory(dir);
-        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardError = false };
+        get
+        {
+            lock (_log)
+                return _log.ToString();
+        }
+    }
+
+    /// <summary>Starts vmmkit-xenstored (JIT, through dotnet) with <paramref name="extraArgs"/>.</summary>
+    public static Task<XenstoredProcess> StartAsync(params string[] extraArgs)
+    {
+        string dir = NewDirectory();
+        var psi = new ProcessStartInfo("dotnet");
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmmkit-xenstored.dll"));
         psi.ArgumentList.Add(Path.Combine(dir, "socket"));
         psi.ArgumentList.Add("--rundir");
         psi.ArgumentList.Add(Path.Combine(dir, "run"));
         foreach (var a in extraArgs)
             psi.ArgumentList.Add(a);
-        var p = Process.Start(psi)!;
-        var d = new XenstoredProcess(dir, p);
-        await d.WaitForSocketAsync();
+        return LaunchAsync(dir, psi);
+    }
+
+    /// <summary>
+    /// Starts <paramref name="binary"/> (Xen's xenstored, or anything that may live-update into it) under the
+    /// fake-Xen LD_PRELOAD shim, with the socket and run directory given through XENSTORED_PATH/RUNDIR.
+    /// Domain 5 exists for xenstored's permission checks (xc_domain_getinfo through the shim).
+    /// </summary>
+    public static Task<XenstoredProcess> StartUnderFakeXenAsync(string binary, params string[] args)
+    {
+        string dir = NewDirectory();
+        var psi = VmmKit.XenStore.Tests.XenOracle.FakeXen.StartInfo(binary, dir, args);
+        File.WriteAllText(Path.Combine(dir, "domains"), "5");
+        return LaunchAsync(dir, psi);
+    }
+
+    private static string NewDirectory()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xsd-" + Guid.NewGuid().ToString("N")[..8]);
+        System.IO.Directory.CreateDirectory(Path.Combine(dir, "run"));
+        return dir;
+    }
+
+    private static async Task<XenstoredProcess> LaunchAsync(string dir, ProcessStartInfo psi)
+    {
+        psi.UseShellExecute = false;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        var d = new XenstoredProcess(dir, Process.Start(psi)!);
+        d._process.OutputDataReceived += (_, e) => d.Append(e.Data);
+        d._process.ErrorDataReceived += (_, e) => d.Append(e.Data);
+        d._process.BeginOutputReadLine();
+        d._process.BeginErrorReadLine();
+        try
+        {
+            await d.WaitForSocketAsync();
+        }
+        catch
+        {
+            d.Dispose();
+            throw;
+        }
         return d;
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+            return;
+        lock (_log)
+            _log.WriteLine(line);
     }
 
     public async Task WaitForSocketAsync()
@@ -67,16 +125,16 @@ internal sealed class XenstoredProcess : IDisposable
                 try
                 {
                     await using var c = await XenStoreClient.ConnectAsync(SocketPath);
-                    await c.DirectoryAsync("/");
+                    await c.DirectoryAsync("/").WaitAsync(TimeSpan.FromSeconds(5));
                     return;
                 }
-                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or TimeoutException)
                 {
                 }
             }
             await Task.Delay(50);
         }
-        throw new InvalidOperationException($"vmmkit-xenstored did not come up (exited: {_process.HasExited})");
+        throw new InvalidOperationException($"{_process.StartInfo.FileName} did not come up (exited: {_process.HasExited}): {Log}");
     }
 
     public Task<XenStoreClient> ConnectAsync() => XenStoreClient.ConnectAsync(SocketPath);
@@ -166,30 +224,9 @@ internal sealed class XenstoredProcess : IDisposable
 /// <summary>A Debian binary the tests run.</summary>
 internal sealed record DebianTool(string Path)
 {
-    /// <summary>
-    /// <c>xenstore-control</c> from Debian's xen-utils-4.17: installed under /usr/lib/xen-4.17/bin, or unpacked
-    /// by ./test.sh into artifacts/debian/xen-utils (installing the package would pull in systemd and Xen's
-    /// init scripts). Missing = failure, never a skip.
-    /// </summary>
-    public static DebianTool XenstoreControl() => XenUtil("xenstore-control");
+    /// <summary><c>xenstore-control</c> from Debian's xen-utils-4.17 (see <see cref="XenUtils"/>).</summary>
+    public static DebianTool XenstoreControl() => new(XenUtils.Require("xenstore-control"));
 
-    /// <summary>Xen's own C xenstored 4.17 from the same package, found the same way.</summary>
-    public static DebianTool Xenstored() => XenUtil("xenstored");
-
-    private static DebianTool XenUtil(string name)
-    {
-        string relative = "usr/lib/xen-4.17/bin/" + name;
-        var candidates = new List<string> { "/" + relative };
-        if (Environment.GetEnvironmentVariable("VMMKIT_XEN_UTILS_ROOT") is { Length: > 0 } root)
-            candidates.Add(System.IO.Path.Combine(root, relative));
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            candidates.Add(System.IO.Path.Combine(dir.FullName, "artifacts/debian/xen-utils", relative));
-        foreach (var c in candidates)
-        {
-            if (File.Exists(c))
-                return new DebianTool(c);
-        }
-        throw new InvalidOperationException(
-            $"{name} (Debian xen-utils-4.17) is missing; ./test.sh unpacks it into artifacts/debian/xen-utils.");
-    }
+    /// <summary>Xen's own C xenstored 4.17 from the same package.</summary>
+    public static DebianTool Xenstored() => new(XenUtils.Require("xenstored"));
 }

@@ -4,8 +4,9 @@ using VmmKit.TestSupport;
 namespace VmmKit.XenStore.Tests.XenOracle;
 
 /// <summary>
-/// Builds the fake-Xen LD_PRELOAD shim (fakexen.c + fakexen.map beside the test assembly) with gcc,
-/// once per test process, and finds Xen's own xenstored 4.17 from Debian's xen-utils-4.17.
+/// Builds the fake-Xen LD_PRELOAD shim (fakexen.c + fakexen.map copied beside the test assembly, under
+/// XenOracle/) with gcc, once per test process, and finds Xen's own xenstored 4.17 from Debian's
+/// xen-utils-4.17. samples/Dom0/tests compiles this file too.
 /// </summary>
 internal static class FakeXen
 {
@@ -43,24 +44,26 @@ internal static class FakeXen
     }
 
     /// <summary>
-    /// Xen's C xenstored from Debian's xen-utils-4.17: installed under /usr/lib/xen-4.17/bin, under
-    /// VMMKIT_XEN_UTILS_ROOT, or unpacked by ./test.sh into artifacts/debian/xen-utils above the test
-    /// assembly. Missing = failure, never a skip.
+    /// How to start <paramref name="binary"/> under the shim with all its state in <paramref name="directory"/>
+    /// (the shim's files, <c>socket</c> through XENSTORED_PATH, <c>run/</c> through XENSTORED_RUNDIR), output
+    /// redirected. The caller writes the shim's <c>domains</c> file.
     /// </summary>
-    public static string Xenstored()
+    public static ProcessStartInfo StartInfo(string binary, string directory, IEnumerable<string> args)
     {
-        const string relative = "usr/lib/xen-4.17/bin/xenstored";
-        var candidates = new List<string> { "/" + relative };
-        if (Environment.GetEnvironmentVariable("VMMKIT_XEN_UTILS_ROOT") is { Length: > 0 } root)
-            candidates.Add(Path.Combine(root, relative));
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            candidates.Add(Path.Combine(dir.FullName, "artifacts/debian/xen-utils", relative));
-        foreach (var c in candidates)
+        Directory.CreateDirectory(Path.Combine(directory, "run"));
+        var psi = new ProcessStartInfo(binary)
         {
-            if (File.Exists(c))
-                return c;
-        }
-        throw new InvalidOperationException(
-            "xenstored (Debian xen-utils-4.17) is missing; ./test.sh unpacks it into artifacts/debian/xen-utils.");
+            UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory,
+        };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        psi.Environment["LD_PRELOAD"] = ShimPath;
+        psi.Environment["FAKEXEN_DIR"] = directory;
+        psi.Environment["XENSTORED_PATH"] = Path.Combine(directory, "socket");
+        psi.Environment["XENSTORED_RUNDIR"] = Path.Combine(directory, "run");
+        return psi;
     }
+
+    /// <summary>Xen's C xenstored from Debian's xen-utils-4.17 (see <see cref="XenUtils"/>).</summary>
+    public static string Xenstored() => XenUtils.Require("xenstored");
 }

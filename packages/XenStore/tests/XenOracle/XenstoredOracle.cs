@@ -48,23 +48,10 @@ internal sealed class XenstoredOracle : IXsSide
     /// <summary>Starts xenstored with extra arguments (quota options) and waits until it answers on its socket.</summary>
     public static async Task<XenstoredOracle> StartAsync(params string[] args)
     {
-        string shim = FakeXen.ShimPath;
-        string binary = FakeXen.Xenstored();
         string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xenoracle-" + Guid.NewGuid().ToString("N")[..10]);
-        System.IO.Directory.CreateDirectory(Path.Combine(dir, "run"));
-        File.WriteAllText(Path.Combine(dir, "domains"), "");
         // -N: no fork. Not -D: domain_init and dom0_init must run (they set up the tree and the event fd).
-        var psi = new ProcessStartInfo(binary)
-        {
-            UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir,
-        };
-        psi.ArgumentList.Add("-N");
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        psi.Environment["LD_PRELOAD"] = shim;
-        psi.Environment["FAKEXEN_DIR"] = dir;
-        psi.Environment["XENSTORED_PATH"] = Path.Combine(dir, "socket");
-        psi.Environment["XENSTORED_RUNDIR"] = Path.Combine(dir, "run");
+        var psi = FakeXen.StartInfo(FakeXen.Xenstored(), dir, ["-N", .. args]);
+        File.WriteAllText(Path.Combine(dir, "domains"), "");
         var process = Process.Start(psi)!;
         var oracle = new XenstoredOracle(dir, process);
         process.OutputDataReceived += (_, e) => oracle.Append(e.Data);
