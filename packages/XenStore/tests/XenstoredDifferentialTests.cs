@@ -381,6 +381,57 @@ public class XenstoredDifferentialTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// XSA-322 as xenstored 4.17 decides it, per access (domain.c chk_domain_generation): an entry naming a
+    /// domain counts only while the domain has a struct not younger than the node. After a RELEASE, a
+    /// SET_PERMS naming the domain (here one that fails) allocates a new struct stamped with the current
+    /// generation, so the node written last before it (the root here) grants again, older ones do not, and
+    /// nodes created from a parent read while the entry was stale inherit it stale.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Stale_permission_entries_are_decided_per_access(bool referencedAgain)
+    {
+        await using var d = await WithGuestsAsync();
+        d.CreateDomain(3);
+        await d.IntroduceAsync("dom0", "d3", 3);
+        await d.SendAsync("dom0", T.Write, "/r\0x");
+        await d.SendAsync("dom0", T.SetPerms, S("/r", "n0", "r3"));
+        await d.SendAsync("dom0", T.SetPerms, S("/", "n0", "r3"));
+        await d.SendAsync("dom0", T.Release, S("3"));
+        if (referencedAgain)
+            await d.SendAsync("dom0", T.SetPerms, S("/nonexist", "n0", "r3"));
+        await d.SendAsync("dom0", T.Write, "/q/b\0x");
+        await d.SendAsync("dom0", T.Write, "/r/q/b\0x");
+        await d.IntroduceAsync("dom0", "d3", 3);
+        foreach (var p in new[] { "/", "/q", "/q/b", "/r", "/r/q", "/r/q/b" })
+        {
+            string reply = await d.SendAsync("d3", T.Read, S(p));
+            Assert.Equal(referencedAgain && !p.StartsWith("/r", StringComparison.Ordinal), reply.StartsWith($"{T.Read} ", StringComparison.Ordinal));
+        }
+    }
+
+    /// <summary>
+    /// core.c delete_node reads each child only when the walk reaches it: a transaction whose copy of /t
+    /// lists k while k itself was removed outside creates k again and so lists it twice; RM of /t then
+    /// deletes k and finds it gone the second time (EIO).
+    /// </summary>
+    [Fact]
+    public async Task Rm_in_a_transaction_reads_children_as_it_walks()
+    {
+        await using var d = await WithGuestsAsync();
+        await d.AddSocketAsync("dom0b");
+        await d.SendAsync("dom0", T.Write, "/t/k\0x");
+        await d.SendAsync("dom0", T.TransactionStart, S(""));
+        await d.SendAsync("dom0", T.Directory, S("/t"), 1);
+        await d.SendAsync("dom0b", T.Rm, S("/t/k"));
+        await d.SendAsync("dom0", T.Write, "/t/k\0y", 1);
+        await d.SendAsync("dom0", T.Directory, S("/t"), 1);
+        Assert.EndsWith("\"EIO|\"", await d.SendAsync("dom0", T.Rm, S("/t"), 1));
+        await d.SendAsync("dom0", T.TransactionEnd, S("T"), 1);
+    }
+
+    /// <summary>
     /// Why zero-length payloads are left out of the comparison: once a domain has talked over its ring, an
     /// empty READ makes xenstored 4.17 fail an assertion and exit (from a domU's ring too, a guest-triggered
     /// crash); ours answers EINVAL and goes on (README Known gaps).

@@ -47,6 +47,8 @@ internal sealed unsafe partial class XsProcessor
         {
             domain = new XsDomain(domid);
             p._domains.Add(domid, domain);
+            // introduce_domain: find_or_alloc_domain keeps a struct a permission reference allocated.
+            p.Store.ReferenceDomain(domid);
         }
         domain!.Mfn = mfn;
         domain.EventChannel = port;
@@ -102,6 +104,7 @@ internal sealed unsafe partial class XsProcessor
         {
             d = new XsDomain(domid);
             _domains.Add(domid, d);
+            Store.ReferenceDomain(domid);
         }
         return d;
     }

@@ -224,6 +224,10 @@ internal sealed unsafe partial class XsProcessor
             if (!XsPermission.TryParse(text, out perms[i]))
                 return XsError.EINVAL;
         }
+        // domain_alloc_permrefs, before the path is even looked at: every domain named gets a struct (this
+        // daemon cannot ask the hypervisor, so every id below DOMID_FIRST_RESERVED counts as existing).
+        foreach (var perm in perms)
+            p.Store.ReferenceDomain(perm.DomainId);
         if (!raw.IsEmpty && raw[0] == (byte)'@')
             return p.SetSpecialPermissions(c, ref r, raw, perms);
         var err = p.PathArg(c, raw, out var path);

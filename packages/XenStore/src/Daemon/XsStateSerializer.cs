@@ -35,7 +35,7 @@ internal static class XsStateSerializer
                 w.Write(n.Path);
                 w.Write(n.Value.Length);
                 w.Write(n.Value);
-                WritePerms(w, n.Perms);
+                WritePerms(w, p.Store.PermsOf(n));
                 w.Write(n.Children.Count);
                 foreach (var child in n.Children)
                     w.Write(child);

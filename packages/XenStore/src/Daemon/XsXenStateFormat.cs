@@ -143,7 +143,7 @@ internal static class XsXenStateFormat
         while (queue.TryDequeue(out var path))
         {
             var node = p.Store.Get(path, null) ?? throw new InvalidOperationException($"{path} is listed but missing");
-            AddNode(body, path, node.Value, node.Perms);
+            AddNode(body, path, node.Value, p.Store.PermsOf(node));
             Record(TypeNode);
             foreach (var child in node.Children)
                 queue.Enqueue(path == "/" ? "/" + child : path + "/" + child);

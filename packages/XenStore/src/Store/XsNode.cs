@@ -29,6 +29,12 @@ internal sealed class XsNode
     /// <summary>Global generation count of the last change (xenstored's <c>hdr.generation</c>); 0 = never stored.</summary>
     public ulong Generation { get; set; }
 
+    /// <summary>
+    /// This object was stored in the committed tree (its permissions are then read through domain.c
+    /// domain_adjust_node_perms); false for a transaction's private copy or a node not stored yet.
+    /// </summary>
+    public bool Committed { get; set; }
+
     public uint Owner => Perms[0].DomainId;
 
     /// <summary>What this node object is currently charged to its owner's quota (null = not in the tree).</summary>

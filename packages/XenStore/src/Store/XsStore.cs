@@ -27,6 +27,12 @@ internal sealed class XsStore
     private readonly Dictionary<uint, long> _watchMemory = [];
     private ulong _generation;
 
+    /// <summary>
+    /// xenstored's <c>struct domain</c> list as far as permissions care: domid → the generation count when
+    /// the struct was allocated (domain.c alloc_domain). dom0's exists from the start.
+    /// </summary>
+    private readonly Dictionary<uint, ulong> _domainGenerations = new() { [0] = 0 };
+
     public XsStore(XenStoreQuotas quotas, IXsEventSink events)
     {
         Quotas = quotas;
@@ -95,7 +101,62 @@ internal sealed class XsStore
     /// it with <paramref name="need"/>; null sends the caller down the full <see cref="Lookup"/> for the exact error.
     /// </summary>
     public XsNode? TryGetAccessible(in XsCaller caller, ReadOnlySpan<char> path, XsAccess need) =>
-        _byChars.TryGetValue(path, out var node) && (caller.AccessTo(node.Perms) & need) == need ? node : null;
+        _byChars.TryGetValue(path, out var node) && (caller.AccessTo(PermsOf(node)) & need) == need ? node : null;
+
+    // ---- Permission entries naming stale domains (XSA-322) -------------------------------------
+
+    /// <summary>
+    /// domain.c alloc_domain via find_or_alloc_domain (XS_INTRODUCE) and domain_alloc_permrefs (XS_SET_PERMS
+    /// naming the domain): a domain without a struct gets one stamped with the current generation count,
+    /// one that has a struct keeps it (and its older stamp). The generation is that of the last node written,
+    /// so a node written just before still counts as not older than the domain (xenstored 4.17 agrees).
+    /// </summary>
+    public void ReferenceDomain(uint domid)
+    {
+        if (domid < XsConstants.DomidFirstReserved)
+            _domainGenerations.TryAdd(domid, _generation);
+    }
+
+    /// <summary>domain.c destroy_domain (XS_RELEASE): the struct goes; entries naming the domain are stale from now on.</summary>
+    private void FreeDomain(uint domid)
+    {
+        if (domid != 0)
+            _domainGenerations.Remove(domid);
+    }
+
+    /// <summary>
+    /// domain.c chk_domain_generation: an entry naming <paramref name="domid"/> still counts on a node of
+    /// generation <paramref name="generation"/> only if the domain has a struct that is not younger than the node.
+    /// </summary>
+    private bool DomainPredates(uint domid, ulong generation) =>
+        _domainGenerations.TryGetValue(domid, out ulong born) && born <= generation;
+
+    /// <summary>
+    /// A node's permissions as xenstored's read_node returns them (domain.c domain_adjust_node_perms): entries
+    /// 1..n naming a domain that has no struct, or one younger than the node, get XS_PERM_IGNORE. Decided per
+    /// access, not stored: a domain struct allocated later can make an entry count again when the node is the
+    /// newest. Writing the node stores the flags (<see cref="Writable"/>), and children inherit them
+    /// (construct_node copies the parent as read). A transaction's private copies are taken as they are.
+    /// Saved state records them so (a restore cannot tell which entries had gone stale).
+    /// </summary>
+    public XsPermission[] PermsOf(XsNode node)
+    {
+        var perms = node.Perms;
+        if (!node.Committed)
+            return perms;
+        XsPermission[]? adjusted = null;
+        for (int i = 1; i < perms.Length; i++)
+        {
+            if ((perms[i].Access & XsAccess.Ignore) != 0 || DomainPredates(perms[i].DomainId, node.Generation))
+                continue;
+            adjusted ??= (XsPermission[])perms.Clone();
+            adjusted[i] = perms[i] with { Access = perms[i].Access | XsAccess.Ignore };
+        }
+        return adjusted ?? perms;
+    }
+
+    /// <summary>The permissions of the committed node at <paramref name="path"/> as read (<see cref="PermsOf"/>), or null.</summary>
+    private XsPermission[]? CommittedPerms(string path) => _nodes.TryGetValue(path, out var n) ? PermsOf(n) : null;
 
     /// <summary>A node the caller may change: a copy (base tree copy-on-write keeps accounting exact; a transaction keeps it private).</summary>
     private XsNode Writable(XsNode node, XsTransaction? tx)
@@ -104,7 +165,10 @@ internal sealed class XsStore
             return node;
         if (tx is not null)
             Remember(tx, node.Path);
-        return node.Clone();
+        // write_node stores the permissions as read_node adjusted them (stale entries stay ignored).
+        var copy = node.Clone();
+        copy.Perms = PermsOf(node);
+        return copy;
     }
 
     /// <summary>core.c write_node: a record that cannot be written inside a transaction dooms it (fail_transaction): END T is ENOMEM.</summary>
@@ -150,6 +214,7 @@ internal sealed class XsStore
         if (_nodes.TryGetValue(node.Path, out var old))
             Uncharge(old);
         node.Generation = ++_generation;
+        node.Committed = true;
         _nodes[node.Path] = node;
         Charge(node);
     }
@@ -185,7 +250,7 @@ internal sealed class XsStore
             tx.Events.Add(new XsPendingEvent(path, perms, oldPerms, exact));
     }
 
-    private XsPermission[]? ParentPerms(string path) => path == "/" ? null : _nodes.GetValueOrDefault(XsNode.ParentOf(path))?.Perms;
+    private XsPermission[]? ParentPerms(string path) => path == "/" ? null : CommittedPerms(XsNode.ParentOf(path));
 
     /// <summary>
     /// transaction.c finalize_transaction: one event per changed node, in the order the transaction first
@@ -208,8 +273,8 @@ internal sealed class XsStore
             if (!merged.Remove(path, out var m))
                 continue;
             var node = _nodes.GetValueOrDefault(path);
-            var first = tx.Seen.GetValueOrDefault(path)?.Perms;
-            Events.Fire(path, first ?? m.Given, node?.Perms, node is null ? null : ParentPerms(path), m.Exact);
+            var first = tx.Seen.GetValueOrDefault(path) is { } seen ? PermsOf(seen) : null;
+            Events.Fire(path, first ?? m.Given, node is null ? null : PermsOf(node), node is null ? null : ParentPerms(path), m.Exact);
         }
     }
 
@@ -226,7 +291,7 @@ internal sealed class XsStore
         node = Get(path, tx);
         if (node is not null)
         {
-            if ((caller.AccessTo(node.Perms) & need) == need)
+            if ((caller.AccessTo(PermsOf(node)) & need) == need)
                 return XsError.None;
             node = null;
             // get_node runs errno_from_parents for EACCES too: inside a transaction that reads (and so
@@ -252,7 +317,7 @@ internal sealed class XsStore
         }
         if (ancestor is null)
             return XsError.EACCES;
-        return (caller.AccessTo(ancestor.Perms) & need) != 0 ? XsError.ENOENT : XsError.EACCES;
+        return (caller.AccessTo(PermsOf(ancestor)) & need) != 0 ? XsError.ENOENT : XsError.EACCES;
     }
 
     /// <summary>
@@ -432,30 +497,32 @@ internal sealed class XsStore
     /// <summary>
     /// core.c delete_node: children first, in child-list order (explicit stack, no recursion a client could
     /// drive deep), each firing only watches on exactly its path; the subtree's root fires as an ordinary
-    /// change. EIO when the tree is inconsistent in a transaction's view (it saw a node before someone else
-    /// changed its children): a listed child that is gone stops the deletion there, and a parent that does
-    /// not list the node fails delete_child; what was deleted so far stays deleted.
+    /// change. As walk_node_tree does, each child is read only when the walk gets to it, so in a
+    /// transaction's view a child listed twice (the view saw the parent list it while the child itself was
+    /// gone, then the child was created again) is found deleted the second time. EIO when the tree is
+    /// inconsistent in a transaction's view: a listed child that is gone stops the deletion there, and a
+    /// parent that does not list the node fails delete_child; what was deleted so far stays deleted.
     /// </summary>
     private XsError RemoveTree(XsNode node, XsNode parent, XsTransaction? tx)
     {
-        var stack = new Stack<(XsNode? Node, bool Expanded)>();
-        stack.Push((node, false));
+        var stack = new Stack<(string Path, XsNode? Node, bool Expanded)>();
+        stack.Push((node.Path, node, false));
         while (stack.Count > 0)
         {
-            var (n, expanded) = stack.Pop();
-            if (n is null)
-                return XsError.EIO;
+            var (path, n, expanded) = stack.Pop();
             if (!expanded)
             {
-                stack.Push((n, true));
-                var children = n.Children.ToList();
-                for (int i = children.Count - 1; i >= 0; i--)
-                    stack.Push((Get(n.Path == "/" ? "/" + children[i] : n.Path + "/" + children[i], tx), false));
+                n ??= Get(path, tx);
+                if (n is null)
+                    return XsError.EIO;
+                stack.Push((path, n, true));
+                for (int i = n.Children.Count - 1; i >= 0; i--)
+                    stack.Push((path == "/" ? "/" + n.Children[i] : path + "/" + n.Children[i], null, false));
                 continue;
             }
             // Fire while the node's permissions are still visible (delnode_sub).
-            Fire(tx, n.Path, n.Perms, null, !ReferenceEquals(n, node));
-            Delete(n, tx);
+            Fire(tx, path, PermsOf(n!), null, !ReferenceEquals(n, node));
+            Delete(n!, tx);
         }
         if (!parent.Children.Contains(XsNode.BaseName(node.Path)))
             return XsError.EIO;
@@ -481,8 +548,8 @@ internal sealed class XsStore
             return XsError.ENOENT;
         if (!caller.Privileged && node!.RecordSize + (perms.Length - node.Perms.Length) * XsPermission.AccountedSize >= Quotas.NodeSize)
             return WriteFailed(tx, XsError.ENOSPC);
-        var old = node!.Perms;
-        var w = Writable(node, tx);
+        var old = PermsOf(node!);
+        var w = Writable(node!, tx);
         w.Perms = perms;
         if (tx is not null && old[0].DomainId != perms[0].DomainId)
         {
@@ -531,8 +598,8 @@ internal sealed class XsStore
     // ---- Domain lifecycle ----------------------------------------------------------------------
 
     /// <summary>
-    /// After a domain is released: nodes it owned pass to dom0 and its permission entries are dropped,
-    /// so a later domain reusing the id inherits nothing (XSA-322). Iterative, no recursion.
+    /// After a domain is released: nodes it owned go and its permission entries no longer count, so a
+    /// later domain reusing the id inherits nothing (XSA-322). Iterative, no recursion.
     /// </summary>
     public void ForgetDomain(uint domid)
     {
@@ -554,35 +621,34 @@ internal sealed class XsStore
             for (int i = children.Count - 1; i >= 0; i--)
                 walk.Push(path == "/" ? "/" + children[i] : path + "/" + children[i]);
         }
-        // XSA-322: entries naming it stay listed but are ignored (XS_PERM_IGNORE), so a domain that reuses
-        // the id inherits nothing. The node does not change (no new generation).
-        foreach (var n in _nodes.Values.ToList())
-        {
-            bool named = false;
-            for (int i = 1; i < n.Perms.Length; i++)
-                named |= n.Perms[i].DomainId == domid && (n.Perms[i].Access & XsAccess.Ignore) == 0;
-            if (!named)
-                continue;
-            var w = n.Clone();
-            w.Perms = [.. n.Perms.Select((p, i) => i > 0 && p.DomainId == domid ? p with { Access = p.Access | XsAccess.Ignore } : p)];
-            Uncharge(n);
-            w.Generation = n.Generation;
-            _nodes[w.Path] = w;
-            Charge(w);
-        }
+        // XSA-322: then the struct goes, so entries naming the domain are ignored from now on and a domain
+        // that reuses the id inherits nothing (PermsOf); nothing is rewritten.
+        FreeDomain(domid);
     }
 
     // ---- State restore -----------------------------------------------------------------------
 
-    /// <summary>Replaces the whole tree with restored nodes (children lists included) and the generation counter.</summary>
+    /// <summary>
+    /// Replaces the whole tree with restored nodes (children lists included) and the generation counter.
+    /// Every domain the restored permissions still honour counts as older than every node (entries that
+    /// were stale when the state was saved come back with XS_PERM_IGNORE set, see <see cref="PermsOf"/>).
+    /// </summary>
     public void Restore(IEnumerable<XsNode> nodes, ulong generation)
     {
         _nodes.Clear();
         _usage.Clear();
+        _domainGenerations.Clear();
+        _domainGenerations[0] = 0;
         foreach (var n in nodes)
         {
+            n.Committed = true;
             _nodes[n.Path] = n;
             Charge(n);
+            foreach (var perm in n.Perms)
+            {
+                if ((perm.Access & XsAccess.Ignore) == 0 && perm.DomainId < XsConstants.DomidFirstReserved)
+                    _domainGenerations.TryAdd(perm.DomainId, 0);
+            }
         }
         _generation = generation;
     }
