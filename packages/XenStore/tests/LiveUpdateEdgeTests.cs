@@ -52,12 +52,8 @@ public class LiveUpdateEdgeTests
     [Fact]
     public async Task Events_queued_for_a_detached_ring_survive_a_second_restart()
     {
-        var page = new XenStoreMemoryRingPage();
-        var toGuest = new RetargetableNotifier();
-        var toDaemon = new RetargetableNotifier();
-        var guestStream = new XenStoreRingStream(page, toDaemon, XenStoreRingRole.Client);
-        toGuest.Target = guestStream;
-        await using var guest = new XenStoreClient(guestStream);
+        var ring = new GuestRing();
+        await using var guest = new XenStoreClient(ring.Stream);
 
         var first = new XenStoreDaemon();
         await using (var dom0 = new XenStoreClient(first.Connect()))
@@ -66,9 +62,7 @@ public class LiveUpdateEdgeTests
             await dom0.MkdirAsync("/local/domain/9");
             await dom0.SetPermissionsAsync("/local/domain/9", [new XsPermission(9, XsAccess.None)]);
         }
-        var binding = new XenStoreRingBinding(page, toGuest);
-        toDaemon.Target = binding.Stream;
-        first.AttachDomain(9, binding);
+        ring.Attach(first, 9);
         await guest.WriteAsync("data/x", "0");
         var watch = guest.WatchAsync("data", "t").GetAsyncEnumerator();
         Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(Wait));
@@ -86,9 +80,7 @@ public class LiveUpdateEdgeTests
 
         await using var third = new XenStoreDaemon();
         third.RestoreState(state);
-        var binding3 = new XenStoreRingBinding(page, toGuest);
-        toDaemon.Target = binding3.Stream;
-        third.AttachDomain(9, binding3);
+        ring.Attach(third, 9);
         Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(Wait));
         Assert.Equal(new XenStoreWatchEvent("data/x", "t"), watch.Current);
         await watch.DisposeAsync();

@@ -26,15 +26,10 @@ public class RestartTests
         return result;
     }
 
-
     [Fact]
     public async Task Save_kill_restore_brings_back_nodes_permissions_watches_and_quotas()
     {
-        var page = new XenStoreMemoryRingPage();
-        var toGuest = new RetargetableNotifier();
-        var toDaemon = new RetargetableNotifier();
-        var guestStream = new XenStoreRingStream(page, toDaemon, XenStoreRingRole.Client);
-        toGuest.Target = guestStream;
+        var ring = new GuestRing();
 
         var first = new XenStoreDaemon();
         var dom0 = new XenStoreClient(first.Connect());
@@ -48,10 +43,8 @@ public class RestartTests
         await dom0.SetQuotaAsync("watches", 77);
         await dom0.SetTargetAsync(7, 7);
 
-        var binding = new XenStoreRingBinding(page, toGuest);
-        toDaemon.Target = binding.Stream;
-        first.AttachDomain(7, binding);
-        await using var guest = new XenStoreClient(guestStream);
+        ring.Attach(first, 7);
+        await using var guest = new XenStoreClient(ring.Stream);
         await guest.WriteAsync("device/vbd/0/state", "4");
         var watch = guest.WatchAsync("device", "dev").GetAsyncEnumerator();
         Assert.True(await watch.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
@@ -69,9 +62,7 @@ public class RestartTests
 
         await using var second = new XenStoreDaemon();
         second.RestoreState(state);
-        var binding2 = new XenStoreRingBinding(page, toGuest);
-        toDaemon.Target = binding2.Stream;
-        second.AttachDomain(7, binding2);
+        ring.Attach(second, 7);
 
         await using var dom0b = new XenStoreClient(second.Connect());
         Assert.Equal(before, await SnapshotAsync(dom0b));

@@ -149,10 +149,37 @@ internal sealed class RawConnection(Stream stream) : IDisposable
     public void Dispose() => Stream.Dispose();
 }
 
-/// <summary>A ring kick whose target can be switched to a new daemon's end after a restart.</summary>
-internal sealed class RetargetableNotifier : VmmKit.XenStore.Transports.IXenStoreEventNotifier
+/// <summary>
+/// A guest's end of a XenStore ring page that outlives daemons: <see cref="Attach"/> hands the page to a
+/// (new) daemon and points both kicks at the right ends, as a host does after a restart.
+/// </summary>
+internal sealed class GuestRing
 {
-    public VmmKit.XenStore.Transports.XenStoreRingStream? Target;
+    private readonly VmmKit.XenStore.Transports.XenStoreMemoryRingPage _page = new();
+    private readonly Kick _toGuest = new();
+    private readonly Kick _toDaemon = new();
 
-    public void Notify() => Target?.Signal();
+    public GuestRing()
+    {
+        Stream = new VmmKit.XenStore.Transports.XenStoreRingStream(_page, _toDaemon, VmmKit.XenStore.Transports.XenStoreRingRole.Client);
+        _toGuest.Target = Stream;
+    }
+
+    /// <summary>The guest's end, for a client.</summary>
+    public VmmKit.XenStore.Transports.XenStoreRingStream Stream { get; }
+
+    /// <summary>Serves the ring from <paramref name="daemon"/> as domain <paramref name="domid"/>.</summary>
+    public void Attach(VmmKit.XenStore.Daemon.XenStoreDaemon daemon, uint domid)
+    {
+        var binding = new VmmKit.XenStore.Transports.XenStoreRingBinding(_page, _toGuest);
+        _toDaemon.Target = binding.Stream;
+        daemon.AttachDomain(domid, binding);
+    }
+
+    private sealed class Kick : VmmKit.XenStore.Transports.IXenStoreEventNotifier
+    {
+        public VmmKit.XenStore.Transports.XenStoreRingStream? Target;
+
+        public void Notify() => Target?.Signal();
+    }
 }
