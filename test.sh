@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Oracles and toolchains (DESIGN.md §6): gcc for guests and ABI layouts, Xen's public headers,
+# Oracles and toolchains (docs/architecture.md, "Sources of truth and oracles"): gcc for guests and ABI layouts, Xen's public headers,
 # Debian's xenstore-utils, Bochs with VMX+EPT, QEMU for speed comparisons.
-apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86)
+apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86 grub-xen-host busybox-static e2fsprogs cpio tmux)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,7 +49,7 @@ passed=$(sed -nE 's/.*Passed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} E
 failed=$(sed -nE 's/.*- Failed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} END {print s+0}')
 passed=${passed:-0}; failed=${failed:-0}
 
-# Packaging: one .nupkg per package with README, XML docs and the dependency graph of DESIGN.md.
+# Packaging: one .nupkg per package with README, XML docs and the dependency graph of docs/architecture.md.
 if [ "$status" -eq 0 ]; then
   pack=$(tests/verify-packages.sh); echo "$pack" | sed '$d'
   p=$(tail -1 <<<"$pack" | awk '{print $1}'); f=$(tail -1 <<<"$pack" | awk '{print $3}')

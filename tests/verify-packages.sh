@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs the solution and checks every package against DESIGN.md §1: one .nupkg per package, each
+# Packs the solution and checks every package against docs/architecture.md ("Package graph"): one .nupkg per package, each
 # with its README, XML docs, and exactly the dependencies of the package graph.
 # Prints one line per check ("PASS name" / "FAIL name: why") and a last line "N passed, N failed".
 set -uo pipefail

@@ -5,7 +5,7 @@ using System.Text;
 namespace VmmKit.TestSupport;
 
 /// <summary>
-/// The ABI oracle of DESIGN.md §5: compiles a small C program with gcc against Xen's public
+/// The ABI oracle of docs/architecture.md ("Sources of truth and oracles"): compiles a small C program with gcc against Xen's public
 /// headers (libxen-dev, /usr/include/xen) and returns the integer values of C expressions such as
 /// <c>sizeof(struct evtchn_alloc_unbound)</c> or <c>offsetof(struct shared_info, evtchn_mask)</c>.
 /// Every C# struct that mirrors a Xen struct is checked against it.

@@ -3,7 +3,7 @@ using VmmKit.Hypercall;
 
 namespace VmmKit.Hypercall.Tests;
 
-/// <summary>The dispatch path allocates nothing (DESIGN.md §7); counted, not timed.</summary>
+/// <summary>The dispatch path allocates nothing (docs/architecture.md, "Conventions"); counted, not timed.</summary>
 public unsafe class AllocationTests
 {
     private static long Version(ref HypercallCall<TestVcpu> call) => 0x0004_0011;

@@ -25,7 +25,7 @@ internal struct SegmentRegister
 
 /// <summary>
 /// All architectural state of the emulated processor in one struct with a fixed layout, so that a
-/// later translating tier can address fields by offset (DESIGN.md §2). Lives in native memory
+/// later translating tier can address fields by offset (docs/architecture.md, "The emulated processor"). Lives in native memory
 /// (<see cref="Core.State"/>), never moves.
 /// </summary>
 /// <remarks>

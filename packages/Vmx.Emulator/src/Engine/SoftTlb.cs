@@ -4,7 +4,7 @@ namespace VmmKit.Vmx.Emulator.Engine;
 
 /// <summary>
 /// One software-TLB entry: a linear page with one tag per access kind and the host address
-/// delta (host = linear + <see cref="Addend"/>). 40 bytes, fixed layout (DESIGN.md §2): a tag
+/// delta (host = linear + <see cref="Addend"/>). 40 bytes, fixed layout (docs/architecture.md, "The emulated processor"): a tag
 /// equals the page-aligned linear address when that access kind is allowed without a slow path.
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
