@@ -57,11 +57,13 @@ run_check() {
   passed=$((passed + p)); failed=$((failed + f)); [ "$f" -eq 0 ] || status=1
 }
 # Packaging: one .nupkg per package with README, XML docs and the dependency graph of docs/architecture.md;
-# then every README example compiled and run against those packages, and the DocFX API site.
+# then every README example compiled and run against those packages, the DocFX API site, and the `dotnet new`
+# templates installed from their packed pack, instantiated, built and run.
 if [ "$status" -eq 0 ]; then
   run_check tests/verify-packages.sh
   run_check tests/verify-readme-examples.sh
   run_check tests/verify-docs.sh
+  run_check tests/verify-templates.sh
 fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; echo "dotnet test failed before all tests ran (build error or crashed test host)"; fi
 rm -f "$log"
