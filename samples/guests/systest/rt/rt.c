@@ -23,7 +23,7 @@ extern uint8_t isr_table[];
 trap_hook_t trap_hook[256];
 volatile ureg fixup_ip;
 volatile int last_vec = -1;
-volatile ureg last_err, last_cr2, last_ip, last_cs;
+volatile ureg last_err, last_cr2, last_ip, last_cs, last_fix;
 struct tss_area tss_area __attribute__((aligned(128)));
 uint8_t kstack0[8192] __attribute__((aligned(16)));
 uint8_t ist_stack1[4096] __attribute__((aligned(16)));
@@ -106,6 +106,11 @@ void report_trap(const char *what)
         print(" cr2=");
         print_hex(last_cr2);
     }
+    /* Where the trap left: the tried instruction (a fault: ip=end-N) or after it (a trap: ip=end). */
+    long delta = (long)(last_ip - last_fix);
+    print(" ip=end");
+    if (delta)
+        print_dec(delta);
     putc_('\n');
 }
 
@@ -129,6 +134,7 @@ void trap(struct frame *f)
         last_err = f->error;
         last_ip = f->ip;
         last_cs = f->cs;
+        last_fix = fixup_ip;
         if (v == 14)
             last_cr2 = READ_CR(2);
         f->ip = fixup_ip;

@@ -52,7 +52,7 @@ typedef void (*trap_hook_t)(struct frame *f);
 extern trap_hook_t trap_hook[256];
 extern volatile ureg fixup_ip;
 extern volatile int last_vec;          /* -1: no trap */
-extern volatile ureg last_err, last_cr2, last_ip, last_cs;
+extern volatile ureg last_err, last_cr2, last_ip, last_cs, last_fix;
 
 #ifdef __x86_64__
 #define FIX_BEGIN "movq $.Lfx%=, fixup_ip(%%rip)\n\t"
