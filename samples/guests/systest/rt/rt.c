@@ -29,7 +29,6 @@ uint8_t kstack0[8192] __attribute__((aligned(16)));
 uint8_t ist_stack1[4096] __attribute__((aligned(16)));
 uint8_t ist_stack2[4096] __attribute__((aligned(16)));
 uint8_t user_stack[8192] __attribute__((aligned(16)));
-#define kstack0_top_ (kstack0 + sizeof kstack0)
 
 static uint8_t page_pool[96 * 4096] __attribute__((aligned(4096), section(".bss.page_aligned")));
 static unsigned pages_used;
@@ -199,13 +198,13 @@ void tss_init(void)
     memset(tss_area.iobitmap, 0xff, sizeof tss_area.iobitmap);
     tss_area.t.iomap = (uint16_t)((uintptr_t)tss_area.iobitmap - base);
 #ifdef __x86_64__
-    tss_area.t.rsp[0] = (uint64_t)(uintptr_t)kstack0_top_;
+    tss_area.t.rsp[0] = (uint64_t)(uintptr_t)kstack0_top;
     tss_area.t.ist[0] = (uint64_t)(uintptr_t)(ist_stack1 + sizeof ist_stack1);
     tss_area.t.ist[1] = (uint64_t)(uintptr_t)(ist_stack2 + sizeof ist_stack2);
     gdt[SEL_TSS / 8] = seg_desc((uint32_t)base, limit, 0x89, 0);
     gdt[SEL_TSS / 8 + 1] = (uint64_t)base >> 32;
 #else
-    tss_area.t.esp0 = (uint32_t)(uintptr_t)kstack0_top_;
+    tss_area.t.esp0 = (uint32_t)(uintptr_t)kstack0_top;
     tss_area.t.ss0 = SEL_DATA;
     gdt[SEL_TSS / 8] = seg_desc((uint32_t)base, limit, 0x89, 0);
 #endif

@@ -96,7 +96,10 @@ struct tss {
 #endif
 struct tss_area { struct tss t; uint8_t iobitmap[8192 + 1]; } __attribute__((packed));
 extern struct tss_area tss_area;
-extern uint8_t kstack0_top[], ist_stack1_top[], ist_stack2_top[], user_stack_top[];
+extern uint8_t kstack0[8192], ist_stack1[4096], ist_stack2[4096], user_stack[8192];
+#define kstack0_top (kstack0 + sizeof kstack0)
+#define ist_stack1_top (ist_stack1 + sizeof ist_stack1)
+#define ist_stack2_top (ist_stack2 + sizeof ist_stack2)
 void tss_init(void);                  /* fills the TSS, LTR SEL_TSS; I/O bitmap all ones (deny) */
 
 /* Enter ring 3 at fn with the user stack; fn must leave ring 3 with INT 0x80 (vector 0x80, DPL 3),
