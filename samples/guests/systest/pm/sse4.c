@@ -61,7 +61,7 @@ void kmain(void)
     uint32_t mx;
     __asm__ volatile("stmxcsr %0" : "=m"(mx));
     kv("mxcsr", mx);
-    static const uint32_t one = 0x3f800000, zero = 0, three = 0x40400000;   /* 1.0f, 0.0f, 3.0f */
+    static const uint32_t one = 0x3f800000, three = 0x40400000;   /* 1.0f, 3.0f */
     static uint32_t fr;
     __asm__ volatile("movss %1, %%xmm0; divss %2, %%xmm0; movss %%xmm0, %0" : "=m"(fr) : "m"(one), "m"(three));
     kv("1/3 single", fr);
