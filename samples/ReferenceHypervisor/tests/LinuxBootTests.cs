@@ -14,7 +14,7 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// </summary>
 public class LinuxBootTests(ITestOutputHelper output)
 {
-    private const string Cmdline = "earlyprintk=xen console=hvc0 loglevel=8";
+    private const string Cmdline = "earlyprintk=xen keep_bootcon console=hvc0 loglevel=8";
 
     /// <summary>What the boot must show, in order (start_kernel's banner, the PVH paravirt banner, Xen event-channel setup, then the IPI bind).</summary>
     public static readonly (string Name, Regex Pattern)[] Milestones =
@@ -55,7 +55,7 @@ public class LinuxBootTests(ITestOutputHelper output)
     [Fact]
     public void Debian_vmlinux_under_vmmkit_hv_reaches_the_first_event_channel_call()
     {
-        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 4_000_000_000, memoryMiB: 256, cmdline: Cmdline);
+        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 2_000_000_000, memoryMiB: 256, cmdline: Cmdline);
         int reached = 0;
         int at = 0;
         foreach (var (_, pattern) in Milestones)
