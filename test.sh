@@ -38,6 +38,26 @@ if [ ! -x "$xen_utils/usr/lib/xen-4.17/bin/xenstored" ] || [ ! -x "$xen_utils/us
 fi
 export VMMKIT_XEN_UTILS_ROOT="$PWD/$xen_utils"
 
+# Debian's Linux kernel for the Linux boot test (samples/ReferenceHypervisor/tests/LinuxBootTests.cs): linux-image-amd64
+# is a metapackage, so its dependency (linux-image-6.1.0-N-amd64) is downloaded and unpacked, never installed or committed,
+# under artifacts/debian/linux-image; the test extracts vmlinux from boot/vmlinuz-*.
+linux_image=artifacts/debian/linux-image
+if ! ls "$linux_image"/boot/vmlinuz-* >/dev/null 2>&1; then
+  echo "Unpacking Debian's linux-image-amd64 kernel"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  linux_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  if [ -z "$linux_pkg" ]; then
+    $sudo_cmd apt-get update -qq
+    linux_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  fi
+  deb_dir=$(mktemp -d); chmod 777 "$deb_dir"
+  (cd "$deb_dir" && apt-get download -qq "$linux_pkg" 2>/dev/null)
+  mkdir -p "$linux_image"
+  dpkg-deb -x "$deb_dir"/"$linux_pkg"_*.deb "$linux_image"
+  rm -rf "$deb_dir"
+fi
+export VMMKIT_DEBIAN_LINUX_ROOT="$PWD/$linux_image"
+
 log=$(mktemp)
 status=0
 dotnet test Packages.sln -c Release "$@" 2>&1 | tee "$log" || status=$?
