@@ -57,6 +57,15 @@ public partial class FuzzGuestTests
     }
 
     [Fact]
+    public void The_cli_ends_a_fuzz_run_with_a_documented_exit_status()
+    {
+        var (code, stdout, stderr) = GuestBootTests.RunCli("boot", GuestBuild.Path("fuzz.elf"), "--cmdline", "seed=11 steps=1000");
+        Assert.True(code == Cli.ExitCodes.Poweroff, $"fuzz seed 11: status {code}\n{stderr}");
+        Assert.EndsWith("fuzz: done\n", stdout);
+        Assert.DoesNotContain("Unhandled exception", stderr);
+    }
+
+    [Fact]
     public void A_seed_replays_the_same_calls_and_results()
     {
         string Hash(Domain d) => HashLine().Match(d.Console.Transcript) is { Success: true } m ? m.Value : "no hash:\n" + Tail(d.Console.Transcript);

@@ -140,6 +140,22 @@ public class HostileGuestTests
         Assert.Equal(ExitCodes.Poweroff, ExitCodes.For(d));
     }
 
+    [Fact]
+    public void The_cli_survives_the_issue_10_reproductions_with_documented_exit_statuses()
+    {
+        // Issue 10 item 1: ~20 moves of shared_info ended the process with an unhandled .NET exception (status 1).
+        var (code, stdout, stderr) = GuestBootTests.RunCli("boot", GuestBuild.Path("hostile.elf"), "--memory", "64", "--cmdline", "physmap=200");
+        Assert.True(code == ExitCodes.Poweroff, $"status {code}\n{stderr}");
+        Assert.Contains("physmap failures: 0\n", stdout);
+        Assert.DoesNotContain("Unhandled exception", stderr);
+
+        // Issue 10 item 2: a yield loop ran for minutes past a 20,000-instruction budget.
+        (code, stdout, stderr) = GuestBootTests.RunCli("boot", GuestBuild.Path("hostile.elf"), "--max-instructions", "20000", "--cmdline", "yield=1000000");
+        Assert.True(code == ExitCodes.DomainCrashed, $"status {code}\n{stderr}");
+        Assert.Contains("instruction budget", stderr);
+        Assert.DoesNotContain("yields:", stdout);
+    }
+
     /// <summary>A processor that throws a host exception on its Nth VM entry (only the first processor created).</summary>
     private sealed class FaultyProcessorProvider(int failOnRun) : IProcessorProvider
     {
