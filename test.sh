@@ -49,11 +49,21 @@ passed=$(sed -nE 's/.*Passed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} E
 failed=$(sed -nE 's/.*- Failed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} END {print s+0}')
 passed=${passed:-0}; failed=${failed:-0}
 
-# Packaging: one .nupkg per package with README, XML docs and the dependency graph of docs/architecture.md.
-if [ "$status" -eq 0 ]; then
-  pack=$(tests/verify-packages.sh); echo "$pack" | sed '$d'
-  p=$(tail -1 <<<"$pack" | awk '{print $1}'); f=$(tail -1 <<<"$pack" | awk '{print $3}')
+# Checks that print PASS/FAIL lines and a last line "N passed, N failed", added to the totals.
+run_check() {
+  local out p f
+  out=$("$@"); echo "$out" | sed '$d'
+  p=$(tail -1 <<<"$out" | awk '{print $1}'); f=$(tail -1 <<<"$out" | awk '{print $3}')
   passed=$((passed + p)); failed=$((failed + f)); [ "$f" -eq 0 ] || status=1
+}
+# Packaging: one .nupkg per package with README, XML docs and the dependency graph of docs/architecture.md;
+# then every README example compiled and run against those packages, the DocFX API site, and the `dotnet new`
+# templates installed from their packed pack, instantiated, built and run.
+if [ "$status" -eq 0 ]; then
+  run_check tests/verify-packages.sh
+  run_check tests/verify-readme-examples.sh
+  run_check tests/verify-docs.sh
+  run_check tests/verify-templates.sh
 fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; echo "dotnet test failed before all tests ran (build error or crashed test host)"; fi
 rm -f "$log"
