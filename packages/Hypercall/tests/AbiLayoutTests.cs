@@ -237,6 +237,11 @@ public class AbiLayoutTests
             Check("xen/vcpu.h", "struct vcpu_register_vcpu_info", Unsafe.SizeOf<VcpuRegisterVcpuInfo>(),
                 [("mfn", Off(ref r, ref r.Mfn)), ("offset", Off(ref r, ref r.Offset)), ("rsvd", Off(ref r, ref r.Reserved))], bits);
 
+        var a = default(VcpuRegisterRunstateMemoryArea);
+        foreach (int bits in new[] { 64, 32 })
+            Check("xen/vcpu.h", "struct vcpu_register_runstate_memory_area", Unsafe.SizeOf<VcpuRegisterRunstateMemoryArea>(),
+                [("addr", Off(ref a, ref a.Addr)), ("addr.p", Off(ref a, ref a.Addr)), ("addr.v", Off(ref a, ref a.Addr))], bits);
+
         var s = default(VcpuRunstateInfo);
         Check64("xen/vcpu.h", "struct vcpu_runstate_info", Unsafe.SizeOf<VcpuRunstateInfo>(),
             ("state", Off(ref s, ref s.State)), ("state_entry_time", Off(ref s, ref s.StateEntryTime)),

@@ -119,7 +119,7 @@ public class HostileGuestTests
     }
 
     [Fact]
-    public void Pvclock_wallclock_register_vcpu_info_and_runstate_work_as_linux_reads_them()
+    public void Pvclock_wallclock_register_vcpu_info_and_runstate_area_work_as_linux_uses_them()
     {
         using var machine = NewMachine();
         var d = Boot(machine, "pvclock.elf");
@@ -135,6 +135,8 @@ public class HostileGuestTests
             "registered tsc_to_system_mul: 0x80000000", "registered version even: 1", "registered clock monotonic: 1",
             "get_runstate_info: 0", "runstate state: 0", "runstate running time positive: 1", "runstate entry not in future: 1",
             "get_runstate_info vcpu 1: -2", "get_runstate_info bad pointer: -14", "vcpu_op send_nmi: -38",
+            "register runstate area: 0", "runstate area state: 0", "runstate area updated: 1", "register runstate area wild: 0",
+            "register runstate area bad pointer: -14",
         })
             Assert.Contains(line + "\n", t);
         Assert.Equal(ExitCodes.Poweroff, ExitCodes.For(d));

@@ -112,9 +112,16 @@ static uint32_t tame(uint32_t nr, uint32_t *a)
         break;
     }
     case __HYPERVISOR_vcpu_op:
-        if (a[0] == VCPUOP_initialise || a[0] == VCPUOP_down || a[0] == VCPUOP_register_runstate_memory_area
-            || a[0] == VCPUOP_register_vcpu_time_memory_area)
+        if (a[0] == VCPUOP_initialise || a[0] == VCPUOP_down || a[0] == VCPUOP_register_vcpu_time_memory_area)
             a[0] = VCPUOP_get_runstate_info;
+        if (a[0] == VCPUOP_register_runstate_memory_area && a[2] >= (uint32_t)(uintptr_t)scratch && a[2] < (uint32_t)(uintptr_t)scratch + sizeof scratch - 16) {
+            /* The hypervisor rewrites the area at every slice: inside scratch, or in the hole. */
+            uint32_t *area = (uint32_t *)(uintptr_t)a[2];
+            area[0] = (rnd() & 1) ? (uint32_t)(uintptr_t)scratch + rnd() % (sizeof scratch - 64) : hole();
+            area[1] = 0;
+        } else if (a[0] == VCPUOP_register_runstate_memory_area) {
+            a[2] = hole();
+        }
         if (a[0] == VCPUOP_register_vcpu_info && a[2] >= (uint32_t)(uintptr_t)scratch && a[2] < (uint32_t)(uintptr_t)scratch + sizeof scratch - 16) {
             struct vcpu_register_vcpu_info *r = (struct vcpu_register_vcpu_info *)(uintptr_t)a[2];
             r->mfn = (rnd() & 1) ? ((uint32_t)(uintptr_t)scratch >> 12) + 2 : hole() >> 12;

@@ -15,6 +15,7 @@
 #define HOLE_GPFN 0x7ffffu               /* never mapped */
 
 static uint8_t vcpu_info_page[4096] __attribute__((aligned(4096)));
+static volatile struct vcpu_runstate_info runstate_area;
 
 static inline uint64_t rdtsc(void)
 {
@@ -134,6 +135,21 @@ int guest_main(const char *cmdline)
     print_line("get_runstate_info vcpu 1", vcpu_op(VCPUOP_get_runstate_info, 1, &rs));
     print_line("get_runstate_info bad pointer", vcpu_op(VCPUOP_get_runstate_info, 0, (void *)0xdead0000u));
     print_line("vcpu_op send_nmi", vcpu_op(VCPUOP_send_nmi, 0, 0));
+
+    /* Linux's xen_setup_runstate_info: BUG() unless this succeeds. */
+    memset((void *)&runstate_area, 0xff, sizeof runstate_area);
+    struct vcpu_register_runstate_memory_area ra;
+    memset(&ra, 0, sizeof ra);
+    ra.addr.p = (uint32_t)(uintptr_t)&runstate_area;
+    print_line("register runstate area", vcpu_op(VCPUOP_register_runstate_memory_area, 0, &ra));
+    print_line("runstate area state", runstate_area.state);
+    uint64_t entered = runstate_area.state_entry_time;
+    HYPERVISOR_sched_op(SCHEDOP_yield, 0);
+    print_line("runstate area updated", runstate_area.state_entry_time > entered && runstate_area.time[RUNSTATE_running] > 0);
+    ra.addr.p = 0xdead0000u;
+    print_line("register runstate area wild", vcpu_op(VCPUOP_register_runstate_memory_area, 0, &ra));
+    HYPERVISOR_sched_op(SCHEDOP_yield, 0);
+    print_line("register runstate area bad pointer", vcpu_op(VCPUOP_register_runstate_memory_area, 0, (void *)0xdead0000u));
     print_u64("now", now_ns(&vi->time));
     return SHUTDOWN_poweroff;
 }

@@ -64,6 +64,18 @@ public struct VcpuRegisterVcpuInfo
     public uint Reserved;
 }
 
+/// <summary>
+/// <c>struct vcpu_register_runstate_memory_area</c> (xen/vcpu.h), 8 bytes in both ABIs: the guest virtual address of a
+/// <see cref="VcpuRunstateInfo"/> the hypervisor rewrites each time the vCPU is scheduled. A 32-bit caller's handle is
+/// the low 4 bytes (Xen's compat code reads only those).
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct VcpuRegisterRunstateMemoryArea
+{
+    /// <summary><c>addr</c> (<c>union { h; v; p; }</c>): the guest virtual address.</summary>
+    public ulong Addr;
+}
+
 /// <summary><c>struct vcpu_runstate_info</c> (xen/vcpu.h), x86-64 layout: 48 bytes.</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct VcpuRunstateInfo

@@ -24,15 +24,44 @@ internal sealed class VcpuTime
     private MachineFrameNumber _registeredFrame;
     private int _registeredOffset = -1;
     private ulong _stateEntryTime;
+    private ulong? _runstateArea;
 
     /// <summary>True once VCPUOP_register_vcpu_info moved the vcpu_info into a guest page.</summary>
     public bool IsRegistered => _registeredOffset >= 0;
 
-    /// <summary>The vCPU is scheduled in: its runstate (running since now) and pvclock are brought up to date.</summary>
+    /// <summary>The vCPU is scheduled in: its runstate (running since now), registered runstate area and pvclock are brought up to date.</summary>
     public void BeginSlice(VirtualCpu vcpu)
     {
         _stateEntryTime = GuestTime.SystemTime(vcpu);
         UpdateTimeInfo(vcpu);
+        UpdateRunstateArea(vcpu);
+    }
+
+    /// <summary>
+    /// VCPUOP_register_runstate_memory_area: from now on the runstate is copied to guest virtual address
+    /// <paramref name="address"/> each time the vCPU is scheduled, and once now. As Xen for a translated guest, the address
+    /// is not checked here; a copy that faults is skipped (xen/common/domain.c, <c>update_runstate_area</c>).
+    /// </summary>
+    public void RegisterRunstateArea(VirtualCpu vcpu, ulong address)
+    {
+        _runstateArea = address;
+        UpdateRunstateArea(vcpu);
+    }
+
+    private void UpdateRunstateArea(VirtualCpu vcpu)
+    {
+        if (_runstateArea is not { } address)
+            return;
+        VcpuRunstateInfo r = Runstate(vcpu);
+        if (vcpu.Domain.Has32BitSharedInfo)
+        {
+            var c = new CompatVcpuRunstateInfo { State = r.State, StateEntryTime = r.StateEntryTime, Time = r.Time };
+            vcpu.LinearMemory.TryWrite(address, MemoryMarshal.AsBytes(new Span<CompatVcpuRunstateInfo>(ref c)));
+        }
+        else
+        {
+            vcpu.LinearMemory.TryWrite(address, MemoryMarshal.AsBytes(new Span<VcpuRunstateInfo>(ref r)));
+        }
     }
 
     /// <summary>The 64 bytes of the vCPU's current vcpu_info, or empty for a vCPU past shared_info's 32 slots that registered none.</summary>
