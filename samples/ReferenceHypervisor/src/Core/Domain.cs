@@ -1,6 +1,6 @@
 using VmmKit.Ept;
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
