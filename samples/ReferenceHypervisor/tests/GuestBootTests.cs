@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.ReferenceHypervisor.Cli;
 using VmmKit.ReferenceHypervisor.Demo;
 

@@ -1,6 +1,6 @@
 using VmmKit.Ept;
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
@@ -23,7 +23,7 @@ internal sealed class Domain : IDisposable
         Owner = new FrameOwner(id);
         MemoryBytes = config.MemoryBytes;
         Console = new DomainConsole(config.ConsoleLine);
-        Com1 = new Devices.Uart16550(Console);
+        Io = Devices.DomainDevices.Create(Console);
         Ept = new EptTables(machine.Memory, Owner);
         Physical = new GuestPhysicalMemory(machine.Memory, Ept.Pointer);
     }
@@ -55,8 +55,8 @@ internal sealed class Domain : IDisposable
     /// <summary>The console the guest prints to.</summary>
     public DomainConsole Console { get; }
 
-    /// <summary>The COM1 UART (transmit path to <see cref="Console"/>).</summary>
-    public Devices.Uart16550 Com1 { get; }
+    /// <summary>The domain's device buses: COM1 and the port 0xE9 debug console, both printing to <see cref="Console"/>.</summary>
+    public VmmKit.Devices.IoManager Io { get; }
 
     /// <summary>The vCPUs.</summary>
     public IReadOnlyList<VirtualCpu> Vcpus => _vcpus;

@@ -114,21 +114,14 @@ internal sealed class VirtualCpu
     }
 
     /// <summary>Injects a hardware exception on the next VM entry (SDM Vol. 3C §27.6, §25.8.3).</summary>
-    public void InjectException(byte vector, uint? errorCode = null)
-    {
-        var info = InterruptionInformation.Create(vector, InterruptionType.HardwareException, errorCode.HasValue);
-        Vmcs.Write(VmcsField.VmEntryInterruptionInformation, info.Value);
-        Vmcs.Write(VmcsField.VmEntryExceptionErrorCode, errorCode ?? 0);
-    }
+    public void InjectException(byte vector, uint? errorCode = null) => Vmcs.InjectHardwareException(vector, errorCode);
 
     /// <summary>Injects #GP(0), as Xen does for a bad MSR access.</summary>
     public void InjectGeneralProtection() => InjectException(13, 0);
 
-    /// <summary>The guest's execution mode, which selects the hypercall ABI.</summary>
-    public GuestX86Mode GuestMode => GuestX86ModeDecoder.Decode(
-        Vmcs.Read(VmcsField.Cr0ReadShadow) | Vmcs.Read(VmcsField.GuestCr0),
-        Vmcs.Read(VmcsField.GuestRflags), Vmcs.Read(VmcsField.GuestIa32Efer), (uint)Vmcs.Read(VmcsField.GuestCsAccessRights));
+    /// <summary>The guest's execution mode, which selects the hypercall ABI (the numbers are the same in both enums).</summary>
+    public GuestX86Mode GuestMode => (GuestX86Mode)Vmcs.GuestMode;
 
-    /// <summary>Current privilege level: SS.DPL (SDM Vol. 3C §25.4.1 notes CPL is SS.DPL).</summary>
-    public int Cpl => (int)((Vmcs.Read(VmcsField.GuestSsAccessRights) >> 5) & 3);
+    /// <summary>Current privilege level: SS.DPL (SDM Vol. 3C §25.4.1).</summary>
+    public int Cpl => Vmcs.GuestCpl;
 }

@@ -1,6 +1,4 @@
-using VmmKit.ReferenceHypervisor.Boot;
-
-namespace VmmKit.ReferenceHypervisor.Tests;
+namespace VmmKit.Boot.Tests;
 
 /// <summary>A flat guest-physical space in a byte array, for loader tests without a processor.</summary>
 internal sealed class ByteArrayGuestMemory(int size) : IGuestPhysicalWriter

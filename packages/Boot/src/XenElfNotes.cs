@@ -1,18 +1,20 @@
 using System.Buffers.Binary;
 
-namespace VmmKit.ReferenceHypervisor.Boot;
+namespace VmmKit.Boot;
 
 /// <summary>
 /// Reads Xen's ELF notes (xen/include/public/elfnote.h): name "Xen", type XEN_ELFNOTE_*. Entries
 /// are walked with 4-byte padding after the name and the descriptor, as Xen's libelf does for both
 /// ELF classes; a numeric descriptor may be 1, 2, 4 or 8 bytes.
 /// </summary>
-internal static class XenElfNotes
+public static class XenElfNotes
 {
     /// <summary>XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit physical entry point of a PVH kernel.</summary>
     public const uint Phys32Entry = 18;
 
     /// <summary>Returns the PHYS32_ENTRY value in a note area, or null when absent or malformed.</summary>
+    /// <param name="notes">The bytes of a PT_NOTE segment or SHT_NOTE section.</param>
+    /// <returns>The entry point, or null.</returns>
     public static uint? FindPhys32Entry(ReadOnlySpan<byte> notes)
     {
         int pos = 0;

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace VmmKit.ReferenceHypervisor.Tests;
+namespace VmmKit.Boot.Tests;
 
 /// <summary>Writes small synthetic ELF32/ELF64 PVH kernels for loader tests.</summary>
 internal static class ElfBuilder

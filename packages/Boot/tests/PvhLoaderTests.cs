@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Text;
 using CsCheck;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 
-namespace VmmKit.ReferenceHypervisor.Tests;
+namespace VmmKit.Boot.Tests;
 
 public class PvhLoaderTests
 {
@@ -143,19 +143,6 @@ public class PvhLoaderTests
         var mem = new ByteArrayGuestMemory(4 << 20);
         Assert.False(PvhLoader.TryLoad(image!, elf, new string('a', 5000), [], 4 << 20, mem, out _, out string error));
         Assert.Contains("command line", error);
-    }
-
-    [Theory]
-    [InlineData("hello.elf")]
-    [InlineData("xen_version.elf")]
-    [InlineData("misbehave.elf")]
-    [InlineData("workload.elf")]
-    public void Parses_the_gcc_built_guests(string guest)
-    {
-        var elf = File.ReadAllBytes(GuestBuild.Path(guest));
-        Assert.True(ElfImage.TryParse(elf, out var image, out string error), error);
-        Assert.Equal(0x100000u, image!.Phys32Entry);
-        Assert.False(image.Is64Bit);
     }
 
     [Fact]

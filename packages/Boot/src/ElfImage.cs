@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace VmmKit.ReferenceHypervisor.Boot;
+namespace VmmKit.Boot;
 
 /// <summary>
 /// A parsed, validated PVH kernel: an ELF32 or ELF64 little-endian x86 executable (Xen's own test
@@ -8,7 +8,7 @@ namespace VmmKit.ReferenceHypervisor.Boot;
 /// The file is hostile input: every offset, size and count is checked before use, and a bad file
 /// gives an error message, never an exception or an out-of-range read.
 /// </summary>
-internal sealed class ElfImage
+public sealed class ElfImage
 {
     // ELF gABI constants (System V ABI, chapter 4).
     private const byte ElfClass32 = 1, ElfClass64 = 2, ElfDataLittleEndian = 1, EvCurrent = 1;
@@ -47,6 +47,10 @@ internal sealed class ElfImage
     public ulong HighestAddress => Segments.Count == 0 ? 0 : Segments.Max(s => s.End);
 
     /// <summary>Parses <paramref name="file"/>; on failure returns false with a one-line reason.</summary>
+    /// <param name="file">The whole ELF file (hostile input).</param>
+    /// <param name="image">The parsed image on success, null on failure.</param>
+    /// <param name="error">Why the file was refused; empty on success.</param>
+    /// <returns>True when the file is a loadable PVH kernel.</returns>
     public static bool TryParse(ReadOnlySpan<byte> file, out ElfImage? image, out string error)
     {
         image = null;

@@ -1,4 +1,4 @@
-namespace VmmKit.ReferenceHypervisor.Boot;
+namespace VmmKit.Boot;
 
 /// <summary>
 /// One PT_LOAD program header, already checked against the file: <see cref="FileSize"/> bytes at
@@ -9,7 +9,7 @@ namespace VmmKit.ReferenceHypervisor.Boot;
 /// <param name="FileOffset">p_offset.</param>
 /// <param name="FileSize">p_filesz (at most <paramref name="MemorySize"/>).</param>
 /// <param name="MemorySize">p_memsz.</param>
-internal readonly record struct ElfLoadSegment(ulong PhysicalAddress, ulong FileOffset, ulong FileSize, ulong MemorySize)
+public readonly record struct ElfLoadSegment(ulong PhysicalAddress, ulong FileOffset, ulong FileSize, ulong MemorySize)
 {
     /// <summary>First guest-physical address after the segment (no overflow: checked by the parser).</summary>
     public ulong End => PhysicalAddress + MemorySize;
