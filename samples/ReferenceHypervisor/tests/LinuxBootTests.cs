@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.ReferenceHypervisor.Tests.SystemTest;
 using Xunit.Abstractions;
 
