@@ -221,6 +221,49 @@ public class SlowReaderTests
     }
 
     [Fact]
+    public async Task A_domU_that_stopped_reading_is_not_read_from_while_its_output_waits()
+    {
+        // xenstored's domain_can_read: an unprivileged domain whose replies and events are not yet written is not
+        // read from (quota_req_outstanding), so a guest that sends requests and never takes the replies cannot
+        // make the daemon queue without bound, even when the write that is stuck was started by another
+        // client's event.
+        await using var daemon = new XenStoreDaemon();
+        await using var dom0 = new XenStoreClient(daemon.Connect());
+        await dom0.MkdirAsync("/w");
+        await dom0.SetPermissionsAsync("/w", [new XsPermission(0, XsAccess.Read)]);
+        await dom0.WriteAsync("/w/big", new string('b', 2000));
+        var ring = new GuestRing();
+        ring.Attach(daemon, 5);
+        using var guest = new RawConnection(ring.Stream);
+        await guest.RoundTripAsync(XsMessageType.Watch, 1, 0, S("/w", "t"));
+        XsConnection conn;
+        lock (daemon.Gate)
+            conn = daemon.Processor.Connections.Single(c => c.DomainId == 5);
+        // Events from dom0's writes fill the 1 KiB ring: the write to the guest is stuck from now on.
+        for (int i = 0; i < 100; i++)
+            await dom0.WriteAsync($"/w/n{i}", "v");
+
+        using var stop = new CancellationTokenSource();
+        var sending = Task.Run(async () =>
+        {
+            for (uint i = 0; i < 300 && !stop.IsCancellationRequested; i++)
+                await ring.Stream.WriteAsync(RawConnection.Frame(XsMessageType.Read, 100 + i, 0, S("/w/big")), stop.Token);
+        });
+        await Task.WhenAny(sending, Task.Delay(3000));
+        long queued = conn.Output.OutstandingBytes;
+        stop.Cancel();
+        Assert.True(queued < 100 * 1024, $"{queued} bytes queued for a guest that does not read");
+        await AssertStillServingAsync(daemon);
+    }
+
+    private static async Task AssertStillServingAsync(XenStoreDaemon daemon)
+    {
+        await using var other = new XenStoreClient(daemon.Connect());
+        await other.WriteAsync("/still/alive", "yes");
+        Assert.Equal("yes", await other.ReadStringAsync("/still/alive"));
+    }
+
+    [Fact]
     public async Task Directory_part_reads_its_offset_with_atoi()
     {
         // Issue 10 item 5: core.c send_directory_part "off = atoi(...)" into an unsigned int.

@@ -415,7 +415,11 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     end -= start;
                     start = 0;
                 }
-                await c.DrainAsync().ConfigureAwait(false);
+                // quota_req_outstanding / domain_can_read: a domain reads on only once its output is taken.
+                if (c.Privileged)
+                    await c.DrainAsync().ConfigureAwait(false);
+                else
+                    await c.WaitForOutputAsync(_stopping.Token).ConfigureAwait(false);
                 pending = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out _, out _, out _) != XsFrameStatus.NeedMore;
             }
         }
