@@ -4,7 +4,7 @@ namespace VmmKit.XenStore.Daemon;
 
 /// <summary>
 /// The daemon's log messages, source-generated (<c>[LoggerMessage]</c>): no reflection, and nothing is formatted or
-/// allocated when the level is disabled. Event ids are stable; filter on category <c>VmmKit.XenStore.Daemon</c>.
+/// allocated when the level is disabled. Event ids are stable (listed in the package README).
 /// </summary>
 internal static partial class XsLog
 {
