@@ -13,7 +13,7 @@ declare -A expected=(
   [Hypercall]="VmmKit.Ept"
   [EventChannel]="VmmKit.Hypercall"
   [GrantTable]="VmmKit.Ept VmmKit.Hypercall"
-  [XenStore]=""
+  [XenStore]="Microsoft.Extensions.Logging.Abstractions"
   [Boot]="VmmKit.Ept VmmKit.Hypercall"
   [Devices]=""
 )
