@@ -16,6 +16,7 @@ internal static unsafe partial class HandlerTable
             RegisterSseForm(table, code, op);
         }
         FloatThunks.Build();
+        VmmKit.Vmx.Emulator.Fpu.FpuRegistration.Register(table);
     }
 
     private static bool UsesOnlySseOperands(OpCodeInfo op)

@@ -23,6 +23,12 @@ public sealed class DifferentialTests
     [Fact]
     public void Mixed_sequences_match_the_host_cpu() => Run(3_000_000, 20_000, InstructionMix.All);
 
+    [Fact]
+    public void X87_sequences_match_the_host_cpu() => Run(4_000_000, 20_000, InstructionMix.X87 | InstructionMix.Integer);
+
+    [Fact]
+    public void Mmx_sequences_match_the_host_cpu() => Run(5_000_000, 15_000, InstructionMix.Mmx | InstructionMix.Integer);
+
     private void Run(int firstSeed, int count, InstructionMix mix)
     {
         using var runner = new DifferentialRunner();

@@ -83,6 +83,9 @@ internal static class InstructionForms
         OpCodeOperandKind.imm64,
     ];
 
+    private static readonly HashSet<OpCodeOperandKind> MmxKinds =
+        [.. SupportedKinds, OpCodeOperandKind.mm_reg, OpCodeOperandKind.mm_rm, OpCodeOperandKind.mm_or_mem];
+
     /// <summary>Forms the SDM calls undefined or that cannot run natively in user mode.</summary>
     private static readonly HashSet<Code> Excluded =
     [
@@ -93,7 +96,67 @@ internal static class InstructionForms
     public static readonly Code[] IntegerCodes = Select(Integer);
     public static readonly Code[] SseCodes = Select(Sse);
 
-    private static Code[] Select(Mnemonic[] mnemonics)
+    /// <summary>
+    /// Every x87 form that computes or stores (escape opcodes D8-DF) plus FNSTSW/FSTSW, FNSTCW/FSTCW, FNINIT, FNCLEX,
+    /// FWAIT; the environment loads and stores come from <c>SequenceGenerator.X87Template</c> (they need prepared
+    /// images), the Cyrix/IIT-only encodings are left out.
+    /// </summary>
+    public static readonly Code[] X87Codes = Enum.GetValues<Code>().Where(code =>
+    {
+        var op = code.ToOpCode();
+        if (op.Encoding != EncodingKind.Legacy || !op.Mode64 || !op.IsInstruction)
+            return false;
+        if (code is Code.Wait or Code.Fnstsw_AX or Code.Fstsw_AX or Code.Fnstsw_m2byte or Code.Fstsw_m2byte
+            or Code.Fnstcw_m2byte or Code.Fstcw_m2byte or Code.Fninit or Code.Finit or Code.Fnclex or Code.Fclex)
+            return true;
+        if (op.Table != OpCodeTableKind.Normal || op.OpCode is < 0xD8 or > 0xDF)
+            return false;
+        if (code is Code.Fldcw_m2byte or Code.Fldenv_m14byte or Code.Fldenv_m28byte or Code.Frstor_m94byte or Code.Frstor_m108byte
+            or Code.Fnstenv_m14byte or Code.Fstenv_m14byte or Code.Fnstenv_m28byte or Code.Fstenv_m28byte
+            or Code.Fnsave_m94byte or Code.Fsave_m94byte or Code.Fnsave_m108byte or Code.Fsave_m108byte
+            or Code.Frstpm or Code.Fstdw_AX or Code.Fstsg_AX or Code.Fnstdw_AX or Code.Fnstsg_AX or Code.Ftstp
+            or Code.Frint2 or Code.Frichop or Code.Frinear)
+            return false;
+        for (int i = 0; i < op.OpCount; i++)
+        {
+            if (op.GetOpKind(i) is not (OpCodeOperandKind.st0 or OpCodeOperandKind.sti_opcode or OpCodeOperandKind.mem))
+                return false;
+        }
+        return true;
+    }).ToArray();
+
+    /// <summary>MMX mnemonics (their mm forms; SSE/SSSE3 mnemonics on MMX registers included).</summary>
+    public static readonly Mnemonic[] Mmx =
+    [
+        Mnemonic.Movd, Mnemonic.Movq, Mnemonic.Movntq, Mnemonic.Movq2dq, Mnemonic.Movdq2q,
+        Mnemonic.Paddb, Mnemonic.Paddw, Mnemonic.Paddd, Mnemonic.Paddq, Mnemonic.Paddsb, Mnemonic.Paddsw,
+        Mnemonic.Paddusb, Mnemonic.Paddusw, Mnemonic.Psubb, Mnemonic.Psubw, Mnemonic.Psubd, Mnemonic.Psubq,
+        Mnemonic.Psubsb, Mnemonic.Psubsw, Mnemonic.Psubusb, Mnemonic.Psubusw, Mnemonic.Pand, Mnemonic.Pandn,
+        Mnemonic.Por, Mnemonic.Pxor, Mnemonic.Pcmpeqb, Mnemonic.Pcmpeqw, Mnemonic.Pcmpeqd, Mnemonic.Pcmpgtb,
+        Mnemonic.Pcmpgtw, Mnemonic.Pcmpgtd, Mnemonic.Pmovmskb, Mnemonic.Pminub, Mnemonic.Pmaxub, Mnemonic.Pminsw,
+        Mnemonic.Pmaxsw, Mnemonic.Psllw, Mnemonic.Pslld, Mnemonic.Psllq, Mnemonic.Psrlw, Mnemonic.Psrld, Mnemonic.Psrlq,
+        Mnemonic.Psraw, Mnemonic.Psrad, Mnemonic.Punpcklbw, Mnemonic.Punpcklwd, Mnemonic.Punpckldq, Mnemonic.Punpckhbw,
+        Mnemonic.Punpckhwd, Mnemonic.Punpckhdq, Mnemonic.Packsswb, Mnemonic.Packssdw, Mnemonic.Packuswb,
+        Mnemonic.Pmullw, Mnemonic.Pmulhw, Mnemonic.Pmulhuw, Mnemonic.Pmuludq, Mnemonic.Pavgb, Mnemonic.Pavgw,
+        Mnemonic.Psadbw, Mnemonic.Pmaddwd, Mnemonic.Pextrw, Mnemonic.Pinsrw, Mnemonic.Pshufw,
+        Mnemonic.Pshufb, Mnemonic.Phaddw, Mnemonic.Phaddd, Mnemonic.Phaddsw, Mnemonic.Phsubw, Mnemonic.Phsubd,
+        Mnemonic.Phsubsw, Mnemonic.Pmaddubsw, Mnemonic.Pmulhrsw, Mnemonic.Psignb, Mnemonic.Psignw, Mnemonic.Psignd,
+        Mnemonic.Pabsb, Mnemonic.Pabsw, Mnemonic.Pabsd, Mnemonic.Palignr,
+    ];
+
+    /// <summary>The MMX-register forms of <see cref="Mmx"/>.</summary>
+    public static readonly Code[] MmxCodes = Select(Mmx, MmxKinds).Where(code =>
+    {
+        var op = code.ToOpCode();
+        for (int i = 0; i < op.OpCount; i++)
+        {
+            if (op.GetOpKind(i) is OpCodeOperandKind.mm_reg or OpCodeOperandKind.mm_rm or OpCodeOperandKind.mm_or_mem)
+                return true;
+        }
+        return false;
+    }).ToArray();
+
+    private static Code[] Select(Mnemonic[] mnemonics, HashSet<OpCodeOperandKind>? kinds = null)
     {
         var wanted = new HashSet<Mnemonic>(mnemonics);
         var list = new List<Code>();
@@ -106,7 +169,7 @@ internal static class InstructionForms
                 continue;
             bool ok = true;
             for (int i = 0; i < op.OpCount; i++)
-                ok &= SupportedKinds.Contains(op.GetOpKind(i));
+                ok &= (kinds ?? SupportedKinds).Contains(op.GetOpKind(i));
             if (ok)
                 list.Add(code);
         }
