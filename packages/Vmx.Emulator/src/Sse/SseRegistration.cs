@@ -17,6 +17,7 @@ internal static unsafe partial class HandlerTable
         }
         FloatThunks.Build();
         VmmKit.Vmx.Emulator.Fpu.FpuRegistration.Register(table);
+        BitManipulation.Register(table);
     }
 
     private static bool UsesOnlySseOperands(OpCodeInfo op)

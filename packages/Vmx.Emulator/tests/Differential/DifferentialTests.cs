@@ -29,6 +29,13 @@ public sealed class DifferentialTests
     [Fact]
     public void Mmx_sequences_match_the_host_cpu() => Run(5_000_000, 15_000, InstructionMix.Mmx | InstructionMix.Integer);
 
+    [Fact]
+    public void Bit_manipulation_sequences_match_the_host_cpu()
+    {
+        Assert.NotEmpty(InstructionForms.BitCodes);
+        Run(6_000_000, 20_000, InstructionMix.Bits | InstructionMix.Integer);
+    }
+
     private void Run(int firstSeed, int count, InstructionMix mix)
     {
         using var runner = new DifferentialRunner();

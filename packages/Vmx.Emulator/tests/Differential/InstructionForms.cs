@@ -83,6 +83,9 @@ internal static class InstructionForms
         OpCodeOperandKind.imm64,
     ];
 
+    private static readonly HashSet<OpCodeOperandKind> VexGprKinds =
+        [.. SupportedKinds, OpCodeOperandKind.r32_vvvv, OpCodeOperandKind.r64_vvvv];
+
     private static readonly HashSet<OpCodeOperandKind> MmxKinds =
         [.. SupportedKinds, OpCodeOperandKind.mm_reg, OpCodeOperandKind.mm_rm, OpCodeOperandKind.mm_or_mem];
 
@@ -124,6 +127,39 @@ internal static class InstructionForms
         }
         return true;
     }).ToArray();
+
+    /// <summary>The general-register instructions of BMI1, BMI2, SSE4.2 (CRC32), POPCNT, LZCNT and MOVBE, each only when
+    /// the host has it (<see cref="HostFeatures"/>).</summary>
+    public static readonly Code[] BitCodes = SelectAnyEncoding(
+        new (Mnemonic, string)[]
+        {
+            (Mnemonic.Andn, "bmi1"), (Mnemonic.Bextr, "bmi1"), (Mnemonic.Blsi, "bmi1"), (Mnemonic.Blsmsk, "bmi1"),
+            (Mnemonic.Blsr, "bmi1"), (Mnemonic.Tzcnt, "bmi1"), (Mnemonic.Bzhi, "bmi2"), (Mnemonic.Mulx, "bmi2"),
+            (Mnemonic.Pdep, "bmi2"), (Mnemonic.Pext, "bmi2"), (Mnemonic.Rorx, "bmi2"), (Mnemonic.Sarx, "bmi2"),
+            (Mnemonic.Shlx, "bmi2"), (Mnemonic.Shrx, "bmi2"), (Mnemonic.Crc32, "sse4_2"), (Mnemonic.Popcnt, "popcnt"),
+            (Mnemonic.Lzcnt, "abm"), (Mnemonic.Movbe, "movbe"),
+        });
+
+    private static Code[] SelectAnyEncoding((Mnemonic Mnemonic, string Feature)[] wanted)
+    {
+        var list = new List<Code>();
+        var byMnemonic = wanted.Where(w => HostFeatures.Has(w.Feature)).Select(w => w.Mnemonic).ToHashSet();
+        foreach (Code code in Enum.GetValues<Code>())
+        {
+            if (!byMnemonic.Contains(code.Mnemonic()))
+                continue;
+            var op = code.ToOpCode();
+            if (op.Encoding is not (EncodingKind.Legacy or EncodingKind.VEX) || !op.Mode64 || !op.IsInstruction
+                || code.CpuidFeatures().Contains(CpuidFeature.KNC))
+                continue;
+            bool ok = true;
+            for (int i = 0; i < op.OpCount; i++)
+                ok &= VexGprKinds.Contains(op.GetOpKind(i));
+            if (ok)
+                list.Add(code);
+        }
+        return list.ToArray();
+    }
 
     /// <summary>MMX mnemonics (their mm forms; SSE/SSSE3 mnemonics on MMX registers included).</summary>
     public static readonly Mnemonic[] Mmx =

@@ -13,6 +13,8 @@ internal enum InstructionMix
     X87 = 4,
     /// <summary>MMX forms and EMMS.</summary>
     Mmx = 8,
+    /// <summary>BMI1, BMI2, CRC32, POPCNT, LZCNT/TZCNT, MOVBE.</summary>
+    Bits = 16,
 }
 
 /// <summary>
@@ -108,6 +110,8 @@ internal sealed class SequenceGenerator
         int roll = _r.Next(100);
         if ((mix & InstructionMix.X87) != 0 && (roll < 85 || !integer))
             return _r.Next(12) == 0 ? X87Template() : Generic(Pick(InstructionForms.X87Codes));
+        if ((mix & InstructionMix.Bits) != 0 && (roll < 60 || !integer))
+            return Generic(Pick(InstructionForms.BitCodes));
         if ((mix & InstructionMix.Mmx) != 0 && (roll < 85 || !integer))
             return _r.Next(15) == 0 ? Generic(Code.Emms) : Generic(Pick(InstructionForms.MmxCodes));
         if (sse && (!integer || roll < 45))
@@ -308,6 +312,8 @@ internal sealed class SequenceGenerator
                 case OpCodeOperandKind.r64_reg:
                 case OpCodeOperandKind.r64_opcode:
                 case OpCodeOperandKind.r64_rm:
+                case OpCodeOperandKind.r32_vvvv:
+                case OpCodeOperandKind.r64_vvvv:
                     ins.SetOpKind(i, OpKind.Register);
                     ins.SetOpRegister(i, RandomGpr(RegBytes(kind)));
                     break;
@@ -533,7 +539,8 @@ internal sealed class SequenceGenerator
     {
         OpCodeOperandKind.r8_or_mem or OpCodeOperandKind.r8_reg or OpCodeOperandKind.r8_opcode => 1,
         OpCodeOperandKind.r16_or_mem or OpCodeOperandKind.r16_reg or OpCodeOperandKind.r16_opcode or OpCodeOperandKind.r16_rm => 2,
-        OpCodeOperandKind.r32_or_mem or OpCodeOperandKind.r32_reg or OpCodeOperandKind.r32_opcode or OpCodeOperandKind.r32_rm => 4,
+        OpCodeOperandKind.r32_or_mem or OpCodeOperandKind.r32_reg or OpCodeOperandKind.r32_opcode or OpCodeOperandKind.r32_rm
+            or OpCodeOperandKind.r32_vvvv => 4,
         _ => 8,
     };
 
