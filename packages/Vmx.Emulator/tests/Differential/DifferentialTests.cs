@@ -36,6 +36,13 @@ public sealed class DifferentialTests
         Run(6_000_000, 20_000, InstructionMix.Bits | InstructionMix.Integer);
     }
 
+    [Fact]
+    public void Sse3_to_sse42_sequences_match_the_host_cpu()
+    {
+        Assert.NotEmpty(InstructionForms.Sse4Codes);
+        Run(7_000_000, 20_000, InstructionMix.Sse4 | InstructionMix.Sse);
+    }
+
     private void Run(int firstSeed, int count, InstructionMix mix)
     {
         using var runner = new DifferentialRunner();

@@ -161,6 +161,32 @@ internal static class InstructionForms
         return list.ToArray();
     }
 
+    /// <summary>SSE3, SSSE3, SSE4.1 and SSE4.2 mnemonics (XMM forms), each only when the host has its extension.</summary>
+    public static readonly Code[] Sse4Codes = Select(new (Mnemonic, string)[]
+    {
+        (Mnemonic.Addsubps, "pni"), (Mnemonic.Addsubpd, "pni"), (Mnemonic.Haddps, "pni"), (Mnemonic.Haddpd, "pni"),
+        (Mnemonic.Hsubps, "pni"), (Mnemonic.Hsubpd, "pni"), (Mnemonic.Movddup, "pni"), (Mnemonic.Movshdup, "pni"),
+        (Mnemonic.Movsldup, "pni"), (Mnemonic.Lddqu, "pni"),
+        (Mnemonic.Pshufb, "ssse3"), (Mnemonic.Phaddw, "ssse3"), (Mnemonic.Phaddd, "ssse3"), (Mnemonic.Phaddsw, "ssse3"),
+        (Mnemonic.Phsubw, "ssse3"), (Mnemonic.Phsubd, "ssse3"), (Mnemonic.Phsubsw, "ssse3"), (Mnemonic.Pmaddubsw, "ssse3"),
+        (Mnemonic.Pmulhrsw, "ssse3"), (Mnemonic.Psignb, "ssse3"), (Mnemonic.Psignw, "ssse3"), (Mnemonic.Psignd, "ssse3"),
+        (Mnemonic.Pabsb, "ssse3"), (Mnemonic.Pabsw, "ssse3"), (Mnemonic.Pabsd, "ssse3"), (Mnemonic.Palignr, "ssse3"),
+        (Mnemonic.Pblendvb, "sse4_1"), (Mnemonic.Blendvps, "sse4_1"), (Mnemonic.Blendvpd, "sse4_1"), (Mnemonic.Blendps, "sse4_1"),
+        (Mnemonic.Blendpd, "sse4_1"), (Mnemonic.Pblendw, "sse4_1"), (Mnemonic.Pminsb, "sse4_1"), (Mnemonic.Pminsd, "sse4_1"),
+        (Mnemonic.Pminuw, "sse4_1"), (Mnemonic.Pminud, "sse4_1"), (Mnemonic.Pmaxsb, "sse4_1"), (Mnemonic.Pmaxsd, "sse4_1"),
+        (Mnemonic.Pmaxuw, "sse4_1"), (Mnemonic.Pmaxud, "sse4_1"), (Mnemonic.Pmulld, "sse4_1"), (Mnemonic.Pmuldq, "sse4_1"),
+        (Mnemonic.Pcmpeqq, "sse4_1"), (Mnemonic.Packusdw, "sse4_1"), (Mnemonic.Phminposuw, "sse4_1"), (Mnemonic.Mpsadbw, "sse4_1"),
+        (Mnemonic.Insertps, "sse4_1"), (Mnemonic.Extractps, "sse4_1"), (Mnemonic.Pextrb, "sse4_1"), (Mnemonic.Pextrw, "sse4_1"),
+        (Mnemonic.Pextrd, "sse4_1"), (Mnemonic.Pextrq, "sse4_1"), (Mnemonic.Pinsrb, "sse4_1"), (Mnemonic.Pinsrd, "sse4_1"),
+        (Mnemonic.Pinsrq, "sse4_1"), (Mnemonic.Ptest, "sse4_1"), (Mnemonic.Movntdqa, "sse4_1"),
+        (Mnemonic.Pmovsxbw, "sse4_1"), (Mnemonic.Pmovsxbd, "sse4_1"), (Mnemonic.Pmovsxbq, "sse4_1"), (Mnemonic.Pmovsxwd, "sse4_1"),
+        (Mnemonic.Pmovsxwq, "sse4_1"), (Mnemonic.Pmovsxdq, "sse4_1"), (Mnemonic.Pmovzxbw, "sse4_1"), (Mnemonic.Pmovzxbd, "sse4_1"),
+        (Mnemonic.Pmovzxbq, "sse4_1"), (Mnemonic.Pmovzxwd, "sse4_1"), (Mnemonic.Pmovzxwq, "sse4_1"), (Mnemonic.Pmovzxdq, "sse4_1"),
+        (Mnemonic.Roundps, "sse4_1"), (Mnemonic.Roundpd, "sse4_1"), (Mnemonic.Roundss, "sse4_1"), (Mnemonic.Roundsd, "sse4_1"),
+        (Mnemonic.Pcmpgtq, "sse4_2"), (Mnemonic.Pcmpestri, "sse4_2"), (Mnemonic.Pcmpestrm, "sse4_2"), (Mnemonic.Pcmpistri, "sse4_2"),
+        (Mnemonic.Pcmpistrm, "sse4_2"), (Mnemonic.Pcmpestri64, "sse4_2"), (Mnemonic.Pcmpestrm64, "sse4_2"),
+    }.Where(w => HostFeatures.Has(w.Item2)).Select(w => w.Item1).ToArray());
+
     /// <summary>MMX mnemonics (their mm forms; SSE/SSSE3 mnemonics on MMX registers included).</summary>
     public static readonly Mnemonic[] Mmx =
     [

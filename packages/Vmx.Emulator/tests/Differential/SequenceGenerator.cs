@@ -15,6 +15,8 @@ internal enum InstructionMix
     Mmx = 8,
     /// <summary>BMI1, BMI2, CRC32, POPCNT, LZCNT/TZCNT, MOVBE.</summary>
     Bits = 16,
+    /// <summary>SSE3, SSSE3, SSE4.1, SSE4.2 (XMM forms).</summary>
+    Sse4 = 32,
 }
 
 /// <summary>
@@ -110,6 +112,8 @@ internal sealed class SequenceGenerator
         int roll = _r.Next(100);
         if ((mix & InstructionMix.X87) != 0 && (roll < 85 || !integer))
             return _r.Next(12) == 0 ? X87Template() : Generic(Pick(InstructionForms.X87Codes));
+        if ((mix & InstructionMix.Sse4) != 0 && (roll < 70 || !integer))
+            return Generic(Pick(InstructionForms.Sse4Codes));
         if ((mix & InstructionMix.Bits) != 0 && (roll < 60 || !integer))
             return Generic(Pick(InstructionForms.BitCodes));
         if ((mix & InstructionMix.Mmx) != 0 && (roll < 85 || !integer))
@@ -275,7 +279,9 @@ internal sealed class SequenceGenerator
         Mnemonic m = code.Mnemonic();
         // Legacy SSE 128-bit memory operands must be 16-byte aligned except for the unaligned moves (#GP otherwise,
         // SDM Vol. 1 §10.4.1.1); CMPXCHG16B: "the destination operand must be 16-byte aligned".
-        bool aligned = (memSize == 16 && m is not (Mnemonic.Movups or Mnemonic.Movupd or Mnemonic.Movdqu))
+        bool aligned = (memSize == 16 && m is not (Mnemonic.Movups or Mnemonic.Movupd or Mnemonic.Movdqu or Mnemonic.Lddqu
+                           or Mnemonic.Pcmpestri or Mnemonic.Pcmpestrm or Mnemonic.Pcmpistri or Mnemonic.Pcmpistrm
+                           or Mnemonic.Pcmpestri64 or Mnemonic.Pcmpestrm64))
                        || m == Mnemonic.Cmpxchg16b;
         int shiftBits = 0;
 
