@@ -97,7 +97,12 @@ internal static unsafe class FpuRegistration
     /// <summary>The x87 forms a thunk executes: every FPU/FPU387/CMOV-x87/SSE3 (FISTTP) form not handled above.</summary>
     private static bool IsComputingX87(Code code, OpCodeInfo op)
     {
-        if (op.Table != OpCodeTableKind.Normal || op.OpCode is < 0xD8 or > 0xDF)
+        // Iced gives the register-only forms (D9 E8 FLD1, D8 C0+i FADD ...) as two-byte opcodes.
+        uint escape = op.OpCodeLength == 2 ? op.OpCode >> 8 : op.OpCode;
+        if (op.Table != OpCodeTableKind.Normal || escape is < 0xD8 or > 0xDF)
+            return false;
+        // The thunk runs the form in 64-bit mode; forms Iced knows only outside it (undocumented aliases) stay #UD.
+        if (!op.Mode64)
             return false;
         // Cyrix/IIT-only and 80287XL-only encodings Iced decodes only on request: #UD here.
         return code is not (Code.Frstpm or Code.Fstdw_AX or Code.Fstsg_AX or Code.Fnstdw_AX or Code.Fnstsg_AX

@@ -112,7 +112,9 @@ internal static class InstructionForms
         if (code is Code.Wait or Code.Fnstsw_AX or Code.Fstsw_AX or Code.Fnstsw_m2byte or Code.Fstsw_m2byte
             or Code.Fnstcw_m2byte or Code.Fstcw_m2byte or Code.Fninit or Code.Finit or Code.Fnclex or Code.Fclex)
             return true;
-        if (op.Table != OpCodeTableKind.Normal || op.OpCode is < 0xD8 or > 0xDF)
+        // Iced gives the register-only forms (D9 E8 FLD1, D8 C0+i FADD ...) as two-byte opcodes.
+        uint escape = op.OpCodeLength == 2 ? op.OpCode >> 8 : op.OpCode;
+        if (op.Table != OpCodeTableKind.Normal || escape is < 0xD8 or > 0xDF)
             return false;
         if (code is Code.Fldcw_m2byte or Code.Fldenv_m14byte or Code.Fldenv_m28byte or Code.Frstor_m94byte or Code.Frstor_m108byte
             or Code.Fnstenv_m14byte or Code.Fstenv_m14byte or Code.Fnstenv_m28byte or Code.Fstenv_m28byte
