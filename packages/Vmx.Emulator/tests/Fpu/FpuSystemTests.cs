@@ -259,3 +259,24 @@ public sealed unsafe class FpuSystemTests
         Assert.Equal(0x037F | 0x3F, m.State.Fpu.Fcw);                        // FNSTENV masks all exceptions
     }
 }
+
+/// <summary>The CPUID bits the lead's policy reports come from <see cref="ImplementedFeatures"/>; they must name what runs.</summary>
+public sealed unsafe class FpuFeatureBitsTests
+{
+    [Fact]
+    public void Reported_features_are_registered_instructions()
+    {
+        // On an x86-64 host every bit is implemented; each sample instruction must not raise #UD.
+        Assert.Equal(0x0780_0001u, ImplementedFeatures.Leaf1Edx & 0x0780_0001u);
+        Assert.Equal(0x04D8_0201u, ImplementedFeatures.Leaf1Ecx); // bits 0 9 19 20 22 23 26
+        (Iced.Intel.Code Code, uint Bit)[] samples =
+        [
+            (Iced.Intel.Code.Fld1, 0), (Iced.Intel.Code.Haddps_xmm_xmmm128, 0), (Iced.Intel.Code.Pshufb_xmm_xmmm128, 9),
+            (Iced.Intel.Code.Roundsd_xmm_xmmm64_imm8, 19), (Iced.Intel.Code.Pcmpistri_xmm_xmmm128_imm8, 20),
+            (Iced.Intel.Code.Xsave_mem, 26), (Iced.Intel.Code.VEX_Pdep_r64_r64_rm64, 8), (Iced.Intel.Code.Emms, 23),
+        ];
+        foreach (var (code, _) in samples)
+            Assert.True((nint)HandlerTable.Entries[(int)code].Handler != (nint)HandlerTable.Entries[(int)Iced.Intel.Code.INVALID].Handler, code.ToString());
+        Assert.Equal((3u, 576u, 576u, 0u), ImplementedFeatures.Leaf0D(0));
+    }
+}
