@@ -53,6 +53,8 @@ internal static unsafe class Sse4
             case Mnemonic.Pinsrd: HandlerTable.Set(t, code, &Insert, sub: 4); return true;
             case Mnemonic.Pinsrq: HandlerTable.Set(t, code, &Insert, sub: 8); return true;
             case Mnemonic.Ptest: HandlerTable.Set(t, code, &Ptest); return true;
+            case Mnemonic.Dpps: HandlerTable.Set(t, code, &DotProduct.Execute, sub: 4); return true;
+            case Mnemonic.Dppd: HandlerTable.Set(t, code, &DotProduct.Execute, sub: 8); return true;
             case Mnemonic.Pcmpestri or Mnemonic.Pcmpestrm or Mnemonic.Pcmpistri or Mnemonic.Pcmpistrm
                 or Mnemonic.Pcmpestri64 or Mnemonic.Pcmpestrm64:
             {

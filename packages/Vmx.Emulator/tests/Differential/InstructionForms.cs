@@ -185,6 +185,7 @@ internal static class InstructionForms
         (Mnemonic.Pmovsxwq, "sse4_1"), (Mnemonic.Pmovsxdq, "sse4_1"), (Mnemonic.Pmovzxbw, "sse4_1"), (Mnemonic.Pmovzxbd, "sse4_1"),
         (Mnemonic.Pmovzxbq, "sse4_1"), (Mnemonic.Pmovzxwd, "sse4_1"), (Mnemonic.Pmovzxwq, "sse4_1"), (Mnemonic.Pmovzxdq, "sse4_1"),
         (Mnemonic.Roundps, "sse4_1"), (Mnemonic.Roundpd, "sse4_1"), (Mnemonic.Roundss, "sse4_1"), (Mnemonic.Roundsd, "sse4_1"),
+        (Mnemonic.Dpps, "sse4_1"), (Mnemonic.Dppd, "sse4_1"),
         (Mnemonic.Pcmpgtq, "sse4_2"), (Mnemonic.Pcmpestri, "sse4_2"), (Mnemonic.Pcmpestrm, "sse4_2"), (Mnemonic.Pcmpistri, "sse4_2"),
         (Mnemonic.Pcmpistrm, "sse4_2"), (Mnemonic.Pcmpestri64, "sse4_2"), (Mnemonic.Pcmpestrm64, "sse4_2"),
     }.Where(w => HostFeatures.Has(w.Item2)).Select(w => w.Item1).ToArray());
