@@ -109,6 +109,8 @@ internal unsafe struct CpuState
     public ulong InstructionsRetired;
     /// <summary>Value added to <see cref="InstructionsRetired"/> to form the TSC (IA32_TSC writes, TSC offset).</summary>
     public ulong TscOffset;
+    /// <summary>x87, MMX and XSAVE-management state (src/Fpu/FpuState.cs).</summary>
+    public FpuState Fpu;
 
     /// <summary>Reference to GPR <paramref name="index"/> (0..15).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -28,6 +28,8 @@ internal static unsafe class FloatHandlers
         FloatForm form = FloatThunks.Forms[index];
         if (form.Predicate)
             index += (int)(i->Imm & 7);
+        else if (form.Immediates != 0)
+            index += (int)(i->Imm & (ulong)(form.Immediates - 1));
 
         FloatFrame f;
         f.Rflags = 0;

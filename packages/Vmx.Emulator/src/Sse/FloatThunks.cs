@@ -28,6 +28,8 @@ internal struct FloatForm
     public byte MemorySize;
     /// <summary>The form takes a compare predicate (imm8[2:0]); thunks Index..Index+7 are the predicates.</summary>
     public bool Predicate;
+    /// <summary>Number of imm8 values with their own thunk (ROUNDxx: 16, imm8[3:0]); 0 when the form has no imm8.</summary>
+    public byte Immediates;
 }
 
 /// <summary>
@@ -88,7 +90,7 @@ internal static unsafe class FloatThunks
     public static int Add(Code code, FloatForm form)
     {
         int index = Pending.Count;
-        int n = form.Predicate ? 8 : 1;
+        int n = form.Predicate ? 8 : form.Immediates > 0 ? form.Immediates : 1;
         if (index + n > 256)
             throw new InvalidOperationException("too many SIMD floating-point forms for a byte index");
         for (int k = 0; k < n; k++)
@@ -110,7 +112,7 @@ internal static unsafe class FloatThunks
         for (int k = 0; k < Pending.Count; k++)
         {
             var (code, form) = Pending[k];
-            int predicate = form.Predicate ? k - FirstIndexOf(k) : -1;
+            int predicate = form.Predicate || form.Immediates > 0 ? k - FirstIndexOf(k) : -1;
             labels[k] = a.CreateLabel();
             a.Label(ref labels[k]);
             a.stmxcsr(__dword_ptr[frame + 52]);

@@ -58,7 +58,7 @@ internal static unsafe class PackedInteger
         return ExecStatus.Continue;
     }
 
-    private static Vector128<byte> Compute(PackedOp op, Vector128<byte> a, Vector128<byte> b)
+    internal static Vector128<byte> Compute(PackedOp op, Vector128<byte> a, Vector128<byte> b)
     {
         switch (op)
         {

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using Iced.Intel;
 using VmmKit.Vmx.Emulator.Sse;
 
@@ -16,6 +17,8 @@ internal static unsafe partial class HandlerTable
             RegisterSseForm(table, code, op);
         }
         FloatThunks.Build();
+        VmmKit.Vmx.Emulator.Fpu.FpuRegistration.Register(table);
+        BitManipulation.Register(table);
     }
 
     private static bool UsesOnlySseOperands(OpCodeInfo op)
@@ -58,9 +61,11 @@ internal static unsafe partial class HandlerTable
                 Set(table, code, &Moves.Move128, sub: 1);
                 return;
             case Mnemonic.Pextrw:
-                // The r/m16 destination form (66 0F 3A 15) is SSE4.1, outside this subset.
+                // The r/m16 destination form (66 0F 3A 15) is SSE4.1 (Sse4.cs).
                 if (op.GetOpKind(0) is OpCodeOperandKind.r32_reg or OpCodeOperandKind.r64_reg)
                     Set(table, code, &Moves.Pextrw);
+                else
+                    Sse4.Register(table, code, m, op);
                 return;
             case Mnemonic.Pinsrw:
                 Set(table, code, &Moves.Pinsrw);
@@ -182,8 +187,12 @@ internal static unsafe partial class HandlerTable
             return;
         }
 
-        // ---- floating point: executed by host thunks
-        if (IsFloatMnemonic(m))
+        if (Sse4.Register(table, code, m, op))
+            return;
+
+        // ---- floating point: executed by host thunks (SSE3 and SSE4.1 forms only when the host has them: the
+        // thunk runs the instruction itself)
+        if (IsFloatMnemonic(m) || IsSse3Float(m) && Sse3.IsSupported || IsRound(m) && Sse41.IsSupported)
         {
             var form = new FloatForm
             {
@@ -193,6 +202,7 @@ internal static unsafe partial class HandlerTable
                 Source = KindOf(op.GetOpKind(1)),
                 MemorySize = (byte)op.MemorySize.GetSize(),
                 Predicate = m is Mnemonic.Cmpss or Mnemonic.Cmpsd or Mnemonic.Cmpps or Mnemonic.Cmppd,
+                Immediates = (byte)(IsRound(m) ? 16 : 0),
             };
             int index = FloatThunks.Add(code, form);
             Set(table, code, &FloatHandlers.Execute, sub: (byte)index);
@@ -205,6 +215,13 @@ internal static unsafe partial class HandlerTable
         OpCodeOperandKind.r64_reg or OpCodeOperandKind.r64_or_mem => FloatOperand.Gpr64,
         _ => FloatOperand.Xmm,
     };
+
+    /// <summary>SSE3 floating point (SDM Vol. 2 ADDSUBPS ... HSUBPD).</summary>
+    private static bool IsSse3Float(Mnemonic m) => m is Mnemonic.Addsubps or Mnemonic.Addsubpd or Mnemonic.Haddps
+        or Mnemonic.Haddpd or Mnemonic.Hsubps or Mnemonic.Hsubpd;
+
+    /// <summary>SSE4.1 ROUNDPS/PD/SS/SD: one thunk per imm8[3:0] (rounding mode, MXCSR.RC select, precision suppression).</summary>
+    private static bool IsRound(Mnemonic m) => m is Mnemonic.Roundps or Mnemonic.Roundpd or Mnemonic.Roundss or Mnemonic.Roundsd;
 
     private static bool IsFloatMnemonic(Mnemonic m) => m is
         Mnemonic.Addss or Mnemonic.Addsd or Mnemonic.Addps or Mnemonic.Addpd or

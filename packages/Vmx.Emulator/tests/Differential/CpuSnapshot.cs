@@ -19,6 +19,9 @@ internal sealed class CpuSnapshot
     public uint Mxcsr;
     public readonly byte[] Scratch = new byte[TestArena.ScratchSize];
     public readonly byte[] Stack = new byte[TestArena.StackSize];
+    /// <summary>x87/MMX state as the 64-bit FXSAVE image (SDM Vol. 1 §10.5.1); its MXCSR and XMM fields are unused
+    /// (<see cref="Mxcsr"/> and <see cref="Xmm"/> hold them).</summary>
+    public readonly byte[] Fx = new byte[512];
 
     public CpuSnapshot Clone()
     {
@@ -27,6 +30,7 @@ internal sealed class CpuSnapshot
         Xmm.CopyTo(c.Xmm, 0);
         Scratch.CopyTo(c.Scratch, 0);
         Stack.CopyTo(c.Stack, 0);
+        Fx.CopyTo(c.Fx, 0);
         return c;
     }
 
@@ -55,6 +59,24 @@ internal sealed class CpuSnapshot
             if (expected.Mxcsr != actual.Mxcsr)
                 sb.AppendLine($"  mxcsr: native {expected.Mxcsr:X8} emulator {actual.Mxcsr:X8}");
         }
+        // x87/MMX: FCW, FSW, abridged FTW and the eight registers (10 bytes each). FOP, FIP and FDP are not compared:
+        // AMD processors store them only while an exception is pending (AMD APM Vol. 2 §11.4.4 "FXSAVE"), the
+        // emulator as Intel processors do after every non-control instruction.
+        for (int k = 0; k < 5; k++)
+        {
+            if (expected.Fx[k] != actual.Fx[k])
+            {
+                sb.AppendLine($"  x87 fcw/fsw/ftw: native {Convert.ToHexString(expected.Fx, 0, 5)} emulator {Convert.ToHexString(actual.Fx, 0, 5)}");
+                break;
+            }
+        }
+        for (int r = 0; r < 8; r++)
+        {
+            var e = expected.Fx.AsSpan(32 + 16 * r, 10);
+            var a = actual.Fx.AsSpan(32 + 16 * r, 10);
+            if (!e.SequenceEqual(a))
+                sb.AppendLine($"  st{r}: native {Convert.ToHexString(e)} emulator {Convert.ToHexString(a)}");
+        }
         DiffBytes(sb, "scratch", TestArena.ScratchOffset, expected.Scratch, actual.Scratch);
         DiffBytes(sb, "stack", TestArena.StackOffset, expected.Stack, actual.Stack);
         return sb.Length == 0 ? null : sb.ToString();
@@ -80,7 +102,9 @@ internal sealed class CpuSnapshot
         var sb = new StringBuilder();
         for (int i = 0; i < 16; i++)
             sb.Append($"{GprNames[i]}={Gpr[i]:X16}{(i % 4 == 3 ? "\n" : " ")}");
-        sb.AppendLine($"rflags={Rflags:X8} mxcsr={Mxcsr:X8}");
+        sb.AppendLine($"rflags={Rflags:X8} mxcsr={Mxcsr:X8} fcw={BitConverter.ToUInt16(Fx, 0):X4} fsw={BitConverter.ToUInt16(Fx, 2):X4} ftw={Fx[4]:X2}");
+        for (int r = 0; r < 8; r++)
+            sb.Append($"st{r}={Convert.ToHexString(Fx, 32 + 16 * r, 10)}{(r % 4 == 3 ? "\n" : " ")}");
         for (int i = 0; i < 16; i++)
             sb.Append($"xmm{i}={Xmm[i]:X32}{(i % 2 == 1 ? "\n" : " ")}");
         return sb.ToString();

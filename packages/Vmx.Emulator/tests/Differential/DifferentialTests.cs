@@ -23,6 +23,26 @@ public sealed class DifferentialTests
     [Fact]
     public void Mixed_sequences_match_the_host_cpu() => Run(3_000_000, 20_000, InstructionMix.All);
 
+    [Fact]
+    public void X87_sequences_match_the_host_cpu() => Run(4_000_000, 20_000, InstructionMix.X87 | InstructionMix.Integer);
+
+    [Fact]
+    public void Mmx_sequences_match_the_host_cpu() => Run(5_000_000, 15_000, InstructionMix.Mmx | InstructionMix.Integer);
+
+    [Fact]
+    public void Bit_manipulation_sequences_match_the_host_cpu()
+    {
+        Assert.NotEmpty(InstructionForms.BitCodes);
+        Run(6_000_000, 20_000, InstructionMix.Bits | InstructionMix.Integer);
+    }
+
+    [Fact]
+    public void Sse3_to_sse42_sequences_match_the_host_cpu()
+    {
+        Assert.NotEmpty(InstructionForms.Sse4Codes);
+        Run(7_000_000, 20_000, InstructionMix.Sse4 | InstructionMix.Sse);
+    }
+
     private void Run(int firstSeed, int count, InstructionMix mix)
     {
         using var runner = new DifferentialRunner();

@@ -83,6 +83,12 @@ internal static class InstructionForms
         OpCodeOperandKind.imm64,
     ];
 
+    private static readonly HashSet<OpCodeOperandKind> VexGprKinds =
+        [.. SupportedKinds, OpCodeOperandKind.r32_vvvv, OpCodeOperandKind.r64_vvvv];
+
+    private static readonly HashSet<OpCodeOperandKind> MmxKinds =
+        [.. SupportedKinds, OpCodeOperandKind.mm_reg, OpCodeOperandKind.mm_rm, OpCodeOperandKind.mm_or_mem];
+
     /// <summary>Forms the SDM calls undefined or that cannot run natively in user mode.</summary>
     private static readonly HashSet<Code> Excluded =
     [
@@ -93,7 +99,129 @@ internal static class InstructionForms
     public static readonly Code[] IntegerCodes = Select(Integer);
     public static readonly Code[] SseCodes = Select(Sse);
 
-    private static Code[] Select(Mnemonic[] mnemonics)
+    /// <summary>
+    /// Every x87 form that computes or stores (escape opcodes D8-DF) plus FNSTSW/FSTSW, FNSTCW/FSTCW, FNINIT, FNCLEX,
+    /// FWAIT; the environment loads and stores come from <c>SequenceGenerator.X87Template</c> (they need prepared
+    /// images), the Cyrix/IIT-only encodings are left out.
+    /// </summary>
+    public static readonly Code[] X87Codes = Enum.GetValues<Code>().Where(code =>
+    {
+        var op = code.ToOpCode();
+        if (op.Encoding != EncodingKind.Legacy || !op.Mode64 || !op.IsInstruction)
+            return false;
+        if (code is Code.Wait or Code.Fnstsw_AX or Code.Fstsw_AX or Code.Fnstsw_m2byte or Code.Fstsw_m2byte
+            or Code.Fnstcw_m2byte or Code.Fstcw_m2byte or Code.Fninit or Code.Finit or Code.Fnclex or Code.Fclex)
+            return true;
+        // Iced gives the register-only forms (D9 E8 FLD1, D8 C0+i FADD ...) as two-byte opcodes.
+        uint escape = op.OpCodeLength == 2 ? op.OpCode >> 8 : op.OpCode;
+        if (op.Table != OpCodeTableKind.Normal || escape is < 0xD8 or > 0xDF)
+            return false;
+        if (code is Code.Fldcw_m2byte or Code.Fldenv_m14byte or Code.Fldenv_m28byte or Code.Frstor_m94byte or Code.Frstor_m108byte
+            or Code.Fnstenv_m14byte or Code.Fstenv_m14byte or Code.Fnstenv_m28byte or Code.Fstenv_m28byte
+            or Code.Fnsave_m94byte or Code.Fsave_m94byte or Code.Fnsave_m108byte or Code.Fsave_m108byte
+            or Code.Frstpm or Code.Fstdw_AX or Code.Fstsg_AX or Code.Fnstdw_AX or Code.Fnstsg_AX or Code.Ftstp
+            or Code.Frint2 or Code.Frichop or Code.Frinear)
+            return false;
+        for (int i = 0; i < op.OpCount; i++)
+        {
+            if (op.GetOpKind(i) is not (OpCodeOperandKind.st0 or OpCodeOperandKind.sti_opcode or OpCodeOperandKind.mem))
+                return false;
+        }
+        return true;
+    }).ToArray();
+
+    /// <summary>The general-register instructions of BMI1, BMI2, SSE4.2 (CRC32), POPCNT, LZCNT and MOVBE, each only when
+    /// the host has it (<see cref="HostFeatures"/>).</summary>
+    public static readonly Code[] BitCodes = SelectAnyEncoding(
+        new (Mnemonic, string)[]
+        {
+            (Mnemonic.Andn, "bmi1"), (Mnemonic.Bextr, "bmi1"), (Mnemonic.Blsi, "bmi1"), (Mnemonic.Blsmsk, "bmi1"),
+            (Mnemonic.Blsr, "bmi1"), (Mnemonic.Tzcnt, "bmi1"), (Mnemonic.Bzhi, "bmi2"), (Mnemonic.Mulx, "bmi2"),
+            (Mnemonic.Pdep, "bmi2"), (Mnemonic.Pext, "bmi2"), (Mnemonic.Rorx, "bmi2"), (Mnemonic.Sarx, "bmi2"),
+            (Mnemonic.Shlx, "bmi2"), (Mnemonic.Shrx, "bmi2"), (Mnemonic.Crc32, "sse4_2"), (Mnemonic.Popcnt, "popcnt"),
+            (Mnemonic.Lzcnt, "abm"), (Mnemonic.Movbe, "movbe"),
+        });
+
+    private static Code[] SelectAnyEncoding((Mnemonic Mnemonic, string Feature)[] wanted)
+    {
+        var list = new List<Code>();
+        var byMnemonic = wanted.Where(w => HostFeatures.Has(w.Feature)).Select(w => w.Mnemonic).ToHashSet();
+        foreach (Code code in Enum.GetValues<Code>())
+        {
+            if (!byMnemonic.Contains(code.Mnemonic()))
+                continue;
+            var op = code.ToOpCode();
+            if (op.Encoding is not (EncodingKind.Legacy or EncodingKind.VEX) || !op.Mode64 || !op.IsInstruction
+                || code.CpuidFeatures().Contains(CpuidFeature.KNC))
+                continue;
+            bool ok = true;
+            for (int i = 0; i < op.OpCount; i++)
+                ok &= VexGprKinds.Contains(op.GetOpKind(i));
+            if (ok)
+                list.Add(code);
+        }
+        return list.ToArray();
+    }
+
+    /// <summary>SSE3, SSSE3, SSE4.1 and SSE4.2 mnemonics (XMM forms), each only when the host has its extension.</summary>
+    public static readonly Code[] Sse4Codes = Select(new (Mnemonic, string)[]
+    {
+        (Mnemonic.Addsubps, "pni"), (Mnemonic.Addsubpd, "pni"), (Mnemonic.Haddps, "pni"), (Mnemonic.Haddpd, "pni"),
+        (Mnemonic.Hsubps, "pni"), (Mnemonic.Hsubpd, "pni"), (Mnemonic.Movddup, "pni"), (Mnemonic.Movshdup, "pni"),
+        (Mnemonic.Movsldup, "pni"), (Mnemonic.Lddqu, "pni"),
+        (Mnemonic.Pshufb, "ssse3"), (Mnemonic.Phaddw, "ssse3"), (Mnemonic.Phaddd, "ssse3"), (Mnemonic.Phaddsw, "ssse3"),
+        (Mnemonic.Phsubw, "ssse3"), (Mnemonic.Phsubd, "ssse3"), (Mnemonic.Phsubsw, "ssse3"), (Mnemonic.Pmaddubsw, "ssse3"),
+        (Mnemonic.Pmulhrsw, "ssse3"), (Mnemonic.Psignb, "ssse3"), (Mnemonic.Psignw, "ssse3"), (Mnemonic.Psignd, "ssse3"),
+        (Mnemonic.Pabsb, "ssse3"), (Mnemonic.Pabsw, "ssse3"), (Mnemonic.Pabsd, "ssse3"), (Mnemonic.Palignr, "ssse3"),
+        (Mnemonic.Pblendvb, "sse4_1"), (Mnemonic.Blendvps, "sse4_1"), (Mnemonic.Blendvpd, "sse4_1"), (Mnemonic.Blendps, "sse4_1"),
+        (Mnemonic.Blendpd, "sse4_1"), (Mnemonic.Pblendw, "sse4_1"), (Mnemonic.Pminsb, "sse4_1"), (Mnemonic.Pminsd, "sse4_1"),
+        (Mnemonic.Pminuw, "sse4_1"), (Mnemonic.Pminud, "sse4_1"), (Mnemonic.Pmaxsb, "sse4_1"), (Mnemonic.Pmaxsd, "sse4_1"),
+        (Mnemonic.Pmaxuw, "sse4_1"), (Mnemonic.Pmaxud, "sse4_1"), (Mnemonic.Pmulld, "sse4_1"), (Mnemonic.Pmuldq, "sse4_1"),
+        (Mnemonic.Pcmpeqq, "sse4_1"), (Mnemonic.Packusdw, "sse4_1"), (Mnemonic.Phminposuw, "sse4_1"), (Mnemonic.Mpsadbw, "sse4_1"),
+        (Mnemonic.Insertps, "sse4_1"), (Mnemonic.Extractps, "sse4_1"), (Mnemonic.Pextrb, "sse4_1"), (Mnemonic.Pextrw, "sse4_1"),
+        (Mnemonic.Pextrd, "sse4_1"), (Mnemonic.Pextrq, "sse4_1"), (Mnemonic.Pinsrb, "sse4_1"), (Mnemonic.Pinsrd, "sse4_1"),
+        (Mnemonic.Pinsrq, "sse4_1"), (Mnemonic.Ptest, "sse4_1"), (Mnemonic.Movntdqa, "sse4_1"),
+        (Mnemonic.Pmovsxbw, "sse4_1"), (Mnemonic.Pmovsxbd, "sse4_1"), (Mnemonic.Pmovsxbq, "sse4_1"), (Mnemonic.Pmovsxwd, "sse4_1"),
+        (Mnemonic.Pmovsxwq, "sse4_1"), (Mnemonic.Pmovsxdq, "sse4_1"), (Mnemonic.Pmovzxbw, "sse4_1"), (Mnemonic.Pmovzxbd, "sse4_1"),
+        (Mnemonic.Pmovzxbq, "sse4_1"), (Mnemonic.Pmovzxwd, "sse4_1"), (Mnemonic.Pmovzxwq, "sse4_1"), (Mnemonic.Pmovzxdq, "sse4_1"),
+        (Mnemonic.Roundps, "sse4_1"), (Mnemonic.Roundpd, "sse4_1"), (Mnemonic.Roundss, "sse4_1"), (Mnemonic.Roundsd, "sse4_1"),
+        (Mnemonic.Dpps, "sse4_1"), (Mnemonic.Dppd, "sse4_1"),
+        (Mnemonic.Pcmpgtq, "sse4_2"), (Mnemonic.Pcmpestri, "sse4_2"), (Mnemonic.Pcmpestrm, "sse4_2"), (Mnemonic.Pcmpistri, "sse4_2"),
+        (Mnemonic.Pcmpistrm, "sse4_2"), (Mnemonic.Pcmpestri64, "sse4_2"), (Mnemonic.Pcmpestrm64, "sse4_2"),
+    }.Where(w => HostFeatures.Has(w.Item2)).Select(w => w.Item1).ToArray());
+
+    /// <summary>MMX mnemonics (their mm forms; SSE/SSSE3 mnemonics on MMX registers included).</summary>
+    public static readonly Mnemonic[] Mmx =
+    [
+        Mnemonic.Movd, Mnemonic.Movq, Mnemonic.Movntq, Mnemonic.Movq2dq, Mnemonic.Movdq2q,
+        Mnemonic.Paddb, Mnemonic.Paddw, Mnemonic.Paddd, Mnemonic.Paddq, Mnemonic.Paddsb, Mnemonic.Paddsw,
+        Mnemonic.Paddusb, Mnemonic.Paddusw, Mnemonic.Psubb, Mnemonic.Psubw, Mnemonic.Psubd, Mnemonic.Psubq,
+        Mnemonic.Psubsb, Mnemonic.Psubsw, Mnemonic.Psubusb, Mnemonic.Psubusw, Mnemonic.Pand, Mnemonic.Pandn,
+        Mnemonic.Por, Mnemonic.Pxor, Mnemonic.Pcmpeqb, Mnemonic.Pcmpeqw, Mnemonic.Pcmpeqd, Mnemonic.Pcmpgtb,
+        Mnemonic.Pcmpgtw, Mnemonic.Pcmpgtd, Mnemonic.Pmovmskb, Mnemonic.Pminub, Mnemonic.Pmaxub, Mnemonic.Pminsw,
+        Mnemonic.Pmaxsw, Mnemonic.Psllw, Mnemonic.Pslld, Mnemonic.Psllq, Mnemonic.Psrlw, Mnemonic.Psrld, Mnemonic.Psrlq,
+        Mnemonic.Psraw, Mnemonic.Psrad, Mnemonic.Punpcklbw, Mnemonic.Punpcklwd, Mnemonic.Punpckldq, Mnemonic.Punpckhbw,
+        Mnemonic.Punpckhwd, Mnemonic.Punpckhdq, Mnemonic.Packsswb, Mnemonic.Packssdw, Mnemonic.Packuswb,
+        Mnemonic.Pmullw, Mnemonic.Pmulhw, Mnemonic.Pmulhuw, Mnemonic.Pmuludq, Mnemonic.Pavgb, Mnemonic.Pavgw,
+        Mnemonic.Psadbw, Mnemonic.Pmaddwd, Mnemonic.Pextrw, Mnemonic.Pinsrw, Mnemonic.Pshufw,
+        Mnemonic.Pshufb, Mnemonic.Phaddw, Mnemonic.Phaddd, Mnemonic.Phaddsw, Mnemonic.Phsubw, Mnemonic.Phsubd,
+        Mnemonic.Phsubsw, Mnemonic.Pmaddubsw, Mnemonic.Pmulhrsw, Mnemonic.Psignb, Mnemonic.Psignw, Mnemonic.Psignd,
+        Mnemonic.Pabsb, Mnemonic.Pabsw, Mnemonic.Pabsd, Mnemonic.Palignr,
+    ];
+
+    /// <summary>The MMX-register forms of <see cref="Mmx"/>.</summary>
+    public static readonly Code[] MmxCodes = Select(Mmx, MmxKinds).Where(code =>
+    {
+        var op = code.ToOpCode();
+        for (int i = 0; i < op.OpCount; i++)
+        {
+            if (op.GetOpKind(i) is OpCodeOperandKind.mm_reg or OpCodeOperandKind.mm_rm or OpCodeOperandKind.mm_or_mem)
+                return true;
+        }
+        return false;
+    }).ToArray();
+
+    private static Code[] Select(Mnemonic[] mnemonics, HashSet<OpCodeOperandKind>? kinds = null)
     {
         var wanted = new HashSet<Mnemonic>(mnemonics);
         var list = new List<Code>();
@@ -106,7 +234,7 @@ internal static class InstructionForms
                 continue;
             bool ok = true;
             for (int i = 0; i < op.OpCount; i++)
-                ok &= SupportedKinds.Contains(op.GetOpKind(i));
+                ok &= (kinds ?? SupportedKinds).Contains(op.GetOpKind(i));
             if (ok)
                 list.Add(code);
         }

@@ -20,6 +20,8 @@ internal sealed unsafe class NativeExecutor
     private const int HostMxcsrOffset = 0x098;
     private const int TempOffset = 0x0A0;
     private const int XmmOffset = 0x0B0;    // 16 x 16 bytes
+    private const int FxOffset = 0x200;     // the case's x87/MMX state, FXSAVE64 image (16-byte aligned)
+    private const int HostFxOffset = 0x400; // the host's x87 state while the case runs
 
     private static readonly AssemblerRegister64[] Gprs =
         [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15];
@@ -46,6 +48,8 @@ internal sealed unsafe class NativeExecutor
         a.mov(rax, ctx);
         a.mov(__qword_ptr[rax + HostRspOffset], rsp);
         a.stmxcsr(__dword_ptr[rax + HostMxcsrOffset]);
+        a.fxsave64(__[rax + HostFxOffset]);
+        a.fxrstor64(__[rax + FxOffset]);
         for (int i = 0; i < 16; i++)
             a.movdqu(Xmms[i], __xmmword_ptr[rax + XmmOffset + 16 * i]);
         a.ldmxcsr(__dword_ptr[rax + MxcsrOffset]);
@@ -83,6 +87,8 @@ internal sealed unsafe class NativeExecutor
         for (int i = 0; i < 16; i++)
             e.movdqu(__xmmword_ptr[rax + XmmOffset + 16 * i], Xmms[i]);
         e.stmxcsr(__dword_ptr[rax + MxcsrOffset]);
+        e.fxsave64(__[rax + FxOffset]);
+        e.fxrstor64(__[rax + HostFxOffset]);
         e.ldmxcsr(__dword_ptr[rax + HostMxcsrOffset]);
         e.cld();
         e.pop(r15); e.pop(r14); e.pop(r13); e.pop(r12); e.pop(rbp); e.pop(rbx);
@@ -120,6 +126,10 @@ internal sealed unsafe class NativeExecutor
         *(uint*)(ctx + MxcsrOffset) = state.Mxcsr;
         for (int i = 0; i < 16; i++)
             ((UInt128*)(ctx + XmmOffset))[i] = state.Xmm[i];
+        var fx = new Span<byte>(ctx + FxOffset, 512);
+        state.Fx.CopyTo(fx);
+        BitConverter.TryWriteBytes(fx[24..], state.Mxcsr);
+        BitConverter.TryWriteBytes(fx[28..], 0xFFFF);
         state.Scratch.CopyTo(_arena.Span(TestArena.ScratchOffset, TestArena.ScratchSize));
         state.Stack.CopyTo(_arena.Span(TestArena.StackOffset, TestArena.StackSize));
 
@@ -132,6 +142,7 @@ internal sealed unsafe class NativeExecutor
         for (int i = 0; i < 16; i++)
             state.Xmm[i] = ((UInt128*)(ctx + XmmOffset))[i];
         state.Rip = jmpAt;
+        new ReadOnlySpan<byte>(ctx + FxOffset, 512).CopyTo(state.Fx);
         _arena.Span(TestArena.ScratchOffset, TestArena.ScratchSize).CopyTo(state.Scratch);
         _arena.Span(TestArena.StackOffset, TestArena.StackSize).CopyTo(state.Stack);
     }

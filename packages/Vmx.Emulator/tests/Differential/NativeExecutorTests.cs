@@ -23,6 +23,12 @@ public sealed class NativeExecutorTests
         s.Mxcsr = 0x1F80 | 0x6000 | 0x3F;
         rng.NextBytes(s.Scratch);
         rng.NextBytes(s.Stack);
+        // x87/MMX: FCW with every exception masked (bit 6 reads as 1), TOP 5, C0..C3 and masked sticky flags, some tags.
+        BitConverter.TryWriteBytes(s.Fx.AsSpan(0), (ushort)0x0E7F);
+        BitConverter.TryWriteBytes(s.Fx.AsSpan(2), (ushort)(5 << 11 | 0x4721 & 0x477F));
+        s.Fx[4] = 0xA5;
+        for (int r = 0; r < 8; r++)
+            rng.NextBytes(s.Fx.AsSpan(32 + 16 * r, 10));
         var before = s.Clone();
         native.Run([], s);
         Assert.Null(CpuSnapshot.Compare(before, s, 0));

@@ -9,6 +9,14 @@ internal enum InstructionMix
     Integer = 1,
     Sse = 2,
     All = Integer | Sse,
+    /// <summary>x87 instructions (with some integer ones between them).</summary>
+    X87 = 4,
+    /// <summary>MMX forms and EMMS.</summary>
+    Mmx = 8,
+    /// <summary>BMI1, BMI2, CRC32, POPCNT, LZCNT/TZCNT, MOVBE.</summary>
+    Bits = 16,
+    /// <summary>SSE3, SSSE3, SSE4.1, SSE4.2 (XMM forms).</summary>
+    Sse4 = 32,
 }
 
 /// <summary>
@@ -102,6 +110,14 @@ internal sealed class SequenceGenerator
         bool sse = (mix & InstructionMix.Sse) != 0;
         bool integer = (mix & InstructionMix.Integer) != 0;
         int roll = _r.Next(100);
+        if ((mix & InstructionMix.X87) != 0 && (roll < 85 || !integer))
+            return _r.Next(12) == 0 ? X87Template() : Generic(Pick(InstructionForms.X87Codes));
+        if ((mix & InstructionMix.Sse4) != 0 && (roll < 70 || !integer))
+            return Generic(Pick(InstructionForms.Sse4Codes));
+        if ((mix & InstructionMix.Bits) != 0 && (roll < 60 || !integer))
+            return Generic(Pick(InstructionForms.BitCodes));
+        if ((mix & InstructionMix.Mmx) != 0 && (roll < 85 || !integer))
+            return _r.Next(15) == 0 ? Generic(Code.Emms) : Generic(Pick(InstructionForms.MmxCodes));
         if (sse && (!integer || roll < 45))
             return _r.Next(30) == 0 ? Ldmxcsr() : Generic(Pick(InstructionForms.SseCodes));
         if (!integer)
@@ -263,7 +279,9 @@ internal sealed class SequenceGenerator
         Mnemonic m = code.Mnemonic();
         // Legacy SSE 128-bit memory operands must be 16-byte aligned except for the unaligned moves (#GP otherwise,
         // SDM Vol. 1 §10.4.1.1); CMPXCHG16B: "the destination operand must be 16-byte aligned".
-        bool aligned = (memSize == 16 && m is not (Mnemonic.Movups or Mnemonic.Movupd or Mnemonic.Movdqu))
+        bool aligned = (memSize == 16 && m is not (Mnemonic.Movups or Mnemonic.Movupd or Mnemonic.Movdqu or Mnemonic.Lddqu
+                           or Mnemonic.Pcmpestri or Mnemonic.Pcmpestrm or Mnemonic.Pcmpistri or Mnemonic.Pcmpistrm
+                           or Mnemonic.Pcmpestri64 or Mnemonic.Pcmpestrm64))
                        || m == Mnemonic.Cmpxchg16b;
         int shiftBits = 0;
 
@@ -300,6 +318,8 @@ internal sealed class SequenceGenerator
                 case OpCodeOperandKind.r64_reg:
                 case OpCodeOperandKind.r64_opcode:
                 case OpCodeOperandKind.r64_rm:
+                case OpCodeOperandKind.r32_vvvv:
+                case OpCodeOperandKind.r64_vvvv:
                     ins.SetOpKind(i, OpKind.Register);
                     ins.SetOpRegister(i, RandomGpr(RegBytes(kind)));
                     break;
@@ -307,6 +327,28 @@ internal sealed class SequenceGenerator
                 case OpCodeOperandKind.xmm_rm:
                     ins.SetOpKind(i, OpKind.Register);
                     ins.SetOpRegister(i, Xmm(_r.Next(16)));
+                    break;
+                case OpCodeOperandKind.st0:
+                    ins.SetOpKind(i, OpKind.Register);
+                    ins.SetOpRegister(i, Register.ST0);
+                    break;
+                case OpCodeOperandKind.sti_opcode:
+                    ins.SetOpKind(i, OpKind.Register);
+                    ins.SetOpRegister(i, Register.ST0 + _r.Next(8));
+                    break;
+                case OpCodeOperandKind.mm_reg:
+                case OpCodeOperandKind.mm_rm:
+                    ins.SetOpKind(i, OpKind.Register);
+                    ins.SetOpRegister(i, Register.MM0 + _r.Next(8));
+                    break;
+                case OpCodeOperandKind.mm_or_mem:
+                    if (_r.Next(100) < 40)
+                        SetMemory(ref ins, i, memSize, aligned: false);
+                    else
+                    {
+                        ins.SetOpKind(i, OpKind.Register);
+                        ins.SetOpRegister(i, Register.MM0 + _r.Next(8));
+                    }
                     break;
                 case OpCodeOperandKind.al:
                 case OpCodeOperandKind.ax:
@@ -340,6 +382,8 @@ internal sealed class SequenceGenerator
                     int v;
                     if (IsShift(m))
                         count = v = ShiftCount(m);
+                    else if (m is Mnemonic.Palignr)
+                        v = _r.Next(4) == 0 ? _r.Next(256) : _r.Next(32);
                     else if (m is Mnemonic.Cmpss or Mnemonic.Cmpsd or Mnemonic.Cmpps or Mnemonic.Cmppd)
                         v = _r.Next(8);
                     else if (m is Mnemonic.Psllw or Mnemonic.Pslld or Mnemonic.Psllq or Mnemonic.Psrlw or Mnemonic.Psrld
@@ -501,7 +545,8 @@ internal sealed class SequenceGenerator
     {
         OpCodeOperandKind.r8_or_mem or OpCodeOperandKind.r8_reg or OpCodeOperandKind.r8_opcode => 1,
         OpCodeOperandKind.r16_or_mem or OpCodeOperandKind.r16_reg or OpCodeOperandKind.r16_opcode or OpCodeOperandKind.r16_rm => 2,
-        OpCodeOperandKind.r32_or_mem or OpCodeOperandKind.r32_reg or OpCodeOperandKind.r32_opcode or OpCodeOperandKind.r32_rm => 4,
+        OpCodeOperandKind.r32_or_mem or OpCodeOperandKind.r32_reg or OpCodeOperandKind.r32_opcode or OpCodeOperandKind.r32_rm
+            or OpCodeOperandKind.r32_vvvv => 4,
         _ => 8,
     };
 
@@ -870,7 +915,95 @@ internal sealed class SequenceGenerator
             if (_r.Next(3) == 0)
                 BitConverter.TryWriteBytes(s.Scratch.AsSpan(off), RandomVector());
         }
+        RandomX87(s.Fx, new SplitMix((int)(uint)_r.NextUInt64Peek()));
         return s;
+    }
+
+    /// <summary>
+    /// A random x87/MMX state (own random stream, so earlier seeds keep their other values): every exception
+    /// masked (natively an unmasked one would end the test process with SIGFPE at the next waiting instruction),
+    /// random precision and rounding control, TOP, condition codes, sticky flags, tags, and register values among
+    /// normals, denormals, pseudo-denormals, unnormals, zeros, infinities and NaNs.
+    /// </summary>
+    private static void RandomX87(byte[] fx, SplitMix r)
+    {
+        Array.Clear(fx);
+        ushort fcw = (ushort)(0x037F & ~0x0F00 | (r.Next(16) << 8) | (r.Next(4) == 0 ? 0x1000 : 0));
+        ushort fsw = (ushort)((r.Next(8) << 11) | (r.Next(16) is var cc ? ((cc & 7) << 8) | ((cc >> 3) << 14) : 0)
+            | (r.Next(3) == 0 ? r.Next(0x80) : 0));
+        BitConverter.TryWriteBytes(fx.AsSpan(0), fcw);
+        BitConverter.TryWriteBytes(fx.AsSpan(2), fsw);
+        fx[4] = (byte)(r.Next(3) switch { 0 => 0, 1 => 0xFF, _ => r.Next(256) });
+        for (int k = 0; k < 8; k++)
+        {
+            ulong mantissa;
+            int exponent;
+            switch (r.Next(10))
+            {
+                case 0: mantissa = 0; exponent = 0; break;                                       // zero
+                case 1: mantissa = 1UL << 63; exponent = 0x7FFF; break;                          // infinity
+                case 2: mantissa = (3UL << 62) | (ulong)(uint)r.Next(); exponent = 0x7FFF; break;      // QNaN
+                case 3: mantissa = (1UL << 63) | (ulong)(uint)r.Next(1, int.MaxValue); exponent = 0x7FFF; break; // SNaN
+                case 4: mantissa = r.NextUInt64() >> 1; exponent = 0; break;                      // denormal
+                case 5: mantissa = r.NextUInt64() | (1UL << 63); exponent = 0; break;             // pseudo-denormal
+                case 6: mantissa = r.NextUInt64() >> 1; exponent = r.Next(1, 0x7FFF); break;      // unnormal
+                case 7: mantissa = (ulong)r.Next(1000) << 54 | 1UL << 63; exponent = 0x3FFF + r.Next(-3, 12); break; // small integers and halves
+                default: mantissa = r.NextUInt64() | (1UL << 63); exponent = 0x3FFF + r.Next(-80, 80); break;
+            }
+            BitConverter.TryWriteBytes(fx.AsSpan(32 + 16 * k), mantissa);
+            BitConverter.TryWriteBytes(fx.AsSpan(40 + 16 * k), (ushort)(exponent | (r.Next(2) << 15)));
+        }
+    }
+
+    /// <summary>
+    /// x87 instructions whose operands the generic path cannot fill safely: FLDCW with every exception masked, and
+    /// FNSTENV/FNSAVE/FXSAVE to scratch memory followed (sometimes) by FLDENV/FRSTOR/FXRSTOR of the same image. The
+    /// FOP/FIP/FDP/FCS/FDS fields are zeroed in memory before anything reads them (AMD stores them only while an
+    /// exception is pending, see <see cref="CpuSnapshot.Compare"/>).
+    /// </summary>
+    private bool X87Template()
+    {
+        int d = (ScratchLow + _r.Next(ScratchHigh - ScratchLow - 0x300)) & ~63;
+        var at = new MemoryOperand(Register.R15, d, 1);
+        switch (_r.Next(4))
+        {
+            case 0:
+            {
+                ushort fcw = (ushort)(0x037F & ~0x0F00 | (_r.Next(16) << 8) | (_r.Next(4) == 0 ? 0x1000 : 0));
+                Emit(Instruction.Create(Code.Mov_rm16_imm16, at, fcw));
+                Emit(Instruction.Create(Code.Fldcw_m2byte, at));
+                return true;
+            }
+            case 1:
+                Emit(Instruction.Create(Code.Fnstenv_m28byte, at));
+                ZeroPointers(d, 12, 16);
+                if (_r.Next(2) == 0)
+                    Emit(Instruction.Create(Code.Fldenv_m28byte, at));
+                return true;
+            case 2:
+                Emit(Instruction.Create(Code.Fnsave_m108byte, at));
+                ZeroPointers(d, 12, 16);
+                if (_r.Next(2) == 0)
+                    Emit(Instruction.Create(Code.Frstor_m108byte, at));
+                return true;
+            default:
+            {
+                bool wide = _r.Next(2) == 0;
+                Emit(Instruction.Create(wide ? Code.Fxsave64_m512byte : Code.Fxsave_m512byte, at));
+                ZeroPointers(d, 6, 18);
+                // MXCSR_MASK is the implementation's (this AMD host reports bit 17, its misaligned-SSE mode).
+                ZeroPointers(d, 28, 4);
+                if (_r.Next(2) == 0)
+                    Emit(Instruction.Create(wide ? Code.Fxrstor64_m512byte : Code.Fxrstor_m512byte, at));
+                return true;
+            }
+        }
+    }
+
+    private void ZeroPointers(int d, int from, int length)
+    {
+        for (int k = from; k < from + length; k += 2)
+            Emit(Instruction.Create(Code.Mov_rm16_imm16, new MemoryOperand(Register.R15, d + k, 1), 0u));
     }
 
     /// <summary>SplitMix64 fill: System.Random's seeded NextBytes is too slow for 24 KiB per case.</summary>

@@ -32,5 +32,8 @@ internal sealed class SplitMix
     /// <summary>A long in [min, max).</summary>
     public long NextInt64(long min, long max) => min + (long)(NextUInt64() % (ulong)(max - min));
 
+    /// <summary>A seed for a second, independent stream, without advancing this one.</summary>
+    public ulong NextUInt64Peek() => new SplitMix(0) { _state = _state ^ 0x2545F4914F6CDD1DUL }.NextUInt64();
+
     public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
 }

@@ -87,6 +87,16 @@ internal static class UndefinedFlags
                     return Arithmetic;
                 return masked > 1 ? AF | OF : AF;
             }
+            // ANDN, BLSI, BLSMSK, BLSR, BZHI: "The AF and PF flags are undefined."
+            case Mnemonic.Andn:
+            case Mnemonic.Blsi:
+            case Mnemonic.Blsmsk:
+            case Mnemonic.Blsr:
+            case Mnemonic.Bzhi:
+                return AF | PF;
+            // BEXTR: "The AF, SF and PF flags are undefined."
+            case Mnemonic.Bextr:
+                return AF | SF | PF;
             // DAA, DAS: "The OF flag is undefined."
             case Mnemonic.Daa:
             case Mnemonic.Das:
