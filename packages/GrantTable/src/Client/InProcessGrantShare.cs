@@ -33,7 +33,12 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
     {
         lock (_free)
         {
-            if (!_free.TryPop(out grantRef))
+            // References freed before a switch to v2 (256 entries per frame) may lie past the table now.
+            while (_free.TryPop(out grantRef) && grantRef >= (uint)_domain.EntryCount)
+            {
+            }
+
+            if (grantRef < FirstFree || grantRef >= (uint)_domain.EntryCount)
             {
                 if (_next >= (uint)_domain.EntryCount)
                 {
