@@ -18,6 +18,7 @@ public sealed class FrameReferences
     private readonly object _lock = new();
     private readonly Dictionary<ulong, int> _counts = [];
     private readonly HashSet<ulong> _pendingFree = [];
+    private long _epoch;
 
     /// <summary>Creates the counts for <paramref name="memory"/>.</summary>
     /// <param name="memory">The machine memory whose frames are counted.</param>
@@ -29,6 +30,9 @@ public sealed class FrameReferences
 
     /// <summary>The machine memory whose frames are counted.</summary>
     public MachineMemory Memory { get; }
+
+    /// <summary>Incremented whenever an owner frees a frame (now or deferred): caches of frame ownership compare it.</summary>
+    public long Epoch => Volatile.Read(ref _epoch);
 
     /// <summary>Number of frames whose free is waiting for their last reference.</summary>
     public int PendingFreeCount
@@ -100,6 +104,7 @@ public sealed class FrameReferences
                 throw new InvalidOperationException($"{frame} is already free.");
             }
 
+            Interlocked.Increment(ref _epoch);
             if (_counts.ContainsKey(frame.Value))
             {
                 _pendingFree.Add(frame.Value);

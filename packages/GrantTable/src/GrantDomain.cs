@@ -23,6 +23,22 @@ public sealed class GrantDomain
     internal int MaptrackInUse;
     internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
     internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
+    internal readonly FrameCacheEntry[] FrameCache = new FrameCacheEntry[FrameCacheSize];
+    internal const int FrameCacheSize = 256;
+
+    /// <summary>
+    /// A resolved guest frame of this domain's own RAM, valid while the EPT generation and the frame-free epoch are
+    /// those it was resolved under (any remap, unmap or free bumps one of them).
+    /// </summary>
+    internal struct FrameCacheEntry
+    {
+        public ulong Gfn;
+        public ulong Mfn;
+        public long EptGeneration;
+        public long FrameEpoch;
+        public bool Valid;
+        public bool Writable;
+    }
 
     internal GrantDomain(ushort id, EptTables ept, GrantTableLimits limits)
     {

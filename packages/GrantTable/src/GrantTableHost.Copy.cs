@@ -19,7 +19,8 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            op.Status = (short)CopyOne(caller, in op);
+            GrantDomain? lastDomain = null;
+            op.Status = (short)CopyOne(caller, in op, ref lastDomain);
         }
     }
 
@@ -31,9 +32,10 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
+            GrantDomain? lastDomain = null;
             for (int i = 0; i < ops.Length; i++)
             {
-                ops[i].Status = (short)CopyOne(caller, in ops[i]);
+                ops[i].Status = (short)CopyOne(caller, in ops[i], ref lastDomain);
             }
         }
     }
@@ -48,7 +50,9 @@ public sealed unsafe partial class GrantTableHost
         public ushort Length;
     }
 
-    private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op)
+    // lastDomain: the foreign domain the previous operation of the batch named, so a batch from one frontend looks it
+    // up once (Xen's gnttab_copy_one likewise keeps the domains locked while consecutive operations name the same ones).
+    private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref GrantDomain? lastDomain)
     {
         if (caller.IsDestroyed)
         {
@@ -61,10 +65,10 @@ public sealed unsafe partial class GrantTableHost
 
         // gnttab_copy_lock_domain: only DOMID_SELF may be addressed by frame number.
         CopyBuffer src = default, dst = default;
-        GrantStatus rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref src);
+        GrantStatus rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref src, ref lastDomain);
         if (rc == GrantStatus.Okay)
         {
-            rc = LockCopyDomain(caller, op.Dest.DomId, dstGref, ref dst);
+            rc = LockCopyDomain(caller, op.Dest.DomId, dstGref, ref dst, ref lastDomain);
         }
 
         if (rc != GrantStatus.Okay)
@@ -88,14 +92,26 @@ public sealed unsafe partial class GrantTableHost
         return rc;
     }
 
-    private GrantStatus LockCopyDomain(GrantDomain caller, ushort domid, bool isGref, ref CopyBuffer buf)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private GrantStatus LockCopyDomain(GrantDomain caller, ushort domid, bool isGref, ref CopyBuffer buf, ref GrantDomain? lastDomain)
     {
         if (domid != DomainId.Self && !isGref)
         {
             return GrantStatus.PermissionDenied;
         }
 
-        buf.Domain = LookupByAnyId(caller, domid);
+        if (domid == DomainId.Self)
+        {
+            buf.Domain = caller;
+            return GrantStatus.Okay;
+        }
+
+        if (lastDomain is null || lastDomain.Id != domid)
+        {
+            lastDomain = LookupByAnyId(caller, domid);
+        }
+
+        buf.Domain = lastDomain;
         return buf.Domain is null ? GrantStatus.BadDomain : GrantStatus.Okay;
     }
 

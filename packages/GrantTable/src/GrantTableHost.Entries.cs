@@ -163,12 +163,28 @@ public sealed unsafe partial class GrantTableHost
     /// <summary>
     /// Resolves a frame of <paramref name="d"/> for a grant or copy (<c>get_paged_frame</c>): it must be the domain's own
     /// RAM in its EPT (writable when <paramref name="readOnly"/> is false), not a grant mapping, not a grant-table frame,
-    /// and not freed by its owner.
+    /// and not freed by its owner. Results are cached per domain until its EPT changes or a frame is freed through
+    /// <see cref="FrameReferences.Free"/> (the reason a hypervisor must free domain frames there).
     /// </summary>
     private GrantStatus GetPagedFrame(GrantDomain d, ulong gfn, bool readOnly, out ulong mfn)
     {
         mfn = 0;
-        if (d.IsDestroyed || gfn >= MaxGuestFrame || d.GrantMappedGfns.ContainsKey(gfn) || d.TableGfns.ContainsKey(gfn))
+        if (d.IsDestroyed || gfn >= MaxGuestFrame)
+        {
+            return GrantStatus.BadPage;
+        }
+
+        // Generation and epoch are read before the walk, so an edit racing with it leaves the cached result stale.
+        long generation = d.Ept.Generation;
+        long epoch = Frames.Epoch;
+        ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
+        if (cached.Valid && cached.Gfn == gfn && cached.EptGeneration == generation && cached.FrameEpoch == epoch && (readOnly || cached.Writable))
+        {
+            mfn = cached.Mfn;
+            return GrantStatus.Okay;
+        }
+
+        if (d.GrantMappedGfns.ContainsKey(gfn) || d.TableGfns.ContainsKey(gfn))
         {
             return GrantStatus.BadPage;
         }
@@ -184,6 +200,15 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.BadPage;
         }
 
+        cached = new GrantDomain.FrameCacheEntry
+        {
+            Gfn = gfn,
+            Mfn = frame.Value,
+            EptGeneration = generation,
+            FrameEpoch = epoch,
+            Valid = true,
+            Writable = (access & EptAccess.Write) != 0,
+        };
         mfn = frame.Value;
         return GrantStatus.Okay;
     }
