@@ -24,7 +24,7 @@ public sealed class GrantDomain
     internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
     internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
     internal readonly FrameCacheEntry[] FrameCache = new FrameCacheEntry[FrameCacheSize];
-    internal const int FrameCacheSize = 256;
+    internal const int FrameCacheSize = 4096; // 160 KiB per domain: a backend's whole working set of frontend pages stays resolved
 
     /// <summary>
     /// A resolved guest frame of this domain's own RAM, valid while the EPT generation and the frame-free epoch are
