@@ -310,9 +310,23 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             _processor.AttachDomainRing(_processor.GetOrAddDomain(domainId), binding);
     }
 
+    /// <summary>Connection loops that ended with an unexpected exception (a daemon bug; each is also logged).</summary>
+    internal int PumpFaults => Volatile.Read(ref _pumpFaults);
+
+    private int _pumpFaults;
+
     private void StartPump(XsConnection c)
     {
         var task = Task.Run(() => PumpAsync(c));
+        _ = task.ContinueWith(
+            t =>
+            {
+                Interlocked.Increment(ref _pumpFaults);
+                _processor.Log?.Invoke($"connection {c.Id} (domain {c.DomainId}) failed: {t.Exception}");
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
         lock (_pumps)
         {
             _pumps.RemoveAll(t => t.IsCompleted);
@@ -401,7 +415,11 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     end -= start;
                     start = 0;
                 }
-                await c.DrainAsync().ConfigureAwait(false);
+                // quota_req_outstanding / domain_can_read: a domain reads on only once its output is taken.
+                if (c.Privileged)
+                    await c.DrainAsync().ConfigureAwait(false);
+                else
+                    await c.WaitForOutputAsync(_stopping.Token).ConfigureAwait(false);
                 pending = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out _, out _, out _) != XsFrameStatus.NeedMore;
             }
         }

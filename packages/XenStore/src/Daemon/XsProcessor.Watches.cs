@@ -47,7 +47,7 @@ internal sealed unsafe partial class XsProcessor
         if (acked != XsError.None)
             return acked;
         string reported = relative ? XsPath.MakeRelative(path, c.DomainId) : path;
-        c.Output.AppendEvent(reported, token, int.MaxValue);
+        c.Output.AppendEvent(reported, token);
         return XsError.None;
     }
 

@@ -221,6 +221,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
             if (c.Watches.Count == 0 || c.Closed)
                 continue;
             bool checkedAccess = false, allowed = false;
+            XenStoreQuotas? quotas = null;
+            long room = 0;
             foreach (var w in c.Watches)
             {
                 string? epath = XsWatchMatcher.Match(w, path, exact);
@@ -233,16 +235,25 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
                         ? MaySeeSpecial(c, path)
                         : Readable(caller, givenPerms) || Readable(caller, nodePerms) || Readable(caller, parentPerms);
                     checkedAccess = true;
+                    quotas = QuotasFor(c);
+                    room = EventRoom(c);
                 }
                 if (!allowed)
                     break;
                 if (w.Relative)
                     epath = XsPath.MakeRelative(epath, c.DomainId);
-                if (c.Output.AppendEvent(epath, w.Token, QuotasFor(c).EventBacklogBytes))
+                if (c.Output.AppendEvent(epath, w.Token, room, quotas!.EventBacklogBytes, (long)quotas.StoppedReadingAfter.TotalMilliseconds))
                     Kick(c);
             }
         }
     }
+
+    /// <summary>
+    /// send_event's domain_memory_add_chk: the output an unprivileged connection may have queued is what its
+    /// domain's memory quota leaves after its nodes and watches; privileged connections are not limited.
+    /// </summary>
+    private long EventRoom(XsConnection c) =>
+        c.Privileged ? long.MaxValue : QuotasFor(c).Memory - Store.MemoryOf(c.DomainId);
 
     private static bool Readable(in XsCaller caller, XsPermission[]? perms) => perms is not null && (caller.AccessTo(perms) & XsAccess.Read) != 0;
 
