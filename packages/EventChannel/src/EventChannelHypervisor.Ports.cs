@@ -24,10 +24,8 @@ public sealed partial class EventChannelHypervisor
         EventChannelDomain? d2 = null;
         while (true)
         {
-            if (d2 is null)
-                d1.EventLock.Enter();
-            else
-                LockDomains(d1, d2);
+            EventChannelDomain locked2 = d2 ?? d1;
+            LockDomains(d1, locked2);
             try
             {
                 Channel? chn1 = d1.TryGetChannel(port1);
@@ -79,10 +77,7 @@ public sealed partial class EventChannelHypervisor
             }
             finally
             {
-                if (d2 is null)
-                    d1.EventLock.Exit();
-                else
-                    UnlockDomains(d1, d2);
+                UnlockDomains(d1, locked2);
             }
         }
     }
