@@ -142,8 +142,8 @@ internal sealed unsafe class FifoAbi
         if (!locked)
             return; // Xen: "lost event (too many queue changes)"
 
-        // XSA-107: no control block on this vCPU. The guest must not unmask before it registers
-        // one, so the event is only recorded in the word.
+        // XSA-107: no control block on this vCPU. The guest must not unmask an event before it
+        // registers one, so Xen drops the event here.
         if (Volatile.Read(ref v.ControlBlock) == 0)
         {
             UnlockPair(q, oldQ);
