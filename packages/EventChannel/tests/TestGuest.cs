@@ -29,7 +29,7 @@ internal sealed unsafe class TestGuest : IDisposable
     public EventChannelDomain Domain { get; }
     public TestGuestFrames Frames { get; }
     public CountingUpcall Upcalls { get; }
-    public bool Fifo { get; private set; }
+    public bool Fifo { get; set; }
 
     private byte* Shared => Frames.Page(SharedInfoGfn);
     private ulong* Pending2L => (ulong*)(Shared + 2048);
