@@ -1,11 +1,28 @@
+using System.Collections.Concurrent;
+
 namespace VmmKit.EventChannel.Tests;
 
-/// <summary>Dedicated threads for the concurrency tests (the thread pool may starve on a 2-core machine).</summary>
-internal static class Threads
+/// <summary>
+/// Dedicated threads for the concurrency tests (the thread pool may starve on a 2-core machine);
+/// an exception on a thread is recorded in <see cref="Errors"/> instead of crashing the test host.
+/// </summary>
+internal sealed class Threads
 {
-    public static Thread Start(Action body)
+    public ConcurrentQueue<Exception> Errors { get; } = new();
+
+    public Thread Start(Action body)
     {
-        var t = new Thread(() => body()) { IsBackground = true };
+        var t = new Thread(() =>
+        {
+            try
+            {
+                body();
+            }
+            catch (Exception e)
+            {
+                Errors.Enqueue(e);
+            }
+        }) { IsBackground = true };
         t.Start();
         return t;
     }

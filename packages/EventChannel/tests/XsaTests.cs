@@ -220,8 +220,9 @@ public unsafe class XsaTests
         var hv = new EventChannelHypervisor();
         using var g = new TestGuest(hv, 1, vcpus: 2, maxPorts: 4096);
         using var stop = new CancellationTokenSource();
+        var threads = new Threads();
         int failures = 0;
-        var readers = Enumerable.Range(0, 2).Select(t => Threads.Start(() =>
+        var readers = Enumerable.Range(0, 2).Select(t => threads.Start(() =>
         {
             var st = new EvtchnStatus { Dom = DomainId.Self };
             while (!stop.IsCancellationRequested)
@@ -247,6 +248,7 @@ public unsafe class XsaTests
         Assert.True(Threads.JoinAll(readers, TimeSpan.FromSeconds(30)));
         Assert.Equal(4095, bound);
         Assert.Equal(0, failures);
+        Assert.Empty(threads.Errors);
     }
 
     /// <summary>
@@ -279,8 +281,9 @@ public unsafe class XsaTests
         Rebind();
 
         using var stop = new CancellationTokenSource();
-        var errors = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
-        Thread Run(Action<Random> body, int seed) => Threads.Start(() =>
+        var threads = new Threads();
+        var errors = threads.Errors;
+        Thread Run(Action<Random> body, int seed) => threads.Start(() =>
         {
             var rng = new Random(seed);
             try
