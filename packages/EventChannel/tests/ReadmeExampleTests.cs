@@ -55,12 +55,15 @@ public partial class ReadmeExampleTests
         Assert.True(block.Success, "README has no csharp example");
         int begin = test.IndexOf("// README-BEGIN", StringComparison.Ordinal), end = test.IndexOf("// README-END", StringComparison.Ordinal);
         string tested = test[(test.IndexOf('\n', begin) + 1)..end];
-        string readmeCode = string.Join('\n', block.Groups[1].Value.Split('\n').Where(l => !l.StartsWith("using ", StringComparison.Ordinal)));
+        string readmeCode = string.Join('\n', block.Groups[1].Value.Split('\n').Where(l => !UsingDirective().IsMatch(l)));
         Assert.Equal(Normalize(tested), Normalize(readmeCode));
     }
 
     private static string Normalize(string code) =>
         string.Join('\n', code.Replace("\r", "").Split('\n').Select(l => Regex.Replace(l.Trim(), @"\s+", " ")).Where(l => l.Length > 0));
+
+    [GeneratedRegex(@"^using [\w.]+;\s*$")]
+    private static partial Regex UsingDirective();
 
     [GeneratedRegex(@"```csharp\n(.*?)```", RegexOptions.Singleline)]
     private static partial Regex ReadmeBlock();
