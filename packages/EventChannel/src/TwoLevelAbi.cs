@@ -46,14 +46,20 @@ internal static unsafe class TwoLevelAbi
         ? (Volatile.Read(ref ((uint*)bitmap)[bit >> 5]) & (1u << (int)(bit & 31))) != 0
         : (Volatile.Read(ref ((ulong*)bitmap)[bit >> 6]) & (1UL << (int)(bit & 63))) != 0;
 
+    // Ports the bitmaps cover. A port beyond them (left valid after EVTCHNOP_reset from FIFO, or
+    // by a switch to the 32-bit layout) has no bit: it is never pending and always masked.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Covers(EventChannelDomain d, uint port) =>
+        d.SharedInfo != 0 && port < (uint)(d.Compat ? NrChannels32 : NrChannels64);
+
     private static byte* Pending(EventChannelDomain d) => (byte*)d.SharedInfo + (d.Compat ? PendingOffset32 : PendingOffset64);
     private static byte* Mask(EventChannelDomain d) => (byte*)d.SharedInfo + (d.Compat ? MaskOffset32 : MaskOffset64);
 
     /// <summary><c>evtchn_2l_set_pending</c>.</summary>
     public static void SetPending(EventChannelDomain d, int vcpu, uint port)
     {
-        if (d.SharedInfo == 0)
-            return; // no shared_info page yet: nowhere to record the event (Xen always has one)
+        if (!Covers(d, port))
+            return; // no shared_info page yet (Xen always has one), or no bit for this port
         bool compat = d.Compat;
         if (TestAndSet(Pending(d), port, compat))
             return;
@@ -64,7 +70,7 @@ internal static unsafe class TwoLevelAbi
     /// <summary><c>evtchn_2l_unmask</c>.</summary>
     public static void Unmask(EventChannelDomain d, int vcpu, uint port)
     {
-        if (d.SharedInfo == 0)
+        if (!Covers(d, port))
             return;
         bool compat = d.Compat;
         if (TestAndClear(Mask(d), port, compat) && Test(Pending(d), port, compat) && SetSelector(d, vcpu, port, compat))
@@ -74,15 +80,15 @@ internal static unsafe class TwoLevelAbi
     /// <summary><c>evtchn_2l_clear_pending</c>.</summary>
     public static void ClearPending(EventChannelDomain d, uint port)
     {
-        if (d.SharedInfo != 0)
+        if (Covers(d, port))
             TestAndClear(Pending(d), port, d.Compat);
     }
 
     /// <summary><c>evtchn_2l_is_pending</c>.</summary>
-    public static bool IsPending(EventChannelDomain d, uint port) => d.SharedInfo != 0 && Test(Pending(d), port, d.Compat);
+    public static bool IsPending(EventChannelDomain d, uint port) => Covers(d, port) && Test(Pending(d), port, d.Compat);
 
     /// <summary><c>evtchn_2l_is_masked</c>: a port without shared_info counts as masked.</summary>
-    public static bool IsMasked(EventChannelDomain d, uint port) => d.SharedInfo == 0 || Test(Mask(d), port, d.Compat);
+    public static bool IsMasked(EventChannelDomain d, uint port) => !Covers(d, port) || Test(Mask(d), port, d.Compat);
 
     // !test_and_set_bit(port / BITS_PER_EVTCHN_WORD, &vcpu_info(v, evtchn_pending_sel)): true when newly set.
     private static bool SetSelector(EventChannelDomain d, int vcpu, uint port, bool compat)

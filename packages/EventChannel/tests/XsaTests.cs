@@ -162,6 +162,35 @@ public unsafe class XsaTests
     }
 
     /// <summary>
+    /// The XSA-221 class after an ABI switch: EVTCHNOP_reset from FIFO leaves ports above 4096
+    /// valid but without a 2-level bit; operations on them must not write past the bitmaps into
+    /// the rest of shared_info (or past the page).
+    /// </summary>
+    [Fact]
+    public void Ports_without_a_two_level_bit_after_reset_touch_no_memory()
+    {
+        var hv = new EventChannelHypervisor();
+        using var g = new TestGuest(hv, 1, vcpus: 1, maxPorts: 8192);
+        g.InitFifo(pages: 5);
+        var ipi = new EvtchnBindIpi();
+        for (int i = 1; i < 4200; i++)
+            Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi));
+        Assert.Equal(0, hv.Reset(g.Domain, DomainId.Self));
+        g.Fifo = false;
+        byte* shared = g.Frames.Page(TestGuest.SharedInfoGfn);
+        new Span<byte>(shared + 3072, 1024).Fill(0x5A);
+        foreach (uint port in new uint[] { 4096, 4150, 4199 })
+        {
+            Assert.Equal(0, hv.Unmask(g.Domain, port));
+            Assert.False(hv.IsPending(g.Domain, port));
+            Assert.True(hv.IsMasked(g.Domain, port));
+            Assert.Equal(E(XenErrno.EINVAL), hv.Close(g.Domain, port));
+            Assert.Equal(E(XenErrno.EINVAL), g.Send(port));
+        }
+        Assert.True(new Span<byte>(shared + 3072, 1024).IndexOfAnyExcept((byte)0x5A) < 0);
+    }
+
+    /// <summary>
     /// XSA-317 (2020): a port allocation that failed because the port was beyond what the ABI
     /// supports left a half-initialised bucket and port behind, which later operations tripped
     /// over. Here every limit is checked before anything is allocated: refusals change nothing,
