@@ -67,7 +67,10 @@ public sealed partial class EventChannelHypervisor
         {
             if (_domains[domain.Id] != domain)
                 return;
-            domain.IsDying = true;
+            // Under the event lock: no allocation or bind into the domain starts after this, and any
+            // in progress finishes first, so the close-all below sees every port.
+            lock (domain.EventLock)
+                domain.IsDying = true;
             Volatile.Write(ref _domains[domain.Id], null);
             for (int v = 0; v < _globalVirqHandlers.Length; v++)
             {
