@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 # Oracles and toolchains (docs/architecture.md, "Sources of truth and oracles"): gcc for guests and ABI layouts, Xen's public headers,
 # Debian's xenstore-utils, Bochs with VMX+EPT, QEMU for speed comparisons.
-apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86 grub-xen-host busybox-static e2fsprogs cpio tmux)
+apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86 grub-xen-host busybox-static e2fsprogs cpio tmux xz-utils)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +38,26 @@ if [ ! -x "$xen_utils/usr/lib/xen-4.17/bin/xenstored" ] || [ ! -x "$xen_utils/us
 fi
 export VMMKIT_XEN_UTILS_ROOT="$PWD/$xen_utils"
 
+# Debian's Linux kernel for the Linux boot test (samples/ReferenceHypervisor/tests/LinuxBootTests.cs): linux-image-amd64
+# is a metapackage, so its dependency (linux-image-6.1.0-N-amd64) is downloaded and unpacked, never installed or committed,
+# under artifacts/debian/linux-image; the test extracts vmlinux from boot/vmlinuz-*.
+linux_image=artifacts/debian/linux-image
+if ! ls "$linux_image"/boot/vmlinuz-* >/dev/null 2>&1; then
+  echo "Unpacking Debian's linux-image-amd64 kernel"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  linux_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  if [ -z "$linux_pkg" ]; then
+    $sudo_cmd apt-get update -qq
+    linux_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  fi
+  deb_dir=$(mktemp -d); chmod 777 "$deb_dir"
+  (cd "$deb_dir" && apt-get download -qq "$linux_pkg" 2>/dev/null)
+  mkdir -p "$linux_image"
+  dpkg-deb -x "$deb_dir"/"$linux_pkg"_*.deb "$linux_image"
+  rm -rf "$deb_dir"
+fi
+export VMMKIT_DEBIAN_LINUX_ROOT="$PWD/$linux_image"
+
 log=$(mktemp)
 status=0
 dotnet test Packages.sln -c Release "$@" 2>&1 | tee "$log" || status=$?
@@ -49,11 +69,21 @@ passed=$(sed -nE 's/.*Passed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} E
 failed=$(sed -nE 's/.*- Failed: +([0-9]+).*/\1/p' <<<"$summaries" | awk '{s+=$1} END {print s+0}')
 passed=${passed:-0}; failed=${failed:-0}
 
-# Packaging: one .nupkg per package with README, XML docs and the dependency graph of docs/architecture.md.
-if [ "$status" -eq 0 ]; then
-  pack=$(tests/verify-packages.sh); echo "$pack" | sed '$d'
-  p=$(tail -1 <<<"$pack" | awk '{print $1}'); f=$(tail -1 <<<"$pack" | awk '{print $3}')
+# Checks that print PASS/FAIL lines and a last line "N passed, N failed", added to the totals.
+run_check() {
+  local out p f
+  out=$("$@"); echo "$out" | sed '$d'
+  p=$(tail -1 <<<"$out" | awk '{print $1}'); f=$(tail -1 <<<"$out" | awk '{print $3}')
   passed=$((passed + p)); failed=$((failed + f)); [ "$f" -eq 0 ] || status=1
+}
+# Packaging: one .nupkg per package with README, XML docs and the dependency graph of docs/architecture.md;
+# then every README example compiled and run against those packages, the DocFX API site, and the `dotnet new`
+# templates installed from their packed pack, instantiated, built and run.
+if [ "$status" -eq 0 ]; then
+  run_check tests/verify-packages.sh
+  run_check tests/verify-readme-examples.sh
+  run_check tests/verify-docs.sh
+  run_check tests/verify-templates.sh
 fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; echo "dotnet test failed before all tests ran (build error or crashed test host)"; fi
 rm -f "$log"

@@ -13,7 +13,9 @@ declare -A expected=(
   [Hypercall]="VmmKit.Ept"
   [EventChannel]="VmmKit.Hypercall"
   [GrantTable]="VmmKit.Ept VmmKit.Hypercall"
-  [XenStore]=""
+  [XenStore]="Microsoft.Extensions.Logging.Abstractions"
+  [Boot]="VmmKit.Ept VmmKit.Hypercall"
+  [Devices]=""
 )
 passed=0; failed=0
 check() { if [ -z "$2" ]; then echo "PASS $1"; passed=$((passed+1)); else echo "FAIL $1: $2"; failed=$((failed+1)); fi; }

@@ -18,7 +18,9 @@ namespace VmmKit.Ept;
 /// uses this EPT, or <see cref="GuestPhysicalMemory.InvalidateAllContexts"/>). <see cref="Generation"/> counts such
 /// edits so a consumer can tell whether it must. Table frames that are no longer used are zeroed at once (a walker racing
 /// with the edit sees not-present entries, never another domain's data), stay charged to the owner, and are reused for new
-/// tables of this EPT only after a later invalidation, as Xen frees page-table pages only after the flush; they return to
+/// tables of this EPT only after a later invalidation of any kind (all-context, single-context for every accessor, or
+/// <see cref="GuestPhysicalMemory.InvalidateSingleContext()"/> on one accessor), as Xen frees page-table pages only after
+/// the flush; so an edit/invalidate loop runs in a bounded number of table frames. They return to
 /// machine memory with <see cref="ReleaseUnusedTableFrames"/> or <see cref="Dispose"/>.
 /// </para>
 /// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).</para>
@@ -41,7 +43,7 @@ public sealed unsafe class EptTables : IDisposable
     private ulong _tableFrames;
     private bool _dirtyLogging;
     private bool _disposed;
-    private System.Runtime.CompilerServices.StrongBox<long>? _contextEpoch;
+    private System.Runtime.CompilerServices.StrongBox<long>? _contextInvalidations;
 
     /// <summary>Creates an empty EPT whose tables are charged to <paramref name="owner"/>.</summary>
     /// <param name="memory">Machine memory for the tables.</param>
@@ -56,7 +58,7 @@ public sealed unsafe class EptTables : IDisposable
         _accessedDirtyEnabled = accessedDirtyEnabled;
         _root = new MachineFrameNumber(AllocateTable() >> Page.PageShift);
         Pointer = EptPointer.Create(_root, accessedDirtyEnabled);
-        _contextEpoch = memory.ContextEpoch(_root);
+        _contextInvalidations = memory.ContextInvalidations(_root);
     }
 
     /// <summary>The EPTP to load into the VMCS (write-back paging structures, 4-level walk, A/D as requested).</summary>
@@ -599,8 +601,9 @@ public sealed unsafe class EptTables : IDisposable
         }
     }
 
+    // Any INVEPT of this EPT counts: all-context, single-context for every accessor, or single-context on one accessor.
     private long InvalidationEpoch() =>
-        Volatile.Read(ref _memory.TranslationEpoch) + (_contextEpoch is null ? 0 : Volatile.Read(ref _contextEpoch.Value));
+        Volatile.Read(ref _memory.TranslationEpoch) + (_contextInvalidations is null ? 0 : Volatile.Read(ref _contextInvalidations.Value));
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 }

@@ -31,6 +31,7 @@ public sealed unsafe class GuestPhysicalMemory
     private readonly bool _modeBasedExecuteControl;
     private readonly TranslationCache _cache = TranslationCache.Create();
     private readonly StrongBox<long> _contextEpoch;
+    private readonly StrongBox<long> _contextInvalidations;
     private long _epoch;
 
     /// <summary>Creates an accessor for the guest-physical space that <paramref name="eptp"/> describes.</summary>
@@ -52,6 +53,7 @@ public sealed unsafe class GuestPhysicalMemory
         _eptp = eptp;
         _modeBasedExecuteControl = modeBasedExecuteControl;
         _contextEpoch = memory.ContextEpoch(eptp.Root);
+        _contextInvalidations = memory.ContextInvalidations(eptp.Root);
         _epoch = Volatile.Read(ref memory.TranslationEpoch) + Volatile.Read(ref _contextEpoch.Value);
     }
 
@@ -63,9 +65,14 @@ public sealed unsafe class GuestPhysicalMemory
 
     /// <summary>
     /// INVEPT single-context: drops every cached translation of this context. Call it on every accessor using an EPT
-    /// after changing or removing an existing mapping in it.
+    /// after changing or removing an existing mapping in it. It also counts as the invalidation after which
+    /// <see cref="EptTables"/> may reuse the table frames the edit retired (as Xen frees page-table pages after the flush).
     /// </summary>
-    public void InvalidateSingleContext() => _cache.Flush();
+    public void InvalidateSingleContext()
+    {
+        _cache.Flush();
+        Interlocked.Increment(ref _contextInvalidations.Value);
+    }
 
     /// <summary>
     /// INVEPT single-context for every accessor over <paramref name="memory"/> whose EPTP has the same root as <paramref name="eptp"/>
@@ -77,6 +84,7 @@ public sealed unsafe class GuestPhysicalMemory
     {
         ArgumentNullException.ThrowIfNull(memory);
         Interlocked.Increment(ref memory.ContextEpoch(eptp.Root).Value);
+        Interlocked.Increment(ref memory.ContextInvalidations(eptp.Root).Value);
     }
 
     /// <summary>INVEPT all-context: invalidates the cached translations of every accessor over <paramref name="memory"/>.</summary>

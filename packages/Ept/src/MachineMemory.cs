@@ -31,6 +31,7 @@ public sealed unsafe class MachineMemory : IDisposable
     private ulong _freeFrames;
     private ulong _searchHint;
     private readonly ConcurrentDictionary<ulong, StrongBox<long>> _contextEpochs = new();
+    private readonly ConcurrentDictionary<ulong, StrongBox<long>> _contextInvalidations = new();
     private long _translationEpoch;
 
     /// <summary>Reserves <paramref name="sizeInBytes"/> of machine memory (rounded up to whole frames).</summary>
@@ -79,6 +80,12 @@ public sealed unsafe class MachineMemory : IDisposable
 
     /// <summary>The single-context invalidation counter shared by every translation cache of the EPT rooted at <paramref name="root"/>.</summary>
     internal StrongBox<long> ContextEpoch(MachineFrameNumber root) => _contextEpochs.GetOrAdd(root.Value, static _ => new StrongBox<long>());
+
+    /// <summary>
+    /// Counts every single-context invalidation of the EPT rooted at <paramref name="root"/>, whether it reached every
+    /// accessor or only one (INVEPT on one logical processor); <see cref="EptTables"/> reuses retired tables after it moves.
+    /// </summary>
+    internal StrongBox<long> ContextInvalidations(MachineFrameNumber root) => _contextInvalidations.GetOrAdd(root.Value, static _ => new StrongBox<long>());
 
     /// <summary>Allocates one zeroed frame for <paramref name="owner"/>.</summary>
     /// <param name="owner">Who is charged for the frame.</param>

@@ -146,6 +146,7 @@ public sealed unsafe class HypercallDispatcher<TCaller>
         // hvm_hypercall(): only ring 0 may call, except in real mode; never from virtual-8086 mode.
         if (mode == GuestX86Mode.Virtual8086 || (mode != GuestX86Mode.Real && cpl != 0))
         {
+            HypercallMetrics.Record(mode == GuestX86Mode.Long64 ? registers.Rax : (uint)registers.Rax, XenErrno.EPERM.Negated());
             registers.Rax = unchecked((ulong)XenErrno.EPERM.Negated());
             return HypercallDisposition.Completed;
         }
@@ -178,6 +179,7 @@ public sealed unsafe class HypercallDispatcher<TCaller>
 
         var call = new HypercallCall<TCaller>(this, caller, op, abi, mode, memory, args, inMulticall: false);
         long result = Invoke(ref call);
+        HypercallMetrics.Record(op, call.Preempted ? 0 : result);
 
         if (call.Preempted)
         {

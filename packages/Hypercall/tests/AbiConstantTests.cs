@@ -44,10 +44,12 @@ public class AbiConstantTests
     public void Sub_operation_numbers()
     {
         // Some sub-operations are only visible to the toolstack (__XEN_TOOLS__) in the public headers.
-        CheckAll(["xen/xen.h", "xen/version.h", "xen/sched.h", "xen/memory.h", "xen/hvm/hvm_op.h", "xen/hvm/params.h", "xen/features.h", "xen/arch-x86/hvm/start_info.h"], true,
+        CheckAll(["xen/xen.h", "xen/version.h", "xen/sched.h", "xen/vcpu.h", "xen/memory.h", "xen/hvm/hvm_op.h", "xen/hvm/params.h", "xen/features.h", "xen/arch-x86/hvm/start_info.h"], true,
         [
             .. Enum.GetValues<XenVersionCommand>().Select(v => ("XENVER_" + Snake(v.ToString()), (long)v)),
             .. Enum.GetValues<SchedOp>().Select(v => ("SCHEDOP_" + Snake(v.ToString()), (long)v)),
+            .. Enum.GetValues<VcpuOp>().Select(v => ("VCPUOP_" + Snake(v.ToString()), (long)v)),
+            .. Enum.GetValues<RunstateState>().Select(v => ("RUNSTATE_" + Snake(v.ToString()), (long)v)),
             .. Enum.GetValues<ShutdownReason>().Select(v => ("SHUTDOWN_" + Snake(v.ToString()), (long)v)),
             .. Enum.GetValues<ConsoleIoCommand>().Select(v => ("CONSOLEIO_" + Snake(v.ToString()), (long)v)),
             .. Enum.GetValues<MemoryOp>().Select(v => ("XENMEM_" + Snake(v.ToString()), (long)v)),

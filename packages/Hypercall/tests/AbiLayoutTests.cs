@@ -228,4 +228,28 @@ public class AbiLayoutTests
             new long[] { SharedInfo.LegacyMaxVcpus, VcpuTimeInfo.TscStableBit, VcpuTimeInfo.GuestStopped });
         Verify();
     }
+
+    [Fact]
+    public void Vcpu_op_structs()
+    {
+        var r = default(VcpuRegisterVcpuInfo);
+        foreach (int bits in new[] { 64, 32 })
+            Check("xen/vcpu.h", "struct vcpu_register_vcpu_info", Unsafe.SizeOf<VcpuRegisterVcpuInfo>(),
+                [("mfn", Off(ref r, ref r.Mfn)), ("offset", Off(ref r, ref r.Offset)), ("rsvd", Off(ref r, ref r.Reserved))], bits);
+
+        var a = default(VcpuRegisterRunstateMemoryArea);
+        foreach (int bits in new[] { 64, 32 })
+            Check("xen/vcpu.h", "struct vcpu_register_runstate_memory_area", Unsafe.SizeOf<VcpuRegisterRunstateMemoryArea>(),
+                [("addr", Off(ref a, ref a.Addr)), ("addr.p", Off(ref a, ref a.Addr)), ("addr.v", Off(ref a, ref a.Addr))], bits);
+
+        var s = default(VcpuRunstateInfo);
+        Check64("xen/vcpu.h", "struct vcpu_runstate_info", Unsafe.SizeOf<VcpuRunstateInfo>(),
+            ("state", Off(ref s, ref s.State)), ("state_entry_time", Off(ref s, ref s.StateEntryTime)),
+            ("time", Off(ref s, ref s.Time)), ("time[3]", Off(ref s, ref s.Time[3])));
+        var c = default(CompatVcpuRunstateInfo);
+        Check32("xen/vcpu.h", "struct vcpu_runstate_info", Unsafe.SizeOf<CompatVcpuRunstateInfo>(),
+            ("state", Off(ref c, ref c.State)), ("state_entry_time", Off(ref c, ref c.StateEntryTime)),
+            ("time", Off(ref c, ref c.Time)), ("time[3]", Off(ref c, ref c.Time[3])));
+        Verify();
+    }
 }

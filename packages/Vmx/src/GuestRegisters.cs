@@ -2,6 +2,8 @@ namespace VmmKit.Vmx;
 
 /// <summary>
 /// The guest general-purpose registers a hypervisor saves on VM exit and restores before VM entry.
+/// The layout (fifteen 64-bit fields in x86 encoding order without RSP) is a contract that VmmKit.Hypercall's
+/// <c>HypercallRegisters.View</c> relies on to dispatch a hypercall on these registers without copying them.
 /// RSP, RIP and RFLAGS are not here: VM exits store them in the VMCS guest-state area (SDM Vol. 3C §28.3).
 /// </summary>
 public struct GuestRegisters

@@ -190,6 +190,8 @@ public class BadInputTests
     {
         await using var d = new TestDaemon();
         d.Daemon.Quotas.EventBacklogBytes = 64 * 1024;
+        // A write stuck for any time counts as stopped reading (SlowReaderTests covers the default grace).
+        d.Daemon.Quotas.StoppedReadingAfter = TimeSpan.Zero;
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         socket.ReceiveBufferSize = 4096;
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(d.SocketPath));

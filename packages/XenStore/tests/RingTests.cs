@@ -171,7 +171,7 @@ public class RingReconnectAndEntryTests
         string dir = Path.Combine(Path.GetTempPath(), "vmmkit-xs-main-" + Guid.NewGuid().ToString("N")[..8]);
         string socket = Path.Combine(dir, "sock");
         using var cts = new CancellationTokenSource();
-        var run = XenStoreDaemon.RunMainAsync([socket], cts.Token);
+        var run = XenStoreDaemon.RunMainAsync([socket], TextWriter.Null, TextWriter.Null, null, cts.Token);
         for (int i = 0; i < 500 && !File.Exists(socket); i++)
             await Task.Delay(10);
         await using (var c = await XenStoreClient.ConnectAsync(socket))

@@ -12,4 +12,6 @@ void Stop(PosixSignalContext context)
 }
 using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-return await XenStoreDaemon.RunMainAsync(args, stop.Token);
+// The library writes nothing to the console itself: usage goes to stdout, errors and the daemon's log
+// (a line per message, as xenstored's stderr) to stderr.
+return await XenStoreDaemon.RunMainAsync(args, Console.Out, Console.Error, logger: null, stop.Token);

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using VmmKit.ReferenceHypervisor;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.ReferenceHypervisor.Cli;
 using VmmKit.ReferenceHypervisor.Demo;
 

@@ -1,4 +1,4 @@
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.ReferenceHypervisor.Demo;
 
 namespace VmmKit.ReferenceHypervisor.Tests;

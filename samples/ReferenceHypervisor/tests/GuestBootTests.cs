@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.ReferenceHypervisor.Cli;
 using VmmKit.ReferenceHypervisor.Demo;
 
@@ -223,7 +223,7 @@ public class GuestBootTests
         return line["workload checksum: ".Length..];
     }
 
-    private static (int Code, string Stdout, string Stderr) RunCli(params string[] args)
+    internal static (int Code, string Stdout, string Stderr) RunCli(params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "vmmkit-hv.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };

@@ -36,36 +36,18 @@ public class CpuidPolicyTests
     }
 }
 
-public class Uart16550Tests
+public class DomainDevicesTests
 {
     [Fact]
-    public void Transmit_goes_to_the_console_and_lsr_reports_empty()
+    public void Com1_and_port_e9_print_to_the_console_and_other_ports_float()
     {
         var console = new DomainConsole(null);
-        var uart = new Uart16550(console);
-        Assert.Equal(0x60, uart.Read(0x3FD));
-        uart.Write(0x3F8, (byte)'h');
-        uart.Write(0x3F8, (byte)'i');
+        var io = DomainDevices.Create(console);
+        Assert.Equal(0x60u, io.ReadPort(0x3FD, 1));           // LSR: transmitter empty
+        io.WritePort(0x3F8, 1, 'h');
+        io.WritePort(0xE9, 1, 'i');
+        Assert.Equal(0xE9u, io.ReadPort(0xE9, 1));
+        Assert.Equal(0xFFu, io.ReadPort(0x2F8, 1));
         Assert.Equal("hi", console.Transcript);
-    }
-
-    [Fact]
-    public void The_divisor_latch_and_loopback_behave_like_a_16550()
-    {
-        var console = new DomainConsole(null);
-        var uart = new Uart16550(console);
-        uart.Write(0x3FB, 0x80);                          // DLAB
-        uart.Write(0x3F8, 0x01);
-        uart.Write(0x3F9, 0x00);
-        Assert.Equal(0x01, uart.Read(0x3F8));
-        uart.Write(0x3FB, 0x03);                          // 8N1
-        uart.Write(0x3FC, 0x1F);                          // loopback + all outputs
-        Assert.Equal(0xF0, uart.Read(0x3FE));
-        uart.Write(0x3F8, 0x55);
-        Assert.Equal(0x61, uart.Read(0x3FD));            // data ready in loopback
-        Assert.Equal(0x55, uart.Read(0x3F8));
-        Assert.Equal("", console.Transcript);
-        uart.Write(0x3FF, 0xA5);
-        Assert.Equal(0xA5, uart.Read(0x3FF));
     }
 }

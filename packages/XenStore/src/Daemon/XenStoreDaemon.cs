@@ -1,4 +1,6 @@
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Transports;
 using VmmKit.XenStore.Wire;
@@ -40,7 +42,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         _processor = new XsProcessor(options.Quotas)
         {
             DomainConnector = options.DomainConnector,
-            Log = options.Log,
+            Logger = options.Logger ?? NullLogger.Instance,
         };
         _processor.ServeConnection = c => StartPump(c);
         _gate = _processor.Gate;
@@ -130,21 +132,30 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     /// started with <c>-U</c>, restores the state and answers the requester. Returns 0 after a clean
     /// shutdown, 1 when a <c>-U</c> start finds no usable state, 2 for bad arguments.
     /// </summary>
-    public static async Task<int> RunMainAsync(string[] args, CancellationToken cancellationToken)
+    /// <param name="args">The command line.</param>
+    /// <param name="output">Receives <c>--help</c>'s usage text (the host passes <c>Console.Out</c>).</param>
+    /// <param name="error">Receives argument errors with the usage, and start or live-update failures (the host passes <c>Console.Error</c>).</param>
+    /// <param name="logger">The daemon's log (<see cref="XenStoreDaemonOptions.Logger"/>); null writes each message as a line to <paramref name="error"/>.</param>
+    /// <param name="cancellationToken">Stops the daemon (the host cancels it on SIGTERM/SIGINT).</param>
+    /// <returns>The process exit code.</returns>
+    public static async Task<int> RunMainAsync(string[] args, TextWriter output, TextWriter error, ILogger? logger, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        if (!XsDaemonCommandLine.TryParse(args, out var cmd, out string? error))
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(error);
+        if (!XsDaemonCommandLine.TryParse(args, out var cmd, out string? message))
         {
-            Console.Error.WriteLine(error);
-            Console.Error.WriteLine(XsDaemonCommandLine.Usage);
+            error.WriteLine(message);
+            error.WriteLine(XsDaemonCommandLine.Usage);
             return 2;
         }
         if (cmd.Help)
         {
-            Console.Out.WriteLine(XsDaemonCommandLine.Usage);
+            output.WriteLine(XsDaemonCommandLine.Usage);
             return 0;
         }
-        var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine, Quotas = cmd.Quotas.Clone() }, processLiveUpdate: true);
+        logger ??= new TextWriterLogger(error);
+        var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Logger = logger, Quotas = cmd.Quotas.Clone() }, processLiveUpdate: true);
         try
         {
             if (cmd.LiveUpdate)
@@ -159,7 +170,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
                 {
-                    Console.Error.WriteLine($"xenstored: no state found after live-update ({e.Message})");
+                    error.WriteLine($"xenstored: no state found after live-update ({e.Message})");
                     return 1;
                 }
             }
@@ -176,9 +187,9 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 await serving.ConfigureAwait(false);
                 // Returns only when the new binary could not be started: carry on with the same state.
                 string failure = XsExec.ReplaceProcess(session, args, cmd.StateFile, state);
-                Console.Error.WriteLine($"xenstored: live update failed: {failure}");
+                error.WriteLine($"xenstored: live update failed: {failure}");
                 await daemon.DisposeAsync().ConfigureAwait(false);
-                daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Log = Console.Error.WriteLine, Quotas = cmd.Quotas.Clone() }, processLiveUpdate: true);
+                daemon = new XenStoreDaemon(new XenStoreDaemonOptions { Logger = logger, Quotas = cmd.Quotas.Clone() }, processLiveUpdate: true);
                 daemon.RestoreState(failed!);
             }
         }
@@ -310,9 +321,23 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             _processor.AttachDomainRing(_processor.GetOrAddDomain(domainId), binding);
     }
 
+    /// <summary>Connection loops that ended with an unexpected exception (a daemon bug; each is also logged).</summary>
+    internal int PumpFaults => Volatile.Read(ref _pumpFaults);
+
+    private int _pumpFaults;
+
     private void StartPump(XsConnection c)
     {
         var task = Task.Run(() => PumpAsync(c));
+        _ = task.ContinueWith(
+            t =>
+            {
+                Interlocked.Increment(ref _pumpFaults);
+                XsLog.ConnectionFailed(_processor.Logger, c.Id, c.DomainId, t.Exception);
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
         lock (_pumps)
         {
             _pumps.RemoveAll(t => t.IsCompleted);
@@ -388,7 +413,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 }
                 if (broken)
                 {
-                    _processor.Log?.Invoke($"connection {c.Id} (domain {c.DomainId}): payload over XENSTORE_PAYLOAD_MAX");
+                    XsLog.PayloadTooLarge(_processor.Logger, c.Id, c.DomainId);
                     break;
                 }
                 if (start == end)
@@ -401,7 +426,11 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     end -= start;
                     start = 0;
                 }
-                await c.DrainAsync().ConfigureAwait(false);
+                // quota_req_outstanding / domain_can_read: a domain reads on only once its output is taken.
+                if (c.Privileged)
+                    await c.DrainAsync().ConfigureAwait(false);
+                else
+                    await c.WaitForOutputAsync(_stopping.Token).ConfigureAwait(false);
                 pending = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out _, out _, out _) != XsFrameStatus.NeedMore;
             }
         }
@@ -517,7 +546,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 var c = sockets[i];
                 if (!settled[i])
                 {
-                    _processor.Log?.Invoke($"live update: connection {c.Id} stopped reading; disconnected");
+                    XsLog.LiveUpdateStalledClient(_processor.Logger, c.Id);
                     c.Close();
                     _processor.RemoveConnection(c);
                     continue;

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Transports;
 
@@ -12,6 +14,11 @@ public sealed class XenStoreDaemonOptions
     /// <summary>Maps a domain's ring when XS_INTRODUCE arrives; null = domains are only recorded.</summary>
     public IXenStoreDomainConnector? DomainConnector { get; set; }
 
-    /// <summary>Receives CONTROL print output and diagnostics; null = discarded.</summary>
-    public Action<string>? Log { get; set; }
+    /// <summary>
+    /// Receives XS_CONTROL <c>print</c> output (Information, event id 1) and diagnostics: a failed connection loop
+    /// (Error, 2), an oversized payload (Warning, 3), a client dropped during a live update (Warning, 4).
+    /// <see cref="NullLogger.Instance"/> (the default) discards them. Pass e.g.
+    /// <c>loggerFactory.CreateLogger&lt;XenStoreDaemon&gt;()</c>.
+    /// </summary>
+    public ILogger Logger { get; set; } = NullLogger.Instance;
 }

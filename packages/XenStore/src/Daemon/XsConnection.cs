@@ -10,6 +10,7 @@ namespace VmmKit.XenStore.Daemon;
 internal sealed class XsConnection
 {
     private int _draining;
+    private TaskCompletionSource? _drainWaiter;
     private uint _nextTransactionId = 1;
 
     public XsConnection(int id, XsConnectionKind kind, uint domainId, Stream? transport)
@@ -97,9 +98,39 @@ internal sealed class XsConnection
             finally
             {
                 Volatile.Write(ref _draining, 0);
+                Interlocked.Exchange(ref _drainWaiter, null)?.TrySetResult();
             }
             if (!Output.HasPending)
                 return;
+        }
+    }
+
+    /// <summary>
+    /// Writes what is queued and returns once nothing is queued or being written, even when the write in
+    /// flight was started by someone else (another client's watch event). domain.c domain_can_read: an
+    /// unprivileged domain with output outstanding is not read from until it takes it.
+    /// </summary>
+    public async Task WaitForOutputAsync(CancellationToken cancellationToken)
+    {
+        while (!Closed)
+        {
+            await DrainAsync().ConfigureAwait(false);
+            if (Volatile.Read(ref _draining) == 0)
+            {
+                if (!Output.HasPending || Transport is null)
+                    return;
+                continue;
+            }
+            // Another writer holds the connection: wait for the end of its pass (no allocation unless someone waits).
+            var waiter = Volatile.Read(ref _drainWaiter);
+            if (waiter is null)
+            {
+                var fresh = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                waiter = Interlocked.CompareExchange(ref _drainWaiter, fresh, null) ?? fresh;
+            }
+            // The writer may have finished before the waiter was in place; then there is nobody to wake us.
+            if (Volatile.Read(ref _draining) != 0)
+                await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 

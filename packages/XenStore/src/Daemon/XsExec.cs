@@ -33,6 +33,9 @@ internal static unsafe class XsExec
             return $"Dump state open error ({e.Message})";
         }
         var argv = Arguments(session, currentArgs);
+        // execve replaces the process image without .NET's shutdown: output still buffered in this process's own
+        // stdio writers would be lost. This is about the process's stdio file descriptors (which the new image
+        // inherits), not library logging, so it is the one place the package touches Console.
         Console.Out.Flush();
         Console.Error.Flush();
         int errno = Exec(session.FileName, argv);

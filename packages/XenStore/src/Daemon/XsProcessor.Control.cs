@@ -45,7 +45,7 @@ internal sealed unsafe partial class XsProcessor
             case "print":
                 if (count != 2)
                     return XsError.EINVAL;
-                p.Log?.Invoke(args[1]);
+                XsLog.ControlPrint(p.Logger, args[1]);
                 reply = "OK";
                 break;
             case "memreport":

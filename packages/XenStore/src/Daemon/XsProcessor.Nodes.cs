@@ -114,14 +114,9 @@ internal sealed unsafe partial class XsProcessor
         err = p.Store.Lookup(c.Caller, path, XsAccess.Read, r.Transaction, out var node);
         if (err != XsError.None)
             return err;
-        // atoi(): a malformed offset reads as its numeric prefix (0 when none).
-        long off = 0;
-        foreach (byte b in offText)
-        {
-            if (b < '0' || b > '9' || off > int.MaxValue)
-                break;
-            off = off * 10 + (b - '0');
-        }
+        // core.c send_directory_part: "off = atoi(...)" into an unsigned int, so " 5" and "+5" are 5, "-5" is far
+        // behind the list and 2^32 wraps to 0.
+        uint off = XsCNumber.Atoi(offText);
         var children = new byte[node!.ChildrenLength];
         node.WriteChildren(children);
         string gen = node.Generation.ToString(CultureInfo.InvariantCulture);

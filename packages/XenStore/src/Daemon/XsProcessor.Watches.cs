@@ -47,7 +47,8 @@ internal sealed unsafe partial class XsProcessor
         if (acked != XsError.None)
             return acked;
         string reported = relative ? XsPath.MakeRelative(path, c.DomainId) : path;
-        c.Output.AppendEvent(reported, token, int.MaxValue);
+        if (c.Output.AppendEvent(reported, token))
+            XenStoreMetrics.EventSent();
         return XsError.None;
     }
 

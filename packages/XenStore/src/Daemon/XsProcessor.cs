@@ -1,4 +1,6 @@
 using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Watches;
 using VmmKit.XenStore.Wire;
@@ -59,7 +61,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
 
     public IReadOnlyDictionary<uint, XsDomain> Domains => _domains;
 
-    public Action<string>? Log { get; set; }
+    public ILogger Logger { get; set; } = NullLogger.Instance;
 
     private static delegate*<XsProcessor, XsConnection, ref XsRequest, XsError>[] BuildHandlers()
     {
@@ -121,6 +123,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         if (_domains.TryGetValue(domid, out var d) && domid != 0)
             c.Target = d.Target;
         _connections.Add(c);
+        XenStoreMetrics.Connection(kind);
         return c;
     }
 
@@ -147,6 +150,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
     {
         var req = new XsRequest { Header = header, Payload = payload };
         uint type = (uint)header.Type;
+        XenStoreMetrics.Request(header.Type);
         if (type >= (uint)XsMessageType.TypeCount || Handlers[type] == null)
         {
             SendError(c, header, XsError.ENOSYS);
@@ -189,6 +193,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
 
     private void SendError(XsConnection c, in XsHeader request, XsError error)
     {
+        XenStoreMetrics.Error(error);
         var name = XsErrors.WireName(error);
         c.Output.Append(new XsHeader(XsMessageType.Error, request.RequestId, request.TransactionId, (uint)name.Length), name);
     }
@@ -221,6 +226,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
             if (c.Watches.Count == 0 || c.Closed)
                 continue;
             bool checkedAccess = false, allowed = false;
+            XenStoreQuotas? quotas = null;
+            long room = 0;
             foreach (var w in c.Watches)
             {
                 string? epath = XsWatchMatcher.Match(w, path, exact);
@@ -233,16 +240,33 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
                         ? MaySeeSpecial(c, path)
                         : Readable(caller, givenPerms) || Readable(caller, nodePerms) || Readable(caller, parentPerms);
                     checkedAccess = true;
+                    quotas = QuotasFor(c);
+                    room = EventRoom(c);
                 }
                 if (!allowed)
                     break;
                 if (w.Relative)
                     epath = XsPath.MakeRelative(epath, c.DomainId);
-                if (c.Output.AppendEvent(epath, w.Token, QuotasFor(c).EventBacklogBytes))
+                int dropped = c.Output.DroppedEvents;
+                if (c.Output.AppendEvent(epath, w.Token, room, quotas!.EventBacklogBytes, (long)quotas.StoppedReadingAfter.TotalMilliseconds))
+                {
+                    XenStoreMetrics.EventSent();
                     Kick(c);
+                }
+                else if (c.Output.DroppedEvents != dropped)
+                {
+                    XenStoreMetrics.EventDropped();
+                }
             }
         }
     }
+
+    /// <summary>
+    /// send_event's domain_memory_add_chk: the output an unprivileged connection may have queued is what its
+    /// domain's memory quota leaves after its nodes and watches; privileged connections are not limited.
+    /// </summary>
+    private long EventRoom(XsConnection c) =>
+        c.Privileged ? long.MaxValue : QuotasFor(c).Memory - Store.MemoryOf(c.DomainId);
 
     private static bool Readable(in XsCaller caller, XsPermission[]? perms) => perms is not null && (caller.AccessTo(perms) & XsAccess.Read) != 0;
 

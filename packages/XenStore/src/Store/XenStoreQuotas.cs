@@ -37,8 +37,18 @@ public sealed class XenStoreQuotas
     /// <summary>Memory a domain may use in the daemon, bytes (<c>quota_memory_per_domain_hard</c>, "memory"); ENOMEM.</summary>
     public long Memory { get; set; } = 2 * 1024 * 1024 + 512 * 1024;
 
-    /// <summary>Queued watch-event bytes for a connection that does not read; further events are dropped.</summary>
+    /// <summary>
+    /// Watch-event bytes kept for a client that stopped reading (see <see cref="StoppedReadingAfter"/>); further
+    /// events are dropped until it reads again. A client that reads gets every event, however many one message fires.
+    /// </summary>
     public int EventBacklogBytes { get; set; } = 256 * 1024;
+
+    /// <summary>
+    /// A client has stopped reading when a write to it has not completed for this long; only then does
+    /// <see cref="EventBacklogBytes"/> apply. Not part of xenstored's quotas (it drops a domain's events that stay
+    /// unwritten for 20 s); not carried in saved states.
+    /// </summary>
+    public TimeSpan StoppedReadingAfter { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>The quota names used by <c>XS_GET_QUOTA</c>/<c>XS_SET_QUOTA</c> and the CONTROL "quota" command.</summary>
     public static IReadOnlyList<string> Names { get; } =

@@ -94,14 +94,16 @@ public sealed class XenStoreRingStream : Stream
     {
         if (Role != XenStoreRingRole.Server || ReadField(XenStoreDomainInterface.Connection) != XsConstants.Reconnect)
             return false;
-        // The guest asked to start over: empty both rings and acknowledge (xenstored's domain reconnect).
+        // The guest asked to start over: empty both rings, forget the connection's watches and transactions,
+        // and only then acknowledge (domain.c: domain_conn_reset before connection = XENSTORE_CONNECTED), so a
+        // guest that sees CONNECTED finds the reset done.
         WriteField(XenStoreDomainInterface.ReqCons, 0);
         WriteField(XenStoreDomainInterface.ReqProd, 0);
         WriteField(XenStoreDomainInterface.RspCons, 0);
         WriteField(XenStoreDomainInterface.RspProd, 0);
+        Reconnected?.Invoke();
         Interlocked.MemoryBarrier();
         WriteField(XenStoreDomainInterface.Connection, XsConstants.Connected);
-        Reconnected?.Invoke();
         _notifier.Notify();
         return true;
     }

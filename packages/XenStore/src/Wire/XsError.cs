@@ -46,25 +46,36 @@ public enum XsError
 public static class XsErrors
 {
     // xs_wire.h xsd_errors[], in table order (new errors are appended by Xen).
-    private static readonly (XsError Error, byte[] Name)[] Table =
+    private static readonly (XsError Error, byte[] Name, string Text)[] Table =
     [
-        (XsError.EINVAL, "EINVAL\0"u8.ToArray()),
-        (XsError.EACCES, "EACCES\0"u8.ToArray()),
-        (XsError.EEXIST, "EEXIST\0"u8.ToArray()),
-        (XsError.EISDIR, "EISDIR\0"u8.ToArray()),
-        (XsError.ENOENT, "ENOENT\0"u8.ToArray()),
-        (XsError.ENOMEM, "ENOMEM\0"u8.ToArray()),
-        (XsError.ENOSPC, "ENOSPC\0"u8.ToArray()),
-        (XsError.EIO, "EIO\0"u8.ToArray()),
-        (XsError.ENOTEMPTY, "ENOTEMPTY\0"u8.ToArray()),
-        (XsError.ENOSYS, "ENOSYS\0"u8.ToArray()),
-        (XsError.EROFS, "EROFS\0"u8.ToArray()),
-        (XsError.EBUSY, "EBUSY\0"u8.ToArray()),
-        (XsError.EAGAIN, "EAGAIN\0"u8.ToArray()),
-        (XsError.EISCONN, "EISCONN\0"u8.ToArray()),
-        (XsError.E2BIG, "E2BIG\0"u8.ToArray()),
-        (XsError.EPERM, "EPERM\0"u8.ToArray()),
+        (XsError.EINVAL, "EINVAL\0"u8.ToArray(), "EINVAL"),
+        (XsError.EACCES, "EACCES\0"u8.ToArray(), "EACCES"),
+        (XsError.EEXIST, "EEXIST\0"u8.ToArray(), "EEXIST"),
+        (XsError.EISDIR, "EISDIR\0"u8.ToArray(), "EISDIR"),
+        (XsError.ENOENT, "ENOENT\0"u8.ToArray(), "ENOENT"),
+        (XsError.ENOMEM, "ENOMEM\0"u8.ToArray(), "ENOMEM"),
+        (XsError.ENOSPC, "ENOSPC\0"u8.ToArray(), "ENOSPC"),
+        (XsError.EIO, "EIO\0"u8.ToArray(), "EIO"),
+        (XsError.ENOTEMPTY, "ENOTEMPTY\0"u8.ToArray(), "ENOTEMPTY"),
+        (XsError.ENOSYS, "ENOSYS\0"u8.ToArray(), "ENOSYS"),
+        (XsError.EROFS, "EROFS\0"u8.ToArray(), "EROFS"),
+        (XsError.EBUSY, "EBUSY\0"u8.ToArray(), "EBUSY"),
+        (XsError.EAGAIN, "EAGAIN\0"u8.ToArray(), "EAGAIN"),
+        (XsError.EISCONN, "EISCONN\0"u8.ToArray(), "EISCONN"),
+        (XsError.E2BIG, "E2BIG\0"u8.ToArray(), "E2BIG"),
+        (XsError.EPERM, "EPERM\0"u8.ToArray(), "EPERM"),
     ];
+
+    /// <summary>The errno name <see cref="WireName"/> sends, without the NUL (a cached string).</summary>
+    internal static string Name(XsError error)
+    {
+        foreach (var (e, _, text) in Table)
+        {
+            if (e == error)
+                return text;
+        }
+        return Table[0].Text;
+    }
 
     /// <summary>
     /// The NUL-terminated errno name sent in an <c>XS_ERROR</c> payload. Like xenstored's send_error,
@@ -72,7 +83,7 @@ public static class XsErrors
     /// </summary>
     public static ReadOnlySpan<byte> WireName(XsError error)
     {
-        foreach (var (e, name) in Table)
+        foreach (var (e, name, _) in Table)
         {
             if (e == error)
                 return name;
@@ -86,7 +97,7 @@ public static class XsErrors
         int nul = payload.IndexOf((byte)0);
         if (nul >= 0)
             payload = payload[..nul];
-        foreach (var (e, name) in Table)
+        foreach (var (e, name, _) in Table)
         {
             if (payload.SequenceEqual(name.AsSpan(0, name.Length - 1)))
                 return e;

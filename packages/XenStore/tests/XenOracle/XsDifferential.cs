@@ -22,7 +22,10 @@ internal sealed class XsDifferential : IAsyncDisposable
         ("-Q", "transaction-nodes=20", q => q.TransactionNodes = 20),
     ];
 
-    private const int Timeout = 30_000;
+    private const int DefaultTimeout = 30_000;
+
+    /// <summary>How long a reply or event may take (a large commit takes xenstored a while).</summary>
+    public int Timeout { get; set; } = DefaultTimeout;
     private readonly Dictionary<string, Pair> _connections = [];
     private readonly List<string> _history = [];
     private readonly Dictionary<uint, string> _guests = [];
@@ -135,12 +138,12 @@ internal sealed class XsDifferential : IAsyncDisposable
     }
 
     /// <summary>Sends one frame to both daemons without comparing: for the documented deviations.</summary>
-    public async Task<(string Xen, string Ours)> SendUncomparedAsync(string connection, XsMessageType type, byte[] payload)
+    public async Task<(string Xen, string Ours)> SendUncomparedAsync(string connection, XsMessageType type, byte[] payload, uint txId = 0)
     {
         var p = _connections[connection];
         uint reqId = _nextReqId++;
-        _history.Add($"{connection}: {type} req={reqId} (not compared) {Escape(payload)}");
-        var frame = RawConnection.Frame(type, reqId, 0, payload);
+        _history.Add($"{connection}: {type} req={reqId} tx={txId} (not compared) {Escape(payload)}");
+        var frame = RawConnection.Frame(type, reqId, txId, payload);
         var xen = ExchangeAsync(p.Xen, frame, p.XenEvents);
         var ours = ExchangeAsync(p.Ours, frame, p.OursEvents);
         await Task.WhenAll(xen, ours);
@@ -175,7 +178,7 @@ internal sealed class XsDifferential : IAsyncDisposable
         }
     }
 
-    private static async Task<string> ExchangeAsync(RawConnection c, byte[] frame, List<string> events)
+    private async Task<string> ExchangeAsync(RawConnection c, byte[] frame, List<string> events)
     {
         try
         {

@@ -1,6 +1,6 @@
 using VmmKit.Ept;
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
@@ -23,7 +23,7 @@ internal sealed class Domain : IDisposable
         Owner = new FrameOwner(id);
         MemoryBytes = config.MemoryBytes;
         Console = new DomainConsole(config.ConsoleLine);
-        Com1 = new Devices.Uart16550(Console);
+        Io = Devices.DomainDevices.Create(Console);
         Ept = new EptTables(machine.Memory, Owner);
         Physical = new GuestPhysicalMemory(machine.Memory, Ept.Pointer);
     }
@@ -55,8 +55,8 @@ internal sealed class Domain : IDisposable
     /// <summary>The console the guest prints to.</summary>
     public DomainConsole Console { get; }
 
-    /// <summary>The COM1 UART (transmit path to <see cref="Console"/>).</summary>
-    public Devices.Uart16550 Com1 { get; }
+    /// <summary>The domain's device buses: COM1 and the port 0xE9 debug console, both printing to <see cref="Console"/>.</summary>
+    public VmmKit.Devices.IoManager Io { get; }
 
     /// <summary>The vCPUs.</summary>
     public IReadOnlyList<VirtualCpu> Vcpus => _vcpus;
@@ -78,6 +78,22 @@ internal sealed class Domain : IDisposable
 
     /// <summary>The guest frame shared_info is mapped at, or null before XENMEM_add_to_physmap.</summary>
     public ulong? SharedInfoGfn { get; set; }
+
+    /// <summary>
+    /// True when shared_info has the 32-bit layout: latched from the caller's mode when it sets HVM_PARAM_CALLBACK_IRQ
+    /// (Xen's <c>hvm_latch_shinfo_size</c>); a new HVM domain starts with the 64-bit layout.
+    /// </summary>
+    public bool Has32BitSharedInfo { get; private set; }
+
+    /// <summary>UTC time, in nanoseconds since 1970, at which the domain's system time was 0 (its creation).</summary>
+    public ulong WallclockBaseNanoseconds { get; } = (ulong)(DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100;
+
+    /// <summary>Latches the shared_info layout from <paramref name="caller"/>'s mode and rewrites the wallclock in it.</summary>
+    public void LatchSharedInfoSize(VirtualCpu caller)
+    {
+        Has32BitSharedInfo = caller.GuestMode != GuestX86Mode.Long64;
+        Wallclock.Write(Machine.Memory.GetFrame(SharedInfoFrame), Has32BitSharedInfo, WallclockBaseNanoseconds);
+    }
 
     /// <summary>True while some vCPU can run.</summary>
     public bool IsRunnable => State == DomainState.Running && _vcpus.Any(v => !v.IsBlocked);
@@ -109,6 +125,7 @@ internal sealed class Domain : IDisposable
             PopulateRam(pages);
             SharedInfoFrame = memory.AllocateFrame(Owner);
             _frames.Add((SharedInfoFrame, 1));
+            Wallclock.Write(memory.GetFrame(SharedInfoFrame), Has32BitSharedInfo, WallclockBaseNanoseconds);
         }
         catch (MachineMemoryExhaustedException e)
         {

@@ -1,4 +1,4 @@
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 
 namespace VmmKit.ReferenceHypervisor;
 

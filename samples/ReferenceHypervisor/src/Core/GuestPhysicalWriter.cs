@@ -1,5 +1,5 @@
 using VmmKit.Ept;
-using VmmKit.ReferenceHypervisor.Boot;
+using VmmKit.Boot;
 
 namespace VmmKit.ReferenceHypervisor;
 

@@ -41,6 +41,9 @@ internal sealed class VirtualCpu
     /// <summary>Set by a hypercall handler that must end the slice (yield, block, shutdown).</summary>
     public ExitAction PendingAction { get; set; }
 
+    /// <summary>The vCPU's clock: pvclock, the registered vcpu_info and the runstate.</summary>
+    public VcpuTime Time { get; } = new();
+
     /// <summary>True while the vCPU waits for an event.</summary>
     public bool IsBlocked { get; set; }
 
@@ -58,34 +61,46 @@ internal sealed class VirtualCpu
 
     /// <summary>
     /// Runs the guest until the slice ends (a handler yields or blocks, the preemption timer fires) or the domain stops.
+    /// The instruction budget is checked after every exit, whatever the handler decided. A host exception out of the
+    /// processor or a handler is a hypervisor bug the guest provoked: it crashes this domain with a dump (Xen's
+    /// <c>domain_crash</c>), never the process, and the other domains carry on.
     /// </summary>
     public ExitAction RunSlice()
     {
         var machine = Domain.Machine;
-        while (true)
+        Time.BeginSlice(this);
+        try
         {
-            machine.ArmSliceTimer(this);
-            VmExit exit = Processor.Run(Vmcs);
-            LastExit = exit;
-            ExitCount++;
-            if (exit.Outcome != VmExitOutcome.VmExit)
+            while (true)
             {
-                Domain.Crash(this, $"VM entry failed: {exit}");
-                return ExitAction.Stop;
+                machine.ArmSliceTimer(this);
+                VmExit exit = Processor.Run(Vmcs);
+                LastExit = exit;
+                ExitCount++;
+                if (exit.Outcome != VmExitOutcome.VmExit)
+                {
+                    Domain.Crash(this, $"VM entry failed: {exit}");
+                    return ExitAction.Stop;
+                }
+
+                uint reason = (uint)exit.Reason;
+                if (reason < (uint)_exitCounts.Length)
+                    _exitCounts[reason]++;
+                machine.Trace?.Invoke(this, exit);
+
+                ExitAction action = ExitHandlers.Dispatch(this, in exit);
+                if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
+                    return ExitAction.Stop;
+                if (machine.InstructionBudgetExceeded(this))
+                    return ExitAction.Stop;
+                if (action != ExitAction.Resume)
+                    return action;
             }
-
-            uint reason = (uint)exit.Reason;
-            if (reason < (uint)_exitCounts.Length)
-                _exitCounts[reason]++;
-            machine.Trace?.Invoke(this, exit);
-
-            ExitAction action = ExitHandlers.Dispatch(this, in exit);
-            if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
-                return ExitAction.Stop;
-            if (action != ExitAction.Resume)
-                return action;
-            if (machine.InstructionBudgetExceeded(this))
-                return ExitAction.Stop;
+        }
+        catch (Exception e)
+        {
+            Domain.Crash(this, $"host exception while running the vCPU (a hypervisor bug; the domain is stopped): {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
+            return ExitAction.Stop;
         }
     }
 
@@ -99,21 +114,14 @@ internal sealed class VirtualCpu
     }
 
     /// <summary>Injects a hardware exception on the next VM entry (SDM Vol. 3C §27.6, §25.8.3).</summary>
-    public void InjectException(byte vector, uint? errorCode = null)
-    {
-        var info = InterruptionInformation.Create(vector, InterruptionType.HardwareException, errorCode.HasValue);
-        Vmcs.Write(VmcsField.VmEntryInterruptionInformation, info.Value);
-        Vmcs.Write(VmcsField.VmEntryExceptionErrorCode, errorCode ?? 0);
-    }
+    public void InjectException(byte vector, uint? errorCode = null) => Vmcs.InjectHardwareException(vector, errorCode);
 
     /// <summary>Injects #GP(0), as Xen does for a bad MSR access.</summary>
     public void InjectGeneralProtection() => InjectException(13, 0);
 
-    /// <summary>The guest's execution mode, which selects the hypercall ABI.</summary>
-    public GuestX86Mode GuestMode => GuestX86ModeDecoder.Decode(
-        Vmcs.Read(VmcsField.Cr0ReadShadow) | Vmcs.Read(VmcsField.GuestCr0),
-        Vmcs.Read(VmcsField.GuestRflags), Vmcs.Read(VmcsField.GuestIa32Efer), (uint)Vmcs.Read(VmcsField.GuestCsAccessRights));
+    /// <summary>The guest's execution mode, which selects the hypercall ABI (the numbers are the same in both enums).</summary>
+    public GuestX86Mode GuestMode => (GuestX86Mode)Vmcs.GuestMode;
 
-    /// <summary>Current privilege level: SS.DPL (SDM Vol. 3C §25.4.1 notes CPL is SS.DPL).</summary>
-    public int Cpl => (int)((Vmcs.Read(VmcsField.GuestSsAccessRights) >> 5) & 3);
+    /// <summary>Current privilege level: SS.DPL (SDM Vol. 3C §25.4.1).</summary>
+    public int Cpl => Vmcs.GuestCpl;
 }

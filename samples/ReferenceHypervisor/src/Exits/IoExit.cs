@@ -1,5 +1,4 @@
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Devices;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
@@ -11,9 +10,6 @@ namespace VmmKit.ReferenceHypervisor;
 /// </summary>
 internal static class IoExit
 {
-    /// <summary>The debug console port (Bochs' "port e9 hack", QEMU's isa-debugcon).</summary>
-    public const ushort DebugConsolePort = 0xE9;
-
     /// <summary>String I/O elements handled per exit; a longer REP is resumed by re-executing the instruction.</summary>
     public const int MaxStringElementsPerExit = 4096;
 
@@ -87,24 +83,8 @@ internal static class IoExit
         return ExitAction.Resume;
     }
 
-    private static uint In(Domain domain, ushort port, int size)
-    {
-        if (size == 1 && Uart16550.Decodes(port))
-            return domain.Com1.Read(port);
-        if (port == DebugConsolePort)
-            return DebugConsolePort;                       // Bochs and QEMU read back 0xE9: "the port exists"
-        return size == 4 ? 0xFFFF_FFFF : (1u << (8 * size)) - 1;
-    }
+    // Every port goes through the domain's port-I/O bus (VmmKit.Devices): COM1, port 0xE9; the rest floats high.
+    private static uint In(Domain domain, ushort port, int size) => domain.Io.ReadPort(port, size);
 
-    private static void Out(Domain domain, ushort port, int size, uint value)
-    {
-        if (port == DebugConsolePort)
-        {
-            domain.Console.Write((byte)value);
-            return;
-        }
-
-        if (size == 1 && Uart16550.Decodes(port))
-            domain.Com1.Write(port, (byte)value);
-    }
+    private static void Out(Domain domain, ushort port, int size, uint value) => domain.Io.WritePort(port, size, value);
 }

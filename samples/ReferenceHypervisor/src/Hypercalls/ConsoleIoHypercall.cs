@@ -32,10 +32,15 @@ internal static class ConsoleIoHypercall
         return 0;
     }
 
-    /// <summary>CONSOLEIO_read: copies up to count queued input bytes; returns how many.</summary>
+    /// <summary>
+    /// CONSOLEIO_read: copies up to count queued input bytes; returns how many. A count that is negative as an
+    /// <c>int</c> is -E2BIG, so a byte count can never look like an errno (do_console_io).
+    /// </summary>
     public static long Read(ref HypercallCall<VirtualCpu> call)
     {
         uint count = (uint)call.Argument(1);
+        if ((int)count < 0)
+            return XenErrno.E2BIG.Negated();
         ulong buffer = call.Argument(2);
         var console = call.Caller.Domain.Console;
         Span<byte> chunk = stackalloc byte[Chunk];

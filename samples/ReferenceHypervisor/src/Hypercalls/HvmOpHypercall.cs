@@ -34,8 +34,30 @@ internal static class HvmOpHypercall
             return rc;
         if (!GuestMayWrite((HvmParam)p.Index))
             return XenErrno.EPERM.Negated();
+        rc = Validate(call.Caller, (HvmParam)p.Index, p.Value);
+        if (rc != 0)
+            return rc;
         call.Caller.Domain.SetHvmParam((HvmParam)p.Index, p.Value);
         return 0;
+    }
+
+    /// <summary>The per-parameter checks and side effects of Xen's <c>hvm_set_param</c> for the parameters a guest may write.</summary>
+    private static long Validate(VirtualCpu caller, HvmParam index, ulong value)
+    {
+        switch (index)
+        {
+            case HvmParam.CallbackIrq:
+                // hvm_latch_shinfo_size: the guest's mode now picks the 32- or 64-bit shared_info layout.
+                caller.Domain.LatchSharedInfoSize(caller);
+                return 0;
+            case HvmParam.X87FipWidth:
+                return value is 0 or 4 or 8 ? 0 : XenErrno.EINVAL.Negated();
+            case HvmParam.AcpiIoportsLocation:
+                // pmtimer_change_ioport: a PVH domain has no emulated ACPI PM timer (has_vpm() is false).
+                return XenErrno.ENODEV.Negated();
+            default:
+                return 0;
+        }
     }
 
     private static long Check(VirtualCpu caller, in XenHvmParam p)

@@ -27,6 +27,10 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.SetParam, &HvmOpHypercall.SetParam);
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.GetParam, &HvmOpHypercall.GetParam);
 
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterVcpuInfo, &VcpuOpHypercall.RegisterVcpuInfo);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.GetRunstateInfo, &VcpuOpHypercall.GetRunstateInfo);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterRunstateMemoryArea, &VcpuOpHypercall.RegisterRunstateMemoryArea);
+
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MaximumRamPage, &MemoryOpHypercall.MaximumRamPage);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.CurrentReservation, &MemoryOpHypercall.CurrentReservation);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.AddToPhysmap, &MemoryOpHypercall.AddToPhysmap);

@@ -13,9 +13,17 @@ internal static class MemoryOpHypercall
     /// <summary>The highest guest frame a mapping may target: below 2^46 (the EPT's physical-address width).</summary>
     private const ulong MaxGpfn = (1ul << (46 - 12)) - 1;
 
-    /// <summary>XENMEM_maximum_ram_page: the largest machine frame number.</summary>
+    /// <summary>
+    /// The start extent a continuation keeps in <c>cmd</c>'s bits above <c>MEMOP_EXTENT_SHIFT</c> (6); operations that take
+    /// none refuse it (xen/common/memory.c, <c>do_memory_op</c>).
+    /// </summary>
+    private static ulong StartExtent(ref HypercallCall<VirtualCpu> call) => call.Argument(0) >> 6;
+
+    /// <summary>XENMEM_maximum_ram_page: the largest machine frame number; -EINVAL with a start extent.</summary>
     public static long MaximumRamPage(ref HypercallCall<VirtualCpu> call)
     {
+        if (StartExtent(ref call) != 0)
+            return XenErrno.EINVAL.Negated();
         ulong max = call.Caller.Domain.Machine.Memory.FrameCount - 1;
         return (long)Math.Min(max, call.Abi == HypercallAbi.Compat32 ? (ulong)int.MaxValue : long.MaxValue);
     }
@@ -23,6 +31,8 @@ internal static class MemoryOpHypercall
     /// <summary>XENMEM_current_reservation: the domain's page count (<c>tot_pages</c>).</summary>
     public static long CurrentReservation(ref HypercallCall<VirtualCpu> call)
     {
+        if (StartExtent(ref call) != 0)
+            return XenErrno.EINVAL.Negated();
         if (!call.TryCopyFromGuest(call.Argument(1), out ushort domid))
             return XenErrno.EFAULT.Negated();
         long rc = HypercallTable.CheckSelf(call.Caller, domid);
@@ -32,6 +42,9 @@ internal static class MemoryOpHypercall
     /// <summary>XENMEM_memory_map: the domain's e820 map (one RAM range), truncated to the caller's buffer.</summary>
     public static long MemoryMap(ref HypercallCall<VirtualCpu> call)
     {
+        // arch_memory_op matches the whole cmd, so with extent bits no case matches: -ENOSYS (xen/arch/x86/mm.c).
+        if (StartExtent(ref call) != 0)
+            return XenErrno.ENOSYS.Negated();
         ulong arg = call.Argument(1);
         uint capacity;
         ulong buffer;
@@ -65,10 +78,14 @@ internal static class MemoryOpHypercall
     /// <summary>
     /// XENMEM_add_to_physmap with XENMAPSPACE_shared_info: maps the domain's shared_info frame at
     /// <c>gpfn</c>, replacing whatever was there and removing the frame's previous mapping (Xen's
-    /// <c>xenmem_add_to_physmap_one</c>). Other spaces are not implemented (-ENOSYS).
+    /// <c>xenmem_add_to_physmap_one</c>). Other spaces are not implemented (-ENOSYS). A start extent that does not fit
+    /// <c>xatp.size</c> (16 bits) is -EDOM; the shared_info space ignores a smaller one. No frame for an EPT table is
+    /// -ENOMEM, with the previous mapping left in place.
     /// </summary>
     public static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
     {
+        if (StartExtent(ref call) > ushort.MaxValue)
+            return XenErrno.EDOM.Negated();
         ushort domid;
         uint space;
         ulong idx, gpfn;
@@ -95,14 +112,23 @@ internal static class MemoryOpHypercall
             return XenErrno.EINVAL.Negated();
 
         var domain = call.Caller.Domain;
-        if (domain.SharedInfoGfn is { } old && old != gpfn)
-            domain.Ept.Unmap(new GuestPhysicalAddress(old << Page.PageShift), 1);
-        domain.Ept.Map(new GuestPhysicalAddress(gpfn << Page.PageShift), domain.SharedInfoFrame, 1, EptAccess.Read | EptAccess.Write);
-        domain.SharedInfoGfn = gpfn;
+        try
+        {
+            // Map first: when the domain's quota has no frame for a table, nothing has changed but empty tables.
+            domain.Ept.Map(new GuestPhysicalAddress(gpfn << Page.PageShift), domain.SharedInfoFrame, 1, EptAccess.Read | EptAccess.Write);
+            if (domain.SharedInfoGfn is { } old && old != gpfn)
+                domain.Ept.Unmap(new GuestPhysicalAddress(old << Page.PageShift), 1);
+            domain.SharedInfoGfn = gpfn;
+        }
+        catch (MachineMemoryExhaustedException)
+        {
+            rc = XenErrno.ENOMEM.Negated();
+        }
+
         // The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update.
         domain.Physical.InvalidateSingleContext();
         foreach (var v in domain.Vcpus)
             v.Processor.InvalidateEpt(InveptType.SingleContext, domain.Ept.Pointer);
-        return 0;
+        return rc;
     }
 }

@@ -1,0 +1,170 @@
+namespace VmmKit.Devices;
+
+// The APIC timer (SDM Vol. 3A §11.5.4): it counts guest TSC ticks divided by the divide configuration, so a
+// 1 GHz emulated TSC gives a 1 GHz timer base. Expiry is computed, never ticked: the VMM asks NextTimerExpiry.
+public sealed partial class LocalApic
+{
+    /// <summary>IA32_TSC_DEADLINE (SDM Vol. 3A §11.5.4.1).</summary>
+    public const uint TscDeadlineMsr = 0x6E0;
+
+    private bool _timerArmed;
+    private ulong _timerStart, _timerStartCount, _tscDeadline;
+
+    /// <summary>The timer's mode from the LVT timer entry (the reserved encoding 11b counts as one-shot).</summary>
+    public LocalApicTimerMode TimerMode
+    {
+        get { lock (_lock) return TimerModeLocked; }
+    }
+
+    /// <summary>
+    /// The guest TSC value at which the timer next expires, or null when it is not armed; the VMM
+    /// programs the VMX-preemption timer (or a host timer) for it and calls <see cref="AdvanceTime"/>
+    /// (or any of the interrupt queries) when it is reached. A masked timer still reports its expiry:
+    /// the count runs, only the interrupt is suppressed.
+    /// </summary>
+    public ulong? NextTimerExpiry
+    {
+        get
+        {
+            AdvanceTime();
+            lock (_lock)
+            {
+                if (TimerModeLocked == LocalApicTimerMode.TscDeadline)
+                    return _tscDeadline == 0 ? null : _tscDeadline;
+                return _timerArmed ? ExpiryLocked : null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Brings the timer up to the clock: an expiry that has passed delivers the LVT timer vector
+    /// (unless masked) once, however many periods elapsed (periods missed while the vCPU did not run
+    /// are coalesced, as Xen's vlapic does), re-arms a periodic timer and disarms the others.
+    /// </summary>
+    public void AdvanceTime()
+    {
+        bool pending = false;
+        lock (_lock)
+        {
+            ulong now = _clock.Tsc;
+            if (TimerModeLocked == LocalApicTimerMode.TscDeadline)
+            {
+                if (_tscDeadline != 0 && now >= _tscDeadline)
+                {
+                    _tscDeadline = 0;
+                    pending = FireTimerLocked();
+                }
+            }
+            else if (_timerArmed && now >= ExpiryLocked)
+            {
+                ulong expiry = ExpiryLocked;
+                pending = FireTimerLocked();
+                if (TimerModeLocked == LocalApicTimerMode.Periodic && _initialCount != 0)
+                {
+                    ulong period = (ulong)_initialCount * Divisor;
+                    ulong missed = (now - expiry) / period;
+                    _timerStart = expiry + (missed * period);
+                    _timerStartCount = _initialCount;
+                }
+                else
+                {
+                    _timerArmed = false;
+                }
+            }
+        }
+
+        if (pending)
+            Host?.InterruptPending(this);
+    }
+
+    private LocalApicTimerMode TimerModeLocked => ((_lvt[LvtTimer] >> 17) & 3) == 2 ? LocalApicTimerMode.TscDeadline
+        : ((_lvt[LvtTimer] >> 17) & 3) == 1 ? LocalApicTimerMode.Periodic : LocalApicTimerMode.OneShot;
+
+    // Divide configuration bits 3,1,0 (SDM Vol. 3A Figure 11-10): 000 -> 2, 001 -> 4, ... 110 -> 128, 111 -> 1.
+    private uint Divisor
+    {
+        get
+        {
+            uint code = ((_divideConfig & 8) >> 1) | (_divideConfig & 3);
+            return code == 7 ? 1u : 2u << (int)code;
+        }
+    }
+
+    private ulong ExpiryLocked => _timerStart + (_timerStartCount * Divisor);
+
+    private bool FireTimerLocked()
+    {
+        uint lvt = _lvt[LvtTimer];
+        if ((lvt & LvtMask) != 0)
+            return false;
+        AcceptLocked((byte)lvt, false, out bool pending);
+        return pending;
+    }
+
+    // Current count (SDM Vol. 3A §11.5.4): counts down at the divided rate; 0 when stopped and in TSC-deadline mode.
+    private uint CurrentCountLocked()
+    {
+        if (TimerModeLocked == LocalApicTimerMode.TscDeadline || !_timerArmed)
+            return 0;
+        ulong now = _clock.Tsc;
+        if (now >= ExpiryLocked)
+            return 0;                                     // expired, not yet processed
+        ulong elapsed = (now - _timerStart) / Divisor;
+        return (uint)(_timerStartCount - elapsed);
+    }
+
+    // Writing the initial count starts (or, with 0, stops) the timer; ignored in TSC-deadline mode (SDM Vol. 3A §11.5.4.1).
+    private void WriteInitialCountLocked(uint value)
+    {
+        if (TimerModeLocked == LocalApicTimerMode.TscDeadline)
+            return;
+        _initialCount = value;
+        _timerArmed = value != 0;
+        _timerStart = _clock.Tsc;
+        _timerStartCount = value;
+    }
+
+    // A new divisor applies from the current count on.
+    private void WriteDivideConfigLocked(uint value)
+    {
+        if (_timerArmed && TimerModeLocked != LocalApicTimerMode.TscDeadline)
+        {
+            uint current = CurrentCountLocked();
+            _divideConfig = value;
+            _timerStart = _clock.Tsc;
+            _timerStartCount = current;
+            return;
+        }
+
+        _divideConfig = value;
+    }
+
+    // A mode change into or out of TSC-deadline mode disarms the timer (SDM Vol. 3A §11.5.4.1); one-shot <-> periodic keeps counting.
+    private void WriteLvtTimerLocked(uint value)
+    {
+        var before = TimerModeLocked;
+        _lvt[LvtTimer] = value;
+        var after = TimerModeLocked;
+        if (before != after && (before == LocalApicTimerMode.TscDeadline || after == LocalApicTimerMode.TscDeadline))
+        {
+            StopTimerLocked();
+            _initialCount = 0;
+        }
+    }
+
+    private void StopTimerLocked()
+    {
+        _timerArmed = false;
+        _tscDeadline = 0;
+        _timerStart = _timerStartCount = 0;
+    }
+
+    // IA32_TSC_DEADLINE: reads 0 and ignores writes outside TSC-deadline mode; 0 disarms (SDM Vol. 3A §11.5.4.1).
+    private ulong ReadTscDeadlineLocked() => TimerModeLocked == LocalApicTimerMode.TscDeadline ? _tscDeadline : 0;
+
+    private void WriteTscDeadlineLocked(ulong value)
+    {
+        if (TimerModeLocked == LocalApicTimerMode.TscDeadline)
+            _tscDeadline = value;
+    }
+}

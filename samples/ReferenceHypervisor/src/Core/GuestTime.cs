@@ -1,0 +1,67 @@
+using VmmKit.Vmx;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// The guest's notion of time. The emulated TSC advances by one per retired instruction (VmmKit.Vmx.Emulator);
+/// this hypervisor calls that a 1 GHz TSC, reports it through pvclock (xen.h <c>vcpu_time_info</c>) and starts
+/// system time at 0 ns when the TSC is 0, so guest time is deterministic.
+/// </summary>
+internal static class GuestTime
+{
+    /// <summary>The nominal TSC frequency: one tick per retired instruction is 1 ns. CPUID reports the same frequency.</summary>
+    public const ulong TscFrequencyHz = 1_000_000_000;
+
+    /// <summary>pvclock <c>tsc_to_system_mul</c> for <see cref="TscFrequencyHz"/>.</summary>
+    public static readonly uint TscToSystemMul;
+
+    /// <summary>pvclock <c>tsc_shift</c> for <see cref="TscFrequencyHz"/>.</summary>
+    public static readonly sbyte TscShift;
+
+    static GuestTime() => (TscToSystemMul, TscShift) = TimeScale(TscFrequencyHz);
+
+    /// <summary>
+    /// Xen's <c>set_time_scale</c> (xen/arch/x86/time.c): a shift that brings the rate into (1e9, 2e9] ticks per second,
+    /// then the 0.32 fixed-point multiplier from ticks to nanoseconds. For 1 GHz: shift 1, multiplier 2^31.
+    /// </summary>
+    public static (uint Mul, sbyte Shift) TimeScale(ulong ticksPerSecond)
+    {
+        const ulong NsPerSecond = 1_000_000_000;
+        ulong tps = ticksPerSecond;
+        int shift = 0;
+        while (tps > NsPerSecond * 2)
+        {
+            tps >>= 1;
+            shift--;
+        }
+
+        uint tps32 = (uint)tps;
+        while (tps32 <= NsPerSecond)
+        {
+            tps32 <<= 1;
+            shift++;
+        }
+
+        return ((uint)((NsPerSecond << 32) / tps32), (sbyte)shift);
+    }
+
+    /// <summary>The TSC the guest reads now: instructions retired plus the VMCS TSC offset when "use TSC offsetting" is on (SDM Vol. 3C §26.6.5).</summary>
+    public static ulong Tsc(VirtualCpu vcpu)
+    {
+        ulong tsc = vcpu.InstructionsRetired;
+        var controls = (PrimaryProcessorBasedControls)vcpu.Vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
+        if ((controls & PrimaryProcessorBasedControls.UseTscOffsetting) != 0)
+            tsc += vcpu.Vmcs.Read(VmcsField.TscOffset);
+        return tsc;
+    }
+
+    /// <summary>Nanoseconds for <paramref name="ticks"/> TSC ticks, as a guest computes them (Linux <c>pvclock_scale_delta</c>).</summary>
+    public static ulong ToNanoseconds(ulong ticks)
+    {
+        ticks = TscShift >= 0 ? ticks << TscShift : ticks >> -TscShift;
+        return (ulong)((UInt128)ticks * TscToSystemMul >> 32);
+    }
+
+    /// <summary>The vCPU's system time now: nanoseconds since its TSC was 0.</summary>
+    public static ulong SystemTime(VirtualCpu vcpu) => ToNanoseconds(Tsc(vcpu));
+}

@@ -1,0 +1,143 @@
+using System.Runtime.InteropServices;
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// A vCPU's time and where its <c>vcpu_info</c> lives: the pvclock (<c>vcpu_time_info</c>) written each time the vCPU
+/// is scheduled, as Xen's <c>update_vcpu_system_time</c> does, into shared_info's <c>vcpu_info[id]</c> or into the page the
+/// guest registered with VCPUOP_register_vcpu_info (xen/common/domain.c, <c>map_vcpu_info</c>); and its runstate.
+/// </summary>
+/// <remarks>
+/// Guest time advances only while the vCPU runs (the TSC counts retired instructions), so all of a vCPU's time is
+/// running time and a pvclock written once stays exact; it is rewritten at every slice anyway, as under Xen.
+/// </remarks>
+internal sealed class VcpuTime
+{
+    /// <summary><c>offsetof(struct vcpu_info, time)</c>: 32 in both the 64-bit and the 32-bit layout (xen.h).</summary>
+    private const int TimeOffset = 32;
+
+    /// <summary><c>sizeof(struct vcpu_info)</c>: 64 in both layouts.</summary>
+    public const int VcpuInfoSize = 64;
+
+    private MachineFrameNumber _registeredFrame;
+    private int _registeredOffset = -1;
+    private ulong _stateEntryTime;
+    private ulong? _runstateArea;
+
+    /// <summary>True once VCPUOP_register_vcpu_info moved the vcpu_info into a guest page.</summary>
+    public bool IsRegistered => _registeredOffset >= 0;
+
+    /// <summary>The vCPU is scheduled in: its runstate (running since now), registered runstate area and pvclock are brought up to date.</summary>
+    public void BeginSlice(VirtualCpu vcpu)
+    {
+        _stateEntryTime = GuestTime.SystemTime(vcpu);
+        UpdateTimeInfo(vcpu);
+        UpdateRunstateArea(vcpu);
+    }
+
+    /// <summary>
+    /// VCPUOP_register_runstate_memory_area: from now on the runstate is copied to guest virtual address
+    /// <paramref name="address"/> each time the vCPU is scheduled, and once now. As Xen for a translated guest, the address
+    /// is not checked here; a copy that faults is skipped (xen/common/domain.c, <c>update_runstate_area</c>).
+    /// </summary>
+    public void RegisterRunstateArea(VirtualCpu vcpu, ulong address)
+    {
+        _runstateArea = address;
+        UpdateRunstateArea(vcpu);
+    }
+
+    private void UpdateRunstateArea(VirtualCpu vcpu)
+    {
+        if (_runstateArea is not { } address)
+            return;
+        VcpuRunstateInfo r = Runstate(vcpu);
+        if (vcpu.Domain.Has32BitSharedInfo)
+        {
+            var c = new CompatVcpuRunstateInfo { State = r.State, StateEntryTime = r.StateEntryTime, Time = r.Time };
+            vcpu.LinearMemory.TryWrite(address, MemoryMarshal.AsBytes(new Span<CompatVcpuRunstateInfo>(ref c)));
+        }
+        else
+        {
+            vcpu.LinearMemory.TryWrite(address, MemoryMarshal.AsBytes(new Span<VcpuRunstateInfo>(ref r)));
+        }
+    }
+
+    /// <summary>The 64 bytes of the vCPU's current vcpu_info, or empty for a vCPU past shared_info's 32 slots that registered none.</summary>
+    public Span<byte> VcpuInfo(VirtualCpu vcpu)
+    {
+        var memory = vcpu.Domain.Machine.Memory;
+        if (IsRegistered)
+            return memory.GetFrame(_registeredFrame).Slice(_registeredOffset, VcpuInfoSize);
+        if (vcpu.Id < SharedInfo.LegacyMaxVcpus)
+            return memory.GetFrame(vcpu.Domain.SharedInfoFrame).Slice(vcpu.Id * VcpuInfoSize, VcpuInfoSize);
+        return [];
+    }
+
+    /// <summary>
+    /// Writes <c>vcpu_time_info</c> with the version protocol (xen/arch/x86/time.c <c>update_vcpu_system_time</c>):
+    /// version made odd, the fields written, version made even again, so a guest reading it twice sees a consistent copy.
+    /// </summary>
+    public void UpdateTimeInfo(VirtualCpu vcpu)
+    {
+        Span<byte> info = VcpuInfo(vcpu);
+        if (info.IsEmpty)
+            return;
+        ref VcpuTimeInfo time = ref MemoryMarshal.AsRef<VcpuTimeInfo>(info.Slice(TimeOffset, 32));
+        ulong tsc = GuestTime.Tsc(vcpu);
+        uint version = (time.Version + 1) | 1;   // version_update_begin
+        Volatile.Write(ref time.Version, version);
+        time.TscTimestamp = tsc;
+        time.SystemTime = GuestTime.ToNanoseconds(tsc);
+        time.TscToSystemMul = GuestTime.TscToSystemMul;
+        time.TscShift = GuestTime.TscShift;
+        // The TSC is the same deterministic counter wherever the vCPU runs: Xen's XEN_PVCLOCK_TSC_STABLE_BIT.
+        time.Flags = VcpuTimeInfo.TscStableBit;
+        Volatile.Write(ref time.Version, version + 1);   // version_update_end
+    }
+
+    /// <summary>
+    /// VCPUOP_register_vcpu_info as Xen 4.17's <c>map_vcpu_info</c>: the vcpu_info must fit in the page (-EINVAL), may be
+    /// registered once (-EINVAL), only for the calling vCPU or one that is down (-EINVAL), on a guest frame that is
+    /// mapped writable (-EINVAL). The current contents move to the new place, every event is marked pending so none
+    /// is lost, and the pvclock is written there at once.
+    /// </summary>
+    public long Register(VirtualCpu vcpu, VirtualCpu caller, ulong gfn, uint offset)
+    {
+        if (offset > Page.PageSize - VcpuInfoSize)
+            return XenErrno.EINVAL.Negated();
+        if (IsRegistered || vcpu != caller)
+            return XenErrno.EINVAL.Negated();
+        if (gfn >= 1UL << 36
+            || !vcpu.Domain.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out var access)
+            || (access & EptAccess.Write) == 0)
+            return XenErrno.EINVAL.Negated();
+
+        Span<byte> old = VcpuInfo(vcpu);
+        Span<byte> target = vcpu.Domain.Machine.Memory.GetFrame(frame).Slice((int)offset, VcpuInfoSize);
+        if (old.IsEmpty)
+            target.Clear();
+        else
+            old.CopyTo(target);
+        _registeredFrame = frame;
+        _registeredOffset = (int)offset;
+
+        // evtchn_pending_sel = ~0 in the latched layout, then evtchn_upcall_pending = 1 (vcpu_mark_events_pending).
+        if (vcpu.Domain.Has32BitSharedInfo)
+            MemoryMarshal.Write(target[4..], uint.MaxValue);
+        else
+            MemoryMarshal.Write(target[8..], ulong.MaxValue);
+        target[0] = 1;
+        UpdateTimeInfo(vcpu);
+        return 0;
+    }
+
+    /// <summary>VCPUOP_get_runstate_info: running since the slice began; every nanosecond so far was running time.</summary>
+    public VcpuRunstateInfo Runstate(VirtualCpu vcpu)
+    {
+        var info = new VcpuRunstateInfo { State = (int)RunstateState.Running, StateEntryTime = _stateEntryTime };
+        info.Time[(int)RunstateState.Running] = GuestTime.SystemTime(vcpu);
+        return info;
+    }
+}

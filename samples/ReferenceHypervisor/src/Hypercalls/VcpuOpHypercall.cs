@@ -1,0 +1,68 @@
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor.Hypercalls;
+
+/// <summary>
+/// <c>__HYPERVISOR_vcpu_op(cmd, vcpuid, arg)</c> (xen/common/domain.c <c>do_vcpu_op</c>, reached through
+/// <c>hvm_vcpu_op</c>): VCPUOP_register_vcpu_info, VCPUOP_get_runstate_info and VCPUOP_register_runstate_memory_area. A vcpuid the domain does not have is
+/// -ENOENT; the other sub-ops are not implemented (-ENOSYS).
+/// </summary>
+internal static class VcpuOpHypercall
+{
+    /// <summary>VCPUOP_register_vcpu_info: reads <c>struct vcpu_register_vcpu_info</c> and moves the vcpu_info there.</summary>
+    public static long RegisterVcpuInfo(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        if (!call.TryCopyFromGuest(call.Argument(2), out VcpuRegisterVcpuInfo info))
+            return XenErrno.EFAULT.Negated();
+        return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset);
+    }
+
+    /// <summary>VCPUOP_get_runstate_info: writes <c>struct vcpu_runstate_info</c> in the caller's layout.</summary>
+    public static long GetRunstateInfo(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        VcpuRunstateInfo r = vcpu.Time.Runstate(vcpu);
+        bool ok = call.Abi == HypercallAbi.Native64
+            ? call.TryCopyToGuest(call.Argument(2), in r)
+            : call.TryCopyToGuest(call.Argument(2), new CompatVcpuRunstateInfo { State = r.State, StateEntryTime = r.StateEntryTime, Time = r.Time });
+        return ok ? 0 : XenErrno.EFAULT.Negated();
+    }
+
+    /// <summary>
+    /// VCPUOP_register_runstate_memory_area: reads the area's guest virtual address (8 bytes, or the 4-byte compat handle
+    /// for a 32-bit caller, as Xen's compat_vcpu_op) and returns 0; -EFAULT only when the argument cannot be read.
+    /// </summary>
+    public static long RegisterRunstateMemoryArea(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        ulong address;
+        if (call.Abi == HypercallAbi.Native64)
+        {
+            if (!call.TryCopyFromGuest(call.Argument(2), out VcpuRegisterRunstateMemoryArea area))
+                return XenErrno.EFAULT.Negated();
+            address = area.Addr;
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(call.Argument(2), out uint handle))
+                return XenErrno.EFAULT.Negated();
+            address = handle;
+        }
+
+        vcpu.Time.RegisterRunstateArea(vcpu, address);
+        return 0;
+    }
+
+    private static bool TryGetVcpu(ref HypercallCall<VirtualCpu> call, out VirtualCpu vcpu)
+    {
+        // vcpuid is an unsigned int (domain_vcpu: -ENOENT past max_vcpus).
+        uint id = (uint)call.Argument(1);
+        var vcpus = call.Caller.Domain.Vcpus;
+        vcpu = id < (uint)vcpus.Count ? vcpus[(int)id] : null!;
+        return vcpu is not null;
+    }
+}

@@ -1,0 +1,100 @@
+/*
+ * hostile: the attacks of issue 10 that once hurt the hypervisor, kept as regression guests.
+ * The command line picks them (combinable):
+ *   physmap=N   moves shared_info back and forth N times with XENMEM_add_to_physmap
+ *               (gpfn 0x40000 <-> 0x80000000); every call must succeed, the host must not fail
+ *   yield=N     N SCHEDOP_yield calls in a row, then poweroff (the --max-instructions budget must stop it first)
+ *   errno       arguments Xen refuses with a specific errno (console_io, memory_op extent bits, hvm params)
+ */
+#include "runtime.h"
+#include <xen/sched.h>
+#include <xen/memory.h>
+#include <xen/hvm/hvm_op.h>
+#include <xen/hvm/params.h>
+#include <xen/errno.h>
+
+/* xen/include/xen/hypercall.h (not public): memory_op's low 6 bits are the command, the rest a start extent. */
+#define MEMOP_EXTENT_SHIFT 6
+
+static long add_shared_info(unsigned long cmd, xen_pfn_t gpfn)
+{
+    struct xen_add_to_physmap xatp = { .domid = DOMID_SELF, .space = XENMAPSPACE_shared_info, .idx = 0, .gpfn = gpfn };
+    return HYPERVISOR_memory_op(cmd, &xatp);
+}
+
+static void physmap_ping_pong(uint32_t rounds)
+{
+    uint32_t failures = 0;
+    long first = 0;
+    for (uint32_t i = 0; i < rounds; i++) {
+        long rc = add_shared_info(XENMEM_add_to_physmap, (i & 1) ? 0x40000 : 0x80000000ul);
+        if (rc != 0 && failures++ == 0)
+            first = rc;
+    }
+    print_line("physmap rounds", rounds);
+    print_line("physmap failures", failures);
+    print_line("physmap first error", first);
+}
+
+static long set_param(uint32_t index, uint64_t value)
+{
+    struct xen_hvm_param p = { .domid = DOMID_SELF, .index = index, .value = value };
+    return HYPERVISOR_hvm_op(HVMOP_set_param, &p);
+}
+
+static void errnos(void)
+{
+    static char buf[16];
+    domid_t self = DOMID_SELF;
+    struct xen_memory_map map = { .nr_entries = 1 };
+    set_xen_guest_handle(map.buffer, (void *)buf);
+
+    /* xen/drivers/char/console.c: a read count that is negative as an int is -E2BIG. */
+    print_line("console_io read count 0x80000000", HYPERVISOR_console_io(CONSOLEIO_read, (int)0x80000000u, buf));
+    print_line("console_io read count 0xffffffff", HYPERVISOR_console_io(CONSOLEIO_read, -1, buf));
+
+    /* xen/common/memory.c do_memory_op: extent bits on ops without a start extent. */
+    print_line("maximum_ram_page extent 1", HYPERVISOR_memory_op(XENMEM_maximum_ram_page | (1u << MEMOP_EXTENT_SHIFT), 0));
+    print_line("current_reservation extent 1", HYPERVISOR_memory_op(XENMEM_current_reservation | (1u << MEMOP_EXTENT_SHIFT), &self));
+    print_line("add_to_physmap extent 0x10000", add_shared_info(XENMEM_add_to_physmap | (0x10000u << MEMOP_EXTENT_SHIFT), 0x40000));
+    print_line("add_to_physmap extent 0xffff", add_shared_info(XENMEM_add_to_physmap | (0xffffu << MEMOP_EXTENT_SHIFT), 0x40000));
+    print_line("memory_map extent 1", HYPERVISOR_memory_op(XENMEM_memory_map | (1u << MEMOP_EXTENT_SHIFT), &map));
+    print_line("memory_map extent 0", HYPERVISOR_memory_op(XENMEM_memory_map, &map));
+
+    /* xen/arch/x86/hvm/hvm.c hvm_set_param. */
+    print_line("X87_FIP_WIDTH 3", set_param(HVM_PARAM_X87_FIP_WIDTH, 3));
+    print_line("X87_FIP_WIDTH 4", set_param(HVM_PARAM_X87_FIP_WIDTH, 4));
+    print_line("X87_FIP_WIDTH 8", set_param(HVM_PARAM_X87_FIP_WIDTH, 8));
+    print_line("X87_FIP_WIDTH 0x100000008", set_param(HVM_PARAM_X87_FIP_WIDTH, 0x100000008ull));
+    print_line("X87_FIP_WIDTH 0", set_param(HVM_PARAM_X87_FIP_WIDTH, 0));
+    /* pmtimer_change_ioport: a PVH domain has no emulated ACPI PM timer (-ENODEV). */
+    print_line("ACPI_IOPORTS_LOCATION 1", set_param(HVM_PARAM_ACPI_IOPORTS_LOCATION, 1));
+    print_line("ACPI_IOPORTS_LOCATION 0", set_param(HVM_PARAM_ACPI_IOPORTS_LOCATION, 0));
+    struct xen_hvm_param p = { .domid = DOMID_SELF, .index = HVM_PARAM_X87_FIP_WIDTH };
+    HYPERVISOR_hvm_op(HVMOP_get_param, &p);
+    print_line("X87_FIP_WIDTH value", (long)p.value);
+}
+
+int guest_main(const char *cmdline)
+{
+    if (!xen_cpuid_base) {
+        print("hostile: not running under Xen\n");
+        return SHUTDOWN_crash;
+    }
+    print("hostile: ");
+    print(cmdline);
+    print("\n");
+    const char *v;
+    if ((v = cmdline_value(cmdline, "physmap")))
+        physmap_ping_pong(parse_uint(v, 100));
+    if ((v = cmdline_value(cmdline, "yield"))) {
+        uint32_t n = parse_uint(v, 1000);
+        for (uint32_t i = 0; i < n; i++)
+            HYPERVISOR_sched_op(SCHEDOP_yield, 0);
+        print_line("yields", n);
+    }
+    if (cmdline_has(cmdline, "errno"))
+        errnos();
+    print("hostile: still alive\n");
+    return SHUTDOWN_poweroff;
+}
