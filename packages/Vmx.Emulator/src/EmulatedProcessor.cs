@@ -19,6 +19,13 @@ namespace VmmKit.Vmx.Emulator;
 /// </remarks>
 public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
 {
+    /// <summary>
+    /// The nominal frequency of the emulated TSC: it ticks once per retired guest instruction, and the processor reports
+    /// 1 GHz (CPUID leaves 0x15/0x16 in a hypervisor's CPUID policy should say so). Guest time derived from the TSC is
+    /// therefore instruction time, deterministic and independent of the host's speed.
+    /// </summary>
+    public const ulong TscFrequencyHz = 1_000_000_000;
+
     private readonly MachineMemory _memory;
     private readonly Core _core;
     private GuestRegisters _registers;
@@ -101,6 +108,30 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             ? (SecondaryProcessorBasedControls)vmcs.Read(VmcsField.SecondaryProcessorBasedVmExecutionControls) : 0;
         _core.DescriptorTableExiting = (secondary & SecondaryProcessorBasedControls.DescriptorTableExiting) != 0;
         _core.S.TscOffset = (_primary & PrimaryProcessorBasedControls.UseTscOffsetting) != 0 ? vmcs.Read(VmcsField.TscOffset) : 0;
+        _core.TscScaling = (_primary & PrimaryProcessorBasedControls.UseTscOffsetting) != 0
+            && (secondary & SecondaryProcessorBasedControls.UseTscScaling) != 0;
+        _core.S.TscMultiplier = _core.TscScaling ? vmcs.Read(VmcsField.TscMultiplier) : 1UL << 48;
+        // Control-register virtualization (SDM Vol. 3C §25.6.6, §26.1.3, §26.3).
+        _core.Cr0GuestHostMask = vmcs.Read(VmcsField.Cr0GuestHostMask);
+        _core.Cr0ReadShadow = vmcs.Read(VmcsField.Cr0ReadShadow);
+        _core.Cr4GuestHostMask = vmcs.Read(VmcsField.Cr4GuestHostMask);
+        _core.Cr4ReadShadow = vmcs.Read(VmcsField.Cr4ReadShadow);
+        _core.Cr3LoadExiting = (_primary & PrimaryProcessorBasedControls.Cr3LoadExiting) != 0;
+        _core.Cr3StoreExiting = (_primary & PrimaryProcessorBasedControls.Cr3StoreExiting) != 0;
+        _core.Cr8LoadExiting = (_primary & PrimaryProcessorBasedControls.Cr8LoadExiting) != 0;
+        _core.Cr8StoreExiting = (_primary & PrimaryProcessorBasedControls.Cr8StoreExiting) != 0;
+        _core.Cr3TargetCount = (int)Math.Min(vmcs.Read(VmcsField.Cr3TargetCount), 4);
+        for (int k = 0; k < 4; k++) _core.Cr3Targets[k] = vmcs.Read(VmcsField.Cr3TargetValue0 + (uint)(2 * k));
+        bool unrestricted = (secondary & SecondaryProcessorBasedControls.UnrestrictedGuest) != 0;
+        ulong cr0Fixed0 = EmulatedCapabilities.Msrs[VmxCapabilityMsr.Ia32VmxCr0Fixed0];
+        _core.Cr0Fixed1Bits = unrestricted ? cr0Fixed0 & ~0x8000_0001UL : cr0Fixed0; // PE and PG are free with unrestricted guest
+        _core.Cr4Fixed1Bits = EmulatedCapabilities.Msrs[VmxCapabilityMsr.Ia32VmxCr4Fixed0];
+        _core.InvlpgExiting = (_primary & PrimaryProcessorBasedControls.InvlpgExiting) != 0;
+        _core.MovDrExiting = (_primary & PrimaryProcessorBasedControls.MovDrExiting) != 0;
+        _core.PauseExiting = (_primary & PrimaryProcessorBasedControls.PauseExiting) != 0;
+        _core.WbinvdExiting = (secondary & SecondaryProcessorBasedControls.WbinvdExiting) != 0;
+        _core.RdtscpEnabled = (secondary & SecondaryProcessorBasedControls.EnableRdtscp) != 0;
+        _core.InvpcidEnabled = (secondary & SecondaryProcessorBasedControls.EnableInvpcid) != 0;
         Array.Clear(_ioBitmaps);
         Array.Clear(_msrBitmap);
         if ((_primary & PrimaryProcessorBasedControls.UseIoBitmaps) != 0)

@@ -51,6 +51,11 @@ internal sealed unsafe partial class Core : IDisposable
         State->Rflags = RflagsBits.Reserved1;
         State->Mxcsr = 0x1F80;
         State->FpuControlWord = 0x37F;
+        State->Cr0 = 0x10; // ET (SDM Vol. 3A table 10-1, power-up state)
+        State->Dr6 = 0xFFFF_0FF0;
+        State->Dr7 = 0x400;
+        State->Pat = 0x0007_0406_0007_0406;
+        State->TscMultiplier = 1UL << 48;
         InitBlockCache();
         RefreshMode();
     }

@@ -101,6 +101,8 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Mov:
                 if (op.OpCount == 2 && op.GetOpKind(1) == OpCodeOperandKind.seg_reg) Set(t, code, &DataMovement.MovFromSreg);
                 else if (op.OpCount == 2 && op.GetOpKind(0) == OpCodeOperandKind.seg_reg) Set(t, code, &Segments.MovToSreg);
+                else if (op.OpCount == 2 && op.GetOpKind(1) == OpCodeOperandKind.cr_reg) Set(t, code, &ControlRegisters.MovFromCr, 0, End);
+                else if (op.OpCount == 2 && op.GetOpKind(0) == OpCodeOperandKind.cr_reg) Set(t, code, &ControlRegisters.MovToCr, 0, End);
                 else if (!HasSystemRegister(op)) Set(t, code, &DataMovement.MovRegFast);
                 break;
             case Mnemonic.Movzx: Set(t, code, &DataMovement.MovExtend, 0); break;
@@ -201,6 +203,9 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Xlatb: Set(t, code, &Bcd.Xlat); break;
             case Mnemonic.Salc: Set(t, code, &Bcd.Salc); break;
 
+            case Mnemonic.Clts: Set(t, code, &ControlRegisters.Clts, 0, End); break;
+            case Mnemonic.Lmsw: Set(t, code, &ControlRegisters.Lmsw, 0, End); break;
+            case Mnemonic.Smsw: Set(t, code, &ControlRegisters.Smsw); break;
             case Mnemonic.Cpuid: Set(t, code, &SystemInstructions.Cpuid, 0, End); break;
             case Mnemonic.Hlt: Set(t, code, &SystemInstructions.Hlt, 0, End); break;
             case Mnemonic.Vmcall: Set(t, code, &SystemInstructions.Vmcall, 0, End); break;
