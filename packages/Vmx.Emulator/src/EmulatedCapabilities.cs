@@ -16,6 +16,7 @@ public static class EmulatedCapabilities
         | PrimaryProcessorBasedControls.RdtscExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
         | PrimaryProcessorBasedControls.Cr3LoadExiting | PrimaryProcessorBasedControls.Cr3StoreExiting
         | PrimaryProcessorBasedControls.Cr8LoadExiting | PrimaryProcessorBasedControls.Cr8StoreExiting
+        | PrimaryProcessorBasedControls.InvlpgExiting | PrimaryProcessorBasedControls.MovDrExiting | PrimaryProcessorBasedControls.PauseExiting
         | PrimaryProcessorBasedControls.UseIoBitmaps | PrimaryProcessorBasedControls.UseMsrBitmaps
         | PrimaryProcessorBasedControls.ActivateSecondaryControls) | PrimaryDefault1;
     // Default1 bits (SDM A.3.2): 1, 4-6, 8, 13-16, 26; the true MSR lets them be 0.
@@ -23,7 +24,8 @@ public static class EmulatedCapabilities
 
     private const uint SecondaryAllowed = (uint)(SecondaryProcessorBasedControls.EnableEpt | SecondaryProcessorBasedControls.UnrestrictedGuest
         | SecondaryProcessorBasedControls.DescriptorTableExiting | SecondaryProcessorBasedControls.EnableRdtscp
-        | SecondaryProcessorBasedControls.EnableInvpcid | SecondaryProcessorBasedControls.UseTscScaling);
+        | SecondaryProcessorBasedControls.EnableInvpcid | SecondaryProcessorBasedControls.UseTscScaling
+        | SecondaryProcessorBasedControls.WbinvdExiting);
 
     private const uint ExitAllowed = (uint)(VmExitControls.HostAddressSpaceSize | VmExitControls.SaveIa32Efer | VmExitControls.LoadIa32Efer
         | VmExitControls.SaveIa32Pat | VmExitControls.LoadIa32Pat

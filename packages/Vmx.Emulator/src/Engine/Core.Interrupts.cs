@@ -120,7 +120,15 @@ internal sealed unsafe partial class Core
         return true;
     }
 
-    private bool ReadSystem(ulong lin, out ulong value) => Read(lin & LinearMask, 8, out value);
+    /// <summary>Reads 8 bytes of a system structure (GDT, LDT, IDT, TSS) as an implicit supervisor access (SDM Vol. 3A §4.6).</summary>
+    public bool ReadSystem(ulong lin, out ulong value)
+    {
+        bool saved = ImplicitSupervisor;
+        ImplicitSupervisor = true;
+        bool ok = Read(lin & LinearMask, 8, out value);
+        ImplicitSupervisor = saved;
+        return ok;
+    }
 
     /// <summary>Reads a GDT descriptor into hidden-part form (VMCS access-rights format).</summary>
     public bool ReadDescriptor(ushort selector, out SegmentRegister seg)

@@ -329,6 +329,7 @@ internal sealed unsafe partial class Core : IDisposable
             InvalidateCodeFrame(physPage);
             StopBlock = 1;
         }
+        if (ImplicitSupervisor) return host + (lin & 0xFFF); // checked with supervisor rights: never cached for the guest's own accesses
         TlbEntry* e = Tlb + ((lin >> 12) & (SoftTlb.Entries - 1));
         if (e->PhysicalPage != physPage || (e->ReadTag != page && e->WriteTag != page && e->FetchTag != page))
         {

@@ -35,7 +35,9 @@ internal static class BasicExitReason
     public const uint Rdpmc = 15;
     public const uint Rdtsc = 16;
     public const uint Vmcall = 18;
+    public const uint Invlpg = 14;
     public const uint CrAccess = 28;
+    public const uint MovDr = 29;
     public const uint IoInstruction = 30;
     public const uint Rdmsr = 31;
     public const uint Wrmsr = 32;
@@ -48,6 +50,7 @@ internal static class BasicExitReason
     public const uint Wbinvd = 54;
     public const uint Xsetbv = 55;
     public const uint Rdtscp = 51;
+    public const uint Invpcid = 58;
 }
 
 /// <summary>Exception vectors (SDM Vol. 3A §6.3.1, table 6-1).</summary>

@@ -108,6 +108,7 @@ internal static unsafe class SystemInstructions
     /// <summary>RDTSC: TSC = instructions retired + TSC offset (deterministic), or an exit with RDTSC exiting.</summary>
     public static int Rdtsc(Core c, Instr* i)
     {
+        if ((c.S.Cr4 & ControlBits.Cr4Tsd) != 0 && !c.IsCpl0) return c.RaiseGP0(); // SDM RDTSC: CR4.TSD restricts it to CPL 0
         if (c.RdtscExiting) return c.RaiseExit(i, BasicExitReason.Rdtsc, 0);
         ulong tsc = c.GuestTsc(i);
         c.SetReg(0, 4, (uint)tsc);
