@@ -100,6 +100,7 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         _pin = (PinBasedControls)vmcs.Read(VmcsField.PinBasedVmExecutionControls);
         _primary = (PrimaryProcessorBasedControls)vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
         _exceptionBitmap = (uint)vmcs.Read(VmcsField.ExceptionBitmap);
+        _core.ExceptionBitmap = _exceptionBitmap;
         _pfecMask = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMask);
         _pfecMatch = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMatch);
         _core.RdtscExiting = (_primary & PrimaryProcessorBasedControls.RdtscExiting) != 0;
@@ -187,7 +188,10 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             {
                 s.Rip += vmcs.Read(VmcsField.VmEntryInstructionLength);
             }
-            if (!_core.DeliverException(entryInfo.Vector, entryInfo.ErrorCodeValid, (uint)vmcs.Read(VmcsField.VmEntryExceptionErrorCode)))
+            // SDM Vol. 3C §28.6.1.1: injected software interrupts and software exceptions are delivered as INT n / INT3
+            // would be (gate DPL checked against CPL, EXT = 0).
+            bool software = entryInfo.Type is InterruptionType.SoftwareInterrupt or InterruptionType.SoftwareException;
+            if (!_core.DeliverException(entryInfo.Vector, entryInfo.ErrorCodeValid, (uint)vmcs.Read(VmcsField.VmEntryExceptionErrorCode), software))
             {
                 return DeliveryFailure();
             }
@@ -228,12 +232,15 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             // A guest exception: exit per the exception bitmap, else deliver through the guest IDT.
             if (ExceptionExits(e.Vector, e.ErrorCode))
             {
-                uint info = (uint)e.Vector | ((uint)InterruptionType.HardwareException << 8) | InterruptionInformation.ValidBit
+                // INT3/INTO (software exception) and INT1 (privileged software exception) report their type and length.
+                uint type = e.InterruptionType != 0 ? (uint)e.InterruptionType : (uint)InterruptionType.HardwareException;
+                uint info = (uint)e.Vector | (type << 8) | InterruptionInformation.ValidBit
                     | (e.HasErrorCode ? InterruptionInformation.ErrorCodeValidBit : 0);
                 return VmExit.Exit(VmxExitReason.ExceptionOrNmi, e.Vector == ExceptionVector.PF ? e.GuestLinear : 0) with
                 {
                     InterruptionInformation = info,
                     InterruptionErrorCode = e.HasErrorCode ? e.ErrorCode : 0,
+                    InstructionLength = e.InterruptionType != 0 ? (uint)e.InstructionLength : 0,
                 };
             }
             if (e.Vector == ExceptionVector.PF) s.Cr2 = e.GuestLinear;

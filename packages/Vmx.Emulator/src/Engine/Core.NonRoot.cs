@@ -19,6 +19,8 @@ internal sealed unsafe partial class Core
     public ulong Cr0Fixed1Bits;
     /// <summary>CR4 bits that must stay 1 in VMX operation (IA32_VMX_CR4_FIXED0: VMXE).</summary>
     public ulong Cr4Fixed1Bits;
+    /// <summary>Exception bitmap: INT3 and INTO exit (as software exceptions) when their bit is set.</summary>
+    public uint ExceptionBitmap;
     /// <summary>"CR3-load exiting".</summary>
     public bool Cr3LoadExiting;
     /// <summary>"CR3-store exiting".</summary>

@@ -95,6 +95,12 @@ internal struct PendingEvent
     public ulong GuestLinear;
     /// <summary>Length of the instruction that caused an instruction exit.</summary>
     public int InstructionLength;
+    /// <summary>
+    /// Interruption type for an exception that exits (SDM Vol. 3C table 25-17): 3 hardware exception (default 0 means
+    /// the same), 5 privileged software exception (INT1), 6 software exception (INT3, INTO). Software ones report
+    /// <see cref="InstructionLength"/>.
+    /// </summary>
+    public int InterruptionType;
     /// <summary>VM-exit instruction information (SDM Vol. 3C §28.2.5) for exits that report it.</summary>
     public uint InstructionInformation;
 }

@@ -205,6 +205,14 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Xlatb: Set(t, code, &Bcd.Xlat); break;
             case Mnemonic.Salc: Set(t, code, &Bcd.Salc); break;
 
+            case Mnemonic.Int: Set(t, code, &Interrupts.Int, Interrupts.IntN, End); break;
+            case Mnemonic.Int3: Set(t, code, &Interrupts.Int, Interrupts.Int3, End); break;
+            case Mnemonic.Into: Set(t, code, &Interrupts.Int, Interrupts.Into, End); break;
+            case Mnemonic.Int1: Set(t, code, &Interrupts.Int, Interrupts.Int1, End); break;
+            case Mnemonic.Syscall: Set(t, code, &Interrupts.Syscall, 0, End); break;
+            case Mnemonic.Sysret: case Mnemonic.Sysretq: Set(t, code, &Interrupts.Sysret, 0, End); break;
+            case Mnemonic.Sysenter: Set(t, code, &Interrupts.Sysenter, 0, End); break;
+            case Mnemonic.Sysexit: case Mnemonic.Sysexitq: Set(t, code, &Interrupts.Sysexit, 0, End); break;
             case Mnemonic.Pause: Set(t, code, &SystemRegisters.Pause, 0, End); break;
             case Mnemonic.Invlpg: Set(t, code, &SystemRegisters.Invlpg, 0, End); break;
             case Mnemonic.Invpcid: Set(t, code, &SystemRegisters.Invpcid, 0, End); break;
