@@ -16,6 +16,12 @@ internal sealed unsafe partial class Core
     private BlockDecoder _decoder = null!;
     private uint _epoch;
 
+    /// <summary>
+    /// Value of <see cref="CpuState.InstructionsRetired"/> at which the current <see cref="Execute"/> stops: a REP string
+    /// instruction stops between iterations there (each iteration counts as one retired instruction).
+    /// </summary>
+    public ulong BudgetEnd;
+
     private void InitBlockCache()
     {
         _blocks = new Dictionary<ulong, Block>();
@@ -166,6 +172,7 @@ internal sealed unsafe partial class Core
     {
         ref CpuState s = ref S;
         ulong end = s.InstructionsRetired + budget;
+        BudgetEnd = end;
         while (s.InstructionsRetired < end)
         {
             Block? b = FindBlock();
