@@ -9,13 +9,15 @@ public static class EmulatedCapabilities
     /// <summary>VMCS revision identifier reported in IA32_VMX_BASIC.</summary>
     public const uint RevisionIdentifier = 1;
 
-    private const uint PinAllowed = (uint)(PinBasedControls.ExternalInterruptExiting | PinBasedControls.NmiExiting | PinBasedControls.ActivateVmxPreemptionTimer);
+    private const uint PinAllowed = (uint)(PinBasedControls.ExternalInterruptExiting | PinBasedControls.NmiExiting | PinBasedControls.VirtualNmis
+        | PinBasedControls.ActivateVmxPreemptionTimer);
     private const uint PinDefault1 = (1u << 1) | (1u << 2) | (1u << 4);
 
     private const uint PrimaryAllowed = (uint)(PrimaryProcessorBasedControls.UseTscOffsetting | PrimaryProcessorBasedControls.HltExiting
         | PrimaryProcessorBasedControls.RdtscExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
         | PrimaryProcessorBasedControls.Cr3LoadExiting | PrimaryProcessorBasedControls.Cr3StoreExiting
         | PrimaryProcessorBasedControls.Cr8LoadExiting | PrimaryProcessorBasedControls.Cr8StoreExiting
+        | PrimaryProcessorBasedControls.InterruptWindowExiting | PrimaryProcessorBasedControls.NmiWindowExiting
         | PrimaryProcessorBasedControls.InvlpgExiting | PrimaryProcessorBasedControls.MovDrExiting | PrimaryProcessorBasedControls.PauseExiting
         | PrimaryProcessorBasedControls.UseIoBitmaps | PrimaryProcessorBasedControls.UseMsrBitmaps
         | PrimaryProcessorBasedControls.ActivateSecondaryControls) | PrimaryDefault1;

@@ -38,6 +38,8 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
     private readonly byte[] _ioBitmaps = new byte[8192];
     private readonly byte[] _msrBitmap = new byte[4096];
     private bool _disposed;
+    private bool _halted;
+    private readonly ManualResetEventSlim _kick = new(false);
 
     /// <summary>Creates a processor whose guest-physical memory is reached through EPT tables in <paramref name="memory"/>.</summary>
     public EmulatedProcessor(MachineMemory memory)
@@ -89,6 +91,8 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         }
         VmExit exit = Execute(vmcs);
         VmcsGuestState.Store(_core, vmcs);
+        vmcs.Write(VmcsField.GuestActivityState, _halted ? 1UL : 0UL);
+        vmcs.Write(VmcsField.GuestInterruptibilityState, _core.ShadowBits | (_core.NmiBlocked ? 8u : 0u));
         VmcsGuestState.SaveRegisters(_core, ref _registers);
         exit.WriteTo(vmcs);
         _current = null;
@@ -104,6 +108,8 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         _pfecMask = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMask);
         _pfecMatch = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMatch);
         _core.RdtscExiting = (_primary & PrimaryProcessorBasedControls.RdtscExiting) != 0;
+        _core.HltExiting = (_primary & PrimaryProcessorBasedControls.HltExiting) != 0;
+        _core.ExternalInterruptExiting = (_pin & PinBasedControls.ExternalInterruptExiting) != 0;
         // SDM Vol. 3C §25.6.2: the secondary controls apply only with "activate secondary controls".
         var secondary = (_primary & PrimaryProcessorBasedControls.ActivateSecondaryControls) != 0
             ? (SecondaryProcessorBasedControls)vmcs.Read(VmcsField.SecondaryProcessorBasedVmExecutionControls) : 0;
@@ -180,6 +186,12 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
     private VmExit Execute(Vmcs vmcs)
     {
         ref CpuState s = ref _core.S;
+        // Interruptibility and activity state (SDM Vol. 3C §25.4.2, §28.3.2.5 / §28.7).
+        uint interruptibility = (uint)vmcs.Read(VmcsField.GuestInterruptibilityState);
+        _core.ShadowKind = interruptibility & 3;
+        _core.ShadowAt = _core.ShadowKind != 0 ? s.InstructionsRetired : ulong.MaxValue;
+        _core.NmiBlocked = (interruptibility & 8) != 0;
+        _halted = vmcs.Read(VmcsField.GuestActivityState) == 1;
         var entryInfo = new InterruptionInformation((uint)vmcs.Read(VmcsField.VmEntryInterruptionInformation));
         if (entryInfo.IsValid)
         {
@@ -188,9 +200,12 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             {
                 s.Rip += vmcs.Read(VmcsField.VmEntryInstructionLength);
             }
+            _halted = false; // an injected event wakes a halted processor (SDM Vol. 3C §28.7.1)
             // SDM Vol. 3C §28.6.1.1: injected software interrupts and software exceptions are delivered as INT n / INT3
             // would be (gate DPL checked against CPL, EXT = 0).
             bool software = entryInfo.Type is InterruptionType.SoftwareInterrupt or InterruptionType.SoftwareException;
+            if (entryInfo.Type == InterruptionType.Nmi) _core.NmiBlocked = true;
+            _core.ShadowAt = ulong.MaxValue;
             if (!_core.DeliverException(entryInfo.Vector, entryInfo.ErrorCodeValid, (uint)vmcs.Read(VmcsField.VmEntryExceptionErrorCode), software))
             {
                 return DeliveryFailure();
@@ -199,16 +214,41 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
 
         bool timer = (_pin & PinBasedControls.ActivateVmxPreemptionTimer) != 0;
         ulong timerValue = timer ? (uint)vmcs.Read(VmcsField.VmxPreemptionTimerValue) : 0;
+        bool interruptWindow = (_primary & PrimaryProcessorBasedControls.InterruptWindowExiting) != 0;
+        bool nmiWindow = (_primary & PrimaryProcessorBasedControls.NmiWindowExiting) != 0;
         _core.BeginRun();
         while (true)
         {
+            if (_halted)
+            {
+                // HLT activity state: time passes without instructions, so an armed preemption timer expires now;
+                // otherwise the processor sleeps until the host kicks it (RequestExit).
+                if (timer) return TimerExpired(vmcs);
+                _kick.Wait();
+                _kick.Reset();
+                _core.TakeExitRequest();
+                return VmExit.Exit(VmxExitReason.ExternalInterrupt);
+            }
+            // SDM Vol. 3C §26.7.5/§26.7.6: the windows are checked before each instruction.
+            uint shadow = _core.ShadowBits;
+            if (interruptWindow && (s.Rflags & RflagsBits.IF) != 0 && shadow == 0) return VmExit.Exit(VmxExitReason.InterruptWindow);
+            if (nmiWindow && !_core.NmiBlocked && (shadow & 2) == 0) return VmExit.Exit(VmxExitReason.NmiWindow);
             ulong budget = timer ? timerValue : MaxInstructionsPerRun != 0 ? MaxInstructionsPerRun : ulong.MaxValue / 2;
+            if (interruptWindow || nmiWindow) budget = Math.Min(budget, 1); // step until the window opens
             if (timer && timerValue == 0)
             {
-                return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+                return TimerExpired(vmcs);
             }
             ulong before = s.InstructionsRetired;
             bool exhausted = _core.Execute(budget);
+            PendingEvent e = _core.Event;
+            if (!exhausted && e.Kind == EventKind.Halt)
+            {
+                // HLT without HLT exiting retires and enters the HLT activity state.
+                s.Rip += (ulong)e.InstructionLength;
+                s.InstructionsRetired++;
+                _halted = true;
+            }
             ulong ran = s.InstructionsRetired - before;
             if (timer)
             {
@@ -220,11 +260,12 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             }
             if (exhausted)
             {
+                if (interruptWindow || nmiWindow) { if (!timer || timerValue != 0) continue; }
                 if (timer) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
                 if (MaxInstructionsPerRun != 0) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
                 continue;
             }
-            PendingEvent e = _core.Event;
+            if (e.Kind == EventKind.Halt) continue;
             if (e.Kind == EventKind.VmExit)
             {
                 return ExitFromEvent(in e);
@@ -249,6 +290,28 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
                 return DeliveryFailure();
             }
         }
+    }
+
+    private VmExit TimerExpired(Vmcs vmcs)
+    {
+        if (((VmExitControls)vmcs.Read(VmcsField.VmExitControls) & VmExitControls.SaveVmxPreemptionTimerValue) != 0)
+        {
+            vmcs.Write(VmcsField.VmxPreemptionTimerValue, 0);
+        }
+        return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+    }
+
+    /// <summary>
+    /// Thread-safe: asks a <see cref="Run"/> in progress on another thread to return. With "external-interrupt exiting"
+    /// the run ends at the next block boundary with <see cref="VmxExitReason.ExternalInterrupt"/> (no vector: "acknowledge
+    /// interrupt on exit" is not supported); a processor halted in the HLT activity state wakes and exits the same way
+    /// whatever the controls. The request stays pending until a run takes it. The hypervisor then injects the event
+    /// it wanted to post (VM-entry interruption information, interrupt-window exiting while RFLAGS.IF = 0).
+    /// </summary>
+    public void RequestExit()
+    {
+        _core.RequestExit();
+        _kick.Set();
     }
 
     private VmExit DeliveryFailure()
@@ -284,5 +347,6 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         if (_disposed) return;
         _disposed = true;
         _core.Dispose();
+        _kick.Dispose();
     }
 }

@@ -175,6 +175,14 @@ internal sealed unsafe partial class Core
         BudgetEnd = end;
         while (s.InstructionsRetired < end)
         {
+            if (ExitRequestPending && TakeExitRequest())
+            {
+                // A host kick (EmulatedProcessor.RequestExit) ends the run like an external interrupt would.
+                Event = default;
+                Event.Kind = EventKind.VmExit;
+                Event.ExitReason = BasicExitReason.ExternalInterrupt;
+                return false;
+            }
             Block? b = FindBlock();
             if (b == null) return false;
             ulong left = end - s.InstructionsRetired;

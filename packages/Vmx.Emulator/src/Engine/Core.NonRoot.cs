@@ -19,6 +19,40 @@ internal sealed unsafe partial class Core
     public ulong Cr0Fixed1Bits;
     /// <summary>CR4 bits that must stay 1 in VMX operation (IA32_VMX_CR4_FIXED0: VMXE).</summary>
     public ulong Cr4Fixed1Bits;
+    /// <summary>"HLT exiting"; without it HLT enters the HLT activity state (<see cref="EventKind.Halt"/>).</summary>
+    public bool HltExiting = true;
+    /// <summary>"external-interrupt exiting": a <see cref="RequestExit"/> ends execution at the next block boundary.</summary>
+    public bool ExternalInterruptExiting;
+    /// <summary>Blocking by NMI (interruptibility state bit 3): set by NMI delivery, cleared by IRET (SDM Vol. 3A §6.7.1).</summary>
+    public bool NmiBlocked;
+    /// <summary>
+    /// The interrupt shadow: blocking by STI (1) or by MOV SS / POP SS (2) lasts until one more instruction retires, i.e.
+    /// while <see cref="CpuState.InstructionsRetired"/> equals <see cref="ShadowAt"/> (SDM Vol. 3C table 25-3).
+    /// </summary>
+    public ulong ShadowAt = ulong.MaxValue;
+    /// <summary>Kind of the interrupt shadow (1 STI, 2 MOV SS).</summary>
+    public uint ShadowKind;
+    private int _exitRequested;
+
+    /// <summary>Interruptibility state bits 1:0 (STI, MOV SS) as they are now.</summary>
+    public uint ShadowBits => S.InstructionsRetired == ShadowAt ? ShadowKind : 0;
+
+    /// <summary>Starts an interrupt shadow after instruction <paramref name="i"/> (STI with IF 0 -> 1, MOV SS, POP SS).</summary>
+    public void SetShadow(Instr* i, uint kind)
+    {
+        ShadowAt = RetiredBefore(i) + 1;
+        ShadowKind = kind;
+    }
+
+    /// <summary>Thread-safe: asks the processor to stop at the next block boundary (see <c>EmulatedProcessor.RequestExit</c>).</summary>
+    public void RequestExit() => Interlocked.Exchange(ref _exitRequested, 1);
+
+    /// <summary>Takes a pending <see cref="RequestExit"/> (true once per request).</summary>
+    public bool TakeExitRequest() => Volatile.Read(ref _exitRequested) != 0 && Interlocked.Exchange(ref _exitRequested, 0) != 0;
+
+    /// <summary>Whether a request is pending and would end execution now.</summary>
+    public bool ExitRequestPending => ExternalInterruptExiting && Volatile.Read(ref _exitRequested) != 0;
+
     /// <summary>Exception bitmap: INT3 and INTO exit (as software exceptions) when their bit is set.</summary>
     public uint ExceptionBitmap;
     /// <summary>"CR3-load exiting".</summary>

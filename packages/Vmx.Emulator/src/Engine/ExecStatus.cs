@@ -22,12 +22,15 @@ internal enum EventKind
     Exception,
     /// <summary>A VM exit caused by an instruction or a memory access.</summary>
     VmExit,
+    /// <summary>HLT without "HLT exiting": the instruction retired and the processor enters the HLT activity state.</summary>
+    Halt,
 }
 
 /// <summary>Basic exit reasons the engine raises (SDM Vol. 3D Appendix C).</summary>
 internal static class BasicExitReason
 {
     public const uint ExceptionOrNmi = 0;
+    public const uint ExternalInterrupt = 1;
     public const uint TripleFault = 2;
     public const uint Cpuid = 10;
     public const uint Hlt = 12;

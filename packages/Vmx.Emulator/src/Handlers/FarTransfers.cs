@@ -235,6 +235,7 @@ internal static unsafe class FarTransfers
         }
         else c.SetStackPointer(c.StackOffset(3L * size));
         s.SetRflags(flags | RflagsBits.Reserved1);
+        c.NmiBlocked = false; // IRET ends blocking by NMI (SDM Vol. 3A §6.7.1)
         if (outer) NullInaccessibleSegments(c, newCpl);
         c.RefreshMode();
         return ExecStatus.Jump;

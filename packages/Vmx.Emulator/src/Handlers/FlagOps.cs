@@ -23,6 +23,7 @@ internal static unsafe class FlagOps
             case Sti:
                 // SDM CLI/STI: allowed when CPL <= IOPL (protected mode), else #GP(0).
                 if ((c.S.Cr0 & 1) != 0 && (ulong)(s.Cs.Selector & 3) > ((s.Rflags >> 12) & 3)) return c.RaiseGP0();
+                if (i->Sub == Sti && (s.Rflags & RflagsBits.IF) == 0) c.SetShadow(i, 1); // STI blocks interrupts for one instruction
                 if (i->Sub == Cli) s.Rflags &= ~RflagsBits.IF; else s.Rflags |= RflagsBits.IF;
                 break;
             case Clac:

@@ -12,7 +12,11 @@ internal static unsafe class SystemInstructions
     public static int Hlt(Core c, Instr* i)
     {
         if ((c.S.Cr0 & 1) != 0 && (c.S.Cs.Selector & 3) != 0) return c.RaiseGP0();
-        return c.RaiseExit(i, BasicExitReason.Hlt, 0);
+        if (c.HltExiting) return c.RaiseExit(i, BasicExitReason.Hlt, 0);
+        c.Event = default;
+        c.Event.Kind = EventKind.Halt;
+        c.Event.InstructionLength = i->Length;
+        return ExecStatus.Event;
     }
 
     /// <summary>VMCALL: unconditional VM exit.</summary>

@@ -10,10 +10,10 @@ namespace VmmKit.Vmx.Emulator.Tests.SystemLevel;
 /// <summary>IDT delivery with privilege change, TSS RSP0/IST, IRETQ to CPL 3, INT n/INT3, SYSCALL/SYSRET, SYSENTER/SYSEXIT (SDM Vol. 3A §6.12, §6.14, §5.8).</summary>
 public unsafe class InterruptTests
 {
-    private static ulong Gate64(ulong offset, int ist, int type, int dpl, ushort selector = 0x08) =>
+    internal static ulong Gate64(ulong offset, int ist, int type, int dpl, ushort selector = 0x08) =>
         (offset & 0xFFFF) | ((ulong)selector << 16) | ((ulong)ist << 32) | ((ulong)type << 40) | ((ulong)dpl << 45) | (1UL << 47) | ((offset >> 16 & 0xFFFF) << 48);
 
-    private static void WriteIdtAndTss(VmcsGuest g)
+    internal static void WriteIdtAndTss(VmcsGuest g)
     {
         g.WriteGdt();
         // TSS descriptor at 0x40 (64-bit available TSS at 0x8000, limit 0x67); GDT limit grows to 0x4F.
