@@ -9,13 +9,21 @@ namespace VmmKit.Vmx.Emulator;
 /// state and the exit-information fields back, like VMLAUNCH/VMRESUME returning to the host.
 /// </summary>
 /// <remarks>
-/// Exits: CPUID, VMCALL, triple fault and EPT violations/misconfigurations always; HLT (always — there is no
-/// interrupt source yet that could wake a halted processor); I/O per "unconditional I/O exiting" or the I/O bitmaps;
-/// RDMSR/WRMSR per the MSR bitmaps (or always without them); RDTSC per "RDTSC exiting"; exceptions per the
-/// exception bitmap (and PFEC mask/match for #PF); the VMX-preemption timer.
-/// Time is deterministic: the TSC advances by exactly one per instruction retired (plus the TSC offset when
-/// "use TSC offsetting" is set) and the VMX-preemption timer counts down once per instruction retired.
-/// Not thread-safe: one instance per virtual CPU.
+/// Exits: CPUID, VMCALL, INVD, triple fault and EPT violations/misconfigurations always; HLT with "HLT exiting" (without
+/// it HLT enters the HLT activity state: an armed preemption timer then expires at once, otherwise the processor sleeps
+/// until <see cref="RequestExit"/>); I/O per "unconditional I/O exiting" or the I/O bitmaps; RDMSR/WRMSR per the MSR
+/// bitmaps (or always without them; MSRs let through are handled inside: EFER, STAR, LSTAR, CSTAR, FMASK, FS/GS/
+/// KERNEL_GS base, TSC_AUX, SYSENTER_*, PAT, TSC); MOV CR per the CR0/CR4 masks and shadows and CR3/CR8 load/store
+/// exiting; RDTSC/RDTSCP, INVLPG/INVPCID, MOV DR, PAUSE, WBINVD, LGDT/LIDT/SGDT/SIDT per their controls; exceptions
+/// per the exception bitmap (and PFEC mask/match for #PF; INT3/INTO as software exceptions); interrupt- and NMI-window
+/// exiting; external-interrupt exiting for <see cref="RequestExit"/>; the VMX-preemption timer.
+/// Time is deterministic: the TSC advances by exactly one per instruction retired (a REP string iteration counts as
+/// one), scaled by the TSC multiplier and offset when the controls ask, nominally <see cref="TscFrequencyHz"/>; the
+/// VMX-preemption timer counts down once per instruction retired.
+/// VM entry: <see cref="Run"/> loads the guest state and controls as VMLAUNCH/VMRESUME would but does NOT perform the
+/// VM-entry checks of SDM Vol. 3C §28.3 and does not change the VMCS launch state (issue 14: a host that needs the
+/// checks runs <c>VmEntryChecks</c> itself); an invalid guest state is run as loaded.
+/// Not thread-safe except <see cref="RequestExit"/>: one instance per virtual CPU.
 /// </remarks>
 public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
 {
