@@ -9,24 +9,32 @@ public static class EmulatedCapabilities
     /// <summary>VMCS revision identifier reported in IA32_VMX_BASIC.</summary>
     public const uint RevisionIdentifier = 1;
 
-    private const uint PinAllowed = (uint)(PinBasedControls.ExternalInterruptExiting | PinBasedControls.NmiExiting | PinBasedControls.ActivateVmxPreemptionTimer);
+    private const uint PinAllowed = (uint)(PinBasedControls.ExternalInterruptExiting | PinBasedControls.NmiExiting | PinBasedControls.VirtualNmis
+        | PinBasedControls.ActivateVmxPreemptionTimer);
     private const uint PinDefault1 = (1u << 1) | (1u << 2) | (1u << 4);
 
     private const uint PrimaryAllowed = (uint)(PrimaryProcessorBasedControls.UseTscOffsetting | PrimaryProcessorBasedControls.HltExiting
         | PrimaryProcessorBasedControls.RdtscExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
+        | PrimaryProcessorBasedControls.Cr3LoadExiting | PrimaryProcessorBasedControls.Cr3StoreExiting
+        | PrimaryProcessorBasedControls.Cr8LoadExiting | PrimaryProcessorBasedControls.Cr8StoreExiting
+        | PrimaryProcessorBasedControls.InterruptWindowExiting | PrimaryProcessorBasedControls.NmiWindowExiting
+        | PrimaryProcessorBasedControls.InvlpgExiting | PrimaryProcessorBasedControls.MovDrExiting | PrimaryProcessorBasedControls.PauseExiting
         | PrimaryProcessorBasedControls.UseIoBitmaps | PrimaryProcessorBasedControls.UseMsrBitmaps
         | PrimaryProcessorBasedControls.ActivateSecondaryControls) | PrimaryDefault1;
     // Default1 bits (SDM A.3.2): 1, 4-6, 8, 13-16, 26; the true MSR lets them be 0.
     private const uint PrimaryDefault1 = (1u << 1) | (7u << 4) | (1u << 8) | (0xFu << 13) | (1u << 26);
 
     private const uint SecondaryAllowed = (uint)(SecondaryProcessorBasedControls.EnableEpt | SecondaryProcessorBasedControls.UnrestrictedGuest
-        | SecondaryProcessorBasedControls.DescriptorTableExiting);
+        | SecondaryProcessorBasedControls.DescriptorTableExiting | SecondaryProcessorBasedControls.EnableRdtscp
+        | SecondaryProcessorBasedControls.EnableInvpcid | SecondaryProcessorBasedControls.UseTscScaling
+        | SecondaryProcessorBasedControls.WbinvdExiting);
 
     private const uint ExitAllowed = (uint)(VmExitControls.HostAddressSpaceSize | VmExitControls.SaveIa32Efer | VmExitControls.LoadIa32Efer
+        | VmExitControls.SaveIa32Pat | VmExitControls.LoadIa32Pat
         | VmExitControls.SaveVmxPreemptionTimerValue) | ExitDefault1;
     private const uint ExitDefault1 = 0x0003_6DFF;
 
-    private const uint EntryAllowed = (uint)(VmEntryControls.Ia32eModeGuest | VmEntryControls.LoadIa32Efer) | EntryDefault1;
+    private const uint EntryAllowed = (uint)(VmEntryControls.Ia32eModeGuest | VmEntryControls.LoadIa32Efer | VmEntryControls.LoadIa32Pat) | EntryDefault1;
     private const uint EntryDefault1 = 0x0000_11FF;
 
     /// <summary>The capability MSR values by index.</summary>

@@ -9,16 +9,31 @@ namespace VmmKit.Vmx.Emulator;
 /// state and the exit-information fields back, like VMLAUNCH/VMRESUME returning to the host.
 /// </summary>
 /// <remarks>
-/// Exits: CPUID, VMCALL, triple fault and EPT violations/misconfigurations always; HLT (always — there is no
-/// interrupt source yet that could wake a halted processor); I/O per "unconditional I/O exiting" or the I/O bitmaps;
-/// RDMSR/WRMSR per the MSR bitmaps (or always without them); RDTSC per "RDTSC exiting"; exceptions per the
-/// exception bitmap (and PFEC mask/match for #PF); the VMX-preemption timer.
-/// Time is deterministic: the TSC advances by exactly one per instruction retired (plus the TSC offset when
-/// "use TSC offsetting" is set) and the VMX-preemption timer counts down once per instruction retired.
-/// Not thread-safe: one instance per virtual CPU.
+/// Exits: CPUID, VMCALL, INVD, triple fault and EPT violations/misconfigurations always; HLT with "HLT exiting" (without
+/// it HLT enters the HLT activity state: an armed preemption timer then expires at once, otherwise the processor sleeps
+/// until <see cref="RequestExit"/>); I/O per "unconditional I/O exiting" or the I/O bitmaps; RDMSR/WRMSR per the MSR
+/// bitmaps (or always without them; MSRs let through are handled inside: EFER, STAR, LSTAR, CSTAR, FMASK, FS/GS/
+/// KERNEL_GS base, TSC_AUX, SYSENTER_*, PAT, TSC); MOV CR per the CR0/CR4 masks and shadows and CR3/CR8 load/store
+/// exiting; RDTSC/RDTSCP, INVLPG/INVPCID, MOV DR, PAUSE, WBINVD, LGDT/LIDT/SGDT/SIDT per their controls; exceptions
+/// per the exception bitmap (and PFEC mask/match for #PF; INT3/INTO as software exceptions); interrupt- and NMI-window
+/// exiting; external-interrupt exiting for <see cref="RequestExit"/>; the VMX-preemption timer.
+/// Time is deterministic: the TSC advances by exactly one per instruction retired (a REP string iteration counts as
+/// one), scaled by the TSC multiplier and offset when the controls ask, nominally <see cref="TscFrequencyHz"/>; the
+/// VMX-preemption timer counts down once per instruction retired.
+/// VM entry: <see cref="Run"/> loads the guest state and controls as VMLAUNCH/VMRESUME would but does NOT perform the
+/// VM-entry checks of SDM Vol. 3C §28.3 and does not change the VMCS launch state (issue 14: a host that needs the
+/// checks runs <c>VmEntryChecks</c> itself); an invalid guest state is run as loaded.
+/// Not thread-safe except <see cref="RequestExit"/>: one instance per virtual CPU.
 /// </remarks>
 public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
 {
+    /// <summary>
+    /// The nominal frequency of the emulated TSC: it ticks once per retired guest instruction, and the processor reports
+    /// 1 GHz (CPUID leaves 0x15/0x16 in a hypervisor's CPUID policy should say so). Guest time derived from the TSC is
+    /// therefore instruction time, deterministic and independent of the host's speed.
+    /// </summary>
+    public const ulong TscFrequencyHz = 1_000_000_000;
+
     private readonly MachineMemory _memory;
     private readonly Core _core;
     private GuestRegisters _registers;
@@ -31,6 +46,8 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
     private readonly byte[] _ioBitmaps = new byte[8192];
     private readonly byte[] _msrBitmap = new byte[4096];
     private bool _disposed;
+    private bool _halted;
+    private readonly ManualResetEventSlim _kick = new(false);
 
     /// <summary>Creates a processor whose guest-physical memory is reached through EPT tables in <paramref name="memory"/>.</summary>
     public EmulatedProcessor(MachineMemory memory)
@@ -82,6 +99,8 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         }
         VmExit exit = Execute(vmcs);
         VmcsGuestState.Store(_core, vmcs);
+        vmcs.Write(VmcsField.GuestActivityState, _halted ? 1UL : 0UL);
+        vmcs.Write(VmcsField.GuestInterruptibilityState, _core.ShadowBits | (_core.NmiBlocked ? 8u : 0u));
         VmcsGuestState.SaveRegisters(_core, ref _registers);
         exit.WriteTo(vmcs);
         _current = null;
@@ -93,14 +112,41 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         _pin = (PinBasedControls)vmcs.Read(VmcsField.PinBasedVmExecutionControls);
         _primary = (PrimaryProcessorBasedControls)vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
         _exceptionBitmap = (uint)vmcs.Read(VmcsField.ExceptionBitmap);
+        _core.ExceptionBitmap = _exceptionBitmap;
         _pfecMask = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMask);
         _pfecMatch = (uint)vmcs.Read(VmcsField.PageFaultErrorCodeMatch);
         _core.RdtscExiting = (_primary & PrimaryProcessorBasedControls.RdtscExiting) != 0;
+        _core.HltExiting = (_primary & PrimaryProcessorBasedControls.HltExiting) != 0;
+        _core.ExternalInterruptExiting = (_pin & PinBasedControls.ExternalInterruptExiting) != 0;
         // SDM Vol. 3C §25.6.2: the secondary controls apply only with "activate secondary controls".
         var secondary = (_primary & PrimaryProcessorBasedControls.ActivateSecondaryControls) != 0
             ? (SecondaryProcessorBasedControls)vmcs.Read(VmcsField.SecondaryProcessorBasedVmExecutionControls) : 0;
         _core.DescriptorTableExiting = (secondary & SecondaryProcessorBasedControls.DescriptorTableExiting) != 0;
         _core.S.TscOffset = (_primary & PrimaryProcessorBasedControls.UseTscOffsetting) != 0 ? vmcs.Read(VmcsField.TscOffset) : 0;
+        _core.TscScaling = (_primary & PrimaryProcessorBasedControls.UseTscOffsetting) != 0
+            && (secondary & SecondaryProcessorBasedControls.UseTscScaling) != 0;
+        _core.S.TscMultiplier = _core.TscScaling ? vmcs.Read(VmcsField.TscMultiplier) : 1UL << 48;
+        // Control-register virtualization (SDM Vol. 3C §25.6.6, §26.1.3, §26.3).
+        _core.Cr0GuestHostMask = vmcs.Read(VmcsField.Cr0GuestHostMask);
+        _core.Cr0ReadShadow = vmcs.Read(VmcsField.Cr0ReadShadow);
+        _core.Cr4GuestHostMask = vmcs.Read(VmcsField.Cr4GuestHostMask);
+        _core.Cr4ReadShadow = vmcs.Read(VmcsField.Cr4ReadShadow);
+        _core.Cr3LoadExiting = (_primary & PrimaryProcessorBasedControls.Cr3LoadExiting) != 0;
+        _core.Cr3StoreExiting = (_primary & PrimaryProcessorBasedControls.Cr3StoreExiting) != 0;
+        _core.Cr8LoadExiting = (_primary & PrimaryProcessorBasedControls.Cr8LoadExiting) != 0;
+        _core.Cr8StoreExiting = (_primary & PrimaryProcessorBasedControls.Cr8StoreExiting) != 0;
+        _core.Cr3TargetCount = (int)Math.Min(vmcs.Read(VmcsField.Cr3TargetCount), 4);
+        for (int k = 0; k < 4; k++) _core.Cr3Targets[k] = vmcs.Read(VmcsField.Cr3TargetValue0 + (uint)(2 * k));
+        bool unrestricted = (secondary & SecondaryProcessorBasedControls.UnrestrictedGuest) != 0;
+        ulong cr0Fixed0 = EmulatedCapabilities.Msrs[VmxCapabilityMsr.Ia32VmxCr0Fixed0];
+        _core.Cr0Fixed1Bits = unrestricted ? cr0Fixed0 & ~0x8000_0001UL : cr0Fixed0; // PE and PG are free with unrestricted guest
+        _core.Cr4Fixed1Bits = EmulatedCapabilities.Msrs[VmxCapabilityMsr.Ia32VmxCr4Fixed0];
+        _core.InvlpgExiting = (_primary & PrimaryProcessorBasedControls.InvlpgExiting) != 0;
+        _core.MovDrExiting = (_primary & PrimaryProcessorBasedControls.MovDrExiting) != 0;
+        _core.PauseExiting = (_primary & PrimaryProcessorBasedControls.PauseExiting) != 0;
+        _core.WbinvdExiting = (secondary & SecondaryProcessorBasedControls.WbinvdExiting) != 0;
+        _core.RdtscpEnabled = (secondary & SecondaryProcessorBasedControls.EnableRdtscp) != 0;
+        _core.InvpcidEnabled = (secondary & SecondaryProcessorBasedControls.EnableInvpcid) != 0;
         Array.Clear(_ioBitmaps);
         Array.Clear(_msrBitmap);
         if ((_primary & PrimaryProcessorBasedControls.UseIoBitmaps) != 0)
@@ -148,6 +194,12 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
     private VmExit Execute(Vmcs vmcs)
     {
         ref CpuState s = ref _core.S;
+        // Interruptibility and activity state (SDM Vol. 3C §25.4.2, §28.3.2.5 / §28.7).
+        uint interruptibility = (uint)vmcs.Read(VmcsField.GuestInterruptibilityState);
+        _core.ShadowKind = interruptibility & 3;
+        _core.ShadowAt = _core.ShadowKind != 0 ? s.InstructionsRetired : ulong.MaxValue;
+        _core.NmiBlocked = (interruptibility & 8) != 0;
+        _halted = vmcs.Read(VmcsField.GuestActivityState) == 1;
         var entryInfo = new InterruptionInformation((uint)vmcs.Read(VmcsField.VmEntryInterruptionInformation));
         if (entryInfo.IsValid)
         {
@@ -156,7 +208,13 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             {
                 s.Rip += vmcs.Read(VmcsField.VmEntryInstructionLength);
             }
-            if (!_core.DeliverException(entryInfo.Vector, entryInfo.ErrorCodeValid, (uint)vmcs.Read(VmcsField.VmEntryExceptionErrorCode)))
+            _halted = false; // an injected event wakes a halted processor (SDM Vol. 3C §28.7.1)
+            // SDM Vol. 3C §28.6.1.1: injected software interrupts and software exceptions are delivered as INT n / INT3
+            // would be (gate DPL checked against CPL, EXT = 0).
+            bool software = entryInfo.Type is InterruptionType.SoftwareInterrupt or InterruptionType.SoftwareException;
+            if (entryInfo.Type == InterruptionType.Nmi) _core.NmiBlocked = true;
+            _core.ShadowAt = ulong.MaxValue;
+            if (!_core.DeliverException(entryInfo.Vector, entryInfo.ErrorCodeValid, (uint)vmcs.Read(VmcsField.VmEntryExceptionErrorCode), software))
             {
                 return DeliveryFailure();
             }
@@ -164,16 +222,41 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
 
         bool timer = (_pin & PinBasedControls.ActivateVmxPreemptionTimer) != 0;
         ulong timerValue = timer ? (uint)vmcs.Read(VmcsField.VmxPreemptionTimerValue) : 0;
+        bool interruptWindow = (_primary & PrimaryProcessorBasedControls.InterruptWindowExiting) != 0;
+        bool nmiWindow = (_primary & PrimaryProcessorBasedControls.NmiWindowExiting) != 0;
         _core.BeginRun();
         while (true)
         {
+            if (_halted)
+            {
+                // HLT activity state: time passes without instructions, so an armed preemption timer expires now;
+                // otherwise the processor sleeps until the host kicks it (RequestExit).
+                if (timer) return TimerExpired(vmcs);
+                _kick.Wait();
+                _kick.Reset();
+                _core.TakeExitRequest();
+                return VmExit.Exit(VmxExitReason.ExternalInterrupt);
+            }
+            // SDM Vol. 3C §26.7.5/§26.7.6: the windows are checked before each instruction.
+            uint shadow = _core.ShadowBits;
+            if (interruptWindow && (s.Rflags & RflagsBits.IF) != 0 && shadow == 0) return VmExit.Exit(VmxExitReason.InterruptWindow);
+            if (nmiWindow && !_core.NmiBlocked && (shadow & 2) == 0) return VmExit.Exit(VmxExitReason.NmiWindow);
             ulong budget = timer ? timerValue : MaxInstructionsPerRun != 0 ? MaxInstructionsPerRun : ulong.MaxValue / 2;
+            if (interruptWindow || nmiWindow) budget = Math.Min(budget, 1); // step until the window opens
             if (timer && timerValue == 0)
             {
-                return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+                return TimerExpired(vmcs);
             }
             ulong before = s.InstructionsRetired;
             bool exhausted = _core.Execute(budget);
+            PendingEvent e = _core.Event;
+            if (!exhausted && e.Kind == EventKind.Halt)
+            {
+                // HLT without HLT exiting retires and enters the HLT activity state.
+                s.Rip += (ulong)e.InstructionLength;
+                s.InstructionsRetired++;
+                _halted = true;
+            }
             ulong ran = s.InstructionsRetired - before;
             if (timer)
             {
@@ -185,11 +268,12 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             }
             if (exhausted)
             {
+                if (interruptWindow || nmiWindow) { if (!timer || timerValue != 0) continue; }
                 if (timer) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
                 if (MaxInstructionsPerRun != 0) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
                 continue;
             }
-            PendingEvent e = _core.Event;
+            if (e.Kind == EventKind.Halt) continue;
             if (e.Kind == EventKind.VmExit)
             {
                 return ExitFromEvent(in e);
@@ -197,12 +281,15 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             // A guest exception: exit per the exception bitmap, else deliver through the guest IDT.
             if (ExceptionExits(e.Vector, e.ErrorCode))
             {
-                uint info = (uint)e.Vector | ((uint)InterruptionType.HardwareException << 8) | InterruptionInformation.ValidBit
+                // INT3/INTO (software exception) and INT1 (privileged software exception) report their type and length.
+                uint type = e.InterruptionType != 0 ? (uint)e.InterruptionType : (uint)InterruptionType.HardwareException;
+                uint info = (uint)e.Vector | (type << 8) | InterruptionInformation.ValidBit
                     | (e.HasErrorCode ? InterruptionInformation.ErrorCodeValidBit : 0);
                 return VmExit.Exit(VmxExitReason.ExceptionOrNmi, e.Vector == ExceptionVector.PF ? e.GuestLinear : 0) with
                 {
                     InterruptionInformation = info,
                     InterruptionErrorCode = e.HasErrorCode ? e.ErrorCode : 0,
+                    InstructionLength = e.InterruptionType != 0 ? (uint)e.InstructionLength : 0,
                 };
             }
             if (e.Vector == ExceptionVector.PF) s.Cr2 = e.GuestLinear;
@@ -211,6 +298,28 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
                 return DeliveryFailure();
             }
         }
+    }
+
+    private VmExit TimerExpired(Vmcs vmcs)
+    {
+        if (((VmExitControls)vmcs.Read(VmcsField.VmExitControls) & VmExitControls.SaveVmxPreemptionTimerValue) != 0)
+        {
+            vmcs.Write(VmcsField.VmxPreemptionTimerValue, 0);
+        }
+        return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+    }
+
+    /// <summary>
+    /// Thread-safe: asks a <see cref="Run"/> in progress on another thread to return. With "external-interrupt exiting"
+    /// the run ends at the next block boundary with <see cref="VmxExitReason.ExternalInterrupt"/> (no vector: "acknowledge
+    /// interrupt on exit" is not supported); a processor halted in the HLT activity state wakes and exits the same way
+    /// whatever the controls. The request stays pending until a run takes it. The hypervisor then injects the event
+    /// it wanted to post (VM-entry interruption information, interrupt-window exiting while RFLAGS.IF = 0).
+    /// </summary>
+    public void RequestExit()
+    {
+        _core.RequestExit();
+        _kick.Set();
     }
 
     private VmExit DeliveryFailure()
@@ -246,5 +355,6 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         if (_disposed) return;
         _disposed = true;
         _core.Dispose();
+        _kick.Dispose();
     }
 }

@@ -22,6 +22,15 @@ public interface IVirtualProcessor
     /// <summary>INVEPT: drops cached guest-physical translations derived from <paramref name="eptPointer"/> (or from all EPTPs).</summary>
     void InvalidateEpt(InveptType type, EptPointer eptPointer);
 
+    /// <summary>
+    /// Thread-safe: asks a <see cref="Run"/> in progress on another thread (or the next one) to return soon, as a host
+    /// interrupt does to a logical processor in VMX non-root operation: with the "external-interrupt exiting" pin-based
+    /// control the run ends with <see cref="VmxExitReason.ExternalInterrupt"/>, and a guest waiting in the HLT activity
+    /// state wakes. A hypervisor uses it to post an event to a vCPU running elsewhere (an event-channel upcall, an IPI),
+    /// then injects the event on the next entry.
+    /// </summary>
+    void RequestExit();
+
     /// <summary>The number of guest instructions retired so far (deterministic; counts only guest execution).</summary>
     ulong InstructionsRetired { get; }
 }

@@ -92,9 +92,15 @@ public static class VmcsBuilder
     {
         ArgumentNullException.ThrowIfNull(vmcs);
         ArgumentNullException.ThrowIfNull(capabilities);
+        // The guest's EFER and PAT travel through the VMCS (load on entry, save on exit) so that its WRMSRs and the
+        // EFER.LMA it gains by enabling paging survive every exit (SDM Vol. 3C §28.3.2.1, §29.3.1); RDTSCP and INVPCID
+        // are enabled when the processor supports them (without them they are #UD in the guest, SDM Vol. 3C §26.3).
         SetControls(vmcs, capabilities, pin, primary,
-            secondary | SecondaryProcessorBasedControls.EnableEpt | SecondaryProcessorBasedControls.UnrestrictedGuest,
-            VmExitControls.None, VmEntryControls.None);
+            secondary | SecondaryProcessorBasedControls.EnableEpt | SecondaryProcessorBasedControls.UnrestrictedGuest
+                | Optional(capabilities, SecondaryProcessorBasedControls.EnableRdtscp | SecondaryProcessorBasedControls.EnableInvpcid),
+            Optional(capabilities, VmExitControls.SaveIa32Efer | VmExitControls.SaveIa32Pat),
+            Optional(capabilities, VmEntryControls.LoadIa32Efer | VmEntryControls.LoadIa32Pat));
+        vmcs.Write(VmcsField.GuestIa32Efer, 0);
         vmcs.Write(VmcsField.EptPointer, eptPointer.Value);
         SetCommonGuestState(vmcs);
 
@@ -130,6 +136,15 @@ public static class VmcsBuilder
         vmcs.Write(VmcsField.GuestRip, entryPoint);
         vmcs.Write(VmcsField.GuestRsp, stackPointer);
     }
+
+    private static SecondaryProcessorBasedControls Optional(VmxCapabilities capabilities, SecondaryProcessorBasedControls wanted) =>
+        wanted & (SecondaryProcessorBasedControls)capabilities.SecondaryProcessorBased.MayBeOne;
+
+    private static VmExitControls Optional(VmxCapabilities capabilities, VmExitControls wanted) =>
+        wanted & (VmExitControls)capabilities.VmExit.MayBeOne;
+
+    private static VmEntryControls Optional(VmxCapabilities capabilities, VmEntryControls wanted) =>
+        wanted & (VmEntryControls)capabilities.VmEntry.MayBeOne;
 
     private static void SetCrs(Vmcs vmcs, ulong cr0, ulong cr0Shadow, ulong cr3, ulong cr4, ulong cr4Shadow)
     {

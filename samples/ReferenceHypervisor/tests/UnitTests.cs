@@ -51,3 +51,28 @@ public class DomainDevicesTests
         Assert.Equal("hi", console.Transcript);
     }
 }
+
+public class CpuidTruthTests
+{
+    [Fact]
+    public void Vendor_is_genuine_intel_and_features_are_the_emulated_list()
+    {
+        var l0 = CpuidPolicy.Get(0, 0, 0, 1);
+        var vendor = System.Text.Encoding.ASCII.GetString([.. BitConverter.GetBytes(l0.Ebx), .. BitConverter.GetBytes(l0.Edx), .. BitConverter.GetBytes(l0.Ecx)]);
+        Assert.Equal("GenuineIntel", vendor);
+        Assert.True(l0.Eax >= 0x16);
+        var l1 = CpuidPolicy.Get(1, 0, 0, 1);
+        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Edx, l1.Edx);
+        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Ecx | (1u << 31), l1.Ecx);
+        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf7Ebx, CpuidPolicy.Get(7, 0, 0, 1).Ebx);
+    }
+
+    [Fact]
+    public void Tsc_frequency_is_reported_in_leaves_15_16_and_xen_40000003()
+    {
+        var l15 = CpuidPolicy.Get(0x15, 0, 0, 1);
+        Assert.Equal(Vmx.Emulator.EmulatedProcessor.TscFrequencyHz, (ulong)l15.Ecx * l15.Ebx / l15.Eax);
+        Assert.Equal(1000u, CpuidPolicy.Get(0x16, 0, 0, 1).Eax);
+        Assert.Equal(1_000_000u, CpuidPolicy.Get(0x40000003, 0, 0, 1).Ecx); // guest TSC kHz
+    }
+}

@@ -16,6 +16,12 @@ internal sealed unsafe partial class Core
     private BlockDecoder _decoder = null!;
     private uint _epoch;
 
+    /// <summary>
+    /// Value of <see cref="CpuState.InstructionsRetired"/> at which the current <see cref="Execute"/> stops: a REP string
+    /// instruction stops between iterations there (each iteration counts as one retired instruction).
+    /// </summary>
+    public ulong BudgetEnd;
+
     private void InitBlockCache()
     {
         _blocks = new Dictionary<ulong, Block>();
@@ -166,8 +172,17 @@ internal sealed unsafe partial class Core
     {
         ref CpuState s = ref S;
         ulong end = s.InstructionsRetired + budget;
+        BudgetEnd = end;
         while (s.InstructionsRetired < end)
         {
+            if (ExitRequestPending && TakeExitRequest())
+            {
+                // A host kick (EmulatedProcessor.RequestExit) ends the run like an external interrupt would.
+                Event = default;
+                Event.Kind = EventKind.VmExit;
+                Event.ExitReason = BasicExitReason.ExternalInterrupt;
+                return false;
+            }
             Block? b = FindBlock();
             if (b == null) return false;
             ulong left = end - s.InstructionsRetired;

@@ -14,18 +14,22 @@ internal sealed unsafe partial class Core
     /// <summary>
     /// Delivers exception <paramref name="vector"/> (RIP = the return address already in state). Faults during
     /// delivery escalate per SDM table 6-5 (#DF, then triple fault). Returns false on triple fault.
+    /// <paramref name="software"/>: INT n / INT3 / INTO or an injected software interrupt/exception (gate DPL checked
+    /// against CPL, EXT = 0 in error codes, SDM Vol. 3A §6.12.1.1).
     /// </summary>
-    public bool DeliverException(int vector, bool hasErrorCode, uint errorCode)
+    public bool DeliverException(int vector, bool hasErrorCode, uint errorCode, bool software = false)
     {
         int current = vector;
         bool curHas = hasErrorCode;
         uint curCode = errorCode;
+        bool soft = software;
         for (int attempt = 0; attempt < 3; attempt++)
         {
-            if (TryDeliver(current, curHas, curCode, software: false))
+            if (TryDeliver(current, curHas, curCode, soft))
             {
                 return true;
             }
+            soft = false;
             // Delivery raised Event (an exception); combine per table 6-5.
             if (Event.Kind != EventKind.Exception) return false; // EPT violation during delivery: caller reports it
             int second = Event.Vector;
@@ -44,7 +48,8 @@ internal sealed unsafe partial class Core
         return false;
     }
 
-    private bool TryDeliver(int vector, bool hasErr, uint err, bool software)
+    /// <summary>One delivery attempt without escalation (INT n: a fault here is reported at the INT instruction).</summary>
+    public bool TryDeliver(int vector, bool hasErr, uint err, bool software)
     {
         ref CpuState s = ref S;
         ulong flags = s.GetRflags();
@@ -66,52 +71,84 @@ internal sealed unsafe partial class Core
             RefreshMode();
             return true;
         }
-        bool lm = (s.Efer & (1UL << 10)) != 0;
+        bool lm = (s.Efer & ControlBits.EferLma) != 0;
         int entrySize = lm ? 16 : 8;
-        uint idtError = (uint)(vector * 8 + 2); // IDT bit set, EXT set
+        uint ext = software ? 0u : 1u;
+        uint idtError = (uint)(vector * 8 + 2) | ext; // IDT bit, EXT for events external to the program
         if ((ulong)(vector * entrySize + entrySize - 1) > s.IdtrLimit) { RaiseException(ExceptionVector.GP, idtError); return false; }
         ulong gateAddr = s.IdtrBase + (ulong)(vector * entrySize);
         if (!ReadSystem(gateAddr, out ulong lo)) return false;
         ulong hi = 0;
         if (lm && !ReadSystem(gateAddr + 8, out hi)) return false;
-        int type = (int)((lo >> 40) & 0xF);
+        int type = (int)((lo >> 40) & 0x1F); // including the S bit (must be 0: system descriptor)
         bool present = ((lo >> 47) & 1) != 0;
+        int gateDpl = (int)((lo >> 45) & 3);
         bool is32 = type is 0xE or 0xF;
         bool isInterrupt = type is 0xE or 0x6;
         if (!(type is 0xE or 0xF || (!lm && type is 0x6 or 0x7))) { RaiseException(ExceptionVector.GP, idtError); return false; }
+        int cpl = Cpl;
+        // SDM §6.12.1.1: software interrupts need CPL <= gate DPL.
+        if (software && cpl > gateDpl) { RaiseException(ExceptionVector.GP, idtError); return false; }
         if (!present) { RaiseException(ExceptionVector.NP, idtError); return false; }
         ushort selector = (ushort)(lo >> 16);
         ulong offset = (lo & 0xFFFF) | ((lo >> 32) & 0xFFFF_0000UL) | (lm ? (hi & 0xFFFF_FFFFUL) << 32 : 0);
-        if (!ReadDescriptor(selector, out SegmentRegister cs)) { RaiseException(ExceptionVector.GP, (uint)(selector & ~3) | 1); return false; }
-        // Must be a present code segment; privilege changes need a TSS stack switch (not modelled: #GP).
-        int cpl = s.Cs.Selector & 3;
-        int dpl = (int)((cs.AccessRights >> 5) & 3);
-        if ((cs.AccessRights & 0x18) != 0x18 || (cs.AccessRights & 0x80) == 0 || dpl != cpl)
+        uint selError = (uint)(selector & ~3) | ext;
+        if ((selector & ~3) == 0) { RaiseException(ExceptionVector.GP, ext); return false; }
+        Event = default;
+        if (!ReadDescriptor(selector, out SegmentRegister cs))
         {
-            RaiseException(ExceptionVector.GP, (uint)(selector & ~3) | 1);
+            if (Event.Kind != EventKind.None) return false;
+            RaiseException(ExceptionVector.GP, selError);
             return false;
         }
+        int dpl = (int)((cs.AccessRights >> 5) & 3);
+        bool conforming = (cs.AccessRights & 4) != 0;
+        if ((cs.AccessRights & 0x18) != 0x18 || dpl > cpl) { RaiseException(ExceptionVector.GP, selError); return false; }
+        if (lm && ((cs.AccessRights & (1u << 13)) == 0 || (cs.AccessRights & (1u << 14)) != 0)) { RaiseException(ExceptionVector.GP, selError); return false; }
+        if ((cs.AccessRights & 0x80) == 0) { RaiseException(ExceptionVector.NP, selError); return false; }
+        int newCpl = conforming ? cpl : dpl;
+        int ist = lm ? (int)((lo >> 32) & 7) : 0;
         ulong oldCs = s.Cs.Selector, oldRip = s.Rip, oldRsp = s.Gpr[4];
-        int pushSize = lm ? 8 : is32 ? 4 : 2;
-        bool ok2;
+        SegmentRegister oldSs = s.Ss;
         int savedStack = StackSize;
-        if (lm)
+        ulong newRsp = oldRsp;
+        SegmentRegister newSs = oldSs;
+        bool stackSwitch = newCpl < cpl || ist != 0;
+        if (stackSwitch)
         {
-            // SDM §6.14.2: 64-bit mode aligns RSP to 16 and always pushes SS:RSP.
-            StackSize = 8;
-            s.Gpr[4] &= ~0xFUL;
-            ok2 = Push(s.Ss.Selector, 8) && Push(oldRsp, 8);
+            // SDM §6.14.4 (64-bit: RSPn or ISTn from the TSS, SS = NULL with RPL = new CPL) and §6.12.1 (legacy:
+            // SSn:ESPn from the TSS, checked like a stack segment, #TS on errors).
+            if (!StackFromTss(newCpl, ist, lm, ext, out newRsp, out newSs)) return false;
         }
-        else ok2 = true;
+        int pushSize = lm ? 8 : is32 ? 4 : 2;
+        if (lm) newRsp &= ~0xFUL; // 64-bit mode aligns the new stack to 16 bytes (§6.14.2)
+        // Push on the new stack (supervisor accesses at the new CPL).
+        s.Ss = newSs;
+        s.Gpr[4] = newRsp;
+        s.Cs.Selector = (ushort)((s.Cs.Selector & ~3) | newCpl);
+        int oldCplBits = (int)((oldSs.AccessRights >> 5) & 3);
+        s.Ss.AccessRights = (s.Ss.AccessRights & ~0x60u) | ((uint)newCpl << 5);
+        RefreshMode();
+        bool ok2 = true;
+        if (lm || newCpl < cpl)
+        {
+            StackSize = lm ? 8 : StackSize;
+            ok2 = Push(oldSs.Selector, pushSize) && Push(oldRsp, pushSize);
+        }
         ok2 = ok2 && Push(flags, pushSize) && Push(oldCs, pushSize) && Push(oldRip, pushSize);
         if (ok2 && hasErr) ok2 = Push(err, pushSize);
         StackSize = savedStack;
         if (!ok2)
         {
+            s.Ss = oldSs;
+            s.Ss.AccessRights = (s.Ss.AccessRights & ~0x60u) | ((uint)oldCplBits << 5);
+            s.Cs.Selector = (ushort)oldCs;
             s.Gpr[4] = oldRsp;
+            RefreshMode();
             return false;
         }
-        cs.Selector = (ushort)((selector & ~3) | cpl);
+        cs.Selector = (ushort)((selector & ~3) | newCpl);
+        cs.AccessRights |= 1;
         s.Cs = cs;
         s.Rip = lm ? offset : is32 ? (uint)offset : (ushort)offset;
         ulong clear = RflagsBits.TF | RflagsBits.NT | RflagsBits.RF | RflagsBits.VM | (isInterrupt ? RflagsBits.IF : 0);
@@ -120,7 +157,56 @@ internal sealed unsafe partial class Core
         return true;
     }
 
-    private bool ReadSystem(ulong lin, out ulong value) => Read(lin & LinearMask, 8, out value);
+    /// <summary>Reads the inner stack for an interrupt to <paramref name="newCpl"/> (or IST entry <paramref name="ist"/>) from the TSS.</summary>
+    private bool StackFromTss(int newCpl, int ist, bool lm, uint ext, out ulong rsp, out SegmentRegister ss)
+    {
+        ref CpuState s = ref S;
+        rsp = 0;
+        ss = default;
+        uint tsError = (uint)(s.Tr.Selector & ~3) | ext;
+        if (lm)
+        {
+            ulong off = ist != 0 ? 0x24 + (ulong)(ist - 1) * 8 : 4 + (ulong)newCpl * 8;
+            if (off + 7 > s.Tr.Limit) { RaiseException(ExceptionVector.TS, tsError); return false; }
+            if (!ReadSystem(s.Tr.Base + off, out rsp)) return false;
+            if ((ulong)(((long)rsp << 16) >> 16) != rsp) { RaiseException(ExceptionVector.SS, ext); return false; }
+            ss = new SegmentRegister { Selector = (ushort)newCpl, AccessRights = (1u << 16) | 0x13 | ((uint)newCpl << 5) };
+            return true;
+        }
+        bool tss32 = (s.Tr.AccessRights & 0xF) is 9 or 11;
+        ulong espOff = tss32 ? 4 + (ulong)newCpl * 8 : 2 + (ulong)newCpl * 4;
+        ulong ssOff = tss32 ? espOff + 4 : espOff + 2;
+        if (ssOff + 1 > s.Tr.Limit) { RaiseException(ExceptionVector.TS, tsError); return false; }
+        if (!ReadSystem(s.Tr.Base + espOff, out ulong raw)) return false;
+        rsp = tss32 ? (uint)raw : (ushort)raw;
+        if (!ReadSystem(s.Tr.Base + ssOff, out ulong rawSs)) return false;
+        ushort ssSel = (ushort)rawSs;
+        uint ssError = (uint)(ssSel & ~3) | ext;
+        if ((ssSel & ~3) == 0) { RaiseException(ExceptionVector.TS, ext); return false; }
+        Event = default;
+        if (!ReadDescriptor(ssSel, out ss))
+        {
+            if (Event.Kind != EventKind.None) return false;
+            RaiseException(ExceptionVector.TS, ssError);
+            return false;
+        }
+        int ssDpl = (int)((ss.AccessRights >> 5) & 3);
+        bool writableData = (ss.AccessRights & 0x1A) == 0x12;
+        if ((ssSel & 3) != newCpl || ssDpl != newCpl || !writableData) { RaiseException(ExceptionVector.TS, ssError); return false; }
+        if ((ss.AccessRights & 0x80) == 0) { RaiseException(ExceptionVector.SS, ssError); return false; }
+        ss.AccessRights |= 1;
+        return true;
+    }
+
+    /// <summary>Reads 8 bytes of a system structure (GDT, LDT, IDT, TSS) as an implicit supervisor access (SDM Vol. 3A §4.6).</summary>
+    public bool ReadSystem(ulong lin, out ulong value)
+    {
+        bool saved = ImplicitSupervisor;
+        ImplicitSupervisor = true;
+        bool ok = Read(lin & LinearMask, 8, out value);
+        ImplicitSupervisor = saved;
+        return ok;
+    }
 
     /// <summary>Reads a GDT descriptor into hidden-part form (VMCS access-rights format).</summary>
     public bool ReadDescriptor(ushort selector, out SegmentRegister seg)

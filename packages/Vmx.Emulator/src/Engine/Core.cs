@@ -51,6 +51,11 @@ internal sealed unsafe partial class Core : IDisposable
         State->Rflags = RflagsBits.Reserved1;
         State->Mxcsr = 0x1F80;
         State->FpuControlWord = 0x37F;
+        State->Cr0 = 0x10; // ET (SDM Vol. 3A table 10-1, power-up state)
+        State->Dr6 = 0xFFFF_0FF0;
+        State->Dr7 = 0x400;
+        State->Pat = 0x0007_0406_0007_0406;
+        State->TscMultiplier = 1UL << 48;
         InitBlockCache();
         RefreshMode();
     }
@@ -324,6 +329,7 @@ internal sealed unsafe partial class Core : IDisposable
             InvalidateCodeFrame(physPage);
             StopBlock = 1;
         }
+        if (ImplicitSupervisor) return host + (lin & 0xFFF); // checked with supervisor rights: never cached for the guest's own accesses
         TlbEntry* e = Tlb + ((lin >> 12) & (SoftTlb.Entries - 1));
         if (e->PhysicalPage != physPage || (e->ReadTag != page && e->WriteTag != page && e->FetchTag != page))
         {

@@ -96,6 +96,30 @@ internal unsafe struct CpuState
     public ulong KernelGsBase;
     /// <summary>DR7.</summary>
     public ulong Dr7;
+    /// <summary>DR0..DR3 (breakpoint linear addresses, SDM Vol. 3B §18.2.1).</summary>
+    public fixed ulong Dr[4];
+    /// <summary>DR6 (debug status, SDM Vol. 3B §18.2.3); reset value 0xFFFF0FF0.</summary>
+    public ulong Dr6;
+    /// <summary>IA32_STAR (SYSCALL/SYSRET selectors, SDM Vol. 3A §5.8.8).</summary>
+    public ulong Star;
+    /// <summary>IA32_LSTAR (64-bit SYSCALL target).</summary>
+    public ulong Lstar;
+    /// <summary>IA32_CSTAR (compatibility-mode SYSCALL target; never used by Intel processors, kept for WRMSR/RDMSR).</summary>
+    public ulong Cstar;
+    /// <summary>IA32_FMASK (RFLAGS mask applied by SYSCALL).</summary>
+    public ulong Sfmask;
+    /// <summary>IA32_TSC_AUX (RDTSCP's ECX).</summary>
+    public ulong TscAux;
+    /// <summary>IA32_SYSENTER_CS.</summary>
+    public ulong SysenterCs;
+    /// <summary>IA32_SYSENTER_ESP.</summary>
+    public ulong SysenterEsp;
+    /// <summary>IA32_SYSENTER_EIP.</summary>
+    public ulong SysenterEip;
+    /// <summary>IA32_PAT (SDM Vol. 3A §13.12.2); power-on value 0x0007040600070406.</summary>
+    public ulong Pat;
+    /// <summary>TSC multiplier (VMCS "TSC multiplier", 48-bit binary fraction; 1 &lt;&lt; 48 = 1.0).</summary>
+    public ulong TscMultiplier;
 
     /// <summary>XMM0..XMM15, two 64-bit halves each (low half first). Offset is 16-byte aligned.</summary>
     public fixed ulong Xmm[32];

@@ -22,12 +22,15 @@ internal enum EventKind
     Exception,
     /// <summary>A VM exit caused by an instruction or a memory access.</summary>
     VmExit,
+    /// <summary>HLT without "HLT exiting": the instruction retired and the processor enters the HLT activity state.</summary>
+    Halt,
 }
 
 /// <summary>Basic exit reasons the engine raises (SDM Vol. 3D Appendix C).</summary>
 internal static class BasicExitReason
 {
     public const uint ExceptionOrNmi = 0;
+    public const uint ExternalInterrupt = 1;
     public const uint TripleFault = 2;
     public const uint Cpuid = 10;
     public const uint Hlt = 12;
@@ -35,7 +38,9 @@ internal static class BasicExitReason
     public const uint Rdpmc = 15;
     public const uint Rdtsc = 16;
     public const uint Vmcall = 18;
+    public const uint Invlpg = 14;
     public const uint CrAccess = 28;
+    public const uint MovDr = 29;
     public const uint IoInstruction = 30;
     public const uint Rdmsr = 31;
     public const uint Wrmsr = 32;
@@ -48,6 +53,7 @@ internal static class BasicExitReason
     public const uint Wbinvd = 54;
     public const uint Xsetbv = 55;
     public const uint Rdtscp = 51;
+    public const uint Invpcid = 58;
 }
 
 /// <summary>Exception vectors (SDM Vol. 3A §6.3.1, table 6-1).</summary>
@@ -92,6 +98,12 @@ internal struct PendingEvent
     public ulong GuestLinear;
     /// <summary>Length of the instruction that caused an instruction exit.</summary>
     public int InstructionLength;
+    /// <summary>
+    /// Interruption type for an exception that exits (SDM Vol. 3C table 25-17): 3 hardware exception (default 0 means
+    /// the same), 5 privileged software exception (INT1), 6 software exception (INT3, INTO). Software ones report
+    /// <see cref="InstructionLength"/>.
+    /// </summary>
+    public int InterruptionType;
     /// <summary>VM-exit instruction information (SDM Vol. 3C §28.2.5) for exits that report it.</summary>
     public uint InstructionInformation;
 }

@@ -22,10 +22,24 @@ internal static unsafe class VmcsGuestState
         s.Dr7 = vmcs.Read(VmcsField.GuestDr7);
         var entry = (VmEntryControls)vmcs.Read(VmcsField.VmEntryControls);
         bool ia32e = (entry & VmEntryControls.Ia32eModeGuest) != 0;
-        ulong efer = (entry & VmEntryControls.LoadIa32Efer) != 0 ? vmcs.Read(VmcsField.GuestIa32Efer) : s.Efer;
-        // SDM §28.3.2.1: without "load IA32_EFER", LMA and LME follow "IA-32e mode guest".
-        efer = ia32e ? efer | EferLma | EferLme : efer & ~(EferLma | ((entry & VmEntryControls.LoadIa32Efer) != 0 ? 0 : EferLme));
+        // SDM Vol. 3C §28.3.2.1 (loading guest control registers and MSRs): with "load IA32_EFER" the whole register
+        // comes from the guest-state field (the entry checks make its LMA equal "IA-32e mode guest"); without it,
+        // LMA and LME are loaded from "IA-32e mode guest" and the other bits keep their value.
+        ulong efer;
+        if ((entry & VmEntryControls.LoadIa32Efer) != 0)
+        {
+            efer = vmcs.Read(VmcsField.GuestIa32Efer);
+            efer = ia32e ? efer | EferLma : efer & ~EferLma;
+        }
+        else
+        {
+            efer = ia32e ? s.Efer | EferLma | EferLme : s.Efer & ~(EferLma | EferLme);
+        }
         s.Efer = efer;
+        if ((entry & VmEntryControls.LoadIa32Pat) != 0) s.Pat = vmcs.Read(VmcsField.GuestIa32Pat);
+        s.SysenterCs = (uint)vmcs.Read(VmcsField.GuestIa32SysenterCs);
+        s.SysenterEsp = vmcs.Read(VmcsField.GuestIa32SysenterEsp);
+        s.SysenterEip = vmcs.Read(VmcsField.GuestIa32SysenterEip);
         for (int k = 0; k < 8; k++)
         {
             ref SegmentRegister seg = ref (k < 6 ? ref s.Segment(k) : ref (k == 6 ? ref s.Ldtr : ref s.Tr));
@@ -58,6 +72,14 @@ internal static unsafe class VmcsGuestState
         vmcs.Write(VmcsField.GuestDr7, s.Dr7);
         var exitControls = (VmExitControls)vmcs.Read(VmcsField.VmExitControls);
         if ((exitControls & VmExitControls.SaveIa32Efer) != 0) vmcs.Write(VmcsField.GuestIa32Efer, s.Efer);
+        if ((exitControls & VmExitControls.SaveIa32Pat) != 0) vmcs.Write(VmcsField.GuestIa32Pat, s.Pat);
+        vmcs.Write(VmcsField.GuestIa32SysenterCs, s.SysenterCs);
+        vmcs.Write(VmcsField.GuestIa32SysenterEsp, s.SysenterEsp);
+        vmcs.Write(VmcsField.GuestIa32SysenterEip, s.SysenterEip);
+        // SDM Vol. 3C §29.3.1 (saving control registers): every VM exit stores EFER.LMA into "IA-32e mode guest".
+        ulong entry = vmcs.Read(VmcsField.VmEntryControls);
+        const ulong ia32e = (ulong)VmEntryControls.Ia32eModeGuest;
+        vmcs.Write(VmcsField.VmEntryControls, (s.Efer & EferLma) != 0 ? entry | ia32e : entry & ~ia32e);
         for (int k = 0; k < 8; k++)
         {
             ref SegmentRegister seg = ref (k < 6 ? ref s.Segment(k) : ref (k == 6 ? ref s.Ldtr : ref s.Tr));

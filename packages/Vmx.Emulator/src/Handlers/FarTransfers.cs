@@ -52,7 +52,7 @@ internal static unsafe class FarTransfers
     /// RET/IRET (true) per SDM Vol. 3A §5.8.1–§5.8.2 and the instructions' pseudocode. On success
     /// <paramref name="d"/> holds the hidden part with the RPL set to the CPL. False with the fault raised.
     /// </summary>
-    private static bool CheckCodeSegment(Core c, ushort selector, bool isReturn, out SegmentRegister d)
+    private static bool CheckCodeSegment(Core c, ushort selector, bool isReturn, out SegmentRegister d, bool allowOuter = false)
     {
         d = default;
         uint selError = (uint)(selector & ~3);
@@ -80,7 +80,8 @@ internal static unsafe class FarTransfers
         if (isReturn)
         {
             // RET/IRET: RPL < CPL is #GP; RPL > CPL is a return to an outer level (not modelled: #GP(selector)).
-            if (rpl != cpl || (conforming ? dpl > rpl : dpl != rpl)) { c.RaiseException(ExceptionVector.GP, selError); return false; }
+            if ((allowOuter ? rpl < cpl : rpl != cpl) || (conforming ? dpl > rpl : dpl != rpl)) { c.RaiseException(ExceptionVector.GP, selError); return false; }
+            cpl = rpl; // the new CPL
         }
         else
         {
@@ -201,30 +202,23 @@ internal static unsafe class FarTransfers
         }
         // Protected mode: NT = 1 is a task return (not modelled; in IA-32e mode the SDM makes it #GP(0) anyway).
         if ((old & RflagsBits.NT) != 0) return c.RaiseGP0();
-        int cpl = s.Cs.Selector & 3;
+        int cpl = c.Cpl;
         // Return to virtual-8086 mode (legacy protected mode, CPL 0, VM set in the image): not modelled.
         if (!LongModeActive(c) && size == 4 && cpl == 0 && (tempFlags & RflagsBits.VM) != 0) return c.RaiseGP0();
-        // 64-bit mode always pops SS:RSP; otherwise SS:ESP is popped only on a privilege change (not modelled).
-        bool popStack = c.Bitness == 64;
+        // 64-bit mode always pops SS:RSP; otherwise SS:ESP is popped on a return to an outer privilege level.
+        bool outer = (selector & 3) > cpl;
+        bool popStack = c.Bitness == 64 || outer;
         ulong newRsp = 0, newSs = 0;
         if (popStack)
         {
             if (!c.Read(c.Linear(SS, c.StackOffset(3L * size)), size, out newRsp)) return ExecStatus.Event;
             if (!c.Read(c.Linear(SS, c.StackOffset(4L * size)), 2, out newSs)) return ExecStatus.Event;
         }
-        if (!CheckCodeSegment(c, selector, isReturn: true, out SegmentRegister d)) return ExecStatus.Event;
+        if (!CheckCodeSegment(c, selector, isReturn: true, out SegmentRegister d, allowOuter: true)) return ExecStatus.Event;
         if (!TargetOk(c, d, ref offset, size)) return c.RaiseGP0();
-        if (popStack)
-        {
-            // Same-level SS load through the MOV SS rules (null SS allowed in 64-bit mode at CPL < 3).
-            SegmentRegister oldSs = s.Ss;
-            if (!Segments.Load(c, SS, (ushort)newSs))
-            {
-                s.Ss = oldSs;
-                c.RefreshMode();
-                return ExecStatus.Event;
-            }
-        }
+        int newCpl = selector & 3;
+        SegmentRegister loadedSs = s.Ss;
+        if (popStack && !LoadStackSegment(c, (ushort)newSs, newCpl, out loadedSs)) return ExecStatus.Event;
         // SDM IRET RETURN-TO-SAME-PRIVILEGE-LEVEL: arithmetic flags, TF, DF, NT always; RF, AC, ID, VIF, VIP with
         // 32/64-bit operand size; IF if CPL <= IOPL; IOPL if CPL = 0. VM stays (it is 0 here).
         ulong mask = RflagsBits.Arith | RflagsBits.TF | RflagsBits.DF | RflagsBits.NT;
@@ -234,10 +228,65 @@ internal static unsafe class FarTransfers
         ulong flags = (old & ~mask) | (tempFlags & mask);
         s.Cs = d;
         s.Rip = offset;
-        if (popStack) s.Gpr[4] = size == 4 ? (uint)newRsp : size == 2 ? (ushort)newRsp : newRsp;
+        if (popStack)
+        {
+            s.Ss = loadedSs;
+            s.Gpr[4] = size == 4 ? (uint)newRsp : size == 2 ? (ushort)newRsp : newRsp;
+        }
         else c.SetStackPointer(c.StackOffset(3L * size));
         s.SetRflags(flags | RflagsBits.Reserved1);
+        c.NmiBlocked = false; // IRET ends blocking by NMI (SDM Vol. 3A §6.7.1)
+        if (outer) NullInaccessibleSegments(c, newCpl);
         c.RefreshMode();
         return ExecStatus.Jump;
+    }
+
+    /// <summary>
+    /// The SS load of IRET (and far RET) to privilege level <paramref name="newCpl"/>: a writable data segment with
+    /// RPL = DPL = new CPL, or a null selector in 64-bit mode when the new CPL is not 3 (SDM IRET pseudocode). #GP(selector).
+    /// </summary>
+    private static bool LoadStackSegment(Core c, ushort selector, int newCpl, out SegmentRegister ss)
+    {
+        ss = default;
+        uint selError = (uint)(selector & ~3);
+        if ((selector & ~3) == 0)
+        {
+            if (c.Bitness != 64 || newCpl == 3 || (selector & 3) != newCpl) { c.RaiseException(ExceptionVector.GP, 0); return false; }
+            ss.Selector = selector;
+            ss.AccessRights = (1u << 16) | 0x13 | ((uint)newCpl << 5);
+            return true;
+        }
+        c.Event = default;
+        if (!c.ReadDescriptor(selector, out ss))
+        {
+            if (c.Event.Kind != EventKind.None) return false;
+            c.RaiseException(ExceptionVector.GP, selError);
+            return false;
+        }
+        int dpl = (int)((ss.AccessRights >> 5) & 3);
+        if ((selector & 3) != newCpl || dpl != newCpl || (ss.AccessRights & 0x1A) != 0x12) { c.RaiseException(ExceptionVector.GP, selError); return false; }
+        if ((ss.AccessRights & 0x80) == 0) { c.RaiseException(ExceptionVector.SS, selError); return false; }
+        ss.AccessRights |= 1;
+        return true;
+    }
+
+    /// <summary>After a return to an outer level, ES/DS/FS/GS holding data or non-conforming code with DPL &lt; CPL become null (SDM IRET, RET).</summary>
+    private static void NullInaccessibleSegments(Core c, int cpl)
+    {
+        ref CpuState s = ref c.S;
+        foreach (int seg in (ReadOnlySpan<int>)[0, 3, 4, 5])
+        {
+            ref SegmentRegister r = ref s.Segment(seg);
+            if ((r.AccessRights & (1u << 16)) != 0) continue;
+            bool conformingCode = (r.AccessRights & 0x1C) == 0x1C;
+            int dpl = (int)((r.AccessRights >> 5) & 3);
+            if (!conformingCode && dpl < cpl)
+            {
+                r.Selector = 0;
+                r.AccessRights = 1u << 16;
+                // FS/GS keep their base in 64-bit mode only when loaded via MSRs; a null load clears it elsewhere.
+                if (c.Bitness != 64) r.Base = 0;
+            }
+        }
     }
 }

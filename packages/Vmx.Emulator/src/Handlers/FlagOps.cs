@@ -6,7 +6,7 @@ namespace VmmKit.Vmx.Emulator.Handlers;
 internal static unsafe class FlagOps
 {
     /// <summary>Operation in <see cref="Instr.Sub"/>.</summary>
-    public const byte Clc = 0, Stc = 1, Cmc = 2, Cld = 3, Std = 4, Cli = 5, Sti = 6;
+    public const byte Clc = 0, Stc = 1, Cmc = 2, Cld = 3, Std = 4, Cli = 5, Sti = 6, Clac = 7, Stac = 8;
 
     /// <summary>CLC/STC/CMC/CLD/STD/CLI/STI.</summary>
     public static int FlagOp(Core c, Instr* i)
@@ -23,7 +23,16 @@ internal static unsafe class FlagOps
             case Sti:
                 // SDM CLI/STI: allowed when CPL <= IOPL (protected mode), else #GP(0).
                 if ((c.S.Cr0 & 1) != 0 && (ulong)(s.Cs.Selector & 3) > ((s.Rflags >> 12) & 3)) return c.RaiseGP0();
+                if (i->Sub == Sti && (s.Rflags & RflagsBits.IF) == 0) c.SetShadow(i, 1); // STI blocks interrupts for one instruction
                 if (i->Sub == Cli) s.Rflags &= ~RflagsBits.IF; else s.Rflags |= RflagsBits.IF;
+                break;
+            case Clac:
+            case Stac:
+                // SDM CLAC/STAC: #UD at CPL > 0; AC decides SMAP for explicit supervisor accesses, so cached
+                // translations of user pages must go.
+                if (!c.IsCpl0) return c.RaiseUD();
+                if (i->Sub == Clac) s.Rflags &= ~RflagsBits.AC; else s.Rflags |= RflagsBits.AC;
+                if ((s.Cr4 & ControlBits.Cr4Smap) != 0) c.FlushTlb();
                 break;
         }
         return ExecStatus.Continue;

@@ -101,6 +101,10 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Mov:
                 if (op.OpCount == 2 && op.GetOpKind(1) == OpCodeOperandKind.seg_reg) Set(t, code, &DataMovement.MovFromSreg);
                 else if (op.OpCount == 2 && op.GetOpKind(0) == OpCodeOperandKind.seg_reg) Set(t, code, &Segments.MovToSreg);
+                else if (op.OpCount == 2 && op.GetOpKind(1) == OpCodeOperandKind.dr_reg) Set(t, code, &SystemRegisters.MovDr, 1, End);
+                else if (op.OpCount == 2 && op.GetOpKind(0) == OpCodeOperandKind.dr_reg) Set(t, code, &SystemRegisters.MovDr, 0, End);
+                else if (op.OpCount == 2 && op.GetOpKind(1) == OpCodeOperandKind.cr_reg) Set(t, code, &ControlRegisters.MovFromCr, 0, End);
+                else if (op.OpCount == 2 && op.GetOpKind(0) == OpCodeOperandKind.cr_reg) Set(t, code, &ControlRegisters.MovToCr, 0, End);
                 else if (!HasSystemRegister(op)) Set(t, code, &DataMovement.MovRegFast);
                 break;
             case Mnemonic.Movzx: Set(t, code, &DataMovement.MovExtend, 0); break;
@@ -118,7 +122,7 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Cwd: Set(t, code, &DataMovement.ConvertToDouble, 2); break;
             case Mnemonic.Cdq: Set(t, code, &DataMovement.ConvertToDouble, 4); break;
             case Mnemonic.Cqo: Set(t, code, &DataMovement.ConvertToDouble, 8); break;
-            case Mnemonic.Nop: case Mnemonic.Pause: case Mnemonic.Lfence: case Mnemonic.Mfence: case Mnemonic.Sfence:
+            case Mnemonic.Nop: case Mnemonic.Lfence: case Mnemonic.Mfence: case Mnemonic.Sfence:
             case Mnemonic.Prefetchnta: case Mnemonic.Prefetcht0: case Mnemonic.Prefetcht1: case Mnemonic.Prefetcht2:
             case Mnemonic.Prefetchw: case Mnemonic.Endbr32: case Mnemonic.Endbr64:
                 Set(t, code, &DataMovement.Nop); break;
@@ -201,6 +205,30 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Xlatb: Set(t, code, &Bcd.Xlat); break;
             case Mnemonic.Salc: Set(t, code, &Bcd.Salc); break;
 
+            case Mnemonic.Int: Set(t, code, &Interrupts.Int, Interrupts.IntN, End); break;
+            case Mnemonic.Int3: Set(t, code, &Interrupts.Int, Interrupts.Int3, End); break;
+            case Mnemonic.Into: Set(t, code, &Interrupts.Int, Interrupts.Into, End); break;
+            case Mnemonic.Int1: Set(t, code, &Interrupts.Int, Interrupts.Int1, End); break;
+            case Mnemonic.Syscall: Set(t, code, &Interrupts.Syscall, 0, End); break;
+            case Mnemonic.Sysret: case Mnemonic.Sysretq: Set(t, code, &Interrupts.Sysret, 0, End); break;
+            case Mnemonic.Sysenter: Set(t, code, &Interrupts.Sysenter, 0, End); break;
+            case Mnemonic.Sysexit: case Mnemonic.Sysexitq: Set(t, code, &Interrupts.Sysexit, 0, End); break;
+            case Mnemonic.Pause: Set(t, code, &SystemRegisters.Pause, 0, End); break;
+            case Mnemonic.Invlpg: Set(t, code, &SystemRegisters.Invlpg, 0, End); break;
+            case Mnemonic.Invpcid: Set(t, code, &SystemRegisters.Invpcid, 0, End); break;
+            case Mnemonic.Swapgs: Set(t, code, &SystemRegisters.Swapgs, 0, End); break;
+            case Mnemonic.Rdtscp: Set(t, code, &SystemRegisters.Rdtscp, 0, End); break;
+            case Mnemonic.Wbinvd: Set(t, code, &SystemRegisters.CacheInvalidate, 0, End); break;
+            case Mnemonic.Invd: Set(t, code, &SystemRegisters.CacheInvalidate, 1, End); break;
+            case Mnemonic.Ltr: Set(t, code, &SystemRegisters.LoadSystemSegment, 0, End); break;
+            case Mnemonic.Lldt: Set(t, code, &SystemRegisters.LoadSystemSegment, 1, End); break;
+            case Mnemonic.Str: Set(t, code, &SystemRegisters.StoreSystemSegment, 0); break;
+            case Mnemonic.Sldt: Set(t, code, &SystemRegisters.StoreSystemSegment, 1); break;
+            case Mnemonic.Clac: Set(t, code, &FlagOps.FlagOp, FlagOps.Clac, End); break;
+            case Mnemonic.Stac: Set(t, code, &FlagOps.FlagOp, FlagOps.Stac, End); break;
+            case Mnemonic.Clts: Set(t, code, &ControlRegisters.Clts, 0, End); break;
+            case Mnemonic.Lmsw: Set(t, code, &ControlRegisters.Lmsw, 0, End); break;
+            case Mnemonic.Smsw: Set(t, code, &ControlRegisters.Smsw); break;
             case Mnemonic.Cpuid: Set(t, code, &SystemInstructions.Cpuid, 0, End); break;
             case Mnemonic.Hlt: Set(t, code, &SystemInstructions.Hlt, 0, End); break;
             case Mnemonic.Vmcall: Set(t, code, &SystemInstructions.Vmcall, 0, End); break;

@@ -15,7 +15,9 @@ internal static unsafe class Segments
         ulong sel;
         if (i->Op1 != Instr.MemoryOperand) sel = c.GetReg(i->Op1, 2);
         else if (!c.Read(c.LinearAddress(i), 2, out sel)) return ExecStatus.Event;
-        return Load(c, seg, (ushort)sel) ? ExecStatus.Continue : ExecStatus.Event;
+        if (!Load(c, seg, (ushort)sel)) return ExecStatus.Event;
+        if (seg == SS) c.SetShadow(i, 2); // MOV SS blocks interrupts and debug traps for one instruction
+        return ExecStatus.Continue;
     }
 
     /// <summary>POP Sreg (Sub = pop size); RSP moves only when the load succeeds.</summary>
@@ -31,6 +33,7 @@ internal static unsafe class Segments
             return ExecStatus.Event;
         }
         c.SetStackPointer(rsp + (ulong)size);
+        if (i->Op0 == SS) c.SetShadow(i, 2);
         return ExecStatus.Continue;
     }
 

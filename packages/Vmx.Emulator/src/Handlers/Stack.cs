@@ -142,6 +142,7 @@ internal static unsafe class Stack
         ulong nf = (old & keep) | (v & ~keep);
         nf &= ~RflagsBits.RF;
         s.SetRflags(nf);
+        if (((old ^ nf) & RflagsBits.AC) != 0 && (s.Cr4 & ControlBits.Cr4Smap) != 0) c.FlushTlb(); // SMAP depends on AC
         return ExecStatus.Continue;
     }
 }

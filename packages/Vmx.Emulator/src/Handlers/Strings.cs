@@ -30,12 +30,21 @@ internal static unsafe class Strings
         int kind = i->Sub;
         int srcSeg = i->MemSeg;
         int iterations = 0;
+        // Each iteration is one retired instruction (issue 10 item 3): stop between iterations at the budget / timer
+        // boundary, with RCX/RSI/RDI updated and RIP at the instruction (SDM Vol. 1 §7.3.9.2).
+        int limit = Chunk;
+        if (rep)
+        {
+            ulong before = c.RetiredBefore(i);
+            ulong left = c.BudgetEnd > before ? c.BudgetEnd - before : 1;
+            if (left < (ulong)limit) limit = (int)left;
+        }
         while (true)
         {
             if (rep)
             {
-                if ((s.Gpr[1] & amask) == 0) return ExecStatus.Continue;
-                if (iterations == Chunk) return ExecStatus.Restart;
+                if ((s.Gpr[1] & amask) == 0) return Done(c, iterations);
+                if (iterations == limit) return Interrupted(c, iterations);
             }
             ulong si = s.Gpr[6] & amask, di = s.Gpr[7] & amask;
             switch (kind)
@@ -85,9 +94,23 @@ internal static unsafe class Strings
             if (kind == Cmps || kind == Scas)
             {
                 bool zf = LazyFlags.Condition(ref s, 4);
-                if (repne ? zf : !zf) return ExecStatus.Continue;
+                if (repne ? zf : !zf) return Done(c, iterations);
             }
-            if (c.StopBlock != 0) return (s.Gpr[1] & amask) == 0 ? ExecStatus.Continue : ExecStatus.Restart; // wrote into code: re-decode
+            if (c.StopBlock != 0) return (s.Gpr[1] & amask) == 0 ? Done(c, iterations) : Interrupted(c, iterations); // wrote into code: re-decode
         }
+    }
+
+    /// <summary>The last iteration retires the instruction (counted by the dispatch loop); the ones before it count here.</summary>
+    private static int Done(Core c, int iterations)
+    {
+        if (iterations > 1) c.S.InstructionsRetired += (ulong)(iterations - 1);
+        return ExecStatus.Continue;
+    }
+
+    /// <summary>Stopped between iterations: the iterations done count as retired; the instruction runs again from RIP.</summary>
+    private static int Interrupted(Core c, int iterations)
+    {
+        c.S.InstructionsRetired += (ulong)iterations;
+        return ExecStatus.Restart;
     }
 }

@@ -12,7 +12,11 @@ internal static unsafe class SystemInstructions
     public static int Hlt(Core c, Instr* i)
     {
         if ((c.S.Cr0 & 1) != 0 && (c.S.Cs.Selector & 3) != 0) return c.RaiseGP0();
-        return c.RaiseExit(i, BasicExitReason.Hlt, 0);
+        if (c.HltExiting) return c.RaiseExit(i, BasicExitReason.Hlt, 0);
+        c.Event = default;
+        c.Event.Kind = EventKind.Halt;
+        c.Event.InstructionLength = i->Length;
+        return ExecStatus.Event;
     }
 
     /// <summary>VMCALL: unconditional VM exit.</summary>
@@ -29,8 +33,12 @@ internal static unsafe class SystemInstructions
         return write ? WriteMsr(c, i, msr, ((ulong)(uint)s.Gpr[2] << 32) | (uint)s.Gpr[0]) : ReadMsr(c, i, msr);
     }
 
-    // MSRs the processor itself implements when the MSR bitmap lets an access through (SDM Vol. 4).
-    private const uint Ia32Tsc = 0x10, Ia32Efer = 0xC000_0080, Ia32FsBase = 0xC000_0100, Ia32GsBase = 0xC000_0101, Ia32KernelGsBase = 0xC000_0102;
+    // MSRs the processor itself implements when the MSR bitmap lets an access through (SDM Vol. 4, table 2-2).
+    private const uint Ia32Tsc = 0x10, Ia32SysenterCs = 0x174, Ia32SysenterEsp = 0x175, Ia32SysenterEip = 0x176, Ia32Pat = 0x277;
+    private const uint Ia32Efer = 0xC000_0080, Ia32Star = 0xC000_0081, Ia32Lstar = 0xC000_0082, Ia32Cstar = 0xC000_0083, Ia32Fmask = 0xC000_0084;
+    private const uint Ia32FsBase = 0xC000_0100, Ia32GsBase = 0xC000_0101, Ia32KernelGsBase = 0xC000_0102, Ia32TscAux = 0xC000_0103;
+
+    private static bool Canonical(ulong v) => (ulong)(((long)v << 16) >> 16) == v;
 
     private static int ReadMsr(Core c, Instr* i, uint msr)
     {
@@ -38,11 +46,20 @@ internal static unsafe class SystemInstructions
         ulong v;
         switch (msr)
         {
-            case Ia32Tsc: v = c.RetiredBefore(i) + s.TscOffset; break;
+            case Ia32Tsc: v = c.GuestTsc(i); break; // SDM Vol. 3C §26.3: RDMSR of IA32_TSC is offset and scaled like RDTSC
+            case Ia32SysenterCs: v = s.SysenterCs; break;
+            case Ia32SysenterEsp: v = s.SysenterEsp; break;
+            case Ia32SysenterEip: v = s.SysenterEip; break;
+            case Ia32Pat: v = s.Pat; break;
             case Ia32Efer: v = s.Efer; break;
+            case Ia32Star: v = s.Star; break;
+            case Ia32Lstar: v = s.Lstar; break;
+            case Ia32Cstar: v = s.Cstar; break;
+            case Ia32Fmask: v = s.Sfmask; break;
             case Ia32FsBase: v = s.Fs.Base; break;
             case Ia32GsBase: v = s.Gs.Base; break;
             case Ia32KernelGsBase: v = s.KernelGsBase; break;
+            case Ia32TscAux: v = s.TscAux; break;
             default: return c.RaiseGP0();
         }
         s.Gpr[0] = (uint)v;
@@ -55,11 +72,39 @@ internal static unsafe class SystemInstructions
         ref CpuState s = ref c.S;
         switch (msr)
         {
-            case Ia32Tsc: s.TscOffset = v - c.RetiredBefore(i); break;
-            case Ia32FsBase: s.Fs.Base = v; c.RefreshMode(); break;
-            case Ia32GsBase: s.Gs.Base = v; c.RefreshMode(); break;
-            case Ia32KernelGsBase: s.KernelGsBase = v; break;
-            default: return c.RaiseGP0(); // EFER changes mode: the hypervisor handles it through an exit
+            case Ia32Tsc: c.TscWriteAdjust = v - (c.GuestTsc(i) - c.TscWriteAdjust); break;
+            case Ia32SysenterCs: s.SysenterCs = (ushort)v; break;
+            case Ia32SysenterEsp: if (!Canonical(v)) return c.RaiseGP0(); s.SysenterEsp = v; break;
+            case Ia32SysenterEip: if (!Canonical(v)) return c.RaiseGP0(); s.SysenterEip = v; break;
+            case Ia32Pat:
+                // SDM Vol. 3A §13.12.2: each entry must be a valid memory type (0, 1, 4, 5, 6, 7).
+                for (int k = 0; k < 8; k++)
+                {
+                    ulong type = (v >> (8 * k)) & 0xFF;
+                    if (type is 2 or 3 or > 7) return c.RaiseGP0();
+                }
+                s.Pat = v;
+                break;
+            case Ia32Efer:
+                {
+                    // SDM Vol. 3A §2.2.1: reserved bits #GP; LME cannot change while paging is on; LMA is read-only.
+                    if ((v & ~(ControlBits.EferWritable | ControlBits.EferLma)) != 0) return c.RaiseGP0();
+                    if ((s.Cr0 & ControlBits.Cr0Pg) != 0 && ((v ^ s.Efer) & ControlBits.EferLme) != 0) return c.RaiseGP0();
+                    ulong efer = (v & ControlBits.EferWritable) | (s.Efer & ControlBits.EferLma);
+                    bool nxChanged = ((efer ^ s.Efer) & ControlBits.EferNxe) != 0;
+                    s.Efer = efer;
+                    if (nxChanged) c.FlushTlb();
+                    break;
+                }
+            case Ia32Star: s.Star = v; break;
+            case Ia32Lstar: if (!Canonical(v)) return c.RaiseGP0(); s.Lstar = v; break;
+            case Ia32Cstar: if (!Canonical(v)) return c.RaiseGP0(); s.Cstar = v; break;
+            case Ia32Fmask: s.Sfmask = (uint)v; break;
+            case Ia32FsBase: if (!Canonical(v)) return c.RaiseGP0(); s.Fs.Base = v; c.RefreshMode(); break;
+            case Ia32GsBase: if (!Canonical(v)) return c.RaiseGP0(); s.Gs.Base = v; c.RefreshMode(); break;
+            case Ia32KernelGsBase: if (!Canonical(v)) return c.RaiseGP0(); s.KernelGsBase = v; break;
+            case Ia32TscAux: if ((v >> 32) != 0) return c.RaiseGP0(); s.TscAux = v; break;
+            default: return c.RaiseGP0();
         }
         return ExecStatus.Continue;
     }
@@ -67,8 +112,9 @@ internal static unsafe class SystemInstructions
     /// <summary>RDTSC: TSC = instructions retired + TSC offset (deterministic), or an exit with RDTSC exiting.</summary>
     public static int Rdtsc(Core c, Instr* i)
     {
+        if ((c.S.Cr4 & ControlBits.Cr4Tsd) != 0 && !c.IsCpl0) return c.RaiseGP0(); // SDM RDTSC: CR4.TSD restricts it to CPL 0
         if (c.RdtscExiting) return c.RaiseExit(i, BasicExitReason.Rdtsc, 0);
-        ulong tsc = c.RetiredBefore(i) + c.S.TscOffset;
+        ulong tsc = c.GuestTsc(i);
         c.SetReg(0, 4, (uint)tsc);
         c.SetReg(2, 4, tsc >> 32);
         return ExecStatus.Continue;

@@ -1,29 +1,38 @@
-using System.Runtime.Intrinsics.X86;
+using System.Text;
 using VmmKit.Hypercall;
+using VmmKit.Vmx.Emulator;
 
 namespace VmmKit.ReferenceHypervisor.Cpu;
 
 /// <summary>
-/// What CPUID tells a guest: the host's identity (vendor, family/model, brand string) with a
-/// feature set filtered down to what the emulated processor implements and the hypervisor
-/// virtualizes — no VMX (no nested virtualization), no APIC, no SIMD — plus the hypervisor bit
-/// (CPUID.1:ECX[31]) and Xen's leaves at 0x40000000 (SDM Vol. 2A, CPUID).
+/// What CPUID tells a guest: the truth about the emulated processor — vendor GenuineIntel and exactly the features
+/// VmmKit.Vmx.Emulator implements (<see cref="EmulatedFeatures"/>), never the host's — plus the hypervisor bit
+/// (CPUID.1:ECX[31]), the TSC frequency (leaves 0x15/0x16, Xen's 0x40000003) and Xen's leaves at 0x40000000
+/// (SDM Vol. 2A, CPUID). No VMX (no nested virtualization), no APIC/x2APIC yet, no SIMD until the FPU work lists it.
 /// </summary>
 internal static class CpuidPolicy
 {
-    // CPUID.1:EDX (SDM Vol. 2A, table 3-11): PSE, TSC, MSR, PAE, CX8, PGE, CMOV, PAT.
-    private const uint Leaf1EdxAllowed = (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) | (1u << 13) | (1u << 15) | (1u << 16);
-
-    // CPUID.1:ECX: only the hypervisor-present bit; every SIMD/VMX/XSAVE/x2APIC feature is withheld.
     private const uint Leaf1EcxHypervisor = 1u << 31;
 
-    // CPUID.80000001h:EDX: SYSCALL (11), NX (20), LM (29).
-    private const uint Ext1EdxAllowed = (1u << 11) | (1u << 20) | (1u << 29);
+    private const uint MaxBasicLeaf = 0x16, MaxExtendedLeaf = 0x80000008;
 
-    private const uint MaxBasicLeaf = 7, MaxExtendedLeaf = 0x80000008;
+    private static readonly uint[] VendorRegisters = VendorWords(EmulatedFeatures.Vendor);
+    private static readonly uint[] Brand = BrandWords("VmmKit emulated x86-64 processor");
 
-    /// <summary>Xen's leaves (VmmKit.Hypercall), announcing the version in <see cref="XenIdentity"/>.</summary>
-    public static XenCpuidLeaves XenLeaves { get; } = new() { MajorVersion = XenIdentity.Major, MinorVersion = XenIdentity.Minor };
+    /// <summary>Xen's leaves (VmmKit.Hypercall), announcing the version in <see cref="XenIdentity"/> and the 1 GHz TSC.</summary>
+    public static XenCpuidLeaves XenLeaves { get; } = new()
+    {
+        MajorVersion = XenIdentity.Major,
+        MinorVersion = XenIdentity.Minor,
+        // Leaf 0x40000003 (xen/include/public/arch-x86/cpuid.h): guest and host TSC in kHz; ns = (tsc << 1) * 2^31 >> 32.
+        Time = new XenCpuidTime
+        {
+            TscKhz = (uint)(EmulatedProcessor.TscFrequencyHz / 1000),
+            HostTscKhz = (uint)(EmulatedProcessor.TscFrequencyHz / 1000),
+            MulFrac = 0x8000_0000,
+            Shift = 1,
+        },
+    };
 
     /// <summary>The guest-visible result of CPUID(<paramref name="leaf"/>, <paramref name="subleaf"/>).</summary>
     public static CpuidResult Get(uint leaf, uint subleaf, int vcpuId, ushort domainId)
@@ -38,44 +47,64 @@ internal static class CpuidPolicy
         switch (leaf)
         {
             case 0:
-            {
-                var h = Host(0, 0);
-                return h with { Eax = Math.Min(h.Eax, MaxBasicLeaf) };
-            }
+                return new CpuidResult(MaxBasicLeaf, VendorRegisters[0], VendorRegisters[2], VendorRegisters[1]);
 
             case 1:
+                // EBX: CLFLUSH line size 8 (x 8 bytes), one logical processor, APIC ID = vCPU id.
+                return new CpuidResult(EmulatedFeatures.Signature, (8u << 8) | (1u << 16) | ((uint)vcpuId << 24),
+                    EmulatedFeatures.Leaf1Ecx | Leaf1EcxHypervisor, EmulatedFeatures.Leaf1Edx);
+
+            case 7:
+                return subleaf == 0 ? new CpuidResult(0, EmulatedFeatures.Leaf7Ebx, 0, 0) : default;
+
+            case 0x15:
             {
-                var h = Host(1, 0);
-                // EBX: keep brand index and CLFLUSH line size; one logical processor; APIC ID = vCPU id.
-                uint ebx = (h.Ebx & 0xFFFF) | (1u << 16) | ((uint)vcpuId << 24);
-                return new CpuidResult(h.Eax, ebx, Leaf1EcxHypervisor, h.Edx & Leaf1EdxAllowed);
+                var (a, b, c, d) = EmulatedFeatures.Leaf15;
+                return new CpuidResult(a, b, c, d);
+            }
+
+            case 0x16:
+            {
+                var (a, b, c, d) = EmulatedFeatures.Leaf16;
+                return new CpuidResult(a, b, c, d);
             }
 
             case 0x80000000:
-            {
-                var h = Host(0x80000000, 0);
-                return h with { Eax = Math.Min(h.Eax, MaxExtendedLeaf) };
-            }
+                return new CpuidResult(MaxExtendedLeaf, 0, 0, 0);
 
             case 0x80000001:
-                return new CpuidResult(0, 0, 0, Host(0x80000001, 0).Edx & Ext1EdxAllowed);
+                return new CpuidResult(0, 0, EmulatedFeatures.Ext1Ecx, EmulatedFeatures.Ext1Edx);
 
             case 0x80000002 or 0x80000003 or 0x80000004:
-                return Host(leaf, 0);                     // brand string
+            {
+                int k = (int)(leaf - 0x80000002) * 4;
+                return new CpuidResult(Brand[k], Brand[k + 1], Brand[k + 2], Brand[k + 3]);
+            }
+
+            case 0x80000007:
+                return new CpuidResult(0, 0, 0, EmulatedFeatures.Ext7Edx);
 
             case 0x80000008:
-                return new CpuidResult(Host(0x80000008, 0).Eax & 0xFFFF, 0, 0, 0);  // address sizes only
+                return new CpuidResult(EmulatedFeatures.AddressSizes, 0, 0, 0);
 
             default:
                 return default;                           // leaves we do not offer read as zero
         }
     }
 
-    private static CpuidResult Host(uint leaf, uint subleaf)
+    private static uint[] VendorWords(string vendor)
     {
-        if (!X86Base.IsSupported)
-            return default;
-        var (eax, ebx, ecx, edx) = X86Base.CpuId((int)leaf, (int)subleaf);
-        return new CpuidResult((uint)eax, (uint)ebx, (uint)ecx, (uint)edx);
+        // EBX, EDX, ECX hold the 12 characters in that order ("Genu", "ineI", "ntel").
+        byte[] b = Encoding.ASCII.GetBytes(vendor);
+        return [BitConverter.ToUInt32(b, 0), BitConverter.ToUInt32(b, 4), BitConverter.ToUInt32(b, 8)];
+    }
+
+    private static uint[] BrandWords(string brand)
+    {
+        byte[] b = new byte[48];
+        Encoding.ASCII.GetBytes(brand).CopyTo(b, 0);
+        var words = new uint[12];
+        for (int k = 0; k < 12; k++) words[k] = BitConverter.ToUInt32(b, k * 4);
+        return words;
     }
 }

@@ -12,6 +12,7 @@ internal static class MsrExit
 {
     private const uint Ia32ApicBase = 0x1B, Ia32MiscEnable = 0x1A0, Ia32Pat = 0x277, Ia32Efer = 0xC0000080, Ia32Tsc = 0x10;
     private const uint MtrrCap = 0xFE, MtrrDefType = 0x2FF;
+    private const uint SysenterCs = 0x174, SysenterEsp = 0x175, SysenterEip = 0x176, FsBase = 0xC000_0100, GsBase = 0xC000_0101;
     private const ulong EferWritable = (1ul << 0) | (1ul << 8) | (1ul << 11);   // SCE, LME, NXE
     private const ulong ApicBaseValue = 0xFEE0_0900;                         // default base, enabled, BSP
 
@@ -25,6 +26,13 @@ internal static class MsrExit
         {
             case Ia32Efer: value = vcpu.Vmcs.Read(VmcsField.GuestIa32Efer); break;
             case Ia32Pat: value = vcpu.Vmcs.Read(VmcsField.GuestIa32Pat); break;
+            // Guest state the VMCS holds (SDM Vol. 3C §25.4.1); the other processor-kept MSRs (STAR, LSTAR, CSTAR,
+            // FMASK, KERNEL_GS_BASE, TSC_AUX) need the MSR bitmap (VmmKit.Vmx.MsrBitmap) to reach the processor.
+            case SysenterCs: value = vcpu.Vmcs.Read(VmcsField.GuestIa32SysenterCs); break;
+            case SysenterEsp: value = vcpu.Vmcs.Read(VmcsField.GuestIa32SysenterEsp); break;
+            case SysenterEip: value = vcpu.Vmcs.Read(VmcsField.GuestIa32SysenterEip); break;
+            case FsBase: value = vcpu.Vmcs.Read(VmcsField.GuestFsBase); break;
+            case GsBase: value = vcpu.Vmcs.Read(VmcsField.GuestGsBase); break;
             case Ia32ApicBase: value = ApicBaseValue; break;
             case Ia32MiscEnable: value = 1; break;                           // fast strings
             case Ia32Tsc: value = vcpu.InstructionsRetired; break;
@@ -52,6 +60,11 @@ internal static class MsrExit
             HypercallPage.MsrIndex => HypercallPage.TryInstall(vcpu.Domain.Physical, value),
             Ia32Efer => WriteEfer(vcpu, value),
             Ia32Pat => WritePat(vcpu, value),
+            SysenterCs => WriteField(vcpu, VmcsField.GuestIa32SysenterCs, value & 0xFFFF),
+            SysenterEsp => Canonical(value) && WriteField(vcpu, VmcsField.GuestIa32SysenterEsp, value),
+            SysenterEip => Canonical(value) && WriteField(vcpu, VmcsField.GuestIa32SysenterEip, value),
+            FsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestFsBase, value),
+            GsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestGsBase, value),
             Ia32MiscEnable or MtrrDefType => true,                           // accepted and ignored
             _ => false,
         };
@@ -66,12 +79,25 @@ internal static class MsrExit
         return ExitAction.Resume;
     }
 
+    private static bool Canonical(ulong v) => (ulong)(((long)v << 16) >> 16) == v;
+
+    private static bool WriteField(VirtualCpu vcpu, VmcsField field, ulong value)
+    {
+        vcpu.Vmcs.Write(field, value);
+        return true;
+    }
+
     private static bool WriteEfer(VirtualCpu vcpu, ulong value)
     {
-        if ((value & ~EferWritable) != 0)
+        // LMA is read-only: a read-modify-write in long mode carries it back and it is ignored (SDM Vol. 3A §2.2.1);
+        // LME cannot change while CR0.PG = 1.
+        const ulong lmaBit = 1ul << 10, lmeBit = 1ul << 8;
+        if ((value & ~(EferWritable | lmaBit)) != 0)
             return false;
-        ulong lma = vcpu.Vmcs.Read(VmcsField.GuestIa32Efer) & (1ul << 10);
-        vcpu.Vmcs.Write(VmcsField.GuestIa32Efer, value | lma);
+        ulong current = vcpu.Vmcs.Read(VmcsField.GuestIa32Efer);
+        if ((vcpu.Vmcs.Read(VmcsField.GuestCr0) & (1ul << 31)) != 0 && ((value ^ current) & lmeBit) != 0)
+            return false;
+        vcpu.Vmcs.Write(VmcsField.GuestIa32Efer, (value & EferWritable) | (current & lmaBit));
         return true;
     }
 
