@@ -65,6 +65,14 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
     /// <inheritdoc/>
     public ulong InstructionsRetired => _core.S.InstructionsRetired;
 
+    /// <summary>
+    /// Completes an XSETBV that exited (exit reason 55, unconditional in VMX non-root operation, SDM Vol. 3C §26.1.2):
+    /// writes EDX:EAX = <paramref name="value"/> to XCR<paramref name="index"/>. False means the guest gets #GP(0)
+    /// (SDM Vol. 2 XSETBV: only XCR0, bit 0 set, no component outside x87 and SSE). The processor already raised #UD
+    /// and the CPL check before exiting.
+    /// </summary>
+    public bool TrySetExtendedControlRegister(uint index, ulong value) => Fpu.ExtendedControlRegisters.TrySet(ref _core.S, index, value);
+
     /// <summary>Upper bound on instructions executed by one <see cref="Run"/> call when no preemption timer is armed; 0 = unbounded.</summary>
     public ulong MaxInstructionsPerRun { get; set; }
 

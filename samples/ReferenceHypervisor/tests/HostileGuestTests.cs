@@ -186,6 +186,8 @@ public class HostileGuestTests
 
         public void InvalidateEpt(InveptType type, EptPointer eptPointer) => inner.InvalidateEpt(type, eptPointer);
 
+        public void RequestExit() => inner.RequestExit();
+
         public void Dispose() => (inner as IDisposable)?.Dispose();
     }
 }

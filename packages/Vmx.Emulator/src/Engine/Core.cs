@@ -50,7 +50,7 @@ internal sealed unsafe partial class Core : IDisposable
         Tlb = SoftTlb.Allocate();
         State->Rflags = RflagsBits.Reserved1;
         State->Mxcsr = 0x1F80;
-        State->FpuControlWord = 0x37F;
+        State->Fpu.Reset();   // x87 power-up state (SDM Vol. 1 §8.1.9 via FpuState)
         State->Cr0 = 0x10; // ET (SDM Vol. 3A table 10-1, power-up state)
         State->Dr6 = 0xFFFF_0FF0;
         State->Dr7 = 0x400;

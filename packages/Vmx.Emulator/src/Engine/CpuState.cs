@@ -125,9 +125,8 @@ internal unsafe struct CpuState
     public fixed ulong Xmm[32];
     /// <summary>MXCSR (SDM Vol. 1 §10.2.3); reset value 0x1F80.</summary>
     public uint Mxcsr;
-    /// <summary>x87 control word (kept for FXSAVE images).</summary>
-    public ushort FpuControlWord;
-    private ushort _pad;
+    // Keeps the layout after MXCSR (the x87 control word lives in Fpu).
+    private uint _pad;
 
     /// <summary>Instructions retired since reset; the TSC is derived from it.</summary>
     public ulong InstructionsRetired;

@@ -18,6 +18,7 @@ internal sealed class Machine : IDisposable
     private readonly List<Domain> _domains = [];
     private readonly IProcessorProvider _processors;
     private readonly bool _hasPreemptionTimer;
+    private readonly MachineFrameNumber _msrBitmap;
     private ushort _nextDomainId = 1;
 
     /// <summary>Creates a machine with <paramref name="memoryBytes"/> of RAM whose vCPUs run on <paramref name="processors"/>.</summary>
@@ -27,6 +28,10 @@ internal sealed class Machine : IDisposable
         Memory = new MachineMemory(memoryBytes);
         Hypercalls = HypercallTable.Create();
         _hasPreemptionTimer = (processors.Capabilities.PinBased.MayBeOne & (uint)PinBasedControls.ActivateVmxPreemptionTimer) != 0;
+        // One MSR bitmap for every vCPU (SDM Vol. 3C §25.6.9): the MSRs that are pure processor state (STAR, LSTAR,
+        // KERNEL_GS_BASE, ...) stay inside the processor; every other RDMSR/WRMSR exits to MsrExit.
+        _msrBitmap = Memory.AllocateFrame(FrameOwner.Hypervisor);
+        MsrBitmap.ProcessorStatePassThrough().CopyTo(Memory.GetFrame(_msrBitmap));
     }
 
     /// <summary>The machine's RAM.</summary>
@@ -106,12 +111,14 @@ internal sealed class Machine : IDisposable
     {
         var caps = Capabilities;
         var vmcs = vcpu.Vmcs;
-        // Every I/O instruction and (without MSR bitmaps) every RDMSR/WRMSR exits; CPUID, VMCALL,
+        // Every I/O instruction and every RDMSR/WRMSR the MSR bitmap names exits; CPUID, VMCALL,
         // triple fault and EPT violations always do (SDM Vol. 3C §26.1.2, §26.2).
         VmcsBuilder.SetPvh32Guest(vmcs, caps, vcpu.Domain.Ept.Pointer, entry,
-            PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting,
+            PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
+                | PrimaryProcessorBasedControls.UseMsrBitmaps,
             SecondaryProcessorBasedControls.None,
             _hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None);
+        vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
         VmcsBuilder.SetHostState(vmcs, new VmcsHostState
         {
             Cr0 = caps.AdjustCr0(VmcsBuilder.Cr0Pe | VmcsBuilder.Cr0Et | VmcsBuilder.Cr0Ne | VmcsBuilder.Cr0Wp | VmcsBuilder.Cr0Pg),

@@ -8,7 +8,7 @@ namespace VmmKit.ReferenceHypervisor.Cpu;
 /// What CPUID tells a guest: the truth about the emulated processor — vendor GenuineIntel and exactly the features
 /// VmmKit.Vmx.Emulator implements (<see cref="EmulatedFeatures"/>), never the host's — plus the hypervisor bit
 /// (CPUID.1:ECX[31]), the TSC frequency (leaves 0x15/0x16, Xen's 0x40000003) and Xen's leaves at 0x40000000
-/// (SDM Vol. 2A, CPUID). No VMX (no nested virtualization), no APIC/x2APIC yet, no SIMD until the FPU work lists it.
+/// (SDM Vol. 2A, CPUID). No VMX (no nested virtualization), no APIC/x2APIC yet, no AVX.
 /// </summary>
 internal static class CpuidPolicy
 {
@@ -34,8 +34,11 @@ internal static class CpuidPolicy
         },
     };
 
-    /// <summary>The guest-visible result of CPUID(<paramref name="leaf"/>, <paramref name="subleaf"/>).</summary>
-    public static CpuidResult Get(uint leaf, uint subleaf, int vcpuId, ushort domainId)
+    /// <summary>
+    /// The guest-visible result of CPUID(<paramref name="leaf"/>, <paramref name="subleaf"/>); <paramref name="osxsave"/> is the
+    /// guest's CR4.OSXSAVE, which CPUID.1:ECX[27] reflects.
+    /// </summary>
+    public static CpuidResult Get(uint leaf, uint subleaf, int vcpuId, ushort domainId, bool osxsave = false)
     {
         if ((leaf & 0xFFFFFF00) == XenCpuidLeaves.FirstLeaf)
         {
@@ -52,10 +55,17 @@ internal static class CpuidPolicy
             case 1:
                 // EBX: CLFLUSH line size 8 (x 8 bytes), one logical processor, APIC ID = vCPU id.
                 return new CpuidResult(EmulatedFeatures.Signature, (8u << 8) | (1u << 16) | ((uint)vcpuId << 24),
-                    EmulatedFeatures.Leaf1Ecx | Leaf1EcxHypervisor, EmulatedFeatures.Leaf1Edx);
+                    EmulatedFeatures.Leaf1Ecx | Leaf1EcxHypervisor | (osxsave ? EmulatedFeatures.Leaf1EcxOsxsave : 0),
+                    EmulatedFeatures.Leaf1Edx);
 
             case 7:
                 return subleaf == 0 ? new CpuidResult(0, EmulatedFeatures.Leaf7Ebx, 0, 0) : default;
+
+            case 0xD:
+            {
+                var (a, b, c, d) = EmulatedFeatures.Leaf0D(subleaf);
+                return new CpuidResult(a, b, c, d);
+            }
 
             case 0x15:
             {

@@ -10,7 +10,9 @@ internal static class CpuidExit
     public static ExitAction Handle(VirtualCpu vcpu, in VmExit exit)
     {
         ref var r = ref vcpu.Registers;
-        var result = CpuidPolicy.Get((uint)r.Rax, (uint)r.Rcx, vcpu.Id, vcpu.Domain.Id);
+        // CPUID.1:ECX.OSXSAVE reflects the guest's CR4.OSXSAVE (bit 18, SDM Vol. 3A §2.5).
+        bool osxsave = (vcpu.Vmcs.Read(VmcsField.GuestCr4) & (1UL << 18)) != 0;
+        var result = CpuidPolicy.Get((uint)r.Rax, (uint)r.Rcx, vcpu.Id, vcpu.Domain.Id, osxsave);
         // CPUID writes the full 64-bit registers, zeroing the upper halves (SDM Vol. 2A, CPUID).
         r.Rax = result.Eax;
         r.Rbx = result.Ebx;

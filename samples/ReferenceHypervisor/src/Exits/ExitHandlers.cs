@@ -34,6 +34,7 @@ internal static unsafe class ExitHandlers
         t[(int)VmxExitReason.Rdmsr] = &MsrExit.HandleRead;
         t[(int)VmxExitReason.Wrmsr] = &MsrExit.HandleWrite;
         t[(int)VmxExitReason.ControlRegisterAccess] = &ControlRegisterExit.Handle;
+        t[(int)VmxExitReason.Xsetbv] = &XsetbvExit.Handle;
         t[(int)VmxExitReason.EptViolation] = &EptViolationExit.Handle;
         t[(int)VmxExitReason.EptMisconfiguration] = &EptViolationExit.HandleMisconfiguration;
         t[(int)VmxExitReason.VmxPreemptionTimerExpired] = &PreemptionTimerExit.Handle;
