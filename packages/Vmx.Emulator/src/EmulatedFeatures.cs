@@ -33,8 +33,8 @@ public static class EmulatedFeatures
     /// <summary>CPUID.1:ECX[27] OSXSAVE: reads as the guest's CR4.OSXSAVE (SDM Vol. 2A, CPUID, table 3-10).</summary>
     public const uint Leaf1EcxOsxsave = 1u << 27;
 
-    /// <summary>CPUID.(7,0):EBX: BMI1, SMEP, BMI2, INVPCID, SMAP.</summary>
-    public const uint Leaf7Ebx = Fpu.ImplementedFeatures.Leaf7Ebx | (1u << 7) | (1u << 10) | (1u << 20);
+    /// <summary>CPUID.(7,0):EBX: FSGSBASE, BMI1, SMEP, BMI2, INVPCID, SMAP.</summary>
+    public const uint Leaf7Ebx = Fpu.ImplementedFeatures.Leaf7Ebx | (1u << 0) | (1u << 7) | (1u << 10) | (1u << 20);
 
     /// <summary>CPUID.80000001h:ECX: LAHF/SAHF in 64-bit mode, LZCNT.</summary>
     public const uint Ext1Ecx = (1u << 0) | Fpu.ImplementedFeatures.Extended1Ecx;

@@ -13,7 +13,7 @@ internal static class ControlBits
     public const ulong Cr4Fsgsbase = 1UL << 16, Cr4Pcide = 1UL << 17, Cr4Osxsave = 1UL << 18, Cr4Smep = 1UL << 20, Cr4Smap = 1UL << 21;
     /// <summary>CR4 bits this processor implements; setting any other bit is #GP(0) (SDM Vol. 2A MOV—Move to/from Control Registers).</summary>
     public const ulong Cr4Supported = Cr4Tsd | Cr4De | Cr4Pse | Cr4Pae | Cr4Mce | Cr4Pge | Cr4Pce | Cr4Osfxsr | Cr4Osxmmexcpt | Cr4Umip
-        | Cr4Vmxe | Cr4Pcide | Cr4Osxsave | Cr4Smep | Cr4Smap;
+        | Cr4Vmxe | Cr4Fsgsbase | Cr4Pcide | Cr4Osxsave | Cr4Smep | Cr4Smap;
     /// <summary>CR4 bits whose change flushes the TLBs (SDM Vol. 3A §4.10.4.1: PAE, PGE, PSE, PCIDE, SMEP, SMAP... ).</summary>
     public const ulong Cr4PagingBits = Cr4Pse | Cr4Pae | Cr4Pge | Cr4Pcide | Cr4Smep | Cr4Smap;
 

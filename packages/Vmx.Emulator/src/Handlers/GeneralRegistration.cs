@@ -217,6 +217,10 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Invlpg: Set(t, code, &SystemRegisters.Invlpg, 0, End); break;
             case Mnemonic.Invpcid: Set(t, code, &SystemRegisters.Invpcid, 0, End); break;
             case Mnemonic.Swapgs: Set(t, code, &SystemRegisters.Swapgs, 0, End); break;
+            case Mnemonic.Rdfsbase: Set(t, code, &SystemRegisters.FsGsBase, 0); break;
+            case Mnemonic.Rdgsbase: Set(t, code, &SystemRegisters.FsGsBase, 1); break;
+            case Mnemonic.Wrfsbase: Set(t, code, &SystemRegisters.FsGsBase, 2, End); break;
+            case Mnemonic.Wrgsbase: Set(t, code, &SystemRegisters.FsGsBase, 3, End); break;
             case Mnemonic.Rdtscp: Set(t, code, &SystemRegisters.Rdtscp, 0, End); break;
             case Mnemonic.Wbinvd: Set(t, code, &SystemRegisters.CacheInvalidate, 0, End); break;
             case Mnemonic.Invd: Set(t, code, &SystemRegisters.CacheInvalidate, 1, End); break;

@@ -121,6 +121,31 @@ internal static unsafe class SystemInstructions
     }
 
     /// <summary>
+    /// The I/O permission bitmap check (SDM Vol. 1 §18.5.2): TR must hold a 32/64-bit TSS whose limit covers the map
+    /// base at offset 66H and both bytes holding the access's bits; every bit for ports port..port+size-1 must be clear.
+    /// <paramref name="faulted"/> is true when reading the TSS itself raised #PF/EPT (already recorded).
+    /// </summary>
+    private static bool IoPermitted(Core c, ushort port, int size, out bool faulted)
+    {
+        faulted = false;
+        ref CpuState s = ref c.S;
+        uint type = s.Tr.AccessRights & 0xF;
+        if ((type != 9 && type != 11) || s.Tr.Limit < 0x67) return false;       // 16-bit or no TSS: #GP(0)
+        // Both reads are implicit supervisor accesses to the TSS (SDM Vol. 3A §4.6), two bytes each.
+        bool saved = c.ImplicitSupervisor;
+        c.ImplicitSupervisor = true;
+        bool ok = c.Read((s.Tr.Base + 0x66) & c.LinearMask, 2, out ulong mapBase);   // I/O map base at 66H
+        uint offset = (uint)mapBase + (uint)(port >> 3);
+        bool inLimit = offset + 1 <= s.Tr.Limit;                                      // both bytes inside the limit
+        ulong bits = 0;
+        if (ok && inLimit) ok = c.Read((s.Tr.Base + offset) & c.LinearMask, 2, out bits);
+        c.ImplicitSupervisor = saved;
+        if (!ok) { faulted = true; return false; }
+        uint mask = ((1u << size) - 1) << (port & 7);
+        return inLimit && ((uint)bits & mask) == 0;
+    }
+
+    /// <summary>
     /// IN/OUT/INS/OUTS. Sub bit 0 = IN, bit 1 = string, bit 2 = immediate port. Exit qualification per
     /// SDM Vol. 3C §28.2.1 table 28-5: size-1 (2:0), direction IN (3), string (4), REP (5), immediate (6), port (31:16).
     /// </summary>
@@ -129,8 +154,11 @@ internal static unsafe class SystemInstructions
         bool isIn = (i->Sub & 1) != 0, str = (i->Sub & 2) != 0, imm = (i->Sub & 4) != 0;
         int size = str ? i->MemSize : isIn ? i->OpSize : i->Op1Size;
         ushort port = imm ? (ushort)i->Imm : (ushort)c.S.Gpr[2];
-        // SDM Vol. 1 §18.5: CPL > IOPL in protected mode needs the TSS I/O bitmap; not modelled: #GP.
-        if ((c.S.Cr0 & 1) != 0 && (ulong)(c.S.Cs.Selector & 3) > ((c.S.Rflags >> 12) & 3)) return c.RaiseGP0();
+        // SDM Vol. 1 §18.5: with CPL > IOPL in protected mode the TSS I/O permission bitmap decides.
+        if ((c.S.Cr0 & 1) != 0 && (ulong)(c.S.Cs.Selector & 3) > ((c.S.Rflags >> 12) & 3))
+        {
+            if (!IoPermitted(c, port, size, out bool faulted)) return faulted ? ExecStatus.Event : c.RaiseGP0();
+        }
         if (c.IoExits(port, size))
         {
             ulong q = (ulong)(uint)(size - 1) | (isIn ? 8UL : 0) | (str ? 16UL : 0)

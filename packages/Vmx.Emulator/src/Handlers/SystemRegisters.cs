@@ -50,6 +50,27 @@ internal static unsafe class SystemRegisters
         return ExecStatus.Continue;
     }
 
+    /// <summary>
+    /// RDFSBASE/RDGSBASE/WRFSBASE/WRGSBASE (sub 0-3; SDM Vol. 2C): 64-bit mode with CR4.FSGSBASE, else #UD; any CPL;
+    /// a 32-bit operand reads the low half zero-extended and writes a zero-extended base; a non-canonical base is #GP(0).
+    /// </summary>
+    public static int FsGsBase(Core c, Instr* i)
+    {
+        if (c.Bitness != 64 || (c.S.Cr4 & Cr4Fsgsbase) == 0) return c.RaiseUD();
+        ref CpuState s = ref c.S;
+        ref ulong seg = ref ((i->Sub & 1) == 0 ? ref s.Fs.Base : ref s.Gs.Base);
+        if (i->Sub < 2)
+        {
+            c.SetReg(i->Op0, i->OpSize, i->OpSize == 8 ? seg : (uint)seg);
+            return ExecStatus.Continue;
+        }
+        ulong value = c.GetReg(i->Op0, i->OpSize);
+        if ((ulong)(((long)value << 16) >> 16) != value) return c.RaiseGP0();
+        seg = value;
+        c.RefreshMode();
+        return ExecStatus.Continue;
+    }
+
     /// <summary>RDTSCP: EDX:EAX = TSC, ECX = IA32_TSC_AUX (#UD without "enable RDTSCP"; exits with "RDTSC exiting").</summary>
     public static int Rdtscp(Core c, Instr* i)
     {
@@ -109,7 +130,7 @@ internal static unsafe class SystemRegisters
         {
             case 6:
                 if ((value >> 32) != 0) return c.RaiseGP0();
-                s.Dr6 = (value & 0x0001_E00FUL) | 0xFFFE_0FF0UL; // SDM Vol. 3B §18.2.3: reserved bits read as 1 (bit 16 RTM, 12 clear)
+                s.Dr6 = (value & 0xE00FUL) | 0xFFFF_0FF0UL; // SDM Vol. 3B §18.2.3: reserved bits read as 1 (bit 16 too: no RTM), 12 clear
                 break;
             case 7:
                 if ((value >> 32) != 0) return c.RaiseGP0();
