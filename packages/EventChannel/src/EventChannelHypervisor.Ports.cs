@@ -1,0 +1,354 @@
+using VmmKit.Hypercall;
+
+namespace VmmKit.EventChannel;
+
+// EVTCHNOP_close, send, status, unmask, reset and the hypervisor's own senders (VIRQs, poll).
+public sealed partial class EventChannelHypervisor
+{
+    /// <summary>
+    /// <c>EVTCHNOP_close</c>: frees a port of <paramref name="caller"/>; an interdomain peer becomes
+    /// unbound (for the caller's domain). -EINVAL for a port never allocated, free or reserved.
+    /// </summary>
+    /// <param name="caller">The calling domain.</param>
+    /// <param name="port">The port.</param>
+    /// <returns>0 or a negated errno.</returns>
+    public long Close(EventChannelDomain caller, uint port)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        return CloseCore(caller, port);
+    }
+
+    // evtchn_close(d1, port1): d1's event lock, plus the peer domain's when the port is interdomain.
+    private static long CloseCore(EventChannelDomain d1, uint port1)
+    {
+        EventChannelDomain? d2 = null;
+        while (true)
+        {
+            EventChannelDomain locked2 = d2 ?? d1;
+            LockDomains(d1, locked2);
+            try
+            {
+                Channel? chn1 = d1.TryGetChannel(port1);
+                if (chn1 is null)
+                    return XenErrno.EINVAL.Negated();
+                switch (chn1.State)
+                {
+                    case ChannelState.Free:
+                    case ChannelState.Reserved:
+                        return XenErrno.EINVAL.Negated();
+
+                    case ChannelState.Virq:
+                        for (int v = 0; v < d1.VcpuCount; v++)
+                        {
+                            ref uint bound = ref d1.Vcpu(v).VirqToPort[chn1.Virq];
+                            if (Volatile.Read(ref bound) == port1)
+                                Volatile.Write(ref bound, 0);
+                        }
+                        break;
+
+                    case ChannelState.Interdomain:
+                        EventChannelDomain remote = chn1.RemoteDomain!;
+                        if (d2 is null && remote != d1)
+                        {
+                            d2 = remote; // take both event locks in order, then look again
+                            continue;
+                        }
+                        if (d2 is not null && d2 != remote)
+                            return XenErrno.EINVAL.Negated(); // closed and re-bound while unlocked
+                        Channel chn2 = remote.TryGetChannel(chn1.RemotePort)!;
+                        LockChannels(chn1, chn2);
+                        try
+                        {
+                            chn2.RemoteDomain = null;
+                            chn2.UnboundRemoteDomain = d1.Id;
+                            chn2.State = ChannelState.Unbound;
+                            Free(d1, chn1);
+                        }
+                        finally
+                        {
+                            UnlockChannels(chn1, chn2);
+                        }
+                        return 0;
+                }
+
+                lock (chn1.Lock)
+                    Free(d1, chn1);
+                return 0;
+            }
+            finally
+            {
+                UnlockDomains(d1, locked2);
+            }
+        }
+    }
+
+    // evtchn_free: clear the pending state so a re-bound port starts clean; back to vCPU 0.
+    private static void Free(EventChannelDomain d, Channel chn)
+    {
+        d.ClearPending(chn);
+        chn.State = ChannelState.Free;
+        chn.NotifyVcpu = 0;
+        chn.RemoteDomain = null;
+        chn.Virq = 0;
+    }
+
+    /// <summary>
+    /// <c>EVTCHNOP_send</c>: an interdomain port makes the peer pending, an IPI port the bound vCPU;
+    /// an unbound port drops the event and succeeds; anything else is -EINVAL. Allocates nothing.
+    /// </summary>
+    /// <param name="caller">The sending domain.</param>
+    /// <param name="port">The caller's port.</param>
+    /// <returns>0 or a negated errno.</returns>
+    public long Send(EventChannelDomain caller, uint port)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        Channel? lchn = caller.TryGetChannel(port);
+        if (lchn is null)
+            return XenErrno.EINVAL.Negated();
+        lchn.Lock.Enter();
+        try
+        {
+            long rc = Policy.Send(caller, port);
+            if (rc != 0)
+                return rc;
+            switch (lchn.State)
+            {
+                case ChannelState.Interdomain:
+                    EventChannelDomain rd = lchn.RemoteDomain!;
+                    Channel rchn = rd.TryGetChannel(lchn.RemotePort)!;
+                    rd.SetPending(rchn.NotifyVcpu, rchn);
+                    return 0;
+                case ChannelState.Ipi:
+                    caller.SetPending(lchn.NotifyVcpu, lchn);
+                    return 0;
+                case ChannelState.Unbound:
+                    return 0; // silently dropped, as Xen does
+                default:
+                    return XenErrno.EINVAL.Negated();
+            }
+        }
+        finally
+        {
+            lchn.Lock.Exit();
+        }
+    }
+
+    /// <summary><c>EVTCHNOP_status</c>: -ESRCH, -EPERM from the policy, -EINVAL for a port never allocated.</summary>
+    /// <param name="caller">The calling domain.</param>
+    /// <param name="op">The argument; the OUT fields receive the state.</param>
+    /// <returns>0 or a negated errno.</returns>
+    public long Status(EventChannelDomain caller, ref EvtchnStatus op)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        EventChannelDomain? d = ByAnyId(caller, op.Dom);
+        if (d is null)
+            return XenErrno.ESRCH.Negated();
+        long rc = Policy.Status(caller, d);
+        if (rc != 0)
+            return rc;
+        lock (d.EventLock)
+        {
+            Channel? chn = d.TryGetChannel(op.Port);
+            if (chn is null)
+                return XenErrno.EINVAL.Negated();
+            lock (chn.Lock)
+            {
+                switch (chn.State)
+                {
+                    case ChannelState.Free:
+                    case ChannelState.Reserved:
+                        op.Status = (uint)EventChannelStatusCode.Closed;
+                        break;
+                    case ChannelState.Unbound:
+                        op.Status = (uint)EventChannelStatusCode.Unbound;
+                        op.U.Dom = chn.UnboundRemoteDomain;
+                        break;
+                    case ChannelState.Interdomain:
+                        op.Status = (uint)EventChannelStatusCode.Interdomain;
+                        op.U.Dom = chn.RemoteDomain!.Id;
+                        op.U.Port = chn.RemotePort;
+                        break;
+                    case ChannelState.Virq:
+                        op.Status = (uint)EventChannelStatusCode.Virq;
+                        op.U.Virq = chn.Virq;
+                        break;
+                    case ChannelState.Ipi:
+                        op.Status = (uint)EventChannelStatusCode.Ipi;
+                        break;
+                    case ChannelState.Pirq:
+                        op.Status = (uint)EventChannelStatusCode.Pirq;
+                        break;
+                }
+                op.Vcpu = (uint)chn.NotifyVcpu;
+            }
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>EVTCHNOP_unmask</c>: clears the mask and, if the port is pending, delivers it (2-level:
+    /// selector bit and upcall; FIFO: relink). -EINVAL for a port never allocated.
+    /// </summary>
+    /// <param name="caller">The calling domain.</param>
+    /// <param name="port">The port.</param>
+    /// <returns>0 or -EINVAL.</returns>
+    public long Unmask(EventChannelDomain caller, uint port)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        Channel? chn = caller.TryGetChannel(port);
+        if (chn is null)
+            return XenErrno.EINVAL.Negated();
+        lock (chn.Lock)
+            caller.Unmask(chn);
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>EVTCHNOP_reset</c>: closes every port of <c>dom</c> and returns it to the 2-level ABI.
+    /// -ESRCH, -EPERM from the policy, -EINVAL for another domain that its controller has not paused.
+    /// Xen splits a long reset with the internal <c>EVTCHNOP_reset_cont</c>; this one runs to the end.
+    /// </summary>
+    /// <param name="caller">The calling domain.</param>
+    /// <param name="dom">The domain to reset, or <c>DOMID_SELF</c>.</param>
+    /// <returns>0 or a negated errno.</returns>
+    public long Reset(EventChannelDomain caller, ushort dom)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        EventChannelDomain? d = ByAnyId(caller, dom);
+        if (d is null)
+            return XenErrno.ESRCH.Negated();
+        long rc = Policy.Reset(caller, d);
+        if (rc != 0)
+            return rc;
+        if (d != caller && !d.IsPausedByController)
+            return XenErrno.EINVAL.Negated();
+        CloseAllAndDropFifo(d);
+        return 0;
+    }
+
+    // evtchn_reset / evtchn_destroy: close every port, then leave the FIFO ABI once no thread can
+    // still be using its pages, and drop the page references.
+    private static void CloseAllAndDropFifo(EventChannelDomain d)
+    {
+        int valid = d.ValidPorts;
+        for (uint port = 1; port < (uint)valid; port++)
+            CloseCore(d, port);
+
+        FifoAbi? fifo;
+        lock (d.EventLock)
+        {
+            fifo = d.Fifo;
+            if (fifo is null)
+                return;
+            d.SetFifo(null);
+            Quiesce(d);
+        }
+        fifo.Unmap(d.FrameMapper!);
+    }
+
+    // Every user of a domain's FIFO state holds one of its channels' locks, or (a sender in another
+    // domain) the peer channel's lock: taking each once waits them out (XSA-343 class).
+    private static void Quiesce(EventChannelDomain d)
+    {
+        int valid = d.ValidPorts;
+        for (uint port = 0; port < (uint)valid; port++)
+        {
+            Channel chn = d.TryGetChannel(port)!;
+            Channel? peer = null;
+            lock (chn.Lock)
+            {
+                if (chn.State == ChannelState.Interdomain)
+                    peer = chn.RemoteDomain!.TryGetChannel(chn.RemotePort);
+            }
+            if (peer is not null && peer != chn)
+            {
+                // Not nested in chn's lock: channel locks nest only in LockChannels' order.
+                lock (peer.Lock) { }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Xen's <c>send_guest_vcpu_virq</c>: raises a per-vCPU VIRQ (timer, debug, ...) on one vCPU if
+    /// the domain bound it there; otherwise nothing happens. Allocates nothing.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="vcpu">The vCPU.</param>
+    /// <param name="virq">A per-vCPU VIRQ.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The vCPU or VIRQ is out of range (a hypervisor bug, not guest input).</exception>
+    public void SendVirq(EventChannelDomain domain, int vcpu, Virq virq)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        ArgumentOutOfRangeException.ThrowIfNegative(vcpu);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(vcpu, domain.VcpuCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)virq, (uint)VirqRules.Count, nameof(virq));
+        SendVirqOn(domain, vcpu, (uint)virq, perVcpu: true);
+    }
+
+    /// <summary>
+    /// Xen's <c>send_global_virq</c>: raises a global VIRQ (console, dom_exc, ...) in the domain set
+    /// with <see cref="SetGlobalVirqHandler"/>, on the vCPU its port is bound to. Allocates nothing.
+    /// </summary>
+    /// <param name="virq">A global VIRQ.</param>
+    public void SendGlobalVirq(Virq virq)
+    {
+        if ((uint)virq >= VirqRules.Count || !VirqRules.IsGlobal((uint)virq))
+            throw new ArgumentException($"{virq} is not a global VIRQ", nameof(virq));
+        EventChannelDomain? d = Volatile.Read(ref _globalVirqHandlers[(int)virq]);
+        if (d is not null)
+            SendVirqOn(d, 0, (uint)virq, perVcpu: false);
+    }
+
+    private static void SendVirqOn(EventChannelDomain d, int vcpu, uint virq, bool perVcpu)
+    {
+        uint port = Volatile.Read(ref d.Vcpu(vcpu).VirqToPort[virq]);
+        if (port == 0 || d.TryGetChannel(port) is not { } chn)
+            return;
+        lock (chn.Lock)
+        {
+            // The binding may have been closed (and the port reused) since it was read.
+            if (chn.State != ChannelState.Virq || chn.Virq != virq)
+                return;
+            d.SetPending(perVcpu ? vcpu : chn.NotifyVcpu, chn);
+        }
+    }
+
+    /// <summary>
+    /// Xen's <c>evtchn_port_is_pending</c> as <c>SCHEDOP_poll</c> uses it: false for any port never
+    /// allocated (XSA-221), whatever the guest passes.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="port">Any port number.</param>
+    /// <returns>Whether the port is pending.</returns>
+    public bool IsPending(EventChannelDomain domain, uint port)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (domain.TryGetChannel(port) is not { } chn)
+            return false;
+        lock (chn.Lock)
+            return domain.IsPending(chn);
+    }
+
+    /// <summary>Xen's <c>evtchn_port_is_masked</c>: true for any port never allocated or without an event word.</summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="port">Any port number.</param>
+    /// <returns>Whether the port is masked.</returns>
+    public bool IsMasked(EventChannelDomain domain, uint port)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (domain.TryGetChannel(port) is not { } chn)
+            return true;
+        lock (chn.Lock)
+            return domain.IsMasked(chn);
+    }
+
+    /// <summary>The state of a port, for the hypervisor's debug output (Xen's <c>'e'</c> key) and tests.</summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="port">Any port number.</param>
+    /// <returns>The state; <see cref="ChannelState.Free"/> for a port never allocated.</returns>
+    public ChannelState GetState(EventChannelDomain domain, uint port)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        return domain.TryGetChannel(port)?.State ?? ChannelState.Free;
+    }
+}
