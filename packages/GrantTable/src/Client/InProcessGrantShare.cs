@@ -1,0 +1,157 @@
+using VmmKit.Ept;
+
+namespace VmmKit.GrantTable;
+
+/// <summary>
+/// <see cref="IGrantShare"/> for a domain whose kernel runs in this process: it writes the domain's shared grant
+/// entries (and reads v2 status entries) exactly as a guest kernel writes them through its mapping of the table
+/// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver. References
+/// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size.
+/// </summary>
+public sealed unsafe class InProcessGrantShare : IGrantShare
+{
+    private const uint FirstFree = 8;
+    private readonly GrantTableHost _host;
+    private readonly GrantDomain _domain;
+    private readonly Stack<uint> _free = new();
+    private readonly HashSet<uint> _granted = [];
+    private uint _next = FirstFree;
+
+    /// <summary>Creates the granting side of <paramref name="domain"/>.</summary>
+    /// <param name="host">The grant tables.</param>
+    /// <param name="domain">The granting domain.</param>
+    public InProcessGrantShare(GrantTableHost host, GrantDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        ArgumentNullException.ThrowIfNull(domain);
+        _host = host;
+        _domain = domain;
+    }
+
+    /// <inheritdoc/>
+    public bool TryGrantForeignAccess(ushort domainId, ulong frame, bool readOnly, out uint grantRef)
+    {
+        lock (_free)
+        {
+            // References freed before a switch to v2 (256 entries per frame) may lie past the table now.
+            while (_free.TryPop(out grantRef) && grantRef >= (uint)_domain.EntryCount)
+            {
+            }
+
+            if (grantRef < FirstFree || grantRef >= (uint)_domain.EntryCount)
+            {
+                if (_next >= (uint)_domain.EntryCount)
+                {
+                    grantRef = 0;
+                    return false;
+                }
+
+                grantRef = _next++;
+            }
+
+            _granted.Add(grantRef);
+        }
+
+        ushort flags = (ushort)(GrantEntryFlags.PermitAccess | (readOnly ? GrantEntryFlags.ReadOnly : 0));
+        if (_domain.Version == 1)
+        {
+            var e = (GrantEntryV1*)Entry(grantRef, GrantEntryV1.Size, GrantEntryV1.PerFrame);
+            e->Frame = checked((uint)frame);
+            e->DomId = domainId;
+            Interlocked.MemoryBarrier(); // frame and domid before flags (gnttab_update_entry_v1: wmb)
+            Volatile.Write(ref e->Flags, flags);
+        }
+        else
+        {
+            var e = (GrantEntryV2*)Entry(grantRef, GrantEntryV2.Size, GrantEntryV2.PerFrame);
+            e->Frame = frame;
+            e->DomId = domainId;
+            Interlocked.MemoryBarrier();
+            Volatile.Write(ref e->Flags, flags);
+        }
+
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public bool EndForeignAccess(uint grantRef)
+    {
+        CheckGranted(grantRef);
+        const ushort busy = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
+        if (_domain.Version == 1)
+        {
+            // gnttab_end_foreign_access_ref_v1: clear the flags only while neither reading nor writing is set.
+            uint* word = (uint*)Entry(grantRef, GrantEntryV1.Size, GrantEntryV1.PerFrame);
+            uint combo = Volatile.Read(ref *word);
+            while (true)
+            {
+                if ((combo & busy) != 0)
+                {
+                    return false;
+                }
+
+                uint prev = Interlocked.CompareExchange(ref *word, combo & 0xFFFF_0000u, combo);
+                if (prev == combo)
+                {
+                    break;
+                }
+
+                combo = prev;
+            }
+        }
+        else
+        {
+            // gnttab_end_foreign_access_ref_v2: invalidate, then the status says whether a user remains.
+            var e = (GrantEntryV2*)Entry(grantRef, GrantEntryV2.Size, GrantEntryV2.PerFrame);
+            Volatile.Write(ref e->Flags, 0);
+            Interlocked.MemoryBarrier();
+            if ((Status(grantRef) & busy) != 0)
+            {
+                return false;
+            }
+        }
+
+        lock (_free)
+        {
+            _granted.Remove(grantRef);
+            _free.Push(grantRef);
+        }
+
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public bool IsForeignAccessInUse(uint grantRef)
+    {
+        CheckGranted(grantRef);
+        const ushort busy = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
+        ushort flags = _domain.Version == 1
+            ? Volatile.Read(ref ((GrantEntryV1*)Entry(grantRef, GrantEntryV1.Size, GrantEntryV1.PerFrame))->Flags)
+            : Status(grantRef);
+        return (flags & busy) != 0;
+    }
+
+    private void CheckGranted(uint grantRef)
+    {
+        lock (_free)
+        {
+            if (!_granted.Contains(grantRef))
+            {
+                throw new ArgumentException($"Grant reference {grantRef} was not granted by this object.", nameof(grantRef));
+            }
+        }
+    }
+
+    private byte* Entry(uint grantRef, int size, int perFrame)
+    {
+        MachineFrameNumber frame = _domain.GetSharedFrame((int)(grantRef / (uint)perFrame));
+        return _host.Memory.GetFramePointer(frame) + ((grantRef % (uint)perFrame) * (uint)size);
+    }
+
+    private ushort Status(uint grantRef)
+    {
+        MachineFrameNumber frame = _domain.GetStatusFrame((int)(grantRef / GrantEntryV2.StatusPerFrame));
+        var p = (ushort*)_host.Memory.GetFramePointer(frame);
+        return Volatile.Read(ref p[grantRef % GrantEntryV2.StatusPerFrame]);
+    }
+}

@@ -1,0 +1,104 @@
+using VmmKit.Ept;
+
+namespace VmmKit.GrantTable;
+
+/// <summary>
+/// One domain's grant state, created by <see cref="GrantTableHost.CreateDomain"/>: its grant table (version,
+/// shared frames, v2 status frames, active entries) as granter, and its maptrack (the grants of others it
+/// maps) as grantee. All changes go through <see cref="GrantTableHost"/>; this class exposes what a
+/// hypervisor or a test may observe.
+/// </summary>
+public sealed class GrantDomain
+{
+    internal const ulong InvalidGfn = ulong.MaxValue;
+    internal const int InitialFrames = 1; // INITIAL_NR_GRANT_FRAMES
+
+    internal MachineFrameNumber[] SharedFrames;
+    internal ulong[] SharedGfns;
+    internal MachineFrameNumber[] StatusFrames;
+    internal ulong[] StatusGfns;
+    internal ActiveGrantEntry[] Active = [];
+    internal MaptrackEntry[] Maptrack = [];
+    internal int MaptrackFreeHead = -1;
+    internal int MaptrackInUse;
+    internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
+    internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
+
+    internal GrantDomain(ushort id, EptTables ept, GrantTableLimits limits)
+    {
+        Id = id;
+        Ept = ept;
+        Limits = limits;
+        SharedFrames = new MachineFrameNumber[limits.MaxGrantFrames];
+        SharedGfns = new ulong[limits.MaxGrantFrames];
+        int maxStatus = StatusFramesFor(limits.MaxGrantFrames);
+        StatusFrames = new MachineFrameNumber[maxStatus];
+        StatusGfns = new ulong[maxStatus];
+        Array.Fill(SharedGfns, InvalidGfn);
+        Array.Fill(StatusGfns, InvalidGfn);
+    }
+
+    /// <summary>The domain id (<c>domid_t</c>).</summary>
+    public ushort Id { get; }
+
+    /// <summary>The domain's EPT, where grant mappings and grant-table frames appear.</summary>
+    public EptTables Ept { get; }
+
+    /// <summary>The domain's limits.</summary>
+    public GrantTableLimits Limits { get; }
+
+    /// <summary>The grant-table version in force: 1 (initially) or 2.</summary>
+    public int Version { get; internal set; } = 1;
+
+    /// <summary>Number of shared grant-table frames (<c>nr_grant_frames</c>).</summary>
+    public int SharedFrameCount { get; internal set; }
+
+    /// <summary>Number of v2 status frames (<c>nr_status_frames</c>); 0 under version 1.</summary>
+    public int StatusFrameCount { get; internal set; }
+
+    /// <summary>Number of grant entries: 512 per frame under v1, 256 under v2.</summary>
+    public int EntryCount => SharedFrameCount * (Version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+
+    /// <summary>True once <see cref="GrantTableHost.DestroyDomain"/> ran: the domain can no longer be found, its table frames are gone.</summary>
+    public bool IsDestroyed { get; internal set; }
+
+    /// <summary>Number of grant mappings this domain holds (maptrack entries in use).</summary>
+    public int MappingCount => MaptrackInUse;
+
+    /// <summary>Number of maptrack entries allocated so far (a multiple of <see cref="GrantTableLimits.MaptrackPerFrame"/>).</summary>
+    public int MaptrackCapacity => Maptrack.Length;
+
+    /// <summary>The machine frame of shared grant-table frame <paramref name="index"/>.</summary>
+    /// <param name="index">Below <see cref="SharedFrameCount"/>.</param>
+    /// <returns>The frame.</returns>
+    public MachineFrameNumber GetSharedFrame(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, SharedFrameCount);
+        return SharedFrames[index];
+    }
+
+    /// <summary>The machine frame of v2 status frame <paramref name="index"/>.</summary>
+    /// <param name="index">Below <see cref="StatusFrameCount"/>.</param>
+    /// <returns>The frame.</returns>
+    public MachineFrameNumber GetStatusFrame(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, StatusFrameCount);
+        return StatusFrames[index];
+    }
+
+    /// <summary>The pin count word of grant <paramref name="gref"/> (Xen's <c>act->pin</c>: host-write, host-read, device-write, device-read bytes).</summary>
+    /// <param name="gref">A grant reference.</param>
+    /// <returns>0 when the grant is not in use or out of range.</returns>
+    public uint GetPinCount(uint gref) => gref < (uint)Active.Length ? Active[gref].Pin : 0;
+
+    /// <summary>Status frames needed for <paramref name="grantFrames"/> shared frames under v2 (<c>grant_to_status_frames</c>).</summary>
+    /// <param name="grantFrames">Shared frames.</param>
+    /// <returns>The number of status frames.</returns>
+    public static int StatusFramesFor(int grantFrames) =>
+        ((grantFrames * GrantEntryV2.PerFrame) + GrantEntryV2.StatusPerFrame - 1) / GrantEntryV2.StatusPerFrame;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"d{Id} grant table v{Version}, {SharedFrameCount} frame(s)";
+}

@@ -1,0 +1,193 @@
+using VmmKit.Ept;
+
+namespace VmmKit.GrantTable;
+
+// Shared-entry access and the GTF_reading/GTF_writing protocol (grant_table.c: _set_status_v1/_v2,
+// gnttab_clear_flags, get_paged_frame).
+public sealed unsafe partial class GrantTableHost
+{
+    private const int MaxStatusRetries = 4;
+
+    /// <summary>The 32-bit word holding flags (low half) and domid (high half) of entry <paramref name="gref"/> (<c>union grant_combo</c>).</summary>
+    private uint* HeaderWord(GrantDomain d, uint gref)
+    {
+        if (d.Version == 1)
+        {
+            byte* frame = _memory.GetFramePointer(d.SharedFrames[gref / GrantEntryV1.PerFrame]);
+            return (uint*)(frame + ((gref % GrantEntryV1.PerFrame) * GrantEntryV1.Size));
+        }
+        else
+        {
+            byte* frame = _memory.GetFramePointer(d.SharedFrames[gref / GrantEntryV2.PerFrame]);
+            return (uint*)(frame + ((gref % GrantEntryV2.PerFrame) * GrantEntryV2.Size));
+        }
+    }
+
+    private GrantEntryV2* EntryV2(GrantDomain d, uint gref) => (GrantEntryV2*)HeaderWord(d, gref);
+
+    private GrantEntryV1* EntryV1(GrantDomain d, uint gref) => (GrantEntryV1*)HeaderWord(d, gref);
+
+    /// <summary>The aligned 32-bit word holding v2 status entry <paramref name="gref"/>, and the shift of its 16 bits in it.</summary>
+    private uint* StatusWord(GrantDomain d, uint gref, out int shift)
+    {
+        byte* frame = _memory.GetFramePointer(d.StatusFrames[gref / GrantEntryV2.StatusPerFrame]);
+        uint offset = (gref % GrantEntryV2.StatusPerFrame) * sizeof(ushort);
+        shift = (int)(offset & 2) * 8;
+        return (uint*)(frame + (offset & ~3u));
+    }
+
+    private static ushort FlagsOf(uint combo) => (ushort)combo;
+
+    private static ushort DomIdOf(uint combo) => (ushort)(combo >> 16);
+
+    private static uint ReadVolatile(uint* p) => Volatile.Read(ref *p);
+
+    /// <summary>Atomically sets <paramref name="bits"/> in a 16-bit half of a guest-visible word.</summary>
+    private static void SetBits16(uint* word, int shift, ushort bits)
+    {
+        uint mask = (uint)bits << shift;
+        Interlocked.Or(ref *word, mask);
+    }
+
+    /// <summary>Atomically clears <paramref name="bits"/> in a 16-bit half of a guest-visible word (<c>gnttab_clear_flags</c>).</summary>
+    private static void ClearBits16(uint* word, int shift, ushort bits)
+    {
+        uint mask = ~((uint)bits << shift);
+        Interlocked.And(ref *word, mask);
+    }
+
+    /// <summary>Clears status flags of a grant after its last use of that kind; skipped when the granter's table is gone.</summary>
+    private void ClearStatusFlags(GrantDomain rd, uint gref, GrantEntryFlags flags)
+    {
+        if (rd.IsDestroyed || flags == 0 || gref >= (uint)rd.EntryCount)
+        {
+            return;
+        }
+
+        if (rd.Version == 1)
+        {
+            ClearBits16(HeaderWord(rd, gref), 0, (ushort)flags);
+        }
+        else
+        {
+            uint* w = StatusWord(rd, gref, out int shift);
+            ClearBits16(w, shift, (ushort)flags);
+        }
+    }
+
+    /// <summary>
+    /// Checks that grant <paramref name="gref"/> of <paramref name="rd"/> permits <paramref name="ldomid"/> the access, and
+    /// sets GTF_reading (and GTF_writing) where the guest sees them (<c>_set_status</c>).
+    /// </summary>
+    private GrantStatus SetStatus(GrantDomain rd, uint gref, in ActiveGrantEntry act, bool readOnly, bool mapping, ushort ldomid)
+    {
+        // A map may not use a sub-page grant; transitive grants are refused altogether (see XSA-226 in the README).
+        ushort mask = (ushort)(GrantEntryFlags.TypeMask | (mapping ? GrantEntryFlags.SubPage : 0));
+        if (rd.Version == 1)
+        {
+            uint* word = HeaderWord(rd, gref);
+            uint combo = ReadVolatile(word);
+            for (int retries = 0; ; retries++)
+            {
+                ushort flags = FlagsOf(combo);
+                if (act.Pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))
+                {
+                    return GrantStatus.GeneralError;
+                }
+
+                ushort newFlags = (ushort)(flags | (ushort)GrantEntryFlags.Reading);
+                if (!readOnly)
+                {
+                    if ((flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
+                    {
+                        return GrantStatus.GeneralError; // write-pin of a read-only grant
+                    }
+
+                    newFlags |= (ushort)GrantEntryFlags.Writing;
+                }
+
+                uint prev = Interlocked.CompareExchange(ref *word, (combo & 0xFFFF_0000u) | newFlags, combo);
+                if (prev == combo)
+                {
+                    return GrantStatus.Okay;
+                }
+
+                if (retries == MaxStatusRetries)
+                {
+                    return GrantStatus.GeneralError; // the guest keeps changing the entry
+                }
+
+                combo = prev;
+            }
+        }
+        else
+        {
+            uint* header = HeaderWord(rd, gref);
+            uint combo = ReadVolatile(header);
+            ushort flags = FlagsOf(combo);
+            if (act.Pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))
+            {
+                return GrantStatus.GeneralError;
+            }
+
+            if (!readOnly && (flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
+            {
+                return GrantStatus.GeneralError;
+            }
+
+            uint* status = StatusWord(rd, gref, out int shift);
+            SetBits16(status, shift, (ushort)(readOnly ? GrantEntryFlags.Reading : GrantEntryFlags.Reading | GrantEntryFlags.Writing));
+            Interlocked.MemoryBarrier(); // the guest sees the status before we re-check the entry
+
+            combo = ReadVolatile(header);
+            flags = FlagsOf(combo);
+            if (act.Pin == 0)
+            {
+                if ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid ||
+                    (!readOnly && (flags & (ushort)GrantEntryFlags.ReadOnly) != 0))
+                {
+                    ClearBits16(status, shift, (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
+                    return GrantStatus.GeneralError;
+                }
+            }
+            else if ((flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
+            {
+                ClearBits16(status, shift, (ushort)GrantEntryFlags.Writing);
+                return GrantStatus.GeneralError;
+            }
+
+            return GrantStatus.Okay;
+        }
+    }
+
+    /// <summary>
+    /// Resolves a frame of <paramref name="d"/> for a grant or copy (<c>get_paged_frame</c>): it must be the domain's own
+    /// RAM in its EPT (writable when <paramref name="readOnly"/> is false), not a grant mapping, not a grant-table frame,
+    /// and not freed by its owner.
+    /// </summary>
+    private GrantStatus GetPagedFrame(GrantDomain d, ulong gfn, bool readOnly, out ulong mfn)
+    {
+        mfn = 0;
+        if (d.IsDestroyed || gfn >= MaxGuestFrame || d.GrantMappedGfns.ContainsKey(gfn) || d.TableGfns.ContainsKey(gfn))
+        {
+            return GrantStatus.BadPage;
+        }
+
+        if (!d.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber frame, out EptAccess access) ||
+            (access & EptAccess.Read) == 0 || (!readOnly && (access & EptAccess.Write) == 0))
+        {
+            return GrantStatus.BadPage;
+        }
+
+        if (!_memory.TryGetOwner(frame, out FrameOwner owner) || owner.DomainId != d.Id || Frames.IsFreePending(frame))
+        {
+            return GrantStatus.BadPage;
+        }
+
+        mfn = frame.Value;
+        return GrantStatus.Okay;
+    }
+
+    /// <summary>Guest frames past this are outside a 4-level EPT (48-bit guest-physical addresses).</summary>
+    private const ulong MaxGuestFrame = 1UL << 36;
+}

@@ -1,0 +1,306 @@
+using VmmKit.Ept;
+
+namespace VmmKit.GrantTable;
+
+// GNTTABOP_map_grant_ref, unmap_grant_ref and unmap_and_replace for HVM/PVH grantees
+// (grant_table.c: map_grant_ref, unmap_common, unmap_common_complete; x86 create/replace_grant_p2m_mapping).
+public sealed unsafe partial class GrantTableHost
+{
+    /// <summary>
+    /// Maps grant <c>op.Ref</c> of domain <c>op.Dom</c> into <paramref name="caller"/>'s EPT at guest-physical
+    /// <c>op.HostAddr</c> (one operation of <c>GNTTABOP_map_grant_ref</c>); sets <c>op.Status</c>, and on success
+    /// <c>op.Handle</c> and <c>op.DevBusAddr</c>.
+    /// </summary>
+    /// <param name="caller">The grantee.</param>
+    /// <param name="op">The operation, as read from the guest.</param>
+    public void MapGrantRef(GrantDomain caller, ref GnttabMapGrantRef op)
+    {
+        CheckCaller(caller);
+        lock (_lock)
+        {
+            op.Status = (short)Map(caller, ref op);
+        }
+    }
+
+    private GrantStatus Map(GrantDomain ld, ref GnttabMapGrantRef op)
+    {
+        var flags = (GrantMapFlags)op.Flags;
+        if ((flags & (GrantMapFlags.DeviceMap | GrantMapFlags.HostMap)) == 0)
+        {
+            return GrantStatus.BadGntref; // "Bad flags in grant map op"
+        }
+
+        if ((flags & (GrantMapFlags.DeviceMap | GrantMapFlags.ApplicationMap | GrantMapFlags.ContainsPte)) != 0)
+        {
+            return GrantStatus.GeneralError; // "No device mapping in HVM domain"
+        }
+
+        if (ld.IsDestroyed || LookupById(op.Dom) is not { } rd)
+        {
+            return GrantStatus.BadDomain;
+        }
+
+        if (!TryGetMaptrackHandle(ld, out uint handle))
+        {
+            return GrantStatus.NoDeviceSpace; // "Failed to obtain maptrack handle"
+        }
+
+        GrantStatus rc = MapPinned(ld, rd, ref op, flags, handle);
+        if (rc != GrantStatus.Okay)
+        {
+            PutMaptrackHandle(ld, handle);
+        }
+
+        return rc;
+    }
+
+    private GrantStatus MapPinned(GrantDomain ld, GrantDomain rd, ref GnttabMapGrantRef op, GrantMapFlags flags, uint handle)
+    {
+        if (op.Ref >= (uint)rd.EntryCount)
+        {
+            return GrantStatus.BadGntref;
+        }
+
+        bool readOnly = (flags & GrantMapFlags.ReadOnly) != 0;
+        ref ActiveGrantEntry act = ref rd.Active[op.Ref];
+        if (act.Pin != 0 && (act.DomId != ld.Id || (act.Pin & ActiveGrantEntry.OverflowRisk) != 0 || act.IsSubPage))
+        {
+            return GrantStatus.GeneralError; // other grantee, pin counter overflow risk, or sub-page
+        }
+
+        uint writers = ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask;
+        if (act.Pin == 0 || (!readOnly && (act.Pin & writers) == 0))
+        {
+            GrantStatus rc = SetStatus(rd, op.Ref, act, readOnly, mapping: true, ld.Id);
+            if (rc != GrantStatus.Okay)
+            {
+                return rc;
+            }
+
+            if (act.Pin == 0)
+            {
+                ulong gfn = rd.Version == 1 ? EntryV1(rd, op.Ref)->Frame : Volatile.Read(ref EntryV2(rd, op.Ref)->Frame);
+                rc = GetPagedFrame(rd, gfn, readOnly, out ulong mfn);
+                if (rc != GrantStatus.Okay)
+                {
+                    ClearAfterFailedPin(rd, op.Ref, act.Pin, readOnly);
+                    return rc;
+                }
+
+                act.DomId = ld.Id;
+                act.Mfn = mfn;
+                act.Start = 0;
+                act.Length = Page.PageSize;
+                act.IsSubPage = false;
+            }
+        }
+
+        uint increment = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        act.Pin += increment;
+        var frame = new MachineFrameNumber(act.Mfn);
+
+        // create_grant_p2m_mapping: the granted frame appears at host_addr in the grantee's EPT, never executable.
+        ulong target = op.HostAddr >> Page.PageShift;
+        GrantStatus mapped = AddHostMapping(ld, target, frame, readOnly);
+        if (mapped != GrantStatus.Okay)
+        {
+            act.Pin -= increment;
+            ClearAfterFailedPin(rd, op.Ref, act.Pin, readOnly);
+            return mapped;
+        }
+
+        Frames.Acquire(frame);
+        ref MaptrackEntry mt = ref ld.Maptrack[handle];
+        mt.Ref = op.Ref;
+        mt.Granter = rd;
+        mt.Gfn = target;
+        mt.Mfn = frame.Value;
+        mt.Flags = flags & (GrantMapFlags.HostMap | GrantMapFlags.ReadOnly);
+        ld.GrantMappedGfns[target] = handle;
+
+        op.DevBusAddr = frame.Address;
+        op.Handle = handle;
+        return GrantStatus.Okay;
+    }
+
+    private void ClearAfterFailedPin(GrantDomain rd, uint gref, uint pin, bool readOnly)
+    {
+        GrantEntryFlags clear = 0;
+        if (!readOnly && (pin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0)
+        {
+            clear |= GrantEntryFlags.Writing;
+        }
+
+        if (pin == 0)
+        {
+            clear |= GrantEntryFlags.Reading;
+        }
+
+        ClearStatusFlags(rd, gref, clear);
+    }
+
+    private GrantStatus AddHostMapping(GrantDomain ld, ulong gfn, MachineFrameNumber frame, bool readOnly)
+    {
+        // Refuse a slot that already holds a grant mapping or one of the grantee's grant-table frames:
+        // replacing them would orphan a maptrack entry or a table frame.
+        if (gfn >= MaxGuestFrame || ld.GrantMappedGfns.ContainsKey(gfn) || ld.TableGfns.ContainsKey(gfn))
+        {
+            return GrantStatus.GeneralError;
+        }
+
+        try
+        {
+            ld.Ept.Map(new GuestFrameNumber(gfn).Address, frame, 1, readOnly ? EptAccess.Read : EptAccess.Read | EptAccess.Write);
+        }
+        catch (MachineMemoryExhaustedException)
+        {
+            return GrantStatus.GeneralError;
+        }
+
+        GuestPhysicalMemory.InvalidateSingleContext(_memory, ld.Ept.Pointer); // the slot may have held a RAM page
+        return GrantStatus.Okay;
+    }
+
+    private void RemoveHostMapping(GrantDomain ld, ulong gfn)
+    {
+        ld.GrantMappedGfns.Remove(gfn);
+        try
+        {
+            ld.Ept.Unmap(new GuestFrameNumber(gfn).Address, 1);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The hypervisor already disposed the dying domain's EPT: nothing left to unmap.
+        }
+
+        GuestPhysicalMemory.InvalidateSingleContext(_memory, ld.Ept.Pointer);
+    }
+
+    /// <summary>Unmaps one grant mapping (one operation of <c>GNTTABOP_unmap_grant_ref</c>); sets <c>op.Status</c>.</summary>
+    /// <param name="caller">The grantee.</param>
+    /// <param name="op">The operation, as read from the guest.</param>
+    public void UnmapGrantRef(GrantDomain caller, ref GnttabUnmapGrantRef op)
+    {
+        CheckCaller(caller);
+        lock (_lock)
+        {
+            op.Status = (short)Unmap(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0);
+        }
+    }
+
+    /// <summary>
+    /// One operation of <c>GNTTABOP_unmap_and_replace</c>: for an HVM grantee only <c>new_addr</c> = 0 is accepted
+    /// (then it is an unmap), as in Xen's <c>replace_grant_p2m_mapping</c>. Xen does not offer this command to HVM
+    /// guests through the hypercall; the method exists for hosts that do.
+    /// </summary>
+    /// <param name="caller">The grantee.</param>
+    /// <param name="op">The operation.</param>
+    public void UnmapAndReplace(GrantDomain caller, ref GnttabUnmapAndReplace op)
+    {
+        CheckCaller(caller);
+        lock (_lock)
+        {
+            op.Status = (short)Unmap(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr);
+        }
+    }
+
+    private GrantStatus Unmap(GrantDomain ld, uint handle, ulong hostAddr, ulong devBusAddr, ulong newAddr)
+    {
+        if (handle >= (uint)ld.Maptrack.Length || ld.IsDestroyed)
+        {
+            return GrantStatus.BadHandle;
+        }
+
+        ref MaptrackEntry map = ref ld.Maptrack[handle];
+        GrantMapFlags flags = map.Flags;
+        if (flags == 0)
+        {
+            return GrantStatus.BadHandle; // never mapped, or already unmapped
+        }
+
+        var frame = new MachineFrameNumber(map.Mfn);
+        if (devBusAddr != 0 && devBusAddr != frame.Address)
+        {
+            return GrantStatus.GeneralError; // "Bus address doesn't match gntref"
+        }
+
+        if (hostAddr == 0 || (flags & GrantMapFlags.HostMap) == 0)
+        {
+            return GrantStatus.Okay; // nothing asked to be undone (Xen leaves the mapping as it is)
+        }
+
+        // replace_grant_p2m_mapping: no replacement for HVM, and the address must hold this very mapping.
+        ulong gfn = hostAddr >> Page.PageShift;
+        if (newAddr != 0 || !ld.GrantMappedGfns.TryGetValue(gfn, out uint mappedHandle) || mappedHandle != handle)
+        {
+            return GrantStatus.GeneralError;
+        }
+
+        RemoveHostMapping(ld, gfn);
+        GrantDomain rd = map.Granter!;
+        uint gref = map.Ref;
+        map.Flags = GrantMapFlags.None;
+        map.Granter = null;
+        PutMaptrackHandle(ld, handle);
+        CompleteUnmap(rd, gref, flags, frame);
+        return GrantStatus.Okay;
+    }
+
+    // unmap_common_complete: drop the frame reference and the pin, clear the status flags the last user set.
+    private void CompleteUnmap(GrantDomain rd, uint gref, GrantMapFlags flags, MachineFrameNumber frame)
+    {
+        bool readOnly = (flags & GrantMapFlags.ReadOnly) != 0;
+        ref ActiveGrantEntry act = ref rd.Active[gref];
+        act.Pin -= readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        Frames.Release(frame);
+
+        GrantEntryFlags clear = 0;
+        if (!readOnly && (act.Pin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0)
+        {
+            clear |= GrantEntryFlags.Writing;
+        }
+
+        if (act.Pin == 0)
+        {
+            clear |= GrantEntryFlags.Reading;
+        }
+
+        ClearStatusFlags(rd, gref, clear);
+    }
+
+    // get_maptrack_handle: take a free entry, growing the maptrack one frame's worth at a time up to the limit.
+    private static bool TryGetMaptrackHandle(GrantDomain ld, out uint handle)
+    {
+        if (ld.MaptrackFreeHead < 0)
+        {
+            int capacity = ld.Maptrack.Length;
+            int limit = ld.Limits.MaxMaptrackFrames * GrantTableLimits.MaptrackPerFrame;
+            if (capacity >= limit)
+            {
+                handle = 0;
+                return false;
+            }
+
+            int grown = capacity + GrantTableLimits.MaptrackPerFrame;
+            Array.Resize(ref ld.Maptrack, grown);
+            for (int i = grown - 1; i >= capacity; i--)
+            {
+                ld.Maptrack[i].NextFree = ld.MaptrackFreeHead;
+                ld.MaptrackFreeHead = i;
+            }
+        }
+
+        handle = (uint)ld.MaptrackFreeHead;
+        ld.MaptrackFreeHead = ld.Maptrack[handle].NextFree;
+        ld.Maptrack[handle].NextFree = -1;
+        ld.MaptrackInUse++;
+        return true;
+    }
+
+    private static void PutMaptrackHandle(GrantDomain ld, uint handle)
+    {
+        ld.Maptrack[handle].NextFree = ld.MaptrackFreeHead;
+        ld.MaptrackFreeHead = (int)handle;
+        ld.MaptrackInUse--;
+    }
+}

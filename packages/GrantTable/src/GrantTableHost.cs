@@ -1,0 +1,173 @@
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.GrantTable;
+
+/// <summary>
+/// The hypervisor side of Xen's grant tables (xen/common/grant_table.c) for HVM/PVH domains: every domain's
+/// table, maptrack and mappings, and the operations of <c>__HYPERVISOR_grant_table_op</c> on them. A grant
+/// mapping is an entry in the grantee's EPT pointing at the granter's frame (read-only when the grant or the
+/// request says so), counted in <see cref="Frames"/> so the frame outlives the granter's free.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Guest input is never trusted: every operation checks it the way Xen does and reports Xen's
+/// <see cref="GrantStatus"/> or negated errno; nothing a guest passes makes these methods throw.
+/// Exceptions are reserved for host programming errors (a null domain, a domain of another host).
+/// </para>
+/// <para>
+/// One lock serialises all grant-table state (Xen uses per-table rwlocks and per-entry spinlocks; one lock
+/// keeps the invariants simple and costs one uncontended acquire per operation). The shared entries and
+/// status words live in guest-visible frames and are updated with atomic compare-exchange, as in Xen, because
+/// the guest writes them concurrently.
+/// </para>
+/// </remarks>
+public sealed unsafe partial class GrantTableHost
+{
+    private readonly object _lock = new();
+    private readonly Dictionary<ushort, GrantDomain> _domains = [];
+    private readonly MachineMemory _memory;
+
+    /// <summary>Creates the grant-table state of a machine.</summary>
+    /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them).</param>
+    public GrantTableHost(FrameReferences frames)
+    {
+        ArgumentNullException.ThrowIfNull(frames);
+        Frames = frames;
+        _memory = frames.Memory;
+    }
+
+    /// <summary>The frame reference counts: grant mappings hold references; free domain frames with <see cref="FrameReferences.Free"/>.</summary>
+    public FrameReferences Frames { get; }
+
+    /// <summary>The machine memory.</summary>
+    public MachineMemory Memory => _memory;
+
+    /// <summary>
+    /// Gives a new domain its grant table (Xen's <c>grant_table_init</c>): version 1, one shared frame
+    /// (allocated to <c>DOMID_XEN</c>, like Xen's xenheap frames shared with the guest), no mapping.
+    /// </summary>
+    /// <param name="domainId">The domain id; not in use by another live domain, below <c>DOMID_FIRST_RESERVED</c>.</param>
+    /// <param name="ept">The domain's EPT.</param>
+    /// <param name="limits">Resource limits; <see cref="GrantTableLimits.Default"/> when null.</param>
+    /// <returns>The domain's grant state.</returns>
+    /// <exception cref="ArgumentException">The id is reserved or in use, the EPT is over other memory, or a limit is out of range.</exception>
+    /// <exception cref="MachineMemoryExhaustedException">No frame for the first table frame.</exception>
+    public GrantDomain CreateDomain(ushort domainId, EptTables ept, GrantTableLimits? limits = null)
+    {
+        ArgumentNullException.ThrowIfNull(ept);
+        GrantTableLimits l = limits ?? GrantTableLimits.Default;
+        if (l.MaxGrantFrames is < 1 or > 1024 || l.MaxMaptrackFrames is < 0 or > 1024)
+        {
+            throw new ArgumentException("max grant frames must be 1..1024 and max maptrack frames 0..1024.", nameof(limits));
+        }
+
+        if (domainId >= DomainId.FirstReserved)
+        {
+            throw new ArgumentException($"d{domainId} is a reserved domain id.", nameof(domainId));
+        }
+
+        if (!ReferenceEquals(ept.Memory, _memory))
+        {
+            throw new ArgumentException("The EPT lives in other machine memory.", nameof(ept));
+        }
+
+        lock (_lock)
+        {
+            if (_domains.ContainsKey(domainId))
+            {
+                throw new ArgumentException($"d{domainId} already has a grant table.", nameof(domainId));
+            }
+
+            var d = new GrantDomain(domainId, ept, l);
+            if (GrowTable(d, GrantDomain.InitialFrames) != 0)
+            {
+                throw new MachineMemoryExhaustedException("No frame for the first grant-table frame.");
+            }
+
+            _domains.Add(domainId, d);
+            return d;
+        }
+    }
+
+    /// <summary>Finds a live domain's grant state.</summary>
+    /// <param name="domainId">The domain id.</param>
+    /// <param name="domain">The domain when found.</param>
+    /// <returns>False when no live domain has this id.</returns>
+    public bool TryGetDomain(ushort domainId, out GrantDomain domain)
+    {
+        lock (_lock)
+        {
+            return _domains.TryGetValue(domainId, out domain!);
+        }
+    }
+
+    /// <summary>
+    /// Tears down a dying domain's grant state (Xen's <c>gnttab_release_mappings</c> then <c>grant_table_destroy</c>):
+    /// every mapping it holds is removed from its EPT and unpinned in the granter's table; its table frames are
+    /// unmapped and freed. Grants it gave that others still map keep their frames alive through
+    /// <see cref="Frames"/> until those mappings go; the grantees unmap them as usual. Call after the domain's vCPUs stopped
+    /// and before freeing its frames with <see cref="FrameReferences.Free"/>.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    public void DestroyDomain(GrantDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        lock (_lock)
+        {
+            if (domain.IsDestroyed)
+            {
+                return;
+            }
+
+            if (_domains.TryGetValue(domain.Id, out GrantDomain? current) && ReferenceEquals(current, domain))
+            {
+                _domains.Remove(domain.Id);
+            }
+
+            for (int h = 0; h < domain.Maptrack.Length; h++)
+            {
+                ref MaptrackEntry map = ref domain.Maptrack[h];
+                if ((map.Flags & GrantMapFlags.HostMap) != 0)
+                {
+                    RemoveHostMapping(domain, map.Gfn);
+                    CompleteUnmap(map.Granter!, map.Ref, map.Flags, new MachineFrameNumber(map.Mfn));
+                    map.Flags = GrantMapFlags.None;
+                    PutMaptrackHandle(domain, (uint)h);
+                }
+            }
+
+            for (int i = 0; i < domain.StatusFrameCount; i++)
+            {
+                UnmapTableFrame(domain, status: true, i);
+                Frames.Free(domain.StatusFrames[i]);
+            }
+
+            for (int i = 0; i < domain.SharedFrameCount; i++)
+            {
+                UnmapTableFrame(domain, status: false, i);
+                Frames.Free(domain.SharedFrames[i]);
+            }
+
+            domain.StatusFrameCount = 0;
+            domain.IsDestroyed = true;
+            GuestPhysicalMemory.InvalidateSingleContext(_memory, domain.Ept.Pointer);
+        }
+    }
+
+    // rcu_lock_domain_by_id: DOMID_SELF is not accepted (map_grant_ref).
+    private GrantDomain? LookupById(ushort domid) => _domains.GetValueOrDefault(domid);
+
+    // rcu_lock_domain_by_any_id: DOMID_SELF is the caller.
+    private GrantDomain? LookupByAnyId(GrantDomain caller, ushort domid) =>
+        domid == DomainId.Self ? caller : _domains.GetValueOrDefault(domid);
+
+    private void CheckCaller(GrantDomain caller)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        if (!ReferenceEquals(caller.Ept.Memory, _memory))
+        {
+            throw new ArgumentException("The domain belongs to another machine.", nameof(caller));
+        }
+    }
+}

@@ -1,0 +1,336 @@
+using System.Runtime.CompilerServices;
+using VmmKit.Hypercall;
+
+namespace VmmKit.GrantTable;
+
+/// <summary>
+/// <c>__HYPERVISOR_grant_table_op(cmd, uop, count)</c> for HVM/PVH callers, wired into a
+/// <see cref="HypercallDispatcher{TCaller}"/>: reads each operation from guest memory in the caller's ABI
+/// (64-bit or compat 32-bit layouts), runs it on the <see cref="GrantTableHost"/>, and writes the results back.
+/// </summary>
+/// <remarks>
+/// As Xen's <c>hvm_grant_table_op</c> (xen/arch/x86/hvm/hypercall.c), HVM callers get query_size, setup_table,
+/// set_version, get_version, copy, map_grant_ref, unmap_grant_ref and swap_grant_ref; every other command returns
+/// -ENOSYS. Batches check the dispatcher's preemption hook between operations (unmaps every 32, as Xen batches them)
+/// and continue through <see cref="HypercallCall{TCaller}.CreateContinuation"/> with <c>uop</c> advanced and
+/// <c>count</c> reduced, like Xen's <c>hypercall_create_continuation(__HYPERVISOR_grant_table_op, "ihi", ...)</c>.
+/// </remarks>
+/// <typeparam name="TCaller">The hypervisor's type for the calling vCPU or domain.</typeparam>
+public sealed class GrantTableHypercalls<TCaller>
+{
+    private const int UnmapBatch = 32;            // GNTTAB_UNMAP_BATCH_SIZE
+    private const int MaxFramesOnStack = 1024;
+    private readonly GrantTableHost _host;
+    private readonly IGrantTableCallerResolver<TCaller> _resolver;
+
+    /// <summary>Creates the handler.</summary>
+    /// <param name="host">The grant tables.</param>
+    /// <param name="resolver">Maps callers to their domains.</param>
+    public GrantTableHypercalls(GrantTableHost host, IGrantTableCallerResolver<TCaller> resolver)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        ArgumentNullException.ThrowIfNull(resolver);
+        _host = host;
+        _resolver = resolver;
+    }
+
+    /// <summary>Registers <see cref="Handle"/> as <c>__HYPERVISOR_grant_table_op</c>.</summary>
+    /// <param name="dispatcher">The dispatcher.</param>
+    public void Register(HypercallDispatcher<TCaller> dispatcher)
+    {
+        ArgumentNullException.ThrowIfNull(dispatcher);
+        dispatcher.Register(HypercallNumber.GrantTableOp, Handle);
+    }
+
+    /// <summary>Handles one <c>grant_table_op</c> call.</summary>
+    /// <param name="call">The call: cmd, uop, count in arguments 0-2.</param>
+    /// <returns>0, a negated errno, or the continuation's number.</returns>
+    public long Handle(ref HypercallCall<TCaller> call)
+    {
+        uint cmd = (uint)call.Argument(0);
+        ulong uop = call.Argument(1);
+        uint count = (uint)call.Argument(2);
+        if (_resolver.GetDomain(call.Caller) is not { } d)
+        {
+            return XenErrno.ENOSYS.Negated();
+        }
+
+        bool compat = call.Abi == HypercallAbi.Compat32;
+        if (compat)
+        {
+            uop &= uint.MaxValue;
+        }
+
+        // hvm_grant_table_op filters on the raw command; do_grant_table_op then checks count.
+        switch ((GrantTableOp)cmd)
+        {
+            case GrantTableOp.QuerySize:
+            case GrantTableOp.SetupTable:
+            case GrantTableOp.SetVersion:
+            case GrantTableOp.GetVersion:
+            case GrantTableOp.Copy:
+            case GrantTableOp.MapGrantRef:
+            case GrantTableOp.UnmapGrantRef:
+            case GrantTableOp.SwapGrantRef:
+                break;
+            default:
+                return XenErrno.ENOSYS.Negated();
+        }
+
+        if ((int)count < 0)
+        {
+            return XenErrno.EINVAL.Negated();
+        }
+
+        return (GrantTableOp)cmd switch
+        {
+            GrantTableOp.MapGrantRef => Map(ref call, d, cmd, uop, count),
+            GrantTableOp.UnmapGrantRef => Unmap(ref call, d, cmd, uop, count),
+            GrantTableOp.Copy => compat ? CopyCompat(ref call, d, cmd, uop, count) : Copy(ref call, d, cmd, uop, count),
+            GrantTableOp.SwapGrantRef => Swap(ref call, d, cmd, uop, count),
+            GrantTableOp.SetupTable => SetupTable(ref call, d, uop, count, compat),
+            GrantTableOp.QuerySize => QuerySize(ref call, d, uop, count),
+            GrantTableOp.SetVersion => SetVersion(ref call, d, uop),
+            _ => GetVersion(ref call, d, uop),
+        };
+    }
+
+    private static long Continue(ref HypercallCall<TCaller> call, uint cmd, ulong uop, uint done, int size, uint count) =>
+        call.CreateContinuation(HypercallNumber.GrantTableOp, [cmd, uop + ((ulong)done * (ulong)size), count - done]);
+
+    private long Map(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        int size = Unsafe.SizeOf<GnttabMapGrantRef>();
+        for (uint i = 0; i < count; i++)
+        {
+            if (i != 0 && call.PreemptCheck())
+            {
+                return Continue(ref call, cmd, uop, i, size, count);
+            }
+
+            ulong at = uop + ((ulong)i * (ulong)size);
+            if (!call.TryCopyFromGuest(at, out GnttabMapGrantRef op))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            _host.MapGrantRef(d, ref op);
+            if (!call.TryCopyToGuest(at, in op))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+        }
+
+        return 0;
+    }
+
+    private long Unmap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        int size = Unsafe.SizeOf<GnttabUnmapGrantRef>();
+        const int statusOffset = 20; // offsetof(struct gnttab_unmap_grant_ref, status)
+        for (uint i = 0; i < count; i++)
+        {
+            if (i != 0 && i % UnmapBatch == 0 && call.PreemptCheck())
+            {
+                return Continue(ref call, cmd, uop, i, size, count);
+            }
+
+            ulong at = uop + ((ulong)i * (ulong)size);
+            if (!call.TryCopyFromGuest(at, out GnttabUnmapGrantRef op))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            _host.UnmapGrantRef(d, ref op);
+            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+        }
+
+        return 0;
+    }
+
+    private long Copy(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        int size = Unsafe.SizeOf<GnttabCopy>();
+        const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
+        for (uint i = 0; i < count; i++)
+        {
+            if (i != 0 && call.PreemptCheck())
+            {
+                return Continue(ref call, cmd, uop, i, size, count);
+            }
+
+            ulong at = uop + ((ulong)i * (ulong)size);
+            if (!call.TryCopyFromGuest(at, out GnttabCopy op))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            _host.Copy(d, ref op);
+            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+        }
+
+        return 0;
+    }
+
+    private long CopyCompat(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        int size = Unsafe.SizeOf<CompatGnttabCopy>();
+        const int statusOffset = 20; // offsetof(struct gnttab_copy, status), 32-bit
+        for (uint i = 0; i < count; i++)
+        {
+            if (i != 0 && call.PreemptCheck())
+            {
+                return Continue(ref call, cmd, uop, i, size, count);
+            }
+
+            ulong at = uop + ((ulong)i * (ulong)size);
+            if (!call.TryCopyFromGuest(at, out CompatGnttabCopy c))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            // The compat layer widens the 32-bit frame numbers (xen/common/compat/grant_table.c).
+            var op = new GnttabCopy
+            {
+                Source = new GnttabCopyPtr { Gmfn = c.Source.Gmfn, DomId = c.Source.DomId, Offset = c.Source.Offset },
+                Dest = new GnttabCopyPtr { Gmfn = c.Dest.Gmfn, DomId = c.Dest.DomId, Offset = c.Dest.Offset },
+                Len = c.Len,
+                Flags = c.Flags,
+            };
+            _host.Copy(d, ref op);
+            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+        }
+
+        return 0;
+    }
+
+    private long Swap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        int size = Unsafe.SizeOf<GnttabSwapGrantRef>();
+        const int statusOffset = 8; // offsetof(struct gnttab_swap_grant_ref, status)
+        for (uint i = 0; i < count; i++)
+        {
+            if (i != 0 && call.PreemptCheck())
+            {
+                return Continue(ref call, cmd, uop, i, size, count);
+            }
+
+            ulong at = uop + ((ulong)i * (ulong)size);
+            if (!call.TryCopyFromGuest(at, out GnttabSwapGrantRef op))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            _host.SwapGrantRef(d, ref op);
+            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+        }
+
+        return 0;
+    }
+
+    private long SetupTable(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, uint count, bool compat)
+    {
+        if (count != 1)
+        {
+            return XenErrno.EINVAL.Negated();
+        }
+
+        ushort dom;
+        uint nrFrames;
+        ulong frameList;
+        int statusOffset = 8; // offsetof(struct gnttab_setup_table, status) in both ABIs
+        if (compat)
+        {
+            if (!call.TryCopyFromGuest(uop, out CompatGnttabSetupTable c))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            (dom, nrFrames, frameList) = (c.Dom, c.NrFrames, c.FrameList);
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(uop, out GnttabSetupTable op))
+            {
+                return XenErrno.EFAULT.Negated();
+            }
+
+            (dom, nrFrames, frameList) = (op.Dom, op.NrFrames, op.FrameList);
+        }
+
+        Span<ulong> frames = stackalloc ulong[MaxFramesOnStack];
+        GrantStatus status = _host.SetupTable(d, _resolver.IsPrivileged(call.Caller), dom, nrFrames, frames);
+        if (status == GrantStatus.Okay)
+        {
+            int elementSize = compat ? sizeof(uint) : sizeof(ulong);
+            for (int i = 0; i < (int)nrFrames; i++)
+            {
+                ulong at = frameList + ((ulong)i * (ulong)elementSize);
+                bool ok = compat ? call.TryCopyToGuest(at, (uint)frames[i]) : call.TryCopyToGuest(at, frames[i]);
+                if (!ok)
+                {
+                    status = GrantStatus.BadVirtAddr;
+                }
+            }
+        }
+
+        short s = (short)status;
+        return call.TryCopyToGuest(uop + (ulong)statusOffset, in s) ? 0 : XenErrno.EFAULT.Negated();
+    }
+
+    private long QuerySize(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, uint count)
+    {
+        if (count != 1)
+        {
+            return XenErrno.EINVAL.Negated();
+        }
+
+        if (!call.TryCopyFromGuest(uop, out GnttabQuerySize op))
+        {
+            return XenErrno.EFAULT.Negated();
+        }
+
+        _host.QuerySize(d, _resolver.IsPrivileged(call.Caller), ref op);
+        return call.TryCopyToGuest(uop, in op) ? 0 : XenErrno.EFAULT.Negated();
+    }
+
+    private long SetVersion(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop)
+    {
+        if (!call.TryCopyFromGuest(uop, out GnttabSetVersion op))
+        {
+            return XenErrno.EFAULT.Negated();
+        }
+
+        long rc = _host.SetVersion(d, ref op);
+        return call.TryCopyToGuest(uop, in op) ? rc : XenErrno.EFAULT.Negated();
+    }
+
+    private long GetVersion(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop)
+    {
+        if (!call.TryCopyFromGuest(uop, out GnttabGetVersion op))
+        {
+            return XenErrno.EFAULT.Negated();
+        }
+
+        long rc = _host.GetVersion(d, _resolver.IsPrivileged(call.Caller), ref op);
+        if (rc != 0)
+        {
+            return rc;
+        }
+
+        const int versionOffset = 4; // offsetof(struct gnttab_get_version, version)
+        return call.TryCopyToGuest(uop + versionOffset, in op.Version) ? 0 : XenErrno.EFAULT.Negated();
+    }
+}

@@ -1,0 +1,324 @@
+using CsCheck;
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.GrantTable.Tests;
+
+/// <summary>
+/// Model-based test: random sequences of grant, end-access, map, unmap, copy, guest reads and writes, version
+/// switches and domain deaths across three domains, each step checked against a small reference model of what
+/// Xen's grant rules allow. After every step: every grantee's EPT holds exactly the mappings the model has (no
+/// access to a frame not granted, none after unmap), contents agree, GTF_reading/GTF_writing agree, and a mapped
+/// frame still belongs to its granter even after the granter died and other domains allocated memory.
+/// </summary>
+public class ModelTests
+{
+    private const int Pages = 8;           // RAM frames of each domain the test uses: gfn 0..7
+    private const ulong Slot0 = 0x100;     // grant mappings go to gfn 0x100..0x107
+    private const int Slots = 8;
+
+    private sealed record ModelGrant(int Granter, uint Ref, int Grantee, int Gfn, bool ReadOnly);
+
+    private sealed record ModelMapping(int Grantee, int Slot, uint Handle, ModelGrant Grant, bool ReadOnly);
+
+    private sealed class Model
+    {
+        public readonly bool[] Alive = [false, true, true, true];
+        public readonly Dictionary<(int Dom, int Gfn), byte[]> Pages = [];
+        public readonly List<ModelGrant> Grants = [];
+        public readonly List<ModelMapping> Mappings = [];
+        public readonly int[] Version = [1, 1, 1, 1];
+
+        public byte[] Page(int dom, int gfn) =>
+            Pages.TryGetValue((dom, gfn), out byte[]? p) ? p : Pages[(dom, gfn)] = new byte[4096];
+    }
+
+    [Fact]
+    public void Random_grant_sequences_agree_with_the_model() =>
+        Gen.Int[0, 1 << 20].Array[6].Array[1, 70].Sample(Run, iter: 100);
+
+    private static void Run(int[][] steps)
+    {
+        using var m = new TestMachine(12UL << 20);
+        var model = new Model();
+        var doms = new TestDomain?[4];
+        var shares = new InProcessGrantShare?[4];
+        var mappers = new InProcessGrantMapper?[4];
+        for (ushort d = 1; d <= 3; d++)
+        {
+            doms[d] = m.AddDomain(d, new GrantTableLimits(4, 1));
+            shares[d] = new InProcessGrantShare(m.Host, doms[d]!.Grant);
+            mappers[d] = new InProcessGrantMapper(m.Host, doms[d]!.Grant, new GuestFrameNumber(Slot0), Slots);
+        }
+
+        foreach (int[] s in steps)
+        {
+            int kind = s[0] % 9;
+            int a = 1 + (s[1] % 3), b = 1 + (s[2] % 3);
+            switch (kind)
+            {
+                case 0: // grant
+                {
+                    if (!model.Alive[a])
+                    {
+                        break;
+                    }
+
+                    int gfn = s[3] % Pages;
+                    bool ro = s[4] % 2 == 0;
+                    Assert.True(shares[a]!.TryGrantForeignAccess((ushort)b, (ulong)gfn, ro, out uint gref));
+                    model.Grants.Add(new ModelGrant(a, gref, b, gfn, ro));
+                    break;
+                }
+
+                case 1: // end access
+                {
+                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == a && model.Alive[a]).ToList(), s[3]);
+                    if (g is null)
+                    {
+                        break;
+                    }
+
+                    bool inUse = model.Mappings.Any(x => x.Grant == g);
+                    Assert.Equal(!inUse, shares[a]!.EndForeignAccess(g.Ref));
+                    if (!inUse)
+                    {
+                        model.Grants.Remove(g);
+                    }
+
+                    break;
+                }
+
+                case 2: // map (a maps a grant of b, or a random reference)
+                {
+                    if (!model.Alive[a])
+                    {
+                        break;
+                    }
+
+                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == b).ToList(), s[3]);
+                    uint gref = g?.Ref ?? (uint)(s[3] % 600);
+                    g ??= model.Grants.FirstOrDefault(x => x.Granter == b && x.Ref == gref);
+                    bool ro = s[4] % 2 == 0;
+                    GrantStatus expected =
+                        model.Mappings.Count(x => x.Grantee == a) == Slots ? GrantStatus.NoSpace : // the mapper's window is full
+                        !model.Alive[b] ? GrantStatus.BadDomain :
+                        gref >= (uint)(model.Version[b] == 1 ? 512 : 256) ? GrantStatus.BadGntref :
+                        g is null || g.Grantee != a || (g.ReadOnly && !ro) ? GrantStatus.GeneralError :
+                        GrantStatus.Okay;
+                    GrantStatus got = mappers[a]!.TryMap((ushort)b, gref, ro, out GrantMapping map);
+                    Assert.Equal(expected, got);
+                    if (got == GrantStatus.Okay)
+                    {
+                        model.Mappings.Add(new ModelMapping(a, (int)((map.Address >> 12) - Slot0), map.Handle, g!, ro));
+                    }
+
+                    break;
+                }
+
+                case 3: // unmap
+                {
+                    ModelMapping? mp = Pick(model.Mappings.Where(x => x.Grantee == a && model.Alive[a]).ToList(), s[3]);
+                    if (mp is null)
+                    {
+                        if (model.Alive[a])
+                        {
+                            var bogus = new GnttabUnmapGrantRef { HostAddr = Slot0 << 12, Handle = (uint)(s[3] % 300) };
+                            bool live = model.Mappings.Any(x => x.Grantee == a && x.Handle == bogus.Handle);
+                            m.Host.UnmapGrantRef(doms[a]!.Grant, ref bogus);
+                            if (!live)
+                            {
+                                Assert.Equal((short)GrantStatus.BadHandle, bogus.Status);
+                            }
+                        }
+
+                        break;
+                    }
+
+                    Assert.Equal(GrantStatus.Okay, mappers[a]!.Unmap(new GrantMapping((ushort)mp.Grant.Granter, mp.Grant.Ref, mp.Handle, (Slot0 + (ulong)mp.Slot) << 12, mp.ReadOnly)));
+                    model.Mappings.Remove(mp);
+                    break;
+                }
+
+                case 4: // copy from a grant of b (or own frame) to own frame (or a grant of b)
+                {
+                    if (!model.Alive[a])
+                    {
+                        break;
+                    }
+
+                    bool srcGref = s[3] % 2 == 0, dstGref = !srcGref && s[4] % 3 == 0;
+                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == b).ToList(), s[5]);
+                    int off = s[4] % 4096, len = 1 + (s[5] % 64);
+                    int own = s[5] % Pages;
+                    var op = new GnttabCopy { Len = (ushort)len, Flags = (ushort)((srcGref ? GrantCopyFlags.SourceGref : 0) | (dstGref ? GrantCopyFlags.DestGref : 0)) };
+                    op.Source = srcGref ? new GnttabCopyPtr { Ref = g?.Ref ?? 9, DomId = (ushort)b, Offset = (ushort)off } : new GnttabCopyPtr { Gmfn = (ulong)own, DomId = DomainId.Self, Offset = (ushort)off };
+                    op.Dest = dstGref ? new GnttabCopyPtr { Ref = g?.Ref ?? 9, DomId = (ushort)b, Offset = 0 } : new GnttabCopyPtr { Gmfn = (ulong)((own + 1) % Pages), DomId = DomainId.Self, Offset = 0 };
+                    ModelGrant? used = g ?? model.Grants.FirstOrDefault(x => x.Granter == b && x.Ref == 9);
+                    bool grantSide = srcGref || dstGref;
+                    GrantStatus expected =
+                        grantSide && !model.Alive[b] ? GrantStatus.BadDomain :
+                        grantSide && (used is null || used.Grantee != a || (dstGref && used.ReadOnly)) ? GrantStatus.GeneralError :
+                        off + len > 4096 ? GrantStatus.BadCopyArg :
+                        GrantStatus.Okay;
+                    Span<GnttabCopy> ops = [op];
+                    mappers[a]!.Copy(ops);
+                    Assert.Equal(expected, (GrantStatus)ops[0].Status);
+                    if (expected == GrantStatus.Okay)
+                    {
+                        byte[] from = srcGref ? model.Page(b, used!.Gfn) : model.Page(a, own);
+                        byte[] to = dstGref ? model.Page(b, used!.Gfn) : model.Page(a, (own + 1) % Pages);
+                        Array.Copy(from, off, to, 0, len);
+                    }
+
+                    break;
+                }
+
+                case 5: // a guest writes a byte: its own RAM or a mapping slot
+                {
+                    if (!model.Alive[a])
+                    {
+                        break;
+                    }
+
+                    bool slot = s[3] % 2 == 0;
+                    int index = s[4] % Pages;
+                    int off = s[5] % 4096;
+                    byte value = (byte)s[5];
+                    ulong gpa = ((slot ? Slot0 : 0) + (ulong)index) << 12;
+                    ModelMapping? mp = slot ? model.Mappings.FirstOrDefault(x => x.Grantee == a && x.Slot == index) : null;
+                    bool expected = !slot || (mp is not null && !mp.ReadOnly);
+                    Assert.Equal(expected, doms[a]!.TryWrite(gpa + (ulong)off, [value]));
+                    if (expected)
+                    {
+                        (slot ? model.Page(mp!.Grant.Granter, mp.Grant.Gfn) : model.Page(a, index))[off] = value;
+                    }
+
+                    break;
+                }
+
+                case 6: // version switch (Xen: -EBUSY while a non-reserved grant is in use; all grants cleared)
+                {
+                    if (!model.Alive[a])
+                    {
+                        break;
+                    }
+
+                    uint want = (uint)(1 + (s[3] % 2));
+                    var v = new GnttabSetVersion { Version = want };
+                    bool busy = model.Mappings.Any(x => x.Grant.Granter == a);
+                    long rc = m.Host.SetVersion(doms[a]!.Grant, ref v);
+                    if (want == (uint)model.Version[a])
+                    {
+                        Assert.Equal(0, rc);
+                    }
+                    else if (busy)
+                    {
+                        Assert.Equal(XenErrno.EBUSY.Negated(), rc);
+                    }
+                    else
+                    {
+                        Assert.Equal(0, rc);
+                        model.Version[a] = (int)want;
+                        foreach (ModelGrant g in model.Grants.Where(x => x.Granter == a).ToList())
+                        {
+                            Assert.True(shares[a]!.EndForeignAccess(g.Ref)); // the switch invalidated it
+                            model.Grants.Remove(g);
+                        }
+                    }
+
+                    Assert.Equal((uint)model.Version[a], v.Version);
+                    break;
+                }
+
+                case 7: // domain death
+                {
+                    if (!model.Alive[a] || s[3] % 4 != 0)
+                    {
+                        break;
+                    }
+
+                    m.Kill(doms[a]!);
+                    model.Alive[a] = false;
+                    model.Mappings.RemoveAll(x => x.Grantee == a);
+                    model.Grants.RemoveAll(x => x.Granter == a && !model.Mappings.Any(y => y.Grant == x));
+
+                    // Another owner takes every free frame: none of them may be a frame still mapped.
+                    var hog = new FrameOwner(9);
+                    var taken = new List<MachineFrameNumber>();
+                    while (m.Memory.TryAllocateFrame(hog, out MachineFrameNumber f))
+                    {
+                        taken.Add(f);
+                    }
+
+                    var mapped = model.Mappings.Select(x => doms[x.Grant.Granter]!.Ram[x.Grant.Gfn]).ToHashSet();
+                    Assert.DoesNotContain(taken, mapped.Contains);
+                    taken.ForEach(m.Memory.FreeFrame);
+                    break;
+                }
+
+                default: // read-only probe of an unmapped slot and of a foreign frame number
+                {
+                    if (!model.Alive[a])
+                    {
+                        break;
+                    }
+
+                    int index = s[4] % Slots;
+                    bool mapped = model.Mappings.Any(x => x.Grantee == a && x.Slot == index);
+                    Assert.Equal(mapped, doms[a]!.TryRead((Slot0 + (ulong)index) << 12, new byte[1]));
+                    break;
+                }
+            }
+
+            CheckInvariants(m, model, doms, shares);
+        }
+    }
+
+    private static T? Pick<T>(List<T> items, int selector) where T : class =>
+        items.Count == 0 ? null : items[selector % items.Count];
+
+    private static void CheckInvariants(TestMachine m, Model model, TestDomain?[] doms, InProcessGrantShare?[] shares)
+    {
+        var page = new byte[4096];
+        for (int a = 1; a <= 3; a++)
+        {
+            if (!model.Alive[a])
+            {
+                continue;
+            }
+
+            TestDomain d = doms[a]!;
+            for (int slot = 0; slot < Slots; slot++)
+            {
+                ModelMapping? mp = model.Mappings.FirstOrDefault(x => x.Grantee == a && x.Slot == slot);
+                bool present = d.Ept.TryLookup(new GuestFrameNumber(Slot0 + (ulong)slot), out MachineFrameNumber frame, out EptAccess access);
+                Assert.Equal(mp is not null, present);
+                if (mp is null)
+                {
+                    continue;
+                }
+
+                TestDomain granter = doms[mp.Grant.Granter]!;
+                Assert.Equal(granter.Ram[mp.Grant.Gfn], frame);
+                Assert.Equal(mp.ReadOnly ? EptAccess.Read : EptAccess.Read | EptAccess.Write, access);
+                Assert.True(m.Memory.TryGetOwner(frame, out FrameOwner owner));
+                Assert.Equal(mp.Grant.Granter, owner.DomainId); // never reused while mapped
+                Assert.True(d.TryRead((Slot0 + (ulong)slot) << 12, page));
+                Assert.Equal(model.Page(mp.Grant.Granter, mp.Grant.Gfn), page);
+            }
+
+            for (int gfn = 0; gfn < Pages; gfn++)
+            {
+                Assert.True(d.TryRead((ulong)gfn << 12, page));
+                Assert.Equal(model.Page(a, gfn), page);
+            }
+
+            Assert.Equal(model.Mappings.Count(x => x.Grantee == a), d.Grant.MappingCount);
+            foreach (ModelGrant g in model.Grants.Where(x => x.Granter == a))
+            {
+                Assert.Equal(model.Mappings.Any(x => x.Grant == g), shares[a]!.IsForeignAccessInUse(g.Ref));
+            }
+        }
+    }
+}

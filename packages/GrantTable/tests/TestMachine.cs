@@ -1,0 +1,77 @@
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.GrantTable.Tests;
+
+/// <summary>
+/// A small machine for grant-table tests: machine memory, frame reference counts, the grant tables, and
+/// domains whose RAM is guest frames [0, RamFrames) mapped read/write in their EPT.
+/// </summary>
+internal sealed class TestMachine : IDisposable
+{
+    public const int RamFrames = 64;
+
+    public TestMachine(ulong bytes = 64UL << 20)
+    {
+        Memory = new MachineMemory(bytes);
+        Frames = new FrameReferences(Memory);
+        Host = new GrantTableHost(Frames);
+    }
+
+    public MachineMemory Memory { get; }
+    public FrameReferences Frames { get; }
+    public GrantTableHost Host { get; }
+    public Dictionary<ushort, TestDomain> Domains { get; } = [];
+
+    public TestDomain AddDomain(ushort id, GrantTableLimits? limits = null)
+    {
+        var ept = new EptTables(Memory, new FrameOwner(id));
+        var ram = new MachineFrameNumber[RamFrames];
+        for (int i = 0; i < RamFrames; i++)
+        {
+            ram[i] = Memory.AllocateFrame(new FrameOwner(id));
+            ept.Map(new GuestFrameNumber((ulong)i).Address, ram[i], 1, EptAccess.ReadWriteExecute);
+        }
+
+        var d = new TestDomain(id, ept, Host.CreateDomain(id, ept, limits), ram, Memory);
+        Domains[id] = d;
+        return d;
+    }
+
+    /// <summary>Domain death as a hypervisor does it: grant state first, then every RAM frame through the reference counts.</summary>
+    public void Kill(TestDomain d)
+    {
+        Host.DestroyDomain(d.Grant);
+        foreach (MachineFrameNumber f in d.Ram)
+        {
+            Frames.Free(f);
+        }
+
+        d.Ept.Dispose();
+        d.Dead = true;
+        Domains.Remove(d.Id);
+    }
+
+    public void Dispose() => Memory.Dispose();
+}
+
+internal sealed class TestDomain(ushort id, EptTables ept, GrantDomain grant, MachineFrameNumber[] ram, MachineMemory memory)
+{
+    public ushort Id { get; } = id;
+    public EptTables Ept { get; } = ept;
+    public GrantDomain Grant { get; } = grant;
+    public MachineFrameNumber[] Ram { get; } = ram;
+    public bool Dead { get; set; }
+
+    public GuestPhysicalMemory Physical => new(memory, Ept.Pointer);
+
+    public Span<byte> RamPage(int gfn) => memory.GetFrame(Ram[gfn]);
+
+    /// <summary>Reads guest-physical memory through the EPT as the guest would (false on an EPT fault).</summary>
+    public bool TryRead(ulong gpa, Span<byte> bytes) => Physical.TryRead(new GuestPhysicalAddress(gpa), bytes, out _);
+
+    public bool TryWrite(ulong gpa, ReadOnlySpan<byte> bytes) => Physical.TryWrite(new GuestPhysicalAddress(gpa), bytes, out _);
+
+    /// <summary>The guest-virtual view a hypercall handler gets (paging off: virtual = physical).</summary>
+    public IGuestVirtualMemory Virtual => new PagingDisabledGuestMemory(Physical);
+}
