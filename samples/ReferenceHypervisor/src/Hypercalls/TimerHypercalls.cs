@@ -3,8 +3,11 @@ using VmmKit.Hypercall;
 
 namespace VmmKit.ReferenceHypervisor.Hypercalls;
 
-/// <summary><c>struct vcpu_set_singleshot_timer</c> (xen/vcpu.h): the same layout for 32- and 64-bit callers.</summary>
-[StructLayout(LayoutKind.Sequential)]
+/// <summary>
+/// <c>struct vcpu_set_singleshot_timer</c> (xen/vcpu.h): the same offsets for 32- and 64-bit callers; packed to the
+/// 12 bytes i386 gives it (x86-64 adds 4 bytes of tail padding nobody reads).
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Pack = 4)]
 internal struct VcpuSetSingleshotTimer
 {
     /// <summary><c>VCPU_SSHOTTMR_future</c>: fail with -ETIME when the deadline has already passed.</summary>
