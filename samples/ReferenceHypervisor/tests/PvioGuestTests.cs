@@ -47,6 +47,22 @@ public class PvioGuestTests
     }
 
     [Fact]
+    public void A_blocked_domain_s_timer_fires_while_another_domain_keeps_the_machine_busy()
+    {
+        using var machine = new Machine(64 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = 400_000_000 };
+        Assert.True(machine.TryCreateDomain(new DomainConfig("pvio", File.ReadAllBytes(GuestBuild.Path("pvio.elf")), GuestMemory, ""),
+            out var pvio, out string error), error);
+        Assert.True(machine.TryCreateDomain(new DomainConfig("workload", File.ReadAllBytes(GuestBuild.Path("workload.elf")), GuestMemory,
+            "iterations=1"), out var busy, out error), error);
+        HostileGuestTests.RunBounded(machine, TimeSpan.FromSeconds(120), "pvio beside a workload");
+        // The blocked vCPU's clock follows the instructions the other domain ran: its timers fire, the run ends normally.
+        Assert.True(pvio!.State == DomainState.Shutdown, pvio.CrashReport);
+        Assert.True(busy!.State == DomainState.Shutdown, busy.CrashReport);
+        foreach (string line in new[] { "timer fired: 1", "woke after deadline: 1", "set_timer_op fired: 1", "poll timed out: 1", "pvio done" })
+            Assert.Contains(line + "\n", pvio.Console.Transcript);
+    }
+
+    [Fact]
     public void The_cli_prints_the_console_ring_to_stdout()
     {
         var (code, stdout, stderr) = GuestBootTests.RunCli("boot", GuestBuild.Path("pvio.elf"), "--memory", "16");

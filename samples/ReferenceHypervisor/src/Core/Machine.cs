@@ -113,8 +113,10 @@ internal sealed class Machine : IDisposable
                     if (vcpu.IsBlocked || domain.State != DomainState.Running)
                         continue;
                     ranAny = true;
+                    ulong before = vcpu.InstructionsRetired;
                     vcpu.RunSlice();
                     Backend.Poll();
+                    AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();
                 }
             }
@@ -128,6 +130,26 @@ internal sealed class Machine : IDisposable
             foreach (var domain in _domains.Where(d => d.State == DomainState.Blocked))
                 domain.Crash(domain.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
             return;
+        }
+    }
+
+    /// <summary>
+    /// The other vCPUs' clocks while <paramref name="ran"/> ran <paramref name="ticks"/> instructions: a blocked vCPU waits
+    /// in guest time as it would on one shared processor, so its timer fires even while other domains keep the machine busy.
+    /// </summary>
+    private void AdvanceBlockedClocks(VirtualCpu ran, ulong ticks)
+    {
+        if (ticks == 0)
+            return;
+        foreach (var domain in _domains)
+        {
+            if (domain.State is not (DomainState.Running or DomainState.Blocked))
+                continue;
+            foreach (var vcpu in domain.Vcpus)
+            {
+                if (vcpu != ran && vcpu.IsBlocked)
+                    GuestTime.TryAdvance(vcpu, ticks);
+            }
         }
     }
 

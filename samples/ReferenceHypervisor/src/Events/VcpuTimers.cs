@@ -13,14 +13,29 @@ internal sealed class VcpuTimers
     /// <summary>The singleshot deadline, or null when the timer is stopped.</summary>
     public ulong? Singleshot { get; set; }
 
+    /// <summary>Most ports one SCHEDOP_poll may list (Xen's <c>do_poll</c>).</summary>
+    public const int MaxPollPorts = 128;
+
+    private readonly uint[] _pollPorts = new uint[MaxPollPorts];
+    private int _pollCount;
+
     /// <summary>The ports of a SCHEDOP_poll in progress (empty when not polling).</summary>
-    public uint[] PollPorts { get; set; } = [];
+    public ReadOnlySpan<uint> PollPorts => _pollPorts.AsSpan(0, _pollCount);
+
+    /// <summary>Starts a SCHEDOP_poll on <paramref name="ports"/> (at most <see cref="MaxPollPorts"/>) until <paramref name="timeout"/>.</summary>
+    public void StartPoll(ReadOnlySpan<uint> ports, ulong? timeout)
+    {
+        ports.CopyTo(_pollPorts);
+        _pollCount = ports.Length;
+        PollTimeout = timeout;
+        Polling = true;
+    }
 
     /// <summary>The SCHEDOP_poll timeout, or null for none.</summary>
     public ulong? PollTimeout { get; set; }
 
     /// <summary>True while the vCPU is blocked in SCHEDOP_poll.</summary>
-    public bool Polling { get; set; }
+    public bool Polling { get; private set; }
 
     /// <summary>The earliest deadline, or null.</summary>
     public ulong? NextDeadline => (Singleshot, Polling ? PollTimeout : null) switch
@@ -66,7 +81,7 @@ internal sealed class VcpuTimers
     public void Woken()
     {
         Polling = false;
-        PollPorts = [];
+        _pollCount = 0;
         PollTimeout = null;
     }
 }

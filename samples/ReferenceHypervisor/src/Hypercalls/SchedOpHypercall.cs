@@ -12,9 +12,6 @@ internal static class SchedOpHypercall
         return 0;
     }
 
-    /// <summary>Most ports one SCHEDOP_poll may list (Xen's <c>do_poll</c>).</summary>
-    private const uint MaxPollPorts = 128;
-
     /// <summary>
     /// SCHEDOP_block: events are enabled (<c>evtchn_upcall_mask</c> cleared) and the vCPU sleeps until an event is
     /// pending; it does not sleep at all when one already is (Xen's <c>vcpu_block_enable_events</c>). Returns 0.
@@ -54,11 +51,11 @@ internal static class SchedOpHypercall
             (ports, count, timeout) = (p.Ports, p.NrPorts, p.Timeout);
         }
 
-        if (count > MaxPollPorts)
+        if (count > (uint)VcpuTimers.MaxPollPorts)
             return XenErrno.EINVAL.Negated();
         var vcpu = call.Caller;
         var events = vcpu.Domain.Events;
-        uint[] list = new uint[count];
+        Span<uint> list = stackalloc uint[VcpuTimers.MaxPollPorts];
         for (uint i = 0; i < count; i++)
         {
             if (!call.TryCopyFromGuest(ports + (i * 4), out uint port))
@@ -67,14 +64,12 @@ internal static class SchedOpHypercall
                 return XenErrno.EINVAL.Negated();
             if (events.Hypervisor.IsPending(events, port))
                 return 0;
-            list[i] = port;
+            list[(int)i] = port;
         }
 
         if (timeout != 0 && timeout <= GuestTime.SystemTime(vcpu))
             return 0;
-        vcpu.Timers.PollPorts = list;
-        vcpu.Timers.PollTimeout = timeout == 0 ? null : timeout;
-        vcpu.Timers.Polling = true;
+        vcpu.Timers.StartPoll(list[..(int)count], timeout == 0 ? null : timeout);
         vcpu.IsBlocked = true;
         vcpu.PendingAction = ExitAction.Block;
         return 0;
