@@ -15,6 +15,7 @@
 #include <xen/vcpu.h>
 #include <xen/hvm/hvm_op.h>
 #include <xen/errno.h>
+#include <xen/grant_table.h>
 
 extern char __bss_end[];
 
@@ -111,6 +112,13 @@ static uint32_t tame(uint32_t nr, uint32_t *a)
         }
         break;
     }
+    case __HYPERVISOR_grant_table_op:
+        /* Grant ops carry guest handles and frame numbers inside their structs (setup_table's frame list, copy's
+         * gmfn, map's host_addr): random ones would let the hypervisor write over the guest's own image. Only
+         * the size and version queries keep a buffer in scratch; the others get a pointer into the hole. */
+        if (a[0] != GNTTABOP_query_size && a[0] != GNTTABOP_get_version)
+            a[1] = hole();
+        break;
     case __HYPERVISOR_vcpu_op:
         if (a[0] == VCPUOP_initialise || a[0] == VCPUOP_down || a[0] == VCPUOP_register_vcpu_time_memory_area)
             a[0] = VCPUOP_get_runstate_info;

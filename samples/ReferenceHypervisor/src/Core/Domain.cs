@@ -1,6 +1,8 @@
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 using VmmKit.Boot;
+using VmmKit.EventChannel;
+using VmmKit.GrantTable;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
@@ -88,11 +90,34 @@ internal sealed class Domain : IDisposable
     /// <summary>UTC time, in nanoseconds since 1970, at which the domain's system time was 0 (its creation).</summary>
     public ulong WallclockBaseNanoseconds { get; } = (ulong)(DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).Ticks * 100;
 
+    /// <summary>The domain's event channels (VmmKit.EventChannel); created by <see cref="TryBuild"/>.</summary>
+    public EventChannelDomain Events { get; private set; } = null!;
+
+    /// <summary>The domain's grant table (VmmKit.GrantTable); created by <see cref="TryBuild"/>.</summary>
+    public GrantDomain Grants { get; private set; } = null!;
+
+    /// <summary>The upcall vector of HVM_PARAM_CALLBACK_IRQ when its type is HVM_PARAM_CALLBACK_TYPE_VECTOR, else null.</summary>
+    public byte? CallbackVector { get; private set; }
+
+    /// <summary>Pages at the top of RAM the toolstack reserves for the rings (console, then XenStore), as Xen's does.</summary>
+    public const int SpecialPages = 2;
+
+    /// <summary>
+    /// Sets HVM_PARAM_CALLBACK_IRQ's delivery (Xen's <c>hvm_set_callback_via</c>, hvm/params.h): bits 63:56 are the type;
+    /// only HVM_PARAM_CALLBACK_TYPE_VECTOR (2) is delivered here, with the vector in bits 7:0. The GSI, PCI INTx and
+    /// PPI types need an interrupt controller this hypervisor does not emulate: they are stored and deliver nothing.
+    /// </summary>
+    public void SetCallbackVia(ulong value) => CallbackVector = value >> 56 == 2 ? (byte)value : null;
+
     /// <summary>Latches the shared_info layout from <paramref name="caller"/>'s mode and rewrites the wallclock in it.</summary>
     public void LatchSharedInfoSize(VirtualCpu caller)
     {
         Has32BitSharedInfo = caller.GuestMode != GuestX86Mode.Long64;
         Wallclock.Write(Machine.Memory.GetFrame(SharedInfoFrame), Has32BitSharedInfo, WallclockBaseNanoseconds);
+        unsafe
+        {
+            Events.SetSharedInfo(Machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
+        }
     }
 
     /// <summary>True while some vCPU can run.</summary>
@@ -121,7 +146,7 @@ internal sealed class Domain : IDisposable
         try
         {
             // RAM, the shared_info page, and room for the EPT's own tables.
-            memory.SetLimit(Owner, pages + 1 + (pages / 256) + 16);
+            memory.SetLimit(Owner, pages + 1 + (pages / 256) + 16 + 8);
             PopulateRam(pages);
             SharedInfoFrame = memory.AllocateFrame(Owner);
             _frames.Add((SharedInfoFrame, 1));
@@ -133,10 +158,24 @@ internal sealed class Domain : IDisposable
             return false;
         }
 
-        if (!PvhLoader.TryLoad(image!, config.Kernel, config.CommandLine, config.Modules ?? [], config.MemoryBytes,
+        if (pages <= SpecialPages + 16)
+        {
+            error = "guest memory is too small";
+            return false;
+        }
+
+        ulong usable = MemoryBytes - (SpecialPages * Page.PageSize);
+        HvmMemmapTableEntry[] map =
+        [
+            new() { Addr = 0, Size = usable, Type = (uint)HvmMemmapType.Ram },
+            new() { Addr = usable, Size = SpecialPages * Page.PageSize, Type = (uint)HvmMemmapType.Reserved },
+        ];
+        if (!PvhLoader.TryLoad(image!, config.Kernel, config.CommandLine, config.Modules ?? [], usable, map,
                 new GuestPhysicalWriter(Physical), out var boot, out error))
             return false;
         Boot = boot;
+        if (!TryCreateEventsAndGrants(out error))
+            return false;
 
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, boot.Entry);
@@ -145,6 +184,56 @@ internal sealed class Domain : IDisposable
         _vcpus.Add(vcpu);
         return true;
     }
+
+    /// <summary>
+    /// The toolstack's part of building a domain (libxl/libxc): the domain's event channels and grant table, then the
+    /// console and XenStore rings, a page each at the top of RAM (reserved in the e820 map), with an unbound port each
+    /// for the backend domain (domid 0), published in HVM_PARAM_CONSOLE_PFN/EVTCHN and HVM_PARAM_STORE_PFN/EVTCHN.
+    /// The in-process console backend connects to the console ring; no XenStore daemon serves the store ring yet.
+    /// </summary>
+    private unsafe bool TryCreateEventsAndGrants(out string error)
+    {
+        var machine = Machine;
+        Events = machine.Events.CreateDomain(new EventChannelDomainOptions { Id = Id, VcpuCount = 1, Upcall = machine.Upcall });
+        Events.SetSharedInfo(machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
+        try
+        {
+            Grants = machine.Grants.CreateDomain(Id, Ept);
+        }
+        catch (MachineMemoryExhaustedException e)
+        {
+            error = $"no frame for the grant table: {e.Message}";
+            return false;
+        }
+
+        ulong consolePfn = RamPages - 2, storePfn = RamPages - 1;
+        foreach (ulong pfn in (ReadOnlySpan<ulong>)[consolePfn, storePfn])
+            Machine.Memory.GetFrame(RamFrame(pfn)).Clear();
+        var console = new EvtchnAllocUnbound { Dom = DomainId.Self, RemoteDom = Machine.BackendDomainId };
+        var store = new EvtchnAllocUnbound { Dom = DomainId.Self, RemoteDom = Machine.BackendDomainId };
+        long rc = machine.Events.AllocUnbound(Events, ref console);
+        if (rc == 0)
+            rc = machine.Events.AllocUnbound(Events, ref store);
+        if (rc == 0)
+            rc = machine.Backend.Connect(this, RamFrame(consolePfn), console.Port);
+        if (rc != 0)
+        {
+            error = $"cannot set up the console and store event channels: {rc}";
+            return false;
+        }
+
+        SetHvmParam(HvmParam.ConsolePfn, consolePfn);
+        SetHvmParam(HvmParam.ConsoleEvtchn, console.Port);
+        SetHvmParam(HvmParam.StorePfn, storePfn);
+        SetHvmParam(HvmParam.StoreEvtchn, store.Port);
+        error = "";
+        return true;
+    }
+
+    /// <summary>The machine frame behind RAM page <paramref name="pfn"/> as built (before the guest remaps anything).</summary>
+    private MachineFrameNumber RamFrame(ulong pfn) =>
+        // PopulateRam adds either one contiguous range or one frame per page in gfn order.
+        _frames[0].Count > 1 ? new MachineFrameNumber(_frames[0].First.Value + pfn) : _frames[(int)pfn].First;
 
     private void PopulateRam(ulong pages)
     {
@@ -216,6 +305,10 @@ internal sealed class Domain : IDisposable
     /// <summary>Releases the vCPUs' processors and returns the domain's frames to the machine.</summary>
     public void Dispose()
     {
+        if (Grants is not null)
+            Machine.Grants.DestroyDomain(Grants);
+        if (Events is not null)
+            Machine.Events.DestroyDomain(Events);
         foreach (var vcpu in _vcpus)
             (vcpu.Processor as IDisposable)?.Dispose();
         _vcpus.Clear();

@@ -62,6 +62,23 @@ internal static class GuestTime
         return (ulong)((UInt128)ticks * TscToSystemMul >> 32);
     }
 
+    /// <summary>TSC ticks for <paramref name="nanoseconds"/>, rounded up (the inverse of <see cref="ToNanoseconds"/>).</summary>
+    public static ulong ToTicks(ulong nanoseconds) =>
+        (ulong)UInt128.Min(((UInt128)nanoseconds * TscFrequencyHz + 999_999_999) / 1_000_000_000, ulong.MaxValue / 4);
+
+    /// <summary>
+    /// Moves the vCPU's clock forward by <paramref name="ticks"/> while it is blocked (its TSC offset grows; SDM Vol. 3C
+    /// §26.6.5). False when the VMCS does not use TSC offsetting.
+    /// </summary>
+    public static bool TryAdvance(VirtualCpu vcpu, ulong ticks)
+    {
+        var controls = (PrimaryProcessorBasedControls)vcpu.Vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
+        if ((controls & PrimaryProcessorBasedControls.UseTscOffsetting) == 0)
+            return false;
+        vcpu.Vmcs.Write(VmcsField.TscOffset, vcpu.Vmcs.Read(VmcsField.TscOffset) + ticks);
+        return true;
+    }
+
     /// <summary>The vCPU's system time now: nanoseconds since its TSC was 0.</summary>
     public static ulong SystemTime(VirtualCpu vcpu) => ToNanoseconds(Tsc(vcpu));
 }

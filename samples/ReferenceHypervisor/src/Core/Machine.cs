@@ -1,4 +1,6 @@
 using VmmKit.Ept;
+using VmmKit.EventChannel;
+using VmmKit.GrantTable;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Hypercalls;
 using VmmKit.Vmx;
@@ -15,6 +17,9 @@ internal sealed class Machine : IDisposable
     /// <summary>Preemption-timer value for one time slice (the timer counts down at the TSC rate >> IA32_VMX_MISC[4:0]).</summary>
     public const uint SliceTimerValue = 1 << 20;
 
+    /// <summary>The domid of the in-process backends (console): Dom0's id, as the toolstack allocates ports for it.</summary>
+    public const ushort BackendDomainId = 0;
+
     private readonly List<Domain> _domains = [];
     private readonly IProcessorProvider _processors;
     private readonly bool _hasPreemptionTimer;
@@ -26,7 +31,12 @@ internal sealed class Machine : IDisposable
     {
         _processors = processors;
         Memory = new MachineMemory(memoryBytes);
-        Hypercalls = HypercallTable.Create();
+        Frames = new FrameReferences(Memory);
+        Grants = new GrantTableHost(Frames);
+        Events = new EventChannelHypervisor();
+        Upcall = new EventUpcall(this);
+        Backend = new ConsoleBackend(this, Events, Upcall);
+        Hypercalls = HypercallTable.Create(this);
         _hasPreemptionTimer = (processors.Capabilities.PinBased.MayBeOne & (uint)PinBasedControls.ActivateVmxPreemptionTimer) != 0;
         // One MSR bitmap for every vCPU (SDM Vol. 3C §25.6.9): the MSRs that are pure processor state (STAR, LSTAR,
         // KERNEL_GS_BASE, ...) stay inside the processor; every other RDMSR/WRMSR exits to MsrExit.
@@ -36,6 +46,21 @@ internal sealed class Machine : IDisposable
 
     /// <summary>The machine's RAM.</summary>
     public MachineMemory Memory { get; }
+
+    /// <summary>Reference counts of machine frames that grant mappings hold (VmmKit.GrantTable).</summary>
+    public FrameReferences Frames { get; }
+
+    /// <summary>Every domain's grant table (VmmKit.GrantTable).</summary>
+    public GrantTableHost Grants { get; }
+
+    /// <summary>Every domain's event channels (VmmKit.EventChannel).</summary>
+    public EventChannelHypervisor Events { get; }
+
+    /// <summary>Kicks vCPUs when VmmKit.EventChannel marks an upcall pending.</summary>
+    internal EventUpcall Upcall { get; }
+
+    /// <summary>The in-process console backend (domid 0's part of xenconsoled).</summary>
+    public ConsoleBackend Backend { get; }
 
     /// <summary>The hypercall table shared by every domain.</summary>
     public HypercallDispatcher<VirtualCpu> Hypercalls { get; }
@@ -72,7 +97,12 @@ internal sealed class Machine : IDisposable
         return true;
     }
 
-    /// <summary>Runs every domain until none can run any more (all shut down, crashed, or blocked with nothing to wake them).</summary>
+    /// <summary>
+    /// Runs every domain until none can run any more (all shut down, crashed, or blocked with nothing to wake them).
+    /// A blocked vCPU wakes when an event is pending for it or its poll ends (SCHEDOP_block, SCHEDOP_poll, HLT). When
+    /// every vCPU is blocked, guest time skips to the earliest timer deadline (deterministic: nothing sleeps); with no
+    /// deadline left, nothing can wake the domains and they are crashed to end the run.
+    /// </summary>
     public void Run()
     {
         while (true)
@@ -80,6 +110,7 @@ internal sealed class Machine : IDisposable
             bool ranAny = false;
             foreach (var domain in _domains)
             {
+                WakeBlocked(domain);
                 if (domain.State != DomainState.Running)
                     continue;
                 foreach (var vcpu in domain.Vcpus)
@@ -87,20 +118,95 @@ internal sealed class Machine : IDisposable
                     if (vcpu.IsBlocked || domain.State != DomainState.Running)
                         continue;
                     ranAny = true;
+                    ulong before = vcpu.InstructionsRetired;
                     vcpu.RunSlice();
+                    Backend.Poll();
+                    AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();
                 }
             }
 
             if (ranAny)
                 continue;
+            if (SkipToNextDeadline())
+                continue;
 
-            // Nothing runnable: a blocked domain has no event source yet (no timers or event channels in this
-            // machine), so it would wait forever. Xen would leave it blocked; we crash it to end the run.
+            Backend.Poll(force: true);
             foreach (var domain in _domains.Where(d => d.State == DomainState.Blocked))
-                domain.Crash(domain.Vcpus[0], "every vCPU is blocked and nothing can wake it (no timers or event channels yet)");
+                domain.Crash(domain.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
             return;
         }
+    }
+
+    /// <summary>
+    /// The other vCPUs' clocks while <paramref name="ran"/> ran <paramref name="ticks"/> instructions: a blocked vCPU waits
+    /// in guest time as it would on one shared processor, so its timer fires even while other domains keep the machine busy.
+    /// </summary>
+    private void AdvanceBlockedClocks(VirtualCpu ran, ulong ticks)
+    {
+        if (ticks == 0)
+            return;
+        foreach (var domain in _domains)
+        {
+            if (domain.State is not (DomainState.Running or DomainState.Blocked))
+                continue;
+            foreach (var vcpu in domain.Vcpus)
+            {
+                if (vcpu != ran && vcpu.IsBlocked)
+                    GuestTime.TryAdvance(vcpu, ticks);
+            }
+        }
+    }
+
+    /// <summary>Fires due timers of blocked vCPUs and wakes those with a pending event or an ended poll.</summary>
+    private static void WakeBlocked(Domain domain)
+    {
+        if (domain.State is not (DomainState.Running or DomainState.Blocked))
+            return;
+        foreach (var vcpu in domain.Vcpus)
+        {
+            if (vcpu.IsBlocked)
+            {
+                ulong now = GuestTime.SystemTime(vcpu);
+                vcpu.Timers.FireDue(vcpu, now);
+                if (vcpu.Timers.ShouldWake(vcpu, now))
+                {
+                    vcpu.Timers.Woken();
+                    vcpu.IsBlocked = false;
+                }
+            }
+
+            vcpu.Kicked = false;
+        }
+
+        domain.UpdateBlockedState();
+    }
+
+    /// <summary>
+    /// Every vCPU is blocked: advances the clock of the blocked vCPU with the earliest deadline to that deadline (its TSC
+    /// offset grows, so its TSC and pvclock system time jump together). False when no vCPU has a deadline.
+    /// </summary>
+    private bool SkipToNextDeadline()
+    {
+        VirtualCpu? next = null;
+        ulong wait = ulong.MaxValue;
+        foreach (var domain in _domains.Where(d => d.State == DomainState.Blocked))
+        {
+            foreach (var vcpu in domain.Vcpus)
+            {
+                if (vcpu.Timers.NextDeadline is not { } deadline)
+                    continue;
+                ulong now = GuestTime.SystemTime(vcpu);
+                ulong delta = deadline > now ? deadline - now : 0;
+                if (delta < wait)
+                    (next, wait) = (vcpu, delta);
+            }
+        }
+
+        if (next is null || !GuestTime.TryAdvance(next, GuestTime.ToTicks(wait) + 1))
+            return false;
+        WakeBlocked(next.Domain);
+        return true;
     }
 
     /// <summary>A processor for a new vCPU.</summary>
@@ -115,7 +221,9 @@ internal sealed class Machine : IDisposable
         // triple fault and EPT violations always do (SDM Vol. 3C §26.1.2, §26.2).
         VmcsBuilder.SetPvh32Guest(vmcs, caps, vcpu.Domain.Ept.Pointer, entry,
             PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
-                | PrimaryProcessorBasedControls.UseMsrBitmaps,
+                | PrimaryProcessorBasedControls.UseMsrBitmaps
+                | ((caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.UseTscOffsetting) != 0
+                    ? PrimaryProcessorBasedControls.UseTscOffsetting : 0),
             SecondaryProcessorBasedControls.None,
             _hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None);
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
@@ -136,11 +244,23 @@ internal sealed class Machine : IDisposable
         });
     }
 
-    /// <summary>Loads the preemption timer before each VM entry so a guest that never exits still yields.</summary>
+    /// <summary>
+    /// Loads the preemption timer before each VM entry so a guest that never exits still yields, and so that the vCPU's
+    /// next timer deadline ends the slice on time (the timer counts TSC ticks >> IA32_VMX_MISC[4:0], SDM Vol. 3C §26.5.1).
+    /// </summary>
     internal void ArmSliceTimer(VirtualCpu vcpu)
     {
-        if (_hasPreemptionTimer)
-            vcpu.Vmcs.Write(VmcsField.VmxPreemptionTimerValue, SliceTimerValue);
+        if (!_hasPreemptionTimer)
+            return;
+        ulong value = SliceTimerValue;
+        if (vcpu.Timers.NextDeadline is { } deadline)
+        {
+            ulong now = GuestTime.SystemTime(vcpu);
+            ulong ticks = deadline > now ? GuestTime.ToTicks(deadline - now) >> Capabilities.Misc.PreemptionTimerRate : 0;
+            value = Math.Clamp(ticks, 1, value);
+        }
+
+        vcpu.Vmcs.Write(VmcsField.VmxPreemptionTimerValue, value);
     }
 
     /// <summary>True (and the domain crashed) when <paramref name="vcpu"/> ran past <see cref="MaxInstructionsPerVcpu"/>.</summary>
@@ -161,6 +281,8 @@ internal sealed class Machine : IDisposable
         foreach (var d in _domains)
             d.Dispose();
         _domains.Clear();
+        Events.DestroyDomain(Backend.Events);
+        Backend.Dispose();
         Memory.Dispose();
     }
 }

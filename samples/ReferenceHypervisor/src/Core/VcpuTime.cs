@@ -98,14 +98,15 @@ internal sealed class VcpuTime
     }
 
     /// <summary>
-    /// VCPUOP_register_vcpu_info as Xen 4.17's <c>map_vcpu_info</c>: the vcpu_info must fit in the page (-EINVAL), may be
+    /// VCPUOP_register_vcpu_info as Xen 4.18's <c>map_vcpu_info</c>: the vcpu_info must fit in the page and be 8-byte aligned (-EINVAL), may be
     /// registered once (-EINVAL), only for the calling vCPU or one that is down (-EINVAL), on a guest frame that is
     /// mapped writable (-EINVAL). The current contents move to the new place, every event is marked pending so none
     /// is lost, and the pvclock is written there at once.
     /// </summary>
     public long Register(VirtualCpu vcpu, VirtualCpu caller, ulong gfn, uint offset)
     {
-        if (offset > Page.PageSize - VcpuInfoSize)
+        // Xen 4.18's map_vcpu_info also refuses a vcpu_info that is not 8-byte aligned (its words are updated atomically).
+        if (offset > Page.PageSize - VcpuInfoSize || (offset & 7) != 0)
             return XenErrno.EINVAL.Negated();
         if (IsRegistered || vcpu != caller)
             return XenErrno.EINVAL.Negated();
@@ -130,6 +131,12 @@ internal sealed class VcpuTime
             MemoryMarshal.Write(target[8..], ulong.MaxValue);
         target[0] = 1;
         UpdateTimeInfo(vcpu);
+        unsafe
+        {
+            // VmmKit.EventChannel sets its pending bits in the new place from now on (it marks everything pending too).
+            vcpu.Domain.Events.SetVcpuInfo(vcpu.Id, vcpu.Domain.Machine.Memory.GetFramePointer(frame) + offset);
+        }
+
         return 0;
     }
 

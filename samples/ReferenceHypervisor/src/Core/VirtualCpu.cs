@@ -47,6 +47,25 @@ internal sealed class VirtualCpu
     /// <summary>True while the vCPU waits for an event.</summary>
     public bool IsBlocked { get; set; }
 
+    /// <summary>The singleshot timer and the SCHEDOP_poll state.</summary>
+    public VcpuTimers Timers { get; } = new();
+
+    /// <summary><c>vcpu_info.evtchn_upcall_pending</c>: an event waits for the guest's upcall handler.</summary>
+    public bool UpcallPending
+    {
+        get
+        {
+            Span<byte> info = Time.VcpuInfo(this);
+            return !info.IsEmpty && Volatile.Read(ref info[0]) != 0;
+        }
+    }
+
+    /// <summary>An event was marked pending for this vCPU (Xen's <c>vcpu_kick</c>): the scheduler looks at it again.</summary>
+    public void Kick() => Kicked = true;
+
+    /// <summary>Set by <see cref="Kick"/>, cleared by the scheduler.</summary>
+    public bool Kicked { get; set; }
+
     /// <summary>The most recent exit, for diagnostics.</summary>
     public VmExit LastExit { get; private set; }
 
@@ -73,6 +92,8 @@ internal sealed class VirtualCpu
         {
             while (true)
             {
+                Timers.FireDue(this, GuestTime.SystemTime(this));
+                DeliverUpcall();
                 machine.ArmSliceTimer(this);
                 VmExit exit = Processor.Run(Vmcs);
                 LastExit = exit;
@@ -89,6 +110,7 @@ internal sealed class VirtualCpu
                 machine.Trace?.Invoke(this, exit);
 
                 ExitAction action = ExitHandlers.Dispatch(this, in exit);
+                machine.Backend.Poll();
                 if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
                     return ExitAction.Stop;
                 if (machine.InstructionBudgetExceeded(this))
@@ -102,6 +124,43 @@ internal sealed class VirtualCpu
             Domain.Crash(this, $"host exception while running the vCPU (a hypervisor bug; the domain is stopped): {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
             return ExitAction.Stop;
         }
+    }
+
+    /// <summary>
+    /// The event upcall of HVM_PARAM_CALLBACK_IRQ's vector type (Xen's <c>hvm_vcpu_has_pending_irq</c> and
+    /// <c>vmx_intr_assist</c>): while <c>evtchn_upcall_pending</c> is set, the callback vector is injected as an external
+    /// interrupt at VM entry when the guest can take one (RFLAGS.IF = 1, no STI or MOV SS blocking, SDM Vol. 3C
+    /// §27.3.1.5); otherwise it stays pending and interrupt-window exiting (SDM Vol. 3C §26.7.5) asks for the exit
+    /// at the first instruction boundary where it can, when the processor offers that control.
+    /// </summary>
+    private void DeliverUpcall()
+    {
+        if (Domain.CallbackVector is not { } vector || !UpcallPending)
+        {
+            SetInterruptWindowExiting(false);
+            return;
+        }
+
+        if (Vmcs.CanInjectExternalInterrupt)
+        {
+            Vmcs.InjectExternalInterrupt(vector);
+            SetInterruptWindowExiting(false);
+        }
+        else
+        {
+            SetInterruptWindowExiting(true);
+        }
+    }
+
+    private void SetInterruptWindowExiting(bool on)
+    {
+        const uint bit = (uint)PrimaryProcessorBasedControls.InterruptWindowExiting;
+        if ((Domain.Machine.Capabilities.PrimaryProcessorBased.MayBeOne & bit) == 0)
+            return;
+        ulong controls = Vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
+        ulong wanted = on ? controls | bit : controls & ~(ulong)bit;
+        if (wanted != controls)
+            Vmcs.Write(VmcsField.PrimaryProcessorBasedVmExecutionControls, wanted);
     }
 
     /// <summary>Moves RIP past the instruction that exited (VM-exit instruction length, SDM Vol. 3C §28.2.5).</summary>

@@ -26,6 +26,8 @@ internal static unsafe class ExitHandlers
     {
         var t = new delegate*<VirtualCpu, in VmExit, ExitAction>[TableSize];
         t[(int)VmxExitReason.ExternalInterrupt] = &Resume;
+        // Interrupt window open: the loop injects the pending upcall before the next entry (SDM Vol. 3C §26.7.5).
+        t[(int)VmxExitReason.InterruptWindow] = &Resume;
         t[(int)VmxExitReason.TripleFault] = &TripleFaultExit.Handle;
         t[(int)VmxExitReason.Cpuid] = &CpuidExit.Handle;
         t[(int)VmxExitReason.Hlt] = &HltExit.Handle;

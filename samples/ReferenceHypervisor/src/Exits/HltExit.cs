@@ -6,7 +6,7 @@ namespace VmmKit.ReferenceHypervisor;
 /// <summary>
 /// Exit reason 12, HLT. As Xen's <c>hvm_hlt()</c>: with interrupts disabled the vCPU goes down for
 /// good, and when every vCPU is down the domain is powered off ("All CPUs offline -- powering off");
-/// with interrupts enabled the vCPU blocks until an event arrives.
+/// with interrupts enabled the vCPU blocks until an event arrives (at once when one is pending).
 /// </summary>
 internal static class HltExit
 {
@@ -21,6 +21,12 @@ internal static class HltExit
         {
             vcpu.Domain.Shutdown(ShutdownReason.Poweroff);
             return ExitAction.Stop;
+        }
+
+        if (vcpu.UpcallPending && vcpu.Domain.CallbackVector is not null)
+        {
+            vcpu.IsBlocked = false;
+            return ExitAction.Resume;
         }
 
         return ExitAction.Block;

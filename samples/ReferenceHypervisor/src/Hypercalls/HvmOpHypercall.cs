@@ -49,6 +49,7 @@ internal static class HvmOpHypercall
             case HvmParam.CallbackIrq:
                 // hvm_latch_shinfo_size: the guest's mode now picks the 32- or 64-bit shared_info layout.
                 caller.Domain.LatchSharedInfoSize(caller);
+                caller.Domain.SetCallbackVia(value);
                 return 0;
             case HvmParam.X87FipWidth:
                 return value is 0 or 4 or 8 ? 0 : XenErrno.EINVAL.Negated();

@@ -1,3 +1,5 @@
+using VmmKit.EventChannel;
+using VmmKit.GrantTable;
 using VmmKit.Hypercall;
 
 namespace VmmKit.ReferenceHypervisor.Hypercalls;
@@ -8,8 +10,11 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 /// </summary>
 internal static unsafe class HypercallTable
 {
-    /// <summary>Creates a dispatcher with every handler of this folder registered.</summary>
-    public static HypercallDispatcher<VirtualCpu> Create()
+    /// <summary>
+    /// Creates a dispatcher with every handler of this folder registered, and the event-channel and grant-table
+    /// hypercalls of VmmKit.EventChannel and VmmKit.GrantTable over <paramref name="machine"/>'s state.
+    /// </summary>
+    public static HypercallDispatcher<VirtualCpu> Create(Machine machine)
     {
         var d = new HypercallDispatcher<VirtualCpu>();
         d.Unregister(HypercallNumber.Multicall);   // not offered in this issue: -ENOSYS, like any unlisted call
@@ -22,6 +27,8 @@ internal static unsafe class HypercallTable
 
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Yield, &SchedOpHypercall.Yield);
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Block, &SchedOpHypercall.Block);
+        d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Poll, &SchedOpHypercall.Poll);
+        d.Register(HypercallNumber.SetTimerOp, &TimerHypercalls.SetTimerOp);
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Shutdown, &SchedOpHypercall.Shutdown);
 
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.SetParam, &HvmOpHypercall.SetParam);
@@ -30,11 +37,25 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterVcpuInfo, &VcpuOpHypercall.RegisterVcpuInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.GetRunstateInfo, &VcpuOpHypercall.GetRunstateInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterRunstateMemoryArea, &VcpuOpHypercall.RegisterRunstateMemoryArea);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.SetSingleshotTimer, &TimerHypercalls.SetSingleshot);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.StopSingleshotTimer, &TimerHypercalls.StopSingleshot);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.StopPeriodicTimer, &TimerHypercalls.StopPeriodic);
 
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MaximumRamPage, &MemoryOpHypercall.MaximumRamPage);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.CurrentReservation, &MemoryOpHypercall.CurrentReservation);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.AddToPhysmap, &MemoryOpHypercall.AddToPhysmap);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MemoryMap, &MemoryOpHypercall.MemoryMap);
+
+        var callers = new DomainCallers();
+        new EventChannelHypercalls<VirtualCpu>(machine.Events, callers).Register(d);
+        // Grant mappings change the grantee's EPT: the vCPUs' cached translations are flushed after every call.
+        var grants = new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers);
+        d.Register(HypercallNumber.GrantTableOp, (ref HypercallCall<VirtualCpu> call) =>
+        {
+            long rc = grants.Handle(ref call);
+            MemoryOpHypercall.FlushEpt(call.Caller.Domain);
+            return rc;
+        });
         return d;
     }
 

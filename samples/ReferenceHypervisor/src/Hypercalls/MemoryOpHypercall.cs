@@ -61,11 +61,18 @@ internal static class MemoryOpHypercall
             (capacity, buffer) = (map.NrEntries, map.Buffer);
         }
 
-        uint count = Math.Min(capacity, 1u);
-        if (count == 1)
+        // RAM, then the toolstack's reserved pages at the top (console and XenStore rings), as in hvm_start_info's map.
+        var domain = call.Caller.Domain;
+        ulong usable = domain.MemoryBytes - (Domain.SpecialPages * Page.PageSize);
+        Span<E820Entry> entries =
+        [
+            new E820Entry { Addr = 0, Size = usable, Type = E820Entry.TypeRam },
+            new E820Entry { Addr = usable, Size = Domain.SpecialPages * Page.PageSize, Type = E820Entry.TypeReserved },
+        ];
+        uint count = Math.Min(capacity, (uint)entries.Length);
+        for (int i = 0; i < count; i++)
         {
-            var ram = new E820Entry { Addr = 0, Size = call.Caller.Domain.MemoryBytes, Type = E820Entry.TypeRam };
-            if (!call.TryCopyToGuest(buffer, in ram))
+            if (!call.TryCopyToGuest(buffer + ((ulong)i * 20), in entries[i]))
                 return XenErrno.EFAULT.Negated();
         }
 
@@ -106,6 +113,8 @@ internal static class MemoryOpHypercall
         long rc = HypercallTable.CheckSelf(call.Caller, domid);
         if (rc != 0)
             return rc;
+        if (space == (uint)XenMapSpace.GrantTable)
+            return AddGrantTableFrame(call.Caller, idx, gpfn);
         if (space != (uint)XenMapSpace.SharedInfo)
             return XenErrno.ENOSYS.Negated();
         if (idx != 0 || gpfn > MaxGpfn)
@@ -125,10 +134,45 @@ internal static class MemoryOpHypercall
             rc = XenErrno.ENOMEM.Negated();
         }
 
-        // The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update.
+        FlushEpt(domain);
+        return rc;
+    }
+
+    /// <summary>
+    /// XENMAPSPACE_grant_table: shared frame <c>idx</c>, or status frame <c>idx &amp; ~XENMAPIDX_grant_table_status</c>,
+    /// placed at <c>gpfn</c> by VmmKit.GrantTable (<see cref="VmmKit.GrantTable.GrantTableHost.AddToPhysmap"/>). A RAM
+    /// page at <c>gpfn</c> is unmapped here first and stays charged to the domain until it dies (the package would free
+    /// it, but this domain's RAM is one contiguous allocation returned whole); shared_info there moves out.
+    /// </summary>
+    private static long AddGrantTableFrame(VirtualCpu caller, ulong idx, ulong gpfn)
+    {
+        var domain = caller.Domain;
+        var machine = domain.Machine;
+        if (gpfn > MaxGpfn)
+            return XenErrno.EINVAL.Negated();
+        var gfn = new GuestFrameNumber(gpfn);
+        bool isTableFrame = false;
+        for (int i = 0; i < domain.Grants.SharedFrameCount && !isTableFrame; i++)
+            isTableFrame = domain.Ept.TryLookup(gfn, out var f, out _) && f == domain.Grants.GetSharedFrame(i);
+        for (int i = 0; i < domain.Grants.StatusFrameCount && !isTableFrame; i++)
+            isTableFrame = domain.Ept.TryLookup(gfn, out var f, out _) && f == domain.Grants.GetStatusFrame(i);
+        if (!isTableFrame && domain.Ept.TryLookup(gfn, out var ram, out _) && machine.Frames.ReferenceCount(ram) == 0)
+        {
+            domain.Ept.Unmap(gfn.Address, 1);
+            if (domain.SharedInfoGfn == gpfn)
+                domain.SharedInfoGfn = null;
+        }
+
+        long rc = machine.Grants.AddToPhysmap(domain.Grants, idx, gfn);
+        FlushEpt(domain);
+        return rc;
+    }
+
+    /// <summary>The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update.</summary>
+    internal static void FlushEpt(Domain domain)
+    {
         domain.Physical.InvalidateSingleContext();
         foreach (var v in domain.Vcpus)
             v.Processor.InvalidateEpt(InveptType.SingleContext, domain.Ept.Pointer);
-        return rc;
     }
 }

@@ -2,7 +2,7 @@ using VmmKit.Hypercall;
 
 namespace VmmKit.ReferenceHypervisor.Hypercalls;
 
-/// <summary><c>__HYPERVISOR_sched_op(cmd, arg)</c> (xen/common/sched/core.c, <c>do_sched_op</c>): yield, block and shutdown.</summary>
+/// <summary><c>__HYPERVISOR_sched_op(cmd, arg)</c> (xen/common/sched/core.c, <c>do_sched_op</c>): yield, block, poll and shutdown.</summary>
 internal static class SchedOpHypercall
 {
     /// <summary>SCHEDOP_yield: ends the time slice; returns 0.</summary>
@@ -12,11 +12,66 @@ internal static class SchedOpHypercall
         return 0;
     }
 
-    /// <summary>SCHEDOP_block: the vCPU sleeps until an event is pending; returns 0 when it wakes.</summary>
+    /// <summary>
+    /// SCHEDOP_block: events are enabled (<c>evtchn_upcall_mask</c> cleared) and the vCPU sleeps until an event is
+    /// pending; it does not sleep at all when one already is (Xen's <c>vcpu_block_enable_events</c>). Returns 0.
+    /// </summary>
     public static long Block(ref HypercallCall<VirtualCpu> call)
     {
-        call.Caller.IsBlocked = true;
-        call.Caller.PendingAction = ExitAction.Block;
+        var vcpu = call.Caller;
+        Span<byte> info = vcpu.Time.VcpuInfo(vcpu);
+        if (!info.IsEmpty)
+            Volatile.Write(ref info[1], (byte)0);
+        if (vcpu.UpcallPending)
+            return 0;
+        vcpu.IsBlocked = true;
+        vcpu.PendingAction = ExitAction.Block;
+        return 0;
+    }
+
+    /// <summary>
+    /// SCHEDOP_poll (Xen's <c>do_poll</c>): sleeps until one of the listed ports is pending or the absolute timeout (guest
+    /// system time, 0 for none) passes; returns 0 at once when a port already is. More than 128 ports or a port the
+    /// domain does not have is -EINVAL, an unreadable list -EFAULT.
+    /// </summary>
+    public static long Poll(ref HypercallCall<VirtualCpu> call)
+    {
+        ulong ports, timeout;
+        uint count;
+        if (call.Abi == HypercallAbi.Native64)
+        {
+            if (!call.TryCopyFromGuest(call.Argument(1), out SchedPoll p))
+                return XenErrno.EFAULT.Negated();
+            (ports, count, timeout) = (p.Ports, p.NrPorts, p.Timeout);
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(call.Argument(1), out CompatSchedPoll p))
+                return XenErrno.EFAULT.Negated();
+            (ports, count, timeout) = (p.Ports, p.NrPorts, p.Timeout);
+        }
+
+        if (count > (uint)VcpuTimers.MaxPollPorts)
+            return XenErrno.EINVAL.Negated();
+        var vcpu = call.Caller;
+        var events = vcpu.Domain.Events;
+        Span<uint> list = stackalloc uint[VcpuTimers.MaxPollPorts];
+        for (uint i = 0; i < count; i++)
+        {
+            if (!call.TryCopyFromGuest(ports + (i * 4), out uint port))
+                return XenErrno.EFAULT.Negated();
+            if (port >= (uint)events.MaxPorts)
+                return XenErrno.EINVAL.Negated();
+            if (events.Hypervisor.IsPending(events, port))
+                return 0;
+            list[(int)i] = port;
+        }
+
+        if (timeout != 0 && timeout <= GuestTime.SystemTime(vcpu))
+            return 0;
+        vcpu.Timers.StartPoll(list[..(int)count], timeout == 0 ? null : timeout);
+        vcpu.IsBlocked = true;
+        vcpu.PendingAction = ExitAction.Block;
         return 0;
     }
 

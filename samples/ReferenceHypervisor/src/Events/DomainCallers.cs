@@ -1,0 +1,20 @@
+using VmmKit.EventChannel;
+using VmmKit.GrantTable;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// The small caller maps VmmKit.EventChannel and VmmKit.GrantTable ask for: a calling vCPU's domain state in each
+/// package. A guest domain of this hypervisor is never privileged (there is no Dom0 in-process).
+/// </summary>
+internal sealed class DomainCallers : IEventChannelCallerMap<VirtualCpu>, IGrantTableCallerResolver<VirtualCpu>
+{
+    /// <inheritdoc/>
+    public EventChannelDomain DomainOf(VirtualCpu caller) => caller.Domain.Events;
+
+    /// <inheritdoc/>
+    public GrantDomain? GetDomain(VirtualCpu caller) => caller.Domain.Grants;
+
+    /// <inheritdoc/>
+    public bool IsPrivileged(VirtualCpu caller) => false;
+}

@@ -1,0 +1,96 @@
+using System.Runtime.InteropServices;
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor.Hypercalls;
+
+/// <summary>
+/// <c>struct vcpu_set_singleshot_timer</c> (xen/vcpu.h): the same offsets for 32- and 64-bit callers; packed to the
+/// 12 bytes i386 gives it (x86-64 adds 4 bytes of tail padding nobody reads).
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Pack = 4)]
+internal struct VcpuSetSingleshotTimer
+{
+    /// <summary><c>VCPU_SSHOTTMR_future</c>: fail with -ETIME when the deadline has already passed.</summary>
+    public const uint FlagFuture = 1;
+
+    /// <summary><c>timeout_abs_ns</c>: the deadline in guest system time.</summary>
+    public ulong TimeoutAbsNs;
+
+    /// <summary><c>flags</c>: VCPU_SSHOTTMR_*.</summary>
+    public uint Flags;
+}
+
+/// <summary>
+/// The timer hypercalls (xen/common/domain.c <c>do_vcpu_op</c>, xen/common/sched/core.c <c>do_set_timer_op</c>):
+/// the singleshot timer sends VIRQ_TIMER at its deadline in guest system time; there is no periodic timer.
+/// </summary>
+internal static class TimerHypercalls
+{
+    /// <summary>-ETIME (62): the deadline passed (errno.h).</summary>
+    private const long ETime = -62;
+
+    /// <summary>VCPUOP_set_singleshot_timer: only for the calling vCPU (-EINVAL otherwise).</summary>
+    public static long SetSingleshot(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetSelf(ref call, out var vcpu, out long rc))
+            return rc;
+        if (!call.TryCopyFromGuest(call.Argument(2), out VcpuSetSingleshotTimer t))
+            return XenErrno.EFAULT.Negated();
+        if ((t.Flags & VcpuSetSingleshotTimer.FlagFuture) != 0 && t.TimeoutAbsNs < GuestTime.SystemTime(vcpu))
+            return ETime;
+        vcpu.Timers.Singleshot = t.TimeoutAbsNs;
+        return 0;
+    }
+
+    /// <summary>VCPUOP_stop_singleshot_timer: only for the calling vCPU.</summary>
+    public static long StopSingleshot(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetSelf(ref call, out var vcpu, out long rc))
+            return rc;
+        vcpu.Timers.Singleshot = null;
+        return 0;
+    }
+
+    /// <summary>VCPUOP_stop_periodic_timer: no periodic timer runs in this hypervisor; 0 for an existing vCPU.</summary>
+    public static long StopPeriodic(ref HypercallCall<VirtualCpu> call) =>
+        (uint)call.Argument(1) < (uint)call.Caller.Domain.Vcpus.Count ? 0 : XenErrno.ENOENT.Negated();
+
+    /// <summary>
+    /// <c>set_timer_op(timeout)</c>: 0 stops the singleshot timer; a deadline wrapped negative or more than 2^50 ns away
+    /// becomes now + 100 ms, as Xen works around Linux's jiffy wrap. A 32-bit caller passes the 64-bit value in two
+    /// registers (low, high).
+    /// </summary>
+    public static long SetTimerOp(ref HypercallCall<VirtualCpu> call)
+    {
+        ulong timeout = call.Abi == HypercallAbi.Native64
+            ? call.Argument(0)
+            : (call.Argument(0) & uint.MaxValue) | (call.Argument(1) << 32);
+        var vcpu = call.Caller;
+        if (timeout == 0)
+        {
+            vcpu.Timers.Singleshot = null;
+            return 0;
+        }
+
+        ulong now = GuestTime.SystemTime(vcpu);
+        if ((long)timeout < 0 || ((timeout - now) >> 50) != 0)
+            timeout = now + 100_000_000;
+        vcpu.Timers.Singleshot = timeout;
+        return 0;
+    }
+
+    private static bool TryGetSelf(ref HypercallCall<VirtualCpu> call, out VirtualCpu vcpu, out long rc)
+    {
+        uint id = (uint)call.Argument(1);
+        var vcpus = call.Caller.Domain.Vcpus;
+        vcpu = call.Caller;
+        if (id >= (uint)vcpus.Count)
+        {
+            rc = XenErrno.ENOENT.Negated();
+            return false;
+        }
+
+        rc = vcpus[(int)id] == call.Caller ? 0 : XenErrno.EINVAL.Negated();
+        return rc == 0;
+    }
+}
