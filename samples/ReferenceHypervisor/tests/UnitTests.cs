@@ -19,12 +19,16 @@ public class CpuidPolicyTests
     }
 
     [Fact]
-    public void Leaf_1_hides_vmx_and_simd_and_sets_the_hypervisor_bit()
+    public void Leaf_1_hides_vmx_and_avx_and_sets_the_hypervisor_bit()
     {
         var l1 = CpuidPolicy.Get(1, 0, 2, 1);
         Assert.Equal(0u, l1.Ecx & (1u << 5));            // VMX
+        Assert.Equal(0u, l1.Ecx & (1u << 28));           // AVX (not implemented)
         Assert.Equal(1u << 31, l1.Ecx & (1u << 31));     // hypervisor present
-        Assert.Equal(0u, l1.Edx & ((1u << 25) | (1u << 26) | (1u << 23)));  // SSE, SSE2, MMX
+        Assert.Equal(0u, l1.Ecx & (1u << 27));           // OSXSAVE follows CR4.OSXSAVE, clear here
+        Assert.Equal(1u << 27, CpuidPolicy.Get(1, 0, 2, 1, osxsave: true).Ecx & (1u << 27));
+        // MMX, FXSR, SSE, SSE2 are implemented (src/Fpu, src/Sse) and so reported.
+        Assert.Equal((1u << 23) | (1u << 24), l1.Edx & ((1u << 23) | (1u << 24)));
         Assert.Equal(2u, l1.Ebx >> 24);                  // APIC ID = vCPU id
     }
 
