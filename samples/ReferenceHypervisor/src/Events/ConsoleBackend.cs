@@ -54,8 +54,19 @@ internal sealed unsafe class ConsoleBackend : IDisposable
         if (!_kicked && !force)
             return;
         _kicked = false;
-        // The guest's notification left bits pending in the backend's shared_info; clear them as a guest's handler would.
-        _sharedInfo[0] = 0;
+        // The guest's notification left bits pending in the backend's shared_info; clear them as a guest's handler
+        // would (xen.h 2-level protocol): vcpu_info[0]'s upcall_pending and pending_sel, then the port words.
+        // Leaving them set would swallow every later notification (a send only raises an upcall on a 0 -> 1 edge).
+        ref var shared = ref *(Hypercall.SharedInfo*)_sharedInfo;
+        ref var vcpu0 = ref System.Runtime.CompilerServices.Unsafe.As<Hypercall.SharedInfo.VcpuInfos, Hypercall.VcpuInfo>(ref shared.VcpuInfo);
+        Volatile.Write(ref vcpu0.EvtchnUpcallPending, (byte)0);
+        ulong selectors = Interlocked.Exchange(ref vcpu0.EvtchnPendingSel, 0);
+        ref ulong words = ref System.Runtime.CompilerServices.Unsafe.As<Hypercall.SharedInfo.EventChannelWords, ulong>(ref shared.EvtchnPending);
+        for (int w = 0; selectors != 0; w++, selectors >>= 1)
+        {
+            if ((selectors & 1) != 0)
+                Interlocked.Exchange(ref System.Runtime.CompilerServices.Unsafe.Add(ref words, w), 0);
+        }
         foreach (var c in _connections)
         {
             if (c.Guest.State == DomainState.Crashed && !force)
