@@ -1,9 +1,8 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
-using VmmKit.TestSupport;
 
-namespace VmmKit.Hypercall.Tests;
+namespace VmmKit.TestSupport;
 
 /// <summary>
 /// The i386 half of the ABI oracle: the layout a 32-bit caller (Xen's compat ABI) sees. It
@@ -12,7 +11,7 @@ namespace VmmKit.Hypercall.Tests;
 /// (gcc-multilib is not installed by ./test.sh). With <c>tools: true</c> it also defines
 /// <c>__XEN_TOOLS__</c>, for constants Xen only exposes to the toolstack.
 /// </summary>
-internal static partial class I386Layout
+public static partial class I386Layout
 {
     private static readonly Dictionary<string, long[]> Cache = new();
     private static readonly Lock CacheLock = new();
