@@ -104,50 +104,12 @@ public sealed partial class EventChannelHypervisor
             _globalVirqHandlers[(int)virq] = domain;
     }
 
-    private static void LockDomains(EventChannelDomain a, EventChannelDomain b)
-    {
-        if (a == b)
-            a.EventLock.Enter();
-        else if (a.Ordinal < b.Ordinal)
-        {
-            a.EventLock.Enter();
-            b.EventLock.Enter();
-        }
-        else
-        {
-            b.EventLock.Enter();
-            a.EventLock.Enter();
-        }
-    }
+    private static void LockDomains(EventChannelDomain a, EventChannelDomain b) => LockOrder.Enter(a.EventLock, a.Ordinal, b.EventLock, b.Ordinal);
 
-    private static void UnlockDomains(EventChannelDomain a, EventChannelDomain b)
-    {
-        if (a != b)
-            b.EventLock.Exit();
-        a.EventLock.Exit();
-    }
+    private static void UnlockDomains(EventChannelDomain a, EventChannelDomain b) => LockOrder.Exit(a.EventLock, b.EventLock);
 
     // double_evtchn_lock: two channels in a fixed order.
-    private static void LockChannels(Channel a, Channel b)
-    {
-        if (a == b)
-            a.Lock.Enter();
-        else if (a.Ordinal < b.Ordinal)
-        {
-            a.Lock.Enter();
-            b.Lock.Enter();
-        }
-        else
-        {
-            b.Lock.Enter();
-            a.Lock.Enter();
-        }
-    }
+    private static void LockChannels(Channel a, Channel b) => LockOrder.Enter(a.Lock, a.Ordinal, b.Lock, b.Ordinal);
 
-    private static void UnlockChannels(Channel a, Channel b)
-    {
-        if (a != b)
-            b.Lock.Exit();
-        a.Lock.Exit();
-    }
+    private static void UnlockChannels(Channel a, Channel b) => LockOrder.Exit(a.Lock, b.Lock);
 }

@@ -266,28 +266,9 @@ internal sealed unsafe class FifoAbi
         return true; // Xen: "port not linked" - a misbehaving guest loses its own event
     }
 
-    private static void LockPair(FifoQueue a, FifoQueue b)
-    {
-        if (a == b)
-            a.Lock.Enter();
-        else if (a.Ordinal < b.Ordinal)
-        {
-            a.Lock.Enter();
-            b.Lock.Enter();
-        }
-        else
-        {
-            b.Lock.Enter();
-            a.Lock.Enter();
-        }
-    }
+    private static void LockPair(FifoQueue a, FifoQueue b) => LockOrder.Enter(a.Lock, a.Ordinal, b.Lock, b.Ordinal);
 
-    private static void UnlockPair(FifoQueue a, FifoQueue b)
-    {
-        if (a != b)
-            b.Lock.Exit();
-        a.Lock.Exit();
-    }
+    private static void UnlockPair(FifoQueue a, FifoQueue b) => LockOrder.Exit(a.Lock, b.Lock);
 }
 
 /// <summary>Xen's <c>struct evtchn_fifo_vcpu</c>: a vCPU's control block and queues.</summary>
