@@ -151,7 +151,21 @@ public sealed class GrantTableHypercalls<TCaller>
         return 0;
     }
 
+    // gnttab_copy: what one operation claimed stays claimed for the next ones until the call ends, however it ends.
     private long Copy(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        var batch = default(GrantTableHost.CopyBatch);
+        try
+        {
+            return CopyOps(ref call, d, cmd, uop, count, ref batch);
+        }
+        finally
+        {
+            _host.EndCopyBatch(ref batch);
+        }
+    }
+
+    private long CopyOps(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count, ref GrantTableHost.CopyBatch batch)
     {
         int size = Unsafe.SizeOf<GnttabCopy>();
         const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
@@ -168,7 +182,7 @@ public sealed class GrantTableHypercalls<TCaller>
                 return XenErrno.EFAULT.Negated();
             }
 
-            _host.Copy(d, ref op);
+            _host.CopyInBatch(d, ref op, ref batch);
             if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
             {
                 return XenErrno.EFAULT.Negated();
@@ -179,6 +193,19 @@ public sealed class GrantTableHypercalls<TCaller>
     }
 
     private long CopyCompat(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        var batch = default(GrantTableHost.CopyBatch);
+        try
+        {
+            return CopyCompatOps(ref call, d, cmd, uop, count, ref batch);
+        }
+        finally
+        {
+            _host.EndCopyBatch(ref batch);
+        }
+    }
+
+    private long CopyCompatOps(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count, ref GrantTableHost.CopyBatch batch)
     {
         int size = Unsafe.SizeOf<CompatGnttabCopy>();
         const int statusOffset = 20; // offsetof(struct gnttab_copy, status), 32-bit
@@ -203,7 +230,7 @@ public sealed class GrantTableHypercalls<TCaller>
                 Len = c.Len,
                 Flags = c.Flags,
             };
-            _host.Copy(d, ref op);
+            _host.CopyInBatch(d, ref op, ref batch);
             if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
             {
                 return XenErrno.EFAULT.Negated();
