@@ -2,10 +2,18 @@ using BenchmarkDotNet.Running;
 using VmmKit.GrantTable.Benchmarks;
 
 // `--interleaved`: memcpy and GNTTABOP_copy rounds alternate and the fastest round of each is reported; on a shared
-// machine this is steadier than BenchmarkDotNet's separate runs. Everything else goes to BenchmarkDotNet.
+// machine this is steadier than BenchmarkDotNet's separate runs. `--cpu LENGTH BATCH PAGES`: memcpy and GNTTABOP_copy
+// in turn, three times, as process CPU time per operation (for profiling with perf, and on a loaded machine where wall
+// time mostly measures the other processes). Everything else goes to BenchmarkDotNet.
 if (args is ["--interleaved", ..])
 {
     Interleaved.Run(Console.Out);
+    return;
+}
+
+if (args is ["--cpu", var length, var batch, var pages])
+{
+    CpuTime.Run(Console.Out, int.Parse(length), int.Parse(batch), int.Parse(pages));
     return;
 }
 

@@ -51,50 +51,33 @@ public sealed class EventChannelHypercalls<TCaller>
 
     private static long Fault => XenErrno.EFAULT.Negated();
 
-    private long AllocUnbound(ref HypercallCall<TCaller> call)
+    private delegate long InOutOp<T>(EventChannelHypervisor hypervisor, EventChannelDomain caller, ref T op) where T : unmanaged;
+
+    // A sub-op whose struct is read from the guest, updated, and copied back when the operation succeeds (Xen's
+    // copy_from_guest ... copy_to_guest); the static lambdas of the callers are cached, so nothing is allocated.
+    private long InOut<T>(ref HypercallCall<TCaller> call, InOutOp<T> op) where T : unmanaged
     {
         ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnAllocUnbound a))
+        if (!call.TryCopyFromGuest(arg, out T a))
             return Fault;
-        long rc = _hypervisor.AllocUnbound(_callers.DomainOf(call.Caller), ref a);
+        long rc = op(_hypervisor, _callers.DomainOf(call.Caller), ref a);
         return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
     }
 
-    private long BindInterdomain(ref HypercallCall<TCaller> call)
-    {
-        ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnBindInterdomain a))
-            return Fault;
-        long rc = _hypervisor.BindInterdomain(_callers.DomainOf(call.Caller), ref a);
-        return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
-    }
+    private long AllocUnbound(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnAllocUnbound a) => h.AllocUnbound(d, ref a));
 
-    private long BindVirq(ref HypercallCall<TCaller> call)
-    {
-        ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnBindVirq a))
-            return Fault;
-        long rc = _hypervisor.BindVirq(_callers.DomainOf(call.Caller), ref a);
-        return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
-    }
+    private long BindInterdomain(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnBindInterdomain a) => h.BindInterdomain(d, ref a));
 
-    private long BindPirq(ref HypercallCall<TCaller> call)
-    {
-        ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnBindPirq a))
-            return Fault;
-        long rc = _hypervisor.BindPirq(_callers.DomainOf(call.Caller), ref a);
-        return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
-    }
+    private long BindVirq(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnBindVirq a) => h.BindVirq(d, ref a));
 
-    private long BindIpi(ref HypercallCall<TCaller> call)
-    {
-        ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnBindIpi a))
-            return Fault;
-        long rc = _hypervisor.BindIpi(_callers.DomainOf(call.Caller), ref a);
-        return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
-    }
+    private long BindPirq(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnBindPirq a) => h.BindPirq(d, ref a));
+
+    private long BindIpi(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnBindIpi a) => h.BindIpi(d, ref a));
 
     private long Close(ref HypercallCall<TCaller> call) =>
         call.TryCopyFromGuest(call.Argument(1), out EvtchnClose a) ? _hypervisor.Close(_callers.DomainOf(call.Caller), a.Port) : Fault;
@@ -102,14 +85,8 @@ public sealed class EventChannelHypercalls<TCaller>
     private long Send(ref HypercallCall<TCaller> call) =>
         call.TryCopyFromGuest(call.Argument(1), out EvtchnSend a) ? _hypervisor.Send(_callers.DomainOf(call.Caller), a.Port) : Fault;
 
-    private long Status(ref HypercallCall<TCaller> call)
-    {
-        ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnStatus a))
-            return Fault;
-        long rc = _hypervisor.Status(_callers.DomainOf(call.Caller), ref a);
-        return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
-    }
+    private long Status(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnStatus a) => h.Status(d, ref a));
 
     private long BindVcpu(ref HypercallCall<TCaller> call) =>
         call.TryCopyFromGuest(call.Argument(1), out EvtchnBindVcpu a) ? _hypervisor.BindVcpu(_callers.DomainOf(call.Caller), in a) : Fault;
@@ -120,14 +97,8 @@ public sealed class EventChannelHypercalls<TCaller>
     private long Reset(ref HypercallCall<TCaller> call) =>
         call.TryCopyFromGuest(call.Argument(1), out EvtchnReset a) ? _hypervisor.Reset(_callers.DomainOf(call.Caller), a.Dom) : Fault;
 
-    private long InitControl(ref HypercallCall<TCaller> call)
-    {
-        ulong arg = call.Argument(1);
-        if (!call.TryCopyFromGuest(arg, out EvtchnInitControl a))
-            return Fault;
-        long rc = _hypervisor.InitControl(_callers.DomainOf(call.Caller), ref a);
-        return rc == 0 && !call.TryCopyToGuest(arg, in a) ? Fault : rc;
-    }
+    private long InitControl(ref HypercallCall<TCaller> call) =>
+        InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnInitControl a) => h.InitControl(d, ref a));
 
     private long ExpandArray(ref HypercallCall<TCaller> call) =>
         call.TryCopyFromGuest(call.Argument(1), out EvtchnExpandArray a) ? _hypervisor.ExpandArray(_callers.DomainOf(call.Caller), in a) : Fault;

@@ -4,7 +4,8 @@ using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable;
 
-// GNTTABOP_copy (grant_table.c: gnttab_copy_one, acquire_grant_for_copy, release_grant_for_copy).
+// GNTTABOP_copy (grant_table.c: gnttab_copy, gnttab_copy_one, gnttab_copy_claim_buf, gnttab_copy_buf_valid,
+// gnttab_copy_release_buf, acquire_grant_for_copy, release_grant_for_copy).
 public sealed unsafe partial class GrantTableHost
 {
     /// <summary>
@@ -19,12 +20,17 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            GrantDomain? lastDomain = null;
-            op.Status = (short)CopyOne(caller, in op, ref lastDomain);
+            var batch = default(CopyBatch);
+            op.Status = (short)CopyOne(caller, in op, ref batch);
+            ReleaseBatch(ref batch);
         }
     }
 
-    /// <summary>Runs a batch of copy operations under one acquisition of the lock, setting each status.</summary>
+    /// <summary>
+    /// Runs a batch of copy operations under one acquisition of the lock, setting each status. As in Xen, a grant (or
+    /// frame) used by one operation stays claimed while the following operations use the same one on the same side,
+    /// so a guest sees <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on.
+    /// </summary>
     /// <param name="caller">The domain issuing the copies.</param>
     /// <param name="ops">The operations.</param>
     public void Copy(GrantDomain caller, Span<GnttabCopy> ops)
@@ -32,43 +38,119 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            GrantDomain? lastDomain = null;
-            for (int i = 0; i < ops.Length; i++)
+            var batch = default(CopyBatch);
+            try
             {
-                ops[i].Status = (short)CopyOne(caller, in ops[i], ref lastDomain);
+                for (int i = 0; i < ops.Length; i++)
+                {
+                    ref GnttabCopy op = ref ops[i];
+                    op.Status = (short)CopyOne(caller, in op, ref batch);
+                }
+            }
+            finally
+            {
+                ReleaseBatch(ref batch);
             }
         }
     }
 
-    private struct CopyBuffer
+    /// <summary>
+    /// One operation of a batch whose operations arrive one at a time (the hypercall reads each from guest memory):
+    /// the lock is taken per operation and what <paramref name="batch"/> holds stays claimed in between, until
+    /// <see cref="EndCopyBatch"/>, which the caller must reach on every path (Xen releases at the end of the hypercall,
+    /// preempted or not).
+    /// </summary>
+    internal void CopyInBatch(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch)
     {
-        public GrantDomain? Domain;
-        public uint Ref;
-        public bool HaveGrant;
-        public ulong Mfn;
-        public ushort Start;
-        public ushort Length;
+        CheckCaller(caller);
+        lock (_lock)
+        {
+            op.Status = (short)CopyOne(caller, in op, ref batch);
+        }
     }
 
-    // lastDomain: the foreign domain the previous operation of the batch named, so a batch from one frontend looks it
-    // up once (Xen's gnttab_copy_one likewise keeps the domains locked while consecutive operations name the same ones).
-    private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref GrantDomain? lastDomain)
+    /// <summary>Releases what a batch run with <see cref="CopyInBatch"/> still holds.</summary>
+    internal void EndCopyBatch(ref CopyBatch batch)
+    {
+        if (batch.Src.Domain is null && batch.Dst.Domain is null)
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            ReleaseBatch(ref batch);
+        }
+    }
+
+    /// <summary>The two buffers of a copy batch (Xen's <c>src</c> and <c>dest</c> <c>gnttab_copy_buf</c>).</summary>
+    internal struct CopyBatch
+    {
+        internal CopyBuffer Src;
+        internal CopyBuffer Dst;
+    }
+
+    /// <summary>
+    /// One side of a copy as last claimed: the domain the operation named, and the grant or frame with the part of
+    /// the page it may touch. <see cref="Virt"/> is null when nothing is claimed.
+    /// </summary>
+    internal struct CopyBuffer
+    {
+        public GrantDomain? Domain;
+        public byte* Virt;
+        public ulong Mfn;
+        public ulong Gmfn;          // frame side: the guest frame; gref side: unused
+        public long Epoch;          // FrameReferences.Epoch when claimed
+        public long Generation;     // frame side: the EPT generation when resolved
+        public uint Ref;
+        public ushort DomId;        // as the operation named it (DOMID_SELF or an id)
+        public ushort Start;
+        public ushort Length;
+        public bool HaveGrant;
+        public bool ReadOnly;
+    }
+
+    private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
+    {
+        GrantStatus rc = IsHeld(caller, in op, ref batch) ? CopyBytes(in op, in batch.Src, in batch.Dst) : CopyOneCore(caller, in op, ref batch);
+        if (rc != GrantStatus.Okay)
+        {
+            ReleaseBatch(ref batch); // gnttab_copy: a failed operation releases both buffers
+        }
+
+        return rc;
+    }
+
+    // The common case of CopyOneCore in one expression: every check it makes passes without claiming anything.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsHeld(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
+    {
+        bool srcGref = (op.Flags & (ushort)GrantCopyFlags.SourceGref) != 0;
+        bool dstGref = (op.Flags & (ushort)GrantCopyFlags.DestGref) != 0;
+        long epoch = Frames.Epoch;
+        return !caller.IsDestroyed &&
+            (srcGref || op.Source.DomId == DomainId.Self) && (dstGref || op.Dest.DomId == DomainId.Self) &&
+            op.Source.DomId == batch.Src.DomId && op.Dest.DomId == batch.Dst.DomId &&
+            IsBufferValid(in op.Source, srcGref, in batch.Src, epoch) && IsBufferValid(in op.Dest, dstGref, in batch.Dst, epoch) &&
+            !batch.Src.Domain!.IsDestroyed && !batch.Dst.Domain!.IsDestroyed;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus CopyOneCore(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
         if (caller.IsDestroyed)
         {
             return GrantStatus.BadDomain;
         }
 
-        var flags = (GrantCopyFlags)op.Flags;
-        bool srcGref = (flags & GrantCopyFlags.SourceGref) != 0;
-        bool dstGref = (flags & GrantCopyFlags.DestGref) != 0;
+        bool srcGref = (op.Flags & (ushort)GrantCopyFlags.SourceGref) != 0;
+        bool dstGref = (op.Flags & (ushort)GrantCopyFlags.DestGref) != 0;
 
-        // gnttab_copy_lock_domain: only DOMID_SELF may be addressed by frame number.
-        CopyBuffer src = default, dst = default;
-        GrantStatus rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref src, ref lastDomain);
+        // gnttab_copy_lock_domain, for every operation: only DOMID_SELF may be addressed by frame number.
+        GrantStatus rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref batch.Src);
         if (rc == GrantStatus.Okay)
         {
-            rc = LockCopyDomain(caller, op.Dest.DomId, dstGref, ref dst, ref lastDomain);
+            rc = LockCopyDomain(caller, op.Dest.DomId, dstGref, ref batch.Dst);
         }
 
         if (rc != GrantStatus.Okay)
@@ -76,84 +158,134 @@ public sealed unsafe partial class GrantTableHost
             return rc;
         }
 
-        rc = ClaimBuffer(caller, in op.Source, srcGref, readOnly: true, ref src);
-        if (rc == GrantStatus.Okay)
+        // gnttab_copy_buf_valid: a side naming what that side already holds reuses it; otherwise release and claim.
+        long epoch = Frames.Epoch;
+        if (!IsBufferValid(in op.Source, srcGref, in batch.Src, epoch))
         {
-            rc = ClaimBuffer(caller, in op.Dest, dstGref, readOnly: false, ref dst);
-            if (rc == GrantStatus.Okay)
+            ReleaseBuffer(ref batch.Src);
+            rc = ClaimBuffer(caller, in op.Source, srcGref, readOnly: true, ref batch.Src, epoch);
+            if (rc != GrantStatus.Okay)
             {
-                rc = CopyBytes(in op, in src, in dst);
-                ReleaseBuffer(ref dst, readOnly: false);
+                return rc;
             }
-
-            ReleaseBuffer(ref src, readOnly: true);
         }
 
-        return rc;
+        if (!IsBufferValid(in op.Dest, dstGref, in batch.Dst, epoch))
+        {
+            ReleaseBuffer(ref batch.Dst);
+            rc = ClaimBuffer(caller, in op.Dest, dstGref, readOnly: false, ref batch.Dst, epoch);
+            if (rc != GrantStatus.Okay)
+            {
+                return rc;
+            }
+        }
+
+        return CopyBytes(in op, in batch.Src, in batch.Dst);
     }
 
+    // Xen keeps the domain it looked up (an RCU reference) while consecutive operations name the same domid; a domain
+    // destroyed in between (possible when the lock was released between operations) is looked up again.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private GrantStatus LockCopyDomain(GrantDomain caller, ushort domid, bool isGref, ref CopyBuffer buf, ref GrantDomain? lastDomain)
+    private GrantStatus LockCopyDomain(GrantDomain caller, ushort domid, bool isGref, ref CopyBuffer buf)
     {
         if (domid != DomainId.Self && !isGref)
         {
             return GrantStatus.PermissionDenied;
         }
 
-        if (domid == DomainId.Self)
+        GrantDomain? d = buf.Domain;
+        if (d is not null && buf.DomId == domid && !d.IsDestroyed)
         {
-            buf.Domain = caller;
             return GrantStatus.Okay;
         }
 
-        if (lastDomain is null || lastDomain.Id != domid)
+        ReleaseBuffer(ref buf);
+        d = LookupByAnyId(caller, domid);
+        if (d is null)
         {
-            lastDomain = LookupByAnyId(caller, domid);
+            return GrantStatus.BadDomain;
         }
 
-        buf.Domain = lastDomain;
-        return buf.Domain is null ? GrantStatus.BadDomain : GrantStatus.Okay;
+        buf.Domain = d;
+        buf.DomId = domid;
+        return GrantStatus.Okay;
     }
 
-    private GrantStatus ClaimBuffer(GrantDomain caller, in GnttabCopyPtr ptr, bool isGref, bool readOnly, ref CopyBuffer buf)
+    // gnttab_copy_buf_valid, plus what Xen's page references give it for free: a grant side is kept only while no
+    // frame was freed since it was claimed (FrameReferences.Epoch), a frame side only while the caller's EPT is
+    // unchanged as well; otherwise it is claimed again, with every check of a first claim.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsBufferValid(in GnttabCopyPtr ptr, bool isGref, in CopyBuffer buf, long epoch)
     {
+        if (buf.Virt == null || buf.Epoch != epoch)
+        {
+            return false;
+        }
+
+        return isGref
+            ? buf.HaveGrant && buf.Ref == ptr.Ref
+            : !buf.HaveGrant && buf.Gmfn == ptr.Gmfn && buf.Generation == buf.Domain!.Ept.Generation;
+    }
+
+    // gnttab_copy_claim_buf.
+    private GrantStatus ClaimBuffer(GrantDomain caller, in GnttabCopyPtr ptr, bool isGref, bool readOnly, ref CopyBuffer buf, long epoch)
+    {
+        GrantDomain d = buf.Domain!;
+        GrantStatus rc;
         if (isGref)
         {
-            GrantStatus rc = AcquireGrantForCopy(buf.Domain!, ptr.Ref, caller.Id, readOnly, ref buf);
-            if (rc == GrantStatus.Okay)
+            rc = AcquireGrantForCopy(d, ptr.Ref, caller.Id, readOnly, ref buf);
+            if (rc != GrantStatus.Okay)
             {
-                buf.Ref = ptr.Ref;
-                buf.HaveGrant = true;
+                return rc;
             }
 
-            return rc;
+            buf.Ref = ptr.Ref;
+            buf.HaveGrant = true;
+        }
+        else
+        {
+            long generation = d.Ept.Generation;
+            rc = GetPagedFrame(d, ptr.Gmfn, readOnly, out buf.Mfn);
+            if (rc != GrantStatus.Okay)
+            {
+                return rc;
+            }
+
+            buf.Gmfn = ptr.Gmfn;
+            buf.Generation = generation;
+            buf.Start = 0;
+            buf.Length = Page.PageSize;
         }
 
-        buf.Start = 0;
-        buf.Length = Page.PageSize;
-        return GetPagedFrame(buf.Domain!, ptr.Gmfn, readOnly, out buf.Mfn);
+        buf.ReadOnly = readOnly;
+        buf.Epoch = epoch;
+        buf.Virt = _memory.GetFramePointer(new MachineFrameNumber(buf.Mfn));
+        return GrantStatus.Okay;
     }
 
-    private GrantStatus CopyBytes(in GnttabCopy op, in CopyBuffer src, in CopyBuffer dst)
+    // gnttab_copy_buf: the checks of every operation, then the copy.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static GrantStatus CopyBytes(in GnttabCopy op, in CopyBuffer src, in CopyBuffer dst)
     {
-        int len = op.Len;
-        if (op.Source.Offset + len > Page.PageSize || op.Dest.Offset + len > Page.PageSize)
+        uint len = op.Len;
+        uint from = op.Source.Offset, to = op.Dest.Offset;
+        if (from + len > Page.PageSize || to + len > Page.PageSize)
         {
             return GrantStatus.BadCopyArg; // "copy beyond page area"
         }
 
-        if (op.Source.Offset < src.Start || op.Source.Offset + len > src.Start + src.Length ||
-            op.Dest.Offset < dst.Start || op.Dest.Offset + len > dst.Start + dst.Length)
+        if (from < src.Start || from + len > (uint)src.Start + src.Length ||
+            to < dst.Start || to + len > (uint)dst.Start + dst.Length)
         {
             return GrantStatus.GeneralError; // outside a sub-page grant
         }
 
-        byte* from = _memory.GetFramePointer(new MachineFrameNumber(src.Mfn)) + op.Source.Offset;
-        byte* to = _memory.GetFramePointer(new MachineFrameNumber(dst.Mfn)) + op.Dest.Offset;
-        Buffer.MemoryCopy(from, to, len, len); // memmove semantics: source and destination may be the same frame
+        Buffer.MemoryCopy(src.Virt + from, dst.Virt + to, len, len); // memmove semantics: both sides may be one frame
         return GrantStatus.Okay;
     }
 
+    // acquire_grant_for_copy (transitive grants are refused by SetStatus).
     private GrantStatus AcquireGrantForCopy(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf)
     {
         if (gref >= (uint)rd.EntryCount)
@@ -223,9 +355,10 @@ public sealed unsafe partial class GrantTableHost
         return GrantStatus.Okay;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ReleaseBuffer(ref CopyBuffer buf, bool readOnly)
+    // gnttab_copy_release_buf / release_grant_for_copy: unpin, and clear GTF_writing / GTF_reading after the last use.
+    private void ReleaseBuffer(ref CopyBuffer buf)
     {
+        buf.Virt = null;
         if (!buf.HaveGrant)
         {
             return;
@@ -234,7 +367,16 @@ public sealed unsafe partial class GrantTableHost
         buf.HaveGrant = false;
         GrantDomain rd = buf.Domain!;
         ref ActiveGrantEntry act = ref rd.Active[buf.Ref];
-        act.Pin -= readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        ClearAfterFailedPin(rd, buf.Ref, act.Pin, readOnly);
+        act.Pin -= buf.ReadOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        ClearAfterFailedPin(rd, buf.Ref, act.Pin, buf.ReadOnly);
+    }
+
+    // End of gnttab_copy: both buffers released, both domains unlocked.
+    private void ReleaseBatch(ref CopyBatch batch)
+    {
+        ReleaseBuffer(ref batch.Src);
+        ReleaseBuffer(ref batch.Dst);
+        batch.Src.Domain = null;
+        batch.Dst.Domain = null;
     }
 }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable;
@@ -98,146 +99,105 @@ public sealed class GrantTableHypercalls<TCaller>
     private static long Continue(ref HypercallCall<TCaller> call, uint cmd, ulong uop, uint done, int size, uint count) =>
         call.CreateContinuation(HypercallNumber.GrantTableOp, [cmd, uop + ((ulong)done * (ulong)size), count - done]);
 
-    private long Map(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    private delegate void BatchOp<T, TState>(GrantTableHost host, GrantDomain caller, ref T op, ref TState state);
+
+    // The loop of every batched GNTTABOP: preemption check between operations (every `preemptEvery`), copy the operation
+    // in, run it, copy back `writeLength` bytes from `writeOffset` (the whole struct, or the status), -EFAULT for a bad
+    // pointer. `state` lives for the whole call. The static lambdas of the callers are cached, so nothing is allocated.
+    private long Batch<T, TState>(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count,
+        uint preemptEvery, int writeOffset, int writeLength, BatchOp<T, TState> op, ref TState state) where T : unmanaged
     {
-        int size = Unsafe.SizeOf<GnttabMapGrantRef>();
+        int size = Unsafe.SizeOf<T>();
         for (uint i = 0; i < count; i++)
         {
-            if (i != 0 && call.PreemptCheck())
+            if (i != 0 && i % preemptEvery == 0 && call.PreemptCheck())
             {
                 return Continue(ref call, cmd, uop, i, size, count);
             }
 
             ulong at = uop + ((ulong)i * (ulong)size);
-            if (!call.TryCopyFromGuest(at, out GnttabMapGrantRef op))
+            if (!call.TryCopyFromGuest(at, out T value))
             {
                 return XenErrno.EFAULT.Negated();
             }
 
-            _host.MapGrantRef(d, ref op);
-            if (!call.TryCopyToGuest(at, in op))
+            op(_host, d, ref value, ref state);
+            ReadOnlySpan<byte> result = MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)).Slice(writeOffset, writeLength);
+            if (!call.TryCopyToGuest(at + (ulong)writeOffset, result))
             {
                 return XenErrno.EFAULT.Negated();
             }
         }
 
         return 0;
+    }
+
+    private long Map(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
+    {
+        byte none = 0;
+        return Batch(ref call, d, cmd, uop, count, 1, 0, Unsafe.SizeOf<GnttabMapGrantRef>(),
+            static (GrantTableHost h, GrantDomain caller, ref GnttabMapGrantRef op, ref byte _) => h.MapGrantRef(caller, ref op), ref none);
     }
 
     private long Unmap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
-        int size = Unsafe.SizeOf<GnttabUnmapGrantRef>();
         const int statusOffset = 20; // offsetof(struct gnttab_unmap_grant_ref, status)
-        for (uint i = 0; i < count; i++)
-        {
-            if (i != 0 && i % UnmapBatch == 0 && call.PreemptCheck())
-            {
-                return Continue(ref call, cmd, uop, i, size, count);
-            }
-
-            ulong at = uop + ((ulong)i * (ulong)size);
-            if (!call.TryCopyFromGuest(at, out GnttabUnmapGrantRef op))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
-
-            _host.UnmapGrantRef(d, ref op);
-            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
-        }
-
-        return 0;
+        byte none = 0;
+        return Batch(ref call, d, cmd, uop, count, UnmapBatch, statusOffset, sizeof(short),
+            static (GrantTableHost h, GrantDomain caller, ref GnttabUnmapGrantRef op, ref byte _) => h.UnmapGrantRef(caller, ref op), ref none);
     }
 
+    // gnttab_copy: what one operation claimed stays claimed for the next ones until the call ends, however it ends.
     private long Copy(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
-        int size = Unsafe.SizeOf<GnttabCopy>();
         const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
-        for (uint i = 0; i < count; i++)
+        var batch = default(GrantTableHost.CopyBatch);
+        try
         {
-            if (i != 0 && call.PreemptCheck())
-            {
-                return Continue(ref call, cmd, uop, i, size, count);
-            }
-
-            ulong at = uop + ((ulong)i * (ulong)size);
-            if (!call.TryCopyFromGuest(at, out GnttabCopy op))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
-
-            _host.Copy(d, ref op);
-            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
+            return Batch(ref call, d, cmd, uop, count, 1, statusOffset, sizeof(short),
+                static (GrantTableHost h, GrantDomain caller, ref GnttabCopy op, ref GrantTableHost.CopyBatch b) => h.CopyInBatch(caller, ref op, ref b),
+                ref batch);
         }
-
-        return 0;
+        finally
+        {
+            _host.EndCopyBatch(ref batch);
+        }
     }
 
     private long CopyCompat(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
-        int size = Unsafe.SizeOf<CompatGnttabCopy>();
         const int statusOffset = 20; // offsetof(struct gnttab_copy, status), 32-bit
-        for (uint i = 0; i < count; i++)
+        var batch = default(GrantTableHost.CopyBatch);
+        try
         {
-            if (i != 0 && call.PreemptCheck())
-            {
-                return Continue(ref call, cmd, uop, i, size, count);
-            }
-
-            ulong at = uop + ((ulong)i * (ulong)size);
-            if (!call.TryCopyFromGuest(at, out CompatGnttabCopy c))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
-
-            // The compat layer widens the 32-bit frame numbers (xen/common/compat/grant_table.c).
-            var op = new GnttabCopy
-            {
-                Source = new GnttabCopyPtr { Gmfn = c.Source.Gmfn, DomId = c.Source.DomId, Offset = c.Source.Offset },
-                Dest = new GnttabCopyPtr { Gmfn = c.Dest.Gmfn, DomId = c.Dest.DomId, Offset = c.Dest.Offset },
-                Len = c.Len,
-                Flags = c.Flags,
-            };
-            _host.Copy(d, ref op);
-            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
+            return Batch(ref call, d, cmd, uop, count, 1, statusOffset, sizeof(short),
+                static (GrantTableHost h, GrantDomain caller, ref CompatGnttabCopy c, ref GrantTableHost.CopyBatch b) =>
+                {
+                    // The compat layer widens the 32-bit frame numbers (xen/common/compat/grant_table.c).
+                    var op = new GnttabCopy
+                    {
+                        Source = new GnttabCopyPtr { Gmfn = c.Source.Gmfn, DomId = c.Source.DomId, Offset = c.Source.Offset },
+                        Dest = new GnttabCopyPtr { Gmfn = c.Dest.Gmfn, DomId = c.Dest.DomId, Offset = c.Dest.Offset },
+                        Len = c.Len,
+                        Flags = c.Flags,
+                    };
+                    h.CopyInBatch(caller, ref op, ref b);
+                    c.Status = op.Status;
+                },
+                ref batch);
         }
-
-        return 0;
+        finally
+        {
+            _host.EndCopyBatch(ref batch);
+        }
     }
 
     private long Swap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
-        int size = Unsafe.SizeOf<GnttabSwapGrantRef>();
         const int statusOffset = 8; // offsetof(struct gnttab_swap_grant_ref, status)
-        for (uint i = 0; i < count; i++)
-        {
-            if (i != 0 && call.PreemptCheck())
-            {
-                return Continue(ref call, cmd, uop, i, size, count);
-            }
-
-            ulong at = uop + ((ulong)i * (ulong)size);
-            if (!call.TryCopyFromGuest(at, out GnttabSwapGrantRef op))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
-
-            _host.SwapGrantRef(d, ref op);
-            if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
-            {
-                return XenErrno.EFAULT.Negated();
-            }
-        }
-
-        return 0;
+        byte none = 0;
+        return Batch(ref call, d, cmd, uop, count, 1, statusOffset, sizeof(short),
+            static (GrantTableHost h, GrantDomain caller, ref GnttabSwapGrantRef op, ref byte _) => h.SwapGrantRef(caller, ref op), ref none);
     }
 
     private long SetupTable(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, uint count, bool compat)

@@ -1,0 +1,220 @@
+using System.Runtime.InteropServices;
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.GrantTable.Tests;
+
+/// <summary>
+/// A grant kept claimed across the operations of one <c>GNTTABOP_copy</c> call (Xen's gnttab_copy caches its source and
+/// destination buffer between operations: gnttab_copy_buf_valid): what the granter sees meanwhile, and what happens
+/// when the grant is revoked, its frame freed or its domain destroyed between two operations of one call. The
+/// dispatcher's preemption hook runs between two operations, so the tests act there.
+/// </summary>
+public sealed class CopyBatchTests : IDisposable
+{
+    private const ulong Buffer = 20UL << 12;   // guest-physical buffer in the caller's RAM (paging off)
+    private const int OpSize = 40;             // sizeof(struct gnttab_copy), 64-bit
+    private readonly TestMachine _m = new();
+    private readonly TestDomain _front;
+    private readonly TestDomain _back;
+    private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
+    private readonly InProcessGrantShare _share;
+
+    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
+    {
+        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
+
+        public bool IsPrivileged(TestDomain caller) => false;
+    }
+
+    public CopyBatchTests()
+    {
+        _front = _m.AddDomain(1);
+        _back = _m.AddDomain(2);
+        _share = new InProcessGrantShare(_m.Host, _front.Grant);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        _front.RamPage(5).Fill(0x55);
+        _front.RamPage(6).Fill(0x66);
+    }
+
+    public void Dispose() => _m.Dispose();
+
+    private uint Grant(int gfn)
+    {
+        Assert.True(_share.TryGrantForeignAccess(2, (ulong)gfn, readOnly: true, out uint gref));
+        return gref;
+    }
+
+    private static GnttabCopy FromGrant(uint gref, ulong gmfn, ushort offset = 0) => new()
+    {
+        Source = new() { Ref = gref, DomId = 1, Offset = offset },
+        Dest = new() { Gmfn = gmfn, DomId = DomainId.Self, Offset = offset },
+        Len = 16,
+        Flags = (ushort)GrantCopyFlags.SourceGref,
+        Status = 99,
+    };
+
+    /// <summary>Runs the operations as one hypercall of the backend; <paramref name="between"/>(i) runs before operation i (i ≥ 1).</summary>
+    private short[] CallCopy(GnttabCopy[] ops, Action<int> between)
+    {
+        for (int i = 0; i < ops.Length; i++)
+        {
+            Assert.True(_back.TryWrite(Buffer + (ulong)(i * OpSize), MemoryMarshal.AsBytes(new ReadOnlySpan<GnttabCopy>(in ops[i]))));
+        }
+
+        int next = 1;
+        _dispatcher.PreemptCheck = _ =>
+        {
+            between(next++);
+            return false;
+        };
+        HypercallArguments args = default;
+        args[0] = (ulong)GrantTableOp.Copy;
+        args[1] = Buffer;
+        args[2] = (ulong)ops.Length;
+        HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _back.Virtual, args);
+        Assert.Equal(0, _dispatcher.Invoke(ref call));
+        _dispatcher.PreemptCheck = null;
+        var statuses = new short[ops.Length];
+        for (int i = 0; i < ops.Length; i++)
+        {
+            GnttabCopy op = default;
+            Assert.True(_back.TryRead(Buffer + (ulong)(i * OpSize), MemoryMarshal.AsBytes(new Span<GnttabCopy>(ref op))));
+            statuses[i] = op.Status;
+        }
+
+        return statuses;
+    }
+
+    private unsafe ushort EntryFlags(uint gref) =>
+        *(ushort*)(_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + (gref * GrantEntryV1.Size));
+
+    [Fact]
+    public void A_grant_used_by_consecutive_operations_is_pinned_once_and_released_when_the_call_moves_on_or_ends()
+    {
+        uint a = Grant(5), b = Grant(6);
+        var seen = new List<(uint PinA, uint PinB)>();
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16), FromGrant(b, 4)],
+            _ => seen.Add((_front.Grant.GetPinCount(a), _front.Grant.GetPinCount(b))));
+        Assert.Equal([0, 0, 0], st);
+        Assert.Equal([(256u, 0u), (256u, 0u)], seen); // one read pin on a through the second op; b not yet claimed
+        Assert.Equal((0u, 0u), (_front.Grant.GetPinCount(a), _front.Grant.GetPinCount(b)));
+        Assert.Equal(0, EntryFlags(a) & (ushort)GrantEntryFlags.Reading);
+        Assert.Equal(0, EntryFlags(b) & (ushort)GrantEntryFlags.Reading);
+        Assert.Equal(0x55, _back.RamPage(3)[31]);
+        Assert.Equal(0x66, _back.RamPage(4)[0]);
+    }
+
+    [Fact]
+    public void Ending_access_between_two_operations_fails_while_the_call_holds_the_grant_and_succeeds_after()
+    {
+        uint a = Grant(5);
+        var ended = new List<bool>();
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16)], _ =>
+        {
+            Assert.True(_share.IsForeignAccessInUse(a)); // GTF_reading, as Xen leaves it while the buffer is held
+            ended.Add(_share.EndForeignAccess(a));
+        });
+        Assert.Equal([0, 0], st);
+        Assert.Equal([false], ended);
+        Assert.True(_share.EndForeignAccess(a));
+        Assert.Equal([(short)GrantStatus.GeneralError], CallCopy([FromGrant(a, 3)], _ => { }));
+    }
+
+    [Fact]
+    public unsafe void A_grant_entry_cleared_behind_the_holders_back_is_honoured_until_the_call_ends_as_in_Xen()
+    {
+        uint a = Grant(5);
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16)], _ =>
+            *(ulong*)(_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + (a * GrantEntryV1.Size)) = 0);
+        Assert.Equal([0, 0], st); // the pin taken by the first operation covers the second (gnttab_copy_buf_valid)
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.Equal(0, EntryFlags(a));
+        Assert.Equal([(short)GrantStatus.GeneralError], CallCopy([FromGrant(a, 3)], _ => { })); // a new call checks the entry again
+    }
+
+    [Fact]
+    public void A_granted_frame_freed_between_two_operations_is_not_copied_from()
+    {
+        uint a = Grant(5);
+        MachineFrameNumber frame = _front.Ram[5];
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 4, 16)], _ =>
+        {
+            // decrease_reservation by the granter: the frame leaves its EPT and is freed (copies hold no frame reference)
+            _front.Ept.Unmap(new GuestFrameNumber(5).Address, 1);
+            GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _front.Ept.Pointer);
+            Assert.True(_m.Frames.Free(frame));
+        });
+        Assert.Equal([0, (short)GrantStatus.BadPage], st); // claimed again, with every check: the gfn is gone
+        Assert.Equal(0, _back.RamPage(4)[16]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.Equal(0, EntryFlags(a) & (ushort)GrantEntryFlags.Reading);
+    }
+
+    [Fact]
+    public void A_granter_destroyed_between_two_operations_fails_the_rest_with_bad_domain()
+    {
+        uint a = Grant(5);
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 4, 16), FromGrant(a, 4, 32)], i =>
+        {
+            if (i == 1)
+            {
+                _m.Kill(_front); // grant state destroyed, every frame freed (and zeroed)
+            }
+        });
+        Assert.Equal([0, (short)GrantStatus.BadDomain, (short)GrantStatus.BadDomain], st);
+        Assert.Equal(0, _back.RamPage(4)[16]);
+        Assert.Equal(0, _back.RamPage(4)[32]);
+    }
+
+    [Fact]
+    public void A_caller_destroyed_between_two_operations_releases_what_it_held()
+    {
+        uint a = Grant(5);
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 4, 16)], i => _m.Host.DestroyDomain(_back.Grant));
+        Assert.Equal([0, (short)GrantStatus.BadDomain], st);
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.True(_share.EndForeignAccess(a));
+    }
+
+    [Fact]
+    public void A_frame_number_of_a_foreign_domain_is_refused_even_right_after_a_grant_of_that_domain()
+    {
+        // Xen checks "only DOMID_SELF by frame" only when an operation names other domains than the one before; here it
+        // is checked for every operation, so a cached buffer of d1 never lets a gmfn of d1 through.
+        uint a = Grant(5);
+        Span<GnttabCopy> ops =
+        [
+            FromGrant(a, 3),
+            new() { Source = new() { Gmfn = 6, DomId = 1 }, Dest = new() { Gmfn = 3, DomId = DomainId.Self }, Len = 16 },
+            new() { Source = new() { Gmfn = 6, DomId = 1 }, Dest = new() { Gmfn = 3, DomId = DomainId.Self }, Len = 16, Flags = (ushort)GrantCopyFlags.DestGref },
+        ];
+        _m.Host.Copy(_back.Grant, ops);
+        Assert.Equal(0, ops[0].Status);
+        Assert.Equal((short)GrantStatus.PermissionDenied, ops[1].Status);
+        Assert.Equal((short)GrantStatus.PermissionDenied, ops[2].Status);
+        Assert.NotEqual(0x66, _back.RamPage(3)[0]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+    }
+
+    [Fact]
+    public void Statuses_of_a_batch_are_those_of_one_operation_at_a_time()
+    {
+        // Every operation against a held grant still gets its own checks: offsets, sub-page bounds, access.
+        uint a = Grant(5);
+        Span<GnttabCopy> ops =
+        [
+            FromGrant(a, 3),
+            FromGrant(a, 3, 4090),                                                   // beyond the page
+            new() { Source = new() { Gmfn = 3, DomId = DomainId.Self }, Dest = new() { Ref = a, DomId = 1 }, Len = 1, Flags = (ushort)GrantCopyFlags.DestGref }, // read-only grant
+            FromGrant(a, 3, 32),
+            FromGrant(999_999, 3),                                                   // no such grant
+            FromGrant(a, 3, 48),
+        ];
+        _m.Host.Copy(_back.Grant, ops);
+        Assert.Equal([0, (short)GrantStatus.BadCopyArg, (short)GrantStatus.GeneralError, 0, (short)GrantStatus.BadGntref, 0],
+            ops.ToArray().Select(o => o.Status));
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.True(_share.EndForeignAccess(a));
+    }
+}
