@@ -40,7 +40,11 @@ internal static class ApicMmio
             length--;
         var decoder = Decoder.Create(bitness, new ByteArrayCodeReader(bytes[..length].ToArray()), rip);
         decoder.Decode(out Instruction insn);
-        if (insn.IsInvalid || insn.Mnemonic != Mnemonic.Mov || !insn.HasOpKind(OpKind.Memory) || insn.MemorySize.GetSize() is not (1 or 2 or 4 or 8))
+        bool supported = !insn.IsInvalid && insn.Mnemonic == Mnemonic.Mov && insn.MemorySize.GetSize() is 1 or 2 or 4 or 8
+            && ((insn.Op0Kind == OpKind.Memory && (insn.Op1Kind is OpKind.Immediate8 or OpKind.Immediate16 or OpKind.Immediate32
+                    or OpKind.Immediate32to64 || (insn.Op1Kind == OpKind.Register && insn.Op1Register.IsGPR())))
+                || (insn.Op1Kind == OpKind.Memory && insn.Op0Kind == OpKind.Register && insn.Op0Register.IsGPR()));
+        if (!supported)
         {
             vcpu.Domain.Crash(vcpu, $"unsupported access to the APIC page at gpa 0x{gpa:x}: {insn} at rip 0x{rip:x}");
             action = ExitAction.Stop;
