@@ -33,12 +33,14 @@ internal static class ApicMmio
         };
         ulong rip = vmcs.Read(VmcsField.GuestRip);
         ulong csBase = bitness == 64 ? 0 : vmcs.Read(VmcsField.GuestCsBase);
-        Span<byte> bytes = stackalloc byte[15];
-        int length = 15;
+        var fetch = t_fetch ??= new Fetch();
+        int length = Fetch.MaxLength;
         // The instruction may end before a page the guest has not mapped: fetch what can be read.
-        while (length > 0 && !vcpu.LinearMemory.TryRead(csBase + rip, bytes[..length]))
+        while (length > 0 && !vcpu.LinearMemory.TryRead(csBase + rip, fetch.Bytes.AsSpan(0, length)))
             length--;
-        var decoder = Decoder.Create(bitness, new ByteArrayCodeReader(bytes[..length].ToArray()), rip);
+        fetch.Reset(length);
+        var decoder = bitness switch { 64 => fetch.Decoder64, 32 => fetch.Decoder32, _ => fetch.Decoder16 };
+        decoder.IP = rip;
         decoder.Decode(out Instruction insn);
         bool supported = !insn.IsInvalid && insn.Mnemonic == Mnemonic.Mov && insn.MemorySize.GetSize() is 1 or 2 or 4 or 8
             && ((insn.Op0Kind == OpKind.Memory && (insn.Op1Kind is OpKind.Immediate8 or OpKind.Immediate16 or OpKind.Immediate32
@@ -73,6 +75,33 @@ internal static class ApicMmio
         // An EPT violation reports no instruction length (SDM Vol. 3C §29.2.4): the decoded one moves RIP.
         vcpu.AdvanceRip(exit with { InstructionLength = (uint)insn.Length });
         return true;
+    }
+
+    /// <summary>The instruction bytes and decoders, reused (a vCPU's exits are handled on its own thread): nothing is allocated per access.</summary>
+    [ThreadStatic]
+    private static Fetch? t_fetch;
+
+    private sealed class Fetch : CodeReader
+    {
+        public const int MaxLength = 15;
+        public readonly byte[] Bytes = new byte[MaxLength];
+        public readonly Decoder Decoder16, Decoder32, Decoder64;
+        private int _length, _position;
+
+        public Fetch()
+        {
+            Decoder16 = Decoder.Create(16, this);
+            Decoder32 = Decoder.Create(32, this);
+            Decoder64 = Decoder.Create(64, this);
+        }
+
+        public void Reset(int length)
+        {
+            _length = length;
+            _position = 0;
+        }
+
+        public override int ReadByte() => _position < _length ? Bytes[_position++] : -1;
     }
 
     private static ulong ReadRegister(VirtualCpu vcpu, Register register)
