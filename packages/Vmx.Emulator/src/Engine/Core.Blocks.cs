@@ -173,6 +173,7 @@ internal sealed unsafe partial class Core
         ref CpuState s = ref S;
         ulong end = s.InstructionsRetired + budget;
         BudgetEnd = end;
+        if (PendingDebugExceptions != 0 && TakePendingDebugException()) return false;
         while (s.InstructionsRetired < end)
         {
             if (ExitRequestPending && TakeExitRequest())
@@ -182,6 +183,15 @@ internal sealed unsafe partial class Core
                 Event.Kind = EventKind.VmExit;
                 Event.ExitReason = BasicExitReason.ExternalInterrupt;
                 return false;
+            }
+            if (DebugArmed(ref s))
+            {
+                // Single-step or breakpoints: one instruction at a time (Core.Debug.cs).
+                int d = ExecuteDebug(end);
+                BudgetEnd = end;
+                if (d == 1) return true;
+                if (d == 2) return false;
+                continue;
             }
             Block? b = FindBlock();
             if (b == null) return false;

@@ -208,15 +208,53 @@ internal sealed unsafe partial class Core
         return ok;
     }
 
-    /// <summary>Reads a GDT descriptor into hidden-part form (VMCS access-rights format).</summary>
+    /// <summary>
+    /// The linear address of the descriptor <paramref name="selector"/> names in the GDT or (TI = 1) the LDT; false for a
+    /// null GDT selector, an unusable LDTR or an index past the table's limit (SDM Vol. 3A §3.5.1).
+    /// </summary>
+    public bool DescriptorAddress(ushort selector, out ulong address)
+    {
+        ref CpuState s = ref S;
+        ulong index = (ulong)(selector & ~7);
+        address = 0;
+        if ((selector & 4) != 0)
+        {
+            if ((s.Ldtr.AccessRights & (1u << 16)) != 0 || (s.Ldtr.Selector & ~3) == 0 || index + 7 > s.Ldtr.Limit) return false;
+            address = s.Ldtr.Base + index;
+            return true;
+        }
+        if (index == 0 || index + 7 > s.GdtrLimit) return false;
+        address = s.GdtrBase + index;
+        return true;
+    }
+
+    /// <summary>Reads the 8-byte descriptor a selector names; false without <see cref="Event"/> when it names none.</summary>
+    public bool ReadRawDescriptor(ushort selector, out ulong descriptor)
+    {
+        descriptor = 0;
+        return DescriptorAddress(selector, out ulong address) && ReadSystem(address, out descriptor);
+    }
+
+    /// <summary>
+    /// Sets the accessed bit of a code or data descriptor in memory, as a segment load does (SDM Vol. 3A §3.4.5.1);
+    /// an implicit supervisor write.
+    /// </summary>
+    public bool SetDescriptorAccessed(ushort selector)
+    {
+        if (!DescriptorAddress(selector, out ulong address) || !ReadSystem(address, out ulong d)) return false;
+        if ((d & (1UL << 40)) != 0) return true;
+        bool saved = ImplicitSupervisor;
+        ImplicitSupervisor = true;
+        bool ok = Write((address + 5) & LinearMask, 1, ((d >> 40) & 0xFF) | 1);
+        ImplicitSupervisor = saved;
+        return ok;
+    }
+
+    /// <summary>Reads a GDT or LDT descriptor into hidden-part form (VMCS access-rights format).</summary>
     public bool ReadDescriptor(ushort selector, out SegmentRegister seg)
     {
         seg = default;
-        ref CpuState s = ref S;
-        if ((selector & 4) != 0 || (selector & ~7) == 0) return false; // LDT not modelled; null selector
-        ulong index = (ulong)(selector & ~7);
-        if (index + 7 > s.GdtrLimit) return false;
-        if (!ReadSystem(s.GdtrBase + index, out ulong d)) return false;
+        if (!ReadRawDescriptor(selector, out ulong d)) return false;
         seg.Selector = selector;
         seg.AccessRights = (uint)((d >> 40) & 0xF0FF);
         uint limit = (uint)((d & 0xFFFF) | ((d >> 32) & 0xF0000));

@@ -254,6 +254,7 @@ internal sealed unsafe partial class Core : IDisposable
     private bool ReadSlow(ulong lin, int size, out ulong value)
     {
         value = 0;
+        if (DataBreakpointsArmed) NoteDataAccess(lin, size, write: false);
         if ((lin & 0xFFF) + (ulong)size <= 4096)
         {
             byte* p = HostPointer(lin, MemoryAccess.Read);
@@ -278,6 +279,7 @@ internal sealed unsafe partial class Core : IDisposable
 
     private bool WriteSlow(ulong lin, int size, ulong value)
     {
+        if (DataBreakpointsArmed) NoteDataAccess(lin, size, write: true);
         if ((lin & 0xFFF) + (ulong)size <= 4096)
         {
             byte* p = HostPointer(lin, MemoryAccess.Write);
@@ -330,6 +332,7 @@ internal sealed unsafe partial class Core : IDisposable
             StopBlock = 1;
         }
         if (ImplicitSupervisor) return host + (lin & 0xFFF); // checked with supervisor rights: never cached for the guest's own accesses
+        if (DataBreakpointsArmed && access != MemoryAccess.Execute) return host + (lin & 0xFFF); // every data access is checked (Core.Debug.cs)
         TlbEntry* e = Tlb + ((lin >> 12) & (SoftTlb.Entries - 1));
         if (e->PhysicalPage != physPage || (e->ReadTag != page && e->WriteTag != page && e->FetchTag != page))
         {

@@ -20,6 +20,8 @@ internal static unsafe class VmcsGuestState
         s.Cr3 = vmcs.Read(VmcsField.GuestCr3);
         s.Cr4 = vmcs.Read(VmcsField.GuestCr4);
         s.Dr7 = vmcs.Read(VmcsField.GuestDr7);
+        core.RefreshBreakpoints();
+        core.PendingDebugExceptions = vmcs.Read(VmcsField.GuestPendingDebugExceptions) & 0x400F; // B0-B3, BS (SDM Vol. 3C §25.4.2)
         var entry = (VmEntryControls)vmcs.Read(VmcsField.VmEntryControls);
         bool ia32e = (entry & VmEntryControls.Ia32eModeGuest) != 0;
         // SDM Vol. 3C §28.3.2.1 (loading guest control registers and MSRs): with "load IA32_EFER" the whole register
@@ -70,6 +72,7 @@ internal static unsafe class VmcsGuestState
         vmcs.Write(VmcsField.GuestCr3, s.Cr3);
         vmcs.Write(VmcsField.GuestCr4, s.Cr4);
         vmcs.Write(VmcsField.GuestDr7, s.Dr7);
+        vmcs.Write(VmcsField.GuestPendingDebugExceptions, core.PendingDebugExceptions);
         var exitControls = (VmExitControls)vmcs.Read(VmcsField.VmExitControls);
         if ((exitControls & VmExitControls.SaveIa32Efer) != 0) vmcs.Write(VmcsField.GuestIa32Efer, s.Efer);
         if ((exitControls & VmExitControls.SaveIa32Pat) != 0) vmcs.Write(VmcsField.GuestIa32Pat, s.Pat);

@@ -228,6 +228,10 @@ internal static unsafe partial class HandlerTable
             case Mnemonic.Lldt: Set(t, code, &SystemRegisters.LoadSystemSegment, 1, End); break;
             case Mnemonic.Str: Set(t, code, &SystemRegisters.StoreSystemSegment, 0); break;
             case Mnemonic.Sldt: Set(t, code, &SystemRegisters.StoreSystemSegment, 1); break;
+            case Mnemonic.Lar: Set(t, code, &SegmentQueries.Query, SegmentQueries.Lar); break;
+            case Mnemonic.Lsl: Set(t, code, &SegmentQueries.Query, SegmentQueries.Lsl); break;
+            case Mnemonic.Verr: Set(t, code, &SegmentQueries.Query, SegmentQueries.Verr); break;
+            case Mnemonic.Verw: Set(t, code, &SegmentQueries.Query, SegmentQueries.Verw); break;
             case Mnemonic.Clac: Set(t, code, &FlagOps.FlagOp, FlagOps.Clac, End); break;
             case Mnemonic.Stac: Set(t, code, &FlagOps.FlagOp, FlagOps.Stac, End); break;
             case Mnemonic.Clts: Set(t, code, &ControlRegisters.Clts, 0, End); break;

@@ -90,7 +90,9 @@ internal static unsafe class Segments
             }
             if ((d.AccessRights & 0x80) == 0) { c.RaiseException(ExceptionVector.NP, (uint)(selector & ~3)); return false; }
         }
-        d.AccessRights |= 1; // accessed (the descriptor's A bit in memory is not written back)
+        // The load sets the descriptor's accessed bit in memory (SDM Vol. 3A §3.4.5.1).
+        if ((d.AccessRights & 1) == 0 && !c.SetDescriptorAccessed(selector)) return false;
+        d.AccessRights |= 1;
         target = d;
         c.RefreshMode();
         return true;

@@ -99,7 +99,7 @@ internal static unsafe class SystemRegisters
     /// <summary>
     /// MOV r, DRn (Sub 1) / MOV DRn, r (Sub 0). DR4/DR5 alias DR6/DR7 unless CR4.DE (then #UD). Exits with
     /// "MOV-DR exiting": qualification DR number (2:0), direction (4: 1 = from DR), GPR (11:8) (SDM Vol. 3C table 27-4).
-    /// Breakpoints and single-step are not raised yet: DR0-DR3/DR7 are stored and read back.
+    /// The breakpoints themselves are raised by the dispatch loop (Engine/Core.Debug.cs).
     /// </summary>
     public static int MovDr(Core c, Instr* i)
     {
@@ -140,6 +140,7 @@ internal static unsafe class SystemRegisters
                 s.Dr[dr] = c.Bitness == 64 ? value : (uint)value;
                 break;
         }
+        c.RefreshBreakpoints();
         return ExecStatus.Continue;
     }
 

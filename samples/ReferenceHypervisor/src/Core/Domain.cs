@@ -60,6 +60,9 @@ internal sealed class Domain : IDisposable
     /// <summary>The domain's device buses: COM1 and the port 0xE9 debug console, both printing to <see cref="Console"/>.</summary>
     public VmmKit.Devices.IoManager Io { get; }
 
+    /// <summary>The bus between the vCPUs' local APICs (IPIs).</summary>
+    public VmmKit.Devices.ApicBus Apics { get; } = new();
+
     /// <summary>The vCPUs.</summary>
     public IReadOnlyList<VirtualCpu> Vcpus => _vcpus;
 
@@ -179,6 +182,7 @@ internal sealed class Domain : IDisposable
 
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, boot.Entry);
+        Devices.VcpuApic.ProgramVmcs(vcpu);
         vcpu.Registers = default;
         vcpu.Registers.Rbx = boot.StartInfoAddress;   // PVH: EBX = &hvm_start_info
         _vcpus.Add(vcpu);

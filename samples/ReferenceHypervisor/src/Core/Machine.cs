@@ -169,7 +169,7 @@ internal sealed class Machine : IDisposable
             {
                 ulong now = GuestTime.SystemTime(vcpu);
                 vcpu.Timers.FireDue(vcpu, now);
-                if (vcpu.Timers.ShouldWake(vcpu, now))
+                if (vcpu.Timers.ShouldWake(vcpu, now) || Devices.VcpuApic.HasPendingInterrupt(vcpu))
                 {
                     vcpu.Timers.Woken();
                     vcpu.IsBlocked = false;
@@ -194,7 +194,7 @@ internal sealed class Machine : IDisposable
         {
             foreach (var vcpu in domain.Vcpus)
             {
-                if (vcpu.Timers.NextDeadline is not { } deadline)
+                if (Devices.VcpuApic.NextDeadline(vcpu) is not { } deadline)
                     continue;
                 ulong now = GuestTime.SystemTime(vcpu);
                 ulong delta = deadline > now ? deadline - now : 0;

@@ -18,7 +18,11 @@ internal sealed class VirtualCpu
         Id = id;
         Processor = processor;
         LinearMemory = new GuestLinearMemory(this);
+        Apic = Devices.VcpuApic.Create(this);
     }
+
+    /// <summary>The vCPU's local APIC (xAPIC at 0xFEE00000; Devices/VcpuApic.cs wires it into the exit loop).</summary>
+    public VmmKit.Devices.LocalApic Apic { get; }
 
     /// <summary>The owning domain.</summary>
     public Domain Domain { get; }
@@ -95,6 +99,7 @@ internal sealed class VirtualCpu
                 Timers.FireDue(this, GuestTime.SystemTime(this));
                 DeliverUpcall();
                 machine.ArmSliceTimer(this);
+                Devices.VcpuApic.BeforeEntry(this);
                 VmExit exit = Processor.Run(Vmcs);
                 LastExit = exit;
                 ExitCount++;
@@ -163,13 +168,20 @@ internal sealed class VirtualCpu
             Vmcs.Write(VmcsField.PrimaryProcessorBasedVmExecutionControls, wanted);
     }
 
-    /// <summary>Moves RIP past the instruction that exited (VM-exit instruction length, SDM Vol. 3C §28.2.5).</summary>
+    /// <summary>
+    /// Moves RIP past the instruction that exited (VM-exit instruction length, SDM Vol. 3C §28.2.5). The instruction is
+    /// now complete, so blocking by STI or MOV SS ends with it (SDM Vol. 3C table 25-3), as Xen's
+    /// <c>vmx_update_guest_eip</c> clears it: an interrupt pending after <c>sti; hlt</c> is taken after the HLT.
+    /// </summary>
     public void AdvanceRip(in VmExit exit)
     {
         ulong rip = Vmcs.Read(VmcsField.GuestRip) + exit.InstructionLength;
         if (GuestMode != GuestX86Mode.Long64)
             rip &= 0xFFFF_FFFF;
         Vmcs.Write(VmcsField.GuestRip, rip);
+        ulong interruptibility = Vmcs.Read(VmcsField.GuestInterruptibilityState);
+        if ((interruptibility & 3) != 0)
+            Vmcs.Write(VmcsField.GuestInterruptibilityState, interruptibility & ~3ul);
     }
 
     /// <summary>Injects a hardware exception on the next VM entry (SDM Vol. 3C §27.6, §25.8.3).</summary>

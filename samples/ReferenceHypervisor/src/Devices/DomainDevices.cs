@@ -4,8 +4,8 @@ namespace VmmKit.ReferenceHypervisor.Devices;
 
 /// <summary>
 /// The devices every domain gets on its port-I/O bus: the COM1 16550 UART (0x3F8-0x3FF) and Bochs'
-/// port 0xE9 debug console, both printing to the domain console. There is no interrupt controller
-/// yet, so the UART is polled (no interrupt line).
+/// port 0xE9 debug console, both printing to the domain console. There is no I/O APIC, so the UART is polled (no
+/// interrupt line); each vCPU's local APIC is per vCPU, not on this bus (<see cref="VcpuApic"/>).
 /// </summary>
 internal static class DomainDevices
 {

@@ -6,8 +6,8 @@ namespace VmmKit.ReferenceHypervisor;
 /// Exit reason 28, control-register access (SDM Vol. 3C §26.1.3; qualification table 27-3). The PVH VMCS owns only
 /// the bits VMX fixes (CR0.NE, CR4.VMXE): a guest write that changes them against the read shadow exits here. As Xen's
 /// <c>hvm_set_cr0</c>/<c>hvm_set_cr4</c> do, the guest gets the value it wrote in its read shadow and the real
-/// register keeps the fixed bits. MOV CR3 and CR8 exits are not enabled by this hypervisor; any other access raises
-/// #GP(0) in the guest.
+/// register keeps the fixed bits. MOV CR8 exits reach the local APIC's TPR. MOV CR3 exits are not enabled by this
+/// hypervisor; any other access raises #GP(0) in the guest.
 /// </summary>
 internal static class ControlRegisterExit
 {
@@ -20,6 +20,8 @@ internal static class ControlRegisterExit
         var vmcs = vcpu.Vmcs;
         ulong value;
         int cr = q.ControlRegister;
+        if (cr == 8)
+            return Cr8(vcpu, in exit, q);
         switch (q.AccessType)
         {
             case ControlRegisterAccessType.MovToCr:
@@ -60,6 +62,29 @@ internal static class ControlRegisterExit
             vmcs.Write(VmcsField.GuestIa32Efer, efer | (1ul << 10));
             vmcs.Write(VmcsField.VmEntryControls, vmcs.Read(VmcsField.VmEntryControls) | (ulong)VmEntryControls.Ia32eModeGuest);
         }
+        vcpu.AdvanceRip(in exit);
+        return ExitAction.Resume;
+    }
+
+    /// <summary>MOV to/from CR8 (CR8-load/store exiting, set with the local APIC): the APIC's TPR (Devices/VcpuApic.cs).</summary>
+    private static ExitAction Cr8(VirtualCpu vcpu, in VmExit exit, ControlRegisterAccessQualification q)
+    {
+        int gpr = q.GeneralPurposeRegister;
+        if (q.AccessType == ControlRegisterAccessType.MovFromCr)
+        {
+            ulong tpr = Devices.VcpuApic.ReadCr8(vcpu);
+            if (gpr == 4)
+                vcpu.Vmcs.Write(VmcsField.GuestRsp, tpr);
+            else
+                vcpu.Registers[gpr] = tpr;
+        }
+        else if (q.AccessType != ControlRegisterAccessType.MovToCr
+                 || !Devices.VcpuApic.TryWriteCr8(vcpu, gpr == 4 ? vcpu.Vmcs.Read(VmcsField.GuestRsp) : vcpu.Registers[gpr]))
+        {
+            vcpu.InjectGeneralProtection();
+            return ExitAction.Resume;
+        }
+
         vcpu.AdvanceRip(in exit);
         return ExitAction.Resume;
     }

@@ -3,14 +3,16 @@ using VmmKit.Vmx;
 namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
-/// Exit reasons 48 and 49: an access to guest-physical memory the domain does not have (no MMIO
-/// devices are emulated yet), or a broken EPT entry. Either way the domain is crashed.
+/// Exit reasons 48 and 49: an access to guest-physical memory the domain does not have, or a broken EPT entry.
+/// The local APIC's page is emulated (Devices/ApicMmio.cs); any other such access crashes the domain.
 /// </summary>
 internal static class EptViolationExit
 {
     /// <summary>EPT violation: the guest touched memory it does not own.</summary>
     public static ExitAction Handle(VirtualCpu vcpu, in VmExit exit)
     {
+        if (Devices.ApicMmio.TryHandle(vcpu, in exit, out var action))
+            return action;
         vcpu.Domain.Crash(vcpu, $"EPT violation at gpa 0x{exit.GuestPhysicalAddress:x} ({exit.EptViolation})");
         return ExitAction.Stop;
     }

@@ -14,14 +14,13 @@ internal static class MsrExit
     private const uint MtrrCap = 0xFE, MtrrDefType = 0x2FF;
     private const uint SysenterCs = 0x174, SysenterEsp = 0x175, SysenterEip = 0x176, FsBase = 0xC000_0100, GsBase = 0xC000_0101;
     private const ulong EferWritable = (1ul << 0) | (1ul << 8) | (1ul << 11);   // SCE, LME, NXE
-    private const ulong ApicBaseValue = 0xFEE0_0900;                         // default base, enabled, BSP
 
     /// <summary>RDMSR: ECX names the MSR; the value goes to EDX:EAX.</summary>
     public static ExitAction HandleRead(VirtualCpu vcpu, in VmExit exit)
     {
         ref var r = ref vcpu.Registers;
         uint msr = (uint)r.Rcx;
-        ulong value;
+        ulong value = 0;
         switch (msr)
         {
             case Ia32Efer: value = vcpu.Vmcs.Read(VmcsField.GuestIa32Efer); break;
@@ -33,7 +32,7 @@ internal static class MsrExit
             case SysenterEip: value = vcpu.Vmcs.Read(VmcsField.GuestIa32SysenterEip); break;
             case FsBase: value = vcpu.Vmcs.Read(VmcsField.GuestFsBase); break;
             case GsBase: value = vcpu.Vmcs.Read(VmcsField.GuestGsBase); break;
-            case Ia32ApicBase: value = ApicBaseValue; break;
+            case Ia32ApicBase: Devices.VcpuApic.TryAccessApicBase(vcpu, write: false, ref value); break;
             case Ia32MiscEnable: value = 1; break;                           // fast strings
             case Ia32Tsc: value = vcpu.InstructionsRetired; break;
             case MtrrCap or MtrrDefType: value = 0; break;
@@ -65,6 +64,7 @@ internal static class MsrExit
             SysenterEip => Canonical(value) && WriteField(vcpu, VmcsField.GuestIa32SysenterEip, value),
             FsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestFsBase, value),
             GsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestGsBase, value),
+            Ia32ApicBase => Devices.VcpuApic.TryAccessApicBase(vcpu, write: true, ref value),
             Ia32MiscEnable or MtrrDefType => true,                           // accepted and ignored
             _ => false,
         };
