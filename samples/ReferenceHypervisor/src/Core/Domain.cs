@@ -60,6 +60,9 @@ internal sealed class Domain : IDisposable
     /// <summary>The domain's device buses: COM1 and the port 0xE9 debug console, both printing to <see cref="Console"/>.</summary>
     public VmmKit.Devices.IoManager Io { get; }
 
+    /// <summary>The interrupt bus between the vCPUs' local APICs (IPIs).</summary>
+    public VmmKit.Devices.ApicBus ApicBus { get; } = new();
+
     /// <summary>The vCPUs.</summary>
     public IReadOnlyList<VirtualCpu> Vcpus => _vcpus;
 
@@ -99,8 +102,11 @@ internal sealed class Domain : IDisposable
     /// <summary>The upcall vector of HVM_PARAM_CALLBACK_IRQ when its type is HVM_PARAM_CALLBACK_TYPE_VECTOR, else null.</summary>
     public byte? CallbackVector { get; private set; }
 
-    /// <summary>Pages at the top of RAM the toolstack reserves for the rings (console, then XenStore), as Xen's does.</summary>
-    public const int SpecialPages = 2;
+    /// <summary>Pages at the top of RAM the toolstack reserves: the ACPI tables, then the rings (console, then XenStore), as Xen's does.</summary>
+    public const int SpecialPages = 3;
+
+    /// <summary><c>offsetof(struct hvm_start_info, rsdp_paddr)</c> (xen/include/public/arch-x86/hvm/start_info.h).</summary>
+    private const int StartInfoRsdpOffset = 32;
 
     /// <summary>
     /// Sets HVM_PARAM_CALLBACK_IRQ's delivery (Xen's <c>hvm_set_callback_via</c>, hvm/params.h): bits 63:56 are the type;
@@ -176,6 +182,13 @@ internal sealed class Domain : IDisposable
         Boot = boot;
         if (!TryCreateEventsAndGrants(out error))
             return false;
+
+        // The toolstack's ACPI tables (libxl for a PVH guest) in the first special page; hvm_start_info points at the RSDP.
+        ulong acpiPfn = RamPages - SpecialPages;
+        ulong rsdp = Cpu.AcpiTables.Build(memory.GetFrame(RamFrame(acpiPfn)), acpiPfn * Page.PageSize, vcpus: 1);
+        ulong startInfo = boot.StartInfoAddress;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(
+            memory.GetFrame(RamFrame(startInfo / Page.PageSize))[(int)(startInfo % Page.PageSize + StartInfoRsdpOffset)..], rsdp);
 
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, boot.Entry);

@@ -18,6 +18,7 @@ internal sealed class VirtualCpu
         Id = id;
         Processor = processor;
         LinearMemory = new GuestLinearMemory(this);
+        Apic = new Cpu.VcpuApic(this);
     }
 
     /// <summary>The owning domain.</summary>
@@ -46,6 +47,15 @@ internal sealed class VirtualCpu
 
     /// <summary>True while the vCPU waits for an event.</summary>
     public bool IsBlocked { get; set; }
+
+    /// <summary>The vCPU's local APIC (x2APIC mode).</summary>
+    public Cpu.VcpuApic Apic { get; }
+
+    /// <summary>
+    /// An interrupt waits for the guest: the event upcall (with a callback vector) or a local APIC interrupt. What wakes a
+    /// halted or blocked vCPU (Xen's <c>hvm_local_events_need_delivery</c>).
+    /// </summary>
+    public bool HasPendingInterrupt => (UpcallPending && Domain.CallbackVector is not null) || Apic.Apic.HasPendingInterrupt;
 
     /// <summary>The singleshot timer and the SCHEDOP_poll state.</summary>
     public VcpuTimers Timers { get; } = new();
@@ -135,7 +145,9 @@ internal sealed class VirtualCpu
     /// </summary>
     private void DeliverUpcall()
     {
-        if (Domain.CallbackVector is not { } vector || !UpcallPending)
+        bool upcall = Domain.CallbackVector is not null && UpcallPending;
+        var apic = Apic.Apic;
+        if (!upcall && !apic.HasPendingInterrupt)
         {
             SetInterruptWindowExiting(false);
             return;
@@ -143,7 +155,12 @@ internal sealed class VirtualCpu
 
         if (Vmcs.CanInjectExternalInterrupt)
         {
-            Vmcs.InjectExternalInterrupt(vector);
+            // The callback vector goes first, as in Xen's hvm_vcpu_has_pending_irq; then the APIC's highest vector
+            // above the processor priority (SDM Vol. 3A §11.8.4), moved from IRR to ISR by the acknowledge.
+            if (upcall)
+                Vmcs.InjectExternalInterrupt(Domain.CallbackVector!.Value);
+            else if (apic.GetHighestPendingVector() >= 0)
+                Vmcs.InjectExternalInterrupt(apic.AcknowledgeInterrupt());
             SetInterruptWindowExiting(false);
         }
         else

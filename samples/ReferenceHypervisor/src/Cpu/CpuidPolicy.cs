@@ -8,11 +8,15 @@ namespace VmmKit.ReferenceHypervisor.Cpu;
 /// What CPUID tells a guest: the truth about the emulated processor — vendor GenuineIntel and exactly the features
 /// VmmKit.Vmx.Emulator implements (<see cref="EmulatedFeatures"/>), never the host's — plus the hypervisor bit
 /// (CPUID.1:ECX[31]), the TSC frequency (leaves 0x15/0x16, Xen's 0x40000003) and Xen's leaves at 0x40000000
-/// (SDM Vol. 2A, CPUID). No VMX (no nested virtualization), no APIC/x2APIC yet, no AVX.
+/// (SDM Vol. 2A, CPUID), and the local APIC in x2APIC mode that the hypervisor emulates beside the processor.
+/// No VMX (no nested virtualization), no AVX, no TSC-deadline timer.
 /// </summary>
 internal static class CpuidPolicy
 {
     private const uint Leaf1EcxHypervisor = 1u << 31;
+
+    /// <summary>CPUID.1:EDX[9] APIC and CPUID.1:ECX[21] x2APIC: each vCPU has a local APIC (<see cref="VcpuApic"/>), reached through the x2APIC MSRs.</summary>
+    private const uint Leaf1EdxApic = 1u << 9, Leaf1EcxX2Apic = 1u << 21;
 
     private const uint MaxBasicLeaf = 0x16, MaxExtendedLeaf = 0x80000008;
 
@@ -55,8 +59,8 @@ internal static class CpuidPolicy
             case 1:
                 // EBX: CLFLUSH line size 8 (x 8 bytes), one logical processor, APIC ID = vCPU id.
                 return new CpuidResult(EmulatedFeatures.Signature, (8u << 8) | (1u << 16) | ((uint)vcpuId << 24),
-                    EmulatedFeatures.Leaf1Ecx | Leaf1EcxHypervisor | (osxsave ? EmulatedFeatures.Leaf1EcxOsxsave : 0),
-                    EmulatedFeatures.Leaf1Edx);
+                    EmulatedFeatures.Leaf1Ecx | Leaf1EcxHypervisor | Leaf1EcxX2Apic | (osxsave ? EmulatedFeatures.Leaf1EcxOsxsave : 0),
+                    EmulatedFeatures.Leaf1Edx | Leaf1EdxApic);
 
             case 7:
                 return subleaf == 0 ? new CpuidResult(0, EmulatedFeatures.Leaf7Ebx, 0, 0) : default;
