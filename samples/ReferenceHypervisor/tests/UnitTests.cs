@@ -66,8 +66,9 @@ public class CpuidTruthTests
         Assert.Equal("GenuineIntel", vendor);
         Assert.True(l0.Eax >= 0x16);
         var l1 = CpuidPolicy.Get(1, 0, 0, 1);
-        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Edx, l1.Edx);
-        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Ecx | (1u << 31), l1.Ecx);
+        // The emulated processor's features, plus the local APIC (EDX[9]) and x2APIC (ECX[21]) the hypervisor emulates.
+        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Edx | (1u << 9), l1.Edx);
+        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Ecx | (1u << 21) | (1u << 31), l1.Ecx);
         Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf7Ebx, CpuidPolicy.Get(7, 0, 0, 1).Ebx);
     }
 

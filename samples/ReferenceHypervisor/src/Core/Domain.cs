@@ -180,7 +180,7 @@ internal sealed class Domain : IDisposable
                 new GuestPhysicalWriter(Physical), out var boot, out error))
             return false;
         Boot = boot;
-        if (!TryCreateEventsAndGrants(out error))
+        if (!TryCreateEventsAndGrants(config.XenStore, out error))
             return false;
 
         // The toolstack's ACPI tables (libxl for a PVH guest) in the first special page; hvm_start_info points at the RSDP.
@@ -204,7 +204,7 @@ internal sealed class Domain : IDisposable
     /// for the backend domain (domid 0), published in HVM_PARAM_CONSOLE_PFN/EVTCHN and HVM_PARAM_STORE_PFN/EVTCHN.
     /// The in-process console backend connects to the console ring; no XenStore daemon serves the store ring yet.
     /// </summary>
-    private unsafe bool TryCreateEventsAndGrants(out string error)
+    private unsafe bool TryCreateEventsAndGrants(bool xenStore, out string error)
     {
         var machine = Machine;
         Events = machine.Events.CreateDomain(new EventChannelDomainOptions { Id = Id, VcpuCount = 1, Upcall = machine.Upcall });
@@ -237,8 +237,12 @@ internal sealed class Domain : IDisposable
 
         SetHvmParam(HvmParam.ConsolePfn, consolePfn);
         SetHvmParam(HvmParam.ConsoleEvtchn, console.Port);
-        SetHvmParam(HvmParam.StorePfn, storePfn);
-        SetHvmParam(HvmParam.StoreEvtchn, store.Port);
+        if (xenStore)
+        {
+            SetHvmParam(HvmParam.StorePfn, storePfn);
+            SetHvmParam(HvmParam.StoreEvtchn, store.Port);
+        }
+
         error = "";
         return true;
     }
