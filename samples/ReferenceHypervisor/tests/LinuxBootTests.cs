@@ -15,7 +15,11 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// </summary>
 public class LinuxBootTests(ITestOutputHelper output)
 {
-    private const string Cmdline = "earlyprintk=xen console=hvc0 loglevel=8";
+    /// <summary>
+    /// The command line: the Xen boot console until hvc0 registers, every message, and no crypto self-tests (the RSA
+    /// ones alone take about 800 million instructions of software bignum arithmetic on the interpreter).
+    /// </summary>
+    private const string Cmdline = "earlyprintk=xen console=hvc0 loglevel=8 cryptomgr.notests";
 
     /// <summary>The common part of both boots: start_kernel to the Xen clock source and the secondary-CPU bring-up.</summary>
     public static readonly (string Name, Regex Pattern)[] EarlyMilestones =
@@ -79,8 +83,19 @@ public class LinuxBootTests(ITestOutputHelper output)
     [Fact]
     public void Debian_vmlinux_under_vmmkit_hv_runs_busybox_init_from_an_initramfs_and_powers_off()
     {
-        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 3_000_000_000, memoryMiB: 256, cmdline: Cmdline,
+        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 900_000_000, memoryMiB: 256, cmdline: Cmdline,
             modules: [BusyboxInitramfs.Path], xenStore: false);
+        if (KnownDivergences.Contains("linux-init"))
+        {
+            // The emulator mis-delivers the first exception from user mode (see KnownDivergences.txt): everything up to
+            // "Run /init" must be there, /init's own output must not.
+            int runInit = Array.FindIndex(InitramfsMilestones, m => m.Name == "run /init") + 1;
+            int reached = AssertMilestones(r, InitramfsMilestones[..runInit]);
+            Assert.True(reached == runInit && !InitramfsMilestones[runInit].Pattern.IsMatch(r.Transcript),
+                $"/init now runs under vmmkit-hv: remove linux-init from {KnownDivergences.FilePath}");
+            return;
+        }
+
         AssertMilestones(r, InitramfsMilestones);
         Assert.True(r.ExitCode == 0, $"exit status {r.ExitCode} (0 = poweroff):\n{Tail(r.Transcript, 20)}\n{r.CrashReport}");
     }
@@ -92,7 +107,7 @@ public class LinuxBootTests(ITestOutputHelper output)
         AssertMilestones(r, XenStoreMilestones);
     }
 
-    private void AssertMilestones(HvRun.Result r, (string Name, Regex Pattern)[] milestones)
+    private int AssertMilestones(HvRun.Result r, (string Name, Regex Pattern)[] milestones)
     {
         int reached = 0;
         int at = 0;
@@ -112,6 +127,7 @@ public class LinuxBootTests(ITestOutputHelper output)
             output.WriteLine("hypervisor:\n" + r.CrashReport);
         if (reached < milestones.Length)
             Assert.Fail($"Linux stopped before '{milestones[reached].Name}' (exit {r.ExitCode}, {r.Instructions} instructions):\n{Tail(r.Transcript, 20)}\n{r.CrashReport}");
+        return reached;
     }
 
     private static string Tail(string text, int lines)
