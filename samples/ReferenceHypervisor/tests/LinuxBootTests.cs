@@ -44,7 +44,9 @@ public class LinuxBootTests(ITestOutputHelper output)
         ("run /init", new Regex(@"Run /init as init process")),
         ("/init's marker", new Regex(Regex.Escape(BusyboxInitramfs.Marker))),
         ("uname in user space", new Regex(@"Linux 6\.1\.0-\d+-amd64")),
-        ("power off", new Regex(@"reboot: Power down")),
+        // Without a power-off method (no ACPI sleep registers in the hardware-reduced FADT) Linux halts; the last CPU's HLT
+        // with interrupts disabled powers the domain off, as Xen's hvm_hlt.
+        ("power off", new Regex(@"reboot: (Power down|System halted)")),
     ];
 
     /// <summary>With a XenStore ring and no xenstored: xenbus_probe waits for its first reply.</summary>
@@ -82,19 +84,12 @@ public class LinuxBootTests(ITestOutputHelper output)
     [Fact]
     public void Debian_vmlinux_under_vmmkit_hv_runs_busybox_init_from_an_initramfs_and_powers_off()
     {
-        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 900_000_000, memoryMiB: 256, cmdline: Cmdline,
+        // While linux-init is in KnownDivergences.txt the emulator lacks VERW (and LSL), which the MDS mitigation runs on
+        // every return to user mode: the boot then goes with mitigations=off, so user space is still tested end to end.
+        // Remove the line (and so this workaround) once the emulator implements them.
+        string cmdline = KnownDivergences.Contains("linux-init") ? Cmdline + " mitigations=off" : Cmdline;
+        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 900_000_000, memoryMiB: 256, cmdline: cmdline,
             modules: [BusyboxInitramfs.Path], xenStore: false);
-        if (KnownDivergences.Contains("linux-init"))
-        {
-            // The emulator mis-delivers the first exception from user mode (see KnownDivergences.txt): everything up to
-            // "Run /init" must be there, /init's own output must not.
-            int runInit = Array.FindIndex(InitramfsMilestones, m => m.Name == "run /init") + 1;
-            int reached = AssertMilestones(r, InitramfsMilestones[..runInit]);
-            Assert.True(reached == runInit && !InitramfsMilestones[runInit].Pattern.IsMatch(r.Transcript),
-                $"/init now runs under vmmkit-hv: remove linux-init from {KnownDivergences.FilePath}");
-            return;
-        }
-
         AssertMilestones(r, InitramfsMilestones);
         Assert.True(r.ExitCode == 0, $"exit status {r.ExitCode} (0 = poweroff):\n{Tail(r.Transcript, 20)}\n{r.CrashReport}");
     }
