@@ -95,6 +95,40 @@ public class PlatformTests
     }
 
     [Fact]
+    public void The_registered_time_memory_area_gets_a_consistent_copy_of_the_pvclock()
+    {
+        const uint page = Load + 0x2000, handle = Results + 0x100;
+        var d = Run(a =>
+        {
+            a.mov(ecx, 0x40000000);                      // install the hypercall page
+            a.mov(eax, page);
+            a.xor(edx, edx);
+            a.wrmsr();
+            a.mov(__dword_ptr[handle], Results);         // struct vcpu_register_time_memory_area (compat handle)
+            a.mov(ebx, 13);                              // VCPUOP_register_vcpu_time_memory_area
+            a.xor(ecx, ecx);                             // vCPU 0
+            a.mov(edx, handle);
+            a.mov(eax, page + (24 * 32));                // __HYPERVISOR_vcpu_op
+            a.call(eax);
+            a.mov(__dword_ptr[handle + 8], eax);
+        });
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Span<byte> rc = stackalloc byte[4];
+        Assert.True(d.Physical.TryRead(new Ept.GuestPhysicalAddress(handle + 8), rc, out _));
+        Assert.Equal(0, BinaryPrimitives.ReadInt32LittleEndian(rc));
+        Span<byte> t = stackalloc byte[32];
+        Assert.True(d.Physical.TryRead(new Ept.GuestPhysicalAddress(Results), t, out _));
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(t);
+        Assert.True(version != 0 && (version & 1) == 0, $"version {version}");
+        Assert.Equal(GuestTime.TscToSystemMul, BinaryPrimitives.ReadUInt32LittleEndian(t[24..]));
+        Assert.Equal(GuestTime.TscShift, (sbyte)t[28]);
+        Assert.Equal(1, t[29] & 1);                      // XEN_PVCLOCK_TSC_STABLE_BIT
+        ulong tsc = BinaryPrimitives.ReadUInt64LittleEndian(t[8..]);
+        Assert.Equal(GuestTime.ToNanoseconds(tsc), BinaryPrimitives.ReadUInt64LittleEndian(t[16..]));
+        Assert.True(tsc > 0);
+    }
+
+    [Fact]
     public void Cpuid_announces_the_local_apic_and_x2apic()
     {
         var l1 = CpuidPolicy.Get(1, 0, 0, 1);

@@ -37,7 +37,8 @@ internal sealed class VcpuApic : ILocalApicHost, IGuestClock
     /// <inheritdoc/>
     public void InitReceived(LocalApic apic)
     {
-        // INIT/SIPI start-up of application processors is not offered (PVH guests start vCPUs with VCPUOP_initialise/up).
+        // Starting application processors with INIT/SIPI (how Linux brings up a PVH guest's CPUs) is not offered yet:
+        // a domain has one vCPU.
     }
 
     /// <inheritdoc/>
