@@ -141,7 +141,8 @@ internal sealed class VirtualCpu
     /// <c>vmx_intr_assist</c>): while <c>evtchn_upcall_pending</c> is set, the callback vector is injected as an external
     /// interrupt at VM entry when the guest can take one (RFLAGS.IF = 1, no STI or MOV SS blocking, SDM Vol. 3C
     /// §27.3.1.5); otherwise it stays pending and interrupt-window exiting (SDM Vol. 3C §26.7.5) asks for the exit
-    /// at the first instruction boundary where it can, when the processor offers that control.
+    /// at the first instruction boundary where it can, when the processor offers that control. A pending local APIC
+    /// interrupt is delivered the same way, after the callback vector.
     /// </summary>
     private void DeliverUpcall()
     {
