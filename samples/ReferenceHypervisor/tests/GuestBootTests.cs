@@ -65,16 +65,16 @@ public class GuestBootTests
             "compile_info rc: 0", "capabilities: hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64", "changeset rc: 0",
             "platform_parameters rc: 0", "virt_start: 0xf5800000", "get_features rc: 0", "features[0]: 0x00000305",
             "pagesize: 4096", "guest_handle rc: 0", "commandline rc: -1", "build_id rc: -1",
-            "current_reservation: 4096", "memory_map rc: 0", "memory_map entries: 2", "memory_map: 0x00000000 size 0x00ffe000 type 1",
-            "memory_map: 0x00ffe000 size 0x00002000 type 2",
+            "current_reservation: 4096", "memory_map rc: 0", "memory_map entries: 2", "memory_map: 0x00000000 size 0x00ffd000 type 1",
+            "memory_map: 0x00ffd000 size 0x00003000 type 2",
             "add_to_physmap rc: 0", "shared_info first byte: 0", "add_to_physmap idx 1: -22", "add_to_physmap grant_table: 0",
             "set_param CALLBACK_IRQ: 0", "CALLBACK_IRQ value: 0x020000000x000000f3", "set_param STORE_PFN: -1",
             "get_param IOREQ_PFN: -1", "get_param 1000: -22", "get_param domid 77: -3",
             "console_io read: 5", "console input: typed", "sched_op yield: 0",
             "start_info magic: 0x336ec578", "start_info version: 1", "modules: 1", "module size: 25",
             "module cmdline: initrd args", "module first bytes: module-payload-0",
-            "start_info memmap: 0x00000000 size 0x00ffe000 type 1",
-            "start_info memmap: 0x00ffe000 size 0x00002000 type 2", "cmdline: hello world",
+            "start_info memmap: 0x00000000 size 0x00ffd000 type 1",
+            "start_info memmap: 0x00ffd000 size 0x00003000 type 2", "cmdline: hello world",
         })
             Assert.Contains(line + "\n", t);
         Assert.Equal(ExitCodes.Poweroff, ExitCodes.For(d));

@@ -6,26 +6,64 @@ using Xunit.Abstractions;
 namespace VmmKit.ReferenceHypervisor.Tests;
 
 /// <summary>
-/// Debian's Linux 6.1 (linux-image-amd64, vmlinux extracted from the package by the test) as a Xen PVH guest.
-/// Issue 11's goal: under vmmkit-hv its earlyprintk=xen output reaches the first place that needs event channels
-/// (xen_smp_intr_init binding an IPI with EVTCHNOP_bind_ipi). Under QEMU TCG the same vmlinux (plain PVH, serial console)
-/// is the reference that the image boots at all. While "linux-boot" is listed in KnownDivergences.txt the vmmkit-hv test
-/// asserts it still stops short (and prints how far it got); removing the line makes it strict.
+/// Debian's Linux 6.1 (linux-image-amd64, vmlinux extracted from the package by the test) as a Xen PVH guest under
+/// vmmkit-hv, against milestones in its console transcript. Under QEMU TCG the same vmlinux (plain PVH, serial console) is
+/// the reference that the image boots at all. Two vmmkit-hv boots: without XenStore (a dom0less-style domain) and with an
+/// initramfs made from Debian's busybox-static, Linux runs /init and powers off; with a XenStore ring but no xenstored
+/// serving it, Linux waits in xenbus_probe for its first reply (the hung-task detector shows where). Each has an
+/// instruction budget and fails with the transcript's tail when a milestone is missed.
 /// </summary>
 public class LinuxBootTests(ITestOutputHelper output)
 {
-    private const string Cmdline = "earlyprintk=xen keep_bootcon console=hvc0 loglevel=8";
+    /// <summary>
+    /// The command line: the Xen boot console until hvc0 registers, every message, and no crypto self-tests (the RSA
+    /// ones alone take about 800 million instructions of software bignum arithmetic on the interpreter).
+    /// </summary>
+    private const string Cmdline = "earlyprintk=xen console=hvc0 loglevel=8 cryptomgr.notests";
 
-    /// <summary>What the boot must show, in order (start_kernel's banner, the PVH paravirt banner, Xen event-channel setup, then the IPI bind).</summary>
-    public static readonly (string Name, Regex Pattern)[] Milestones =
+    /// <summary>The common part of both boots: start_kernel to the Xen clock source and the secondary-CPU bring-up.</summary>
+    public static readonly (string Name, Regex Pattern)[] EarlyMilestones =
     [
         ("banner", new Regex(@"Linux version 6\.1\.")),
         ("command line", new Regex(@"Command line: earlyprintk=xen")),
+        ("ACPI MADT", new Regex(@"ACPI: Using ACPI for processor \(LAPIC\) configuration information")),
         ("paravirt banner", new Regex(@"Booting (paravirtualized )?kernel on Xen PVH")),   // 6.1 prints "Booting kernel on Xen PVH"
         ("event channel ABI", new Regex(@"xen:events: Using (2-level|FIFO-based) ABI")),
-        // xen_smp_intr_init -> bind_ipi_to_irq: with EVTCHNOP_bind_ipi unimplemented the kernel BUG()s in events_base.c;
-        // once event channels exist it goes on to bring up secondary CPUs.
-        ("xen_smp_intr_init reached", new Regex(@"kernel BUG at drivers/xen/events/events_base\.c|smp: Bringing up secondary CPUs")),
+        ("vector callback", new Regex(@"Xen HVM callback vector for event delivery is enabled")),
+        ("Xen clock event device", new Regex(@"Xen: using vcpuop timer interface")),
+        ("secondary CPUs", new Regex(@"smp: Brought up 1 node")),
+        ("Xen clock source", new Regex(@"clocksource: Switched to clocksource xen")),
+    ];
+
+    /// <summary>Without XenStore and with the busybox initramfs: to user space and back out through poweroff.</summary>
+    public static readonly (string Name, Regex Pattern)[] InitramfsMilestones =
+    [
+        .. EarlyMilestones,
+        ("initramfs unpacked", new Regex(@"Freeing initrd memory")),
+        ("init memory freed", new Regex(@"Freeing unused kernel image")),
+        ("run /init", new Regex(@"Run /init as init process")),
+        ("/init's marker", new Regex(Regex.Escape(BusyboxInitramfs.Marker))),
+        ("uname in user space", new Regex(@"Linux 6\.1\.0-\d+-amd64")),
+        // Without a power-off method (no ACPI sleep registers in the hardware-reduced FADT) Linux halts; the last CPU's HLT
+        // with interrupts disabled powers the domain off, as Xen's hvm_hlt.
+        ("power off", new Regex(@"reboot: (Power down|System halted)")),
+    ];
+
+    /// <summary>With a XenStore ring and no xenstored: xenbus_probe waits for its first reply.</summary>
+    public static readonly (string Name, Regex Pattern)[] XenStoreMilestones =
+    [
+        .. EarlyMilestones,
+        ("hung task in xenbus", new Regex(@"INFO: task swapper/0:1 blocked for more than \d+ seconds")),
+        ("xenbus_probe waiting", new Regex(@"xs_talkv[\s\S]*xenbus_probe")),
+    ];
+
+    /// <summary>Kernel messages this hypervisor used to cause (README, "Kernel warnings"): none may come back.</summary>
+    public static readonly string[] FixedWarnings =
+    [
+        "unchecked MSR access error",                    // BIOS_SIGN_ID and the other MSRs Linux probes
+        "A valid RSDP was not found",                    // the toolstack's ACPI tables
+        "VDSO_CLOCKMODE_PVCLOCK not supported",          // VCPUOP_register_vcpu_time_memory_area
+        "APIC: Keep in PIC mode",                        // the local APIC and the MADT
     ];
 
     [Fact]
@@ -53,12 +91,30 @@ public class LinuxBootTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Debian_vmlinux_under_vmmkit_hv_reaches_the_first_event_channel_call()
+    public void Debian_vmlinux_under_vmmkit_hv_runs_busybox_init_from_an_initramfs_and_powers_off()
     {
-        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 2_000_000_000, memoryMiB: 256, cmdline: Cmdline);
+        // While linux-init is in KnownDivergences.txt the emulator lacks VERW (and LSL), which the MDS mitigation runs on
+        // every return to user mode: the boot then goes with mitigations=off, so user space is still tested end to end.
+        // Remove the line (and so this workaround) once the emulator implements them.
+        string cmdline = KnownDivergences.Contains("linux-init") ? Cmdline + " mitigations=off" : Cmdline;
+        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 900_000_000, memoryMiB: 256, cmdline: cmdline,
+            modules: [BusyboxInitramfs.Path], xenStore: false);
+        AssertMilestones(r, InitramfsMilestones);
+        Assert.True(r.ExitCode == 0, $"exit status {r.ExitCode} (0 = poweroff):\n{Tail(r.Transcript, 20)}\n{r.CrashReport}");
+    }
+
+    [Fact]
+    public void Debian_vmlinux_under_vmmkit_hv_waits_in_xenbus_for_a_xenstored()
+    {
+        var r = HvRun.Boot(DebianLinux.VmlinuxPath, maxInstructions: 700_000_000, memoryMiB: 256, cmdline: Cmdline);
+        AssertMilestones(r, XenStoreMilestones);
+    }
+
+    private int AssertMilestones(HvRun.Result r, (string Name, Regex Pattern)[] milestones)
+    {
         int reached = 0;
         int at = 0;
-        foreach (var (_, pattern) in Milestones)
+        foreach (var (_, pattern) in milestones)
         {
             var m = pattern.Match(r.Transcript, at);
             if (!m.Success)
@@ -67,17 +123,16 @@ public class LinuxBootTests(ITestOutputHelper output)
             reached++;
         }
 
-        output.WriteLine($"vmmkit-hv: exit status {r.ExitCode}, {r.Instructions} instructions, milestones reached {reached}/{Milestones.Length}" +
-            (reached < Milestones.Length ? $" (next: {Milestones[reached].Name})" : ""));
+        output.WriteLine($"vmmkit-hv: exit status {r.ExitCode}, {r.Instructions} instructions, milestones reached {reached}/{milestones.Length}" +
+            (reached < milestones.Length ? $" (next: {milestones[reached].Name})" : ""));
         output.WriteLine("last transcript lines:\n" + Tail(r.Transcript, 20));
         if (r.CrashReport is not null)
-            output.WriteLine("crash report:\n" + r.CrashReport);
-
-        bool complete = reached == Milestones.Length;
-        if (KnownDivergences.Contains("linux-boot"))
-            Assert.False(complete, $"Linux now reaches xen_smp_intr_init under vmmkit-hv: remove linux-boot from {KnownDivergences.FilePath}");
-        else if (!complete)
-            Assert.Fail($"Linux stopped before '{Milestones[reached].Name}' (exit {r.ExitCode}):\n{Tail(r.Transcript, 20)}\n{r.CrashReport}");
+            output.WriteLine("hypervisor:\n" + r.CrashReport);
+        if (reached < milestones.Length)
+            Assert.Fail($"Linux stopped before '{milestones[reached].Name}' (exit {r.ExitCode}, {r.Instructions} instructions):\n{Tail(r.Transcript, 20)}\n{r.CrashReport}");
+        foreach (string warning in FixedWarnings)
+            Assert.False(r.Transcript.Contains(warning, StringComparison.Ordinal), $"the kernel printed \"{warning}\" again");
+        return reached;
     }
 
     private static string Tail(string text, int lines)

@@ -9,7 +9,7 @@ internal static class Runner
     private const ulong MachineOverheadBytes = 16 << 20;
 
     /// <summary>Boots <paramref name="kernel"/> and returns the process exit status (<see cref="ExitCodes"/>).</summary>
-    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace, bool stats = false)
+    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace, bool stats = false, bool xenStore = true)
     {
         if (memoryMiB is 0 or > 4096)
         {
@@ -30,7 +30,7 @@ internal static class Runner
         {
             stdout.Write(System.Text.Encoding.Latin1.GetBytes(line));
             stdout.Flush();
-        });
+        }, xenStore);
         if (!machine.TryCreateDomain(config, out var domain, out string error))
         {
             Console.Error.WriteLine($"vmmkit-hv: cannot boot {name}: {error}");

@@ -102,8 +102,11 @@ internal sealed class Domain : IDisposable
     /// <summary>The upcall vector of HVM_PARAM_CALLBACK_IRQ when its type is HVM_PARAM_CALLBACK_TYPE_VECTOR, else null.</summary>
     public byte? CallbackVector { get; private set; }
 
-    /// <summary>Pages at the top of RAM the toolstack reserves for the rings (console, then XenStore), as Xen's does.</summary>
-    public const int SpecialPages = 2;
+    /// <summary>Pages at the top of RAM the toolstack reserves: the ACPI tables, then the rings (console, then XenStore), as Xen's does.</summary>
+    public const int SpecialPages = 3;
+
+    /// <summary><c>offsetof(struct hvm_start_info, rsdp_paddr)</c> (xen/include/public/arch-x86/hvm/start_info.h).</summary>
+    private const int StartInfoRsdpOffset = 32;
 
     /// <summary>
     /// Sets HVM_PARAM_CALLBACK_IRQ's delivery (Xen's <c>hvm_set_callback_via</c>, hvm/params.h): bits 63:56 are the type;
@@ -177,8 +180,15 @@ internal sealed class Domain : IDisposable
                 new GuestPhysicalWriter(Physical), out var boot, out error))
             return false;
         Boot = boot;
-        if (!TryCreateEventsAndGrants(out error))
+        if (!TryCreateEventsAndGrants(config.XenStore, out error))
             return false;
+
+        // The toolstack's ACPI tables (libxl for a PVH guest) in the first special page; hvm_start_info points at the RSDP.
+        ulong acpiPfn = RamPages - SpecialPages;
+        ulong rsdp = Cpu.AcpiTables.Build(memory.GetFrame(RamFrame(acpiPfn)), acpiPfn * Page.PageSize, vcpus: 1);
+        ulong startInfo = boot.StartInfoAddress;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(
+            memory.GetFrame(RamFrame(startInfo / Page.PageSize))[(int)(startInfo % Page.PageSize + StartInfoRsdpOffset)..], rsdp);
 
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, boot.Entry);
@@ -195,7 +205,7 @@ internal sealed class Domain : IDisposable
     /// for the backend domain (domid 0), published in HVM_PARAM_CONSOLE_PFN/EVTCHN and HVM_PARAM_STORE_PFN/EVTCHN.
     /// The in-process console backend connects to the console ring; no XenStore daemon serves the store ring yet.
     /// </summary>
-    private unsafe bool TryCreateEventsAndGrants(out string error)
+    private unsafe bool TryCreateEventsAndGrants(bool xenStore, out string error)
     {
         var machine = Machine;
         Events = machine.Events.CreateDomain(new EventChannelDomainOptions { Id = Id, VcpuCount = 1, Upcall = machine.Upcall });
@@ -228,8 +238,12 @@ internal sealed class Domain : IDisposable
 
         SetHvmParam(HvmParam.ConsolePfn, consolePfn);
         SetHvmParam(HvmParam.ConsoleEvtchn, console.Port);
-        SetHvmParam(HvmParam.StorePfn, storePfn);
-        SetHvmParam(HvmParam.StoreEvtchn, store.Port);
+        if (xenStore)
+        {
+            SetHvmParam(HvmParam.StorePfn, storePfn);
+            SetHvmParam(HvmParam.StoreEvtchn, store.Port);
+        }
+
         error = "";
         return true;
     }

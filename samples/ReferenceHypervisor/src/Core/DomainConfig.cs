@@ -9,5 +9,9 @@ namespace VmmKit.ReferenceHypervisor;
 /// <param name="CommandLine">The kernel command line (hvm_start_info.cmdline_paddr).</param>
 /// <param name="Modules">Boot modules (hvm_start_info.modlist_paddr).</param>
 /// <param name="ConsoleLine">Receives each line the guest prints; null keeps the transcript only.</param>
+/// <param name="XenStore">
+/// False builds a domain without XenStore, as Xen's dom0less domains without "xen,enhanced": HVM_PARAM_STORE_PFN and
+/// STORE_EVTCHN stay 0, and Linux skips xenbus instead of waiting for a xenstored that is not there.
+/// </param>
 internal sealed record DomainConfig(string Name, byte[] Kernel, ulong MemoryBytes, string CommandLine = "",
-    IReadOnlyList<PvhModule>? Modules = null, Action<string>? ConsoleLine = null);
+    IReadOnlyList<PvhModule>? Modules = null, Action<string>? ConsoleLine = null, bool XenStore = true);

@@ -25,6 +25,7 @@ internal sealed class VcpuTime
     private int _registeredOffset = -1;
     private ulong _stateEntryTime;
     private ulong? _runstateArea;
+    private ulong? _timeArea;
 
     /// <summary>True once VCPUOP_register_vcpu_info moved the vcpu_info into a guest page.</summary>
     public bool IsRegistered => _registeredOffset >= 0;
@@ -46,6 +47,18 @@ internal sealed class VcpuTime
     {
         _runstateArea = address;
         UpdateRunstateArea(vcpu);
+    }
+
+    /// <summary>
+    /// VCPUOP_register_vcpu_time_memory_area: from now on a copy of the vCPU's <c>vcpu_time_info</c> is written to guest
+    /// virtual address <paramref name="address"/> whenever the pvclock is (Xen's <c>update_guest_time_info</c> in
+    /// xen/arch/x86/time.c), with the same version protocol, and once now. Linux maps that page into user space for the
+    /// vDSO's pvclock. A copy that faults is skipped, as Xen's <c>__copy_to_guest</c> result is ignored there.
+    /// </summary>
+    public void RegisterTimeMemoryArea(VirtualCpu vcpu, ulong address)
+    {
+        _timeArea = address;
+        UpdateTimeInfo(vcpu);
     }
 
     private void UpdateRunstateArea(VirtualCpu vcpu)
@@ -95,6 +108,17 @@ internal sealed class VcpuTime
         // The TSC is the same deterministic counter wherever the vCPU runs: Xen's XEN_PVCLOCK_TSC_STABLE_BIT.
         time.Flags = VcpuTimeInfo.TscStableBit;
         Volatile.Write(ref time.Version, version + 1);   // version_update_end
+
+        if (_timeArea is { } area)
+        {
+            // The guest's copy: version made odd first, then the whole record, then the version made even.
+            VcpuTimeInfo copy = time;
+            var memory = vcpu.LinearMemory;
+            if (memory.TryWrite(area, MemoryMarshal.AsBytes(new Span<uint>(ref version))))
+            {
+                memory.TryWrite(area, MemoryMarshal.AsBytes(new Span<VcpuTimeInfo>(ref copy)));
+            }
+        }
     }
 
     /// <summary>

@@ -24,6 +24,12 @@ internal sealed class VirtualCpu
     /// <summary>The vCPU's local APIC (xAPIC at 0xFEE00000; Devices/VcpuApic.cs wires it into the exit loop).</summary>
     public VmmKit.Devices.LocalApic Apic { get; }
 
+    /// <summary>
+    /// An interrupt waits for the guest: the event upcall (with a callback vector) or a local APIC interrupt or NMI. What
+    /// wakes a halted or blocked vCPU (Xen's <c>hvm_local_events_need_delivery</c>).
+    /// </summary>
+    public bool HasPendingInterrupt => (UpcallPending && Domain.CallbackVector is not null) || Devices.VcpuApic.HasPendingInterrupt(this);
+
     /// <summary>The owning domain.</summary>
     public Domain Domain { get; }
 

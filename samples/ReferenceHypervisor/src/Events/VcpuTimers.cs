@@ -63,7 +63,7 @@ internal sealed class VcpuTimers
     public bool ShouldWake(VirtualCpu vcpu, ulong now)
     {
         if (!Polling)
-            return vcpu.UpcallPending;
+            return vcpu.UpcallPending || Devices.VcpuApic.HasPendingInterrupt(vcpu);
         if (vcpu.Kicked)
             return true;
         if (PollTimeout is { } t && t <= now)

@@ -23,7 +23,7 @@ internal static class HltExit
             return ExitAction.Stop;
         }
 
-        if ((vcpu.UpcallPending && vcpu.Domain.CallbackVector is not null) || Devices.VcpuApic.HasPendingInterrupt(vcpu))
+        if (vcpu.HasPendingInterrupt)
         {
             vcpu.IsBlocked = false;
             return ExitAction.Resume;

@@ -1,12 +1,15 @@
+using VmmKit.Devices;
 using VmmKit.Hypercall;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
-/// Exit reasons 31 and 32, RDMSR and WRMSR (no MSR bitmaps, so every access exits, SDM Vol. 3C
-/// §26.1.3). Xen's hypercall-page MSR installs the page; a few architectural MSRs are backed by
-/// VMCS fields; anything else raises #GP(0) in the guest, as Xen does for unknown MSRs.
+/// Exit reasons 31 and 32, RDMSR and WRMSR of every MSR the MSR bitmap does not pass through (SDM Vol. 3C
+/// §26.1.3). Xen's hypercall-page MSR installs the page; a few architectural MSRs are backed by VMCS fields;
+/// IA32_APIC_BASE goes to the vCPU's local APIC (xAPIC only: x2APIC is not offered); the Intel MSRs Linux probes answer as
+/// Xen's <c>guest_rdmsr</c>/<c>guest_wrmsr</c> (xen/arch/x86/msr.c) and vMCE (xen/arch/x86/cpu/mcheck/vmce.c) do
+/// for an HVM guest; anything else raises #GP(0) in the guest, as Xen does for unknown MSRs.
 /// </summary>
 internal static class MsrExit
 {
@@ -14,6 +17,17 @@ internal static class MsrExit
     private const uint MtrrCap = 0xFE, MtrrDefType = 0x2FF;
     private const uint SysenterCs = 0x174, SysenterEsp = 0x175, SysenterEip = 0x176, FsBase = 0xC000_0100, GsBase = 0xC000_0101;
     private const ulong EferWritable = (1ul << 0) | (1ul << 8) | (1ul << 11);   // SCE, LME, NXE
+    private const uint BiosSignId = 0x8B, FeatureControl = 0x3A, PlatformInfo = 0xCE, MiscFeaturesEnables = 0x140;
+    private const uint McgCap = 0x179, McgStatus = 0x17A, McBankFirst = 0x400;
+
+    /// <summary>IA32_FEATURE_CONTROL as Xen reports it to a guest without VMX or LMCE: locked, nothing enabled.</summary>
+    private const ulong FeatureControlLock = 1;
+
+    /// <summary>Banks of Xen's virtual machine-check architecture (vmce.c <c>GUEST_MC_BANK_NUM</c>).</summary>
+    private const int GuestMcBanks = 2;
+
+    /// <summary>Xen's <c>INTEL_GUEST_MCG_CAP</c>: MCG_TES_P (bit 11), MCG_SER_P (bit 24) and the bank count.</summary>
+    private const ulong GuestMcgCap = (1ul << 11) | (1ul << 24) | GuestMcBanks;
 
     /// <summary>RDMSR: ECX names the MSR; the value goes to EDX:EAX.</summary>
     public static ExitAction HandleRead(VirtualCpu vcpu, in VmExit exit)
@@ -34,8 +48,17 @@ internal static class MsrExit
             case GsBase: value = vcpu.Vmcs.Read(VmcsField.GuestGsBase); break;
             case Ia32ApicBase: Devices.VcpuApic.TryAccessApicBase(vcpu, write: false, ref value); break;
             case Ia32MiscEnable: value = 1; break;                           // fast strings
-            case Ia32Tsc: value = vcpu.InstructionsRetired; break;
+            case Ia32Tsc: value = GuestTime.Tsc(vcpu); break;
             case MtrrCap or MtrrDefType: value = 0; break;
+            // Xen forwards the host's microcode revision; this processor has no microcode: 0.
+            case BiosSignId: value = 0; break;
+            case FeatureControl: value = FeatureControlLock; break;
+            // No CPUID faulting is offered (PLATFORM_INFO bit 31 clear), so MISC_FEATURES_ENABLES stays 0.
+            case PlatformInfo or MiscFeaturesEnables: value = 0; break;
+            case McgCap: value = GuestMcgCap; break;
+            case McgStatus: value = 0; break;
+            // MCi_CTL reads all ones (every error reported), MCi_STATUS/ADDR/MISC 0: no machine check ever happened.
+            case >= McBankFirst and < McBankFirst + (4 * GuestMcBanks): value = (msr & 3) == 0 ? ulong.MaxValue : 0; break;
             default:
                 vcpu.Domain.Machine.Log($"d{vcpu.Domain.Id}v{vcpu.Id}: RDMSR 0x{msr:x} -> #GP");
                 vcpu.InjectGeneralProtection();
@@ -66,6 +89,12 @@ internal static class MsrExit
             GsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestGsBase, value),
             Ia32ApicBase => Devices.VcpuApic.TryAccessApicBase(vcpu, write: true, ref value),
             Ia32MiscEnable or MtrrDefType => true,                           // accepted and ignored
+            // Intel's "write 0, CPUID, read" microcode-revision sequence: only 0 may be written (Xen's guest_wrmsr).
+            BiosSignId => value == 0,
+            MiscFeaturesEnables => value == 0,
+            // vMCE: MCG_STATUS and the banks' registers take writes (Xen keeps them per vCPU; nothing reads them back here).
+            McgStatus => true,
+            >= McBankFirst and < McBankFirst + (4 * GuestMcBanks) => true,
             _ => false,
         };
         if (!ok)

@@ -37,6 +37,7 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterVcpuInfo, &VcpuOpHypercall.RegisterVcpuInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.GetRunstateInfo, &VcpuOpHypercall.GetRunstateInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterRunstateMemoryArea, &VcpuOpHypercall.RegisterRunstateMemoryArea);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterVcpuTimeMemoryArea, &VcpuOpHypercall.RegisterVcpuTimeMemoryArea);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.SetSingleshotTimer, &TimerHypercalls.SetSingleshot);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.StopSingleshotTimer, &TimerHypercalls.StopSingleshot);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.StopPeriodicTimer, &TimerHypercalls.StopPeriodic);

@@ -22,7 +22,7 @@ internal static class SchedOpHypercall
         Span<byte> info = vcpu.Time.VcpuInfo(vcpu);
         if (!info.IsEmpty)
             Volatile.Write(ref info[1], (byte)0);
-        if (vcpu.UpcallPending)
+        if (vcpu.UpcallPending || Devices.VcpuApic.HasPendingInterrupt(vcpu))
             return 0;
         vcpu.IsBlocked = true;
         vcpu.PendingAction = ExitAction.Block;

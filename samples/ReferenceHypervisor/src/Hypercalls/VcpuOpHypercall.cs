@@ -4,7 +4,8 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 
 /// <summary>
 /// <c>__HYPERVISOR_vcpu_op(cmd, vcpuid, arg)</c> (xen/common/domain.c <c>do_vcpu_op</c>, reached through
-/// <c>hvm_vcpu_op</c>): VCPUOP_register_vcpu_info, VCPUOP_get_runstate_info and VCPUOP_register_runstate_memory_area. A vcpuid the domain does not have is
+/// <c>hvm_vcpu_op</c>): VCPUOP_register_vcpu_info, VCPUOP_get_runstate_info, VCPUOP_register_runstate_memory_area and
+/// VCPUOP_register_vcpu_time_memory_area. A vcpuid the domain does not have is
 /// -ENOENT; the other sub-ops are not implemented (-ENOSYS).
 /// </summary>
 internal static class VcpuOpHypercall
@@ -54,6 +55,33 @@ internal static class VcpuOpHypercall
         }
 
         vcpu.Time.RegisterRunstateArea(vcpu, address);
+        return 0;
+    }
+
+    /// <summary>
+    /// VCPUOP_register_vcpu_time_memory_area (xen/arch/x86/domain.c <c>arch_do_vcpu_op</c>): reads the area's guest virtual
+    /// address (<c>struct vcpu_register_time_memory_area</c>: 8 bytes, or a 4-byte compat handle for a 32-bit caller) and
+    /// returns 0; -EFAULT only when the argument cannot be read. Any vCPU of the caller's domain may be named.
+    /// </summary>
+    public static long RegisterVcpuTimeMemoryArea(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        ulong address;
+        if (call.Abi == HypercallAbi.Native64)
+        {
+            if (!call.TryCopyFromGuest(call.Argument(2), out ulong handle))
+                return XenErrno.EFAULT.Negated();
+            address = handle;
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(call.Argument(2), out uint handle))
+                return XenErrno.EFAULT.Negated();
+            address = handle;
+        }
+
+        vcpu.Time.RegisterTimeMemoryArea(vcpu, address);
         return 0;
     }
 
