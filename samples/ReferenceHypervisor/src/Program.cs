@@ -36,10 +36,14 @@ var modules = new Option<FileInfo[]>("--module")
 {
     Description = "A boot module (initrd) passed in hvm_start_info's module list; repeat for several",
 };
+var disks = new Option<FileInfo[]>("--disk")
+{
+    Description = "A raw disk image for the guest's PV block device (xvda, then xvdb, ...; served by the in-process blkback); repeat for several",
+};
 var kernel = new Argument<FileInfo>("kernel") { Description = "A PVH kernel: ELF32 or ELF64 with XEN_ELFNOTE_PHYS32_ENTRY" };
 var demoPath = new Argument<FileInfo>("path") { Description = "Where to write the demo guest's ELF file" };
 
-var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules };
+var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules, disks };
 boot.SetAction(r =>
 {
     var file = r.GetValue(kernel)!;
@@ -57,7 +61,8 @@ boot.SetAction(r =>
         return ExitCodes.StartFailure;
     }
 
-    return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats));
+    return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats),
+        [.. (r.GetValue(disks) ?? []).Select(f => f.FullName)]);
 });
 
 var writeDemo = new Command("write-demo", "Write the built-in demo guest as a PVH ELF file (it also boots under QEMU)") { demoPath };

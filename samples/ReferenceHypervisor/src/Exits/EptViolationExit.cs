@@ -4,13 +4,16 @@ namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
 /// Exit reasons 48 and 49: an access to guest-physical memory the domain does not have (no MMIO
-/// devices are emulated yet), or a broken EPT entry. Either way the domain is crashed.
+/// devices are emulated: a plain load or store there is answered as Xen's null MMIO handler does, see
+/// <see cref="NullMmio"/>), or a broken EPT entry. Anything else crashes the domain.
 /// </summary>
 internal static class EptViolationExit
 {
     /// <summary>EPT violation: the guest touched memory it does not own.</summary>
     public static ExitAction Handle(VirtualCpu vcpu, in VmExit exit)
     {
+        if (NullMmio.TryComplete(vcpu, exit))
+            return ExitAction.Resume;
         vcpu.Domain.Crash(vcpu, $"EPT violation at gpa 0x{exit.GuestPhysicalAddress:x} ({exit.EptViolation})");
         return ExitAction.Stop;
     }
