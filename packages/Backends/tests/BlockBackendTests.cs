@@ -250,6 +250,34 @@ public sealed class BlockBackendTests : IAsyncLifetime
         Assert.Contains("ring-page-order", await _w.Store1.TryReadStringAsync($"{_be}/error"));
     }
 
+    [Theory]
+    [InlineData("ring-ref", "9999", "mapping ring-ref")]
+    [InlineData("ring-ref", "abc", "reading ring-ref")]
+    [InlineData("protocol", "sparc-abi", "unknown fe protocol")]
+    [InlineData("event-channel", "4000", "binding event-channel")]
+    public async Task A_frontend_with_bad_details_gets_an_error_node_and_Closing(string key, string value, string error)
+    {
+        (_be, _fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda);
+        var raw = new RawImageStorage(_image);
+        _owned.Add(raw);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var backend = new BlockBackend(new XenbusBackendDevice(_w.Store0, _be, _fe, 1), events, _w.Mapper, raw);
+        _owned.Add(backend);
+        _running.Add(backend.RunAsync(_stop.Token));
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{_be}/state") == "2", "backend InitWait");
+        var front = new TestBlkfront(_w);
+        _owned.Add(front);
+        await _w.Store1.WriteAsync($"{_fe}/ring-ref", front.RingRefs[0].ToString());
+        await _w.Store1.WriteAsync($"{_fe}/event-channel", front.Port.ToString());
+        await _w.Store1.WriteAsync($"{_fe}/{key}", value);
+        await _w.Store1.WriteAsync($"{_fe}/state", "3");
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{_be}/state") == "5", "backend Closing");
+        Assert.Contains(error, await _w.Store1.TryReadStringAsync($"{_be}/error"));
+        Assert.Null(backend.Ring);
+        Assert.Equal(0, _w.Dom0Grants.MappingCount); // nothing left mapped
+    }
+
     [Fact]
     public async Task Closing_the_frontend_disconnects_and_unmaps_the_ring()
     {
