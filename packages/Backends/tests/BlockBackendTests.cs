@@ -43,8 +43,18 @@ public sealed class BlockBackendTests : IAsyncLifetime
     }
 
     private async Task<(BlockBackend Backend, TestBlkfront Front)> StartAsync(BlkifProtocol protocol = BlkifProtocol.X86_64, int order = 0,
-        IBlockStorage? storage = null, BlockBackendOptions? options = null, bool readOnly = false)
+        IBlockStorage? storage = null, BlockBackendOptions? options = null, bool readOnly = false, bool copy = false)
     {
+        if (copy)
+        {
+            options ??= new BlockBackendOptions();
+            options = new BlockBackendOptions
+            {
+                MaxIndirectSegments = options.MaxIndirectSegments, MaxRingPageOrder = options.MaxRingPageOrder,
+                CopyBuffer = _w.NewCopyBuffer(Math.Max(11, options.MaxIndirectSegments)),
+            };
+        }
+
         (_be, _fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda,
             [new("params", _image), new("mode", readOnly ? "r" : "w"), new("dev", "xvda"), new("type", "file")],
             [new("virtual-device", Xvda.ToString()), new("device-type", "disk")]);
@@ -74,11 +84,13 @@ public sealed class BlockBackendTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData(BlkifProtocol.X86_64)]
-    [InlineData(BlkifProtocol.X86_32)]
-    public async Task A_written_pattern_reaches_the_image_and_reads_back(BlkifProtocol protocol)
+    [InlineData(BlkifProtocol.X86_64, false)]
+    [InlineData(BlkifProtocol.X86_32, false)]
+    [InlineData(BlkifProtocol.X86_64, true)]
+    [InlineData(BlkifProtocol.X86_32, true)]
+    public async Task A_written_pattern_reaches_the_image_and_reads_back(BlkifProtocol protocol, bool copy)
     {
-        var (_, f) = await StartAsync(protocol);
+        var (backend, f) = await StartAsync(protocol, copy: copy);
         Fill(f.Data(0), 1);
         Fill(f.Data(1), 2);
         // Two segments: a whole page at sector 8, then sectors 2..5 of the next page.
@@ -94,6 +106,15 @@ public sealed class BlockBackendTests : IAsyncLifetime
         var r = f.One(BlkifOperation.Read, 7, 8, Seg(f.DataRefs[2]));
         Assert.Equal(BlkifStatus.Okay, r.Status);
         Assert.Equal(f.Data(0).ToArray(), f.Data(2).ToArray());
+        // A partial segment lands at its sectors of the page, the rest of the page untouched.
+        f.Data(3).Fill(0xEE);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 8, 16, Seg(f.DataRefs[3], 2, 5)).Status);
+        Assert.Equal(f.Data(1).Slice(2 * 512, 4 * 512).ToArray(), f.Data(3).Slice(2 * 512, 4 * 512).ToArray());
+        Assert.All(f.Data(3)[..(2 * 512)].ToArray(), b => Assert.Equal(0xEE, b));
+        Assert.All(f.Data(3)[(6 * 512)..].ToArray(), b => Assert.Equal(0xEE, b));
+        // Grant copy maps nothing per request; grant map unmapped every data page again.
+        Assert.Equal(1, _w.Dom0Grants.MappingCount);
+        Assert.Equal(0, backend.Ring!.RequestsFailed);
     }
 
     [Fact]
@@ -151,10 +172,12 @@ public sealed class BlockBackendTests : IAsyncLifetime
             Assert.Equal(f.Data(i % 64).ToArray(), disk.AsSpan(i * 4096, 4096).ToArray());
     }
 
-    [Fact]
-    public async Task An_indirect_request_moves_64_pages()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_indirect_request_moves_64_pages(bool copy)
     {
-        var (_, f) = await StartAsync();
+        var (_, f) = await StartAsync(copy: copy);
         // Frame FirstDataFrame + 90 holds the segment list; pages 0..63 the data.
         var list = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, BlkifRequestSegment>(f.Data(90));
         for (int i = 0; i < 64; i++)
@@ -171,10 +194,12 @@ public sealed class BlockBackendTests : IAsyncLifetime
             Assert.Equal(f.Data(i).ToArray(), disk.AsSpan((16 * 512) + (i * 4096), 4096).ToArray());
     }
 
-    [Fact]
-    public async Task Hostile_requests_get_error_responses_and_the_backend_keeps_serving()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Hostile_requests_get_error_responses_and_the_backend_keeps_serving(bool copy)
     {
-        var (backend, f) = await StartAsync(options: new BlockBackendOptions { MaxIndirectSegments = 32 });
+        var (backend, f) = await StartAsync(options: new BlockBackendOptions { MaxIndirectSegments = 32 }, copy: copy);
         Fill(f.Data(0), 3);
         var seg = Seg(f.DataRefs[0]);
         Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.Write, 1, 0).Status);                                   // no segment
@@ -221,10 +246,12 @@ public sealed class BlockBackendTests : IAsyncLifetime
         public void Flush() => throw new IOException("EIO");
     }
 
-    [Fact]
-    public async Task Storage_errors_become_error_responses()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Storage_errors_become_error_responses(bool copy)
     {
-        var (backend, f) = await StartAsync(storage: new FailingStorage());
+        var (backend, f) = await StartAsync(storage: new FailingStorage(), copy: copy);
         Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0])).Status);
         Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.Write, 2, 0, Seg(f.DataRefs[0])).Status);
         Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 3, 0).Status);

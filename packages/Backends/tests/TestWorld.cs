@@ -1,3 +1,4 @@
+using VmmKit.Backends.Block;
 using VmmKit.Backends.Console;
 using VmmKit.Ept;
 using VmmKit.EventChannel;
@@ -56,6 +57,30 @@ internal sealed class TestWorld : IAsyncDisposable
     public XenStoreClient Store1 { get; }
 
     public Span<byte> Page(int gfn) => Memory.GetFrame(Ram[gfn]);
+
+    /// <summary>Local pages of d0 for grant copy: frames it owns, at guest frames 0x20000 up of its own space.</summary>
+    public IBackendBuffer NewCopyBuffer(int pages)
+    {
+        var frames = new MachineFrameNumber[pages];
+        for (int i = 0; i < pages; i++)
+        {
+            frames[i] = Memory.AllocateFrame(new FrameOwner(0));
+            Dom0Grants.Ept.Map(new GuestFrameNumber((ulong)(0x20000 + (_nextLocal + i))).Address, frames[i], 1, EptAccess.ReadWriteExecute);
+        }
+
+        var buffer = new LocalBuffer(this, frames, 0x20000 + _nextLocal);
+        _nextLocal += pages;
+        return buffer;
+    }
+
+    private int _nextLocal;
+
+    private sealed class LocalBuffer(TestWorld w, MachineFrameNumber[] frames, int firstGfn) : IBackendBuffer
+    {
+        public int PageCount => frames.Length;
+        public ulong Frame(int index) => (ulong)(firstGfn + index);
+        public Span<byte> Page(int index) => w.Memory.GetFrame(frames[index]);
+    }
 
     /// <summary>The toolstack's seeding of a reserved grant (xc_dom_gnttab_seed): entry <paramref name="gref"/> gives d0 frame <paramref name="gfn"/>.</summary>
     public unsafe void SeedReservedGrant(uint gref, int gfn)

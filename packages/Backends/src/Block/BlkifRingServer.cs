@@ -7,8 +7,9 @@ namespace VmmKit.Backends.Block;
 
 /// <summary>
 /// The backend end of one connected blkif ring (xen/io/blkif.h, xen/io/ring.h): takes requests, moves the data between
-/// the frontend's granted pages and an <see cref="IBlockStorage"/> by grant mapping, and writes responses, as Linux's
-/// xen-blkback does. The frontend is untrusted: a request is copied out of the shared ring before it is checked, and
+/// the frontend's granted pages and an <see cref="IBlockStorage"/> by grant mapping (or, given an
+/// <see cref="IBackendBuffer"/>, by grant copy: one batched <c>GNTTABOP_copy</c> per request), and writes responses, as
+/// Linux's xen-blkback does. The frontend is untrusted: a request is copied out of the shared ring before it is checked, and
 /// every bad request (segment count, sector range, first/last sector, a grant that does not map, an unknown operation)
 /// gets an error response; a frontend that claims more requests than the ring holds stops the ring (xen-blkback:
 /// "Halting ring processing"). Storage failures become <see cref="BlkifStatus.Error"/>. Not thread-safe: one caller at a time.
@@ -24,6 +25,8 @@ public sealed class BlkifRingServer : IDisposable
     private readonly uint _size;
     private readonly BlkifRequestSegment[] _segments;
     private readonly int _maxIndirectSegments;
+    private readonly IBackendBuffer? _buffer;
+    private readonly GnttabCopy[] _copies;
     private uint _reqCons, _rspProdPvt;
 
     /// <summary>Creates the server over a mapped ring.</summary>
@@ -33,7 +36,9 @@ public sealed class BlkifRingServer : IDisposable
     /// <param name="protocol">The frontend's ring layout.</param>
     /// <param name="storage">The disk.</param>
     /// <param name="maxIndirectSegments">Segments allowed in an indirect request (0: indirect requests are refused).</param>
-    public BlkifRingServer(IGrantMapper mapper, ushort frontendDomain, GrantedPages ring, BlkifProtocol protocol, IBlockStorage storage, int maxIndirectSegments)
+    /// <param name="copyBuffer">Local pages to move data by grant copy, at least as many as a request's segments; null: grant map.</param>
+    public BlkifRingServer(IGrantMapper mapper, ushort frontendDomain, GrantedPages ring, BlkifProtocol protocol, IBlockStorage storage, int maxIndirectSegments,
+        IBackendBuffer? copyBuffer = null)
     {
         ArgumentNullException.ThrowIfNull(mapper);
         ArgumentNullException.ThrowIfNull(ring);
@@ -52,6 +57,10 @@ public sealed class BlkifRingServer : IDisposable
         _entrySize = Math.Max(_requestSize, _responseSize);
         _size = SharedRing.Size(ring.Count, _entrySize);
         _segments = new BlkifRequestSegment[Math.Max(BlkifLimits.MaxSegmentsPerRequest, maxIndirectSegments)];
+        if (copyBuffer is not null && copyBuffer.PageCount < _segments.Length)
+            throw new ArgumentException($"The copy buffer needs at least {_segments.Length} pages.", nameof(copyBuffer));
+        _buffer = copyBuffer;
+        _copies = new GnttabCopy[copyBuffer is null ? 0 : _segments.Length];
         // The frontend initialised the ring (SHARED_RING_INIT); the private indexes start from what it published.
         _reqCons = _rspProdPvt = Volatile.Read(ref ring.Index(SharedRing.RspProdOffset));
     }
@@ -222,6 +231,8 @@ public sealed class BlkifRingServer : IDisposable
         if (sector >= _storage.Sectors || total > _storage.Sectors - sector)
             return BlkifStatus.Error;
         long offset = (long)sector * BlkifLimits.SectorSize;
+        if (_buffer is not null)
+            return TransferByCopy(write, offset, segments, _buffer);
         foreach (var s in segments)
         {
             // A data page is mapped writable to read into it, read-only to write from it.
@@ -246,6 +257,62 @@ public sealed class BlkifRingServer : IDisposable
             }
 
             offset += length;
+        }
+
+        return BlkifStatus.Okay;
+    }
+
+    // Grant copy: the frontend's pages to the local buffer before writing the disk, or the local buffer to the frontend's
+    // pages after reading it; each segment's copy keeps its offset in the page, all in one GNTTABOP_copy batch.
+    private BlkifStatus TransferByCopy(bool write, long offset, ReadOnlySpan<BlkifRequestSegment> segments, IBackendBuffer buffer)
+    {
+        Span<GnttabCopy> ops = _copies.AsSpan(0, segments.Length);
+        for (int i = 0; i < segments.Length; i++)
+        {
+            var s = segments[i];
+            var local = new GnttabCopyPtr { Gmfn = buffer.Frame(i), DomId = VmmKit.Hypercall.DomainId.Self, Offset = (ushort)(s.FirstSect * BlkifLimits.SectorSize) };
+            var remote = new GnttabCopyPtr { Ref = s.Gref, DomId = _frontend, Offset = local.Offset };
+            ops[i] = write
+                ? new GnttabCopy { Source = remote, Dest = local, Flags = (ushort)GrantCopyFlags.SourceGref }
+                : new GnttabCopy { Source = local, Dest = remote, Flags = (ushort)GrantCopyFlags.DestGref };
+            ops[i].Len = (ushort)((s.LastSect - s.FirstSect + 1) * BlkifLimits.SectorSize);
+        }
+
+        try
+        {
+            if (write)
+            {
+                _mapper.Copy(ops);
+                foreach (ref readonly GnttabCopy op in ops)
+                {
+                    if (op.Status != (short)GrantStatus.Okay)
+                        return BlkifStatus.Error;
+                }
+            }
+
+            for (int i = 0; i < segments.Length; i++)
+            {
+                Span<byte> data = buffer.Page(i).Slice(write ? ops[i].Dest.Offset : ops[i].Source.Offset, ops[i].Len);
+                if (write)
+                    _storage.Write(offset, data);
+                else
+                    _storage.Read(offset, data);
+                offset += ops[i].Len;
+            }
+        }
+        catch (IOException)
+        {
+            return BlkifStatus.Error;
+        }
+
+        if (!write)
+        {
+            _mapper.Copy(ops);
+            foreach (ref readonly GnttabCopy op in ops)
+            {
+                if (op.Status != (short)GrantStatus.Okay)
+                    return BlkifStatus.Error;
+            }
         }
 
         return BlkifStatus.Okay;

@@ -194,7 +194,7 @@ public sealed partial class BlockBackend : IDisposable
 
         lock (_lock)
         {
-            _server = new BlkifRingServer(_grants, _device.FrontendDomain, pages!, protocol, _storage, _options.MaxIndirectSegments);
+            _server = new BlkifRingServer(_grants, _device.FrontendDomain, pages!, protocol, _storage, _options.MaxIndirectSegments, _options.CopyBuffer);
             _port = port;
         }
 

@@ -11,6 +11,9 @@ public sealed class BlockBackendOptions
     /// <summary><c>feature-max-indirect-segments</c>: segments of a <c>BLKIF_OP_INDIRECT</c> request (0: not advertised). Default 256.</summary>
     public int MaxIndirectSegments { get; init; } = 256;
 
+    /// <summary>Local pages for grant copy (at least max(11, <see cref="MaxIndirectSegments"/>)); null moves data by grant mapping.</summary>
+    public IBackendBuffer? CopyBuffer { get; init; }
+
     /// <summary>Where the backend logs connections and frontend errors (nothing by default).</summary>
     public ILogger? Logger { get; init; }
 }
