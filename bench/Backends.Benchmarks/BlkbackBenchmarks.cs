@@ -38,6 +38,10 @@ public unsafe class BlkbackBenchmarks
     [Params(4, 64)]
     public int RequestKiB { get; set; }
 
+    /// <summary>Data path: grant map per segment (false) or one batched grant copy per request into d0's own pages (true).</summary>
+    [Params(false, true)]
+    public bool Copy { get; set; }
+
     [GlobalSetup]
     public void Setup()
     {
@@ -45,7 +49,14 @@ public unsafe class BlkbackBenchmarks
         File.WriteAllBytes(_path, new byte[ImageBytes]);
         _memory = new MachineMemory(64UL << 20);
         var grants = new GrantTableHost(new FrameReferences(_memory));
-        GrantDomain d0 = grants.CreateDomain(0, new EptTables(_memory, new FrameOwner(0)));
+        var ept0 = new EptTables(_memory, new FrameOwner(0));
+        GrantDomain d0 = grants.CreateDomain(0, ept0);
+        var local = new MachineFrameNumber[16];
+        for (int i = 0; i < local.Length; i++)
+        {
+            local[i] = _memory.AllocateFrame(new FrameOwner(0));
+            ept0.Map(new GuestFrameNumber((ulong)(0x20000 + i)).Address, local[i], 1, EptAccess.ReadWriteExecute);
+        }
         var ept1 = new EptTables(_memory, new FrameOwner(1));
         int pages = 1 + (Requests * 16) + Requests;
         _ram = new MachineFrameNumber[pages];
@@ -75,7 +86,8 @@ public unsafe class BlkbackBenchmarks
         MemoryMarshal.Cast<byte, uint>(ring)[3] = 1;
         GrantedPages.TryMap(_mapper, 1, [refs[0]], false, out GrantedPages? mapped);
         _storage = new RawImageStorage(_path);
-        _server = new BlkifRingServer(_mapper, 1, mapped!, BlkifProtocol.X86_64, _storage, maxIndirectSegments: 16);
+        _server = new BlkifRingServer(_mapper, 1, mapped!, BlkifProtocol.X86_64, _storage, maxIndirectSegments: 16,
+            Copy ? new LocalPages(_memory, local, 0x20000) : null);
         _file = File.OpenHandle(_path, FileMode.Open, FileAccess.ReadWrite);
         _buffer = new byte[RequestKiB << 10];
         // Indirect segment lists: request r uses data pages [16r, 16r+16).
@@ -85,6 +97,13 @@ public unsafe class BlkbackBenchmarks
             for (int s = 0; s < 16; s++)
                 segs[s] = new BlkifRequestSegment { Gref = _dataRefs[(r * 16) + s], FirstSect = 0, LastSect = 7 };
         }
+    }
+
+    private sealed class LocalPages(MachineMemory memory, MachineFrameNumber[] frames, ulong firstGfn) : IBackendBuffer
+    {
+        public int PageCount => frames.Length;
+        public ulong Frame(int index) => firstGfn + (ulong)index;
+        public Span<byte> Page(int index) => memory.GetFrame(frames[index]);
     }
 
     private Span<byte> Ring => _memory.GetFrame(_ram[0]);
