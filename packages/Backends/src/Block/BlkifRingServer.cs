@@ -290,14 +290,28 @@ public sealed class BlkifRingServer : IDisposable
                 }
             }
 
-            for (int i = 0; i < segments.Length; i++)
+            for (int i = 0; i < segments.Length;)
             {
-                Span<byte> data = buffer.Page(i).Slice(write ? ops[i].Dest.Offset : ops[i].Source.Offset, ops[i].Len);
+                int start = write ? ops[i].Dest.Offset : ops[i].Source.Offset;
+                Span<byte> page = buffer.Page(i);
+                int length = ops[i].Len;
+                int next = i + 1;
+                // Segments that continue each other on pages adjacent in memory go to the disk in one call.
+                while (next < segments.Length && start + length == (next - i) * SharedRing.PageSize
+                    && segments[next].FirstSect == 0 && IsRightAfter(buffer.Page(next - 1), buffer.Page(next)))
+                {
+                    length += ops[next].Len;
+                    next++;
+                }
+
+                // In bounds: the run covers pages i..next-1, which the check above proved contiguous.
+                Span<byte> data = MemoryMarshal.CreateSpan(ref page[start], length);
                 if (write)
                     _storage.Write(offset, data);
                 else
                     _storage.Read(offset, data);
-                offset += ops[i].Len;
+                offset += length;
+                i = next;
             }
         }
         catch (IOException)
@@ -317,6 +331,9 @@ public sealed class BlkifRingServer : IDisposable
 
         return BlkifStatus.Okay;
     }
+
+    private static bool IsRightAfter(Span<byte> previous, Span<byte> page) =>
+        Unsafe.AreSame(ref Unsafe.Add(ref MemoryMarshal.GetReference(previous), SharedRing.PageSize), ref MemoryMarshal.GetReference(page));
 
     private void Respond(Answer a)
     {
