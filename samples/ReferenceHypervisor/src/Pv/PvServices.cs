@@ -25,6 +25,10 @@ internal sealed class PvServices : IDisposable
     private const ulong MapWindow = 0x10_0000;
     private const int MapWindowFrames = 4096;
 
+    /// <summary>Where each disk's grant-copy buffer sits in Dom0's physical space (8 GiB up), one page per indirect segment.</summary>
+    private const ulong CopyWindow = 0x20_0000;
+    private const int CopyBufferPages = 256;
+
     private readonly Machine _machine;
     private readonly EventChannelHostDomain _dom0;
     private readonly EptTables _dom0Ept;
@@ -36,7 +40,7 @@ internal sealed class PvServices : IDisposable
     private readonly IEventChannelClient _storeEvents;
     private readonly ConcurrentDictionary<uint, (XenStoreRingBinding Binding, GrantedStoreRing Ring)> _stores = new();
     private readonly List<(ConsoleBackend Backend, ConsoleOutputQueue Queue)> _consoles = [];
-    private readonly List<(BlockBackend Backend, RawImageStorage Storage, IEventChannelClient Events)> _disks = [];
+    private readonly List<(BlockBackend Backend, RawImageStorage Storage, IEventChannelClient Events, Dom0CopyBuffer Buffer)> _disks = [];
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _tasks = [];
 
@@ -111,7 +115,10 @@ internal sealed class PvServices : IDisposable
              new("removable", "0"), new("bootable", "1")],
             [new("virtual-device", devid.ToString(System.Globalization.CultureInfo.InvariantCulture)), new("device-type", "disk")]).GetAwaiter().GetResult();
         var events = Observe(_dom0.Open());
-        var backend = new BlockBackend(new XenbusBackendDevice(_backendStore, be, fe, d.Id), events, _mapper, storage);
+        // Data moves by grant copy (GNTTABOP_copy) into pages of Dom0's own, as a Dom0 with a bounce buffer does.
+        var buffer = new Dom0CopyBuffer(_machine.Memory, _dom0Ept, CopyWindow + (ulong)(_disks.Count * CopyBufferPages), CopyBufferPages);
+        var backend = new BlockBackend(new XenbusBackendDevice(_backendStore, be, fe, d.Id), events, _mapper, storage,
+            new BlockBackendOptions { MaxIndirectSegments = CopyBufferPages, CopyBuffer = buffer });
         var offered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         backend.StateChanged += s =>
         {
@@ -119,7 +126,7 @@ internal sealed class PvServices : IDisposable
             if (s == XenbusState.InitWait)
                 offered.TrySetResult();
         };
-        _disks.Add((backend, storage, events));
+        _disks.Add((backend, storage, events, buffer));
         _tasks.Add(Task.Run(() => backend.RunAsync(_stop.Token)));
         if (!offered.Task.Wait(TimeSpan.FromSeconds(30)))
             throw new TimeoutException("the block backend did not reach InitWait");
@@ -191,7 +198,7 @@ internal sealed class PvServices : IDisposable
         Poll(force: true);
         foreach (var (backend, _) in _consoles)
             backend.Dispose();
-        foreach (var (backend, storage, events) in _disks)
+        foreach (var (backend, storage, events, _) in _disks)
         {
             backend.Dispose();
             storage.Dispose();
@@ -207,5 +214,7 @@ internal sealed class PvServices : IDisposable
         _dom0.Dispose();
         _machine.Grants.DestroyDomain(_dom0Grants);
         _dom0Ept.Dispose();
+        foreach (var (_, _, _, buffer) in _disks)
+            buffer.Free();
     }
 }
