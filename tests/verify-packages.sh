@@ -16,6 +16,7 @@ declare -A expected=(
   [XenStore]="Microsoft.Extensions.Logging.Abstractions"
   [Boot]="VmmKit.Ept VmmKit.Hypercall"
   [Devices]=""
+  [Backends]="Microsoft.Extensions.Logging.Abstractions VmmKit.EventChannel VmmKit.GrantTable VmmKit.XenStore"
 )
 passed=0; failed=0
 check() { if [ -z "$2" ]; then echo "PASS $1"; passed=$((passed+1)); else echo "FAIL $1: $2"; failed=$((failed+1)); fi; }

@@ -40,10 +40,14 @@ var noXenStore = new Option<bool>("--no-xenstore")
 {
     Description = "Build the domain without XenStore (HVM_PARAM_STORE_PFN = 0, as a dom0less domain): Linux skips xenbus",
 };
+var disks = new Option<FileInfo[]>("--disk")
+{
+    Description = "A raw disk image for the guest's PV block device (xvda, then xvdb, ...; served by the in-process blkback); repeat for several",
+};
 var kernel = new Argument<FileInfo>("kernel") { Description = "A PVH kernel: ELF32 or ELF64 with XEN_ELFNOTE_PHYS32_ENTRY" };
 var demoPath = new Argument<FileInfo>("path") { Description = "Where to write the demo guest's ELF file" };
 
-var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules, noXenStore };
+var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules, noXenStore, disks };
 boot.SetAction(r =>
 {
     var file = r.GetValue(kernel)!;
@@ -62,7 +66,7 @@ boot.SetAction(r =>
     }
 
     return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats),
-        !r.GetValue(noXenStore));
+        [.. (r.GetValue(disks) ?? []).Select(f => f.FullName)], !r.GetValue(noXenStore));
 });
 
 var writeDemo = new Command("write-demo", "Write the built-in demo guest as a PVH ELF file (it also boots under QEMU)") { demoPath };

@@ -73,7 +73,7 @@ public class PvioGuestTests
     [Fact]
     public void Xencons_interface_matches_xen_io_console_h()
     {
-        var r = default(XenconsInterface);
+        var r = default(VmmKit.Backends.Console.XenconsInterface);
         var v = XenAbiLayout.Evaluate(["xen/io/console.h"],
         [
             "sizeof(struct xencons_interface)", "offsetof(struct xencons_interface, in)", "offsetof(struct xencons_interface, out)",
@@ -82,8 +82,8 @@ public class PvioGuestTests
             "sizeof(((struct xencons_interface *)0)->in)", "sizeof(((struct xencons_interface *)0)->out)",
         ]);
         Assert.Equal(
-            new long[] { Unsafe.SizeOf<XenconsInterface>(), Off(ref r, ref r.In[0]), Off(ref r, ref r.Out[0]), Off(ref r, ref r.InCons),
-                Off(ref r, ref r.InProd), Off(ref r, ref r.OutCons), Off(ref r, ref r.OutProd), XenconsInterface.InSize, XenconsInterface.OutSize },
+            new long[] { Unsafe.SizeOf<VmmKit.Backends.Console.XenconsInterface>(), Off(ref r, ref r.In[0]), Off(ref r, ref r.Out[0]), Off(ref r, ref r.InCons),
+                Off(ref r, ref r.InProd), Off(ref r, ref r.OutCons), Off(ref r, ref r.OutProd), VmmKit.Backends.Console.XenconsInterface.InSize, VmmKit.Backends.Console.XenconsInterface.OutSize },
             v);
     }
 

@@ -9,7 +9,8 @@ internal static class Runner
     private const ulong MachineOverheadBytes = 16 << 20;
 
     /// <summary>Boots <paramref name="kernel"/> and returns the process exit status (<see cref="ExitCodes"/>).</summary>
-    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace, bool stats = false, bool xenStore = true)
+    public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace, bool stats = false,
+        IReadOnlyList<string>? disks = null, bool xenStore = true)
     {
         if (memoryMiB is 0 or > 4096)
         {
@@ -35,6 +36,20 @@ internal static class Runner
         {
             Console.Error.WriteLine($"vmmkit-hv: cannot boot {name}: {error}");
             return ExitCodes.StartFailure;
+        }
+
+        // Disks as xl's disk=['format=raw,vdev=xvdX,access=rw,target=PATH'], served by the in-process blkback (src/Pv).
+        for (int i = 0; i < (disks?.Count ?? 0); i++)
+        {
+            try
+            {
+                machine.Pv.AddDisk(domain!, disks![i], $"xvd{(char)('a' + i)}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"vmmkit-hv: cannot open disk {disks![i]}: {e.Message}");
+                return ExitCodes.StartFailure;
+            }
         }
 
         var clock = System.Diagnostics.Stopwatch.StartNew();

@@ -203,7 +203,8 @@ internal sealed class Domain : IDisposable
     /// The toolstack's part of building a domain (libxl/libxc): the domain's event channels and grant table, then the
     /// console and XenStore rings, a page each at the top of RAM (reserved in the e820 map), with an unbound port each
     /// for the backend domain (domid 0), published in HVM_PARAM_CONSOLE_PFN/EVTCHN and HVM_PARAM_STORE_PFN/EVTCHN.
-    /// The in-process console backend connects to the console ring; no XenStore daemon serves the store ring yet.
+    /// The in-process Dom0 (src/Pv) then serves both: its console backend and its xenstored, each through the reserved grant
+    /// the toolstack seeds for the ring.
     /// </summary>
     private unsafe bool TryCreateEventsAndGrants(bool xenStore, out string error)
     {
@@ -229,7 +230,7 @@ internal sealed class Domain : IDisposable
         if (rc == 0)
             rc = machine.Events.AllocUnbound(Events, ref store);
         if (rc == 0)
-            rc = machine.Backend.Connect(this, RamFrame(consolePfn), console.Port);
+            rc = machine.Pv.AttachDomain(this, consolePfn, console.Port, storePfn, store.Port);
         if (rc != 0)
         {
             error = $"cannot set up the console and store event channels: {rc}";

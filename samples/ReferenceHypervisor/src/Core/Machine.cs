@@ -17,7 +17,7 @@ internal sealed class Machine : IDisposable
     /// <summary>Preemption-timer value for one time slice (the timer counts down at the TSC rate >> IA32_VMX_MISC[4:0]).</summary>
     public const uint SliceTimerValue = 1 << 20;
 
-    /// <summary>The domid of the in-process backends (console): Dom0's id, as the toolstack allocates ports for it.</summary>
+    /// <summary>The domid of the in-process services (xenstored, console and block backends): Dom0's id, as the toolstack allocates ports for it.</summary>
     public const ushort BackendDomainId = 0;
 
     private readonly List<Domain> _domains = [];
@@ -35,13 +35,13 @@ internal sealed class Machine : IDisposable
         Grants = new GrantTableHost(Frames);
         Events = new EventChannelHypervisor();
         Upcall = new EventUpcall(this);
-        Backend = new ConsoleBackend(this, Events, Upcall);
         Hypercalls = HypercallTable.Create(this);
         _hasPreemptionTimer = (processors.Capabilities.PinBased.MayBeOne & (uint)PinBasedControls.ActivateVmxPreemptionTimer) != 0;
         // One MSR bitmap for every vCPU (SDM Vol. 3C §25.6.9): the MSRs that are pure processor state (STAR, LSTAR,
         // KERNEL_GS_BASE, ...) stay inside the processor; every other RDMSR/WRMSR exits to MsrExit.
         _msrBitmap = Memory.AllocateFrame(FrameOwner.Hypervisor);
         MsrBitmap.ProcessorStatePassThrough().CopyTo(Memory.GetFrame(_msrBitmap));
+        Pv = new Pv.PvServices(this);
     }
 
     /// <summary>The machine's RAM.</summary>
@@ -59,8 +59,8 @@ internal sealed class Machine : IDisposable
     /// <summary>Kicks vCPUs when VmmKit.EventChannel marks an upcall pending.</summary>
     internal EventUpcall Upcall { get; }
 
-    /// <summary>The in-process console backend (domid 0's part of xenconsoled).</summary>
-    public ConsoleBackend Backend { get; }
+    /// <summary>The in-process Dom0 services: xenstored, the console and block backends (src/Pv).</summary>
+    public Pv.PvServices Pv { get; }
 
     /// <summary>The hypercall table shared by every domain.</summary>
     public HypercallDispatcher<VirtualCpu> Hypercalls { get; }
@@ -120,7 +120,7 @@ internal sealed class Machine : IDisposable
                     ranAny = true;
                     ulong before = vcpu.InstructionsRetired;
                     vcpu.RunSlice();
-                    Backend.Poll();
+                    Pv.Poll();
                     AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();
                 }
@@ -128,10 +128,10 @@ internal sealed class Machine : IDisposable
 
             if (ranAny)
                 continue;
-            if (SkipToNextDeadline())
+            if (Pv.WaitForServices(hasDeadline: true) || SkipToNextDeadline() || Pv.WaitForServices(hasDeadline: false))
                 continue;
 
-            Backend.Poll(force: true);
+            Pv.Poll(force: true);
             foreach (var domain in _domains.Where(d => d.State == DomainState.Blocked))
                 domain.Crash(domain.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
             return;
@@ -278,11 +278,10 @@ internal sealed class Machine : IDisposable
     /// <summary>Releases every domain and the machine memory.</summary>
     public void Dispose()
     {
+        Pv.Dispose();
         foreach (var d in _domains)
             d.Dispose();
         _domains.Clear();
-        Events.DestroyDomain(Backend.Events);
-        Backend.Dispose();
         Memory.Dispose();
     }
 }

@@ -4,7 +4,8 @@ namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
 /// Exit reasons 48 and 49: an access to guest-physical memory the domain does not have, or a broken EPT entry.
-/// The local APIC's page is emulated (Devices/ApicMmio.cs); any other such access crashes the domain.
+/// The local APIC's page is emulated (Devices/ApicMmio.cs); elsewhere a plain load or store is answered as Xen's null
+/// MMIO handler does (<see cref="NullMmio"/>). Anything else crashes the domain.
 /// </summary>
 internal static class EptViolationExit
 {
@@ -13,6 +14,8 @@ internal static class EptViolationExit
     {
         if (Devices.ApicMmio.TryHandle(vcpu, in exit, out var action))
             return action;
+        if (NullMmio.TryComplete(vcpu, exit))
+            return ExitAction.Resume;
         vcpu.Domain.Crash(vcpu, $"EPT violation at gpa 0x{exit.GuestPhysicalAddress:x} ({exit.EptViolation})");
         return ExitAction.Stop;
     }

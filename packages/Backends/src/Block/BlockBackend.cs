@@ -1,0 +1,278 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using VmmKit.Backends.Rings;
+using VmmKit.Backends.Xenbus;
+using VmmKit.EventChannel;
+using VmmKit.GrantTable;
+
+namespace VmmKit.Backends.Block;
+
+/// <summary>
+/// A PV block backend (blkback) for one virtual disk over an <see cref="IBlockStorage"/>: advertises the disk in its
+/// XenStore directory (<c>sectors</c>, <c>info</c>, <c>sector-size</c>, <c>feature-flush-cache</c>,
+/// <c>max-ring-page-order</c>, <c>feature-max-indirect-segments</c>), goes to InitWait, and when the frontend is
+/// Initialised maps its ring (<c>ring-ref</c> or <c>ring-page-order</c> + <c>ring-ref%u</c>), binds its
+/// <c>event-channel</c> and honours its <c>protocol</c>, then serves requests (<see cref="BlkifRingServer"/>) until the
+/// frontend closes (xen/io/blkif.h, xen/io/xenbus.h). Discard, barriers, persistent grants and multiple queues are not
+/// advertised. It only uses the client sides of the event channel, grant table and XenStore packages, so it runs the
+/// same in a Dom0 process and in-process.
+/// </summary>
+public sealed partial class BlockBackend : IDisposable
+{
+    private readonly XenbusBackendDevice _device;
+    private readonly IEventChannelClient _events;
+    private readonly IGrantMapper _grants;
+    private readonly IBlockStorage _storage;
+    private readonly BlockBackendOptions _options;
+    private readonly ILogger _log;
+    private readonly Lock _lock = new();
+    private BlkifRingServer? _server;
+    private uint _port;
+
+    /// <summary>Creates the backend; nothing happens until <see cref="RunAsync"/>.</summary>
+    /// <param name="device">The device's XenStore directories.</param>
+    /// <param name="events">An event channel handle of the backend's domain.</param>
+    /// <param name="grants">Maps the frontend's grants.</param>
+    /// <param name="storage">The disk.</param>
+    /// <param name="options">Features and limits.</param>
+    public BlockBackend(XenbusBackendDevice device, IEventChannelClient events, IGrantMapper grants, IBlockStorage storage, BlockBackendOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(events);
+        ArgumentNullException.ThrowIfNull(grants);
+        ArgumentNullException.ThrowIfNull(storage);
+        _device = device;
+        _events = events;
+        _grants = grants;
+        _storage = storage;
+        _options = options ?? new BlockBackendOptions();
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxRingPageOrder);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.MaxRingPageOrder, 8);
+        _log = _options.Logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>The backend's state as last written.</summary>
+    public XenbusState State { get; private set; } = XenbusState.Initialising;
+
+    /// <summary>The connected ring, or null.</summary>
+    public BlkifRingServer? Ring => _server;
+
+    /// <summary>Raised (on the backend's thread) each time the state changes; tests and hosts wait on it.</summary>
+    public event Action<XenbusState>? StateChanged;
+
+    /// <summary>Advertises the disk, then follows the frontend's state and serves its ring until cancelled.</summary>
+    /// <param name="cancellationToken">Stops the backend (the ring is disconnected).</param>
+    /// <returns>Completes when cancelled or when the XenStore connection ends.</returns>
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var events = Task.Run(() => ServeEventsAsync(stop.Token), CancellationToken.None);
+        try
+        {
+            await AdvertiseAsync(stop.Token).ConfigureAwait(false);
+            await SwitchAsync(XenbusState.InitWait, stop.Token).ConfigureAwait(false);
+            await foreach (XenbusState frontend in _device.WatchFrontendStateAsync(stop.Token).ConfigureAwait(false))
+                await OnFrontendStateAsync(frontend, stop.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            stop.Cancel();
+            Disconnect();
+            try
+            {
+                await events.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
+    private async Task AdvertiseAsync(CancellationToken ct)
+    {
+        string N(ulong v) => v.ToString(CultureInfo.InvariantCulture);
+        await _device.WriteAsync("feature-flush-cache", "1", ct).ConfigureAwait(false);
+        await _device.WriteAsync("max-ring-page-order", N((ulong)_options.MaxRingPageOrder), ct).ConfigureAwait(false);
+        if (_options.MaxIndirectSegments > 0)
+            await _device.WriteAsync("feature-max-indirect-segments", N((ulong)_options.MaxIndirectSegments), ct).ConfigureAwait(false);
+        await _device.WriteAsync("sectors", N(_storage.Sectors), ct).ConfigureAwait(false);
+        await _device.WriteAsync("info", N((ulong)(_storage.IsReadOnly ? VdiskInfo.ReadOnly : VdiskInfo.None)), ct).ConfigureAwait(false);
+        await _device.WriteAsync("sector-size", N(BlkifLimits.SectorSize), ct).ConfigureAwait(false);
+        await _device.WriteAsync("physical-sector-size", N(BlkifLimits.SectorSize), ct).ConfigureAwait(false);
+    }
+
+    private async Task OnFrontendStateAsync(XenbusState frontend, CancellationToken ct)
+    {
+        switch (frontend)
+        {
+            case XenbusState.Initialised or XenbusState.Connected when _server is null && State != XenbusState.Closing:
+                if (await TryConnectAsync(ct).ConfigureAwait(false) is { } error)
+                {
+                    LogConnectFailed(_device.BackendPath, error);
+                    await _device.WriteAsync("error", error, ct).ConfigureAwait(false);
+                    await SwitchAsync(XenbusState.Closing, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    await SwitchAsync(XenbusState.Connected, ct).ConfigureAwait(false);
+                }
+
+                break;
+            case XenbusState.Closing:
+                Disconnect();
+                await SwitchAsync(XenbusState.Closing, ct).ConfigureAwait(false);
+                break;
+            case XenbusState.Closed:
+                Disconnect();
+                await SwitchAsync(XenbusState.Closed, ct).ConfigureAwait(false);
+                break;
+            case XenbusState.Initialising when State == XenbusState.Closed:
+                // The frontend starts over (a reconnect after Closed): offer the device again.
+                await SwitchAsync(XenbusState.InitWait, ct).ConfigureAwait(false);
+                break;
+            case XenbusState.Unknown:
+                Disconnect(); // the frontend directory went away
+                break;
+        }
+    }
+
+    private async Task SwitchAsync(XenbusState state, CancellationToken ct)
+    {
+        if (State == state)
+            return;
+        await _device.SwitchStateAsync(state, ct).ConfigureAwait(false);
+        State = state;
+        StateChanged?.Invoke(state);
+    }
+
+    // Returns null on success, else the reason (written to the backend's "error" node).
+    private async Task<string?> TryConnectAsync(CancellationToken ct)
+    {
+        uint order = await _device.ReadFrontendUIntAsync("ring-page-order", ct).ConfigureAwait(false) ?? 0;
+        if (order > (uint)_options.MaxRingPageOrder)
+            return $"ring-page-order {order} is above max-ring-page-order {_options.MaxRingPageOrder}";
+        var refs = new uint[1 << (int)order];
+        for (int i = 0; i < refs.Length; i++)
+        {
+            string key = order == 0 ? "ring-ref" : $"ring-ref{i}";
+            uint? r = await _device.ReadFrontendUIntAsync(key, ct).ConfigureAwait(false);
+            if (r is null && order == 0)
+                r = await _device.ReadFrontendUIntAsync("ring-ref0", ct).ConfigureAwait(false);
+            if (r is null)
+                return $"reading {key}";
+            refs[i] = r.Value;
+        }
+
+        if (await _device.ReadFrontendUIntAsync("event-channel", ct).ConfigureAwait(false) is not { } remotePort)
+            return "reading event-channel";
+        string? proto = await _device.ReadFrontendAsync("protocol", ct).ConfigureAwait(false);
+        BlkifProtocol protocol;
+        if (proto is null or BlkifLimits.ProtocolX86_64)
+            protocol = BlkifProtocol.X86_64;
+        else if (proto == BlkifLimits.ProtocolX86_32)
+            protocol = BlkifProtocol.X86_32;
+        else
+            return $"unknown fe protocol {proto}";
+
+        GrantStatus mapped = GrantedPages.TryMap(_grants, _device.FrontendDomain, refs, readOnly: false, out GrantedPages? pages);
+        if (mapped != GrantStatus.Okay)
+            return $"mapping ring-ref: {mapped}";
+        uint port;
+        try
+        {
+            port = _events.BindInterdomain(_device.FrontendDomain, remotePort);
+        }
+        catch (EventChannelException e)
+        {
+            pages!.Dispose();
+            return $"binding event-channel {remotePort}: {e.Errno}";
+        }
+
+        lock (_lock)
+        {
+            _server = new BlkifRingServer(_grants, _device.FrontendDomain, pages!, protocol, _storage, _options.MaxIndirectSegments, _options.CopyBuffer);
+            _port = port;
+        }
+
+        LogConnected(_device.BackendPath, refs.Length, protocol, remotePort);
+        ProcessRing(); // requests queued before the connection
+        return null;
+    }
+
+    private async Task ServeEventsAsync(CancellationToken ct)
+    {
+        await foreach (uint port in _events.ReadPendingAsync(ct).ConfigureAwait(false))
+        {
+            if (port == Volatile.Read(ref _port))
+                ProcessRing();
+            try
+            {
+                _events.Unmask(port);
+            }
+            catch (EventChannelException)
+            {
+                // Unbound meanwhile (a disconnect): nothing to unmask.
+            }
+        }
+    }
+
+    /// <summary>Serves the ring now (what an event does); a host that polls may call it. Thread-safe.</summary>
+    public void ProcessRing()
+    {
+        lock (_lock)
+        {
+            if (_server is null)
+                return;
+            bool halted = _server.IsHalted;
+            if (_server.Process())
+            {
+                try
+                {
+                    _events.Notify(_port);
+                }
+                catch (EventChannelException)
+                {
+                }
+            }
+
+            if (!halted && _server.IsHalted)
+                LogHalted(_device.BackendPath);
+        }
+    }
+
+    private void Disconnect()
+    {
+        lock (_lock)
+        {
+            if (_server is null)
+                return;
+            _server.Dispose();
+            _server = null;
+            try
+            {
+                _events.Unbind(_port);
+            }
+            catch (EventChannelException)
+            {
+            }
+
+            _port = 0;
+        }
+    }
+
+    /// <summary>Disconnects the ring (unmaps it, unbinds its port).</summary>
+    public void Dispose() => Disconnect();
+
+    [LoggerMessage(1, LogLevel.Information, "{Path}: connected, {Pages} ring page(s), {Protocol}, frontend port {Port}")]
+    private partial void LogConnected(string path, int pages, BlkifProtocol protocol, uint port);
+
+    [LoggerMessage(2, LogLevel.Warning, "{Path}: cannot connect: {Error}")]
+    private partial void LogConnectFailed(string path, string error);
+
+    [LoggerMessage(3, LogLevel.Warning, "{Path}: the frontend published more requests than the ring holds; ring processing halted")]
+    private partial void LogHalted(string path);
+}
