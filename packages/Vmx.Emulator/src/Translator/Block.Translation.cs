@@ -9,4 +9,6 @@ internal sealed partial class Block
     public nint NativeCode;
     /// <summary>Leading instructions the translated code covers; -1 once the block is known not to be translatable.</summary>
     public int NativeCovered;
+    /// <summary>Stack size (Core.StackSize) the translated code was generated for.</summary>
+    public int NativeStackSize;
 }

@@ -43,6 +43,9 @@ internal sealed unsafe class BlockCompiler
     private int _lazySize;
     private bool _hostValid, _hostCfValid;
     private int _count;
+    private int _bitness;
+    /// <summary>Stack address and push size in bytes (8 in 64-bit mode, 4 for a 32-bit stack; 0: stack instructions stay interpreted).</summary>
+    private int _stack;
 
     /// <param name="tlb">The core's software TLB.</param>
     /// <param name="segBase">The core's effective segment bases.</param>
@@ -116,13 +119,16 @@ internal sealed unsafe class BlockCompiler
     }
 
     /// <summary>
-    /// Compiles <paramref name="b"/>; null when its first instruction is not supported. <paramref name="covered"/> is the
-    /// number of leading instructions the code handles (the rest of the block stays interpreted).
+    /// Compiles <paramref name="b"/> (64-bit or 32-bit code) for a stack of <paramref name="stackSize"/> bytes; null when
+    /// its first instruction is not supported. <paramref name="covered"/> is the number of leading instructions the code
+    /// handles (the rest of the block stays interpreted).
     /// </summary>
-    public byte[]? Compile(Block b, out int covered)
+    public byte[]? Compile(Block b, int stackSize, out int covered)
     {
         covered = 0;
-        if (b.Bitness != 64) return null;
+        if (b.Bitness is not (64 or 32)) return null;
+        _bitness = b.Bitness;
+        _stack = b.Bitness == 64 ? 8 : stackSize == 4 ? 4 : 0;
         Instr* first = b.First;
         _count = b.Count;
         int n = 0;
@@ -171,9 +177,9 @@ internal sealed unsafe class BlockCompiler
         or OpCodeOperandKind.imm32 or OpCodeOperandKind.imm64 or OpCodeOperandKind.imm8sex16 or OpCodeOperandKind.imm8sex32
         or OpCodeOperandKind.imm8sex64 or OpCodeOperandKind.imm32sex64 or OpCodeOperandKind.imm8_const_1 or OpCodeOperandKind.al
         or OpCodeOperandKind.ax or OpCodeOperandKind.eax or OpCodeOperandKind.rax or OpCodeOperandKind.cl or OpCodeOperandKind.mem
-        or OpCodeOperandKind.br64_1 or OpCodeOperandKind.br64_4;
+        or OpCodeOperandKind.br64_1 or OpCodeOperandKind.br64_4 or OpCodeOperandKind.br32_1 or OpCodeOperandKind.br32_4;
 
-    private static bool Supported(Instr* i)
+    private bool Supported(Instr* i)
     {
         Code code = (Code)i->Code;
         if (code == Code.INVALID || (i->Flags & InstrFlags.Lock) != 0) return false;
@@ -188,6 +194,7 @@ internal sealed unsafe class BlockCompiler
             if (i->AddrSize < 4) return false;
         }
         int size = i->OpSize;
+        int word = _bitness / 8; // near branch and stack operand size of this mode (no 66h forms)
         switch (code.Mnemonic())
         {
             case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
@@ -209,15 +216,14 @@ internal sealed unsafe class BlockCompiler
             case Mnemonic.Nop:
                 return true;
             case Mnemonic.Push:
-                return i->Sub == 8 && i->Op0 != Instr.MemoryOperand;
             case Mnemonic.Pop:
-                return i->Sub == 8 && i->Op0 != Instr.MemoryOperand;
+                return _stack == word && i->Sub == word && i->Op0 != Instr.MemoryOperand;
             case Mnemonic.Jmp:
-                return code.IsJmpShortOrNear() || (code.IsJmpNearIndirect() && size == 8);
+                return code.IsJmpShortOrNear() || (code.IsJmpNearIndirect() && size == word);
             case Mnemonic.Call:
-                return i->Sub == 8 && (code.IsCallNear() || code.IsCallNearIndirect());
+                return _stack == word && i->Sub == word && (code.IsCallNear() || (code.IsCallNearIndirect() && size == word));
             case Mnemonic.Ret:
-                return i->Sub == 8;
+                return _stack == word && i->Sub == word;
             default:
                 return code.IsJccShortOrNear();
         }
@@ -335,15 +341,35 @@ internal sealed unsafe class BlockCompiler
         if (i->AddrSize == 4) A.mov(esi, esi);
     }
 
-    /// <summary>RSI = linear address of the memory operand (64-bit mode: only FS and GS have a base). Flags kept.</summary>
+    /// <summary>RSI = linear address of the memory operand (Core.LinearAddress). Flags kept.</summary>
     private void LinearAddress(Instr* i)
     {
         EffectiveAddress(i);
-        if (i->MemSeg is 4 or 5)
-        {
-            A.mov(rax, __qword_ptr[r13 + i->MemSeg * 8]);
-            A.lea(rsi, __[rsi + rax]);
-        }
+        AddSegmentBase(i->MemSeg);
+    }
+
+    /// <summary>RSI += the effective base of segment <paramref name="seg"/>, wrapped to the linear-address width
+    /// (64-bit mode: only FS and GS have a base). Flags kept.</summary>
+    private void AddSegmentBase(int seg)
+    {
+        if (_bitness == 64 && seg is not (4 or 5)) return;
+        A.mov(rax, __qword_ptr[r13 + seg * 8]);
+        A.lea(rsi, __[rsi + rax]);
+        if (_bitness != 64) A.mov(esi, esi);
+    }
+
+    /// <summary>RSI = RDI = the stack pointer (ESP zero-extended for a 32-bit stack).</summary>
+    private void LoadStackPointer()
+    {
+        if (_stack == 8) A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(4)]);
+        else A.mov(esi, __dword_ptr[rbx + StateLayout.Gpr(4)]);
+    }
+
+    /// <summary>Stack pointer = RDI (a 32-bit stack writes ESP only, Core.SetStackPointer).</summary>
+    private void StoreStackPointer()
+    {
+        if (_stack == 8) A.mov(__qword_ptr[rbx + StateLayout.Gpr(4)], rdi);
+        else A.mov(__dword_ptr[rbx + StateLayout.Gpr(4)], edi);
     }
 
     /// <summary>
@@ -726,27 +752,37 @@ internal sealed unsafe class BlockCompiler
         PushRcx(j);
     }
 
-    /// <summary>Pushes RCX (8 bytes, 64-bit stack); RSP changes only after the store succeeded.</summary>
+    /// <summary>Pushes the low stack-size bytes of RCX (Core.Push); the stack pointer changes only after the store succeeded.</summary>
     private void PushRcx(int j)
     {
-        A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(4)]);
-        A.lea(rsi, __[rsi - 8]);
+        LoadStackPointer();
+        if (_stack == 8) A.lea(rsi, __[rsi - 8]);
+        else A.lea(esi, __[rsi - 4]);
         A.mov(rdi, rsi);
-        Probe(j, 8, read: false, write: true);
-        LogStore(8);
-        A.mov(__qword_ptr[rsi], rcx);
-        A.mov(__qword_ptr[rbx + StateLayout.Gpr(4)], rdi);
+        AddSegmentBase(2);
+        Probe(j, _stack, read: false, write: true);
+        LogStore(_stack);
+        _h.Store(_stack, Mem(_stack, Rsi, 0), Rcx);
+        StoreStackPointer();
+    }
+
+    /// <summary>RCX = the value at the top of the stack (zero-extended), RDI = the stack pointer after the pop plus <paramref name="extra"/>.</summary>
+    private void PopRcx(int j, int extra)
+    {
+        LoadStackPointer();
+        A.mov(rdi, rsi);
+        AddSegmentBase(2);
+        Probe(j, _stack, read: true, write: false);
+        _h.LoadZx(Rcx, _stack, Mem(_stack, Rsi, 0));
+        if (_stack == 8) A.lea(rdi, __[rdi + 8 + extra]);
+        else A.lea(edi, __[rdi + 4 + extra]);
+        StoreStackPointer();
     }
 
     private void Pop(Instr* i, int j)
     {
-        A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(4)]);
-        A.mov(rdi, rsi);
-        Probe(j, 8, read: true, write: false);
-        A.mov(rcx, __qword_ptr[rsi]);
-        A.lea(rdi, __[rdi + 8]);
-        A.mov(__qword_ptr[rbx + StateLayout.Gpr(4)], rdi);
-        A.mov(__qword_ptr[rbx + StateLayout.Gpr(i->Op0)], rcx); // POP RSP: the popped value wins (SDM POP)
+        PopRcx(j, 0);
+        A.mov(__qword_ptr[rbx + StateLayout.Gpr(i->Op0)], rcx); // POP rSP: the popped value wins (SDM POP)
     }
 
     private void Jmp(Instr* i, int j)
@@ -763,18 +799,19 @@ internal sealed unsafe class BlockCompiler
         EndBlock();
     }
 
-    /// <summary>R11 = the 64-bit target of an indirect JMP/CALL (register or memory).</summary>
+    /// <summary>R11 = the target of an indirect JMP/CALL (register or memory, zero-extended from the operand size).</summary>
     private void LoadTarget(Instr* i, int j)
     {
+        int size = i->OpSize;
         if (i->Op0 == Instr.MemoryOperand)
         {
             LinearAddress(i);
-            Probe(j, 8, read: true, write: false);
-            A.mov(r11, __qword_ptr[rsi]);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
         }
         else
         {
-            A.mov(r11, __qword_ptr[rbx + StateLayout.Gpr(i->Op0)]);
+            _h.LoadZx(11, size, GReg(i->Op0, size));
         }
     }
 
@@ -791,12 +828,7 @@ internal sealed unsafe class BlockCompiler
 
     private void Ret(Instr* i, int j)
     {
-        A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(4)]);
-        A.mov(rdi, rsi);
-        Probe(j, 8, read: true, write: false);
-        A.mov(rcx, __qword_ptr[rsi]);
-        A.lea(rdi, __[rdi + 8 + (ushort)i->Imm]);
-        A.mov(__qword_ptr[rbx + StateLayout.Gpr(4)], rdi);
+        PopRcx(j, (ushort)i->Imm);
         A.mov(__qword_ptr[rbx + StateLayout.Rip], rcx);
         EndBlock();
     }

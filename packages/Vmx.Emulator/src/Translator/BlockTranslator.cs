@@ -93,14 +93,16 @@ internal sealed unsafe class BlockTranslator : IDisposable
     /// Prepares <paramref name="b"/> for a run of at most <paramref name="budget"/> instructions: its translated code when it
     /// is hot and usable within the budget, else 0 (run it interpreted).
     /// </summary>
-    public nint Lookup(Block b, int budget)
+    public nint Lookup(Block b, int budget, int stackSize)
     {
         if (b.NativeCode == 0)
         {
             if (b.NativeCovered < 0 || ++b.HotCount < Threshold) return 0;
-            Translate(b);
+            Translate(b, stackSize);
             if (b.NativeCode == 0) return 0;
         }
+        // The code was generated for one stack size; SS can change under the same block.
+        if (b.NativeStackSize != stackSize) return 0;
         int covered = b.NativeCovered;
         // The interpreter continues after a partial run, so the covered part must end strictly inside the budget,
         // or be the whole block within it.
@@ -115,9 +117,9 @@ internal sealed unsafe class BlockTranslator : IDisposable
         b.NativeCovered = -1;
     }
 
-    private void Translate(Block b)
+    private void Translate(Block b, int stackSize)
     {
-        byte[]? code = _compiler.Compile(b, out int covered);
+        byte[]? code = _compiler.Compile(b, stackSize, out int covered);
         if (code == null)
         {
             b.NativeCovered = -1;
@@ -145,6 +147,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
         }
         b.NativeCode = (nint)at;
         b.NativeCovered = covered;
+        b.NativeStackSize = stackSize;
         _translated.Add(b);
         BlocksTranslated++;
     }

@@ -37,7 +37,7 @@ internal sealed unsafe partial class Core
         if (_tierPending) SetTier(Tier);
         BlockTranslator? t = Translator;
         if (t == null) return 0;
-        nint code = t.Lookup(b, budget);
+        nint code = t.Lookup(b, budget, StackSize);
         if (code == 0) return 0;
         if (t.LockStep) return RunLockStep(b, t, code);
         int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, int>)code)(State);
@@ -63,6 +63,7 @@ internal sealed unsafe partial class Core
         log->Count = 0;
         int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, int>)code)(State);
         t.NativeRuns++;
+        t.NativeInstructions += k;
         t.LockStepChecks++;
         *t.AfterNative = s;
         int stores = (int)log->Count;

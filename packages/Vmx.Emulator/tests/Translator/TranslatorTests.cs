@@ -158,18 +158,82 @@ public sealed unsafe class TranslatorTests
         Assert.Null(translated.Machine.Core.Translator!.FirstMismatch);
     }
 
-    [Fact]
-    public void Thirty_two_bit_code_stays_interpreted()
+    /// <summary>The same kind of loop in 32-bit code (the workload guest's mode): segment bases and a 32-bit stack.</summary>
+    private static void HotLoop32(Assembler a)
     {
-        using var g = new GuestRunner(bitness: 32);
+        Label top = a.CreateLabel(), func = a.CreateLabel(), skip = a.CreateLabel(), done = a.CreateLabel();
+        a.mov(ecx, 300);
+        a.xor(eax, eax);
+        a.mov(ebx, (uint)GuestRunner.DataAddress);
+        a.Label(ref top);
+        a.add(eax, ecx);
+        a.imul(edx, eax, 7);
+        a.shr(edx, 3);
+        a.mov(__dword_ptr[ebx + ecx * 4], edx);
+        a.mov(esi, __dword_ptr[ebx + ecx * 4]);
+        a.sub(esi, edx);
+        a.or(eax, esi);
+        a.lea(edi, __[eax + ecx * 2 + 5]);
+        a.movzx(ebp, __byte_ptr[ebx + ecx * 4 + 1]);
+        a.push(ebp);
+        a.pop(edi);
+        a.push(0x1234);
+        a.add(esp, 4);
+        a.call(func);
+        a.test(cl, 3);
+        a.jnz(skip);
+        a.inc(__dword_ptr[ebx]);
+        a.sar(edi, cl);
+        a.cmp(edi, ebp);
+        a.jge(skip);
+        a.and(ebp, 0x7FF);
+        a.Label(ref skip);
+        a.mov(al, ah);
+        a.xor(__word_ptr[ebx + 2], ax);
+        a.dec(ecx);
+        a.jnz(top);
+        a.jmp(done);
+        a.Label(ref func);
+        a.xor(edi, ebp);
+        a.shl(ebp, cl);
+        a.imul(ebp, edi);
+        a.ret();
+        a.Label(ref done);
+    }
+
+    [Fact]
+    public void Thirty_two_bit_loop_ends_in_the_interpreters_state()
+    {
+        if (!HostCanTranslate()) return;
+        foreach (ExecutionTier tier in new[] { ExecutionTier.Translator, ExecutionTier.LockStep })
+        {
+            using var reference = new GuestRunner(bitness: 32);
+            using var translated = new GuestRunner(bitness: 32);
+            reference.Machine.Core.SetTier(ExecutionTier.Interpreter);
+            translated.Machine.Core.SetTier(tier);
+            translated.Machine.Core.Translator!.Threshold = 1;
+            var re = reference.Run(HotLoop32);
+            var ra = translated.Run(HotLoop32);
+            Assert.Equal(FlatStopReason.Halt, re.Reason);
+            AssertSameState(reference, translated, re, ra);
+            BlockTranslator t = translated.Machine.Core.Translator!;
+            Assert.Null(t.FirstMismatch);
+            Assert.True(t.NativeInstructions > (long)ra.InstructionsExecuted / 2, $"{t.NativeInstructions} of {ra.InstructionsExecuted} translated");
+        }
+    }
+
+    [Fact]
+    public void Sixteen_bit_code_stays_interpreted()
+    {
+        using var g = new GuestRunner(bitness: 16);
         g.Machine.Core.SetTier(ExecutionTier.Translator);
         var r = g.Run(a =>
         {
             Label top = a.CreateLabel();
-            a.mov(ecx, 100);
+            a.mov(cx, 100);
             a.Label(ref top);
-            a.add(eax, ecx);
-            a.dec(ecx);
+            a.add(ax, cx);
+            a.dec(cx);
             a.jnz(top);
         });
         Assert.Equal(FlatStopReason.Halt, r.Reason);
