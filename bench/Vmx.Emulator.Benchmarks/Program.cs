@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using BenchmarkDotNet.Running;
+using VmmKit.Vmx.Emulator;
 using VmmKit.Vmx.Emulator.Benchmarks;
 
 // `mips [iterations] [tier]`: quick guest-instructions-per-second figures (used for the README table), for the

@@ -5,7 +5,7 @@ internal sealed partial class Block
 {
     /// <summary>Runs of this block seen by the translator before it was translated.</summary>
     public int HotCount;
-    /// <summary>Entry point of the translated code (<c>int F(CpuState*)</c>), or 0.</summary>
+    /// <summary>Entry point of the translated code (<c>int F(CpuState*, long budget)</c>, see BlockCompiler), or 0.</summary>
     public nint NativeCode;
     /// <summary>Leading instructions the translated code covers; -1 once the block is known not to be translatable.</summary>
     public int NativeCovered;

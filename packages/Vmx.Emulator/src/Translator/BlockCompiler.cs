@@ -9,9 +9,10 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// Translates the leading run of supported instructions of a 64-bit <see cref="Block"/> to host x86-64 code.
 /// </summary>
 /// <remarks>
-/// The generated function is <c>int F(CpuState*)</c> (System V or Windows x64 convention) and returns how many of the
-/// block's instructions it retired; it returns the block's <see cref="Block.Count"/> only when it ran the whole block
-/// and set RIP. Guest registers stay in <see cref="CpuState"/> (RBX points at it) and every instruction writes its
+/// The generated function is <c>int F(CpuState*, long budget)</c> (System V or Windows x64 convention) and returns how
+/// many of the block's instructions it retired in its last run of the block; it returns the block's
+/// <see cref="Block.Count"/> only when it ran the whole block and set RIP. A block that branches back to its own start
+/// runs again inside the call while the budget allows, counting the earlier runs in InstructionsRetired itself. Guest registers stay in <see cref="CpuState"/> (RBX points at it) and every instruction writes its
 /// results back before the next one starts, so the state is complete at every exit. Memory operands probe the
 /// software TLB inline exactly as <see cref="Core.Read"/>/<see cref="Core.Write"/> do; a miss, a page-crossing access
 /// or a write to a frame without a write tag (code frames never have one) leaves at that instruction, before it changed
@@ -43,6 +44,12 @@ internal sealed unsafe class BlockCompiler
     private int _lazySize;
     private bool _hostValid, _hostCfValid;
     private int _count;
+    private Label _head;
+    private ulong _startIp;
+    private bool _coversWholeBlock;
+
+    /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
+    public const int MaxLoopIterations = 4096;
     private int _bitness;
     /// <summary>Stack address and push size in bytes (8 in 64-bit mode, 4 for a 32-bit stack; 0: stack instructions stay interpreted).</summary>
     private int _stack;
@@ -135,6 +142,8 @@ internal sealed unsafe class BlockCompiler
         while (n < _count && Supported(first + n)) n++;
         if (n == 0) return null;
 
+        _startIp = first->Ip;
+        _coversWholeBlock = n == _count;
         _h = new HostAsm();
         _exit = A.CreateLabel();
         _miss = new Label[n];
@@ -264,19 +273,51 @@ internal sealed unsafe class BlockCompiler
         }
     }
 
+    /// <summary>Saves the callee-saved registers used (RSI/RDI only for the Windows convention), loads the fixed ones.</summary>
     private void Prologue()
     {
-        A.push(rbx); A.push(rbp); A.push(r12); A.push(r13); A.push(r14); A.push(r15); A.push(rsi); A.push(rdi);
-        A.mov(rbx, OperatingSystem.IsWindows() ? rcx : rdi);
+        bool windows = OperatingSystem.IsWindows();
+        A.push(rbx); A.push(rbp); A.push(r12); A.push(r13); A.push(r14); A.push(r15);
+        if (windows) { A.push(rsi); A.push(rdi); }
+        A.mov(rbx, windows ? rcx : rdi);
+        A.mov(r15, windows ? rdx : rsi);
+        A.mov(ebp, MaxLoopIterations);
         A.mov(r12, (ulong)_tlb);
         A.mov(r13, (ulong)_segBase);
         if (_log != 0) A.mov(r14, (ulong)_log);
+        _head = A.CreateLabel();
+        A.Label(ref _head);
     }
 
     private void Epilogue()
     {
-        A.pop(rdi); A.pop(rsi); A.pop(r15); A.pop(r14); A.pop(r13); A.pop(r12); A.pop(rbp); A.pop(rbx);
+        if (OperatingSystem.IsWindows()) { A.pop(rdi); A.pop(rsi); }
+        A.pop(r15); A.pop(r14); A.pop(r13); A.pop(r12); A.pop(rbp); A.pop(rbx);
         A.ret();
+    }
+
+    /// <summary>
+    /// Ends the block with a branch to <paramref name="target"/>. A branch back to the block's own first instruction
+    /// (a loop) runs the block again inside the translated code while the budget (R15) still covers a whole run, at most
+    /// <see cref="MaxLoopIterations"/> times so a host kick (Core.RequestExit) is seen soon; each extra run is counted in
+    /// InstructionsRetired here. Otherwise RIP = target and the block returns.
+    /// </summary>
+    private void BranchTo(ulong target)
+    {
+        if (target == _startIp && _coversWholeBlock)
+        {
+            Label leave = A.CreateLabel();
+            A.sub(r15, _count);
+            A.cmp(r15, _count);
+            A.jl(leave);
+            A.dec(ebp);
+            A.jz(leave);
+            A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], _count);
+            A.jmp(_head);
+            A.Label(ref leave);
+        }
+        SetRip(target);
+        EndBlock();
     }
 
     private Label Miss(int j)
@@ -789,13 +830,11 @@ internal sealed unsafe class BlockCompiler
     {
         if (((Code)i->Code).IsJmpShortOrNear())
         {
-            SetRip(i->Imm);
+            BranchTo(i->Imm);
+            return;
         }
-        else
-        {
-            LoadTarget(i, j);
-            A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
-        }
+        LoadTarget(i, j);
+        A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
         EndBlock();
     }
 
@@ -843,7 +882,6 @@ internal sealed unsafe class BlockCompiler
         SetRip(i->NextIp);
         EndBlock();
         A.Label(ref taken);
-        SetRip(i->Imm);
-        EndBlock();
+        BranchTo(i->Imm);
     }
 }

@@ -40,9 +40,11 @@ internal sealed unsafe partial class Core
         nint code = t.Lookup(b, budget, StackSize);
         if (code == 0) return 0;
         if (t.LockStep) return RunLockStep(b, t, code);
-        int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, int>)code)(State);
+        ulong before = S.InstructionsRetired;
+        // The whole remaining budget: a block that loops to itself may go round inside the translated code.
+        int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, long, int>)code)(State, (long)(BudgetEnd - before));
         t.NativeRuns++;
-        t.NativeInstructions += k;
+        t.NativeInstructions += (long)(S.InstructionsRetired - before) + k;
         if (k == b.Count)
         {
             S.InstructionsRetired += (ulong)k;
@@ -61,7 +63,8 @@ internal sealed unsafe partial class Core
         *t.Before = s;
         WriteLog* log = t.Log;
         log->Count = 0;
-        int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, int>)code)(State);
+        // Budget = one run of the block: a loop does not go round inside the translated code.
+        int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, long, int>)code)(State, b.Count);
         t.NativeRuns++;
         t.NativeInstructions += k;
         t.LockStepChecks++;

@@ -9,7 +9,7 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// </summary>
 internal static unsafe class StateLayout
 {
-    public static readonly int Rip, Rflags, LazyResult, LazySrc1, LazySrc2, LazyOp, LazySize;
+    public static readonly int Rip, Rflags, InstructionsRetired, LazyResult, LazySrc1, LazySrc2, LazyOp, LazySize;
     /// <summary>First field after the lazy-flags group (segment registers onwards).</summary>
     public static readonly int AfterLazy;
     public static readonly int TlbReadTag, TlbWriteTag, TlbAddend;
@@ -20,6 +20,7 @@ internal static unsafe class StateLayout
         var s = (CpuState*)NativeMemory.Alloc((nuint)sizeof(CpuState));
         Rip = Offset(s, &s->Rip);
         Rflags = Offset(s, &s->Rflags);
+        InstructionsRetired = Offset(s, &s->InstructionsRetired);
         LazyResult = Offset(s, &s->LazyResult);
         LazySrc1 = Offset(s, &s->LazySrc1);
         LazySrc2 = Offset(s, &s->LazySrc2);

@@ -158,6 +158,42 @@ public sealed unsafe class TranslatorTests
         Assert.Null(translated.Machine.Core.Translator!.FirstMismatch);
     }
 
+    /// <summary>The benchmark's tight loop: one block that branches to itself.</summary>
+    private static void SelfLoop(Assembler a)
+    {
+        Label top = a.CreateLabel();
+        a.mov(ecx, 20_000);
+        a.mov(edx, 1);
+        a.Label(ref top);
+        a.add(eax, ecx);
+        a.xor(edx, eax);
+        a.shl(edx, 1);
+        a.lea(eax, __dword_ptr[rax + rdx * 2 + 3]);
+        a.dec(ecx);
+        a.jnz(top);
+    }
+
+    [Fact]
+    public void A_self_loop_goes_round_inside_the_translated_code_and_stops_exactly_at_the_budget()
+    {
+        if (!HostCanTranslate()) return;
+        foreach (ulong budget in new ulong[] { 3, 4, 5, 9, 10, 11, 6 * 4096 + 3, 6 * 5000 + 1, 77_777, 10_000_000 })
+        {
+            using var reference = Runner(ExecutionTier.Interpreter);
+            using var translated = Runner(ExecutionTier.Translator);
+            var re = reference.Run(SelfLoop, budget);
+            var ra = translated.Run(SelfLoop, budget);
+            AssertSameState(reference, translated, re, ra);
+            if (budget == 10_000_000)
+            {
+                Assert.Equal(FlatStopReason.Halt, ra.Reason);
+                BlockTranslator t = translated.Machine.Core.Translator!;
+                // 20,000 iterations in a handful of calls (each call goes round at most MaxLoopIterations times).
+                Assert.True(t.NativeRuns < 20, $"{t.NativeRuns} calls into translated code");
+            }
+        }
+    }
+
     /// <summary>The same kind of loop in 32-bit code (the workload guest's mode): segment bases and a 32-bit stack.</summary>
     private static void HotLoop32(Assembler a)
     {
