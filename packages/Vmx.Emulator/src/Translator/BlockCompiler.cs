@@ -221,7 +221,8 @@ internal sealed unsafe class BlockCompiler
                 // Count 0 changes no flags: only CL counts handle it at run time; an immediate 0 stays interpreted.
                 return size is 4 or 8 && (i->Op1 != Instr.NoRegister || (i->Imm & (size == 8 ? 0x3FUL : 0x1FUL)) != 0);
             case Mnemonic.Imul:
-                return info.OpCount >= 2 && size is 4 or 8;
+            case Mnemonic.Mul:
+                return size is 4 or 8;
             case Mnemonic.Nop:
                 return true;
             case Mnemonic.Push:
@@ -234,9 +235,15 @@ internal sealed unsafe class BlockCompiler
             case Mnemonic.Ret:
                 return _stack == word && i->Sub == word;
             default:
+                if (IsSetcc(code)) return true;
+                if (IsCmovcc(code)) return size is 2 or 4 or 8;
                 return code.IsJccShortOrNear();
         }
     }
+
+    private static bool IsSetcc(Code code) => code >= Code.Seto_rm8 && code <= Code.Setg_rm8;
+
+    private static bool IsCmovcc(Code code) => code >= Code.Cmovo_r16_rm16 && code <= Code.Cmovg_r64_rm64;
 
     // ------------------------------------------------------------------ emission
 
@@ -262,14 +269,20 @@ internal sealed unsafe class BlockCompiler
             case Mnemonic.Shl: case Mnemonic.Sal: Shift(i, j, Op.Shl); return false;
             case Mnemonic.Shr: Shift(i, j, Op.Shr); return false;
             case Mnemonic.Sar: Shift(i, j, Op.Sar); return false;
+            case Mnemonic.Imul when ((Code)i->Code).ToOpCode().OpCount == 1: MulOne(i, j, signed: true); return false;
             case Mnemonic.Imul: Imul(i, j); return false;
+            case Mnemonic.Mul: MulOne(i, j, signed: false); return false;
             case Mnemonic.Nop: return false;
             case Mnemonic.Push: Push(i, j); return false;
             case Mnemonic.Pop: Pop(i, j); return false;
             case Mnemonic.Jmp: Jmp(i, j); return true;
             case Mnemonic.Call: Call(i, j); return true;
             case Mnemonic.Ret: Ret(i, j); return true;
-            default: Jcc(i); return true;
+            default:
+                if (IsSetcc(code)) { Setcc(i, j); return false; }
+                if (IsCmovcc(code)) { Cmovcc(i, j); return false; }
+                Jcc(i);
+                return true;
         }
     }
 
@@ -786,6 +799,77 @@ internal sealed unsafe class BlockCompiler
         StoreEager();
     }
 
+    /// <summary>MUL / one-operand IMUL r/m (Arithmetic.MulOne): rDX:rAX = rAX * src, flags as SetMulFlags.</summary>
+    private void MulOne(Instr* i, int j, bool signed)
+    {
+        int size = i->OpSize;
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(11, size, GReg(i->Op0, size));
+        }
+        _h.LoadZx(Rax, size, GReg(0, size));
+        _h.MulAccumulator(signed, size, 11);
+        A.seto(r9b);
+        WriteGpr(0, size, Rax, upperClean: true);
+        WriteGpr(2, size, Rdx, upperClean: true);
+        _h.Alu(Op.Test, size, Rax, Rax);
+        A.pushfq();
+        A.pop(rdx);
+        A.and(edx, 0xC4);
+        A.movzx(r9d, r9b);
+        A.imul(r9d, r9d, 0x801);
+        A.or(edx, r9d);
+        StoreEager();
+    }
+
+    /// <summary>Whether condition <paramref name="cc"/> reads CF (B/AE, BE/A).</summary>
+    private static bool ReadsCarry(int cc) => (cc >> 1) is 1 or 3;
+
+    /// <summary>SETcc r/m8 (ControlFlow.Setcc).</summary>
+    private void Setcc(Instr* i, int j)
+    {
+        int cc = i->Sub;
+        FlagsToHost(ReadsCarry(cc));
+        _h.Setcc(cc, 11);
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, 1, read: false, write: true);
+            LogStore(1);
+            _h.Store(1, Mem(1, Rsi, 0), 11);
+        }
+        else
+        {
+            _h.Store(1, GReg(i->Op0, 1), 11);
+        }
+    }
+
+    /// <summary>CMOVcc r, r/m (ControlFlow.Cmovcc): the source is read either way; a 32-bit destination is always written.</summary>
+    private void Cmovcc(Instr* i, int j)
+    {
+        int cc = i->Sub, size = i->OpSize;
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(11, size, GReg(i->Op1, size));
+        }
+        FlagsToHost(ReadsCarry(cc));
+        _h.LoadZx(Rdx, size, GReg(i->Op0, size));
+        _h.Cmovcc(cc, size, Rdx, 11);
+        WriteGpr(i->Op0, size, Rdx, upperClean: true);
+    }
+
     private void Push(Instr* i, int j)
     {
         if (i->Op0 == Instr.NoRegister) _h.MovImm(Rcx, i->Imm);
@@ -875,8 +959,7 @@ internal sealed unsafe class BlockCompiler
     private void Jcc(Instr* i)
     {
         int cc = i->Sub;
-        // Conditions 2/3 (B/AE) and 6/7 (BE/A) read CF.
-        FlagsToHost(needCarry: (cc >> 1) is 1 or 3);
+        FlagsToHost(ReadsCarry(cc));
         Label taken = A.CreateLabel();
         _h.Jcc(cc, taken);
         SetRip(i->NextIp);

@@ -218,6 +218,32 @@ internal sealed class HostAsm
         }
     }
 
+    /// <summary>Iced register of host register <paramref name="r"/> at <paramref name="size"/> bytes.</summary>
+    private static Register IcedRegister(int r, int size) => size switch
+    {
+        1 => r < 4 ? Register.AL + r : r < 8 ? Register.SPL + (r - 4) : Register.R8L + (r - 8),
+        2 => Register.AX + r,
+        4 => Register.EAX + r,
+        _ => Register.RAX + r,
+    };
+
+    /// <summary>SETcc of condition <paramref name="cc"/> (0 O .. 15 G) into the low byte of <paramref name="r"/>.</summary>
+    public void Setcc(int cc, int r) => A.AddInstruction(Instruction.Create(Code.Seto_rm8 + cc, IcedRegister(r, 1)));
+
+    /// <summary>CMOVcc <paramref name="d"/>, <paramref name="s"/> at <paramref name="size"/> (2, 4, 8) bytes.</summary>
+    public void Cmovcc(int cc, int size, int d, int s)
+    {
+        Code code = Code.Cmovo_r16_rm16 + cc * 3 + (size == 2 ? 0 : size == 4 ? 1 : 2);
+        A.AddInstruction(Instruction.Create(code, IcedRegister(d, size), IcedRegister(s, size)));
+    }
+
+    /// <summary>MUL (or one-operand IMUL) of rAX by <paramref name="r"/> at 4 or 8 bytes: rDX:rAX = product.</summary>
+    public void MulAccumulator(bool signed, int size, int r)
+    {
+        if (size == 8) { if (signed) A.imul(R64[r]); else A.mul(R64[r]); }
+        else { if (signed) A.imul(R32[r]); else A.mul(R32[r]); }
+    }
+
     /// <summary>Assembles everything emitted so far (position-independent: only relative branches between its own labels).</summary>
     public byte[] Assemble()
     {

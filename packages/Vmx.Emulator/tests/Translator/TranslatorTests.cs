@@ -51,6 +51,13 @@ public sealed unsafe class TranslatorTests
         a.xor(r10, r9);
         a.shl(r11, cl);
         a.imul(r13, r10);
+        a.cmp(r10, r9);
+        a.setl(r14b);
+        a.cmovae(r15, r13);
+        a.mul(ecx);
+        a.test(eax, 0x100);
+        a.cmovnz(r15d, __dword_ptr[rbx + 8]);
+        a.sete(__byte_ptr[rbx + 3]);
         a.adc(r13, 1); // interpreted inside an otherwise translated block
         a.ret();
         a.Label(ref done);
