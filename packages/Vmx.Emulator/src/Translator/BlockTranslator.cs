@@ -86,6 +86,9 @@ internal sealed unsafe class BlockTranslator : IDisposable
     /// <summary>Lock-step scratch: the state before the run, after the translated code, after the interpreter.</summary>
     internal readonly CpuState* Before, AfterNative, AfterInterpreter;
 
+    /// <summary>Lock-step: reused text of the differences found by one comparison.</summary>
+    internal readonly System.Text.StringBuilder Differences = new();
+
     /// <summary>Lock-step store log.</summary>
     internal WriteLog* Log => _log;
 

@@ -134,7 +134,7 @@ internal sealed unsafe partial class Core
         LazyFlags.Materialize(ref *t.AfterInterpreter);
         LazyFlags.Materialize(ref *t.AfterNative);
         CpuState* x = t.AfterNative, y = t.AfterInterpreter;
-        var diff = new StringBuilder();
+        StringBuilder diff = t.Differences.Clear();
         for (int r = 0; r < 16; r++)
         {
             if (x->Gpr[r] != y->Gpr[r]) diff.Append($" GPR{r}: translated {x->Gpr[r]:X} interpreter {y->Gpr[r]:X};");
