@@ -73,19 +73,23 @@ public static class GuestImages
     }
 }
 
-/// <summary>Guest instructions per second of the interpreter tier.</summary>
+/// <summary>Guest instructions per second of the interpreter and of the translating tier.</summary>
 [MemoryDiagnoser]
 public class EmulatorBenchmarks
 {
     private PvhWorkload _loop = null!;
     private PvhWorkload? _workload;
 
+    /// <summary>The processor's execution tier.</summary>
+    [Params(ExecutionTier.Interpreter, ExecutionTier.Translator)]
+    public ExecutionTier Tier { get; set; }
+
     [GlobalSetup]
     public void Setup()
     {
-        _loop = new PvhWorkload(GuestImages.IntegerLoop(1_000_000), "");
+        _loop = new PvhWorkload(GuestImages.IntegerLoop(1_000_000), "") { Tier = Tier };
         byte[]? elf = GuestImages.TryLoadWorkload();
-        if (elf != null) _workload = new PvhWorkload(elf, "iterations=1");
+        if (elf != null) _workload = new PvhWorkload(elf, "iterations=1") { Tier = Tier };
     }
 
     [GlobalCleanup]

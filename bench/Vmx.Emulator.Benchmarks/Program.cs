@@ -1,16 +1,21 @@
 using System.Diagnostics;
 using BenchmarkDotNet.Running;
+using VmmKit.Vmx.Emulator;
 using VmmKit.Vmx.Emulator.Benchmarks;
 
-// `mips [iterations]`: quick guest-instructions-per-second figures (used for the README table);
-// anything else goes to BenchmarkDotNet.
+// `mips [iterations] [tier]`: quick guest-instructions-per-second figures (used for the README table), for the
+// interpreter and the translating tier unless one tier is named; anything else goes to BenchmarkDotNet.
 if (args.Length > 0 && args[0] == "mips")
 {
     uint n = args.Length > 1 ? uint.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10;
-    Measure("integer loop", new PvhWorkload(GuestImages.IntegerLoop(20_000_000), ""));
+    ExecutionTier[] tiers = args.Length > 2 ? [Enum.Parse<ExecutionTier>(args[2], ignoreCase: true)] : [ExecutionTier.Interpreter, ExecutionTier.Translator];
     byte[]? elf = GuestImages.TryLoadWorkload();
-    if (elf == null) Console.WriteLine("workload: samples/guests/build/workload.elf not found (make -C samples/guests)");
-    else Measure($"workload iterations={n}", new PvhWorkload(elf, $"iterations={n}"));
+    foreach (ExecutionTier tier in tiers)
+    {
+        Measure($"{tier}: integer loop", new PvhWorkload(GuestImages.IntegerLoop(20_000_000), "") { Tier = tier });
+        if (elf == null) Console.WriteLine("workload: samples/guests/build/workload.elf not found (make -C samples/guests)");
+        else Measure($"{tier}: workload iterations={n}", new PvhWorkload(elf, $"iterations={n}") { Tier = tier });
+    }
     return;
 }
 BenchmarkSwitcher.FromAssembly(typeof(EmulatorBenchmarks).Assembly).Run(args);

@@ -23,6 +23,7 @@ public sealed unsafe class PvhWorkload : IDisposable
     private readonly StringBuilder _output = new();
     private EmulatedProcessor _cpu = null!;
     private Vmcs _vmcs = null!;
+    private ExecutionTier _tier;
 
     /// <summary>Prepares the machine; call <see cref="Reset"/> before each run.</summary>
     public PvhWorkload(byte[] elf, string cmdline)
@@ -40,6 +41,17 @@ public sealed unsafe class PvhWorkload : IDisposable
 
     /// <summary>Value the guest wrote to port 0xF4 (isa-debug-exit), if any.</summary>
     public uint? ExitCode { get; private set; }
+
+    /// <summary>The processor's execution tier (kept across <see cref="Reset"/>).</summary>
+    public ExecutionTier Tier
+    {
+        get => _tier;
+        set
+        {
+            _tier = value;
+            _cpu.ExecutionTier = value;
+        }
+    }
 
     /// <summary>Instructions retired by the guest.</summary>
     public ulong InstructionsRetired => _cpu.InstructionsRetired;
@@ -73,6 +85,7 @@ public sealed unsafe class PvhWorkload : IDisposable
 
         _cpu?.Dispose();
         _cpu = new EmulatedProcessor(_memory);
+        _cpu.ExecutionTier = _tier;
         _vmcs = new Vmcs();
         VmcsBuilder.SetPvh32Guest(_vmcs, EmulatedCapabilities.Create(), _ept.Pointer, entry);
         _cpu.Registers.Rbx = StartInfoAddress;

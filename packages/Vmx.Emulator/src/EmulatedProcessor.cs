@@ -25,7 +25,7 @@ namespace VmmKit.Vmx.Emulator;
 /// checks runs <c>VmEntryChecks</c> itself); an invalid guest state is run as loaded.
 /// Not thread-safe except <see cref="RequestExit"/>: one instance per virtual CPU.
 /// </remarks>
-public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
+public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDisposable
 {
     /// <summary>
     /// The nominal frequency of the emulated TSC: it ticks once per retired guest instruction, and the processor reports

@@ -6,7 +6,7 @@ namespace VmmKit.Vmx.Emulator.Engine;
 /// <see cref="BlockDecoder.MaxInstructions"/>. The instruction array is pinned so handlers get stable
 /// <see cref="Instr"/> pointers.
 /// </summary>
-internal sealed unsafe class Block
+internal sealed unsafe partial class Block
 {
     /// <summary>Pinned instruction array (length may exceed <see cref="Count"/>).</summary>
     public readonly Instr[] Instrs;

@@ -201,6 +201,9 @@ internal sealed unsafe partial class Core
             Instr* last = first + n;
             Instr* p = first;
             _blockFirst = first;
+            int translated = RunTranslated(b, n); // src/Translator: -1 = the whole block ran translated
+            if (translated < 0) continue;
+            p += translated;
             while (true)
             {
                 int r = p->Handler(this, p);

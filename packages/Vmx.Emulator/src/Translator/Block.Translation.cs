@@ -1,0 +1,14 @@
+namespace VmmKit.Vmx.Emulator.Engine;
+
+/// <summary>Per-block state of the translating tier (src/Translator/).</summary>
+internal sealed partial class Block
+{
+    /// <summary>Runs of this block seen by the translator before it was translated.</summary>
+    public int HotCount;
+    /// <summary>Entry point of the translated code (<c>int F(CpuState*, long budget)</c>, see BlockCompiler), or 0.</summary>
+    public nint NativeCode;
+    /// <summary>Leading instructions the translated code covers; -1 once the block is known not to be translatable.</summary>
+    public int NativeCovered;
+    /// <summary>Stack size (Core.StackSize) the translated code was generated for.</summary>
+    public int NativeStackSize;
+}

@@ -1,0 +1,970 @@
+using Iced.Intel;
+using VmmKit.Vmx.Emulator.Engine;
+using static Iced.Intel.AssemblerRegisters;
+using static VmmKit.Vmx.Emulator.Translator.HostAsm;
+
+namespace VmmKit.Vmx.Emulator.Translator;
+
+/// <summary>
+/// Translates the leading run of supported instructions of a 64-bit <see cref="Block"/> to host x86-64 code.
+/// </summary>
+/// <remarks>
+/// The generated function is <c>int F(CpuState*, long budget)</c> (System V or Windows x64 convention) and returns how
+/// many of the block's instructions it retired in its last run of the block; it returns the block's
+/// <see cref="Block.Count"/> only when it ran the whole block and set RIP. A block that branches back to its own start
+/// runs again inside the call while the budget allows, counting the earlier runs in InstructionsRetired itself. Guest registers stay in <see cref="CpuState"/> (RBX points at it) and every instruction writes its
+/// results back before the next one starts, so the state is complete at every exit. Memory operands probe the
+/// software TLB inline exactly as <see cref="Core.Read"/>/<see cref="Core.Write"/> do; a miss, a page-crossing access
+/// or a write to a frame without a write tag (code frames never have one) leaves at that instruction, before it changed
+/// anything, and the interpreter runs it (filling the TLB, raising the fault, invalidating code). Flags are left in
+/// the interpreter's form: the same lazy (op, size, result, sources) for ADD/SUB/CMP/logic/INC/DEC, eager RFLAGS
+/// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL.
+/// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log; RAX RCX RDX RSI RDI
+/// R8-R11 scratch.
+/// </remarks>
+internal sealed unsafe class BlockCompiler
+{
+    private const int R12n = 12, R13n = 13, R14n = 14;
+    /// <summary>RFLAGS bits CF PF AF ZF SF OF.</summary>
+    private const int Arith = 0x8D5;
+
+    private enum FlagState { Unknown, Lazy, Eager }
+
+    private readonly nint _tlb, _segBase;
+    private readonly nint _log;
+    private readonly nint _materialize;
+
+    private HostAsm _h = null!;
+    private Assembler A => _h.A;
+    private Label _exit;
+    private Label[] _miss = null!;
+    private List<int> _missUsed = null!;
+    private FlagState _flags;
+    private LazyFlagOp _lazyOp;
+    private int _lazySize;
+    private bool _hostValid, _hostCfValid;
+    private int _count;
+    private Label _head;
+    private ulong _startIp;
+    private bool _coversWholeBlock;
+
+    /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
+    public const int MaxLoopIterations = 4096;
+    private int _bitness;
+    /// <summary>Stack address and push size in bytes (8 in 64-bit mode, 4 for a 32-bit stack; 0: stack instructions stay interpreted).</summary>
+    private int _stack;
+
+    /// <param name="tlb">The core's software TLB.</param>
+    /// <param name="segBase">The core's effective segment bases.</param>
+    /// <param name="log">Lock-step write log (null: stores are not logged).</param>
+    /// <param name="materialize">Address of the shared <see cref="EmitMaterializeStub"/> code.</param>
+    public BlockCompiler(TlbEntry* tlb, ulong* segBase, WriteLog* log, nint materialize)
+    {
+        _tlb = (nint)tlb;
+        _segBase = (nint)segBase;
+        _log = (nint)log;
+        _materialize = materialize;
+    }
+
+    /// <summary>
+    /// Shared subroutine (called with RBX = state): makes the pending lazy flags concrete in RFLAGS, as
+    /// <see cref="LazyFlags.Materialize"/> does, by redoing the recorded operation on the host. Clobbers RAX RCX RDX R8-R10.
+    /// </summary>
+    public static byte[] EmitMaterializeStub()
+    {
+        var h = new HostAsm();
+        Assembler a = h.A;
+        Label done = a.CreateLabel(), merge = a.CreateLabel();
+        a.mov(eax, __dword_ptr[rbx + StateLayout.LazyOp]);
+        a.test(eax, eax);
+        a.jz(done);
+        a.mov(ecx, __dword_ptr[rbx + StateLayout.LazySize]);
+        a.mov(r8, __qword_ptr[rbx + StateLayout.LazySrc1]);
+        a.mov(r9, __qword_ptr[rbx + StateLayout.LazySrc2]);
+        a.mov(r10, __qword_ptr[rbx + StateLayout.LazyResult]);
+        foreach (LazyFlagOp op in new[] { LazyFlagOp.Add, LazyFlagOp.Sub, LazyFlagOp.Logic, LazyFlagOp.Inc, LazyFlagOp.Dec })
+        {
+            Label nextOp = a.CreateLabel();
+            a.cmp(eax, (int)op);
+            a.jne(nextOp);
+            foreach (int size in new[] { 1, 2, 4, 8 })
+            {
+                Label nextSize = a.CreateLabel();
+                if (size != 8)
+                {
+                    a.cmp(ecx, size);
+                    a.jne(nextSize);
+                }
+                switch (op)
+                {
+                    case LazyFlagOp.Add: h.Alu(Op.Add, size, R8n, R9n); break;
+                    case LazyFlagOp.Sub: h.Alu(Op.Cmp, size, R8n, R9n); break;
+                    case LazyFlagOp.Logic: h.Alu(Op.Test, size, R10n, R10n); break;
+                    default:
+                        a.bt(__qword_ptr[rbx + StateLayout.Rflags], (sbyte)0); // INC/DEC keep CF
+                        h.IncDec(op == LazyFlagOp.Inc, size, R8n);
+                        break;
+                }
+                a.pushfq();
+                a.pop(rdx);
+                a.and(edx, op == LazyFlagOp.Logic ? 0xC4 : Arith); // logic: CF = OF = AF = 0
+                a.jmp(merge);
+                if (size != 8) a.Label(ref nextSize);
+            }
+            a.Label(ref nextOp);
+        }
+        a.jmp(done);
+        a.Label(ref merge);
+        a.mov(rcx, __qword_ptr[rbx + StateLayout.Rflags]);
+        a.and(rcx, ~Arith);
+        a.or(rcx, rdx);
+        a.mov(__qword_ptr[rbx + StateLayout.Rflags], rcx);
+        a.mov(__dword_ptr[rbx + StateLayout.LazyOp], 0);
+        a.Label(ref done);
+        a.ret();
+        return h.Assemble();
+    }
+
+    /// <summary>
+    /// Compiles <paramref name="b"/> (64-bit or 32-bit code) for a stack of <paramref name="stackSize"/> bytes; null when
+    /// its first instruction is not supported. <paramref name="covered"/> is the number of leading instructions the code
+    /// handles (the rest of the block stays interpreted).
+    /// </summary>
+    public byte[]? Compile(Block b, int stackSize, out int covered)
+    {
+        covered = 0;
+        if (b.Bitness is not (64 or 32)) return null;
+        _bitness = b.Bitness;
+        _stack = b.Bitness == 64 ? 8 : stackSize == 4 ? 4 : 0;
+        Instr* first = b.First;
+        _count = b.Count;
+        int n = 0;
+        while (n < _count && Supported(first + n)) n++;
+        if (n == 0) return null;
+
+        _startIp = first->Ip;
+        _coversWholeBlock = n == _count;
+        _h = new HostAsm();
+        _exit = A.CreateLabel();
+        _miss = new Label[n];
+        _missUsed = new List<int>();
+        _flags = FlagState.Unknown;
+        _hostValid = _hostCfValid = false;
+        Prologue();
+        bool ended = false;
+        for (int j = 0; j < n; j++)
+        {
+            ended = Emit(first + j, j);
+        }
+        if (!ended)
+        {
+            if (n == _count)
+            {
+                SetRip(first[n - 1].NextIp);
+            }
+            A.mov(eax, n);
+            A.jmp(_exit);
+        }
+        foreach (int j in _missUsed)
+        {
+            A.Label(ref _miss[j]);
+            A.mov(eax, j);
+            A.jmp(_exit);
+        }
+        A.Label(ref _exit);
+        Epilogue();
+        covered = n;
+        return _h.Assemble();
+    }
+
+    // ------------------------------------------------------------------ what is supported
+
+    private static bool IsGprOrImm(OpCodeOperandKind k) => k is OpCodeOperandKind.r8_or_mem or OpCodeOperandKind.r16_or_mem
+        or OpCodeOperandKind.r32_or_mem or OpCodeOperandKind.r64_or_mem or OpCodeOperandKind.r8_reg or OpCodeOperandKind.r8_opcode
+        or OpCodeOperandKind.r16_reg or OpCodeOperandKind.r16_opcode or OpCodeOperandKind.r32_reg or OpCodeOperandKind.r32_opcode
+        or OpCodeOperandKind.r64_reg or OpCodeOperandKind.r64_opcode or OpCodeOperandKind.imm8 or OpCodeOperandKind.imm16
+        or OpCodeOperandKind.imm32 or OpCodeOperandKind.imm64 or OpCodeOperandKind.imm8sex16 or OpCodeOperandKind.imm8sex32
+        or OpCodeOperandKind.imm8sex64 or OpCodeOperandKind.imm32sex64 or OpCodeOperandKind.imm8_const_1 or OpCodeOperandKind.al
+        or OpCodeOperandKind.ax or OpCodeOperandKind.eax or OpCodeOperandKind.rax or OpCodeOperandKind.cl or OpCodeOperandKind.mem
+        or OpCodeOperandKind.br64_1 or OpCodeOperandKind.br64_4 or OpCodeOperandKind.br32_1 or OpCodeOperandKind.br32_4;
+
+    private bool Supported(Instr* i)
+    {
+        Code code = (Code)i->Code;
+        if (code == Code.INVALID || (i->Flags & InstrFlags.Lock) != 0) return false;
+        OpCodeInfo info = code.ToOpCode();
+        if (info.Encoding != EncodingKind.Legacy) return false;
+        for (int k = 0; k < info.OpCount; k++)
+        {
+            if (!IsGprOrImm(info.GetOpKind(k))) return false;
+        }
+        if (i->Op0 == Instr.MemoryOperand || i->Op1 == Instr.MemoryOperand)
+        {
+            if (i->AddrSize < 4) return false;
+        }
+        int size = i->OpSize;
+        int word = _bitness / 8; // near branch and stack operand size of this mode (no 66h forms)
+        switch (code.Mnemonic())
+        {
+            case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
+            case Mnemonic.Cmp: case Mnemonic.Test:
+            case Mnemonic.Inc: case Mnemonic.Dec:
+            case Mnemonic.Mov:
+                return size is 1 or 2 or 4 or 8;
+            case Mnemonic.Movzx: case Mnemonic.Movsx:
+                return size is 2 or 4 or 8;
+            case Mnemonic.Movsxd:
+                return size == 8;
+            case Mnemonic.Lea:
+                return size is 2 or 4 or 8;
+            case Mnemonic.Shl: case Mnemonic.Sal: case Mnemonic.Shr: case Mnemonic.Sar:
+                // Count 0 changes no flags: only CL counts handle it at run time; an immediate 0 stays interpreted.
+                return size is 4 or 8 && (i->Op1 != Instr.NoRegister || (i->Imm & (size == 8 ? 0x3FUL : 0x1FUL)) != 0);
+            case Mnemonic.Imul:
+            case Mnemonic.Mul:
+                return size is 4 or 8;
+            case Mnemonic.Nop:
+                return true;
+            case Mnemonic.Push:
+            case Mnemonic.Pop:
+                return _stack == word && i->Sub == word && i->Op0 != Instr.MemoryOperand;
+            case Mnemonic.Jmp:
+                return code.IsJmpShortOrNear() || (code.IsJmpNearIndirect() && size == word);
+            case Mnemonic.Call:
+                return _stack == word && i->Sub == word && (code.IsCallNear() || (code.IsCallNearIndirect() && size == word));
+            case Mnemonic.Ret:
+                return _stack == word && i->Sub == word;
+            default:
+                if (IsSetcc(code)) return true;
+                if (IsCmovcc(code)) return size is 2 or 4 or 8;
+                return code.IsJccShortOrNear();
+        }
+    }
+
+    private static bool IsSetcc(Code code) => code >= Code.Seto_rm8 && code <= Code.Setg_rm8;
+
+    private static bool IsCmovcc(Code code) => code >= Code.Cmovo_r16_rm16 && code <= Code.Cmovg_r64_rm64;
+
+    // ------------------------------------------------------------------ emission
+
+    /// <summary>Emits instruction <paramref name="j"/>; true when it ends the block (a branch).</summary>
+    private bool Emit(Instr* i, int j)
+    {
+        Code code = (Code)i->Code;
+        switch (code.Mnemonic())
+        {
+            case Mnemonic.Add: Alu(i, j, Op.Add); return false;
+            case Mnemonic.Or: Alu(i, j, Op.Or); return false;
+            case Mnemonic.And: Alu(i, j, Op.And); return false;
+            case Mnemonic.Sub: Alu(i, j, Op.Sub); return false;
+            case Mnemonic.Xor: Alu(i, j, Op.Xor); return false;
+            case Mnemonic.Cmp: Alu(i, j, Op.Cmp); return false;
+            case Mnemonic.Test: Alu(i, j, Op.Test); return false;
+            case Mnemonic.Inc: IncDec(i, j, inc: true); return false;
+            case Mnemonic.Dec: IncDec(i, j, inc: false); return false;
+            case Mnemonic.Mov: Mov(i, j); return false;
+            case Mnemonic.Movzx: Extend(i, j, signed: false); return false;
+            case Mnemonic.Movsx: case Mnemonic.Movsxd: Extend(i, j, signed: true); return false;
+            case Mnemonic.Lea: Lea(i); return false;
+            case Mnemonic.Shl: case Mnemonic.Sal: Shift(i, j, Op.Shl); return false;
+            case Mnemonic.Shr: Shift(i, j, Op.Shr); return false;
+            case Mnemonic.Sar: Shift(i, j, Op.Sar); return false;
+            case Mnemonic.Imul when ((Code)i->Code).ToOpCode().OpCount == 1: MulOne(i, j, signed: true); return false;
+            case Mnemonic.Imul: Imul(i, j); return false;
+            case Mnemonic.Mul: MulOne(i, j, signed: false); return false;
+            case Mnemonic.Nop: return false;
+            case Mnemonic.Push: Push(i, j); return false;
+            case Mnemonic.Pop: Pop(i, j); return false;
+            case Mnemonic.Jmp: Jmp(i, j); return true;
+            case Mnemonic.Call: Call(i, j); return true;
+            case Mnemonic.Ret: Ret(i, j); return true;
+            default:
+                if (IsSetcc(code)) { Setcc(i, j); return false; }
+                if (IsCmovcc(code)) { Cmovcc(i, j); return false; }
+                Jcc(i);
+                return true;
+        }
+    }
+
+    /// <summary>Saves the callee-saved registers used (RSI/RDI only for the Windows convention), loads the fixed ones.</summary>
+    private void Prologue()
+    {
+        bool windows = OperatingSystem.IsWindows();
+        A.push(rbx); A.push(rbp); A.push(r12); A.push(r13); A.push(r14); A.push(r15);
+        if (windows) { A.push(rsi); A.push(rdi); }
+        A.mov(rbx, windows ? rcx : rdi);
+        A.mov(r15, windows ? rdx : rsi);
+        A.mov(ebp, MaxLoopIterations);
+        A.mov(r12, (ulong)_tlb);
+        A.mov(r13, (ulong)_segBase);
+        if (_log != 0) A.mov(r14, (ulong)_log);
+        _head = A.CreateLabel();
+        A.Label(ref _head);
+    }
+
+    private void Epilogue()
+    {
+        if (OperatingSystem.IsWindows()) { A.pop(rdi); A.pop(rsi); }
+        A.pop(r15); A.pop(r14); A.pop(r13); A.pop(r12); A.pop(rbp); A.pop(rbx);
+        A.ret();
+    }
+
+    /// <summary>
+    /// Ends the block with a branch to <paramref name="target"/>. A branch back to the block's own first instruction
+    /// (a loop) runs the block again inside the translated code while the budget (R15) still covers a whole run, at most
+    /// <see cref="MaxLoopIterations"/> times so a host kick (Core.RequestExit) is seen soon; each extra run is counted in
+    /// InstructionsRetired here. Otherwise RIP = target and the block returns.
+    /// </summary>
+    private void BranchTo(ulong target)
+    {
+        if (target == _startIp && _coversWholeBlock)
+        {
+            Label leave = A.CreateLabel();
+            A.sub(r15, _count);
+            A.cmp(r15, _count);
+            A.jl(leave);
+            A.dec(ebp);
+            A.jz(leave);
+            A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], _count);
+            A.jmp(_head);
+            A.Label(ref leave);
+        }
+        SetRip(target);
+        EndBlock();
+    }
+
+    private Label Miss(int j)
+    {
+        if (!_missUsed.Contains(j))
+        {
+            _miss[j] = A.CreateLabel();
+            _missUsed.Add(j);
+        }
+        return _miss[j];
+    }
+
+    /// <summary>State memory operand for guest register slot <paramref name="slot"/> at <paramref name="size"/> bytes.</summary>
+    private static AssemblerMemoryOperand GReg(int slot, int size) =>
+        slot >= Instr.Gpr8High ? Mem(1, Rbx, StateLayout.Gpr(slot - Instr.Gpr8High) + 1) : Mem(size, Rbx, StateLayout.Gpr(slot));
+
+    /// <summary>Writes host <paramref name="r"/> to guest register slot with x86 partial-register rules.</summary>
+    private void WriteGpr(int slot, int size, int r, bool upperClean)
+    {
+        if (size == 4 && !upperClean) A.mov(HostReg32(r), HostReg32(r)); // 32-bit writes zero bits 63:32
+        if (size >= 4) A.mov(__qword_ptr[rbx + StateLayout.Gpr(slot)], Q(r));
+        else _h.Store(size, GReg(slot, size), r);
+    }
+
+    private static AssemblerRegister32 HostReg32(int r) => r switch
+    {
+        Rax => eax, Rcx => ecx, Rdx => edx, Rsi => esi, Rdi => edi, R8n => r8d, R9n => r9d, _ => r10d,
+    };
+
+    private void SetRip(ulong rip)
+    {
+        _h.MovImm(Rax, rip);
+        A.mov(__qword_ptr[rbx + StateLayout.Rip], rax);
+    }
+
+    private void EndBlock()
+    {
+        A.mov(eax, _count);
+        A.jmp(_exit);
+    }
+
+    /// <summary>RSI = effective address of the memory operand (address-size truncated), without the segment base. Flags kept.</summary>
+    private void EffectiveAddress(Instr* i)
+    {
+        long disp = i->Disp;
+        bool dispFits = disp >= int.MinValue && disp <= int.MaxValue;
+        if (i->MemBase != Instr.NoRegister)
+        {
+            A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(i->MemBase)]);
+            if (dispFits) { if (disp != 0) A.lea(rsi, __[rsi + (int)disp]); }
+            else { _h.MovImm(Rax, (ulong)disp); A.lea(rsi, __[rsi + rax]); }
+        }
+        else
+        {
+            _h.MovImm(Rsi, (ulong)disp);
+        }
+        if (i->MemIndex != Instr.NoRegister)
+        {
+            A.mov(rcx, __qword_ptr[rbx + StateLayout.Gpr(i->MemIndex)]);
+            A.lea(rsi, __[rsi + rcx * (1 << i->MemScaleShift)]);
+        }
+        if (i->AddrSize == 4) A.mov(esi, esi);
+    }
+
+    /// <summary>RSI = linear address of the memory operand (Core.LinearAddress). Flags kept.</summary>
+    private void LinearAddress(Instr* i)
+    {
+        EffectiveAddress(i);
+        AddSegmentBase(i->MemSeg);
+    }
+
+    /// <summary>RSI += the effective base of segment <paramref name="seg"/>, wrapped to the linear-address width
+    /// (64-bit mode: only FS and GS have a base). Flags kept.</summary>
+    private void AddSegmentBase(int seg)
+    {
+        if (_bitness == 64 && seg is not (4 or 5)) return;
+        A.mov(rax, __qword_ptr[r13 + seg * 8]);
+        A.lea(rsi, __[rsi + rax]);
+        if (_bitness != 64) A.mov(esi, esi);
+    }
+
+    /// <summary>RSI = RDI = the stack pointer (ESP zero-extended for a 32-bit stack).</summary>
+    private void LoadStackPointer()
+    {
+        if (_stack == 8) A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(4)]);
+        else A.mov(esi, __dword_ptr[rbx + StateLayout.Gpr(4)]);
+    }
+
+    /// <summary>Stack pointer = RDI (a 32-bit stack writes ESP only, Core.SetStackPointer).</summary>
+    private void StoreStackPointer()
+    {
+        if (_stack == 8) A.mov(__qword_ptr[rbx + StateLayout.Gpr(4)], rdi);
+        else A.mov(__dword_ptr[rbx + StateLayout.Gpr(4)], edi);
+    }
+
+    /// <summary>
+    /// The software-TLB fast path of Core.Read/Core.Write for RSI: on a hit RSI becomes the host address; otherwise
+    /// leaves through instruction <paramref name="j"/>'s exit. Clobbers RAX, RDX and the host flags.
+    /// </summary>
+    private void Probe(int j, int size, bool read, bool write)
+    {
+        Label miss = Miss(j);
+        A.mov(rax, rsi);
+        A.shr(rax, 12);
+        A.and(eax, SoftTlb.Entries - 1);
+        A.imul(eax, eax, StateLayout.TlbEntrySize);
+        A.add(rax, r12);
+        A.mov(rdx, rsi);
+        A.and(rdx, -4096);
+        if (read)
+        {
+            A.cmp(__qword_ptr[rax + StateLayout.TlbReadTag], rdx);
+            A.jne(miss);
+        }
+        if (write)
+        {
+            A.cmp(__qword_ptr[rax + StateLayout.TlbWriteTag], rdx);
+            A.jne(miss);
+        }
+        if (size > 1)
+        {
+            A.mov(edx, esi);
+            A.and(edx, 0xFFF);
+            A.cmp(edx, 4096 - size);
+            A.ja(miss);
+        }
+        A.add(rsi, __qword_ptr[rax + StateLayout.TlbAddend]);
+        _hostValid = false;
+    }
+
+    /// <summary>Lock-step only: records (host address, old value, size) of the store about to happen at [RSI]. Flags kept.</summary>
+    private void LogStore(int size)
+    {
+        if (_log == 0) return;
+        A.mov(r8, __qword_ptr[r14]);
+        A.lea(r9, __[r8 + r8 * 2]);
+        A.lea(r9, __[r14 + r9 * 8 + 8]);
+        A.mov(__qword_ptr[r9], rsi);
+        _h.LoadZx(R10n, size, Mem(size, Rsi, 0));
+        A.mov(__qword_ptr[r9 + 8], r10);
+        A.mov(__qword_ptr[r9 + 16], size);
+        A.lea(r8, __[r8 + 1]);
+        A.mov(__qword_ptr[r14], r8);
+    }
+
+    /// <summary>Loads operand 1 (register, immediate or the already-probed memory at [RSI]) into <paramref name="r"/>.</summary>
+    private void LoadSource(Instr* i, int size, int r)
+    {
+        if (i->Op1 == Instr.MemoryOperand) _h.LoadZx(r, size, Mem(size, Rsi, 0));
+        else if (i->Op1 == Instr.NoRegister) _h.MovImm(r, i->Imm);
+        else _h.LoadZx(r, size, GReg(i->Op1, size));
+    }
+
+    private void StoreLazy(LazyFlagOp op, int size, int result, int src1, int src2)
+    {
+        A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
+        A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
+        A.mov(__qword_ptr[rbx + StateLayout.LazyResult], Q(result));
+        if (src1 >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(src1));
+        if (src2 >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Q(src2));
+        _flags = FlagState.Lazy;
+        _lazyOp = op;
+        _lazySize = size;
+    }
+
+    /// <summary>RFLAGS arithmetic bits = EDX (CF PF AF ZF SF OF already masked), lazy state dropped (LazyFlags.SetEager).</summary>
+    private void StoreEager()
+    {
+        A.mov(rcx, __qword_ptr[rbx + StateLayout.Rflags]);
+        A.and(rcx, ~Arith);
+        A.or(rcx, rdx);
+        A.mov(__qword_ptr[rbx + StateLayout.Rflags], rcx);
+        A.mov(__dword_ptr[rbx + StateLayout.LazyOp], 0);
+        _flags = FlagState.Eager;
+        _hostValid = false;
+    }
+
+    private void CallMaterialize()
+    {
+        A.mov(rax, (ulong)_materialize);
+        A.call(rax);
+    }
+
+    /// <summary>Loads the concrete RFLAGS arithmetic bits into the host flags.</summary>
+    private void RflagsToHost()
+    {
+        A.mov(rax, __qword_ptr[rbx + StateLayout.Rflags]);
+        A.and(eax, Arith);
+        A.push(rax);
+        A.popfq();
+    }
+
+    /// <summary>Makes the host flags equal the guest's (CF included when <paramref name="needCarry"/>).</summary>
+    private void FlagsToHost(bool needCarry)
+    {
+        if (_hostValid && (!needCarry || _hostCfValid)) return;
+        switch (_flags)
+        {
+            case FlagState.Lazy:
+                switch (_lazyOp)
+                {
+                    case LazyFlagOp.Add:
+                    case LazyFlagOp.Sub:
+                        A.mov(rax, __qword_ptr[rbx + StateLayout.LazySrc1]);
+                        A.mov(rcx, __qword_ptr[rbx + StateLayout.LazySrc2]);
+                        _h.Alu(_lazyOp == LazyFlagOp.Add ? Op.Add : Op.Cmp, _lazySize, Rax, Rcx);
+                        break;
+                    case LazyFlagOp.Logic:
+                        A.mov(rax, __qword_ptr[rbx + StateLayout.LazyResult]);
+                        _h.Alu(Op.Test, _lazySize, Rax, Rax);
+                        break;
+                    default:
+                        A.mov(rax, __qword_ptr[rbx + StateLayout.LazySrc1]);
+                        A.bt(__qword_ptr[rbx + StateLayout.Rflags], (sbyte)0);
+                        _h.IncDec(_lazyOp == LazyFlagOp.Inc, _lazySize, Rax);
+                        break;
+                }
+                break;
+            case FlagState.Eager:
+                RflagsToHost();
+                break;
+            default:
+                CallMaterialize();
+                RflagsToHost();
+                _flags = FlagState.Eager;
+                break;
+        }
+        _hostValid = _hostCfValid = true;
+    }
+
+    /// <summary>Before INC/DEC: RFLAGS.CF holds the guest CF (what LazyFlags.SetIncDec does).</summary>
+    private void CarryToRflags()
+    {
+        switch (_flags)
+        {
+            case FlagState.Eager:
+                return;
+            case FlagState.Lazy when _lazyOp is LazyFlagOp.Inc or LazyFlagOp.Dec:
+                return;
+            case FlagState.Lazy when _lazyOp == LazyFlagOp.Logic:
+                A.and(__qword_ptr[rbx + StateLayout.Rflags], -2);
+                _hostValid = false;
+                return;
+            case FlagState.Lazy:
+                FlagsToHost(needCarry: true);
+                A.setc(al);
+                A.movzx(eax, al);
+                A.and(__qword_ptr[rbx + StateLayout.Rflags], -2);
+                A.or(__qword_ptr[rbx + StateLayout.Rflags], rax);
+                _hostValid = false;
+                return;
+            default:
+                CallMaterialize();
+                _flags = FlagState.Eager;
+                _hostValid = false;
+                return;
+        }
+    }
+
+    // ------------------------------------------------------------------ instructions
+
+    private void Alu(Instr* i, int j, Op op)
+    {
+        int size = i->OpSize;
+        bool dstMem = i->Op0 == Instr.MemoryOperand;
+        bool writes = op is not (Op.Cmp or Op.Test);
+        if (dstMem || i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: dstMem && writes);
+            if (dstMem && writes) LogStore(size);
+        }
+        if (dstMem) _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
+        else _h.LoadZx(Rax, size, GReg(i->Op0, size));
+        LoadSource(i, size, Rcx);
+        bool arith = op is Op.Add or Op.Sub or Op.Cmp;
+        if (arith) A.mov(rdx, rax);
+        // CMP and TEST compute into a copy (same flags as the host CMP/TEST) so the lazy result exists.
+        _h.Alu(op == Op.Cmp ? Op.Sub : op == Op.Test ? Op.And : op, size, Rax, Rcx);
+        if (writes)
+        {
+            if (dstMem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+            else WriteGpr(i->Op0, size, Rax, upperClean: true);
+        }
+        if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, Rax, Rdx, Rcx);
+        else StoreLazy(LazyFlagOp.Logic, size, Rax, -1, -1);
+        _hostValid = _hostCfValid = true;
+    }
+
+    private void IncDec(Instr* i, int j, bool inc)
+    {
+        int size = i->OpSize;
+        CarryToRflags();
+        bool mem = i->Op0 == Instr.MemoryOperand;
+        if (mem)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: true);
+            LogStore(size);
+            _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(Rax, size, GReg(i->Op0, size));
+        }
+        A.mov(rdx, rax);
+        _h.IncDec(inc, size, Rax);
+        if (mem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+        else WriteGpr(i->Op0, size, Rax, upperClean: true);
+        A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
+        StoreLazy(inc ? LazyFlagOp.Inc : LazyFlagOp.Dec, size, Rax, Rdx, -1);
+        _hostValid = true;
+        _hostCfValid = false; // the host CF is whatever it was before; the guest CF is in RFLAGS
+    }
+
+    private void Mov(Instr* i, int j)
+    {
+        int size = i->OpSize;
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
+            WriteGpr(i->Op0, size, Rax, upperClean: true);
+        }
+        else if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: false, write: true);
+            LogStore(size);
+            LoadSource(i, size, Rcx);
+            _h.Store(size, Mem(size, Rsi, 0), Rcx);
+        }
+        else
+        {
+            LoadSource(i, size, Rax);
+            WriteGpr(i->Op0, size, Rax, upperClean: size != 4 || i->Op1 != Instr.NoRegister || i->Imm <= uint.MaxValue);
+        }
+    }
+
+    private void Extend(Instr* i, int j, bool signed)
+    {
+        int src = i->Op1Size, size = i->OpSize;
+        AssemblerMemoryOperand m;
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, src, read: true, write: false);
+            m = Mem(src, Rsi, 0);
+        }
+        else
+        {
+            m = GReg(i->Op1, src);
+        }
+        if (signed) _h.LoadSx(Rax, src, m); else _h.LoadZx(Rax, src, m);
+        WriteGpr(i->Op0, size, Rax, upperClean: !signed);
+    }
+
+    private void Lea(Instr* i)
+    {
+        EffectiveAddress(i);
+        WriteGpr(i->Op0, i->OpSize, Rsi, upperClean: false);
+    }
+
+    private void Shift(Instr* i, int j, Op op)
+    {
+        int size = i->OpSize, bits = size * 8;
+        bool mem = i->Op0 == Instr.MemoryOperand;
+        bool byCl = i->Op1 != Instr.NoRegister;
+        int count = byCl ? -1 : (int)(i->Imm & (size == 8 ? 0x3FUL : 0x1FUL));
+        if (mem)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: true);
+            LogStore(size);
+            _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(Rax, size, GReg(i->Op0, size));
+        }
+        Label zero = A.CreateLabel(), done = A.CreateLabel();
+        if (byCl)
+        {
+            A.mov(r8, rax);
+            A.movzx(ecx, __byte_ptr[rbx + StateLayout.Gpr(1)]);
+            A.and(ecx, size == 8 ? 0x3F : 0x1F);
+            // Count 0: no flags change; only a 32-bit register destination is still written (zero-extended).
+            A.jz(!mem && size == 4 ? zero : done);
+        }
+        _h.Shift(op, size, Rax, count);
+        A.pushfq();
+        A.pop(rdx);
+        // Shifts.ShiftFast: CF ZF SF PF from the result, AF = 0, OF = MSB(result) ^ CF for SHL, MSB(source) for
+        // SHR by 1 (0 for other SHR counts), 0 for SAR.
+        if (op == Op.Shr && count == 1) A.and(edx, 0x8C5);
+        else A.and(edx, 0xC5);
+        if (op == Op.Shl)
+        {
+            A.mov(r9, rax);
+            A.shr(r9, (byte)(bits - 1));
+            A.xor(r9d, edx);
+            A.and(r9d, 1);
+            A.shl(r9d, 11);
+            A.or(edx, r9d);
+        }
+        else if (op == Op.Shr && byCl)
+        {
+            Label notOne = A.CreateLabel();
+            A.cmp(ecx, 1);
+            A.jne(notOne);
+            A.mov(r9, r8);
+            A.shr(r9, (byte)(bits - 1));
+            A.and(r9d, 1);
+            A.shl(r9d, 11);
+            A.or(edx, r9d);
+            A.Label(ref notOne);
+        }
+        if (mem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+        else WriteGpr(i->Op0, size, Rax, upperClean: true);
+        StoreEager();
+        if (byCl)
+        {
+            if (!mem && size == 4)
+            {
+                A.jmp(done);
+                A.Label(ref zero);
+                WriteGpr(i->Op0, 4, Rax, upperClean: true);
+            }
+            A.Label(ref done);
+            _flags = FlagState.Unknown;
+        }
+        _hostValid = false;
+    }
+
+    private void Imul(Instr* i, int j)
+    {
+        int size = i->OpSize;
+        bool three = ((Code)i->Code).ToOpCode().OpCount == 3;
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+        }
+        if (three)
+        {
+            LoadSource(i, size, Rax); // the r/m operand
+            _h.MovImm(Rcx, i->Imm);
+        }
+        else
+        {
+            _h.LoadZx(Rax, size, GReg(i->Op0, size));
+            LoadSource(i, size, Rcx);
+        }
+        _h.Alu(Op.Imul, size, Rax, Rcx);
+        A.seto(r9b);
+        WriteGpr(i->Op0, size, Rax, upperClean: true);
+        // Arithmetic.SetMulFlags: CF = OF = overflow, SF ZF PF of the low half, AF = 0.
+        _h.Alu(Op.Test, size, Rax, Rax);
+        A.pushfq();
+        A.pop(rdx);
+        A.and(edx, 0xC4);
+        A.movzx(r9d, r9b);
+        A.imul(r9d, r9d, 0x801);
+        A.or(edx, r9d);
+        StoreEager();
+    }
+
+    /// <summary>MUL / one-operand IMUL r/m (Arithmetic.MulOne): rDX:rAX = rAX * src, flags as SetMulFlags.</summary>
+    private void MulOne(Instr* i, int j, bool signed)
+    {
+        int size = i->OpSize;
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(11, size, GReg(i->Op0, size));
+        }
+        _h.LoadZx(Rax, size, GReg(0, size));
+        _h.MulAccumulator(signed, size, 11);
+        A.seto(r9b);
+        WriteGpr(0, size, Rax, upperClean: true);
+        WriteGpr(2, size, Rdx, upperClean: true);
+        _h.Alu(Op.Test, size, Rax, Rax);
+        A.pushfq();
+        A.pop(rdx);
+        A.and(edx, 0xC4);
+        A.movzx(r9d, r9b);
+        A.imul(r9d, r9d, 0x801);
+        A.or(edx, r9d);
+        StoreEager();
+    }
+
+    /// <summary>Whether condition <paramref name="cc"/> reads CF (B/AE, BE/A).</summary>
+    private static bool ReadsCarry(int cc) => (cc >> 1) is 1 or 3;
+
+    /// <summary>SETcc r/m8 (ControlFlow.Setcc).</summary>
+    private void Setcc(Instr* i, int j)
+    {
+        int cc = i->Sub;
+        FlagsToHost(ReadsCarry(cc));
+        _h.Setcc(cc, 11);
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, 1, read: false, write: true);
+            LogStore(1);
+            _h.Store(1, Mem(1, Rsi, 0), 11);
+        }
+        else
+        {
+            _h.Store(1, GReg(i->Op0, 1), 11);
+        }
+    }
+
+    /// <summary>CMOVcc r, r/m (ControlFlow.Cmovcc): the source is read either way; a 32-bit destination is always written.</summary>
+    private void Cmovcc(Instr* i, int j)
+    {
+        int cc = i->Sub, size = i->OpSize;
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(11, size, GReg(i->Op1, size));
+        }
+        FlagsToHost(ReadsCarry(cc));
+        _h.LoadZx(Rdx, size, GReg(i->Op0, size));
+        _h.Cmovcc(cc, size, Rdx, 11);
+        WriteGpr(i->Op0, size, Rdx, upperClean: true);
+    }
+
+    private void Push(Instr* i, int j)
+    {
+        if (i->Op0 == Instr.NoRegister) _h.MovImm(Rcx, i->Imm);
+        else A.mov(rcx, __qword_ptr[rbx + StateLayout.Gpr(i->Op0)]);
+        PushRcx(j);
+    }
+
+    /// <summary>Pushes the low stack-size bytes of RCX (Core.Push); the stack pointer changes only after the store succeeded.</summary>
+    private void PushRcx(int j)
+    {
+        LoadStackPointer();
+        if (_stack == 8) A.lea(rsi, __[rsi - 8]);
+        else A.lea(esi, __[rsi - 4]);
+        A.mov(rdi, rsi);
+        AddSegmentBase(2);
+        Probe(j, _stack, read: false, write: true);
+        LogStore(_stack);
+        _h.Store(_stack, Mem(_stack, Rsi, 0), Rcx);
+        StoreStackPointer();
+    }
+
+    /// <summary>RCX = the value at the top of the stack (zero-extended), RDI = the stack pointer after the pop plus <paramref name="extra"/>.</summary>
+    private void PopRcx(int j, int extra)
+    {
+        LoadStackPointer();
+        A.mov(rdi, rsi);
+        AddSegmentBase(2);
+        Probe(j, _stack, read: true, write: false);
+        _h.LoadZx(Rcx, _stack, Mem(_stack, Rsi, 0));
+        if (_stack == 8) A.lea(rdi, __[rdi + 8 + extra]);
+        else A.lea(edi, __[rdi + 4 + extra]);
+        StoreStackPointer();
+    }
+
+    private void Pop(Instr* i, int j)
+    {
+        PopRcx(j, 0);
+        A.mov(__qword_ptr[rbx + StateLayout.Gpr(i->Op0)], rcx); // POP rSP: the popped value wins (SDM POP)
+    }
+
+    private void Jmp(Instr* i, int j)
+    {
+        if (((Code)i->Code).IsJmpShortOrNear())
+        {
+            BranchTo(i->Imm);
+            return;
+        }
+        LoadTarget(i, j);
+        A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
+        EndBlock();
+    }
+
+    /// <summary>R11 = the target of an indirect JMP/CALL (register or memory, zero-extended from the operand size).</summary>
+    private void LoadTarget(Instr* i, int j)
+    {
+        int size = i->OpSize;
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(11, size, GReg(i->Op0, size));
+        }
+    }
+
+    private void Call(Instr* i, int j)
+    {
+        bool direct = ((Code)i->Code).IsCallNear();
+        if (!direct) LoadTarget(i, j);
+        _h.MovImm(Rcx, i->NextIp);
+        PushRcx(j);
+        if (direct) SetRip(i->Imm);
+        else A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
+        EndBlock();
+    }
+
+    private void Ret(Instr* i, int j)
+    {
+        PopRcx(j, (ushort)i->Imm);
+        A.mov(__qword_ptr[rbx + StateLayout.Rip], rcx);
+        EndBlock();
+    }
+
+    private void Jcc(Instr* i)
+    {
+        int cc = i->Sub;
+        FlagsToHost(ReadsCarry(cc));
+        Label taken = A.CreateLabel();
+        _h.Jcc(cc, taken);
+        SetRip(i->NextIp);
+        EndBlock();
+        A.Label(ref taken);
+        BranchTo(i->Imm);
+    }
+}

@@ -1,0 +1,196 @@
+using System.Runtime.InteropServices;
+using VmmKit.Vmx.Emulator.Engine;
+
+namespace VmmKit.Vmx.Emulator.Translator;
+
+/// <summary>
+/// The translating tier of one <see cref="Core"/>: counts block runs, translates hot blocks with
+/// <see cref="BlockCompiler"/> into a <see cref="CodeArena"/>, and runs them from the dispatch loop
+/// (<see cref="Core.RunTranslated"/>). Translations belong to their <see cref="Block"/>, so every rule that drops a
+/// block (a write to its frame, an EPT or paging flush, a changed byte found at the start of a run) drops its
+/// translation too.
+/// </summary>
+internal sealed unsafe class BlockTranslator : IDisposable
+{
+    /// <summary>Runs of a block before it is translated.</summary>
+    public const int DefaultThreshold = 16;
+
+    /// <summary>Arena size per processor.</summary>
+    private const int ArenaBytes = 8 << 20;
+
+    /// <summary>The tier new cores start with (tests run the whole suite a second time with another tier).</summary>
+    internal static ExecutionTier DefaultTier = ExecutionTier.Interpreter;
+
+    /// <summary>Tests: a lock-step mismatch throws (so a whole test suite run in lock-step fails on the first one).</summary>
+    internal static bool FailOnMismatch;
+
+    /// <summary>The threshold new translators start with.</summary>
+    internal static int DefaultHotThreshold = DefaultThreshold;
+
+    private readonly CodeArena _arena;
+    private readonly BlockCompiler _compiler;
+    private readonly List<Block> _translated = new();
+    private nint _materialize;
+    private readonly WriteLog* _log;
+
+    private BlockTranslator(Core core, CodeArena arena, bool lockStep)
+    {
+        _arena = arena;
+        LockStep = lockStep;
+        if (lockStep)
+        {
+            _log = (WriteLog*)NativeMemory.AllocZeroed((nuint)WriteLog.Bytes);
+            Before = (CpuState*)NativeMemory.AlignedAlloc((nuint)sizeof(CpuState), 64);
+            AfterNative = (CpuState*)NativeMemory.AlignedAlloc((nuint)sizeof(CpuState), 64);
+            AfterInterpreter = (CpuState*)NativeMemory.AlignedAlloc((nuint)sizeof(CpuState), 64);
+        }
+        AddMaterializeStub();
+        _compiler = new BlockCompiler(core.Tlb, core.SegBase, _log, _materialize);
+    }
+
+    /// <summary>Whether this host can run translated code (x86-64 only).</summary>
+    public static bool HostSupported => RuntimeInformation.ProcessArchitecture == Architecture.X64;
+
+    /// <summary>A translator for <paramref name="tier"/>, or null for the interpreter (or a host that cannot translate).</summary>
+    public static BlockTranslator? Create(Core core, ExecutionTier tier)
+    {
+        if (tier == ExecutionTier.Interpreter || !HostSupported) return null;
+        CodeArena? arena = CodeArena.Create(ArenaBytes);
+        return arena == null ? null : new BlockTranslator(core, arena, tier == ExecutionTier.LockStep);
+    }
+
+    /// <summary>Each translated run is checked against the interpreter.</summary>
+    public bool LockStep { get; }
+
+    /// <summary>Runs of a block before it is translated (1 = at first sight).</summary>
+    public int Threshold = DefaultHotThreshold;
+
+    /// <summary>Blocks translated so far.</summary>
+    public long BlocksTranslated;
+
+    /// <summary>Translated block runs (whole or partial).</summary>
+    public long NativeRuns;
+
+    /// <summary>Guest instructions retired by translated code.</summary>
+    public long NativeInstructions;
+
+    /// <summary>Lock-step: runs compared.</summary>
+    public long LockStepChecks;
+
+    /// <summary>Lock-step: runs that differed.</summary>
+    public long LockStepMismatches;
+
+    /// <summary>Lock-step: the first difference, or null.</summary>
+    public string? FirstMismatch;
+
+    /// <summary>Lock-step scratch: the state before the run, after the translated code, after the interpreter.</summary>
+    internal readonly CpuState* Before, AfterNative, AfterInterpreter;
+
+    /// <summary>Lock-step: reused text of the differences found by one comparison.</summary>
+    internal readonly System.Text.StringBuilder Differences = new();
+
+    /// <summary>Lock-step store log.</summary>
+    internal WriteLog* Log => _log;
+
+    /// <summary>
+    /// Prepares <paramref name="b"/> for a run of at most <paramref name="budget"/> instructions: its translated code when it
+    /// is hot and usable within the budget, else 0 (run it interpreted).
+    /// </summary>
+    public nint Lookup(Block b, int budget, int stackSize)
+    {
+        if (b.NativeCode == 0)
+        {
+            if (b.NativeCovered < 0 || ++b.HotCount < Threshold) return 0;
+            Translate(b, stackSize);
+            if (b.NativeCode == 0) return 0;
+        }
+        // The code was generated for one stack size; SS can change under the same block.
+        if (b.NativeStackSize != stackSize) return 0;
+        int covered = b.NativeCovered;
+        // The interpreter continues after a partial run, so the covered part must end strictly inside the budget,
+        // or be the whole block within it.
+        if (covered < budget || (covered == b.Count && covered <= budget)) return b.NativeCode;
+        return 0;
+    }
+
+    /// <summary>Marks <paramref name="b"/> as never to be translated again (a lock-step mismatch).</summary>
+    public static void Disable(Block b)
+    {
+        b.NativeCode = 0;
+        b.NativeCovered = -1;
+    }
+
+    private void Translate(Block b, int stackSize)
+    {
+        byte[]? code = _compiler.Compile(b, stackSize, out int covered);
+        if (code == null)
+        {
+            b.NativeCovered = -1;
+            return;
+        }
+        byte* at = _arena.Add(code);
+        if (at == null)
+        {
+            // Full: drop every translation (blocks invalidated since still hold code here) and start over.
+            foreach (Block old in _translated)
+            {
+                old.NativeCode = 0;
+                old.NativeCovered = 0;
+                old.HotCount = 0;
+            }
+            _translated.Clear();
+            _arena.Reset();
+            AddMaterializeStub();
+            at = _arena.Add(code);
+            if (at == null)
+            {
+                b.NativeCovered = -1;
+                return;
+            }
+        }
+        b.NativeCode = (nint)at;
+        b.NativeCovered = covered;
+        b.NativeStackSize = stackSize;
+        _translated.Add(b);
+        BlocksTranslated++;
+    }
+
+    private void AddMaterializeStub()
+    {
+        // Placed first in the arena, so its address never changes across resets.
+        nint at = (nint)_arena.Add(BlockCompiler.EmitMaterializeStub());
+        System.Diagnostics.Debug.Assert(_materialize == 0 || at == _materialize);
+        _materialize = at;
+    }
+
+    private bool _disposed;
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        FreeNative();
+        GC.SuppressFinalize(this);
+    }
+
+    ~BlockTranslator() => FreeNative();
+
+    private void FreeNative()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (Block b in _translated)
+        {
+            b.NativeCode = 0;
+            b.NativeCovered = 0;
+        }
+        _translated.Clear();
+        _arena.Dispose();
+        if (LockStep)
+        {
+            NativeMemory.Free(_log);
+            NativeMemory.AlignedFree(Before);
+            NativeMemory.AlignedFree(AfterNative);
+            NativeMemory.AlignedFree(AfterInterpreter);
+        }
+    }
+}
