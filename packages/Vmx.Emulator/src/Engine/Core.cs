@@ -482,6 +482,8 @@ internal sealed unsafe partial class Core : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        Translator?.Dispose();
+        Translator = null;
         NativeMemory.AlignedFree(State);
         NativeMemory.AlignedFree(SegBase);
         NativeMemory.AlignedFree(Tlb);
