@@ -12,7 +12,7 @@ namespace VmmKit.ReferenceHypervisor;
 /// <see cref="Run"/> is the scheduler: round-robin over runnable vCPUs until every domain has
 /// stopped. Crashing one domain never stops the machine.
 /// </summary>
-internal sealed class Machine : IDisposable
+internal sealed partial class Machine : IDisposable
 {
     /// <summary>Preemption-timer value for one time slice (the timer counts down at the TSC rate >> IA32_VMX_MISC[4:0]).</summary>
     public const uint SliceTimerValue = 1 << 20;
@@ -28,14 +28,23 @@ internal sealed class Machine : IDisposable
 
     /// <summary>Creates a machine with <paramref name="memoryBytes"/> of RAM whose vCPUs run on <paramref name="processors"/>.</summary>
     public Machine(ulong memoryBytes, IProcessorProvider processors)
+        : this(memoryBytes, processors, MachineMemoryBacking.Anonymous, inProcessBackend: true)
+    {
+    }
+
+    /// <summary>
+    /// Creates a machine whose RAM has <paramref name="backing"/>; <paramref name="inProcessBackend"/> false leaves domid 0
+    /// to a real control domain (<c>vmmkit-hv host</c>, src/Host) instead of the quick path's in-process console backend.
+    /// </summary>
+    public Machine(ulong memoryBytes, IProcessorProvider processors, MachineMemoryBacking backing, bool inProcessBackend)
     {
         _processors = processors;
-        Memory = new MachineMemory(memoryBytes);
+        Memory = new MachineMemory(memoryBytes, backing);
         Frames = new FrameReferences(Memory);
         Grants = new GrantTableHost(Frames);
         Events = new EventChannelHypervisor();
         Upcall = new EventUpcall(this);
-        Backend = new ConsoleBackend(this, Events, Upcall);
+        Backend = inProcessBackend ? new ConsoleBackend(this, Events, Upcall) : null;
         Hypercalls = HypercallTable.Create(this);
         _hasPreemptionTimer = (processors.Capabilities.PinBased.MayBeOne & (uint)PinBasedControls.ActivateVmxPreemptionTimer) != 0;
         // One MSR bitmap for every vCPU (SDM Vol. 3C §25.6.9): the MSRs that are pure processor state (STAR, LSTAR,
@@ -60,7 +69,7 @@ internal sealed class Machine : IDisposable
     internal EventUpcall Upcall { get; }
 
     /// <summary>The in-process console backend (domid 0's part of xenconsoled).</summary>
-    public ConsoleBackend Backend { get; }
+    public ConsoleBackend? Backend { get; }
 
     /// <summary>The hypercall table shared by every domain.</summary>
     public HypercallDispatcher<VirtualCpu> Hypercalls { get; }
@@ -111,7 +120,7 @@ internal sealed class Machine : IDisposable
             foreach (var domain in _domains)
             {
                 WakeBlocked(domain);
-                if (domain.State != DomainState.Running)
+                if (domain.State != DomainState.Running || domain.PauseCount > 0)
                     continue;
                 foreach (var vcpu in domain.Vcpus)
                 {
@@ -120,18 +129,27 @@ internal sealed class Machine : IDisposable
                     ranAny = true;
                     ulong before = vcpu.InstructionsRetired;
                     vcpu.RunSlice();
-                    Backend.Poll();
+                    Backend?.Poll();
                     AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();
                 }
             }
 
+            if (Host is { } host && host.Poll())
+                continue;
             if (ranAny)
                 continue;
             if (SkipToNextDeadline())
                 continue;
+            if (Host is { } waiting)
+            {
+                // A host with a control domain idles until Dom0 asks for something (or it is told to stop).
+                if (waiting.WaitForWork())
+                    continue;
+                return;
+            }
 
-            Backend.Poll(force: true);
+            Backend?.Poll(force: true);
             foreach (var domain in _domains.Where(d => d.State == DomainState.Blocked))
                 domain.Crash(domain.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
             return;
@@ -281,8 +299,11 @@ internal sealed class Machine : IDisposable
         foreach (var d in _domains)
             d.Dispose();
         _domains.Clear();
-        Events.DestroyDomain(Backend.Events);
-        Backend.Dispose();
+        if (Backend is { } backend)
+        {
+            Events.DestroyDomain(backend.Events);
+            backend.Dispose();
+        }
         Memory.Dispose();
     }
 }

@@ -110,7 +110,7 @@ internal sealed class VirtualCpu
                 machine.Trace?.Invoke(this, exit);
 
                 ExitAction action = ExitHandlers.Dispatch(this, in exit);
-                machine.Backend.Poll();
+                machine.Backend?.Poll();
                 if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
                     return ExitAction.Stop;
                 if (machine.InstructionBudgetExceeded(this))

@@ -14,9 +14,9 @@ internal sealed class EventUpcall(Machine machine) : IEventChannelUpcall
     /// <inheritdoc/>
     public void RaiseUpcall(EventChannelDomain domain, int vcpu)
     {
-        if (domain.Id == Machine.BackendDomainId)
+        if (domain.Id == Machine.BackendDomainId && machine.Backend is { } backend)
         {
-            machine.Backend.Kick();
+            backend.Kick();
             return;
         }
 
