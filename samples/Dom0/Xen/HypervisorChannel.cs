@@ -28,6 +28,8 @@ public sealed unsafe class HypervisorChannel : IDisposable
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]>> _pending = new();
     private readonly object _sendLock = new();
     private readonly byte* _machine;
+    private readonly ConcurrentDictionary<uint, Action<uint>> _portOwners = new();
+    private readonly ConcurrentDictionary<uint, bool> _unclaimed = new();
     private long _nextId;
     private int _disposed;
 
@@ -184,7 +186,7 @@ public sealed unsafe class HypervisorChannel : IDisposable
                 if (isReply && _pending.TryGetValue(id, out var waiter))
                     waiter.TrySetResult(payload);
                 else if (!isReply && type == Dom0MessageType.Event && payload.Length >= 4)
-                    EventReceived?.Invoke(BinaryPrimitives.ReadUInt32LittleEndian(payload));
+                    DeliverEvent(BinaryPrimitives.ReadUInt32LittleEndian(payload));
             }
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
@@ -196,6 +198,36 @@ public sealed unsafe class HypervisorChannel : IDisposable
         foreach (var w in _pending.Values)
             w.TrySetException(new IOException("the hypervisor channel closed"));
         Disconnected?.Invoke();
+    }
+
+    private void DeliverEvent(uint port)
+    {
+        EventReceived?.Invoke(port);
+        if (_portOwners.TryGetValue(port, out var owner))
+        {
+            owner(port);
+            return;
+        }
+
+        // Fired before its handle recorded the port (bind_interdomain sets the new port pending at once): kept for it.
+        _unclaimed[port] = true;
+        if (_portOwners.TryGetValue(port, out var late) && _unclaimed.TryRemove(port, out _))
+            late(port);
+    }
+
+    /// <summary>Routes EVENT messages for <paramref name="port"/> to <paramref name="owner"/> (an evtchn handle), or stops (null).</summary>
+    internal void SetPortOwner(uint port, Action<uint>? owner)
+    {
+        if (owner is null)
+        {
+            _portOwners.TryRemove(port, out _);
+            _unclaimed.TryRemove(port, out _);
+            return;
+        }
+
+        _portOwners[port] = owner;
+        if (_unclaimed.TryRemove(port, out _))
+            owner(port);
     }
 
     private bool ReadExactly(byte[] buffer)

@@ -77,6 +77,35 @@ public sealed class HypervisorChannelTests
         Assert.Equal((4L << 16) | 17, new Privcmd(first).Hypercall(HypercallNumber.XenVersion));
     }
 
+    [Fact]
+    public async Task Domain_0s_ports_fire_as_EVENT_messages_once_until_unmasked()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var privcmd = new Privcmd(channel);
+        using var evtchn = new XenEvtchn(privcmd);
+        uint a = evtchn.BindUnboundPort(0);
+        uint b = evtchn.BindInterdomain(0, a);   // a loop within domain 0; binding sets the new port pending (Xen's evtchn_bind_interdomain)
+        Assert.Equal(b, await Next(evtchn));
+        evtchn.Unmask(b);
+
+        evtchn.Notify(b);
+        Assert.Equal(a, await Next(evtchn));
+        evtchn.Notify(b);                         // a is masked until unmasked: no second message...
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await Next(evtchn, 300));
+        evtchn.Unmask(a);                          // ...and unmasking a pending port fires it again
+        Assert.Equal(a, await Next(evtchn));
+
+        var e = Assert.Throws<VmmKit.EventChannel.EventChannelException>(() => evtchn.Notify(4000));
+        Assert.Equal(XenErrno.EINVAL, e.Errno);
+    }
+
+    private static async Task<uint> Next(XenEvtchn evtchn, int milliseconds = 20000)
+    {
+        using var timeout = new CancellationTokenSource(milliseconds);
+        return await evtchn.PendingAsync(timeout.Token);
+    }
+
     private static byte[] Header(ushort type, uint length)
     {
         var h = new byte[HypervisorChannel.HeaderSize];
