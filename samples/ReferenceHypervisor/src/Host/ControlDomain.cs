@@ -29,6 +29,8 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
         Caller.Vmcs.Write(VmcsField.GuestCsAccessRights, 0xA09B);
         Caller.Vmcs.Write(VmcsField.VmEntryControls, (ulong)VmEntryControls.Ia32eModeGuest);
         Memory = new Dom0Memory(Domain);
+        // Global VIRQs go to the hardware domain until the toolstack says otherwise (Xen's get_global_virq_handler).
+        machine.Events.SetGlobalVirqHandler(Virq.DomExc, Domain.Events);
     }
 
     /// <summary>Domain 0.</summary>

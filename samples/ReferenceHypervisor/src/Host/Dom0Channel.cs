@@ -38,6 +38,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
         _machine = machine;
         _dom0 = dom0;
         _foreign = new ForeignMappings(machine.Memory);
+        machine.Foreign = _foreign;
         SocketPath = socketPath;
         File.Delete(socketPath);
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);

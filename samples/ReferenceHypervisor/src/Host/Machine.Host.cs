@@ -9,6 +9,9 @@ internal sealed partial class Machine
     /// <summary>The control domain's channel, served between slices; null for the quick path.</summary>
     public IMachineHost? Host { get; set; }
 
+    /// <summary>The control domain's foreign mappings (frames a destroyed domain leaves to them); null without one.</summary>
+    internal ForeignMappings? Foreign { get; set; }
+
     /// <summary>The live domain with id <paramref name="id"/>, or null (Xen's <c>rcu_lock_domain_by_id</c>).</summary>
     public Domain? FindDomain(ushort id)
     {
