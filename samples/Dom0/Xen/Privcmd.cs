@@ -55,8 +55,20 @@ public sealed class Privcmd
             results[i] = BinaryPrimitives.ReadInt64LittleEndian(reply.AsSpan(i * 8));
     }
 
-    /// <summary>Drops the references of an <see cref="MmapBatch"/> on <paramref name="mfns"/>; 0 or -EINVAL.</summary>
+    /// <summary>Drops the references of an <see cref="MmapBatch"/> on <paramref name="mfns"/> (in batches); 0 or -EINVAL.</summary>
     public long Unmap(ReadOnlySpan<ulong> mfns)
+    {
+        for (int start = 0; start < mfns.Length; start += HypervisorChannel.MaxBatch)
+        {
+            long rc = UnmapBatch(mfns.Slice(start, Math.Min(HypervisorChannel.MaxBatch, mfns.Length - start)));
+            if (rc != 0)
+                return rc;
+        }
+
+        return 0;
+    }
+
+    private long UnmapBatch(ReadOnlySpan<ulong> mfns)
     {
         var p = new byte[8 + (mfns.Length * 8)];
         BinaryPrimitives.WriteUInt32LittleEndian(p, (uint)mfns.Length);

@@ -49,6 +49,18 @@ public sealed class XenEvtchn : IEventChannelClient
         return Own(op.Port);
     }
 
+    /// <summary>
+    /// Takes over <paramref name="port"/>, which a previous Dom0 process bound: domain 0's ports live in the hypervisor
+    /// and outlive the process (docs/dom0-abi.md, "Reattaching"). The port is unmasked, so an event that fired meanwhile
+    /// is delivered. Returns the port.
+    /// </summary>
+    public uint Adopt(uint port)
+    {
+        Own(port);
+        Unmask(port);
+        return port;
+    }
+
     /// <inheritdoc/>
     public void Notify(uint port)
     {

@@ -21,7 +21,7 @@ internal sealed partial class Domain
     /// <param name="privileged">True for domain 0 (Xen's <c>is_control_domain</c>).</param>
     /// <param name="upcall">How the domain's events are raised; null for a guest's vCPUs (the machine's).</param>
     internal Domain(Machine machine, ushort id, string name, uint maxVcpus, bool privileged, IEventChannelUpcall? upcall)
-        : this(machine, id, new DomainConfig(name, [], 0))
+        : this(machine, id, new DomainConfig(name, [], 0, ConsoleLine: line => machine.Log($"(d{id}) {line.TrimEnd('\n')}")))
     {
         IsPrivileged = privileged;
         MaxVcpus = maxVcpus;
