@@ -82,6 +82,18 @@ public sealed class XlTests
         throw new Xunit.Sdk.XunitException($"'{text}' never appeared on {domain}'s console; saw:\n{seen}\nhost:\n{host.Log}");
     }
 
+    /// <summary>Waits until the hypervisor's log (the domains' console_io lines) shows <paramref name="text"/>.</summary>
+    internal static void WaitForConsoleOrLog(HostProcess host, string text)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!host.Log.Contains(text, StringComparison.Ordinal))
+        {
+            if (clock.Elapsed > TimeSpan.FromSeconds(60))
+                throw new TimeoutException($"'{text}' never appeared:\n{host.Log}");
+            Thread.Sleep(50);
+        }
+    }
+
     [Fact]
     public void Xl_create_builds_a_C_guest_whose_console_ring_reaches_xl_console_and_xl_list_shows_it()
     {

@@ -128,7 +128,9 @@ internal sealed partial class Machine : IDisposable
                         continue;
                     ranAny = true;
                     ulong before = vcpu.InstructionsRetired;
+                    long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     vcpu.RunSlice();
+                    domain.CpuTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
                     Backend?.Poll();
                     AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();

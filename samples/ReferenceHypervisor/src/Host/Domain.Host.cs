@@ -59,6 +59,9 @@ internal sealed partial class Domain
     /// <summary>Xen's <c>d->is_dying</c>: XEN_DOMCTL_destroydomain ran.</summary>
     public bool IsDying { get; set; }
 
+    /// <summary>Host time spent running the domain's vCPUs (getdomaininfo's cpu_time).</summary>
+    public TimeSpan CpuTime { get; set; }
+
     /// <summary>Pages populated by the toolstack (Xen's <c>d->tot_pages</c> for RAM).</summary>
     public ulong PopulatedPages { get; private set; }
 

@@ -168,9 +168,7 @@ internal static class DomctlHypercall
             flags |= DomainInfoFlags.Blocked;
         else if (d.State == DomainState.Running && d.Vcpus.Count > 0)
             flags |= DomainInfoFlags.Running;
-        ulong cpuNanoseconds = 0;
-        foreach (var v in d.Vcpus)
-            cpuNanoseconds += v.InstructionsRetired;   // one instruction counts as a nanosecond of CPU time
+        ulong cpuNanoseconds = (ulong)d.CpuTime.Ticks * 100;
         return new XenDomctlGetDomainInfo
         {
             Domain = d.Id,
