@@ -24,8 +24,17 @@ public static class XenAbiLayout
     /// (<paramref name="bits"/> = 64) or i386 (32, needs gcc-multilib).
     /// </summary>
     public static IReadOnlyList<long> Evaluate(IEnumerable<string> headers, IReadOnlyList<string> expressions, int bits = 64)
+        => Evaluate(headers, expressions, [], bits);
+
+    /// <summary>
+    /// As <see cref="Evaluate(IEnumerable{string}, IReadOnlyList{string}, int)"/>, with each of <paramref name="defines"/>
+    /// defined before the headers (for example <c>__XEN_TOOLS__</c>, which domctl.h and sysctl.h require).
+    /// </summary>
+    public static IReadOnlyList<long> Evaluate(IEnumerable<string> headers, IReadOnlyList<string> expressions, IEnumerable<string> defines, int bits = 64)
     {
         var src = new StringBuilder();
+        foreach (var d in defines)
+            src.AppendLine($"#define {d} 1");
         src.AppendLine("#include <stdint.h>");
         src.AppendLine("#include <stddef.h>");
         src.AppendLine("#include <stdio.h>");

@@ -33,12 +33,28 @@ public sealed unsafe class MachineMemory : IDisposable
     private readonly ConcurrentDictionary<ulong, StrongBox<long>> _contextEpochs = new();
     private readonly ConcurrentDictionary<ulong, StrongBox<long>> _contextInvalidations = new();
     private long _translationEpoch;
+    private int _fileDescriptor = -1;
 
     /// <summary>Reserves <paramref name="sizeInBytes"/> of machine memory (rounded up to whole frames).</summary>
     /// <param name="sizeInBytes">Size of the machine's RAM; more than zero and at most <see cref="MaxSizeInBytes"/>.</param>
     /// <exception cref="ArgumentOutOfRangeException">The size is zero or above <see cref="MaxSizeInBytes"/>.</exception>
     /// <exception cref="MachineMemoryExhaustedException">The host refused the reservation.</exception>
     public MachineMemory(ulong sizeInBytes)
+        : this(sizeInBytes, MachineMemoryBacking.Anonymous)
+    {
+    }
+
+    /// <summary>Reserves <paramref name="sizeInBytes"/> of machine memory with the given backing.</summary>
+    /// <param name="sizeInBytes">Size of the machine's RAM; more than zero and at most <see cref="MaxSizeInBytes"/>.</param>
+    /// <param name="backing">
+    /// <see cref="MachineMemoryBacking.Anonymous"/> (the default: private to this process), or
+    /// <see cref="MachineMemoryBacking.SharedFile"/>: a Linux memory file whose descriptor, <see cref="FileDescriptor"/>,
+    /// another process maps to share the frames (a control domain mapping guest memory, as Xen's Dom0 does).
+    /// </param>
+    /// <exception cref="ArgumentOutOfRangeException">The size is zero or above <see cref="MaxSizeInBytes"/>.</exception>
+    /// <exception cref="MachineMemoryExhaustedException">The host refused the reservation.</exception>
+    /// <exception cref="PlatformNotSupportedException">A shared file was asked for on a host other than Linux.</exception>
+    public MachineMemory(ulong sizeInBytes, MachineMemoryBacking backing)
     {
         ArgumentOutOfRangeException.ThrowIfZero(sizeInBytes);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(sizeInBytes, MaxSizeInBytes);
@@ -54,8 +70,14 @@ public sealed unsafe class MachineMemory : IDisposable
         _ownerOf = GC.AllocateUninitializedArray<ushort>(checked((int)_frameCount));
         Array.Fill(_limit, ulong.MaxValue);
         _freeFrames = _frameCount;
-        _base = HostMemory.Reserve(_size);
+        _base = backing == MachineMemoryBacking.SharedFile ? HostMemory.ReserveShared(_size, out _fileDescriptor) : HostMemory.Reserve(_size);
     }
+
+    /// <summary>
+    /// The memory file behind <see cref="MachineMemoryBacking.SharedFile"/> memory (byte offset = machine address), or -1.
+    /// Owned by this object: closed by <see cref="Dispose"/>; pass it on (e.g. with SCM_RIGHTS) to share the frames.
+    /// </summary>
+    public int FileDescriptor => _fileDescriptor;
 
     /// <summary>The largest machine this class can describe: 2^31 - 1 frames (just under 8 TiB), well inside the EPT's 46-bit physical-address width.</summary>
     public const ulong MaxSizeInBytes = (ulong)int.MaxValue << Page.PageShift;
@@ -208,7 +230,7 @@ public sealed unsafe class MachineMemory : IDisposable
             // Scrub before the frames become allocatable (Xen scrubs freed domain pages the same way).
             byte* p = _base + (first.Value << Page.PageShift);
             ulong bytes = frameCount << Page.PageShift;
-            if (frameCount < DiscardThresholdFrames || !HostMemory.Discard(p, bytes))
+            if (frameCount < DiscardThresholdFrames || !HostMemory.Discard(p, bytes, _fileDescriptor >= 0))
             {
                 for (ulong f = 0; f < frameCount; f++)
                 {
@@ -356,6 +378,12 @@ public sealed unsafe class MachineMemory : IDisposable
         if (p != null)
         {
             HostMemory.Release(p, size);
+        }
+
+        int fd = Interlocked.Exchange(ref _fileDescriptor, -1);
+        if (fd >= 0)
+        {
+            HostMemory.CloseFile(fd);
         }
     }
 

@@ -1,3 +1,125 @@
-// The control domain is built in a later stage of the roadmap (toolstack, xenstored, PV backends).
-Console.Error.WriteLine("vmmkit-xl: the control domain is not built yet; see README.md for the roadmap.");
-return 2;
+using System.Net.Sockets;
+using System.Text;
+
+// vmmkit-xl: xl's verbs against the control domain (vmmkit-dom0) of a host brought up with
+// `vmmkit-hv host --rundir DIR --dom0 vmmkit-dom0`. The run directory comes from --rundir DIR or $VMMKIT_RUNDIR.
+const string usage = """
+    usage: vmmkit-xl [--rundir DIR] COMMAND
+      create CFG           build and start a domain from an xl.cfg (type="pvh")
+      list                 list domains (xl's columns)
+      console DOMAIN       attach to the domain's console (Ctrl-] leaves)
+      shutdown DOMAIN      ask the domain to power off
+      reboot DOMAIN        ask the domain to reboot
+      destroy DOMAIN       stop the domain at once
+      pause DOMAIN | unpause DOMAIN
+      info                 host information
+    """;
+
+var rest = new List<string>(args);
+string rundir = Environment.GetEnvironmentVariable("VMMKIT_RUNDIR") is { Length: > 0 } env ? env : "/run/vmmkit";
+if (rest.Count >= 2 && rest[0] == "--rundir")
+{
+    rundir = rest[1];
+    rest.RemoveRange(0, 2);
+}
+
+if (rest.Count == 0 || rest[0] is "-h" or "--help" or "help")
+{
+    Console.Error.WriteLine(usage);
+    return rest.Count == 0 ? 2 : 0;
+}
+
+string verb = rest[0];
+int expected = verb is "list" or "info" ? 1 : 2;
+if (rest.Count != expected || verb is not ("create" or "list" or "console" or "shutdown" or "reboot" or "destroy" or "pause" or "unpause" or "info"))
+{
+    Console.Error.WriteLine(usage);
+    return 2;
+}
+
+if (verb == "create")
+    rest[1] = Path.GetFullPath(rest[1]);
+
+using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+try
+{
+    socket.Connect(new UnixDomainSocketEndPoint(Path.Combine(rundir, "dom0.sock")));
+}
+catch (SocketException e)
+{
+    Console.Error.WriteLine($"vmmkit-xl: cannot reach Dom0 at {Path.Combine(rundir, "dom0.sock")}: {e.Message}");
+    return 1;
+}
+
+using var stream = new NetworkStream(socket, ownsSocket: false);
+stream.Write(Encoding.UTF8.GetBytes(string.Join('\t', rest) + "\n"));
+if (verb == "console")
+    return RunConsole(stream);
+
+using var reader = new StreamReader(stream, Encoding.UTF8);
+while (reader.ReadLine() is { } line)
+{
+    if (line == "ok")
+        return 0;
+    if (line.StartsWith("error: ", StringComparison.Ordinal))
+    {
+        Console.Error.WriteLine($"vmmkit-xl: {line[7..]}");
+        return 1;
+    }
+
+    Console.WriteLine(line);
+}
+
+Console.Error.WriteLine("vmmkit-xl: Dom0 closed the connection");
+return 1;
+
+// xl console: the domain's output to stdout, stdin to the domain, until Ctrl-] (0x1d) or the end of stdin.
+static int RunConsole(NetworkStream stream)
+{
+    var status = new StringBuilder();
+    int b;
+    while ((b = stream.ReadByte()) is >= 0 and not '\n')
+        status.Append((char)b);
+    if (status.ToString() != "ok")
+    {
+        Console.Error.WriteLine($"vmmkit-xl: {status.ToString().Replace("error: ", "", StringComparison.Ordinal)}");
+        return 1;
+    }
+
+    var stdout = Console.OpenStandardOutput();
+    var output = Task.Run(() =>
+    {
+        var buffer = new byte[4096];
+        int n;
+        try
+        {
+            while ((n = stream.Read(buffer)) > 0)
+            {
+                stdout.Write(buffer, 0, n);
+                stdout.Flush();
+            }
+        }
+        catch (IOException)
+        {
+        }
+    });
+    var stdin = Console.OpenStandardInput();
+    var input = new byte[256];
+    int read;
+    while ((read = stdin.Read(input)) > 0)
+    {
+        int escape = Array.IndexOf(input, (byte)0x1d, 0, read);
+        if (escape >= 0)
+        {
+            stream.Write(input, 0, escape);
+            break;
+        }
+
+        stream.Write(input, 0, read);
+    }
+
+    // Leaving: Dom0 sees the end of input and closes its side once what it already sent has been read.
+    stream.Socket.Shutdown(SocketShutdown.Send);
+    output.Wait(TimeSpan.FromSeconds(5));
+    return 0;
+}

@@ -76,11 +76,23 @@ writeDemo.SetAction(r =>
     return 0;
 });
 
+var rundir = new Option<DirectoryInfo>("--rundir") { Description = "Directory for the Dom0 channel's socket (hypervisor.sock)", Required = true };
+var hostMemory = new Option<ulong>("--memory", "-m") { Description = "Machine memory in MiB", DefaultValueFactory = _ => 512 };
+var dom0Memory = new Option<ulong>("--dom0-memory") { Description = "Domain 0's memory in MiB", DefaultValueFactory = _ => 16 };
+var dom0Program = new Option<FileInfo?>("--dom0") { Description = "Start this Dom0 program (vmmkit-dom0) with --rundir DIR" };
+var host = new Command("host", "Run the hypervisor with no guest: domain 0 is created and the Dom0 channel (docs/dom0-abi.md) listens " +
+    "on DIR/hypervisor.sock; with --dom0 the Dom0 process is started too. Runs until SIGTERM or SIGINT.")
+{
+    rundir, hostMemory, dom0Memory, dom0Program,
+};
+host.SetAction(r => VmmKit.ReferenceHypervisor.Host.HostRunner.Run(r.GetValue(rundir)!.FullName, r.GetValue(hostMemory),
+    r.GetValue(dom0Memory), r.GetValue(dom0Program)?.FullName));
+
 var root = new RootCommand("vmmkit-hv: the VmmKit reference hypervisor. Boots Xen PVH guests on the emulated processor; " +
     "with no command it boots a built-in demo guest. Guest console output goes to stdout, hypervisor messages to stderr. " +
     ExitCodes.HelpText)
 {
-    memory, cmdline, maxInstructions, trace, stats, boot, writeDemo,
+    memory, cmdline, maxInstructions, trace, stats, boot, writeDemo, host,
 };
 root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats)));
 

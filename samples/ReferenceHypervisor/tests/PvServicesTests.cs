@@ -15,8 +15,8 @@ public class PvServicesTests
         {
             using var machine = new Machine(80 << 20, ProcessorProviders.CreateDefault());
             Assert.True(machine.TryCreateDomain(new DomainConfig("guest", Demo.DemoGuest.Build(), 32 << 20), out var d, out string error), error);
-            machine.Pv.AddDisk(d!, image);
-            await using var xs = new XenStoreClient(machine.Pv.Daemon.Connect(0));
+            machine.Pv!.AddDisk(d!, image);
+            await using var xs = new XenStoreClient(machine.Pv!.Daemon.Connect(0));
             string home = $"/local/domain/{d!.Id}";
             Assert.Equal("guest", await xs.ReadStringAsync($"{home}/name"));
             Assert.Equal(d.Id.ToString(), await xs.ReadStringAsync($"{home}/domid"));

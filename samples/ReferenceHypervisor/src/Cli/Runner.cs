@@ -43,7 +43,7 @@ internal static class Runner
         {
             try
             {
-                machine.Pv.AddDisk(domain!, disks![i], $"xvd{(char)('a' + i)}");
+                machine.Pv!.AddDisk(domain!, disks![i], $"xvd{(char)('a' + i)}");
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -11,7 +11,7 @@ namespace VmmKit.ReferenceHypervisor;
 /// A guest: its memory (machine frames owned by the domain, reachable only through its EPT), its
 /// vCPUs, its console and its HVM parameters. Built by <see cref="Machine.TryCreateDomain"/>.
 /// </summary>
-internal sealed class Domain : IDisposable
+internal sealed partial class Domain : IDisposable
 {
     private readonly List<VirtualCpu> _vcpus = [];
     private readonly ulong[] _hvmParams = new ulong[(int)HvmParam.Count];
@@ -43,7 +43,7 @@ internal sealed class Domain : IDisposable
     public FrameOwner Owner { get; }
 
     /// <summary>Guest RAM size in bytes (guest-physical 0 to this).</summary>
-    public ulong MemoryBytes { get; }
+    public ulong MemoryBytes { get; private set; }
 
     /// <summary>Guest RAM in pages (what XENMEM_current_reservation reports).</summary>
     public ulong RamPages => MemoryBytes / Page.PageSize;
@@ -230,7 +230,7 @@ internal sealed class Domain : IDisposable
         if (rc == 0)
             rc = machine.Events.AllocUnbound(Events, ref store);
         if (rc == 0)
-            rc = machine.Pv.AttachDomain(this, consolePfn, console.Port, storePfn, store.Port);
+            rc = machine.Pv is { } pv ? pv.AttachDomain(this, consolePfn, console.Port, storePfn, store.Port) : 0;
         if (rc != 0)
         {
             error = $"cannot set up the console and store event channels: {rc}";
@@ -289,6 +289,7 @@ internal sealed class Domain : IDisposable
         State = DomainState.Shutdown;
         Console.Flush();
         Machine.Log($"d{Id} ({Name}) shut down: {ShutdownReasonName(reason)}");
+        Machine.NotifyDomainException();
     }
 
     /// <summary>Crashes the domain (Xen's <c>domain_crash</c>): records a dump; the host and other domains carry on.</summary>
@@ -300,6 +301,7 @@ internal sealed class Domain : IDisposable
         Console.Flush();
         CrashReport = ReferenceHypervisor.CrashReport.Build(this, vcpu, why);
         Machine.Log(CrashReport);
+        Machine.NotifyDomainException();
     }
 
     /// <summary>Marks the domain blocked or runnable from its vCPUs' state.</summary>

@@ -12,7 +12,7 @@ namespace VmmKit.ReferenceHypervisor;
 /// <see cref="Run"/> is the scheduler: round-robin over runnable vCPUs until every domain has
 /// stopped. Crashing one domain never stops the machine.
 /// </summary>
-internal sealed class Machine : IDisposable
+internal sealed partial class Machine : IDisposable
 {
     /// <summary>Preemption-timer value for one time slice (the timer counts down at the TSC rate >> IA32_VMX_MISC[4:0]).</summary>
     public const uint SliceTimerValue = 1 << 20;
@@ -28,9 +28,18 @@ internal sealed class Machine : IDisposable
 
     /// <summary>Creates a machine with <paramref name="memoryBytes"/> of RAM whose vCPUs run on <paramref name="processors"/>.</summary>
     public Machine(ulong memoryBytes, IProcessorProvider processors)
+        : this(memoryBytes, processors, MachineMemoryBacking.Anonymous, inProcessBackend: true)
+    {
+    }
+
+    /// <summary>
+    /// Creates a machine whose RAM has <paramref name="backing"/>; <paramref name="inProcessBackend"/> false leaves domid 0
+    /// to a real control domain (<c>vmmkit-hv host</c>, src/Host) instead of the quick path's in-process console backend.
+    /// </summary>
+    public Machine(ulong memoryBytes, IProcessorProvider processors, MachineMemoryBacking backing, bool inProcessBackend)
     {
         _processors = processors;
-        Memory = new MachineMemory(memoryBytes);
+        Memory = new MachineMemory(memoryBytes, backing);
         Frames = new FrameReferences(Memory);
         Grants = new GrantTableHost(Frames);
         Events = new EventChannelHypervisor();
@@ -41,7 +50,7 @@ internal sealed class Machine : IDisposable
         // KERNEL_GS_BASE, ...) stay inside the processor; every other RDMSR/WRMSR exits to MsrExit.
         _msrBitmap = Memory.AllocateFrame(FrameOwner.Hypervisor);
         MsrBitmap.ProcessorStatePassThrough().CopyTo(Memory.GetFrame(_msrBitmap));
-        Pv = new Pv.PvServices(this);
+        Pv = inProcessBackend ? new Pv.PvServices(this) : null;
     }
 
     /// <summary>The machine's RAM.</summary>
@@ -59,8 +68,8 @@ internal sealed class Machine : IDisposable
     /// <summary>Kicks vCPUs when VmmKit.EventChannel marks an upcall pending.</summary>
     internal EventUpcall Upcall { get; }
 
-    /// <summary>The in-process Dom0 services: xenstored, the console and block backends (src/Pv).</summary>
-    public Pv.PvServices Pv { get; }
+    /// <summary>The in-process Dom0 services of the quick path: xenstored, the console and block backends (src/Pv); null in host mode, where domid 0 is the real control domain.</summary>
+    public Pv.PvServices? Pv { get; }
 
     /// <summary>The hypercall table shared by every domain.</summary>
     public HypercallDispatcher<VirtualCpu> Hypercalls { get; }
@@ -111,7 +120,7 @@ internal sealed class Machine : IDisposable
             foreach (var domain in _domains)
             {
                 WakeBlocked(domain);
-                if (domain.State != DomainState.Running)
+                if (domain.State != DomainState.Running || domain.PauseCount > 0)
                     continue;
                 foreach (var vcpu in domain.Vcpus)
                 {
@@ -119,19 +128,30 @@ internal sealed class Machine : IDisposable
                         continue;
                     ranAny = true;
                     ulong before = vcpu.InstructionsRetired;
+                    long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     vcpu.RunSlice();
-                    Pv.Poll();
+                    domain.CpuTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                    Pv?.Poll();
                     AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();
                 }
             }
 
+            if (Host is { } host && host.Poll())
+                continue;
             if (ranAny)
                 continue;
-            if (Pv.WaitForServices(hasDeadline: true) || SkipToNextDeadline() || Pv.WaitForServices(hasDeadline: false))
+            if (Pv?.WaitForServices(hasDeadline: true) == true || SkipToNextDeadline() || Pv?.WaitForServices(hasDeadline: false) == true)
                 continue;
+            if (Host is { } waiting)
+            {
+                // A host with a control domain idles until Dom0 asks for something (or it is told to stop).
+                if (waiting.WaitForWork())
+                    continue;
+                return;
+            }
 
-            Pv.Poll(force: true);
+            Pv?.Poll(force: true);
             foreach (var domain in _domains.Where(d => d.State == DomainState.Blocked))
                 domain.Crash(domain.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
             return;
@@ -278,7 +298,7 @@ internal sealed class Machine : IDisposable
     /// <summary>Releases every domain and the machine memory.</summary>
     public void Dispose()
     {
-        Pv.Dispose();
+        Pv?.Dispose();
         foreach (var d in _domains)
             d.Dispose();
         _domains.Clear();

@@ -121,7 +121,7 @@ internal sealed class VirtualCpu
                 machine.Trace?.Invoke(this, exit);
 
                 ExitAction action = ExitHandlers.Dispatch(this, in exit);
-                machine.Pv.Poll();
+                machine.Pv?.Poll();
                 if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
                     return ExitAction.Stop;
                 if (machine.InstructionBudgetExceeded(this))

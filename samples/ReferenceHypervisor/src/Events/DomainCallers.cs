@@ -5,7 +5,7 @@ namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
 /// The small caller maps VmmKit.EventChannel and VmmKit.GrantTable ask for: a calling vCPU's domain state in each
-/// package. A guest domain of this hypervisor is never privileged (there is no Dom0 in-process).
+/// package. Only the control domain (domid 0 of <c>vmmkit-hv host</c>) is privileged.
 /// </summary>
 internal sealed class DomainCallers : IEventChannelCallerMap<VirtualCpu>, IGrantTableCallerResolver<VirtualCpu>
 {
@@ -16,5 +16,5 @@ internal sealed class DomainCallers : IEventChannelCallerMap<VirtualCpu>, IGrant
     public GrantDomain? GetDomain(VirtualCpu caller) => caller.Domain.Grants;
 
     /// <inheritdoc/>
-    public bool IsPrivileged(VirtualCpu caller) => false;
+    public bool IsPrivileged(VirtualCpu caller) => caller.Domain.IsPrivileged;
 }

@@ -57,6 +57,7 @@ internal static unsafe class HypercallTable
             MemoryOpHypercall.FlushEpt(call.Caller.Domain);
             return rc;
         });
+        Host.ToolstackHypercalls.Register(d);   // domctl, sysctl and the calls naming another domain (src/Host)
         return d;
     }
 

@@ -1,0 +1,100 @@
+using System.Runtime.CompilerServices;
+using VmmKit.GrantTable;
+using VmmKit.Hypercall;
+
+namespace VmmKit.Dom0.Xen;
+
+/// <summary>
+/// Foreign grants for a Dom0 backend over the hypervisor channel: what Linux's /dev/xen/gntdev gives a process
+/// (xen/gntdev.h) and libxengnttab wraps. A map is GNTTABOP_map_grant_ref with GNTMAP_host_map as domain 0, at a
+/// guest-physical slot of domain 0 above its RAM (so its own memory is never displaced); the reply's
+/// <c>dev_bus_addr</c> is the frame's machine address, i.e. its offset in the shared machine-memory file, where
+/// <see cref="GetPage"/> reads and writes it in place. <see cref="GrantMapping.Address"/> is that machine address.
+/// </summary>
+public sealed class XenGnttab : IGrantMapper
+{
+    /// <summary>The first guest-physical frame of domain 0 used for grant mappings (4 GiB).</summary>
+    public const ulong FirstSlot = 0x100000;
+
+    private readonly Privcmd _privcmd;
+    private readonly Dictionary<uint, ulong> _slotOfHandle = [];
+    private readonly Stack<ulong> _freeSlots = new();
+    private readonly object _lock = new();
+    private ulong _nextSlot = FirstSlot;
+
+    /// <summary>Opens a handle (<c>xengnttab_open</c>).</summary>
+    public XenGnttab(Privcmd privcmd) => _privcmd = privcmd;
+
+    /// <inheritdoc/>
+    public GrantStatus TryMap(ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping)
+    {
+        ulong slot;
+        lock (_lock)
+            slot = _freeSlots.Count > 0 ? _freeSlots.Pop() : _nextSlot++;
+        using var b = _privcmd.Buffers.Rent(Unsafe.SizeOf<GnttabMapGrantRef>());
+        b.As<GnttabMapGrantRef>() = new GnttabMapGrantRef
+        {
+            HostAddr = slot << 12, Ref = grantRef, Dom = domainId,
+            Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)),
+        };
+        long rc = _privcmd.Hypercall(HypercallNumber.GrantTableOp, (ulong)GrantTableOp.MapGrantRef, b.Address, 1);
+        var op = b.As<GnttabMapGrantRef>();
+        if (rc < 0 || op.Status != (short)GrantStatus.Okay)
+        {
+            lock (_lock)
+                _freeSlots.Push(slot);
+            mapping = default;
+            return rc < 0 ? GrantStatus.GeneralError : (GrantStatus)op.Status;
+        }
+
+        lock (_lock)
+            _slotOfHandle[op.Handle] = slot;
+        mapping = new GrantMapping(domainId, grantRef, op.Handle, op.DevBusAddr, readOnly);
+        return GrantStatus.Okay;
+    }
+
+    /// <inheritdoc/>
+    public Span<byte> GetPage(in GrantMapping mapping) => _privcmd.Channel.Frame(mapping.Address >> 12);
+
+    /// <inheritdoc/>
+    public GrantStatus Unmap(in GrantMapping mapping)
+    {
+        ulong slot;
+        lock (_lock)
+        {
+            if (!_slotOfHandle.TryGetValue(mapping.Handle, out slot))
+                return GrantStatus.BadHandle;
+        }
+
+        using var b = _privcmd.Buffers.Rent(Unsafe.SizeOf<GnttabUnmapGrantRef>());
+        b.As<GnttabUnmapGrantRef>() = new GnttabUnmapGrantRef { HostAddr = slot << 12, Handle = mapping.Handle };
+        long rc = _privcmd.Hypercall(HypercallNumber.GrantTableOp, (ulong)GrantTableOp.UnmapGrantRef, b.Address, 1);
+        var status = rc < 0 ? GrantStatus.GeneralError : (GrantStatus)b.As<GnttabUnmapGrantRef>().Status;
+        if (status == GrantStatus.Okay)
+        {
+            lock (_lock)
+            {
+                _slotOfHandle.Remove(mapping.Handle);
+                _freeSlots.Push(slot);
+            }
+        }
+
+        return status;
+    }
+
+    /// <inheritdoc/>
+    public void Copy(Span<GnttabCopy> operations)
+    {
+        int size = Unsafe.SizeOf<GnttabCopy>();
+        using var b = _privcmd.Buffers.Rent(size * operations.Length);
+        for (int i = 0; i < operations.Length; i++)
+            b.As<GnttabCopy>(i * size) = operations[i];
+        long rc = _privcmd.Hypercall(HypercallNumber.GrantTableOp, (ulong)GrantTableOp.Copy, b.Address, (ulong)operations.Length);
+        for (int i = 0; i < operations.Length; i++)
+        {
+            operations[i] = b.As<GnttabCopy>(i * size);
+            if (rc < 0)
+                operations[i].Status = (short)GrantStatus.GeneralError;
+        }
+    }
+}

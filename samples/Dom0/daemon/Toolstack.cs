@@ -1,0 +1,214 @@
+using System.Globalization;
+using VmmKit.Boot;
+using VmmKit.Dom0.Xen;
+using VmmKit.Hypercall;
+using VmmKit.XenStore.Client;
+
+namespace VmmKit.Dom0.Daemon;
+
+/// <summary>
+/// The toolstack (libxl's part, with libxc's PVH domain builder): builds a domain from an <see cref="XlConfig"/> through
+/// XenControl and foreign mappings only, writes its XenStore tree the way libxl does, connects its console, and
+/// applies on_poweroff/on_crash when VIRQ_DOM_EXC says a domain stopped.
+/// </summary>
+internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBackend console, Action saveState)
+{
+    /// <summary>Pages at the top of RAM for the console and XenStore rings (reserved in the e820 map), as libxc does.</summary>
+    private const int SpecialPages = 2;
+
+    private readonly object _lock = new();
+
+    /// <summary>Builds and starts the domain; returns its domid.</summary>
+    public async Task<ushort> CreateAsync(XlConfig cfg)
+    {
+        byte[] kernel = await File.ReadAllBytesAsync(cfg.Kernel);
+        if (!ElfImage.TryParse(kernel, out var image, out string error))
+            throw new InvalidOperationException($"{cfg.Kernel}: {error}");
+        var modules = new List<PvhModule>();
+        if (cfg.Ramdisk is { } rd)
+            modules.Add(new PvhModule(await File.ReadAllBytesAsync(rd), Path.GetFileName(rd)));
+        if ((await FindByNameAsync(cfg.Name)).HasValue)
+            throw new InvalidOperationException($"a domain named {cfg.Name} exists");
+
+        var uuid = Guid.NewGuid();
+        ulong pages = cfg.MemoryMiB << 8;
+        ushort domid;
+        long[] frames = new long[pages];
+        lock (_lock)
+        {
+            domid = xc.CreateDomain(uuid, cfg.Vcpus);
+            try
+            {
+                xc.SetMaxMemory(domid, cfg.MemoryMiB << 10);
+                var gfns = new ulong[pages];
+                for (ulong i = 0; i < pages; i++)
+                    gfns[i] = i;
+                xc.PopulatePhysmap(domid, gfns);
+                for (int start = 0; start < gfns.Length; start += HypervisorChannel.MaxBatch)
+                {
+                    int n = Math.Min(HypervisorChannel.MaxBatch, gfns.Length - start);
+                    xc.Privcmd.MmapBatch(domid, gfns.AsSpan(start, n), frames.AsSpan(start, n));
+                }
+
+                if (frames.Any(f => f < 0))
+                    throw new XenException(XenErrno.EFAULT, "mmapbatch of the new domain's RAM");
+
+                ulong usable = (pages - SpecialPages) << 12;
+                HvmMemmapTableEntry[] map =
+                [
+                    new() { Addr = 0, Size = usable, Type = (uint)HvmMemmapType.Ram },
+                    new() { Addr = usable, Size = SpecialPages * 4096, Type = (uint)HvmMemmapType.Reserved },
+                ];
+                var writer = new ForeignMemoryWriter(xc.Privcmd.Channel, frames);
+                if (!PvhLoader.TryLoad(image!, kernel, cfg.Cmdline, modules, usable, map, writer, out var boot, out error))
+                    throw new InvalidOperationException($"cannot load {cfg.Kernel}: {error}");
+
+                ulong consolePfn = pages - 2, storePfn = pages - 1;
+                uint consolePort = xc.AllocUnbound(domid, 0);
+                uint storePort = xc.AllocUnbound(domid, 0);
+                xc.SetHvmParam(domid, HvmParam.ConsolePfn, consolePfn);
+                xc.SetHvmParam(domid, HvmParam.ConsoleEvtchn, consolePort);
+                xc.SetHvmParam(domid, HvmParam.StorePfn, storePfn);
+                xc.SetHvmParam(domid, HvmParam.StoreEvtchn, storePort);
+                xc.SetBootVcpu(domid, boot.Entry, boot.StartInfoAddress);
+                uint local = console.Connect(domid, (ulong)frames[consolePfn], consolePort);
+                WriteTreeAsync(domid, uuid, cfg, consolePort, (ulong)frames[consolePfn], storePort, (ulong)frames[storePfn]).GetAwaiter().GetResult();
+                store.WriteAsync($"/libxl/{domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
+                store.WriteAsync($"/libxl/{domid}/console-gfn", consolePfn.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
+                // The builder's mappings go; the console ring stays mapped by the console backend.
+                xc.Privcmd.Unmap([.. frames.Where((_, i) => (ulong)i != consolePfn).Select(f => (ulong)f)]);
+                saveState();
+                xc.Unpause(domid);
+            }
+            catch
+            {
+                Cleanup(domid);
+                throw;
+            }
+        }
+
+        return domid;
+    }
+
+    private void Cleanup(ushort domid)
+    {
+        try
+        {
+            console.Disconnect(domid);
+            xc.DestroyDomain(domid);
+        }
+        catch (XenException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// The tree libxl writes for a domain (tools/libs/light/libxl_create.c, libxl_dom.c): /local/domain/N/{name, domid,
+    /// vm, memory/target, memory/static-max, store/port, store/ring-ref, console/{port, ring-ref, type, limit},
+    /// cpu/0/availability, control/, device/, data/}, /vm/UUID/{name, uuid}, and the toolstack's own notes under /libxl/N.
+    /// </summary>
+    private async Task WriteTreeAsync(ushort domid, Guid uuid, XlConfig cfg, uint consolePort, ulong consoleMfn, uint storePort, ulong storeMfn)
+    {
+        string d = $"/local/domain/{domid}";
+        string I(ulong v) => v.ToString(CultureInfo.InvariantCulture);
+        var tx = await store.StartTransactionAsync();
+        await store.WriteAsync($"{d}/name", cfg.Name, tx);
+        await store.WriteAsync($"{d}/domid", I(domid), tx);
+        await store.WriteAsync($"{d}/vm", $"/vm/{uuid}", tx);
+        await store.WriteAsync($"{d}/memory/static-max", I(cfg.MemoryMiB << 10), tx);
+        await store.WriteAsync($"{d}/memory/target", I(cfg.MemoryMiB << 10), tx);
+        await store.WriteAsync($"{d}/store/port", I(storePort), tx);
+        await store.WriteAsync($"{d}/store/ring-ref", I(storeMfn), tx);
+        await store.WriteAsync($"{d}/console/port", I(consolePort), tx);
+        await store.WriteAsync($"{d}/console/ring-ref", I(consoleMfn), tx);
+        await store.WriteAsync($"{d}/console/type", "xenconsoled", tx);
+        await store.WriteAsync($"{d}/console/limit", "1048576", tx);
+        await store.WriteAsync($"{d}/cpu/0/availability", "online", tx);
+        await store.MkdirAsync($"{d}/control", tx);
+        await store.MkdirAsync($"{d}/device", tx);
+        await store.MkdirAsync($"{d}/data", tx);
+        await store.WriteAsync($"/vm/{uuid}/name", cfg.Name, tx);
+        await store.WriteAsync($"/vm/{uuid}/uuid", uuid.ToString(), tx);
+        await store.WriteAsync($"/libxl/{domid}/on_poweroff", cfg.OnPoweroff, tx);
+        await store.WriteAsync($"/libxl/{domid}/on_crash", cfg.OnCrash, tx);
+        await store.WriteAsync($"/libxl/{domid}/on_reboot", cfg.OnReboot, tx);
+        await store.EndTransactionAsync(tx, commit: true);
+    }
+
+    /// <summary>
+    /// A new Dom0 after the previous one died: for every running domain, the console ring is mapped again (the old
+    /// process's references went with it) and Dom0's still-bound console port is taken over; the tree is xenstored's
+    /// restored state.
+    /// </summary>
+    public async Task ReattachAsync()
+    {
+        foreach (var d in xc.ListDomains())
+        {
+            if (d.Domid == 0 || await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is not { } port
+                || await store.TryReadStringAsync($"/libxl/{d.Domid}/console-gfn") is not { } gfn)
+                continue;
+            var mfn = new long[1];
+            xc.Privcmd.MmapBatch(d.Domid, [ulong.Parse(gfn, CultureInfo.InvariantCulture)], mfn);
+            if (mfn[0] >= 0)
+                console.Reconnect(d.Domid, (ulong)mfn[0], uint.Parse(port, CultureInfo.InvariantCulture));
+        }
+    }
+
+    /// <summary>The domain's name from XenStore (Domain-0 for 0).</summary>
+    public async Task<string> NameOfAsync(ushort domid) =>
+        domid == 0 ? "Domain-0" : await store.TryReadStringAsync($"/local/domain/{domid}/name") ?? $"(d{domid})";
+
+    /// <summary>A domain by name or number.</summary>
+    public async Task<ushort?> ResolveAsync(string nameOrId)
+    {
+        if (ushort.TryParse(nameOrId, NumberStyles.None, CultureInfo.InvariantCulture, out ushort id))
+            return xc.GetDomainInfo(id) is null ? null : id;
+        return await FindByNameAsync(nameOrId);
+    }
+
+    private async Task<ushort?> FindByNameAsync(string name)
+    {
+        if (name == "Domain-0")
+            return 0;
+        foreach (var d in xc.ListDomains())
+        {
+            if (d.Domid != 0 && await NameOfAsync(d.Domid) == name)
+                return d.Domid;
+        }
+
+        return null;
+    }
+
+    /// <summary>Destroys a domain and removes its XenStore tree (libxl_domain_destroy).</summary>
+    public async Task DestroyAsync(ushort domid)
+    {
+        if (domid == 0)
+            throw new InvalidOperationException("Domain-0 cannot be destroyed");
+        string? vm = await store.TryReadStringAsync($"/local/domain/{domid}/vm");
+        lock (_lock)
+        {
+            console.Disconnect(domid);
+            xc.DestroyDomain(domid);
+        }
+
+        await store.RemoveAsync($"/local/domain/{domid}");
+        await store.RemoveAsync($"/libxl/{domid}");
+        if (vm is not null)
+            await store.RemoveAsync(vm);
+        saveState();
+    }
+
+    /// <summary>VIRQ_DOM_EXC: domains that shut down get their on_poweroff/on_crash/on_reboot action (destroy, or preserve).</summary>
+    public async Task OnDomainExceptionAsync()
+    {
+        foreach (var d in xc.ListDomains())
+        {
+            if (d.Domid == 0 || !d.Shutdown || d.Dying)
+                continue;
+            string key = d.ShutdownReason switch { 1 => "on_reboot", 3 => "on_crash", _ => "on_poweroff" };
+            string action = await store.TryReadStringAsync($"/libxl/{d.Domid}/{key}") ?? "destroy";
+            if (action is "destroy" or "restart")   // restart: not offered yet, the domain is destroyed
+                await DestroyAsync(d.Domid);
+        }
+    }
+}

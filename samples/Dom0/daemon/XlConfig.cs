@@ -1,0 +1,105 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace VmmKit.Dom0.Daemon;
+
+/// <summary>
+/// The xl.cfg subset vmmkit-xl accepts (xl.cfg(5)): name, type ("pvh" only), kernel, ramdisk, cmdline (or extra),
+/// memory (MiB), vcpus, on_poweroff/on_reboot/on_crash, and disk (parsed; handed to a block backend when one exists).
+/// Relative paths are resolved against the file's directory.
+/// </summary>
+internal sealed partial record XlConfig(string Name, string Kernel, string? Ramdisk, string Cmdline, ulong MemoryMiB, uint Vcpus,
+    string OnPoweroff, string OnReboot, string OnCrash, IReadOnlyList<string> Disks)
+{
+    /// <summary>Parses <paramref name="text"/>; a reason in <paramref name="error"/> when it is not a config this toolstack can build.</summary>
+    public static XlConfig? Parse(string text, string directory, out string error)
+    {
+        var values = new Dictionary<string, object>(StringComparer.Ordinal);
+        int lineNo = 0;
+        foreach (string raw in text.Split('\n'))
+        {
+            lineNo++;
+            string line = StripComment(raw).Trim();
+            if (line.Length == 0)
+                continue;
+            var m = Assignment().Match(line);
+            if (!m.Success)
+            {
+                error = $"line {lineNo}: expected key = value";
+                return null;
+            }
+
+            string value = m.Groups[2].Value.Trim().TrimEnd(';');
+            if (value.StartsWith('['))
+            {
+                var items = Quoted().Matches(value).Select(q => q.Groups[2].Value).ToList();
+                values[m.Groups[1].Value] = items;
+            }
+            else if (Quoted().Match(value) is { Success: true } q && q.Index == 0)
+            {
+                values[m.Groups[1].Value] = q.Groups[2].Value;
+            }
+            else if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out long n))
+            {
+                values[m.Groups[1].Value] = n;
+            }
+            else
+            {
+                error = $"line {lineNo}: cannot parse the value of {m.Groups[1].Value}";
+                return null;
+            }
+        }
+
+        string? S(string key) => values.TryGetValue(key, out var v) ? v as string : null;
+        long? N(string key) => values.TryGetValue(key, out var v) && v is long n ? n : null;
+        string type = S("type") ?? (S("builder") is "hvm" ? "hvm" : "pv");
+        if (type != "pvh")
+        {
+            error = $"type \"{type}\" is not supported: only type=\"pvh\"";
+            return null;
+        }
+
+        if (S("kernel") is not { } kernel)
+        {
+            error = "kernel is required";
+            return null;
+        }
+
+        long memory = N("memory") ?? 128;
+        long vcpus = N("vcpus") ?? 1;
+        if (memory is < 1 or > 4096 || vcpus != 1)
+        {
+            error = memory is < 1 or > 4096 ? "memory must be 1..4096 MiB" : "vcpus must be 1 (one vCPU per domain in this hypervisor)";
+            return null;
+        }
+
+        string Resolve(string p) => Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(directory, p));
+        error = "";
+        return new XlConfig(S("name") ?? Path.GetFileNameWithoutExtension(kernel), Resolve(kernel), S("ramdisk") is { } rd ? Resolve(rd) : null,
+            S("cmdline") ?? S("extra") ?? "", (ulong)memory, (uint)vcpus, S("on_poweroff") ?? "destroy", S("on_reboot") ?? "restart",
+            S("on_crash") ?? "destroy", values.TryGetValue("disk", out var d) && d is List<string> disks ? disks : []);
+    }
+
+    private static string StripComment(string line)
+    {
+        bool single = false, dbl = false;
+        for (int i = 0; i < line.Length; i++)
+        {
+            char c = line[i];
+            if (c == '\'' && !dbl)
+                single = !single;
+            else if (c == '"' && !single)
+                dbl = !dbl;
+            else if (c == '#' && !single && !dbl)
+                return line[..i];
+        }
+
+        return line;
+    }
+
+    [GeneratedRegex(@"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")]
+    private static partial Regex Assignment();
+
+    [GeneratedRegex(@"(['""])(.*?)\1")]
+    private static partial Regex Quoted();
+}

@@ -1,0 +1,102 @@
+using VmmKit.Dom0.Xen;
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.EventChannel;
+using VmmKit.Hypercall;
+
+namespace VmmKit.Dom0.Tests;
+
+/// <summary>Slice step 3: the toolstack's domctl/sysctl subset from a Dom0 process, against <c>vmmkit-hv host</c>.</summary>
+public sealed class DomctlTests
+{
+    [Fact]
+    public void Create_populate_inspect_and_destroy_a_domain()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var xc = new XenControl(new Privcmd(channel));
+        Assert.Equal((4, 17), xc.Version());
+        var (_, freeBefore) = xc.PhysInfo();
+
+        var uuid = Guid.NewGuid();
+        ushort domid = xc.CreateDomain(uuid);
+        Assert.Equal(1, domid);
+        var info = xc.GetDomainInfo(domid)!;
+        Assert.True(info.Paused);
+        Assert.Equal(uuid, info.Handle);
+        Assert.Equal(0u, info.OnlineVcpus);
+
+        xc.SetMaxMemory(domid, 64);   // 16 pages
+        ulong[] gfns = [.. Enumerable.Range(0, 16).Select(i => (ulong)i)];
+        xc.PopulatePhysmap(domid, gfns);
+        var e = Assert.Throws<XenException>(() => xc.PopulatePhysmap(domid, [16]));   // past max_mem
+        Assert.Equal(XenErrno.ENOMEM, e.Errno);
+        Assert.Equal(16ul, xc.GetDomainInfo(domid)!.MaxPages);
+        Assert.Equal([0, 1], xc.ListDomains().Select(d => (int)d.Domid));
+
+        // Foreign-map the new domain's RAM: Dom0 writes, the frames are the domain's.
+        Span<long> mfns = stackalloc long[16];
+        xc.Privcmd.MmapBatch(domid, gfns, mfns);
+        Assert.All(mfns.ToArray(), m => Assert.True(m > 0));
+        channel.Frame((ulong)mfns[3])[0] = 0x42;
+
+        xc.SetHvmParam(domid, HvmParam.StorePfn, 15);
+        Assert.Equal(15ul, xc.GetHvmParam(domid, HvmParam.StorePfn));
+        uint port = xc.AllocUnbound(domid, 0);
+        Assert.True(port > 0);
+
+        // Destroyed while Dom0 maps its frames: those frames stay allocated until Dom0 unmaps them.
+        xc.DestroyDomain(domid);
+        Assert.Null(xc.GetDomainInfo(domid));
+        Assert.Equal(XenErrno.ESRCH, Assert.Throws<XenException>(() => xc.Pause(domid)).Errno);
+        Assert.True(xc.PhysInfo().FreePages < freeBefore);
+        Assert.Equal(0x42, channel.Frame((ulong)mfns[3])[0]);
+        Assert.Equal(0, xc.Privcmd.Unmap([.. mfns.ToArray().Select(m => (ulong)m)]));
+        Assert.Equal(freeBefore, xc.PhysInfo().FreePages);
+    }
+
+    [Fact]
+    public void Pause_unpause_and_errors_follow_Xen()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var xc = new XenControl(new Privcmd(channel));
+        ushort domid = xc.CreateDomain(Guid.NewGuid());
+        xc.Unpause(domid);
+        Assert.False(xc.GetDomainInfo(domid)!.Paused);
+        Assert.Equal(XenErrno.EINVAL, Assert.Throws<XenException>(() => xc.Unpause(domid)).Errno);   // not paused
+        xc.Pause(domid);
+        Assert.True(xc.GetDomainInfo(domid)!.Paused);
+        Assert.Equal(XenErrno.EINVAL, Assert.Throws<XenException>(() => xc.DestroyDomain(0)).Errno); // not itself
+        Assert.Equal(XenErrno.ESRCH, Assert.Throws<XenException>(() => xc.SetMaxMemory(77, 1024)).Errno);
+        Assert.Equal(XenErrno.ESRCH, Assert.Throws<XenException>(() => xc.GetHvmParam(77, HvmParam.StorePfn)).Errno);
+        Assert.Equal(XenErrno.EEXIST, Assert.Throws<XenException>(() => xc.CreateDomain(Guid.NewGuid(), domid: domid)).Errno);
+        Assert.Equal(XenErrno.EINVAL, Assert.Throws<XenException>(() => xc.CreateDomain(Guid.NewGuid(), maxVcpus: 0)).Errno);
+
+        // A domctl Xen has but this hypervisor does not offer, and a wrong interface version.
+        var privcmd = xc.Privcmd;
+        using var b = privcmd.Buffers.Rent(144);
+        b.As<XenDomctl>() = new XenDomctl { Cmd = 34 /* sethvmcontext */, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
+        Assert.Equal(XenErrno.ENOSYS.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
+        b.As<XenDomctl>() = new XenDomctl { Cmd = ToolsAbi.DomctlPauseDomain, InterfaceVersion = 0x14, Domain = domid };
+        Assert.Equal(XenErrno.EACCES.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
+        Assert.Equal(XenErrno.EFAULT.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, 1ul << 40));
+    }
+
+    [Fact]
+    public async Task VIRQ_DOM_EXC_tells_Dom0_a_domain_shut_down()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var privcmd = new Privcmd(channel);
+        var xc = new XenControl(privcmd);
+        using var evtchn = new XenEvtchn(privcmd);
+        uint port = evtchn.BindVirq(Virq.DomExc);
+        ushort domid = xc.CreateDomain(Guid.NewGuid());
+        xc.Shutdown(domid, ShutdownReason.Poweroff);
+        using var timeout = new CancellationTokenSource(20000);
+        Assert.Equal(port, await evtchn.PendingAsync(timeout.Token));
+        var info = xc.GetDomainInfo(domid)!;
+        Assert.True(info.Shutdown);
+        Assert.Equal((uint)ShutdownReason.Poweroff, info.ShutdownReason);
+    }
+}

@@ -1,0 +1,296 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor.Host;
+
+/// <summary>
+/// The hypervisor's end of the Dom0 channel (docs/dom0-abi.md): a Unix socket at <c>RUNDIR/hypervisor.sock</c> that one
+/// Dom0 process at a time connects to. It is domain 0's processor: requests are queued by the session's reader thread
+/// and served on the scheduler's thread between time slices (<see cref="Poll"/>), so they see a consistent machine.
+/// HYPERCALL goes through the machine's hypercall table as domain 0; MMAPBATCH hands out machine frames of another
+/// domain and keeps a reference on each until UNMAP or disconnection. A Dom0 that sends a malformed message or dies is
+/// dropped; its domains keep running and the next Dom0 to connect takes its place.
+/// </summary>
+internal sealed class Dom0Channel : IMachineHost, IDisposable
+{
+    private const int WelcomeSize = 32;
+    private const int HypercallSize = 48;
+
+    private readonly Machine _machine;
+    private readonly ControlDomain _dom0;
+    private readonly ForeignMappings _foreign;
+    private readonly Socket _listener;
+    private readonly ConcurrentQueue<(Dom0Session Session, Dom0MessageType Type, ulong Id, byte[] Payload)> _requests = new();
+    private readonly AutoResetEvent _work = new(false);
+    private Dom0Session? _session;
+    private volatile bool _stopping;
+
+    // Internal queue markers (never on the wire).
+    private const Dom0MessageType Connected = (Dom0MessageType)0x7001;
+    private const Dom0MessageType Disconnected = (Dom0MessageType)0x7002;
+
+    /// <summary>Listens on <paramref name="socketPath"/> for Dom0.</summary>
+    public Dom0Channel(Machine machine, ControlDomain dom0, string socketPath)
+    {
+        _machine = machine;
+        _dom0 = dom0;
+        _foreign = new ForeignMappings(machine.Memory);
+        machine.Foreign = _foreign;
+        SocketPath = socketPath;
+        File.Delete(socketPath);
+        _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        // Bound under a temporary name and renamed once listening, so the socket appears only when it accepts.
+        string binding = socketPath + ".new";
+        File.Delete(binding);
+        _listener.Bind(new UnixDomainSocketEndPoint(binding));
+        _listener.Listen(4);
+        File.Move(binding, socketPath, overwrite: true);
+        new Thread(AcceptLoop) { IsBackground = true, Name = "dom0-channel-accept" }.Start();
+    }
+
+    /// <summary>The socket's path.</summary>
+    public string SocketPath { get; }
+
+    /// <summary>Foreign frames Dom0 holds.</summary>
+    public ForeignMappings Foreign => _foreign;
+
+    /// <summary>True while a Dom0 is connected.</summary>
+    public bool IsConnected => _session is { IsClosed: false };
+
+    /// <summary>Asks <see cref="Machine.Run"/> to return.</summary>
+    public void Stop()
+    {
+        _stopping = true;
+        _work.Set();
+    }
+
+    private void AcceptLoop()
+    {
+        while (!_stopping)
+        {
+            Socket socket;
+            try
+            {
+                socket = _listener.Accept();
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+
+            var session = new Dom0Session(socket, Enqueue, s => Enqueue(s, Disconnected, 0, []));
+            Enqueue(session, Connected, 0, []);
+        }
+    }
+
+    private void Enqueue(Dom0Session session, Dom0MessageType type, ulong id, byte[] payload)
+    {
+        _requests.Enqueue((session, type, id, payload));
+        _work.Set();
+    }
+
+    /// <inheritdoc/>
+    public bool Poll()
+    {
+        bool any = false;
+        while (_requests.TryDequeue(out var r))
+        {
+            any = true;
+            try
+            {
+                Serve(r.Session, r.Type, r.Id, r.Payload);
+            }
+            catch (Exception e)
+            {
+                // A hypervisor bug a request provoked: the request's Dom0 is dropped, the machine carries on.
+                _machine.Log($"dom0 channel: dropping Dom0 after a host exception: {e.GetType().Name}: {e.Message}");
+                r.Session.Close();
+            }
+        }
+
+        return any;
+    }
+
+    /// <inheritdoc/>
+    public bool WaitForWork()
+    {
+        if (_stopping)
+            return false;
+        _work.WaitOne(100);
+        return !_stopping;
+    }
+
+    private void Serve(Dom0Session session, Dom0MessageType type, ulong id, byte[] payload)
+    {
+        switch (type)
+        {
+            case Connected:
+                Attach(session);
+                return;
+            case Disconnected:
+                if (_session == session)
+                {
+                    _session = null;
+                    _dom0.EventSink = null;
+                    _foreign.ReleaseAll();
+                    _machine.Log("dom0 channel: Dom0 disconnected; domains keep running");
+                }
+
+                return;
+        }
+
+        if (session != _session || session.IsClosed)
+            return;
+        switch (type)
+        {
+            case Dom0MessageType.Hypercall when payload.Length == HypercallSize:
+                Reply(session, type, id, Hypercall(payload));
+                return;
+            case Dom0MessageType.MmapBatch when TryMmapBatch(payload, out var results):
+                session.Send(type | (Dom0MessageType)Dom0Wire.ReplyBit, id, results);
+                return;
+            case Dom0MessageType.Unmap when TryUnmap(payload, out long rc):
+                Reply(session, type, id, rc);
+                return;
+            default:
+                _machine.Log($"dom0 channel: malformed {type} request ({payload.Length} bytes); Dom0 disconnected");
+                session.Close();
+                return;
+        }
+    }
+
+    private void Attach(Dom0Session session)
+    {
+        if (IsConnected)
+        {
+            // One control domain at a time: a second connection is refused by closing it.
+            session.Close();
+            return;
+        }
+
+        Span<byte> welcome = stackalloc byte[Dom0Wire.HeaderSize + WelcomeSize];
+        Dom0Wire.WriteHeader(welcome, Dom0MessageType.Welcome, 0, WelcomeSize);
+        _dom0.WriteWelcome(welcome[Dom0Wire.HeaderSize..]);
+        if (!UnixRights.TrySend(session.Socket.Handle, welcome, _machine.Memory.FileDescriptor))
+        {
+            session.Close();
+            return;
+        }
+
+        _session = session;
+        session.Start();
+        _dom0.EventSink = port =>
+        {
+            Span<byte> p = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt32LittleEndian(p, port);
+            BinaryPrimitives.WriteUInt32LittleEndian(p[4..], 0);
+            session.Send(Dom0MessageType.Event, 0, p);
+        };
+        _machine.Log("dom0 channel: Dom0 connected");
+        _dom0.Reattach();
+    }
+
+    private static void Reply(Dom0Session session, Dom0MessageType type, ulong id, long value)
+    {
+        Span<byte> p = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(p, value);
+        session.Send(type | (Dom0MessageType)Dom0Wire.ReplyBit, id, p);
+    }
+
+    /// <summary>HYPERCALL {op, arg[5]}: dispatched as domain 0's 64-bit hypercall; continuations are run to completion.</summary>
+    private long Hypercall(ReadOnlySpan<byte> p)
+    {
+        var regs = new HypercallRegisters
+        {
+            Rax = BinaryPrimitives.ReadUInt64LittleEndian(p),
+            Rdi = BinaryPrimitives.ReadUInt64LittleEndian(p[8..]),
+            Rsi = BinaryPrimitives.ReadUInt64LittleEndian(p[16..]),
+            Rdx = BinaryPrimitives.ReadUInt64LittleEndian(p[24..]),
+            R10 = BinaryPrimitives.ReadUInt64LittleEndian(p[32..]),
+            R8 = BinaryPrimitives.ReadUInt64LittleEndian(p[40..]),
+        };
+        while (_machine.Hypercalls.Dispatch(_dom0.Caller, ref regs, GuestX86Mode.Long64, 0, _dom0.Memory) == HypercallDisposition.Preempted)
+        {
+        }
+
+        return (long)regs.Rax;
+    }
+
+    /// <summary>
+    /// MMAPBATCH {domid, pad, count, gfn[count]} → {mfn or -errno per gfn}: references each frame (privcmd's
+    /// IOCTL_PRIVCMD_MMAPBATCH_V2 with its per-frame error array). A missing domain is -ESRCH for every frame.
+    /// </summary>
+    private bool TryMmapBatch(byte[] payload, out byte[] results)
+    {
+        results = [];
+        if (payload.Length < 8)
+            return false;
+        ushort domid = BinaryPrimitives.ReadUInt16LittleEndian(payload);
+        uint count = BinaryPrimitives.ReadUInt32LittleEndian(payload.AsSpan(4));
+        if (count > Dom0Wire.MaxBatch || payload.Length != 8 + (count * 8))
+            return false;
+        results = new byte[count * 8];
+        var target = _machine.FindDomain(domid);
+        for (int i = 0; i < count; i++)
+        {
+            ulong gfn = BinaryPrimitives.ReadUInt64LittleEndian(payload.AsSpan(8 + (i * 8)));
+            long r;
+            if (target is null || target.IsDying)
+                r = XenErrno.ESRCH.Negated();
+            else if (gfn >= 1ul << 40 || !target.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _))
+                r = XenErrno.EINVAL.Negated();
+            else
+            {
+                _foreign.Take(frame);
+                r = (long)frame.Value;
+            }
+
+            BinaryPrimitives.WriteInt64LittleEndian(results.AsSpan(i * 8), r);
+        }
+
+        return true;
+    }
+
+    /// <summary>UNMAP {count, pad, mfn[count]} → 0, or -EINVAL (and nothing released) when Dom0 holds one of them not.</summary>
+    private bool TryUnmap(byte[] payload, out long rc)
+    {
+        rc = 0;
+        if (payload.Length < 8)
+            return false;
+        uint count = BinaryPrimitives.ReadUInt32LittleEndian(payload);
+        if (count > Dom0Wire.MaxBatch || payload.Length != 8 + (count * 8))
+            return false;
+        var frames = new MachineFrameNumber[count];
+        var seen = new Dictionary<ulong, int>();
+        for (int i = 0; i < count; i++)
+        {
+            frames[i] = new MachineFrameNumber(BinaryPrimitives.ReadUInt64LittleEndian(payload.AsSpan(8 + (i * 8))));
+            seen[frames[i].Value] = seen.TryGetValue(frames[i].Value, out int n) ? n + 1 : 1;
+        }
+
+        foreach (var (f, n) in seen)
+        {
+            if (!_foreign.IsHeld(new MachineFrameNumber(f)) || _foreign.ReferencesOf(new MachineFrameNumber(f)) < n)
+            {
+                rc = XenErrno.EINVAL.Negated();
+                return true;
+            }
+        }
+
+        foreach (var f in frames)
+            _foreign.Release(f);
+        return true;
+    }
+
+    /// <summary>Closes the socket and the connection.</summary>
+    public void Dispose()
+    {
+        Stop();
+        _listener.Dispose();
+        _session?.Close();
+        File.Delete(SocketPath);
+    }
+}

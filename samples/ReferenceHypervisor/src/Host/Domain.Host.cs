@@ -1,0 +1,175 @@
+using VmmKit.Ept;
+using VmmKit.EventChannel;
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor;
+
+/// <summary>
+/// A domain built by the toolstack (XEN_DOMCTL_createdomain, then populate_physmap, setvcpucontext and unpause) rather
+/// than by <see cref="Machine.TryCreateDomain"/>, and domain 0 itself: what src/Host needs of a domain.
+/// </summary>
+internal sealed partial class Domain
+{
+    /// <summary>
+    /// Creates an empty domain as XEN_DOMCTL_createdomain does: its shared_info page, event channels and grant table,
+    /// no RAM, no vCPU, paused once (Xen creates domains paused; the toolstack unpauses a built one).
+    /// </summary>
+    /// <param name="machine">The machine.</param>
+    /// <param name="id">The domid.</param>
+    /// <param name="name">A name for diagnostics (XenStore holds the real one).</param>
+    /// <param name="maxVcpus">xen_domctl_createdomain.max_vcpus.</param>
+    /// <param name="privileged">True for domain 0 (Xen's <c>is_control_domain</c>).</param>
+    /// <param name="upcall">How the domain's events are raised; null for a guest's vCPUs (the machine's).</param>
+    internal Domain(Machine machine, ushort id, string name, uint maxVcpus, bool privileged, IEventChannelUpcall? upcall)
+        : this(machine, id, new DomainConfig(name, [], 0, ConsoleLine: line => machine.Log($"(d{id}) {line.TrimEnd('\n')}")))
+    {
+        IsPrivileged = privileged;
+        MaxVcpus = maxVcpus;
+        PauseCount = privileged ? 0 : 1;
+        SharedInfoFrame = machine.Memory.AllocateFrame(Owner);
+        _frames.Add((SharedInfoFrame, 1));
+        Wallclock.Write(machine.Memory.GetFrame(SharedInfoFrame), Has32BitSharedInfo, WallclockBaseNanoseconds);
+        Events = machine.Events.CreateDomain(new EventChannelDomainOptions
+        {
+            Id = id, VcpuCount = (int)Math.Max(1, maxVcpus), Upcall = upcall ?? machine.Upcall, IsControlDomain = privileged,
+        });
+        unsafe
+        {
+            Events.SetSharedInfo(machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
+        }
+
+        Grants = machine.Grants.CreateDomain(id, Ept);
+    }
+
+    /// <summary>Xen's <c>is_control_domain</c>: domain 0, which the dummy XSM policy lets use domctl and sysctl.</summary>
+    public bool IsPrivileged { get; }
+
+    /// <summary>xen_domctl_createdomain.max_vcpus.</summary>
+    public uint MaxVcpus { get; }
+
+    /// <summary>Xen's <c>d->pause_count</c> (XEN_DOMCTL_pausedomain/unpausedomain): a paused domain's vCPUs do not run.</summary>
+    public int PauseCount { get; set; }
+
+    /// <summary>Xen's <c>d->max_pages</c> (XEN_DOMCTL_max_mem), in pages.</summary>
+    public ulong MaxPages { get; private set; } = ulong.MaxValue;
+
+    /// <summary>xen_domctl_createdomain.handle: the toolstack's UUID for the domain.</summary>
+    public Guid Handle { get; set; }
+
+    /// <summary>Xen's <c>d->is_dying</c>: XEN_DOMCTL_destroydomain ran.</summary>
+    public bool IsDying { get; set; }
+
+    /// <summary>Host time spent running the domain's vCPUs (getdomaininfo's cpu_time).</summary>
+    public TimeSpan CpuTime { get; set; }
+
+    /// <summary>Pages populated by the toolstack (Xen's <c>d->tot_pages</c> for RAM).</summary>
+    public ulong PopulatedPages { get; private set; }
+
+    /// <summary>XEN_DOMCTL_max_mem: caps the domain's RAM and the machine frames charged to it (RAM plus its tables).</summary>
+    public void SetMaxPages(ulong pages)
+    {
+        MaxPages = pages;
+        ulong overhead = 1 + (pages / 256) + 16 + 8 + (ulong)Grants.SharedFrameCount + (ulong)Grants.StatusFrameCount;
+        Machine.Memory.SetLimit(Owner, Math.Max(pages + overhead, Machine.Memory.FramesOwnedBy(Owner)));
+    }
+
+    /// <summary>
+    /// XENMEM_populate_physmap for one 4 KiB extent: a fresh, zeroed frame at <paramref name="gfn"/> (Xen's
+    /// <c>populate_physmap</c>). 0, -EBUSY when the gfn is already populated, -ENOMEM past max_mem or machine memory.
+    /// </summary>
+    public long Populate(ulong gfn)
+    {
+        if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
+            return XenErrno.EBUSY.Negated();
+        if (PopulatedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
+            return XenErrno.ENOMEM.Negated();
+        Machine.Memory.GetFrame(frame).Clear();
+        try
+        {
+            Ept.Map(new GuestPhysicalAddress(gfn << Page.PageShift), frame, 1, EptAccess.ReadWriteExecute);
+        }
+        catch (MachineMemoryExhaustedException)
+        {
+            Machine.Memory.FreeFrame(frame);
+            return XenErrno.ENOMEM.Negated();
+        }
+
+        _frames.Add((frame, 1));
+        PopulatedPages++;
+        MemoryBytes = Math.Max(MemoryBytes, (gfn + 1) << Page.PageShift);
+        return 0;
+    }
+
+    /// <summary>
+    /// Domain 0's RAM: <paramref name="pages"/> machine-contiguous frames at guest-physical 0, so that Dom0 finds its own
+    /// memory at one offset of the machine-memory file. Returns the first frame.
+    /// </summary>
+    public MachineFrameNumber PopulateContiguous(ulong pages)
+    {
+        var first = Machine.Memory.AllocateContiguous(Owner, pages);
+        _frames.Add((first, pages));
+        Ept.Map(new GuestPhysicalAddress(0), first, pages, EptAccess.ReadWriteExecute);
+        PopulatedPages += pages;
+        MemoryBytes = pages << Page.PageShift;
+        return first;
+    }
+
+    /// <summary>
+    /// XEN_DOMCTL_setvcpucontext for vCPU 0 of a PVH domain: the vCPU starts in the PVH entry state (32-bit protected
+    /// mode, paging off, flat segments; xen/include/public/arch-x86/hvm/start_info.h) at <paramref name="entry"/> with
+    /// EBX = <paramref name="startInfo"/>. -EEXIST when the vCPU exists (it is set once, before the first unpause).
+    /// </summary>
+    public long InitialiseBootVcpu(uint entry, uint startInfo)
+    {
+        if (_vcpus.Count != 0)
+            return XenErrno.EEXIST.Negated();
+        var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
+        Machine.ProgramPvhVmcs(vcpu, entry);
+        vcpu.Registers = default;
+        vcpu.Registers.Rbx = startInfo;
+        _vcpus.Add(vcpu);
+        UpdateBlockedState();
+        return 0;
+    }
+
+    /// <summary>XEN_DOMCTL_getdomaininfo's shutdown flags and code: the state as Xen's <c>getdomaininfo</c> reports it.</summary>
+    public bool IsShutdown => State is DomainState.Shutdown or DomainState.Crashed;
+
+    /// <summary>The SHUTDOWN_* code (crash for a domain the hypervisor crashed).</summary>
+    public uint ShutdownCode => State == DomainState.Crashed ? (uint)ShutdownReason.Crash : (uint)ShutdownReason;
+
+    /// <summary>
+    /// SCHEDOP_remote_shutdown: the toolstack stops the domain with <paramref name="reason"/> (Xen's <c>domain_shutdown</c>).
+    /// </summary>
+    public void ShutdownBy(ShutdownReason reason) => Shutdown(reason);
+
+    /// <summary>
+    /// Removes the single frames <paramref name="held"/> says someone still maps (a control domain's foreign mapping), so
+    /// that <see cref="Dispose"/> does not free them; the holder frees them when its last reference goes.
+    /// </summary>
+    public List<MachineFrameNumber> DetachHeldFrames(Func<MachineFrameNumber, bool> held)
+    {
+        var detached = new List<MachineFrameNumber>();
+        for (int i = _frames.Count - 1; i >= 0; i--)
+        {
+            var (first, count) = _frames[i];
+            for (ulong f = 0; f < count; f++)
+            {
+                if (held(new MachineFrameNumber(first.Value + f)))
+                {
+                    // Split the run around the held frame.
+                    _frames.RemoveAt(i);
+                    if (f > 0)
+                        _frames.Add((first, f));
+                    if (f + 1 < count)
+                        _frames.Add((new MachineFrameNumber(first.Value + f + 1), count - f - 1));
+                    detached.Add(new MachineFrameNumber(first.Value + f));
+                    i = _frames.Count;   // rescan from the end: the list changed
+                    break;
+                }
+            }
+        }
+
+        return detached;
+    }
+}

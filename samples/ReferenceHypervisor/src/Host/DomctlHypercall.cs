@@ -1,0 +1,213 @@
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor.Host;
+
+/// <summary>
+/// <c>__HYPERVISOR_domctl</c> (xen/common/domctl.c): the toolstack's control of other domains, the subset a PVH domain
+/// builder needs. The dummy XSM policy: only a privileged domain (domain 0) may call it (-EPERM for any other); the
+/// interface version must be Xen 4.17's (-EACCES); a missing domain is -ESRCH; any other command is -ENOSYS.
+/// </summary>
+internal static class DomctlHypercall
+{
+    /// <summary>Handles one domctl.</summary>
+    public static long Handle(ref HypercallCall<VirtualCpu> call)
+    {
+        var caller = call.Caller.Domain;
+        if (!caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+        ulong arg = call.Argument(0);
+        if (!call.TryCopyFromGuest(arg, out XenDomctl op))
+            return XenErrno.EFAULT.Negated();
+        if (op.InterfaceVersion != ToolsAbi.DomctlInterfaceVersion)
+            return XenErrno.EACCES.Negated();
+
+        var machine = caller.Machine;
+        long rc;
+        bool copyBack = false;
+        switch (op.Cmd)
+        {
+            case ToolsAbi.DomctlCreateDomain:
+                rc = CreateDomain(machine, ref op);
+                copyBack = rc == 0;
+                break;
+            case ToolsAbi.DomctlGetDomainInfo:
+                rc = GetDomainInfo(machine, ref op);
+                copyBack = rc == 0;
+                break;
+            case ToolsAbi.DomctlDestroyDomain:
+            case ToolsAbi.DomctlPauseDomain:
+            case ToolsAbi.DomctlUnpauseDomain:
+            case ToolsAbi.DomctlMaxMem:
+            case ToolsAbi.DomctlMaxVcpus:
+            case ToolsAbi.DomctlSetVcpuContext:
+                if (machine.FindDomain(op.Domain) is not { } target || target.IsDying)
+                    return XenErrno.ESRCH.Negated();
+                rc = OnDomain(ref call, caller, target, in op);
+                break;
+            default:
+                return XenErrno.ENOSYS.Negated();
+        }
+
+        if (copyBack && !call.TryCopyToGuest(arg, in op))
+            return XenErrno.EFAULT.Negated();
+        return rc;
+    }
+
+    private static long OnDomain(ref HypercallCall<VirtualCpu> call, Domain caller, Domain target, in XenDomctl op)
+    {
+        switch (op.Cmd)
+        {
+            case ToolsAbi.DomctlDestroyDomain:
+                // A domain may not destroy itself (Xen: -EINVAL for the current domain).
+                if (target == caller)
+                    return XenErrno.EINVAL.Negated();
+                Destroy(target);
+                return 0;
+            case ToolsAbi.DomctlPauseDomain:
+                if (target == caller)
+                    return XenErrno.EINVAL.Negated();
+                target.PauseCount++;
+                return 0;
+            case ToolsAbi.DomctlUnpauseDomain:
+                // domain_unpause_by_systemcontroller: unpausing a domain that is not paused is -EINVAL.
+                if (target == caller || target.PauseCount == 0)
+                    return XenErrno.EINVAL.Negated();
+                target.PauseCount--;
+                return 0;
+            case ToolsAbi.DomctlMaxMem:
+                // max_memkb in KiB; the new limit may not be below what the domain has.
+                ulong pages = op.MaxMemKb >> 2;
+                if (pages < target.PopulatedPages)
+                    return XenErrno.EINVAL.Negated();
+                target.SetMaxPages(pages);
+                return 0;
+            case ToolsAbi.DomctlMaxVcpus:
+                // Since Xen 4.13 the vCPU count is fixed by createdomain; only that value is accepted.
+                return op.MaxVcpus == target.MaxVcpus ? 0 : XenErrno.EINVAL.Negated();
+            case ToolsAbi.DomctlSetVcpuContext:
+                return SetVcpuContext(ref call, target, in op);
+            default:
+                return XenErrno.ENOSYS.Negated();
+        }
+    }
+
+    /// <summary>
+    /// XEN_DOMCTL_createdomain for a PVH guest (XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap; -EINVAL otherwise): the domid
+    /// asked for in <c>domain</c> when it is a free id below DOMID_FIRST_RESERVED (-EEXIST when taken), else the next
+    /// free one, written back to <c>domain</c>. One vCPU per domain here (max_vcpus other than 1 is -EINVAL).
+    /// </summary>
+    private static long CreateDomain(Machine machine, ref XenDomctl op)
+    {
+        ref var c = ref op.CreateDomain;
+        if ((c.Flags & ToolsAbi.CdfHvm) == 0 || (c.Flags & ~(ToolsAbi.CdfHvm | ToolsAbi.CdfHap)) != 0 || c.MaxVcpus != 1)
+            return XenErrno.EINVAL.Negated();
+        ushort id;
+        if (op.Domain is > 0 and < DomainId.FirstReserved)
+        {
+            if (machine.FindDomain(op.Domain) is not null)
+                return XenErrno.EEXIST.Negated();
+            id = op.Domain;
+        }
+        else if (machine.AllocateDomainId() is { } free)
+        {
+            id = free;
+        }
+        else
+        {
+            return XenErrno.ENOMEM.Negated();
+        }
+
+        Domain d;
+        try
+        {
+            d = new Domain(machine, id, $"d{id}", c.MaxVcpus, privileged: false, upcall: null) { Handle = c.Handle };
+        }
+        catch (MachineMemoryExhaustedException)
+        {
+            return XenErrno.ENOMEM.Negated();
+        }
+
+        machine.AddDomain(d);
+        op.Domain = id;
+        return 0;
+    }
+
+    /// <summary>
+    /// XEN_DOMCTL_getdomaininfo: the first domain whose id is at least <c>domain</c> (Xen 4.17's semantics, which
+    /// libxc's callers check), -ESRCH when none.
+    /// </summary>
+    private static long GetDomainInfo(Machine machine, ref XenDomctl op)
+    {
+        Domain? found = null;
+        foreach (var d in machine.Domains)
+        {
+            if (d.Id >= op.Domain && !d.IsDying && (found is null || d.Id < found.Id))
+                found = d;
+        }
+
+        if (found is null)
+            return XenErrno.ESRCH.Negated();
+        op.Domain = found.Id;
+        op.GetDomainInfo = Info(found);
+        return 0;
+    }
+
+    /// <summary>A domain's xen_domctl_getdomaininfo (Xen's <c>getdomaininfo</c>).</summary>
+    public static XenDomctlGetDomainInfo Info(Domain d)
+    {
+        var flags = DomainInfoFlags.HvmGuest | DomainInfoFlags.Hap;
+        if (d.IsDying)
+            flags |= DomainInfoFlags.Dying;
+        if (d.IsShutdown)
+            flags |= DomainInfoFlags.Shutdown;
+        if (d.PauseCount > 0)
+            flags |= DomainInfoFlags.Paused;
+        if (d.State == DomainState.Blocked || (d.Vcpus.Count > 0 && d.Vcpus.All(v => v.IsBlocked)))
+            flags |= DomainInfoFlags.Blocked;
+        else if (d.State == DomainState.Running && d.Vcpus.Count > 0)
+            flags |= DomainInfoFlags.Running;
+        ulong cpuNanoseconds = (ulong)d.CpuTime.Ticks * 100;
+        return new XenDomctlGetDomainInfo
+        {
+            Domain = d.Id,
+            Flags = (uint)flags | (d.IsShutdown ? d.ShutdownCode << 16 : 0),
+            TotPages = d.Machine.Memory.FramesOwnedBy(d.Owner),
+            MaxPages = d.MaxPages == ulong.MaxValue ? d.PopulatedPages : d.MaxPages,
+            SharedInfoFrame = d.SharedInfoFrame.Value,
+            CpuTime = cpuNanoseconds,
+            NrOnlineVcpus = (uint)d.Vcpus.Count,
+            MaxVcpuId = Math.Max(d.MaxVcpus, 1) - 1,
+            Handle = d.Handle,
+            GpaddrBits = 46,
+        };
+    }
+
+    /// <summary>
+    /// XEN_DOMCTL_setvcpucontext for vCPU 0 of a PVH domain: user_regs.rip is the PVH entry point and user_regs.rbx the
+    /// hvm_start_info address (both below 4 GiB); the vCPU starts in the PVH entry state (docs/dom0-abi.md). Other fields
+    /// of vcpu_guest_context are not used by a PVH start.
+    /// </summary>
+    private static long SetVcpuContext(ref HypercallCall<VirtualCpu> call, Domain target, in XenDomctl op)
+    {
+        if (op.VcpuContextVcpu != 0)
+            return op.VcpuContextVcpu >= target.MaxVcpus ? XenErrno.EINVAL.Negated() : XenErrno.ENOSYS.Negated();
+        if (!call.TryCopyFromGuest(op.VcpuContextCtxt + ToolsAbi.VcpuGuestContextRip, out ulong rip)
+            || !call.TryCopyFromGuest(op.VcpuContextCtxt + ToolsAbi.VcpuGuestContextRbx, out ulong rbx))
+            return XenErrno.EFAULT.Negated();
+        if (rip > uint.MaxValue || rbx > uint.MaxValue)
+            return XenErrno.EINVAL.Negated();
+        return target.InitialiseBootVcpu((uint)rip, (uint)rbx);
+    }
+
+    /// <summary>XEN_DOMCTL_destroydomain: the domain goes; frames Dom0 still maps are freed when Dom0 unmaps them.</summary>
+    private static void Destroy(Domain target)
+    {
+        var machine = target.Machine;
+        target.IsDying = true;
+        if (machine.Foreign is { } foreign)
+            foreign.Orphan(target.DetachHeldFrames(foreign.IsHeld));
+        machine.RemoveDomain(target);
+    }
+}

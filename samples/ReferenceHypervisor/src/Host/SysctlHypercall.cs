@@ -1,0 +1,60 @@
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Hypercall;
+
+namespace VmmKit.ReferenceHypervisor.Host;
+
+/// <summary>
+/// <c>__HYPERVISOR_sysctl</c> (xen/common/sysctl.c): host-wide queries of the toolstack. Privileged callers only
+/// (-EPERM), Xen 4.17's interface version (-EACCES); XEN_SYSCTL_getdomaininfolist and XEN_SYSCTL_physinfo, -ENOSYS else.
+/// </summary>
+internal static class SysctlHypercall
+{
+    /// <summary>Handles one sysctl.</summary>
+    public static long Handle(ref HypercallCall<VirtualCpu> call)
+    {
+        var caller = call.Caller.Domain;
+        if (!caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+        ulong arg = call.Argument(0);
+        if (!call.TryCopyFromGuest(arg, out XenSysctl op))
+            return XenErrno.EFAULT.Negated();
+        if (op.InterfaceVersion != ToolsAbi.SysctlInterfaceVersion)
+            return XenErrno.EACCES.Negated();
+        var machine = caller.Machine;
+        switch (op.Cmd)
+        {
+            case ToolsAbi.SysctlGetDomainInfoList:
+            {
+                // Domains from first_domain up, in domid order, at most max_domains of them.
+                uint n = 0;
+                foreach (var d in machine.Domains.Where(d => d.Id >= op.FirstDomain && !d.IsDying).OrderBy(d => d.Id))
+                {
+                    if (n >= op.MaxDomains)
+                        break;
+                    var info = DomctlHypercall.Info(d);
+                    if (!call.TryCopyToGuest(op.Buffer + ((ulong)n * 112), in info))
+                        return XenErrno.EFAULT.Negated();
+                    n++;
+                }
+
+                op.NumDomains = n;
+                break;
+            }
+
+            case ToolsAbi.SysctlPhysInfo:
+                op.PhysInfo = new XenSysctlPhysInfo
+                {
+                    ThreadsPerCore = 1, CoresPerSocket = 1, NrCpus = 1, MaxCpuId = 0, NrNodes = 1, MaxNodeId = 0,
+                    CpuKhz = 1_000_000,
+                    TotalPages = machine.Memory.FrameCount,
+                    FreePages = machine.Memory.FreeFrames,
+                    MaxMfn = machine.Memory.FrameCount - 1,
+                };
+                break;
+            default:
+                return XenErrno.ENOSYS.Negated();
+        }
+
+        return call.TryCopyToGuest(arg, in op) ? 0 : XenErrno.EFAULT.Negated();
+    }
+}

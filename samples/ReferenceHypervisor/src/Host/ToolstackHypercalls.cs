@@ -1,0 +1,122 @@
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Hypercalls;
+
+namespace VmmKit.ReferenceHypervisor.Host;
+
+/// <summary>
+/// The hypercalls a toolstack makes on other domains, registered over the guest-facing ones: domctl and sysctl,
+/// HVMOP_set/get_param and XENMEM_populate_physmap naming another domain, SCHEDOP_remote_shutdown. A call that names the
+/// caller itself goes to the guest-facing handler unchanged; naming another domain needs privilege (Xen's XSM dummy
+/// policy: -EPERM for a guest) and a live domain (-ESRCH).
+/// </summary>
+internal static unsafe class ToolstackHypercalls
+{
+    /// <summary>Registers the toolstack's hypercalls in <paramref name="d"/>.</summary>
+    public static void Register(HypercallDispatcher<VirtualCpu> d)
+    {
+        d.Register(HypercallNumber.Domctl, &DomctlHypercall.Handle);
+        d.Register(HypercallNumber.Sysctl, &SysctlHypercall.Handle);
+        d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.SetParam, &SetParam);
+        d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.GetParam, &GetParam);
+        d.RegisterSubOp(HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap, &PopulatePhysmap);
+        d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.RemoteShutdown, &RemoteShutdown);
+    }
+
+    /// <summary>
+    /// Resolves a domid_t naming another domain: 1 when it names the caller (use the guest-facing path), 0 with
+    /// <paramref name="target"/> set, or a negated errno.
+    /// </summary>
+    private static long Other(VirtualCpu caller, ushort domid, out Domain target)
+    {
+        target = caller.Domain;
+        if (domid == DomainId.Self || domid == caller.Domain.Id)
+            return 1;
+        if (!caller.Domain.IsPrivileged)
+            return caller.Domain.Machine.FindDomain(domid) is null ? XenErrno.ESRCH.Negated() : XenErrno.EPERM.Negated();
+        if (caller.Domain.Machine.FindDomain(domid) is not { IsDying: false } d)
+            return XenErrno.ESRCH.Negated();
+        target = d;
+        return 0;
+    }
+
+    /// <summary>HVMOP_set_param: the toolstack sets any parameter of another domain (store/console pfn and evtchn, ...).</summary>
+    private static long SetParam(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!call.TryCopyFromGuest(call.Argument(1), out XenHvmParam p))
+            return XenErrno.EFAULT.Negated();
+        long rc = Other(call.Caller, p.Domid, out var target);
+        if (rc == 1)
+            return HvmOpHypercall.SetParam(ref call);
+        if (rc != 0)
+            return rc;
+        if (p.Index >= (uint)HvmParam.Count)
+            return XenErrno.EINVAL.Negated();
+        target.SetHvmParam((HvmParam)p.Index, p.Value);
+        return 0;
+    }
+
+    /// <summary>HVMOP_get_param on another domain.</summary>
+    private static long GetParam(ref HypercallCall<VirtualCpu> call)
+    {
+        ulong arg = call.Argument(1);
+        if (!call.TryCopyFromGuest(arg, out XenHvmParam p))
+            return XenErrno.EFAULT.Negated();
+        long rc = Other(call.Caller, p.Domid, out var target);
+        if (rc == 1)
+            return HvmOpHypercall.GetParam(ref call);
+        if (rc != 0)
+            return rc;
+        if (p.Index >= (uint)HvmParam.Count)
+            return XenErrno.EINVAL.Negated();
+        p.Value = target.GetHvmParam((HvmParam)p.Index);
+        return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
+    }
+
+    /// <summary>
+    /// XENMEM_populate_physmap for another domain, 4 KiB extents (extent_order 0; larger orders are -EINVAL here): each
+    /// gfn of extent_start gets a fresh zeroed frame. Returns the number of extents done (Xen's convention: fewer than
+    /// nr_extents means the next one failed). A guest populating its own memory is not offered (-ENOSYS).
+    /// </summary>
+    private static long PopulatePhysmap(ref HypercallCall<VirtualCpu> call)
+    {
+        if (call.Argument(0) >> 6 != 0)
+            return XenErrno.EINVAL.Negated();   // no continuation in progress is ever created
+        if (!call.TryCopyFromGuest(call.Argument(1), out XenMemoryReservation r))
+            return XenErrno.EFAULT.Negated();
+        long rc = Other(call.Caller, r.Domid, out var target);
+        if (rc == 1)
+            return XenErrno.ENOSYS.Negated();
+        if (rc != 0)
+            return rc;
+        if (r.ExtentOrder != 0 || r.NrExtents > int.MaxValue)
+            return XenErrno.EINVAL.Negated();
+        long done = 0;
+        for (ulong i = 0; i < r.NrExtents; i++)
+        {
+            if (!call.TryCopyFromGuest(r.ExtentStart + (i * 8), out ulong gfn))
+                return done == 0 ? XenErrno.EFAULT.Negated() : done;
+            if (gfn >= 1ul << 34 || target.Populate(gfn) != 0)
+                break;
+            done++;
+        }
+
+        MemoryOpHypercall.FlushEpt(target);
+        return done;
+    }
+
+    /// <summary>SCHEDOP_remote_shutdown: the toolstack shuts another domain down with a SHUTDOWN_* reason.</summary>
+    private static long RemoteShutdown(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!call.TryCopyFromGuest(call.Argument(1), out SchedRemoteShutdown s))
+            return XenErrno.EFAULT.Negated();
+        if (!call.Caller.Domain.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+        if (call.Caller.Domain.Machine.FindDomain(s.DomainId) is not { IsDying: false } target || target == call.Caller.Domain)
+            return XenErrno.ESRCH.Negated();
+        if (s.Reason > (uint)ShutdownReason.SoftReset)
+            return XenErrno.EINVAL.Negated();
+        target.ShutdownBy((ShutdownReason)s.Reason);
+        return 0;
+    }
+}
