@@ -8,6 +8,7 @@ if (args.Length > 0 && args[0] == "mips")
 {
     uint n = args.Length > 1 ? uint.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10;
     Measure("integer loop", new PvhWorkload(GuestImages.IntegerLoop(20_000_000), ""));
+    Measure("paged walk", new PvhWorkload(GuestImages.PagedWalk(2_000), ""));
     byte[]? elf = GuestImages.TryLoadWorkload();
     if (elf == null) Console.WriteLine("workload: samples/guests/build/workload.elf not found (make -C samples/guests)");
     else Measure($"workload iterations={n}", new PvhWorkload(elf, $"iterations={n}"));
