@@ -115,6 +115,7 @@ public sealed class GrantTableHypercalls<TCaller>
             }
 
             _host.MapGrantRef(d, ref op);
+            GrantTableMetrics.RecordMap(op.Status);
             if (!call.TryCopyToGuest(at, in op))
             {
                 return XenErrno.EFAULT.Negated();
@@ -169,6 +170,7 @@ public sealed class GrantTableHypercalls<TCaller>
             }
 
             _host.Copy(d, ref op);
+            GrantTableMetrics.RecordCopy(op.Status);
             if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
             {
                 return XenErrno.EFAULT.Negated();
@@ -204,6 +206,7 @@ public sealed class GrantTableHypercalls<TCaller>
                 Flags = c.Flags,
             };
             _host.Copy(d, ref op);
+            GrantTableMetrics.RecordCopy(op.Status);
             if (!call.TryCopyToGuest(at + statusOffset, in op.Status))
             {
                 return XenErrno.EFAULT.Negated();

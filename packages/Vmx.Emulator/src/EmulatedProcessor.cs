@@ -151,6 +151,7 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
             _core.Pages = new EptPageSource(new GuestPhysicalMemory(_memory, eptp));
             _core.FlushAll();
         }
+        ulong retiredBefore = _core.S.InstructionsRetired;
         VmExit exit = Execute(vmcs);
         VmcsGuestState.Store(_core, vmcs);
         vmcs.Write(VmcsField.GuestActivityState, _halted ? 1UL : 0UL);
@@ -158,6 +159,7 @@ public sealed unsafe class EmulatedProcessor : IVirtualProcessor, IDisposable
         VmcsGuestState.SaveRegisters(_core, ref _registers);
         exit.WriteTo(vmcs);
         _current = null;
+        EmulatorMetrics.Record(exit, _core.S.InstructionsRetired - retiredBefore);
         return exit;
     }
 
