@@ -13,6 +13,7 @@ if (args.Length > 0 && args[0] == "mips")
     foreach (ExecutionTier tier in tiers)
     {
         Measure($"{tier}: integer loop", new PvhWorkload(GuestImages.IntegerLoop(20_000_000), "") { Tier = tier });
+        Measure($"{tier}: paged walk", new PvhWorkload(GuestImages.PagedWalk(2_000), "") { Tier = tier });
         if (elf == null) Console.WriteLine("workload: samples/guests/build/workload.elf not found (make -C samples/guests)");
         else Measure($"{tier}: workload iterations={n}", new PvhWorkload(elf, $"iterations={n}") { Tier = tier });
     }

@@ -88,6 +88,7 @@ public sealed unsafe class PvhWorkload : IDisposable
         _cpu.ExecutionTier = _tier;
         _vmcs = new Vmcs();
         VmcsBuilder.SetPvh32Guest(_vmcs, EmulatedCapabilities.Create(), _ept.Pointer, entry);
+        VmcsBuilder.SetHostState(_vmcs, EmulatedHostState.Default);
         _cpu.Registers.Rbx = StartInfoAddress;
         _output.Clear();
         ExitCode = null;

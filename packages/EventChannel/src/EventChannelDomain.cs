@@ -232,6 +232,7 @@ public sealed unsafe class EventChannelDomain
                 break;
             old = seen;
         }
+        EventChannelMetrics.RecordNotification();
         Upcall.RaiseUpcall(this, vcpu);
     }
 

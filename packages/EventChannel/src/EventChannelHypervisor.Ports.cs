@@ -117,11 +117,14 @@ public sealed partial class EventChannelHypervisor
                     EventChannelDomain rd = lchn.RemoteDomain!;
                     Channel rchn = rd.TryGetChannel(lchn.RemotePort)!;
                     rd.SetPending(rchn.NotifyVcpu, rchn);
+                    EventChannelMetrics.RecordSend(EventChannelMetrics.Interdomain);
                     return 0;
                 case ChannelState.Ipi:
                     caller.SetPending(lchn.NotifyVcpu, lchn);
+                    EventChannelMetrics.RecordSend(EventChannelMetrics.Ipi);
                     return 0;
                 case ChannelState.Unbound:
+                    EventChannelMetrics.RecordSend(EventChannelMetrics.Unbound);
                     return 0; // silently dropped, as Xen does
                 default:
                     return XenErrno.EINVAL.Negated();
@@ -311,6 +314,7 @@ public sealed partial class EventChannelHypervisor
                 return;
             d.SetPending(perVcpu ? vcpu : chn.NotifyVcpu, chn);
         }
+        EventChannelMetrics.RecordSend(EventChannelMetrics.Virq);
     }
 
     /// <summary>

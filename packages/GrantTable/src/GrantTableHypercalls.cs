@@ -136,7 +136,11 @@ public sealed class GrantTableHypercalls<TCaller>
     {
         byte none = 0;
         return Batch(ref call, d, cmd, uop, count, 1, 0, Unsafe.SizeOf<GnttabMapGrantRef>(),
-            static (GrantTableHost h, GrantDomain caller, ref GnttabMapGrantRef op, ref byte _) => h.MapGrantRef(caller, ref op), ref none);
+            static (GrantTableHost h, GrantDomain caller, ref GnttabMapGrantRef op, ref byte _) =>
+            {
+                h.MapGrantRef(caller, ref op);
+                GrantTableMetrics.RecordMap(op.Status);
+            }, ref none);
     }
 
     private long Unmap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
@@ -155,7 +159,11 @@ public sealed class GrantTableHypercalls<TCaller>
         try
         {
             return Batch(ref call, d, cmd, uop, count, 1, statusOffset, sizeof(short),
-                static (GrantTableHost h, GrantDomain caller, ref GnttabCopy op, ref GrantTableHost.CopyBatch b) => h.CopyInBatch(caller, ref op, ref b),
+                static (GrantTableHost h, GrantDomain caller, ref GnttabCopy op, ref GrantTableHost.CopyBatch b) =>
+                {
+                    h.CopyInBatch(caller, ref op, ref b);
+                    GrantTableMetrics.RecordCopy(op.Status);
+                },
                 ref batch);
         }
         finally
@@ -182,6 +190,7 @@ public sealed class GrantTableHypercalls<TCaller>
                         Flags = c.Flags,
                     };
                     h.CopyInBatch(caller, ref op, ref b);
+                    GrantTableMetrics.RecordCopy(op.Status);
                     c.Status = op.Status;
                 },
                 ref batch);

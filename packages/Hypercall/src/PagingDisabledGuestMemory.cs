@@ -6,7 +6,7 @@ namespace VmmKit.Hypercall;
 /// <see cref="IGuestVirtualMemory"/> for a vCPU whose paging is off (CR0.PG = 0, e.g. a PVH
 /// guest at its 32-bit entry point): a linear address is the guest-physical address, translated
 /// by the domain's EPT. Once the guest enables paging the hypervisor must supply its own
-/// implementation that walks the guest page tables first.
+/// implementation that walks the guest page tables first: <see cref="GuestLinearMemory"/>.
 /// </summary>
 /// <param name="memory">The domain's guest-physical memory.</param>
 public sealed class PagingDisabledGuestMemory(GuestPhysicalMemory memory) : IGuestVirtualMemory

@@ -51,8 +51,9 @@ public static class EmulatedCapabilities
         [VmxCapabilityMsr.Ia32VmxTrueExitCtls] = ((ulong)ExitAllowed << 32),
         [VmxCapabilityMsr.Ia32VmxEntryCtls] = EntryDefault1 | ((ulong)EntryAllowed << 32),
         [VmxCapabilityMsr.Ia32VmxTrueEntryCtls] = ((ulong)EntryAllowed << 32),
-        // Misc: preemption timer rate 0 (one tick per instruction retired), activity state HLT, unrestricted guest LMA store.
-        [VmxCapabilityMsr.Ia32VmxMisc] = (1UL << 5) | (1UL << 6),
+        // Misc: preemption timer rate 0 (one tick per instruction retired), activity state HLT, unrestricted guest LMA store,
+        // four CR3-target values (bits 24:16, SDM Vol. 3D §A.6; the VM-entry checks hold CR3-target count to it).
+        [VmxCapabilityMsr.Ia32VmxMisc] = (1UL << 5) | (1UL << 6) | (4UL << 16),
         // CR0: PE, NE and PG fixed to 1 except as relaxed by unrestricted guest.
         [VmxCapabilityMsr.Ia32VmxCr0Fixed0] = 0x8000_0021,
         [VmxCapabilityMsr.Ia32VmxCr0Fixed1] = 0xFFFF_FFFF,

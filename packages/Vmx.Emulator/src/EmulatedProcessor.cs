@@ -20,9 +20,12 @@ namespace VmmKit.Vmx.Emulator;
 /// Time is deterministic: the TSC advances by exactly one per instruction retired (a REP string iteration counts as
 /// one), scaled by the TSC multiplier and offset when the controls ask, nominally <see cref="TscFrequencyHz"/>; the
 /// VMX-preemption timer counts down once per instruction retired.
-/// VM entry: <see cref="Run"/> loads the guest state and controls as VMLAUNCH/VMRESUME would but does NOT perform the
-/// VM-entry checks of SDM Vol. 3C §28.3 and does not change the VMCS launch state (issue 14: a host that needs the
-/// checks runs <c>VmEntryChecks</c> itself); an invalid guest state is run as loaded.
+/// VM entry: <see cref="Run"/> is VMLAUNCH on a VMCS whose launch state is clear and VMRESUME on a launched one. It
+/// performs the VM-entry checks of SDM Vol. 3C chapter 27 (<see cref="VmEntryChecks"/> with
+/// <see cref="EmulatedCapabilities"/>): a bad control or host-state field returns VMfailValid with the VM-instruction
+/// error (7 or 8) written to the VMCS, a bad guest state a VM-entry failure (exit reason 33 with bit 31 set); the guest
+/// does not run. After the checks pass, a VMLAUNCH marks the VMCS launched (§25.1). The host-state area must hold a
+/// valid host: <see cref="EmulatedHostState.Default"/> is one.
 /// Not thread-safe except <see cref="RequestExit"/>: one instance per virtual CPU.
 /// </remarks>
 public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDisposable
@@ -33,6 +36,10 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
     /// therefore instruction time, deterministic and independent of the host's speed.
     /// </summary>
     public const ulong TscFrequencyHz = 1_000_000_000;
+
+    // SDM Vol. 3C §27.2: a 64-bit host (the VMCS's host-state area says which); MAXPHYADDR 52, as the emulated paging.
+    private static readonly VmEntryChecks EntryChecks = new(EmulatedCapabilities.Create());
+    private static readonly VmEntryEnvironment EntryEnvironment = new() { HostInIa32eMode = true, PhysicalAddressWidth = 52 };
 
     private readonly MachineMemory _memory;
     private readonly Core _core;
@@ -94,7 +101,46 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
     public VmExit Run(Vmcs vmcs)
     {
         ArgumentNullException.ThrowIfNull(vmcs);
+        return Enter(vmcs, resume: vmcs.LaunchState == VmcsLaunchState.Launched);
+    }
+
+    /// <summary>
+    /// VMLAUNCH: like <see cref="Run"/> but always a launch, so a VMCS that is already launched fails with VMfailValid
+    /// (VM-instruction error 4, "VMLAUNCH with non-clear VMCS", SDM Vol. 3C §27.1 and §31.4).
+    /// </summary>
+    /// <param name="vmcs">The VMCS to enter.</param>
+    /// <returns>The VM exit, or the VMfailValid / VM-entry failure.</returns>
+    public VmExit Launch(Vmcs vmcs)
+    {
+        ArgumentNullException.ThrowIfNull(vmcs);
+        return Enter(vmcs, resume: false);
+    }
+
+    /// <summary>
+    /// VMRESUME: like <see cref="Run"/> but always a resume, so a VMCS whose launch state is clear fails with VMfailValid
+    /// (VM-instruction error 5, "VMRESUME with non-launched VMCS", SDM Vol. 3C §27.1 and §31.4).
+    /// </summary>
+    /// <param name="vmcs">The VMCS to enter.</param>
+    /// <returns>The VM exit, or the VMfailValid / VM-entry failure.</returns>
+    public VmExit Resume(Vmcs vmcs)
+    {
+        ArgumentNullException.ThrowIfNull(vmcs);
+        return Enter(vmcs, resume: true);
+    }
+
+    private VmExit Enter(Vmcs vmcs, bool resume)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        // SDM Vol. 3C §27.1-§27.3: the launch state, then the controls, the host state and the guest state decide whether
+        // the guest runs. A failed entry leaves the launch state as it was (as Bochs does).
+        VmEntryCheckResult check = EntryChecks.Check(vmcs, EntryEnvironment, resume);
+        if (!check.Succeeded)
+        {
+            VmExit failure = check.ToVmExit();
+            failure.WriteTo(vmcs);
+            return failure;
+        }
+        vmcs.LaunchState = VmcsLaunchState.Launched;
         _current = vmcs;
         VmcsGuestState.Load(_core, vmcs, ref _registers);
         LoadControls(vmcs);
@@ -105,6 +151,7 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
             _core.Pages = new EptPageSource(new GuestPhysicalMemory(_memory, eptp));
             _core.FlushAll();
         }
+        ulong retiredBefore = _core.S.InstructionsRetired;
         VmExit exit = Execute(vmcs);
         VmcsGuestState.Store(_core, vmcs);
         vmcs.Write(VmcsField.GuestActivityState, _halted ? 1UL : 0UL);
@@ -112,6 +159,7 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
         VmcsGuestState.SaveRegisters(_core, ref _registers);
         exit.WriteTo(vmcs);
         _current = null;
+        EmulatorMetrics.Record(exit, _core.S.InstructionsRetired - retiredBefore);
         return exit;
     }
 

@@ -1,6 +1,8 @@
+using VmmKit.Ept;
+
 namespace VmmKit.Vmx;
 
-// What a VMM asks of the guest state on every exit: the guest's mode and CPL, and event injection.
+// What a VMM asks of the guest state on every exit: the guest's mode, CPL and paging registers, and event injection.
 public sealed partial class Vmcs
 {
     private const ulong Cr0ProtectionEnable = 1ul << 0;
@@ -36,6 +38,24 @@ public sealed partial class Vmcs
     /// processor's current privilege level").
     /// </summary>
     public int GuestCpl => new SegmentAccessRights((uint)Read(VmcsField.GuestSsAccessRights)).Dpl;
+
+    /// <summary>
+    /// The guest's paging registers (CR0, CR3, CR4, IA32_EFER, RFLAGS) for VmmKit.Ept's <see cref="GuestPageWalker"/>.
+    /// EFER.LMA is taken from the "IA-32e mode guest" VM-entry control, which every VM exit updates (SDM Vol. 3C
+    /// §28.2), so it is right even when the VMCS does not save IA32_EFER.
+    /// </summary>
+    public GuestPagingRegisters GuestPagingRegisters
+    {
+        get
+        {
+            const ulong EferLma = 1ul << 10;
+            ulong efer = Read(VmcsField.GuestIa32Efer) & ~EferLma;
+            if ((VmEntryControls & VmEntryControls.Ia32eModeGuest) != 0)
+                efer |= EferLma;
+            return new GuestPagingRegisters(Read(VmcsField.GuestCr0), Read(VmcsField.GuestCr3), Read(VmcsField.GuestCr4), efer,
+                Read(VmcsField.GuestRflags));
+        }
+    }
 
     /// <summary>
     /// True when an external interrupt injected now would be accepted by the VM-entry checks and

@@ -166,6 +166,8 @@ public class HostileGuestTests
 
         public VmxCapabilities Capabilities => _inner.Capabilities;
 
+        public VmcsHostState HostState => _inner.HostState;
+
         public IVirtualProcessor Create(MachineMemory memory)
         {
             var p = _inner.Create(memory);

@@ -24,6 +24,7 @@ guest.TryWrite(new GuestPhysicalAddress(0x1000), code.ToArray(), out _);
 var vmcs = new Vmcs();
 VmcsBuilder.SetPvh32Guest(vmcs, EmulatedCapabilities.Create(), ept.Pointer, entryPoint: 0x1000,
     primary: PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting);
+VmcsBuilder.SetHostState(vmcs, EmulatedHostState.Default);  // a valid host for the VM-entry checks
 
 // 4. The run loop: one small handler per exit reason.
 using var cpu = new EmulatedProcessor(memory);

@@ -40,6 +40,7 @@ public unsafe class EmulatedProcessorTests
             {
                 VmcsBuilder.SetPvh32Guest(Vmcs, EmulatedCapabilities.Create(), Ept.Pointer, (uint)entry);
             }
+            VmcsBuilder.SetHostState(Vmcs, EmulatedHostState.Default);
         }
 
         public void Write(ulong gpa, ReadOnlySpan<byte> bytes)

@@ -24,6 +24,7 @@ public class ReadmeExampleTests
 
         var vmcs = new Vmcs();
         VmcsBuilder.SetPvh32Guest(vmcs, EmulatedCapabilities.Create(), ept.Pointer, entryPoint: 0x1000);
+        VmcsBuilder.SetHostState(vmcs, EmulatedHostState.Default);
         using var cpu = new EmulatedProcessor(memory);
         VmExit exit = cpu.Run(vmcs);
 

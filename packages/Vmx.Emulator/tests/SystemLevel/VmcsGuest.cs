@@ -40,6 +40,7 @@ internal sealed unsafe class VmcsGuest : IDisposable
             VmcsBuilder.SetPvh32Guest(Vmcs, EmulatedCapabilities.Create(), Ept.Pointer, (uint)entry);
             Vmcs.Write(VmcsField.GuestRsp, 0x80000);
         }
+        VmcsBuilder.SetHostState(Vmcs, EmulatedHostState.Default);
     }
 
     /// <summary>Assembles <paramref name="code"/> for <paramref name="bitness"/> at <paramref name="address"/>.</summary>

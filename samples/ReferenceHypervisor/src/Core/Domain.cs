@@ -177,7 +177,7 @@ internal sealed partial class Domain : IDisposable
             new() { Addr = usable, Size = SpecialPages * Page.PageSize, Type = (uint)HvmMemmapType.Reserved },
         ];
         if (!PvhLoader.TryLoad(image!, config.Kernel, config.CommandLine, config.Modules ?? [], usable, map,
-                new GuestPhysicalWriter(Physical), out var boot, out error))
+                new GuestPhysicalMemoryWriter(Physical), out var boot, out error))
             return false;
         Boot = boot;
         if (!TryCreateEventsAndGrants(config.XenStore, out error))

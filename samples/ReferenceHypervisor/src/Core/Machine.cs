@@ -247,21 +247,7 @@ internal sealed partial class Machine : IDisposable
             SecondaryProcessorBasedControls.None,
             _hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None);
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
-        VmcsBuilder.SetHostState(vmcs, new VmcsHostState
-        {
-            Cr0 = caps.AdjustCr0(VmcsBuilder.Cr0Pe | VmcsBuilder.Cr0Et | VmcsBuilder.Cr0Ne | VmcsBuilder.Cr0Wp | VmcsBuilder.Cr0Pg),
-            Cr3 = 0x1000,
-            Cr4 = caps.AdjustCr4(VmcsBuilder.Cr4Pae),
-            CodeSelector = 0x08,
-            DataSelector = 0x10,
-            TaskSelector = 0x40,
-            TrBase = 0xFFFF_8000_0000_2000,
-            GdtrBase = 0xFFFF_8000_0000_1000,
-            IdtrBase = 0xFFFF_8000_0000_3000,
-            Rsp = 0xFFFF_8000_0001_0000,
-            Rip = 0xFFFF_8000_0002_0000,
-            Is64Bit = true,
-        });
+        VmcsBuilder.SetHostState(vmcs, _processors.HostState);
     }
 
     /// <summary>

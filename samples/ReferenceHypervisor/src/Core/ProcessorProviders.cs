@@ -19,6 +19,8 @@ internal static class ProcessorProviders
     {
         public VmxCapabilities Capabilities { get; } = EmulatedCapabilities.Create();
 
+        public VmcsHostState HostState => EmulatedHostState.Default;
+
         public IVirtualProcessor Create(MachineMemory memory) => new EmulatedProcessor(memory);
     }
 }

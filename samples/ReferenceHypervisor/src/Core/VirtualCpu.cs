@@ -17,7 +17,7 @@ internal sealed class VirtualCpu
         Domain = domain;
         Id = id;
         Processor = processor;
-        LinearMemory = new GuestLinearMemory(this);
+        LinearMemory = new GuestLinearMemory(domain.Physical, () => Vmcs.GuestPagingRegisters);
         Apic = Devices.VcpuApic.Create(this);
     }
 
@@ -42,7 +42,7 @@ internal sealed class VirtualCpu
     /// <summary>The processor executing the guest.</summary>
     public IVirtualProcessor Processor { get; }
 
-    /// <summary>Guest memory by linear address, for hypercall arguments.</summary>
+    /// <summary>Guest memory by linear address (the guest's paging, then the EPT), for hypercall arguments.</summary>
     public GuestLinearMemory LinearMemory { get; }
 
     /// <summary>The guest registers (valid between exits).</summary>

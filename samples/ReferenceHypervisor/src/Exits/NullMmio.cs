@@ -24,7 +24,7 @@ internal static class NullMmio
         ulong rip = vmcs.Read(VmcsField.GuestRip);
         ulong linear = vmcs.Read(VmcsField.GuestCsBase) + rip;
         Span<byte> code = stackalloc byte[15];
-        var memory = new GuestLinearMemory(vcpu);
+        var memory = vcpu.LinearMemory;
         int length = code.Length;
         while (length > 0 && !memory.TryRead(linear, code[..length]))
             length = Math.Min(length - 1, (int)(Page.PageSize - (linear & (Page.PageSize - 1)))); // the instruction may end at a page end
