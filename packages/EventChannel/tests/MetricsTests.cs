@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using VmmKit.TestSupport;
 
 namespace VmmKit.EventChannel.Tests;
 
@@ -16,35 +17,13 @@ public sealed class MetricsTests
         Assert.Equal("VmmKit.EventChannel", EventChannelMetrics.MeterName);
         Assert.Equal("vmmkit.eventchannel.sends", EventChannelMetrics.Sends);
         Assert.Equal("vmmkit.eventchannel.notifications", EventChannelMetrics.Notifications);
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Directory.Packages.props")))
-            dir = dir.Parent;
-        string readme = File.ReadAllText(Path.Combine(dir!.FullName, "packages/EventChannel/README.md"));
-        foreach (var name in new[] { EventChannelMetrics.MeterName, EventChannelMetrics.Sends, EventChannelMetrics.Notifications })
-            Assert.Contains($"`{name}`", readme, StringComparison.Ordinal);
+        MeterCapture.AssertDocumented("EventChannel", EventChannelMetrics.MeterName, EventChannelMetrics.Sends, EventChannelMetrics.Notifications);
     }
 
     [Fact]
     public void Sends_are_counted_by_kind_and_upcalls_once_per_pending_edge()
     {
-        var counts = new Dictionary<string, long>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == EventChannelMetrics.MeterName)
-                    l.EnableMeasurementEvents(instrument);
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-        {
-            string key = instrument.Name;
-            foreach (var tag in tags)
-                key += $" {tag.Key}={tag.Value}";
-            lock (counts)
-                counts[key] = counts.GetValueOrDefault(key) + value;
-        });
-        listener.Start();
+        using var counts = new MeterCapture(EventChannelMetrics.MeterName);
 
         var hv = new EventChannelHypervisor();
         using var a = new TestGuest(hv, 1, vcpus: 1);

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using VmmKit.TestSupport;
 using System.Runtime.InteropServices;
 using VmmKit.Hypercall;
 
@@ -55,35 +56,13 @@ public sealed class MetricsTests : IDisposable
         Assert.Equal("VmmKit.GrantTable", GrantTableMetrics.MeterName);
         Assert.Equal("vmmkit.granttable.copies", GrantTableMetrics.Copies);
         Assert.Equal("vmmkit.granttable.maps", GrantTableMetrics.Maps);
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Directory.Packages.props")))
-            dir = dir.Parent;
-        string readme = File.ReadAllText(Path.Combine(dir!.FullName, "packages/GrantTable/README.md"));
-        foreach (var name in new[] { GrantTableMetrics.MeterName, GrantTableMetrics.Copies, GrantTableMetrics.Maps })
-            Assert.Contains($"`{name}`", readme, StringComparison.Ordinal);
+        MeterCapture.AssertDocumented("GrantTable", GrantTableMetrics.MeterName, GrantTableMetrics.Copies, GrantTableMetrics.Maps);
     }
 
     [Fact]
     public void Copy_and_map_entries_are_counted_by_status_in_both_abis()
     {
-        var counts = new Dictionary<string, long>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == GrantTableMetrics.MeterName)
-                    l.EnableMeasurementEvents(instrument);
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-        {
-            string key = instrument.Name;
-            foreach (var tag in tags)
-                key += $" {tag.Key}={tag.Value}";
-            lock (counts)
-                counts[key] = counts.GetValueOrDefault(key) + value;
-        });
-        listener.Start();
+        using var counts = new MeterCapture(GrantTableMetrics.MeterName);
 
         Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
         Put(Buffer, new GnttabMapGrantRef { HostAddr = 0x1000UL << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = gref, Dom = 1 });

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using VmmKit.TestSupport;
 using VmmKit.Vmx;
 using VmmKit.Vmx.Emulator.Tests.SystemLevel;
 using static Iced.Intel.AssemblerRegisters;
@@ -19,12 +20,7 @@ public sealed class MetricsTests
         Assert.Equal("VmmKit.Vmx.Emulator", EmulatorMetrics.MeterName);
         Assert.Equal("vmmkit.emulator.exits", EmulatorMetrics.Exits);
         Assert.Equal("vmmkit.emulator.instructions_retired", EmulatorMetrics.InstructionsRetired);
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Directory.Packages.props")))
-            dir = dir.Parent;
-        string readme = File.ReadAllText(Path.Combine(dir!.FullName, "packages/Vmx.Emulator/README.md"));
-        foreach (var name in new[] { EmulatorMetrics.MeterName, EmulatorMetrics.Exits, EmulatorMetrics.InstructionsRetired })
-            Assert.Contains($"`{name}`", readme, StringComparison.Ordinal);
+        MeterCapture.AssertDocumented("Vmx.Emulator", EmulatorMetrics.MeterName, EmulatorMetrics.Exits, EmulatorMetrics.InstructionsRetired);
         Assert.Equal("io_instruction", EmulatorMetrics.ReasonName((uint)VmxExitReason.IoInstruction));
         Assert.Equal("entry_failure_invalid_guest_state", EmulatorMetrics.ReasonName((uint)VmxExitReason.EntryFailureInvalidGuestState));
     }
@@ -32,24 +28,7 @@ public sealed class MetricsTests
     [Fact]
     public void Exits_are_counted_by_reason_and_instructions_as_retired()
     {
-        var counts = new Dictionary<string, long>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == EmulatorMetrics.MeterName)
-                    l.EnableMeasurementEvents(instrument);
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-        {
-            string key = instrument.Name;
-            foreach (var tag in tags)
-                key += $" {tag.Key}={tag.Value}";
-            lock (counts)
-                counts[key] = counts.GetValueOrDefault(key) + value;
-        });
-        listener.Start();
+        using var counts = new MeterCapture(EmulatorMetrics.MeterName);
 
         using var g = new VmcsGuest(32, a =>
         {
