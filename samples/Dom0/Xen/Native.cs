@@ -1,30 +1,13 @@
 using System.Runtime.InteropServices;
+using VmmKit.Dom0.Xen.Abi;
+using static VmmKit.Dom0.Xen.Abi.SocketMessage;
 
 namespace VmmKit.Dom0.Xen;
 
 /// <summary>The libc calls the channel needs: recvmsg(2) with SCM_RIGHTS, mmap(2) of the machine-memory file.</summary>
 internal static unsafe partial class Native
 {
-    private const int SolSocket = 1, ScmRights = 1, ProtRead = 1, ProtWrite = 2, MapSharedFlag = 1;
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct IoVec
-    {
-        public void* Base;
-        public nuint Length;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct MsgHdr
-    {
-        public void* Name;
-        public uint NameLength;
-        public IoVec* Iov;
-        public nuint IovLength;
-        public void* Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
+    private const int ProtRead = 1, ProtWrite = 2, MapSharedFlag = 1;
 
     [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
     private static partial nint RecvMsg(nint socket, MsgHdr* message, int flags);

@@ -1,31 +1,12 @@
 using System.Runtime.InteropServices;
+using VmmKit.Dom0.Xen.Abi;
+using static VmmKit.Dom0.Xen.Abi.SocketMessage;
 
 namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>sendmsg(2) with one SCM_RIGHTS file descriptor (unix(7)): how the machine-memory file reaches Dom0.</summary>
 internal static unsafe partial class UnixRights
 {
-    private const int SolSocket = 1, ScmRights = 1;   // Linux <asm-generic/socket.h>, <linux/socket.h>
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct IoVec
-    {
-        public void* Base;
-        public nuint Length;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct MsgHdr
-    {
-        public void* Name;
-        public uint NameLength;
-        public IoVec* Iov;
-        public nuint IovLength;
-        public void* Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
-
     [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
     private static partial nint SendMsg(nint socket, MsgHdr* message, int flags);
 
