@@ -54,6 +54,21 @@ public class DomainDevicesTests
         Assert.Equal(0xFFu, io.ReadPort(0x2F8, 1));
         Assert.Equal("hi", console.Transcript);
     }
+
+    [Fact]
+    public void A_console_ring_line_is_never_cut_into_a_half_written_vcpu_line()
+    {
+        var lines = new List<string>();
+        var console = new DomainConsole(lines.Add);
+        console.Write("map grant table"u8);                      // console_io, no newline yet
+        console.WriteRing("blkfront: hello on the console ring\n"u8);
+        Assert.Equal("blkfront: hello on the console ring\nmap grant table", console.Transcript);
+        console.Write(": 0\n"u8);
+        console.WriteRing("half"u8);
+        console.Flush();
+        Assert.Equal(["blkfront: hello on the console ring\n", "map grant table: 0\n", "half"], lines);
+        Assert.Equal("blkfront: hello on the console ring\nmap grant table: 0\nhalf", console.Transcript);
+    }
 }
 
 public class CpuidTruthTests

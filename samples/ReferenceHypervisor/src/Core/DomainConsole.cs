@@ -4,7 +4,9 @@ namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
 /// A domain's console output: every byte the guest writes through console_io, port 0xE9 or the
-/// COM1 transmitter. Keeps the whole transcript and forwards complete lines to a sink.
+/// COM1 transmitter, and what the PV console backend takes off the console ring. Keeps the whole transcript and forwards
+/// complete lines to a sink. The two are separate streams (under Xen, Xen's own console and xenconsoled's), so each
+/// gathers its own line and the transcript takes whole lines: a line half-written on one never has the other's cut into it.
 /// </summary>
 internal sealed class DomainConsole
 {
@@ -13,31 +15,39 @@ internal sealed class DomainConsole
 
     private readonly StringBuilder _transcript = new();
     private readonly StringBuilder _line = new();
+    private readonly StringBuilder _ringLine = new();
     private readonly Action<string>? _lineSink;
     private readonly Queue<byte> _input = new();
 
     /// <summary>Creates a console that forwards each completed line (with its '\n') to <paramref name="lineSink"/>.</summary>
     public DomainConsole(Action<string>? lineSink) => _lineSink = lineSink;
 
-    /// <summary>Everything the guest printed so far (capped at <see cref="MaxTranscriptBytes"/>).</summary>
-    public string Transcript => _transcript.ToString();
+    /// <summary>Everything the guest printed so far, unfinished lines last (capped at <see cref="MaxTranscriptBytes"/>).</summary>
+    public string Transcript => string.Concat(_transcript.ToString(), _line.ToString(), _ringLine.ToString());
 
-    /// <summary>Appends guest bytes (treated as Latin-1, as a serial terminal would).</summary>
+    /// <summary>Appends guest bytes written by the vCPU (treated as Latin-1, as a serial terminal would).</summary>
     public void Write(ReadOnlySpan<byte> bytes)
     {
         foreach (byte b in bytes)
             Write(b);
     }
 
-    /// <summary>Appends one guest byte.</summary>
-    public void Write(byte b)
+    /// <summary>Appends one guest byte written by the vCPU.</summary>
+    public void Write(byte b) => Append(_line, b);
+
+    /// <summary>Appends bytes the PV console backend read from the guest's console ring.</summary>
+    public void WriteRing(ReadOnlySpan<byte> bytes)
+    {
+        foreach (byte b in bytes)
+            Append(_ringLine, b);
+    }
+
+    private void Append(StringBuilder line, byte b)
     {
         char c = (char)b;
-        if (_transcript.Length < MaxTranscriptBytes)
-            _transcript.Append(c);
-        _line.Append(c);
-        if (c == '\n' || _line.Length >= 4096)
-            Flush();
+        line.Append(c);
+        if (c == '\n' || line.Length >= 4096)
+            Complete(line);
     }
 
     /// <summary>Queues bytes for the guest to read with CONSOLEIO_read.</summary>
@@ -68,13 +78,21 @@ internal sealed class DomainConsole
             _input.Dequeue();
     }
 
-    /// <summary>Forwards a partial last line (at domain teardown).</summary>
+    /// <summary>Forwards the partial last lines (at domain teardown).</summary>
     public void Flush()
     {
-        if (_line.Length == 0)
+        Complete(_line);
+        Complete(_ringLine);
+    }
+
+    private void Complete(StringBuilder line)
+    {
+        if (line.Length == 0)
             return;
-        string line = _line.ToString();
-        _line.Clear();
-        _lineSink?.Invoke(line);
+        string text = line.ToString();
+        line.Clear();
+        if (_transcript.Length < MaxTranscriptBytes)
+            _transcript.Append(text.AsSpan(0, Math.Min(text.Length, MaxTranscriptBytes - _transcript.Length)));
+        _lineSink?.Invoke(text);
     }
 }

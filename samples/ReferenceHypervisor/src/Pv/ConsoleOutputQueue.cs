@@ -19,7 +19,7 @@ internal sealed class ConsoleOutputQueue(DomainConsole console) : Stream
             return;
         lock (_lock)
         {
-            console.Write(_bytes.AsSpan(0, _count));
+            console.WriteRing(_bytes.AsSpan(0, _count));
             _count = 0;
             _pending = false;
         }
