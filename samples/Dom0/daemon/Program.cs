@@ -30,7 +30,10 @@ var xc = new XenControl(privcmd);
 
 // xenstored: its state is saved after every toolstack change, so that a Dom0 started after this one dies finds the tree.
 string statePath = Path.Combine(rundir, "xenstored.state");
-await using var xenstored = new XenStoreDaemon();
+// xenstored maps each domain's store ring when the toolstack introduces it (XS_INTRODUCE).
+using var storeEvents = new XenEvtchn(privcmd);
+using var storeRings = new StoreRings(privcmd, storeEvents);
+await using var xenstored = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = storeRings });
 bool reattach = xc.ListDomains().Any(d => d.Domid != 0) && File.Exists(statePath);
 if (reattach)
     xenstored.RestoreState(File.ReadAllBytes(statePath));
@@ -51,9 +54,9 @@ void SaveState()
 
 using var consoleEvents = new XenEvtchn(privcmd);
 using var consoles = new ConsoleRingReader(channel, consoleEvents);
-var toolstack = new Toolstack(xc, store, consoles, SaveState);
+var toolstack = new Toolstack(xc, store, consoles, storeRings, SaveState);
 if (reattach)
-    await toolstack.ReattachAsync();
+    await toolstack.ReattachAsync(xenstored);
 SaveState();
 
 using var domExcEvents = new XenEvtchn(privcmd);
