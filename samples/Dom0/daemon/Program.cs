@@ -52,9 +52,10 @@ void SaveState()
     File.Move(tmp, statePath, overwrite: true);
 }
 
+using var disks = new BlockBackends(privcmd, xenstored);
 using var consoleEvents = new XenEvtchn(privcmd);
 using var consoles = new ConsoleRingReader(channel, consoleEvents);
-var toolstack = new Toolstack(xc, store, consoles, storeRings, SaveState);
+var toolstack = new Toolstack(xc, store, consoles, storeRings, disks, SaveState);
 if (reattach)
     await toolstack.ReattachAsync(xenstored);
 SaveState();

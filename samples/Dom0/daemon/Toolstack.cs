@@ -12,7 +12,7 @@ namespace VmmKit.Dom0.Daemon;
 /// XenControl and foreign mappings only, writes its XenStore tree the way libxl does, connects its console, and
 /// applies on_poweroff/on_crash when VIRQ_DOM_EXC says a domain stopped.
 /// </summary>
-internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBackend console, StoreRings storeRings, Action saveState)
+internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBackend console, StoreRings storeRings, BlockBackends disks, Action saveState)
 {
     /// <summary>Pages at the top of RAM for the console and XenStore rings (reserved in the e820 map), as libxc does.</summary>
     private const int SpecialPages = 2;
@@ -82,6 +82,9 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                     throw new XenException(XenErrno.EFAULT, "xenstored could not map the store ring");
                 store.WriteAsync($"/libxl/{domid}/store-local-port", storeLocal.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
                 store.WriteAsync($"/libxl/{domid}/store-gfn", storePfn.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
+                // disk=[...]: the vbd trees and a block backend offering each disk (InitWait) before the guest runs.
+                foreach (var disk in cfg.Disks)
+                    disks.AddAsync(store, domid, disk).GetAwaiter().GetResult();
                 // The builder's mappings go; the console ring stays mapped by the console backend.
                 xc.Privcmd.Unmap([.. frames.Where((_, i) => (ulong)i != consolePfn).Select(f => (ulong)f)]);
                 saveState();
@@ -102,6 +105,7 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         try
         {
             console.Disconnect(domid);
+            disks.Remove(domid);
             storeRings.Release(domid);
             xc.DestroyDomain(domid);
         }
@@ -215,6 +219,7 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         lock (_lock)
         {
             console.Disconnect(domid);
+            disks.Remove(domid);
             storeRings.Release(domid);
             xc.DestroyDomain(domid);
         }
