@@ -14,11 +14,10 @@ namespace VmmKit.Dom0.Daemon;
 /// The toolstack adds a disk's vbd trees as libxl does (<c>/local/domain/0/backend/vbd/N/DEV</c> and
 /// <c>/local/domain/N/device/vbd/DEV</c>) and waits for the backend's InitWait before the guest runs.
 /// </summary>
-internal sealed class BlockBackends(Privcmd privcmd, XenStoreDaemon xenstored) : IDisposable
+internal sealed class BlockBackends(Privcmd privcmd, XenGnttab grants, XenStoreDaemon xenstored) : IDisposable
 {
     private sealed record Disk(BlockBackend Backend, RawImageStorage Storage, XenEvtchn Events, XenStoreClient Store, CancellationTokenSource Stop, Task Run);
 
-    private readonly XenGnttab _grants = new(privcmd);
     private readonly ConcurrentDictionary<ushort, List<Disk>> _byDomain = new();
 
     /// <summary>Adds <paramref name="disk"/> to <paramref name="domid"/> through the toolstack's <paramref name="toolstack"/> connection.</summary>
@@ -33,7 +32,7 @@ internal sealed class BlockBackends(Privcmd privcmd, XenStoreDaemon xenstored) :
             [new("virtual-device", devid.ToString(CultureInfo.InvariantCulture)), new("device-type", "disk")]);
         var events = new XenEvtchn(privcmd);
         var store = new XenStoreClient(xenstored.Connect(0));
-        var backend = new BlockBackend(new XenbusBackendDevice(store, be, fe, domid), events, _grants, storage,
+        var backend = new BlockBackend(new XenbusBackendDevice(store, be, fe, domid), events, grants, storage,
             new BlockBackendOptions { MaxIndirectSegments = 32 });
         var offered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         backend.StateChanged += s =>

@@ -52,9 +52,10 @@ void SaveState()
     File.Move(tmp, statePath, overwrite: true);
 }
 
-using var disks = new BlockBackends(privcmd, xenstored);
-using var consoleEvents = new XenEvtchn(privcmd);
-using var consoles = new ConsoleRingReader(channel, consoleEvents);
+// One gntdev handle for every backend: it hands out Dom0's grant-mapping slots.
+var gnttab = new XenGnttab(privcmd);
+using var disks = new BlockBackends(privcmd, gnttab, xenstored);
+using var consoles = new ConsoleBackends(privcmd, gnttab, Path.Combine(rundir, "console"));
 var toolstack = new Toolstack(xc, store, consoles, storeRings, disks, SaveState);
 if (reattach)
     await toolstack.ReattachAsync(xenstored);

@@ -72,10 +72,10 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                 xc.SetHvmParam(domid, HvmParam.StorePfn, storePfn);
                 xc.SetHvmParam(domid, HvmParam.StoreEvtchn, storePort);
                 xc.SetBootVcpu(domid, boot.Entry, boot.StartInfoAddress);
-                uint local = console.Connect(domid, (ulong)frames[consolePfn], consolePort);
+                SeedGrants(domid, pages, consolePfn, storePfn);
                 WriteTreeAsync(domid, uuid, cfg, consolePort, consolePfn, storePort, storePfn).GetAwaiter().GetResult();
+                uint local = console.Connect(domid, consolePort);
                 store.WriteAsync($"/libxl/{domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
-                store.WriteAsync($"/libxl/{domid}/console-gfn", consolePfn.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
                 // XS_INTRODUCE (libxl's xs_introduce_domain): xenstored maps the store ring and binds its port.
                 store.IntroduceAsync(domid, (long)storePfn, storePort).GetAwaiter().GetResult();
                 if (storeRings.LocalPort(domid) is not { } storeLocal)
@@ -85,8 +85,8 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                 // disk=[...]: the vbd trees and a block backend offering each disk (InitWait) before the guest runs.
                 foreach (var disk in cfg.Disks)
                     disks.AddAsync(store, domid, disk).GetAwaiter().GetResult();
-                // The builder's mappings go; the console ring stays mapped by the console backend.
-                xc.Privcmd.Unmap([.. frames.Where((_, i) => (ulong)i != consolePfn).Select(f => (ulong)f)]);
+                // The builder's mappings go: the backends reach the rings through their own grant and foreign maps.
+                xc.Privcmd.Unmap([.. frames.Select(f => (ulong)f)]);
                 saveState();
                 xc.Unpause(domid);
             }
@@ -98,6 +98,34 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         }
 
         return domid;
+    }
+
+    /// <summary>
+    /// libxc's <c>xc_dom_gnttab_hvm_seed</c>: grant-table frame 0 of the new domain placed at a scratch gfn just above
+    /// its RAM, foreign-mapped, and entries <c>GNTTAB_RESERVED_CONSOLE</c> and <c>GNTTAB_RESERVED_XENSTORE</c> written to
+    /// give domain 0 the console and store rings (xen/grant_table.h, v1 entries: frame and domid before the flags).
+    /// </summary>
+    private void SeedGrants(ushort domid, ulong ramPages, ulong consolePfn, ulong storePfn)
+    {
+        ulong scratch = ramPages;
+        xc.AddToPhysmap(domid, XenMapSpace.GrantTable, 0, scratch);
+        var mfn = new long[1];
+        xc.Privcmd.MmapBatch(domid, [scratch], mfn);
+        if (mfn[0] < 0)
+            throw new XenException((XenErrno)(-mfn[0]), "mapping the new domain's grant table");
+        try
+        {
+            var entries = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, VmmKit.GrantTable.GrantEntryV1>(xc.Privcmd.Channel.Frame((ulong)mfn[0]));
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedConsoleGrant] = new() { Frame = checked((uint)consolePfn), DomId = 0 };
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedXenStoreGrant] = new() { Frame = checked((uint)storePfn), DomId = 0 };
+            Interlocked.MemoryBarrier();   // wmb(): the frame and domid before the flags
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedConsoleGrant].Flags = (ushort)VmmKit.GrantTable.GrantEntryFlags.PermitAccess;
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedXenStoreGrant].Flags = (ushort)VmmKit.GrantTable.GrantEntryFlags.PermitAccess;
+        }
+        finally
+        {
+            xc.Privcmd.Unmap([(ulong)mfn[0]]);
+        }
     }
 
     private void Cleanup(ushort domid)
@@ -155,21 +183,23 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
     }
 
     /// <summary>
-    /// A new Dom0 after the previous one died: for every running domain, the console ring is mapped again (the old
-    /// process's references went with it) and Dom0's still-bound console port is taken over; the tree is xenstored's
+    /// A new Dom0 after the previous one died: for every running domain, the console is connected again (the old
+    /// process's grant map went with it; its still-bound port is closed and the guest's bound afresh); the tree is xenstored's
     /// restored state, and xenstored serves the store rings again.
     /// </summary>
     public async Task ReattachAsync(VmmKit.XenStore.Daemon.XenStoreDaemon xenstored)
     {
         foreach (var d in xc.ListDomains())
         {
-            if (d.Domid == 0 || await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is not { } port
-                || await store.TryReadStringAsync($"/libxl/{d.Domid}/console-gfn") is not { } gfn)
+            if (d.Domid == 0)
                 continue;
-            var mfn = new long[1];
-            xc.Privcmd.MmapBatch(d.Domid, [ulong.Parse(gfn, CultureInfo.InvariantCulture)], mfn);
-            if (mfn[0] >= 0)
-                console.Reconnect(d.Domid, (ulong)mfn[0], uint.Parse(port, CultureInfo.InvariantCulture));
+            if (await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is { } port
+                && await store.TryReadStringAsync($"/local/domain/{d.Domid}/console/port") is { } remote)
+            {
+                uint local = console.Reconnect(d.Domid, uint.Parse(port, CultureInfo.InvariantCulture), uint.Parse(remote, CultureInfo.InvariantCulture));
+                await store.WriteAsync($"/libxl/{d.Domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture));
+            }
+
             if (await store.TryReadStringAsync($"/libxl/{d.Domid}/store-local-port") is { } sp
                 && await store.TryReadStringAsync($"/libxl/{d.Domid}/store-gfn") is { } sg)
                 storeRings.Reintroduce(xenstored, d.Domid, ulong.Parse(sg, CultureInfo.InvariantCulture), uint.Parse(sp, CultureInfo.InvariantCulture));
