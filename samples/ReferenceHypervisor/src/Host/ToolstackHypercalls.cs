@@ -66,7 +66,8 @@ internal static unsafe class ToolstackHypercalls
     /// </summary>
     private static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
     {
-        if (call.Abi != HypercallAbi.Native64 || !call.TryCopyFromGuest(call.Argument(1), out XenAddToPhysmap x))
+        // A 32-bit caller, a continuation or a bad pointer: the guest-facing handler answers (Dom0 is 64-bit).
+        if (call.Abi != HypercallAbi.Native64 || call.Argument(0) >> 6 != 0 || !call.TryCopyFromGuest(call.Argument(1), out XenAddToPhysmap x))
             return MemoryOpHypercall.AddToPhysmap(ref call);
         long rc = Other(call.Caller, x.Domid, out var target);
         if (rc == 1)
