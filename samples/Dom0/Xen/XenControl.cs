@@ -112,6 +112,17 @@ public sealed class XenControl
         XenException.Check(_privcmd.Hypercall(HypercallNumber.HvmOp, (ulong)HvmOp.SetParam, b.Address), "hvm set_param");
     }
 
+    /// <summary>
+    /// <c>xc_domain_add_to_physmap</c> naming another domain (XENMEM_add_to_physmap): places frame <paramref name="idx"/>
+    /// of <paramref name="space"/> at guest frame <paramref name="gpfn"/> of <paramref name="domid"/>.
+    /// </summary>
+    public void AddToPhysmap(ushort domid, XenMapSpace space, ulong idx, ulong gpfn)
+    {
+        using var b = _privcmd.Buffers.Rent(24);
+        b.As<XenAddToPhysmap>() = new XenAddToPhysmap { Domid = domid, Space = (uint)space, Idx = idx, Gpfn = gpfn };
+        XenException.Check(_privcmd.Hypercall(HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap, b.Address), "add_to_physmap");
+    }
+
     /// <summary><c>xc_hvm_param_get</c>.</summary>
     public ulong GetHvmParam(ushort domid, HvmParam index)
     {

@@ -95,6 +95,9 @@ public sealed class XenEvtchn : IEventChannelClient
         Call(EventChannelOp.Close, ref op, "close");
     }
 
+    /// <summary>The ports this handle has bound or adopted.</summary>
+    public IReadOnlyCollection<uint> Ports => [.. _ports.Keys];
+
     /// <summary><c>xenevtchn_close</c>: closes every port this handle bound.</summary>
     public void Dispose()
     {

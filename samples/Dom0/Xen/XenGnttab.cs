@@ -28,9 +28,35 @@ public sealed class XenGnttab : IGrantMapper
     /// <inheritdoc/>
     public GrantStatus TryMap(ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping)
     {
-        ulong slot;
-        lock (_lock)
-            slot = _freeSlots.Count > 0 ? _freeSlots.Pop() : _nextSlot++;
+        // A slot this handle never used may still hold a mapping a previous Dom0 process left (domain 0 outlives it):
+        // the hypervisor answers GNTST_general_error for an occupied host_addr, and the next fresh slot is tried.
+        for (int attempt = 0; ; attempt++)
+        {
+            bool fresh;
+            ulong slot;
+            lock (_lock)
+            {
+                fresh = _freeSlots.Count == 0;
+                slot = fresh ? _nextSlot++ : _freeSlots.Pop();
+            }
+
+            GrantStatus s = MapAt(slot, domainId, grantRef, readOnly, out mapping);
+            if (s == GrantStatus.Okay)
+                return s;
+            if (!(fresh && s == GrantStatus.GeneralError && attempt < MaxStaleSlots))
+            {
+                lock (_lock)
+                    _freeSlots.Push(slot);
+                return s;
+            }
+        }
+    }
+
+    /// <summary>How many fresh slots a map skips as held by a previous Dom0 process before it gives up.</summary>
+    private const int MaxStaleSlots = 1024;
+
+    private GrantStatus MapAt(ulong slot, ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping)
+    {
         using var b = _privcmd.Buffers.Rent(Unsafe.SizeOf<GnttabMapGrantRef>());
         b.As<GnttabMapGrantRef>() = new GnttabMapGrantRef
         {
@@ -41,8 +67,6 @@ public sealed class XenGnttab : IGrantMapper
         var op = b.As<GnttabMapGrantRef>();
         if (rc < 0 || op.Status != (short)GrantStatus.Okay)
         {
-            lock (_lock)
-                _freeSlots.Push(slot);
             mapping = default;
             return rc < 0 ? GrantStatus.GeneralError : (GrantStatus)op.Status;
         }

@@ -30,7 +30,10 @@ var xc = new XenControl(privcmd);
 
 // xenstored: its state is saved after every toolstack change, so that a Dom0 started after this one dies finds the tree.
 string statePath = Path.Combine(rundir, "xenstored.state");
-await using var xenstored = new XenStoreDaemon();
+// xenstored maps each domain's store ring when the toolstack introduces it (XS_INTRODUCE).
+using var storeEvents = new XenEvtchn(privcmd);
+using var storeRings = new StoreRings(privcmd, storeEvents);
+await using var xenstored = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = storeRings });
 bool reattach = xc.ListDomains().Any(d => d.Domid != 0) && File.Exists(statePath);
 if (reattach)
     xenstored.RestoreState(File.ReadAllBytes(statePath));
@@ -49,11 +52,13 @@ void SaveState()
     File.Move(tmp, statePath, overwrite: true);
 }
 
-using var consoleEvents = new XenEvtchn(privcmd);
-using var consoles = new ConsoleRingReader(channel, consoleEvents);
-var toolstack = new Toolstack(xc, store, consoles, SaveState);
+// One gntdev handle for every backend: it hands out Dom0's grant-mapping slots.
+var gnttab = new XenGnttab(privcmd);
+using var disks = new BlockBackends(privcmd, gnttab, xenstored);
+using var consoles = new ConsoleBackends(privcmd, gnttab, Path.Combine(rundir, "console"));
+var toolstack = new Toolstack(xc, store, consoles, storeRings, disks, SaveState);
 if (reattach)
-    await toolstack.ReattachAsync();
+    await toolstack.ReattachAsync(xenstored);
 SaveState();
 
 using var domExcEvents = new XenEvtchn(privcmd);

@@ -2,6 +2,7 @@ using System.Globalization;
 using VmmKit.Boot;
 using VmmKit.Dom0.Xen;
 using VmmKit.Hypercall;
+using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Client;
 
 namespace VmmKit.Dom0.Daemon;
@@ -11,7 +12,7 @@ namespace VmmKit.Dom0.Daemon;
 /// XenControl and foreign mappings only, writes its XenStore tree the way libxl does, connects its console, and
 /// applies on_poweroff/on_crash when VIRQ_DOM_EXC says a domain stopped.
 /// </summary>
-internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBackend console, Action saveState)
+internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBackend console, StoreRings storeRings, BlockBackends disks, Action saveState)
 {
     /// <summary>Pages at the top of RAM for the console and XenStore rings (reserved in the e820 map), as libxc does.</summary>
     private const int SpecialPages = 2;
@@ -71,12 +72,21 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                 xc.SetHvmParam(domid, HvmParam.StorePfn, storePfn);
                 xc.SetHvmParam(domid, HvmParam.StoreEvtchn, storePort);
                 xc.SetBootVcpu(domid, boot.Entry, boot.StartInfoAddress);
-                uint local = console.Connect(domid, (ulong)frames[consolePfn], consolePort);
-                WriteTreeAsync(domid, uuid, cfg, consolePort, (ulong)frames[consolePfn], storePort, (ulong)frames[storePfn]).GetAwaiter().GetResult();
+                SeedGrants(domid, pages, consolePfn, storePfn);
+                WriteTreeAsync(domid, uuid, cfg, consolePort, consolePfn, storePort, storePfn).GetAwaiter().GetResult();
+                uint local = console.Connect(domid, consolePort);
                 store.WriteAsync($"/libxl/{domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
-                store.WriteAsync($"/libxl/{domid}/console-gfn", consolePfn.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
-                // The builder's mappings go; the console ring stays mapped by the console backend.
-                xc.Privcmd.Unmap([.. frames.Where((_, i) => (ulong)i != consolePfn).Select(f => (ulong)f)]);
+                // XS_INTRODUCE (libxl's xs_introduce_domain): xenstored maps the store ring and binds its port.
+                store.IntroduceAsync(domid, (long)storePfn, storePort).GetAwaiter().GetResult();
+                if (storeRings.LocalPort(domid) is not { } storeLocal)
+                    throw new XenException(XenErrno.EFAULT, "xenstored could not map the store ring");
+                store.WriteAsync($"/libxl/{domid}/store-local-port", storeLocal.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
+                store.WriteAsync($"/libxl/{domid}/store-gfn", storePfn.ToString(CultureInfo.InvariantCulture)).GetAwaiter().GetResult();
+                // disk=[...]: the vbd trees and a block backend offering each disk (InitWait) before the guest runs.
+                foreach (var disk in cfg.Disks)
+                    disks.AddAsync(store, domid, disk).GetAwaiter().GetResult();
+                // The builder's mappings go: the backends reach the rings through their own grant and foreign maps.
+                xc.Privcmd.Unmap([.. frames.Select(f => (ulong)f)]);
                 saveState();
                 xc.Unpause(domid);
             }
@@ -90,11 +100,41 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         return domid;
     }
 
+    /// <summary>
+    /// libxc's <c>xc_dom_gnttab_hvm_seed</c>: grant-table frame 0 of the new domain placed at a scratch gfn just above
+    /// its RAM, foreign-mapped, and entries <c>GNTTAB_RESERVED_CONSOLE</c> and <c>GNTTAB_RESERVED_XENSTORE</c> written to
+    /// give domain 0 the console and store rings (xen/grant_table.h, v1 entries: frame and domid before the flags).
+    /// </summary>
+    private void SeedGrants(ushort domid, ulong ramPages, ulong consolePfn, ulong storePfn)
+    {
+        ulong scratch = ramPages;
+        xc.AddToPhysmap(domid, XenMapSpace.GrantTable, 0, scratch);
+        var mfn = new long[1];
+        xc.Privcmd.MmapBatch(domid, [scratch], mfn);
+        if (mfn[0] < 0)
+            throw new XenException((XenErrno)(-mfn[0]), "mapping the new domain's grant table");
+        try
+        {
+            var entries = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, VmmKit.GrantTable.GrantEntryV1>(xc.Privcmd.Channel.Frame((ulong)mfn[0]));
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedConsoleGrant] = new() { Frame = checked((uint)consolePfn), DomId = 0 };
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedXenStoreGrant] = new() { Frame = checked((uint)storePfn), DomId = 0 };
+            Interlocked.MemoryBarrier();   // wmb(): the frame and domid before the flags
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedConsoleGrant].Flags = (ushort)VmmKit.GrantTable.GrantEntryFlags.PermitAccess;
+            entries[(int)VmmKit.Backends.Console.ConsoleBackend.ReservedXenStoreGrant].Flags = (ushort)VmmKit.GrantTable.GrantEntryFlags.PermitAccess;
+        }
+        finally
+        {
+            xc.Privcmd.Unmap([(ulong)mfn[0]]);
+        }
+    }
+
     private void Cleanup(ushort domid)
     {
         try
         {
             console.Disconnect(domid);
+            disks.Remove(domid);
+            storeRings.Release(domid);
             xc.DestroyDomain(domid);
         }
         catch (XenException)
@@ -105,30 +145,37 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
     /// <summary>
     /// The tree libxl writes for a domain (tools/libs/light/libxl_create.c, libxl_dom.c): /local/domain/N/{name, domid,
     /// vm, memory/target, memory/static-max, store/port, store/ring-ref, console/{port, ring-ref, type, limit},
-    /// cpu/0/availability, control/, device/, data/}, /vm/UUID/{name, uuid}, and the toolstack's own notes under /libxl/N.
+    /// cpu/0/availability, and the domain's own device/, control/, data/, drivers/, feature/, attr/, error/}, /vm/UUID/{name, uuid}, and the toolstack's own notes under /libxl/N.
     /// </summary>
-    private async Task WriteTreeAsync(ushort domid, Guid uuid, XlConfig cfg, uint consolePort, ulong consoleMfn, uint storePort, ulong storeMfn)
+    private async Task WriteTreeAsync(ushort domid, Guid uuid, XlConfig cfg, uint consolePort, ulong consoleGfn, uint storePort, ulong storeGfn)
     {
         string d = $"/local/domain/{domid}";
         string I(ulong v) => v.ToString(CultureInfo.InvariantCulture);
         var tx = await store.StartTransactionAsync();
+        // The home is Dom0's and readable by the domain; the directories under it are the domain's (libxl_create.c).
+        await store.MkdirAsync(d, tx);
+        await store.SetPermissionsAsync(d, [new XsPermission(0, XsAccess.None), new XsPermission(domid, XsAccess.Read)], tx);
+        foreach (string dir in (string[])["device", "control", "data", "drivers", "feature", "attr", "error"])
+        {
+            await store.MkdirAsync($"{d}/{dir}", tx);
+            await store.SetPermissionsAsync($"{d}/{dir}", [new XsPermission(domid, XsAccess.None)], tx);
+        }
+
         await store.WriteAsync($"{d}/name", cfg.Name, tx);
         await store.WriteAsync($"{d}/domid", I(domid), tx);
         await store.WriteAsync($"{d}/vm", $"/vm/{uuid}", tx);
         await store.WriteAsync($"{d}/memory/static-max", I(cfg.MemoryMiB << 10), tx);
         await store.WriteAsync($"{d}/memory/target", I(cfg.MemoryMiB << 10), tx);
         await store.WriteAsync($"{d}/store/port", I(storePort), tx);
-        await store.WriteAsync($"{d}/store/ring-ref", I(storeMfn), tx);
+        await store.WriteAsync($"{d}/store/ring-ref", I(storeGfn), tx);
         await store.WriteAsync($"{d}/console/port", I(consolePort), tx);
-        await store.WriteAsync($"{d}/console/ring-ref", I(consoleMfn), tx);
+        await store.WriteAsync($"{d}/console/ring-ref", I(consoleGfn), tx);
         await store.WriteAsync($"{d}/console/type", "xenconsoled", tx);
         await store.WriteAsync($"{d}/console/limit", "1048576", tx);
         await store.WriteAsync($"{d}/cpu/0/availability", "online", tx);
-        await store.MkdirAsync($"{d}/control", tx);
-        await store.MkdirAsync($"{d}/device", tx);
-        await store.MkdirAsync($"{d}/data", tx);
         await store.WriteAsync($"/vm/{uuid}/name", cfg.Name, tx);
         await store.WriteAsync($"/vm/{uuid}/uuid", uuid.ToString(), tx);
+        await store.SetPermissionsAsync($"/vm/{uuid}", [new XsPermission(0, XsAccess.None), new XsPermission(domid, XsAccess.Read)], tx);
         await store.WriteAsync($"/libxl/{domid}/on_poweroff", cfg.OnPoweroff, tx);
         await store.WriteAsync($"/libxl/{domid}/on_crash", cfg.OnCrash, tx);
         await store.WriteAsync($"/libxl/{domid}/on_reboot", cfg.OnReboot, tx);
@@ -136,21 +183,26 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
     }
 
     /// <summary>
-    /// A new Dom0 after the previous one died: for every running domain, the console ring is mapped again (the old
-    /// process's references went with it) and Dom0's still-bound console port is taken over; the tree is xenstored's
-    /// restored state.
+    /// A new Dom0 after the previous one died: for every running domain, the console is connected again (the old
+    /// process's grant map went with it; its still-bound port is closed and the guest's bound afresh); the tree is xenstored's
+    /// restored state, and xenstored serves the store rings again.
     /// </summary>
-    public async Task ReattachAsync()
+    public async Task ReattachAsync(VmmKit.XenStore.Daemon.XenStoreDaemon xenstored)
     {
         foreach (var d in xc.ListDomains())
         {
-            if (d.Domid == 0 || await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is not { } port
-                || await store.TryReadStringAsync($"/libxl/{d.Domid}/console-gfn") is not { } gfn)
+            if (d.Domid == 0)
                 continue;
-            var mfn = new long[1];
-            xc.Privcmd.MmapBatch(d.Domid, [ulong.Parse(gfn, CultureInfo.InvariantCulture)], mfn);
-            if (mfn[0] >= 0)
-                console.Reconnect(d.Domid, (ulong)mfn[0], uint.Parse(port, CultureInfo.InvariantCulture));
+            if (await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is { } port
+                && await store.TryReadStringAsync($"/local/domain/{d.Domid}/console/port") is { } remote)
+            {
+                uint local = console.Reconnect(d.Domid, uint.Parse(port, CultureInfo.InvariantCulture), uint.Parse(remote, CultureInfo.InvariantCulture));
+                await store.WriteAsync($"/libxl/{d.Domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture));
+            }
+
+            if (await store.TryReadStringAsync($"/libxl/{d.Domid}/store-local-port") is { } sp
+                && await store.TryReadStringAsync($"/libxl/{d.Domid}/store-gfn") is { } sg)
+                storeRings.Reintroduce(xenstored, d.Domid, ulong.Parse(sg, CultureInfo.InvariantCulture), uint.Parse(sp, CultureInfo.InvariantCulture));
         }
     }
 
@@ -185,9 +237,20 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         if (domid == 0)
             throw new InvalidOperationException("Domain-0 cannot be destroyed");
         string? vm = await store.TryReadStringAsync($"/local/domain/{domid}/vm");
+        try
+        {
+            await store.ReleaseAsync(domid);   // XS_RELEASE, as libxl_domain_destroy
+        }
+        catch (XenStoreException)
+        {
+            // Never introduced (its build failed): nothing to release.
+        }
+
         lock (_lock)
         {
             console.Disconnect(domid);
+            disks.Remove(domid);
+            storeRings.Release(domid);
             xc.DestroyDomain(domid);
         }
 

@@ -5,11 +5,11 @@ namespace VmmKit.Dom0.Daemon;
 
 /// <summary>
 /// The xl.cfg subset vmmkit-xl accepts (xl.cfg(5)): name, type ("pvh" only), kernel, ramdisk, cmdline (or extra),
-/// memory (MiB), vcpus, on_poweroff/on_reboot/on_crash, and disk (parsed; handed to a block backend when one exists).
+/// memory (MiB), vcpus, on_poweroff/on_reboot/on_crash, and disk (raw images, see <see cref="DiskSpec"/>; each served by Dom0's block backend).
 /// Relative paths are resolved against the file's directory.
 /// </summary>
 internal sealed partial record XlConfig(string Name, string Kernel, string? Ramdisk, string Cmdline, ulong MemoryMiB, uint Vcpus,
-    string OnPoweroff, string OnReboot, string OnCrash, IReadOnlyList<string> Disks)
+    string OnPoweroff, string OnReboot, string OnCrash, IReadOnlyList<DiskSpec> Disks)
 {
     /// <summary>Parses <paramref name="text"/>; a reason in <paramref name="error"/> when it is not a config this toolstack can build.</summary>
     public static XlConfig? Parse(string text, string directory, out string error)
@@ -74,10 +74,22 @@ internal sealed partial record XlConfig(string Name, string Kernel, string? Ramd
         }
 
         string Resolve(string p) => Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(directory, p));
+        var disks = new List<DiskSpec>();
+        try
+        {
+            foreach (string spec in values.TryGetValue("disk", out var d) && d is List<string> specs ? specs : [])
+                disks.Add(DiskSpec.Parse(spec, directory));
+        }
+        catch (FormatException e)
+        {
+            error = e.Message;
+            return null;
+        }
+
         error = "";
         return new XlConfig(S("name") ?? Path.GetFileNameWithoutExtension(kernel), Resolve(kernel), S("ramdisk") is { } rd ? Resolve(rd) : null,
             S("cmdline") ?? S("extra") ?? "", (ulong)memory, (uint)vcpus, S("on_poweroff") ?? "destroy", S("on_reboot") ?? "restart",
-            S("on_crash") ?? "destroy", values.TryGetValue("disk", out var d) && d is List<string> disks ? disks : []);
+            S("on_crash") ?? "destroy", disks);
     }
 
     private static string StripComment(string line)

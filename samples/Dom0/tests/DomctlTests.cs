@@ -55,6 +55,32 @@ public sealed class DomctlTests
     }
 
     [Fact]
+    public void Add_to_physmap_on_another_domain_places_only_grant_table_frames_and_never_over_its_RAM()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var xc = new XenControl(new Privcmd(channel));
+        ushort domid = xc.CreateDomain(Guid.NewGuid());
+        xc.SetMaxMemory(domid, 64);
+        xc.PopulatePhysmap(domid, [.. Enumerable.Range(0, 16).Select(i => (ulong)i)]);
+
+        // xc_dom_gnttab_hvm_seed: frame 0 at the gfn above RAM, then seen through a foreign map (zeroed entries).
+        xc.AddToPhysmap(domid, XenMapSpace.GrantTable, 0, 16);
+        Span<long> mfn = stackalloc long[1];
+        xc.Privcmd.MmapBatch(domid, [16], mfn);
+        Assert.True(mfn[0] > 0);
+        Assert.True(channel.Frame((ulong)mfn[0])[..16].IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(0, xc.Privcmd.Unmap([(ulong)mfn[0]]));
+        xc.AddToPhysmap(domid, XenMapSpace.GrantTable, 0, 16);   // again at the same place: nothing changes
+
+        Assert.Equal(XenErrno.EBUSY, Assert.Throws<XenException>(() => xc.AddToPhysmap(domid, XenMapSpace.GrantTable, 0, 3)).Errno);
+        Assert.Equal(XenErrno.ENOSYS, Assert.Throws<XenException>(() => xc.AddToPhysmap(domid, XenMapSpace.SharedInfo, 0, 17)).Errno);
+        Assert.Equal(XenErrno.EINVAL, Assert.Throws<XenException>(() => xc.AddToPhysmap(domid, XenMapSpace.GrantTable, 1 << 20, 18)).Errno);
+        Assert.Equal(XenErrno.ESRCH, Assert.Throws<XenException>(() => xc.AddToPhysmap(77, XenMapSpace.GrantTable, 0, 16)).Errno);
+        xc.DestroyDomain(domid);
+    }
+
+    [Fact]
     public void Pause_unpause_and_errors_follow_Xen()
     {
         using var host = HostProcess.Start();

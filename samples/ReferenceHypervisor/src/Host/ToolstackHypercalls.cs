@@ -6,7 +6,7 @@ namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>
 /// The hypercalls a toolstack makes on other domains, registered over the guest-facing ones: domctl and sysctl,
-/// HVMOP_set/get_param and XENMEM_populate_physmap naming another domain, SCHEDOP_remote_shutdown. A call that names the
+/// HVMOP_set/get_param, XENMEM_populate_physmap and XENMEM_add_to_physmap (grant-table frames) naming another domain, SCHEDOP_remote_shutdown. A call that names the
 /// caller itself goes to the guest-facing handler unchanged; naming another domain needs privilege (Xen's XSM dummy
 /// policy: -EPERM for a guest) and a live domain (-ESRCH).
 /// </summary>
@@ -20,6 +20,7 @@ internal static unsafe class ToolstackHypercalls
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.SetParam, &SetParam);
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.GetParam, &GetParam);
         d.RegisterSubOp(HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap, &PopulatePhysmap);
+        d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.AddToPhysmap, &AddToPhysmap);
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.RemoteShutdown, &RemoteShutdown);
     }
 
@@ -54,6 +55,40 @@ internal static unsafe class ToolstackHypercalls
             return XenErrno.EINVAL.Negated();
         target.SetHvmParam((HvmParam)p.Index, p.Value);
         return 0;
+    }
+
+    /// <summary>
+    /// XENMEM_add_to_physmap naming another domain: only <c>XENMAPSPACE_grant_table</c>, which the toolstack uses to seed
+    /// the reserved grants (libxc's <c>xc_dom_gnttab_hvm_seed</c> places frame 0 at a scratch gfn above the domain's RAM,
+    /// foreign-maps it and writes the entries). The slot must be empty or hold a table frame (-EBUSY otherwise: the domain's
+    /// RAM is never displaced by its toolstack here); other spaces are -ENOSYS. The frame stays at the scratch gfn until
+    /// the guest places it itself (XENMEM_remove_from_physmap is not offered).
+    /// </summary>
+    private static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
+    {
+        // A 32-bit caller, a continuation or a bad pointer: the guest-facing handler answers (Dom0 is 64-bit).
+        if (call.Abi != HypercallAbi.Native64 || call.Argument(0) >> 6 != 0 || !call.TryCopyFromGuest(call.Argument(1), out XenAddToPhysmap x))
+            return MemoryOpHypercall.AddToPhysmap(ref call);
+        long rc = Other(call.Caller, x.Domid, out var target);
+        if (rc == 1)
+            return MemoryOpHypercall.AddToPhysmap(ref call);
+        if (rc != 0)
+            return rc;
+        if (x.Space != (uint)XenMapSpace.GrantTable)
+            return XenErrno.ENOSYS.Negated();
+        var gfn = new VmmKit.Ept.GuestFrameNumber(x.Gpfn);
+        if (target.Ept.TryLookup(gfn, out var frame, out _))
+        {
+            bool isTableFrame = false;
+            for (int i = 0; i < target.Grants.SharedFrameCount && !isTableFrame; i++)
+                isTableFrame = frame == target.Grants.GetSharedFrame(i);
+            if (!isTableFrame)
+                return XenErrno.EBUSY.Negated();
+        }
+
+        rc = target.Machine.Grants.AddToPhysmap(target.Grants, x.Idx, gfn);
+        MemoryOpHypercall.FlushEpt(target);
+        return rc;
     }
 
     /// <summary>HVMOP_get_param on another domain.</summary>
