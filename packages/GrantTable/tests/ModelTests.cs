@@ -163,7 +163,8 @@ public class ModelTests
                         GrantStatus.Okay;
                     Span<GnttabCopy> ops = [op];
                     mappers[a]!.Copy(ops);
-                    Assert.Equal(expected, (GrantStatus)ops[0].Status);
+                    if (expected != (GrantStatus)ops[0].Status)
+                        Assert.Fail($"copy a={a} b={b} src={srcGref} dst={dstGref} ref={(srcGref ? op.Source.Ref : op.Dest.Ref)} used={(used is null ? "none" : $"grantee={used.Grantee} ro={used.ReadOnly} gfn={used.Gfn}")} alive={model.Alive[b]}: expected {expected}, got {(GrantStatus)ops[0].Status}; grants of b: {string.Join(",", model.Grants.Where(x => x.Granter == b).Select(x => $"{x.Ref}->{x.Grantee}{(x.ReadOnly ? "ro" : "")}"))}");
                     if (expected == GrantStatus.Okay)
                     {
                         byte[] from = srcGref ? model.Page(b, used!.Gfn) : model.Page(a, own);
