@@ -29,6 +29,18 @@ public class ModelTests
         public readonly List<ModelMapping> Mappings = [];
         public readonly int[] Version = [1, 1, 1, 1];
 
+        // v2 grants whose end of access failed because they were in use: Linux's gnttab_end_foreign_access_ref_v2 (the
+        // client side) clears the entry's flags before it looks at the status, so the entry no longer says
+        // GTF_permit_access or GTF_readonly. Xen checks those flags only for a first pin (_set_status_v2): while pinned,
+        // any access goes on (the granter gave up its read-only bit), and once unpinned nothing can claim it.
+        public readonly HashSet<(int Granter, uint Ref)> Cleared = [];
+
+        public bool IsPinned(ModelGrant g) => Mappings.Any(x => x.Grant == g);
+
+        // _set_status's flag checks for a claim of g: read-only-ness as granted, or, once cleared, only while pinned.
+        public bool Refuses(ModelGrant g, bool write) =>
+            Cleared.Contains((g.Granter, g.Ref)) ? !IsPinned(g) : write && g.ReadOnly;
+
         public byte[] Page(int dom, int gfn) =>
             Pages.TryGetValue((dom, gfn), out byte[]? p) ? p : Pages[(dom, gfn)] = new byte[4096];
     }
@@ -68,6 +80,7 @@ public class ModelTests
                     bool ro = s[4] % 2 == 0;
                     Assert.True(shares[a]!.TryGrantForeignAccess((ushort)b, (ulong)gfn, ro, out uint gref));
                     model.Grants.Add(new ModelGrant(a, gref, b, gfn, ro));
+                    model.Cleared.Remove((a, gref));
                     break;
                 }
 
@@ -84,6 +97,11 @@ public class ModelTests
                     if (!inUse)
                     {
                         model.Grants.Remove(g);
+                        model.Cleared.Remove((g.Granter, g.Ref));
+                    }
+                    else if (model.Version[a] == 2)
+                    {
+                        model.Cleared.Add((g.Granter, g.Ref));
                     }
 
                     break;
@@ -104,7 +122,7 @@ public class ModelTests
                         model.Mappings.Count(x => x.Grantee == a) == Slots ? GrantStatus.NoSpace : // the mapper's window is full
                         !model.Alive[b] ? GrantStatus.BadDomain :
                         gref >= (uint)(model.Version[b] == 1 ? 512 : 256) ? GrantStatus.BadGntref :
-                        g is null || g.Grantee != a || (g.ReadOnly && !ro) ? GrantStatus.GeneralError :
+                        g is null || g.Grantee != a || model.Refuses(g, write: !ro) ? GrantStatus.GeneralError :
                         GrantStatus.Okay;
                     GrantStatus got = mappers[a]!.TryMap((ushort)b, gref, ro, out GrantMapping map);
                     Assert.Equal(expected, got);
@@ -158,7 +176,7 @@ public class ModelTests
                     bool grantSide = srcGref || dstGref;
                     GrantStatus expected =
                         grantSide && !model.Alive[b] ? GrantStatus.BadDomain :
-                        grantSide && (used is null || used.Grantee != a || (dstGref && used.ReadOnly)) ? GrantStatus.GeneralError :
+                        grantSide && (used is null || used.Grantee != a || model.Refuses(used, write: dstGref)) ? GrantStatus.GeneralError :
                         off + len > 4096 ? GrantStatus.BadCopyArg :
                         GrantStatus.Okay;
                     Span<GnttabCopy> ops = [op];
@@ -221,6 +239,7 @@ public class ModelTests
                     {
                         Assert.Equal(0, rc);
                         model.Version[a] = (int)want;
+                        model.Cleared.RemoveWhere(k => k.Granter == a);
                         foreach (ModelGrant g in model.Grants.Where(x => x.Granter == a).ToList())
                         {
                             Assert.True(shares[a]!.EndForeignAccess(g.Ref)); // the switch invalidated it
