@@ -10,7 +10,7 @@ namespace VmmKit.TestSupport;
 /// <c>sizeof(struct evtchn_alloc_unbound)</c> or <c>offsetof(struct shared_info, evtchn_mask)</c>.
 /// Every C# struct that mirrors a Xen struct is checked against it.
 /// </summary>
-public static class XenAbiLayout
+public static partial class XenAbiLayout
 {
     /// <summary>The interface version every guest and layout check is built for.</summary>
     public const string InterfaceVersion = "0x00040e00";

@@ -10,18 +10,7 @@ namespace VmmKit.EventChannel.Tests;
 /// </summary>
 public class AbiLayoutTests
 {
-    private static long Off<T, TField>(ref T s, ref TField field) =>
-        Unsafe.ByteOffset(ref Unsafe.As<T, byte>(ref s), ref Unsafe.As<TField, byte>(ref field));
-
     private static readonly string[] Headers = ["xen/xen.h", "xen/event_channel.h"];
-
-    private static void Verify(List<(string Expr, long Value)> checks, int bits)
-    {
-        var exprs = checks.Select(c => c.Expr).ToList();
-        IReadOnlyList<long> values = bits == 64 ? XenAbiLayout.Evaluate(Headers, exprs) : I386Layout.Evaluate(Headers, exprs);
-        for (int i = 0; i < checks.Count; i++)
-            Assert.True(checks[i].Value == values[i], $"{checks[i].Expr} [{bits}-bit]: C# {checks[i].Value}, gcc {values[i]}");
-    }
 
     private static List<(string, long)> StructChecks()
     {
@@ -31,33 +20,33 @@ public class AbiLayoutTests
 
         var au = default(EvtchnAllocUnbound);
         Size<EvtchnAllocUnbound>("struct evtchn_alloc_unbound");
-        At("struct evtchn_alloc_unbound", "dom", Off(ref au, ref au.Dom));
-        At("struct evtchn_alloc_unbound", "remote_dom", Off(ref au, ref au.RemoteDom));
-        At("struct evtchn_alloc_unbound", "port", Off(ref au, ref au.Port));
+        At("struct evtchn_alloc_unbound", "dom", XenAbiLayout.Offset(ref au, ref au.Dom));
+        At("struct evtchn_alloc_unbound", "remote_dom", XenAbiLayout.Offset(ref au, ref au.RemoteDom));
+        At("struct evtchn_alloc_unbound", "port", XenAbiLayout.Offset(ref au, ref au.Port));
 
         var bi = default(EvtchnBindInterdomain);
         Size<EvtchnBindInterdomain>("struct evtchn_bind_interdomain");
-        At("struct evtchn_bind_interdomain", "remote_dom", Off(ref bi, ref bi.RemoteDom));
-        At("struct evtchn_bind_interdomain", "remote_port", Off(ref bi, ref bi.RemotePort));
-        At("struct evtchn_bind_interdomain", "local_port", Off(ref bi, ref bi.LocalPort));
+        At("struct evtchn_bind_interdomain", "remote_dom", XenAbiLayout.Offset(ref bi, ref bi.RemoteDom));
+        At("struct evtchn_bind_interdomain", "remote_port", XenAbiLayout.Offset(ref bi, ref bi.RemotePort));
+        At("struct evtchn_bind_interdomain", "local_port", XenAbiLayout.Offset(ref bi, ref bi.LocalPort));
 
         var bv = default(EvtchnBindVirq);
         Size<EvtchnBindVirq>("struct evtchn_bind_virq");
-        At("struct evtchn_bind_virq", "virq", Off(ref bv, ref bv.Virq));
-        At("struct evtchn_bind_virq", "vcpu", Off(ref bv, ref bv.Vcpu));
-        At("struct evtchn_bind_virq", "port", Off(ref bv, ref bv.Port));
+        At("struct evtchn_bind_virq", "virq", XenAbiLayout.Offset(ref bv, ref bv.Virq));
+        At("struct evtchn_bind_virq", "vcpu", XenAbiLayout.Offset(ref bv, ref bv.Vcpu));
+        At("struct evtchn_bind_virq", "port", XenAbiLayout.Offset(ref bv, ref bv.Port));
 
         var bp = default(EvtchnBindPirq);
         Size<EvtchnBindPirq>("struct evtchn_bind_pirq");
-        At("struct evtchn_bind_pirq", "pirq", Off(ref bp, ref bp.Pirq));
-        At("struct evtchn_bind_pirq", "flags", Off(ref bp, ref bp.Flags));
-        At("struct evtchn_bind_pirq", "port", Off(ref bp, ref bp.Port));
+        At("struct evtchn_bind_pirq", "pirq", XenAbiLayout.Offset(ref bp, ref bp.Pirq));
+        At("struct evtchn_bind_pirq", "flags", XenAbiLayout.Offset(ref bp, ref bp.Flags));
+        At("struct evtchn_bind_pirq", "port", XenAbiLayout.Offset(ref bp, ref bp.Port));
         l.Add(("BIND_PIRQ__WILL_SHARE", EvtchnBindPirq.WillShare));
 
         var ipi = default(EvtchnBindIpi);
         Size<EvtchnBindIpi>("struct evtchn_bind_ipi");
-        At("struct evtchn_bind_ipi", "vcpu", Off(ref ipi, ref ipi.Vcpu));
-        At("struct evtchn_bind_ipi", "port", Off(ref ipi, ref ipi.Port));
+        At("struct evtchn_bind_ipi", "vcpu", XenAbiLayout.Offset(ref ipi, ref ipi.Vcpu));
+        At("struct evtchn_bind_ipi", "port", XenAbiLayout.Offset(ref ipi, ref ipi.Port));
 
         Size<EvtchnClose>("struct evtchn_close");
         Size<EvtchnSend>("struct evtchn_send");
@@ -66,51 +55,51 @@ public class AbiLayoutTests
 
         var st = default(EvtchnStatus);
         Size<EvtchnStatus>("struct evtchn_status");
-        At("struct evtchn_status", "dom", Off(ref st, ref st.Dom));
-        At("struct evtchn_status", "port", Off(ref st, ref st.Port));
-        At("struct evtchn_status", "status", Off(ref st, ref st.Status));
-        At("struct evtchn_status", "vcpu", Off(ref st, ref st.Vcpu));
-        At("struct evtchn_status", "u", Off(ref st, ref st.U));
-        At("struct evtchn_status", "u.unbound.dom", Off(ref st, ref st.U.Dom));
-        At("struct evtchn_status", "u.interdomain.dom", Off(ref st, ref st.U.Dom));
-        At("struct evtchn_status", "u.interdomain.port", Off(ref st, ref st.U.Port));
-        At("struct evtchn_status", "u.pirq", Off(ref st, ref st.U.Pirq));
-        At("struct evtchn_status", "u.virq", Off(ref st, ref st.U.Virq));
+        At("struct evtchn_status", "dom", XenAbiLayout.Offset(ref st, ref st.Dom));
+        At("struct evtchn_status", "port", XenAbiLayout.Offset(ref st, ref st.Port));
+        At("struct evtchn_status", "status", XenAbiLayout.Offset(ref st, ref st.Status));
+        At("struct evtchn_status", "vcpu", XenAbiLayout.Offset(ref st, ref st.Vcpu));
+        At("struct evtchn_status", "u", XenAbiLayout.Offset(ref st, ref st.U));
+        At("struct evtchn_status", "u.unbound.dom", XenAbiLayout.Offset(ref st, ref st.U.Dom));
+        At("struct evtchn_status", "u.interdomain.dom", XenAbiLayout.Offset(ref st, ref st.U.Dom));
+        At("struct evtchn_status", "u.interdomain.port", XenAbiLayout.Offset(ref st, ref st.U.Port));
+        At("struct evtchn_status", "u.pirq", XenAbiLayout.Offset(ref st, ref st.U.Pirq));
+        At("struct evtchn_status", "u.virq", XenAbiLayout.Offset(ref st, ref st.U.Virq));
         l.Add(("sizeof(((struct evtchn_status *)0)->u)", Unsafe.SizeOf<EvtchnStatusUnion>()));
 
         var bvc = default(EvtchnBindVcpu);
         Size<EvtchnBindVcpu>("struct evtchn_bind_vcpu");
-        At("struct evtchn_bind_vcpu", "port", Off(ref bvc, ref bvc.Port));
-        At("struct evtchn_bind_vcpu", "vcpu", Off(ref bvc, ref bvc.Vcpu));
+        At("struct evtchn_bind_vcpu", "port", XenAbiLayout.Offset(ref bvc, ref bvc.Port));
+        At("struct evtchn_bind_vcpu", "vcpu", XenAbiLayout.Offset(ref bvc, ref bvc.Vcpu));
 
         var ic = default(EvtchnInitControl);
         Size<EvtchnInitControl>("struct evtchn_init_control");
-        At("struct evtchn_init_control", "control_gfn", Off(ref ic, ref ic.ControlGfn));
-        At("struct evtchn_init_control", "offset", Off(ref ic, ref ic.Offset));
-        At("struct evtchn_init_control", "vcpu", Off(ref ic, ref ic.Vcpu));
-        At("struct evtchn_init_control", "link_bits", Off(ref ic, ref ic.LinkBits));
-        At("struct evtchn_init_control", "_pad", Off(ref ic, ref ic.Pad));
+        At("struct evtchn_init_control", "control_gfn", XenAbiLayout.Offset(ref ic, ref ic.ControlGfn));
+        At("struct evtchn_init_control", "offset", XenAbiLayout.Offset(ref ic, ref ic.Offset));
+        At("struct evtchn_init_control", "vcpu", XenAbiLayout.Offset(ref ic, ref ic.Vcpu));
+        At("struct evtchn_init_control", "link_bits", XenAbiLayout.Offset(ref ic, ref ic.LinkBits));
+        At("struct evtchn_init_control", "_pad", XenAbiLayout.Offset(ref ic, ref ic.Pad));
 
         Size<EvtchnExpandArray>("struct evtchn_expand_array");
         var sp = default(EvtchnSetPriority);
         Size<EvtchnSetPriority>("struct evtchn_set_priority");
-        At("struct evtchn_set_priority", "port", Off(ref sp, ref sp.Port));
-        At("struct evtchn_set_priority", "priority", Off(ref sp, ref sp.Priority));
+        At("struct evtchn_set_priority", "port", XenAbiLayout.Offset(ref sp, ref sp.Port));
+        At("struct evtchn_set_priority", "priority", XenAbiLayout.Offset(ref sp, ref sp.Priority));
 
         var cb = default(EvtchnFifoControlBlock);
         Size<EvtchnFifoControlBlock>("struct evtchn_fifo_control_block");
-        At("struct evtchn_fifo_control_block", "ready", Off(ref cb, ref cb.Ready));
-        At("struct evtchn_fifo_control_block", "_rsvd", Off(ref cb, ref cb.Reserved));
-        At("struct evtchn_fifo_control_block", "head", Off(ref cb, ref cb.Head));
-        At("struct evtchn_fifo_control_block", "head[15]", Off(ref cb, ref cb.Head[15]));
+        At("struct evtchn_fifo_control_block", "ready", XenAbiLayout.Offset(ref cb, ref cb.Ready));
+        At("struct evtchn_fifo_control_block", "_rsvd", XenAbiLayout.Offset(ref cb, ref cb.Reserved));
+        At("struct evtchn_fifo_control_block", "head", XenAbiLayout.Offset(ref cb, ref cb.Head));
+        At("struct evtchn_fifo_control_block", "head[15]", XenAbiLayout.Offset(ref cb, ref cb.Head[15]));
         return l;
     }
 
     [Fact]
-    public void Evtchn_structs_match_xen_headers_64_bit() => Verify(StructChecks(), 64);
+    public void Evtchn_structs_match_xen_headers_64_bit() => XenAbiLayout.AssertValues(Headers, 64, StructChecks());
 
     [Fact]
-    public void Evtchn_structs_match_xen_headers_32_bit() => Verify(StructChecks(), 32);
+    public void Evtchn_structs_match_xen_headers_32_bit() => XenAbiLayout.AssertValues(Headers, 32, StructChecks());
 
     [Fact]
     public void Constants_match_xen_headers()
@@ -146,13 +135,13 @@ public class AbiLayoutTests
         l.Add(("EVTCHN_FIFO_MAX_QUEUES", FifoEventWord.MaxQueues));
         l.Add(("sizeof(event_word_t)", sizeof(uint)));
         l.Add(("__HYPERVISOR_event_channel_op", (long)HypercallNumber.EventChannelOp));
-        Verify(l, 64);
+        XenAbiLayout.AssertValues(Headers, 64, l);
     }
 
     [Fact]
     public void Two_level_offsets_match_shared_info_and_vcpu_info()
     {
-        Verify([
+        XenAbiLayout.AssertValues(Headers, 64, [
             ("offsetof(struct shared_info, evtchn_pending)", TwoLevelAbi.PendingOffset64),
             ("offsetof(struct shared_info, evtchn_mask)", TwoLevelAbi.MaskOffset64),
             ("offsetof(struct vcpu_info, evtchn_pending_sel)", TwoLevelAbi.PendingSelOffset64),
@@ -160,14 +149,14 @@ public class AbiLayoutTests
             ("offsetof(struct vcpu_info, evtchn_upcall_mask)", 1),
             ("sizeof(struct vcpu_info)", 64),
             ("EVTCHN_2L_NR_CHANNELS", TwoLevelAbi.NrChannels64),
-        ], 64);
-        Verify([
+        ]);
+        XenAbiLayout.AssertValues(Headers, 32, [
             ("offsetof(struct shared_info, evtchn_pending)", TwoLevelAbi.PendingOffset32),
             ("offsetof(struct shared_info, evtchn_mask)", TwoLevelAbi.MaskOffset32),
             ("offsetof(struct vcpu_info, evtchn_pending_sel)", TwoLevelAbi.PendingSelOffset32),
             ("sizeof(struct vcpu_info)", 64),
             ("EVTCHN_2L_NR_CHANNELS", TwoLevelAbi.NrChannels32),
-        ], 32);
+        ]);
     }
 
     /// <summary>The /dev/xen/evtchn ioctl numbers the README gives for a Linux client.</summary>

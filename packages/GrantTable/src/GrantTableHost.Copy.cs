@@ -88,6 +88,7 @@ public sealed unsafe partial class GrantTableHost
     {
         internal CopyBuffer Src;
         internal CopyBuffer Dst;
+        internal long DestroyedDomains; // the host's count of destroyed domains when the domains were last checked
     }
 
     /// <summary>
@@ -106,13 +107,35 @@ public sealed unsafe partial class GrantTableHost
         public ushort DomId;        // as the operation named it (DOMID_SELF or an id)
         public ushort Start;
         public ushort Length;
+        public ushort End;          // Start + Length, at most PAGE_SIZE: the operations' bytes lie in [Start, End)
+        public uint* FlagsWord;     // gref side: the guest-visible word holding GTF_reading/GTF_writing
+        public int FlagsShift;      // and the shift of the 16-bit flags in it
         public bool HaveGrant;
         public bool ReadOnly;
     }
 
+    // The common case first: both sides name what the batch holds (gnttab_copy_buf_valid) and the bytes lie within both,
+    // so nothing is claimed and nothing but the copy is written. Anything else takes CopyOneCore, which checks everything.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
-        GrantStatus rc = IsHeld(caller, in op, ref batch) ? CopyBytes(in op, in batch.Src, in batch.Dst) : CopyOneCore(caller, in op, ref batch);
+        long epoch = Frames.Epoch;
+        uint flags = op.Flags;
+        if (batch.DestroyedDomains == _destroyedDomains &&
+            Holds(in op.Source, (flags & (ushort)GrantCopyFlags.SourceGref) != 0, in batch.Src, epoch) &&
+            Holds(in op.Dest, (flags & (ushort)GrantCopyFlags.DestGref) != 0, in batch.Dst, epoch))
+        {
+            uint len = op.Len, from = op.Source.Offset, to = op.Dest.Offset;
+            if (from >= batch.Src.Start && from + len <= batch.Src.End && to >= batch.Dst.Start && to + len <= batch.Dst.End)
+            {
+                // In bounds: each side lies within [Start, End) of its claimed frame, End ≤ PAGE_SIZE. Memmove semantics,
+                // as both sides may be one frame.
+                Buffer.MemoryCopy(batch.Src.Virt + from, batch.Dst.Virt + to, len, len);
+                return GrantStatus.Okay;
+            }
+        }
+
+        GrantStatus rc = CopyOneCore(caller, in op, ref batch);
         if (rc != GrantStatus.Okay)
         {
             ReleaseBatch(ref batch); // gnttab_copy: a failed operation releases both buffers
@@ -121,19 +144,12 @@ public sealed unsafe partial class GrantTableHost
         return rc;
     }
 
-    // The common case of CopyOneCore in one expression: every check it makes passes without claiming anything.
+    // gnttab_copy_buf_valid for the fast path: the side names the domain, grant or frame it holds, no frame was freed
+    // since it was claimed, and (frame side) the caller's EPT is unchanged.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool IsHeld(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
-    {
-        bool srcGref = (op.Flags & (ushort)GrantCopyFlags.SourceGref) != 0;
-        bool dstGref = (op.Flags & (ushort)GrantCopyFlags.DestGref) != 0;
-        long epoch = Frames.Epoch;
-        return !caller.IsDestroyed &&
-            (srcGref || op.Source.DomId == DomainId.Self) && (dstGref || op.Dest.DomId == DomainId.Self) &&
-            op.Source.DomId == batch.Src.DomId && op.Dest.DomId == batch.Dst.DomId &&
-            IsBufferValid(in op.Source, srcGref, in batch.Src, epoch) && IsBufferValid(in op.Dest, dstGref, in batch.Dst, epoch) &&
-            !batch.Src.Domain!.IsDestroyed && !batch.Dst.Domain!.IsDestroyed;
-    }
+    private static bool Holds(in GnttabCopyPtr ptr, bool isGref, in CopyBuffer buf, long epoch) =>
+        buf.Virt != null && buf.Epoch == epoch && ptr.DomId == buf.DomId &&
+        (isGref ? buf.HaveGrant && ptr.Ref == buf.Ref : !buf.HaveGrant && ptr.Gmfn == buf.Gmfn && buf.Generation == buf.Domain!.Ept.Generation);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private GrantStatus CopyOneCore(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
@@ -157,6 +173,8 @@ public sealed unsafe partial class GrantTableHost
         {
             return rc;
         }
+
+        batch.DestroyedDomains = _destroyedDomains; // the caller and both domains are alive as of this count
 
         // gnttab_copy_buf_valid: a side naming what that side already holds reuses it; otherwise release and claim.
         long epoch = Frames.Epoch;
@@ -258,6 +276,7 @@ public sealed unsafe partial class GrantTableHost
             buf.Length = Page.PageSize;
         }
 
+        buf.End = (ushort)Math.Min((uint)buf.Start + buf.Length, Page.PageSize);
         buf.ReadOnly = readOnly;
         buf.Epoch = epoch;
         buf.Virt = _memory.GetFramePointer(new MachineFrameNumber(buf.Mfn));
@@ -302,7 +321,8 @@ public sealed unsafe partial class GrantTableHost
         uint oldPin = act.Pin;
         if (oldPin == 0 || (!readOnly && (oldPin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0))
         {
-            GrantStatus rc = SetStatus(rd, gref, act, readOnly, mapping: false, ldom);
+            uint* header = HeaderWord(rd, gref);
+            GrantStatus rc = SetStatus(rd, gref, header, act, readOnly, mapping: false, ldom);
             if (rc != GrantStatus.Okay)
             {
                 return rc;
@@ -313,11 +333,11 @@ public sealed unsafe partial class GrantTableHost
             bool subPage = false;
             if (rd.Version == 1)
             {
-                gfn = EntryV1(rd, gref)->Frame;
+                gfn = ((GrantEntryV1*)header)->Frame;
             }
             else
             {
-                GrantEntryV2* e = EntryV2(rd, gref);
+                var e = (GrantEntryV2*)header;
                 gfn = Volatile.Read(ref e->Frame);
                 if ((Volatile.Read(ref e->Flags) & (ushort)GrantEntryFlags.SubPage) != 0)
                 {
@@ -349,14 +369,17 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        buf.FlagsWord = rd.Version == 1 ? HeaderWord(rd, gref) : StatusWord(rd, gref, out buf.FlagsShift);
         buf.Start = act.Start;
         buf.Length = act.Length;
         buf.Mfn = act.Mfn;
         return GrantStatus.Okay;
     }
 
-    // gnttab_copy_release_buf / release_grant_for_copy: unpin, and clear GTF_writing / GTF_reading after the last use.
-    private void ReleaseBuffer(ref CopyBuffer buf)
+    // gnttab_copy_release_buf / release_grant_for_copy: unpin, and clear GTF_writing / GTF_reading after the last use,
+    // in the word found when the grant was claimed: while pinned the table cannot change version (set_version refuses)
+    // and its frames are freed only with the domain.
+    private static void ReleaseBuffer(ref CopyBuffer buf)
     {
         buf.Virt = null;
         if (!buf.HaveGrant)
@@ -368,7 +391,11 @@ public sealed unsafe partial class GrantTableHost
         GrantDomain rd = buf.Domain!;
         ref ActiveGrantEntry act = ref rd.Active[buf.Ref];
         act.Pin -= buf.ReadOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        ClearAfterFailedPin(rd, buf.Ref, act.Pin, buf.ReadOnly);
+        GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
+        if (clear != 0 && !rd.IsDestroyed)
+        {
+            ClearBits16(buf.FlagsWord, buf.FlagsShift, (ushort)clear);
+        }
     }
 
     // End of gnttab_copy: both buffers released, both domains unlocked.

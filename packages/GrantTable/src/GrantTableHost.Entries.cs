@@ -56,6 +56,18 @@ public sealed unsafe partial class GrantTableHost
         Interlocked.And(ref *word, mask);
     }
 
+    /// <summary>The guest-visible word holding GTF_reading/GTF_writing of a grant (the v1 header, or the v2 status word).</summary>
+    private uint* FlagsWord(GrantDomain d, uint gref, out int shift)
+    {
+        if (d.Version == 1)
+        {
+            shift = 0;
+            return HeaderWord(d, gref);
+        }
+
+        return StatusWord(d, gref, out shift);
+    }
+
     /// <summary>Clears status flags of a grant after its last use of that kind; skipped when the granter's table is gone.</summary>
     private void ClearStatusFlags(GrantDomain rd, uint gref, GrantEntryFlags flags)
     {
@@ -64,28 +76,21 @@ public sealed unsafe partial class GrantTableHost
             return;
         }
 
-        if (rd.Version == 1)
-        {
-            ClearBits16(HeaderWord(rd, gref), 0, (ushort)flags);
-        }
-        else
-        {
-            uint* w = StatusWord(rd, gref, out int shift);
-            ClearBits16(w, shift, (ushort)flags);
-        }
+        ClearBits16(FlagsWord(rd, gref, out int shift), shift, (ushort)flags);
     }
 
     /// <summary>
     /// Checks that grant <paramref name="gref"/> of <paramref name="rd"/> permits <paramref name="ldomid"/> the access, and
-    /// sets GTF_reading (and GTF_writing) where the guest sees them (<c>_set_status</c>).
+    /// sets GTF_reading (and GTF_writing) where the guest sees them (<c>_set_status</c>); <paramref name="header"/> is the
+    /// grant's <see cref="HeaderWord"/>.
     /// </summary>
-    private GrantStatus SetStatus(GrantDomain rd, uint gref, in ActiveGrantEntry act, bool readOnly, bool mapping, ushort ldomid)
+    private GrantStatus SetStatus(GrantDomain rd, uint gref, uint* header, in ActiveGrantEntry act, bool readOnly, bool mapping, ushort ldomid)
     {
         // A map may not use a sub-page grant; transitive grants are refused altogether (see XSA-226 in the README).
         ushort mask = (ushort)(GrantEntryFlags.TypeMask | (mapping ? GrantEntryFlags.SubPage : 0));
         if (rd.Version == 1)
         {
-            uint* word = HeaderWord(rd, gref);
+            uint* word = header;
             uint combo = ReadVolatile(word);
             for (int retries = 0; ; retries++)
             {
@@ -122,7 +127,6 @@ public sealed unsafe partial class GrantTableHost
         }
         else
         {
-            uint* header = HeaderWord(rd, gref);
             uint combo = ReadVolatile(header);
             ushort flags = FlagsOf(combo);
             if (act.Pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))

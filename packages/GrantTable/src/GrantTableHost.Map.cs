@@ -71,7 +71,7 @@ public sealed unsafe partial class GrantTableHost
         uint writers = ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask;
         if (act.Pin == 0 || (!readOnly && (act.Pin & writers) == 0))
         {
-            GrantStatus rc = SetStatus(rd, op.Ref, act, readOnly, mapping: true, ld.Id);
+            GrantStatus rc = SetStatus(rd, op.Ref, HeaderWord(rd, op.Ref), act, readOnly, mapping: true, ld.Id);
             if (rc != GrantStatus.Okay)
             {
                 return rc;
@@ -123,7 +123,11 @@ public sealed unsafe partial class GrantTableHost
         return GrantStatus.Okay;
     }
 
-    private void ClearAfterFailedPin(GrantDomain rd, uint gref, uint pin, bool readOnly)
+    private void ClearAfterFailedPin(GrantDomain rd, uint gref, uint pin, bool readOnly) =>
+        ClearStatusFlags(rd, gref, FlagsToClear(pin, readOnly));
+
+    // What an unpin leaves to clear: GTF_writing once no writable pin is left, GTF_reading once no pin at all.
+    private static GrantEntryFlags FlagsToClear(uint pin, bool readOnly)
     {
         GrantEntryFlags clear = 0;
         if (!readOnly && (pin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0)
@@ -136,7 +140,7 @@ public sealed unsafe partial class GrantTableHost
             clear |= GrantEntryFlags.Reading;
         }
 
-        ClearStatusFlags(rd, gref, clear);
+        return clear;
     }
 
     private GrantStatus AddHostMapping(GrantDomain ld, ulong gfn, MachineFrameNumber frame, bool readOnly)

@@ -27,6 +27,7 @@ public sealed unsafe partial class GrantTableHost
     private readonly object _lock = new();
     private readonly Dictionary<ushort, GrantDomain> _domains = [];
     private readonly MachineMemory _memory;
+    private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
 
     /// <summary>Creates the grant-table state of a machine.</summary>
     /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them).</param>
@@ -151,16 +152,17 @@ public sealed unsafe partial class GrantTableHost
 
             domain.StatusFrameCount = 0;
             domain.IsDestroyed = true;
+            _destroyedDomains++;
             GuestPhysicalMemory.InvalidateSingleContext(_memory, domain.Ept.Pointer);
         }
     }
 
     // rcu_lock_domain_by_id: DOMID_SELF is not accepted (map_grant_ref).
-    private GrantDomain? LookupById(ushort domid) => _domains.GetValueOrDefault(domid);
+    private GrantDomain? LookupById(ushort domid) => _domains.TryGetValue(domid, out GrantDomain? d) ? d : null;
 
     // rcu_lock_domain_by_any_id: DOMID_SELF is the caller.
     private GrantDomain? LookupByAnyId(GrantDomain caller, ushort domid) =>
-        domid == DomainId.Self ? caller : _domains.GetValueOrDefault(domid);
+        domid == DomainId.Self ? caller : LookupById(domid);
 
     private void CheckCaller(GrantDomain caller)
     {

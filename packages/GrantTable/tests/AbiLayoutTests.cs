@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using VmmKit.TestSupport;
+using static VmmKit.TestSupport.XenAbiLayout;
 
 namespace VmmKit.GrantTable.Tests;
 
@@ -9,31 +9,7 @@ namespace VmmKit.GrantTable.Tests;
 /// </summary>
 public class AbiLayoutTests
 {
-    private static long Off<T, TField>(ref T s, ref TField field) =>
-        Unsafe.ByteOffset(ref Unsafe.As<T, byte>(ref s), ref Unsafe.As<TField, byte>(ref field));
-
-    private static void Verify(int bits, params (string CType, int Size, (string Member, long Offset)[] Fields)[] checks)
-    {
-        string[] headers = ["xen/xen.h", "xen/grant_table.h", "xen/memory.h"];
-        var exprs = new List<string>();
-        var expected = new List<(long Value, string What)>();
-        foreach (var (cType, size, fields) in checks)
-        {
-            exprs.Add($"sizeof({cType})");
-            expected.Add((size, $"sizeof({cType}) [{bits}-bit]"));
-            foreach (var f in fields)
-            {
-                exprs.Add($"offsetof({cType}, {f.Member})");
-                expected.Add((f.Offset, $"offsetof({cType}, {f.Member}) [{bits}-bit]"));
-            }
-        }
-
-        IReadOnlyList<long> values = bits == 64 ? XenAbiLayout.Evaluate(headers, exprs) : I386Layout.Evaluate(headers, exprs);
-        for (int i = 0; i < expected.Count; i++)
-        {
-            Assert.True(expected[i].Value == values[i], $"{expected[i].What}: C# {expected[i].Value}, gcc {values[i]}");
-        }
-    }
+    private static readonly string[] Headers = ["xen/xen.h", "xen/grant_table.h", "xen/memory.h"];
 
     [Fact]
     public void Grant_entries()
@@ -42,14 +18,14 @@ public class AbiLayoutTests
         var v2 = default(GrantEntryV2);
         foreach (int bits in new[] { 64, 32 })
         {
-            Verify(bits,
-                ("struct grant_entry_v1", Unsafe.SizeOf<GrantEntryV1>(), [("flags", Off(ref v1, ref v1.Flags)), ("domid", Off(ref v1, ref v1.DomId)), ("frame", Off(ref v1, ref v1.Frame))]),
+            AssertLayout(Headers, bits,
+                ("struct grant_entry_v1", Unsafe.SizeOf<GrantEntryV1>(), [("flags", Offset(ref v1, ref v1.Flags)), ("domid", Offset(ref v1, ref v1.DomId)), ("frame", Offset(ref v1, ref v1.Frame))]),
                 ("union grant_entry_v2", Unsafe.SizeOf<GrantEntryV2>(),
                 [
-                    ("hdr.flags", Off(ref v2, ref v2.Flags)), ("hdr.domid", Off(ref v2, ref v2.DomId)),
-                    ("full_page.pad0", Off(ref v2, ref v2.FullPagePad0)), ("full_page.frame", Off(ref v2, ref v2.Frame)),
-                    ("sub_page.page_off", Off(ref v2, ref v2.SubPageOffset)), ("sub_page.length", Off(ref v2, ref v2.SubPageLength)), ("sub_page.frame", Off(ref v2, ref v2.Frame)),
-                    ("transitive.trans_domid", Off(ref v2, ref v2.TransDomId)), ("transitive.pad0", Off(ref v2, ref v2.TransPad0)), ("transitive.gref", Off(ref v2, ref v2.TransGref)),
+                    ("hdr.flags", Offset(ref v2, ref v2.Flags)), ("hdr.domid", Offset(ref v2, ref v2.DomId)),
+                    ("full_page.pad0", Offset(ref v2, ref v2.FullPagePad0)), ("full_page.frame", Offset(ref v2, ref v2.Frame)),
+                    ("sub_page.page_off", Offset(ref v2, ref v2.SubPageOffset)), ("sub_page.length", Offset(ref v2, ref v2.SubPageLength)), ("sub_page.frame", Offset(ref v2, ref v2.Frame)),
+                    ("transitive.trans_domid", Offset(ref v2, ref v2.TransDomId)), ("transitive.pad0", Offset(ref v2, ref v2.TransPad0)), ("transitive.gref", Offset(ref v2, ref v2.TransGref)),
                 ]),
                 ("grant_status_t", sizeof(ushort), []));
         }
@@ -67,18 +43,18 @@ public class AbiLayoutTests
         var s = default(GnttabSwapGrantRef);
         foreach (int bits in new[] { 64, 32 })
         {
-            Verify(bits,
+            AssertLayout(Headers, bits,
                 ("struct gnttab_map_grant_ref", Unsafe.SizeOf<GnttabMapGrantRef>(),
                 [
-                    ("host_addr", Off(ref m, ref m.HostAddr)), ("flags", Off(ref m, ref m.Flags)), ("ref", Off(ref m, ref m.Ref)), ("dom", Off(ref m, ref m.Dom)),
-                    ("status", Off(ref m, ref m.Status)), ("handle", Off(ref m, ref m.Handle)), ("dev_bus_addr", Off(ref m, ref m.DevBusAddr)),
+                    ("host_addr", Offset(ref m, ref m.HostAddr)), ("flags", Offset(ref m, ref m.Flags)), ("ref", Offset(ref m, ref m.Ref)), ("dom", Offset(ref m, ref m.Dom)),
+                    ("status", Offset(ref m, ref m.Status)), ("handle", Offset(ref m, ref m.Handle)), ("dev_bus_addr", Offset(ref m, ref m.DevBusAddr)),
                 ]),
                 ("struct gnttab_unmap_grant_ref", Unsafe.SizeOf<GnttabUnmapGrantRef>(),
-                [("host_addr", Off(ref u, ref u.HostAddr)), ("dev_bus_addr", Off(ref u, ref u.DevBusAddr)), ("handle", Off(ref u, ref u.Handle)), ("status", Off(ref u, ref u.Status))]),
+                [("host_addr", Offset(ref u, ref u.HostAddr)), ("dev_bus_addr", Offset(ref u, ref u.DevBusAddr)), ("handle", Offset(ref u, ref u.Handle)), ("status", Offset(ref u, ref u.Status))]),
                 ("struct gnttab_unmap_and_replace", Unsafe.SizeOf<GnttabUnmapAndReplace>(),
-                [("host_addr", Off(ref r, ref r.HostAddr)), ("new_addr", Off(ref r, ref r.NewAddr)), ("handle", Off(ref r, ref r.Handle)), ("status", Off(ref r, ref r.Status))]),
+                [("host_addr", Offset(ref r, ref r.HostAddr)), ("new_addr", Offset(ref r, ref r.NewAddr)), ("handle", Offset(ref r, ref r.Handle)), ("status", Offset(ref r, ref r.Status))]),
                 ("struct gnttab_swap_grant_ref", Unsafe.SizeOf<GnttabSwapGrantRef>(),
-                [("ref_a", Off(ref s, ref s.RefA)), ("ref_b", Off(ref s, ref s.RefB)), ("status", Off(ref s, ref s.Status))]));
+                [("ref_a", Offset(ref s, ref s.RefA)), ("ref_b", Offset(ref s, ref s.RefB)), ("status", Offset(ref s, ref s.Status))]));
         }
     }
 
@@ -90,28 +66,28 @@ public class AbiLayoutTests
         var gv = default(GnttabGetVersion);
         foreach (int bits in new[] { 64, 32 })
         {
-            Verify(bits,
+            AssertLayout(Headers, bits,
                 ("struct gnttab_query_size", Unsafe.SizeOf<GnttabQuerySize>(),
-                [("dom", Off(ref q, ref q.Dom)), ("nr_frames", Off(ref q, ref q.NrFrames)), ("max_nr_frames", Off(ref q, ref q.MaxNrFrames)), ("status", Off(ref q, ref q.Status))]),
-                ("struct gnttab_set_version", Unsafe.SizeOf<GnttabSetVersion>(), [("version", Off(ref sv, ref sv.Version))]),
-                ("struct gnttab_get_version", Unsafe.SizeOf<GnttabGetVersion>(), [("dom", Off(ref gv, ref gv.Dom)), ("pad", Off(ref gv, ref gv.Pad)), ("version", Off(ref gv, ref gv.Version))]));
+                [("dom", Offset(ref q, ref q.Dom)), ("nr_frames", Offset(ref q, ref q.NrFrames)), ("max_nr_frames", Offset(ref q, ref q.MaxNrFrames)), ("status", Offset(ref q, ref q.Status))]),
+                ("struct gnttab_set_version", Unsafe.SizeOf<GnttabSetVersion>(), [("version", Offset(ref sv, ref sv.Version))]),
+                ("struct gnttab_get_version", Unsafe.SizeOf<GnttabGetVersion>(), [("dom", Offset(ref gv, ref gv.Dom)), ("pad", Offset(ref gv, ref gv.Pad)), ("version", Offset(ref gv, ref gv.Version))]));
         }
 
         var st = default(GnttabSetupTable);
         var gs = default(GnttabGetStatusFrames);
-        Verify(64,
+        AssertLayout(Headers, 64,
             ("struct gnttab_setup_table", Unsafe.SizeOf<GnttabSetupTable>(),
-            [("dom", Off(ref st, ref st.Dom)), ("nr_frames", Off(ref st, ref st.NrFrames)), ("status", Off(ref st, ref st.Status)), ("frame_list", Off(ref st, ref st.FrameList))]),
+            [("dom", Offset(ref st, ref st.Dom)), ("nr_frames", Offset(ref st, ref st.NrFrames)), ("status", Offset(ref st, ref st.Status)), ("frame_list", Offset(ref st, ref st.FrameList))]),
             ("struct gnttab_get_status_frames", Unsafe.SizeOf<GnttabGetStatusFrames>(),
-            [("nr_frames", Off(ref gs, ref gs.NrFrames)), ("dom", Off(ref gs, ref gs.Dom)), ("status", Off(ref gs, ref gs.Status)), ("frame_list", Off(ref gs, ref gs.FrameList))]),
+            [("nr_frames", Offset(ref gs, ref gs.NrFrames)), ("dom", Offset(ref gs, ref gs.Dom)), ("status", Offset(ref gs, ref gs.Status)), ("frame_list", Offset(ref gs, ref gs.FrameList))]),
             ("xen_pfn_t", sizeof(ulong), []));
         var cst = default(CompatGnttabSetupTable);
         var cgs = default(CompatGnttabGetStatusFrames);
-        Verify(32,
+        AssertLayout(Headers, 32,
             ("struct gnttab_setup_table", Unsafe.SizeOf<CompatGnttabSetupTable>(),
-            [("dom", Off(ref cst, ref cst.Dom)), ("nr_frames", Off(ref cst, ref cst.NrFrames)), ("status", Off(ref cst, ref cst.Status)), ("frame_list", Off(ref cst, ref cst.FrameList))]),
+            [("dom", Offset(ref cst, ref cst.Dom)), ("nr_frames", Offset(ref cst, ref cst.NrFrames)), ("status", Offset(ref cst, ref cst.Status)), ("frame_list", Offset(ref cst, ref cst.FrameList))]),
             ("struct gnttab_get_status_frames", Unsafe.SizeOf<CompatGnttabGetStatusFrames>(),
-            [("nr_frames", Off(ref cgs, ref cgs.NrFrames)), ("dom", Off(ref cgs, ref cgs.Dom)), ("status", Off(ref cgs, ref cgs.Status)), ("frame_list", Off(ref cgs, ref cgs.FrameList))]),
+            [("nr_frames", Offset(ref cgs, ref cgs.NrFrames)), ("dom", Offset(ref cgs, ref cgs.Dom)), ("status", Offset(ref cgs, ref cgs.Status)), ("frame_list", Offset(ref cgs, ref cgs.FrameList))]),
             ("xen_pfn_t", sizeof(uint), []));
     }
 
@@ -119,20 +95,20 @@ public class AbiLayoutTests
     public void Copy_structs()
     {
         var c = default(GnttabCopy);
-        Verify(64, ("struct gnttab_copy", Unsafe.SizeOf<GnttabCopy>(),
+        AssertLayout(Headers, 64, ("struct gnttab_copy", Unsafe.SizeOf<GnttabCopy>(),
         [
-            ("source", Off(ref c, ref c.Source)), ("source.u.ref", Off(ref c, ref c.Source.Ref)), ("source.u.gmfn", Off(ref c, ref c.Source.Gmfn)),
-            ("source.domid", Off(ref c, ref c.Source.DomId)), ("source.offset", Off(ref c, ref c.Source.Offset)),
-            ("dest", Off(ref c, ref c.Dest)), ("dest.u.ref", Off(ref c, ref c.Dest.Ref)), ("dest.domid", Off(ref c, ref c.Dest.DomId)), ("dest.offset", Off(ref c, ref c.Dest.Offset)),
-            ("len", Off(ref c, ref c.Len)), ("flags", Off(ref c, ref c.Flags)), ("status", Off(ref c, ref c.Status)),
+            ("source", Offset(ref c, ref c.Source)), ("source.u.ref", Offset(ref c, ref c.Source.Ref)), ("source.u.gmfn", Offset(ref c, ref c.Source.Gmfn)),
+            ("source.domid", Offset(ref c, ref c.Source.DomId)), ("source.offset", Offset(ref c, ref c.Source.Offset)),
+            ("dest", Offset(ref c, ref c.Dest)), ("dest.u.ref", Offset(ref c, ref c.Dest.Ref)), ("dest.domid", Offset(ref c, ref c.Dest.DomId)), ("dest.offset", Offset(ref c, ref c.Dest.Offset)),
+            ("len", Offset(ref c, ref c.Len)), ("flags", Offset(ref c, ref c.Flags)), ("status", Offset(ref c, ref c.Status)),
         ]));
         var k = default(CompatGnttabCopy);
-        Verify(32, ("struct gnttab_copy", Unsafe.SizeOf<CompatGnttabCopy>(),
+        AssertLayout(Headers, 32, ("struct gnttab_copy", Unsafe.SizeOf<CompatGnttabCopy>(),
         [
-            ("source", Off(ref k, ref k.Source)), ("source.u.ref", Off(ref k, ref k.Source.Ref)), ("source.u.gmfn", Off(ref k, ref k.Source.Gmfn)),
-            ("source.domid", Off(ref k, ref k.Source.DomId)), ("source.offset", Off(ref k, ref k.Source.Offset)),
-            ("dest", Off(ref k, ref k.Dest)), ("dest.u.gmfn", Off(ref k, ref k.Dest.Gmfn)), ("dest.domid", Off(ref k, ref k.Dest.DomId)), ("dest.offset", Off(ref k, ref k.Dest.Offset)),
-            ("len", Off(ref k, ref k.Len)), ("flags", Off(ref k, ref k.Flags)), ("status", Off(ref k, ref k.Status)),
+            ("source", Offset(ref k, ref k.Source)), ("source.u.ref", Offset(ref k, ref k.Source.Ref)), ("source.u.gmfn", Offset(ref k, ref k.Source.Gmfn)),
+            ("source.domid", Offset(ref k, ref k.Source.DomId)), ("source.offset", Offset(ref k, ref k.Source.Offset)),
+            ("dest", Offset(ref k, ref k.Dest)), ("dest.u.gmfn", Offset(ref k, ref k.Dest.Gmfn)), ("dest.domid", Offset(ref k, ref k.Dest.DomId)), ("dest.offset", Offset(ref k, ref k.Dest.Offset)),
+            ("len", Offset(ref k, ref k.Len)), ("flags", Offset(ref k, ref k.Flags)), ("status", Offset(ref k, ref k.Status)),
         ]));
     }
 
@@ -163,10 +139,6 @@ public class AbiLayoutTests
             ("GNTST_eagain", (long)GrantStatus.Eagain), ("GNTST_no_space", (long)GrantStatus.NoSpace),
             ("XENMAPIDX_grant_table_status", (long)GrantTableHost.GrantTableStatusIndex), ("GNTTAB_NR_RESERVED_ENTRIES", 8),
         ];
-        IReadOnlyList<long> values = XenAbiLayout.Evaluate(["xen/xen.h", "xen/grant_table.h", "xen/memory.h"], constants.Select(c => c.Expr).ToList());
-        for (int i = 0; i < constants.Length; i++)
-        {
-            Assert.True(constants[i].Value == values[i], $"{constants[i].Expr}: C# {constants[i].Value}, header {values[i]}");
-        }
+        AssertValues(Headers, 64, constants);
     }
 }

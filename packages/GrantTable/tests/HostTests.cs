@@ -241,6 +241,35 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void A_sub_page_grant_reaching_past_its_page_is_cut_at_the_page_for_every_operation_of_a_batch()
+    {
+        // Xen's gnttab_copy_buf: first "copy beyond page area" (GNTST_bad_copy_arg), then the sub-page bounds
+        // (GNTST_general_error); operations on the grant the batch holds take the same checks.
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        uint gref = Grant(5);
+        _front.RamPage(5).Fill(0x5A);
+        unsafe
+        {
+            var e = (GrantEntryV2*)_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + gref;
+            e->SubPageOffset = 4000;
+            e->SubPageLength = 200;
+            e->Flags |= (ushort)GrantEntryFlags.SubPage;
+        }
+
+        GnttabCopy Op(ushort offset, ushort len) =>
+            new() { Source = new() { Ref = gref, DomId = 1, Offset = offset }, Dest = new() { Gmfn = 3, DomId = DomainId.Self, Offset = offset }, Len = len, Flags = (ushort)GrantCopyFlags.SourceGref };
+        var ops = new[] { Op(4000, 16), Op(4050, 46), Op(4050, 47), Op(3999, 1), Op(4016, 8) };
+        _m.Host.Copy(_back.Grant, ops);
+        Assert.Equal([0, 0, (short)GrantStatus.BadCopyArg, (short)GrantStatus.GeneralError, 0], ops.Select(o => o.Status));
+        Assert.Equal(0x5A, _back.RamPage(3)[4095]);
+        Assert.Equal(0x5A, _back.RamPage(3)[4000]);
+        Assert.NotEqual(0x5A, _back.RamPage(3)[3999]);
+        Assert.NotEqual(0x5A, _back.RamPage(3)[4040]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(gref));
+    }
+
+    [Fact]
     public void Set_version_follows_Xens_rules()
     {
         var v = new GnttabSetVersion { Version = 3 };
