@@ -62,9 +62,7 @@ if (reattach)
 SaveState();
 
 using var domExcEvents = new XenEvtchn(privcmd);
-uint domExc = reattach && await store.TryReadStringAsync("/libxl/0/dom-exc-port") is { } p ? domExcEvents.Adopt(uint.Parse(p, System.Globalization.CultureInfo.InvariantCulture)) : domExcEvents.BindVirq(Virq.DomExc);
-await store.WriteAsync("/libxl/0/dom-exc-port", domExc.ToString(System.Globalization.CultureInfo.InvariantCulture));
-SaveState();
+uint domExc = domExcEvents.BindVirq(Virq.DomExc);   // the previous process's binding was closed with it
 _ = Task.Run(async () =>
 {
     await foreach (uint _ in domExcEvents.ReadPendingAsync(stop.Token))

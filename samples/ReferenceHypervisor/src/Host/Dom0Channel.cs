@@ -135,8 +135,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
                 {
                     _session = null;
                     _dom0.EventSink = null;
-                    _foreign.ReleaseAll();
-                    _machine.Log("dom0 channel: Dom0 disconnected; domains keep running");
+                    Release();
                 }
 
                 return;
@@ -160,6 +159,22 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
                 session.Close();
                 return;
         }
+    }
+
+    /// <summary>
+    /// The Dom0 process went: what its privcmd, gntdev and evtchn handles held goes with it, as Linux releases them when a
+    /// process's files close. Foreign frames are released (privcmd's munmap), every grant mapping of domain 0 is unmapped
+    /// (gntdev_release; Xen's gnttab_release_mappings walk) and every port of domain 0 is closed (evtchn_release, each
+    /// bound port unbound and closed: an interdomain peer is left unbound for domain 0, so the next Dom0 binds it again).
+    /// Domain 0 itself, its memory and its grant table stay; so do the guests.
+    /// </summary>
+    private void Release()
+    {
+        int frames = _foreign.Count;
+        _foreign.ReleaseAll();
+        int grants = _machine.Grants.ReleaseMappings(_dom0.Domain.Grants);
+        long ports = _machine.Events.Reset(_dom0.Domain.Events, DomainId.Self);
+        _machine.Log($"dom0 channel: Dom0 disconnected; released {frames} foreign frame(s), {grants} grant mapping(s), closed its ports (rc {ports}); domains keep running");
     }
 
     private void Attach(Dom0Session session)
