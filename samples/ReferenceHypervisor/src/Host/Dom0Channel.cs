@@ -132,11 +132,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
                 return;
             case Disconnected:
                 if (_session == session)
-                {
-                    _session = null;
-                    _dom0.EventSink = null;
-                    Release();
-                }
+                    Detach();
 
                 return;
         }
@@ -168,8 +164,10 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     /// bound port unbound and closed: an interdomain peer is left unbound for domain 0, so the next Dom0 binds it again).
     /// Domain 0 itself, its memory and its grant table stay; so do the guests.
     /// </summary>
-    private void Release()
+    private void Detach()
     {
+        _session = null;
+        _dom0.EventSink = null;
         int frames = _foreign.Count;
         _foreign.ReleaseAll();
         int grants = _machine.Grants.ReleaseMappings(_dom0.Domain.Grants);
@@ -179,11 +177,16 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
 
     private void Attach(Dom0Session session)
     {
-        if (IsConnected)
+        if (_session is { } previous)
         {
-            // One control domain at a time: a second connection is refused by closing it.
-            session.Close();
-            return;
+            if (!previous.IsClosed)
+            {
+                // One control domain at a time: a second connection is refused by closing it.
+                session.Close();
+                return;
+            }
+
+            Detach();   // gone, its Disconnected marker still queued: what it held goes before the next one starts
         }
 
         Span<byte> welcome = stackalloc byte[Dom0Wire.HeaderSize + WelcomeSize];
