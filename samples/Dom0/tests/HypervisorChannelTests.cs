@@ -132,7 +132,7 @@ public sealed class HypervisorChannelTests
         BinaryPrimitives.WriteUInt16LittleEndian(list[((6 * entry) + 2)..], 0);         // remote_dom
 
         Assert.Equal(0, privcmd.Hypercall(HypercallNumber.Multicall, b.Address, (ulong)calls.Length));
-        long Result(int i) => BinaryPrimitives.ReadInt64LittleEndian(list[((i * entry) + 8)..]);
+        long Result(int i) => BinaryPrimitives.ReadInt64LittleEndian(b.Span[((i * entry) + 8)..]);
         Assert.Equal((4L << 16) | 17, Result(0));
         Assert.Equal(XenErrno.ENOSYS.Negated(), Result(1));
         Assert.Equal(XenErrno.EINVAL.Negated(), Result(2));
@@ -149,6 +149,38 @@ public sealed class HypervisorChannelTests
         channel.Dom0Memory((channel.Dom0Pages << 12) - entry, entry).Clear();   // op 0, set_trap_table: -ENOSYS for PVH
         Assert.Equal(XenErrno.EFAULT.Negated(), privcmd.Hypercall(HypercallNumber.Multicall, (channel.Dom0Pages << 12) - entry, 2));
         Assert.False(host.HasExited);
+    }
+
+    [Fact]
+    public void A_Dom0_that_sends_without_reading_is_stopped_by_flow_control_and_the_hypervisor_carries_on()
+    {
+        using var host = HostProcess.Start();
+        // A raw client that never reads (not even WELCOME): each HYPERCALL's reply has nowhere to go.
+        using (var stalled = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+        {
+            stalled.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(host.SocketPath));
+            stalled.SendTimeout = 3000;
+            byte[] request = [.. Header(type: 2, length: 48), .. new byte[48]];
+            BinaryPrimitives.WriteUInt64LittleEndian(request.AsSpan(HypervisorChannel.HeaderSize), (ulong)HypercallNumber.XenVersion);
+            const int attempts = 200_000;   // 14 MB of requests: far more than the sockets' buffers hold
+            int sent = 0;
+            try
+            {
+                for (; sent < attempts; sent++)
+                    stalled.Send(request);
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // The send timed out: the hypervisor stopped reading.
+            }
+
+            // Without flow control the hypervisor would take every request and queue every reply in its own memory.
+            Assert.True(sent < attempts, $"the hypervisor took all {attempts} requests of a Dom0 that reads nothing");
+        }
+
+        Assert.False(host.HasExited);
+        using var good = XenGnttabTests.ConnectWhenFree(host);
+        Assert.Equal((4L << 16) | 17, new Privcmd(good).Hypercall(HypercallNumber.XenVersion));
     }
 
     private static async Task<uint> Next(XenEvtchn evtchn, int milliseconds = 20000)

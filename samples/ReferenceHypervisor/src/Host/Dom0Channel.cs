@@ -31,6 +31,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     // Internal queue markers (never on the wire).
     private const Dom0MessageType Connected = (Dom0MessageType)0x7001;
     private const Dom0MessageType Disconnected = (Dom0MessageType)0x7002;
+    private const Dom0MessageType Drained = (Dom0MessageType)0x7003;
 
     /// <summary>Listens on <paramref name="socketPath"/> for Dom0.</summary>
     public Dom0Channel(Machine machine, ControlDomain dom0, string socketPath)
@@ -133,6 +134,10 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
             case Disconnected:
                 if (_session == session)
                     Detach();
+                return;
+            case Drained:
+                if (_session == session)
+                    _dom0.RedeliverPending();
 
                 return;
         }
@@ -205,10 +210,11 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
             Span<byte> p = stackalloc byte[8];
             BinaryPrimitives.WriteUInt32LittleEndian(p, port);
             BinaryPrimitives.WriteUInt32LittleEndian(p[4..], 0);
-            session.Send(Dom0MessageType.Event, 0, p);
+            return session.TrySendEvent(p);
         };
+        session.Drained = () => Enqueue(session, Drained, 0, []);
         _machine.Log("dom0 channel: Dom0 connected");
-        _dom0.Reattach();
+        _dom0.RedeliverPending();
     }
 
     private static void Reply(Dom0Session session, Dom0MessageType type, ulong id, long value)
