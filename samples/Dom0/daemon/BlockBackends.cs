@@ -82,7 +82,18 @@ internal sealed class BlockBackends(Privcmd privcmd, XenGnttab grants, XenStoreD
                 || await toolstack.TryReadStringAsync($"{be}/frontend") is not { } fe)
                 continue;
             bool readOnly = await toolstack.TryReadStringAsync($"{be}/mode") == "r";
-            _ = Start(domid, be, fe, new RawImageStorage(target, readOnly), null);
+            RawImageStorage storage;
+            try
+            {
+                storage = new RawImageStorage(target, readOnly);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"vmmkit-dom0: {be}: cannot open {target} again ({e.Message}); the disk stays without a backend");
+                continue;
+            }
+
+            _ = Start(domid, be, fe, storage, null);
             found++;
         }
 
