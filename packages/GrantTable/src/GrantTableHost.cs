@@ -126,17 +126,7 @@ public sealed unsafe partial class GrantTableHost
                 _domains.Remove(domain.Id);
             }
 
-            for (int h = 0; h < domain.Maptrack.Length; h++)
-            {
-                ref MaptrackEntry map = ref domain.Maptrack[h];
-                if ((map.Flags & GrantMapFlags.HostMap) != 0)
-                {
-                    RemoveHostMapping(domain, map.Gfn);
-                    CompleteUnmap(map.Granter!, map.Ref, map.Flags, new MachineFrameNumber(map.Mfn));
-                    map.Flags = GrantMapFlags.None;
-                    PutMaptrackHandle(domain, (uint)h);
-                }
-            }
+            ReleaseMaptrack(domain);
 
             for (int i = 0; i < domain.StatusFrameCount; i++)
             {

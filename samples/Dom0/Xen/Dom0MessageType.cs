@@ -1,6 +1,6 @@
 namespace VmmKit.Dom0.Xen;
 
-/// <summary>Message types of the Dom0 channel, version 1 (docs/dom0-abi.md).</summary>
+/// <summary>Message types of the Dom0 channel, version 2 (docs/dom0-abi.md).</summary>
 public enum Dom0MessageType : ushort
 {
     /// <summary>Hypervisor to Dom0 once at connect: machine size, Dom0's memory, with the machine-memory file (SCM_RIGHTS).</summary>

@@ -16,7 +16,7 @@ public sealed unsafe class HypervisorChannel : IDisposable
     public const uint Magic = 0x30444B56;
 
     /// <summary>The protocol version this client speaks.</summary>
-    public const ushort Version = 1;
+    public const ushort Version = 2;
 
     /// <summary>Header size in bytes.</summary>
     public const int HeaderSize = 24;
@@ -77,7 +77,7 @@ public sealed unsafe class HypervisorChannel : IDisposable
             {
                 if (BinaryPrimitives.ReadUInt32LittleEndian(welcome) != Magic || BinaryPrimitives.ReadUInt16LittleEndian(welcome[4..]) != Version
                     || BinaryPrimitives.ReadUInt16LittleEndian(welcome[6..]) != (ushort)Dom0MessageType.Welcome)
-                    throw new IOException("not a version-1 WELCOME from the hypervisor");
+                    throw new IOException("not a version-2 WELCOME from the hypervisor");
                 var p = welcome[HeaderSize..];
                 ulong bytes = BinaryPrimitives.ReadUInt64LittleEndian(p);
                 byte* machine = Native.MapShared(fd, bytes);

@@ -30,7 +30,7 @@ public sealed class XenEvtchn : IEventChannelClient
     {
         var op = new EvtchnBindInterdomain { RemoteDom = remoteDomain, RemotePort = remotePort };
         Call(EventChannelOp.BindInterdomain, ref op, "bind_interdomain");
-        return Own(op.LocalPort);
+        return OwnUnmasked(op.LocalPort);
     }
 
     /// <inheritdoc/>
@@ -38,7 +38,7 @@ public sealed class XenEvtchn : IEventChannelClient
     {
         var op = new EvtchnAllocUnbound { Dom = DomainId.Self, RemoteDom = remoteDomain };
         Call(EventChannelOp.AllocUnbound, ref op, "alloc_unbound");
-        return Own(op.Port);
+        return OwnUnmasked(op.Port);
     }
 
     /// <inheritdoc/>
@@ -46,19 +46,7 @@ public sealed class XenEvtchn : IEventChannelClient
     {
         var op = new EvtchnBindVirq { Virq = (uint)virq };
         Call(EventChannelOp.BindVirq, ref op, "bind_virq");
-        return Own(op.Port);
-    }
-
-    /// <summary>
-    /// Takes over <paramref name="port"/>, which a previous Dom0 process bound: domain 0's ports live in the hypervisor
-    /// and outlive the process (docs/dom0-abi.md, "Reattaching"). The port is unmasked, so an event that fired meanwhile
-    /// is delivered. Returns the port.
-    /// </summary>
-    public uint Adopt(uint port)
-    {
-        Own(port);
-        Unmask(port);
-        return port;
+        return OwnUnmasked(op.Port);
     }
 
     /// <inheritdoc/>
@@ -116,10 +104,13 @@ public sealed class XenEvtchn : IEventChannelClient
         _fired.Writer.TryComplete();
     }
 
-    private uint Own(uint port)
+    // evtchn_bind_to_user: the port is recorded for this handle, then unmasked (Linux enables the irq it binds), since a
+    // port number a closed port had may still carry that port's mask bit.
+    private uint OwnUnmasked(uint port)
     {
         _ports[port] = true;
         _privcmd.Channel.SetPortOwner(port, _deliver);
+        Unmask(port);
         return port;
     }
 

@@ -28,32 +28,20 @@ public sealed class XenGnttab : IGrantMapper
     /// <inheritdoc/>
     public GrantStatus TryMap(ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping)
     {
-        // A slot this handle never used may still hold a mapping a previous Dom0 process left (domain 0 outlives it):
-        // the hypervisor answers GNTST_general_error for an occupied host_addr, and the next fresh slot is tried.
-        for (int attempt = 0; ; attempt++)
+        // Every slot is free or this handle's: the hypervisor unmaps a previous Dom0 process's grants when it goes, as
+        // Linux's gntdev does when its file is closed (docs/articles/dom0-abi.md, "Reattaching").
+        ulong slot;
+        lock (_lock)
+            slot = _freeSlots.Count == 0 ? _nextSlot++ : _freeSlots.Pop();
+        GrantStatus s = MapAt(slot, domainId, grantRef, readOnly, out mapping);
+        if (s != GrantStatus.Okay)
         {
-            bool fresh;
-            ulong slot;
             lock (_lock)
-            {
-                fresh = _freeSlots.Count == 0;
-                slot = fresh ? _nextSlot++ : _freeSlots.Pop();
-            }
-
-            GrantStatus s = MapAt(slot, domainId, grantRef, readOnly, out mapping);
-            if (s == GrantStatus.Okay)
-                return s;
-            if (!(fresh && s == GrantStatus.GeneralError && attempt < MaxStaleSlots))
-            {
-                lock (_lock)
-                    _freeSlots.Push(slot);
-                return s;
-            }
+                _freeSlots.Push(slot);
         }
-    }
 
-    /// <summary>How many fresh slots a map skips as held by a previous Dom0 process before it gives up.</summary>
-    private const int MaxStaleSlots = 1024;
+        return s;
+    }
 
     private GrantStatus MapAt(ulong slot, ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping)
     {

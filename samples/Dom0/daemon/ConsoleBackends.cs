@@ -62,18 +62,10 @@ internal sealed class ConsoleBackends(Privcmd privcmd, IGrantMapper grants, stri
     }
 
     /// <inheritdoc/>
-    public uint Reconnect(ushort domid, uint localPort, uint remotePort)
-    {
-        // The old process's end is closed, which leaves the guest's port unbound for domain 0 (EVTCHNOP_close of one end
-        // of an interdomain channel), and bound again by a fresh backend.
-        using (var old = new XenEvtchn(privcmd))
-        {
-            old.Adopt(localPort);
-            old.Unbind(localPort);
-        }
-
-        return Connect(domid, remotePort);
-    }
+    public uint Reconnect(ushort domid, uint localPort, uint remotePort) =>
+        // The old process's port was closed when it went (the hypervisor's evtchn release), which left the guest's port
+        // unbound for domain 0: a fresh backend binds it again.
+        Connect(domid, remotePort);
 
     /// <inheritdoc/>
     public IDisposable Follow(ushort domid, Action<ReadOnlyMemory<byte>> output, out byte[] history)

@@ -13,8 +13,8 @@ internal interface IConsoleBackend
     uint Connect(ushort domid, uint remotePort);
 
     /// <summary>
-    /// Takes over a connection a previous Dom0 made: Dom0's port <paramref name="localPort"/> is still bound (domain 0
-    /// outlives its process); returns Dom0's new port.
+    /// Takes over a connection a previous Dom0 made (its port <paramref name="localPort"/> was closed when that process
+    /// went, leaving the guest's port unbound for domain 0); returns Dom0's new port.
     /// </summary>
     uint Reconnect(ushort domid, uint localPort, uint remotePort);
 

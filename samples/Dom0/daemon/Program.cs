@@ -45,11 +45,15 @@ if (!reattach)
     await store.WriteAsync("/local/domain/0/domid", "0");
 }
 
+var saving = new object();
 void SaveState()
 {
-    string tmp = statePath + ".new";
-    File.WriteAllBytes(tmp, xenstored.SaveState());
-    File.Move(tmp, statePath, overwrite: true);
+    lock (saving)
+    {
+        string tmp = statePath + ".new";
+        File.WriteAllBytes(tmp, xenstored.SaveState());
+        File.Move(tmp, statePath, overwrite: true);
+    }
 }
 
 // One gntdev handle for every backend: it hands out Dom0's grant-mapping slots.
@@ -58,13 +62,51 @@ using var disks = new BlockBackends(privcmd, gnttab, xenstored);
 using var consoles = new ConsoleBackends(privcmd, gnttab, Path.Combine(rundir, "console"));
 var toolstack = new Toolstack(xc, store, consoles, storeRings, disks, SaveState);
 if (reattach)
+{
     await toolstack.ReattachAsync(xenstored);
+    foreach (var d in xc.ListDomains())
+    {
+        if (d.Domid != 0)
+            await disks.ReattachAsync(store, d.Domid);
+    }
+}
+
 SaveState();
 
+// Like xenstored's database file (its tdb), the state on disk follows every change, whoever makes it: a guest's own
+// writes (a frontend's ring-ref, event-channel and state) are what a Dom0 started after this one dies needs to find.
+await using var persist = new XenStoreClient(xenstored.Connect(0));
+var changed = new SemaphoreSlim(0);
+_ = Task.Run(async () =>
+{
+    try
+    {
+        await foreach (var _ in persist.WatchAsync("/", "vmmkit-dom0-persist", stop.Token))
+            changed.Release();
+    }
+    catch (Exception e) when (e is OperationCanceledException or XenStoreException)
+    {
+    }
+});
+_ = Task.Run(async () =>
+{
+    try
+    {
+        while (true)
+        {
+            await changed.WaitAsync(stop.Token);
+            while (changed.CurrentCount > 0)
+                await changed.WaitAsync(stop.Token);   // one save for a burst
+            SaveState();
+        }
+    }
+    catch (OperationCanceledException)
+    {
+    }
+});
+
 using var domExcEvents = new XenEvtchn(privcmd);
-uint domExc = reattach && await store.TryReadStringAsync("/libxl/0/dom-exc-port") is { } p ? domExcEvents.Adopt(uint.Parse(p, System.Globalization.CultureInfo.InvariantCulture)) : domExcEvents.BindVirq(Virq.DomExc);
-await store.WriteAsync("/libxl/0/dom-exc-port", domExc.ToString(System.Globalization.CultureInfo.InvariantCulture));
-SaveState();
+uint domExc = domExcEvents.BindVirq(Virq.DomExc);   // the previous process's binding was closed with it
 _ = Task.Run(async () =>
 {
     await foreach (uint _ in domExcEvents.ReadPendingAsync(stop.Token))

@@ -57,17 +57,30 @@ internal sealed class StoreRings : IXenStoreDomainConnector, IDisposable
     }
 
     /// <summary>
-    /// A new Dom0 takes over the ring of a domain the previous one introduced (Dom0's port is still bound, domain 0
-    /// outlives its process): the ring is mapped again and attached to the restored daemon.
+    /// A new Dom0 takes over the ring of a domain the previous one introduced: the ring is mapped again, the guest's store
+    /// port <paramref name="remotePort"/> (left unbound for domain 0 when the old process's ports were closed) is bound
+    /// again, and the binding is attached to the restored daemon. Returns Dom0's new port, or null when the domain's ring
+    /// or port is gone.
     /// </summary>
-    public void Reintroduce(XenStoreDaemon daemon, ushort domid, ulong gfn, uint localPort)
+    public uint? Reintroduce(XenStoreDaemon daemon, ushort domid, ulong gfn, uint remotePort)
     {
         if (MapRing(domid, gfn) is not { } frame)
-            return;
-        _evtchn.Adopt(localPort);
-        var binding = Bind(domid, frame, localPort);
+            return null;
+        uint local;
+        try
+        {
+            local = _evtchn.BindInterdomain(domid, remotePort);
+        }
+        catch (Exception e) when (e is EventChannelException or IOException)
+        {
+            _privcmd.Unmap([frame]);
+            return null;
+        }
+
+        var binding = Bind(domid, frame, local);
         daemon.AttachDomain(domid, binding);
         binding.Signal();   // whatever the guest queued while no Dom0 ran
+        return local;
     }
 
     private ulong? MapRing(ushort domid, ulong gfn)

@@ -184,7 +184,7 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
 
     /// <summary>
     /// A new Dom0 after the previous one died: for every running domain, the console is connected again (the old
-    /// process's grant map went with it; its still-bound port is closed and the guest's bound afresh); the tree is xenstored's
+    /// process's grant map and port went with it: the guest's port is bound afresh); the tree is xenstored's
     /// restored state, and xenstored serves the store rings again.
     /// </summary>
     public async Task ReattachAsync(VmmKit.XenStore.Daemon.XenStoreDaemon xenstored)
@@ -200,9 +200,10 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                 await store.WriteAsync($"/libxl/{d.Domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture));
             }
 
-            if (await store.TryReadStringAsync($"/libxl/{d.Domid}/store-local-port") is { } sp
-                && await store.TryReadStringAsync($"/libxl/{d.Domid}/store-gfn") is { } sg)
-                storeRings.Reintroduce(xenstored, d.Domid, ulong.Parse(sg, CultureInfo.InvariantCulture), uint.Parse(sp, CultureInfo.InvariantCulture));
+            if (await store.TryReadStringAsync($"/local/domain/{d.Domid}/store/port") is { } sp
+                && await store.TryReadStringAsync($"/libxl/{d.Domid}/store-gfn") is { } sg
+                && storeRings.Reintroduce(xenstored, d.Domid, ulong.Parse(sg, CultureInfo.InvariantCulture), uint.Parse(sp, CultureInfo.InvariantCulture)) is { } storeLocal)
+                await store.WriteAsync($"/libxl/{d.Domid}/store-local-port", storeLocal.ToString(CultureInfo.InvariantCulture));
         }
     }
 

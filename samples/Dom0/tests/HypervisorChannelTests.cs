@@ -100,6 +100,89 @@ public sealed class HypervisorChannelTests
         Assert.Equal(XenErrno.EINVAL, e.Errno);
     }
 
+    [Fact]
+    public void Multicall_runs_each_entry_through_the_hypercall_table_and_writes_each_result_back()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var privcmd = new Privcmd(channel);
+        const int entry = 64;   // struct multicall_entry (xen.h), 64-bit: op, result, args[6]
+        using var b = privcmd.Buffers.Rent(8 * entry);
+        ulong alloc = b.Address + (6 * entry);   // a struct evtchn_alloc_unbound after the list
+        ulong[][] calls =
+        [
+            [(ulong)HypercallNumber.XenVersion, (ulong)XenVersionCommand.Version],
+            [9999],                                                                        // no such hypercall
+            [(ulong)HypercallNumber.Multicall, b.Address, 1],                              // nested: refused in its entry
+            [(ulong)HypercallNumber.EventChannelOp, (ulong)VmmKit.EventChannel.EventChannelOp.AllocUnbound, alloc],
+            [(ulong)HypercallNumber.XenVersion, (ulong)XenVersionCommand.Extraversion, 1ul << 40],   // a bad pointer in one entry
+            [(ulong)HypercallNumber.SchedOp, 1234],                                        // an unknown sub-operation
+        ];
+        Span<byte> list = b.Span;
+        list.Clear();
+        for (int i = 0; i < calls.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(list[(i * entry)..], calls[i][0]);
+            BinaryPrimitives.WriteUInt64LittleEndian(list[((i * entry) + 8)..], 0xDEAD);
+            for (int a = 1; a < calls[i].Length; a++)
+                BinaryPrimitives.WriteUInt64LittleEndian(list[((i * entry) + 8 + (a * 8))..], calls[i][a]);
+        }
+
+        BinaryPrimitives.WriteUInt16LittleEndian(list[(6 * entry)..], DomainId.Self);   // dom
+        BinaryPrimitives.WriteUInt16LittleEndian(list[((6 * entry) + 2)..], 0);         // remote_dom
+
+        Assert.Equal(0, privcmd.Hypercall(HypercallNumber.Multicall, b.Address, (ulong)calls.Length));
+        long Result(int i) => BinaryPrimitives.ReadInt64LittleEndian(b.Span[((i * entry) + 8)..]);
+        Assert.Equal((4L << 16) | 17, Result(0));
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Result(1));
+        Assert.Equal(XenErrno.EINVAL.Negated(), Result(2));
+        Assert.Equal(0, Result(3));
+        uint port = BinaryPrimitives.ReadUInt32LittleEndian(list[((6 * entry) + 4)..]);
+        Assert.NotEqual(0u, port);                                                   // the entry's own struct was written
+        Assert.Equal(XenErrno.EFAULT.Negated(), Result(4));
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Result(5));
+        Assert.Equal((ulong)HypercallNumber.XenVersion, BinaryPrimitives.ReadUInt64LittleEndian(list));   // only results are written back
+        Assert.Equal(0, privcmd.Hypercall(HypercallNumber.Multicall, b.Address, 0));                   // no entries: nothing to do
+
+        // A list outside the caller's memory is -EFAULT for the whole call; a count running off its memory too.
+        Assert.Equal(XenErrno.EFAULT.Negated(), privcmd.Hypercall(HypercallNumber.Multicall, 1ul << 40, 1));
+        channel.Dom0Memory((channel.Dom0Pages << 12) - entry, entry).Clear();   // op 0, set_trap_table: -ENOSYS for PVH
+        Assert.Equal(XenErrno.EFAULT.Negated(), privcmd.Hypercall(HypercallNumber.Multicall, (channel.Dom0Pages << 12) - entry, 2));
+        Assert.False(host.HasExited);
+    }
+
+    [Fact]
+    public void A_Dom0_that_sends_without_reading_is_stopped_by_flow_control_and_the_hypervisor_carries_on()
+    {
+        using var host = HostProcess.Start();
+        // A raw client that never reads (not even WELCOME): each HYPERCALL's reply has nowhere to go.
+        using (var stalled = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+        {
+            stalled.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(host.SocketPath));
+            stalled.SendTimeout = 3000;
+            byte[] request = [.. Header(type: 2, length: 48), .. new byte[48]];
+            BinaryPrimitives.WriteUInt64LittleEndian(request.AsSpan(HypervisorChannel.HeaderSize), (ulong)HypercallNumber.XenVersion);
+            const int attempts = 200_000;   // 14 MB of requests: far more than the sockets' buffers hold
+            int sent = 0;
+            try
+            {
+                for (; sent < attempts; sent++)
+                    stalled.Send(request);
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // The send timed out: the hypervisor stopped reading.
+            }
+
+            // Without flow control the hypervisor would take every request and queue every reply in its own memory.
+            Assert.True(sent < attempts, $"the hypervisor took all {attempts} requests of a Dom0 that reads nothing");
+        }
+
+        Assert.False(host.HasExited);
+        using var good = XenGnttabTests.ConnectWhenFree(host);
+        Assert.Equal((4L << 16) | 17, new Privcmd(good).Hypercall(HypercallNumber.XenVersion));
+    }
+
     private static async Task<uint> Next(XenEvtchn evtchn, int milliseconds = 20000)
     {
         using var timeout = new CancellationTokenSource(milliseconds);

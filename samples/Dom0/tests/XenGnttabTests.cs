@@ -45,4 +45,93 @@ public sealed class XenGnttabTests
         Assert.NotEqual(GrantStatus.Okay, gnttab.TryMap(0, gref + 1, readOnly: true, out _));   // never granted
         Assert.Equal(0, privcmd.Unmap([(ulong)table[0]]));
     }
+
+    [Fact]
+    public void A_Dom0_process_that_goes_leaves_no_grant_mapping_and_no_bound_port_behind()
+    {
+        using var host = HostProcess.Start();
+        const ulong tableGfn = 3000, grantedGfn = 3001;
+        const uint gref = 8;
+        long tableFrame;
+        uint loopA, loopB;
+        using (var first = host.Connect())
+        {
+            var privcmd = new Privcmd(first);
+            tableFrame = LoopGrant(privcmd, tableGfn, grantedGfn, gref);
+            var gnttab = new XenGnttab(privcmd);
+            Assert.Equal(GrantStatus.Okay, gnttab.TryMap(0, gref, readOnly: false, out _));
+            Assert.Equal(GrantStatus.Okay, gnttab.TryMap(0, gref, readOnly: true, out _));
+            Assert.Equal((ushort)(GrantEntryFlags.PermitAccess | GrantEntryFlags.Reading | GrantEntryFlags.Writing), EntryFlags(first, tableFrame, gref));
+            var evtchn = new XenEvtchn(privcmd);
+            loopA = evtchn.BindUnboundPort(0);
+            loopB = evtchn.BindInterdomain(0, loopA);
+        }   // the process goes without unmapping or closing anything (as a SIGKILL leaves it)
+
+        using var second = ConnectWhenFree(host);
+        var p2 = new Privcmd(second);
+        // gntdev's release: the old mappings are gone, so the grant is no longer in use...
+        Assert.Equal((ushort)GrantEntryFlags.PermitAccess, EntryFlags(second, tableFrame, gref));
+        // ...and a fresh gntdev handle maps at its first slot (the old process's slot is free again).
+        var again = new XenGnttab(p2);
+        Assert.Equal(GrantStatus.Okay, again.TryMap(0, gref, readOnly: false, out var mapping));
+        Assert.Equal(0x5A, again.GetPage(mapping)[7]);
+        using (var b = p2.Buffers.Rent(16))
+        {
+            // The mapping sits at XenGnttab.FirstSlot: GNTTABOP_unmap_grant_ref of that address and handle succeeds.
+            b.As<GnttabUnmapGrantRef>() = new GnttabUnmapGrantRef { HostAddr = XenGnttab.FirstSlot << 12, Handle = mapping.Handle };
+            Assert.Equal(0, p2.Hypercall(HypercallNumber.GrantTableOp, (ulong)GrantTableOp.UnmapGrantRef, b.Address, 1));
+            Assert.Equal(0, b.As<GnttabUnmapGrantRef>().Status);
+        }
+
+        // evtchn's release: the ports the process bound are closed (sending on a free port is -EINVAL).
+        var evtchn2 = new XenEvtchn(p2);
+        foreach (uint port in (uint[])[loopA, loopB])
+        {
+            var e = Assert.Throws<VmmKit.EventChannel.EventChannelException>(() => evtchn2.Notify(port));
+            Assert.Equal(XenErrno.EINVAL, e.Errno);
+        }
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!host.Log.Contains("released 1 foreign frame(s), 2 grant mapping(s), closed its ports (rc 0)", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(10))
+            Thread.Sleep(50);   // the hypervisor's stderr arrives asynchronously
+        Assert.True(host.Log.Contains("released 1 foreign frame(s), 2 grant mapping(s), closed its ports (rc 0)", StringComparison.Ordinal), host.Log);
+    }
+
+    /// <summary>Domain 0 grants its own page <paramref name="grantedGfn"/> to itself as <paramref name="gref"/>; returns the table's frame.</summary>
+    private static long LoopGrant(Privcmd privcmd, ulong tableGfn, ulong grantedGfn, uint gref)
+    {
+        using (var b = privcmd.Buffers.Rent(32))
+        {
+            b.As<XenAddToPhysmap>() = new XenAddToPhysmap { Domid = DomainId.Self, Space = (uint)XenMapSpace.GrantTable, Idx = 0, Gpfn = tableGfn };
+            Assert.Equal(0, privcmd.Hypercall(HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap, b.Address));
+        }
+
+        Span<long> table = stackalloc long[1];
+        privcmd.MmapBatch(0, [tableGfn], table);
+        Assert.True(table[0] > 0);
+        privcmd.Channel.Dom0Memory(grantedGfn << 12, 4096).Fill(0x5A);
+        System.Runtime.InteropServices.MemoryMarshal.Write(privcmd.Channel.Frame((ulong)table[0])[(int)(gref * 8)..],
+            new GrantEntryV1 { Flags = (ushort)GrantEntryFlags.PermitAccess, DomId = 0, Frame = (uint)grantedGfn });
+        return table[0];
+    }
+
+    private static ushort EntryFlags(HypervisorChannel channel, long tableFrame, uint gref) =>
+        System.Runtime.InteropServices.MemoryMarshal.Read<GrantEntryV1>(channel.Frame((ulong)tableFrame)[(int)(gref * 8)..]).Flags;
+
+    /// <summary>Connects once the hypervisor has let the previous Dom0 go (it refuses a second one meanwhile).</summary>
+    internal static HypervisorChannel ConnectWhenFree(HostProcess host)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                return host.Connect();
+            }
+            catch (IOException) when (clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(50);
+            }
+        }
+    }
 }

@@ -7,6 +7,9 @@
  * request past the end of the disk (which must fail), and closes the device. Waits poll with SCHEDOP_yield.
  * The host checks the pattern on the image file afterwards: byte i of sector s (from sector 128) is
  * (s * 31 + i * 7 + 1) & 0xff.
+ * With `keep-going` on its command line it then repeats the write + read-back of the same pattern round after round
+ * (printing every 8th round on both consoles) until sector 64 of its disk starts with "stop" (the host writes it into
+ * the image): a test kills and replaces the Dom0 process meanwhile, and the guest must neither notice nor lose a request.
  */
 #include "runtime.h"
 #include <xen/sched.h>
@@ -256,6 +259,30 @@ int guest_main(const char *cmdline)
     memset(data[PAGES], 0, sizeof data[0] * PAGES);
     print_line("read 8 pages", transfer(BLKIF_OP_READ, FIRST_SECTOR, PAGES, PAGES, 3));
     print_line("read back matches", memcmp(data[0], data[PAGES], sizeof data[0] * PAGES) == 0);
+    if (cmdline_has(cmdline, "keep-going")) {
+        uint32_t round = 0, bad = 0;
+        for (;;) {
+            if (transfer(BLKIF_OP_WRITE, FIRST_SECTOR, 0, PAGES, 100 + 2 * round) != BLKIF_RSP_OKAY)
+                bad++;
+            memset(data[PAGES], 0, sizeof data[0] * PAGES);
+            if (transfer(BLKIF_OP_READ, FIRST_SECTOR, PAGES, PAGES, 101 + 2 * round) != BLKIF_RSP_OKAY
+                || memcmp(data[0], data[PAGES], sizeof data[0] * PAGES) != 0)
+                bad++;
+            round++;
+            if (round % 8 == 0) {
+                char n[12];
+                utoa(round, n);
+                print("round "); print(n); print_line(" bad", bad);
+                console_ring_print("blkfront: round ");
+                console_ring_print(n);
+                console_ring_print("\n");
+            }
+            if (transfer(BLKIF_OP_READ, 64, PAGES, 1, 99) == BLKIF_RSP_OKAY && memcmp(data[PAGES], "stop", 4) == 0)
+                break;
+        }
+        print_line("rounds bad", bad);
+    }
+
     uint32_t sectors = 0;
     join(path, be, "sectors");
     if (xs_read(path, v, sizeof v) == 0)

@@ -71,7 +71,12 @@ public sealed partial class BlockBackend : IDisposable
         try
         {
             await AdvertiseAsync(stop.Token).ConfigureAwait(false);
-            await SwitchAsync(XenbusState.InitWait, stop.Token).ConfigureAwait(false);
+            // A device another backend left Connected (its Dom0 process was replaced) is taken over in that state: the
+            // frontend saw Connected and keeps it; its ring is mapped again below, from where its responses stand.
+            if (await _device.Store.TryReadStringAsync($"{_device.BackendPath}/state", cancellationToken: stop.Token).ConfigureAwait(false) == "4")
+                State = XenbusState.Connected;
+            else
+                await SwitchAsync(XenbusState.InitWait, stop.Token).ConfigureAwait(false);
             await foreach (XenbusState frontend in _device.WatchFrontendStateAsync(stop.Token).ConfigureAwait(false))
                 await OnFrontendStateAsync(frontend, stop.Token).ConfigureAwait(false);
         }

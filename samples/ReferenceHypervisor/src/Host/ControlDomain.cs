@@ -45,8 +45,11 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
     /// <summary>Dom0's pointer arguments: its guest-physical addresses.</summary>
     public Dom0Memory Memory { get; }
 
-    /// <summary>Where EVENT messages go; null while no Dom0 is connected (ports then stay pending until one is).</summary>
-    public Action<uint>? EventSink { get; set; }
+    /// <summary>
+    /// Where EVENT messages go; null while no Dom0 is connected (ports then stay pending until one is). False from the
+    /// sink means its queue is full: the port stays pending and unmasked, to be sent by <see cref="RedeliverPending"/>.
+    /// </summary>
+    public Func<uint, bool>? EventSink { get; set; }
 
     /// <summary>The upcall: takes each pending, unmasked port (mask, then clear pending) and sends it to Dom0.</summary>
     void IEventChannelUpcall.RaiseUpcall(EventChannelDomain domain, int vcpu) => DeliverPending();
@@ -80,17 +83,25 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
                     ulong bit = 1UL << b;
                     Interlocked.Or(ref mask[w], bit);
                     Interlocked.And(ref pending[w], ~bit);
-                    sink((uint)((w * 64) + b));
+                    if (!sink((uint)((w * 64) + b)))
+                    {
+                        // The queue to Dom0 is full: the port stays as it was (pending, unmasked), its word and the
+                        // words not looked at yet stay selected, and RedeliverPending picks them up when it drains.
+                        Interlocked.Or(ref pending[w], bit);
+                        Interlocked.And(ref mask[w], ~bit);
+                        Interlocked.Or(ref *selector, words | (1UL << w));
+                        return;
+                    }
                 }
             }
         }
     }
 
     /// <summary>
-    /// A new Dom0 connected: ports that fired while none was (masked by the last delivery, pending again since) are
-    /// raised again by marking their words in the selector.
+    /// A new Dom0 connected, or the queue to it drained after an overflow: ports that fired meanwhile (pending, and not
+    /// masked by a delivery) are raised again by marking their words in the selector.
     /// </summary>
-    public void Reattach()
+    public void RedeliverPending()
     {
         byte* shared = _machine.Memory.GetFramePointer(Domain.SharedInfoFrame);
         ulong* pending = (ulong*)(shared + 2048);

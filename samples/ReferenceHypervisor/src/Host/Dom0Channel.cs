@@ -31,6 +31,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     // Internal queue markers (never on the wire).
     private const Dom0MessageType Connected = (Dom0MessageType)0x7001;
     private const Dom0MessageType Disconnected = (Dom0MessageType)0x7002;
+    private const Dom0MessageType Drained = (Dom0MessageType)0x7003;
 
     /// <summary>Listens on <paramref name="socketPath"/> for Dom0.</summary>
     public Dom0Channel(Machine machine, ControlDomain dom0, string socketPath)
@@ -132,12 +133,11 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
                 return;
             case Disconnected:
                 if (_session == session)
-                {
-                    _session = null;
-                    _dom0.EventSink = null;
-                    _foreign.ReleaseAll();
-                    _machine.Log("dom0 channel: Dom0 disconnected; domains keep running");
-                }
+                    Detach();
+                return;
+            case Drained:
+                if (_session == session)
+                    _dom0.RedeliverPending();
 
                 return;
         }
@@ -162,13 +162,36 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
         }
     }
 
+    /// <summary>
+    /// The Dom0 process went: what its privcmd, gntdev and evtchn handles held goes with it, as Linux releases them when a
+    /// process's files close. Foreign frames are released (privcmd's munmap), every grant mapping of domain 0 is unmapped
+    /// (gntdev_release; Xen's gnttab_release_mappings walk) and every port of domain 0 is closed (evtchn_release, each
+    /// bound port unbound and closed: an interdomain peer is left unbound for domain 0, so the next Dom0 binds it again).
+    /// Domain 0 itself, its memory and its grant table stay; so do the guests.
+    /// </summary>
+    private void Detach()
+    {
+        _session = null;
+        _dom0.EventSink = null;
+        int frames = _foreign.Count;
+        _foreign.ReleaseAll();
+        int grants = _machine.Grants.ReleaseMappings(_dom0.Domain.Grants);
+        long ports = _machine.Events.Reset(_dom0.Domain.Events, DomainId.Self);
+        _machine.Log($"dom0 channel: Dom0 disconnected; released {frames} foreign frame(s), {grants} grant mapping(s), closed its ports (rc {ports}); domains keep running");
+    }
+
     private void Attach(Dom0Session session)
     {
-        if (IsConnected)
+        if (_session is { } previous)
         {
-            // One control domain at a time: a second connection is refused by closing it.
-            session.Close();
-            return;
+            if (!previous.IsClosed)
+            {
+                // One control domain at a time: a second connection is refused by closing it.
+                session.Close();
+                return;
+            }
+
+            Detach();   // gone, its Disconnected marker still queued: what it held goes before the next one starts
         }
 
         Span<byte> welcome = stackalloc byte[Dom0Wire.HeaderSize + WelcomeSize];
@@ -187,10 +210,11 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
             Span<byte> p = stackalloc byte[8];
             BinaryPrimitives.WriteUInt32LittleEndian(p, port);
             BinaryPrimitives.WriteUInt32LittleEndian(p[4..], 0);
-            session.Send(Dom0MessageType.Event, 0, p);
+            return session.TrySendEvent(p);
         };
+        session.Drained = () => Enqueue(session, Drained, 0, []);
         _machine.Log("dom0 channel: Dom0 connected");
-        _dom0.Reattach();
+        _dom0.RedeliverPending();
     }
 
     private static void Reply(Dom0Session session, Dom0MessageType type, ulong id, long value)

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>
-/// The Dom0 channel's wire format, version 1 (docs/dom0-abi.md): every message is a 24-byte little-endian header
+/// The Dom0 channel's wire format, version 2 (docs/articles/dom0-abi.md): every message is a 24-byte little-endian header
 /// (magic, version, type, request id, payload length, reserved) followed by its payload. A reply carries the request's
 /// type with <see cref="ReplyBit"/> set and the request's id.
 /// </summary>
@@ -13,7 +13,7 @@ internal static class Dom0Wire
     public const uint Magic = 0x30444B56;
 
     /// <summary>The protocol version this hypervisor speaks.</summary>
-    public const ushort Version = 1;
+    public const ushort Version = 2;
 
     /// <summary>Header size in bytes.</summary>
     public const int HeaderSize = 24;
@@ -38,7 +38,7 @@ internal static class Dom0Wire
         BinaryPrimitives.WriteUInt32LittleEndian(buffer[20..], 0);
     }
 
-    /// <summary>Parses and checks a request header; false for anything a version-1 Dom0 may not send.</summary>
+    /// <summary>Parses and checks a request header; false for anything a version-2 Dom0 may not send.</summary>
     public static bool TryReadRequestHeader(ReadOnlySpan<byte> header, out Dom0MessageType type, out ulong id, out int length)
     {
         type = (Dom0MessageType)BinaryPrimitives.ReadUInt16LittleEndian(header[6..]);

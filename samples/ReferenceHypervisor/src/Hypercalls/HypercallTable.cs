@@ -16,8 +16,8 @@ internal static unsafe class HypercallTable
     /// </summary>
     public static HypercallDispatcher<VirtualCpu> Create(Machine machine)
     {
+        // __HYPERVISOR_multicall is the dispatcher's own (xen/common/multicall.c): each entry through this table.
         var d = new HypercallDispatcher<VirtualCpu>();
-        d.Unregister(HypercallNumber.Multicall);   // not offered in this issue: -ENOSYS, like any unlisted call
 
         for (uint op = (uint)XenVersionCommand.Version; op <= (uint)XenVersionCommand.BuildId; op++)
             d.RegisterSubOp(HypercallNumber.XenVersion, op, &XenVersionHypercall.Handle);
