@@ -14,14 +14,18 @@ internal static class BootTiming
     /// <summary>The kernel's line once its init sections are freed, just before it runs /init.</summary>
     public const string FreeingMarker = "Freeing unused kernel image";
 
-    /// <summary>One boot's times from process start (null: not reached before the process ended or the timeout).</summary>
-    public sealed record Sample(TimeSpan? Freeing, TimeSpan? Prompt, string Tail)
+    /// <summary>
+    /// One boot's times from process start (null: not reached before the process ended or the timeout): wall time, and
+    /// the processor time the process had used by then (user + system, all its threads), which a loaded machine changes less.
+    /// </summary>
+    public sealed record Sample(TimeSpan? Freeing, TimeSpan? Prompt, TimeSpan? FreeingCpu, TimeSpan? PromptCpu, string Tail)
     {
         public override string ToString() =>
-            $"freeing {Format(Freeing)}, prompt {Format(Prompt)}" + (Prompt is null ? $"\n  last console lines:\n{Tail}" : "");
+            $"freeing {Format(Freeing)} (cpu {Format(FreeingCpu)}), prompt {Format(Prompt)} (cpu {Format(PromptCpu)})" +
+            (Prompt is null ? $"\n  last console lines:\n{Tail}" : "");
     }
 
-    /// <summary>Medians over the runs, formatted.</summary>
+    /// <summary>Medians over the runs, formatted: wall time, then processor time in parentheses.</summary>
     public sealed record Summary(string Freeing, string Prompt);
 
     /// <summary>Starts <paramref name="start"/> and times the two milestones; gives up after <paramref name="timeout"/>.</summary>
@@ -31,7 +35,7 @@ internal static class BootTiming
         start.RedirectStandardError = true;
         // The shell reads its console: stdin stays open and empty, so it waits at the prompt instead of seeing EOF.
         start.RedirectStandardInput = true;
-        TimeSpan? freeing = null, prompt = null;
+        TimeSpan? freeing = null, prompt = null, freeingCpu = null, promptCpu = null;
         var tail = new Queue<string>();
         var done = new ManualResetEventSlim();
         var clock = Stopwatch.StartNew();
@@ -50,10 +54,15 @@ internal static class BootTiming
                 if (tail.Count > 12)
                     tail.Dequeue();
                 if (freeing is null && e.Data.Contains(FreeingMarker, StringComparison.Ordinal))
+                {
                     freeing = clock.Elapsed;
+                    freeingCpu = ProcessorTime(p);
+                }
+
                 if (prompt is null && e.Data.Contains(BootImages.PromptMarker, StringComparison.Ordinal))
                 {
                     prompt = clock.Elapsed;
+                    promptCpu = ProcessorTime(p);
                     done.Set();
                 }
             }
@@ -77,12 +86,26 @@ internal static class BootTiming
             p.Kill(entireProcessTree: true);
         p.WaitForExit();
         lock (tail)
-            return new Sample(freeing, prompt, string.Join('\n', tail));
+            return new Sample(freeing, prompt, freeingCpu, promptCpu, string.Join('\n', tail));
     }
 
     /// <summary>The medians of the samples that reached each milestone ("not reached" when none did).</summary>
     public static Summary Summarize(IReadOnlyList<Sample> samples) =>
-        new(Median(samples.Select(s => s.Freeing)), Median(samples.Select(s => s.Prompt)));
+        new($"{Median(samples.Select(s => s.Freeing))} ({Median(samples.Select(s => s.FreeingCpu))} cpu)",
+            $"{Median(samples.Select(s => s.Prompt))} ({Median(samples.Select(s => s.PromptCpu))} cpu)");
+
+    /// <summary>The process's processor time so far (/proc/PID/stat), or null once it has gone.</summary>
+    private static TimeSpan? ProcessorTime(Process p)
+    {
+        try
+        {
+            return p.TotalProcessorTime;
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 
     private static string Median(IEnumerable<TimeSpan?> values)
     {
