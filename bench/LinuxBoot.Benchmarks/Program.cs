@@ -6,9 +6,10 @@ using VmmKit.LinuxBoot.Benchmarks;
 //   vmmkit-hv (interpreter and translator tiers) and QEMU TCG, each run `runs` times (median).
 int runs = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
 string repo = FindRepo();
+BootImages? images = null;
 try
 {
-    var images = BootImages.Prepare(repo);
+    images = BootImages.Prepare(repo);
     var targets = BootTargets.All(repo, images);
     var results = new List<(string Name, BootTiming.Summary Summary)>();
     foreach (var target in targets)
@@ -35,6 +36,11 @@ catch (InvalidOperationException e)
 {
     Console.Error.WriteLine($"linux-boot bench: {e.Message}");
     return 1;
+}
+finally
+{
+    if (images is not null)
+        File.Delete(images.Initramfs);
 }
 
 static string FindRepo()
