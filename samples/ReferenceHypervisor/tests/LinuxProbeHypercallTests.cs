@@ -110,12 +110,13 @@ public sealed class LinuxProbeHypercallTests
         var (machine, guest, log) = Setup();
         using var _m = machine;
         ulong enosys = unchecked((ulong)XenErrno.ENOSYS.Negated());
-        EnosysLog.After(guest, (ulong)HypercallNumber.EventChannelOp, 11, enosys);
-        EnosysLog.After(guest, (ulong)HypercallNumber.EventChannelOp, 11, enosys);
-        EnosysLog.After(guest, (ulong)HypercallNumber.EventChannelOp, 13, enosys);
-        EnosysLog.After(guest, (ulong)HypercallNumber.EventChannelOp, 14, 0);                  // succeeded: not logged
-        EnosysLog.After(guest, (ulong)HypercallNumber.EventChannelOp, 15, unchecked((ulong)XenErrno.EINVAL.Negated()));
-        EnosysLog.After(guest, 1000, 0, enosys);                                                // past the table
+        EnosysLog.After(guest, false, (ulong)HypercallNumber.EventChannelOp, 11, enosys);
+        EnosysLog.After(guest, false, (ulong)HypercallNumber.EventChannelOp, 11, enosys);
+        EnosysLog.After(guest, false, (ulong)HypercallNumber.EventChannelOp, 13, enosys);
+        EnosysLog.After(guest, false, (ulong)HypercallNumber.EventChannelOp, 14, 0);                  // succeeded: not logged
+        EnosysLog.After(guest, false, (ulong)HypercallNumber.EventChannelOp, 15, unchecked((ulong)XenErrno.EINVAL.Negated()));
+        EnosysLog.After(guest, false, 1000, 0, enosys);                                                // past the table
+        EnosysLog.After(guest, true, (ulong)HypercallNumber.EventChannelOp, 16, 0xFFFF_FFDAul);        // a 64-bit caller's RAX is not -38
         Assert.Equal(
         [
             "d1v0: hypercall EventChannelOp (op 32, sub-op 11) -> -ENOSYS",
@@ -125,7 +126,7 @@ public sealed class LinuxProbeHypercallTests
 
         // A guest looping over unknown sub-ops gets MaxDistinct lines and one more saying the rest are not logged.
         for (ulong sub = 100; sub < 100 + 10 * EnosysLog.MaxDistinct; sub++)
-            EnosysLog.After(guest, (ulong)HypercallNumber.HvmOp, sub, enosys);
+            EnosysLog.After(guest, false, (ulong)HypercallNumber.HvmOp, sub, enosys);
         Assert.Equal(EnosysLog.MaxDistinct + 1, log.Count);
         Assert.EndsWith("not logged", log[^1]);
     }

@@ -17,14 +17,14 @@ internal static class EnosysLog
     private static readonly ConditionalWeakTable<Domain, HashSet<ulong>> Seen = new();
 
     /// <summary>
-    /// Called after a VMCALL completed: logs the call if <paramref name="result"/> is -ENOSYS (the low 32 bits for a
-    /// 32-bit caller, whose EAX is all it gets). <paramref name="op"/> and <paramref name="argument0"/> are the number
-    /// and first argument as the guest passed them.
+    /// Called after a VMCALL completed: logs the call if <paramref name="result"/> is -ENOSYS (only the low 32 bits count
+    /// unless <paramref name="long64"/>: a 32-bit caller gets EAX). <paramref name="op"/> and <paramref name="argument0"/>
+    /// are the number and first argument as the guest passed them.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void After(VirtualCpu vcpu, ulong op, ulong argument0, ulong result)
+    public static void After(VirtualCpu vcpu, bool long64, ulong op, ulong argument0, ulong result)
     {
-        if ((int)result == XenErrno.ENOSYS.Negated() && (vcpu.GuestMode != GuestX86Mode.Long64 || (long)result == XenErrno.ENOSYS.Negated()))
+        if ((int)result == XenErrno.ENOSYS.Negated() && (!long64 || (long)result == XenErrno.ENOSYS.Negated()))
             Log(vcpu, op, argument0);
     }
 
