@@ -30,6 +30,7 @@ public class LinuxKernelLogTests(ITestOutputHelper output)
         ("a Xen driver's complaint", new Regex(@"\b[Xx]en[\w:-]*:.*\b(fail\w*|error|unable|Unable|disabled|-\d+)\b")),
         ("speculation: vulnerable or unknown", new Regex(@"Vulnerable|Unknown: No mitigations|no microcode")),
         ("unable, failed, fatal, invalid", new Regex(@"\b(Unable|unable|Fatal|fatal|failed|Failed|Invalid)\b")),
+        ("PAT or MTRRs off", new Regex(@"MTRRs disabled|PAT support disabled|PAT not supported")),
         ("a hang", new Regex(@"blocked for more than|soft lockup|self-detected stall|rcu_.*stall|hung_task")),
         ("hypervisor: hypercall -ENOSYS", new Regex(@"-> -ENOSYS")),
         ("hypervisor: #GP from an MSR", new Regex(@"MSR 0x[0-9a-f]+ .*-> #GP")),

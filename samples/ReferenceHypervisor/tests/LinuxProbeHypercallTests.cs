@@ -131,5 +131,29 @@ public sealed class LinuxProbeHypercallTests
         Assert.EndsWith("not logged", log[^1]);
     }
 
+    [Fact]
+    public void Mtrrs_start_enabled_write_back_and_refuse_invalid_types_and_reserved_bits()
+    {
+        var (machine, guest, _) = Setup();
+        using var _m = machine;
+        Assert.Equal(8ul | (1ul << 8) | (1ul << 10), MtrrMsrs.Read(guest, MtrrMsrs.Cap));
+        Assert.Equal(6ul | (1ul << 11), MtrrMsrs.Read(guest, MtrrMsrs.DefType));
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.Cap, 0));
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.DefType, 2));                    // type 2 is reserved
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.DefType, 6 | (1ul << 12)));      // a reserved bit
+        Assert.True(MtrrMsrs.TryWrite(guest, MtrrMsrs.DefType, 0 | (1ul << 10)));
+        Assert.Equal(1ul << 10, MtrrMsrs.Read(guest, MtrrMsrs.DefType));
+        Assert.True(MtrrMsrs.TryWrite(guest, MtrrMsrs.Fix4KF8000, 0x0606_0606_0505_0100));
+        Assert.Equal(0x0606_0606_0505_0100ul, MtrrMsrs.Read(guest, MtrrMsrs.Fix4KF8000));
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.Fix64K, 0x0700_0000_0000_0000));  // one byte type 7
+        Assert.True(MtrrMsrs.TryWrite(guest, MtrrMsrs.PhysBase0 + 14, 0x8000_0006));     // PHYSBASE7
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.PhysBase0 + 14, 0x8000_0106));    // bits 11:8 reserved
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.PhysBase0 + 15, 0x0000_0001));    // PHYSMASK bits 10:0 reserved
+        Assert.False(MtrrMsrs.TryWrite(guest, MtrrMsrs.PhysBase0 + 15, 1ul << 52));      // at MAXPHYADDR
+        Assert.True(MtrrMsrs.TryWrite(guest, MtrrMsrs.PhysBase0 + 15, 0xF_FFFF_F000_0800));
+        Assert.Equal(0x8000_0006ul, MtrrMsrs.Read(guest, MtrrMsrs.PhysBase0 + 14));
+        Assert.False(MtrrMsrs.Owns(MtrrMsrs.PhysBase0 + 16));                           // past VCNT: the unknown-MSR #GP
+    }
+
     private static long Off<TS, TF>(ref TS s, ref TF f) => Unsafe.ByteOffset(ref Unsafe.As<TS, byte>(ref s), ref Unsafe.As<TF, byte>(ref f)).ToInt64();
 }
