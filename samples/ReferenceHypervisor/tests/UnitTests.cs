@@ -81,7 +81,7 @@ public class CpuidTruthTests
         Assert.Equal("GenuineIntel", vendor);
         Assert.True(l0.Eax >= 0x16);
         var l1 = CpuidPolicy.Get(1, 0, 0, 1);
-        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Edx | (1u << 9), l1.Edx);  // + APIC: the hypervisor's local APIC (Devices/VcpuApic.cs)
+        Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Edx | (1u << 9) | (1u << 12), l1.Edx);  // + APIC and MTRR: the hypervisor's local APIC (Devices/VcpuApic.cs) and MTRRs (Exits/MtrrMsrs.cs)
         Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf1Ecx | (1u << 31), l1.Ecx);
         Assert.Equal(Vmx.Emulator.EmulatedFeatures.Leaf7Ebx, CpuidPolicy.Get(7, 0, 0, 1).Ebx);
     }

@@ -21,6 +21,10 @@ internal static class ProcessorProviders
 
         public VmcsHostState HostState => EmulatedHostState.Default;
 
-        public IVirtualProcessor Create(MachineMemory memory) => new EmulatedProcessor(memory);
+        /// <summary>The execution tier: <c>VMMKIT_EMULATOR_TIER</c> (Interpreter, Translator, LockStep), else the interpreter.</summary>
+        private static readonly ExecutionTier Tier =
+            Enum.TryParse(Environment.GetEnvironmentVariable("VMMKIT_EMULATOR_TIER"), ignoreCase: true, out ExecutionTier t) && Enum.IsDefined(t) ? t : ExecutionTier.Interpreter;
+
+        public IVirtualProcessor Create(MachineMemory memory) => new EmulatedProcessor(memory) { ExecutionTier = Tier };
     }
 }

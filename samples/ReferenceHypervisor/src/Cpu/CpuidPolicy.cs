@@ -8,7 +8,7 @@ namespace VmmKit.ReferenceHypervisor.Cpu;
 /// What CPUID tells a guest: the truth about the emulated processor — vendor GenuineIntel and exactly the features
 /// VmmKit.Vmx.Emulator implements (<see cref="EmulatedFeatures"/>), never the host's — plus the hypervisor bit
 /// (CPUID.1:ECX[31]), the TSC frequency (leaves 0x15/0x16, Xen's 0x40000003) and Xen's leaves at 0x40000000
-/// (SDM Vol. 2A, CPUID), and the local APIC the hypervisor gives every vCPU. No VMX (no nested virtualization), no
+/// (SDM Vol. 2A, CPUID), and the local APIC and MTRRs the hypervisor gives every vCPU. No VMX (no nested virtualization), no
 /// x2APIC, no AVX.
 /// </summary>
 internal static class CpuidPolicy
@@ -17,6 +17,9 @@ internal static class CpuidPolicy
 
     /// <summary>CPUID.1:EDX[9]: every vCPU has a local APIC (xAPIC; Devices/VcpuApic.cs). x2APIC is not offered.</summary>
     private const uint Leaf1EdxApic = 1u << 9;
+
+    /// <summary>CPUID.1:EDX[12]: MTRRs, which the hypervisor keeps per vCPU as Xen does (Exits/MtrrMsrs.cs).</summary>
+    private const uint Leaf1EdxMtrr = 1u << 12;
 
     private const uint MaxBasicLeaf = 0x16, MaxExtendedLeaf = 0x80000008;
 
@@ -60,7 +63,7 @@ internal static class CpuidPolicy
                 // EBX: CLFLUSH line size 8 (x 8 bytes), one logical processor, APIC ID = vCPU id.
                 return new CpuidResult(EmulatedFeatures.Signature, (8u << 8) | (1u << 16) | ((uint)vcpuId << 24),
                     EmulatedFeatures.Leaf1Ecx | Leaf1EcxHypervisor | (osxsave ? EmulatedFeatures.Leaf1EcxOsxsave : 0),
-                    EmulatedFeatures.Leaf1Edx | Leaf1EdxApic);
+                    EmulatedFeatures.Leaf1Edx | Leaf1EdxApic | Leaf1EdxMtrr);
 
             case 7:
                 return subleaf == 0 ? new CpuidResult(0, EmulatedFeatures.Leaf7Ebx, 0, 0) : default;

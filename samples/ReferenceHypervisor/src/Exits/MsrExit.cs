@@ -7,14 +7,13 @@ namespace VmmKit.ReferenceHypervisor;
 /// <summary>
 /// Exit reasons 31 and 32, RDMSR and WRMSR of every MSR the MSR bitmap does not pass through (SDM Vol. 3C
 /// §26.1.3). Xen's hypercall-page MSR installs the page; a few architectural MSRs are backed by VMCS fields;
-/// IA32_APIC_BASE goes to the vCPU's local APIC (xAPIC only: x2APIC is not offered); the Intel MSRs Linux probes answer as
+/// IA32_APIC_BASE goes to the vCPU's local APIC (xAPIC only: x2APIC is not offered); the MTRRs are per-vCPU state (MtrrMsrs); the Intel MSRs Linux probes answer as
 /// Xen's <c>guest_rdmsr</c>/<c>guest_wrmsr</c> (xen/arch/x86/msr.c) and vMCE (xen/arch/x86/cpu/mcheck/vmce.c) do
 /// for an HVM guest; anything else raises #GP(0) in the guest, as Xen does for unknown MSRs.
 /// </summary>
 internal static class MsrExit
 {
     private const uint Ia32ApicBase = 0x1B, Ia32MiscEnable = 0x1A0, Ia32Pat = 0x277, Ia32Efer = 0xC0000080, Ia32Tsc = 0x10;
-    private const uint MtrrCap = 0xFE, MtrrDefType = 0x2FF;
     private const uint SysenterCs = 0x174, SysenterEsp = 0x175, SysenterEip = 0x176, FsBase = 0xC000_0100, GsBase = 0xC000_0101;
     private const ulong EferWritable = (1ul << 0) | (1ul << 8) | (1ul << 11);   // SCE, LME, NXE
     private const uint BiosSignId = 0x8B, FeatureControl = 0x3A, PlatformInfo = 0xCE, MiscFeaturesEnables = 0x140;
@@ -49,7 +48,7 @@ internal static class MsrExit
             case Ia32ApicBase: Devices.VcpuApic.TryAccessApicBase(vcpu, write: false, ref value); break;
             case Ia32MiscEnable: value = 1; break;                           // fast strings
             case Ia32Tsc: value = GuestTime.Tsc(vcpu); break;
-            case MtrrCap or MtrrDefType: value = 0; break;
+            case var m when MtrrMsrs.Owns(m): value = MtrrMsrs.Read(vcpu, msr); break;
             // Xen forwards the host's microcode revision; this processor has no microcode: 0.
             case BiosSignId: value = 0; break;
             case FeatureControl: value = FeatureControlLock; break;
@@ -88,7 +87,8 @@ internal static class MsrExit
             FsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestFsBase, value),
             GsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestGsBase, value),
             Ia32ApicBase => Devices.VcpuApic.TryAccessApicBase(vcpu, write: true, ref value),
-            Ia32MiscEnable or MtrrDefType => true,                           // accepted and ignored
+            Ia32MiscEnable => true,                                          // accepted and ignored
+            var m when MtrrMsrs.Owns(m) => MtrrMsrs.TryWrite(vcpu, msr, value),
             // Intel's "write 0, CPUID, read" microcode-revision sequence: only 0 may be written (Xen's guest_wrmsr).
             BiosSignId => value == 0,
             MiscFeaturesEnables => value == 0,

@@ -16,9 +16,15 @@ internal static class VmcallExit
         // The dispatcher works on the vCPU's own registers (same layout, HypercallRegisters remarks): no copies.
         ref var regs = ref HypercallRegisters.View(ref vcpu.Registers);
         vcpu.PendingAction = ExitAction.Resume;
-        var disposition = vcpu.Domain.Machine.Hypercalls.Dispatch(vcpu, ref regs, vcpu.GuestMode, vcpu.Cpl, vcpu.LinearMemory);
+        var mode = vcpu.GuestMode;
+        bool long64 = mode == GuestX86Mode.Long64;
+        ulong op = long64 ? regs.Rax : (uint)regs.Rax, argument0 = long64 ? regs.Rdi : (uint)regs.Rbx;
+        var disposition = vcpu.Domain.Machine.Hypercalls.Dispatch(vcpu, ref regs, mode, vcpu.Cpl, vcpu.LinearMemory);
         if (disposition == HypercallDisposition.Completed)
+        {
+            Hypercalls.EnosysLog.After(vcpu, long64, op, argument0, regs.Rax);
             vcpu.AdvanceRip(in exit);
+        }
         else
             return ExitAction.Yield;
         return vcpu.PendingAction;

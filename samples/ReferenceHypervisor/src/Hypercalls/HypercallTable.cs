@@ -33,6 +33,8 @@ internal static unsafe class HypercallTable
 
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.SetParam, &HvmOpHypercall.SetParam);
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.GetParam, &HvmOpHypercall.GetParam);
+        d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.PagetableDying, &PagetableDyingHypercall.Handle);
+        d.Register(HypercallNumber.VmAssist, &VmAssistHypercall.Handle);
 
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterVcpuInfo, &VcpuOpHypercall.RegisterVcpuInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.GetRunstateInfo, &VcpuOpHypercall.GetRunstateInfo);

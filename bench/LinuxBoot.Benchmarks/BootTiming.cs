@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace VmmKit.LinuxBoot.Benchmarks;
+
+/// <summary>
+/// Times one boot: starts the process a <see cref="ProcessStartInfo"/> describes (a hypervisor's or a toolstack's command
+/// line: <c>vmmkit-hv boot</c>, <c>qemu-system-x86_64</c>, later <c>vmmkit-xl create</c>), reads the guest console from its
+/// stdout line by line, and notes when the kernel prints "Freeing unused kernel image" and when the shell prints its
+/// prompt (<see cref="BootImages.PromptMarker"/>); then kills the process tree, since the shell waits for input forever.
+/// </summary>
+internal static class BootTiming
+{
+    /// <summary>The kernel's line once its init sections are freed, just before it runs /init.</summary>
+    public const string FreeingMarker = "Freeing unused kernel image";
+
+    /// <summary>
+    /// One boot's times from process start (null: not reached before the process ended or the timeout): wall time, and
+    /// the processor time the process had used by then (user + system, all its threads), which a loaded machine changes less.
+    /// </summary>
+    public sealed record Sample(TimeSpan? Freeing, TimeSpan? Prompt, TimeSpan? FreeingCpu, TimeSpan? PromptCpu, string Tail)
+    {
+        public override string ToString() =>
+            $"freeing {Format(Freeing)} (cpu {Format(FreeingCpu)}), prompt {Format(Prompt)} (cpu {Format(PromptCpu)})" +
+            (Prompt is null ? $"\n  last console lines:\n{Tail}" : "");
+    }
+
+    /// <summary>Medians over the runs, formatted: wall time, then processor time in parentheses.</summary>
+    public sealed record Summary(string Freeing, string Prompt);
+
+    /// <summary>Starts <paramref name="start"/> and times the two milestones; gives up after <paramref name="timeout"/>.</summary>
+    public static Sample Measure(ProcessStartInfo start, TimeSpan timeout)
+    {
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        // The shell reads its console: stdin stays open and empty, so it waits at the prompt instead of seeing EOF.
+        start.RedirectStandardInput = true;
+        TimeSpan? freeing = null, prompt = null, freeingCpu = null, promptCpu = null;
+        var tail = new Queue<string>();
+        var done = new ManualResetEventSlim();
+        var clock = Stopwatch.StartNew();
+        using var p = new Process { StartInfo = start };
+        p.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+            {
+                done.Set();
+                return;
+            }
+
+            lock (tail)
+            {
+                tail.Enqueue(e.Data);
+                if (tail.Count > 12)
+                    tail.Dequeue();
+                if (freeing is null && e.Data.Contains(FreeingMarker, StringComparison.Ordinal))
+                {
+                    freeing = clock.Elapsed;
+                    freeingCpu = ProcessorTime(p);
+                }
+
+                if (prompt is null && e.Data.Contains(BootImages.PromptMarker, StringComparison.Ordinal))
+                {
+                    prompt = clock.Elapsed;
+                    promptCpu = ProcessorTime(p);
+                    done.Set();
+                }
+            }
+        };
+        p.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+                return;
+            lock (tail)
+            {
+                tail.Enqueue("(stderr) " + e.Data);
+                if (tail.Count > 12)
+                    tail.Dequeue();
+            }
+        };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        done.Wait(timeout);
+        if (!p.HasExited)
+            p.Kill(entireProcessTree: true);
+        p.WaitForExit();
+        lock (tail)
+            return new Sample(freeing, prompt, freeingCpu, promptCpu, string.Join('\n', tail));
+    }
+
+    /// <summary>The medians of the samples that reached each milestone ("not reached" when none did).</summary>
+    public static Summary Summarize(IReadOnlyList<Sample> samples) =>
+        new($"{Median(samples.Select(s => s.Freeing))} ({Median(samples.Select(s => s.FreeingCpu))} cpu)",
+            $"{Median(samples.Select(s => s.Prompt))} ({Median(samples.Select(s => s.PromptCpu))} cpu)");
+
+    /// <summary>The process's processor time so far (/proc/PID/stat), or null once it has gone.</summary>
+    private static TimeSpan? ProcessorTime(Process p)
+    {
+        try
+        {
+            return p.TotalProcessorTime;
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    private static string Median(IEnumerable<TimeSpan?> values)
+    {
+        var reached = values.Where(v => v is not null).Select(v => v!.Value).Order().ToList();
+        return reached.Count == 0 ? "not reached" : Format(reached[reached.Count / 2]);
+    }
+
+    private static string Format(TimeSpan? t) =>
+        t is { } v ? v.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s" : "not reached";
+}
