@@ -57,6 +57,22 @@ internal sealed class VirtualCpu
     /// <summary>True while the vCPU waits for an event.</summary>
     public bool IsBlocked { get; set; }
 
+    /// <summary>
+    /// False while the vCPU is down (Xen's <c>_VPF_down</c>): a secondary vCPU waiting for INIT/SIPI or VCPUOP_up, a vCPU
+    /// that halted with interrupts disabled or went down by VCPUOP_down. A down vCPU is never scheduled.
+    /// </summary>
+    public bool IsUp { get; set; } = true;
+
+    /// <summary>
+    /// Xen's <c>v->is_initialised</c>: the vCPU has a register state to run (the boot vCPU from the start, a secondary
+    /// one after a start-up IPI or VCPUOP_initialise). INIT clears it; a start-up IPI is accepted only while it is clear
+    /// (the wait-for-SIPI state, SDM Vol. 3A §9.4.4).
+    /// </summary>
+    public bool IsInitialised { get; set; } = true;
+
+    /// <summary>True when the scheduler may run the vCPU: up and not blocked.</summary>
+    public bool IsRunnable => IsUp && !IsBlocked;
+
     /// <summary>The singleshot timer and the SCHEDOP_poll state.</summary>
     public VcpuTimers Timers { get; } = new();
 
@@ -126,6 +142,8 @@ internal sealed class VirtualCpu
                     return ExitAction.Stop;
                 if (machine.InstructionBudgetExceeded(this))
                     return ExitAction.Stop;
+                if (!IsUp)
+                    return ExitAction.Yield;   // INIT, VCPUOP_down or HLT with IF = 0 took this vCPU down
                 if (action != ExitAction.Resume)
                     return action;
             }
