@@ -114,6 +114,7 @@ internal sealed class VirtualCpu
     {
         var machine = Domain.Machine;
         Time.BeginSlice(this);
+        SetPauseExiting(true);
         try
         {
             while (true)
@@ -136,6 +137,8 @@ internal sealed class VirtualCpu
                     _exitCounts[reason]++;
                 machine.Trace?.Invoke(this, exit);
 
+                if (_pauseExitingOff && exit.Reason != VmxExitReason.Pause)
+                    SetPauseExiting(true);    // this exit may have woken a sibling (an IPI, an event): spinning yields again
                 ExitAction action = ExitHandlers.Dispatch(this, in exit);
                 machine.Pv?.Poll();
                 if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
@@ -179,6 +182,26 @@ internal sealed class VirtualCpu
         {
             SetInterruptWindowExiting(true);
         }
+    }
+
+    private bool _pauseExitingOff;
+
+    /// <summary>
+    /// Turns PAUSE exiting back on (<paramref name="on"/>) or off for the rest of the slice, in a domain whose VMCS uses it
+    /// (several vCPUs). A PAUSE that finds no sibling to hand the processor to turns it off, so that a spin loop on a
+    /// vCPU alone does not exit at every iteration, as Xen's pause-loop exiting exits only for long spins; the next
+    /// slice, or any other exit (which may have woken a sibling), turns it on again.
+    /// </summary>
+    public void SetPauseExiting(bool on)
+    {
+        if (_pauseExitingOff != on || Domain.MaxVcpus <= 1)
+            return;
+        const uint bit = (uint)PrimaryProcessorBasedControls.PauseExiting;
+        if ((Domain.Machine.Capabilities.PrimaryProcessorBased.MayBeOne & bit) == 0)
+            return;
+        ulong controls = Vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
+        Vmcs.Write(VmcsField.PrimaryProcessorBasedVmExecutionControls, on ? controls | bit : controls & ~(ulong)bit);
+        _pauseExitingOff = !on;
     }
 
     private void SetInterruptWindowExiting(bool on)
