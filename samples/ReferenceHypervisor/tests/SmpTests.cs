@@ -376,6 +376,16 @@ public class SmpTests
     }
 
     [Fact]
+    public void Vmmkit_hv_boot_takes_1_to_128_vcpus()
+    {
+        byte[] kernel = Elf32ImageWriter.Write(Load, [0xFA, 0xF4], 0x1000, Load);   // cli; hlt
+        Assert.Equal(Cli.ExitCodes.StartFailure, Cli.Runner.Boot("k", kernel, [], 8, "", 1_000_000, trace: false, vcpus: 0));
+        Assert.Equal(Cli.ExitCodes.StartFailure, Cli.Runner.Boot("k", kernel, [], 8, "", 1_000_000, trace: false, vcpus: 129));
+        // Four vCPUs, three never started: the boot vCPU's HLT with interrupts off leaves none up, a poweroff (status 0).
+        Assert.Equal(Cli.ExitCodes.Poweroff, Cli.Runner.Boot("k", kernel, [], 8, "", 1_000_000, trace: false, vcpus: 4));
+    }
+
+    [Fact]
     public void Vcpu_hvm_context_matches_xen_hvm_vcpu_h()
     {
         var c = default(VcpuHvmContext);
