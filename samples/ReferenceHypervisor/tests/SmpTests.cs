@@ -175,6 +175,28 @@ public class SmpTests
     }
 
     [Fact]
+    public void An_init_and_sipi_storm_at_a_starting_ap_stops_nothing_but_the_guest_itself()
+    {
+        // 300 INIT + SIPI pairs without waiting: each INIT resets the AP whether or not it ran since the last SIPI.
+        var (machine, d) = Build(2, a =>
+        {
+            a.mov(ebx, 300);
+            var storm = a.CreateLabel();
+            a.Label(ref storm);
+            SendIpi(a, 1, IcrInit);
+            SendIpi(a, 1, IcrStartup);
+            a.dec(ebx);
+            a.jnz(storm);
+            WaitForCounter(a, 1);
+        });
+        using var owned = machine;
+        machine.Run();
+        Assert.True(d.State == DomainState.Shutdown, $"{d.State}: {d.CrashReport}");
+        Assert.InRange(ReadGuest(d, Counter), 1u, 300u);
+        Assert.True(d.Vcpus[1].IsInitialised && !d.Vcpus[1].IsUp);
+    }
+
+    [Fact]
     public void Init_to_all_including_self_takes_every_vcpu_down_and_powers_off()
     {
         // Shorthand "all including self" (ICR bits 19:18 = 10b): the BSP resets itself, as Xen's vlapic does; with no
