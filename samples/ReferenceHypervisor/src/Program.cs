@@ -44,10 +44,15 @@ var disks = new Option<FileInfo[]>("--disk")
 {
     Description = "A raw disk image for the guest's PV block device (xvda, then xvdb, ...; served by the in-process blkback); repeat for several",
 };
+var vcpus = new Option<int>("--vcpus")
+{
+    Description = "Number of vCPUs (1-128): vCPU 0 boots, the others wait for INIT/SIPI (or VCPUOP_initialise and VCPUOP_up); the MADT lists them all",
+    DefaultValueFactory = _ => 1,
+};
 var kernel = new Argument<FileInfo>("kernel") { Description = "A PVH kernel: ELF32 or ELF64 with XEN_ELFNOTE_PHYS32_ENTRY" };
 var demoPath = new Argument<FileInfo>("path") { Description = "Where to write the demo guest's ELF file" };
 
-var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules, noXenStore, disks };
+var boot = new Command("boot", "Boot a PVH kernel") { kernel, modules, noXenStore, disks, vcpus };
 boot.SetAction(r =>
 {
     var file = r.GetValue(kernel)!;
@@ -66,7 +71,7 @@ boot.SetAction(r =>
     }
 
     return Runner.Boot(file.Name, image, mods, r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats),
-        [.. (r.GetValue(disks) ?? []).Select(f => f.FullName)], !r.GetValue(noXenStore));
+        [.. (r.GetValue(disks) ?? []).Select(f => f.FullName)], !r.GetValue(noXenStore), r.GetValue(vcpus));
 });
 
 var writeDemo = new Command("write-demo", "Write the built-in demo guest as a PVH ELF file (it also boots under QEMU)") { demoPath };

@@ -10,8 +10,14 @@ internal static class Runner
 
     /// <summary>Boots <paramref name="kernel"/> and returns the process exit status (<see cref="ExitCodes"/>).</summary>
     public static int Boot(string name, byte[] kernel, IReadOnlyList<PvhModule> modules, ulong memoryMiB, string cmdline, ulong maxInstructions, bool trace, bool stats = false,
-        IReadOnlyList<string>? disks = null, bool xenStore = true)
+        IReadOnlyList<string>? disks = null, bool xenStore = true, int vcpus = 1)
     {
+        if (vcpus is < 1 or > Domain.MaxGuestVcpus)
+        {
+            Console.Error.WriteLine($"vmmkit-hv: --vcpus must be between 1 and {Domain.MaxGuestVcpus}");
+            return ExitCodes.StartFailure;
+        }
+
         if (memoryMiB is 0 or > 4096)
         {
             Console.Error.WriteLine("vmmkit-hv: --memory must be between 1 and 4096 MiB");
@@ -31,7 +37,7 @@ internal static class Runner
         {
             stdout.Write(System.Text.Encoding.Latin1.GetBytes(line));
             stdout.Flush();
-        }, xenStore);
+        }, xenStore, vcpus);
         if (!machine.TryCreateDomain(config, out var domain, out string error))
         {
             Console.Error.WriteLine($"vmmkit-hv: cannot boot {name}: {error}");
@@ -58,10 +64,19 @@ internal static class Runner
         domain!.Console.Flush();
         if (stats)
         {
-            var vcpu = domain.Vcpus[0];
+            ulong instructions = 0, exits = 0;
+            foreach (var vcpu in domain.Vcpus)
+            {
+                instructions += vcpu.InstructionsRetired;
+                exits += vcpu.ExitCount;
+                var top = Enum.GetValues<Vmx.VmxExitReason>().Distinct().Select(r => (Reason: r, Count: vcpu.ExitsFor(r)))
+                    .Where(x => x.Count > 0).OrderByDescending(x => x.Count).Take(6).Select(x => $"{x.Reason} {x.Count}");
+                Console.Error.WriteLine($"stats: vcpu{vcpu.Id} instructions {vcpu.InstructionsRetired} exits {vcpu.ExitCount} ({string.Join(", ", top)})");
+            }
+
             double seconds = clock.Elapsed.TotalSeconds;
-            Console.Error.WriteLine($"stats: instructions {vcpu.InstructionsRetired} exits {vcpu.ExitCount} run {seconds * 1000:F1} ms " +
-                $"({vcpu.InstructionsRetired / Math.Max(seconds, 1e-9) / 1e6:F1} MIPS)");
+            Console.Error.WriteLine($"stats: instructions {instructions} exits {exits} run {seconds * 1000:F1} ms " +
+                $"({instructions / Math.Max(seconds, 1e-9) / 1e6:F1} MIPS)");
         }
 
         return ExitCodes.For(domain);

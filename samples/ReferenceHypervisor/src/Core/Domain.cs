@@ -24,6 +24,7 @@ internal sealed partial class Domain : IDisposable
         Name = config.Name;
         Owner = new FrameOwner(id);
         MemoryBytes = config.MemoryBytes;
+        MaxVcpus = (uint)Math.Max(config.Vcpus, 1);
         Console = new DomainConsole(config.ConsoleLine);
         Io = Devices.DomainDevices.Create(Console);
         Ept = new EptTables(machine.Memory, Owner);
@@ -126,8 +127,26 @@ internal sealed partial class Domain : IDisposable
         }
     }
 
+    /// <summary>The most vCPUs a domain may have: Xen's HVM_MAX_VCPUS (xen/include/public/hvm/hvm_info_table.h).</summary>
+    public const int MaxGuestVcpus = 128;
+
     /// <summary>True while some vCPU can run.</summary>
-    public bool IsRunnable => State == DomainState.Running && _vcpus.Any(v => !v.IsBlocked);
+    public bool IsRunnable => State == DomainState.Running && HasRunnableVcpu;
+
+    /// <summary>True when some vCPU is up and not blocked.</summary>
+    public bool HasRunnableVcpu
+    {
+        get
+        {
+            foreach (var v in _vcpus)
+            {
+                if (v.IsRunnable)
+                    return true;
+            }
+
+            return false;
+        }
+    }
 
     /// <summary>Reads HVM parameter <paramref name="index"/> (already range-checked by the caller).</summary>
     public ulong GetHvmParam(HvmParam index) => _hvmParams[(int)index];
@@ -141,6 +160,12 @@ internal sealed partial class Domain : IDisposable
         if (config.MemoryBytes == 0 || config.MemoryBytes % Page.PageSize != 0)
         {
             error = "guest memory must be a non-zero multiple of 4 KiB";
+            return false;
+        }
+
+        if (config.Vcpus is < 1 or > MaxGuestVcpus)
+        {
+            error = $"a domain has 1 to {MaxGuestVcpus} vCPUs";
             return false;
         }
 
@@ -185,7 +210,7 @@ internal sealed partial class Domain : IDisposable
 
         // The toolstack's ACPI tables (libxl for a PVH guest) in the first special page; hvm_start_info points at the RSDP.
         ulong acpiPfn = RamPages - SpecialPages;
-        ulong rsdp = Cpu.AcpiTables.Build(memory.GetFrame(RamFrame(acpiPfn)), acpiPfn * Page.PageSize, vcpus: 1);
+        ulong rsdp = Cpu.AcpiTables.Build(memory.GetFrame(RamFrame(acpiPfn)), acpiPfn * Page.PageSize, config.Vcpus);
         ulong startInfo = boot.StartInfoAddress;
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(
             memory.GetFrame(RamFrame(startInfo / Page.PageSize))[(int)(startInfo % Page.PageSize + StartInfoRsdpOffset)..], rsdp);
@@ -196,7 +221,28 @@ internal sealed partial class Domain : IDisposable
         vcpu.Registers = default;
         vcpu.Registers.Rbx = boot.StartInfoAddress;   // PVH: EBX = &hvm_start_info
         _vcpus.Add(vcpu);
+        AddSecondaryVcpus(config.Vcpus);
         return true;
+    }
+
+    /// <summary>
+    /// Creates vCPUs 1 to <paramref name="count"/> - 1 as Xen's <c>vcpu_create</c> does for an HVM domain: down and not
+    /// initialised (waiting for INIT/SIPI or VCPUOP_initialise), each with its local APIC on the domain's bus, and with the
+    /// TSC of vCPU 0, so that every vCPU of the domain reads the same clock (Xen syncs an AP's TSC with the BSP's).
+    /// </summary>
+    internal void AddSecondaryVcpus(int count)
+    {
+        for (int id = _vcpus.Count; id < count; id++)
+        {
+            var vcpu = new VirtualCpu(this, id, Machine.CreateProcessor());
+            Machine.ProgramPvhVmcs(vcpu, 0);
+            Devices.VcpuApic.ProgramVmcs(vcpu);
+            if (_vcpus.Count > 0)
+                vcpu.Vmcs.Write(VmmKit.Vmx.VmcsField.TscOffset, GuestTime.Tsc(_vcpus[0]) - vcpu.InstructionsRetired);
+            vcpu.IsUp = false;
+            vcpu.IsInitialised = false;
+            _vcpus.Add(vcpu);
+        }
     }
 
     /// <summary>
@@ -209,7 +255,7 @@ internal sealed partial class Domain : IDisposable
     private unsafe bool TryCreateEventsAndGrants(bool xenStore, out string error)
     {
         var machine = Machine;
-        Events = machine.Events.CreateDomain(new EventChannelDomainOptions { Id = Id, VcpuCount = 1, Upcall = machine.Upcall });
+        Events = machine.Events.CreateDomain(new EventChannelDomainOptions { Id = Id, VcpuCount = (int)MaxVcpus, Upcall = machine.Upcall });
         Events.SetSharedInfo(machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
         try
         {
@@ -308,7 +354,7 @@ internal sealed partial class Domain : IDisposable
     public void UpdateBlockedState()
     {
         if (State is DomainState.Running or DomainState.Blocked)
-            State = _vcpus.All(v => v.IsBlocked) ? DomainState.Blocked : DomainState.Running;
+            State = HasRunnableVcpu ? DomainState.Running : DomainState.Blocked;
     }
 
     /// <summary>The SHUTDOWN_* name of a reason.</summary>

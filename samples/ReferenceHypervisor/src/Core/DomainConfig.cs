@@ -13,5 +13,9 @@ namespace VmmKit.ReferenceHypervisor;
 /// False builds a domain without XenStore, as Xen's dom0less domains without "xen,enhanced": HVM_PARAM_STORE_PFN and
 /// STORE_EVTCHN stay 0, and Linux skips xenbus instead of waiting for a xenstored that is not there.
 /// </param>
+/// <param name="Vcpus">
+/// The number of vCPUs (xl's <c>vcpus</c>, 1 to <see cref="Domain.MaxGuestVcpus"/>): vCPU 0 starts at the PVH entry, the
+/// others wait for INIT/SIPI or VCPUOP_initialise/VCPUOP_up; the MADT lists them all.
+/// </param>
 internal sealed record DomainConfig(string Name, byte[] Kernel, ulong MemoryBytes, string CommandLine = "",
-    IReadOnlyList<PvhModule>? Modules = null, Action<string>? ConsoleLine = null, bool XenStore = true);
+    IReadOnlyList<PvhModule>? Modules = null, Action<string>? ConsoleLine = null, bool XenStore = true, int Vcpus = 1);

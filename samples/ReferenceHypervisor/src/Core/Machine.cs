@@ -17,6 +17,13 @@ internal sealed partial class Machine : IDisposable
     /// <summary>Preemption-timer value for one time slice (the timer counts down at the TSC rate >> IA32_VMX_MISC[4:0]).</summary>
     public const uint SliceTimerValue = 1 << 20;
 
+    /// <summary>
+    /// The slice while another vCPU of the same domain is runnable too: shorter, so that vCPUs taking turns on one
+    /// processor still see each other make progress at a fine grain (a spinning waiter, Linux's delay-loop calibration
+    /// against another CPU's jiffies).
+    /// </summary>
+    public const uint SharedSliceTimerValue = 1 << 17;
+
     /// <summary>The domid of the in-process services (xenstored, console and block backends): Dom0's id, as the toolstack allocates ports for it.</summary>
     public const ushort BackendDomainId = 0;
 
@@ -120,19 +127,24 @@ internal sealed partial class Machine : IDisposable
             foreach (var domain in _domains)
             {
                 WakeBlocked(domain);
-                if (domain.State != DomainState.Running || domain.PauseCount > 0)
+                if (domain.State is not (DomainState.Running or DomainState.Blocked) || domain.PauseCount > 0)
                     continue;
                 foreach (var vcpu in domain.Vcpus)
                 {
-                    if (vcpu.IsBlocked || domain.State != DomainState.Running)
+                    // Each vCPU in turn gets its slice; one woken by what another vCPU did meanwhile (an IPI, an event)
+                    // runs in this same round.
+                    if (vcpu.IsBlocked)
+                        TryWake(vcpu);
+                    if (!vcpu.IsRunnable || domain.State is not (DomainState.Running or DomainState.Blocked))
                         continue;
+                    domain.UpdateBlockedState();
                     ranAny = true;
                     ulong before = vcpu.InstructionsRetired;
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     vcpu.RunSlice();
                     domain.CpuTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
                     Pv?.Poll();
-                    AdvanceBlockedClocks(vcpu, vcpu.InstructionsRetired - before);
+                    AdvanceOtherClocks(vcpu, vcpu.InstructionsRetired - before);
                     domain.UpdateBlockedState();
                 }
             }
@@ -159,10 +171,13 @@ internal sealed partial class Machine : IDisposable
     }
 
     /// <summary>
-    /// The other vCPUs' clocks while <paramref name="ran"/> ran <paramref name="ticks"/> instructions: a blocked vCPU waits
-    /// in guest time as it would on one shared processor, so its timer fires even while other domains keep the machine busy.
+    /// The clocks of the vCPUs that did not run while <paramref name="ran"/> ran <paramref name="ticks"/> instructions, as on
+    /// one shared processor: every other vCPU of the same domain (so that all of a domain's vCPUs read the same TSC and
+    /// system time, as on hardware with an invariant TSC), and every vCPU of a domain that has none runnable (a blocked
+    /// domain's timers fire even while other domains keep the machine busy). A runnable domain waiting for its turn does
+    /// not see time pass.
     /// </summary>
-    private void AdvanceBlockedClocks(VirtualCpu ran, ulong ticks)
+    private void AdvanceOtherClocks(VirtualCpu ran, ulong ticks)
     {
         if (ticks == 0)
             return;
@@ -170,9 +185,11 @@ internal sealed partial class Machine : IDisposable
         {
             if (domain.State is not (DomainState.Running or DomainState.Blocked))
                 continue;
+            if (domain != ran.Domain && domain.HasRunnableVcpu)
+                continue;
             foreach (var vcpu in domain.Vcpus)
             {
-                if (vcpu != ran && vcpu.IsBlocked)
+                if (vcpu != ran)
                     GuestTime.TryAdvance(vcpu, ticks);
             }
         }
@@ -186,25 +203,32 @@ internal sealed partial class Machine : IDisposable
         foreach (var vcpu in domain.Vcpus)
         {
             if (vcpu.IsBlocked)
-            {
-                ulong now = GuestTime.SystemTime(vcpu);
-                vcpu.Timers.FireDue(vcpu, now);
-                if (vcpu.Timers.ShouldWake(vcpu, now) || Devices.VcpuApic.HasPendingInterrupt(vcpu))
-                {
-                    vcpu.Timers.Woken();
-                    vcpu.IsBlocked = false;
-                }
-            }
-
+                TryWake(vcpu);
             vcpu.Kicked = false;
         }
 
         domain.UpdateBlockedState();
     }
 
+    /// <summary>Fires <paramref name="vcpu"/>'s due timers and wakes it when an event is pending or its poll ended.</summary>
+    private static void TryWake(VirtualCpu vcpu)
+    {
+        if (!vcpu.IsUp)
+            return;
+        ulong now = GuestTime.SystemTime(vcpu);
+        vcpu.Timers.FireDue(vcpu, now);
+        if (vcpu.Timers.ShouldWake(vcpu, now) || Devices.VcpuApic.HasPendingInterrupt(vcpu))
+        {
+            vcpu.Timers.Woken();
+            vcpu.IsBlocked = false;
+            vcpu.Kicked = false;
+        }
+    }
+
     /// <summary>
-    /// Every vCPU is blocked: advances the clock of the blocked vCPU with the earliest deadline to that deadline (its TSC
-    /// offset grows, so its TSC and pvclock system time jump together). False when no vCPU has a deadline.
+    /// Every vCPU is blocked: advances the clocks of the domain whose blocked vCPU has the earliest deadline to that
+    /// deadline (the TSC offsets of all its vCPUs grow alike, so their TSC and pvclock system time jump together). False
+    /// when no vCPU has a deadline.
     /// </summary>
     private bool SkipToNextDeadline()
     {
@@ -214,7 +238,7 @@ internal sealed partial class Machine : IDisposable
         {
             foreach (var vcpu in domain.Vcpus)
             {
-                if (Devices.VcpuApic.NextDeadline(vcpu) is not { } deadline)
+                if (!vcpu.IsUp || Devices.VcpuApic.NextDeadline(vcpu) is not { } deadline)
                     continue;
                 ulong now = GuestTime.SystemTime(vcpu);
                 ulong delta = deadline > now ? deadline - now : 0;
@@ -223,8 +247,15 @@ internal sealed partial class Machine : IDisposable
             }
         }
 
-        if (next is null || !GuestTime.TryAdvance(next, GuestTime.ToTicks(wait) + 1))
+        if (next is null)
             return false;
+        ulong ticks = GuestTime.ToTicks(wait) + 1;
+        foreach (var vcpu in next.Domain.Vcpus)
+        {
+            if (!GuestTime.TryAdvance(vcpu, ticks))
+                return false;
+        }
+
         WakeBlocked(next.Domain);
         return true;
     }
@@ -242,6 +273,7 @@ internal sealed partial class Machine : IDisposable
         VmcsBuilder.SetPvh32Guest(vmcs, caps, vcpu.Domain.Ept.Pointer, entry,
             PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
                 | PrimaryProcessorBasedControls.UseMsrBitmaps
+                | (vcpu.Domain.MaxVcpus > 1 ? PauseExitingIfOffered(caps) : 0)
                 | ((caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.UseTscOffsetting) != 0
                     ? PrimaryProcessorBasedControls.UseTscOffsetting : 0),
             SecondaryProcessorBasedControls.None,
@@ -249,6 +281,15 @@ internal sealed partial class Machine : IDisposable
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
         VmcsBuilder.SetHostState(vmcs, _processors.HostState);
     }
+
+    /// <summary>
+    /// PAUSE exiting (SDM Vol. 3C §26.1.3) for a domain with several vCPUs: a vCPU spinning on a lock or waiting for
+    /// another vCPU (PAUSE is x86's spin-wait hint) hands the processor to the next vCPU at once instead of burning its
+    /// slice, as Xen's pause-loop exiting does.
+    /// </summary>
+    private static PrimaryProcessorBasedControls PauseExitingIfOffered(VmxCapabilities caps) =>
+        (caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.PauseExiting) != 0
+            ? PrimaryProcessorBasedControls.PauseExiting : 0;
 
     /// <summary>
     /// Loads the preemption timer before each VM entry so a guest that never exits still yields, and so that the vCPU's
@@ -259,7 +300,24 @@ internal sealed partial class Machine : IDisposable
         if (!_hasPreemptionTimer)
             return;
         ulong value = SliceTimerValue;
-        if (vcpu.Timers.NextDeadline is { } deadline)
+        ulong? next = vcpu.Timers.NextDeadline;
+        var siblings = vcpu.Domain.Vcpus;
+        if (siblings.Count > 1)
+        {
+            // A blocked sibling's Xen timer also ends the slice, so that it wakes on time (the siblings share one clock);
+            // a runnable sibling shortens it.
+            foreach (var other in siblings)
+            {
+                if (other == vcpu || !other.IsUp)
+                    continue;
+                if (!other.IsBlocked)
+                    value = SharedSliceTimerValue;
+                else if (other.Timers.NextDeadline is { } d && d < (next ?? ulong.MaxValue))
+                    next = d;
+            }
+        }
+
+        if (next is { } deadline)
         {
             ulong now = GuestTime.SystemTime(vcpu);
             ulong ticks = deadline > now ? GuestTime.ToTicks(deadline - now) >> Capabilities.Misc.PreemptionTimerRate : 0;

@@ -132,7 +132,7 @@ internal sealed class VcpuTime
         // Xen 4.18's map_vcpu_info also refuses a vcpu_info that is not 8-byte aligned (its words are updated atomically).
         if (offset > Page.PageSize - VcpuInfoSize || (offset & 7) != 0)
             return XenErrno.EINVAL.Negated();
-        if (IsRegistered || vcpu != caller)
+        if (IsRegistered || (vcpu != caller && vcpu.IsUp))
             return XenErrno.EINVAL.Negated();
         if (gfn >= 1UL << 36
             || !vcpu.Domain.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out var access)

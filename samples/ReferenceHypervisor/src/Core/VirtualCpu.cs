@@ -57,6 +57,22 @@ internal sealed class VirtualCpu
     /// <summary>True while the vCPU waits for an event.</summary>
     public bool IsBlocked { get; set; }
 
+    /// <summary>
+    /// False while the vCPU is down (Xen's <c>_VPF_down</c>): a secondary vCPU waiting for INIT/SIPI or VCPUOP_up, a vCPU
+    /// that halted with interrupts disabled or went down by VCPUOP_down. A down vCPU is never scheduled.
+    /// </summary>
+    public bool IsUp { get; set; } = true;
+
+    /// <summary>
+    /// Xen's <c>v->is_initialised</c>: the vCPU has a register state to run (the boot vCPU from the start, a secondary
+    /// one after a start-up IPI or VCPUOP_initialise). INIT clears it; a start-up IPI is accepted only while it is clear
+    /// (the wait-for-SIPI state, SDM Vol. 3A §9.4.4).
+    /// </summary>
+    public bool IsInitialised { get; set; } = true;
+
+    /// <summary>True when the scheduler may run the vCPU: up and not blocked.</summary>
+    public bool IsRunnable => IsUp && !IsBlocked;
+
     /// <summary>The singleshot timer and the SCHEDOP_poll state.</summary>
     public VcpuTimers Timers { get; } = new();
 
@@ -98,6 +114,7 @@ internal sealed class VirtualCpu
     {
         var machine = Domain.Machine;
         Time.BeginSlice(this);
+        SetPauseExiting(true);
         try
         {
             while (true)
@@ -120,12 +137,16 @@ internal sealed class VirtualCpu
                     _exitCounts[reason]++;
                 machine.Trace?.Invoke(this, exit);
 
+                if (_pauseExitingOff && exit.Reason != VmxExitReason.Pause)
+                    SetPauseExiting(true);    // this exit may have woken a sibling (an IPI, an event): spinning yields again
                 ExitAction action = ExitHandlers.Dispatch(this, in exit);
                 machine.Pv?.Poll();
                 if (Domain.State is DomainState.Shutdown or DomainState.Crashed)
                     return ExitAction.Stop;
                 if (machine.InstructionBudgetExceeded(this))
                     return ExitAction.Stop;
+                if (!IsUp)
+                    return ExitAction.Yield;   // INIT, VCPUOP_down or HLT with IF = 0 took this vCPU down
                 if (action != ExitAction.Resume)
                     return action;
             }
@@ -161,6 +182,26 @@ internal sealed class VirtualCpu
         {
             SetInterruptWindowExiting(true);
         }
+    }
+
+    private bool _pauseExitingOff;
+
+    /// <summary>
+    /// Turns PAUSE exiting back on (<paramref name="on"/>) or off for the rest of the slice, in a domain whose VMCS uses it
+    /// (several vCPUs). A PAUSE that finds no sibling to hand the processor to turns it off, so that a spin loop on a
+    /// vCPU alone does not exit at every iteration, as Xen's pause-loop exiting exits only for long spins; the next
+    /// slice, or any other exit (which may have woken a sibling), turns it on again.
+    /// </summary>
+    public void SetPauseExiting(bool on)
+    {
+        if (_pauseExitingOff != on || Domain.MaxVcpus <= 1)
+            return;
+        const uint bit = (uint)PrimaryProcessorBasedControls.PauseExiting;
+        if ((Domain.Machine.Capabilities.PrimaryProcessorBased.MayBeOne & bit) == 0)
+            return;
+        ulong controls = Vmcs.Read(VmcsField.PrimaryProcessorBasedVmExecutionControls);
+        Vmcs.Write(VmcsField.PrimaryProcessorBasedVmExecutionControls, on ? controls | bit : controls & ~(ulong)bit);
+        _pauseExitingOff = !on;
     }
 
     private void SetInterruptWindowExiting(bool on)

@@ -123,17 +123,16 @@ internal static class VcpuApic
     }
 
     /// <summary>
-    /// A new interrupt kicks the vCPU (the scheduler looks at it again). INIT and SIPI need secondary vCPUs, which this
-    /// hypervisor does not start yet; level-triggered EOIs need an I/O APIC, which it does not have.
+    /// A new interrupt kicks the vCPU (the scheduler looks at it again); INIT and a start-up IPI take the vCPU down and
+    /// start it (<see cref="VcpuLifecycle"/>); level-triggered EOIs need an I/O APIC, which this hypervisor does not have.
     /// </summary>
     private sealed class Host(VirtualCpu vcpu) : ILocalApicHost
     {
         public void InterruptPending(LocalApic apic) => vcpu.Kick();
 
-        public void InitReceived(LocalApic apic) => vcpu.Domain.Machine.Log($"d{vcpu.Domain.Id}v{vcpu.Id}: INIT IPI ignored (no secondary vCPUs)");
+        public void InitReceived(LocalApic apic) => VcpuLifecycle.Init(vcpu);
 
-        public void StartupReceived(LocalApic apic, byte vector) =>
-            vcpu.Domain.Machine.Log($"d{vcpu.Domain.Id}v{vcpu.Id}: start-up IPI 0x{vector:x2} ignored (no secondary vCPUs)");
+        public void StartupReceived(LocalApic apic, byte vector) => VcpuLifecycle.Startup(vcpu, vector);
 
         public void LevelTriggeredEoi(LocalApic apic, byte vector)
         {

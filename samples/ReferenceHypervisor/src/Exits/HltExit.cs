@@ -1,11 +1,10 @@
-using VmmKit.Hypercall;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
-/// Exit reason 12, HLT. As Xen's <c>hvm_hlt()</c>: with interrupts disabled the vCPU goes down for
-/// good, and when every vCPU is down the domain is powered off ("All CPUs offline -- powering off");
+/// Exit reason 12, HLT. As Xen's <c>hvm_hlt()</c>: with interrupts disabled the vCPU goes down for good (Xen's
+/// <c>hvm_vcpu_down</c>), and when no vCPU is left up the domain is powered off ("All CPUs offline -- powering off");
 /// with interrupts enabled the vCPU blocks until an event arrives (at once when one is pending).
 /// </summary>
 internal static class HltExit
@@ -16,19 +15,15 @@ internal static class HltExit
     public static ExitAction Handle(VirtualCpu vcpu, in VmExit exit)
     {
         vcpu.AdvanceRip(in exit);
-        vcpu.IsBlocked = true;
-        if ((vcpu.Vmcs.Read(VmcsField.GuestRflags) & RflagsIf) == 0 && vcpu.Domain.Vcpus.All(v => v.IsBlocked))
+        if ((vcpu.Vmcs.Read(VmcsField.GuestRflags) & RflagsIf) == 0)
         {
-            vcpu.Domain.Shutdown(ShutdownReason.Poweroff);
-            return ExitAction.Stop;
+            VcpuLifecycle.Down(vcpu);
+            return vcpu.Domain.State == DomainState.Shutdown ? ExitAction.Stop : ExitAction.Yield;
         }
 
         if (vcpu.HasPendingInterrupt)
-        {
-            vcpu.IsBlocked = false;
             return ExitAction.Resume;
-        }
-
+        vcpu.IsBlocked = true;
         return ExitAction.Block;
     }
 }

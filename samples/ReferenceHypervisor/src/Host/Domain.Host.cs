@@ -128,6 +128,7 @@ internal sealed partial class Domain
         vcpu.Registers = default;
         vcpu.Registers.Rbx = startInfo;
         _vcpus.Add(vcpu);
+        AddSecondaryVcpus((int)Math.Min(MaxVcpus, MaxGuestVcpus));   // down, waiting for INIT/SIPI (Core/VcpuLifecycle.cs)
         UpdateBlockedState();
         return 0;
     }

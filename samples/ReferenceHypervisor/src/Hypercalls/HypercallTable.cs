@@ -36,6 +36,10 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.PagetableDying, &PagetableDyingHypercall.Handle);
         d.Register(HypercallNumber.VmAssist, &VmAssistHypercall.Handle);
 
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.Initialise, &VcpuOpHypercall.Initialise);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.Up, &VcpuOpHypercall.Up);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.Down, &VcpuOpHypercall.Down);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.IsUp, &VcpuOpHypercall.IsUp);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterVcpuInfo, &VcpuOpHypercall.RegisterVcpuInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.GetRunstateInfo, &VcpuOpHypercall.GetRunstateInfo);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.RegisterRunstateMemoryArea, &VcpuOpHypercall.RegisterRunstateMemoryArea);

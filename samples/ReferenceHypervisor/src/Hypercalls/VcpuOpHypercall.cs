@@ -4,12 +4,69 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 
 /// <summary>
 /// <c>__HYPERVISOR_vcpu_op(cmd, vcpuid, arg)</c> (xen/common/domain.c <c>do_vcpu_op</c>, reached through
-/// <c>hvm_vcpu_op</c>): VCPUOP_register_vcpu_info, VCPUOP_get_runstate_info, VCPUOP_register_runstate_memory_area and
-/// VCPUOP_register_vcpu_time_memory_area. A vcpuid the domain does not have is
-/// -ENOENT; the other sub-ops are not implemented (-ENOSYS).
+/// <c>hvm_vcpu_op</c>): VCPUOP_initialise, VCPUOP_up, VCPUOP_down, VCPUOP_is_up, VCPUOP_register_vcpu_info,
+/// VCPUOP_get_runstate_info, VCPUOP_register_runstate_memory_area and VCPUOP_register_vcpu_time_memory_area. A vcpuid
+/// the domain does not have is -ENOENT; the other sub-ops are not implemented (-ENOSYS).
 /// </summary>
 internal static class VcpuOpHypercall
 {
+    /// <summary>
+    /// VCPUOP_initialise for an HVM/PVH vCPU (Xen's <c>arch_initialise_vcpu</c>): reads <c>struct vcpu_hvm_context</c>
+    /// (-EFAULT), refuses a vCPU that is already initialised (-EEXIST) and a context Xen would refuse (-EINVAL), and
+    /// leaves the vCPU initialised but down until VCPUOP_up.
+    /// </summary>
+    public static long Initialise(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        if (!call.TryCopyFromGuest(call.Argument(2), out VcpuHvmContext context))
+            return XenErrno.EFAULT.Negated();
+        if (vcpu.IsInitialised)
+            return XenErrno.EEXIST.Negated();
+        long rc = VcpuHvmContextLoader.Load(vcpu, in context);
+        if (rc == 0)
+            vcpu.IsInitialised = true;
+        return rc;
+    }
+
+    /// <summary>VCPUOP_up: -EINVAL for a vCPU that is not initialised; otherwise it becomes runnable (0, also when it already was up).</summary>
+    public static long Up(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        if (!vcpu.IsInitialised)
+            return XenErrno.EINVAL.Negated();
+        VcpuLifecycle.Up(vcpu);
+        return 0;
+    }
+
+    /// <summary>
+    /// VCPUOP_down: the vCPU stops being scheduled (at once when it is the caller). When no other vCPU is up, the domain
+    /// powers off instead, as Xen's <c>do_vcpu_op</c> does ("Last vcpu going down?"). Returns 0.
+    /// </summary>
+    public static long Down(ref HypercallCall<VirtualCpu> call)
+    {
+        if (!TryGetVcpu(ref call, out var vcpu))
+            return XenErrno.ENOENT.Negated();
+        foreach (var other in vcpu.Domain.Vcpus)
+        {
+            if (other != vcpu && other.IsUp)
+            {
+                if (vcpu.IsUp)
+                    VcpuLifecycle.Down(vcpu);
+                return 0;
+            }
+        }
+
+        vcpu.Domain.Shutdown(ShutdownReason.Poweroff);
+        call.Caller.PendingAction = ExitAction.Stop;
+        return 0;
+    }
+
+    /// <summary>VCPUOP_is_up: 1 when the vCPU is up, 0 when it is down.</summary>
+    public static long IsUp(ref HypercallCall<VirtualCpu> call) =>
+        TryGetVcpu(ref call, out var vcpu) ? (vcpu.IsUp ? 1 : 0) : XenErrno.ENOENT.Negated();
+
     /// <summary>VCPUOP_register_vcpu_info: reads <c>struct vcpu_register_vcpu_info</c> and moves the vcpu_info there.</summary>
     public static long RegisterVcpuInfo(ref HypercallCall<VirtualCpu> call)
     {

@@ -21,6 +21,7 @@ public static class BusyboxInitramfs
 
     private static readonly Lazy<string> Archive = new(BuildPlain, LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly Lazy<string> DiskReader = new(BuildDiskReader, LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly Lazy<string> InterruptsReader = new(BuildInterruptsReader, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>The archive's path (built once per test run in the temporary folder).</summary>
     public static string Path => Archive.Value;
@@ -31,6 +32,16 @@ public static class BusyboxInitramfs
     /// <c>/dev/xvda</c>, then powers off.
     /// </summary>
     public static string DiskReaderPath => DiskReader.Value;
+
+    /// <summary>
+    /// The archive whose /init mounts /proc, prints <c>/proc/interrupts</c> (each CPU's count of every interrupt) and the
+    /// number of online CPUs (busybox <c>nproc</c>), then powers off: what an SMP boot shows of its CPUs.
+    /// </summary>
+    public static string InterruptsReaderPath => InterruptsReader.Value;
+
+    private static string BuildInterruptsReader() =>
+        Build("interrupts", $"/bin/busybox echo \"{Marker}\"\n/bin/busybox mount -t proc proc /proc\n/bin/busybox cat /proc/interrupts\n" +
+            "/bin/busybox echo \"online CPUs: $(/bin/busybox nproc)\"\n/bin/busybox poweroff -f\n", []);
 
     private static string BuildPlain() =>
         Build("plain", $"/bin/busybox echo \"{Marker}\"\n/bin/busybox uname -sr\n/bin/busybox poweroff -f\n", []);

@@ -12,14 +12,15 @@ public static class HvRun
     /// Boots <paramref name="kernel"/> with <paramref name="memoryMiB"/> of guest RAM and an instruction budget, with the
     /// files in <paramref name="modules"/> as boot modules (the first is Linux's initramfs) and, unless
     /// <paramref name="xenStore"/> is false, a XenStore ring (<c>vmmkit-hv boot --no-xenstore</c> otherwise), and the raw
-    /// images in <paramref name="disks"/> as xvda, xvdb, ... (<c>vmmkit-hv boot --disk</c>).
+    /// images in <paramref name="disks"/> as xvda, xvdb, ... (<c>vmmkit-hv boot --disk</c>), with <paramref name="vcpus"/>
+    /// vCPUs (<c>vmmkit-hv boot --vcpus</c>; the budget is per vCPU, <see cref="Result.Instructions"/> is vCPU 0's).
     /// </summary>
     public static Result Boot(string kernel, ulong maxInstructions, ulong memoryMiB = 64, string cmdline = "",
-        IReadOnlyList<string>? modules = null, bool xenStore = true, IReadOnlyList<string>? disks = null)
+        IReadOnlyList<string>? modules = null, bool xenStore = true, IReadOnlyList<string>? disks = null, int vcpus = 1)
     {
         using var machine = new Machine((memoryMiB + 16) << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = maxInstructions };
         var mods = (modules ?? []).Select(m => new PvhModule(File.ReadAllBytes(m), Path.GetFileName(m))).ToList();
-        var config = new DomainConfig(Path.GetFileName(kernel), File.ReadAllBytes(kernel), memoryMiB << 20, cmdline, mods, XenStore: xenStore);
+        var config = new DomainConfig(Path.GetFileName(kernel), File.ReadAllBytes(kernel), memoryMiB << 20, cmdline, mods, XenStore: xenStore, Vcpus: vcpus);
         if (!machine.TryCreateDomain(config, out var domain, out string error))
             return new Result("", Cli.ExitCodes.StartFailure, error, 0);
         for (int i = 0; i < (disks?.Count ?? 0); i++)
