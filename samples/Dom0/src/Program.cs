@@ -73,7 +73,9 @@ while (reader.ReadLine() is { } line)
 Console.Error.WriteLine("vmmkit-xl: Dom0 closed the connection");
 return 1;
 
-// xl console: the domain's output to stdout, stdin to the domain, until Ctrl-] (0x1d) or the end of stdin.
+// xl console: the domain's output to stdout, stdin to the domain, until Ctrl-] (0x1d), the end of stdin, or the end of
+// the domain (Dom0 closes the stream). A terminal on stdin is put in raw mode for the session (as xenconsole's
+// cfmakeraw), so that keys reach the guest's own line discipline unprocessed and are echoed only by it.
 static int RunConsole(NetworkStream stream)
 {
     var status = new StringBuilder();
@@ -86,6 +88,7 @@ static int RunConsole(NetworkStream stream)
         return 1;
     }
 
+    using var raw = RawTerminal.TryEnter(0);
     var stdout = Console.OpenStandardOutput();
     var output = Task.Run(() =>
     {
@@ -103,23 +106,36 @@ static int RunConsole(NetworkStream stream)
         {
         }
     });
-    var stdin = Console.OpenStandardInput();
-    var input = new byte[256];
-    int read;
-    while ((read = stdin.Read(input)) > 0)
+    var input = Task.Run(() =>
     {
-        int escape = Array.IndexOf(input, (byte)0x1d, 0, read);
-        if (escape >= 0)
+        var stdin = Console.OpenStandardInput();
+        var bytes = new byte[256];
+        int read;
+        try
         {
-            stream.Write(input, 0, escape);
-            break;
+            while ((read = stdin.Read(bytes)) > 0)
+            {
+                int escape = Array.IndexOf(bytes, (byte)0x1d, 0, read);
+                if (escape >= 0)
+                {
+                    stream.Write(bytes, 0, escape);
+                    break;
+                }
+
+                stream.Write(bytes, 0, read);
+            }
+        }
+        catch (IOException)
+        {
+            return;   // the domain ended while a key was on its way
         }
 
-        stream.Write(input, 0, read);
-    }
-
-    // Leaving: Dom0 sees the end of input and closes its side once what it already sent has been read.
-    stream.Socket.Shutdown(SocketShutdown.Send);
-    output.Wait(TimeSpan.FromSeconds(5));
+        // Leaving: Dom0 sees the end of input and closes its side once what it already sent has been read.
+        stream.Socket.Shutdown(SocketShutdown.Send);
+        output.Wait(TimeSpan.FromSeconds(5));
+    });
+    Task.WaitAny(output, input);
+    if (input.IsCompleted)
+        output.Wait(TimeSpan.FromSeconds(5));
     return 0;
 }
