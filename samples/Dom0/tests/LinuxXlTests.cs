@@ -82,8 +82,10 @@ public sealed class LinuxXlTests(ITestOutputHelper output)
 
             string interrupts = console.Run("cat /proc/interrupts");
             var counts = InterruptCounts(interrupts, vcpus);
-            Assert.True(counts.Any(c => c.Chip == "xen-percpu-virq" && c.Name.StartsWith("timer", StringComparison.Ordinal) && c.Total > 0), interrupts);
-            Assert.True(counts.Count(c => c.Chip == "xen-dyn-event" && c.Total > 0) >= 2, interrupts);   // xenbus, hvc_console, blkif
+            // Chip and handler type are two columns: "xen-percpu -virq timer0", "xen-dyn -event xenbus" (lateeoi for backends' queues).
+            Assert.True(counts.Any(c => c.Chip == "xen-percpu" && c.Name == "-virq timer0" && c.Total > 0), interrupts);
+            Assert.True(counts.Count(c => c.Chip.StartsWith("xen-dyn", StringComparison.Ordinal) && c.Name.StartsWith("-event ", StringComparison.Ordinal) && c.Total > 0) >= 3,
+                interrupts);   // xenbus, hvc_console and blkif each counted events
 
             string disk = console.Run("mount -t ext2 /dev/xvda /mnt && cat /mnt/hello.txt && echo 'written by Linux through xen-blkfront' > /mnt/guest.txt && umount /mnt && echo unmounted");
             Assert.Contains("seeded by mke2fs on the host", disk);
@@ -100,7 +102,9 @@ public sealed class LinuxXlTests(ITestOutputHelper output)
             output.WriteLine(console.Transcript);
         }
 
-        Assert.Contains("reboot: Power down", console.Transcript);
+        // Without an ACPI sleep state (the FADT is hardware-reduced) Linux halts; its last vCPU's HLT with interrupts
+        // disabled is the poweroff, as Xen's hvm_hlt (LinuxBootTests accepts the same two endings).
+        Assert.Matches(@"reboot: (Power down|System halted)", console.Transcript);
         Assert.Contains("Domain 1 has shut down, reason code 0 0x0", host.Log);
         Assert.Contains("Action for shutdown reason code 0 is destroy", host.Log);
         (code, stdout, _) = XlTests.Xl(host, null, "list");
@@ -166,7 +170,7 @@ public sealed class LinuxXlTests(ITestOutputHelper output)
         foreach (Match m in Regex.Matches(text, @"(?m)^\s*\d+:((?:\s+\d+){" + cpus + @"})\s+(\S+)\s+(.*?)\s*$"))
         {
             long total = m.Groups[1].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries).Sum(long.Parse);
-            lines.Add(new InterruptLine(m.Groups[2].Value, m.Groups[3].Value, total));
+            lines.Add(new InterruptLine(m.Groups[2].Value, Regex.Replace(m.Groups[3].Value, @"\s+", " "), total));
         }
 
         return lines;
