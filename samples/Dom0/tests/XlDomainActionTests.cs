@@ -133,6 +133,20 @@ public sealed class XlDomainActionTests
     }
 
     [Fact]
+    public void Xl_create_c_starts_the_domain_and_attaches_its_console()
+    {
+        using var host = XlTests.StartHostWithDom0();
+        // stdin ends at once: the console replays what the domain printed so far and leaves, with status 0.
+        var (code, stdout, stderr) = XlTests.Xl(host, null, "create", "-c", Config(host, "pvio", "pvio.elf", "", "on_poweroff = \"preserve\""));
+        Assert.True(code == 0, $"{stderr}\n{host.Log}");
+        Assert.StartsWith("Started domain pvio (id=1)\n", stdout);
+        XlTests.WaitForConsole(host, "pvio", "hello from the console ring");
+        (code, _, stderr) = XlTests.Xl(host, null, "create", "-c", Path.Combine(host.RunDirectory, "missing.cfg"));
+        Assert.Equal(1, code);
+        Assert.Contains("missing.cfg", stderr);
+    }
+
+    [Fact]
     public void Xl_create_refuses_an_action_xl_cfg_does_not_offer_here()
     {
         using var host = XlTests.StartHostWithDom0();
