@@ -111,7 +111,8 @@ static int RunConsole(NetworkStream stream)
     }
 
     using var raw = RawTerminal.TryEnter(0);
-    var stdout = Console.OpenStandardOutput();
+    // fd 1 and fd 0 as plain files: .NET's console streams would read a terminal line by line with their own echo.
+    using var stdout = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0);
     var output = Task.Run(() =>
     {
         var buffer = new byte[4096];
@@ -130,7 +131,7 @@ static int RunConsole(NetworkStream stream)
     });
     var input = Task.Run(() =>
     {
-        var stdin = Console.OpenStandardInput();
+        using var stdin = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(0, ownsHandle: false), FileAccess.Read, bufferSize: 0);
         var bytes = new byte[256];
         int read;
         try
