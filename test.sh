@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 # Oracles and toolchains (docs/architecture.md, "Sources of truth and oracles"): gcc for guests and ABI layouts, Xen's public headers,
 # Debian's xenstore-utils, Bochs with VMX+EPT, QEMU for speed comparisons.
-apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86 grub-xen-host busybox-static e2fsprogs fdisk cpio tmux xz-utils)
+apt_packages=(unzip make gcc binutils libc6-dev libxen-dev xenstore-utils bochs bochsbios vgabios qemu-system-x86 grub-xen-host busybox-static e2fsprogs fdisk cpio tmux xz-utils bsdutils)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,7 +11,10 @@ internal sealed class ConsoleLog(string path) : Stream
     private readonly List<Action<ReadOnlyMemory<byte>>> _followers = [];
     private readonly Lock _lock = new();
 
-    /// <summary>The output so far, and <paramref name="output"/> subscribed to what follows (dispose to leave).</summary>
+    /// <summary>
+    /// The output so far, and <paramref name="output"/> subscribed to what follows (dispose to leave). An empty chunk is
+    /// the last: the console was disconnected (the domain is gone).
+    /// </summary>
     public IDisposable Follow(Action<ReadOnlyMemory<byte>> output, out byte[] history)
     {
         lock (_lock)
@@ -80,7 +83,16 @@ internal sealed class ConsoleLog(string path) : Stream
     protected override void Dispose(bool disposing)
     {
         if (disposing)
-            _file.Dispose();
+        {
+            lock (_lock)
+            {
+                foreach (var f in _followers)
+                    f(ReadOnlyMemory<byte>.Empty);
+                _followers.Clear();
+                _file.Dispose();
+            }
+        }
+
         base.Dispose(disposing);
     }
 }

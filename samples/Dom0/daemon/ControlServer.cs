@@ -64,10 +64,10 @@ internal sealed class ControlServer(Toolstack toolstack, XenControl xc, IConsole
                     await toolstack.DestroyAsync(await Resolve(args[1]));
                     break;
                 case "shutdown" when args.Length == 2:
-                    xc.Shutdown(await Resolve(args[1]), ShutdownReason.Poweroff);
+                    await toolstack.RequestShutdownAsync(await Resolve(args[1]), ShutdownReason.Poweroff);
                     break;
                 case "reboot" when args.Length == 2:
-                    xc.Shutdown(await Resolve(args[1]), ShutdownReason.Reboot);
+                    await toolstack.RequestShutdownAsync(await Resolve(args[1]), ShutdownReason.Reboot);
                     break;
                 case "pause" when args.Length == 2:
                     xc.Pause(await Resolve(args[1]));
@@ -111,7 +111,8 @@ internal sealed class ControlServer(Toolstack toolstack, XenControl xc, IConsole
     private async Task ConsoleAsync(ushort domid, NetworkStream stream, StreamWriter writer, CancellationToken cancellationToken)
     {
         var outgoing = System.Threading.Channels.Channel.CreateUnbounded<ReadOnlyMemory<byte>>();
-        using var follow = console.Follow(domid, chunk => outgoing.Writer.TryWrite(chunk.ToArray()), out byte[] history);
+        // An empty chunk is the end of the domain's console (it was destroyed): the session ends, as xenconsole's does.
+        using var follow = console.Follow(domid, chunk => _ = chunk.IsEmpty ? outgoing.Writer.TryComplete() : outgoing.Writer.TryWrite(chunk.ToArray()), out byte[] history);
         await writer.WriteLineAsync("ok");
         await stream.WriteAsync(history, cancellationToken);
         using var done = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -131,6 +132,10 @@ internal sealed class ControlServer(Toolstack toolstack, XenControl xc, IConsole
         catch (Exception e) when (e is OperationCanceledException or IOException)
         {
             // The client left.
+        }
+        finally
+        {
+            done.Cancel();
         }
     }
 }

@@ -18,7 +18,10 @@ internal interface IConsoleBackend
     /// </summary>
     uint Reconnect(ushort domid, uint localPort, uint remotePort);
 
-    /// <summary>Everything the domain printed so far, and a subscription to what it prints next (dispose to leave).</summary>
+    /// <summary>
+    /// Everything the domain printed so far, and a subscription to what it prints next (dispose to leave); an empty
+    /// chunk is the last, sent when the console is disconnected.
+    /// </summary>
     IDisposable Follow(ushort domid, Action<ReadOnlyMemory<byte>> output, out byte[] history);
 
     /// <summary>Queues keyboard input for the domain.</summary>

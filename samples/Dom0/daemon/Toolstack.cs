@@ -14,10 +14,22 @@ namespace VmmKit.Dom0.Daemon;
 /// </summary>
 internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBackend console, StoreRings storeRings, BlockBackends disks, Action saveState)
 {
-    /// <summary>Pages at the top of RAM for the console and XenStore rings (reserved in the e820 map), as libxc does.</summary>
-    private const int SpecialPages = 2;
+    /// <summary>
+    /// Pages at the top of RAM the builder reserves in the e820 map: the ACPI tables (libxl's for a PVH domain), then the
+    /// console and XenStore rings (libxc's special pages).
+    /// </summary>
+    private const int SpecialPages = 3;
+
+    /// <summary><c>offsetof(struct hvm_start_info, rsdp_paddr)</c> (xen/include/public/arch-x86/hvm/start_info.h).</summary>
+    private const int StartInfoRsdpOffset = 32;
+
+    /// <summary>The largest xl.cfg kept in XenStore for a Dom0 that restarts (XENSTORE_PAYLOAD_MAX is 4096 with the path).</summary>
+    private const int MaxStoredConfig = 3072;
 
     private readonly object _lock = new();
+
+    /// <summary>The config each running domain was built from: what on_*="restart" builds again (xl keeps it as the domain's userdata).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ushort, XlConfig> _configs = new();
 
     /// <summary>Builds and starts the domain; returns its domid.</summary>
     public async Task<ushort> CreateAsync(XlConfig cfg)
@@ -64,6 +76,14 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                 if (!PvhLoader.TryLoad(image!, kernel, cfg.Cmdline, modules, usable, map, writer, out var boot, out error))
                     throw new InvalidOperationException($"cannot load {cfg.Kernel}: {error}");
 
+                // libxl's ACPI tables for a PVH domain (RSDP, XSDT, hardware-reduced FADT, DSDT, a MADT with one local
+                // APIC per vCPU) in the first special page; hvm_start_info.rsdp_paddr points at the RSDP. Without the
+                // MADT Linux stays in PIC mode and never sets up its Xen clock event device.
+                ulong acpiPfn = pages - 3;
+                ulong rsdp = VmmKit.ReferenceHypervisor.Cpu.AcpiTables.Build(xc.Privcmd.Channel.Frame((ulong)frames[acpiPfn]), acpiPfn << 12, (int)cfg.Vcpus);
+                if (!writer.TryWrite(boot.StartInfoAddress + StartInfoRsdpOffset, BitConverter.GetBytes(rsdp)))
+                    throw new XenException(XenErrno.EFAULT, "writing hvm_start_info.rsdp_paddr");
+
                 ulong consolePfn = pages - 2, storePfn = pages - 1;
                 uint consolePort = xc.AllocUnbound(domid, 0);
                 uint storePort = xc.AllocUnbound(domid, 0);
@@ -87,6 +107,7 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                     disks.AddAsync(store, domid, disk).GetAwaiter().GetResult();
                 // The builder's mappings go: the backends reach the rings through their own grant and foreign maps.
                 xc.Privcmd.Unmap([.. frames.Select(f => (ulong)f)]);
+                _configs[domid] = cfg;
                 saveState();
                 xc.Unpause(domid);
             }
@@ -172,13 +193,19 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         await store.WriteAsync($"{d}/console/ring-ref", I(consoleGfn), tx);
         await store.WriteAsync($"{d}/console/type", "xenconsoled", tx);
         await store.WriteAsync($"{d}/console/limit", "1048576", tx);
-        await store.WriteAsync($"{d}/cpu/0/availability", "online", tx);
+        for (uint cpu = 0; cpu < cfg.Vcpus; cpu++)
+            await store.WriteAsync($"{d}/cpu/{cpu}/availability", "online", tx);
         await store.WriteAsync($"/vm/{uuid}/name", cfg.Name, tx);
         await store.WriteAsync($"/vm/{uuid}/uuid", uuid.ToString(), tx);
         await store.SetPermissionsAsync($"/vm/{uuid}", [new XsPermission(0, XsAccess.None), new XsPermission(domid, XsAccess.Read)], tx);
         await store.WriteAsync($"/libxl/{domid}/on_poweroff", cfg.OnPoweroff, tx);
         await store.WriteAsync($"/libxl/{domid}/on_crash", cfg.OnCrash, tx);
         await store.WriteAsync($"/libxl/{domid}/on_reboot", cfg.OnReboot, tx);
+        if (cfg.Text.Length <= MaxStoredConfig)
+        {
+            await store.WriteAsync($"/libxl/{domid}/xl-config", cfg.Text, tx);
+            await store.WriteAsync($"/libxl/{domid}/xl-config-dir", cfg.Directory, tx);
+        }
         await store.EndTransactionAsync(tx, commit: true);
     }
 
@@ -193,6 +220,10 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         {
             if (d.Domid == 0)
                 continue;
+            if (await store.TryReadStringAsync($"/libxl/{d.Domid}/xl-config") is { } text
+                && await store.TryReadStringAsync($"/libxl/{d.Domid}/xl-config-dir") is { } dir
+                && XlConfig.Parse(text, dir, out _) is { } cfg)
+                _configs[d.Domid] = cfg;
             if (await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is { } port
                 && await store.TryReadStringAsync($"/local/domain/{d.Domid}/console/port") is { } remote)
             {
@@ -255,6 +286,8 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
             xc.DestroyDomain(domid);
         }
 
+        _configs.TryRemove(domid, out _);
+
         await store.RemoveAsync($"/local/domain/{domid}");
         await store.RemoveAsync($"/libxl/{domid}");
         if (vm is not null)
@@ -262,7 +295,30 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         saveState();
     }
 
-    /// <summary>VIRQ_DOM_EXC: domains that shut down get their on_poweroff/on_crash/on_reboot action (destroy, or preserve).</summary>
+    /// <summary>
+    /// <c>xl shutdown</c> / <c>xl reboot</c> (libxl_domain_shutdown, libxl_domain_reboot): a guest with PV control (it
+    /// wrote <c>control/feature-poweroff</c> or <c>control/feature-reboot</c>, as Linux's xenbus does) is asked through
+    /// <c>control/shutdown</c> and stops itself; one without is stopped by SCHEDOP_remote_shutdown with the reason, as
+    /// <c>xl reboot -F</c>/<c>xl shutdown -F</c> fall back to.
+    /// </summary>
+    public async Task RequestShutdownAsync(ushort domid, ShutdownReason reason)
+    {
+        if (domid == 0)
+            throw new InvalidOperationException("Domain-0 is not shut down by the toolstack");
+        string request = reason == ShutdownReason.Reboot ? "reboot" : "poweroff";
+        string c = $"/local/domain/{domid}/control";
+        if (await store.TryReadStringAsync($"{c}/feature-{request}") == "1")
+            await store.WriteAsync($"{c}/shutdown", request);
+        else
+            xc.Shutdown(domid, reason);
+    }
+
+    /// <summary>
+    /// VIRQ_DOM_EXC: each domain that shut down gets the action its config gives for the reason (xl.cfg(5) on_poweroff,
+    /// on_reboot, on_crash; xl_vmcontrol.c's handle_domain_death): destroy, restart (destroy, then build the same config
+    /// again under the same name) or preserve (left shut down for <c>xl list</c> and <c>xl destroy</c>). Each is reported
+    /// on Dom0's log with xl's wording.
+    /// </summary>
     public async Task OnDomainExceptionAsync()
     {
         foreach (var d in xc.ListDomains())
@@ -271,8 +327,32 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
                 continue;
             string key = d.ShutdownReason switch { 1 => "on_reboot", 3 => "on_crash", _ => "on_poweroff" };
             string action = await store.TryReadStringAsync($"/libxl/{d.Domid}/{key}") ?? "destroy";
-            if (action is "destroy" or "restart")   // restart: not offered yet, the domain is destroyed
-                await DestroyAsync(d.Domid);
+            if (await store.TryReadStringAsync($"/libxl/{d.Domid}/handled") is not null)
+                continue;   // preserved earlier: reported once
+            Console.Error.WriteLine($"vmmkit-dom0: Domain {d.Domid} has shut down, reason code {d.ShutdownReason} 0x{d.ShutdownReason:x}");
+            Console.Error.WriteLine($"vmmkit-dom0: Action for shutdown reason code {d.ShutdownReason} is {action}");
+            switch (action)
+            {
+                case "preserve":
+                    await store.WriteAsync($"/libxl/{d.Domid}/handled", key);
+                    break;
+                case "restart" when _configs.TryGetValue(d.Domid, out var cfg):
+                    await DestroyAsync(d.Domid);
+                    try
+                    {
+                        ushort domid = await CreateAsync(cfg);
+                        Console.Error.WriteLine($"vmmkit-dom0: Domain {d.Domid} restarted as {cfg.Name} (id={domid})");
+                    }
+                    catch (Exception e) when (e is InvalidOperationException or XenException or IOException or XenStoreException)
+                    {
+                        Console.Error.WriteLine($"vmmkit-dom0: restarting {cfg.Name} failed: {e.Message}");
+                    }
+
+                    break;
+                default:
+                    await DestroyAsync(d.Domid);
+                    break;
+            }
         }
     }
 }

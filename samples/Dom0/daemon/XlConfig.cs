@@ -5,7 +5,7 @@ namespace VmmKit.Dom0.Daemon;
 
 /// <summary>
 /// The xl.cfg subset vmmkit-xl accepts (xl.cfg(5)): name, type ("pvh" only), kernel, ramdisk, cmdline (or extra),
-/// memory (MiB), vcpus, on_poweroff/on_reboot/on_crash, and disk (raw images, see <see cref="DiskSpec"/>; each served by Dom0's block backend).
+/// memory (MiB), vcpus, on_poweroff/on_reboot/on_crash (destroy, restart or preserve), and disk (raw images, see <see cref="DiskSpec"/>; each served by Dom0's block backend).
 /// Relative paths are resolved against the file's directory.
 /// </summary>
 internal sealed partial record XlConfig(string Name, string Kernel, string? Ramdisk, string Cmdline, ulong MemoryMiB, uint Vcpus,
@@ -67,10 +67,19 @@ internal sealed partial record XlConfig(string Name, string Kernel, string? Ramd
 
         long memory = N("memory") ?? 128;
         long vcpus = N("vcpus") ?? 1;
-        if (memory is < 1 or > 4096 || vcpus != 1)
+        if (memory is < 1 or > 4096 || vcpus is < 1 or > MaxVcpus)
         {
-            error = memory is < 1 or > 4096 ? "memory must be 1..4096 MiB" : "vcpus must be 1 (one vCPU per domain in this hypervisor)";
+            error = memory is < 1 or > 4096 ? "memory must be 1..4096 MiB" : $"vcpus must be 1..{MaxVcpus}";
             return null;
+        }
+
+        foreach (string key in (string[])["on_poweroff", "on_reboot", "on_crash"])
+        {
+            if (S(key) is { } action && action is not ("destroy" or "restart" or "preserve"))
+            {
+                error = $"{key} = \"{action}\" is not supported: destroy, restart or preserve";
+                return null;
+            }
         }
 
         string Resolve(string p) => Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(directory, p));
@@ -89,8 +98,17 @@ internal sealed partial record XlConfig(string Name, string Kernel, string? Ramd
         error = "";
         return new XlConfig(S("name") ?? Path.GetFileNameWithoutExtension(kernel), Resolve(kernel), S("ramdisk") is { } rd ? Resolve(rd) : null,
             S("cmdline") ?? S("extra") ?? "", (ulong)memory, (uint)vcpus, S("on_poweroff") ?? "destroy", S("on_reboot") ?? "restart",
-            S("on_crash") ?? "destroy", disks);
+            S("on_crash") ?? "destroy", disks) { Text = text, Directory = directory };
     }
+
+    /// <summary>The most vCPUs a domain may have (the MADT entries that fit in the ACPI tables' page).</summary>
+    public const int MaxVcpus = VmmKit.ReferenceHypervisor.Cpu.AcpiTables.MaxVcpus;
+
+    /// <summary>The file's text (kept so that on_*="restart" and a restarted Dom0 can build the domain again).</summary>
+    public string Text { get; init; } = "";
+
+    /// <summary>The directory relative paths were resolved against.</summary>
+    public string Directory { get; init; } = "";
 
     private static string StripComment(string line)
     {

@@ -125,6 +125,7 @@ internal sealed partial class Domain
             return XenErrno.EEXIST.Negated();
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, entry);
+        Devices.VcpuApic.ProgramVmcs(vcpu);   // the local APIC's CR8 exiting, as Domain.TryBuild
         vcpu.Registers = default;
         vcpu.Registers.Rbx = startInfo;
         _vcpus.Add(vcpu);

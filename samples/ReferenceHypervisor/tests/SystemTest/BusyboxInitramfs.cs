@@ -68,7 +68,11 @@ public static class BusyboxInitramfs
         return Build("disk", init, [found[0]]);
     }
 
-    private static string Build(string name, string initBody, string[] files)
+    /// <summary>
+    /// Builds an archive named <paramref name="name"/>: /bin/busybox, /init (a busybox sh script of
+    /// <paramref name="initBody"/>) and <paramref name="files"/> copied to its root; returns its path.
+    /// </summary>
+    internal static string Build(string name, string initBody, string[] files)
     {
         string busybox = RequiredTool.RequireFile("/bin/busybox", "busybox-static");
         RequiredTool.Require("cpio", "cpio");
