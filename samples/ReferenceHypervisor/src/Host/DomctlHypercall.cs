@@ -96,12 +96,13 @@ internal static class DomctlHypercall
     /// <summary>
     /// XEN_DOMCTL_createdomain for a PVH guest (XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap; -EINVAL otherwise): the domid
     /// asked for in <c>domain</c> when it is a free id below DOMID_FIRST_RESERVED (-EEXIST when taken), else the next
-    /// free one, written back to <c>domain</c>. One vCPU per domain here (max_vcpus other than 1 is -EINVAL).
+    /// free one, written back to <c>domain</c>. max_vcpus from 1 to Xen's HVM_MAX_VCPUS (<see cref="Domain.MaxGuestVcpus"/>;
+    /// -EINVAL otherwise, as Xen's <c>sanitise_domain_config</c>).
     /// </summary>
     private static long CreateDomain(Machine machine, ref XenDomctl op)
     {
         ref var c = ref op.CreateDomain;
-        if ((c.Flags & ToolsAbi.CdfHvm) == 0 || (c.Flags & ~(ToolsAbi.CdfHvm | ToolsAbi.CdfHap)) != 0 || c.MaxVcpus != 1)
+        if ((c.Flags & ToolsAbi.CdfHvm) == 0 || (c.Flags & ~(ToolsAbi.CdfHvm | ToolsAbi.CdfHap)) != 0 || c.MaxVcpus is < 1 or > Domain.MaxGuestVcpus)
             return XenErrno.EINVAL.Negated();
         ushort id;
         if (op.Domain is > 0 and < DomainId.FirstReserved)
