@@ -28,14 +28,19 @@ internal static class BootTiming
     /// <summary>Medians over the runs, formatted: wall time, then processor time in parentheses.</summary>
     public sealed record Summary(string Freeing, string Prompt);
 
-    /// <summary>Starts <paramref name="start"/> and times the two milestones; gives up after <paramref name="timeout"/>.</summary>
-    public static Sample Measure(ProcessStartInfo start, TimeSpan timeout)
+    /// <summary>
+    /// Starts <paramref name="start"/> and times the two milestones; gives up after <paramref name="timeout"/>. With a
+    /// <paramref name="startMarker"/> the clock (and the processor time) counts from the line that contains it; the
+    /// processor time is then the process's own, not its children's (null: not measured).
+    /// </summary>
+    public static Sample Measure(ProcessStartInfo start, TimeSpan timeout, string? startMarker = null)
     {
         start.RedirectStandardOutput = true;
         start.RedirectStandardError = true;
         // The shell reads its console: stdin stays open and empty, so it waits at the prompt instead of seeing EOF.
         start.RedirectStandardInput = true;
         TimeSpan? freeing = null, prompt = null, freeingCpu = null, promptCpu = null;
+        bool timedChildren = startMarker is not null; // the boot runs in a child process whose time is not the process's own
         var tail = new Queue<string>();
         var done = new ManualResetEventSlim();
         var clock = Stopwatch.StartNew();
@@ -50,19 +55,30 @@ internal static class BootTiming
 
             lock (tail)
             {
+                if (startMarker is not null)
+                {
+                    if (e.Data.Contains(startMarker, StringComparison.Ordinal))
+                    {
+                        clock.Restart();
+                        startMarker = null;
+                    }
+
+                    return;
+                }
+
                 tail.Enqueue(e.Data);
                 if (tail.Count > 12)
                     tail.Dequeue();
                 if (freeing is null && e.Data.Contains(FreeingMarker, StringComparison.Ordinal))
                 {
                     freeing = clock.Elapsed;
-                    freeingCpu = ProcessorTime(p);
+                    freeingCpu = timedChildren ? null : ProcessorTime(p);
                 }
 
                 if (prompt is null && e.Data.Contains(BootImages.PromptMarker, StringComparison.Ordinal))
                 {
                     prompt = clock.Elapsed;
-                    promptCpu = ProcessorTime(p);
+                    promptCpu = timedChildren ? null : ProcessorTime(p);
                     done.Set();
                 }
             }
@@ -91,8 +107,11 @@ internal static class BootTiming
 
     /// <summary>The medians of the samples that reached each milestone ("not reached" when none did).</summary>
     public static Summary Summarize(IReadOnlyList<Sample> samples) =>
-        new($"{Median(samples.Select(s => s.Freeing))} ({Median(samples.Select(s => s.FreeingCpu))} cpu)",
-            $"{Median(samples.Select(s => s.Prompt))} ({Median(samples.Select(s => s.PromptCpu))} cpu)");
+        new($"{Median(samples.Select(s => s.Freeing))} ({Cpu(samples.Select(s => s.FreeingCpu))} cpu)",
+            $"{Median(samples.Select(s => s.Prompt))} ({Cpu(samples.Select(s => s.PromptCpu))} cpu)");
+
+    /// <summary>The processor-time median, or "n/a" when no sample measured it (a boot timed in a child process).</summary>
+    private static string Cpu(IEnumerable<TimeSpan?> values) => values.Any(v => v is not null) ? Median(values) : "n/a";
 
     /// <summary>The process's processor time so far (/proc/PID/stat), or null once it has gone.</summary>
     private static TimeSpan? ProcessorTime(Process p)

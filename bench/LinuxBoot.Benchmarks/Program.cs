@@ -3,7 +3,8 @@ using VmmKit.LinuxBoot.Benchmarks;
 // dotnet run -c Release --project bench/LinuxBoot.Benchmarks -- [runs]
 //   Boots Debian's Linux (vmlinux from linux-image-amd64) with a busybox initramfs whose /init starts a shell, and
 //   reports the wall time from process start to "Freeing unused kernel image" and to the shell's prompt, for
-//   vmmkit-hv (interpreter and translator tiers) and QEMU TCG, each run `runs` times (median).
+//   vmmkit-hv (interpreter and translator tiers), QEMU TCG, and vmmkit-xl create on a host with the Dom0 process (from
+//   the moment xl starts), each run `runs` times (median).
 int runs = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
 string repo = FindRepo();
 BootImages? images = null;
@@ -17,7 +18,7 @@ try
         var samples = new List<BootTiming.Sample>();
         for (int i = 0; i < runs; i++)
         {
-            var s = BootTiming.Measure(target.Start, BootTargets.Timeout);
+            var s = BootTiming.Measure(target.Start, BootTargets.Timeout, target.StartMarker);
             Console.Error.WriteLine($"{target.Name} run {i + 1}: {s}");
             samples.Add(s);
         }
