@@ -23,14 +23,12 @@ public class LockStepKernelTests(ITestOutputHelper output)
     public void Kernel_runs_in_lock_step_without_a_mismatch(string kernel)
     {
         string path = SystemKernels.PathOf(kernel);
-        var (transcript, exit, instructions, _) = Boot(path, ProcessorProviders.Create(ExecutionTier.Interpreter));
-        var lockStep = ProcessorProviders.Create(ExecutionTier.LockStep, translationThreshold: 1);
-        var (lsTranscript, lsExit, lsInstructions, lsCrash) = Boot(path, lockStep);
+        var (transcript, exit, instructions, _, _, _, _) = Boot(path, ProcessorProviders.Create(ExecutionTier.Interpreter));
+        var (lsTranscript, lsExit, lsInstructions, lsCrash, checks, translated, mismatch) =
+            Boot(path, ProcessorProviders.Create(ExecutionTier.LockStep, translationThreshold: 1));
 
-        long checks = lockStep.Processors.Sum(p => p.LockStepChecks);
-        output.WriteLine($"{kernel}: {lsInstructions} instructions, {checks} translated block runs checked, " +
-            $"{lockStep.Processors.Sum(p => p.TranslatedInstructions)} instructions run translated");
-        Assert.Null(lockStep.FirstMismatch());
+        output.WriteLine($"{kernel}: {lsInstructions} instructions, {checks} translated block runs checked, {translated} instructions run translated");
+        Assert.Null(mismatch);
         Assert.Equal(transcript, lsTranscript);
         Assert.True(exit == lsExit, $"exit {lsExit} in lock-step, {exit} interpreted\n{lsCrash}");
         Assert.Equal(instructions, lsInstructions);
@@ -38,12 +36,15 @@ public class LockStepKernelTests(ITestOutputHelper output)
             Assert.True(checks > 0, "no block ran translated");
     }
 
-    private static (string Transcript, int Exit, ulong Instructions, string? Crash) Boot(string kernel, IProcessorProvider provider)
+    /// <summary>Boots <paramref name="kernel"/>; the translator's counters are read before the machine (and its processors) is disposed.</summary>
+    private static (string Transcript, int Exit, ulong Instructions, string? Crash, long Checks, long Translated, string? Mismatch) Boot(
+        string kernel, ProcessorProviders.EmulatorProcessorProvider provider)
     {
         using var machine = new Machine((64UL + 16) << 20, provider) { MaxInstructionsPerVcpu = InstructionBudget };
         var config = new DomainConfig(Path.GetFileName(kernel), File.ReadAllBytes(kernel), 64UL << 20, "", []);
         Assert.True(machine.TryCreateDomain(config, out var domain, out string error), error);
         machine.Run();
-        return (domain!.Console.Transcript, Cli.ExitCodes.For(domain), domain.Vcpus[0].InstructionsRetired, domain.CrashReport);
+        return (domain!.Console.Transcript, Cli.ExitCodes.For(domain), domain.Vcpus[0].InstructionsRetired, domain.CrashReport,
+            provider.Processors.Sum(p => p.LockStepChecks), provider.Processors.Sum(p => p.TranslatedInstructions), provider.FirstMismatch());
     }
 }

@@ -30,7 +30,7 @@ public sealed partial class EmulatedProcessor
     /// instruction count or memory stores differed from the interpreter's (that block is interpreted from then on), or
     /// null when none did.
     /// </summary>
-    public string? LockStepMismatch => _core.Translator?.FirstMismatch;
+    public string? LockStepMismatch => _core.LastTranslator?.FirstMismatch;
 
     /// <summary>
     /// Runs of a block before the translating tier translates it (default 16; 1 translates every block at first
@@ -47,11 +47,11 @@ public sealed partial class EmulatedProcessor
         }
     }
 
-    /// <summary>Lock-step: translated block runs compared with the interpreter so far (0 in the other tiers).</summary>
-    public long LockStepChecks => _core.Translator?.LockStepChecks ?? 0;
+    /// <summary>Lock-step: translated block runs compared with the interpreter so far (0 in the other tiers; still readable after <see cref="Dispose"/>).</summary>
+    public long LockStepChecks => _core.LastTranslator?.LockStepChecks ?? 0;
 
     /// <summary>Guest instructions retired by translated code so far (0 when only the interpreter runs).</summary>
-    public long TranslatedInstructions => _core.Translator?.NativeInstructions ?? 0;
+    public long TranslatedInstructions => _core.LastTranslator?.NativeInstructions ?? 0;
 
     /// <summary>Whether this host can run the translating tier (x86-64 hosts only).</summary>
     public static bool TranslatorSupported => BlockTranslator.HostSupported;
