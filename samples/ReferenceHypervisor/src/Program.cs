@@ -105,6 +105,6 @@ var root = new RootCommand("vmmkit-hv: the VmmKit reference hypervisor. Boots Xe
 root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats)));
 
 var parsed = root.Parse(args);
-if (ProcessorProviders.TryParseTier(parsed.GetValue(tier), out var executionTier))
+if (parsed.Errors.Count == 0 && ProcessorProviders.TryParseTier(parsed.GetValue(tier), out var executionTier))
     ProcessorProviders.Tier = executionTier;
 return parsed.Invoke();
