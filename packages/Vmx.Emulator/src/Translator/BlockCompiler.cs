@@ -208,6 +208,7 @@ internal sealed unsafe class BlockCompiler
         {
             case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
             case Mnemonic.Cmp: case Mnemonic.Test:
+            case Mnemonic.Adc: case Mnemonic.Sbb:
             case Mnemonic.Inc: case Mnemonic.Dec:
             case Mnemonic.Mov:
                 return size is 1 or 2 or 4 or 8;
@@ -257,6 +258,8 @@ internal sealed unsafe class BlockCompiler
             case Mnemonic.Or: Alu(i, j, Op.Or); return false;
             case Mnemonic.And: Alu(i, j, Op.And); return false;
             case Mnemonic.Sub: Alu(i, j, Op.Sub); return false;
+            case Mnemonic.Adc: AdcSbb(i, j, Op.Adc); return false;
+            case Mnemonic.Sbb: AdcSbb(i, j, Op.Sbb); return false;
             case Mnemonic.Xor: Alu(i, j, Op.Xor); return false;
             case Mnemonic.Cmp: Alu(i, j, Op.Cmp); return false;
             case Mnemonic.Test: Alu(i, j, Op.Test); return false;
@@ -618,6 +621,33 @@ internal sealed unsafe class BlockCompiler
         if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, Rax, Rdx, Rcx);
         else StoreLazy(LazyFlagOp.Logic, size, Rax, -1, -1);
         _hostValid = _hostCfValid = true;
+    }
+
+    /// <summary>
+    /// ADC/SBB: the host instruction with the guest CF as carry-in. The interpreter makes their flags concrete at once
+    /// (Handlers/Arithmetic.cs), and every flag they write is defined (SDM Vol. 2A ADC, Vol. 2B SBB), so the host's are stored eagerly.
+    /// </summary>
+    private void AdcSbb(Instr* i, int j, Op op)
+    {
+        int size = i->OpSize;
+        bool dstMem = i->Op0 == Instr.MemoryOperand;
+        if (dstMem || i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: dstMem);
+            if (dstMem) LogStore(size);
+        }
+        FlagsToHost(needCarry: true); // keeps RSI; only MOVs from here to the ADC/SBB
+        if (dstMem) _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
+        else _h.LoadZx(Rax, size, GReg(i->Op0, size));
+        LoadSource(i, size, Rcx);
+        _h.Alu(op, size, Rax, Rcx);
+        A.pushfq();
+        A.pop(rdx);
+        A.and(edx, Arith);
+        if (dstMem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+        else WriteGpr(i->Op0, size, Rax, upperClean: true);
+        StoreEager();
     }
 
     private void IncDec(Instr* i, int j, bool inc)
