@@ -23,6 +23,7 @@ internal static partial class WholeGuestMeasurements
 
         Report("JIT (dotnet vmmkit-hv.dll)", Enumerable.Range(0, runs).Select(_ => TimeToFirstLine("dotnet", [jitDll])).ToList());
         Report("NativeAOT (vmmkit-hv)", Enumerable.Range(0, runs).Select(_ => TimeToFirstLine(aot, [])).ToList());
+        Report("NativeAOT (vmmkit-hv --tier translator)", Enumerable.Range(0, runs).Select(_ => TimeToFirstLine(aot, ["--tier", "translator"])).ToList());
         return 0;
     }
 
@@ -37,35 +38,53 @@ internal static partial class WholeGuestMeasurements
         }
 
         // vmmkit-hv reports its retired instruction count; the difference between N iterations and 0 is the workload itself.
-        var (t0, i0) = RunHv(aot, kernel, 0);
-        var (tn, iN) = RunHv(aot, kernel, iterations);
-        double instructions = iN - i0;
-        double hvSeconds = tn - t0;
+        // Each tier (vmmkit-hv --tier) and QEMU run in the same invocation, so they see the same machine load.
+        var rates = new List<(string Name, double Seconds, double Cpu)>();
+        double instructions = 0;
+        foreach (string tier in new[] { "interpreter", "translator" })
+        {
+            var (t0, c0, i0) = RunHv(aot, kernel, 0, tier);
+            var (tn, cn, iN) = RunHv(aot, kernel, iterations, tier);
+            instructions = iN - i0;
+            rates.Add(($"vmmkit-hv (NativeAOT, --tier {tier})", tn - t0, cn - c0));
+        }
         // QEMU runs the same image (it prints through port 0xE9 instead of console_io: a handful of instructions more).
-        double q0 = RunQemu(kernel, 0), qn = RunQemu(kernel, iterations);
-        double qemuSeconds = qn - q0;
-        Console.WriteLine($"workload iterations={iterations}: {instructions:N0} guest instructions");
-        Console.WriteLine($"  vmmkit-hv (NativeAOT, interpreter): {hvSeconds:F3} s  {instructions / hvSeconds / 1e6:F1} MIPS");
-        Console.WriteLine($"  qemu-system-x86_64 -accel tcg:      {qemuSeconds:F3} s  {instructions / qemuSeconds / 1e6:F1} MIPS");
+        var (q0, qc0) = RunQemu(kernel, 0);
+        var (qn, qcn) = RunQemu(kernel, iterations);
+        double qemuSeconds = qn - q0, qemuCpu = qcn - qc0;
+        // Wall clock and the CPU time the process got (user + system, from getrusage of the reaped child): on a loaded
+        // machine the second is the comparable figure.
+        Console.WriteLine($"workload iterations={iterations}: {instructions:N0} guest instructions (M instr/s by wall clock / by CPU time)");
+        foreach (var (name, seconds, cpu) in rates)
+        {
+            Console.WriteLine($"  {name,-40} {instructions / seconds / 1e6,8:F1} / {instructions / cpu / 1e6,8:F1}   " +
+                $"QEMU is {seconds / qemuSeconds:F2}x / {cpu / qemuCpu:F2}x faster");
+        }
+        Console.WriteLine($"  {"qemu-system-x86_64 -accel tcg",-40} {instructions / qemuSeconds / 1e6,8:F1} / {instructions / qemuCpu / 1e6,8:F1}");
         return 0;
     }
 
-    private static (double Seconds, double Instructions) RunHv(string exe, string kernel, int iterations)
+    private static (double Seconds, double Cpu, double Instructions) RunHv(string exe, string kernel, int iterations, string tier)
     {
-        var (output, _, seconds) = Run(exe, ["boot", kernel, "--cmdline", $"iterations={iterations}", "--stats"]);
+        var (output, _, seconds, cpu) = Run(exe, ["boot", kernel, "--cmdline", $"iterations={iterations}", "--stats", "--tier", tier]);
         var m = StatsLine().Match(output);
         if (!m.Success)
             throw new InvalidOperationException($"no stats from vmmkit-hv:\n{output}");
-        return (seconds, double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+        return (seconds, cpu, double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
-    private static double RunQemu(string kernel, int iterations) =>
-        Run("qemu-system-x86_64", ["-accel", "tcg", "-display", "none", "-nodefaults", "-no-reboot", "-m", "64", "-kernel", kernel,
-            "-append", $"iterations={iterations}", "-chardev", "stdio,id=dbg", "-device", "isa-debugcon,iobase=0xe9,chardev=dbg",
-            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]).Seconds;
-
-    private static (string Output, int Code, double Seconds) Run(string file, string[] args)
+    private static (double Seconds, double Cpu) RunQemu(string kernel, int iterations)
     {
+        var r = Run("qemu-system-x86_64", ["-accel", "tcg", "-display", "none", "-nodefaults", "-no-reboot", "-m", "64", "-kernel", kernel,
+            "-append", $"iterations={iterations}", "-chardev", "stdio,id=dbg", "-device", "isa-debugcon,iobase=0xe9,chardev=dbg",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        return (r.Seconds, r.Cpu);
+    }
+
+    /// <summary>Runs a child to its end: output, exit code, wall seconds, and CPU seconds (user + system) it used.</summary>
+    private static (string Output, int Code, double Seconds, double Cpu) Run(string file, string[] args)
+    {
+        double cpuBefore = ChildrenCpuSeconds();
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args)
             psi.ArgumentList.Add(a);
@@ -74,8 +93,20 @@ internal static partial class WholeGuestMeasurements
         var stderr = p.StandardError.ReadToEndAsync();
         string stdout = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
-        return (stdout + stderr.Result, p.ExitCode, clock.Elapsed.TotalSeconds);
+        return (stdout + stderr.Result, p.ExitCode, clock.Elapsed.TotalSeconds, ChildrenCpuSeconds() - cpuBefore);
     }
+
+    /// <summary>getrusage(RUSAGE_CHILDREN): user + system seconds of every reaped child so far.</summary>
+    private static double ChildrenCpuSeconds()
+    {
+        var u = new long[18]; // struct rusage: ru_utime, ru_stime (timeval each), then 14 longs
+        if (GetRusage(-1, u) != 0)
+            return double.NaN;
+        return u[0] + u[1] / 1e6 + u[2] + u[3] / 1e6;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getrusage")]
+    private static extern int GetRusage(int who, [System.Runtime.InteropServices.Out] long[] usage);
 
     private static double TimeToFirstLine(string file, string[] args)
     {

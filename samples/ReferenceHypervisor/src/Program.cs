@@ -32,6 +32,13 @@ var stats = new Option<bool>("--stats")
     Description = "Print guest instructions retired, VM exits and run time to stderr at the end",
     Recursive = true,
 };
+var tier = new Option<string>("--tier")
+{
+    Description = "How guest code runs: interpreter (default; or VMMKIT_EMULATOR_TIER), translator (hot blocks translated to " +
+        "host x86-64 code), lockstep (each translated block checked against the interpreter; mismatches reported on stderr at the end)",
+    Recursive = true,
+};
+tier.AcceptOnlyFromAmong(ProcessorProviders.TierNames);
 var modules = new Option<FileInfo[]>("--module")
 {
     Description = "A boot module (initrd) passed in hvm_start_info's module list; repeat for several",
@@ -97,8 +104,11 @@ var root = new RootCommand("vmmkit-hv: the VmmKit reference hypervisor. Boots Xe
     "with no command it boots a built-in demo guest. Guest console output goes to stdout, hypervisor messages to stderr. " +
     ExitCodes.HelpText)
 {
-    memory, cmdline, maxInstructions, trace, stats, boot, writeDemo, host,
+    memory, cmdline, maxInstructions, trace, stats, tier, boot, writeDemo, host,
 };
 root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats)));
 
-return root.Parse(args).Invoke();
+var parsed = root.Parse(args);
+if (parsed.Errors.Count == 0 && parsed.GetValue(tier) is string tierName && ProcessorProviders.TryParseTier(tierName, out var executionTier))
+    ProcessorProviders.Tier = executionTier;
+return parsed.Invoke();

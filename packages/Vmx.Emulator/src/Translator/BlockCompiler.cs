@@ -208,6 +208,7 @@ internal sealed unsafe class BlockCompiler
         {
             case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
             case Mnemonic.Cmp: case Mnemonic.Test:
+            case Mnemonic.Adc: case Mnemonic.Sbb:
             case Mnemonic.Inc: case Mnemonic.Dec:
             case Mnemonic.Mov:
                 return size is 1 or 2 or 4 or 8;
@@ -222,7 +223,10 @@ internal sealed unsafe class BlockCompiler
                 return size is 4 or 8 && (i->Op1 != Instr.NoRegister || (i->Imm & (size == 8 ? 0x3FUL : 0x1FUL)) != 0);
             case Mnemonic.Imul:
             case Mnemonic.Mul:
+            case Mnemonic.Div: case Mnemonic.Idiv:
                 return size is 4 or 8;
+            case Mnemonic.Cdq: case Mnemonic.Cqo: case Mnemonic.Cwde: case Mnemonic.Cdqe:
+                return true;
             case Mnemonic.Nop:
                 return true;
             case Mnemonic.Push:
@@ -257,6 +261,8 @@ internal sealed unsafe class BlockCompiler
             case Mnemonic.Or: Alu(i, j, Op.Or); return false;
             case Mnemonic.And: Alu(i, j, Op.And); return false;
             case Mnemonic.Sub: Alu(i, j, Op.Sub); return false;
+            case Mnemonic.Adc: AdcSbb(i, j, Op.Adc); return false;
+            case Mnemonic.Sbb: AdcSbb(i, j, Op.Sbb); return false;
             case Mnemonic.Xor: Alu(i, j, Op.Xor); return false;
             case Mnemonic.Cmp: Alu(i, j, Op.Cmp); return false;
             case Mnemonic.Test: Alu(i, j, Op.Test); return false;
@@ -272,6 +278,9 @@ internal sealed unsafe class BlockCompiler
             case Mnemonic.Imul when ((Code)i->Code).ToOpCode().OpCount == 1: MulOne(i, j, signed: true); return false;
             case Mnemonic.Imul: Imul(i, j); return false;
             case Mnemonic.Mul: MulOne(i, j, signed: false); return false;
+            case Mnemonic.Div: Divide(i, j, signed: false); return false;
+            case Mnemonic.Cdq: case Mnemonic.Cqo: case Mnemonic.Cwde: case Mnemonic.Cdqe: SignExtendAccumulator(code.Mnemonic()); return false;
+            case Mnemonic.Idiv: Divide(i, j, signed: true); return false;
             case Mnemonic.Nop: return false;
             case Mnemonic.Push: Push(i, j); return false;
             case Mnemonic.Pop: Pop(i, j); return false;
@@ -620,6 +629,33 @@ internal sealed unsafe class BlockCompiler
         _hostValid = _hostCfValid = true;
     }
 
+    /// <summary>
+    /// ADC/SBB: the host instruction with the guest CF as carry-in. The interpreter makes their flags concrete at once
+    /// (Handlers/Arithmetic.cs), and every flag they write is defined (SDM Vol. 2A ADC, Vol. 2B SBB), so the host's are stored eagerly.
+    /// </summary>
+    private void AdcSbb(Instr* i, int j, Op op)
+    {
+        int size = i->OpSize;
+        bool dstMem = i->Op0 == Instr.MemoryOperand;
+        if (dstMem || i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: dstMem);
+            if (dstMem) LogStore(size);
+        }
+        FlagsToHost(needCarry: true); // keeps RSI; only MOVs from here to the ADC/SBB
+        if (dstMem) _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
+        else _h.LoadZx(Rax, size, GReg(i->Op0, size));
+        LoadSource(i, size, Rcx);
+        _h.Alu(op, size, Rax, Rcx);
+        A.pushfq();
+        A.pop(rdx);
+        A.and(edx, Arith);
+        if (dstMem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+        else WriteGpr(i->Op0, size, Rax, upperClean: true);
+        StoreEager();
+    }
+
     private void IncDec(Instr* i, int j, bool inc)
     {
         int size = i->OpSize;
@@ -826,6 +862,110 @@ internal sealed unsafe class BlockCompiler
         A.imul(r9d, r9d, 0x801);
         A.or(edx, r9d);
         StoreEager();
+    }
+
+    /// <summary>CDQ/CQO (EDX/RDX = sign of EAX/RAX) and CWDE/CDQE (EAX/RAX = AX/EAX sign-extended); flags unchanged, host flags too.</summary>
+    private void SignExtendAccumulator(Mnemonic m)
+    {
+        switch (m)
+        {
+            case Mnemonic.Cdq:
+                A.mov(eax, __dword_ptr[rbx + StateLayout.Gpr(0)]);
+                A.cdq();
+                WriteGpr(2, 4, Rdx, upperClean: true);
+                break;
+            case Mnemonic.Cqo:
+                A.mov(rax, __qword_ptr[rbx + StateLayout.Gpr(0)]);
+                A.cqo();
+                WriteGpr(2, 8, Rdx, upperClean: true);
+                break;
+            case Mnemonic.Cwde:
+                A.movsx(eax, __word_ptr[rbx + StateLayout.Gpr(0)]);
+                WriteGpr(0, 4, Rax, upperClean: true);
+                break;
+            default:
+                A.movsxd(rax, __dword_ptr[rbx + StateLayout.Gpr(0)]);
+                WriteGpr(0, 8, Rax, upperClean: true);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// DIV/IDIV r/m32, r/m64 (SDM Vol. 2A DIV, IDIV). A zero divisor, or a dividend whose quotient might not fit, leaves
+    /// the translated code before the instruction, so the interpreter raises the #DE (or divides, in the rare signed case
+    /// the quick test cannot prove safe); the host never faults. The guest flags are left as they were, as the
+    /// interpreter leaves them (their values are undefined by the SDM).
+    /// </summary>
+    private void Divide(Instr* i, int j, bool signed)
+    {
+        int size = i->OpSize;
+        if (i->Op0 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(11, size, Mem(size, Rsi, 0));
+        }
+        else
+        {
+            _h.LoadZx(11, size, GReg(i->Op0, size));
+        }
+        Label miss = Miss(j);
+        _h.LoadZx(Rax, size, GReg(0, size));
+        _h.LoadZx(Rdx, size, GReg(2, size));
+        if (size == 8)
+        {
+            A.test(r11, r11);
+            A.jz(miss);
+            if (!signed)
+            {
+                A.cmp(rdx, r11); // RDX < divisor: the quotient fits in 64 bits
+                A.jae(miss);
+                A.div(r11);
+            }
+            else
+            {
+                A.mov(r8, rax); // RDX:RAX must be RAX sign-extended, and not MIN / -1
+                A.sar(r8, 63);
+                A.cmp(r8, rdx);
+                A.jne(miss);
+                Label ok = A.CreateLabel();
+                A.cmp(r11, -1);
+                A.jne(ok);
+                A.mov(r8, 0x8000_0000_0000_0000UL);
+                A.cmp(rax, r8);
+                A.je(miss);
+                A.Label(ref ok);
+                A.idiv(r11);
+            }
+        }
+        else
+        {
+            A.test(r11d, r11d);
+            A.jz(miss);
+            if (!signed)
+            {
+                A.cmp(edx, r11d);
+                A.jae(miss);
+                A.div(r11d);
+            }
+            else
+            {
+                A.mov(r8d, eax);
+                A.sar(r8d, 31);
+                A.cmp(r8d, edx);
+                A.jne(miss);
+                Label ok = A.CreateLabel();
+                A.cmp(r11d, -1);
+                A.jne(ok);
+                A.cmp(eax, unchecked((int)0x8000_0000));
+                A.je(miss);
+                A.Label(ref ok);
+                A.idiv(r11d);
+            }
+        }
+        WriteGpr(0, size, Rax, upperClean: true);
+        WriteGpr(2, size, Rdx, upperClean: true);
+        _hostValid = _hostCfValid = false; // the host flags are the division's (undefined); the guest's are in CpuState
     }
 
     /// <summary>Whether condition <paramref name="cc"/> reads CF (B/AE, BE/A).</summary>

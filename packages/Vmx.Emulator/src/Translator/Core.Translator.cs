@@ -16,6 +16,12 @@ internal sealed unsafe partial class Core
     /// <summary>Set until the translator of <see cref="BlockTranslator.DefaultTier"/> is created (on first use).</summary>
     private bool _tierPending = BlockTranslator.DefaultTier != ExecutionTier.Interpreter;
 
+    /// <summary>The translator of the current tier, kept after the core is disposed so its counters can still be read.</summary>
+    internal BlockTranslator? LastTranslator;
+
+    /// <summary>Runs of a block before it is translated, for translators this core creates.</summary>
+    internal int HotThreshold = BlockTranslator.DefaultHotThreshold;
+
     /// <summary>Switches the execution tier (drops every translation).</summary>
     internal void SetTier(ExecutionTier tier)
     {
@@ -23,6 +29,8 @@ internal sealed unsafe partial class Core
         Tier = tier;
         Translator?.Dispose();
         Translator = BlockTranslator.Create(this, tier);
+        if (Translator != null) Translator.Threshold = HotThreshold;
+        LastTranslator = Translator;
     }
 
     /// <summary>

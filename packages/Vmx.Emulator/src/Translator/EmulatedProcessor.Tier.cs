@@ -30,7 +30,28 @@ public sealed partial class EmulatedProcessor
     /// instruction count or memory stores differed from the interpreter's (that block is interpreted from then on), or
     /// null when none did.
     /// </summary>
-    public string? LockStepMismatch => _core.Translator?.FirstMismatch;
+    public string? LockStepMismatch => _core.LastTranslator?.FirstMismatch;
+
+    /// <summary>
+    /// Runs of a block before the translating tier translates it (default 16; 1 translates every block at first
+    /// sight, which is what lock-step test runs use). Applies to the current and later translators.
+    /// </summary>
+    public int TranslationThreshold
+    {
+        get => _core.HotThreshold;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _core.HotThreshold = value;
+            if (_core.Translator is { } t) t.Threshold = value;
+        }
+    }
+
+    /// <summary>Lock-step: translated block runs compared with the interpreter so far (0 in the other tiers; still readable after <see cref="Dispose"/>).</summary>
+    public long LockStepChecks => _core.LastTranslator?.LockStepChecks ?? 0;
+
+    /// <summary>Guest instructions retired by translated code so far (0 when only the interpreter runs).</summary>
+    public long TranslatedInstructions => _core.LastTranslator?.NativeInstructions ?? 0;
 
     /// <summary>Whether this host can run the translating tier (x86-64 hosts only).</summary>
     public static bool TranslatorSupported => BlockTranslator.HostSupported;

@@ -19,7 +19,7 @@ internal sealed class HostAsm
     public const int Rax = 0, Rcx = 1, Rdx = 2, Rbx = 3, Rsi = 6, Rdi = 7, R8n = 8, R9n = 9, R10n = 10;
 
     /// <summary>Two-operand integer operations the compiler emits.</summary>
-    public enum Op { Add, Or, And, Sub, Xor, Cmp, Test, Shl, Shr, Sar, Imul }
+    public enum Op { Add, Or, And, Sub, Xor, Cmp, Test, Shl, Shr, Sar, Imul, Adc, Sbb }
 
     public readonly Assembler A = new(64);
 
@@ -95,6 +95,8 @@ internal sealed class HostAsm
         switch (op)
         {
             case Op.Add: A.add(d, s); break;
+            case Op.Adc: A.adc(d, s); break;
+            case Op.Sbb: A.sbb(d, s); break;
             case Op.Or: A.or(d, s); break;
             case Op.And: A.and(d, s); break;
             case Op.Sub: A.sub(d, s); break;
@@ -110,6 +112,8 @@ internal sealed class HostAsm
         switch (op)
         {
             case Op.Add: A.add(d, s); break;
+            case Op.Adc: A.adc(d, s); break;
+            case Op.Sbb: A.sbb(d, s); break;
             case Op.Or: A.or(d, s); break;
             case Op.And: A.and(d, s); break;
             case Op.Sub: A.sub(d, s); break;
@@ -126,6 +130,8 @@ internal sealed class HostAsm
         switch (op)
         {
             case Op.Add: A.add(d, s); break;
+            case Op.Adc: A.adc(d, s); break;
+            case Op.Sbb: A.sbb(d, s); break;
             case Op.Or: A.or(d, s); break;
             case Op.And: A.and(d, s); break;
             case Op.Sub: A.sub(d, s); break;
@@ -142,6 +148,8 @@ internal sealed class HostAsm
         switch (op)
         {
             case Op.Add: A.add(d, s); break;
+            case Op.Adc: A.adc(d, s); break;
+            case Op.Sbb: A.sbb(d, s); break;
             case Op.Or: A.or(d, s); break;
             case Op.And: A.and(d, s); break;
             case Op.Sub: A.sub(d, s); break;
