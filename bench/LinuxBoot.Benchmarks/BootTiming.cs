@@ -21,9 +21,11 @@ internal static class BootTiming
     public sealed record Sample(TimeSpan? Freeing, TimeSpan? Prompt, TimeSpan? FreeingCpu, TimeSpan? PromptCpu, string Tail)
     {
         public override string ToString() =>
-            $"freeing {Format(Freeing)} (cpu {Format(FreeingCpu)}), prompt {Format(Prompt)} (cpu {Format(PromptCpu)})" +
+            $"freeing {Format(Freeing)} (cpu {CpuFormat(Freeing, FreeingCpu)}), prompt {Format(Prompt)} (cpu {CpuFormat(Prompt, PromptCpu)})" +
             (Prompt is null ? $"\n  last console lines:\n{Tail}" : "");
     }
+
+    private static string CpuFormat(TimeSpan? wall, TimeSpan? cpu) => wall is not null && cpu is null ? "n/a" : Format(cpu);
 
     /// <summary>Medians over the runs, formatted: wall time, then processor time in parentheses.</summary>
     public sealed record Summary(string Freeing, string Prompt);
