@@ -52,8 +52,9 @@ internal static class HvmContext
     /// "unknown entry typecode" for the ones it does not know; the others it knows are not supported here). A CPU
     /// record for a vCPU the domain does not have, longer than <c>hvm_hw_cpu</c>, or with state Xen refuses is -EINVAL;
     /// a shorter one is zero-extended (<c>hvm_load_entry_zeroextend</c>); one running past the stream is -ENODATA.
-    /// Records are applied in order, as Xen does: an error leaves the earlier ones loaded. A domain built by the
-    /// toolstack gets its vCPUs here if it has none yet. A loaded vCPU is initialised and up.
+    /// After the HEADER every vCPU is down (a domain built by the toolstack gets its vCPUs here, as Xen's have them from
+    /// createdomain); each CPU record brings its vCPU up, initialised. Records are applied in order, as Xen does: an error
+    /// leaves the earlier ones loaded.
     /// </summary>
     public static long Load(Domain domain, ReadOnlySpan<byte> stream)
     {
@@ -64,14 +65,24 @@ internal static class HvmContext
         if (header.Magic != HvmSave.FileMagic || header.Version != HvmSave.FileVersion)
             return XenErrno.EINVAL.Negated();
 
-        int vcpus = domain.Vcpus.Count > 0 ? domain.Vcpus.Count : (int)Math.Min(domain.MaxVcpus, Domain.MaxGuestVcpus);
+        if (domain.Vcpus.Count == 0)
+        {
+            long created = domain.InitialiseBootVcpu(0, 0);
+            if (created != 0)
+                return created;
+        }
+
+        // "Down all the vcpus: we only re-enable the ones that had state saved" (the toolstack has the domain paused).
+        foreach (var v in domain.Vcpus)
+            v.IsUp = false;
+        domain.UpdateBlockedState();
         while (true)
         {
             if (!TryTake(stream, ref pos, out d))
                 return XenErrno.ENODATA.Negated();          // "save did not end with a null entry"
             if (d.TypeCode == HvmSave.CodeEnd)
                 return 0;
-            if (d.TypeCode != HvmSave.CodeCpu || d.Instance >= vcpus || d.Length > CpuSize)
+            if (d.TypeCode != HvmSave.CodeCpu || d.Instance >= domain.Vcpus.Count || d.Length > CpuSize)
                 return XenErrno.EINVAL.Negated();
             if ((uint)(stream.Length - pos) < d.Length)
                 return XenErrno.ENODATA.Negated();
@@ -80,13 +91,6 @@ internal static class HvmContext
             pos += (int)d.Length;
             if (!IsValid(in cpu, out var context))
                 return XenErrno.EINVAL.Negated();
-            if (domain.Vcpus.Count == 0)
-            {
-                long created = domain.InitialiseBootVcpu(0, 0);
-                if (created != 0)
-                    return created;
-            }
-
             long rc = LoadCpu(domain.Vcpus[d.Instance], in cpu, in context);
             if (rc != 0)
                 return rc;
