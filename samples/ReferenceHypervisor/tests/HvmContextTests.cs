@@ -5,6 +5,7 @@ using VmmKit.Ept;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Host;
 using VmmKit.TestSupport;
+using VmmKit.ReferenceHypervisor.Hypercalls;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor.Tests;
@@ -232,5 +233,40 @@ public sealed class HvmContextTests
         // The saved stream loads back unchanged (Xen's save/restore round trip).
         Assert.Equal(0, h.Set(bytes.ToArray()));
         Assert.Equal(0x10_0040ul, vcpu.Vmcs.Read(VmcsField.GuestRip));
+    }
+
+    [Fact]
+    public void The_vcpu_runs_from_the_record_and_reads_a_removed_gfn_as_unpopulated()
+    {
+        using var h = new Host();
+        var d = h.Target;
+        d.SetMaxPages(8);
+        Assert.Equal(0, d.Populate(0x100));
+        Assert.Equal(0, d.Populate(0x101));
+        byte[] code =
+        [
+            0x89, 0x1D, 0x00, 0x08, 0x10, 0x00,     // mov [0x100800], ebx
+            0xA1, 0x00, 0x10, 0x10, 0x00,           // mov eax, [0x101000]
+            0xA3, 0x04, 0x08, 0x10, 0x00,           // mov [0x100804], eax
+            0xFA, 0xF4,                             // cli; hlt: the last vCPU down powers the domain off
+        ];
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(0x10_0000), code, out _));
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(0x10_1000), 0x1234u));
+
+        // Dom0 takes gfn 0x101 away (XENMEM_remove_from_physmap naming the domain), then loads the boot record.
+        MemoryMarshal.Write(h.Memory.Bytes, new XenRemoveFromPhysmap { Domid = 2, Gpfn = 0x101 });
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.MemoryOp, Rdi = XenRemoveFromPhysmap.SubOp, Rsi = 0 };
+        h.Machine.Hypercalls.Dispatch(h.Dom0, ref regs, GuestX86Mode.Long64, 0, h.Memory);
+        Assert.Equal(0ul, regs.Rax);
+        Assert.Equal(0, h.Set(Records((HvmSave.CodeHeader, 0, Header()), (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0xCAFE))), (0, 0, []))));
+
+        d.PauseCount = 0;
+        for (int i = 0; i < 100 && d.State is not (DomainState.Shutdown or DomainState.Crashed); i++)
+            d.Vcpus[0].RunSlice();
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Assert.True(d.Physical.TryRead(new GuestPhysicalAddress(0x10_0800), out uint rbx));
+        Assert.True(d.Physical.TryRead(new GuestPhysicalAddress(0x10_0804), out uint read));
+        Assert.Equal(0xCAFEu, rbx);
+        Assert.Equal(0xFFFF_FFFFu, read);           // Xen's null MMIO handler: an unpopulated gfn reads as all ones
     }
 }
