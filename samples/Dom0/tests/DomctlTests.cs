@@ -101,8 +101,11 @@ public sealed class DomctlTests
         // A domctl Xen has but this hypervisor does not offer, and a wrong interface version.
         var privcmd = xc.Privcmd;
         using var b = privcmd.Buffers.Rent(144);
-        b.As<XenDomctl>() = new XenDomctl { Cmd = 34 /* sethvmcontext */, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
+        b.As<XenDomctl>() = new XenDomctl { Cmd = 13 /* getvcpucontext */, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
         Assert.Equal(XenErrno.ENOSYS.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
+        // sethvmcontext through the channel: an empty stream has no HEADER (hvm_load's -ENODATA).
+        b.As<XenDomctl>() = new XenDomctl { Cmd = ToolsAbi.DomctlSetHvmContext, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
+        Assert.Equal(XenErrno.ENODATA.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
         b.As<XenDomctl>() = new XenDomctl { Cmd = ToolsAbi.DomctlPauseDomain, InterfaceVersion = 0x14, Domain = domid };
         Assert.Equal(XenErrno.EACCES.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
         Assert.Equal(XenErrno.EFAULT.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, 1ul << 40));

@@ -36,8 +36,12 @@ public sealed class ToolsAbiLayoutTests
         Assert.Equal(
             Eval("sizeof(struct xen_domctl)", "offsetof(struct xen_domctl, interface_version)", "offsetof(struct xen_domctl, domain)",
                 "offsetof(struct xen_domctl, u)", "offsetof(struct xen_domctl, u.max_mem.max_memkb)", "offsetof(struct xen_domctl, u.max_vcpus.max)",
-                "offsetof(struct xen_domctl, u.vcpucontext.vcpu)", "offsetof(struct xen_domctl, u.vcpucontext.ctxt)"),
-            new long[] {Unsafe.SizeOf<XenDomctl>(), 4, 8, 16, 16, 16, 16, 24});
+                "offsetof(struct xen_domctl, u.vcpucontext.vcpu)", "offsetof(struct xen_domctl, u.vcpucontext.ctxt)",
+                "XEN_DOMCTL_gethvmcontext", "XEN_DOMCTL_sethvmcontext", "offsetof(struct xen_domctl, u.hvmcontext.size)",
+                "offsetof(struct xen_domctl, u.hvmcontext.buffer)"),
+            new long[] {Unsafe.SizeOf<XenDomctl>(), 4, 8, 16, 16, 16, 16, 24, ToolsAbi.DomctlGetHvmContext, ToolsAbi.DomctlSetHvmContext,
+                System.Runtime.InteropServices.Marshal.OffsetOf<XenDomctl>(nameof(XenDomctl.HvmContextSize)),
+                System.Runtime.InteropServices.Marshal.OffsetOf<XenDomctl>(nameof(XenDomctl.HvmContextBuffer))});
         Assert.Equal(
             Eval("sizeof(struct xen_domctl_createdomain)", "offsetof(struct xen_domctl_createdomain, handle)", "offsetof(struct xen_domctl_createdomain, flags)",
                 "offsetof(struct xen_domctl_createdomain, iommu_opts)", "offsetof(struct xen_domctl_createdomain, max_vcpus)",

@@ -38,6 +38,12 @@ internal static class ToolsAbi
     /// <summary>XEN_DOMCTL_max_vcpus.</summary>
     public const uint DomctlMaxVcpus = 15;
 
+    /// <summary>XEN_DOMCTL_gethvmcontext.</summary>
+    public const uint DomctlGetHvmContext = 33;
+
+    /// <summary>XEN_DOMCTL_sethvmcontext.</summary>
+    public const uint DomctlSetHvmContext = 34;
+
     /// <summary>XEN_SYSCTL_physinfo.</summary>
     public const uint SysctlPhysInfo = 3;
 
@@ -122,6 +128,12 @@ internal struct XenDomctl
 
     /// <summary>u.vcpucontext.ctxt: a handle to a struct vcpu_guest_context.</summary>
     [FieldOffset(24)] public ulong VcpuContextCtxt;
+
+    /// <summary>u.hvmcontext.size: bytes of the buffer (gethvmcontext writes back the stream's size).</summary>
+    [FieldOffset(16)] public uint HvmContextSize;
+
+    /// <summary>u.hvmcontext.buffer: a handle to the HVM save stream (xen/include/public/hvm/save.h), NULL to ask the size.</summary>
+    [FieldOffset(24)] public ulong HvmContextBuffer;
 }
 
 /// <summary><c>struct xen_domctl_createdomain</c> (64 bytes).</summary>

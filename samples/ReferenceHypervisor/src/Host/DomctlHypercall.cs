@@ -42,9 +42,16 @@ internal static class DomctlHypercall
             case ToolsAbi.DomctlMaxMem:
             case ToolsAbi.DomctlMaxVcpus:
             case ToolsAbi.DomctlSetVcpuContext:
+            case ToolsAbi.DomctlSetHvmContext:
                 if (machine.FindDomain(op.Domain) is not { } target || target.IsDying)
                     return XenErrno.ESRCH.Negated();
                 rc = OnDomain(ref call, caller, target, in op);
+                break;
+            case ToolsAbi.DomctlGetHvmContext:
+                if (machine.FindDomain(op.Domain) is not { } source || source.IsDying)
+                    return XenErrno.ESRCH.Negated();
+                rc = GetHvmContext(ref call, caller, source, ref op);
+                copyBack = true;                          // Xen copies the size back on every path
                 break;
             default:
                 return XenErrno.ENOSYS.Negated();
@@ -88,6 +95,8 @@ internal static class DomctlHypercall
                 return op.MaxVcpus == target.MaxVcpus ? 0 : XenErrno.EINVAL.Negated();
             case ToolsAbi.DomctlSetVcpuContext:
                 return SetVcpuContext(ref call, target, in op);
+            case ToolsAbi.DomctlSetHvmContext:
+                return SetHvmContext(ref call, caller, target, in op);
             default:
                 return XenErrno.ENOSYS.Negated();
         }
@@ -200,6 +209,48 @@ internal static class DomctlHypercall
         if (rip > uint.MaxValue || rbx > uint.MaxValue)
             return XenErrno.EINVAL.Negated();
         return target.InitialiseBootVcpu((uint)rip, (uint)rbx);
+    }
+
+    /// <summary>The largest stream sethvmcontext takes: HEADER, a CPU record for every vCPU a domain may have, END.</summary>
+    private const uint MaxHvmContextSize = 256 << 10;
+
+    /// <summary>
+    /// XEN_DOMCTL_gethvmcontext (xen/arch/x86/domctl.c): not of the caller itself (-EINVAL); a NULL buffer asks the size,
+    /// written to <c>size</c>; a buffer smaller than the stream is -ENOSPC; otherwise the stream (Host/HvmContext.cs) is
+    /// copied out and <c>size</c> is its length.
+    /// </summary>
+    private static long GetHvmContext(ref HypercallCall<VirtualCpu> call, Domain caller, Domain source, ref XenDomctl op)
+    {
+        if (source == caller)
+            return XenErrno.EINVAL.Negated();
+        int size = HvmContext.SaveSize(source);
+        if (op.HvmContextBuffer == 0)
+        {
+            op.HvmContextSize = (uint)size;
+            return 0;
+        }
+
+        if (op.HvmContextSize < size)
+            return XenErrno.ENOSPC.Negated();
+        var buffer = new byte[size];
+        op.HvmContextSize = (uint)HvmContext.Save(source, buffer);
+        return call.TryCopyToGuest(op.HvmContextBuffer, buffer) ? 0 : XenErrno.EFAULT.Negated();
+    }
+
+    /// <summary>
+    /// XEN_DOMCTL_sethvmcontext: not of the caller itself (-EINVAL); <c>size</c> bytes from <c>buffer</c> (-EFAULT when
+    /// unreadable, -ENOMEM beyond <see cref="MaxHvmContextSize"/>, as Xen's allocation fails) loaded by <c>hvm_load</c>'s rules.
+    /// </summary>
+    private static long SetHvmContext(ref HypercallCall<VirtualCpu> call, Domain caller, Domain target, in XenDomctl op)
+    {
+        if (target == caller)
+            return XenErrno.EINVAL.Negated();
+        if (op.HvmContextSize > MaxHvmContextSize)
+            return XenErrno.ENOMEM.Negated();
+        var stream = new byte[op.HvmContextSize];
+        if (!call.TryCopyFromGuest(op.HvmContextBuffer, stream))
+            return XenErrno.EFAULT.Negated();
+        return HvmContext.Load(target, stream);
     }
 
     /// <summary>XEN_DOMCTL_destroydomain: the domain goes; frames Dom0 still maps are freed when Dom0 unmaps them.</summary>

@@ -51,6 +51,7 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MaximumRamPage, &MemoryOpHypercall.MaximumRamPage);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.CurrentReservation, &MemoryOpHypercall.CurrentReservation);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.AddToPhysmap, &MemoryOpHypercall.AddToPhysmap);
+        d.RegisterSubOp(HypercallNumber.MemoryOp, XenRemoveFromPhysmap.SubOp, &MemoryOpHypercall.RemoveFromPhysmap);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MemoryMap, &MemoryOpHypercall.MemoryMap);
 
         var callers = new DomainCallers();

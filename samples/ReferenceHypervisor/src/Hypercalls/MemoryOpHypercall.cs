@@ -139,6 +139,58 @@ internal static class MemoryOpHypercall
     }
 
     /// <summary>
+    /// XENMEM_remove_from_physmap (xen/common/memory.c): the page at <c>gpfn</c> of the domain leaves its physmap; a
+    /// continuation (start extent) is -EINVAL; another domain needs a privileged caller (-EPERM; -ESRCH when it does not
+    /// exist); nothing mapped there is -ENOENT (Xen's <c>get_page_from_gfn</c> finds no page). A grant-table frame goes
+    /// through VmmKit.GrantTable (<see cref="VmmKit.GrantTable.GrantTableHost.RemoveTableFrame"/>), a grant mapping there is
+    /// -EBUSY (GNTTABOP_unmap_grant_ref removes it), shared_info leaves its gfn; a RAM page is unmapped and stays charged to
+    /// the domain until it dies (as in <see cref="AddGrantTableFrame"/>). A later access to the gfn is an access to an
+    /// unpopulated gfn.
+    /// </summary>
+    public static long RemoveFromPhysmap(ref HypercallCall<VirtualCpu> call)
+    {
+        if (StartExtent(ref call) != 0)
+            return XenErrno.EINVAL.Negated();
+        ushort domid;
+        ulong gpfn;
+        ulong arg = call.Argument(1);
+        if (call.Abi == HypercallAbi.Native64)
+        {
+            if (!call.TryCopyFromGuest(arg, out XenRemoveFromPhysmap x))
+                return XenErrno.EFAULT.Negated();
+            (domid, gpfn) = (x.Domid, x.Gpfn);
+        }
+        else
+        {
+            if (!call.TryCopyFromGuest(arg, out CompatXenRemoveFromPhysmap x))
+                return XenErrno.EFAULT.Negated();
+            (domid, gpfn) = (x.Domid, x.Gpfn);
+        }
+
+        var caller = call.Caller.Domain;
+        Domain? domain = domid == DomainId.Self ? caller : caller.Machine.FindDomain(domid);
+        if (domain is null || domain.IsDying)
+            return XenErrno.ESRCH.Negated();
+        if (domain != caller && !caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+        if (gpfn > MaxGpfn)
+            return XenErrno.ENOENT.Negated();
+
+        var gfn = new GuestFrameNumber(gpfn);
+        long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
+        if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out _, out _))
+        {
+            domain.Ept.Unmap(gfn.Address, 1);
+            if (domain.SharedInfoGfn == gpfn)
+                domain.SharedInfoGfn = null;
+            rc = 0;
+        }
+
+        FlushEpt(domain);
+        return rc;
+    }
+
+    /// <summary>
     /// XENMAPSPACE_grant_table: shared frame <c>idx</c>, or status frame <c>idx &amp; ~XENMAPIDX_grant_table_status</c>,
     /// placed at <c>gpfn</c> by VmmKit.GrantTable (<see cref="VmmKit.GrantTable.GrantTableHost.AddToPhysmap"/>). A RAM
     /// page at <c>gpfn</c> is unmapped here first and stays charged to the domain until it dies (the package would free

@@ -112,6 +112,9 @@ internal static class VcpuHvmContextLoader
     private static void LoadControl(VirtualCpu vcpu, ulong cr0, ulong cr3, ulong cr4, ulong efer) =>
         VcpuLifecycle.SetCrs(vcpu, vcpu.Domain.Machine.Capabilities.AdjustCr0(cr0, unrestrictedGuest: true), cr0, cr3, cr4, efer);
 
+    /// <summary>A data segment attribute (FS, GS) in Xen's format to VMX access rights, by <c>check_segment</c>'s rules; 0 is unusable.</summary>
+    internal static bool TryConvertData(ushort attr, out uint accessRights) => TryConvert(attr, SegmentKind.Data, out accessRights);
+
     private enum SegmentKind
     {
         Code,
