@@ -14,8 +14,10 @@ public class SliceAllocationTests
 {
     private const uint Load = 0x100000, HypercallPage = Load + 0x2000;
 
-    [Fact]
-    public void A_slice_that_makes_a_hypercall_and_yields_allocates_nothing()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]     // with the quick path's in-process Dom0 services, which the slice polls after every exit
+    public void A_slice_that_makes_a_hypercall_and_yields_allocates_nothing(bool inProcessBackend)
     {
         // wrmsr(hypercall page); then forever: xen_version(XENVER_version); SCHEDOP_yield.
         var a = new Assembler(32);
@@ -37,8 +39,8 @@ public class SliceAllocationTests
         a.jmp(loop);
         var stream = new MemoryStream();
         a.Assemble(new StreamCodeWriter(stream), Load);
-        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
-        Assert.True(machine.TryCreateDomain(new DomainConfig("t", Elf32ImageWriter.Write(Load, stream.ToArray(), 0x4000, Load), 8 << 20, XenStore: false), out var d, out string e), e);
+        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend);
+        Assert.True(machine.TryCreateDomain(new DomainConfig("t", Elf32ImageWriter.Write(Load, stream.ToArray(), 0x4000, Load), 8 << 20, XenStore: inProcessBackend), out var d, out string e), e);
         var vcpu = d!.Vcpus[0];
 
         for (int i = 0; i < 2_000; i++)                             // first calls: JIT, static constructors, lazy tables
