@@ -124,6 +124,9 @@ internal sealed partial class Machine : IDisposable
         while (true)
         {
             bool ranAny = false;
+            // Read before the vCPUs are looked at: a service's notification that lands during the round (on its own
+            // thread) must end the wait below at once, not after its quiet period (the woken vCPU runs next round).
+            long answers = Pv?.Activity.Answers ?? 0;
             foreach (var domain in _domains)
             {
                 WakeBlocked(domain);
@@ -153,7 +156,7 @@ internal sealed partial class Machine : IDisposable
                 continue;
             if (ranAny)
                 continue;
-            if (Pv?.WaitForServices(hasDeadline: true) == true || SkipToNextDeadline() || Pv?.WaitForServices(hasDeadline: false) == true)
+            if (Pv?.WaitForServices(answers, hasDeadline: true) == true || SkipToNextDeadline() || Pv?.WaitForServices(answers, hasDeadline: false) == true)
                 continue;
             if (Host is { } waiting)
             {

@@ -166,11 +166,14 @@ internal sealed class PvServices : IDisposable
         }
     }
 
-    /// <summary>Every vCPU is blocked: lets the services finish what they are doing (see <see cref="PvActivity"/>).</summary>
-    public bool WaitForServices(bool hasDeadline) =>
+    /// <summary>
+    /// Every vCPU is blocked: lets the services finish what they are doing (see <see cref="PvActivity"/>); true at once
+    /// when they notified a guest since the scheduler read <paramref name="seen"/> from <see cref="PvActivity.Answers"/>.
+    /// </summary>
+    public bool WaitForServices(long seen, bool hasDeadline) =>
         hasDeadline
-            ? Activity.WaitForServices(TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(1))
-            : Activity.WaitForServices(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
+            ? Activity.WaitForServices(seen, TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(1))
+            : Activity.WaitForServices(seen, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
 
     /// <summary>The toolstack's <c>xc_dom_gnttab_seed</c>: grant entry <paramref name="gref"/> of <paramref name="d"/> gives Dom0 frame <paramref name="gfn"/>.</summary>
     private unsafe void SeedReservedGrant(Domain d, uint gref, ulong gfn)
