@@ -18,31 +18,10 @@ public sealed class HvmContextTests
 {
     private const ulong Stream = 256, Out = 2048;
 
-    private sealed class Page : IGuestVirtualMemory
-    {
-        public readonly byte[] Bytes = new byte[4096];
-
-        public bool TryRead(ulong gva, Span<byte> destination)
-        {
-            if (gva + (ulong)destination.Length > (ulong)Bytes.Length)
-                return false;
-            Bytes.AsSpan((int)gva, destination.Length).CopyTo(destination);
-            return true;
-        }
-
-        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
-        {
-            if (gva + (ulong)source.Length > (ulong)Bytes.Length)
-                return false;
-            source.CopyTo(Bytes.AsSpan((int)gva));
-            return true;
-        }
-    }
-
     private sealed class Host : IDisposable
     {
         public readonly Machine Machine = new(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
-        public readonly Page Memory = new();
+        public readonly GuestPage Memory = new();
         public readonly VirtualCpu Dom0;
         public readonly VirtualCpu Guest;
         public readonly Domain Target;

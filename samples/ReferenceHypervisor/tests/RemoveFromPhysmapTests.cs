@@ -10,29 +10,8 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// <summary>XENMEM_remove_from_physmap (src/Hypercalls/MemoryOpHypercall.cs) against Xen's memory.c rules.</summary>
 public sealed class RemoveFromPhysmapTests : IDisposable
 {
-    private sealed class Page : IGuestVirtualMemory
-    {
-        public readonly byte[] Bytes = new byte[4096];
-
-        public bool TryRead(ulong gva, Span<byte> destination)
-        {
-            if (gva + (ulong)destination.Length > (ulong)Bytes.Length)
-                return false;
-            Bytes.AsSpan((int)gva, destination.Length).CopyTo(destination);
-            return true;
-        }
-
-        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
-        {
-            if (gva + (ulong)source.Length > (ulong)Bytes.Length)
-                return false;
-            source.CopyTo(Bytes.AsSpan((int)gva));
-            return true;
-        }
-    }
-
     private readonly Machine _machine = new(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
-    private readonly Page _memory = new();
+    private readonly GuestPage _memory = new();
     private readonly VirtualCpu _dom0;
     private readonly VirtualCpu _guest;
     private readonly Domain _other;

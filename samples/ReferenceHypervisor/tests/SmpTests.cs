@@ -214,35 +214,14 @@ public class SmpTests
         Assert.False(d.Vcpus[0].IsUp || d.Vcpus[0].IsInitialised);
     }
 
-    private sealed class Page : IGuestVirtualMemory
-    {
-        public readonly byte[] Bytes = new byte[4096];
-
-        public bool TryRead(ulong gva, Span<byte> destination)
-        {
-            if (gva + (ulong)destination.Length > (ulong)Bytes.Length)
-                return false;
-            Bytes.AsSpan((int)gva, destination.Length).CopyTo(destination);
-            return true;
-        }
-
-        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
-        {
-            if (gva + (ulong)source.Length > (ulong)Bytes.Length)
-                return false;
-            source.CopyTo(Bytes.AsSpan((int)gva));
-            return true;
-        }
-    }
-
-    private static long VcpuOp(Machine machine, VirtualCpu caller, Page memory, VcpuOp op, ulong vcpuid, ulong arg = 0)
+    private static long VcpuOp(Machine machine, VirtualCpu caller, GuestPage memory, VcpuOp op, ulong vcpuid, ulong arg = 0)
     {
         var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.VcpuOp, Rdi = (ulong)op, Rsi = vcpuid, Rdx = arg };
         machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
         return (long)regs.Rax;
     }
 
-    private static long Initialise(Machine machine, VirtualCpu caller, Page memory, ulong vcpuid, in VcpuHvmContext context)
+    private static long Initialise(Machine machine, VirtualCpu caller, GuestPage memory, ulong vcpuid, in VcpuHvmContext context)
     {
         MemoryMarshal.Write(memory.Bytes, in context);
         return VcpuOp(machine, caller, memory, Hypercall.VcpuOp.Initialise, vcpuid);
@@ -267,7 +246,7 @@ public class SmpTests
         var (machine, d) = Build(3, a => { });
         using var owned = machine;
         var bsp = d.Vcpus[0];
-        var m = new Page();
+        var m = new GuestPage();
         const long ENOENT = -2, EINVAL = -22, EEXIST = -17, EFAULT = -14;
 
         Assert.Equal(1, VcpuOp(machine, bsp, m, Hypercall.VcpuOp.IsUp, 0));
@@ -350,7 +329,7 @@ public class SmpTests
         var s = new MemoryStream();
         code.Assemble(new StreamCodeWriter(s), Load + 0x3800);
         Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(Load + 0x3800), s.ToArray(), out _));
-        var m = new Page();
+        var m = new GuestPage();
         var context = Flat32(Load + 0x3800);
         context.X86_32.Esi = 0xABCD;
         Assert.Equal(0, Initialise(machine, d.Vcpus[0], m, 1, context));
@@ -367,7 +346,7 @@ public class SmpTests
         var (machine, d) = Build(2, a => { });
         using var owned = machine;
         var bsp = d.Vcpus[0];
-        var m = new Page();
+        var m = new GuestPage();
         // struct vcpu_register_vcpu_info { uint64 mfn; uint32 offset; uint32 rsvd; }: gfn 0x20, offset 0.
         MemoryMarshal.Write(m.Bytes, new VcpuRegisterVcpuInfo { Mfn = 0x20, Offset = 0 });
         Assert.Equal(0, VcpuOp(machine, bsp, m, Hypercall.VcpuOp.RegisterVcpuInfo, 1));    // vCPU 1 is down: allowed

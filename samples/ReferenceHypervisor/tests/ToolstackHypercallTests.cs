@@ -10,29 +10,7 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// </summary>
 public sealed class ToolstackHypercallTests
 {
-    /// <summary>A guest's memory for pointer arguments: one page at address 0.</summary>
-    private sealed class Page0 : IGuestVirtualMemory
-    {
-        public readonly byte[] Bytes = new byte[4096];
-
-        public bool TryRead(ulong gva, Span<byte> destination)
-        {
-            if (gva + (ulong)destination.Length > (ulong)Bytes.Length)
-                return false;
-            Bytes.AsSpan((int)gva, destination.Length).CopyTo(destination);
-            return true;
-        }
-
-        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
-        {
-            if (gva + (ulong)source.Length > (ulong)Bytes.Length)
-                return false;
-            source.CopyTo(Bytes.AsSpan((int)gva));
-            return true;
-        }
-    }
-
-    private static long Call(Machine machine, VirtualCpu caller, Page0 memory, HypercallNumber op, ulong a0, ulong a1 = 0)
+    private static long Call(Machine machine, VirtualCpu caller, GuestPage memory, HypercallNumber op, ulong a0, ulong a1 = 0)
     {
         var regs = new HypercallRegisters { Rax = (ulong)op, Rdi = a0, Rsi = a1 };
         machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
@@ -57,7 +35,7 @@ public sealed class ToolstackHypercallTests
     {
         var (machine, guest, other) = Setup();
         using var _ = machine;
-        var memory = new Page0();
+        var memory = new GuestPage();
         System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlDestroyDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 2 });
         Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, guest, memory, HypercallNumber.Domctl, 0));
         Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, guest, memory, HypercallNumber.Sysctl, 0));
@@ -70,7 +48,7 @@ public sealed class ToolstackHypercallTests
     {
         var (machine, guest, other) = Setup();
         using var _ = machine;
-        var memory = new Page0();
+        var memory = new GuestPage();
         System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new XenHvmParam { Domid = 2, Index = (uint)HvmParam.StorePfn, Value = 5 });
         Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, guest, memory, HypercallNumber.HvmOp, (ulong)HvmOp.SetParam, 0));
         Assert.Equal(0ul, other.GetHvmParam(HvmParam.StorePfn));
