@@ -14,29 +14,7 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// </summary>
 public sealed class LinuxProbeHypercallTests
 {
-    /// <summary>A guest's memory for pointer arguments: one page at address 0.</summary>
-    private sealed class Page0 : IGuestVirtualMemory
-    {
-        public readonly byte[] Bytes = new byte[4096];
-
-        public bool TryRead(ulong gva, Span<byte> destination)
-        {
-            if (gva > (ulong)Bytes.Length || (ulong)destination.Length > (ulong)Bytes.Length - gva)
-                return false;
-            Bytes.AsSpan((int)gva, destination.Length).CopyTo(destination);
-            return true;
-        }
-
-        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
-        {
-            if (gva > (ulong)Bytes.Length || (ulong)source.Length > (ulong)Bytes.Length - gva)
-                return false;
-            source.CopyTo(Bytes.AsSpan((int)gva));
-            return true;
-        }
-    }
-
-    private static long Call(Machine machine, VirtualCpu caller, Page0 memory, HypercallNumber op, ulong a0, ulong a1 = 0)
+    private static long Call(Machine machine, VirtualCpu caller, GuestPage memory, HypercallNumber op, ulong a0, ulong a1 = 0)
     {
         var regs = new HypercallRegisters { Rax = (ulong)op, Rdi = a0, Rsi = a1 };
         machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
@@ -64,7 +42,7 @@ public sealed class LinuxProbeHypercallTests
     {
         var (machine, guest, _) = Setup();
         using var _m = machine;
-        var memory = new Page0();
+        var memory = new GuestPage();
         const ulong pagetableDying = 9;
         MemoryMarshal.Write(memory.Bytes, new XenHvmPagetableDying { Domid = DomainId.Self, Gpa = 0x1000 });
         Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, guest, memory, HypercallNumber.HvmOp, pagetableDying, 0));
@@ -84,7 +62,7 @@ public sealed class LinuxProbeHypercallTests
     {
         var (machine, guest, _) = Setup();
         using var _m = machine;
-        var memory = new Page0();
+        var memory = new GuestPage();
         foreach (ulong type in (ulong[])[0, 2, 5, 32, 63, 64, uint.MaxValue, ulong.MaxValue])
         {
             Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, guest, memory, HypercallNumber.VmAssist, 0, type));

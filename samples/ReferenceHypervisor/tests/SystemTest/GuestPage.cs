@@ -14,7 +14,7 @@ internal sealed class GuestPage : IGuestVirtualMemory
     /// <inheritdoc/>
     public bool TryRead(ulong gva, Span<byte> destination)
     {
-        if (gva + (ulong)destination.Length > (ulong)Bytes.Length)
+        if (gva > (ulong)Bytes.Length || (ulong)destination.Length > (ulong)Bytes.Length - gva)
             return false;
         Bytes.AsSpan((int)gva, destination.Length).CopyTo(destination);
         return true;
@@ -23,7 +23,7 @@ internal sealed class GuestPage : IGuestVirtualMemory
     /// <inheritdoc/>
     public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
     {
-        if (gva + (ulong)source.Length > (ulong)Bytes.Length)
+        if (gva > (ulong)Bytes.Length || (ulong)source.Length > (ulong)Bytes.Length - gva)
             return false;
         source.CopyTo(Bytes.AsSpan((int)gva));
         return true;
