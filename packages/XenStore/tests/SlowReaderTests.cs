@@ -16,11 +16,33 @@ public class SlowReaderTests
 {
     private static byte[] S(params string[] parts) => RawConnection.Strings(parts);
 
-    /// <summary>Reads frames until <paramref name="events"/> watch events with the token arrived (or the time is up); returns the event paths.</summary>
-    private static async Task<HashSet<string>> CollectEventsAsync(RawConnection raw, string token, int events, TimeSpan timeout)
+    /// <summary>
+    /// Sends WATCH and reads frames until its reply, so that every write made afterwards fires the watch (a WATCH still
+    /// queued behind a busy or descheduled pump would miss writes made before it is handled); returns the paths of the
+    /// watch events that came before the reply.
+    /// </summary>
+    private static async Task<List<string>> WatchAsync(RawConnection raw, string path, string token)
     {
-        var paths = new HashSet<string>(StringComparer.Ordinal);
-        int count = 0;
+        await raw.SendAsync(RawConnection.Frame(XsMessageType.Watch, 1, 0, S(path, token)));
+        var early = new List<string>();
+        while (true)
+        {
+            var frame = await raw.ReceiveAsync(60_000);
+            if (frame.Header.Type == XsMessageType.Watch)
+                return early;
+            Assert.Equal(XsMessageType.WatchEvent, frame.Header.Type);
+            early.Add(Encoding.ASCII.GetString(frame.Payload).Split('\0')[0]);
+        }
+    }
+
+    /// <summary>
+    /// Reads frames until <paramref name="events"/> watch events with the token arrived, counting the
+    /// <paramref name="early"/> ones that came before the WATCH reply (or the time is up); returns the event paths.
+    /// </summary>
+    private static async Task<HashSet<string>> CollectEventsAsync(RawConnection raw, string token, int events, TimeSpan timeout, List<string> early)
+    {
+        var paths = new HashSet<string>(early, StringComparer.Ordinal);
+        int count = early.Count;
         var deadline = DateTime.UtcNow + timeout;
         while (count < events && DateTime.UtcNow < deadline)
         {
@@ -64,8 +86,8 @@ public class SlowReaderTests
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(d.SocketPath));
         using var watcher = new RawConnection(new NetworkStream(socket));
-        await watcher.SendAsync(RawConnection.Frame(XsMessageType.Watch, 1, 0, S("/big", "all")));
-        var reading = CollectEventsAsync(watcher, "all", 10_001, TimeSpan.FromSeconds(120));
+        var early = await WatchAsync(watcher, "/big", "all");
+        var reading = CollectEventsAsync(watcher, "all", 10_001, TimeSpan.FromSeconds(120), early);
 
         await WriteManyInOneTransactionAsync(writer, "/big", 10_000);
 
@@ -87,8 +109,8 @@ public class SlowReaderTests
         var ring = new GuestRing();
         ring.Attach(daemon, 5);
         using var watcher = new RawConnection(ring.Stream);
-        await watcher.SendAsync(RawConnection.Frame(XsMessageType.Watch, 1, 0, S("/big", "all")));
-        var reading = CollectEventsAsync(watcher, "all", 10_001, TimeSpan.FromSeconds(120));
+        var early = await WatchAsync(watcher, "/big", "all");
+        var reading = CollectEventsAsync(watcher, "all", 10_001, TimeSpan.FromSeconds(120), early);
 
         await WriteManyInOneTransactionAsync(dom0, "/big", 10_000);
 
