@@ -824,36 +824,28 @@ internal sealed unsafe class BlockCompiler
         _h.Alu(Op.Imul, size, Rax, Rcx);
         A.seto(r9b);
         WriteGpr(i->Op0, size, Rax, upperClean: true);
-        // Arithmetic.SetMulFlags: CF = OF = overflow, SF ZF PF of the low half, AF = 0.
-        _h.Alu(Op.Test, size, Rax, Rax);
-        A.pushfq();
-        A.pop(rdx);
-        A.and(edx, 0xC4);
-        A.movzx(r9d, r9b);
-        A.imul(r9d, r9d, 0x801);
-        A.or(edx, r9d);
-        StoreEager();
+        StoreMulFlags(size);
     }
 
     /// <summary>MUL / one-operand IMUL r/m (Arithmetic.MulOne): rDX:rAX = rAX * src, flags as SetMulFlags.</summary>
     private void MulOne(Instr* i, int j, bool signed)
     {
         int size = i->OpSize;
-        if (i->Op0 == Instr.MemoryOperand)
-        {
-            LinearAddress(i);
-            Probe(j, size, read: true, write: false);
-            _h.LoadZx(11, size, Mem(size, Rsi, 0));
-        }
-        else
-        {
-            _h.LoadZx(11, size, GReg(i->Op0, size));
-        }
+        LoadRm(i, j, i->Op0);
         _h.LoadZx(Rax, size, GReg(0, size));
         _h.MulAccumulator(signed, size, 11);
         A.seto(r9b);
         WriteGpr(0, size, Rax, upperClean: true);
         WriteGpr(2, size, Rdx, upperClean: true);
+        StoreMulFlags(size);
+    }
+
+    /// <summary>
+    /// Arithmetic.SetMulFlags from the product's low half in RAX and the overflow in R9B: CF = OF = overflow, SF ZF PF of
+    /// the low half, AF = 0 (SDM Vol. 2A MUL/IMUL leave SF ZF AF PF undefined; these are the interpreter's values).
+    /// </summary>
+    private void StoreMulFlags(int size)
+    {
         _h.Alu(Op.Test, size, Rax, Rax);
         A.pushfq();
         A.pop(rdx);
@@ -899,16 +891,7 @@ internal sealed unsafe class BlockCompiler
     private void Divide(Instr* i, int j, bool signed)
     {
         int size = i->OpSize;
-        if (i->Op0 == Instr.MemoryOperand)
-        {
-            LinearAddress(i);
-            Probe(j, size, read: true, write: false);
-            _h.LoadZx(11, size, Mem(size, Rsi, 0));
-        }
-        else
-        {
-            _h.LoadZx(11, size, GReg(i->Op0, size));
-        }
+        LoadRm(i, j, i->Op0);
         Label miss = Miss(j);
         _h.LoadZx(Rax, size, GReg(0, size));
         _h.LoadZx(Rdx, size, GReg(2, size));
@@ -994,16 +977,7 @@ internal sealed unsafe class BlockCompiler
     private void Cmovcc(Instr* i, int j)
     {
         int cc = i->Sub, size = i->OpSize;
-        if (i->Op1 == Instr.MemoryOperand)
-        {
-            LinearAddress(i);
-            Probe(j, size, read: true, write: false);
-            _h.LoadZx(11, size, Mem(size, Rsi, 0));
-        }
-        else
-        {
-            _h.LoadZx(11, size, GReg(i->Op1, size));
-        }
+        LoadRm(i, j, i->Op1);
         FlagsToHost(ReadsCarry(cc));
         _h.LoadZx(Rdx, size, GReg(i->Op0, size));
         _h.Cmovcc(cc, size, Rdx, 11);
@@ -1063,10 +1037,16 @@ internal sealed unsafe class BlockCompiler
     }
 
     /// <summary>R11 = the target of an indirect JMP/CALL (register or memory, zero-extended from the operand size).</summary>
-    private void LoadTarget(Instr* i, int j)
+    private void LoadTarget(Instr* i, int j) => LoadRm(i, j, i->Op0);
+
+    /// <summary>
+    /// R11 = the r/m operand <paramref name="rm"/> (<c>i->Op0</c> or <c>i->Op1</c>): a guest register, or memory through
+    /// the software-TLB probe; zero-extended from the operand size.
+    /// </summary>
+    private void LoadRm(Instr* i, int j, int rm)
     {
         int size = i->OpSize;
-        if (i->Op0 == Instr.MemoryOperand)
+        if (rm == Instr.MemoryOperand)
         {
             LinearAddress(i);
             Probe(j, size, read: true, write: false);
@@ -1074,7 +1054,7 @@ internal sealed unsafe class BlockCompiler
         }
         else
         {
-            _h.LoadZx(11, size, GReg(i->Op0, size));
+            _h.LoadZx(11, size, GReg(rm, size));
         }
     }
 
