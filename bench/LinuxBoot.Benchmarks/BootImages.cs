@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Diagnostics;
 
 namespace VmmKit.LinuxBoot.Benchmarks;
@@ -14,50 +13,8 @@ internal sealed record BootImages(string Vmlinux, string Initramfs)
     public const string PromptMarker = "vmmkit-bench: shell prompt";
 
     /// <summary>Extracts the vmlinux (cached in the temporary folder, as LinuxBootTests does) and builds the initramfs.</summary>
-    public static BootImages Prepare(string repo)
-    {
-        string root = Environment.GetEnvironmentVariable("VMMKIT_DEBIAN_LINUX_ROOT") is { Length: > 0 } r ? r
-            : Path.Combine(repo, "artifacts", "debian", "linux-image");
-        return new BootImages(ExtractVmlinux(root), BuildInitramfs());
-    }
-
-    private static string ExtractVmlinux(string root)
-    {
-        string boot = Path.Combine(root, "boot");
-        string? bz = Directory.Exists(boot) ? Directory.GetFiles(boot, "vmlinuz-*").Order(StringComparer.Ordinal).LastOrDefault() : null;
-        if (bz is null)
-            throw new InvalidOperationException($"Debian's linux-image-amd64 is not unpacked under {root}: run ./test.sh once, or set VMMKIT_DEBIAN_LINUX_ROOT");
-        byte[] image = File.ReadAllBytes(bz);
-        string dir = Path.Combine(Path.GetTempPath(), "vmmkit-linux");
-        Directory.CreateDirectory(dir);
-        string output = Path.Combine(dir, $"vmlinux-{Path.GetFileName(bz)["vmlinuz-".Length..]}-{image.Length}");
-        if (File.Exists(output))
-            return output;
-
-        // The setup header (Documentation/x86/boot.rst, protocol 2.08+): setup_sects at 0x1f1, payload_offset at 0x248 and
-        // payload_length at 0x24c, relative to the protected-mode code after (setup_sects + 1) * 512 bytes; Debian's is xz.
-        if (BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x202)) != 0x53726448)
-            throw new InvalidOperationException($"{bz} has no bzImage setup header");
-        int setupSects = image[0x1f1] == 0 ? 4 : image[0x1f1];
-        int offset = (setupSects + 1) * 512 + (int)BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x248));
-        int length = (int)BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x24c));
-        string temp = output + ".partial";
-        var psi = new ProcessStartInfo("xz", "-dc --single-stream") { RedirectStandardInput = true, RedirectStandardOutput = true };
-        using (var p = Start(psi, "xz-utils"))
-        using (var file = File.Create(temp))
-        {
-            var copy = p.StandardOutput.BaseStream.CopyToAsync(file);
-            p.StandardInput.BaseStream.Write(image, offset, length);
-            p.StandardInput.Close();
-            copy.Wait();
-            p.WaitForExit();
-            if (p.ExitCode != 0)
-                throw new InvalidOperationException($"xz failed on {bz}");
-        }
-
-        File.Move(temp, output, overwrite: true);
-        return output;
-    }
+    public static BootImages Prepare() =>
+        new(VmmKit.ReferenceHypervisor.Tests.SystemTest.DebianLinux.VmlinuxPath, BuildInitramfs());
 
     private static string BuildInitramfs()
     {

@@ -10,7 +10,7 @@ string repo = FindRepo();
 BootImages? images = null;
 try
 {
-    images = BootImages.Prepare(repo);
+    images = BootImages.Prepare();
     var targets = BootTargets.All(repo, images);
     var results = new List<(string Name, BootTiming.Summary Summary)>();
     foreach (var target in targets)
