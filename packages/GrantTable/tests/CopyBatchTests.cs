@@ -134,6 +134,27 @@ public sealed class CopyBatchTests : IDisposable
     }
 
     [Fact]
+    public void A_destination_frame_taken_out_of_the_callers_EPT_but_not_freed_stays_claimed_until_the_call_moves_on_as_in_Xen()
+    {
+        uint a = Grant(5);
+        MachineFrameNumber frame = _back.Ram[3];
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16), FromGrant(a, 4, 32), FromGrant(a, 3, 48)], i =>
+        {
+            if (i == 1)
+            {
+                // The backend's gfn 3 leaves its EPT without its frame being freed: Xen's buffer keeps the page it took
+                // a reference on (gnttab_copy_buf_valid compares the gmfn only), so does ours.
+                _back.Ept.Unmap(new GuestFrameNumber(3).Address, 1);
+                GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _back.Ept.Pointer);
+            }
+        });
+        Assert.Equal([0, 0, 0, (short)GrantStatus.BadPage], st); // once the call moved to gfn 4, gfn 3 is claimed anew
+        Assert.Equal(0x55, _m.Memory.GetFrame(frame)[16]);
+        Assert.Equal(0, _m.Memory.GetFrame(frame)[48]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+    }
+
+    [Fact]
     public void A_granted_frame_freed_between_two_operations_is_not_copied_from()
     {
         uint a = Grant(5);
