@@ -31,10 +31,12 @@ public sealed unsafe partial class GrantTableHost
     private GrantDomain? _lastLookup;   // the domain LookupById found last
 
     /// <summary>Creates the grant-table state of a machine.</summary>
-    /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them).</param>
+    /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them); one host per instance.</param>
+    /// <exception cref="ArgumentException"><paramref name="frames"/> is already used by another host.</exception>
     public GrantTableHost(FrameReferences frames)
     {
         ArgumentNullException.ThrowIfNull(frames);
+        frames.AttachHost(_lock);
         Frames = frames;
         _memory = frames.Memory;
     }

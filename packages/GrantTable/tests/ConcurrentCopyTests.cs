@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using VmmKit.Ept;
 using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable.Tests;
@@ -264,5 +265,69 @@ public sealed class ConcurrentCopyTests : IDisposable
         };
         _m.Host.Copy(_back.Grant, ref own);
         Assert.Equal((short)GrantStatus.Okay, own.Status);
+    }
+
+    [Fact]
+    public void A_frame_its_owner_frees_while_a_call_copies_into_it_is_not_written_after_the_free()
+    {
+        // The backend copies its own page 7 into its page 3 sixteen times per call; meanwhile (another vCPU's
+        // decrease_reservation) page 3 leaves its EPT and its frame is freed, which zeroes it. Xen's copy holds a page
+        // reference, so the frame outlives the copy; here the free waits for the call instead. Either way nothing may
+        // land in the frame once it is freed.
+        _back.RamPage(7).Fill(0x77);
+        bool done = false;
+        int calls = 0;
+        Exception? copierFailure = null;
+        var copier = new Thread(() =>
+        {
+            try
+            {
+                var ops = new GnttabCopy[16];
+                while (!Volatile.Read(ref done))
+                {
+                    for (int i = 0; i < ops.Length; i++)
+                    {
+                        ops[i] = new GnttabCopy
+                        {
+                            Source = new() { Gmfn = 7, DomId = DomainId.Self },
+                            Dest = new() { Gmfn = 3, DomId = DomainId.Self },
+                            Len = 4096,
+                        };
+                    }
+
+                    _m.Host.Copy(_back.Grant, ops);
+                    Interlocked.Increment(ref calls);
+                }
+            }
+            catch (Exception e)
+            {
+                Volatile.Write(ref copierFailure, e);
+            }
+        });
+        copier.Start();
+        try
+        {
+            MachineFrameNumber frame = _back.Ram[3];
+            for (int round = 0; round < 200 && Volatile.Read(ref copierFailure) is null; round++)
+            {
+                WaitForCalls(ref calls, 1, ref copierFailure);
+                Thread.SpinWait(100 * (round % 16));
+                _back.Ept.Unmap(new GuestFrameNumber(3).Address, 1);
+                GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _back.Ept.Pointer);
+                Assert.True(_m.Frames.Free(frame)); // nobody holds a reference: freed (and zeroed) now
+                WaitForCalls(ref calls, 1, ref copierFailure); // let a call that was copying finish
+                Assert.True(_m.Memory.GetFrame(frame).IndexOfAnyExcept((byte)0) < 0, $"round {round}: a copy wrote into frame {frame} after its owner freed it");
+
+                frame = _m.Memory.AllocateFrame(new FrameOwner(2));
+                _back.Ept.Map(new GuestFrameNumber(3).Address, frame, 1, EptAccess.ReadWriteExecute);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref done, true);
+            copier.Join();
+        }
+
+        Assert.Null(copierFailure);
     }
 }
