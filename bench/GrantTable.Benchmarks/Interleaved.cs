@@ -6,49 +6,94 @@ namespace VmmKit.GrantTable.Benchmarks;
 /// Alternates rounds of <see cref="CopyBenchmarks.Memcpy"/>, <see cref="CopyBenchmarks.GrantCopy"/> and
 /// <see cref="CopyBenchmarks.ProtocolFloor"/> (and of <see cref="MapBenchmarks.MapUnmapPair"/>) and keeps the fastest
 /// round of each: interference from other processes only ever slows a round down, so the minimum is the best estimate
-/// of the undisturbed cost. A round walks once through every page (16 times for the cache-hot 64 pages).
+/// of the undisturbed cost. A round walks once through every page (16 times for the cache-hot 64 pages). With several
+/// runs, each shape's ratios are summarised at the end as median and range over the runs.
 /// </summary>
 internal static class Interleaved
 {
     private const int Rounds = 300;
 
-    public static void Run(TextWriter output)
+    private static readonly (int Pages, int Length, int Batch)[] Shapes =
+    [
+        (64, 4096, 1), (64, 4096, 16), (64, 512, 1), (64, 512, 16),
+        (4096, 4096, 1), (4096, 4096, 16), (4096, 512, 1), (4096, 512, 16),
+    ];
+
+    public static void Run(TextWriter output, int runs)
     {
-        foreach (int pages in new[] { 64, 4096 })
+        var copyRatio = new double[Shapes.Length][];
+        var floorRatio = new double[Shapes.Length][];
+        var memcpyNs = new double[Shapes.Length][];
+        var copyNs = new double[Shapes.Length][];
+        for (int s = 0; s < Shapes.Length; s++)
         {
-            foreach (int length in new[] { 4096, 512 })
+            copyRatio[s] = new double[runs];
+            floorRatio[s] = new double[runs];
+            memcpyNs[s] = new double[runs];
+            copyNs[s] = new double[runs];
+        }
+
+        var pairs = new double[runs];
+        for (int run = 0; run < runs; run++)
+        {
+            for (int s = 0; s < Shapes.Length; s++)
             {
-                foreach (int batch in new[] { 1, 16 })
+                (int pages, int length, int batch) = Shapes[s];
+                var copy = new CopyBenchmarks { Length = length, Pages = pages, Batch = batch };
+                copy.Setup();
+                int calls = copy.OpsPerPass / batch * (pages == 64 ? 16 : 1);
+                double memcpy = double.MaxValue, grant = double.MaxValue, floor = double.MaxValue;
+                for (int r = 0; r < Rounds; r++)
                 {
-                    var copy = new CopyBenchmarks { Length = length, Pages = pages, Batch = batch };
-                    copy.Setup();
-                    int calls = copy.OpsPerPass / batch * (pages == 64 ? 16 : 1);
-                    double memcpy = double.MaxValue, grant = double.MaxValue, floor = double.MaxValue;
-                    for (int r = 0; r < Rounds; r++)
-                    {
-                        memcpy = Math.Min(memcpy, Time(copy.Memcpy, calls));
-                        grant = Math.Min(grant, Time(copy.GrantCopy, calls));
-                        floor = Math.Min(floor, Time(copy.ProtocolFloor, calls));
-                    }
-
-                    copy.Verify();
-                    copy.Cleanup();
-                    double perOpMemcpy = memcpy / batch, perOpGrant = grant / batch, perOpFloor = floor / batch;
-                    output.WriteLine($"{pages,4} pages, {length,4} B x {batch,2}: memcpy {perOpMemcpy,6:F1} ns/op ({length / perOpMemcpy,5:F1} GB/s), GNTTABOP_copy {perOpGrant,6:F1} ns/op ({length / perOpGrant,5:F1} GB/s): {100 * perOpMemcpy / perOpGrant,3:F0}% of memcpy; protocol floor {perOpFloor,6:F1} ns/op ({100 * perOpMemcpy / perOpFloor,3:F0}%)");
+                    memcpy = Math.Min(memcpy, Time(copy.Memcpy, calls));
+                    grant = Math.Min(grant, Time(copy.GrantCopy, calls));
+                    floor = Math.Min(floor, Time(copy.ProtocolFloor, calls));
                 }
+
+                copy.Verify();
+                copy.Cleanup();
+                double perOpMemcpy = memcpy / batch, perOpGrant = grant / batch, perOpFloor = floor / batch;
+                memcpyNs[s][run] = perOpMemcpy;
+                copyNs[s][run] = perOpGrant;
+                copyRatio[s][run] = 100 * perOpMemcpy / perOpGrant;
+                floorRatio[s][run] = 100 * perOpMemcpy / perOpFloor;
+                output.WriteLine($"{Name(s)}: memcpy {perOpMemcpy,6:F1} ns/op ({length / perOpMemcpy,5:F1} GB/s), GNTTABOP_copy {perOpGrant,6:F1} ns/op ({length / perOpGrant,5:F1} GB/s): {copyRatio[s][run],3:F0}% of memcpy; protocol floor {perOpFloor,6:F1} ns/op ({floorRatio[s][run],3:F0}%)");
             }
+
+            var map = new MapBenchmarks();
+            map.Setup();
+            double pair = double.MaxValue;
+            for (int r = 0; r < Rounds; r++)
+            {
+                pair = Math.Min(pair, Time(() => map.MapUnmapPair(), 16));
+            }
+
+            map.Cleanup();
+            pairs[run] = pair;
+            output.WriteLine($"map+unmap: {pair:F0} ns/pair ({1e9 / pair:F0} pairs/s)");
         }
 
-        var map = new MapBenchmarks();
-        map.Setup();
-        double pair = double.MaxValue;
-        for (int r = 0; r < Rounds; r++)
+        if (runs > 1)
         {
-            pair = Math.Min(pair, Time(() => map.MapUnmapPair(), 16));
-        }
+            output.WriteLine($"over {runs} runs, median (min-max) per operation:");
+            for (int s = 0; s < Shapes.Length; s++)
+            {
+                output.WriteLine($"{Name(s)}: memcpy {Median(memcpyNs[s]),6:F1} ns, copy {Median(copyNs[s]),6:F1} ns, copy/memcpy {Summary(copyRatio[s])}, floor/memcpy {Summary(floorRatio[s])}");
+            }
 
-        map.Cleanup();
-        output.WriteLine($"map+unmap: {pair:F0} ns/pair ({1e9 / pair:F0} pairs/s)");
+            output.WriteLine($"map+unmap: {Median(pairs):F0} ns/pair ({pairs.Min():F0}-{pairs.Max():F0})");
+        }
+    }
+
+    private static string Name(int s) => $"{Shapes[s].Pages,4} pages, {Shapes[s].Length,4} B x {Shapes[s].Batch,2}";
+
+    private static string Summary(double[] percent) => $"{Median(percent),3:F0}% ({percent.Min():F0}-{percent.Max():F0})";
+
+    private static double Median(double[] values)
+    {
+        double[] sorted = [.. values.Order()];
+        int n = sorted.Length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[(n / 2) - 1] + sorted[n / 2]) / 2;
     }
 
     private static double Time(Action action, int repeat)

@@ -19,6 +19,7 @@ public sealed class FrameReferences
     private readonly Dictionary<ulong, int> _counts = [];
     private readonly HashSet<ulong> _pendingFree = [];
     private long _epoch;
+    private object? _hostLock; // the lock of the GrantTableHost using these counts: a free waits for its copies
 
     /// <summary>Creates the counts for <paramref name="memory"/>.</summary>
     /// <param name="memory">The machine memory whose frames are counted.</param>
@@ -31,7 +32,7 @@ public sealed class FrameReferences
     /// <summary>The machine memory whose frames are counted.</summary>
     public MachineMemory Memory { get; }
 
-    /// <summary>Incremented whenever an owner frees a frame (now or deferred): caches of frame ownership compare it.</summary>
+    /// <summary>Incremented whenever an owner frees a frame and when a deferred free happens: caches of frame ownership compare it.</summary>
     public long Epoch => Volatile.Read(ref _epoch);
 
     /// <summary>Number of frames whose free is waiting for their last reference.</summary>
@@ -67,6 +68,21 @@ public sealed class FrameReferences
     /// <exception cref="InvalidOperationException">The frame has no reference (a hypervisor bug).</exception>
     public void Release(MachineFrameNumber frame)
     {
+        object? host = Volatile.Read(ref _hostLock);
+        if (host is null)
+        {
+            ReleaseUnderLock(frame);
+            return;
+        }
+
+        lock (host) // as in Free: the last release may free the frame, which must wait for copies
+        {
+            ReleaseUnderLock(frame);
+        }
+    }
+
+    private void ReleaseUnderLock(MachineFrameNumber frame)
+    {
         lock (_lock)
         {
             if (!_counts.TryGetValue(frame.Value, out int count))
@@ -83,6 +99,7 @@ public sealed class FrameReferences
             _counts.Remove(frame.Value);
             if (_pendingFree.Remove(frame.Value))
             {
+                Interlocked.Increment(ref _epoch); // a copy that claimed the frame while its free was pending claims again
                 Memory.FreeFrame(frame);
             }
         }
@@ -96,6 +113,22 @@ public sealed class FrameReferences
     /// <returns>True when the frame was freed now, false when the free is deferred.</returns>
     /// <exception cref="InvalidOperationException">The frame is already free or already waiting to be freed.</exception>
     public bool Free(MachineFrameNumber frame)
+    {
+        // A grant copy holds no reference on the frames it copies between (Xen's holds one): it holds the host's lock
+        // from its checks through the memcpy, so a free waits for it, and the epoch it bumps makes held claims check again.
+        object? host = Volatile.Read(ref _hostLock);
+        if (host is null)
+        {
+            return FreeUnderLock(frame);
+        }
+
+        lock (host)
+        {
+            return FreeUnderLock(frame);
+        }
+    }
+
+    private bool FreeUnderLock(MachineFrameNumber frame)
     {
         lock (_lock)
         {
@@ -113,6 +146,15 @@ public sealed class FrameReferences
 
             Memory.FreeFrame(frame);
             return true;
+        }
+    }
+
+    /// <summary>Ties these counts to the one <see cref="GrantTableHost"/> that uses them (its constructor calls this).</summary>
+    internal void AttachHost(object hostLock)
+    {
+        if (Interlocked.CompareExchange(ref _hostLock, hostLock, null) is not null)
+        {
+            throw new ArgumentException("These frame references are already used by another GrantTableHost.", "frames");
         }
     }
 

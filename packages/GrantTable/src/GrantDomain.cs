@@ -24,20 +24,24 @@ public sealed class GrantDomain
     internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
     internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
     internal readonly FrameCacheEntry[] FrameCache = new FrameCacheEntry[FrameCacheSize];
-    internal const int FrameCacheSize = 4096; // 160 KiB per domain: a backend's whole working set of frontend pages stays resolved
+    internal const int FrameCacheSize = 4096; // 64 KiB per domain: a backend's whole working set of frontend pages stays resolved
+    internal long FrameCacheGeneration = -1;  // the EPT generation and frame-free epoch the cache's current stamp stands for
+    internal long FrameCacheEpoch = -1;
+    internal ulong FrameCacheStamp;           // entries tagged with another stamp are stale; 0 never tags a valid entry
 
     /// <summary>
-    /// A resolved guest frame of this domain's own RAM, valid while the EPT generation and the frame-free epoch are
-    /// those it was resolved under (any remap, unmap or free bumps one of them).
+    /// A resolved guest frame of this domain's own RAM (16 bytes, four per cache line): valid while its stamp is the
+    /// domain's current one, which changes whenever the EPT generation or the frame-free epoch it stands for moved
+    /// (any remap, unmap or free bumps one of them).
     /// </summary>
     internal struct FrameCacheEntry
     {
-        public ulong Gfn;
-        public ulong Mfn;
-        public long EptGeneration;
-        public long FrameEpoch;
-        public bool Valid;
-        public bool Writable;
+        public const int StampShift = 36;            // guest frames are below 2^36 (48-bit guest-physical addresses)
+        public const ulong StampLimit = 1UL << 28;   // stamps 1 .. 2^28-1, then the cache is cleared and starts again
+        public const ulong WritableBit = 1UL << 63;  // in MfnAndAccess; the machine frame is in the low 52 bits
+
+        public ulong Tag;           // gfn | stamp << StampShift
+        public ulong MfnAndAccess;
     }
 
     internal GrantDomain(ushort id, EptTables ept, GrantTableLimits limits)

@@ -102,7 +102,6 @@ public sealed unsafe partial class GrantTableHost
         public ulong Mfn;
         public ulong Gmfn;          // frame side: the guest frame; gref side: unused
         public long Epoch;          // FrameReferences.Epoch when claimed
-        public long Generation;     // frame side: the EPT generation when resolved
         public uint Ref;
         public ushort DomId;        // as the operation named it (DOMID_SELF or an id)
         public ushort Start;
@@ -144,12 +143,12 @@ public sealed unsafe partial class GrantTableHost
         return rc;
     }
 
-    // gnttab_copy_buf_valid for the fast path: the side names the domain, grant or frame it holds, no frame was freed
-    // since it was claimed, and (frame side) the caller's EPT is unchanged.
+    // gnttab_copy_buf_valid for the fast path: the side names the domain, grant or frame it holds, and no frame was
+    // freed since it was claimed.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool Holds(in GnttabCopyPtr ptr, bool isGref, in CopyBuffer buf, long epoch) =>
         buf.Virt != null && buf.Epoch == epoch && ptr.DomId == buf.DomId &&
-        (isGref ? buf.HaveGrant && ptr.Ref == buf.Ref : !buf.HaveGrant && ptr.Gmfn == buf.Gmfn && buf.Generation == buf.Domain!.Ept.Generation);
+        (isGref ? buf.HaveGrant && ptr.Ref == buf.Ref : !buf.HaveGrant && ptr.Gmfn == buf.Gmfn);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private GrantStatus CopyOneCore(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
@@ -229,9 +228,10 @@ public sealed unsafe partial class GrantTableHost
         return GrantStatus.Okay;
     }
 
-    // gnttab_copy_buf_valid, plus what Xen's page references give it for free: a grant side is kept only while no
-    // frame was freed since it was claimed (FrameReferences.Epoch), a frame side only while the caller's EPT is
-    // unchanged as well; otherwise it is claimed again, with every check of a first claim.
+    // gnttab_copy_buf_valid, plus what Xen's page references give it for free: a side is kept only while no frame was
+    // freed since it was claimed (FrameReferences.Epoch), so the frame it holds is still its owner's; otherwise it is
+    // claimed again, with every check of a first claim. As in Xen, a frame side stays claimed across a change of the
+    // caller's EPT that frees nothing (Xen keeps the page it took a reference on, whatever the p2m says since).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool IsBufferValid(in GnttabCopyPtr ptr, bool isGref, in CopyBuffer buf, long epoch)
     {
@@ -242,7 +242,7 @@ public sealed unsafe partial class GrantTableHost
 
         return isGref
             ? buf.HaveGrant && buf.Ref == ptr.Ref
-            : !buf.HaveGrant && buf.Gmfn == ptr.Gmfn && buf.Generation == buf.Domain!.Ept.Generation;
+            : !buf.HaveGrant && buf.Gmfn == ptr.Gmfn;
     }
 
     // gnttab_copy_claim_buf.
@@ -263,7 +263,6 @@ public sealed unsafe partial class GrantTableHost
         }
         else
         {
-            long generation = d.Ept.Generation;
             rc = GetPagedFrame(d, ptr.Gmfn, readOnly, out buf.Mfn);
             if (rc != GrantStatus.Okay)
             {
@@ -271,7 +270,6 @@ public sealed unsafe partial class GrantTableHost
             }
 
             buf.Gmfn = ptr.Gmfn;
-            buf.Generation = generation;
             buf.Start = 0;
             buf.Length = Page.PageSize;
         }

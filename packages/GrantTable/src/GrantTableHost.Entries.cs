@@ -179,12 +179,12 @@ public sealed unsafe partial class GrantTableHost
         }
 
         // Generation and epoch are read before the walk, so an edit racing with it leaves the cached result stale.
-        long generation = d.Ept.Generation;
-        long epoch = Frames.Epoch;
+        ulong stamp = FrameCacheStamp(d);
         ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
-        if (cached.Valid && cached.Gfn == gfn && cached.EptGeneration == generation && cached.FrameEpoch == epoch && (readOnly || cached.Writable))
+        if (cached.Tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
+            (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
         {
-            mfn = cached.Mfn;
+            mfn = cached.MfnAndAccess & ~GrantDomain.FrameCacheEntry.WritableBit;
             return GrantStatus.Okay;
         }
 
@@ -204,17 +204,30 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.BadPage;
         }
 
-        cached = new GrantDomain.FrameCacheEntry
-        {
-            Gfn = gfn,
-            Mfn = frame.Value,
-            EptGeneration = generation,
-            FrameEpoch = epoch,
-            Valid = true,
-            Writable = (access & EptAccess.Write) != 0,
-        };
+        cached.Tag = gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift);
+        cached.MfnAndAccess = frame.Value | ((access & EptAccess.Write) != 0 ? GrantDomain.FrameCacheEntry.WritableBit : 0);
         mfn = frame.Value;
         return GrantStatus.Okay;
+    }
+
+    // The stamp that tags entries of d's frame cache valid now: a new one whenever d's EPT generation or the frame-free
+    // epoch moved since the last look (both read before any walk whose result is then cached). Under the lock.
+    private ulong FrameCacheStamp(GrantDomain d)
+    {
+        long generation = d.Ept.Generation;
+        long epoch = Frames.Epoch;
+        if (generation != d.FrameCacheGeneration || epoch != d.FrameCacheEpoch || d.FrameCacheStamp == 0)
+        {
+            d.FrameCacheGeneration = generation;
+            d.FrameCacheEpoch = epoch;
+            if (++d.FrameCacheStamp == GrantDomain.FrameCacheEntry.StampLimit)
+            {
+                Array.Clear(d.FrameCache);
+                d.FrameCacheStamp = 1;
+            }
+        }
+
+        return d.FrameCacheStamp;
     }
 
     /// <summary>Guest frames past this are outside a 4-level EPT (48-bit guest-physical addresses).</summary>

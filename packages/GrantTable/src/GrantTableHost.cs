@@ -28,12 +28,15 @@ public sealed unsafe partial class GrantTableHost
     private readonly Dictionary<ushort, GrantDomain> _domains = [];
     private readonly MachineMemory _memory;
     private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
+    private GrantDomain? _lastLookup;   // the domain LookupById found last
 
     /// <summary>Creates the grant-table state of a machine.</summary>
-    /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them).</param>
+    /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them); one host per instance.</param>
+    /// <exception cref="ArgumentException"><paramref name="frames"/> is already used by another host.</exception>
     public GrantTableHost(FrameReferences frames)
     {
         ArgumentNullException.ThrowIfNull(frames);
+        frames.AttachHost(_lock);
         Frames = frames;
         _memory = frames.Memory;
     }
@@ -126,6 +129,11 @@ public sealed unsafe partial class GrantTableHost
                 _domains.Remove(domain.Id);
             }
 
+            if (ReferenceEquals(_lastLookup, domain))
+            {
+                _lastLookup = null;
+            }
+
             ReleaseMaptrack(domain);
 
             for (int i = 0; i < domain.StatusFrameCount; i++)
@@ -147,8 +155,24 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
-    // rcu_lock_domain_by_id: DOMID_SELF is not accepted (map_grant_ref).
-    private GrantDomain? LookupById(ushort domid) => _domains.TryGetValue(domid, out GrantDomain? d) ? d : null;
+    // rcu_lock_domain_by_id: DOMID_SELF is not accepted (map_grant_ref). The domain found last is kept: while it is not
+    // destroyed it is the one its id names (an id is reused only after DestroyDomain). Under the lock.
+    private GrantDomain? LookupById(ushort domid)
+    {
+        GrantDomain? last = _lastLookup;
+        if (last is not null && last.Id == domid && !last.IsDestroyed)
+        {
+            return last;
+        }
+
+        if (!_domains.TryGetValue(domid, out GrantDomain? d))
+        {
+            return null;
+        }
+
+        _lastLookup = d;
+        return d;
+    }
 
     // rcu_lock_domain_by_any_id: DOMID_SELF is the caller.
     private GrantDomain? LookupByAnyId(GrantDomain caller, ushort domid) =>

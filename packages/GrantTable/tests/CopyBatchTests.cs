@@ -134,6 +134,58 @@ public sealed class CopyBatchTests : IDisposable
     }
 
     [Fact]
+    public void A_destination_frame_taken_out_of_the_callers_EPT_but_not_freed_stays_claimed_until_the_call_moves_on_as_in_Xen()
+    {
+        uint a = Grant(5);
+        MachineFrameNumber frame = _back.Ram[3];
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16), FromGrant(a, 4, 32), FromGrant(a, 3, 48)], i =>
+        {
+            if (i == 1)
+            {
+                // The backend's gfn 3 leaves its EPT without its frame being freed: Xen's buffer keeps the page it took
+                // a reference on (gnttab_copy_buf_valid compares the gmfn only), so does ours.
+                _back.Ept.Unmap(new GuestFrameNumber(3).Address, 1);
+                GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _back.Ept.Pointer);
+            }
+        });
+        Assert.Equal([0, 0, 0, (short)GrantStatus.BadPage], st); // once the call moved to gfn 4, gfn 3 is claimed anew
+        Assert.Equal(0x55, _m.Memory.GetFrame(frame)[16]);
+        Assert.Equal(0, _m.Memory.GetFrame(frame)[48]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+    }
+
+    [Fact]
+    public void A_granted_frame_whose_deferred_free_happens_between_two_operations_is_not_copied_from()
+    {
+        uint a = Grant(5);
+        MachineFrameNumber frame = _front.Ram[5];
+        var map = new GnttabMapGrantRef { HostAddr = 40UL << 12, Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly), Ref = a, Dom = 1 };
+        _m.Host.MapGrantRef(_back.Grant, ref map); // the mapping holds a reference on the frame
+        Assert.Equal(0, map.Status);
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16), FromGrant(a, 4, 32)], i =>
+        {
+            if (i == 1)
+            {
+                // The granter frees its frame: deferred, the mapping still references it.
+                _front.Ept.Unmap(new GuestFrameNumber(5).Address, 1);
+                GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _front.Ept.Pointer);
+                Assert.False(_m.Frames.Free(frame));
+            }
+            else
+            {
+                // The backend unmaps: the last reference goes and the frame is freed (and zeroed) now.
+                var unmap = new GnttabUnmapGrantRef { HostAddr = 40UL << 12, Handle = map.Handle };
+                _m.Host.UnmapGrantRef(_back.Grant, ref unmap);
+                Assert.Equal(0, unmap.Status);
+            }
+        });
+        Assert.Equal([0, 0, (short)GrantStatus.BadPage], st); // the pinned grant was honoured while the frame lived
+        Assert.Equal(0x55, _back.RamPage(3)[16]);
+        Assert.Equal(0, _back.RamPage(4)[32]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+    }
+
+    [Fact]
     public void A_granted_frame_freed_between_two_operations_is_not_copied_from()
     {
         uint a = Grant(5);
