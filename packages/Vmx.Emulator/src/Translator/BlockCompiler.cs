@@ -22,7 +22,7 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log; RAX RCX RDX RSI RDI
 /// R8-R11 scratch.
 /// </remarks>
-internal sealed unsafe class BlockCompiler
+internal sealed unsafe partial class BlockCompiler
 {
     private const int R12n = 12, R13n = 13, R14n = 14;
     /// <summary>RFLAGS bits CF PF AF ZF SF OF.</summary>
@@ -192,6 +192,7 @@ internal sealed unsafe class BlockCompiler
     {
         Code code = (Code)i->Code;
         if (code == Code.INVALID || (i->Flags & InstrFlags.Lock) != 0) return false;
+        if (IsStringMove(code)) return SupportedString(i); // BlockCompiler.Strings.cs
         OpCodeInfo info = code.ToOpCode();
         if (info.Encoding != EncodingKind.Legacy) return false;
         for (int k = 0; k < info.OpCount; k++)
@@ -255,6 +256,7 @@ internal sealed unsafe class BlockCompiler
     private bool Emit(Instr* i, int j)
     {
         Code code = (Code)i->Code;
+        if (IsStringMove(code)) { StringMove(i, j); return false; } // BlockCompiler.Strings.cs
         switch (code.Mnemonic())
         {
             case Mnemonic.Add: Alu(i, j, Op.Add); return false;
