@@ -22,6 +22,7 @@ internal sealed class VcpuThread
     private readonly ConcurrentQueue<Action<VirtualCpu>> _posted = new();
     private volatile bool _stop;
     private int _inSlice;
+    private long _postedCount, _appliedCount;
 
     /// <summary>Creates (does not start) the thread of <paramref name="vcpu"/>.</summary>
     public VcpuThread(VirtualCpu vcpu)
@@ -62,7 +63,10 @@ internal sealed class VcpuThread
 
     /// <summary>
     /// Runs <paramref name="work"/> on this thread before it next looks at the vCPU (between slices): INIT and start-up IPIs
-    /// from another vCPU, which reset the vCPU's registers. Called on the thread itself, the work runs at once.
+    /// from another vCPU, which reset the vCPU's registers. Called on the thread itself, the work runs at once. Called from
+    /// another vCPU's thread, the caller waits until the work is done, as the sender of an IPI waits for its delivery
+    /// (Xen pauses the sender until the INIT/SIPI is handled); meanwhile it does the work posted to itself, so two vCPUs
+    /// posting to each other do not wait for each other forever.
     /// </summary>
     public void Post(Action<VirtualCpu> work)
     {
@@ -72,8 +76,34 @@ internal sealed class VcpuThread
             return;
         }
 
-        _posted.Enqueue(work);
+        long sequence;
+        lock (_posted)
+        {
+            sequence = ++_postedCount;
+            _posted.Enqueue(work);
+        }
+
         Vcpu.RequestSliceEnd();
+        if (Current is not { } self)
+            return;
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _appliedCount) < sequence && _thread.IsAlive && !_stop
+            && Vcpu.Domain.State is DomainState.Running or DomainState.Blocked)
+        {
+            self.ApplyPosted();
+            self.Vcpu.ApplyPendingFlush();
+            spin.SpinOnce();
+        }
+    }
+
+    /// <summary>Does the work other threads posted to this one, in order (on this thread).</summary>
+    private void ApplyPosted()
+    {
+        while (_posted.TryDequeue(out var work))
+        {
+            work(Vcpu);
+            Interlocked.Increment(ref _appliedCount);
+        }
     }
 
     /// <summary>Asks the thread to end (it leaves the guest at its next exit); <see cref="Join"/> waits for it.</summary>
@@ -161,8 +191,7 @@ internal sealed class VcpuThread
         var vcpu = Vcpu;
         var domain = vcpu.Domain;
         vcpu.ClearSliceEndRequest();
-        while (_posted.TryDequeue(out var work))
-            work(vcpu);
+        ApplyPosted();
         vcpu.ApplyPendingFlush();
         if (domain.State is DomainState.Shutdown or DomainState.Crashed)
             return Outcome.End;
