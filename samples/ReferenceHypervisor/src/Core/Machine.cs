@@ -97,7 +97,25 @@ internal sealed partial class Machine : IDisposable
     /// How <see cref="Run"/> runs the vCPUs: <see cref="SchedulerMode.RoundRobin"/> (the default, deterministic) or
     /// <see cref="SchedulerMode.Threaded"/>. Set it before the first domain is created (the VMCS controls differ).
     /// </summary>
-    public SchedulerMode Scheduling { get; set; }
+    public SchedulerMode Scheduling { get; set; } = DefaultScheduling;
+
+    /// <summary>The names <c>--scheduler</c> accepts, in <see cref="SchedulerMode"/> order.</summary>
+    public static readonly string[] SchedulerNames = ["round-robin", "threaded"];
+
+    /// <summary>
+    /// The scheduler a new machine starts with: <c>vmmkit-hv --scheduler</c>, else the VMMKIT_SCHEDULER environment
+    /// variable (<c>round-robin</c> or <c>threaded</c>), else <see cref="SchedulerMode.RoundRobin"/>.
+    /// </summary>
+    public static SchedulerMode DefaultScheduling { get; set; } =
+        TryParseScheduler(Environment.GetEnvironmentVariable("VMMKIT_SCHEDULER"), out var mode) ? mode : SchedulerMode.RoundRobin;
+
+    /// <summary>Parses a <see cref="SchedulerNames"/> name (case-insensitive).</summary>
+    public static bool TryParseScheduler(string? name, out SchedulerMode mode)
+    {
+        int index = Array.FindIndex(SchedulerNames, n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase));
+        mode = (SchedulerMode)Math.Max(index, 0);
+        return index >= 0;
+    }
 
     /// <summary>Test hook: called on a vCPU's thread between its last look at its state and its wait (threaded scheduler).</summary>
     internal Action<VirtualCpu>? BeforeVcpuWait { get; set; }
