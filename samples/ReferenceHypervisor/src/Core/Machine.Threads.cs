@@ -60,7 +60,7 @@ internal sealed partial class Machine
                         continue;
                     if (d.State == DomainState.Running)
                         anyRunning = true;
-                    else if (d.State == DomainState.Blocked && !IsWaking(d))
+                    else if (d.State == DomainState.Blocked && IsIdle(d))
                         blocked.Add(d);
                 }
 
@@ -73,7 +73,7 @@ internal sealed partial class Machine
                         continue;
                     bool skipped = false;
                     foreach (var d in blocked)
-                        skipped |= d.State == DomainState.Blocked && !IsWaking(d) && SkipToNextDeadline(d);
+                        skipped |= Parked(d, static d => IsIdle(d) && SkipToNextDeadline(d));
                     if (skipped)
                         continue;
                     if (!anyRunning && blocked.Count == _domains.Count(d => d.State is DomainState.Running or DomainState.Blocked))
@@ -87,11 +87,20 @@ internal sealed partial class Machine
                             return;
                         }
 
-                        if (_domains.Any(IsWaking) || _domains.Any(d => d.State == DomainState.Running))
+                        // Looked at again now: a vCPU may have run and blocked again, with a new deadline, since the list was made.
+                        if (!blocked.All(IsIdle) || blocked.Any(d => Parked(d, static d => !IsIdle(d) || SkipToNextDeadline(d))))
                             continue;
                         Pv?.Poll(force: true);
-                        foreach (var d in blocked.Where(d => d.State == DomainState.Blocked))
-                            d.Crash(d.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
+                        foreach (var d in blocked)
+                        {
+                            Parked(d, static d =>
+                            {
+                                if (IsIdle(d) && !SkipToNextDeadline(d))
+                                    d.Crash(d.Vcpus[0], "every vCPU is blocked with no event pending and no timer set: nothing can wake it");
+                                return true;
+                            });
+                        }
+
                         continue;
                     }
                 }
@@ -113,16 +122,49 @@ internal sealed partial class Machine
         }
     }
 
-    /// <summary>True when a blocked vCPU of <paramref name="domain"/> has something pending and its thread is about to run it.</summary>
-    private static bool IsWaking(Domain domain)
+    /// <summary>
+    /// Runs <paramref name="decide"/> with the threads of <paramref name="domain"/>'s vCPUs parked at their gates (each ends
+    /// the look at its vCPU it is in; all of them wait), so that what it sees of the vCPUs (blocked, pending, deadlines)
+    /// does not change under it: a timer firing on a vCPU's thread clears its deadline a moment before it marks the event.
+    /// </summary>
+    private static bool Parked(Domain domain, Func<Domain, bool> decide)
     {
+        var held = new List<object>(domain.Vcpus.Count);
+        try
+        {
+            foreach (var v in domain.Vcpus)
+            {
+                if (v.Thread is { } t)
+                {
+                    Monitor.Enter(t.Gate);
+                    held.Add(t.Gate);
+                }
+            }
+
+            return decide(domain);
+        }
+        finally
+        {
+            foreach (var gate in held)
+                Monitor.Exit(gate);
+        }
+    }
+
+    /// <summary>
+    /// True when every vCPU of the live <paramref name="domain"/> is down or blocked with nothing pending (looked at vCPU by
+    /// vCPU, not through the domain's state, which a thread that just woke has not updated yet).
+    /// </summary>
+    private static bool IsIdle(Domain domain)
+    {
+        if (domain.State is not (DomainState.Running or DomainState.Blocked))
+            return false;
         foreach (var v in domain.Vcpus)
         {
-            if (v.IsUp && v.IsBlocked && (v.Kicked || v.HasPendingInterrupt))
-                return true;
+            if (v.IsUp && (!v.IsBlocked || v.Kicked || v.HasPendingInterrupt))
+                return false;
         }
 
-        return false;
+        return true;
     }
 
     /// <summary>
