@@ -39,6 +39,13 @@ var tier = new Option<string>("--tier")
     Recursive = true,
 };
 tier.AcceptOnlyFromAmong(ProcessorProviders.TierNames);
+var scheduler = new Option<string>("--scheduler")
+{
+    Description = "How vCPUs are scheduled: round-robin (default; or VMMKIT_SCHEDULER; every vCPU on one thread, deterministic), " +
+        "threaded (each vCPU on a host thread of its own)",
+    Recursive = true,
+};
+scheduler.AcceptOnlyFromAmong(Machine.SchedulerNames);
 var modules = new Option<FileInfo[]>("--module")
 {
     Description = "A boot module (initrd) passed in hvm_start_info's module list; repeat for several",
@@ -104,11 +111,13 @@ var root = new RootCommand("vmmkit-hv: the VmmKit reference hypervisor. Boots Xe
     "with no command it boots a built-in demo guest. Guest console output goes to stdout, hypervisor messages to stderr. " +
     ExitCodes.HelpText)
 {
-    memory, cmdline, maxInstructions, trace, stats, tier, boot, writeDemo, host,
+    memory, cmdline, maxInstructions, trace, stats, tier, scheduler, boot, writeDemo, host,
 };
 root.SetAction(r => Runner.Boot("demo", DemoGuest.Build(), [], r.GetValue(memory), r.GetValue(cmdline) ?? "", r.GetValue(maxInstructions), r.GetValue(trace), r.GetValue(stats)));
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count == 0 && parsed.GetValue(tier) is string tierName && ProcessorProviders.TryParseTier(tierName, out var executionTier))
     ProcessorProviders.Tier = executionTier;
+if (parsed.Errors.Count == 0 && parsed.GetValue(scheduler) is string schedulerName && Machine.TryParseScheduler(schedulerName, out var schedulerMode))
+    Machine.DefaultScheduling = schedulerMode;
 return parsed.Invoke();

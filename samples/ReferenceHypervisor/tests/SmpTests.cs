@@ -57,7 +57,10 @@ public class SmpTests
     /// Builds a domain with <paramref name="vcpus"/> vCPUs whose boot vCPU runs <paramref name="body"/>, then halts with
     /// interrupts off; <see cref="ApCode"/> is placed in the trampoline page (as Linux copies its real-mode trampoline).
     /// </summary>
-    private static (Machine Machine, Domain Domain) Build(int vcpus, Action<Assembler> body, ulong budget = 20_000_000)
+    /// <summary>The scheduler the guests run on (<see cref="ThreadedSmpTests"/> runs every test here on the threaded one).</summary>
+    private protected virtual SchedulerMode Scheduling => SchedulerMode.RoundRobin;
+
+    private (Machine Machine, Domain Domain) Build(int vcpus, Action<Assembler> body, ulong budget = 20_000_000)
     {
         var a = new Assembler(32);
         a.mov(esp, Load + 0x4000);
@@ -66,7 +69,7 @@ public class SmpTests
         a.hlt();
         var stream = new MemoryStream();
         a.Assemble(new StreamCodeWriter(stream), Load);
-        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = budget };
+        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = budget, Scheduling = Scheduling };
         Assert.True(machine.TryCreateDomain(new DomainConfig("smp", Elf32ImageWriter.Write(Load, stream.ToArray(), 0x4000, Load), 8 << 20,
             Vcpus: vcpus), out var d, out string e), e);
         Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(Trampoline), ApCode(), out _));

@@ -70,8 +70,42 @@ internal sealed partial class Domain : IDisposable
     /// <summary>Where the kernel was loaded and entered.</summary>
     public PvhBootInfo Boot { get; private set; }
 
-    /// <summary>Life-cycle state.</summary>
-    public DomainState State { get; private set; } = DomainState.Running;
+    /// <summary>Life-cycle state (changed under <see cref="SyncRoot"/>: the vCPUs of the threaded scheduler change it from their own threads).</summary>
+    public DomainState State
+    {
+        get => (DomainState)Volatile.Read(ref _state);
+        private set => Volatile.Write(ref _state, (int)value);
+    }
+
+    private int _state = (int)DomainState.Running;
+
+    /// <summary>
+    /// Guards the life-cycle state of the domain and its vCPUs (<see cref="State"/>, up/down, INIT/SIPI) against the
+    /// other vCPUs' threads in the threaded scheduler (<see cref="SchedulerMode.Threaded"/>).
+    /// </summary>
+    public object SyncRoot { get; } = new();
+
+    private long _clock;
+
+    /// <summary>
+    /// The domain's shared clock: the highest TSC any of its vCPUs has published (<see cref="GuestTime.SyncWithDomain"/>).
+    /// Each vCPU of the threaded scheduler moves its own TSC up to it at every VM entry, so every vCPU reads one clock,
+    /// as on hardware with an invariant TSC; a TSC never moves back.
+    /// </summary>
+    public ulong Clock => (ulong)Volatile.Read(ref _clock);
+
+    /// <summary>Raises <see cref="Clock"/> to <paramref name="tsc"/> when it is higher (an atomic maximum).</summary>
+    public void PublishClock(ulong tsc)
+    {
+        long current = Volatile.Read(ref _clock);
+        while ((ulong)current < tsc)
+        {
+            long seen = Interlocked.CompareExchange(ref _clock, (long)tsc, current);
+            if (seen == current)
+                return;
+            current = seen;
+        }
+    }
 
     /// <summary>The reason the guest gave to SCHEDOP_shutdown (valid in <see cref="DomainState.Shutdown"/>).</summary>
     public ShutdownReason ShutdownReason { get; private set; }
@@ -329,10 +363,15 @@ internal sealed partial class Domain : IDisposable
     /// <summary>SCHEDOP_shutdown: the guest stops itself.</summary>
     public void Shutdown(ShutdownReason reason)
     {
-        if (State is DomainState.Shutdown or DomainState.Crashed)
-            return;
-        ShutdownReason = reason;
-        State = DomainState.Shutdown;
+        lock (SyncRoot)
+        {
+            if (State is DomainState.Shutdown or DomainState.Crashed)
+                return;
+            ShutdownReason = reason;
+            State = DomainState.Shutdown;
+        }
+
+        StopVcpus();
         Console.Flush();
         Machine.Log($"d{Id} ({Name}) shut down: {ShutdownReasonName(reason)}");
         Machine.NotifyDomainException();
@@ -341,9 +380,14 @@ internal sealed partial class Domain : IDisposable
     /// <summary>Crashes the domain (Xen's <c>domain_crash</c>): records a dump; the host and other domains carry on.</summary>
     public void Crash(VirtualCpu? vcpu, string why)
     {
-        if (State is DomainState.Shutdown or DomainState.Crashed)
-            return;
-        State = DomainState.Crashed;
+        lock (SyncRoot)
+        {
+            if (State is DomainState.Shutdown or DomainState.Crashed)
+                return;
+            State = DomainState.Crashed;
+        }
+
+        StopVcpus();
         Console.Flush();
         CrashReport = ReferenceHypervisor.CrashReport.Build(this, vcpu, why);
         Machine.Log(CrashReport);
@@ -353,8 +397,19 @@ internal sealed partial class Domain : IDisposable
     /// <summary>Marks the domain blocked or runnable from its vCPUs' state.</summary>
     public void UpdateBlockedState()
     {
-        if (State is DomainState.Running or DomainState.Blocked)
-            State = HasRunnableVcpu ? DomainState.Running : DomainState.Blocked;
+        lock (SyncRoot)
+        {
+            if (State is DomainState.Running or DomainState.Blocked)
+                State = HasRunnableVcpu ? DomainState.Running : DomainState.Blocked;
+        }
+    }
+
+    /// <summary>The domain stopped: its vCPUs running on other threads leave the guest at their next exit (threaded scheduler).</summary>
+    private void StopVcpus()
+    {
+        foreach (var v in _vcpus)
+            v.RequestSliceEnd();
+        Machine.SignalScheduler();
     }
 
     /// <summary>The SHUTDOWN_* name of a reason.</summary>

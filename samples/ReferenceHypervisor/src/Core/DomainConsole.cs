@@ -19,27 +19,47 @@ internal sealed class DomainConsole
     private readonly Action<string>? _lineSink;
     private readonly Queue<byte> _input = new();
 
+    // The vCPUs of the threaded scheduler and the console backend write from their own threads.
+    private readonly Lock _lock = new();
+
     /// <summary>Creates a console that forwards each completed line (with its '\n') to <paramref name="lineSink"/>.</summary>
     public DomainConsole(Action<string>? lineSink) => _lineSink = lineSink;
 
     /// <summary>Everything the guest printed so far, unfinished lines last (capped at <see cref="MaxTranscriptBytes"/>).</summary>
-    public string Transcript => string.Concat(_transcript.ToString(), _line.ToString(), _ringLine.ToString());
+    public string Transcript
+    {
+        get
+        {
+            lock (_lock)
+                return string.Concat(_transcript.ToString(), _line.ToString(), _ringLine.ToString());
+        }
+    }
 
     /// <summary>Appends guest bytes written by the vCPU (treated as Latin-1, as a serial terminal would).</summary>
     public void Write(ReadOnlySpan<byte> bytes)
     {
-        foreach (byte b in bytes)
-            Write(b);
+        lock (_lock)
+        {
+            foreach (byte b in bytes)
+                Append(_line, b);
+        }
     }
 
     /// <summary>Appends one guest byte written by the vCPU.</summary>
-    public void Write(byte b) => Append(_line, b);
+    public void Write(byte b)
+    {
+        lock (_lock)
+            Append(_line, b);
+    }
 
     /// <summary>Appends bytes the PV console backend read from the guest's console ring.</summary>
     public void WriteRing(ReadOnlySpan<byte> bytes)
     {
-        foreach (byte b in bytes)
-            Append(_ringLine, b);
+        lock (_lock)
+        {
+            foreach (byte b in bytes)
+                Append(_ringLine, b);
+        }
     }
 
     private void Append(StringBuilder line, byte b)
@@ -53,19 +73,25 @@ internal sealed class DomainConsole
     /// <summary>Queues bytes for the guest to read with CONSOLEIO_read.</summary>
     public void EnqueueInput(ReadOnlySpan<byte> bytes)
     {
-        foreach (byte b in bytes)
-            _input.Enqueue(b);
+        lock (_lock)
+        {
+            foreach (byte b in bytes)
+                _input.Enqueue(b);
+        }
     }
 
     /// <summary>Copies up to <c>destination.Length</c> queued input bytes without consuming them.</summary>
     public int PeekInput(Span<byte> destination)
     {
         int n = 0;
-        foreach (byte b in _input)
+        lock (_lock)
         {
-            if (n == destination.Length)
-                break;
-            destination[n++] = b;
+            foreach (byte b in _input)
+            {
+                if (n == destination.Length)
+                    break;
+                destination[n++] = b;
+            }
         }
 
         return n;
@@ -74,15 +100,21 @@ internal sealed class DomainConsole
     /// <summary>Drops <paramref name="count"/> input bytes the guest has received.</summary>
     public void ConsumeInput(int count)
     {
-        for (int i = 0; i < count && _input.Count > 0; i++)
-            _input.Dequeue();
+        lock (_lock)
+        {
+            for (int i = 0; i < count && _input.Count > 0; i++)
+                _input.Dequeue();
+        }
     }
 
     /// <summary>Forwards the partial last lines (at domain teardown).</summary>
     public void Flush()
     {
-        Complete(_line);
-        Complete(_ringLine);
+        lock (_lock)
+        {
+            Complete(_line);
+            Complete(_ringLine);
+        }
     }
 
     private void Complete(StringBuilder line)

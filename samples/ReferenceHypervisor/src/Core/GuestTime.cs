@@ -79,6 +79,21 @@ internal static class GuestTime
         return true;
     }
 
+    /// <summary>
+    /// Threaded scheduler, on the vCPU's own thread: a TSC behind its domain's shared clock (<see cref="Domain.Clock"/>)
+    /// moves up to it (its TSC offset grows), a TSC ahead of it raises it. So the vCPUs of a domain read one clock that
+    /// never goes back, each within a slice of the others, as the round-robin scheduler's vCPUs on one processor do.
+    /// </summary>
+    public static void SyncWithDomain(VirtualCpu vcpu)
+    {
+        var domain = vcpu.Domain;
+        ulong mine = Tsc(vcpu), shared = domain.Clock;
+        if (shared > mine)
+            TryAdvance(vcpu, shared - mine);
+        else if (mine > shared)
+            domain.PublishClock(mine);
+    }
+
     /// <summary>The vCPU's system time now: nanoseconds since its TSC was 0.</summary>
     public static ulong SystemTime(VirtualCpu vcpu) => ToNanoseconds(Tsc(vcpu));
 }

@@ -9,8 +9,8 @@ namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
 /// The emulated computer: machine memory, the processors, the hypercall table and the domains.
-/// <see cref="Run"/> is the scheduler: round-robin over runnable vCPUs until every domain has
-/// stopped. Crashing one domain never stops the machine.
+/// <see cref="Run"/> is the scheduler (<see cref="Scheduling"/>): round-robin over runnable vCPUs on one thread, or each
+/// vCPU on a host thread of its own, until every domain has stopped. Crashing one domain never stops the machine.
 /// </summary>
 internal sealed partial class Machine : IDisposable
 {
@@ -93,6 +93,33 @@ internal sealed partial class Machine : IDisposable
     /// <summary>Hypervisor messages (shutdowns, crash reports); stderr in the CLI.</summary>
     public Action<string>? Logger { get; set; }
 
+    /// <summary>
+    /// How <see cref="Run"/> runs the vCPUs: <see cref="SchedulerMode.RoundRobin"/> (the default, deterministic) or
+    /// <see cref="SchedulerMode.Threaded"/>. Set it before the first domain is created (the VMCS controls differ).
+    /// </summary>
+    public SchedulerMode Scheduling { get; set; } = DefaultScheduling;
+
+    /// <summary>The names <c>--scheduler</c> accepts, in <see cref="SchedulerMode"/> order.</summary>
+    public static readonly string[] SchedulerNames = ["round-robin", "threaded"];
+
+    /// <summary>
+    /// The scheduler a new machine starts with: <c>vmmkit-hv --scheduler</c>, else the VMMKIT_SCHEDULER environment
+    /// variable (<c>round-robin</c> or <c>threaded</c>), else <see cref="SchedulerMode.RoundRobin"/>.
+    /// </summary>
+    public static SchedulerMode DefaultScheduling { get; set; } =
+        TryParseScheduler(Environment.GetEnvironmentVariable("VMMKIT_SCHEDULER"), out var mode) ? mode : SchedulerMode.RoundRobin;
+
+    /// <summary>Parses a <see cref="SchedulerNames"/> name (case-insensitive).</summary>
+    public static bool TryParseScheduler(string? name, out SchedulerMode mode)
+    {
+        int index = Array.FindIndex(SchedulerNames, n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase));
+        mode = (SchedulerMode)Math.Max(index, 0);
+        return index >= 0;
+    }
+
+    /// <summary>Test hook: called on a vCPU's thread between its last look at its state and its wait (threaded scheduler).</summary>
+    internal Action<VirtualCpu>? BeforeVcpuWait { get; set; }
+
     /// <summary>Crash a domain whose vCPU retired more instructions than this (0 = no limit).</summary>
     public ulong MaxInstructionsPerVcpu { get; set; }
 
@@ -121,6 +148,12 @@ internal sealed partial class Machine : IDisposable
     /// </summary>
     public void Run()
     {
+        if (Scheduling == SchedulerMode.Threaded)
+        {
+            RunThreaded();
+            return;
+        }
+
         while (true)
         {
             bool ranAny = false;
@@ -214,7 +247,7 @@ internal sealed partial class Machine : IDisposable
     }
 
     /// <summary>Fires <paramref name="vcpu"/>'s due timers and wakes it when an event is pending or its poll ended.</summary>
-    private static void TryWake(VirtualCpu vcpu)
+    internal static void TryWake(VirtualCpu vcpu)
     {
         if (!vcpu.IsUp)
             return;
@@ -276,11 +309,12 @@ internal sealed partial class Machine : IDisposable
         VmcsBuilder.SetPvh32Guest(vmcs, caps, vcpu.Domain.Ept.Pointer, entry,
             PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
                 | PrimaryProcessorBasedControls.UseMsrBitmaps
-                | (vcpu.Domain.MaxVcpus > 1 ? PauseExitingIfOffered(caps) : 0)
+                | (vcpu.Domain.MaxVcpus > 1 && Scheduling == SchedulerMode.RoundRobin ? PauseExitingIfOffered(caps) : 0)
                 | ((caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.UseTscOffsetting) != 0
                     ? PrimaryProcessorBasedControls.UseTscOffsetting : 0),
             SecondaryProcessorBasedControls.None,
-            _hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None);
+            (_hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None)
+                | (Scheduling == SchedulerMode.Threaded ? ExternalInterruptExitingIfOffered(caps) : 0));
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
         VmcsBuilder.SetHostState(vmcs, _processors.HostState);
     }
@@ -293,6 +327,14 @@ internal sealed partial class Machine : IDisposable
     private static PrimaryProcessorBasedControls PauseExitingIfOffered(VmxCapabilities caps) =>
         (caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.PauseExiting) != 0
             ? PrimaryProcessorBasedControls.PauseExiting : 0;
+
+    /// <summary>
+    /// External-interrupt exiting (SDM Vol. 3C §26.1.1) on the threaded scheduler: another thread's
+    /// <see cref="IVirtualProcessor.RequestExit"/> (a kick, an EPT flush, a domain stop) then ends the vCPU's run at once.
+    /// </summary>
+    private static PinBasedControls ExternalInterruptExitingIfOffered(VmxCapabilities caps) =>
+        (caps.PinBased.MayBeOne & (uint)PinBasedControls.ExternalInterruptExiting) != 0
+            ? PinBasedControls.ExternalInterruptExiting : 0;
 
     /// <summary>
     /// Loads the preemption timer before each VM entry so a guest that never exits still yields, and so that the vCPU's
@@ -345,6 +387,7 @@ internal sealed partial class Machine : IDisposable
     /// <summary>Releases every domain and the machine memory.</summary>
     public void Dispose()
     {
+        StopAllThreads();
         Pv?.Dispose();
         foreach (var d in _domains)
             d.Dispose();

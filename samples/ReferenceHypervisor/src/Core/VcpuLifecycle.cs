@@ -11,6 +11,9 @@ namespace VmmKit.ReferenceHypervisor;
 /// Vol. 3A §9.4.4); HLT with interrupts disabled takes it down, and when no vCPU is left up the domain powers off
 /// (Xen's <c>hvm_vcpu_down</c>). A down vCPU is not scheduled; there is no wait-for-SIPI activity state in the VMCS,
 /// as Xen keeps none: the hypervisor simply does not run it.
+/// On the threaded scheduler the up/down bookkeeping is done under the domain's <see cref="Domain.SyncRoot"/>, and INIT
+/// and start-up IPIs from another vCPU are posted to the target's own thread (<see cref="VcpuThread.Post"/>): they reset
+/// its registers, which only its thread may touch while it can be in the guest; the queue keeps their order.
 /// </summary>
 internal static class VcpuLifecycle
 {
@@ -23,29 +26,35 @@ internal static class VcpuLifecycle
     /// </summary>
     public static void Down(VirtualCpu vcpu)
     {
-        vcpu.IsUp = false;
-        vcpu.IsBlocked = false;
-        vcpu.Timers.Woken();
         var domain = vcpu.Domain;
-        foreach (var v in domain.Vcpus)
+        bool anyUp = false;
+        lock (domain.SyncRoot)
         {
-            if (v.IsUp)
-            {
-                domain.UpdateBlockedState();
-                return;
-            }
+            vcpu.IsUp = false;
+            vcpu.IsBlocked = false;
+            vcpu.Timers.Woken();
+            foreach (var v in domain.Vcpus)
+                anyUp |= v.IsUp;
         }
 
-        domain.Shutdown(ShutdownReason.Poweroff);
+        vcpu.RequestSliceEnd();   // threaded scheduler: a vCPU running on its own thread leaves the guest
+        if (anyUp)
+            domain.UpdateBlockedState();
+        else
+            domain.Shutdown(ShutdownReason.Poweroff);
     }
 
     /// <summary>Brings a down, initialised vCPU up (VCPUOP_up, Xen's clear of <c>_VPF_down</c> then <c>vcpu_wake</c>).</summary>
     public static void Up(VirtualCpu vcpu)
     {
-        if (vcpu.IsUp)
-            return;
-        vcpu.IsUp = true;
-        vcpu.IsBlocked = false;
+        lock (vcpu.Domain.SyncRoot)
+        {
+            if (vcpu.IsUp)
+                return;
+            vcpu.IsUp = true;
+            vcpu.IsBlocked = false;
+        }
+
         vcpu.Kick();
         vcpu.Domain.UpdateBlockedState();
     }
@@ -56,6 +65,12 @@ internal static class VcpuLifecycle
     /// </summary>
     public static void Init(VirtualCpu vcpu)
     {
+        if (vcpu.Thread is { IsCurrent: false } thread)
+        {
+            thread.Post(static v => Init(v));
+            return;
+        }
+
         if (!vcpu.IsInitialised)
             return;
         vcpu.IsInitialised = false;
@@ -65,10 +80,16 @@ internal static class VcpuLifecycle
     /// <summary>
     /// A start-up IPI with <paramref name="vector"/> arrived: a vCPU waiting for one starts in real mode at physical
     /// address vector &lt;&lt; 12; any other vCPU ignores it (SDM Vol. 3A §9.4.4: a SIPI is taken only in wait-for-SIPI).
-    /// Returns true when the vCPU started.
+    /// Returns true when the vCPU started (on the threaded scheduler, from another thread: when the IPI was posted to it).
     /// </summary>
     public static bool Startup(VirtualCpu vcpu, byte vector)
     {
+        if (vcpu.Thread is { IsCurrent: false } thread)
+        {
+            thread.Post(v => Startup(v, vector));
+            return true;
+        }
+
         if (vcpu.IsInitialised || vcpu.Domain.State is DomainState.Shutdown or DomainState.Crashed)
             return false;
         LoadRealMode(vcpu, (ushort)(vector << 8), 0);

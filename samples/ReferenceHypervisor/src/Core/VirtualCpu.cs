@@ -1,3 +1,4 @@
+using VmmKit.Ept;
 using VmmKit.Hypercall;
 using VmmKit.Vmx;
 
@@ -17,7 +18,9 @@ internal sealed class VirtualCpu
         Domain = domain;
         Id = id;
         Processor = processor;
-        LinearMemory = new GuestLinearMemory(domain.Physical, () => Vmcs.GuestPagingRegisters);
+        // The vCPU's own guest-physical accessor: its translation cache is used by this vCPU's thread alone.
+        Physical = new GuestPhysicalMemory(domain.Machine.Memory, domain.Ept.Pointer);
+        LinearMemory = new GuestLinearMemory(Physical, () => Vmcs.GuestPagingRegisters);
         Apic = Devices.VcpuApic.Create(this);
     }
 
@@ -42,6 +45,9 @@ internal sealed class VirtualCpu
     /// <summary>The processor executing the guest.</summary>
     public IVirtualProcessor Processor { get; }
 
+    /// <summary>Guest-physical access through the domain's EPT, with a translation cache of this vCPU's own (flushed by <see cref="InvalidateEpt"/>).</summary>
+    public GuestPhysicalMemory Physical { get; }
+
     /// <summary>Guest memory by linear address (the guest's paging, then the EPT), for hypercall arguments.</summary>
     public GuestLinearMemory LinearMemory { get; }
 
@@ -54,21 +60,23 @@ internal sealed class VirtualCpu
     /// <summary>The vCPU's clock: pvclock, the registered vcpu_info and the runstate.</summary>
     public VcpuTime Time { get; } = new();
 
+    private volatile bool _isBlocked, _isUp = true, _isInitialised = true, _kicked;
+
     /// <summary>True while the vCPU waits for an event.</summary>
-    public bool IsBlocked { get; set; }
+    public bool IsBlocked { get => _isBlocked; set => _isBlocked = value; }
 
     /// <summary>
     /// False while the vCPU is down (Xen's <c>_VPF_down</c>): a secondary vCPU waiting for INIT/SIPI or VCPUOP_up, a vCPU
     /// that halted with interrupts disabled or went down by VCPUOP_down. A down vCPU is never scheduled.
     /// </summary>
-    public bool IsUp { get; set; } = true;
+    public bool IsUp { get => _isUp; set => _isUp = value; }
 
     /// <summary>
     /// Xen's <c>v->is_initialised</c>: the vCPU has a register state to run (the boot vCPU from the start, a secondary
     /// one after a start-up IPI or VCPUOP_initialise). INIT clears it; a start-up IPI is accepted only while it is clear
     /// (the wait-for-SIPI state, SDM Vol. 3A §9.4.4).
     /// </summary>
-    public bool IsInitialised { get; set; } = true;
+    public bool IsInitialised { get => _isInitialised; set => _isInitialised = value; }
 
     /// <summary>True when the scheduler may run the vCPU: up and not blocked.</summary>
     public bool IsRunnable => IsUp && !IsBlocked;
@@ -86,11 +94,107 @@ internal sealed class VirtualCpu
         }
     }
 
-    /// <summary>An event was marked pending for this vCPU (Xen's <c>vcpu_kick</c>): the scheduler looks at it again.</summary>
-    public void Kick() => Kicked = true;
+    /// <summary>
+    /// An event was marked pending for this vCPU (Xen's <c>vcpu_kick</c>): the scheduler looks at it again. On the threaded
+    /// scheduler the vCPU's thread wakes from its wait, and a vCPU in the guest leaves it at once (the processor's
+    /// <see cref="IVirtualProcessor.RequestExit"/>) so that the interrupt is injected at the next VM entry. Any thread.
+    /// </summary>
+    public void Kick()
+    {
+        _kicked = true;
+        if (Thread is not { } thread)
+            return;
+        thread.Wake();
+        if (!thread.IsCurrent)
+            Processor.RequestExit();
+    }
 
     /// <summary>Set by <see cref="Kick"/>, cleared by the scheduler.</summary>
-    public bool Kicked { get; set; }
+    public bool Kicked { get => _kicked; set => _kicked = value; }
+
+    /// <summary>The host thread that runs this vCPU on the threaded scheduler; null on the round-robin one.</summary>
+    public VcpuThread? Thread { get; internal set; }
+
+    private volatile bool _sliceEndRequested;
+    private int _inRun;
+    private long _flushRequested, _flushDone;
+
+    /// <summary>
+    /// Asks the vCPU to end its slice at its next exit (threaded scheduler: a domain stop, a world stop for the control
+    /// domain, posted INIT/SIPI work), waking it when it waits. Any thread; nothing on the round-robin scheduler, where
+    /// the slice is already over when another vCPU or the host acts.
+    /// </summary>
+    public void RequestSliceEnd()
+    {
+        if (Thread is not { } thread)
+            return;
+        _sliceEndRequested = true;
+        thread.Wake();
+        if (!thread.IsCurrent)
+            Processor.RequestExit();
+    }
+
+    /// <summary>The vCPU's thread takes a slice-end request before it looks at its state again.</summary>
+    internal void ClearSliceEndRequest() => _sliceEndRequested = false;
+
+    /// <summary>
+    /// INVEPT for this vCPU after its domain's EPT changed (a mapping removed or changed, Xen's p2m flush): the processor's
+    /// cached translations and this vCPU's own guest-physical cache. On the round-robin scheduler, or on the vCPU's own
+    /// thread, at once; from another thread the request is posted, the vCPU is made to leave the guest, and the caller
+    /// waits until it has flushed or is out of the guest (it flushes before its next entry), as Xen's flush waits for the
+    /// other processors, so that no vCPU still uses a translation of the old mapping when the hypercall returns.
+    /// </summary>
+    public void InvalidateEpt()
+    {
+        if (Thread is not { } thread || thread.IsCurrent)
+        {
+            FlushTranslations();
+            return;
+        }
+
+        long request = Interlocked.Increment(ref _flushRequested);
+        if (Volatile.Read(ref _inRun) == 0)
+            return;   // not in the guest: it sees the request before its next entry (ApplyPendingFlush after _inRun is set)
+        Processor.RequestExit();
+        var spin = new SpinWait();
+        var self = VcpuThread.Current?.Vcpu;
+        while (Volatile.Read(ref _inRun) != 0 && Volatile.Read(ref _flushDone) < request)
+        {
+            self?.ApplyPendingFlush();   // two vCPUs flushing each other at once: each serves the other's request
+            spin.SpinOnce();
+        }
+    }
+
+    /// <summary>Applies a flush another thread posted with <see cref="InvalidateEpt"/> (on this vCPU's own thread).</summary>
+    internal void ApplyPendingFlush()
+    {
+        long requested = Volatile.Read(ref _flushRequested);
+        if (requested == Volatile.Read(ref _flushDone))
+            return;
+        FlushTranslations();
+        Volatile.Write(ref _flushDone, requested);
+    }
+
+    private void FlushTranslations()
+    {
+        Physical.InvalidateSingleContext();
+        Processor.InvalidateEpt(InveptType.SingleContext, Domain.Ept.Pointer);
+    }
+
+    /// <summary>One VM entry on the threaded scheduler: marked in the guest, then any flush posted meanwhile applied (their order pairs with <see cref="InvalidateEpt"/>).</summary>
+    private VmExit EnterGuest()
+    {
+        Interlocked.Exchange(ref _inRun, 1);
+        ApplyPendingFlush();
+        try
+        {
+            return Processor.Run(Vmcs);
+        }
+        finally
+        {
+            Volatile.Write(ref _inRun, 0);
+        }
+    }
 
     /// <summary>The most recent exit, for diagnostics.</summary>
     public VmExit LastExit { get; private set; }
@@ -117,13 +221,16 @@ internal sealed class VirtualCpu
         SetPauseExiting(true);
         try
         {
+            bool threaded = Thread is not null;
             while (true)
             {
+                if (threaded)
+                    GuestTime.SyncWithDomain(this);
                 Timers.FireDue(this, GuestTime.SystemTime(this));
                 DeliverUpcall();
                 machine.ArmSliceTimer(this);
                 Devices.VcpuApic.BeforeEntry(this);
-                VmExit exit = Processor.Run(Vmcs);
+                VmExit exit = threaded ? EnterGuest() : Processor.Run(Vmcs);
                 LastExit = exit;
                 ExitCount++;
                 if (exit.Outcome != VmExitOutcome.VmExit)
@@ -149,6 +256,8 @@ internal sealed class VirtualCpu
                     return ExitAction.Yield;   // INIT, VCPUOP_down or HLT with IF = 0 took this vCPU down
                 if (action != ExitAction.Resume)
                     return action;
+                if (_sliceEndRequested)
+                    return ExitAction.Yield;   // threaded scheduler: another thread needs this vCPU out of the guest
             }
         }
         catch (Exception e)

@@ -6,12 +6,22 @@ namespace VmmKit.ReferenceHypervisor;
 /// A vCPU's timers in guest system time (nanoseconds, <see cref="GuestTime.SystemTime"/>): the singleshot timer of
 /// VCPUOP_set_singleshot_timer and set_timer_op, which sends VIRQ_TIMER when it expires (Xen's
 /// <c>singleshot_timer_fn</c>), and the SCHEDOP_poll timeout. Checked at every VM exit and before every VM entry;
-/// the slice's VMX-preemption timer is programmed so that the next deadline ends the slice on time.
+/// the slice's VMX-preemption timer is programmed so that the next deadline ends the slice on time. The vCPU's own thread
+/// changes them; other threads (siblings, the threaded scheduler) read <see cref="NextDeadline"/>, so the state is locked.
 /// </summary>
 internal sealed class VcpuTimers
 {
+    private readonly Lock _lock = new();
+    private ulong? _singleshot;
+    private ulong? _pollTimeout;
+    private bool _polling;
+
     /// <summary>The singleshot deadline, or null when the timer is stopped.</summary>
-    public ulong? Singleshot { get; set; }
+    public ulong? Singleshot
+    {
+        get { lock (_lock) return _singleshot; }
+        set { lock (_lock) _singleshot = value; }
+    }
 
     /// <summary>Most ports one SCHEDOP_poll may list (Xen's <c>do_poll</c>).</summary>
     public const int MaxPollPorts = 128;
@@ -25,35 +35,57 @@ internal sealed class VcpuTimers
     /// <summary>Starts a SCHEDOP_poll on <paramref name="ports"/> (at most <see cref="MaxPollPorts"/>) until <paramref name="timeout"/>.</summary>
     public void StartPoll(ReadOnlySpan<uint> ports, ulong? timeout)
     {
-        ports.CopyTo(_pollPorts);
-        _pollCount = ports.Length;
-        PollTimeout = timeout;
-        Polling = true;
+        lock (_lock)
+        {
+            ports.CopyTo(_pollPorts);
+            _pollCount = ports.Length;
+            _pollTimeout = timeout;
+            _polling = true;
+        }
     }
 
     /// <summary>The SCHEDOP_poll timeout, or null for none.</summary>
-    public ulong? PollTimeout { get; set; }
+    public ulong? PollTimeout
+    {
+        get { lock (_lock) return _pollTimeout; }
+        set { lock (_lock) _pollTimeout = value; }
+    }
 
     /// <summary>True while the vCPU is blocked in SCHEDOP_poll.</summary>
-    public bool Polling { get; private set; }
+    public bool Polling
+    {
+        get { lock (_lock) return _polling; }
+    }
 
     /// <summary>The earliest deadline, or null.</summary>
-    public ulong? NextDeadline => (Singleshot, Polling ? PollTimeout : null) switch
+    public ulong? NextDeadline
     {
-        ({ } a, { } b) => Math.Min(a, b),
-        ({ } a, null) => a,
-        (null, { } b) => b,
-        _ => null,
-    };
+        get
+        {
+            lock (_lock)
+            {
+                return (_singleshot, _polling ? _pollTimeout : null) switch
+                {
+                    ({ } a, { } b) => Math.Min(a, b),
+                    ({ } a, null) => a,
+                    (null, { } b) => b,
+                    _ => null,
+                };
+            }
+        }
+    }
 
     /// <summary>Fires what is due at <paramref name="now"/>: the singleshot timer sends VIRQ_TIMER to the vCPU.</summary>
     public void FireDue(VirtualCpu vcpu, ulong now)
     {
-        if (Singleshot is { } t && t <= now)
+        lock (_lock)
         {
-            Singleshot = null;
-            vcpu.Domain.Events.Hypervisor.SendVirq(vcpu.Domain.Events, vcpu.Id, Virq.Timer);
+            if (_singleshot is not { } t || t > now)
+                return;
+            _singleshot = null;
         }
+
+        vcpu.Domain.Events.Hypervisor.SendVirq(vcpu.Domain.Events, vcpu.Id, Virq.Timer);
     }
 
     /// <summary>
@@ -80,8 +112,11 @@ internal sealed class VcpuTimers
     /// <summary>The vCPU woke: a poll in progress ends.</summary>
     public void Woken()
     {
-        Polling = false;
-        _pollCount = 0;
-        PollTimeout = null;
+        lock (_lock)
+        {
+            _polling = false;
+            _pollCount = 0;
+            _pollTimeout = null;
+        }
     }
 }

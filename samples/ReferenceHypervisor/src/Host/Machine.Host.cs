@@ -48,6 +48,7 @@ internal sealed partial class Machine
     /// <summary>Removes a destroyed domain from the scheduler and releases it.</summary>
     internal void RemoveDomain(Domain domain)
     {
+        StopThreadsOf(domain);   // threaded scheduler: the domain's vCPU threads end before its processors go
         _domains.Remove(domain);
         domain.Dispose();
     }

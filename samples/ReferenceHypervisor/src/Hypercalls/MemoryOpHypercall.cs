@@ -225,6 +225,6 @@ internal static class MemoryOpHypercall
     {
         domain.Physical.InvalidateSingleContext();
         foreach (var v in domain.Vcpus)
-            v.Processor.InvalidateEpt(InveptType.SingleContext, domain.Ept.Pointer);
+            v.InvalidateEpt();   // this vCPU's caches too; a vCPU on another thread flushes before the call returns
     }
 }

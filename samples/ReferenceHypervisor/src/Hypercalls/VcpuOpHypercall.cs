@@ -23,6 +23,7 @@ internal static class VcpuOpHypercall
             return XenErrno.EFAULT.Negated();
         if (vcpu.IsInitialised)
             return XenErrno.EEXIST.Negated();
+        vcpu.Thread?.WaitOutOfSlice();   // threaded scheduler: an INIT may have taken it down while it still ran
         long rc = VcpuHvmContextLoader.Load(vcpu, in context);
         if (rc == 0)
             vcpu.IsInitialised = true;
