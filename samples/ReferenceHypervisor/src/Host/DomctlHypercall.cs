@@ -200,8 +200,8 @@ internal static class DomctlHypercall
         };
     }
 
-    /// <summary>The largest stream sethvmcontext takes: HEADER, a CPU record for every vCPU a domain may have, END.</summary>
-    private const uint MaxHvmContextSize = 256 << 10;
+    /// <summary>The largest stream sethvmcontext takes: HEADER, the CPU, LAPIC, LAPIC_REGS and MTRR records of every vCPU a domain may have, END.</summary>
+    private const uint MaxHvmContextSize = 512 << 10;
 
     /// <summary>
     /// XEN_DOMCTL_gethvmcontext (xen/arch/x86/domctl.c): not of the caller itself (-EINVAL); a NULL buffer asks the size,
@@ -212,6 +212,9 @@ internal static class DomctlHypercall
     {
         if (source == caller)
             return XenErrno.EINVAL.Negated();
+        long created = VcpuContextDomctl.EnsureVcpus(source);   // Xen's domain has its vCPUs (down) from createdomain
+        if (created != 0)
+            return created;
         int size = HvmContext.SaveSize(source);
         if (op.HvmContextBuffer == 0)
         {

@@ -151,7 +151,7 @@ internal static class VcpuContextDomctl
     };
 
     /// <summary>A domain the toolstack created has its vCPUs from the first context it gets (vCPU 0 first, as Xen's createdomain).</summary>
-    private static long EnsureVcpus(Domain target)
+    internal static long EnsureVcpus(Domain target)
     {
         if (target.Vcpus.Count != 0)
             return 0;
