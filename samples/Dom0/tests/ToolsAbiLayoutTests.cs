@@ -73,7 +73,7 @@ public sealed class ToolsAbiLayoutTests
             Eval([.. regs.Select(r => $"offsetof(struct cpu_user_regs, {r})"), "sizeof(struct cpu_user_regs)",
                 .. fields.Select(f => $"offsetof(struct vcpu_guest_context, {f})"), "sizeof(struct vcpu_guest_context)",
                 "XEN_DOMCTL_getvcpucontext", "VGCF_i387_valid", "VGCF_online"]),
-            [.. regs.Select(r => (long)Marshal.OffsetOf<CpuUserRegs>(Pascal(r))), Unsafe.SizeOf<CpuUserRegs>(),
+            (long[])[.. regs.Select(r => (long)Marshal.OffsetOf<CpuUserRegs>(Pascal(r))), Unsafe.SizeOf<CpuUserRegs>(),
                 .. names.Select(n => (long)Marshal.OffsetOf<VcpuGuestContext>(n)), Unsafe.SizeOf<VcpuGuestContext>(),
                 ToolsAbi.DomctlGetVcpuContext, (long)ToolsAbi.VgcfI387Valid, (long)ToolsAbi.VgcfOnline]);
     }

@@ -166,4 +166,31 @@ public sealed class VcpuContextTests : IDisposable
         Assert.Equal(XenErrno.ESRCH.Negated(), Domctl(ToolsAbi.DomctlGetVcpuContext, 0, Out, domain: 9));
         Assert.Equal(0x10_0000ul, _target.Vcpus[0].Vmcs.Read(VmcsField.GuestRip));
     }
+
+    [Fact]
+    public void A_toolstack_built_domain_is_running_after_setvcpucontext_and_unpause()
+    {
+        MemoryMarshal.Write(_memory.Bytes, new XenDomctl
+        {
+            Cmd = ToolsAbi.DomctlCreateDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion,
+            CreateDomain = new XenDomctlCreateDomain { Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = 1 },
+        });
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.Domctl, Rdi = 0 };
+        _machine.Hypercalls.Dispatch(_dom0, ref regs, GuestX86Mode.Long64, 0, _memory);
+        Assert.Equal(0ul, regs.Rax);
+        ushort id = MemoryMarshal.Read<XenDomctl>(_memory.Bytes).Domain;
+        var d = _machine.FindDomain(id)!;
+        d.SetMaxPages(16);
+        Assert.Equal(0, d.Populate(0x100));
+        var c = new VcpuGuestContext { Flags = ToolsAbi.VgcfOnline };
+        c.UserRegs.Rip = 0x10_0000;
+        c.UserRegs.Rbx = 0x2000;
+        c.UserRegs.Rflags = 2;
+        MemoryMarshal.Write(_memory.Bytes.AsSpan((int)Ctxt), in c);
+        Assert.Equal(0, Domctl(ToolsAbi.DomctlSetVcpuContext, 0, Ctxt, domain: id));
+        Assert.Equal(0, Domctl(ToolsAbi.DomctlUnpauseDomain, 0, 0, domain: id));
+        Assert.True(d.Vcpus[0].IsRunnable);
+        Assert.True(d.IsRunnable);
+        Assert.NotEqual(0u, Host.DomctlHypercall.Info(d).Flags & (uint)DomainInfoFlags.Running);
+    }
 }

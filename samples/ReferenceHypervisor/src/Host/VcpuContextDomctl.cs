@@ -57,6 +57,11 @@ internal static class VcpuContextDomctl
             rc = VcpuHvmContextLoader.Load(vcpu, PvhEntryState);
             if (rc != 0)
                 return rc;
+
+            // The selectors and flat FS/GS of this hypervisor's PVH start (VmcsBuilder.SetPvh32Guest: CS 0x10, data 0x18), so
+            // that a guest taking an interrupt before it loads its own GDT pushes and returns to a usable CS.
+            for (int segment = 0; segment < 6; segment++)
+                VcpuLifecycle.Segment(vmcs, segment, segment == 1 ? (ushort)0x10 : (ushort)0x18, 0, 0xFFFF_FFFF, segment == 1 ? 0xC09Bu : 0xC093u);
         }
 
         ref var g = ref vcpu.Registers;
