@@ -3,7 +3,9 @@ namespace VmmKit.Dom0.Xen;
 /// <summary>
 /// Page-granular buffers in Dom0's own memory for hypercall arguments (what Linux's privcmd calls hypercall buffers):
 /// a pointer argument is the buffer's Dom0 guest-physical address, so the hypervisor reads and writes Xen's structs in
-/// place. Thread-safe; a buffer goes back with <see cref="HypercallBuffer.Dispose"/>.
+/// place. Page 0 is never handed out: address 0 is Xen's NULL handle (<c>guest_handle_is_null</c>), which e.g.
+/// setvcpucontext takes as "reset the vCPU" and gethvmcontext as "tell me the size". Thread-safe; a buffer goes back
+/// with <see cref="HypercallBuffer.Dispose"/>.
 /// </summary>
 public sealed class HypercallBuffers
 {
@@ -25,7 +27,7 @@ public sealed class HypercallBuffers
         int pages = Math.Max(1, (bytes + 4095) / 4096);
         lock (_lock)
         {
-            for (int start = 0; start + pages <= _used.Length; start++)
+            for (int start = 1; start + pages <= _used.Length; start++)
             {
                 int n = 0;
                 while (n < pages && !_used[start + n])

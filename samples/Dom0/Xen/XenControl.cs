@@ -133,14 +133,18 @@ public sealed class XenControl
     }
 
     /// <summary>
-    /// <c>xc_vcpu_setcontext</c> for vCPU 0 of a PVH domain: the PVH entry point and the hvm_start_info address
-    /// (user_regs.rip and user_regs.rbx of a vcpu_guest_context; docs/dom0-abi.md).
+    /// <c>xc_vcpu_setcontext</c> for vCPU 0 of a PVH domain: online, at the PVH entry point with EBX = the hvm_start_info
+    /// address (user_regs.rip and user_regs.rbx of a vcpu_guest_context; RFLAGS 2; docs/articles/dom0-abi.md).
     /// </summary>
     public void SetBootVcpu(ushort domid, uint entry, uint startInfo)
     {
         using var ctxt = _privcmd.Buffers.Rent(ToolsAbi.VcpuGuestContextSize);
-        ctxt.As<ulong>(ToolsAbi.VcpuGuestContextRip) = entry;
-        ctxt.As<ulong>(ToolsAbi.VcpuGuestContextRbx) = startInfo;
+        ref var c = ref ctxt.As<VcpuGuestContext>();
+        c = default;
+        c.Flags = ToolsAbi.VgcfOnline;
+        c.UserRegs.Rip = entry;
+        c.UserRegs.Rbx = startInfo;
+        c.UserRegs.Rflags = 2;
         var op = Domctl(ToolsAbi.DomctlSetVcpuContext, domid);
         op.VcpuContextVcpu = 0;
         op.VcpuContextCtxt = ctxt.Address;

@@ -101,8 +101,13 @@ public sealed class DomctlTests
         // A domctl Xen has but this hypervisor does not offer, and a wrong interface version.
         var privcmd = xc.Privcmd;
         using var b = privcmd.Buffers.Rent(144);
-        b.As<XenDomctl>() = new XenDomctl { Cmd = 13 /* getvcpucontext */, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
+        b.As<XenDomctl>() = new XenDomctl { Cmd = 16 /* scheduler_op */, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
         Assert.Equal(XenErrno.ENOSYS.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
+        // getvcpucontext of a vCPU that has no context yet (Xen's -ENODATA), then of one past max_vcpus (-EINVAL).
+        b.As<XenDomctl>() = new XenDomctl { Cmd = ToolsAbi.DomctlGetVcpuContext, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
+        Assert.Equal(XenErrno.ENODATA.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
+        b.As<XenDomctl>() = new XenDomctl { Cmd = ToolsAbi.DomctlGetVcpuContext, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid, VcpuContextVcpu = 1 };
+        Assert.Equal(XenErrno.EINVAL.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));
         // sethvmcontext through the channel: an empty stream has no HEADER (hvm_load's -ENODATA).
         b.As<XenDomctl>() = new XenDomctl { Cmd = ToolsAbi.DomctlSetHvmContext, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid };
         Assert.Equal(XenErrno.ENODATA.Negated(), privcmd.Hypercall(HypercallNumber.Domctl, b.Address));

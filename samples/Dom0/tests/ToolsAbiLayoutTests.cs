@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using VmmKit.Dom0.Xen.Abi;
 using VmmKit.TestSupport;
 
@@ -58,10 +59,26 @@ public sealed class ToolsAbiLayoutTests
                 "offsetof(struct xen_domctl_getdomaininfo, handle)", "offsetof(struct xen_domctl_getdomaininfo, cpupool)",
                 "offsetof(struct xen_domctl_getdomaininfo, gpaddr_bits)", "offsetof(struct xen_domctl_getdomaininfo, arch_config)"),
             new long[] {Unsafe.SizeOf<XenDomctlGetDomainInfo>(), 4, 8, 16, 48, 56, 64, 68, 72, 76, 92, 96, 104});
-        Assert.Equal(
-            Eval("sizeof(struct vcpu_guest_context)", "offsetof(struct vcpu_guest_context, user_regs.rip)", "offsetof(struct vcpu_guest_context, user_regs.rbx)"),
-            new long[] {ToolsAbi.VcpuGuestContextSize, ToolsAbi.VcpuGuestContextRip, ToolsAbi.VcpuGuestContextRbx});
     }
+
+    [Fact]
+    public void Vcpu_guest_context_matches_x86_64()
+    {
+        string[] regs = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
+            "error_code", "entry_vector", "rip", "cs", "saved_upcall_mask", "rflags", "rsp", "ss", "es", "ds", "fs", "gs"];
+        string[] fields = ["fpu_ctxt", "flags", "user_regs", "trap_ctxt", "ctrlreg", "debugreg", "event_callback_eip", "vm_assist",
+            "fs_base", "gs_base_kernel", "gs_base_user"];
+        string[] names = ["FpuCtxt", "Flags", "UserRegs", "PvState", "CtrlReg", "DebugReg", "PvCallbacks", "VmAssist", "FsBase", "GsBaseKernel", "GsBaseUser"];
+        Assert.Equal(
+            Eval([.. regs.Select(r => $"offsetof(struct cpu_user_regs, {r})"), "sizeof(struct cpu_user_regs)",
+                .. fields.Select(f => $"offsetof(struct vcpu_guest_context, {f})"), "sizeof(struct vcpu_guest_context)",
+                "XEN_DOMCTL_getvcpucontext", "VGCF_i387_valid", "VGCF_online"]),
+            (long[])[.. regs.Select(r => (long)Marshal.OffsetOf<CpuUserRegs>(Pascal(r))), Unsafe.SizeOf<CpuUserRegs>(),
+                .. names.Select(n => (long)Marshal.OffsetOf<VcpuGuestContext>(n)), Unsafe.SizeOf<VcpuGuestContext>(),
+                ToolsAbi.DomctlGetVcpuContext, (long)ToolsAbi.VgcfI387Valid, (long)ToolsAbi.VgcfOnline]);
+    }
+
+    private static string Pascal(string cName) => string.Concat(cName.Split('_').Select(p => char.ToUpperInvariant(p[0]) + p[1..]));
 
     [Fact]
     public void Sysctl_and_memory_structs_match()

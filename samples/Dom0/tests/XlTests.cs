@@ -72,7 +72,7 @@ public sealed class XlTests
         {
             // Ctrl-] right away: the console replays what the domain printed so far, then leaves.
             var (code, stdout, stderr) = Xl(host, "\u001d", "console", domain);
-            Assert.True(code == 0, stderr);
+            Assert.True(code == 0, $"{stderr}\nhost:\n{host.Log}");
             seen = stdout;
             if (seen.Contains(text, StringComparison.Ordinal))
                 return seen;

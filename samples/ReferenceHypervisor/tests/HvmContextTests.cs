@@ -7,6 +7,7 @@ using VmmKit.ReferenceHypervisor.Host;
 using VmmKit.TestSupport;
 using VmmKit.ReferenceHypervisor.Hypercalls;
 using VmmKit.Vmx;
+using VmmKit.Devices;
 
 namespace VmmKit.ReferenceHypervisor.Tests;
 
@@ -21,7 +22,7 @@ public sealed class HvmContextTests
     private sealed class Host : IDisposable
     {
         public readonly Machine Machine = new(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
-        public readonly GuestPage Memory = new();
+        public readonly GuestBuffer Memory = new(16384);
         public readonly VirtualCpu Dom0;
         public readonly VirtualCpu Guest;
         public readonly Domain Target;
@@ -130,6 +131,140 @@ public sealed class HvmContextTests
 
     private static long Off(string field) => Marshal.OffsetOf<HvmHwCpu>(field);
 
+    /// <summary>Bytes of one vCPU's LAPIC, LAPIC_REGS and MTRR records with their descriptors.</summary>
+    private const uint PerVcpu = (8 + 24) + (8 + 1024) + (8 + 240);
+
+    [Fact]
+    public void Lapic_and_mtrr_records_match_xen_hvm_save_h()
+    {
+        var v = XenAbiLayout.Evaluate(["xen/xen.h", "xen/hvm/save.h"],
+        [
+            "HVM_SAVE_CODE(LAPIC)", "HVM_SAVE_LENGTH(LAPIC)", "offsetof(struct hvm_hw_lapic, disabled)", "offsetof(struct hvm_hw_lapic, timer_divisor)",
+            "offsetof(struct hvm_hw_lapic, tdt_msr)", "HVM_SAVE_CODE(LAPIC_REGS)", "HVM_SAVE_LENGTH(LAPIC_REGS)",
+            "HVM_SAVE_CODE(MTRR)", "HVM_SAVE_LENGTH(MTRR)", "MTRR_VCNT", "NUM_FIXED_MSR", "offsetof(struct hvm_hw_mtrr, msr_mtrr_var)",
+            "offsetof(struct hvm_hw_mtrr, msr_mtrr_fixed)", "offsetof(struct hvm_hw_mtrr, msr_mtrr_cap)", "offsetof(struct hvm_hw_mtrr, msr_mtrr_def_type)",
+        ], defines: ["__XEN_TOOLS__"]);
+        Assert.Equal(
+            new long[]
+            {
+                HvmSave.CodeLapic, Unsafe.SizeOf<HvmHwLapic>(), Marshal.OffsetOf<HvmHwLapic>("Disabled"), Marshal.OffsetOf<HvmHwLapic>("TimerDivisor"),
+                Marshal.OffsetOf<HvmHwLapic>("TdtMsr"), HvmSave.CodeLapicRegs, Unsafe.SizeOf<HvmHwLapicRegs>(),
+                HvmSave.CodeMtrr, Unsafe.SizeOf<HvmHwMtrr>(), HvmSave.MtrrVcnt, HvmSave.MtrrFixed, Marshal.OffsetOf<HvmHwMtrr>("MsrMtrrVar"),
+                Marshal.OffsetOf<HvmHwMtrr>("MsrMtrrFixed"), Marshal.OffsetOf<HvmHwMtrr>("MsrMtrrCap"), Marshal.OffsetOf<HvmHwMtrr>("MsrMtrrDefType"),
+            },
+            v);
+    }
+
+    private static void WriteApic(VirtualCpu vcpu, int offset, uint value) =>
+        vcpu.Apic.Write(LocalApic.DefaultBaseAddress, (ulong)offset, BitConverter.GetBytes(value));
+
+    private static uint ReadApic(VirtualCpu vcpu, int offset)
+    {
+        var bytes = new byte[4];
+        vcpu.Apic.Read(LocalApic.DefaultBaseAddress, (ulong)offset, bytes);
+        return BitConverter.ToUInt32(bytes);
+    }
+
+    private byte[] Saved(Host h)
+    {
+        Assert.Equal(0, h.Domctl(ToolsAbi.DomctlGetHvmContext, 8000, Out));
+        return h.Memory.Bytes.AsSpan((int)Out, (int)h.ReturnedSize).ToArray();
+    }
+
+    [Fact]
+    public void Get_set_get_keeps_the_lapic_timer_and_the_mtrrs()
+    {
+        using var h = new Host();
+        Assert.Equal(0, h.Set(Records((HvmSave.CodeHeader, 0, Header()), (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0x2000))), (0, 0, []))));
+        var vcpu = h.Target.Vcpus[0];
+        WriteApic(vcpu, 0xF0, 0x1FF);                  // SVR: software enabled, spurious vector 0xFF
+        WriteApic(vcpu, 0x80, 0x20);                   // TPR
+        WriteApic(vcpu, 0x3E0, 0x3);                   // divide by 16
+        WriteApic(vcpu, 0x320, 0x2_0040);              // LVT timer: periodic, vector 0x40
+        WriteApic(vcpu, 0x380, 100_000);               // initial count: the timer runs
+        Assert.True(MtrrMsrs.TryWrite(vcpu, MtrrMsrs.PhysBase0, 0x8000_0000 | 6));
+        Assert.True(MtrrMsrs.TryWrite(vcpu, MtrrMsrs.PhysBase0 + 1, 0xF_C000_0800));
+        Assert.True(MtrrMsrs.TryWrite(vcpu, MtrrMsrs.Fix64K, 0x0606_0606_0606_0606));
+        Assert.True(MtrrMsrs.TryWrite(vcpu, MtrrMsrs.DefType, 0xC00));
+        var first = Saved(h);
+
+        // Into a fresh domain: the state arrives whole.
+        using var other = new Host();
+        first.CopyTo(other.Memory.Bytes, (int)Stream);
+        Assert.Equal(0, other.Domctl(ToolsAbi.DomctlSetHvmContext, (uint)first.Length, Stream));
+        var copy = other.Target.Vcpus[0];
+        Assert.Equal((0x1FFu, 0x20u, 0x3u, 0x2_0040u, 100_000u), (ReadApic(copy, 0xF0), ReadApic(copy, 0x80), ReadApic(copy, 0x3E0), ReadApic(copy, 0x320), ReadApic(copy, 0x380)));
+        Assert.Equal(LocalApicTimerMode.Periodic, copy.Apic.TimerMode);
+        Assert.NotNull(copy.Apic.NextTimerExpiry);     // the timer was re-armed (lapic_rearm)
+        Assert.Equal((0x8000_0006ul, 0xF_C000_0800ul, 0x0606_0606_0606_0606ul, 0xC00ul),
+            (MtrrMsrs.Read(copy, MtrrMsrs.PhysBase0), MtrrMsrs.Read(copy, MtrrMsrs.PhysBase0 + 1), MtrrMsrs.Read(copy, MtrrMsrs.Fix64K), MtrrMsrs.Read(copy, MtrrMsrs.DefType)));
+        Assert.Equal(first, Saved(other));
+
+        // And back onto itself: get -> set -> get is the identity.
+        Assert.Equal(0, h.Set(first));
+        Assert.Equal(first, Saved(h));
+    }
+
+    [Fact]
+    public unsafe void Libxcs_pvh_builder_flow_sets_cpu_and_mtrr()
+    {
+        // xg_dom_x86.c vcpu_hvm: get the full context, take its header and vCPU 0's MTRR record, set HEADER, CPU, MTRR
+        // (default type WB, enabled) and END.
+        using var h = new Host();
+        var full = Saved(h);
+        int pos = 32;
+        HvmHwMtrr mtrr = default;
+        while (true)
+        {
+            var d = MemoryMarshal.Read<HvmSaveDescriptor>(full.AsSpan(pos));
+            Assert.NotEqual(HvmSave.CodeEnd, d.TypeCode);
+            if (d.TypeCode == HvmSave.CodeMtrr && d.Instance == 0)
+            {
+                mtrr = MemoryMarshal.Read<HvmHwMtrr>(full.AsSpan(pos + 8));
+                break;
+            }
+
+            pos += 8 + (int)d.Length;
+        }
+
+        Assert.Equal(0x508ul, mtrr.MsrMtrrCap);        // 8 variable ranges, fixed ranges, WC
+        mtrr.MsrMtrrDefType = 6 | (1ul << 11);
+        mtrr.MsrMtrrFixed[0] = 0x0505_0505_0505_0505;
+        Assert.Equal(0, h.Set(Records((HvmSave.CodeHeader, 0, full[8..32]), (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0x2000))),
+            (HvmSave.CodeMtrr, 0, Bytes(mtrr)), (0, 0, []))));
+        var vcpu = h.Target.Vcpus[0];
+        Assert.True(vcpu.IsUp);
+        Assert.Equal((0x806ul, 0x0505_0505_0505_0505ul), (MtrrMsrs.Read(vcpu, MtrrMsrs.DefType), MtrrMsrs.Read(vcpu, MtrrMsrs.Fix64K)));
+    }
+
+    [Fact]
+    public unsafe void Hostile_lapic_and_mtrr_records_get_hvm_loads_errno()
+    {
+        using var h = new Host();
+        var header = (HvmSave.CodeHeader, (ushort)0, Header());
+        var end = ((ushort)0, (ushort)0, Array.Empty<byte>());
+        var regs = new byte[1024];
+        var lapic = Bytes(new HvmHwLapic { ApicBaseMsr = LocalApic.DefaultBaseAddress | LocalApic.ApicBaseEnable | LocalApic.ApicBaseBsp });
+        var mtrr = new HvmHwMtrr { MsrMtrrCap = 0x508, MsrMtrrDefType = 0xC06 };
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeLapicRegs, 0, regs[..1000]), end)));           // truncated record
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeLapicRegs, 0, [.. regs, 0]), end)));           // too long
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeLapic, 0, [.. lapic, 0, 0, 0, 0, 0, 0, 0, 0]), end)));
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeMtrr, 1, Bytes(mtrr)), end)));                 // no vCPU 1
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeLapic, 7, lapic), end)));
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeMtrr, 0, Bytes(mtrr with { MsrMtrrCap = 9 })), end)));   // VCNT > MTRR_VCNT
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeLapic, 0, Bytes(new HvmHwLapic { ApicBaseMsr = LocalApic.DefaultBaseAddress | LocalApic.ApicBaseExtd })), end)));
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeLapic, 0, Bytes(new HvmHwLapic { ApicBaseMsr = 1ul << 63 })), end)));   // reserved bit
+        Assert.Equal(XenErrno.ENODATA.Negated(), h.Set(Records(header, (HvmSave.CodeLapicRegs, 0, regs))[..600]));                  // the stream ends inside it
+
+        // Bad memory types are skipped as Xen's mtrr_*_msr_set skip them; the record itself loads.
+        mtrr.MsrMtrrFixed[0] = 0x0202_0202_0202_0202;
+        Assert.Equal(0, h.Set(Records(header, (HvmSave.CodeMtrr, 0, Bytes(mtrr)), end)));
+        Assert.Equal((0xC06ul, 0ul), (MtrrMsrs.Read(h.Target.Vcpus[0], MtrrMsrs.DefType), MtrrMsrs.Read(h.Target.Vcpus[0], MtrrMsrs.Fix64K)));
+
+        // A short LAPIC record is zero-extended (hvm_load_entry_zeroextend).
+        Assert.Equal(0, h.Set(Records(header, (HvmSave.CodeLapic, 0, lapic[..8]), end)));
+    }
+
     [Fact]
     public void An_unprivileged_caller_or_the_domain_itself_is_refused()
     {
@@ -147,13 +282,13 @@ public sealed class HvmContextTests
     {
         using var h = new Host();
         Assert.Equal(0, h.Domctl(ToolsAbi.DomctlGetHvmContext, 0, 0));
-        Assert.Equal(40u, h.ReturnedSize);                 // HEADER and END of a domain without vCPUs
+        Assert.Equal(40u + PerVcpu, h.ReturnedSize);       // HEADER, the LAPIC, LAPIC_REGS and MTRR of its (down) vCPU, END
         Assert.Equal(0, h.Set(Records((HvmSave.CodeHeader, 0, Header()), (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0x2000))), (0, 0, []))));
         Assert.Equal(0, h.Domctl(ToolsAbi.DomctlGetHvmContext, 0, 0));
         uint size = h.ReturnedSize;
-        Assert.Equal(40u + 8 + 1032, size);
+        Assert.Equal(40u + 8 + 1032 + PerVcpu, size);
         Assert.Equal(XenErrno.ENOSPC.Negated(), h.Domctl(ToolsAbi.DomctlGetHvmContext, size - 1, Out));
-        Assert.Equal(XenErrno.EFAULT.Negated(), h.Domctl(ToolsAbi.DomctlGetHvmContext, size, 4000));
+        Assert.Equal(XenErrno.EFAULT.Negated(), h.Domctl(ToolsAbi.DomctlGetHvmContext, size, 16000));
     }
 
     [Fact]
@@ -170,7 +305,8 @@ public sealed class HvmContextTests
         Assert.Equal(XenErrno.ENODATA.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, cpu))[..600]));      // record cut short
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 1, cpu), end)));         // no vCPU 1
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, [.. cpu, 0, 0, 0, 0]), end)));   // too long
-        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (14, 0, new byte[8]), end)));               // MTRR: not supported
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeMtrr, 0, new byte[8]), end)));   // MTRR of the wrong length
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (3, 0, new byte[8]), end)));                // PIC: not supported
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Cr0 = 1 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Cr0 = 0x8000_0010 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Pad0 = 1 })), end)));
@@ -180,7 +316,7 @@ public sealed class HvmContextTests
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { GdtrLimit = 0x10000 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x1_0000_0000, 0))), end)));
         Assert.Equal(XenErrno.ENOMEM.Negated(), h.Domctl(ToolsAbi.DomctlSetHvmContext, 1u << 20, Stream));
-        Assert.Equal(XenErrno.EFAULT.Negated(), h.Domctl(ToolsAbi.DomctlSetHvmContext, 4096, Stream));
+        Assert.Equal(XenErrno.EFAULT.Negated(), h.Domctl(ToolsAbi.DomctlSetHvmContext, 16384, Stream));
         Assert.All(h.Target.Vcpus, v => Assert.False(v.IsUp));                                                    // none runs from a refused record
         Assert.Equal(0, h.Set(Records(header, end)));                                                             // header and END only
     }
@@ -197,7 +333,7 @@ public sealed class HvmContextTests
         Assert.Equal((0x2000ul, 7ul, 9ul), (vcpu.Registers.Rbx, vcpu.Registers.Rsi, vcpu.Registers.R9));
         Assert.Equal(0x5000ul, vcpu.Vmcs.Read(VmcsField.GuestFsBase));
 
-        Assert.Equal(0, h.Domctl(ToolsAbi.DomctlGetHvmContext, 2000, Out));
+        Assert.Equal(0, h.Domctl(ToolsAbi.DomctlGetHvmContext, 8000, Out));
         var bytes = h.Memory.Bytes.AsSpan((int)Out, (int)h.ReturnedSize);
         var d = MemoryMarshal.Read<HvmSaveDescriptor>(bytes);
         var hdr = MemoryMarshal.Read<HvmSaveHeader>(bytes[8..]);
@@ -207,7 +343,8 @@ public sealed class HvmContextTests
         var cpu = MemoryMarshal.Read<HvmHwCpu>(bytes[40..]);
         Assert.Equal((0x10_0040ul, 0x2000ul, 0x11ul, 0xC9Bu, 0xC93u, 0x8Bu, ~0u, 0x5000ul),
             (cpu.Rip, cpu.Rbx, cpu.Cr0, cpu.CsArbytes, cpu.SsArbytes, cpu.TrArbytes, cpu.CsLimit, cpu.FsBase));
-        Assert.Equal(HvmSave.CodeEnd, MemoryMarshal.Read<HvmSaveDescriptor>(bytes[(40 + 1032)..]).TypeCode);
+        Assert.Equal((HvmSave.CodeLapic, 24u), (MemoryMarshal.Read<HvmSaveDescriptor>(bytes[(40 + 1032)..]).TypeCode, MemoryMarshal.Read<HvmSaveDescriptor>(bytes[(40 + 1032)..]).Length));
+        Assert.Equal(HvmSave.CodeEnd, MemoryMarshal.Read<HvmSaveDescriptor>(bytes[^8..]).TypeCode);
 
         // The saved stream loads back unchanged (Xen's save/restore round trip).
         Assert.Equal(0, h.Set(bytes.ToArray()));

@@ -1,6 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using VmmKit.Dom0.Xen.Abi;
 using VmmKit.Ept;
+using VmmKit.GrantTable;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Hypercalls;
 using VmmKit.TestSupport;
@@ -116,5 +118,78 @@ public sealed class RemoveFromPhysmapTests : IDisposable
         Assert.Equal(0, Add(_guest, XenMapSpace.GrantTable, 0, 7));
         Assert.True(d.Ept.TryLookup(new GuestFrameNumber(7), out var gt, out _));
         Assert.Equal(d.Grants.GetSharedFrame(0), gt);
+    }
+
+    /// <summary>getdomaininfo's tot_pages of <paramref name="domid"/>, asked by Dom0.</summary>
+    private ulong TotPages(ushort domid)
+    {
+        MemoryMarshal.Write(_memory.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid });
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.Domctl, Rdi = 0 };
+        _machine.Hypercalls.Dispatch(_dom0, ref regs, GuestX86Mode.Long64, 0, _memory);
+        Assert.Equal(0ul, regs.Rax);
+        var op = MemoryMarshal.Read<XenDomctl>(_memory.Bytes);
+        Assert.Equal(domid, op.GetDomainInfo.Domain);
+        return op.GetDomainInfo.TotPages;
+    }
+
+    [Fact]
+    public void A_removed_ram_page_leaves_tot_pages_and_returns_to_the_host()
+    {
+        ulong before = TotPages(2);
+        _other.SetMaxPages(1);                                              // gfn 3 is its one page
+        Assert.Equal(XenErrno.ENOMEM.Negated(), _other.Populate(4));
+        Assert.True(_other.Ept.TryLookup(new GuestFrameNumber(3), out var frame, out _));
+        ulong free = _machine.Memory.FreeFrames;
+
+        Assert.Equal(0, Remove(_dom0, 2, 3));
+        Assert.Equal(before - 1, TotPages(2));                              // guest_remove_page: tot_pages down
+        Assert.Equal(0ul, _other.PopulatedPages);
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));            // back in the host allocator
+        Assert.Equal(free + 1, _machine.Memory.FreeFrames);
+
+        Assert.Equal(0, _other.Populate(4));                                // the page may be populated again under max_mem
+        Assert.Equal(before, TotPages(2));
+        Assert.True(_other.Physical.TryRead(new GuestPhysicalAddress(4 * 4096), out ulong fresh));
+        Assert.Equal(0ul, fresh);
+    }
+
+    [Fact]
+    public void A_guest_removing_its_own_page_is_uncharged_too()
+    {
+        ulong before = TotPages(1);
+        Assert.Equal(0, Remove(_guest, DomainId.Self, 1));
+        Assert.Equal(before - 1, TotPages(1));
+    }
+
+    [Fact]
+    public void A_granted_and_mapped_page_stays_valid_until_its_last_mapping_goes()
+    {
+        var dom0 = _dom0.Domain;
+        Assert.True(_other.Ept.TryLookup(new GuestFrameNumber(3), out var frame, out _));
+        Assert.True(_other.Physical.TryWrite(new GuestPhysicalAddress(3 * 4096), 0xC0FFEEu));
+        // The domain grants gfn 3 to domain 0 in entry 8 of its v1 table; Dom0 maps it at its gfn 10.
+        MemoryMarshal.Write(_machine.Memory.GetFrame(_other.Grants.GetSharedFrame(0))[(8 * GrantEntryV1.Size)..],
+            new GrantEntryV1 { Flags = (ushort)GrantEntryFlags.PermitAccess, DomId = 0, Frame = 3 });
+        var map = new GnttabMapGrantRef { HostAddr = 10 * 4096, Flags = (uint)GrantMapFlags.HostMap, Ref = 8, Dom = 2 };
+        _machine.Grants.MapGrantRef(dom0.Grants, ref map);
+        Assert.Equal(0, map.Status);
+        ulong before = TotPages(2);
+
+        Assert.Equal(0, Remove(_dom0, 2, 3));
+        Assert.False(Mapped(_other, 3));
+        Assert.Equal(0ul, _other.PopulatedPages);
+        Assert.True(_machine.Frames.IsFreePending(frame));                  // held by the grant mapping (Xen: the page's last put_page)
+        Assert.Equal(0, _other.Populate(4));
+        Assert.True(_other.Ept.TryLookup(new GuestFrameNumber(4), out var other, out _));
+        Assert.NotEqual(frame, other);                                      // never handed out while mapped
+        Assert.True(dom0.Physical.TryRead(new GuestPhysicalAddress(10 * 4096), out uint seen));
+        Assert.Equal(0xC0FFEEu, seen);
+
+        var unmap = new GnttabUnmapGrantRef { HostAddr = 10 * 4096, Handle = map.Handle };
+        _machine.Grants.UnmapGrantRef(dom0.Grants, ref unmap);
+        Assert.Equal(0, unmap.Status);
+        Assert.False(_machine.Frames.IsFreePending(frame));
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));            // freed with the last reference
+        Assert.Equal(before, TotPages(2));                                  // one page removed, one populated
     }
 }

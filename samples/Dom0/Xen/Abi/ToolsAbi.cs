@@ -35,6 +35,9 @@ internal static class ToolsAbi
     /// <summary>XEN_DOMCTL_setvcpucontext.</summary>
     public const uint DomctlSetVcpuContext = 12;
 
+    /// <summary>XEN_DOMCTL_getvcpucontext.</summary>
+    public const uint DomctlGetVcpuContext = 13;
+
     /// <summary>XEN_DOMCTL_max_vcpus.</summary>
     public const uint DomctlMaxVcpus = 15;
 
@@ -59,14 +62,14 @@ internal static class ToolsAbi
     /// <summary>XENMEM_populate_physmap.</summary>
     public const uint MemPopulatePhysmap = 6;
 
-    /// <summary>offsetof(struct vcpu_guest_context, user_regs.rbx) on x86-64.</summary>
-    public const int VcpuGuestContextRbx = 560;
-
-    /// <summary>offsetof(struct vcpu_guest_context, user_regs.rip) on x86-64.</summary>
-    public const int VcpuGuestContextRip = 648;
-
     /// <summary>sizeof(struct vcpu_guest_context) on x86-64.</summary>
     public const int VcpuGuestContextSize = 5168;
+
+    /// <summary>VGCF_i387_valid: <c>fpu_ctxt</c> holds an FXSAVE image.</summary>
+    public const ulong VgcfI387Valid = 1;
+
+    /// <summary>VGCF_online: the vCPU is up (set: bring it up; clear: take it down).</summary>
+    public const ulong VgcfOnline = 1 << 5;
 }
 
 /// <summary>XEN_DOMINF_* flags of xen_domctl_getdomaininfo.flags; the shutdown code sits at bits 16+ (XEN_DOMINF_shutdownshift).</summary>
@@ -324,4 +327,135 @@ internal struct XenMemoryReservation
 
     /// <summary>domid.</summary>
     [FieldOffset(24)] public ushort Domid;
+}
+
+/// <summary>
+/// <c>struct cpu_user_regs</c> for x86-64 (xen/include/public/arch-x86/xen-x86_64.h, 200 bytes): the general registers,
+/// RIP, RFLAGS and the segment selectors, in Xen's order.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 200)]
+internal struct CpuUserRegs
+{
+    /// <summary>r15.</summary>
+    [FieldOffset(0)] public ulong R15;
+
+    /// <summary>r14.</summary>
+    [FieldOffset(8)] public ulong R14;
+
+    /// <summary>r13.</summary>
+    [FieldOffset(16)] public ulong R13;
+
+    /// <summary>r12.</summary>
+    [FieldOffset(24)] public ulong R12;
+
+    /// <summary>rbp.</summary>
+    [FieldOffset(32)] public ulong Rbp;
+
+    /// <summary>rbx.</summary>
+    [FieldOffset(40)] public ulong Rbx;
+
+    /// <summary>r11.</summary>
+    [FieldOffset(48)] public ulong R11;
+
+    /// <summary>r10.</summary>
+    [FieldOffset(56)] public ulong R10;
+
+    /// <summary>r9.</summary>
+    [FieldOffset(64)] public ulong R9;
+
+    /// <summary>r8.</summary>
+    [FieldOffset(72)] public ulong R8;
+
+    /// <summary>rax.</summary>
+    [FieldOffset(80)] public ulong Rax;
+
+    /// <summary>rcx.</summary>
+    [FieldOffset(88)] public ulong Rcx;
+
+    /// <summary>rdx.</summary>
+    [FieldOffset(96)] public ulong Rdx;
+
+    /// <summary>rsi.</summary>
+    [FieldOffset(104)] public ulong Rsi;
+
+    /// <summary>rdi.</summary>
+    [FieldOffset(112)] public ulong Rdi;
+
+    /// <summary>error_code (Xen-private).</summary>
+    [FieldOffset(120)] public uint ErrorCode;
+
+    /// <summary>entry_vector (Xen-private).</summary>
+    [FieldOffset(124)] public uint EntryVector;
+
+    /// <summary>rip.</summary>
+    [FieldOffset(128)] public ulong Rip;
+
+    /// <summary>cs.</summary>
+    [FieldOffset(136)] public ushort Cs;
+
+    /// <summary>saved_upcall_mask (PV only).</summary>
+    [FieldOffset(140)] public byte SavedUpcallMask;
+
+    /// <summary>rflags.</summary>
+    [FieldOffset(144)] public ulong Rflags;
+
+    /// <summary>rsp.</summary>
+    [FieldOffset(152)] public ulong Rsp;
+
+    /// <summary>ss.</summary>
+    [FieldOffset(160)] public ushort Ss;
+
+    /// <summary>es.</summary>
+    [FieldOffset(168)] public ushort Es;
+
+    /// <summary>ds.</summary>
+    [FieldOffset(176)] public ushort Ds;
+
+    /// <summary>fs.</summary>
+    [FieldOffset(184)] public ushort Fs;
+
+    /// <summary>gs.</summary>
+    [FieldOffset(192)] public ushort Gs;
+}
+
+/// <summary>
+/// <c>struct vcpu_guest_context</c> for x86-64 (xen/include/public/arch-x86/xen.h, 5168 bytes), the argument of
+/// XEN_DOMCTL_setvcpucontext / getvcpucontext. The PV-only parts (trap table, LDT, GDT frames, kernel stack, callbacks)
+/// are kept as bytes: an HVM/PVH vCPU has none.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = ToolsAbi.VcpuGuestContextSize)]
+internal unsafe struct VcpuGuestContext
+{
+    /// <summary>fpu_ctxt: the FXSAVE image (valid with VGCF_i387_valid).</summary>
+    [FieldOffset(0)] public fixed byte FpuCtxt[512];
+
+    /// <summary>flags: VGCF_*.</summary>
+    [FieldOffset(512)] public ulong Flags;
+
+    /// <summary>user_regs.</summary>
+    [FieldOffset(520)] public CpuUserRegs UserRegs;
+
+    /// <summary>trap_ctxt[256], ldt_base, ldt_ents, gdt_frames[16], gdt_ents, kernel_ss, kernel_sp: PV only.</summary>
+    [FieldOffset(720)] public fixed byte PvState[4264];
+
+    /// <summary>ctrlreg[8]: CR0-CR7 (for HVM, CR3 is the guest's CR3 as it is, not <c>xen_pfn_to_cr3</c>-encoded).</summary>
+    [FieldOffset(4984)] public fixed ulong CtrlReg[8];
+
+    /// <summary>debugreg[8]: DR0-DR7.</summary>
+    [FieldOffset(5048)] public fixed ulong DebugReg[8];
+
+    /// <summary>event_callback_eip, failsafe_callback_eip, syscall_callback_eip: PV only.</summary>
+    [FieldOffset(5112)] public fixed ulong PvCallbacks[3];
+
+    /// <summary>vm_assist: VMASST_TYPE_* bitmap.</summary>
+    [FieldOffset(5136)] public ulong VmAssist;
+
+    /// <summary>fs_base.</summary>
+    [FieldOffset(5144)] public ulong FsBase;
+
+    /// <summary>gs_base_kernel.</summary>
+    [FieldOffset(5152)] public ulong GsBaseKernel;
+
+    /// <summary>gs_base_user.</summary>
+    [FieldOffset(5160)] public ulong GsBaseUser;
 }

@@ -130,7 +130,7 @@ internal static class MsrExit
         return true;
     }
 
-    private static bool WritePat(VirtualCpu vcpu, ulong value)
+    internal static bool WritePat(VirtualCpu vcpu, ulong value)
     {
         // Each of the 8 entries must be a valid memory type: 0, 1, 4, 5, 6 or 7 (SDM Vol. 3A §13.12.2).
         for (int i = 0; i < 8; i++)

@@ -89,6 +89,18 @@ internal static class MtrrMsrs
         }
     }
 
+    /// <summary>
+    /// The MSR of fixed-range MTRR <paramref name="index"/> in Xen's <c>hvm_hw_mtrr.msr_mtrr_fixed</c> order: 0 FIX64K_00000,
+    /// 1 FIX16K_80000, 2 FIX16K_A0000, 3 to 10 FIX4K_C0000 to FIX4K_F8000.
+    /// </summary>
+    public static uint FixedMsr(int index) => index switch
+    {
+        0 => Fix64K,
+        1 => Fix16K80000,
+        2 => Fix16KA0000,
+        _ => Fix4KC0000 + (uint)(index - 3),
+    };
+
     /// <summary>UC (0), WC (1), WT (4), WP (5), WB (6): the types an MTRR may hold (SDM Vol. 3A §13.11.1).</summary>
     private static bool ValidType(ulong type) => type is 0 or 1 or 4 or 5 or 6;
 

@@ -146,6 +146,36 @@ internal sealed partial class Domain
     public void ShutdownBy(ShutdownReason reason) => Shutdown(reason);
 
     /// <summary>
+    /// Xen's <c>guest_remove_page</c> accounting: RAM frame <paramref name="frame"/> (already out of the EPT) stops being
+    /// the domain's to free at its death and leaves tot_pages; the caller frees it (through the frame references, which
+    /// keep it while a grant or foreign mapping holds it). False, and nothing changes, for a frame the domain did not
+    /// allocate as RAM, and for domain 0, whose process reaches its RAM through the machine-memory file at a fixed
+    /// offset: its frames stay charged until it dies.
+    /// </summary>
+    public bool TryReleaseRamFrame(MachineFrameNumber frame)
+    {
+        if (IsPrivileged || frame == SharedInfoFrame)
+            return false;
+        for (int i = 0; i < _frames.Count; i++)
+        {
+            var (first, count) = _frames[i];
+            if (frame.Value < first.Value || frame.Value - first.Value >= count)
+                continue;
+            ulong at = frame.Value - first.Value;
+            _frames.RemoveAt(i);
+            if (at > 0)
+                _frames.Add((first, at));
+            if (at + 1 < count)
+                _frames.Add((new MachineFrameNumber(frame.Value + 1), count - at - 1));
+            if (PopulatedPages > 0)
+                PopulatedPages--;
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>
     /// Removes the single frames <paramref name="held"/> says someone still maps (a control domain's foreign mapping), so
     /// that <see cref="Dispose"/> does not free them; the holder frees them when its last reference goes.
     /// </summary>

@@ -47,6 +47,12 @@ internal static class DomctlHypercall
                     return XenErrno.ESRCH.Negated();
                 rc = OnDomain(ref call, caller, target, in op);
                 break;
+            case ToolsAbi.DomctlGetVcpuContext:
+                if (machine.FindDomain(op.Domain) is not { } owner || owner.IsDying)
+                    return XenErrno.ESRCH.Negated();
+                rc = VcpuContextDomctl.Get(ref call, owner, in op);
+                copyBack = rc == 0;
+                break;
             case ToolsAbi.DomctlGetHvmContext:
                 if (machine.FindDomain(op.Domain) is not { } source || source.IsDying)
                     return XenErrno.ESRCH.Negated();
@@ -94,7 +100,7 @@ internal static class DomctlHypercall
                 // Since Xen 4.13 the vCPU count is fixed by createdomain; only that value is accepted.
                 return op.MaxVcpus == target.MaxVcpus ? 0 : XenErrno.EINVAL.Negated();
             case ToolsAbi.DomctlSetVcpuContext:
-                return SetVcpuContext(ref call, target, in op);
+                return VcpuContextDomctl.Set(ref call, caller, target, in op);
             case ToolsAbi.DomctlSetHvmContext:
                 return SetHvmContext(ref call, caller, target, in op);
             default:
@@ -194,25 +200,8 @@ internal static class DomctlHypercall
         };
     }
 
-    /// <summary>
-    /// XEN_DOMCTL_setvcpucontext for vCPU 0 of a PVH domain: user_regs.rip is the PVH entry point and user_regs.rbx the
-    /// hvm_start_info address (both below 4 GiB); the vCPU starts in the PVH entry state (docs/dom0-abi.md). Other fields
-    /// of vcpu_guest_context are not used by a PVH start.
-    /// </summary>
-    private static long SetVcpuContext(ref HypercallCall<VirtualCpu> call, Domain target, in XenDomctl op)
-    {
-        if (op.VcpuContextVcpu != 0)
-            return op.VcpuContextVcpu >= target.MaxVcpus ? XenErrno.EINVAL.Negated() : XenErrno.ENOSYS.Negated();
-        if (!call.TryCopyFromGuest(op.VcpuContextCtxt + ToolsAbi.VcpuGuestContextRip, out ulong rip)
-            || !call.TryCopyFromGuest(op.VcpuContextCtxt + ToolsAbi.VcpuGuestContextRbx, out ulong rbx))
-            return XenErrno.EFAULT.Negated();
-        if (rip > uint.MaxValue || rbx > uint.MaxValue)
-            return XenErrno.EINVAL.Negated();
-        return target.InitialiseBootVcpu((uint)rip, (uint)rbx);
-    }
-
-    /// <summary>The largest stream sethvmcontext takes: HEADER, a CPU record for every vCPU a domain may have, END.</summary>
-    private const uint MaxHvmContextSize = 256 << 10;
+    /// <summary>The largest stream sethvmcontext takes: HEADER, the CPU, LAPIC, LAPIC_REGS and MTRR records of every vCPU a domain may have, END.</summary>
+    private const uint MaxHvmContextSize = 512 << 10;
 
     /// <summary>
     /// XEN_DOMCTL_gethvmcontext (xen/arch/x86/domctl.c): not of the caller itself (-EINVAL); a NULL buffer asks the size,
@@ -223,6 +212,9 @@ internal static class DomctlHypercall
     {
         if (source == caller)
             return XenErrno.EINVAL.Negated();
+        long created = VcpuContextDomctl.EnsureVcpus(source);   // Xen's domain has its vCPUs (down) from createdomain
+        if (created != 0)
+            return created;
         int size = HvmContext.SaveSize(source);
         if (op.HvmContextBuffer == 0)
         {

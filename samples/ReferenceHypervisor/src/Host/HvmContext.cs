@@ -9,20 +9,34 @@ namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>
 /// The HVM context of XEN_DOMCTL_gethvmcontext / sethvmcontext (xen/arch/x86/hvm/save.c <c>hvm_save</c>, <c>hvm_load</c>;
-/// hvm.c <c>hvm_save_cpu_ctxt</c>, <c>hvm_load_cpu_ctxt</c>): the records HEADER, one CPU per vCPU, END. Saved state:
-/// general registers, RIP, RFLAGS, CR0/CR3/CR4, EFER, DR7, the segment registers and descriptor tables, SYSENTER MSRs;
-/// the FXSAVE image, CR2, DR0-3/DR6, the SYSCALL MSRs, shadow GS, TSC and a pending event are not kept per vCPU here and
-/// save as 0 (flags without XEN_X86_FPU_INITIALISED), and a load ignores them.
+/// hvm.c <c>hvm_save_cpu_ctxt</c>, <c>hvm_load_cpu_ctxt</c>; vlapic.c <c>lapic_save_*</c>, <c>lapic_load_hidden</c>,
+/// <c>lapic_load_regs</c>; mtrr.c <c>hvm_save_mtrr_msr</c>, <c>hvm_load_mtrr_msr</c>): the records HEADER, CPU for each
+/// vCPU that is up, LAPIC, LAPIC_REGS and MTRR for every vCPU, END, in Xen's order (by type code, then vCPU). Saved CPU
+/// state: general registers, RIP, RFLAGS, CR0/CR3/CR4, EFER, DR7, the segment registers and descriptor tables, SYSENTER
+/// MSRs; the FXSAVE image, CR2, DR0-3/DR6, the SYSCALL MSRs, shadow GS, TSC and a pending event are not kept per vCPU
+/// here and save as 0 (flags without XEN_X86_FPU_INITIALISED), and a load ignores them.
 /// </summary>
 internal static class HvmContext
 {
     private static int DescriptorSize => Unsafe.SizeOf<HvmSaveDescriptor>();
     private static int HeaderSize => Unsafe.SizeOf<HvmSaveHeader>();
     private static int CpuSize => Unsafe.SizeOf<HvmHwCpu>();
+    private static int LapicSize => Unsafe.SizeOf<HvmHwLapic>();
+    private static int LapicRegsSize => Unsafe.SizeOf<HvmHwLapicRegs>();
+    private static int MtrrSize => Unsafe.SizeOf<HvmHwMtrr>();
+
+    /// <summary>IA32_TSC_DEADLINE of a LAPIC record, applied when the vCPU's LAPIC_REGS put its timer in TSC-deadline mode (Xen's <c>lapic_rearm</c>).</summary>
+    private static readonly ConditionalWeakTable<VirtualCpu, StrongBox<ulong>> LoadedDeadlines = new();
 
     /// <summary>The size <see cref="Save"/> writes for <paramref name="domain"/> (Xen's <c>hvm_save_size</c>).</summary>
-    public static int SaveSize(Domain domain) =>
-        DescriptorSize + HeaderSize + domain.Vcpus.Count * (DescriptorSize + CpuSize) + DescriptorSize;
+    public static int SaveSize(Domain domain)
+    {
+        int up = 0;
+        foreach (var v in domain.Vcpus)
+            up += v.IsUp ? 1 : 0;
+        int perVcpu = (3 * DescriptorSize) + LapicSize + LapicRegsSize + MtrrSize;
+        return DescriptorSize + HeaderSize + (up * (DescriptorSize + CpuSize)) + (domain.Vcpus.Count * perVcpu) + DescriptorSize;
+    }
 
     /// <summary>Writes the domain's stream into <paramref name="buffer"/> (at least <see cref="SaveSize"/> bytes); returns its length.</summary>
     public static int Save(Domain domain, Span<byte> buffer)
@@ -36,10 +50,33 @@ internal static class HvmContext
             Cpuid = EmulatedFeatures.Signature,
             GtscKhz = (uint)(EmulatedProcessor.TscFrequencyHz / 1000),
         });
+
+        // "We don't need to save state for a vcpu that is down; the restore code will leave it down" (hvm_save_cpu_ctxt).
         foreach (var vcpu in domain.Vcpus)
         {
+            if (!vcpu.IsUp)
+                continue;
             Put(buffer, ref pos, new HvmSaveDescriptor { TypeCode = HvmSave.CodeCpu, Instance = (ushort)vcpu.Id, Length = (uint)CpuSize });
             Put(buffer, ref pos, SaveCpu(vcpu));
+        }
+
+        foreach (var vcpu in domain.Vcpus)
+        {
+            Put(buffer, ref pos, new HvmSaveDescriptor { TypeCode = HvmSave.CodeLapic, Instance = (ushort)vcpu.Id, Length = (uint)LapicSize });
+            Put(buffer, ref pos, HvmVcpuRecords.SaveLapic(vcpu));
+        }
+
+        foreach (var vcpu in domain.Vcpus)
+        {
+            Put(buffer, ref pos, new HvmSaveDescriptor { TypeCode = HvmSave.CodeLapicRegs, Instance = (ushort)vcpu.Id, Length = (uint)LapicRegsSize });
+            vcpu.Apic.SaveRegisterPage(buffer.Slice(pos, LapicRegsSize));
+            pos += LapicRegsSize;
+        }
+
+        foreach (var vcpu in domain.Vcpus)
+        {
+            Put(buffer, ref pos, new HvmSaveDescriptor { TypeCode = HvmSave.CodeMtrr, Instance = (ushort)vcpu.Id, Length = (uint)MtrrSize });
+            Put(buffer, ref pos, HvmVcpuRecords.SaveMtrr(vcpu));
         }
 
         Put(buffer, ref pos, new HvmSaveDescriptor { TypeCode = HvmSave.CodeEnd });
@@ -48,10 +85,12 @@ internal static class HvmContext
 
     /// <summary>
     /// Loads a stream as Xen's <c>hvm_load</c>: a missing or short HEADER is -ENODATA, a wrong magic or version -EINVAL;
-    /// then records until END (running out of data first is -ENODATA); a type code other than CPU is -EINVAL (Xen's
-    /// "unknown entry typecode" for the ones it does not know; the others it knows are not supported here). A CPU
-    /// record for a vCPU the domain does not have, longer than <c>hvm_hw_cpu</c>, or with state Xen refuses is -EINVAL;
-    /// a shorter one is zero-extended (<c>hvm_load_entry_zeroextend</c>); one running past the stream is -ENODATA.
+    /// then records until END (running out of data first is -ENODATA, and so is a record running past the stream). A
+    /// type code other than CPU, LAPIC, LAPIC_REGS and MTRR is -EINVAL (Xen's "unknown entry typecode" for the ones it
+    /// does not know; the others it knows are not supported here), and so is a record for a vCPU the domain does not
+    /// have. CPU and LAPIC records may be shorter than their struct (zero-extended, <c>hvm_load_entry_zeroextend</c>),
+    /// not longer; LAPIC_REGS and MTRR must have their exact length (<c>hvm_load_entry</c>); all -EINVAL otherwise.
+    /// A CPU record with state Xen refuses is -EINVAL; the rules of the others are in <see cref="HvmVcpuRecords"/>.
     /// After the HEADER every vCPU is down (a domain built by the toolstack gets its vCPUs here, as Xen's have them from
     /// createdomain); each CPU record brings its vCPU up, initialised. Records are applied in order, as Xen does: an error
     /// leaves the earlier ones loaded.
@@ -82,19 +121,46 @@ internal static class HvmContext
                 return XenErrno.ENODATA.Negated();          // "save did not end with a null entry"
             if (d.TypeCode == HvmSave.CodeEnd)
                 return 0;
-            if (d.TypeCode != HvmSave.CodeCpu || d.Instance >= domain.Vcpus.Count || d.Length > CpuSize)
+            int size = d.TypeCode switch
+            {
+                HvmSave.CodeCpu => CpuSize,
+                HvmSave.CodeLapic => LapicSize,
+                HvmSave.CodeLapicRegs => LapicRegsSize,
+                HvmSave.CodeMtrr => MtrrSize,
+                _ => -1,
+            };
+            bool zeroExtend = d.TypeCode is HvmSave.CodeCpu or HvmSave.CodeLapic;
+            if (size < 0 || d.Instance >= domain.Vcpus.Count || d.Length > size || (!zeroExtend && d.Length != size))
                 return XenErrno.EINVAL.Negated();
             if ((uint)(stream.Length - pos) < d.Length)
                 return XenErrno.ENODATA.Negated();
-            HvmHwCpu cpu = default;
-            stream.Slice(pos, (int)d.Length).CopyTo(MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref cpu, 1)));
+            var data = stream.Slice(pos, (int)d.Length);
             pos += (int)d.Length;
-            if (!IsValid(in cpu, out var context))
-                return XenErrno.EINVAL.Negated();
-            long rc = LoadCpu(domain.Vcpus[d.Instance], in cpu, in context);
+            var vcpu = domain.Vcpus[d.Instance];
+            long rc = d.TypeCode switch
+            {
+                HvmSave.CodeCpu => LoadCpuRecord(vcpu, data),
+                HvmSave.CodeLapic => HvmVcpuRecords.LoadLapic(vcpu, ZeroExtended<HvmHwLapic>(data), LoadedDeadlines),
+                HvmSave.CodeLapicRegs => HvmVcpuRecords.LoadLapicRegs(vcpu, data, LoadedDeadlines),
+                _ => HvmVcpuRecords.LoadMtrr(vcpu, MemoryMarshal.Read<HvmHwMtrr>(data)),
+            };
             if (rc != 0)
                 return rc;
         }
+    }
+
+    private static T ZeroExtended<T>(ReadOnlySpan<byte> data)
+        where T : unmanaged
+    {
+        T value = default;
+        data.CopyTo(MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref value, 1)));
+        return value;
+    }
+
+    private static long LoadCpuRecord(VirtualCpu vcpu, ReadOnlySpan<byte> data)
+    {
+        var cpu = ZeroExtended<HvmHwCpu>(data);
+        return IsValid(in cpu, out var context) ? LoadCpu(vcpu, in cpu, in context) : XenErrno.EINVAL.Negated();
     }
 
     private const ulong Cr0Pe = 1, Cr0Et = 1ul << 4, Cr0Pg = 1ul << 31;

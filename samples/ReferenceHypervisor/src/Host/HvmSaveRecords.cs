@@ -17,6 +17,27 @@ internal static class HvmSave
     /// <summary><c>HVM_SAVE_CODE(CPU)</c>: one per vCPU, instance = vCPU id.</summary>
     public const ushort CodeCpu = 2;
 
+    /// <summary><c>HVM_SAVE_CODE(LAPIC)</c>: one per vCPU, <see cref="HvmHwLapic"/>.</summary>
+    public const ushort CodeLapic = 5;
+
+    /// <summary><c>HVM_SAVE_CODE(LAPIC_REGS)</c>: one per vCPU, <see cref="HvmHwLapicRegs"/>.</summary>
+    public const ushort CodeLapicRegs = 6;
+
+    /// <summary><c>HVM_SAVE_CODE(MTRR)</c>: one per vCPU, <see cref="HvmHwMtrr"/>.</summary>
+    public const ushort CodeMtrr = 14;
+
+    /// <summary><c>VLAPIC_SW_DISABLED</c> in <c>hvm_hw_lapic.disabled</c>: SVR's APIC software enable is clear.</summary>
+    public const uint LapicSwDisabled = 1;
+
+    /// <summary><c>VLAPIC_HW_DISABLED</c>: IA32_APIC_BASE.EN is clear.</summary>
+    public const uint LapicHwDisabled = 2;
+
+    /// <summary><c>MTRR_VCNT</c>: variable-range pairs in <see cref="HvmHwMtrr"/>.</summary>
+    public const int MtrrVcnt = 8;
+
+    /// <summary><c>NUM_FIXED_MSR</c>: fixed-range MTRRs in <see cref="HvmHwMtrr"/>.</summary>
+    public const int MtrrFixed = 11;
+
     /// <summary><c>HVM_FILE_MAGIC</c>.</summary>
     public const uint FileMagic = 0x54381286;
 
@@ -118,4 +139,49 @@ internal unsafe struct HvmHwCpu
 
     /// <summary><c>pad0</c>: must be 0.</summary>
     public uint Pad0;
+}
+
+/// <summary><c>struct hvm_hw_lapic</c> (arch-x86/hvm/save.h, 24 bytes): the local APIC state outside its register page.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct HvmHwLapic
+{
+    /// <summary><c>apic_base_msr</c>: IA32_APIC_BASE.</summary>
+    public ulong ApicBaseMsr;
+
+    /// <summary><c>disabled</c>: <see cref="HvmSave.LapicSwDisabled"/>, <see cref="HvmSave.LapicHwDisabled"/>.</summary>
+    public uint Disabled;
+
+    /// <summary><c>timer_divisor</c>: the divide configuration as a divisor (1 to 128).</summary>
+    public uint TimerDivisor;
+
+    /// <summary><c>tdt_msr</c>: IA32_TSC_DEADLINE.</summary>
+    public ulong TdtMsr;
+}
+
+/// <summary><c>struct hvm_hw_lapic_regs</c> (1024 bytes): the first 1 KiB of the xAPIC register page, a register per 16 bytes.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct HvmHwLapicRegs
+{
+    /// <summary><c>data</c>.</summary>
+    public fixed byte Data[1024];
+}
+
+/// <summary><c>struct hvm_hw_mtrr</c> (arch-x86/hvm/save.h, 240 bytes): IA32_PAT and the MTRRs of one vCPU.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct HvmHwMtrr
+{
+    /// <summary><c>msr_pat_cr</c>: IA32_PAT.</summary>
+    public ulong MsrPatCr;
+
+    /// <summary><c>msr_mtrr_var[MTRR_VCNT * 2]</c>: PHYSBASE0, PHYSMASK0, PHYSBASE1, ...</summary>
+    public fixed ulong MsrMtrrVar[2 * HvmSave.MtrrVcnt];
+
+    /// <summary><c>msr_mtrr_fixed[NUM_FIXED_MSR]</c>: FIX64K_00000, FIX16K_80000, FIX16K_A0000, FIX4K_C0000 ... FIX4K_F8000.</summary>
+    public fixed ulong MsrMtrrFixed[HvmSave.MtrrFixed];
+
+    /// <summary><c>msr_mtrr_cap</c>: IA32_MTRRCAP (VCNT in bits 7:0).</summary>
+    public ulong MsrMtrrCap;
+
+    /// <summary><c>msr_mtrr_def_type</c>: IA32_MTRR_DEF_TYPE.</summary>
+    public ulong MsrMtrrDefType;
 }

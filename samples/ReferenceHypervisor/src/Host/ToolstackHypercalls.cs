@@ -62,7 +62,7 @@ internal static unsafe class ToolstackHypercalls
     /// the reserved grants (libxc's <c>xc_dom_gnttab_hvm_seed</c> places frame 0 at a scratch gfn above the domain's RAM,
     /// foreign-maps it and writes the entries). The slot must be empty or hold a table frame (-EBUSY otherwise: the domain's
     /// RAM is never displaced by its toolstack here); other spaces are -ENOSYS. The frame stays at the scratch gfn until
-    /// the guest places it itself (XENMEM_remove_from_physmap is not offered).
+    /// the guest places it itself or the toolstack removes it (XENMEM_remove_from_physmap, as libxc does after seeding).
     /// </summary>
     private static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
     {

@@ -143,9 +143,9 @@ internal static class MemoryOpHypercall
     /// continuation (start extent) is -EINVAL; another domain needs a privileged caller (-EPERM; -ESRCH when it does not
     /// exist); nothing mapped there is -ENOENT (Xen's <c>get_page_from_gfn</c> finds no page). A grant-table frame goes
     /// through VmmKit.GrantTable (<see cref="VmmKit.GrantTable.GrantTableHost.RemoveTableFrame"/>), a grant mapping there is
-    /// -EBUSY (GNTTABOP_unmap_grant_ref removes it), shared_info leaves its gfn; a RAM page is unmapped and stays charged to
-    /// the domain until it dies (as in <see cref="AddGrantTableFrame"/>). A later access to the gfn is an access to an
-    /// unpopulated gfn.
+    /// -EBUSY (GNTTABOP_unmap_grant_ref removes it), shared_info leaves its gfn; a RAM page is unmapped, leaves the
+    /// domain's tot_pages and returns to the host once nothing maps it (<see cref="FreeRemovedPage"/>; Dom0's own RAM stays
+    /// charged: <see cref="Domain.TryReleaseRamFrame"/>). A later access to the gfn is an access to an unpopulated gfn.
     /// </summary>
     public static long RemoveFromPhysmap(ref HypercallCall<VirtualCpu> call)
     {
@@ -178,23 +178,42 @@ internal static class MemoryOpHypercall
 
         var gfn = new GuestFrameNumber(gpfn);
         long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
-        if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out _, out _))
+        MachineFrameNumber? released = null;
+        if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out var frame, out _))
         {
             domain.Ept.Unmap(gfn.Address, 1);
             if (domain.SharedInfoGfn == gpfn)
                 domain.SharedInfoGfn = null;
+            else if (domain.TryReleaseRamFrame(frame))
+                released = frame;
             rc = 0;
         }
 
         FlushEpt(domain);
+        if (released is { } page)
+            FreeRemovedPage(domain.Machine, page);
         return rc;
+    }
+
+    /// <summary>
+    /// A removed RAM page goes back to the host allocator once nothing maps it (Xen's <c>put_page</c> of the last
+    /// reference): at once when unreferenced, when the last grant mapping goes (VmmKit.GrantTable's
+    /// <see cref="VmmKit.GrantTable.FrameReferences"/>), or when Dom0 unmaps its last foreign mapping of it
+    /// (<see cref="Host.ForeignMappings"/>). Until then it keeps its contents and is charged to its domain.
+    /// </summary>
+    private static void FreeRemovedPage(Machine machine, MachineFrameNumber frame)
+    {
+        if (machine.Frames.ReferenceCount(frame) == 0 && machine.Foreign is { } foreign && foreign.IsHeld(frame))
+            foreign.Orphan([frame]);
+        else
+            machine.Frames.Free(frame);
     }
 
     /// <summary>
     /// XENMAPSPACE_grant_table: shared frame <c>idx</c>, or status frame <c>idx &amp; ~XENMAPIDX_grant_table_status</c>,
     /// placed at <c>gpfn</c> by VmmKit.GrantTable (<see cref="VmmKit.GrantTable.GrantTableHost.AddToPhysmap"/>). A RAM
-    /// page at <c>gpfn</c> is unmapped here first and stays charged to the domain until it dies (the package would free
-    /// it, but this domain's RAM is one contiguous allocation returned whole); shared_info there moves out.
+    /// page at <c>gpfn</c> is removed here first, as by XENMEM_remove_from_physmap (<see cref="FreeRemovedPage"/>);
+    /// shared_info there moves out.
     /// </summary>
     private static long AddGrantTableFrame(VirtualCpu caller, ulong idx, ulong gpfn)
     {
@@ -208,15 +227,20 @@ internal static class MemoryOpHypercall
             isTableFrame = domain.Ept.TryLookup(gfn, out var f, out _) && f == domain.Grants.GetSharedFrame(i);
         for (int i = 0; i < domain.Grants.StatusFrameCount && !isTableFrame; i++)
             isTableFrame = domain.Ept.TryLookup(gfn, out var f, out _) && f == domain.Grants.GetStatusFrame(i);
+        MachineFrameNumber? released = null;
         if (!isTableFrame && domain.Ept.TryLookup(gfn, out var ram, out _) && machine.Frames.ReferenceCount(ram) == 0)
         {
             domain.Ept.Unmap(gfn.Address, 1);
             if (domain.SharedInfoGfn == gpfn)
                 domain.SharedInfoGfn = null;
+            else if (domain.TryReleaseRamFrame(ram))
+                released = ram;
         }
 
         long rc = machine.Grants.AddToPhysmap(domain.Grants, idx, gfn);
         FlushEpt(domain);
+        if (released is { } page)
+            FreeRemovedPage(machine, page);
         return rc;
     }
 
