@@ -19,8 +19,16 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// anything, and the interpreter runs it (filling the TLB, raising the fault, invalidating code). Flags are left in
 /// the interpreter's form: the same lazy (op, size, result, sources) for ADD/SUB/CMP/logic/INC/DEC, eager RFLAGS
 /// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL.
-/// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log; RAX RCX RDX RSI RDI
+/// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log (lock-step) or the
+/// <see cref="ChainContext"/> (otherwise), R15 the budget left, EBP the links and loop rounds left; RAX RCX RDX RSI RDI
 /// R8-R11 scratch.
+/// Block chaining (outside lock-step): every translated block has the same prologue and epilogue, so a block's exit
+/// may jump straight to the next block's code after its prologue (<c>entryOffset</c> of <see cref="Compile"/>), when
+/// the link is current (<see cref="ChainContext"/>), the budget left covers any whole block, and fewer than
+/// <see cref="MaxLoopIterations"/> links or loop rounds were taken in this call (so the dispatch loop still sees a host
+/// kick soon). Those are the checks the dispatch loop (Core.Execute) makes between blocks that translated code can
+/// change; the others (a pending debug trap, a write to code, mode, SS or paging changes) need an interpreted
+/// instruction, which always returns to the dispatch loop first.
 /// </remarks>
 internal sealed unsafe class BlockCompiler
 {
@@ -33,6 +41,17 @@ internal sealed unsafe class BlockCompiler
     private readonly nint _tlb, _segBase;
     private readonly nint _log;
     private readonly nint _materialize;
+    private readonly nint _chain;
+    private readonly ChainSlot* _slots;
+    private readonly int _slotCapacity;
+
+    /// <summary>Chain slots handed out since the last reset (the translator resets it when it drops every translation).</summary>
+    public int SlotsUsed;
+
+    /// <summary>Slots one block may need (a conditional branch: taken and not taken).</summary>
+    public const int SlotsPerBlock = 2;
+    private Instr* _first;
+    private int _stackSize;
 
     private HostAsm _h = null!;
     private Assembler A => _h.A;
@@ -58,12 +77,18 @@ internal sealed unsafe class BlockCompiler
     /// <param name="segBase">The core's effective segment bases.</param>
     /// <param name="log">Lock-step write log (null: stores are not logged).</param>
     /// <param name="materialize">Address of the shared <see cref="EmitMaterializeStub"/> code.</param>
-    public BlockCompiler(TlbEntry* tlb, ulong* segBase, WriteLog* log, nint materialize)
+    /// <param name="chain">Chaining state (null: no chaining, as in lock-step, where <paramref name="log"/> is set).</param>
+    /// <param name="slots">Chain slots for direct-branch exits.</param>
+    /// <param name="slotCapacity">Number of <paramref name="slots"/>.</param>
+    public BlockCompiler(TlbEntry* tlb, ulong* segBase, WriteLog* log, nint materialize, ChainContext* chain, ChainSlot* slots, int slotCapacity)
     {
         _tlb = (nint)tlb;
         _segBase = (nint)segBase;
         _log = (nint)log;
         _materialize = materialize;
+        _chain = log == null ? (nint)chain : 0;
+        _slots = slots;
+        _slotCapacity = slotCapacity;
     }
 
     /// <summary>
@@ -128,11 +153,15 @@ internal sealed unsafe class BlockCompiler
     /// <summary>
     /// Compiles <paramref name="b"/> (64-bit or 32-bit code) for a stack of <paramref name="stackSize"/> bytes; null when
     /// its first instruction is not supported. <paramref name="covered"/> is the number of leading instructions the code
-    /// handles (the rest of the block stays interpreted).
+    /// handles (the rest of the block stays interpreted); <paramref name="entryOffset"/> is where chained blocks enter
+    /// (after the prologue).
     /// </summary>
-    public byte[]? Compile(Block b, int stackSize, out int covered)
+    public byte[]? Compile(Block b, int stackSize, out int covered, out int entryOffset)
     {
         covered = 0;
+        entryOffset = 0;
+        _first = b.First;
+        _stackSize = stackSize;
         if (b.Bitness is not (64 or 32)) return null;
         _bitness = b.Bitness;
         _stack = b.Bitness == 64 ? 8 : stackSize == 4 ? 4 : 0;
@@ -160,10 +189,13 @@ internal sealed unsafe class BlockCompiler
         {
             if (n == _count)
             {
-                SetRip(first[n - 1].NextIp);
+                ChainTo(first[n - 1].NextIp); // a block cut at a page end or at its size limit runs on into the next
             }
-            A.mov(eax, n);
-            A.jmp(_exit);
+            else
+            {
+                A.mov(eax, n);
+                A.jmp(_exit);
+            }
         }
         foreach (int j in _missUsed)
         {
@@ -172,9 +204,16 @@ internal sealed unsafe class BlockCompiler
             A.jmp(_exit);
         }
         A.Label(ref _exit);
+        if (_chain != 0)
+        {
+            // Tell the dispatch loop which block the call ended in (it may have chained past the one it called).
+            A.mov(rcx, (ulong)_first);
+            A.mov(__qword_ptr[r14 + ChainContext.ExitFirstOffset], rcx);
+            A.mov(__qword_ptr[r14 + ChainContext.ExitCountOffset], _count);
+        }
         Epilogue();
         covered = n;
-        return _h.Assemble();
+        return _h.Assemble(_head, out entryOffset);
     }
 
     // ------------------------------------------------------------------ what is supported
@@ -307,6 +346,7 @@ internal sealed unsafe class BlockCompiler
         A.mov(r12, (ulong)_tlb);
         A.mov(r13, (ulong)_segBase);
         if (_log != 0) A.mov(r14, (ulong)_log);
+        else if (_chain != 0) A.mov(r14, (ulong)_chain);
         _head = A.CreateLabel();
         A.Label(ref _head);
     }
@@ -338,8 +378,88 @@ internal sealed unsafe class BlockCompiler
             A.jmp(_head);
             A.Label(ref leave);
         }
+        ChainTo(target);
+    }
+
+    /// <summary>Ends a whole block run with RIP = <paramref name="target"/> (a direct branch): follows the exit's chain slot when it may.</summary>
+    private void ChainTo(ulong target)
+    {
         SetRip(target);
+        // A loop back to the block's own start left its loop above (budget or allowance used up): return.
+        if (_chain == 0 || !_coversWholeBlock || SlotsUsed >= _slotCapacity || target == _startIp)
+        {
+            EndBlock();
+            return;
+        }
+        ChainSlot* slot = _slots + SlotsUsed++;
+        Label unlinked = A.CreateLabel();
+        A.mov(rcx, (ulong)slot);
+        ChainChecks(unlinked);
+        A.mov(rax, __qword_ptr[rcx]);
+        A.cmp(rax, __qword_ptr[r14 + ChainContext.GenerationOffset]);
+        A.jne(unlinked);
+        TakeLink();
+        A.jmp(__qword_ptr[rcx + 8]);
+        A.Label(ref unlinked);
+        A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], rcx);
         EndBlock();
+    }
+
+    /// <summary>
+    /// Ends a whole block run through an indirect branch whose target (zero-extended) is in host register
+    /// <paramref name="target"/> and already in RIP: follows the indirect-branch cache when it may. Clobbers RAX RCX RDX.
+    /// </summary>
+    private void ChainIndirect(int target)
+    {
+        if (_chain == 0 || !_coversWholeBlock)
+        {
+            EndBlock();
+            return;
+        }
+        Label unlinked = A.CreateLabel();
+        A.mov(rdx, Q(target));
+        ChainChecks(unlinked);
+        if (_bitness != 64) A.bts(rdx, (byte)(_stackSize == 4 ? 62 : 61)); // ChainContext.JumpKey
+        A.mov(rax, rdx);
+        A.shr(rax, 10);
+        A.xor(rax, rdx);
+        A.and(eax, ChainContext.JumpCacheEntries - 1);
+        A.shl(eax, 5);
+        A.add(rax, __qword_ptr[r14 + ChainContext.JumpCacheOffset]);
+        A.cmp(__qword_ptr[rax], rdx);
+        A.jne(unlinked);
+        A.mov(rcx, __qword_ptr[rax + 8]);
+        A.cmp(rcx, __qword_ptr[r14 + ChainContext.GenerationOffset]);
+        A.jne(unlinked);
+        TakeLink();
+        A.jmp(__qword_ptr[rax + 16]);
+        A.Label(ref unlinked);
+        A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], (int)ChainContext.IndirectExit);
+        EndBlock();
+    }
+
+    /// <summary>
+    /// The checks before following a link: 32-bit code only with a CS base of 0 (links are made by linear address =
+    /// RIP); the budget left after this block must cover any whole block; the link and loop allowance.
+    /// </summary>
+    private void ChainChecks(Label unlinked)
+    {
+        if (_bitness != 64)
+        {
+            A.cmp(__qword_ptr[r13 + 8], 0);
+            A.jne(unlinked);
+        }
+        A.cmp(r15, _count + BlockDecoder.MaxInstructions);
+        A.jl(unlinked);
+        A.dec(ebp);
+        A.jle(unlinked);
+    }
+
+    /// <summary>Counts this block's run as the dispatch loop would before the next block (budget and instructions retired).</summary>
+    private void TakeLink()
+    {
+        A.sub(r15, _count);
+        A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], _count);
     }
 
     private Label Miss(int j)
@@ -1033,7 +1153,7 @@ internal sealed unsafe class BlockCompiler
         }
         LoadTarget(i, j);
         A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
-        EndBlock();
+        ChainIndirect(11);
     }
 
     /// <summary>R11 = the target of an indirect JMP/CALL (register or memory, zero-extended from the operand size).</summary>
@@ -1064,16 +1184,20 @@ internal sealed unsafe class BlockCompiler
         if (!direct) LoadTarget(i, j);
         _h.MovImm(Rcx, i->NextIp);
         PushRcx(j);
-        if (direct) SetRip(i->Imm);
-        else A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
-        EndBlock();
+        if (direct)
+        {
+            ChainTo(i->Imm);
+            return;
+        }
+        A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
+        ChainIndirect(11);
     }
 
     private void Ret(Instr* i, int j)
     {
         PopRcx(j, (ushort)i->Imm);
         A.mov(__qword_ptr[rbx + StateLayout.Rip], rcx);
-        EndBlock();
+        ChainIndirect(Rcx);
     }
 
     private void Jcc(Instr* i)
@@ -1082,8 +1206,7 @@ internal sealed unsafe class BlockCompiler
         FlagsToHost(ReadsCarry(cc));
         Label taken = A.CreateLabel();
         _h.Jcc(cc, taken);
-        SetRip(i->NextIp);
-        EndBlock();
+        ChainTo(i->NextIp);
         A.Label(ref taken);
         BranchTo(i->Imm);
     }
