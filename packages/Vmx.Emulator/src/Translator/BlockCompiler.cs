@@ -62,6 +62,10 @@ internal sealed unsafe class BlockCompiler
     private LazyFlagOp _lazyOp;
     private int _lazySize;
     private bool _hostValid, _hostCfValid;
+    /// <summary>The instruction being emitted writes flags nobody reads (<see cref="FlagsDead"/>): they are not stored.</summary>
+    private bool _deadFlags;
+    /// <summary>LazyOp | LazySize &lt;&lt; 32 known to be in CpuState at this point of the code, or -1.</summary>
+    private long _storedOp;
     private int _count;
     private Label _head;
     private ulong _startIp;
@@ -179,10 +183,12 @@ internal sealed unsafe class BlockCompiler
         _missUsed = new List<int>();
         _flags = FlagState.Unknown;
         _hostValid = _hostCfValid = false;
+        _storedOp = -1;
         Prologue();
         bool ended = false;
         for (int j = 0; j < n; j++)
         {
+            _deadFlags = FlagsDead(first, j, n);
             ended = Emit(first + j, j);
         }
         if (!ended)
@@ -214,6 +220,54 @@ internal sealed unsafe class BlockCompiler
         Epilogue();
         covered = n;
         return _h.Assemble(_head, out entryOffset);
+    }
+
+    // ------------------------------------------------------------------ flag liveness
+
+    /// <summary>
+    /// Whether the flags instruction <paramref name="j"/> writes are never read: a later instruction of the run writes
+    /// every arithmetic flag before anything reads one and before any point where the translated code may leave (a
+    /// memory or stack access, a division, a branch, the end of the run), so nobody can see them. Such an
+    /// instruction leaves the flag state in CpuState as it was.
+    /// </summary>
+    private static bool FlagsDead(Instr* first, int j, int n)
+    {
+        for (int m = j + 1; m < n; m++)
+        {
+            Instr* i = first + m;
+            FlagUse use = Use(i);
+            if (use == FlagUse.None) continue;
+            return use == FlagUse.WritesAll;
+        }
+        return false;
+    }
+
+    private enum FlagUse { None, WritesAll, Other }
+
+    /// <summary>How a supported instruction relates to the guest flags and to leaving the translated code.</summary>
+    private static FlagUse Use(Instr* i)
+    {
+        Code code = (Code)i->Code;
+        Mnemonic m = code.Mnemonic();
+        bool memory = m != Mnemonic.Lea && (i->Op0 == Instr.MemoryOperand || i->Op1 == Instr.MemoryOperand);
+        if (memory) return FlagUse.Other;
+        switch (m)
+        {
+            case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
+            case Mnemonic.Cmp: case Mnemonic.Test: case Mnemonic.Mul:
+                return FlagUse.WritesAll;
+            case Mnemonic.Imul:
+                return FlagUse.WritesAll;
+            case Mnemonic.Shl: case Mnemonic.Sal: case Mnemonic.Shr: case Mnemonic.Sar:
+                // A count in CL may be 0, which keeps the flags.
+                return i->Op1 == Instr.NoRegister ? FlagUse.WritesAll : FlagUse.Other;
+            case Mnemonic.Mov: case Mnemonic.Movzx: case Mnemonic.Movsx: case Mnemonic.Movsxd: case Mnemonic.Lea:
+            case Mnemonic.Nop: case Mnemonic.Cdq: case Mnemonic.Cqo: case Mnemonic.Cwde: case Mnemonic.Cdqe:
+                return FlagUse.None;
+            default:
+                // Branches, stack instructions, divisions, flag readers (Jcc SETcc CMOVcc ADC SBB, INC/DEC keep CF).
+                return FlagUse.Other;
+        }
     }
 
     // ------------------------------------------------------------------ what is supported
@@ -615,8 +669,27 @@ internal sealed unsafe class BlockCompiler
 
     private void StoreLazy(LazyFlagOp op, int size, int result, int src1, int src2)
     {
-        A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
-        A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
+        if (_deadFlags)
+        {
+            DropFlagState();
+            return;
+        }
+        long opAndSize = (long)op | ((long)size << 32);
+        if (_storedOp != opAndSize)
+        {
+            // LazyOp and LazySize are adjacent: one store.
+            if (StateLayout.LazySize == StateLayout.LazyOp + 4)
+            {
+                A.mov(r10, (ulong)opAndSize);
+                A.mov(__qword_ptr[rbx + StateLayout.LazyOp], r10);
+            }
+            else
+            {
+                A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
+                A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
+            }
+            _storedOp = opAndSize;
+        }
         A.mov(__qword_ptr[rbx + StateLayout.LazyResult], Q(result));
         if (src1 >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(src1));
         if (src2 >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Q(src2));
@@ -628,19 +701,36 @@ internal sealed unsafe class BlockCompiler
     /// <summary>RFLAGS arithmetic bits = EDX (CF PF AF ZF SF OF already masked), lazy state dropped (LazyFlags.SetEager).</summary>
     private void StoreEager()
     {
+        if (_deadFlags)
+        {
+            DropFlagState();
+            return;
+        }
         A.mov(rcx, __qword_ptr[rbx + StateLayout.Rflags]);
         A.and(rcx, ~Arith);
         A.or(rcx, rdx);
         A.mov(__qword_ptr[rbx + StateLayout.Rflags], rcx);
-        A.mov(__dword_ptr[rbx + StateLayout.LazyOp], 0);
+        if ((_storedOp & 0xFFFF_FFFF) != 0) A.mov(__dword_ptr[rbx + StateLayout.LazyOp], 0);
+        _storedOp = _storedOp == -1 ? 0 : _storedOp & ~0xFFFF_FFFFL;
         _flags = FlagState.Eager;
         _hostValid = false;
+    }
+
+    /// <summary>
+    /// After an instruction whose flags are dead: what CpuState holds is the older state, which nobody reads before the
+    /// next instruction writing every flag, so the compiler only forgets what it knew about the flags.
+    /// </summary>
+    private void DropFlagState()
+    {
+        _flags = FlagState.Unknown;
+        _hostValid = _hostCfValid = false;
     }
 
     private void CallMaterialize()
     {
         A.mov(rax, (ulong)_materialize);
         A.call(rax);
+        _storedOp = _storedOp == -1 ? -1 : _storedOp & ~0xFFFF_FFFFL; // LazyOp = 0, LazySize kept
     }
 
     /// <summary>Loads the concrete RFLAGS arithmetic bits into the host flags.</summary>
@@ -746,7 +836,7 @@ internal sealed unsafe class BlockCompiler
         }
         if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, Rax, Rdx, Rcx);
         else StoreLazy(LazyFlagOp.Logic, size, Rax, -1, -1);
-        _hostValid = _hostCfValid = true;
+        _hostValid = _hostCfValid = !_deadFlags;
     }
 
     /// <summary>
@@ -779,7 +869,7 @@ internal sealed unsafe class BlockCompiler
     private void IncDec(Instr* i, int j, bool inc)
     {
         int size = i->OpSize;
-        CarryToRflags();
+        if (!_deadFlags) CarryToRflags(); // the CF INC/DEC keep
         bool mem = i->Op0 == Instr.MemoryOperand;
         if (mem)
         {
@@ -796,8 +886,9 @@ internal sealed unsafe class BlockCompiler
         _h.IncDec(inc, size, Rax);
         if (mem) _h.Store(size, Mem(size, Rsi, 0), Rax);
         else WriteGpr(i->Op0, size, Rax, upperClean: true);
-        A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
+        if (!_deadFlags) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
         StoreLazy(inc ? LazyFlagOp.Inc : LazyFlagOp.Dec, size, Rax, Rdx, -1);
+        if (_deadFlags) return;
         _hostValid = true;
         _hostCfValid = false; // the host CF is whatever it was before; the guest CF is in RFLAGS
     }
@@ -878,6 +969,23 @@ internal sealed unsafe class BlockCompiler
             A.jz(!mem && size == 4 ? zero : done);
         }
         _h.Shift(op, size, Rax, count);
+        if (_deadFlags)
+        {
+            if (mem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+            else WriteGpr(i->Op0, size, Rax, upperClean: true);
+            DropFlagState();
+            if (byCl)
+            {
+                if (!mem && size == 4)
+                {
+                    A.jmp(done);
+                    A.Label(ref zero);
+                    WriteGpr(i->Op0, 4, Rax, upperClean: true);
+                }
+                A.Label(ref done);
+            }
+            return;
+        }
         A.pushfq();
         A.pop(rdx);
         // Shifts.ShiftFast: CF ZF SF PF from the result, AF = 0, OF = MSB(result) ^ CF for SHL, MSB(source) for
@@ -918,6 +1026,7 @@ internal sealed unsafe class BlockCompiler
             }
             A.Label(ref done);
             _flags = FlagState.Unknown;
+            _storedOp = -1; // one path stored flags, the other (count 0) did not
         }
         _hostValid = false;
     }
@@ -966,6 +1075,11 @@ internal sealed unsafe class BlockCompiler
     /// </summary>
     private void StoreMulFlags(int size)
     {
+        if (_deadFlags)
+        {
+            DropFlagState();
+            return;
+        }
         _h.Alu(Op.Test, size, Rax, Rax);
         A.pushfq();
         A.pop(rdx);
