@@ -621,7 +621,10 @@ internal sealed unsafe class BlockCompiler
         A.and(eax, SoftTlb.Entries - 1);
         A.imul(eax, eax, StateLayout.TlbEntrySize);
         A.add(rax, r12);
-        A.mov(rdx, rsi);
+        // The page of the access's last byte against the tag of the entry chosen by its first byte: an access that
+        // crosses into the next page cannot match, as that page's tag lives in the next entry.
+        if (size > 1) A.lea(rdx, __[rsi + (size - 1)]);
+        else A.mov(rdx, rsi);
         A.and(rdx, -4096);
         if (read)
         {
@@ -632,13 +635,6 @@ internal sealed unsafe class BlockCompiler
         {
             A.cmp(__qword_ptr[rax + StateLayout.TlbWriteTag], rdx);
             A.jne(miss);
-        }
-        if (size > 1)
-        {
-            A.mov(edx, esi);
-            A.and(edx, 0xFFF);
-            A.cmp(edx, 4096 - size);
-            A.ja(miss);
         }
         A.add(rsi, __qword_ptr[rax + StateLayout.TlbAddend]);
         _hostValid = false;
@@ -802,11 +798,48 @@ internal sealed unsafe class BlockCompiler
                 _hostValid = false;
                 return;
             default:
-                CallMaterialize();
-                _flags = FlagState.Eager;
+                CarryFromState();
                 _hostValid = false;
                 return;
         }
+    }
+
+    /// <summary>
+    /// RFLAGS.CF = the guest CF of whatever flag state CpuState holds (LazyFlags.Carry, inline): kept for None/INC/DEC,
+    /// 0 after a logic operation, the carry or borrow of a pending ADD or SUB at its size. The lazy state stays.
+    /// </summary>
+    private void CarryFromState()
+    {
+        Label add = A.CreateLabel(), sub = A.CreateLabel(), compare = A.CreateLabel(), done = A.CreateLabel();
+        A.mov(eax, __dword_ptr[rbx + StateLayout.LazyOp]);
+        A.cmp(eax, (int)LazyFlagOp.Add);
+        A.je(add);
+        A.cmp(eax, (int)LazyFlagOp.Sub);
+        A.je(sub);
+        A.cmp(eax, (int)LazyFlagOp.Logic);
+        A.jne(done);
+        A.and(__qword_ptr[rbx + StateLayout.Rflags], -2);
+        A.jmp(done);
+        A.Label(ref add);
+        A.mov(rax, __qword_ptr[rbx + StateLayout.LazyResult]); // CF = result < src1
+        A.mov(rdx, __qword_ptr[rbx + StateLayout.LazySrc1]);
+        A.jmp(compare);
+        A.Label(ref sub);
+        A.mov(rax, __qword_ptr[rbx + StateLayout.LazySrc1]); // CF = src1 < src2
+        A.mov(rdx, __qword_ptr[rbx + StateLayout.LazySrc2]);
+        A.Label(ref compare);
+        A.mov(ecx, 64); // compare the low LazySize bytes: shift them to the top
+        A.mov(r8d, __dword_ptr[rbx + StateLayout.LazySize]);
+        A.shl(r8d, 3);
+        A.sub(ecx, r8d);
+        A.shl(rax, cl);
+        A.shl(rdx, cl);
+        A.cmp(rax, rdx);
+        A.setb(al);
+        A.movzx(eax, al);
+        A.and(__qword_ptr[rbx + StateLayout.Rflags], -2);
+        A.or(__qword_ptr[rbx + StateLayout.Rflags], rax);
+        A.Label(ref done);
     }
 
     // ------------------------------------------------------------------ instructions

@@ -233,7 +233,6 @@ internal sealed unsafe class BlockTranslator : IDisposable
     private void FreeNative()
     {
         if (_disposed) return;
-        if (Environment.GetEnvironmentVariable("TRC_DEBUG") != null) Console.Error.WriteLine($"DEBUG runs={NativeRuns} instr={NativeInstructions} blocks={BlocksTranslated} slots={_compiler.SlotsUsed} gen={(_chain != null ? _chain->Generation : 0)}");
         _disposed = true;
         foreach (Block b in _translated)
         {
