@@ -45,7 +45,8 @@ public sealed class ChainingTests
             a.jmp(via);
         }
         a.Label(ref via);
-        a.lea(eax, __dword_ptr[rax + rdx * 2 + 3]);
+        if (bits == 64) a.lea(eax, __dword_ptr[rax + rdx * 2 + 3]);
+        else a.lea(eax, __dword_ptr[eax + edx * 2 + 3]);
         a.dec(ecx);
         a.jnz(top);
         a.jmp(done);
