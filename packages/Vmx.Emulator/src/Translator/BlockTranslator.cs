@@ -66,7 +66,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
     /// <summary>Cuts every link between translated blocks (whatever made the dispatch loop drop its block lookup).</summary>
     public void Unchain()
     {
-        if (_chain != null) _chain->Generation++;
+        if (_chain != null && !_disposed) _chain->Generation++;
     }
 
     /// <summary>
