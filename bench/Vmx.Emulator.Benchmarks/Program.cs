@@ -35,6 +35,6 @@ static void Measure(string name, PvhWorkload w)
         TimeSpan cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu0;
         double mips = w.InstructionsRetired / sw.Elapsed.TotalSeconds / 1e6;
         double cpuMips = w.InstructionsRetired / cpu.TotalSeconds / 1e6;
-        Console.WriteLine($"{name}: {w.InstructionsRetired:N0} instructions; wall {sw.Elapsed.TotalMilliseconds:F1} ms = {mips:F1} M instr/s; CPU {cpu.TotalMilliseconds:F1} ms = {cpuMips:F1} M instr/s; exit {exit}; code {w.ExitCode}; output: {w.Output.Replace("\n", " | ")}");
+        Console.WriteLine($"{name}: {w.InstructionsRetired:N0} instructions; wall {sw.Elapsed.TotalMilliseconds:F1} ms = {mips:F1} M instr/s; CPU {cpu.TotalMilliseconds:F1} ms = {cpuMips:F1} M instr/s; translated {100.0 * w.TranslatedInstructions / w.InstructionsRetired:F1}%; exit {exit}; code {w.ExitCode}; output: {w.Output.Replace("\n", " | ")}");
     }
 }

@@ -56,6 +56,9 @@ public sealed unsafe class PvhWorkload : IDisposable
     /// <summary>Instructions retired by the guest.</summary>
     public ulong InstructionsRetired => _cpu.InstructionsRetired;
 
+    /// <summary>Instructions retired by translated code (0 in the interpreter tier).</summary>
+    public long TranslatedInstructions => _cpu.TranslatedInstructions;
+
     /// <summary>Reloads the image and a fresh processor.</summary>
     public void Reset()
     {

@@ -36,6 +36,27 @@ public class LockStepKernelTests(ITestOutputHelper output)
             Assert.True(checks > 0, "no block ran translated");
     }
 
+    /// <summary>
+    /// The same kernels in the translating tier proper, where translated blocks chain to each other without returning to
+    /// the dispatch loop (lock-step runs one block per call): the same transcript, exit status and instructions retired.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void Kernel_runs_translated_and_chained_like_the_interpreter(string kernel)
+    {
+        string path = SystemKernels.PathOf(kernel);
+        var (transcript, exit, instructions, _, _, _, _) = Boot(path, ProcessorProviders.Create(ExecutionTier.Interpreter));
+        var (trTranscript, trExit, trInstructions, trCrash, _, translated, _) =
+            Boot(path, ProcessorProviders.Create(ExecutionTier.Translator, translationThreshold: 1));
+
+        output.WriteLine($"{kernel}: {trInstructions} instructions, {translated} run translated");
+        Assert.Equal(transcript, trTranscript);
+        Assert.True(exit == trExit, $"exit {trExit} translated, {exit} interpreted\n{trCrash}");
+        Assert.Equal(instructions, trInstructions);
+        if (EmulatedProcessor.TranslatorSupported)
+            Assert.True(translated > 0, "no instruction ran translated");
+    }
+
     /// <summary>Boots <paramref name="kernel"/>; the translator's counters are read before the machine (and its processors) is disposed.</summary>
     private static (string Transcript, int Exit, ulong Instructions, string? Crash, long Checks, long Translated, string? Mismatch) Boot(
         string kernel, ProcessorProviders.EmulatorProcessorProvider provider)

@@ -36,6 +36,7 @@ internal sealed unsafe partial class Core
     private void FlushFastBlockLookup()
     {
         if (_fastLookup != null) Array.Clear(_fastLookup);
+        Translator?.Unchain(); // links between translated blocks stand for this lookup: cut them with it
     }
 
     /// <summary>Whether guest-physical page <paramref name="physPage"/> holds decoded code.</summary>
@@ -173,6 +174,7 @@ internal sealed unsafe partial class Core
         ref CpuState s = ref S;
         ulong end = s.InstructionsRetired + budget;
         BudgetEnd = end;
+        _pendingExit = 0;
         if (PendingDebugExceptions != 0 && TakePendingDebugException()) return false;
         while (s.InstructionsRetired < end)
         {
@@ -187,6 +189,7 @@ internal sealed unsafe partial class Core
             if (DebugArmed(ref s))
             {
                 // Single-step or breakpoints: one instruction at a time (Core.Debug.cs).
+                _pendingExit = 0;
                 int d = ExecuteDebug(end);
                 BudgetEnd = end;
                 if (d == 1) return true;
@@ -198,12 +201,20 @@ internal sealed unsafe partial class Core
             ulong left = end - s.InstructionsRetired;
             int n = (ulong)b.Count < left ? b.Count : (int)left;
             Instr* first = b.First;
-            Instr* last = first + n;
-            Instr* p = first;
+            int count = b.Count;
             _blockFirst = first;
-            int translated = RunTranslated(b, n); // src/Translator: -1 = the whole block ran translated
+            // src/Translator: -1 = the whole block (and any it chained to) ran translated; otherwise continue at
+            // instruction `translated` of the block first/count (b's, or one it chained to).
+            int translated = RunTranslated(b, n, ref first, ref count);
             if (translated < 0) continue;
-            p += translated;
+            if (first != b.First)
+            {
+                left = end - s.InstructionsRetired;
+                n = (ulong)count < left ? count : (int)left;
+                _blockFirst = first;
+            }
+            Instr* last = first + n;
+            Instr* p = first + translated;
             while (true)
             {
                 int r = p->Handler(this, p);

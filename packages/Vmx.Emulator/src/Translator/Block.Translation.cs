@@ -7,6 +7,8 @@ internal sealed partial class Block
     public int HotCount;
     /// <summary>Entry point of the translated code (<c>int F(CpuState*, long budget)</c>, see BlockCompiler), or 0.</summary>
     public nint NativeCode;
+    /// <summary>Where chained blocks enter <see cref="NativeCode"/> (after its prologue), or 0.</summary>
+    public nint NativeEntry;
     /// <summary>Leading instructions the translated code covers; -1 once the block is known not to be translatable.</summary>
     public int NativeCovered;
     /// <summary>Stack size (Core.StackSize) the translated code was generated for.</summary>

@@ -19,8 +19,16 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// anything, and the interpreter runs it (filling the TLB, raising the fault, invalidating code). Flags are left in
 /// the interpreter's form: the same lazy (op, size, result, sources) for ADD/SUB/CMP/logic/INC/DEC, eager RFLAGS
 /// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL.
-/// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log; RAX RCX RDX RSI RDI
+/// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log (lock-step) or the
+/// <see cref="ChainContext"/> (otherwise), R15 the budget left, EBP the links and loop rounds left; RAX RCX RDX RSI RDI
 /// R8-R11 scratch.
+/// Block chaining (outside lock-step): every translated block has the same prologue and epilogue, so a block's exit
+/// may jump straight to the next block's code after its prologue (<c>entryOffset</c> of <see cref="Compile"/>), when
+/// the link is current (<see cref="ChainContext"/>), the budget left covers any whole block, and fewer than
+/// <see cref="MaxLoopIterations"/> links or loop rounds were taken in this call (so the dispatch loop still sees a host
+/// kick soon). Those are the checks the dispatch loop (Core.Execute) makes between blocks that translated code can
+/// change; the others (a pending debug trap, a write to code, mode, SS or paging changes) need an interpreted
+/// instruction, which always returns to the dispatch loop first.
 /// </remarks>
 internal sealed unsafe partial class BlockCompiler
 {
@@ -33,6 +41,17 @@ internal sealed unsafe partial class BlockCompiler
     private readonly nint _tlb, _segBase;
     private readonly nint _log;
     private readonly nint _materialize;
+    private readonly nint _chain;
+    private readonly ChainSlot* _slots;
+    private readonly int _slotCapacity;
+
+    /// <summary>Chain slots handed out since the last reset (the translator resets it when it drops every translation).</summary>
+    public int SlotsUsed;
+
+    /// <summary>Slots one block may need (a conditional branch: taken and not taken).</summary>
+    public const int SlotsPerBlock = 2;
+    private Instr* _first;
+    private int _stackSize;
 
     private HostAsm _h = null!;
     private Assembler A => _h.A;
@@ -43,6 +62,10 @@ internal sealed unsafe partial class BlockCompiler
     private LazyFlagOp _lazyOp;
     private int _lazySize;
     private bool _hostValid, _hostCfValid;
+    /// <summary>The instruction being emitted writes flags nobody reads (<see cref="FlagsDead"/>): they are not stored.</summary>
+    private bool _deadFlags;
+    /// <summary>LazyOp | LazySize &lt;&lt; 32 known to be in CpuState at this point of the code, or -1.</summary>
+    private long _storedOp;
     private int _count;
     private Label _head;
     private ulong _startIp;
@@ -58,12 +81,18 @@ internal sealed unsafe partial class BlockCompiler
     /// <param name="segBase">The core's effective segment bases.</param>
     /// <param name="log">Lock-step write log (null: stores are not logged).</param>
     /// <param name="materialize">Address of the shared <see cref="EmitMaterializeStub"/> code.</param>
-    public BlockCompiler(TlbEntry* tlb, ulong* segBase, WriteLog* log, nint materialize)
+    /// <param name="chain">Chaining state (null: no chaining, as in lock-step, where <paramref name="log"/> is set).</param>
+    /// <param name="slots">Chain slots for direct-branch exits.</param>
+    /// <param name="slotCapacity">Number of <paramref name="slots"/>.</param>
+    public BlockCompiler(TlbEntry* tlb, ulong* segBase, WriteLog* log, nint materialize, ChainContext* chain, ChainSlot* slots, int slotCapacity)
     {
         _tlb = (nint)tlb;
         _segBase = (nint)segBase;
         _log = (nint)log;
         _materialize = materialize;
+        _chain = log == null ? (nint)chain : 0;
+        _slots = slots;
+        _slotCapacity = slotCapacity;
     }
 
     /// <summary>
@@ -128,11 +157,15 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>
     /// Compiles <paramref name="b"/> (64-bit or 32-bit code) for a stack of <paramref name="stackSize"/> bytes; null when
     /// its first instruction is not supported. <paramref name="covered"/> is the number of leading instructions the code
-    /// handles (the rest of the block stays interpreted).
+    /// handles (the rest of the block stays interpreted); <paramref name="entryOffset"/> is where chained blocks enter
+    /// (after the prologue).
     /// </summary>
-    public byte[]? Compile(Block b, int stackSize, out int covered)
+    public byte[]? Compile(Block b, int stackSize, out int covered, out int entryOffset)
     {
         covered = 0;
+        entryOffset = 0;
+        _first = b.First;
+        _stackSize = stackSize;
         if (b.Bitness is not (64 or 32)) return null;
         _bitness = b.Bitness;
         _stack = b.Bitness == 64 ? 8 : stackSize == 4 ? 4 : 0;
@@ -150,20 +183,25 @@ internal sealed unsafe partial class BlockCompiler
         _missUsed = new List<int>();
         _flags = FlagState.Unknown;
         _hostValid = _hostCfValid = false;
+        _storedOp = -1;
         Prologue();
         bool ended = false;
         for (int j = 0; j < n; j++)
         {
+            _deadFlags = FlagsDead(first, j, n);
             ended = Emit(first + j, j);
         }
         if (!ended)
         {
             if (n == _count)
             {
-                SetRip(first[n - 1].NextIp);
+                ChainTo(first[n - 1].NextIp); // a block cut at a page end or at its size limit runs on into the next
             }
-            A.mov(eax, n);
-            A.jmp(_exit);
+            else
+            {
+                A.mov(eax, n);
+                A.jmp(_exit);
+            }
         }
         foreach (int j in _missUsed)
         {
@@ -172,9 +210,64 @@ internal sealed unsafe partial class BlockCompiler
             A.jmp(_exit);
         }
         A.Label(ref _exit);
+        if (_chain != 0)
+        {
+            // Tell the dispatch loop which block the call ended in (it may have chained past the one it called).
+            A.mov(rcx, (ulong)_first);
+            A.mov(__qword_ptr[r14 + ChainContext.ExitFirstOffset], rcx);
+            A.mov(__qword_ptr[r14 + ChainContext.ExitCountOffset], _count);
+        }
         Epilogue();
         covered = n;
-        return _h.Assemble();
+        return _h.Assemble(_head, out entryOffset);
+    }
+
+    // ------------------------------------------------------------------ flag liveness
+
+    /// <summary>
+    /// Whether the flags instruction <paramref name="j"/> writes are never read: a later instruction of the run writes
+    /// every arithmetic flag before anything reads one and before any point where the translated code may leave (a
+    /// memory or stack access, a division, a branch, the end of the run), so nobody can see them. Such an
+    /// instruction leaves the flag state in CpuState as it was.
+    /// </summary>
+    private static bool FlagsDead(Instr* first, int j, int n)
+    {
+        for (int m = j + 1; m < n; m++)
+        {
+            Instr* i = first + m;
+            FlagUse use = Use(i);
+            if (use == FlagUse.None) continue;
+            return use == FlagUse.WritesAll;
+        }
+        return false;
+    }
+
+    private enum FlagUse { None, WritesAll, Other }
+
+    /// <summary>How a supported instruction relates to the guest flags and to leaving the translated code.</summary>
+    private static FlagUse Use(Instr* i)
+    {
+        Code code = (Code)i->Code;
+        Mnemonic m = code.Mnemonic();
+        bool memory = m != Mnemonic.Lea && (i->Op0 == Instr.MemoryOperand || i->Op1 == Instr.MemoryOperand);
+        if (memory) return FlagUse.Other;
+        switch (m)
+        {
+            case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
+            case Mnemonic.Cmp: case Mnemonic.Test: case Mnemonic.Mul:
+                return FlagUse.WritesAll;
+            case Mnemonic.Imul:
+                return FlagUse.WritesAll;
+            case Mnemonic.Shl: case Mnemonic.Sal: case Mnemonic.Shr: case Mnemonic.Sar:
+                // A count in CL may be 0, which keeps the flags.
+                return i->Op1 == Instr.NoRegister ? FlagUse.WritesAll : FlagUse.Other;
+            case Mnemonic.Mov: case Mnemonic.Movzx: case Mnemonic.Movsx: case Mnemonic.Movsxd: case Mnemonic.Lea:
+            case Mnemonic.Nop: case Mnemonic.Cdq: case Mnemonic.Cqo: case Mnemonic.Cwde: case Mnemonic.Cdqe:
+                return FlagUse.None;
+            default:
+                // Branches, stack instructions, divisions, flag readers (Jcc SETcc CMOVcc ADC SBB, INC/DEC keep CF).
+                return FlagUse.Other;
+        }
     }
 
     // ------------------------------------------------------------------ what is supported
@@ -309,6 +402,7 @@ internal sealed unsafe partial class BlockCompiler
         A.mov(r12, (ulong)_tlb);
         A.mov(r13, (ulong)_segBase);
         if (_log != 0) A.mov(r14, (ulong)_log);
+        else if (_chain != 0) A.mov(r14, (ulong)_chain);
         _head = A.CreateLabel();
         A.Label(ref _head);
     }
@@ -340,8 +434,88 @@ internal sealed unsafe partial class BlockCompiler
             A.jmp(_head);
             A.Label(ref leave);
         }
+        ChainTo(target);
+    }
+
+    /// <summary>Ends a whole block run with RIP = <paramref name="target"/> (a direct branch): follows the exit's chain slot when it may.</summary>
+    private void ChainTo(ulong target)
+    {
         SetRip(target);
+        // A loop back to the block's own start left its loop above (budget or allowance used up): return.
+        if (_chain == 0 || !_coversWholeBlock || SlotsUsed >= _slotCapacity || target == _startIp)
+        {
+            EndBlock();
+            return;
+        }
+        ChainSlot* slot = _slots + SlotsUsed++;
+        Label unlinked = A.CreateLabel();
+        A.mov(rcx, (ulong)slot);
+        ChainChecks(unlinked);
+        A.mov(rax, __qword_ptr[rcx]);
+        A.cmp(rax, __qword_ptr[r14 + ChainContext.GenerationOffset]);
+        A.jne(unlinked);
+        TakeLink();
+        A.jmp(__qword_ptr[rcx + 8]);
+        A.Label(ref unlinked);
+        A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], rcx);
         EndBlock();
+    }
+
+    /// <summary>
+    /// Ends a whole block run through an indirect branch whose target (zero-extended) is in host register
+    /// <paramref name="target"/> and already in RIP: follows the indirect-branch cache when it may. Clobbers RAX RCX RDX.
+    /// </summary>
+    private void ChainIndirect(int target)
+    {
+        if (_chain == 0 || !_coversWholeBlock)
+        {
+            EndBlock();
+            return;
+        }
+        Label unlinked = A.CreateLabel();
+        A.mov(rdx, Q(target));
+        ChainChecks(unlinked);
+        if (_bitness != 64) A.bts(rdx, (byte)(_stackSize == 4 ? 62 : 61)); // ChainContext.JumpKey
+        A.mov(rax, rdx);
+        A.shr(rax, 10);
+        A.xor(rax, rdx);
+        A.and(eax, ChainContext.JumpCacheEntries - 1);
+        A.shl(eax, 5);
+        A.add(rax, __qword_ptr[r14 + ChainContext.JumpCacheOffset]);
+        A.cmp(__qword_ptr[rax], rdx);
+        A.jne(unlinked);
+        A.mov(rcx, __qword_ptr[rax + 8]);
+        A.cmp(rcx, __qword_ptr[r14 + ChainContext.GenerationOffset]);
+        A.jne(unlinked);
+        TakeLink();
+        A.jmp(__qword_ptr[rax + 16]);
+        A.Label(ref unlinked);
+        A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], (int)ChainContext.IndirectExit);
+        EndBlock();
+    }
+
+    /// <summary>
+    /// The checks before following a link: 32-bit code only with a CS base of 0 (links are made by linear address =
+    /// RIP); the budget left after this block must cover any whole block; the link and loop allowance.
+    /// </summary>
+    private void ChainChecks(Label unlinked)
+    {
+        if (_bitness != 64)
+        {
+            A.cmp(__qword_ptr[r13 + 8], 0);
+            A.jne(unlinked);
+        }
+        A.cmp(r15, _count + BlockDecoder.MaxInstructions);
+        A.jl(unlinked);
+        A.dec(ebp);
+        A.jle(unlinked);
+    }
+
+    /// <summary>Counts this block's run as the dispatch loop would before the next block (budget and instructions retired).</summary>
+    private void TakeLink()
+    {
+        A.sub(r15, _count);
+        A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], _count);
     }
 
     private Label Miss(int j)
@@ -449,7 +623,10 @@ internal sealed unsafe partial class BlockCompiler
         A.and(eax, SoftTlb.Entries - 1);
         A.imul(eax, eax, StateLayout.TlbEntrySize);
         A.add(rax, r12);
-        A.mov(rdx, rsi);
+        // The page of the access's last byte against the tag of the entry chosen by its first byte: an access that
+        // crosses into the next page cannot match, as that page's tag lives in the next entry.
+        if (size > 1) A.lea(rdx, __[rsi + (size - 1)]);
+        else A.mov(rdx, rsi);
         A.and(rdx, -4096);
         if (read)
         {
@@ -460,13 +637,6 @@ internal sealed unsafe partial class BlockCompiler
         {
             A.cmp(__qword_ptr[rax + StateLayout.TlbWriteTag], rdx);
             A.jne(miss);
-        }
-        if (size > 1)
-        {
-            A.mov(edx, esi);
-            A.and(edx, 0xFFF);
-            A.cmp(edx, 4096 - size);
-            A.ja(miss);
         }
         A.add(rsi, __qword_ptr[rax + StateLayout.TlbAddend]);
         _hostValid = false;
@@ -497,8 +667,27 @@ internal sealed unsafe partial class BlockCompiler
 
     private void StoreLazy(LazyFlagOp op, int size, int result, int src1, int src2)
     {
-        A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
-        A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
+        if (_deadFlags)
+        {
+            DropFlagState();
+            return;
+        }
+        long opAndSize = (long)op | ((long)size << 32);
+        if (_storedOp != opAndSize)
+        {
+            // LazyOp and LazySize are adjacent: one store.
+            if (StateLayout.LazySize == StateLayout.LazyOp + 4)
+            {
+                A.mov(r10, (ulong)opAndSize);
+                A.mov(__qword_ptr[rbx + StateLayout.LazyOp], r10);
+            }
+            else
+            {
+                A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
+                A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
+            }
+            _storedOp = opAndSize;
+        }
         A.mov(__qword_ptr[rbx + StateLayout.LazyResult], Q(result));
         if (src1 >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(src1));
         if (src2 >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Q(src2));
@@ -510,19 +699,36 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>RFLAGS arithmetic bits = EDX (CF PF AF ZF SF OF already masked), lazy state dropped (LazyFlags.SetEager).</summary>
     private void StoreEager()
     {
+        if (_deadFlags)
+        {
+            DropFlagState();
+            return;
+        }
         A.mov(rcx, __qword_ptr[rbx + StateLayout.Rflags]);
         A.and(rcx, ~Arith);
         A.or(rcx, rdx);
         A.mov(__qword_ptr[rbx + StateLayout.Rflags], rcx);
-        A.mov(__dword_ptr[rbx + StateLayout.LazyOp], 0);
+        if ((_storedOp & 0xFFFF_FFFF) != 0) A.mov(__dword_ptr[rbx + StateLayout.LazyOp], 0);
+        _storedOp = _storedOp == -1 ? 0 : _storedOp & ~0xFFFF_FFFFL;
         _flags = FlagState.Eager;
         _hostValid = false;
+    }
+
+    /// <summary>
+    /// After an instruction whose flags are dead: what CpuState holds is the older state, which nobody reads before the
+    /// next instruction writing every flag, so the compiler only forgets what it knew about the flags.
+    /// </summary>
+    private void DropFlagState()
+    {
+        _flags = FlagState.Unknown;
+        _hostValid = _hostCfValid = false;
     }
 
     private void CallMaterialize()
     {
         A.mov(rax, (ulong)_materialize);
         A.call(rax);
+        _storedOp = _storedOp == -1 ? -1 : _storedOp & ~0xFFFF_FFFFL; // LazyOp = 0, LazySize kept
     }
 
     /// <summary>Loads the concrete RFLAGS arithmetic bits into the host flags.</summary>
@@ -594,11 +800,48 @@ internal sealed unsafe partial class BlockCompiler
                 _hostValid = false;
                 return;
             default:
-                CallMaterialize();
-                _flags = FlagState.Eager;
+                CarryFromState();
                 _hostValid = false;
                 return;
         }
+    }
+
+    /// <summary>
+    /// RFLAGS.CF = the guest CF of whatever flag state CpuState holds (LazyFlags.Carry, inline): kept for None/INC/DEC,
+    /// 0 after a logic operation, the carry or borrow of a pending ADD or SUB at its size. The lazy state stays.
+    /// </summary>
+    private void CarryFromState()
+    {
+        Label add = A.CreateLabel(), sub = A.CreateLabel(), compare = A.CreateLabel(), done = A.CreateLabel();
+        A.mov(eax, __dword_ptr[rbx + StateLayout.LazyOp]);
+        A.cmp(eax, (int)LazyFlagOp.Add);
+        A.je(add);
+        A.cmp(eax, (int)LazyFlagOp.Sub);
+        A.je(sub);
+        A.cmp(eax, (int)LazyFlagOp.Logic);
+        A.jne(done);
+        A.and(__qword_ptr[rbx + StateLayout.Rflags], -2);
+        A.jmp(done);
+        A.Label(ref add);
+        A.mov(rax, __qword_ptr[rbx + StateLayout.LazyResult]); // CF = result < src1
+        A.mov(rdx, __qword_ptr[rbx + StateLayout.LazySrc1]);
+        A.jmp(compare);
+        A.Label(ref sub);
+        A.mov(rax, __qword_ptr[rbx + StateLayout.LazySrc1]); // CF = src1 < src2
+        A.mov(rdx, __qword_ptr[rbx + StateLayout.LazySrc2]);
+        A.Label(ref compare);
+        A.mov(ecx, 64); // compare the low LazySize bytes: shift them to the top
+        A.mov(r8d, __dword_ptr[rbx + StateLayout.LazySize]);
+        A.shl(r8d, 3);
+        A.sub(ecx, r8d);
+        A.shl(rax, cl);
+        A.shl(rdx, cl);
+        A.cmp(rax, rdx);
+        A.setb(al);
+        A.movzx(eax, al);
+        A.and(__qword_ptr[rbx + StateLayout.Rflags], -2);
+        A.or(__qword_ptr[rbx + StateLayout.Rflags], rax);
+        A.Label(ref done);
     }
 
     // ------------------------------------------------------------------ instructions
@@ -628,7 +871,7 @@ internal sealed unsafe partial class BlockCompiler
         }
         if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, Rax, Rdx, Rcx);
         else StoreLazy(LazyFlagOp.Logic, size, Rax, -1, -1);
-        _hostValid = _hostCfValid = true;
+        _hostValid = _hostCfValid = !_deadFlags;
     }
 
     /// <summary>
@@ -661,7 +904,7 @@ internal sealed unsafe partial class BlockCompiler
     private void IncDec(Instr* i, int j, bool inc)
     {
         int size = i->OpSize;
-        CarryToRflags();
+        if (!_deadFlags) CarryToRflags(); // the CF INC/DEC keep
         bool mem = i->Op0 == Instr.MemoryOperand;
         if (mem)
         {
@@ -678,8 +921,9 @@ internal sealed unsafe partial class BlockCompiler
         _h.IncDec(inc, size, Rax);
         if (mem) _h.Store(size, Mem(size, Rsi, 0), Rax);
         else WriteGpr(i->Op0, size, Rax, upperClean: true);
-        A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
+        if (!_deadFlags) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
         StoreLazy(inc ? LazyFlagOp.Inc : LazyFlagOp.Dec, size, Rax, Rdx, -1);
+        if (_deadFlags) return;
         _hostValid = true;
         _hostCfValid = false; // the host CF is whatever it was before; the guest CF is in RFLAGS
     }
@@ -760,6 +1004,23 @@ internal sealed unsafe partial class BlockCompiler
             A.jz(!mem && size == 4 ? zero : done);
         }
         _h.Shift(op, size, Rax, count);
+        if (_deadFlags)
+        {
+            if (mem) _h.Store(size, Mem(size, Rsi, 0), Rax);
+            else WriteGpr(i->Op0, size, Rax, upperClean: true);
+            DropFlagState();
+            if (byCl)
+            {
+                if (!mem && size == 4)
+                {
+                    A.jmp(done);
+                    A.Label(ref zero);
+                    WriteGpr(i->Op0, 4, Rax, upperClean: true);
+                }
+                A.Label(ref done);
+            }
+            return;
+        }
         A.pushfq();
         A.pop(rdx);
         // Shifts.ShiftFast: CF ZF SF PF from the result, AF = 0, OF = MSB(result) ^ CF for SHL, MSB(source) for
@@ -800,6 +1061,7 @@ internal sealed unsafe partial class BlockCompiler
             }
             A.Label(ref done);
             _flags = FlagState.Unknown;
+            _storedOp = -1; // one path stored flags, the other (count 0) did not
         }
         _hostValid = false;
     }
@@ -848,6 +1110,11 @@ internal sealed unsafe partial class BlockCompiler
     /// </summary>
     private void StoreMulFlags(int size)
     {
+        if (_deadFlags)
+        {
+            DropFlagState();
+            return;
+        }
         _h.Alu(Op.Test, size, Rax, Rax);
         A.pushfq();
         A.pop(rdx);
@@ -1035,7 +1302,7 @@ internal sealed unsafe partial class BlockCompiler
         }
         LoadTarget(i, j);
         A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
-        EndBlock();
+        ChainIndirect(11);
     }
 
     /// <summary>R11 = the target of an indirect JMP/CALL (register or memory, zero-extended from the operand size).</summary>
@@ -1066,16 +1333,20 @@ internal sealed unsafe partial class BlockCompiler
         if (!direct) LoadTarget(i, j);
         _h.MovImm(Rcx, i->NextIp);
         PushRcx(j);
-        if (direct) SetRip(i->Imm);
-        else A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
-        EndBlock();
+        if (direct)
+        {
+            ChainTo(i->Imm);
+            return;
+        }
+        A.mov(__qword_ptr[rbx + StateLayout.Rip], r11);
+        ChainIndirect(11);
     }
 
     private void Ret(Instr* i, int j)
     {
         PopRcx(j, (ushort)i->Imm);
         A.mov(__qword_ptr[rbx + StateLayout.Rip], rcx);
-        EndBlock();
+        ChainIndirect(Rcx);
     }
 
     private void Jcc(Instr* i)
@@ -1084,8 +1355,7 @@ internal sealed unsafe partial class BlockCompiler
         FlagsToHost(ReadsCarry(cc));
         Label taken = A.CreateLabel();
         _h.Jcc(cc, taken);
-        SetRip(i->NextIp);
-        EndBlock();
+        ChainTo(i->NextIp);
         A.Label(ref taken);
         BranchTo(i->Imm);
     }

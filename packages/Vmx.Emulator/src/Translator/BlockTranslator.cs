@@ -33,6 +33,11 @@ internal sealed unsafe class BlockTranslator : IDisposable
     private nint _materialize;
     private readonly WriteLog* _log;
 
+    /// <summary>Chain slots per processor (two per block at most; running out drops every translation, like a full arena).</summary>
+    private const int SlotCapacity = 1 << 16;
+    private readonly ChainContext* _chain;
+    private readonly ChainSlot* _slots;
+
     private BlockTranslator(Core core, CodeArena arena, bool lockStep)
     {
         _arena = arena;
@@ -44,8 +49,47 @@ internal sealed unsafe class BlockTranslator : IDisposable
             AfterNative = (CpuState*)NativeMemory.AlignedAlloc((nuint)sizeof(CpuState), 64);
             AfterInterpreter = (CpuState*)NativeMemory.AlignedAlloc((nuint)sizeof(CpuState), 64);
         }
+        else
+        {
+            _chain = (ChainContext*)NativeMemory.AllocZeroed((nuint)sizeof(ChainContext));
+            _chain->Generation = 1;
+            _chain->JumpCache = (ulong)NativeMemory.AllocZeroed((nuint)(ChainContext.JumpCacheEntries * sizeof(JumpCacheEntry)));
+            _slots = (ChainSlot*)NativeMemory.AllocZeroed((nuint)(SlotCapacity * sizeof(ChainSlot)));
+        }
         AddMaterializeStub();
-        _compiler = new BlockCompiler(core.Tlb, core.SegBase, _log, _materialize);
+        _compiler = new BlockCompiler(core.Tlb, core.SegBase, _log, _materialize, _chain, _slots, SlotCapacity);
+    }
+
+    /// <summary>Chaining state (null in lock-step, which runs one block per call).</summary>
+    internal ChainContext* Chain => _chain;
+
+    /// <summary>Cuts every link between translated blocks (whatever made the dispatch loop drop its block lookup).</summary>
+    public void Unchain()
+    {
+        if (_chain != null && !_disposed) _chain->Generation++;
+    }
+
+    /// <summary>
+    /// Links the exit <paramref name="exit"/> (a <see cref="ChainContext.PendingExit"/> value) that a translated run of
+    /// this generation returned through to <paramref name="b"/>, the block the dispatch loop found next at the branch
+    /// target and is about to run translated as a whole (same mode and stack size as the exit's block: nothing ran in
+    /// between; <paramref name="cs"/> is the CS base, which must be 0 in 32-bit code).
+    /// </summary>
+    public void Link(ulong exit, Block b, ulong rip, int stackSize, ulong cs)
+    {
+        if (b.NativeCovered != b.Count || b.NativeEntry == 0 || (b.Bitness != 64 && cs != 0)) return;
+        if (exit == ChainContext.IndirectExit)
+        {
+            ulong key = ChainContext.JumpKey(rip, b.Bitness, stackSize);
+            JumpCacheEntry* e = (JumpCacheEntry*)_chain->JumpCache + ChainContext.JumpIndex(key);
+            e->Key = key;
+            e->Target = (ulong)b.NativeEntry;
+            e->Generation = _chain->Generation;
+            return;
+        }
+        var slot = (ChainSlot*)exit;
+        slot->Target = (ulong)b.NativeEntry;
+        slot->Generation = _chain->Generation;
     }
 
     /// <summary>Whether this host can run translated code (x86-64 only).</summary>
@@ -117,12 +161,14 @@ internal sealed unsafe class BlockTranslator : IDisposable
     public static void Disable(Block b)
     {
         b.NativeCode = 0;
+        b.NativeEntry = 0;
         b.NativeCovered = -1;
     }
 
     private void Translate(Block b, int stackSize)
     {
-        byte[]? code = _compiler.Compile(b, stackSize, out int covered);
+        if (_compiler.SlotsUsed > SlotCapacity - BlockCompiler.SlotsPerBlock) DropAll();
+        byte[]? code = _compiler.Compile(b, stackSize, out int covered, out int entry);
         if (code == null)
         {
             b.NativeCovered = -1;
@@ -132,15 +178,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
         if (at == null)
         {
             // Full: drop every translation (blocks invalidated since still hold code here) and start over.
-            foreach (Block old in _translated)
-            {
-                old.NativeCode = 0;
-                old.NativeCovered = 0;
-                old.HotCount = 0;
-            }
-            _translated.Clear();
-            _arena.Reset();
-            AddMaterializeStub();
+            DropAll();
             at = _arena.Add(code);
             if (at == null)
             {
@@ -149,10 +187,28 @@ internal sealed unsafe class BlockTranslator : IDisposable
             }
         }
         b.NativeCode = (nint)at;
+        b.NativeEntry = (nint)at + entry;
         b.NativeCovered = covered;
         b.NativeStackSize = stackSize;
         _translated.Add(b);
         BlocksTranslated++;
+    }
+
+    /// <summary>Drops every translation and link (the arena or the chain slots are full) and starts over.</summary>
+    private void DropAll()
+    {
+        foreach (Block old in _translated)
+        {
+            old.NativeCode = 0;
+            old.NativeEntry = 0;
+            old.NativeCovered = 0;
+            old.HotCount = 0;
+        }
+        _translated.Clear();
+        _arena.Reset();
+        AddMaterializeStub();
+        _compiler.SlotsUsed = 0;
+        Unchain();
     }
 
     private void AddMaterializeStub()
@@ -181,6 +237,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
         foreach (Block b in _translated)
         {
             b.NativeCode = 0;
+            b.NativeEntry = 0;
             b.NativeCovered = 0;
         }
         _translated.Clear();
@@ -191,6 +248,12 @@ internal sealed unsafe class BlockTranslator : IDisposable
             NativeMemory.AlignedFree(Before);
             NativeMemory.AlignedFree(AfterNative);
             NativeMemory.AlignedFree(AfterInterpreter);
+        }
+        else
+        {
+            NativeMemory.Free((void*)_chain->JumpCache);
+            NativeMemory.Free(_chain);
+            NativeMemory.Free(_slots);
         }
     }
 }

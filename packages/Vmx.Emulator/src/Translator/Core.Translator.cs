@@ -26,6 +26,7 @@ internal sealed unsafe partial class Core
     internal void SetTier(ExecutionTier tier)
     {
         _tierPending = false;
+        _pendingExit = 0;
         Tier = tier;
         Translator?.Dispose();
         Translator = BlockTranslator.Create(this, tier);
@@ -34,30 +35,51 @@ internal sealed unsafe partial class Core
     }
 
     /// <summary>
+    /// The exit (<see cref="ChainContext.PendingExit"/>) the last translated run returned through, to be linked to the
+    /// block the dispatch loop finds next; 0 when there is none or something else ran since.
+    /// </summary>
+    private ulong _pendingExit;
+
+    /// <summary>The link generation <see cref="_pendingExit"/> was seen in (a later one makes it stale).</summary>
+    private ulong _pendingGeneration;
+
+    /// <summary>
     /// Called by <see cref="Execute"/> before interpreting block <paramref name="b"/> with at most <paramref name="budget"/>
     /// instructions: runs its translated code when there is some. Returns -1 when the whole block ran (instructions
-    /// retired counted, RIP set), otherwise the index of the instruction the interpreter continues with (nothing of the
-    /// block counted yet).
+    /// retired counted, RIP set), otherwise the index of the instruction the interpreter continues with (nothing of
+    /// that block counted yet) in the block <paramref name="first"/> / <paramref name="count"/>: <paramref name="b"/>'s,
+    /// or those of a later block the translated code chained to (whose runs are counted).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal int RunTranslated(Block b, int budget)
+    internal int RunTranslated(Block b, int budget, ref Instr* first, ref int count)
     {
         if (_tierPending) SetTier(Tier);
         BlockTranslator? t = Translator;
+        ulong exit = _pendingExit;
+        _pendingExit = 0;
         if (t == null) return 0;
         nint code = t.Lookup(b, budget, StackSize);
         if (code == 0) return 0;
         if (t.LockStep) return RunLockStep(b, t, code);
+        ChainContext* chain = t.Chain;
+        if (exit != 0 && _pendingGeneration == chain->Generation) t.Link(exit, b, S.Rip, StackSize, SegBase[1]);
         ulong before = S.InstructionsRetired;
-        // The whole remaining budget: a block that loops to itself may go round inside the translated code.
+        // The whole remaining budget: a block that loops to itself or chains to others goes on inside the translated code.
         int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, long, int>)code)(State, (long)(BudgetEnd - before));
         t.NativeRuns++;
         t.NativeInstructions += (long)(S.InstructionsRetired - before) + k;
-        if (k == b.Count)
+        var last = (Instr*)chain->ExitFirst;
+        int lastCount = (int)chain->ExitCount;
+        if (k == lastCount)
         {
             S.InstructionsRetired += (ulong)k;
+            _pendingExit = chain->PendingExit;
+            _pendingGeneration = chain->Generation;
+            chain->PendingExit = 0;
             return -1;
         }
+        first = last;
+        count = lastCount;
         return k;
     }
 

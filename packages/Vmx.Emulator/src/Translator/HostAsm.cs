@@ -260,6 +260,15 @@ internal sealed class HostAsm
         return writer.ToArray();
     }
 
+    /// <summary>Like <see cref="Assemble()"/>; <paramref name="offset"/> is where <paramref name="label"/> ended up.</summary>
+    public byte[] Assemble(Label label, out int offset)
+    {
+        var writer = new BufferWriter();
+        AssemblerResult result = A.Assemble(writer, 0, BlockEncoderOptions.ReturnNewInstructionOffsets);
+        offset = (int)result.GetLabelRIP(label);
+        return writer.ToArray();
+    }
+
     private sealed class BufferWriter : CodeWriter
     {
         private readonly List<byte> _bytes = new(512);
