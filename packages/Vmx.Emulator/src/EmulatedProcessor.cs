@@ -50,8 +50,8 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
     private PrimaryProcessorBasedControls _primary;
     private uint _exceptionBitmap;
     private uint _pfecMask, _pfecMatch;
-    private readonly byte[] _ioBitmaps = new byte[8192];
-    private readonly byte[] _msrBitmap = new byte[4096];
+    // The I/O bitmaps A and B and the MSR bitmap in machine memory, or null when outside it (then every access exits).
+    private byte* _ioBitmapA, _ioBitmapB, _msrBitmap;
     private bool _disposed;
     private bool _halted;
     private readonly ManualResetEventSlim _kick = new(false);
@@ -151,6 +151,9 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
             _core.Pages = new EptPageSource(new GuestPhysicalMemory(_memory, eptp));
             _core.FlushAll();
         }
+        // Without "enable VPID" (not offered) every VM entry invalidates the linear and combined mappings of VPID 0000H
+        // (SDM Vol. 3C §28.3.3.1); guest-physical mappings (the EPT's translation cache) stay until INVEPT.
+        _core.InvalidateLinearMappings();
         ulong retiredBefore = _core.S.InstructionsRetired;
         VmExit exit = Execute(vmcs);
         VmcsGuestState.Store(_core, vmcs);
@@ -203,19 +206,21 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
         _core.WbinvdExiting = (secondary & SecondaryProcessorBasedControls.WbinvdExiting) != 0;
         _core.RdtscpEnabled = (secondary & SecondaryProcessorBasedControls.EnableRdtscp) != 0;
         _core.InvpcidEnabled = (secondary & SecondaryProcessorBasedControls.EnableInvpcid) != 0;
-        Array.Clear(_ioBitmaps);
-        Array.Clear(_msrBitmap);
-        if ((_primary & PrimaryProcessorBasedControls.UseIoBitmaps) != 0)
-        {
-            // SDM Vol. 3C §25.6.4: bitmap A covers ports 0000-7FFF, B covers 8000-FFFF (machine-physical addresses).
-            // A bitmap outside machine memory reads as all ones: every access exits (fail safe).
-            if (!_memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapAAddress), _ioBitmaps.AsSpan(0, 4096))) _ioBitmaps.AsSpan(0, 4096).Fill(0xFF);
-            if (!_memory.TryReadMachinePhysical(vmcs.Read(VmcsField.IoBitmapBAddress), _ioBitmaps.AsSpan(4096, 4096))) _ioBitmaps.AsSpan(4096, 4096).Fill(0xFF);
-        }
-        if ((_primary & PrimaryProcessorBasedControls.UseMsrBitmaps) != 0)
-        {
-            if (!_memory.TryReadMachinePhysical(vmcs.Read(VmcsField.MsrBitmapsAddress), _msrBitmap)) _msrBitmap.AsSpan().Fill(0xFF);
-        }
+        // SDM Vol. 3C §25.6.4 (I/O bitmaps A for ports 0000-7FFF, B for 8000-FFFF) and §25.6.9 (MSR bitmaps): 4 KiB pages at
+        // machine-physical addresses. The processor consults them at each I/O instruction and RDMSR/WRMSR, as hardware
+        // does, so nothing is copied at entry. §25.11.4: software may change them only while no logical processor is in
+        // VMX non-root operation with a VMCS that references them, so a change the host makes between exits is seen at
+        // the next access after the entry. A bitmap outside machine memory reads as all ones: every access exits (fail safe).
+        _ioBitmapA = BitmapPage(vmcs, VmcsField.IoBitmapAAddress, PrimaryProcessorBasedControls.UseIoBitmaps);
+        _ioBitmapB = BitmapPage(vmcs, VmcsField.IoBitmapBAddress, PrimaryProcessorBasedControls.UseIoBitmaps);
+        _msrBitmap = BitmapPage(vmcs, VmcsField.MsrBitmapsAddress, PrimaryProcessorBasedControls.UseMsrBitmaps);
+    }
+
+    private byte* BitmapPage(Vmcs vmcs, VmcsField address, PrimaryProcessorBasedControls control)
+    {
+        if ((_primary & control) == 0) return null;
+        var frame = new MachineFrameNumber(vmcs.Read(address) >> 12); // page aligned: checked at VM entry (§27.2.1.1)
+        return _memory.IsValid(frame) ? _memory.GetFramePointer(frame) : null;
     }
 
     private bool IoExits(ushort port, int size)
@@ -229,7 +234,8 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
         {
             int p = port + k;
             if (p > 0xFFFF) return true; // wrap-around always exits
-            if ((_ioBitmaps[p >> 3] & (1 << (p & 7))) != 0) return true;
+            byte* bitmap = p < 0x8000 ? _ioBitmapA : _ioBitmapB;
+            if (bitmap == null || (bitmap[(p & 0x7FFF) >> 3] & (1 << (p & 7))) != 0) return true;
         }
         return false;
     }
@@ -244,7 +250,7 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
         else return true;
         if (write) baseOffset += 2048;
         uint bit = msr & 0x1FFF;
-        return (_msrBitmap[baseOffset + (int)(bit >> 3)] & (1 << (int)(bit & 7))) != 0;
+        return _msrBitmap == null || (_msrBitmap[baseOffset + (int)(bit >> 3)] & (1 << (int)(bit & 7))) != 0;
     }
 
     private VmExit Execute(Vmcs vmcs)

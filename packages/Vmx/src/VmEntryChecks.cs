@@ -30,12 +30,28 @@ public sealed class VmEntryChecks
         if (resume && vmcs.LaunchState != VmcsLaunchState.Launched)
             return VmEntryCheckResult.Fail(VmInstructionError.VmresumeWithNonLaunchedVmcs, VmEntryCheck.LaunchStateNotLaunched);
 
-        var c = CheckControls(vmcs, environment);
-        if (c != VmEntryCheck.None)
-            return VmEntryCheckResult.Fail(VmInstructionError.VmEntryWithInvalidControlFields, c);
-        var h = CheckHostState(vmcs, environment);
-        if (h != VmEntryCheck.None)
-            return VmEntryCheckResult.Fail(VmInstructionError.VmEntryWithInvalidHostStateFields, h);
+        // §27.2: the control and host-state checks read only control and host-state fields, the capabilities and the
+        // environment, except the event-injection checks (which also read guest CR0.PE). Once they all passed, they pass
+        // again until one of those inputs changes, so only the event-injection checks run again.
+        if (vmcs.CheckedBy == this && vmcs.CheckedVersion == vmcs.ControlAndHostVersion && vmcs.CheckedEnvironment == environment)
+        {
+            var injection = CheckEventInjection(vmcs, Secondary(vmcs));
+            if (injection != VmEntryCheck.None)
+                return VmEntryCheckResult.Fail(VmInstructionError.VmEntryWithInvalidControlFields, injection);
+        }
+        else
+        {
+            vmcs.CheckedBy = null;
+            var c = CheckControls(vmcs, environment);
+            if (c != VmEntryCheck.None)
+                return VmEntryCheckResult.Fail(VmInstructionError.VmEntryWithInvalidControlFields, c);
+            var h = CheckHostState(vmcs, environment);
+            if (h != VmEntryCheck.None)
+                return VmEntryCheckResult.Fail(VmInstructionError.VmEntryWithInvalidHostStateFields, h);
+            vmcs.CheckedBy = this;
+            vmcs.CheckedVersion = vmcs.ControlAndHostVersion;
+            vmcs.CheckedEnvironment = environment;
+        }
         var (g, q) = CheckGuestState(vmcs, environment);
         if (g != VmEntryCheck.None)
             return VmEntryCheckResult.EntryFailure(VmxExitReason.EntryFailureInvalidGuestState, g, q);

@@ -21,6 +21,21 @@ public sealed partial class Vmcs
     /// <summary>The launch state: <see cref="VmcsLaunchState.Clear"/> after VMCLEAR, <see cref="VmcsLaunchState.Launched"/> after a successful VMLAUNCH (SDM §25.1).</summary>
     public VmcsLaunchState LaunchState { get; set; } = VmcsLaunchState.Clear;
 
+    /// <summary>Changes whenever a control field or a host-state field takes a new value (or the whole VMCS is replaced).</summary>
+    internal ulong ControlAndHostVersion { get; private set; }
+
+    /// <summary>
+    /// The <see cref="VmEntryChecks"/> that found every control and host-state check passing (event injection aside) at
+    /// <see cref="CheckedVersion"/> in <see cref="CheckedEnvironment"/>; null when none did.
+    /// </summary>
+    internal VmEntryChecks? CheckedBy { get; set; }
+
+    /// <summary>The <see cref="ControlAndHostVersion"/> <see cref="CheckedBy"/> found valid.</summary>
+    internal ulong CheckedVersion { get; set; }
+
+    /// <summary>The environment <see cref="CheckedBy"/> checked in.</summary>
+    internal VmEntryEnvironment CheckedEnvironment { get; set; }
+
     /// <summary>Reads a field as VMREAD would (zero-extended to 64 bits).</summary>
     /// <exception cref="ArgumentOutOfRangeException">The encoding is not a well-formed field encoding.</exception>
     public ulong Read(VmcsField field)
@@ -59,17 +74,22 @@ public sealed partial class Vmcs
         if (slot < 0)
             return false;
         ref ulong s = ref _slots[slot];
+        ulong old = s;
         if (field.IsHighAccess())
         {
             s = (s & 0xFFFF_FFFFul) | (value << 32);
-            return true;
         }
-        s = field.Width() switch
+        else
         {
-            VmcsFieldWidth.Word => value & 0xFFFF,
-            VmcsFieldWidth.Doubleword => value & 0xFFFF_FFFF,
-            _ => value,
-        };
+            s = field.Width() switch
+            {
+                VmcsFieldWidth.Word => value & 0xFFFF,
+                VmcsFieldWidth.Doubleword => value & 0xFFFF_FFFF,
+                _ => value,
+            };
+        }
+        if (s != old && field.Type() is VmcsFieldType.Control or VmcsFieldType.HostState)
+            ControlAndHostVersion++;
         return true;
     }
 
@@ -77,6 +97,7 @@ public sealed partial class Vmcs
     public void Clear()
     {
         Array.Clear(_slots);
+        ControlAndHostVersion++;
         AbortIndicator = 0;
         LaunchState = VmcsLaunchState.Clear;
     }
@@ -86,6 +107,7 @@ public sealed partial class Vmcs
     {
         ArgumentNullException.ThrowIfNull(destination);
         _slots.AsSpan().CopyTo(destination._slots);
+        destination.ControlAndHostVersion++;
         destination.RevisionIdentifier = RevisionIdentifier;
         destination.AbortIndicator = AbortIndicator;
         destination.LaunchState = LaunchState;

@@ -156,11 +156,13 @@ internal sealed unsafe partial class Core
         return true;
     }
 
-    /// <summary>Starts a new run epoch: every block is re-checked against memory before its next use.</summary>
+    /// <summary>
+    /// Starts a new run epoch: every block is re-checked against memory before its next use. The fast lookup needs no
+    /// clearing for that (it only hits a block of the current epoch); when the counter wraps, everything goes.
+    /// </summary>
     public void BeginRun()
     {
-        _epoch++;
-        FlushFastBlockLookup();
+        if (++_epoch == 0) FlushAll();
     }
 
     /// <summary>

@@ -69,9 +69,50 @@ internal sealed unsafe partial class Core : IDisposable
 
     /// <summary>
     /// Recomputes the derived mode fields (bitness, stack size, effective segment bases) from CS, SS,
-    /// EFER and CR0. Call after changing any of them; flushes the TLB.
+    /// EFER and CR0. Call after changing any of them. Flushes the TLB (and the linear block lookup that depends on it)
+    /// only when the <see cref="TranslationContext"/> its entries were filled under changed: a segment load at the same
+    /// CPL, a WRMSR to FS.base or a far jump within one privilege level keeps the cached translations.
     /// </summary>
     public void RefreshMode()
+    {
+        RefreshDerivedMode();
+        TranslationContext now = CurrentTranslationContext;
+        TlbFillLog* log = SoftTlb.Log(Tlb);
+        if (log->ContextValid && log->Context == now) return;
+        SoftTlb.Flush(Tlb);
+        FlushFastBlockLookup();
+        log->Context = now;
+        log->ContextValid = true;
+    }
+
+    /// <summary>What the software TLB's entries depend on besides the paging structures (see <see cref="TranslationContext"/>).</summary>
+    public TranslationContext CurrentTranslationContext
+    {
+        get
+        {
+            ref CpuState s = ref S;
+            return new TranslationContext(s.Cr0 & (ControlBits.Cr0Pe | ControlBits.Cr0Wp | ControlBits.Cr0Cd | ControlBits.Cr0Pg), s.Cr3,
+                s.Cr4 & ControlBits.Cr4PagingBits, s.Efer & (ControlBits.EferLma | ControlBits.EferNxe), Cpl,
+                (s.Cr4 & ControlBits.Cr4Smap) != 0 && (s.Rflags & RflagsBits.AC) != 0);
+        }
+    }
+
+    /// <summary>
+    /// VM entry without "enable VPID" (the emulator does not offer it): SDM Vol. 3C §28.3.3.1 — the entry invalidates the
+    /// linear and combined mappings of VPID 0000H, so every software-TLB entry goes. The flush touches only the entries
+    /// filled since the last one (<see cref="TlbFillLog"/>). The block lookup by linear address needs no clearing here:
+    /// <see cref="BeginRun"/> starts a new epoch, and a block of an older epoch is found again through the TLB only.
+    /// </summary>
+    public void InvalidateLinearMappings()
+    {
+        SoftTlb.Flush(Tlb);
+        TlbFillLog* log = SoftTlb.Log(Tlb);
+        log->Context = CurrentTranslationContext;
+        log->ContextValid = true;
+    }
+
+    /// <summary>The bitness, stack size, linear mask and effective segment bases from CS, SS, EFER and CR0 (no TLB work).</summary>
+    public void RefreshDerivedMode()
     {
         ref CpuState s = ref S;
         bool lma = (s.Efer & (1UL << 10)) != 0;
@@ -87,8 +128,6 @@ internal sealed unsafe partial class Core : IDisposable
             // SDM Vol. 3A §3.4.4: in 64-bit mode the bases of ES, CS, SS, DS are treated as 0.
             SegBase[i] = Bitness == 64 && i < 4 ? 0 : s.Segment(i).Base;
         }
-        SoftTlb.Flush(Tlb);
-        FlushFastBlockLookup();
     }
 
     // ---------------------------------------------------------------- registers
@@ -333,8 +372,13 @@ internal sealed unsafe partial class Core : IDisposable
         }
         if (ImplicitSupervisor) return host + (lin & 0xFFF); // checked with supervisor rights: never cached for the guest's own accesses
         if (DataBreakpointsArmed && access != MemoryAccess.Execute) return host + (lin & 0xFFF); // every data access is checked (Core.Debug.cs)
-        TlbEntry* e = Tlb + ((lin >> 12) & (SoftTlb.Entries - 1));
-        if (e->PhysicalPage != physPage || (e->ReadTag != page && e->WriteTag != page && e->FetchTag != page))
+        int index = (int)((lin >> 12) & (SoftTlb.Entries - 1));
+        TlbEntry* e = Tlb + index;
+        if (SoftTlb.IsEmpty(e))
+        {
+            SoftTlb.NoteFilled(Tlb, index); // filled below (a write to a code frame may leave it empty: listed anyway)
+        }
+        else if (e->PhysicalPage != physPage || (e->ReadTag != page && e->WriteTag != page && e->FetchTag != page))
         {
             e->ReadTag = SoftTlb.Invalid;
             e->WriteTag = SoftTlb.Invalid;

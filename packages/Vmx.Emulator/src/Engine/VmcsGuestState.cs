@@ -58,7 +58,7 @@ internal static unsafe class VmcsGuestState
         s.GdtrLimit = (uint)vmcs.Read(VmcsField.GuestGdtrLimit);
         s.IdtrBase = vmcs.Read(VmcsField.GuestIdtrBase);
         s.IdtrLimit = (uint)vmcs.Read(VmcsField.GuestIdtrLimit);
-        core.RefreshMode();
+        core.RefreshDerivedMode(); // the caller invalidates the linear mappings (SDM Vol. 3C §28.3.3.1)
     }
 
     /// <summary>VM exit: saves the guest state (SDM Vol. 3C §29.3).</summary>
