@@ -158,11 +158,13 @@ internal sealed unsafe partial class Core
 
     /// <summary>
     /// Starts a new run epoch: every block is re-checked against memory before its next use. The fast lookup needs no
-    /// clearing for that (it only hits a block of the current epoch); when the counter wraps, everything goes.
+    /// clearing for that (it only hits a block of the current epoch); when the counter wraps, everything goes. Links
+    /// between translated blocks skip that re-check, so they are cut (one increment).
     /// </summary>
     public void BeginRun()
     {
         if (++_epoch == 0) FlushAll();
+        Translator?.Unchain();
     }
 
     /// <summary>
