@@ -206,8 +206,7 @@ public class ThreadedSchedulerTests
         machine.Run();
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
         Assert.True(apRanWhileBspHeld, "vCPU 1 made no exit while vCPU 0 was held inside one");
-        // Each vCPU its own counter: the emulator's LOCK'ed read-modify-writes are not yet atomic between host threads
-        // (docs/architecture.md, "vCPU threads"), so a shared one would lose increments.
+        // Each vCPU its own counter (the shared ones: Locked_read_modify_writes_on_shared_memory_are_atomic_between_vcpu_threads).
         Assert.Equal(Adds, ReadGuest(d, Counter));
         Assert.Equal(Adds, ReadGuest(d, Counter + 4));
         Assert.Equal(2, threads.Count);
