@@ -13,7 +13,7 @@ namespace VmmKit.Vmx.Emulator.Tests.Engine;
 public unsafe class LockedAtomicityTests
 {
     private const ulong RamPages = 64;
-    private const uint Rounds = 40_000;
+    private const uint Rounds = 200_000;
     private const uint Xadd = 0x9000, Inc16 = 0x9010, Add8 = 0x9020, Cas = 0x9030, Cas8b = 0x9040;
     private const uint Spinlock = 0x9050, Guarded = 0x9060, Bts = 0x9070;
     private const uint Split = 0x9FFE; // a dword across a page boundary: the process-wide lock of LockedRmw
@@ -88,29 +88,41 @@ public unsafe class LockedAtomicityTests
         w.Bytes.ToArray().CopyTo(new Span<byte>(ram + 0x1000, w.Bytes.Count));
 
         var exits = new VmExit[2];
+        var cpus = new EmulatedProcessor[2];
         var threads = new Thread[2];
-        for (int k = 0; k < 2; k++)
+        try
         {
-            int id = k;
-            threads[k] = new Thread(() =>
+            for (int k = 0; k < 2; k++)
             {
-                using var cpu = new EmulatedProcessor(memory);
+                int id = k;
+                var cpu = cpus[k] = new EmulatedProcessor(memory);
                 var vmcs = new Vmcs();
                 VmcsBuilder.SetPvh32Guest(vmcs, EmulatedCapabilities.Create(), ept.Pointer, 0x1000);
                 VmcsBuilder.SetHostState(vmcs, EmulatedHostState.Default);
                 vmcs.Write(VmcsField.GuestRsp, 0x7000UL - 0x800UL * (ulong)id);
                 cpu.Registers.Rbp = id == 0 ? 0UL : 33UL; // the bit each processor toggles
-                exits[id] = cpu.Run(vmcs);
-            });
+                threads[k] = new Thread(() => exits[id] = cpu.Run(vmcs));
+            }
+            foreach (var t in threads) t.Start();
+            bool halted = threads[0].Join(TimeSpan.FromMinutes(2)) & threads[1].Join(TimeSpan.FromMinutes(2));
+            if (!halted)
+            {
+                // A lost update of the spinlock leaves a processor spinning: kick both out before the memory goes.
+                foreach (var c in cpus) c.RequestExit();
+                foreach (var t in threads) t.Join();
+            }
+            Assert.True(halted, "a processor did not halt");
         }
-        foreach (var t in threads) t.Start();
-        foreach (var t in threads) Assert.True(t.Join(TimeSpan.FromMinutes(2)), "a processor did not halt");
+        finally
+        {
+            foreach (var c in cpus) c?.Dispose();
+        }
 
         Assert.Equal(VmxExitReason.Hlt, exits[0].Reason);
         Assert.Equal(VmxExitReason.Hlt, exits[1].Reason);
         Assert.Equal(2 * Rounds, *(uint*)(ram + Xadd));
-        Assert.Equal((ushort)(2 * Rounds), *(ushort*)(ram + Inc16));
-        Assert.Equal((byte)(6 * Rounds), ram[Add8]);
+        Assert.Equal(unchecked((ushort)(2 * Rounds)), *(ushort*)(ram + Inc16));
+        Assert.Equal(unchecked((byte)(6 * Rounds)), ram[Add8]);
         Assert.Equal(2 * Rounds, *(uint*)(ram + Split));
         Assert.Equal(2 * Rounds, *(uint*)(ram + Cas));
         Assert.Equal(2UL * Rounds * 0x4000_0000UL, *(ulong*)(ram + Cas8b));
