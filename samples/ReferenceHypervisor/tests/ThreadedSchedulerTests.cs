@@ -25,6 +25,7 @@ public class ThreadedSchedulerTests
     private const uint ApCode = Load + 0x3000;
     private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C;
     private const uint Gdt = 0xA000, Gdtr = 0xA100, Idtr = 0xA200, Idt = 0xA800;
+    private const uint SharedXadd = 0x9010, SharedInc = 0x9014, SharedCas = 0x9018, Spinlock = 0x901C, Guarded = 0x9020;
     private const uint ApicPage = 0xFEE0_0000;
     private const byte Vector = 0x40;
 
@@ -205,14 +206,72 @@ public class ThreadedSchedulerTests
         machine.Run();
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
         Assert.True(apRanWhileBspHeld, "vCPU 1 made no exit while vCPU 0 was held inside one");
-        // Each vCPU its own counter: the emulator's LOCK'ed read-modify-writes are not yet atomic between host threads
-        // (docs/architecture.md, "vCPU threads"), so a shared one would lose increments.
+        // Each vCPU its own counter (the shared ones: Locked_read_modify_writes_on_shared_memory_are_atomic_between_vcpu_threads).
         Assert.Equal(Adds, ReadGuest(d, Counter));
         Assert.Equal(Adds, ReadGuest(d, Counter + 4));
         Assert.Equal(2, threads.Count);
         Assert.NotEqual(threads[0], threads[1]);
         Assert.DoesNotContain(testThread, threads.Values);
         Assert.Empty(machine.Threads);   // every vCPU thread ended with the run
+    }
+
+    [Fact]
+    public void Locked_read_modify_writes_on_shared_memory_are_atomic_between_vcpu_threads()
+    {
+        const uint Rounds = 50_000;
+        var (machine, d) = Build(
+            bsp =>
+            {
+                SharedRounds(bsp, Rounds);
+                WaitFor(bsp, ApDone, 1);
+            },
+            ap =>
+            {
+                SharedRounds(ap, Rounds);
+                ap.mov(__dword_ptr[ApDone], 1u);
+                ap.cli();
+                ap.hlt();
+            });
+        using var owned = machine;
+        machine.Run();
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        // SDM Vol. 3A §9.1.2.2: each LOCK'ed read-modify-write (and XCHG with memory) is atomic, also against the
+        // other vCPU's host thread; the spinlock is released by a plain store, as Linux does.
+        Assert.Equal(2 * Rounds, ReadGuest(d, SharedXadd));
+        Assert.Equal(2 * Rounds, ReadGuest(d, SharedInc));
+        Assert.Equal(2 * Rounds, ReadGuest(d, SharedCas));
+        Assert.Equal(2 * Rounds, ReadGuest(d, Guarded));
+        Assert.Equal(0u, ReadGuest(d, Spinlock));
+    }
+
+    /// <summary>
+    /// <paramref name="rounds"/> times: LOCK XADD, LOCK INC and a LOCK CMPXCHG loop on shared counters, then a plain
+    /// increment under an XCHG spinlock released by a plain store.
+    /// </summary>
+    private static void SharedRounds(Assembler a, uint rounds)
+    {
+        a.mov(ecx, rounds);
+        var again = a.CreateLabel();
+        a.Label(ref again);
+        a.mov(eax, 1);
+        a.@lock.xadd(__dword_ptr[SharedXadd], eax);
+        a.@lock.inc(__dword_ptr[SharedInc]);
+        var cas = a.CreateLabel();
+        a.Label(ref cas);
+        a.mov(eax, __dword_ptr[SharedCas]);
+        a.lea(edx, __[eax + 1]);
+        a.@lock.cmpxchg(__dword_ptr[SharedCas], edx);
+        a.jnz(cas);
+        var spin = a.CreateLabel();
+        a.Label(ref spin);
+        a.mov(eax, 1);
+        a.xchg(__dword_ptr[Spinlock], eax);
+        a.test(eax, eax);
+        a.jnz(spin);
+        a.inc(__dword_ptr[Guarded]);
+        a.mov(__dword_ptr[Spinlock], 0u);
+        a.dec(ecx);
+        a.jnz(again);
     }
 
     [Fact]

@@ -84,6 +84,10 @@ internal sealed unsafe class BlockDecoder
         if (ins.HasLockPrefix) p->Flags |= InstrFlags.Lock;
         if (bitness == 64) p->Flags |= InstrFlags.Long;
         if (ins.Code == Code.INVALID) return;
+        // SDM Vol. 3A §9.1.2.2: LOCK'ed read-modify-writes, and XCHG with memory (locked implicitly), are atomic
+        // against other processors' host threads (Handlers/LockedRmw.cs).
+        if ((ins.HasLockPrefix || ins.Mnemonic == Mnemonic.Xchg) && (ins.Op0Kind == OpKind.Memory || ins.Op1Kind == OpKind.Memory))
+            p->Handler = &Handlers.LockedRmw.Run;
 
         int immIndex = 0;
         for (int k = 0; k < ins.OpCount && k < 4; k++)

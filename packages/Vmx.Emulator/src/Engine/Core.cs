@@ -298,6 +298,7 @@ internal sealed unsafe partial class Core : IDisposable
         {
             byte* p = HostPointer(lin, MemoryAccess.Read);
             if (p == null) return false;
+            if (Locked) { value = LockedRead(lin, size, p); return true; } // Core.Locked.cs
             value = size switch { 1 => *p, 2 => *(ushort*)p, 4 => *(uint*)p, _ => *(ulong*)p };
             return true;
         }
@@ -323,6 +324,7 @@ internal sealed unsafe partial class Core : IDisposable
         {
             byte* p = HostPointer(lin, MemoryAccess.Write);
             if (p == null) return false;
+            if (Locked) return LockedWrite(lin, size, p, value); // Core.Locked.cs
             switch (size)
             {
                 case 1: *p = (byte)value; break;
