@@ -6,7 +6,7 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// A caller's memory for hypercall pointer arguments larger than one page (a vcpu_guest_context, an HVM save stream):
 /// <paramref name="size"/> bytes at guest virtual address 0; an access reaching past them fails (-EFAULT).
 /// </summary>
-internal sealed class GuestBuffer(int size) : IGuestVirtualMemory
+internal class GuestBuffer(int size) : IGuestVirtualMemory
 {
     /// <summary>The bytes, indexed by guest virtual address.</summary>
     public readonly byte[] Bytes = new byte[size];
