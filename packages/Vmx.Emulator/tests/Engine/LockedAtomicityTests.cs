@@ -96,6 +96,10 @@ public unsafe class LockedAtomicityTests
             {
                 int id = k;
                 var cpu = cpus[k] = new EmulatedProcessor(memory);
+                // Lock-step undoes a translated block's stores and replays them in the interpreter: with another
+                // processor writing the same memory meanwhile the comparison is meaningless (and the undo is visible to
+                // it), so this test runs the translator alone where the suite asks for lock-step.
+                if (cpu.ExecutionTier == ExecutionTier.LockStep) cpu.ExecutionTier = ExecutionTier.Translator;
                 var vmcs = new Vmcs();
                 VmcsBuilder.SetPvh32Guest(vmcs, EmulatedCapabilities.Create(), ept.Pointer, 0x1000);
                 VmcsBuilder.SetHostState(vmcs, EmulatedHostState.Default);
