@@ -35,7 +35,8 @@ var stats = new Option<bool>("--stats")
 var tier = new Option<string>("--tier")
 {
     Description = "How guest code runs: interpreter (default; or VMMKIT_EMULATOR_TIER), translator (hot blocks translated to " +
-        "host x86-64 code), lockstep (each translated block checked against the interpreter; mismatches reported on stderr at the end)",
+        "host x86-64 code), lockstep (each translated block checked against the interpreter; mismatches reported on stderr at the end; " +
+        "its undo and replay of stores assumes one vCPU runs at a time, so not with --scheduler threaded and several vCPUs)",
     Recursive = true,
 };
 tier.AcceptOnlyFromAmong(ProcessorProviders.TierNames);

@@ -18,7 +18,9 @@ public enum ExecutionTier
     /// Like <see cref="Translator"/>, but each translated block run is checked against the interpreter from the same
     /// state (registers, flags, instruction count and the memory it wrote); execution continues with the interpreter's
     /// result and the first difference is reported by <see cref="EmulatedProcessor.LockStepMismatch"/>. A testing mode:
-    /// several times slower than the interpreter alone.
+    /// several times slower than the interpreter alone, and for one processor per guest memory only — the check undoes
+    /// the translated run's stores and replays them, so another processor (host thread) writing the same memory
+    /// meanwhile both sees the undo and makes the comparison report false mismatches.
     /// </summary>
     LockStep = 2,
 }
