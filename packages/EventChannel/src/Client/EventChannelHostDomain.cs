@@ -15,6 +15,8 @@ public sealed unsafe class EventChannelHostDomain : IEventChannelUpcall, IDispos
     private readonly EventChannelHypervisor _hypervisor;
     private readonly InProcessEventChannelClient?[] _owners;
     private readonly int[] _orphans;
+    private readonly int[] _inHand;
+    private int _eventsInHand;
     private byte* _sharedInfo;
 
     /// <summary>Creates the domain in <paramref name="hypervisor"/>.</summary>
@@ -29,6 +31,7 @@ public sealed unsafe class EventChannelHostDomain : IEventChannelUpcall, IDispos
         _hypervisor = hypervisor;
         _owners = new InProcessEventChannelClient?[maxPorts];
         _orphans = new int[maxPorts];
+        _inHand = new int[maxPorts];
         _sharedInfo = (byte*)NativeMemory.AlignedAlloc(4096, 4096);
         NativeMemory.Clear(_sharedInfo, 4096);
         Domain = hypervisor.CreateDomain(new EventChannelDomainOptions
@@ -44,6 +47,13 @@ public sealed unsafe class EventChannelHostDomain : IEventChannelUpcall, IDispos
     /// <summary>The hypervisor.</summary>
     public EventChannelHypervisor Hypervisor => _hypervisor;
 
+    /// <summary>
+    /// Events taken from <c>shared_info</c> (their port masked, as Linux's <c>mask_ack</c>) and not yet served: counted
+    /// from the moment the upcall hands a port to its handle until the handle unmasks or unbinds it. A host scheduler
+    /// reads it to know that a backend holds work a guest waits for, even before the backend's task has run.
+    /// </summary>
+    public int EventsInHand => Volatile.Read(ref _eventsInHand);
+
     /// <summary><c>xenevtchn_open</c>: a new handle in this domain.</summary>
     /// <returns>The handle.</returns>
     public InProcessEventChannelClient Open()
@@ -58,7 +68,10 @@ public sealed unsafe class EventChannelHostDomain : IEventChannelUpcall, IDispos
     {
         Volatile.Write(ref _owners[port], owner);
         if (owner is null)
+        {
             Volatile.Write(ref _orphans[port], 0);
+            Served(port);
+        }
         else if (Interlocked.Exchange(ref _orphans[port], 0) != 0)
             owner.Deliver(port);
     }
@@ -67,6 +80,8 @@ public sealed unsafe class EventChannelHostDomain : IEventChannelUpcall, IDispos
     {
         if (port >= (uint)_owners.Length)
             return;
+        if (Interlocked.Exchange(ref _inHand[port], 1) == 0)
+            Interlocked.Increment(ref _eventsInHand);
         if (Volatile.Read(ref _owners[port]) is { } owner)
         {
             owner.Deliver(port);
@@ -134,7 +149,18 @@ public sealed unsafe class EventChannelHostDomain : IEventChannelUpcall, IDispos
         NativeMemory.AlignedFree(page);
     }
 
-    internal long Unmask(uint port) => _hypervisor.Unmask(Domain, port);
+    internal long Unmask(uint port)
+    {
+        // Served before the unmask: a pending event the unmask re-raises is handed (and counted) again.
+        Served(port);
+        return _hypervisor.Unmask(Domain, port);
+    }
+
+    private void Served(uint port)
+    {
+        if (port < (uint)_inHand.Length && Interlocked.Exchange(ref _inHand[port], 0) != 0)
+            Interlocked.Decrement(ref _eventsInHand);
+    }
 
     internal static ushort Self => DomainId.Self;
 }

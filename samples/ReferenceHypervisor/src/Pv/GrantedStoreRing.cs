@@ -22,6 +22,29 @@ internal sealed class GrantedStoreRing(IGrantMapper mapper, GrantMapping page, I
     /// <inheritdoc/>
     public Span<byte> Span => mapper.GetPage(_page);
 
+    /// <summary>
+    /// Whether the guest produced request bytes xenstored has not consumed: <c>req_cons != req_prod</c> of
+    /// <c>xenstore_domain_interface</c> (io/xs_wire.h: req[1024], rsp[1024], then req_cons, req_prod).
+    /// </summary>
+    public bool HasUnreadRequests
+    {
+        get
+        {
+            try
+            {
+                Span<byte> page = Span;
+                return System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(page[ReqConsOffset..])
+                    != System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(page[(ReqConsOffset + 4)..]);
+            }
+            catch (ArgumentException)
+            {
+                return false; // unmapped (the services are stopping)
+            }
+        }
+    }
+
+    private const int ReqConsOffset = 2048;
+
     /// <inheritdoc/>
     public void Notify()
     {

@@ -6,12 +6,26 @@ namespace VmmKit.ReferenceHypervisor.Pv;
 /// scheduler skips guest time when every vCPU is blocked; with services on other threads it first waits for them, so a
 /// guest waiting for a XenStore reply or a disk response gets it before its timeout, as on real hardware.
 /// </summary>
-internal sealed class PvActivity
+/// <remarks>
+/// Work a service holds — an event delivered to Dom0 and not yet served (<paramref name="holdsWork"/>), or one it took
+/// and has not finished — is waited for however long it takes (up to <see cref="HeldWorkLimit"/> of continuous holding,
+/// against a hung service or a count that never goes back to zero): on a loaded host a backend's task may run seconds after the guest's notification, and skipping guest time
+/// meanwhile would show the guest a disk request that took minutes. Signs of work that may follow (recent activity,
+/// <paramref name="mayHaveWork"/>: e.g. request bytes on a store ring xenstored has not read yet) are waited for only up
+/// to the caller's limit.
+/// </remarks>
+/// <param name="holdsWork">True while Dom0 holds an event it has not served (e.g. its host domain's events in hand).</param>
+/// <param name="mayHaveWork">True while a service may still produce an answer.</param>
+internal sealed class PvActivity(Func<bool>? holdsWork = null, Func<bool>? mayHaveWork = null)
 {
+    /// <summary>How long held work is waited for before the scheduler lets guest time pass anyway (a hung service).</summary>
+    public static readonly TimeSpan HeldWorkLimit = TimeSpan.FromSeconds(60);
+
     private readonly SemaphoreSlim _answered = new(0, int.MaxValue);
     private int _busy;
     private long _lastActivity;
     private long _answers;
+    private long _heldSince;
 
     /// <summary>A service took an event.</summary>
     public void Started()
@@ -46,11 +60,14 @@ internal sealed class PvActivity
     /// <summary>The XenStore daemon or a backend did something that may still produce output (e.g. a reply being written).</summary>
     public void Touch() => Volatile.Write(ref _lastActivity, Environment.TickCount64);
 
+    /// <summary>Whether a service holds work it has not answered: an event taken and not finished, or delivered and not yet taken.</summary>
+    public bool HoldsWork => Volatile.Read(ref _busy) > 0 || holdsWork?.Invoke() == true;
+
     /// <summary>
-    /// Every vCPU is blocked: waits while a service is busy or was active in the last <paramref name="quiet"/>, at most
-    /// <paramref name="limit"/>. True when a guest was notified since the scheduler read <paramref name="seen"/> from
-    /// <see cref="Answers"/> (the scheduler looks again): at once when that happened before this call, since a vCPU the
-    /// notification woke may already run.
+    /// Every vCPU is blocked: waits while a service holds work (at most <see cref="HeldWorkLimit"/>), and while one was
+    /// active in the last <paramref name="quiet"/> or may have work, at most <paramref name="limit"/>. True when a guest
+    /// was notified since the scheduler read <paramref name="seen"/> from <see cref="Answers"/> (the scheduler looks
+    /// again): at once when that happened before this call, since a vCPU the notification woke may already run.
     /// </summary>
     public bool WaitForServices(long seen, TimeSpan quiet, TimeSpan limit)
     {
@@ -63,10 +80,17 @@ internal sealed class PvActivity
             if (Answers != seen)
                 return true;
             long now = Environment.TickCount64;
-            bool busy = Volatile.Read(ref _busy) > 0 || now - Volatile.Read(ref _lastActivity) < (long)quiet.TotalMilliseconds;
-            if (!busy || now >= end)
+            bool held = HoldsWork;
+            // Held work is measured from when the holding began, across waits, so that work stuck forever ends in time.
+            if (!held)
+                Volatile.Write(ref _heldSince, 0);
+            else if (Volatile.Read(ref _heldSince) == 0)
+                Volatile.Write(ref _heldSince, now);
+            long heldEnd = Math.Max(end, Volatile.Read(ref _heldSince) + (long)HeldWorkLimit.TotalMilliseconds);
+            bool busy = held || now - Volatile.Read(ref _lastActivity) < (long)quiet.TotalMilliseconds || mayHaveWork?.Invoke() == true;
+            if (!busy || now >= (held ? heldEnd : end))
                 return false;
-            _answered.Wait(TimeSpan.FromMilliseconds(Math.Min(quiet.TotalMilliseconds, end - now)));
+            _answered.Wait(TimeSpan.FromMilliseconds(Math.Min(quiet.TotalMilliseconds, (held ? heldEnd : end) - now)));
         }
     }
 }

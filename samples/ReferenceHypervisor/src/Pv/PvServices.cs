@@ -48,6 +48,7 @@ internal sealed class PvServices : IDisposable
     {
         _machine = machine;
         _dom0 = new EventChannelHostDomain(machine.Events, Machine.BackendDomainId, isControlDomain: true);
+        Activity = new PvActivity(() => _dom0.EventsInHand > 0, StoreRequestsUnread);
         _dom0Ept = new EptTables(machine.Memory, new FrameOwner(Machine.BackendDomainId));
         _dom0Grants = machine.Grants.CreateDomain(Machine.BackendDomainId, _dom0Ept);
         _mapper = new InProcessGrantMapper(machine.Grants, _dom0Grants, new GuestFrameNumber(MapWindow), MapWindowFrames);
@@ -60,8 +61,11 @@ internal sealed class PvServices : IDisposable
         _tasks.Add(Task.Run(() => PumpStoreEventsAsync(_stop.Token)));
     }
 
-    /// <summary>What the services are doing, for the scheduler.</summary>
-    public PvActivity Activity { get; } = new();
+    /// <summary>
+    /// What the services are doing, for the scheduler: Dom0 holds work while an event it was sent is not yet served, and
+    /// may have work while a guest's store ring has request bytes xenstored has not read.
+    /// </summary>
+    public PvActivity Activity { get; }
 
     /// <summary>The XenStore daemon (tests read the tree through it).</summary>
     public XenStoreDaemon Daemon => _daemon;
@@ -153,6 +157,18 @@ internal sealed class PvServices : IDisposable
         catch (OperationCanceledException)
         {
         }
+    }
+
+    /// <summary>Whether a guest's store ring holds request bytes xenstored has not consumed (<c>req_cons != req_prod</c>).</summary>
+    private bool StoreRequestsUnread()
+    {
+        foreach (var (_, ring) in _stores.Values)
+        {
+            if (ring.HasUnreadRequests)
+                return true;
+        }
+
+        return false;
     }
 
     /// <summary>Moves console output to the domains' consoles; with <paramref name="force"/>, first drains every console ring.</summary>
