@@ -362,6 +362,8 @@ public class ThreadedSchedulerTests
     {
         public bool Destroyed { get; private set; }
 
+        public bool HoldsWork => false;
+
         public bool Poll()
         {
             if (Destroyed || !bothRan())

@@ -189,6 +189,14 @@ internal sealed partial class Machine : IDisposable
                 continue;
             if (ranAny)
                 continue;
+            if (HostHoldsWork())
+            {
+                // Dom0 is serving a guest's request: wait for its answer rather than skip the guest's time past it.
+                if (Host!.WaitForWork())
+                    continue;
+                return;
+            }
+
             if (Pv?.WaitForServices(answers, hasDeadline: true) == true || SkipToNextDeadline() || Pv?.WaitForServices(answers, hasDeadline: false) == true)
                 continue;
             if (Host is { } waiting)

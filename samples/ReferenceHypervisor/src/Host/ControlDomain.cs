@@ -14,6 +14,7 @@ namespace VmmKit.ReferenceHypervisor.Host;
 internal sealed unsafe class ControlDomain : IEventChannelUpcall
 {
     private readonly Machine _machine;
+    private readonly ulong[] _delivered = new ulong[64];
 
     /// <summary>Creates domain 0 with <paramref name="pages"/> of RAM on <paramref name="machine"/>.</summary>
     public ControlDomain(Machine machine, ulong pages)
@@ -83,7 +84,10 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
                     ulong bit = 1UL << b;
                     Interlocked.Or(ref mask[w], bit);
                     Interlocked.And(ref pending[w], ~bit);
-                    if (!sink((uint)((w * 64) + b)))
+                    bool sent = sink((uint)((w * 64) + b));
+                    if (sent)
+                        Interlocked.Or(ref _delivered[w], bit);
+                    else
                     {
                         // The queue to Dom0 is full: the port stays as it was (pending, unmasked), its word and the
                         // words not looked at yet stay selected, and RedeliverPending picks them up when it drains.
@@ -96,6 +100,30 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
             }
         }
     }
+
+    /// <summary>
+    /// Whether an event sent to Dom0 is not served yet: its port is still masked since the delivery (Dom0 unmasks a port
+    /// when it has handled the event, as a user of /dev/xen/evtchn does). Ports Dom0 unmasked are forgotten here.
+    /// </summary>
+    public bool HoldsWork
+    {
+        get
+        {
+            byte* shared = _machine.Memory.GetFramePointer(Domain.SharedInfoFrame);
+            ulong* mask = (ulong*)(shared + 2560);
+            bool held = false;
+            for (int w = 0; w < _delivered.Length; w++)
+            {
+                if (Volatile.Read(ref _delivered[w]) != 0)
+                    held |= (Interlocked.And(ref _delivered[w], Volatile.Read(ref mask[w])) & Volatile.Read(ref mask[w])) != 0;
+            }
+
+            return held;
+        }
+    }
+
+    /// <summary>Dom0 went: the events it held are gone with its ports.</summary>
+    public void ForgetDelivered() => Array.Clear(_delivered);
 
     /// <summary>
     /// A new Dom0 connected, or the queue to it drained after an overflow: ports that fired meanwhile (pending, and not

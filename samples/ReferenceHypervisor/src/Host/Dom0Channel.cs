@@ -116,6 +116,9 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     }
 
     /// <inheritdoc/>
+    public bool HoldsWork => !_requests.IsEmpty || (IsConnected && _dom0.HoldsWork);
+
+    /// <inheritdoc/>
     public bool WaitForWork()
     {
         if (_stopping)
@@ -173,6 +176,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     {
         _session = null;
         _dom0.EventSink = null;
+        _dom0.ForgetDelivered();
         int frames = _foreign.Count;
         _foreign.ReleaseAll();
         int grants = _machine.Grants.ReleaseMappings(_dom0.Domain.Grants);
