@@ -275,6 +275,105 @@ public class ThreadedSchedulerTests
     }
 
     [Fact]
+    public void Tsc_reads_of_two_vcpus_on_their_own_threads_never_go_back()
+    {
+        // Linux's TSC sync check (arch/x86/kernel/tsc_sync.c, check_tsc_warp): under a spinlock each CPU reads the last
+        // TSC any CPU read, reads its own and stores it; a read below the previous one is a warp. Both vCPUs run it at
+        // once, reading the TSC by RDTSC, RDTSCP and RDMSR IA32_TSC in turn; RDTSCP's ECX must be the IA32_TSC_AUX each
+        // wrote (its vCPU id + 1).
+        const uint Rounds = 20_000;
+        var (machine, d) = Build(
+            bsp =>
+            {
+                WarpCheck(bsp, Rounds, 1);
+                WaitFor(bsp, ApDone, 1);
+            },
+            ap =>
+            {
+                WarpCheck(ap, Rounds, 2);
+                ap.mov(__dword_ptr[ApDone], 1u);
+                ap.cli();
+                ap.hlt();
+            },
+            budget: 200_000_000);
+        using var owned = machine;
+        machine.Run();
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Assert.Equal(0u, ReadGuest(d, AuxBad));
+        Assert.Equal(2 * Rounds, ReadGuest(d, Reads));
+        // The check means something only when the reads of the two vCPUs interleave.
+        Assert.True(ReadGuest(d, Handoffs) >= 10, $"only {ReadGuest(d, Handoffs)} hand-offs between the vCPUs");
+        Assert.Equal(0u, ReadGuest(d, Warps));
+    }
+
+    private const uint WarpLock = 0x9030, LastTsc = 0x9038, LastReader = 0x9040, Warps = 0x9044, Handoffs = 0x9048, Reads = 0x904C,
+        AuxBad = 0x9050;
+
+    /// <summary>
+    /// <see cref="Tsc_reads_of_two_vcpus_on_their_own_threads_never_go_back"/>'s loop for the vCPU that calls itself
+    /// <paramref name="me"/> (1 or 2, also written to IA32_TSC_AUX): <paramref name="rounds"/> locked TSC reads.
+    /// </summary>
+    private static void WarpCheck(Assembler a, uint rounds, uint me)
+    {
+        a.mov(ecx, 0xC000_0103u);                          // IA32_TSC_AUX = me
+        a.mov(eax, me);
+        a.xor(edx, edx);
+        a.wrmsr();
+        a.mov(ebp, rounds);
+        var spin = a.CreateLabel();
+        var viaRdtscp = a.CreateLabel();
+        var viaMsr = a.CreateLabel();
+        var read = a.CreateLabel();
+        var noWarp = a.CreateLabel();
+        var same = a.CreateLabel();
+        var warp = a.CreateLabel();
+        a.Label(ref spin);
+        a.mov(eax, 1);
+        a.xchg(__dword_ptr[WarpLock], eax);
+        a.test(eax, eax);
+        a.jnz(spin);
+        a.mov(esi, __dword_ptr[LastTsc]);                  // prev = last_tsc
+        a.mov(edi, __dword_ptr[LastTsc + 4]);
+        a.mov(ebx, ebp);
+        a.and(ebx, 3);
+        a.cmp(ebx, 1);
+        a.je(viaRdtscp);
+        a.cmp(ebx, 2);
+        a.je(viaMsr);
+        a.rdtsc();
+        a.jmp(read);
+        a.Label(ref viaRdtscp);
+        a.rdtscp();
+        a.cmp(ecx, me);
+        a.je(read);
+        a.inc(__dword_ptr[AuxBad]);
+        a.jmp(read);
+        a.Label(ref viaMsr);
+        a.mov(ecx, 0x10u);                                 // IA32_TSC
+        a.rdmsr();
+        a.Label(ref read);
+        a.mov(__dword_ptr[LastTsc], eax);                  // last_tsc = now
+        a.mov(__dword_ptr[LastTsc + 4], edx);
+        a.inc(__dword_ptr[Reads]);
+        a.cmp(__dword_ptr[LastReader], me);
+        a.je(same);
+        a.inc(__dword_ptr[Handoffs]);
+        a.mov(__dword_ptr[LastReader], me);
+        a.Label(ref same);
+        a.cmp(edi, edx);                                   // prev > now: a warp
+        a.jb(noWarp);
+        a.ja(warp);
+        a.cmp(esi, eax);
+        a.jbe(noWarp);
+        a.Label(ref warp);
+        a.inc(__dword_ptr[Warps]);
+        a.Label(ref noWarp);
+        a.mov(__dword_ptr[WarpLock], 0u);
+        a.dec(ebp);
+        a.jnz(spin);
+    }
+
+    [Fact]
     public void An_ipi_wakes_a_halted_vcpu_on_another_thread()
     {
         var (machine, d) = Build(
