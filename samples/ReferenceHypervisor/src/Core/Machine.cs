@@ -310,11 +310,14 @@ internal sealed partial class Machine : IDisposable
             PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
                 | PrimaryProcessorBasedControls.UseMsrBitmaps
                 | (vcpu.Domain.MaxVcpus > 1 && Scheduling == SchedulerMode.RoundRobin ? PauseExitingIfOffered(caps) : 0)
+                | (Scheduling == SchedulerMode.Threaded ? PrimaryProcessorBasedControls.RdtscExiting : 0)
                 | ((caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.UseTscOffsetting) != 0
                     ? PrimaryProcessorBasedControls.UseTscOffsetting : 0),
             SecondaryProcessorBasedControls.None,
             (_hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None)
                 | (Scheduling == SchedulerMode.Threaded ? ExternalInterruptExitingIfOffered(caps) : 0));
+        if (Scheduling == SchedulerMode.Threaded)
+            RdtscExit.InterceptTscAux(Memory.GetFrame(_msrBitmap));   // RDTSCP exits: its TSC_AUX is kept per vCPU
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
         VmcsBuilder.SetHostState(vmcs, _processors.HostState);
     }
