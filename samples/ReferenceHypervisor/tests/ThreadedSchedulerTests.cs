@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Iced.Intel;
 using VmmKit.Devices;
 using VmmKit.Ept;
+using VmmKit.EventChannel;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Demo;
 using VmmKit.ReferenceHypervisor.Host;
@@ -371,6 +372,56 @@ public class ThreadedSchedulerTests
         a.mov(__dword_ptr[WarpLock], 0u);
         a.dec(ebp);
         a.jnz(spin);
+    }
+
+    [Fact]
+    public void A_send_to_a_masked_port_wakes_the_vcpu_polling_it_on_another_thread()
+    {
+        // Linux's PV spinlock (xen_qlock_wait) blocks in SCHEDOP_poll on its masked kicker port; the unlocking CPU's
+        // EVTCHNOP_send raises no upcall (the port is masked) but must still wake the poller (Xen's evtchn_check_pollers).
+        // The send comes as vCPU 0's hypercall from the test hook, on the AP's thread once it is about to wait; a lost
+        // wake-up leaves the AP blocked until the BSP's budget crashes the domain.
+        const uint PollArg = 0x9060, PollPorts = 0x9070;
+        var (machine, d) = Build(
+            bsp => WaitFor(bsp, ApDone, 1),
+            ap =>
+            {
+                ap.mov(eax, (uint)HypercallNumber.SchedOp);
+                ap.mov(ebx, 3u);                                   // SCHEDOP_poll
+                ap.mov(ecx, PollArg);
+                ap.vmcall();
+                ap.mov(__dword_ptr[ApDone], 1u);
+                ap.cli();
+                ap.hlt();
+            },
+            budget: 20_000_000);
+        using var owned = machine;
+        var bind = new EvtchnBindIpi { Vcpu = 1 };
+        Assert.Equal(0, machine.Events.BindIpi(d.Events, ref bind));
+        uint port = bind.Port;
+        machine.Memory.GetFrame(d.SharedInfoFrame)[2560 + (int)(port / 8)] |= (byte)(1 << (int)(port % 8));   // evtchn_mask (64-bit layout)
+        Assert.True(machine.Events.IsMasked(d.Events, port));
+        Span<uint> poll = [PollPorts, 1, 0, 0];                    // compat sched_poll: ports, nr_ports, timeout 0 (none)
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(PollArg), MemoryMarshal.AsBytes(poll), out _));
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(PollPorts), BitConverter.GetBytes(port), out _));
+        int sent = 0;
+        long rc = -1;
+        machine.BeforeVcpuWait = v =>
+        {
+            if (v.Id == 1 && v.IsBlocked && v.Timers.Polling && Interlocked.Exchange(ref sent, 1) == 0)
+            {
+                var m = new GuestPage();
+                MemoryMarshal.Write(m.Bytes, new EvtchnSend { Port = port });
+                var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.EventChannelOp, Rdi = (ulong)EventChannelOp.Send };
+                machine.Hypercalls.Dispatch(d.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, m);
+                rc = (long)regs.Rax;
+            }
+        };
+        machine.Run();
+        Assert.Equal(1, sent);
+        Assert.Equal(0, rc);
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Assert.Equal(1u, ReadGuest(d, ApDone));
     }
 
     [Fact]
