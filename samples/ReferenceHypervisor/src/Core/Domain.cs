@@ -257,6 +257,7 @@ internal sealed partial class Domain : IDisposable
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(
             memory.GetFrame(RamFrame(startInfo / Page.PageSize))[(int)(startInfo % Page.PageSize + StartInfoRsdpOffset)..], rsdp);
 
+        Machine.ChooseScheduling(this);   // before the first VMCS is programmed: the controls differ
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, boot.Entry);
         Devices.VcpuApic.ProgramVmcs(vcpu);
