@@ -24,7 +24,7 @@ public class ThreadedSchedulerTests
 {
     private const uint Load = 0x100000;
     private const uint ApCode = Load + 0x3000;
-    private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C;
+    private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C, ApWaiting = 0x9080;
     private const uint Gdt = 0xA000, Gdtr = 0xA100, Idtr = 0xA200, Idt = 0xA800;
     private const uint SharedXadd = 0x9010, SharedInc = 0x9014, SharedCas = 0x9018, Spinlock = 0x901C, Guarded = 0x9020;
     private const uint ApicPage = 0xFEE0_0000;
@@ -425,18 +425,39 @@ public class ThreadedSchedulerTests
     }
 
     [Fact]
+    public void Unless_one_is_chosen_the_first_guest_picks_threaded_for_several_vcpus_and_round_robin_for_one()
+    {
+        // VMMKIT_SCHEDULER (or --scheduler) wins; this test runs under whatever the environment chose.
+        var chosen = Machine.DefaultScheduling;
+        byte[] kernel = Elf32ImageWriter.Write(Load, [0xFA, 0xF4], 0x1000, Load);   // CLI; HLT
+        SchedulerMode For(int vcpus, IProcessorProvider processors, int? second = null)
+        {
+            using var machine = new Machine(32 << 20, processors);
+            Assert.True(machine.TryCreateDomain(new DomainConfig("first", kernel, 8 << 20, Vcpus: vcpus), out _, out string e), e);
+            if (second is int n)
+                Assert.True(machine.TryCreateDomain(new DomainConfig("second", kernel, 8 << 20, Vcpus: n), out _, out e), e);
+            machine.Run();
+            return machine.Scheduling;
+        }
+
+        Assert.Equal(chosen ?? SchedulerMode.Threaded, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter)));
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter)));
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter), second: 2));   // the first chose
+        // Lock-step's undo and replay of stores assume one processor writes the guest's memory at a time.
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.LockStep)));
+        // An explicit choice wins over the domain's vCPU count.
+        using var explicitly = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { Scheduling = SchedulerMode.RoundRobin };
+        Assert.True(explicitly.TryCreateDomain(new DomainConfig("smp", kernel, 8 << 20, Vcpus: 2), out _, out string error), error);
+        Assert.Equal(SchedulerMode.RoundRobin, explicitly.Scheduling);
+    }
+
+    [Fact]
     public void An_ipi_wakes_a_halted_vcpu_on_another_thread()
     {
         var (machine, d) = Build(
             bsp =>
             {
-                WaitFor(bsp, Ready, 1);
-                bsp.mov(ecx, 20_000);                       // let the AP reach its HLT and block
-                var spin = bsp.CreateLabel();
-                bsp.Label(ref spin);
-                bsp.pause();
-                bsp.dec(ecx);
-                bsp.jnz(spin);
+                WaitFor(bsp, ApWaiting, 1);                 // the AP is halted and its thread about to wait (the hook)
                 bsp.mov(__dword_ptr[ApicPage + 0x310], 1u << 24);
                 bsp.mov(__dword_ptr[ApicPage + 0x300], 0x4000u | Vector);   // fixed IPI, vector 0x40, to APIC 1
                 WaitFor(bsp, ApDone, 1);
@@ -446,8 +467,11 @@ public class ThreadedSchedulerTests
         int apWaits = 0;
         machine.BeforeVcpuWait = v =>
         {
-            if (v.Id == 1 && v.IsBlocked)
+            if (v.Id == 1 && v.IsBlocked && ReadGuest(d, Ready) == 1)
+            {
                 Interlocked.Increment(ref apWaits);
+                Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(ApWaiting), BitConverter.GetBytes(1u), out _));
+            }
         };
         machine.Run();
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
