@@ -5,7 +5,8 @@ namespace VmmKit.ReferenceHypervisor;
 /// <summary>
 /// The guest's notion of time. The emulated TSC advances by one per retired instruction (VmmKit.Vmx.Emulator);
 /// this hypervisor calls that a 1 GHz TSC, reports it through pvclock (xen.h <c>vcpu_time_info</c>) and starts
-/// system time at 0 ns when the TSC is 0, so guest time is deterministic.
+/// system time at 0 ns when the TSC is 0, so guest time is deterministic. On the threaded scheduler the vCPUs of a
+/// domain run at once, so the TSC a guest reads comes from the domain's one clock instead (<see cref="ReadTsc"/>).
 /// </summary>
 internal static class GuestTime
 {
