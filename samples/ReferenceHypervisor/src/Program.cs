@@ -42,8 +42,9 @@ var tier = new Option<string>("--tier")
 tier.AcceptOnlyFromAmong(ProcessorProviders.TierNames);
 var scheduler = new Option<string>("--scheduler")
 {
-    Description = "How vCPUs are scheduled: round-robin (default; or VMMKIT_SCHEDULER; every vCPU on one thread, deterministic), " +
-        "threaded (each vCPU on a host thread of its own)",
+    Description = "How vCPUs are scheduled: round-robin (every vCPU on one thread, deterministic), threaded (each vCPU on a " +
+        "host thread of its own). Default: VMMKIT_SCHEDULER, else threaded when the first guest has several vCPUs (round-robin " +
+        "with one vCPU or in the lockstep tier)",
     Recursive = true,
 };
 scheduler.AcceptOnlyFromAmong(Machine.SchedulerNames);

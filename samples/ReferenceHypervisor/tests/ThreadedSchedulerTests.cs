@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Iced.Intel;
 using VmmKit.Devices;
 using VmmKit.Ept;
+using VmmKit.EventChannel;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Demo;
 using VmmKit.ReferenceHypervisor.Host;
@@ -23,7 +24,7 @@ public class ThreadedSchedulerTests
 {
     private const uint Load = 0x100000;
     private const uint ApCode = Load + 0x3000;
-    private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C;
+    private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C, ApWaiting = 0x9080;
     private const uint Gdt = 0xA000, Gdtr = 0xA100, Idtr = 0xA200, Idt = 0xA800;
     private const uint SharedXadd = 0x9010, SharedInc = 0x9014, SharedCas = 0x9018, Spinlock = 0x901C, Guarded = 0x9020;
     private const uint ApicPage = 0xFEE0_0000;
@@ -275,18 +276,188 @@ public class ThreadedSchedulerTests
     }
 
     [Fact]
+    public void Tsc_reads_of_two_vcpus_on_their_own_threads_never_go_back()
+    {
+        // Linux's TSC sync check (arch/x86/kernel/tsc_sync.c, check_tsc_warp): under a spinlock each CPU reads the last
+        // TSC any CPU read, reads its own and stores it; a read below the previous one is a warp. Both vCPUs run it at
+        // once, reading the TSC by RDTSC, RDTSCP and RDMSR IA32_TSC in turn; RDTSCP's ECX must be the IA32_TSC_AUX each
+        // wrote (its vCPU id + 1).
+        const uint Rounds = 20_000;
+        var (machine, d) = Build(
+            bsp =>
+            {
+                WarpCheck(bsp, Rounds, 1);
+                WaitFor(bsp, ApDone, 1);
+            },
+            ap =>
+            {
+                WarpCheck(ap, Rounds, 2);
+                ap.mov(__dword_ptr[ApDone], 1u);
+                ap.cli();
+                ap.hlt();
+            },
+            budget: 200_000_000);
+        using var owned = machine;
+        machine.Run();
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Assert.Equal(0u, ReadGuest(d, AuxBad));
+        Assert.Equal(2 * Rounds, ReadGuest(d, Reads));
+        // The check means something only when the reads of the two vCPUs interleave.
+        Assert.True(ReadGuest(d, Handoffs) >= 10, $"only {ReadGuest(d, Handoffs)} hand-offs between the vCPUs");
+        Assert.Equal(0u, ReadGuest(d, Warps));
+    }
+
+    private const uint WarpLock = 0x9030, LastTsc = 0x9038, LastReader = 0x9040, Warps = 0x9044, Handoffs = 0x9048, Reads = 0x904C,
+        AuxBad = 0x9050;
+
+    /// <summary>
+    /// <see cref="Tsc_reads_of_two_vcpus_on_their_own_threads_never_go_back"/>'s loop for the vCPU that calls itself
+    /// <paramref name="me"/> (1 or 2, also written to IA32_TSC_AUX): <paramref name="rounds"/> locked TSC reads.
+    /// </summary>
+    private static void WarpCheck(Assembler a, uint rounds, uint me)
+    {
+        a.mov(ecx, 0xC000_0103u);                          // IA32_TSC_AUX = me
+        a.mov(eax, me);
+        a.xor(edx, edx);
+        a.wrmsr();
+        a.mov(ebp, rounds);
+        var spin = a.CreateLabel();
+        var viaRdtscp = a.CreateLabel();
+        var viaMsr = a.CreateLabel();
+        var read = a.CreateLabel();
+        var noWarp = a.CreateLabel();
+        var same = a.CreateLabel();
+        var warp = a.CreateLabel();
+        a.Label(ref spin);
+        a.mov(eax, 1);
+        a.xchg(__dword_ptr[WarpLock], eax);
+        a.test(eax, eax);
+        a.jnz(spin);
+        a.mov(esi, __dword_ptr[LastTsc]);                  // prev = last_tsc
+        a.mov(edi, __dword_ptr[LastTsc + 4]);
+        a.mov(ebx, ebp);
+        a.and(ebx, 3);
+        a.cmp(ebx, 1);
+        a.je(viaRdtscp);
+        a.cmp(ebx, 2);
+        a.je(viaMsr);
+        a.rdtsc();
+        a.jmp(read);
+        a.Label(ref viaRdtscp);
+        a.rdtscp();
+        a.cmp(ecx, me);
+        a.je(read);
+        a.inc(__dword_ptr[AuxBad]);
+        a.jmp(read);
+        a.Label(ref viaMsr);
+        a.mov(ecx, 0x10u);                                 // IA32_TSC
+        a.rdmsr();
+        a.Label(ref read);
+        a.mov(__dword_ptr[LastTsc], eax);                  // last_tsc = now
+        a.mov(__dword_ptr[LastTsc + 4], edx);
+        a.inc(__dword_ptr[Reads]);
+        a.cmp(__dword_ptr[LastReader], me);
+        a.je(same);
+        a.inc(__dword_ptr[Handoffs]);
+        a.mov(__dword_ptr[LastReader], me);
+        a.Label(ref same);
+        a.cmp(edi, edx);                                   // prev > now: a warp
+        a.jb(noWarp);
+        a.ja(warp);
+        a.cmp(esi, eax);
+        a.jbe(noWarp);
+        a.Label(ref warp);
+        a.inc(__dword_ptr[Warps]);
+        a.Label(ref noWarp);
+        a.mov(__dword_ptr[WarpLock], 0u);
+        a.dec(ebp);
+        a.jnz(spin);
+    }
+
+    [Fact]
+    public void A_send_to_a_masked_port_wakes_the_vcpu_polling_it_on_another_thread()
+    {
+        // Linux's PV spinlock (xen_qlock_wait) blocks in SCHEDOP_poll on its masked kicker port; the unlocking CPU's
+        // EVTCHNOP_send raises no upcall (the port is masked) but must still wake the poller (Xen's evtchn_check_pollers).
+        // The send comes as vCPU 0's hypercall from the test hook, on the AP's thread once it is about to wait; a lost
+        // wake-up leaves the AP blocked until the BSP's budget crashes the domain.
+        const uint PollArg = 0x9060, PollPorts = 0x9070;
+        var (machine, d) = Build(
+            bsp => WaitFor(bsp, ApDone, 1),
+            ap =>
+            {
+                ap.mov(eax, (uint)HypercallNumber.SchedOp);
+                ap.mov(ebx, 3u);                                   // SCHEDOP_poll
+                ap.mov(ecx, PollArg);
+                ap.vmcall();
+                ap.mov(__dword_ptr[ApDone], 1u);
+                ap.cli();
+                ap.hlt();
+            },
+            budget: 20_000_000);
+        using var owned = machine;
+        var bind = new EvtchnBindIpi { Vcpu = 1 };
+        Assert.Equal(0, machine.Events.BindIpi(d.Events, ref bind));
+        uint port = bind.Port;
+        machine.Memory.GetFrame(d.SharedInfoFrame)[2560 + (int)(port / 8)] |= (byte)(1 << (int)(port % 8));   // evtchn_mask (64-bit layout)
+        Assert.True(machine.Events.IsMasked(d.Events, port));
+        Span<uint> poll = [PollPorts, 1, 0, 0];                    // compat sched_poll: ports, nr_ports, timeout 0 (none)
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(PollArg), MemoryMarshal.AsBytes(poll), out _));
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(PollPorts), BitConverter.GetBytes(port), out _));
+        int sent = 0;
+        long rc = -1;
+        machine.BeforeVcpuWait = v =>
+        {
+            if (v.Id == 1 && v.IsBlocked && v.Timers.Polling && Interlocked.Exchange(ref sent, 1) == 0)
+            {
+                var m = new GuestPage();
+                MemoryMarshal.Write(m.Bytes, new EvtchnSend { Port = port });
+                var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.EventChannelOp, Rdi = (ulong)EventChannelOp.Send };
+                machine.Hypercalls.Dispatch(d.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, m);
+                rc = (long)regs.Rax;
+            }
+        };
+        machine.Run();
+        Assert.Equal(1, sent);
+        Assert.Equal(0, rc);
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Assert.Equal(1u, ReadGuest(d, ApDone));
+    }
+
+    [Fact]
+    public void Unless_one_is_chosen_the_first_guest_picks_threaded_for_several_vcpus_and_round_robin_for_one()
+    {
+        // VMMKIT_SCHEDULER (or --scheduler) wins; this test runs under whatever the environment chose.
+        var chosen = Machine.DefaultScheduling;
+        byte[] kernel = Elf32ImageWriter.Write(Load, [0xFA, 0xF4], 0x1000, Load);   // CLI; HLT
+        SchedulerMode For(int vcpus, IProcessorProvider processors, int? second = null)
+        {
+            using var machine = new Machine(32 << 20, processors);
+            Assert.True(machine.TryCreateDomain(new DomainConfig("first", kernel, 8 << 20, Vcpus: vcpus), out _, out string e), e);
+            if (second is int n)
+                Assert.True(machine.TryCreateDomain(new DomainConfig("second", kernel, 8 << 20, Vcpus: n), out _, out e), e);
+            machine.Run();
+            return machine.Scheduling;
+        }
+
+        Assert.Equal(chosen ?? SchedulerMode.Threaded, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter)));
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter)));
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter), second: 2));   // the first chose
+        // Lock-step's undo and replay of stores assume one processor writes the guest's memory at a time.
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.LockStep)));
+        // An explicit choice wins over the domain's vCPU count.
+        using var explicitly = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { Scheduling = SchedulerMode.RoundRobin };
+        Assert.True(explicitly.TryCreateDomain(new DomainConfig("smp", kernel, 8 << 20, Vcpus: 2), out _, out string error), error);
+        Assert.Equal(SchedulerMode.RoundRobin, explicitly.Scheduling);
+    }
+
+    [Fact]
     public void An_ipi_wakes_a_halted_vcpu_on_another_thread()
     {
         var (machine, d) = Build(
             bsp =>
             {
-                WaitFor(bsp, Ready, 1);
-                bsp.mov(ecx, 20_000);                       // let the AP reach its HLT and block
-                var spin = bsp.CreateLabel();
-                bsp.Label(ref spin);
-                bsp.pause();
-                bsp.dec(ecx);
-                bsp.jnz(spin);
+                WaitFor(bsp, ApWaiting, 1);                 // the AP is halted and its thread about to wait (the hook)
                 bsp.mov(__dword_ptr[ApicPage + 0x310], 1u << 24);
                 bsp.mov(__dword_ptr[ApicPage + 0x300], 0x4000u | Vector);   // fixed IPI, vector 0x40, to APIC 1
                 WaitFor(bsp, ApDone, 1);
@@ -296,8 +467,11 @@ public class ThreadedSchedulerTests
         int apWaits = 0;
         machine.BeforeVcpuWait = v =>
         {
-            if (v.Id == 1 && v.IsBlocked)
+            if (v.Id == 1 && v.IsBlocked && ReadGuest(d, Ready) == 1)
+            {
                 Interlocked.Increment(ref apWaits);
+                Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(ApWaiting), BitConverter.GetBytes(1u), out _));
+            }
         };
         machine.Run();
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);

@@ -95,16 +95,24 @@ internal sealed partial class Domain : IDisposable
     public ulong Clock => (ulong)Volatile.Read(ref _clock);
 
     /// <summary>Raises <see cref="Clock"/> to <paramref name="tsc"/> when it is higher (an atomic maximum).</summary>
-    public void PublishClock(ulong tsc)
+    public void PublishClock(ulong tsc) => ObserveClock(tsc);
+
+    /// <summary>
+    /// Raises <see cref="Clock"/> to <paramref name="tsc"/> when it is higher and returns the clock after that, in one
+    /// atomic step (<see cref="GuestTime.ReadTsc"/>): of two calls, the later never returns less than the earlier.
+    /// </summary>
+    public ulong ObserveClock(ulong tsc)
     {
         long current = Volatile.Read(ref _clock);
         while ((ulong)current < tsc)
         {
             long seen = Interlocked.CompareExchange(ref _clock, (long)tsc, current);
             if (seen == current)
-                return;
+                return tsc;
             current = seen;
         }
+
+        return (ulong)current;
     }
 
     /// <summary>The reason the guest gave to SCHEDOP_shutdown (valid in <see cref="DomainState.Shutdown"/>).</summary>
@@ -249,6 +257,7 @@ internal sealed partial class Domain : IDisposable
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(
             memory.GetFrame(RamFrame(startInfo / Page.PageSize))[(int)(startInfo % Page.PageSize + StartInfoRsdpOffset)..], rsdp);
 
+        Machine.ChooseScheduling(this);   // before the first VMCS is programmed: the controls differ
         var vcpu = new VirtualCpu(this, 0, Machine.CreateProcessor());
         Machine.ProgramPvhVmcs(vcpu, boot.Entry);
         Devices.VcpuApic.ProgramVmcs(vcpu);

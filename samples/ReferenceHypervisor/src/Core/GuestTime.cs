@@ -5,7 +5,8 @@ namespace VmmKit.ReferenceHypervisor;
 /// <summary>
 /// The guest's notion of time. The emulated TSC advances by one per retired instruction (VmmKit.Vmx.Emulator);
 /// this hypervisor calls that a 1 GHz TSC, reports it through pvclock (xen.h <c>vcpu_time_info</c>) and starts
-/// system time at 0 ns when the TSC is 0, so guest time is deterministic.
+/// system time at 0 ns when the TSC is 0, so guest time is deterministic. On the threaded scheduler the vCPUs of a
+/// domain run at once, so the TSC a guest reads comes from the domain's one clock instead (<see cref="ReadTsc"/>).
 /// </summary>
 internal static class GuestTime
 {
@@ -53,6 +54,25 @@ internal static class GuestTime
         if ((controls & PrimaryProcessorBasedControls.UseTscOffsetting) != 0)
             tsc += vcpu.Vmcs.Read(VmcsField.TscOffset);
         return tsc;
+    }
+
+    /// <summary>
+    /// The TSC a guest instruction reads: RDTSC, RDTSCP and RDMSR of IA32_TSC. On the round-robin scheduler the vCPU's
+    /// own <see cref="Tsc"/> (deterministic; its domain's vCPUs share one processor and one clock). On the threaded
+    /// scheduler those instructions exit (RDTSC exiting) and every read goes through the domain's clock
+    /// (<see cref="Domain.ObserveClock"/>): the vCPU's TSC is raised to the clock, the clock to the vCPU's TSC, in one
+    /// atomic step, so a read is never below a read another vCPU made before it (Linux's tsc_sync.c check_tsc_warp), and
+    /// the vCPU's TSC (its timers, its pvclock) carries on from the value read. Only on the vCPU's own thread.
+    /// </summary>
+    public static ulong ReadTsc(VirtualCpu vcpu)
+    {
+        ulong mine = Tsc(vcpu);
+        if (vcpu.Thread is null)
+            return mine;
+        ulong now = vcpu.Domain.ObserveClock(mine);
+        if (now > mine && !TryAdvance(vcpu, now - mine))
+            return mine;
+        return now;
     }
 
     /// <summary>Nanoseconds for <paramref name="ticks"/> TSC ticks, as a guest computes them (Linux <c>pvclock_scale_delta</c>).</summary>

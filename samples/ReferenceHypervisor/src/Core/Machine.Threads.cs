@@ -1,3 +1,4 @@
+using VmmKit.Vmx.Emulator;
 using VmmKit.ReferenceHypervisor.Devices;
 
 namespace VmmKit.ReferenceHypervisor;
@@ -23,6 +24,18 @@ internal sealed partial class Machine
 
     /// <summary>The threads of the threaded scheduler (tests and diagnostics).</summary>
     internal IReadOnlyList<VcpuThread> Threads => _threads;
+
+    /// <summary>
+    /// A guest domain is being built (before its vCPUs' VMCSs are programmed): when no scheduler was chosen
+    /// (<see cref="Scheduling"/>, <c>--scheduler</c>, VMMKIT_SCHEDULER), the first one chooses for the machine: threaded
+    /// when it has more than one vCPU, so that each of its vCPUs runs on a host thread of its own and the domain really
+    /// runs in parallel, as on Xen; round-robin otherwise (one vCPU gains nothing from a thread of its own, and the
+    /// round-robin run is deterministic). Later domains run on the same scheduler. Lock-step stays round-robin: its undo
+    /// and replay of a block's stores assume no other processor writes the same memory meanwhile.
+    /// </summary>
+    internal void ChooseScheduling(Domain domain) =>
+        _scheduling ??= domain.MaxVcpus > 1 && _processors is not ProcessorProviders.EmulatorProcessorProvider { Tier: ExecutionTier.LockStep }
+            ? SchedulerMode.Threaded : SchedulerMode.RoundRobin;
 
     private void RunThreaded()
     {

@@ -94,20 +94,27 @@ internal sealed partial class Machine : IDisposable
     public Action<string>? Logger { get; set; }
 
     /// <summary>
-    /// How <see cref="Run"/> runs the vCPUs: <see cref="SchedulerMode.RoundRobin"/> (the default, deterministic) or
-    /// <see cref="SchedulerMode.Threaded"/>. Set it before the first domain is created (the VMCS controls differ).
+    /// How <see cref="Run"/> runs the vCPUs: <see cref="SchedulerMode.RoundRobin"/> (deterministic) or
+    /// <see cref="SchedulerMode.Threaded"/>. Set it before the first domain is created (the VMCS controls differ); left
+    /// unset (and no <see cref="DefaultScheduling"/>), the first guest domain chooses (<see cref="ChooseScheduling"/>).
     /// </summary>
-    public SchedulerMode Scheduling { get; set; } = DefaultScheduling;
+    public SchedulerMode Scheduling
+    {
+        get => _scheduling ?? SchedulerMode.RoundRobin;
+        set => _scheduling = value;
+    }
+
+    private SchedulerMode? _scheduling = DefaultScheduling;
 
     /// <summary>The names <c>--scheduler</c> accepts, in <see cref="SchedulerMode"/> order.</summary>
     public static readonly string[] SchedulerNames = ["round-robin", "threaded"];
 
     /// <summary>
     /// The scheduler a new machine starts with: <c>vmmkit-hv --scheduler</c>, else the VMMKIT_SCHEDULER environment
-    /// variable (<c>round-robin</c> or <c>threaded</c>), else <see cref="SchedulerMode.RoundRobin"/>.
+    /// variable (<c>round-robin</c> or <c>threaded</c>), else null: the first guest domain chooses.
     /// </summary>
-    public static SchedulerMode DefaultScheduling { get; set; } =
-        TryParseScheduler(Environment.GetEnvironmentVariable("VMMKIT_SCHEDULER"), out var mode) ? mode : SchedulerMode.RoundRobin;
+    public static SchedulerMode? DefaultScheduling { get; set; } =
+        TryParseScheduler(Environment.GetEnvironmentVariable("VMMKIT_SCHEDULER"), out var mode) ? mode : null;
 
     /// <summary>Parses a <see cref="SchedulerNames"/> name (case-insensitive).</summary>
     public static bool TryParseScheduler(string? name, out SchedulerMode mode)
@@ -186,7 +193,16 @@ internal sealed partial class Machine : IDisposable
             }
 
             if (Host is { } host && host.Poll())
+            {
+                if (Scheduling == SchedulerMode.Threaded)
+                {
+                    RunThreaded();   // the toolstack's first guest has several vCPUs (ChooseScheduling)
+                    return;
+                }
+
                 continue;
+            }
+
             if (ranAny)
                 continue;
             if (HostHoldsWork())
@@ -318,11 +334,14 @@ internal sealed partial class Machine : IDisposable
             PrimaryProcessorBasedControls.HltExiting | PrimaryProcessorBasedControls.UnconditionalIoExiting
                 | PrimaryProcessorBasedControls.UseMsrBitmaps
                 | (vcpu.Domain.MaxVcpus > 1 && Scheduling == SchedulerMode.RoundRobin ? PauseExitingIfOffered(caps) : 0)
+                | (Scheduling == SchedulerMode.Threaded ? PrimaryProcessorBasedControls.RdtscExiting : 0)
                 | ((caps.PrimaryProcessorBased.MayBeOne & (uint)PrimaryProcessorBasedControls.UseTscOffsetting) != 0
                     ? PrimaryProcessorBasedControls.UseTscOffsetting : 0),
             SecondaryProcessorBasedControls.None,
             (_hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None)
                 | (Scheduling == SchedulerMode.Threaded ? ExternalInterruptExitingIfOffered(caps) : 0));
+        if (Scheduling == SchedulerMode.Threaded)
+            RdtscExit.InterceptTscAux(Memory.GetFrame(_msrBitmap));   // RDTSCP exits: its TSC_AUX is kept per vCPU
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);
         VmcsBuilder.SetHostState(vmcs, _processors.HostState);
     }

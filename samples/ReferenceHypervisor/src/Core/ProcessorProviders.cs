@@ -54,6 +54,9 @@ internal static class ProcessorProviders
             _threshold = translationThreshold;
         }
 
+        /// <summary>The tier every processor runs in.</summary>
+        public ExecutionTier Tier => _tier;
+
         public VmxCapabilities Capabilities { get; } = EmulatedCapabilities.Create();
 
         public VmcsHostState HostState => EmulatedHostState.Default;

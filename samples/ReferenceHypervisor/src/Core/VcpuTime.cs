@@ -11,7 +11,9 @@ namespace VmmKit.ReferenceHypervisor;
 /// </summary>
 /// <remarks>
 /// Guest time advances only while the vCPU runs (the TSC counts retired instructions), so all of a vCPU's time is
-/// running time and a pvclock written once stays exact; it is rewritten at every slice anyway, as under Xen.
+/// running time and a pvclock written once stays exact; it is rewritten at every slice anyway, as under Xen. On the
+/// threaded scheduler every vCPU's TSC reads come from its domain's one clock (<see cref="GuestTime.ReadTsc"/>) and
+/// every record uses the same scale, so system time computed on any vCPU never goes back.
 /// </remarks>
 internal sealed class VcpuTime
 {
@@ -99,6 +101,11 @@ internal sealed class VcpuTime
             return;
         ref VcpuTimeInfo time = ref MemoryMarshal.AsRef<VcpuTimeInfo>(info.Slice(TimeOffset, 32));
         ulong tsc = GuestTime.Tsc(vcpu);
+        // Threaded scheduler: the domain's clock is raised to the timestamp first, so that no vCPU reads a TSC below it
+        // later (GuestTime.ReadTsc) and a guest using this record from another CPU (the vDSO's copy) never sees time
+        // before system_time. The mapping TSC -> ns is the same for every vCPU, so each record agrees with every TSC read.
+        if (vcpu.Thread is not null)
+            vcpu.Domain.PublishClock(tsc);
         uint version = (time.Version + 1) | 1;   // version_update_begin
         Volatile.Write(ref time.Version, version);
         time.TscTimestamp = tsc;

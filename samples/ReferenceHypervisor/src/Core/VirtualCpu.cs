@@ -60,6 +60,12 @@ internal sealed class VirtualCpu
     /// <summary>The vCPU's clock: pvclock, the registered vcpu_info and the runstate.</summary>
     public VcpuTime Time { get; } = new();
 
+    /// <summary>
+    /// IA32_TSC_AUX (RDTSCP's ECX) while the threaded scheduler intercepts it along with RDTSCP (<see cref="RdtscExit"/>);
+    /// on the round-robin scheduler the MSR passes through to the processor and this stays unused.
+    /// </summary>
+    public uint TscAux { get; set; }
+
     private volatile bool _isBlocked, _isUp = true, _isInitialised = true, _kicked;
 
     /// <summary>True while the vCPU waits for an event.</summary>

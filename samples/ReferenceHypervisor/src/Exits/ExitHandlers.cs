@@ -33,6 +33,8 @@ internal static unsafe class ExitHandlers
         t[(int)VmxExitReason.Hlt] = &HltExit.Handle;
         t[(int)VmxExitReason.Vmcall] = &VmcallExit.Handle;
         t[(int)VmxExitReason.IoInstruction] = &IoExit.Handle;
+        t[(int)VmxExitReason.Rdtsc] = &RdtscExit.HandleRdtsc;
+        t[(int)VmxExitReason.Rdtscp] = &RdtscExit.HandleRdtscp;
         t[(int)VmxExitReason.Rdmsr] = &MsrExit.HandleRead;
         t[(int)VmxExitReason.Wrmsr] = &MsrExit.HandleWrite;
         t[(int)VmxExitReason.ControlRegisterAccess] = &ControlRegisterExit.Handle;

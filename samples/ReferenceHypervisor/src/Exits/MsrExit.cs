@@ -47,7 +47,8 @@ internal static class MsrExit
             case GsBase: value = vcpu.Vmcs.Read(VmcsField.GuestGsBase); break;
             case Ia32ApicBase: Devices.VcpuApic.TryAccessApicBase(vcpu, write: false, ref value); break;
             case Ia32MiscEnable: value = 1; break;                           // fast strings
-            case Ia32Tsc: value = GuestTime.Tsc(vcpu); break;
+            case Ia32Tsc: value = GuestTime.ReadTsc(vcpu); break;
+            case RdtscExit.Ia32TscAux: value = vcpu.TscAux; break;   // intercepted on the threaded scheduler only
             case var m when MtrrMsrs.Owns(m): value = MtrrMsrs.Read(vcpu, msr); break;
             // Xen forwards the host's microcode revision; this processor has no microcode: 0.
             case BiosSignId: value = 0; break;
@@ -88,6 +89,8 @@ internal static class MsrExit
             GsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestGsBase, value),
             Ia32ApicBase => Devices.VcpuApic.TryAccessApicBase(vcpu, write: true, ref value),
             Ia32MiscEnable => true,                                          // accepted and ignored
+            // SDM Vol. 4: IA32_TSC_AUX bits 63:32 are reserved (#GP); intercepted on the threaded scheduler only.
+            RdtscExit.Ia32TscAux => (value >> 32) == 0 && SetTscAux(vcpu, (uint)value),
             var m when MtrrMsrs.Owns(m) => MtrrMsrs.TryWrite(vcpu, msr, value),
             // Intel's "write 0, CPUID, read" microcode-revision sequence: only 0 may be written (Xen's guest_wrmsr).
             BiosSignId => value == 0,
@@ -106,6 +109,12 @@ internal static class MsrExit
 
         vcpu.AdvanceRip(in exit);
         return ExitAction.Resume;
+    }
+
+    private static bool SetTscAux(VirtualCpu vcpu, uint value)
+    {
+        vcpu.TscAux = value;
+        return true;
     }
 
     private static bool Canonical(ulong v) => (ulong)(((long)v << 16) >> 16) == v;

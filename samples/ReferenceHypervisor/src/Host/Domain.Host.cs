@@ -25,6 +25,8 @@ internal sealed partial class Domain
     {
         IsPrivileged = privileged;
         MaxVcpus = maxVcpus;
+        if (!privileged)
+            machine.ChooseScheduling(this);
         PauseCount = privileged ? 0 : 1;
         SharedInfoFrame = machine.Memory.AllocateFrame(Owner);
         _frames.Add((SharedInfoFrame, 1));

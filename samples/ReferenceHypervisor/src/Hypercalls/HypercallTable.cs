@@ -56,6 +56,7 @@ internal static unsafe class HypercallTable
 
         var callers = new DomainCallers();
         new EventChannelHypercalls<VirtualCpu>(machine.Events, callers).Register(d);
+        d.RegisterSubOp(HypercallNumber.EventChannelOp, (uint)EventChannelOp.Send, &EventPollers.Send);   // + evtchn_check_pollers
         // Grant mappings change the grantee's EPT: the vCPUs' cached translations are flushed after every call.
         var grants = new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers);
         d.Register(HypercallNumber.GrantTableOp, (ref HypercallCall<VirtualCpu> call) =>
