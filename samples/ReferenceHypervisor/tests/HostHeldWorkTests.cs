@@ -38,8 +38,10 @@ public class HostHeldWorkTests
         }
     }
 
-    [Fact]
-    public async Task A_blocked_guest_keeps_its_time_while_the_control_domain_holds_work()
+    [Theory]
+    [InlineData("round-robin")]
+    [InlineData("threaded")]
+    public async Task A_blocked_guest_keeps_its_time_while_the_control_domain_holds_work(string scheduler)
     {
         // Guest: SCHEDOP_poll on no port with a timeout 1 s of guest time ahead, then CLI; HLT (power off).
         var a = new Assembler(32);
@@ -60,7 +62,7 @@ public class HostHeldWorkTests
         a.hlt();
         var stream = new MemoryStream();
         a.Assemble(new StreamCodeWriter(stream), Load);
-        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault());
+        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { Scheduling = (SchedulerMode)Array.IndexOf(Machine.SchedulerNames, scheduler) };
         Assert.True(machine.TryCreateDomain(new DomainConfig("t", Elf32ImageWriter.Write(Load, stream.ToArray(), 0x4000, Load), 8 << 20), out var d, out string e), e);
         var host = new HoldingHost();
         machine.Host = host;

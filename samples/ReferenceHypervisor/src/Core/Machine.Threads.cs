@@ -84,6 +84,14 @@ internal sealed partial class Machine
                 {
                     if (Pv?.WaitForServices(answers, hasDeadline: true) == true)
                         continue;
+                    if (HostHoldsWork())
+                    {
+                        // Dom0 is serving a guest's request: wait for its answer rather than skip guest time past it.
+                        if (!Host!.WaitForWork())
+                            return;
+                        continue;
+                    }
+
                     bool skipped = false;
                     foreach (var d in blocked)
                         skipped |= Parked(d, static d => IsIdle(d) && SkipToNextDeadline(d));
