@@ -183,27 +183,35 @@ public sealed class CopyCallTests : IDisposable
     [Fact]
     public void Operations_naming_grants_or_frames_past_every_table_get_their_status_and_the_rest_still_copy()
     {
-        // The call looks ahead at the next operation naming another grant or frame (to prefetch what its claim reads):
-        // whatever that operation names, only its own claim decides, with the checks of one operation at a time.
+        // The call looks ahead for the next operation naming another grant or frame (to prefetch what its claim reads,
+        // when it is two or more operations away): whatever that operation names, only its own claim decides, with
+        // the checks of one operation at a time.
         uint a = Grant(5);
         GnttabCopy[] ops =
         [
             FromGrant(a, 3, 0),
-            FromGrant(uint.MaxValue, 3, 16),
-            FromGrant(a, 3, 32),
-            Own(ulong.MaxValue, 4, 0),
+            FromGrant(a, 3, 16),
+            FromGrant(uint.MaxValue, 3, 32),
             FromGrant(a, 3, 48),
-            new() { Source = new() { Ref = a, DomId = 1 }, Dest = new() { Ref = uint.MaxValue, DomId = 1 }, Len = 16, Flags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref) },
-            new() { Source = new() { Ref = a, DomId = 77 }, Dest = new() { Gmfn = 4, DomId = DomainId.Self }, Len = 16, Flags = (ushort)GrantCopyFlags.SourceGref },
             FromGrant(a, 3, 64),
+            Own(ulong.MaxValue, 4, 0),
+            Own(ulong.MaxValue, 4, 16),
+            FromGrant(a, 3, 80),
+            FromGrant(a, 3, 96),
+            new() { Source = new() { Ref = a, DomId = 1 }, Dest = new() { Ref = uint.MaxValue, DomId = 1 }, Len = 16, Flags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref) },
+            new() { Source = new() { Ref = a, DomId = 1 }, Dest = new() { Ref = uint.MaxValue, DomId = 1 }, Len = 16, Flags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref) },
+            FromGrant(a, 3, 112),
+            FromGrant(a, 3, 128),
+            new() { Source = new() { Ref = a, DomId = 77 }, Dest = new() { Gmfn = 4, DomId = DomainId.Self }, Len = 16, Flags = (ushort)GrantCopyFlags.SourceGref },
+            FromGrant(a, 3, 144),
         ];
         _m.Host.Copy(_back.Grant, ops);
-        Assert.Equal([0, (short)GrantStatus.BadGntref, 0, (short)GrantStatus.BadPage, 0, (short)GrantStatus.BadGntref, (short)GrantStatus.BadDomain, 0],
-            ops.Select(o => o.Status));
-        Assert.True(_back.RamPage(3)[..16].IndexOfAnyExcept((byte)0x55) < 0);
-        Assert.True(_back.RamPage(3)[16..32].IndexOfAnyExcept((byte)0) < 0);
-        Assert.True(_back.RamPage(3)[32..80].IndexOfAnyExcept((byte)0x55) < 0);
-        Assert.True(_back.RamPage(4)[..16].IndexOfAnyExcept((byte)0) < 0);
+        short bad = (short)GrantStatus.BadGntref, page = (short)GrantStatus.BadPage, dom = (short)GrantStatus.BadDomain;
+        Assert.Equal([0, 0, bad, 0, 0, page, page, 0, 0, bad, bad, 0, 0, dom, 0], ops.Select(o => o.Status));
+        Assert.True(_back.RamPage(3)[..32].IndexOfAnyExcept((byte)0x55) < 0);
+        Assert.True(_back.RamPage(3)[32..48].IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(_back.RamPage(3)[48..160].IndexOfAnyExcept((byte)0x55) < 0);
+        Assert.True(_back.RamPage(4)[..32].IndexOfAnyExcept((byte)0) < 0);
         AssertReleased(a);
     }
 
