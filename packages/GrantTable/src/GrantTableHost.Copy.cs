@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics.X86;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 
@@ -42,15 +41,9 @@ public sealed unsafe partial class GrantTableHost
             var batch = default(CopyBatch);
             try
             {
-                int nextClaim = 0;
                 for (int i = 0; i < ops.Length; i++)
                 {
                     ref GnttabCopy op = ref ops[i];
-                    if (i == nextClaim && Sse.IsSupported)
-                    {
-                        nextClaim = PrefetchNextClaim(ops, i, in batch);
-                    }
-
                     op.Status = (short)CopyOne(caller, in op, ref batch);
                 }
             }
@@ -58,56 +51,6 @@ public sealed unsafe partial class GrantTableHost
             {
                 ReleaseBatch(ref batch);
             }
-        }
-    }
-
-    // The next operation of the call that names another grant or frame than operation i on either side, so will
-    // claim: the lines its claim reads first (the granter's shared entry and active entry, the caller's resolved-frame
-    // slot) are prefetched now, while the operations before it copy. On a cold working set this hides most of a
-    // claim's cache misses (512-byte operations, eight to a grant: 72-77% of memcpy without, 78-87% with). When the
-    // next claim is the very next operation there is one copy to hide the misses behind: measured, no gain on a cold
-    // working set and 3-5% lost on a hot one, so nothing is prefetched then. Nothing is read or checked here, only
-    // addresses formed within the tables' bounds; the claim checks everything. A host caller's span only: the
-    // hypercall reads one operation at a time from the guest.
-    private int PrefetchNextClaim(Span<GnttabCopy> ops, int i, in CopyBatch batch)
-    {
-        ref GnttabCopy op = ref ops[i];
-        int j = i + 1;
-        ulong source = op.Source.Gmfn, dest = op.Dest.Gmfn; // the grant reference or frame of each side
-        while (j < ops.Length && ops[j].Source.Gmfn == source && ops[j].Dest.Gmfn == dest)
-        {
-            j++;
-        }
-
-        if (j < ops.Length && j > i + 1)
-        {
-            ref GnttabCopy next = ref ops[j];
-            PrefetchSide(in next.Source, (next.Flags & (ushort)GrantCopyFlags.SourceGref) != 0, in batch.Src);
-            PrefetchSide(in next.Dest, (next.Flags & (ushort)GrantCopyFlags.DestGref) != 0, in batch.Dst);
-        }
-
-        return j;
-    }
-
-    private void PrefetchSide(in GnttabCopyPtr ptr, bool isGref, in CopyBuffer buf)
-    {
-        GrantDomain? d = buf.Domain;
-        if (d is null || d.IsDestroyed || buf.DomId != ptr.DomId)
-        {
-            return;
-        }
-
-        if (isGref)
-        {
-            if (ptr.Ref < (uint)d.EntryCount && ptr.Ref < (uint)d.Active.Length)
-            {
-                Sse.Prefetch0(HeaderWord(d, ptr.Ref));
-                Sse.Prefetch0(Unsafe.AsPointer(ref d.Active[ptr.Ref]));
-            }
-        }
-        else
-        {
-            Sse.Prefetch0(Unsafe.AsPointer(ref d.FrameCache[ptr.Gmfn % GrantDomain.FrameCacheSize]));
         }
     }
 

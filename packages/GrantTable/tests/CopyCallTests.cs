@@ -183,9 +183,9 @@ public sealed class CopyCallTests : IDisposable
     [Fact]
     public void Operations_naming_grants_or_frames_past_every_table_get_their_status_and_the_rest_still_copy()
     {
-        // The call looks ahead for the next operation naming another grant or frame (to prefetch what its claim reads,
-        // when it is two or more operations away): whatever that operation names, only its own claim decides, with
-        // the checks of one operation at a time.
+        // Pairs of operations naming one grant or frame, among them ones past every table: whatever an operation
+        // names, only its own claim decides, with the checks of one operation at a time (a design that looks ahead at
+        // later operations, to prefetch what their claims read, must keep this).
         uint a = Grant(5);
         GnttabCopy[] ops =
         [
