@@ -9,8 +9,10 @@ namespace VmmKit.GrantTable.Tests;
 /// to the grant (gnttab_end_foreign_access_ref) and reuses its page, or the granter dies. A copy that reports
 /// GNTST_okay must have read only what the page held while it was granted (never bytes written after the end of
 /// access succeeded or after the granter's destruction), and a copy that fails must not have written anything.
-/// Every call shape is used: single operations, batches holding a grant across operations, and batches run by the
-/// hypercall (which drops the lock between operations while the batch keeps its grants claimed).
+/// Every call shape is used: single operations, batches holding a grant across operations, batches whose operations
+/// alternate between the grant and the caller's own frames (the grant is released and claimed again between them),
+/// and batches run by the hypercall (which drops the lock between operations
+/// while the batch keeps its grants claimed).
 /// </summary>
 public sealed class ConcurrentCopyTests : IDisposable
 {
@@ -78,6 +80,27 @@ public sealed class ConcurrentCopyTests : IDisposable
             case 1: // one batch under one lock
                 _m.Host.Copy(_back.Grant, ops);
                 break;
+            case 2: // one batch alternating with copies between the backend's own frames 6 and 7
+                Span<GnttabCopy> mixed = stackalloc GnttabCopy[2 * Pieces];
+                for (int i = 0; i < Pieces; i++)
+                {
+                    mixed[2 * i] = ops[i];
+                    mixed[(2 * i) + 1] = new GnttabCopy
+                    {
+                        Source = new() { Gmfn = 6, DomId = DomainId.Self, Offset = (ushort)i },
+                        Dest = new() { Gmfn = 7, DomId = DomainId.Self, Offset = (ushort)i },
+                        Len = 1,
+                    };
+                }
+
+                _m.Host.Copy(_back.Grant, mixed);
+                for (int i = 0; i < Pieces; i++)
+                {
+                    ops[i].Status = mixed[2 * i].Status;
+                    Assert.Equal((short)GrantStatus.Okay, mixed[(2 * i) + 1].Status);
+                }
+
+                break;
             default: // the hypercall: the lock is taken per operation, the grant stays claimed in between
                 Assert.True(_back.TryWrite(Buffer, MemoryMarshal.AsBytes(ops)));
                 HypercallArguments args = default;
@@ -130,7 +153,7 @@ public sealed class ConcurrentCopyTests : IDisposable
         {
             try
             {
-                for (int shape = 0; !Volatile.Read(ref done); shape = (shape + 1) % 3)
+                for (int shape = 0; !Volatile.Read(ref done); shape = (shape + 1) % 4)
                 {
                     long gref = Volatile.Read(ref currentGref);
                     if (gref < 0)
@@ -211,7 +234,7 @@ public sealed class ConcurrentCopyTests : IDisposable
 
                     int round = (int)(c >> 32);
                     bool dead = Volatile.Read(ref killedRound) >= round;
-                    int okay = CopyAndCheck((uint)c, call % 3, granter: (ushort)(3 + round));
+                    int okay = CopyAndCheck((uint)c, call % 4, granter: (ushort)(3 + round));
                     if (dead)
                     {
                         okayAfterDeath += okay;
