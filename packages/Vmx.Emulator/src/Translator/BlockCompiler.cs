@@ -628,8 +628,16 @@ internal sealed unsafe partial class BlockCompiler
         A.mov(rax, rsi);
         A.shr(rax, 12);
         A.and(eax, SoftTlb.Entries - 1);
-        A.imul(eax, eax, StateLayout.TlbEntrySize);
-        A.add(rax, r12);
+        if (StateLayout.TlbEntrySize == 40)
+        {
+            A.lea(eax, __[rax + rax * 4]); // entry * 40 as two LEAs (shorter latency than IMUL)
+            A.lea(rax, __[r12 + rax * 8]);
+        }
+        else
+        {
+            A.imul(eax, eax, StateLayout.TlbEntrySize);
+            A.add(rax, r12);
+        }
         // The page of the access's last byte against the tag of the entry chosen by its first byte: an access that
         // crosses into the next page cannot match, as that page's tag lives in the next entry.
         if (size > 1) A.lea(rdx, __[rsi + (size - 1)]);
