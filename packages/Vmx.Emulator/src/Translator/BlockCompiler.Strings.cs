@@ -83,14 +83,13 @@ internal sealed unsafe partial class BlockCompiler
             // Completed: the iterations before the last count here (the block counts the instruction itself), and the
             // budget left for a loop of this block shrinks with them.
             A.lea(rax, __[r9 - 1]);
-            A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], rax);
-            A.sub(r15, rax);
+            A.sub(r15, rax); // counted in InstructionsRetired at the exit (BlockCompiler.Epilogue)
             A.jmp(done);
             // Limit reached: the j instructions before and the iterations retired, RIP at this instruction, block over
             // (the caller adds the block's count for a whole run, so it is taken off first).
             A.Label(ref limited);
             A.lea(rax, __[r9 + (j - _count)]);
-            A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], rax);
+            A.sub(r15, rax); // counted in InstructionsRetired at the exit (BlockCompiler.Epilogue)
             SetRip(i->Ip);
             A.mov(eax, _count);
             A.jmp(_exit);

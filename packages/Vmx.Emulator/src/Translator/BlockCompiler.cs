@@ -12,7 +12,9 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// The generated function is <c>int F(CpuState*, long budget)</c> (System V or Windows x64 convention) and returns how
 /// many of the block's instructions it retired in its last run of the block; it returns the block's
 /// <see cref="Block.Count"/> only when it ran the whole block and set RIP. A block that branches back to its own start
-/// runs again inside the call while the budget allows, counting the earlier runs in InstructionsRetired itself. Guest registers stay in <see cref="CpuState"/> (RBX points at it) and every instruction writes its
+/// runs again inside the call while the budget allows; the earlier runs, like whole runs of chained blocks, are taken off
+/// the budget in R15 and added to InstructionsRetired once, at the exit. Guest registers stay in <see cref="CpuState"/>
+/// (RBX points at it) and every instruction writes its
 /// results back before the next one starts, so the state is complete at every exit. Memory operands probe the
 /// software TLB inline exactly as <see cref="Core.Read"/>/<see cref="Core.Write"/> do; a miss, a page-crossing access
 /// or a write to a frame without a write tag (code frames never have one) leaves at that instruction, before it changed
@@ -398,6 +400,7 @@ internal sealed unsafe partial class BlockCompiler
         if (windows) { A.push(rsi); A.push(rdi); }
         A.mov(rbx, windows ? rcx : rdi);
         A.mov(r15, windows ? rdx : rsi);
+        A.push(r15); // the budget at entry: the exit counts what the chained blocks and loop rounds retired (Epilogue)
         A.mov(ebp, MaxLoopIterations);
         A.mov(r12, (ulong)_tlb);
         A.mov(r13, (ulong)_segBase);
@@ -409,6 +412,11 @@ internal sealed unsafe partial class BlockCompiler
 
     private void Epilogue()
     {
+        // Whole runs of chained blocks, loop rounds and completed strings took their instructions off R15 only;
+        // InstructionsRetired gets them here, once per call (no memory add on every link).
+        A.pop(rcx);
+        A.sub(rcx, r15);
+        A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], rcx);
         if (OperatingSystem.IsWindows()) { A.pop(rdi); A.pop(rsi); }
         A.pop(r15); A.pop(r14); A.pop(r13); A.pop(r12); A.pop(rbp); A.pop(rbx);
         A.ret();
@@ -430,9 +438,9 @@ internal sealed unsafe partial class BlockCompiler
             A.jl(leave);
             A.dec(ebp);
             A.jz(leave);
-            A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], _count);
             A.jmp(_head);
             A.Label(ref leave);
+            A.add(r15, _count); // this last run is the one the return value counts
         }
         ChainTo(target);
     }
@@ -515,7 +523,6 @@ internal sealed unsafe partial class BlockCompiler
     private void TakeLink()
     {
         A.sub(r15, _count);
-        A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], _count);
     }
 
     private Label Miss(int j)
@@ -621,8 +628,16 @@ internal sealed unsafe partial class BlockCompiler
         A.mov(rax, rsi);
         A.shr(rax, 12);
         A.and(eax, SoftTlb.Entries - 1);
-        A.imul(eax, eax, StateLayout.TlbEntrySize);
-        A.add(rax, r12);
+        if (StateLayout.TlbEntrySize == 40)
+        {
+            A.lea(eax, __[rax + rax * 4]); // entry * 40 as two LEAs (shorter latency than IMUL)
+            A.lea(rax, __[r12 + rax * 8]);
+        }
+        else
+        {
+            A.imul(eax, eax, StateLayout.TlbEntrySize);
+            A.add(rax, r12);
+        }
         // The page of the access's last byte against the tag of the entry chosen by its first byte: an access that
         // crosses into the next page cannot match, as that page's tag lives in the next entry.
         if (size > 1) A.lea(rdx, __[rsi + (size - 1)]);

@@ -261,11 +261,16 @@ internal sealed class HostAsm
     }
 
     /// <summary>Like <see cref="Assemble()"/>; <paramref name="offset"/> is where <paramref name="label"/> ended up.</summary>
+    /// <remarks>Block code: guest-register reloads are forwarded from host registers first (<see cref="GprForwarding"/>).</remarks>
     public byte[] Assemble(Label label, out int offset)
     {
+        Instruction[] code = [.. A.Instructions];
+        GprForwarding.Apply(code);
         var writer = new BufferWriter();
-        AssemblerResult result = A.Assemble(writer, 0, BlockEncoderOptions.ReturnNewInstructionOffsets);
-        offset = (int)result.GetLabelRIP(label);
+        if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, code, 0), out string? error, out BlockEncoderResult result,
+                BlockEncoderOptions.ReturnNewInstructionOffsets))
+            throw new InvalidOperationException(error);
+        offset = (int)result.NewInstructionOffsets[label.InstructionIndex];
         return writer.ToArray();
     }
 
