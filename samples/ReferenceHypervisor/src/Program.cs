@@ -43,8 +43,8 @@ tier.AcceptOnlyFromAmong(ProcessorProviders.TierNames);
 var scheduler = new Option<string>("--scheduler")
 {
     Description = "How vCPUs are scheduled: round-robin (every vCPU on one thread, deterministic), threaded (each vCPU on a " +
-        "host thread of its own). Default: VMMKIT_SCHEDULER, else threaded when the first guest has several vCPUs (round-robin " +
-        "with one vCPU or in the lockstep tier)",
+        "host thread of its own). Default: VMMKIT_SCHEDULER, else threaded once a guest has several vCPUs (round-robin " +
+        "while every guest has one vCPU, or in the lockstep tier)",
     Recursive = true,
 };
 scheduler.AcceptOnlyFromAmong(Machine.SchedulerNames);

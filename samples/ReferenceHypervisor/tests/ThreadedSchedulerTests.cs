@@ -436,7 +436,7 @@ public class ThreadedSchedulerTests
     }
 
     [Fact]
-    public void Unless_one_is_chosen_the_first_guest_picks_threaded_for_several_vcpus_and_round_robin_for_one()
+    public void Unless_one_is_chosen_a_guest_with_several_vcpus_makes_the_machine_threaded_and_one_vcpu_guests_keep_it_round_robin()
     {
         // VMMKIT_SCHEDULER (or --scheduler) wins; this test runs under whatever the environment chose.
         var chosen = Machine.DefaultScheduling;
@@ -453,7 +453,11 @@ public class ThreadedSchedulerTests
 
         Assert.Equal(chosen ?? SchedulerMode.Threaded, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter)));
         Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter)));
-        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter), second: 2));   // the first chose
+        // A later SMP guest moves a machine the guests chose round-robin for to threaded; a later one-vCPU guest does not
+        // move it back.
+        Assert.Equal(chosen ?? SchedulerMode.Threaded, For(1, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter), second: 2));
+        Assert.Equal(chosen ?? SchedulerMode.Threaded, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.Interpreter), second: 1));
+        Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.LockStep), second: 2));
         // Lock-step's undo and replay of stores assume one processor writes the guest's memory at a time.
         Assert.Equal(chosen ?? SchedulerMode.RoundRobin, For(2, ProcessorProviders.Create(VmmKit.Vmx.Emulator.ExecutionTier.LockStep)));
         // An explicit choice wins over the domain's vCPU count.

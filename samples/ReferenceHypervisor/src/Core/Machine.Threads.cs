@@ -27,15 +27,27 @@ internal sealed partial class Machine
 
     /// <summary>
     /// A guest domain is being built (before its vCPUs' VMCSs are programmed): when no scheduler was chosen
-    /// (<see cref="Scheduling"/>, <c>--scheduler</c>, VMMKIT_SCHEDULER), the first one chooses for the machine: threaded
-    /// when it has more than one vCPU, so that each of its vCPUs runs on a host thread of its own and the domain really
-    /// runs in parallel, as on Xen; round-robin otherwise (one vCPU gains nothing from a thread of its own, and the
-    /// round-robin run is deterministic). Later domains run on the same scheduler. Lock-step stays round-robin: its undo
-    /// and replay of a block's stores assume no other processor writes the same memory meanwhile.
+    /// (<see cref="Scheduling"/>, <c>--scheduler</c>, VMMKIT_SCHEDULER), the guests choose for the machine: threaded as soon
+    /// as one has more than one vCPU, so that each of its vCPUs runs on a host thread of its own and the domain really
+    /// runs in parallel, as on Xen; round-robin while every guest has one (one vCPU gains nothing from a thread of its
+    /// own, and the round-robin run is deterministic). A round-robin machine that a later SMP guest moves to threaded
+    /// keeps its earlier one-vCPU domains as they are: their VMCSs lack only RDTSC exiting, which a single vCPU does not
+    /// need (its TSC cannot go back against a sibling). Lock-step stays round-robin: its undo and replay of a block's
+    /// stores assume no other processor writes the same memory meanwhile.
     /// </summary>
-    internal void ChooseScheduling(Domain domain) =>
-        _scheduling ??= domain.MaxVcpus > 1 && _processors is not ProcessorProviders.EmulatorProcessorProvider { Tier: ExecutionTier.LockStep }
-            ? SchedulerMode.Threaded : SchedulerMode.RoundRobin;
+    internal void ChooseScheduling(Domain domain)
+    {
+        if (_scheduling is not null && !_schedulingChosenByGuests)
+            return;
+        bool lockStep = _processors is ProcessorProviders.EmulatorProcessorProvider { Tier: ExecutionTier.LockStep };
+        if (_scheduling is null || (_scheduling == SchedulerMode.RoundRobin && domain.MaxVcpus > 1 && !lockStep))
+        {
+            _scheduling = domain.MaxVcpus > 1 && !lockStep ? SchedulerMode.Threaded : SchedulerMode.RoundRobin;
+            _schedulingChosenByGuests = true;
+        }
+    }
+
+    private bool _schedulingChosenByGuests;
 
     private void RunThreaded()
     {

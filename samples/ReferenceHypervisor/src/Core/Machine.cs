@@ -96,7 +96,7 @@ internal sealed partial class Machine : IDisposable
     /// <summary>
     /// How <see cref="Run"/> runs the vCPUs: <see cref="SchedulerMode.RoundRobin"/> (deterministic) or
     /// <see cref="SchedulerMode.Threaded"/>. Set it before the first domain is created (the VMCS controls differ); left
-    /// unset (and no <see cref="DefaultScheduling"/>), the first guest domain chooses (<see cref="ChooseScheduling"/>).
+    /// unset (and no <see cref="DefaultScheduling"/>), the guest domains choose (<see cref="ChooseScheduling"/>).
     /// </summary>
     public SchedulerMode Scheduling
     {
@@ -111,7 +111,7 @@ internal sealed partial class Machine : IDisposable
 
     /// <summary>
     /// The scheduler a new machine starts with: <c>vmmkit-hv --scheduler</c>, else the VMMKIT_SCHEDULER environment
-    /// variable (<c>round-robin</c> or <c>threaded</c>), else null: the first guest domain chooses.
+    /// variable (<c>round-robin</c> or <c>threaded</c>), else null: the guest domains choose.
     /// </summary>
     public static SchedulerMode? DefaultScheduling { get; set; } =
         TryParseScheduler(Environment.GetEnvironmentVariable("VMMKIT_SCHEDULER"), out var mode) ? mode : null;
@@ -196,7 +196,7 @@ internal sealed partial class Machine : IDisposable
             {
                 if (Scheduling == SchedulerMode.Threaded)
                 {
-                    RunThreaded();   // the toolstack's first guest has several vCPUs (ChooseScheduling)
+                    RunThreaded();   // the toolstack created a guest with several vCPUs (ChooseScheduling)
                     return;
                 }
 
