@@ -29,10 +29,14 @@ internal static class EventPollers
     /// </summary>
     public static void WakePollers(Machine machine)
     {
-        foreach (var domain in machine.Domains)
+        // Indexed loops: a send is a hot path, and foreach over IReadOnlyList would allocate its enumerators.
+        var domains = machine.Domains;
+        for (int d = 0; d < domains.Count; d++)
         {
-            foreach (var vcpu in domain.Vcpus)
+            var vcpus = domains[d].Vcpus;
+            for (int v = 0; v < vcpus.Count; v++)
             {
+                var vcpu = vcpus[v];
                 if (vcpu.Thread is { } thread && vcpu.IsBlocked && vcpu.Timers.Polling)
                     thread.Wake();
             }
