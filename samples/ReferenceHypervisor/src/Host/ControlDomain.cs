@@ -109,13 +109,16 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
     {
         get
         {
+            // shared_info (xen.h, 64-bit): evtchn_mask[64] at 2560, as in DeliverPending.
             byte* shared = _machine.Memory.GetFramePointer(Domain.SharedInfoFrame);
             ulong* mask = (ulong*)(shared + 2560);
             bool held = false;
             for (int w = 0; w < _delivered.Length; w++)
             {
-                if (Volatile.Read(ref _delivered[w]) != 0)
-                    held |= (Interlocked.And(ref _delivered[w], Volatile.Read(ref mask[w])) & Volatile.Read(ref mask[w])) != 0;
+                if (Volatile.Read(ref _delivered[w]) == 0)
+                    continue;
+                ulong masked = Volatile.Read(ref mask[w]);
+                held |= (Interlocked.And(ref _delivered[w], masked) & masked) != 0;
             }
 
             return held;

@@ -9,8 +9,9 @@ namespace VmmKit.ReferenceHypervisor.Pv;
 /// <remarks>
 /// Work a service holds — an event delivered to Dom0 and not yet served (<paramref name="holdsWork"/>), or one it took
 /// and has not finished — is waited for however long it takes (up to <see cref="HeldWorkLimit"/> of continuous holding,
-/// against a hung service or a count that never goes back to zero): on a loaded host a backend's task may run seconds after the guest's notification, and skipping guest time
-/// meanwhile would show the guest a disk request that took minutes. Signs of work that may follow (recent activity,
+/// against a hung service or a count that never goes back to zero): on a loaded host a backend's task may run seconds
+/// after the guest's notification, and skipping guest time meanwhile would show the guest a disk request that took
+/// minutes. Signs of work that may follow (recent activity,
 /// <paramref name="mayHaveWork"/>: e.g. request bytes on a store ring xenstored has not read yet) are waited for only up
 /// to the caller's limit.
 /// </remarks>
