@@ -9,29 +9,17 @@ internal sealed partial class Machine
     /// <summary>The control domain's channel, served between slices; null for the quick path.</summary>
     public IMachineHost? Host { get; set; }
 
-    /// <summary>How long the control domain may hold work before the scheduler lets guest time pass anyway (a hung Dom0).</summary>
-    internal static readonly TimeSpan HostHeldWorkLimit = TimeSpan.FromSeconds(60);
-
-    private long _hostHeldSince;
+    private readonly HeldWorkBound _hostHeld = new();
 
     /// <summary>
     /// Whether the control domain holds work a blocked guest may wait for (<see cref="IMachineHost.HoldsWork"/>), for at
-    /// most <see cref="HostHeldWorkLimit"/> of continuous holding: guest time does not skip ahead meanwhile, so a guest never
+    /// most <see cref="HeldWorkBound.Limit"/> of continuous holding: guest time does not skip ahead meanwhile, so a guest never
     /// sees a disk request that Dom0 served in a second of wall clock take minutes of its own time.
     /// </summary>
     internal bool HostHoldsWork()
     {
-        if (Host is not { } host || !host.HoldsWork)
-        {
-            Volatile.Write(ref _hostHeldSince, 0);
-            return false;
-        }
-
         long now = Environment.TickCount64;
-        long since = Volatile.Read(ref _hostHeldSince);
-        if (since == 0)
-            Volatile.Write(ref _hostHeldSince, since = now);
-        return now - since < (long)HostHeldWorkLimit.TotalMilliseconds;
+        return now < _hostHeld.Observe(Host is { } host && host.HoldsWork, now);
     }
 
     /// <summary>The control domain's foreign mappings (frames a destroyed domain leaves to them); null without one.</summary>

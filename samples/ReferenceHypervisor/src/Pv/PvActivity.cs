@@ -8,8 +8,8 @@ namespace VmmKit.ReferenceHypervisor.Pv;
 /// </summary>
 /// <remarks>
 /// Work a service holds — an event delivered to Dom0 and not yet served (<paramref name="holdsWork"/>), or one it took
-/// and has not finished — is waited for however long it takes (up to <see cref="HeldWorkLimit"/> of continuous holding,
-/// against a hung service or a count that never goes back to zero): on a loaded host a backend's task may run seconds
+/// and has not finished — is waited for however long it takes (up to <see cref="HeldWorkBound.Limit"/> of continuous
+/// holding, against a hung service or a count that never goes back to zero): on a loaded host a backend's task may run seconds
 /// after the guest's notification, and skipping guest time meanwhile would show the guest a disk request that took
 /// minutes. Signs of work that may follow (recent activity,
 /// <paramref name="mayHaveWork"/>: e.g. request bytes on a store ring xenstored has not read yet) are waited for only up
@@ -19,14 +19,11 @@ namespace VmmKit.ReferenceHypervisor.Pv;
 /// <param name="mayHaveWork">True while a service may still produce an answer.</param>
 internal sealed class PvActivity(Func<bool>? holdsWork = null, Func<bool>? mayHaveWork = null)
 {
-    /// <summary>How long held work is waited for before the scheduler lets guest time pass anyway (a hung service).</summary>
-    public static readonly TimeSpan HeldWorkLimit = TimeSpan.FromSeconds(60);
-
     private readonly SemaphoreSlim _answered = new(0, int.MaxValue);
     private int _busy;
     private long _lastActivity;
     private long _answers;
-    private long _heldSince;
+    private readonly HeldWorkBound _held = new();
 
     /// <summary>A service took an event.</summary>
     public void Started()
@@ -65,7 +62,7 @@ internal sealed class PvActivity(Func<bool>? holdsWork = null, Func<bool>? mayHa
     public bool HoldsWork => Volatile.Read(ref _busy) > 0 || holdsWork?.Invoke() == true;
 
     /// <summary>
-    /// Every vCPU is blocked: waits while a service holds work (at most <see cref="HeldWorkLimit"/>), and while one was
+    /// Every vCPU is blocked: waits while a service holds work (at most <see cref="HeldWorkBound.Limit"/>), and while one was
     /// active in the last <paramref name="quiet"/> or may have work, at most <paramref name="limit"/>. True when a guest
     /// was notified since the scheduler read <paramref name="seen"/> from <see cref="Answers"/> (the scheduler looks
     /// again): at once when that happened before this call, since a vCPU the notification woke may already run.
@@ -83,11 +80,7 @@ internal sealed class PvActivity(Func<bool>? holdsWork = null, Func<bool>? mayHa
             long now = Environment.TickCount64;
             bool held = HoldsWork;
             // Held work is measured from when the holding began, across waits, so that work stuck forever ends in time.
-            if (!held)
-                Volatile.Write(ref _heldSince, 0);
-            else if (Volatile.Read(ref _heldSince) == 0)
-                Volatile.Write(ref _heldSince, now);
-            long heldEnd = Math.Max(end, Volatile.Read(ref _heldSince) + (long)HeldWorkLimit.TotalMilliseconds);
+            long heldEnd = Math.Max(end, _held.Observe(held, now));
             bool busy = held || now - Volatile.Read(ref _lastActivity) < (long)quiet.TotalMilliseconds || mayHaveWork?.Invoke() == true;
             if (!busy || now >= (held ? heldEnd : end))
                 return false;
