@@ -76,6 +76,16 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
     public const int MaxLoopIterations = 4096;
     private int _bitness;
+    /// <summary>
+    /// 32-bit code compiled for ES, CS, SS and DS bases of 0 (the flat model every gcc-built guest uses): no base is
+    /// added for those segments and no CS check is made before a link. <see cref="BlockTranslator.Lookup"/> runs such
+    /// code only while the bases are 0, and links join only blocks compiled alike (a segment load is always
+    /// interpreted, so the bases cannot change inside a translated run).
+    /// </summary>
+    private bool _flat;
+
+    /// <summary>Per chain slot: whether the block owning it was compiled <see cref="_flat"/> (links join only alike blocks).</summary>
+    public readonly bool[] SlotFlat;
     /// <summary>Stack address and push size in bytes (8 in 64-bit mode, 4 for a 32-bit stack; 0: stack instructions stay interpreted).</summary>
     private int _stack;
 
@@ -95,6 +105,7 @@ internal sealed unsafe partial class BlockCompiler
         _chain = log == null ? (nint)chain : 0;
         _slots = slots;
         _slotCapacity = slotCapacity;
+        SlotFlat = new bool[slotCapacity];
     }
 
     /// <summary>
@@ -160,9 +171,10 @@ internal sealed unsafe partial class BlockCompiler
     /// Compiles <paramref name="b"/> (64-bit or 32-bit code) for a stack of <paramref name="stackSize"/> bytes; null when
     /// its first instruction is not supported. <paramref name="covered"/> is the number of leading instructions the code
     /// handles (the rest of the block stays interpreted); <paramref name="entryOffset"/> is where chained blocks enter
-    /// (after the prologue).
+    /// (after the prologue). <paramref name="flat"/>: 32-bit code may assume ES, CS, SS and DS bases of 0 (see
+    /// <see cref="_flat"/>).
     /// </summary>
-    public byte[]? Compile(Block b, int stackSize, out int covered, out int entryOffset)
+    public byte[]? Compile(Block b, int stackSize, bool flat, out int covered, out int entryOffset)
     {
         covered = 0;
         entryOffset = 0;
@@ -170,6 +182,7 @@ internal sealed unsafe partial class BlockCompiler
         _stackSize = stackSize;
         if (b.Bitness is not (64 or 32)) return null;
         _bitness = b.Bitness;
+        _flat = flat && b.Bitness == 32;
         _stack = b.Bitness == 64 ? 8 : stackSize == 4 ? 4 : 0;
         Instr* first = b.First;
         _count = b.Count;
@@ -455,6 +468,7 @@ internal sealed unsafe partial class BlockCompiler
             EndBlock();
             return;
         }
+        SlotFlat[SlotsUsed] = _flat;
         ChainSlot* slot = _slots + SlotsUsed++;
         Label unlinked = A.CreateLabel();
         A.mov(rcx, (ulong)slot);
@@ -483,7 +497,11 @@ internal sealed unsafe partial class BlockCompiler
         Label unlinked = A.CreateLabel();
         A.mov(rdx, Q(target));
         ChainChecks(unlinked);
-        if (_bitness != 64) A.bts(rdx, (byte)(_stackSize == 4 ? 62 : 61)); // ChainContext.JumpKey
+        if (_bitness != 64)
+        {
+            A.bts(rdx, (byte)(_stackSize == 4 ? 62 : 61)); // ChainContext.JumpKey
+            if (_flat) A.bts(rdx, (byte)ChainContext.FlatKeyBit);
+        }
         A.mov(rax, rdx);
         A.shr(rax, 10);
         A.xor(rax, rdx);
@@ -508,7 +526,7 @@ internal sealed unsafe partial class BlockCompiler
     /// </summary>
     private void ChainChecks(Label unlinked)
     {
-        if (_bitness != 64)
+        if (_bitness != 64 && !_flat)
         {
             A.cmp(__qword_ptr[r13 + 8], 0);
             A.jne(unlinked);
@@ -598,7 +616,7 @@ internal sealed unsafe partial class BlockCompiler
     /// (64-bit mode: only FS and GS have a base). Flags kept.</summary>
     private void AddSegmentBase(int seg)
     {
-        if (_bitness == 64 && seg is not (4 or 5)) return;
+        if ((_bitness == 64 || _flat) && seg is not (4 or 5)) return; // a 32-bit effective address is already wrapped
         A.mov(rax, __qword_ptr[r13 + seg * 8]);
         A.lea(rsi, __[rsi + rax]);
         if (_bitness != 64) A.mov(esi, esi);
