@@ -114,6 +114,9 @@ internal sealed unsafe class BlockTranslator : IDisposable
     /// <summary>Blocks translated so far.</summary>
     public long BlocksTranslated;
 
+    /// <summary>Blocks translated with guest registers kept in host registers across the block.</summary>
+    public long BlocksWithCachedRegisters => _compiler.BlocksWithCachedRegisters;
+
     /// <summary>Translated block runs (whole or partial).</summary>
     public long NativeRuns;
 

@@ -262,6 +262,7 @@ public sealed unsafe class TranslatorTests
             BlockTranslator t = translated.Machine.Core.Translator!;
             Assert.Null(t.FirstMismatch);
             Assert.True(t.NativeInstructions > (long)ra.InstructionsExecuted / 2, $"{t.NativeInstructions} of {ra.InstructionsExecuted} translated");
+            Assert.True(t.BlocksWithCachedRegisters > 0, "no block kept guest registers in host registers");
         }
     }
 
