@@ -13,4 +13,6 @@ internal sealed partial class Block
     public int NativeCovered;
     /// <summary>Stack size (Core.StackSize) the translated code was generated for.</summary>
     public int NativeStackSize;
+    /// <summary>32-bit code compiled for ES, CS, SS and DS bases of 0 (run only while they are, see BlockCompiler).</summary>
+    public bool NativeFlat;
 }

@@ -242,7 +242,8 @@ internal sealed unsafe partial class BlockCompiler
     {
         A.mov(rdx, Q(r));
         if (_bitness == 64 && seg is not (4 or 5)) return;
-        A.mov(rax, __qword_ptr[r13 + seg * 8]);
+        A.mov(rax, (ulong)_segBase + (ulong)(seg * 8));
+        A.mov(rax, __qword_ptr[rax]);
         A.add(rdx, rax);
         if (_bitness != 64) A.mov(edx, edx);
     }

@@ -13,16 +13,17 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// many of the block's instructions it retired in its last run of the block; it returns the block's
 /// <see cref="Block.Count"/> only when it ran the whole block and set RIP. A block that branches back to its own start
 /// runs again inside the call while the budget allows; the earlier runs, like whole runs of chained blocks, are taken off
-/// the budget in R15 and added to InstructionsRetired once, at the exit. Guest registers stay in <see cref="CpuState"/>
-/// (RBX points at it) and every instruction writes its
-/// results back before the next one starts, so the state is complete at every exit. Memory operands probe the
+/// the budget in R15 and added to InstructionsRetired once, at the exit. Guest registers live in <see cref="CpuState"/>
+/// (RBX points at it), except the two a block uses most, which it keeps in RBP and R13 from its entry to each exit
+/// (<see cref="GprCache"/>): every exit — the end of the block, a chained jump, a TLB miss or any other side exit —
+/// writes them back first, so the state is complete wherever the code leaves. Memory operands probe the
 /// software TLB inline exactly as <see cref="Core.Read"/>/<see cref="Core.Write"/> do; a miss, a page-crossing access
 /// or a write to a frame without a write tag (code frames never have one) leaves at that instruction, before it changed
 /// anything, and the interpreter runs it (filling the TLB, raising the fault, invalidating code). Flags are left in
 /// the interpreter's form: the same lazy (op, size, result, sources) for ADD/SUB/CMP/logic/INC/DEC, eager RFLAGS
 /// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL.
-/// Register use: RBX state, R12 TLB, R13 effective segment bases, R14 the lock-step write log (lock-step) or the
-/// <see cref="ChainContext"/> (otherwise), R15 the budget left, EBP the links and loop rounds left; RAX RCX RDX RSI RDI
+/// Register use: RBX state, R12 TLB, RBP and R13 cached guest registers, R14 the lock-step write log (lock-step) or the
+/// <see cref="ChainContext"/> (otherwise), R15 the budget left, [RSP] the links and loop rounds left; RAX RCX RDX RSI RDI
 /// R8-R11 scratch.
 /// Block chaining (outside lock-step): every translated block has the same prologue and epilogue, so a block's exit
 /// may jump straight to the next block's code after its prologue (<c>entryOffset</c> of <see cref="Compile"/>), when
@@ -47,6 +48,9 @@ internal sealed unsafe partial class BlockCompiler
     private readonly ChainSlot* _slots;
     private readonly int _slotCapacity;
 
+    /// <summary>Blocks compiled with guest registers kept in host registers (GprCache).</summary>
+    public long BlocksWithCachedRegisters;
+
     /// <summary>Chain slots handed out since the last reset (the translator resets it when it drops every translation).</summary>
     public int SlotsUsed;
 
@@ -69,13 +73,23 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>LazyOp | LazySize &lt;&lt; 32 known to be in CpuState at this point of the code, or -1.</summary>
     private long _storedOp;
     private int _count;
-    private Label _head;
+    private Label _head, _body;
     private ulong _startIp;
     private bool _coversWholeBlock;
 
     /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
     public const int MaxLoopIterations = 4096;
     private int _bitness;
+    /// <summary>
+    /// 32-bit code compiled for ES, CS, SS and DS bases of 0 (the flat model every gcc-built guest uses): no base is
+    /// added for those segments and no CS check is made before a link. <see cref="BlockTranslator.Lookup"/> runs such
+    /// code only while the bases are 0, and links join only blocks compiled alike (a segment load is always
+    /// interpreted, so the bases cannot change inside a translated run).
+    /// </summary>
+    private bool _flat;
+
+    /// <summary>Per chain slot: whether the block owning it was compiled <see cref="_flat"/> (links join only alike blocks).</summary>
+    public readonly bool[] SlotFlat;
     /// <summary>Stack address and push size in bytes (8 in 64-bit mode, 4 for a 32-bit stack; 0: stack instructions stay interpreted).</summary>
     private int _stack;
 
@@ -95,6 +109,7 @@ internal sealed unsafe partial class BlockCompiler
         _chain = log == null ? (nint)chain : 0;
         _slots = slots;
         _slotCapacity = slotCapacity;
+        SlotFlat = new bool[slotCapacity];
     }
 
     /// <summary>
@@ -160,16 +175,28 @@ internal sealed unsafe partial class BlockCompiler
     /// Compiles <paramref name="b"/> (64-bit or 32-bit code) for a stack of <paramref name="stackSize"/> bytes; null when
     /// its first instruction is not supported. <paramref name="covered"/> is the number of leading instructions the code
     /// handles (the rest of the block stays interpreted); <paramref name="entryOffset"/> is where chained blocks enter
-    /// (after the prologue).
+    /// (after the prologue). <paramref name="flat"/>: 32-bit code may assume ES, CS, SS and DS bases of 0 (see
+    /// <see cref="_flat"/>).
     /// </summary>
-    public byte[]? Compile(Block b, int stackSize, out int covered, out int entryOffset)
+    public byte[]? Compile(Block b, int stackSize, bool flat, out int covered, out int entryOffset)
     {
+        int slots = SlotsUsed;
+        byte[]? code = CompileWith(b, stackSize, flat, cache: true, out covered, out entryOffset, out bool cacheFailed);
+        if (!cacheFailed) return code;
+        SlotsUsed = slots; // GprCache could not rewrite some access: compile again with every register in CpuState
+        return CompileWith(b, stackSize, flat, cache: false, out covered, out entryOffset, out _);
+    }
+
+    private byte[]? CompileWith(Block b, int stackSize, bool flat, bool cache, out int covered, out int entryOffset, out bool cacheFailed)
+    {
+        cacheFailed = false;
         covered = 0;
         entryOffset = 0;
         _first = b.First;
         _stackSize = stackSize;
         if (b.Bitness is not (64 or 32)) return null;
         _bitness = b.Bitness;
+        _flat = flat && b.Bitness == 32;
         _stack = b.Bitness == 64 ? 8 : stackSize == 4 ? 4 : 0;
         Instr* first = b.First;
         _count = b.Count;
@@ -177,6 +204,7 @@ internal sealed unsafe partial class BlockCompiler
         while (n < _count && Supported(first + n)) n++;
         if (n == 0) return null;
 
+        ChooseCached(first, n, cache);
         _startIp = first->Ip;
         _coversWholeBlock = n == _count;
         _h = new HostAsm();
@@ -212,6 +240,7 @@ internal sealed unsafe partial class BlockCompiler
             A.jmp(_exit);
         }
         A.Label(ref _exit);
+        WriteBackCached();
         if (_chain != 0)
         {
             // Tell the dispatch loop which block the call ended in (it may have chained past the one it called).
@@ -221,7 +250,85 @@ internal sealed unsafe partial class BlockCompiler
         }
         Epilogue();
         covered = n;
-        return _h.Assemble(_head, out entryOffset);
+        byte[]? code = _h.Assemble(_head, out entryOffset, _cacheReg);
+        cacheFailed = code == null;
+        if (code != null && _cacheHost.AsSpan().IndexOfAnyExcept(-1) >= 0) BlocksWithCachedRegisters++;
+        return code;
+    }
+
+    // ------------------------------------------------------------------ guest registers in host registers
+
+    /// <summary>Host registers that hold guest registers across a block (RBP, R13), in the order they are handed out.</summary>
+    private static readonly int[] CacheHosts = [5, 13];
+
+    /// <summary>Per guest register slot: the host register holding it in this block (GprCache), or None.</summary>
+    private readonly Register[] _cacheReg = new Register[16];
+
+    /// <summary>Per guest register slot: the host register number holding it, or -1.</summary>
+    private readonly int[] _cacheHost = new int[16];
+
+    /// <summary>
+    /// Picks the guest registers this block keeps in host registers: the most used ones (at least two uses among
+    /// the first <paramref name="n"/> instructions; none when <paramref name="enabled"/> is false), never one whose
+    /// high byte (AH..BH) the block names.
+    /// </summary>
+    private void ChooseCached(Instr* first, int n, bool enabled)
+    {
+        Array.Fill(_cacheReg, Register.None);
+        Array.Fill(_cacheHost, -1);
+        if (!enabled) return;
+        Span<int> uses = stackalloc int[16];
+        uses.Clear();
+        Span<bool> high = stackalloc bool[4];
+        high.Clear();
+        for (int j = 0; j < n; j++)
+        {
+            Instr* i = first + j;
+            Count(i->Op0, uses, high);
+            Count(i->Op1, uses, high);
+            Count(i->MemBase, uses, high);
+            Count(i->MemIndex, uses, high);
+            if (((Code)i->Code).Mnemonic() is Mnemonic.Push or Mnemonic.Pop or Mnemonic.Call or Mnemonic.Ret) uses[4] += 2;
+        }
+        for (int r = 0; r < 4; r++)
+        {
+            if (high[r]) uses[r] = 0;
+        }
+        foreach (int host in CacheHosts)
+        {
+            int best = -1;
+            for (int s = 0; s < 16; s++)
+            {
+                if (_cacheHost[s] < 0 && uses[s] >= 2 && (best < 0 || uses[s] > uses[best])) best = s;
+            }
+            if (best < 0) return;
+            _cacheHost[best] = host;
+            _cacheReg[best] = Register.RAX + host;
+        }
+
+        static void Count(byte slot, Span<int> uses, Span<bool> high)
+        {
+            if (slot < 16) uses[slot]++;
+            else if (slot < Instr.Gpr8High + 4) high[slot - Instr.Gpr8High] = true;
+        }
+    }
+
+    /// <summary>Loads the cached guest registers from CpuState (at the block's entry).</summary>
+    private void LoadCached()
+    {
+        for (int s = 0; s < 16; s++)
+        {
+            if (_cacheHost[s] >= 0) A.mov(Q(_cacheHost[s]), __qword_ptr[rbx + StateLayout.Gpr(s)]);
+        }
+    }
+
+    /// <summary>Stores the cached guest registers to CpuState (at every exit; GprCache drops those the block never writes). Flags kept.</summary>
+    private void WriteBackCached()
+    {
+        for (int s = 0; s < 16; s++)
+        {
+            if (_cacheHost[s] >= 0) A.mov(__qword_ptr[rbx + StateLayout.Gpr(s)], Q(_cacheHost[s]));
+        }
     }
 
     // ------------------------------------------------------------------ flag liveness
@@ -401,19 +508,28 @@ internal sealed unsafe partial class BlockCompiler
         A.mov(rbx, windows ? rcx : rdi);
         A.mov(r15, windows ? rdx : rsi);
         A.push(r15); // the budget at entry: the exit counts what the chained blocks and loop rounds retired (Epilogue)
-        A.mov(ebp, MaxLoopIterations);
+        A.push(MaxLoopIterations); // [rsp]: the links and loop rounds left
         A.mov(r12, (ulong)_tlb);
-        A.mov(r13, (ulong)_segBase);
         if (_log != 0) A.mov(r14, (ulong)_log);
         else if (_chain != 0) A.mov(r14, (ulong)_chain);
         _head = A.CreateLabel();
         A.Label(ref _head);
+        // Chained blocks enter here, so each block loads its own cached registers; its loop goes round from _body.
+        if (_cacheHost.AsSpan().IndexOfAnyExcept(-1) < 0)
+        {
+            _body = _head;
+            return;
+        }
+        LoadCached();
+        _body = A.CreateLabel();
+        A.Label(ref _body);
     }
 
     private void Epilogue()
     {
         // Whole runs of chained blocks, loop rounds and completed strings took their instructions off R15 only;
         // InstructionsRetired gets them here, once per call (no memory add on every link).
+        A.pop(rcx); // the links and loop rounds left
         A.pop(rcx);
         A.sub(rcx, r15);
         A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], rcx);
@@ -436,9 +552,9 @@ internal sealed unsafe partial class BlockCompiler
             A.sub(r15, _count);
             A.cmp(r15, _count);
             A.jl(leave);
-            A.dec(ebp);
+            A.dec(__dword_ptr[rsp]);
             A.jz(leave);
-            A.jmp(_head);
+            A.jmp(_body);
             A.Label(ref leave);
             A.add(r15, _count); // this last run is the one the return value counts
         }
@@ -455,6 +571,7 @@ internal sealed unsafe partial class BlockCompiler
             EndBlock();
             return;
         }
+        SlotFlat[SlotsUsed] = _flat;
         ChainSlot* slot = _slots + SlotsUsed++;
         Label unlinked = A.CreateLabel();
         A.mov(rcx, (ulong)slot);
@@ -463,6 +580,7 @@ internal sealed unsafe partial class BlockCompiler
         A.cmp(rax, __qword_ptr[r14 + ChainContext.GenerationOffset]);
         A.jne(unlinked);
         TakeLink();
+        WriteBackCached();
         A.jmp(__qword_ptr[rcx + 8]);
         A.Label(ref unlinked);
         A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], rcx);
@@ -483,7 +601,11 @@ internal sealed unsafe partial class BlockCompiler
         Label unlinked = A.CreateLabel();
         A.mov(rdx, Q(target));
         ChainChecks(unlinked);
-        if (_bitness != 64) A.bts(rdx, (byte)(_stackSize == 4 ? 62 : 61)); // ChainContext.JumpKey
+        if (_bitness != 64)
+        {
+            A.bts(rdx, (byte)(_stackSize == 4 ? 62 : 61)); // ChainContext.JumpKey
+            if (_flat) A.bts(rdx, (byte)ChainContext.FlatKeyBit);
+        }
         A.mov(rax, rdx);
         A.shr(rax, 10);
         A.xor(rax, rdx);
@@ -496,6 +618,7 @@ internal sealed unsafe partial class BlockCompiler
         A.cmp(rcx, __qword_ptr[r14 + ChainContext.GenerationOffset]);
         A.jne(unlinked);
         TakeLink();
+        WriteBackCached();
         A.jmp(__qword_ptr[rax + 16]);
         A.Label(ref unlinked);
         A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], (int)ChainContext.IndirectExit);
@@ -508,14 +631,15 @@ internal sealed unsafe partial class BlockCompiler
     /// </summary>
     private void ChainChecks(Label unlinked)
     {
-        if (_bitness != 64)
+        if (_bitness != 64 && !_flat)
         {
-            A.cmp(__qword_ptr[r13 + 8], 0);
+            A.mov(rax, (ulong)_segBase + 8);
+            A.cmp(__qword_ptr[rax], 0);
             A.jne(unlinked);
         }
         A.cmp(r15, _count + BlockDecoder.MaxInstructions);
         A.jl(unlinked);
-        A.dec(ebp);
+        A.dec(__dword_ptr[rsp]);
         A.jle(unlinked);
     }
 
@@ -598,8 +722,9 @@ internal sealed unsafe partial class BlockCompiler
     /// (64-bit mode: only FS and GS have a base). Flags kept.</summary>
     private void AddSegmentBase(int seg)
     {
-        if (_bitness == 64 && seg is not (4 or 5)) return;
-        A.mov(rax, __qword_ptr[r13 + seg * 8]);
+        if ((_bitness == 64 || _flat) && seg is not (4 or 5)) return; // a 32-bit effective address is already wrapped
+        A.mov(rax, (ulong)_segBase + (ulong)(seg * 8));
+        A.mov(rax, __qword_ptr[rax]);
         A.lea(rsi, __[rsi + rax]);
         if (_bitness != 64) A.mov(esi, esi);
     }
@@ -615,6 +740,14 @@ internal sealed unsafe partial class BlockCompiler
     private void StoreStackPointer()
     {
         if (_stack == 8) A.mov(__qword_ptr[rbx + StateLayout.Gpr(4)], rdi);
+        else if (_cacheHost[4] >= 0)
+        {
+            // ESP in a host register: keep bits 63:32 (RDI is zero-extended). The probe before left no host flags live.
+            AssemblerRegister64 c = Q(_cacheHost[4]);
+            A.shr(c, 32);
+            A.shl(c, 32);
+            A.or(c, rdi);
+        }
         else A.mov(__dword_ptr[rbx + StateLayout.Gpr(4)], edi);
     }
 

@@ -80,7 +80,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
         if (b.NativeCovered != b.Count || b.NativeEntry == 0 || (b.Bitness != 64 && cs != 0)) return;
         if (exit == ChainContext.IndirectExit)
         {
-            ulong key = ChainContext.JumpKey(rip, b.Bitness, stackSize);
+            ulong key = ChainContext.JumpKey(rip, b.Bitness, stackSize, b.NativeFlat);
             JumpCacheEntry* e = (JumpCacheEntry*)_chain->JumpCache + ChainContext.JumpIndex(key);
             e->Key = key;
             e->Target = (ulong)b.NativeEntry;
@@ -88,6 +88,8 @@ internal sealed unsafe class BlockTranslator : IDisposable
             return;
         }
         var slot = (ChainSlot*)exit;
+        // Code compiled for flat segments runs only while they are flat: it is linked only from code compiled alike.
+        if (_compiler.SlotFlat[slot - _slots] != b.NativeFlat) return;
         slot->Target = (ulong)b.NativeEntry;
         slot->Generation = _chain->Generation;
     }
@@ -111,6 +113,9 @@ internal sealed unsafe class BlockTranslator : IDisposable
 
     /// <summary>Blocks translated so far.</summary>
     public long BlocksTranslated;
+
+    /// <summary>Blocks translated with guest registers kept in host registers across the block.</summary>
+    public long BlocksWithCachedRegisters => _compiler.BlocksWithCachedRegisters;
 
     /// <summary>Translated block runs (whole or partial).</summary>
     public long NativeRuns;
@@ -138,18 +143,20 @@ internal sealed unsafe class BlockTranslator : IDisposable
 
     /// <summary>
     /// Prepares <paramref name="b"/> for a run of at most <paramref name="budget"/> instructions: its translated code when it
-    /// is hot and usable within the budget, else 0 (run it interpreted).
+    /// is hot and usable within the budget, else 0 (run it interpreted). <paramref name="segBase"/> is the core's
+    /// effective segment bases (ES CS SS DS FS GS).
     /// </summary>
-    public nint Lookup(Block b, int budget, int stackSize)
+    public nint Lookup(Block b, int budget, int stackSize, ulong* segBase)
     {
         if (b.NativeCode == 0)
         {
             if (b.NativeCovered < 0 || ++b.HotCount < Threshold) return 0;
-            Translate(b, stackSize);
+            Translate(b, stackSize, Flat(segBase));
             if (b.NativeCode == 0) return 0;
         }
-        // The code was generated for one stack size; SS can change under the same block.
-        if (b.NativeStackSize != stackSize) return 0;
+        // The code was generated for one stack size, and maybe for flat segments; SS (or any segment) can change under
+        // the same block.
+        if (b.NativeStackSize != stackSize || (b.NativeFlat && !Flat(segBase))) return 0;
         int covered = b.NativeCovered;
         // The interpreter continues after a partial run, so the covered part must end strictly inside the budget,
         // or be the whole block within it.
@@ -165,10 +172,13 @@ internal sealed unsafe class BlockTranslator : IDisposable
         b.NativeCovered = -1;
     }
 
-    private void Translate(Block b, int stackSize)
+    /// <summary>ES, CS, SS and DS bases all 0 (the flat model).</summary>
+    private static bool Flat(ulong* segBase) => (segBase[0] | segBase[1] | segBase[2] | segBase[3]) == 0;
+
+    private void Translate(Block b, int stackSize, bool flat)
     {
         if (_compiler.SlotsUsed > SlotCapacity - BlockCompiler.SlotsPerBlock) DropAll();
-        byte[]? code = _compiler.Compile(b, stackSize, out int covered, out int entry);
+        byte[]? code = _compiler.Compile(b, stackSize, flat, out int covered, out int entry);
         if (code == null)
         {
             b.NativeCovered = -1;
@@ -190,6 +200,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
         b.NativeEntry = (nint)at + entry;
         b.NativeCovered = covered;
         b.NativeStackSize = stackSize;
+        b.NativeFlat = flat && b.Bitness == 32;
         _translated.Add(b);
         BlocksTranslated++;
     }

@@ -40,9 +40,14 @@ internal struct ChainContext
     /// <summary>
     /// Cache key of a guest RIP: 64-bit code uses RIP itself; 32-bit code sets bit 62 (a 32-bit stack) or bit 61 (16-bit),
     /// which no canonical 64-bit address has alone, so translations for another mode or stack size never match.
+    /// Bit <see cref="FlatKeyBit"/> marks code compiled for flat ES/CS/SS/DS (BlockCompiler), so such code and the
+    /// rest never reach each other through the cache.
     /// </summary>
-    public static ulong JumpKey(ulong rip, int bitness, int stackSize) =>
-        bitness == 64 ? rip : rip | (stackSize == 4 ? 1UL << 62 : 1UL << 61);
+    public static ulong JumpKey(ulong rip, int bitness, int stackSize, bool flat) =>
+        bitness == 64 ? rip : rip | (stackSize == 4 ? 1UL << 62 : 1UL << 61) | (flat ? 1UL << FlatKeyBit : 0);
+
+    /// <summary>The <see cref="JumpKey"/> bit of 32-bit code compiled for flat segments.</summary>
+    public const int FlatKeyBit = 60;
 
     /// <summary>Index of <paramref name="key"/> in the cache (the translated code computes the same).</summary>
     public static int JumpIndex(ulong key) => (int)((key ^ (key >> 10)) & (JumpCacheEntries - 1));

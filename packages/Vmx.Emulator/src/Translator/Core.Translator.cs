@@ -58,7 +58,7 @@ internal sealed unsafe partial class Core
         ulong exit = _pendingExit;
         _pendingExit = 0;
         if (t == null) return 0;
-        nint code = t.Lookup(b, budget, StackSize);
+        nint code = t.Lookup(b, budget, StackSize, SegBase);
         if (code == 0) return 0;
         if (t.LockStep) return RunLockStep(b, t, code);
         ChainContext* chain = t.Chain;

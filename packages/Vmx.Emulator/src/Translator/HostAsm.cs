@@ -261,10 +261,14 @@ internal sealed class HostAsm
     }
 
     /// <summary>Like <see cref="Assemble()"/>; <paramref name="offset"/> is where <paramref name="label"/> ended up.</summary>
-    /// <remarks>Block code: guest-register reloads are forwarded from host registers first (<see cref="GprForwarding"/>).</remarks>
-    public byte[] Assemble(Label label, out int offset)
+    /// <remarks>Block code: the cached guest registers are rewritten to their host registers (<see cref="GprCache"/>),
+    /// then the remaining guest-register reloads are forwarded from host registers (<see cref="GprForwarding"/>).</remarks>
+    /// <returns>Null when <paramref name="cache"/> (see <see cref="GprCache"/>) cannot be applied to the code.</returns>
+    public byte[]? Assemble(Label label, out int offset, ReadOnlySpan<Register> cache)
     {
+        offset = 0;
         Instruction[] code = [.. A.Instructions];
+        if (!GprCache.Apply(code, cache)) return null;
         GprForwarding.Apply(code);
         var writer = new BufferWriter();
         if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, code, 0), out string? error, out BlockEncoderResult result,

@@ -262,6 +262,46 @@ public sealed unsafe class TranslatorTests
             BlockTranslator t = translated.Machine.Core.Translator!;
             Assert.Null(t.FirstMismatch);
             Assert.True(t.NativeInstructions > (long)ra.InstructionsExecuted / 2, $"{t.NativeInstructions} of {ra.InstructionsExecuted} translated");
+            Assert.True(t.BlocksWithCachedRegisters > 0, "no block kept guest registers in host registers");
+        }
+    }
+
+    /// <summary>
+    /// 32-bit code is compiled for flat ES/CS/SS/DS when the bases are 0 at translation (no base added per access);
+    /// after DS and SS get a non-zero base, that code must not run (the same program then addresses other bytes), and
+    /// code translated under those bases must add them. Both runs end as in the interpreter.
+    /// </summary>
+    [Fact]
+    public void Code_compiled_for_flat_segments_does_not_run_under_a_segment_base()
+    {
+        if (!HostCanTranslate()) return;
+        foreach (ExecutionTier tier in new[] { ExecutionTier.Translator, ExecutionTier.LockStep })
+        {
+            using var reference = new GuestRunner(bitness: 32);
+            using var translated = new GuestRunner(bitness: 32);
+            reference.Machine.Core.SetTier(ExecutionTier.Interpreter);
+            translated.Machine.Core.SetTier(tier);
+            translated.Machine.Core.Translator!.Threshold = 1;
+            // Flat (translated flat), based (that code stays out), then everything dropped: based (translated with the
+            // bases), flat again (the based code runs with bases of 0).
+            foreach ((ulong dsBase, bool flush) in new[] { (0UL, false), (0x3000UL, false), (0x3000UL, true), (0UL, false) })
+            {
+                foreach (GuestRunner g in new[] { reference, translated })
+                {
+                    g.S.Ds.Base = dsBase;
+                    g.S.Ss.Base = dsBase / 2;
+                    g.Machine.Core.RefreshMode();
+                }
+                if (flush) translated.Machine.Core.FlushAll();
+                BlockTranslator t = translated.Machine.Core.Translator!;
+                long before = t.NativeInstructions;
+                var re = reference.Run(HotLoop32);
+                var ra = translated.Run(HotLoop32);
+                Assert.Equal(FlatStopReason.Halt, re.Reason);
+                AssertSameState(reference, translated, re, ra);
+                Assert.Null(t.FirstMismatch);
+                if (dsBase == 0 || flush) Assert.True(t.NativeInstructions - before > (long)ra.InstructionsExecuted / 2, $"base {dsBase:X}: little translated");
+            }
         }
     }
 
