@@ -16,7 +16,7 @@ internal sealed unsafe class BlockTranslator : IDisposable
     public const int DefaultThreshold = 16;
 
     /// <summary>Arena size per processor.</summary>
-    private const int ArenaBytes = 8 << 20;
+    internal const int ArenaBytes = 8 << 20;
 
     /// <summary>The tier new cores start with (tests run the whole suite a second time with another tier).</summary>
     internal static ExecutionTier DefaultTier = ExecutionTier.Interpreter;
@@ -98,10 +98,10 @@ internal sealed unsafe class BlockTranslator : IDisposable
     public static bool HostSupported => RuntimeInformation.ProcessArchitecture == Architecture.X64;
 
     /// <summary>A translator for <paramref name="tier"/>, or null for the interpreter (or a host that cannot translate).</summary>
-    public static BlockTranslator? Create(Core core, ExecutionTier tier)
+    public static BlockTranslator? Create(Core core, ExecutionTier tier, int arenaBytes = ArenaBytes)
     {
         if (tier == ExecutionTier.Interpreter || !HostSupported) return null;
-        CodeArena? arena = CodeArena.Create(ArenaBytes);
+        CodeArena? arena = CodeArena.Create((nuint)arenaBytes);
         return arena == null ? null : new BlockTranslator(core, arena, tier == ExecutionTier.LockStep);
     }
 
@@ -187,9 +187,11 @@ internal sealed unsafe class BlockTranslator : IDisposable
         byte* at = _arena.Add(code);
         if (at == null)
         {
-            // Full: drop every translation (blocks invalidated since still hold code here) and start over.
+            // Full: drop every translation (blocks invalidated since still hold code here) and start over. The code is
+            // compiled again: the chain slots it names were handed out before the drop and will be handed out anew.
             DropAll();
-            at = _arena.Add(code);
+            code = _compiler.Compile(b, stackSize, flat, out covered, out entry);
+            at = code == null ? null : _arena.Add(code);
             if (at == null)
             {
                 b.NativeCovered = -1;

@@ -23,13 +23,13 @@ internal sealed unsafe partial class Core
     internal int HotThreshold = BlockTranslator.DefaultHotThreshold;
 
     /// <summary>Switches the execution tier (drops every translation).</summary>
-    internal void SetTier(ExecutionTier tier)
+    internal void SetTier(ExecutionTier tier, int arenaBytes = BlockTranslator.ArenaBytes)
     {
         _tierPending = false;
         _pendingExit = 0;
         Tier = tier;
         Translator?.Dispose();
-        Translator = BlockTranslator.Create(this, tier);
+        Translator = BlockTranslator.Create(this, tier, arenaBytes);
         if (Translator != null) Translator.Threshold = HotThreshold;
         LastTranslator = Translator;
     }

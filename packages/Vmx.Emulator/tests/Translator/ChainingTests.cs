@@ -94,6 +94,64 @@ public sealed class ChainingTests
         Assert.True(t.NativeRuns < 500, $"{t.NativeRuns} calls into translated code");
     }
 
+    /// <summary>
+    /// Large blocks run once (their translations fill a small arena, two chain slots each), then small blocks round a
+    /// loop (translated after the arena filled, linked to each other, run many times); each small block adds its own
+    /// constant, so a link to the wrong block changes EAX.
+    /// </summary>
+    private static void LargeThenSmallBlocks(Assembler a)
+    {
+        a.xor(eax, eax);
+        a.mov(edx, 7);
+        for (int b = 0; b < 12; b++)
+        {
+            Label next = a.CreateLabel();
+            for (int i = 0; i < 40; i++)
+            {
+                a.add(eax, i + b);
+                a.xor(edx, eax);
+            }
+            a.test(al, 1);
+            a.jnz(next);
+            a.Label(ref next);
+        }
+        Label top = a.CreateLabel();
+        a.mov(ecx, 50);
+        a.Label(ref top);
+        for (int b = 0; b < 40; b++)
+        {
+            Label next = a.CreateLabel();
+            a.add(eax, b * 3 + 1);
+            a.test(al, 1);
+            a.jnz(next);
+            a.Label(ref next);
+        }
+        a.dec(ecx);
+        a.jnz(top);
+    }
+
+    [Theory]
+    [InlineData(64)]
+    [InlineData(32)]
+    public void A_full_arena_never_leaves_two_blocks_sharing_a_chain_slot(int bits)
+    {
+        if (!BlockTranslator.HostSupported) return;
+        // Regression: when the code arena was full, the block being translated was placed after every translation was
+        // dropped, with the chain slots it had been given before the drop; later blocks were given the same slots again,
+        // so one block's link sent another block's exit to the wrong code. Arenas of a few pages fill over and over.
+        using var reference = Runner(ExecutionTier.Interpreter, bits);
+        var re = reference.Run(LargeThenSmallBlocks, 10_000_000);
+        Assert.Equal(FlatStopReason.Halt, re.Reason);
+        for (int pages = 2; pages <= 24; pages++)
+        {
+            using var translated = new GuestRunner(bitness: bits);
+            translated.Machine.Core.SetTier(ExecutionTier.Translator, arenaBytes: pages * 4096);
+            translated.Machine.Core.Translator!.Threshold = 1;
+            var ra = translated.Run(LargeThenSmallBlocks, 10_000_000);
+            AssertSameState(reference, translated, re, ra);
+        }
+    }
+
     [Fact]
     public void Every_budget_stops_at_the_same_instruction_when_chained()
     {
