@@ -49,20 +49,20 @@ internal static class GprCache
                 case Code.Mov_r64_rm64 when ins.Op0Register == c: continue; // the entry load
                 case Code.Mov_rm64_r64 when ins.Op1Register == c: continue; // a write-back
                 case Code.Mov_r64_rm64: r = Instruction.Create(Code.Mov_r64_rm64, ins.Op0Register, c); break;
-                case Code.Mov_r32_rm32: r = Instruction.Create(Code.Mov_r32_rm32, ins.Op0Register, Low(c, 4)); break;
-                case Code.Movzx_r32_rm8: r = Instruction.Create(Code.Movzx_r32_rm8, ins.Op0Register, Low(c, 1)); break;
-                case Code.Movzx_r32_rm16: r = Instruction.Create(Code.Movzx_r32_rm16, ins.Op0Register, Low(c, 2)); break;
-                case Code.Movzx_r64_rm8: r = Instruction.Create(Code.Movzx_r64_rm8, ins.Op0Register, Low(c, 1)); break;
-                case Code.Movzx_r64_rm16: r = Instruction.Create(Code.Movzx_r64_rm16, ins.Op0Register, Low(c, 2)); break;
-                case Code.Movsx_r32_rm8: r = Instruction.Create(Code.Movsx_r32_rm8, ins.Op0Register, Low(c, 1)); break;
-                case Code.Movsx_r32_rm16: r = Instruction.Create(Code.Movsx_r32_rm16, ins.Op0Register, Low(c, 2)); break;
-                case Code.Movsx_r64_rm8: r = Instruction.Create(Code.Movsx_r64_rm8, ins.Op0Register, Low(c, 1)); break;
-                case Code.Movsx_r64_rm16: r = Instruction.Create(Code.Movsx_r64_rm16, ins.Op0Register, Low(c, 2)); break;
-                case Code.Movsxd_r64_rm32: r = Instruction.Create(Code.Movsxd_r64_rm32, ins.Op0Register, Low(c, 4)); break;
+                case Code.Mov_r32_rm32: r = Instruction.Create(Code.Mov_r32_rm32, ins.Op0Register, GprForwarding.Low(c, 4)); break;
+                case Code.Movzx_r32_rm8: r = Instruction.Create(Code.Movzx_r32_rm8, ins.Op0Register, GprForwarding.Low(c, 1)); break;
+                case Code.Movzx_r32_rm16: r = Instruction.Create(Code.Movzx_r32_rm16, ins.Op0Register, GprForwarding.Low(c, 2)); break;
+                case Code.Movzx_r64_rm8: r = Instruction.Create(Code.Movzx_r64_rm8, ins.Op0Register, GprForwarding.Low(c, 1)); break;
+                case Code.Movzx_r64_rm16: r = Instruction.Create(Code.Movzx_r64_rm16, ins.Op0Register, GprForwarding.Low(c, 2)); break;
+                case Code.Movsx_r32_rm8: r = Instruction.Create(Code.Movsx_r32_rm8, ins.Op0Register, GprForwarding.Low(c, 1)); break;
+                case Code.Movsx_r32_rm16: r = Instruction.Create(Code.Movsx_r32_rm16, ins.Op0Register, GprForwarding.Low(c, 2)); break;
+                case Code.Movsx_r64_rm8: r = Instruction.Create(Code.Movsx_r64_rm8, ins.Op0Register, GprForwarding.Low(c, 1)); break;
+                case Code.Movsx_r64_rm16: r = Instruction.Create(Code.Movsx_r64_rm16, ins.Op0Register, GprForwarding.Low(c, 2)); break;
+                case Code.Movsxd_r64_rm32: r = Instruction.Create(Code.Movsxd_r64_rm32, ins.Op0Register, GprForwarding.Low(c, 4)); break;
                 case Code.Mov_rm64_r64: r = Instruction.Create(Code.Mov_r64_rm64, c, ins.Op1Register); break;
-                case Code.Mov_rm16_r16: r = Instruction.Create(Code.Mov_r16_rm16, Low(c, 2), ins.Op1Register); break;
+                case Code.Mov_rm16_r16: r = Instruction.Create(Code.Mov_r16_rm16, GprForwarding.Low(c, 2), ins.Op1Register); break;
                 case Code.Mov_rm8_r8 when ins.Op1Register is not (Register.AH or Register.CH or Register.DH or Register.BH):
-                    r = Instruction.Create(Code.Mov_r8_rm8, Low(c, 1), ins.Op1Register);
+                    r = Instruction.Create(Code.Mov_r8_rm8, GprForwarding.Low(c, 1), ins.Op1Register);
                     break;
                 case Code.Add_rm64_r64: r = Instruction.Create(Code.Add_r64_rm64, c, ins.Op1Register); break;
                 default: return false;
@@ -118,17 +118,5 @@ internal static class GprCache
             if (ins.GetOpKind(o) == OpKind.Memory) return o;
         }
         return -1;
-    }
-
-    /// <summary>The low <paramref name="size"/> bytes of 64-bit register <paramref name="full"/>.</summary>
-    private static Register Low(Register full, int size)
-    {
-        int n = full - Register.RAX;
-        return size switch
-        {
-            4 => Register.EAX + n,
-            2 => Register.AX + n,
-            _ => n < 4 ? Register.AL + n : Register.SPL + (n - 4),
-        };
     }
 }

@@ -138,7 +138,7 @@ internal static class GprForwarding
     }
 
     /// <summary>The low <paramref name="size"/> bytes of 64-bit register <paramref name="full"/>.</summary>
-    private static Register Low(Register full, int size)
+    internal static Register Low(Register full, int size)
     {
         int n = full - Register.RAX;
         return size switch
