@@ -252,7 +252,7 @@ internal sealed unsafe partial class BlockCompiler
         covered = n;
         byte[]? code = _h.Assemble(_head, out entryOffset, _cacheReg);
         cacheFailed = code == null;
-        if (code != null && _cacheHost.AsSpan().IndexOfAnyExcept(-1) >= 0) BlocksWithCachedRegisters++;
+        if (code != null && HasCached) BlocksWithCachedRegisters++;
         return code;
     }
 
@@ -312,6 +312,9 @@ internal sealed unsafe partial class BlockCompiler
             else if (slot < Instr.Gpr8High + 4) high[slot - Instr.Gpr8High] = true;
         }
     }
+
+    /// <summary>Whether this block keeps any guest register in a host register.</summary>
+    private bool HasCached => _cacheHost.AsSpan().IndexOfAnyExcept(-1) >= 0;
 
     /// <summary>Loads the cached guest registers from CpuState (at the block's entry).</summary>
     private void LoadCached()
@@ -515,7 +518,7 @@ internal sealed unsafe partial class BlockCompiler
         _head = A.CreateLabel();
         A.Label(ref _head);
         // Chained blocks enter here, so each block loads its own cached registers; its loop goes round from _body.
-        if (_cacheHost.AsSpan().IndexOfAnyExcept(-1) < 0)
+        if (!HasCached)
         {
             _body = _head;
             return;

@@ -244,17 +244,26 @@ public sealed unsafe class TranslatorTests
         a.Label(ref done);
     }
 
+    /// <summary>A 32-bit interpreter runner and one on <paramref name="tier"/> translating from a block's first run.</summary>
+    private static (GuestRunner Reference, GuestRunner Translated) Pair32(ExecutionTier tier)
+    {
+        var reference = new GuestRunner(bitness: 32);
+        var translated = new GuestRunner(bitness: 32);
+        reference.Machine.Core.SetTier(ExecutionTier.Interpreter);
+        translated.Machine.Core.SetTier(tier);
+        translated.Machine.Core.Translator!.Threshold = 1;
+        return (reference, translated);
+    }
+
     [Fact]
     public void Thirty_two_bit_loop_ends_in_the_interpreters_state()
     {
         if (!HostCanTranslate()) return;
         foreach (ExecutionTier tier in new[] { ExecutionTier.Translator, ExecutionTier.LockStep })
         {
-            using var reference = new GuestRunner(bitness: 32);
-            using var translated = new GuestRunner(bitness: 32);
-            reference.Machine.Core.SetTier(ExecutionTier.Interpreter);
-            translated.Machine.Core.SetTier(tier);
-            translated.Machine.Core.Translator!.Threshold = 1;
+            (GuestRunner reference, GuestRunner translated) = Pair32(tier);
+            using var _ = reference;
+            using var __ = translated;
             var re = reference.Run(HotLoop32);
             var ra = translated.Run(HotLoop32);
             Assert.Equal(FlatStopReason.Halt, re.Reason);
@@ -277,11 +286,9 @@ public sealed unsafe class TranslatorTests
         if (!HostCanTranslate()) return;
         foreach (ExecutionTier tier in new[] { ExecutionTier.Translator, ExecutionTier.LockStep })
         {
-            using var reference = new GuestRunner(bitness: 32);
-            using var translated = new GuestRunner(bitness: 32);
-            reference.Machine.Core.SetTier(ExecutionTier.Interpreter);
-            translated.Machine.Core.SetTier(tier);
-            translated.Machine.Core.Translator!.Threshold = 1;
+            (GuestRunner reference, GuestRunner translated) = Pair32(tier);
+            using var _ = reference;
+            using var __ = translated;
             // Flat (translated flat), based (that code stays out), then everything dropped: based (translated with the
             // bases), flat again (the based code runs with bases of 0).
             foreach ((ulong dsBase, bool flush) in new[] { (0UL, false), (0x3000UL, false), (0x3000UL, true), (0UL, false) })
