@@ -76,6 +76,8 @@ internal sealed unsafe partial class BlockCompiler
     private Label _head, _body;
     private ulong _startIp;
     private bool _coversWholeBlock;
+    /// <summary>Leading instructions of the block this compilation translates.</summary>
+    private int _covered;
 
     /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
     public const int MaxLoopIterations = 4096;
@@ -181,10 +183,39 @@ internal sealed unsafe partial class BlockCompiler
     public byte[]? Compile(Block b, int stackSize, bool flat, out int covered, out int entryOffset)
     {
         int slots = SlotsUsed;
+        _extraHosts = 0;
         byte[]? code = CompileWith(b, stackSize, flat, cache: true, out covered, out entryOffset, out bool cacheFailed);
-        if (!cacheFailed) return code;
-        SlotsUsed = slots; // GprCache could not rewrite some access: compile again with every register in CpuState
-        return CompileWith(b, stackSize, flat, cache: false, out covered, out entryOffset, out _);
+        if (cacheFailed)
+        {
+            SlotsUsed = slots; // GprCache could not rewrite some access: compile again with every register in CpuState
+            return CountCached(CompileWith(b, stackSize, flat, cache: false, out covered, out entryOffset, out _));
+        }
+        if (code == null) return null;
+        // Scratch registers this block's code never touches can hold more guest registers: compile again with them.
+        int free = FreeScratch();
+        if (free == 0 || !WantsMore(free)) return CountCached(code);
+        int afterFirst = SlotsUsed;
+        SlotsUsed = slots;
+        _extraHosts = free;
+        byte[]? wider = CompileWith(b, stackSize, flat, cache: true, out int wideCovered, out int wideEntry, out cacheFailed);
+        if (!cacheFailed && wider != null)
+        {
+            covered = wideCovered;
+            entryOffset = wideEntry;
+            return CountCached(wider);
+        }
+        // Not rewritable with the wider set: the first compilation stands (same slots, same code).
+        SlotsUsed = slots;
+        _extraHosts = 0;
+        code = CompileWith(b, stackSize, flat, cache: true, out covered, out entryOffset, out _);
+        System.Diagnostics.Debug.Assert(SlotsUsed == afterFirst);
+        return CountCached(code);
+    }
+
+    private byte[]? CountCached(byte[]? code)
+    {
+        if (code != null && HasCached) BlocksWithCachedRegisters++;
+        return code;
     }
 
     private byte[]? CompileWith(Block b, int stackSize, bool flat, bool cache, out int covered, out int entryOffset, out bool cacheFailed)
@@ -204,6 +235,7 @@ internal sealed unsafe partial class BlockCompiler
         while (n < _count && Supported(first + n)) n++;
         if (n == 0) return null;
 
+        _covered = n;
         ChooseCached(first, n, cache);
         _startIp = first->Ip;
         _coversWholeBlock = n == _count;
@@ -252,14 +284,69 @@ internal sealed unsafe partial class BlockCompiler
         covered = n;
         byte[]? code = _h.Assemble(_head, out entryOffset, _cacheReg);
         cacheFailed = code == null;
-        if (code != null && HasCached) BlocksWithCachedRegisters++;
         return code;
     }
 
     // ------------------------------------------------------------------ guest registers in host registers
 
-    /// <summary>Host registers that hold guest registers across a block (RBP, R13), in the order they are handed out.</summary>
+    /// <summary>Host registers that hold guest registers across every block (RBP, R13), in the order they are handed out.</summary>
     private static readonly int[] CacheHosts = [5, 13];
+
+    /// <summary>
+    /// Scratch registers a block may also use for guest registers when its code never touches them (RDI R8 R9 R10 R11,
+    /// as a bit mask by register number): found by compiling the block once and reading the registers its code uses.
+    /// </summary>
+    private static readonly int[] ScratchHosts = [7, 8, 9, 10, 11];
+
+    /// <summary>The <see cref="ScratchHosts"/> this compilation may hand out (bit per register number).</summary>
+    private int _extraHosts;
+
+    /// <summary>
+    /// The <see cref="ScratchHosts"/> the code just compiled never reads or writes (bit per register number). A call
+    /// (the shared materialize stub) clobbers RAX RCX RDX R8-R10 without naming them, so a block that makes one keeps
+    /// those out.
+    /// </summary>
+    private int FreeScratch()
+    {
+        int used = 0;
+        var info = new InstructionInfoFactory();
+        foreach (Instruction ins in A.Instructions)
+        {
+            if (ins.FlowControl == FlowControl.IndirectCall || ins.FlowControl == FlowControl.Call) used |= 0x700;
+            foreach (UsedRegister u in info.GetInfo(ins).GetUsedRegisters())
+            {
+                Register full = u.Register.GetFullRegister();
+                if (full >= Register.RAX && full <= Register.R15) used |= 1 << (full - Register.RAX);
+            }
+            foreach (UsedMemory m in info.GetInfo(ins).GetUsedMemory())
+            {
+                if (m.Base >= Register.RAX && m.Base <= Register.R15) used |= 1 << (m.Base - Register.RAX);
+                if (m.Index >= Register.RAX && m.Index <= Register.R15) used |= 1 << (m.Index - Register.RAX);
+            }
+        }
+        int free = 0;
+        foreach (int r in ScratchHosts)
+        {
+            if ((used & (1 << r)) == 0) free |= 1 << r;
+        }
+        return free;
+    }
+
+    /// <summary>Whether the block has a guest register worth a host register beyond those already chosen.</summary>
+    private bool WantsMore(int free)
+    {
+        int before = _extraHosts;
+        _extraHosts = free;
+        ChooseCached(_first, _covered, enabled: true);
+        int count = 0;
+        foreach (int h in _cacheHost)
+        {
+            if (h >= 0) count++;
+        }
+        _extraHosts = before;
+        ChooseCached(_first, _covered, enabled: true); // as the code just compiled has it
+        return count > CacheHosts.Length;
+    }
 
     /// <summary>Per guest register slot: the host register holding it in this block (GprCache), or None.</summary>
     private readonly Register[] _cacheReg = new Register[16];
@@ -294,16 +381,28 @@ internal sealed unsafe partial class BlockCompiler
         {
             if (high[r]) uses[r] = 0;
         }
-        foreach (int host in CacheHosts)
+        foreach (int host in Hosts())
         {
+            // RBP and R13 are saved and restored by every call: worth it from two uses. A free scratch register costs
+            // nothing, and even one use gains in a block that loops on itself (loaded once, before the loop).
+            int least = Array.IndexOf(CacheHosts, host) >= 0 ? 2 : 1;
             int best = -1;
             for (int s = 0; s < 16; s++)
             {
-                if (_cacheHost[s] < 0 && uses[s] >= 2 && (best < 0 || uses[s] > uses[best])) best = s;
+                if (_cacheHost[s] < 0 && uses[s] >= least && (best < 0 || uses[s] > uses[best])) best = s;
             }
             if (best < 0) return;
             _cacheHost[best] = host;
             _cacheReg[best] = Register.RAX + host;
+        }
+
+        IEnumerable<int> Hosts()
+        {
+            foreach (int h in CacheHosts) yield return h;
+            foreach (int h in ScratchHosts)
+            {
+                if ((_extraHosts & (1 << h)) != 0) yield return h;
+            }
         }
 
         static void Count(byte slot, Span<int> uses, Span<bool> high)
@@ -694,6 +793,7 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>RSI = effective address of the memory operand (address-size truncated), without the segment base. Flags kept.</summary>
     private void EffectiveAddress(Instr* i)
     {
+        if (EffectiveAddressOneLea(i)) return;
         long disp = i->Disp;
         bool dispFits = disp >= int.MinValue && disp <= int.MaxValue;
         if (i->MemBase != Instr.NoRegister)
@@ -712,6 +812,36 @@ internal sealed unsafe partial class BlockCompiler
             A.lea(rsi, __[rsi + rcx * (1 << i->MemScaleShift)]);
         }
         if (i->AddrSize == 4) A.mov(esi, esi);
+    }
+
+    /// <summary>
+    /// <see cref="EffectiveAddress"/> as one LEA when the base or index is a guest register held in a host register: a
+    /// 32-bit address is computed into ESI, which wraps it as the guest's address arithmetic does (SDM Vol. 1 §3.7.5).
+    /// False (nothing emitted) when neither is cached or the displacement needs more than 32 bits.
+    /// </summary>
+    private bool EffectiveAddressOneLea(Instr* i)
+    {
+        int b = i->MemBase < 16 ? _cacheHost[i->MemBase] : -1;
+        int x = i->MemIndex < 16 ? _cacheHost[i->MemIndex] : -1;
+        if (b < 0 && x < 0) return false;
+        long disp = i->AddrSize == 4 ? (int)(uint)i->Disp : i->Disp;
+        if (i->AddrSize is not (4 or 8) || disp != (int)disp) return false;
+        if (i->MemBase != Instr.NoRegister && b < 0)
+        {
+            A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(i->MemBase)]);
+            b = Rsi;
+        }
+        if (i->MemIndex != Instr.NoRegister && x < 0)
+        {
+            A.mov(rcx, __qword_ptr[rbx + StateLayout.Gpr(i->MemIndex)]);
+            x = Rcx;
+        }
+        AssemblerMemoryOperand m = b >= 0 && x >= 0 ? __[Q(b) + Q(x) * (1 << i->MemScaleShift) + (int)disp]
+            : b >= 0 ? __[Q(b) + (int)disp]
+            : __[Q(x) * (1 << i->MemScaleShift) + (int)disp];
+        if (i->AddrSize == 4) A.lea(esi, m);
+        else A.lea(rsi, m);
+        return true;
     }
 
     /// <summary>RSI = linear address of the memory operand (Core.LinearAddress). Flags kept.</summary>
@@ -826,17 +956,9 @@ internal sealed unsafe partial class BlockCompiler
         long opAndSize = (long)op | ((long)size << 32);
         if (_storedOp != opAndSize)
         {
-            // LazyOp and LazySize are adjacent: one store.
-            if (StateLayout.LazySize == StateLayout.LazyOp + 4)
-            {
-                A.mov(r10, (ulong)opAndSize);
-                A.mov(__qword_ptr[rbx + StateLayout.LazyOp], r10);
-            }
-            else
-            {
-                A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
-                A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
-            }
+            // Two immediate stores: no scratch register, so R10 stays free for a guest register (FreeScratch).
+            A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
+            if ((_storedOp >> 32) != size) A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
             _storedOp = opAndSize;
         }
         A.mov(__qword_ptr[rbx + StateLayout.LazyResult], Q(result));
@@ -999,6 +1121,7 @@ internal sealed unsafe partial class BlockCompiler
 
     private void Alu(Instr* i, int j, Op op)
     {
+        if (AluOnHostRegister(i, j, op)) return;
         int size = i->OpSize;
         bool dstMem = i->Op0 == Instr.MemoryOperand;
         bool writes = op is not (Op.Cmp or Op.Test);
@@ -1023,6 +1146,94 @@ internal sealed unsafe partial class BlockCompiler
         if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, Rax, Rdx, Rcx);
         else StoreLazy(LazyFlagOp.Logic, size, Rax, -1, -1);
         _hostValid = _hostCfValid = !_deadFlags;
+    }
+
+    /// <summary>
+    /// ADD/OR/AND/SUB/XOR/CMP/TEST of 32 or 64 bits whose destination is a guest register held in a host register
+    /// (GprCache): the host instruction on that register, with the lazy record stored only when the flags are live.
+    /// False (nothing emitted) for every other form.
+    /// </summary>
+    private bool AluOnHostRegister(Instr* i, int j, Op op)
+    {
+        int size = i->OpSize;
+        if (size is not (4 or 8) || i->Op0 >= 16 || _cacheHost[i->Op0] < 0) return false;
+        bool imm = i->Op1 == Instr.NoRegister;
+        if (imm && size == 8 && (long)i->Imm != (int)(long)i->Imm) return false;
+        int d = _cacheHost[i->Op0];
+        bool writes = op is not (Op.Cmp or Op.Test);
+        bool arith = op is Op.Add or Op.Sub or Op.Cmp;
+        if (_deadFlags && !writes)
+        {
+            // A compare nobody reads: only its memory operand's access remains (it may fault).
+            if (i->Op1 == Instr.MemoryOperand)
+            {
+                LinearAddress(i);
+                Probe(j, size, read: true, write: false);
+            }
+            DropFlagState();
+            return true;
+        }
+        int src = -1; // host register holding the source, or -1 for the immediate
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(Rcx, size, Mem(size, Rsi, 0));
+            src = Rcx;
+        }
+        else if (!imm)
+        {
+            int c = i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
+            // The lazy record holds zero-extended operands: a cached 32-bit source is copied (its bits 63:32 may be set).
+            if (c >= 0 && (_deadFlags || !arith || size == 8)) src = c;
+            else
+            {
+                _h.LoadZx(Rcx, size, GReg(i->Op1, size));
+                src = Rcx;
+            }
+        }
+        else if (arith && !_deadFlags)
+        {
+            _h.MovImm(Rcx, i->Imm); // the record's second source
+            src = Rcx;
+        }
+        if (_deadFlags)
+        {
+            HostAlu(op, size, d, src, i->Imm);
+            DropFlagState();
+            return true;
+        }
+        int result = d;
+        if (arith) // the record's first source, zero-extended
+        {
+            if (size == 4) A.mov(HostReg32(Rdx), R32Of(d));
+            else A.mov(Q(Rdx), Q(d));
+            if (src == d) src = Rdx; // ADD/SUB/CMP r, r: the record's second source is the value before the write
+        }
+        if (writes) HostAlu(op, size, d, src, i->Imm);
+        else
+        {
+            A.mov(Q(Rax), Q(d));
+            HostAlu(op == Op.Cmp ? Op.Sub : Op.And, size, Rax, src, i->Imm);
+            result = Rax;
+        }
+        if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, result, Rdx, src);
+        else StoreLazy(LazyFlagOp.Logic, size, result, -1, -1);
+        _hostValid = _hostCfValid = true;
+        return true;
+    }
+
+    private static AssemblerRegister32 R32Of(int host) => HostAsm.R32Of(host);
+
+    /// <summary>d (op)= source: host register <paramref name="s"/>, or the immediate when <paramref name="s"/> is -1.</summary>
+    private void HostAlu(Op op, int size, int d, int s, ulong imm)
+    {
+        if (s >= 0)
+        {
+            _h.Alu(op, size, d, s);
+            return;
+        }
+        _h.AluImm(op, size, d, size == 4 ? (int)(uint)imm : (int)(long)imm);
     }
 
     /// <summary>
@@ -1082,10 +1293,18 @@ internal sealed unsafe partial class BlockCompiler
     private void Mov(Instr* i, int j)
     {
         int size = i->OpSize;
+        // A 32- or 64-bit guest register held in a host register is loaded, stored or copied on that register.
+        int d = size is 4 or 8 && i->Op0 < 16 ? _cacheHost[i->Op0] : -1;
+        int s = size is 4 or 8 && i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
         if (i->Op1 == Instr.MemoryOperand)
         {
             LinearAddress(i);
             Probe(j, size, read: true, write: false);
+            if (d >= 0)
+            {
+                _h.LoadZx(d, size, Mem(size, Rsi, 0));
+                return;
+            }
             _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
             WriteGpr(i->Op0, size, Rax, upperClean: true);
         }
@@ -1094,8 +1313,20 @@ internal sealed unsafe partial class BlockCompiler
             LinearAddress(i);
             Probe(j, size, read: false, write: true);
             LogStore(size);
+            if (s >= 0)
+            {
+                _h.Store(size, Mem(size, Rsi, 0), s);
+                return;
+            }
             LoadSource(i, size, Rcx);
             _h.Store(size, Mem(size, Rsi, 0), Rcx);
+        }
+        else if (d >= 0 && (s >= 0 || i->Op1 == Instr.NoRegister))
+        {
+            if (s >= 0 && size == 4) A.mov(R32Of(d), R32Of(s));
+            else if (s >= 0) A.mov(Q(d), Q(s));
+            else if (size == 4) A.mov(R32Of(d), (uint)i->Imm);
+            else _h.MovImm(d, i->Imm);
         }
         else
         {
@@ -1134,6 +1365,12 @@ internal sealed unsafe partial class BlockCompiler
         bool mem = i->Op0 == Instr.MemoryOperand;
         bool byCl = i->Op1 != Instr.NoRegister;
         int count = byCl ? -1 : (int)(i->Imm & (size == 8 ? 0x3FUL : 0x1FUL));
+        if (_deadFlags && !mem && !byCl && i->Op0 < 16 && _cacheHost[i->Op0] >= 0)
+        {
+            _h.Shift(op, size, _cacheHost[i->Op0], count); // a register held in a host register, flags unread
+            DropFlagState();
+            return;
+        }
         if (mem)
         {
             LinearAddress(i);
@@ -1237,7 +1474,7 @@ internal sealed unsafe partial class BlockCompiler
             LoadSource(i, size, Rcx);
         }
         _h.Alu(Op.Imul, size, Rax, Rcx);
-        A.seto(r9b);
+        if (!_deadFlags) A.seto(r9b);
         WriteGpr(i->Op0, size, Rax, upperClean: true);
         StoreMulFlags(size);
     }
@@ -1249,7 +1486,7 @@ internal sealed unsafe partial class BlockCompiler
         LoadRm(i, j, i->Op0);
         _h.LoadZx(Rax, size, GReg(0, size));
         _h.MulAccumulator(signed, size, 11);
-        A.seto(r9b);
+        if (!_deadFlags) A.seto(r9b);
         WriteGpr(0, size, Rax, upperClean: true);
         WriteGpr(2, size, Rdx, upperClean: true);
         StoreMulFlags(size);

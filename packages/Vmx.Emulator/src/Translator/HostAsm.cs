@@ -25,6 +25,9 @@ internal sealed class HostAsm
 
     public static AssemblerRegister64 Q(int r) => R64[r];
 
+    /// <summary>The 32-bit form of host register <paramref name="r"/>.</summary>
+    public static AssemblerRegister32 R32Of(int r) => R32[r];
+
     /// <summary>A memory operand of <paramref name="size"/> bytes at [<paramref name="baseReg"/> + <paramref name="disp"/>].</summary>
     public static AssemblerMemoryOperand Mem(int size, int baseReg, int disp) => size switch
     {
@@ -76,6 +79,39 @@ internal sealed class HostAsm
         if (imm <= uint.MaxValue) A.mov(R32[r], (uint)imm);
         else if ((long)imm >= int.MinValue && (long)imm < 0) A.mov(R64[r], (int)(long)imm);
         else A.mov(R64[r], imm);
+    }
+
+    /// <summary>d (op)= imm (sign-extended for 64 bits) at 4 or 8 bytes (host flags as the instruction defines them).</summary>
+    public void AluImm(Op op, int size, int d, int imm)
+    {
+        if (size == 4)
+        {
+            AssemblerRegister32 r = R32[d];
+            switch (op)
+            {
+                case Op.Add: A.add(r, imm); break;
+                case Op.Or: A.or(r, imm); break;
+                case Op.And: A.and(r, imm); break;
+                case Op.Sub: A.sub(r, imm); break;
+                case Op.Xor: A.xor(r, imm); break;
+                case Op.Cmp: A.cmp(r, imm); break;
+                case Op.Test: A.test(r, imm); break;
+                default: throw new InvalidOperationException(op.ToString());
+            }
+            return;
+        }
+        AssemblerRegister64 q = R64[d];
+        switch (op)
+        {
+            case Op.Add: A.add(q, imm); break;
+            case Op.Or: A.or(q, imm); break;
+            case Op.And: A.and(q, imm); break;
+            case Op.Sub: A.sub(q, imm); break;
+            case Op.Xor: A.xor(q, imm); break;
+            case Op.Cmp: A.cmp(q, imm); break;
+            case Op.Test: A.test(q, imm); break;
+            default: throw new InvalidOperationException(op.ToString());
+        }
     }
 
     /// <summary>d (op)= s at <paramref name="size"/> bytes (host flags as the instruction defines them).</summary>
