@@ -248,11 +248,17 @@ internal sealed unsafe partial class BlockCompiler
         _storedOp = -1;
         Prologue();
         bool ended = false;
+        _pending = null;
+        _missRecord = new DeferredRecord?[n];
         for (int j = 0; j < n; j++)
         {
             _deadFlags = FlagsDead(first, j, n);
+            _pendingAtStart = _pending;
+            _deferredNow = false;
             ended = Emit(first + j, j);
+            if (!_deferredNow && WritesAllFlags(first + j)) _pending = null; // overwritten: no exit after here needs it
         }
+        System.Diagnostics.Debug.Assert(_pending == null, "a deferred record outlived its run");
         if (!ended)
         {
             if (n == _count)
@@ -268,6 +274,7 @@ internal sealed unsafe partial class BlockCompiler
         foreach (int j in _missUsed)
         {
             A.Label(ref _miss[j]);
+            if (_missRecord[j] is DeferredRecord record) EmitRecord(record);
             A.mov(eax, j);
             A.jmp(_exit);
         }
@@ -757,6 +764,7 @@ internal sealed unsafe partial class BlockCompiler
         {
             _miss[j] = A.CreateLabel();
             _missUsed.Add(j);
+            _missRecord[j] = _pendingAtStart;
         }
         return _miss[j];
     }
@@ -815,32 +823,51 @@ internal sealed unsafe partial class BlockCompiler
     }
 
     /// <summary>
-    /// <see cref="EffectiveAddress"/> as one LEA when the base or index is a guest register held in a host register: a
-    /// 32-bit address is computed into ESI, which wraps it as the guest's address arithmetic does (SDM Vol. 1 §3.7.5).
-    /// False (nothing emitted) when neither is cached or the displacement needs more than 32 bits.
+    /// <see cref="EffectiveAddress"/> as one LEA into ESI (a 32-bit address: the 32-bit LEA wraps it as the guest's
+    /// address arithmetic does, SDM Vol. 1 §3.7.5) or RSI. False (nothing emitted) without a base or index register
+    /// or when the displacement needs more than 32 bits.
     /// </summary>
     private bool EffectiveAddressOneLea(Instr* i)
     {
-        int b = i->MemBase < 16 ? _cacheHost[i->MemBase] : -1;
-        int x = i->MemIndex < 16 ? _cacheHost[i->MemIndex] : -1;
-        if (b < 0 && x < 0) return false;
-        long disp = i->AddrSize == 4 ? (int)(uint)i->Disp : i->Disp;
-        if (i->AddrSize is not (4 or 8) || disp != (int)disp) return false;
-        if (i->MemBase != Instr.NoRegister && b < 0)
-        {
-            A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(i->MemBase)]);
-            b = Rsi;
-        }
-        if (i->MemIndex != Instr.NoRegister && x < 0)
-        {
-            A.mov(rcx, __qword_ptr[rbx + StateLayout.Gpr(i->MemIndex)]);
-            x = Rcx;
-        }
-        AssemblerMemoryOperand m = b >= 0 && x >= 0 ? __[Q(b) + Q(x) * (1 << i->MemScaleShift) + (int)disp]
-            : b >= 0 ? __[Q(b) + (int)disp]
-            : __[Q(x) * (1 << i->MemScaleShift) + (int)disp];
+        if (!AddressOperand(i, out AssemblerMemoryOperand m)) return false;
         if (i->AddrSize == 4) A.lea(esi, m);
         else A.lea(rsi, m);
+        return true;
+    }
+
+    /// <summary>
+    /// The memory operand's address as a host operand [base + index * scale + disp32]: a guest base or index held in a
+    /// host register (GprCache) is used there, another is loaded into RSI (base) or RCX (index). False (nothing
+    /// emitted) for an address without a base or index register, a 16-bit address, or a displacement beyond 32 bits.
+    /// </summary>
+    private bool AddressOperand(Instr* i, out AssemblerMemoryOperand m)
+    {
+        m = default;
+        if (i->AddrSize is not (4 or 8) || (i->MemBase == Instr.NoRegister && i->MemIndex == Instr.NoRegister)) return false;
+        long disp = i->AddrSize == 4 ? (int)(uint)i->Disp : i->Disp;
+        if (disp != (int)disp) return false;
+        int b = -1, x = -1;
+        if (i->MemBase != Instr.NoRegister)
+        {
+            b = _cacheHost[i->MemBase];
+            if (b < 0)
+            {
+                A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(i->MemBase)]);
+                b = Rsi;
+            }
+        }
+        if (i->MemIndex != Instr.NoRegister)
+        {
+            x = _cacheHost[i->MemIndex];
+            if (x < 0)
+            {
+                A.mov(rcx, __qword_ptr[rbx + StateLayout.Gpr(i->MemIndex)]);
+                x = Rcx;
+            }
+        }
+        m = b >= 0 && x >= 0 ? __[Q(b) + Q(x) * (1 << i->MemScaleShift) + (int)disp]
+            : b >= 0 ? __[Q(b) + (int)disp]
+            : __[Q(x) * (1 << i->MemScaleShift) + (int)disp];
         return true;
     }
 
@@ -1173,6 +1200,21 @@ internal sealed unsafe partial class BlockCompiler
             DropFlagState();
             return true;
         }
+        if (!_deadFlags && i->Op1 != Instr.MemoryOperand)
+        {
+            int srcHost = imm ? -1 : i->Op1 < 16 ? _cacheHost[i->Op1] : -2;
+            if ((imm || (srcHost >= 0 && i->Op1 != i->Op0)) && CanDefer(j, i->Op0, imm ? -1 : i->Op1))
+            {
+                if (writes) HostAlu(op, size, d, srcHost, i->Imm);
+                DeferredKind kind = op switch
+                {
+                    Op.Add => DeferredKind.Add, Op.Sub => DeferredKind.Sub, Op.Cmp => DeferredKind.Cmp, Op.Test => DeferredKind.Test,
+                    _ => DeferredKind.Logic,
+                };
+                Defer(new DeferredRecord(kind, size, d, srcHost, i->Imm));
+                return true;
+            }
+        }
         int src = -1; // host register holding the source, or -1 for the immediate
         if (i->Op1 == Instr.MemoryOperand)
         {
@@ -1268,6 +1310,31 @@ internal sealed unsafe partial class BlockCompiler
         int size = i->OpSize;
         if (!_deadFlags) CarryToRflags(); // the CF INC/DEC keep
         bool mem = i->Op0 == Instr.MemoryOperand;
+        if (!mem && size is 4 or 8 && i->Op0 < 16 && _cacheHost[i->Op0] >= 0)
+        {
+            // A guest register held in a host register: INC/DEC on it, the lazy record only when the flags are live.
+            int d = _cacheHost[i->Op0];
+            if (_deadFlags)
+            {
+                _h.IncDec(inc, size, d);
+                DropFlagState();
+                return;
+            }
+            if (CanDefer(j, i->Op0, -1))
+            {
+                _h.IncDec(inc, size, d);
+                Defer(new DeferredRecord(inc ? DeferredKind.Inc : DeferredKind.Dec, size, d, -1, 1));
+                return;
+            }
+            if (size == 4) A.mov(edx, R32Of(d));
+            else A.mov(rdx, Q(d));
+            _h.IncDec(inc, size, d);
+            A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
+            StoreLazy(inc ? LazyFlagOp.Inc : LazyFlagOp.Dec, size, d, Rdx, -1);
+            _hostValid = true;
+            _hostCfValid = false;
+            return;
+        }
         if (mem)
         {
             LinearAddress(i);
@@ -1355,6 +1422,13 @@ internal sealed unsafe partial class BlockCompiler
 
     private void Lea(Instr* i)
     {
+        // LEA of the address size into a guest register held in a host register: one host LEA.
+        if (i->OpSize == i->AddrSize && i->Op0 < 16 && _cacheHost[i->Op0] >= 0 && AddressOperand(i, out AssemblerMemoryOperand m))
+        {
+            if (i->OpSize == 4) A.lea(R32Of(_cacheHost[i->Op0]), m);
+            else A.lea(Q(_cacheHost[i->Op0]), m);
+            return;
+        }
         EffectiveAddress(i);
         WriteGpr(i->Op0, i->OpSize, Rsi, upperClean: false);
     }
@@ -1369,6 +1443,28 @@ internal sealed unsafe partial class BlockCompiler
         {
             _h.Shift(op, size, _cacheHost[i->Op0], count); // a register held in a host register, flags unread
             DropFlagState();
+            return;
+        }
+        if (HostAsm.HasLahf && !mem && !byCl && !(op == Op.Shr && count == 1) && i->Op0 < 16 && _cacheHost[i->Op0] >= 0)
+        {
+            // The same with live flags: CF ZF SF PF from the host through LAHF (cheaper than PUSHF), AF = 0, OF as
+            // Shifts.ShiftFast: MSB(result) ^ CF for SHL, 0 for SAR and for SHR by more than 1.
+            int d = _cacheHost[i->Op0];
+            _h.Shift(op, size, d, count);
+            A.lahf();
+            A.movzx(edx, ah);
+            A.and(edx, 0xC5);
+            if (op == Op.Shl)
+            {
+                A.mov(rax, Q(d));
+                A.shr(rax, (byte)(bits - 1));
+                A.xor(eax, edx);
+                A.and(eax, 1);
+                A.shl(eax, 11);
+                A.or(edx, eax);
+            }
+            StoreEager();
+            _hostValid = false;
             return;
         }
         if (mem)

@@ -23,6 +23,10 @@ internal sealed class HostAsm
 
     public readonly Assembler A = new(64);
 
+    /// <summary>Whether the host has LAHF/SAHF in 64-bit mode (CPUID 80000001H:ECX bit 0; every x86-64 since 2005).</summary>
+    public static readonly bool HasLahf = System.Runtime.Intrinsics.X86.X86Base.IsSupported
+        && (System.Runtime.Intrinsics.X86.X86Base.CpuId(unchecked((int)0x80000001), 0).Ecx & 1) != 0;
+
     public static AssemblerRegister64 Q(int r) => R64[r];
 
     /// <summary>The 32-bit form of host register <paramref name="r"/>.</summary>
