@@ -1215,6 +1215,8 @@ internal sealed unsafe partial class BlockCompiler
                 return true;
             }
         }
+        // The record's operands are stored as they are: its readers (LazyFlags, the materialize stub) only look at the
+        // low LazySize bytes, so a cached 32-bit register's bits 63:32 do not matter.
         int src = -1; // host register holding the source, or -1 for the immediate
         if (i->Op1 == Instr.MemoryOperand)
         {
@@ -1225,19 +1227,12 @@ internal sealed unsafe partial class BlockCompiler
         }
         else if (!imm)
         {
-            int c = i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
-            // The lazy record holds zero-extended operands: a cached 32-bit source is copied (its bits 63:32 may be set).
-            if (c >= 0 && (_deadFlags || !arith || size == 8)) src = c;
-            else
+            src = i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
+            if (src < 0)
             {
                 _h.LoadZx(Rcx, size, GReg(i->Op1, size));
                 src = Rcx;
             }
-        }
-        else if (arith && !_deadFlags)
-        {
-            _h.MovImm(Rcx, i->Imm); // the record's second source
-            src = Rcx;
         }
         if (_deadFlags)
         {
@@ -1245,22 +1240,30 @@ internal sealed unsafe partial class BlockCompiler
             DropFlagState();
             return true;
         }
-        int result = d;
-        if (arith) // the record's first source, zero-extended
+        int result = d, src1 = d;
+        if (writes)
         {
-            if (size == 4) A.mov(HostReg32(Rdx), R32Of(d));
-            else A.mov(Q(Rdx), Q(d));
-            if (src == d) src = Rdx; // ADD/SUB/CMP r, r: the record's second source is the value before the write
+            if (arith && src == d)
+            {
+                A.mov(rdx, Q(d)); // ADD/SUB r, r: both sources are the value before the write
+                src = src1 = Rdx;
+            }
+            if (arith) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(src1));
+            HostAlu(op, size, d, src, i->Imm);
         }
-        if (writes) HostAlu(op, size, d, src, i->Imm);
         else
         {
-            A.mov(Q(Rax), Q(d));
+            A.mov(rax, Q(d));
             HostAlu(op == Op.Cmp ? Op.Sub : Op.And, size, Rax, src, i->Imm);
             result = Rax;
+            if (arith) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(d));
         }
-        if (arith) StoreLazy(op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub, size, result, Rdx, src);
-        else StoreLazy(LazyFlagOp.Logic, size, result, -1, -1);
+        StoreLazy(arith ? op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub : LazyFlagOp.Logic, size, result, -1, -1);
+        if (arith)
+        {
+            if (src >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Q(src));
+            else A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], size == 4 ? (int)(uint)i->Imm : (int)(long)i->Imm);
+        }
         _hostValid = _hostCfValid = true;
         return true;
     }
@@ -1558,6 +1561,30 @@ internal sealed unsafe partial class BlockCompiler
         {
             LinearAddress(i);
             Probe(j, size, read: true, write: false);
+        }
+        int d = _deadFlags && i->Op0 < 16 ? _cacheHost[i->Op0] : -1;
+        if (d >= 0 && (!three || size == 4 || (long)i->Imm == (int)(long)i->Imm))
+        {
+            // Flags unread, destination held in a host register: the host IMUL on it.
+            int s = i->Op1 == Instr.MemoryOperand ? -1 : i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
+            if (s < 0)
+            {
+                LoadSource(i, size, Rcx);
+                s = Rcx;
+            }
+            int imm = size == 4 ? (int)(uint)i->Imm : (int)(long)i->Imm;
+            if (size == 4)
+            {
+                if (three) A.imul(R32Of(d), R32Of(s), imm);
+                else A.imul(R32Of(d), R32Of(s));
+            }
+            else
+            {
+                if (three) A.imul(Q(d), Q(s), imm);
+                else A.imul(Q(d), Q(s));
+            }
+            DropFlagState();
+            return;
         }
         if (three)
         {
