@@ -1183,7 +1183,7 @@ internal sealed unsafe partial class BlockCompiler
     private bool AluOnHostRegister(Instr* i, int j, Op op)
     {
         int size = i->OpSize;
-        if (size is not (4 or 8) || i->Op0 >= 16 || _cacheHost[i->Op0] < 0) return false;
+        if (i->Op0 >= 16 || _cacheHost[i->Op0] < 0) return false;
         bool imm = i->Op1 == Instr.NoRegister;
         if (imm && size == 8 && (long)i->Imm != (int)(long)i->Imm) return false;
         int d = _cacheHost[i->Op0];
@@ -1262,7 +1262,7 @@ internal sealed unsafe partial class BlockCompiler
         if (arith)
         {
             if (src >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Q(src));
-            else A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], size == 4 ? (int)(uint)i->Imm : (int)(long)i->Imm);
+            else A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Imm32(size, i->Imm));
         }
         _hostValid = _hostCfValid = true;
         return true;
@@ -1278,8 +1278,17 @@ internal sealed unsafe partial class BlockCompiler
             _h.Alu(op, size, d, s);
             return;
         }
-        _h.AluImm(op, size, d, size == 4 ? (int)(uint)imm : (int)(long)imm);
+        _h.AluImm(op, size, d, Imm32(size, imm));
     }
+
+    /// <summary>The immediate of a <paramref name="size"/>-byte operation as a host imm32 with the same low bytes.</summary>
+    private static int Imm32(int size, ulong imm) => size switch
+    {
+        1 => (sbyte)(byte)imm,
+        2 => (short)(ushort)imm,
+        4 => (int)(uint)imm,
+        _ => (int)(long)imm,
+    };
 
     /// <summary>
     /// ADC/SBB: the host instruction with the guest CF as carry-in. The interpreter makes their flags concrete at once
@@ -1418,6 +1427,15 @@ internal sealed unsafe partial class BlockCompiler
         else
         {
             m = GReg(i->Op1, src);
+        }
+        int d = size is 4 or 8 && i->Op0 < 16 ? _cacheHost[i->Op0] : -1;
+        if (d >= 0 && (!signed || size == 8 || src < 4))
+        {
+            // Into a guest register held in a host register: one host MOVZX/MOVSX (a 32-bit one clears bits 63:32).
+            if (!signed) _h.LoadZx(d, src, m);
+            else if (size == 8) _h.LoadSx(d, src, m);
+            else A.movsx(R32Of(d), m);
+            return;
         }
         if (signed) _h.LoadSx(Rax, src, m); else _h.LoadZx(Rax, src, m);
         WriteGpr(i->Op0, size, Rax, upperClean: !signed);

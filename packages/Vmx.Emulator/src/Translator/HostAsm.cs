@@ -88,6 +88,38 @@ internal sealed class HostAsm
     /// <summary>d (op)= imm (sign-extended for 64 bits) at 4 or 8 bytes (host flags as the instruction defines them).</summary>
     public void AluImm(Op op, int size, int d, int imm)
     {
+        if (size == 1)
+        {
+            AssemblerRegister8 b = R8[d];
+            switch (op)
+            {
+                case Op.Add: A.add(b, (sbyte)imm); break;
+                case Op.Or: A.or(b, (sbyte)imm); break;
+                case Op.And: A.and(b, (sbyte)imm); break;
+                case Op.Sub: A.sub(b, (sbyte)imm); break;
+                case Op.Xor: A.xor(b, (sbyte)imm); break;
+                case Op.Cmp: A.cmp(b, (sbyte)imm); break;
+                case Op.Test: A.test(b, (sbyte)imm); break;
+                default: throw new InvalidOperationException(op.ToString());
+            }
+            return;
+        }
+        if (size == 2)
+        {
+            AssemblerRegister16 w = R16[d];
+            switch (op)
+            {
+                case Op.Add: A.add(w, (short)imm); break;
+                case Op.Or: A.or(w, (short)imm); break;
+                case Op.And: A.and(w, (short)imm); break;
+                case Op.Sub: A.sub(w, (short)imm); break;
+                case Op.Xor: A.xor(w, (short)imm); break;
+                case Op.Cmp: A.cmp(w, (short)imm); break;
+                case Op.Test: A.test(w, (short)imm); break;
+                default: throw new InvalidOperationException(op.ToString());
+            }
+            return;
+        }
         if (size == 4)
         {
             AssemblerRegister32 r = R32[d];
