@@ -673,10 +673,10 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>Ends a whole block run with RIP = <paramref name="target"/> (a direct branch): follows the exit's chain slot when it may.</summary>
     private void ChainTo(ulong target)
     {
-        SetRip(target);
         // A loop back to the block's own start left its loop above (budget or allowance used up): return.
         if (_chain == 0 || !_coversWholeBlock || SlotsUsed >= _slotCapacity || target == _startIp)
         {
+            SetRip(target);
             EndBlock();
             return;
         }
@@ -692,6 +692,9 @@ internal sealed unsafe partial class BlockCompiler
         WriteBackCached();
         A.jmp(__qword_ptr[rcx + 8]);
         A.Label(ref unlinked);
+        // RIP only on the way back to the dispatch loop: a linked block sets it where it ends, and an exit inside it
+        // hands the interpreter an instruction (Core.Execute sets RIP from the instructions it runs, not reads it).
+        SetRip(target);
         A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], rcx);
         EndBlock();
     }
