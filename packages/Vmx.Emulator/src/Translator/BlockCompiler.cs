@@ -921,19 +921,11 @@ internal sealed unsafe partial class BlockCompiler
     private void Probe(int j, int size, bool read, bool write)
     {
         Label miss = Miss(j);
+        // RAX = the entry's offset in the TLB (R12): (page & mask) * 64 as one shift and one AND.
+        System.Diagnostics.Debug.Assert(StateLayout.TlbEntrySize == 64);
         A.mov(rax, rsi);
-        A.shr(rax, 12);
-        A.and(eax, SoftTlb.Entries - 1);
-        if (StateLayout.TlbEntrySize == 40)
-        {
-            A.lea(eax, __[rax + rax * 4]); // entry * 40 as two LEAs (shorter latency than IMUL)
-            A.lea(rax, __[r12 + rax * 8]);
-        }
-        else
-        {
-            A.imul(eax, eax, StateLayout.TlbEntrySize);
-            A.add(rax, r12);
-        }
+        A.shr(rax, 12 - 6);
+        A.and(eax, (SoftTlb.Entries - 1) << 6);
         // The page of the access's last byte against the tag of the entry chosen by its first byte: an access that
         // crosses into the next page cannot match, as that page's tag lives in the next entry.
         if (size > 1) A.lea(rdx, __[rsi + (size - 1)]);
@@ -941,15 +933,15 @@ internal sealed unsafe partial class BlockCompiler
         A.and(rdx, -4096);
         if (read)
         {
-            A.cmp(__qword_ptr[rax + StateLayout.TlbReadTag], rdx);
+            A.cmp(__qword_ptr[r12 + rax + StateLayout.TlbReadTag], rdx);
             A.jne(miss);
         }
         if (write)
         {
-            A.cmp(__qword_ptr[rax + StateLayout.TlbWriteTag], rdx);
+            A.cmp(__qword_ptr[r12 + rax + StateLayout.TlbWriteTag], rdx);
             A.jne(miss);
         }
-        A.add(rsi, __qword_ptr[rax + StateLayout.TlbAddend]);
+        A.add(rsi, __qword_ptr[r12 + rax + StateLayout.TlbAddend]);
         _hostValid = false;
     }
 
