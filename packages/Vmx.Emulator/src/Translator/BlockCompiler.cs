@@ -14,17 +14,19 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// <see cref="Block.Count"/> only when it ran the whole block and set RIP. A block that branches back to its own start
 /// runs again inside the call while the budget allows; the earlier runs, like whole runs of chained blocks, are taken off
 /// the budget in R15 and added to InstructionsRetired once, at the exit. Guest registers live in <see cref="CpuState"/>
-/// (RBX points at it), except the two a block uses most, which it keeps in RBP and R13 from its entry to each exit
-/// (<see cref="GprCache"/>): every exit — the end of the block, a chained jump, a TLB miss or any other side exit —
+/// (RBX points at it), except those a block keeps in host registers from its entry to each exit (<see cref="GprCache"/>):
+/// the two it uses most in RBP and R13, more in the scratch registers its code never touches (<see cref="FreeScratch"/>).
+/// Every exit — the end of the block, a chained jump, a TLB miss or any other side exit —
 /// writes them back first, so the state is complete wherever the code leaves. Memory operands probe the
 /// software TLB inline exactly as <see cref="Core.Read"/>/<see cref="Core.Write"/> do; a miss, a page-crossing access
 /// or a write to a frame without a write tag (code frames never have one) leaves at that instruction, before it changed
 /// anything, and the interpreter runs it (filling the TLB, raising the fault, invalidating code). Flags are left in
 /// the interpreter's form: the same lazy (op, size, result, sources) for ADD/SUB/CMP/logic/INC/DEC, eager RFLAGS
-/// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL.
+/// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL; a record only a side exit could see
+/// is rebuilt by that exit's stub instead of stored (BlockCompiler.DeferredFlags.cs).
 /// Register use: RBX state, R12 TLB, RBP and R13 cached guest registers, R14 the lock-step write log (lock-step) or the
-/// <see cref="ChainContext"/> (otherwise), R15 the budget left, [RSP] the links and loop rounds left; RAX RCX RDX RSI RDI
-/// R8-R11 scratch.
+/// <see cref="ChainContext"/> (otherwise), R15 the budget left, [RSP] the links and loop rounds left; RAX RCX RDX RSI
+/// scratch; RDI R8-R11 scratch or, in a block whose code does not use them, cached guest registers.
 /// Block chaining (outside lock-step): every translated block has the same prologue and epilogue, so a block's exit
 /// may jump straight to the next block's code after its prologue (<c>entryOffset</c> of <see cref="Compile"/>), when
 /// the link is current (<see cref="ChainContext"/>), the budget left covers any whole block, and fewer than

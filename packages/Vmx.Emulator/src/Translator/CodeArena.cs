@@ -66,14 +66,6 @@ internal sealed unsafe partial class CodeArena : IDisposable
         code.CopyTo(new Span<byte>(_base + start, code.Length));
         if (!Protect(pageStart, pageEnd - pageStart, executable: true)) return null;
         _used = start + (nuint)code.Length;
-        if (Environment.GetEnvironmentVariable("ARENA_DUMP") is string f)
-        {
-            using var fs = new FileStream(f, FileMode.Append);
-            Span<byte> hdr = stackalloc byte[12];
-            BitConverter.TryWriteBytes(hdr, (ulong)(_base + start));
-            BitConverter.TryWriteBytes(hdr[8..], code.Length);
-            fs.Write(hdr); fs.Write(code);
-        }
         return _base + start;
     }
 
