@@ -5,10 +5,11 @@ namespace VmmKit.Vmx.Emulator.Engine;
 
 /// <summary>
 /// One software-TLB entry: a linear page with one tag per access kind and the host address
-/// delta (host = linear + <see cref="Addend"/>). 40 bytes, fixed layout (docs/architecture.md, "The emulated processor"): a tag
-/// equals the page-aligned linear address when that access kind is allowed without a slow path.
+/// delta (host = linear + <see cref="Addend"/>). Fixed layout (docs/architecture.md, "The emulated processor"), padded to
+/// 64 bytes: one cache line per entry, and an index that is a shift (translated code addresses [TLB + (page &amp; mask) * 64]
+/// without a multiply). A tag equals the page-aligned linear address when that access kind is allowed without a slow path.
 /// </summary>
-[StructLayout(LayoutKind.Sequential)]
+[StructLayout(LayoutKind.Sequential, Size = 64)]
 internal struct TlbEntry
 {
     /// <summary>Page-aligned linear address valid for reads, or <see cref="SoftTlb.Invalid"/>.</summary>

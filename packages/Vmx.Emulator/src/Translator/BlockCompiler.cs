@@ -14,17 +14,19 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// <see cref="Block.Count"/> only when it ran the whole block and set RIP. A block that branches back to its own start
 /// runs again inside the call while the budget allows; the earlier runs, like whole runs of chained blocks, are taken off
 /// the budget in R15 and added to InstructionsRetired once, at the exit. Guest registers live in <see cref="CpuState"/>
-/// (RBX points at it), except the two a block uses most, which it keeps in RBP and R13 from its entry to each exit
-/// (<see cref="GprCache"/>): every exit — the end of the block, a chained jump, a TLB miss or any other side exit —
+/// (RBX points at it), except those a block keeps in host registers from its entry to each exit (<see cref="GprCache"/>):
+/// the two it uses most in RBP and R13, more in the scratch registers its code never touches (<see cref="FreeScratch"/>).
+/// Every exit — the end of the block, a chained jump, a TLB miss or any other side exit —
 /// writes them back first, so the state is complete wherever the code leaves. Memory operands probe the
 /// software TLB inline exactly as <see cref="Core.Read"/>/<see cref="Core.Write"/> do; a miss, a page-crossing access
 /// or a write to a frame without a write tag (code frames never have one) leaves at that instruction, before it changed
 /// anything, and the interpreter runs it (filling the TLB, raising the fault, invalidating code). Flags are left in
 /// the interpreter's form: the same lazy (op, size, result, sources) for ADD/SUB/CMP/logic/INC/DEC, eager RFLAGS
-/// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL.
+/// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL; a record only a side exit could see
+/// is rebuilt by that exit's stub instead of stored (BlockCompiler.DeferredFlags.cs).
 /// Register use: RBX state, R12 TLB, RBP and R13 cached guest registers, R14 the lock-step write log (lock-step) or the
-/// <see cref="ChainContext"/> (otherwise), R15 the budget left, [RSP] the links and loop rounds left; RAX RCX RDX RSI RDI
-/// R8-R11 scratch.
+/// <see cref="ChainContext"/> (otherwise), R15 the budget left, [RSP] the links and loop rounds left; RAX RCX RDX RSI
+/// scratch; RDI R8-R11 scratch or, in a block whose code does not use them, cached guest registers.
 /// Block chaining (outside lock-step): every translated block has the same prologue and epilogue, so a block's exit
 /// may jump straight to the next block's code after its prologue (<c>entryOffset</c> of <see cref="Compile"/>), when
 /// the link is current (<see cref="ChainContext"/>), the budget left covers any whole block, and fewer than
@@ -76,6 +78,8 @@ internal sealed unsafe partial class BlockCompiler
     private Label _head, _body;
     private ulong _startIp;
     private bool _coversWholeBlock;
+    /// <summary>Leading instructions of the block this compilation translates.</summary>
+    private int _covered;
 
     /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
     public const int MaxLoopIterations = 4096;
@@ -181,10 +185,39 @@ internal sealed unsafe partial class BlockCompiler
     public byte[]? Compile(Block b, int stackSize, bool flat, out int covered, out int entryOffset)
     {
         int slots = SlotsUsed;
+        _extraHosts = 0;
         byte[]? code = CompileWith(b, stackSize, flat, cache: true, out covered, out entryOffset, out bool cacheFailed);
-        if (!cacheFailed) return code;
-        SlotsUsed = slots; // GprCache could not rewrite some access: compile again with every register in CpuState
-        return CompileWith(b, stackSize, flat, cache: false, out covered, out entryOffset, out _);
+        if (cacheFailed)
+        {
+            SlotsUsed = slots; // GprCache could not rewrite some access: compile again with every register in CpuState
+            return CountCached(CompileWith(b, stackSize, flat, cache: false, out covered, out entryOffset, out _));
+        }
+        if (code == null) return null;
+        // Scratch registers this block's code never touches can hold more guest registers: compile again with them.
+        int free = FreeScratch();
+        if (free == 0 || !WantsMore(free)) return CountCached(code);
+        int afterFirst = SlotsUsed;
+        SlotsUsed = slots;
+        _extraHosts = free;
+        byte[]? wider = CompileWith(b, stackSize, flat, cache: true, out int wideCovered, out int wideEntry, out cacheFailed);
+        if (!cacheFailed && wider != null)
+        {
+            covered = wideCovered;
+            entryOffset = wideEntry;
+            return CountCached(wider);
+        }
+        // Not rewritable with the wider set: the first compilation stands (same slots, same code).
+        SlotsUsed = slots;
+        _extraHosts = 0;
+        code = CompileWith(b, stackSize, flat, cache: true, out covered, out entryOffset, out _);
+        System.Diagnostics.Debug.Assert(SlotsUsed == afterFirst);
+        return CountCached(code);
+    }
+
+    private byte[]? CountCached(byte[]? code)
+    {
+        if (code != null && HasCached) BlocksWithCachedRegisters++;
+        return code;
     }
 
     private byte[]? CompileWith(Block b, int stackSize, bool flat, bool cache, out int covered, out int entryOffset, out bool cacheFailed)
@@ -204,6 +237,7 @@ internal sealed unsafe partial class BlockCompiler
         while (n < _count && Supported(first + n)) n++;
         if (n == 0) return null;
 
+        _covered = n;
         ChooseCached(first, n, cache);
         _startIp = first->Ip;
         _coversWholeBlock = n == _count;
@@ -216,11 +250,17 @@ internal sealed unsafe partial class BlockCompiler
         _storedOp = -1;
         Prologue();
         bool ended = false;
+        _pending = null;
+        _missRecord = new DeferredRecord?[n];
         for (int j = 0; j < n; j++)
         {
             _deadFlags = FlagsDead(first, j, n);
+            _pendingAtStart = _pending;
+            _deferredNow = false;
             ended = Emit(first + j, j);
+            if (!_deferredNow && WritesAllFlags(first + j)) _pending = null; // overwritten: no exit after here needs it
         }
+        System.Diagnostics.Debug.Assert(_pending == null, "a deferred record outlived its run");
         if (!ended)
         {
             if (n == _count)
@@ -236,6 +276,7 @@ internal sealed unsafe partial class BlockCompiler
         foreach (int j in _missUsed)
         {
             A.Label(ref _miss[j]);
+            if (_missRecord[j] is DeferredRecord record) EmitRecord(record);
             A.mov(eax, j);
             A.jmp(_exit);
         }
@@ -252,14 +293,69 @@ internal sealed unsafe partial class BlockCompiler
         covered = n;
         byte[]? code = _h.Assemble(_head, out entryOffset, _cacheReg);
         cacheFailed = code == null;
-        if (code != null && HasCached) BlocksWithCachedRegisters++;
         return code;
     }
 
     // ------------------------------------------------------------------ guest registers in host registers
 
-    /// <summary>Host registers that hold guest registers across a block (RBP, R13), in the order they are handed out.</summary>
+    /// <summary>Host registers that hold guest registers across every block (RBP, R13), in the order they are handed out.</summary>
     private static readonly int[] CacheHosts = [5, 13];
+
+    /// <summary>
+    /// Scratch registers a block may also use for guest registers when its code never touches them (RDI R8 R9 R10 R11,
+    /// as a bit mask by register number): found by compiling the block once and reading the registers its code uses.
+    /// </summary>
+    private static readonly int[] ScratchHosts = [7, 8, 9, 10, 11];
+
+    /// <summary>The <see cref="ScratchHosts"/> this compilation may hand out (bit per register number).</summary>
+    private int _extraHosts;
+
+    /// <summary>
+    /// The <see cref="ScratchHosts"/> the code just compiled never reads or writes (bit per register number). A call
+    /// (the shared materialize stub) clobbers RAX RCX RDX R8-R10 without naming them, so a block that makes one keeps
+    /// those out.
+    /// </summary>
+    private int FreeScratch()
+    {
+        int used = 0;
+        var info = new InstructionInfoFactory();
+        foreach (Instruction ins in A.Instructions)
+        {
+            if (ins.FlowControl == FlowControl.IndirectCall || ins.FlowControl == FlowControl.Call) used |= 0x700;
+            foreach (UsedRegister u in info.GetInfo(ins).GetUsedRegisters())
+            {
+                Register full = u.Register.GetFullRegister();
+                if (full >= Register.RAX && full <= Register.R15) used |= 1 << (full - Register.RAX);
+            }
+            foreach (UsedMemory m in info.GetInfo(ins).GetUsedMemory())
+            {
+                if (m.Base >= Register.RAX && m.Base <= Register.R15) used |= 1 << (m.Base - Register.RAX);
+                if (m.Index >= Register.RAX && m.Index <= Register.R15) used |= 1 << (m.Index - Register.RAX);
+            }
+        }
+        int free = 0;
+        foreach (int r in ScratchHosts)
+        {
+            if ((used & (1 << r)) == 0) free |= 1 << r;
+        }
+        return free;
+    }
+
+    /// <summary>Whether the block has a guest register worth a host register beyond those already chosen.</summary>
+    private bool WantsMore(int free)
+    {
+        int before = _extraHosts;
+        _extraHosts = free;
+        ChooseCached(_first, _covered, enabled: true);
+        int count = 0;
+        foreach (int h in _cacheHost)
+        {
+            if (h >= 0) count++;
+        }
+        _extraHosts = before;
+        ChooseCached(_first, _covered, enabled: true); // as the code just compiled has it
+        return count > CacheHosts.Length;
+    }
 
     /// <summary>Per guest register slot: the host register holding it in this block (GprCache), or None.</summary>
     private readonly Register[] _cacheReg = new Register[16];
@@ -294,16 +390,28 @@ internal sealed unsafe partial class BlockCompiler
         {
             if (high[r]) uses[r] = 0;
         }
-        foreach (int host in CacheHosts)
+        foreach (int host in Hosts())
         {
+            // RBP and R13 are saved and restored by every call: worth it from two uses. A free scratch register costs
+            // nothing, and even one use gains in a block that loops on itself (loaded once, before the loop).
+            int least = Array.IndexOf(CacheHosts, host) >= 0 ? 2 : 1;
             int best = -1;
             for (int s = 0; s < 16; s++)
             {
-                if (_cacheHost[s] < 0 && uses[s] >= 2 && (best < 0 || uses[s] > uses[best])) best = s;
+                if (_cacheHost[s] < 0 && uses[s] >= least && (best < 0 || uses[s] > uses[best])) best = s;
             }
             if (best < 0) return;
             _cacheHost[best] = host;
             _cacheReg[best] = Register.RAX + host;
+        }
+
+        IEnumerable<int> Hosts()
+        {
+            foreach (int h in CacheHosts) yield return h;
+            foreach (int h in ScratchHosts)
+            {
+                if ((_extraHosts & (1 << h)) != 0) yield return h;
+            }
         }
 
         static void Count(byte slot, Span<int> uses, Span<bool> high)
@@ -567,10 +675,10 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>Ends a whole block run with RIP = <paramref name="target"/> (a direct branch): follows the exit's chain slot when it may.</summary>
     private void ChainTo(ulong target)
     {
-        SetRip(target);
         // A loop back to the block's own start left its loop above (budget or allowance used up): return.
         if (_chain == 0 || !_coversWholeBlock || SlotsUsed >= _slotCapacity || target == _startIp)
         {
+            SetRip(target);
             EndBlock();
             return;
         }
@@ -586,6 +694,9 @@ internal sealed unsafe partial class BlockCompiler
         WriteBackCached();
         A.jmp(__qword_ptr[rcx + 8]);
         A.Label(ref unlinked);
+        // RIP only on the way back to the dispatch loop: a linked block sets it where it ends, and an exit inside it
+        // hands the interpreter an instruction (Core.Execute sets RIP from the instructions it runs, not reads it).
+        SetRip(target);
         A.mov(__qword_ptr[r14 + ChainContext.PendingExitOffset], rcx);
         EndBlock();
     }
@@ -658,6 +769,7 @@ internal sealed unsafe partial class BlockCompiler
         {
             _miss[j] = A.CreateLabel();
             _missUsed.Add(j);
+            _missRecord[j] = _pendingAtStart;
         }
         return _miss[j];
     }
@@ -694,6 +806,7 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>RSI = effective address of the memory operand (address-size truncated), without the segment base. Flags kept.</summary>
     private void EffectiveAddress(Instr* i)
     {
+        if (EffectiveAddressOneLea(i)) return;
         long disp = i->Disp;
         bool dispFits = disp >= int.MinValue && disp <= int.MaxValue;
         if (i->MemBase != Instr.NoRegister)
@@ -712,6 +825,55 @@ internal sealed unsafe partial class BlockCompiler
             A.lea(rsi, __[rsi + rcx * (1 << i->MemScaleShift)]);
         }
         if (i->AddrSize == 4) A.mov(esi, esi);
+    }
+
+    /// <summary>
+    /// <see cref="EffectiveAddress"/> as one LEA into ESI (a 32-bit address: the 32-bit LEA wraps it as the guest's
+    /// address arithmetic does, SDM Vol. 1 §3.7.5) or RSI. False (nothing emitted) without a base or index register
+    /// or when the displacement needs more than 32 bits.
+    /// </summary>
+    private bool EffectiveAddressOneLea(Instr* i)
+    {
+        if (!AddressOperand(i, out AssemblerMemoryOperand m)) return false;
+        if (i->AddrSize == 4) A.lea(esi, m);
+        else A.lea(rsi, m);
+        return true;
+    }
+
+    /// <summary>
+    /// The memory operand's address as a host operand [base + index * scale + disp32]: a guest base or index held in a
+    /// host register (GprCache) is used there, another is loaded into RSI (base) or RCX (index). False (nothing
+    /// emitted) for an address without a base or index register, a 16-bit address, or a displacement beyond 32 bits.
+    /// </summary>
+    private bool AddressOperand(Instr* i, out AssemblerMemoryOperand m)
+    {
+        m = default;
+        if (i->AddrSize is not (4 or 8) || (i->MemBase == Instr.NoRegister && i->MemIndex == Instr.NoRegister)) return false;
+        long disp = i->AddrSize == 4 ? (int)(uint)i->Disp : i->Disp;
+        if (disp != (int)disp) return false;
+        int b = -1, x = -1;
+        if (i->MemBase != Instr.NoRegister)
+        {
+            b = _cacheHost[i->MemBase];
+            if (b < 0)
+            {
+                A.mov(rsi, __qword_ptr[rbx + StateLayout.Gpr(i->MemBase)]);
+                b = Rsi;
+            }
+        }
+        if (i->MemIndex != Instr.NoRegister)
+        {
+            x = _cacheHost[i->MemIndex];
+            if (x < 0)
+            {
+                A.mov(rcx, __qword_ptr[rbx + StateLayout.Gpr(i->MemIndex)]);
+                x = Rcx;
+            }
+        }
+        m = b >= 0 && x >= 0 ? __[Q(b) + Q(x) * (1 << i->MemScaleShift) + (int)disp]
+            : b >= 0 ? __[Q(b) + (int)disp]
+            : __[Q(x) * (1 << i->MemScaleShift) + (int)disp];
+        return true;
     }
 
     /// <summary>RSI = linear address of the memory operand (Core.LinearAddress). Flags kept.</summary>
@@ -761,19 +923,11 @@ internal sealed unsafe partial class BlockCompiler
     private void Probe(int j, int size, bool read, bool write)
     {
         Label miss = Miss(j);
+        // RAX = the entry's offset in the TLB (R12): (page & mask) * 64 as one shift and one AND.
+        System.Diagnostics.Debug.Assert(StateLayout.TlbEntrySize == 64);
         A.mov(rax, rsi);
-        A.shr(rax, 12);
-        A.and(eax, SoftTlb.Entries - 1);
-        if (StateLayout.TlbEntrySize == 40)
-        {
-            A.lea(eax, __[rax + rax * 4]); // entry * 40 as two LEAs (shorter latency than IMUL)
-            A.lea(rax, __[r12 + rax * 8]);
-        }
-        else
-        {
-            A.imul(eax, eax, StateLayout.TlbEntrySize);
-            A.add(rax, r12);
-        }
+        A.shr(rax, 12 - 6);
+        A.and(eax, (SoftTlb.Entries - 1) << 6);
         // The page of the access's last byte against the tag of the entry chosen by its first byte: an access that
         // crosses into the next page cannot match, as that page's tag lives in the next entry.
         if (size > 1) A.lea(rdx, __[rsi + (size - 1)]);
@@ -781,15 +935,15 @@ internal sealed unsafe partial class BlockCompiler
         A.and(rdx, -4096);
         if (read)
         {
-            A.cmp(__qword_ptr[rax + StateLayout.TlbReadTag], rdx);
+            A.cmp(__qword_ptr[r12 + rax + StateLayout.TlbReadTag], rdx);
             A.jne(miss);
         }
         if (write)
         {
-            A.cmp(__qword_ptr[rax + StateLayout.TlbWriteTag], rdx);
+            A.cmp(__qword_ptr[r12 + rax + StateLayout.TlbWriteTag], rdx);
             A.jne(miss);
         }
-        A.add(rsi, __qword_ptr[rax + StateLayout.TlbAddend]);
+        A.add(rsi, __qword_ptr[r12 + rax + StateLayout.TlbAddend]);
         _hostValid = false;
     }
 
@@ -826,17 +980,9 @@ internal sealed unsafe partial class BlockCompiler
         long opAndSize = (long)op | ((long)size << 32);
         if (_storedOp != opAndSize)
         {
-            // LazyOp and LazySize are adjacent: one store.
-            if (StateLayout.LazySize == StateLayout.LazyOp + 4)
-            {
-                A.mov(r10, (ulong)opAndSize);
-                A.mov(__qword_ptr[rbx + StateLayout.LazyOp], r10);
-            }
-            else
-            {
-                A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
-                A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
-            }
+            // Two immediate stores: no scratch register, so R10 stays free for a guest register (FreeScratch).
+            A.mov(__dword_ptr[rbx + StateLayout.LazyOp], (int)op);
+            if ((_storedOp >> 32) != size) A.mov(__dword_ptr[rbx + StateLayout.LazySize], size);
             _storedOp = opAndSize;
         }
         A.mov(__qword_ptr[rbx + StateLayout.LazyResult], Q(result));
@@ -999,6 +1145,7 @@ internal sealed unsafe partial class BlockCompiler
 
     private void Alu(Instr* i, int j, Op op)
     {
+        if (AluOnHostRegister(i, j, op)) return;
         int size = i->OpSize;
         bool dstMem = i->Op0 == Instr.MemoryOperand;
         bool writes = op is not (Op.Cmp or Op.Test);
@@ -1024,6 +1171,121 @@ internal sealed unsafe partial class BlockCompiler
         else StoreLazy(LazyFlagOp.Logic, size, Rax, -1, -1);
         _hostValid = _hostCfValid = !_deadFlags;
     }
+
+    /// <summary>
+    /// ADD/OR/AND/SUB/XOR/CMP/TEST of 32 or 64 bits whose destination is a guest register held in a host register
+    /// (GprCache): the host instruction on that register, with the lazy record stored only when the flags are live.
+    /// False (nothing emitted) for every other form.
+    /// </summary>
+    private bool AluOnHostRegister(Instr* i, int j, Op op)
+    {
+        int size = i->OpSize;
+        if (i->Op0 >= 16 || _cacheHost[i->Op0] < 0) return false;
+        bool imm = i->Op1 == Instr.NoRegister;
+        if (imm && size == 8 && (long)i->Imm != (int)(long)i->Imm) return false;
+        int d = _cacheHost[i->Op0];
+        bool writes = op is not (Op.Cmp or Op.Test);
+        bool arith = op is Op.Add or Op.Sub or Op.Cmp;
+        if (_deadFlags && !writes)
+        {
+            // A compare nobody reads: only its memory operand's access remains (it may fault).
+            if (i->Op1 == Instr.MemoryOperand)
+            {
+                LinearAddress(i);
+                Probe(j, size, read: true, write: false);
+            }
+            DropFlagState();
+            return true;
+        }
+        if (!_deadFlags && i->Op1 != Instr.MemoryOperand)
+        {
+            int srcHost = imm ? -1 : i->Op1 < 16 ? _cacheHost[i->Op1] : -2;
+            if ((imm || (srcHost >= 0 && i->Op1 != i->Op0)) && CanDefer(j, i->Op0, imm ? -1 : i->Op1))
+            {
+                if (writes) HostAlu(op, size, d, srcHost, i->Imm);
+                DeferredKind kind = op switch
+                {
+                    Op.Add => DeferredKind.Add, Op.Sub => DeferredKind.Sub, Op.Cmp => DeferredKind.Cmp, Op.Test => DeferredKind.Test,
+                    _ => DeferredKind.Logic,
+                };
+                Defer(new DeferredRecord(kind, size, d, srcHost, i->Imm));
+                return true;
+            }
+        }
+        // The record's operands are stored as they are: its readers (LazyFlags, the materialize stub) only look at the
+        // low LazySize bytes, so a cached 32-bit register's bits 63:32 do not matter.
+        int src = -1; // host register holding the source, or -1 for the immediate
+        if (i->Op1 == Instr.MemoryOperand)
+        {
+            LinearAddress(i);
+            Probe(j, size, read: true, write: false);
+            _h.LoadZx(Rcx, size, Mem(size, Rsi, 0));
+            src = Rcx;
+        }
+        else if (!imm)
+        {
+            src = i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
+            if (src < 0)
+            {
+                _h.LoadZx(Rcx, size, GReg(i->Op1, size));
+                src = Rcx;
+            }
+        }
+        if (_deadFlags)
+        {
+            HostAlu(op, size, d, src, i->Imm);
+            DropFlagState();
+            return true;
+        }
+        int result = d, src1 = d;
+        if (writes)
+        {
+            if (arith && src == d)
+            {
+                A.mov(rdx, Q(d)); // ADD/SUB r, r: both sources are the value before the write
+                src = src1 = Rdx;
+            }
+            if (arith) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(src1));
+            HostAlu(op, size, d, src, i->Imm);
+        }
+        else
+        {
+            A.mov(rax, Q(d));
+            HostAlu(op == Op.Cmp ? Op.Sub : Op.And, size, Rax, src, i->Imm);
+            result = Rax;
+            if (arith) A.mov(__qword_ptr[rbx + StateLayout.LazySrc1], Q(d));
+        }
+        StoreLazy(arith ? op == Op.Add ? LazyFlagOp.Add : LazyFlagOp.Sub : LazyFlagOp.Logic, size, result, -1, -1);
+        if (arith)
+        {
+            if (src >= 0) A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Q(src));
+            else A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], Imm32(size, i->Imm));
+        }
+        _hostValid = _hostCfValid = true;
+        return true;
+    }
+
+    private static AssemblerRegister32 R32Of(int host) => HostAsm.R32Of(host);
+
+    /// <summary>d (op)= source: host register <paramref name="s"/>, or the immediate when <paramref name="s"/> is -1.</summary>
+    private void HostAlu(Op op, int size, int d, int s, ulong imm)
+    {
+        if (s >= 0)
+        {
+            _h.Alu(op, size, d, s);
+            return;
+        }
+        _h.AluImm(op, size, d, Imm32(size, imm));
+    }
+
+    /// <summary>The immediate of a <paramref name="size"/>-byte operation as a host imm32 with the same low bytes.</summary>
+    private static int Imm32(int size, ulong imm) => size switch
+    {
+        1 => (sbyte)(byte)imm,
+        2 => (short)(ushort)imm,
+        4 => (int)(uint)imm,
+        _ => (int)(long)imm,
+    };
 
     /// <summary>
     /// ADC/SBB: the host instruction with the guest CF as carry-in. The interpreter makes their flags concrete at once
@@ -1057,6 +1319,31 @@ internal sealed unsafe partial class BlockCompiler
         int size = i->OpSize;
         if (!_deadFlags) CarryToRflags(); // the CF INC/DEC keep
         bool mem = i->Op0 == Instr.MemoryOperand;
+        if (!mem && size is 4 or 8 && i->Op0 < 16 && _cacheHost[i->Op0] >= 0)
+        {
+            // A guest register held in a host register: INC/DEC on it, the lazy record only when the flags are live.
+            int d = _cacheHost[i->Op0];
+            if (_deadFlags)
+            {
+                _h.IncDec(inc, size, d);
+                DropFlagState();
+                return;
+            }
+            if (CanDefer(j, i->Op0, -1))
+            {
+                _h.IncDec(inc, size, d);
+                Defer(new DeferredRecord(inc ? DeferredKind.Inc : DeferredKind.Dec, size, d, -1, 1));
+                return;
+            }
+            if (size == 4) A.mov(edx, R32Of(d));
+            else A.mov(rdx, Q(d));
+            _h.IncDec(inc, size, d);
+            A.mov(__qword_ptr[rbx + StateLayout.LazySrc2], 1);
+            StoreLazy(inc ? LazyFlagOp.Inc : LazyFlagOp.Dec, size, d, Rdx, -1);
+            _hostValid = true;
+            _hostCfValid = false;
+            return;
+        }
         if (mem)
         {
             LinearAddress(i);
@@ -1082,10 +1369,18 @@ internal sealed unsafe partial class BlockCompiler
     private void Mov(Instr* i, int j)
     {
         int size = i->OpSize;
+        // A 32- or 64-bit guest register held in a host register is loaded, stored or copied on that register.
+        int d = size is 4 or 8 && i->Op0 < 16 ? _cacheHost[i->Op0] : -1;
+        int s = size is 4 or 8 && i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
         if (i->Op1 == Instr.MemoryOperand)
         {
             LinearAddress(i);
             Probe(j, size, read: true, write: false);
+            if (d >= 0)
+            {
+                _h.LoadZx(d, size, Mem(size, Rsi, 0));
+                return;
+            }
             _h.LoadZx(Rax, size, Mem(size, Rsi, 0));
             WriteGpr(i->Op0, size, Rax, upperClean: true);
         }
@@ -1094,8 +1389,20 @@ internal sealed unsafe partial class BlockCompiler
             LinearAddress(i);
             Probe(j, size, read: false, write: true);
             LogStore(size);
+            if (s >= 0)
+            {
+                _h.Store(size, Mem(size, Rsi, 0), s);
+                return;
+            }
             LoadSource(i, size, Rcx);
             _h.Store(size, Mem(size, Rsi, 0), Rcx);
+        }
+        else if (d >= 0 && (s >= 0 || i->Op1 == Instr.NoRegister))
+        {
+            if (s >= 0 && size == 4) A.mov(R32Of(d), R32Of(s));
+            else if (s >= 0) A.mov(Q(d), Q(s));
+            else if (size == 4) A.mov(R32Of(d), (uint)i->Imm);
+            else _h.MovImm(d, i->Imm);
         }
         else
         {
@@ -1118,12 +1425,28 @@ internal sealed unsafe partial class BlockCompiler
         {
             m = GReg(i->Op1, src);
         }
+        int d = size is 4 or 8 && i->Op0 < 16 ? _cacheHost[i->Op0] : -1;
+        if (d >= 0 && (!signed || size == 8 || src < 4))
+        {
+            // Into a guest register held in a host register: one host MOVZX/MOVSX (a 32-bit one clears bits 63:32).
+            if (!signed) _h.LoadZx(d, src, m);
+            else if (size == 8) _h.LoadSx(d, src, m);
+            else A.movsx(R32Of(d), m);
+            return;
+        }
         if (signed) _h.LoadSx(Rax, src, m); else _h.LoadZx(Rax, src, m);
         WriteGpr(i->Op0, size, Rax, upperClean: !signed);
     }
 
     private void Lea(Instr* i)
     {
+        // LEA of the address size into a guest register held in a host register: one host LEA.
+        if (i->OpSize == i->AddrSize && i->Op0 < 16 && _cacheHost[i->Op0] >= 0 && AddressOperand(i, out AssemblerMemoryOperand m))
+        {
+            if (i->OpSize == 4) A.lea(R32Of(_cacheHost[i->Op0]), m);
+            else A.lea(Q(_cacheHost[i->Op0]), m);
+            return;
+        }
         EffectiveAddress(i);
         WriteGpr(i->Op0, i->OpSize, Rsi, upperClean: false);
     }
@@ -1134,6 +1457,34 @@ internal sealed unsafe partial class BlockCompiler
         bool mem = i->Op0 == Instr.MemoryOperand;
         bool byCl = i->Op1 != Instr.NoRegister;
         int count = byCl ? -1 : (int)(i->Imm & (size == 8 ? 0x3FUL : 0x1FUL));
+        if (_deadFlags && !mem && !byCl && i->Op0 < 16 && _cacheHost[i->Op0] >= 0)
+        {
+            _h.Shift(op, size, _cacheHost[i->Op0], count); // a register held in a host register, flags unread
+            DropFlagState();
+            return;
+        }
+        if (HostAsm.HasLahf && !mem && !byCl && !(op == Op.Shr && count == 1) && i->Op0 < 16 && _cacheHost[i->Op0] >= 0)
+        {
+            // The same with live flags: CF ZF SF PF from the host through LAHF (cheaper than PUSHF), AF = 0, OF as
+            // Shifts.ShiftFast: MSB(result) ^ CF for SHL, 0 for SAR and for SHR by more than 1.
+            int d = _cacheHost[i->Op0];
+            _h.Shift(op, size, d, count);
+            A.lahf();
+            A.movzx(edx, ah);
+            A.and(edx, 0xC5);
+            if (op == Op.Shl)
+            {
+                A.mov(rax, Q(d));
+                A.shr(rax, (byte)(bits - 1));
+                A.xor(eax, edx);
+                A.and(eax, 1);
+                A.shl(eax, 11);
+                A.or(edx, eax);
+            }
+            StoreEager();
+            _hostValid = false;
+            return;
+        }
         if (mem)
         {
             LinearAddress(i);
@@ -1226,6 +1577,30 @@ internal sealed unsafe partial class BlockCompiler
             LinearAddress(i);
             Probe(j, size, read: true, write: false);
         }
+        int d = _deadFlags && i->Op0 < 16 ? _cacheHost[i->Op0] : -1;
+        if (d >= 0 && (!three || size == 4 || (long)i->Imm == (int)(long)i->Imm))
+        {
+            // Flags unread, destination held in a host register: the host IMUL on it.
+            int s = i->Op1 == Instr.MemoryOperand ? -1 : i->Op1 < 16 ? _cacheHost[i->Op1] : -1;
+            if (s < 0)
+            {
+                LoadSource(i, size, Rcx);
+                s = Rcx;
+            }
+            int imm = size == 4 ? (int)(uint)i->Imm : (int)(long)i->Imm;
+            if (size == 4)
+            {
+                if (three) A.imul(R32Of(d), R32Of(s), imm);
+                else A.imul(R32Of(d), R32Of(s));
+            }
+            else
+            {
+                if (three) A.imul(Q(d), Q(s), imm);
+                else A.imul(Q(d), Q(s));
+            }
+            DropFlagState();
+            return;
+        }
         if (three)
         {
             LoadSource(i, size, Rax); // the r/m operand
@@ -1237,7 +1612,7 @@ internal sealed unsafe partial class BlockCompiler
             LoadSource(i, size, Rcx);
         }
         _h.Alu(Op.Imul, size, Rax, Rcx);
-        A.seto(r9b);
+        if (!_deadFlags) A.seto(r9b);
         WriteGpr(i->Op0, size, Rax, upperClean: true);
         StoreMulFlags(size);
     }
@@ -1249,7 +1624,7 @@ internal sealed unsafe partial class BlockCompiler
         LoadRm(i, j, i->Op0);
         _h.LoadZx(Rax, size, GReg(0, size));
         _h.MulAccumulator(signed, size, 11);
-        A.seto(r9b);
+        if (!_deadFlags) A.seto(r9b);
         WriteGpr(0, size, Rax, upperClean: true);
         WriteGpr(2, size, Rdx, upperClean: true);
         StoreMulFlags(size);

@@ -74,7 +74,8 @@ internal static class GprCache
         for (int k = 0; k < code.Length; k++)
         {
             Instruction ins = code[k];
-            if (ins.Code == Code.Mov_r64_rm64 && ins.Op1Kind == OpKind.Memory) continue; // an entry load (the only memory form left)
+            if (ins.Code == Code.Mov_r64_rm64 && ins.Op1Kind == OpKind.Memory && ins.MemoryBase == Register.RBX
+                && ins.MemoryIndex == Register.None) continue; // an entry load (the only CpuState form left)
             if (ins.Mnemonic == Mnemonic.Pop) continue; // the epilogue restores the host's callee-saved registers
             foreach (UsedRegister u in info.GetInfo(ins).GetUsedRegisters())
             {

@@ -23,7 +23,14 @@ internal sealed class HostAsm
 
     public readonly Assembler A = new(64);
 
+    /// <summary>Whether the host has LAHF/SAHF in 64-bit mode (CPUID 80000001H:ECX bit 0; every x86-64 since 2005).</summary>
+    public static readonly bool HasLahf = System.Runtime.Intrinsics.X86.X86Base.IsSupported
+        && (System.Runtime.Intrinsics.X86.X86Base.CpuId(unchecked((int)0x80000001), 0).Ecx & 1) != 0;
+
     public static AssemblerRegister64 Q(int r) => R64[r];
+
+    /// <summary>The 32-bit form of host register <paramref name="r"/>.</summary>
+    public static AssemblerRegister32 R32Of(int r) => R32[r];
 
     /// <summary>A memory operand of <paramref name="size"/> bytes at [<paramref name="baseReg"/> + <paramref name="disp"/>].</summary>
     public static AssemblerMemoryOperand Mem(int size, int baseReg, int disp) => size switch
@@ -76,6 +83,71 @@ internal sealed class HostAsm
         if (imm <= uint.MaxValue) A.mov(R32[r], (uint)imm);
         else if ((long)imm >= int.MinValue && (long)imm < 0) A.mov(R64[r], (int)(long)imm);
         else A.mov(R64[r], imm);
+    }
+
+    /// <summary>d (op)= imm (sign-extended for 64 bits) at 4 or 8 bytes (host flags as the instruction defines them).</summary>
+    public void AluImm(Op op, int size, int d, int imm)
+    {
+        if (size == 1)
+        {
+            AssemblerRegister8 b = R8[d];
+            switch (op)
+            {
+                case Op.Add: A.add(b, (sbyte)imm); break;
+                case Op.Or: A.or(b, (sbyte)imm); break;
+                case Op.And: A.and(b, (sbyte)imm); break;
+                case Op.Sub: A.sub(b, (sbyte)imm); break;
+                case Op.Xor: A.xor(b, (sbyte)imm); break;
+                case Op.Cmp: A.cmp(b, (sbyte)imm); break;
+                case Op.Test: A.test(b, (sbyte)imm); break;
+                default: throw new InvalidOperationException(op.ToString());
+            }
+            return;
+        }
+        if (size == 2)
+        {
+            AssemblerRegister16 w = R16[d];
+            switch (op)
+            {
+                case Op.Add: A.add(w, (short)imm); break;
+                case Op.Or: A.or(w, (short)imm); break;
+                case Op.And: A.and(w, (short)imm); break;
+                case Op.Sub: A.sub(w, (short)imm); break;
+                case Op.Xor: A.xor(w, (short)imm); break;
+                case Op.Cmp: A.cmp(w, (short)imm); break;
+                case Op.Test: A.test(w, (short)imm); break;
+                default: throw new InvalidOperationException(op.ToString());
+            }
+            return;
+        }
+        if (size == 4)
+        {
+            AssemblerRegister32 r = R32[d];
+            switch (op)
+            {
+                case Op.Add: A.add(r, imm); break;
+                case Op.Or: A.or(r, imm); break;
+                case Op.And: A.and(r, imm); break;
+                case Op.Sub: A.sub(r, imm); break;
+                case Op.Xor: A.xor(r, imm); break;
+                case Op.Cmp: A.cmp(r, imm); break;
+                case Op.Test: A.test(r, imm); break;
+                default: throw new InvalidOperationException(op.ToString());
+            }
+            return;
+        }
+        AssemblerRegister64 q = R64[d];
+        switch (op)
+        {
+            case Op.Add: A.add(q, imm); break;
+            case Op.Or: A.or(q, imm); break;
+            case Op.And: A.and(q, imm); break;
+            case Op.Sub: A.sub(q, imm); break;
+            case Op.Xor: A.xor(q, imm); break;
+            case Op.Cmp: A.cmp(q, imm); break;
+            case Op.Test: A.test(q, imm); break;
+            default: throw new InvalidOperationException(op.ToString());
+        }
     }
 
     /// <summary>d (op)= s at <paramref name="size"/> bytes (host flags as the instruction defines them).</summary>

@@ -276,6 +276,49 @@ public sealed unsafe class TranslatorTests
     }
 
     /// <summary>
+    /// 32-bit loop whose flag records only a TLB-miss exit can see (BlockCompiler.DeferredFlags.cs): ADD and CMP on
+    /// registers, each followed by a load from a page the TLB has not seen yet, then an instruction writing every flag.
+    /// </summary>
+    private static void MissingLoads32(Assembler a)
+    {
+        Label top = a.CreateLabel();
+        a.xor(ecx, ecx);
+        a.mov(esi, (uint)GuestRunner.DataAddress);
+        a.mov(edx, 40);
+        a.mov(ebx, 0x40000000);
+        a.Label(ref top);
+        a.add(ecx, 0x3FFFFFFF);
+        a.mov(eax, __dword_ptr[esi]);
+        a.lea(esi, __[esi + 0x800]);
+        a.cmp(ecx, ebx);
+        a.movzx(edi, __byte_ptr[esi]);
+        a.xor(edi, eax);
+        a.sub(edx, 1);
+        a.jnz(top);
+    }
+
+    [Fact]
+    public void Flag_records_left_to_side_exits_are_rebuilt_at_every_tlb_miss()
+    {
+        if (!HostCanTranslate()) return;
+        // Lock-step compares the state where the translated code left (the missing load, its flags those of the ADD or
+        // CMP before it) with the interpreter's after as many instructions; the plain run must end as the interpreter.
+        foreach (ExecutionTier tier in new[] { ExecutionTier.LockStep, ExecutionTier.Translator })
+        {
+            (GuestRunner reference, GuestRunner translated) = Pair32(tier);
+            using var _ = reference;
+            using var __ = translated;
+            var re = reference.Run(MissingLoads32);
+            var ra = translated.Run(MissingLoads32);
+            Assert.Equal(FlatStopReason.Halt, re.Reason);
+            AssertSameState(reference, translated, re, ra);
+            BlockTranslator t = translated.Machine.Core.Translator!;
+            Assert.Null(t.FirstMismatch);
+            Assert.True(t.NativeInstructions > 100, $"{t.NativeInstructions} instructions ran translated");
+        }
+    }
+
+    /// <summary>
     /// 32-bit code is compiled for flat ES/CS/SS/DS when the bases are 0 at translation (no base added per access);
     /// after DS and SS get a non-zero base, that code must not run (the same program then addresses other bytes), and
     /// code translated under those bases must add them. Both runs end as in the interpreter.
