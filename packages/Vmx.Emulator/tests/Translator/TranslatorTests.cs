@@ -255,22 +255,35 @@ public sealed unsafe class TranslatorTests
         return (reference, translated);
     }
 
+    /// <summary>
+    /// Runs a 32-bit <paramref name="program"/> to HLT in the interpreter and on <paramref name="tier"/> (translating at
+    /// first sight): both end in the same state, lock-step finds no mismatch, and more than
+    /// <paramref name="minTranslated"/> instructions ran translated. Returns the translator for further checks.
+    /// </summary>
+    private static BlockTranslator AssertRunsLikeInterpreter32(ExecutionTier tier, Action<Assembler> program, long minTranslated)
+    {
+        (GuestRunner reference, GuestRunner translated) = Pair32(tier);
+        using var _ = reference;
+        using var __ = translated;
+        var re = reference.Run(program);
+        var ra = translated.Run(program);
+        Assert.Equal(FlatStopReason.Halt, re.Reason);
+        AssertSameState(reference, translated, re, ra);
+        BlockTranslator t = translated.Machine.Core.Translator!;
+        Assert.Null(t.FirstMismatch);
+        Assert.True(t.NativeInstructions > minTranslated, $"{t.NativeInstructions} of {ra.InstructionsExecuted} translated");
+        return t;
+    }
+
     [Fact]
     public void Thirty_two_bit_loop_ends_in_the_interpreters_state()
     {
         if (!HostCanTranslate()) return;
         foreach (ExecutionTier tier in new[] { ExecutionTier.Translator, ExecutionTier.LockStep })
         {
-            (GuestRunner reference, GuestRunner translated) = Pair32(tier);
-            using var _ = reference;
-            using var __ = translated;
-            var re = reference.Run(HotLoop32);
-            var ra = translated.Run(HotLoop32);
-            Assert.Equal(FlatStopReason.Halt, re.Reason);
-            AssertSameState(reference, translated, re, ra);
-            BlockTranslator t = translated.Machine.Core.Translator!;
-            Assert.Null(t.FirstMismatch);
-            Assert.True(t.NativeInstructions > (long)ra.InstructionsExecuted / 2, $"{t.NativeInstructions} of {ra.InstructionsExecuted} translated");
+            using var probe = new GuestRunner(bitness: 32);
+            long total = (long)probe.Run(HotLoop32).InstructionsExecuted;
+            BlockTranslator t = AssertRunsLikeInterpreter32(tier, HotLoop32, total / 2);
             Assert.True(t.BlocksWithCachedRegisters > 0, "no block kept guest registers in host registers");
         }
     }
@@ -305,16 +318,7 @@ public sealed unsafe class TranslatorTests
         // CMP before it) with the interpreter's after as many instructions; the plain run must end as the interpreter.
         foreach (ExecutionTier tier in new[] { ExecutionTier.LockStep, ExecutionTier.Translator })
         {
-            (GuestRunner reference, GuestRunner translated) = Pair32(tier);
-            using var _ = reference;
-            using var __ = translated;
-            var re = reference.Run(MissingLoads32);
-            var ra = translated.Run(MissingLoads32);
-            Assert.Equal(FlatStopReason.Halt, re.Reason);
-            AssertSameState(reference, translated, re, ra);
-            BlockTranslator t = translated.Machine.Core.Translator!;
-            Assert.Null(t.FirstMismatch);
-            Assert.True(t.NativeInstructions > 100, $"{t.NativeInstructions} instructions ran translated");
+            AssertRunsLikeInterpreter32(tier, MissingLoads32, 100);
         }
     }
 
