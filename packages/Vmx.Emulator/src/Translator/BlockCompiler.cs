@@ -25,13 +25,12 @@ namespace VmmKit.Vmx.Emulator.Translator;
 /// bits with the interpreter's choice for SDM-undefined bits for shifts and IMUL; a record only a side exit could see
 /// is rebuilt by that exit's stub instead of stored (BlockCompiler.DeferredFlags.cs).
 /// Register use: RBX state, R12 TLB, RBP and R13 cached guest registers, R14 the lock-step write log (lock-step) or the
-/// <see cref="ChainContext"/> (otherwise), R15 the budget left, [RSP] the links and loop rounds left; RAX RCX RDX RSI
+/// <see cref="ChainContext"/> (otherwise), R15 the budget left; RAX RCX RDX RSI
 /// scratch; RDI R8-R11 scratch or, in a block whose code does not use them, cached guest registers.
 /// Block chaining (outside lock-step): every translated block has the same prologue and epilogue, so a block's exit
 /// may jump straight to the next block's code after its prologue (<c>entryOffset</c> of <see cref="Compile"/>), when
-/// the link is current (<see cref="ChainContext"/>), the budget left covers any whole block, and fewer than
-/// <see cref="MaxLoopIterations"/> links or loop rounds were taken in this call (so the dispatch loop still sees a host
-/// kick soon). Those are the checks the dispatch loop (Core.Execute) makes between blocks that translated code can
+/// the link is current (<see cref="ChainContext"/>) and the budget left covers any whole block (the dispatch loop passes
+/// at most <see cref="MaxInstructionsPerCall"/>, so it still sees a host kick soon). Those are the checks the dispatch loop (Core.Execute) makes between blocks that translated code can
 /// change; the others (a pending debug trap, a write to code, mode, SS or paging changes) need an interpreted
 /// instruction, which always returns to the dispatch loop first.
 /// </remarks>
@@ -81,8 +80,12 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>Leading instructions of the block this compilation translates.</summary>
     private int _covered;
 
-    /// <summary>Runs of a self-looping block inside one call of its translated code.</summary>
-    public const int MaxLoopIterations = 4096;
+    /// <summary>
+    /// The most instructions one call of translated code may retire, loop rounds and chained blocks included: the
+    /// dispatch loop passes at most this budget, so it sees a host kick (Core.RequestExit) within that many
+    /// instructions, and translated code needs no count of its own (one budget check per link or loop round).
+    /// </summary>
+    public const long MaxInstructionsPerCall = 1 << 16;
     private int _bitness;
     /// <summary>
     /// 32-bit code compiled for ES, CS, SS and DS bases of 0 (the flat model every gcc-built guest uses): no base is
@@ -619,7 +622,6 @@ internal sealed unsafe partial class BlockCompiler
         A.mov(rbx, windows ? rcx : rdi);
         A.mov(r15, windows ? rdx : rsi);
         A.push(r15); // the budget at entry: the exit counts what the chained blocks and loop rounds retired (Epilogue)
-        A.push(MaxLoopIterations); // [rsp]: the links and loop rounds left
         A.mov(r12, (ulong)_tlb);
         if (_log != 0) A.mov(r14, (ulong)_log);
         else if (_chain != 0) A.mov(r14, (ulong)_chain);
@@ -640,7 +642,6 @@ internal sealed unsafe partial class BlockCompiler
     {
         // Whole runs of chained blocks, loop rounds and completed strings took their instructions off R15 only;
         // InstructionsRetired gets them here, once per call (no memory add on every link).
-        A.pop(rcx); // the links and loop rounds left
         A.pop(rcx);
         A.sub(rcx, r15);
         A.add(__qword_ptr[rbx + StateLayout.InstructionsRetired], rcx);
@@ -652,7 +653,7 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>
     /// Ends the block with a branch to <paramref name="target"/>. A branch back to the block's own first instruction
     /// (a loop) runs the block again inside the translated code while the budget (R15) still covers a whole run, at most
-    /// <see cref="MaxLoopIterations"/> times so a host kick (Core.RequestExit) is seen soon; each extra run is counted in
+    /// the budget allows (at most <see cref="MaxInstructionsPerCall"/> instructions per call); each extra run is counted in
     /// InstructionsRetired here. Otherwise RIP = target and the block returns.
     /// </summary>
     private void BranchTo(ulong target)
@@ -663,8 +664,6 @@ internal sealed unsafe partial class BlockCompiler
             A.sub(r15, _count);
             A.cmp(r15, _count);
             A.jl(leave);
-            A.dec(__dword_ptr[rsp]);
-            A.jz(leave);
             A.jmp(_body);
             A.Label(ref leave);
             A.add(r15, _count); // this last run is the one the return value counts
@@ -675,7 +674,7 @@ internal sealed unsafe partial class BlockCompiler
     /// <summary>Ends a whole block run with RIP = <paramref name="target"/> (a direct branch): follows the exit's chain slot when it may.</summary>
     private void ChainTo(ulong target)
     {
-        // A loop back to the block's own start left its loop above (budget or allowance used up): return.
+        // A loop back to the block's own start left its loop above (budget used up): return.
         if (_chain == 0 || !_coversWholeBlock || SlotsUsed >= _slotCapacity || target == _startIp)
         {
             SetRip(target);
@@ -741,7 +740,7 @@ internal sealed unsafe partial class BlockCompiler
 
     /// <summary>
     /// The checks before following a link: 32-bit code only with a CS base of 0 (links are made by linear address =
-    /// RIP); the budget left after this block must cover any whole block; the link and loop allowance.
+    /// RIP); the budget left after this block must cover any whole block.
     /// </summary>
     private void ChainChecks(Label unlinked)
     {
@@ -753,8 +752,6 @@ internal sealed unsafe partial class BlockCompiler
         }
         A.cmp(r15, _count + BlockDecoder.MaxInstructions);
         A.jl(unlinked);
-        A.dec(__dword_ptr[rsp]);
-        A.jle(unlinked);
     }
 
     /// <summary>Counts this block's run as the dispatch loop would before the next block (budget and instructions retired).</summary>

@@ -64,8 +64,10 @@ internal sealed unsafe partial class Core
         ChainContext* chain = t.Chain;
         if (exit != 0 && _pendingGeneration == chain->Generation) t.Link(exit, b, S.Rip, StackSize, SegBase[1]);
         ulong before = S.InstructionsRetired;
-        // The whole remaining budget: a block that loops to itself or chains to others goes on inside the translated code.
-        int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, long, int>)code)(State, (long)(BudgetEnd - before));
+        // The remaining budget, at most MaxInstructionsPerCall (so a host kick is seen soon): a block that loops to itself
+        // or chains to others goes on inside the translated code.
+        long allowed = Math.Min((long)(BudgetEnd - before), BlockCompiler.MaxInstructionsPerCall);
+        int k = ((delegate* unmanaged[SuppressGCTransition]<CpuState*, long, int>)code)(State, allowed);
         t.NativeRuns++;
         t.NativeInstructions += (long)(S.InstructionsRetired - before) + k;
         var last = (Instr*)chain->ExitFirst;

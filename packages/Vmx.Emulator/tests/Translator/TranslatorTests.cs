@@ -195,7 +195,7 @@ public sealed unsafe class TranslatorTests
             {
                 Assert.Equal(FlatStopReason.Halt, ra.Reason);
                 BlockTranslator t = translated.Machine.Core.Translator!;
-                // 20,000 iterations in a handful of calls (each call goes round at most MaxLoopIterations times).
+                // 20,000 iterations in a handful of calls (each call retires at most MaxInstructionsPerCall instructions).
                 Assert.True(t.NativeRuns < 20, $"{t.NativeRuns} calls into translated code");
             }
         }
