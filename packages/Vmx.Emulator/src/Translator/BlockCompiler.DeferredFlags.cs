@@ -45,28 +45,11 @@ internal sealed unsafe partial class BlockCompiler
             Instr* i = _first + m;
             Code code = (Code)i->Code;
             Mnemonic mn = code.Mnemonic();
-            bool writesAll;
-            switch (mn)
-            {
-                case Mnemonic.Add: case Mnemonic.Or: case Mnemonic.And: case Mnemonic.Sub: case Mnemonic.Xor:
-                    writesAll = true;
-                    break;
-                case Mnemonic.Cmp: case Mnemonic.Test:
-                    return true; // writes no register
-                case Mnemonic.Imul when code.ToOpCode().OpCount >= 2:
-                    writesAll = true;
-                    break;
-                case Mnemonic.Shl: case Mnemonic.Sal: case Mnemonic.Shr: case Mnemonic.Sar:
-                    if (i->Op1 != Instr.NoRegister) return false; // a CL count of 0 keeps the flags: a reader
-                    writesAll = true;
-                    break;
-                case Mnemonic.Mov: case Mnemonic.Movzx: case Mnemonic.Movsx: case Mnemonic.Movsxd: case Mnemonic.Lea: case Mnemonic.Nop:
-                    writesAll = false;
-                    break;
-                default:
-                    return false;
-            }
             if (IsStringMove(code)) return false;
+            bool writesAll = WritesAllFlags(i);
+            // Anything else reads a flag (ADC/SBB, INC/DEC's CF, a CL shift that may keep them) or may leave otherwise.
+            if (!writesAll && mn is not (Mnemonic.Mov or Mnemonic.Movzx or Mnemonic.Movsx or Mnemonic.Movsxd or Mnemonic.Lea or Mnemonic.Nop)) return false;
+            if (mn is Mnemonic.Cmp or Mnemonic.Test) return true; // writes no register
             int written = i->Op0 < 16 ? i->Op0 : i->Op0 >= Instr.Gpr8High && i->Op0 < Instr.Gpr8High + 4 ? i->Op0 - Instr.Gpr8High : -1;
             if (mn != Mnemonic.Nop && written >= 0 && (written == dest || written == source)) return false;
             if (writesAll) return true;
