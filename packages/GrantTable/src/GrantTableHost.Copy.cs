@@ -316,10 +316,21 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError;
         }
 
+        uint* header = HeaderWord(rd, gref);
         uint oldPin = act.Pin;
         if (oldPin == 0 || (!readOnly && (oldPin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0))
         {
-            uint* header = HeaderWord(rd, gref);
+            // v1: resolve the frame the entry names now, while the stores of the copy before drain (the compare-exchange
+            // below waits for them); the result counts only if the entry still names that frame once GTF_reading is set.
+            uint earlyGfn = 0;
+            ulong earlyMfn = 0;
+            GrantStatus earlyRc = GrantStatus.GeneralError;
+            if (rd.Version == 1)
+            {
+                earlyGfn = Volatile.Read(ref ((GrantEntryV1*)header)->Frame);
+                earlyRc = GetPagedFrame(rd, earlyGfn, readOnly, out earlyMfn);
+            }
+
             GrantStatus rc = SetStatus(rd, gref, header, act, readOnly, mapping: false, ldom);
             if (rc != GrantStatus.Okay)
             {
@@ -329,9 +340,10 @@ public sealed unsafe partial class GrantTableHost
             ulong gfn;
             ushort start = 0, length = Page.PageSize;
             bool subPage = false;
+            ulong mfn;
             if (rd.Version == 1)
             {
-                gfn = ((GrantEntryV1*)header)->Frame;
+                gfn = Volatile.Read(ref ((GrantEntryV1*)header)->Frame);
             }
             else
             {
@@ -345,7 +357,16 @@ public sealed unsafe partial class GrantTableHost
                 }
             }
 
-            rc = GetPagedFrame(rd, gfn, readOnly, out ulong mfn);
+            if (rd.Version == 1 && gfn == earlyGfn)
+            {
+                rc = earlyRc;
+                mfn = earlyMfn;
+            }
+            else
+            {
+                rc = GetPagedFrame(rd, gfn, readOnly, out mfn);
+            }
+
             if (rc != GrantStatus.Okay)
             {
                 ClearAfterFailedPin(rd, gref, act.Pin, readOnly);
@@ -367,7 +388,8 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        buf.FlagsWord = rd.Version == 1 ? HeaderWord(rd, gref) : StatusWord(rd, gref, out buf.FlagsShift);
+        buf.FlagsShift = 0;
+        buf.FlagsWord = rd.Version == 1 ? header : StatusWord(rd, gref, out buf.FlagsShift);
         buf.Start = act.Start;
         buf.Length = act.Length;
         buf.Mfn = act.Mfn;
@@ -392,7 +414,7 @@ public sealed unsafe partial class GrantTableHost
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
         if (clear != 0 && !rd.IsDestroyed)
         {
-            ClearBits16(buf.FlagsWord, buf.FlagsShift, (ushort)clear);
+            ReleaseBits16(buf.FlagsWord, buf.FlagsShift, (ushort)clear);
         }
     }
 
