@@ -63,10 +63,10 @@ public sealed unsafe partial class GrantTableHost
     /// grant_table.h's protocol lets a granter change an entry in use only by a compare-exchange that fails while
     /// either bit is set (v1; "invalidating an in-use entry cannot be done directly"), and v2 status words belong to
     /// the hypervisor, so a guest that follows it cannot write the half-word between this load and store; a guest that
-    /// does can only lose that write to its own entry. The store is ordered after the copy's loads and stores (x86
-    /// keeps stores in order and never moves a store before an earlier load, SDM Vol. 3A §9.2.2, and a string
-    /// operation's stores before a later store, §9.2.4), and it does not wait for them to drain as a locked
-    /// instruction does. All hypervisor writes of these words are under the host's lock.
+    /// does can only lose that write to its own entry. <see cref="Volatile.Write(ref ushort, ushort)"/> is a release
+    /// store, so the copy's loads and stores come before it (on x86 a plain MOV: stores stay in order and never pass an
+    /// earlier load, SDM Vol. 3A §8.2.2, nor a string operation's stores, §8.2.4), and unlike a locked instruction it
+    /// does not wait for the copy's stores to drain. All hypervisor writes of these words are under the host's lock.
     /// </summary>
     private static void ReleaseBits16(uint* word, int shift, ushort bits)
     {
