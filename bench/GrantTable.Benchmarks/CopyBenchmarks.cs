@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using BenchmarkDotNet.Attributes;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
@@ -85,9 +86,9 @@ public unsafe class CopyBenchmarks
     /// <summary>
     /// The floor the grant protocol sets (Xen's gnttab_copy does the same work, around the memcpy): the memcpy of
     /// <see cref="Memcpy"/> inside one lock per call, plus, each time an operation moves to another grant, the two
-    /// atomic operations on a guest-visible entry word that claiming and releasing a grant require (a compare-exchange
-    /// setting GTF_reading, an atomic AND clearing it after the last use). No check, no lookup: what is left once every
-    /// avoidable cost is gone.
+    /// operations on a guest-visible entry word that claiming and releasing a grant require (a compare-exchange setting
+    /// GTF_reading; a load and plain store clearing it after the last use, as GrantTableHost does where Xen uses an
+    /// atomic AND). No check, no lookup: what is left once every avoidable cost is gone.
     /// </summary>
     [Benchmark]
     public void ProtocolFloor()
@@ -103,7 +104,7 @@ public unsafe class CopyBenchmarks
                 {
                     if (held != uint.MaxValue)
                     {
-                        Interlocked.And(ref _floorEntries[held], ~(uint)GrantEntryFlags.Reading);
+                        Release(ref _floorEntries[held]);
                     }
 
                     uint combo = Volatile.Read(ref _floorEntries[gref]);
@@ -114,17 +115,25 @@ public unsafe class CopyBenchmarks
                 Buffer.MemoryCopy(_src[i], _dst[i], Length, Length);
             }
 
-            Interlocked.And(ref _floorEntries[held], ~(uint)GrantEntryFlags.Reading);
+            Release(ref _floorEntries[held]);
         }
 
         _next = first + Batch == OpsPerPass ? 0 : first + Batch;
     }
 
+    // Clearing GTF_reading after the last use: a load and a plain store of the flags half-word, as GrantTableHost
+    // does (a guest following grant_table.h cannot write it while GTF_reading is set).
+    private static void Release(ref uint entry)
+    {
+        ref ushort flags = ref Unsafe.As<uint, ushort>(ref entry);
+        Volatile.Write(ref flags, (ushort)(Volatile.Read(ref flags) & ~(ushort)GrantEntryFlags.Reading));
+    }
+
     /// <summary>
     /// <see cref="ProtocolFloor"/> in the order that needs the fewest waits: every grant of the call claimed first
-    /// (one compare-exchange each), then every memcpy, then every release (one atomic AND each). Each atomic
-    /// read-modify-write waits for the stores before it, so in <see cref="ProtocolFloor"/>'s order each operation's
-    /// memcpy is drained before the next starts, here once per call. An implementation in this order would set
+    /// (one compare-exchange each), then every memcpy, then every release. Each compare-exchange waits for the stores
+    /// before it, so in <see cref="ProtocolFloor"/>'s order each operation's memcpy is drained before the next claim,
+    /// here once per call. An implementation in this order would set
     /// GTF_reading on later operations' grants before earlier operations' bytes are copied (Xen does not); it is
     /// measured as the lower bound of any ordering.
     /// </summary>
@@ -157,7 +166,7 @@ public unsafe class CopyBenchmarks
                 uint gref = _ops[i].Source.Ref;
                 if (gref != held)
                 {
-                    Interlocked.And(ref _floorEntries[gref], ~(uint)GrantEntryFlags.Reading);
+                    Release(ref _floorEntries[gref]);
                     held = gref;
                 }
             }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 
@@ -89,7 +90,18 @@ public sealed unsafe partial class GrantTableHost
         internal CopyBuffer Src;
         internal CopyBuffer Dst;
         internal long DestroyedDomains; // the host's count of destroyed domains when the domains were last checked
+
+        // What both sides hold, as the first 32 bytes of an operation naming them (the two gnttab_copy_ptr) read under
+        // KeyMask: per side the reference (4 bytes) or frame (8 bytes) and the domid, offsets and padding masked out.
+        // Set after every operation CopyOneCore completes, when both sides hold what that operation named.
+        internal Vector256<ulong> Key;
+        internal Vector256<ulong> KeyMask;
+        internal long KeyEpoch;  // FrameReferences.Epoch when both sides were checked
+        internal uint KeyFlags;  // the operation's GrantCopyFlags | Keyed; 0 when nothing is held
     }
+
+    private const uint Keyed = 0x1_0000; // in CopyBatch.KeyFlags: above every 16-bit flags value
+    private const ushort CopyGrefFlags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref);
 
     /// <summary>
     /// One side of a copy as last claimed: the domain the operation named, and the grant or frame with the part of
@@ -113,16 +125,16 @@ public sealed unsafe partial class GrantTableHost
         public bool ReadOnly;
     }
 
-    // The common case first: both sides name what the batch holds (gnttab_copy_buf_valid) and the bytes lie within both,
-    // so nothing is claimed and nothing but the copy is written. Anything else takes CopyOneCore, which checks everything.
+    // The common case first: both sides name what the batch holds (gnttab_copy_buf_valid: same domid, same grant
+    // reference or frame, with the same gref flags), no frame was freed and no domain destroyed since, and the bytes
+    // lie within both; so nothing is claimed and nothing but the copy is written. Anything else takes CopyOneCore,
+    // which checks everything.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
-        long epoch = Frames.Epoch;
-        uint flags = op.Flags;
-        if (batch.DestroyedDomains == _destroyedDomains &&
-            Holds(in op.Source, (flags & (ushort)GrantCopyFlags.SourceGref) != 0, in batch.Src, epoch) &&
-            Holds(in op.Dest, (flags & (ushort)GrantCopyFlags.DestGref) != 0, in batch.Dst, epoch))
+        if (batch.KeyFlags == ((uint)(op.Flags & CopyGrefFlags) | Keyed) &&
+            batch.KeyEpoch == Frames.Epoch && batch.DestroyedDomains == _destroyedDomains &&
+            (SidesOf(in op) & batch.KeyMask) == batch.Key)
         {
             uint len = op.Len, from = op.Source.Offset, to = op.Dest.Offset;
             if (from >= batch.Src.Start && from + len <= batch.Src.End && to >= batch.Dst.Start && to + len <= batch.Dst.End)
@@ -138,17 +150,24 @@ public sealed unsafe partial class GrantTableHost
         if (rc != GrantStatus.Okay)
         {
             ReleaseBatch(ref batch); // gnttab_copy: a failed operation releases both buffers
+            return rc;
         }
 
+        // Both sides now hold what this operation named, checked at this epoch.
+        uint flags = (uint)(op.Flags & CopyGrefFlags);
+        batch.KeyMask = Vector256.Create(
+            (flags & (ushort)GrantCopyFlags.SourceGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL,
+            (flags & (ushort)GrantCopyFlags.DestGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL);
+        batch.Key = SidesOf(in op) & batch.KeyMask;
+        batch.KeyFlags = flags | Keyed;
+        batch.KeyEpoch = batch.Src.Epoch;
         return rc;
     }
 
-    // gnttab_copy_buf_valid for the fast path: the side names the domain, grant or frame it holds, and no frame was
-    // freed since it was claimed.
+    // The two gnttab_copy_ptr of an operation (its first 32 bytes) as four 64-bit lanes.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Holds(in GnttabCopyPtr ptr, bool isGref, in CopyBuffer buf, long epoch) =>
-        buf.Virt != null && buf.Epoch == epoch && ptr.DomId == buf.DomId &&
-        (isGref ? buf.HaveGrant && ptr.Ref == buf.Ref : !buf.HaveGrant && ptr.Gmfn == buf.Gmfn);
+    private static Vector256<ulong> SidesOf(in GnttabCopy op) =>
+        Vector256.LoadUnsafe(ref Unsafe.As<GnttabCopy, ulong>(ref Unsafe.AsRef(in op)));
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private GrantStatus CopyOneCore(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
@@ -316,10 +335,21 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError;
         }
 
+        uint* header = HeaderWord(rd, gref);
         uint oldPin = act.Pin;
         if (oldPin == 0 || (!readOnly && (oldPin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0))
         {
-            uint* header = HeaderWord(rd, gref);
+            // v1: resolve the frame the entry names now, while the stores of the copy before drain (the compare-exchange
+            // below waits for them); the result counts only if the entry still names that frame once GTF_reading is set.
+            uint earlyGfn = 0;
+            ulong earlyMfn = 0;
+            GrantStatus earlyRc = GrantStatus.GeneralError;
+            if (rd.Version == 1)
+            {
+                earlyGfn = Volatile.Read(ref ((GrantEntryV1*)header)->Frame);
+                earlyRc = GetPagedFrame(rd, earlyGfn, readOnly, out earlyMfn);
+            }
+
             GrantStatus rc = SetStatus(rd, gref, header, act, readOnly, mapping: false, ldom);
             if (rc != GrantStatus.Okay)
             {
@@ -329,9 +359,10 @@ public sealed unsafe partial class GrantTableHost
             ulong gfn;
             ushort start = 0, length = Page.PageSize;
             bool subPage = false;
+            ulong mfn;
             if (rd.Version == 1)
             {
-                gfn = ((GrantEntryV1*)header)->Frame;
+                gfn = Volatile.Read(ref ((GrantEntryV1*)header)->Frame);
             }
             else
             {
@@ -345,7 +376,16 @@ public sealed unsafe partial class GrantTableHost
                 }
             }
 
-            rc = GetPagedFrame(rd, gfn, readOnly, out ulong mfn);
+            if (rd.Version == 1 && gfn == earlyGfn)
+            {
+                rc = earlyRc;
+                mfn = earlyMfn;
+            }
+            else
+            {
+                rc = GetPagedFrame(rd, gfn, readOnly, out mfn);
+            }
+
             if (rc != GrantStatus.Okay)
             {
                 ClearAfterFailedPin(rd, gref, act.Pin, readOnly);
@@ -367,7 +407,8 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        buf.FlagsWord = rd.Version == 1 ? HeaderWord(rd, gref) : StatusWord(rd, gref, out buf.FlagsShift);
+        buf.FlagsShift = 0;
+        buf.FlagsWord = rd.Version == 1 ? header : StatusWord(rd, gref, out buf.FlagsShift);
         buf.Start = act.Start;
         buf.Length = act.Length;
         buf.Mfn = act.Mfn;
@@ -392,13 +433,14 @@ public sealed unsafe partial class GrantTableHost
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
         if (clear != 0 && !rd.IsDestroyed)
         {
-            ClearBits16(buf.FlagsWord, buf.FlagsShift, (ushort)clear);
+            ReleaseBits16(buf.FlagsWord, buf.FlagsShift, (ushort)clear);
         }
     }
 
     // End of gnttab_copy: both buffers released, both domains unlocked.
     private void ReleaseBatch(ref CopyBatch batch)
     {
+        batch.KeyFlags = 0;
         ReleaseBuffer(ref batch.Src);
         ReleaseBuffer(ref batch.Dst);
         batch.Src.Domain = null;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using VmmKit.Ept;
 
 namespace VmmKit.GrantTable;
@@ -54,6 +55,23 @@ public sealed unsafe partial class GrantTableHost
     {
         uint mask = ~((uint)bits << shift);
         Interlocked.And(ref *word, mask);
+    }
+
+    /// <summary>
+    /// Clears <paramref name="bits"/> (GTF_reading/GTF_writing) in a 16-bit half of a guest-visible word after the
+    /// hypervisor's last use of a grant, with a plain store rather than Xen's atomic AND (<c>gnttab_clear_flags</c>).
+    /// grant_table.h's protocol lets a granter change an entry in use only by a compare-exchange that fails while
+    /// either bit is set (v1; "invalidating an in-use entry cannot be done directly"), and v2 status words belong to
+    /// the hypervisor, so a guest that follows it cannot write the half-word between this load and store; a guest that
+    /// does can only lose that write to its own entry. <see cref="Volatile.Write(ref ushort, ushort)"/> is a release
+    /// store, so the copy's loads and stores come before it (on x86 a plain MOV: stores stay in order and never pass an
+    /// earlier load, SDM Vol. 3A §8.2.2, nor a string operation's stores, §8.2.4), and unlike a locked instruction it
+    /// does not wait for the copy's stores to drain. All hypervisor writes of these words are under the host's lock.
+    /// </summary>
+    private static void ReleaseBits16(uint* word, int shift, ushort bits)
+    {
+        ushort* half = (ushort*)word + (shift >> 4);
+        Volatile.Write(ref *half, (ushort)(Volatile.Read(ref *half) & ~bits));
     }
 
     /// <summary>The guest-visible word holding GTF_reading/GTF_writing of a grant (the v1 header, or the v2 status word).</summary>
@@ -140,8 +158,8 @@ public sealed unsafe partial class GrantTableHost
             }
 
             uint* status = StatusWord(rd, gref, out int shift);
+            // The interlocked OR is a full fence: the guest sees the status before the entry is read again.
             SetBits16(status, shift, (ushort)(readOnly ? GrantEntryFlags.Reading : GrantEntryFlags.Reading | GrantEntryFlags.Writing));
-            Interlocked.MemoryBarrier(); // the guest sees the status before we re-check the entry
 
             combo = ReadVolatile(header);
             flags = FlagsOf(combo);
@@ -170,7 +188,29 @@ public sealed unsafe partial class GrantTableHost
     /// and not freed by its owner. Results are cached per domain until its EPT changes or a frame is freed through
     /// <see cref="FrameReferences.Free"/> (the reason a hypervisor must free domain frames there).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus GetPagedFrame(GrantDomain d, ulong gfn, bool readOnly, out ulong mfn)
+    {
+        // A hit needs the cache's stamp to be current (FrameCacheStamp would return it unchanged) and the entry tagged
+        // with it; anything else takes the walk.
+        if (!d.IsDestroyed && gfn < MaxGuestFrame && d.FrameCacheStamp != 0 &&
+            d.Ept.Generation == d.FrameCacheGeneration && Frames.Epoch == d.FrameCacheEpoch)
+        {
+            ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
+            if (cached.Tag == (gfn | (d.FrameCacheStamp << GrantDomain.FrameCacheEntry.StampShift)) &&
+                (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
+            {
+                mfn = cached.MfnAndAccess & ~GrantDomain.FrameCacheEntry.WritableBit;
+                return GrantStatus.Okay;
+            }
+        }
+
+        return ResolvePagedFrame(d, gfn, readOnly, out mfn);
+    }
+
+    // GetPagedFrame past the cache: checks and walks, then caches what it found.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus ResolvePagedFrame(GrantDomain d, ulong gfn, bool readOnly, out ulong mfn)
     {
         mfn = 0;
         if (d.IsDestroyed || gfn >= MaxGuestFrame)

@@ -141,10 +141,16 @@ public sealed class ConcurrentCopyTests : IDisposable
         }
     }
 
-    [Fact]
-    public void Copies_racing_with_end_of_access_never_read_what_the_granter_wrote_after_it_succeeded()
+    // With alternateFrames the granter grants its pages 5 and 6 in turn under the same reference (the share reuses the
+    // reference it freed last), as a frontend re-granting a slot does: a claim that resolved the frame the entry named
+    // before it set GTF_reading must use the frame the entry names once it is set (the entry may have been ended and
+    // granted again with the same flags and domid in between, so the compare-exchange alone does not tell).
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Copies_racing_with_end_of_access_never_read_what_the_granter_wrote_after_it_succeeded(bool alternateFrames)
     {
-        Span<byte> page = _front.RamPage(5);
+        uint firstGref = uint.MaxValue;
         long currentGref = -1; // the grant the copier uses; -1 while none
         bool done = false;
         int copied = 0, calls = 0;
@@ -177,8 +183,12 @@ public sealed class ConcurrentCopyTests : IDisposable
         {
             for (int round = 0; round < Rounds && Volatile.Read(ref copierFailure) is null; round++)
             {
+                int frame = alternateFrames ? 5 + (round % 2) : 5;
+                Span<byte> page = _front.RamPage(frame);
                 page.Fill(Granted);
-                Assert.True(_share.TryGrantForeignAccess(2, 5, readOnly: true, out uint gref));
+                Assert.True(_share.TryGrantForeignAccess(2, (ulong)frame, readOnly: true, out uint gref));
+                firstGref = Math.Min(firstGref, gref);
+                Assert.Equal(firstGref, gref); // every round grants the same reference
                 Volatile.Write(ref currentGref, gref);
                 WaitForCalls(ref calls, 2, ref copierFailure); // at least one whole call on this grant, then race the next
                 Thread.SpinWait(50 * (round % 16));
