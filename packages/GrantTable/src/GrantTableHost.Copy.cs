@@ -265,6 +265,7 @@ public sealed unsafe partial class GrantTableHost
     }
 
     // gnttab_copy_claim_buf.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus ClaimBuffer(GrantDomain caller, in GnttabCopyPtr ptr, bool isGref, bool readOnly, ref CopyBuffer buf, long epoch)
     {
         GrantDomain d = buf.Domain!;
@@ -322,6 +323,7 @@ public sealed unsafe partial class GrantTableHost
     }
 
     // acquire_grant_for_copy (transitive grants are refused by SetStatus).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus AcquireGrantForCopy(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf)
     {
         if (gref >= (uint)rd.EntryCount)
@@ -418,6 +420,7 @@ public sealed unsafe partial class GrantTableHost
     // gnttab_copy_release_buf / release_grant_for_copy: unpin, and clear GTF_writing / GTF_reading after the last use,
     // in the word found when the grant was claimed: while pinned the table cannot change version (set_version refuses)
     // and its frames are freed only with the domain.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ReleaseBuffer(ref CopyBuffer buf)
     {
         buf.Virt = null;

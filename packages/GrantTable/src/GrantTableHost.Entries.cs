@@ -10,6 +10,7 @@ public sealed unsafe partial class GrantTableHost
     private const int MaxStatusRetries = 4;
 
     /// <summary>The 32-bit word holding flags (low half) and domid (high half) of entry <paramref name="gref"/> (<c>union grant_combo</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private uint* HeaderWord(GrantDomain d, uint gref)
     {
         if (d.Version == 1)
@@ -102,84 +103,94 @@ public sealed unsafe partial class GrantTableHost
     /// sets GTF_reading (and GTF_writing) where the guest sees them (<c>_set_status</c>); <paramref name="header"/> is the
     /// grant's <see cref="HeaderWord"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus SetStatus(GrantDomain rd, uint gref, uint* header, in ActiveGrantEntry act, bool readOnly, bool mapping, ushort ldomid)
     {
         // A map may not use a sub-page grant; transitive grants are refused altogether (see XSA-226 in the README).
         ushort mask = (ushort)(GrantEntryFlags.TypeMask | (mapping ? GrantEntryFlags.SubPage : 0));
-        if (rd.Version == 1)
+        return rd.Version == 1
+            ? SetStatusV1(header, act.Pin, readOnly, mask, ldomid)
+            : SetStatusV2(rd, gref, header, act.Pin, readOnly, mask, ldomid);
+    }
+
+    // _set_status_v1: one compare-exchange of the entry's flags and domid, retried a few times if the guest changes it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static GrantStatus SetStatusV1(uint* header, uint pin, bool readOnly, ushort mask, ushort ldomid)
+    {
+        uint combo = ReadVolatile(header);
+        for (int retries = 0; ; retries++)
         {
-            uint* word = header;
-            uint combo = ReadVolatile(word);
-            for (int retries = 0; ; retries++)
-            {
-                ushort flags = FlagsOf(combo);
-                if (act.Pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))
-                {
-                    return GrantStatus.GeneralError;
-                }
-
-                ushort newFlags = (ushort)(flags | (ushort)GrantEntryFlags.Reading);
-                if (!readOnly)
-                {
-                    if ((flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
-                    {
-                        return GrantStatus.GeneralError; // write-pin of a read-only grant
-                    }
-
-                    newFlags |= (ushort)GrantEntryFlags.Writing;
-                }
-
-                uint prev = Interlocked.CompareExchange(ref *word, (combo & 0xFFFF_0000u) | newFlags, combo);
-                if (prev == combo)
-                {
-                    return GrantStatus.Okay;
-                }
-
-                if (retries == MaxStatusRetries)
-                {
-                    return GrantStatus.GeneralError; // the guest keeps changing the entry
-                }
-
-                combo = prev;
-            }
-        }
-        else
-        {
-            uint combo = ReadVolatile(header);
             ushort flags = FlagsOf(combo);
-            if (act.Pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))
+            if (pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))
             {
                 return GrantStatus.GeneralError;
             }
 
-            if (!readOnly && (flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
+            ushort newFlags = (ushort)(flags | (ushort)GrantEntryFlags.Reading);
+            if (!readOnly)
             {
-                return GrantStatus.GeneralError;
-            }
-
-            uint* status = StatusWord(rd, gref, out int shift);
-            // The interlocked OR is a full fence: the guest sees the status before the entry is read again.
-            SetBits16(status, shift, (ushort)(readOnly ? GrantEntryFlags.Reading : GrantEntryFlags.Reading | GrantEntryFlags.Writing));
-
-            combo = ReadVolatile(header);
-            flags = FlagsOf(combo);
-            if (act.Pin == 0)
-            {
-                if ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid ||
-                    (!readOnly && (flags & (ushort)GrantEntryFlags.ReadOnly) != 0))
+                if ((flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
                 {
-                    ClearBits16(status, shift, (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
-                    return GrantStatus.GeneralError;
+                    return GrantStatus.GeneralError; // write-pin of a read-only grant
                 }
-            }
-            else if ((flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
-            {
-                ClearBits16(status, shift, (ushort)GrantEntryFlags.Writing);
-                return GrantStatus.GeneralError;
+
+                newFlags |= (ushort)GrantEntryFlags.Writing;
             }
 
-            return GrantStatus.Okay;
+            uint prev = Interlocked.CompareExchange(ref *header, (combo & 0xFFFF_0000u) | newFlags, combo);
+            if (prev == combo)
+            {
+                return GrantStatus.Okay;
+            }
+
+            if (retries == MaxStatusRetries)
+            {
+                return GrantStatus.GeneralError; // the guest keeps changing the entry
+            }
+
+            combo = prev;
         }
+    }
+
+    // _set_status_v2: GTF_reading/GTF_writing go into the status frame, then the entry is read again (the guest may
+    // have ended access in between, and sees the status before it checks).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus SetStatusV2(GrantDomain rd, uint gref, uint* header, uint pin, bool readOnly, ushort mask, ushort ldomid)
+    {
+        uint combo = ReadVolatile(header);
+        ushort flags = FlagsOf(combo);
+        if (pin == 0 && ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid))
+        {
+            return GrantStatus.GeneralError;
+        }
+
+        if (!readOnly && (flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
+        {
+            return GrantStatus.GeneralError;
+        }
+
+        uint* status = StatusWord(rd, gref, out int shift);
+        // The interlocked OR is a full fence: the guest sees the status before the entry is read again.
+        SetBits16(status, shift, (ushort)(readOnly ? GrantEntryFlags.Reading : GrantEntryFlags.Reading | GrantEntryFlags.Writing));
+
+        combo = ReadVolatile(header);
+        flags = FlagsOf(combo);
+        if (pin == 0)
+        {
+            if ((flags & mask) != (ushort)GrantEntryFlags.PermitAccess || DomIdOf(combo) != ldomid ||
+                (!readOnly && (flags & (ushort)GrantEntryFlags.ReadOnly) != 0))
+            {
+                ClearBits16(status, shift, (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
+                return GrantStatus.GeneralError;
+            }
+        }
+        else if ((flags & (ushort)GrantEntryFlags.ReadOnly) != 0)
+        {
+            ClearBits16(status, shift, (ushort)GrantEntryFlags.Writing);
+            return GrantStatus.GeneralError;
+        }
+
+        return GrantStatus.Okay;
     }
 
     /// <summary>
