@@ -185,12 +185,16 @@ public sealed class CopyBatchTests : IDisposable
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
     }
 
-    [Fact]
-    public void A_granted_frame_freed_between_two_operations_is_not_copied_from()
+    // With sameDestination the second operation names exactly what the call holds (the path that claims nothing).
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_granted_frame_freed_between_two_operations_is_not_copied_from(bool sameDestination)
     {
         uint a = Grant(5);
         MachineFrameNumber frame = _front.Ram[5];
-        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 4, 16)], _ =>
+        int second = sameDestination ? 3 : 4;
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, (ulong)second, 16)], _ =>
         {
             // decrease_reservation by the granter: the frame leaves its EPT and is freed (copies hold no frame reference)
             _front.Ept.Unmap(new GuestFrameNumber(5).Address, 1);
@@ -198,25 +202,34 @@ public sealed class CopyBatchTests : IDisposable
             Assert.True(_m.Frames.Free(frame));
         });
         Assert.Equal([0, (short)GrantStatus.BadPage], st); // claimed again, with every check: the gfn is gone
-        Assert.Equal(0, _back.RamPage(4)[16]);
+        Assert.Equal(0, _back.RamPage(second)[16]);
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
         Assert.Equal(0, EntryFlags(a) & (ushort)GrantEntryFlags.Reading);
     }
 
-    [Fact]
-    public void A_granter_destroyed_between_two_operations_fails_the_rest_with_bad_domain()
+    // framesStayUntilLater: the hypervisor destroys the granter's grant state between two operations that name exactly
+    // what the call holds, and frees its frames only after the call (none is freed while the call runs).
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_granter_destroyed_between_two_operations_fails_the_rest_with_bad_domain(bool framesStayUntilLater)
     {
         uint a = Grant(5);
-        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 4, 16), FromGrant(a, 4, 32)], i =>
+        ulong first = framesStayUntilLater ? 3UL : 4UL;
+        short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, first, 16), FromGrant(a, first, 32)], i =>
         {
-            if (i == 1)
+            if (i == 1 && framesStayUntilLater)
+            {
+                _m.Host.DestroyDomain(_front.Grant);
+            }
+            else if (i == 1)
             {
                 _m.Kill(_front); // grant state destroyed, every frame freed (and zeroed)
             }
         });
         Assert.Equal([0, (short)GrantStatus.BadDomain, (short)GrantStatus.BadDomain], st);
-        Assert.Equal(0, _back.RamPage(4)[16]);
-        Assert.Equal(0, _back.RamPage(4)[32]);
+        Assert.Equal(0, _back.RamPage((int)first)[16]);
+        Assert.Equal(0, _back.RamPage((int)first)[32]);
     }
 
     [Fact]
