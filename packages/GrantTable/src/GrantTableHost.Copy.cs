@@ -93,10 +93,10 @@ public sealed unsafe partial class GrantTableHost
 
         // What both sides hold, as the first 32 bytes of an operation naming them (the two gnttab_copy_ptr) read under
         // KeyMask: per side the reference (4 bytes) or frame (8 bytes) and the domid, offsets and padding masked out.
-        // Set after every operation CopyOneCore completes, when both sides hold what that operation named.
+        // Set after every operation CopyOneCore completes, when both sides hold what that operation named, claimed or
+        // checked at the same FrameReferences.Epoch (Src.Epoch, which only CopyOneCore changes).
         internal Vector256<ulong> Key;
         internal Vector256<ulong> KeyMask;
-        internal long KeyEpoch;  // FrameReferences.Epoch when both sides were checked
         internal uint KeyFlags;  // the operation's GrantCopyFlags | Keyed; 0 when nothing is held
     }
 
@@ -133,7 +133,7 @@ public sealed unsafe partial class GrantTableHost
     private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
         if (batch.KeyFlags == ((uint)(op.Flags & CopyGrefFlags) | Keyed) &&
-            batch.KeyEpoch == Frames.Epoch && batch.DestroyedDomains == _destroyedDomains &&
+            batch.Src.Epoch == Frames.Epoch && batch.DestroyedDomains == _destroyedDomains &&
             (SidesOf(in op) & batch.KeyMask) == batch.Key)
         {
             uint len = op.Len, from = op.Source.Offset, to = op.Dest.Offset;
@@ -160,7 +160,6 @@ public sealed unsafe partial class GrantTableHost
             (flags & (ushort)GrantCopyFlags.DestGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL);
         batch.Key = SidesOf(in op) & batch.KeyMask;
         batch.KeyFlags = flags | Keyed;
-        batch.KeyEpoch = batch.Src.Epoch;
         return rc;
     }
 
