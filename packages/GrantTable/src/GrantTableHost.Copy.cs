@@ -296,7 +296,7 @@ public sealed unsafe partial class GrantTableHost
         buf.End = (ushort)Math.Min((uint)buf.Start + buf.Length, Page.PageSize);
         buf.ReadOnly = readOnly;
         buf.Epoch = epoch;
-        buf.Virt = _memory.GetFramePointer(new MachineFrameNumber(buf.Mfn));
+        buf.Virt = FrameBytes(buf.Mfn);
         return GrantStatus.Okay;
     }
 
