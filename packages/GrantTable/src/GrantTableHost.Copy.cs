@@ -127,8 +127,8 @@ public sealed unsafe partial class GrantTableHost
 
     // The common case first: both sides name what the batch holds (gnttab_copy_buf_valid: same domid, same grant
     // reference or frame, with the same gref flags), no frame was freed and no domain destroyed since, and the bytes
-    // lie within both; so nothing is claimed and nothing but the copy is written. Anything else takes CopyOneCore,
-    // which checks everything.
+    // lie within both; so nothing is claimed and nothing but the copy is written. Anything else takes
+    // CopyOneGrantFrame (a backend's claims) or CopyOneCore, which checks everything.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
@@ -146,7 +146,12 @@ public sealed unsafe partial class GrantTableHost
             }
         }
 
-        GrantStatus rc = CopyOneCore(caller, in op, ref batch);
+        GrantStatus rc = CopyOneGrantFrame(caller, in op, ref batch);
+        if (rc == NotHandled)
+        {
+            rc = CopyOneCore(caller, in op, ref batch);
+        }
+
         if (rc != GrantStatus.Okay)
         {
             ReleaseBatch(ref batch); // gnttab_copy: a failed operation releases both buffers
