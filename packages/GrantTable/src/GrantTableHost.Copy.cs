@@ -101,6 +101,16 @@ public sealed unsafe partial class GrantTableHost
     }
 
     private const uint Keyed = 0x1_0000; // in CopyBatch.KeyFlags: above every 16-bit flags value
+
+    // CopyBatch.KeyMask for each combination of GNTCOPY_source_gref and GNTCOPY_dest_gref: per side the reference
+    // (4 bytes) or the frame (8 bytes), then the domid.
+    private static readonly Vector256<ulong>[] KeyMasks =
+    [
+        Vector256.Create(ulong.MaxValue, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL),
+        Vector256.Create(0xFFFF_FFFFUL, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL),
+        Vector256.Create(ulong.MaxValue, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL),
+        Vector256.Create(0xFFFF_FFFFUL, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL),
+    ];
     private const ushort CopyGrefFlags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref);
 
     /// <summary>
@@ -160,9 +170,7 @@ public sealed unsafe partial class GrantTableHost
 
         // Both sides now hold what this operation named, checked at this epoch.
         uint flags = (uint)(op.Flags & CopyGrefFlags);
-        batch.KeyMask = Vector256.Create(
-            (flags & (ushort)GrantCopyFlags.SourceGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL,
-            (flags & (ushort)GrantCopyFlags.DestGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL);
+        batch.KeyMask = KeyMasks[flags];
         batch.Key = SidesOf(in op) & batch.KeyMask;
         batch.KeyFlags = flags | Keyed;
         return rc;
