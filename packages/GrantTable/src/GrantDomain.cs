@@ -28,6 +28,8 @@ public sealed class GrantDomain
     internal long FrameCacheGeneration = -1;  // the EPT generation and frame-free epoch the cache's current stamp stands for
     internal long FrameCacheEpoch = -1;
     internal ulong FrameCacheStamp;           // entries tagged with another stamp are stale; 0 never tags a valid entry
+    private int _version = 1;
+    private int _sharedFrameCount;
 
     /// <summary>
     /// A resolved guest frame of this domain's own RAM (16 bytes, four per cache line): valid while its stamp is the
@@ -68,16 +70,32 @@ public sealed class GrantDomain
     public GrantTableLimits Limits { get; }
 
     /// <summary>The grant-table version in force: 1 (initially) or 2.</summary>
-    public int Version { get; internal set; } = 1;
+    public int Version
+    {
+        get => _version;
+        internal set
+        {
+            _version = value;
+            EntryCount = SharedFrameCount * (value == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+        }
+    }
 
     /// <summary>Number of shared grant-table frames (<c>nr_grant_frames</c>).</summary>
-    public int SharedFrameCount { get; internal set; }
+    public int SharedFrameCount
+    {
+        get => _sharedFrameCount;
+        internal set
+        {
+            _sharedFrameCount = value;
+            EntryCount = value * (Version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+        }
+    }
 
     /// <summary>Number of v2 status frames (<c>nr_status_frames</c>); 0 under version 1.</summary>
     public int StatusFrameCount { get; internal set; }
 
     /// <summary>Number of grant entries: 512 per frame under v1, 256 under v2.</summary>
-    public int EntryCount => SharedFrameCount * (Version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+    public int EntryCount { get; private set; }
 
     /// <summary>True once <see cref="GrantTableHost.DestroyDomain"/> ran: the domain can no longer be found, its table frames are gone.</summary>
     public bool IsDestroyed { get; internal set; }

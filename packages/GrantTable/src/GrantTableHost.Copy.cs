@@ -101,6 +101,16 @@ public sealed unsafe partial class GrantTableHost
     }
 
     private const uint Keyed = 0x1_0000; // in CopyBatch.KeyFlags: above every 16-bit flags value
+
+    // CopyBatch.KeyMask for each combination of GNTCOPY_source_gref and GNTCOPY_dest_gref: per side the reference
+    // (4 bytes) or the frame (8 bytes), then the domid.
+    private static readonly Vector256<ulong>[] KeyMasks =
+    [
+        Vector256.Create(ulong.MaxValue, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL),
+        Vector256.Create(0xFFFF_FFFFUL, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL),
+        Vector256.Create(ulong.MaxValue, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL),
+        Vector256.Create(0xFFFF_FFFFUL, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL),
+    ];
     private const ushort CopyGrefFlags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref);
 
     /// <summary>
@@ -127,8 +137,8 @@ public sealed unsafe partial class GrantTableHost
 
     // The common case first: both sides name what the batch holds (gnttab_copy_buf_valid: same domid, same grant
     // reference or frame, with the same gref flags), no frame was freed and no domain destroyed since, and the bytes
-    // lie within both; so nothing is claimed and nothing but the copy is written. Anything else takes CopyOneCore,
-    // which checks everything.
+    // lie within both; so nothing is claimed and nothing but the copy is written. Anything else takes
+    // CopyOneGrantFrame (a backend's claims) or CopyOneCore, which checks everything.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus CopyOne(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
@@ -146,7 +156,12 @@ public sealed unsafe partial class GrantTableHost
             }
         }
 
-        GrantStatus rc = CopyOneCore(caller, in op, ref batch);
+        GrantStatus rc = CopyOneGrantFrame(caller, in op, ref batch);
+        if (rc == NotHandled)
+        {
+            rc = CopyOneCore(caller, in op, ref batch);
+        }
+
         if (rc != GrantStatus.Okay)
         {
             ReleaseBatch(ref batch); // gnttab_copy: a failed operation releases both buffers
@@ -155,9 +170,7 @@ public sealed unsafe partial class GrantTableHost
 
         // Both sides now hold what this operation named, checked at this epoch.
         uint flags = (uint)(op.Flags & CopyGrefFlags);
-        batch.KeyMask = Vector256.Create(
-            (flags & (ushort)GrantCopyFlags.SourceGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL,
-            (flags & (ushort)GrantCopyFlags.DestGref) != 0 ? 0xFFFF_FFFFUL : ulong.MaxValue, 0xFFFFUL);
+        batch.KeyMask = KeyMasks[flags];
         batch.Key = SidesOf(in op) & batch.KeyMask;
         batch.KeyFlags = flags | Keyed;
         return rc;
@@ -296,7 +309,7 @@ public sealed unsafe partial class GrantTableHost
         buf.End = (ushort)Math.Min((uint)buf.Start + buf.Length, Page.PageSize);
         buf.ReadOnly = readOnly;
         buf.Epoch = epoch;
-        buf.Virt = _memory.GetFramePointer(new MachineFrameNumber(buf.Mfn));
+        buf.Virt = FrameBytes(buf.Mfn);
         return GrantStatus.Okay;
     }
 

@@ -27,6 +27,7 @@ public sealed unsafe partial class GrantTableHost
     private readonly object _lock = new();
     private readonly Dictionary<ushort, GrantDomain> _domains = [];
     private readonly MachineMemory _memory;
+    private readonly byte* _ram; // machine frame 0's bytes: frames the host validated (table frames, resolved frames) are _ram + mfn * 4 KiB
     private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
     private GrantDomain? _lastLookup;   // the domain LookupById found last
 
@@ -39,6 +40,7 @@ public sealed unsafe partial class GrantTableHost
         frames.AttachHost(_lock);
         Frames = frames;
         _memory = frames.Memory;
+        _ram = _memory.GetFramePointer(new MachineFrameNumber(0));
     }
 
     /// <summary>The frame reference counts: grant mappings hold references; free domain frames with <see cref="FrameReferences.Free"/>.</summary>
