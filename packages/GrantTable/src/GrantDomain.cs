@@ -76,7 +76,7 @@ public sealed class GrantDomain
         internal set
         {
             _version = value;
-            EntryCount = SharedFrameCount * (value == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+            UpdateEntryCount();
         }
     }
 
@@ -87,7 +87,7 @@ public sealed class GrantDomain
         internal set
         {
             _sharedFrameCount = value;
-            EntryCount = value * (Version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+            UpdateEntryCount();
         }
     }
 
@@ -95,7 +95,11 @@ public sealed class GrantDomain
     public int StatusFrameCount { get; internal set; }
 
     /// <summary>Number of grant entries: 512 per frame under v1, 256 under v2.</summary>
+    /// <remarks>Stored (kept by the setters of <see cref="Version"/> and <see cref="SharedFrameCount"/>): every copy claim reads it.</remarks>
     public int EntryCount { get; private set; }
+
+    private void UpdateEntryCount() =>
+        EntryCount = _sharedFrameCount * (_version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
 
     /// <summary>True once <see cref="GrantTableHost.DestroyDomain"/> ran: the domain can no longer be found, its table frames are gone.</summary>
     public bool IsDestroyed { get; internal set; }
