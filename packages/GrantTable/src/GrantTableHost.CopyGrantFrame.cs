@@ -83,11 +83,7 @@ public sealed unsafe partial class GrantTableHost
             }
 
             frameBuf.Gmfn = frame.Gmfn;
-            frameBuf.Mfn = mfn;
-            frameBuf.Start = 0;
-            frameBuf.Length = Page.PageSize;
-            frameBuf.End = Page.PageSize;
-            frameBuf.ReadOnly = !grantReadOnly;
+            frameBuf.Window = CopyBuffer.WholePage(haveGrant: false, readOnly: !grantReadOnly);
             frameBuf.Epoch = epoch;
             frameBuf.Virt = FrameBytes(mfn);
         }
@@ -145,21 +141,10 @@ public sealed unsafe partial class GrantTableHost
             }
         }
 
-        act.DomId = ldom;
-        act.IsSubPage = false;
-        act.Start = 0;
-        act.Length = Page.PageSize;
-        act.Mfn = mfn;
-        act.Pin = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        buf.FlagsWord = (uint*)entry;
-        buf.FlagsShift = 0;
-        buf.Start = 0;
-        buf.Length = Page.PageSize;
-        buf.End = Page.PageSize;
-        buf.Mfn = mfn;
+        act.PinWholePage(readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement, ldom, mfn);
+        buf.Flags = &entry->Flags;
+        buf.Window = CopyBuffer.WholePage(haveGrant: true, readOnly);
         buf.Ref = gref;
-        buf.HaveGrant = true;
-        buf.ReadOnly = readOnly;
         buf.Epoch = epoch;
         buf.Virt = FrameBytes(mfn);
         return GrantStatus.Okay;
