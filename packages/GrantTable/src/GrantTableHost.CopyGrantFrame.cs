@@ -63,17 +63,11 @@ public sealed unsafe partial class GrantTableHost
             return NotHandled;
         }
 
+        // The frame side first, though Xen claims the source first: its lookups then run while the compare-exchange
+        // that claims the grant waits for the stores before it (the last copy's) to drain, rather than after it. A
+        // frame that does not resolve changes nothing a guest sees and leaves the status to the general path, which
+        // claims in Xen's order.
         long epoch = Frames.Epoch;
-        if (!IsBufferValid(in grant, isGref: true, in grantBuf, epoch))
-        {
-            ReleaseBuffer(ref grantBuf);
-            GrantStatus rc = ClaimUnpinnedGrantV1(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch);
-            if (rc != GrantStatus.Okay)
-            {
-                return rc;
-            }
-        }
-
         if (!IsBufferValid(in frame, isGref: false, in frameBuf, epoch))
         {
             ReleaseBuffer(ref frameBuf);
@@ -86,6 +80,16 @@ public sealed unsafe partial class GrantTableHost
             frameBuf.Window = CopyBuffer.WholePage(haveGrant: false, readOnly: !grantReadOnly);
             frameBuf.Epoch = epoch;
             frameBuf.Virt = FrameBytes(mfn);
+        }
+
+        if (!IsBufferValid(in grant, isGref: true, in grantBuf, epoch))
+        {
+            ReleaseBuffer(ref grantBuf);
+            GrantStatus rc = ClaimUnpinnedGrantV1(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch);
+            if (rc != GrantStatus.Okay)
+            {
+                return rc;
+            }
         }
 
         // gnttab_copy_buf: both sides are whole pages here, so the sub-page check of CopyBytes cannot fail.
