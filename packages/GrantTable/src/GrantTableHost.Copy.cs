@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
@@ -96,43 +97,55 @@ public sealed unsafe partial class GrantTableHost
         // Set after every operation CopyOneCore completes, when both sides hold what that operation named, claimed or
         // checked at the same FrameReferences.Epoch (Src.Epoch, which only CopyOneCore changes).
         internal Vector256<ulong> Key;
-        internal Vector256<ulong> KeyMask;
         internal uint KeyFlags;  // the operation's GrantCopyFlags | Keyed; 0 when nothing is held
     }
 
     private const uint Keyed = 0x1_0000; // in CopyBatch.KeyFlags: above every 16-bit flags value
 
-    // CopyBatch.KeyMask for each combination of GNTCOPY_source_gref and GNTCOPY_dest_gref: per side the reference
-    // (4 bytes) or the frame (8 bytes), then the domid.
-    private static readonly Vector256<ulong>[] KeyMasks =
+    // The key mask for each combination of GNTCOPY_source_gref and GNTCOPY_dest_gref (four lanes each): per side the
+    // reference (4 bytes) or the frame (8 bytes), then the domid.
+    private static ReadOnlySpan<ulong> KeyMasks =>
     [
-        Vector256.Create(ulong.MaxValue, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL),
-        Vector256.Create(0xFFFF_FFFFUL, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL),
-        Vector256.Create(ulong.MaxValue, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL),
-        Vector256.Create(0xFFFF_FFFFUL, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL),
+        ulong.MaxValue, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL,
+        0xFFFF_FFFFUL, 0xFFFFUL, ulong.MaxValue, 0xFFFFUL,
+        ulong.MaxValue, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL,
+        0xFFFF_FFFFUL, 0xFFFFUL, 0xFFFF_FFFFUL, 0xFFFFUL,
     ];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<ulong> KeyMask(uint grefFlags) =>
+        Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(KeyMasks), grefFlags * 4);
+
     private const ushort CopyGrefFlags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref);
 
     /// <summary>
     /// One side of a copy as last claimed: the domain the operation named, and the grant or frame with the part of
     /// the page it may touch. <see cref="Virt"/> is null when nothing is claimed.
     /// </summary>
+    [StructLayout(LayoutKind.Explicit)]
     internal struct CopyBuffer
     {
-        public GrantDomain? Domain;
-        public byte* Virt;
-        public ulong Mfn;
-        public ulong Gmfn;          // frame side: the guest frame; gref side: unused
-        public long Epoch;          // FrameReferences.Epoch when claimed
-        public uint Ref;
-        public ushort DomId;        // as the operation named it (DOMID_SELF or an id)
-        public ushort Start;
-        public ushort Length;
-        public ushort End;          // Start + Length, at most PAGE_SIZE: the operations' bytes lie in [Start, End)
-        public uint* FlagsWord;     // gref side: the guest-visible word holding GTF_reading/GTF_writing
-        public int FlagsShift;      // and the shift of the 16-bit flags in it
-        public bool HaveGrant;
-        public bool ReadOnly;
+        [FieldOffset(0)] public GrantDomain? Domain;
+        [FieldOffset(8)] public byte* Virt;
+        [FieldOffset(16)] public ulong Gmfn;       // frame side: the guest frame; gref side: unused
+        [FieldOffset(24)] public long Epoch;       // FrameReferences.Epoch when claimed
+        [FieldOffset(32)] public ushort* Flags;    // gref side: the guest-visible 16 bits holding GTF_reading/GTF_writing
+        [FieldOffset(40)] public ushort Start;
+        [FieldOffset(42)] public ushort Length;
+        [FieldOffset(44)] public ushort End;       // Start + Length, at most PAGE_SIZE: the operations' bytes lie in [Start, End)
+        [FieldOffset(46)] public bool HaveGrant;
+        [FieldOffset(47)] public bool ReadOnly;
+        [FieldOffset(48)] public uint Ref;
+        [FieldOffset(52)] public ushort DomId;     // as the operation named it (DOMID_SELF or an id)
+
+        // Start, Length, End, HaveGrant and ReadOnly as one word (little-endian, as on x86), so a claim writes them
+        // with one store.
+        [FieldOffset(40)] public ulong Window;
+
+        /// <summary><see cref="Window"/> for a whole page: Start 0, Length and End PAGE_SIZE.</summary>
+        public static ulong WholePage(bool haveGrant, bool readOnly) =>
+            (ulong)Page.PageSize << 16 | (ulong)Page.PageSize << 32 |
+            (haveGrant ? 1UL << 48 : 0) | (readOnly ? 1UL << 56 : 0);
     }
 
     // The common case first: both sides name what the batch holds (gnttab_copy_buf_valid: same domid, same grant
@@ -144,7 +157,7 @@ public sealed unsafe partial class GrantTableHost
     {
         if (batch.KeyFlags == ((uint)(op.Flags & CopyGrefFlags) | Keyed) &&
             batch.Src.Epoch == Frames.Epoch && batch.DestroyedDomains == _destroyedDomains &&
-            (SidesOf(in op) & batch.KeyMask) == batch.Key)
+            (SidesOf(in op) & KeyMask(batch.KeyFlags & CopyGrefFlags)) == batch.Key)
         {
             uint len = op.Len, from = op.Source.Offset, to = op.Dest.Offset;
             if (from >= batch.Src.Start && from + len <= batch.Src.End && to >= batch.Dst.Start && to + len <= batch.Dst.End)
@@ -170,8 +183,7 @@ public sealed unsafe partial class GrantTableHost
 
         // Both sides now hold what this operation named, checked at this epoch.
         uint flags = (uint)(op.Flags & CopyGrefFlags);
-        batch.KeyMask = KeyMasks[flags];
-        batch.Key = SidesOf(in op) & batch.KeyMask;
+        batch.Key = SidesOf(in op) & KeyMask(flags);
         batch.KeyFlags = flags | Keyed;
         return rc;
     }
@@ -282,9 +294,10 @@ public sealed unsafe partial class GrantTableHost
     {
         GrantDomain d = buf.Domain!;
         GrantStatus rc;
+        ulong mfn;
         if (isGref)
         {
-            rc = AcquireGrantForCopy(d, ptr.Ref, caller.Id, readOnly, ref buf);
+            rc = AcquireGrantForCopy(d, ptr.Ref, caller.Id, readOnly, ref buf, out mfn);
             if (rc != GrantStatus.Okay)
             {
                 return rc;
@@ -295,7 +308,7 @@ public sealed unsafe partial class GrantTableHost
         }
         else
         {
-            rc = GetPagedFrame(d, ptr.Gmfn, readOnly, out buf.Mfn);
+            rc = GetPagedFrame(d, ptr.Gmfn, readOnly, out mfn);
             if (rc != GrantStatus.Okay)
             {
                 return rc;
@@ -309,7 +322,7 @@ public sealed unsafe partial class GrantTableHost
         buf.End = (ushort)Math.Min((uint)buf.Start + buf.Length, Page.PageSize);
         buf.ReadOnly = readOnly;
         buf.Epoch = epoch;
-        buf.Virt = FrameBytes(buf.Mfn);
+        buf.Virt = FrameBytes(mfn);
         return GrantStatus.Okay;
     }
 
@@ -336,8 +349,9 @@ public sealed unsafe partial class GrantTableHost
 
     // acquire_grant_for_copy (transitive grants are refused by SetStatus).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private GrantStatus AcquireGrantForCopy(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf)
+    private GrantStatus AcquireGrantForCopy(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf, out ulong frame)
     {
+        frame = 0;
         if (gref >= (uint)rd.EntryCount)
         {
             return GrantStatus.BadGntref;
@@ -421,11 +435,10 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        buf.FlagsShift = 0;
-        buf.FlagsWord = rd.Version == 1 ? header : StatusWord(rd, gref, out buf.FlagsShift);
+        buf.Flags = rd.Version == 1 ? (ushort*)header : StatusHalf(rd, gref);
         buf.Start = act.Start;
         buf.Length = act.Length;
-        buf.Mfn = act.Mfn;
+        frame = act.Mfn;
         return GrantStatus.Okay;
     }
 
@@ -448,7 +461,7 @@ public sealed unsafe partial class GrantTableHost
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
         if (clear != 0 && !rd.IsDestroyed)
         {
-            ReleaseBits16(buf.FlagsWord, buf.FlagsShift, (ushort)clear);
+            ReleaseBits16(buf.Flags, (ushort)clear);
         }
     }
 

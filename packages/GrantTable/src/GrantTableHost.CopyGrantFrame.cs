@@ -63,17 +63,11 @@ public sealed unsafe partial class GrantTableHost
             return NotHandled;
         }
 
+        // The frame side first, though Xen claims the source first: its lookups then run while the compare-exchange
+        // that claims the grant waits for the stores before it to drain, rather than after it. A
+        // frame that does not resolve changes nothing a guest sees and leaves the status to the general path, which
+        // claims in Xen's order.
         long epoch = Frames.Epoch;
-        if (!IsBufferValid(in grant, isGref: true, in grantBuf, epoch))
-        {
-            ReleaseBuffer(ref grantBuf);
-            GrantStatus rc = ClaimUnpinnedGrantV1(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch);
-            if (rc != GrantStatus.Okay)
-            {
-                return rc;
-            }
-        }
-
         if (!IsBufferValid(in frame, isGref: false, in frameBuf, epoch))
         {
             ReleaseBuffer(ref frameBuf);
@@ -83,13 +77,19 @@ public sealed unsafe partial class GrantTableHost
             }
 
             frameBuf.Gmfn = frame.Gmfn;
-            frameBuf.Mfn = mfn;
-            frameBuf.Start = 0;
-            frameBuf.Length = Page.PageSize;
-            frameBuf.End = Page.PageSize;
-            frameBuf.ReadOnly = !grantReadOnly;
+            frameBuf.Window = CopyBuffer.WholePage(haveGrant: false, readOnly: !grantReadOnly);
             frameBuf.Epoch = epoch;
             frameBuf.Virt = FrameBytes(mfn);
+        }
+
+        if (!IsBufferValid(in grant, isGref: true, in grantBuf, epoch))
+        {
+            ReleaseBuffer(ref grantBuf);
+            GrantStatus rc = ClaimUnpinnedGrantV1(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch);
+            if (rc != GrantStatus.Okay)
+            {
+                return rc;
+            }
         }
 
         // gnttab_copy_buf: both sides are whole pages here, so the sub-page check of CopyBytes cannot fail.
@@ -145,21 +145,10 @@ public sealed unsafe partial class GrantTableHost
             }
         }
 
-        act.DomId = ldom;
-        act.IsSubPage = false;
-        act.Start = 0;
-        act.Length = Page.PageSize;
-        act.Mfn = mfn;
-        act.Pin = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        buf.FlagsWord = (uint*)entry;
-        buf.FlagsShift = 0;
-        buf.Start = 0;
-        buf.Length = Page.PageSize;
-        buf.End = Page.PageSize;
-        buf.Mfn = mfn;
+        act.PinWholePage(readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement, ldom, mfn);
+        buf.Flags = &entry->Flags;
+        buf.Window = CopyBuffer.WholePage(haveGrant: true, readOnly);
         buf.Ref = gref;
-        buf.HaveGrant = true;
-        buf.ReadOnly = readOnly;
         buf.Epoch = epoch;
         buf.Virt = FrameBytes(mfn);
         return GrantStatus.Okay;

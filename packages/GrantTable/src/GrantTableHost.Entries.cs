@@ -43,6 +43,10 @@ public sealed unsafe partial class GrantTableHost
         return (uint*)(frame + (offset & ~3u));
     }
 
+    /// <summary>The 16 bits of v2 status entry <paramref name="gref"/>.</summary>
+    private ushort* StatusHalf(GrantDomain d, uint gref) =>
+        (ushort*)FrameBytes(d.StatusFrames[gref / GrantEntryV2.StatusPerFrame].Value) + gref % GrantEntryV2.StatusPerFrame;
+
     private static ushort FlagsOf(uint combo) => (ushort)combo;
 
     private static ushort DomIdOf(uint combo) => (ushort)(combo >> 16);
@@ -74,11 +78,8 @@ public sealed unsafe partial class GrantTableHost
     /// earlier load, SDM Vol. 3A §8.2.2, nor a string operation's stores, §8.2.4), and unlike a locked instruction it
     /// does not wait for the copy's stores to drain. All hypervisor writes of these words are under the host's lock.
     /// </summary>
-    private static void ReleaseBits16(uint* word, int shift, ushort bits)
-    {
-        ushort* half = (ushort*)word + (shift >> 4);
+    private static void ReleaseBits16(ushort* half, ushort bits) =>
         Volatile.Write(ref *half, (ushort)(Volatile.Read(ref *half) & ~bits));
-    }
 
     /// <summary>The guest-visible word holding GTF_reading/GTF_writing of a grant (the v1 header, or the v2 status word).</summary>
     private uint* FlagsWord(GrantDomain d, uint gref, out int shift)
