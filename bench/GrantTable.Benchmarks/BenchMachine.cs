@@ -44,6 +44,21 @@ internal sealed class BenchMachine : IDisposable
     public readonly MachineFrameNumber[] BackRam;
     public uint[] Refs { get; }
 
+    /// <summary>
+    /// Maps <paramref name="count"/> more frames into the backend at guest frames [PageCount, PageCount + count) and
+    /// returns the guest-physical address of the first (for what a hypercall reads from guest memory).
+    /// </summary>
+    public ulong AddBackPages(int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            MachineFrameNumber frame = Memory.AllocateFrame(new FrameOwner(Back.Id));
+            Back.Ept.Map(new GuestFrameNumber((ulong)(PageCount + i)).Address, frame, 1, EptAccess.ReadWriteExecute);
+        }
+
+        return new GuestFrameNumber((ulong)PageCount).Address.Value;
+    }
+
     private GrantDomain AddDomain(ushort id, out MachineFrameNumber[] ram)
     {
         var ept = new EptTables(Memory, new FrameOwner(id));

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
@@ -24,6 +25,10 @@ public unsafe class CopyBenchmarks
     private int _next;
     private readonly object _floorLock = new(); // the same kind of lock as GrantTableHost's
     private uint[] _floorEntries = null!;
+    private HypercallDispatcher<GrantDomain> _dispatcher = null!;
+    private GuestPhysicalMemory _backPhysical = null!;
+    private PagingDisabledGuestMemory _backVirtual = null!;
+    private ulong _opsGpa;
 
     /// <summary>Bytes per copy operation.</summary>
     [Params(4096, 512)]
@@ -65,6 +70,27 @@ public unsafe class CopyBenchmarks
 
         _floorEntries = new uint[_m.Refs.Max() + 1];
         _next = 0;
+
+        // The same operations in the backend's memory, for GrantCopyHypercall.
+        int bytes = OpsPerPass * Unsafe.SizeOf<GnttabCopy>();
+        _opsGpa = _m.AddBackPages((bytes + Page.PageSize - 1) / Page.PageSize);
+        _backPhysical = new GuestPhysicalMemory(_m.Memory, _m.Back.Ept.Pointer);
+        _backVirtual = new PagingDisabledGuestMemory(_backPhysical);
+        if (!_backPhysical.TryWrite(new GuestPhysicalAddress(_opsGpa), MemoryMarshal.AsBytes(_ops.AsSpan()), out _))
+        {
+            throw new InvalidOperationException("cannot write the operations into the backend");
+        }
+
+        _dispatcher = new HypercallDispatcher<GrantDomain>();
+        new GrantTableHypercalls<GrantDomain>(_m.Host, new Self()).Register(_dispatcher);
+    }
+
+    // The calling domain is the grant domain itself; an unprivileged backend.
+    private sealed class Self : IGrantTableCallerResolver<GrantDomain>
+    {
+        public GrantDomain? GetDomain(GrantDomain caller) => caller;
+
+        public bool IsPrivileged(GrantDomain caller) => false;
     }
 
     [GlobalCleanup]
@@ -184,10 +210,41 @@ public unsafe class CopyBenchmarks
         _next = first + Batch == OpsPerPass ? 0 : first + Batch;
     }
 
-    /// <summary>Checks the last batch: every status is GNTST_okay (a failing copy would make the figures meaningless).</summary>
+    /// <summary>
+    /// The same call as <see cref="GrantCopy"/> as a guest makes it: <c>__HYPERVISOR_grant_table_op(GNTTABOP_copy,
+    /// uop, count)</c> through VmmKit.Hypercall's dispatcher, the operations read from the backend's memory and each
+    /// status written back there (what a guest sees; <see cref="GrantCopy"/> is the in-process API a VMM calls).
+    /// </summary>
+    [Benchmark]
+    public void GrantCopyHypercall()
+    {
+        int first = _next;
+        HypercallArguments args = default;
+        args[0] = (ulong)GrantTableOp.Copy;
+        args[1] = _opsGpa + ((ulong)first * (ulong)Unsafe.SizeOf<GnttabCopy>());
+        args[2] = (ulong)Batch;
+        HypercallCall<GrantDomain> call = _dispatcher.CreateCall(_m.Back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _backVirtual, args);
+        if (_dispatcher.Invoke(ref call) != 0)
+        {
+            throw new InvalidOperationException("GNTTABOP_copy hypercall failed");
+        }
+
+        _next = first + Batch == OpsPerPass ? 0 : first + Batch;
+    }
+
+    /// <summary>
+    /// Checks the last batches: every status is GNTST_okay, in the operations and in the backend's copy of them (a
+    /// failing copy would make the figures meaningless).
+    /// </summary>
     public void Verify()
     {
-        foreach (GnttabCopy op in _ops)
+        var inGuest = new GnttabCopy[_ops.Length];
+        if (!_backPhysical.TryRead(new GuestPhysicalAddress(_opsGpa), MemoryMarshal.AsBytes(inGuest.AsSpan()), out _))
+        {
+            throw new InvalidOperationException("cannot read the operations back");
+        }
+
+        foreach (GnttabCopy op in _ops.Concat(inGuest))
         {
             if (op.Status != 0)
             {
