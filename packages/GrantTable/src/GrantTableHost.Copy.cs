@@ -94,8 +94,9 @@ public sealed unsafe partial class GrantTableHost
 
         // What both sides hold, as the first 32 bytes of an operation naming them (the two gnttab_copy_ptr) read under
         // KeyMask: per side the reference (4 bytes) or frame (8 bytes) and the domid, offsets and padding masked out.
-        // Set after every operation CopyOneCore completes, when both sides hold what that operation named, claimed or
-        // checked at the same FrameReferences.Epoch (Src.Epoch, which only CopyOneCore changes).
+        // Set after every operation CopyOneGrantFrame or CopyOneCore completes, when both sides hold what that
+        // operation named, claimed or checked at the same FrameReferences.Epoch (Src.Epoch, which only those two
+        // change).
         internal Vector256<ulong> Key;
         internal uint KeyFlags;  // the operation's GrantCopyFlags | Keyed; 0 when nothing is held
     }

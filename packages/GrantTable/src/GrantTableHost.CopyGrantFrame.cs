@@ -64,9 +64,8 @@ public sealed unsafe partial class GrantTableHost
         }
 
         // The frame side first, though Xen claims the source first: its lookups then run while the compare-exchange
-        // that claims the grant waits for the stores before it to drain, rather than after it. A
-        // frame that does not resolve changes nothing a guest sees and leaves the status to the general path, which
-        // claims in Xen's order.
+        // that claims the grant waits for the stores before it to drain, rather than after it. A frame that does not
+        // resolve changes nothing a guest sees and leaves the status to the general path, which claims in Xen's order.
         long epoch = Frames.Epoch;
         if (!IsBufferValid(in frame, isGref: false, in frameBuf, epoch))
         {
