@@ -34,18 +34,17 @@ public sealed unsafe partial class GrantTableHost
 
     private GrantEntryV1* EntryV1(GrantDomain d, uint gref) => (GrantEntryV1*)HeaderWord(d, gref);
 
+    /// <summary>The 16 bits of v2 status entry <paramref name="gref"/> (grant_status_t, grant_table.h).</summary>
+    private ushort* StatusHalf(GrantDomain d, uint gref) =>
+        (ushort*)FrameBytes(d.StatusFrames[gref / GrantEntryV2.StatusPerFrame].Value) + gref % GrantEntryV2.StatusPerFrame;
+
     /// <summary>The aligned 32-bit word holding v2 status entry <paramref name="gref"/>, and the shift of its 16 bits in it.</summary>
     private uint* StatusWord(GrantDomain d, uint gref, out int shift)
     {
-        byte* frame = FrameBytes(d.StatusFrames[gref / GrantEntryV2.StatusPerFrame].Value);
-        uint offset = (gref % GrantEntryV2.StatusPerFrame) * sizeof(ushort);
-        shift = (int)(offset & 2) * 8;
-        return (uint*)(frame + (offset & ~3u));
+        nuint half = (nuint)StatusHalf(d, gref);
+        shift = (int)(half & 2) * 8; // little-endian: the upper half of its word holds the odd entry
+        return (uint*)(half & ~(nuint)3);
     }
-
-    /// <summary>The 16 bits of v2 status entry <paramref name="gref"/>.</summary>
-    private ushort* StatusHalf(GrantDomain d, uint gref) =>
-        (ushort*)FrameBytes(d.StatusFrames[gref / GrantEntryV2.StatusPerFrame].Value) + gref % GrantEntryV2.StatusPerFrame;
 
     private static ushort FlagsOf(uint combo) => (ushort)combo;
 
