@@ -135,6 +135,27 @@ public sealed unsafe class GuestPhysicalMemory
         return Walk(gpa, access, epoch, out page, out fault, linearFlags);
     }
 
+    /// <summary>
+    /// The host address of <paramref name="length"/> bytes at <paramref name="gpa"/> when they lie within one page that
+    /// the EPT maps with <paramref name="access"/>; otherwise null (more than a page, or the access would fault). For a
+    /// read or write made at once: the address is good only until the EPT changes.
+    /// </summary>
+    /// <param name="gpa">First byte.</param>
+    /// <param name="length">Number of bytes, 1 to 4096.</param>
+    /// <param name="access">The access to check.</param>
+    /// <returns>The host address of the first byte, or null.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* TranslateToHost(GuestPhysicalAddress gpa, int length, EptAccess access)
+    {
+        ulong offset = gpa.Value & Page.PageOffsetMask;
+        if ((uint)(length - 1) >= Page.PageSize || offset + (uint)length > Page.PageSize)
+        {
+            return null;
+        }
+
+        return TryGetHostPage(gpa, access, out byte* page, out GuestMemoryFault _) ? page + offset : null;
+    }
+
     /// <summary>Reads <paramref name="destination"/>.Length bytes from <paramref name="gpa"/>, across pages.</summary>
     /// <param name="gpa">First byte.</param>
     /// <param name="destination">Where to copy.</param>

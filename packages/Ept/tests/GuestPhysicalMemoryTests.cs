@@ -43,6 +43,26 @@ public sealed unsafe class GuestPhysicalMemoryTests
     }
 
     [Fact]
+    public void TranslateToHost_is_the_byte_a_read_reaches_within_one_page_with_the_access()
+    {
+        (MachineMemory memory, EptTables ept, MachineFrameNumber ram, GuestPhysicalMemory gpm) = Setup(2, EptAccess.Read);
+        using (memory)
+        using (ept)
+        {
+            byte* p = gpm.TranslateToHost(new GuestPhysicalAddress(0x1234), 16, EptAccess.Read);
+            Assert.True(p == memory.GetFramePointer(new MachineFrameNumber(ram.Value + 1)) + 0x234);
+            Assert.True(gpm.TranslateToHost(new GuestPhysicalAddress(0x1FF0), 16, EptAccess.Read) != null);
+            Assert.True(gpm.TranslateToHost(new GuestPhysicalAddress(0x1234), 16, EptAccess.Write) == null); // read-only
+            Assert.True(gpm.TranslateToHost(new GuestPhysicalAddress(0x0FF8), 16, EptAccess.Read) == null);  // two pages
+            Assert.True(gpm.TranslateToHost(new GuestPhysicalAddress(0x2000), 1, EptAccess.Read) == null);   // not mapped
+            Assert.True(gpm.TranslateToHost(default, 0, EptAccess.Read) == null);
+            Assert.True(gpm.TranslateToHost(default, 4097, EptAccess.Read) == null);
+            Assert.True(gpm.TranslateToHost(default, int.MinValue, EptAccess.Read) == null);
+            Assert.True(gpm.TranslateToHost(default, 4096, EptAccess.Read) != null);
+        }
+    }
+
+    [Fact]
     public void Permissions_are_enforced_per_access_kind()
     {
         (MachineMemory memory, EptTables ept, _, GuestPhysicalMemory gpm) = Setup(2, EptAccess.Read);

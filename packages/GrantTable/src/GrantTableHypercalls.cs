@@ -122,8 +122,10 @@ public sealed class GrantTableHypercalls<TCaller>
             }
 
             op(_host, d, ref value, ref state);
-            ReadOnlySpan<byte> result = MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)).Slice(writeOffset, writeLength);
-            if (!call.TryCopyToGuest(at + (ulong)writeOffset, result))
+            bool written = writeLength == sizeof(short)
+                ? call.TryCopyToGuest(at + (ulong)writeOffset, Unsafe.As<T, short>(ref Unsafe.AddByteOffset(ref value, writeOffset))) // a status
+                : call.TryCopyToGuest(at + (ulong)writeOffset, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)).Slice(writeOffset, writeLength));
+            if (!written)
             {
                 return XenErrno.EFAULT.Negated();
             }

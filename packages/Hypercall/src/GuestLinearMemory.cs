@@ -14,7 +14,7 @@ namespace VmmKit.Hypercall;
 /// A false return may follow a partial copy (the pages before the faulting one), as in Xen; the caller turns it into
 /// -EFAULT and no fault is injected into the guest.
 /// </remarks>
-public sealed class GuestLinearMemory : IGuestVirtualMemory
+public sealed unsafe class GuestLinearMemory : IGuestVirtualMemory
 {
     private readonly GuestPhysicalMemory _memory;
     private readonly Func<GuestPagingRegisters> _registers;
@@ -63,6 +63,20 @@ public sealed class GuestLinearMemory : IGuestVirtualMemory
         }
 
         return true;
+    }
+
+    /// <inheritdoc/>
+    public byte* TranslateToHost(ulong gva, int length, bool write)
+    {
+        if ((uint)(length - 1) >= Page.PageSize || (gva & Page.PageOffsetMask) + (uint)length > Page.PageSize)
+        {
+            return null; // more than one page: TryRead/TryWrite translate each
+        }
+
+        GuestPagingRegisters registers = _registers();
+        return TryTranslate(registers, gva, write ? GuestPagingAccess.Write : GuestPagingAccess.Read, out GuestPhysicalAddress gpa)
+            ? _memory.TranslateToHost(gpa, length, write ? EptAccess.Write : EptAccess.Read)
+            : null;
     }
 
     /// <summary>A chunk never crosses a 4 KiB page: each page is translated on its own.</summary>

@@ -9,8 +9,12 @@ namespace VmmKit.Hypercall;
 /// it by <c>ref</c>; it lives on the dispatcher's stack for the duration of the call only.
 /// </summary>
 /// <typeparam name="TCaller">The hypervisor's type for the calling vCPU or domain.</typeparam>
-public ref struct HypercallCall<TCaller>
+public unsafe ref struct HypercallCall<TCaller>
 {
+    // Copies up to this many bytes go through IGuestVirtualMemory.TranslateToHost (one translation, no copy loop) when
+    // they lie within a page; longer ones, and any the memory does not translate, through TryRead/TryWrite.
+    private const int SmallCopy = 256;
+
     private HypercallArguments _arguments;
     private readonly HypercallDispatcher<TCaller> _dispatcher;
 
@@ -114,15 +118,43 @@ public ref struct HypercallCall<TCaller>
     /// <param name="gva">Guest virtual address.</param>
     /// <param name="destination">Receives the bytes.</param>
     /// <returns>False for a bad pointer: the handler returns -EFAULT.</returns>
-    public readonly bool TryCopyFromGuest(ulong gva, Span<byte> destination) =>
-        RangeOk(gva, (ulong)destination.Length) && Memory.TryRead(gva, destination);
+    public readonly bool TryCopyFromGuest(ulong gva, Span<byte> destination)
+    {
+        if (!RangeOk(gva, (ulong)destination.Length))
+        {
+            return false;
+        }
+
+        byte* p = destination.Length <= SmallCopy ? Memory.TranslateToHost(gva, destination.Length, write: false) : null;
+        if (p != null)
+        {
+            new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
+            return true;
+        }
+
+        return Memory.TryRead(gva, destination);
+    }
 
     /// <summary>Copies bytes to the guest at <paramref name="gva"/> (<c>copy_to_guest</c>).</summary>
     /// <param name="gva">Guest virtual address.</param>
     /// <param name="source">The bytes.</param>
     /// <returns>False for a bad pointer: the handler returns -EFAULT.</returns>
-    public readonly bool TryCopyToGuest(ulong gva, ReadOnlySpan<byte> source) =>
-        RangeOk(gva, (ulong)source.Length) && Memory.TryWrite(gva, source);
+    public readonly bool TryCopyToGuest(ulong gva, ReadOnlySpan<byte> source)
+    {
+        if (!RangeOk(gva, (ulong)source.Length))
+        {
+            return false;
+        }
+
+        byte* p = source.Length <= SmallCopy ? Memory.TranslateToHost(gva, source.Length, write: true) : null;
+        if (p != null)
+        {
+            source.CopyTo(new Span<byte>(p, source.Length));
+            return true;
+        }
+
+        return Memory.TryWrite(gva, source);
+    }
 
     /// <summary>Reads a structure laid out as in the Xen header from <paramref name="gva"/>.</summary>
     /// <typeparam name="T">An ABI struct of this package (or any unmanaged struct with the guest's layout).</typeparam>
@@ -131,6 +163,16 @@ public ref struct HypercallCall<TCaller>
     /// <returns>False for a bad pointer.</returns>
     public readonly bool TryCopyFromGuest<T>(ulong gva, out T value) where T : unmanaged
     {
+        if (sizeof(T) <= SmallCopy && RangeOk(gva, (ulong)sizeof(T)))
+        {
+            byte* p = Memory.TranslateToHost(gva, sizeof(T), write: false);
+            if (p != null)
+            {
+                value = Unsafe.ReadUnaligned<T>(p);
+                return true;
+            }
+        }
+
         value = default;
         return TryCopyFromGuest(gva, MemoryMarshal.AsBytes(new Span<T>(ref value)));
     }
@@ -140,8 +182,20 @@ public ref struct HypercallCall<TCaller>
     /// <param name="gva">Guest virtual address.</param>
     /// <param name="value">The structure.</param>
     /// <returns>False for a bad pointer.</returns>
-    public readonly bool TryCopyToGuest<T>(ulong gva, in T value) where T : unmanaged =>
-        TryCopyToGuest(gva, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)));
+    public readonly bool TryCopyToGuest<T>(ulong gva, in T value) where T : unmanaged
+    {
+        if (sizeof(T) <= SmallCopy && RangeOk(gva, (ulong)sizeof(T)))
+        {
+            byte* p = Memory.TranslateToHost(gva, sizeof(T), write: true);
+            if (p != null)
+            {
+                Unsafe.WriteUnaligned(p, value);
+                return true;
+            }
+        }
+
+        return TryCopyToGuest(gva, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)));
+    }
 
     /// <summary>Reads an array of structures (<c>copy_from_guest(ptr, hnd, nr)</c>).</summary>
     /// <typeparam name="T">Element type with the guest's layout.</typeparam>

@@ -9,7 +9,7 @@ namespace VmmKit.Hypercall;
 /// implementation that walks the guest page tables first: <see cref="GuestLinearMemory"/>.
 /// </summary>
 /// <param name="memory">The domain's guest-physical memory.</param>
-public sealed class PagingDisabledGuestMemory(GuestPhysicalMemory memory) : IGuestVirtualMemory
+public sealed unsafe class PagingDisabledGuestMemory(GuestPhysicalMemory memory) : IGuestVirtualMemory
 {
     private readonly GuestPhysicalMemory _memory = memory ?? throw new ArgumentNullException(nameof(memory));
 
@@ -18,4 +18,8 @@ public sealed class PagingDisabledGuestMemory(GuestPhysicalMemory memory) : IGue
 
     /// <inheritdoc/>
     public bool TryWrite(ulong gva, ReadOnlySpan<byte> source) => _memory.TryWrite(new GuestPhysicalAddress(gva), source, out _);
+
+    /// <inheritdoc/>
+    public byte* TranslateToHost(ulong gva, int length, bool write) =>
+        _memory.TranslateToHost(new GuestPhysicalAddress(gva), length, write ? EptAccess.Write : EptAccess.Read);
 }

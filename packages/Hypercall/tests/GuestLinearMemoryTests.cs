@@ -3,7 +3,7 @@ using VmmKit.Ept;
 namespace VmmKit.Hypercall.Tests;
 
 /// <summary><see cref="GuestLinearMemory"/>: hypercall buffers through the guest's paging and the domain's EPT.</summary>
-public sealed class GuestLinearMemoryTests : IDisposable
+public sealed unsafe class GuestLinearMemoryTests : IDisposable
 {
     private const ulong Cr0Pg = 1ul << 31, Cr0Wp = 1ul << 16, Cr4Pae = 1ul << 5, Cr4Smap = 1ul << 21, EferLma = 1ul << 10;
     private const ulong RamBytes = 4 << 20;
@@ -88,5 +88,37 @@ public sealed class GuestLinearMemoryTests : IDisposable
         Assert.Equal(0xAB, b);
         Assert.False(View().TryRead(0x1_0000_1234, new byte[1]));
         Assert.False(View().TryRead(RamBytes, new byte[1])); // outside the domain's EPT
+    }
+    [Fact]
+    public void TranslateToHost_reaches_the_byte_TryRead_reads_and_refuses_what_it_refuses()
+    {
+        var view = View();
+        _registers = new(Cr0Pg | Cr0Wp, 0x20000, Cr4Pae, EferLma, 2);
+        byte* p = view.TranslateToHost(0x40_0123, 8, write: false);
+        Assert.True(p != null);
+        *p = 0x5A;
+        Assert.True(_m.TryRead(new GuestPhysicalAddress(0x9123), out byte b));
+        Assert.Equal(0x5A, b);
+        Assert.True(view.TranslateToHost(0x40_1000, 1, write: false) != null);  // read-only page: reads only
+        Assert.True(view.TranslateToHost(0x40_1000, 1, write: true) == null);   // CR0.WP
+        Assert.True(view.TranslateToHost(0x40_3000, 1, write: false) == null);  // PTE 3 not present
+        Assert.True(view.TranslateToHost(0x40_0FFC, 8, write: false) == null);  // crosses a page: TryRead decides
+        Assert.True(view.TranslateToHost(0x40_0000, 0, write: false) == null);
+        Assert.True(view.TranslateToHost(0x40_0000, 4097, write: false) == null);
+        Assert.True(view.TranslateToHost(0x40_0000, -1, write: false) == null);
+        Assert.True(view.TranslateToHost(0x0000_8000_0000_0000, 1, write: false) == null); // not canonical
+        _registers = new(Cr0Pg, 0x20000, Cr4Pae | Cr4Smap, EferLma, 2);
+        Assert.True(view.TranslateToHost(0x40_2000, 1, write: false) == null);  // SMAP, RFLAGS.AC clear
+        _registers = new(0, 0, 0, 0, 2);
+        Assert.True(view.TranslateToHost(0x1_0000_1234, 1, write: false) == null); // paging off: 32-bit addresses
+        Assert.True(view.TranslateToHost(RamBytes, 1, write: false) == null);      // outside the domain's EPT
+    }
+
+    [Fact]
+    public void A_write_translation_sets_accessed_and_dirty_as_the_write_would()
+    {
+        Assert.True(View().TranslateToHost(0x40_0010, 2, write: true) != null);
+        Assert.Equal(0x9000ul | 0x63, R64(0x23000)); // §4.8: A and D on the leaf
+        Assert.Equal(0x21000ul | 0x27, R64(0x20000));
     }
 }
