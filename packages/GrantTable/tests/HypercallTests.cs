@@ -1,3 +1,4 @@
+using VmmKit.Ept;
 using System.Runtime.InteropServices;
 using VmmKit.Hypercall;
 
@@ -203,5 +204,52 @@ public sealed class HypercallTests : IDisposable
         {
             Assert.Equal(0, Get<GnttabCopy>(_back, Buffer + ((ulong)i * 40)).Status);
         }
+    }
+    [Fact]
+    public void A_copy_into_the_operation_array_changes_the_operations_that_follow_as_in_Xen()
+    {
+        // gnttab_copy reads each operation just before it runs it: operation 0 overwrites operation 1 in the array
+        // with a copy to frame 10 instead of frame 11, and that is what runs.
+        const ulong frames = 30; // where the replacement operation waits, in frame 30 of the caller
+        _back.RamPage(9).Fill(0x5D);
+        GnttabCopy Op(ulong from, ushort fromOffset, ulong to, ushort toOffset, ushort len) => new()
+        {
+            Source = new() { Gmfn = from, DomId = DomainId.Self, Offset = fromOffset },
+            Dest = new() { Gmfn = to, DomId = DomainId.Self, Offset = toOffset },
+            Len = len,
+            Status = 99,
+        };
+        Put(_back, frames << 12, Op(9, 0, 10, 0, 4));
+        Put(_back, Buffer, Op(frames, 0, Buffer >> 12, 40, 40));
+        Put(_back, Buffer + 40, Op(9, 0, 11, 0, 4));
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.Copy, Buffer, 2));
+        Assert.Equal((short)0, Get<GnttabCopy>(_back, Buffer).Status);
+        Assert.Equal((short)0, Get<GnttabCopy>(_back, Buffer + 40).Status);
+        Assert.Equal(10UL, Get<GnttabCopy>(_back, Buffer + 40).Dest.Gmfn);
+        Assert.Equal([0x5D, 0x5D, 0x5D, 0x5D, 0], _back.RamPage(10)[..5].ToArray());
+        Assert.Equal(new byte[5], _back.RamPage(11)[..5].ToArray());
+    }
+
+    [Fact]
+    public void A_status_that_cannot_be_written_fails_the_call_right_after_its_operation_ran()
+    {
+        // gnttab_copy: the operation runs, then its status cannot be copied back: -EFAULT, and no later operation runs.
+        _back.RamPage(9).Fill(0x6E);
+        for (int i = 0; i < 2; i++)
+        {
+            Put(_back, Buffer + ((ulong)i * 40), new GnttabCopy
+            {
+                Source = new() { Gmfn = 9, DomId = DomainId.Self },
+                Dest = new() { Gmfn = (ulong)(12 + i), DomId = DomainId.Self },
+                Len = 8,
+                Status = 99,
+            });
+        }
+
+        _back.Ept.Protect(new GuestPhysicalAddress(Buffer), 1, EptAccess.Read); // the array is readable, not writable
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(_back, (ulong)GrantTableOp.Copy, Buffer, 2));
+        Assert.Equal(0x6E, _back.RamPage(12)[7]);
+        Assert.Equal(0, _back.RamPage(13)[0]);
+        Assert.Equal((short)99, Get<GnttabCopy>(_back, Buffer).Status);
     }
 }
