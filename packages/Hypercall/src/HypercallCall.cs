@@ -125,7 +125,7 @@ public unsafe ref struct HypercallCall<TCaller>
             return false;
         }
 
-        byte* p = destination.Length <= SmallCopy ? Memory.TranslateToHost(gva, destination.Length, write: false) : null;
+        byte* p = SmallCopyAddress(gva, destination.Length, write: false);
         if (p != null)
         {
             new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
@@ -146,7 +146,7 @@ public unsafe ref struct HypercallCall<TCaller>
             return false;
         }
 
-        byte* p = source.Length <= SmallCopy ? Memory.TranslateToHost(gva, source.Length, write: true) : null;
+        byte* p = SmallCopyAddress(gva, source.Length, write: true);
         if (p != null)
         {
             source.CopyTo(new Span<byte>(p, source.Length));
@@ -163,18 +163,26 @@ public unsafe ref struct HypercallCall<TCaller>
     /// <returns>False for a bad pointer.</returns>
     public readonly bool TryCopyFromGuest<T>(ulong gva, out T value) where T : unmanaged
     {
-        if (sizeof(T) <= SmallCopy && RangeOk(gva, (ulong)sizeof(T)))
+        value = default;
+        if (!RangeOk(gva, (ulong)sizeof(T)))
         {
-            byte* p = Memory.TranslateToHost(gva, sizeof(T), write: false);
-            if (p != null)
-            {
-                value = Unsafe.ReadUnaligned<T>(p);
-                return true;
-            }
+            return false;
         }
 
-        value = default;
-        return TryCopyFromGuest(gva, MemoryMarshal.AsBytes(new Span<T>(ref value)));
+        byte* p = SmallCopyAddress(gva, sizeof(T), write: false);
+        if (p != null)
+        {
+            value = Unsafe.ReadUnaligned<T>(p);
+            return true;
+        }
+
+        if (Memory.TryRead(gva, MemoryMarshal.AsBytes(new Span<T>(ref value))))
+        {
+            return true;
+        }
+
+        value = default; // a partial read leaves nothing behind
+        return false;
     }
 
     /// <summary>Writes a structure laid out as in the Xen header to <paramref name="gva"/>.</summary>
@@ -184,17 +192,19 @@ public unsafe ref struct HypercallCall<TCaller>
     /// <returns>False for a bad pointer.</returns>
     public readonly bool TryCopyToGuest<T>(ulong gva, in T value) where T : unmanaged
     {
-        if (sizeof(T) <= SmallCopy && RangeOk(gva, (ulong)sizeof(T)))
+        if (!RangeOk(gva, (ulong)sizeof(T)))
         {
-            byte* p = Memory.TranslateToHost(gva, sizeof(T), write: true);
-            if (p != null)
-            {
-                Unsafe.WriteUnaligned(p, value);
-                return true;
-            }
+            return false;
         }
 
-        return TryCopyToGuest(gva, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)));
+        byte* p = SmallCopyAddress(gva, sizeof(T), write: true);
+        if (p != null)
+        {
+            Unsafe.WriteUnaligned(p, value);
+            return true;
+        }
+
+        return Memory.TryWrite(gva, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)));
     }
 
     /// <summary>Reads an array of structures (<c>copy_from_guest(ptr, hnd, nr)</c>).</summary>
@@ -212,6 +222,12 @@ public unsafe ref struct HypercallCall<TCaller>
     /// <returns>False for a bad pointer.</returns>
     public readonly bool TryCopyArrayToGuest<T>(ulong gva, ReadOnlySpan<T> source) where T : unmanaged =>
         TryCopyToGuest(gva, MemoryMarshal.AsBytes(source));
+
+    // The host address of a small copy the caller's memory translates (within one page, RangeOk already checked), or
+    // null: the copy then goes through TryRead/TryWrite, which decide.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly byte* SmallCopyAddress(ulong gva, int length, bool write) =>
+        length <= SmallCopy ? Memory.TranslateToHost(gva, length, write) : null;
 
     // A range that wraps past the top of the caller's address space is a bad pointer (Xen's
     // access_ok / array_access_ok); 32-bit callers address 4 GiB.
