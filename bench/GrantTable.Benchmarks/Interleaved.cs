@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace VmmKit.GrantTable.Benchmarks;
 
 /// <summary>
-/// Alternates rounds of <see cref="CopyBenchmarks.Memcpy"/>, <see cref="CopyBenchmarks.GrantCopy"/>,
+/// Alternates rounds of <see cref="CopyBenchmarks.Memcpy"/>, <see cref="CopyBenchmarks.HostCopier"/>, <see cref="CopyBenchmarks.GrantCopy"/>,
 /// <see cref="CopyBenchmarks.ProtocolFloor"/>, <see cref="CopyBenchmarks.ProtocolFloorWindow"/> and
 /// <see cref="CopyBenchmarks.GrantCopyHypercall"/> (and of <see cref="MapBenchmarks.MapUnmapPair"/>) and keeps the fastest
 /// round of each: interference from other processes only ever slows a round down, so the minimum is the best estimate
@@ -28,6 +28,7 @@ internal static class Interleaved
         var memcpyNs = new double[Shapes.Length][];
         var copyNs = new double[Shapes.Length][];
         var hypercallRatio = new double[Shapes.Length][];
+        var copierRatio = new double[Shapes.Length][];
         for (int s = 0; s < Shapes.Length; s++)
         {
             copyRatio[s] = new double[runs];
@@ -36,6 +37,7 @@ internal static class Interleaved
             memcpyNs[s] = new double[runs];
             copyNs[s] = new double[runs];
             hypercallRatio[s] = new double[runs];
+            copierRatio[s] = new double[runs];
         }
 
         var pairs = new double[runs];
@@ -48,10 +50,11 @@ internal static class Interleaved
                 copy.Setup();
                 int calls = copy.OpsPerPass / batch * (pages == 64 ? 16 : 1);
                 double memcpy = double.MaxValue, grant = double.MaxValue, floor = double.MaxValue, window = double.MaxValue,
-                    hypercall = double.MaxValue;
+                    hypercall = double.MaxValue, copier = double.MaxValue;
                 for (int r = 0; r < Rounds; r++)
                 {
                     memcpy = Math.Min(memcpy, Time(copy.Memcpy, calls));
+                    copier = Math.Min(copier, Time(copy.HostCopier, calls));
                     grant = Math.Min(grant, Time(copy.GrantCopy, calls));
                     window = Math.Min(window, Time(copy.ProtocolFloorWindow, calls));
                     floor = Math.Min(floor, Time(copy.ProtocolFloor, calls));
@@ -67,7 +70,8 @@ internal static class Interleaved
                 floorRatio[s][run] = 100 * perOpMemcpy / perOpFloor;
                 windowRatio[s][run] = 100 * memcpy / window;
                 hypercallRatio[s][run] = 100 * memcpy / hypercall;
-                output.WriteLine($"{Name(s)}: memcpy {perOpMemcpy,6:F1} ns/op ({length / perOpMemcpy,5:F1} GB/s), GNTTABOP_copy {perOpGrant,6:F1} ns/op ({length / perOpGrant,5:F1} GB/s): {copyRatio[s][run],3:F0}% of memcpy; protocol floor {perOpFloor,6:F1} ns/op ({floorRatio[s][run],3:F0}%), in window order {windowRatio[s][run],3:F0}%; as a hypercall {hypercallRatio[s][run],3:F0}%");
+                copierRatio[s][run] = 100 * memcpy / copier;
+                output.WriteLine($"{Name(s)}: memcpy {perOpMemcpy,6:F1} ns/op ({length / perOpMemcpy,5:F1} GB/s), GNTTABOP_copy {perOpGrant,6:F1} ns/op ({length / perOpGrant,5:F1} GB/s): {copyRatio[s][run],3:F0}% of memcpy; protocol floor {perOpFloor,6:F1} ns/op ({floorRatio[s][run],3:F0}%), in window order {windowRatio[s][run],3:F0}%; as a hypercall {hypercallRatio[s][run],3:F0}%; the host's copier alone {copierRatio[s][run],3:F0}%");
             }
 
             var map = new MapBenchmarks();
@@ -88,7 +92,7 @@ internal static class Interleaved
             output.WriteLine($"over {runs} runs, median (min-max) per operation:");
             for (int s = 0; s < Shapes.Length; s++)
             {
-                output.WriteLine($"{Name(s)}: memcpy {Median(memcpyNs[s]),6:F1} ns, copy {Median(copyNs[s]),6:F1} ns, copy/memcpy {Summary(copyRatio[s])}, floor/memcpy {Summary(floorRatio[s])}, window-order floor/memcpy {Summary(windowRatio[s])}, hypercall/memcpy {Summary(hypercallRatio[s])}");
+                output.WriteLine($"{Name(s)}: memcpy {Median(memcpyNs[s]),6:F1} ns, copy {Median(copyNs[s]),6:F1} ns, copy/memcpy {Summary(copyRatio[s])}, floor/memcpy {Summary(floorRatio[s])}, window-order floor/memcpy {Summary(windowRatio[s])}, hypercall/memcpy {Summary(hypercallRatio[s])}, copier/memcpy {Summary(copierRatio[s])}");
             }
 
             output.WriteLine($"map+unmap: {Median(pairs):F0} ns/pair ({pairs.Min():F0}-{pairs.Max():F0})");

@@ -165,7 +165,7 @@ public sealed unsafe partial class GrantTableHost
             {
                 // In bounds: each side lies within [Start, End) of its claimed frame, End ≤ PAGE_SIZE. Memmove semantics,
                 // as both sides may be one frame.
-                Buffer.MemoryCopy(batch.Src.Virt + from, batch.Dst.Virt + to, len, len);
+                FrameCopy.Copy(batch.Src.Virt + from, batch.Dst.Virt + to, len);
                 return GrantStatus.Okay;
             }
         }
@@ -344,7 +344,7 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError; // outside a sub-page grant
         }
 
-        Buffer.MemoryCopy(src.Virt + from, dst.Virt + to, len, len); // memmove semantics: both sides may be one frame
+        FrameCopy.Copy(src.Virt + from, dst.Virt + to, len); // memmove semantics: both sides may be one frame
         return GrantStatus.Okay;
     }
 

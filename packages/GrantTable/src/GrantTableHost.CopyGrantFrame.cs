@@ -98,7 +98,7 @@ public sealed unsafe partial class GrantTableHost
             return NotHandled;
         }
 
-        Buffer.MemoryCopy(batch.Src.Virt + from, batch.Dst.Virt + to, len, len); // memmove semantics, as CopyBytes
+        FrameCopy.Copy(batch.Src.Virt + from, batch.Dst.Virt + to, len); // memmove semantics, as CopyBytes
         return GrantStatus.Okay;
     }
 
