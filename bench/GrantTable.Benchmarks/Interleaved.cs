@@ -3,8 +3,8 @@ using System.Diagnostics;
 namespace VmmKit.GrantTable.Benchmarks;
 
 /// <summary>
-/// Alternates rounds of <see cref="CopyBenchmarks.Memcpy"/>, <see cref="CopyBenchmarks.HostCopier"/>, <see cref="CopyBenchmarks.GrantCopy"/>,
-/// <see cref="CopyBenchmarks.ProtocolFloor"/>, <see cref="CopyBenchmarks.ProtocolFloorWindow"/> and
+/// Alternates rounds of <see cref="CopyBenchmarks.Memcpy"/>, <see cref="CopyBenchmarks.HostCopier"/>,
+/// <see cref="CopyBenchmarks.GrantCopy"/>, <see cref="CopyBenchmarks.ProtocolFloor"/>, <see cref="CopyBenchmarks.ProtocolFloorWindow"/> and
 /// <see cref="CopyBenchmarks.GrantCopyHypercall"/> (and of <see cref="MapBenchmarks.MapUnmapPair"/>) and keeps the fastest
 /// round of each: interference from other processes only ever slows a round down, so the minimum is the best estimate
 /// of the undisturbed cost. A round walks once through every page (16 times for the cache-hot 64 pages). With several
