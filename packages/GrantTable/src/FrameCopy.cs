@@ -15,7 +15,8 @@ namespace VmmKit.GrantTable;
 /// library's <c>memmove</c>, which on hosts with fast string moves copies with <c>rep movsb</c>, as Xen's own
 /// <c>memcpy</c> does: a vector loop measured faster on a page the cache holds but slower on one it does not, which is
 /// the usual case for a backend, so whole pages stay with <c>memmove</c>. Overlapping places, copies under 32 bytes and
-/// hosts without 256-bit vectors also go to <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A guest may
+/// hosts without 256-bit vectors (and NativeAOT builds that do not target them) also go to
+/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A guest may
 /// write either side while it is copied (a grant stays the granter's); the result is then some mix of old and new
 /// bytes, as with any <c>memcpy</c>.
 /// </remarks>
