@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using VmmKit.Ept;
 using VmmKit.EventChannel;
+using VmmKit.Hypercall;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor.Host;
@@ -29,7 +30,7 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
         Caller.Vmcs.Write(VmcsField.GuestIa32Efer, (1ul << 8) | (1ul << 10));
         Caller.Vmcs.Write(VmcsField.GuestCsAccessRights, 0xA09B);
         Caller.Vmcs.Write(VmcsField.VmEntryControls, (ulong)VmEntryControls.Ia32eModeGuest);
-        Memory = new Dom0Memory(Domain);
+        Memory = new PagingDisabledGuestMemory(Domain.Physical);
         // Global VIRQs go to the hardware domain until the toolstack says otherwise (Xen's get_global_virq_handler).
         machine.Events.SetGlobalVirqHandler(Virq.DomExc, Domain.Events);
     }
@@ -43,8 +44,11 @@ internal sealed unsafe class ControlDomain : IEventChannelUpcall
     /// <summary>The caller passed to the hypercall table for Dom0's hypercalls.</summary>
     public VirtualCpu Caller { get; }
 
-    /// <summary>Dom0's pointer arguments: its guest-physical addresses.</summary>
-    public Dom0Memory Memory { get; }
+    /// <summary>
+    /// Dom0's pointer arguments: a pointer is a guest-physical address of domain 0 (identity, no paging), so Xen's
+    /// structs are exchanged in Xen's layout in the memory Dom0 shares with the hypervisor, as privcmd's buffers are.
+    /// </summary>
+    public PagingDisabledGuestMemory Memory { get; }
 
     /// <summary>
     /// Where EVENT messages go; null while no Dom0 is connected (ports then stay pending until one is). False from the
