@@ -1,5 +1,5 @@
-using VmmKit.Ept;
 using System.Runtime.InteropServices;
+using VmmKit.Ept;
 using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable.Tests;
@@ -205,6 +205,7 @@ public sealed class HypercallTests : IDisposable
             Assert.Equal(0, Get<GnttabCopy>(_back, Buffer + ((ulong)i * 40)).Status);
         }
     }
+
     [Fact]
     public void A_copy_into_the_operation_array_changes_the_operations_that_follow_as_in_Xen()
     {

@@ -89,6 +89,7 @@ public sealed unsafe class GuestLinearMemoryTests : IDisposable
         Assert.False(View().TryRead(0x1_0000_1234, new byte[1]));
         Assert.False(View().TryRead(RamBytes, new byte[1])); // outside the domain's EPT
     }
+
     [Fact]
     public void TranslateToHost_reaches_the_byte_TryRead_reads_and_refuses_what_it_refuses()
     {
