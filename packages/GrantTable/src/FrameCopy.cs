@@ -10,15 +10,14 @@ namespace VmmKit.GrantTable;
 /// <remarks>
 /// Below 2 KiB, two places that do not overlap are copied with a loop of 32-byte vector loads and stores (the last 32
 /// bytes stored again from the end when the length is not a multiple of 32), which is faster than
-/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>'s managed copy of those sizes (512-byte operations: the
-/// README's Speed section). From 2 KiB up <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/> calls the C
-/// library's <c>memmove</c>, which on hosts with fast string moves copies with <c>rep movsb</c>, as Xen's own
-/// <c>memcpy</c> does: a vector loop measured faster on a page the cache holds but slower on one it does not, which is
-/// the usual case for a backend, so whole pages stay with <c>memmove</c>. Overlapping places, copies under 32 bytes and
-/// hosts without 256-bit vectors (and NativeAOT builds that do not target them) also go to
-/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A guest may
-/// write either side while it is copied (a grant stays the granter's); the result is then some mix of old and new
-/// bytes, as with any <c>memcpy</c>.
+/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>'s managed copy of those sizes (512-byte operations:
+/// bench/GrantTable.Benchmarks/README.md). From 2 KiB up, <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>
+/// calls the C library's <c>memmove</c>, which on hosts with fast string moves copies with <c>rep movsb</c>, as Xen's
+/// own <c>memcpy</c> does: a vector loop measured faster on a page the cache holds but slower on one it does not, which
+/// is the usual case for a backend, so whole pages stay with <c>memmove</c>. Overlapping places, copies under 32 bytes
+/// and hosts without 256-bit vectors (and NativeAOT builds that do not target them) also go to
+/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A guest may write either side while it is copied (a grant
+/// stays the granter's); the result is then some mix of old and new bytes, as with any <c>memcpy</c>.
 /// </remarks>
 internal static unsafe class FrameCopy
 {
