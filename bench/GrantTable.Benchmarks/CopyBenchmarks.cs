@@ -118,9 +118,9 @@ public unsafe class CopyBenchmarks
     }
 
     /// <summary>
-    /// The same bytes between the same frames with the copy GrantTableHost uses (<c>FrameCopy</c>: a loop of 32-byte
-    /// vector loads and stores, 512 bytes at a time from 2 KiB up), with nothing around it: how much of the difference
-    /// to <see cref="Memcpy"/> is the copy itself.
+    /// The same bytes between the same frames with the copy GrantTableHost uses (<c>FrameCopy</c>: a vector loop below
+    /// 2 KiB, <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/> from 2 KiB up), with nothing around it: how much
+    /// of the difference to <see cref="Memcpy"/> is the copy itself.
     /// </summary>
     [Benchmark]
     public void HostCopier()
