@@ -14,12 +14,12 @@ namespace VmmKit.GrantTable;
 /// bench/GrantTable.Benchmarks/README.md). From 2 KiB up, <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>
 /// calls the C library's <c>memmove</c>, which on hosts with fast string moves copies with <c>rep movsb</c>, as Xen's
 /// own <c>memcpy</c> does: a vector loop, even one with sixteen loads in flight, measured faster on a page the cache
-/// holds but slower on one it does not once the host's memory is busy (the compare-exchange that claims the next grant
-/// waits for the loop's stores to drain), and pages the cache does not hold are the usual case for a backend, so whole
-/// pages stay with <c>memmove</c>. Overlapping places, copies under 32 bytes and hosts without 256-bit vectors (and
-/// NativeAOT builds that do not target them) also go to <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A
-/// guest may write either side while it is copied (a grant stays the granter's); the result is then some mix of old and
-/// new bytes, as with any <c>memcpy</c>.
+/// holds but slower on one it does not once the host's memory is busy (most likely the compare-exchange that claims the
+/// next grant waiting for the loop's stores to drain), and pages the cache does not hold are the usual case for a
+/// backend, so whole pages stay with <c>memmove</c>. Overlapping places, copies under 32 bytes and hosts without
+/// 256-bit vectors (and NativeAOT builds that do not target them) also go to
+/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A guest may write either side while it is copied (a grant
+/// stays the granter's); the result is then some mix of old and new bytes, as with any <c>memcpy</c>.
 /// </remarks>
 internal static unsafe class FrameCopy
 {
