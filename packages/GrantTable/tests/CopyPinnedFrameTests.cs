@@ -5,7 +5,7 @@ using VmmKit.Hypercall;
 namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
-/// Review of GNTTABOP_copy / map_grant_ref against Xen 4.17's grant_table.c: hostile guests acting between two
+/// GNTTABOP_copy / map_grant_ref against Xen 4.17's grant_table.c when a hostile guest acts between two
 /// operations of one copy hypercall (the dispatcher's preemption hook runs there, as another vCPU of the guest could).
 /// Every test asserts what Xen does; the function of grant_table.c that decides it is named in a comment.
 /// </summary>
@@ -139,7 +139,7 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         return op.Status;
     }
 
-    // FINDING (fails). Reserved entries 0-7 may stay in use across GNTTABOP_set_version (gnttab_set_version checks pins
+    // Reserved entries 0-7 may stay in use across GNTTABOP_set_version (gnttab_set_version checks pins
     // from GNTTAB_NR_RESERVED_ENTRIES on), so a copy call can hold gref 1 while the granter switches v1 -> v2.
     // release_grant_for_copy picks the status word from the version in force at the release (v2: status_entry), so
     // GTF_reading goes from the status frame and nothing else of the table is touched.
@@ -164,7 +164,7 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         Assert.Equal(0x0FUL, v2[0].Frame);                                   // entry 0 untouched
     }
 
-    // FINDING (fails). The same across v2 -> v1: gnttab_unpopulate_status_frames frees the status frames, and
+    // The same across v2 -> v1: gnttab_unpopulate_status_frames frees the status frames, and
     // release_grant_for_copy then clears GTF_reading in the v1 header (version in force). Nothing may be written into
     // the freed status frame, which the machine may already have given to another domain.
     [Fact]
@@ -193,15 +193,11 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         Assert.Equal(0u, _front.Grant.GetPinCount(1));
     }
 
-    // FINDING (fails). A copy claim holds no frame reference (Xen's acquire_grant_for_copy takes one), so the granter
-    // can free the granted frame while a copy call still pins the grant. A map of that pinned grant then takes act.mfn
-    // without checking it: map_grant_ref, for a pinned entry, takes page_get_owner_and_reference(act->mfn) and refuses
-    // ("could_not_pin", GNTST_general_error) unless the owner is the granter. The grantee must never get a mapping of
-    // a frame that is free or that another domain now owns, and the host must not throw.
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Mapping_a_grant_a_copy_call_pins_after_its_frame_was_freed_never_maps_a_frame_the_granter_does_not_own(bool reallocated)
+    // A copy call's claim holds a reference on the granted frame (acquire_grant_for_copy's get_page), so the granter's
+    // free while the call pins the grant is deferred and the frame cannot go to another domain. A map of that pinned grant
+    // takes act->mfn once page_get_owner_and_reference() finds the granter: the granter's frame, with what it granted.
+    [Fact]
+    public void Mapping_a_grant_a_copy_call_pins_after_the_granter_freed_its_frame_maps_the_granters_frame()
     {
         uint a = Grant(5, readOnly: false);
         MachineFrameNumber frame = _front.Ram[5];
@@ -210,32 +206,28 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16)], i =>
         {
             FreeGranterFrame(5);
-            if (reallocated)
-            {
-                Assert.True(Reallocate(frame, 0xEE)); // another domain's secret
-            }
-
+            Assert.True(_m.Frames.IsFreePending(frame)); // the call's claim holds it
+            Assert.False(Reallocate(frame, 0xEE));        // so the machine cannot hand it to d3
             Assert.Equal(ActiveGrantEntry.HostReadIncrement, _front.Grant.GetPinCount(a)); // the call still pins a
             thrown = Record.Exception(() => map = Map(a, MapGfn));
         });
 
         Assert.Null(thrown);
         Assert.Equal(0, st[0]);
-        if (map.Status == 0)
-        {
-            Assert.True(_back.Ept.TryLookup(new GuestFrameNumber(MapGfn), out MachineFrameNumber mapped, out _));
-            Assert.True(_m.Memory.TryGetOwner(mapped, out FrameOwner owner));
-            Assert.Equal(1, owner.DomainId); // the granter's frame, never d3's
-            var b = new byte[1];
-            Assert.True(_back.TryRead(MapGfn << 12, b));
-            Assert.NotEqual(0xEE, b[0]);
-        }
+        Assert.Equal(0, map.Status);
+        Assert.True(_back.Ept.TryLookup(new GuestFrameNumber(MapGfn), out MachineFrameNumber mapped, out _));
+        Assert.Equal(frame, mapped);
+        var b = new byte[1];
+        Assert.True(_back.TryRead(MapGfn << 12, b));
+        Assert.Equal(0x55, b[0]);
+        Assert.Equal(0, Unmap(map.Handle, MapGfn));
+        Assert.False(_m.Memory.TryGetOwner(frame, out _)); // the last reference went with the unmap
     }
 
-    // FINDING (fails). The granter frees a frame a grantee maps (its free is deferred by the mapping's reference); the
+    // The granter frees a frame a grantee maps (its free is deferred by the mapping's reference); the
     // grantee maps the same pinned grant again. map_grant_ref: act->pin is set, so act->mfn is used and
     // page_get_owner_and_reference() finds the granter (the page lives on through the first mapping's reference):
-    // GNTST_okay, a second mapping of the same page. Here FrameReferences.Acquire throws for a frame whose free is pending.
+    // GNTST_okay, a second mapping of the same page (the host must not refuse a frame whose free is pending).
     [Fact]
     public void A_mapped_grant_whose_frame_the_granter_freed_can_be_mapped_again_without_a_host_exception()
     {
@@ -259,13 +251,13 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         Assert.False(_m.Memory.TryGetOwner(frame, out _));
     }
 
-    // FINDING (fails). gnttab_copy_one: when either side names another domid than the call holds, BOTH buffers are
+    // gnttab_copy_one: when either side names another domid than the call holds, BOTH buffers are
     // released (gnttab_copy_release_buf) and the domains locked again, so the side that did not change is claimed
-    // afresh with every check. Here only the side whose domid changed is released; the other keeps its claim.
-    //  - frame side: the caller takes gfn 3 out of its EPT (not freed) between the operations; Xen's fresh
-    //    get_paged_frame fails (GNTST_bad_page), ours writes into the frame that left the EPT;
-    //  - grant side: the granter clears its entry behind the hypervisor's back; Xen's fresh acquire_grant_for_copy
-    //    fails (GNTST_general_error), ours writes into the revoked grant.
+    // afresh with every check:
+    //  - frame side: the caller takes gfn 3 out of its EPT (not freed) between the operations; the fresh
+    //    get_paged_frame fails (GNTST_bad_page), and nothing is written into the frame that left the EPT;
+    //  - grant side: the granter clears its entry behind the hypervisor's back; the fresh acquire_grant_for_copy
+    //    fails (GNTST_general_error), and nothing is written into the revoked grant.
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -321,14 +313,11 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         Assert.Equal(0u, third.Grant.GetPinCount(b));
     }
 
-    // FINDING (fails). Same root cause as above, copy only: one copy call (another vCPU's, here held open with
-    // CopyInBatch) pins grant a; the granter frees the granted frame (freed at once: copies hold no reference) and the
-    // machine gives the same frame back to the granter at another gfn holding data it never granted. A second copy of a
-    // takes the pinned path of acquire_grant_for_copy, whose owner check (page_get_owner_and_reference == rd) passes.
-    // In Xen the first call's page reference keeps the granted page allocated, so it cannot come back at gfn 9 and a
-    // copy of a never reads what the granter keeps at gfn 9.
+    // One copy call (another vCPU's, held open with CopyInBatch) pins grant a; the granter frees the granted frame. The
+    // call's page reference keeps the frame allocated (acquire_grant_for_copy), so the machine cannot give it back to the
+    // granter at a gfn it never granted; a second copy of a takes the pinned path and reads the granted bytes.
     [Fact]
-    public void A_grant_pinned_by_another_copy_call_never_reads_a_frame_its_granter_got_back_at_another_gfn()
+    public void A_grant_pinned_by_another_copy_call_keeps_its_frame_from_coming_back_at_another_gfn()
     {
         uint a = Grant(5);
         MachineFrameNumber frame = _front.Ram[5];
@@ -338,24 +327,24 @@ public sealed unsafe class CopyPinnedFrameTests : IDisposable
         Assert.Equal(0, held.Status);
 
         FreeGranterFrame(5);
-        Assert.False(_m.Memory.TryGetOwner(frame, out _)); // freed now
+        Assert.True(_m.Frames.IsFreePending(frame)); // held by the open call's claim
         var owner = new FrameOwner(1);
         var others = new List<MachineFrameNumber>();
-        MachineFrameNumber got;
-        while ((got = _m.Memory.AllocateFrame(owner)).Value != frame.Value)
+        while (_m.Memory.TryAllocateFrame(owner, out MachineFrameNumber got))
         {
+            Assert.NotEqual(frame, got);
             others.Add(got);
         }
 
         others.ForEach(_m.Memory.FreeFrame);
-        _m.Memory.GetFrame(got).Fill(0x5E); // the granter's secret, at a gfn it never granted
-        _front.Ept.Map(new GuestFrameNumber(9).Address, got, 1, EptAccess.ReadWriteExecute);
 
         Span<GnttabCopy> ops = [FromGrant(a, 4)];
         _m.Host.Copy(_back.Grant, ops);
+        Assert.Equal(0, ops[0].Status);
+        Assert.Equal(0x55, _back.RamPage(4)[0]);
         _m.Host.EndCopyBatch(ref batch);
 
-        Assert.NotEqual(0x5E, _back.RamPage(4)[0]);
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.False(_m.Memory.TryGetOwner(frame, out _)); // freed when the open call let go
     }
 }
