@@ -3,30 +3,45 @@ using VmmKit.Ept;
 namespace VmmKit.GrantTable;
 
 /// <summary>
-/// Reference counts on machine frames, so that a frame stays allocated while another domain maps it
-/// (Xen's <c>get_page</c>/<c>put_page</c> on <c>struct page_info</c>): a grant mapping takes a reference,
-/// and <see cref="Free"/> of a referenced frame is deferred until the last reference is dropped.
+/// Reference counts on machine frames, so that a frame stays allocated while another domain uses it (Xen's
+/// <c>get_page</c>/<c>put_page</c> on <c>struct page_info</c>): a grant mapping and a grant claimed by
+/// <c>GNTTABOP_copy</c> each hold a reference, and <see cref="Free"/> of a referenced frame is deferred until the last
+/// reference is dropped.
 /// </summary>
 /// <remarks>
 /// <see cref="MachineMemory"/> frees at once and has no counts, so a hypervisor that uses grant tables frees
 /// every domain frame through <see cref="Free"/> (when the domain releases memory or dies) instead of
 /// <see cref="MachineMemory.FreeFrame"/>. Until freed, a deferred frame keeps its owner and contents; it is
-/// zeroed by <see cref="MachineMemory"/> when it is finally freed. Thread-safe.
+/// zeroed by <see cref="MachineMemory"/> when it is finally freed. Thread-safe: once a <see cref="GrantTableHost"/>
+/// uses these counts, every change is made under that host's lock, so the host changes them with plain stores while
+/// it holds its lock (a copy claims and releases grants with no further lock); one 32-bit count per frame of
+/// <see cref="Memory"/>.
 /// </remarks>
 public sealed class FrameReferences
 {
+    // Per frame: the reference count, and PendingFree once the owner freed a frame still referenced.
+    private const int PendingFree = 1 << 31;
+    private const int CountMask = ~PendingFree;
+
     private readonly object _lock = new();
-    private readonly Dictionary<ulong, int> _counts = [];
-    private readonly HashSet<ulong> _pendingFree = [];
+    private readonly int[] _counts;
+    private int _pendingFreeCount;
     private long _epoch;
     private object? _hostLock; // the lock of the GrantTableHost using these counts: a free waits for its copies
 
     /// <summary>Creates the counts for <paramref name="memory"/>.</summary>
     /// <param name="memory">The machine memory whose frames are counted.</param>
+    /// <exception cref="ArgumentException"><paramref name="memory"/> has more than 2^31 - 1 frames.</exception>
     public FrameReferences(MachineMemory memory)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        if (memory.FrameCount > int.MaxValue)
+        {
+            throw new ArgumentException("The machine memory has more frames than the counts can index.", nameof(memory));
+        }
+
         Memory = memory;
+        _counts = new int[memory.FrameCount];
     }
 
     /// <summary>The machine memory whose frames are counted.</summary>
@@ -36,30 +51,24 @@ public sealed class FrameReferences
     public long Epoch => Volatile.Read(ref _epoch);
 
     /// <summary>Number of frames whose free is waiting for their last reference.</summary>
-    public int PendingFreeCount
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _pendingFree.Count;
-            }
-        }
-    }
+    public int PendingFreeCount => Volatile.Read(ref _pendingFreeCount);
+
+    // Every change is made under this lock: the host's once attached (it changes the counts under it), else our own.
+    private object SyncRoot => Volatile.Read(ref _hostLock) ?? _lock;
 
     /// <summary>Takes a reference on an allocated frame.</summary>
     /// <param name="frame">An allocated frame that is not waiting to be freed.</param>
     /// <exception cref="InvalidOperationException">The frame is free or already freed by its owner.</exception>
     public void Acquire(MachineFrameNumber frame)
     {
-        lock (_lock)
+        lock (SyncRoot)
         {
-            if (!Memory.TryGetOwner(frame, out _) || _pendingFree.Contains(frame.Value))
+            if (!Memory.TryGetOwner(frame, out _) || (_counts[frame.Value] & PendingFree) != 0)
             {
                 throw new InvalidOperationException($"{frame} is not an allocated frame.");
             }
 
-            _counts[frame.Value] = _counts.GetValueOrDefault(frame.Value) + 1;
+            AcquireHeld(frame.Value);
         }
     }
 
@@ -68,40 +77,33 @@ public sealed class FrameReferences
     /// <exception cref="InvalidOperationException">The frame has no reference (a hypervisor bug).</exception>
     public void Release(MachineFrameNumber frame)
     {
-        object? host = Volatile.Read(ref _hostLock);
-        if (host is null)
+        lock (SyncRoot) // the last release may free the frame, which must wait for the host's copies
         {
-            ReleaseUnderLock(frame);
-            return;
-        }
-
-        lock (host) // as in Free: the last release may free the frame, which must wait for copies
-        {
-            ReleaseUnderLock(frame);
-        }
-    }
-
-    private void ReleaseUnderLock(MachineFrameNumber frame)
-    {
-        lock (_lock)
-        {
-            if (!_counts.TryGetValue(frame.Value, out int count))
+            if (frame.Value >= (ulong)_counts.Length || (_counts[frame.Value] & CountMask) == 0)
             {
                 throw new InvalidOperationException($"{frame} has no reference to release.");
             }
 
-            if (count > 1)
-            {
-                _counts[frame.Value] = count - 1;
-                return;
-            }
+            ReleaseHeld(frame.Value);
+        }
+    }
 
-            _counts.Remove(frame.Value);
-            if (_pendingFree.Remove(frame.Value))
-            {
-                Interlocked.Increment(ref _epoch); // a copy that claimed the frame while its free was pending claims again
-                Memory.FreeFrame(frame);
-            }
+    /// <summary>
+    /// Takes a reference on <paramref name="mfn"/>, which the caller has checked: an allocated frame that is not waiting
+    /// to be freed, or one that already holds a reference (its free may be pending). Under the host's lock.
+    /// </summary>
+    internal void AcquireHeld(ulong mfn) => _counts[mfn]++;
+
+    /// <summary>Drops a reference <see cref="AcquireHeld"/> took; the last one completes a pending free. Under the host's lock.</summary>
+    internal void ReleaseHeld(ulong mfn)
+    {
+        int count = --_counts[mfn];
+        if (count == PendingFree)
+        {
+            _counts[mfn] = 0;
+            Volatile.Write(ref _pendingFreeCount, _pendingFreeCount - 1);
+            Interlocked.Increment(ref _epoch); // a copy that claimed the frame while its free was pending claims again
+            Memory.FreeFrame(new MachineFrameNumber(mfn));
         }
     }
 
@@ -114,33 +116,20 @@ public sealed class FrameReferences
     /// <exception cref="InvalidOperationException">The frame is already free or already waiting to be freed.</exception>
     public bool Free(MachineFrameNumber frame)
     {
-        // A grant copy holds no reference on the frames it copies between (Xen's holds one): it holds the host's lock
-        // from its checks through the memcpy, so a free waits for it, and the epoch it bumps makes held claims check again.
-        object? host = Volatile.Read(ref _hostLock);
-        if (host is null)
+        // Under the host's lock: a copy holds it from its checks through the memcpy, so a free waits for it, and the
+        // epoch it bumps makes claims a copy call keeps across operations check again.
+        lock (SyncRoot)
         {
-            return FreeUnderLock(frame);
-        }
-
-        lock (host)
-        {
-            return FreeUnderLock(frame);
-        }
-    }
-
-    private bool FreeUnderLock(MachineFrameNumber frame)
-    {
-        lock (_lock)
-        {
-            if (_pendingFree.Contains(frame.Value) || !Memory.TryGetOwner(frame, out _))
+            if (!Memory.TryGetOwner(frame, out _) || (_counts[frame.Value] & PendingFree) != 0)
             {
                 throw new InvalidOperationException($"{frame} is already free.");
             }
 
             Interlocked.Increment(ref _epoch);
-            if (_counts.ContainsKey(frame.Value))
+            if (_counts[frame.Value] != 0)
             {
-                _pendingFree.Add(frame.Value);
+                _counts[frame.Value] |= PendingFree;
+                Volatile.Write(ref _pendingFreeCount, _pendingFreeCount + 1);
                 return false;
             }
 
@@ -152,31 +141,26 @@ public sealed class FrameReferences
     /// <summary>Ties these counts to the one <see cref="GrantTableHost"/> that uses them (its constructor calls this).</summary>
     internal void AttachHost(object hostLock)
     {
-        if (Interlocked.CompareExchange(ref _hostLock, hostLock, null) is not null)
+        lock (_lock)
         {
-            throw new ArgumentException("These frame references are already used by another GrantTableHost.", "frames");
+            if (_hostLock is not null)
+            {
+                throw new ArgumentException("These frame references are already used by another GrantTableHost.", "frames");
+            }
+
+            Volatile.Write(ref _hostLock, hostLock);
         }
     }
 
     /// <summary>The number of references on <paramref name="frame"/>.</summary>
     /// <param name="frame">Any frame.</param>
     /// <returns>0 when unreferenced.</returns>
-    public int ReferenceCount(MachineFrameNumber frame)
-    {
-        lock (_lock)
-        {
-            return _counts.GetValueOrDefault(frame.Value);
-        }
-    }
+    public int ReferenceCount(MachineFrameNumber frame) =>
+        frame.Value < (ulong)_counts.Length ? Volatile.Read(ref _counts[frame.Value]) & CountMask : 0;
 
     /// <summary>True when the owner freed <paramref name="frame"/> but references keep it allocated.</summary>
     /// <param name="frame">Any frame.</param>
     /// <returns>Whether the free is deferred.</returns>
-    public bool IsFreePending(MachineFrameNumber frame)
-    {
-        lock (_lock)
-        {
-            return _pendingFree.Contains(frame.Value);
-        }
-    }
+    public bool IsFreePending(MachineFrameNumber frame) =>
+        frame.Value < (ulong)_counts.Length && (Volatile.Read(ref _counts[frame.Value]) & PendingFree) != 0;
 }

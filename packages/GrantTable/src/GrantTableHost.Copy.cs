@@ -138,6 +138,7 @@ public sealed unsafe partial class GrantTableHost
         [FieldOffset(47)] public bool ReadOnly;
         [FieldOffset(48)] public uint Ref;
         [FieldOffset(52)] public ushort DomId;     // as the operation named it (DOMID_SELF or an id)
+        [FieldOffset(54)] public byte Version;     // gref side: the granter's table version when Flags was found
 
         // Start, Length, End, HaveGrant and ReadOnly as one word (little-endian, as on x86), so a claim writes them
         // with one store.
@@ -204,6 +205,14 @@ public sealed unsafe partial class GrantTableHost
 
         bool srcGref = (op.Flags & (ushort)GrantCopyFlags.SourceGref) != 0;
         bool dstGref = (op.Flags & (ushort)GrantCopyFlags.DestGref) != 0;
+
+        // gnttab_copy_one: a side naming another domid than the batch holds releases both buffers before the domains
+        // are locked again, so the side that did not change is claimed afresh too.
+        if (batch.Src.Domain is null || batch.Src.DomId != op.Source.DomId ||
+            batch.Dst.Domain is null || batch.Dst.DomId != op.Dest.DomId)
+        {
+            ReleaseBatch(ref batch);
+        }
 
         // gnttab_copy_lock_domain, for every operation: only DOMID_SELF may be addressed by frame number.
         GrantStatus rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref batch.Src);
@@ -436,18 +445,22 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        Frames.AcquireHeld(act.Mfn); // get_page: the frame outlives a free by its owner while claimed
         buf.Flags = rd.Version == 1 ? (ushort*)header : StatusHalf(rd, gref);
+        buf.Version = (byte)rd.Version;
         buf.Start = act.Start;
         buf.Length = act.Length;
         frame = act.Mfn;
         return GrantStatus.Okay;
     }
 
-    // gnttab_copy_release_buf / release_grant_for_copy: unpin, and clear GTF_writing / GTF_reading after the last use,
-    // in the word found when the grant was claimed: while pinned the table cannot change version (set_version refuses)
-    // and its frames are freed only with the domain.
+    // gnttab_copy_release_buf / release_grant_for_copy: unpin, drop the frame reference, and clear GTF_writing /
+    // GTF_reading after the last use. The flags are cleared in the word found when the grant was claimed while the table
+    // has kept its version and freed no frame since (an entry past the eight reserved ones cannot change version while
+    // pinned: set_version refuses); otherwise they are found again in the table's current layout, as Xen does, because
+    // a reserved entry may stay pinned across a switch that moves its flags (and v2 -> v1 frees the status frames).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ReleaseBuffer(ref CopyBuffer buf)
+    private void ReleaseBuffer(ref CopyBuffer buf)
     {
         buf.Virt = null;
         if (!buf.HaveGrant)
@@ -459,10 +472,18 @@ public sealed unsafe partial class GrantTableHost
         GrantDomain rd = buf.Domain!;
         ref ActiveGrantEntry act = ref rd.Active[buf.Ref];
         act.Pin -= buf.ReadOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        Frames.ReleaseHeld(act.Mfn);
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
         if (clear != 0 && !rd.IsDestroyed)
         {
-            ReleaseBits16(buf.Flags, (ushort)clear);
+            if (rd.Version == buf.Version && buf.Epoch == Frames.Epoch)
+            {
+                ReleaseBits16(buf.Flags, (ushort)clear);
+            }
+            else
+            {
+                ClearStatusFlags(rd, buf.Ref, clear);
+            }
         }
     }
 

@@ -47,6 +47,12 @@ public sealed unsafe partial class GrantTableHost
         if (batch.DestroyedDomains != _destroyedDomains || grantBuf.Domain is null || grantBuf.DomId != grant.DomId ||
             frameBuf.Domain is null || frameBuf.DomId != DomainId.Self)
         {
+            // gnttab_copy_one: a side naming another domid releases both buffers, so neither keeps its claim.
+            if (grantBuf.Domain is null || grantBuf.DomId != grant.DomId || frameBuf.Domain is null || frameBuf.DomId != DomainId.Self)
+            {
+                ReleaseBatch(ref batch);
+            }
+
             if (caller.IsDestroyed ||
                 LockCopyDomain(caller, grant.DomId, isGref: true, ref grantBuf) != GrantStatus.Okay ||
                 LockCopyDomain(caller, DomainId.Self, isGref: false, ref frameBuf) != GrantStatus.Okay)
@@ -145,7 +151,9 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.PinWholePage(readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement, ldom, mfn);
+        Frames.AcquireHeld(mfn); // get_page: the frame outlives a free by its owner while claimed
         buf.Flags = &entry->Flags;
+        buf.Version = 1;
         buf.Window = CopyBuffer.WholePage(haveGrant: true, readOnly);
         buf.Ref = gref;
         buf.Epoch = epoch;

@@ -68,6 +68,13 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError; // other grantee, pin counter overflow risk, or sub-page
         }
 
+        // map_grant_ref: a pinned entry's frame is used only while the granter still owns it
+        // (page_get_owner_and_reference; every pin holds a reference on it, so it cannot have been freed meanwhile).
+        if (act.Pin != 0 && (!_memory.TryGetOwner(new MachineFrameNumber(act.Mfn), out FrameOwner owner) || owner.DomainId != rd.Id))
+        {
+            return GrantStatus.GeneralError;
+        }
+
         uint writers = ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask;
         if (act.Pin == 0 || (!readOnly && (act.Pin & writers) == 0))
         {
@@ -109,7 +116,7 @@ public sealed unsafe partial class GrantTableHost
             return mapped;
         }
 
-        Frames.Acquire(frame);
+        Frames.AcquireHeld(frame.Value); // a frame just resolved, or one the entry's pins already hold
         ref MaptrackEntry mt = ref ld.Maptrack[handle];
         mt.Ref = op.Ref;
         mt.Granter = rd;
@@ -256,7 +263,7 @@ public sealed unsafe partial class GrantTableHost
         bool readOnly = (flags & GrantMapFlags.ReadOnly) != 0;
         ref ActiveGrantEntry act = ref rd.Active[gref];
         act.Pin -= readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        Frames.Release(frame);
+        Frames.ReleaseHeld(frame.Value);
 
         GrantEntryFlags clear = 0;
         if (!readOnly && (act.Pin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0)

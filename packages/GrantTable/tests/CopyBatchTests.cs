@@ -154,8 +154,11 @@ public sealed class CopyBatchTests : IDisposable
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
     }
 
+    // A granted frame freed by its owner while a mapping and the call's claim hold references lives on until the last
+    // one goes (Xen's get_page by map_grant_ref and by acquire_grant_for_copy): the operations that follow still copy the
+    // granted bytes, and the frame is freed once the call lets go.
     [Fact]
-    public void A_granted_frame_whose_deferred_free_happens_between_two_operations_is_not_copied_from()
+    public void A_granted_frame_freed_while_mapped_and_claimed_is_copied_from_until_the_call_lets_go()
     {
         uint a = Grant(5);
         MachineFrameNumber frame = _front.Ram[5];
@@ -166,26 +169,32 @@ public sealed class CopyBatchTests : IDisposable
         {
             if (i == 1)
             {
-                // The granter frees its frame: deferred, the mapping still references it.
+                // The granter frees its frame: deferred, the mapping and the call's claim reference it.
                 _front.Ept.Unmap(new GuestFrameNumber(5).Address, 1);
                 GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _front.Ept.Pointer);
                 Assert.False(_m.Frames.Free(frame));
             }
             else
             {
-                // The backend unmaps: the last reference goes and the frame is freed (and zeroed) now.
+                // The backend unmaps: the call's claim still holds the frame.
                 var unmap = new GnttabUnmapGrantRef { HostAddr = 40UL << 12, Handle = map.Handle };
                 _m.Host.UnmapGrantRef(_back.Grant, ref unmap);
                 Assert.Equal(0, unmap.Status);
+                Assert.True(_m.Frames.IsFreePending(frame));
             }
         });
-        Assert.Equal([0, 0, (short)GrantStatus.BadPage], st); // the pinned grant was honoured while the frame lived
+        Assert.Equal([0, 0, 0], st); // the pinned grant is honoured while the frame lives
         Assert.Equal(0x55, _back.RamPage(3)[16]);
-        Assert.Equal(0, _back.RamPage(4)[32]);
+        Assert.Equal(0x55, _back.RamPage(4)[32]);
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.False(_m.Frames.IsFreePending(frame));
+        Assert.False(_m.Memory.TryGetOwner(frame, out _)); // freed when the call released its claim
     }
 
-    // With sameDestination the second operation names exactly what the call holds (the path that claims nothing).
+    // With sameDestination the second operation names exactly what the call holds (the path that claims nothing). The
+    // call's claim holds a reference (Xen's get_page), so the granter's free is deferred; a free anywhere makes a call
+    // claim again what it holds, with every check of a first claim (where Xen would keep the page it holds a reference
+    // on), and the entry names a gfn the granter no longer has. The frame is freed when the claim lets go.
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -196,15 +205,16 @@ public sealed class CopyBatchTests : IDisposable
         int second = sameDestination ? 3 : 4;
         short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, (ulong)second, 16)], _ =>
         {
-            // decrease_reservation by the granter: the frame leaves its EPT and is freed (copies hold no frame reference)
+            // decrease_reservation by the granter: the frame leaves its EPT; the call's claim defers its free
             _front.Ept.Unmap(new GuestFrameNumber(5).Address, 1);
             GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _front.Ept.Pointer);
-            Assert.True(_m.Frames.Free(frame));
+            Assert.False(_m.Frames.Free(frame));
         });
         Assert.Equal([0, (short)GrantStatus.BadPage], st); // claimed again, with every check: the gfn is gone
         Assert.Equal(0, _back.RamPage(second)[16]);
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
         Assert.Equal(0, EntryFlags(a) & (ushort)GrantEntryFlags.Reading);
+        Assert.False(_m.Memory.TryGetOwner(frame, out _));
     }
 
     // framesStayUntilLater: the hypervisor destroys the granter's grant state between two operations that name exactly
