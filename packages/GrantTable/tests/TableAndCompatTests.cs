@@ -34,14 +34,19 @@ public sealed class TableAndCompatTests : IDisposable
 
     public void Dispose() => _m.Dispose();
 
-    private long Call(TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi = HypercallAbi.Native64)
+    private long Call(TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi = HypercallAbi.Native64) =>
+        Call(caller, cmd, uop, count, abi, out _);
+
+    private long Call(TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi, out HypercallArguments after)
     {
         HypercallArguments args = default;
         args[0] = cmd;
         args[1] = uop;
         args[2] = count;
         HypercallCall<TestDomain> call = _dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, abi, caller.Virtual, args);
-        return _dispatcher.Invoke(ref call);
+        long rc = _dispatcher.Invoke(ref call);
+        after = call.Arguments;
+        return rc;
     }
 
     private static void Put<T>(TestDomain d, ulong gpa, T value) where T : unmanaged =>
@@ -101,7 +106,7 @@ public sealed class TableAndCompatTests : IDisposable
     }
 
     [Fact]
-    public void PASSING_set_version_is_busy_while_a_copy_call_of_a_grantee_holds_the_grant_between_operations()
+    public void Set_version_is_busy_while_a_copy_call_of_a_grantee_holds_the_grant_between_operations()
     {
         // gnttab_copy keeps the source buffer (and its pin, acquire_grant_for_copy) across operations of one call;
         // gnttab_set_version sees the pin on an entry past the reserved ones and returns -EBUSY.
@@ -181,6 +186,41 @@ public sealed class TableAndCompatTests : IDisposable
         Assert.Equal(XenErrno.EFAULT.Negated(), Call(_back, (ulong)GrantTableOp.Copy, Buffer, 2, HypercallAbi.Compat32));
         Assert.Equal(0x6E, _back.RamPage(12)[7]);
         Assert.Equal(0x6E, _back.RamPage(13)[7]);
+    }
+
+    [Fact]
+    public void Compat_copy_checks_for_preemption_within_a_chunk_only_and_continues_at_the_first_operation_not_run()
+    {
+        // compat_grant_table_op runs 8192 / sizeof(struct gnttab_copy) = 204 operations per gnttab_copy call, which
+        // checks for preemption between its operations only, and releases its buffers when it returns. Preempted
+        // before operation 1 of the second chunk (205 overall), the statuses of the 205 operations run are written
+        // back and the continuation has uop advanced by 205 operations, count 1.
+        const uint count = 206;
+        _front.RamPage(5).Fill(0x7A);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, true, out uint gref));
+        for (uint i = 0; i < count; i++)
+        {
+            Put(_back, Buffer + (i * 24), new CompatGnttabCopy
+            {
+                Source = new() { Ref = gref, DomId = 1 },
+                Dest = new() { Gmfn = 10, DomId = DomainId.Self, Offset = (ushort)i },
+                Len = 1,
+                Flags = (ushort)GrantCopyFlags.SourceGref,
+                Status = 99,
+            });
+        }
+
+        int checks = 0;
+        _dispatcher.PreemptCheck = _ => ++checks == 204;
+        long rc = Call(_back, (ulong)GrantTableOp.Copy, Buffer, count, HypercallAbi.Compat32, out HypercallArguments after);
+        Assert.Equal((long)HypercallNumber.GrantTableOp, rc);
+        Assert.Equal(204, checks); // 203 in the first chunk, none before the second, one in it
+        Assert.Equal(((ulong)GrantTableOp.Copy, Buffer + (205 * 24), 1UL), (after[0], after[1], after[2]));
+        Assert.Equal((short)0, Get<CompatGnttabCopy>(_back, Buffer + (204 * 24)).Status);
+        Assert.Equal((short)99, Get<CompatGnttabCopy>(_back, Buffer + (205 * 24)).Status);
+        Assert.Equal(0x7A, _back.RamPage(10)[204]);
+        Assert.Equal(0, _back.RamPage(10)[205]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(gref));
     }
 
     [Fact]
