@@ -269,6 +269,10 @@ public sealed unsafe partial class GrantTableHost
         return 0;
     }
 
+    /// <summary>Shared frames whose v2 entries the <paramref name="statusFrames"/> status frames cover (<c>status_to_grant_frames</c>).</summary>
+    private static long GrantFramesForStatus(long statusFrames) =>
+        ((statusFrames * GrantEntryV2.StatusPerFrame) + GrantEntryV2.PerFrame - 1) / GrantEntryV2.PerFrame;
+
     private long GrowStatus(GrantDomain d)
     {
         int want = GrantDomain.StatusFramesFor(d.SharedFrameCount);
@@ -373,14 +377,18 @@ public sealed unsafe partial class GrantTableHost
     /// <c>XENMEM_add_to_physmap</c> with <c>XENMAPSPACE_grant_table</c> (Xen's <c>gnttab_map_frame</c> and
     /// <c>xenmem_add_to_physmap_one</c>): places shared frame <paramref name="index"/>, or status frame
     /// <c>index &amp; ~XENMAPIDX_grant_table_status</c> when that bit is set, at guest frame <paramref name="gpfn"/>
-    /// of <paramref name="caller"/>'s EPT. A shared index past the table grows it (up to the limit); the frame
+    /// of <paramref name="caller"/>'s EPT. An index past the shared or status frames grows the table (up to the limit,
+    /// status frame <c>i</c> needing <c>status_to_grant_frames(i + 1)</c> shared frames); the frame
     /// leaves its previous guest frame; a RAM page of the domain at <paramref name="gpfn"/> is released, as Xen
     /// releases it. The hypervisor's <c>XENMEM_add_to_physmap</c> handler calls this for that space.
     /// </summary>
     /// <param name="caller">The domain.</param>
     /// <param name="index">The frame index (<c>xen_add_to_physmap.idx</c>).</param>
     /// <param name="gpfn">Where to place it (<c>xen_add_to_physmap.gpfn</c>).</param>
-    /// <returns>0, -EINVAL (bad index, or status frame under v1), -EBUSY (the slot holds a grant mapping), -ENOMEM.</returns>
+    /// <returns>
+    /// 0; -EINVAL (an index past the frames the table has or can grow to, a status frame under v1, or the growth
+    /// failed); -ENXIO (the slot holds a grant mapping of another domain's page); -ENOMEM (the EPT could not map it).
+    /// </returns>
     public long AddToPhysmap(GrantDomain caller, ulong index, GuestFrameNumber gpfn)
     {
         CheckCaller(caller);
@@ -392,26 +400,34 @@ public sealed unsafe partial class GrantTableHost
                 return XenErrno.EINVAL.Negated();
             }
 
+            // gnttab_map_frame: the status bit names a status frame under v2 only; under v1 the index keeps the bit and
+            // is past every shared frame (gnttab_get_shared_frame_mfn: -EINVAL).
             bool status = (index & GrantTableStatusIndex) != 0;
             ulong idx = index & ~GrantTableStatusIndex;
-            if (status)
+            if (status && d.Version != 2)
             {
-                if (d.Version != 2 || idx >= (ulong)d.StatusFrameCount)
-                {
-                    return XenErrno.EINVAL.Negated();
-                }
+                return XenErrno.EINVAL.Negated();
             }
-            else if (idx >= (ulong)d.SharedFrameCount)
+
+            // gnttab_get_status_frame_mfn / gnttab_get_shared_frame_mfn: an index past the frames grows the table to
+            // make it valid (status_to_grant_frames(idx + 1) or idx + 1 shared frames) when that is within
+            // max_grant_frames; if the index is still past the frames (no room, or the growth failed), -EINVAL.
+            if (idx >= (ulong)(status ? d.StatusFrameCount : d.SharedFrameCount))
             {
-                if (idx >= (ulong)d.Limits.MaxGrantFrames)
+                if (idx >= (ulong)d.Limits.MaxGrantFrames) // a status frame needs at least as many shared frames
                 {
                     return XenErrno.EINVAL.Negated();
                 }
 
-                long grown = GrowTable(d, (int)idx + 1);
-                if (grown != 0)
+                long frames = status ? GrantFramesForStatus((long)idx + 1) : (long)idx + 1;
+                if (frames <= d.Limits.MaxGrantFrames)
                 {
-                    return grown;
+                    _ = GrowTable(d, (int)frames); // a failure shows in the check below, as in Xen
+                }
+
+                if (idx >= (ulong)(status ? d.StatusFrameCount : d.SharedFrameCount))
+                {
+                    return XenErrno.EINVAL.Negated();
                 }
             }
 
@@ -423,9 +439,11 @@ public sealed unsafe partial class GrantTableHost
                 return 0;
             }
 
+            // xenmem_add_to_physmap_one: the slot's previous page is not special, so guest_remove_page runs on it, and
+            // get_page(page, d) fails on a granter's page: -ENXIO.
             if (d.GrantMappedGfns.ContainsKey(gpfn.Value))
             {
-                return XenErrno.EBUSY.Negated();
+                return XenErrno.ENXIO.Negated();
             }
 
             // Whatever the slot held goes: another table frame moves out, the domain's own RAM page is released.

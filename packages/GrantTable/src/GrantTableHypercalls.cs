@@ -15,12 +15,22 @@ namespace VmmKit.GrantTable;
 /// -ENOSYS. Batches check the dispatcher's preemption hook between operations (unmaps every 32, as Xen batches them)
 /// and continue through <see cref="HypercallCall{TCaller}.CreateContinuation"/> with <c>uop</c> advanced and
 /// <c>count</c> reduced, like Xen's <c>hypercall_create_continuation(__HYPERVISOR_grant_table_op, "ihi", ...)</c>.
+/// As Xen's <c>compat_grant_table_op</c>, a 32-bit caller's copies are read in chunks of 204 (what the 8 KiB
+/// translation area holds) before any of a chunk runs, and its setup_table is limited to 1021 frames.
 /// </remarks>
 /// <typeparam name="TCaller">The hypervisor's type for the calling vCPU or domain.</typeparam>
 public sealed class GrantTableHypercalls<TCaller>
 {
     private const int UnmapBatch = 32;            // GNTTAB_UNMAP_BATCH_SIZE
     private const int MaxFramesOnStack = 1024;
+
+    // compat_grant_table_op works in the vCPU's translation area, COMPAT_ARG_XLAT_SIZE = 2 * PAGE_SIZE bytes
+    // (asm/x86_64/uaccess.h): a chunk of COMPAT_ARG_XLAT_SIZE / sizeof(struct gnttab_copy) = 8192 / 40 = 204 copies,
+    // and setup_table's limit_max = (COMPAT_ARG_XLAT_SIZE - sizeof(struct gnttab_setup_table)) / sizeof(xen_pfn_t)
+    // = (8192 - 24) / 8 = 1021 frames.
+    private const int CompatXlatSize = 8192;
+    private const int CompatCopyChunk = CompatXlatSize / 40;
+    private const int CompatSetupTableFrames = (CompatXlatSize - 24) / sizeof(ulong);
     private readonly GrantTableHost _host;
     private readonly IGrantTableCallerResolver<TCaller> _resolver;
 
@@ -174,28 +184,78 @@ public sealed class GrantTableHypercalls<TCaller>
         }
     }
 
+    // compat_grant_table_op, GNTTABOP_copy: a chunk of operations (as many native ones as the translation area holds)
+    // is read and translated before gnttab_copy runs any of them; a fault reading one runs none of the chunk. Then the
+    // statuses of the operations run are written back, each one: a fault makes the result -EFAULT without stopping
+    // the others. A chunk gnttab_copy left preempted continues the call at its first operation not run.
+    [SkipLocalsInit] // every element of the chunk read is written before it is used
     private long CopyCompat(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
-        const int statusOffset = 20; // offsetof(struct gnttab_copy, status), 32-bit
+        const int size = 24;         // sizeof(struct compat_gnttab_copy)
+        const int statusOffset = 20; // offsetof(struct compat_gnttab_copy, status)
+        Span<GnttabCopy> chunk = stackalloc GnttabCopy[CompatCopyChunk];
+        long rc = 0;
+        uint i = 0;
+        while (i < count && rc == 0)
+        {
+            int n = 0;
+            for (; n < chunk.Length && i < count; i++, n++)
+            {
+                if (!call.TryCopyFromGuest(uop + ((ulong)i * size), out CompatGnttabCopy c))
+                {
+                    return XenErrno.EFAULT.Negated();
+                }
+
+                // XLAT_gnttab_copy widens the 32-bit frame numbers.
+                chunk[n] = new GnttabCopy
+                {
+                    Source = new GnttabCopyPtr { Gmfn = c.Source.Gmfn, DomId = c.Source.DomId, Offset = c.Source.Offset },
+                    Dest = new GnttabCopyPtr { Gmfn = c.Dest.Gmfn, DomId = c.Dest.DomId, Offset = c.Dest.Offset },
+                    Len = c.Len,
+                    Flags = c.Flags,
+                };
+            }
+
+            int ran = CopyChunk(ref call, d, chunk[..n]);
+            i -= (uint)(n - ran); // i -= rc, n -= rc: gnttab_copy returns the operations it did not run
+            ulong first = uop + ((ulong)(i - (uint)ran) * size);
+            for (int k = ran - 1; k >= 0; k--) // last to first, as Xen writes them
+            {
+                if (!call.TryCopyToGuest(first + ((ulong)k * size) + statusOffset, chunk[k].Status))
+                {
+                    rc = XenErrno.EFAULT.Negated();
+                }
+            }
+
+            if (rc == 0 && ran < n)
+            {
+                return Continue(ref call, cmd, uop, i, size, count);
+            }
+        }
+
+        return rc;
+    }
+
+    // gnttab_copy on a translated chunk: a preemption check between operations (none before the first), what one
+    // operation claimed kept for the next ones and released when it returns, however it returns. Returns how many
+    // operations ran.
+    private int CopyChunk(ref HypercallCall<TCaller> call, GrantDomain d, scoped Span<GnttabCopy> ops)
+    {
         var batch = default(GrantTableHost.CopyBatch);
         try
         {
-            return Batch(ref call, d, cmd, uop, count, 1, statusOffset, sizeof(short),
-                static (GrantTableHost h, GrantDomain caller, ref CompatGnttabCopy c, ref GrantTableHost.CopyBatch b) =>
+            for (int j = 0; j < ops.Length; j++)
+            {
+                if (j != 0 && call.PreemptCheck())
                 {
-                    // The compat layer widens the 32-bit frame numbers (xen/common/compat/grant_table.c).
-                    var op = new GnttabCopy
-                    {
-                        Source = new GnttabCopyPtr { Gmfn = c.Source.Gmfn, DomId = c.Source.DomId, Offset = c.Source.Offset },
-                        Dest = new GnttabCopyPtr { Gmfn = c.Dest.Gmfn, DomId = c.Dest.DomId, Offset = c.Dest.Offset },
-                        Len = c.Len,
-                        Flags = c.Flags,
-                    };
-                    h.CopyInBatch(caller, ref op, ref b);
-                    GrantTableMetrics.RecordCopy(op.Status);
-                    c.Status = op.Status;
-                },
-                ref batch);
+                    return j;
+                }
+
+                _host.CopyInBatch(d, ref ops[j], ref batch);
+                GrantTableMetrics.RecordCopy(ops[j].Status);
+            }
+
+            return ops.Length;
         }
         finally
         {
@@ -242,6 +302,11 @@ public sealed class GrantTableHypercalls<TCaller>
         }
 
         Span<ulong> frames = stackalloc ulong[MaxFramesOnStack];
+        if (compat)
+        {
+            frames = frames[..CompatSetupTableFrames]; // limit_max: more frames give GNTST_general_error, nothing grown
+        }
+
         GrantStatus status = _host.SetupTable(d, _resolver.IsPrivileged(call.Caller), dom, nrFrames, frames);
         if (status == GrantStatus.Okay)
         {
