@@ -68,6 +68,21 @@ public sealed unsafe partial class GrantTableHost
         lock (_lock)
         {
             op.Status = (short)CopyOne(caller, in op, ref batch);
+            HoldAcrossUnlock(ref batch.Src);
+            HoldAcrossUnlock(ref batch.Dst);
+        }
+    }
+
+    // acquire_grant_for_copy's get_page, for a claim that outlives the lock: the claimed grant's frame gets a reference,
+    // so a free by its owner meanwhile is deferred and every pin of the entry names a live frame whenever the lock is
+    // free (other calls' copies and maps of the grant use act.Mfn). A claim made and released under one hold of the
+    // lock needs none: a free takes the lock.
+    private void HoldAcrossUnlock(ref CopyBuffer buf)
+    {
+        if (buf.HaveGrant && !buf.Referenced)
+        {
+            Frames.AcquireHeld(buf.Domain!.Active[buf.Ref].Mfn);
+            buf.Referenced = true;
         }
     }
 
@@ -138,7 +153,7 @@ public sealed unsafe partial class GrantTableHost
         [FieldOffset(47)] public bool ReadOnly;
         [FieldOffset(48)] public uint Ref;
         [FieldOffset(52)] public ushort DomId;     // as the operation named it (DOMID_SELF or an id)
-        [FieldOffset(54)] public byte Version;     // gref side: the granter's table version when Flags was found
+        [FieldOffset(55)] public bool Referenced;  // gref side: holds a FrameReferences reference (see HoldAcrossUnlock)
 
         // Start, Length, End, HaveGrant and ReadOnly as one word (little-endian, as on x86), so a claim writes them
         // with one store.
@@ -445,20 +460,18 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        Frames.AcquireHeld(act.Mfn); // get_page: the frame outlives a free by its owner while claimed
         buf.Flags = rd.Version == 1 ? (ushort*)header : StatusHalf(rd, gref);
-        buf.Version = (byte)rd.Version;
         buf.Start = act.Start;
         buf.Length = act.Length;
         frame = act.Mfn;
         return GrantStatus.Okay;
     }
 
-    // gnttab_copy_release_buf / release_grant_for_copy: unpin, drop the frame reference, and clear GTF_writing /
-    // GTF_reading after the last use. The flags are cleared in the word found when the grant was claimed while the table
-    // has kept its version and freed no frame since (an entry past the eight reserved ones cannot change version while
-    // pinned: set_version refuses); otherwise they are found again in the table's current layout, as Xen does, because
-    // a reserved entry may stay pinned across a switch that moves its flags (and v2 -> v1 frees the status frames).
+    // gnttab_copy_release_buf / release_grant_for_copy: unpin, drop the frame reference if the claim took one, and clear
+    // GTF_writing / GTF_reading after the last use. An entry past the eight reserved ones cannot change version while
+    // pinned (set_version refuses), so its flags are cleared in the word found when it was claimed; a reserved entry may
+    // stay pinned across a switch that moves its flags (and v2 -> v1 frees the status frames), so its word is found
+    // again in the table's current layout, as Xen finds it at every release.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ReleaseBuffer(ref CopyBuffer buf)
     {
@@ -472,11 +485,16 @@ public sealed unsafe partial class GrantTableHost
         GrantDomain rd = buf.Domain!;
         ref ActiveGrantEntry act = ref rd.Active[buf.Ref];
         act.Pin -= buf.ReadOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
-        Frames.ReleaseHeld(act.Mfn);
+        if (buf.Referenced)
+        {
+            buf.Referenced = false;
+            Frames.ReleaseHeld(act.Mfn);
+        }
+
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
         if (clear != 0 && !rd.IsDestroyed)
         {
-            if (rd.Version == buf.Version && buf.Epoch == Frames.Epoch)
+            if (buf.Ref >= ReservedEntries)
             {
                 ReleaseBits16(buf.Flags, (ushort)clear);
             }

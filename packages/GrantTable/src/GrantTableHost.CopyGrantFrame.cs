@@ -151,9 +151,7 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.PinWholePage(readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement, ldom, mfn);
-        Frames.AcquireHeld(mfn); // get_page: the frame outlives a free by its owner while claimed
         buf.Flags = &entry->Flags;
-        buf.Version = 1;
         buf.Window = CopyBuffer.WholePage(haveGrant: true, readOnly);
         buf.Ref = gref;
         buf.Epoch = epoch;
