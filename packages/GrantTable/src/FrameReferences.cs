@@ -4,9 +4,9 @@ namespace VmmKit.GrantTable;
 
 /// <summary>
 /// Reference counts on machine frames, so that a frame stays allocated while another domain uses it (Xen's
-/// <c>get_page</c>/<c>put_page</c> on <c>struct page_info</c>): a grant mapping and a grant claimed by
-/// <c>GNTTABOP_copy</c> each hold a reference, and <see cref="Free"/> of a referenced frame is deferred until the last
-/// reference is dropped.
+/// <c>get_page</c>/<c>put_page</c> on <c>struct page_info</c>): a grant mapping, and a grant a <c>GNTTABOP_copy</c>
+/// hypercall keeps claimed between operations, each hold a reference, and <see cref="Free"/> of a referenced frame is
+/// deferred until the last reference is dropped.
 /// </summary>
 /// <remarks>
 /// <see cref="MachineMemory"/> frees at once and has no counts, so a hypervisor that uses grant tables frees
@@ -14,7 +14,7 @@ namespace VmmKit.GrantTable;
 /// <see cref="MachineMemory.FreeFrame"/>. Until freed, a deferred frame keeps its owner and contents; it is
 /// zeroed by <see cref="MachineMemory"/> when it is finally freed. Thread-safe: once a <see cref="GrantTableHost"/>
 /// uses these counts, every change is made under that host's lock, so the host changes them with plain stores while
-/// it holds its lock (a copy claims and releases grants with no further lock); one 32-bit count per frame of
+/// it holds its lock; one 32-bit count per frame of
 /// <see cref="Memory"/>.
 /// </remarks>
 public sealed class FrameReferences
