@@ -111,7 +111,8 @@ public sealed unsafe partial class GrantTableHost
     /// <summary>
     /// Tears down a dying domain's grant state (Xen's <c>gnttab_release_mappings</c> then <c>grant_table_destroy</c>):
     /// every mapping it holds is removed from its EPT and unpinned in the granter's table; its table frames are
-    /// unmapped and freed. Grants it gave that others still map keep their frames alive through
+    /// unmapped and freed, and its table has no frame or entry left (<see cref="GrantDomain.SharedFrameCount"/> and
+    /// <see cref="GrantDomain.EntryCount"/> are 0). Grants it gave that others still map keep their frames alive through
     /// <see cref="Frames"/> until those mappings go; the grantees unmap them as usual. Call after the domain's vCPUs stopped
     /// and before freeing its frames with <see cref="FrameReferences.Free"/>.
     /// </summary>
@@ -150,6 +151,8 @@ public sealed unsafe partial class GrantTableHost
                 Frames.Free(domain.SharedFrames[i]);
             }
 
+            // The table has no frames left: EntryCount is 0, so no reader reaches a freed frame through it.
+            domain.SharedFrameCount = 0;
             domain.StatusFrameCount = 0;
             domain.IsDestroyed = true;
             _destroyedDomains++;

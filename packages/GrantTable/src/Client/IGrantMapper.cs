@@ -20,8 +20,12 @@ public interface IGrantMapper
     Span<byte> GetPage(in GrantMapping mapping);
 
     /// <summary>Unmaps a mapping.</summary>
-    /// <param name="mapping">A live mapping.</param>
-    /// <returns>The hypervisor's status.</returns>
+    /// <param name="mapping">A live mapping made by this mapper.</param>
+    /// <returns>
+    /// The hypervisor's status. A mapping this mapper does not hold (another mapper's, or one it unmapped already) is
+    /// refused and changes nothing: <see cref="GrantStatus.GeneralError"/> (gntdev: <c>-ENOENT</c>), or the hypervisor's
+    /// error when its place was mapped again since.
+    /// </returns>
     GrantStatus Unmap(in GrantMapping mapping);
 
     /// <summary>Copies by grant (<c>GNTTABOP_copy</c>, <c>xengnttab_grant_copy</c>); each operation's <c>Status</c> is set.</summary>

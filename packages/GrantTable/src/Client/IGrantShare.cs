@@ -11,12 +11,21 @@ public interface IGrantShare
     /// <param name="frame">My guest frame number.</param>
     /// <param name="readOnly">Grant read-only access (<c>GTF_readonly</c>).</param>
     /// <param name="grantRef">The grant reference to pass to the grantee (e.g. through XenStore).</param>
-    /// <returns>False when no grant reference is free.</returns>
+    /// <returns>
+    /// False, with no reference taken, when no grant reference is free, when <paramref name="frame"/> does not fit the
+    /// entries of the table's version (above 2^32 - 1 under version 1: <c>grant_entry_v1_t</c>'s frame is 32 bits), or
+    /// when my grant table is gone (my domain was destroyed).
+    /// </returns>
     bool TryGrantForeignAccess(ushort domainId, ulong frame, bool readOnly, out uint grantRef);
 
     /// <summary>
     /// Ends a grant (<c>gnttab_end_foreign_access_ref</c>): succeeds only when the grantee has no mapping and no copy
-    /// in progress; then the reference is free again. A grant still in use stays valid; try again later.
+    /// in progress; then the reference is free again. When it fails, try again later. Under version 1 a grant still in
+    /// use stays valid. Under version 2 the entry is invalidated first and the status read after
+    /// (<c>gnttab_end_foreign_access_ref_v2</c>): the grantee keeps the mappings it has (while one remains, Xen's
+    /// <c>_set_status_v2</c> skips the entry's checks), but once they are gone it cannot map the grant again.
+    /// A reference the table no longer has (a switch to version 2, which clears every entry but the reserved ones,
+    /// left fewer entries, or my domain was destroyed) has already ended: this succeeds.
     /// </summary>
     /// <param name="grantRef">A reference returned by <see cref="TryGrantForeignAccess"/>.</param>
     /// <returns>True when access ended.</returns>
@@ -24,6 +33,6 @@ public interface IGrantShare
 
     /// <summary>True when the grantee currently maps or copies through the grant (<c>GTF_reading</c>/<c>GTF_writing</c>).</summary>
     /// <param name="grantRef">A reference returned by <see cref="TryGrantForeignAccess"/>.</param>
-    /// <returns>Whether the grant is in use.</returns>
+    /// <returns>Whether the grant is in use; false for a reference the table no longer has.</returns>
     bool IsForeignAccessInUse(uint grantRef);
 }

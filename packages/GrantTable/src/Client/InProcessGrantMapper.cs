@@ -83,13 +83,23 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     /// <inheritdoc/>
     public GrantStatus Unmap(in GrantMapping mapping)
     {
+        // gntdev_ioctl_unmap_grant_ref: only a mapping of this file is unmapped (-ENOENT otherwise).
+        ulong slot = (mapping.Address >> Page.PageShift) - _firstFrame; // an address below the window wraps past it
+        lock (_used)
+        {
+            if (slot >= (ulong)_used.Length || !_used[slot])
+            {
+                return GrantStatus.GeneralError;
+            }
+        }
+
         var op = new GnttabUnmapGrantRef { HostAddr = mapping.Address, Handle = mapping.Handle };
         _host.UnmapGrantRef(_domain, ref op);
         if (op.Status == (short)GrantStatus.Okay)
         {
             lock (_used)
             {
-                _used[(int)((mapping.Address >> Page.PageShift) - _firstFrame)] = false;
+                _used[slot] = false;
             }
         }
 

@@ -6,7 +6,8 @@ namespace VmmKit.GrantTable;
 /// <see cref="IGrantShare"/> for a domain whose kernel runs in this process: it writes the domain's shared grant
 /// entries (and reads v2 status entries) exactly as a guest kernel writes them through its mapping of the table
 /// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver. References
-/// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size.
+/// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size. Once
+/// <see cref="GrantTableHost.DestroyDomain"/> ran for the domain, it grants nothing and every reference has ended.
 /// </summary>
 public sealed unsafe class InProcessGrantShare : IGrantShare
 {
@@ -31,6 +32,16 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
     /// <inheritdoc/>
     public bool TryGrantForeignAccess(ushort domainId, ulong frame, bool readOnly, out uint grantRef)
     {
+        grantRef = 0;
+        int version = _domain.Version;
+
+        // grant_table_destroy freed the table frames (they may have another owner now); a v1 entry's frame is 32 bits
+        // (grant_entry_v1_t: Linux picks v2 when frames may not fit, gnttab_need_v2). Refused before taking a reference.
+        if (_domain.IsDestroyed || (version == 1 && frame > uint.MaxValue))
+        {
+            return false;
+        }
+
         lock (_free)
         {
             // References freed before a switch to v2 (256 entries per frame) may lie past the table now.
@@ -53,10 +64,10 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
         }
 
         ushort flags = (ushort)(GrantEntryFlags.PermitAccess | (readOnly ? GrantEntryFlags.ReadOnly : 0));
-        if (_domain.Version == 1)
+        if (version == 1)
         {
             var e = (GrantEntryV1*)Entry(grantRef, GrantEntryV1.Size, GrantEntryV1.PerFrame);
-            e->Frame = checked((uint)frame);
+            e->Frame = (uint)frame;
             e->DomId = domainId;
             Interlocked.MemoryBarrier(); // frame and domid before flags (gnttab_update_entry_v1: wmb)
             Volatile.Write(ref e->Flags, flags);
@@ -78,7 +89,11 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
     {
         CheckGranted(grantRef);
         const ushort busy = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
-        if (_domain.Version == 1)
+        if (IsPastTable(grantRef))
+        {
+            // Nothing to end: the entry went with the table, and no grantee can use it.
+        }
+        else if (_domain.Version == 1)
         {
             // gnttab_end_foreign_access_ref_v1: clear the flags only while neither reading nor writing is set.
             uint* word = (uint*)Entry(grantRef, GrantEntryV1.Size, GrantEntryV1.PerFrame);
@@ -124,6 +139,11 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
     public bool IsForeignAccessInUse(uint grantRef)
     {
         CheckGranted(grantRef);
+        if (IsPastTable(grantRef))
+        {
+            return false;
+        }
+
         const ushort busy = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
         ushort flags = _domain.Version == 1
             ? Volatile.Read(ref ((GrantEntryV1*)Entry(grantRef, GrantEntryV1.Size, GrantEntryV1.PerFrame))->Flags)
@@ -141,6 +161,11 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
             }
         }
     }
+
+    // A reference at or past the table's entries names no entry: a switch to v2 left fewer entries (gnttab_set_version
+    // clears them all but the reserved ones), or grant_table_destroy freed the table. Xen refuses such a reference to
+    // every grantee (GNTST_bad_gntref), so it is in use by none and its grant has ended.
+    private bool IsPastTable(uint grantRef) => grantRef >= (uint)_domain.EntryCount;
 
     private byte* Entry(uint grantRef, int size, int perFrame)
     {

@@ -1,0 +1,119 @@
+using VmmKit.Ept;
+
+namespace VmmKit.GrantTable.Tests;
+
+/// <summary>
+/// The in-process clients (<see cref="InProcessGrantShare"/>, <see cref="InProcessGrantMapper"/>) misused by their
+/// caller: each test asserts the documented result (or Linux's drivers/xen/grant-table.c, which the share mirrors), never
+/// a host exception or a write outside the caller's own frames.
+/// </summary>
+public sealed class ClientMisuseTests : IDisposable
+{
+    private readonly TestMachine _m = new();
+    private readonly TestDomain _front;
+    private readonly TestDomain _back;
+    private readonly InProcessGrantShare _share;
+
+    public ClientMisuseTests()
+    {
+        _front = _m.AddDomain(1);
+        _back = _m.AddDomain(2);
+        _share = new InProcessGrantShare(_m.Host, _front.Grant);
+    }
+
+    public void Dispose() => _m.Dispose();
+
+    [Fact]
+    public void Granting_a_frame_a_v1_entry_cannot_hold_neither_throws_overflow_nor_leaks_a_reference()
+    {
+        // A v1 entry's frame is 32 bits (grant_entry_v1_t; Linux uses v2 when frames may not fit, gnttab_need_v2).
+        // IGrantShare.TryGrantForeignAccess refuses such a frame with false, before it takes a reference.
+        bool granted = true;
+        Assert.Null(Record.Exception(() => granted = _share.TryGrantForeignAccess(2, 1UL << 32, false, out _)));
+        Assert.False(granted);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint next));
+        Assert.Equal(8u, next); // the first free reference, not one past a leaked one
+    }
+
+    [Fact]
+    public void A_reference_a_version_switch_left_past_the_table_can_still_be_queried_and_ended()
+    {
+        // gnttab_set_version only refuses while entries are pinned; it clears every non-reserved entry, so a grant
+        // the guest had not ended is gone. Its reference (256: past the 256 entries of one v2 frame) must still give
+        // the answers IGrantShare documents for a reference the table no longer has: not in use, and ending it
+        // succeeds and frees it.
+        uint last = 0;
+        for (int i = 8; i <= 256; i++)
+        {
+            Assert.True(_share.TryGrantForeignAccess(2, 5, false, out last));
+        }
+
+        Assert.Equal(256u, last);
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+
+        bool inUse = true, ended = false;
+        Assert.Null(Record.Exception(() => inUse = _share.IsForeignAccessInUse(256)));
+        Assert.False(inUse);
+        Assert.Null(Record.Exception(() => ended = _share.EndForeignAccess(256)));
+        Assert.True(ended);
+    }
+
+    [Fact]
+    public void A_share_of_a_destroyed_domain_writes_no_frame_the_domain_no_longer_owns()
+    {
+        // grant_table_destroy frees the shared frames; a kernel whose domain is gone cannot write its table. Here the
+        // freed table frame is handed to another owner; granting through the stale share must not write into it, and
+        // returns false (IGrantShare.TryGrantForeignAccess).
+        MachineFrameNumber table = _front.Grant.GetSharedFrame(0);
+        _m.Kill(_front);
+        MachineFrameNumber reused = default;
+        for (int i = 0; i < 1000 && reused != table; i++)
+        {
+            reused = _m.Memory.AllocateContiguous(new FrameOwner(9), 1);
+        }
+
+        Assert.Equal(table, reused);
+        bool granted = false;
+        _ = Record.Exception(() => granted = _share.TryGrantForeignAccess(2, 5, false, out _));
+        Assert.True(_m.Memory.GetFrame(reused).IndexOfAnyExcept((byte)0) < 0, "the stale share wrote a grant entry into another owner's frame");
+        Assert.False(granted);
+    }
+
+    [Fact]
+    public void Under_v2_a_failed_end_of_access_has_already_invalidated_the_entry_as_in_Linux()
+    {
+        // Linux gnttab_end_foreign_access_ref_v2 clears hdr.flags first, then reads the status: when the grantee still
+        // maps it the call fails, but the entry is gone (the pin keeps the mapping, _set_status_v2 skips the checks
+        // while pinned). Once unmapped, the grantee cannot map it again (IGrantShare.EndForeignAccess). Under v1 a grant
+        // still in use stays valid.
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        var mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 2);
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, gref, false, out GrantMapping first));
+        Assert.False(_share.EndForeignAccess(gref));
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, gref, false, out GrantMapping second)); // pinned: no check
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(first));
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(second));
+        Assert.Equal(GrantStatus.GeneralError, mapper.TryMap(1, gref, false, out _));
+        Assert.True(_share.EndForeignAccess(gref));
+    }
+
+    [Fact]
+    public void Unmapping_another_mappers_mapping_is_refused_without_an_exception()
+    {
+        // gntdev_ioctl_unmap_grant_ref unmaps a mapping of this file only (-ENOENT otherwise); IGrantMapper.Unmap refuses
+        // a mapping from another mapper's window of the same domain with a status, and that mapping stays.
+        var a = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 2);
+        var b = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x2000), 2);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        Assert.Equal(GrantStatus.Okay, a.TryMap(1, gref, false, out GrantMapping mapping));
+
+        GrantStatus status = GrantStatus.Okay;
+        Assert.Null(Record.Exception(() => status = b.Unmap(mapping)));
+        Assert.NotEqual(GrantStatus.Okay, status);
+        Assert.True(_back.Ept.TryLookup(new GuestFrameNumber(0x1000), out _, out _));
+        Assert.Equal(GrantStatus.Okay, a.Unmap(mapping));
+    }
+}
