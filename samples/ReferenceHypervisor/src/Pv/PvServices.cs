@@ -224,12 +224,14 @@ internal sealed class PvServices : IDisposable
             events.Dispose();
         }
 
-        foreach (var (_, ring) in _stores.Values)
-            _mapper.Unmap(ring.Mapping);
         _storeEvents.Dispose();
         _toolstack.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _backendStore.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _daemon.DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+        // Only once xenstored has stopped: until then it may still read a domain's store ring.
+        foreach (var (_, ring) in _stores.Values)
+            _mapper.Unmap(ring.Mapping);
         _dom0.Dispose();
         _machine.Grants.DestroyDomain(_dom0Grants);
         _dom0Ept.Dispose();
