@@ -6,7 +6,8 @@ namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
 /// <c>__HYPERVISOR_grant_table_op</c> through VmmKit.Hypercall's dispatcher: arguments and structures in guest
-/// memory, both ABIs, the HVM command set, errnos and continuations.
+/// memory, both ABIs, the HVM command set, errnos and continuations; and the table frames a guest places with
+/// <c>XENMAPSPACE_grant_table</c> (<see cref="GrantTableHost.AddToPhysmap"/>), which its handler calls.
 /// </summary>
 public sealed class HypercallTests : IDisposable
 {
@@ -252,5 +253,190 @@ public sealed class HypercallTests : IDisposable
         Assert.Equal(0x6E, _back.RamPage(12)[7]);
         Assert.Equal(0, _back.RamPage(13)[0]);
         Assert.Equal((short)99, Get<GnttabCopy>(_back, Buffer).Status);
+    }
+
+    private static CompatGnttabCopy CompatFrameCopy(uint from, uint to, ushort toOffset, ushort len) => new()
+    {
+        Source = new() { Gmfn = from, DomId = DomainId.Self },
+        Dest = new() { Gmfn = to, DomId = DomainId.Self, Offset = toOffset },
+        Len = len,
+        Status = 99,
+    };
+
+    // ---------------------------------------------------------------- table management
+
+    [Fact]
+    public void A_status_frame_index_past_the_status_frames_grows_the_table_under_v2()
+    {
+        // gnttab_map_frame -> gnttab_get_status_frame_mfn: idx >= nr_status_frames grows the table to
+        // status_to_grant_frames(idx + 1) shared frames when that is within max_grant_frames, then maps status frame idx.
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.Equal((1, 1), (_front.Grant.SharedFrameCount, _front.Grant.StatusFrameCount));
+
+        var gfn = new GuestFrameNumber(0x3000);
+        Assert.Equal(0, _m.Host.AddToPhysmap(_front.Grant, GrantTableHost.GrantTableStatusIndex | 1, gfn));
+        Assert.Equal((16, 2), (_front.Grant.SharedFrameCount, _front.Grant.StatusFrameCount));
+        Assert.True(_front.Ept.TryLookup(gfn, out MachineFrameNumber f, out _));
+        Assert.Equal(_front.Grant.GetStatusFrame(1), f);
+
+        // Status frame 8 would need 72 shared frames, past max_grant_frames (64): -EINVAL, nothing grows.
+        Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.AddToPhysmap(_front.Grant, GrantTableHost.GrantTableStatusIndex | 8, new GuestFrameNumber(0x3001)));
+        Assert.Equal(16, _front.Grant.SharedFrameCount);
+    }
+
+    [Fact]
+    public void Placing_a_table_frame_over_a_foreign_grant_mapping_fails_with_ENXIO()
+    {
+        // xenmem_add_to_physmap_one: the slot's previous MFN is valid and not special, so guest_remove_page(d, gpfn)
+        // runs; get_page(page, d) fails on the granter's page and it returns -ENXIO. Nothing changes.
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        const ulong mapGfn = 0x1000;
+        var map = new GnttabMapGrantRef { HostAddr = mapGfn << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = gref, Dom = 1 };
+        _m.Host.MapGrantRef(_back.Grant, ref map);
+        Assert.Equal(0, map.Status);
+
+        Assert.Equal(XenErrno.ENXIO.Negated(), _m.Host.AddToPhysmap(_back.Grant, 0, new GuestFrameNumber(mapGfn)));
+        Assert.True(_back.Ept.TryLookup(new GuestFrameNumber(mapGfn), out MachineFrameNumber f, out _));
+        Assert.Equal(_front.Ram[5], f);
+    }
+
+    [Fact]
+    public void Set_version_is_busy_while_a_copy_call_of_a_grantee_holds_the_grant_between_operations()
+    {
+        // gnttab_copy keeps the source buffer (and its pin, acquire_grant_for_copy) across operations of one call;
+        // gnttab_set_version sees the pin on an entry past the reserved ones and returns -EBUSY.
+        _front.RamPage(5).Fill(0x21);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, true, out uint gref));
+        for (int i = 0; i < 2; i++)
+        {
+            Put(_back, Buffer + ((ulong)i * 40), new GnttabCopy
+            {
+                Source = new() { Ref = gref, DomId = 1 },
+                Dest = new() { Gmfn = (ulong)(7 + i), DomId = DomainId.Self },
+                Len = 8,
+                Flags = (ushort)GrantCopyFlags.SourceGref,
+                Status = 99,
+            });
+        }
+
+        long setVersion = 1;
+        uint versionAfter = 0;
+        _dispatcher.PreemptCheck = _ =>
+        {
+            var v = new GnttabSetVersion { Version = 2 };
+            setVersion = _m.Host.SetVersion(_front.Grant, ref v);
+            versionAfter = v.Version;
+            return false;
+        };
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.Copy, Buffer, 2));
+        Assert.Equal(XenErrno.EBUSY.Negated(), setVersion);
+        Assert.Equal(1u, versionAfter);
+        Assert.Equal(0x21, _back.RamPage(8)[7]);
+    }
+
+    // ---------------------------------------------------------------- hypercall layer, compat ABI
+
+    [Fact]
+    public void Compat_copy_a_fault_reading_any_operation_of_a_chunk_runs_none_of_the_chunk()
+    {
+        // compat_grant_table_op, GNTTABOP_copy: all operations of a chunk (COMPAT_ARG_XLAT_SIZE / sizeof(gnttab_copy))
+        // are read and translated first; a fault on any of them gives -EFAULT before gnttab_copy runs, and no status
+        // is written back.
+        _back.RamPage(9).Fill(0x4B);
+        const ulong end = (ulong)TestMachine.RamFrames << 12; // gfn 64 is not mapped
+        ulong op0 = end - 24 - 12;                            // whole, in gfn 63; operation 1 straddles into gfn 64
+        Put(_back, op0, CompatFrameCopy(9, 12, 0, 8));
+        Assert.False(_back.TryRead(op0 + 24, new byte[24]));
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(_back, (ulong)GrantTableOp.Copy, op0, 2, HypercallAbi.Compat32));
+        Assert.Equal(0, _back.RamPage(12)[0]);
+        Assert.Equal((short)99, Get<CompatGnttabCopy>(_back, op0).Status);
+    }
+
+    [Fact]
+    public void Compat_copy_operations_are_read_before_any_runs_so_a_copy_into_the_array_changes_none()
+    {
+        // compat_grant_table_op translates the chunk into the xlat area before gnttab_copy runs it: operation 0
+        // overwriting operation 1 in guest memory does not change what operation 1 does (the native ABI, which reads
+        // each operation just before it runs, differs: HypercallTests covers it).
+        const ulong frames = 30; // the replacement operation waits at the start of frame 30
+        _back.RamPage(9).Fill(0x5D);
+        Put(_back, frames << 12, CompatFrameCopy(9, 10, 0, 4));
+        Put(_back, Buffer, CompatFrameCopy((uint)frames, (uint)(Buffer >> 12), 24, 24));
+        Put(_back, Buffer + 24, CompatFrameCopy(9, 11, 0, 4));
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.Copy, Buffer, 2, HypercallAbi.Compat32));
+        Assert.Equal((short)0, Get<CompatGnttabCopy>(_back, Buffer + 24).Status);
+        Assert.Equal([0x5D, 0x5D, 0x5D, 0x5D, 0], _back.RamPage(11)[..5].ToArray());
+        Assert.Equal(new byte[5], _back.RamPage(10)[..5].ToArray());
+    }
+
+    [Fact]
+    public void Compat_copy_an_unwritable_status_does_not_stop_the_rest_of_the_chunk()
+    {
+        // compat_grant_table_op: gnttab_copy runs the whole translated chunk, then every status is copied back
+        // (a failing copy-back sets rc = -EFAULT and the loop goes on); every operation of the chunk has run.
+        _back.RamPage(9).Fill(0x6E);
+        Put(_back, Buffer, CompatFrameCopy(9, 12, 0, 8));
+        Put(_back, Buffer + 24, CompatFrameCopy(9, 13, 0, 8));
+        _back.Ept.Protect(new GuestPhysicalAddress(Buffer), 1, EptAccess.Read);
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(_back, (ulong)GrantTableOp.Copy, Buffer, 2, HypercallAbi.Compat32));
+        Assert.Equal(0x6E, _back.RamPage(12)[7]);
+        Assert.Equal(0x6E, _back.RamPage(13)[7]);
+    }
+
+    [Fact]
+    public void Compat_copy_checks_for_preemption_within_a_chunk_only_and_continues_at_the_first_operation_not_run()
+    {
+        // compat_grant_table_op runs 8192 / sizeof(struct gnttab_copy) = 204 operations per gnttab_copy call, which
+        // checks for preemption between its operations only, and releases its buffers when it returns. Preempted
+        // before operation 1 of the second chunk (205 overall), the statuses of the 205 operations run are written
+        // back and the continuation has uop advanced by 205 operations, count 1.
+        const uint count = 206;
+        _front.RamPage(5).Fill(0x7A);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, true, out uint gref));
+        for (uint i = 0; i < count; i++)
+        {
+            Put(_back, Buffer + (i * 24), new CompatGnttabCopy
+            {
+                Source = new() { Ref = gref, DomId = 1 },
+                Dest = new() { Gmfn = 10, DomId = DomainId.Self, Offset = (ushort)i },
+                Len = 1,
+                Flags = (ushort)GrantCopyFlags.SourceGref,
+                Status = 99,
+            });
+        }
+
+        int checks = 0;
+        _dispatcher.PreemptCheck = _ => ++checks == 204;
+        long rc = Call(_back, (ulong)GrantTableOp.Copy, Buffer, count, HypercallAbi.Compat32, out HypercallArguments after);
+        Assert.Equal((long)HypercallNumber.GrantTableOp, rc);
+        Assert.Equal(204, checks); // 203 in the first chunk, none before the second, one in it
+        Assert.Equal(((ulong)GrantTableOp.Copy, Buffer + (205 * 24), 1UL), (after[0], after[1], after[2]));
+        Assert.Equal((short)0, Get<CompatGnttabCopy>(_back, Buffer + (204 * 24)).Status);
+        Assert.Equal((short)99, Get<CompatGnttabCopy>(_back, Buffer + (205 * 24)).Status);
+        Assert.Equal(0x7A, _back.RamPage(10)[204]);
+        Assert.Equal(0, _back.RamPage(10)[205]);
+        Assert.Equal(0u, _front.Grant.GetPinCount(gref));
+    }
+
+    [Fact]
+    public void Compat_setup_table_is_bounded_by_the_translation_area()
+    {
+        // compat_grant_table_op passes limit_max = (COMPAT_ARG_XLAT_SIZE - sizeof(struct gnttab_setup_table)) /
+        // sizeof(xen_pfn_t) = (8192 - 24) / 8 = 1021 to gnttab_setup_table, which answers GNTST_general_error
+        // for more frames, before growing anything.
+        using var m = new TestMachine();
+        var big = m.AddDomain(3, new GrantTableLimits(1024, 1));
+        var dispatcher = new HypercallDispatcher<TestDomain>();
+        new GrantTableHypercalls<TestDomain>(m.Host, new Resolver()).Register(dispatcher);
+        Put(big, Buffer, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 1022, FrameList = (uint)(Buffer + 0x100) });
+        HypercallArguments args = default;
+        args[0] = (ulong)GrantTableOp.SetupTable;
+        args[1] = Buffer;
+        args[2] = 1;
+        HypercallCall<TestDomain> call = dispatcher.CreateCall(big, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Compat32, big.Virtual, args);
+        Assert.Equal(0, dispatcher.Invoke(ref call));
+        Assert.Equal((short)GrantStatus.GeneralError, Get<CompatGnttabSetupTable>(big, Buffer).Status);
+        Assert.Equal(1, big.Grant.SharedFrameCount);
     }
 }
