@@ -67,18 +67,16 @@ public sealed unsafe partial class GrantTableHost
     }
 
     /// <summary>
-    /// Clears <paramref name="bits"/> (GTF_reading/GTF_writing) in a 16-bit half of a guest-visible word after the
-    /// hypervisor's last use of a grant, with a plain store rather than Xen's atomic AND (<c>gnttab_clear_flags</c>).
-    /// grant_table.h's protocol lets a granter change an entry in use only by a compare-exchange that fails while
-    /// either bit is set (v1; "invalidating an in-use entry cannot be done directly"), and v2 status words belong to
-    /// the hypervisor, so a guest that follows it cannot write the half-word between this load and store; a guest that
-    /// does can only lose that write to its own entry. <see cref="Volatile.Write(ref ushort, ushort)"/> is a release
-    /// store, so the copy's loads and stores come before it (on x86 a plain MOV: stores stay in order and never pass an
-    /// earlier load, SDM Vol. 3A §8.2.2, nor a string operation's stores, §8.2.4), and unlike a locked instruction it
-    /// does not wait for the copy's stores to drain. All hypervisor writes of these words are under the host's lock.
+    /// Clears <paramref name="bits"/> (GTF_reading/GTF_writing) in the 16-bit half-word <paramref name="half"/> after
+    /// the hypervisor's last use of a grant, atomically as Xen's <c>gnttab_clear_flags</c>: grant_table.h lets a
+    /// granter set GTF_readonly (a compare-exchange while GTF_writing is clear) or clear it (an atomic bit operation)
+    /// while the grant is in use, so a plain load and store here could undo that change.
     /// </summary>
-    private static void ReleaseBits16(ushort* half, ushort bits) =>
-        Volatile.Write(ref *half, (ushort)(Volatile.Read(ref *half) & ~bits));
+    private static void ReleaseBits16(ushort* half, ushort bits)
+    {
+        uint shift = (uint)((nuint)half & 2) * 8; // little-endian: an odd half-word is the upper half of its word
+        Interlocked.And(ref *(uint*)((nuint)half & ~(nuint)3), ~((uint)bits << (int)shift));
+    }
 
     /// <summary>The guest-visible word holding GTF_reading/GTF_writing of a grant (the v1 header, or the v2 status word).</summary>
     private uint* FlagsWord(GrantDomain d, uint gref, out int shift)

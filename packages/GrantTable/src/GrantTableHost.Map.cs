@@ -42,7 +42,7 @@ public sealed unsafe partial class GrantTableHost
 
         if (!TryGetMaptrackHandle(ld, out uint handle))
         {
-            return GrantStatus.NoDeviceSpace; // "Failed to obtain maptrack handle"
+            return GrantStatus.NoSpace; // "Failed to obtain maptrack handle"
         }
 
         GrantStatus rc = MapPinned(ld, rd, ref op, flags, handle);
@@ -106,9 +106,12 @@ public sealed unsafe partial class GrantTableHost
         act.Pin += increment;
         var frame = new MachineFrameNumber(act.Mfn);
 
-        // create_grant_p2m_mapping: the granted frame appears at host_addr in the grantee's EPT, never executable.
+        // create_grant_p2m_mapping: the granted frame appears at host_addr in the grantee's EPT, never executable; any
+        // flag but GNTMAP_host_map and GNTMAP_readonly is refused there, after the pin (map_grant_ref's undo_out).
         ulong target = op.HostAddr >> Page.PageShift;
-        GrantStatus mapped = AddHostMapping(ld, target, frame, readOnly);
+        GrantStatus mapped = (flags & ~(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly)) != 0
+            ? GrantStatus.GeneralError
+            : AddHostMapping(ld, target, frame, readOnly);
         if (mapped != GrantStatus.Okay)
         {
             act.Pin -= increment;

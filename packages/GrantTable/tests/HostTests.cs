@@ -414,7 +414,7 @@ public sealed class HostTests : IDisposable
             }
             else
             {
-                Assert.Equal((short)GrantStatus.NoDeviceSpace, op.Status);
+                Assert.Equal((short)GrantStatus.NoSpace, op.Status);
             }
         }
 

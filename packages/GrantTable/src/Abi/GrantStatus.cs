@@ -17,7 +17,7 @@ public enum GrantStatus : short
     BadVirtAddr = -5,
     /// <summary><c>GNTST_bad_dev_addr</c>: inappropriate device address to unmap.</summary>
     BadDevAddr = -6,
-    /// <summary><c>GNTST_no_device_space</c>: out of space in I/O MMU (Xen also uses it when the maptrack is full).</summary>
+    /// <summary><c>GNTST_no_device_space</c>: out of space in I/O MMU.</summary>
     NoDeviceSpace = -7,
     /// <summary><c>GNTST_permission_denied</c>.</summary>
     PermissionDenied = -8,
@@ -29,6 +29,6 @@ public enum GrantStatus : short
     AddressTooBig = -11,
     /// <summary><c>GNTST_eagain</c>: the operation could not be done now (e.g. the entry is in use).</summary>
     Eagain = -12,
-    /// <summary><c>GNTST_no_space</c>: out of space (e.g. no free grant reference).</summary>
+    /// <summary><c>GNTST_no_space</c>: out of space (handles etc.: a full maptrack, map_grant_ref).</summary>
     NoSpace = -13,
 }
