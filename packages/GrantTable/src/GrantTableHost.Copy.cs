@@ -389,6 +389,15 @@ public sealed unsafe partial class GrantTableHost
         }
 
         uint* header = HeaderWord(rd, gref);
+
+        // A v2 entry's type is checked at every claim, pinned or not: a transitive grant is refused (XSA-226), even one
+        // the granter made transitive while a mapping or another copy pins it. Nothing is set, so nothing is cleared.
+        if (rd.Version == 2 &&
+            (Volatile.Read(ref ((GrantEntryV2*)header)->Flags) & (ushort)GrantEntryFlags.TypeMask) == (ushort)GrantEntryFlags.Transitive)
+        {
+            return GrantStatus.GeneralError;
+        }
+
         uint oldPin = act.Pin;
         if (oldPin == 0 || (!readOnly && (oldPin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0))
         {
@@ -424,7 +433,7 @@ public sealed unsafe partial class GrantTableHost
                 if ((Volatile.Read(ref e->Flags) & (ushort)GrantEntryFlags.SubPage) != 0)
                 {
                     subPage = true;
-                    start = Volatile.Read(ref e->SubPageOffset);
+                    start = (ushort)(Volatile.Read(ref e->SubPageOffset) & 0x7FFF); // active_grant_entry's start:15
                     length = Volatile.Read(ref e->SubPageLength);
                 }
             }
