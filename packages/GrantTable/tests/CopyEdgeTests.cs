@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 
@@ -13,8 +12,6 @@ namespace VmmKit.GrantTable.Tests;
 public sealed unsafe class CopyEdgeTests : IDisposable
 {
     private const ulong MapGfn = 0x1000;
-    private const ulong Buffer = 20UL << 12; // the caller's operation array (paging off)
-    private const int OpSize = 40;           // sizeof(struct gnttab_copy), 64-bit
     private readonly TestMachine _m = new();
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
     private readonly TestDomain _front; // the granter, d1
@@ -42,37 +39,8 @@ public sealed unsafe class CopyEdgeTests : IDisposable
         public bool IsPrivileged(TestDomain caller) => false;
     }
 
-    /// <summary>Runs the operations as one hypercall of d2; <paramref name="between"/>(i) runs before operation i (i ≥ 1).</summary>
-    private short[] CallCopy(GnttabCopy[] ops, Action<int> between)
-    {
-        for (int i = 0; i < ops.Length; i++)
-        {
-            Assert.True(_back.TryWrite(Buffer + (ulong)(i * OpSize), MemoryMarshal.AsBytes(new ReadOnlySpan<GnttabCopy>(in ops[i]))));
-        }
-
-        int next = 1;
-        _dispatcher.PreemptCheck = _ =>
-        {
-            between(next++);
-            return false;
-        };
-        HypercallArguments args = default;
-        args[0] = (ulong)GrantTableOp.Copy;
-        args[1] = Buffer;
-        args[2] = (ulong)ops.Length;
-        HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _back.Virtual, args);
-        Assert.Equal(0, _dispatcher.Invoke(ref call));
-        _dispatcher.PreemptCheck = null;
-        var statuses = new short[ops.Length];
-        for (int i = 0; i < ops.Length; i++)
-        {
-            GnttabCopy op = default;
-            Assert.True(_back.TryRead(Buffer + (ulong)(i * OpSize), MemoryMarshal.AsBytes(new Span<GnttabCopy>(ref op))));
-            statuses[i] = op.Status;
-        }
-
-        return statuses;
-    }
+    /// <summary>Runs the operations as one hypercall of the backend; <paramref name="between"/>(i) runs before operation i (i ≥ 1).</summary>
+    private short[] CallCopy(GnttabCopy[] ops, Action<int> between) => CopyHypercall.Run(_dispatcher, _back, ops, between);
 
     private void Version2(TestDomain d)
     {

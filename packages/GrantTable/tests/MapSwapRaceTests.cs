@@ -67,6 +67,78 @@ public sealed unsafe class MapSwapRaceTests : IDisposable
 
     private const ushort Busy = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
 
+    // A granter racing a grantee: `rounds` times the frontend grants its page 5, lets the backend's loop (on its own
+    // thread) run `use` on that reference at least once and a little longer, ends access (retrying while the grant is in
+    // use) and runs `afterEnd`(reference, round). `use` returns true when it mapped the grant. Returns how many uses did.
+    private int RaceGrants(int rounds, Func<uint, bool> use, Action<uint, int> afterEnd)
+    {
+        long current = -1;
+        bool done = false;
+        int calls = 0, maps = 0;
+        Exception? failure = null;
+        var grantee = new Thread(() =>
+        {
+            try
+            {
+                while (!Volatile.Read(ref done))
+                {
+                    long g = Volatile.Read(ref current);
+                    if (g < 0)
+                    {
+                        Thread.Yield();
+                        continue;
+                    }
+
+                    if (use((uint)g))
+                    {
+                        maps++;
+                    }
+
+                    Interlocked.Increment(ref calls);
+                }
+            }
+            catch (Exception e)
+            {
+                Volatile.Write(ref failure, e);
+            }
+        });
+        grantee.Start();
+        try
+        {
+            for (int round = 0; round < rounds && Volatile.Read(ref failure) is null; round++)
+            {
+                uint gref = Grant(5);
+                Volatile.Write(ref current, gref);
+                int seen = Volatile.Read(ref calls);
+                while (Volatile.Read(ref calls) < seen + 1 && Volatile.Read(ref failure) is null)
+                {
+                    Thread.SpinWait(10);
+                }
+
+                Thread.SpinWait(20 * (round % 32));
+                while (!_share.EndForeignAccess(gref))
+                {
+                    Thread.SpinWait(5);
+                }
+
+                afterEnd(gref, round);
+                Volatile.Write(ref current, -1);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref done, true);
+            grantee.Join();
+        }
+
+        Assert.Null(failure);
+        return Volatile.Read(ref maps);
+    }
+
+    // Unmaps a handle the grantee's own map just returned: that must work.
+    private bool UnmapLive(uint handle) =>
+        Unmap(handle) == 0 ? true : throw new InvalidOperationException("unmap of a live handle failed");
+
     /// <summary>
     /// An HVM grantee passes a map flag other than GNTMAP_host_map and GNTMAP_readonly (a bit map_grant_ref does not
     /// reject up front: 1 &lt;&lt; 5, or GNTMAP_guest_avail0 = 1 &lt;&lt; 16). Xen: map_grant_ref pins and sets the
@@ -265,79 +337,21 @@ public sealed unsafe class MapSwapRaceTests : IDisposable
             Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
         }
 
-        long current = -1;
-        bool done = false;
-        int maps = 0, calls = 0;
-        Exception? failure = null;
-        var grantee = new Thread(() =>
+        int maps = RaceGrants(300, g =>
         {
-            try
+            GnttabMapGrantRef m = Map(g);
+            var copy = new GnttabCopy
             {
-                while (!Volatile.Read(ref done))
-                {
-                    long g = Volatile.Read(ref current);
-                    if (g < 0)
-                    {
-                        Thread.Yield();
-                        continue;
-                    }
+                Source = new() { Gmfn = 7, DomId = DomainId.Self },
+                Dest = new() { Ref = g, DomId = 1 },
+                Len = 64,
+                Flags = (ushort)GrantCopyFlags.DestGref,
+            };
+            _m.Host.Copy(_back.Grant, ref copy);
+            return m.Status == 0 && UnmapLive(m.Handle);
+        },
+        (gref, _) => Assert.Equal(0u, _front.Grant.GetPinCount(gref)));
 
-                    GnttabMapGrantRef m = Map((uint)g);
-                    var copy = new GnttabCopy
-                    {
-                        Source = new() { Gmfn = 7, DomId = DomainId.Self },
-                        Dest = new() { Ref = (uint)g, DomId = 1 },
-                        Len = 64,
-                        Flags = (ushort)GrantCopyFlags.DestGref,
-                    };
-                    _m.Host.Copy(_back.Grant, ref copy);
-                    if (m.Status == 0)
-                    {
-                        maps++;
-                        if (Unmap(m.Handle) != 0)
-                        {
-                            throw new InvalidOperationException("unmap of a live handle failed");
-                        }
-                    }
-
-                    Interlocked.Increment(ref calls);
-                }
-            }
-            catch (Exception e)
-            {
-                Volatile.Write(ref failure, e);
-            }
-        });
-        grantee.Start();
-        try
-        {
-            for (int round = 0; round < 300 && Volatile.Read(ref failure) is null; round++)
-            {
-                uint gref = Grant(5);
-                Volatile.Write(ref current, gref);
-                int seen = Volatile.Read(ref calls);
-                while (Volatile.Read(ref calls) < seen + 1 && Volatile.Read(ref failure) is null)
-                {
-                    Thread.SpinWait(10);
-                }
-
-                Thread.SpinWait(20 * (round % 32));
-                while (!_share.EndForeignAccess(gref))
-                {
-                    Thread.SpinWait(5);
-                }
-
-                Assert.Equal(0u, _front.Grant.GetPinCount(gref));
-                Volatile.Write(ref current, -1);
-            }
-        }
-        finally
-        {
-            Volatile.Write(ref done, true);
-            grantee.Join();
-        }
-
-        Assert.Null(failure);
         Assert.True(maps > 0, "no map succeeded: the race was not exercised");
         Assert.Equal(0, _back.Grant.MappingCount);
         Assert.False(Mapped(_back, Slot));
@@ -518,72 +532,17 @@ public sealed unsafe class MapSwapRaceTests : IDisposable
     [Fact]
     public void Set_version_between_grants_racing_maps_is_never_busy_once_access_ended()
     {
-        long current = -1;
-        bool done = false;
-        int calls = 0, maps = 0;
-        Exception? failure = null;
-        var grantee = new Thread(() =>
+        int maps = RaceGrants(200, g =>
         {
-            try
-            {
-                while (!Volatile.Read(ref done))
-                {
-                    long g = Volatile.Read(ref current);
-                    if (g < 0)
-                    {
-                        Thread.Yield();
-                        continue;
-                    }
-
-                    GnttabMapGrantRef m = Map((uint)g);
-                    if (m.Status == 0)
-                    {
-                        maps++;
-                        if (Unmap(m.Handle) != 0)
-                        {
-                            throw new InvalidOperationException("unmap of a live handle failed");
-                        }
-                    }
-
-                    Interlocked.Increment(ref calls);
-                }
-            }
-            catch (Exception e)
-            {
-                Volatile.Write(ref failure, e);
-            }
+            GnttabMapGrantRef m = Map(g);
+            return m.Status == 0 && UnmapLive(m.Handle);
+        },
+        (_, round) =>
+        {
+            var v = new GnttabSetVersion { Version = (uint)(round % 2 == 0 ? 2 : 1) };
+            Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
         });
-        grantee.Start();
-        try
-        {
-            for (int round = 0; round < 200 && Volatile.Read(ref failure) is null; round++)
-            {
-                uint gref = Grant(5);
-                Volatile.Write(ref current, gref);
-                int seen = Volatile.Read(ref calls);
-                while (Volatile.Read(ref calls) < seen + 1 && Volatile.Read(ref failure) is null)
-                {
-                    Thread.SpinWait(10);
-                }
 
-                Thread.SpinWait(20 * (round % 32));
-                while (!_share.EndForeignAccess(gref))
-                {
-                    Thread.SpinWait(5);
-                }
-
-                var v = new GnttabSetVersion { Version = (uint)(round % 2 == 0 ? 2 : 1) };
-                Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
-                Volatile.Write(ref current, -1);
-            }
-        }
-        finally
-        {
-            Volatile.Write(ref done, true);
-            grantee.Join();
-        }
-
-        Assert.Null(failure);
         Assert.True(maps > 0, "no map succeeded: the race was not exercised");
         Assert.Equal(0, _back.Grant.MappingCount);
         Assert.False(Mapped(_back, Slot));
