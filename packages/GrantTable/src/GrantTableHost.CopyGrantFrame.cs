@@ -44,11 +44,12 @@ public sealed unsafe partial class GrantTableHost
     {
         // gnttab_copy_lock_domain for both sides, unless both already hold these domains and no domain was destroyed
         // since (then the caller and both are still alive).
-        if (batch.DestroyedDomains != _destroyedDomains || grantBuf.Domain is null || grantBuf.DomId != grant.DomId ||
-            frameBuf.Domain is null || frameBuf.DomId != DomainId.Self)
+        bool otherDomains = grantBuf.Domain is null || grantBuf.DomId != grant.DomId ||
+            frameBuf.Domain is null || frameBuf.DomId != DomainId.Self;
+        if (otherDomains || batch.DestroyedDomains != _destroyedDomains)
         {
             // gnttab_copy_one: a side naming another domid releases both buffers, so neither keeps its claim.
-            if (grantBuf.Domain is null || grantBuf.DomId != grant.DomId || frameBuf.Domain is null || frameBuf.DomId != DomainId.Self)
+            if (otherDomains)
             {
                 ReleaseBatch(ref batch);
             }
