@@ -116,4 +116,69 @@ public sealed class ClientMisuseTests : IDisposable
         Assert.True(_back.Ept.TryLookup(new GuestFrameNumber(0x1000), out _, out _));
         Assert.Equal(GrantStatus.Okay, a.Unmap(mapping));
     }
+
+    [Fact]
+    public void The_page_of_a_mapping_this_mapper_does_not_hold_is_refused()
+    {
+        // IGrantMapper.GetPage takes a live mapping of this mapper. Another mapper's mapping (its window, or another
+        // domain's address space), one already unmapped, or one whose handle is not the one its slot holds names no
+        // page of this mapper: refused with ArgumentException, never a page of the domain's own memory at that address.
+        var a = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 2);
+        var b = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x2000), 2);
+        TestDomain third = _m.AddDomain(3);
+        var c = new InProcessGrantMapper(_m.Host, third.Grant, new GuestFrameNumber(0x10), 2);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        Assert.Equal(GrantStatus.Okay, a.TryMap(1, gref, false, out GrantMapping mapping));
+
+        Assert.Throws<ArgumentException>(() => b.GetPage(mapping));
+        Assert.Throws<ArgumentException>(() => c.GetPage(mapping));
+
+        // A mapping whose address lies in the domain's RAM (gfn 5 is populated) names no slot of any window.
+        Assert.Throws<ArgumentException>(() => a.GetPage(mapping with { Address = 5UL << 12 }));
+        Assert.Throws<ArgumentException>(() => a.GetPage(mapping with { Handle = mapping.Handle + 1 }));
+
+        Assert.Equal(4096, a.GetPage(mapping).Length);
+        Assert.Equal(GrantStatus.Okay, a.Unmap(mapping));
+        Assert.Throws<ArgumentException>(() => a.GetPage(mapping));
+    }
+
+    [Fact]
+    public void References_ended_past_the_table_are_granted_again_once_the_table_grows()
+    {
+        // A switch to v2 (256 entries per frame) leaves references 256-511 of a full one-frame v1 table past the table.
+        // Ended there, they are free references (IGrantShare); once the domain grows its table back to 512 entries
+        // (setup_table with two frames), every reference 8-511 can be granted again, none lost.
+        int granted = 0;
+        while (_share.TryGrantForeignAccess(2, 5, false, out _))
+        {
+            granted++;
+        }
+
+        Assert.Equal(_front.Grant.EntryCount - 8, granted);
+        int fullTable = _front.Grant.EntryCount;
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.True(_front.Grant.EntryCount < fullTable);
+        for (uint r = 8; r < (uint)fullTable; r++)
+        {
+            Assert.True(_share.EndForeignAccess(r));
+        }
+
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint first)); // pops past the table's end first
+        Assert.True(first < (uint)_front.Grant.EntryCount);
+        Assert.True(_share.EndForeignAccess(first));
+
+        Span<ulong> frames = stackalloc ulong[8];
+        int needed = (fullTable + 255) / 256;
+        Assert.Equal(GrantStatus.Okay, _m.Host.SetupTable(_front.Grant, false, 0x7FF0, (uint)needed, frames));
+        Assert.True(_front.Grant.EntryCount >= fullTable);
+
+        var refs = new HashSet<uint>();
+        while (refs.Count < fullTable - 8 && _share.TryGrantForeignAccess(2, 5, false, out uint r))
+        {
+            Assert.True(refs.Add(r));
+        }
+
+        Assert.Equal(fullTable - 8, refs.Count);
+    }
 }

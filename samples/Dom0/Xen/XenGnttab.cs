@@ -17,7 +17,7 @@ public sealed class XenGnttab : IGrantMapper
     public const ulong FirstSlot = 0x100000;
 
     private readonly Privcmd _privcmd;
-    private readonly Dictionary<uint, ulong> _slotOfHandle = [];
+    private readonly Dictionary<uint, (ulong Slot, ulong Address)> _liveByHandle = [];
     private readonly Stack<ulong> _freeSlots = new();
     private readonly object _lock = new();
     private ulong _nextSlot = FirstSlot;
@@ -60,13 +60,23 @@ public sealed class XenGnttab : IGrantMapper
         }
 
         lock (_lock)
-            _slotOfHandle[op.Handle] = slot;
+            _liveByHandle[op.Handle] = (slot, op.DevBusAddr);
         mapping = new GrantMapping(domainId, grantRef, op.Handle, op.DevBusAddr, readOnly);
         return GrantStatus.Okay;
     }
 
     /// <inheritdoc/>
-    public Span<byte> GetPage(in GrantMapping mapping) => _privcmd.Channel.Frame(mapping.Address >> 12);
+    public Span<byte> GetPage(in GrantMapping mapping)
+    {
+        // Only a live mapping of this handle: a stale or foreign one would name whatever frame is at that address now.
+        lock (_lock)
+        {
+            if (!_liveByHandle.TryGetValue(mapping.Handle, out var live) || live.Address != mapping.Address)
+                throw new ArgumentException("The mapping is not a live mapping of this handle.", nameof(mapping));
+        }
+
+        return _privcmd.Channel.Frame(mapping.Address >> 12);
+    }
 
     /// <inheritdoc/>
     public GrantStatus Unmap(in GrantMapping mapping)
@@ -74,8 +84,9 @@ public sealed class XenGnttab : IGrantMapper
         ulong slot;
         lock (_lock)
         {
-            if (!_slotOfHandle.TryGetValue(mapping.Handle, out slot))
+            if (!_liveByHandle.TryGetValue(mapping.Handle, out var live) || live.Address != mapping.Address)
                 return GrantStatus.BadHandle;
+            slot = live.Slot;
         }
 
         using var b = _privcmd.Buffers.Rent(Unsafe.SizeOf<GnttabUnmapGrantRef>());
@@ -86,7 +97,7 @@ public sealed class XenGnttab : IGrantMapper
         {
             lock (_lock)
             {
-                _slotOfHandle.Remove(mapping.Handle);
+                _liveByHandle.Remove(mapping.Handle);
                 _freeSlots.Push(slot);
             }
         }

@@ -42,6 +42,7 @@ public sealed class XenGnttabTests
 
         Assert.Equal(GrantStatus.Okay, gnttab.Unmap(mapping));
         Assert.Equal(GrantStatus.BadHandle, gnttab.Unmap(mapping));
+        Assert.Throws<ArgumentException>(() => gnttab.GetPage(mapping));   // no longer names the granted frame
         Assert.NotEqual(GrantStatus.Okay, gnttab.TryMap(0, gref + 1, readOnly: true, out _));   // never granted
         Assert.Equal(0, privcmd.Unmap([(ulong)table[0]]));
     }

@@ -15,16 +15,21 @@ public interface IGrantMapper
     GrantStatus TryMap(ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping);
 
     /// <summary>The bytes of a mapped frame.</summary>
-    /// <param name="mapping">A live mapping.</param>
+    /// <param name="mapping">A live mapping made by this mapper.</param>
     /// <returns>The 4 KiB page; write only through a writable mapping.</returns>
+    /// <exception cref="ArgumentException">
+    /// <paramref name="mapping"/> is not a live mapping of this mapper (another mapper's, or one unmapped already).
+    /// </exception>
     Span<byte> GetPage(in GrantMapping mapping);
 
     /// <summary>Unmaps a mapping.</summary>
     /// <param name="mapping">A live mapping made by this mapper.</param>
     /// <returns>
     /// The hypervisor's status. A mapping this mapper does not hold (another mapper's, or one it unmapped already) is
-    /// refused and changes nothing: <see cref="GrantStatus.GeneralError"/> (gntdev: <c>-ENOENT</c>), or the hypervisor's
-    /// error when its place was mapped again since.
+    /// refused with an error status and changes nothing (<see cref="InProcessGrantMapper"/>:
+    /// <see cref="GrantStatus.GeneralError"/>; gntdev: <c>-ENOENT</c>). A copy of a mapping
+    /// kept past its unmap cannot be told from a newer mapping that got the same place, grant and maptrack handle
+    /// (gntdev's index has the same limit): do not keep one.
     /// </returns>
     GrantStatus Unmap(in GrantMapping mapping);
 

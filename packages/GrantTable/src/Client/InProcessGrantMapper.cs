@@ -12,7 +12,10 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     private readonly GrantTableHost _host;
     private readonly GrantDomain _domain;
     private readonly ulong _firstFrame;
-    private readonly bool[] _used;
+
+    // Per slot of the window: 0 when free, Reserved while TryMap maps it, else the maptrack handle + 1 of its mapping.
+    private readonly uint[] _slots;
+    private const uint Reserved = uint.MaxValue;
 
     /// <summary>Creates the mapping side of <paramref name="domain"/>.</summary>
     /// <param name="host">The grant tables.</param>
@@ -27,7 +30,7 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
         _host = host;
         _domain = domain;
         _firstFrame = window.Value;
-        _used = new bool[windowFrames];
+        _slots = new uint[windowFrames];
     }
 
     /// <inheritdoc/>
@@ -35,15 +38,15 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     {
         mapping = default;
         int slot;
-        lock (_used)
+        lock (_slots)
         {
-            slot = Array.IndexOf(_used, false);
+            slot = Array.IndexOf(_slots, 0u);
             if (slot < 0)
             {
                 return GrantStatus.NoSpace;
             }
 
-            _used[slot] = true;
+            _slots[slot] = Reserved;
         }
 
         ulong address = (_firstFrame + (ulong)slot) << Page.PageShift;
@@ -55,13 +58,13 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
             Dom = domainId,
         };
         _host.MapGrantRef(_domain, ref op);
+        lock (_slots)
+        {
+            _slots[slot] = op.Status == (short)GrantStatus.Okay ? op.Handle + 1 : 0;
+        }
+
         if (op.Status != (short)GrantStatus.Okay)
         {
-            lock (_used)
-            {
-                _used[slot] = false;
-            }
-
             return (GrantStatus)op.Status;
         }
 
@@ -72,9 +75,12 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     /// <inheritdoc/>
     public Span<byte> GetPage(in GrantMapping mapping)
     {
-        if (!_domain.Ept.TryLookup(new GuestFrameNumber(mapping.Address >> Page.PageShift), out MachineFrameNumber frame, out _))
+        // Only a live mapping of this mapper: another mapper's address (or another domain's) would otherwise name
+        // whatever page this domain has there.
+        if (!IsMine(mapping, out _) ||
+            !_domain.Ept.TryLookup(new GuestFrameNumber(mapping.Address >> Page.PageShift), out MachineFrameNumber frame, out _))
         {
-            throw new ArgumentException("The mapping is not live.", nameof(mapping));
+            throw new ArgumentException("The mapping is not a live mapping of this mapper.", nameof(mapping));
         }
 
         return _host.Memory.GetFrame(frame);
@@ -84,26 +90,33 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     public GrantStatus Unmap(in GrantMapping mapping)
     {
         // gntdev_ioctl_unmap_grant_ref: only a mapping of this file is unmapped (-ENOENT otherwise).
-        ulong slot = (mapping.Address >> Page.PageShift) - _firstFrame; // an address below the window wraps past it
-        lock (_used)
+        if (!IsMine(mapping, out int slot))
         {
-            if (slot >= (ulong)_used.Length || !_used[slot])
-            {
-                return GrantStatus.GeneralError;
-            }
+            return GrantStatus.GeneralError;
         }
 
         var op = new GnttabUnmapGrantRef { HostAddr = mapping.Address, Handle = mapping.Handle };
         _host.UnmapGrantRef(_domain, ref op);
         if (op.Status == (short)GrantStatus.Okay)
         {
-            lock (_used)
+            lock (_slots)
             {
-                _used[slot] = false;
+                _slots[slot] = 0;
             }
         }
 
         return (GrantStatus)op.Status;
+    }
+
+    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle.
+    private bool IsMine(in GrantMapping mapping, out int slot)
+    {
+        ulong index = (mapping.Address >> Page.PageShift) - _firstFrame; // an address below the window wraps past it
+        slot = (int)index;
+        return index < (ulong)_slots.Length &&
+            (mapping.Address & Page.PageOffsetMask) == 0 &&
+            mapping.Handle < Reserved - 1 &&
+            Volatile.Read(ref _slots[slot]) == mapping.Handle + 1;
     }
 
     /// <inheritdoc/>

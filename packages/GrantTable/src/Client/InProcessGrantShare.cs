@@ -16,6 +16,7 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
     private readonly GrantDomain _domain;
     private readonly Stack<uint> _free = new();
     private readonly HashSet<uint> _granted = [];
+    private readonly List<uint> _pastTable = []; // free references a version switch left past the table's entries
     private uint _next = FirstFree;
 
     /// <summary>Creates the granting side of <paramref name="domain"/>.</summary>
@@ -44,14 +45,27 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
 
         lock (_free)
         {
-            // References freed before a switch to v2 (256 entries per frame) may lie past the table now.
-            while (_free.TryPop(out grantRef) && grantRef >= (uint)_domain.EntryCount)
+            uint entries = (uint)_domain.EntryCount;
+
+            // A free reference past the table (a switch to v2, 256 entries per frame, left fewer entries) waits aside
+            // until the domain grows its table over it again.
+            for (int i = _pastTable.Count - 1; i >= 0; i--)
             {
+                if (_pastTable[i] < entries)
+                {
+                    _free.Push(_pastTable[i]);
+                    _pastTable.RemoveAt(i);
+                }
             }
 
-            if (grantRef < FirstFree || grantRef >= (uint)_domain.EntryCount)
+            while (_free.TryPop(out grantRef) && grantRef >= entries)
             {
-                if (_next >= (uint)_domain.EntryCount)
+                _pastTable.Add(grantRef);
+            }
+
+            if (grantRef < FirstFree || grantRef >= entries)
+            {
+                if (_next >= entries)
                 {
                     grantRef = 0;
                     return false;
