@@ -46,8 +46,12 @@ public sealed class GrantDomain
         public ulong MfnAndAccess;
     }
 
-    internal GrantDomain(ushort id, EptTables ept, GrantTableLimits limits)
+    /// <summary>The host whose domain this is: its methods refuse any other host's domain.</summary>
+    internal GrantTableHost Host { get; }
+
+    internal GrantDomain(GrantTableHost host, ushort id, EptTables ept, GrantTableLimits limits)
     {
+        Host = host;
         Id = id;
         Ept = ept;
         Limits = limits;

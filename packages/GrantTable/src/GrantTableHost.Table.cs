@@ -453,7 +453,17 @@ public sealed unsafe partial class GrantTableHost
             }
             else if (d.Ept.TryLookup(gpfn, out MachineFrameNumber old, out _))
             {
-                d.Ept.Unmap(gpfn.Address, 1);
+                try
+                {
+                    d.Ept.Unmap(gpfn.Address, 1);
+                }
+                catch (MachineMemoryExhaustedException)
+                {
+                    // The slot lies in a large page and no frame is left to split it (p2m_set_entry: -ENOMEM); nothing
+                    // has changed yet.
+                    return XenErrno.ENOMEM.Negated();
+                }
+
                 if (_memory.TryGetOwner(old, out FrameOwner owner) && owner.DomainId == d.Id && !Frames.IsFreePending(old))
                 {
                     Frames.Free(old);

@@ -85,7 +85,7 @@ public sealed unsafe partial class GrantTableHost
                 throw new ArgumentException($"d{domainId} already has a grant table.", nameof(domainId));
             }
 
-            var d = new GrantDomain(domainId, ept, l);
+            var d = new GrantDomain(this, domainId, ept, l);
             if (GrowTable(d, GrantDomain.InitialFrames) != 0)
             {
                 throw new MachineMemoryExhaustedException("No frame for the first grant-table frame.");
@@ -119,7 +119,7 @@ public sealed unsafe partial class GrantTableHost
     /// <param name="domain">The domain.</param>
     public void DestroyDomain(GrantDomain domain)
     {
-        ArgumentNullException.ThrowIfNull(domain);
+        CheckCaller(domain);
         lock (_lock)
         {
             if (domain.IsDestroyed)
@@ -186,9 +186,9 @@ public sealed unsafe partial class GrantTableHost
     private void CheckCaller(GrantDomain caller)
     {
         ArgumentNullException.ThrowIfNull(caller);
-        if (!ReferenceEquals(caller.Ept.Memory, _memory))
+        if (!ReferenceEquals(caller.Host, this))
         {
-            throw new ArgumentException("The domain belongs to another machine.", nameof(caller));
+            throw new ArgumentException("The domain belongs to another grant-table host.", nameof(caller));
         }
     }
 }

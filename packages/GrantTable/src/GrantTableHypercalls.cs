@@ -273,6 +273,13 @@ public sealed class GrantTableHypercalls<TCaller>
 
     private long SetupTable(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, uint count, bool compat)
     {
+        // gnttab_setup_table: -EINVAL unless count is 1. compat_grant_table_op translates inside its loop over count,
+        // so a 32-bit caller's count 0 runs nothing and returns 0.
+        if (compat && count == 0)
+        {
+            return 0;
+        }
+
         if (count != 1)
         {
             return XenErrno.EINVAL.Negated();
