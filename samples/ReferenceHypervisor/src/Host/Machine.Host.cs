@@ -45,13 +45,16 @@ internal sealed partial class Machine
             _nextDomainId = (ushort)(domain.Id + 1);
     }
 
+    /// <summary>Whether domain id <paramref name="id"/> is in use.</summary>
+    internal bool IsDomainIdTaken(ushort id) => FindDomain(id) is not null;
+
     /// <summary>The next free domid from 1 (Xen's <c>domid_alloc</c> in XEN_DOMCTL_createdomain), or null when none is left.</summary>
     internal ushort? AllocateDomainId()
     {
         for (int i = 0; i < Hypercall.DomainId.FirstReserved - 1; i++)
         {
             ushort id = (ushort)(((_nextDomainId - 1 + i) % (Hypercall.DomainId.FirstReserved - 1)) + 1);
-            if (FindDomain(id) is null)
+            if (!IsDomainIdTaken(id))
                 return id;
         }
 
