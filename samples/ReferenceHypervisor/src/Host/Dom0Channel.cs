@@ -38,7 +38,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     {
         _machine = machine;
         _dom0 = dom0;
-        _foreign = new ForeignMappings(machine.Memory);
+        _foreign = new ForeignMappings(machine.Frames);
         machine.Foreign = _foreign;
         SocketPath = socketPath;
         File.Delete(socketPath);

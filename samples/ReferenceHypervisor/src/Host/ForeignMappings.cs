@@ -7,8 +7,9 @@ namespace VmmKit.ReferenceHypervisor.Host;
 /// another domain while Dom0 maps it, even if its domain is destroyed (Xen's <c>get_page</c> taken by privcmd's
 /// <c>xen_remap_domain_gfn_array</c>). A destroyed domain's mapped frames are freed when their last reference goes.
 /// </summary>
-internal sealed class ForeignMappings(MachineMemory memory)
+internal sealed class ForeignMappings(VmmKit.GrantTable.FrameReferences frames)
 {
+    private readonly MachineMemory memory = frames.Memory;
     private readonly Dictionary<ulong, int> _references = [];
     private readonly HashSet<ulong> _orphans = [];
 
