@@ -121,7 +121,7 @@ public sealed class MappedFrameLifetimeTests : IDisposable
     public void A_destroyed_domains_frame_mapped_both_ways_goes_only_with_the_grant_mapping_when_that_goes_last()
     {
         uint handle = GrantMapByDom0();
-        _foreign.Take(_frame);                                               // Dom0's MMAPBATCH of the same page
+        Assert.True(_foreign.TryTake(_frame, _guest.Owner));                 // Dom0's MMAPBATCH of the same page
         DestroyGuest();
 
         Assert.True(_foreign.Release(_frame));                               // privcmd's munmap first
@@ -135,7 +135,7 @@ public sealed class MappedFrameLifetimeTests : IDisposable
     public void A_removed_page_mapped_both_ways_goes_only_with_the_foreign_mapping_when_that_goes_last()
     {
         uint handle = GrantMapByDom0();
-        _foreign.Take(_frame);
+        Assert.True(_foreign.TryTake(_frame, _guest.Owner));
         RemoveFromGuestPhysmap();
         Assert.True(StillTheGuests());
 

@@ -268,13 +268,11 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
             long r;
             if (target is null || target.IsDying)
                 r = XenErrno.ESRCH.Negated();
-            else if (gfn >= 1ul << 40 || !target.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _))
-                r = XenErrno.EINVAL.Negated();
+            else if (gfn >= 1ul << 40 || !target.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _) ||
+                     !_foreign.TryTake(frame, target.Owner))
+                r = XenErrno.EINVAL.Negated();   // unpopulated, or not the domain's own page (a grant mapping: !p2m_is_ram)
             else
-            {
-                _foreign.Take(frame);
                 r = (long)frame.Value;
-            }
 
             BinaryPrimitives.WriteInt64LittleEndian(results.AsSpan(i * 8), r);
         }

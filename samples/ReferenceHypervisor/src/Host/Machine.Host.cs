@@ -45,8 +45,13 @@ internal sealed partial class Machine
             _nextDomainId = (ushort)(domain.Id + 1);
     }
 
-    /// <summary>Whether domain id <paramref name="id"/> is in use.</summary>
-    internal bool IsDomainIdTaken(ushort id) => FindDomain(id) is not null;
+    /// <summary>
+    /// Whether domain id <paramref name="id"/> is in use: by a live domain, or by a destroyed one whose frames another
+    /// domain still maps (a zombie in Xen, which keeps the domain, and its id, until <c>free_domheap_pages</c> frees its
+    /// last page), so that a new domain is never charged for the old one's frames.
+    /// </summary>
+    internal bool IsDomainIdTaken(ushort id) =>
+        FindDomain(id) is not null || Memory.FramesOwnedBy(new VmmKit.Ept.FrameOwner(id)) != 0;
 
     /// <summary>The next free domid from 1 (Xen's <c>domid_alloc</c> in XEN_DOMCTL_createdomain), or null when none is left.</summary>
     internal ushort? AllocateDomainId()
