@@ -72,6 +72,27 @@ public sealed class FrameReferences
         }
     }
 
+    /// <summary>
+    /// Takes a reference on <paramref name="frame"/> if it is allocated to <paramref name="owner"/> and its free is not
+    /// pending (Xen's <c>get_page(page, d)</c>): checked and taken in one step, so no free of the frame comes between.
+    /// </summary>
+    /// <param name="frame">Any frame number.</param>
+    /// <param name="owner">The owner the frame must have.</param>
+    /// <returns>False, with no reference taken, when the frame is free, another owner's, outside the machine, or waiting to be freed.</returns>
+    public bool TryAcquire(MachineFrameNumber frame, FrameOwner owner)
+    {
+        lock (SyncRoot)
+        {
+            if (!Memory.TryGetOwner(frame, out FrameOwner actual) || actual != owner || (_counts[frame.Value] & PendingFree) != 0)
+            {
+                return false;
+            }
+
+            AcquireHeld(frame.Value);
+            return true;
+        }
+    }
+
     /// <summary>Drops a reference; the last one frees the frame if its owner already freed it.</summary>
     /// <param name="frame">A frame with at least one reference.</param>
     /// <exception cref="InvalidOperationException">The frame has no reference (a hypervisor bug).</exception>

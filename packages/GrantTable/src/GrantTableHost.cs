@@ -96,6 +96,23 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
+    /// <summary>
+    /// Whether guest frame <paramref name="gfn"/> of <paramref name="domain"/> holds a grant mapping (Xen's
+    /// <c>p2m_is_grant</c>): such a page is not the domain's RAM, so a hypervisor refuses it where Xen checks
+    /// <c>p2m_is_ram</c> (a foreign mapping of it by the control domain, for one).
+    /// </summary>
+    /// <param name="domain">A domain of this host.</param>
+    /// <param name="gfn">The guest frame.</param>
+    /// <returns>True while a grant mapping of the domain is at <paramref name="gfn"/>.</returns>
+    public bool IsGrantMapping(GrantDomain domain, GuestFrameNumber gfn)
+    {
+        CheckCaller(domain);
+        lock (_lock)
+        {
+            return domain.GrantMappedGfns.ContainsKey(gfn.Value);
+        }
+    }
+
     /// <summary>Finds a live domain's grant state.</summary>
     /// <param name="domainId">The domain id.</param>
     /// <param name="domain">The domain when found.</param>

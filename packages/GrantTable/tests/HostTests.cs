@@ -59,6 +59,22 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void IsGrantMapping_is_true_exactly_while_a_grant_is_mapped_at_the_gfn()
+    {
+        // Xen's p2m_is_grant: the grantee's gfn holds a grant mapping from map to unmap; its RAM and the granter's
+        // granted gfn are not grant mappings.
+        GnttabMapGrantRef op = Map(Grant(5));
+        Assert.Equal(0, op.Status);
+        Assert.True(_m.Host.IsGrantMapping(_back.Grant, new GuestFrameNumber(MapGfn)));
+        Assert.False(_m.Host.IsGrantMapping(_back.Grant, new GuestFrameNumber(5)));
+        Assert.False(_m.Host.IsGrantMapping(_front.Grant, new GuestFrameNumber(5)));
+        Assert.Equal(0, Unmap(op.Handle));
+        Assert.False(_m.Host.IsGrantMapping(_back.Grant, new GuestFrameNumber(MapGfn)));
+        using var other = new TestMachine();
+        Assert.Throws<ArgumentException>(() => _m.Host.IsGrantMapping(other.AddDomain(1).Grant, new GuestFrameNumber(0)));
+    }
+
+    [Fact]
     public void A_writable_map_shares_the_page_and_sets_reading_and_writing()
     {
         _front.RamPage(5).Fill(0x5A);

@@ -36,6 +36,9 @@ public sealed class XenGnttabTests
         var gnttab = new XenGnttab(privcmd);
         Assert.Equal(GrantStatus.Okay, gnttab.TryMap(0, gref, readOnly: false, out var mapping));
         Span<byte> page = gnttab.GetPage(mapping);
+        Span<long> viaPrivcmd = stackalloc long[1];                    // a grant mapping is not Dom0's own page
+        privcmd.MmapBatch(0, [XenGnttab.FirstSlot], viaPrivcmd);       // (xenmem_add_to_physmap_one: !p2m_is_ram)
+        Assert.Equal(-22, viaPrivcmd[0]);
         Assert.Equal(0x5A, page[100]);
         page[100] = 0xA5;                                             // shared, not copied: the granter sees it
         Assert.Equal(0xA5, channel.Dom0Memory(grantedGfn << 12, 4096)[100]);

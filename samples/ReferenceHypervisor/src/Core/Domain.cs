@@ -444,8 +444,14 @@ internal sealed partial class Domain : IDisposable
             (vcpu.Processor as IDisposable)?.Dispose();
         _vcpus.Clear();
         Ept.Dispose();
+        // Through the grant tables' counts (FrameReferences.Free): a frame another domain still maps by grant keeps its
+        // owner and contents until the last mapping goes (Xen's put_page), instead of going back to the pool at once.
         foreach (var (first, count) in _frames)
-            Machine.Memory.FreeContiguous(first, count);
+        {
+            for (ulong i = 0; i < count; i++)
+                Machine.Frames.Free(new MachineFrameNumber(first.Value + i));
+        }
+
         _frames.Clear();
     }
 }

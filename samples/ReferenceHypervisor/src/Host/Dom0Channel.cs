@@ -38,7 +38,7 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     {
         _machine = machine;
         _dom0 = dom0;
-        _foreign = new ForeignMappings(machine.Memory);
+        _foreign = new ForeignMappings(machine.Frames);
         machine.Foreign = _foreign;
         SocketPath = socketPath;
         File.Delete(socketPath);
@@ -268,18 +268,41 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
             long r;
             if (target is null || target.IsDying)
                 r = XenErrno.ESRCH.Negated();
-            else if (gfn >= 1ul << 40 || !target.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _))
-                r = XenErrno.EINVAL.Negated();
+            else if (gfn >= 1ul << 40 || !target.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _) ||
+                     (target.Grants is { } g && _machine.Grants.IsGrantMapping(g, new GuestFrameNumber(gfn))) ||
+                     !_foreign.TryTake(frame, OwnerOfOwnPage(target, frame)))
+                r = XenErrno.EINVAL.Negated();   // unpopulated, or not the domain's own page (a grant mapping: !p2m_is_ram)
             else
-            {
-                _foreign.Take(frame);
                 r = (long)frame.Value;
-            }
 
             BinaryPrimitives.WriteInt64LittleEndian(results.AsSpan(i * 8), r);
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// The owner a page of <paramref name="target"/>'s physmap has when it is the domain's own: its RAM, or one of its
+    /// grant-table frames (VmmKit.GrantTable allocates those to DOMID_XEN; Xen shares them with the domain, and libxc's
+    /// <c>xc_dom_gnttab_hvm_seed</c> maps one to seed the reserved entries).
+    /// </summary>
+    private static FrameOwner OwnerOfOwnPage(Domain target, MachineFrameNumber frame)
+    {
+        if (target.Grants is not { } grants)
+            return target.Owner;
+        for (int i = 0; i < grants.SharedFrameCount; i++)
+        {
+            if (grants.GetSharedFrame(i) == frame)
+                return FrameOwner.Hypervisor;
+        }
+
+        for (int i = 0; i < grants.StatusFrameCount; i++)
+        {
+            if (grants.GetStatusFrame(i) == frame)
+                return FrameOwner.Hypervisor;
+        }
+
+        return target.Owner;
     }
 
     /// <summary>UNMAP {count, pad, mfn[count]} → 0, or -EINVAL (and nothing released) when Dom0 holds one of them not.</summary>

@@ -176,34 +176,4 @@ internal sealed partial class Domain
 
         return false;
     }
-
-    /// <summary>
-    /// Removes the single frames <paramref name="held"/> says someone still maps (a control domain's foreign mapping), so
-    /// that <see cref="Dispose"/> does not free them; the holder frees them when its last reference goes.
-    /// </summary>
-    public List<MachineFrameNumber> DetachHeldFrames(Func<MachineFrameNumber, bool> held)
-    {
-        var detached = new List<MachineFrameNumber>();
-        for (int i = _frames.Count - 1; i >= 0; i--)
-        {
-            var (first, count) = _frames[i];
-            for (ulong f = 0; f < count; f++)
-            {
-                if (held(new MachineFrameNumber(first.Value + f)))
-                {
-                    // Split the run around the held frame.
-                    _frames.RemoveAt(i);
-                    if (f > 0)
-                        _frames.Add((first, f));
-                    if (f + 1 < count)
-                        _frames.Add((new MachineFrameNumber(first.Value + f + 1), count - f - 1));
-                    detached.Add(new MachineFrameNumber(first.Value + f));
-                    i = _frames.Count;   // rescan from the end: the list changed
-                    break;
-                }
-            }
-        }
-
-        return detached;
-    }
 }

@@ -122,7 +122,7 @@ internal static class DomctlHypercall
         ushort id;
         if (op.Domain is > 0 and < DomainId.FirstReserved)
         {
-            if (machine.FindDomain(op.Domain) is not null)
+            if (machine.IsDomainIdTaken(op.Domain))
                 return XenErrno.EEXIST.Negated();
             id = op.Domain;
         }
@@ -245,13 +245,14 @@ internal static class DomctlHypercall
         return HvmContext.Load(target, stream);
     }
 
-    /// <summary>XEN_DOMCTL_destroydomain: the domain goes; frames Dom0 still maps are freed when Dom0 unmaps them.</summary>
+    /// <summary>
+    /// XEN_DOMCTL_destroydomain: the domain goes; frames another domain still maps (by grant, or Dom0's foreign
+    /// mappings) are freed when their last mapping goes, and its id stays taken until then
+    /// (<see cref="Machine.IsDomainIdTaken"/>).
+    /// </summary>
     private static void Destroy(Domain target)
     {
-        var machine = target.Machine;
         target.IsDying = true;
-        if (machine.Foreign is { } foreign)
-            foreign.Orphan(target.DetachHeldFrames(foreign.IsHeld));
-        machine.RemoveDomain(target);
+        target.Machine.RemoveDomain(target);
     }
 }

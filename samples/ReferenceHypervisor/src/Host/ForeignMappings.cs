@@ -1,16 +1,17 @@
 using VmmKit.Ept;
+using VmmKit.GrantTable;
 
 namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>
-/// The references Dom0's foreign mappings (MMAPBATCH) hold on machine frames: a mapped frame is never freed or given to
-/// another domain while Dom0 maps it, even if its domain is destroyed (Xen's <c>get_page</c> taken by privcmd's
-/// <c>xen_remap_domain_gfn_array</c>). A destroyed domain's mapped frames are freed when their last reference goes.
+/// The references Dom0's foreign mappings (MMAPBATCH) hold on machine frames (Xen's <c>get_page</c> taken by privcmd's
+/// <c>xen_remap_domain_gfn_array</c>). Each one is also a reference in the machine's <see cref="FrameReferences"/>, the
+/// counts grant mappings keep, so a frame its domain removes or leaves by dying (freed through
+/// <see cref="FrameReferences.Free"/>) goes back to the pool only when the last mapping of either kind goes.
 /// </summary>
-internal sealed class ForeignMappings(MachineMemory memory)
+internal sealed class ForeignMappings(FrameReferences frames)
 {
     private readonly Dictionary<ulong, int> _references = [];
-    private readonly HashSet<ulong> _orphans = [];
 
     /// <summary>Frames currently referenced.</summary>
     public int Count => _references.Count;
@@ -21,41 +22,38 @@ internal sealed class ForeignMappings(MachineMemory memory)
     /// <summary>References Dom0 holds on <paramref name="frame"/>.</summary>
     public int ReferencesOf(MachineFrameNumber frame) => _references.TryGetValue(frame.Value, out int n) ? n : 0;
 
-    /// <summary>Takes a reference on <paramref name="frame"/>.</summary>
-    public void Take(MachineFrameNumber frame) =>
+    /// <summary>
+    /// Takes a reference on <paramref name="frame"/> if it is <paramref name="owner"/>'s and its free is not pending
+    /// (Xen's <c>get_page(page, d)</c>: a foreign mapping names the domain's own RAM, never a page it maps by grant).
+    /// </summary>
+    public bool TryTake(MachineFrameNumber frame, FrameOwner owner)
+    {
+        if (!frames.TryAcquire(frame, owner))
+            return false;
         _references[frame.Value] = _references.TryGetValue(frame.Value, out int n) ? n + 1 : 1;
+        return true;
+    }
 
-    /// <summary>Drops a reference; false when Dom0 held none on <paramref name="frame"/>.</summary>
+    /// <summary>Drops a reference (the last reference of any kind frees a frame its owner freed); false when Dom0 held none.</summary>
     public bool Release(MachineFrameNumber frame)
     {
         if (!_references.TryGetValue(frame.Value, out int n))
             return false;
         if (n > 1)
-        {
             _references[frame.Value] = n - 1;
-            return true;
-        }
-
-        _references.Remove(frame.Value);
-        if (_orphans.Remove(frame.Value))
-            memory.FreeFrame(frame);
+        else
+            _references.Remove(frame.Value);
+        frames.Release(frame);
         return true;
-    }
-
-    /// <summary>Frames of a destroyed domain that Dom0 still maps: freed when released.</summary>
-    public void Orphan(IEnumerable<MachineFrameNumber> frames)
-    {
-        foreach (var f in frames)
-            _orphans.Add(f.Value);
     }
 
     /// <summary>Dom0 disconnected: every reference goes (its mappings went with its process).</summary>
     public void ReleaseAll()
     {
-        foreach (ulong f in _references.Keys)
+        foreach (var (f, n) in _references)
         {
-            if (_orphans.Remove(f))
-                memory.FreeFrame(new MachineFrameNumber(f));
+            for (int i = 0; i < n; i++)
+                frames.Release(new MachineFrameNumber(f));
         }
 
         _references.Clear();

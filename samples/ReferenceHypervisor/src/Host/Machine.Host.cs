@@ -45,13 +45,21 @@ internal sealed partial class Machine
             _nextDomainId = (ushort)(domain.Id + 1);
     }
 
+    /// <summary>
+    /// Whether domain id <paramref name="id"/> is in use: by a live domain, or by a destroyed one whose frames another
+    /// domain still maps (a zombie in Xen, which keeps the domain, and its id, until <c>free_domheap_pages</c> frees its
+    /// last page), so that a new domain is never charged for the old one's frames.
+    /// </summary>
+    internal bool IsDomainIdTaken(ushort id) =>
+        FindDomain(id) is not null || Memory.FramesOwnedBy(new VmmKit.Ept.FrameOwner(id)) != 0;
+
     /// <summary>The next free domid from 1 (Xen's <c>domid_alloc</c> in XEN_DOMCTL_createdomain), or null when none is left.</summary>
     internal ushort? AllocateDomainId()
     {
         for (int i = 0; i < Hypercall.DomainId.FirstReserved - 1; i++)
         {
             ushort id = (ushort)(((_nextDomainId - 1 + i) % (Hypercall.DomainId.FirstReserved - 1)) + 1);
-            if (FindDomain(id) is null)
+            if (!IsDomainIdTaken(id))
                 return id;
         }
 

@@ -197,17 +197,11 @@ internal static class MemoryOpHypercall
 
     /// <summary>
     /// A removed RAM page goes back to the host allocator once nothing maps it (Xen's <c>put_page</c> of the last
-    /// reference): at once when unreferenced, when the last grant mapping goes (VmmKit.GrantTable's
-    /// <see cref="VmmKit.GrantTable.FrameReferences"/>), or when Dom0 unmaps its last foreign mapping of it
-    /// (<see cref="Host.ForeignMappings"/>). Until then it keeps its contents and is charged to its domain.
+    /// reference): at once when unreferenced, else when the last grant mapping or foreign mapping of Dom0 goes (both
+    /// hold references in VmmKit.GrantTable's <see cref="VmmKit.GrantTable.FrameReferences"/>, see
+    /// <see cref="Host.ForeignMappings"/>). Until then it keeps its contents and is charged to its domain.
     /// </summary>
-    private static void FreeRemovedPage(Machine machine, MachineFrameNumber frame)
-    {
-        if (machine.Frames.ReferenceCount(frame) == 0 && machine.Foreign is { } foreign && foreign.IsHeld(frame))
-            foreign.Orphan([frame]);
-        else
-            machine.Frames.Free(frame);
-    }
+    private static void FreeRemovedPage(Machine machine, MachineFrameNumber frame) => machine.Frames.Free(frame);
 
     /// <summary>
     /// XENMAPSPACE_grant_table: shared frame <c>idx</c>, or status frame <c>idx &amp; ~XENMAPIDX_grant_table_status</c>,
