@@ -400,38 +400,12 @@ public sealed unsafe partial class GrantTableHost
                 return XenErrno.EINVAL.Negated();
             }
 
-            // gnttab_map_frame: the status bit names a status frame under v2 only; under v1 the index keeps the bit and
-            // is past every shared frame (gnttab_get_shared_frame_mfn: -EINVAL).
-            bool status = (index & GrantTableStatusIndex) != 0;
-            ulong idx = index & ~GrantTableStatusIndex;
-            if (status && d.Version != 2)
+            long rc = TableFrameIndex(d, index, out bool status, out int i);
+            if (rc != 0)
             {
-                return XenErrno.EINVAL.Negated();
+                return rc;
             }
 
-            // gnttab_get_status_frame_mfn / gnttab_get_shared_frame_mfn: an index past the frames grows the table to
-            // make it valid (status_to_grant_frames(idx + 1) or idx + 1 shared frames) when that is within
-            // max_grant_frames; if the index is still past the frames (no room, or the growth failed), -EINVAL.
-            if (idx >= (ulong)(status ? d.StatusFrameCount : d.SharedFrameCount))
-            {
-                if (idx >= (ulong)d.Limits.MaxGrantFrames) // a status frame needs at least as many shared frames
-                {
-                    return XenErrno.EINVAL.Negated();
-                }
-
-                long frames = status ? GrantFramesForStatus((long)idx + 1) : (long)idx + 1;
-                if (frames <= d.Limits.MaxGrantFrames)
-                {
-                    _ = GrowTable(d, (int)frames); // a failure shows in the check below, as in Xen
-                }
-
-                if (idx >= (ulong)(status ? d.StatusFrameCount : d.SharedFrameCount))
-                {
-                    return XenErrno.EINVAL.Negated();
-                }
-            }
-
-            int i = (int)idx;
             ulong[] gfns = status ? d.StatusGfns : d.SharedGfns;
             MachineFrameNumber frame = status ? d.StatusFrames[i] : d.SharedFrames[i];
             if (gfns[i] == gpfn.Value)
@@ -486,6 +460,78 @@ public sealed unsafe partial class GrantTableHost
             GuestPhysicalMemory.InvalidateSingleContext(_memory, d.Ept.Pointer);
             return 0;
         }
+    }
+
+    /// <summary>
+    /// Xen's <c>gnttab_map_frame</c>, the first step of <c>XENMEM_add_to_physmap</c> with <c>XENMAPSPACE_grant_table</c>:
+    /// the machine frame of shared frame <paramref name="index"/>, or of status frame
+    /// <c>index &amp; ~XENMAPIDX_grant_table_status</c> when that bit is set, growing the table as
+    /// <see cref="AddToPhysmap"/> does. A hypervisor that keeps its own record of the slot's page calls this first, so
+    /// that a refused index changes nothing, then removes that page, then calls <see cref="AddToPhysmap"/>.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="index">The frame index (<c>xen_add_to_physmap.idx</c>).</param>
+    /// <param name="frame">The table frame on success.</param>
+    /// <returns>0, or -EINVAL as <see cref="AddToPhysmap"/>.</returns>
+    public long GetTableFrame(GrantDomain domain, ulong index, out MachineFrameNumber frame)
+    {
+        CheckCaller(domain);
+        frame = default;
+        lock (_lock)
+        {
+            if (domain.IsDestroyed)
+            {
+                return XenErrno.EINVAL.Negated();
+            }
+
+            long rc = TableFrameIndex(domain, index, out bool status, out int i);
+            if (rc == 0)
+            {
+                frame = status ? domain.StatusFrames[i] : domain.SharedFrames[i];
+            }
+
+            return rc;
+        }
+    }
+
+    // gnttab_map_frame's checks, growing the table to make the index valid; under the lock.
+    private long TableFrameIndex(GrantDomain d, ulong index, out bool status, out int i)
+    {
+        i = 0;
+
+        // gnttab_map_frame: the status bit names a status frame under v2 only; under v1 the index keeps the bit and
+        // is past every shared frame (gnttab_get_shared_frame_mfn: -EINVAL).
+        status = (index & GrantTableStatusIndex) != 0;
+        ulong idx = index & ~GrantTableStatusIndex;
+        if (status && d.Version != 2)
+        {
+            return XenErrno.EINVAL.Negated();
+        }
+
+        // gnttab_get_status_frame_mfn / gnttab_get_shared_frame_mfn: an index past the frames grows the table to
+        // make it valid (status_to_grant_frames(idx + 1) or idx + 1 shared frames) when that is within
+        // max_grant_frames; if the index is still past the frames (no room, or the growth failed), -EINVAL.
+        if (idx >= (ulong)(status ? d.StatusFrameCount : d.SharedFrameCount))
+        {
+            if (idx >= (ulong)d.Limits.MaxGrantFrames) // a status frame needs at least as many shared frames
+            {
+                return XenErrno.EINVAL.Negated();
+            }
+
+            long frames = status ? GrantFramesForStatus((long)idx + 1) : (long)idx + 1;
+            if (frames <= d.Limits.MaxGrantFrames)
+            {
+                _ = GrowTable(d, (int)frames); // a failure shows in the check below, as in Xen
+            }
+
+            if (idx >= (ulong)(status ? d.StatusFrameCount : d.SharedFrameCount))
+            {
+                return XenErrno.EINVAL.Negated();
+            }
+        }
+
+        i = (int)idx;
+        return 0;
     }
 
     /// <summary>Removes table frame <paramref name="index"/> from the guest frame it was placed at, if any.</summary>

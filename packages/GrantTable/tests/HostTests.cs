@@ -75,6 +75,22 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void GetTableFrame_validates_and_grows_as_add_to_physmap_and_maps_nothing()
+    {
+        // gnttab_map_frame: the frame of a valid index (growing the table), -EINVAL for a status frame under v1 and past
+        // max_grant_frames; the domain's EPT is not touched.
+        Assert.Equal(0, _m.Host.GetTableFrame(_front.Grant, 0, out MachineFrameNumber first));
+        Assert.Equal(_front.Grant.GetSharedFrame(0), first);
+        Assert.Equal(0, _m.Host.GetTableFrame(_front.Grant, 2, out MachineFrameNumber third));
+        Assert.Equal(3, _front.Grant.SharedFrameCount);
+        Assert.Equal(_front.Grant.GetSharedFrame(2), third);
+        Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.GetTableFrame(_front.Grant, GrantTableHost.GrantTableStatusIndex, out _));
+        Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.GetTableFrame(_front.Grant, (ulong)_front.Grant.Limits.MaxGrantFrames, out _));
+        Assert.True(_front.Ept.TryLookup(new GuestFrameNumber(0), out MachineFrameNumber ram0, out _));
+        Assert.Equal(_front.Ram[0], ram0);
+    }
+
+    [Fact]
     public void A_writable_map_shares_the_page_and_sets_reading_and_writing()
     {
         _front.RamPage(5).Fill(0x5A);

@@ -441,7 +441,11 @@ internal sealed partial class Domain : IDisposable
         if (Events is not null)
             Machine.Events.DestroyDomain(Events);
         foreach (var vcpu in _vcpus)
+        {
+            vcpu.Time.ReleaseVcpuInfoPage(Machine);   // after the event channels, which wrote into it
             (vcpu.Processor as IDisposable)?.Dispose();
+        }
+
         _vcpus.Clear();
         Ept.Dispose();
         // Through the grant tables' counts (FrameReferences.Free): a frame another domain still maps by grant keeps its

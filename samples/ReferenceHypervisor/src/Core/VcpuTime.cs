@@ -141,9 +141,15 @@ internal sealed class VcpuTime
             return XenErrno.EINVAL.Negated();
         if (IsRegistered || (vcpu != caller && vcpu.IsUp))
             return XenErrno.EINVAL.Negated();
+        var machine = vcpu.Domain.Machine;
         if (gfn >= 1UL << 36
             || !vcpu.Domain.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out var access)
             || (access & EptAccess.Write) == 0)
+            return XenErrno.EINVAL.Negated();
+
+        // map_vcpu_info's get_page_from_gfn: the page stays allocated while the hypervisor writes the vcpu_info into it,
+        // whoever frees it meanwhile, until the domain's teardown (unmap_vcpu_info: ReleaseVcpuInfoPage).
+        if (!machine.Memory.TryGetOwner(frame, out var owner) || !machine.Frames.TryAcquire(frame, owner))
             return XenErrno.EINVAL.Negated();
 
         Span<byte> old = VcpuInfo(vcpu);
@@ -169,6 +175,18 @@ internal sealed class VcpuTime
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// Xen's <c>unmap_vcpu_info</c> at the domain's teardown: drops the reference <see cref="Register"/> took on the page,
+    /// which its owner may have freed meanwhile (it goes back to the pool now), after which nothing is written there.
+    /// </summary>
+    public void ReleaseVcpuInfoPage(Machine machine)
+    {
+        if (!IsRegistered)
+            return;
+        _registeredOffset = -1;
+        machine.Frames.Release(_registeredFrame);
     }
 
     /// <summary>VCPUOP_get_runstate_info: running since the slice began; every nanosecond so far was running time.</summary>

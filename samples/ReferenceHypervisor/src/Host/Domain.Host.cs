@@ -67,6 +67,33 @@ internal sealed partial class Domain
     /// <summary>Pages populated by the toolstack (Xen's <c>d->tot_pages</c> for RAM).</summary>
     public ulong PopulatedPages { get; private set; }
 
+    // RAM frames removed from the physmap while another mapping still held them: still the domain's until freed.
+    private readonly List<MachineFrameNumber> _removedHeld = [];
+
+    /// <summary>
+    /// RAM pages charged against max_mem: those populated, plus removed ones a grant or foreign mapping still holds
+    /// (Xen's <c>tot_pages</c> drops only when <c>free_domheap_pages</c> frees a page at its last reference).
+    /// </summary>
+    public ulong ChargedPages
+    {
+        get
+        {
+            // A frame whose deferred free completed is no longer the domain's (it may be again later, as a new page,
+            // but then it is not waiting to be freed).
+            for (int i = _removedHeld.Count - 1; i >= 0; i--)
+            {
+                var f = _removedHeld[i];
+                if (!Machine.Frames.IsFreePending(f) || !Machine.Memory.TryGetOwner(f, out var owner) || owner != Owner)
+                    _removedHeld.RemoveAt(i);
+            }
+
+            return PopulatedPages + (ulong)_removedHeld.Count;
+        }
+    }
+
+    /// <summary>A removed RAM frame whose free waits for another mapping: it counts in <see cref="ChargedPages"/> until then.</summary>
+    public void ChargeUntilFreed(MachineFrameNumber frame) => _removedHeld.Add(frame);
+
     /// <summary>XEN_DOMCTL_max_mem: caps the domain's RAM and the machine frames charged to it (RAM plus its tables).</summary>
     public void SetMaxPages(ulong pages)
     {
@@ -83,7 +110,7 @@ internal sealed partial class Domain
     {
         if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
             return XenErrno.EBUSY.Negated();
-        if (PopulatedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
+        if (ChargedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
             return XenErrno.ENOMEM.Negated();
         Machine.Memory.GetFrame(frame).Clear();
         try

@@ -92,7 +92,7 @@ internal static class DomctlHypercall
             case ToolsAbi.DomctlMaxMem:
                 // max_memkb in KiB; the new limit may not be below what the domain has.
                 ulong pages = op.MaxMemKb >> 2;
-                if (pages < target.PopulatedPages)
+                if (pages < target.ChargedPages)
                     return XenErrno.EINVAL.Negated();
                 target.SetMaxPages(pages);
                 return 0;

@@ -83,11 +83,11 @@ internal static class MemoryOpHypercall
     }
 
     /// <summary>
-    /// XENMEM_add_to_physmap with XENMAPSPACE_shared_info: maps the domain's shared_info frame at
-    /// <c>gpfn</c>, replacing whatever was there and removing the frame's previous mapping (Xen's
-    /// <c>xenmem_add_to_physmap_one</c>). Other spaces are not implemented (-ENOSYS). A start extent that does not fit
-    /// <c>xatp.size</c> (16 bits) is -EDOM; the shared_info space ignores a smaller one. No frame for an EPT table is
-    /// -ENOMEM, with the previous mapping left in place.
+    /// XENMEM_add_to_physmap with XENMAPSPACE_shared_info: maps the domain's shared_info frame at <c>gpfn</c> and removes
+    /// the frame's previous mapping (Xen's <c>xenmem_add_to_physmap_one</c>): a RAM page there is removed first as by
+    /// XENMEM_remove_from_physmap, a grant-table frame unhooked, a grant mapping refused (-ENXIO). Other spaces are not
+    /// implemented (-ENOSYS). A start extent that does not fit <c>xatp.size</c> (16 bits) is -EDOM; the shared_info space
+    /// ignores a smaller one. No frame for an EPT table is -ENOMEM, shared_info's previous mapping left in place.
     /// </summary>
     public static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
     {
@@ -121,9 +121,24 @@ internal static class MemoryOpHypercall
             return XenErrno.EINVAL.Negated();
 
         var domain = call.Caller.Domain;
+        var machine = domain.Machine;
+        var gfn = new GuestFrameNumber(gpfn);
+
+        // xenmem_add_to_physmap_one: the slot's page goes first. A grant mapping is not the domain's page
+        // (guest_remove_page: get_page(page, d) fails, -ENXIO); a grant-table frame is unhooked; a RAM page is removed.
+        if (machine.Grants.IsGrantMapping(domain.Grants, gfn))
+            return XenErrno.ENXIO.Negated();
+        MachineFrameNumber? released = null;
+        if (domain.SharedInfoGfn != gpfn && domain.Ept.TryLookup(gfn, out var slotPage, out _))
+        {
+            if (IsTableFrame(domain, slotPage))
+                machine.Grants.RemoveTableFrame(domain.Grants, gfn);
+            else if (!RemoveSlotPage(domain, gfn, slotPage, out released))
+                return XenErrno.ENOMEM.Negated();
+        }
+
         try
         {
-            // Map first: when the domain's quota has no frame for a table, nothing has changed but empty tables.
             domain.Ept.Map(new GuestPhysicalAddress(gpfn << Page.PageShift), domain.SharedInfoFrame, 1, EptAccess.Read | EptAccess.Write);
             if (domain.SharedInfoGfn is { } old && old != gpfn)
                 domain.Ept.Unmap(new GuestPhysicalAddress(old << Page.PageShift), 1);
@@ -135,6 +150,8 @@ internal static class MemoryOpHypercall
         }
 
         FlushEpt(domain);
+        if (released is { } page)
+            FreeRemovedPage(domain, page);
         return rc;
     }
 
@@ -191,7 +208,7 @@ internal static class MemoryOpHypercall
 
         FlushEpt(domain);
         if (released is { } page)
-            FreeRemovedPage(domain.Machine, page);
+            FreeRemovedPage(domain, page);
         return rc;
     }
 
@@ -199,15 +216,21 @@ internal static class MemoryOpHypercall
     /// A removed RAM page goes back to the host allocator once nothing maps it (Xen's <c>put_page</c> of the last
     /// reference): at once when unreferenced, else when the last grant mapping or foreign mapping of Dom0 goes (both
     /// hold references in VmmKit.GrantTable's <see cref="VmmKit.GrantTable.FrameReferences"/>, see
-    /// <see cref="Host.ForeignMappings"/>). Until then it keeps its contents and is charged to its domain.
+    /// <see cref="Host.ForeignMappings"/>). Until then it keeps its contents and still counts against the domain's
+    /// max_mem (<see cref="Domain.ChargeUntilFreed"/>).
     /// </summary>
-    private static void FreeRemovedPage(Machine machine, MachineFrameNumber frame) => machine.Frames.Free(frame);
+    private static void FreeRemovedPage(Domain domain, MachineFrameNumber frame)
+    {
+        if (!domain.Machine.Frames.Free(frame))
+            domain.ChargeUntilFreed(frame);   // Xen's tot_pages drops only in free_domheap_pages
+    }
 
     /// <summary>
-    /// XENMAPSPACE_grant_table: shared frame <c>idx</c>, or status frame <c>idx &amp; ~XENMAPIDX_grant_table_status</c>,
-    /// placed at <c>gpfn</c> by VmmKit.GrantTable (<see cref="VmmKit.GrantTable.GrantTableHost.AddToPhysmap"/>). A RAM
-    /// page at <c>gpfn</c> is removed here first, as by XENMEM_remove_from_physmap (<see cref="FreeRemovedPage"/>);
-    /// shared_info there moves out.
+    /// XENMAPSPACE_grant_table as Xen's <c>xenmem_add_to_physmap_one</c>: the table frame first
+    /// (<see cref="VmmKit.GrantTable.GrantTableHost.GetTableFrame"/>, Xen's <c>gnttab_map_frame</c>: a refused index changes
+    /// nothing), then the slot's page goes (<see cref="RemoveSlotPage"/>), then VmmKit.GrantTable places shared frame
+    /// <c>idx</c>, or status frame <c>idx &amp; ~XENMAPIDX_grant_table_status</c>, at <c>gpfn</c>
+    /// (<see cref="VmmKit.GrantTable.GrantTableHost.AddToPhysmap"/>: -ENXIO over a grant mapping).
     /// </summary>
     private static long AddGrantTableFrame(VirtualCpu caller, ulong idx, ulong gpfn)
     {
@@ -215,27 +238,62 @@ internal static class MemoryOpHypercall
         var machine = domain.Machine;
         if (gpfn > MaxGpfn)
             return XenErrno.EINVAL.Negated();
+        long rc = machine.Grants.GetTableFrame(domain.Grants, idx, out var tableFrame);
+        if (rc != 0)
+            return rc;
         var gfn = new GuestFrameNumber(gpfn);
-        bool isTableFrame = false;
-        for (int i = 0; i < domain.Grants.SharedFrameCount && !isTableFrame; i++)
-            isTableFrame = domain.Ept.TryLookup(gfn, out var f, out _) && f == domain.Grants.GetSharedFrame(i);
-        for (int i = 0; i < domain.Grants.StatusFrameCount && !isTableFrame; i++)
-            isTableFrame = domain.Ept.TryLookup(gfn, out var f, out _) && f == domain.Grants.GetStatusFrame(i);
         MachineFrameNumber? released = null;
-        if (!isTableFrame && domain.Ept.TryLookup(gfn, out var ram, out _) && machine.Frames.ReferenceCount(ram) == 0)
-        {
-            domain.Ept.Unmap(gfn.Address, 1);
-            if (domain.SharedInfoGfn == gpfn)
-                domain.SharedInfoGfn = null;
-            else if (domain.TryReleaseRamFrame(ram))
-                released = ram;
-        }
+        if (domain.Ept.TryLookup(gfn, out var old, out _) && old != tableFrame && !IsTableFrame(domain, old)
+            && !machine.Grants.IsGrantMapping(domain.Grants, gfn) && !RemoveSlotPage(domain, gfn, old, out released))
+            return XenErrno.ENOMEM.Negated();
 
-        long rc = machine.Grants.AddToPhysmap(domain.Grants, idx, gfn);
+        rc = machine.Grants.AddToPhysmap(domain.Grants, idx, gfn);
         FlushEpt(domain);
         if (released is { } page)
-            FreeRemovedPage(machine, page);
+            FreeRemovedPage(domain, page);
         return rc;
+    }
+
+    private static bool IsTableFrame(Domain domain, MachineFrameNumber frame)
+    {
+        for (int i = 0; i < domain.Grants.SharedFrameCount; i++)
+        {
+            if (frame == domain.Grants.GetSharedFrame(i))
+                return true;
+        }
+
+        for (int i = 0; i < domain.Grants.StatusFrameCount; i++)
+        {
+            if (frame == domain.Grants.GetStatusFrame(i))
+                return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// <c>xenmem_add_to_physmap_one</c>'s removal of the page at a slot another page takes: shared_info, a special page,
+    /// is only unhooked (<c>guest_physmap_remove_page</c>); a RAM page is removed as <c>guest_remove_page</c> does, and
+    /// <paramref name="released"/> is the frame for the caller to free (<see cref="FreeRemovedPage"/>) once the EPT is
+    /// flushed. False, with nothing changed, when the EPT has no frame to split the large page holding the slot.
+    /// </summary>
+    private static bool RemoveSlotPage(Domain domain, GuestFrameNumber gfn, MachineFrameNumber page, out MachineFrameNumber? released)
+    {
+        released = null;
+        try
+        {
+            domain.Ept.Unmap(gfn.Address, 1);
+        }
+        catch (MachineMemoryExhaustedException)
+        {
+            return false;
+        }
+
+        if (domain.SharedInfoGfn == gfn.Value)
+            domain.SharedInfoGfn = null;
+        else if (domain.TryReleaseRamFrame(page))
+            released = page;
+        return true;
     }
 
     /// <summary>The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update.</summary>

@@ -1,0 +1,366 @@
+using System.Runtime.InteropServices;
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Ept;
+using VmmKit.GrantTable;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Hypercalls;
+
+namespace VmmKit.ReferenceHypervisor.Tests;
+
+/// <summary>
+/// Adversarial review (round 5) of the frame lifetime in src/: every path that unmaps, frees or remaps a guest frame,
+/// checked against Xen 4.17's rules (xen/common/memory.c, xen/common/grant_table.c, xen/arch/x86/mm/p2m.c,
+/// xen/common/domain.c, xen/common/page_alloc.c). Each test asserts what Xen does; a hostile guest drives every step
+/// through its own hypercalls unless the comment says otherwise.
+/// </summary>
+public sealed class FrameLifetimeReviewTests : IDisposable
+{
+    private const ushort GuestId = 2;
+    private const ushort VictimId = 3;
+    private readonly Machine _machine = new(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+    private readonly GuestPage _page = new();
+    private readonly Domain _dom0;
+    private readonly Domain _guest;
+
+    public FrameLifetimeReviewTests()
+    {
+        _dom0 = Create(0, privileged: true, vcpus: 1);
+        _guest = Create(GuestId, privileged: false, vcpus: 2);
+        Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(3 * 4096), 0xC0FFEEu));
+    }
+
+    public void Dispose() => _machine.Dispose();
+
+    private Domain Create(ushort id, bool privileged, uint vcpus)
+    {
+        var d = new Domain(_machine, id, $"d{id}", vcpus, privileged, upcall: null);
+        _machine.AddDomain(d);
+        d.SetMaxPages(16);
+        for (ulong gfn = 0; gfn < 4; gfn++)
+            Assert.Equal(0, d.Populate(gfn));
+        Assert.Equal(0, d.InitialiseBootVcpu(0x1000, 0));
+        return d;
+    }
+
+    private long Call(Domain caller, HypercallNumber op, ulong a0, ulong a1 = 0, ulong a2 = 0, int vcpu = 0)
+    {
+        var regs = new HypercallRegisters { Rax = (ulong)op, Rdi = a0, Rsi = a1, Rdx = a2 };
+        _machine.Hypercalls.Dispatch(caller.Vcpus[vcpu], ref regs, GuestX86Mode.Long64, 0, _page);
+        return (long)regs.Rax;
+    }
+
+    private MachineFrameNumber FrameAt(Domain d, ulong gfn)
+    {
+        Assert.True(d.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _));
+        return frame;
+    }
+
+    private bool OwnedBy(MachineFrameNumber frame, ushort id) =>
+        _machine.Memory.TryGetOwner(frame, out FrameOwner owner) && owner.DomainId == id;
+
+    /// <summary>The guest writes v1 grant entry <paramref name="gref"/> of its own table: <paramref name="to"/> may map its gfn.</summary>
+    private void Grant(uint gref, ushort to, uint gfn) =>
+        MemoryMarshal.Write(_machine.Memory.GetFrame(_guest.Grants.GetSharedFrame(0))[(int)(gref * GrantEntryV1.Size)..],
+            new GrantEntryV1 { Flags = (ushort)GrantEntryFlags.PermitAccess, DomId = to, Frame = gfn });
+
+    /// <summary>GNTTABOP_map_grant_ref made by <paramref name="caller"/>'s vCPU 0 (one op); returns the handle.</summary>
+    private uint MapGrant(Domain caller, ushort granter, uint gref, ulong gfn)
+    {
+        MemoryMarshal.Write(_page.Bytes, new GnttabMapGrantRef { HostAddr = gfn * 4096, Flags = (uint)GrantMapFlags.HostMap, Ref = gref, Dom = granter });
+        Assert.Equal(0, Call(caller, HypercallNumber.GrantTableOp, (ulong)GrantTableOp.MapGrantRef, 0, 1));
+        var op = MemoryMarshal.Read<GnttabMapGrantRef>(_page.Bytes);
+        Assert.Equal(0, op.Status);
+        return op.Handle;
+    }
+
+    private void UnmapGrant(Domain caller, uint handle, ulong gfn)
+    {
+        MemoryMarshal.Write(_page.Bytes, new GnttabUnmapGrantRef { HostAddr = gfn * 4096, Handle = handle });
+        Assert.Equal(0, Call(caller, HypercallNumber.GrantTableOp, (ulong)GrantTableOp.UnmapGrantRef, 0, 1));
+        Assert.Equal(0, MemoryMarshal.Read<GnttabUnmapGrantRef>(_page.Bytes).Status);
+    }
+
+    private long AddToPhysmap(Domain caller, XenMapSpace space, ulong idx, ulong gpfn)
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenAddToPhysmap { Domid = DomainId.Self, Space = (uint)space, Idx = idx, Gpfn = gpfn });
+        return Call(caller, HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap);
+    }
+
+    private long RemoveFromPhysmap(Domain caller, ushort domid, ulong gpfn)
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenRemoveFromPhysmap { Domid = domid, Gpfn = gpfn });
+        return Call(caller, HypercallNumber.MemoryOp, XenRemoveFromPhysmap.SubOp);
+    }
+
+    /// <summary>Dom0's XEN_DOMCTL_destroydomain of the guest.</summary>
+    private long DestroyGuest()
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlDestroyDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = GuestId });
+        return Call(_dom0, HypercallNumber.Domctl, 0);
+    }
+
+    /// <summary>Dom0's XENMEM_populate_physmap of one 4 KiB extent at <paramref name="gfn"/> of <paramref name="domid"/>: the extents done.</summary>
+    private long PopulateByToolstack(ushort domid, ulong gfn)
+    {
+        MemoryMarshal.Write(_page.Bytes.AsSpan(512), gfn);
+        MemoryMarshal.Write(_page.Bytes, new XenMemoryReservation { ExtentStart = 512, NrExtents = 1, ExtentOrder = 0, Domid = domid });
+        return Call(_dom0, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap);
+    }
+
+    /// <summary>getdomaininfo's tot_pages, asked by Dom0.</summary>
+    private ulong TotPages(ushort domid)
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid });
+        Assert.Equal(0, Call(_dom0, HypercallNumber.Domctl, 0));
+        return MemoryMarshal.Read<XenDomctl>(_page.Bytes).GetDomainInfo.TotPages;
+    }
+
+    /// <summary>
+    /// Another, innocent domain is created and populates pages until the machine hands it <paramref name="frame"/> (as its
+    /// shared_info, an EPT table or a RAM page); false when it never does (the frame stayed allocated, as it must while
+    /// something holds it).
+    /// </summary>
+    private bool VictimGets(MachineFrameNumber frame, out Domain victim)
+    {
+        victim = new Domain(_machine, VictimId, "victim", 1, privileged: false, upcall: null);
+        _machine.AddDomain(victim);
+        victim.SetMaxPages(1 << 15);
+        for (ulong gfn = 0; !OwnedBy(frame, VictimId); gfn++)
+        {
+            if (gfn >= 1 << 15 || victim.Populate(gfn) != 0)
+                return false;
+        }
+
+        return true;
+    }
+
+    // ---- XENMAPSPACE_grant_table over a RAM page something still maps ----------------------------------------------
+
+    /// <summary>
+    /// The guest grants its RAM gfn 3 to itself and maps it at gfn 10 (a grant reference on the frame), then places grant
+    /// frame 0 at gfn 3. Xen (xen/arch/x86/mm/p2m.c <c>xenmem_add_to_physmap_one</c>): the previous page is not special,
+    /// so <c>guest_remove_page</c> (xen/common/memory.c) drops its allocation reference; the page goes at the grant
+    /// mapping's last <c>put_page</c> (grant_table.c <c>unmap_common_complete</c>), once, and the domain's teardown
+    /// (<c>domain_relinquish_resources</c>) no longer sees it. Here MemoryOpHypercall.AddGrantTableFrame skips its own
+    /// removal because the frame is referenced, GrantTableHost.AddToPhysmap frees it through FrameReferences.Free, but
+    /// Domain._frames still lists it: XEN_DOMCTL_destroydomain frees it a second time and throws in the host.
+    /// </summary>
+    [Fact]
+    public void Grant_frame_placed_over_a_mapped_ram_page_then_domain_destroy_does_not_throw()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Grant(8, GuestId, 3);
+        uint handle = MapGrant(_guest, GuestId, 8, 10);
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.GrantTable, 0, 3));
+        Assert.Equal(_guest.Grants.GetSharedFrame(0), FrameAt(_guest, 3));
+        Assert.True(OwnedBy(frame, GuestId));                                 // still held by the grant mapping
+        UnmapGrant(_guest, handle, 10);
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));              // the last put_page freed it
+
+        Exception? thrown = Record.Exception(() => DestroyGuest());
+        Assert.Null(thrown);                                                  // no second free at domain death
+        Assert.Null(_machine.FindDomain(GuestId));
+    }
+
+    /// <summary>
+    /// Same sequence; meanwhile another domain is given the freed frame (it is in the pool, so the allocator may hand it
+    /// to anyone). Xen frees a page once (<c>free_domheap_pages</c> at its last <c>put_page</c>); here the guest's
+    /// teardown (Domain.Dispose over its stale Domain._frames) frees the victim's page while the victim's EPT maps it:
+    /// the page goes back to the pool and is later handed to a third domain, a cross-domain use after free.
+    /// </summary>
+    [Fact]
+    public void Grant_frame_placed_over_a_mapped_ram_page_then_domain_destroy_leaves_other_domains_pages_alone()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Grant(8, GuestId, 3);
+        uint handle = MapGrant(_guest, GuestId, 8, 10);
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.GrantTable, 0, 3));
+        UnmapGrant(_guest, handle, 10);
+        Assert.True(VictimGets(frame, out Domain victim));                    // in the pool: the next domain may get it
+        string use = frame == victim.SharedInfoFrame ? "shared_info" : frame == victim.Ept.Pointer.Root ? "EPT root table" : "frame";
+
+        _ = Record.Exception(() => DestroyGuest());
+
+        Assert.True(OwnedBy(frame, VictimId), $"the victim's {use} was freed by the guest's teardown");
+    }
+
+    /// <summary>
+    /// The guest maps shared_info at gfn 5, grants gfn 5 to itself and maps the grant at gfn 10, then places grant frame 0
+    /// at gfn 5. Xen (p2m.c <c>xenmem_add_to_physmap_one</c>): shared_info is a special page (<c>is_special_page</c>), "simply
+    /// unhooked from this phys slot" by <c>guest_physmap_remove_page</c>, never freed while the domain lives. Here
+    /// GrantTableHost.AddToPhysmap frees it (FrameReferences.Free: pending), and the grant unmap returns it to the pool
+    /// while the domain's event channels (EventChannelDomain.SetSharedInfo) and vCPUs still write into it: the next owner
+    /// of the frame gets the guest's event and time writes (cross-domain write), and Domain.Dispose frees it again.
+    /// The same happens with no grant when Dom0 foreign-maps the shared_info page (xenctx, libxl) instead.
+    /// </summary>
+    [Fact]
+    public void Shared_info_under_a_grant_frame_is_unhooked_never_freed_even_while_granted()
+    {
+        MachineFrameNumber sharedInfo = _guest.SharedInfoFrame;
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.SharedInfo, 0, 5));
+        Grant(8, GuestId, 5);
+        uint handle = MapGrant(_guest, GuestId, 8, 10);
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.GrantTable, 0, 5));
+        UnmapGrant(_guest, handle, 10);
+
+        Assert.True(OwnedBy(sharedInfo, GuestId));
+        Assert.False(_machine.Frames.IsFreePending(sharedInfo));
+        Assert.Null(_guest.SharedInfoGfn);                                    // unhooked: no longer at gfn 5
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.SharedInfo, 0, 6)); // and may be placed again
+        Assert.Equal(sharedInfo, FrameAt(_guest, 6));
+    }
+
+    // ---- VCPUOP_register_vcpu_info holds no reference ------------------------------------------------------------
+
+    private long RegisterVcpuInfo(ulong gfn, uint offset)
+    {
+        MemoryMarshal.Write(_page.Bytes, new VcpuRegisterVcpuInfo { Mfn = gfn, Offset = offset });
+        return Call(_guest, HypercallNumber.VcpuOp, (ulong)VcpuOp.RegisterVcpuInfo, 0, 0);
+    }
+
+    /// <summary>
+    /// The guest moves vCPU 0's vcpu_info to its RAM gfn 3 (VCPUOP_register_vcpu_info), then removes gfn 3. Xen
+    /// (xen/common/domain.c <c>map_vcpu_info</c>): the page is taken with <c>get_page_from_gfn</c> +
+    /// <c>get_page_type(PGT_writable_page)</c> and kept until <c>unmap_vcpu_info</c> at domain teardown, so
+    /// <c>guest_remove_page</c> only drops the allocation reference and the page stays allocated to the domain. Here
+    /// VcpuTime.Register keeps a bare frame number and pointer (no FrameReferences reference), so remove_from_physmap
+    /// frees the frame at once while the hypervisor keeps writing the vcpu_info (pvclock, event pending bits) into it.
+    /// </summary>
+    [Fact]
+    public void A_page_holding_a_registered_vcpu_info_stays_allocated_when_removed_from_the_physmap()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Assert.Equal(0, RegisterVcpuInfo(3, 64));
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 3));
+        Assert.False(_guest.Ept.TryLookup(new GuestFrameNumber(3), out _, out _));
+        Assert.True(OwnedBy(frame, GuestId));                                 // map_vcpu_info's reference keeps it
+    }
+
+    /// <summary>
+    /// Continuation of the above: once the removed frame is handed to another domain, the guest's next pvclock update
+    /// (VcpuTime.UpdateTimeInfo, made at every schedule, as Xen's <c>update_vcpu_system_time</c>) writes into the other
+    /// domain's page. Xen never lets the frame leave the domain while the vcpu_info mapping holds it.
+    /// </summary>
+    [Fact]
+    public void A_removed_vcpu_info_page_given_to_another_domain_is_not_written_by_the_guests_vcpu()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Assert.Equal(0, RegisterVcpuInfo(3, 64));
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 3));
+        if (!VictimGets(frame, out _))
+            return;                                                            // the frame stayed the guest's: nothing to hit
+
+        byte[] before = _machine.Memory.GetFrame(frame).ToArray();
+        _guest.Vcpus[0].Time.UpdateTimeInfo(_guest.Vcpus[0]);
+        Assert.Equal(before, _machine.Memory.GetFrame(frame).ToArray());      // the victim's page is untouched
+    }
+
+    // ---- Accounting ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// max_mem 4, four pages populated; Dom0 grant-maps the guest's gfn 3 and the guest removes it. Xen: the page stays
+    /// allocated to the domain and in <c>tot_pages</c> until the grant mapping's last <c>put_page</c>
+    /// (page_alloc.c <c>free_domheap_pages</c> is where <c>domain_adjust_tot_pages(d, -1)</c> happens), so
+    /// XENMEM_populate_physmap for the domain is refused (<c>assign_pages</c>: tot_pages + 1 &gt; max_pages) and the domain
+    /// never holds more than max_mem pages of RAM. Here Domain.TryReleaseRamFrame lowers PopulatedPages at the removal,
+    /// so a fifth RAM frame is populated while the fourth is still allocated to the domain (and mapped by Dom0).
+    /// </summary>
+    [Fact]
+    public void A_removed_page_still_grant_mapped_counts_against_max_mem_until_unmapped()
+    {
+        _guest.SetMaxPages(4);
+        Grant(8, 0, 3);
+        uint handle = MapGrant(_dom0, GuestId, 8, 10);
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 3));
+        Assert.True(OwnedBy(frame, GuestId));                                 // pending: still the guest's
+
+        Assert.Equal(0, PopulateByToolstack(GuestId, 4));                     // assign_pages refuses: 0 extents done
+        Assert.False(_guest.Ept.TryLookup(new GuestFrameNumber(4), out _, out _));
+
+        UnmapGrant(_dom0, handle, 10);
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));
+        Assert.Equal(1, PopulateByToolstack(GuestId, 4));                     // now within max_mem again
+    }
+
+    // ---- add_to_physmap ordering and the page it displaces --------------------------------------------------------
+
+    /// <summary>
+    /// XENMAPSPACE_grant_table with an index Xen refuses (a status frame under v1). Xen (p2m.c
+    /// <c>xenmem_add_to_physmap_one</c>) calls <c>gnttab_map_frame</c> first and returns its -EINVAL before looking at the
+    /// slot, so the RAM page at gpfn is untouched. Here MemoryOpHypercall.AddGrantTableFrame removes and frees the RAM
+    /// page first, then GrantTableHost.AddToPhysmap fails: the guest loses the page (and its contents) on a failed call.
+    /// </summary>
+    [Fact]
+    public void A_refused_grant_table_add_to_physmap_leaves_the_ram_page_in_place()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Assert.Equal(XenErrno.EINVAL.Negated(), AddToPhysmap(_guest, XenMapSpace.GrantTable, GrantTableHost.GrantTableStatusIndex, 3));
+        Assert.True(_guest.Ept.TryLookup(new GuestFrameNumber(3), out var still, out _));
+        Assert.Equal(frame, still);
+        Assert.True(_guest.Physical.TryRead(new GuestPhysicalAddress(3 * 4096), out uint seen));
+        Assert.Equal(0xC0FFEEu, seen);
+    }
+
+    /// <summary>
+    /// XENMAPSPACE_shared_info placed over a RAM page. Xen (p2m.c <c>xenmem_add_to_physmap_one</c>): the previous page is
+    /// ordinary domain memory, freed by <c>guest_remove_page</c> "to avoid leaking memory": it leaves tot_pages. Here
+    /// MemoryOpHypercall.AddToPhysmap just overwrites the EPT entry: the RAM frame stays allocated and charged, unreachable
+    /// by the guest until it dies (a leak that counts against max_mem).
+    /// </summary>
+    [Fact]
+    public void Shared_info_placed_over_a_ram_page_frees_that_page()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        ulong before = TotPages(GuestId);
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.SharedInfo, 0, 3));
+        Assert.Equal(_guest.SharedInfoFrame, FrameAt(_guest, 3));
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));
+        Assert.Equal(before - 1, TotPages(GuestId));
+    }
+
+    /// <summary>
+    /// XENMAPSPACE_shared_info placed over a grant mapping the guest holds (Dom0's page... here the guest maps Dom0's
+    /// grant). Xen (p2m.c <c>xenmem_add_to_physmap_one</c> → memory.c <c>guest_remove_page</c>): <c>get_page(page, d)</c>
+    /// fails on the granter's page, -ENXIO, and nothing changes (GrantTableHost.AddToPhysmap answers the same for the
+    /// grant_table space). Here the grant mapping's EPT entry is overwritten while its maptrack entry stays: the grant
+    /// unmap then tears down the shared_info mapping instead.
+    /// </summary>
+    [Fact]
+    public void Shared_info_placed_over_a_grant_mapping_is_refused_with_enxio()
+    {
+        // Dom0 grants its gfn 2 to the guest in entry 8 of Dom0's table; the guest maps it at gfn 10.
+        MemoryMarshal.Write(_machine.Memory.GetFrame(_dom0.Grants.GetSharedFrame(0))[(8 * GrantEntryV1.Size)..],
+            new GrantEntryV1 { Flags = (ushort)GrantEntryFlags.PermitAccess, DomId = GuestId, Frame = 2 });
+        uint handle = MapGrant(_guest, 0, 8, 10);
+        MachineFrameNumber granted = FrameAt(_guest, 10);
+
+        Assert.Equal(XenErrno.ENXIO.Negated(), AddToPhysmap(_guest, XenMapSpace.SharedInfo, 0, 10));
+        Assert.Equal(granted, FrameAt(_guest, 10));
+        UnmapGrant(_guest, handle, 10);
+    }
+
+    // ---- Stale translations of the other vCPUs (coverage) --------------------------------------------------------
+
+    /// <summary>
+    /// vCPU 1 of the guest has gfn 2 in its translation cache; vCPU 0 removes gfn 2 (XENMEM_remove_from_physmap). Xen
+    /// flushes every vCPU of the domain before the page is freed (p2m_remove_page → the p2m's TLB flush, then the
+    /// <c>put_page</c> in <c>guest_remove_page</c>): vCPU 1's next access faults. Likewise after a grant unmap
+    /// (grant_table.c: <c>gnttab_flush_tlb</c> before <c>unmap_common_complete</c>).
+    /// </summary>
+    [Fact]
+    public void Other_vcpus_lose_the_translation_of_a_removed_page_and_of_an_unmapped_grant()
+    {
+        var vcpu1 = _guest.Vcpus[1];
+        Assert.True(vcpu1.Physical.TryRead(new GuestPhysicalAddress(2 * 4096), out uint _));
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 2));
+        Assert.False(vcpu1.Physical.TryRead(new GuestPhysicalAddress(2 * 4096), out uint _));
+
+        Grant(8, GuestId, 3);
+        uint handle = MapGrant(_guest, GuestId, 8, 10);
+        Assert.True(vcpu1.Physical.TryRead(new GuestPhysicalAddress(10 * 4096), out uint seen));
+        Assert.Equal(0xC0FFEEu, seen);
+        UnmapGrant(_guest, handle, 10);
+        Assert.False(vcpu1.Physical.TryRead(new GuestPhysicalAddress(10 * 4096), out uint _));
+    }
+}
