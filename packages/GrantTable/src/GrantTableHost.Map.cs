@@ -188,6 +188,7 @@ public sealed unsafe partial class GrantTableHost
         }
 
         GuestPhysicalMemory.InvalidateSingleContext(_memory, ld.Ept.Pointer);
+        FlushBeforeRelease(ld);
     }
 
     /// <summary>Unmaps one grant mapping (one operation of <c>GNTTABOP_unmap_grant_ref</c>); sets <c>op.Status</c>.</summary>

@@ -231,10 +231,17 @@ public sealed unsafe partial class GrantTableHost
 
         if (version == 1)
         {
-            // XSA-379: the status frames leave the guest's physical address space before they are freed.
+            // XSA-379: the status frames leave the guest's physical address space, and its processors' caches, before
+            // they are freed.
             for (int i = 0; i < d.StatusFrameCount; i++)
             {
                 UnmapTableFrame(d, status: true, i);
+            }
+
+            GuestPhysicalMemory.InvalidateSingleContext(_memory, d.Ept.Pointer);
+            FlushBeforeRelease(d);
+            for (int i = 0; i < d.StatusFrameCount; i++)
+            {
                 Frames.Free(d.StatusFrames[i]);
             }
 
@@ -440,6 +447,8 @@ public sealed unsafe partial class GrantTableHost
 
                 if (_memory.TryGetOwner(old, out FrameOwner owner) && owner.DomainId == d.Id && !Frames.IsFreePending(old))
                 {
+                    GuestPhysicalMemory.InvalidateSingleContext(_memory, d.Ept.Pointer);
+                    FlushBeforeRelease(d);
                     Frames.Free(old);
                 }
             }

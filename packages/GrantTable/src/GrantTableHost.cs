@@ -50,6 +50,20 @@ public sealed unsafe partial class GrantTableHost
     public MachineMemory Memory => _memory;
 
     /// <summary>
+    /// INVEPT for every virtual processor of a domain whose EPT lost a page (a grant unmapped, a status frame or a RAM
+    /// page removed), called under the host's lock after the EPT change and before the page's reference is dropped or
+    /// the page freed, as Xen flushes (<c>gnttab_flush_tlb</c>) before <c>unmap_common_complete</c>'s <c>put_page</c>:
+    /// no processor of the domain can then still reach a page that another domain may be given. The host already
+    /// invalidates the <see cref="GuestPhysicalMemory"/> caches of that EPT; this is for the processors' own caches
+    /// (TLBs, translated code). It must not wait for anything a processor needs to leave guest execution. Null: the
+    /// hypervisor flushes after each call returns, and a page whose last reference went is by then already free.
+    /// </summary>
+    public Action<GrantDomain>? FlushTranslations { get; set; }
+
+    // Before a page the domain's EPT no longer maps is released (see FlushTranslations).
+    private void FlushBeforeRelease(GrantDomain d) => FlushTranslations?.Invoke(d);
+
+    /// <summary>
     /// Gives a new domain its grant table (Xen's <c>grant_table_init</c>): version 1, one shared frame
     /// (allocated to <c>DOMID_XEN</c>, like Xen's xenheap frames shared with the guest), no mapping.
     /// </summary>

@@ -91,6 +91,23 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void FlushTranslations_runs_after_the_unmap_and_before_the_last_reference_frees_the_page()
+    {
+        // gnttab_flush_tlb before unmap_common_complete: when the hook runs, the grantee's EPT no longer maps the page
+        // and the page is still allocated; it is free once the unmap returns (its granter had freed it).
+        GnttabMapGrantRef op = Map(Grant(5));
+        Assert.Equal(0, op.Status);
+        MachineFrameNumber page = _front.Ram[5];
+        Assert.False(_m.Frames.Free(page));                                   // deferred: mapped
+        var seen = new List<(ushort Domain, bool Mapped, bool Allocated)>();
+        _m.Host.FlushTranslations = d => seen.Add((d.Id, _back.Ept.TryLookup(new GuestFrameNumber(MapGfn), out _, out _), _m.Memory.TryGetOwner(page, out _)));
+
+        Assert.Equal(0, Unmap(op.Handle));
+        Assert.Equal([(2, false, true)], seen);
+        Assert.False(_m.Memory.TryGetOwner(page, out _));
+    }
+
+    [Fact]
     public void A_writable_map_shares_the_page_and_sets_reading_and_writing()
     {
         _front.RamPage(5).Fill(0x5A);

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
+using static VmmKit.GrantTable.Tests.GuestValues;
 
 namespace VmmKit.GrantTable.Tests;
 
@@ -48,16 +49,6 @@ public sealed class HypercallTests : IDisposable
         long rc = _dispatcher.Invoke(ref call);
         after = call.Arguments;
         return rc;
-    }
-
-    private static void Put<T>(TestDomain d, ulong gpa, T value) where T : unmanaged =>
-        Assert.True(d.TryWrite(gpa, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value))));
-
-    private static T Get<T>(TestDomain d, ulong gpa) where T : unmanaged
-    {
-        T value = default;
-        Assert.True(d.TryRead(gpa, MemoryMarshal.AsBytes(new Span<T>(ref value))));
-        return value;
     }
 
     [Theory]

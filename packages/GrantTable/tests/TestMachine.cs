@@ -1,4 +1,5 @@
 using VmmKit.Ept;
+using System.Runtime.InteropServices;
 using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable.Tests;
@@ -74,4 +75,18 @@ internal sealed class TestDomain(ushort id, EptTables ept, GrantDomain grant, Ma
 
     /// <summary>The guest-virtual view a hypercall handler gets (paging off: virtual = physical).</summary>
     public IGuestVirtualMemory Virtual => new PagingDisabledGuestMemory(Physical);
+}
+
+/// <summary>Typed reads and writes of a test domain's guest-physical memory, each asserted to succeed.</summary>
+internal static class GuestValues
+{
+    public static void Put<T>(TestDomain d, ulong gpa, T value) where T : unmanaged =>
+        Assert.True(d.TryWrite(gpa, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value))));
+
+    public static T Get<T>(TestDomain d, ulong gpa) where T : unmanaged
+    {
+        T value = default;
+        Assert.True(d.TryRead(gpa, MemoryMarshal.AsBytes(new Span<T>(ref value))));
+        return value;
+    }
 }

@@ -49,6 +49,12 @@ internal sealed partial class Machine : IDisposable
         Memory = new MachineMemory(memoryBytes, backing);
         Frames = new FrameReferences(Memory);
         Grants = new GrantTableHost(Frames);
+        // gnttab_flush_tlb: a domain's vCPUs drop their translations before a page its EPT lost is released.
+        Grants.FlushTranslations = grants =>
+        {
+            if (FindDomain(grants.Id) is { } domain && ReferenceEquals(domain.Grants, grants))
+                VmmKit.ReferenceHypervisor.Hypercalls.MemoryOpHypercall.FlushEpt(domain);
+        };
         Events = new EventChannelHypervisor();
         Upcall = new EventUpcall(this);
         Hypercalls = HypercallTable.Create(this);

@@ -3,17 +3,22 @@ using VmmKit.Dom0.Xen.Abi;
 using VmmKit.Ept;
 using VmmKit.GrantTable;
 using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Host;
 using VmmKit.ReferenceHypervisor.Hypercalls;
 
 namespace VmmKit.ReferenceHypervisor.Tests;
 
 /// <summary>
-/// Adversarial review (round 5) of the frame lifetime in src/: every path that unmaps, frees or remaps a guest frame,
-/// checked against Xen 4.17's rules (xen/common/memory.c, xen/common/grant_table.c, xen/arch/x86/mm/p2m.c,
-/// xen/common/domain.c, xen/common/page_alloc.c). Each test asserts what Xen does; a hostile guest drives every step
-/// through its own hypercalls unless the comment says otherwise.
+/// The lifetime of guest frames in src/: every path that unmaps, frees or remaps one, checked against Xen 4.17's rules
+/// (xen/common/memory.c, xen/common/grant_table.c, xen/arch/x86/mm/p2m.c, xen/common/domain.c,
+/// xen/common/page_alloc.c). A frame others map, by grant (VmmKit.GrantTable's FrameReferences) or by Dom0's foreign
+/// mappings (src/Host/ForeignMappings.cs), lives until the last mapping goes, whichever kind goes last, when its domain
+/// removes it or is destroyed (Xen: every mapping holds a page reference; the page is freed at the last
+/// <c>put_page</c>); a destroyed domain with such frames stays a zombie, its id taken, until its last page is gone
+/// (<c>free_domheap_pages</c> drops the domain's reference when <c>tot_pages</c> reaches 0). Each test asserts what Xen
+/// does; a hostile guest drives every step through its own hypercalls unless the comment says otherwise.
 /// </summary>
-public sealed class FrameLifetimeReviewTests : IDisposable
+public sealed class FrameLifetimeTests : IDisposable
 {
     private const ushort GuestId = 2;
     private const ushort VictimId = 3;
@@ -21,12 +26,15 @@ public sealed class FrameLifetimeReviewTests : IDisposable
     private readonly GuestPage _page = new();
     private readonly Domain _dom0;
     private readonly Domain _guest;
+    private readonly ForeignMappings _foreign;
 
-    public FrameLifetimeReviewTests()
+    public FrameLifetimeTests()
     {
         _dom0 = Create(0, privileged: true, vcpus: 1);
         _guest = Create(GuestId, privileged: false, vcpus: 2);
         Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(3 * 4096), 0xC0FFEEu));
+        _foreign = new ForeignMappings(_machine.Frames);   // Dom0's MMAPBATCH references, as the Dom0 channel keeps them
+        _machine.Foreign = _foreign;
     }
 
     public void Dispose() => _machine.Dispose();
@@ -132,6 +140,71 @@ public sealed class FrameLifetimeReviewTests : IDisposable
         }
 
         return true;
+    }
+
+    // ---- A frame another domain maps, when its domain removes it or dies -----------------------------------------
+
+    /// <summary>The page at the guest's gfn 3 is still the guest's, with its contents.</summary>
+    private bool StillTheGuests(MachineFrameNumber frame) =>
+        OwnedBy(frame, GuestId) && MemoryMarshal.Read<uint>(_machine.Memory.GetFrame(frame)) == 0xC0FFEEu;
+
+    [Fact]
+    public void A_destroyed_domains_frame_granted_to_dom0_stays_until_dom0_unmaps_it_and_the_id_stays_taken()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Grant(8, 0, 3);
+        uint handle = MapGrant(_dom0, GuestId, 8, 10);
+        Assert.Equal(0, DestroyGuest());
+
+        Assert.True(StillTheGuests(frame));
+        Assert.True(_machine.Frames.IsFreePending(frame));
+        Assert.True(_dom0.Physical.TryRead(new GuestPhysicalAddress(10 * 4096), out uint seen));
+        Assert.Equal(0xC0FFEEu, seen);
+
+        // A zombie: its id stays taken, so no new domain is charged for its frame.
+        Assert.True(_machine.IsDomainIdTaken(GuestId));
+        Assert.NotEqual((ushort)GuestId, _machine.AllocateDomainId());
+        Domain next = Create(VictimId, privileged: false, vcpus: 1);
+        for (ulong gfn = 0; gfn < 4; gfn++)
+            Assert.NotEqual(frame, FrameAt(next, gfn));
+
+        UnmapGrant(_dom0, handle, 10);
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));              // freed with the last reference
+        Assert.Equal(0ul, _machine.Memory.FramesOwnedBy(new FrameOwner(GuestId)));
+        Assert.False(_machine.IsDomainIdTaken(GuestId));
+    }
+
+    [Fact]
+    public void A_destroyed_domains_frame_mapped_both_ways_goes_only_with_the_grant_mapping_when_that_goes_last()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Grant(8, 0, 3);
+        uint handle = MapGrant(_dom0, GuestId, 8, 10);
+        Assert.True(_foreign.TryTake(frame, _guest.Owner));                   // Dom0's MMAPBATCH of the same page
+        Assert.Equal(0, DestroyGuest());
+
+        Assert.True(_foreign.Release(frame));                                 // privcmd's munmap first
+        Assert.True(StillTheGuests(frame));                                   // the grant mapping still holds it
+
+        UnmapGrant(_dom0, handle, 10);
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));
+    }
+
+    [Fact]
+    public void A_removed_page_mapped_both_ways_goes_only_with_the_foreign_mapping_when_that_goes_last()
+    {
+        MachineFrameNumber frame = FrameAt(_guest, 3);
+        Grant(8, 0, 3);
+        uint handle = MapGrant(_dom0, GuestId, 8, 10);
+        Assert.True(_foreign.TryTake(frame, _guest.Owner));
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 3));
+        Assert.True(StillTheGuests(frame));
+
+        UnmapGrant(_dom0, handle, 10);
+        Assert.True(StillTheGuests(frame));                                   // Dom0's foreign mapping still holds it
+
+        Assert.True(_foreign.Release(frame));
+        Assert.False(_machine.Memory.TryGetOwner(frame, out _));
     }
 
     // ---- XENMAPSPACE_grant_table over a RAM page something still maps ----------------------------------------------

@@ -1,16 +1,18 @@
 using System.Runtime.InteropServices;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
+using static VmmKit.GrantTable.Tests.GuestValues;
 
 namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
-/// Review round 4: domain lifecycle (death on either side, domid reuse), set_version and the table queries, swap and
-/// unmap_and_replace arguments, physmap interplay and the hypercall layer, each against Xen 4.17's grant_table.c,
+/// The edges of a domain's life and of each operation's arguments: death on either side and domid reuse, set_version
+/// and the table queries, swap and unmap_and_replace arguments, physmap interplay and the hypercall layer (counts,
+/// compat), each against Xen 4.17's grant_table.c,
 /// compat/grant_table.c and memory.c. Grant entries are written directly into the granter's table frames, as a guest
 /// kernel writes them.
 /// </summary>
-public sealed class LifecycleReviewTests : IDisposable
+public sealed class LifecycleEdgeTests : IDisposable
 {
     private const ulong Buffer = 20UL << 12;   // guest-physical buffer in the caller's RAM (paging off)
     private const ulong Slot = 0x1000;         // where grantees map grants
@@ -26,7 +28,7 @@ public sealed class LifecycleReviewTests : IDisposable
         public bool IsPrivileged(TestDomain caller) => caller.Id == 0;
     }
 
-    public LifecycleReviewTests()
+    public LifecycleEdgeTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
@@ -115,16 +117,6 @@ public sealed class LifecycleReviewTests : IDisposable
         args[2] = count;
         HypercallCall<TestDomain> call = _dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, abi, caller.Virtual, args);
         return _dispatcher.Invoke(ref call);
-    }
-
-    private static void Put<T>(TestDomain d, ulong gpa, T value) where T : unmanaged =>
-        Assert.True(d.TryWrite(gpa, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value))));
-
-    private static T Get<T>(TestDomain d, ulong gpa) where T : unmanaged
-    {
-        T value = default;
-        Assert.True(d.TryRead(gpa, MemoryMarshal.AsBytes(new Span<T>(ref value))));
-        return value;
     }
 
     // ---------------------------------------------------------------- 1. domain lifecycle
