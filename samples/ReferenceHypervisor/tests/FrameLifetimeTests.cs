@@ -356,6 +356,23 @@ public sealed class FrameLifetimeTests : IDisposable
         Assert.Equal(1, PopulateByToolstack(GuestId, 4));                     // now within max_mem again
     }
 
+    /// <summary>
+    /// XEN_DOMCTL_max_mem below what the domain has (xen/common/domctl.c): accepted, "the domain will now be allowed to
+    /// ratchet down to new_max. In the meantime, while tot > max, all new allocations are disallowed."
+    /// </summary>
+    [Fact]
+    public void A_max_mem_below_what_the_domain_has_is_accepted_and_allocations_wait_until_it_shrinks_below()
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlMaxMem, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = GuestId, MaxMemKb = 2 * 4 });
+        Assert.Equal(0, Call(_dom0, HypercallNumber.Domctl, 0));             // 2 pages; the guest has 4
+        Assert.Equal(0, PopulateByToolstack(GuestId, 4));                     // refused: 0 extents done
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 3));
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 2));
+        Assert.Equal(0, PopulateByToolstack(GuestId, 4));                     // 2 of 2: still refused
+        Assert.Equal(0, RemoveFromPhysmap(_guest, DomainId.Self, 1));
+        Assert.Equal(1, PopulateByToolstack(GuestId, 4));
+    }
+
     // ---- add_to_physmap ordering and the page it displaces --------------------------------------------------------
 
     /// <summary>

@@ -90,11 +90,9 @@ internal static class DomctlHypercall
                 target.PauseCount--;
                 return 0;
             case ToolsAbi.DomctlMaxMem:
-                // max_memkb in KiB; the new limit may not be below what the domain has.
-                ulong pages = op.MaxMemKb >> 2;
-                if (pages < target.ChargedPages)
-                    return XenErrno.EINVAL.Negated();
-                target.SetMaxPages(pages);
+                // max_memkb in KiB. Below what the domain has is accepted: it may "ratchet down", and no allocation
+                // succeeds meanwhile (Domain.Populate).
+                target.SetMaxPages(op.MaxMemKb >> 2);
                 return 0;
             case ToolsAbi.DomctlMaxVcpus:
                 // Since Xen 4.13 the vCPU count is fixed by createdomain; only that value is accepted.
