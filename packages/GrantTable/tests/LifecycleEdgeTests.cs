@@ -122,11 +122,10 @@ public sealed class LifecycleEdgeTests : IDisposable
     // ---------------------------------------------------------------- 1. domain lifecycle
 
     /// <summary>
-    /// Every other public GrantTableHost method refuses a domain of another machine (CheckCaller: "Exceptions are
-    /// reserved for host programming errors (a null domain, a domain of another host)"). DestroyDomain does not check:
-    /// it frees the other host's table frame *numbers* through this host's FrameReferences, i.e. frees whatever frame of
-    /// this machine has that number (here: a live domain's grant-table frame), and marks the other host's domain
-    /// destroyed without freeing anything there. Xen has one grant table per domain (grant_table_destroy frees
+    /// Every public GrantTableHost method refuses a domain of another host ("Exceptions are reserved for host programming
+    /// errors (a null domain, a domain of another host)"), DestroyDomain too: without the check it freed the other
+    /// host's table frame *numbers* through this host's FrameReferences, i.e. whatever frame of this machine has that
+    /// number (here: a live domain's grant-table frame). Xen has one grant table per domain (grant_table_destroy frees
     /// d->grant_table's own pages only).
     /// </summary>
     [Fact]
@@ -556,8 +555,8 @@ public sealed class LifecycleEdgeTests : IDisposable
     /// charges its tables to the domain) places a grant-table frame over one 4 KiB page of it. Splitting the large page
     /// needs a table frame: none can be had. Xen (xenmem_add_to_physmap_one → guest_physmap_remove_page → p2m_set_entry,
     /// which returns -ENOMEM when a split cannot allocate) answers an errno; a grant map into the same large page already
-    /// answers GNTST_general_error here (create_grant_p2m_mapping). AddToPhysmap lets EptTables.Unmap's
-    /// MachineMemoryExhaustedException escape to the hypervisor's XENMEM_add_to_physmap handler instead.
+    /// answers GNTST_general_error here (create_grant_p2m_mapping). AddToPhysmap must not let EptTables.Unmap's
+    /// MachineMemoryExhaustedException escape to the hypervisor's XENMEM_add_to_physmap handler (it did).
     /// </summary>
     [Fact]
     public void Add_to_physmap_over_a_large_page_with_no_frame_left_to_split_answers_an_errno_without_throwing()

@@ -214,9 +214,9 @@ public sealed class FrameLifetimeTests : IDisposable
     /// frame 0 at gfn 3. Xen (xen/arch/x86/mm/p2m.c <c>xenmem_add_to_physmap_one</c>): the previous page is not special,
     /// so <c>guest_remove_page</c> (xen/common/memory.c) drops its allocation reference; the page goes at the grant
     /// mapping's last <c>put_page</c> (grant_table.c <c>unmap_common_complete</c>), once, and the domain's teardown
-    /// (<c>domain_relinquish_resources</c>) no longer sees it. Here MemoryOpHypercall.AddGrantTableFrame skips its own
-    /// removal because the frame is referenced, GrantTableHost.AddToPhysmap frees it through FrameReferences.Free, but
-    /// Domain._frames still lists it: XEN_DOMCTL_destroydomain frees it a second time and throws in the host.
+    /// (<c>domain_relinquish_resources</c>) no longer sees it. (Found in review: the handler used to leave the removal
+    /// to VmmKit.GrantTable while the domain's frame list kept the page, so XEN_DOMCTL_destroydomain freed it again
+    /// and threw in the host.)
     /// </summary>
     [Fact]
     public void Grant_frame_placed_over_a_mapped_ram_page_then_domain_destroy_does_not_throw()
@@ -237,9 +237,8 @@ public sealed class FrameLifetimeTests : IDisposable
 
     /// <summary>
     /// Same sequence; meanwhile another domain is given the freed frame (it is in the pool, so the allocator may hand it
-    /// to anyone). Xen frees a page once (<c>free_domheap_pages</c> at its last <c>put_page</c>); here the guest's
-    /// teardown (Domain.Dispose over its stale Domain._frames) frees the victim's page while the victim's EPT maps it:
-    /// the page goes back to the pool and is later handed to a third domain, a cross-domain use after free.
+    /// to anyone). Xen frees a page once (<c>free_domheap_pages</c> at its last <c>put_page</c>): the guest's teardown
+    /// must not free the victim's page (it did, through a stale frame list: a cross-domain use after free).
     /// </summary>
     [Fact]
     public void Grant_frame_placed_over_a_mapped_ram_page_then_domain_destroy_leaves_other_domains_pages_alone()
@@ -260,11 +259,8 @@ public sealed class FrameLifetimeTests : IDisposable
     /// <summary>
     /// The guest maps shared_info at gfn 5, grants gfn 5 to itself and maps the grant at gfn 10, then places grant frame 0
     /// at gfn 5. Xen (p2m.c <c>xenmem_add_to_physmap_one</c>): shared_info is a special page (<c>is_special_page</c>), "simply
-    /// unhooked from this phys slot" by <c>guest_physmap_remove_page</c>, never freed while the domain lives. Here
-    /// GrantTableHost.AddToPhysmap frees it (FrameReferences.Free: pending), and the grant unmap returns it to the pool
-    /// while the domain's event channels (EventChannelDomain.SetSharedInfo) and vCPUs still write into it: the next owner
-    /// of the frame gets the guest's event and time writes (cross-domain write), and Domain.Dispose frees it again.
-    /// The same happens with no grant when Dom0 foreign-maps the shared_info page (xenctx, libxl) instead.
+    /// unhooked from this phys slot" by <c>guest_physmap_remove_page</c>, never freed while the domain lives (it was
+    /// freed here once, while the domain's event channels and vCPUs still wrote into it: a cross-domain write).
     /// </summary>
     [Fact]
     public void Shared_info_under_a_grant_frame_is_unhooked_never_freed_even_while_granted()
@@ -295,9 +291,8 @@ public sealed class FrameLifetimeTests : IDisposable
     /// The guest moves vCPU 0's vcpu_info to its RAM gfn 3 (VCPUOP_register_vcpu_info), then removes gfn 3. Xen
     /// (xen/common/domain.c <c>map_vcpu_info</c>): the page is taken with <c>get_page_from_gfn</c> +
     /// <c>get_page_type(PGT_writable_page)</c> and kept until <c>unmap_vcpu_info</c> at domain teardown, so
-    /// <c>guest_remove_page</c> only drops the allocation reference and the page stays allocated to the domain. Here
-    /// VcpuTime.Register keeps a bare frame number and pointer (no FrameReferences reference), so remove_from_physmap
-    /// frees the frame at once while the hypervisor keeps writing the vcpu_info (pvclock, event pending bits) into it.
+    /// <c>guest_remove_page</c> only drops the allocation reference and the page stays allocated to the domain (without
+    /// that reference, remove_from_physmap freed the frame while the hypervisor kept writing the vcpu_info into it).
     /// </summary>
     [Fact]
     public void A_page_holding_a_registered_vcpu_info_stays_allocated_when_removed_from_the_physmap()
@@ -335,8 +330,8 @@ public sealed class FrameLifetimeTests : IDisposable
     /// allocated to the domain and in <c>tot_pages</c> until the grant mapping's last <c>put_page</c>
     /// (page_alloc.c <c>free_domheap_pages</c> is where <c>domain_adjust_tot_pages(d, -1)</c> happens), so
     /// XENMEM_populate_physmap for the domain is refused (<c>assign_pages</c>: tot_pages + 1 &gt; max_pages) and the domain
-    /// never holds more than max_mem pages of RAM. Here Domain.TryReleaseRamFrame lowers PopulatedPages at the removal,
-    /// so a fifth RAM frame is populated while the fourth is still allocated to the domain (and mapped by Dom0).
+    /// never holds more than max_mem pages of RAM (counting only populated pages let a fifth in while the fourth was
+    /// still the domain's, mapped by Dom0).
     /// </summary>
     [Fact]
     public void A_removed_page_still_grant_mapped_counts_against_max_mem_until_unmapped()
@@ -378,8 +373,7 @@ public sealed class FrameLifetimeTests : IDisposable
     /// <summary>
     /// XENMAPSPACE_grant_table with an index Xen refuses (a status frame under v1). Xen (p2m.c
     /// <c>xenmem_add_to_physmap_one</c>) calls <c>gnttab_map_frame</c> first and returns its -EINVAL before looking at the
-    /// slot, so the RAM page at gpfn is untouched. Here MemoryOpHypercall.AddGrantTableFrame removes and frees the RAM
-    /// page first, then GrantTableHost.AddToPhysmap fails: the guest loses the page (and its contents) on a failed call.
+    /// slot, so the RAM page at gpfn is untouched (removing it first lost the page and its contents on a failed call).
     /// </summary>
     [Fact]
     public void A_refused_grant_table_add_to_physmap_leaves_the_ram_page_in_place()
@@ -394,9 +388,8 @@ public sealed class FrameLifetimeTests : IDisposable
 
     /// <summary>
     /// XENMAPSPACE_shared_info placed over a RAM page. Xen (p2m.c <c>xenmem_add_to_physmap_one</c>): the previous page is
-    /// ordinary domain memory, freed by <c>guest_remove_page</c> "to avoid leaking memory": it leaves tot_pages. Here
-    /// MemoryOpHypercall.AddToPhysmap just overwrites the EPT entry: the RAM frame stays allocated and charged, unreachable
-    /// by the guest until it dies (a leak that counts against max_mem).
+    /// ordinary domain memory, freed by <c>guest_remove_page</c> "to avoid leaking memory": it leaves tot_pages (only
+    /// overwriting the EPT entry leaked it, charged against max_mem, until the domain died).
     /// </summary>
     [Fact]
     public void Shared_info_placed_over_a_ram_page_frees_that_page()
@@ -413,8 +406,8 @@ public sealed class FrameLifetimeTests : IDisposable
     /// XENMAPSPACE_shared_info placed over a grant mapping the guest holds (Dom0's page... here the guest maps Dom0's
     /// grant). Xen (p2m.c <c>xenmem_add_to_physmap_one</c> → memory.c <c>guest_remove_page</c>): <c>get_page(page, d)</c>
     /// fails on the granter's page, -ENXIO, and nothing changes (GrantTableHost.AddToPhysmap answers the same for the
-    /// grant_table space). Here the grant mapping's EPT entry is overwritten while its maptrack entry stays: the grant
-    /// unmap then tears down the shared_info mapping instead.
+    /// grant_table space); overwriting the grant mapping's EPT entry would leave its maptrack entry, and the grant unmap
+    /// would then tear down the shared_info mapping instead.
     /// </summary>
     [Fact]
     public void Shared_info_placed_over_a_grant_mapping_is_refused_with_enxio()

@@ -286,24 +286,8 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
     /// grant-table frames (VmmKit.GrantTable allocates those to DOMID_XEN; Xen shares them with the domain, and libxc's
     /// <c>xc_dom_gnttab_hvm_seed</c> maps one to seed the reserved entries).
     /// </summary>
-    private static FrameOwner OwnerOfOwnPage(Domain target, MachineFrameNumber frame)
-    {
-        if (target.Grants is not { } grants)
-            return target.Owner;
-        for (int i = 0; i < grants.SharedFrameCount; i++)
-        {
-            if (grants.GetSharedFrame(i) == frame)
-                return FrameOwner.Hypervisor;
-        }
-
-        for (int i = 0; i < grants.StatusFrameCount; i++)
-        {
-            if (grants.GetStatusFrame(i) == frame)
-                return FrameOwner.Hypervisor;
-        }
-
-        return target.Owner;
-    }
+    private static FrameOwner OwnerOfOwnPage(Domain target, MachineFrameNumber frame) =>
+        target.IsGrantTableFrame(frame) ? FrameOwner.Hypervisor : target.Owner;
 
     /// <summary>UNMAP {count, pad, mfn[count]} → 0, or -EINVAL (and nothing released) when Dom0 holds one of them not.</summary>
     private bool TryUnmap(byte[] payload, out long rc)

@@ -91,6 +91,26 @@ internal sealed partial class Domain
         }
     }
 
+    /// <summary>Whether <paramref name="frame"/> is one of the domain's grant-table frames, shared or status.</summary>
+    public bool IsGrantTableFrame(MachineFrameNumber frame)
+    {
+        if (Grants is not { } grants)
+            return false;
+        for (int i = 0; i < grants.SharedFrameCount; i++)
+        {
+            if (grants.GetSharedFrame(i) == frame)
+                return true;
+        }
+
+        for (int i = 0; i < grants.StatusFrameCount; i++)
+        {
+            if (grants.GetStatusFrame(i) == frame)
+                return true;
+        }
+
+        return false;
+    }
+
     /// <summary>A removed RAM frame whose free waits for another mapping: it counts in <see cref="ChargedPages"/> until then.</summary>
     public void ChargeUntilFreed(MachineFrameNumber frame) => _removedHeld.Add(frame);
 

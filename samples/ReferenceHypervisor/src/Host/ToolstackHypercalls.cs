@@ -77,14 +77,8 @@ internal static unsafe class ToolstackHypercalls
         if (x.Space != (uint)XenMapSpace.GrantTable)
             return XenErrno.ENOSYS.Negated();
         var gfn = new VmmKit.Ept.GuestFrameNumber(x.Gpfn);
-        if (target.Ept.TryLookup(gfn, out var frame, out _))
-        {
-            bool isTableFrame = false;
-            for (int i = 0; i < target.Grants.SharedFrameCount && !isTableFrame; i++)
-                isTableFrame = frame == target.Grants.GetSharedFrame(i);
-            if (!isTableFrame)
-                return XenErrno.EBUSY.Negated();
-        }
+        if (target.Ept.TryLookup(gfn, out var frame, out _) && !target.IsGrantTableFrame(frame))
+            return XenErrno.EBUSY.Negated();
 
         rc = target.Machine.Grants.AddToPhysmap(target.Grants, x.Idx, gfn);
         MemoryOpHypercall.FlushEpt(target);

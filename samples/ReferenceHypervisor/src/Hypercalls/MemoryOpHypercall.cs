@@ -131,7 +131,7 @@ internal static class MemoryOpHypercall
         MachineFrameNumber? released = null;
         if (domain.SharedInfoGfn != gpfn && domain.Ept.TryLookup(gfn, out var slotPage, out _))
         {
-            if (IsTableFrame(domain, slotPage))
+            if (domain.IsGrantTableFrame(slotPage))
                 machine.Grants.RemoveTableFrame(domain.Grants, gfn);
             else if (!RemoveSlotPage(domain, gfn, slotPage, out released))
                 return XenErrno.ENOMEM.Negated();
@@ -243,7 +243,7 @@ internal static class MemoryOpHypercall
             return rc;
         var gfn = new GuestFrameNumber(gpfn);
         MachineFrameNumber? released = null;
-        if (domain.Ept.TryLookup(gfn, out var old, out _) && old != tableFrame && !IsTableFrame(domain, old)
+        if (domain.Ept.TryLookup(gfn, out var old, out _) && old != tableFrame && !domain.IsGrantTableFrame(old)
             && !machine.Grants.IsGrantMapping(domain.Grants, gfn) && !RemoveSlotPage(domain, gfn, old, out released))
             return XenErrno.ENOMEM.Negated();
 
@@ -252,23 +252,6 @@ internal static class MemoryOpHypercall
         if (released is { } page)
             FreeRemovedPage(domain, page);
         return rc;
-    }
-
-    private static bool IsTableFrame(Domain domain, MachineFrameNumber frame)
-    {
-        for (int i = 0; i < domain.Grants.SharedFrameCount; i++)
-        {
-            if (frame == domain.Grants.GetSharedFrame(i))
-                return true;
-        }
-
-        for (int i = 0; i < domain.Grants.StatusFrameCount; i++)
-        {
-            if (frame == domain.Grants.GetStatusFrame(i))
-                return true;
-        }
-
-        return false;
     }
 
     /// <summary>
