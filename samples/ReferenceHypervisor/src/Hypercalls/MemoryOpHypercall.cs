@@ -197,14 +197,7 @@ internal static class MemoryOpHypercall
         long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
         MachineFrameNumber? released = null;
         if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out var frame, out _))
-        {
-            domain.Ept.Unmap(gfn.Address, 1);
-            if (domain.SharedInfoGfn == gpfn)
-                domain.SharedInfoGfn = null;
-            else if (domain.TryReleaseRamFrame(frame))
-                released = frame;
-            rc = 0;
-        }
+            rc = RemoveSlotPage(domain, gfn, frame, out released) ? 0 : XenErrno.ENOMEM.Negated();
 
         FlushEpt(domain);
         if (released is { } page)
@@ -238,12 +231,12 @@ internal static class MemoryOpHypercall
         var machine = domain.Machine;
         if (gpfn > MaxGpfn)
             return XenErrno.EINVAL.Negated();
-        long rc = machine.Grants.GetTableFrame(domain.Grants, idx, out var tableFrame);
+        long rc = machine.Grants.GetTableFrame(domain.Grants, idx, out _);
         if (rc != 0)
             return rc;
         var gfn = new GuestFrameNumber(gpfn);
         MachineFrameNumber? released = null;
-        if (domain.Ept.TryLookup(gfn, out var old, out _) && old != tableFrame && !domain.IsGrantTableFrame(old)
+        if (domain.Ept.TryLookup(gfn, out var old, out _) && !domain.IsGrantTableFrame(old)
             && !machine.Grants.IsGrantMapping(domain.Grants, gfn) && !RemoveSlotPage(domain, gfn, old, out released))
             return XenErrno.ENOMEM.Negated();
 
@@ -255,10 +248,10 @@ internal static class MemoryOpHypercall
     }
 
     /// <summary>
-    /// <c>xenmem_add_to_physmap_one</c>'s removal of the page at a slot another page takes: shared_info, a special page,
-    /// is only unhooked (<c>guest_physmap_remove_page</c>); a RAM page is removed as <c>guest_remove_page</c> does, and
-    /// <paramref name="released"/> is the frame for the caller to free (<see cref="FreeRemovedPage"/>) once the EPT is
-    /// flushed. False, with nothing changed, when the EPT has no frame to split the large page holding the slot.
+    /// The removal of the page at a slot (XENMEM_remove_from_physmap, or <c>xenmem_add_to_physmap_one</c> before another
+    /// page takes the slot): shared_info, a special page, is only unhooked (<c>guest_physmap_remove_page</c>); a RAM page
+    /// is removed as <c>guest_remove_page</c> does, and <paramref name="released"/> is the frame for the caller to free
+    /// (<see cref="FreeRemovedPage"/>) once the EPT is flushed. False, with nothing changed, when the EPT has no frame to split the large page holding the slot.
     /// </summary>
     private static bool RemoveSlotPage(Domain domain, GuestFrameNumber gfn, MachineFrameNumber page, out MachineFrameNumber? released)
     {
