@@ -57,19 +57,9 @@ internal static unsafe class HypercallTable
         var callers = new DomainCallers();
         new EventChannelHypercalls<VirtualCpu>(machine.Events, callers).Register(d);
         d.RegisterSubOp(HypercallNumber.EventChannelOp, (uint)EventChannelOp.Send, &EventPollers.Send);   // + evtchn_check_pollers
-        // A grant mapping changes the grantee's EPT (over a RAM page it replaces a translation a vCPU may hold), so its
-        // vCPUs are flushed after the call, as Xen's p2m code flushes after an update. A page the EPT loses (unmap,
-        // v2 -> v1 status frames) is flushed by the host's FlushTranslations hook before it goes (Machine). The other
-        // calls change no EPT entry: a copy must not make the guest's other vCPUs leave guest execution.
-        var grants = new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers);
-        d.Register(HypercallNumber.GrantTableOp, (ref HypercallCall<VirtualCpu> call) =>
-        {
-            var cmd = (GrantTableOp)(uint)call.Argument(0);
-            long rc = grants.Handle(ref call);
-            if (cmd is GrantTableOp.MapGrantRef or GrantTableOp.UnmapGrantRef or GrantTableOp.SetVersion)
-                MemoryOpHypercall.FlushEpt(call.Caller.Domain);
-            return rc;
-        });
+        // The grant tables flush the vCPUs themselves (Machine's FlushTranslations hook) when a call changes an EPT
+        // entry: a map over a present page, an unmap, v2 -> v1 status frames. A copy changes none and flushes nothing.
+        new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers).Register(d);
         Host.ToolstackHypercalls.Register(d);   // domctl, sysctl and the calls naming another domain (src/Host)
         return d;
     }
