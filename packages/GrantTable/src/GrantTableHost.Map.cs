@@ -162,6 +162,7 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError;
         }
 
+        bool replaces = ld.Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _); // a RAM page a vCPU may have cached
         try
         {
             ld.Ept.Map(new GuestFrameNumber(gfn).Address, frame, 1, readOnly ? EptAccess.Read : EptAccess.Read | EptAccess.Write);
@@ -171,7 +172,12 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError;
         }
 
-        GuestPhysicalMemory.InvalidateSingleContext(_memory, ld.Ept.Pointer); // the slot may have held a RAM page
+        GuestPhysicalMemory.InvalidateSingleContext(_memory, ld.Ept.Pointer);
+        if (replaces)
+        {
+            FlushTranslations?.Invoke(ld); // as Xen's p2m update flushes when it replaces a present entry
+        }
+
         return GrantStatus.Okay;
     }
 

@@ -53,7 +53,9 @@ public sealed unsafe partial class GrantTableHost
     /// INVEPT for every virtual processor of a domain whose EPT lost a page (a grant unmapped, a status frame or a RAM
     /// page removed), called under the host's lock after the EPT change and before the page's reference is dropped or
     /// the page freed, as Xen flushes (<c>gnttab_flush_tlb</c>) before <c>unmap_common_complete</c>'s <c>put_page</c>:
-    /// no processor of the domain can then still reach a page that another domain may be given. The host already
+    /// no processor of the domain can then still reach a page that another domain may be given. Also called after a
+    /// grant mapping replaced a page at its slot. No other grant-table operation changes an EPT entry, so a hypervisor
+    /// that sets this hook needs no flush of its own around the grant-table hypercalls. The host already
     /// invalidates the <see cref="GuestPhysicalMemory"/> caches of that EPT; this is for the processors' own caches
     /// (TLBs, translated code). It must not wait for anything a processor needs to leave guest execution. Null: the
     /// hypervisor flushes after each call returns, and a page whose last reference went is by then already free.

@@ -108,6 +108,31 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void FlushTranslations_runs_after_a_map_replaced_a_page_and_never_for_a_map_into_an_empty_slot_or_a_copy()
+    {
+        // A vCPU may hold the translation of the RAM page a mapping replaces (Xen's p2m update flushes then); an empty
+        // slot has no translation to drop, and a copy changes no EPT entry.
+        var seen = new List<ushort>();
+        _m.Host.FlushTranslations = d => seen.Add(d.Id);
+        GnttabMapGrantRef empty = Map(Grant(5));
+        Assert.Equal(0, empty.Status);
+        var copy = new GnttabCopy
+        {
+            Source = new GnttabCopyPtr { Ref = Grant(6), DomId = 1 },
+            Dest = new GnttabCopyPtr { Gmfn = 3, DomId = Hypercall.DomainId.Self },
+            Len = 64,
+            Flags = (ushort)GrantCopyFlags.SourceGref,
+        };
+        _m.Host.Copy(_back.Grant, ref copy);
+        Assert.Equal(0, copy.Status);
+        Assert.Empty(seen);
+
+        GnttabMapGrantRef overRam = Map(Grant(7), gfn: 4); // the grantee's RAM page 4
+        Assert.Equal(0, overRam.Status);
+        Assert.Equal([(ushort)2], seen);
+    }
+
+    [Fact]
     public void A_writable_map_shares_the_page_and_sets_reading_and_writing()
     {
         _front.RamPage(5).Fill(0x5A);

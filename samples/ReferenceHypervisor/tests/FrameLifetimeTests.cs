@@ -423,6 +423,28 @@ public sealed class FrameLifetimeTests : IDisposable
         UnmapGrant(_guest, handle, 10);
     }
 
+    /// <summary>
+    /// The guest maps a grant over the gfn holding its shared_info, then places shared_info at another gfn. The grant
+    /// replaced shared_info at the slot (guest_physmap_add_entry: the old page's M2P entry goes), so moving shared_info
+    /// must leave the grant mapping where it is (xenmem_add_to_physmap_one removes only the gfn the M2P still gives
+    /// for the shared_info frame), and unmapping the grant later still works.
+    /// </summary>
+    [Fact]
+    public void Moving_shared_info_leaves_a_grant_mapped_over_its_old_slot()
+    {
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.SharedInfo, 0, 10));
+        MemoryMarshal.Write(_machine.Memory.GetFrame(_dom0.Grants.GetSharedFrame(0))[(8 * GrantEntryV1.Size)..],
+            new GrantEntryV1 { Flags = (ushort)GrantEntryFlags.PermitAccess, DomId = GuestId, Frame = 2 });
+        uint handle = MapGrant(_guest, 0, 8, 10);
+        MachineFrameNumber granted = FrameAt(_guest, 10);
+        Assert.NotEqual(_guest.SharedInfoFrame, granted);
+
+        Assert.Equal(0, AddToPhysmap(_guest, XenMapSpace.SharedInfo, 0, 11));
+        Assert.Equal(_guest.SharedInfoFrame, FrameAt(_guest, 11));
+        Assert.Equal(granted, FrameAt(_guest, 10));
+        UnmapGrant(_guest, handle, 10);
+    }
+
     // ---- Stale translations of the other vCPUs (coverage) --------------------------------------------------------
 
     /// <summary>

@@ -124,8 +124,18 @@ internal sealed partial class Domain : IDisposable
     /// <summary>The machine frame of the domain's shared_info page (mapped into the guest by XENMEM_add_to_physmap).</summary>
     public MachineFrameNumber SharedInfoFrame { get; private set; }
 
-    /// <summary>The guest frame shared_info is mapped at, or null before XENMEM_add_to_physmap.</summary>
-    public ulong? SharedInfoGfn { get; set; }
+    /// <summary>
+    /// The guest frame shared_info is mapped at, or null before XENMEM_add_to_physmap and once something else took the
+    /// slot (a grant mapped over it replaces the entry, as Xen's M2P entry of the shared_info frame then goes).
+    /// </summary>
+    public ulong? SharedInfoGfn
+    {
+        get => _sharedInfoGfn is { } gfn && Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out _) && frame == SharedInfoFrame
+            ? gfn : null;
+        set => _sharedInfoGfn = value;
+    }
+
+    private ulong? _sharedInfoGfn;
 
     /// <summary>
     /// True when shared_info has the 32-bit layout: latched from the caller's mode when it sets HVM_PARAM_CALLBACK_IRQ

@@ -57,14 +57,9 @@ internal static unsafe class HypercallTable
         var callers = new DomainCallers();
         new EventChannelHypercalls<VirtualCpu>(machine.Events, callers).Register(d);
         d.RegisterSubOp(HypercallNumber.EventChannelOp, (uint)EventChannelOp.Send, &EventPollers.Send);   // + evtchn_check_pollers
-        // Grant mappings change the grantee's EPT: the vCPUs' cached translations are flushed after every call.
-        var grants = new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers);
-        d.Register(HypercallNumber.GrantTableOp, (ref HypercallCall<VirtualCpu> call) =>
-        {
-            long rc = grants.Handle(ref call);
-            MemoryOpHypercall.FlushEpt(call.Caller.Domain);
-            return rc;
-        });
+        // The grant tables flush the vCPUs themselves (Machine's FlushTranslations hook) when a call changes an EPT
+        // entry: a map over a present page, an unmap, v2 -> v1 status frames. A copy changes none and flushes nothing.
+        new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers).Register(d);
         Host.ToolstackHypercalls.Register(d);   // domctl, sysctl and the calls naming another domain (src/Host)
         return d;
     }
