@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using VmmKit.Ept;
 
 namespace VmmKit.GrantTable;
 
@@ -8,31 +9,32 @@ namespace VmmKit.GrantTable;
 /// two places in guest frames, with <c>memmove</c> semantics because both sides may be the same frame.
 /// </summary>
 /// <remarks>
-/// Below 2 KiB, two places that do not overlap are copied with a loop of 32-byte vector loads and stores (the last 32
-/// bytes stored again from the end when the length is not a multiple of 32), which is faster than
-/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>'s managed copy of those sizes (512-byte operations:
-/// bench/GrantTable.Benchmarks/README.md). From 2 KiB up, <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>
-/// calls the C library's <c>memmove</c>, which on hosts with fast string moves copies with <c>rep movsb</c>, as Xen's
-/// own <c>memcpy</c> does: a vector loop, even one with sixteen loads in flight, measured faster on a page the cache
-/// holds but slower on one it does not once the host's memory is busy (most likely the compare-exchange that claims the
-/// next grant waiting for the loop's stores to drain), and pages the cache does not hold are the usual case for a
-/// backend, so whole pages stay with <c>memmove</c>. Overlapping places, copies under 32 bytes and hosts without
-/// 256-bit vectors (and NativeAOT builds that do not target them) also go to
-/// <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. A guest may write either side while it is copied (a grant
-/// stays the granter's); the result is then some mix of old and new bytes, as with any <c>memcpy</c>.
+/// Two places that do not overlap, from 32 bytes to a page long, are copied with a loop of 32-byte vector loads and
+/// stores: from 2 KiB up, eight loads in flight before their eight stores for each 256 bytes; then, and below 2 KiB
+/// throughout, two at a time; the last 32 bytes stored again from the end when the length is not a multiple of 32.
+/// Xen's own <c>memcpy</c> is <c>rep movsb</c> on hosts with fast string moves, as is the C library's <c>memmove</c>
+/// behind <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>. The loop wins beside what follows every copy here:
+/// the locked instruction that claims or releases the next grant waits for every store before it, and on the
+/// development host (AMD Zen 5) the stores of a <c>rep movsb</c> take longer to drain than the loop's
+/// (bench/GrantTable.Benchmarks/README.md has the figures, and an earlier host where cold pages favoured
+/// <c>rep movsb</c> while its memory was busy). Overlapping places, copies under 32 bytes and hosts without 256-bit
+/// vectors (and NativeAOT builds that do not target them) go to <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/>.
+/// A guest may write either side while it is copied (a grant stays the granter's); the result is then some mix of old
+/// and new bytes, as with any <c>memcpy</c>.
 /// </remarks>
 internal static unsafe class FrameCopy
 {
-    /// <summary>The length from which <see cref="Copy"/> leaves the copy to <c>memmove</c> (CoreLib's own threshold for it on x64).</summary>
-    public const uint VectorLoopEnd = 2048;
+    private const uint Lane = 32;  // bytes per load and store (Vector256)
+    private const uint Step = 256; // bytes per step of eight loads, then eight stores
+    private const uint WideFrom = 2048; // shorter copies measured no faster in steps of eight (bench README)
 
     /// <summary>Copies <paramref name="length"/> bytes (at most a page) from <paramref name="source"/> to <paramref name="destination"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Copy(byte* source, byte* destination, uint length)
     {
-        // 32 <= length < VectorLoopEnd (one unsigned compare), and disjoint: the destination starts at or after the
+        // 32 <= length <= PAGE_SIZE (one unsigned compare), and disjoint: the destination starts at or after the
         // source's end, or ends at or before its start.
-        if (Vector256.IsHardwareAccelerated && length - (uint)Vector256<byte>.Count < VectorLoopEnd - (uint)Vector256<byte>.Count &&
+        if (Vector256.IsHardwareAccelerated && length - Lane <= Page.PageSize - Lane &&
             (nuint)(destination - source) >= length && (nuint)(source - destination) >= length)
         {
             CopyDisjoint(source, destination, length);
@@ -46,17 +48,41 @@ internal static unsafe class FrameCopy
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void CopyDisjoint(byte* source, byte* destination, nuint length)
     {
-        nuint last = length - (nuint)Vector256<byte>.Count;
         nuint i = 0;
-        for (; i + (2 * (nuint)Vector256<byte>.Count) <= length; i += 2 * (nuint)Vector256<byte>.Count)
+        if (length >= WideFrom)
+        {
+            for (; i + Step <= length; i += Step)
+            {
+                byte* s = source + i, d = destination + i;
+                Vector256<byte> a = Vector256.Load(s);
+                Vector256<byte> b = Vector256.Load(s + Lane);
+                Vector256<byte> c = Vector256.Load(s + (2 * Lane));
+                Vector256<byte> e = Vector256.Load(s + (3 * Lane));
+                Vector256<byte> f = Vector256.Load(s + (4 * Lane));
+                Vector256<byte> g = Vector256.Load(s + (5 * Lane));
+                Vector256<byte> h = Vector256.Load(s + (6 * Lane));
+                Vector256<byte> k = Vector256.Load(s + (7 * Lane));
+                a.Store(d);
+                b.Store(d + Lane);
+                c.Store(d + (2 * Lane));
+                e.Store(d + (3 * Lane));
+                f.Store(d + (4 * Lane));
+                g.Store(d + (5 * Lane));
+                h.Store(d + (6 * Lane));
+                k.Store(d + (7 * Lane));
+            }
+        }
+
+        for (; i + (2 * Lane) <= length; i += 2 * Lane)
         {
             Vector256<byte> a = Vector256.Load(source + i);
-            Vector256<byte> b = Vector256.Load(source + i + Vector256<byte>.Count);
+            Vector256<byte> b = Vector256.Load(source + i + Lane);
             a.Store(destination + i);
-            b.Store(destination + i + Vector256<byte>.Count);
+            b.Store(destination + i + Lane);
         }
 
         // Fewer than 64 bytes left: one store more if more than 32 are left, then the last 32 bytes.
+        nuint last = length - Lane;
         if (i < length)
         {
             if (i < last)
