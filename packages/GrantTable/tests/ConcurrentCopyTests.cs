@@ -103,7 +103,8 @@ public sealed class ConcurrentCopyTests : IDisposable
                 }
 
                 break;
-            case 3: // the hypercall: the grant stays claimed between operations, across releases of the lock
+            case 3: // the hypercall: the grant stays claimed from operation to operation (the lock released between
+                    // them when a preemption hook is set)
                 Hypercall(ops);
                 break;
             default: // the hypercall, the page five times over: a call longer than one hold of the lock
