@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -57,20 +58,25 @@ public sealed unsafe partial class GrantTableHost
     }
 
     /// <summary>
-    /// One operation of a batch whose operations arrive one at a time (the hypercall reads each from guest memory):
-    /// the lock is taken per operation and what <paramref name="batch"/> holds stays claimed in between, until
-    /// <see cref="EndCopyBatch"/>, which the caller must reach on every path (Xen releases at the end of the hypercall,
-    /// preempted or not).
+    /// The host's lock, for a batch whose operations arrive one at a time (the hypercall reads each from guest memory
+    /// just before it runs): the caller holds it across one or more <see cref="CopyHeld"/> and calls
+    /// <see cref="HoldAcrossUnlock(ref CopyBatch)"/> before it lets go, and <see cref="EndCopyBatch"/> on every path once
+    /// the batch ends (Xen releases at the end of the hypercall, preempted or not).
     /// </summary>
-    internal void CopyInBatch(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch)
+    internal object CopyLock => _lock;
+
+    /// <summary>One operation of such a batch, with <see cref="CopyLock"/> held; what <paramref name="batch"/> holds stays claimed.</summary>
+    internal void CopyHeld(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch)
     {
-        CheckCaller(caller);
-        lock (_lock)
-        {
-            op.Status = (short)CopyOne(caller, in op, ref batch);
-            HoldAcrossUnlock(ref batch.Src);
-            HoldAcrossUnlock(ref batch.Dst);
-        }
+        Debug.Assert(Monitor.IsEntered(_lock), "CopyHeld runs under CopyLock");
+        op.Status = (short)CopyOne(caller, in op, ref batch);
+    }
+
+    /// <summary>Before <see cref="CopyLock"/> is released with <paramref name="batch"/> still holding its claims.</summary>
+    internal void HoldAcrossUnlock(ref CopyBatch batch)
+    {
+        HoldAcrossUnlock(ref batch.Src);
+        HoldAcrossUnlock(ref batch.Dst);
     }
 
     // acquire_grant_for_copy's get_page, for a claim that outlives the lock: the claimed grant's frame gets a reference,
@@ -86,7 +92,34 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
-    /// <summary>Releases what a batch run with <see cref="CopyInBatch"/> still holds.</summary>
+    /// <summary>
+    /// Runs <paramref name="ops"/> of a batch under one hold of the lock (the compat hypercall's translated chunk),
+    /// keeping what <paramref name="batch"/> holds claimed past it; returns how many operations succeeded.
+    /// </summary>
+    internal int CopyHeldRun(GrantDomain caller, Span<GnttabCopy> ops, ref CopyBatch batch)
+    {
+        int okay = 0;
+        lock (_lock)
+        {
+            try
+            {
+                for (int i = 0; i < ops.Length; i++)
+                {
+                    ref GnttabCopy op = ref ops[i];
+                    op.Status = (short)CopyOne(caller, in op, ref batch);
+                    okay += op.Status == 0 ? 1 : 0;
+                }
+            }
+            finally
+            {
+                HoldAcrossUnlock(ref batch);
+            }
+        }
+
+        return okay;
+    }
+
+    /// <summary>Releases what a batch run with <see cref="CopyHeld"/> or <see cref="CopyHeldRun"/> still holds.</summary>
     internal void EndCopyBatch(ref CopyBatch batch)
     {
         if (batch.Src.Domain is null && batch.Dst.Domain is null)

@@ -216,7 +216,7 @@ public sealed unsafe partial class GrantTableHost
     private GrantDomain? LookupByAnyId(GrantDomain caller, ushort domid) =>
         domid == DomainId.Self ? caller : LookupById(domid);
 
-    private void CheckCaller(GrantDomain caller)
+    internal void CheckCaller(GrantDomain caller)
     {
         ArgumentNullException.ThrowIfNull(caller);
         if (!ReferenceEquals(caller.Host, this))

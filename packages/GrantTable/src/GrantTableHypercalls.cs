@@ -17,6 +17,15 @@ namespace VmmKit.GrantTable;
 /// <c>count</c> reduced, like Xen's <c>hypercall_create_continuation(__HYPERVISOR_grant_table_op, "ihi", ...)</c>.
 /// As Xen's <c>compat_grant_table_op</c>, a 32-bit caller's copies are read in chunks of 204 (what the 8 KiB
 /// translation area holds) before any of a chunk runs, and its setup_table is limited to 1021 frames.
+/// <para>
+/// With no preemption hook on the dispatcher, a <c>GNTTABOP_copy</c> call holds the <see cref="GrantTableHost"/>'s lock
+/// across up to 16 operations, reading each from guest memory just before it runs and writing its status just after
+/// through the call's <see cref="IGuestVirtualMemory"/>, so a call of whole pages takes the lock once rather than once
+/// per operation. That memory view must then not wait for a thread that is calling into the same
+/// <see cref="GrantTableHost"/> (VmmKit.Hypercall's <see cref="GuestLinearMemory"/> and
+/// <see cref="PagingDisabledGuestMemory"/> take no lock). With a hook, the lock is released before every check, which
+/// runs as in Xen between operations.
+/// </para>
 /// </remarks>
 /// <typeparam name="TCaller">The hypervisor's type for the calling vCPU or domain.</typeparam>
 public sealed class GrantTableHypercalls<TCaller>
@@ -30,6 +39,13 @@ public sealed class GrantTableHypercalls<TCaller>
     // = (8192 - 24) / 8 = 1021 frames.
     private const int CompatXlatSize = 8192;
     private const int CompatCopyChunk = CompatXlatSize / 40;
+
+    // GNTTABOP_copy operations run under one hold of the host's lock when no preemption hook runs between them: a call
+    // of whole pages then takes the lock once, not once per operation, and other vCPUs' grant operations and frees
+    // wait at most this many copies (a few microseconds).
+    private const uint CopyOpsPerHold = 16;
+
+    private const int NativeCopySize = 40; // sizeof(struct gnttab_copy), 64-bit
     private const int CompatSetupTableFrames = (CompatXlatSize - 24) / sizeof(ulong);
     private readonly GrantTableHost _host;
     private readonly IGrantTableCallerResolver<TCaller> _resolver;
@@ -163,25 +179,88 @@ public sealed class GrantTableHypercalls<TCaller>
             static (GrantTableHost h, GrantDomain caller, ref GnttabUnmapGrantRef op, ref byte _) => h.UnmapGrantRef(caller, ref op), ref none);
     }
 
-    // gnttab_copy: what one operation claimed stays claimed for the next ones until the call ends, however it ends.
+    // gnttab_copy: each operation read from guest memory just before it runs and its status written back just after,
+    // a preemption check between operations; what one operation claimed stays claimed for the next ones until the call
+    // ends, however it ends. The host's lock is held across up to CopyOpsPerHold operations, their reads and status
+    // writes included (the call's IGuestVirtualMemory then runs under it), or across one when the dispatcher has a
+    // preemption hook, which runs with the lock released: the hook may wait for anything.
     private long Copy(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
-        const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
+        _host.CheckCaller(d);
+        uint perHold = call.Dispatcher.PreemptCheck is null ? CopyOpsPerHold : 1;
         var batch = default(GrantTableHost.CopyBatch);
         try
         {
-            return Batch(ref call, d, cmd, uop, count, 1, statusOffset, sizeof(short),
-                static (GrantTableHost h, GrantDomain caller, ref GnttabCopy op, ref GrantTableHost.CopyBatch b) =>
+            uint i = 0;
+            while (i < count)
+            {
+                if (i != 0 && call.PreemptCheck())
                 {
-                    h.CopyInBatch(caller, ref op, ref b);
-                    GrantTableMetrics.RecordCopy(op.Status);
-                },
-                ref batch);
+                    return Continue(ref call, cmd, uop, i, NativeCopySize, count);
+                }
+
+                long rc = CopyHold(ref call, d, uop, ref i, Math.Min(count, i + perHold), ref batch);
+                if (rc != 0)
+                {
+                    return rc;
+                }
+            }
+
+            return 0;
         }
         finally
         {
             _host.EndCopyBatch(ref batch);
         }
+    }
+
+    // Operations i to end - 1 of a native GNTTABOP_copy under one hold of the host's lock; i ends at the first
+    // operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be written
+    // (it has run): no later operation runs.
+    private long CopyHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end, ref GrantTableHost.CopyBatch batch)
+    {
+        const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
+        long rc = 0;
+        int okay = 0, errors = 0;
+        lock (_host.CopyLock)
+        {
+            try
+            {
+                for (; i < end; i++)
+                {
+                    ulong at = uop + ((ulong)i * NativeCopySize);
+                    if (!call.TryCopyFromGuest(at, out GnttabCopy op))
+                    {
+                        rc = XenErrno.EFAULT.Negated();
+                        break;
+                    }
+
+                    _host.CopyHeld(d, ref op, ref batch);
+                    if (op.Status == 0)
+                    {
+                        okay++;
+                    }
+                    else
+                    {
+                        errors++;
+                    }
+
+                    if (!call.TryCopyToGuest(at + statusOffset, op.Status))
+                    {
+                        i++;
+                        rc = XenErrno.EFAULT.Negated();
+                        break;
+                    }
+                }
+            }
+            finally
+            {
+                _host.HoldAcrossUnlock(ref batch);
+            }
+        }
+
+        GrantTableMetrics.RecordCopies(okay, errors); // outside the lock: a listener may take its own
+        return rc;
     }
 
     // compat_grant_table_op, GNTTABOP_copy: a chunk of operations (as many native ones as the translation area holds)
@@ -237,22 +316,28 @@ public sealed class GrantTableHypercalls<TCaller>
     }
 
     // gnttab_copy on a translated chunk: a preemption check between operations (none before the first), what one
-    // operation claimed kept for the next ones and released when it returns, however it returns. Returns how many
+    // operation claimed kept for the next ones and released when it returns, however it returns; the lock held across
+    // up to CopyOpsPerHold operations, or one when a preemption hook must run between them. Returns how many
     // operations ran.
     private int CopyChunk(ref HypercallCall<TCaller> call, GrantDomain d, scoped Span<GnttabCopy> ops)
     {
+        _host.CheckCaller(d);
+        int perHold = call.Dispatcher.PreemptCheck is null ? (int)CopyOpsPerHold : 1;
         var batch = default(GrantTableHost.CopyBatch);
         try
         {
-            for (int j = 0; j < ops.Length; j++)
+            int j = 0;
+            while (j < ops.Length)
             {
                 if (j != 0 && call.PreemptCheck())
                 {
                     return j;
                 }
 
-                _host.CopyInBatch(d, ref ops[j], ref batch);
-                GrantTableMetrics.RecordCopy(ops[j].Status);
+                int n = Math.Min(ops.Length - j, perHold);
+                int okay = _host.CopyHeldRun(d, ops.Slice(j, n), ref batch);
+                GrantTableMetrics.RecordCopies(okay, n - okay);
+                j += n;
             }
 
             return ops.Length;

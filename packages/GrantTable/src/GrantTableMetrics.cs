@@ -24,12 +24,17 @@ public static class GrantTableMetrics
     private static readonly Counter<long> CopyCounter = Meter.CreateCounter<long>(Copies, "{entry}", "Grant copy entries processed, by status");
     private static readonly Counter<long> MapCounter = Meter.CreateCounter<long>(Maps, "{entry}", "Grant map entries processed, by status");
 
-    /// <summary>Records one copy entry that ended with <paramref name="status"/> (a GNTST_* value).</summary>
+    /// <summary>Records <paramref name="okay"/> copy entries that ended with GNTST_okay and <paramref name="errors"/> that did not.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void RecordCopy(short status)
+    internal static void RecordCopies(int okay, int errors)
     {
         if (CopyCounter.Enabled)
-            CopyCounter.Add(1, new KeyValuePair<string, object?>("status", status == 0 ? "okay" : "error"));
+        {
+            if (okay != 0)
+                CopyCounter.Add(okay, new KeyValuePair<string, object?>("status", "okay"));
+            if (errors != 0)
+                CopyCounter.Add(errors, new KeyValuePair<string, object?>("status", "error"));
+        }
     }
 
     /// <summary>Records one map entry that ended with <paramref name="status"/> (a GNTST_* value).</summary>

@@ -11,8 +11,8 @@ namespace VmmKit.GrantTable.Tests;
 /// access succeeded or after the granter's destruction), and a copy that fails must not have written anything.
 /// Every call shape is used: single operations, batches holding a grant across operations, batches whose operations
 /// alternate between the grant and the caller's own frames (the grant is released and claimed again between them),
-/// and batches run by the hypercall (which drops the lock between operations
-/// while the batch keeps its grants claimed).
+/// and batches run by the hypercall (which drops the lock between operations when a preemption hook is set, and
+/// otherwise between holds of up to 16 operations, while the batch keeps its grants claimed).
 /// </summary>
 public sealed class ConcurrentCopyTests : IDisposable
 {
@@ -23,6 +23,8 @@ public sealed class ConcurrentCopyTests : IDisposable
     private const ulong Buffer = 20UL << 12; // the backend's guest-physical buffer for the hypercall's operations
     private const int OpSize = 40;           // sizeof(struct gnttab_copy), 64-bit
     private const int Rounds = 200;          // grant, copy concurrently, end access, reuse the page
+    private const int Repeats = 5;           // the longest call shape copies the page five times (40 operations)
+    private const int Shapes = 5;            // the call shapes of CopyAndCheck
 
     private readonly TestMachine _m = new();
     private readonly TestDomain _front;
@@ -101,15 +103,32 @@ public sealed class ConcurrentCopyTests : IDisposable
                 }
 
                 break;
-            default: // the hypercall: the lock is taken per operation, the grant stays claimed in between
-                Assert.True(_back.TryWrite(Buffer, MemoryMarshal.AsBytes(ops)));
-                HypercallArguments args = default;
-                args[0] = (ulong)GrantTableOp.Copy;
-                args[1] = Buffer;
-                args[2] = Pieces;
-                HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _back.Virtual, args);
-                Assert.Equal(0, _dispatcher.Invoke(ref call));
-                Assert.True(_back.TryRead(Buffer, MemoryMarshal.AsBytes(ops)));
+            case 3: // the hypercall: the grant stays claimed from operation to operation (the lock released between
+                    // them when a preemption hook is set)
+                Hypercall(ops);
+                break;
+            default: // the hypercall, the page five times over: a call longer than one hold of the lock
+                Span<GnttabCopy> repeated = stackalloc GnttabCopy[Repeats * Pieces];
+                for (int i = 0; i < repeated.Length; i++)
+                {
+                    repeated[i] = ops[i % Pieces];
+                }
+
+                Hypercall(repeated);
+                for (int i = 0; i < Pieces; i++)
+                {
+                    // A piece is copied if any of its operations reported okay; all of them must then have copied the
+                    // granted bytes, and a piece none of them copied must be untouched (checked below).
+                    ops[i].Status = (short)GrantStatus.GeneralError;
+                    for (int r = 0; r < Repeats; r++)
+                    {
+                        if (repeated[(r * Pieces) + i].Status == (short)GrantStatus.Okay)
+                        {
+                            ops[i].Status = (short)GrantStatus.Okay;
+                        }
+                    }
+                }
+
                 break;
         }
 
@@ -129,6 +148,19 @@ public sealed class ConcurrentCopyTests : IDisposable
         }
 
         return okay;
+    }
+
+    // GNTTABOP_copy through the hypercall on the operations, in the backend's memory; the statuses are read back.
+    private void Hypercall(Span<GnttabCopy> ops)
+    {
+        Assert.True(_back.TryWrite(Buffer, MemoryMarshal.AsBytes(ops)));
+        HypercallArguments args = default;
+        args[0] = (ulong)GrantTableOp.Copy;
+        args[1] = Buffer;
+        args[2] = (ulong)ops.Length;
+        HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _back.Virtual, args);
+        Assert.Equal(0, _dispatcher.Invoke(ref call));
+        Assert.True(_back.TryRead(Buffer, MemoryMarshal.AsBytes(ops)));
     }
 
     // Waits until the copier finished `count` more calls (or failed): the race is exercised however the threads are scheduled.
@@ -159,7 +191,7 @@ public sealed class ConcurrentCopyTests : IDisposable
         {
             try
             {
-                for (int shape = 0; !Volatile.Read(ref done); shape = (shape + 1) % 4)
+                for (int shape = 0; !Volatile.Read(ref done); shape = (shape + 1) % Shapes)
                 {
                     long gref = Volatile.Read(ref currentGref);
                     if (gref < 0)
@@ -214,16 +246,23 @@ public sealed class ConcurrentCopyTests : IDisposable
         Assert.True(copied > 0, "no copy succeeded: the race was not exercised");
     }
 
-    [Fact]
-    public void Copies_racing_with_the_granters_death_fail_cleanly_once_it_is_destroyed()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Copies_racing_with_the_granters_death_fail_cleanly_once_it_is_destroyed(bool preemptionHook)
     {
-        // Each round a new granter (d3) grants its page 5 and dies while the backend copies from it. The hypercall
-        // spins between operations, so deaths land while a batch holds the grant claimed with the lock released.
-        _dispatcher.PreemptCheck = _ =>
+        // Each round a new granter (d3) grants its page 5 and dies while the backend copies from it. With a preemption
+        // hook the hypercall spins in it between operations, so deaths land while a batch holds the grant claimed with
+        // the lock released; without one, between the holds of the lock of a call longer than one hold.
+        if (preemptionHook)
         {
-            Thread.SpinWait(100);
-            return false;
-        };
+            _dispatcher.PreemptCheck = _ =>
+            {
+                Thread.SpinWait(100);
+                return false;
+            };
+        }
+
         long current = -1;    // round << 32 | gref of the live granter (domain 3 + round); -1 between rounds
         int killedRound = -1; // the last round whose granter is destroyed and its frames freed
         bool done = false;
@@ -244,7 +283,7 @@ public sealed class ConcurrentCopyTests : IDisposable
 
                     int round = (int)(c >> 32);
                     bool dead = Volatile.Read(ref killedRound) >= round;
-                    int okay = CopyAndCheck((uint)c, call % 4, granter: (ushort)(3 + round));
+                    int okay = CopyAndCheck((uint)c, call % Shapes, granter: (ushort)(3 + round));
                     if (dead)
                     {
                         okayAfterDeath += okay;
