@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 
@@ -20,11 +19,9 @@ public sealed class ConcurrentCopyTests : IDisposable
     private const byte Reused = 0xEE;    // what the granter writes once access has ended
     private const byte Untouched = 0x11; // what a destination holds before a copy
     private const int Pieces = 8;        // a batch copies the page in eight 512-byte operations
-    private const ulong Buffer = 20UL << 12; // the backend's guest-physical buffer for the hypercall's operations
-    private const int OpSize = 40;           // sizeof(struct gnttab_copy), 64-bit
-    private const int Rounds = 200;          // grant, copy concurrently, end access, reuse the page
-    private const int Repeats = 5;           // the longest call shape copies the page five times (40 operations)
-    private const int Shapes = 5;            // the call shapes of CopyAndCheck
+    private const int Rounds = 200;      // grant, copy concurrently, end access, reuse the page
+    private const int Repeats = 5;       // the longest call shape copies the page five times (40 operations)
+    private const int Shapes = 5;        // the call shapes of CopyAndCheck
 
     private readonly TestMachine _m = new();
     private readonly TestDomain _front;
@@ -105,7 +102,7 @@ public sealed class ConcurrentCopyTests : IDisposable
                 break;
             case 3: // the hypercall: the grant stays claimed from operation to operation (the lock released between
                     // them when a preemption hook is set)
-                Hypercall(ops);
+                CopyHypercall.Invoke(_dispatcher, _back, ops);
                 break;
             default: // the hypercall, the page five times over: a call longer than one hold of the lock
                 Span<GnttabCopy> repeated = stackalloc GnttabCopy[Repeats * Pieces];
@@ -114,7 +111,7 @@ public sealed class ConcurrentCopyTests : IDisposable
                     repeated[i] = ops[i % Pieces];
                 }
 
-                Hypercall(repeated);
+                CopyHypercall.Invoke(_dispatcher, _back, repeated);
                 for (int i = 0; i < Pieces; i++)
                 {
                     // A piece is copied if any of its operations reported okay; all of them must then have copied the
@@ -148,19 +145,6 @@ public sealed class ConcurrentCopyTests : IDisposable
         }
 
         return okay;
-    }
-
-    // GNTTABOP_copy through the hypercall on the operations, in the backend's memory; the statuses are read back.
-    private void Hypercall(Span<GnttabCopy> ops)
-    {
-        Assert.True(_back.TryWrite(Buffer, MemoryMarshal.AsBytes(ops)));
-        HypercallArguments args = default;
-        args[0] = (ulong)GrantTableOp.Copy;
-        args[1] = Buffer;
-        args[2] = (ulong)ops.Length;
-        HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _back.Virtual, args);
-        Assert.Equal(0, _dispatcher.Invoke(ref call));
-        Assert.True(_back.TryRead(Buffer, MemoryMarshal.AsBytes(ops)));
     }
 
     // Waits until the copier finished `count` more calls (or failed): the race is exercised however the threads are scheduled.

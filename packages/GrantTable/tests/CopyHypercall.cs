@@ -23,32 +23,37 @@ internal static class CopyHypercall
     /// </summary>
     public static short[] Run(HypercallDispatcher<TestDomain> dispatcher, TestDomain caller, GnttabCopy[] ops, Action<int> between)
     {
-        for (int i = 0; i < ops.Length; i++)
-        {
-            Assert.True(caller.TryWrite(Buffer + (ulong)(i * OpSize), MemoryMarshal.AsBytes(new ReadOnlySpan<GnttabCopy>(in ops[i]))));
-        }
-
         int next = 1;
         dispatcher.PreemptCheck = _ =>
         {
             between(next++);
             return false;
         };
+        GnttabCopy[] ran = [.. ops];
+        Invoke(dispatcher, caller, ran);
+        dispatcher.PreemptCheck = null;
+        var statuses = new short[ran.Length];
+        for (int i = 0; i < ran.Length; i++)
+        {
+            statuses[i] = ran[i].Status;
+        }
+
+        return statuses;
+    }
+
+    /// <summary>
+    /// Writes <paramref name="ops"/> into <paramref name="caller"/>'s memory, makes the call with the dispatcher's
+    /// preemption hook as it is (the call must return 0) and reads the operations back, statuses included.
+    /// </summary>
+    public static void Invoke(HypercallDispatcher<TestDomain> dispatcher, TestDomain caller, Span<GnttabCopy> ops)
+    {
+        Assert.True(caller.TryWrite(Buffer, MemoryMarshal.AsBytes(ops)));
         HypercallArguments args = default;
         args[0] = (ulong)GrantTableOp.Copy;
         args[1] = Buffer;
         args[2] = (ulong)ops.Length;
         HypercallCall<TestDomain> call = dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, caller.Virtual, args);
         Assert.Equal(0, dispatcher.Invoke(ref call));
-        dispatcher.PreemptCheck = null;
-        var statuses = new short[ops.Length];
-        for (int i = 0; i < ops.Length; i++)
-        {
-            GnttabCopy op = default;
-            Assert.True(caller.TryRead(Buffer + (ulong)(i * OpSize), MemoryMarshal.AsBytes(new Span<GnttabCopy>(ref op))));
-            statuses[i] = op.Status;
-        }
-
-        return statuses;
+        Assert.True(caller.TryRead(Buffer, MemoryMarshal.AsBytes(ops)));
     }
 }
