@@ -94,9 +94,10 @@ public sealed unsafe partial class GrantTableHost
 
     /// <summary>
     /// Runs <paramref name="ops"/> of a batch under one hold of the lock (the compat hypercall's translated chunk),
-    /// keeping what <paramref name="batch"/> holds claimed past it; returns how many operations succeeded.
+    /// keeping what <paramref name="batch"/> holds claimed past it, or releasing it when <paramref name="endsBatch"/>;
+    /// returns how many operations succeeded.
     /// </summary>
-    internal int CopyHeldRun(GrantDomain caller, Span<GnttabCopy> ops, ref CopyBatch batch)
+    internal int CopyHeldRun(GrantDomain caller, Span<GnttabCopy> ops, ref CopyBatch batch, bool endsBatch)
     {
         int okay = 0;
         lock (_lock)
@@ -112,11 +113,28 @@ public sealed unsafe partial class GrantTableHost
             }
             finally
             {
-                HoldAcrossUnlock(ref batch);
+                if (endsBatch)
+                {
+                    ReleaseBatch(ref batch);
+                }
+                else
+                {
+                    HoldAcrossUnlock(ref batch);
+                }
             }
         }
 
         return okay;
+    }
+
+    /// <summary>
+    /// Releases what a batch run with <see cref="CopyHeld"/> holds, with <see cref="CopyLock"/> held: the hold that
+    /// ends the batch, instead of <see cref="HoldAcrossUnlock(ref CopyBatch)"/> and then <see cref="EndCopyBatch"/>.
+    /// </summary>
+    internal void EndCopyBatchHeld(ref CopyBatch batch)
+    {
+        Debug.Assert(Monitor.IsEntered(_lock), "EndCopyBatchHeld runs under CopyLock");
+        ReleaseBatch(ref batch);
     }
 
     /// <summary>Releases what a batch run with <see cref="CopyHeld"/> or <see cref="CopyHeldRun"/> still holds.</summary>
