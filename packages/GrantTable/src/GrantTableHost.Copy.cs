@@ -63,12 +63,12 @@ public sealed unsafe partial class GrantTableHost
     /// <see cref="HoldAcrossUnlock(ref CopyBatch)"/> before it lets go, and <see cref="EndCopyBatch"/> on every path once
     /// the batch ends (Xen releases at the end of the hypercall, preempted or not).
     /// </summary>
-    internal object CopyLock => _lock;
+    internal Lock CopyLock => _lock;
 
     /// <summary>One operation of such a batch, with <see cref="CopyLock"/> held; what <paramref name="batch"/> holds stays claimed.</summary>
     internal void CopyHeld(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch)
     {
-        Debug.Assert(Monitor.IsEntered(_lock), "CopyHeld runs under CopyLock");
+        Debug.Assert(_lock.IsHeldByCurrentThread, "CopyHeld runs under CopyLock");
         op.Status = (short)CopyOne(caller, in op, ref batch);
     }
 
@@ -133,7 +133,7 @@ public sealed unsafe partial class GrantTableHost
     /// </summary>
     internal void EndCopyBatchHeld(ref CopyBatch batch)
     {
-        Debug.Assert(Monitor.IsEntered(_lock), "EndCopyBatchHeld runs under CopyLock");
+        Debug.Assert(_lock.IsHeldByCurrentThread, "EndCopyBatchHeld runs under CopyLock");
         ReleaseBatch(ref batch);
     }
 
