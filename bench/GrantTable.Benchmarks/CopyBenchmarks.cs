@@ -23,7 +23,7 @@ public unsafe class CopyBenchmarks
     private byte*[] _src = null!;
     private byte*[] _dst = null!;
     private int _next;
-    private readonly object _floorLock = new(); // the same kind of lock as GrantTableHost's
+    private readonly Lock _floorLock = new(); // the same kind of lock as GrantTableHost's
     private uint[] _floorEntries = null!;
     private HypercallDispatcher<GrantDomain> _dispatcher = null!;
     private GuestPhysicalMemory _backPhysical = null!;

@@ -23,11 +23,11 @@ public sealed class FrameReferences
     private const int PendingFree = 1 << 31;
     private const int CountMask = ~PendingFree;
 
-    private readonly object _lock = new();
+    private readonly Lock _lock = new();
     private readonly int[] _counts;
     private int _pendingFreeCount;
     private long _epoch;
-    private object? _hostLock; // the lock of the GrantTableHost using these counts: a free waits for its copies
+    private Lock? _hostLock; // the lock of the GrantTableHost using these counts: a free waits for its copies
 
     /// <summary>Creates the counts for <paramref name="memory"/>.</summary>
     /// <param name="memory">The machine memory whose frames are counted.</param>
@@ -54,7 +54,7 @@ public sealed class FrameReferences
     public int PendingFreeCount => Volatile.Read(ref _pendingFreeCount);
 
     // Every change is made under this lock: the host's once attached (it changes the counts under it), else our own.
-    private object SyncRoot => Volatile.Read(ref _hostLock) ?? _lock;
+    private Lock SyncRoot => Volatile.Read(ref _hostLock) ?? _lock;
 
     /// <summary>Takes a reference on an allocated frame.</summary>
     /// <param name="frame">An allocated frame that is not waiting to be freed.</param>
@@ -160,7 +160,7 @@ public sealed class FrameReferences
     }
 
     /// <summary>Ties these counts to the one <see cref="GrantTableHost"/> that uses them (its constructor calls this).</summary>
-    internal void AttachHost(object hostLock)
+    internal void AttachHost(Lock hostLock)
     {
         lock (_lock)
         {

@@ -63,12 +63,12 @@ public sealed unsafe partial class GrantTableHost
     /// <see cref="HoldAcrossUnlock(ref CopyBatch)"/> before it lets go, and <see cref="EndCopyBatch"/> on every path once
     /// the batch ends (Xen releases at the end of the hypercall, preempted or not).
     /// </summary>
-    internal object CopyLock => _lock;
+    internal Lock CopyLock => _lock;
 
     /// <summary>One operation of such a batch, with <see cref="CopyLock"/> held; what <paramref name="batch"/> holds stays claimed.</summary>
     internal void CopyHeld(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch)
     {
-        Debug.Assert(Monitor.IsEntered(_lock), "CopyHeld runs under CopyLock");
+        Debug.Assert(_lock.IsHeldByCurrentThread, "CopyHeld runs under CopyLock");
         op.Status = (short)CopyOne(caller, in op, ref batch);
     }
 
@@ -94,9 +94,10 @@ public sealed unsafe partial class GrantTableHost
 
     /// <summary>
     /// Runs <paramref name="ops"/> of a batch under one hold of the lock (the compat hypercall's translated chunk),
-    /// keeping what <paramref name="batch"/> holds claimed past it; returns how many operations succeeded.
+    /// keeping what <paramref name="batch"/> holds claimed past it, or releasing it when <paramref name="endsBatch"/>;
+    /// returns how many operations succeeded.
     /// </summary>
-    internal int CopyHeldRun(GrantDomain caller, Span<GnttabCopy> ops, ref CopyBatch batch)
+    internal int CopyHeldRun(GrantDomain caller, Span<GnttabCopy> ops, ref CopyBatch batch, bool endsBatch)
     {
         int okay = 0;
         lock (_lock)
@@ -112,11 +113,28 @@ public sealed unsafe partial class GrantTableHost
             }
             finally
             {
-                HoldAcrossUnlock(ref batch);
+                if (endsBatch)
+                {
+                    ReleaseBatch(ref batch);
+                }
+                else
+                {
+                    HoldAcrossUnlock(ref batch);
+                }
             }
         }
 
         return okay;
+    }
+
+    /// <summary>
+    /// Releases what a batch run with <see cref="CopyHeld"/> holds, with <see cref="CopyLock"/> held: the hold that
+    /// ends the batch, instead of <see cref="HoldAcrossUnlock(ref CopyBatch)"/> and then <see cref="EndCopyBatch"/>.
+    /// </summary>
+    internal void EndCopyBatchHeld(ref CopyBatch batch)
+    {
+        Debug.Assert(_lock.IsHeldByCurrentThread, "EndCopyBatchHeld runs under CopyLock");
+        ReleaseBatch(ref batch);
     }
 
     /// <summary>Releases what a batch run with <see cref="CopyHeld"/> or <see cref="CopyHeldRun"/> still holds.</summary>

@@ -24,7 +24,7 @@ namespace VmmKit.GrantTable;
 /// </remarks>
 public sealed unsafe partial class GrantTableHost
 {
-    private readonly object _lock = new();
+    private readonly Lock _lock = new();
     private readonly Dictionary<ushort, GrantDomain> _domains = [];
     private readonly MachineMemory _memory;
     private readonly byte* _ram; // machine frame 0's bytes: frames the host validated (table frames, resolved frames) are _ram + mfn * 4 KiB

@@ -199,7 +199,7 @@ public sealed class GrantTableHypercalls<TCaller>
                     return Continue(ref call, cmd, uop, i, NativeCopySize, count);
                 }
 
-                long rc = CopyHold(ref call, d, uop, ref i, Math.Min(count, i + perHold), ref batch);
+                long rc = CopyHold(ref call, d, uop, ref i, Math.Min(count, i + perHold), count, ref batch);
                 if (rc != 0)
                 {
                     return rc;
@@ -216,8 +216,10 @@ public sealed class GrantTableHypercalls<TCaller>
 
     // Operations i to end - 1 of a native GNTTABOP_copy under one hold of the host's lock; i ends at the first
     // operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be written
-    // (it has run): no later operation runs.
-    private long CopyHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end, ref GrantTableHost.CopyBatch batch)
+    // (it has run): no later operation runs. A hold that ends the call (its last operation ran, or a fault stops it)
+    // releases what the batch holds before it lets go of the lock, rather than keeping it for EndCopyBatch to release
+    // under the lock once more.
+    private long CopyHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end, uint count, ref GrantTableHost.CopyBatch batch)
     {
         const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
         long rc = 0;
@@ -255,7 +257,14 @@ public sealed class GrantTableHypercalls<TCaller>
             }
             finally
             {
-                _host.HoldAcrossUnlock(ref batch);
+                if (i == count || rc != 0)
+                {
+                    _host.EndCopyBatchHeld(ref batch);
+                }
+                else
+                {
+                    _host.HoldAcrossUnlock(ref batch);
+                }
             }
         }
 
@@ -335,7 +344,7 @@ public sealed class GrantTableHypercalls<TCaller>
                 }
 
                 int n = Math.Min(ops.Length - j, perHold);
-                int okay = _host.CopyHeldRun(d, ops.Slice(j, n), ref batch);
+                int okay = _host.CopyHeldRun(d, ops.Slice(j, n), ref batch, endsBatch: j + n == ops.Length);
                 GrantTableMetrics.RecordCopies(okay, n - okay);
                 j += n;
             }

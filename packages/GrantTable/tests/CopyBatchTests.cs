@@ -503,7 +503,7 @@ public sealed unsafe class CopyBatchTests : IDisposable
         MachineFrameNumber frame = _front.Ram[5];
         var batch = default(GrantTableHost.CopyBatch);
         GnttabCopy held = FromGrant(a, 3);
-        Assert.Equal(1, _m.Host.CopyHeldRun(_back.Grant, new Span<GnttabCopy>(ref held), ref batch));
+        Assert.Equal(1, _m.Host.CopyHeldRun(_back.Grant, new Span<GnttabCopy>(ref held), ref batch, endsBatch: false));
         Assert.Equal(0, held.Status);
 
         FreeGranterFrame(5);

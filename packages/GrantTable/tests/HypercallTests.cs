@@ -246,6 +246,76 @@ public sealed class HypercallTests : IDisposable
         Assert.Equal((short)99, Get<GnttabCopy>(_back, Buffer).Status);
     }
 
+    // However a copy call ends, nothing it claimed stays claimed: one hold of the host's lock or several (a hold runs
+    // up to 16 operations), the last hold ending on a boundary or not, a status that cannot be written stopping the
+    // call. Every operation copies from the same grant, so the claim lasts across holds; after the call the grant is
+    // unpinned with GTF_reading clear, and no frame reference is left: the granter's free of the frame completes at once.
+    [Theory]
+    [InlineData(HypercallAbi.Native64, 1, false)]
+    [InlineData(HypercallAbi.Native64, 16, false)]
+    [InlineData(HypercallAbi.Native64, 17, false)]
+    [InlineData(HypercallAbi.Native64, 33, false)]
+    [InlineData(HypercallAbi.Native64, 20, true)]
+    [InlineData(HypercallAbi.Native64, 17, true)]
+    [InlineData(HypercallAbi.Compat32, 1, false)]
+    [InlineData(HypercallAbi.Compat32, 17, false)]
+    [InlineData(HypercallAbi.Compat32, 20, true)]
+    public void A_copy_call_leaves_no_claim_and_no_frame_reference_however_it_ends(HypercallAbi abi, int count, bool statusFault)
+    {
+        Assert.True(_share.TryGrantForeignAccess(2, 5, readOnly: true, out uint gref));
+        _front.RamPage(5).Fill(0x5A);
+        int size = abi == HypercallAbi.Native64 ? 40 : System.Runtime.CompilerServices.Unsafe.SizeOf<CompatGnttabCopy>(); // 24 bytes, compat
+
+        // The 17th operation starts the next page; with statusFault that page is read-only, so its status cannot be
+        // written back.
+        ulong uop = Buffer + 4096 - (16UL * (ulong)size);
+        for (int i = 0; i < count; i++)
+        {
+            ulong at = uop + ((ulong)i * (ulong)size);
+            if (abi == HypercallAbi.Native64)
+            {
+                Put(_back, at, new GnttabCopy
+                {
+                    Source = new() { Ref = gref, DomId = 1, Offset = (ushort)(i * 8) },
+                    Dest = new() { Gmfn = 12, DomId = DomainId.Self, Offset = (ushort)(i * 8) },
+                    Len = 8,
+                    Flags = (ushort)GrantCopyFlags.SourceGref,
+                    Status = 99,
+                });
+            }
+            else
+            {
+                Put(_back, at, new CompatGnttabCopy
+                {
+                    Source = new() { Ref = gref, DomId = 1, Offset = (ushort)(i * 8) },
+                    Dest = new() { Gmfn = 12, DomId = DomainId.Self, Offset = (ushort)(i * 8) },
+                    Len = 8,
+                    Flags = (ushort)GrantCopyFlags.SourceGref,
+                    Status = 99,
+                });
+            }
+        }
+
+        if (statusFault)
+        {
+            _back.Ept.Protect(new GuestPhysicalAddress(Buffer + 4096), 1, EptAccess.Read);
+        }
+
+        long rc = Call(_back, (ulong)GrantTableOp.Copy, uop, (ulong)count, abi);
+        Assert.Equal(statusFault ? XenErrno.EFAULT.Negated() : 0, rc);
+        Assert.Equal(0x5A, _back.RamPage(12)[(Math.Min(count, 17) * 8) - 1]); // the operations up to the 17th ran
+
+        Assert.Equal(0u, _front.Grant.GetPinCount(gref));
+        ushort flags = BitConverter.ToUInt16(_m.Memory.GetFrame(_front.Grant.GetSharedFrame(0)).Slice((int)gref * GrantEntryV1.Size, 2));
+        Assert.Equal(0, flags & (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
+        MachineFrameNumber frame = _front.Ram[5];
+        _front.Ept.Unmap(new GuestFrameNumber(5).Address, 1);
+        GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _front.Ept.Pointer);
+        _m.Frames.Free(frame);
+        Assert.False(_m.Frames.IsFreePending(frame));
+        Assert.False(_m.Memory.TryGetOwner(frame, out _));
+    }
+
     private static CompatGnttabCopy CompatFrameCopy(uint from, uint to, ushort toOffset, ushort len) => new()
     {
         Source = new() { Gmfn = from, DomId = DomainId.Self },
