@@ -238,9 +238,12 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         }
     }
 
-    /// <summary>The domain's name from XenStore (Domain-0 for 0).</summary>
+    /// <summary>
+    /// The domain's name from XenStore (Domain-0 for 0); "(null)" for one without (a zombie, whose entries went when it
+    /// was destroyed), as xl prints libxl_domid_to_name's NULL.
+    /// </summary>
     public async Task<string> NameOfAsync(ushort domid) =>
-        domid == 0 ? "Domain-0" : await store.TryReadStringAsync($"/local/domain/{domid}/name") ?? $"(d{domid})";
+        domid == 0 ? "Domain-0" : await store.TryReadStringAsync($"/local/domain/{domid}/name") ?? "(null)";
 
     /// <summary>A domain by name or number.</summary>
     public async Task<ushort?> ResolveAsync(string nameOrId)

@@ -123,6 +123,27 @@ public sealed class FrameLifetimeTests : IDisposable
         return MemoryMarshal.Read<XenDomctl>(_page.Bytes).GetDomainInfo.TotPages;
     }
 
+    /// <summary>getdomaininfo as Dom0 asks it: the first domain from <paramref name="domid"/> up, or null for -ESRCH.</summary>
+    private XenDomctlGetDomainInfo? DomainInfo(ushort domid)
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid });
+        long rc = Call(_dom0, HypercallNumber.Domctl, 0);
+        if (rc == XenErrno.ESRCH.Negated())
+            return null;
+        Assert.Equal(0, rc);
+        return MemoryMarshal.Read<XenDomctl>(_page.Bytes).GetDomainInfo;
+    }
+
+    /// <summary>The domids XEN_SYSCTL_getdomaininfolist reports, from domid 0 up (at most 8).</summary>
+    private ushort[] ListedDomains()
+    {
+        const int buffer = 1024, infoSize = 112;   // sizeof(xen_domctl_getdomaininfo_t)
+        MemoryMarshal.Write(_page.Bytes, new XenSysctl { Cmd = ToolsAbi.SysctlGetDomainInfoList, InterfaceVersion = ToolsAbi.SysctlInterfaceVersion, FirstDomain = 0, MaxDomains = 8, Buffer = buffer });
+        Assert.Equal(0, Call(_dom0, HypercallNumber.Sysctl, 0));
+        uint n = MemoryMarshal.Read<XenSysctl>(_page.Bytes).NumDomains;
+        return [.. Enumerable.Range(0, (int)n).Select(i => MemoryMarshal.Read<XenDomctlGetDomainInfo>(_page.Bytes.AsSpan(buffer + (i * infoSize))).Domain)];
+    }
+
     /// <summary>
     /// Another, innocent domain is created and populates pages until the machine hands it <paramref name="frame"/> (as its
     /// shared_info, an EPT table or a RAM page); false when it never does (the frame stayed allocated, as it must while
@@ -172,6 +193,29 @@ public sealed class FrameLifetimeTests : IDisposable
         Assert.False(_machine.Memory.TryGetOwner(frame, out _));              // freed with the last reference
         Assert.Equal(0ul, _machine.Memory.FramesOwnedBy(new FrameOwner(GuestId)));
         Assert.False(_machine.IsDomainIdTaken(GuestId));
+    }
+
+    [Fact]
+    public void A_zombie_is_listed_as_dying_with_the_pages_it_has_left_until_its_last_frame_goes()
+    {
+        Grant(8, 0, 3);
+        uint handle = MapGrant(_dom0, GuestId, 8, 10);
+        Assert.Equal(0, DestroyGuest());
+
+        // Xen keeps a dead domain in its list until its last page is freed: getdomaininfo and getdomaininfolist report
+        // it, XEN_DOMINF_dying, with tot_pages the frames it has left; destroying it again is domain_kill's no-op.
+        XenDomctlGetDomainInfo info = Assert.NotNull(DomainInfo(GuestId));
+        Assert.Equal(GuestId, info.Domain);
+        Assert.Equal((uint)DomainInfoFlags.Dying, info.Flags & (uint)(DomainInfoFlags.Dying | DomainInfoFlags.Running));
+        Assert.Equal(_machine.Memory.FramesOwnedBy(new FrameOwner(GuestId)), info.TotPages);
+        Assert.Equal(1ul, info.TotPages);                                     // the page Dom0 still maps
+        Assert.Equal([0, GuestId], ListedDomains());
+        Assert.Equal(0, DestroyGuest());
+
+        UnmapGrant(_dom0, handle, 10);
+        Assert.Null(DomainInfo(GuestId));                                      // gone with its last page
+        Assert.Equal([0], ListedDomains());
+        Assert.Equal(XenErrno.ESRCH.Negated(), DestroyGuest());
     }
 
     [Fact]

@@ -36,6 +36,9 @@ internal static class DomctlHypercall
                 rc = GetDomainInfo(machine, ref op);
                 copyBack = rc == 0;
                 break;
+            case ToolsAbi.DomctlDestroyDomain when machine.IsZombie(op.Domain):
+                rc = 0;                                   // domain_kill of a dead domain: nothing left to do
+                break;
             case ToolsAbi.DomctlDestroyDomain:
             case ToolsAbi.DomctlPauseDomain:
             case ToolsAbi.DomctlUnpauseDomain:
@@ -150,22 +153,38 @@ internal static class DomctlHypercall
 
     /// <summary>
     /// XEN_DOMCTL_getdomaininfo: the first domain whose id is at least <c>domain</c> (Xen 4.17's semantics, which
-    /// libxc's callers check), -ESRCH when none.
+    /// libxc's callers check), a zombie included (<see cref="Machine.Zombies"/>), -ESRCH when none.
     /// </summary>
     private static long GetDomainInfo(Machine machine, ref XenDomctl op)
     {
-        Domain? found = null;
-        foreach (var d in machine.Domains)
+        XenDomctlGetDomainInfo? found = null;
+        foreach (XenDomctlGetDomainInfo info in AllInfo(machine))
         {
-            if (d.Id >= op.Domain && !d.IsDying && (found is null || d.Id < found.Id))
-                found = d;
+            if (info.Domain >= op.Domain && (found is null || info.Domain < found.Value.Domain))
+                found = info;
         }
 
-        if (found is null)
+        if (found is not { } first)
             return XenErrno.ESRCH.Negated();
-        op.Domain = found.Id;
-        op.GetDomainInfo = Info(found);
+        op.Domain = first.Domain;
+        op.GetDomainInfo = first;
         return 0;
+    }
+
+    /// <summary>
+    /// getdomaininfo of every domain in Xen's domain list: the live ones and the zombies (destroyed, frames still mapped
+    /// by another domain), in no particular order.
+    /// </summary>
+    public static IEnumerable<XenDomctlGetDomainInfo> AllInfo(Machine machine)
+    {
+        foreach (var d in machine.Domains)
+        {
+            if (!d.IsDying)
+                yield return Info(d);
+        }
+
+        foreach (XenDomctlGetDomainInfo zombie in machine.Zombies())
+            yield return zombie;
     }
 
     /// <summary>A domain's xen_domctl_getdomaininfo (Xen's <c>getdomaininfo</c>).</summary>
@@ -246,11 +265,14 @@ internal static class DomctlHypercall
     /// <summary>
     /// XEN_DOMCTL_destroydomain: the domain goes; frames another domain still maps (by grant, or Dom0's foreign
     /// mappings) are freed when their last mapping goes, and its id stays taken until then
-    /// (<see cref="Machine.IsDomainIdTaken"/>).
+    /// (<see cref="Machine.IsDomainIdTaken"/>), while getdomaininfo reports it as dying (a zombie, as in Xen).
     /// </summary>
     private static void Destroy(Domain target)
     {
         target.IsDying = true;
-        target.Machine.RemoveDomain(target);
+        XenDomctlGetDomainInfo last = Info(target);
+        Machine machine = target.Machine;
+        machine.RemoveDomain(target);
+        machine.KeepIfZombie(last);
     }
 }

@@ -25,13 +25,12 @@ internal static class SysctlHypercall
         {
             case ToolsAbi.SysctlGetDomainInfoList:
             {
-                // Domains from first_domain up, in domid order, at most max_domains of them.
+                // Domains from first_domain up, zombies included, in domid order, at most max_domains of them.
                 uint n = 0;
-                foreach (var d in machine.Domains.Where(d => d.Id >= op.FirstDomain && !d.IsDying).OrderBy(d => d.Id))
+                foreach (var info in DomctlHypercall.AllInfo(machine).Where(i => i.Domain >= op.FirstDomain).OrderBy(i => i.Domain))
                 {
                     if (n >= op.MaxDomains)
                         break;
-                    var info = DomctlHypercall.Info(d);
                     if (!call.TryCopyToGuest(op.Buffer + ((ulong)n * 112), in info))
                         return XenErrno.EFAULT.Negated();
                     n++;
