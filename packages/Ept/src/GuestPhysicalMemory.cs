@@ -153,8 +153,20 @@ public sealed unsafe class GuestPhysicalMemory
             return null;
         }
 
-        return TryGetHostPage(gpa, access, out byte* page, out GuestMemoryFault _) ? page + offset : null;
+        // TryGetHostPage's hit, without its fault record: a hypercall translates right after copying a page, when a
+        // store to that record would wait for the copy's stores to drain before the lookup's loads could start.
+        long epoch = Volatile.Read(ref _memory.TranslationEpoch) + Volatile.Read(ref _contextEpoch.Value);
+        if (epoch == _epoch && _cache.TryLookup(gpa.Value >> Page.PageShift, CacheRights(access), out byte* page))
+        {
+            return page + offset;
+        }
+
+        return TranslateToHostByWalk(gpa, access, epoch, offset);
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* TranslateToHostByWalk(GuestPhysicalAddress gpa, EptAccess access, long epoch, ulong offset) =>
+        Walk(gpa, access, epoch, out byte* page, out GuestMemoryFault _, default) ? page + offset : null;
 
     /// <summary>Reads <paramref name="destination"/>.Length bytes from <paramref name="gpa"/>, across pages.</summary>
     /// <param name="gpa">First byte.</param>
