@@ -272,26 +272,27 @@ public sealed class HypercallTests : IDisposable
         for (int i = 0; i < count; i++)
         {
             ulong at = uop + ((ulong)i * (ulong)size);
+            var op = new GnttabCopy
+            {
+                Source = new() { Ref = gref, DomId = 1, Offset = (ushort)(i * 8) },
+                Dest = new() { Gmfn = 12, DomId = DomainId.Self, Offset = (ushort)(i * 8) },
+                Len = 8,
+                Flags = (ushort)GrantCopyFlags.SourceGref,
+                Status = 99,
+            };
             if (abi == HypercallAbi.Native64)
             {
-                Put(_back, at, new GnttabCopy
-                {
-                    Source = new() { Ref = gref, DomId = 1, Offset = (ushort)(i * 8) },
-                    Dest = new() { Gmfn = 12, DomId = DomainId.Self, Offset = (ushort)(i * 8) },
-                    Len = 8,
-                    Flags = (ushort)GrantCopyFlags.SourceGref,
-                    Status = 99,
-                });
+                Put(_back, at, op);
             }
             else
             {
                 Put(_back, at, new CompatGnttabCopy
                 {
-                    Source = new() { Ref = gref, DomId = 1, Offset = (ushort)(i * 8) },
-                    Dest = new() { Gmfn = 12, DomId = DomainId.Self, Offset = (ushort)(i * 8) },
-                    Len = 8,
-                    Flags = (ushort)GrantCopyFlags.SourceGref,
-                    Status = 99,
+                    Source = new() { Ref = op.Source.Ref, DomId = op.Source.DomId, Offset = op.Source.Offset },
+                    Dest = new() { Gmfn = (uint)op.Dest.Gmfn, DomId = op.Dest.DomId, Offset = op.Dest.Offset },
+                    Len = op.Len,
+                    Flags = op.Flags,
+                    Status = op.Status,
                 });
             }
         }
