@@ -116,12 +116,7 @@ public sealed class FrameLifetimeTests : IDisposable
     }
 
     /// <summary>getdomaininfo's tot_pages, asked by Dom0.</summary>
-    private ulong TotPages(ushort domid)
-    {
-        MemoryMarshal.Write(_page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid });
-        Assert.Equal(0, Call(_dom0, HypercallNumber.Domctl, 0));
-        return MemoryMarshal.Read<XenDomctl>(_page.Bytes).GetDomainInfo.TotPages;
-    }
+    private ulong TotPages(ushort domid) => Assert.NotNull(DomainInfo(domid)).TotPages;
 
     /// <summary>getdomaininfo as Dom0 asks it: the first domain from <paramref name="domid"/> up, or null for -ESRCH.</summary>
     private XenDomctlGetDomainInfo? DomainInfo(ushort domid)

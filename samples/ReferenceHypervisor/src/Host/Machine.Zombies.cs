@@ -37,6 +37,8 @@ internal sealed partial class Machine
         {
             foreach (ushort id in _zombies.Keys.ToArray())
             {
+                // Gone with its last page; or its id given to a new domain by a caller that bypassed
+                // AllocateDomainId (the frames counted are then the new domain's too).
                 ulong pages = Memory.FramesOwnedBy(new FrameOwner(id));
                 if (pages == 0 || FindDomain(id) is not null)
                 {
