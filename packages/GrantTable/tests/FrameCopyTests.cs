@@ -86,6 +86,36 @@ public sealed unsafe class FrameCopyTests
         Assert.Equal(before, frame);
     }
 
+    // The 16-byte copier that code built without 256-bit vectors uses from 2 KiB up (a NativeAOT build's default
+    // target), called directly: this host's JIT code takes the 256-bit one.
+    [Fact]
+    public void The_16_byte_copier_copies_every_length_from_2_KiB_exactly()
+    {
+        byte[] source = Pattern(2 * Page, seed: 5);
+        foreach (int sourceOffset in new[] { 0, 1, 15, 16, 17, 1000 })
+        {
+            foreach (int destinationOffset in new[] { 0, 3, 16, 2047 })
+            {
+                int max = Page - Math.Max(sourceOffset, destinationOffset);
+                for (int length = 2048; length <= max; length++)
+                {
+                    byte[] destination = Pattern(Page, seed: 6);
+                    byte[] expected = Expected(source, sourceOffset, destination, destinationOffset, length);
+                    fixed (byte* s = source)
+                    fixed (byte* d = destination)
+                    {
+                        FrameCopy.CopyDisjointWide128(s + sourceOffset, d + destinationOffset, (nuint)length);
+                    }
+
+                    if (!expected.AsSpan().SequenceEqual(destination))
+                    {
+                        Assert.Fail($"length {length} from offset {sourceOffset} to offset {destinationOffset}");
+                    }
+                }
+            }
+        }
+    }
+
     // The bytes copied through a separate array (so overlapping ranges read the bytes as they were before the copy).
     private static byte[] Expected(byte[] source, int sourceOffset, byte[] destination, int destinationOffset, int length)
     {
