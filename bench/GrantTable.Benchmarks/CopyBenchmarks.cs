@@ -8,7 +8,7 @@ namespace VmmKit.GrantTable.Benchmarks;
 
 /// <summary>
 /// GNTTABOP_copy as a network or block backend uses it: batches of copies from the frontend's granted pages into the
-/// backend's own frames, next to a plain memcpy of the same bytes between the same frames (the baseline; goal: the
+/// backend's own frames (or, with <see cref="IntoGrant"/>, the other way), next to a plain memcpy of the same bytes between the same frames (the baseline; goal: the
 /// copy reaches at least 80% of its throughput). Each invocation runs one batch of <see cref="Batch"/> operations and
 /// the next invocation continues where it stopped, so successive batches walk through all <see cref="Pages"/> pages.
 /// With <see cref="Length"/> = 4096 every operation copies a whole page from its own grant; with 512 the operations
@@ -40,6 +40,14 @@ public unsafe class CopyBenchmarks
     [Params(1, 16)]
     public int Batch { get; set; } = 16;
 
+    /// <summary>
+    /// The direction: false copies from the frontend's grants into the backend's frames (a block write, a transmitted
+    /// packet: <c>GNTCOPY_source_gref</c>), true from the backend's frames into the grants (a block read, a received
+    /// packet: <c>GNTCOPY_dest_gref</c>).
+    /// </summary>
+    [Params(false, true)]
+    public bool IntoGrant { get; set; }
+
     /// <summary>Pages per side (64: both sides stay in the L2 cache, so the copy's fixed cost shows most).</summary>
     public int Pages { get; set; } = BenchMachine.Pages;
 
@@ -59,15 +67,19 @@ public unsafe class CopyBenchmarks
             int page = i / perPage;
             ushort offset = (ushort)(i % perPage * Length);
             int back = (page + 7) % Pages;
+            var grant = new GnttabCopyPtr { Ref = _m.Refs[page], DomId = 1, Offset = offset };
+            var frame = new GnttabCopyPtr { Gmfn = (ulong)back, DomId = DomainId.Self, Offset = offset };
+            byte* granted = _m.Memory.GetFramePointer(_m.FrontRam[page]) + offset;
+            byte* own = _m.Memory.GetFramePointer(_m.BackRam[back]) + offset;
             _ops[i] = new GnttabCopy
             {
-                Source = new GnttabCopyPtr { Ref = _m.Refs[page], DomId = 1, Offset = offset },
-                Dest = new GnttabCopyPtr { Gmfn = (ulong)back, DomId = DomainId.Self, Offset = offset },
+                Source = IntoGrant ? frame : grant,
+                Dest = IntoGrant ? grant : frame,
                 Len = (ushort)Length,
-                Flags = (ushort)GrantCopyFlags.SourceGref,
+                Flags = (ushort)(IntoGrant ? GrantCopyFlags.DestGref : GrantCopyFlags.SourceGref),
             };
-            _src[i] = _m.Memory.GetFramePointer(_m.FrontRam[page]) + offset;
-            _dst[i] = _m.Memory.GetFramePointer(_m.BackRam[back]) + offset;
+            _src[i] = IntoGrant ? own : granted;
+            _dst[i] = IntoGrant ? granted : own;
         }
 
         _floorEntries = new uint[_m.Refs.Max() + 1];
@@ -150,7 +162,7 @@ public unsafe class CopyBenchmarks
             uint held = uint.MaxValue;
             for (int i = first; i < first + Batch; i++)
             {
-                uint gref = _ops[i].Source.Ref;
+                uint gref = GrantOf(i);
                 if (gref != held)
                 {
                     if (held != uint.MaxValue)
@@ -159,7 +171,7 @@ public unsafe class CopyBenchmarks
                     }
 
                     uint combo = Volatile.Read(ref _floorEntries[gref]);
-                    Interlocked.CompareExchange(ref _floorEntries[gref], combo | (uint)GrantEntryFlags.Reading, combo);
+                    Interlocked.CompareExchange(ref _floorEntries[gref], combo | ClaimBits, combo);
                     held = gref;
                 }
 
@@ -172,9 +184,15 @@ public unsafe class CopyBenchmarks
         _next = first + Batch == OpsPerPass ? 0 : first + Batch;
     }
 
+    private uint GrantOf(int op) => IntoGrant ? _ops[op].Dest.Ref : _ops[op].Source.Ref;
+
+    // What a claim sets: GTF_reading, and GTF_writing too for a grant copied into.
+    private uint ClaimBits => IntoGrant ? (uint)(GrantEntryFlags.Reading | GrantEntryFlags.Writing) : (uint)GrantEntryFlags.Reading;
+
     // Clearing GTF_reading after the last use: an atomic AND, as GrantTableHost does (grant_table.h lets the granter set
     // or clear GTF_readonly while the grant is in use, which a plain load and store could undo).
-    private static void Release(ref uint entry) => Interlocked.And(ref entry, ~(uint)GrantEntryFlags.Reading);
+    private static void Release(ref uint entry) =>
+        Interlocked.And(ref entry, ~(uint)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
 
     /// <summary>
     /// <see cref="ProtocolFloor"/> in the order that needs the fewest waits: every grant of the call claimed first
@@ -193,11 +211,11 @@ public unsafe class CopyBenchmarks
             uint held = uint.MaxValue;
             for (int i = first; i < first + Batch; i++)
             {
-                uint gref = _ops[i].Source.Ref;
+                uint gref = GrantOf(i);
                 if (gref != held)
                 {
                     uint combo = Volatile.Read(ref _floorEntries[gref]);
-                    Interlocked.CompareExchange(ref _floorEntries[gref], combo | (uint)GrantEntryFlags.Reading, combo);
+                    Interlocked.CompareExchange(ref _floorEntries[gref], combo | ClaimBits, combo);
                     held = gref;
                 }
             }
@@ -210,7 +228,7 @@ public unsafe class CopyBenchmarks
             held = uint.MaxValue;
             for (int i = first; i < first + Batch; i++)
             {
-                uint gref = _ops[i].Source.Ref;
+                uint gref = GrantOf(i);
                 if (gref != held)
                 {
                     Release(ref _floorEntries[gref]);
@@ -222,7 +240,7 @@ public unsafe class CopyBenchmarks
         _next = first + Batch == OpsPerPass ? 0 : first + Batch;
     }
 
-    /// <summary>One GNTTABOP_copy call of <see cref="Batch"/> operations (gref source, DOMID_SELF frame destination).</summary>
+    /// <summary>One GNTTABOP_copy call of <see cref="Batch"/> operations (a grant on one side, a DOMID_SELF frame on the other).</summary>
     [Benchmark]
     public void GrantCopy()
     {

@@ -20,7 +20,7 @@ internal static class Interleaved
         (4096, 4096, 1), (4096, 4096, 16), (4096, 512, 1), (4096, 512, 16),
     ];
 
-    public static void Run(TextWriter output, int runs)
+    public static void Run(TextWriter output, int runs, bool intoGrant)
     {
         var copyRatio = new double[Shapes.Length][];
         var floorRatio = new double[Shapes.Length][];
@@ -46,7 +46,7 @@ internal static class Interleaved
             for (int s = 0; s < Shapes.Length; s++)
             {
                 (int pages, int length, int batch) = Shapes[s];
-                var copy = new CopyBenchmarks { Length = length, Pages = pages, Batch = batch };
+                var copy = new CopyBenchmarks { Length = length, Pages = pages, Batch = batch, IntoGrant = intoGrant };
                 copy.Setup();
                 int calls = copy.OpsPerPass / batch * (pages == 64 ? 16 : 1);
                 double memcpy = double.MaxValue, grant = double.MaxValue, floor = double.MaxValue, window = double.MaxValue,

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using VmmKit.Ept;
 
@@ -33,6 +34,7 @@ internal struct ActiveGrantEntry
     /// Records a first pin of a whole-page grant: <paramref name="pin"/>, the grantee, the frame, offset 0 and length
     /// PAGE_SIZE, in three stores rather than six (a claim right after a copy waits for each store's turn to drain).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PinWholePage(uint pin, ushort domId, ulong mfn)
     {
         _pinDomIdStart = pin | (ulong)domId << 32;

@@ -211,6 +211,7 @@ public sealed unsafe partial class GrantTableHost
         [FieldOffset(40)] public ulong Window;
 
         /// <summary><see cref="Window"/> for a whole page: Start 0, Length and End PAGE_SIZE.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static ulong WholePage(bool haveGrant, bool readOnly) =>
             (ulong)Page.PageSize << 16 | (ulong)Page.PageSize << 32 |
             (haveGrant ? 1UL << 48 : 0) | (readOnly ? 1UL << 56 : 0);

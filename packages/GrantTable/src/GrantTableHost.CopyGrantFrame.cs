@@ -19,22 +19,32 @@ public sealed unsafe partial class GrantTableHost
     /// resolve, the bytes lie within the page. Returns <see cref="NotHandled"/>, having changed nothing a guest can
     /// see, for every other case, and before any failure status: <see cref="CopyOneCore"/> then decides.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus CopyOneGrantFrame(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch)
     {
         ushort flags = (ushort)(op.Flags & CopyGrefFlags);
         if (flags == (ushort)GrantCopyFlags.SourceGref && op.Dest.DomId == DomainId.Self)
         {
-            return ClaimGrantFrame(caller, in op.Source, in op.Dest, in op, ref batch.Src, ref batch.Dst, ref batch, grantReadOnly: true);
+            return CopyFromGrant(caller, in op, ref batch);
         }
 
         if (flags == (ushort)GrantCopyFlags.DestGref && op.Source.DomId == DomainId.Self)
         {
-            return ClaimGrantFrame(caller, in op.Dest, in op.Source, in op, ref batch.Dst, ref batch.Src, ref batch, grantReadOnly: false);
+            return CopyIntoGrant(caller, in op, ref batch);
         }
 
         return NotHandled;
     }
+
+    // Each direction is a method of its own, so that each is compiled with the whole claim inlined (one method holding
+    // both ran out of the JIT's inlining budget in the second).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus CopyFromGrant(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch) =>
+        ClaimGrantFrame(caller, in op.Source, in op.Dest, in op, ref batch.Src, ref batch.Dst, ref batch, grantReadOnly: true);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus CopyIntoGrant(GrantDomain caller, in GnttabCopy op, ref CopyBatch batch) =>
+        ClaimGrantFrame(caller, in op.Dest, in op.Source, in op, ref batch.Dst, ref batch.Src, ref batch, grantReadOnly: false);
 
     // Both sides of CopyOneGrantFrame, the grant's side being the source (read-only) or the destination.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -72,6 +72,7 @@ public sealed unsafe partial class GrantTableHost
     /// granter set GTF_readonly (a compare-exchange while GTF_writing is clear) or clear it (an atomic bit operation)
     /// while the grant is in use, so a plain load and store here could undo that change.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ReleaseBits16(ushort* half, ushort bits)
     {
         uint shift = (uint)((nuint)half & 2) * 8; // little-endian: an odd half-word is the upper half of its word

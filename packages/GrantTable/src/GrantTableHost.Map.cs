@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using VmmKit.Ept;
 
 namespace VmmKit.GrantTable;
@@ -137,6 +138,7 @@ public sealed unsafe partial class GrantTableHost
         ClearStatusFlags(rd, gref, FlagsToClear(pin, readOnly));
 
     // What an unpin leaves to clear: GTF_writing once no writable pin is left, GTF_reading once no pin at all.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static GrantEntryFlags FlagsToClear(uint pin, bool readOnly)
     {
         GrantEntryFlags clear = 0;
