@@ -28,7 +28,6 @@ namespace VmmKit.GrantTable;
 internal static unsafe class FrameCopy
 {
     private const uint Lane = 32;  // bytes per load and store (Vector256)
-    private const uint Step = 256; // bytes per step of eight loads, then eight stores
     private const uint WideFrom = 2048; // shorter copies measured no faster in steps of eight (bench README)
 
     /// <summary>Copies <paramref name="length"/> bytes (at most a page) from <paramref name="source"/> to <paramref name="destination"/>.</summary>
@@ -40,7 +39,7 @@ internal static unsafe class FrameCopy
         if (Vector256.IsHardwareAccelerated && length - Lane <= Page.PageSize - Lane &&
             (nuint)(destination - source) >= length && (nuint)(source - destination) >= length)
         {
-            CopyDisjoint(source, destination, length);
+            CopyDisjoint<Lane256, Vector256<byte>>(source, destination, length);
             return;
         }
 
@@ -56,104 +55,96 @@ internal static unsafe class FrameCopy
         Buffer.MemoryCopy(source, destination, length, length);
     }
 
-    // length >= 32 and the two ranges do not overlap, so storing any 32 bytes twice stores the same bytes.
+    /// <summary>
+    /// The copy of code built without 256-bit vectors, from 2 KiB up: <see cref="CopyDisjoint"/> in 16-byte vectors.
+    /// Below 2 KiB, 16-byte steps measured slower than <see cref="Buffer.MemoryCopy(void*, void*, long, long)"/> around
+    /// a claim (bench/GrantTable.Benchmarks/README.md). 2 KiB &lt;= length &lt;= a page; the ranges do not overlap.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CopyDisjoint(byte* source, byte* destination, nuint length)
+    internal static void CopyDisjointWide128(byte* source, byte* destination, nuint length) =>
+        CopyDisjoint<Lane128, Vector128<byte>>(source, destination, length);
+
+    // length >= two lanes and the two ranges do not overlap, so storing any lane's bytes twice stores the same bytes.
+    // From 2 KiB up, eight loads in flight before their eight stores; then, and below 2 KiB throughout, two at a time;
+    // the last lane stored again from the end when the length is not a multiple of it. TLane is a struct, so the JIT
+    // compiles one body per width with every load and store inlined.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyDisjoint<TLane, TVector>(byte* source, byte* destination, nuint length)
+        where TLane : struct, ILane<TVector>
+        where TVector : struct
     {
-        nuint i = 0;
+        nuint lane = TLane.Size, i = 0;
         if (length >= WideFrom)
         {
-            for (; i + Step <= length; i += Step)
+            for (; i + (8 * lane) <= length; i += 8 * lane)
             {
                 byte* s = source + i, d = destination + i;
-                Vector256<byte> a = Vector256.Load(s);
-                Vector256<byte> b = Vector256.Load(s + Lane);
-                Vector256<byte> c = Vector256.Load(s + (2 * Lane));
-                Vector256<byte> e = Vector256.Load(s + (3 * Lane));
-                Vector256<byte> f = Vector256.Load(s + (4 * Lane));
-                Vector256<byte> g = Vector256.Load(s + (5 * Lane));
-                Vector256<byte> h = Vector256.Load(s + (6 * Lane));
-                Vector256<byte> k = Vector256.Load(s + (7 * Lane));
-                a.Store(d);
-                b.Store(d + Lane);
-                c.Store(d + (2 * Lane));
-                e.Store(d + (3 * Lane));
-                f.Store(d + (4 * Lane));
-                g.Store(d + (5 * Lane));
-                h.Store(d + (6 * Lane));
-                k.Store(d + (7 * Lane));
+                TVector a = TLane.Load(s);
+                TVector b = TLane.Load(s + lane);
+                TVector c = TLane.Load(s + (2 * lane));
+                TVector e = TLane.Load(s + (3 * lane));
+                TVector f = TLane.Load(s + (4 * lane));
+                TVector g = TLane.Load(s + (5 * lane));
+                TVector h = TLane.Load(s + (6 * lane));
+                TVector k = TLane.Load(s + (7 * lane));
+                TLane.Store(a, d);
+                TLane.Store(b, d + lane);
+                TLane.Store(c, d + (2 * lane));
+                TLane.Store(e, d + (3 * lane));
+                TLane.Store(f, d + (4 * lane));
+                TLane.Store(g, d + (5 * lane));
+                TLane.Store(h, d + (6 * lane));
+                TLane.Store(k, d + (7 * lane));
             }
-        }
-
-        for (; i + (2 * Lane) <= length; i += 2 * Lane)
-        {
-            Vector256<byte> a = Vector256.Load(source + i);
-            Vector256<byte> b = Vector256.Load(source + i + Lane);
-            a.Store(destination + i);
-            b.Store(destination + i + Lane);
-        }
-
-        // Fewer than 64 bytes left: one store more if more than 32 are left, then the last 32 bytes.
-        nuint last = length - Lane;
-        if (i < length)
-        {
-            if (i < last)
-            {
-                Vector256.Load(source + i).Store(destination + i);
-            }
-
-            Vector256.Load(source + last).Store(destination + last);
-        }
-    }
-
-    // CopyDisjoint's steps with 16-byte vectors: eight loads in flight before their eight stores for each 128 bytes,
-    // then two at a time, then the last 16 bytes. For copies from 2 KiB up only: below that, 16-byte steps measured
-    // slower than Buffer.MemoryCopy around a claim (bench/GrantTable.Benchmarks/README.md). 2 KiB <= length <= a page,
-    // and the two ranges do not overlap.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void CopyDisjointWide128(byte* source, byte* destination, nuint length)
-    {
-        const uint lane = 16, step = 128;
-        nuint i = 0;
-        for (; i + step <= length; i += step)
-        {
-            byte* s = source + i, d = destination + i;
-            Vector128<byte> a = Vector128.Load(s);
-            Vector128<byte> b = Vector128.Load(s + lane);
-            Vector128<byte> c = Vector128.Load(s + (2 * lane));
-            Vector128<byte> e = Vector128.Load(s + (3 * lane));
-            Vector128<byte> f = Vector128.Load(s + (4 * lane));
-            Vector128<byte> g = Vector128.Load(s + (5 * lane));
-            Vector128<byte> h = Vector128.Load(s + (6 * lane));
-            Vector128<byte> k = Vector128.Load(s + (7 * lane));
-            a.Store(d);
-            b.Store(d + lane);
-            c.Store(d + (2 * lane));
-            e.Store(d + (3 * lane));
-            f.Store(d + (4 * lane));
-            g.Store(d + (5 * lane));
-            h.Store(d + (6 * lane));
-            k.Store(d + (7 * lane));
         }
 
         for (; i + (2 * lane) <= length; i += 2 * lane)
         {
-            Vector128<byte> a = Vector128.Load(source + i);
-            Vector128<byte> b = Vector128.Load(source + i + lane);
-            a.Store(destination + i);
-            b.Store(destination + i + lane);
+            TVector a = TLane.Load(source + i);
+            TVector b = TLane.Load(source + i + lane);
+            TLane.Store(a, destination + i);
+            TLane.Store(b, destination + i + lane);
         }
 
-        // Fewer than 32 bytes left: one store more if more than 16 are left, then the last 16 bytes.
+        // Fewer than two lanes left: one store more if more than one lane is left, then the last lane.
         nuint last = length - lane;
         if (i < length)
         {
             if (i < last)
             {
-                Vector128.Load(source + i).Store(destination + i);
+                TLane.Store(TLane.Load(source + i), destination + i);
             }
 
-            Vector128.Load(source + last).Store(destination + last);
+            TLane.Store(TLane.Load(source + last), destination + last);
         }
+    }
+
+    // One width of vector for CopyDisjoint.
+    private interface ILane<TVector>
+        where TVector : struct
+    {
+        static abstract nuint Size { get; }
+
+        static abstract TVector Load(byte* p);
+
+        static abstract void Store(TVector value, byte* p);
+    }
+
+    private readonly struct Lane256 : ILane<Vector256<byte>>
+    {
+        public static nuint Size => 32;
+
+        public static Vector256<byte> Load(byte* p) => Vector256.Load(p);
+
+        public static void Store(Vector256<byte> value, byte* p) => value.Store(p);
+    }
+
+    private readonly struct Lane128 : ILane<Vector128<byte>>
+    {
+        public static nuint Size => 16;
+
+        public static Vector128<byte> Load(byte* p) => Vector128.Load(p);
+
+        public static void Store(Vector128<byte> value, byte* p) => value.Store(p);
     }
 }

@@ -9,32 +9,8 @@ public sealed unsafe class FrameCopyTests
     private const int Page = 4096;
 
     [Fact]
-    public void Every_length_between_two_frames_copies_exactly_those_bytes()
-    {
-        byte[] source = Pattern(2 * Page, seed: 1);
-        foreach (int sourceOffset in new[] { 0, 1, 31, 64, 4000 })
-        {
-            foreach (int destinationOffset in new[] { 0, 7, 32, 4095 })
-            {
-                int max = Page - Math.Max(sourceOffset, destinationOffset);
-                for (int length = 0; length <= max; length++)
-                {
-                    byte[] destination = Pattern(Page, seed: 2);
-                    byte[] expected = Expected(source, sourceOffset, destination, destinationOffset, length);
-                    fixed (byte* s = source)
-                    fixed (byte* d = destination)
-                    {
-                        FrameCopy.Copy(s + sourceOffset, d + destinationOffset, (uint)length);
-                    }
-
-                    if (!expected.AsSpan().SequenceEqual(destination))
-                    {
-                        Assert.Fail($"length {length} from offset {sourceOffset} to offset {destinationOffset}");
-                    }
-                }
-            }
-        }
-    }
+    public void Every_length_between_two_frames_copies_exactly_those_bytes() =>
+        AssertEveryLengthCopies(&FrameCopy.Copy, [0, 1, 31, 64, 4000], [0, 7, 32, 4095], shortest: 0);
 
     // Both sides in one frame (a grant or frame copied onto itself): overlapping ranges either way, and ranges that
     // just touch, copy as memmove does.
@@ -89,22 +65,31 @@ public sealed unsafe class FrameCopyTests
     // The 16-byte copier that code built without 256-bit vectors uses from 2 KiB up (a NativeAOT build's default
     // target), called directly: this host's JIT code takes the 256-bit one.
     [Fact]
-    public void The_16_byte_copier_copies_every_length_from_2_KiB_exactly()
+    public void The_16_byte_copier_copies_every_length_from_2_KiB_exactly() =>
+        AssertEveryLengthCopies(&CopyWide128, [0, 1, 15, 16, 17, 1000], [0, 3, 16, 2047], shortest: 2048);
+
+    private static void CopyWide128(byte* source, byte* destination, uint length) =>
+        FrameCopy.CopyDisjointWide128(source, destination, length);
+
+    // Every length from shortest to what fits in a page after both offsets, from each source offset to each
+    // destination offset of two separate frames, against a copy made through a separate array.
+    private static void AssertEveryLengthCopies(
+        delegate*<byte*, byte*, uint, void> copy, int[] sourceOffsets, int[] destinationOffsets, int shortest)
     {
-        byte[] source = Pattern(2 * Page, seed: 5);
-        foreach (int sourceOffset in new[] { 0, 1, 15, 16, 17, 1000 })
+        byte[] source = Pattern(2 * Page, seed: 1);
+        foreach (int sourceOffset in sourceOffsets)
         {
-            foreach (int destinationOffset in new[] { 0, 3, 16, 2047 })
+            foreach (int destinationOffset in destinationOffsets)
             {
                 int max = Page - Math.Max(sourceOffset, destinationOffset);
-                for (int length = 2048; length <= max; length++)
+                for (int length = shortest; length <= max; length++)
                 {
-                    byte[] destination = Pattern(Page, seed: 6);
+                    byte[] destination = Pattern(Page, seed: 2);
                     byte[] expected = Expected(source, sourceOffset, destination, destinationOffset, length);
                     fixed (byte* s = source)
                     fixed (byte* d = destination)
                     {
-                        FrameCopy.CopyDisjointWide128(s + sourceOffset, d + destinationOffset, (nuint)length);
+                        copy(s + sourceOffset, d + destinationOffset, (uint)length);
                     }
 
                     if (!expected.AsSpan().SequenceEqual(destination))
