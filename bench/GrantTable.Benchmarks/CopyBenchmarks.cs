@@ -8,9 +8,10 @@ namespace VmmKit.GrantTable.Benchmarks;
 
 /// <summary>
 /// GNTTABOP_copy as a network or block backend uses it: batches of copies from the frontend's granted pages into the
-/// backend's own frames (or, with <see cref="IntoGrant"/>, the other way), next to a plain memcpy of the same bytes between the same frames (the baseline; goal: the
-/// copy reaches at least 80% of its throughput). Each invocation runs one batch of <see cref="Batch"/> operations and
-/// the next invocation continues where it stopped, so successive batches walk through all <see cref="Pages"/> pages.
+/// backend's own frames (or, with <see cref="IntoGrant"/>, the other way), next to a plain memcpy of the same bytes
+/// between the same frames (the baseline; goal: the copy reaches at least 80% of its throughput). Each invocation runs
+/// one batch of <see cref="Batch"/> operations and the next invocation continues where it stopped, so successive
+/// batches walk through all <see cref="Pages"/> pages.
 /// With <see cref="Length"/> = 4096 every operation copies a whole page from its own grant; with 512 the operations
 /// cut each granted page into eight 512-byte pieces in order (packet fragments or sectors of one frontend page), so
 /// eight consecutive operations use the same grant.
@@ -187,10 +188,11 @@ public unsafe class CopyBenchmarks
     private uint GrantOf(int op) => IntoGrant ? _ops[op].Dest.Ref : _ops[op].Source.Ref;
 
     // What a claim sets: GTF_reading, and GTF_writing too for a grant copied into.
-    private uint ClaimBits => IntoGrant ? (uint)(GrantEntryFlags.Reading | GrantEntryFlags.Writing) : (uint)GrantEntryFlags.Reading;
+    private uint ClaimBits =>
+        IntoGrant ? (uint)(GrantEntryFlags.Reading | GrantEntryFlags.Writing) : (uint)GrantEntryFlags.Reading;
 
-    // Clearing GTF_reading after the last use: an atomic AND, as GrantTableHost does (grant_table.h lets the granter set
-    // or clear GTF_readonly while the grant is in use, which a plain load and store could undo).
+    // Clearing GTF_reading (and GTF_writing) after the last use: an atomic AND, as GrantTableHost does (grant_table.h
+    // lets the granter set or clear GTF_readonly while the grant is in use, which a plain load and store could undo).
     private static void Release(ref uint entry) =>
         Interlocked.And(ref entry, ~(uint)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
 
@@ -240,7 +242,8 @@ public unsafe class CopyBenchmarks
         _next = first + Batch == OpsPerPass ? 0 : first + Batch;
     }
 
-    /// <summary>One GNTTABOP_copy call of <see cref="Batch"/> operations (a grant on one side, a DOMID_SELF frame on the other).</summary>
+    /// <summary>One GNTTABOP_copy call of <see cref="Batch"/> operations (a grant on one side, a DOMID_SELF frame on the
+    /// other).</summary>
     [Benchmark]
     public void GrantCopy()
     {
