@@ -34,10 +34,9 @@ internal static unsafe class FrameCopy
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Copy(byte* source, byte* destination, uint length)
     {
-        // 32 <= length <= PAGE_SIZE (one unsigned compare), and disjoint: the destination starts at or after the
-        // source's end, or ends at or before its start.
+        // 32 <= length <= PAGE_SIZE (one unsigned compare), and disjoint.
         if (Vector256.IsHardwareAccelerated && length - Lane <= Page.PageSize - Lane &&
-            (nuint)(destination - source) >= length && (nuint)(source - destination) >= length)
+            Disjoint(source, destination, length))
         {
             CopyDisjoint<Lane256, Vector256<byte>>(source, destination, length);
             return;
@@ -45,8 +44,7 @@ internal static unsafe class FrameCopy
 
         // Code built without 256-bit vectors (NativeAOT's default x86 target): 16-byte ones, from 2 KiB up only.
         if (!Vector256.IsHardwareAccelerated && Vector128.IsHardwareAccelerated && X86Base.IsSupported &&
-            length - WideFrom <= Page.PageSize - WideFrom &&
-            (nuint)(destination - source) >= length && (nuint)(source - destination) >= length)
+            length - WideFrom <= Page.PageSize - WideFrom && Disjoint(source, destination, length))
         {
             CopyDisjointWide128(source, destination, length);
             return;
@@ -54,6 +52,11 @@ internal static unsafe class FrameCopy
 
         Buffer.MemoryCopy(source, destination, length, length);
     }
+
+    // The destination starts at or after the source's end, or ends at or before its start.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Disjoint(byte* source, byte* destination, uint length) =>
+        (nuint)(destination - source) >= length && (nuint)(source - destination) >= length;
 
     /// <summary>
     /// The copy of code built without 256-bit vectors, from 2 KiB up: <see cref="CopyDisjoint"/> in 16-byte vectors.
@@ -132,7 +135,7 @@ internal static unsafe class FrameCopy
 
     private readonly struct Lane256 : ILane<Vector256<byte>>
     {
-        public static nuint Size => 32;
+        public static nuint Size => Lane;
 
         public static Vector256<byte> Load(byte* p) => Vector256.Load(p);
 
