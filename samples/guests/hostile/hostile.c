@@ -79,8 +79,9 @@ static void errnos(void)
 }
 
 #define GRANTCOPY_MAX 131072u
-/* The operations (28 bytes each, up to 3.5 MiB) lie at 8 MiB, above the image, in guest RAM the runtime does not
- * zero at start (a .bss array would cost the other modes a million instructions first); the tests give 16 MiB. */
+/* The operations (24 bytes each in the 32-bit layout, up to 3 MiB) lie at 8 MiB, above the image, in guest RAM
+ * the runtime does not zero at start (a .bss array would cost the other modes a million instructions first); the
+ * tests give 16 MiB. */
 #define copy_ops ((struct gnttab_copy *)0x800000)
 static uint8_t copy_from[4096] __attribute__((aligned(4096)));
 static uint8_t copy_to[4096] __attribute__((aligned(4096)));
