@@ -1,6 +1,7 @@
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Cli;
+using VmmKit.ReferenceHypervisor.Hypercalls;
 using VmmKit.Vmx;
 
 namespace VmmKit.ReferenceHypervisor.Tests;
@@ -97,6 +98,23 @@ public class HostileGuestTests
         Assert.Contains("instruction budget", d.CrashReport);
         Assert.InRange(d.Vcpus[0].InstructionsRetired, 20_000ul, 40_000ul);
         Assert.DoesNotContain("yields:", d.Console.Transcript);
+    }
+
+    [Fact]
+    public void A_long_grant_copy_batch_gives_the_processor_back_and_is_continued()
+    {
+        // One VMCALL asking for 100,000 GNTTABOP_copy operations: Xen checks hypercall_preempt_check between them and
+        // continues the call (the guest re-executes VMCALL), so no batch holds the processor for its whole length.
+        const int operations = 100_000;
+        using var machine = NewMachine();
+        var bad = Boot(machine, "hostile.elf", $"grantcopy={operations}");
+        var good = Boot(machine, "workload.elf", "iterations=1");
+        RunBounded(machine, TimeSpan.FromSeconds(120), "long grant copy");
+        Assert.True(bad.State == DomainState.Shutdown, bad.CrashReport);
+        Assert.Contains($"grantcopy ops: {operations}\ngrantcopy rc: 0\ngrantcopy failed: 0\ngrantcopy bytes match: 1\n", bad.Console.Transcript);
+        Assert.True(bad.Vcpus[0].ExitsFor(VmxExitReason.Vmcall) >= operations / HypercallPreemption.OperationsPerExit,
+            $"{bad.Vcpus[0].ExitsFor(VmxExitReason.Vmcall)} VMCALL exits: the batch was not continued in pieces");
+        AssertWorkloadFinished(good);
     }
 
     [Fact]

@@ -5,6 +5,8 @@
  *               (gpfn 0x40000 <-> 0x80000000); every call must succeed, the host must not fail
  *   yield=N     N SCHEDOP_yield calls in a row, then poweroff (the --max-instructions budget must stop it first)
  *   errno       arguments Xen refuses with a specific errno (console_io, memory_op extent bits, hvm params)
+ *   grantcopy=N one GNTTABOP_copy of N operations (at most 131072), 8 bytes each between two of its own frames:
+ *               Xen preempts a long batch and continues it, so it cannot hold the hypervisor for its whole length
  */
 #include "runtime.h"
 #include <xen/sched.h>
@@ -12,6 +14,7 @@
 #include <xen/hvm/hvm_op.h>
 #include <xen/hvm/params.h>
 #include <xen/errno.h>
+#include <xen/grant_table.h>
 
 /* xen/include/xen/hypercall.h (not public): memory_op's low 6 bits are the command, the rest a start extent. */
 #define MEMOP_EXTENT_SHIFT 6
@@ -75,6 +78,43 @@ static void errnos(void)
     print_line("X87_FIP_WIDTH value", (long)p.value);
 }
 
+#define GRANTCOPY_MAX 131072u
+/* The operations (24 bytes each in the 32-bit layout, up to 3 MiB) lie at 8 MiB, above the image, in guest RAM
+ * the runtime does not zero at start (a .bss array would cost the other modes a million instructions first); the
+ * tests give 16 MiB. */
+#define copy_ops ((struct gnttab_copy *)0x800000)
+static uint8_t copy_from[4096] __attribute__((aligned(4096)));
+static uint8_t copy_to[4096] __attribute__((aligned(4096)));
+
+static void grant_copy_batch(uint32_t n)
+{
+    if (n > GRANTCOPY_MAX)
+        n = GRANTCOPY_MAX;
+    for (uint32_t i = 0; i < sizeof copy_from; i++)
+        copy_from[i] = (uint8_t)(i * 7 + 1);
+    for (uint32_t i = 0; i < n; i++) {
+        struct gnttab_copy *op = &copy_ops[i];
+        uint16_t offset = (uint16_t)((i * 8) % sizeof copy_from);
+        op->source.u.gmfn = (uintptr_t)copy_from >> 12;   /* paging off: the address is the guest frame */
+        op->source.domid = DOMID_SELF;
+        op->source.offset = offset;
+        op->dest.u.gmfn = (uintptr_t)copy_to >> 12;
+        op->dest.domid = DOMID_SELF;
+        op->dest.offset = offset;
+        op->len = 8;
+        op->flags = 0;
+        op->status = 1;   /* no GNTST_* value: an operation never run keeps it */
+    }
+    long rc = hypercall3(__HYPERVISOR_grant_table_op, GNTTABOP_copy, copy_ops, n);
+    uint32_t failed = 0;
+    for (uint32_t i = 0; i < n; i++)
+        failed += copy_ops[i].status != GNTST_okay;
+    print_line("grantcopy ops", n);
+    print_line("grantcopy rc", rc);
+    print_line("grantcopy failed", failed);
+    print_line("grantcopy bytes match", n < sizeof copy_from / 8 || memcmp(copy_from, copy_to, sizeof copy_to) == 0);
+}
+
 int guest_main(const char *cmdline)
 {
     if (!xen_cpuid_base) {
@@ -95,6 +135,8 @@ int guest_main(const char *cmdline)
     }
     if (cmdline_has(cmdline, "errno"))
         errnos();
+    if ((v = cmdline_value(cmdline, "grantcopy")))
+        grant_copy_batch(parse_uint(v, 1000));
     print("hostile: still alive\n");
     return SHUTDOWN_poweroff;
 }

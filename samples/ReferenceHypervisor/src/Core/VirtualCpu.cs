@@ -205,6 +205,9 @@ internal sealed class VirtualCpu
     /// <summary>The most recent exit, for diagnostics.</summary>
     public VmExit LastExit { get; private set; }
 
+    /// <summary>Preemption checks the current hypercall dispatch has made (<see cref="Hypercalls.HypercallPreemption"/>).</summary>
+    internal uint HypercallPreemptChecks;
+
     /// <summary>Exits handled so far, for statistics and benchmarks.</summary>
     public ulong ExitCount { get; private set; }
 

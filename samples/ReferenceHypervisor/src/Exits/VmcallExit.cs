@@ -19,6 +19,7 @@ internal static class VmcallExit
         var mode = vcpu.GuestMode;
         bool long64 = mode == GuestX86Mode.Long64;
         ulong op = long64 ? regs.Rax : (uint)regs.Rax, argument0 = long64 ? regs.Rdi : (uint)regs.Rbx;
+        Hypercalls.HypercallPreemption.BeginDispatch(vcpu);
         var disposition = vcpu.Domain.Machine.Hypercalls.Dispatch(vcpu, ref regs, mode, vcpu.Cpl, vcpu.LinearMemory);
         if (disposition == HypercallDisposition.Completed)
         {

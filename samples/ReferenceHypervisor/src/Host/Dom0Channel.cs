@@ -240,9 +240,12 @@ internal sealed class Dom0Channel : IMachineHost, IDisposable
             R10 = BinaryPrimitives.ReadUInt64LittleEndian(p[32..]),
             R8 = BinaryPrimitives.ReadUInt64LittleEndian(p[40..]),
         };
-        while (_machine.Hypercalls.Dispatch(_dom0.Caller, ref regs, GuestX86Mode.Long64, 0, _dom0.Memory) == HypercallDisposition.Preempted)
+        // A preempted call (HypercallPreemption) is continued at once: the guests are parked while domain 0 is served.
+        do
         {
+            Hypercalls.HypercallPreemption.BeginDispatch(_dom0.Caller);
         }
+        while (_machine.Hypercalls.Dispatch(_dom0.Caller, ref regs, GuestX86Mode.Long64, 0, _dom0.Memory) == HypercallDisposition.Preempted);
 
         return (long)regs.Rax;
     }

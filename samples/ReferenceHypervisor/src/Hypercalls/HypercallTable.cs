@@ -17,7 +17,8 @@ internal static unsafe class HypercallTable
     public static HypercallDispatcher<VirtualCpu> Create(Machine machine)
     {
         // __HYPERVISOR_multicall is the dispatcher's own (xen/common/multicall.c): each entry through this table.
-        var d = new HypercallDispatcher<VirtualCpu>();
+        // hypercall_preempt_check: a long batch gives the processor back and is continued (HypercallPreemption).
+        var d = new HypercallDispatcher<VirtualCpu> { PreemptCheck = HypercallPreemption.Check };
 
         for (uint op = (uint)XenVersionCommand.Version; op <= (uint)XenVersionCommand.BuildId; op++)
             d.RegisterSubOp(HypercallNumber.XenVersion, op, &XenVersionHypercall.Handle);
