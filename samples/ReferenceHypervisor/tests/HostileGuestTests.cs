@@ -118,6 +118,41 @@ public class HostileGuestTests
     }
 
     [Fact]
+    public void A_long_hypercall_batch_is_charged_to_the_instruction_budget()
+    {
+        // One VMCALL retires one instruction however many operations it names, so a guest could spend the host's time
+        // many times over its budget. Each operation a batch checks for preemption counts against --max-instructions.
+        const int operations = 100_000;
+        ulong beforeBatch = 0;
+        using (var unlimited = NewMachine())
+        {
+            // The instructions the guest retires before its VMCALL of GNTTABOP_copy.
+            unlimited.Trace = (vcpu, exit) =>
+            {
+                if (exit.Reason == VmxExitReason.Vmcall && vcpu.Registers.Rax == (ulong)HypercallNumber.GrantTableOp && beforeBatch == 0)
+                    beforeBatch = vcpu.InstructionsRetired;
+            };
+            var d = Boot(unlimited, "hostile.elf", $"grantcopy={operations}");
+            RunBounded(unlimited, TimeSpan.FromSeconds(120), "long grant copy, no budget");
+            Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+            Assert.NotEqual(0ul, beforeBatch);
+            // About one check per operation (not before the first of a call, continued or not, nor of a 32-bit chunk).
+            Assert.InRange(d.Vcpus[0].HypercallOperations, (ulong)operations * 99 / 100, (ulong)operations);
+        }
+
+        // Room for every instruction before the batch and half the batch: the budget ends the guest within the batch.
+        using var machine = NewMachine();
+        machine.MaxInstructionsPerVcpu = beforeBatch + (operations / 2);
+        var bad = Boot(machine, "hostile.elf", $"grantcopy={operations}");
+        RunBounded(machine, TimeSpan.FromSeconds(120), "long grant copy, budget");
+        Assert.Equal(DomainState.Crashed, bad.State);
+        Assert.Contains("instruction budget", bad.CrashReport);
+        Assert.DoesNotContain("grantcopy ops", bad.Console.Transcript);
+        ulong charged = bad.Vcpus[0].InstructionsRetired + bad.Vcpus[0].HypercallOperations;
+        Assert.InRange(charged, machine.MaxInstructionsPerVcpu, machine.MaxInstructionsPerVcpu + HypercallPreemption.OperationsPerExit);
+    }
+
+    [Fact]
     public void Errnos_are_the_ones_xen_returns()
     {
         using var machine = NewMachine();
