@@ -118,6 +118,34 @@ public class HostileGuestTests
     }
 
     [Fact]
+    public void A_long_console_write_gives_the_processor_back_and_is_continued()
+    {
+        // One CONSOLEIO_write of 512 KiB: Xen's guest_console_write checks hypercall_preempt_check between its chunks
+        // and continues the call with the count and buffer advanced, as for a batch (XSA-380's class).
+        const int bytes = 512 << 10;
+        int longWrites = 0;
+        using var machine = NewMachine();
+        machine.Trace = (vcpu, exit) =>
+        {
+            // The 32-bit ABI: EBX cmd, ECX count, EDX buffer. The guest's own prints are short.
+            if (exit.Reason == VmxExitReason.Vmcall && vcpu.Registers.Rax == (ulong)HypercallNumber.ConsoleIo &&
+                (uint)vcpu.Registers.Rcx >= 4096)
+                Interlocked.Increment(ref longWrites);
+        };
+        var bad = Boot(machine, "hostile.elf", $"conwrite={bytes}");
+        var good = Boot(machine, "workload.elf", "iterations=1");
+        RunBounded(machine, TimeSpan.FromSeconds(120), "long console write");
+        Assert.True(bad.State == DomainState.Shutdown, bad.CrashReport);
+        string t = bad.Console.Transcript;
+        Assert.Contains($"conwrite bytes: {bytes}\nconwrite rc: 0\n", t);
+        Assert.Equal(bytes / 64 * 63, t.Count(c => c == 'x'));
+        Assert.True(longWrites >= bytes / (128 * (int)HypercallPreemption.OperationsPerExit),
+            $"{longWrites} VMCALL exits of the write: it was not continued in pieces");
+        Assert.True(bad.Vcpus[0].HypercallOperations >= bytes / 128 - 8, $"{bad.Vcpus[0].HypercallOperations} operations charged");
+        AssertWorkloadFinished(good);
+    }
+
+    [Fact]
     public void A_long_hypercall_batch_is_charged_to_the_instruction_budget()
     {
         // One VMCALL retires one instruction however many operations it names, so a guest could spend the host's time

@@ -209,8 +209,8 @@ internal sealed class VirtualCpu
     internal uint HypercallPreemptChecks;
 
     /// <summary>
-    /// Operations of batched hypercalls (grant-table batches, multicalls) this vCPU has asked for: one for each
-    /// preemption check a batch makes, about one per operation. Charged with <see cref="InstructionsRetired"/> against
+    /// Work of long hypercalls (grant-table batches, multicalls, console writes) this vCPU has asked for: one for each
+    /// preemption check they make (per operation of a batch, per 32 unmaps, per 128-byte chunk of a write). Charged with <see cref="InstructionsRetired"/> against
     /// <see cref="Machine.MaxInstructionsPerVcpu"/>, since one VMCALL retires one instruction whatever its length; guest
     /// time does not follow it.
     /// </summary>
