@@ -19,7 +19,7 @@ var cmdline = new Option<string>("--cmdline")
 };
 var maxInstructions = new Option<ulong>("--max-instructions")
 {
-    Description = "Crash the domain after this many guest instructions (0 = no limit)",
+    Description = "Crash the domain after this many guest instructions, each operation of a batched hypercall counted as one (0 = no limit)",
     Recursive = true,
 };
 var trace = new Option<bool>("--trace")

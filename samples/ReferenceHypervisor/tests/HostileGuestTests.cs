@@ -118,6 +118,69 @@ public class HostileGuestTests
     }
 
     [Fact]
+    public void A_long_console_write_gives_the_processor_back_and_is_continued()
+    {
+        // One CONSOLEIO_write of 512 KiB: Xen's guest_console_write checks hypercall_preempt_check between its chunks
+        // and continues the call with the count and buffer advanced, as for a batch (XSA-380's class).
+        const int bytes = 512 << 10;
+        int longWrites = 0;
+        using var machine = NewMachine();
+        machine.Trace = (vcpu, exit) =>
+        {
+            // The 32-bit ABI: EBX cmd, ECX count, EDX buffer. The guest's own prints are short.
+            if (exit.Reason == VmxExitReason.Vmcall && vcpu.Registers.Rax == (ulong)HypercallNumber.ConsoleIo &&
+                (uint)vcpu.Registers.Rcx >= 4096)
+                Interlocked.Increment(ref longWrites);
+        };
+        var bad = Boot(machine, "hostile.elf", $"conwrite={bytes}");
+        var good = Boot(machine, "workload.elf", "iterations=1");
+        RunBounded(machine, TimeSpan.FromSeconds(120), "long console write");
+        Assert.True(bad.State == DomainState.Shutdown, bad.CrashReport);
+        string t = bad.Console.Transcript;
+        Assert.Contains($"conwrite bytes: {bytes}\nconwrite rc: 0\n", t);
+        Assert.Equal(bytes / 64 * 63, t.Count(c => c == 'x'));
+        Assert.True(longWrites >= bytes / (128 * (int)HypercallPreemption.OperationsPerExit),
+            $"{longWrites} VMCALL exits of the write: it was not continued in pieces");
+        Assert.True(bad.Vcpus[0].HypercallOperations >= bytes / 128 - 8, $"{bad.Vcpus[0].HypercallOperations} operations charged");
+        AssertWorkloadFinished(good);
+    }
+
+    [Fact]
+    public void A_long_hypercall_batch_is_charged_to_the_instruction_budget()
+    {
+        // One VMCALL retires one instruction however many operations it names, so a guest could spend the host's time
+        // many times over its budget. Each operation a batch checks for preemption counts against --max-instructions.
+        const int operations = 100_000;
+        ulong beforeBatch = 0;
+        using (var unlimited = NewMachine())
+        {
+            // The instructions the guest retires before its VMCALL of GNTTABOP_copy.
+            unlimited.Trace = (vcpu, exit) =>
+            {
+                if (exit.Reason == VmxExitReason.Vmcall && vcpu.Registers.Rax == (ulong)HypercallNumber.GrantTableOp && beforeBatch == 0)
+                    beforeBatch = vcpu.InstructionsRetired;
+            };
+            var d = Boot(unlimited, "hostile.elf", $"grantcopy={operations}");
+            RunBounded(unlimited, TimeSpan.FromSeconds(120), "long grant copy, no budget");
+            Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+            Assert.NotEqual(0ul, beforeBatch);
+            // About one check per operation (not before the first of a call, continued or not, nor of a 32-bit chunk).
+            Assert.InRange(d.Vcpus[0].HypercallOperations, (ulong)operations * 99 / 100, (ulong)operations);
+        }
+
+        // Room for every instruction before the batch and half the batch: the budget ends the guest within the batch.
+        using var machine = NewMachine();
+        machine.MaxInstructionsPerVcpu = beforeBatch + (operations / 2);
+        var bad = Boot(machine, "hostile.elf", $"grantcopy={operations}");
+        RunBounded(machine, TimeSpan.FromSeconds(120), "long grant copy, budget");
+        Assert.Equal(DomainState.Crashed, bad.State);
+        Assert.Contains("instruction budget", bad.CrashReport);
+        Assert.DoesNotContain("grantcopy ops", bad.Console.Transcript);
+        ulong charged = bad.Vcpus[0].InstructionsRetired + bad.Vcpus[0].HypercallOperations;
+        Assert.InRange(charged, machine.MaxInstructionsPerVcpu, machine.MaxInstructionsPerVcpu + HypercallPreemption.OperationsPerExit);
+    }
+
+    [Fact]
     public void Errnos_are_the_ones_xen_returns()
     {
         using var machine = NewMachine();

@@ -7,6 +7,8 @@
  *   errno       arguments Xen refuses with a specific errno (console_io, memory_op extent bits, hvm params)
  *   grantcopy=N one GNTTABOP_copy of N operations (at most 131072), 8 bytes each between two of its own frames:
  *               Xen preempts a long batch and continues it, so it cannot hold the hypervisor for its whole length
+ *   conwrite=N  one CONSOLEIO_write of N bytes (at most 8 MiB; lines of 63 'x' and a newline): Xen's
+ *               guest_console_write preempts between chunks and continues, as for a batch
  */
 #include "runtime.h"
 #include <xen/sched.h>
@@ -115,6 +117,22 @@ static void grant_copy_batch(uint32_t n)
     print_line("grantcopy bytes match", n < sizeof copy_from / 8 || memcmp(copy_from, copy_to, sizeof copy_to) == 0);
 }
 
+#define CONWRITE_MAX (8u << 20)
+/* The bytes lie at 8 MiB as the copy operations do (the two modes share the area). */
+#define conwrite_bytes ((char *)0x800000)
+
+static void console_write_long(uint32_t n)
+{
+    if (n > CONWRITE_MAX)
+        n = CONWRITE_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        conwrite_bytes[i] = (i % 64) == 63 ? '\n' : 'x';
+    long rc = HYPERVISOR_console_io(CONSOLEIO_write, (int)n, conwrite_bytes);
+    print("\n");
+    print_line("conwrite bytes", n);
+    print_line("conwrite rc", rc);
+}
+
 int guest_main(const char *cmdline)
 {
     if (!xen_cpuid_base) {
@@ -137,6 +155,8 @@ int guest_main(const char *cmdline)
         errnos();
     if ((v = cmdline_value(cmdline, "grantcopy")))
         grant_copy_batch(parse_uint(v, 1000));
+    if ((v = cmdline_value(cmdline, "conwrite")))
+        console_write_long(parse_uint(v, 4096));
     print("hostile: still alive\n");
     return SHUTDOWN_poweroff;
 }

@@ -32,7 +32,7 @@ internal static class CrashReport
         sb.AppendLine($"(XEN)   cr0 {vmcs.Read(VmcsField.GuestCr0):x8}  cr3 {vmcs.Read(VmcsField.GuestCr3):x8}  cr4 {vmcs.Read(VmcsField.GuestCr4):x8}  efer {vmcs.Read(VmcsField.GuestIa32Efer):x}");
         sb.AppendLine($"(XEN)   cs {vmcs.Read(VmcsField.GuestCsSelector):x4} (ar {vmcs.Read(VmcsField.GuestCsAccessRights):x4})  ss {vmcs.Read(VmcsField.GuestSsSelector):x4}  " +
                       $"idtr {vmcs.Read(VmcsField.GuestIdtrBase):x}/{vmcs.Read(VmcsField.GuestIdtrLimit):x}  gdtr {vmcs.Read(VmcsField.GuestGdtrBase):x}/{vmcs.Read(VmcsField.GuestGdtrLimit):x}");
-        sb.AppendLine($"(XEN)   instructions retired {vcpu.InstructionsRetired}, exits {vcpu.ExitCount}");
+        sb.AppendLine($"(XEN)   instructions retired {vcpu.InstructionsRetired}, hypercall operations {vcpu.HypercallOperations}, exits {vcpu.ExitCount}");
         AppendCode(sb, domain, vcpu, rip);
         return sb.ToString();
     }

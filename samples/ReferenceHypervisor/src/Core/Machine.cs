@@ -133,7 +133,10 @@ internal sealed partial class Machine : IDisposable
     /// <summary>Test hook: called on a vCPU's thread between its last look at its state and its wait (threaded scheduler).</summary>
     internal Action<VirtualCpu>? BeforeVcpuWait { get; set; }
 
-    /// <summary>Crash a domain whose vCPU retired more instructions than this (0 = no limit).</summary>
+    /// <summary>
+    /// Crash a domain whose vCPU retired more instructions than this, counting each operation of a batched hypercall
+    /// as one (<see cref="VirtualCpu.HypercallOperations"/>); 0 = no limit.
+    /// </summary>
     public ulong MaxInstructionsPerVcpu { get; set; }
 
     /// <summary>Builds a domain from <paramref name="config"/>; on failure returns false with the reason and creates nothing.</summary>
@@ -405,12 +408,15 @@ internal sealed partial class Machine : IDisposable
         vcpu.Vmcs.Write(VmcsField.VmxPreemptionTimerValue, value);
     }
 
-    /// <summary>True (and the domain crashed) when <paramref name="vcpu"/> ran past <see cref="MaxInstructionsPerVcpu"/>.</summary>
+    /// <summary>
+    /// True (and the domain crashed) when <paramref name="vcpu"/> ran past <see cref="MaxInstructionsPerVcpu"/>: its
+    /// instructions retired and the operations of its batched hypercalls.
+    /// </summary>
     internal bool InstructionBudgetExceeded(VirtualCpu vcpu)
     {
-        if (MaxInstructionsPerVcpu == 0 || vcpu.InstructionsRetired <= MaxInstructionsPerVcpu)
+        if (MaxInstructionsPerVcpu == 0 || vcpu.InstructionsRetired + vcpu.HypercallOperations <= MaxInstructionsPerVcpu)
             return false;
-        vcpu.Domain.Crash(vcpu, $"instruction budget exhausted ({MaxInstructionsPerVcpu} instructions, --max-instructions)");
+        vcpu.Domain.Crash(vcpu, $"instruction budget exhausted ({MaxInstructionsPerVcpu} instructions, hypercall operations included, --max-instructions)");
         return true;
     }
 

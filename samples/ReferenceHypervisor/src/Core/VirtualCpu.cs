@@ -208,6 +208,14 @@ internal sealed class VirtualCpu
     /// <summary>Preemption checks the current hypercall dispatch has made (<see cref="Hypercalls.HypercallPreemption"/>).</summary>
     internal uint HypercallPreemptChecks;
 
+    /// <summary>
+    /// Work of long hypercalls (grant-table batches, multicalls, console writes) this vCPU has asked for: one for each
+    /// preemption check they make (per operation of a batch, per 32 unmaps, per 128-byte chunk of a write). Charged with <see cref="InstructionsRetired"/> against
+    /// <see cref="Machine.MaxInstructionsPerVcpu"/>, since one VMCALL retires one instruction whatever its length; guest
+    /// time does not follow it.
+    /// </summary>
+    public ulong HypercallOperations { get; internal set; }
+
     /// <summary>Exits handled so far, for statistics and benchmarks.</summary>
     public ulong ExitCount { get; private set; }
 

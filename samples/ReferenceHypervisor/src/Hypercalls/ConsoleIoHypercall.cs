@@ -5,7 +5,10 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 /// <summary>
 /// <c>__HYPERVISOR_console_io(cmd, count, buffer)</c> (xen/drivers/char/console.c). Writes go to
 /// the domain's console, copied in chunks like Xen's <c>guest_console_write</c>; a bad buffer is
-/// -EFAULT (chunks before it have been printed, as in Xen). Reads take queued console input.
+/// -EFAULT (chunks before it have been printed, as in Xen). As there, a long write checks for
+/// preemption before each chunk after the first and continues with <c>count</c> and <c>buffer</c>
+/// advanced (<see cref="HypercallPreemption"/>), so one VMCALL cannot hold the host for a count of
+/// up to 4 GiB. Reads take queued console input.
 /// Xen's default policy allows domU writes only in debug builds; we behave as a debug build.
 /// </summary>
 internal static class ConsoleIoHypercall
@@ -19,8 +22,12 @@ internal static class ConsoleIoHypercall
         ulong buffer = call.Argument(2);
         Span<byte> chunk = stackalloc byte[Chunk];
         var console = call.Caller.Domain.Console;
+        bool first = true;
         while (count > 0)
         {
+            if (!first && call.PreemptCheck())
+                return call.CreateContinuation(HypercallNumber.ConsoleIo, [(ulong)ConsoleIoCommand.Write, count, buffer]);
+            first = false;
             int n = (int)Math.Min(count, (uint)Chunk);
             if (!call.TryCopyFromGuest(buffer, chunk[..n]))
                 return XenErrno.EFAULT.Negated();
