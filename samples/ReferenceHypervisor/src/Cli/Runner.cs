@@ -71,7 +71,8 @@ internal static class Runner
                 exits += vcpu.ExitCount;
                 var top = Enum.GetValues<Vmx.VmxExitReason>().Distinct().Select(r => (Reason: r, Count: vcpu.ExitsFor(r)))
                     .Where(x => x.Count > 0).OrderByDescending(x => x.Count).Take(6).Select(x => $"{x.Reason} {x.Count}");
-                Console.Error.WriteLine($"stats: vcpu{vcpu.Id} instructions {vcpu.InstructionsRetired} exits {vcpu.ExitCount} ({string.Join(", ", top)})");
+                Console.Error.WriteLine($"stats: vcpu{vcpu.Id} instructions {vcpu.InstructionsRetired} hypercall operations {vcpu.HypercallOperations} " +
+                    $"exits {vcpu.ExitCount} ({string.Join(", ", top)})");
             }
 
             double seconds = clock.Elapsed.TotalSeconds;
