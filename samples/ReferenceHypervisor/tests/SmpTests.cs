@@ -35,17 +35,18 @@ public class SmpTests
     /// <summary>ICR low: start-up with vector 8.</summary>
     private const uint IcrStartup = 0x0600 | (Trampoline >> 12);
 
-    /// <summary>The real-mode code a start-up IPI runs: counts the start, records CS, halts with interrupts off.</summary>
+    /// <summary>The real-mode code a start-up IPI runs: records CS and a TSC read, counts the start, halts with interrupts off.</summary>
     private static byte[] ApCode()
     {
         var a = new Assembler(16);
         a.xor(ax, ax);
         a.mov(ds, ax);
-        a.inc(__dword_ptr[Counter]);
         a.mov(ax, cs);
         a.mov(__word_ptr[SeenCs], ax);
         a.rdtsc();
         a.mov(__dword_ptr[ApTsc], eax);
+        // Last: a boot vCPU that sees the count (on the threaded scheduler, at once) finds the AP's TSC read done.
+        a.inc(__dword_ptr[Counter]);
         a.cli();
         a.hlt();
         var s = new MemoryStream();

@@ -24,7 +24,7 @@ public class ThreadedSchedulerTests
 {
     private const uint Load = 0x100000;
     private const uint ApCode = Load + 0x3000;
-    private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C, ApWaiting = 0x9080;
+    private const uint Counter = 0x9000, Ready = 0x9004, Woke = 0x9008, ApDone = 0x900C, ApWaiting = 0x9080, Released = 0x9084;
     private const uint Gdt = 0xA000, Gdtr = 0xA100, Idtr = 0xA200, Idt = 0xA800;
     private const uint SharedXadd = 0x9010, SharedInc = 0x9014, SharedCas = 0x9018, Spinlock = 0x901C, Guarded = 0x9020;
     private const uint ApicPage = 0xFEE0_0000;
@@ -184,6 +184,9 @@ public class ThreadedSchedulerTests
             ap =>
             {
                 CountUp(ap, Adds, Counter + 4);
+                // Still running (and so still exiting at its slice ends) until the host has held vCPU 0 once: an AP
+                // that could finish first would leave a late hold nothing to wait for.
+                WaitFor(ap, Released, 1);
                 ap.mov(__dword_ptr[ApDone], 1u);
                 ap.cli();
                 ap.hlt();
@@ -202,7 +205,10 @@ public class ThreadedSchedulerTests
             // vCPU 0 stays inside one of its exits on the host until vCPU 1 has had an exit meanwhile: only possible
             // when the AP runs on another thread at the same time (on one thread this waits out its 20 s and fails).
             if (vcpu.Id == 0 && d.Vcpus[1].InstructionsRetired > 0 && Interlocked.CompareExchange(ref holding, 1, 0) == 0)
+            {
                 apRanWhileBspHeld = apRan.Wait(TimeSpan.FromSeconds(20));
+                d.Physical.TryWrite(new GuestPhysicalAddress(Released), 1u);   // lets the AP finish
+            }
         };
         machine.Run();
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
