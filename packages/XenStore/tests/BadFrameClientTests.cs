@@ -273,7 +273,10 @@ public class BadFrameClientTests(ITestOutputHelper output)
                 discard = DiscardAsync(ring.Stream);
             }
             var (bytes, last) = NextFrame(rng, privileged: false, txIds);
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            // 30 s: the daemon's loops, this writer and the discarding reader are thread-pool tasks, and while other
+            // test classes block pool threads (xenstore-utils processes waited for, xenstored oracles) the pool grows
+            // by about one thread per half second; 5 s once ran out in CI on a 2-core host.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             try
             {
                 await ring.Stream.WriteAsync(bytes, timeout.Token);
@@ -281,7 +284,7 @@ public class BadFrameClientTests(ITestOutputHelper output)
             catch (OperationCanceledException)
             {
                 // Every frame fits the ring once the daemon reads it, and a dropped connection was told to drop
-                // before its frame: a write stuck for seconds means the daemon stopped serving a live ring.
+                // before its frame: a write stuck this long means the daemon stopped serving a live ring.
                 throw new Xunit.Sdk.XunitException($"ring write stuck at step {step} (domain {domid - 1})");
             }
             if (last)
