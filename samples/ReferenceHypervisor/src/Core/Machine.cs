@@ -134,8 +134,8 @@ internal sealed partial class Machine : IDisposable
     internal Action<VirtualCpu>? BeforeVcpuWait { get; set; }
 
     /// <summary>
-    /// Crash a domain whose vCPU retired more instructions than this, counting each operation of a batched hypercall
-    /// as one (<see cref="VirtualCpu.HypercallOperations"/>); 0 = no limit.
+    /// Crash a domain whose vCPU retired more instructions than this, counting each preemption check of a long
+    /// hypercall as one (<see cref="VirtualCpu.HypercallOperations"/>); 0 = no limit.
     /// </summary>
     public ulong MaxInstructionsPerVcpu { get; set; }
 

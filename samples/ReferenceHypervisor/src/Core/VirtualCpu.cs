@@ -210,9 +210,9 @@ internal sealed class VirtualCpu
 
     /// <summary>
     /// Work of long hypercalls (grant-table batches, multicalls, console writes) this vCPU has asked for: one for each
-    /// preemption check they make (per operation of a batch, per 32 unmaps, per 128-byte chunk of a write). Charged with <see cref="InstructionsRetired"/> against
-    /// <see cref="Machine.MaxInstructionsPerVcpu"/>, since one VMCALL retires one instruction whatever its length; guest
-    /// time does not follow it.
+    /// preemption check they make (per operation of a batch, per 32 unmaps, per 128-byte chunk of a write). Charged
+    /// with <see cref="InstructionsRetired"/> against <see cref="Machine.MaxInstructionsPerVcpu"/>, since one VMCALL
+    /// retires one instruction whatever its length; guest time does not follow it.
     /// </summary>
     public ulong HypercallOperations { get; internal set; }
 
