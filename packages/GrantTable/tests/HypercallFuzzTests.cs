@@ -53,6 +53,18 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
     private static int StepCount =>
         int.TryParse(Environment.GetEnvironmentVariable("VMMKIT_GNT_FUZZ_STEPS"), out int n) ? n : Steps;
 
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 2)]
+    public void The_same_calls_with_the_backend_on_its_own_thread_stay_within_what_was_granted(int seed, int victimVersion)
+    {
+        var run = new Run(seed, victimVersion, concurrent: true);
+        run.GoConcurrently(StepCount);
+        string done = $"maps {run.MapsDone}, grant copies {run.GrantCopiesDone}, backend maps and copies {run.BackendOpsDone}";
+        output.WriteLine(done);
+        Assert.True(run.MapsDone > 0 && run.GrantCopiesDone > 0 && run.BackendOpsDone > 0, $"seed {seed}: the fuzzer no longer reaches the grant paths ({done})");
+    }
+
     private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
     {
         public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
@@ -74,6 +86,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
     private sealed unsafe class Run
     {
         private readonly Random _rng;
+        private readonly Random _backendRng;
+        private readonly bool _concurrent;
         private readonly string _replay;
         private readonly ulong _initialFree;
         private readonly TestMachine _m = new(16UL << 20);
@@ -96,9 +110,11 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         public int BackendOpsDone { get; private set; }
         private double _preempt;
 
-        public Run(int seed, int victimVersion)
+        public Run(int seed, int victimVersion, bool concurrent = false)
         {
+            _concurrent = concurrent;
             _rng = new Random(seed * 2 + victimVersion);
+            _backendRng = new Random(~seed);
             _replay = $"seed {seed}, victim v{victimVersion} (replay: VMMKIT_GNT_FUZZ_SEED={seed})";
             _initialFree = _m.Memory.FreeFrames;
             _a = _m.AddDomain(Attacker, new GrantTableLimits(4, 1));
@@ -171,7 +187,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             }
 
             _m.Host.FlushTranslations = _ => { };
-            _dispatcher.PreemptCheck = _ => _rng.NextDouble() < _preempt;
+            _dispatcher.PreemptCheck = _ => _concurrent ? Random.Shared.Next(8) == 0 : _rng.NextDouble() < _preempt;
         }
 
         private unsafe delegate void EntryWriter(GrantEntryV2* e);
@@ -208,17 +224,73 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             }
         }
 
+        // The backend on a thread of its own, as a vCPU of another domain: its claims and maps race with the attacker's
+        // calls and with its rewriting of the entries the backend is claiming.
+        public void GoConcurrently(int steps)
+        {
+            try
+            {
+                Exception? backendFailure = null;
+                bool stop = false;
+                var backend = new Thread(() =>
+                {
+                    try
+                    {
+                        while (!Volatile.Read(ref stop))
+                        {
+                            BackendStep(_backendRng);
+                            CheckBackendMappings();
+                        }
+                    }
+                    catch (Exception e)
+                    {
+                        backendFailure = e;
+                    }
+                });
+                backend.Start();
+                try
+                {
+                    for (_step = 0; _step < steps && backendFailure is null; _step++)
+                    {
+                        Step();
+                        CheckAttackerMappings();
+                        if (_step % 32 == 31)
+                        {
+                            CheckVictimAndBackend();
+                        }
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref stop, true);
+                    backend.Join();
+                }
+
+                if (backendFailure is not null)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(backendFailure);
+                }
+
+                CheckVictimAndBackend();
+                CheckDeaths();
+            }
+            finally
+            {
+                _m.Dispose();
+            }
+        }
+
         private void Step()
         {
             _preempt = _rng.Next(4) == 0 ? 0.3 : 0;
             int kind = _rng.Next(100);
-            if (kind < 15)
+            if (kind < 15 && !_concurrent)
             {
-                BackendStep();
+                BackendStep(_rng);
                 return;
             }
 
-            if (kind < 21)
+            if (kind < 21) // with the backend on its own thread, its share of the steps rewrites the table
             {
                 ScribbleOwnTable();
                 return;
@@ -254,24 +326,24 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
 
         // The backend maps the attacker's grants at its slots, unmaps them, and copies between them and its frames
         // 32..63, as blkback and netback do with a frontend's grants, whatever the attacker's table says meanwhile.
-        private void BackendStep()
+        private void BackendStep(Random rng)
         {
-            GrantTableOp cmd = _rng.Next(3) switch
+            GrantTableOp cmd = rng.Next(3) switch
             {
                 0 => GrantTableOp.MapGrantRef,
                 1 => GrantTableOp.UnmapGrantRef,
                 _ => GrantTableOp.Copy,
             };
-            int n = _rng.Next(1, 5);
+            int n = rng.Next(1, 5);
             var unmapping = new List<(uint Handle, ulong Addr)>();
             for (int i = 0; i < n; i++)
             {
-                uint gref = _rng.Next(4) == 0 ? (uint)_rng.Next(600) : (uint)_rng.Next(16);
-                ushort len = (ushort)_rng.Next(1, 4097);
-                var frame = new GnttabCopyPtr { Gmfn = (ulong)_rng.Next(32, 64), DomId = DomainId.Self, Offset = (ushort)_rng.Next(4097 - len) };
-                var grant = new GnttabCopyPtr { Ref = gref, DomId = Attacker, Offset = (ushort)_rng.Next(4097 - len) };
-                bool fromGrant = _rng.Next(2) == 0;
-                (uint Handle, ulong Addr) held = _backendHandles.Count > 0 ? _backendHandles[_rng.Next(_backendHandles.Count)] : (0, Slot0 << 12);
+                uint gref = rng.Next(4) == 0 ? (uint)rng.Next(600) : (uint)rng.Next(16);
+                ushort len = (ushort)rng.Next(1, 4097);
+                var frame = new GnttabCopyPtr { Gmfn = (ulong)rng.Next(32, 64), DomId = DomainId.Self, Offset = (ushort)rng.Next(4097 - len) };
+                var grant = new GnttabCopyPtr { Ref = gref, DomId = Attacker, Offset = (ushort)rng.Next(4097 - len) };
+                bool fromGrant = rng.Next(2) == 0;
+                (uint Handle, ulong Addr) held = _backendHandles.Count > 0 ? _backendHandles[rng.Next(_backendHandles.Count)] : (0, Slot0 << 12);
                 if (cmd == GrantTableOp.UnmapGrantRef)
                 {
                     unmapping.Add(held);
@@ -281,8 +353,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 {
                     GrantTableOp.MapGrantRef => WriteTo(_b, Buffer, i, new GnttabMapGrantRef
                     {
-                        HostAddr = (Slot0 + (ulong)_rng.Next(Slots)) << 12,
-                        Flags = (uint)(GrantMapFlags.HostMap | (_rng.Next(2) == 0 ? GrantMapFlags.ReadOnly : 0)),
+                        HostAddr = (Slot0 + (ulong)rng.Next(Slots)) << 12,
+                        Flags = (uint)(GrantMapFlags.HostMap | (rng.Next(2) == 0 ? GrantMapFlags.ReadOnly : 0)),
                         Ref = gref,
                         Dom = Attacker,
                         Status = 77,
