@@ -5,7 +5,8 @@
  * a sub-op, and argument registers drawn from values that hurt: pointers into a scratch buffer full of
  * random bytes, at the end of RAM (straddling into the hole), in the hole, across the 4 GiB wrap, at the
  * local APIC page, null, small integers and random words. The guest only avoids destroying itself:
- * no shutdown/block, no mapping over its own image, no multicall of random entries, no vCPU down.
+ * no shutdown/block, no mapping over its own image, no multicall of random entries, no vCPU down; grant-table
+ * operations keep every address the hypervisor maps at or writes to off its own pages (tame_grant).
  * It prints a summary with a hash of every (number, result) pair, so a seed is reproducible, and
  * powers off. Every result must be >= 0 or a Xen errno (-1..-4095): anything else is "weird".
  */
@@ -87,6 +88,68 @@ static uint32_t sub_op(void)
     }
 }
 
+/* A page-aligned guest-physical address where nothing of the guest lives: the hole past RAM, or above 4 GiB. */
+static uint64_t free_address(void)
+{
+    uint64_t a = (rnd() & 1) ? hole() & ~0xfffu : 0x100000000ull + ((uint64_t)(rnd() % 4096) << 12);
+    return (rnd() % 8) ? a : a | (rnd() % 4096);
+}
+
+/* Grant ops carry addresses and frame numbers inside their structs, which the hypervisor maps at, writes to or
+ * copies into: the operations must lie in scratch (the count is cut to what fits there), and every place the
+ * hypervisor would write is kept off the guest's own pages (map's host_addr in the hole or above 4 GiB, a copy's
+ * destination frame in scratch or the hole, setup_table's frame list in scratch). The rest stays random. */
+static void tame_grant(uint32_t *a)
+{
+    uint32_t s = (uint32_t)(uintptr_t)scratch, e = s + sizeof scratch, size;
+    switch (a[0]) {
+    case GNTTABOP_map_grant_ref: size = sizeof(struct gnttab_map_grant_ref); break;
+    case GNTTABOP_unmap_grant_ref: size = sizeof(struct gnttab_unmap_grant_ref); break;
+    case GNTTABOP_setup_table: size = sizeof(struct gnttab_setup_table); break;
+    case GNTTABOP_copy: size = sizeof(struct gnttab_copy); break;
+    case GNTTABOP_swap_grant_ref: size = sizeof(struct gnttab_swap_grant_ref); break;
+    case GNTTABOP_query_size: case GNTTABOP_get_version: case GNTTABOP_set_version:
+        if (a[1] < s || a[1] >= e)
+            a[1] = hole();
+        return;
+    default:
+        a[1] = hole();
+        return;
+    }
+    if (a[1] < s || a[1] >= e) {
+        a[1] = hole();
+        return;
+    }
+    if ((uint64_t)a[2] * size > e - a[1])
+        a[2] = (e - a[1]) / size;
+    for (uint32_t i = 0; i < a[2]; i++) {
+        void *op = (void *)(uintptr_t)(a[1] + i * size);
+        if (a[0] == GNTTABOP_map_grant_ref) {
+            ((struct gnttab_map_grant_ref *)op)->host_addr = free_address();
+        } else if (a[0] == GNTTABOP_setup_table) {
+            struct gnttab_setup_table *t = op;
+            if (t->nr_frames > 64 && (rnd() & 1))
+                t->nr_frames %= 8;
+            /* At most 64 frame numbers fit where the list may go in scratch; a longer list goes to the hole. */
+            uint32_t list = (t->nr_frames <= 64 && (rnd() & 3)) ? s + (rnd() % (sizeof scratch - 64 * 8)) : hole();
+            set_xen_guest_handle(t->frame_list, (xen_pfn_t *)(uintptr_t)list);
+        } else if (a[0] == GNTTABOP_copy) {
+            struct gnttab_copy *c = op;
+            if (!(c->flags & GNTCOPY_dest_gref))
+                c->dest.u.gmfn = (rnd() & 3) ? (s >> 12) + rnd() % (sizeof scratch >> 12) : hole() >> 12;
+            if (rnd() & 1) {                                    /* within the page, so that it can succeed */
+                c->len %= 4097;
+                c->source.offset %= 4096 - c->len + 1;
+                c->dest.offset %= 4096 - c->len + 1;
+                if (!(c->flags & GNTCOPY_source_gref))
+                    c->source.domid = DOMID_SELF;
+                if (!(c->flags & GNTCOPY_dest_gref))
+                    c->dest.domid = DOMID_SELF;
+            }
+        }
+    }
+}
+
 /* Keeps the call from destroying the guest itself; returns the (possibly replaced) number. */
 static uint32_t tame(uint32_t nr, uint32_t *a)
 {
@@ -113,11 +176,7 @@ static uint32_t tame(uint32_t nr, uint32_t *a)
         break;
     }
     case __HYPERVISOR_grant_table_op:
-        /* Grant ops carry guest handles and frame numbers inside their structs (setup_table's frame list, copy's
-         * gmfn, map's host_addr): random ones would let the hypervisor write over the guest's own image. Only
-         * the size and version queries keep a buffer in scratch; the others get a pointer into the hole. */
-        if (a[0] != GNTTABOP_query_size && a[0] != GNTTABOP_get_version)
-            a[1] = hole();
+        tame_grant(a);
         break;
     case __HYPERVISOR_vcpu_op:
         if (a[0] == VCPUOP_initialise || a[0] == VCPUOP_down || a[0] == VCPUOP_register_vcpu_time_memory_area)
