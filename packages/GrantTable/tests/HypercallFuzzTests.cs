@@ -21,8 +21,9 @@ namespace VmmKit.GrantTable.Tests;
 /// its own, its own table's, or one granted to it with no more access than granted, and every frame the backend maps
 /// is the attacker's own. Every 32 calls and at the end: no byte of the victim or the backend changed except where
 /// write access was granted (and the backend's own copy destinations and operations), and the victim's table entries
-/// still say what the victim wrote. When the attacker dies, no grant of the victim stays pinned, and when all three
-/// have died every machine frame is free again. Set VMMKIT_GNT_FUZZ_SEED=N, VMMKIT_GNT_FUZZ_VERSION=1 or 2 (the
+/// still say what the victim wrote. In half the runs the victim dies halfway with its frames mapped, and a newcomer
+/// (domain 4) takes the free memory: the mapped frames stay the victim's and nothing writes the newcomer's. When the
+/// attacker dies, no grant of a living victim stays pinned, and when all have died every machine frame is free again. Set VMMKIT_GNT_FUZZ_SEED=N, VMMKIT_GNT_FUZZ_VERSION=1 or 2 (the
 /// victim's table version) and VMMKIT_GNT_FUZZ_STEPS to replay one run.
 /// </summary>
 public sealed class HypercallFuzzTests(ITestOutputHelper output)
@@ -86,7 +87,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
     // A fuzzer whose calls all fail tests nothing: each run must have mapped and copied through grants.
     private void Reached(Run run, int seed)
     {
-        string done = $"maps {run.MapsDone}, grant copies {run.GrantCopiesDone}, backend maps and copies {run.BackendOpsDone}";
+        string done = $"maps {run.MapsDone}, grant copies {run.GrantCopiesDone}, backend maps and copies {run.BackendOpsDone}, " +
+            $"victim's frames still mapped at its death {run.VictimFramesMappedAtDeath?.ToString() ?? "(the victim lived)"}";
         output.WriteLine(done);
         Assert.True(run.MapsDone > 0 && run.GrantCopiesDone > 0 && run.BackendOpsDone > 0,
             $"seed {seed}: the fuzzer no longer reaches the grant paths ({done})");
@@ -119,12 +121,15 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         private readonly List<(uint Ref, ulong Header, ulong Tail)> _victimEntries = [];
         private int _step;
         private double _preempt;
+        private TestDomain? _newcomer;
 
         public int MapsDone { get; private set; }
 
         public int GrantCopiesDone { get; private set; }
 
         public int BackendOpsDone { get; private set; }
+
+        public int? VictimFramesMappedAtDeath { get; private set; }
 
         public Run(int seed, int victimVersion, bool concurrent = false)
         {
@@ -220,8 +225,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         {
             try
             {
+                int death = _rng.Next(2) == 0 ? -1 : _rng.Next(steps / 3, (2 * steps / 3) + 1);
                 for (_step = 0; _step < steps; _step++)
                 {
+                    if (_step == death)
+                    {
+                        KillVictim();
+                    }
+
                     Step();
                     CheckAttackerMappings();
                     CheckBackendMappings();
@@ -793,11 +804,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     continue;
                 }
 
-                bool own = _m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker;
+                // A granted frame stays the victim's while it is mapped, even after the victim died.
+                bool allocated = _m.Memory.TryGetOwner(mfn, out FrameOwner owner);
+                bool own = allocated && owner.DomainId == Attacker;
                 bool table = IsOwnTableFrame(mfn);
-                bool granted = _grantedToA.TryGetValue(mfn.Value, out EptAccess most) && (access & ~most & (EptAccess.Write | EptAccess.Execute)) == 0;
+                bool granted = allocated && owner.DomainId == Victim && _grantedToA.TryGetValue(mfn.Value, out EptAccess most) &&
+                    (access & ~most & (EptAccess.Write | EptAccess.Execute)) == 0;
                 Assert.True(own || table || granted,
-                    $"{_replay}, step {_step}: the attacker's gfn {gfn:x} maps mfn {mfn.Value:x} ({owner}) with {access}");
+                    $"{_replay}, step {_step}: the attacker's gfn {gfn:x} maps mfn {mfn.Value:x} ({(allocated ? owner : "free")}) with {access}");
                 if (granted)
                 {
                     Assert.True(_m.Host.IsGrantMapping(_a.Grant, new GuestFrameNumber(gfn)),
@@ -817,8 +831,9 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     continue;
                 }
 
-                Assert.True(_m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker && (access & EptAccess.Execute) == 0,
-                    $"{_replay}, step {_step}: the backend's gfn {gfn:x} maps mfn {mfn.Value:x} ({owner}) with {access}");
+                bool allocated = _m.Memory.TryGetOwner(mfn, out FrameOwner owner);
+                Assert.True(allocated && owner.DomainId == Attacker && (access & EptAccess.Execute) == 0,
+                    $"{_replay}, step {_step}: the backend's gfn {gfn:x} maps mfn {mfn.Value:x} ({(allocated ? owner : "free")}) with {access}");
             }
         }
 
@@ -843,13 +858,32 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             return false;
         }
 
+        // Halfway through some runs the victim dies with its frames mapped by the attacker, and a newcomer (domain 4)
+        // takes whatever memory is free: a frame still mapped must not be among it (the attacker's EPT check sees the
+        // newcomer's frames as no one's it may map), and nothing may write the newcomer's frames.
+        private void KillVictim()
+        {
+            _m.Kill(_v);
+            VictimFramesMappedAtDeath = _m.Frames.PendingFreeCount;
+            _newcomer = _m.AddDomain(4);
+            for (int i = 0; i < TestMachine.RamFrames; i++)
+            {
+                _newcomer.RamPage(i).Fill(0xEE);
+            }
+        }
+
         private void CheckVictimAndBackend()
         {
+            for (int i = 0; _newcomer is not null && i < TestMachine.RamFrames; i++)
+            {
+                Assert.True(!_newcomer.RamPage(i).ContainsAnyExcept((byte)0xEE), $"{_replay}, step {_step}: the newcomer's frame {i} changed");
+            }
+
             for (int i = 0; i < TestMachine.RamFrames; i++)
             {
                 Span<byte> b = _b.RamPage(i);
                 Assert.True(i >= 32 || i == (int)(Buffer >> 12) || b.SequenceEqual(_backendBefore[i]), $"{_replay}, step {_step}: the backend's frame {i} changed");
-                if (i is WritableA or WritableB)
+                if (i is WritableA or WritableB || _v.Dead)
                 {
                     continue;
                 }
@@ -866,7 +900,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 Assert.True(v.SequenceEqual(_victimBefore[i]), $"{_replay}, step {_step}: the victim's frame {i} changed");
             }
 
-            foreach ((uint r, ulong header, ulong tail) in _victimEntries)
+            foreach ((uint r, ulong header, ulong tail) in _v.Dead ? [] : _victimEntries)
             {
                 const ulong busy = (ulong)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
                 Assert.True((VictimEntryHeader(r) & ~busy) == (header & ~busy) && VictimEntryRest(r) == tail,
@@ -903,20 +937,26 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
 
             _a.Ept.Dispose();
             _a.Dead = true;
-            for (uint r = 0; r < (uint)_v.Grant.EntryCount; r++)
+            for (uint r = 0; !_v.Dead && r < (uint)_v.Grant.EntryCount; r++)
             {
                 Assert.True(_v.Grant.GetPinCount(r) == 0, $"{_replay}: the victim's grant {r} is still pinned after the attacker died");
             }
 
-            foreach (uint r in _victimRefsToA)
+            foreach (uint r in _v.Dead ? [] : _victimRefsToA)
             {
                 ushort flags = (ushort)VictimEntryHeader(r);
                 Assert.True(_v.Grant.Version == 2 || (flags & (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing)) == 0,
                     $"{_replay}: the victim's grant {r} still says it is in use: flags {flags:x}");
             }
 
-            _m.Kill(_v);
-            _m.Kill(_b);
+            foreach (TestDomain? d in new[] { _v, _b, _newcomer })
+            {
+                if (d is { Dead: false })
+                {
+                    _m.Kill(d);
+                }
+            }
+
             Assert.Equal(0, _m.Frames.PendingFreeCount);
             Assert.True(_m.Memory.FreeFrames == _initialFree,
                 $"{_replay}: {_initialFree - _m.Memory.FreeFrames} machine frame(s) still allocated after every domain died");
