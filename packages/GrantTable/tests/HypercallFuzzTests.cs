@@ -12,8 +12,9 @@ namespace VmmKit.GrantTable.Tests;
 /// victim's grants and past the table, domids of every domain and of none, <c>host_addr</c>s over RAM, the table,
 /// unmapped space and other mappings, handles returned earlier and made up, flags of every combination, offsets and
 /// lengths at and past the page's edges, operation arrays that straddle into unmapped space or lie in a read-only grant
-/// mapping, counts up to 2^32, both ABIs, continuations at random points, and the attacker's own table rewritten
-/// between calls (grants of its RAM and of the frames it maps from the victim to the backend, and junk). The victim
+/// mapping, counts up to 2^32, both ABIs, continuations at random points, the attacker's own table and status words
+/// rewritten between calls (grants of its RAM and of the frames it maps from the victim to the backend, and junk), and
+/// its table frames placed and removed and RAM pages removed (some while the backend maps them). The victim
 /// (domain 2) grants frames to the attacker (read-only, writable, a v2 sub-page, a transitive entry) and to the
 /// backend (domain 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), in one
 /// test between the attacker's calls, in the other on a thread of its own.
@@ -88,7 +89,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
     private void Reached(Run run, int seed)
     {
         string done = $"maps {run.MapsDone}, grant copies {run.GrantCopiesDone}, backend maps and copies {run.BackendOpsDone}, " +
-            $"victim's frames still mapped at its death {run.VictimFramesMappedAtDeath?.ToString() ?? "(the victim lived)"}";
+            $"victim's frames still mapped at its death {run.VictimFramesMappedAtDeath?.ToString() ?? "(the victim lived)"}, " +
+            $"attacker's pages removed while mapped {run.FreesDeferred}";
         output.WriteLine(done);
         Assert.True(run.MapsDone > 0 && run.GrantCopiesDone > 0 && run.BackendOpsDone > 0,
             $"seed {seed}: the fuzzer no longer reaches the grant paths ({done})");
@@ -130,6 +132,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         public int BackendOpsDone { get; private set; }
 
         public int? VictimFramesMappedAtDeath { get; private set; }
+
+        public int FreesDeferred { get; private set; }
 
         public Run(int seed, int victimVersion, bool concurrent = false)
         {
@@ -333,6 +337,12 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 return;
             }
 
+            if (kind < 28)
+            {
+                RemoveFromPhysmap();
+                return;
+            }
+
             HypercallAbi abi = _rng.Next(4) == 0 ? HypercallAbi.Compat32 : HypercallAbi.Native64;
             GrantTableOp cmd = PickCommand();
             ulong uop = OperationPointer();
@@ -421,6 +431,46 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     _backendHandles.Remove(unmapping[i]);
                 }
             }
+        }
+
+        // XENMEM_remove_from_physmap as a hypervisor answers it: a table frame leaves through the grant tables; otherwise
+        // the attacker's own RAM page at the address goes (its frame freed through the references, so a frame the
+        // backend maps through one of the attacker's grants lives on until the backend unmaps it).
+        private void RemoveFromPhysmap()
+        {
+            ulong gfn = _rng.Next(3) switch
+            {
+                0 => (ulong)_rng.Next(64),
+                1 => AddressGfn(),
+                _ => PageTheBackendMaps(),
+            };
+            long rc = _m.Host.RemoveTableFrame(_a.Grant, new GuestFrameNumber(gfn));
+            CheckResult(rc, $"remove_from_physmap gfn {gfn:x}");
+            if (rc == XenErrno.ENOENT.Negated() && (gfn < Buffer >> 12 || gfn >= (Buffer >> 12) + 4) && !_m.Host.IsGrantMapping(_a.Grant, new GuestFrameNumber(gfn)) &&
+                _a.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber mfn, out _) &&
+                _m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker)
+            {
+                _a.Ept.Unmap(new GuestFrameNumber(gfn).Address, 1);
+                FreesDeferred += _m.Frames.Free(mfn) ? 0 : 1;
+            }
+        }
+
+        // The attacker's gfn of a frame the backend maps now, if any.
+        private ulong PageTheBackendMaps()
+        {
+            for (ulong slot = Slot0; slot < Slot0 + Slots; slot++)
+            {
+                if (_b.Ept.TryLookup(new GuestFrameNumber(slot), out MachineFrameNumber mfn, out _))
+                {
+                    int i = Array.IndexOf(_a.Ram, mfn);
+                    if (i >= 0)
+                    {
+                        return (ulong)i;
+                    }
+                }
+            }
+
+            return (ulong)_rng.Next(64);
         }
 
         private GrantTableOp PickCommand() => _rng.Next(100) switch
@@ -764,6 +814,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         // it maps from the victim, of anything; junk flags and domids.
         private void ScribbleOwnTable()
         {
+            if (_a.Grant.StatusFrameCount > 0 && _rng.Next(4) == 0)
+            {
+                // v2: the status words are the hypervisor's to set, but the guest can write them too.
+                byte* status = _m.Memory.GetFramePointer(_a.Grant.GetStatusFrame(_rng.Next(_a.Grant.StatusFrameCount)));
+                ((ushort*)status)[_rng.Next(_rng.Next(2) == 0 ? 16 : 2048)] = (ushort)_rng.Next(65536);
+                return;
+            }
+
             int v2 = _a.Grant.Version == 2 ? 1 : 0;
             int perFrame = v2 == 1 ? GrantEntryV2.PerFrame : GrantEntryV1.PerFrame;
             uint r = _rng.Next(4) == 0 ? (uint)_rng.Next(_a.Grant.EntryCount) : (uint)_rng.Next(16);
