@@ -14,18 +14,19 @@ namespace VmmKit.GrantTable.Tests;
 /// lengths at and past the page's edges, operation arrays that straddle into unmapped space or lie in a read-only grant
 /// mapping, counts up to 2^32, both ABIs, continuations at random points, the attacker's own table and status words
 /// rewritten between calls (grants of its RAM and of the frames it maps from the victim to the backend, and junk), and
-/// its table frames placed and removed and RAM pages removed (some while the backend maps them). The victim
-/// (domain 2) grants frames to the attacker (read-only, writable, a v2 sub-page, a transitive entry) and to the
-/// backend (domain 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), in one
-/// test between the attacker's calls, in the other on a thread of its own.
-/// After every call: the result is 0 or a Xen errno; every frame the attacker's EPT maps at an address it has named is
-/// its own, its own table's, or one granted to it with no more access than granted, and every frame the backend maps
-/// is the attacker's own. Every 32 calls and at the end: no byte of the victim or the backend changed except where
-/// write access was granted (and the backend's own copy destinations and operations), and the victim's table entries
-/// still say what the victim wrote. In half the runs the victim dies halfway with its frames mapped, and a newcomer
-/// (domain 4) takes the free memory: the mapped frames stay the victim's and nothing writes the newcomer's. When the
-/// attacker dies, no grant of a living victim stays pinned, and when all have died every machine frame is free again. Set VMMKIT_GNT_FUZZ_SEED=N, VMMKIT_GNT_FUZZ_VERSION=1 or 2 (the
-/// victim's table version) and VMMKIT_GNT_FUZZ_STEPS to replay one run.
+/// its table frames placed and removed and RAM pages removed (some while the backend maps them). The victim (domain 2)
+/// grants frames to the attacker (read-only, writable, a v2 sub-page, a transitive entry) and to the backend (domain
+/// 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), in one test between the
+/// attacker's calls, in the other on a thread of its own.
+/// After every call: the result is 0 or a Xen errno; every frame the attacker's EPT maps at an address it has named is its
+/// own, its own table's, or one granted to it with no more access than granted, and every frame the backend maps is the
+/// attacker's own. Every 32 calls and at the end: no byte of the victim or the backend changed except where write
+/// access was granted (and the backend's own copy destinations and operations), and the victim's table entries still
+/// say what the victim wrote. In half the runs the victim dies halfway with its frames mapped, and a newcomer (domain
+/// 4) takes the free memory: the mapped frames stay the victim's and nothing writes the newcomer's. When the attacker
+/// dies, no grant of a living victim stays pinned, and when all have died every machine frame is free again. Set
+/// VMMKIT_GNT_FUZZ_SEED=N, VMMKIT_GNT_FUZZ_VERSION=1 or 2 (the victim's table version) and VMMKIT_GNT_FUZZ_STEPS to
+/// replay one run.
 /// </summary>
 public sealed class HypercallFuzzTests(ITestOutputHelper output)
 {
@@ -396,7 +397,10 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                         Dom = Attacker,
                         Status = 77,
                     }),
-                    GrantTableOp.UnmapGrantRef => WriteTo(_b, Buffer, i, new GnttabUnmapGrantRef { HostAddr = held.Addr, Handle = held.Handle, Status = 77 }),
+                    GrantTableOp.UnmapGrantRef => WriteTo(_b, Buffer, i, new GnttabUnmapGrantRef
+                    {
+                        HostAddr = held.Addr, Handle = held.Handle, Status = 77,
+                    }),
                     _ => WriteTo(_b, Buffer, i, new GnttabCopy
                     {
                         Source = fromGrant ? grant : frame,
@@ -446,7 +450,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             };
             long rc = _m.Host.RemoveTableFrame(_a.Grant, new GuestFrameNumber(gfn));
             CheckResult(rc, $"remove_from_physmap gfn {gfn:x}");
-            if (rc == XenErrno.ENOENT.Negated() && (gfn < Buffer >> 12 || gfn >= (Buffer >> 12) + 4) && !_m.Host.IsGrantMapping(_a.Grant, new GuestFrameNumber(gfn)) &&
+            bool operationPage = gfn >= Buffer >> 12 && gfn < (Buffer >> 12) + 4;
+            if (rc == XenErrno.ENOENT.Negated() && !operationPage && !_m.Host.IsGrantMapping(_a.Grant, new GuestFrameNumber(gfn)) &&
                 _a.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber mfn, out _) &&
                 _m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker)
             {
@@ -681,7 +686,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         {
             bool fromGrant = _rng.Next(2) == 0;
             ushort len = (ushort)_rng.Next(1, 4097);
-            var grant = new GnttabCopyPtr { Ref = _victimRefsToA[_rng.Next(_victimRefsToA.Count)], DomId = Victim, Offset = (ushort)_rng.Next(4097 - len) };
+            uint gref = _victimRefsToA[_rng.Next(_victimRefsToA.Count)];
+            var grant = new GnttabCopyPtr { Ref = gref, DomId = Victim, Offset = (ushort)_rng.Next(4097 - len) };
             var frame = new GnttabCopyPtr { Gmfn = (ulong)_rng.Next(64), DomId = DomainId.Self, Offset = (ushort)_rng.Next(4097 - len) };
             var op = new GnttabCopy
             {
@@ -940,7 +946,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             for (int i = 0; i < TestMachine.RamFrames; i++)
             {
                 Span<byte> b = _b.RamPage(i);
-                Assert.True(i >= 32 || i == (int)(Buffer >> 12) || b.SequenceEqual(_backendBefore[i]), $"{_replay}, step {_step}: the backend's frame {i} changed");
+                Assert.True(i >= 32 || i == (int)(Buffer >> 12) || b.SequenceEqual(_backendBefore[i]),
+                    $"{_replay}, step {_step}: the backend's frame {i} changed");
                 if (i is WritableA or WritableB || _v.Dead)
                 {
                     continue;
