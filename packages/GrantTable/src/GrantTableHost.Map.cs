@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using VmmKit.Ept;
 
@@ -183,6 +184,9 @@ public sealed unsafe partial class GrantTableHost
         return GrantStatus.Okay;
     }
 
+    // The first half of an unmap: the mapping leaves the grantee's EPT and the host's cache of its translations. The
+    // vCPUs' translations go at the flush that follows (FlushBeforeRelease), once for a whole batch, before the page's
+    // reference is released (CompleteUnmap).
     private void RemoveHostMapping(GrantDomain ld, ulong gfn)
     {
         ld.GrantMappedGfns.Remove(gfn);
@@ -196,7 +200,6 @@ public sealed unsafe partial class GrantTableHost
         }
 
         GuestPhysicalMemory.InvalidateSingleContext(_memory, ld.Ept.Pointer);
-        FlushBeforeRelease(ld);
     }
 
     /// <summary>Unmaps one grant mapping (one operation of <c>GNTTABOP_unmap_grant_ref</c>); sets <c>op.Status</c>.</summary>
@@ -207,7 +210,44 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            op.Status = (short)Unmap(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0);
+            PendingUnmaps pending = default;
+            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending[0]);
+            UnmapComplete(caller, pending, 1);
+        }
+    }
+
+    /// <summary>
+    /// Unmaps grant mappings as <c>GNTTABOP_unmap_grant_ref</c> does with an array of operations: in batches of up to
+    /// 32 (<c>GNTTAB_UNMAP_BATCH_SIZE</c>), each batch's mappings leave the EPT, then <see cref="FlushTranslations"/>
+    /// runs once, then each one's pin, status flags and frame reference are dropped. Sets every <c>Status</c>;
+    /// operations run in order, so one that names a handle an earlier operation unmapped gets <c>GNTST_bad_handle</c>.
+    /// </summary>
+    /// <param name="caller">The grantee.</param>
+    /// <param name="ops">The operations.</param>
+    public void UnmapGrantRefs(GrantDomain caller, Span<GnttabUnmapGrantRef> ops)
+    {
+        CheckCaller(caller);
+        while (!ops.IsEmpty)
+        {
+            int n = Math.Min(ops.Length, UnmapBatchSize);
+            lock (_lock)
+            {
+                PendingUnmaps pending = default;
+                try
+                {
+                    for (int i = 0; i < n; i++)
+                    {
+                        ref GnttabUnmapGrantRef op = ref ops[i];
+                        op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending[i]);
+                    }
+                }
+                finally
+                {
+                    UnmapComplete(caller, pending, n);
+                }
+            }
+
+            ops = ops[n..];
         }
     }
 
@@ -223,11 +263,30 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            op.Status = (short)Unmap(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr);
+            PendingUnmaps pending = default;
+            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr, ref pending[0]);
+            UnmapComplete(caller, pending, 1);
         }
     }
 
-    private GrantStatus Unmap(GrantDomain ld, uint handle, ulong hostAddr, ulong devBusAddr, ulong newAddr)
+    /// <summary>The first half of one operation of a batch of unmaps, with <see cref="CopyLock"/> held.</summary>
+    internal GrantStatus UnmapBeginHeld(GrantDomain caller, in GnttabUnmapGrantRef op, ref PendingUnmap pending)
+    {
+        Debug.Assert(_lock.IsHeldByCurrentThread, "UnmapBeginHeld runs under CopyLock");
+        return UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending);
+    }
+
+    /// <summary>The end of a batch of unmaps begun with <see cref="UnmapBeginHeld"/>, with <see cref="CopyLock"/> held.</summary>
+    internal void UnmapCompleteHeld(GrantDomain caller, in PendingUnmaps pending, int count)
+    {
+        Debug.Assert(_lock.IsHeldByCurrentThread, "UnmapCompleteHeld runs under CopyLock");
+        UnmapComplete(caller, pending, count);
+    }
+
+    // unmap_common: checks the handle and the address, takes the mapping out of the EPT and frees the handle (a second
+    // operation on it in the same batch finds it unmapped, XSA-218); what unmap_common_complete needs goes to
+    // `pending`, which UnmapComplete finishes after the batch's flush. Under the lock.
+    private GrantStatus UnmapBegin(GrantDomain ld, uint handle, ulong hostAddr, ulong devBusAddr, ulong newAddr, ref PendingUnmap pending)
     {
         if (handle >= (uint)ld.Maptrack.Length || ld.IsDestroyed)
         {
@@ -260,13 +319,37 @@ public sealed unsafe partial class GrantTableHost
         }
 
         RemoveHostMapping(ld, gfn);
-        GrantDomain rd = map.Granter!;
-        uint gref = map.Ref;
+        pending = new PendingUnmap(map.Granter!, map.Ref, flags, frame);
         map.Flags = GrantMapFlags.None;
         map.Granter = null;
         PutMaptrackHandle(ld, handle);
-        CompleteUnmap(rd, gref, flags, frame);
         return GrantStatus.Okay;
+    }
+
+    // The end of a batch of unmaps of ld (the first `count` entries of `pending`, some empty): gnttab_flush_tlb once if
+    // any mapping left the EPT, then unmap_common_complete for each. Under the lock.
+    private void UnmapComplete(GrantDomain ld, in PendingUnmaps pending, int count)
+    {
+        bool any = false;
+        for (int i = 0; i < count && !any; i++)
+        {
+            any = pending[i].Granter is not null;
+        }
+
+        if (!any)
+        {
+            return;
+        }
+
+        FlushBeforeRelease(ld);
+        for (int i = 0; i < count; i++)
+        {
+            PendingUnmap p = pending[i];
+            if (p.Granter is not null)
+            {
+                CompleteUnmap(p.Granter, p.Ref, p.Flags, p.Frame);
+            }
+        }
     }
 
     // unmap_common_complete: drop the frame reference and the pin, clear the status flags the last user set.

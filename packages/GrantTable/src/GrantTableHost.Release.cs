@@ -25,10 +25,26 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
-    // gnttab_release_mappings: every in-use handle is unmapped from the EPT and completed in its granter's table.
+    // gnttab_release_mappings: every in-use handle is unmapped from the EPT, then, after one flush, completed in its
+    // granter's table.
     private int ReleaseMaptrack(GrantDomain ld)
     {
         int released = 0;
+        for (int h = 0; h < ld.Maptrack.Length; h++)
+        {
+            if ((ld.Maptrack[h].Flags & GrantMapFlags.HostMap) != 0)
+            {
+                RemoveHostMapping(ld, ld.Maptrack[h].Gfn);
+                released++;
+            }
+        }
+
+        if (released == 0)
+        {
+            return 0;
+        }
+
+        FlushBeforeRelease(ld);
         for (int h = 0; h < ld.Maptrack.Length; h++)
         {
             ref MaptrackEntry map = ref ld.Maptrack[h];
@@ -39,12 +55,10 @@ public sealed unsafe partial class GrantTableHost
 
             GrantMapFlags flags = map.Flags;
             GrantDomain rd = map.Granter!;
-            RemoveHostMapping(ld, map.Gfn);
             map.Flags = GrantMapFlags.None;
             map.Granter = null;
             PutMaptrackHandle(ld, (uint)h);
             CompleteUnmap(rd, map.Ref, flags, new MachineFrameNumber(map.Mfn));
-            released++;
         }
 
         return released;

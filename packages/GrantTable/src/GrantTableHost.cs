@@ -65,6 +65,9 @@ public sealed unsafe partial class GrantTableHost
     // Before a page the domain's EPT no longer maps is released (see FlushTranslations).
     private void FlushBeforeRelease(GrantDomain d) => FlushTranslations?.Invoke(d);
 
+    // GNTTAB_UNMAP_BATCH_SIZE: unmaps whose mappings leave the EPT before one flush.
+    internal const int UnmapBatchSize = 32;
+
     /// <summary>
     /// Gives a new domain its grant table (Xen's <c>grant_table_init</c>): version 1, one shared frame
     /// (allocated to <c>DOMID_XEN</c>, like Xen's xenheap frames shared with the guest), no mapping.

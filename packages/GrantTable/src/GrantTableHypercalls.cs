@@ -171,12 +171,66 @@ public sealed class GrantTableHypercalls<TCaller>
             }, ref none);
     }
 
+    // gnttab_unmap_grant_ref: batches of GNTTAB_UNMAP_BATCH_SIZE operations, each read just before it runs and its
+    // status written just after; each batch's mappings leave the EPT, then one flush, then each completes (its pin,
+    // status flags and frame reference dropped). A preemption check between batches. The host's lock is held across a
+    // batch, its reads and status writes included (the call's IGuestVirtualMemory then runs under it, as a copy's).
     private long Unmap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
+        _host.CheckCaller(d);
+        uint i = 0;
+        while (i < count)
+        {
+            if (i != 0 && call.PreemptCheck())
+            {
+                return Continue(ref call, cmd, uop, i, Unsafe.SizeOf<GnttabUnmapGrantRef>(), count);
+            }
+
+            long rc = UnmapHold(ref call, d, uop, ref i, Math.Min(count, i + UnmapBatch));
+            if (rc != 0)
+            {
+                return rc;
+            }
+        }
+
+        return 0;
+    }
+
+    // Operations i to end - 1 of GNTTABOP_unmap_grant_ref, one batch under one hold of the host's lock; i ends at the
+    // first operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be
+    // written (it has run): the batch so far is flushed and completed, and no later operation runs.
+    private long UnmapHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end)
+    {
         const int statusOffset = 20; // offsetof(struct gnttab_unmap_grant_ref, status)
-        byte none = 0;
-        return Batch(ref call, d, cmd, uop, count, UnmapBatch, statusOffset, sizeof(short),
-            static (GrantTableHost h, GrantDomain caller, ref GnttabUnmapGrantRef op, ref byte _) => h.UnmapGrantRef(caller, ref op), ref none);
+        PendingUnmaps pending = default;
+        int n = 0;
+        lock (_host.CopyLock)
+        {
+            try
+            {
+                for (; i < end; i++)
+                {
+                    ulong at = uop + ((ulong)i * (ulong)Unsafe.SizeOf<GnttabUnmapGrantRef>());
+                    if (!call.TryCopyFromGuest(at, out GnttabUnmapGrantRef op))
+                    {
+                        return XenErrno.EFAULT.Negated();
+                    }
+
+                    op.Status = (short)_host.UnmapBeginHeld(d, in op, ref pending[n++]);
+                    if (!call.TryCopyToGuest(at + statusOffset, op.Status))
+                    {
+                        i++;
+                        return XenErrno.EFAULT.Negated();
+                    }
+                }
+            }
+            finally
+            {
+                _host.UnmapCompleteHeld(d, in pending, n);
+            }
+        }
+
+        return 0;
     }
 
     // gnttab_copy: each operation read from guest memory just before it runs and its status written back just after,

@@ -12,18 +12,21 @@ namespace VmmKit.GrantTable.Tests;
 /// victim's grants and past the table, domids of every domain and of none, <c>host_addr</c>s over RAM, the table,
 /// unmapped space and other mappings, handles returned earlier and made up, flags of every combination, offsets and
 /// lengths at and past the page's edges, operation arrays that straddle into unmapped space or lie in a read-only grant
-/// mapping, counts up to 2^32, both ABIs, continuations at random points, and the attacker's own table rewritten
-/// between calls (grants of its RAM and of the frames it maps from the victim to the backend, and junk). The victim
-/// (domain 2) grants frames to the attacker (read-only, writable, a v2 sub-page, a transitive entry) and to the
-/// backend (domain 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), in one
-/// test between the attacker's calls, in the other on a thread of its own.
-/// After every call: the result is 0 or a Xen errno; every frame the attacker's EPT maps at an address it has named is
-/// its own, its own table's, or one granted to it with no more access than granted, and every frame the backend maps
-/// is the attacker's own. Every 32 calls and at the end: no byte of the victim or the backend changed except where
-/// write access was granted (and the backend's own copy destinations and operations), and the victim's table entries
-/// still say what the victim wrote. When the attacker dies, no grant of the victim stays pinned, and when all three
-/// have died every machine frame is free again. Set VMMKIT_GNT_FUZZ_SEED=N, VMMKIT_GNT_FUZZ_VERSION=1 or 2 (the
-/// victim's table version) and VMMKIT_GNT_FUZZ_STEPS to replay one run.
+/// mapping, counts up to 2^32, both ABIs, continuations at random points, the attacker's own table and status words
+/// rewritten between calls (grants of its RAM and of the frames it maps from the victim to the backend, and junk), and
+/// its table frames placed and removed and RAM pages removed (some while the backend maps them). The victim (domain 2)
+/// grants frames to the attacker (read-only, writable, a v2 sub-page, a transitive entry) and to the backend (domain
+/// 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), in one test between the
+/// attacker's calls, in the other on a thread of its own.
+/// After every call: the result is 0 or a Xen errno; every frame the attacker's EPT maps at an address it has named is its
+/// own, its own table's, or one granted to it with no more access than granted, and every frame the backend maps is the
+/// attacker's own. Every 32 calls and at the end: no byte of the victim or the backend changed except where write
+/// access was granted (and the backend's own copy destinations and operations), and the victim's table entries still
+/// say what the victim wrote. In half the runs the victim dies halfway with its frames mapped, and a newcomer (domain
+/// 4) takes the free memory: the mapped frames stay the victim's and nothing writes the newcomer's. When the attacker
+/// dies, no grant of a living victim stays pinned, and when all have died every machine frame is free again. Set
+/// VMMKIT_GNT_FUZZ_SEED=N, VMMKIT_GNT_FUZZ_VERSION=1 or 2 (the victim's table version) and VMMKIT_GNT_FUZZ_STEPS to
+/// replay one run.
 /// </summary>
 public sealed class HypercallFuzzTests(ITestOutputHelper output)
 {
@@ -86,7 +89,9 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
     // A fuzzer whose calls all fail tests nothing: each run must have mapped and copied through grants.
     private void Reached(Run run, int seed)
     {
-        string done = $"maps {run.MapsDone}, grant copies {run.GrantCopiesDone}, backend maps and copies {run.BackendOpsDone}";
+        string done = $"maps {run.MapsDone}, grant copies {run.GrantCopiesDone}, backend maps and copies {run.BackendOpsDone}, " +
+            $"victim's frames still mapped at its death {run.VictimFramesMappedAtDeath?.ToString() ?? "(the victim lived)"}, " +
+            $"attacker's pages removed while mapped {run.FreesDeferred}";
         output.WriteLine(done);
         Assert.True(run.MapsDone > 0 && run.GrantCopiesDone > 0 && run.BackendOpsDone > 0,
             $"seed {seed}: the fuzzer no longer reaches the grant paths ({done})");
@@ -119,12 +124,17 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         private readonly List<(uint Ref, ulong Header, ulong Tail)> _victimEntries = [];
         private int _step;
         private double _preempt;
+        private TestDomain? _newcomer;
 
         public int MapsDone { get; private set; }
 
         public int GrantCopiesDone { get; private set; }
 
         public int BackendOpsDone { get; private set; }
+
+        public int? VictimFramesMappedAtDeath { get; private set; }
+
+        public int FreesDeferred { get; private set; }
 
         public Run(int seed, int victimVersion, bool concurrent = false)
         {
@@ -220,8 +230,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         {
             try
             {
+                int death = _rng.Next(2) == 0 ? -1 : _rng.Next(steps / 3, (2 * steps / 3) + 1);
                 for (_step = 0; _step < steps; _step++)
                 {
+                    if (_step == death)
+                    {
+                        KillVictim();
+                    }
+
                     Step();
                     CheckAttackerMappings();
                     CheckBackendMappings();
@@ -322,6 +338,12 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 return;
             }
 
+            if (kind < 28)
+            {
+                RemoveFromPhysmap();
+                return;
+            }
+
             HypercallAbi abi = _rng.Next(4) == 0 ? HypercallAbi.Compat32 : HypercallAbi.Native64;
             GrantTableOp cmd = PickCommand();
             ulong uop = OperationPointer();
@@ -375,7 +397,10 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                         Dom = Attacker,
                         Status = 77,
                     }),
-                    GrantTableOp.UnmapGrantRef => WriteTo(_b, Buffer, i, new GnttabUnmapGrantRef { HostAddr = held.Addr, Handle = held.Handle, Status = 77 }),
+                    GrantTableOp.UnmapGrantRef => WriteTo(_b, Buffer, i, new GnttabUnmapGrantRef
+                    {
+                        HostAddr = held.Addr, Handle = held.Handle, Status = 77,
+                    }),
                     _ => WriteTo(_b, Buffer, i, new GnttabCopy
                     {
                         Source = fromGrant ? grant : frame,
@@ -410,6 +435,47 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     _backendHandles.Remove(unmapping[i]);
                 }
             }
+        }
+
+        // XENMEM_remove_from_physmap as a hypervisor answers it: a table frame leaves through the grant tables; otherwise
+        // the attacker's own RAM page at the address goes (its frame freed through the references, so a frame the
+        // backend maps through one of the attacker's grants lives on until the backend unmaps it).
+        private void RemoveFromPhysmap()
+        {
+            ulong gfn = _rng.Next(3) switch
+            {
+                0 => (ulong)_rng.Next(64),
+                1 => AddressGfn(),
+                _ => PageTheBackendMaps(),
+            };
+            long rc = _m.Host.RemoveTableFrame(_a.Grant, new GuestFrameNumber(gfn));
+            CheckResult(rc, $"remove_from_physmap gfn {gfn:x}");
+            bool operationPage = gfn >= Buffer >> 12 && gfn < (Buffer >> 12) + 4;
+            if (rc == XenErrno.ENOENT.Negated() && !operationPage && !_m.Host.IsGrantMapping(_a.Grant, new GuestFrameNumber(gfn)) &&
+                _a.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber mfn, out _) &&
+                _m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker)
+            {
+                _a.Ept.Unmap(new GuestFrameNumber(gfn).Address, 1);
+                FreesDeferred += _m.Frames.Free(mfn) ? 0 : 1;
+            }
+        }
+
+        // The attacker's gfn of a frame the backend maps now, if any.
+        private ulong PageTheBackendMaps()
+        {
+            for (ulong slot = Slot0; slot < Slot0 + Slots; slot++)
+            {
+                if (_b.Ept.TryLookup(new GuestFrameNumber(slot), out MachineFrameNumber mfn, out _))
+                {
+                    int i = Array.IndexOf(_a.Ram, mfn);
+                    if (i >= 0)
+                    {
+                        return (ulong)i;
+                    }
+                }
+            }
+
+            return (ulong)_rng.Next(64);
         }
 
         private GrantTableOp PickCommand() => _rng.Next(100) switch
@@ -620,7 +686,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         {
             bool fromGrant = _rng.Next(2) == 0;
             ushort len = (ushort)_rng.Next(1, 4097);
-            var grant = new GnttabCopyPtr { Ref = _victimRefsToA[_rng.Next(_victimRefsToA.Count)], DomId = Victim, Offset = (ushort)_rng.Next(4097 - len) };
+            uint gref = _victimRefsToA[_rng.Next(_victimRefsToA.Count)];
+            var grant = new GnttabCopyPtr { Ref = gref, DomId = Victim, Offset = (ushort)_rng.Next(4097 - len) };
             var frame = new GnttabCopyPtr { Gmfn = (ulong)_rng.Next(64), DomId = DomainId.Self, Offset = (ushort)_rng.Next(4097 - len) };
             var op = new GnttabCopy
             {
@@ -753,6 +820,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         // it maps from the victim, of anything; junk flags and domids.
         private void ScribbleOwnTable()
         {
+            if (_a.Grant.StatusFrameCount > 0 && _rng.Next(4) == 0)
+            {
+                // v2: the status words are the hypervisor's to set, but the guest can write them too.
+                byte* status = _m.Memory.GetFramePointer(_a.Grant.GetStatusFrame(_rng.Next(_a.Grant.StatusFrameCount)));
+                ((ushort*)status)[_rng.Next(_rng.Next(2) == 0 ? 16 : 2048)] = (ushort)_rng.Next(65536);
+                return;
+            }
+
             int v2 = _a.Grant.Version == 2 ? 1 : 0;
             int perFrame = v2 == 1 ? GrantEntryV2.PerFrame : GrantEntryV1.PerFrame;
             uint r = _rng.Next(4) == 0 ? (uint)_rng.Next(_a.Grant.EntryCount) : (uint)_rng.Next(16);
@@ -793,11 +868,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     continue;
                 }
 
-                bool own = _m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker;
+                // A granted frame stays the victim's while it is mapped, even after the victim died.
+                bool allocated = _m.Memory.TryGetOwner(mfn, out FrameOwner owner);
+                bool own = allocated && owner.DomainId == Attacker;
                 bool table = IsOwnTableFrame(mfn);
-                bool granted = _grantedToA.TryGetValue(mfn.Value, out EptAccess most) && (access & ~most & (EptAccess.Write | EptAccess.Execute)) == 0;
+                bool granted = allocated && owner.DomainId == Victim && _grantedToA.TryGetValue(mfn.Value, out EptAccess most) &&
+                    (access & ~most & (EptAccess.Write | EptAccess.Execute)) == 0;
                 Assert.True(own || table || granted,
-                    $"{_replay}, step {_step}: the attacker's gfn {gfn:x} maps mfn {mfn.Value:x} ({owner}) with {access}");
+                    $"{_replay}, step {_step}: the attacker's gfn {gfn:x} maps mfn {mfn.Value:x} ({(allocated ? owner : "free")}) with {access}");
                 if (granted)
                 {
                     Assert.True(_m.Host.IsGrantMapping(_a.Grant, new GuestFrameNumber(gfn)),
@@ -817,8 +895,9 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     continue;
                 }
 
-                Assert.True(_m.Memory.TryGetOwner(mfn, out FrameOwner owner) && owner.DomainId == Attacker && (access & EptAccess.Execute) == 0,
-                    $"{_replay}, step {_step}: the backend's gfn {gfn:x} maps mfn {mfn.Value:x} ({owner}) with {access}");
+                bool allocated = _m.Memory.TryGetOwner(mfn, out FrameOwner owner);
+                Assert.True(allocated && owner.DomainId == Attacker && (access & EptAccess.Execute) == 0,
+                    $"{_replay}, step {_step}: the backend's gfn {gfn:x} maps mfn {mfn.Value:x} ({(allocated ? owner : "free")}) with {access}");
             }
         }
 
@@ -843,13 +922,33 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             return false;
         }
 
+        // Halfway through some runs the victim dies with its frames mapped by the attacker, and a newcomer (domain 4)
+        // takes whatever memory is free: a frame still mapped must not be among it (the attacker's EPT check sees the
+        // newcomer's frames as no one's it may map), and nothing may write the newcomer's frames.
+        private void KillVictim()
+        {
+            _m.Kill(_v);
+            VictimFramesMappedAtDeath = _m.Frames.PendingFreeCount;
+            _newcomer = _m.AddDomain(4);
+            for (int i = 0; i < TestMachine.RamFrames; i++)
+            {
+                _newcomer.RamPage(i).Fill(0xEE);
+            }
+        }
+
         private void CheckVictimAndBackend()
         {
+            for (int i = 0; _newcomer is not null && i < TestMachine.RamFrames; i++)
+            {
+                Assert.True(!_newcomer.RamPage(i).ContainsAnyExcept((byte)0xEE), $"{_replay}, step {_step}: the newcomer's frame {i} changed");
+            }
+
             for (int i = 0; i < TestMachine.RamFrames; i++)
             {
                 Span<byte> b = _b.RamPage(i);
-                Assert.True(i >= 32 || i == (int)(Buffer >> 12) || b.SequenceEqual(_backendBefore[i]), $"{_replay}, step {_step}: the backend's frame {i} changed");
-                if (i is WritableA or WritableB)
+                Assert.True(i >= 32 || i == (int)(Buffer >> 12) || b.SequenceEqual(_backendBefore[i]),
+                    $"{_replay}, step {_step}: the backend's frame {i} changed");
+                if (i is WritableA or WritableB || _v.Dead)
                 {
                     continue;
                 }
@@ -866,7 +965,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 Assert.True(v.SequenceEqual(_victimBefore[i]), $"{_replay}, step {_step}: the victim's frame {i} changed");
             }
 
-            foreach ((uint r, ulong header, ulong tail) in _victimEntries)
+            foreach ((uint r, ulong header, ulong tail) in _v.Dead ? [] : _victimEntries)
             {
                 const ulong busy = (ulong)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
                 Assert.True((VictimEntryHeader(r) & ~busy) == (header & ~busy) && VictimEntryRest(r) == tail,
@@ -903,20 +1002,26 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
 
             _a.Ept.Dispose();
             _a.Dead = true;
-            for (uint r = 0; r < (uint)_v.Grant.EntryCount; r++)
+            for (uint r = 0; !_v.Dead && r < (uint)_v.Grant.EntryCount; r++)
             {
                 Assert.True(_v.Grant.GetPinCount(r) == 0, $"{_replay}: the victim's grant {r} is still pinned after the attacker died");
             }
 
-            foreach (uint r in _victimRefsToA)
+            foreach (uint r in _v.Dead ? [] : _victimRefsToA)
             {
                 ushort flags = (ushort)VictimEntryHeader(r);
                 Assert.True(_v.Grant.Version == 2 || (flags & (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing)) == 0,
                     $"{_replay}: the victim's grant {r} still says it is in use: flags {flags:x}");
             }
 
-            _m.Kill(_v);
-            _m.Kill(_b);
+            foreach (TestDomain? d in new[] { _v, _b, _newcomer })
+            {
+                if (d is { Dead: false })
+                {
+                    _m.Kill(d);
+                }
+            }
+
             Assert.Equal(0, _m.Frames.PendingFreeCount);
             Assert.True(_m.Memory.FreeFrames == _initialFree,
                 $"{_replay}: {_initialFree - _m.Memory.FreeFrames} machine frame(s) still allocated after every domain died");
