@@ -210,9 +210,9 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            PendingUnmaps pending = default;
-            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending[0]);
-            UnmapComplete(caller, pending, 1);
+            PendingUnmap pending = default;
+            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending);
+            UnmapComplete(caller, new ReadOnlySpan<PendingUnmap>(in pending));
         }
     }
 
@@ -243,7 +243,7 @@ public sealed unsafe partial class GrantTableHost
                 }
                 finally
                 {
-                    UnmapComplete(caller, pending, n);
+                    UnmapComplete(caller, ((ReadOnlySpan<PendingUnmap>)pending)[..n]);
                 }
             }
 
@@ -263,9 +263,9 @@ public sealed unsafe partial class GrantTableHost
         CheckCaller(caller);
         lock (_lock)
         {
-            PendingUnmaps pending = default;
-            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr, ref pending[0]);
-            UnmapComplete(caller, pending, 1);
+            PendingUnmap pending = default;
+            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr, ref pending);
+            UnmapComplete(caller, new ReadOnlySpan<PendingUnmap>(in pending));
         }
     }
 
@@ -280,7 +280,7 @@ public sealed unsafe partial class GrantTableHost
     internal void UnmapCompleteHeld(GrantDomain caller, in PendingUnmaps pending, int count)
     {
         Debug.Assert(_lock.IsHeldByCurrentThread, "UnmapCompleteHeld runs under CopyLock");
-        UnmapComplete(caller, pending, count);
+        UnmapComplete(caller, ((ReadOnlySpan<PendingUnmap>)pending)[..count]);
     }
 
     // unmap_common: checks the handle and the address, takes the mapping out of the EPT and frees the handle (a second
@@ -326,14 +326,14 @@ public sealed unsafe partial class GrantTableHost
         return GrantStatus.Okay;
     }
 
-    // The end of a batch of unmaps of ld (the first `count` entries of `pending`, some empty): gnttab_flush_tlb once if
-    // any mapping left the EPT, then unmap_common_complete for each. Under the lock.
-    private void UnmapComplete(GrantDomain ld, in PendingUnmaps pending, int count)
+    // The end of a batch of unmaps of ld (some entries empty: operations that removed no mapping): gnttab_flush_tlb
+    // once if any mapping left the EPT, then unmap_common_complete for each. Under the lock.
+    private void UnmapComplete(GrantDomain ld, ReadOnlySpan<PendingUnmap> pending)
     {
         bool any = false;
-        for (int i = 0; i < count && !any; i++)
+        foreach (ref readonly PendingUnmap p in pending)
         {
-            any = pending[i].Granter is not null;
+            any |= p.Granter is not null;
         }
 
         if (!any)
@@ -342,9 +342,8 @@ public sealed unsafe partial class GrantTableHost
         }
 
         FlushBeforeRelease(ld);
-        for (int i = 0; i < count; i++)
+        foreach (ref readonly PendingUnmap p in pending)
         {
-            PendingUnmap p = pending[i];
             if (p.Granter is not null)
             {
                 CompleteUnmap(p.Granter, p.Ref, p.Flags, p.Frame);

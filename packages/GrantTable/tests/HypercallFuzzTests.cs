@@ -7,8 +7,8 @@ using Xunit.Abstractions;
 namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
-/// A seeded fuzzer of <c>__HYPERVISOR_grant_table_op</c> and <c>XENMAPSPACE_grant_table</c> from a hostile,
-/// unprivileged guest (the attacker, domain 1), with arguments built from values that hurt: references around the
+/// A seeded fuzzer of <c>__HYPERVISOR_grant_table_op</c> and <c>XENMAPSPACE_grant_table</c> from a hostile guest
+/// (the attacker, domain 1), with arguments built from values that hurt: references around the
 /// victim's grants and past the table, domids of every domain and of none, <c>host_addr</c>s over RAM, the table,
 /// unmapped space and other mappings, handles returned earlier and made up, flags of every combination, offsets and
 /// lengths at and past the page's edges, operation arrays that straddle into unmapped space or lie in a read-only grant
@@ -16,8 +16,8 @@ namespace VmmKit.GrantTable.Tests;
 /// rewritten between calls (grants of its RAM and of the frames it maps from the victim to the backend, and junk), and
 /// its table frames placed and removed and RAM pages removed (some while the backend maps them). The victim (domain 2)
 /// grants frames to the attacker (read-only, writable, a v2 sub-page, a transitive entry) and to the backend (domain
-/// 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), in one test between the
-/// attacker's calls, in the other on a thread of its own.
+/// 3); the backend maps and copies whatever the attacker grants it (into its frames 32..63), between the attacker's
+/// calls or on a thread of its own. One test makes the attacker a control domain (privileged).
 /// After every call: the result is 0 or a Xen errno; every frame the attacker's EPT maps at an address it has named is its
 /// own, its own table's, or one granted to it with no more access than granted, and every frame the backend maps is the
 /// attacker's own. Every 32 calls and at the end: no byte of the victim or the backend changed except where write
@@ -64,6 +64,10 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         return data;
     }
 
+    // Two runs, or the one VMMKIT_GNT_FUZZ_SEED asks for.
+    public static TheoryData<int, int> FewSeeds() =>
+        Environment.GetEnvironmentVariable("VMMKIT_GNT_FUZZ_SEED") is { Length: > 0 } ? Seeds() : new TheoryData<int, int> { { 1, 1 }, { 2, 2 } };
+
     private static int StepCount =>
         int.TryParse(Environment.GetEnvironmentVariable("VMMKIT_GNT_FUZZ_STEPS"), out int n) ? n : Steps;
 
@@ -77,12 +81,20 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(1, 1)]
-    [InlineData(2, 2)]
+    [MemberData(nameof(FewSeeds))]
     public void The_same_calls_with_the_backend_on_its_own_thread_stay_within_what_was_granted(int seed, int victimVersion)
     {
         var run = new Run(seed, victimVersion, concurrent: true);
         run.GoConcurrently(StepCount);
+        Reached(run, seed);
+    }
+
+    [Theory]
+    [MemberData(nameof(FewSeeds))]
+    public void The_same_calls_from_a_privileged_attacker_stay_within_what_was_granted(int seed, int victimVersion)
+    {
+        var run = new Run(seed, victimVersion, privileged: true);
+        run.Go(StepCount);
         Reached(run, seed);
     }
 
@@ -97,11 +109,13 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             $"seed {seed}: the fuzzer no longer reaches the grant paths ({done})");
     }
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
+    // The attacker is unprivileged, or (in one test) a control domain: then setup_table, query_size and get_version
+    // reach other domains' tables, which must not give it any more access to their frames.
+    private sealed class Resolver(bool attackerPrivileged) : IGrantTableCallerResolver<TestDomain>
     {
         public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
 
-        public bool IsPrivileged(TestDomain caller) => false;
+        public bool IsPrivileged(TestDomain caller) => attackerPrivileged && caller.Id == Attacker;
     }
 
     private sealed unsafe class Run
@@ -136,7 +150,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
 
         public int FreesDeferred { get; private set; }
 
-        public Run(int seed, int victimVersion, bool concurrent = false)
+        public Run(int seed, int victimVersion, bool concurrent = false, bool privileged = false)
         {
             _concurrent = concurrent;
             _rng = new Random(seed * 2 + victimVersion);
@@ -146,7 +160,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             _a = _m.AddDomain(Attacker, new GrantTableLimits(4, 1));
             _v = _m.AddDomain(Victim);
             _b = _m.AddDomain(Backend);
-            new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+            new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver(privileged)).Register(_dispatcher);
             for (ulong g = 0; g < 0x200; g++)
             {
                 _named.Add(g);
