@@ -29,19 +29,12 @@ public sealed class ConcurrentCopyTests : IDisposable
     private readonly InProcessGrantShare _share;
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => false;
-    }
-
     public ConcurrentCopyTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
         _share = new InProcessGrantShare(_m.Host, _front.Grant);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
     }
 
     public void Dispose() => _m.Dispose();

@@ -18,19 +18,12 @@ public sealed unsafe class CopyBatchTests : IDisposable
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
     private readonly InProcessGrantShare _share;
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => false;
-    }
-
     public CopyBatchTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
         _share = new InProcessGrantShare(_m.Host, _front.Grant);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
         _front.RamPage(5).Fill(0x55);
         _front.RamPage(6).Fill(0x66);
     }

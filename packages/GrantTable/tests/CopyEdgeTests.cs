@@ -23,7 +23,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
         _share = new InProcessGrantShare(_m.Host, _front.Grant);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
         _front.RamPage(5).Fill(0x55);
         _front.RamPage(6).Fill(0x66);
         _back.RamPage(3).Fill(0x33);
@@ -31,13 +31,6 @@ public sealed unsafe class CopyEdgeTests : IDisposable
     }
 
     public void Dispose() => _m.Dispose();
-
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => false;
-    }
 
     /// <summary>Runs the operations as one hypercall of the backend; <paramref name="between"/>(i) runs before operation i (i ≥ 1).</summary>
     private short[] CallCopy(GnttabCopy[] ops, Action<int> between) => CopyHypercall.Run(_dispatcher, _back, ops, between);

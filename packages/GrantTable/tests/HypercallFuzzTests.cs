@@ -109,15 +109,6 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             $"seed {seed}: the fuzzer no longer reaches the grant paths ({done})");
     }
 
-    // The attacker is unprivileged, or (in one test) a control domain: then setup_table, query_size and get_version
-    // reach other domains' tables, which must not give it any more access to their frames.
-    private sealed class Resolver(bool attackerPrivileged) : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => attackerPrivileged && caller.Id == Attacker;
-    }
-
     private sealed unsafe class Run
     {
         private readonly Random _rng;
@@ -160,7 +151,9 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             _a = _m.AddDomain(Attacker, new GrantTableLimits(4, 1));
             _v = _m.AddDomain(Victim);
             _b = _m.AddDomain(Backend);
-            new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver(privileged)).Register(_dispatcher);
+            // A privileged attacker (a control domain) reaches other domains' tables with setup_table, query_size and
+            // get_version, which must not give it any more access to their frames.
+            new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver(caller => privileged && caller.Id == Attacker)).Register(_dispatcher);
             for (ulong g = 0; g < 0x200; g++)
             {
                 _named.Add(g);
@@ -760,17 +753,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
         private long Call(TestDomain caller, GrantTableOp cmd, ulong uop, ulong count, HypercallAbi abi) =>
             Call(caller, cmd, uop, count, abi, out _);
 
-        private long Call(TestDomain caller, GrantTableOp cmd, ulong uop, ulong count, HypercallAbi abi, out HypercallArguments after)
-        {
-            HypercallArguments args = default;
-            args[0] = (ulong)cmd;
-            args[1] = uop;
-            args[2] = count;
-            HypercallCall<TestDomain> call = _dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, abi, caller.Virtual, args);
-            long rc = _dispatcher.Invoke(ref call);
-            after = call.Arguments;
-            return rc;
-        }
+        private long Call(TestDomain caller, GrantTableOp cmd, ulong uop, ulong count, HypercallAbi abi, out HypercallArguments after) =>
+            GrantTableCall.Invoke(_dispatcher, caller, (ulong)cmd, uop, count, abi, out after);
 
         // A preempted call comes back as a continuation (rc = the hypercall's number, arguments advanced): the guest
         // re-executes it, as its vCPU would on resuming at the VMCALL.

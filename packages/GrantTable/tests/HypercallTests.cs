@@ -19,19 +19,12 @@ public sealed class HypercallTests : IDisposable
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
     private readonly InProcessGrantShare _share;
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => caller.Id == 0;
-    }
-
     public HypercallTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
         _share = new InProcessGrantShare(_m.Host, _front.Grant);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
     }
 
     public void Dispose() => _m.Dispose();
@@ -39,17 +32,8 @@ public sealed class HypercallTests : IDisposable
     private long Call(TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi = HypercallAbi.Native64) =>
         Call(caller, cmd, uop, count, abi, out _);
 
-    private long Call(TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi, out HypercallArguments after)
-    {
-        HypercallArguments args = default;
-        args[0] = cmd;
-        args[1] = uop;
-        args[2] = count;
-        HypercallCall<TestDomain> call = _dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, abi, caller.Virtual, args);
-        long rc = _dispatcher.Invoke(ref call);
-        after = call.Arguments;
-        return rc;
-    }
+    private long Call(TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi, out HypercallArguments after) =>
+        GrantTableCall.Invoke(_dispatcher, caller, cmd, uop, count, abi, out after);
 
     [Theory]
     [InlineData(GrantTableOp.DumpTable)]
@@ -490,7 +474,7 @@ public sealed class HypercallTests : IDisposable
         using var m = new TestMachine();
         var big = m.AddDomain(3, new GrantTableLimits(1024, 1));
         var dispatcher = new HypercallDispatcher<TestDomain>();
-        new GrantTableHypercalls<TestDomain>(m.Host, new Resolver()).Register(dispatcher);
+        new GrantTableHypercalls<TestDomain>(m.Host, new TestResolver()).Register(dispatcher);
         Put(big, Buffer, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 1022, FrameList = (uint)(Buffer + 0x100) });
         HypercallArguments args = default;
         args[0] = (ulong)GrantTableOp.SetupTable;

@@ -21,18 +21,11 @@ public sealed class LifecycleEdgeTests : IDisposable
     private readonly TestDomain _back;
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => caller.Id == 0;
-    }
-
     public LifecycleEdgeTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
     }
 
     public void Dispose() => _m.Dispose();

@@ -20,19 +20,12 @@ public sealed class MetricsTests : IDisposable
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
     private readonly InProcessGrantShare _share;
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => false;
-    }
-
     public MetricsTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
         _share = new InProcessGrantShare(_m.Host, _front.Grant);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
     }
 
     public void Dispose() => _m.Dispose();

@@ -90,3 +90,30 @@ internal static class GuestValues
         return value;
     }
 }
+
+/// <summary>
+/// The grant-table hypercalls' view of test domains: a dead domain has no table; a caller is privileged when
+/// <paramref name="privileged"/> says so (by default, domain 0 is).
+/// </summary>
+internal sealed class TestResolver(Func<TestDomain, bool>? privileged = null) : IGrantTableCallerResolver<TestDomain>
+{
+    public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
+
+    public bool IsPrivileged(TestDomain caller) => privileged?.Invoke(caller) ?? caller.Id == 0;
+}
+
+/// <summary><c>__HYPERVISOR_grant_table_op(cmd, uop, count)</c> made by a test domain (paging off) through a dispatcher.</summary>
+internal static class GrantTableCall
+{
+    public static long Invoke(HypercallDispatcher<TestDomain> dispatcher, TestDomain caller, ulong cmd, ulong uop, ulong count, HypercallAbi abi, out HypercallArguments after)
+    {
+        HypercallArguments args = default;
+        args[0] = cmd;
+        args[1] = uop;
+        args[2] = count;
+        HypercallCall<TestDomain> call = dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, abi, caller.Virtual, args);
+        long rc = dispatcher.Invoke(ref call);
+        after = call.Arguments;
+        return rc;
+    }
+}

@@ -22,19 +22,12 @@ public sealed class UnmapBatchTests : IDisposable
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
     private readonly List<int> _flushes = [];   // at each flush: how many of the mapped pages are still allocated
 
-    private sealed class Resolver : IGrantTableCallerResolver<TestDomain>
-    {
-        public GrantDomain? GetDomain(TestDomain caller) => caller.Dead ? null : caller.Grant;
-
-        public bool IsPrivileged(TestDomain caller) => false;
-    }
-
     public UnmapBatchTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
         _share = new InProcessGrantShare(_m.Host, _front.Grant);
-        new GrantTableHypercalls<TestDomain>(_m.Host, new Resolver()).Register(_dispatcher);
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
     }
 
     public void Dispose() => _m.Dispose();
@@ -64,15 +57,8 @@ public sealed class UnmapBatchTests : IDisposable
 
     private int Allocated(int n) => Enumerable.Range(0, n).Count(i => _m.Memory.TryGetOwner(_front.Ram[24 + i], out _));
 
-    private long Call(ulong uop, uint count)
-    {
-        HypercallArguments args = default;
-        args[0] = (ulong)GrantTableOp.UnmapGrantRef;
-        args[1] = uop;
-        args[2] = count;
-        HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _back.Virtual, args);
-        return _dispatcher.Invoke(ref call);
-    }
+    private long Call(ulong uop, uint count) =>
+        GrantTableCall.Invoke(_dispatcher, _back, (ulong)GrantTableOp.UnmapGrantRef, uop, count, HypercallAbi.Native64, out _);
 
     private void PutUnmaps(uint[] handles)
     {
