@@ -271,6 +271,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             {
                 Exception? backendFailure = null;
                 bool stop = false;
+                int backendSteps = 0;
                 var backend = new Thread(() =>
                 {
                     try
@@ -279,6 +280,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                         {
                             BackendStep(_backendRng);
                             CheckBackendMappings();
+                            Interlocked.Increment(ref backendSteps);
                         }
                     }
                     catch (Exception e)
@@ -301,6 +303,12 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 }
                 finally
                 {
+                    // On a busy host the backend's thread may have started late: it races for at least as many steps.
+                    while (backendFailure is null && Volatile.Read(ref backendSteps) < steps / 4 && backend.IsAlive)
+                    {
+                        Thread.Sleep(1);
+                    }
+
                     Volatile.Write(ref stop, true);
                     backend.Join();
                 }
