@@ -263,13 +263,14 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             }
         }
 
-        // The backend on a thread of its own, as a vCPU of another domain: its claims and maps race with the attacker's
-        // calls and with its rewriting of the entries the backend is claiming.
+        // The backend on a thread of its own, as a vCPU of another domain, and a second vCPU of the attacker rewriting its
+        // table on a third: the backend's claims and maps, and the attacker's own (of grants to itself), race with the
+        // attacker's calls and with the rewriting of the entries they are claiming.
         public void GoConcurrently(int steps)
         {
             try
             {
-                Exception? backendFailure = null;
+                Exception? raceFailure = null;
                 bool stop = false;
                 int backendSteps = 0;
                 var backend = new Thread(() =>
@@ -285,13 +286,34 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                     }
                     catch (Exception e)
                     {
-                        backendFailure = e;
+                        raceFailure = e;
+                    }
+                });
+                int scribblerSeed = _rng.Next();
+                var scribbler = new Thread(() =>
+                {
+                    var rng = new Random(scribblerSeed);
+                    try
+                    {
+                        for (int n = 1; !Volatile.Read(ref stop); n++)
+                        {
+                            ScribbleOwnTable(rng, statusToo: false);
+                            if (n % 64 == 0)
+                            {
+                                Thread.Sleep(1); // bursts: racing, without taking a core from the rest of the suite
+                            }
+                        }
+                    }
+                    catch (Exception e)
+                    {
+                        raceFailure = e;
                     }
                 });
                 backend.Start();
+                scribbler.Start();
                 try
                 {
-                    for (_step = 0; _step < steps && backendFailure is null; _step++)
+                    for (_step = 0; _step < steps && raceFailure is null; _step++)
                     {
                         Step();
                         CheckAttackerMappings();
@@ -304,18 +326,19 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
                 finally
                 {
                     // On a busy host the backend's thread may have started late: it races for at least as many steps.
-                    while (backendFailure is null && Volatile.Read(ref backendSteps) < steps / 4 && backend.IsAlive)
+                    while (raceFailure is null && Volatile.Read(ref backendSteps) < steps / 4 && backend.IsAlive)
                     {
                         Thread.Sleep(1);
                     }
 
                     Volatile.Write(ref stop, true);
                     backend.Join();
+                    scribbler.Join();
                 }
 
-                if (backendFailure is not null)
+                if (raceFailure is not null)
                 {
-                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(backendFailure);
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(raceFailure);
                 }
 
                 CheckVictimAndBackend();
@@ -339,7 +362,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
 
             if (kind < 21) // with the backend on its own thread, its share of the steps rewrites the table
             {
-                ScribbleOwnTable();
+                ScribbleOwnTable(_rng, statusToo: true);
                 return;
             }
 
@@ -529,7 +552,9 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             _ => Buffer + (ulong)_rng.Next(0, 4 * 4096 - 64),
         };
 
-        private ushort DomId() => _rng.Next(12) switch
+        private ushort DomId() => DomId(_rng);
+
+        private static ushort DomId(Random rng) => rng.Next(12) switch
         {
             0 or 1 or 2 => Victim,
             3 => Attacker,
@@ -537,8 +562,8 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             5 or 6 => DomainId.Self,
             7 => 0,
             8 => 4,
-            9 => (ushort)(0x7FF0 + _rng.Next(16)),
-            _ => (ushort)_rng.Next(65536),
+            9 => (ushort)(0x7FF0 + rng.Next(16)),
+            _ => (ushort)rng.Next(65536),
         };
 
         private uint Ref() => _rng.Next(10) switch
@@ -822,38 +847,46 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
             }
         }
 
-        // The attacker rewrites entries of its own table between calls: grants to the backend of its RAM, of the frames
-        // it maps from the victim, of anything; junk flags and domids.
-        private void ScribbleOwnTable()
+        // The attacker rewrites entries of its own table between calls, or (threaded) from a second vCPU while its
+        // calls and the backend's run: grants to the backend or to itself of its RAM, of the frames it maps from the
+        // victim, of anything; junk flags and domids. The status words too, from the vCPU that switches versions only
+        // (a switch to v1 frees the status frames). Shared frames are not freed while the attacker lives.
+        private void ScribbleOwnTable(Random rng, bool statusToo)
         {
-            if (_a.Grant.StatusFrameCount > 0 && _rng.Next(4) == 0)
+            if (statusToo && _a.Grant.StatusFrameCount > 0 && rng.Next(4) == 0)
             {
                 // v2: the status words are the hypervisor's to set, but the guest can write them too.
-                byte* status = _m.Memory.GetFramePointer(_a.Grant.GetStatusFrame(_rng.Next(_a.Grant.StatusFrameCount)));
-                ((ushort*)status)[_rng.Next(_rng.Next(2) == 0 ? 16 : 2048)] = (ushort)_rng.Next(65536);
+                byte* status = _m.Memory.GetFramePointer(_a.Grant.GetStatusFrame(rng.Next(_a.Grant.StatusFrameCount)));
+                ((ushort*)status)[rng.Next(rng.Next(2) == 0 ? 16 : 2048)] = (ushort)rng.Next(65536);
+                return;
+            }
+
+            int frames = _a.Grant.SharedFrameCount;
+            if (frames == 0)
+            {
                 return;
             }
 
             int v2 = _a.Grant.Version == 2 ? 1 : 0;
-            int perFrame = v2 == 1 ? GrantEntryV2.PerFrame : GrantEntryV1.PerFrame;
-            uint r = _rng.Next(4) == 0 ? (uint)_rng.Next(_a.Grant.EntryCount) : (uint)_rng.Next(16);
-            byte* frame = _m.Memory.GetFramePointer(_a.Grant.GetSharedFrame((int)(r / (uint)perFrame)));
-            var e = (ulong*)(frame + (r % (uint)perFrame * (uint)(v2 == 1 ? GrantEntryV2.Size : GrantEntryV1.Size)));
-            bool plausible = _rng.Next(2) == 0;
+            int size = v2 == 1 ? GrantEntryV2.Size : GrantEntryV1.Size;
+            int at = rng.Next(4) == 0 ? rng.Next(4096 / size) : rng.Next(16);
+            byte* frame = _m.Memory.GetFramePointer(_a.Grant.GetSharedFrame(rng.Next(4) == 0 ? rng.Next(frames) : 0));
+            var e = (ulong*)(frame + (at * size));
+            bool plausible = rng.Next(2) == 0;
             ushort flags = plausible
-                ? (ushort)(GrantEntryFlags.PermitAccess | (_rng.Next(2) == 0 ? GrantEntryFlags.ReadOnly : 0))
-                : (ushort)(_rng.Next(4) == 0 ? _rng.Next(65536) : (_rng.Next(4) | (_rng.Next(2) << 2) | (_rng.Next(2) << 8)));
-            ushort domid = plausible ? Backend : DomId();
-            ulong gfn = _rng.Next(4) switch
+                ? (ushort)(GrantEntryFlags.PermitAccess | (rng.Next(2) == 0 ? GrantEntryFlags.ReadOnly : 0))
+                : (ushort)(rng.Next(4) == 0 ? rng.Next(65536) : (rng.Next(4) | (rng.Next(2) << 2) | (rng.Next(2) << 8)));
+            ushort domid = plausible ? (rng.Next(4) == 0 ? Attacker : Backend) : DomId(rng);
+            ulong gfn = rng.Next(4) switch
             {
-                0 or 1 => (ulong)_rng.Next(64),
-                2 => Slot0 + (ulong)_rng.Next(Slots),
-                _ => _rng.Next(2) == 0 ? (ulong)_rng.NextInt64() : (ulong)_rng.Next(0x200),
+                0 or 1 => (ulong)rng.Next(64),
+                2 => Slot0 + (ulong)rng.Next(Slots),
+                _ => rng.Next(2) == 0 ? (ulong)rng.NextInt64() : (ulong)rng.Next(0x200),
             };
             if (v2 == 1)
             {
                 e[1] = gfn;
-                e[0] = flags | ((ulong)domid << 16) | ((ulong)(uint)_rng.Next() << 32 & (plausible ? 0 : ~0UL));
+                e[0] = flags | ((ulong)domid << 16) | ((ulong)(uint)rng.Next() << 32 & (plausible ? 0 : ~0UL));
             }
             else
             {
