@@ -30,7 +30,6 @@ namespace VmmKit.GrantTable;
 /// <typeparam name="TCaller">The hypervisor's type for the calling vCPU or domain.</typeparam>
 public sealed class GrantTableHypercalls<TCaller>
 {
-    private const int UnmapBatch = 32;            // GNTTAB_UNMAP_BATCH_SIZE
     private const int MaxFramesOnStack = 1024;
 
     // compat_grant_table_op works in the vCPU's translation area, COMPAT_ARG_XLAT_SIZE = 2 * PAGE_SIZE bytes
@@ -186,7 +185,7 @@ public sealed class GrantTableHypercalls<TCaller>
                 return Continue(ref call, cmd, uop, i, Unsafe.SizeOf<GnttabUnmapGrantRef>(), count);
             }
 
-            long rc = UnmapHold(ref call, d, uop, ref i, Math.Min(count, i + UnmapBatch));
+            long rc = UnmapHold(ref call, d, uop, ref i, Math.Min(count, i + GrantTableHost.UnmapBatchSize));
             if (rc != 0)
             {
                 return rc;
