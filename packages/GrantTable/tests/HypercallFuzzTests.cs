@@ -32,7 +32,7 @@ public sealed class HypercallFuzzTests(ITestOutputHelper output)
 {
     private const int Steps = 6000;
     private const ushort Attacker = 1, Victim = 2, Backend = 3;
-    private const ulong Buffer = 20UL << 12;   // the attacker's operation pages: gfn 20..27
+    private const ulong Buffer = 20UL << 12;   // the operation pages: gfn 20..23 (the backend uses gfn 20 of its own)
     private const ulong Slot0 = 0x100;         // where the attacker mostly maps grants: gfn 0x100..0x10f
     private const int Slots = 16;
     private const int ReadOnlyA = 10, ReadOnlyB = 11, WritableA = 12, WritableB = 13, SubPageFrame = 16;
