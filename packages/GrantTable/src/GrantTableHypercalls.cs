@@ -195,7 +195,7 @@ public sealed class GrantTableHypercalls<TCaller>
         return 0;
     }
 
-    // Operations i to end - 1 of GNTTABOP_unmap_grant_ref, one batch under one hold of the host's lock; i ends at the
+    // Operations i to end - 1 of GNTTABOP_unmap_grant_ref, one batch under one hold of the host's exclusive lock; i ends at the
     // first operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be
     // written (it has run): the batch so far is flushed and completed, and no later operation runs.
     private long UnmapHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end)
@@ -203,7 +203,7 @@ public sealed class GrantTableHypercalls<TCaller>
         const int statusOffset = 20; // offsetof(struct gnttab_unmap_grant_ref, status)
         PendingUnmaps pending = default;
         int n = 0;
-        lock (_host.CopyLock)
+        using (_host.Exclusive())
         {
             try
             {
@@ -267,61 +267,52 @@ public sealed class GrantTableHypercalls<TCaller>
         }
     }
 
-    // Operations i to end - 1 of a native GNTTABOP_copy under one hold of the host's lock; i ends at the first
+    // Operations i to end - 1 of a native GNTTABOP_copy in one hold (GrantTableHost.BeginCopyHold); i ends at the first
     // operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be written
     // (it has run): no later operation runs. A hold that ends the call (its last operation ran, or a fault stops it)
-    // releases what the batch holds before it lets go of the lock, rather than keeping it for EndCopyBatch to release
-    // under the lock once more.
+    // releases what the batch holds before it ends, rather than keeping it for EndCopyBatch to release under the
+    // exclusive lock.
     private long CopyHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end, uint count, ref GrantTableHost.CopyBatch batch)
     {
         const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
         long rc = 0;
         int okay = 0, errors = 0;
-        lock (_host.CopyLock)
+        _host.BeginCopyHold(d, ref batch);
+        try
         {
-            try
+            for (; i < end; i++)
             {
-                for (; i < end; i++)
+                ulong at = uop + ((ulong)i * NativeCopySize);
+                if (!call.TryCopyFromGuest(at, out GnttabCopy op))
                 {
-                    ulong at = uop + ((ulong)i * NativeCopySize);
-                    if (!call.TryCopyFromGuest(at, out GnttabCopy op))
-                    {
-                        rc = XenErrno.EFAULT.Negated();
-                        break;
-                    }
-
-                    _host.CopyHeld(d, ref op, ref batch);
-                    if (op.Status == 0)
-                    {
-                        okay++;
-                    }
-                    else
-                    {
-                        errors++;
-                    }
-
-                    if (!call.TryCopyToGuest(at + statusOffset, op.Status))
-                    {
-                        i++;
-                        rc = XenErrno.EFAULT.Negated();
-                        break;
-                    }
+                    rc = XenErrno.EFAULT.Negated();
+                    break;
                 }
-            }
-            finally
-            {
-                if (i == count || rc != 0)
+
+                _host.CopyHeld(d, ref op, ref batch);
+                if (op.Status == 0)
                 {
-                    _host.EndCopyBatchHeld(ref batch);
+                    okay++;
                 }
                 else
                 {
-                    _host.HoldAcrossUnlock(ref batch);
+                    errors++;
+                }
+
+                if (!call.TryCopyToGuest(at + statusOffset, op.Status))
+                {
+                    i++;
+                    rc = XenErrno.EFAULT.Negated();
+                    break;
                 }
             }
         }
+        finally
+        {
+            _host.EndCopyHold(ref batch, endsBatch: i == count || rc != 0);
+        }
 
-        GrantTableMetrics.RecordCopies(okay, errors); // outside the lock: a listener may take its own
+        GrantTableMetrics.RecordCopies(okay, errors); // outside the hold: a listener may take its own locks
         return rc;
     }
 
