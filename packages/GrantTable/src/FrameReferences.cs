@@ -154,10 +154,12 @@ public sealed class FrameReferences
         int count = --_counts[mfn];
         if (count == PendingFree)
         {
-            _counts[mfn] = 0;
-            Interlocked.Decrement(ref _pendingFreeCount); // copies of other granters may complete frees meanwhile
+            // Freed while the count still says pending, then the count cleared: a copy of another granter's grant
+            // resolving a frame of the owner meanwhile sees it pending, or finds it freed.
             Interlocked.Increment(ref _epoch); // a copy that claimed the frame while its free was pending claims again
             Memory.FreeFrame(new MachineFrameNumber(mfn));
+            Volatile.Write(ref _counts[mfn], 0);
+            Interlocked.Decrement(ref _pendingFreeCount); // copies of other granters may complete frees meanwhile
         }
     }
 

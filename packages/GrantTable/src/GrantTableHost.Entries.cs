@@ -266,7 +266,10 @@ public sealed unsafe partial class GrantTableHost
                 return GrantStatus.BadPage;
             }
 
-            if (!_memory.TryGetOwner(frame, out FrameOwner owner) || owner.DomainId != d.Id || Frames.IsFreePending(frame))
+            // Pending first, then the owner: a copy of another granter's grant may complete the pending free of a frame
+            // of d meanwhile (FrameReferences.ReleaseHeld frees it before it clears the count), so a frame seen not
+            // pending and then owned by d was not freed in between.
+            if (Frames.IsFreePending(frame) || !_memory.TryGetOwner(frame, out FrameOwner owner) || owner.DomainId != d.Id)
             {
                 return GrantStatus.BadPage;
             }

@@ -116,10 +116,9 @@ public sealed unsafe partial class GrantTableHost
             (a, b) = (b, a);
         }
 
-        var spin = default(SpinWait);
         while (true)
         {
-            if (TakeOrWait(a))
+            if (TakeSpinning(a))
             {
                 if (b is null)
                 {
@@ -127,7 +126,7 @@ public sealed unsafe partial class GrantTableHost
                     return;
                 }
 
-                if (TakeOrWait(b))
+                if (TakeSpinning(b))
                 {
                     batch.WordA = a;
                     batch.WordB = b;
@@ -137,13 +136,14 @@ public sealed unsafe partial class GrantTableHost
                 Volatile.Write(ref a.CopyWord, 0);
             }
 
-            spin.SpinOnce(sleep1Threshold: -1);
+            // The exclusive lock is held: wait, holding no word, until its holder is done, then start again.
+            _lock.Enter();
+            _lock.Exit();
         }
     }
 
-    // One word: spins while another copy holds it; false when the exclusive lock is held (after waiting for it to be
-    // released, so the caller starts again).
-    private bool TakeOrWait(GrantDomain d)
+    // One word: spins while another copy holds it; false, holding it no longer, when the exclusive lock is held.
+    private bool TakeSpinning(GrantDomain d)
     {
         var spin = default(SpinWait);
         while (Interlocked.CompareExchange(ref d.CopyWord, 1, 0) != 0)
@@ -157,8 +157,6 @@ public sealed unsafe partial class GrantTableHost
         }
 
         Volatile.Write(ref d.CopyWord, 0);
-        _lock.Enter(); // the exclusive lock's holder is done once this returns
-        _lock.Exit();
         return false;
     }
 
