@@ -354,7 +354,7 @@ public sealed unsafe partial class GrantTableHost
     }
 
     // Xen keeps the domain it looked up (an RCU reference) while consecutive operations name the same domid; a domain
-    // destroyed in between (possible when the lock was released between operations) is looked up again.
+    // destroyed in between (possible between the holds of a hypercall) is looked up again.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus LockCopyDomain(GrantDomain caller, ushort domid, bool isGref, ref CopyBuffer buf)
     {

@@ -14,7 +14,9 @@ namespace VmmKit.GrantTable;
 //   _copiesStopped set lets the word go and waits for the lock to be free. (Both sides write, then read the other's
 //   word with a full fence between, so one of them always sees the other.)
 // - A copy takes its words in GrantDomain.Serial order, holding none when it starts: so no two copies wait for each
-//   other in a circle, and a copy never waits for the exclusive lock while it holds a word.
+//   other in a circle, and a copy never waits for the exclusive lock while it holds a word. Nothing a copy calls
+//   while it holds words takes the exclusive lock (that would wait for its own word); the exclusive lock's holder may
+//   copy (its copies take words no one else can hold meanwhile).
 // - A copy looks domains up before it holds their words (LookupById reads one array element) and checks again once it
 //   does: a domain destroyed meanwhile is IsDestroyed, and one looked up after is not found.
 // - What a copy reads of the caller's own frames needs no word: frames are freed and EPT entries change under the

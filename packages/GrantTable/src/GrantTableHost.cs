@@ -16,10 +16,13 @@ namespace VmmKit.GrantTable;
 /// Exceptions are reserved for host programming errors (a null domain, a domain of another host).
 /// </para>
 /// <para>
-/// One lock serialises all grant-table state (Xen uses per-table rwlocks and per-entry spinlocks; one lock
-/// keeps the invariants simple and costs one uncontended acquire per operation). The shared entries and
-/// status words live in guest-visible frames and are updated with atomic compare-exchange, as in Xen, because
-/// the guest writes them concurrently.
+/// Thread-safe. <c>GNTTABOP_copy</c> calls of different threads run side by side while they claim different
+/// granters' grants (a control domain's backends on its vCPUs, each serving its own frontends): a copy holds a word
+/// per granter, where Xen takes the granter's grant-table read lock and per-entry locks. Every other operation takes
+/// one exclusive lock, which waits for the copies running and holds new ones back, so the invariants of maps, unmaps,
+/// table changes, frees and domain death are those of one lock. The shared entries and status words live in
+/// guest-visible frames and are updated with atomic compare-exchange, as in Xen, because the guest writes them
+/// concurrently.
 /// </para>
 /// </remarks>
 public sealed unsafe partial class GrantTableHost
@@ -51,7 +54,7 @@ public sealed unsafe partial class GrantTableHost
 
     /// <summary>
     /// INVEPT for every virtual processor of a domain whose EPT lost a page (a grant unmapped, a status frame or a RAM
-    /// page removed), called under the host's lock after the EPT change and before the page's reference is dropped or
+    /// page removed), called under the host's exclusive lock after the EPT change and before the page's reference is dropped or
     /// the page freed, as Xen flushes (<c>gnttab_flush_tlb</c>) before <c>unmap_common_complete</c>'s <c>put_page</c>:
     /// no processor of the domain can then still reach a page that another domain may be given. Also called after a
     /// grant mapping replaced a page at its slot. No other grant-table operation changes an EPT entry, so a hypervisor

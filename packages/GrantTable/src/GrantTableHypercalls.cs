@@ -18,12 +18,13 @@ namespace VmmKit.GrantTable;
 /// As Xen's <c>compat_grant_table_op</c>, a 32-bit caller's copies are read in chunks of 204 (what the 8 KiB
 /// translation area holds) before any of a chunk runs, and its setup_table is limited to 1021 frames.
 /// <para>
-/// With no preemption hook on the dispatcher, a <c>GNTTABOP_copy</c> call holds the <see cref="GrantTableHost"/>'s lock
-/// across up to 16 operations, reading each from guest memory just before it runs and writing its status just after
-/// through the call's <see cref="IGuestVirtualMemory"/>, so a call of whole pages takes the lock once rather than once
-/// per operation. That memory view must then not wait for a thread that is calling into the same
+/// With no preemption hook on the dispatcher, a <c>GNTTABOP_copy</c> call runs up to 16 operations in one hold of the
+/// <see cref="GrantTableHost"/>'s copy words (the granters' whose grants it claims, which other copies of those
+/// grants and every operation but a copy wait for), reading each operation from guest memory just before it runs and
+/// writing its status just after through the call's <see cref="IGuestVirtualMemory"/>; a batch of unmaps does the same
+/// under the host's exclusive lock. That memory view must then not wait for a thread that is calling into the same
 /// <see cref="GrantTableHost"/> (VmmKit.Hypercall's <see cref="GuestLinearMemory"/> and
-/// <see cref="PagingDisabledGuestMemory"/> take no lock). With a hook, the lock is released before every check, which
+/// <see cref="PagingDisabledGuestMemory"/> take no lock). With a hook, a copy's hold ends before every check, which
 /// runs as in Xen between operations.
 /// </para>
 /// </remarks>
@@ -39,9 +40,9 @@ public sealed class GrantTableHypercalls<TCaller>
     private const int CompatXlatSize = 8192;
     private const int CompatCopyChunk = CompatXlatSize / 40;
 
-    // GNTTABOP_copy operations run under one hold of the host's lock when no preemption hook runs between them: a call
-    // of whole pages then takes the lock once, not once per operation, and other vCPUs' grant operations and frees
-    // wait at most this many copies (a few microseconds).
+    // GNTTABOP_copy operations run in one hold of the host's copy words when no preemption hook runs between them: a
+    // call of whole pages then takes its words once, not once per operation, and other vCPUs' grant operations and
+    // frees wait at most this many copies (a few microseconds).
     private const uint CopyOpsPerHold = 16;
 
     private const int NativeCopySize = 40; // sizeof(struct gnttab_copy), 64-bit
@@ -172,8 +173,9 @@ public sealed class GrantTableHypercalls<TCaller>
 
     // gnttab_unmap_grant_ref: batches of GNTTAB_UNMAP_BATCH_SIZE operations, each read just before it runs and its
     // status written just after; each batch's mappings leave the EPT, then one flush, then each completes (its pin,
-    // status flags and frame reference dropped). A preemption check between batches. The host's lock is held across a
-    // batch, its reads and status writes included (the call's IGuestVirtualMemory then runs under it, as a copy's).
+    // status flags and frame reference dropped). A preemption check between batches. The host's exclusive lock is held
+    // across a batch, its reads and status writes included (the call's IGuestVirtualMemory then runs under it, as in a
+    // copy's hold).
     private long Unmap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
         _host.CheckCaller(d);
@@ -234,9 +236,9 @@ public sealed class GrantTableHypercalls<TCaller>
 
     // gnttab_copy: each operation read from guest memory just before it runs and its status written back just after,
     // a preemption check between operations; what one operation claimed stays claimed for the next ones until the call
-    // ends, however it ends. The host's lock is held across up to CopyOpsPerHold operations, their reads and status
-    // writes included (the call's IGuestVirtualMemory then runs under it), or across one when the dispatcher has a
-    // preemption hook, which runs with the lock released: the hook may wait for anything.
+    // ends, however it ends. One hold of the host's copy words spans up to CopyOpsPerHold operations, their reads and
+    // status writes included (the call's IGuestVirtualMemory then runs in it), or one operation when the dispatcher has
+    // a preemption hook, which runs between holds: the hook may wait for anything.
     private long Copy(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
         _host.CheckCaller(d);
@@ -369,8 +371,8 @@ public sealed class GrantTableHypercalls<TCaller>
     }
 
     // gnttab_copy on a translated chunk: a preemption check between operations (none before the first), what one
-    // operation claimed kept for the next ones and released when it returns, however it returns; the lock held across
-    // up to CopyOpsPerHold operations, or one when a preemption hook must run between them. Returns how many
+    // operation claimed kept for the next ones and released when it returns, however it returns; one hold spans up to
+    // CopyOpsPerHold operations, or one when a preemption hook must run between them. Returns how many
     // operations ran.
     private int CopyChunk(ref HypercallCall<TCaller> call, GrantDomain d, scoped Span<GnttabCopy> ops)
     {
