@@ -74,6 +74,14 @@ public sealed unsafe partial class GrantTableHost
         {
             GrantDomain a = src ? batch.Src.Domain! : dst ? batch.Dst.Domain! : caller;
             TakeCopyWords(a, src && dst ? batch.Dst.Domain : null, ref batch);
+
+            // A domain destroyed since the last hold is no longer one the exclusive lock waits for, so its claims are
+            // released under that lock; the next operation naming it finds it gone.
+            if (batch.WordA!.IsDestroyed || batch.WordB?.IsDestroyed == true)
+            {
+                ReleaseCopyWords(ref batch);
+                EndCopyBatch(ref batch);
+            }
         }
     }
 
