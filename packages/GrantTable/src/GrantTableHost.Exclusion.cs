@@ -18,7 +18,9 @@ namespace VmmKit.GrantTable;
 //   while it holds words takes the exclusive lock (that would wait for its own word); the exclusive lock's holder may
 //   copy (its copies take words no one else can hold meanwhile).
 // - A copy looks domains up before it holds their words (LookupById reads one array element) and checks again once it
-//   does: a domain destroyed meanwhile is IsDestroyed, and one looked up after is not found.
+//   does: a domain destroyed meanwhile is IsDestroyed, and one looked up after is not found. The exclusive lock waits
+//   for live domains' words only, so a copy touches nothing of a destroyed domain under its word: a hypercall's claims
+//   kept across holds on a domain destroyed in between are released under the exclusive lock (BeginCopyHold).
 // - What a copy reads of the caller's own frames needs no word: frames are freed and EPT entries change under the
 //   exclusive lock, which waits for the copy; the frame cache a copy fills is guarded by its own lock and sequence
 //   (GetPagedFrame).
