@@ -114,13 +114,13 @@ internal static unsafe class ParallelCopy
         {
             _length = length;
             _memory = new MachineMemory(((ulong)pairs * 2 * (ulong)pages * Page.PageSize) + (32UL << 20));
-            MachineFrameNumber[]? sharedRam = null;
-            GrantDomain? shared = oneBackend ? AddDomain(0, pairs * pages, out sharedRam) : null;
             _host = new GrantTableHost(new FrameReferences(_memory));
             _backs = new GrantDomain[pairs];
             _ops = new GnttabCopy[pairs][];
             _src = new byte*[pairs][];
             _dst = new byte*[pairs][];
+            MachineFrameNumber[]? sharedRam = null;
+            GrantDomain? shared = oneBackend ? AddDomain(0, pairs * pages, out sharedRam) : null;
             int perPage = Page.PageSize / length;
             for (int p = 0; p < pairs; p++)
             {
