@@ -8,14 +8,16 @@ namespace VmmKit.GrantTable.Tests;
 /// GNTTABOP_copy on several threads at once, as a control domain's backends run on its vCPUs: copies of different
 /// granters' grants run side by side, copies of one granter's grants take turns on its copy word, and every other
 /// operation (here grant maps and unmaps into the copying domain, which change its EPT and so its frame cache) waits
-/// for the copies and stops them while it runs. Each copy checks its bytes; at the end no grant is pinned or flagged,
-/// no frame referenced, and every thread made progress.
+/// for the copies and stops them while it runs. The copies read grants, write into grants (GTF_writing) and copy
+/// between the copying domain's own frames. Each copy checks its bytes; at the end no grant is pinned or flagged, no
+/// frame referenced, and every thread made progress.
 /// </summary>
 public sealed class ParallelCopyTests : IDisposable
 {
     private const int Pages = 16;      // granted pages per frontend
     private const int Calls = 3000;    // copy calls per thread
     private const int MapGfn = 100;    // where the map thread maps a grant into the backend (past its RAM)
+    private const int OwnSource = 50;  // backend frames 50 and 51: what each thread copies into a grant or its frame 52/53
 
     private readonly TestMachine _m = new();
     private readonly TestDomain _back;  // d0: the backend of both frontends (one caller, one frame cache)
@@ -31,12 +33,17 @@ public sealed class ParallelCopyTests : IDisposable
         for (int f = 0; f < _fronts.Length; f++)
         {
             var share = new InProcessGrantShare(_m.Host, _fronts[f].Grant);
-            _refs[f] = new uint[Pages + 1];
-            for (int p = 0; p <= Pages; p++)
+            _refs[f] = new uint[Pages + 3]; // pages Pages + 1 and + 2: written into, one per copying thread
+            for (int p = 0; p < _refs[f].Length; p++)
             {
                 Assert.True(share.TryGrantForeignAccess(0, (ulong)p, readOnly: p == Pages, out _refs[f][p]));
                 Fill(_fronts[f], p);
             }
+        }
+
+        for (int t = 0; t < 2; t++)
+        {
+            MemoryMarshal.Cast<byte, ulong>(_back.RamPage(OwnSource + t)).Fill(0xB0B0_0000_0000_0000UL | (uint)t);
         }
 
         new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
@@ -91,7 +98,7 @@ public sealed class ParallelCopyTests : IDisposable
         Assert.All(copied, n => Assert.Equal(Calls, n));
         for (int f = 0; f < _fronts.Length; f++)
         {
-            for (int p = 0; p <= Pages; p++)
+            for (int p = 0; p < _refs[f].Length; p++)
             {
                 uint gref = _refs[f][p];
                 Assert.Equal(0u, _fronts[f].Grant.GetPinCount(gref));
@@ -105,8 +112,9 @@ public sealed class ParallelCopyTests : IDisposable
     }
 
     // One thread's copies: calls of 1 to 24 operations, each copying a 512-byte piece or a whole page of one of the
-    // frontend's pages into the backend's frame for it ([20 * thread, 20 * thread + 17)), then checking every byte it
-    // copied.
+    // frontend's pages into the backend's frame for it ([20 * thread, 20 * thread + 17)), or from a frame of the
+    // backend's (OwnSource + thread) into the frontend's page Pages + 1 + thread (GTF_writing) or into another frame of
+    // the backend's (the caller's word alone); then it checks every byte it copied.
     private int CopyLoop(int thread, int front, bool hypercall, List<string> errors)
     {
         var rng = new Random(1000 + thread);
@@ -121,12 +129,29 @@ public sealed class ParallelCopyTests : IDisposable
                 int page = rng.Next(Pages + 1); // page Pages is granted read-only: a source all the same
                 bool whole = rng.Next(4) == 0;
                 ushort offset = whole ? (ushort)0 : (ushort)(rng.Next(8) * 512);
-                ops[i] = new GnttabCopy
+                var own = new GnttabCopyPtr { Gmfn = (ulong)(OwnSource + thread), DomId = DomainId.Self, Offset = offset };
+                ops[i] = rng.Next(8) switch
                 {
-                    Source = new() { Ref = _refs[front][page], DomId = _fronts[front].Id, Offset = offset },
-                    Dest = new() { Gmfn = (ulong)((20 * thread) + page), DomId = DomainId.Self, Offset = offset },
-                    Len = (ushort)(whole ? 4096 : 512),
-                    Flags = (ushort)GrantCopyFlags.SourceGref,
+                    0 => new GnttabCopy // into the grant
+                    {
+                        Source = own,
+                        Dest = new() { Ref = _refs[front][Pages + 1 + thread], DomId = _fronts[front].Id, Offset = offset },
+                        Len = (ushort)(whole ? 4096 : 512),
+                        Flags = (ushort)GrantCopyFlags.DestGref,
+                    },
+                    1 => new GnttabCopy // between the backend's own frames
+                    {
+                        Source = own,
+                        Dest = new() { Gmfn = (ulong)(OwnSource + 2 + thread), DomId = DomainId.Self, Offset = offset },
+                        Len = (ushort)(whole ? 4096 : 512),
+                    },
+                    _ => new GnttabCopy
+                    {
+                        Source = new() { Ref = _refs[front][page], DomId = _fronts[front].Id, Offset = offset },
+                        Dest = new() { Gmfn = (ulong)((20 * thread) + page), DomId = DomainId.Self, Offset = offset },
+                        Len = (ushort)(whole ? 4096 : 512),
+                        Flags = (ushort)GrantCopyFlags.SourceGref,
+                    },
                 };
             }
 
@@ -145,9 +170,14 @@ public sealed class ParallelCopyTests : IDisposable
             for (int i = 0; i < n; i++)
             {
                 ref GnttabCopy op = ref ops[i];
-                int page = Array.IndexOf(_refs[front], op.Source.Ref);
-                Span<byte> expected = _fronts[front].RamPage(page).Slice(op.Source.Offset, op.Len);
-                Span<byte> actual = _back.RamPage((int)op.Dest.Gmfn).Slice(op.Dest.Offset, op.Len);
+                Span<byte> expected = (op.Flags & (ushort)GrantCopyFlags.SourceGref) != 0
+                    ? _fronts[front].RamPage(Array.IndexOf(_refs[front], op.Source.Ref))
+                    : _back.RamPage((int)op.Source.Gmfn);
+                Span<byte> actual = (op.Flags & (ushort)GrantCopyFlags.DestGref) != 0
+                    ? _fronts[front].RamPage(Array.IndexOf(_refs[front], op.Dest.Ref))
+                    : _back.RamPage((int)op.Dest.Gmfn);
+                expected = expected.Slice(op.Source.Offset, op.Len);
+                actual = actual.Slice(op.Dest.Offset, op.Len);
                 if (op.Status != 0 || !expected.SequenceEqual(actual))
                 {
                     lock (errors)
