@@ -5,11 +5,12 @@ using VmmKit.Hypercall;
 namespace VmmKit.GrantTable.Benchmarks;
 
 /// <summary>
-/// Backends copying at the same time: each thread is a backend (its own domain) copying from its own frontend's grants
-/// into its own frames, all domains in one <see cref="GrantTableHost"/>, as the backends of a control domain (or the
-/// queues of one multi-queue backend, each on its own vCPU) share one hypervisor. Beside it, as many threads each
-/// memcpy the same bytes between the same frames. Rounds alternate (one thread and all threads, memcpy and copy) and
-/// the fastest of each is kept; the figure is the copies' total throughput against the memcpys'.
+/// Backends copying at the same time, all domains in one <see cref="GrantTableHost"/>: each thread copies from its own
+/// frontend's grants into frames of its own, either as one control domain whose backends run on its vCPUs (one caller
+/// for all threads, as Xen's dom0 serves every frontend) or as a backend domain per frontend (driver domains). Beside
+/// it, as many threads each memcpy the same bytes between the same frames. Rounds alternate (one thread and all
+/// threads, memcpy and copy) and the fastest of each is kept; the figure is the copies' total throughput against the
+/// memcpys'.
 /// </summary>
 internal static unsafe class ParallelCopy
 {
@@ -23,25 +24,34 @@ internal static unsafe class ParallelCopy
 
     public static void Run(TextWriter output, int threads)
     {
-        foreach ((int pages, int length, int batch) in Shapes)
+        foreach (bool oneBackend in (bool[])[true, false])
         {
-            using var m = new Machine(threads, pages, length);
-            double memcpy1 = 0, copy1 = 0, memcpyN = 0, copyN = 0;
-            for (int r = 0; r < Rounds; r++)
+            output.WriteLine(oneBackend ? "one backend domain, a thread per frontend:" : "a backend domain per frontend:");
+            foreach ((int pages, int length, int batch) in Shapes)
             {
-                memcpy1 = Math.Max(memcpy1, Measure(m, 1, batch, copy: false));
-                copy1 = Math.Max(copy1, Measure(m, 1, batch, copy: true));
-                memcpyN = Math.Max(memcpyN, Measure(m, threads, batch, copy: false));
-                copyN = Math.Max(copyN, Measure(m, threads, batch, copy: true));
+                Run(output, threads, pages, length, batch, oneBackend);
             }
-
-            m.Verify();
-            double gb = length / 1e9;
-            output.WriteLine(
-                $"{pages,4} pages, {length,4} B x {batch,2}: 1 thread memcpy {memcpy1 * gb,5:F1} GB/s, copy {copy1 * gb,5:F1} GB/s " +
-                $"({100 * copy1 / memcpy1,3:F0}%); {threads} threads memcpy {memcpyN * gb,5:F1} GB/s, copy {copyN * gb,5:F1} GB/s " +
-                $"({100 * copyN / memcpyN,3:F0}% of memcpy, {copyN / copy1:F2}x one thread's copy)");
         }
+    }
+
+    private static void Run(TextWriter output, int threads, int pages, int length, int batch, bool oneBackend)
+    {
+        using var m = new Machine(threads, pages, length, oneBackend);
+        double memcpy1 = 0, copy1 = 0, memcpyN = 0, copyN = 0;
+        for (int r = 0; r < Rounds; r++)
+        {
+            memcpy1 = Math.Max(memcpy1, Measure(m, 1, batch, copy: false));
+            copy1 = Math.Max(copy1, Measure(m, 1, batch, copy: true));
+            memcpyN = Math.Max(memcpyN, Measure(m, threads, batch, copy: false));
+            copyN = Math.Max(copyN, Measure(m, threads, batch, copy: true));
+        }
+
+        m.Verify();
+        double gb = length / 1e9;
+        output.WriteLine(
+            $"{pages,4} pages, {length,4} B x {batch,2}: 1 thread memcpy {memcpy1 * gb,5:F1} GB/s, copy {copy1 * gb,5:F1} GB/s " +
+            $"({100 * copy1 / memcpy1,3:F0}%); {threads} threads memcpy {memcpyN * gb,5:F1} GB/s, copy {copyN * gb,5:F1} GB/s " +
+            $"({100 * copyN / memcpyN,3:F0}% of memcpy, {copyN / copy1:F2}x one thread's copy)");
     }
 
     // Operations per second over all threads, each thread running calls of `batch` operations for one round.
@@ -86,7 +96,10 @@ internal static unsafe class ParallelCopy
         return counts.Sum() / seconds;
     }
 
-    /// <summary>Pairs of a frontend (odd domid) granting every page to its backend (the next domid), on one host.</summary>
+    /// <summary>
+    /// Frontends (odd domids) each granting every page to its backend: the next domid, or domain 0 for all of them,
+    /// whose RAM then holds a region of frames per frontend.
+    /// </summary>
     private sealed class Machine : IDisposable
     {
         private readonly MachineMemory _memory;
@@ -97,7 +110,7 @@ internal static unsafe class ParallelCopy
         private readonly byte*[][] _dst;
         private readonly int _length;
 
-        public Machine(int pairs, int pages, int length)
+        public Machine(int pairs, int pages, int length, bool oneBackend)
         {
             _length = length;
             _memory = new MachineMemory(((ulong)pairs * 2 * (ulong)pages * Page.PageSize) + (32UL << 20));
@@ -106,11 +119,24 @@ internal static unsafe class ParallelCopy
             _ops = new GnttabCopy[pairs][];
             _src = new byte*[pairs][];
             _dst = new byte*[pairs][];
+            MachineFrameNumber[]? sharedRam = null;
+            GrantDomain? shared = oneBackend ? AddDomain(0, pairs * pages, out sharedRam) : null;
             int perPage = Page.PageSize / length;
             for (int p = 0; p < pairs; p++)
             {
                 GrantDomain front = AddDomain((ushort)(1 + (2 * p)), pages, out MachineFrameNumber[] frontRam);
-                GrantDomain back = AddDomain((ushort)(2 + (2 * p)), pages, out MachineFrameNumber[] backRam);
+                MachineFrameNumber[] backRam;
+                int first = 0; // the backend's first frame for this frontend
+                GrantDomain back;
+                if (shared is not null)
+                {
+                    (back, backRam, first) = (shared, sharedRam!, p * pages);
+                }
+                else
+                {
+                    back = AddDomain((ushort)(2 + (2 * p)), pages, out backRam);
+                }
+
                 _backs[p] = back;
                 uint frames = (uint)((pages + 8 + GrantEntryV1.PerFrame - 1) / GrantEntryV1.PerFrame);
                 if (_host.SetupTable(front, false, DomainId.Self, frames, new ulong[frames]) != GrantStatus.Okay)
@@ -130,7 +156,7 @@ internal static unsafe class ParallelCopy
                     }
 
                     _memory.GetFrame(frontRam[page]).Fill((byte)(page + p));
-                    int own = (page + 7) % pages;
+                    int own = first + ((page + 7) % pages);
                     for (int piece = 0; piece < perPage; piece++)
                     {
                         int i = (page * perPage) + piece;

@@ -13,9 +13,9 @@ namespace VmmKit.GrantTable;
 /// every domain frame through <see cref="Free"/> (when the domain releases memory or dies) instead of
 /// <see cref="MachineMemory.FreeFrame"/>. Until freed, a deferred frame keeps its owner and contents; it is
 /// zeroed by <see cref="MachineMemory"/> when it is finally freed. Thread-safe: once a <see cref="GrantTableHost"/>
-/// uses these counts, every change is made under that host's lock, so the host changes them with plain stores while
-/// it holds its lock; one 32-bit count per frame of
-/// <see cref="Memory"/>.
+/// uses these counts, these methods take that host's exclusive lock, which waits for its copies; the host changes a
+/// frame's count with plain stores under that lock, or under the copy word of the domain that owns the frame (a copy
+/// releasing the grant it kept across a hypercall's holds); one 32-bit count per frame of <see cref="Memory"/>.
 /// </remarks>
 public sealed class FrameReferences
 {
@@ -27,7 +27,7 @@ public sealed class FrameReferences
     private readonly int[] _counts;
     private int _pendingFreeCount;
     private long _epoch;
-    private Lock? _hostLock; // the lock of the GrantTableHost using these counts: a free waits for its copies
+    private GrantTableHost? _host; // the host using these counts: changes take its exclusive lock, so a free waits for its copies
 
     /// <summary>Creates the counts for <paramref name="memory"/>.</summary>
     /// <param name="memory">The machine memory whose frames are counted.</param>
@@ -53,15 +53,44 @@ public sealed class FrameReferences
     /// <summary>Number of frames whose free is waiting for their last reference.</summary>
     public int PendingFreeCount => Volatile.Read(ref _pendingFreeCount);
 
-    // Every change is made under this lock: the host's once attached (it changes the counts under it), else our own.
-    private Lock SyncRoot => Volatile.Read(ref _hostLock) ?? _lock;
+    // Every change is made under this lock: the host's exclusive lock once attached (it changes the counts under it),
+    // else our own.
+    private Scope Exclusive()
+    {
+        GrantTableHost? host = Volatile.Read(ref _host);
+        if (host is not null)
+        {
+            host.EnterExclusive();
+        }
+        else
+        {
+            _lock.Enter();
+        }
+
+        return new Scope(host, _lock);
+    }
+
+    private readonly ref struct Scope(GrantTableHost? host, Lock own)
+    {
+        public void Dispose()
+        {
+            if (host is not null)
+            {
+                host.ExitExclusive();
+            }
+            else
+            {
+                own.Exit();
+            }
+        }
+    }
 
     /// <summary>Takes a reference on an allocated frame.</summary>
     /// <param name="frame">An allocated frame that is not waiting to be freed.</param>
     /// <exception cref="InvalidOperationException">The frame is free or already freed by its owner.</exception>
     public void Acquire(MachineFrameNumber frame)
     {
-        lock (SyncRoot)
+        using (Exclusive())
         {
             if (!Memory.TryGetOwner(frame, out _) || (_counts[frame.Value] & PendingFree) != 0)
             {
@@ -81,7 +110,7 @@ public sealed class FrameReferences
     /// <returns>False, with no reference taken, when the frame is free, another owner's, outside the machine, or waiting to be freed.</returns>
     public bool TryAcquire(MachineFrameNumber frame, FrameOwner owner)
     {
-        lock (SyncRoot)
+        using (Exclusive())
         {
             if (!Memory.TryGetOwner(frame, out FrameOwner actual) || actual != owner || (_counts[frame.Value] & PendingFree) != 0)
             {
@@ -98,7 +127,7 @@ public sealed class FrameReferences
     /// <exception cref="InvalidOperationException">The frame has no reference (a hypervisor bug).</exception>
     public void Release(MachineFrameNumber frame)
     {
-        lock (SyncRoot) // the last release may free the frame, which must wait for the host's copies
+        using (Exclusive()) // the last release may free the frame, which must wait for the host's copies
         {
             if (frame.Value >= (ulong)_counts.Length || (_counts[frame.Value] & CountMask) == 0)
             {
@@ -111,20 +140,26 @@ public sealed class FrameReferences
 
     /// <summary>
     /// Takes a reference on <paramref name="mfn"/>, which the caller has checked: an allocated frame that is not waiting
-    /// to be freed, or one that already holds a reference (its free may be pending). Under the host's lock.
+    /// to be freed, or one that already holds a reference (its free may be pending). Under the host's exclusive lock, or
+    /// the copy word of the frame's owner.
     /// </summary>
     internal void AcquireHeld(ulong mfn) => _counts[mfn]++;
 
-    /// <summary>Drops a reference <see cref="AcquireHeld"/> took; the last one completes a pending free. Under the host's lock.</summary>
+    /// <summary>
+    /// Drops a reference <see cref="AcquireHeld"/> took; the last one completes a pending free. Under the host's exclusive
+    /// lock, or the copy word of the frame's owner.
+    /// </summary>
     internal void ReleaseHeld(ulong mfn)
     {
         int count = --_counts[mfn];
         if (count == PendingFree)
         {
-            _counts[mfn] = 0;
-            Volatile.Write(ref _pendingFreeCount, _pendingFreeCount - 1);
+            // Freed while the count still says pending, then the count cleared: a copy of another granter's grant
+            // resolving a frame of the owner meanwhile sees it pending, or finds it freed.
             Interlocked.Increment(ref _epoch); // a copy that claimed the frame while its free was pending claims again
             Memory.FreeFrame(new MachineFrameNumber(mfn));
+            Volatile.Write(ref _counts[mfn], 0);
+            Interlocked.Decrement(ref _pendingFreeCount); // copies of other granters may complete frees meanwhile
         }
     }
 
@@ -137,9 +172,9 @@ public sealed class FrameReferences
     /// <exception cref="InvalidOperationException">The frame is already free or already waiting to be freed.</exception>
     public bool Free(MachineFrameNumber frame)
     {
-        // Under the host's lock: a copy holds it from its checks through the memcpy, so a free waits for it, and the
-        // epoch it bumps makes claims a copy call keeps across operations check again.
-        lock (SyncRoot)
+        // Under the host's exclusive lock: it waits for every copy, which holds a copy word from its checks through the
+        // memcpy, and the epoch it bumps makes claims a copy call keeps across operations check again.
+        using (Exclusive())
         {
             if (!Memory.TryGetOwner(frame, out _) || (_counts[frame.Value] & PendingFree) != 0)
             {
@@ -150,7 +185,7 @@ public sealed class FrameReferences
             if (_counts[frame.Value] != 0)
             {
                 _counts[frame.Value] |= PendingFree;
-                Volatile.Write(ref _pendingFreeCount, _pendingFreeCount + 1);
+                Interlocked.Increment(ref _pendingFreeCount);
                 return false;
             }
 
@@ -160,16 +195,16 @@ public sealed class FrameReferences
     }
 
     /// <summary>Ties these counts to the one <see cref="GrantTableHost"/> that uses them (its constructor calls this).</summary>
-    internal void AttachHost(Lock hostLock)
+    internal void AttachHost(GrantTableHost host)
     {
         lock (_lock)
         {
-            if (_hostLock is not null)
+            if (_host is not null)
             {
                 throw new ArgumentException("These frame references are already used by another GrantTableHost.", "frames");
             }
 
-            Volatile.Write(ref _hostLock, hostLock);
+            Volatile.Write(ref _host, host);
         }
     }
 

@@ -28,6 +28,9 @@ public sealed class GrantDomain
     internal long FrameCacheGeneration = -1;  // the EPT generation and frame-free epoch the cache's current stamp stands for
     internal long FrameCacheEpoch = -1;
     internal ulong FrameCacheStamp;           // entries tagged with another stamp are stale; 0 never tags a valid entry
+    internal int FrameCacheSeq;               // odd while the cache changes: a lookup that saw it odd or moved misses
+    internal readonly Lock FrameCacheLock = new(); // one thread at a time fills the cache
+    internal int CopyWord;                    // 1 while a copy holds this domain's grants (GrantTableHost.Exclusion.cs)
     private int _version = 1;
     private int _sharedFrameCount;
 
@@ -49,9 +52,13 @@ public sealed class GrantDomain
     /// <summary>The host whose domain this is: its methods refuse any other host's domain.</summary>
     internal GrantTableHost Host { get; }
 
-    internal GrantDomain(GrantTableHost host, ushort id, EptTables ept, GrantTableLimits limits)
+    /// <summary>Order of creation on the host (1, 2, ...): copies take domains' copy words in this order.</summary>
+    internal long Serial { get; }
+
+    internal GrantDomain(GrantTableHost host, ushort id, EptTables ept, GrantTableLimits limits, long serial)
     {
         Host = host;
+        Serial = serial;
         Id = id;
         Ept = ept;
         Limits = limits;

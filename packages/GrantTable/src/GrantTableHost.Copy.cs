@@ -21,68 +21,97 @@ public sealed unsafe partial class GrantTableHost
     public void Copy(GrantDomain caller, ref GnttabCopy op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        var batch = default(CopyBatch);
+        try
         {
-            var batch = default(CopyBatch);
             op.Status = (short)CopyOne(caller, in op, ref batch);
+        }
+        finally
+        {
             ReleaseBatch(ref batch);
+            ReleaseCopyWords(ref batch);
         }
     }
 
     /// <summary>
-    /// Runs a batch of copy operations under one acquisition of the lock, setting each status. As in Xen, a grant (or
-    /// frame) used by one operation stays claimed while the following operations use the same one on the same side,
-    /// so a guest sees <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on.
+    /// Runs a batch of copy operations, setting each status. As in Xen, a grant (or frame) used by one operation stays
+    /// claimed while the following operations use the same one on the same side, so a guest sees
+    /// <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on. Copies of different granters' grants
+    /// run in parallel on different threads.
     /// </summary>
     /// <param name="caller">The domain issuing the copies.</param>
     /// <param name="ops">The operations.</param>
     public void Copy(GrantDomain caller, Span<GnttabCopy> ops)
     {
         CheckCaller(caller);
-        lock (_lock)
+        var batch = default(CopyBatch);
+        try
         {
-            var batch = default(CopyBatch);
-            try
+            for (int i = 0; i < ops.Length; i++)
             {
-                for (int i = 0; i < ops.Length; i++)
-                {
-                    ref GnttabCopy op = ref ops[i];
-                    op.Status = (short)CopyOne(caller, in op, ref batch);
-                }
+                ref GnttabCopy op = ref ops[i];
+                op.Status = (short)CopyOne(caller, in op, ref batch);
             }
-            finally
-            {
-                ReleaseBatch(ref batch);
-            }
+        }
+        finally
+        {
+            ReleaseBatch(ref batch);
+            ReleaseCopyWords(ref batch);
         }
     }
 
     /// <summary>
-    /// The host's lock, for a batch whose operations arrive one at a time (the hypercall reads each from guest memory
-    /// just before it runs): the caller holds it across one or more <see cref="CopyHeld"/> and calls
-    /// <see cref="HoldAcrossUnlock(ref CopyBatch)"/> before it lets go, and <see cref="EndCopyBatch"/> on every path once
-    /// the batch ends (Xen releases at the end of the hypercall, preempted or not).
+    /// Starts a hold of a batch whose operations arrive one at a time (the hypercall reads each from guest memory just
+    /// before it runs): takes the copy words of what the batch still holds from its last hold. The caller then runs one
+    /// or more <see cref="CopyHeld"/> and ends the hold with <see cref="EndCopyHold"/>; once the batch ends,
+    /// <see cref="EndCopyBatch"/> on every path (Xen releases at the end of the hypercall, preempted or not).
     /// </summary>
-    internal Lock CopyLock => _lock;
-
-    /// <summary>One operation of such a batch, with <see cref="CopyLock"/> held; what <paramref name="batch"/> holds stays claimed.</summary>
-    internal void CopyHeld(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch)
+    internal void BeginCopyHold(GrantDomain caller, ref CopyBatch batch)
     {
-        Debug.Assert(_lock.IsHeldByCurrentThread, "CopyHeld runs under CopyLock");
+        Debug.Assert(batch.WordA is null, "a hold starts holding no copy word");
+        bool src = batch.Src.HaveGrant, dst = batch.Dst.HaveGrant;
+        if (src || dst || batch.KeyFlags != 0)
+        {
+            GrantDomain a = src ? batch.Src.Domain! : dst ? batch.Dst.Domain! : caller;
+            TakeCopyWords(a, src && dst ? batch.Dst.Domain : null, ref batch);
+
+            // A domain destroyed since the last hold is no longer one the exclusive lock waits for, so its claims are
+            // released under that lock; the next operation naming it finds it gone.
+            if (batch.WordA!.IsDestroyed || batch.WordB?.IsDestroyed == true)
+            {
+                ReleaseCopyWords(ref batch);
+                EndCopyBatch(ref batch);
+            }
+        }
+    }
+
+    /// <summary>One operation of such a batch, within a hold; what <paramref name="batch"/> holds stays claimed.</summary>
+    internal void CopyHeld(GrantDomain caller, ref GnttabCopy op, ref CopyBatch batch) =>
         op.Status = (short)CopyOne(caller, in op, ref batch);
-    }
 
-    /// <summary>Before <see cref="CopyLock"/> is released with <paramref name="batch"/> still holding its claims.</summary>
-    internal void HoldAcrossUnlock(ref CopyBatch batch)
+    /// <summary>
+    /// Ends a hold: releases what the batch holds when <paramref name="endsBatch"/>, otherwise keeps its claims across
+    /// with frame references (<see cref="HoldAcrossUnlock(ref CopyBuffer)"/>); then lets go of the copy words.
+    /// </summary>
+    internal void EndCopyHold(ref CopyBatch batch, bool endsBatch)
     {
-        HoldAcrossUnlock(ref batch.Src);
-        HoldAcrossUnlock(ref batch.Dst);
+        if (endsBatch)
+        {
+            ReleaseBatch(ref batch);
+        }
+        else
+        {
+            HoldAcrossUnlock(ref batch.Src);
+            HoldAcrossUnlock(ref batch.Dst);
+        }
+
+        ReleaseCopyWords(ref batch);
     }
 
-    // acquire_grant_for_copy's get_page, for a claim that outlives the lock: the claimed grant's frame gets a reference,
-    // so a free by its owner meanwhile is deferred and every pin of the entry names a live frame whenever the lock is
-    // free (other calls' copies and maps of the grant use act.Mfn). A claim made and released under one hold of the
-    // lock needs none: a free takes the lock.
+    // acquire_grant_for_copy's get_page, for a claim that outlives its hold: the claimed grant's frame gets a reference,
+    // so a free by its owner meanwhile is deferred and every pin of the entry names a live frame whenever no copy
+    // holds the granter's word (other calls' copies and maps of the grant use act.Mfn). A claim made and released within
+    // one hold needs none: a free takes the exclusive lock, which waits for the hold.
     private void HoldAcrossUnlock(ref CopyBuffer buf)
     {
         if (buf.HaveGrant && !buf.Referenced)
@@ -93,51 +122,32 @@ public sealed unsafe partial class GrantTableHost
     }
 
     /// <summary>
-    /// Runs <paramref name="ops"/> of a batch under one hold of the lock (the compat hypercall's translated chunk),
-    /// keeping what <paramref name="batch"/> holds claimed past it, or releasing it when <paramref name="endsBatch"/>;
-    /// returns how many operations succeeded.
+    /// Runs <paramref name="ops"/> of a batch in one hold (the compat hypercall's translated chunk), keeping what
+    /// <paramref name="batch"/> holds claimed past it, or releasing it when <paramref name="endsBatch"/>; returns how
+    /// many operations succeeded.
     /// </summary>
     internal int CopyHeldRun(GrantDomain caller, Span<GnttabCopy> ops, ref CopyBatch batch, bool endsBatch)
     {
         int okay = 0;
-        lock (_lock)
+        BeginCopyHold(caller, ref batch);
+        try
         {
-            try
+            for (int i = 0; i < ops.Length; i++)
             {
-                for (int i = 0; i < ops.Length; i++)
-                {
-                    ref GnttabCopy op = ref ops[i];
-                    op.Status = (short)CopyOne(caller, in op, ref batch);
-                    okay += op.Status == 0 ? 1 : 0;
-                }
+                ref GnttabCopy op = ref ops[i];
+                op.Status = (short)CopyOne(caller, in op, ref batch);
+                okay += op.Status == 0 ? 1 : 0;
             }
-            finally
-            {
-                if (endsBatch)
-                {
-                    ReleaseBatch(ref batch);
-                }
-                else
-                {
-                    HoldAcrossUnlock(ref batch);
-                }
-            }
+        }
+        finally
+        {
+            EndCopyHold(ref batch, endsBatch);
         }
 
         return okay;
     }
 
-    /// <summary>
-    /// Releases what a batch run with <see cref="CopyHeld"/> holds, with <see cref="CopyLock"/> held: the hold that
-    /// ends the batch, instead of <see cref="HoldAcrossUnlock(ref CopyBatch)"/> and then <see cref="EndCopyBatch"/>.
-    /// </summary>
-    internal void EndCopyBatchHeld(ref CopyBatch batch)
-    {
-        Debug.Assert(_lock.IsHeldByCurrentThread, "EndCopyBatchHeld runs under CopyLock");
-        ReleaseBatch(ref batch);
-    }
-
-    /// <summary>Releases what a batch run with <see cref="CopyHeld"/> or <see cref="CopyHeldRun"/> still holds.</summary>
+    /// <summary>Releases what a batch run in holds still holds, between holds.</summary>
     internal void EndCopyBatch(ref CopyBatch batch)
     {
         if (batch.Src.Domain is null && batch.Dst.Domain is null)
@@ -145,7 +155,7 @@ public sealed unsafe partial class GrantTableHost
             return;
         }
 
-        lock (_lock)
+        using (Exclusive())
         {
             ReleaseBatch(ref batch);
         }
@@ -157,6 +167,8 @@ public sealed unsafe partial class GrantTableHost
         internal CopyBuffer Src;
         internal CopyBuffer Dst;
         internal long DestroyedDomains; // the host's count of destroyed domains when the domains were last checked
+        internal GrantDomain? WordA;    // the copy words held (GrantTableHost.Exclusion.cs), lower Serial first
+        internal GrantDomain? WordB;
 
         // What both sides hold, as the first 32 bytes of an operation naming them (the two gnttab_copy_ptr) read under
         // KeyMask: per side the reference (4 bytes) or frame (8 bytes) and the domid, offsets and padding masked out.
@@ -273,24 +285,44 @@ public sealed unsafe partial class GrantTableHost
         bool srcGref = (op.Flags & (ushort)GrantCopyFlags.SourceGref) != 0;
         bool dstGref = (op.Flags & (ushort)GrantCopyFlags.DestGref) != 0;
 
-        // gnttab_copy_one: a side naming another domid than the batch holds releases both buffers before the domains
-        // are locked again, so the side that did not change is claimed afresh too.
-        if (batch.Src.Domain is null || batch.Src.DomId != op.Source.DomId ||
-            batch.Dst.Domain is null || batch.Dst.DomId != op.Dest.DomId)
+        GrantStatus rc;
+        while (true)
         {
+            // gnttab_copy_one: a side naming another domid than the batch holds releases both buffers before the
+            // domains are locked again, so the side that did not change is claimed afresh too.
+            if (batch.Src.Domain is null || batch.Src.DomId != op.Source.DomId ||
+                batch.Dst.Domain is null || batch.Dst.DomId != op.Dest.DomId)
+            {
+                ReleaseBatch(ref batch);
+            }
+
+            // gnttab_copy_lock_domain, for every operation: only DOMID_SELF may be addressed by frame number.
+            rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref batch.Src);
+            if (rc == GrantStatus.Okay)
+            {
+                rc = LockCopyDomain(caller, op.Dest.DomId, dstGref, ref batch.Dst);
+            }
+
+            if (rc != GrantStatus.Okay)
+            {
+                return rc;
+            }
+
+            if (HoldsCopyWordsFor(caller, srcGref, dstGref, in batch, out GrantDomain a, out GrantDomain? b))
+            {
+                break;
+            }
+
+            // Claims go before their words; then the words this operation needs are taken, and its domains looked up
+            // again (one may have been destroyed before they were held).
             ReleaseBatch(ref batch);
+            ReleaseCopyWords(ref batch);
+            TakeCopyWords(a, b, ref batch);
         }
 
-        // gnttab_copy_lock_domain, for every operation: only DOMID_SELF may be addressed by frame number.
-        GrantStatus rc = LockCopyDomain(caller, op.Source.DomId, srcGref, ref batch.Src);
-        if (rc == GrantStatus.Okay)
+        if (caller.IsDestroyed)
         {
-            rc = LockCopyDomain(caller, op.Dest.DomId, dstGref, ref batch.Dst);
-        }
-
-        if (rc != GrantStatus.Okay)
-        {
-            return rc;
+            return GrantStatus.BadDomain;
         }
 
         batch.DestroyedDomains = _destroyedDomains; // the caller and both domains are alive as of this count
@@ -320,8 +352,17 @@ public sealed unsafe partial class GrantTableHost
         return CopyBytes(in op, in batch.Src, in batch.Dst);
     }
 
+    // The copy words an operation needs (GrantTableHost.Exclusion.cs): those of the domains whose grants it names, or
+    // the caller's when it names frames only; true when the batch holds them.
+    private static bool HoldsCopyWordsFor(GrantDomain caller, bool srcGref, bool dstGref, in CopyBatch batch, out GrantDomain a, out GrantDomain? b)
+    {
+        a = srcGref ? batch.Src.Domain! : dstGref ? batch.Dst.Domain! : caller;
+        b = srcGref && dstGref ? batch.Dst.Domain : null;
+        return HoldsCopyWord(in batch, a) && (b is null || HoldsCopyWord(in batch, b));
+    }
+
     // Xen keeps the domain it looked up (an RCU reference) while consecutive operations name the same domid; a domain
-    // destroyed in between (possible when the lock was released between operations) is looked up again.
+    // destroyed in between (possible between the holds of a hypercall) is looked up again.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus LockCopyDomain(GrantDomain caller, ushort domid, bool isGref, ref CopyBuffer buf)
     {

@@ -75,6 +75,11 @@ public sealed unsafe partial class GrantTableHost
         }
 
         GrantDomain rd = grantBuf.Domain!;
+        if (!HoldsCopyWord(in batch, rd) && !TakeCopyWordFor(rd, caller, ref batch))
+        {
+            return NotHandled;
+        }
+
         if (rd.Version != 1)
         {
             return NotHandled;
@@ -117,6 +122,20 @@ public sealed unsafe partial class GrantTableHost
 
         FrameCopy.Copy(batch.Src.Virt + from, batch.Dst.Virt + to, len); // memmove semantics, as CopyBytes
         return GrantStatus.Okay;
+    }
+
+    // The granter's copy word, for a batch that claims nothing yet (a new call, or one whose domains just changed): taken
+    // at once or not at all (CopyOneCore waits when it must). Both domains are checked again once it is held, since no
+    // exclusive lock holder can destroy them from then on.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TakeCopyWordFor(GrantDomain rd, GrantDomain caller, ref CopyBatch batch)
+    {
+        if (batch.Src.Virt != null || batch.Dst.Virt != null || !TryTakeCopyWordAlone(rd, ref batch))
+        {
+            return false;
+        }
+
+        return !rd.IsDestroyed && !caller.IsDestroyed;
     }
 
     // acquire_grant_for_copy for a v1 grant no one has pinned: checks the entry, resolves its frame, then sets

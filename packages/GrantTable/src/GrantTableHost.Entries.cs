@@ -203,19 +203,29 @@ public sealed unsafe partial class GrantTableHost
     /// and not freed by its owner. Results are cached per domain until its EPT changes or a frame is freed through
     /// <see cref="FrameReferences.Free"/> (the reason a hypervisor must free domain frames there).
     /// </summary>
+    /// <remarks>
+    /// Copies running side by side read and fill one domain's cache (a control domain's backends resolve its frames on
+    /// different vCPUs): fills take the domain's <c>FrameCacheLock</c> and make <c>FrameCacheSeq</c> odd while they write,
+    /// and a lookup counts only if the sequence was even and unchanged across everything it read (a sequence lock).
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus GetPagedFrame(GrantDomain d, ulong gfn, bool readOnly, out ulong mfn)
     {
         // A hit needs the cache's stamp to be current (FrameCacheStamp would return it unchanged) and the entry tagged
-        // with it; anything else takes the walk.
-        if (!d.IsDestroyed && gfn < MaxGuestFrame && d.FrameCacheStamp != 0 &&
-            d.Ept.Generation == d.FrameCacheGeneration && Frames.Epoch == d.FrameCacheEpoch)
+        // with it; anything else takes the walk. Every read is volatile, so none moves past the sequence's second read.
+        int seq = Volatile.Read(ref d.FrameCacheSeq);
+        ulong stamp = Volatile.Read(ref d.FrameCacheStamp);
+        if ((seq & 1) == 0 && !d.IsDestroyed && gfn < MaxGuestFrame && stamp != 0 &&
+            d.Ept.Generation == Volatile.Read(ref d.FrameCacheGeneration) && Frames.Epoch == Volatile.Read(ref d.FrameCacheEpoch))
         {
             ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
-            if (cached.Tag == (gfn | (d.FrameCacheStamp << GrantDomain.FrameCacheEntry.StampShift)) &&
-                (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
+            ulong tag = Volatile.Read(ref cached.Tag);
+            ulong found = Volatile.Read(ref cached.MfnAndAccess);
+            if (tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
+                (readOnly || (found & GrantDomain.FrameCacheEntry.WritableBit) != 0) &&
+                Volatile.Read(ref d.FrameCacheSeq) == seq)
             {
-                mfn = cached.MfnAndAccess & ~GrantDomain.FrameCacheEntry.WritableBit;
+                mfn = found & ~GrantDomain.FrameCacheEntry.WritableBit;
                 return GrantStatus.Okay;
             }
         }
@@ -223,7 +233,7 @@ public sealed unsafe partial class GrantTableHost
         return ResolvePagedFrame(d, gfn, readOnly, out mfn);
     }
 
-    // GetPagedFrame past the cache: checks and walks, then caches what it found.
+    // GetPagedFrame past the cache: checks and walks, then caches what it found, one thread at a time per domain.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private GrantStatus ResolvePagedFrame(GrantDomain d, ulong gfn, bool readOnly, out ulong mfn)
     {
@@ -233,46 +243,55 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.BadPage;
         }
 
-        // Generation and epoch are read before the walk, so an edit racing with it leaves the cached result stale.
-        ulong stamp = FrameCacheStamp(d);
-        ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
-        if (cached.Tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
-            (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
+        lock (d.FrameCacheLock)
         {
-            mfn = cached.MfnAndAccess & ~GrantDomain.FrameCacheEntry.WritableBit;
+            // Generation and epoch are read before the walk, so an edit racing with it leaves the cached result stale.
+            ulong stamp = FrameCacheStamp(d);
+            ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
+            if (cached.Tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
+                (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
+            {
+                mfn = cached.MfnAndAccess & ~GrantDomain.FrameCacheEntry.WritableBit;
+                return GrantStatus.Okay;
+            }
+
+            if (d.GrantMappedGfns.ContainsKey(gfn) || d.TableGfns.ContainsKey(gfn))
+            {
+                return GrantStatus.BadPage;
+            }
+
+            if (!d.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber frame, out EptAccess access) ||
+                (access & EptAccess.Read) == 0 || (!readOnly && (access & EptAccess.Write) == 0))
+            {
+                return GrantStatus.BadPage;
+            }
+
+            // Pending first, then the owner: a copy of another granter's grant may complete the pending free of a frame
+            // of d meanwhile (FrameReferences.ReleaseHeld frees it before it clears the count), so a frame seen not
+            // pending and then owned by d was not freed in between.
+            if (Frames.IsFreePending(frame) || !_memory.TryGetOwner(frame, out FrameOwner owner) || owner.DomainId != d.Id)
+            {
+                return GrantStatus.BadPage;
+            }
+
+            BeginCacheChange(d);
+            cached.Tag = gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift);
+            cached.MfnAndAccess = frame.Value | ((access & EptAccess.Write) != 0 ? GrantDomain.FrameCacheEntry.WritableBit : 0);
+            EndCacheChange(d);
+            mfn = frame.Value;
             return GrantStatus.Okay;
         }
-
-        if (d.GrantMappedGfns.ContainsKey(gfn) || d.TableGfns.ContainsKey(gfn))
-        {
-            return GrantStatus.BadPage;
-        }
-
-        if (!d.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber frame, out EptAccess access) ||
-            (access & EptAccess.Read) == 0 || (!readOnly && (access & EptAccess.Write) == 0))
-        {
-            return GrantStatus.BadPage;
-        }
-
-        if (!_memory.TryGetOwner(frame, out FrameOwner owner) || owner.DomainId != d.Id || Frames.IsFreePending(frame))
-        {
-            return GrantStatus.BadPage;
-        }
-
-        cached.Tag = gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift);
-        cached.MfnAndAccess = frame.Value | ((access & EptAccess.Write) != 0 ? GrantDomain.FrameCacheEntry.WritableBit : 0);
-        mfn = frame.Value;
-        return GrantStatus.Okay;
     }
 
     // The stamp that tags entries of d's frame cache valid now: a new one whenever d's EPT generation or the frame-free
-    // epoch moved since the last look (both read before any walk whose result is then cached). Under the lock.
-    private ulong FrameCacheStamp(GrantDomain d)
+    // epoch moved since the last look (both read before any walk whose result is then cached). Under d's FrameCacheLock.
+    private static ulong FrameCacheStamp(GrantDomain d)
     {
         long generation = d.Ept.Generation;
-        long epoch = Frames.Epoch;
+        long epoch = d.Host.Frames.Epoch;
         if (generation != d.FrameCacheGeneration || epoch != d.FrameCacheEpoch || d.FrameCacheStamp == 0)
         {
+            BeginCacheChange(d);
             d.FrameCacheGeneration = generation;
             d.FrameCacheEpoch = epoch;
             if (++d.FrameCacheStamp == GrantDomain.FrameCacheEntry.StampLimit)
@@ -280,10 +299,18 @@ public sealed unsafe partial class GrantTableHost
                 Array.Clear(d.FrameCache);
                 d.FrameCacheStamp = 1;
             }
+
+            EndCacheChange(d);
         }
 
         return d.FrameCacheStamp;
     }
+
+    // The sequence is odd while the cache changes: the increment is a full fence, so no write of the change is seen
+    // before it; the release store after keeps every write of the change before it.
+    private static void BeginCacheChange(GrantDomain d) => Interlocked.Increment(ref d.FrameCacheSeq);
+
+    private static void EndCacheChange(GrantDomain d) => Volatile.Write(ref d.FrameCacheSeq, d.FrameCacheSeq + 1);
 
     /// <summary>Guest frames past this are outside a 4-level EPT (48-bit guest-physical addresses).</summary>
     private const ulong MaxGuestFrame = 1UL << 36;

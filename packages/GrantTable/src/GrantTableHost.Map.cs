@@ -18,7 +18,7 @@ public sealed unsafe partial class GrantTableHost
     public void MapGrantRef(GrantDomain caller, ref GnttabMapGrantRef op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             op.Status = (short)Map(caller, ref op);
         }
@@ -208,7 +208,7 @@ public sealed unsafe partial class GrantTableHost
     public void UnmapGrantRef(GrantDomain caller, ref GnttabUnmapGrantRef op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             PendingUnmap pending = default;
             op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending);
@@ -230,7 +230,7 @@ public sealed unsafe partial class GrantTableHost
         while (!ops.IsEmpty)
         {
             int n = Math.Min(ops.Length, UnmapBatchSize);
-            lock (_lock)
+            using (Exclusive())
             {
                 PendingUnmaps pending = default;
                 try
@@ -261,7 +261,7 @@ public sealed unsafe partial class GrantTableHost
     public void UnmapAndReplace(GrantDomain caller, ref GnttabUnmapAndReplace op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             PendingUnmap pending = default;
             op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr, ref pending);
@@ -269,17 +269,17 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
-    /// <summary>The first half of one operation of a batch of unmaps, with <see cref="CopyLock"/> held.</summary>
+    /// <summary>The first half of one operation of a batch of unmaps, with the exclusive lock held.</summary>
     internal GrantStatus UnmapBeginHeld(GrantDomain caller, in GnttabUnmapGrantRef op, ref PendingUnmap pending)
     {
-        Debug.Assert(_lock.IsHeldByCurrentThread, "UnmapBeginHeld runs under CopyLock");
+        Debug.Assert(HoldsExclusive, "UnmapBeginHeld runs under the exclusive lock");
         return UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending);
     }
 
-    /// <summary>The end of a batch of unmaps begun with <see cref="UnmapBeginHeld"/>, with <see cref="CopyLock"/> held.</summary>
+    /// <summary>The end of a batch of unmaps begun with <see cref="UnmapBeginHeld"/>, with the exclusive lock held.</summary>
     internal void UnmapCompleteHeld(GrantDomain caller, in PendingUnmaps pending, int count)
     {
-        Debug.Assert(_lock.IsHeldByCurrentThread, "UnmapCompleteHeld runs under CopyLock");
+        Debug.Assert(HoldsExclusive, "UnmapCompleteHeld runs under the exclusive lock");
         UnmapComplete(caller, ((ReadOnlySpan<PendingUnmap>)pending)[..count]);
     }
 

@@ -19,7 +19,7 @@ public sealed unsafe partial class GrantTableHost
     public int ReleaseMappings(GrantDomain grantee)
     {
         CheckCaller(grantee);
-        lock (_lock)
+        using (Exclusive())
         {
             return grantee.IsDestroyed ? 0 : ReleaseMaptrack(grantee);
         }

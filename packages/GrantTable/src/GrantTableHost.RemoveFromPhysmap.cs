@@ -20,7 +20,7 @@ public sealed partial class GrantTableHost
     public long RemoveTableFrame(GrantDomain domain, GuestFrameNumber gpfn)
     {
         CheckCaller(domain);
-        lock (_lock)
+        using (Exclusive())
         {
             if (domain.GrantMappedGfns.ContainsKey(gpfn.Value))
             {

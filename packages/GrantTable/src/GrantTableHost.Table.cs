@@ -80,7 +80,7 @@ public sealed unsafe partial class GrantTableHost
     public GrantStatus SetupTable(GrantDomain caller, bool privileged, ushort dom, uint frameCount, Span<ulong> frames)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             GrantStatus rc = ResolveTarget(caller, privileged, dom, out GrantDomain d);
             if (rc != GrantStatus.Okay)
@@ -115,7 +115,7 @@ public sealed unsafe partial class GrantTableHost
     public void QuerySize(GrantDomain caller, bool privileged, ref GnttabQuerySize op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             GrantStatus rc = ResolveTarget(caller, privileged, op.Dom, out GrantDomain d);
             op.Status = (short)rc;
@@ -135,7 +135,7 @@ public sealed unsafe partial class GrantTableHost
     public long GetVersion(GrantDomain caller, bool privileged, ref GnttabGetVersion op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             GrantStatus rc = ResolveTarget(caller, privileged, op.Dom, out GrantDomain d);
             if (rc == GrantStatus.BadDomain)
@@ -165,7 +165,7 @@ public sealed unsafe partial class GrantTableHost
     public long SetVersion(GrantDomain caller, ref GnttabSetVersion op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             long rc = SetVersionLocked(caller, op.Version);
             op.Version = (uint)caller.Version;
@@ -310,7 +310,7 @@ public sealed unsafe partial class GrantTableHost
     public GrantStatus GetStatusFrames(GrantDomain caller, bool privileged, ushort dom, uint frameCount, Span<ulong> frames)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             GrantStatus rc = ResolveTarget(caller, privileged, dom, out GrantDomain d);
             if (rc != GrantStatus.Okay)
@@ -338,7 +338,7 @@ public sealed unsafe partial class GrantTableHost
     public void SwapGrantRef(GrantDomain caller, ref GnttabSwapGrantRef op)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             op.Status = (short)Swap(caller, op.RefA, op.RefB);
         }
@@ -399,7 +399,7 @@ public sealed unsafe partial class GrantTableHost
     public long AddToPhysmap(GrantDomain caller, ulong index, GuestFrameNumber gpfn)
     {
         CheckCaller(caller);
-        lock (_lock)
+        using (Exclusive())
         {
             GrantDomain d = caller;
             if (d.IsDestroyed || gpfn.Value >= MaxGuestFrame)
@@ -486,7 +486,7 @@ public sealed unsafe partial class GrantTableHost
     {
         CheckCaller(domain);
         frame = default;
-        lock (_lock)
+        using (Exclusive())
         {
             if (domain.IsDestroyed)
             {

@@ -16,20 +16,23 @@ namespace VmmKit.GrantTable;
 /// Exceptions are reserved for host programming errors (a null domain, a domain of another host).
 /// </para>
 /// <para>
-/// One lock serialises all grant-table state (Xen uses per-table rwlocks and per-entry spinlocks; one lock
-/// keeps the invariants simple and costs one uncontended acquire per operation). The shared entries and
-/// status words live in guest-visible frames and are updated with atomic compare-exchange, as in Xen, because
-/// the guest writes them concurrently.
+/// Thread-safe. <c>GNTTABOP_copy</c> calls of different threads run side by side while they claim different
+/// granters' grants (a control domain's backends on its vCPUs, each serving its own frontends): a copy holds a word
+/// per granter, where Xen takes the granter's grant-table read lock and per-entry locks. Every other operation takes
+/// one exclusive lock, which waits for the copies running and holds new ones back, so the invariants of maps, unmaps,
+/// table changes, frees and domain death are those of one lock. The shared entries and status words live in
+/// guest-visible frames and are updated with atomic compare-exchange, as in Xen, because the guest writes them
+/// concurrently.
 /// </para>
 /// </remarks>
 public sealed unsafe partial class GrantTableHost
 {
-    private readonly Lock _lock = new();
-    private readonly Dictionary<ushort, GrantDomain> _domains = [];
+    private readonly GrantDomain?[] _byId = new GrantDomain?[DomainId.FirstReserved]; // live domains; copies read it unlocked
+    private readonly List<GrantDomain> _live = [];  // the same domains, for the exclusive lock's wait for copies
     private readonly MachineMemory _memory;
     private readonly byte* _ram; // machine frame 0's bytes: frames the host validated (table frames, resolved frames) are _ram + mfn * 4 KiB
     private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
-    private GrantDomain? _lastLookup;   // the domain LookupById found last
+    private long _domainSerials;    // GrantDomain.Serial of the last domain created
 
     /// <summary>Creates the grant-table state of a machine.</summary>
     /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them); one host per instance.</param>
@@ -37,7 +40,7 @@ public sealed unsafe partial class GrantTableHost
     public GrantTableHost(FrameReferences frames)
     {
         ArgumentNullException.ThrowIfNull(frames);
-        frames.AttachHost(_lock);
+        frames.AttachHost(this);
         Frames = frames;
         _memory = frames.Memory;
         _ram = _memory.GetFramePointer(new MachineFrameNumber(0));
@@ -51,7 +54,7 @@ public sealed unsafe partial class GrantTableHost
 
     /// <summary>
     /// INVEPT for every virtual processor of a domain whose EPT lost a page (a grant unmapped, a status frame or a RAM
-    /// page removed), called under the host's lock after the EPT change and before the page's reference is dropped or
+    /// page removed), called under the host's exclusive lock after the EPT change and before the page's reference is dropped or
     /// the page freed, as Xen flushes (<c>gnttab_flush_tlb</c>) before <c>unmap_common_complete</c>'s <c>put_page</c>:
     /// no processor of the domain can then still reach a page that another domain may be given. Also called after a
     /// grant mapping replaced a page at its slot. No other grant-table operation changes an EPT entry, so a hypervisor
@@ -97,20 +100,21 @@ public sealed unsafe partial class GrantTableHost
             throw new ArgumentException("The EPT lives in other machine memory.", nameof(ept));
         }
 
-        lock (_lock)
+        using (Exclusive())
         {
-            if (_domains.ContainsKey(domainId))
+            if (_byId[domainId] is not null)
             {
                 throw new ArgumentException($"d{domainId} already has a grant table.", nameof(domainId));
             }
 
-            var d = new GrantDomain(this, domainId, ept, l);
+            var d = new GrantDomain(this, domainId, ept, l, ++_domainSerials);
             if (GrowTable(d, GrantDomain.InitialFrames) != 0)
             {
                 throw new MachineMemoryExhaustedException("No frame for the first grant-table frame.");
             }
 
-            _domains.Add(domainId, d);
+            _live.Add(d);
+            Volatile.Write(ref _byId[domainId], d);
             return d;
         }
     }
@@ -126,7 +130,7 @@ public sealed unsafe partial class GrantTableHost
     public bool IsGrantMapping(GrantDomain domain, GuestFrameNumber gfn)
     {
         CheckCaller(domain);
-        lock (_lock)
+        using (Exclusive())
         {
             return domain.GrantMappedGfns.ContainsKey(gfn.Value);
         }
@@ -138,10 +142,8 @@ public sealed unsafe partial class GrantTableHost
     /// <returns>False when no live domain has this id.</returns>
     public bool TryGetDomain(ushort domainId, out GrantDomain domain)
     {
-        lock (_lock)
-        {
-            return _domains.TryGetValue(domainId, out domain!);
-        }
+        domain = LookupById(domainId)!;
+        return domain is not null;
     }
 
     /// <summary>
@@ -156,21 +158,17 @@ public sealed unsafe partial class GrantTableHost
     public void DestroyDomain(GrantDomain domain)
     {
         CheckCaller(domain);
-        lock (_lock)
+        using (Exclusive())
         {
             if (domain.IsDestroyed)
             {
                 return;
             }
 
-            if (_domains.TryGetValue(domain.Id, out GrantDomain? current) && ReferenceEquals(current, domain))
+            if (ReferenceEquals(_byId[domain.Id], domain))
             {
-                _domains.Remove(domain.Id);
-            }
-
-            if (ReferenceEquals(_lastLookup, domain))
-            {
-                _lastLookup = null;
+                Volatile.Write(ref _byId[domain.Id], null);
+                _live.Remove(domain);
             }
 
             ReleaseMaptrack(domain);
@@ -191,29 +189,15 @@ public sealed unsafe partial class GrantTableHost
             domain.SharedFrameCount = 0;
             domain.StatusFrameCount = 0;
             domain.IsDestroyed = true;
-            _destroyedDomains++;
+            Volatile.Write(ref _destroyedDomains, _destroyedDomains + 1);
             GuestPhysicalMemory.InvalidateSingleContext(_memory, domain.Ept.Pointer);
         }
     }
 
-    // rcu_lock_domain_by_id: DOMID_SELF is not accepted (map_grant_ref). The domain found last is kept: while it is not
-    // destroyed it is the one its id names (an id is reused only after DestroyDomain). Under the lock.
-    private GrantDomain? LookupById(ushort domid)
-    {
-        GrantDomain? last = _lastLookup;
-        if (last is not null && last.Id == domid && !last.IsDestroyed)
-        {
-            return last;
-        }
-
-        if (!_domains.TryGetValue(domid, out GrantDomain? d))
-        {
-            return null;
-        }
-
-        _lastLookup = d;
-        return d;
-    }
+    // rcu_lock_domain_by_id: DOMID_SELF is not accepted (map_grant_ref). One read, with or without the lock: a copy looks
+    // domains up before it holds their copy words, and checks them again once it does (GrantTableHost.Exclusion.cs).
+    private GrantDomain? LookupById(ushort domid) =>
+        domid < _byId.Length ? Volatile.Read(ref _byId[domid]) : null;
 
     // rcu_lock_domain_by_any_id: DOMID_SELF is the caller.
     private GrantDomain? LookupByAnyId(GrantDomain caller, ushort domid) =>

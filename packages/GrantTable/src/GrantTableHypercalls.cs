@@ -18,12 +18,13 @@ namespace VmmKit.GrantTable;
 /// As Xen's <c>compat_grant_table_op</c>, a 32-bit caller's copies are read in chunks of 204 (what the 8 KiB
 /// translation area holds) before any of a chunk runs, and its setup_table is limited to 1021 frames.
 /// <para>
-/// With no preemption hook on the dispatcher, a <c>GNTTABOP_copy</c> call holds the <see cref="GrantTableHost"/>'s lock
-/// across up to 16 operations, reading each from guest memory just before it runs and writing its status just after
-/// through the call's <see cref="IGuestVirtualMemory"/>, so a call of whole pages takes the lock once rather than once
-/// per operation. That memory view must then not wait for a thread that is calling into the same
+/// With no preemption hook on the dispatcher, a <c>GNTTABOP_copy</c> call runs up to 16 operations in one hold of the
+/// <see cref="GrantTableHost"/>'s copy words (the granters' whose grants it claims, which other copies of those
+/// grants and every operation but a copy wait for), reading each operation from guest memory just before it runs and
+/// writing its status just after through the call's <see cref="IGuestVirtualMemory"/>; a batch of unmaps does the same
+/// under the host's exclusive lock. That memory view must then not wait for a thread that is calling into the same
 /// <see cref="GrantTableHost"/> (VmmKit.Hypercall's <see cref="GuestLinearMemory"/> and
-/// <see cref="PagingDisabledGuestMemory"/> take no lock). With a hook, the lock is released before every check, which
+/// <see cref="PagingDisabledGuestMemory"/> take no lock). With a hook, a copy's hold ends before every check, which
 /// runs as in Xen between operations.
 /// </para>
 /// </remarks>
@@ -39,9 +40,9 @@ public sealed class GrantTableHypercalls<TCaller>
     private const int CompatXlatSize = 8192;
     private const int CompatCopyChunk = CompatXlatSize / 40;
 
-    // GNTTABOP_copy operations run under one hold of the host's lock when no preemption hook runs between them: a call
-    // of whole pages then takes the lock once, not once per operation, and other vCPUs' grant operations and frees
-    // wait at most this many copies (a few microseconds).
+    // GNTTABOP_copy operations run in one hold of the host's copy words when no preemption hook runs between them: a
+    // call of whole pages then takes its words once, not once per operation, and other vCPUs' grant operations and
+    // frees wait at most this many copies (a few microseconds).
     private const uint CopyOpsPerHold = 16;
 
     private const int NativeCopySize = 40; // sizeof(struct gnttab_copy), 64-bit
@@ -172,8 +173,9 @@ public sealed class GrantTableHypercalls<TCaller>
 
     // gnttab_unmap_grant_ref: batches of GNTTAB_UNMAP_BATCH_SIZE operations, each read just before it runs and its
     // status written just after; each batch's mappings leave the EPT, then one flush, then each completes (its pin,
-    // status flags and frame reference dropped). A preemption check between batches. The host's lock is held across a
-    // batch, its reads and status writes included (the call's IGuestVirtualMemory then runs under it, as a copy's).
+    // status flags and frame reference dropped). A preemption check between batches. The host's exclusive lock is held
+    // across a batch, its reads and status writes included (the call's IGuestVirtualMemory then runs under it, as in a
+    // copy's hold).
     private long Unmap(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
         _host.CheckCaller(d);
@@ -195,7 +197,7 @@ public sealed class GrantTableHypercalls<TCaller>
         return 0;
     }
 
-    // Operations i to end - 1 of GNTTABOP_unmap_grant_ref, one batch under one hold of the host's lock; i ends at the
+    // Operations i to end - 1 of GNTTABOP_unmap_grant_ref, one batch under one hold of the host's exclusive lock; i ends at the
     // first operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be
     // written (it has run): the batch so far is flushed and completed, and no later operation runs.
     private long UnmapHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end)
@@ -203,7 +205,7 @@ public sealed class GrantTableHypercalls<TCaller>
         const int statusOffset = 20; // offsetof(struct gnttab_unmap_grant_ref, status)
         PendingUnmaps pending = default;
         int n = 0;
-        lock (_host.CopyLock)
+        using (_host.Exclusive())
         {
             try
             {
@@ -234,9 +236,9 @@ public sealed class GrantTableHypercalls<TCaller>
 
     // gnttab_copy: each operation read from guest memory just before it runs and its status written back just after,
     // a preemption check between operations; what one operation claimed stays claimed for the next ones until the call
-    // ends, however it ends. The host's lock is held across up to CopyOpsPerHold operations, their reads and status
-    // writes included (the call's IGuestVirtualMemory then runs under it), or across one when the dispatcher has a
-    // preemption hook, which runs with the lock released: the hook may wait for anything.
+    // ends, however it ends. One hold of the host's copy words spans up to CopyOpsPerHold operations, their reads and
+    // status writes included (the call's IGuestVirtualMemory then runs in it), or one operation when the dispatcher has
+    // a preemption hook, which runs between holds: the hook may wait for anything.
     private long Copy(ref HypercallCall<TCaller> call, GrantDomain d, uint cmd, ulong uop, uint count)
     {
         _host.CheckCaller(d);
@@ -267,61 +269,52 @@ public sealed class GrantTableHypercalls<TCaller>
         }
     }
 
-    // Operations i to end - 1 of a native GNTTABOP_copy under one hold of the host's lock; i ends at the first
+    // Operations i to end - 1 of a native GNTTABOP_copy in one hold (GrantTableHost.BeginCopyHold); i ends at the first
     // operation not run. -EFAULT when an operation cannot be read (it does not run) or its status cannot be written
     // (it has run): no later operation runs. A hold that ends the call (its last operation ran, or a fault stops it)
-    // releases what the batch holds before it lets go of the lock, rather than keeping it for EndCopyBatch to release
-    // under the lock once more.
+    // releases what the batch holds before it ends, rather than keeping it for EndCopyBatch to release under the
+    // exclusive lock.
     private long CopyHold(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, ref uint i, uint end, uint count, ref GrantTableHost.CopyBatch batch)
     {
         const int statusOffset = 36; // offsetof(struct gnttab_copy, status), 64-bit
         long rc = 0;
         int okay = 0, errors = 0;
-        lock (_host.CopyLock)
+        _host.BeginCopyHold(d, ref batch);
+        try
         {
-            try
+            for (; i < end; i++)
             {
-                for (; i < end; i++)
+                ulong at = uop + ((ulong)i * NativeCopySize);
+                if (!call.TryCopyFromGuest(at, out GnttabCopy op))
                 {
-                    ulong at = uop + ((ulong)i * NativeCopySize);
-                    if (!call.TryCopyFromGuest(at, out GnttabCopy op))
-                    {
-                        rc = XenErrno.EFAULT.Negated();
-                        break;
-                    }
-
-                    _host.CopyHeld(d, ref op, ref batch);
-                    if (op.Status == 0)
-                    {
-                        okay++;
-                    }
-                    else
-                    {
-                        errors++;
-                    }
-
-                    if (!call.TryCopyToGuest(at + statusOffset, op.Status))
-                    {
-                        i++;
-                        rc = XenErrno.EFAULT.Negated();
-                        break;
-                    }
+                    rc = XenErrno.EFAULT.Negated();
+                    break;
                 }
-            }
-            finally
-            {
-                if (i == count || rc != 0)
+
+                _host.CopyHeld(d, ref op, ref batch);
+                if (op.Status == 0)
                 {
-                    _host.EndCopyBatchHeld(ref batch);
+                    okay++;
                 }
                 else
                 {
-                    _host.HoldAcrossUnlock(ref batch);
+                    errors++;
+                }
+
+                if (!call.TryCopyToGuest(at + statusOffset, op.Status))
+                {
+                    i++;
+                    rc = XenErrno.EFAULT.Negated();
+                    break;
                 }
             }
         }
+        finally
+        {
+            _host.EndCopyHold(ref batch, endsBatch: i == count || rc != 0);
+        }
 
-        GrantTableMetrics.RecordCopies(okay, errors); // outside the lock: a listener may take its own
+        GrantTableMetrics.RecordCopies(okay, errors); // outside the hold: a listener may take its own locks
         return rc;
     }
 
@@ -378,8 +371,8 @@ public sealed class GrantTableHypercalls<TCaller>
     }
 
     // gnttab_copy on a translated chunk: a preemption check between operations (none before the first), what one
-    // operation claimed kept for the next ones and released when it returns, however it returns; the lock held across
-    // up to CopyOpsPerHold operations, or one when a preemption hook must run between them. Returns how many
+    // operation claimed kept for the next ones and released when it returns, however it returns; one hold spans up to
+    // CopyOpsPerHold operations, or one when a preemption hook must run between them. Returns how many
     // operations ran.
     private int CopyChunk(ref HypercallCall<TCaller> call, GrantDomain d, scoped Span<GnttabCopy> ops)
     {

@@ -1,0 +1,186 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+
+namespace VmmKit.GrantTable;
+
+// How the host's state is shared between threads. Copies (GNTTABOP_copy) run side by side; everything else runs alone.
+//
+// - A copy holds the copy word (GrantDomain.CopyWord) of each domain whose grants it claims, or the caller's when it
+//   names frames only: the granter's table, active entries and frames' reference counts are then its alone, as Xen's
+//   per-entry lock and grant-table read lock give. Copies of different granters (a control domain's backends serving
+//   different frontends, each on its own vCPU) run in parallel; copies of one granter's grants take turns.
+// - Every other operation takes the exclusive lock (Exclusive()): one thread at a time, and no copy. Entering it sets
+//   _copiesStopped, then waits until no live domain's copy word is held; a copy that takes a word then finds
+//   _copiesStopped set lets the word go and waits for the lock to be free. (Both sides write, then read the other's
+//   word with a full fence between, so one of them always sees the other.)
+// - A copy takes its words in GrantDomain.Serial order, holding none when it starts: so no two copies wait for each
+//   other in a circle, and a copy never waits for the exclusive lock while it holds a word. Nothing a copy calls
+//   while it holds words takes the exclusive lock (that would wait for its own word); the exclusive lock's holder may
+//   copy (its copies take words no one else can hold meanwhile).
+// - A copy looks domains up before it holds their words (LookupById reads one array element) and checks again once it
+//   does: a domain destroyed meanwhile is IsDestroyed, and one looked up after is not found. The exclusive lock waits
+//   for live domains' words only, so a copy touches nothing of a destroyed domain under its word: a hypercall's claims
+//   kept across holds on a domain destroyed in between are released under the exclusive lock (BeginCopyHold).
+// - What a copy reads of the caller's own frames needs no word: frames are freed and EPT entries change under the
+//   exclusive lock, which waits for the copy; the frame cache a copy fills is guarded by its own lock and sequence
+//   (GetPagedFrame).
+public sealed unsafe partial class GrantTableHost
+{
+    private readonly Lock _lock = new();
+    private int _exclusiveDepth; // nesting of the exclusive lock by the thread that holds it
+    private int _copiesStopped;  // 1 while a thread holds the exclusive lock: copies wait
+
+    /// <summary>Holds the exclusive lock until disposed (<c>using (Exclusive()) { ... }</c>).</summary>
+    internal ExclusiveScope Exclusive()
+    {
+        EnterExclusive();
+        return new ExclusiveScope(this);
+    }
+
+    /// <summary>The exclusive lock: re-entrant; waits until no copy holds a copy word.</summary>
+    internal void EnterExclusive()
+    {
+        _lock.Enter();
+        if (_exclusiveDepth++ == 0)
+        {
+            Interlocked.Exchange(ref _copiesStopped, 1);
+            foreach (GrantDomain d in _live)
+            {
+                var spin = default(SpinWait);
+                while (Volatile.Read(ref d.CopyWord) != 0)
+                {
+                    spin.SpinOnce(sleep1Threshold: -1);
+                }
+            }
+        }
+    }
+
+    internal void ExitExclusive()
+    {
+        if (--_exclusiveDepth == 0)
+        {
+            Volatile.Write(ref _copiesStopped, 0);
+        }
+
+        _lock.Exit();
+    }
+
+    internal bool HoldsExclusive => _lock.IsHeldByCurrentThread;
+
+    /// <summary>Releases the exclusive lock when disposed.</summary>
+    internal readonly ref struct ExclusiveScope(GrantTableHost host)
+    {
+        public void Dispose() => host.ExitExclusive();
+    }
+
+    // Takes d's copy word when no other copy holds it and no thread holds the exclusive lock (or this thread does:
+    // a copy made under it, which needs no word). False, holding nothing, otherwise.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryTakeCopyWord(GrantDomain d)
+    {
+        if (Interlocked.CompareExchange(ref d.CopyWord, 1, 0) != 0)
+        {
+            return false;
+        }
+
+        if (Volatile.Read(ref _copiesStopped) == 0 || HoldsExclusive)
+        {
+            return true;
+        }
+
+        Volatile.Write(ref d.CopyWord, 0);
+        return false;
+    }
+
+    // Lets go of the batch's words, then takes d's alone if that needs no wait.
+    private bool TryTakeCopyWordAlone(GrantDomain d, ref CopyBatch batch)
+    {
+        ReleaseCopyWords(ref batch);
+        if (!TryTakeCopyWord(d))
+        {
+            return false;
+        }
+
+        batch.WordA = d;
+        return true;
+    }
+
+    // Takes the copy words of a and b (b may be null or a), in Serial order, waiting for other copies and for the
+    // exclusive lock as long as needed; the batch holds none before.
+    private void TakeCopyWords(GrantDomain a, GrantDomain? b, ref CopyBatch batch)
+    {
+        Debug.Assert(batch.WordA is null && batch.WordB is null, "a copy takes its words holding none");
+        if (ReferenceEquals(a, b))
+        {
+            b = null;
+        }
+
+        if (b is not null && b.Serial < a.Serial)
+        {
+            (a, b) = (b, a);
+        }
+
+        while (true)
+        {
+            if (TakeSpinning(a))
+            {
+                if (b is null)
+                {
+                    batch.WordA = a;
+                    return;
+                }
+
+                if (TakeSpinning(b))
+                {
+                    batch.WordA = a;
+                    batch.WordB = b;
+                    return;
+                }
+
+                Volatile.Write(ref a.CopyWord, 0);
+            }
+
+            // The exclusive lock is held: wait, holding no word, until its holder is done, then start again.
+            _lock.Enter();
+            _lock.Exit();
+        }
+    }
+
+    // One word: spins while another copy holds it; false, holding it no longer, when the exclusive lock is held.
+    private bool TakeSpinning(GrantDomain d)
+    {
+        var spin = default(SpinWait);
+        while (Interlocked.CompareExchange(ref d.CopyWord, 1, 0) != 0)
+        {
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+
+        if (Volatile.Read(ref _copiesStopped) == 0 || HoldsExclusive)
+        {
+            return true;
+        }
+
+        Volatile.Write(ref d.CopyWord, 0);
+        return false;
+    }
+
+    // Lets go of the batch's copy words (what it claimed is released, or held across with references, first).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ReleaseCopyWords(ref CopyBatch batch)
+    {
+        if (batch.WordA is { } a)
+        {
+            Volatile.Write(ref a.CopyWord, 0);
+            batch.WordA = null;
+            if (batch.WordB is { } b)
+            {
+                Volatile.Write(ref b.CopyWord, 0);
+                batch.WordB = null;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool HoldsCopyWord(in CopyBatch batch, GrantDomain d) =>
+        ReferenceEquals(batch.WordA, d) || ReferenceEquals(batch.WordB, d);
+}
