@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using VmmKit.Ept;
 using VmmKit.Hypercall;
 
@@ -7,10 +9,11 @@ namespace VmmKit.GrantTable.Benchmarks;
 /// <summary>
 /// Backends copying at the same time, all domains in one <see cref="GrantTableHost"/>: each thread copies from its own
 /// frontend's grants into frames of its own, either as one control domain whose backends run on its vCPUs (one caller
-/// for all threads, as Xen's dom0 serves every frontend) or as a backend domain per frontend (driver domains). Beside
-/// it, as many threads each memcpy the same bytes between the same frames. Rounds alternate (one thread and all
-/// threads, memcpy and copy) and the fastest of each is kept; the figure is the copies' total throughput against the
-/// memcpys'.
+/// for all threads, as Xen's dom0 serves every frontend) or as a backend domain per frontend (driver domains), through
+/// the API and through the hypercall (each thread a vCPU with its own view of the backend's memory, its operations in
+/// pages of its own). Beside it, as many threads each memcpy the same bytes between the same frames. Rounds alternate
+/// (one thread and all threads; memcpy, copy and hypercall) and the fastest of each is kept; the figures are the
+/// copies' total throughput against the memcpys'.
 /// </summary>
 internal static unsafe class ParallelCopy
 {
@@ -37,25 +40,28 @@ internal static unsafe class ParallelCopy
     private static void Run(TextWriter output, int threads, int pages, int length, int batch, bool oneBackend)
     {
         using var m = new Machine(threads, pages, length, oneBackend);
-        double memcpy1 = 0, copy1 = 0, memcpyN = 0, copyN = 0;
+        double memcpy1 = 0, copy1 = 0, hypercall1 = 0, memcpyN = 0, copyN = 0, hypercallN = 0;
         for (int r = 0; r < Rounds; r++)
         {
-            memcpy1 = Math.Max(memcpy1, Measure(m, 1, batch, copy: false));
-            copy1 = Math.Max(copy1, Measure(m, 1, batch, copy: true));
-            memcpyN = Math.Max(memcpyN, Measure(m, threads, batch, copy: false));
-            copyN = Math.Max(copyN, Measure(m, threads, batch, copy: true));
+            memcpy1 = Math.Max(memcpy1, Measure(m, 1, batch, Mode.Memcpy));
+            copy1 = Math.Max(copy1, Measure(m, 1, batch, Mode.Copy));
+            hypercall1 = Math.Max(hypercall1, Measure(m, 1, batch, Mode.Hypercall));
+            memcpyN = Math.Max(memcpyN, Measure(m, threads, batch, Mode.Memcpy));
+            copyN = Math.Max(copyN, Measure(m, threads, batch, Mode.Copy));
+            hypercallN = Math.Max(hypercallN, Measure(m, threads, batch, Mode.Hypercall));
         }
 
         m.Verify();
         double gb = length / 1e9;
         output.WriteLine(
-            $"{pages,4} pages, {length,4} B x {batch,2}: 1 thread memcpy {memcpy1 * gb,5:F1} GB/s, copy {copy1 * gb,5:F1} GB/s " +
-            $"({100 * copy1 / memcpy1,3:F0}%); {threads} threads memcpy {memcpyN * gb,5:F1} GB/s, copy {copyN * gb,5:F1} GB/s " +
-            $"({100 * copyN / memcpyN,3:F0}% of memcpy, {copyN / copy1:F2}x one thread's copy)");
+            $"{pages,4} pages, {length,4} B x {batch,2}: 1 thread memcpy {memcpy1 * gb,5:F1} GB/s, copy {100 * copy1 / memcpy1,3:F0}%, " +
+            $"hypercall {100 * hypercall1 / memcpy1,3:F0}%; {threads} threads memcpy {memcpyN * gb,5:F1} GB/s, " +
+            $"copy {copyN * gb,5:F1} GB/s ({100 * copyN / memcpyN,3:F0}%, {copyN / copy1:F2}x one thread's), " +
+            $"hypercall {hypercallN * gb,5:F1} GB/s ({100 * hypercallN / memcpyN,3:F0}%, {hypercallN / hypercall1:F2}x)");
     }
 
     // Operations per second over all threads, each thread running calls of `batch` operations for one round.
-    private static double Measure(Machine m, int threads, int batch, bool copy)
+    private static double Measure(Machine m, int threads, int batch, Mode mode)
     {
         var counts = new long[threads];
         using var start = new Barrier(threads + 1);
@@ -73,7 +79,12 @@ internal static unsafe class ParallelCopy
                 {
                     for (int k = 0; k < 64; k++)
                     {
-                        next = copy ? m.Copy(pair, next, batch) : m.Memcpy(pair, next, batch);
+                        next = mode switch
+                        {
+                            Mode.Copy => m.Copy(pair, next, batch),
+                            Mode.Hypercall => m.Hypercall(pair, next, batch),
+                            _ => m.Memcpy(pair, next, batch),
+                        };
                         n += batch;
                     }
                 }
@@ -96,6 +107,13 @@ internal static unsafe class ParallelCopy
         return counts.Sum() / seconds;
     }
 
+    private enum Mode
+    {
+        Memcpy,
+        Copy,
+        Hypercall,
+    }
+
     /// <summary>
     /// Frontends (odd domids) each granting every page to its backend: the next domid, or domain 0 for all of them,
     /// whose RAM then holds a region of frames per frontend.
@@ -109,6 +127,10 @@ internal static unsafe class ParallelCopy
         private readonly byte*[][] _src;
         private readonly byte*[][] _dst;
         private readonly int _length;
+        private readonly HypercallDispatcher<GrantDomain> _dispatcher = new();
+        private readonly ulong[] _opsGpa;
+        private readonly PagingDisabledGuestMemory[] _views;
+        private readonly GuestPhysicalMemory[] _physical;
 
         public Machine(int pairs, int pages, int length, bool oneBackend)
         {
@@ -173,6 +195,39 @@ internal static unsafe class ParallelCopy
                     }
                 }
             }
+
+            // Each pair's operations also in its backend's memory, past the RAM of every pair, for the hypercall.
+            _opsGpa = new ulong[pairs];
+            _views = new PagingDisabledGuestMemory[pairs];
+            _physical = new GuestPhysicalMemory[pairs];
+            int opsPages = ((_ops[0].Length * Unsafe.SizeOf<GnttabCopy>()) + Page.PageSize - 1) / Page.PageSize;
+            for (int p = 0; p < pairs; p++)
+            {
+                ulong firstGfn = (ulong)((pairs * pages) + (p * opsPages));
+                for (int i = 0; i < opsPages; i++)
+                {
+                    MachineFrameNumber frame = _memory.AllocateFrame(new FrameOwner(_backs[p].Id));
+                    _backs[p].Ept.Map(new GuestFrameNumber(firstGfn + (ulong)i).Address, frame, 1, EptAccess.ReadWriteExecute);
+                }
+
+                _opsGpa[p] = new GuestFrameNumber(firstGfn).Address.Value;
+                var physical = _physical[p] = new GuestPhysicalMemory(_memory, _backs[p].Ept.Pointer);
+                _views[p] = new PagingDisabledGuestMemory(physical);
+                if (!physical.TryWrite(new GuestPhysicalAddress(_opsGpa[p]), MemoryMarshal.AsBytes(_ops[p].AsSpan()), out _))
+                {
+                    throw new InvalidOperationException("cannot write the operations into the backend");
+                }
+            }
+
+            new GrantTableHypercalls<GrantDomain>(_host, new Self()).Register(_dispatcher);
+        }
+
+        // The calling domain is the grant domain itself; an unprivileged backend.
+        private sealed class Self : IGrantTableCallerResolver<GrantDomain>
+        {
+            public GrantDomain? GetDomain(GrantDomain caller) => caller;
+
+            public bool IsPrivileged(GrantDomain caller) => false;
         }
 
         private GrantDomain AddDomain(ushort id, int pages, out MachineFrameNumber[] ram)
@@ -195,6 +250,22 @@ internal static unsafe class ParallelCopy
             return next + batch == _ops[p].Length ? 0 : next + batch;
         }
 
+        // The same call as a vCPU of the backend makes it: __HYPERVISOR_grant_table_op(GNTTABOP_copy, uop, batch).
+        public int Hypercall(int p, int next, int batch)
+        {
+            HypercallArguments args = default;
+            args[0] = (ulong)GrantTableOp.Copy;
+            args[1] = _opsGpa[p] + ((ulong)next * (ulong)Unsafe.SizeOf<GnttabCopy>());
+            args[2] = (ulong)batch;
+            HypercallCall<GrantDomain> call = _dispatcher.CreateCall(_backs[p], (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, _views[p], args);
+            if (_dispatcher.Invoke(ref call) != 0)
+            {
+                throw new InvalidOperationException("GNTTABOP_copy hypercall failed");
+            }
+
+            return next + batch == _ops[p].Length ? 0 : next + batch;
+        }
+
         public int Memcpy(int p, int next, int batch)
         {
             for (int i = next; i < next + batch; i++)
@@ -205,11 +276,18 @@ internal static unsafe class ParallelCopy
             return next + batch == _ops[p].Length ? 0 : next + batch;
         }
 
-        // Every copy succeeded and the backend's frames hold the frontend's bytes.
+        // Every copy succeeded (through the API and the hypercall) and the backend's frames hold the frontend's bytes.
         public void Verify()
         {
             for (int p = 0; p < _ops.Length; p++)
             {
+                var inGuest = new GnttabCopy[_ops[p].Length];
+                if (!_physical[p].TryRead(new GuestPhysicalAddress(_opsGpa[p]), MemoryMarshal.AsBytes(inGuest.AsSpan()), out _) ||
+                    inGuest.Any(op => op.Status != 0))
+                {
+                    throw new InvalidOperationException($"pair {p}: a hypercall's operation failed");
+                }
+
                 for (int i = 0; i < _ops[p].Length; i++)
                 {
                     if (_ops[p][i].Status != 0 || !new ReadOnlySpan<byte>(_src[p][i], _length).SequenceEqual(new ReadOnlySpan<byte>(_dst[p][i], _length)))
