@@ -76,13 +76,14 @@ public sealed unsafe partial class GrantTableHost
     // Takes d's copy word when no other copy holds it and no thread holds the exclusive lock (or this thread does:
     // a copy made under it, which needs no word). False, holding nothing, otherwise.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryTakeCopyWord(GrantDomain d)
-    {
-        if (Interlocked.CompareExchange(ref d.CopyWord, 1, 0) != 0)
-        {
-            return false;
-        }
+    private bool TryTakeCopyWord(GrantDomain d) =>
+        Interlocked.CompareExchange(ref d.CopyWord, 1, 0) == 0 && KeepUnlessStopped(d);
 
+    // With d's word just taken (the compare-exchange is a full fence): keeps it unless a thread other than this one
+    // holds the exclusive lock, which then waits for it; false, having let it go, when one does.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool KeepUnlessStopped(GrantDomain d)
+    {
         if (Volatile.Read(ref _copiesStopped) == 0 || HoldsExclusive)
         {
             return true;
@@ -155,13 +156,7 @@ public sealed unsafe partial class GrantTableHost
             spin.SpinOnce(sleep1Threshold: -1);
         }
 
-        if (Volatile.Read(ref _copiesStopped) == 0 || HoldsExclusive)
-        {
-            return true;
-        }
-
-        Volatile.Write(ref d.CopyWord, 0);
-        return false;
+        return KeepUnlessStopped(d);
     }
 
     // Lets go of the batch's copy words (what it claimed is released, or held across with references, first).
