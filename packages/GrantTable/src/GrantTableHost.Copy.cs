@@ -18,20 +18,7 @@ public sealed unsafe partial class GrantTableHost
     /// </summary>
     /// <param name="caller">The domain issuing the copy.</param>
     /// <param name="op">The operation, as read from the guest.</param>
-    public void Copy(GrantDomain caller, ref GnttabCopy op)
-    {
-        CheckCaller(caller);
-        var batch = default(CopyBatch);
-        try
-        {
-            op.Status = (short)CopyOne(caller, in op, ref batch);
-        }
-        finally
-        {
-            ReleaseBatch(ref batch);
-            ReleaseCopyWords(ref batch);
-        }
-    }
+    public void Copy(GrantDomain caller, ref GnttabCopy op) => Copy(caller, new Span<GnttabCopy>(ref op));
 
     /// <summary>
     /// Runs a batch of copy operations, setting each status. As in Xen, a grant (or frame) used by one operation stays
