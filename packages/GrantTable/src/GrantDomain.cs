@@ -23,8 +23,11 @@ public sealed class GrantDomain
     internal int MaptrackInUse;
     internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
     internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
-    internal readonly FrameCacheEntry[] FrameCache = new FrameCacheEntry[FrameCacheSize];
-    internal const int FrameCacheSize = 4096; // 64 KiB per domain: a backend's whole working set of frontend pages stays resolved
+    internal FrameCacheEntry[] FrameCache = new FrameCacheEntry[FrameCacheInitialSize]; // direct-mapped, a power of two
+    internal const int FrameCacheInitialSize = 4096; // 64 KiB per domain: 16 MiB of own frames stay resolved
+    internal const int FrameCacheMaxSize = 65536;    // 1 MiB per domain: 256 MiB of own frames
+    internal int FrameCacheFills;             // fills since the cache last grew or was weighed (under FrameCacheLock)
+    internal int FrameCacheConflicts;         // of them, fills that evicted another frame's entry still valid
     internal long FrameCacheGeneration = -1;  // the EPT generation and frame-free epoch the cache's current stamp stands for
     internal long FrameCacheEpoch = -1;
     internal ulong FrameCacheStamp;           // entries tagged with another stamp are stale; 0 never tags a valid entry

@@ -218,7 +218,8 @@ public sealed unsafe partial class GrantTableHost
         if ((seq & 1) == 0 && !d.IsDestroyed && gfn < MaxGuestFrame && stamp != 0 &&
             d.Ept.Generation == Volatile.Read(ref d.FrameCacheGeneration) && Frames.Epoch == Volatile.Read(ref d.FrameCacheEpoch))
         {
-            ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
+            GrantDomain.FrameCacheEntry[] cache = Volatile.Read(ref d.FrameCache);
+            ref GrantDomain.FrameCacheEntry cached = ref cache[(int)gfn & (cache.Length - 1)];
             ulong tag = Volatile.Read(ref cached.Tag);
             ulong found = Volatile.Read(ref cached.MfnAndAccess);
             if (tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
@@ -247,7 +248,8 @@ public sealed unsafe partial class GrantTableHost
         {
             // Generation and epoch are read before the walk, so an edit racing with it leaves the cached result stale.
             ulong stamp = FrameCacheStamp(d);
-            ref GrantDomain.FrameCacheEntry cached = ref d.FrameCache[gfn % GrantDomain.FrameCacheSize];
+            GrantDomain.FrameCacheEntry[] cache = d.FrameCache;
+            ref GrantDomain.FrameCacheEntry cached = ref cache[(int)gfn & (cache.Length - 1)];
             if (cached.Tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
                 (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
             {
@@ -275,8 +277,19 @@ public sealed unsafe partial class GrantTableHost
             }
 
             BeginCacheChange(d);
-            cached.Tag = gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift);
+            ulong tag = gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift);
+            if (cached.Tag >> GrantDomain.FrameCacheEntry.StampShift == stamp && cached.Tag != tag)
+            {
+                d.FrameCacheConflicts++;
+            }
+
+            cached.Tag = tag;
             cached.MfnAndAccess = frame.Value | ((access & EptAccess.Write) != 0 ? GrantDomain.FrameCacheEntry.WritableBit : 0);
+            if (++d.FrameCacheFills == cache.Length)
+            {
+                WeighFrameCache(d, stamp);
+            }
+
             EndCacheChange(d);
             mfn = frame.Value;
             return GrantStatus.Okay;
@@ -304,6 +317,32 @@ public sealed unsafe partial class GrantTableHost
         }
 
         return d.FrameCacheStamp;
+    }
+
+    // Every cache-size fills: when at least half of them evicted another frame's entry still valid, the frames the
+    // domain copies to and from do not fit, so the cache doubles (up to FrameCacheMaxSize), keeping its valid entries
+    // (in a cache twice as large an entry's slot is its old one or that plus the old size, so none collide). Entries
+    // a change of the EPT or a free made stale are no conflict: a domain whose mappings change often does not grow it.
+    // Under d's FrameCacheLock, inside a cache change.
+    private static void WeighFrameCache(GrantDomain d, ulong stamp)
+    {
+        GrantDomain.FrameCacheEntry[] cache = d.FrameCache;
+        if (d.FrameCacheConflicts * 2 >= d.FrameCacheFills && cache.Length < GrantDomain.FrameCacheMaxSize)
+        {
+            var larger = new GrantDomain.FrameCacheEntry[cache.Length * 2];
+            foreach (ref readonly GrantDomain.FrameCacheEntry entry in cache.AsSpan())
+            {
+                if (entry.Tag >> GrantDomain.FrameCacheEntry.StampShift == stamp)
+                {
+                    larger[(int)entry.Tag & (larger.Length - 1)] = entry;
+                }
+            }
+
+            Volatile.Write(ref d.FrameCache, larger);
+        }
+
+        d.FrameCacheFills = 0;
+        d.FrameCacheConflicts = 0;
     }
 
     // The sequence is odd while the cache changes: the increment is a full fence, so no write of the change is seen
