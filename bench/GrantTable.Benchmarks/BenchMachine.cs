@@ -8,13 +8,17 @@ internal sealed class BenchMachine : IDisposable
     /// <summary>Pages per domain for the cache-hot runs (both sides fit in a core's L2 cache).</summary>
     public const int Pages = 64;
 
-    public BenchMachine(int pages = Pages)
+    public BenchMachine(int pages = Pages, int idleDomains = 0)
     {
         PageCount = pages;
-        Memory = new MachineMemory(((ulong)pages * 2 * 4096) + (32UL << 20));
+        Memory = new MachineMemory(((ulong)pages * 2 * 4096) + ((ulong)idleDomains * 2 * 4096) + (32UL << 20));
         Host = new GrantTableHost(new FrameReferences(Memory));
         Front = AddDomain(1, out FrontRam);
         Back = AddDomain(2, out BackRam);
+        for (int i = 0; i < idleDomains; i++)
+        {
+            Host.CreateDomain((ushort)(3 + i), new EptTables(Memory, new FrameOwner((ushort)(3 + i))));
+        }
         uint frames = (uint)((pages + 8 + GrantEntryV1.PerFrame - 1) / GrantEntryV1.PerFrame);
         if (Host.SetupTable(Front, false, VmmKit.Hypercall.DomainId.Self, frames, new ulong[frames]) != GrantStatus.Okay)
         {

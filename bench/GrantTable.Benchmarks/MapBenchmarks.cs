@@ -2,17 +2,24 @@ using BenchmarkDotNet.Attributes;
 
 namespace VmmKit.GrantTable.Benchmarks;
 
-/// <summary>GNTTABOP_map_grant_ref followed by GNTTABOP_unmap_grant_ref of the same grant: EPT update, pins, maptrack, status flags.</summary>
+/// <summary>
+/// GNTTABOP_map_grant_ref followed by GNTTABOP_unmap_grant_ref of the same grant: EPT update, pins, maptrack, status
+/// flags; alone on the host, or beside other domains that do nothing (a host running many guests).
+/// </summary>
 [MemoryDiagnoser]
 public class MapBenchmarks
 {
     private const ulong MapGfn = 0x1000;
     private BenchMachine _m = null!;
 
+    /// <summary>Domains on the host besides the frontend and the backend, each with a grant table and nothing else.</summary>
+    [Params(0, 1000)]
+    public int IdleDomains { get; set; }
+
     [GlobalSetup]
     public void Setup()
     {
-        _m = new BenchMachine();
+        _m = new BenchMachine(idleDomains: IdleDomains);
         MapUnmapPair(); // the first map builds the EPT tables for the slot
     }
 

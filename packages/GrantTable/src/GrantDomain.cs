@@ -23,7 +23,8 @@ public sealed class GrantDomain
     internal int MaptrackInUse;
     internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
     internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
-    internal FrameCacheEntry[] FrameCache = new FrameCacheEntry[FrameCacheInitialSize]; // direct-mapped, a power of two
+    internal FrameCacheEntry[] FrameCache = NoFrameCache; // direct-mapped, a power of two; made at the first fill
+    internal static readonly FrameCacheEntry[] NoFrameCache = new FrameCacheEntry[1]; // never written: every lookup misses
     internal const int FrameCacheInitialSize = 4096; // 64 KiB per domain: 16 MiB of own frames stay resolved
     internal const int FrameCacheMaxSize = 65536;    // 1 MiB per domain: 256 MiB of own frames
     internal int FrameCacheFills;             // fills since the cache last grew or was weighed (under FrameCacheLock)

@@ -156,6 +156,7 @@ public sealed unsafe partial class GrantTableHost
         internal long DestroyedDomains; // the host's count of destroyed domains when the domains were last checked
         internal GrantDomain? WordA;    // the copy words held (GrantTableHost.Exclusion.cs), lower Serial first
         internal GrantDomain? WordB;
+        internal CopySlot? Slot;        // this thread's slot on the host, marked while a word is held
 
         // What both sides hold, as the first 32 bytes of an operation naming them (the two gnttab_copy_ptr) read under
         // KeyMask: per side the reference (4 bytes) or frame (8 bytes) and the domid, offsets and padding masked out.

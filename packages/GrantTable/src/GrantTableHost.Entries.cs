@@ -249,6 +249,14 @@ public sealed unsafe partial class GrantTableHost
             // Generation and epoch are read before the walk, so an edit racing with it leaves the cached result stale.
             ulong stamp = FrameCacheStamp(d);
             GrantDomain.FrameCacheEntry[] cache = d.FrameCache;
+            if (cache == GrantDomain.NoFrameCache)
+            {
+                // A domain that never copies (most domains on a busy host) has no cache; lookups of the shared empty
+                // one miss, so readers need no sequence change to see the new one.
+                cache = new GrantDomain.FrameCacheEntry[GrantDomain.FrameCacheInitialSize];
+                Volatile.Write(ref d.FrameCache, cache);
+            }
+
             ref GrantDomain.FrameCacheEntry cached = ref cache[(int)gfn & (cache.Length - 1)];
             if (cached.Tag == (gfn | (stamp << GrantDomain.FrameCacheEntry.StampShift)) &&
                 (readOnly || (cached.MfnAndAccess & GrantDomain.FrameCacheEntry.WritableBit) != 0))
@@ -309,7 +317,11 @@ public sealed unsafe partial class GrantTableHost
             d.FrameCacheEpoch = epoch;
             if (++d.FrameCacheStamp == GrantDomain.FrameCacheEntry.StampLimit)
             {
-                Array.Clear(d.FrameCache);
+                if (d.FrameCache != GrantDomain.NoFrameCache)
+                {
+                    Array.Clear(d.FrameCache);
+                }
+
                 d.FrameCacheStamp = 1;
             }
 

@@ -28,7 +28,6 @@ namespace VmmKit.GrantTable;
 public sealed unsafe partial class GrantTableHost
 {
     private readonly GrantDomain?[] _byId = new GrantDomain?[DomainId.FirstReserved]; // live domains; copies read it unlocked
-    private readonly List<GrantDomain> _live = [];  // the same domains, for the exclusive lock's wait for copies
     private readonly MachineMemory _memory;
     private readonly byte* _ram; // machine frame 0's bytes: frames the host validated (table frames, resolved frames) are _ram + mfn * 4 KiB
     private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
@@ -113,7 +112,6 @@ public sealed unsafe partial class GrantTableHost
                 throw new MachineMemoryExhaustedException("No frame for the first grant-table frame.");
             }
 
-            _live.Add(d);
             Volatile.Write(ref _byId[domainId], d);
             return d;
         }
@@ -168,7 +166,6 @@ public sealed unsafe partial class GrantTableHost
             if (ReferenceEquals(_byId[domain.Id], domain))
             {
                 Volatile.Write(ref _byId[domain.Id], null);
-                _live.Remove(domain);
             }
 
             ReleaseMaptrack(domain);

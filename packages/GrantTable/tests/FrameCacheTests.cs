@@ -46,6 +46,15 @@ public sealed class FrameCacheTests : IDisposable
     }
 
     [Fact]
+    public void A_domain_no_copy_has_named_has_no_cache()
+    {
+        TestDomain idle = _m.AddDomain(3);
+        CopyInto(MapOwnFrames(4, stride: 1), 0);
+        Assert.Same(GrantDomain.NoFrameCache, idle.Grant.FrameCache);
+        Assert.Equal(GrantDomain.FrameCacheInitialSize, _back.Grant.FrameCache.Length);
+    }
+
+    [Fact]
     public void Frames_that_collide_at_every_size_grow_it_only_to_its_bound()
     {
         // Frames 64 Ki apart share a slot in every cache up to the bound, so every fill evicts the other's entry.
