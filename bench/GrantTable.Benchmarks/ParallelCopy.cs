@@ -9,7 +9,8 @@ namespace VmmKit.GrantTable.Benchmarks;
 /// <summary>
 /// Backends copying at the same time, all domains in one <see cref="GrantTableHost"/>: each thread copies from its own
 /// frontend's grants into frames of its own, either as one control domain whose backends run on its vCPUs (one caller
-/// for all threads, as Xen's dom0 serves every frontend) or as a backend domain per frontend (driver domains), through
+/// for all threads, as Xen's dom0 serves every frontend) or as a backend domain per frontend (driver domains), or
+/// from one frontend's grants, a thread per queue of a multi-queue frontend (one granter for all threads), through
 /// the API and through the hypercall (each thread a vCPU with its own view of the backend's memory, its operations in
 /// pages of its own). Beside it, as many threads each memcpy the same bytes between the same frames. Rounds alternate
 /// (one thread and all threads; memcpy, copy and hypercall) and the fastest of each is kept; the figures are the
@@ -27,19 +28,40 @@ internal static unsafe class ParallelCopy
 
     public static void Run(TextWriter output, int threads)
     {
-        foreach (bool oneBackend in (bool[])[true, false])
+        foreach (Layout layout in (Layout[])[Layout.OneBackend, Layout.BackendPerFrontend, Layout.OneFrontendQueues])
         {
-            output.WriteLine(oneBackend ? "one backend domain, a thread per frontend:" : "a backend domain per frontend:");
+            output.WriteLine(layout switch
+            {
+                Layout.OneBackend => "one backend domain, a thread per frontend:",
+                Layout.BackendPerFrontend => "a backend domain per frontend:",
+                _ => "one frontend, a thread per queue (one backend domain):",
+            });
             foreach ((int pages, int length, int batch) in Shapes)
             {
-                Run(output, threads, pages, length, batch, oneBackend);
+                Run(output, threads, pages, length, batch, layout);
             }
         }
     }
 
-    private static void Run(TextWriter output, int threads, int pages, int length, int batch, bool oneBackend)
+    /// <summary>Who copies from whom.</summary>
+    private enum Layout
     {
-        using var m = new Machine(threads, pages, length, oneBackend);
+        /// <summary>A control domain serving every frontend: one caller for all threads, a frontend per thread.</summary>
+        OneBackend,
+
+        /// <summary>Driver domains: a backend domain and a frontend per thread.</summary>
+        BackendPerFrontend,
+
+        /// <summary>
+        /// One multi-queue frontend (Linux's netfront and blkfront open a queue per vCPU) served by one backend domain,
+        /// a thread per queue: every thread copies from the same granter, each from grants of its own.
+        /// </summary>
+        OneFrontendQueues,
+    }
+
+    private static void Run(TextWriter output, int threads, int pages, int length, int batch, Layout layout)
+    {
+        using var m = new Machine(threads, pages, length, layout);
         double memcpy1 = 0, copy1 = 0, hypercall1 = 0, memcpyN = 0, copyN = 0, hypercallN = 0;
         for (int r = 0; r < Rounds; r++)
         {
@@ -132,7 +154,7 @@ internal static unsafe class ParallelCopy
         private readonly PagingDisabledGuestMemory[] _views;
         private readonly GuestPhysicalMemory[] _physical;
 
-        public Machine(int pairs, int pages, int length, bool oneBackend)
+        public Machine(int pairs, int pages, int length, Layout layout)
         {
             _length = length;
             _memory = new MachineMemory(((ulong)pairs * 2 * (ulong)pages * Page.PageSize) + (32UL << 20));
@@ -141,12 +163,25 @@ internal static unsafe class ParallelCopy
             _ops = new GnttabCopy[pairs][];
             _src = new byte*[pairs][];
             _dst = new byte*[pairs][];
-            MachineFrameNumber[]? sharedRam = null;
-            GrantDomain? shared = oneBackend ? AddDomain(0, pairs * pages, out sharedRam) : null;
+            MachineFrameNumber[]? sharedRam = null, sharedFrontRam = null;
+            GrantDomain? shared = layout != Layout.BackendPerFrontend ? AddDomain(0, pairs * pages, out sharedRam) : null;
+            GrantDomain? sharedFront = layout == Layout.OneFrontendQueues ? AddDomain(1, pairs * pages, out sharedFrontRam) : null;
+            InProcessGrantShare? sharedShare = null;
             int perPage = Page.PageSize / length;
             for (int p = 0; p < pairs; p++)
             {
-                GrantDomain front = AddDomain((ushort)(1 + (2 * p)), pages, out MachineFrameNumber[] frontRam);
+                // The frontend's pages this thread copies from: its own domain's, or its queue's part of the one's.
+                GrantDomain front;
+                MachineFrameNumber[] frontRam;
+                if (sharedFront is not null)
+                {
+                    (front, frontRam) = (sharedFront, sharedFrontRam![(p * pages)..((p + 1) * pages)]);
+                }
+                else
+                {
+                    front = AddDomain((ushort)(1 + (2 * p)), pages, out frontRam);
+                }
+
                 MachineFrameNumber[] backRam;
                 int first = 0; // the backend's first frame for this frontend
                 GrantDomain back;
@@ -160,19 +195,27 @@ internal static unsafe class ParallelCopy
                 }
 
                 _backs[p] = back;
-                uint frames = (uint)((pages + 8 + GrantEntryV1.PerFrame - 1) / GrantEntryV1.PerFrame);
-                if (_host.SetupTable(front, false, DomainId.Self, frames, new ulong[frames]) != GrantStatus.Okay)
+                InProcessGrantShare? share = sharedShare;
+                if (share is null)
                 {
-                    throw new InvalidOperationException("cannot grow the grant table");
+                    int entries = sharedFront is not null ? pairs * pages : pages;
+                    uint frames = (uint)((entries + 8 + GrantEntryV1.PerFrame - 1) / GrantEntryV1.PerFrame);
+                    if (_host.SetupTable(front, false, DomainId.Self, frames, new ulong[frames]) != GrantStatus.Okay)
+                    {
+                        throw new InvalidOperationException("cannot grow the grant table");
+                    }
+
+                    share = new InProcessGrantShare(_host, front);
+                    sharedShare = sharedFront is not null ? share : null;
                 }
 
-                var share = new InProcessGrantShare(_host, front);
+                ulong firstFrontGfn = sharedFront is not null ? (ulong)(p * pages) : 0;
                 _ops[p] = new GnttabCopy[pages * perPage];
                 _src[p] = new byte*[pages * perPage];
                 _dst[p] = new byte*[pages * perPage];
                 for (int page = 0; page < pages; page++)
                 {
-                    if (!share.TryGrantForeignAccess(back.Id, (ulong)page, readOnly: true, out uint gref))
+                    if (!share.TryGrantForeignAccess(back.Id, firstFrontGfn + (ulong)page, readOnly: true, out uint gref))
                     {
                         throw new InvalidOperationException("no grant reference");
                     }
