@@ -184,8 +184,12 @@ public sealed unsafe partial class GrantTableHost
         }
 
         batch.WordA = d;
-        batch.Src.Shared = false;
-        batch.Dst.Shared = false;
+        if (batch.Src.Shared)
+        {
+            batch.Src.Shared = false; // its claims are released: they need no entry lock now
+            batch.Dst.Shared = false;
+        }
+
         return true;
     }
 
