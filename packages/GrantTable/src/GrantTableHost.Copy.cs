@@ -23,8 +23,8 @@ public sealed unsafe partial class GrantTableHost
     /// <summary>
     /// Runs a batch of copy operations, setting each status. As in Xen, a grant (or frame) used by one operation stays
     /// claimed while the following operations use the same one on the same side, so a guest sees
-    /// <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on. Copies of different granters' grants
-    /// run in parallel on different threads.
+    /// <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on. Copies run in parallel on
+    /// different threads, copies of one granter's grants too.
     /// </summary>
     /// <param name="caller">The domain issuing the copies.</param>
     /// <param name="ops">The operations.</param>

@@ -6,16 +6,26 @@ namespace VmmKit.GrantTable;
 // How the host's state is shared between threads. Copies (GNTTABOP_copy) run side by side; everything else runs alone.
 //
 // - A copy holds the copy word (GrantDomain.CopyWord) of each domain whose grants it claims, or the caller's when it
-//   names frames only: the granter's table, active entries and frames' reference counts are then its alone, as Xen's
-//   per-entry lock and grant-table read lock give. Copies of different granters (a control domain's backends serving
-//   different frontends, each on its own vCPU) run in parallel; copies of one granter's grants take turns.
+//   names frames only, alone or shared. Held alone (the word set to 1 by a compare-exchange), the granter's active
+//   entries and frames' reference counts are the copy's alone, and it claims and releases grants without further
+//   locks. Shared (a mark in the thread's CopySlot, SharedA or SharedB, the word left 0), it locks each grant's active
+//   entry around each claim and release (ActiveGrantEntry.Enter), as Xen's grant-table read lock and per-entry lock
+//   give: so copies of one granter's grants (a frontend's queues, each served on its own vCPU) run side by side.
+//   Copies of different granters (a control domain's backends serving different frontends) run side by side either way.
+// - Alone is cheaper (no entry lock), so a copy takes a word alone until a copy finds it held: that copy sets the
+//   domain's SharedCredit, and from then on the domain's copies share its word; a thread that has shared words for
+//   CopySlot.ShareCalls calls clears the credit, so copies try it alone again. The two never run together: a copy
+//   sharing marks its slot, fences, then finds the word 0 (else it clears its mark and waits); a copy taking the word
+//   alone sets it by compare-exchange, then finds no slot marked with the domain (else it lets the word go and shares
+//   it). A thread's shares lie on a cache line of their own, which only sharing writes, so these reads cost a copy
+//   that takes a word alone little, and only once any copy shared (_anyShared).
 // - Every other operation takes the exclusive lock (Exclusive()): one thread at a time, and no copy. Entering it sets
 //   _copiesStopped, then waits until no thread holds a copy word: each thread that copies has a CopySlot on the host,
 //   which it marks before it takes its first word and clears after it lets go of its last, so the wait reads one
 //   word per thread that ever copied, however many domains there are. A copy that takes a word then finds
 //   _copiesStopped set lets its words go, clears its mark and waits for the lock to be free. (Both sides write, then
-//   read the other's word with a full fence between, the copy word's compare-exchange on the copy's side, so one of
-//   them always sees the other.)
+//   read the other's word with a full fence between, the copy word's compare-exchange or the share's fence on the
+//   copy's side, so one of them always sees the other.)
 // - A copy takes its words in GrantDomain.Serial order, holding none when it starts: so no two copies wait for each
 //   other in a circle, and a copy never waits for the exclusive lock while it holds a word. Nothing a copy calls
 //   while it holds words takes the exclusive lock (that would wait for its own word); the exclusive lock's holder may
