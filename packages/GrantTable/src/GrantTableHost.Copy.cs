@@ -103,7 +103,7 @@ public sealed unsafe partial class GrantTableHost
     {
         if (buf.HaveGrant && !buf.Referenced)
         {
-            Frames.AcquireHeld(buf.Domain!.Active[buf.Ref].Mfn);
+            Frames.AcquireHeld(buf.Domain!.Active[buf.Ref].Mfn, buf.Shared);
             buf.Referenced = true;
         }
     }
@@ -630,7 +630,7 @@ public sealed unsafe partial class GrantTableHost
         if (buf.Referenced)
         {
             buf.Referenced = false;
-            Frames.ReleaseHeld(act.Mfn);
+            Frames.ReleaseHeld(act.Mfn, buf.Shared);
         }
 
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);
