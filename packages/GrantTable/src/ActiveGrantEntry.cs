@@ -24,11 +24,41 @@ internal struct ActiveGrantEntry
     [FieldOffset(6)] public ushort Start;
     [FieldOffset(8)] public ushort Length;
     [FieldOffset(10)] public bool IsSubPage;
+    [FieldOffset(12)] public int Lock;  // 1 while a copy sharing the granter's copy word claims or releases this entry
     [FieldOffset(16)] public ulong Mfn;
 
     // The same bytes as Pin, DomId and Start; as Length and IsSubPage (and the padding byte after it).
     [FieldOffset(0)] private ulong _pinDomIdStart;
     [FieldOffset(8)] private uint _lengthSubPage;
+
+    /// <summary>
+    /// Takes the entry's lock (Xen's <c>active_entry_acquire</c>), which copies sharing the granter's copy word take
+    /// around each claim and release of the entry (GrantTableHost.Exclusion.cs); held for a few instructions, never
+    /// across a copy, and never with another entry's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Enter()
+    {
+        if (Interlocked.CompareExchange(ref Lock, 1, 0) != 0)
+        {
+            EnterContended(ref Lock);
+        }
+    }
+
+    /// <summary>Lets go of the entry's lock (<c>active_entry_release</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Exit() => Volatile.Write(ref Lock, 0);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void EnterContended(ref int word)
+    {
+        var spin = default(SpinWait);
+        do
+        {
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+        while (Volatile.Read(ref word) != 0 || Interlocked.CompareExchange(ref word, 1, 0) != 0);
+    }
 
     /// <summary>
     /// Records a first pin of a whole-page grant: <paramref name="pin"/>, the grantee, the frame, offset 0 and length

@@ -3,10 +3,12 @@ using System.Runtime.InteropServices;
 namespace VmmKit.GrantTable;
 
 /// <summary>
-/// One thread's mark on one <see cref="GrantTableHost"/> that it holds copy words (GrantTableHost.Exclusion.cs): the
-/// thread's copies set it before they take their first word and clear it after they let go of their last, and the
-/// exclusive lock waits until every thread's mark is clear. Only its thread writes it; it fills two cache lines of its
-/// own, so threads copying side by side never write one line.
+/// One thread's marks on one <see cref="GrantTableHost"/> (GrantTableHost.Exclusion.cs): <see cref="Held"/> while it
+/// holds copy words, which the exclusive lock waits for, and the domains whose words it shares, which a copy taking a
+/// word alone waits for. Only its thread writes it. It fills three cache lines: <see cref="Held"/>, written at every
+/// copy call, alone on one, the shares, written only while copies share a word, alone on the next; so threads
+/// copying side by side never write one line, and a copy reading every slot's shares reads lines no copy writes
+/// unless it shares.
 /// </summary>
 [StructLayout(LayoutKind.Explicit)]
 internal sealed class CopySlot(Thread owner)
@@ -15,10 +17,25 @@ internal sealed class CopySlot(Thread owner)
     [FieldOffset(64)]
     public int Held;
 
-    /// <summary>The thread whose mark this is; a slot of a thread that ended is given to the next thread that needs one.</summary>
+    /// <summary>The <see cref="GrantDomain.Serial"/> of a domain whose copy word the thread shares (0: none).</summary>
+    [FieldOffset(128)]
+    public long SharedA;
+
+    /// <summary>A second such domain (a copy between two granters' grants).</summary>
+    [FieldOffset(136)]
+    public long SharedB;
+
+    /// <summary>Shares a thread takes of domains' words before it lets copies of one take its word alone again.</summary>
+    public const int ShareCalls = 1024;
+
+    /// <summary>Shares left until the thread next lets copies of the domain it shares take its word alone again.</summary>
+    [FieldOffset(144)]
+    public int ShareCountdown = ShareCalls;
+
+    /// <summary>The thread whose marks these are; a slot of a thread that ended is given to the next thread that needs one.</summary>
     [FieldOffset(0)]
     public Thread Owner = owner;
 
-    [FieldOffset(120)]
-    private readonly long _end; // keeps the object 128 bytes long, Held alone on its cache line whatever lies after it
+    [FieldOffset(184)]
+    private readonly long _end; // keeps the object 192 bytes long, each line's fields alone on it whatever lies after it
 }

@@ -14,8 +14,9 @@ namespace VmmKit.GrantTable;
 /// <see cref="MachineMemory.FreeFrame"/>. Until freed, a deferred frame keeps its owner and contents; it is
 /// zeroed by <see cref="MachineMemory"/> when it is finally freed. Thread-safe: once a <see cref="GrantTableHost"/>
 /// uses these counts, these methods take that host's exclusive lock, which waits for its copies; the host changes a
-/// frame's count with plain stores under that lock, or under the copy word of the domain that owns the frame (a copy
-/// releasing the grant it kept across a hypercall's holds); one 32-bit count per frame of <see cref="Memory"/>.
+/// frame's count under that lock, or under the copy word of the domain that owns the frame (a copy keeping a grant across
+/// a hypercall's holds, or releasing it; atomically when copies share the word); one 32-bit count per frame of
+/// <see cref="Memory"/>.
 /// </remarks>
 public sealed class FrameReferences
 {
@@ -141,17 +142,28 @@ public sealed class FrameReferences
     /// <summary>
     /// Takes a reference on <paramref name="mfn"/>, which the caller has checked: an allocated frame that is not waiting
     /// to be freed, or one that already holds a reference (its free may be pending). Under the host's exclusive lock, or
-    /// the copy word of the frame's owner.
+    /// the copy word of the frame's owner: <paramref name="shared"/> when that word is shared, so other copies may
+    /// count the frame at once (an atomic increment; a plain one otherwise).
     /// </summary>
-    internal void AcquireHeld(ulong mfn) => _counts[mfn]++;
+    internal void AcquireHeld(ulong mfn, bool shared = false)
+    {
+        if (shared)
+        {
+            Interlocked.Increment(ref _counts[mfn]);
+        }
+        else
+        {
+            _counts[mfn]++;
+        }
+    }
 
     /// <summary>
     /// Drops a reference <see cref="AcquireHeld"/> took; the last one completes a pending free. Under the host's exclusive
-    /// lock, or the copy word of the frame's owner.
+    /// lock, or the copy word of the frame's owner (<paramref name="shared"/> as for <see cref="AcquireHeld"/>).
     /// </summary>
-    internal void ReleaseHeld(ulong mfn)
+    internal void ReleaseHeld(ulong mfn, bool shared = false)
     {
-        int count = --_counts[mfn];
+        int count = shared ? Interlocked.Decrement(ref _counts[mfn]) : --_counts[mfn];
         if (count == PendingFree)
         {
             // Freed while the count still says pending, then the count cleared: a copy of another granter's grant

@@ -23,8 +23,8 @@ public sealed unsafe partial class GrantTableHost
     /// <summary>
     /// Runs a batch of copy operations, setting each status. As in Xen, a grant (or frame) used by one operation stays
     /// claimed while the following operations use the same one on the same side, so a guest sees
-    /// <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on. Copies of different granters' grants
-    /// run in parallel on different threads.
+    /// <c>GTF_reading</c>/<c>GTF_writing</c> on it until the batch ends or moves on. Copies run in parallel on
+    /// different threads, copies of one granter's grants too.
     /// </summary>
     /// <param name="caller">The domain issuing the copies.</param>
     /// <param name="ops">The operations.</param>
@@ -103,7 +103,7 @@ public sealed unsafe partial class GrantTableHost
     {
         if (buf.HaveGrant && !buf.Referenced)
         {
-            Frames.AcquireHeld(buf.Domain!.Active[buf.Ref].Mfn);
+            Frames.AcquireHeld(buf.Domain!.Active[buf.Ref].Mfn, buf.Shared);
             buf.Referenced = true;
         }
     }
@@ -156,6 +156,7 @@ public sealed unsafe partial class GrantTableHost
         internal long DestroyedDomains; // the host's count of destroyed domains when the domains were last checked
         internal GrantDomain? WordA;    // the copy words held (GrantTableHost.Exclusion.cs), lower Serial first
         internal GrantDomain? WordB;
+        internal int WordsShared;       // bit 0: WordA is held shared, bit 1: WordB (GrantTableHost.Exclusion.cs)
         internal CopySlot? Slot;        // this thread's slot on the host, marked while a word is held
 
         // What both sides hold, as the first 32 bytes of an operation naming them (the two gnttab_copy_ptr) read under
@@ -204,6 +205,7 @@ public sealed unsafe partial class GrantTableHost
         [FieldOffset(47)] public bool ReadOnly;
         [FieldOffset(48)] public uint Ref;
         [FieldOffset(52)] public ushort DomId;     // as the operation named it (DOMID_SELF or an id)
+        [FieldOffset(54)] public bool Shared;      // a copy word the batch holds is shared: claims and releases lock the entry
         [FieldOffset(55)] public bool Referenced;  // gref side: holds a FrameReferences reference (see HoldAcrossUnlock)
 
         // Start, Length, End, HaveGrant and ReadOnly as one word (little-endian, as on x86), so a claim writes them
@@ -403,7 +405,9 @@ public sealed unsafe partial class GrantTableHost
         ulong mfn;
         if (isGref)
         {
-            rc = AcquireGrantForCopy(d, ptr.Ref, caller.Id, readOnly, ref buf, out mfn);
+            rc = buf.Shared
+                ? AcquireGrantForCopyLocked(d, ptr.Ref, caller.Id, readOnly, ref buf, out mfn)
+                : AcquireGrantForCopy(d, ptr.Ref, caller.Id, readOnly, ref buf, out mfn);
             if (rc != GrantStatus.Okay)
             {
                 return rc;
@@ -451,6 +455,28 @@ public sealed unsafe partial class GrantTableHost
 
         FrameCopy.Copy(src.Virt + from, dst.Virt + to, len); // memmove semantics: both sides may be one frame
         return GrantStatus.Okay;
+    }
+
+    // AcquireGrantForCopy under the entry's lock, for a copy sharing the granter's word with others.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus AcquireGrantForCopyLocked(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf, out ulong frame)
+    {
+        if (gref >= (uint)rd.EntryCount)
+        {
+            frame = 0;
+            return GrantStatus.BadGntref;
+        }
+
+        ref ActiveGrantEntry act = ref rd.Active[gref];
+        act.Enter();
+        try
+        {
+            return AcquireGrantForCopy(rd, gref, ldom, readOnly, ref buf, out frame);
+        }
+        finally
+        {
+            act.Exit();
+        }
     }
 
     // acquire_grant_for_copy (transitive grants are refused by SetStatus).
@@ -574,11 +600,37 @@ public sealed unsafe partial class GrantTableHost
         buf.HaveGrant = false;
         GrantDomain rd = buf.Domain!;
         ref ActiveGrantEntry act = ref rd.Active[buf.Ref];
+        if (buf.Shared)
+        {
+            ReleaseLocked(ref buf, rd, ref act);
+            return;
+        }
+
+        ReleaseClaim(ref buf, rd, ref act);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ReleaseLocked(ref CopyBuffer buf, GrantDomain rd, ref ActiveGrantEntry act)
+    {
+        act.Enter();
+        try
+        {
+            ReleaseClaim(ref buf, rd, ref act);
+        }
+        finally
+        {
+            act.Exit();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ReleaseClaim(ref CopyBuffer buf, GrantDomain rd, ref ActiveGrantEntry act)
+    {
         act.Pin -= buf.ReadOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
         if (buf.Referenced)
         {
             buf.Referenced = false;
-            Frames.ReleaseHeld(act.Mfn);
+            Frames.ReleaseHeld(act.Mfn, buf.Shared);
         }
 
         GrantEntryFlags clear = FlagsToClear(act.Pin, buf.ReadOnly);

@@ -106,7 +106,9 @@ public sealed unsafe partial class GrantTableHost
         if (!IsBufferValid(in grant, isGref: true, in grantBuf, epoch))
         {
             ReleaseBuffer(ref grantBuf);
-            GrantStatus rc = ClaimUnpinnedGrantV1(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch);
+            GrantStatus rc = grantBuf.Shared
+                ? ClaimUnpinnedGrantV1Locked(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch)
+                : ClaimUnpinnedGrantV1(rd, grant.Ref, caller.Id, grantReadOnly, ref grantBuf, epoch);
             if (rc != GrantStatus.Okay)
             {
                 return rc;
@@ -136,6 +138,27 @@ public sealed unsafe partial class GrantTableHost
         }
 
         return !rd.IsDestroyed && !caller.IsDestroyed;
+    }
+
+    // ClaimUnpinnedGrantV1 under the entry's lock, for a copy sharing the granter's word with others.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private GrantStatus ClaimUnpinnedGrantV1Locked(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf, long epoch)
+    {
+        if (gref >= (uint)rd.EntryCount)
+        {
+            return NotHandled;
+        }
+
+        ref ActiveGrantEntry act = ref rd.Active[gref];
+        act.Enter();
+        try
+        {
+            return ClaimUnpinnedGrantV1(rd, gref, ldom, readOnly, ref buf, epoch);
+        }
+        finally
+        {
+            act.Exit();
+        }
     }
 
     // acquire_grant_for_copy for a v1 grant no one has pinned: checks the entry, resolves its frame, then sets

@@ -104,18 +104,4 @@ public sealed class CopySlotTests : IDisposable
         Len = 64,
         Flags = (ushort)GrantCopyFlags.SourceGref,
     };
-
-    // The backend's memory as a hypercall sees it, whose first write (the status, within the copy's hold) signals and
-    // waits until let go. No host pointers, so every access comes here.
-    private sealed class StatusWriteGate(IGuestVirtualMemory inner, ManualResetEventSlim inHold, ManualResetEventSlim letGo) : IGuestVirtualMemory
-    {
-        public bool TryRead(ulong gva, Span<byte> destination) => inner.TryRead(gva, destination);
-
-        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
-        {
-            inHold.Set();
-            letGo.Wait();
-            return inner.TryWrite(gva, source);
-        }
-    }
 }

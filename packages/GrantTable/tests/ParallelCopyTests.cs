@@ -6,7 +6,8 @@ namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
 /// GNTTABOP_copy on several threads at once, as a control domain's backends run on its vCPUs: copies of different
-/// granters' grants run side by side, copies of one granter's grants take turns on its copy word, and every other
+/// granters' grants run side by side, copies of one granter's grants share its copy word once they met (claiming the
+/// same grants at once, each claim and release locking the grant's entry), and every other
 /// operation (here grant maps and unmaps into the copying domain, which change its EPT and so its frame cache) waits
 /// for the copies and stops them while it runs. The copies read grants, write into grants (GTF_writing) and copy
 /// between the copying domain's own frames. Each copy checks its bytes; at the end no grant is pinned or flagged, no
