@@ -43,16 +43,17 @@ internal static class CopyHypercall
 
     /// <summary>
     /// Writes <paramref name="ops"/> into <paramref name="caller"/>'s memory, makes the call with the dispatcher's
-    /// preemption hook as it is (the call must return 0) and reads the operations back, statuses included.
+    /// preemption hook as it is (the call must return 0) and reads the operations back, statuses included. The call
+    /// reaches guest memory through <paramref name="view"/> when given (the caller's own view otherwise).
     /// </summary>
-    public static void Invoke(HypercallDispatcher<TestDomain> dispatcher, TestDomain caller, Span<GnttabCopy> ops)
+    public static void Invoke(HypercallDispatcher<TestDomain> dispatcher, TestDomain caller, Span<GnttabCopy> ops, IGuestVirtualMemory? view = null)
     {
         Assert.True(caller.TryWrite(Buffer, MemoryMarshal.AsBytes(ops)));
         HypercallArguments args = default;
         args[0] = (ulong)GrantTableOp.Copy;
         args[1] = Buffer;
         args[2] = (ulong)ops.Length;
-        HypercallCall<TestDomain> call = dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, caller.Virtual, args);
+        HypercallCall<TestDomain> call = dispatcher.CreateCall(caller, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, view ?? caller.Virtual, args);
         Assert.Equal(0, dispatcher.Invoke(ref call));
         Assert.True(caller.TryRead(Buffer, MemoryMarshal.AsBytes(ops)));
     }

@@ -39,14 +39,7 @@ public sealed class CopySlotTests : IDisposable
             CopyOnce(_other, otherBack, otherFront, otherRef); // the thread's last host is now the other one
 
             // One hypercall on this host whose status write, made within the hold, waits for the test.
-            GnttabCopy[] ops = [Op(front, gref)];
-            Assert.True(back.TryWrite(CopyHypercall.Buffer, MemoryMarshal.AsBytes(ops.AsSpan())));
-            HypercallArguments args = default;
-            args[0] = (ulong)GrantTableOp.Copy;
-            args[1] = CopyHypercall.Buffer;
-            args[2] = 1;
-            HypercallCall<TestDomain> call = dispatcher.CreateCall(back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, view, args);
-            Assert.Equal(0, dispatcher.Invoke(ref call));
+            CopyHypercall.Invoke(dispatcher, back, [Op(front, gref)], view);
         });
         copier.Start();
         Assert.True(inHold.Wait(TimeSpan.FromSeconds(30)));

@@ -107,14 +107,7 @@ public sealed class SharedCopyWordTests : IDisposable
         var view = new StatusWriteGate(_back.Virtual, inHold, letGo);
         var thread = new Thread(() =>
         {
-            GnttabCopy[] ops = [Op(gref, 4)];
-            Assert.True(_back.TryWrite(CopyHypercall.Buffer, MemoryMarshal.AsBytes(ops.AsSpan())));
-            HypercallArguments args = default;
-            args[0] = (ulong)GrantTableOp.Copy;
-            args[1] = CopyHypercall.Buffer;
-            args[2] = 1;
-            HypercallCall<TestDomain> call = _dispatcher.CreateCall(_back, (uint)HypercallNumber.GrantTableOp, HypercallAbi.Native64, view, args);
-            Assert.Equal(0, _dispatcher.Invoke(ref call));
+            CopyHypercall.Invoke(_dispatcher, _back, [Op(gref, 4)], view);
         });
         thread.Start();
         return thread;
