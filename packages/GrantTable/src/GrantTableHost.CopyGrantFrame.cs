@@ -132,7 +132,7 @@ public sealed unsafe partial class GrantTableHost
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool TakeCopyWordFor(GrantDomain rd, GrantDomain caller, ref CopyBatch batch)
     {
-        if (batch.Src.Virt != null || batch.Dst.Virt != null || !TryTakeCopyWordAlone(rd, ref batch))
+        if (batch.Src.Virt != null || batch.Dst.Virt != null || !TryTakeCopyWordNow(rd, ref batch))
         {
             return false;
         }

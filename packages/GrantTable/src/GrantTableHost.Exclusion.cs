@@ -160,7 +160,7 @@ public sealed unsafe partial class GrantTableHost
     // Lets go of the batch's words, then takes d's if that needs no wait: alone, unless copies of d share it; false,
     // holding nothing, when another copy holds it alone (or shares it, for a copy that would take it alone) or a thread
     // other than this one holds the exclusive lock.
-    private bool TryTakeCopyWordAlone(GrantDomain d, ref CopyBatch batch)
+    private bool TryTakeCopyWordNow(GrantDomain d, ref CopyBatch batch)
     {
         ReleaseCopyWords(ref batch);
         CopySlot slot = batch.Slot ??= SlotOfThisThread();
@@ -245,7 +245,7 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
-    // One word, alone or shared as TryTakeCopyWordAlone would take it: spins while another copy holds it alone (or
+    // One word, alone or shared as TryTakeCopyWordNow would take it: spins while another copy holds it alone (or
     // shares it, for a copy that would take it alone); false, holding it no longer, when the exclusive lock is held.
     private bool TakeSpinning(GrantDomain d, CopySlot slot, bool second, out bool shared)
     {
