@@ -50,8 +50,7 @@ public sealed class Dom0SystemTests
 
         XlTests.WaitForConsoleOrLog(host, "workload iterations");
         int dom0 = FindDom0(host.RunDirectory);
-        Process.GetProcessById(dom0).Kill();   // SIGKILL: no chance to save anything more
-        Process.GetProcessById(dom0).WaitForExit(10000);
+        KillAndWait(dom0);   // SIGKILL: no chance to save anything more
         WaitFor(() => host.Log.Contains("Dom0 disconnected", StringComparison.Ordinal), host, $"killed vmmkit-dom0 {dom0}");
         Assert.False(host.HasExited);
 
@@ -94,8 +93,7 @@ public sealed class Dom0SystemTests
 
         // SIGKILL in the middle of the guest's disk I/O: whatever the old blkback held goes with it.
         int dom0 = FindDom0(host.RunDirectory);
-        Process.GetProcessById(dom0).Kill();
-        Process.GetProcessById(dom0).WaitForExit(10000);
+        KillAndWait(dom0);
         WaitFor(() => host.Log.Contains("Dom0 disconnected", StringComparison.Ordinal), host, $"killed vmmkit-dom0 {dom0}");
         int atKill = LastRound(host.Log);
 
@@ -168,6 +166,17 @@ public sealed class Dom0SystemTests
     }
 
     /// <summary>The vmmkit-dom0 process the host started for <paramref name="rundir"/> (its argv names the run directory).</summary>
+    /// <summary>
+    /// SIGKILLs <paramref name="pid"/> and waits for it through one handle: once the process has died its parent may
+    /// reap it at once, so a second lookup by id can find nothing and throw.
+    /// </summary>
+    private static void KillAndWait(int pid)
+    {
+        using var process = Process.GetProcessById(pid);
+        process.Kill();
+        Assert.True(process.WaitForExit(10000), $"vmmkit-dom0 {pid} did not die within 10 s of SIGKILL");
+    }
+
     private static int FindDom0(string rundir)
     {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
