@@ -165,7 +165,6 @@ public sealed class Dom0SystemTests
         }
     }
 
-    /// <summary>The vmmkit-dom0 process the host started for <paramref name="rundir"/> (its argv names the run directory).</summary>
     /// <summary>
     /// SIGKILLs <paramref name="pid"/> and waits for it through one handle: once the process has died its parent may
     /// reap it at once, so a second lookup by id can find nothing and throw.
@@ -177,6 +176,7 @@ public sealed class Dom0SystemTests
         Assert.True(process.WaitForExit(10000), $"vmmkit-dom0 {pid} did not die within 10 s of SIGKILL");
     }
 
+    /// <summary>The vmmkit-dom0 process the host started for <paramref name="rundir"/> (its argv names the run directory).</summary>
     private static int FindDom0(string rundir)
     {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
