@@ -34,8 +34,8 @@ public sealed class GrantDomain
     internal ulong FrameCacheStamp;           // entries tagged with another stamp are stale; 0 never tags a valid entry
     internal int FrameCacheSeq;               // odd while the cache changes: a lookup that saw it odd or moved misses
     internal readonly Lock FrameCacheLock = new(); // one thread at a time fills the cache
-    internal int CopyWord;                    // copies holding this domain's grants: 1 one alone, 2n n sharing (GrantTableHost.Exclusion.cs)
-    internal int SharedCredit;                // > 0: copies share the word (one found it held); each taking it unshared counts down
+    internal int CopyWord;                    // 1 while a copy holds this domain's grants alone (GrantTableHost.Exclusion.cs)
+    internal int CopiesShare;                 // 1: copies share the word, marking their slots (one found it held alone)
     private int _version = 1;
     private int _sharedFrameCount;
 

@@ -13,8 +13,8 @@ namespace VmmKit.GrantTable;
 //   give: so copies of one granter's grants (a frontend's queues, each served on its own vCPU) run side by side.
 //   Copies of different granters (a control domain's backends serving different frontends) run side by side either way.
 // - Alone is cheaper (no entry lock), so a copy takes a word alone until a copy finds it held: that copy sets the
-//   domain's SharedCredit, and from then on the domain's copies share its word; a thread that has shared words for
-//   CopySlot.ShareCalls calls clears the credit, so copies try it alone again. The two never run together: a copy
+//   domain's CopiesShare, and from then on the domain's copies share its word; a thread that has shared words for
+//   CopySlot.ShareCalls calls clears the flag, so copies try it alone again. The two never run together: a copy
 //   sharing marks its slot, fences, then finds the word 0 (else it clears its mark and waits); a copy taking the word
 //   alone sets it by compare-exchange, then finds no slot marked with the domain (else it lets the word go and shares
 //   it). A thread's shares lie on a cache line of their own, which only sharing writes, so these reads cost a copy
@@ -121,7 +121,7 @@ public sealed unsafe partial class GrantTableHost
         {
             if (Volatile.Read(ref slot.SharedA) == d.Serial || Volatile.Read(ref slot.SharedB) == d.Serial)
             {
-                Volatile.Write(ref d.SharedCredit, 1);
+                Volatile.Write(ref d.CopiesShare, 1);
                 return true;
             }
         }
@@ -147,7 +147,7 @@ public sealed unsafe partial class GrantTableHost
             if (--slot.ShareCountdown <= 0)
             {
                 slot.ShareCountdown = CopySlot.ShareCalls;
-                Volatile.Write(ref d.SharedCredit, 0); // let a copy try it alone again
+                Volatile.Write(ref d.CopiesShare, 0); // let a copy try it alone again
             }
 
             return true;
@@ -165,7 +165,7 @@ public sealed unsafe partial class GrantTableHost
         ReleaseCopyWords(ref batch);
         CopySlot slot = batch.Slot ??= SlotOfThisThread();
         Volatile.Write(ref slot.Held, 1);
-        if (Volatile.Read(ref d.SharedCredit) != 0)
+        if (Volatile.Read(ref d.CopiesShare) != 0)
         {
             if (!TryShare(d, slot, second: false))
             {
@@ -182,7 +182,7 @@ public sealed unsafe partial class GrantTableHost
 
         if (Interlocked.CompareExchange(ref d.CopyWord, 1, 0) != 0)
         {
-            Volatile.Write(ref d.SharedCredit, 1); // another copy holds it: copies of d share it from now on
+            Volatile.Write(ref d.CopiesShare, 1); // another copy holds it: copies of d share it from now on
             Volatile.Write(ref slot.Held, 0);
             return false;
         }
@@ -252,7 +252,7 @@ public sealed unsafe partial class GrantTableHost
         var spin = default(SpinWait);
         while (true)
         {
-            shared = Volatile.Read(ref d.SharedCredit) != 0;
+            shared = Volatile.Read(ref d.CopiesShare) != 0;
             if (shared)
             {
                 if (TryShare(d, slot, second))
@@ -269,7 +269,7 @@ public sealed unsafe partial class GrantTableHost
             }
             else
             {
-                Volatile.Write(ref d.SharedCredit, 1); // another copy holds it: copies of d share it from now on
+                Volatile.Write(ref d.CopiesShare, 1); // another copy holds it: copies of d share it from now on
             }
 
             if (Volatile.Read(ref _copiesStopped) != 0 && !HoldsExclusive)

@@ -42,7 +42,7 @@ public sealed class SharedCopyWordTests : IDisposable
         using var letGo = new ManualResetEventSlim();
         Thread holder = HoldInHypercall(_refs[0], inHold, letGo);
         Assert.True(inHold.Wait(TimeSpan.FromSeconds(30)));
-        Assert.Equal(0, _front.Grant.SharedCredit); // taken alone: no copy wanted it before
+        Assert.Equal(0, _front.Grant.CopiesShare); // taken alone: no copy wanted it before
 
         using var copied = new ManualResetEventSlim();
         var other = new Thread(() =>
@@ -52,7 +52,7 @@ public sealed class SharedCopyWordTests : IDisposable
         });
         other.Start();
         Assert.False(copied.Wait(TimeSpan.FromMilliseconds(300))); // the word is held alone: it waits
-        Assert.Equal(1, Volatile.Read(ref _front.Grant.SharedCredit)); // and the granter's copies share it from now on
+        Assert.Equal(1, Volatile.Read(ref _front.Grant.CopiesShare)); // and the granter's copies share it from now on
         letGo.Set();
         Assert.True(copied.Wait(TimeSpan.FromSeconds(30)));
         holder.Join();
@@ -63,7 +63,7 @@ public sealed class SharedCopyWordTests : IDisposable
     [Fact]
     public void A_copy_that_would_take_the_word_alone_while_another_shares_it_shares_it_too()
     {
-        _front.Grant.SharedCredit = 1; // as after contention: the next copy shares the word
+        _front.Grant.CopiesShare = 1; // as after contention: the next copy shares the word
         using var inHold = new ManualResetEventSlim();
         using var letGo = new ManualResetEventSlim();
         Thread holder = HoldInHypercall(_refs[0], inHold, letGo);
@@ -71,11 +71,11 @@ public sealed class SharedCopyWordTests : IDisposable
 
         // As if the sharing thread had counted down meanwhile: the next copy tries the word alone, finds the share,
         // lets the word go and shares it; it runs beside the held share (both claim grant 0), without waiting.
-        Volatile.Write(ref _front.Grant.SharedCredit, 0);
+        Volatile.Write(ref _front.Grant.CopiesShare, 0);
         var other = new Thread(() => CopyOnce(_refs[0], 3));
         other.Start();
         Assert.True(other.Join(TimeSpan.FromSeconds(30)));
-        Assert.Equal(1, _front.Grant.SharedCredit);
+        Assert.Equal(1, _front.Grant.CopiesShare);
         Assert.Equal(ActiveGrantEntry.HostReadIncrement, _front.Grant.GetPinCount(_refs[0])); // the held claim alone
 
         letGo.Set();
@@ -86,17 +86,17 @@ public sealed class SharedCopyWordTests : IDisposable
     [Fact]
     public void A_thread_that_shared_the_word_for_its_share_calls_lets_copies_take_it_alone_again()
     {
-        _front.Grant.SharedCredit = 1;
+        _front.Grant.CopiesShare = 1;
         for (int i = 0; i < CopySlot.ShareCalls - 1; i++)
         {
             CopyOnce(_refs[i % 2], 3);
         }
 
-        Assert.Equal(1, _front.Grant.SharedCredit);
+        Assert.Equal(1, _front.Grant.CopiesShare);
         CopyOnce(_refs[0], 3);
-        Assert.Equal(0, _front.Grant.SharedCredit);
+        Assert.Equal(0, _front.Grant.CopiesShare);
         CopyOnce(_refs[1], 3); // alone again: nothing shares it, nothing arms it
-        Assert.Equal(0, _front.Grant.SharedCredit);
+        Assert.Equal(0, _front.Grant.CopiesShare);
         AssertReleased();
     }
 
