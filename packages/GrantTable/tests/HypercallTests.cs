@@ -332,6 +332,24 @@ public sealed class HypercallTests : IDisposable
     }
 
     [Fact]
+    public void A_status_frame_index_drops_the_bits_above_31_as_gnttab_map_frame_does()
+    {
+        // gnttab_map_frame: under v2, an idx with XENMAPIDX_grant_table_status names status frame
+        // idx & ~XENMAPIDX_grant_table_status, and the constant is an unsigned int, so bits 31 to 63 all go: a 64-bit
+        // caller's idx 0xFFFF_FFFF_8000_0000 is status frame 0. A shared-frame index keeps every bit (past the table).
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        var gfn = new GuestFrameNumber(0x3000);
+        Assert.Equal(0, _m.Host.AddToPhysmap(_front.Grant, 0xFFFF_FFFF_8000_0000, gfn));
+        Assert.True(_front.Ept.TryLookup(gfn, out MachineFrameNumber f, out _));
+        Assert.Equal(_front.Grant.GetStatusFrame(0), f);
+        Assert.Equal(0, _m.Host.GetTableFrame(_front.Grant, (1UL << 32) | GrantTableHost.GrantTableStatusIndex, out MachineFrameNumber g));
+        Assert.Equal(_front.Grant.GetStatusFrame(0), g);
+        Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.AddToPhysmap(_front.Grant, 1UL << 32, new GuestFrameNumber(0x3001)));
+        Assert.Equal((1, 1), (_front.Grant.SharedFrameCount, _front.Grant.StatusFrameCount));
+    }
+
+    [Fact]
     public void Placing_a_table_frame_over_a_foreign_grant_mapping_fails_with_ENXIO()
     {
         // xenmem_add_to_physmap_one: the slot's previous MFN is valid and not special, so guest_remove_page(d, gpfn)
