@@ -425,13 +425,13 @@ public sealed class GrantTableHypercalls<TCaller>
             return XenErrno.EINVAL.Negated();
         }
 
+        CompatGnttabSetupTable c = default;
         ushort dom;
         uint nrFrames;
         ulong frameList;
-        int statusOffset = 8; // offsetof(struct gnttab_setup_table, status) in both ABIs
         if (compat)
         {
-            if (!call.TryCopyFromGuest(uop, out CompatGnttabSetupTable c))
+            if (!call.TryCopyFromGuest(uop, out c))
             {
                 return XenErrno.EFAULT.Negated();
             }
@@ -457,20 +457,46 @@ public sealed class GrantTableHypercalls<TCaller>
         GrantStatus status = _host.SetupTable(d, _resolver.IsPrivileged(call.Caller), dom, nrFrames, frames);
         if (status == GrantStatus.Okay)
         {
-            int elementSize = compat ? sizeof(uint) : sizeof(ulong);
             for (int i = 0; i < (int)nrFrames; i++)
             {
-                ulong at = frameList + ((ulong)i * (ulong)elementSize);
-                bool ok = compat ? call.TryCopyToGuest(at, (uint)frames[i]) : call.TryCopyToGuest(at, frames[i]);
-                if (!ok)
+                if (!compat)
+                {
+                    // gnttab_setup_table: a frame that cannot be written is GNTST_bad_virt_addr; the others are written.
+                    if (!call.TryCopyToGuest(frameList + ((ulong)i * sizeof(ulong)), frames[i]))
+                    {
+                        status = GrantStatus.BadVirtAddr;
+                    }
+
+                    continue;
+                }
+
+                // compat_grant_table_op narrows each frame to compat_pfn_t: one that does not fit (a frame placed above
+                // 2^32, INVALID_GFN for one not placed) is GNTST_address_too_big, one that cannot be written
+                // GNTST_bad_virt_addr; either ends the copy-out.
+                if (frames[i] > uint.MaxValue)
+                {
+                    status = GrantStatus.AddressTooBig;
+                    break;
+                }
+
+                if (!call.TryCopyToGuest(frameList + ((ulong)i * sizeof(uint)), (uint)frames[i]))
                 {
                     status = GrantStatus.BadVirtAddr;
+                    break;
                 }
             }
         }
 
+        if (compat)
+        {
+            // compat_grant_table_op copies the whole compat structure back, not only its status.
+            c.Status = (short)status;
+            return call.TryCopyToGuest(uop, in c) ? 0 : XenErrno.EFAULT.Negated();
+        }
+
+        const int statusOffset = 8; // offsetof(struct gnttab_setup_table, status)
         short s = (short)status;
-        return call.TryCopyToGuest(uop + (ulong)statusOffset, in s) ? 0 : XenErrno.EFAULT.Negated();
+        return call.TryCopyToGuest(uop + statusOffset, in s) ? 0 : XenErrno.EFAULT.Negated();
     }
 
     private long QuerySize(ref HypercallCall<TCaller> call, GrantDomain d, ulong uop, uint count)

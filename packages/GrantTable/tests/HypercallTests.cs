@@ -108,10 +108,11 @@ public sealed class HypercallTests : IDisposable
         Assert.Equal(0x44, _back.RamPage(9)[4]);
 
         Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 1, new Ept.GuestFrameNumber(0x2001)));
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 0, new Ept.GuestFrameNumber(0x2000)));
         Put(_back, Buffer + 0x100, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 2, FrameList = (uint)(Buffer + 0x200) });
         Assert.Equal(0, Call(_back, (ulong)GrantTableOp.SetupTable, Buffer + 0x100, 1, HypercallAbi.Compat32));
         Assert.Equal(0, Get<CompatGnttabSetupTable>(_back, Buffer + 0x100).Status);
-        Assert.Equal(uint.MaxValue, Get<uint>(_back, Buffer + 0x200));
+        Assert.Equal(0x2000u, Get<uint>(_back, Buffer + 0x200));
         Assert.Equal(0x2001u, Get<uint>(_back, Buffer + 0x204));
 
         Put(_back, Buffer + 0x300, new GnttabSetupTable { Dom = DomainId.Self, NrFrames = 2, FrameList = Buffer + 0x400 });
@@ -332,6 +333,24 @@ public sealed class HypercallTests : IDisposable
     }
 
     [Fact]
+    public void A_status_frame_index_drops_the_bits_above_31_as_gnttab_map_frame_does()
+    {
+        // gnttab_map_frame: under v2, an idx with XENMAPIDX_grant_table_status names status frame
+        // idx & ~XENMAPIDX_grant_table_status, and the constant is an unsigned int, so bits 31 to 63 all go: a 64-bit
+        // caller's idx 0xFFFF_FFFF_8000_0000 is status frame 0. A shared-frame index keeps every bit (past the table).
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        var gfn = new GuestFrameNumber(0x3000);
+        Assert.Equal(0, _m.Host.AddToPhysmap(_front.Grant, 0xFFFF_FFFF_8000_0000, gfn));
+        Assert.True(_front.Ept.TryLookup(gfn, out MachineFrameNumber f, out _));
+        Assert.Equal(_front.Grant.GetStatusFrame(0), f);
+        Assert.Equal(0, _m.Host.GetTableFrame(_front.Grant, (1UL << 32) | GrantTableHost.GrantTableStatusIndex, out MachineFrameNumber g));
+        Assert.Equal(_front.Grant.GetStatusFrame(0), g);
+        Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.AddToPhysmap(_front.Grant, 1UL << 32, new GuestFrameNumber(0x3001)));
+        Assert.Equal((1, 1), (_front.Grant.SharedFrameCount, _front.Grant.StatusFrameCount));
+    }
+
+    [Fact]
     public void Placing_a_table_frame_over_a_foreign_grant_mapping_fails_with_ENXIO()
     {
         // xenmem_add_to_physmap_one: the slot's previous MFN is valid and not special, so guest_remove_page(d, gpfn)
@@ -463,6 +482,64 @@ public sealed class HypercallTests : IDisposable
         Assert.Equal(0x7A, _back.RamPage(10)[204]);
         Assert.Equal(0, _back.RamPage(10)[205]);
         Assert.Equal(0u, _front.Grant.GetPinCount(gref));
+    }
+
+    [Fact]
+    public void Compat_setup_table_answers_address_too_big_for_a_frame_number_past_32_bits()
+    {
+        // compat_grant_table_op, GNTTABOP_setup_table: each frame number gnttab_setup_table reported is narrowed to
+        // compat_pfn_t; one that does not fit (a frame placed above 2^32, or INVALID_GFN for one not placed) sets
+        // GNTST_address_too_big and ends the copy-out: no truncated frame number reaches the guest.
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 0, new GuestFrameNumber(0x2000)));
+        Assert.Equal(GrantStatus.Okay, _m.Host.SetupTable(_back.Grant, false, DomainId.Self, 3, new ulong[3]));
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 1, new GuestFrameNumber(1UL << 32)));
+        const ulong list = Buffer + 0x200;
+        for (ulong i = 0; i < 3; i++)
+        {
+            Put(_back, list + (i * 4), 0xAAAA_AAAAu);
+        }
+
+        Put(_back, Buffer + 0x100, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 3, FrameList = (uint)list, Status = 99 });
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.SetupTable, Buffer + 0x100, 1, HypercallAbi.Compat32));
+        Assert.Equal((short)GrantStatus.AddressTooBig, Get<CompatGnttabSetupTable>(_back, Buffer + 0x100).Status);
+        Assert.Equal((0x2000u, 0xAAAA_AAAAu, 0xAAAA_AAAAu), (Get<uint>(_back, list), Get<uint>(_back, list + 4), Get<uint>(_back, list + 8)));
+
+        // Frame 2 was never placed: INVALID_GFN does not fit either.
+        Put(_back, Buffer + 0x100, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 3, FrameList = (uint)list, Status = 99 });
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 1, new GuestFrameNumber(0x2001)));
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.SetupTable, Buffer + 0x100, 1, HypercallAbi.Compat32));
+        Assert.Equal((short)GrantStatus.AddressTooBig, Get<CompatGnttabSetupTable>(_back, Buffer + 0x100).Status);
+        Assert.Equal((0x2000u, 0x2001u, 0xAAAA_AAAAu), (Get<uint>(_back, list), Get<uint>(_back, list + 4), Get<uint>(_back, list + 8)));
+
+        // The 64-bit layout has room for every frame number: INVALID_GFN is reported as it is.
+        Put(_back, Buffer + 0x300, new GnttabSetupTable { Dom = DomainId.Self, NrFrames = 3, FrameList = Buffer + 0x400 });
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.SetupTable, Buffer + 0x300, 1));
+        Assert.Equal(0, Get<GnttabSetupTable>(_back, Buffer + 0x300).Status);
+        Assert.Equal(GrantTableHost.InvalidFrame, Get<ulong>(_back, Buffer + 0x410));
+    }
+
+    [Fact]
+    public void Compat_setup_table_stops_at_a_frame_it_cannot_write_and_copies_the_whole_op_back()
+    {
+        // compat_grant_table_op: a frame number that cannot be written sets GNTST_bad_virt_addr and ends the copy-out
+        // (the native gnttab_setup_table goes on with the next frame); then the whole compat structure is copied back,
+        // so an op whose last bytes cannot be written answers -EFAULT, after the table has been set up.
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 0, new GuestFrameNumber(0x2000)));
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 1, new GuestFrameNumber(0x2001)));
+        const ulong list = Buffer + 0x3000 - 4; // frame 0 in a read-only page, frame 1 in the next, writable
+        Put(_back, list + 4, 0xAAAA_AAAAu);
+        Put(_back, Buffer + 0x1000, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 2, FrameList = (uint)list, Status = 99 });
+        _back.Ept.Protect(new GuestPhysicalAddress(Buffer + 0x2000), 1, EptAccess.Read);
+        Assert.Equal(0, Call(_back, (ulong)GrantTableOp.SetupTable, Buffer + 0x1000, 1, HypercallAbi.Compat32));
+        Assert.Equal((short)GrantStatus.BadVirtAddr, Get<CompatGnttabSetupTable>(_back, Buffer + 0x1000).Status);
+        Assert.Equal(0xAAAA_AAAAu, Get<uint>(_back, list + 4));
+
+        // The op ends 4 bytes into a read-only page: its status is writable, its frame_list is not.
+        const ulong op = Buffer + 0x5000 - 12;
+        Put(_back, op, new CompatGnttabSetupTable { Dom = DomainId.Self, NrFrames = 2, FrameList = (uint)(Buffer + 0x100), Status = 99 });
+        _back.Ept.Protect(new GuestPhysicalAddress(Buffer + 0x5000), 1, EptAccess.Read);
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(_back, (ulong)GrantTableOp.SetupTable, op, 1, HypercallAbi.Compat32));
+        Assert.Equal(0x2001u, Get<uint>(_back, Buffer + 0x104));
     }
 
     [Fact]
