@@ -98,7 +98,8 @@ public sealed unsafe partial class GrantTableHost
     // acquire_grant_for_copy's get_page, for a claim that outlives its hold: the claimed grant's frame gets a reference,
     // so a free by its owner meanwhile is deferred and every pin of the entry names a live frame whenever no copy
     // holds the granter's word (other calls' copies and maps of the grant use act.Mfn). A claim made and released within
-    // one hold needs none: a free takes the exclusive lock, which waits for the hold.
+    // one hold needs none: a free takes the exclusive lock, which waits for the hold (a claim joining the pin of a frame
+    // whose free is already pending took its reference in AcquireGrantForCopy).
     private void HoldAcrossUnlock(ref CopyBuffer buf)
     {
         if (buf.HaveGrant && !buf.Referenced)
@@ -573,6 +574,17 @@ public sealed unsafe partial class GrantTableHost
         else if (rd.IsDestroyed || !_memory.TryGetOwner(new MachineFrameNumber(act.Mfn), out FrameOwner owner) || owner.DomainId != rd.Id)
         {
             return GrantStatus.BadDomain; // the pinned frame no longer belongs to the granter
+        }
+
+        // A claim that joins a pin (either branch with oldPin set uses act.Mfn) of a frame the granter freed since it was
+        // pinned: every pin of it holds a reference, and the last reference may go while this claim still uses the frame
+        // (another claim of the batch released, or a copy sharing the word), so this claim takes its own, as every claim
+        // of acquire_grant_for_copy takes a page reference (page_get_owner_and_reference). Under the entry's lock when
+        // copies share the word: the other pins' references cannot all go before it is taken.
+        if (oldPin != 0 && Frames.IsFreePending(new MachineFrameNumber(act.Mfn)))
+        {
+            Frames.AcquireHeld(act.Mfn, buf.Shared);
+            buf.Referenced = true;
         }
 
         act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;

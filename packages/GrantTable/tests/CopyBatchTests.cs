@@ -520,4 +520,54 @@ public sealed unsafe class CopyBatchTests : IDisposable
         Assert.Equal(0u, _front.Grant.GetPinCount(a));
         Assert.False(_m.Memory.TryGetOwner(frame, out _)); // freed when the open call let go
     }
+    // A call holds a read and a write claim on one grant across its holds (two references on the frame, Xen's two
+    // get_page). The granter frees the frame and points its entry at another page; the next operation claims both sides
+    // again: the source's claim takes the pinned path (the destination's claim still pins the grant), then the
+    // destination's release drops one of the call's references and its claim again takes act->mfn. In Xen every claim of
+    // acquire_grant_for_copy holds a page reference (page_get_owner_and_reference in the pinned path), so the frame
+    // lives until the last claim of it goes: it must never be copied into, or counted, once freed.
+    [Fact]
+    public void A_claim_that_takes_the_pin_of_a_frame_whose_free_is_pending_keeps_the_frame_until_it_goes()
+    {
+        uint g = Grant(5, readOnly: false);
+        MachineFrameNumber frame = _front.Ram[5];
+        var both = new GnttabCopy
+        {
+            Source = new() { Ref = g, DomId = 1 },
+            Dest = new() { Ref = g, DomId = 1, Offset = 2048 },
+            Len = 16,
+            Flags = (ushort)(GrantCopyFlags.SourceGref | GrantCopyFlags.DestGref),
+        };
+        bool pendingAfterFree = false, stillTheGranters = false, reallocated = true;
+        uint pinAfter = 0;
+        byte copied = 0;
+        short[] st = CallCopy([both, both, FromGrant(g, 3)], i =>
+        {
+            if (i == 1)
+            {
+                FreeGranterFrame(5);
+                pendingAfterFree = _m.Frames.IsFreePending(frame);
+                ((GrantEntryV1*)Shared(_front))[g].Frame = 6; // behind the hypervisor's back, GTF_reading/writing set
+            }
+            else if (i == 2)
+            {
+                pinAfter = _front.Grant.GetPinCount(g);
+                stillTheGranters = _m.Memory.TryGetOwner(frame, out FrameOwner o) && o.DomainId == 1;
+                copied = stillTheGranters ? _m.Memory.GetFrame(frame)[2048] : (byte)0;
+                reallocated = Reallocate(frame, 0xEE);
+            }
+        });
+
+        Assert.True(pendingAfterFree);
+        Assert.Equal([0, 0, 0], st);
+        Assert.Equal(ActiveGrantEntry.HostReadIncrement | ActiveGrantEntry.HostWriteIncrement, pinAfter);
+        Assert.True(stillTheGranters); // the call's claims pin the grant on this frame: it is not freed under them
+        Assert.Equal(0x55, copied);    // the second operation copied within the granted frame, as Xen's would
+        Assert.False(reallocated);
+        Assert.Equal(0x66, _back.RamPage(3)[0]); // the third claimed the grant afresh: the page its entry names now
+        Assert.Equal(0u, _front.Grant.GetPinCount(g));
+        Assert.False(_m.Memory.TryGetOwner(frame, out _)); // freed when the call let go of its last claim
+        Assert.Equal(0, _m.Frames.ReferenceCount(frame));
+        Assert.Equal(0, _m.Frames.PendingFreeCount);
+    }
 }
