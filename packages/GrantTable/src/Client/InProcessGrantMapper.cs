@@ -108,12 +108,14 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
         return (GrantStatus)op.Status;
     }
 
-    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle.
+    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle. A
+    // destroyed domain has none (DestroyDomain released them all, and its EPT may be disposed since).
     private bool IsMine(in GrantMapping mapping, out int slot)
     {
         ulong index = (mapping.Address >> Page.PageShift) - _firstFrame; // an address below the window wraps past it
         slot = (int)index;
-        return index < (ulong)_slots.Length &&
+        return !_domain.IsDestroyed &&
+            index < (ulong)_slots.Length &&
             (mapping.Address & Page.PageOffsetMask) == 0 &&
             mapping.Handle < Reserved - 1 &&
             Volatile.Read(ref _slots[slot]) == mapping.Handle + 1;
