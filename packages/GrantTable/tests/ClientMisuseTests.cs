@@ -201,6 +201,39 @@ public sealed class ClientMisuseTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(0UL)]
+    [InlineData(1UL << 52)]
+    [InlineData((1UL << 36) - 1)]
+    public void A_mapper_whose_window_holds_a_frame_no_unmap_can_name_is_refused(ulong window)
+    {
+        // unmap_common undoes a host mapping only for a non-zero host_addr: a mapping at guest-physical address 0 (or
+        // at an address that wraps to 0, or past the 48-bit guest-physical space) can never be unmapped through the
+        // mapper. A window holding such a frame is refused when the mapper is made; any other mapping Unmap says it
+        // unmapped has left the EPT, its pin and its handle.
+        InProcessGrantMapper? mapper = null;
+        Exception? refused = Record.Exception(() => mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(window), 2));
+        if (refused is not null)
+        {
+            Assert.IsType<ArgumentOutOfRangeException>(refused);
+            return;
+        }
+
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        for (int i = 0; i < 2; i++)
+        {
+            if (mapper!.TryMap(1, gref, false, out GrantMapping mapping) == GrantStatus.Okay &&
+                mapper.Unmap(mapping) == GrantStatus.Okay)
+            {
+                Assert.False(_back.Ept.TryLookup(new GuestFrameNumber(mapping.Address >> 12), out _, out _));
+                Assert.Equal(0, _back.Grant.MappingCount);
+                Assert.False(_share.IsForeignAccessInUse(gref));
+            }
+        }
+
+        Assert.Equal(0, _back.Grant.MappingCount);
+    }
+
     [Fact]
     public void References_ended_past_the_table_are_granted_again_once_the_table_grows()
     {
