@@ -109,9 +109,12 @@ public sealed unsafe partial class GrantTableHost
         var frame = new MachineFrameNumber(act.Mfn);
 
         // create_grant_p2m_mapping: the granted frame appears at host_addr in the grantee's EPT, never executable; any
-        // flag but GNTMAP_host_map and GNTMAP_readonly is refused there, after the pin (map_grant_ref's undo_out).
+        // flag but GNTMAP_host_map and GNTMAP_readonly is refused there, after the pin (map_grant_ref's undo_out), and
+        // so is any cache attribute the entry holds now (map_grant_ref's cache_flags: GTF_PWT, GTF_PCD, GTF_PAT).
         ulong target = op.HostAddr >> Page.PageShift;
-        GrantStatus mapped = (flags & ~(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly)) != 0
+        const ushort cacheFlags = (ushort)(GrantEntryFlags.Pwt | GrantEntryFlags.Pcd | GrantEntryFlags.Pat);
+        GrantStatus mapped = (flags & ~(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly)) != 0 ||
+            (FlagsOf(ReadVolatile(HeaderWord(rd, op.Ref))) & cacheFlags) != 0
             ? GrantStatus.GeneralError
             : AddHostMapping(ld, target, frame, readOnly);
         if (mapped != GrantStatus.Okay)

@@ -143,6 +143,98 @@ public sealed class ClientMisuseTests : IDisposable
     }
 
     [Fact]
+    public void A_mapping_of_a_domain_that_died_is_no_live_mapping_of_its_mapper()
+    {
+        // DestroyDomain released every mapping of the backend, then its EPT was disposed (the order the host follows).
+        // A mapping the mapper made before names no live mapping: GetPage refuses it with ArgumentException
+        // (IGrantMapper.GetPage), Unmap and TryMap answer a status; none throws anything else.
+        var mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 2);
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, gref, false, out GrantMapping mapping));
+        _m.Kill(_back);
+
+        Assert.Throws<ArgumentException>(() => mapper.GetPage(mapping));
+        GrantStatus unmap = GrantStatus.Okay, map = GrantStatus.Okay;
+        Assert.Null(Record.Exception(() => unmap = mapper.Unmap(mapping)));
+        Assert.NotEqual(GrantStatus.Okay, unmap);
+        Assert.Null(Record.Exception(() => map = mapper.TryMap(1, gref, false, out _)));
+        Assert.Equal(GrantStatus.BadDomain, map);
+        Assert.False(_share.IsForeignAccessInUse(gref));
+    }
+
+    [Fact]
+    public void A_reference_ended_twice_at_once_is_freed_once()
+    {
+        // Two threads end the same grant at once (a kernel bug, as in Linux): one of them ends it, the other finds it
+        // ended (ArgumentException, as a second end after the first returned). The reference goes back to the free
+        // references once: two grants made after never share it.
+        using var start = new Barrier(2);
+        for (int round = 0; round < 2000; round++)
+        {
+            Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+            int ended = 0;
+            void End()
+            {
+                start.SignalAndWait();
+                try
+                {
+                    if (_share.EndForeignAccess(gref))
+                    {
+                        Interlocked.Increment(ref ended);
+                    }
+                }
+                catch (ArgumentException)
+                {
+                }
+            }
+
+            var other = new Thread(End);
+            other.Start();
+            End();
+            other.Join();
+            Assert.Equal(1, ended);
+            Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint a));
+            Assert.True(_share.TryGrantForeignAccess(2, 6, false, out uint b));
+            Assert.NotEqual(a, b);
+            Assert.True(_share.EndForeignAccess(a));
+            Assert.True(_share.EndForeignAccess(b));
+        }
+    }
+
+    [Theory]
+    [InlineData(0UL)]
+    [InlineData(1UL << 52)]
+    [InlineData((1UL << 36) - 1)]
+    public void A_mapper_whose_window_holds_a_frame_no_unmap_can_name_is_refused(ulong window)
+    {
+        // unmap_common undoes a host mapping only for a non-zero host_addr: a mapping at guest-physical address 0 (or
+        // at an address that wraps to 0, or past the 48-bit guest-physical space) can never be unmapped through the
+        // mapper. A window holding such a frame is refused when the mapper is made; any other mapping Unmap says it
+        // unmapped has left the EPT, its pin and its handle.
+        InProcessGrantMapper? mapper = null;
+        Exception? refused = Record.Exception(() => mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(window), 2));
+        if (refused is not null)
+        {
+            Assert.IsType<ArgumentOutOfRangeException>(refused);
+            return;
+        }
+
+        Assert.True(_share.TryGrantForeignAccess(2, 5, false, out uint gref));
+        for (int i = 0; i < 2; i++)
+        {
+            if (mapper!.TryMap(1, gref, false, out GrantMapping mapping) == GrantStatus.Okay &&
+                mapper.Unmap(mapping) == GrantStatus.Okay)
+            {
+                Assert.False(_back.Ept.TryLookup(new GuestFrameNumber(mapping.Address >> 12), out _, out _));
+                Assert.Equal(0, _back.Grant.MappingCount);
+                Assert.False(_share.IsForeignAccessInUse(gref));
+            }
+        }
+
+        Assert.Equal(0, _back.Grant.MappingCount);
+    }
+
+    [Fact]
     public void References_ended_past_the_table_are_granted_again_once_the_table_grows()
     {
         // A switch to v2 (256 entries per frame) leaves references 256-511 of a full one-frame v1 table past the table.

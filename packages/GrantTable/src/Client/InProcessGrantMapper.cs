@@ -16,17 +16,30 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     // Per slot of the window: 0 when free, Reserved while TryMap maps it, else the maptrack handle + 1 of its mapping.
     private readonly uint[] _slots;
     private const uint Reserved = uint.MaxValue;
+    private const ulong GuestFrameLimit = 1UL << 36; // 48-bit guest-physical addresses
 
     /// <summary>Creates the mapping side of <paramref name="domain"/>.</summary>
     /// <param name="host">The grant tables.</param>
     /// <param name="domain">The mapping domain.</param>
     /// <param name="window">First guest frame of the window; the frames must be unpopulated in the domain's EPT.</param>
     /// <param name="windowFrames">Number of frames in the window (the most simultaneous mappings).</param>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="windowFrames"/> is not positive, or the window holds guest frame 0 or reaches past the 48-bit
+    /// guest-physical space (2^36 frames): a mapping there could never be unmapped.
+    /// </exception>
     public InProcessGrantMapper(GrantTableHost host, GrantDomain domain, GuestFrameNumber window, int windowFrames)
     {
         ArgumentNullException.ThrowIfNull(host);
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(windowFrames);
+
+        // unmap_common undoes a host mapping only for a non-zero host_addr (0 asks for nothing), and a 4-level EPT ends
+        // at 2^36 frames: a slot at gfn 0, or one whose address does not fit, could be mapped but never unmapped.
+        if (window.Value == 0 || window.Value > GuestFrameLimit - (ulong)windowFrames)
+        {
+            throw new ArgumentOutOfRangeException(nameof(window), window, "The window must lie within guest frames 1 to 2^36 - 1.");
+        }
+
         _host = host;
         _domain = domain;
         _firstFrame = window.Value;
@@ -108,12 +121,14 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
         return (GrantStatus)op.Status;
     }
 
-    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle.
+    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle. A
+    // destroyed domain has none (DestroyDomain released them all, and its EPT may be disposed since).
     private bool IsMine(in GrantMapping mapping, out int slot)
     {
         ulong index = (mapping.Address >> Page.PageShift) - _firstFrame; // an address below the window wraps past it
         slot = (int)index;
-        return index < (ulong)_slots.Length &&
+        return !_domain.IsDestroyed &&
+            index < (ulong)_slots.Length &&
             (mapping.Address & Page.PageOffsetMask) == 0 &&
             mapping.Handle < Reserved - 1 &&
             Volatile.Read(ref _slots[slot]) == mapping.Handle + 1;

@@ -101,7 +101,26 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
     /// <inheritdoc/>
     public bool EndForeignAccess(uint grantRef)
     {
-        CheckGranted(grantRef);
+        // One end at a time: two ends of one reference at once (a kernel bug) end it and free it once, and the other
+        // finds it no longer granted, as an end after the first returned does; else both would push it on the free
+        // references and two later grants would share its entry.
+        lock (_free)
+        {
+            CheckGranted(grantRef);
+            if (!EndAccess(grantRef))
+            {
+                return false;
+            }
+
+            _granted.Remove(grantRef);
+            _free.Push(grantRef);
+            return true;
+        }
+    }
+
+    // gnttab_end_foreign_access_ref: true when the grant ended (nobody maps or copies through it).
+    private bool EndAccess(uint grantRef)
+    {
         const ushort busy = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
         if (IsPastTable(grantRef))
         {
@@ -138,12 +157,6 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
             {
                 return false;
             }
-        }
-
-        lock (_free)
-        {
-            _granted.Remove(grantRef);
-            _free.Push(grantRef);
         }
 
         return true;
