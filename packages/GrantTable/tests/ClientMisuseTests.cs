@@ -81,6 +81,31 @@ public sealed class ClientMisuseTests : IDisposable
     }
 
     [Fact]
+    public void A_client_over_a_domain_of_another_host_is_refused_and_writes_no_frame_of_this_machine()
+    {
+        // The share writes the domain's table frames as its kernel does, by frame number in the host's memory. A domain
+        // of another host (another machine's memory) made with the same steps has the same table frame numbers as
+        // _front here: a share of it through this host would write _front's table. Every host method refuses another
+        // host's domain with ArgumentException (GrantTableHost's remarks); so do the clients, when they are made.
+        using var other = new TestMachine();
+        TestDomain foreign = other.AddDomain(1);
+        MachineFrameNumber table = _front.Grant.GetSharedFrame(0);
+        Assert.Equal(table, foreign.Grant.GetSharedFrame(0)); // precondition: the same number on both machines
+        byte[] before = _m.Memory.GetFrame(table).ToArray();
+
+        Exception? shareRefused = Record.Exception(() =>
+        {
+            var share = new InProcessGrantShare(_m.Host, foreign.Grant);
+            share.TryGrantForeignAccess(2, 5, false, out _);
+        });
+        Exception? mapperRefused = Record.Exception(() => new InProcessGrantMapper(_m.Host, foreign.Grant, new GuestFrameNumber(0x1000), 2));
+
+        Assert.True(_m.Memory.GetFrame(table).SequenceEqual(before), "a share of another host's domain wrote this machine's d1 table frame");
+        Assert.IsType<ArgumentException>(shareRefused);
+        Assert.IsType<ArgumentException>(mapperRefused);
+    }
+
+    [Fact]
     public void Under_v2_a_failed_end_of_access_has_already_invalidated_the_entry_as_in_Linux()
     {
         // Linux gnttab_end_foreign_access_ref_v2 clears hdr.flags first, then reads the status: when the grantee still

@@ -20,9 +20,10 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
 
     /// <summary>Creates the mapping side of <paramref name="domain"/>.</summary>
     /// <param name="host">The grant tables.</param>
-    /// <param name="domain">The mapping domain.</param>
+    /// <param name="domain">The mapping domain, one of <paramref name="host"/>'s.</param>
     /// <param name="window">First guest frame of the window; the frames must be unpopulated in the domain's EPT.</param>
     /// <param name="windowFrames">Number of frames in the window (the most simultaneous mappings).</param>
+    /// <exception cref="ArgumentException"><paramref name="domain"/> belongs to another host.</exception>
     /// <exception cref="ArgumentOutOfRangeException">
     /// <paramref name="windowFrames"/> is not positive, or the window holds guest frame 0 or reaches past the 48-bit
     /// guest-physical space (2^36 frames): a mapping there could never be unmapped.
@@ -31,6 +32,7 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     {
         ArgumentNullException.ThrowIfNull(host);
         ArgumentNullException.ThrowIfNull(domain);
+        host.CheckCaller(domain); // GetPage reads the domain's EPT in the host's memory
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(windowFrames);
 
         // unmap_common undoes a host mapping only for a non-zero host_addr (0 asks for nothing), and a 4-level EPT ends

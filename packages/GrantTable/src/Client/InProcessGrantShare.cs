@@ -21,11 +21,16 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
 
     /// <summary>Creates the granting side of <paramref name="domain"/>.</summary>
     /// <param name="host">The grant tables.</param>
-    /// <param name="domain">The granting domain.</param>
+    /// <param name="domain">The granting domain, one of <paramref name="host"/>'s.</param>
+    /// <exception cref="ArgumentException"><paramref name="domain"/> belongs to another host.</exception>
     public InProcessGrantShare(GrantTableHost host, GrantDomain domain)
     {
         ArgumentNullException.ThrowIfNull(host);
         ArgumentNullException.ThrowIfNull(domain);
+
+        // The table is written by frame number in the host's memory: another host's domain would name frames of another
+        // machine, and whatever this machine has under those numbers would be written.
+        host.CheckCaller(domain);
         _host = host;
         _domain = domain;
     }
