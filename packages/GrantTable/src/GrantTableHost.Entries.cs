@@ -270,7 +270,7 @@ public sealed unsafe partial class GrantTableHost
                 return GrantStatus.BadPage;
             }
 
-            if (!d.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber frame, out EptAccess access) ||
+            if (!TryLookupLive(d, gfn, out MachineFrameNumber frame, out EptAccess access) ||
                 (access & EptAccess.Read) == 0 || (!readOnly && (access & EptAccess.Write) == 0))
             {
                 return GrantStatus.BadPage;
@@ -301,6 +301,22 @@ public sealed unsafe partial class GrantTableHost
             EndCacheChange(d);
             mfn = frame.Value;
             return GrantStatus.Okay;
+        }
+    }
+
+    // The walk of d's EPT, for a domain whose EPT a VMM disposed before DestroyDomain (the wrong order, README's wiring
+    // table): its frames no longer resolve, so a grantee's map or copy gets GNTST_bad_page and undoes what it did.
+    private static bool TryLookupLive(GrantDomain d, ulong gfn, out MachineFrameNumber frame, out EptAccess access)
+    {
+        try
+        {
+            return d.Ept.TryLookup(new GuestFrameNumber(gfn), out frame, out access);
+        }
+        catch (ObjectDisposedException)
+        {
+            frame = default;
+            access = default;
+            return false;
         }
     }
 
