@@ -128,25 +128,28 @@ internal sealed partial class Domain
     /// </summary>
     public long Populate(ulong gfn)
     {
-        if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
-            return XenErrno.EBUSY.Negated();
-        if (ChargedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
-            return XenErrno.ENOMEM.Negated();
-        Machine.Memory.GetFrame(frame).Clear();
-        try
+        lock (PhysmapLock)   // the slot looked at and filled, and the RAM records, in one step
         {
-            Ept.Map(new GuestPhysicalAddress(gfn << Page.PageShift), frame, 1, EptAccess.ReadWriteExecute);
-        }
-        catch (MachineMemoryExhaustedException)
-        {
-            Machine.Memory.FreeFrame(frame);
-            return XenErrno.ENOMEM.Negated();
-        }
+            if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
+                return XenErrno.EBUSY.Negated();
+            if (ChargedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
+                return XenErrno.ENOMEM.Negated();
+            Machine.Memory.GetFrame(frame).Clear();
+            try
+            {
+                Ept.Map(new GuestPhysicalAddress(gfn << Page.PageShift), frame, 1, EptAccess.ReadWriteExecute);
+            }
+            catch (MachineMemoryExhaustedException)
+            {
+                Machine.Memory.FreeFrame(frame);
+                return XenErrno.ENOMEM.Negated();
+            }
 
-        _frames.Add((frame, 1));
-        PopulatedPages++;
-        MemoryBytes = Math.Max(MemoryBytes, (gfn + 1) << Page.PageShift);
-        return 0;
+            _frames.Add((frame, 1));
+            PopulatedPages++;
+            MemoryBytes = Math.Max(MemoryBytes, (gfn + 1) << Page.PageShift);
+            return 0;
+        }
     }
 
     /// <summary>
