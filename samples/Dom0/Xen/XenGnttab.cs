@@ -81,25 +81,27 @@ public sealed class XenGnttab : IGrantMapper
     /// <inheritdoc/>
     public GrantStatus Unmap(in GrantMapping mapping)
     {
-        ulong slot;
+        // The record goes before the hypercall: once the hypervisor has unmapped it, it hands the same handle to the
+        // next map (its maptrack free list), possibly another thread's, whose record this must not remove afterwards.
+        (ulong Slot, ulong Address) live;
         lock (_lock)
         {
-            if (!_liveByHandle.TryGetValue(mapping.Handle, out var live) || live.Address != mapping.Address)
+            if (!_liveByHandle.TryGetValue(mapping.Handle, out live) || live.Address != mapping.Address)
                 return GrantStatus.BadHandle;
-            slot = live.Slot;
+            _liveByHandle.Remove(mapping.Handle);
         }
 
+        ulong slot = live.Slot;
         using var b = _privcmd.Buffers.Rent(Unsafe.SizeOf<GnttabUnmapGrantRef>());
         b.As<GnttabUnmapGrantRef>() = new GnttabUnmapGrantRef { HostAddr = slot << 12, Handle = mapping.Handle };
         long rc = _privcmd.Hypercall(HypercallNumber.GrantTableOp, (ulong)GrantTableOp.UnmapGrantRef, b.Address, 1);
         var status = rc < 0 ? GrantStatus.GeneralError : (GrantStatus)b.As<GnttabUnmapGrantRef>().Status;
-        if (status == GrantStatus.Okay)
+        lock (_lock)
         {
-            lock (_lock)
-            {
-                _liveByHandle.Remove(mapping.Handle);
+            if (status == GrantStatus.Okay)
                 _freeSlots.Push(slot);
-            }
+            else
+                _liveByHandle[mapping.Handle] = live;   // still mapped, so the handle is still this mapping's
         }
 
         return status;

@@ -101,6 +101,57 @@ public sealed class XenGnttabTests
         Assert.True(host.Log.Contains("released 1 foreign frame(s), 2 grant mapping(s), closed its ports (rc 0)", StringComparison.Ordinal), host.Log);
     }
 
+    /// <summary>
+    /// Backend threads map and unmap grants through one handle at once, as Dom0's console and block backends do. The
+    /// hypervisor hands a handle it has just freed to the next map (its maptrack free list), so one thread's map can get
+    /// the handle of the other thread's unmap before that unmap has updated the handle's records: each thread's own
+    /// mappings must stay usable (GetPage) and unmappable, and none may be left in the hypervisor.
+    /// </summary>
+    [Fact]
+    public void Threads_mapping_and_unmapping_through_one_handle_never_lose_a_mapping()
+    {
+        using var host = HostProcess.Start();
+        using var channel = host.Connect();
+        var privcmd = new Privcmd(channel);
+        long tableFrame = LoopGrant(privcmd, 3000, 3001, 8);
+        var gnttab = new XenGnttab(privcmd);
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var threads = new Thread[8];   // more threads than cores: one is often preempted between its reply and its records
+        for (int t = 0; t < threads.Length; t++)
+        {
+            int id = t;
+            threads[t] = new Thread(() =>
+            {
+                for (int i = 0; i < 4000 && failures.IsEmpty; i++)
+                {
+                    if (gnttab.TryMap(0, 8, readOnly: id % 2 == 1, out var mapping) is var s && s != GrantStatus.Okay)
+                    {
+                        failures.Enqueue($"thread {id}: map {i}: {s}");
+                        return;
+                    }
+
+                    try
+                    {
+                        _ = gnttab.GetPage(mapping)[0];
+                    }
+                    catch (ArgumentException)
+                    {
+                        failures.Enqueue($"thread {id}: mapping {i} (handle {mapping.Handle}) no longer live before its unmap");
+                    }
+
+                    if (gnttab.Unmap(mapping) is var u && u != GrantStatus.Okay)
+                        failures.Enqueue($"thread {id}: unmap {i} (handle {mapping.Handle}): {u}");
+                }
+            });
+            threads[t].Start();
+        }
+
+        foreach (var t in threads)
+            t.Join();
+        Assert.Empty(failures);
+        Assert.Equal((ushort)GrantEntryFlags.PermitAccess, EntryFlags(channel, tableFrame, 8));   // nothing left mapped
+    }
+
     /// <summary>Domain 0 grants its own page <paramref name="grantedGfn"/> to itself as <paramref name="gref"/>; returns the table's frame.</summary>
     private static long LoopGrant(Privcmd privcmd, ulong tableGfn, ulong grantedGfn, uint gref)
     {

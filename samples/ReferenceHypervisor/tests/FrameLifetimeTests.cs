@@ -507,4 +507,49 @@ public sealed class FrameLifetimeTests : IDisposable
         UnmapGrant(_guest, handle, 10);
         Assert.False(vcpu1.Physical.TryRead(new GuestPhysicalAddress(10 * 4096), out uint _));
     }
+
+    // ---- Domain creation that runs out of memory ---------------------------------------------------------------
+
+    /// <summary>Dom0's XEN_DOMCTL_createdomain of a PVH domain with domid <paramref name="domid"/>.</summary>
+    private long CreateDomainByToolstack(ushort domid)
+    {
+        MemoryMarshal.Write(_page.Bytes, new XenDomctl
+        {
+            Cmd = ToolsAbi.DomctlCreateDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid,
+            CreateDomain = new XenDomctlCreateDomain { Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = 1 },
+        });
+        return Call(_dom0, HypercallNumber.Domctl, 0);
+    }
+
+    /// <summary>
+    /// XEN_DOMCTL_createdomain with too few machine frames left for the new domain's EPT root, shared_info page or first
+    /// grant-table frame: -ENOMEM, and nothing of the half-built domain stays (Xen's <c>domain_create</c> frees what it
+    /// allocated on its <c>fail</c> path). Its id stays free: getdomaininfo does not list it, no frame is charged to it,
+    /// and once memory is back the same domid is created.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void A_domain_creation_out_of_memory_leaves_nothing_behind_and_its_id_free(int framesLeft)
+    {
+        const ushort NewId = 7;
+        var hog = new FrameOwner(4000);
+        var taken = new List<MachineFrameNumber>();
+        while (_machine.Memory.FreeFrames > (ulong)framesLeft && _machine.Memory.TryAllocateFrame(hog, out var f))
+            taken.Add(f);
+        Assert.Equal((ulong)framesLeft, _machine.Memory.FreeFrames);
+
+        Assert.Equal(XenErrno.ENOMEM.Negated(), CreateDomainByToolstack(NewId));
+        Assert.Null(_machine.FindDomain(NewId));
+        Assert.Equal(0ul, _machine.Memory.FramesOwnedBy(new FrameOwner(NewId)));
+        Assert.Equal((ulong)framesLeft, _machine.Memory.FreeFrames);
+        Assert.Null(DomainInfo(NewId));
+
+        foreach (var f in taken)
+            _machine.Memory.FreeFrame(f);
+        Assert.Equal(0, CreateDomainByToolstack(NewId));
+        Assert.Equal(NewId, MemoryMarshal.Read<XenDomctl>(_page.Bytes).Domain);
+        Assert.NotNull(_machine.FindDomain(NewId));
+    }
 }

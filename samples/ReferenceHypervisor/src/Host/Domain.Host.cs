@@ -20,6 +20,7 @@ internal sealed partial class Domain
     /// <param name="maxVcpus">xen_domctl_createdomain.max_vcpus.</param>
     /// <param name="privileged">True for domain 0 (Xen's <c>is_control_domain</c>).</param>
     /// <param name="upcall">How the domain's events are raised; null for a guest's vCPUs (the machine's).</param>
+    /// <exception cref="VmmKit.Ept.MachineMemoryExhaustedException">No frame for the EPT root, shared_info or the first grant-table frame; nothing of the domain is left.</exception>
     internal Domain(Machine machine, ushort id, string name, uint maxVcpus, bool privileged, IEventChannelUpcall? upcall)
         : this(machine, id, new DomainConfig(name, [], 0, ConsoleLine: line => machine.Log($"(d{id}) {line.TrimEnd('\n')}")))
     {
@@ -28,19 +29,29 @@ internal sealed partial class Domain
         if (!privileged)
             machine.ChooseScheduling(this);
         PauseCount = privileged ? 0 : 1;
-        SharedInfoFrame = machine.Memory.AllocateFrame(Owner);
-        _frames.Add((SharedInfoFrame, 1));
-        Wallclock.Write(machine.Memory.GetFrame(SharedInfoFrame), Has32BitSharedInfo, WallclockBaseNanoseconds);
-        Events = machine.Events.CreateDomain(new EventChannelDomainOptions
+        try
         {
-            Id = id, VcpuCount = (int)Math.Max(1, maxVcpus), Upcall = upcall ?? machine.Upcall, IsControlDomain = privileged,
-        });
-        unsafe
-        {
-            Events.SetSharedInfo(machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
-        }
+            SharedInfoFrame = machine.Memory.AllocateFrame(Owner);
+            _frames.Add((SharedInfoFrame, 1));
+            Wallclock.Write(machine.Memory.GetFrame(SharedInfoFrame), Has32BitSharedInfo, WallclockBaseNanoseconds);
+            Events = machine.Events.CreateDomain(new EventChannelDomainOptions
+            {
+                Id = id, VcpuCount = (int)Math.Max(1, maxVcpus), Upcall = upcall ?? machine.Upcall, IsControlDomain = privileged,
+            });
+            unsafe
+            {
+                Events.SetSharedInfo(machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
+            }
 
-        Grants = machine.Grants.CreateDomain(id, Ept);
+            Grants = machine.Grants.CreateDomain(id, Ept);
+        }
+        catch
+        {
+            // domain_create's fail path: what was made goes (the EPT root, shared_info, the event channels), so no frame
+            // stays charged to the id and no package keeps the id registered (XEN_DOMCTL_createdomain answers -ENOMEM).
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>Xen's <c>is_control_domain</c>: domain 0, which the dummy XSM policy lets use domctl and sysctl.</summary>
@@ -128,25 +139,28 @@ internal sealed partial class Domain
     /// </summary>
     public long Populate(ulong gfn)
     {
-        if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
-            return XenErrno.EBUSY.Negated();
-        if (ChargedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
-            return XenErrno.ENOMEM.Negated();
-        Machine.Memory.GetFrame(frame).Clear();
-        try
+        lock (PhysmapLock)   // the slot looked at and filled, and the RAM records, in one step
         {
-            Ept.Map(new GuestPhysicalAddress(gfn << Page.PageShift), frame, 1, EptAccess.ReadWriteExecute);
-        }
-        catch (MachineMemoryExhaustedException)
-        {
-            Machine.Memory.FreeFrame(frame);
-            return XenErrno.ENOMEM.Negated();
-        }
+            if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
+                return XenErrno.EBUSY.Negated();
+            if (ChargedPages >= MaxPages || !Machine.Memory.TryAllocateFrame(Owner, out var frame))
+                return XenErrno.ENOMEM.Negated();
+            Machine.Memory.GetFrame(frame).Clear();
+            try
+            {
+                Ept.Map(new GuestPhysicalAddress(gfn << Page.PageShift), frame, 1, EptAccess.ReadWriteExecute);
+            }
+            catch (MachineMemoryExhaustedException)
+            {
+                Machine.Memory.FreeFrame(frame);
+                return XenErrno.ENOMEM.Negated();
+            }
 
-        _frames.Add((frame, 1));
-        PopulatedPages++;
-        MemoryBytes = Math.Max(MemoryBytes, (gfn + 1) << Page.PageShift);
-        return 0;
+            _frames.Add((frame, 1));
+            PopulatedPages++;
+            MemoryBytes = Math.Max(MemoryBytes, (gfn + 1) << Page.PageShift);
+            return 0;
+        }
     }
 
     /// <summary>

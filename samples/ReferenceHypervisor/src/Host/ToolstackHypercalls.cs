@@ -77,12 +77,15 @@ internal static unsafe class ToolstackHypercalls
         if (x.Space != (uint)XenMapSpace.GrantTable)
             return XenErrno.ENOSYS.Negated();
         var gfn = new VmmKit.Ept.GuestFrameNumber(x.Gpfn);
-        if (target.Ept.TryLookup(gfn, out var frame, out _) && !target.IsGrantTableFrame(frame))
-            return XenErrno.EBUSY.Negated();
+        lock (target.PhysmapLock)   // the slot looked at and filled in one step (Domain.PhysmapLock)
+        {
+            if (target.Ept.TryLookup(gfn, out var frame, out _) && !target.IsGrantTableFrame(frame))
+                return XenErrno.EBUSY.Negated();
 
-        rc = target.Machine.Grants.AddToPhysmap(target.Grants, x.Idx, gfn);
-        MemoryOpHypercall.FlushEpt(target);
-        return rc;
+            rc = target.Machine.Grants.AddToPhysmap(target.Grants, x.Idx, gfn);
+            MemoryOpHypercall.FlushEpt(target);
+            return rc;
+        }
     }
 
     /// <summary>HVMOP_get_param on another domain.</summary>

@@ -121,8 +121,18 @@ internal static class MemoryOpHypercall
             return XenErrno.EINVAL.Negated();
 
         var domain = call.Caller.Domain;
+        lock (domain.PhysmapLock)   // the slot looked at and changed in one step, as under Xen's p2m lock
+        {
+            return AddSharedInfo(domain, gpfn);
+        }
+    }
+
+    /// <summary>XENMAPSPACE_shared_info at <paramref name="gpfn"/>, with the domain's physmap lock held.</summary>
+    private static long AddSharedInfo(Domain domain, ulong gpfn)
+    {
         var machine = domain.Machine;
         var gfn = new GuestFrameNumber(gpfn);
+        long rc = 0;
 
         // xenmem_add_to_physmap_one: the slot's page goes first. A grant mapping is not the domain's page
         // (guest_remove_page: get_page(page, d) fails, -ENXIO); a grant-table frame is unhooked; a RAM page is removed.
@@ -193,16 +203,21 @@ internal static class MemoryOpHypercall
         if (gpfn > MaxGpfn)
             return XenErrno.ENOENT.Negated();
 
-        var gfn = new GuestFrameNumber(gpfn);
-        long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
-        MachineFrameNumber? released = null;
-        if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out var frame, out _))
-            rc = RemoveSlotPage(domain, gfn, frame, out released) ? 0 : XenErrno.ENOMEM.Negated();
+        // Under the domain's physmap lock (Xen's get_page_from_gfn and guest_physmap_remove_page under the gfn lock): of
+        // two removals of one page at once, one removes and frees it, the other finds nothing (-ENOENT).
+        lock (domain.PhysmapLock)
+        {
+            var gfn = new GuestFrameNumber(gpfn);
+            long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
+            MachineFrameNumber? released = null;
+            if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out var frame, out _))
+                rc = RemoveSlotPage(domain, gfn, frame, out released) ? 0 : XenErrno.ENOMEM.Negated();
 
-        FlushEpt(domain);
-        if (released is { } page)
-            FreeRemovedPage(domain, page);
-        return rc;
+            FlushEpt(domain);
+            if (released is { } page)
+                FreeRemovedPage(domain, page);
+            return rc;
+        }
     }
 
     /// <summary>
@@ -231,20 +246,23 @@ internal static class MemoryOpHypercall
         var machine = domain.Machine;
         if (gpfn > MaxGpfn)
             return XenErrno.EINVAL.Negated();
-        long rc = machine.Grants.GetTableFrame(domain.Grants, idx, out _);
-        if (rc != 0)
-            return rc;
-        var gfn = new GuestFrameNumber(gpfn);
-        MachineFrameNumber? released = null;
-        if (domain.Ept.TryLookup(gfn, out var old, out _) && !domain.IsGrantTableFrame(old)
-            && !machine.Grants.IsGrantMapping(domain.Grants, gfn) && !RemoveSlotPage(domain, gfn, old, out released))
-            return XenErrno.ENOMEM.Negated();
+        lock (domain.PhysmapLock)   // the slot looked at and changed in one step, as under Xen's p2m lock
+        {
+            long rc = machine.Grants.GetTableFrame(domain.Grants, idx, out _);
+            if (rc != 0)
+                return rc;
+            var gfn = new GuestFrameNumber(gpfn);
+            MachineFrameNumber? released = null;
+            if (domain.Ept.TryLookup(gfn, out var old, out _) && !domain.IsGrantTableFrame(old)
+                && !machine.Grants.IsGrantMapping(domain.Grants, gfn) && !RemoveSlotPage(domain, gfn, old, out released))
+                return XenErrno.ENOMEM.Negated();
 
-        rc = machine.Grants.AddToPhysmap(domain.Grants, idx, gfn);
-        FlushEpt(domain);
-        if (released is { } page)
-            FreeRemovedPage(domain, page);
-        return rc;
+            rc = machine.Grants.AddToPhysmap(domain.Grants, idx, gfn);
+            FlushEpt(domain);
+            if (released is { } page)
+                FreeRemovedPage(domain, page);
+            return rc;
+        }
     }
 
     /// <summary>

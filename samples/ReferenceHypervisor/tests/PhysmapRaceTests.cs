@@ -1,0 +1,96 @@
+using System.Runtime.InteropServices;
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Ept;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Hypercalls;
+
+namespace VmmKit.ReferenceHypervisor.Tests;
+
+/// <summary>
+/// XENMEM_remove_from_physmap and XENMEM_add_to_physmap made by two vCPUs of one domain at once, as the threaded
+/// scheduler runs them (each vCPU's hypercalls on its own host thread). Xen changes a domain's physmap under its p2m lock
+/// (xen/arch/x86/mm/p2m.c): of two removals of one page, one removes it and the other finds nothing (-ENOENT), and the
+/// page is freed once.
+/// </summary>
+public sealed class PhysmapRaceTests : IDisposable
+{
+    private const int Pages = 1024;
+    private readonly Machine _machine = new(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+    private readonly Domain _guest;
+
+    public PhysmapRaceTests()
+    {
+        var dom0 = new Domain(_machine, 0, "d0", 1, privileged: true, upcall: null);
+        _machine.AddDomain(dom0);
+        _guest = new Domain(_machine, 1, "d1", 2, privileged: false, upcall: null);
+        _machine.AddDomain(_guest);
+        _guest.SetMaxPages(Pages + 16);
+        for (ulong gfn = 0; gfn < Pages; gfn++)
+            Assert.Equal(0, _guest.Populate(gfn));
+        Assert.Equal(0, _guest.InitialiseBootVcpu(0x1000, 0));
+        Assert.Equal(2, _guest.Vcpus.Count);
+    }
+
+    public void Dispose() => _machine.Dispose();
+
+    private long Remove(int vcpu, GuestPage page, ulong gpfn)
+    {
+        MemoryMarshal.Write(page.Bytes, new XenRemoveFromPhysmap { Domid = DomainId.Self, Gpfn = gpfn });
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.MemoryOp, Rdi = XenRemoveFromPhysmap.SubOp, Rsi = 0 };
+        _machine.Hypercalls.Dispatch(_guest.Vcpus[vcpu], ref regs, GuestX86Mode.Long64, 0, page);
+        return (long)regs.Rax;
+    }
+
+    [Fact]
+    public void Two_vcpus_removing_the_same_pages_at_once_remove_each_once_and_free_it_once()
+    {
+        ulong freeBefore = _machine.Memory.FreeFrames;
+        var results = new long[2, Pages];
+        var errors = new Exception?[2];
+        int ready = 0;
+        var threads = new Thread[2];
+        for (int t = 0; t < 2; t++)
+        {
+            int vcpu = t;
+            threads[t] = new Thread(() =>
+            {
+                var page = new GuestPage();
+                try
+                {
+                    for (int gfn = 0; gfn < Pages; gfn++)
+                    {
+                        // Both threads start each removal together (a spin, so neither is still waking up).
+                        Interlocked.Increment(ref ready);
+                        while (Volatile.Read(ref ready) < 2 * (gfn + 1))
+                            Thread.SpinWait(1);
+                        results[vcpu, gfn] = Remove(vcpu, page, (ulong)gfn);
+                    }
+                }
+                catch (Exception e)
+                {
+                    errors[vcpu] = e;
+                    Interlocked.Add(ref ready, Pages * 2);
+                }
+            });
+            threads[t].Start();
+        }
+
+        foreach (var t in threads)
+            t.Join();
+        Assert.Null(errors[0]);
+        Assert.Null(errors[1]);
+        int both = 0;
+        for (int gfn = 0; gfn < Pages; gfn++)
+        {
+            long a = results[0, gfn], b = results[1, gfn];
+            if (a == 0 && b == 0)
+                both++;
+            else
+                Assert.Equal(XenErrno.ENOENT.Negated(), Math.Min(a, b));   // the other one found nothing left
+        }
+
+        Assert.Equal(0, both);
+        Assert.Equal(freeBefore + Pages, _machine.Memory.FreeFrames);   // every page freed, and freed once
+        Assert.Equal(0ul, _guest.PopulatedPages);
+    }
+}
