@@ -570,4 +570,52 @@ public sealed unsafe class CopyBatchTests : IDisposable
         Assert.Equal(0, _m.Frames.ReferenceCount(frame));
         Assert.Equal(0, _m.Frames.PendingFreeCount);
     }
+
+    /// <summary>
+    /// The same on two threads, copies sharing the granter's word: call A joins, within one hold, the pin call B keeps
+    /// across its holds on a frame whose free is pending; B lets go of the last reference while A still copies, and the
+    /// frame must outlive A's claim (acquire_grant_for_copy takes a page reference in every branch).
+    /// </summary>
+    [Fact]
+    public void A_claim_made_on_another_calls_pin_keeps_the_frame_when_that_call_lets_go_of_the_last_reference()
+    {
+        uint a = Grant(5), b = Grant(6);
+        MachineFrameNumber frame = _front.Ram[5];
+        _front.Grant.CopiesShare = 1; // the backend's copies of d1's grants share d1's word (two queues met)
+
+        // Call B (one vCPU of the backend, between two holds) keeps grant a claimed, with a reference on its frame.
+        var batchB = default(GrantTableHost.CopyBatch);
+        GnttabCopy first = FromGrant(a, 3);
+        Assert.Equal(1, _m.Host.CopyHeldRun(_back.Grant, new Span<GnttabCopy>(ref first), ref batchB, endsBatch: false));
+
+        // The granter frees the frame: deferred, B's claim references it.
+        FreeGranterFrame(5);
+        Assert.True(_m.Frames.IsFreePending(frame));
+
+        // Call A (another vCPU) claims a on top of B's pin and stays in its hold (its status write waits).
+        using var inHold = new ManualResetEventSlim();
+        using var letGo = new ManualResetEventSlim();
+        var view = new StatusWriteGate(_back.Virtual, inHold, letGo);
+        var callA = new Thread(() => CopyHypercall.Invoke(_dispatcher, _back, [FromGrant(a, 4)], view));
+        callA.Start();
+        Assert.True(inHold.Wait(TimeSpan.FromSeconds(30)));
+        Assert.Equal(2 * ActiveGrantEntry.HostReadIncrement, _front.Grant.GetPinCount(a));
+
+        // B moves on to grant b in a hold beside A's: it releases a and its reference.
+        GnttabCopy second = FromGrant(b, 3);
+        Assert.Equal(1, _m.Host.CopyHeldRun(_back.Grant, new Span<GnttabCopy>(ref second), ref batchB, endsBatch: true));
+        bool stillAllocated = _m.Memory.TryGetOwner(frame, out FrameOwner owner);
+        uint pin = _front.Grant.GetPinCount(a);
+
+        letGo.Set();
+        Assert.True(callA.Join(TimeSpan.FromSeconds(30)));
+
+        Assert.Equal(ActiveGrantEntry.HostReadIncrement, pin); // A's claim still pins a...
+        Assert.True(stillAllocated, "the frame of a grant A's claim pins was freed under it"); // ...so its frame stays
+        Assert.Equal(1, owner.DomainId);
+        Assert.False(_m.Memory.TryGetOwner(frame, out _)); // freed once A let go
+        Assert.Equal(0u, _front.Grant.GetPinCount(a));
+        Assert.Equal(0, _m.Frames.ReferenceCount(frame));
+        Assert.Equal(0, _m.Frames.PendingFreeCount);
+    }
 }
