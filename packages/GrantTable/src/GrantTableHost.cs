@@ -134,6 +134,25 @@ public sealed unsafe partial class GrantTableHost
         }
     }
 
+    /// <summary>
+    /// Whether <paramref name="frame"/> is one of <paramref name="domain"/>'s grant-table frames, shared or v2 status
+    /// (the frames <c>gnttab_map_frame</c> hands out for <c>XENMAPSPACE_grant_table</c>): such a page in the domain's
+    /// physmap is the table's, not its RAM. Answered under the host's lock, so a concurrent
+    /// <c>GNTTABOP_set_version</c> or growth of the table is seen before or after, never half made.
+    /// </summary>
+    /// <param name="domain">A domain of this host.</param>
+    /// <param name="frame">Any machine frame.</param>
+    /// <returns>True while <paramref name="frame"/> is one of the domain's table frames.</returns>
+    public bool IsTableFrame(GrantDomain domain, MachineFrameNumber frame)
+    {
+        CheckCaller(domain);
+        using (Exclusive())
+        {
+            return Array.IndexOf(domain.SharedFrames, frame, 0, domain.SharedFrameCount) >= 0
+                || Array.IndexOf(domain.StatusFrames, frame, 0, domain.StatusFrameCount) >= 0;
+        }
+    }
+
     /// <summary>Finds a live domain's grant state.</summary>
     /// <param name="domainId">The domain id.</param>
     /// <param name="domain">The domain when found.</param>

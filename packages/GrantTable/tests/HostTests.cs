@@ -75,6 +75,27 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void IsTableFrame_knows_the_shared_and_status_frames_and_forgets_freed_ones()
+    {
+        // The frames gnttab_map_frame hands out: shared ones always, status ones only under v2 (set_version 2 -> 1
+        // frees them, gnttab_unpopulate_status_frames).
+        MachineFrameNumber shared = _front.Grant.GetSharedFrame(0);
+        Assert.True(_m.Host.IsTableFrame(_front.Grant, shared));
+        Assert.False(_m.Host.IsTableFrame(_back.Grant, shared));
+        Assert.False(_m.Host.IsTableFrame(_front.Grant, _front.Ram[0]));
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        MachineFrameNumber status = _front.Grant.GetStatusFrame(0);
+        Assert.True(_m.Host.IsTableFrame(_front.Grant, status));
+        v.Version = 1;
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.False(_m.Host.IsTableFrame(_front.Grant, status));
+        Assert.True(_m.Host.IsTableFrame(_front.Grant, shared));
+        using var other = new TestMachine();
+        Assert.Throws<ArgumentException>(() => _m.Host.IsTableFrame(other.AddDomain(1).Grant, shared));
+    }
+
+    [Fact]
     public void GetTableFrame_validates_and_grows_as_add_to_physmap_and_maps_nothing()
     {
         // gnttab_map_frame: the frame of a valid index (growing the table), -EINVAL for a status frame under v1 and past

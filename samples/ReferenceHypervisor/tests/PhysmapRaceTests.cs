@@ -93,4 +93,50 @@ public sealed class PhysmapRaceTests : IDisposable
         Assert.Equal(freeBefore + Pages, _machine.Memory.FreeFrames);   // every page freed, and freed once
         Assert.Equal(0ul, _guest.PopulatedPages);
     }
+
+    [Fact]
+    public void IsGrantTableFrame_answers_while_another_vcpu_switches_the_table_version()
+    {
+        // GNTTABOP_set_version 2 -> 1 frees the status frames (gnttab_unpopulate_status_frames) while another vCPU's
+        // physmap call asks whether a page is one of the table's: the question gets an answer, never a host exception.
+        var grants = _guest.Grants;
+        Exception? error = null;
+        bool stop = false;
+        var flipper = new Thread(() =>
+        {
+            try
+            {
+                for (int i = 0; i < 4000 && !Volatile.Read(ref stop); i++)
+                {
+                    var op = new VmmKit.GrantTable.GnttabSetVersion { Version = (uint)(1 + (i & 1)) };
+                    Assert.Equal(0, _machine.Grants.SetVersion(grants, ref op));
+                }
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            finally
+            {
+                Volatile.Write(ref stop, true);
+            }
+        });
+        flipper.Start();
+        var shared = grants.GetSharedFrame(0);
+        try
+        {
+            while (!Volatile.Read(ref stop))
+            {
+                Assert.True(_guest.IsGrantTableFrame(shared));
+                Assert.False(_guest.IsGrantTableFrame(_guest.SharedInfoFrame));
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+            flipper.Join();
+        }
+
+        Assert.Null(error);
+    }
 }

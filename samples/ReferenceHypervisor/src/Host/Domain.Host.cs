@@ -102,25 +102,12 @@ internal sealed partial class Domain
         }
     }
 
-    /// <summary>Whether <paramref name="frame"/> is one of the domain's grant-table frames, shared or status.</summary>
-    public bool IsGrantTableFrame(MachineFrameNumber frame)
-    {
-        if (Grants is not { } grants)
-            return false;
-        for (int i = 0; i < grants.SharedFrameCount; i++)
-        {
-            if (grants.GetSharedFrame(i) == frame)
-                return true;
-        }
-
-        for (int i = 0; i < grants.StatusFrameCount; i++)
-        {
-            if (grants.GetStatusFrame(i) == frame)
-                return true;
-        }
-
-        return false;
-    }
+    /// <summary>
+    /// Whether <paramref name="frame"/> is one of the domain's grant-table frames, shared or status: asked of
+    /// VmmKit.GrantTable under its lock, since another vCPU's GNTTABOP_set_version may free the status frames meanwhile.
+    /// </summary>
+    public bool IsGrantTableFrame(MachineFrameNumber frame) =>
+        Grants is { } grants && Machine.Grants.IsTableFrame(grants, frame);
 
     /// <summary>A removed RAM frame whose free waits for another mapping: it counts in <see cref="ChargedPages"/> until then.</summary>
     public void ChargeUntilFreed(MachineFrameNumber frame) => _removedHeld.Add(frame);
