@@ -123,6 +123,54 @@ public sealed class FrameReferences
         }
     }
 
+    /// <summary>
+    /// Takes a reference on the frame that <paramref name="gfn"/> maps in <paramref name="ept"/> with at least
+    /// <paramref name="access"/>, whoever owns it (Xen's <c>get_page_from_gfn</c>, which looks up the p2m entry and
+    /// references its page under the p2m lock): looked up and referenced in one step, so a free of the frame after its
+    /// removal from <paramref name="ept"/> cannot come between and leave the reference on a frame already handed to
+    /// another domain.
+    /// </summary>
+    /// <remarks>
+    /// Exact when whoever frees a frame first removes it from every EPT that maps it (as <c>decrease_reservation</c>
+    /// and a grant unmap do). A dying domain's frames are freed while its EPT still maps them: do not call this on the
+    /// EPT of a domain whose frames are being freed.
+    /// </remarks>
+    /// <param name="ept">The domain's EPT; a disposed one maps nothing.</param>
+    /// <param name="gfn">Any guest frame.</param>
+    /// <param name="access">The rights the mapping must have (e.g. <see cref="EptAccess.Write"/>).</param>
+    /// <param name="frame">The referenced frame; release it with <see cref="Release"/>.</param>
+    /// <returns>False when <paramref name="gfn"/> maps no frame with those rights, or one whose free is pending.</returns>
+    public bool TryAcquireMapped(EptTables ept, GuestFrameNumber gfn, EptAccess access, out MachineFrameNumber frame)
+    {
+        ArgumentNullException.ThrowIfNull(ept);
+        using (Exclusive()) // every free takes it, and a frame leaves the EPT before it is freed
+        {
+            EptAccess actual;
+            try
+            {
+                if (!ept.TryLookup(gfn, out frame, out actual))
+                {
+                    return false;
+                }
+            }
+            catch (ObjectDisposedException)
+            {
+                frame = default;
+                return false;
+            }
+
+            if ((actual & access) != access || frame.Value >= (ulong)_counts.Length || !Memory.TryGetOwner(frame, out _)
+                || (_counts[frame.Value] & PendingFree) != 0)
+            {
+                frame = default;
+                return false;
+            }
+
+            AcquireHeld(frame.Value);
+            return true;
+        }
+    }
+
     /// <summary>Drops a reference; the last one frees the frame if its owner already freed it.</summary>
     /// <param name="frame">A frame with at least one reference.</param>
     /// <exception cref="InvalidOperationException">The frame has no reference (a hypervisor bug).</exception>

@@ -142,14 +142,12 @@ internal sealed class VcpuTime
         if (IsRegistered || (vcpu != caller && vcpu.IsUp))
             return XenErrno.EINVAL.Negated();
         var machine = vcpu.Domain.Machine;
-        if (gfn >= 1UL << 36
-            || !vcpu.Domain.Ept.TryLookup(new GuestFrameNumber(gfn), out var frame, out var access)
-            || (access & EptAccess.Write) == 0)
-            return XenErrno.EINVAL.Negated();
 
-        // map_vcpu_info's get_page_from_gfn: the page stays allocated while the hypervisor writes the vcpu_info into it,
-        // whoever frees it meanwhile, until the domain's teardown (unmap_vcpu_info: ReleaseVcpuInfoPage).
-        if (!machine.Memory.TryGetOwner(frame, out var owner) || !machine.Frames.TryAcquire(frame, owner))
+        // map_vcpu_info's get_page_from_gfn: the page, looked up and referenced in one step (another vCPU may release the
+        // gfn meanwhile, and its frame go to another domain), stays allocated while the hypervisor writes the vcpu_info
+        // into it, whoever frees it later, until the domain's teardown (unmap_vcpu_info: ReleaseVcpuInfoPage).
+        if (gfn >= 1UL << 36
+            || !machine.Frames.TryAcquireMapped(vcpu.Domain.Ept, new GuestFrameNumber(gfn), EptAccess.Write, out var frame))
             return XenErrno.EINVAL.Negated();
 
         Span<byte> old = VcpuInfo(vcpu);
