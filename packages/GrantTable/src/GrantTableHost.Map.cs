@@ -168,13 +168,16 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError;
         }
 
-        bool replaces = ld.Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _); // a RAM page a vCPU may have cached
+        bool replaces;
         try
         {
+            replaces = ld.Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _); // a RAM page a vCPU may have cached
             ld.Ept.Map(new GuestFrameNumber(gfn).Address, frame, 1, readOnly ? EptAccess.Read : EptAccess.Read | EptAccess.Write);
         }
-        catch (MachineMemoryExhaustedException)
+        catch (Exception e) when (e is MachineMemoryExhaustedException or ObjectDisposedException)
         {
+            // No table page for the entry, or the hypervisor disposed the grantee's EPT before DestroyDomain (the wrong
+            // order): create_grant_p2m_mapping fails, and the caller undoes the pin as map_grant_ref's undo_out.
             return GrantStatus.GeneralError;
         }
 
