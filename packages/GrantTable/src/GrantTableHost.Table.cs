@@ -154,7 +154,8 @@ public sealed unsafe partial class GrantTableHost
     }
 
     /// <summary>
-    /// <c>GNTTABOP_set_version</c> for the caller's own table, with Xen's rules: only 1 or 2 (-EINVAL); no grant beyond the
+    /// <c>GNTTABOP_set_version</c> for the caller's own table, with Xen's rules: only 1 or 2 (-EINVAL); not above the
+    /// domain's <see cref="GrantTableLimits.MaxVersion"/> (-ENOSYS, as before Xen had set_version); no grant beyond the
     /// first 8 (reserved) may be in use (-EBUSY); v2 to v1 needs the reserved entries representable in v1 (-ERANGE). The
     /// reserved entries survive the switch, everything else is cleared; switching to v1 removes the status frames from
     /// the guest's physical address space and frees them. <c>op.Version</c> is set to the version in force.
@@ -178,6 +179,12 @@ public sealed unsafe partial class GrantTableHost
         if (version is not (1 or 2) || d.IsDestroyed)
         {
             return XenErrno.EINVAL.Negated();
+        }
+
+        // gnttab_set_version (Xen 4.16+): version 2 for a domain whose gt->max_version is 1 is -ENOSYS.
+        if (version > (uint)d.Limits.MaxVersion)
+        {
+            return XenErrno.ENOSYS.Negated();
         }
 
         if (d.Version == (int)version)

@@ -33,16 +33,79 @@ public sealed unsafe partial class GrantTableHost
     private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
     private long _domainSerials;    // GrantDomain.Serial of the last domain created
 
-    /// <summary>Creates the grant-table state of a machine.</summary>
+    /// <summary>Creates the grant-table state of a machine, with Xen's default limits (<see cref="GrantTableLimits.Default"/>).</summary>
     /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them); one host per instance.</param>
     /// <exception cref="ArgumentException"><paramref name="frames"/> is already used by another host.</exception>
     public GrantTableHost(FrameReferences frames)
+        : this(frames, GrantTableLimits.Default)
+    {
+    }
+
+    /// <summary>Creates the grant-table state of a machine with its own limits (see <see cref="HostLimits"/>).</summary>
+    /// <param name="frames">The frame reference counts of the machine (the hypervisor frees domain frames through them); one host per instance.</param>
+    /// <param name="hostLimits">
+    /// The host's limits, as Xen's <c>gnttab_max_frames</c>, <c>gnttab_max_maptrack_frames</c> and <c>gnttab=max-ver</c>
+    /// command-line options: grant frames 1 to 1024, maptrack frames 0 to 1024, version 1 or 2.
+    /// </param>
+    /// <exception cref="ArgumentException"><paramref name="frames"/> is already used by another host.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A limit of <paramref name="hostLimits"/> is out of range.</exception>
+    public GrantTableHost(FrameReferences frames, GrantTableLimits hostLimits)
     {
         ArgumentNullException.ThrowIfNull(frames);
+        if (!Within(hostLimits, AbsoluteLimits))
+        {
+            throw new ArgumentOutOfRangeException(nameof(hostLimits), hostLimits, "grant frames must be 1..1024, maptrack frames 0..1024 and the version 1 or 2.");
+        }
+
+        HostLimits = hostLimits;
         frames.AttachHost(this);
         Frames = frames;
         _memory = frames.Memory;
         _ram = _memory.GetFramePointer(new MachineFrameNumber(0));
+    }
+
+    /// <summary>
+    /// The host's limits (Xen's <c>opt_max_grant_frames</c>, <c>opt_max_maptrack_frames</c> and
+    /// <c>opt_gnttab_max_version</c>): what a domain gets when its toolstack asks for the default, and, as in Xen 4.17's
+    /// <c>grant_table_init</c>, the most any domain may have. Also what <c>XEN_SYSCTL_physinfo</c> reports as
+    /// <c>XEN_SYSCTL_PHYSCAP_gnttab_v1</c>/<c>_v2</c> (<see cref="GrantTableLimits.MaxVersion"/>).
+    /// </summary>
+    public GrantTableLimits HostLimits { get; }
+
+    // What the package's arrays are sized for: the bounds of HostLimits.
+    private static readonly GrantTableLimits AbsoluteLimits = new(1024, 1024) { MaxVersion = GrantTableLimits.HighestVersion };
+
+    // grant_table_init (Xen 4.17): at least INITIAL_NR_GRANT_FRAMES (1) grant frames, a version from 1, and nothing
+    // above the ceiling.
+    private static bool Within(GrantTableLimits l, GrantTableLimits ceiling) =>
+        l.MaxGrantFrames >= 1 && l.MaxGrantFrames <= ceiling.MaxGrantFrames
+        && l.MaxMaptrackFrames >= 0 && l.MaxMaptrackFrames <= ceiling.MaxMaptrackFrames
+        && l.MaxVersion >= 1 && l.MaxVersion <= ceiling.MaxVersion;
+
+    /// <summary>
+    /// A domain's limits from what the toolstack asked for in <c>xen_domctl_createdomain</c>, by Xen 4.17's
+    /// <c>grant_table_init</c>: a negative frame count is the host's (<see cref="HostLimits"/>); the version is
+    /// <c>XEN_DOMCTL_GRANT_version(grant_opts)</c>, which has no default. False, where Xen answers -EINVAL, for a
+    /// version of 0 or above the host's, fewer than 1 grant frame, or more grant or maptrack frames than the host's.
+    /// (Unknown <c>grant_opts</c> bits are refused earlier, by <c>sanitise_domain_config</c>: the hypervisor's part.)
+    /// </summary>
+    /// <param name="maxGrantFrames"><c>max_grant_frames</c>; negative for the host's.</param>
+    /// <param name="maxMaptrackFrames"><c>max_maptrack_frames</c>; negative for the host's.</param>
+    /// <param name="maxVersion">The highest grant-table version the domain may use (the low 4 bits of <c>grant_opts</c>).</param>
+    /// <param name="limits">The domain's limits, for <see cref="CreateDomain"/>, when true.</param>
+    /// <returns>False when Xen would refuse the domain (-EINVAL).</returns>
+    public bool TryCreateLimits(int maxGrantFrames, int maxMaptrackFrames, int maxVersion, out GrantTableLimits limits)
+    {
+        limits = new GrantTableLimits(
+            maxGrantFrames < 0 ? HostLimits.MaxGrantFrames : maxGrantFrames,
+            maxMaptrackFrames < 0 ? HostLimits.MaxMaptrackFrames : maxMaptrackFrames) { MaxVersion = maxVersion };
+        if (!Within(limits, HostLimits))
+        {
+            limits = default;
+            return false;
+        }
+
+        return true;
     }
 
     /// <summary>The frame reference counts: grant mappings hold references; free domain frames with <see cref="FrameReferences.Free"/>.</summary>
@@ -76,17 +139,23 @@ public sealed unsafe partial class GrantTableHost
     /// </summary>
     /// <param name="domainId">The domain id; not in use by another live domain, below <c>DOMID_FIRST_RESERVED</c>.</param>
     /// <param name="ept">The domain's EPT.</param>
-    /// <param name="limits">Resource limits; <see cref="GrantTableLimits.Default"/> when null.</param>
+    /// <param name="limits">
+    /// The domain's limits, within <see cref="HostLimits"/> (see <see cref="TryCreateLimits"/> for a toolstack's
+    /// request); <see cref="HostLimits"/> when null.
+    /// </param>
     /// <returns>The domain's grant state.</returns>
-    /// <exception cref="ArgumentException">The id is reserved or in use, the EPT is over other memory, or a limit is out of range.</exception>
+    /// <exception cref="ArgumentException">
+    /// The id is reserved or in use, the EPT is over other memory, or a limit is out of range: grant frames below 1,
+    /// a negative maptrack count, a version other than 1 or 2, or anything above <see cref="HostLimits"/>.
+    /// </exception>
     /// <exception cref="MachineMemoryExhaustedException">No frame for the first table frame.</exception>
     public GrantDomain CreateDomain(ushort domainId, EptTables ept, GrantTableLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(ept);
-        GrantTableLimits l = limits ?? GrantTableLimits.Default;
-        if (l.MaxGrantFrames is < 1 or > 1024 || l.MaxMaptrackFrames is < 0 or > 1024)
+        GrantTableLimits l = limits ?? HostLimits;
+        if (!Within(l, HostLimits))
         {
-            throw new ArgumentException("max grant frames must be 1..1024 and max maptrack frames 0..1024.", nameof(limits));
+            throw new ArgumentException($"{l} is outside the host's limits {HostLimits}.", nameof(limits));
         }
 
         if (domainId >= DomainId.FirstReserved)

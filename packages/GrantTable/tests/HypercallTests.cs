@@ -548,7 +548,7 @@ public sealed class HypercallTests : IDisposable
         // compat_grant_table_op passes limit_max = (COMPAT_ARG_XLAT_SIZE - sizeof(struct gnttab_setup_table)) /
         // sizeof(xen_pfn_t) = (8192 - 24) / 8 = 1021 to gnttab_setup_table, which answers GNTST_general_error
         // for more frames, before growing anything.
-        using var m = new TestMachine();
+        using var m = new TestMachine(hostLimits: new GrantTableLimits(1024, 1024));
         var big = m.AddDomain(3, new GrantTableLimits(1024, 1));
         var dispatcher = new HypercallDispatcher<TestDomain>();
         new GrantTableHypercalls<TestDomain>(m.Host, new TestResolver()).Register(dispatcher);

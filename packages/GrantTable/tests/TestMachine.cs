@@ -12,11 +12,11 @@ internal sealed class TestMachine : IDisposable
 {
     public const int RamFrames = 64;
 
-    public TestMachine(ulong bytes = 64UL << 20)
+    public TestMachine(ulong bytes = 64UL << 20, GrantTableLimits? hostLimits = null)
     {
         Memory = new MachineMemory(bytes);
         Frames = new FrameReferences(Memory);
-        Host = new GrantTableHost(Frames);
+        Host = hostLimits is { } l ? new GrantTableHost(Frames, l) : new GrantTableHost(Frames);
     }
 
     public MachineMemory Memory { get; }

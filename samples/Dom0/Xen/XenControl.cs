@@ -25,14 +25,21 @@ public sealed class XenControl
         return ((int)(v >> 16), (int)(v & 0xFFFF));
     }
 
-    /// <summary><c>xc_domain_create</c>: a PVH domain (CDF_hvm | CDF_hap), paused, with <paramref name="maxVcpus"/>; returns its domid.</summary>
+    /// <summary>
+    /// <c>xc_domain_create</c>: a PVH domain (CDF_hvm | CDF_hap), paused, with <paramref name="maxVcpus"/>; returns its
+    /// domid. The grant-table fields are xl 4.17's defaults: max_grant_frames and max_maptrack_frames -1 (the
+    /// hypervisor's), and grant_opts the highest version physinfo reports (<c>libxl__domain_build_info_setdefault</c>:
+    /// 2 with XEN_SYSCTL_PHYSCAP_gnttab_v2, else 1 with gnttab_v1, else 0, which Xen refuses).
+    /// </summary>
     public ushort CreateDomain(Guid handle, uint maxVcpus = 1, ushort domid = 0)
     {
+        uint caps = PhysCapabilities();
+        uint maxGrantVersion = (caps & ToolsAbi.PhysCapGnttabV2) != 0 ? 2u : (caps & ToolsAbi.PhysCapGnttabV1) != 0 ? 1u : 0u;
         var op = Domctl(ToolsAbi.DomctlCreateDomain, domid);
         op.CreateDomain = new XenDomctlCreateDomain
         {
             Handle = handle, Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = maxVcpus, MaxEvtchnPort = 1023,
-            MaxGrantFrames = 64, MaxMaptrackFrames = 1024, CpupoolId = 0,
+            MaxGrantFrames = -1, MaxMaptrackFrames = -1, GrantOpts = maxGrantVersion & ToolsAbi.GrantVersionMask, CpupoolId = 0,
         };
         Call(ref op, "createdomain");
         return op.Domain;
@@ -81,9 +88,18 @@ public sealed class XenControl
     /// <summary><c>xc_physinfo</c>: (total pages, free pages).</summary>
     public (ulong TotalPages, ulong FreePages) PhysInfo()
     {
+        XenSysctlPhysInfo info = RawPhysInfo();
+        return (info.TotalPages, info.FreePages);
+    }
+
+    /// <summary><c>xc_physinfo</c>'s capabilities: XEN_SYSCTL_PHYSCAP_* (<see cref="ToolsAbi.PhysCapGnttabV1"/>, ...).</summary>
+    public uint PhysCapabilities() => RawPhysInfo().Capabilities;
+
+    private XenSysctlPhysInfo RawPhysInfo()
+    {
         var op = new XenSysctl { Cmd = ToolsAbi.SysctlPhysInfo, InterfaceVersion = ToolsAbi.SysctlInterfaceVersion };
         Sysctl(ref op, "physinfo");
-        return (op.PhysInfo.TotalPages, op.PhysInfo.FreePages);
+        return op.PhysInfo;
     }
 
     /// <summary><c>xc_domain_populate_physmap_exact</c> with 4 KiB extents at <paramref name="gfns"/>.</summary>

@@ -16,6 +16,8 @@ public sealed class DomctlTests
         var xc = new XenControl(new Privcmd(channel));
         Assert.Equal((4, 17), xc.Version());
         var (_, freeBefore) = xc.PhysInfo();
+        // Both grant-table ABIs, so CreateDomain sends grant_opts = XEN_DOMCTL_GRANT_version(2), as xl 4.17 would.
+        Assert.Equal(ToolsAbi.PhysCapGnttabV1 | ToolsAbi.PhysCapGnttabV2, xc.PhysCapabilities() & (ToolsAbi.PhysCapGnttabV1 | ToolsAbi.PhysCapGnttabV2));
 
         var uuid = Guid.NewGuid();
         ushort domid = xc.CreateDomain(uuid);

@@ -32,6 +32,14 @@ public sealed class ToolsAbiLayoutTests
     }
 
     [Fact]
+    public void Grant_table_options_and_capabilities_are_Xen_4_17s()
+    {
+        Assert.Equal(
+            Eval("XEN_DOMCTL_GRANT_version_mask", "XEN_DOMCTL_GRANT_version(0x12)", "XEN_SYSCTL_PHYSCAP_gnttab_v1", "XEN_SYSCTL_PHYSCAP_gnttab_v2"),
+            new long[] {ToolsAbi.GrantVersionMask, 0x12 & ToolsAbi.GrantVersionMask, ToolsAbi.PhysCapGnttabV1, ToolsAbi.PhysCapGnttabV2});
+    }
+
+    [Fact]
     public void Domctl_structs_match()
     {
         Assert.Equal(

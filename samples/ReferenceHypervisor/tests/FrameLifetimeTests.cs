@@ -516,7 +516,10 @@ public sealed class FrameLifetimeTests : IDisposable
         MemoryMarshal.Write(_page.Bytes, new XenDomctl
         {
             Cmd = ToolsAbi.DomctlCreateDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid,
-            CreateDomain = new XenDomctlCreateDomain { Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = 1 },
+            CreateDomain = new XenDomctlCreateDomain
+            {
+                Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = 1, MaxGrantFrames = -1, MaxMaptrackFrames = -1, GrantOpts = 2,   // xl's defaults
+            },
         });
         return Call(_dom0, HypercallNumber.Domctl, 0);
     }

@@ -173,7 +173,10 @@ public sealed class VcpuContextTests : IDisposable
         MemoryMarshal.Write(_memory.Bytes, new XenDomctl
         {
             Cmd = ToolsAbi.DomctlCreateDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion,
-            CreateDomain = new XenDomctlCreateDomain { Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = 1 },
+            CreateDomain = new XenDomctlCreateDomain
+            {
+                Flags = ToolsAbi.CdfHvm | ToolsAbi.CdfHap, MaxVcpus = 1, MaxGrantFrames = -1, MaxMaptrackFrames = -1, GrantOpts = 2,   // xl's defaults
+            },
         });
         var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.Domctl, Rdi = 0 };
         _machine.Hypercalls.Dispatch(_dom0, ref regs, GuestX86Mode.Long64, 0, _memory);

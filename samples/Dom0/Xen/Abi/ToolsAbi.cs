@@ -59,6 +59,15 @@ internal static class ToolsAbi
     /// <summary>XEN_DOMCTL_CDF_hap: hardware-assisted paging (EPT).</summary>
     public const uint CdfHap = 2;
 
+    /// <summary>XEN_DOMCTL_GRANT_version_mask: the low 4 bits of grant_opts, the domain's highest grant-table version.</summary>
+    public const uint GrantVersionMask = 0xF;
+
+    /// <summary>XEN_SYSCTL_PHYSCAP_gnttab_v1: Xen supports the grant-table v1 ABI.</summary>
+    public const uint PhysCapGnttabV1 = 1u << 8;
+
+    /// <summary>XEN_SYSCTL_PHYSCAP_gnttab_v2: Xen supports the grant-table v2 ABI.</summary>
+    public const uint PhysCapGnttabV2 = 1u << 9;
+
     /// <summary>XENMEM_populate_physmap.</summary>
     public const uint MemPopulatePhysmap = 6;
 
@@ -161,13 +170,13 @@ internal struct XenDomctlCreateDomain
     /// <summary>max_evtchn_port.</summary>
     [FieldOffset(32)] public uint MaxEvtchnPort;
 
-    /// <summary>max_grant_frames.</summary>
+    /// <summary>max_grant_frames; negative: the hypervisor's default.</summary>
     [FieldOffset(36)] public int MaxGrantFrames;
 
-    /// <summary>max_maptrack_frames.</summary>
+    /// <summary>max_maptrack_frames; negative: the hypervisor's default.</summary>
     [FieldOffset(40)] public int MaxMaptrackFrames;
 
-    /// <summary>grant_opts.</summary>
+    /// <summary>grant_opts: XEN_DOMCTL_GRANT_version(v) in the low 4 bits (<see cref="ToolsAbi.GrantVersionMask"/>), no other bit.</summary>
     [FieldOffset(44)] public uint GrantOpts;
 
     /// <summary>vmtrace_size.</summary>

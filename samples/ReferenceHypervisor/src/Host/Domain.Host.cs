@@ -20,8 +20,13 @@ internal sealed partial class Domain
     /// <param name="maxVcpus">xen_domctl_createdomain.max_vcpus.</param>
     /// <param name="privileged">True for domain 0 (Xen's <c>is_control_domain</c>).</param>
     /// <param name="upcall">How the domain's events are raised; null for a guest's vCPUs (the machine's).</param>
+    /// <param name="grantLimits">
+    /// The grant-table limits createdomain's fields gave (<see cref="VmmKit.GrantTable.GrantTableHost.TryCreateLimits"/>);
+    /// null for the host's (<see cref="VmmKit.GrantTable.GrantTableHost.HostLimits"/>), as Xen gives domain 0.
+    /// </param>
     /// <exception cref="VmmKit.Ept.MachineMemoryExhaustedException">No frame for the EPT root, shared_info or the first grant-table frame; nothing of the domain is left.</exception>
-    internal Domain(Machine machine, ushort id, string name, uint maxVcpus, bool privileged, IEventChannelUpcall? upcall)
+    internal Domain(Machine machine, ushort id, string name, uint maxVcpus, bool privileged, IEventChannelUpcall? upcall,
+        VmmKit.GrantTable.GrantTableLimits? grantLimits = null)
         : this(machine, id, new DomainConfig(name, [], 0, ConsoleLine: line => machine.Log($"(d{id}) {line.TrimEnd('\n')}")))
     {
         IsPrivileged = privileged;
@@ -43,7 +48,7 @@ internal sealed partial class Domain
                 Events.SetSharedInfo(machine.Memory.GetFramePointer(SharedInfoFrame), Has32BitSharedInfo);
             }
 
-            Grants = machine.Grants.CreateDomain(id, Ept);
+            Grants = machine.Grants.CreateDomain(id, Ept, grantLimits);
         }
         catch
         {

@@ -1,5 +1,6 @@
 using VmmKit.Dom0.Xen.Abi;
 using VmmKit.Ept;
+using VmmKit.GrantTable;
 using VmmKit.Hypercall;
 
 namespace VmmKit.ReferenceHypervisor.Host;
@@ -113,12 +114,19 @@ internal static class DomctlHypercall
     /// XEN_DOMCTL_createdomain for a PVH guest (XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap; -EINVAL otherwise): the domid
     /// asked for in <c>domain</c> when it is a free id below DOMID_FIRST_RESERVED (-EEXIST when taken), else the next
     /// free one, written back to <c>domain</c>. max_vcpus from 1 to Xen's HVM_MAX_VCPUS (<see cref="Domain.MaxGuestVcpus"/>;
-    /// -EINVAL otherwise, as Xen's <c>sanitise_domain_config</c>).
+    /// -EINVAL otherwise, as Xen's <c>sanitise_domain_config</c>). The grant-table fields as Xen 4.17 takes them, -EINVAL
+    /// before anything is made: grant_opts with a bit outside XEN_DOMCTL_GRANT_version_mask (<c>sanitise_domain_config</c>),
+    /// then <c>grant_table_init</c>'s rules (<see cref="GrantTableHost.TryCreateLimits"/>): a version of 0 or above the
+    /// host's, max_grant_frames 0 or either count above the host's; a negative count is the host's.
     /// </summary>
     private static long CreateDomain(Machine machine, ref XenDomctl op)
     {
         ref var c = ref op.CreateDomain;
         if ((c.Flags & ToolsAbi.CdfHvm) == 0 || (c.Flags & ~(ToolsAbi.CdfHvm | ToolsAbi.CdfHap)) != 0 || c.MaxVcpus is < 1 or > Domain.MaxGuestVcpus)
+            return XenErrno.EINVAL.Negated();
+        if ((c.GrantOpts & ~ToolsAbi.GrantVersionMask) != 0)
+            return XenErrno.EINVAL.Negated();
+        if (!machine.Grants.TryCreateLimits(c.MaxGrantFrames, c.MaxMaptrackFrames, (int)(c.GrantOpts & ToolsAbi.GrantVersionMask), out GrantTableLimits grantLimits))
             return XenErrno.EINVAL.Negated();
         ushort id;
         if (op.Domain is > 0 and < DomainId.FirstReserved)
@@ -139,7 +147,7 @@ internal static class DomctlHypercall
         Domain d;
         try
         {
-            d = new Domain(machine, id, $"d{id}", c.MaxVcpus, privileged: false, upcall: null) { Handle = c.Handle };
+            d = new Domain(machine, id, $"d{id}", c.MaxVcpus, privileged: false, upcall: null, grantLimits) { Handle = c.Handle };
         }
         catch (MachineMemoryExhaustedException)
         {

@@ -48,6 +48,9 @@ internal static class SysctlHypercall
                     TotalPages = machine.Memory.FrameCount,
                     FreePages = machine.Memory.FreeFrames,
                     MaxMfn = machine.Memory.FrameCount - 1,
+                    // Xen 4.17's do_sysctl: gnttab_v1 when opt_gnttab_max_version >= 1, gnttab_v2 when >= 2.
+                    Capabilities = ToolsAbi.PhysCapGnttabV1
+                        | (machine.Grants.HostLimits.MaxVersion >= 2 ? ToolsAbi.PhysCapGnttabV2 : 0),
                 };
                 break;
             default:
