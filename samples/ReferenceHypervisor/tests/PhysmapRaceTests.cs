@@ -139,4 +139,23 @@ public sealed class PhysmapRaceTests : IDisposable
 
         Assert.Null(error);
     }
+
+    [Fact]
+    public void A_page_one_vcpu_removes_is_gone_at_once_from_the_guest_memory_another_vcpus_hypercall_is_using()
+    {
+        // vCPU 1 is in a hypercall on its own host thread (out of the guest, so it serves no flush until its next entry)
+        // and has translated gfn 7 through its own accessor. vCPU 0 removes gfn 7 and the page is freed: the rest of
+        // vCPU 1's hypercall must not reach the freed frame (which another domain may be given) through that translation.
+        var vcpu1 = _guest.Vcpus[1];
+        vcpu1.Thread = new VcpuThread(vcpu1);   // not started: another thread's vCPU, outside the guest
+        var gpa = new GuestPhysicalAddress(7UL << 12);
+        Span<byte> word = stackalloc byte[8];
+        Assert.True(vcpu1.Physical.TryRead(gpa, word, out _));
+        Assert.True(vcpu1.Physical.TryWrite(gpa, word, out _));
+
+        Assert.Equal(0, Remove(0, new GuestPage(), 7));
+
+        Assert.False(vcpu1.Physical.TryWrite(gpa, word, out _));
+        Assert.False(vcpu1.Physical.TryRead(gpa, word, out _));
+    }
 }

@@ -290,9 +290,14 @@ internal static class MemoryOpHypercall
         return true;
     }
 
-    /// <summary>The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update.</summary>
+    /// <summary>
+    /// The mapping changed under running vCPUs: INVEPT, as Xen's p2m code flushes after an update. Every accessor of the
+    /// domain's EPT drops its translations at its next access, a vCPU in a hypercall on another thread included (its own
+    /// flush waits for its next entry, and a page freed after this call must not stay reachable through its cache).
+    /// </summary>
     internal static void FlushEpt(Domain domain)
     {
+        GuestPhysicalMemory.InvalidateSingleContext(domain.Machine.Memory, domain.Ept.Pointer);
         domain.Physical.InvalidateSingleContext();
         foreach (var v in domain.Vcpus)
             v.InvalidateEpt();   // this vCPU's caches too; a vCPU on another thread flushes before the call returns
