@@ -145,21 +145,7 @@ public sealed class FrameReferences
         ArgumentNullException.ThrowIfNull(ept);
         using (Exclusive()) // every free takes it, and a frame leaves the EPT before it is freed
         {
-            EptAccess actual;
-            try
-            {
-                if (!ept.TryLookup(gfn, out frame, out actual))
-                {
-                    return false;
-                }
-            }
-            catch (ObjectDisposedException)
-            {
-                frame = default;
-                return false;
-            }
-
-            if ((actual & access) != access || frame.Value >= (ulong)_counts.Length || !Memory.TryGetOwner(frame, out _)
+            if (!GrantTableHost.TryLookupLive(ept, gfn, out frame, out EptAccess actual) || (actual & access) != access || frame.Value >= (ulong)_counts.Length || !Memory.TryGetOwner(frame, out _)
                 || (_counts[frame.Value] & PendingFree) != 0)
             {
                 frame = default;

@@ -306,11 +306,15 @@ public sealed unsafe partial class GrantTableHost
 
     // The walk of d's EPT, for a domain whose EPT a VMM disposed before DestroyDomain (the wrong order, README's wiring
     // table): its frames no longer resolve, so a grantee's map or copy gets GNTST_bad_page and undoes what it did.
-    private static bool TryLookupLive(GrantDomain d, ulong gfn, out MachineFrameNumber frame, out EptAccess access)
+    private static bool TryLookupLive(GrantDomain d, ulong gfn, out MachineFrameNumber frame, out EptAccess access) =>
+        TryLookupLive(d.Ept, new GuestFrameNumber(gfn), out frame, out access);
+
+    // EptTables.TryLookup, false for a disposed EPT (it maps nothing any more) rather than ObjectDisposedException.
+    internal static bool TryLookupLive(EptTables ept, GuestFrameNumber gfn, out MachineFrameNumber frame, out EptAccess access)
     {
         try
         {
-            return d.Ept.TryLookup(new GuestFrameNumber(gfn), out frame, out access);
+            return ept.TryLookup(gfn, out frame, out access);
         }
         catch (ObjectDisposedException)
         {

@@ -215,6 +215,14 @@ public sealed unsafe partial class GrantTableHost
     public bool IsTableFrame(GrantDomain domain, MachineFrameNumber frame)
     {
         CheckCaller(domain);
+
+        // Table frames belong to DOMID_XEN (AllocateFrames): any other frame is not one now, without the lock, which
+        // would wait for every copy (a control domain asks this for each page it maps).
+        if (!_memory.TryGetOwner(frame, out FrameOwner owner) || owner != FrameOwner.Hypervisor)
+        {
+            return false;
+        }
+
         using (Exclusive())
         {
             return Array.IndexOf(domain.SharedFrames, frame, 0, domain.SharedFrameCount) >= 0
