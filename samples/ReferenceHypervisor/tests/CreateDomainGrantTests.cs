@@ -102,6 +102,19 @@ public sealed class CreateDomainGrantTests : IDisposable
         Assert.Equal(0, Create(-1, -1, 2, domid: 5).Rc);
     }
 
+    [Theory]
+    [InlineData(-1, -1, 0x10u)] // a bit outside XEN_DOMCTL_GRANT_version_mask (sanitise_domain_config)
+    [InlineData(0, -1, 2u)]     // max_grant_frames 0 (grant_table_init)
+    [InlineData(-1, -1, 3u)]    // a version above the host's
+    public void A_taken_domid_is_refused_before_the_grant_fields(int maxGrantFrames, int maxMaptrackFrames, uint grantOpts)
+    {
+        // do_domctl (xen/common/domctl.c, 4.17) answers -EEXIST for a taken id before domain_create runs
+        // sanitise_domain_config and grant_table_init, which give -EINVAL.
+        Assert.Equal(0, Create(-1, -1, 2, domid: 5).Rc);
+        var (rc, _) = Create(maxGrantFrames, maxMaptrackFrames, grantOpts, domid: 5);
+        Assert.Equal(XenErrno.EEXIST.Negated(), rc);
+    }
+
     [Fact]
     public void Physinfo_reports_both_grant_versions()
     {

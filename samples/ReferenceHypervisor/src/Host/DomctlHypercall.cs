@@ -117,17 +117,13 @@ internal static class DomctlHypercall
     /// -EINVAL otherwise, as Xen's <c>sanitise_domain_config</c>). The grant-table fields as Xen 4.17 takes them, -EINVAL
     /// before anything is made: grant_opts with a bit outside XEN_DOMCTL_GRANT_version_mask (<c>sanitise_domain_config</c>),
     /// then <c>grant_table_init</c>'s rules (<see cref="GrantTableHost.TryCreateLimits"/>): a version of 0 or above the
-    /// host's, max_grant_frames 0 or either count above the host's; a negative count is the host's.
+    /// host's, max_grant_frames 0 or either count above the host's; a negative count is the host's. The id is picked
+    /// first, as <c>do_domctl</c> picks it before <c>domain_create</c> checks the rest: a taken id is -EEXIST whatever
+    /// else is wrong.
     /// </summary>
     private static long CreateDomain(Machine machine, ref XenDomctl op)
     {
-        ref var c = ref op.CreateDomain;
-        if ((c.Flags & ToolsAbi.CdfHvm) == 0 || (c.Flags & ~(ToolsAbi.CdfHvm | ToolsAbi.CdfHap)) != 0 || c.MaxVcpus is < 1 or > Domain.MaxGuestVcpus)
-            return XenErrno.EINVAL.Negated();
-        if ((c.GrantOpts & ~ToolsAbi.GrantVersionMask) != 0)
-            return XenErrno.EINVAL.Negated();
-        if (!machine.Grants.TryCreateLimits(c.MaxGrantFrames, c.MaxMaptrackFrames, (int)(c.GrantOpts & ToolsAbi.GrantVersionMask), out GrantTableLimits grantLimits))
-            return XenErrno.EINVAL.Negated();
+        // do_domctl picks the id (-EEXIST, -ENOMEM) before domain_create checks the configuration (-EINVAL).
         ushort id;
         if (op.Domain is > 0 and < DomainId.FirstReserved)
         {
@@ -143,6 +139,14 @@ internal static class DomctlHypercall
         {
             return XenErrno.ENOMEM.Negated();
         }
+
+        ref var c = ref op.CreateDomain;
+        if ((c.Flags & ToolsAbi.CdfHvm) == 0 || (c.Flags & ~(ToolsAbi.CdfHvm | ToolsAbi.CdfHap)) != 0 || c.MaxVcpus is < 1 or > Domain.MaxGuestVcpus)
+            return XenErrno.EINVAL.Negated();
+        if ((c.GrantOpts & ~ToolsAbi.GrantVersionMask) != 0)
+            return XenErrno.EINVAL.Negated();
+        if (!machine.Grants.TryCreateLimits(c.MaxGrantFrames, c.MaxMaptrackFrames, (int)(c.GrantOpts & ToolsAbi.GrantVersionMask), out GrantTableLimits grantLimits))
+            return XenErrno.EINVAL.Negated();
 
         Domain d;
         try
