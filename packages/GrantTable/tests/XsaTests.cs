@@ -166,6 +166,54 @@ public sealed class XsaTests : IDisposable
     }
 
     /// <summary>
+    /// XSA-230 "grant_table: possibly premature clearing of GTF_writing / GTF_reading": the release after a copy cleared
+    /// GTF_writing by looking at host-writable pins only, so a grant still in use told its granter it was free to reuse.
+    /// Here every release (a copy's and an unmap's) clears GTF_writing only once no writable pin of any kind is left and
+    /// GTF_reading only once no pin at all is, so a copy of a mapped grant leaves its flags as the mapping needs them.
+    /// </summary>
+    [Fact]
+    public void Xsa230_a_copy_of_a_mapped_grant_leaves_its_flags_set()
+    {
+        const ushort reading = (ushort)GrantEntryFlags.Reading, both = (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing);
+        uint rw = Grant(5), ro = Grant(6, readOnly: true);
+        GnttabMapGrantRef writable = Map(rw, MapGfn);
+        GnttabMapGrantRef readOnly = Map(ro, MapGfn + 1, GrantMapFlags.HostMap | GrantMapFlags.ReadOnly);
+        Assert.Equal((0, 0), (writable.Status, readOnly.Status));
+        Assert.Equal((both, reading), (InUse(rw), InUse(ro)));
+
+        Assert.Equal(0, Copy(rw, into: false)); // a read claim joins the writable mapping's pin, then leaves
+        Assert.Equal(0, Copy(rw, into: true));  // a write claim joins it, then leaves
+        Assert.Equal(0, Copy(ro, into: false));
+        Assert.Equal((both, reading), (InUse(rw), InUse(ro)));
+
+        Assert.Equal(0, Unmap(writable.Handle, MapGfn));
+        Assert.Equal(0, Unmap(readOnly.Handle, MapGfn + 1));
+        Assert.Equal((0, 0), (InUse(rw), InUse(ro)));
+        Assert.True(_share.EndForeignAccess(rw));
+        Assert.True(_share.EndForeignAccess(ro));
+    }
+
+    private unsafe ushort InUse(uint gref) =>
+        (ushort)(((GrantEntryV1*)_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)))[gref].Flags &
+            (ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
+
+    // One GNTTABOP_copy of 16 bytes by the backend between grant gref and its own frame 3.
+    private short Copy(uint gref, bool into)
+    {
+        var granted = new GnttabCopyPtr { Ref = gref, DomId = 1 };
+        var own = new GnttabCopyPtr { Gmfn = 3, DomId = DomainId.Self };
+        var op = new GnttabCopy
+        {
+            Source = into ? own : granted,
+            Dest = into ? granted : own,
+            Len = 16,
+            Flags = (ushort)(into ? GrantCopyFlags.DestGref : GrantCopyFlags.SourceGref),
+        };
+        _m.Host.Copy(_back.Grant, ref op);
+        return op.Status;
+    }
+
+    /// <summary>
     /// XSA-232 "Missing NULL pointer check in grant table code": GNTTABOP_cache_flush used the owner of a page without
     /// checking that the page had one. HVM callers cannot reach cache_flush here (-ENOSYS, as Xen's hvm_grant_table_op),
     /// and every frame a grant or copy touches must be owned by the domain that offers it: an ownerless frame is
@@ -199,6 +247,38 @@ public sealed class XsaTests : IDisposable
         public GrantDomain? GetDomain(TestDomain caller) => caller.Grant;
 
         public bool IsPrivileged(TestDomain caller) => false;
+    }
+
+    /// <summary>
+    /// XSA-255 "grant table v2 -> v1 transition may crash Xen": switching back to v1 freed the status frames without
+    /// looking for outstanding mappings of them, so a mapping kept writing into a page handed to someone else. Here the
+    /// switch takes them out of the guest's EPT and frees them through the reference counts: a frame another party still
+    /// holds a reference on (a control domain's foreign mapping of it) is freed only when that reference goes.
+    /// </summary>
+    [Fact]
+    public void Xsa255_a_referenced_status_frame_outlives_the_switch_to_v1()
+    {
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        MachineFrameNumber status = _front.Grant.GetStatusFrame(0);
+        Assert.Equal(0, _m.Host.AddToPhysmap(_front.Grant, GrantTableHost.GrantTableStatusIndex, new GuestFrameNumber(0x3000)));
+        _m.Frames.Acquire(status); // a foreign mapping of the frame
+
+        v.Version = 1;
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.False(_front.Ept.TryLookup(new GuestFrameNumber(0x3000), out _, out _));
+        Assert.True(_m.Frames.IsFreePending(status));
+        Assert.True(_m.Memory.TryGetOwner(status, out FrameOwner owner));
+        Assert.Equal(FrameOwner.Hypervisor, owner);
+
+        // Going back to v2 allocates new status frames: never the one still referenced.
+        v.Version = 2;
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.NotEqual(status, _front.Grant.GetStatusFrame(0));
+
+        _m.Frames.Release(status);
+        Assert.False(_m.Frames.IsFreePending(status));
+        Assert.False(_m.Memory.TryGetOwner(status, out _));
     }
 
     /// <summary>
@@ -314,7 +394,8 @@ public sealed class XsaTests : IDisposable
     /// XSA-384 "Another race in XENMAPSPACE_grant_table handling": mapping a v2 status frame into the guest raced with a
     /// switch back to v1 on another vCPU, which freed the frame while it was being added to the guest's P2M. Here the
     /// lookup, the EPT update and the recording of the frame's guest address are one step under the lock the version
-    /// switch takes, so the guest can only ever hold a live status frame.
+    /// switch takes, so the guest can only ever hold a live status frame. XSA-486 "grant table v2 race in status page
+    /// mapping" (2026) is the same race in a window the fixes for 379 and 384 left open; this test covers it too.
     /// </summary>
     [Fact]
     public void Xsa384_status_frame_mapping_cannot_race_with_its_free()
