@@ -101,21 +101,42 @@ public sealed class GrantIntegrationReviewTests : IDisposable
     /// <summary>
     /// Runs <paramref name="other"/> (vCPU 1's hypercall) on its own thread the first time a physmap call of vCPU 0 has
     /// looked at slot <paramref name="gfn"/>, and lets vCPU 0 go on once that thread finished or waits (for the physmap
-    /// lock vCPU 0 holds). Returns what tells whether it ran.
+    /// lock vCPU 0 holds). The returned action waits for that thread (false when it never started) and rethrows what
+    /// it threw.
     /// </summary>
-    private Func<Thread?> RaceAtSlot(ulong gfn, Action other)
+    private Func<bool> RaceAtSlot(ulong gfn, Action other)
     {
         Thread? thread = null;
+        Exception? error = null;
         _machine.PhysmapSlotLooked = (d, slot) =>
         {
             if (d != _guest || slot != gfn || thread is not null)
                 return;
-            thread = new Thread(() => other());
+            thread = new Thread(() =>
+            {
+                try
+                {
+                    other();
+                }
+                catch (Exception e)
+                {
+                    error = e;
+                }
+            });
             thread.Start();
             while (thread.IsAlive && (thread.ThreadState & ThreadState.WaitSleepJoin) == 0)
                 Thread.Yield();
         };
-        return () => thread;
+        return () =>
+        {
+            _machine.PhysmapSlotLooked = null;
+            if (thread is null)
+                return false;
+            thread.Join();
+            if (error is not null)
+                throw new InvalidOperationException("vCPU 1's hypercall failed", error);
+            return true;
+        };
     }
 
     [Fact]
@@ -135,8 +156,7 @@ public sealed class GrantIntegrationReviewTests : IDisposable
         short unmapped = -1;
         var ran = RaceAtSlot(10, () => unmapped = Unmap(1, handle, 10));
         long rc = AddToPhysmap(0, XenMapSpace.GrantTable, 0, 10);
-        Assert.NotNull(ran());
-        ran()!.Join();
+        Assert.True(ran());
 
         Assert.Equal((short)GrantStatus.Okay, unmapped);
         Assert.True(StillTheGuestsPage(x));
@@ -159,8 +179,7 @@ public sealed class GrantIntegrationReviewTests : IDisposable
         (short Status, uint Handle) mapped = (-1, 0);
         var ran = RaceAtSlot(10, () => mapped = Map(1, 8, 10));
         Assert.Equal(0, RemoveFromPhysmap(0, 10));
-        Assert.NotNull(ran());
-        ran()!.Join();
+        Assert.True(ran());
 
         Assert.Equal((short)GrantStatus.Okay, mapped.Status);
         bool grantStillMapped = _guest.Ept.TryLookup(new GuestFrameNumber(10), out var at10, out _) && at10 == x;
@@ -181,8 +200,7 @@ public sealed class GrantIntegrationReviewTests : IDisposable
         long version = -1;
         var ran = RaceAtSlot(2, () => version = SetVersion(1, 1));
         long rc = AddToPhysmap(0, XenMapSpace.GrantTable, GrantTableHost.GrantTableStatusIndex, 2);
-        Assert.NotNull(ran());
-        ran()!.Join();
+        Assert.True(ran());
 
         Assert.Equal(0, version);
         Assert.Equal(1, _guest.Grants.Version);
