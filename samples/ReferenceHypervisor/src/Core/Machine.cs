@@ -134,6 +134,12 @@ internal sealed partial class Machine : IDisposable
     internal Action<VirtualCpu>? BeforeVcpuWait { get; set; }
 
     /// <summary>
+    /// Test hook: called by XENMEM_add_to_physmap and XENMEM_remove_from_physmap with the domain's physmap lock held,
+    /// between their look at a guest frame's slot and their change of it (the domain and the gfn).
+    /// </summary>
+    internal Action<Domain, ulong>? PhysmapSlotLooked { get; set; }
+
+    /// <summary>
     /// Crash a domain whose vCPU retired more instructions than this, counting each preemption check of a long
     /// hypercall as one (<see cref="VirtualCpu.HypercallOperations"/>); 0 = no limit.
     /// </summary>

@@ -209,6 +209,7 @@ internal static class MemoryOpHypercall
         {
             var gfn = new GuestFrameNumber(gpfn);
             long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
+            domain.Machine.PhysmapSlotLooked?.Invoke(domain, gpfn);
             MachineFrameNumber? released = null;
             if (rc == XenErrno.ENOENT.Negated() && domain.Ept.TryLookup(gfn, out var frame, out _))
                 rc = RemoveSlotPage(domain, gfn, frame, out released) ? 0 : XenErrno.ENOMEM.Negated();
@@ -253,7 +254,9 @@ internal static class MemoryOpHypercall
                 return rc;
             var gfn = new GuestFrameNumber(gpfn);
             MachineFrameNumber? released = null;
-            if (domain.Ept.TryLookup(gfn, out var old, out _) && !domain.IsGrantTableFrame(old)
+            bool present = domain.Ept.TryLookup(gfn, out var old, out _);
+            machine.PhysmapSlotLooked?.Invoke(domain, gpfn);
+            if (present && !domain.IsGrantTableFrame(old)
                 && !machine.Grants.IsGrantMapping(domain.Grants, gfn) && !RemoveSlotPage(domain, gfn, old, out released))
                 return XenErrno.ENOMEM.Negated();
 
