@@ -143,11 +143,20 @@ public sealed class BlkifRingServer : IDisposable
                 (id, sector, nr, indirectOp, grefs) = (r.Id, r.SectorNumber, r.NrSegments, r.IndirectOp, r.IndirectGrefs);
             }
 
+            // The answer carries indirect_op, never BLKIF_OP_INDIRECT (xen-blkback's dispatch_rw_block_io answers with
+            // req_operation, on fail_response too): xen-blkfront's blkif_interrupt disables the disk otherwise.
+            operation = indirectOp;
             if (_maxIndirectSegments == 0)
+            {
                 return new Answer(id, operation, BlkifStatus.NotSupported);
+            }
+
             if (indirectOp is not ((byte)BlkifOperation.Read or (byte)BlkifOperation.Write) || nr == 0 || nr > _maxIndirectSegments
                 || !TryReadIndirectSegments(grefs, nr))
+            {
                 return new Answer(id, operation, BlkifStatus.Error);
+            }
+
             (dataOp, count) = ((BlkifOperation)indirectOp, nr);
         }
         else

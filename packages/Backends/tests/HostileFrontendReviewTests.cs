@@ -1,0 +1,110 @@
+using System.Runtime.InteropServices;
+using VmmKit.Backends.Block;
+using VmmKit.Backends.Xenbus;
+using static VmmKit.Backends.Tests.TestBlkfront;
+
+namespace VmmKit.Backends.Tests;
+
+/// <summary>
+/// Review of blkback against a hostile (or merely strict) frontend: what Linux's xen-blkback answers, and what Linux's
+/// xen-blkfront checks in every response.
+/// </summary>
+public sealed class HostileFrontendReviewTests : IAsyncLifetime
+{
+    private const uint Xvda = 51712;
+    private readonly TestWorld _w = new();
+    private readonly string _image = Path.Combine(Path.GetTempPath(), $"vmmkit-blkrev-{Guid.NewGuid():N}.img");
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _running = [];
+    private readonly List<IDisposable> _owned = [];
+
+    public Task InitializeAsync()
+    {
+        using (var f = File.Create(_image))
+        {
+            f.SetLength(1 << 20); // 2048 sectors
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        _stop.Cancel();
+        foreach (var t in _running)
+        {
+            try
+            {
+                await t;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        foreach (var d in _owned)
+        {
+            d.Dispose();
+        }
+
+        await _w.DisposeAsync();
+        File.Delete(_image);
+    }
+
+    private async Task<(BlockBackend Backend, TestBlkfront Front)> StartAsync(bool copy, int maxIndirectSegments = 32)
+    {
+        var options = new BlockBackendOptions
+        {
+            MaxIndirectSegments = maxIndirectSegments,
+            CopyBuffer = copy ? _w.NewCopyBuffer(Math.Max(11, maxIndirectSegments)) : null,
+        };
+        var (be, fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda,
+            [new("params", _image), new("mode", "w"), new("dev", "xvda"), new("type", "file")],
+            [new("virtual-device", Xvda.ToString()), new("device-type", "disk")]);
+        var raw = new RawImageStorage(_image);
+        _owned.Add(raw);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var backend = new BlockBackend(new XenbusBackendDevice(_w.Store0, be, fe, 1), events, _w.Mapper, raw, options);
+        _owned.Add(backend);
+        _running.Add(backend.RunAsync(_stop.Token));
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "2", "backend InitWait");
+        var front = new TestBlkfront(_w);
+        _owned.Add(front);
+        await front.ConnectAsync(fe, be);
+        return (backend, front);
+    }
+
+    // xen-blkback's dispatch_rw_block_io answers an indirect request with req_operation, its indirect_op (also on
+    // fail_response), and xen-blkfront's blkif_interrupt compares a response's operation with the request's
+    // indirect_op: any other value is "response has wrong operation" and disables the disk.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_indirect_request_is_answered_with_its_indirect_op(bool copy)
+    {
+        var (_, f) = await StartAsync(copy);
+        var list = MemoryMarshal.Cast<byte, BlkifRequestSegment>(f.Data(90));
+        for (int i = 0; i < 16; i++)
+        {
+            f.Data(i).Fill((byte)(i + 1));
+            list[i] = Seg(f.DataRefs[i]);
+        }
+
+        f.QueueIndirect(BlkifOperation.Write, 1, 0, 16, f.DataRefs[90]);
+        f.QueueIndirect(BlkifOperation.Read, 2, 0, 16, f.DataRefs[90]);
+        f.QueueIndirect(BlkifOperation.Read, 3, 0, 33, f.DataRefs[90]);   // above the advertised 32
+        f.QueueIndirect(BlkifOperation.Write, 4, 0, 1, 9999);             // the indirect page does not map
+        f.QueueIndirect(BlkifOperation.Read, 5, 2047, 16, f.DataRefs[90]); // past the disk's end
+        f.Push();
+        Assert.Equal(
+            [
+                (1UL, (byte)BlkifOperation.Write, BlkifStatus.Okay),
+                (2UL, (byte)BlkifOperation.Read, BlkifStatus.Okay),
+                (3UL, (byte)BlkifOperation.Read, BlkifStatus.Error),
+                (4UL, (byte)BlkifOperation.Write, BlkifStatus.Error),
+                (5UL, (byte)BlkifOperation.Read, BlkifStatus.Error),
+            ],
+            f.Responses(5));
+    }
+}
