@@ -107,4 +107,29 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
             ],
             f.Responses(5));
     }
+
+    // xen-blkback's dispatch_rw_block_io maps every segment (xen_blkbk_map) before it submits any I/O: a request with
+    // one bad grant goes to fail_flush/fail_response and the disk is not touched. A write whose last segment is not
+    // granted, or granted read-only where a read must write, is answered BLKIF_RSP_ERROR with nothing written or read,
+    // and nothing stays mapped.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_request_with_one_bad_grant_touches_neither_the_disk_nor_the_pages(bool copy)
+    {
+        var (backend, f) = await StartAsync(copy);
+        f.Data(0).Fill(0xAA);
+        f.Data(1).Fill(0xBB);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.Write, 1, 0, Seg(f.DataRefs[0]), Seg(f.DataRefs[1]), Seg(9999)).Status);
+        Assert.All(File.ReadAllBytes(_image), b => Assert.Equal(0, b));
+
+        // A read into a page granted read-only: the backend would write where it may only read.
+        Assert.True(_w.Share.TryGrantForeignAccess(0, TestBlkfront.FirstDataFrame + 2, readOnly: true, out uint readOnlyRef));
+        f.Data(2).Fill(0xCC);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.Read, 2, 0, Seg(readOnlyRef)).Status);
+        Assert.All(f.Data(2).ToArray(), b => Assert.Equal(0xCC, b));
+        Assert.Equal(1, _w.Dom0Grants.MappingCount); // the ring only
+        Assert.False(_w.Share.IsForeignAccessInUse(readOnlyRef));
+        Assert.Equal(2, backend.Ring!.RequestsFailed);
+    }
 }

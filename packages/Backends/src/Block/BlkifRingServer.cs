@@ -27,10 +27,13 @@ public sealed class BlkifRingServer : IDisposable
     private readonly int _maxIndirectSegments;
     private readonly IBackendBuffer? _buffer;
     private readonly GnttabCopy[] _copies;
+    private readonly GrantMapping[] _maps;
     private uint _reqCons, _rspProdPvt;
 
     /// <summary>Creates the server over a mapped ring.</summary>
-    /// <param name="mapper">Maps the frontend's data and indirect pages.</param>
+    /// <param name="mapper">
+    /// Maps the frontend's data and indirect pages; by grant map, all the segments of a request are mapped at once.
+    /// </param>
     /// <param name="frontendDomain">The frontend's domain.</param>
     /// <param name="ring">The ring's pages (owned by the server from now on).</param>
     /// <param name="protocol">The frontend's ring layout.</param>
@@ -61,6 +64,7 @@ public sealed class BlkifRingServer : IDisposable
             throw new ArgumentException($"The copy buffer needs at least {_segments.Length} pages.", nameof(copyBuffer));
         _buffer = copyBuffer;
         _copies = new GnttabCopy[copyBuffer is null ? 0 : _segments.Length];
+        _maps = new GrantMapping[copyBuffer is null ? _segments.Length : 0];
         // The frontend initialised the ring (SHARED_RING_INIT); the private indexes start from what it published.
         _reqCons = _rspProdPvt = Volatile.Read(ref ring.Index(SharedRing.RspProdOffset));
     }
@@ -242,30 +246,47 @@ public sealed class BlkifRingServer : IDisposable
         long offset = (long)sector * BlkifLimits.SectorSize;
         if (_buffer is not null)
             return TransferByCopy(write, offset, segments, _buffer);
-        foreach (var s in segments)
+        // Every data page is mapped before the disk is touched (xen-blkback's xen_blkbk_map, then fail_flush on a bad
+        // grant): a request with one bad grant reads or writes nothing. Writable to read into it, read-only to write from it.
+        Span<GrantMapping> maps = _maps.AsSpan(0, segments.Length);
+        int mapped = 0;
+        try
         {
-            // A data page is mapped writable to read into it, read-only to write from it.
-            if (_mapper.TryMap(_frontend, s.Gref, readOnly: write, out GrantMapping m) != GrantStatus.Okay)
-                return BlkifStatus.Error;
-            int start = s.FirstSect * BlkifLimits.SectorSize, length = (s.LastSect - s.FirstSect + 1) * BlkifLimits.SectorSize;
-            try
+            for (; mapped < segments.Length; mapped++)
             {
-                Span<byte> data = _mapper.GetPage(m).Slice(start, length);
-                if (write)
-                    _storage.Write(offset, data);
-                else
-                    _storage.Read(offset, data);
-            }
-            catch (IOException)
-            {
-                return BlkifStatus.Error;
-            }
-            finally
-            {
-                _mapper.Unmap(m);
+                if (_mapper.TryMap(_frontend, segments[mapped].Gref, readOnly: write, out maps[mapped]) != GrantStatus.Okay)
+                {
+                    return BlkifStatus.Error;
+                }
             }
 
-            offset += length;
+            for (int i = 0; i < segments.Length; i++)
+            {
+                var s = segments[i];
+                int start = s.FirstSect * BlkifLimits.SectorSize, length = (s.LastSect - s.FirstSect + 1) * BlkifLimits.SectorSize;
+                Span<byte> data = _mapper.GetPage(maps[i]).Slice(start, length);
+                if (write)
+                {
+                    _storage.Write(offset, data);
+                }
+                else
+                {
+                    _storage.Read(offset, data);
+                }
+
+                offset += length;
+            }
+        }
+        catch (IOException)
+        {
+            return BlkifStatus.Error;
+        }
+        finally
+        {
+            for (int i = 0; i < mapped; i++)
+            {
+                _mapper.Unmap(maps[i]);
+            }
         }
 
         return BlkifStatus.Okay;
