@@ -132,4 +132,74 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         Assert.False(_w.Share.IsForeignAccessInUse(readOnlyRef));
         Assert.Equal(2, backend.Ring!.RequestsFailed);
     }
+
+    // A frontend that queues a new request each time one is served keeps Process going for as long as it likes; the
+    // toolstack disconnects such a guest's disk before destroying it (Dom0's BlockBackends.Remove), so the disconnect
+    // must stop the loop. xen-blkback's __do_block_io_op checks kthread_should_stop() before every request, and
+    // xen_blkif_disconnect stops that thread.
+    [Fact]
+    public async Task A_disconnect_stops_a_frontend_that_never_stops_queueing()
+    {
+        const int cap = 200_000;
+        var storage = new EndlessStorage();
+        var (be, fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var backend = new BlockBackend(new XenbusBackendDevice(_w.Store0, be, fe, 1), events, _w.Mapper, storage);
+        _owned.Add(backend);
+        _running.Add(backend.RunAsync(_stop.Token));
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "2", "backend InitWait");
+        var f = new TestBlkfront(_w);
+        _owned.Add(f);
+        await f.ConnectAsync(fe, be);
+
+        Thread? disconnecting = null;
+        storage.OnRead = n =>
+        {
+            if (n == 1)
+            {
+                disconnecting = new Thread(backend.Dispose);
+                disconnecting.Start();
+            }
+
+            if (n < cap)
+            {
+                f.Queue(BlkifOperation.Read, (ulong)n, 0, Seg(f.DataRefs[0], 0, 0));
+                f.Push();
+            }
+        };
+        f.Queue(BlkifOperation.Read, 0, 0, Seg(f.DataRefs[0], 0, 0));
+        f.Push();
+        TestWorld.Until(() => disconnecting is { } t && t.Join(0), "the disconnect returned");
+        Assert.True(storage.Reads < cap, $"the disconnect waited for the frontend to stop queueing ({storage.Reads} requests served)");
+        Assert.Null(backend.Ring);
+        Assert.Equal(0, _w.Dom0Grants.MappingCount);
+    }
+
+    private sealed class EndlessStorage : IBlockStorage
+    {
+        private int _reads;
+
+        public Action<int>? OnRead { get; set; }
+
+        public int Reads => Volatile.Read(ref _reads);
+
+        public ulong Sectors => 64;
+
+        public bool IsReadOnly => false;
+
+        public void Read(long offset, Span<byte> destination)
+        {
+            destination.Clear();
+            OnRead?.Invoke(Interlocked.Increment(ref _reads));
+        }
+
+        public void Write(long offset, ReadOnlySpan<byte> source)
+        {
+        }
+
+        public void Flush()
+        {
+        }
+    }
 }

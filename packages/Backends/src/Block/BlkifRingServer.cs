@@ -29,6 +29,7 @@ public sealed class BlkifRingServer : IDisposable
     private readonly GnttabCopy[] _copies;
     private readonly GrantMapping[] _maps;
     private uint _reqCons, _rspProdPvt;
+    private volatile bool _stopping;
 
     /// <summary>Creates the server over a mapped ring.</summary>
     /// <param name="mapper">
@@ -90,7 +91,7 @@ public sealed class BlkifRingServer : IDisposable
     public bool Process()
     {
         bool notify = false;
-        while (!IsHalted)
+        while (!IsHalted && !_stopping)
         {
             uint rp = Volatile.Read(ref _ring.Index(SharedRing.ReqProdOffset));
             Interlocked.MemoryBarrier(); // rmb: read requests only after req_prod
@@ -100,7 +101,9 @@ public sealed class BlkifRingServer : IDisposable
                 break;
             }
 
-            while (_reqCons != rp)
+            // A disconnect ends the loop between requests, however many the frontend keeps queueing (xen-blkback's
+            // __do_block_io_op checks kthread_should_stop() before each one).
+            while (_reqCons != rp && !_stopping)
             {
                 Respond(Handle(_reqCons & (_size - 1)));
                 _reqCons++;
@@ -400,6 +403,12 @@ public sealed class BlkifRingServer : IDisposable
         uint evt = Volatile.Read(ref _ring.Index(SharedRing.RspEventOffset));
         return now - evt < now - old;
     }
+
+    /// <summary>
+    /// Makes a <see cref="Process"/> running on another thread return after the request it is serving, and every later
+    /// one return at once; the owner then disposes the server once it holds it alone.
+    /// </summary>
+    internal void Stop() => _stopping = true;
 
     /// <summary>Unmaps the ring.</summary>
     public void Dispose() => _ring.Dispose();
