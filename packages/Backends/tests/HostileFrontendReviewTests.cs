@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using VmmKit.Backends.Block;
+using VmmKit.Backends.Console;
 using VmmKit.Backends.Xenbus;
 using static VmmKit.Backends.Tests.TestBlkfront;
 
@@ -174,6 +175,36 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         Assert.True(storage.Reads < cap, $"the disconnect waited for the frontend to stop queueing ({storage.Reads} requests served)");
         Assert.Null(backend.Ring);
         Assert.Equal(0, _w.Dom0Grants.MappingCount);
+    }
+
+    // A secondary console whose frontend closes as xenbus frontends do, Closing then Closed: the backend follows to
+    // Closed (the xenbus protocol, xen/io/xenbus.h; xen-blkback's frontend_changed and QEMU's xen-bus backends switch to
+    // Closed when the frontend is Closed), and its ring is unmapped once the frontend is Closing.
+    [Fact]
+    public async Task A_secondary_console_follows_its_frontend_through_Closing_to_Closed()
+    {
+        var (be, fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "console", 1, [new("protocol", "vt100")]);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var backend = new ConsoleBackend(events, _w.Mapper, Stream.Null);
+        _owned.Add(backend);
+        _running.Add(backend.RunXenbusAsync(new XenbusBackendDevice(_w.Store0, be, fe, 1), _stop.Token));
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "2", "InitWait");
+        var guest = _w.Dom1Events.Open();
+        _owned.Add(guest);
+        uint port = guest.BindUnboundPort(0);
+        Assert.True(_w.Share.TryGrantForeignAccess(0, 5, false, out uint gref));
+        await _w.Store1.WriteAsync($"{fe}/ring-ref", gref.ToString());
+        await _w.Store1.WriteAsync($"{fe}/port", port.ToString());
+        await _w.Store1.WriteAsync($"{fe}/state", "4");
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "4", "Connected");
+
+        await _w.Store1.WriteAsync($"{fe}/state", "5");
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "5", "Closing");
+        Assert.False(backend.IsConnected);
+        Assert.True(_w.Share.EndForeignAccess(gref));
+        await _w.Store1.WriteAsync($"{fe}/state", "6");
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "6", "Closed");
     }
 
     private sealed class EndlessStorage : IBlockStorage
