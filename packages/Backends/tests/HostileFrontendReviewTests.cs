@@ -134,6 +134,29 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         Assert.Equal(2, backend.Ring!.RequestsFailed);
     }
 
+    // xen-blkback's dispatch_rw_block_io takes BLKIF_OP_FLUSH_DISKCACHE as a write with REQ_PREFLUSH: more than 11
+    // segments is "Bad number of segments" (BLKIF_RSP_ERROR), and the segments it carries are checked and written like
+    // a write's, never answered Okay without reaching the disk.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_flush_with_segments_writes_them_and_more_than_11_is_an_error(bool copy)
+    {
+        var (_, f) = await StartAsync(copy);
+        f.Data(0).Fill(0x11);
+        f.Data(1).Fill(0x22);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 1, 0, Enumerable.Repeat(Seg(f.DataRefs[0]), 12).ToArray()).Status);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 2, 0, Seg(f.DataRefs[0], 3, 2)).Status);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 3, 2047, Seg(f.DataRefs[0])).Status);
+        Assert.All(File.ReadAllBytes(_image), b => Assert.Equal(0, b));
+
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.FlushDiskCache, 4, 8, Seg(f.DataRefs[0]), Seg(f.DataRefs[1], 0, 3)).Status);
+        byte[] disk = File.ReadAllBytes(_image);
+        Assert.Equal(f.Data(0).ToArray(), disk.AsSpan(8 * 512, 4096).ToArray());
+        Assert.Equal(f.Data(1)[..2048].ToArray(), disk.AsSpan(16 * 512, 2048).ToArray());
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.FlushDiskCache, 5, 0).Status);
+    }
+
     // A frontend that queues a new request each time one is served keeps Process going for as long as it likes; the
     // toolstack disconnects such a guest's disk before destroying it (Dom0's BlockBackends.Remove), so the disconnect
     // must stop the loop. xen-blkback's __do_block_io_op checks kthread_should_stop() before every request, and

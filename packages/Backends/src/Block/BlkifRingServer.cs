@@ -190,8 +190,21 @@ public sealed class BlkifRingServer : IDisposable
                     (dataOp, count) = ((BlkifOperation)operation, nr);
                     break;
                 case BlkifOperation.FlushDiskCache:
-                    // feature-flush-cache: completed writes reach the disk (fsync); a request may carry no segments.
-                    return new Answer(id, operation, TryStorage(static s => s.Flush()));
+                    // feature-flush-cache: completed writes reach the disk (fsync). xen-blkback's dispatch_rw_block_io
+                    // takes it as a write with REQ_PREFLUSH: up to 11 segments, checked and written as a write's.
+                    if (nr > BlkifLimits.MaxSegmentsPerRequest)
+                    {
+                        return new Answer(id, operation, BlkifStatus.Error);
+                    }
+
+                    BlkifStatus flushed = TryStorage(static s => s.Flush());
+                    if (nr == 0 || flushed != BlkifStatus.Okay)
+                    {
+                        return new Answer(id, operation, flushed);
+                    }
+
+                    (dataOp, count) = (BlkifOperation.Write, nr);
+                    break;
                 default:
                     // Barriers and discard are not advertised; xen-blkback answers other operations EOPNOTSUPP.
                     return new Answer(id, operation, BlkifStatus.NotSupported);
