@@ -134,6 +134,24 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         Assert.Equal(2, backend.Ring!.RequestsFailed);
     }
 
+    // One grant for two segments of a request, or the ring's own grant as a data page: Xen maps a grant as often as it
+    // is asked (the pin counts, __gnttab_map_grant_ref), so the request is served; the frontend only hurts itself.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_grant_used_twice_in_a_request_or_the_ring_grant_as_data_is_served(bool copy)
+    {
+        var (backend, f) = await StartAsync(copy);
+        f.Data(0).Fill(0x5C);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Write, 1, 0, Seg(f.DataRefs[0]), Seg(f.DataRefs[0])).Status);
+        byte[] disk = File.ReadAllBytes(_image);
+        Assert.All(disk.AsSpan(0, 8192).ToArray(), b => Assert.Equal(0x5C, b));
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Write, 2, 16, Seg(f.RingRefs[0], 7, 7)).Status);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 3, 0, Seg(f.DataRefs[1]), Seg(f.DataRefs[1], 0, 0)).Status);
+        Assert.Equal(1, _w.Dom0Grants.MappingCount); // the ring only
+        Assert.Equal(0, backend.Ring!.RequestsFailed);
+    }
+
     // xen-blkback's dispatch_rw_block_io takes BLKIF_OP_FLUSH_DISKCACHE as a write with REQ_PREFLUSH: more than 11
     // segments is "Bad number of segments" (BLKIF_RSP_ERROR), and the segments it carries are checked and written like
     // a write's, never answered Okay without reaching the disk.
