@@ -152,6 +152,25 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         Assert.Equal(0, backend.Ring!.RequestsFailed);
     }
 
+    // A frontend domain that dies with its ring mapped: Xen keeps a granted frame while a grantee maps it, and the
+    // grantee's unmap still succeeds (the dying domain's gnttab_release_mappings only drops what it mapped itself). The
+    // backend serves what was queued, then disconnects with nothing left mapped.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_frontend_that_dies_connected_leaves_nothing_mapped_after_the_disconnect(bool copy)
+    {
+        var (backend, f) = await StartAsync(copy);
+        f.Queue(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0]));
+        _w.Grants.DestroyDomain(_w.Dom1Grants);
+        backend.ProcessRing();
+        f.Push();
+        Assert.Equal(BlkifStatus.Error, f.Responses(1).Single().Status); // the data grant is gone with its table
+        backend.Dispose();
+        Assert.Null(backend.Ring);
+        Assert.Equal(0, _w.Dom0Grants.MappingCount);
+    }
+
     // xen-blkback's dispatch_rw_block_io takes BLKIF_OP_FLUSH_DISKCACHE as a write with REQ_PREFLUSH: more than 11
     // segments is "Bad number of segments" (BLKIF_RSP_ERROR), and the segments it carries are checked and written like
     // a write's, never answered Okay without reaching the disk.
