@@ -7,8 +7,9 @@ using VmmKit.Hypercall;
 namespace VmmKit.Dom0.Tests;
 
 /// <summary>
-/// Review of Dom0's grant client as its backends use it against a hostile guest: a guest owns its grant table, so what
-/// the toolstack seeded there (the console ring as <c>GNTTAB_RESERVED_CONSOLE</c>) may be gone when a new Dom0 maps it.
+/// Review of Dom0's grant client and backends against a hostile guest: a guest owns its grant table, so what the
+/// toolstack seeded there (the console ring as <c>GNTTAB_RESERVED_CONSOLE</c>) may be gone when a new Dom0 maps it; and
+/// it writes as much console output as it likes.
 /// </summary>
 public sealed class XenGnttabReviewTests
 {
@@ -63,6 +64,36 @@ public sealed class XenGnttabReviewTests
             }
 
             second.WaitForExit();
+        }
+    }
+
+    // A guest that prints without end must not grow Dom0's memory without end: xenconsoled keeps at most the domain's
+    // console/limit bytes (buffer_append discards the rest; the toolstack writes 1 MiB), so xl console's replay is
+    // the newest output up to that limit.
+    [Fact]
+    public void A_guest_flooding_its_console_keeps_a_bounded_replay_of_its_newest_output()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"vmmkit-conslog-{Guid.NewGuid():N}.log");
+        try
+        {
+            using var log = new VmmKit.Dom0.Daemon.ConsoleLog(path);
+            byte[] chunk = new byte[2048];
+            for (int i = 0; i < 4096; i++) // 8 MiB, one out ring at a time
+            {
+                chunk.AsSpan().Fill((byte)i);
+                log.Write(chunk, 0, chunk.Length);
+            }
+
+            using var follow = log.Follow(_ => { }, out byte[] history);
+            Assert.Equal(1 << 20, history.Length);
+            Assert.Equal(unchecked((byte)4095), history[^1]);
+            Assert.Equal(unchecked((byte)(4096 - 512)), history[0]);
+            log.Flush();
+            Assert.Equal(8L << 20, new FileInfo(path).Length); // the log file keeps everything, as xenconsoled's does
+        }
+        finally
+        {
+            File.Delete(path);
         }
     }
 
