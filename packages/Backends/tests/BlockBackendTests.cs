@@ -188,7 +188,7 @@ public sealed class BlockBackendTests : IAsyncLifetime
 
         f.QueueIndirect(BlkifOperation.Write, 9, 16, 64, f.DataRefs[90]);
         f.Push();
-        Assert.Equal((9UL, (byte)6, BlkifStatus.Okay), f.Responses(1).Single());
+        Assert.Equal((9UL, (byte)BlkifOperation.Write, BlkifStatus.Okay), f.Responses(1).Single()); // answered with indirect_op
         byte[] disk = File.ReadAllBytes(_image);
         for (int i = 0; i < 64; i++)
             Assert.Equal(f.Data(i).ToArray(), disk.AsSpan((16 * 512) + (i * 4096), 4096).ToArray());

@@ -6,6 +6,12 @@ namespace VmmKit.Dom0.Daemon;
 /// </summary>
 internal sealed class ConsoleLog(string path) : Stream
 {
+    /// <summary>
+    /// The replay kept, the newest output: the <c>console/limit</c> the toolstack writes (1 MiB). xenconsoled keeps no more
+    /// of a domain's output than that (buffer_append), so a guest printing without end cannot exhaust Dom0's memory.
+    /// </summary>
+    internal const int MaxHistory = 1 << 20;
+
     private readonly MemoryStream _history = new();
     private readonly FileStream _file = new(path, FileMode.Append, FileAccess.Write, FileShare.Read);
     private readonly List<Action<ReadOnlyMemory<byte>>> _followers = [];
@@ -19,7 +25,8 @@ internal sealed class ConsoleLog(string path) : Stream
     {
         lock (_lock)
         {
-            history = _history.ToArray();
+            int kept = (int)Math.Min(_history.Length, MaxHistory);
+            history = _history.GetBuffer().AsSpan((int)_history.Length - kept, kept).ToArray();
             _followers.Add(output);
         }
 
@@ -42,6 +49,14 @@ internal sealed class ConsoleLog(string path) : Stream
         lock (_lock)
         {
             _history.Write(chunk);
+            if (_history.Length > 2 * MaxHistory)
+            {
+                // Only the newest MaxHistory bytes are replayed; trimming at twice that keeps each write O(1) amortised.
+                byte[] all = _history.GetBuffer();
+                Buffer.BlockCopy(all, (int)_history.Length - MaxHistory, all, 0, MaxHistory);
+                _history.SetLength(MaxHistory);
+            }
+
             _file.Write(chunk);
             foreach (var f in _followers)
                 f(chunk);

@@ -227,8 +227,17 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
             if (await store.TryReadStringAsync($"/libxl/{d.Domid}/console-local-port") is { } port
                 && await store.TryReadStringAsync($"/local/domain/{d.Domid}/console/port") is { } remote)
             {
-                uint local = console.Reconnect(d.Domid, uint.Parse(port, CultureInfo.InvariantCulture), uint.Parse(remote, CultureInfo.InvariantCulture));
-                await store.WriteAsync($"/libxl/{d.Domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture));
+                // The guest owns its grant table: its GNTTAB_RESERVED_CONSOLE entry may be ended or changed by now. As
+                // xenconsoled's domain_create_ring, that console stays unconnected and the other domains are reattached.
+                try
+                {
+                    uint local = console.Reconnect(d.Domid, uint.Parse(port, CultureInfo.InvariantCulture), uint.Parse(remote, CultureInfo.InvariantCulture));
+                    await store.WriteAsync($"/libxl/{d.Domid}/console-local-port", local.ToString(CultureInfo.InvariantCulture));
+                }
+                catch (Exception e) when (e is XenException or VmmKit.EventChannel.EventChannelException)
+                {
+                    Console.Error.WriteLine($"vmmkit-dom0: domain {d.Domid}: cannot connect its console again ({e.Message}); it stays unconnected");
+                }
             }
 
             if (await store.TryReadStringAsync($"/local/domain/{d.Domid}/store/port") is { } sp

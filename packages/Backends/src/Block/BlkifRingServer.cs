@@ -27,10 +27,14 @@ public sealed class BlkifRingServer : IDisposable
     private readonly int _maxIndirectSegments;
     private readonly IBackendBuffer? _buffer;
     private readonly GnttabCopy[] _copies;
+    private readonly GrantMapping[] _maps;
     private uint _reqCons, _rspProdPvt;
+    private volatile bool _stopping;
 
     /// <summary>Creates the server over a mapped ring.</summary>
-    /// <param name="mapper">Maps the frontend's data and indirect pages.</param>
+    /// <param name="mapper">
+    /// Maps the frontend's data and indirect pages; by grant map, all the segments of a request are mapped at once.
+    /// </param>
     /// <param name="frontendDomain">The frontend's domain.</param>
     /// <param name="ring">The ring's pages (owned by the server from now on).</param>
     /// <param name="protocol">The frontend's ring layout.</param>
@@ -61,6 +65,7 @@ public sealed class BlkifRingServer : IDisposable
             throw new ArgumentException($"The copy buffer needs at least {_segments.Length} pages.", nameof(copyBuffer));
         _buffer = copyBuffer;
         _copies = new GnttabCopy[copyBuffer is null ? 0 : _segments.Length];
+        _maps = new GrantMapping[copyBuffer is null ? _segments.Length : 0];
         // The frontend initialised the ring (SHARED_RING_INIT); the private indexes start from what it published.
         _reqCons = _rspProdPvt = Volatile.Read(ref ring.Index(SharedRing.RspProdOffset));
     }
@@ -86,7 +91,7 @@ public sealed class BlkifRingServer : IDisposable
     public bool Process()
     {
         bool notify = false;
-        while (!IsHalted)
+        while (!IsHalted && !_stopping)
         {
             uint rp = Volatile.Read(ref _ring.Index(SharedRing.ReqProdOffset));
             Interlocked.MemoryBarrier(); // rmb: read requests only after req_prod
@@ -96,7 +101,9 @@ public sealed class BlkifRingServer : IDisposable
                 break;
             }
 
-            while (_reqCons != rp)
+            // A disconnect ends the loop between requests, however many the frontend keeps queueing (xen-blkback's
+            // __do_block_io_op checks kthread_should_stop() before each one).
+            while (_reqCons != rp && !_stopping)
             {
                 Respond(Handle(_reqCons & (_size - 1)));
                 _reqCons++;
@@ -143,11 +150,20 @@ public sealed class BlkifRingServer : IDisposable
                 (id, sector, nr, indirectOp, grefs) = (r.Id, r.SectorNumber, r.NrSegments, r.IndirectOp, r.IndirectGrefs);
             }
 
+            // The answer carries indirect_op, never BLKIF_OP_INDIRECT (xen-blkback's dispatch_rw_block_io answers with
+            // req_operation, on fail_response too): xen-blkfront's blkif_interrupt disables the disk otherwise.
+            operation = indirectOp;
             if (_maxIndirectSegments == 0)
+            {
                 return new Answer(id, operation, BlkifStatus.NotSupported);
+            }
+
             if (indirectOp is not ((byte)BlkifOperation.Read or (byte)BlkifOperation.Write) || nr == 0 || nr > _maxIndirectSegments
                 || !TryReadIndirectSegments(grefs, nr))
+            {
                 return new Answer(id, operation, BlkifStatus.Error);
+            }
+
             (dataOp, count) = ((BlkifOperation)indirectOp, nr);
         }
         else
@@ -174,8 +190,21 @@ public sealed class BlkifRingServer : IDisposable
                     (dataOp, count) = ((BlkifOperation)operation, nr);
                     break;
                 case BlkifOperation.FlushDiskCache:
-                    // feature-flush-cache: completed writes reach the disk (fsync); a request may carry no segments.
-                    return new Answer(id, operation, TryStorage(static s => s.Flush()));
+                    // feature-flush-cache: completed writes reach the disk (fsync). xen-blkback's dispatch_rw_block_io
+                    // takes it as a write with REQ_PREFLUSH: up to 11 segments, checked and written as a write's.
+                    if (nr > BlkifLimits.MaxSegmentsPerRequest)
+                    {
+                        return new Answer(id, operation, BlkifStatus.Error);
+                    }
+
+                    BlkifStatus flushed = TryStorage(static s => s.Flush());
+                    if (nr == 0 || flushed != BlkifStatus.Okay)
+                    {
+                        return new Answer(id, operation, flushed);
+                    }
+
+                    (dataOp, count) = (BlkifOperation.Write, nr);
+                    break;
                 default:
                     // Barriers and discard are not advertised; xen-blkback answers other operations EOPNOTSUPP.
                     return new Answer(id, operation, BlkifStatus.NotSupported);
@@ -233,30 +262,47 @@ public sealed class BlkifRingServer : IDisposable
         long offset = (long)sector * BlkifLimits.SectorSize;
         if (_buffer is not null)
             return TransferByCopy(write, offset, segments, _buffer);
-        foreach (var s in segments)
+        // Every data page is mapped before the disk is touched (xen-blkback's xen_blkbk_map, then fail_flush on a bad
+        // grant): a request with one bad grant reads or writes nothing. Writable to read into it, read-only to write from it.
+        Span<GrantMapping> maps = _maps.AsSpan(0, segments.Length);
+        int mapped = 0;
+        try
         {
-            // A data page is mapped writable to read into it, read-only to write from it.
-            if (_mapper.TryMap(_frontend, s.Gref, readOnly: write, out GrantMapping m) != GrantStatus.Okay)
-                return BlkifStatus.Error;
-            int start = s.FirstSect * BlkifLimits.SectorSize, length = (s.LastSect - s.FirstSect + 1) * BlkifLimits.SectorSize;
-            try
+            for (; mapped < segments.Length; mapped++)
             {
-                Span<byte> data = _mapper.GetPage(m).Slice(start, length);
-                if (write)
-                    _storage.Write(offset, data);
-                else
-                    _storage.Read(offset, data);
-            }
-            catch (IOException)
-            {
-                return BlkifStatus.Error;
-            }
-            finally
-            {
-                _mapper.Unmap(m);
+                if (_mapper.TryMap(_frontend, segments[mapped].Gref, readOnly: write, out maps[mapped]) != GrantStatus.Okay)
+                {
+                    return BlkifStatus.Error;
+                }
             }
 
-            offset += length;
+            for (int i = 0; i < segments.Length; i++)
+            {
+                var s = segments[i];
+                int start = s.FirstSect * BlkifLimits.SectorSize, length = (s.LastSect - s.FirstSect + 1) * BlkifLimits.SectorSize;
+                Span<byte> data = _mapper.GetPage(maps[i]).Slice(start, length);
+                if (write)
+                {
+                    _storage.Write(offset, data);
+                }
+                else
+                {
+                    _storage.Read(offset, data);
+                }
+
+                offset += length;
+            }
+        }
+        catch (IOException)
+        {
+            return BlkifStatus.Error;
+        }
+        finally
+        {
+            for (int i = 0; i < mapped; i++)
+            {
+                _mapper.Unmap(maps[i]);
+            }
         }
 
         return BlkifStatus.Okay;
@@ -370,6 +416,12 @@ public sealed class BlkifRingServer : IDisposable
         uint evt = Volatile.Read(ref _ring.Index(SharedRing.RspEventOffset));
         return now - evt < now - old;
     }
+
+    /// <summary>
+    /// Makes a <see cref="Process"/> running on another thread return after the request it is serving, and every later
+    /// one return at once; the owner then disposes the server once it holds it alone.
+    /// </summary>
+    internal void Stop() => _stopping = true;
 
     /// <summary>Unmaps the ring.</summary>
     public void Dispose() => _ring.Dispose();

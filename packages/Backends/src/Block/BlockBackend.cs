@@ -251,6 +251,8 @@ public sealed partial class BlockBackend : IDisposable
 
     private void Disconnect()
     {
+        // First make a Process in progress return: a frontend that keeps queueing would otherwise hold the lock.
+        Volatile.Read(ref _server)?.Stop();
         lock (_lock)
         {
             if (_server is null)

@@ -106,6 +106,7 @@ public sealed class ConsoleBackend : IDisposable
         try
         {
             await device.SwitchStateAsync(XenbusState.InitWait, stop.Token).ConfigureAwait(false);
+            XenbusState state = XenbusState.InitWait;
             await foreach (XenbusState fe in device.WatchFrontendStateAsync(stop.Token).ConfigureAwait(false))
             {
                 if (fe is XenbusState.Initialised or XenbusState.Connected && !_connected)
@@ -130,18 +131,24 @@ public sealed class ConsoleBackend : IDisposable
                     if (error is not null)
                     {
                         await device.WriteAsync("error", error, stop.Token).ConfigureAwait(false);
-                        await device.SwitchStateAsync(XenbusState.Closing, stop.Token).ConfigureAwait(false);
                     }
-                    else
-                    {
-                        await device.SwitchStateAsync(XenbusState.Connected, stop.Token).ConfigureAwait(false);
-                    }
+
+                    state = error is null ? XenbusState.Connected : XenbusState.Closing;
+                    await device.SwitchStateAsync(state, stop.Token).ConfigureAwait(false);
                 }
-                else if (fe is XenbusState.Closing or XenbusState.Closed or XenbusState.Unknown && _connected)
+                else if (fe is XenbusState.Closing or XenbusState.Closed or XenbusState.Unknown)
                 {
-                    Disconnect();
-                    if (fe != XenbusState.Unknown)
+                    if (_connected)
+                    {
+                        Disconnect();
+                    }
+
+                    // Closed follows Closing even with the ring already unmapped (xen-blkback's frontend_changed).
+                    if (fe != XenbusState.Unknown && state != fe)
+                    {
+                        state = fe;
                         await device.SwitchStateAsync(fe, stop.Token).ConfigureAwait(false);
+                    }
                 }
             }
         }
