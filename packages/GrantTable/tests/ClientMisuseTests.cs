@@ -298,4 +298,35 @@ public sealed class ClientMisuseTests : IDisposable
 
         Assert.Equal(fullTable - 8, refs.Count);
     }
+
+    [Fact]
+    public void A_read_only_mapping_gives_no_writable_view_even_when_the_caller_says_it_is_writable()
+    {
+        // Linux's gntdev maps a read-only grant only into a PROT_READ mapping, so a backend's stray write faults instead
+        // of reaching the granter's page. IGrantMapper.GetPage (a writable span) refuses a mapping the mapper made
+        // read-only, whatever the caller's copy of GrantMapping.ReadOnly says; GetReadOnlyPage serves both kinds.
+        _front.RamPage(5)[0] = 0x5A;
+        uint ro = Grant(5, readOnly: true), rw = Grant(6, readOnly: false);
+        var mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 2);
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, ro, readOnly: true, out GrantMapping readOnly));
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, rw, readOnly: false, out GrantMapping writable));
+
+        Assert.Throws<InvalidOperationException>(() => mapper.GetPage(readOnly));
+        Assert.Throws<InvalidOperationException>(() => mapper.GetPage(readOnly with { ReadOnly = false }));
+        Assert.Equal(0x5A, mapper.GetReadOnlyPage(readOnly)[0]);
+        Assert.Equal(4096, mapper.GetReadOnlyPage(writable).Length);
+        mapper.GetPage(writable)[0] = 0xA5;
+        Assert.Equal(0xA5, _front.RamPage(6)[0]);
+        Assert.Throws<ArgumentException>(() => mapper.GetReadOnlyPage(readOnly with { Handle = readOnly.Handle + 1 }));
+
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(readOnly));
+        Assert.Throws<ArgumentException>(() => mapper.GetReadOnlyPage(readOnly));
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(writable));
+    }
+
+    private uint Grant(int gfn, bool readOnly)
+    {
+        Assert.True(_share.TryGrantForeignAccess(2, (ulong)gfn, readOnly, out uint gref));
+        return gref;
+    }
 }

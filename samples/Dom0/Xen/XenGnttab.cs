@@ -17,7 +17,7 @@ public sealed class XenGnttab : IGrantMapper
     public const ulong FirstSlot = 0x100000;
 
     private readonly Privcmd _privcmd;
-    private readonly Dictionary<uint, (ulong Slot, ulong Address)> _liveByHandle = [];
+    private readonly Dictionary<uint, (ulong Slot, ulong Address, bool ReadOnly)> _liveByHandle = [];
     private readonly Stack<ulong> _freeSlots = new();
     private readonly object _lock = new();
     private ulong _nextSlot = FirstSlot;
@@ -60,7 +60,7 @@ public sealed class XenGnttab : IGrantMapper
         }
 
         lock (_lock)
-            _liveByHandle[op.Handle] = (slot, op.DevBusAddr);
+            _liveByHandle[op.Handle] = (slot, op.DevBusAddr, readOnly);
         mapping = new GrantMapping(domainId, grantRef, op.Handle, op.DevBusAddr, readOnly);
         return GrantStatus.Okay;
     }
@@ -68,14 +68,26 @@ public sealed class XenGnttab : IGrantMapper
     /// <inheritdoc/>
     public Span<byte> GetPage(in GrantMapping mapping)
     {
-        // Only a live mapping of this handle: a stale or foreign one would name whatever frame is at that address now.
+        // As the record made at the map says, whatever the caller's copy of the mapping says (gntdev: PROT_READ only).
+        ulong address = LiveAddress(mapping, out bool readOnly);
+        if (readOnly)
+            throw new InvalidOperationException("The grant is mapped read-only: use GetReadOnlyPage.");
+        return _privcmd.Channel.Frame(address >> 12);
+    }
+
+    /// <inheritdoc/>
+    public ReadOnlySpan<byte> GetReadOnlyPage(in GrantMapping mapping) => _privcmd.Channel.Frame(LiveAddress(mapping, out _) >> 12);
+
+    // Only a live mapping of this handle: a stale or foreign one would name whatever frame is at that address now.
+    private ulong LiveAddress(in GrantMapping mapping, out bool readOnly)
+    {
         lock (_lock)
         {
             if (!_liveByHandle.TryGetValue(mapping.Handle, out var live) || live.Address != mapping.Address)
                 throw new ArgumentException("The mapping is not a live mapping of this handle.", nameof(mapping));
+            readOnly = live.ReadOnly;
+            return live.Address;
         }
-
-        return _privcmd.Channel.Frame(mapping.Address >> 12);
     }
 
     /// <inheritdoc/>
@@ -83,7 +95,7 @@ public sealed class XenGnttab : IGrantMapper
     {
         // The record goes before the hypercall: once the hypervisor has unmapped it, it hands the same handle to the
         // next map (its maptrack free list), possibly another thread's, whose record this must not remove afterwards.
-        (ulong Slot, ulong Address) live;
+        (ulong Slot, ulong Address, bool ReadOnly) live;
         lock (_lock)
         {
             if (!_liveByHandle.TryGetValue(mapping.Handle, out live) || live.Address != mapping.Address)

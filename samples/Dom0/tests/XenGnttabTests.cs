@@ -43,6 +43,12 @@ public sealed class XenGnttabTests
         page[100] = 0xA5;                                             // shared, not copied: the granter sees it
         Assert.Equal(0xA5, channel.Dom0Memory(grantedGfn << 12, 4096)[100]);
 
+        // A read-only mapping gives only a read-only view, whatever the caller's copy of it says (gntdev: PROT_READ).
+        Assert.Equal(GrantStatus.Okay, gnttab.TryMap(0, gref, readOnly: true, out var readOnly));
+        Assert.Throws<InvalidOperationException>(() => gnttab.GetPage(readOnly with { ReadOnly = false }));
+        Assert.Equal(0xA5, gnttab.GetReadOnlyPage(readOnly)[100]);
+        Assert.Equal(GrantStatus.Okay, gnttab.Unmap(readOnly));
+
         Assert.Equal(GrantStatus.Okay, gnttab.Unmap(mapping));
         Assert.Equal(GrantStatus.BadHandle, gnttab.Unmap(mapping));
         Assert.Throws<ArgumentException>(() => gnttab.GetPage(mapping));   // no longer names the granted frame
@@ -132,7 +138,7 @@ public sealed class XenGnttabTests
 
                     try
                     {
-                        _ = gnttab.GetPage(mapping)[0];
+                        _ = gnttab.GetReadOnlyPage(mapping)[0];
                     }
                     catch (ArgumentException)
                     {

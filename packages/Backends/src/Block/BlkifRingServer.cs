@@ -236,7 +236,7 @@ public sealed class BlkifRingServer : IDisposable
                 return false;
             int first = p * BlkifLimits.SegmentsPerIndirectPage;
             int n = Math.Min(BlkifLimits.SegmentsPerIndirectPage, count - first);
-            MemoryMarshal.Cast<byte, BlkifRequestSegment>(_mapper.GetPage(m))[..n].CopyTo(_segments.AsSpan(first));
+            MemoryMarshal.Cast<byte, BlkifRequestSegment>(_mapper.GetReadOnlyPage(m))[..n].CopyTo(_segments.AsSpan(first));
             _mapper.Unmap(m);
         }
 
@@ -280,14 +280,13 @@ public sealed class BlkifRingServer : IDisposable
             {
                 var s = segments[i];
                 int start = s.FirstSect * BlkifLimits.SectorSize, length = (s.LastSect - s.FirstSect + 1) * BlkifLimits.SectorSize;
-                Span<byte> data = _mapper.GetPage(maps[i]).Slice(start, length);
                 if (write)
                 {
-                    _storage.Write(offset, data);
+                    _storage.Write(offset, _mapper.GetReadOnlyPage(maps[i]).Slice(start, length));
                 }
                 else
                 {
-                    _storage.Read(offset, data);
+                    _storage.Read(offset, _mapper.GetPage(maps[i]).Slice(start, length));
                 }
 
                 offset += length;

@@ -54,10 +54,16 @@ public sealed class GrantedPages : IDisposable
         return GrantStatus.Okay;
     }
 
-    /// <summary>The bytes of page <paramref name="index"/>.</summary>
+    /// <summary>The bytes of page <paramref name="index"/>, to read and write.</summary>
     /// <param name="index">The page.</param>
     /// <returns>The page.</returns>
+    /// <exception cref="InvalidOperationException">The pages were mapped read-only: use <see cref="ReadOnlyPage"/>.</exception>
     public Span<byte> Page(int index) => _mapper.GetPage(_maps[index]);
+
+    /// <summary>The bytes of page <paramref name="index"/>, to read (read-only or writable pages).</summary>
+    /// <param name="index">The page.</param>
+    /// <returns>The page.</returns>
+    public ReadOnlySpan<byte> ReadOnlyPage(int index) => _mapper.GetReadOnlyPage(_maps[index]);
 
     /// <summary>A 32-bit ring index at <paramref name="offset"/> of the first page, for volatile access.</summary>
     /// <param name="offset">A 4-byte aligned offset below 4096.</param>
@@ -73,7 +79,7 @@ public sealed class GrantedPages : IDisposable
         {
             int page = offset / SharedRing.PageSize, within = offset % SharedRing.PageSize;
             int n = Math.Min(destination.Length, SharedRing.PageSize - within);
-            Page(page).Slice(within, n).CopyTo(destination);
+            ReadOnlyPage(page).Slice(within, n).CopyTo(destination);
             destination = destination[n..];
             offset += n;
         }

@@ -14,13 +14,25 @@ public interface IGrantMapper
     /// <returns>The hypervisor's status (<see cref="GrantStatus.Okay"/> on success).</returns>
     GrantStatus TryMap(ushort domainId, uint grantRef, bool readOnly, out GrantMapping mapping);
 
-    /// <summary>The bytes of a mapped frame.</summary>
-    /// <param name="mapping">A live mapping made by this mapper.</param>
-    /// <returns>The 4 KiB page; write only through a writable mapping.</returns>
+    /// <summary>The bytes of a frame mapped writable, to read and write.</summary>
+    /// <param name="mapping">A live writable mapping made by this mapper.</param>
+    /// <returns>The 4 KiB page.</returns>
     /// <exception cref="ArgumentException">
     /// <paramref name="mapping"/> is not a live mapping of this mapper (another mapper's, or one unmapped already).
     /// </exception>
+    /// <exception cref="InvalidOperationException">
+    /// The mapper made <paramref name="mapping"/> read-only, whatever its <see cref="GrantMapping.ReadOnly"/> says (as
+    /// gntdev puts a read-only grant only into a <c>PROT_READ</c> mapping): use <see cref="GetReadOnlyPage"/>.
+    /// </exception>
     Span<byte> GetPage(in GrantMapping mapping);
+
+    /// <summary>The bytes of a mapped frame, to read: any live mapping, read-only or writable.</summary>
+    /// <param name="mapping">A live mapping made by this mapper.</param>
+    /// <returns>The 4 KiB page.</returns>
+    /// <exception cref="ArgumentException">
+    /// <paramref name="mapping"/> is not a live mapping of this mapper (another mapper's, or one unmapped already).
+    /// </exception>
+    ReadOnlySpan<byte> GetReadOnlyPage(in GrantMapping mapping);
 
     /// <summary>Unmaps a mapping.</summary>
     /// <param name="mapping">A live mapping made by this mapper.</param>

@@ -90,15 +90,30 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
     /// <inheritdoc/>
     public Span<byte> GetPage(in GrantMapping mapping)
     {
-        // Only a live mapping of this mapper: another mapper's address (or another domain's) would otherwise name
-        // whatever page this domain has there.
+        MachineFrameNumber frame = LiveFrame(mapping, out EptAccess access);
+        if ((access & EptAccess.Write) == 0)
+        {
+            // The EPT entry the host made says read-only, whatever the caller's copy of the mapping says.
+            throw new InvalidOperationException("The grant is mapped read-only: use GetReadOnlyPage.");
+        }
+
+        return _host.Memory.GetFrame(frame);
+    }
+
+    /// <inheritdoc/>
+    public ReadOnlySpan<byte> GetReadOnlyPage(in GrantMapping mapping) => _host.Memory.GetFrame(LiveFrame(mapping, out _));
+
+    // The frame of a live mapping of this mapper, with the access its EPT entry gives: another mapper's address (or
+    // another domain's) would otherwise name whatever page this domain has there.
+    private MachineFrameNumber LiveFrame(in GrantMapping mapping, out EptAccess access)
+    {
         if (!IsMine(mapping, out _) ||
-            !_domain.Ept.TryLookup(new GuestFrameNumber(mapping.Address >> Page.PageShift), out MachineFrameNumber frame, out _))
+            !_domain.Ept.TryLookup(new GuestFrameNumber(mapping.Address >> Page.PageShift), out MachineFrameNumber frame, out access))
         {
             throw new ArgumentException("The mapping is not a live mapping of this mapper.", nameof(mapping));
         }
 
-        return _host.Memory.GetFrame(frame);
+        return frame;
     }
 
     /// <inheritdoc/>
