@@ -208,4 +208,104 @@ public sealed class GrantIntegrationReviewTests : IDisposable
         bool refusedFirst = rc == XenErrno.EINVAL.Negated() && _guest.Ept.TryLookup(new GuestFrameNumber(2), out var still, out _) && still == ram;
         Assert.True(placedFirst || refusedFirst, $"add_to_physmap returned {rc}");
     }
+
+    [Fact]
+    public void A_grant_call_writing_a_page_another_vcpu_removes_writes_it_before_the_page_is_freed()
+    {
+        // Xen's copy_to_guest holds a reference on the page it writes (hvm_copy_to_guest_linear: get_page_from_gfn ...
+        // put_page), so a remove_from_physmap by another vCPU cannot free it in between. Here GNTTABOP_setup_table
+        // translates its frame_list (the guest's gfn 3, frame X) to a host pointer; vCPU 1 then removes gfn 3. The
+        // store must not land in X after X was freed (and zeroed): it lands before, or not at all.
+        MachineFrameNumber x = FrameAt(3);
+        Thread? remover = null;
+        long removed = 1;
+        var memory = new RacingGuestMemory(_guest.Physical, victimGfn: 3, () =>
+        {
+            remover = new Thread(() => removed = RemoveFromPhysmap(1, 3));
+            remover.Start();
+            while (remover.IsAlive && (remover.ThreadState & ThreadState.WaitSleepJoin) == 0)
+                Thread.Yield();
+        });
+        Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(2 * 4096), new GnttabSetupTable { Dom = DomainId.Self, NrFrames = 1, FrameList = 3 * 4096 }));
+
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.GrantTableOp, Rdi = (ulong)GrantTableOp.SetupTable, Rsi = 2 * 4096, Rdx = 1 };
+        _machine.Hypercalls.Dispatch(_guest.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, memory);
+        Assert.NotNull(remover);
+        remover.Join();
+
+        Assert.Equal(0L, (long)regs.Rax);
+        Assert.Equal(0, removed);
+        Assert.False(_machine.Memory.TryGetOwner(x, out _));
+        Assert.True(_machine.Memory.GetFrame(x).IndexOfAnyExcept((byte)0) < 0, "the hypercall wrote into the freed frame");
+    }
+
+    [Fact]
+    public void A_copy_call_whose_operations_another_vcpu_removes_reads_and_writes_them_before_the_page_is_freed()
+    {
+        // GNTTABOP_copy takes no lock of the reference hypervisor's: it reads each operation and writes its status
+        // within a hold of a copy word, which the removal's free (FrameReferences.Free) waits for. The operation array
+        // lies in gfn 3 (frame X), which vCPU 1 removes as soon as the call first translates an address in it.
+        MachineFrameNumber x = FrameAt(3);
+        Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(0), 0x1122334455667788UL));
+        Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(3 * 4096), new GnttabCopy
+        {
+            Source = new() { Gmfn = 0, DomId = DomainId.Self },
+            Dest = new() { Gmfn = 1, DomId = DomainId.Self },
+            Len = 8,
+        }));
+        Thread? remover = null;
+        long removed = 1;
+        var memory = new RacingGuestMemory(_guest.Physical, victimGfn: 3, () =>
+        {
+            remover = new Thread(() => removed = RemoveFromPhysmap(1, 3));
+            remover.Start();
+            while (remover.IsAlive && (remover.ThreadState & ThreadState.WaitSleepJoin) == 0)
+                Thread.Yield();
+        }, writesOnly: false);
+
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.GrantTableOp, Rdi = (ulong)GrantTableOp.Copy, Rsi = 3 * 4096, Rdx = 1 };
+        _machine.Hypercalls.Dispatch(_guest.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, memory);
+        Assert.NotNull(remover);
+        remover.Join();
+
+        Assert.Equal(0L, (long)regs.Rax);
+        Assert.Equal(0, removed);
+        Assert.True(_guest.Physical.TryRead(new GuestPhysicalAddress(4096), out ulong copied));
+        Assert.Equal(0x1122334455667788UL, copied);   // the operation was read before its page was freed
+        Assert.False(_machine.Memory.TryGetOwner(x, out _));
+        Assert.True(_machine.Memory.GetFrame(x).IndexOfAnyExcept((byte)0) < 0, "the hypercall wrote into the freed frame");
+    }
+
+    /// <summary>
+    /// The guest's memory by guest-physical address (paging off), calling <c>onVictimWrite</c> once, on the hypercall's
+    /// thread, between the translation of a write into <c>victimGfn</c> (or of any access, unless <c>writesOnly</c>)
+    /// and the access itself.
+    /// </summary>
+    private sealed unsafe class RacingGuestMemory(GuestPhysicalMemory physical, ulong victimGfn, Action onVictimWrite, bool writesOnly = true) : IGuestVirtualMemory
+    {
+        private bool _fired;
+
+        public bool TryRead(ulong gva, Span<byte> destination) => physical.TryRead(new GuestPhysicalAddress(gva), destination, out _);
+
+        public bool TryWrite(ulong gva, ReadOnlySpan<byte> source)
+        {
+            byte* host = TranslateToHost(gva, source.Length, write: true);
+            if (host == null)
+                return false;
+            source.CopyTo(new Span<byte>(host, source.Length));
+            return true;
+        }
+
+        public byte* TranslateToHost(ulong gva, int length, bool write)
+        {
+            byte* host = physical.TranslateToHost(new GuestPhysicalAddress(gva), length, write ? EptAccess.Write : EptAccess.Read);
+            if (host != null && (write || !writesOnly) && gva >> 12 == victimGfn && !_fired)
+            {
+                _fired = true;
+                onVictimWrite();
+            }
+
+            return host;
+        }
+    }
 }

@@ -89,11 +89,13 @@ internal sealed partial class Domain : IDisposable
     /// Serializes the changes to the domain's physmap that look at a slot and then change it (XENMEM_add_to_physmap,
     /// XENMEM_remove_from_physmap, populate_physmap) and the RAM frame records they update, as Xen's p2m lock
     /// (xen/arch/x86/mm/p2m.c, <c>p2m_lock</c>/<c>gfn_lock</c>) does: on the threaded scheduler two vCPUs of the domain
-    /// make these hypercalls on their own host threads at once. The grant calls that change the domain's EPT (map,
-    /// unmap, set_version) hold it too, so a slot looked at does not change under them (HypercallTable's
-    /// LockedGrantTableOp). Taken before any lock of VmmKit.GrantTable, never inside one.
+    /// make these hypercalls on their own host threads at once. The grant calls hold it too (HypercallTable's
+    /// LockedGrantTableOp): to write those that change the domain's EPT (map, unmap, set_version) and those that write
+    /// results through host pointers, so a slot looked at does not change under them and no page they translated is
+    /// freed before their access; GNTTABOP_copy to read, so copies by several vCPUs run side by side. Taken before any
+    /// lock of VmmKit.GrantTable, never inside one.
     /// </summary>
-    public Lock PhysmapLock { get; } = new();
+    public PhysmapLock PhysmapLock { get; } = new();
 
     private long _clock;
 

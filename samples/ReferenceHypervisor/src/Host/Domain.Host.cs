@@ -131,7 +131,7 @@ internal sealed partial class Domain
     /// </summary>
     public long Populate(ulong gfn)
     {
-        lock (PhysmapLock)   // the slot looked at and filled, and the RAM records, in one step
+        using (PhysmapLock.Write())   // the slot looked at and filled, and the RAM records, in one step
         {
             if (Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _))
                 return XenErrno.EBUSY.Negated();

@@ -77,7 +77,7 @@ internal static unsafe class ToolstackHypercalls
         if (x.Space != (uint)XenMapSpace.GrantTable)
             return XenErrno.ENOSYS.Negated();
         var gfn = new VmmKit.Ept.GuestFrameNumber(x.Gpfn);
-        lock (target.PhysmapLock)   // the slot looked at and filled in one step (Domain.PhysmapLock)
+        using (target.PhysmapLock.Write())   // the slot looked at and filled in one step (Domain.PhysmapLock)
         {
             if (target.Ept.TryLookup(gfn, out var frame, out _) && !target.IsGrantTableFrame(frame))
                 return XenErrno.EBUSY.Negated();

@@ -60,7 +60,7 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.EventChannelOp, (uint)EventChannelOp.Send, &EventPollers.Send);   // + evtchn_check_pollers
         // The grant tables flush the vCPUs themselves (Machine's FlushTranslations hook) when a call changes an EPT
         // entry: a map over a present page, an unmap, v2 -> v1 status frames. A copy changes none and flushes nothing.
-        // Map, unmap and set_version change the caller's physmap: under its PhysmapLock (LockedGrantTableOp).
+        // Every command holds the caller's PhysmapLock, copy to read, the others to write (LockedGrantTableOp).
         var grants = new GrantTableHypercalls<VirtualCpu>(machine.Grants, callers);
         d.Register(HypercallNumber.GrantTableOp, (ref HypercallCall<VirtualCpu> call) => LockedGrantTableOp(grants, ref call));
         Host.ToolstackHypercalls.Register(d);   // domctl, sysctl and the calls naming another domain (src/Host)
@@ -68,25 +68,33 @@ internal static unsafe class HypercallTable
     }
 
     /// <summary>
-    /// <c>grant_table_op</c> through VmmKit.GrantTable. GNTTABOP_map_grant_ref, unmap_grant_ref and set_version (the status
-    /// frames leave the physmap) change the caller's EPT, so they run under its <see cref="Domain.PhysmapLock"/>, as Xen
-    /// changes the p2m under the p2m lock (create_grant_p2m_mapping and replace_grant_p2m_mapping through p2m_add_page and
+    /// <c>grant_table_op</c> through VmmKit.GrantTable. Every command but GNTTABOP_copy holds the caller's
+    /// <see cref="Domain.PhysmapLock"/> to write:
+    /// <list type="bullet">
+    /// <item>map, unmap and set_version (the status frames leave the physmap) change the caller's EPT, as Xen changes the
+    /// p2m under the p2m lock (create_grant_p2m_mapping and replace_grant_p2m_mapping through p2m_add_page and
     /// p2m_remove_page, xen/arch/x86/mm.c and mm/p2m.c): a XENMEM_add_to_physmap or remove_from_physmap of another vCPU
     /// that looked at a slot then changes that slot, never a grant mapping placed or removed in between (whose frame, a
-    /// domain's own page granted to itself, it would otherwise free while the domain's RAM slot still maps it).
+    /// domain's own page granted to itself, it would otherwise free while the domain's RAM slot still maps it);</item>
+    /// <item>each command writes its results through a host pointer it translated from a guest address: with the lock
+    /// held, no remove_from_physmap of another vCPU frees that page in between (Xen's copy_to_guest holds a page
+    /// reference across the write).</item>
+    /// </list>
+    /// GNTTABOP_copy changes no EPT: it holds the lock to read, so copies by several vCPUs of a domain run side by side
+    /// while no page of its operations is removed and freed between their translation and their access (a copy word
+    /// the package holds covers only the operations that follow a claim, not the first read of a call).
     /// </summary>
     private static long LockedGrantTableOp(GrantTableHypercalls<VirtualCpu> grants, ref HypercallCall<VirtualCpu> call)
     {
-        switch ((VmmKit.GrantTable.GrantTableOp)(uint)call.Argument(0))
+        PhysmapLock physmap = call.Caller.Domain.PhysmapLock;
+        if ((VmmKit.GrantTable.GrantTableOp)(uint)call.Argument(0) == VmmKit.GrantTable.GrantTableOp.Copy)
         {
-            case VmmKit.GrantTable.GrantTableOp.MapGrantRef:
-            case VmmKit.GrantTable.GrantTableOp.UnmapGrantRef:
-            case VmmKit.GrantTable.GrantTableOp.SetVersion:
-                lock (call.Caller.Domain.PhysmapLock)
-                    return grants.Handle(ref call);
-            default:
+            using (physmap.Read())
                 return grants.Handle(ref call);
         }
+
+        using (physmap.Write())
+            return grants.Handle(ref call);
     }
 
     /// <summary>Resolves a domid_t argument: DOMID_SELF or the caller's own id is the caller; anything else is refused.</summary>

@@ -121,7 +121,7 @@ internal static class MemoryOpHypercall
             return XenErrno.EINVAL.Negated();
 
         var domain = call.Caller.Domain;
-        lock (domain.PhysmapLock)   // the slot looked at and changed in one step, as under Xen's p2m lock
+        using (domain.PhysmapLock.Write())   // the slot looked at and changed in one step, as under Xen's p2m lock
         {
             return AddSharedInfo(domain, gpfn);
         }
@@ -205,7 +205,7 @@ internal static class MemoryOpHypercall
 
         // Under the domain's physmap lock (Xen's get_page_from_gfn and guest_physmap_remove_page under the gfn lock): of
         // two removals of one page at once, one removes and frees it, the other finds nothing (-ENOENT).
-        lock (domain.PhysmapLock)
+        using (domain.PhysmapLock.Write())
         {
             var gfn = new GuestFrameNumber(gpfn);
             long rc = domain.Machine.Grants.RemoveTableFrame(domain.Grants, gfn);
@@ -247,7 +247,7 @@ internal static class MemoryOpHypercall
         var machine = domain.Machine;
         if (gpfn > MaxGpfn)
             return XenErrno.EINVAL.Negated();
-        lock (domain.PhysmapLock)   // the slot looked at and changed in one step, as under Xen's p2m lock
+        using (domain.PhysmapLock.Write())   // the slot looked at and changed in one step, as under Xen's p2m lock
         {
             long rc = machine.Grants.GetTableFrame(domain.Grants, idx, out _);
             if (rc != 0)
