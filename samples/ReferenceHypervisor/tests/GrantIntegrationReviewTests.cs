@@ -217,23 +217,11 @@ public sealed class GrantIntegrationReviewTests : IDisposable
         // translates its frame_list (the guest's gfn 3, frame X) to a host pointer; vCPU 1 then removes gfn 3. The
         // store must not land in X after X was freed (and zeroed): it lands before, or not at all.
         MachineFrameNumber x = FrameAt(3);
-        Thread? remover = null;
-        long removed = 1;
-        var memory = new RacingGuestMemory(_guest.Physical, victimGfn: 3, () =>
-        {
-            remover = new Thread(() => removed = RemoveFromPhysmap(1, 3));
-            remover.Start();
-            while (remover.IsAlive && (remover.ThreadState & ThreadState.WaitSleepJoin) == 0)
-                Thread.Yield();
-        });
         Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(2 * 4096), new GnttabSetupTable { Dom = DomainId.Self, NrFrames = 1, FrameList = 3 * 4096 }));
 
-        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.GrantTableOp, Rdi = (ulong)GrantTableOp.SetupTable, Rsi = 2 * 4096, Rdx = 1 };
-        _machine.Hypercalls.Dispatch(_guest.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, memory);
-        Assert.NotNull(remover);
-        remover.Join();
+        var (rc, removed) = GrantCallRacingRemovalOfGfn3(GrantTableOp.SetupTable, 2 * 4096, writesOnly: true);
 
-        Assert.Equal(0L, (long)regs.Rax);
+        Assert.Equal(0, rc);
         Assert.Equal(0, removed);
         Assert.False(_machine.Memory.TryGetOwner(x, out _));
         Assert.True(_machine.Memory.GetFrame(x).IndexOfAnyExcept((byte)0) < 0, "the hypercall wrote into the freed frame");
@@ -242,9 +230,9 @@ public sealed class GrantIntegrationReviewTests : IDisposable
     [Fact]
     public void A_copy_call_whose_operations_another_vcpu_removes_reads_and_writes_them_before_the_page_is_freed()
     {
-        // GNTTABOP_copy takes no lock of the reference hypervisor's: it reads each operation and writes its status
-        // within a hold of a copy word, which the removal's free (FrameReferences.Free) waits for. The operation array
-        // lies in gfn 3 (frame X), which vCPU 1 removes as soon as the call first translates an address in it.
+        // The same for GNTTABOP_copy, whose first operation is read before the package holds any copy word (which every
+        // free waits for): the operation array lies in gfn 3 (frame X), which vCPU 1 removes as soon as the call first
+        // translates an address in it. The operation is read, and its status written, before X is freed.
         MachineFrameNumber x = FrameAt(3);
         Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(0), 0x1122334455667788UL));
         Assert.True(_guest.Physical.TryWrite(new GuestPhysicalAddress(3 * 4096), new GnttabCopy
@@ -253,22 +241,10 @@ public sealed class GrantIntegrationReviewTests : IDisposable
             Dest = new() { Gmfn = 1, DomId = DomainId.Self },
             Len = 8,
         }));
-        Thread? remover = null;
-        long removed = 1;
-        var memory = new RacingGuestMemory(_guest.Physical, victimGfn: 3, () =>
-        {
-            remover = new Thread(() => removed = RemoveFromPhysmap(1, 3));
-            remover.Start();
-            while (remover.IsAlive && (remover.ThreadState & ThreadState.WaitSleepJoin) == 0)
-                Thread.Yield();
-        }, writesOnly: false);
 
-        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.GrantTableOp, Rdi = (ulong)GrantTableOp.Copy, Rsi = 3 * 4096, Rdx = 1 };
-        _machine.Hypercalls.Dispatch(_guest.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, memory);
-        Assert.NotNull(remover);
-        remover.Join();
+        var (rc, removed) = GrantCallRacingRemovalOfGfn3(GrantTableOp.Copy, 3 * 4096, writesOnly: false);
 
-        Assert.Equal(0L, (long)regs.Rax);
+        Assert.Equal(0, rc);
         Assert.Equal(0, removed);
         Assert.True(_guest.Physical.TryRead(new GuestPhysicalAddress(4096), out ulong copied));
         Assert.Equal(0x1122334455667788UL, copied);   // the operation was read before its page was freed
@@ -277,11 +253,35 @@ public sealed class GrantIntegrationReviewTests : IDisposable
     }
 
     /// <summary>
-    /// The guest's memory by guest-physical address (paging off), calling <c>onVictimWrite</c> once, on the hypercall's
+    /// vCPU 0's grant_table_op <paramref name="cmd"/> (one operation at <paramref name="uop"/>) through a guest memory view
+    /// that, the first time the call translates an address in gfn 3 (a write only, when <paramref name="writesOnly"/>),
+    /// starts vCPU 1's remove_from_physmap of gfn 3 on its own thread and lets the call go on once that thread finished
+    /// or waits. Returns both results, the removal's once its thread ended.
+    /// </summary>
+    private (long Rc, long Removed) GrantCallRacingRemovalOfGfn3(GrantTableOp cmd, ulong uop, bool writesOnly)
+    {
+        Thread? remover = null;
+        long removed = 1;
+        var memory = new RacingGuestMemory(_guest.Physical, victimGfn: 3, () =>
+        {
+            remover = new Thread(() => removed = RemoveFromPhysmap(1, 3));
+            remover.Start();
+            while (remover.IsAlive && (remover.ThreadState & ThreadState.WaitSleepJoin) == 0)
+                Thread.Yield();
+        }, writesOnly);
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.GrantTableOp, Rdi = (ulong)cmd, Rsi = uop, Rdx = 1 };
+        _machine.Hypercalls.Dispatch(_guest.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, memory);
+        Assert.NotNull(remover);
+        remover.Join();
+        return ((long)regs.Rax, removed);
+    }
+
+    /// <summary>
+    /// The guest's memory by guest-physical address (paging off), calling <c>onVictimAccess</c> once, on the hypercall's
     /// thread, between the translation of a write into <c>victimGfn</c> (or of any access, unless <c>writesOnly</c>)
     /// and the access itself.
     /// </summary>
-    private sealed unsafe class RacingGuestMemory(GuestPhysicalMemory physical, ulong victimGfn, Action onVictimWrite, bool writesOnly = true) : IGuestVirtualMemory
+    private sealed unsafe class RacingGuestMemory(GuestPhysicalMemory physical, ulong victimGfn, Action onVictimAccess, bool writesOnly) : IGuestVirtualMemory
     {
         private bool _fired;
 
@@ -302,7 +302,7 @@ public sealed class GrantIntegrationReviewTests : IDisposable
             if (host != null && (write || !writesOnly) && gva >> 12 == victimGfn && !_fired)
             {
                 _fired = true;
-                onVictimWrite();
+                onVictimAccess();
             }
 
             return host;
