@@ -219,8 +219,16 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         {
             if (n == 1)
             {
-                disconnecting = new Thread(backend.Dispose);
-                disconnecting.Start();
+                // The disconnect starts while the ring is being served, and serving goes on only once it has asked the
+                // loop to stop and waits for the backend's lock (or has finished): no race with the thread's start.
+                var t = new Thread(backend.Dispose);
+                t.Start();
+                while (t.IsAlive && (t.ThreadState & ThreadState.WaitSleepJoin) == 0)
+                {
+                    Thread.Yield();
+                }
+
+                Volatile.Write(ref disconnecting, t);
             }
 
             if (n < cap)
@@ -231,7 +239,7 @@ public sealed class HostileFrontendReviewTests : IAsyncLifetime
         };
         f.Queue(BlkifOperation.Read, 0, 0, Seg(f.DataRefs[0], 0, 0));
         f.Push();
-        TestWorld.Until(() => disconnecting is { } t && t.Join(0), "the disconnect returned");
+        TestWorld.Until(() => Volatile.Read(ref disconnecting) is { } t && t.Join(0), "the disconnect returned");
         Assert.True(storage.Reads < cap, $"the disconnect waited for the frontend to stop queueing ({storage.Reads} requests served)");
         Assert.Null(backend.Ring);
         Assert.Equal(0, _w.Dom0Grants.MappingCount);

@@ -29,6 +29,7 @@ public sealed partial class BlockBackend : IDisposable
     private readonly Lock _lock = new();
     private BlkifRingServer? _server;
     private uint _port;
+    private bool _disposed; // set by Dispose before its disconnect: the ring is never connected again
 
     /// <summary>Creates the backend; nothing happens until <see cref="RunAsync"/>.</summary>
     /// <param name="device">The device's XenStore directories.</param>
@@ -114,7 +115,7 @@ public sealed partial class BlockBackend : IDisposable
     {
         switch (frontend)
         {
-            case XenbusState.Initialised or XenbusState.Connected when _server is null && State != XenbusState.Closing:
+            case XenbusState.Initialised or XenbusState.Connected when _server is null && !Volatile.Read(ref _disposed) && State != XenbusState.Closing:
                 if (await TryConnectAsync(ct).ConfigureAwait(false) is { } error)
                 {
                     LogConnectFailed(_device.BackendPath, error);
@@ -199,6 +200,21 @@ public sealed partial class BlockBackend : IDisposable
 
         lock (_lock)
         {
+            // Disposed while this connected: Dispose's disconnect has run (it takes this lock after setting the flag).
+            if (_disposed)
+            {
+                pages!.Dispose();
+                try
+                {
+                    _events.Unbind(port);
+                }
+                catch (EventChannelException)
+                {
+                }
+
+                return "the backend was disposed";
+            }
+
             _server = new BlkifRingServer(_grants, _device.FrontendDomain, pages!, protocol, _storage, _options.MaxIndirectSegments, _options.CopyBuffer);
             _port = port;
         }
@@ -271,8 +287,12 @@ public sealed partial class BlockBackend : IDisposable
         }
     }
 
-    /// <summary>Disconnects the ring (unmaps it, unbinds its port).</summary>
-    public void Dispose() => Disconnect();
+    /// <summary>Disconnects the ring (unmaps it, unbinds its port); <see cref="RunAsync"/> does not connect it again.</summary>
+    public void Dispose()
+    {
+        Volatile.Write(ref _disposed, true);
+        Disconnect();
+    }
 
     [LoggerMessage(1, LogLevel.Information, "{Path}: connected, {Pages} ring page(s), {Protocol}, frontend port {Port}")]
     private partial void LogConnected(string path, int pages, BlkifProtocol protocol, uint port);
