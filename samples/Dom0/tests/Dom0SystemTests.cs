@@ -154,7 +154,7 @@ public sealed class Dom0SystemTests
     private static double CpuTime(string list) =>
         double.Parse(System.Text.RegularExpressions.Regex.Match(list, @"\nwork\s+1\s+.*?(\d+\.\d)\s*\n").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
 
-    private static void WaitFor(Func<bool> condition, HostProcess host, string what = "")
+    internal static void WaitFor(Func<bool> condition, HostProcess host, string what = "")
     {
         var clock = Stopwatch.StartNew();
         while (!condition())
@@ -169,7 +169,7 @@ public sealed class Dom0SystemTests
     /// SIGKILLs <paramref name="pid"/> and waits for it through one handle: once the process has died its parent may
     /// reap it at once, so a second lookup by id can find nothing and throw.
     /// </summary>
-    private static void KillAndWait(int pid)
+    internal static void KillAndWait(int pid)
     {
         using var process = Process.GetProcessById(pid);
         process.Kill();
@@ -177,7 +177,7 @@ public sealed class Dom0SystemTests
     }
 
     /// <summary>The vmmkit-dom0 process the host started for <paramref name="rundir"/> (its argv names the run directory).</summary>
-    private static int FindDom0(string rundir)
+    internal static int FindDom0(string rundir)
     {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {

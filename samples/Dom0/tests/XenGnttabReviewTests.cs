@@ -21,14 +21,9 @@ public sealed class XenGnttabReviewTests
         using var host = XlTests.StartHostWithDom0();
         var (code, _, stderr) = XlTests.Xl(host, null, "create", XlTests.WriteConfig(host, "hostile", "workload.elf", "extra = \"iterations=1000000\""));
         Assert.True(code == 0, stderr);
-        int dom0 = FindDom0(host.RunDirectory);
-        using (var process = Process.GetProcessById(dom0))
-        {
-            process.Kill();
-            Assert.True(process.WaitForExit(10000), $"vmmkit-dom0 {dom0} did not die within 10 s of SIGKILL");
-        }
+        Dom0SystemTests.KillAndWait(Dom0SystemTests.FindDom0(host.RunDirectory));
 
-        WaitFor(() => host.Log.Contains("Dom0 disconnected", StringComparison.Ordinal), host, "Dom0 disconnected");
+        Dom0SystemTests.WaitFor(() => host.Log.Contains("Dom0 disconnected", StringComparison.Ordinal), host, "Dom0 disconnected");
 
         // The guest ends its grant 0 (gnttab_end_foreign_access_ref), done here through the grant table frame a Dom0
         // places in the guest's physmap as libxc's xc_dom_gnttab_hvm_seed does (just above its 16 MiB of RAM).
@@ -48,7 +43,7 @@ public sealed class XenGnttabReviewTests
         using var second = Process.Start(new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "vmmkit-dom0"), ["--rundir", host.RunDirectory]))!;
         try
         {
-            WaitFor(() => File.Exists(Path.Combine(host.RunDirectory, "dom0.sock")) || second.HasExited, host, "the new Dom0's socket");
+            Dom0SystemTests.WaitFor(() => File.Exists(Path.Combine(host.RunDirectory, "dom0.sock")) || second.HasExited, host, "the new Dom0's socket");
             Assert.False(second.HasExited, $"the new vmmkit-dom0 exited ({(second.HasExited ? second.ExitCode : 0)})\n{host.Log}");
             var (listed, list, listErrors) = XlTests.Xl(host, null, "list");
             Assert.True(listed == 0, listErrors);
@@ -95,48 +90,5 @@ public sealed class XenGnttabReviewTests
         {
             File.Delete(path);
         }
-    }
-
-    private static void WaitFor(Func<bool> condition, HostProcess host, string what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (clock.Elapsed > TimeSpan.FromSeconds(60))
-            {
-                throw new TimeoutException($"{what}\n{host.Log}");
-            }
-
-            Thread.Sleep(50);
-        }
-    }
-
-    /// <summary>The vmmkit-dom0 process the host started for <paramref name="rundir"/> (its argv names the run directory).</summary>
-    private static int FindDom0(string rundir)
-    {
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid))
-            {
-                continue;
-            }
-
-            try
-            {
-                string[] argv = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
-                if (argv[0].EndsWith("vmmkit-dom0", StringComparison.Ordinal) && argv.Contains(rundir))
-                {
-                    return pid;
-                }
-            }
-            catch (IOException)
-            {
-            }
-            catch (UnauthorizedAccessException)
-            {
-            }
-        }
-
-        throw new InvalidOperationException("vmmkit-dom0 is not running");
     }
 }
