@@ -271,4 +271,18 @@ public sealed class MapTableMutationTests : IDisposable
         Assert.Equal(0, _back.Grant.MappingCount);
         Assert.Equal(0u, _front.Grant.GetPinCount(gref));
     }
+
+    [Fact]
+    public void A_table_frame_placed_past_the_guest_physical_address_space_is_EINVAL()
+    {
+        // XENMAPSPACE_grant_table at a gpfn a 4-level EPT cannot hold (2^36 and up): ept_set_entry refuses a gfn past
+        // the EPT's levels with -EINVAL, so the add_to_physmap fails with an errno and the frame stays unplaced.
+        const ulong firstPast = 1UL << 36;
+        long rc = 0;
+        Assert.Null(Record.Exception(() => rc = _m.Host.AddToPhysmap(_back.Grant, 0, new GuestFrameNumber(firstPast))));
+        Assert.Equal(XenErrno.EINVAL.Negated(), rc);
+        Assert.Equal(0, _m.Host.AddToPhysmap(_back.Grant, 0, new GuestFrameNumber(firstPast - 1)));
+        Assert.True(_back.Ept.TryLookup(new GuestFrameNumber(firstPast - 1), out MachineFrameNumber frame, out _));
+        Assert.Equal(_back.Grant.GetSharedFrame(0), frame);
+    }
 }
