@@ -63,33 +63,6 @@ public sealed unsafe class CopyBatchTests : IDisposable
         _m.Frames.Free(_front.Ram[gfn]);
     }
 
-    // Allocates frames for d3 until the machine hands out `wanted` again (the allocator reuses freed frames), then
-    // gives back the others so that memory is not exhausted.
-    private bool Reallocate(MachineFrameNumber wanted, byte fill)
-    {
-        var owner = new FrameOwner(3);
-        var others = new List<MachineFrameNumber>();
-        bool found = false;
-        while (_m.Memory.TryAllocateFrame(owner, out MachineFrameNumber f))
-        {
-            if (f.Value == wanted.Value)
-            {
-                _m.Memory.GetFrame(f).Fill(fill);
-                found = true;
-                break;
-            }
-
-            others.Add(f);
-        }
-
-        foreach (MachineFrameNumber f in others)
-        {
-            _m.Memory.FreeFrame(f);
-        }
-
-        return found;
-    }
-
     private GnttabMapGrantRef Map(uint gref, ulong gfn, bool readOnly = true)
     {
         var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = 1 };
@@ -356,7 +329,7 @@ public sealed unsafe class CopyBatchTests : IDisposable
         {
             var v1 = new GnttabSetVersion { Version = 1 };
             Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v1));
-            reused = Reallocate(status, 0xFF); // d3 now owns the former status frame
+            reused = _m.Reallocate(status, 0xFF); // d3 now owns the former status frame
         });
 
         Assert.True(reused);
@@ -380,7 +353,7 @@ public sealed unsafe class CopyBatchTests : IDisposable
         {
             FreeGranterFrame(5);
             Assert.True(_m.Frames.IsFreePending(frame)); // the call's claim holds it
-            Assert.False(Reallocate(frame, 0xEE));        // so the machine cannot hand it to d3
+            Assert.False(_m.Reallocate(frame, 0xEE));        // so the machine cannot hand it to d3
             Assert.Equal(ActiveGrantEntry.HostReadIncrement, _front.Grant.GetPinCount(a)); // the call still pins a
             thrown = Record.Exception(() => map = Map(a, MapGfn));
         });
@@ -554,7 +527,7 @@ public sealed unsafe class CopyBatchTests : IDisposable
                 pinAfter = _front.Grant.GetPinCount(g);
                 stillTheGranters = _m.Memory.TryGetOwner(frame, out FrameOwner o) && o.DomainId == 1;
                 copied = stillTheGranters ? _m.Memory.GetFrame(frame)[2048] : (byte)0;
-                reallocated = Reallocate(frame, 0xEE);
+                reallocated = _m.Reallocate(frame, 0xEE);
             }
         });
 

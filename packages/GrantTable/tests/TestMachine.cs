@@ -53,6 +53,33 @@ internal sealed class TestMachine : IDisposable
         Domains.Remove(d.Id);
     }
 
+    // Allocates frames for d3 until the machine hands out `wanted` again (the allocator reuses freed frames), then
+    // gives back the others so that memory is not exhausted.
+    public bool Reallocate(MachineFrameNumber wanted, byte fill)
+    {
+        var owner = new FrameOwner(3);
+        var others = new List<MachineFrameNumber>();
+        bool found = false;
+        while (Memory.TryAllocateFrame(owner, out MachineFrameNumber f))
+        {
+            if (f.Value == wanted.Value)
+            {
+                Memory.GetFrame(f).Fill(fill);
+                found = true;
+                break;
+            }
+
+            others.Add(f);
+        }
+
+        foreach (MachineFrameNumber f in others)
+        {
+            Memory.FreeFrame(f);
+        }
+
+        return found;
+    }
+
     public void Dispose() => Memory.Dispose();
 }
 

@@ -5,11 +5,11 @@ using static VmmKit.GrantTable.Tests.GuestValues;
 namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
-/// Checks of the map, unmap, table and client paths that mutation testing found no other test pinned down: each test
-/// fails when one such check is weakened or dropped, and names the Xen 4.17 rule (grant_table.c, grant_table.h) it
-/// holds the implementation to.
+/// The map, unmap, table and client paths' less-travelled checks (CopyEdgeTests holds the copy's): those mutation
+/// testing found no other test pinning. Each test fails when its check is weakened or dropped, and names the Xen 4.17
+/// rule (grant_table.c, grant_table.h) or the package's own documented rule it holds the implementation to.
 /// </summary>
-public sealed class MapTableMutationTests : IDisposable
+public sealed class MapTableEdgeTests : IDisposable
 {
     private const ulong MapGfn = 0x1000;
     private const ulong Buffer = 20UL << 12; // guest-physical buffer in the caller's RAM (paging off)
@@ -19,7 +19,7 @@ public sealed class MapTableMutationTests : IDisposable
     private readonly InProcessGrantShare _share;
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
 
-    public MapTableMutationTests()
+    public MapTableEdgeTests()
     {
         _front = _m.AddDomain(1);
         _back = _m.AddDomain(2);
