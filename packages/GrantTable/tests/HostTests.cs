@@ -42,6 +42,34 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void Create_domain_refuses_domid_first_reserved_and_accepts_the_id_below_it()
+    {
+        // CreateDomain's documented rule: ids from DOMID_FIRST_RESERVED (0x7FF0: DOMID_SELF, DOMID_IO, DOMID_XEN, ...)
+        // name no domain (xen/include/public/xen.h), so they are an ArgumentException; 0x7FEF is the last real id.
+        var ept = new EptTables(_m.Memory, new FrameOwner(3));
+        Assert.Throws<ArgumentException>(() => _m.Host.CreateDomain(DomainId.FirstReserved, ept));
+        Assert.False(_m.Host.TryGetDomain(DomainId.FirstReserved, out _));
+
+        GrantDomain last = _m.Host.CreateDomain(DomainId.FirstReserved - 1, ept);
+        Assert.True(_m.Host.TryGetDomain(DomainId.FirstReserved - 1, out GrantDomain found));
+        Assert.Same(last, found);
+        _m.Host.DestroyDomain(last);
+        Assert.False(_m.Host.TryGetDomain(DomainId.FirstReserved - 1, out _));
+    }
+
+    [Fact]
+    public void The_accessors_refuse_the_first_index_past_the_table()
+    {
+        // GrantDomain's documented bounds: a frame index below SharedFrameCount/StatusFrameCount, and a pin count of 0
+        // for a reference past the table (nr_grant_entries: 512 per v1 frame, the first one out of range is 512).
+        Assert.Equal(1, _front.Grant.SharedFrameCount);
+        Assert.Throws<ArgumentOutOfRangeException>(() => _front.Grant.GetSharedFrame(1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _front.Grant.GetStatusFrame(0)); // none under v1
+        Assert.Equal(0u, _front.Grant.GetPinCount(512));
+        Assert.Equal(0u, _front.Grant.GetPinCount(uint.MaxValue));
+    }
+
+    [Fact]
     public void A_new_table_is_version_1_with_one_frame()
     {
         Assert.Equal(1, _front.Grant.Version);

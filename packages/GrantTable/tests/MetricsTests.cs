@@ -1,6 +1,8 @@
 using System.Diagnostics.Metrics;
 using VmmKit.TestSupport;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using VmmKit.Ept;
 using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable.Tests;
@@ -90,6 +92,54 @@ public sealed class MetricsTests : IDisposable
             Assert.Equal(2, counts["vmmkit.granttable.copies status=okay"]);
             Assert.Equal(1, counts["vmmkit.granttable.copies status=error"]);
             Assert.Equal(4, counts.Count);
+        }
+    }
+
+    [Fact]
+    public void A_copy_entry_that_ran_is_counted_even_when_its_status_cannot_be_written()
+    {
+        // gnttab_copy runs the entry, then __copy_field_to_guest of its status fails (-EFAULT): the entry was
+        // processed, and the meter counts every entry processed (GrantTableMetrics), on this fault path too.
+        using var counts = new MeterCapture(GrantTableMetrics.MeterName);
+        Put(Buffer, new GnttabCopy
+        {
+            Source = new() { Gmfn = 3, DomId = DomainId.Self },
+            Dest = new() { Gmfn = 4, DomId = DomainId.Self },
+            Len = 8,
+            Status = 99,
+        });
+        _back.Ept.Protect(new GuestPhysicalAddress(Buffer), 1, EptAccess.Read); // readable, not writable
+
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(GrantTableOp.Copy, Buffer, 1));
+
+        lock (counts)
+        {
+            Assert.Equal(1, counts["vmmkit.granttable.copies status=okay"]);
+            Assert.Single(counts);
+        }
+    }
+
+    [Fact]
+    public void Compat_copy_entries_that_fail_are_counted_as_errors()
+    {
+        // The 32-bit ABI's gnttab_copy (compat_grant_table_op) processes the same entries: one that fails (a length
+        // past the page, GNTST_bad_copy_arg) is counted with status=error, as in the native ABI.
+        using var counts = new MeterCapture(GrantTableMetrics.MeterName);
+        var compat = new CompatGnttabCopy
+        {
+            Source = new() { Gmfn = 3, DomId = DomainId.Self },
+            Dest = new() { Gmfn = 4, DomId = DomainId.Self },
+            Len = 5000,
+        };
+        Put(Buffer, compat);
+        Put(Buffer + (ulong)Unsafe.SizeOf<CompatGnttabCopy>(), compat with { Len = 8 });
+        Assert.Equal(0, Call(GrantTableOp.Copy, Buffer, 2, HypercallAbi.Compat32));
+
+        lock (counts)
+        {
+            Assert.Equal(1, counts["vmmkit.granttable.copies status=error"]);
+            Assert.Equal(1, counts["vmmkit.granttable.copies status=okay"]);
+            Assert.Equal(2, counts.Count);
         }
     }
 }
