@@ -55,14 +55,6 @@ public sealed unsafe class CopyEdgeTests : IDisposable
 
     private ushort StatusV2(TestDomain d, uint gref) => ((ushort*)_m.Memory.GetFramePointer(d.Grant.GetStatusFrame(0)))[gref];
 
-    private void SubPage(uint gref, ushort offset, ushort length)
-    {
-        GrantEntryV2* e = EntryV2(_front, gref);
-        e->SubPageOffset = offset;
-        e->SubPageLength = length;
-        e->Flags |= (ushort)GrantEntryFlags.SubPage;
-    }
-
     private static GnttabCopy FromGrant(uint gref, ushort offset, ulong gmfn, ushort to, ushort len, ushort dom = 1) => new()
     {
         Source = new() { Ref = gref, DomId = dom, Offset = offset },
@@ -117,7 +109,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
             _front.RamPage(5)[i] = (byte)i;
         }
 
-        SubPage(gref, 0x8000 + 100, 50);
+        _front.MakeSubPage(gref, 0x8000 + 100, 50);
         short[] st = Run(FromGrant(gref, 100, 3, 100, 50), FromGrant(gref, 99, 3, 99, 1));
         Assert.Equal([0, (short)GrantStatus.GeneralError], st);
         Assert.Equal(100, _back.RamPage(3)[100]);
@@ -181,7 +173,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
     {
         Version2(_front);
         uint gref = Grant(5);
-        SubPage(gref, 1000, 100);
+        _front.MakeSubPage(gref, 1000, 100);
         short[] st = Run(
             ToGrant(3, 0, gref, 1000, 100),  // the whole window
             ToGrant(4, 0, gref, 999, 2),     // one byte before it
@@ -211,7 +203,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
     {
         Version2(_front);
         uint gref = Grant(5);
-        SubPage(gref, 4000, 0xFFF0);
+        _front.MakeSubPage(gref, 4000, 0xFFF0);
         short[] st = Run(
             FromGrant(gref, 4000, 3, 0, 96),
             FromGrant(gref, 4000, 3, 0, 97),
@@ -553,7 +545,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
     {
         Version2(_front);
         uint gref = Grant(5);
-        SubPage(gref, 4000, 200);
+        _front.MakeSubPage(gref, 4000, 200);
         const short bad = (short)GrantStatus.BadCopyArg;
         short[] st = Run(
             FromGrant(gref, 4000, 3, 0, 96), FromGrant(gref, 4000, 3, 100, 150),
@@ -725,7 +717,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
     {
         Version2(_front);
         uint gref = Grant(5);
-        SubPage(gref, 1000, 100);
+        _front.MakeSubPage(gref, 1000, 100);
         short[] st = Run(
             FromGrant(gref, 1000, 3, 1000, 100), Frames(4, 0, 3, 0, 16),
             ToGrant(4, 0, gref, 1000, 16), Frames(3, 0, 4, 0, 16));

@@ -344,13 +344,7 @@ public sealed class HostTests : IDisposable
         Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
         Assert.Equal(2u, v.Version);
         uint gref = Grant(5);
-        unsafe
-        {
-            var e = (GrantEntryV2*)_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + gref;
-            e->SubPageOffset = 100;
-            e->SubPageLength = 50;
-            e->Flags |= (ushort)GrantEntryFlags.SubPage;
-        }
+        _front.MakeSubPage(gref, 100, 50);
 
         Assert.Equal((short)GrantStatus.GeneralError, Map(gref).Status);
         var ops = new GnttabCopy[]
@@ -372,13 +366,7 @@ public sealed class HostTests : IDisposable
         Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
         uint gref = Grant(5);
         _front.RamPage(5).Fill(0x5A);
-        unsafe
-        {
-            var e = (GrantEntryV2*)_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + gref;
-            e->SubPageOffset = 4000;
-            e->SubPageLength = 200;
-            e->Flags |= (ushort)GrantEntryFlags.SubPage;
-        }
+        _front.MakeSubPage(gref, 4000, 200);
 
         GnttabCopy Op(ushort offset, ushort len) =>
             new() { Source = new() { Ref = gref, DomId = 1, Offset = offset }, Dest = new() { Gmfn = 3, DomId = DomainId.Self, Offset = offset }, Len = len, Flags = (ushort)GrantCopyFlags.SourceGref };

@@ -230,13 +230,7 @@ public sealed class MapTableEdgeTests : IDisposable
         var v = new GnttabSetVersion { Version = 2 };
         Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
         uint gref = Grant(5);
-        unsafe
-        {
-            var e = (GrantEntryV2*)_m.Memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + gref;
-            e->SubPageOffset = 100;
-            e->SubPageLength = 50;
-            e->Flags |= (ushort)GrantEntryFlags.SubPage;
-        }
+        _front.MakeSubPage(gref, 100, 50);
 
         for (int i = 0; i < 2; i++)
         {

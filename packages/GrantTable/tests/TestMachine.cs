@@ -95,6 +95,18 @@ internal sealed class TestDomain(ushort id, EptTables ept, GrantDomain grant, Ma
 
     public Span<byte> RamPage(int gfn) => memory.GetFrame(Ram[gfn]);
 
+    /// <summary>
+    /// Makes v2 entry <paramref name="gref"/> of this domain's table a sub-page grant (GTF_sub_page) of
+    /// <paramref name="length"/> bytes from <paramref name="offset"/>, as a granter writes it.
+    /// </summary>
+    public unsafe void MakeSubPage(uint gref, ushort offset, ushort length)
+    {
+        var e = (GrantEntryV2*)memory.GetFramePointer(Grant.GetSharedFrame(0)) + gref;
+        e->SubPageOffset = offset;
+        e->SubPageLength = length;
+        e->Flags |= (ushort)GrantEntryFlags.SubPage;
+    }
+
     /// <summary>Reads guest-physical memory through the EPT as the guest would (false on an EPT fault).</summary>
     public bool TryRead(ulong gpa, Span<byte> bytes) => Physical.TryRead(new GuestPhysicalAddress(gpa), bytes, out _);
 
