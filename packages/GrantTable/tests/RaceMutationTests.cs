@@ -21,6 +21,7 @@ public sealed class RaceMutationTests : IDisposable
     private readonly TestDomain _y;
     private readonly uint _xRef;
     private readonly uint _yRef;
+    private readonly uint _yRef2; // a second grant of y's, page 6
     private readonly HypercallDispatcher<TestDomain> _dispatcher = new();
 
     public RaceMutationTests()
@@ -31,7 +32,9 @@ public sealed class RaceMutationTests : IDisposable
         _x.RamPage(5).Fill(0x15);
         _y.RamPage(5).Fill(0x35);
         Assert.True(new InProcessGrantShare(_m.Host, _x.Grant).TryGrantForeignAccess(Copier, 5, readOnly: false, out _xRef));
-        Assert.True(new InProcessGrantShare(_m.Host, _y.Grant).TryGrantForeignAccess(Copier, 5, readOnly: false, out _yRef));
+        var yShare = new InProcessGrantShare(_m.Host, _y.Grant);
+        Assert.True(yShare.TryGrantForeignAccess(Copier, 5, readOnly: false, out _yRef));
+        Assert.True(yShare.TryGrantForeignAccess(Copier, 6, readOnly: false, out _yRef2));
         new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(_dispatcher);
     }
 
@@ -265,6 +268,82 @@ public sealed class RaceMutationTests : IDisposable
         Assert.Empty(errors);
         Assert.True(done[0] > 0 && done[1] > 0);
         AssertReleased();
+    }
+
+    // One thread copies from x's grant into y's two grants in turn, holding x's word alone and y's shared; another
+    // copies from y's two grants in turn, sharing y's word. Every operation claims one of y's entries and releases the
+    // other: each under the entry's lock, since y's word is shared, though the first thread took its first word alone.
+    // A claim or release made without it races the other thread's update of the pin count, and one is lost: a status
+    // fails, or a pin is left at the end.
+    [Fact]
+    public void A_copy_sharing_only_its_second_word_locks_that_granters_entries()
+    {
+        const int calls = 100_000;
+        const int batch = 16;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        var done = new int[2];
+        var errors = new List<string>();
+        var threads = new Thread[2];
+        for (int t = 0; t < threads.Length; t++)
+        {
+            int thread = t;
+            threads[t] = new Thread(() =>
+            {
+                var ops = new GnttabCopy[batch];
+                for (int i = 0; i < batch; i++)
+                {
+                    uint yRef = i % 2 == 0 ? _yRef : _yRef2;
+                    ops[i] = thread == 0 ? GrantToGrant(_x, _xRef, _y, yRef) : new GnttabCopy
+                    {
+                        Source = new() { Ref = yRef, DomId = _y.Id, Offset = 2048 },
+                        Dest = new() { Gmfn = OwnFrame, DomId = DomainId.Self },
+                        Len = 64,
+                        Flags = (ushort)GrantCopyFlags.SourceGref,
+                    };
+                }
+
+                for (int call = 0; call < calls && !stop.IsCancellationRequested; call++)
+                {
+                    if (thread == 0)
+                    {
+                        Volatile.Write(ref _x.Grant.CopiesShare, 0); // x's word alone, y's shared
+                        Volatile.Write(ref _y.Grant.CopiesShare, 1);
+                    }
+
+                    _m.Host.Copy(_back.Grant, ops);
+                    foreach (GnttabCopy op in ops)
+                    {
+                        if (op.Status != (short)GrantStatus.Okay)
+                        {
+                            lock (errors)
+                            {
+                                errors.Add($"thread {thread}, call {call}: status {op.Status}");
+                            }
+
+                            return;
+                        }
+                    }
+
+                    done[thread]++;
+                }
+            }) { IsBackground = true };
+        }
+
+        foreach (Thread t in threads)
+        {
+            t.Start();
+        }
+
+        foreach (Thread t in threads)
+        {
+            Assert.True(t.Join(TimeSpan.FromSeconds(30)), $"a copy hung (calls done: {done[0]}, {done[1]})");
+        }
+
+        Assert.Empty(errors);
+        Assert.True(done[0] > 0 && done[1] > 0);
+        AssertReleased();
+        Assert.Equal(0u, _y.Grant.GetPinCount(_yRef2));
+        Assert.Equal(0, ReadFlags(_y, _yRef2) & (int)(GrantEntryFlags.Reading | GrantEntryFlags.Writing));
     }
 
     // Waits until `value` reaches `target`; false if stopped first.
