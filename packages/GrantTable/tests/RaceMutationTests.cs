@@ -6,9 +6,11 @@ namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
 /// The parts of the copy words' protocol (GrantTableHost.Exclusion.cs) that mutation testing found no other test
-/// pinned: the full fence each side puts between writing its own word and reading the other's (the exclusive lock's
-/// flag against a copy's mark, a share's mark against a word held alone), the share of a second word (SharedB) that a
-/// copy taking that word alone must find, and the Serial order in which a copy takes two words.
+/// pinned: the full fence each side puts between writing its own mark or flag and reading the other's (the exclusive
+/// lock against a copy taking a word alone or sharing it), a nested exclusive hold that ends while the outer one goes
+/// on, the share of a second word (SharedB) that a copy taking that word alone must find, the entry locks a copy takes
+/// on the granter whose word it shares when it holds its other word alone, and the Serial order in which a copy takes
+/// two words.
 /// </summary>
 public sealed class RaceMutationTests : IDisposable
 {
