@@ -60,13 +60,7 @@ public sealed class RaceMutationTests : IDisposable
         var copier = new Thread(() =>
         {
             var rng = new Random(1);
-            var op = new GnttabCopy
-            {
-                Source = new() { Ref = _xRef, DomId = _x.Id },
-                Dest = new() { Gmfn = OwnFrame, DomId = DomainId.Self },
-                Len = 1,
-                Flags = (ushort)GrantCopyFlags.SourceGref,
-            };
+            var op = GrantToOwnFrame(_x, _xRef, len: 1);
             for (int round = 1; round <= rounds && WaitFor(ref go, round, stop.Token); round++)
             {
                 if (shared)
@@ -132,20 +126,15 @@ public sealed class RaceMutationTests : IDisposable
         using var ready = new ManualResetEventSlim();
         using var go = new ManualResetEventSlim();
         using var copied = new ManualResetEventSlim();
+        short status = -1;
         var copier = new Thread(() =>
         {
-            var op = new GnttabCopy
-            {
-                Source = new() { Ref = _xRef, DomId = _x.Id },
-                Dest = new() { Gmfn = OwnFrame, DomId = DomainId.Self },
-                Len = 64,
-                Flags = (ushort)GrantCopyFlags.SourceGref,
-            };
+            var op = GrantToOwnFrame(_x, _xRef);
             _m.Host.Copy(_back.Grant, ref op);
             ready.Set();
             go.Wait();
             _m.Host.Copy(_back.Grant, ref op);
-            Assert.Equal((short)GrantStatus.Okay, op.Status);
+            status = op.Status;
             copied.Set();
         });
         copier.Start();
@@ -162,6 +151,7 @@ public sealed class RaceMutationTests : IDisposable
 
         Assert.True(copied.Wait(TimeSpan.FromSeconds(30)));
         Assert.True(copier.Join(TimeSpan.FromSeconds(30)));
+        Assert.Equal((short)GrantStatus.Okay, status);
         AssertReleased();
     }
 
@@ -181,20 +171,16 @@ public sealed class RaceMutationTests : IDisposable
         Assert.True(inHold.Wait(TimeSpan.FromSeconds(30)));
 
         Volatile.Write(ref _y.Grant.CopiesShare, 0); // as if the sharer's countdown had run out: the next copy tries it alone
+        short status = -1;
         var other = new Thread(() =>
         {
-            var op = new GnttabCopy
-            {
-                Source = new() { Ref = _yRef, DomId = _y.Id },
-                Dest = new() { Gmfn = OwnFrame, DomId = DomainId.Self },
-                Len = 64,
-                Flags = (ushort)GrantCopyFlags.SourceGref,
-            };
+            var op = GrantToOwnFrame(_y, _yRef);
             _m.Host.Copy(_back.Grant, ref op);
-            Assert.Equal((short)GrantStatus.Okay, op.Status);
+            status = op.Status;
         });
         other.Start();
         Assert.True(other.Join(TimeSpan.FromSeconds(30)));
+        Assert.Equal((short)GrantStatus.Okay, status);
         Assert.Equal(1, Volatile.Read(ref _y.Grant.CopiesShare));
 
         letGo.Set();
@@ -283,13 +269,7 @@ public sealed class RaceMutationTests : IDisposable
                 for (int i = 0; i < batch; i++)
                 {
                     uint yRef = i % 2 == 0 ? _yRef : _yRef2;
-                    ops[i] = thread == 0 ? GrantToGrant(_x, _xRef, _y, yRef) : new GnttabCopy
-                    {
-                        Source = new() { Ref = yRef, DomId = _y.Id, Offset = 2048 },
-                        Dest = new() { Gmfn = OwnFrame, DomId = DomainId.Self },
-                        Len = 64,
-                        Flags = (ushort)GrantCopyFlags.SourceGref,
-                    };
+                    ops[i] = thread == 0 ? GrantToGrant(_x, _xRef, _y, yRef) : GrantToOwnFrame(_y, yRef, offset: 2048);
                 }
 
                 for (int call = 0; call < calls && !stop.IsCancellationRequested; call++)
@@ -370,6 +350,14 @@ public sealed class RaceMutationTests : IDisposable
             _ = Volatile.Read(ref s_sink);
         }
     }
+
+    private static GnttabCopy GrantToOwnFrame(TestDomain from, uint gref, ushort len = 64, ushort offset = 0) => new()
+    {
+        Source = new() { Ref = gref, DomId = from.Id, Offset = offset },
+        Dest = new() { Gmfn = OwnFrame, DomId = DomainId.Self },
+        Len = len,
+        Flags = (ushort)GrantCopyFlags.SourceGref,
+    };
 
     private static GnttabCopy GrantToGrant(TestDomain from, uint fromRef, TestDomain to, uint toRef) => new()
     {
