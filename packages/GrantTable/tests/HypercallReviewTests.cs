@@ -70,6 +70,28 @@ public sealed class HypercallReviewTests : IDisposable
         Assert.Equal(99, Get<GnttabCopy>(_back, Buffer + 0x128).Status);
     }
 
+    /// <summary>
+    /// do_grant_table_op passes limit_max = UINT_MAX for a 64-bit caller's setup_table: only the domain's
+    /// max_grant_frames bounds it, up to the largest limit a host may give (1024 frames), all reported.
+    /// </summary>
+    [Fact]
+    public void A_64_bit_callers_setup_table_reaches_1024_frames()
+    {
+        using var m = new TestMachine(64UL << 20, new GrantTableLimits(1024, 1));
+        TestDomain d = m.AddDomain(1);
+        var dispatcher = new HypercallDispatcher<TestDomain>();
+        new GrantTableHypercalls<TestDomain>(m.Host, new TestResolver()).Register(dispatcher);
+        Put(d, Buffer, new GnttabSetupTable { Dom = DomainId.Self, NrFrames = 1024, Status = 99, FrameList = Buffer + 0x1000 });
+        Assert.Equal(0, GrantTableCall.Invoke(dispatcher, d, (ulong)GrantTableOp.SetupTable, Buffer, 1, HypercallAbi.Native64, out _));
+        Assert.Equal(0, Get<GnttabSetupTable>(d, Buffer).Status);
+        Assert.Equal(1024, d.Grant.SharedFrameCount);
+        Assert.Equal(GrantTableHost.InvalidFrame, Get<ulong>(d, Buffer + 0x1000 + (1023 * 8)));
+
+        Put(d, Buffer, new GnttabSetupTable { Dom = DomainId.Self, NrFrames = 1025, Status = 99, FrameList = Buffer + 0x1000 });
+        Assert.Equal(0, GrantTableCall.Invoke(dispatcher, d, (ulong)GrantTableOp.SetupTable, Buffer, 1, HypercallAbi.Native64, out _));
+        Assert.Equal((short)GrantStatus.GeneralError, Get<GnttabSetupTable>(d, Buffer).Status);
+    }
+
     /// <summary>gnttab_get_version: no such domain is -ESRCH, returned before anything is written back.</summary>
     [Fact]
     public void Get_version_of_no_domain_is_ESRCH_and_writes_nothing()
