@@ -18,7 +18,8 @@ public sealed class GrantDomain
     internal MachineFrameNumber[] StatusFrames;
     internal ulong[] StatusGfns;
     internal ActiveGrantEntry[] Active = [];
-    internal MaptrackEntry[] Maptrack = [];
+    internal MaptrackEntry[] Maptrack = [];   // at least MaptrackLimit entries; the rest unused
+    internal int MaptrackLimit;                // handles given out so far (Xen's maptrack_limit): a frame's worth at a time
     internal int MaptrackFreeHead = -1;
     internal int MaptrackInUse;
     internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
@@ -124,7 +125,7 @@ public sealed class GrantDomain
     public int MappingCount => MaptrackInUse;
 
     /// <summary>Number of maptrack entries allocated so far (a multiple of <see cref="GrantTableLimits.MaptrackPerFrame"/>).</summary>
-    public int MaptrackCapacity => Maptrack.Length;
+    public int MaptrackCapacity => MaptrackLimit;
 
     /// <summary>The machine frame of shared grant-table frame <paramref name="index"/>.</summary>
     /// <param name="index">Below <see cref="SharedFrameCount"/>.</param>

@@ -109,12 +109,11 @@ public sealed unsafe partial class GrantTableHost
         var frame = new MachineFrameNumber(act.Mfn);
 
         // create_grant_p2m_mapping: the granted frame appears at host_addr in the grantee's EPT, never executable; any
-        // flag but GNTMAP_host_map and GNTMAP_readonly is refused there, after the pin (map_grant_ref's undo_out), and
-        // so is any cache attribute the entry holds now (map_grant_ref's cache_flags: GTF_PWT, GTF_PCD, GTF_PAT).
+        // flag but GNTMAP_host_map and GNTMAP_readonly is refused there, after the pin (map_grant_ref's undo_out). The
+        // entry's cache attributes (GTF_PWT, GTF_PCD, GTF_PAT) are ignored: map_grant_ref passes them on only for I/O
+        // memory, and every frame a grant names here is RAM of its granter.
         ulong target = op.HostAddr >> Page.PageShift;
-        const ushort cacheFlags = (ushort)(GrantEntryFlags.Pwt | GrantEntryFlags.Pcd | GrantEntryFlags.Pat);
-        GrantStatus mapped = (flags & ~(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly)) != 0 ||
-            (FlagsOf(ReadVolatile(HeaderWord(rd, op.Ref))) & cacheFlags) != 0
+        GrantStatus mapped = (flags & ~(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly)) != 0
             ? GrantStatus.GeneralError
             : AddHostMapping(ld, target, frame, readOnly);
         if (mapped != GrantStatus.Okay)
@@ -294,7 +293,7 @@ public sealed unsafe partial class GrantTableHost
     // `pending`, which UnmapComplete finishes after the batch's flush. Under the lock.
     private GrantStatus UnmapBegin(GrantDomain ld, uint handle, ulong hostAddr, ulong devBusAddr, ulong newAddr, ref PendingUnmap pending)
     {
-        if (handle >= (uint)ld.Maptrack.Length || ld.IsDestroyed)
+        if (handle >= (uint)ld.MaptrackLimit || ld.IsDestroyed)
         {
             return GrantStatus.BadHandle;
         }
@@ -379,26 +378,34 @@ public sealed unsafe partial class GrantTableHost
         ClearStatusFlags(rd, gref, clear);
     }
 
-    // get_maptrack_handle: take a free entry, growing the maptrack one frame's worth at a time up to the limit.
+    // get_maptrack_handle: a free handle, or the next frame's worth of handles once none is free, up to the domain's
+    // limit. The array behind them doubles (capped at the limit) rather than growing by a frame, so a guest mapping up
+    // to its limit costs the host O(1) amortised per map, not a copy of every handle so far at every frame.
     private static bool TryGetMaptrackHandle(GrantDomain ld, out uint handle)
     {
         if (ld.MaptrackFreeHead < 0)
         {
-            int capacity = ld.Maptrack.Length;
+            int used = ld.MaptrackLimit;
             int limit = ld.Limits.MaxMaptrackFrames * GrantTableLimits.MaptrackPerFrame;
-            if (capacity >= limit)
+            if (used >= limit)
             {
                 handle = 0;
                 return false;
             }
 
-            int grown = capacity + GrantTableLimits.MaptrackPerFrame;
-            Array.Resize(ref ld.Maptrack, grown);
-            for (int i = grown - 1; i >= capacity; i--)
+            int grown = used + GrantTableLimits.MaptrackPerFrame;
+            if (grown > ld.Maptrack.Length)
+            {
+                Array.Resize(ref ld.Maptrack, Math.Min(Math.Max(grown, 2 * ld.Maptrack.Length), limit));
+            }
+
+            for (int i = grown - 1; i >= used; i--)
             {
                 ld.Maptrack[i].NextFree = ld.MaptrackFreeHead;
                 ld.MaptrackFreeHead = i;
             }
+
+            ld.MaptrackLimit = grown;
         }
 
         handle = (uint)ld.MaptrackFreeHead;

@@ -30,7 +30,7 @@ public sealed unsafe partial class GrantTableHost
     private int ReleaseMaptrack(GrantDomain ld)
     {
         int released = 0;
-        for (int h = 0; h < ld.Maptrack.Length; h++)
+        for (int h = 0; h < ld.MaptrackLimit; h++)
         {
             if ((ld.Maptrack[h].Flags & GrantMapFlags.HostMap) != 0)
             {
@@ -45,7 +45,7 @@ public sealed unsafe partial class GrantTableHost
         }
 
         FlushBeforeRelease(ld);
-        for (int h = 0; h < ld.Maptrack.Length; h++)
+        for (int h = 0; h < ld.MaptrackLimit; h++)
         {
             ref MaptrackEntry map = ref ld.Maptrack[h];
             if ((map.Flags & GrantMapFlags.HostMap) == 0)

@@ -88,4 +88,52 @@ public sealed unsafe class MapReviewTests : IDisposable
         Assert.Equal((ushort)GrantEntryFlags.Reading, BusyFlags(ro, version));
         Assert.Equal(1, _back.Grant.MappingCount);
     }
+
+    /// <summary>
+    /// get_maptrack_handle: the maptrack grows a frame (256 handles) at a time up to the domain's limit, so a map may
+    /// have to grow it. Growing must cost the host O(1) amortised per map, not a copy of every handle so far: a guest
+    /// that maps grants up to a limit of 1024 frames would otherwise make the host copy some 5 GB of entries, under the
+    /// lock every grant operation of every domain waits for. Here the handles a guest can use still grow by a frame at
+    /// a time (Xen's maptrack_limit), while the table behind them is replaced at most once per doubling.
+    /// </summary>
+    [Fact]
+    public void Maptrack_grows_a_frame_at_a_time_for_the_guest_and_doubles_behind_it()
+    {
+        const int Frames = 40;
+        TestDomain many = _m.AddDomain(3, new GrantTableLimits(4, Frames));
+        int mapped = 0, replaced = 0;
+        MaptrackEntry[] table = many.Grant.Maptrack;
+        for (int g = 0; mapped < Frames * GrantTableLimits.MaptrackPerFrame; g++)
+        {
+            uint gref = Grant(g % TestMachine.RamFrames, readOnly: true, to: 3);
+            for (int k = 0; k < 100 && mapped < Frames * GrantTableLimits.MaptrackPerFrame; k++, mapped++)
+            {
+                var op = new GnttabMapGrantRef
+                {
+                    HostAddr = (0x10000 + (ulong)mapped) << 12,
+                    Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly),
+                    Ref = gref,
+                    Dom = 1,
+                };
+                _m.Host.MapGrantRef(many.Grant, ref op);
+                Assert.Equal(0, op.Status);
+                Assert.Equal((mapped / GrantTableLimits.MaptrackPerFrame + 1) * GrantTableLimits.MaptrackPerFrame, many.Grant.MaptrackCapacity);
+                if (!ReferenceEquals(table, many.Grant.Maptrack))
+                {
+                    table = many.Grant.Maptrack;
+                    replaced++;
+                }
+            }
+        }
+
+        // 1, 2, 4, 8, 16, 32 and 40 frames: seven tables, where a frame at a time made forty.
+        Assert.True(replaced <= 7, $"the maptrack's table was replaced {replaced} times growing to {Frames} frames");
+        Assert.Equal(Frames * GrantTableLimits.MaptrackPerFrame, many.Grant.MappingCount);
+
+        uint last = Grant(1, readOnly: true, to: 3);
+        var full = new GnttabMapGrantRef { HostAddr = 0x20000UL << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = last, Dom = 1 };
+        _m.Host.MapGrantRef(many.Grant, ref full);
+        Assert.Equal((short)GrantStatus.NoSpace, full.Status);
+        Assert.Equal(Frames * GrantTableLimits.MaptrackPerFrame, many.Grant.MaptrackCapacity);
+    }
 }

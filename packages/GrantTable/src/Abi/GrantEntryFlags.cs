@@ -23,11 +23,11 @@ public enum GrantEntryFlags : ushort
     Reading = 1 << 3,
     /// <summary><c>GTF_writing</c>: set by the hypervisor while the grant is in use for writing.</summary>
     Writing = 1 << 4,
-    /// <summary><c>GTF_PWT</c>: cache attribute of the mapping (PV only).</summary>
+    /// <summary><c>GTF_PWT</c>: cache attribute of a mapping of I/O memory; ignored for RAM, as Xen ignores it.</summary>
     Pwt = 1 << 5,
-    /// <summary><c>GTF_PCD</c>: cache attribute of the mapping (PV only).</summary>
+    /// <summary><c>GTF_PCD</c>: cache attribute of a mapping of I/O memory; ignored for RAM, as Xen ignores it.</summary>
     Pcd = 1 << 6,
-    /// <summary><c>GTF_PAT</c>: cache attribute of the mapping (PV only).</summary>
+    /// <summary><c>GTF_PAT</c>: cache attribute of a mapping of I/O memory; ignored for RAM, as Xen ignores it.</summary>
     Pat = 1 << 7,
     /// <summary><c>GTF_sub_page</c> (v2): only <c>sub_page.length</c> bytes from <c>sub_page.page_off</c> are granted; copy only.</summary>
     SubPage = 1 << 8,
