@@ -50,6 +50,12 @@ public sealed class TableReviewTests : IDisposable
         Assert.True(_m.Memory.TryGetOwner(foreign, out FrameOwner owner));
         Assert.Equal(new FrameOwner(1), owner);
         Assert.Equal(1, _m.Frames.ReferenceCount(foreign));
+
+        // gnttab_map_frame runs first: an index past the table grows it even though the slot then refuses the frame.
+        Assert.Equal(XenErrno.ENXIO.Negated(), _m.Host.AddToPhysmap(_back.Grant, 3, slot));
+        Assert.Equal(4, _back.Grant.SharedFrameCount);
+        Assert.True(_back.Ept.TryLookup(slot, out still, out _));
+        Assert.Equal(foreign, still);
     }
 
     /// <summary>
