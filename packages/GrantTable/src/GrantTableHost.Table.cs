@@ -395,14 +395,15 @@ public sealed unsafe partial class GrantTableHost
     /// of <paramref name="caller"/>'s EPT. An index past the shared or status frames grows the table (up to the limit,
     /// status frame <c>i</c> needing <c>status_to_grant_frames(i + 1)</c> shared frames); the frame
     /// leaves its previous guest frame; a RAM page of the domain at <paramref name="gpfn"/> is released, as Xen
-    /// releases it. The hypervisor's <c>XENMEM_add_to_physmap</c> handler calls this for that space.
+    /// releases it, and a page of another domain there (a foreign mapping) is refused, as Xen refuses it. The hypervisor's <c>XENMEM_add_to_physmap</c> handler calls this for that space.
     /// </summary>
     /// <param name="caller">The domain.</param>
     /// <param name="index">The frame index (<c>xen_add_to_physmap.idx</c>).</param>
     /// <param name="gpfn">Where to place it (<c>xen_add_to_physmap.gpfn</c>).</param>
     /// <returns>
     /// 0; -EINVAL (an index past the frames the table has or can grow to, a status frame under v1, or the growth
-    /// failed); -ENXIO (the slot holds a grant mapping of another domain's page); -ENOMEM (the EPT could not map it).
+    /// failed); -ENXIO (the slot holds a grant mapping, or another domain's page such as a foreign mapping); -ENOMEM
+    /// (the EPT could not map it).
     /// </returns>
     public long AddToPhysmap(GrantDomain caller, ulong index, GuestFrameNumber gpfn)
     {
@@ -442,6 +443,13 @@ public sealed unsafe partial class GrantTableHost
             }
             else if (d.Ept.TryLookup(gpfn, out MachineFrameNumber old, out _))
             {
+                // guest_remove_page: get_page(page, d) fails on another domain's page (a control domain's foreign
+                // mapping): -ENXIO, before anything changed. A hypervisor page is special and only unhooked.
+                if (_memory.TryGetOwner(old, out FrameOwner slotOwner) && slotOwner.DomainId != d.Id && slotOwner != FrameOwner.Hypervisor)
+                {
+                    return XenErrno.ENXIO.Negated();
+                }
+
                 try
                 {
                     d.Ept.Unmap(gpfn.Address, 1);
