@@ -395,7 +395,8 @@ public sealed unsafe partial class GrantTableHost
     /// of <paramref name="caller"/>'s EPT. An index past the shared or status frames grows the table (up to the limit,
     /// status frame <c>i</c> needing <c>status_to_grant_frames(i + 1)</c> shared frames); the frame
     /// leaves its previous guest frame; a RAM page of the domain at <paramref name="gpfn"/> is released, as Xen
-    /// releases it, and a page of another domain there (a foreign mapping) is refused, as Xen refuses it. The hypervisor's <c>XENMEM_add_to_physmap</c> handler calls this for that space.
+    /// releases it, and a page of another domain there (a foreign mapping) is refused, as Xen refuses it. The
+    /// hypervisor's <c>XENMEM_add_to_physmap</c> handler calls this for that space.
     /// </summary>
     /// <param name="caller">The domain.</param>
     /// <param name="index">The frame index (<c>xen_add_to_physmap.idx</c>).</param>
@@ -444,8 +445,10 @@ public sealed unsafe partial class GrantTableHost
             else if (d.Ept.TryLookup(gpfn, out MachineFrameNumber old, out _))
             {
                 // guest_remove_page: get_page(page, d) fails on another domain's page (a control domain's foreign
-                // mapping): -ENXIO, before anything changed. A hypervisor page is special and only unhooked.
-                if (_memory.TryGetOwner(old, out FrameOwner slotOwner) && slotOwner.DomainId != d.Id && slotOwner != FrameOwner.Hypervisor)
+                // mapping): -ENXIO with the slot unchanged (the table has grown, as Xen's gnttab_map_frame runs first). A
+                // hypervisor page is special and only unhooked.
+                if (_memory.TryGetOwner(old, out FrameOwner slotOwner) && slotOwner.DomainId != d.Id &&
+                    slotOwner != FrameOwner.Hypervisor)
                 {
                     return XenErrno.ENXIO.Negated();
                 }
