@@ -121,6 +121,12 @@ public sealed class GrantDomain
     private void UpdateEntryCount() =>
         EntryCount = _sharedFrameCount * (_version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
 
+    /// <summary>
+    /// Set by <see cref="GrantTableHost.DestroyDomain"/> before it releases the domain's mappings over several holds of
+    /// the exclusive lock: the domain maps nothing from then on. Under the exclusive lock.
+    /// </summary>
+    internal bool IsDying { get; set; }
+
     /// <summary>True once <see cref="GrantTableHost.DestroyDomain"/> ran: the domain can no longer be found, its table frames are gone.</summary>
     public bool IsDestroyed { get; internal set; }
 

@@ -108,4 +108,62 @@ public sealed class BudgetReviewTests : IDisposable
         int longest = LongestChain(mapped);
         Assert.True(longest <= 16, $"{Aimed} mappings at frames the guest aimed at one bucket: a chain of {longest}");
     }
+
+    /// <summary>
+    /// A domain's grant mappings are released when it dies (DestroyDomain, Xen's gnttab_release_mappings) or when the
+    /// user space owning them goes (ReleaseMappings). The guest decides how many there are (up to 262,144 with the
+    /// default 1024 maptrack frames) and where (each at a frame of its own EPT table, so that each unmap also retires
+    /// tables). Before, every one was released in one hold of the exclusive lock: some 0.4 s during which no grant
+    /// operation or copy of any domain ran, at every death of such a guest (a guest that reboots in a loop). Xen
+    /// releases them preemptibly (domain_teardown's PROGRESS(gnttab_mappings), -ERESTART). Now the maptrack is walked
+    /// <see cref="GrantTableHost.ReleaseChunk"/> handles per hold, each hold with its own flush before its pages go;
+    /// a dying domain maps nothing meanwhile.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Releasing_a_domain_s_mappings_holds_the_exclusive_lock_for_a_bounded_number_of_them(bool destroy)
+    {
+        const int Mappings = 3 * GrantTableHost.ReleaseChunk;
+        _ = MapMany(Mappings, i => 0x10000 + (ulong)i);
+        Assert.True(_share.TryGrantForeignAccess(2, 3, readOnly: true, out uint late));
+
+        // At each flush (one per hold, under it): the mappings still held; and, for a dying domain, a map it tries
+        // meanwhile is refused.
+        var left = new List<int>();
+        var refused = new List<short>();
+        _m.Host.FlushTranslations = d =>
+        {
+            Assert.Same(_back.Grant, d);
+            left.Add(d.MappingCount);
+            if (destroy)
+            {
+                var op = new GnttabMapGrantRef { HostAddr = 0x9000UL << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = late, Dom = 1 };
+                _m.Host.MapGrantRef(_back.Grant, ref op);
+                refused.Add(op.Status);
+            }
+        };
+
+        if (destroy)
+        {
+            _m.Host.DestroyDomain(_back.Grant);
+        }
+        else
+        {
+            Assert.Equal(Mappings, _m.Host.ReleaseMappings(_back.Grant));
+        }
+
+        Assert.Equal([Mappings, 2 * GrantTableHost.ReleaseChunk, GrantTableHost.ReleaseChunk], left);
+        Assert.All(refused, s => Assert.Equal((short)GrantStatus.BadDomain, s));
+        Assert.Equal(0, _back.Grant.MappingCount);
+        for (uint gref = 0; gref < (uint)_front.Grant.EntryCount; gref++)
+        {
+            Assert.Equal(0u, _front.Grant.GetPinCount(gref));
+        }
+
+        foreach (var frame in _front.Ram)
+        {
+            Assert.Equal(0, _m.Frames.ReferenceCount(frame));
+        }
+    }
 }
