@@ -22,8 +22,8 @@ public sealed class GrantDomain
     internal int MaptrackLimit;                // handles given out so far (Xen's maptrack_limit): a frame's worth at a time
     internal int MaptrackFreeHead = -1;
     internal int MaptrackInUse;
-    internal readonly Dictionary<ulong, uint> GrantMappedGfns = [];   // gfn -> maptrack handle
-    internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns = [];
+    internal readonly Dictionary<ulong, uint> GrantMappedGfns;   // gfn -> maptrack handle
+    internal readonly Dictionary<ulong, (bool Status, int Index)> TableGfns;
     internal FrameCacheEntry[] FrameCache = NoFrameCache; // direct-mapped, a power of two; made at the first fill
     internal static readonly FrameCacheEntry[] NoFrameCache = new FrameCacheEntry[1]; // never written: every lookup misses
     internal const int FrameCacheInitialSize = 4096; // 64 KiB per domain: 16 MiB of own frames stay resolved
@@ -68,6 +68,9 @@ public sealed class GrantDomain
         Id = id;
         Ept = ept;
         Limits = limits;
+        var gfnHash = new GuestFrameHash(); // the guest chooses these keys: a keyed hash, not ulong's own
+        GrantMappedGfns = new(gfnHash);
+        TableGfns = new(gfnHash);
         SharedFrames = new MachineFrameNumber[limits.MaxGrantFrames];
         SharedGfns = new ulong[limits.MaxGrantFrames];
         int maxStatus = StatusFramesFor(limits.MaxGrantFrames);
@@ -117,6 +120,12 @@ public sealed class GrantDomain
 
     private void UpdateEntryCount() =>
         EntryCount = _sharedFrameCount * (_version == 1 ? GrantEntryV1.PerFrame : GrantEntryV2.PerFrame);
+
+    /// <summary>
+    /// Set by <see cref="GrantTableHost.DestroyDomain"/> before it releases the domain's mappings over several holds of
+    /// the exclusive lock: the domain maps nothing from then on. Under the exclusive lock.
+    /// </summary>
+    internal bool IsDying { get; set; }
 
     /// <summary>True once <see cref="GrantTableHost.DestroyDomain"/> ran: the domain can no longer be found, its table frames are gone.</summary>
     public bool IsDestroyed { get; internal set; }

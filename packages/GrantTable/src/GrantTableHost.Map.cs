@@ -37,7 +37,7 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.GeneralError; // "No device mapping in HVM domain"
         }
 
-        if (ld.IsDestroyed || LookupById(op.Dom) is not { } rd)
+        if (ld.IsDestroyed || ld.IsDying || LookupById(op.Dom) is not { } rd)
         {
             return GrantStatus.BadDomain;
         }

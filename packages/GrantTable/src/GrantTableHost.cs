@@ -246,7 +246,10 @@ public sealed unsafe partial class GrantTableHost
     /// unmapped and freed, and its table has no frame or entry left (<see cref="GrantDomain.SharedFrameCount"/> and
     /// <see cref="GrantDomain.EntryCount"/> are 0). Grants it gave that others still map keep their frames alive through
     /// <see cref="Frames"/> until those mappings go; the grantees unmap them as usual. Call after the domain's vCPUs stopped
-    /// and before freeing its frames with <see cref="FrameReferences.Free"/>.
+    /// and before freeing its frames with <see cref="FrameReferences.Free"/>. The mappings are released 1,024 maptrack
+    /// handles per hold of the host's lock (with a <see cref="FlushTranslations"/> each), as Xen's domain teardown
+    /// preempts <c>gnttab_release_mappings</c>, so other domains' grant operations run in between; from the first hold
+    /// the domain can no longer be found by its id nor map.
     /// </summary>
     /// <param name="domain">The domain.</param>
     public void DestroyDomain(GrantDomain domain)
@@ -264,7 +267,19 @@ public sealed unsafe partial class GrantTableHost
                 Volatile.Write(ref _byId[domain.Id], null);
             }
 
-            ReleaseMaptrack(domain);
+            domain.IsDying = true; // its maptrack only shrinks from now on: Map refuses it
+        }
+
+        // gnttab_release_mappings, preemptible as Xen's domain_teardown makes it: ReleaseChunk handles per hold, so the
+        // other domains' grant operations and copies run between holds however many mappings the guest made.
+        ReleaseMaptrack(domain);
+
+        using (Exclusive())
+        {
+            if (domain.IsDestroyed)
+            {
+                return; // another thread's DestroyDomain of it finished meanwhile
+            }
 
             for (int i = 0; i < domain.StatusFrameCount; i++)
             {
