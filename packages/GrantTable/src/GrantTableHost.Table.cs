@@ -35,10 +35,13 @@ public sealed unsafe partial class GrantTableHost
 
         d.SharedFrameCount = Math.Max(oldShared, frames);
         d.StatusFrameCount = Math.Max(oldStatus, wantStatus);
+        // The active entries double (capped at the limit) rather than growing by the frames asked: a guest growing its
+        // table a frame at a time up to its limit makes the host copy them some log2(frames) times, not once per frame.
         int entries = d.SharedFrameCount * GrantEntryV1.PerFrame; // v1 has the most entries per frame
         if (d.Active.Length < entries)
         {
-            Array.Resize(ref d.Active, entries);
+            int most = d.Limits.MaxGrantFrames * GrantEntryV1.PerFrame;
+            Array.Resize(ref d.Active, Math.Min(Math.Max(entries, 2 * d.Active.Length), most));
         }
 
         return 0;

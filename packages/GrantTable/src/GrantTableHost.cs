@@ -28,6 +28,7 @@ namespace VmmKit.GrantTable;
 public sealed unsafe partial class GrantTableHost
 {
     private readonly GrantDomain?[] _byId = new GrantDomain?[DomainId.FirstReserved]; // live domains; copies read it unlocked
+    private readonly GrantDomain?[] _dyingById = new GrantDomain?[DomainId.FirstReserved]; // between DestroyDomain's holds
     private readonly MachineMemory _memory;
     private readonly byte* _ram; // machine frame 0's bytes: frames the host validated (table frames, resolved frames) are _ram + mfn * 4 KiB
     private long _destroyedDomains; // domains destroyed so far: a copy batch re-checks its domains when this moved
@@ -145,8 +146,9 @@ public sealed unsafe partial class GrantTableHost
     /// </param>
     /// <returns>The domain's grant state.</returns>
     /// <exception cref="ArgumentException">
-    /// The id is reserved or in use, the EPT is over other memory, or a limit is out of range: grant frames below 1,
-    /// a negative maptrack count, a version other than 1 or 2, or anything above <see cref="HostLimits"/>.
+    /// The id is reserved or in use (by a domain whose <see cref="DestroyDomain"/> has not returned too), the EPT is over
+    /// other memory, or a limit is out of range: grant frames below 1, a negative maptrack count, a version other than 1
+    /// or 2, or anything above <see cref="HostLimits"/>.
     /// </exception>
     /// <exception cref="MachineMemoryExhaustedException">No frame for the first table frame.</exception>
     public GrantDomain CreateDomain(ushort domainId, EptTables ept, GrantTableLimits? limits = null)
@@ -170,7 +172,9 @@ public sealed unsafe partial class GrantTableHost
 
         using (Exclusive())
         {
-            if (_byId[domainId] is not null)
+            // A dying domain keeps its id until DestroyDomain ends, as Xen keeps it until the domain is freed: its pins
+            // in others' grants still carry that id.
+            if (_byId[domainId] is not null || _dyingById[domainId] is not null)
             {
                 throw new ArgumentException($"d{domainId} already has a grant table.", nameof(domainId));
             }
@@ -249,7 +253,8 @@ public sealed unsafe partial class GrantTableHost
     /// and before freeing its frames with <see cref="FrameReferences.Free"/>. The mappings are released 1,024 maptrack
     /// handles per hold of the host's lock (with a <see cref="FlushTranslations"/> each), as Xen's domain teardown
     /// preempts <c>gnttab_release_mappings</c>, so other domains' grant operations run in between; from the first hold
-    /// the domain can no longer be found by its id nor map.
+    /// the domain can no longer be found by its id nor map, and its id stays taken (<see cref="CreateDomain"/> refuses
+    /// it) until the call returns.
     /// </summary>
     /// <param name="domain">The domain.</param>
     public void DestroyDomain(GrantDomain domain)
@@ -265,6 +270,7 @@ public sealed unsafe partial class GrantTableHost
             if (ReferenceEquals(_byId[domain.Id], domain))
             {
                 Volatile.Write(ref _byId[domain.Id], null);
+                _dyingById[domain.Id] = domain; // the id stays taken until the last hold below
             }
 
             domain.IsDying = true; // its maptrack only shrinks from now on: Map refuses it
@@ -297,6 +303,11 @@ public sealed unsafe partial class GrantTableHost
             domain.SharedFrameCount = 0;
             domain.StatusFrameCount = 0;
             domain.IsDestroyed = true;
+            if (ReferenceEquals(_dyingById[domain.Id], domain))
+            {
+                _dyingById[domain.Id] = null;
+            }
+
             Volatile.Write(ref _destroyedDomains, _destroyedDomains + 1);
             GuestPhysicalMemory.InvalidateSingleContext(_memory, domain.Ept.Pointer);
         }

@@ -166,4 +166,71 @@ public sealed class BudgetReviewTests : IDisposable
             Assert.Equal(0, _m.Frames.ReferenceCount(frame));
         }
     }
+
+    /// <summary>
+    /// DestroyDomain releases the mappings over several holds of the exclusive lock, and the domain's id leaves the
+    /// host's table in the first. Until the last hold the dying domain's pins still carry its id in the grants of
+    /// others (act->domid), so a new domain given that id meanwhile would be taken for it: it could join a pin the dying
+    /// domain's release then drops. Xen keeps a dying domain's id taken until the domain is freed. So does the host:
+    /// CreateDomain refuses the id until DestroyDomain ends (here asked from the flush of its first hold).
+    /// </summary>
+    [Fact]
+    public void A_domain_id_stays_taken_until_its_destroy_ends()
+    {
+        _ = MapMany(3, i => 0x10000 + (ulong)i);
+        var refused = new List<string>();
+        _m.Host.FlushTranslations = d =>
+        {
+            var ept = new Ept.EptTables(_m.Memory, new Ept.FrameOwner(2));
+            try
+            {
+                _m.Host.CreateDomain(2, ept);
+                refused.Add("created");
+            }
+            catch (ArgumentException e)
+            {
+                refused.Add(e.ParamName ?? "");
+            }
+            finally
+            {
+                ept.Dispose();
+            }
+        };
+
+        _m.Host.DestroyDomain(_back.Grant);
+        Assert.Equal(["domainId"], refused);
+
+        _m.Host.FlushTranslations = null;
+        using var ept = new Ept.EptTables(_m.Memory, new Ept.FrameOwner(2));
+        Assert.Equal((ushort)2, _m.Host.CreateDomain(2, ept).Id);
+    }
+
+    /// <summary>
+    /// gnttab_grow_table: a guest grows its table a frame at a time (add_to_physmap of index 1, 2, ... or setup_table
+    /// asking one more each time), up to its limit. The host's active entries (one per grant entry) grew with each
+    /// frame, copying all of them under the exclusive lock: at a limit of 1024 frames, 1023 copies and some 6.4 GB
+    /// allocated. Now the array doubles (capped at the limit), so it is replaced some log2(frames) times.
+    /// </summary>
+    [Fact]
+    public void Growing_the_table_a_frame_at_a_time_replaces_its_active_entries_a_logarithmic_number_of_times()
+    {
+        const int Frames = 64;
+        TestDomain big = _m.AddDomain(3, new GrantTableLimits(Frames, 1));
+        ActiveGrantEntry[] active = big.Grant.Active;
+        int replaced = 0;
+        for (ulong idx = 1; idx < Frames; idx++)
+        {
+            Assert.Equal(0, _m.Host.AddToPhysmap(big.Grant, idx, new Ept.GuestFrameNumber(0x20000 + idx)));
+            Assert.Equal((int)idx + 1, big.Grant.SharedFrameCount);
+            Assert.True(big.Grant.Active.Length >= big.Grant.EntryCount);
+            if (!ReferenceEquals(active, big.Grant.Active))
+            {
+                active = big.Grant.Active;
+                replaced++;
+            }
+        }
+
+        // 2, 4, 8, 16, 32 and 64 frames' worth: six arrays, where a frame at a time made 63.
+        Assert.True(replaced <= 6, $"the active entries were replaced {replaced} times growing to {Frames} frames");
+    }
 }
