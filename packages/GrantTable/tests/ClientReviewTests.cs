@@ -1,4 +1,5 @@
 using VmmKit.Ept;
+using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable.Tests;
 
@@ -53,5 +54,74 @@ public sealed class ClientReviewTests : IDisposable
         Assert.Equal(0x33, mapper.GetReadOnlyPage(newer)[0]);
         Assert.Equal(GrantStatus.Okay, mapper.Unmap(newer));
         Assert.False(_otherShare.IsForeignAccessInUse(otherRef));
+    }
+
+    [Fact]
+    public void Under_v2_a_failed_end_of_access_gives_a_pinned_grantee_no_write_access_to_a_read_only_grant()
+    {
+        // grant_table.h: a read-only entry becomes writable only when its granter clears GTF_readonly (on purpose, with
+        // an atomic bit operation). Xen's _set_status_v2 checks nothing but GTF_readonly for an entry already pinned, so
+        // an end of access that clears the whole flags word while a read-only pin remains (Linux's
+        // gnttab_end_foreign_access_ref_v2 writes 0) would let the grantee pin the read-only grant writable, by a map or
+        // a copy into it. IGrantShare.EndForeignAccess: the grantee keeps the mappings it has, nothing more.
+        UseVersion2();
+        _front.RamPage(5)[0] = 0x11;
+        Assert.True(_share.TryGrantForeignAccess(2, 5, readOnly: true, out uint gref));
+        var mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 4);
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: true, out GrantMapping held));
+        Assert.NotEqual(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: false, out _)); // precondition
+
+        Assert.False(_share.EndForeignAccess(gref));
+
+        Assert.NotEqual(GrantStatus.Okay, CopyInto(mapper, gref, 0x22));
+        Assert.NotEqual(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: false, out _));
+        Assert.Equal(0x11, _front.RamPage(5)[0]);
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(held));
+        Assert.True(_share.EndForeignAccess(gref));
+    }
+
+    [Fact]
+    public void Under_v2_a_grant_whose_end_of_access_failed_gets_no_new_writable_pin()
+    {
+        // The same rule for a writable grant held by a read-only pin: once the granter began to end access (Linux's
+        // gnttab_end_foreign_access_ref_v2 invalidates the entry first), the grantee keeps the access its pins have and
+        // takes no new one (IGrantShare.EndForeignAccess); the page is the granter's again once those pins go.
+        UseVersion2();
+        Assert.True(_share.TryGrantForeignAccess(2, 5, readOnly: false, out uint gref));
+        var mapper = new InProcessGrantMapper(_m.Host, _back.Grant, new GuestFrameNumber(0x1000), 4);
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: true, out GrantMapping held));
+
+        Assert.False(_share.EndForeignAccess(gref));
+
+        Assert.NotEqual(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: false, out _));
+        Assert.Equal(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: true, out GrantMapping second)); // pinned: Xen skips the checks
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(second));
+        Assert.Equal(GrantStatus.Okay, mapper.Unmap(held));
+        Assert.True(_share.EndForeignAccess(gref));
+        Assert.NotEqual(GrantStatus.Okay, mapper.TryMap(1, gref, readOnly: true, out _));
+    }
+
+    private void UseVersion2()
+    {
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+    }
+
+    // A copy of one byte from the backend's own frame 0 into the front's grant (GNTCOPY_dest_gref).
+    private GrantStatus CopyInto(IGrantMapper mapper, uint gref, byte value)
+    {
+        _back.RamPage(0)[0] = value;
+        Span<GnttabCopy> op =
+        [
+            new()
+            {
+                Source = new() { Gmfn = 0, DomId = DomainId.Self },
+                Dest = new() { Ref = gref, DomId = 1 },
+                Len = 1,
+                Flags = (ushort)GrantCopyFlags.DestGref,
+            },
+        ];
+        mapper.Copy(op);
+        return (GrantStatus)op[0].Status;
     }
 }

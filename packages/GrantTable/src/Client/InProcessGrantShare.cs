@@ -154,9 +154,12 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
         }
         else
         {
-            // gnttab_end_foreign_access_ref_v2: invalidate, then the status says whether a user remains.
+            // gnttab_end_foreign_access_ref_v2: invalidate, then the status says whether a user remains. The entry is
+            // left GTF_readonly, not 0: for a pinned entry Xen's _set_status_v2 checks only GTF_readonly, so clearing it
+            // would let a grantee still holding a read-only pin take a writable one (grant_table.h: only the granter
+            // makes an entry writable). The type is GTF_invalid either way; a new grant rewrites the flags.
             var e = (GrantEntryV2*)Entry(grantRef, GrantEntryV2.Size, GrantEntryV2.PerFrame);
-            Volatile.Write(ref e->Flags, 0);
+            Volatile.Write(ref e->Flags, (ushort)GrantEntryFlags.ReadOnly);
             Interlocked.MemoryBarrier();
             if ((Status(grantRef) & busy) != 0)
             {
