@@ -5,7 +5,9 @@ namespace VmmKit.GrantTable;
 /// <summary>
 /// <see cref="IGrantMapper"/> for a domain whose kernel runs in this process: maps grants into the domain's own
 /// guest-physical space, in a window of unpopulated guest frames it reserves for foreign pages (as Linux uses
-/// ballooned-out pages for gntdev), and issues the same grant-table operations a guest's hypercalls would.
+/// ballooned-out pages for gntdev), and issues the same grant-table operations a guest's hypercalls would. Its
+/// methods may be called from several threads at once, but not while <see cref="GrantTableHost.DestroyDomain"/> of the
+/// domain, and the disposal of its EPT that follows, runs; once they ran it maps nothing and holds no mapping.
 /// </summary>
 public sealed unsafe class InProcessGrantMapper : IGrantMapper
 {

@@ -8,6 +8,10 @@ namespace VmmKit.GrantTable;
 /// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver. References
 /// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size. Once
 /// <see cref="GrantTableHost.DestroyDomain"/> ran for the domain, it grants nothing and every reference has ended.
+/// Its methods may be called from several threads at once (a kernel's vCPUs), but not while
+/// <see cref="GrantTableHost.DestroyDomain"/> or a version switch of the domain runs: the table frames they write
+/// would be freed or laid out anew under them (call <c>DestroyDomain</c> after every thread using the share stopped,
+/// as after the domain's vCPUs; Linux switches versions before it grants).
 /// </summary>
 public sealed unsafe class InProcessGrantShare : IGrantShare
 {
