@@ -35,7 +35,7 @@ public interface IGrantShare
     /// <returns>True when access ended: only then may the frame be freed or granted again.</returns>
     /// <exception cref="ArgumentException">
     /// <paramref name="grantRef"/> is not a live grant of this object (never granted by it, or ended already); Linux
-    /// does not check, and a kernel ending a reference twice frees it twice.
+    /// does not check.
     /// </exception>
     bool EndForeignAccess(uint grantRef);
 

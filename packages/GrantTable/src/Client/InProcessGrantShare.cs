@@ -5,7 +5,8 @@ namespace VmmKit.GrantTable;
 /// <summary>
 /// <see cref="IGrantShare"/> for a domain whose kernel runs in this process: it writes the domain's shared grant
 /// entries (and reads v2 status entries) exactly as a guest kernel writes them through its mapping of the table
-/// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver. References
+/// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver (but a version 2 end
+/// of access leaves the invalid entry <c>GTF_readonly</c>, see <see cref="IGrantShare.EndForeignAccess"/>). References
 /// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size. Once
 /// <see cref="GrantTableHost.DestroyDomain"/> ran for the domain, it grants nothing and every reference has ended.
 /// Its methods may be called from several threads at once (a kernel's vCPUs), but not while
