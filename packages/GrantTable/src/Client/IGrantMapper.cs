@@ -16,7 +16,11 @@ public interface IGrantMapper
 
     /// <summary>The bytes of a frame mapped writable, to read and write.</summary>
     /// <param name="mapping">A live writable mapping made by this mapper.</param>
-    /// <returns>The 4 KiB page.</returns>
+    /// <returns>
+    /// The 4 KiB page, valid until the mapping goes (<see cref="Unmap"/>, or the mapper's domain releasing its
+    /// mappings or dying): it is the granter's frame itself, which may then be freed and given to another domain. Do not
+    /// use it after that; a span cannot be revoked as gntdev's <c>munmap</c> revokes the pages of a mapping.
+    /// </returns>
     /// <exception cref="ArgumentException">
     /// <paramref name="mapping"/> is not a live mapping of this mapper (another mapper's, or one unmapped already).
     /// </exception>
@@ -28,7 +32,7 @@ public interface IGrantMapper
 
     /// <summary>The bytes of a mapped frame, to read: any live mapping, read-only or writable.</summary>
     /// <param name="mapping">A live mapping made by this mapper.</param>
-    /// <returns>The 4 KiB page.</returns>
+    /// <returns>The 4 KiB page, valid until the mapping goes, as <see cref="GetPage"/>'s.</returns>
     /// <exception cref="ArgumentException">
     /// <paramref name="mapping"/> is not a live mapping of this mapper (another mapper's, or one unmapped already).
     /// </exception>

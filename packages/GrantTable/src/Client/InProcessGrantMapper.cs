@@ -5,7 +5,9 @@ namespace VmmKit.GrantTable;
 /// <summary>
 /// <see cref="IGrantMapper"/> for a domain whose kernel runs in this process: maps grants into the domain's own
 /// guest-physical space, in a window of unpopulated guest frames it reserves for foreign pages (as Linux uses
-/// ballooned-out pages for gntdev), and issues the same grant-table operations a guest's hypercalls would.
+/// ballooned-out pages for gntdev), and issues the same grant-table operations a guest's hypercalls would. Its
+/// methods may be called from several threads at once, but not while <see cref="GrantTableHost.DestroyDomain"/> of the
+/// domain, and the disposal of its EPT that follows, runs; once they ran it maps nothing and holds no mapping.
 /// </summary>
 public sealed unsafe class InProcessGrantMapper : IGrantMapper
 {
@@ -15,6 +17,10 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
 
     // Per slot of the window: 0 when free, Reserved while TryMap maps it, else the maptrack handle + 1 of its mapping.
     private readonly uint[] _slots;
+
+    // Per slot: the grant its live mapping is of (domid << 32 | gref), written before the slot's handle. A stale copy of
+    // a mapping whose slot and handle came back for another grant names that grant, not this one (gntdev: -ENOENT).
+    private readonly ulong[] _slotGrants;
     private const uint Reserved = uint.MaxValue;
     private const ulong GuestFrameLimit = 1UL << 36; // 48-bit guest-physical addresses
 
@@ -46,6 +52,7 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
         _domain = domain;
         _firstFrame = window.Value;
         _slots = new uint[windowFrames];
+        _slotGrants = new ulong[windowFrames];
     }
 
     /// <inheritdoc/>
@@ -75,7 +82,8 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
         _host.MapGrantRef(_domain, ref op);
         lock (_slots)
         {
-            _slots[slot] = op.Status == (short)GrantStatus.Okay ? op.Handle + 1 : 0;
+            _slotGrants[slot] = GrantKey(domainId, grantRef);
+            Volatile.Write(ref _slots[slot], op.Status == (short)GrantStatus.Okay ? op.Handle + 1 : 0);
         }
 
         if (op.Status != (short)GrantStatus.Okay)
@@ -138,8 +146,8 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
         return (GrantStatus)op.Status;
     }
 
-    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle. A
-    // destroyed domain has none (DestroyDomain released them all, and its EPT may be disposed since).
+    // The mapping's address names a slot of this window, page-aligned, whose live mapping has the mapping's handle and
+    // grant. A destroyed domain has none (DestroyDomain released them all, and its EPT may be disposed since).
     private bool IsMine(in GrantMapping mapping, out int slot)
     {
         ulong index = (mapping.Address >> Page.PageShift) - _firstFrame; // an address below the window wraps past it
@@ -148,8 +156,11 @@ public sealed unsafe class InProcessGrantMapper : IGrantMapper
             index < (ulong)_slots.Length &&
             (mapping.Address & Page.PageOffsetMask) == 0 &&
             mapping.Handle < Reserved - 1 &&
-            Volatile.Read(ref _slots[slot]) == mapping.Handle + 1;
+            Volatile.Read(ref _slots[slot]) == mapping.Handle + 1 &&
+            Volatile.Read(ref _slotGrants[slot]) == GrantKey(mapping.DomainId, mapping.GrantRef);
     }
+
+    private static ulong GrantKey(ushort domainId, uint grantRef) => ((ulong)domainId << 32) | grantRef;
 
     /// <inheritdoc/>
     public void Copy(Span<GnttabCopy> operations) => _host.Copy(_domain, operations);

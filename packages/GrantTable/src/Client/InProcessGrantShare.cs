@@ -5,9 +5,14 @@ namespace VmmKit.GrantTable;
 /// <summary>
 /// <see cref="IGrantShare"/> for a domain whose kernel runs in this process: it writes the domain's shared grant
 /// entries (and reads v2 status entries) exactly as a guest kernel writes them through its mapping of the table
-/// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver. References
+/// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver (but a version 2 end
+/// of access leaves the invalid entry <c>GTF_readonly</c>, see <see cref="IGrantShare.EndForeignAccess"/>). References
 /// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size. Once
 /// <see cref="GrantTableHost.DestroyDomain"/> ran for the domain, it grants nothing and every reference has ended.
+/// Its methods may be called from several threads at once (a kernel's vCPUs), but not while
+/// <see cref="GrantTableHost.DestroyDomain"/> or a version switch of the domain runs: the table frames they write
+/// would be freed or laid out anew under them (call <c>DestroyDomain</c> after every thread using the share stopped,
+/// as after the domain's vCPUs; Linux switches versions before it grants).
 /// </summary>
 public sealed unsafe class InProcessGrantShare : IGrantShare
 {
@@ -154,9 +159,12 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
         }
         else
         {
-            // gnttab_end_foreign_access_ref_v2: invalidate, then the status says whether a user remains.
+            // gnttab_end_foreign_access_ref_v2: invalidate, then the status says whether a user remains. The entry is
+            // left GTF_readonly, not 0: for a pinned entry Xen's _set_status_v2 checks only GTF_readonly, so clearing it
+            // would let a grantee still holding a read-only pin take a writable one (grant_table.h: only the granter
+            // makes an entry writable). The type is GTF_invalid either way; a new grant rewrites the flags.
             var e = (GrantEntryV2*)Entry(grantRef, GrantEntryV2.Size, GrantEntryV2.PerFrame);
-            Volatile.Write(ref e->Flags, 0);
+            Volatile.Write(ref e->Flags, (ushort)GrantEntryFlags.ReadOnly);
             Interlocked.MemoryBarrier();
             if ((Status(grantRef) & busy) != 0)
             {
