@@ -510,12 +510,15 @@ public sealed unsafe partial class GrantTableHost
         if (oldPin == 0 || (!readOnly && (oldPin & (ActiveGrantEntry.HostWriteMask | ActiveGrantEntry.DeviceWriteMask)) == 0))
         {
             // v1: resolve the frame the entry names now, while the stores of the copy before drain (the compare-exchange
-            // below waits for them); the result counts only if the entry still names that frame once GTF_reading is set.
+            // below waits for them); the result counts only if the entry still names that frame, and the granter's EPT
+            // is unchanged, once GTF_reading is set.
             uint earlyGfn = 0;
             ulong earlyMfn = 0;
+            long earlyGeneration = 0;
             GrantStatus earlyRc = GrantStatus.GeneralError;
             if (rd.Version == 1)
             {
+                earlyGeneration = rd.Ept.Generation;
                 earlyGfn = Volatile.Read(ref ((GrantEntryV1*)header)->Frame);
                 earlyRc = GetPagedFrame(rd, earlyGfn, readOnly, out earlyMfn);
             }
@@ -546,7 +549,9 @@ public sealed unsafe partial class GrantTableHost
                 }
             }
 
-            if (rd.Version == 1 && gfn == earlyGfn)
+            // get_paged_frame runs after _set_status: the early result counts only if neither the entry's frame nor
+            // the granter's EPT changed since it was looked up.
+            if (rd.Version == 1 && gfn == earlyGfn && rd.Ept.Generation == earlyGeneration)
             {
                 rc = earlyRc;
                 mfn = earlyMfn;

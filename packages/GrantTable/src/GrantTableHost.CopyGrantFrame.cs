@@ -164,7 +164,8 @@ public sealed unsafe partial class GrantTableHost
     // acquire_grant_for_copy for a v1 grant no one has pinned: checks the entry, resolves its frame, then sets
     // GTF_reading (and GTF_writing) with one compare-exchange, as _set_status_v1. Every check that fails before the
     // compare-exchange returns NotHandled (AcquireGrantForCopy then finds the same failure and its status); if the
-    // granter moved the entry to another frame meanwhile, that frame is resolved as AcquireGrantForCopy would.
+    // granter moved the entry to another frame, or its EPT changed, meanwhile, the frame is resolved again as
+    // AcquireGrantForCopy would.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private GrantStatus ClaimUnpinnedGrantV1(GrantDomain rd, uint gref, ushort ldom, bool readOnly, ref CopyBuffer buf, long epoch)
     {
@@ -180,6 +181,7 @@ public sealed unsafe partial class GrantTableHost
         }
 
         var entry = (GrantEntryV1*)HeaderWord(rd, gref);
+        long generation = rd.Ept.Generation; // before the lookup: see the re-read after the compare-exchange
         ulong both = Volatile.Read(ref *(ulong*)entry); // flags and domid (the header word), then the frame
         uint combo = (uint)both;
         uint gfn = (uint)(both >> 32);
@@ -192,8 +194,11 @@ public sealed unsafe partial class GrantTableHost
             return NotHandled;
         }
 
+        // acquire_grant_for_copy reads the frame and looks it up after _set_status_v1: a lookup made before the
+        // compare-exchange counts only if neither the entry's frame nor the granter's EPT changed since (a granter
+        // that moved the gfn while it saw the entry not in use must have the new frame used).
         uint now = Volatile.Read(ref entry->Frame);
-        if (now != gfn)
+        if (now != gfn || rd.Ept.Generation != generation)
         {
             GrantStatus rc = GetPagedFrame(rd, now, readOnly, out mfn);
             if (rc != GrantStatus.Okay)
