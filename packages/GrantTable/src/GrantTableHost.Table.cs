@@ -33,8 +33,10 @@ public sealed unsafe partial class GrantTableHost
             return XenErrno.ENOMEM.Negated();
         }
 
-        d.SharedFrameCount = Math.Max(oldShared, frames);
+        // The status frames first: a client sharing from the table without the lock (a frontend, as a guest would) finds
+        // the status frame of every entry the shared count covers.
         d.StatusFrameCount = Math.Max(oldStatus, wantStatus);
+        d.SharedFrameCount = Math.Max(oldShared, frames);
         // The active entries double (capped at the limit) rather than growing by the frames asked: a guest growing its
         // table a frame at a time up to its limit makes the host copy them some log2(frames) times, not once per frame.
         int entries = d.SharedFrameCount * GrantEntryV1.PerFrame; // v1 has the most entries per frame
