@@ -196,7 +196,7 @@ public sealed unsafe partial class GrantTableHost
     {
         [FieldOffset(0)] public GrantDomain? Domain;
         [FieldOffset(8)] public byte* Virt;
-        [FieldOffset(16)] public ulong Gmfn;       // the guest frame: the operation's (frame side), act.Gfn (gref side)
+        [FieldOffset(16)] public ulong Gmfn;       // frame side: the guest frame; gref side: unused
         [FieldOffset(24)] public long Epoch;       // FrameReferences.Epoch when claimed
         [FieldOffset(32)] public ushort* Flags;    // gref side: the guest-visible 16 bits holding GTF_reading/GTF_writing
         [FieldOffset(40)] public ushort Start;
@@ -208,7 +208,6 @@ public sealed unsafe partial class GrantTableHost
         [FieldOffset(52)] public ushort DomId;     // as the operation named it (DOMID_SELF or an id)
         [FieldOffset(54)] public bool Shared;      // a copy word the batch holds is shared: claims and releases lock the entry
         [FieldOffset(55)] public bool Referenced;  // gref side: holds a FrameReferences reference (see HoldAcrossUnlock)
-        [FieldOffset(56)] public EptTables? Ept;   // Domain's EPT, where a write to the side is marked dirty
 
         // Start, Length, End, HaveGrant and ReadOnly as one word (little-endian, as on x86), so a claim writes them
         // with one store.
@@ -265,16 +264,22 @@ public sealed unsafe partial class GrantTableHost
 
     // gnttab_copy_buf's gnttab_mark_dirty(dest->domain, dest->mfn) after a successful copy: the destination's guest frame
     // in the destination's domain, only while its log-dirty mode is on (paging_mark_dirty), so without it a copy pays
-    // two loads. A grant side marks the gfn its pin resolved the frame from (act->gfn), where Xen looks the frame's gfn
-    // up in the M2P: a granter that moved the frame to another gfn since gets the old one marked.
+    // a few loads and no store.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MarkCopyDestination(in CopyBuffer dst)
     {
-        if (dst.Ept!.IsDirtyLogging)
+        if (dst.Domain!.Ept.IsDirtyLogging)
         {
-            MarkDirtyLogged(dst.Ept, dst.Gmfn);
+            MarkCopyDestinationLogged(in dst);
         }
     }
+
+    // The frame side marks the operation's gfn; a grant side the gfn its pin resolved the frame from (act->gfn, stable
+    // while the claim pins the entry), where Xen looks the frame's gfn up in the M2P: a granter that moved the frame to
+    // another gfn since gets the old one marked.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void MarkCopyDestinationLogged(in CopyBuffer dst) =>
+        MarkDirtyLogged(dst.Domain!.Ept, dst.HaveGrant ? dst.Domain.Active[dst.Ref].Gfn : dst.Gmfn);
 
     // gnttab_mark_dirty for a domain whose log-dirty mode is on: the frame's EPT entry gets its dirty flag, whatever its
     // rights, as paging_mark_dirty marks by frame (a host write does not walk the EPT, so nothing else would set it).
@@ -406,7 +411,6 @@ public sealed unsafe partial class GrantTableHost
         }
 
         buf.Domain = d;
-        buf.Ept = d.Ept;
         buf.DomId = domid;
         return GrantStatus.Okay;
     }
@@ -628,7 +632,6 @@ public sealed unsafe partial class GrantTableHost
         buf.Flags = rd.Version == 1 ? (ushort*)header : StatusHalf(rd, gref);
         buf.Start = act.Start;
         buf.Length = act.Length;
-        buf.Gmfn = act.Gfn;
         frame = act.Mfn;
         return GrantStatus.Okay;
     }
@@ -705,7 +708,5 @@ public sealed unsafe partial class GrantTableHost
         ReleaseBuffer(ref batch.Dst);
         batch.Src.Domain = null;
         batch.Dst.Domain = null;
-        batch.Src.Ept = null;
-        batch.Dst.Ept = null;
     }
 }

@@ -211,7 +211,6 @@ public sealed unsafe partial class GrantTableHost
         act.PinWholePage(readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement, ldom, mfn);
         act.Gfn = now;
         buf.Flags = &entry->Flags;
-        buf.Gmfn = now;
         buf.Window = CopyBuffer.WholePage(haveGrant: true, readOnly);
         buf.Ref = gref;
         buf.Epoch = epoch;
