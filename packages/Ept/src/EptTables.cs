@@ -296,6 +296,56 @@ public sealed unsafe class EptTables : IDisposable
         }
     }
 
+    /// <summary>
+    /// Records a write to <paramref name="gfn"/> that did not go through these tables (the hypervisor writing the frame
+    /// itself, as Xen's <c>paging_mark_dirty</c> records it): sets the dirty flag of the entry mapping the frame, whatever
+    /// its rights, so the next <see cref="HarvestDirtyLog"/> reports it. Does nothing while dirty logging is not running,
+    /// for a frame that is not mapped, or once the tables are disposed. Needs no invalidation.
+    /// </summary>
+    /// <param name="gfn">The guest frame written.</param>
+    /// <returns>True when the frame's entry is now marked dirty.</returns>
+    public bool MarkDirty(GuestFrameNumber gfn)
+    {
+        if (gfn.Value >= GuestFrameLimit)
+        {
+            return false;
+        }
+
+        lock (_gate)
+        {
+            if (_disposed || !_dirtyLogging)
+            {
+                return false;
+            }
+
+            ulong table = _root.Address;
+            for (int level = Levels; level >= 1; level--)
+            {
+                ulong* slot = Slot(table, level, gfn.Value);
+                ulong e = *slot;
+                if (e == 0)
+                {
+                    return false;
+                }
+
+                if (IsLeaf(e, level))
+                {
+                    // A large leaf (kept from before the log started) is reported whole by the harvest.
+                    if ((e & EptEntry.DirtyBit) == 0)
+                    {
+                        Interlocked.Or(ref *slot, EptEntry.DirtyBit);
+                    }
+
+                    return true;
+                }
+
+                table = e & EptEntry.AddressMask;
+            }
+
+            return false;
+        }
+    }
+
     /// <summary>Stops dirty logging. Pages split by <see cref="StartDirtyLog"/> stay 4 KiB until remapped.</summary>
     public void StopDirtyLog()
     {

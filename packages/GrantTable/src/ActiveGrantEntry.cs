@@ -6,7 +6,7 @@ namespace VmmKit.GrantTable;
 
 /// <summary>
 /// The hypervisor's shadow of a grant in use (Xen's <c>struct active_grant_entry</c>, xen/common/grant_table.c):
-/// pin counts and the frame resolved when the grant was first pinned.
+/// pin counts, and the frame resolved when the grant was first pinned with the guest frame the entry named then.
 /// </summary>
 [StructLayout(LayoutKind.Explicit)]
 internal struct ActiveGrantEntry
@@ -26,6 +26,7 @@ internal struct ActiveGrantEntry
     [FieldOffset(10)] public bool IsSubPage;
     [FieldOffset(12)] public int Lock;  // 1 while a copy sharing the granter's copy word claims or releases this entry
     [FieldOffset(16)] public ulong Mfn;
+    [FieldOffset(24)] public ulong Gfn; // act->gfn: the granter's frame Mfn was resolved from (marked dirty by writers)
 
     // The same bytes as Pin, DomId and Start; as Length and IsSubPage (and the padding byte after it).
     [FieldOffset(0)] private ulong _pinDomIdStart;

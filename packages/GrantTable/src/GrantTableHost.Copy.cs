@@ -237,6 +237,7 @@ public sealed unsafe partial class GrantTableHost
                 // In bounds: each side lies within [Start, End) of its claimed frame, End ≤ PAGE_SIZE. Memmove semantics,
                 // as both sides may be one frame.
                 FrameCopy.Copy(batch.Src.Virt + from, batch.Dst.Virt + to, len);
+                MarkCopyDestination(in batch.Dst);
                 return GrantStatus.Okay;
             }
         }
@@ -257,7 +258,41 @@ public sealed unsafe partial class GrantTableHost
         uint flags = (uint)(op.Flags & CopyGrefFlags);
         batch.Key = SidesOf(in op) & KeyMask(flags);
         batch.KeyFlags = flags | Keyed;
+        MarkCopyDestination(in batch.Dst);
         return rc;
+    }
+
+    // gnttab_copy_buf's gnttab_mark_dirty(dest->domain, dest->mfn) after a successful copy: the destination's guest frame
+    // in the destination's domain, only while its log-dirty mode is on (paging_mark_dirty), so without it a copy pays
+    // a few loads and no store.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MarkCopyDestination(in CopyBuffer dst)
+    {
+        if (dst.Domain!.Ept.IsDirtyLogging)
+        {
+            MarkCopyDestinationLogged(in dst);
+        }
+    }
+
+    // The frame side marks the operation's gfn; a grant side the gfn its pin resolved the frame from (act->gfn, stable
+    // while the claim pins the entry), where Xen looks the frame's gfn up in the M2P: a granter that moved the frame to
+    // another gfn since gets the old one marked.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void MarkCopyDestinationLogged(in CopyBuffer dst) =>
+        MarkDirtyLogged(dst.Domain!.Ept, dst.HaveGrant ? dst.Domain.Active[dst.Ref].Gfn : dst.Gmfn);
+
+    // gnttab_mark_dirty for a domain whose log-dirty mode is on: the frame's EPT entry gets its dirty flag, whatever its
+    // rights, as paging_mark_dirty marks by frame (a host write does not walk the EPT, so nothing else would set it).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void MarkDirtyLogged(EptTables ept, ulong gfn) => ept.MarkDirty(new GuestFrameNumber(gfn));
+
+    // gnttab_mark_dirty for a granter's frame written by someone else: as MarkCopyDestination.
+    private static void MarkDirty(GrantDomain d, ulong gfn)
+    {
+        if (d.Ept.IsDirtyLogging)
+        {
+            MarkDirtyLogged(d.Ept, gfn);
+        }
     }
 
     // The two gnttab_copy_ptr of an operation (its first 32 bytes) as four 64-bit lanes.
@@ -574,6 +609,7 @@ public sealed unsafe partial class GrantTableHost
                 act.Start = start;
                 act.Length = length;
                 act.Mfn = mfn;
+                act.Gfn = gfn;
             }
         }
         else if (rd.IsDestroyed || !_memory.TryGetOwner(new MachineFrameNumber(act.Mfn), out FrameOwner owner) || owner.DomainId != rd.Id)

@@ -209,6 +209,7 @@ public sealed unsafe partial class GrantTableHost
         }
 
         act.PinWholePage(readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement, ldom, mfn);
+        act.Gfn = now;
         buf.Flags = &entry->Flags;
         buf.Window = CopyBuffer.WholePage(haveGrant: true, readOnly);
         buf.Ref = gref;

@@ -98,6 +98,7 @@ public sealed unsafe partial class GrantTableHost
 
                 act.DomId = ld.Id;
                 act.Mfn = mfn;
+                act.Gfn = gfn;
                 act.Start = 0;
                 act.Length = Page.PageSize;
                 act.IsSubPage = false;
@@ -351,8 +352,20 @@ public sealed unsafe partial class GrantTableHost
         {
             if (p.Granter is not null)
             {
+                MarkUnmapped(p.Granter, p.Ref, p.Flags);
                 CompleteUnmap(p.Granter, p.Ref, p.Flags, p.Frame);
             }
+        }
+    }
+
+    // unmap_common's gnttab_mark_dirty(rd, op->mfn) once a writable mapping is gone: the granter's frame, at the gfn the
+    // grant's pin resolved it from (act->gfn; Xen finds the gfn through the M2P). Here after the flush, while the
+    // mapping's pin still holds the active entry, so every write through the mapping came before the mark.
+    private static void MarkUnmapped(GrantDomain rd, uint gref, GrantMapFlags flags)
+    {
+        if ((flags & GrantMapFlags.ReadOnly) == 0)
+        {
+            MarkDirty(rd, rd.Active[gref].Gfn);
         }
     }
 

@@ -83,6 +83,14 @@ public sealed unsafe partial class GrantTableHost
             map.Flags = GrantMapFlags.None;
             map.Granter = null;
             PutMaptrackHandle(ld, (uint)h);
+
+            // A live grantee's release unmaps as unmap_grant_ref would, marking a writable mapping's frame dirty; at
+            // domain death gnttab_release_mappings marks nothing.
+            if (!ld.IsDying)
+            {
+                MarkUnmapped(rd, map.Ref, flags);
+            }
+
             CompleteUnmap(rd, map.Ref, flags, new MachineFrameNumber(map.Mfn));
         }
 
