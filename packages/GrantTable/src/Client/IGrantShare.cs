@@ -12,7 +12,8 @@ public interface IGrantShare
     /// <param name="readOnly">Grant read-only access (<c>GTF_readonly</c>).</param>
     /// <param name="grantRef">The grant reference to pass to the grantee (e.g. through XenStore).</param>
     /// <returns>
-    /// False, with no reference taken, when no grant reference is free, when <paramref name="frame"/> does not fit the
+    /// False, with no reference taken, when no grant reference is free (an implementation may first grow the table, as
+    /// Linux's <c>gnttab_expand</c>: <see cref="InProcessGrantShare"/> does), when <paramref name="frame"/> does not fit the
     /// entries of the table's version (above 2^32 - 1 under version 1: <c>grant_entry_v1_t</c>'s frame is 32 bits), or
     /// when my grant table is gone (my domain was destroyed).
     /// </returns>

@@ -1,4 +1,5 @@
 using VmmKit.Ept;
+using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable;
 
@@ -7,7 +8,8 @@ namespace VmmKit.GrantTable;
 /// entries (and reads v2 status entries) exactly as a guest kernel writes them through its mapping of the table
 /// frames, with the same ordering and compare-exchange protocol as Linux's grant-table driver (but a version 2 end
 /// of access leaves the invalid entry <c>GTF_readonly</c>, see <see cref="IGrantShare.EndForeignAccess"/>). References
-/// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); references come from the table's current size. Once
+/// 0-7 are reserved (<c>GNTTAB_NR_RESERVED_ENTRIES</c>); when every other reference is taken the table grows by a
+/// frame, up to the domain's <see cref="GrantTableLimits.MaxGrantFrames"/>, as Linux's <c>gnttab_expand</c>. Once
 /// <see cref="GrantTableHost.DestroyDomain"/> ran for the domain, it grants nothing and every reference has ended.
 /// Its methods may be called from several threads at once (a kernel's vCPUs), but not while
 /// <see cref="GrantTableHost.DestroyDomain"/> or a version switch of the domain runs: the table frames they write
@@ -55,33 +57,12 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
 
         lock (_free)
         {
-            uint entries = (uint)_domain.EntryCount;
-
-            // A free reference past the table (a switch to v2, 256 entries per frame, left fewer entries) waits aside
-            // until the domain grows its table over it again.
-            for (int i = _pastTable.Count - 1; i >= 0; i--)
+            // get_free_entries: when no reference is free, gnttab_expand grows the table by a frame, up to the domain's
+            // limit (query_size's max_nr_frames); at the limit the grant is refused (-ENOSPC).
+            if (!TryTakeReference(out grantRef) && !(Grow() && TryTakeReference(out grantRef)))
             {
-                if (_pastTable[i] < entries)
-                {
-                    _free.Push(_pastTable[i]);
-                    _pastTable.RemoveAt(i);
-                }
-            }
-
-            while (_free.TryPop(out grantRef) && grantRef >= entries)
-            {
-                _pastTable.Add(grantRef);
-            }
-
-            if (grantRef < FirstFree || grantRef >= entries)
-            {
-                if (_next >= entries)
-                {
-                    grantRef = 0;
-                    return false;
-                }
-
-                grantRef = _next++;
+                grantRef = 0;
+                return false;
             }
 
             _granted.Add(grantRef);
@@ -106,6 +87,56 @@ public sealed unsafe class InProcessGrantShare : IGrantShare
         }
 
         return true;
+    }
+
+    // A free reference within the table, or the next never used; false when every one is taken. Under _free.
+    private bool TryTakeReference(out uint grantRef)
+    {
+        uint entries = (uint)_domain.EntryCount;
+
+        // A free reference past the table (a switch to v2, 256 entries per frame, left fewer entries) waits aside
+        // until the domain grows its table over it again.
+        for (int i = _pastTable.Count - 1; i >= 0; i--)
+        {
+            if (_pastTable[i] < entries)
+            {
+                _free.Push(_pastTable[i]);
+                _pastTable.RemoveAt(i);
+            }
+        }
+
+        while (_free.TryPop(out grantRef) && grantRef >= entries)
+        {
+            _pastTable.Add(grantRef);
+        }
+
+        if (grantRef >= FirstFree && grantRef < entries)
+        {
+            return true;
+        }
+
+        if (_next >= entries)
+        {
+            grantRef = 0;
+            return false;
+        }
+
+        grantRef = _next++;
+        return true;
+    }
+
+    // gnttab_expand by one frame, through GNTTABOP_setup_table as a guest asks for it (for a translated guest Linux
+    // places the new frame with XENMEM_add_to_physmap, which grows the table the same way). Under _free.
+    private bool Grow()
+    {
+        int frames = _domain.SharedFrameCount + 1;
+        if (frames > _domain.Limits.MaxGrantFrames)
+        {
+            return false;
+        }
+
+        Span<ulong> gfns = frames <= 128 ? stackalloc ulong[frames] : new ulong[frames];
+        return _host.SetupTable(_domain, privileged: false, DomainId.Self, (uint)frames, gfns) == GrantStatus.Okay;
     }
 
     /// <inheritdoc/>
