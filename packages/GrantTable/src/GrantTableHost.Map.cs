@@ -314,7 +314,10 @@ public sealed unsafe partial class GrantTableHost
 
         if (hostAddr == 0 || (flags & GrantMapFlags.HostMap) == 0)
         {
-            return GrantStatus.Okay; // nothing asked to be undone (Xen leaves the mapping as it is)
+            // Nothing asked to be undone (Xen leaves the mapping as it is), yet GNTST_okay: unmap_common's
+            // gnttab_mark_dirty(rd, op->mfn) runs for a writable mapping all the same, the grantee may have written it.
+            MarkUnmapped(map.Granter!, map.Ref, flags);
+            return GrantStatus.Okay;
         }
 
         // replace_grant_p2m_mapping: no replacement for HVM, and the address must hold this very mapping.
@@ -360,7 +363,8 @@ public sealed unsafe partial class GrantTableHost
 
     // unmap_common's gnttab_mark_dirty(rd, op->mfn) once a writable mapping is gone: the granter's frame, at the gfn the
     // grant's pin resolved it from (act->gfn; Xen finds the gfn through the M2P). Here after the flush, while the
-    // mapping's pin still holds the active entry, so every write through the mapping came before the mark.
+    // mapping's pin still holds the active entry, so every write through the mapping came before the mark. (An unmap
+    // that leaves the mapping in place marks at once: the mapping's pin keeps act->gfn.)
     private static void MarkUnmapped(GrantDomain rd, uint gref, GrantMapFlags flags)
     {
         if ((flags & GrantMapFlags.ReadOnly) == 0)
