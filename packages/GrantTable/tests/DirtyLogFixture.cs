@@ -130,4 +130,19 @@ public abstract class DirtyLogFixture : IDisposable
         CopyHypercall.Invoke(_dispatcher, _back, ran);
         return [.. ran.Select(o => o.Status)];
     }
+
+    private protected GnttabMapGrantRef Map(uint gref, bool readOnly, ulong at = MapGfn)
+    {
+        var op = new GnttabMapGrantRef { HostAddr = at << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = 1 };
+        _host.MapGrantRef(_back.Grant, ref op);
+        Assert.Equal(0, op.Status);
+        return op;
+    }
+
+    private protected short Unmap(uint handle, ulong at = MapGfn)
+    {
+        var op = new GnttabUnmapGrantRef { HostAddr = at << 12, Handle = handle, Status = 99 };
+        _host.UnmapGrantRef(_back.Grant, ref op);
+        return op.Status;
+    }
 }

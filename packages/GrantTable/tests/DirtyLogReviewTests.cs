@@ -34,21 +34,6 @@ public sealed unsafe class DirtyLogReviewTests : DirtyLogFixture
         return [.. Enumerable.Range(0, ops.Length).Select(i => Get<CompatGnttabCopy>(_back, Buffer + ((ulong)i * 24)).Status)];
     }
 
-    private GnttabMapGrantRef Map(uint gref, bool readOnly, ulong at = MapGfn)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = at << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = 1 };
-        _host.MapGrantRef(_back.Grant, ref op);
-        Assert.Equal(0, op.Status);
-        return op;
-    }
-
-    private short Unmap(uint handle, ulong at = MapGfn)
-    {
-        var op = new GnttabUnmapGrantRef { HostAddr = at << 12, Handle = handle, Status = 99 };
-        _host.UnmapGrantRef(_back.Grant, ref op);
-        return op.Status;
-    }
-
     private void SetEntryFrame(uint gref, uint gfn) =>
         ((GrantEntryV1*)_memory.GetFramePointer(_front.Grant.GetSharedFrame(0)) + gref)->Frame = gfn;
 
