@@ -237,4 +237,13 @@ public static unsafe class EptWalker
             }
         }
     }
+
+    // Seam for the tests of the race (current behaviour: sets the flag whatever the slot now holds).
+    internal static void SetFlags(ulong* slot, ulong seen, ulong flags)
+    {
+        if ((Volatile.Read(ref *slot) & flags) != flags)
+        {
+            Interlocked.Or(ref *slot, flags);
+        }
+    }
 }
