@@ -20,7 +20,9 @@ namespace VmmKit.Ept;
 /// with the edit sees not-present entries, never another domain's data), stay charged to the owner, and are reused for new
 /// tables of this EPT only after a later invalidation of any kind (all-context, single-context for every accessor, or
 /// <see cref="GuestPhysicalMemory.InvalidateSingleContext()"/> on one accessor), as Xen frees page-table pages only after
-/// the flush; so an edit/invalidate loop runs in a bounded number of table frames. They return to
+/// the flush; so an edit/invalidate loop runs in a bounded number of table frames. An invalidation does not wait for
+/// walks other threads have in flight, so a retired table is reused only at the level it had: a walk that still reads
+/// it meets entries of the level it expects, of this EPT. They return to
 /// machine memory with <see cref="ReleaseUnusedTableFrames"/> or <see cref="Dispose"/>.
 /// </para>
 /// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).</para>
@@ -37,7 +39,7 @@ public sealed unsafe class EptTables : IDisposable
     private readonly MachineMemory _memory;
     private readonly FrameOwner _owner;
     private readonly bool _accessedDirtyEnabled;
-    private readonly Queue<(ulong Address, long Epoch)> _retiredTables = new();
+    private readonly Queue<(ulong Address, long Epoch)>[] _retiredTables = [new(), new(), new(), new()]; // by level - 1
     private MachineFrameNumber _root;
     private long _generation;
     private ulong _tableFrames;
@@ -56,7 +58,7 @@ public sealed unsafe class EptTables : IDisposable
         _memory = memory;
         _owner = owner;
         _accessedDirtyEnabled = accessedDirtyEnabled;
-        _root = new MachineFrameNumber(AllocateTable() >> Page.PageShift);
+        _root = new MachineFrameNumber(AllocateTable(Levels) >> Page.PageShift);
         Pointer = EptPointer.Create(_root, accessedDirtyEnabled);
         _contextInvalidations = memory.ContextInvalidations(_root);
     }
@@ -365,11 +367,13 @@ public sealed unsafe class EptTables : IDisposable
         lock (_gate)
         {
             ulong n = 0;
-            while (_retiredTables.TryDequeue(out (ulong Address, long Epoch) retired))
+            foreach (Queue<(ulong Address, long Epoch)> retiredTables in _retiredTables)
             {
-                ulong address = retired.Address;
-                _memory.FreeFrame(new MachineFrameNumber(address >> Page.PageShift));
-                n++;
+                while (retiredTables.TryDequeue(out (ulong Address, long Epoch) retired))
+                {
+                    _memory.FreeFrame(new MachineFrameNumber(retired.Address >> Page.PageShift));
+                    n++;
+                }
             }
 
             return n;
@@ -493,7 +497,7 @@ public sealed unsafe class EptTables : IDisposable
         ulong e = *slot;
         if (e == 0)
         {
-            ulong table = AllocateTable();
+            ulong table = AllocateTable(level - 1);
             Volatile.Write(ref *slot, EptEntry.ForTable(new MachineFrameNumber(table >> Page.PageShift)).Value);
             return table;
         }
@@ -508,7 +512,7 @@ public sealed unsafe class EptTables : IDisposable
     private ulong Split(ulong* slot, int level)
     {
         ulong e = *slot;
-        ulong table = AllocateTable();
+        ulong table = AllocateTable(level - 1);
         ulong* entries = (ulong*)(_memory.Base + table);
         ulong step = Coverage(level - 1) << Page.PageShift;
         ulong template = level - 1 == 1 ? e & ~EptEntry.LargePageBit : e;
@@ -600,13 +604,16 @@ public sealed unsafe class EptTables : IDisposable
         return true;
     }
 
-    private ulong AllocateTable()
+    private ulong AllocateTable(int level)
     {
-        // A retired table is reused only after an INVEPT (either kind) that followed its retirement, so a walk that
-        // started before the edit cannot meet it again as a table of another level.
-        if (_retiredTables.TryPeek(out (ulong Address, long Epoch) oldest) && oldest.Epoch != InvalidationEpoch())
+        // A retired table is reused only after an INVEPT (either kind) that followed its retirement, and only at its
+        // own level: the INVEPT drops cached translations but does not wait for walks in flight on other threads, and
+        // such a walk may still read the table as the level it had. Read as a page table, a page directory's pointers
+        // to its page tables would be 4 KiB pages: the EPT's own tables, writable.
+        Queue<(ulong Address, long Epoch)> retiredTables = _retiredTables[level - 1];
+        if (retiredTables.TryPeek(out (ulong Address, long Epoch) oldest) && oldest.Epoch != InvalidationEpoch())
         {
-            _retiredTables.Dequeue();
+            retiredTables.Dequeue();
             _tableFrames++;
             return oldest.Address;
         }
@@ -634,7 +641,7 @@ public sealed unsafe class EptTables : IDisposable
 
         new Span<byte>(entries, Page.PageSize).Clear();
         _tableFrames--;
-        _retiredTables.Enqueue((table, InvalidationEpoch()));
+        _retiredTables[level - 1].Enqueue((table, InvalidationEpoch()));
     }
 
     private static void CheckRange(GuestPhysicalAddress gpa, ulong pageCount)

@@ -64,6 +64,7 @@ public static unsafe class EptWalker
         ulong size = memory.SizeInBytes;
         ulong presentMask = modeBasedExecuteControl ? AllRights : EptEntry.PermissionMask;
         ulong* path = stackalloc ulong[5];
+        ulong* seen = stackalloc ulong[5];
         ulong table = eptp.Root.Address;
         for (int level = levels; level >= 1; level--)
         {
@@ -89,6 +90,7 @@ public static unsafe class EptWalker
 
             rights &= entry;
             path[level - 1] = (ulong)slot;
+            seen[level - 1] = entry;
             if (!leaf)
             {
                 table = entry & EptEntry.AddressMask;
@@ -104,7 +106,7 @@ public static unsafe class EptWalker
 
             if (eptp.AccessedDirtyEnabled)
             {
-                SetAccessedDirty(path, level, levels, (access & EptAccess.Write) != 0);
+                SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0);
             }
 
             ulong offsetMask = (1UL << shift) - 1;
@@ -217,33 +219,37 @@ public static unsafe class EptWalker
         return new EptViolationQualification(q | linear);
     }
 
-    private static void SetAccessedDirty(ulong* path, int leafLevel, int levels, bool write)
+    // §29.3.5: the flags go in the entries this walk used. path[i] is the slot of level i + 1, seen[i] what the walk read there.
+    private static void SetAccessedDirty(ulong* path, ulong* seen, int leafLevel, int levels, bool write)
     {
-        for (int level = levels; level >= leafLevel; level--)
+        for (int level = levels; level > leafLevel; level--)
         {
-            ulong* slot = (ulong*)path[level - 1];
-            if ((Volatile.Read(ref *slot) & EptEntry.AccessedBit) == 0)
-            {
-                Interlocked.Or(ref *slot, EptEntry.AccessedBit);
-            }
+            SetFlags((ulong*)path[level - 1], seen[level - 1], EptEntry.AccessedBit);
         }
 
-        if (write)
-        {
-            ulong* leaf = (ulong*)path[leafLevel - 1];
-            if ((Volatile.Read(ref *leaf) & EptEntry.DirtyBit) == 0)
-            {
-                Interlocked.Or(ref *leaf, EptEntry.DirtyBit);
-            }
-        }
+        SetFlags((ulong*)path[leafLevel - 1], seen[leafLevel - 1], write ? EptEntry.AccessedBit | EptEntry.DirtyBit : EptEntry.AccessedBit);
     }
 
-    // Seam for the tests of the race (current behaviour: sets the flag whatever the slot now holds).
+    /// <summary>
+    /// Sets <paramref name="flags"/> (accessed, dirty) in <paramref name="slot"/> if it still holds the entry the walk
+    /// read (<paramref name="seen"/>, the flags aside). An entry another thread changed meanwhile is left alone: its table
+    /// may have been retired and zeroed, and a flag in a zeroed slot would make a non-zero entry that an edit of the
+    /// reused table takes for a table at machine address 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void SetFlags(ulong* slot, ulong seen, ulong flags)
     {
-        if ((Volatile.Read(ref *slot) & flags) != flags)
+        const ulong flagBits = EptEntry.AccessedBit | EptEntry.DirtyBit;
+        ulong current = Volatile.Read(ref *slot);
+        while ((current & flags) != flags && (current & ~flagBits) == (seen & ~flagBits))
         {
-            Interlocked.Or(ref *slot, flags);
+            ulong previous = Interlocked.CompareExchange(ref *slot, current | flags, current);
+            if (previous == current)
+            {
+                return;
+            }
+
+            current = previous; // another walk set a flag, or a harvest cleared one: try again on what is there now
         }
     }
 }
