@@ -1,0 +1,76 @@
+using System.Diagnostics;
+using VmmKit.Ept;
+
+namespace VmmKit.Ept.Tests;
+
+/// <summary>
+/// A review of walks racing with EPT edits on other threads (a guest's vCPUs against the hypervisor): dirty flags that a
+/// walk sets while an edit rewrites the same entry (SDM Vol. 3C §29.3.5).
+/// </summary>
+public sealed class EptRaceReviewTests
+{
+    private static readonly FrameOwner Guest = new(1);
+
+    /// <summary>
+    /// While dirty logging runs, the hypervisor changes the rights of pages the guest keeps writing, without taking the
+    /// write right away (here only execute changes). Every write the guest made since a harvest must be in the next one:
+    /// a walk's dirty flag must survive a concurrent rewrite of the entry, and a walk whose flag could not be set in the
+    /// entry it read must not write through it unrecorded.
+    /// </summary>
+    [Fact]
+    public void Writes_racing_with_protects_that_keep_them_allowed_are_all_in_the_next_harvest()
+    {
+        const ulong pages = 512;
+        using var memory = new MachineMemory(64UL << 20);
+        using var ept = new EptTables(memory, Guest, accessedDirtyEnabled: true);
+        MachineFrameNumber data = memory.AllocateContiguous(Guest, pages);
+        ept.StartDirtyLog();
+        ept.Map(default, data, pages, EptAccess.Read | EptAccess.Write);
+        var vcpu = new GuestPhysicalMemory(memory, ept.Pointer);
+        bool stop = false;
+        var editor = new Thread(() =>
+        {
+            while (!Volatile.Read(ref stop))
+            {
+                ept.Protect(default, pages, EptAccess.ReadWriteExecute); // the guest may still write: only execute changes
+                ept.Protect(default, pages, EptAccess.Read | EptAccess.Write);
+            }
+        });
+        editor.Start();
+        var bitmap = new ulong[pages / 64];
+        string? failure = null;
+        int rounds = 0;
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            for (; failure is null && rounds < 4000 && clock.ElapsedMilliseconds < 3000; rounds++)
+            {
+                for (ulong gfn = 0; gfn < pages; gfn++)
+                {
+                    if (!vcpu.TryWrite(new GuestFrameNumber(gfn).Address, (ulong)rounds, out GuestMemoryFault fault))
+                    {
+                        failure = $"round {rounds}: the write to gfn 0x{gfn:x} faulted: {fault}";
+                    }
+                }
+
+                ept.HarvestDirtyLog(bitmap, default, pages);
+                GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer); // the README's rule: invalidate after a harvest
+                for (ulong gfn = 0; gfn < pages && failure is null; gfn++)
+                {
+                    if ((bitmap[gfn / 64] & (1UL << (int)(gfn % 64))) == 0)
+                    {
+                        failure = $"round {rounds}: the guest's write to gfn 0x{gfn:x} is missing from the harvest";
+                    }
+                }
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+            editor.Join();
+        }
+
+        Assert.Null(failure);
+        Assert.True(rounds > 0);
+    }
+}
