@@ -466,7 +466,15 @@ public sealed unsafe class EptTables : IDisposable
                     {
                         if (whole)
                         {
-                            Volatile.Write(ref *slot, updated);
+                            if (unmap)
+                            {
+                                Volatile.Write(ref *slot, 0);
+                            }
+                            else
+                            {
+                                ChangeRights(slot, old, rights);
+                            }
+
                             Interlocked.Increment(ref _generation);
                         }
                         else
@@ -488,6 +496,27 @@ public sealed unsafe class EptTables : IDisposable
             }
 
             gfn = stop;
+        }
+    }
+
+    /// <summary>
+    /// Gives the leaf in <paramref name="slot"/> (last read as <paramref name="old"/>) <paramref name="rights"/>, keeping the
+    /// rest of it, accessed and dirty flags included, as it is when written: walks on other threads set those flags
+    /// (SDM §29.3.5) without the lock, and a plain store of the value read before would drop a write from the dirty log.
+    /// </summary>
+    private static void ChangeRights(ulong* slot, ulong old, ulong rights)
+    {
+        const ulong rightBits = EptEntry.PermissionMask | EptEntry.UserExecuteBit;
+        ulong current = old;
+        while (true)
+        {
+            ulong previous = Interlocked.CompareExchange(ref *slot, (current & ~rightBits) | rights, current);
+            if (previous == current)
+            {
+                return;
+            }
+
+            current = previous; // only a walk's flags can have changed it: edits hold the lock
         }
     }
 

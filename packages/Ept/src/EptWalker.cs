@@ -52,7 +52,6 @@ public static unsafe class EptWalker
         }
 
         int levels = eptp.PageWalkLength;
-        ulong rights = AllRights;
         if ((gpa.Value >> (Page.PageShift + (9 * levels))) != 0)
         {
             // Guest-physical bits above what the walk can index cause an EPT violation (SDM §29.3.3.2); no entry was used.
@@ -65,6 +64,8 @@ public static unsafe class EptWalker
         ulong presentMask = modeBasedExecuteControl ? AllRights : EptEntry.PermissionMask;
         ulong* path = stackalloc ulong[5];
         ulong* seen = stackalloc ulong[5];
+    Walk:
+        ulong rights = AllRights;
         ulong table = eptp.Root.Address;
         for (int level = levels; level >= 1; level--)
         {
@@ -104,9 +105,11 @@ public static unsafe class EptWalker
                 return EptTranslationStatus.Violation;
             }
 
-            if (eptp.AccessedDirtyEnabled)
+            if (eptp.AccessedDirtyEnabled && !SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0))
             {
-                SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0);
+                // §29.3.5: the flags are set in the entries the translation uses. One changed since this walk read it
+                // (an edit on another thread), so the walk's result is stale and its dirty flag would be lost: walk again.
+                goto Walk;
             }
 
             ulong offsetMask = (1UL << shift) - 1;
@@ -220,14 +223,18 @@ public static unsafe class EptWalker
     }
 
     // §29.3.5: the flags go in the entries this walk used. path[i] is the slot of level i + 1, seen[i] what the walk read there.
-    private static void SetAccessedDirty(ulong* path, ulong* seen, int leafLevel, int levels, bool write)
+    // False when an entry no longer holds what the walk read (flags aside): the walk must be made again.
+    private static bool SetAccessedDirty(ulong* path, ulong* seen, int leafLevel, int levels, bool write)
     {
         for (int level = levels; level > leafLevel; level--)
         {
-            SetFlags((ulong*)path[level - 1], seen[level - 1], EptEntry.AccessedBit);
+            if (!SetFlags((ulong*)path[level - 1], seen[level - 1], EptEntry.AccessedBit))
+            {
+                return false;
+            }
         }
 
-        SetFlags((ulong*)path[leafLevel - 1], seen[leafLevel - 1], write ? EptEntry.AccessedBit | EptEntry.DirtyBit : EptEntry.AccessedBit);
+        return SetFlags((ulong*)path[leafLevel - 1], seen[leafLevel - 1], write ? EptEntry.AccessedBit | EptEntry.DirtyBit : EptEntry.AccessedBit);
     }
 
     /// <summary>
@@ -236,20 +243,31 @@ public static unsafe class EptWalker
     /// may have been retired and zeroed, and a flag in a zeroed slot would make a non-zero entry that an edit of the
     /// reused table takes for a table at machine address 0.
     /// </summary>
+    /// <returns>
+    /// True when the slot holds the entry the walk read with the flags set; false when the entry changed, so that the walk
+    /// that read it is not used (a write through it would be missing from the dirty log).
+    /// </returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void SetFlags(ulong* slot, ulong seen, ulong flags)
+    internal static bool SetFlags(ulong* slot, ulong seen, ulong flags)
     {
         const ulong flagBits = EptEntry.AccessedBit | EptEntry.DirtyBit;
         ulong current = Volatile.Read(ref *slot);
-        while ((current & flags) != flags && (current & ~flagBits) == (seen & ~flagBits))
+        while ((current & ~flagBits) == (seen & ~flagBits))
         {
+            if ((current & flags) == flags)
+            {
+                return true;
+            }
+
             ulong previous = Interlocked.CompareExchange(ref *slot, current | flags, current);
             if (previous == current)
             {
-                return;
+                return true;
             }
 
             current = previous; // another walk set a flag, or a harvest cleared one: try again on what is there now
         }
+
+        return false;
     }
 }
