@@ -12,11 +12,18 @@ namespace VmmKit.Ept;
 /// AND of the rights of every level. Execute-only translations and 1 GiB pages are supported (as reported by
 /// IA32_VMX_EPT_VPID_CAP bits 0 and 17 on current processors). A structure that lies outside machine memory is
 /// reported as a misconfiguration rather than read. On success, when the EPTP enables accessed and dirty flags,
-/// the accessed flag is set atomically in every entry used and the dirty flag in the leaf for a write.
+/// the accessed flag is set atomically in every entry used and the dirty flag in the leaf for a write, each with a
+/// compare-exchange against the entry the walk read; if another thread changed one of those entries meanwhile (an edit
+/// of <see cref="EptTables"/>), the walk is made again on what the tables hold now, so that a write does not go through
+/// an entry whose dirty flag it could not set (at most 64 walks: tables rewritten without end get the last one).
 /// </remarks>
 public static unsafe class EptWalker
 {
     private const ulong AllRights = EptEntry.PermissionMask | EptEntry.UserExecuteBit;
+
+    // Walks made for one translation when entries keep changing under the A/D update: tables that another thread rewrites
+    // without end (a guest's own tables walked for it) cannot hold the walk forever; the last walk then stands.
+    private const int MaxWalks = 64;
 
     /// <summary>Translates <paramref name="gpa"/> for <paramref name="access"/> without mode-based execute control.</summary>
     /// <param name="memory">The machine memory holding the tables.</param>
@@ -64,6 +71,7 @@ public static unsafe class EptWalker
         ulong presentMask = modeBasedExecuteControl ? AllRights : EptEntry.PermissionMask;
         ulong* path = stackalloc ulong[5];
         ulong* seen = stackalloc ulong[5];
+        int walks = 0;
     Walk:
         ulong rights = AllRights;
         ulong table = eptp.Root.Address;
@@ -105,7 +113,7 @@ public static unsafe class EptWalker
                 return EptTranslationStatus.Violation;
             }
 
-            if (eptp.AccessedDirtyEnabled && !SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0))
+            if (eptp.AccessedDirtyEnabled && !SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0) && ++walks < MaxWalks)
             {
                 // §29.3.5: the flags are set in the entries the translation uses. One changed since this walk read it
                 // (an edit on another thread), so the walk's result is stale and its dirty flag would be lost: walk again.

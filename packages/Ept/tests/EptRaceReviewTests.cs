@@ -104,4 +104,87 @@ public sealed unsafe class EptRaceReviewTests
         Assert.Null(failure);
         Assert.True(rounds > 0);
     }
+    /// <summary>
+    /// With A/D flags on, walks race with every way an entry is replaced: a page table by a 2 MiB page (its table
+    /// retired), a 2 MiB page split by a partial protect or by the start of dirty logging, 4 KiB pages remapped and
+    /// unmapped. Every gfn is only ever mapped to the same frame, so a successful walk must land exactly there; a walk
+    /// that restarts because an entry changed must end (the editor stops in time).
+    /// </summary>
+    [Fact]
+    public void Walks_racing_with_splits_and_replacements_translate_each_gfn_only_to_its_frame()
+    {
+        const ulong regions = 4;
+        using var memory = new MachineMemory(64UL << 20);
+        using var ept = new EptTables(memory, Guest, accessedDirtyEnabled: true);
+        MachineFrameNumber data = memory.AllocateContiguous(Guest, regions * 512, 512);
+        bool stop = false;
+        long walks = 0;
+        string? failure = null;
+        var readers = Enumerable.Range(0, 2).Select(seed => new Thread(() =>
+        {
+            var random = new Random(seed);
+            while (!Volatile.Read(ref stop))
+            {
+                ulong gfn = (ulong)random.Next((int)(regions * 512));
+                EptAccess access = random.Next(2) == 0 ? EptAccess.Read : EptAccess.Write;
+                if (EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, access, default, out EptTranslation t, out _) == EptTranslationStatus.Success
+                    && t.Frame != data + gfn)
+                {
+                    Volatile.Write(ref failure, $"a walk of gfn 0x{gfn:x} reached {t.Frame}, not {data + gfn}");
+                }
+
+                Interlocked.Increment(ref walks);
+            }
+        })).ToArray();
+        foreach (Thread reader in readers)
+        {
+            reader.Start();
+        }
+
+        var editor = new Random(5);
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            for (int i = 0; Volatile.Read(ref failure) is null && i < 200_000 && clock.ElapsedMilliseconds < 1500; i++)
+            {
+                ulong region = (ulong)editor.Next((int)regions) * 512;
+                var at = new GuestFrameNumber(region).Address;
+                ulong within = (ulong)editor.Next(508);
+                switch (editor.Next(6))
+                {
+                    case 0:
+                        ept.Map(at, data + region, 512, EptAccess.Read | EptAccess.Write); // a 2 MiB page, or 4 KiB ones while logging
+                        break;
+                    case 1:
+                        ept.Map(new GuestFrameNumber(region + within).Address, data + region + within, 4, EptAccess.Read | EptAccess.Write);
+                        break;
+                    case 2:
+                        ept.Protect(new GuestFrameNumber(region + within).Address, 4, editor.Next(2) == 0 ? EptAccess.Read : EptAccess.ReadWriteExecute);
+                        break;
+                    case 3:
+                        ept.Unmap(new GuestFrameNumber(region + within).Address, editor.Next(2) == 0 ? 4UL : 512 - within);
+                        break;
+                    case 4:
+                        ept.StartDirtyLog(); // splits every 2 MiB page while the walks run
+                        break;
+                    default:
+                        ept.StopDirtyLog();
+                        break;
+                }
+
+                GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+            foreach (Thread reader in readers)
+            {
+                reader.Join();
+            }
+        }
+
+        Assert.Null(failure);
+        Assert.True(Interlocked.Read(ref walks) > 0);
+    }
 }
