@@ -187,4 +187,31 @@ public sealed unsafe class EptRaceReviewTests
         Assert.Null(failure);
         Assert.True(Interlocked.Read(ref walks) > 0);
     }
+    /// <summary>
+    /// Retired tables serve only their own level. A map/unmap/invalidate loop that needs tables of different levels in
+    /// turn (4 KiB pages, 2 MiB pages, 1 GiB pages, in regions far apart) still runs in a bounded number of frames, all
+    /// charged to the owner and within its limit.
+    /// </summary>
+    [Fact]
+    public void Per_level_pools_stay_bounded_and_within_the_owner_limit()
+    {
+        using var memory = new MachineMemory(1UL << 31);
+        using var ept = new EptTables(memory, Guest);
+        MachineFrameNumber data = memory.AllocateContiguous(Guest, 1UL << 18, 1UL << 18); // 1 GiB, aligned for every page size
+        ulong held = memory.FramesOwnedBy(Guest);
+        memory.SetLimit(Guest, held + 16);
+        var random = new Random(3);
+        for (int i = 0; i < 20_000; i++)
+        {
+            var at = new GuestFrameNumber((ulong)random.Next(1, 64) << 27).Address; // its own PML4 entry each
+            ulong count = random.Next(3) switch { 0 => 1UL, 1 => 512UL, _ => 1UL << 18 };
+            ept.Map(at, data, count, EptAccess.Read | EptAccess.Write);
+            ept.Unmap(at, count);
+            GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer);
+            Assert.True(memory.FramesOwnedBy(Guest) <= held + 16);
+        }
+
+        Assert.Equal(1UL, ept.TableFrameCount); // the root; the others wait in their pools
+        Assert.True(memory.FramesOwnedBy(Guest) - held <= 1 + 3, $"{memory.FramesOwnedBy(Guest) - held} table frames held");
+    }
 }
