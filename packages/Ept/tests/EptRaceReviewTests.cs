@@ -29,6 +29,23 @@ public sealed unsafe class EptRaceReviewTests
     }
 
     [Fact]
+    public void A_remap_of_the_same_frame_keeps_the_dirty_flag_a_write_set()
+    {
+        using var memory = new MachineMemory(16UL << 20);
+        using var ept = new EptTables(memory, Guest, accessedDirtyEnabled: true);
+        MachineFrameNumber frame = memory.AllocateFrame(Guest);
+        ept.StartDirtyLog();
+        ept.Map(default, frame, 1, EptAccess.Read | EptAccess.Write);
+        Assert.Equal(EptTranslationStatus.Success, ept.Translate(default, EptAccess.Write, out _, out _));
+        ept.Map(default, frame, 1, EptAccess.ReadWriteExecute); // Map used to change rights: the frame stays
+        var bitmap = new ulong[1];
+        Assert.Equal(1UL, ept.HarvestDirtyLog(bitmap, default, 1));
+        long generation = ept.Generation;
+        ept.Map(default, frame, 1, EptAccess.ReadWriteExecute); // the same mapping again: nothing changes
+        Assert.Equal(generation, ept.Generation);
+    }
+
+    [Fact]
     public void A_protect_keeps_the_flags_of_the_entry_it_changes()
     {
         using var memory = new MachineMemory(16UL << 20);
@@ -48,8 +65,10 @@ public sealed unsafe class EptRaceReviewTests
     /// a walk's dirty flag must survive a concurrent rewrite of the entry, and a walk whose flag could not be set in the
     /// entry it read must not write through it unrecorded.
     /// </summary>
-    [Fact]
-    public void Writes_racing_with_protects_that_keep_them_allowed_are_all_in_the_next_harvest()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Writes_racing_with_protects_that_keep_them_allowed_are_all_in_the_next_harvest(bool remap)
     {
         const ulong pages = 512;
         using var memory = new MachineMemory(64UL << 20);
@@ -63,8 +82,16 @@ public sealed unsafe class EptRaceReviewTests
         {
             while (!Volatile.Read(ref stop))
             {
-                ept.Protect(default, pages, EptAccess.ReadWriteExecute); // the guest may still write: only execute changes
-                ept.Protect(default, pages, EptAccess.Read | EptAccess.Write);
+                if (remap)
+                {
+                    ept.Map(default, data, pages, EptAccess.ReadWriteExecute); // the same frames: only the rights change
+                    ept.Map(default, data, pages, EptAccess.Read | EptAccess.Write);
+                }
+                else
+                {
+                    ept.Protect(default, pages, EptAccess.ReadWriteExecute); // the guest may still write: only execute changes
+                    ept.Protect(default, pages, EptAccess.Read | EptAccess.Write);
+                }
             }
         });
         editor.Start();
