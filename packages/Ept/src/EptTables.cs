@@ -33,6 +33,7 @@ public sealed unsafe class EptTables : IDisposable
     internal const ulong SoftwareMappedBit = 1UL << 52;
 
     private const int Levels = 4;
+    private const ulong FlagBits = EptEntry.AccessedBit | EptEntry.DirtyBit;
     private const ulong GuestFrameLimit = 1UL << (9 * Levels); // a 4-level walk covers 48 bits of guest-physical address
 
     private readonly object _gate = new();
@@ -421,9 +422,19 @@ public sealed unsafe class EptTables : IDisposable
             if (whole && largeOk)
             {
                 ulong entry = (mfn << Page.PageShift) | leafBits | (level > 1 ? EptEntry.LargePageBit : 0);
-                if (old != entry)
+                if ((old & ~FlagBits) != entry)
                 {
-                    Volatile.Write(ref *slot, entry);
+                    if (old != 0 && IsLeaf(old, level) && (old & EptEntry.AddressMask) == (entry & EptEntry.AddressMask))
+                    {
+                        // The same frames with other rights or memory type: keep the flags walks set (SDM §29.3.5), or
+                        // a write since the last harvest would be missing from the dirty log.
+                        StoreKeepingFlags(slot, old, entry);
+                    }
+                    else
+                    {
+                        Volatile.Write(ref *slot, entry);
+                    }
+
                     if (old != 0)
                     {
                         if (!IsLeaf(old, level))
@@ -472,7 +483,7 @@ public sealed unsafe class EptTables : IDisposable
                             }
                             else
                             {
-                                ChangeRights(slot, old, rights);
+                                StoreKeepingFlags(slot, old, updated & ~FlagBits);
                             }
 
                             Interlocked.Increment(ref _generation);
@@ -500,17 +511,16 @@ public sealed unsafe class EptTables : IDisposable
     }
 
     /// <summary>
-    /// Gives the leaf in <paramref name="slot"/> (last read as <paramref name="old"/>) <paramref name="rights"/>, keeping the
-    /// rest of it, accessed and dirty flags included, as it is when written: walks on other threads set those flags
-    /// (SDM §29.3.5) without the lock, and a plain store of the value read before would drop a write from the dirty log.
+    /// Stores <paramref name="value"/> (a leaf for the same frames, without flags) in <paramref name="slot"/>, last read as
+    /// <paramref name="old"/>, with the accessed and dirty flags the slot holds when written: walks on other threads set
+    /// them (SDM §29.3.5) without the lock, and a plain store of flags read before would drop a write from the dirty log.
     /// </summary>
-    private static void ChangeRights(ulong* slot, ulong old, ulong rights)
+    private static void StoreKeepingFlags(ulong* slot, ulong old, ulong value)
     {
-        const ulong rightBits = EptEntry.PermissionMask | EptEntry.UserExecuteBit;
         ulong current = old;
         while (true)
         {
-            ulong previous = Interlocked.CompareExchange(ref *slot, (current & ~rightBits) | rights, current);
+            ulong previous = Interlocked.CompareExchange(ref *slot, value | (current & FlagBits), current);
             if (previous == current)
             {
                 return;
