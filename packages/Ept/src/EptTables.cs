@@ -25,7 +25,9 @@ namespace VmmKit.Ept;
 /// it meets entries of the level it expects, of this EPT. They return to
 /// machine memory with <see cref="ReleaseUnusedTableFrames"/> or <see cref="Dispose"/>.
 /// </para>
-/// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).</para>
+/// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).
+/// Walks set accessed and dirty flags without the lock, so an edit that keeps a page's frame (<see cref="Protect"/>, a
+/// same-frame <see cref="Map"/>) rewrites its entry with a compare-exchange that keeps them.</para>
 /// </remarks>
 public sealed unsafe class EptTables : IDisposable
 {
