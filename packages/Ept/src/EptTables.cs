@@ -25,7 +25,9 @@ namespace VmmKit.Ept;
 /// it meets entries of the level it expects, of this EPT. They return to
 /// machine memory with <see cref="ReleaseUnusedTableFrames"/> or <see cref="Dispose"/>.
 /// </para>
-/// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).</para>
+/// <para>Edits are serialized by an internal lock; concurrent walks are safe (every entry is written with one 64-bit store).
+/// Walks set accessed and dirty flags without the lock, so an edit that keeps a page's frame (<see cref="Protect"/>, a
+/// same-frame <see cref="Map"/>) rewrites its entry with a compare-exchange that keeps them.</para>
 /// </remarks>
 public sealed unsafe class EptTables : IDisposable
 {
@@ -33,6 +35,7 @@ public sealed unsafe class EptTables : IDisposable
     internal const ulong SoftwareMappedBit = 1UL << 52;
 
     private const int Levels = 4;
+    private const ulong FlagBits = EptEntry.AccessedBit | EptEntry.DirtyBit;
     private const ulong GuestFrameLimit = 1UL << (9 * Levels); // a 4-level walk covers 48 bits of guest-physical address
 
     private readonly object _gate = new();
@@ -421,9 +424,19 @@ public sealed unsafe class EptTables : IDisposable
             if (whole && largeOk)
             {
                 ulong entry = (mfn << Page.PageShift) | leafBits | (level > 1 ? EptEntry.LargePageBit : 0);
-                if (old != entry)
+                if ((old & ~FlagBits) != entry)
                 {
-                    Volatile.Write(ref *slot, entry);
+                    if (old != 0 && IsLeaf(old, level) && (old & EptEntry.AddressMask) == (entry & EptEntry.AddressMask))
+                    {
+                        // The same frames with other rights or memory type: keep the flags walks set (SDM §29.3.5), or
+                        // a write since the last harvest would be missing from the dirty log.
+                        StoreKeepingFlags(slot, old, entry);
+                    }
+                    else
+                    {
+                        Volatile.Write(ref *slot, entry);
+                    }
+
                     if (old != 0)
                     {
                         if (!IsLeaf(old, level))
@@ -466,7 +479,15 @@ public sealed unsafe class EptTables : IDisposable
                     {
                         if (whole)
                         {
-                            Volatile.Write(ref *slot, updated);
+                            if (unmap)
+                            {
+                                Volatile.Write(ref *slot, 0);
+                            }
+                            else
+                            {
+                                StoreKeepingFlags(slot, old, updated & ~FlagBits);
+                            }
+
                             Interlocked.Increment(ref _generation);
                         }
                         else
@@ -488,6 +509,26 @@ public sealed unsafe class EptTables : IDisposable
             }
 
             gfn = stop;
+        }
+    }
+
+    /// <summary>
+    /// Stores <paramref name="value"/> (a leaf for the same frames, without flags) in <paramref name="slot"/>, last read as
+    /// <paramref name="old"/>, with the accessed and dirty flags the slot holds when written: walks on other threads set
+    /// them (SDM §29.3.5) without the lock, and a plain store of flags read before would drop a write from the dirty log.
+    /// </summary>
+    private static void StoreKeepingFlags(ulong* slot, ulong old, ulong value)
+    {
+        ulong current = old;
+        while (true)
+        {
+            ulong previous = Interlocked.CompareExchange(ref *slot, value | (current & FlagBits), current);
+            if (previous == current)
+            {
+                return;
+            }
+
+            current = previous; // only a walk's flags can have changed it: edits hold the lock
         }
     }
 

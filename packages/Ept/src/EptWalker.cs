@@ -12,11 +12,18 @@ namespace VmmKit.Ept;
 /// AND of the rights of every level. Execute-only translations and 1 GiB pages are supported (as reported by
 /// IA32_VMX_EPT_VPID_CAP bits 0 and 17 on current processors). A structure that lies outside machine memory is
 /// reported as a misconfiguration rather than read. On success, when the EPTP enables accessed and dirty flags,
-/// the accessed flag is set atomically in every entry used and the dirty flag in the leaf for a write.
+/// the accessed flag is set atomically in every entry used and the dirty flag in the leaf for a write, each with a
+/// compare-exchange against the entry the walk read; if another thread changed one of those entries meanwhile (an edit
+/// of <see cref="EptTables"/>), the walk is made again on what the tables hold now, so that a write does not go through
+/// an entry whose dirty flag it could not set (at most 64 walks: tables rewritten without end get the last one).
 /// </remarks>
 public static unsafe class EptWalker
 {
     private const ulong AllRights = EptEntry.PermissionMask | EptEntry.UserExecuteBit;
+
+    // Walks made for one translation when entries keep changing under the A/D update: tables that another thread rewrites
+    // without end (a guest's own tables walked for it) cannot hold the walk forever; the last walk then stands.
+    private const int MaxWalks = 64;
 
     /// <summary>Translates <paramref name="gpa"/> for <paramref name="access"/> without mode-based execute control.</summary>
     /// <param name="memory">The machine memory holding the tables.</param>
@@ -52,7 +59,6 @@ public static unsafe class EptWalker
         }
 
         int levels = eptp.PageWalkLength;
-        ulong rights = AllRights;
         if ((gpa.Value >> (Page.PageShift + (9 * levels))) != 0)
         {
             // Guest-physical bits above what the walk can index cause an EPT violation (SDM §29.3.3.2); no entry was used.
@@ -65,6 +71,9 @@ public static unsafe class EptWalker
         ulong presentMask = modeBasedExecuteControl ? AllRights : EptEntry.PermissionMask;
         ulong* path = stackalloc ulong[5];
         ulong* seen = stackalloc ulong[5];
+        int walks = 0;
+    Walk:
+        ulong rights = AllRights;
         ulong table = eptp.Root.Address;
         for (int level = levels; level >= 1; level--)
         {
@@ -104,9 +113,11 @@ public static unsafe class EptWalker
                 return EptTranslationStatus.Violation;
             }
 
-            if (eptp.AccessedDirtyEnabled)
+            if (eptp.AccessedDirtyEnabled && !SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0) && ++walks < MaxWalks)
             {
-                SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0);
+                // §29.3.5: the flags are set in the entries the translation uses. One changed since this walk read it
+                // (an edit on another thread), so the walk's result is stale and its dirty flag would be lost: walk again.
+                goto Walk;
             }
 
             ulong offsetMask = (1UL << shift) - 1;
@@ -220,14 +231,18 @@ public static unsafe class EptWalker
     }
 
     // §29.3.5: the flags go in the entries this walk used. path[i] is the slot of level i + 1, seen[i] what the walk read there.
-    private static void SetAccessedDirty(ulong* path, ulong* seen, int leafLevel, int levels, bool write)
+    // False when an entry no longer holds what the walk read (flags aside): the walk must be made again.
+    private static bool SetAccessedDirty(ulong* path, ulong* seen, int leafLevel, int levels, bool write)
     {
         for (int level = levels; level > leafLevel; level--)
         {
-            SetFlags((ulong*)path[level - 1], seen[level - 1], EptEntry.AccessedBit);
+            if (!SetFlags((ulong*)path[level - 1], seen[level - 1], EptEntry.AccessedBit))
+            {
+                return false;
+            }
         }
 
-        SetFlags((ulong*)path[leafLevel - 1], seen[leafLevel - 1], write ? EptEntry.AccessedBit | EptEntry.DirtyBit : EptEntry.AccessedBit);
+        return SetFlags((ulong*)path[leafLevel - 1], seen[leafLevel - 1], write ? EptEntry.AccessedBit | EptEntry.DirtyBit : EptEntry.AccessedBit);
     }
 
     /// <summary>
@@ -236,20 +251,31 @@ public static unsafe class EptWalker
     /// may have been retired and zeroed, and a flag in a zeroed slot would make a non-zero entry that an edit of the
     /// reused table takes for a table at machine address 0.
     /// </summary>
+    /// <returns>
+    /// True when the slot holds the entry the walk read with the flags set; false when the entry changed, so that the walk
+    /// that read it is not used (a write through it would be missing from the dirty log).
+    /// </returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void SetFlags(ulong* slot, ulong seen, ulong flags)
+    internal static bool SetFlags(ulong* slot, ulong seen, ulong flags)
     {
         const ulong flagBits = EptEntry.AccessedBit | EptEntry.DirtyBit;
         ulong current = Volatile.Read(ref *slot);
-        while ((current & flags) != flags && (current & ~flagBits) == (seen & ~flagBits))
+        while ((current & ~flagBits) == (seen & ~flagBits))
         {
+            if ((current & flags) == flags)
+            {
+                return true;
+            }
+
             ulong previous = Interlocked.CompareExchange(ref *slot, current | flags, current);
             if (previous == current)
             {
-                return;
+                return true;
             }
 
             current = previous; // another walk set a flag, or a harvest cleared one: try again on what is there now
         }
+
+        return false;
     }
 }

@@ -77,6 +77,9 @@ public sealed unsafe class GuestPhysicalMemory
     /// <summary>
     /// INVEPT single-context for every accessor over <paramref name="memory"/> whose EPTP has the same root as <paramref name="eptp"/>
     /// (all virtual processors running that EPT), wherever they run; each drops its cached translations at its next access.
+    /// It does not wait for an access another thread has already translated (a copy in progress, a host pointer in use):
+    /// before a frame the EPT no longer maps leaves the domain, the hypervisor must know no such access is left (SDM §29.4.3:
+    /// INVEPT acts on the logical processor that executes it; the others are reached by the hypervisor's IPI).
     /// </summary>
     /// <param name="memory">The machine memory.</param>
     /// <param name="eptp">The EPTP whose context to invalidate.</param>
