@@ -19,6 +19,7 @@ public sealed class VcpuRaceReviewTests : IDisposable
     private const int Grants = 24;          // entries 0..23 of the granter's first frame (reserved ones included)
     private const ulong MapBase = 0x200;    // the grantee's grant-mapping slots
     private const ulong TableBase = 0x100;  // where the granter places table frames
+    private const ulong SelfMapBase = 0x300; // where the granter maps its own grants
     private const ulong Ops = 0x30;         // the grantee's hypercall operations (paging off)
 
     private readonly TestMachine _m = new();
@@ -88,7 +89,12 @@ public sealed class VcpuRaceReviewTests : IDisposable
             flags |= (ushort)GrantEntryFlags.SubPage;
         }
 
-        ushort domid = rng.Next(16) == 0 ? (ushort)7 : Grantee;
+        ushort domid = rng.Next(16) switch
+        {
+            0 => 7,
+            1 or 2 or 3 => Granter, // to itself
+            _ => Grantee,
+        };
         uint gfn = (uint)rng.Next(TestMachine.RamFrames + 4);
         switch (rng.Next(4))
         {
@@ -145,7 +151,24 @@ public sealed class VcpuRaceReviewTests : IDisposable
                     break;
                 case 2:
                     ulong index = (uint)rng.Next(4) | (rng.Next(2) == 0 ? GrantTableHost.GrantTableStatusIndex : 0UL);
-                    _m.Host.AddToPhysmap(_b.Grant, index, new GuestFrameNumber(TableBase + (ulong)rng.Next(6)));
+                    if (rng.Next(4) != 0)
+                    {
+                        _m.Host.AddToPhysmap(_b.Grant, index, new GuestFrameNumber(TableBase + (ulong)rng.Next(6)));
+                        break;
+                    }
+
+                    // Over a RAM page, which the host frees (the page the test kept for that slot is replaced by an
+                    // unmapped one, which the death frees).
+                    int r = rng.Next(TestMachine.RamFrames);
+                    lock (_bRam)
+                    {
+                        bool ram = _b.Ept.TryLookup(new GuestFrameNumber((ulong)r), out MachineFrameNumber was, out _) && was.Value == _b.Ram[r].Value;
+                        if (_m.Host.AddToPhysmap(_b.Grant, index, new GuestFrameNumber((ulong)r)) == 0 && ram)
+                        {
+                            _b.Ram[r] = _m.Memory.AllocateFrame(new FrameOwner(Granter));
+                        }
+                    }
+
                     break;
                 case 3:
                     _m.Host.RemoveTableFrame(_b.Grant, new GuestFrameNumber(TableBase + (ulong)rng.Next(6)));
@@ -156,6 +179,7 @@ public sealed class VcpuRaceReviewTests : IDisposable
                     int k = rng.Next(TestMachine.RamFrames);
                     lock (_bRam)
                     {
+                        _m.Host.RemoveTableFrame(_b.Grant, new GuestFrameNumber((ulong)k)); // a table frame placed there first
                         _b.Ept.Unmap(new GuestFrameNumber((ulong)k).Address, 1);
                         GuestPhysicalMemory.InvalidateSingleContext(_m.Memory, _b.Ept.Pointer);
                         _m.Frames.Free(_b.Ram[k]);
@@ -168,8 +192,8 @@ public sealed class VcpuRaceReviewTests : IDisposable
         }
     }
 
-    // d1's vCPU 0: maps and unmaps d2's grants.
-    private void MapUnmap(int seed, int steps)
+    // d1's vCPU 0 (or d2's vCPU 2, mapping its own grants): maps and unmaps d2's grants.
+    private void MapUnmap(int seed, int steps, TestDomain grantee, ulong mapBase)
     {
         var rng = new Random(seed);
         var handles = new List<(uint Handle, ulong Addr)>();
@@ -179,12 +203,12 @@ public sealed class VcpuRaceReviewTests : IDisposable
             {
                 var op = new GnttabMapGrantRef
                 {
-                    HostAddr = (MapBase + (ulong)rng.Next(16)) << 12,
+                    HostAddr = (mapBase + (ulong)rng.Next(16)) << 12,
                     Flags = (uint)(GrantMapFlags.HostMap | (rng.Next(2) == 0 ? GrantMapFlags.ReadOnly : 0)),
                     Ref = (uint)rng.Next(Grants),
                     Dom = Granter,
                 };
-                _m.Host.MapGrantRef(_a.Grant, ref op);
+                _m.Host.MapGrantRef(grantee.Grant, ref op);
                 if (op.Status == 0)
                 {
                     handles.Add((op.Handle, op.HostAddr));
@@ -199,13 +223,18 @@ public sealed class VcpuRaceReviewTests : IDisposable
                     ops[i] = new GnttabUnmapGrantRef { Handle = handles[i].Handle, HostAddr = handles[i].Addr };
                 }
 
-                _m.Host.UnmapGrantRefs(_a.Grant, ops);
+                _m.Host.UnmapGrantRefs(grantee.Grant, ops);
                 handles.RemoveRange(0, n);
+            }
+            else if (rng.Next(16) == 0)
+            {
+                _m.Host.ReleaseMappings(grantee.Grant);
+                handles.Clear();
             }
         }
 
         var rest = handles.Select(h => new GnttabUnmapGrantRef { Handle = h.Handle, HostAddr = h.Addr }).ToArray();
-        _m.Host.UnmapGrantRefs(_a.Grant, rest);
+        _m.Host.UnmapGrantRefs(grantee.Grant, rest);
     }
 
     // d1's vCPU 1: copies from and into d2's grants, through the API and the hypercall; now and then its mappings are
@@ -288,12 +317,24 @@ public sealed class VcpuRaceReviewTests : IDisposable
     [InlineData(5, true)]
     public void Two_guests_on_four_vcpus_leave_no_pin_reference_or_stray_mapping(int seed, bool granterDies)
     {
-        const int steps = 20_000;
+        int steps = int.TryParse(Environment.GetEnvironmentVariable("VMMKIT_GNT_RACE_STEPS"), out int n) ? n : 20_000;
         Thread[] threads =
         [
             new(() => Guard(() => RewriteEntries(seed * 10, steps * 4))),
             new(() => Guard(() => ChangeTable((seed * 10) + 1, steps, granterDies ? steps / 2 : -1))),
-            new(() => Guard(() => MapUnmap((seed * 10) + 2, steps))),
+            new(() => Guard(() => MapUnmap((seed * 10) + 2, steps, _a, MapBase))),
+            new(() => Guard(() =>
+            {
+                lock (_bAlive)
+                {
+                    if (_b.Dead)
+                    {
+                        return;
+                    }
+                }
+
+                MapUnmap((seed * 10) + 4, granterDies ? steps / 8 : steps, _b, SelfMapBase);
+            })),
             new(() => Guard(() => CopyAndCheck((seed * 10) + 3, steps / 2))),
         ];
         foreach (Thread t in threads)
@@ -310,6 +351,11 @@ public sealed class VcpuRaceReviewTests : IDisposable
 
         _m.Host.ReleaseMappings(_a.Grant);
         Assert.Equal(0, _a.Grant.MappingCount);
+        if (!_b.Dead)
+        {
+            _m.Host.ReleaseMappings(_b.Grant);
+        }
+
         for (uint gref = 0; gref < (uint)Grants; gref++)
         {
             Assert.Equal(0u, _b.Grant.GetPinCount(gref));
