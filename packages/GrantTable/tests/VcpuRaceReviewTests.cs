@@ -20,7 +20,7 @@ public sealed class VcpuRaceReviewTests : IDisposable
     private const ulong MapBase = 0x200;    // the grantee's grant-mapping slots
     private const ulong TableBase = 0x100;  // where the granter places table frames
     private const ulong SelfMapBase = 0x300; // where the granter maps its own grants
-    private const ulong Ops = 0x30;         // the grantee's hypercall operations (paging off)
+    private const ulong Ops = 0x30;         // the grantee's hypercall operations (paging off), a page per copying vCPU
 
     private readonly TestMachine _m = new();
     private readonly TestDomain _a;
@@ -239,7 +239,7 @@ public sealed class VcpuRaceReviewTests : IDisposable
 
     // d1's vCPU 1: copies from and into d2's grants, through the API and the hypercall; now and then its mappings are
     // released (a backend process that went away) and the grant slots are checked.
-    private void CopyAndCheck(int seed, int steps)
+    private void CopyAndCheck(int seed, int steps, ulong opsGfn)
     {
         var rng = new Random(seed);
         Span<GnttabCopy> ops = stackalloc GnttabCopy[6];
@@ -274,11 +274,11 @@ public sealed class VcpuRaceReviewTests : IDisposable
                 default:
                     for (int i = 0; i < ops.Length; i++)
                     {
-                        GuestValues.Put(_a, (Ops << 12) + ((ulong)i * 40), ops[i]);
+                        GuestValues.Put(_a, (opsGfn << 12) + ((ulong)i * 40), ops[i]);
                     }
 
                     long rc;
-                    ulong uop = Ops << 12;
+                    ulong uop = opsGfn << 12;
                     uint count = (uint)ops.Length;
                     do
                     {
@@ -300,10 +300,24 @@ public sealed class VcpuRaceReviewTests : IDisposable
         {
             for (ulong g = MapBase; g < MapBase + 16; g++)
             {
-                if (_a.Ept.TryLookup(new GuestFrameNumber(g), out MachineFrameNumber f, out _))
+                if (_a.Ept.TryLookup(new GuestFrameNumber(g), out MachineFrameNumber f, out EptAccess access))
                 {
                     Assert.True(_m.Frames.ReferenceCount(f) > 0, $"gfn {g:x} maps {f}, which no reference holds");
                     Assert.True(_m.Memory.TryGetOwner(f, out FrameOwner o) && o.DomainId == Granter, $"gfn {g:x} maps {f}, not d2's");
+
+                    // The slot's handle names this frame, and the grant it pins holds it with as much access.
+                    Assert.True(_a.Grant.GrantMappedGfns.TryGetValue(g, out uint h), $"gfn {g:x} maps {f} with no handle");
+                    MaptrackEntry map = _a.Grant.Maptrack[h];
+                    Assert.Equal(f.Value, map.Mfn);
+                    ActiveGrantEntry act = map.Granter!.Active[map.Ref];
+                    Assert.Equal(f.Value, act.Mfn);
+                    bool writable = (access & EptAccess.Write) != 0;
+                    Assert.Equal((map.Flags & GrantMapFlags.ReadOnly) == 0, writable);
+                    Assert.True((act.Pin & (writable ? ActiveGrantEntry.HostWriteMask : ActiveGrantEntry.HostReadMask)) != 0, $"gfn {g:x}: pin {act.Pin:x}");
+                }
+                else
+                {
+                    Assert.False(_a.Grant.GrantMappedGfns.ContainsKey(g), $"gfn {g:x} has a handle and no mapping");
                 }
             }
         }
@@ -335,7 +349,8 @@ public sealed class VcpuRaceReviewTests : IDisposable
 
                 MapUnmap((seed * 10) + 4, granterDies ? steps / 8 : steps, _b, SelfMapBase);
             })),
-            new(() => Guard(() => CopyAndCheck((seed * 10) + 3, steps / 2))),
+            new(() => Guard(() => CopyAndCheck((seed * 10) + 3, steps / 2, Ops))),
+            new(() => Guard(() => CopyAndCheck((seed * 10) + 5, steps / 2, Ops + 1))), // a second copying vCPU: the word is shared
         ];
         foreach (Thread t in threads)
         {
