@@ -171,7 +171,16 @@ public sealed unsafe partial class GrantTableHost
         bool replaces;
         try
         {
-            replaces = ld.Ept.TryLookup(new GuestFrameNumber(gfn), out _, out _); // a RAM page a vCPU may have cached
+            replaces = ld.Ept.TryLookup(new GuestFrameNumber(gfn), out MachineFrameNumber old, out _); // a RAM page a vCPU may have cached
+
+            // guest_physmap_add_entry will not replace a foreign entry (domain_crash, -EINVAL): another domain's page at
+            // the slot is a mapping the hypervisor made and keeps a record and a reference of. The grantee's own RAM and
+            // a hypervisor page (shared_info) are replaced.
+            if (replaces && _memory.TryGetOwner(old, out FrameOwner owner) && owner.DomainId != ld.Id && owner != FrameOwner.Hypervisor)
+            {
+                return GrantStatus.GeneralError;
+            }
+
             ld.Ept.Map(new GuestFrameNumber(gfn).Address, frame, 1, readOnly ? EptAccess.Read : EptAccess.Read | EptAccess.Write);
         }
         catch (Exception e) when (e is MachineMemoryExhaustedException or ObjectDisposedException)
