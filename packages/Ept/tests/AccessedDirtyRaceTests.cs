@@ -60,23 +60,13 @@ public sealed unsafe class AccessedDirtyRaceTests
         Assert.Equal(0UL, victims[0].Value); // machine frame 0 is the victim's: where a stray flag would send an edit
         var ept = new EptTables(memory, guest, accessedDirtyEnabled: true);
         MachineFrameNumber data = memory.AllocateContiguous(guest, 512, 512);
-        bool stop = false;
-        long walks = 0;
-        var readers = Enumerable.Range(0, 2).Select(seed => new Thread(() =>
+        using var readers = new RacingReaders(2, random =>
         {
-            var random = new Random(seed);
-            while (!Volatile.Read(ref stop))
-            {
-                // Frames in a few 2 MiB regions far apart, so that unmaps empty and retire tables of every level.
-                ulong gfn = ((ulong)random.Next(8) << 27) + (ulong)random.Next(4);
-                EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, EptAccess.Write, default, out _, out _);
-                Interlocked.Increment(ref walks);
-            }
-        })).ToArray();
-        foreach (Thread reader in readers)
-        {
-            reader.Start();
-        }
+            // Frames in a few 2 MiB regions far apart, so that unmaps empty and retire tables of every level.
+            ulong gfn = ((ulong)random.Next(8) << 27) + (ulong)random.Next(4);
+            EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, EptAccess.Write, default, out _, out _);
+            return null;
+        });
 
         var editor = new Random(7);
         for (int i = 0; i < 100_000; i++)
@@ -87,13 +77,8 @@ public sealed unsafe class AccessedDirtyRaceTests
             GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer); // retired tables may now be reused
         }
 
-        Volatile.Write(ref stop, true);
-        foreach (Thread reader in readers)
-        {
-            reader.Join();
-        }
-
-        Assert.True(Interlocked.Read(ref walks) > 0);
+        readers.Dispose();
+        Assert.True(readers.Steps > 0);
         Assert.Null(Record.Exception(ept.Dispose)); // frees every table frame the EPT holds, retired ones included
         foreach (MachineFrameNumber frame in victims)
         {

@@ -23,32 +23,20 @@ public sealed unsafe class ConcurrentWalkTests
             new Span<ulong>(memory.GetFramePointer(data + f), 512).Fill(hostile);
         }
 
-        bool stop = false;
-        long walks = 0;
-        string? failure = null;
-        var readers = Enumerable.Range(0, 2).Select(seed => new Thread(() =>
+        using var readers = new RacingReaders(2, random =>
         {
-            var random = new Random(seed);
-            while (!Volatile.Read(ref stop))
+            var gpa = new GuestPhysicalAddress((ulong)random.NextInt64(4L << 30) & ~7UL);
+            if (EptWalker.Translate(memory, ept.Pointer, gpa, EptAccess.Read, default, out EptTranslation t, out _) == EptTranslationStatus.Success)
             {
-                var gpa = new GuestPhysicalAddress((ulong)random.NextInt64(4L << 30) & ~7UL);
-                if (EptWalker.Translate(memory, ept.Pointer, gpa, EptAccess.Read, default, out EptTranslation t, out _) == EptTranslationStatus.Success)
+                ulong f = t.Frame.Value;
+                if (f < data.Value || f >= data.Value + 1024)
                 {
-                    ulong f = t.Frame.Value;
-                    if (f < data.Value || f >= data.Value + 1024)
-                    {
-                        failure = $"walk of {gpa} reached {t.Frame}";
-                    }
+                    return $"walk of {gpa} reached {t.Frame}";
                 }
-
-                Interlocked.Increment(ref walks);
             }
-        })).ToArray();
-        foreach (Thread reader in readers)
-        {
-            reader.Start();
-        }
 
+            return null;
+        });
         var editor = new Random(99);
         for (int i = 0; i < 4000; i++)
         {
@@ -72,14 +60,9 @@ public sealed unsafe class ConcurrentWalkTests
             GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer);
         }
 
-        Volatile.Write(ref stop, true);
-        foreach (Thread reader in readers)
-        {
-            reader.Join();
-        }
-
-        Assert.Null(failure);
-        Assert.True(Interlocked.Read(ref walks) > 0);
+        readers.Dispose();
+        Assert.Null(readers.Failure);
+        Assert.True(readers.Steps > 0);
         Assert.True(new Span<byte>(memory.GetFramePointer(secret), 4096).IndexOfAnyExcept((byte)0) < 0);
     }
 }

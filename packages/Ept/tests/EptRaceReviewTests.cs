@@ -131,6 +131,7 @@ public sealed unsafe class EptRaceReviewTests
         Assert.Null(failure);
         Assert.True(rounds > 0);
     }
+
     /// <summary>
     /// With A/D flags on, walks race with every way an entry is replaced: a page table by a 2 MiB page (its table
     /// retired), a 2 MiB page split by a partial protect or by the start of dirty logging, 4 KiB pages remapped and
@@ -144,35 +145,20 @@ public sealed unsafe class EptRaceReviewTests
         using var memory = new MachineMemory(64UL << 20);
         using var ept = new EptTables(memory, Guest, accessedDirtyEnabled: true);
         MachineFrameNumber data = memory.AllocateContiguous(Guest, regions * 512, 512);
-        bool stop = false;
-        long walks = 0;
-        string? failure = null;
-        var readers = Enumerable.Range(0, 2).Select(seed => new Thread(() =>
+        var readers = new RacingReaders(2, random =>
         {
-            var random = new Random(seed);
-            while (!Volatile.Read(ref stop))
-            {
-                ulong gfn = (ulong)random.Next((int)(regions * 512));
-                EptAccess access = random.Next(2) == 0 ? EptAccess.Read : EptAccess.Write;
-                if (EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, access, default, out EptTranslation t, out _) == EptTranslationStatus.Success
-                    && t.Frame != data + gfn)
-                {
-                    Volatile.Write(ref failure, $"a walk of gfn 0x{gfn:x} reached {t.Frame}, not {data + gfn}");
-                }
-
-                Interlocked.Increment(ref walks);
-            }
-        })).ToArray();
-        foreach (Thread reader in readers)
-        {
-            reader.Start();
-        }
-
+            ulong gfn = (ulong)random.Next((int)(regions * 512));
+            EptAccess access = random.Next(2) == 0 ? EptAccess.Read : EptAccess.Write;
+            return EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, access, default, out EptTranslation t, out _) == EptTranslationStatus.Success
+                && t.Frame != data + gfn
+                ? $"a walk of gfn 0x{gfn:x} reached {t.Frame}, not {data + gfn}"
+                : null;
+        });
         var editor = new Random(5);
         var clock = Stopwatch.StartNew();
         try
         {
-            for (int i = 0; Volatile.Read(ref failure) is null && i < 200_000 && clock.ElapsedMilliseconds < 1500; i++)
+            for (int i = 0; readers.Failure is null && i < 200_000 && clock.ElapsedMilliseconds < 1500; i++)
             {
                 ulong region = (ulong)editor.Next((int)regions) * 512;
                 var at = new GuestFrameNumber(region).Address;
@@ -204,16 +190,13 @@ public sealed unsafe class EptRaceReviewTests
         }
         finally
         {
-            Volatile.Write(ref stop, true);
-            foreach (Thread reader in readers)
-            {
-                reader.Join();
-            }
+            readers.Dispose();
         }
 
-        Assert.Null(failure);
-        Assert.True(Interlocked.Read(ref walks) > 0);
+        Assert.Null(readers.Failure);
+        Assert.True(readers.Steps > 0);
     }
+
     /// <summary>
     /// Retired tables serve only their own level. A map/unmap/invalidate loop that needs tables of different levels in
     /// turn (4 KiB pages, 2 MiB pages, 1 GiB pages, in regions far apart) still runs in a bounded number of frames, all

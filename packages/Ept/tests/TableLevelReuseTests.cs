@@ -38,33 +38,19 @@ public sealed unsafe class TableLevelReuseTests
         using var memory = new MachineMemory(64UL << 20);
         using var ept = new EptTables(memory, Guest);
         MachineFrameNumber data = memory.AllocateContiguous(Guest, 512, 512);
-        bool stop = false;
-        long walks = 0;
-        string? failure = null;
-        var readers = Enumerable.Range(0, 2).Select(seed => new Thread(() =>
+        using var readers = new RacingReaders(2, random =>
         {
-            var random = new Random(seed);
-            while (!Volatile.Read(ref stop))
-            {
-                ulong gfn = ((ulong)random.Next(8) << 27) + (ulong)random.Next(4);
-                if (EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, EptAccess.Write, default, out EptTranslation t, out _) == EptTranslationStatus.Success
-                    && (t.Frame.Value < data.Value || t.Frame.Value >= data.Value + 512))
-                {
-                    failure = $"a walk of gfn 0x{gfn:x} reached {t.Frame}, which the EPT never mapped";
-                }
-
-                Interlocked.Increment(ref walks);
-            }
-        })).ToArray();
-        foreach (Thread reader in readers)
-        {
-            reader.Start();
-        }
+            ulong gfn = ((ulong)random.Next(8) << 27) + (ulong)random.Next(4);
+            return EptWalker.Translate(memory, ept.Pointer, new GuestFrameNumber(gfn).Address, EptAccess.Write, default, out EptTranslation t, out _) == EptTranslationStatus.Success
+                && (t.Frame.Value < data.Value || t.Frame.Value >= data.Value + 512)
+                ? $"a walk of gfn 0x{gfn:x} reached {t.Frame}, which the EPT never mapped"
+                : null;
+        });
 
         // Map and unmap in a few 1 GiB regions far apart (each its own PML4 entry), so that every unmap empties and
         // retires a table of each level below the root; in 2 MiB runs too, so that page directories hold large pages.
         var editor = new Random(11);
-        for (int i = 0; i < 1_000_000 && Volatile.Read(ref failure) is null; i++)
+        for (int i = 0; i < 1_000_000 && readers.Failure is null; i++)
         {
             var at = new GuestFrameNumber((ulong)editor.Next(8) << 27).Address;
             ulong count = editor.Next(4) == 0 ? 512UL : 4UL;
@@ -73,14 +59,9 @@ public sealed unsafe class TableLevelReuseTests
             GuestPhysicalMemory.InvalidateSingleContext(memory, ept.Pointer);
         }
 
-        Volatile.Write(ref stop, true);
-        foreach (Thread reader in readers)
-        {
-            reader.Join();
-        }
-
-        Assert.Null(failure);
-        Assert.True(Interlocked.Read(ref walks) > 0);
+        readers.Dispose();
+        Assert.Null(readers.Failure);
+        Assert.True(readers.Steps > 0);
     }
 
     // The table frames on gfn's path, by level (4: the root).
