@@ -47,10 +47,22 @@ public static unsafe class EptWalker
     /// <param name="translation">The translation on success.</param>
     /// <param name="violation">The exit qualification on a violation.</param>
     /// <returns>How the walk ended.</returns>
-    [SkipLocalsInit]
     public static EptTranslationStatus Translate(MachineMemory memory, EptPointer eptp, GuestPhysicalAddress gpa, EptAccess access, EptViolationQualification linearFlags, bool modeBasedExecuteControl, out EptTranslation translation, out EptViolationQualification violation)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        return Walk(memory, eptp, gpa, access, linearFlags, modeBasedExecuteControl, walks: 1, out translation, out violation);
+    }
+
+    // A walk made again because an entry changed under its A/D update: out of line, so that the first walk's code has no
+    // loop back to its start.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static EptTranslationStatus WalkAgain(MachineMemory memory, EptPointer eptp, GuestPhysicalAddress gpa, EptAccess access, EptViolationQualification linearFlags, bool modeBasedExecuteControl, int walks, out EptTranslation translation, out EptViolationQualification violation) =>
+        Walk(memory, eptp, gpa, access, linearFlags, modeBasedExecuteControl, walks, out translation, out violation);
+
+    [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static EptTranslationStatus Walk(MachineMemory memory, EptPointer eptp, GuestPhysicalAddress gpa, EptAccess access, EptViolationQualification linearFlags, bool modeBasedExecuteControl, int walks, out EptTranslation translation, out EptViolationQualification violation)
+    {
         translation = default;
         violation = default;
         if (!eptp.IsValid)
@@ -69,10 +81,9 @@ public static unsafe class EptWalker
         byte* basePtr = memory.Base;
         ulong size = memory.SizeInBytes;
         ulong presentMask = modeBasedExecuteControl ? AllRights : EptEntry.PermissionMask;
-        ulong* path = stackalloc ulong[5];
+        bool accessedDirty = eptp.AccessedDirtyEnabled;
+        ulong* path = stackalloc ulong[5]; // with A/D flags: each level's slot, and what the walk read there
         ulong* seen = stackalloc ulong[5];
-        int walks = 0;
-    Walk:
         ulong rights = AllRights;
         ulong table = eptp.Root.Address;
         for (int level = levels; level >= 1; level--)
@@ -98,8 +109,12 @@ public static unsafe class EptWalker
             }
 
             rights &= entry;
-            path[level - 1] = (ulong)slot;
-            seen[level - 1] = entry;
+            if (accessedDirty)
+            {
+                path[level - 1] = (ulong)slot;
+                seen[level - 1] = entry;
+            }
+
             if (!leaf)
             {
                 table = entry & EptEntry.AddressMask;
@@ -113,11 +128,11 @@ public static unsafe class EptWalker
                 return EptTranslationStatus.Violation;
             }
 
-            if (eptp.AccessedDirtyEnabled && !SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0) && ++walks < MaxWalks)
+            if (accessedDirty && !SetAccessedDirty(path, seen, level, levels, (access & EptAccess.Write) != 0) && walks < MaxWalks)
             {
                 // §29.3.5: the flags are set in the entries the translation uses. One changed since this walk read it
                 // (an edit on another thread), so the walk's result is stale and its dirty flag would be lost: walk again.
-                goto Walk;
+                return WalkAgain(memory, eptp, gpa, access, linearFlags, modeBasedExecuteControl, walks + 1, out translation, out violation);
             }
 
             ulong offsetMask = (1UL << shift) - 1;
