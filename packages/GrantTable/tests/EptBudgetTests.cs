@@ -34,7 +34,7 @@ public sealed class EptBudgetTests : IDisposable
 
     private static FrameOwner Back => new(2);
 
-    private GnttabMapGrantRef Map(uint gref, ulong gfn)
+    private GnttabMapGrantRef Map(uint gref, ulong gfn, TestDomain? grantee = null)
     {
         var op = new GnttabMapGrantRef
         {
@@ -43,7 +43,7 @@ public sealed class EptBudgetTests : IDisposable
             Ref = gref,
             Dom = 1,
         };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
+        _m.Host.MapGrantRef((grantee ?? _back).Grant, ref op);
         return op;
     }
 
@@ -100,15 +100,7 @@ public sealed class EptBudgetTests : IDisposable
         Assert.Equal(0, Unmap(near.Handle, mapped[0].Gfn + 1));
         TestDomain third = _m.AddDomain(3);
         Assert.True(_share.TryGrantForeignAccess(3, 4, readOnly: true, out uint gref3));
-        var other = new GnttabMapGrantRef
-        {
-            HostAddr = FirstGfn << 12,
-            Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly),
-            Ref = gref3,
-            Dom = 1,
-        };
-        _m.Host.MapGrantRef(third.Grant, ref other);
-        Assert.Equal(0, other.Status);
+        Assert.Equal(0, Map(gref3, FirstGfn, third).Status);
 
         // The mappings go; after the INVEPT a hypervisor makes, the retired tables return to machine memory.
         foreach ((uint handle, ulong gfn) in mapped)
