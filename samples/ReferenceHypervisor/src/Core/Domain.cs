@@ -91,9 +91,10 @@ internal sealed partial class Domain : IDisposable
     /// (xen/arch/x86/mm/p2m.c, <c>p2m_lock</c>/<c>gfn_lock</c>) does: on the threaded scheduler two vCPUs of the domain
     /// make these hypercalls on their own host threads at once. The grant calls hold it too (HypercallTable's
     /// LockedGrantTableOp): to write those that change the domain's EPT (map, unmap, set_version) and those that write
-    /// results through host pointers, so a slot looked at does not change under them and no page they translated is
-    /// freed before their access; GNTTABOP_copy to read, so copies by several vCPUs run side by side. Taken before any
-    /// lock of VmmKit.GrantTable, never inside one.
+    /// results through host pointers, so a slot looked at does not change under them; GNTTABOP_copy to read, so copies
+    /// by several vCPUs run side by side. Every vCPU holds it to read while it is out of the guest
+    /// (<see cref="VirtualCpu.RunSlice"/>), so no page a hypercall or an exit handler translated is removed and freed
+    /// before its access. Taken before any lock of VmmKit.GrantTable, never inside one.
     /// </summary>
     public PhysmapLock PhysmapLock { get; } = new();
 

@@ -66,7 +66,8 @@ internal sealed class VcpuThread
     /// from another vCPU, which reset the vCPU's registers. Called on the thread itself, the work runs at once. Called from
     /// another vCPU's thread, the caller waits until the work is done, as the sender of an IPI waits for its delivery
     /// (Xen pauses the sender until the INIT/SIPI is handled); meanwhile it does the work posted to itself, so two vCPUs
-    /// posting to each other do not wait for each other forever.
+    /// posting to each other do not wait for each other forever, and lets its domain's physmap lock go, so a target waiting
+    /// for that lock does not wait for it forever either.
     /// </summary>
     public void Post(Action<VirtualCpu> work)
     {
@@ -87,6 +88,7 @@ internal sealed class VcpuThread
         if (Current is not { } self)
             return;
         var spin = new SpinWait();
+        using var outside = self.Vcpu.Domain.PhysmapLock.Outside();   // the target may wait for the lock meanwhile
         while (Volatile.Read(ref _appliedCount) < sequence && _thread.IsAlive && !_stop
             && Vcpu.Domain.State is DomainState.Running or DomainState.Blocked)
         {
@@ -123,13 +125,17 @@ internal sealed class VcpuThread
 
     /// <summary>
     /// Waits (from another vCPU's thread) until this vCPU is out of its slice, so that its registers may be rewritten
-    /// (VCPUOP_initialise of a vCPU INIT took down). The waiter serves EPT flushes posted to itself meanwhile.
+    /// (VCPUOP_initialise of a vCPU INIT took down). The waiter serves EPT flushes posted to itself meanwhile
+    /// and lets its domain's physmap lock go (<see cref="PhysmapLock.Outside"/>).
     /// </summary>
     public void WaitOutOfSlice()
     {
         if (IsCurrent)
             return;
         var spin = new SpinWait();
+        // The vCPU may wait for its domain's physmap lock before its slice can end: the waiter lets its own reads go.
+        PhysmapLock? held = Current?.Vcpu.Domain.PhysmapLock;
+        using var outside = held is null ? default : held.Outside();
         while (InSlice && _thread.IsAlive)
         {
             Vcpu.RequestSliceEnd();

@@ -187,6 +187,16 @@ internal sealed class VirtualCpu
         Processor.InvalidateEpt(InveptType.SingleContext, Domain.Ept.Pointer);
     }
 
+    /// <summary>
+    /// One VM entry, with the domain's physmap let go while the guest runs (a change of it waits for the vCPUs inside the
+    /// guest to flush, not for their slices to end).
+    /// </summary>
+    private VmExit RunGuest(bool threaded)
+    {
+        using (Domain.PhysmapLock.Outside())
+            return threaded ? EnterGuest() : Processor.Run(Vmcs);
+    }
+
     /// <summary>One VM entry on the threaded scheduler: marked in the guest, then any flush posted meanwhile applied (their order pairs with <see cref="InvalidateEpt"/>).</summary>
     private VmExit EnterGuest()
     {
@@ -234,6 +244,9 @@ internal sealed class VirtualCpu
     public ExitAction RunSlice()
     {
         var machine = Domain.Machine;
+        // Out of the guest, the vCPU holds its domain's physmap to read (PhysmapLock): no page it or a hypercall of its
+        // translates is removed and freed before the access, since a flush waits only for vCPUs inside the guest.
+        using var physmap = Domain.PhysmapLock.Read();
         Time.BeginSlice(this);
         SetPauseExiting(true);
         try
@@ -247,7 +260,7 @@ internal sealed class VirtualCpu
                 DeliverUpcall();
                 machine.ArmSliceTimer(this);
                 Devices.VcpuApic.BeforeEntry(this);
-                VmExit exit = threaded ? EnterGuest() : Processor.Run(Vmcs);
+                VmExit exit = RunGuest(threaded);
                 LastExit = exit;
                 ExitCount++;
                 if (exit.Outcome != VmExitOutcome.VmExit)

@@ -82,7 +82,9 @@ internal static unsafe class HypercallTable
     /// </list>
     /// GNTTABOP_copy changes no EPT: it holds the lock to read, so copies by several vCPUs of a domain run side by side
     /// while no page of its operations is removed and freed between their translation and their access (a copy word
-    /// the package holds covers only the operations that follow a claim, not the first read of a call).
+    /// the package holds covers only the operations that follow a claim, not the first read of a call). A vCPU's exit
+    /// handling already holds the lock to read (<see cref="VirtualCpu.RunSlice"/>): the write lets that read go first
+    /// (<see cref="PhysmapLock.Write"/>), and these holds also cover a call the host dispatches outside a slice.
     /// </summary>
     private static long LockedGrantTableOp(GrantTableHypercalls<VirtualCpu> grants, ref HypercallCall<VirtualCpu> call)
     {
