@@ -552,6 +552,57 @@ public class ThreadedSchedulerTests
         Assert.Empty(machine.Threads);
     }
 
+    [Fact]
+    public void A_vcpu_sending_inits_while_the_control_domain_stops_the_world_does_not_hang_the_machine()
+    {
+        // The AP sends INIT after INIT to the boot vCPU (down once the first is taken). Each INIT is posted to the boot
+        // vCPU's thread and the sender waits for it, inside its slice; meanwhile the scheduler stops the world before it
+        // serves the control domain, gate by gate in thread order, so it may hold the boot vCPU's gate while it waits
+        // for the AP's. A sender that kept waiting then waited for a thread that cannot run: every domain stopped.
+        const int Inits = 3000;
+        var (machine, d) = Build(
+            _ => { },   // cli; hlt: the boot vCPU goes down at once (the AP, up, keeps the domain running)
+            ap =>
+            {
+                ap.mov(ecx, Inits);
+                var again = ap.CreateLabel();
+                ap.Label(ref again);
+                ap.mov(__dword_ptr[ApicPage + 0x310], 0u);        // ICR high: APIC ID 0
+                ap.mov(__dword_ptr[ApicPage + 0x300], 0xC500u);   // ICR low: INIT, level-triggered assert
+                ap.dec(ecx);
+                ap.jnz(again);
+                ap.mov(__dword_ptr[ApDone], 1u);
+                ap.cli();
+                ap.hlt();
+            });
+        var host = new PollingHost();
+        machine.Host = host;
+        HostileGuestTests.RunBounded(machine, TimeSpan.FromSeconds(60), "INITs while the world stops");   // leaks the machine on a hang
+        using var owned = machine;
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        Assert.Equal(1u, ReadGuest(d, ApDone));
+        Assert.False(d.Vcpus[0].IsInitialised);
+        Assert.True(host.Polls > 0);
+    }
+
+    /// <summary>A control domain with nothing to ask: the scheduler stops the world to poll it, and stops when the guests are done.</summary>
+    private sealed class PollingHost : IMachineHost
+    {
+        private int _polls;
+
+        public int Polls => Volatile.Read(ref _polls);
+
+        public bool HoldsWork => false;
+
+        public bool Poll()
+        {
+            Interlocked.Increment(ref _polls);
+            return false;
+        }
+
+        public bool WaitForWork() => false;
+    }
+
     /// <summary>A control domain that destroys the guest (XEN_DOMCTL_destroydomain's path) once both vCPUs have run, then stops the host.</summary>
     private sealed class DestroyingHost(Machine machine, Domain domain, Func<bool> bothRan) : IMachineHost
     {

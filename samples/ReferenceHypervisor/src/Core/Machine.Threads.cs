@@ -162,24 +162,58 @@ internal sealed partial class Machine
     /// </summary>
     private static bool Parked(Domain domain, Func<Domain, bool> decide)
     {
-        var held = new List<object>(domain.Vcpus.Count);
+        var threads = new List<VcpuThread>(domain.Vcpus.Count);
+        foreach (var v in domain.Vcpus)
+        {
+            if (v.Thread is { } t)
+                threads.Add(t);
+        }
+
+        var held = new List<VcpuThread>(threads.Count);
         try
         {
-            foreach (var v in domain.Vcpus)
-            {
-                if (v.Thread is { } t)
-                {
-                    Monitor.Enter(t.Gate);
-                    held.Add(t.Gate);
-                }
-            }
-
+            EnterGates(threads, held);
             return decide(domain);
         }
         finally
         {
-            foreach (var gate in held)
-                Monitor.Exit(gate);
+            foreach (var t in held)
+                Monitor.Exit(t.Gate);
+        }
+    }
+
+    /// <summary>
+    /// Takes the gates of <paramref name="threads"/> all at once, into <paramref name="held"/>: never one while it waits
+    /// for another. A vCPU that posts an INIT or SIPI to a sibling waits, inside its slice and so holding its own gate,
+    /// until the sibling's thread has done it, which needs the sibling's gate (<see cref="VcpuThread.Post"/>). Holding
+    /// the sibling's gate while waiting for the sender's would wait forever, and with it every domain. So when a gate is
+    /// taken, every gate held so far is let go, the taken one waited for, and the round starts again.
+    /// </summary>
+    private static void EnterGates(List<VcpuThread> threads, List<VcpuThread> held)
+    {
+        while (true)
+        {
+            VcpuThread? busy = null;
+            foreach (var t in threads)
+            {
+                if (!Monitor.TryEnter(t.Gate))
+                {
+                    busy = t;
+                    break;
+                }
+
+                held.Add(t);
+            }
+
+            if (busy is null)
+                return;
+            foreach (var t in held)
+                Monitor.Exit(t.Gate);
+            held.Clear();
+            lock (busy.Gate)
+            {
+                // only waited for: its slice is over (or its wait for a sibling), and the round starts again
+            }
         }
     }
 
@@ -264,11 +298,7 @@ internal sealed partial class Machine
         _worldStopped = true;
         foreach (var t in _threads)
             t.Vcpu.RequestSliceEnd();
-        foreach (var t in _threads)
-        {
-            Monitor.Enter(t.Gate);
-            _gatesHeld.Add(t);
-        }
+        EnterGates(_threads, _gatesHeld);
     }
 
     /// <summary>Lets the vCPU threads run again.</summary>
