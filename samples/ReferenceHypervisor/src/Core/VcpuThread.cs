@@ -125,21 +125,25 @@ internal sealed class VcpuThread
 
     /// <summary>
     /// Waits (from another vCPU's thread) until this vCPU is out of its slice, so that its registers may be rewritten
-    /// (VCPUOP_initialise of a vCPU INIT took down). The waiter serves EPT flushes posted to itself meanwhile
-    /// and lets its domain's physmap lock go (<see cref="PhysmapLock.Outside"/>).
+    /// (VCPUOP_initialise of a vCPU INIT took down). The waiter does the work posted to itself and serves EPT flushes
+    /// posted to itself meanwhile, as <see cref="Post"/> does, and lets its domain's physmap lock go
+    /// (<see cref="PhysmapLock.Outside"/>): this vCPU may be inside its slice waiting for the waiter, in
+    /// <see cref="Post"/> (an INIT to all including itself takes it down, then waits for each sibling to take the INIT).
     /// </summary>
     public void WaitOutOfSlice()
     {
         if (IsCurrent)
             return;
         var spin = new SpinWait();
+        var self = Current;
         // The vCPU may wait for its domain's physmap lock before its slice can end: the waiter lets its own reads go.
-        PhysmapLock? held = Current?.Vcpu.Domain.PhysmapLock;
+        PhysmapLock? held = self?.Vcpu.Domain.PhysmapLock;
         using var outside = held is null ? default : held.Outside();
         while (InSlice && _thread.IsAlive)
         {
             Vcpu.RequestSliceEnd();
-            Current?.Vcpu.ApplyPendingFlush();
+            self?.ApplyPosted();   // the vCPU may wait in Post for the waiter's thread
+            self?.Vcpu.ApplyPendingFlush();
             spin.SpinOnce();
         }
     }
