@@ -129,11 +129,15 @@ internal sealed class VcpuThread
     /// posted to itself meanwhile, as <see cref="Post"/> does, and lets its domain's physmap lock go
     /// (<see cref="PhysmapLock.Outside"/>): this vCPU may be inside its slice waiting for the waiter, in
     /// <see cref="Post"/> (an INIT to all including itself takes it down, then waits for each sibling to take the INIT).
+    /// A waiter that an INIT took down meanwhile stops waiting and returns false: this vCPU may be waiting, inside its
+    /// slice, for the waiter's slice to end (it took an INIT inside its own wait and then initialises the waiter), and two
+    /// such waits wait for each other forever; a vCPU INIT took down is not initialised until its own slice is over.
     /// </summary>
-    public void WaitOutOfSlice()
+    /// <returns>True when this vCPU is out of its slice (or its thread ended); false when the waiter gave up.</returns>
+    public bool WaitOutOfSlice()
     {
         if (IsCurrent)
-            return;
+            return true;
         var spin = new SpinWait();
         var self = Current;
         // The vCPU may wait for its domain's physmap lock before its slice can end: the waiter lets its own reads go.
@@ -141,11 +145,15 @@ internal sealed class VcpuThread
         using var outside = held is null ? default : held.Outside();
         while (InSlice && _thread.IsAlive)
         {
+            if (self is not null && !self.Vcpu.IsInitialised)
+                return false;   // an INIT (done just below, or in an earlier round) took the waiter down
             Vcpu.RequestSliceEnd();
             self?.ApplyPosted();   // the vCPU may wait in Post for the waiter's thread
             self?.Vcpu.ApplyPendingFlush();
             spin.SpinOnce();
         }
+
+        return true;
     }
 
     private void Loop()
