@@ -281,4 +281,74 @@ public sealed class ConcurrencyReviewTests
         Assert.Equal(unchecked((uint)XenErrno.EEXIST.Negated()), ReadGuest(d, Result0));
         Assert.NotEqual((ulong)Parked, vcpu1.Vmcs.Read(VmcsField.GuestRip));   // not reloaded with vCPU 0's context
     }
+
+    [Theory]
+    [InlineData(VcpuOp.RegisterRunstateMemoryArea)]
+    [InlineData(VcpuOp.RegisterVcpuTimeMemoryArea)]
+    public void Registering_a_siblings_area_writes_it_once_through_the_callers_memory(VcpuOp op)
+    {
+        // Xen's do_vcpu_op writes the area at once with __copy_to_guest, through the address space of the caller
+        // (current), whichever vCPU it names. Through the named vCPU's own accessor the caller's thread used that vCPU's
+        // translation cache (one thread's alone: GuestPhysicalMemory) while the vCPU ran and used it on its own thread.
+        const ulong Area = 0x100, GuestRam = 0x100;
+        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+        var d = SiblingDomain(machine, GuestRam);
+        var caller = new GuestBuffer(4096);
+        caller.Bytes.AsSpan((int)Area, 48).Fill(0xFF);
+        MemoryMarshal.Write(caller.Bytes, Area);   // the argument at 0: the area's address
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.VcpuOp, Rdi = (ulong)op, Rsi = 1, Rdx = 0 };
+        machine.Hypercalls.Dispatch(d.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, caller);
+
+        Assert.Equal(0, (long)regs.Rax);
+        Assert.False(caller.Bytes.AsSpan((int)Area, 8).SequenceEqual(new byte[] { 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF }),
+            "the area was not written through the caller's memory");
+        Span<byte> ram = stackalloc byte[48];
+        Assert.True(d.Physical.TryRead(new GuestPhysicalAddress(GuestRam), ram, out _));
+        Assert.True(ram.IndexOfAnyExcept((byte)0xEE) < 0, "the area was written through vCPU 1's own accessor");
+    }
+
+    [Fact]
+    public void Registering_a_down_siblings_vcpu_info_writes_its_time_area_through_the_callers_memory()
+    {
+        // VCPUOP_register_vcpu_info of a down sibling writes the pvclock into the new vcpu_info at once, and with it the
+        // sibling's registered time area: through the caller's memory, as in the test above.
+        const ulong Area = 0x100, GuestRam = 0x100;
+        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+        var d = SiblingDomain(machine, GuestRam);
+        var caller = new GuestBuffer(4096);
+        MemoryMarshal.Write(caller.Bytes, Area);
+        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.VcpuOp, Rdi = (ulong)VcpuOp.RegisterVcpuTimeMemoryArea, Rsi = 1, Rdx = 0 };
+        machine.Hypercalls.Dispatch(d.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, caller);
+        Assert.Equal(0, (long)regs.Rax);
+        Assert.False(d.Vcpus[1].IsUp);
+
+        caller.Bytes.AsSpan((int)Area, 32).Fill(0xFF);
+        MemoryMarshal.Write(caller.Bytes, new VcpuRegisterVcpuInfo { Mfn = 2, Offset = 0 });
+        regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.VcpuOp, Rdi = (ulong)VcpuOp.RegisterVcpuInfo, Rsi = 1, Rdx = 0 };
+        machine.Hypercalls.Dispatch(d.Vcpus[0], ref regs, GuestX86Mode.Long64, 0, caller);
+
+        Assert.Equal(0, (long)regs.Rax);
+        Assert.NotEqual(uint.MaxValue, MemoryMarshal.Read<uint>(caller.Bytes.AsSpan((int)Area)));   // the version, even again
+        Span<byte> ram = stackalloc byte[48];
+        Assert.True(d.Physical.TryRead(new GuestPhysicalAddress(GuestRam), ram, out _));
+        Assert.True(ram.IndexOfAnyExcept((byte)0xEE) < 0, "the area was written through vCPU 1's own accessor");
+    }
+
+    /// <summary>
+    /// A domain of two vCPUs (vCPU 1 down and not initialised, paging off) with gfns 0-3 populated and 48 bytes of 0xEE
+    /// at guest-physical <paramref name="guestRam"/>: what an access through vCPU 1's own accessor at that address would change.
+    /// </summary>
+    private static Domain SiblingDomain(Machine machine, ulong guestRam)
+    {
+        var d = new Domain(machine, 1, "d1", 2, privileged: false, upcall: null);
+        machine.AddDomain(d);
+        d.SetMaxPages(16);
+        for (ulong gfn = 0; gfn < 4; gfn++)
+            Assert.Equal(0, d.Populate(gfn));
+        Assert.Equal(0, d.InitialiseBootVcpu(0x1000, 0));
+        Span<byte> ram = stackalloc byte[48];
+        ram.Fill(0xEE);
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(guestRam), ram, out _));
+        return d;
+    }
 }

@@ -82,7 +82,7 @@ internal static class VcpuOpHypercall
             return XenErrno.ENOENT.Negated();
         if (!call.TryCopyFromGuest(call.Argument(2), out VcpuRegisterVcpuInfo info))
             return XenErrno.EFAULT.Negated();
-        return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset);
+        return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset, call.Memory);
     }
 
     /// <summary>VCPUOP_get_runstate_info: writes <c>struct vcpu_runstate_info</c> in the caller's layout.</summary>
@@ -119,7 +119,7 @@ internal static class VcpuOpHypercall
             address = handle;
         }
 
-        vcpu.Time.RegisterRunstateArea(vcpu, address);
+        vcpu.Time.RegisterRunstateArea(vcpu, address, call.Memory);
         return 0;
     }
 
@@ -146,7 +146,7 @@ internal static class VcpuOpHypercall
             address = handle;
         }
 
-        vcpu.Time.RegisterTimeMemoryArea(vcpu, address);
+        vcpu.Time.RegisterTimeMemoryArea(vcpu, address, call.Memory);
         return 0;
     }
 
