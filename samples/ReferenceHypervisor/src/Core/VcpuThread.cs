@@ -129,9 +129,10 @@ internal sealed class VcpuThread
     /// posted to itself meanwhile, as <see cref="Post"/> does, and lets its domain's physmap lock go
     /// (<see cref="PhysmapLock.Outside"/>): this vCPU may be inside its slice waiting for the waiter, in
     /// <see cref="Post"/> (an INIT to all including itself takes it down, then waits for each sibling to take the INIT).
-    /// A waiter that an INIT took down meanwhile stops waiting and returns false: this vCPU may be waiting, inside its
-    /// slice, for the waiter's slice to end (it took an INIT inside its own wait and then initialises the waiter), and two
-    /// such waits wait for each other forever; a vCPU INIT took down is not initialised until its own slice is over.
+    /// A waiter that an INIT took down meanwhile stops waiting and returns false. A vCPU is inside its slice without being
+    /// initialised only while it waits after an INIT it took meanwhile: in <see cref="Post"/>, which the waiter serves, or
+    /// here, which then ends; else two vCPUs each initialising the other (a third one having started the target of the
+    /// first meanwhile) would wait for each other's slice forever.
     /// </summary>
     /// <returns>True when this vCPU is out of its slice (or its thread ended); false when the waiter gave up.</returns>
     public bool WaitOutOfSlice()
