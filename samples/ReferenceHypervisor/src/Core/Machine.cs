@@ -140,6 +140,12 @@ internal sealed partial class Machine : IDisposable
     internal Action<Domain, ulong>? PhysmapSlotLooked { get; set; }
 
     /// <summary>
+    /// Test hook: called by VCPUOP_initialise on the caller's thread once it found the target vCPU not initialised,
+    /// before it waits for the target's slice to end (the caller, the target).
+    /// </summary>
+    internal Action<VirtualCpu, VirtualCpu>? InitialiseLooked { get; set; }
+
+    /// <summary>
     /// Crash a domain whose vCPU retired more instructions than this, counting each preemption check of a long
     /// hypercall as one (<see cref="VirtualCpu.HypercallOperations"/>); 0 = no limit.
     /// </summary>

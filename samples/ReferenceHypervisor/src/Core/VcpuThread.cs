@@ -125,23 +125,36 @@ internal sealed class VcpuThread
 
     /// <summary>
     /// Waits (from another vCPU's thread) until this vCPU is out of its slice, so that its registers may be rewritten
-    /// (VCPUOP_initialise of a vCPU INIT took down). The waiter serves EPT flushes posted to itself meanwhile
-    /// and lets its domain's physmap lock go (<see cref="PhysmapLock.Outside"/>).
+    /// (VCPUOP_initialise of a vCPU INIT took down). The waiter does the work posted to itself and serves EPT flushes
+    /// posted to itself meanwhile, as <see cref="Post"/> does, and lets its domain's physmap lock go
+    /// (<see cref="PhysmapLock.Outside"/>): this vCPU may be inside its slice waiting for the waiter, in
+    /// <see cref="Post"/> (an INIT to all including itself takes it down, then waits for each sibling to take the INIT).
+    /// A waiter that an INIT took down meanwhile stops waiting and returns false. A vCPU is inside its slice without being
+    /// initialised only while it waits after an INIT it took meanwhile: in <see cref="Post"/>, which the waiter serves, or
+    /// here, which then ends; else two vCPUs each initialising the other (a third one having started the target of the
+    /// first meanwhile) would wait for each other's slice forever.
     /// </summary>
-    public void WaitOutOfSlice()
+    /// <returns>True when this vCPU is out of its slice (or its thread ended); false when the waiter gave up.</returns>
+    public bool WaitOutOfSlice()
     {
         if (IsCurrent)
-            return;
+            return true;
         var spin = new SpinWait();
+        var self = Current;
         // The vCPU may wait for its domain's physmap lock before its slice can end: the waiter lets its own reads go.
-        PhysmapLock? held = Current?.Vcpu.Domain.PhysmapLock;
+        PhysmapLock? held = self?.Vcpu.Domain.PhysmapLock;
         using var outside = held is null ? default : held.Outside();
         while (InSlice && _thread.IsAlive)
         {
+            if (self is not null && !self.Vcpu.IsInitialised)
+                return false;   // an INIT (done just below, or in an earlier round) took the waiter down
             Vcpu.RequestSliceEnd();
-            Current?.Vcpu.ApplyPendingFlush();
+            self?.ApplyPosted();   // the vCPU may wait in Post for the waiter's thread
+            self?.Vcpu.ApplyPendingFlush();
             spin.SpinOnce();
         }
+
+        return true;
     }
 
     private void Loop()

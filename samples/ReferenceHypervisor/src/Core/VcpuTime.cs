@@ -42,40 +42,46 @@ internal sealed class VcpuTime
 
     /// <summary>
     /// VCPUOP_register_runstate_memory_area: from now on the runstate is copied to guest virtual address
-    /// <paramref name="address"/> each time the vCPU is scheduled, and once now. As Xen for a translated guest, the address
-    /// is not checked here; a copy that faults is skipped (xen/common/domain.c, <c>update_runstate_area</c>).
+    /// <paramref name="address"/> each time the vCPU is scheduled, and once now, through the caller's
+    /// <paramref name="memory"/> (Xen's <c>__copy_to_guest</c> in do_vcpu_op runs in the caller's address space, whichever
+    /// vCPU it names; and a sibling's own accessor, with its translation cache, is its thread's alone). As Xen for a
+    /// translated guest, the address is not checked here; a copy that faults is skipped (xen/common/domain.c,
+    /// <c>update_runstate_area</c>).
     /// </summary>
-    public void RegisterRunstateArea(VirtualCpu vcpu, ulong address)
+    public void RegisterRunstateArea(VirtualCpu vcpu, ulong address, IGuestVirtualMemory memory)
     {
         _runstateArea = address;
-        UpdateRunstateArea(vcpu);
+        UpdateRunstateArea(vcpu, memory);
     }
 
     /// <summary>
     /// VCPUOP_register_vcpu_time_memory_area: from now on a copy of the vCPU's <c>vcpu_time_info</c> is written to guest
     /// virtual address <paramref name="address"/> whenever the pvclock is (Xen's <c>update_guest_time_info</c> in
     /// xen/arch/x86/time.c), with the same version protocol, and once now. Linux maps that page into user space for the
-    /// vDSO's pvclock. A copy that faults is skipped, as Xen's <c>__copy_to_guest</c> result is ignored there.
+    /// vDSO's pvclock. A copy that faults is skipped, as Xen's <c>__copy_to_guest</c> result is ignored there. The copy
+    /// made now goes through the caller's <paramref name="memory"/>, as in <see cref="RegisterRunstateArea"/>.
     /// </summary>
-    public void RegisterTimeMemoryArea(VirtualCpu vcpu, ulong address)
+    public void RegisterTimeMemoryArea(VirtualCpu vcpu, ulong address, IGuestVirtualMemory memory)
     {
         _timeArea = address;
-        UpdateTimeInfo(vcpu);
+        UpdateTimeInfo(vcpu, memory);
     }
 
-    private void UpdateRunstateArea(VirtualCpu vcpu)
+    /// <summary>Copies the runstate to the registered area through <paramref name="memory"/> (the vCPU's own by default, on its thread).</summary>
+    private void UpdateRunstateArea(VirtualCpu vcpu, IGuestVirtualMemory? memory = null)
     {
         if (_runstateArea is not { } address)
             return;
+        memory ??= vcpu.LinearMemory;
         VcpuRunstateInfo r = Runstate(vcpu);
         if (vcpu.Domain.Has32BitSharedInfo)
         {
             var c = new CompatVcpuRunstateInfo { State = r.State, StateEntryTime = r.StateEntryTime, Time = r.Time };
-            vcpu.LinearMemory.TryWrite(address, MemoryMarshal.AsBytes(new Span<CompatVcpuRunstateInfo>(ref c)));
+            memory.TryWrite(address, MemoryMarshal.AsBytes(new Span<CompatVcpuRunstateInfo>(ref c)));
         }
         else
         {
-            vcpu.LinearMemory.TryWrite(address, MemoryMarshal.AsBytes(new Span<VcpuRunstateInfo>(ref r)));
+            memory.TryWrite(address, MemoryMarshal.AsBytes(new Span<VcpuRunstateInfo>(ref r)));
         }
     }
 
@@ -93,8 +99,10 @@ internal sealed class VcpuTime
     /// <summary>
     /// Writes <c>vcpu_time_info</c> with the version protocol (xen/arch/x86/time.c <c>update_vcpu_system_time</c>):
     /// version made odd, the fields written, version made even again, so a guest reading it twice sees a consistent copy.
+    /// The copy to the registered time area goes through <paramref name="memory"/>: the vCPU's own accessor by default (on
+    /// its own thread), the caller's when another vCPU registers it.
     /// </summary>
-    public void UpdateTimeInfo(VirtualCpu vcpu)
+    public void UpdateTimeInfo(VirtualCpu vcpu, IGuestVirtualMemory? memory = null)
     {
         Span<byte> info = VcpuInfo(vcpu);
         if (info.IsEmpty)
@@ -120,7 +128,7 @@ internal sealed class VcpuTime
         {
             // The guest's copy: version made odd first, then the whole record, then the version made even.
             VcpuTimeInfo copy = time;
-            var memory = vcpu.LinearMemory;
+            memory ??= vcpu.LinearMemory;
             if (memory.TryWrite(area, MemoryMarshal.AsBytes(new Span<uint>(ref version))))
             {
                 memory.TryWrite(area, MemoryMarshal.AsBytes(new Span<VcpuTimeInfo>(ref copy)));
@@ -132,9 +140,10 @@ internal sealed class VcpuTime
     /// VCPUOP_register_vcpu_info as Xen 4.18's <c>map_vcpu_info</c>: the vcpu_info must fit in the page and be 8-byte aligned (-EINVAL), may be
     /// registered once (-EINVAL), only for the calling vCPU or one that is down (-EINVAL), on a guest frame that is
     /// mapped writable (-EINVAL). The current contents move to the new place, every event is marked pending so none
-    /// is lost, and the pvclock is written there at once.
+    /// is lost, and the pvclock is written there at once (and to the registered time area, through the caller's
+    /// <paramref name="memory"/>, as <see cref="RegisterTimeMemoryArea"/>).
     /// </summary>
-    public long Register(VirtualCpu vcpu, VirtualCpu caller, ulong gfn, uint offset)
+    public long Register(VirtualCpu vcpu, VirtualCpu caller, ulong gfn, uint offset, IGuestVirtualMemory memory)
     {
         // Xen 4.18's map_vcpu_info also refuses a vcpu_info that is not 8-byte aligned (its words are updated atomically).
         if (offset > Page.PageSize - VcpuInfoSize || (offset & 7) != 0)
@@ -165,7 +174,7 @@ internal sealed class VcpuTime
         else
             MemoryMarshal.Write(target[8..], ulong.MaxValue);
         target[0] = 1;
-        UpdateTimeInfo(vcpu);
+        UpdateTimeInfo(vcpu, memory);
         unsafe
         {
             // VmmKit.EventChannel sets its pending bits in the new place from now on (it marks everything pending too).

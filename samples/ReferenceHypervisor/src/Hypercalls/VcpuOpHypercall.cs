@@ -12,8 +12,10 @@ internal static class VcpuOpHypercall
 {
     /// <summary>
     /// VCPUOP_initialise for an HVM/PVH vCPU (Xen's <c>arch_initialise_vcpu</c>): reads <c>struct vcpu_hvm_context</c>
-    /// (-EFAULT), refuses a vCPU that is already initialised (-EEXIST) and a context Xen would refuse (-EINVAL), and
-    /// leaves the vCPU initialised but down until VCPUOP_up.
+    /// (-EFAULT), refuses a vCPU that is already initialised (-EEXIST), also by another vCPU while this call waited for
+    /// its slice to end (Xen checks <c>is_initialised</c> under the domain lock), and a context Xen would refuse (-EINVAL),
+    /// and leaves the vCPU initialised but down until VCPUOP_up. On the threaded scheduler a caller that an INIT took
+    /// down while it waited gets -EAGAIN, the vCPU left as it was (<see cref="VcpuThread.WaitOutOfSlice"/>).
     /// </summary>
     public static long Initialise(ref HypercallCall<VirtualCpu> call)
     {
@@ -23,7 +25,12 @@ internal static class VcpuOpHypercall
             return XenErrno.EFAULT.Negated();
         if (vcpu.IsInitialised)
             return XenErrno.EEXIST.Negated();
-        vcpu.Thread?.WaitOutOfSlice();   // threaded scheduler: an INIT may have taken it down while it still ran
+        vcpu.Domain.Machine.InitialiseLooked?.Invoke(call.Caller, vcpu);
+        // Threaded scheduler: an INIT may have taken it down while it still ran.
+        if (vcpu.Thread is { } thread && !thread.WaitOutOfSlice())
+            return XenErrno.EAGAIN.Negated();
+        if (vcpu.IsInitialised)
+            return XenErrno.EEXIST.Negated();   // another vCPU initialised it meanwhile (a start-up IPI, VCPUOP_initialise)
         long rc = VcpuHvmContextLoader.Load(vcpu, in context);
         if (rc == 0)
             vcpu.IsInitialised = true;
@@ -75,7 +82,7 @@ internal static class VcpuOpHypercall
             return XenErrno.ENOENT.Negated();
         if (!call.TryCopyFromGuest(call.Argument(2), out VcpuRegisterVcpuInfo info))
             return XenErrno.EFAULT.Negated();
-        return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset);
+        return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset, call.Memory);
     }
 
     /// <summary>VCPUOP_get_runstate_info: writes <c>struct vcpu_runstate_info</c> in the caller's layout.</summary>
@@ -112,7 +119,7 @@ internal static class VcpuOpHypercall
             address = handle;
         }
 
-        vcpu.Time.RegisterRunstateArea(vcpu, address);
+        vcpu.Time.RegisterRunstateArea(vcpu, address, call.Memory);
         return 0;
     }
 
@@ -139,7 +146,7 @@ internal static class VcpuOpHypercall
             address = handle;
         }
 
-        vcpu.Time.RegisterTimeMemoryArea(vcpu, address);
+        vcpu.Time.RegisterTimeMemoryArea(vcpu, address, call.Memory);
         return 0;
     }
 
