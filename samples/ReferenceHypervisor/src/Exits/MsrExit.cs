@@ -79,7 +79,7 @@ internal static class MsrExit
         ulong value = ((r.Rdx & 0xFFFF_FFFF) << 32) | (r.Rax & 0xFFFF_FFFF);
         bool ok = msr switch
         {
-            HypercallPage.MsrIndex => HypercallPage.TryInstall(vcpu.Domain.Physical, value),
+            HypercallPage.MsrIndex => HypercallPage.TryInstall(vcpu.Physical, value),   // this thread's own accessor and cache
             Ia32Efer => WriteEfer(vcpu, value),
             Ia32Pat => WritePat(vcpu, value),
             SysenterCs => WriteField(vcpu, VmcsField.GuestIa32SysenterCs, value & 0xFFFF),
