@@ -41,7 +41,7 @@ public sealed class ConcurrencyReviewTests
         bsp(a);
         a.cli();
         a.hlt();
-        Assert.True(machine.TryCreateDomain(new DomainConfig("review", Elf32ImageWriter.Write(Load, Assemble(a, Load), 0x8000, Load), 8 << 20,
+        Assert.True(machine.TryCreateDomain(new DomainConfig("review", Elf32ImageWriter.Write(Load, ThreadedSchedulerTests.Assemble(a, Load), 0x8000, Load), 8 << 20,
             Vcpus: 1 + aps.Length), out var d, out string e), e);
         for (int i = 0; i < aps.Length; i++)
         {
@@ -49,20 +49,20 @@ public sealed class ConcurrencyReviewTests
             aps[i](ap);
             ap.cli();
             ap.hlt();
-            Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(ApCode(i)), Assemble(ap, ApCode(i)), out _));
+            Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(ApCode(i)), ThreadedSchedulerTests.Assemble(ap, ApCode(i)), out _));
         }
 
         var parked = new Assembler(32);
         parked.cli();
         parked.hlt();
-        Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(Parked), Assemble(parked, Parked), out _));
+        Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(Parked), ThreadedSchedulerTests.Assemble(parked, Parked), out _));
 
         var m = new GuestPage();
         foreach (int id in started)
         {
-            MemoryMarshal.Write(m.Bytes, Flat32(ApCode(id - 1)));
-            Assert.Equal(0, CallVcpuOp(machine, d.Vcpus[0], m, VcpuOp.Initialise, (ulong)id));
-            Assert.Equal(0, CallVcpuOp(machine, d.Vcpus[0], m, VcpuOp.Up, (ulong)id));
+            MemoryMarshal.Write(m.Bytes, SmpTests.Flat32(ApCode(id - 1), Load + 0x6000));
+            Assert.Equal(0, ThreadedSchedulerTests.CallVcpuOp(machine, d.Vcpus[0], m, VcpuOp.Initialise, (ulong)id));
+            Assert.Equal(0, ThreadedSchedulerTests.CallVcpuOp(machine, d.Vcpus[0], m, VcpuOp.Up, (ulong)id));
         }
 
         return (machine, d);
@@ -74,7 +74,7 @@ public sealed class ConcurrencyReviewTests
     /// <summary>Writes a flat 32-bit <c>vcpu_hvm_context</c> at <paramref name="eip"/> to guest address <paramref name="at"/>.</summary>
     private static void WriteContext(Domain d, uint at, uint eip)
     {
-        var context = Flat32(eip);
+        var context = SmpTests.Flat32(eip, Load + 0x6000);
         Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(at), MemoryMarshal.AsBytes(new ReadOnlySpan<VcpuHvmContext>(in context)), out _));
     }
 
@@ -89,36 +89,14 @@ public sealed class ConcurrencyReviewTests
         a.mov(__dword_ptr[result], eax);
     }
 
-    /// <summary>A <c>vcpu_hvm_context</c> for flat 32-bit protected mode, paging off, at <paramref name="eip"/>.</summary>
-    private static VcpuHvmContext Flat32(uint eip) => new()
+    /// <summary><see cref="Initialise"/>, then VCPUOP_up of the same vCPU.</summary>
+    private static void InitialiseAndUp(Assembler a, uint vcpuid, uint context, uint result)
     {
-        Mode = VcpuHvmContext.Mode32,
-        X86_32 = new VcpuHvmX86_32
-        {
-            Eip = eip, Esp = Load + 0x6000, Eflags = 2, Cr0 = 0x11,
-            CsLimit = 0xFFFFF, DsLimit = 0xFFFFF, SsLimit = 0xFFFFF, EsLimit = 0xFFFFF, TrLimit = 0x67,
-            CsAr = 0xC9B, DsAr = 0xC93, SsAr = 0xC93, EsAr = 0xC93, TrAr = 0x8B,
-        },
-    };
-
-    private static long CallVcpuOp(Machine machine, VirtualCpu caller, GuestPage memory, VcpuOp op, ulong vcpuid)
-    {
-        var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.VcpuOp, Rdi = (ulong)op, Rsi = vcpuid };
-        machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
-        return (long)regs.Rax;
-    }
-
-    private static byte[] Assemble(Assembler a, uint at)
-    {
-        var s = new MemoryStream();
-        a.Assemble(new StreamCodeWriter(s), at);
-        return s.ToArray();
-    }
-
-    private static uint ReadGuest(Domain d, uint address)
-    {
-        Assert.True(d.Physical.TryRead(new GuestPhysicalAddress(address), out uint value));
-        return value;
+        Initialise(a, vcpuid, context, result);
+        a.mov(eax, (uint)HypercallNumber.VcpuOp);
+        a.mov(ebx, (uint)VcpuOp.Up);
+        a.mov(ecx, vcpuid);
+        a.vmcall();
     }
 
     [Fact]
@@ -157,7 +135,7 @@ public sealed class ConcurrencyReviewTests
         Assert.True(apInCall.IsSet);
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
         Assert.Equal(ShutdownReason.Poweroff, d.ShutdownReason);   // both vCPUs took their INIT: all down
-        Assert.Equal(Sentinel, ReadGuest(d, Result1));              // vCPU 1 took its INIT inside the call: it never got back to the guest
+        Assert.Equal(Sentinel, ThreadedSchedulerTests.ReadGuest(d, Result1));              // vCPU 1 took its INIT inside the call: it never got back to the guest
         // Whether the call loaded vCPU 0's context (vCPU 0's slice was over first) or gave up (-EAGAIN: vCPU 1, down
         // meanwhile, stopped waiting first) is a race; either way vCPU 0 is down.
         Assert.False(vcpu0.IsUp);
@@ -176,11 +154,7 @@ public sealed class ConcurrencyReviewTests
                 b => Initialise(b, 0, ParkedContext, Result1),
                 c =>
                 {
-                    Initialise(c, 1, Context, Result2);
-                    c.mov(eax, (uint)HypercallNumber.VcpuOp);
-                    c.mov(ebx, (uint)VcpuOp.Up);
-                    c.mov(ecx, 1u);
-                    c.vmcall();
+                    InitialiseAndUp(c, 1, Context, Result2);
                     c.mov(__dword_ptr[ApicPage + 0x310], 0u);          // ICR high: APIC ID 0
                     c.mov(__dword_ptr[ApicPage + 0x300], 0xC500u);     // ICR low: INIT, level assert
                 },
@@ -225,9 +199,9 @@ public sealed class ConcurrencyReviewTests
         Assert.True(aLooked.IsSet && bInCall.IsSet);
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
         Assert.Equal(ShutdownReason.Poweroff, d.ShutdownReason);
-        Assert.Equal(0u, ReadGuest(d, Result2));         // vCPU 2 initialised vCPU 1
-        Assert.Equal(Sentinel, ReadGuest(d, Result0));   // vCPU 0 took the INIT inside its call: it never got back to the guest
-        Assert.Equal(0u, ReadGuest(d, Result1));         // vCPU 1 initialised vCPU 0 once vCPU 0's slice was over
+        Assert.Equal(0u, ThreadedSchedulerTests.ReadGuest(d, Result2));         // vCPU 2 initialised vCPU 1
+        Assert.Equal(Sentinel, ThreadedSchedulerTests.ReadGuest(d, Result0));   // vCPU 0 took the INIT inside its call: it never got back to the guest
+        Assert.Equal(0u, ThreadedSchedulerTests.ReadGuest(d, Result1));         // vCPU 1 initialised vCPU 0 once vCPU 0's slice was over
         Assert.True(vcpu0.IsInitialised);
     }
 
@@ -244,11 +218,7 @@ public sealed class ConcurrencyReviewTests
                 b => b.mov(__dword_ptr[Marker], 1u),
                 c =>
                 {
-                    Initialise(c, 1, Context, Result2);
-                    c.mov(eax, (uint)HypercallNumber.VcpuOp);
-                    c.mov(ebx, (uint)VcpuOp.Up);
-                    c.mov(ecx, 1u);
-                    c.vmcall();
+                    InitialiseAndUp(c, 1, Context, Result2);
                 },
             ],
             2);
@@ -264,7 +234,7 @@ public sealed class ConcurrencyReviewTests
                 return;
             aLooked.Set();
             var waited = System.Diagnostics.Stopwatch.StartNew();
-            while ((ReadGuest(d, Marker) == 0 || vcpu1.IsUp) && waited.Elapsed < Limit)
+            while ((ThreadedSchedulerTests.ReadGuest(d, Marker) == 0 || vcpu1.IsUp) && waited.Elapsed < Limit)
                 Thread.Yield();   // until vCPU 1 ran vCPU 2's context and went down
         };
         machine.Trace = (vcpu, exit) =>
@@ -276,9 +246,9 @@ public sealed class ConcurrencyReviewTests
         HostileGuestTests.RunBounded(machine, TimeSpan.FromSeconds(60), "VCPUOP_initialise twice");
         using var owned = machine;
         Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
-        Assert.Equal(1u, ReadGuest(d, Marker));
-        Assert.Equal(0u, ReadGuest(d, Result2));
-        Assert.Equal(unchecked((uint)XenErrno.EEXIST.Negated()), ReadGuest(d, Result0));
+        Assert.Equal(1u, ThreadedSchedulerTests.ReadGuest(d, Marker));
+        Assert.Equal(0u, ThreadedSchedulerTests.ReadGuest(d, Result2));
+        Assert.Equal(unchecked((uint)XenErrno.EEXIST.Negated()), ThreadedSchedulerTests.ReadGuest(d, Result0));
         Assert.NotEqual((ulong)Parked, vcpu1.Vmcs.Read(VmcsField.GuestRip));   // not reloaded with vCPU 0's context
     }
 

@@ -233,13 +233,13 @@ public class SmpTests
         return VcpuOp(machine, caller, memory, Hypercall.VcpuOp.Initialise, vcpuid);
     }
 
-    /// <summary>A flat 32-bit protected-mode context (paging off) starting at <paramref name="eip"/>.</summary>
-    private static VcpuHvmContext Flat32(uint eip) => new()
+    /// <summary>A flat 32-bit protected-mode context (paging off) starting at <paramref name="eip"/>, its stack at <paramref name="esp"/>.</summary>
+    internal static VcpuHvmContext Flat32(uint eip, uint esp = Load + 0x3000) => new()
     {
         Mode = VcpuHvmContext.Mode32,
         X86_32 = new VcpuHvmX86_32
         {
-            Eip = eip, Esp = Load + 0x3000, Eflags = 2, Cr0 = 0x11,
+            Eip = eip, Esp = esp, Eflags = 2, Cr0 = 0x11,
             CsLimit = 0xFFFFF, DsLimit = 0xFFFFF, SsLimit = 0xFFFFF, EsLimit = 0xFFFFF, TrLimit = 0x67,
             CsAr = 0xC9B, DsAr = 0xC93, SsAr = 0xC93, EsAr = 0xC93, TrAr = 0x8B,
         },

@@ -81,21 +81,21 @@ public class ThreadedSchedulerTests
         return (machine, d);
     }
 
-    private static long CallVcpuOp(Machine machine, VirtualCpu caller, GuestPage memory, VcpuOp op, ulong vcpuid)
+    internal static long CallVcpuOp(Machine machine, VirtualCpu caller, GuestPage memory, VcpuOp op, ulong vcpuid)
     {
         var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.VcpuOp, Rdi = (ulong)op, Rsi = vcpuid };
         machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
         return (long)regs.Rax;
     }
 
-    private static byte[] Assemble(Assembler a, uint at)
+    internal static byte[] Assemble(Assembler a, uint at)
     {
         var s = new MemoryStream();
         a.Assemble(new StreamCodeWriter(s), at);
         return s.ToArray();
     }
 
-    private static uint ReadGuest(Domain d, uint address)
+    internal static uint ReadGuest(Domain d, uint address)
     {
         Assert.True(d.Physical.TryRead(new GuestPhysicalAddress(address), out uint value));
         return value;
