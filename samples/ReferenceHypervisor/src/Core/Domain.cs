@@ -85,6 +85,14 @@ internal sealed partial class Domain : IDisposable
     /// </summary>
     public object SyncRoot { get; } = new();
 
+    private volatile bool _parking;
+
+    /// <summary>
+    /// Set while the threaded scheduler parks the domain's vCPU threads at their gates to look at them
+    /// (<see cref="Machine"/>'s <c>Parked</c>): a thread starts no slice meanwhile, so the gates come free.
+    /// </summary>
+    internal bool Parking { get => _parking; set => _parking = value; }
+
     /// <summary>
     /// Serializes the changes to the domain's physmap that look at a slot and then change it (XENMEM_add_to_physmap,
     /// XENMEM_remove_from_physmap, populate_physmap) and the RAM frame records they update, as Xen's p2m lock

@@ -157,7 +157,7 @@ internal sealed partial class Machine
 
     /// <summary>
     /// Runs <paramref name="decide"/> with the threads of <paramref name="domain"/>'s vCPUs parked at their gates (each ends
-    /// the look at its vCPU it is in; all of them wait), so that what it sees of the vCPUs (blocked, pending, deadlines)
+    /// the slice or the look at its vCPU it is in, and starts none until <paramref name="decide"/> is done), so that what it sees of the vCPUs (blocked, pending, deadlines)
     /// does not change under it: a timer firing on a vCPU's thread clears its deadline a moment before it marks the event.
     /// </summary>
     private static bool Parked(Domain domain, Func<Domain, bool> decide)
@@ -169,9 +169,14 @@ internal sealed partial class Machine
                 threads.Add(t);
         }
 
+        // The threads start no slice while they are parked for (as in a world stop), or the gates, taken all at once
+        // (EnterGates), might never be free together while the vCPUs run.
         var held = new List<VcpuThread>(threads.Count);
+        domain.Parking = true;
         try
         {
+            foreach (var t in threads)
+                t.Vcpu.RequestSliceEnd();
             EnterGates(threads, held);
             return decide(domain);
         }
@@ -179,6 +184,9 @@ internal sealed partial class Machine
         {
             foreach (var t in held)
                 Monitor.Exit(t.Gate);
+            domain.Parking = false;
+            foreach (var t in threads)
+                t.Wake();
         }
     }
 

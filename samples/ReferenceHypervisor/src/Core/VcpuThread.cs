@@ -214,7 +214,7 @@ internal sealed class VcpuThread
         vcpu.ApplyPendingFlush();
         if (domain.State is DomainState.Shutdown or DomainState.Crashed)
             return Outcome.End;
-        if (machine.WorldStopped || domain.PauseCount > 0)
+        if (machine.WorldStopped || domain.PauseCount > 0 || domain.Parking)
             return Outcome.Wait;
 
         GuestTime.SyncWithDomain(vcpu);
