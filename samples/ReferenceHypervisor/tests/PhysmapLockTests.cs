@@ -17,6 +17,13 @@ public sealed class PhysmapLockTests
         return thread;
     }
 
+    /// <summary>A thread that takes the lock to write, then lets it go.</summary>
+    private static Thread StartWriter(PhysmapLock physmap) => Start(() =>
+    {
+        using (physmap.Write())
+            return;
+    });
+
     [Fact]
     public void A_reader_that_asks_to_write_gets_the_lock_and_its_reads_back_after()
     {
@@ -52,11 +59,7 @@ public sealed class PhysmapLockTests
         Thread writer;
         using (physmap.Read())
         {
-            writer = Start(() =>
-            {
-                using (physmap.Write())
-                    return;
-            });
+            writer = StartWriter(physmap);
             Assert.False(writer.Join(TimeSpan.FromMilliseconds(200)), "the writer got the lock while a reader held it");
         }
 
@@ -87,11 +90,7 @@ public sealed class PhysmapLockTests
             }
 
             Assert.True(physmap.IsHeld);
-            writer = Start(() =>
-            {
-                using (physmap.Write())
-                    return;
-            });
+            writer = StartWriter(physmap);
             Assert.False(writer.Join(TimeSpan.FromMilliseconds(200)), "the reads were not taken back");
         }
 
