@@ -110,9 +110,10 @@ internal sealed class ControlServer(Toolstack toolstack, XenControl xc, IConsole
 
     private async Task ConsoleAsync(ushort domid, NetworkStream stream, StreamWriter writer, CancellationToken cancellationToken)
     {
-        var outgoing = System.Threading.Channels.Channel.CreateUnbounded<ReadOnlyMemory<byte>>();
-        // An empty chunk is the end of the domain's console (it was destroyed): the session ends, as xenconsole's does.
-        using var follow = console.Follow(domid, chunk => _ = chunk.IsEmpty ? outgoing.Writer.TryComplete() : outgoing.Writer.TryWrite(chunk.ToArray()), out byte[] history);
+        // At most the domain's console/limit of output waits for a client that does not read (ConsoleFollower). An empty
+        // chunk is the end of the domain's console (it was destroyed): the session ends, as xenconsole's does.
+        var outgoing = new ConsoleFollower(ConsoleLog.MaxHistory);
+        using var follow = console.Follow(domid, chunk => outgoing.Post(chunk.Span), out byte[] history);
         await writer.WriteLineAsync("ok");
         await stream.WriteAsync(history, cancellationToken);
         using var done = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -126,7 +127,7 @@ internal sealed class ControlServer(Toolstack toolstack, XenControl xc, IConsole
         }, done.Token);
         try
         {
-            await foreach (var chunk in outgoing.Reader.ReadAllAsync(done.Token))
+            await foreach (byte[] chunk in outgoing.ReadAllAsync(done.Token))
                 await stream.WriteAsync(chunk, done.Token);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException)
