@@ -58,8 +58,9 @@ public sealed class MetricsTests
         Assert.Equal("vmmkit.xenstore.watch_events", XenStoreMetrics.WatchEvents);
         Assert.Equal("vmmkit.xenstore.watch_events.dropped", XenStoreMetrics.DroppedEvents);
         Assert.Equal("vmmkit.xenstore.connections", XenStoreMetrics.Connections);
+        Assert.Equal("vmmkit.xenstore.client.watch_backlogs.collapsed", XenStoreMetrics.CollapsedWatchBacklogs);
         string readme = File.ReadAllText(Path.Combine(RepoRoot(), "packages/XenStore/README.md"));
-        foreach (var name in new[] { XenStoreMetrics.MeterName, XenStoreMetrics.Requests, XenStoreMetrics.Errors, XenStoreMetrics.WatchEvents, XenStoreMetrics.DroppedEvents, XenStoreMetrics.Connections })
+        foreach (var name in new[] { XenStoreMetrics.MeterName, XenStoreMetrics.Requests, XenStoreMetrics.Errors, XenStoreMetrics.WatchEvents, XenStoreMetrics.DroppedEvents, XenStoreMetrics.Connections, XenStoreMetrics.CollapsedWatchBacklogs })
             Assert.Contains($"`{name}`", readme, StringComparison.Ordinal);
     }
 
@@ -92,6 +93,22 @@ public sealed class MetricsTests
         Assert.Equal(1, m[$"{XenStoreMetrics.Errors}|errno=ENOSYS"]);
         Assert.Equal(2, m[XenStoreMetrics.WatchEvents]);
         Assert.Equal(0, m[XenStoreMetrics.DroppedEvents]);
+    }
+
+    [Fact]
+    public async Task A_client_watch_backlog_collapsed_is_counted_once()
+    {
+        using var m = new Recorder();
+        await using var daemon = new XenStoreDaemon();
+        await using var c = new XenStoreClient(daemon.Connect()) { MaxPendingWatchEvents = 2 };
+        await using var events = c.WatchAsync("/c", "tok").GetAsyncEnumerator();
+        Assert.True(await events.MoveNextAsync());
+        for (int i = 0; i < 5; i++)
+            await c.WriteAsync(FormattableString.Invariant($"/c/{i}"), "1");   // the third collapses the backlog
+
+        Assert.Equal(1, m[XenStoreMetrics.CollapsedWatchBacklogs]);
+        Assert.True(await events.MoveNextAsync());
+        Assert.Equal("/c", events.Current.Path);
     }
 
     [Fact]

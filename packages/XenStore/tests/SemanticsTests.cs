@@ -21,7 +21,7 @@ public class SemanticsTests
         }
     }
 
-    private static async Task<XenStoreWatchEvent> NextAsync(IAsyncEnumerator<XenStoreWatchEvent> e)
+    internal static async Task<XenStoreWatchEvent> NextAsync(IAsyncEnumerator<XenStoreWatchEvent> e)
     {
         Assert.True(await e.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
         return e.Current;

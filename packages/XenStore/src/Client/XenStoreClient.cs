@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Text;
-using System.Threading.Channels;
 using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Wire;
 
@@ -20,11 +19,12 @@ public sealed class XenStoreClient : IAsyncDisposable
     private readonly Stream _stream;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly ConcurrentDictionary<uint, TaskCompletionSource<XenStoreReply>> _pending = new();
-    private readonly ConcurrentDictionary<string, Channel<XenStoreWatchEvent>> _watches = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, XenStoreWatchBacklog> _watches = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _closing = new();
     private readonly Task _reader;
     private int _nextRequestId;
     private int _nextToken;
+    private int _maxPendingWatchEvents = 4096;
 
     /// <summary>Starts a client over <paramref name="stream"/>; the client owns and disposes it.</summary>
     public XenStoreClient(Stream stream)
@@ -303,34 +303,47 @@ public sealed class XenStoreClient : IAsyncDisposable
     // ---- Watches -----------------------------------------------------------------------------
 
     /// <summary>
+    /// The most events a watch keeps that its consumer has not taken yet (default 4096, above the 1024 nodes a guest's
+    /// transaction may touch). Past it they are replaced by one event for the watched path itself, meaning "look again
+    /// at the whole subtree", and further events are dropped until the consumer has taken that one: a guest that keeps
+    /// changing nodes a backend watches cannot grow the backend's memory without end (XSA-349). Counted by
+    /// <see cref="Daemon.XenStoreMetrics.CollapsedWatchBacklogs"/>. Applies to watches started after it is set.
+    /// </summary>
+    public int MaxPendingWatchEvents
+    {
+        get => _maxPendingWatchEvents;
+        set => _maxPendingWatchEvents = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "at least one event");
+    }
+
+    /// <summary>
     /// XS_WATCH on <paramref name="path"/> (a subtree, or <c>@introduceDomain</c>/<c>@releaseDomain</c>): yields
     /// events until the enumeration ends or is cancelled, then sends XS_UNWATCH. The first event is the
-    /// daemon's initial one, with the watched path.
+    /// daemon's initial one, with the watched path. A consumer more than <see cref="MaxPendingWatchEvents"/> behind
+    /// gets one event for <paramref name="path"/> in place of the events it missed.
     /// </summary>
     public async IAsyncEnumerable<XenStoreWatchEvent> WatchAsync(string path, string? token = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         token ??= "vmmkit-" + Interlocked.Increment(ref _nextToken).ToString(CultureInfo.InvariantCulture);
-        var channel = Channel.CreateUnbounded<XenStoreWatchEvent>(new UnboundedChannelOptions { SingleReader = true });
-        if (!_watches.TryAdd(token, channel))
+        var backlog = new XenStoreWatchBacklog(path, token, _maxPendingWatchEvents);
+        if (!_watches.TryAdd(token, backlog))
             throw new ArgumentException($"token '{token}' is already watched", nameof(token));
         try
         {
             await CallAsync(XsMessageType.Watch, Strings(path, token), null, cancellationToken).ConfigureAwait(false);
             while (true)
             {
-                XenStoreWatchEvent e;
+                XenStoreWatchEvent? e;
                 try
                 {
-                    if (!await channel.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
-                        yield break;
-                    if (!channel.Reader.TryRead(out e))
-                        continue;
+                    e = await backlog.TakeAsync(cancellationToken).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
                     yield break;
                 }
-                yield return e;
+                if (e is null)
+                    yield break;
+                yield return e.Value;
             }
         }
         finally
@@ -462,7 +475,7 @@ public sealed class XenStoreClient : IAsyncDisposable
                     tcs.TrySetException(lost);
             }
             foreach (var w in _watches.Values)
-                w.Writer.TryComplete();
+                w.Complete();
         }
     }
 
@@ -472,8 +485,8 @@ public sealed class XenStoreClient : IAsyncDisposable
         {
             int at = 0;
             if (XsPayload.TryNext(payload, ref at, out var path) && XsPayload.TryNext(payload, ref at, out var token)
-                && _watches.TryGetValue(Encoding.UTF8.GetString(token), out var channel))
-                channel.Writer.TryWrite(new XenStoreWatchEvent(Encoding.UTF8.GetString(path), Encoding.UTF8.GetString(token)));
+                && _watches.TryGetValue(Encoding.UTF8.GetString(token), out var backlog))
+                backlog.Post(Encoding.UTF8.GetString(path));
             return;
         }
         if (_pending.TryRemove(header.RequestId, out var tcs))

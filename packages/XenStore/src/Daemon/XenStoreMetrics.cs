@@ -4,8 +4,8 @@ using VmmKit.XenStore.Wire;
 namespace VmmKit.XenStore.Daemon;
 
 /// <summary>
-/// The daemon's <see cref="System.Diagnostics.Metrics"/> instruments, all on the meter <see cref="MeterName"/>
-/// (shared by every <see cref="XenStoreDaemon"/> in the process). Listen with <c>dotnet-counters monitor
+/// The package's <see cref="System.Diagnostics.Metrics"/> instruments, all on the meter <see cref="MeterName"/>
+/// (shared by every <see cref="XenStoreDaemon"/> and <see cref="Client.XenStoreClient"/> in the process). Listen with <c>dotnet-counters monitor
 /// --counters VmmKit.XenStore</c>, OpenTelemetry's <c>AddMeter("VmmKit.XenStore")</c> or a <see cref="MeterListener"/>.
 /// Tag values are static strings: recording allocates nothing.
 /// </summary>
@@ -29,11 +29,19 @@ public static class XenStoreMetrics
     /// <summary>Counter of connections added, tagged <c>kind</c>: <c>socket</c>, <c>domain_ring</c> or <c>stream</c> (restored ones after a live update included).</summary>
     public const string Connections = "vmmkit.xenstore.connections";
 
+    /// <summary>
+    /// Counter of watches whose events a <see cref="Client.XenStoreClient"/>'s consumer fell more than
+    /// <see cref="Client.XenStoreClient.MaxPendingWatchEvents"/> behind on, so that they were replaced by one event for
+    /// the watched path.
+    /// </summary>
+    public const string CollapsedWatchBacklogs = "vmmkit.xenstore.client.watch_backlogs.collapsed";
+
     private static readonly Meter Meter = new(MeterName);
     private static readonly Counter<long> RequestCounter = Meter.CreateCounter<long>(Requests, "{request}", "XenStore messages handled, by type");
     private static readonly Counter<long> ErrorCounter = Meter.CreateCounter<long>(Errors, "{reply}", "XS_ERROR replies, by errno");
     private static readonly Counter<long> EventCounter = Meter.CreateCounter<long>(WatchEvents, "{event}", "Watch events queued to clients");
     private static readonly Counter<long> DroppedCounter = Meter.CreateCounter<long>(DroppedEvents, "{event}", "Watch events dropped by quota or because the client stopped reading");
+    private static readonly Counter<long> CollapsedCounter = Meter.CreateCounter<long>(CollapsedWatchBacklogs, "{backlog}", "Client watch backlogs replaced by one event for the watched path");
     private static readonly Counter<long> ConnectionCounter = Meter.CreateCounter<long>(Connections, "{connection}", "Connections added, by kind");
 
     // xs_wire.h's enum xsd_sockmsg_type names, indexed by type; cached so a measurement boxes nothing.
@@ -63,6 +71,8 @@ public static class XenStoreMetrics
     internal static void EventSent() => EventCounter.Add(1);
 
     internal static void EventDropped() => DroppedCounter.Add(1);
+
+    internal static void WatchBacklogCollapsed() => CollapsedCounter.Add(1);
 
     internal static void Connection(XsConnectionKind kind) =>
         ConnectionCounter.Add(1, new KeyValuePair<string, object?>("kind", (uint)kind < (uint)KindNames.Length ? KindNames[(int)kind] : "other"));
