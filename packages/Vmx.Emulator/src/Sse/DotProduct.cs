@@ -10,9 +10,18 @@ namespace VmmKit.Vmx.Emulator.Sse;
 /// so every intermediate rounding, DAZ/FTZ and NaN rule is the hardware's; products the mask leaves out are +0.0
 /// and raise nothing. Exception flags are the OR of the steps; an unmasked one raises #XM (#UD without
 /// CR4.OSXMMEXCPT) and writes nothing, as in <see cref="FloatHandlers"/>.
+/// Which NaN a lane gets is the host part's too. The SDM's sum, ((t0 + t1) + (t2 + t3)), is what AMD parts broadcast.
+/// Intel parts (measured on a Xeon) sum each destination lane in its own operand order, and an SSE addition of two
+/// NaNs returns the first: DPPS lane 0 ((t1 + t0) + (t3 + t2)), lane 1 ((t0 + t1) + (t2 + t3)), lane 2
+/// ((t3 + t2) + (t1 + t0)), lane 3 ((t2 + t3) + (t0 + t1)); DPPD lane 0 (t0 + t1), lane 1 (t1 + t0). Addition
+/// commutes otherwise, so only a NaN sum can differ between lanes, and only then are the lanes summed one by one.
 /// </summary>
 internal static unsafe class DotProduct
 {
+    /// <summary>True on an Intel host: a NaN sum is taken lane by lane, in that part's operand orders.</summary>
+    private static readonly bool PerLaneOrder = System.Runtime.Intrinsics.X86.X86Base.IsSupported
+        && System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0) is { Ebx: 0x756E6547, Edx: 0x49656E69, Ecx: 0x6C65746E };   // "GenuineIntel"
+
     /// <summary>DPPS (Sub = 4) / DPPD (Sub = 8) xmm, xmm/m128, imm8.</summary>
     public static int Execute(Core c, Instr* i)
     {
@@ -39,7 +48,15 @@ internal static unsafe class DotProduct
             uint t2 = Run(add, t[0], t[1], guest, ref flags);
             uint t3 = Run(add, t[2], t[3], guest, ref flags);
             uint t4 = Run(add, t2, t3, guest, ref flags);
-            result = Vector128.Create((imm & 1) != 0 ? t4 : 0, (imm & 2) != 0 ? t4 : 0, (imm & 4) != 0 ? t4 : 0, (imm & 8) != 0 ? t4 : 0).AsByte();
+            uint l0 = t4, l1 = t4, l2 = t4, l3 = t4;
+            if (PerLaneOrder && (t4 & 0x7FFFFFFF) > 0x7F800000)
+            {
+                uint unused = 0;   // the same additions raise the same flags in any order
+                l0 = Run(add, Run(add, t[1], t[0], guest, ref unused), Run(add, t[3], t[2], guest, ref unused), guest, ref unused);
+                l2 = Run(add, Run(add, t[3], t[2], guest, ref unused), Run(add, t[1], t[0], guest, ref unused), guest, ref unused);
+                l3 = Run(add, t3, t2, guest, ref unused);
+            }
+            result = Vector128.Create((imm & 1) != 0 ? l0 : 0, (imm & 2) != 0 ? l1 : 0, (imm & 4) != 0 ? l2 : 0, (imm & 8) != 0 ? l3 : 0).AsByte();
         }
         else
         {
@@ -49,7 +66,13 @@ internal static unsafe class DotProduct
             ulong t0 = (imm & 0x10) != 0 ? Run(mul, d.GetElement(0), s.GetElement(0), guest, ref flags) : 0;
             ulong t1 = (imm & 0x20) != 0 ? Run(mul, d.GetElement(1), s.GetElement(1), guest, ref flags) : 0;
             ulong t2 = Run(add, t0, t1, guest, ref flags);
-            result = Vector128.Create((imm & 1) != 0 ? t2 : 0, (imm & 2) != 0 ? t2 : 0).AsByte();
+            ulong l1 = t2;
+            if (PerLaneOrder && (t2 & 0x7FFFFFFFFFFFFFFF) > 0x7FF0000000000000)
+            {
+                uint unused = 0;
+                l1 = Run(add, t1, t0, guest, ref unused);
+            }
+            result = Vector128.Create((imm & 1) != 0 ? t2 : 0, (imm & 2) != 0 ? l1 : 0).AsByte();
         }
         uint unmasked = flags & ~(guest >> 7) & 0x3F;
         c.S.Mxcsr = guest | flags;

@@ -7,7 +7,7 @@ namespace VmmKit.Vmx.Emulator.Tests.Differential;
 /// Directed edge cases, host CPU against emulator: shift/rotate counts of 0, 1, width-1, width, beyond
 /// the width and beyond the mask; AF/OF/CF corner values for every arithmetic instruction and size;
 /// REP string instructions with RCX = 0 and with DF = 1; misaligned and page-crossing operands;
-/// CMPXCHG8B/16B success and failure.
+/// CMPXCHG8B/16B success and failure; DPPS/DPPD with NaN products.
 /// </summary>
 public sealed class DirectedEdgeCaseTests
 {
@@ -316,6 +316,49 @@ public sealed class DirectedEdgeCaseTests
                 }
                 list.Add(ins);
                 yield return runner.Directed(seed++, list);
+            }
+        }
+    }
+
+    // Which NaN each lane of a dot product gets: every subset of lanes holding a NaN (each its own payload, quiet or
+    // signalling), every product and write mask. Intel and AMD parts differ here (DotProduct's summary).
+    [Fact]
+    public void Dot_products_with_nan_products()
+    {
+        using var runner = new DifferentialRunner();
+        AssertAll(runner, Cases());
+
+        IEnumerable<DifferentialCase> Cases()
+        {
+            int seed = 600_000;
+            foreach (bool wide in new[] { false, true })
+            for (int nans = 1; nans < (wide ? 4 : 16); nans++)
+            foreach (bool signalling in new[] { false, true })
+            foreach (int imm in wide ? new[] { 0x33, 0x13, 0x21 } : new[] { 0xFF, 0x9E, 0x3C, 0xF1 })
+            {
+                int lanes = wide ? 2 : 4;
+                var list = new List<Instruction>
+                {
+                    Instruction.Create(wide ? Code.Dppd_xmm_xmmm128_imm8 : Code.Dpps_xmm_xmmm128_imm8, Register.XMM1, Register.XMM2, imm),
+                };
+                yield return runner.Directed(seed++, list, state =>
+                {
+                    UInt128 d = 0, one = 0;
+                    for (int k = 0; k < lanes; k++)
+                    {
+                        int shift = k * (wide ? 64 : 32);
+                        ulong lane = (nans >> k & 1) == 0
+                            ? (wide ? 0x3FF0_0000_0000_0000UL : 0x3F80_0000UL)                                // 1.0
+                            : wide ? (signalling ? 0x7FF4_0000_0000_0000UL : 0x7FF8_0000_0000_0000UL) | (uint)(k + 1)
+                                   : (signalling ? 0x7FA0_0000UL : 0x7FC0_0000UL) | (uint)(k + 1);
+                        d |= (UInt128)lane << shift;
+                        one |= (UInt128)(wide ? 0x3FF0_0000_0000_0000UL : 0x3F80_0000UL) << shift;
+                    }
+
+                    state.Xmm[1] = d;
+                    state.Xmm[2] = one;
+                    state.Mxcsr = 0x1F80;
+                });
             }
         }
     }
