@@ -1,0 +1,120 @@
+using VmmKit.Backends.Block;
+using VmmKit.Backends.Xenbus;
+using static VmmKit.Backends.Tests.TestBlkfront;
+
+namespace VmmKit.Backends.Tests;
+
+/// <summary>
+/// Audit of the PV backends against a hostile frontend: each test is a finding, with what Xen's or Linux's backend does.
+/// </summary>
+public sealed class HostileFrontendAuditTests : IAsyncLifetime
+{
+    private const uint Xvda = 51712;
+    private readonly TestWorld _w = new();
+    private readonly string _image = Path.Combine(Path.GetTempPath(), $"vmmkit-blkaudit-{Guid.NewGuid():N}.img");
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _running = [];
+    private readonly List<IDisposable> _owned = [];
+
+    public Task InitializeAsync()
+    {
+        using (var f = File.Create(_image))
+        {
+            f.SetLength(1 << 20); // 2048 sectors
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        _stop.Cancel();
+        foreach (var t in _running)
+        {
+            try
+            {
+                await t;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        foreach (var d in _owned)
+        {
+            d.Dispose();
+        }
+
+        await _w.DisposeAsync();
+        File.Delete(_image);
+    }
+
+    private async Task<TestBlkfront> StartBlockAsync(IBlockStorage storage)
+    {
+        var (be, fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda,
+            [new("params", _image), new("mode", storage.IsReadOnly ? "r" : "w"), new("dev", "xvda"), new("type", "file")],
+            [new("virtual-device", Xvda.ToString()), new("device-type", "disk")]);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var backend = new BlockBackend(new XenbusBackendDevice(_w.Store0, be, fe, 1), events, _w.Mapper, storage);
+        _owned.Add(backend);
+        _running.Add(backend.RunAsync(_stop.Token));
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "2", "backend InitWait");
+        var front = new TestBlkfront(_w);
+        _owned.Add(front);
+        await front.ConnectAsync(fe, be);
+        return front;
+    }
+
+    // xen-blkback's dispatch_rw_block_io takes BLKIF_OP_FLUSH_DISKCACHE as REQ_OP_WRITE with REQ_PREFLUSH, and
+    // xen_vbd_translate refuses any operation but a read on a read-only vbd (-EACCES: BLKIF_RSP_ERROR) before any I/O;
+    // its segments are checked first too. A guest with a read-only disk (a shared image) cannot make Dom0 sync it.
+    [Fact]
+    public async Task A_flush_on_a_read_only_disk_is_refused_and_a_refused_flush_syncs_nothing()
+    {
+        var readOnly = new CountingStorage(new RawImageStorage(_image, readOnly: true));
+        _owned.Add(readOnly);
+        var f = await StartBlockAsync(readOnly);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 1, 0).Status);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 2, 0, Seg(f.DataRefs[0])).Status);
+        Assert.Equal(0, readOnly.Flushes);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 3, 0, Seg(f.DataRefs[0])).Status);
+    }
+
+    [Fact]
+    public async Task A_flush_whose_segments_are_refused_syncs_nothing()
+    {
+        var writable = new CountingStorage(new RawImageStorage(_image));
+        _owned.Add(writable);
+        var f = await StartBlockAsync(writable);
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 1, 0, Seg(f.DataRefs[0], 0, 8)).Status); // last > 7
+        Assert.Equal(BlkifStatus.Error, f.One(BlkifOperation.FlushDiskCache, 2, 2047, Seg(f.DataRefs[0])).Status);    // past the end
+        Assert.Equal(0, writable.Flushes);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.FlushDiskCache, 3, 0).Status);
+        Assert.Equal(1, writable.Flushes);
+    }
+
+    /// <summary>A disk that counts its flushes.</summary>
+    private sealed class CountingStorage(RawImageStorage inner) : IBlockStorage, IDisposable
+    {
+        private int _flushes;
+
+        public int Flushes => Volatile.Read(ref _flushes);
+
+        public ulong Sectors => inner.Sectors;
+
+        public bool IsReadOnly => inner.IsReadOnly;
+
+        public void Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+
+        public void Write(long offset, ReadOnlySpan<byte> source) => inner.Write(offset, source);
+
+        public void Flush()
+        {
+            Interlocked.Increment(ref _flushes);
+            inner.Flush();
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
+}
