@@ -1,5 +1,8 @@
+using System.Runtime.InteropServices;
 using VmmKit.Backends.Block;
+using VmmKit.Backends.Console;
 using VmmKit.Backends.Xenbus;
+using VmmKit.GrantTable;
 using static VmmKit.Backends.Tests.TestBlkfront;
 
 namespace VmmKit.Backends.Tests;
@@ -10,6 +13,7 @@ namespace VmmKit.Backends.Tests;
 public sealed class HostileFrontendAuditTests : IAsyncLifetime
 {
     private const uint Xvda = 51712;
+    private const int ConsoleFrame = 5;
     private readonly TestWorld _w = new();
     private readonly string _image = Path.Combine(Path.GetTempPath(), $"vmmkit-blkaudit-{Guid.NewGuid():N}.img");
     private readonly CancellationTokenSource _stop = new();
@@ -92,6 +96,122 @@ public sealed class HostileFrontendAuditTests : IAsyncLifetime
         Assert.Equal(0, writable.Flushes);
         Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.FlushDiskCache, 3, 0).Status);
         Assert.Equal(1, writable.Flushes);
+    }
+
+    // xenconsoled (tools/console/daemon/io.c) serves at most RATE_LIMIT_ALLOWANCE (30) events of a console in each
+    // RATE_LIMIT_PERIOD (200 ms): handle_ring_read leaves the port masked after the 30th, and the main loop unmasks it
+    // when the period ends. A guest that prints a byte and notifies in a tight loop cannot keep Dom0 busy beyond that;
+    // nothing is lost (the event stays pending while masked).
+    [Fact]
+    public async Task A_console_guest_notifying_in_a_tight_loop_gets_30_events_a_period()
+    {
+        var time = new ManualTime();
+        var guest = _w.Dom1Events.Open();
+        _owned.Add(guest);
+        uint port = guest.BindUnboundPort(0);
+        _w.SeedReservedGrant(ConsoleBackend.ReservedConsoleGrant, ConsoleFrame);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var backend = new ConsoleBackend(events, _w.Mapper, Stream.Null, time);
+        _owned.Add(backend);
+        Assert.Equal(GrantStatus.Okay, backend.ConnectPrimary(1, port));
+        _running.Add(backend.RunAsync(_stop.Token));
+
+        void PrintAndNotify()
+        {
+            ref var ring = ref MemoryMarshal.AsRef<XenconsInterface>(_w.Page(ConsoleFrame));
+            ring.Out[(int)(ring.OutProd & (XenconsInterface.OutSize - 1))] = (byte)'x';
+            Volatile.Write(ref ring.OutProd, ring.OutProd + 1);
+            guest.Notify(port);
+        }
+
+        // Every event is served (and the port unmasked) until the period's allowance is used up; binding the port
+        // raised one event already, as Xen's bind_interdomain does.
+        int printed = 0;
+        while (backend.RateLimited == 0)
+        {
+            PrintAndNotify();
+            printed++;
+            Assert.True(printed <= ConsoleBackend.RateLimitAllowance, $"{printed} events served in one period");
+            TestWorld.Until(() => backend.OutputBytes == printed, $"event {printed} served");
+            TestWorld.Until(() => _w.Dom0Events.EventsInHand == 0 || backend.RateLimited != 0, $"event {printed} done");
+        }
+
+        PrintAndNotify();
+        await Task.Delay(300);
+        Assert.Equal(printed, backend.OutputBytes); // masked: the event waits for the next period
+        Assert.Equal(1, backend.RateLimited);
+        time.Advance(ConsoleBackend.RateLimitPeriod);
+        TestWorld.Until(() => backend.OutputBytes == printed + 1, "the last event served in the next period");
+    }
+
+    /// <summary>A clock that only moves when told (its timers fire then), for rate limits.</summary>
+    private sealed class ManualTime : TimeProvider
+    {
+        private readonly List<Timer> _timers = [];
+        private long _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Interlocked.Read(ref _ticks);
+
+        public override DateTimeOffset GetUtcNow() => DateTimeOffset.UnixEpoch.AddTicks(GetTimestamp());
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = new Timer(this, callback, state);
+            timer.Change(dueTime, period);
+            return timer;
+        }
+
+        public void Advance(TimeSpan by)
+        {
+            long now = Interlocked.Add(ref _ticks, by.Ticks);
+            List<Timer> due;
+            lock (_timers)
+            {
+                due = _timers.Where(t => t.Due <= now).ToList();
+                foreach (var t in due)
+                {
+                    _timers.Remove(t);
+                }
+            }
+
+            foreach (var t in due)
+            {
+                t.Fire();
+            }
+        }
+
+        private sealed class Timer(ManualTime time, TimerCallback callback, object? state) : ITimer
+        {
+            public long Due { get; private set; }
+
+            public bool Change(TimeSpan dueTime, TimeSpan period)
+            {
+                lock (time._timers)
+                {
+                    time._timers.Remove(this);
+                    if (dueTime != Timeout.InfiniteTimeSpan)
+                    {
+                        Due = time.GetTimestamp() + dueTime.Ticks;
+                        time._timers.Add(this);
+                    }
+                }
+
+                return true;
+            }
+
+            public void Fire() => callback(state);
+
+            public void Dispose() => Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+
+            public ValueTask DisposeAsync()
+            {
+                Dispose();
+                return ValueTask.CompletedTask;
+            }
+        }
     }
 
     /// <summary>A disk that counts its flushes.</summary>
