@@ -19,6 +19,7 @@ public sealed class HostileFrontendAuditTests : IAsyncLifetime
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _running = [];
     private readonly List<IDisposable> _owned = [];
+    private BlockBackend? _backend;
 
     public Task InitializeAsync()
     {
@@ -53,15 +54,16 @@ public sealed class HostileFrontendAuditTests : IAsyncLifetime
         File.Delete(_image);
     }
 
-    private async Task<TestBlkfront> StartBlockAsync(IBlockStorage storage)
+    private async Task<TestBlkfront> StartBlockAsync(IBlockStorage storage, BlockBackendOptions? options = null)
     {
         var (be, fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda,
             [new("params", _image), new("mode", storage.IsReadOnly ? "r" : "w"), new("dev", "xvda"), new("type", "file")],
             [new("virtual-device", Xvda.ToString()), new("device-type", "disk")]);
         var events = _w.Dom0Events.Open();
         _owned.Add(events);
-        var backend = new BlockBackend(new XenbusBackendDevice(_w.Store0, be, fe, 1), events, _w.Mapper, storage);
+        var backend = new BlockBackend(new XenbusBackendDevice(_w.Store0, be, fe, 1), events, _w.Mapper, storage, options);
         _owned.Add(backend);
+        _backend = backend;
         _running.Add(backend.RunAsync(_stop.Token));
         await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "2", "backend InitWait");
         var front = new TestBlkfront(_w);
@@ -96,6 +98,52 @@ public sealed class HostileFrontendAuditTests : IAsyncLifetime
         Assert.Equal(0, writable.Flushes);
         Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.FlushDiskCache, 3, 0).Status);
         Assert.Equal(1, writable.Flushes);
+    }
+
+    // XSA-332: a guest notifying in a tight loop kept a Linux backend's Dom0 CPU busy. Since then xen-blkback ends each
+    // event with xen_irq_lateeoi(XEN_EOI_FLAG_SPURIOUS) when it found no request (do_block_io_op), and
+    // drivers/xen/events/events_base.c's xen_irq_lateeoi_locked unmasks the port of the second spurious event in a row
+    // late, 1 jiffy doubling up to HZ (1 s), until an event finds work. Nothing is lost: the event stays pending.
+    [Fact]
+    public async Task Spurious_block_events_in_a_row_unmask_the_port_late()
+    {
+        var time = new ManualTime();
+        var disk = new CountingStorage(new RawImageStorage(_image));
+        _owned.Add(disk);
+        var f = await StartBlockAsync(disk, new BlockBackendOptions { TimeProvider = time });
+        var backend = _backend!;
+        // Binding the port raised an event (as Xen's bind_interdomain does) that found no request; a request ends that run.
+        TestWorld.Until(() => backend.SpuriousEvents == 1 && _w.Dom0Events.EventsInHand == 0, "the bind event served");
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0])).Status);
+        TestWorld.Until(() => _w.Dom0Events.EventsInHand == 0, "idle");
+        long before = backend.SpuriousEvents;
+
+        void Spurious(long expected, string what)
+        {
+            f.Push(); // no new request
+            TestWorld.Until(() => backend.SpuriousEvents == before + expected, what);
+        }
+
+        Spurious(1, "first spurious event");
+        TestWorld.Until(() => _w.Dom0Events.EventsInHand == 0, "the first is unmasked at once");
+        Spurious(2, "second spurious event");
+        f.Push();
+        await Task.Delay(300);
+        Assert.Equal(before + 2, backend.SpuriousEvents); // the second is unmasked late: the third waits, pending
+        Assert.Equal(1, _w.Dom0Events.EventsInHand);
+
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        TestWorld.Until(() => backend.SpuriousEvents == before + 3, "the third served after 1 ms");
+
+        // A request still gets its response once the (now 2 ms) delay is over, and work ends the backoff.
+        f.Queue(BlkifOperation.Read, 7, 0, Seg(f.DataRefs[0]));
+        f.Push();
+        await Task.Delay(100);
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        Assert.Equal((7UL, (byte)BlkifOperation.Read, BlkifStatus.Okay), f.Responses(1).Single());
+        TestWorld.Until(() => _w.Dom0Events.EventsInHand == 0, "unmasked at once after work");
+        Spurious(4, "a spurious event after work");
+        TestWorld.Until(() => _w.Dom0Events.EventsInHand == 0, "unmasked at once: the count starts over");
     }
 
     // xenconsoled (tools/console/daemon/io.c) serves at most RATE_LIMIT_ALLOWANCE (30) events of a console in each
@@ -143,75 +191,6 @@ public sealed class HostileFrontendAuditTests : IAsyncLifetime
         Assert.Equal(1, backend.RateLimited);
         time.Advance(ConsoleBackend.RateLimitPeriod);
         TestWorld.Until(() => backend.OutputBytes == printed + 1, "the last event served in the next period");
-    }
-
-    /// <summary>A clock that only moves when told (its timers fire then), for rate limits.</summary>
-    private sealed class ManualTime : TimeProvider
-    {
-        private readonly List<Timer> _timers = [];
-        private long _ticks;
-
-        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-        public override long GetTimestamp() => Interlocked.Read(ref _ticks);
-
-        public override DateTimeOffset GetUtcNow() => DateTimeOffset.UnixEpoch.AddTicks(GetTimestamp());
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            var timer = new Timer(this, callback, state);
-            timer.Change(dueTime, period);
-            return timer;
-        }
-
-        public void Advance(TimeSpan by)
-        {
-            long now = Interlocked.Add(ref _ticks, by.Ticks);
-            List<Timer> due;
-            lock (_timers)
-            {
-                due = _timers.Where(t => t.Due <= now).ToList();
-                foreach (var t in due)
-                {
-                    _timers.Remove(t);
-                }
-            }
-
-            foreach (var t in due)
-            {
-                t.Fire();
-            }
-        }
-
-        private sealed class Timer(ManualTime time, TimerCallback callback, object? state) : ITimer
-        {
-            public long Due { get; private set; }
-
-            public bool Change(TimeSpan dueTime, TimeSpan period)
-            {
-                lock (time._timers)
-                {
-                    time._timers.Remove(this);
-                    if (dueTime != Timeout.InfiniteTimeSpan)
-                    {
-                        Due = time.GetTimestamp() + dueTime.Ticks;
-                        time._timers.Add(this);
-                    }
-                }
-
-                return true;
-            }
-
-            public void Fire() => callback(state);
-
-            public void Dispose() => Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-
-            public ValueTask DisposeAsync()
-            {
-                Dispose();
-                return ValueTask.CompletedTask;
-            }
-        }
     }
 
     /// <summary>A disk that counts its flushes.</summary>
