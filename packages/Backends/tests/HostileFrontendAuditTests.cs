@@ -100,6 +100,23 @@ public sealed class HostileFrontendAuditTests : IAsyncLifetime
         Assert.Equal(1, writable.Flushes);
     }
 
+    // Already handled (documented here): a req_prod moved backwards is more than a ring ahead of rsp_prod_pvt modulo
+    // 2^32, so xen-blkback's RING_REQUEST_PROD_OVERFLOW check halts the ring ("Halting ring processing"), as it does
+    // for one far ahead; nothing is answered and nothing stays mapped.
+    [Fact]
+    public async Task A_req_prod_moved_backwards_halts_the_ring()
+    {
+        var disk = new CountingStorage(new RawImageStorage(_image));
+        _owned.Add(disk);
+        var f = await StartBlockAsync(disk);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0])).Status);
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 2, 0, Seg(f.DataRefs[0])).Status);
+        f.Push(reqProd: 1);
+        TestWorld.Until(() => _backend!.Ring is { IsHalted: true }, "ring halted");
+        Assert.Equal(2, _backend!.Ring!.RequestsCompleted);
+        Assert.Equal(1, _w.Dom0Grants.MappingCount); // the ring page only
+    }
+
     // XSA-332: a guest notifying in a tight loop kept a Linux backend's Dom0 CPU busy. Since then xen-blkback ends each
     // event with xen_irq_lateeoi(XEN_EOI_FLAG_SPURIOUS) when it found no request (do_block_io_op), and
     // drivers/xen/events/events_base.c's xen_irq_lateeoi_locked unmasks the port of the second spurious event in a row
