@@ -134,6 +134,7 @@ public sealed class BlkifRingServer : IDisposable
         ulong sector;
         int count;
         BlkifOperation dataOp;
+        bool flush = false;
         if (operation == (byte)BlkifOperation.Indirect)
         {
             ushort nr;
@@ -193,17 +194,8 @@ public sealed class BlkifRingServer : IDisposable
                     // feature-flush-cache: completed writes reach the disk (fsync). xen-blkback's dispatch_rw_block_io
                     // takes it as a write with REQ_PREFLUSH: up to 11 segments, checked and written as a write's.
                     if (nr > BlkifLimits.MaxSegmentsPerRequest)
-                    {
                         return new Answer(id, operation, BlkifStatus.Error);
-                    }
-
-                    BlkifStatus flushed = TryStorage(static s => s.Flush());
-                    if (nr == 0 || flushed != BlkifStatus.Okay)
-                    {
-                        return new Answer(id, operation, flushed);
-                    }
-
-                    (dataOp, count) = (BlkifOperation.Write, nr);
+                    (dataOp, count, flush) = (BlkifOperation.Write, nr, true);
                     break;
                 default:
                     // Barriers and discard are not advertised; xen-blkback answers other operations EOPNOTSUPP.
@@ -211,7 +203,37 @@ public sealed class BlkifRingServer : IDisposable
             }
         }
 
-        return new Answer(id, operation, Transfer(dataOp, sector, _segments.AsSpan(0, count)));
+        ReadOnlySpan<BlkifRequestSegment> segments = _segments.AsSpan(0, count);
+        BlkifStatus status = Check(dataOp == BlkifOperation.Write, sector, segments);
+        if (status == BlkifStatus.Okay && flush)
+        {
+            // Only a flush that passed the checks syncs the disk; without segments it is all the request does.
+            status = TryStorage(static s => s.Flush());
+            if (count == 0)
+                return new Answer(id, operation, status);
+        }
+
+        return new Answer(id, operation, status == BlkifStatus.Okay ? Transfer(dataOp, sector, segments) : status);
+    }
+
+    // Before any I/O, as xen-blkback's dispatch_rw_block_io: each segment within its page, and xen_vbd_translate's
+    // checks: no write (nor a flush, a REQ_OP_WRITE) to a read-only disk (-EACCES), the whole range on the disk.
+    private BlkifStatus Check(bool write, ulong sector, ReadOnlySpan<BlkifRequestSegment> segments)
+    {
+        if (write && _storage.IsReadOnly)
+            return BlkifStatus.Error;
+        ulong total = 0;
+        foreach (var s in segments)
+        {
+            if (s.LastSect >= BlkifLimits.SectorsPerPage || s.FirstSect > s.LastSect)
+                return BlkifStatus.Error;
+            total += (ulong)(s.LastSect - s.FirstSect + 1);
+        }
+
+        // A flush without segments names no sectors (xen_vbd_translate checks the range only when nr_sects != 0).
+        if (total != 0 && (sector >= _storage.Sectors || total > _storage.Sectors - sector))
+            return BlkifStatus.Error;
+        return BlkifStatus.Okay;
     }
 
     private BlkifStatus TryStorage(Action<IBlockStorage> action)
@@ -243,22 +265,10 @@ public sealed class BlkifRingServer : IDisposable
         return true;
     }
 
+    // The request passed Check.
     private BlkifStatus Transfer(BlkifOperation op, ulong sector, ReadOnlySpan<BlkifRequestSegment> segments)
     {
         bool write = op == BlkifOperation.Write;
-        if (write && _storage.IsReadOnly)
-            return BlkifStatus.Error;
-        // Check every segment and the whole range before touching the disk (xen-blkback's dispatch_rw_block_io).
-        ulong total = 0;
-        foreach (var s in segments)
-        {
-            if (s.LastSect >= BlkifLimits.SectorsPerPage || s.FirstSect > s.LastSect)
-                return BlkifStatus.Error;
-            total += (ulong)(s.LastSect - s.FirstSect + 1);
-        }
-
-        if (sector >= _storage.Sectors || total > _storage.Sectors - sector)
-            return BlkifStatus.Error;
         long offset = (long)sector * BlkifLimits.SectorSize;
         if (_buffer is not null)
             return TransferByCopy(write, offset, segments, _buffer);

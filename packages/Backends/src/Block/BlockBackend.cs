@@ -59,6 +59,12 @@ public sealed partial class BlockBackend : IDisposable
     /// <summary>The connected ring, or null.</summary>
     public BlkifRingServer? Ring => _server;
 
+    /// <summary>
+    /// Events that found no request on the ring (Linux's xenbus <c>spurious_events</c>); after two in a row, the port is
+    /// unmasked late (XSA-332's late EOI).
+    /// </summary>
+    public long SpuriousEvents { get; private set; }
+
     /// <summary>Raised (on the backend's thread) each time the state changes; tests and hosts wait on it.</summary>
     public event Action<XenbusState>? StateChanged;
 
@@ -224,12 +230,31 @@ public sealed partial class BlockBackend : IDisposable
         return null;
     }
 
+    // XSA-332's late EOI (drivers/xen/events/events_base.c, xen_irq_lateeoi_locked): past SpuriousThreshold spurious
+    // events in a row the port is unmasked 2^(n-1-threshold) jiffies late, at most HZ; n stops growing at
+    // (1 << n) >= HZ << 2. Here a jiffy is 1 ms (HZ 1000).
+    private const int SpuriousThreshold = 1, MaxSpuriousRun = 12, MaxLateEoiMilliseconds = 1000;
+
     private async Task ServeEventsAsync(CancellationToken ct)
     {
+        int spuriousRun = 0;
         await foreach (uint port in _events.ReadPendingAsync(ct).ConfigureAwait(false))
         {
-            if (port == Volatile.Read(ref _port))
-                ProcessRing();
+            if (port == Volatile.Read(ref _port) && ServeRing())
+            {
+                spuriousRun = 0;
+            }
+            else
+            {
+                SpuriousEvents++;
+                spuriousRun = Math.Min(spuriousRun + 1, MaxSpuriousRun);
+                if (spuriousRun > SpuriousThreshold)
+                {
+                    int late = Math.Min(1 << (spuriousRun - 1 - SpuriousThreshold), MaxLateEoiMilliseconds);
+                    await Task.Delay(TimeSpan.FromMilliseconds(late), _options.TimeProvider, ct).ConfigureAwait(false);
+                }
+            }
+
             try
             {
                 _events.Unmask(port);
@@ -242,13 +267,17 @@ public sealed partial class BlockBackend : IDisposable
     }
 
     /// <summary>Serves the ring now (what an event does); a host that polls may call it. Thread-safe.</summary>
-    public void ProcessRing()
+    public void ProcessRing() => ServeRing();
+
+    // True when the ring had requests.
+    private bool ServeRing()
     {
         lock (_lock)
         {
             if (_server is null)
-                return;
+                return false;
             bool halted = _server.IsHalted;
+            long taken = _server.RequestsCompleted;
             if (_server.Process())
             {
                 try
@@ -262,6 +291,7 @@ public sealed partial class BlockBackend : IDisposable
 
             if (!halted && _server.IsHalted)
                 LogHalted(_device.BackendPath);
+            return _server.RequestsCompleted != taken;
         }
     }
 

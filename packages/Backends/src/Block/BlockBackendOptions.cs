@@ -16,4 +16,7 @@ public sealed class BlockBackendOptions
 
     /// <summary>Where the backend logs connections and frontend errors (nothing by default).</summary>
     public ILogger? Logger { get; init; }
+
+    /// <summary>The clock of the late unmask of spurious events (tests move it by hand).</summary>
+    internal TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 }

@@ -25,6 +25,7 @@ public sealed class ConsoleBackend : IDisposable
     private readonly IEventChannelClient _events;
     private readonly IGrantMapper _grants;
     private readonly Stream _output;
+    private readonly TimeProvider _time;
     private readonly Lock _lock = new();
     private readonly byte[] _buffer = new byte[XenconsInterface.OutSize];
     private GrantMapping _ring;
@@ -36,6 +37,11 @@ public sealed class ConsoleBackend : IDisposable
     /// <param name="grants">Maps the ring.</param>
     /// <param name="output">Where the guest's output goes (a terminal, a log file).</param>
     public ConsoleBackend(IEventChannelClient events, IGrantMapper grants, Stream output)
+        : this(events, grants, output, TimeProvider.System)
+    {
+    }
+
+    internal ConsoleBackend(IEventChannelClient events, IGrantMapper grants, Stream output, TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(events);
         ArgumentNullException.ThrowIfNull(grants);
@@ -43,6 +49,7 @@ public sealed class ConsoleBackend : IDisposable
         _events = events;
         _grants = grants;
         _output = output;
+        _time = time;
     }
 
     /// <summary>The domain whose console this is, once connected.</summary>
@@ -56,6 +63,23 @@ public sealed class ConsoleBackend : IDisposable
 
     /// <summary>Times the guest's indexes claimed more than the ring holds (they are resynchronised, as xenconsoled does).</summary>
     public long CorruptIndexes { get; private set; }
+
+    /// <summary>
+    /// Times the guest used up its <see cref="RateLimitAllowance"/> of a period, so that its port stayed masked until the
+    /// period ended.
+    /// </summary>
+    public long RateLimited { get; private set; }
+
+    /// <summary>
+    /// Events served in each <see cref="RateLimitPeriod"/> before the port stays masked: xenconsoled's
+    /// <c>RATE_LIMIT_ALLOWANCE</c> (tools/console/daemon/io.c).
+    /// </summary>
+    public const int RateLimitAllowance = 30;
+
+    /// <summary>The period of <see cref="RateLimitAllowance"/>: xenconsoled's <c>RATE_LIMIT_PERIOD</c>, 200 ms.</summary>
+    public static TimeSpan RateLimitPeriod { get; } = TimeSpan.FromMilliseconds(200);
+
+    private long PeriodTicks() => RateLimitPeriod.Ticks * _time.TimestampFrequency / TimeSpan.TicksPerSecond;
 
     /// <summary>
     /// Connects to a domain's primary console: maps <paramref name="ringRef"/> of <paramref name="domainId"/> and binds
@@ -168,15 +192,32 @@ public sealed class ConsoleBackend : IDisposable
         }
     }
 
-    /// <summary>Serves the ring's events (output copied to the sink, then the port unmasked) until cancelled.</summary>
+    /// <summary>
+    /// Serves the ring's events (output copied to the sink, then the port unmasked) until cancelled. As xenconsoled,
+    /// at most <see cref="RateLimitAllowance"/> events are served in each <see cref="RateLimitPeriod"/>: after that the
+    /// port stays masked (the guest's later notifications stay pending) until the period ends.
+    /// </summary>
     /// <param name="cancellationToken">Ends the loop.</param>
     /// <returns>The loop.</returns>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        long periodEnd = _time.GetTimestamp() + PeriodTicks();
+        int served = 0;
         await foreach (uint port in _events.ReadPendingAsync(cancellationToken).ConfigureAwait(false))
         {
             if (port == Volatile.Read(ref _port))
                 Flush();
+            long now = _time.GetTimestamp();
+            if (now >= periodEnd)
+                (periodEnd, served) = (now + PeriodTicks(), 0);
+            if (++served >= RateLimitAllowance)
+            {
+                // xenconsoled's handle_ring_read: no unmask past RATE_LIMIT_ALLOWANCE; the next period unmasks.
+                RateLimited++;
+                await Task.Delay(_time.GetElapsedTime(now, periodEnd), _time, cancellationToken).ConfigureAwait(false);
+                (periodEnd, served) = (_time.GetTimestamp() + PeriodTicks(), 0);
+            }
+
             try
             {
                 _events.Unmask(port);
