@@ -1,0 +1,61 @@
+using Iced.Intel;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Demo;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace VmmKit.ReferenceHypervisor.Tests;
+
+/// <summary>
+/// An audit of the hypercall surface against a hostile guest: each test dispatches one call as a guest would make it
+/// (the VMCALL's registers, through <see cref="Machine.Hypercalls"/>) and checks the answer and the state against what
+/// Xen does for the same input, citing the rule's source.
+/// </summary>
+public class HostileHypercallAuditTests
+{
+    private const uint Load = 0x100000;
+
+    /// <summary>A machine with one domain of <paramref name="vcpus"/> vCPUs whose code only halts (never run here).</summary>
+    private static (Machine Machine, Domain Domain) Build(int vcpus = 1)
+    {
+        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = 10_000_000 };
+        var a = new Assembler(32);
+        a.cli();
+        a.hlt();
+        byte[] kernel = Elf32ImageWriter.Write(Load, ThreadedSchedulerTests.Assemble(a, Load), 0x8000, Load);
+        Assert.True(machine.TryCreateDomain(new DomainConfig("audit", kernel, 8 << 20, Vcpus: vcpus), out var d, out string e), e);
+        return (machine, d!);
+    }
+
+    /// <summary>Dispatches hypercall <paramref name="op"/> from a 64-bit caller: arguments in RDI, RSI, RDX.</summary>
+    private static long Call(Machine machine, VirtualCpu caller, IGuestVirtualMemory memory, HypercallNumber op, ulong a0 = 0,
+        ulong a1 = 0, ulong a2 = 0)
+    {
+        var regs = new HypercallRegisters { Rax = (ulong)op, Rdi = a0, Rsi = a1, Rdx = a2 };
+        machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
+        return (long)regs.Rax;
+    }
+
+    [Fact]
+    public void Set_timer_op_with_a_deadline_already_passed_fires_at_once_not_100_ms_later()
+    {
+        // Xen's do_set_timer_op (xen/common/sched/core.c): offset = timeout - NOW() is signed; only a timeout wrapped
+        // negative or more than 2^50 ns *ahead* (offset > 0) becomes NOW() + 100 ms. A deadline just passed (offset < 0)
+        // is set as it is, so the timer fires at once: a guest that computed its deadline a little late is not delayed.
+        var (machine, d) = Build();
+        using var _ = machine;
+        var v = d.Vcpus[0];
+        Assert.True(GuestTime.TryAdvance(v, GuestTime.ToTicks(1_000_000_000)));   // the vCPU's clock at about 1 s
+        ulong now = GuestTime.SystemTime(v);
+        ulong past = now - 1_000_000;
+
+        Assert.Equal(0, Call(machine, v, new GuestPage(), HypercallNumber.SetTimerOp, past));
+        Assert.Equal(past, v.Timers.Singleshot);
+
+        // The workaround itself stays: 2^50 ns ahead, or wrapped negative, is now + 100 ms.
+        foreach (ulong huge in new[] { now + (1ul << 50), 1ul << 63 })
+        {
+            Assert.Equal(0, Call(machine, v, new GuestPage(), HypercallNumber.SetTimerOp, huge));
+            Assert.Equal(GuestTime.SystemTime(v) + 100_000_000, v.Timers.Singleshot);
+        }
+    }
+}
