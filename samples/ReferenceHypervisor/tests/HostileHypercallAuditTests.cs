@@ -42,7 +42,7 @@ public class HostileHypercallAuditTests
         // negative or more than 2^50 ns *ahead* (offset > 0) becomes NOW() + 100 ms. A deadline just passed (offset < 0)
         // is set as it is, so the timer fires at once: a guest that computed its deadline a little late is not delayed.
         var (machine, d) = Build();
-        using var _ = machine;
+        using var owner = machine;
         var v = d.Vcpus[0];
         Assert.True(GuestTime.TryAdvance(v, GuestTime.ToTicks(1_000_000_000)));   // the vCPU's clock at about 1 s
         ulong now = GuestTime.SystemTime(v);
@@ -57,5 +57,48 @@ public class HostileHypercallAuditTests
             Assert.Equal(0, Call(machine, v, new GuestPage(), HypercallNumber.SetTimerOp, huge));
             Assert.Equal(GuestTime.SystemTime(v) + 100_000_000, v.Timers.Singleshot);
         }
+    }
+
+    [Fact]
+    public void Two_vcpus_registering_one_vcpu_info_at_once_register_it_once_and_take_one_page()
+    {
+        // Xen's do_vcpu_op holds domain_lock(d) across map_vcpu_info (xen/common/domain.c), so its "registered once"
+        // check and the registration are one step: of two vCPUs registering the vcpu_info of the same offline vCPU at
+        // once, one wins and the other gets -EINVAL. Without that, both passed the check, the later one replaced the
+        // earlier's page, and the earlier page's reference (held until the domain's teardown) was never dropped: a
+        // frame lost to the host for good.
+        var (machine, d) = Build(vcpus: 3);
+        using var owner = machine;
+        const ulong FirstGfn = 0x300, SecondGfn = 0x301;
+        long second = long.MinValue;
+        Thread? racer = null;
+        machine.VcpuInfoLooked = (caller, target) =>
+        {
+            if (racer is not null)
+                return;
+            // vCPU 1 registers vCPU 2's vcpu_info elsewhere while vCPU 0's call has looked and not yet registered.
+            racer = new Thread(() => second = RegisterVcpuInfo(machine, d.Vcpus[1], 2, SecondGfn));
+            racer.Start();
+            racer.Join(TimeSpan.FromMilliseconds(300));   // with the domain's lock held, it waits for this call
+        };
+
+        long first = RegisterVcpuInfo(machine, d.Vcpus[0], 2, FirstGfn);
+        Assert.True(racer!.Join(TimeSpan.FromSeconds(10)), "the second registration did not end");
+        Assert.Equal(0, first);
+        Assert.Equal(XenErrno.EINVAL.Negated(), second);
+
+        // Only the winner's page is held: the loser's frame goes back to the host when the guest frees it.
+        Assert.True(d.Ept.TryLookup(new VmmKit.Ept.GuestFrameNumber(SecondGfn), out var loser, out _));
+        Assert.Equal(0, machine.Frames.ReferenceCount(loser));
+        Assert.True(d.Ept.TryLookup(new VmmKit.Ept.GuestFrameNumber(FirstGfn), out var winner, out _));
+        Assert.Equal(1, machine.Frames.ReferenceCount(winner));
+    }
+
+    /// <summary>VCPUOP_register_vcpu_info(<paramref name="vcpuid"/>) from <paramref name="caller"/>: the vcpu_info at offset 0 of <paramref name="gfn"/>.</summary>
+    private static long RegisterVcpuInfo(Machine machine, VirtualCpu caller, uint vcpuid, ulong gfn)
+    {
+        var page = new GuestPage();
+        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes, new VcpuRegisterVcpuInfo { Mfn = gfn });
+        return Call(machine, caller, page, HypercallNumber.VcpuOp, (ulong)VcpuOp.RegisterVcpuInfo, vcpuid, 0);
     }
 }
