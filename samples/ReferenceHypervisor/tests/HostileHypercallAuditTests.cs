@@ -1,4 +1,5 @@
 using Iced.Intel;
+using VmmKit.Dom0.Xen.Abi;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Demo;
 using static Iced.Intel.AssemblerRegisters;
@@ -92,6 +93,31 @@ public class HostileHypercallAuditTests
         Assert.Equal(0, machine.Frames.ReferenceCount(loser));
         Assert.True(d.Ept.TryLookup(new VmmKit.Ept.GuestFrameNumber(FirstGfn), out var winner, out _));
         Assert.Equal(1, machine.Frames.ReferenceCount(winner));
+    }
+
+    [Fact]
+    public void Naming_another_domain_with_a_bad_hvm_param_index_or_a_missing_domain_to_shut_down_answers_as_xen()
+    {
+        // do_hvm_op (xen/arch/x86/hvm/hvm.c, hvmop_set_param/hvmop_get_param) checks a.index >= HVM_NR_PARAMS (-EINVAL)
+        // before it looks the domain up (-ESRCH) or asks XSM (-EPERM); SCHEDOP_remote_shutdown (xen/common/sched/core.c)
+        // looks the domain up (-ESRCH) before xsm_schedop_shutdown (-EPERM for a guest).
+        var (machine, guest, other) = ToolstackHypercallTests.Setup();
+        using var owner = machine;
+        var memory = new GuestPage();
+        foreach (ushort domid in new ushort[] { 2, 9 })
+        {
+            foreach (HvmOp op in new[] { HvmOp.SetParam, HvmOp.GetParam })
+            {
+                System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new XenHvmParam { Domid = domid, Index = (uint)HvmParam.Count });
+                Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, guest, memory, HypercallNumber.HvmOp, (ulong)op));
+            }
+        }
+
+        System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new SchedRemoteShutdown { DomainId = 9 });
+        Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, guest, memory, HypercallNumber.SchedOp, (ulong)SchedOp.RemoteShutdown));
+        System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new SchedRemoteShutdown { DomainId = 2 });
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, guest, memory, HypercallNumber.SchedOp, (ulong)SchedOp.RemoteShutdown));
+        Assert.False(other.IsShutdown);
     }
 
     /// <summary>VCPUOP_register_vcpu_info(<paramref name="vcpuid"/>) from <paramref name="caller"/>: the vcpu_info at offset 0 of <paramref name="gfn"/>.</summary>

@@ -17,7 +17,7 @@ public sealed class ToolstackHypercallTests
         return (long)regs.Rax;
     }
 
-    private static (Machine Machine, VirtualCpu Guest, Domain Other) Setup()
+    internal static (Machine Machine, VirtualCpu Guest, Domain Other) Setup()
     {
         var machine = new Machine(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
         var guest = new Domain(machine, 1, "guest", 1, privileged: false, upcall: null);

@@ -46,13 +46,13 @@ internal static unsafe class ToolstackHypercalls
     {
         if (!call.TryCopyFromGuest(call.Argument(1), out XenHvmParam p))
             return XenErrno.EFAULT.Negated();
+        if (p.Index >= (uint)HvmParam.Count)
+            return XenErrno.EINVAL.Negated();   // do_hvm_op: before the domain is looked up (-ESRCH) or XSM (-EPERM)
         long rc = Other(call.Caller, p.Domid, out var target);
         if (rc == 1)
             return HvmOpHypercall.SetParam(ref call);
         if (rc != 0)
             return rc;
-        if (p.Index >= (uint)HvmParam.Count)
-            return XenErrno.EINVAL.Negated();
         target.SetHvmParam((HvmParam)p.Index, p.Value);
         return 0;
     }
@@ -94,13 +94,13 @@ internal static unsafe class ToolstackHypercalls
         ulong arg = call.Argument(1);
         if (!call.TryCopyFromGuest(arg, out XenHvmParam p))
             return XenErrno.EFAULT.Negated();
+        if (p.Index >= (uint)HvmParam.Count)
+            return XenErrno.EINVAL.Negated();   // do_hvm_op: before the domain is looked up (-ESRCH) or XSM (-EPERM)
         long rc = Other(call.Caller, p.Domid, out var target);
         if (rc == 1)
             return HvmOpHypercall.GetParam(ref call);
         if (rc != 0)
             return rc;
-        if (p.Index >= (uint)HvmParam.Count)
-            return XenErrno.EINVAL.Negated();
         p.Value = target.GetHvmParam((HvmParam)p.Index);
         return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
     }
@@ -142,9 +142,12 @@ internal static unsafe class ToolstackHypercalls
     {
         if (!call.TryCopyFromGuest(call.Argument(1), out SchedRemoteShutdown s))
             return XenErrno.EFAULT.Negated();
+        // do_sched_op: rcu_lock_domain_by_id (-ESRCH) before xsm_schedop_shutdown (-EPERM for a guest).
+        if (call.Caller.Domain.Machine.FindDomain(s.DomainId) is not { IsDying: false } target)
+            return XenErrno.ESRCH.Negated();
         if (!call.Caller.Domain.IsPrivileged)
             return XenErrno.EPERM.Negated();
-        if (call.Caller.Domain.Machine.FindDomain(s.DomainId) is not { IsDying: false } target || target == call.Caller.Domain)
+        if (target == call.Caller.Domain)
             return XenErrno.ESRCH.Negated();
         if (s.Reason > (uint)ShutdownReason.SoftReset)
             return XenErrno.EINVAL.Negated();
