@@ -120,6 +120,27 @@ public class HostileHypercallAuditTests
         Assert.False(other.IsShutdown);
     }
 
+    [Fact]
+    public void Xen_version_refuses_a_feature_submap_past_0_and_a_pagesize_argument()
+    {
+        // do_xen_version (xen/common/kernel.c): XENVER_get_features knows only submap_idx 0 (-EINVAL for any other, the
+        // guest's structure left as it was), and XENVER_pagesize takes no argument (-EINVAL for a non-null one).
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        var page = new GuestPage();
+        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes, new XenFeatureInfo { SubmapIdx = 1, Submap = 0xDEAD });
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.GetFeatures));
+        Assert.Equal(0xDEADu, System.Runtime.InteropServices.MemoryMarshal.Read<XenFeatureInfo>(page.Bytes).Submap);
+
+        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes, new XenFeatureInfo { SubmapIdx = 0 });
+        Assert.Equal(0, Call(machine, v, page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.GetFeatures));
+        Assert.NotEqual(0u, System.Runtime.InteropServices.MemoryMarshal.Read<XenFeatureInfo>(page.Bytes).Submap);
+
+        Assert.Equal(4096, Call(machine, v, page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.Pagesize, 0));
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.Pagesize, 0x100));
+    }
+
     /// <summary>VCPUOP_register_vcpu_info(<paramref name="vcpuid"/>) from <paramref name="caller"/>: the vcpu_info at offset 0 of <paramref name="gfn"/>.</summary>
     private static long RegisterVcpuInfo(Machine machine, VirtualCpu caller, uint vcpuid, ulong gfn)
     {
