@@ -141,6 +141,28 @@ public class HostileHypercallAuditTests
         Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.Pagesize, 0x100));
     }
 
+    [Fact]
+    public void A_guest_faulting_on_unknown_msrs_in_a_loop_cannot_grow_the_host_log_without_bound()
+    {
+        // An unknown RDMSR/WRMSR raises #GP(0) in the guest, which may catch it and try again at once. Xen's message for
+        // it (gdprintk in vmx_msr_read_intercept/vmx_msr_write_intercept, xen/arch/x86/hvm/vmx/vmx.c) is a guest
+        // message, rate-limited (XENLOG_GUEST, printk_ratelimit in xen/drivers/char/console.c): a guest cannot fill the
+        // host's log. One line per distinct MSR, up to a bound, then one line saying the rest go unlogged.
+        var log = new List<string>();
+        var (machine, d) = Build();
+        using var owner = machine;
+        machine.Logger = log.Add;
+        var v = d.Vcpus[0];
+        for (uint i = 0; i < 10_000; i++)
+        {
+            v.Registers.Rcx = 0x4000_1000 + (i % 200);   // 200 MSRs nobody implements, over and over
+            Assert.Equal(ExitAction.Resume, (i & 1) == 0 ? MsrExit.HandleRead(v, default) : MsrExit.HandleWrite(v, default));
+        }
+
+        Assert.InRange(log.Count, 1, 2 * (MsrExit.MaxLoggedFaults + 1));
+        Assert.Contains(log, l => l.Contains("RDMSR 0x40001000 -> #GP", StringComparison.Ordinal));
+    }
+
     /// <summary>VCPUOP_register_vcpu_info(<paramref name="vcpuid"/>) from <paramref name="caller"/>: the vcpu_info at offset 0 of <paramref name="gfn"/>.</summary>
     private static long RegisterVcpuInfo(Machine machine, VirtualCpu caller, uint vcpuid, ulong gfn)
     {
