@@ -2,6 +2,7 @@ using Iced.Intel;
 using VmmKit.Dom0.Xen.Abi;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Demo;
+using VmmKit.Vmx;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace VmmKit.ReferenceHypervisor.Tests;
@@ -161,6 +162,37 @@ public class HostileHypercallAuditTests
 
         Assert.InRange(log.Count, 1, 2 * (MsrExit.MaxLoggedFaults + 1));
         Assert.Contains(log, l => l.Contains("RDMSR 0x40001000 -> #GP", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Sched_poll_returns_at_once_when_an_upcall_the_guest_can_take_is_already_pending()
+    {
+        // do_poll (xen/common/sched/core.c) marks the vCPU blocked, then returns 0 at once when
+        // local_events_need_delivery(): for an HVM vCPU (hvm_local_events_need_delivery, xen/arch/x86/hvm/irq.c) an
+        // upcall on the callback vector, or a local APIC interrupt, pending that the guest can take now (RFLAGS.IF set,
+        // no STI or MOV SS shadow: vmx_interrupt_blocked). An upcall marked pending in the vCPU's slice just before its
+        // VMCALL (by a sibling on another thread) was otherwise left waiting until a polled port or the timeout: the
+        // sibling's kick is cleared when the slice ends, and the wake-up looked only at the polled ports.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        d.SetCallbackVia((2ul << 56) | 0xF3);                  // HVM_PARAM_CALLBACK_IRQ: vector 0xF3
+        machine.Memory.GetFrame(d.SharedInfoFrame)[0] = 1;    // vcpu_info[0].evtchn_upcall_pending
+        v.Vmcs.Write(VmcsField.GuestInterruptibilityState, 0);
+        v.Vmcs.Write(VmcsField.GuestRflags, 0x202);             // IF = 1
+        var page = new GuestPage();
+        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes, new SchedPoll { Ports = 0x100, NrPorts = 1 });
+        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes.AsSpan(0x100), 5u);   // a port not pending
+
+        Assert.Equal(0, Call(machine, v, page, HypercallNumber.SchedOp, (ulong)SchedOp.Poll));
+        Assert.False(v.IsBlocked);
+        Assert.False(v.Timers.Polling);
+
+        // With interrupts off the upcall cannot be taken: the vCPU polls, as under Xen.
+        v.Vmcs.Write(VmcsField.GuestRflags, 0x2);
+        Assert.Equal(0, Call(machine, v, page, HypercallNumber.SchedOp, (ulong)SchedOp.Poll));
+        Assert.True(v.IsBlocked);
+        Assert.True(v.Timers.Polling);
     }
 
     /// <summary>VCPUOP_register_vcpu_info(<paramref name="vcpuid"/>) from <paramref name="caller"/>: the vcpu_info at offset 0 of <paramref name="gfn"/>.</summary>
