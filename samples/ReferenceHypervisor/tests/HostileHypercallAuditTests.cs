@@ -195,6 +195,29 @@ public class HostileHypercallAuditTests
         Assert.True(v.Timers.Polling);
     }
 
+    [Fact]
+    public void Populate_physmap_refused_answers_the_extents_done_never_an_errno()
+    {
+        // XENMEM_populate_physmap, like increase/decrease_reservation, returns the number of extents done (xen/common/
+        // memory.c, do_memory_op): an unreadable argument, nr_extents too large to encode a continuation, start_extent
+        // at or past nr_extents, a domain that does not exist and XSM's refusal (xsm_memory_adjust_reservation, a guest
+        // naming another domain) all return start_extent, never a negative errno.
+        var (machine, guest, other) = ToolstackHypercallTests.Setup();
+        using var owner = machine;
+        var memory = new GuestPage();
+        foreach (ushort domid in new ushort[] { 2, 9 })
+        {
+            System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new XenMemoryReservation { ExtentStart = 64, NrExtents = 1, Domid = domid });
+            Assert.Equal(0, Call(machine, guest, memory, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap));
+            Assert.Equal(3, Call(machine, guest, memory, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap | (3 << 6)));
+        }
+
+        System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new XenMemoryReservation { ExtentStart = 64, NrExtents = 1ul << 40, Domid = 2 });
+        Assert.Equal(0, Call(machine, guest, memory, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap));
+        Assert.Equal(0, Call(machine, guest, memory, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap, 1ul << 40));
+        Assert.Equal(0ul, other.PopulatedPages);
+    }
+
     /// <summary>VCPUOP_register_vcpu_info(<paramref name="vcpuid"/>) from <paramref name="caller"/>: the vcpu_info at offset 0 of <paramref name="gfn"/>.</summary>
     private static long RegisterVcpuInfo(Machine machine, VirtualCpu caller, uint vcpuid, ulong gfn)
     {
