@@ -17,7 +17,7 @@ public sealed class ToolstackHypercallTests
         return (long)regs.Rax;
     }
 
-    private static (Machine Machine, VirtualCpu Guest, Domain Other) Setup()
+    internal static (Machine Machine, VirtualCpu Guest, Domain Other) Setup()
     {
         var machine = new Machine(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
         var guest = new Domain(machine, 1, "guest", 1, privileged: false, upcall: null);
@@ -56,7 +56,8 @@ public sealed class ToolstackHypercallTests
         Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, guest, memory, HypercallNumber.HvmOp, (ulong)HvmOp.GetParam, 0));
 
         System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new XenMemoryReservation { ExtentStart = 64, NrExtents = 1, Domid = 2 });
-        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, guest, memory, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap, 0));
+        // populate_physmap answers the extents done, 0, for XSM's refusal too (HostileHypercallAuditTests).
+        Assert.Equal(0, Call(machine, guest, memory, HypercallNumber.MemoryOp, ToolsAbi.MemPopulatePhysmap, 0));
         Assert.Equal(0ul, other.PopulatedPages);
 
         System.Runtime.InteropServices.MemoryMarshal.Write(memory.Bytes, new SchedRemoteShutdown { DomainId = 2 });

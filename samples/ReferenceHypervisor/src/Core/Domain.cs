@@ -106,6 +106,12 @@ internal sealed partial class Domain : IDisposable
     /// </summary>
     public PhysmapLock PhysmapLock { get; } = new();
 
+    /// <summary>
+    /// Xen's <c>domain_lock</c> as <c>do_vcpu_op</c> holds it across <c>map_vcpu_info</c>: VCPUOP_register_vcpu_info's
+    /// "registered once" check and its registration are one step, whichever vCPUs of the domain call at once.
+    /// </summary>
+    internal Lock VcpuInfoLock { get; } = new();
+
     private long _clock;
 
     /// <summary>

@@ -146,6 +146,12 @@ internal sealed partial class Machine : IDisposable
     internal Action<VirtualCpu, VirtualCpu>? InitialiseLooked { get; set; }
 
     /// <summary>
+    /// Test hook: called by VCPUOP_register_vcpu_info on the caller's thread once it found the target vCPU's vcpu_info
+    /// not yet registered, before it takes the page (the caller, the target).
+    /// </summary>
+    internal Action<VirtualCpu, VirtualCpu>? VcpuInfoLooked { get; set; }
+
+    /// <summary>
     /// Crash a domain whose vCPU retired more instructions than this, counting each preemption check of a long
     /// hypercall as one (<see cref="VirtualCpu.HypercallOperations"/>); 0 = no limit.
     /// </summary>

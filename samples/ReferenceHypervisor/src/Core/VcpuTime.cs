@@ -151,6 +151,7 @@ internal sealed class VcpuTime
         if (IsRegistered || (vcpu != caller && vcpu.IsUp))
             return XenErrno.EINVAL.Negated();
         var machine = vcpu.Domain.Machine;
+        machine.VcpuInfoLooked?.Invoke(caller, vcpu);
 
         // map_vcpu_info's get_page_from_gfn: the page, looked up and referenced in one step (another vCPU may release the
         // gfn meanwhile, and its frame go to another domain), stays allocated while the hypervisor writes the vcpu_info

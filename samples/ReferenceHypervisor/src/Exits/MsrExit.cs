@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using VmmKit.Devices;
 using VmmKit.Hypercall;
 using VmmKit.Vmx;
@@ -18,6 +19,15 @@ internal static class MsrExit
     private const ulong EferWritable = (1ul << 0) | (1ul << 8) | (1ul << 11);   // SCE, LME, NXE
     private const uint BiosSignId = 0x8B, FeatureControl = 0x3A, PlatformInfo = 0xCE, MiscFeaturesEnables = 0x140;
     private const uint McgCap = 0x179, McgStatus = 0x17A, McBankFirst = 0x400;
+
+    /// <summary>
+    /// Distinct MSR accesses (MSR, read or write) of a domain whose #GP is logged; past them one line says the rest are
+    /// not. A guest that catches the #GP and tries again in a loop cannot grow the host's log without end (Xen's message
+    /// for it is a guest message, rate-limited: XENLOG_GUEST and printk_ratelimit, xen/drivers/char/console.c).
+    /// </summary>
+    internal const int MaxLoggedFaults = 64;
+
+    private static readonly ConditionalWeakTable<Domain, HashSet<ulong>> LoggedFaults = new();
 
     /// <summary>IA32_FEATURE_CONTROL as Xen reports it to a guest without VMX or LMCE: locked, nothing enabled.</summary>
     private const ulong FeatureControlLock = 1;
@@ -60,7 +70,7 @@ internal static class MsrExit
             // MCi_CTL reads all ones (every error reported), MCi_STATUS/ADDR/MISC 0: no machine check ever happened.
             case >= McBankFirst and < McBankFirst + (4 * GuestMcBanks): value = (msr & 3) == 0 ? ulong.MaxValue : 0; break;
             default:
-                vcpu.Domain.Machine.Log($"d{vcpu.Domain.Id}v{vcpu.Id}: RDMSR 0x{msr:x} -> #GP");
+                LogFault(vcpu, msr, write: false, 0);
                 vcpu.InjectGeneralProtection();
                 return ExitAction.Resume;
         }
@@ -102,13 +112,34 @@ internal static class MsrExit
         };
         if (!ok)
         {
-            vcpu.Domain.Machine.Log($"d{vcpu.Domain.Id}v{vcpu.Id}: WRMSR 0x{msr:x} <- 0x{value:x} -> #GP");
+            LogFault(vcpu, msr, write: true, value);
             vcpu.InjectGeneralProtection();
             return ExitAction.Resume;
         }
 
         vcpu.AdvanceRip(in exit);
         return ExitAction.Resume;
+    }
+
+    /// <summary>Logs an MSR access that raised #GP, once per distinct access and at most <see cref="MaxLoggedFaults"/> per domain.</summary>
+    private static void LogFault(VirtualCpu vcpu, uint msr, bool write, ulong value)
+    {
+        var domain = vcpu.Domain;
+        var seen = LoggedFaults.GetValue(domain, _ => []);
+        lock (seen)
+        {
+            if (seen.Count > MaxLoggedFaults || !seen.Add(((ulong)msr << 1) | (write ? 1ul : 0)))
+                return;
+            if (seen.Count > MaxLoggedFaults)
+            {
+                domain.Machine.Log($"d{domain.Id}v{vcpu.Id}: more MSR accesses raised #GP; not logged");
+                return;
+            }
+        }
+
+        domain.Machine.Log(write
+            ? $"d{domain.Id}v{vcpu.Id}: WRMSR 0x{msr:x} <- 0x{value:x} -> #GP"
+            : $"d{domain.Id}v{vcpu.Id}: RDMSR 0x{msr:x} -> #GP");
     }
 
     private static bool SetTscAux(VirtualCpu vcpu, uint value)

@@ -46,13 +46,13 @@ internal static unsafe class ToolstackHypercalls
     {
         if (!call.TryCopyFromGuest(call.Argument(1), out XenHvmParam p))
             return XenErrno.EFAULT.Negated();
+        if (p.Index >= (uint)HvmParam.Count)
+            return XenErrno.EINVAL.Negated();   // do_hvm_op: before the domain is looked up (-ESRCH) or XSM (-EPERM)
         long rc = Other(call.Caller, p.Domid, out var target);
         if (rc == 1)
             return HvmOpHypercall.SetParam(ref call);
         if (rc != 0)
             return rc;
-        if (p.Index >= (uint)HvmParam.Count)
-            return XenErrno.EINVAL.Negated();
         target.SetHvmParam((HvmParam)p.Index, p.Value);
         return 0;
     }
@@ -94,47 +94,50 @@ internal static unsafe class ToolstackHypercalls
         ulong arg = call.Argument(1);
         if (!call.TryCopyFromGuest(arg, out XenHvmParam p))
             return XenErrno.EFAULT.Negated();
+        if (p.Index >= (uint)HvmParam.Count)
+            return XenErrno.EINVAL.Negated();   // do_hvm_op: before the domain is looked up (-ESRCH) or XSM (-EPERM)
         long rc = Other(call.Caller, p.Domid, out var target);
         if (rc == 1)
             return HvmOpHypercall.GetParam(ref call);
         if (rc != 0)
             return rc;
-        if (p.Index >= (uint)HvmParam.Count)
-            return XenErrno.EINVAL.Negated();
         p.Value = target.GetHvmParam((HvmParam)p.Index);
         return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
     }
 
     /// <summary>
     /// XENMEM_populate_physmap for another domain, 4 KiB extents (extent_order 0; larger orders are -EINVAL here): each
-    /// gfn of extent_start gets a fresh zeroed frame. Returns the number of extents done (Xen's convention: fewer than
-    /// nr_extents means the next one failed). A guest populating its own memory is not offered (-ENOSYS).
+    /// gfn of extent_start from start_extent on gets a fresh zeroed frame. Returns the number of extents done, as Xen's
+    /// do_memory_op does for every refusal too (never an errno): an unreadable argument, nr_extents too large to encode
+    /// a continuation, start_extent at or past nr_extents, a missing domain and a guest naming another domain (XSM) all
+    /// return start_extent; fewer than nr_extents means the next one failed. A guest populating its own memory is not
+    /// offered (-ENOSYS).
     /// </summary>
     private static long PopulatePhysmap(ref HypercallCall<VirtualCpu> call)
     {
-        if (call.Argument(0) >> 6 != 0)
-            return XenErrno.EINVAL.Negated();   // no continuation in progress is ever created
+        ulong start = call.Argument(0) >> 6;   // MEMOP_EXTENT_SHIFT
         if (!call.TryCopyFromGuest(call.Argument(1), out XenMemoryReservation r))
-            return XenErrno.EFAULT.Negated();
+            return (long)start;
+        if (r.NrExtents > (uint.MaxValue >> 6) || start >= r.NrExtents)
+            return (long)start;
         long rc = Other(call.Caller, r.Domid, out var target);
         if (rc == 1)
             return XenErrno.ENOSYS.Negated();
         if (rc != 0)
-            return rc;
-        if (r.ExtentOrder != 0 || r.NrExtents > int.MaxValue)
+            return (long)start;   // rcu_lock_domain_by_any_id, xsm_memory_adjust_reservation
+        if (r.ExtentOrder != 0)
             return XenErrno.EINVAL.Negated();
-        long done = 0;
-        for (ulong i = 0; i < r.NrExtents; i++)
+        ulong done = start;
+        for (; done < r.NrExtents; done++)
         {
-            if (!call.TryCopyFromGuest(r.ExtentStart + (i * 8), out ulong gfn))
-                return done == 0 ? XenErrno.EFAULT.Negated() : done;
+            if (!call.TryCopyFromGuest(r.ExtentStart + (done * 8), out ulong gfn))
+                break;
             if (gfn >= 1ul << 34 || target.Populate(gfn) != 0)
                 break;
-            done++;
         }
 
         MemoryOpHypercall.FlushEpt(target);
-        return done;
+        return (long)done;
     }
 
     /// <summary>SCHEDOP_remote_shutdown: the toolstack shuts another domain down with a SHUTDOWN_* reason.</summary>
@@ -142,9 +145,12 @@ internal static unsafe class ToolstackHypercalls
     {
         if (!call.TryCopyFromGuest(call.Argument(1), out SchedRemoteShutdown s))
             return XenErrno.EFAULT.Negated();
+        // do_sched_op: rcu_lock_domain_by_id (-ESRCH) before xsm_schedop_shutdown (-EPERM for a guest).
+        if (call.Caller.Domain.Machine.FindDomain(s.DomainId) is not { IsDying: false } target)
+            return XenErrno.ESRCH.Negated();
         if (!call.Caller.Domain.IsPrivileged)
             return XenErrno.EPERM.Negated();
-        if (call.Caller.Domain.Machine.FindDomain(s.DomainId) is not { IsDying: false } target || target == call.Caller.Domain)
+        if (target == call.Caller.Domain)
             return XenErrno.ESRCH.Negated();
         if (s.Reason > (uint)ShutdownReason.SoftReset)
             return XenErrno.EINVAL.Negated();

@@ -31,8 +31,9 @@ internal static class SchedOpHypercall
 
     /// <summary>
     /// SCHEDOP_poll (Xen's <c>do_poll</c>): sleeps until one of the listed ports is pending or the absolute timeout (guest
-    /// system time, 0 for none) passes; returns 0 at once when a port already is. More than 128 ports or a port the
-    /// domain does not have is -EINVAL, an unreadable list -EFAULT.
+    /// system time, 0 for none) passes; returns 0 at once when a port already is, or when an event the guest can take
+    /// now is pending (<see cref="EventsNeedDelivery"/>). More than 128 ports or a port the domain does not have is
+    /// -EINVAL, an unreadable list -EFAULT.
     /// </summary>
     public static long Poll(ref HypercallCall<VirtualCpu> call)
     {
@@ -54,6 +55,8 @@ internal static class SchedOpHypercall
         if (count > (uint)VcpuTimers.MaxPollPorts)
             return XenErrno.EINVAL.Negated();
         var vcpu = call.Caller;
+        if (EventsNeedDelivery(vcpu))
+            return 0;   // do_poll: local_events_need_delivery() ends the poll before it looks at the ports
         var events = vcpu.Domain.Events;
         Span<uint> list = stackalloc uint[VcpuTimers.MaxPollPorts];
         for (uint i = 0; i < count; i++)
@@ -73,6 +76,24 @@ internal static class SchedOpHypercall
         vcpu.IsBlocked = true;
         vcpu.PendingAction = ExitAction.Block;
         return 0;
+    }
+
+    /// <summary>
+    /// Xen's <c>local_events_need_delivery</c> for an HVM vCPU (<c>hvm_local_events_need_delivery</c>): an upcall on the
+    /// callback vector or a local APIC interrupt is pending and the guest can take it now, RFLAGS.IF set and no STI or
+    /// MOV SS shadow (<c>vmx_interrupt_blocked</c>); an NMI needs only no shadow. An upcall marked pending during the
+    /// caller's slice (a sibling's send on another thread) is taken at once instead of waiting for a polled port.
+    /// </summary>
+    private static bool EventsNeedDelivery(VirtualCpu vcpu)
+    {
+        const ulong RflagsIf = 1ul << 9, StiOrMovSsShadow = 3;
+        if ((vcpu.Vmcs.Read(Vmx.VmcsField.GuestInterruptibilityState) & StiOrMovSsShadow) != 0)
+            return false;
+        if (vcpu.Apic.HasPendingNmi)
+            return true;
+        if ((vcpu.Vmcs.Read(Vmx.VmcsField.GuestRflags) & RflagsIf) == 0)
+            return false;
+        return (vcpu.UpcallPending && vcpu.Domain.CallbackVector is not null) || vcpu.Apic.HasPendingInterrupt;
     }
 
     /// <summary>

@@ -56,9 +56,10 @@ internal static class TimerHypercalls
         (uint)call.Argument(1) < (uint)call.Caller.Domain.Vcpus.Count ? 0 : XenErrno.ENOENT.Negated();
 
     /// <summary>
-    /// <c>set_timer_op(timeout)</c>: 0 stops the singleshot timer; a deadline wrapped negative or more than 2^50 ns away
-    /// becomes now + 100 ms, as Xen works around Linux's jiffy wrap. A 32-bit caller passes the 64-bit value in two
-    /// registers (low, high).
+    /// <c>set_timer_op(timeout)</c>: 0 stops the singleshot timer; a deadline wrapped negative or more than 2^50 ns ahead
+    /// becomes now + 100 ms, as Xen works around Linux's jiffy wrap; a deadline already passed fires at once (Xen's
+    /// <c>do_set_timer_op</c> takes the offset as signed). A 32-bit caller passes the 64-bit value in two registers (low,
+    /// high).
     /// </summary>
     public static long SetTimerOp(ref HypercallCall<VirtualCpu> call)
     {
@@ -73,7 +74,8 @@ internal static class TimerHypercalls
         }
 
         ulong now = GuestTime.SystemTime(vcpu);
-        if ((long)timeout < 0 || ((timeout - now) >> 50) != 0)
+        long offset = (long)(timeout - now);
+        if ((long)timeout < 0 || (offset > 0 && (offset >> 50) != 0))
             timeout = now + 100_000_000;
         vcpu.Timers.Singleshot = timeout;
         return 0;

@@ -75,14 +75,19 @@ internal static class VcpuOpHypercall
     public static long IsUp(ref HypercallCall<VirtualCpu> call) =>
         TryGetVcpu(ref call, out var vcpu) ? (vcpu.IsUp ? 1 : 0) : XenErrno.ENOENT.Negated();
 
-    /// <summary>VCPUOP_register_vcpu_info: reads <c>struct vcpu_register_vcpu_info</c> and moves the vcpu_info there.</summary>
+    /// <summary>
+    /// VCPUOP_register_vcpu_info: reads <c>struct vcpu_register_vcpu_info</c> and moves the vcpu_info there, under the
+    /// domain's <see cref="Domain.VcpuInfoLock"/> (Xen's <c>domain_lock</c>): of two vCPUs registering one vcpu_info at
+    /// once, one wins and the other gets -EINVAL, so no page reference is taken and then lost.
+    /// </summary>
     public static long RegisterVcpuInfo(ref HypercallCall<VirtualCpu> call)
     {
         if (!TryGetVcpu(ref call, out var vcpu))
             return XenErrno.ENOENT.Negated();
         if (!call.TryCopyFromGuest(call.Argument(2), out VcpuRegisterVcpuInfo info))
             return XenErrno.EFAULT.Negated();
-        return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset, call.Memory);
+        lock (vcpu.Domain.VcpuInfoLock)
+            return vcpu.Time.Register(vcpu, call.Caller, info.Mfn, info.Offset, call.Memory);
     }
 
     /// <summary>VCPUOP_get_runstate_info: writes <c>struct vcpu_runstate_info</c> in the caller's layout.</summary>

@@ -60,12 +60,14 @@ internal static class XenVersionHypercall
             {
                 if (!call.TryCopyFromGuest(arg, out XenFeatureInfo fi))
                     return XenErrno.EFAULT.Negated();
-                fi.Submap = fi.SubmapIdx == 0 ? HvmFeatures : 0;
+                if (fi.SubmapIdx != 0)
+                    return XenErrno.EINVAL.Negated();   // do_xen_version: only submap 0 exists
+                fi.Submap = HvmFeatures;
                 return Copy(ref call, arg, in fi);
             }
 
             case XenVersionCommand.Pagesize:
-                return 4096;
+                return arg == 0 ? 4096 : XenErrno.EINVAL.Negated();   // do_xen_version: the handle must be null
 
             case XenVersionCommand.GuestHandle:
             {
