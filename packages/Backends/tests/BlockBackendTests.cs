@@ -5,42 +5,9 @@ using static VmmKit.Backends.Tests.TestBlkfront;
 namespace VmmKit.Backends.Tests;
 
 /// <summary>blkback against a C# blkfront over the in-process event channel, grant table and XenStore.</summary>
-public sealed class BlockBackendTests : IAsyncLifetime
+public sealed class BlockBackendTests() : BlockImageTests("blk")
 {
-    private const uint Xvda = 51712;
-    private readonly TestWorld _w = new();
-    private readonly string _image = Path.Combine(Path.GetTempPath(), $"vmmkit-blk-{Guid.NewGuid():N}.img");
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _running = [];
-    private readonly List<IDisposable> _owned = [];
     private string _be = "", _fe = "";
-
-    public Task InitializeAsync()
-    {
-        using (var f = File.Create(_image))
-            f.SetLength(1 << 20); // 2048 sectors
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        _stop.Cancel();
-        foreach (var t in _running)
-        {
-            try
-            {
-                await t;
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-
-        foreach (var d in _owned)
-            d.Dispose();
-        await _w.DisposeAsync();
-        File.Delete(_image);
-    }
 
     private async Task<(BlockBackend Backend, TestBlkfront Front)> StartAsync(BlkifProtocol protocol = BlkifProtocol.X86_64, int order = 0,
         IBlockStorage? storage = null, BlockBackendOptions? options = null, bool readOnly = false, bool copy = false)

@@ -10,49 +10,10 @@ namespace VmmKit.Backends.Tests;
 /// <summary>
 /// Audit of the PV backends against a hostile frontend: each test is a finding, with what Xen's or Linux's backend does.
 /// </summary>
-public sealed class HostileFrontendAuditTests : IAsyncLifetime
+public sealed class HostileFrontendAuditTests() : BlockImageTests("blkaudit")
 {
-    private const uint Xvda = 51712;
     private const int ConsoleFrame = 5;
-    private readonly TestWorld _w = new();
-    private readonly string _image = Path.Combine(Path.GetTempPath(), $"vmmkit-blkaudit-{Guid.NewGuid():N}.img");
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _running = [];
-    private readonly List<IDisposable> _owned = [];
     private BlockBackend? _backend;
-
-    public Task InitializeAsync()
-    {
-        using (var f = File.Create(_image))
-        {
-            f.SetLength(1 << 20); // 2048 sectors
-        }
-
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        _stop.Cancel();
-        foreach (var t in _running)
-        {
-            try
-            {
-                await t;
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-
-        foreach (var d in _owned)
-        {
-            d.Dispose();
-        }
-
-        await _w.DisposeAsync();
-        File.Delete(_image);
-    }
 
     private async Task<TestBlkfront> StartBlockAsync(IBlockStorage storage, BlockBackendOptions? options = null)
     {

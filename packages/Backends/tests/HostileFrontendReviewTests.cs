@@ -10,48 +10,8 @@ namespace VmmKit.Backends.Tests;
 /// Review of blkback against a hostile (or merely strict) frontend: what Linux's xen-blkback answers, and what Linux's
 /// xen-blkfront checks in every response.
 /// </summary>
-public sealed class HostileFrontendReviewTests : IAsyncLifetime
+public sealed class HostileFrontendReviewTests() : BlockImageTests("blkrev")
 {
-    private const uint Xvda = 51712;
-    private readonly TestWorld _w = new();
-    private readonly string _image = Path.Combine(Path.GetTempPath(), $"vmmkit-blkrev-{Guid.NewGuid():N}.img");
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _running = [];
-    private readonly List<IDisposable> _owned = [];
-
-    public Task InitializeAsync()
-    {
-        using (var f = File.Create(_image))
-        {
-            f.SetLength(1 << 20); // 2048 sectors
-        }
-
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        _stop.Cancel();
-        foreach (var t in _running)
-        {
-            try
-            {
-                await t;
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-
-        foreach (var d in _owned)
-        {
-            d.Dispose();
-        }
-
-        await _w.DisposeAsync();
-        File.Delete(_image);
-    }
-
     private async Task<(BlockBackend Backend, TestBlkfront Front)> StartAsync(bool copy, int maxIndirectSegments = 32)
     {
         var options = new BlockBackendOptions

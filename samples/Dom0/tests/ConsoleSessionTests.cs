@@ -13,19 +13,9 @@ public sealed class ConsoleSessionTests
     // xenconsoled keeps at most the domain's console/limit bytes of output that its tty has not taken yet (buffer_append
     // discards the rest), so a stalled client cannot make a chatty guest grow Dom0's memory without end.
     [Fact]
-    public async Task A_client_that_stops_reading_while_its_guest_prints_64_MiB_is_sent_at_most_the_console_limit_then_the_newest_output()
-    {
-        var console = new FakeConsole();
-        string socketPath = Path.Combine(Path.GetTempPath(), $"vmmkit-cs-{Guid.NewGuid():N}.sock");
-        var server = new ControlServer(new Toolstack(null!, null!, console, null!, null!, () => { }), null!, console, socketPath);
-        using var stop = new CancellationTokenSource();
-        var serving = server.RunAsync(stop.Token);
-        try
+    public Task A_client_that_stops_reading_while_its_guest_prints_64_MiB_is_sent_at_most_the_console_limit_then_the_newest_output() =>
+        InConsoleSessionAsync(async (console, client) =>
         {
-            using var client = await ConnectAsync(socketPath);
-            await client.SendAsync(Encoding.ASCII.GetBytes("console\tDomain-0\n"));
-            Assert.Equal("ok\n", Encoding.ASCII.GetString(await ReceiveExactlyAsync(client, 3)));
-
             // The client reads nothing while the guest prints 64 MiB, one out ring (2 KiB) at a time, then a last line.
             byte[] chunk = new byte[2048];
             chunk.AsSpan().Fill((byte)'a');
@@ -49,29 +39,13 @@ public sealed class ConsoleSessionTests
             }
 
             Assert.InRange(received, last.Length, ConsoleLog.MaxHistory + (2 << 20));
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving);
-            File.Delete(socketPath);
-        }
-    }
+        });
 
     // xenconsole's session ends when the domain's console does (it was destroyed), after what the domain printed last.
     [Fact]
-    public async Task The_session_ends_after_the_last_output_when_the_console_is_disconnected()
-    {
-        var console = new FakeConsole();
-        string socketPath = Path.Combine(Path.GetTempPath(), $"vmmkit-cs-{Guid.NewGuid():N}.sock");
-        var server = new ControlServer(new Toolstack(null!, null!, console, null!, null!, () => { }), null!, console, socketPath);
-        using var stop = new CancellationTokenSource();
-        var serving = server.RunAsync(stop.Token);
-        try
+    public Task The_session_ends_after_the_last_output_when_the_console_is_disconnected() =>
+        InConsoleSessionAsync(async (console, client) =>
         {
-            using var client = await ConnectAsync(socketPath);
-            await client.SendAsync(Encoding.ASCII.GetBytes("console\tDomain-0\n"));
-            Assert.Equal("ok\n", Encoding.ASCII.GetString(await ReceiveExactlyAsync(client, 3)));
             console.Print(Encoding.ASCII.GetBytes("halted\n"));
             console.Print([]);
 
@@ -81,14 +55,7 @@ public sealed class ConsoleSessionTests
             while ((n = await client.ReceiveAsync(buffer)) > 0)
                 all.Write(buffer, 0, n);
             Assert.Equal("halted\n", Encoding.ASCII.GetString(all.ToArray()));
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving);
-            File.Delete(socketPath);
-        }
-    }
+        });
 
     [Fact]
     public async Task A_follower_keeps_the_newest_bytes_up_to_its_limit_and_counts_what_it_dropped()
@@ -109,6 +76,32 @@ public sealed class ConsoleSessionTests
             read.Add(Encoding.ASCII.GetString(chunk));
         Assert.Equal(["6789ABCDEF"], read);
         Assert.Equal(0, follower.PendingBytes);
+    }
+
+    /// <summary>
+    /// A control server on a socket of its own, with a console backend of the test's, and a client whose
+    /// <c>console Domain-0</c> request was answered <c>ok</c>: <paramref name="body"/> then prints and reads.
+    /// </summary>
+    private static async Task InConsoleSessionAsync(Func<FakeConsole, Socket, Task> body)
+    {
+        var console = new FakeConsole();
+        string socketPath = Path.Combine(Path.GetTempPath(), $"vmmkit-cs-{Guid.NewGuid():N}.sock");
+        var server = new ControlServer(new Toolstack(null!, null!, console, null!, null!, () => { }), null!, console, socketPath);
+        using var stop = new CancellationTokenSource();
+        var serving = server.RunAsync(stop.Token);
+        try
+        {
+            using var client = await ConnectAsync(socketPath);
+            await client.SendAsync(Encoding.ASCII.GetBytes("console\tDomain-0\n"));
+            Assert.Equal("ok\n", Encoding.ASCII.GetString(await ReceiveExactlyAsync(client, 3)));
+            await body(console, client);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving);
+            File.Delete(socketPath);
+        }
     }
 
     private static async Task<Socket> ConnectAsync(string socketPath)
