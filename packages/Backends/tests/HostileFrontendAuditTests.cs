@@ -110,6 +110,7 @@ public sealed class HostileFrontendAuditTests() : BlockImageTests("blkaudit")
         Assert.Equal(before + 2, backend.SpuriousEvents); // the second is unmasked late: the third waits, pending
         Assert.Equal(1, _w.Dom0Events.EventsInHand);
 
+        TestWorld.Until(() => time.Waiting == 1, "the late unmask waits for the clock");
         time.Advance(TimeSpan.FromMilliseconds(1));
         TestWorld.Until(() => backend.SpuriousEvents == before + 3, "the third served after 1 ms");
 
@@ -117,6 +118,7 @@ public sealed class HostileFrontendAuditTests() : BlockImageTests("blkaudit")
         f.Queue(BlkifOperation.Read, 7, 0, Seg(f.DataRefs[0]));
         f.Push();
         await Task.Delay(100);
+        TestWorld.Until(() => time.Waiting == 1, "the (2 ms) late unmask waits for the clock");
         time.Advance(TimeSpan.FromMilliseconds(2));
         Assert.Equal((7UL, (byte)BlkifOperation.Read, BlkifStatus.Okay), f.Responses(1).Single());
         TestWorld.Until(() => _w.Dom0Events.EventsInHand == 0, "unmasked at once after work");
@@ -167,6 +169,7 @@ public sealed class HostileFrontendAuditTests() : BlockImageTests("blkaudit")
         await Task.Delay(300);
         Assert.Equal(printed, backend.OutputBytes); // masked: the event waits for the next period
         Assert.Equal(1, backend.RateLimited);
+        TestWorld.Until(() => time.Waiting == 1, "the period's end waits for the clock");
         time.Advance(ConsoleBackend.RateLimitPeriod);
         TestWorld.Until(() => backend.OutputBytes == printed + 1, "the last event served in the next period");
     }

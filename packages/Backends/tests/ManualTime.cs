@@ -19,6 +19,16 @@ internal sealed class ManualTime : TimeProvider
         return timer;
     }
 
+    /// <summary>Timers waiting for the clock to move (a test waits for one before it advances the clock).</summary>
+    public int Waiting
+    {
+        get
+        {
+            lock (_timers)
+                return _timers.Count;
+        }
+    }
+
     public void Advance(TimeSpan by)
     {
         long now = Interlocked.Add(ref _ticks, by.Ticks);
