@@ -287,6 +287,11 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
         bool interruptWindow = (_primary & PrimaryProcessorBasedControls.InterruptWindowExiting) != 0;
         bool nmiWindow = (_primary & PrimaryProcessorBasedControls.NmiWindowExiting) != 0;
         _core.BeginRun();
+        // Event deliveries retire no instruction, yet a guest can chain them forever (a handler whose fetch faults, on an
+        // IST stack that resets each time): each delivery takes one unit of the preemption timer and of
+        // MaxInstructionsPerRun, so such a run still ends. The timer counts time, not instructions (SDM Vol. 3C §26.5.1).
+        ulong runStart = s.InstructionsRetired;
+        ulong deliveries = 0;
         while (true)
         {
             if (_halted)
@@ -303,7 +308,9 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
             uint shadow = _core.ShadowBits;
             if (interruptWindow && (s.Rflags & RflagsBits.IF) != 0 && shadow == 0) return VmExit.Exit(VmxExitReason.InterruptWindow);
             if (nmiWindow && !_core.NmiBlocked && (shadow & 2) == 0) return VmExit.Exit(VmxExitReason.NmiWindow);
-            ulong budget = timer ? timerValue : MaxInstructionsPerRun != 0 ? MaxInstructionsPerRun : ulong.MaxValue / 2;
+            ulong used = s.InstructionsRetired - runStart + deliveries;
+            if (!timer && MaxInstructionsPerRun != 0 && used >= MaxInstructionsPerRun) return VmExit.Exit(VmxExitReason.VmxPreemptionTimerExpired);
+            ulong budget = timer ? timerValue : MaxInstructionsPerRun != 0 ? MaxInstructionsPerRun - used : ulong.MaxValue / 2;
             if (interruptWindow || nmiWindow) budget = Math.Min(budget, 1); // step until the window opens
             if (timer && timerValue == 0)
             {
@@ -358,6 +365,15 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
             if (!_core.DeliverException(e.Vector, e.HasErrorCode, e.ErrorCode))
             {
                 return DeliveryFailure();
+            }
+            deliveries++;
+            if (timer)
+            {
+                timerValue -= Math.Min(1, timerValue);
+                if (((VmExitControls)vmcs.Read(VmcsField.VmExitControls) & VmExitControls.SaveVmxPreemptionTimerValue) != 0)
+                {
+                    vmcs.Write(VmcsField.VmxPreemptionTimerValue, timerValue);
+                }
             }
         }
     }
