@@ -80,7 +80,10 @@ public sealed unsafe partial class EmulatedProcessor : IVirtualProcessor, IDispo
     /// </summary>
     public bool TrySetExtendedControlRegister(uint index, ulong value) => Fpu.ExtendedControlRegisters.TrySet(ref _core.S, index, value);
 
-    /// <summary>Upper bound on instructions executed by one <see cref="Run"/> call when no preemption timer is armed; 0 = unbounded.</summary>
+    /// <summary>
+    /// Upper bound on instructions executed by one <see cref="Run"/> call when no preemption timer is armed, each event
+    /// delivery counting as one (a guest can chain deliveries without retiring an instruction); 0 = unbounded.
+    /// </summary>
     public ulong MaxInstructionsPerRun { get; set; }
 
     /// <inheritdoc/>
