@@ -125,6 +125,9 @@ public sealed unsafe partial class GrantTableHost
     /// invalidates the <see cref="GuestPhysicalMemory"/> caches of that EPT; this is for the processors' own caches
     /// (TLBs, translated code). It must not wait for anything a processor needs to leave guest execution. Null: the
     /// hypervisor flushes after each call returns, and a page whose last reference went is by then already free.
+    /// If the hook throws, the exception reaches the caller and the pages that left the EPT before it stay held for
+    /// good (their references and the grants' pins are never dropped): a failed flush leaves no proof that no
+    /// processor still reaches them, so the host errs on the side of a leak rather than a page given away in use.
     /// </summary>
     public Action<GrantDomain>? FlushTranslations { get; set; }
 

@@ -157,6 +157,32 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
+    public void A_FlushTranslations_hook_that_throws_leaves_the_batch_s_pages_held_for_good_and_the_host_usable()
+    {
+        // A flush that failed says nothing of the vCPUs' caches, so a page that left the EPT before it may still be
+        // reached: the fail-safe side is never to release it. The exception reaches the caller; the lock is let go.
+        uint gref = Grant(5);
+        GnttabMapGrantRef op = Map(gref);
+        Assert.Equal(0, op.Status);
+        MachineFrameNumber page = _front.Ram[5];
+        Assert.False(_m.Frames.Free(page)); // deferred: mapped
+        _m.Host.FlushTranslations = _ => throw new InvalidOperationException("INVEPT failed");
+
+        Assert.Throws<InvalidOperationException>(() => Unmap(op.Handle));
+        Assert.False(_back.Ept.TryLookup(new GuestFrameNumber(MapGfn), out _, out _)); // out of the EPT, before the flush
+        Assert.True(_m.Memory.TryGetOwner(page, out _));                             // but never freed
+        Assert.Equal(1, _m.Frames.ReferenceCount(page));
+        Assert.True(_share.IsForeignAccessInUse(gref));                              // nor the grant's pin dropped
+
+        _m.Host.FlushTranslations = null;
+        Assert.Equal((short)GrantStatus.BadHandle, Unmap(op.Handle)); // the handle went with the mapping
+        GnttabMapGrantRef next = Map(Grant(6));
+        Assert.Equal(0, next.Status);
+        Assert.Equal(0, Unmap(next.Handle));
+        Assert.True(_m.Memory.TryGetOwner(page, out _));
+    }
+
+    [Fact]
     public void FlushTranslations_runs_after_a_map_replaced_a_page_and_never_for_a_map_into_an_empty_slot_or_a_copy()
     {
         // A vCPU may hold the translation of the RAM page a mapping replaces (Xen's p2m update flushes then); an empty
