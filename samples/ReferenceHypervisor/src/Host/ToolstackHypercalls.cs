@@ -41,7 +41,10 @@ internal static unsafe class ToolstackHypercalls
         return 0;
     }
 
-    /// <summary>HVMOP_set_param: the toolstack sets any parameter of another domain (store/console pfn and evtchn, ...).</summary>
+    /// <summary>
+    /// HVMOP_set_param: the toolstack sets any parameter of another domain (store/console pfn and evtchn, ...), under
+    /// hvm_set_param's per-parameter rules (Hypercalls/HvmParamRules.cs).
+    /// </summary>
     private static long SetParam(ref HypercallCall<VirtualCpu> call)
     {
         if (!call.TryCopyFromGuest(call.Argument(1), out XenHvmParam p))
@@ -53,8 +56,7 @@ internal static unsafe class ToolstackHypercalls
             return HvmOpHypercall.SetParam(ref call);
         if (rc != 0)
             return rc;
-        target.SetHvmParam((HvmParam)p.Index, p.Value);
-        return 0;
+        return Hypercalls.HvmParamRules.Set(call.Caller, target, (HvmParam)p.Index, p.Value);
     }
 
     /// <summary>
@@ -101,7 +103,7 @@ internal static unsafe class ToolstackHypercalls
             return HvmOpHypercall.GetParam(ref call);
         if (rc != 0)
             return rc;
-        p.Value = target.GetHvmParam((HvmParam)p.Index);
+        p.Value = Hypercalls.HvmParamRules.Get(target, (HvmParam)p.Index);
         return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
     }
 

@@ -20,7 +20,7 @@ internal static class HvmOpHypercall
             return rc;
         if (!GuestMayRead((HvmParam)p.Index))
             return XenErrno.EPERM.Negated();
-        p.Value = call.Caller.Domain.GetHvmParam((HvmParam)p.Index);
+        p.Value = HvmParamRules.Get(call.Caller.Domain, (HvmParam)p.Index);
         return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
     }
 
@@ -34,31 +34,7 @@ internal static class HvmOpHypercall
             return rc;
         if (!GuestMayWrite((HvmParam)p.Index))
             return XenErrno.EPERM.Negated();
-        rc = Validate(call.Caller, (HvmParam)p.Index, p.Value);
-        if (rc != 0)
-            return rc;
-        call.Caller.Domain.SetHvmParam((HvmParam)p.Index, p.Value);
-        return 0;
-    }
-
-    /// <summary>The per-parameter checks and side effects of Xen's <c>hvm_set_param</c> for the parameters a guest may write.</summary>
-    private static long Validate(VirtualCpu caller, HvmParam index, ulong value)
-    {
-        switch (index)
-        {
-            case HvmParam.CallbackIrq:
-                // hvm_latch_shinfo_size: the guest's mode now picks the 32- or 64-bit shared_info layout.
-                caller.Domain.LatchSharedInfoSize(caller);
-                caller.Domain.SetCallbackVia(value);
-                return 0;
-            case HvmParam.X87FipWidth:
-                return value is 0 or 4 or 8 ? 0 : XenErrno.EINVAL.Negated();
-            case HvmParam.AcpiIoportsLocation:
-                // pmtimer_change_ioport: a PVH domain has no emulated ACPI PM timer (has_vpm() is false).
-                return XenErrno.ENODEV.Negated();
-            default:
-                return 0;
-        }
+        return HvmParamRules.Set(call.Caller, call.Caller.Domain, (HvmParam)p.Index, p.Value);
     }
 
     private static long Check(VirtualCpu caller, in XenHvmParam p)
