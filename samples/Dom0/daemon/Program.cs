@@ -45,16 +45,8 @@ if (!reattach)
     await store.WriteAsync("/local/domain/0/domid", "0");
 }
 
-var saving = new object();
-void SaveState()
-{
-    lock (saving)
-    {
-        string tmp = statePath + ".new";
-        File.WriteAllBytes(tmp, xenstored.SaveState());
-        File.Move(tmp, statePath, overwrite: true);
-    }
-}
+var saver = new StateSaver(xenstored.SaveState, statePath, TimeProvider.System);
+void SaveState() => saver.Save();
 
 // One gntdev handle for every backend: it hands out Dom0's grant-mapping slots.
 var gnttab = new XenGnttab(privcmd);
@@ -75,6 +67,7 @@ SaveState();
 
 // Like xenstored's database file (its tdb), the state on disk follows every change, whoever makes it: a guest's own
 // writes (a frontend's ring-ref, event-channel and state) are what a Dom0 started after this one dies needs to find.
+// Those are saved at a bounded rate (StateSaver), so a guest writing without pause cannot keep Dom0 saving.
 await using var persist = new XenStoreClient(xenstored.Connect(0));
 var changed = new SemaphoreSlim(0);
 _ = Task.Run(async () =>
@@ -92,13 +85,7 @@ _ = Task.Run(async () =>
 {
     try
     {
-        while (true)
-        {
-            await changed.WaitAsync(stop.Token);
-            while (changed.CurrentCount > 0)
-                await changed.WaitAsync(stop.Token);   // one save for a burst
-            SaveState();
-        }
+        await saver.RunAsync(changed, stop.Token);
     }
     catch (OperationCanceledException)
     {
