@@ -80,12 +80,7 @@ public class HvmParamRuleTests
     {
         var (machine, guest, _) = ToolstackHypercallTests.Setup();
         using var owner = machine;
-        var dom0 = new Domain(machine, 0, "Domain-0", 1, privileged: true, upcall: null);
-        machine.AddDomain(dom0);
-        dom0.SetMaxPages(16);
-        Assert.Equal(0, dom0.Populate(0));
-        Assert.Equal(0, dom0.InitialiseBootVcpu(0x1000, 0));
-        var tools = dom0.Vcpus[0];
+        var tools = AddDom0(machine);
         ushort domid = guest.Domain.Id;
 
         Assert.Equal(XenErrno.EINVAL.Negated(), Set(machine, tools, HvmParam.Vm86TssSized, 16ul << 32, domid));
@@ -93,12 +88,87 @@ public class HvmParamRuleTests
         Assert.Equal(XenErrno.EINVAL.Negated(), Set(machine, tools, HvmParam.X87FipWidth, 3, domid));
         Assert.Equal(XenErrno.ENODEV.Negated(), Set(machine, tools, HvmParam.AcpiIoportsLocation, 1, domid));
         Assert.Equal(DomainState.Running, guest.Domain.State);
-        Assert.Equal(DomainState.Running, dom0.State);
+        Assert.Equal(DomainState.Running, tools.Domain.State);
 
         Assert.Equal(0, Set(machine, tools, HvmParam.Vm86Tss, 0x7000, domid));
         Assert.Equal((128ul << 32) | 0x7000, Get(machine, tools, HvmParam.Vm86TssSized, domid));
         Assert.Equal(0x7000ul, Get(machine, guest, HvmParam.Vm86Tss));
         Assert.Equal(0, Set(machine, tools, HvmParam.X87FipWidth, 4, domid));
         Assert.Equal(4ul, Get(machine, guest, HvmParam.X87FipWidth));
+    }
+
+    private static VirtualCpu AddDom0(Machine machine)
+    {
+        var dom0 = new Domain(machine, 0, "Domain-0", 1, privileged: true, upcall: null);
+        machine.AddDomain(dom0);
+        dom0.SetMaxPages(16);
+        Assert.Equal(0, dom0.Populate(0));
+        Assert.Equal(0, dom0.InitialiseBootVcpu(0x1000, 0));
+        return dom0.Vcpus[0];
+    }
+
+    private static long TryGet(Machine machine, VirtualCpu caller, HvmParam index, ushort domid = DomainId.Self) =>
+        Call(machine, caller, new GuestPage(), HvmOp.GetParam, domid, index);
+
+    [Fact]
+    public void Deprecated_parameters_are_einval_for_everyone_and_the_toolstack_s_own_are_eperm_on_oneself()
+    {
+        // hvm_allow_set_param / hvm_allow_get_param: the deprecated parameters are -EINVAL whoever asks; any other a
+        // domain may not touch on itself is -EPERM, the toolstack's own domain included (d == current->domain).
+        var (machine, guest, _) = ToolstackHypercallTests.Setup();
+        using var owner = machine;
+        var tools = AddDom0(machine);
+        foreach (HvmParam deprecated in new[] { HvmParam.PaeEnabled, HvmParam.DmDomain, HvmParam.MemoryEventCr0, HvmParam.MemoryEventCr3,
+                     HvmParam.MemoryEventCr4, HvmParam.MemoryEventInt3, HvmParam.NestedHvm, HvmParam.MemoryEventSingleStep,
+                     HvmParam.BufioreqEvtchn, HvmParam.MemoryEventMsr })
+        {
+            Assert.Equal(XenErrno.EINVAL.Negated(), Set(machine, guest, deprecated, 1));
+            Assert.Equal(XenErrno.EINVAL.Negated(), TryGet(machine, guest, deprecated));
+            Assert.Equal(XenErrno.EINVAL.Negated(), Set(machine, tools, deprecated, 1, guest.Domain.Id));
+            Assert.Equal(XenErrno.EINVAL.Negated(), TryGet(machine, tools, deprecated, guest.Domain.Id));
+        }
+
+        Assert.Equal(XenErrno.EPERM.Negated(), Set(machine, guest, HvmParam.StorePfn, 5));
+        Assert.Equal(XenErrno.EPERM.Negated(), TryGet(machine, guest, HvmParam.IdentPt));
+        Assert.Equal(XenErrno.EPERM.Negated(), Set(machine, tools, HvmParam.IdentPt, 5));
+        Assert.Equal(XenErrno.EPERM.Negated(), TryGet(machine, tools, HvmParam.IdentPt));
+        Assert.Equal(0, Set(machine, tools, HvmParam.IdentPt, 5, guest.Domain.Id));
+        Assert.Equal(5ul, Get(machine, tools, HvmParam.IdentPt, guest.Domain.Id));
+    }
+
+    [Fact]
+    public void The_toolstack_s_parameters_meet_hvm_set_param_s_own_checks()
+    {
+        var (machine, guest, _) = ToolstackHypercallTests.Setup();
+        using var owner = machine;
+        var tools = AddDom0(machine);
+        ushort d = guest.Domain.Id;
+        long einval = XenErrno.EINVAL.Negated();
+
+        Assert.Equal(einval, Set(machine, tools, HvmParam.TimerMode, 4, d));             // > HVMPTM_one_missed_tick_pending
+        Assert.Equal(0, Set(machine, tools, HvmParam.TimerMode, 3, d));
+        Assert.Equal(einval, Set(machine, tools, HvmParam.TripleFaultReason, 6, d));     // > SHUTDOWN_MAX
+        Assert.Equal(0, Set(machine, tools, HvmParam.TripleFaultReason, 5, d));
+        Assert.Equal(einval, Set(machine, tools, HvmParam.NrIoreqServerPages, 0, d));
+        Assert.Equal(einval, Set(machine, tools, HvmParam.NrIoreqServerPages, 65, d));
+        Assert.Equal(einval, Set(machine, tools, HvmParam.Altp2m, 4, d));                // > XEN_ALTP2M_limited
+        Assert.Equal(einval, Set(machine, tools, HvmParam.McaCap, 1, d));                // no LMCE on this processor
+        Assert.Equal(0, Set(machine, tools, HvmParam.McaCap, 0, d));
+
+        // HVM_PARAM_VIRIDIAN: known feature bits, base_freq among them; then set once.
+        Assert.Equal(einval, Set(machine, tools, HvmParam.Viridian, 2, d));
+        Assert.Equal(einval, Set(machine, tools, HvmParam.Viridian, 1ul << 13 | 1, d));
+        Assert.Equal(0, Set(machine, tools, HvmParam.Viridian, 1, d));
+        Assert.Equal(XenErrno.EEXIST.Negated(), Set(machine, tools, HvmParam.Viridian, 3, d));
+        Assert.Equal(0, Set(machine, tools, HvmParam.Viridian, 1, d));
+        Assert.Equal(0, Set(machine, tools, HvmParam.NrIoreqServerPages, 8, d));
+        Assert.Equal(XenErrno.EEXIST.Negated(), Set(machine, tools, HvmParam.NrIoreqServerPages, 9, d));
+
+        // ACPI_S_STATE: 0 and 3 only; no domain is ever suspended here, so S3 is not supported and reads 0.
+        Assert.Equal(einval, Set(machine, tools, HvmParam.AcpiSState, 1, d));
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Set(machine, tools, HvmParam.AcpiSState, 3, d));
+        Assert.Equal(0, Set(machine, tools, HvmParam.AcpiSState, 0, d));
+        Assert.Equal(0ul, Get(machine, tools, HvmParam.AcpiSState, d));
+        Assert.Equal(DomainState.Running, guest.Domain.State);
     }
 }

@@ -85,8 +85,18 @@ public enum HvmParam : uint
     ConsoleEvtchn = 18,
     /// <summary><c>HVM_PARAM_ACPI_IOPORTS_LOCATION</c>.</summary>
     AcpiIoportsLocation = 19,
+    /// <summary><c>HVM_PARAM_MEMORY_EVENT_CR0</c> (deprecated: Xen answers -EINVAL).</summary>
+    MemoryEventCr0 = 20,
+    /// <summary><c>HVM_PARAM_MEMORY_EVENT_CR3</c> (deprecated: Xen answers -EINVAL).</summary>
+    MemoryEventCr3 = 21,
+    /// <summary><c>HVM_PARAM_MEMORY_EVENT_CR4</c> (deprecated: Xen answers -EINVAL).</summary>
+    MemoryEventCr4 = 22,
+    /// <summary><c>HVM_PARAM_MEMORY_EVENT_INT3</c> (deprecated: Xen answers -EINVAL).</summary>
+    MemoryEventInt3 = 23,
     /// <summary><c>HVM_PARAM_NESTEDHVM</c>.</summary>
     NestedHvm = 24,
+    /// <summary><c>HVM_PARAM_MEMORY_EVENT_SINGLE_STEP</c> (deprecated: Xen answers -EINVAL).</summary>
+    MemoryEventSingleStep = 25,
     /// <summary><c>HVM_PARAM_BUFIOREQ_EVTCHN</c>.</summary>
     BufioreqEvtchn = 26,
     /// <summary><c>HVM_PARAM_PAGING_RING_PFN</c>.</summary>
@@ -95,6 +105,8 @@ public enum HvmParam : uint
     MonitorRingPfn = 28,
     /// <summary><c>HVM_PARAM_SHARING_RING_PFN</c>.</summary>
     SharingRingPfn = 29,
+    /// <summary><c>HVM_PARAM_MEMORY_EVENT_MSR</c> (deprecated: Xen answers -EINVAL).</summary>
+    MemoryEventMsr = 30,
     /// <summary><c>HVM_PARAM_TRIPLE_FAULT_REASON</c>.</summary>
     TripleFaultReason = 31,
     /// <summary><c>HVM_PARAM_IOREQ_SERVER_PFN</c>.</summary>

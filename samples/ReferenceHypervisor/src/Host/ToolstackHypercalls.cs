@@ -103,7 +103,9 @@ internal static unsafe class ToolstackHypercalls
             return HvmOpHypercall.GetParam(ref call);
         if (rc != 0)
             return rc;
-        p.Value = Hypercalls.HvmParamRules.Get(target, (HvmParam)p.Index);
+        rc = Hypercalls.HvmParamRules.Get(call.Caller, target, (HvmParam)p.Index, out p.Value);
+        if (rc != 0)
+            return rc;
         return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
     }
 

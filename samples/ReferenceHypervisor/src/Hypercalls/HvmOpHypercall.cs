@@ -4,8 +4,8 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 
 /// <summary>
 /// <c>__HYPERVISOR_hvm_op</c> get/set_param (xen/arch/x86/hvm/hvm.c, <c>hvmop_get_param</c>,
-/// <c>hvmop_set_param</c>, <c>hvm_allow_get_param</c>, <c>hvm_allow_set_param</c>): a guest may read
-/// and write only the parameters Xen lets a guest touch; the others are the toolstack's (-EPERM).
+/// <c>hvmop_set_param</c>): the index, then the domain; then <see cref="HvmParamRules"/> (a guest may read and write
+/// only the parameters Xen lets a guest touch, the others are the toolstack's (-EPERM), the deprecated ones -EINVAL).
 /// </summary>
 internal static class HvmOpHypercall
 {
@@ -16,11 +16,10 @@ internal static class HvmOpHypercall
         if (!call.TryCopyFromGuest(arg, out XenHvmParam p))
             return XenErrno.EFAULT.Negated();
         long rc = Check(call.Caller, p);
+        if (rc == 0)
+            rc = HvmParamRules.Get(call.Caller, call.Caller.Domain, (HvmParam)p.Index, out p.Value);
         if (rc != 0)
             return rc;
-        if (!GuestMayRead((HvmParam)p.Index))
-            return XenErrno.EPERM.Negated();
-        p.Value = HvmParamRules.Get(call.Caller.Domain, (HvmParam)p.Index);
         return call.TryCopyToGuest(arg, in p) ? 0 : XenErrno.EFAULT.Negated();
     }
 
@@ -30,11 +29,7 @@ internal static class HvmOpHypercall
         if (!call.TryCopyFromGuest(call.Argument(1), out XenHvmParam p))
             return XenErrno.EFAULT.Negated();
         long rc = Check(call.Caller, p);
-        if (rc != 0)
-            return rc;
-        if (!GuestMayWrite((HvmParam)p.Index))
-            return XenErrno.EPERM.Negated();
-        return HvmParamRules.Set(call.Caller, call.Caller.Domain, (HvmParam)p.Index, p.Value);
+        return rc != 0 ? rc : HvmParamRules.Set(call.Caller, call.Caller.Domain, (HvmParam)p.Index, p.Value);
     }
 
     private static long Check(VirtualCpu caller, in XenHvmParam p)
@@ -43,12 +38,4 @@ internal static class HvmOpHypercall
             return XenErrno.EINVAL.Negated();
         return HypercallTable.CheckSelf(caller, p.Domid);
     }
-
-    private static bool GuestMayRead(HvmParam index) => index is HvmParam.CallbackIrq or HvmParam.Vm86Tss or HvmParam.Vm86TssSized
-        or HvmParam.AcpiIoportsLocation or HvmParam.VmGenerationIdAddr or HvmParam.StorePfn or HvmParam.StoreEvtchn
-        or HvmParam.ConsolePfn or HvmParam.ConsoleEvtchn or HvmParam.Altp2m or HvmParam.X87FipWidth;
-
-    private static bool GuestMayWrite(HvmParam index) => index is HvmParam.CallbackIrq or HvmParam.Vm86Tss or HvmParam.Vm86TssSized
-        or HvmParam.AcpiIoportsLocation or HvmParam.VmGenerationIdAddr or HvmParam.StoreEvtchn or HvmParam.ConsoleEvtchn
-        or HvmParam.X87FipWidth;
 }
