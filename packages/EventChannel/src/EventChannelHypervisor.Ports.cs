@@ -208,8 +208,9 @@ public sealed partial class EventChannelHypervisor
 
     /// <summary>
     /// <c>EVTCHNOP_reset</c>: closes every port of <c>dom</c> and returns it to the 2-level ABI.
-    /// -ESRCH, -EPERM from the policy, -EINVAL for another domain that its controller has not paused.
-    /// Xen splits a long reset with the internal <c>EVTCHNOP_reset_cont</c>; this one runs to the end.
+    /// -ESRCH, -EPERM from the policy, -EINVAL for another domain that its controller has not paused,
+    /// -EAGAIN (and still the same ABI) when a racing bind left a port open. Xen splits a long reset with
+    /// the internal <c>EVTCHNOP_reset_cont</c>; this one runs to the end.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="dom">The domain to reset, or <c>DOMID_SELF</c>.</param>
@@ -225,13 +226,12 @@ public sealed partial class EventChannelHypervisor
             return rc;
         if (d != caller && !d.IsPausedByController)
             return XenErrno.EINVAL.Negated();
-        CloseAllAndDropFifo(d);
-        return 0;
+        return CloseAllAndDropFifo(d);
     }
 
     // evtchn_reset / evtchn_destroy: close every port, then leave the FIFO ABI once no thread can
     // still be using its pages, and drop the page references.
-    private static void CloseAllAndDropFifo(EventChannelDomain d)
+    private static long CloseAllAndDropFifo(EventChannelDomain d)
     {
         int valid = d.ValidPorts;
         for (uint port = 1; port < (uint)valid; port++)
@@ -240,13 +240,31 @@ public sealed partial class EventChannelHypervisor
         FifoAbi? fifo;
         lock (d.EventLock)
         {
+            // XSA-343 ("evtchn_reset() shouldn't succeed with still-open ports"): the loop does not hold the
+            // event lock throughout, so another vCPU may have bound a port it had passed; switching ABI
+            // under it could leave it beyond the 2-level ports. A dying domain binds nothing (IsDying).
+            if (!d.IsDying && HasOpenPorts(d))
+                return XenErrno.EAGAIN.Negated();
             fifo = d.Fifo;
             if (fifo is null)
-                return;
+                return 0;
             d.SetFifo(null);
             Quiesce(d);
         }
         fifo.Unmap(d.FrameMapper!);
+        return 0;
+    }
+
+    // Xen's active_evtchns != 0 (no Xen-internal consumers here); the caller holds the event lock.
+    private static bool HasOpenPorts(EventChannelDomain d)
+    {
+        int valid = d.ValidPorts;
+        for (uint port = 1; port < (uint)valid; port++)
+        {
+            if (d.TryGetChannel(port)!.State != ChannelState.Free)
+                return true;
+        }
+        return false;
     }
 
     // Every user of a domain's FIFO state holds one of its channels' locks, or (a sender in another

@@ -33,4 +33,73 @@ public class HostileGuestAuditTests
         Assert.Equal(EventChannelAbiKind.TwoLevel, g.Domain.Abi);
         Assert.Equal(0, g.Frames.TotalReferences);
     }
+
+    /// <summary>
+    /// XSA-343's "evtchn_reset() shouldn't succeed with still-open ports": EVTCHNOP_reset closes the
+    /// ports one by one without holding the event lock throughout, so another vCPU can bind a port the
+    /// loop has passed. Here the ports below the one the reset waits on are still LINKED (busy) except
+    /// port 4100, so the racing bind gets 4100: if the reset then switched to the 2-level ABI, that port
+    /// would stay bound beyond the 4096 ports 2-level can address and every event sent to it would be
+    /// lost. Xen answers -EAGAIN and keeps the FIFO ABI; a retry succeeds.
+    /// </summary>
+    [Fact]
+    public void Reset_fails_with_eagain_when_a_racing_bind_left_a_port_open()
+    {
+        var hv = new EventChannelHypervisor();
+        using var peer = new TestGuest(hv, 2, vcpus: 1); // created first: its event lock is taken first
+        using var g = new TestGuest(hv, 1, vcpus: 1, maxPorts: 8192);
+        Assert.True(peer.Domain.Ordinal < g.Domain.Ordinal);
+        g.InitFifo(pages: 5);
+        const uint Gap = 4100, Last = 4199;
+        var ipi = new EvtchnBindIpi();
+        for (uint p = 1; p <= Last; p++)
+        {
+            Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi));
+            Assert.Equal(p, ipi.Port);
+            if (p != Gap)
+                Assert.Equal(0, g.Send(p)); // queued and not consumed: LINKED, so busy once closed
+        }
+        uint link = g.BindInterdomain(2, peer.AllocUnbound(1));
+        Assert.Equal(Last + 1, link);
+
+        long rc = 1;
+        var threads = new Threads();
+        Thread reset;
+        peer.Domain.EventLock.Enter();
+        try
+        {
+            reset = threads.Start(() => Volatile.Write(ref rc, hv.Reset(g.Domain, DomainId.Self)));
+            // The reset closes ports 1..4199, then waits for the peer's event lock to close 'link'.
+            SpinUntil(() => hv.GetState(g.Domain, Last) == ChannelState.Free);
+            Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi)); // another vCPU of the guest
+            Assert.Equal(Gap, ipi.Port);
+        }
+        finally
+        {
+            peer.Domain.EventLock.Exit();
+        }
+        Assert.True(Threads.JoinAll([reset], TimeSpan.FromSeconds(30)), "reset stuck");
+        Assert.Empty(threads.Errors);
+        Assert.Equal(E(XenErrno.EAGAIN), Volatile.Read(ref rc));
+        Assert.Equal(EventChannelAbiKind.Fifo, g.Domain.Abi);
+        Assert.Equal(ChannelState.Ipi, hv.GetState(g.Domain, Gap));
+        Assert.Equal(0, g.Send(Gap));
+        Assert.True(hv.IsPending(g.Domain, Gap)); // still deliverable
+
+        Assert.Equal(0, hv.Reset(g.Domain, DomainId.Self)); // the guest retries
+        Assert.Equal(EventChannelAbiKind.TwoLevel, g.Domain.Abi);
+        Assert.Equal(ChannelState.Free, hv.GetState(g.Domain, Gap));
+        Assert.Equal(0, g.Frames.TotalReferences);
+    }
+
+    // Waits for another thread's progress (a hang guard, not a timing assertion).
+    private static void SpinUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the other thread made no progress");
+            Thread.Yield();
+        }
+    }
 }
