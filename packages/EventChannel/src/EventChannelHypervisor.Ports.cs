@@ -190,7 +190,8 @@ public sealed partial class EventChannelHypervisor
 
     /// <summary>
     /// <c>EVTCHNOP_unmask</c>: clears the mask and, if the port is pending, delivers it (2-level:
-    /// selector bit and upcall; FIFO: relink). -EINVAL for a port never allocated.
+    /// selector bit and upcall; FIFO: relink). -EINVAL for a port never allocated; a port that is free
+    /// or reserved is left alone (0), as Xen's <c>evtchn_port_unmask</c> does.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="port">The port.</param>
@@ -202,7 +203,10 @@ public sealed partial class EventChannelHypervisor
         if (chn is null)
             return XenErrno.EINVAL.Negated();
         lock (chn.Lock)
-            caller.Unmask(chn);
+        {
+            if (Usable(chn))
+                caller.Unmask(chn);
+        }
         return 0;
     }
 
@@ -337,7 +341,7 @@ public sealed partial class EventChannelHypervisor
 
     /// <summary>
     /// Xen's <c>evtchn_port_is_pending</c> as <c>SCHEDOP_poll</c> uses it: false for any port never
-    /// allocated (XSA-221), whatever the guest passes.
+    /// allocated (XSA-221), free or reserved, whatever the guest passes.
     /// </summary>
     /// <param name="domain">The domain.</param>
     /// <param name="port">Any port number.</param>
@@ -348,10 +352,10 @@ public sealed partial class EventChannelHypervisor
         if (domain.TryGetChannel(port) is not { } chn)
             return false;
         lock (chn.Lock)
-            return domain.IsPending(chn);
+            return Usable(chn) && domain.IsPending(chn);
     }
 
-    /// <summary>Xen's <c>evtchn_port_is_masked</c>: true for any port never allocated or without an event word.</summary>
+    /// <summary>Xen's <c>evtchn_port_is_masked</c>: true for any port never allocated, free, reserved or without an event word.</summary>
     /// <param name="domain">The domain.</param>
     /// <param name="port">Any port number.</param>
     /// <returns>Whether the port is masked.</returns>
@@ -361,8 +365,12 @@ public sealed partial class EventChannelHypervisor
         if (domain.TryGetChannel(port) is not { } chn)
             return true;
         lock (chn.Lock)
-            return domain.IsMasked(chn);
+            return !Usable(chn) || domain.IsMasked(chn);
     }
+
+    // evtchn_usable (xen/include/xen/event.h): the port operations touch the guest's words only for a
+    // bound port, so a free port (every port once DestroyDomain ran) or port 0 never writes guest memory.
+    private static bool Usable(Channel chn) => chn.State > ChannelState.Reserved;
 
     /// <summary>The state of a port, for the hypervisor's debug output (Xen's <c>'e'</c> key) and tests.</summary>
     /// <param name="domain">The domain.</param>

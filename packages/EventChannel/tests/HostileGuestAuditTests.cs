@@ -92,6 +92,45 @@ public class HostileGuestAuditTests
         Assert.Equal(0, g.Frames.TotalReferences);
     }
 
+    /// <summary>
+    /// Xen's port operations act only on a usable port (event.h: <c>evtchn_usable</c>, state above
+    /// ECS_RESERVED): EVTCHNOP_unmask of port 0 or of a closed port does nothing, and poll sees it not
+    /// pending. Here such an unmask cleared the mask bit, set the selector and raised an upcall for a port
+    /// the guest had made pending in its own memory; done by a vCPU still inside the hypercall while
+    /// DestroyDomain ran, it wrote the dead domain's shared_info and vcpu_info, which the hypervisor frees
+    /// once DestroyDomain returned.
+    /// </summary>
+    [Fact]
+    public unsafe void Unmask_of_a_port_not_bound_touches_no_guest_memory()
+    {
+        var hv = new EventChannelHypervisor();
+        using var g = new TestGuest(hv, 1, vcpus: 1);
+        var ipi = new EvtchnBindIpi();
+        Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi));
+        var closed = new EvtchnBindIpi();
+        Assert.Equal(0, hv.BindIpi(g.Domain, ref closed));
+        Assert.Equal(0, hv.Close(g.Domain, closed.Port));
+        byte* shared = g.Frames.Page(TestGuest.SharedInfoGfn);
+        ulong* pending = (ulong*)(shared + 2048), mask = (ulong*)(shared + 2560);
+
+        void AssertUnmaskIsANoOp(uint port)
+        {
+            *pending |= 1UL << (int)port; // the guest's own write
+            *mask |= 1UL << (int)port;
+            byte[] before = new Span<byte>(shared, 4096).ToArray();
+            Assert.Equal(0, hv.Unmask(g.Domain, port));
+            Assert.True(new Span<byte>(shared, 4096).SequenceEqual(before), $"port {port}: guest memory written");
+            Assert.Equal(0, g.Upcalls.Total);
+            Assert.False(hv.IsPending(g.Domain, port));
+            Assert.True(hv.IsMasked(g.Domain, port));
+        }
+
+        AssertUnmaskIsANoOp(0);           // ECS_RESERVED
+        AssertUnmaskIsANoOp(closed.Port); // ECS_FREE
+        hv.DestroyDomain(g.Domain);       // a vCPU is still in EVTCHNOP_unmask of a port it had bound
+        AssertUnmaskIsANoOp(ipi.Port);
+    }
+
     // Waits for another thread's progress (a hang guard, not a timing assertion).
     private static void SpinUntil(Func<bool> condition)
     {
