@@ -12,7 +12,8 @@ public sealed partial class EventChannelHypervisor
     /// <c>EVTCHNOP_init_control</c>: registers <c>op.Vcpu</c>'s control block; the first call switches
     /// the domain to the FIFO ABI (ports already pending keep their pending state). -ENOENT for a
     /// missing vCPU; -EINVAL for an offset not 8-byte aligned or a block crossing the page, a frame
-    /// the mapper refuses, or a vCPU that already has one; -ENOSYS when the domain has no frame mapper.
+    /// the mapper refuses, a vCPU that already has one, or a domain being destroyed; -ENOSYS when the
+    /// domain has no frame mapper.
     /// A failure leaves the domain exactly as it was (XSA-188).
     /// </summary>
     /// <param name="caller">The calling domain.</param>
@@ -32,6 +33,10 @@ public sealed partial class EventChannelHypervisor
 
         lock (d.EventLock)
         {
+            // A vCPU still in this hypercall while DestroyDomain runs: its teardown already dropped the FIFO
+            // state, so a mapping now would never be unmapped (Xen's get_free_port: -EINVAL when dying).
+            if (d.IsDying)
+                return XenErrno.EINVAL.Negated();
             if (d.Fifo is { } existing)
                 return existing.MapControlBlock((int)op.Vcpu, op.ControlGfn, op.Offset, mapper);
 

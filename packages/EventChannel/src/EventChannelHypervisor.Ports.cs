@@ -190,7 +190,8 @@ public sealed partial class EventChannelHypervisor
 
     /// <summary>
     /// <c>EVTCHNOP_unmask</c>: clears the mask and, if the port is pending, delivers it (2-level:
-    /// selector bit and upcall; FIFO: relink). -EINVAL for a port never allocated.
+    /// selector bit and upcall; FIFO: relink). -EINVAL for a port never allocated; a port that is free
+    /// or reserved is left alone (0), as Xen's <c>evtchn_port_unmask</c> does.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="port">The port.</param>
@@ -202,14 +203,18 @@ public sealed partial class EventChannelHypervisor
         if (chn is null)
             return XenErrno.EINVAL.Negated();
         lock (chn.Lock)
-            caller.Unmask(chn);
+        {
+            if (Usable(chn))
+                caller.Unmask(chn);
+        }
         return 0;
     }
 
     /// <summary>
     /// <c>EVTCHNOP_reset</c>: closes every port of <c>dom</c> and returns it to the 2-level ABI.
-    /// -ESRCH, -EPERM from the policy, -EINVAL for another domain that its controller has not paused.
-    /// Xen splits a long reset with the internal <c>EVTCHNOP_reset_cont</c>; this one runs to the end.
+    /// -ESRCH, -EPERM from the policy, -EINVAL for another domain that its controller has not paused,
+    /// -EAGAIN (and still the same ABI) when a racing bind left a port open. Xen splits a long reset with
+    /// the internal <c>EVTCHNOP_reset_cont</c>; this one runs to the end.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="dom">The domain to reset, or <c>DOMID_SELF</c>.</param>
@@ -225,13 +230,12 @@ public sealed partial class EventChannelHypervisor
             return rc;
         if (d != caller && !d.IsPausedByController)
             return XenErrno.EINVAL.Negated();
-        CloseAllAndDropFifo(d);
-        return 0;
+        return CloseAllAndDropFifo(d);
     }
 
     // evtchn_reset / evtchn_destroy: close every port, then leave the FIFO ABI once no thread can
     // still be using its pages, and drop the page references.
-    private static void CloseAllAndDropFifo(EventChannelDomain d)
+    private static long CloseAllAndDropFifo(EventChannelDomain d)
     {
         int valid = d.ValidPorts;
         for (uint port = 1; port < (uint)valid; port++)
@@ -240,13 +244,31 @@ public sealed partial class EventChannelHypervisor
         FifoAbi? fifo;
         lock (d.EventLock)
         {
+            // XSA-343 ("evtchn_reset() shouldn't succeed with still-open ports"): the loop does not hold the
+            // event lock throughout, so another vCPU may have bound a port it had passed; switching ABI
+            // under it could leave it beyond the 2-level ports. A dying domain binds nothing (IsDying).
+            if (!d.IsDying && HasOpenPorts(d))
+                return XenErrno.EAGAIN.Negated();
             fifo = d.Fifo;
             if (fifo is null)
-                return;
+                return 0;
             d.SetFifo(null);
             Quiesce(d);
         }
         fifo.Unmap(d.FrameMapper!);
+        return 0;
+    }
+
+    // Xen's active_evtchns != 0 (no Xen-internal consumers here); the caller holds the event lock.
+    private static bool HasOpenPorts(EventChannelDomain d)
+    {
+        int valid = d.ValidPorts;
+        for (uint port = 1; port < (uint)valid; port++)
+        {
+            if (d.TryGetChannel(port)!.State != ChannelState.Free)
+                return true;
+        }
+        return false;
     }
 
     // Every user of a domain's FIFO state holds one of its channels' locks, or (a sender in another
@@ -319,7 +341,7 @@ public sealed partial class EventChannelHypervisor
 
     /// <summary>
     /// Xen's <c>evtchn_port_is_pending</c> as <c>SCHEDOP_poll</c> uses it: false for any port never
-    /// allocated (XSA-221), whatever the guest passes.
+    /// allocated (XSA-221), free or reserved, whatever the guest passes.
     /// </summary>
     /// <param name="domain">The domain.</param>
     /// <param name="port">Any port number.</param>
@@ -330,10 +352,10 @@ public sealed partial class EventChannelHypervisor
         if (domain.TryGetChannel(port) is not { } chn)
             return false;
         lock (chn.Lock)
-            return domain.IsPending(chn);
+            return Usable(chn) && domain.IsPending(chn);
     }
 
-    /// <summary>Xen's <c>evtchn_port_is_masked</c>: true for any port never allocated or without an event word.</summary>
+    /// <summary>Xen's <c>evtchn_port_is_masked</c>: true for any port never allocated, free, reserved or without an event word.</summary>
     /// <param name="domain">The domain.</param>
     /// <param name="port">Any port number.</param>
     /// <returns>Whether the port is masked.</returns>
@@ -343,8 +365,12 @@ public sealed partial class EventChannelHypervisor
         if (domain.TryGetChannel(port) is not { } chn)
             return true;
         lock (chn.Lock)
-            return domain.IsMasked(chn);
+            return !Usable(chn) || domain.IsMasked(chn);
     }
+
+    // evtchn_usable (xen/include/xen/event.h): the port operations touch the guest's words only for a
+    // bound port, so a free port (every port once DestroyDomain ran) or port 0 never writes guest memory.
+    private static bool Usable(Channel chn) => chn.State > ChannelState.Reserved;
 
     /// <summary>The state of a port, for the hypervisor's debug output (Xen's <c>'e'</c> key) and tests.</summary>
     /// <param name="domain">The domain.</param>

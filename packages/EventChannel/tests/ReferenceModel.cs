@@ -251,6 +251,8 @@ internal sealed class ReferenceModel
         if (port >= ValidPorts)
             return E(XenErrno.EINVAL);
         Port p = c.Ports[port];
+        if (p.State is ChannelState.Free or ChannelState.Reserved)
+            return 0; // evtchn_port_unmask: only a usable port
         p.Masked = false;
         if (p.Pending)
             SetPending(c, port);
