@@ -67,6 +67,9 @@ public sealed unsafe class EventChannelDomain
     /// <summary>True after <see cref="EventChannelHypervisor.DestroyDomain"/>.</summary>
     public bool IsDying { get; internal set; }
 
+    // A reset (EventChannelHypervisor.Reset) is running; under EventLock.
+    internal bool ResetInProgress { get; set; }
+
     internal IEventChannelUpcall Upcall { get; }
     internal IGuestFrameMapper? FrameMapper { get; }
     internal long Ordinal { get; }

@@ -213,7 +213,8 @@ public sealed partial class EventChannelHypervisor
     /// <summary>
     /// <c>EVTCHNOP_reset</c>: closes every port of <c>dom</c> and returns it to the 2-level ABI.
     /// -ESRCH, -EPERM from the policy, -EINVAL for another domain that its controller has not paused,
-    /// -EAGAIN (and still the same ABI) when a racing bind left a port open. Xen splits a long reset with
+    /// -EBUSY while another reset of it runs, -EAGAIN (and still the same ABI) when a racing bind left a
+    /// port open. Xen splits a long reset with
     /// the internal <c>EVTCHNOP_reset_cont</c>; this one runs to the end.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
@@ -230,7 +231,24 @@ public sealed partial class EventChannelHypervisor
             return rc;
         if (d != caller && !d.IsPausedByController)
             return XenErrno.EINVAL.Negated();
-        return CloseAllAndDropFifo(d);
+
+        // evtchn_reset: one reset at a time (d->next_evtchn records the one in progress; -EBUSY for another).
+        lock (d.EventLock)
+        {
+            if (d.ResetInProgress)
+                return XenErrno.EBUSY.Negated();
+            d.ResetInProgress = true;
+        }
+
+        try
+        {
+            return CloseAllAndDropFifo(d);
+        }
+        finally
+        {
+            lock (d.EventLock)
+                d.ResetInProgress = false;
+        }
     }
 
     // evtchn_reset / evtchn_destroy: close every port, then leave the FIFO ABI once no thread can

@@ -93,6 +93,43 @@ public class HostileGuestAuditTests
     }
 
     /// <summary>
+    /// evtchn_reset records a reset in progress (<c>d->next_evtchn</c>) and answers -EBUSY to another one started
+    /// meanwhile, by another vCPU of the guest or its controller; here both ran their close loops at once.
+    /// </summary>
+    [Fact]
+    public void A_second_reset_while_one_is_in_progress_is_ebusy()
+    {
+        var hv = new EventChannelHypervisor();
+        using var peer = new TestGuest(hv, 2, vcpus: 1); // created first: its event lock is taken first
+        using var g = new TestGuest(hv, 1, vcpus: 2);
+        var ipi = new EvtchnBindIpi();
+        Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi));
+        uint link = g.BindInterdomain(2, peer.AllocUnbound(1));
+
+        long rc = 1;
+        var threads = new Threads();
+        Thread reset;
+        peer.Domain.EventLock.Enter();
+        try
+        {
+            reset = threads.Start(() => Volatile.Write(ref rc, hv.Reset(g.Domain, DomainId.Self)));
+            // The first reset has closed the IPI and waits for the peer's event lock to close 'link'.
+            SpinUntil(() => hv.GetState(g.Domain, ipi.Port) == ChannelState.Free);
+            Assert.Equal(E(XenErrno.EBUSY), hv.Reset(g.Domain, DomainId.Self));
+        }
+        finally
+        {
+            peer.Domain.EventLock.Exit();
+        }
+
+        Assert.True(Threads.JoinAll([reset], TimeSpan.FromSeconds(30)), "reset stuck");
+        Assert.Empty(threads.Errors);
+        Assert.Equal(0, Volatile.Read(ref rc));
+        Assert.Equal(ChannelState.Free, hv.GetState(g.Domain, link));
+        Assert.Equal(0, hv.Reset(g.Domain, DomainId.Self)); // and the next one runs
+    }
+
+    /// <summary>
     /// Xen's port operations act only on a usable port (event.h: <c>evtchn_usable</c>, state above
     /// ECS_RESERVED): EVTCHNOP_unmask of port 0 or of a closed port does nothing, and poll sees it not
     /// pending. Here such an unmask cleared the mask bit, set the selector and raised an upcall for a port
