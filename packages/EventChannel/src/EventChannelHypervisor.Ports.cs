@@ -349,8 +349,9 @@ public sealed partial class EventChannelHypervisor
             return;
         lock (chn.Lock)
         {
-            // The binding may have been closed (and the port reused) since it was read.
-            if (chn.State != ChannelState.Virq || chn.Virq != virq)
+            // The binding may have been closed (and the port reused) since it was read, even for the same VIRQ of
+            // another vCPU: Xen reads and sends under the vCPU's virq_lock (send_guest_vcpu_virq).
+            if (chn.State != ChannelState.Virq || chn.Virq != virq || (perVcpu && chn.NotifyVcpu != vcpu))
                 return;
             d.SetPending(perVcpu ? vcpu : chn.NotifyVcpu, chn);
         }

@@ -93,6 +93,46 @@ public class HostileGuestAuditTests
     }
 
     /// <summary>
+    /// A per-vCPU VIRQ raised for vCPU 0 just as the guest closed its port and bound the same VIRQ on vCPU 1, which took
+    /// the same port number: Xen's send_guest_vcpu_virq reads the binding and sets the port pending under the vCPU's
+    /// virq_lock, so vCPU 0's event goes nowhere. Here the sender read the old port before the close and then set it
+    /// pending for vCPU 0, whose upcall came while vCPU 1, the port's vCPU, was never told.
+    /// </summary>
+    [Fact]
+    public void A_vcpu_virq_raised_across_a_rebind_to_another_vcpu_reaches_no_wrong_vcpu()
+    {
+        var hv = new EventChannelHypervisor();
+        using var g = new TestGuest(hv, 1, vcpus: 2);
+        var bind = new EvtchnBindVirq { Virq = (uint)Virq.Timer, Vcpu = 0 };
+        Assert.Equal(0, hv.BindVirq(g.Domain, ref bind));
+        uint port = bind.Port;
+        Channel chn = g.Domain.TryGetChannel(port)!;
+
+        var threads = new Threads();
+        Thread sender;
+        chn.Lock.Enter();
+        try
+        {
+            sender = threads.Start(() => hv.SendVirq(g.Domain, 0, Virq.Timer));
+            // The sender has read vCPU 0's port and waits for the channel's lock.
+            SpinUntil(() => (sender.ThreadState & ThreadState.WaitSleepJoin) != 0);
+            Assert.Equal(0, hv.Close(g.Domain, port));
+            bind = new EvtchnBindVirq { Virq = (uint)Virq.Timer, Vcpu = 1 };
+            Assert.Equal(0, hv.BindVirq(g.Domain, ref bind));
+            Assert.Equal(port, bind.Port);
+        }
+        finally
+        {
+            chn.Lock.Exit();
+        }
+
+        Assert.True(Threads.JoinAll([sender], TimeSpan.FromSeconds(30)), "send stuck");
+        Assert.Empty(threads.Errors);
+        Assert.Equal(0, g.Upcalls.Count(0));
+        Assert.False(g.GuestPending(port));
+    }
+
+    /// <summary>
     /// evtchn_reset records a reset in progress (<c>d->next_evtchn</c>) and answers -EBUSY to another one started
     /// meanwhile, by another vCPU of the guest or its controller; here both ran their close loops at once.
     /// </summary>
