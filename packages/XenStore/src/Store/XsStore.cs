@@ -247,7 +247,7 @@ internal sealed class XsStore
         if (tx is null)
             Events.Fire(path, oldPerms, perms, ParentPerms(path), exact);
         else
-            tx.Events.Add(new XsPendingEvent(path, perms, oldPerms, exact));
+            tx.AddEvent(path, perms, oldPerms, exact);
     }
 
     private XsPermission[]? ParentPerms(string path) => path == "/" ? null : CommittedPerms(XsNode.ParentOf(path));
@@ -261,20 +261,13 @@ internal sealed class XsStore
     {
         if (tx.Events.Count == 0)
             return;
-        var merged = new Dictionary<string, (XsPermission[]? Given, XsPermission[] Last, bool Exact)>(StringComparer.Ordinal);
-        foreach (var e in tx.Events)
-        {
-            merged[e.Path] = merged.TryGetValue(e.Path, out var m)
-                ? (m.Given ?? e.OldPerms, e.Perms, m.Exact && e.Exact)
-                : (e.OldPerms, e.Perms, e.Exact);
-        }
         foreach (var path in tx.Accessed.Keys)
         {
-            if (!merged.Remove(path, out var m))
+            if (!tx.Events.TryGetValue(path, out var m))
                 continue;
             var node = _nodes.GetValueOrDefault(path);
             var first = tx.Seen.GetValueOrDefault(path) is { } seen ? PermsOf(seen) : null;
-            Events.Fire(path, first ?? m.Given, node is null ? null : PermsOf(node), node is null ? null : ParentPerms(path), m.Exact);
+            Events.Fire(path, first ?? m.OldPerms, node is null ? null : PermsOf(node), node is null ? null : ParentPerms(path), m.Exact);
         }
     }
 

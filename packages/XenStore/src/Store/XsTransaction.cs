@@ -24,7 +24,11 @@ internal sealed class XsTransaction(uint id)
     /// <summary>Owner domid → nodes created minus nodes deleted inside the transaction.</summary>
     public Dictionary<uint, int> NodeDelta { get; } = [];
 
-    public List<XsPendingEvent> Events { get; } = [];
+    /// <summary>
+    /// Path → the watch event the transaction fires for that node if it commits: one per changed node, however
+    /// often it changed (transaction.c keeps one entry per node it accessed), so rewriting a node does not grow it.
+    /// </summary>
+    public Dictionary<string, XsPendingEvent> Events { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Set when the transaction can no longer commit (restored after a restart, or an internal failure); END T gives EAGAIN.</summary>
     public bool Failed { get; set; }
@@ -38,6 +42,15 @@ internal sealed class XsTransaction(uint id)
     public int DeltaFor(uint domid) => NodeDelta.TryGetValue(domid, out int d) ? d : 0;
 
     public void AddDelta(uint domid, int delta) => NodeDelta[domid] = DeltaFor(domid) + delta;
+
+    /// <summary>
+    /// Records a change of <paramref name="path"/>: merged with an earlier one, it keeps the first old permissions
+    /// given, takes the latest permissions, and stays exact only if every change was exact.
+    /// </summary>
+    public void AddEvent(string path, XsPermission[] perms, XsPermission[]? oldPerms, bool exact) =>
+        Events[path] = Events.TryGetValue(path, out var m)
+            ? new XsPendingEvent(path, perms, m.OldPerms ?? oldPerms, m.Exact && exact)
+            : new XsPendingEvent(path, perms, oldPerms, exact);
 }
 
 /// <summary>A watch event waiting for its transaction to commit.</summary>

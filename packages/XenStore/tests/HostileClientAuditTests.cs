@@ -1,0 +1,116 @@
+using System.Text;
+using VmmKit.XenStore.Daemon;
+using VmmKit.XenStore.Store;
+using VmmKit.XenStore.Wire;
+
+namespace VmmKit.XenStore.Tests;
+
+/// <summary>
+/// An audit of the daemon against hostile clients that read xenstored's XSAs: quotas a domain must not escape
+/// (by transactions or by several connections), host memory a client must not grow without bound. The cases
+/// drive the processor directly, one message at a time, so every step is deterministic.
+/// </summary>
+public class HostileClientAuditTests
+{
+    /// <summary>A processor with a dom0 connection; guests get a home <c>/local/domain/N</c> they own.</summary>
+    private sealed class Harness
+    {
+        private uint _nextRequest = 1;
+
+        public Harness(XenStoreQuotas? quotas = null)
+        {
+            P = new XsProcessor(quotas ?? new XenStoreQuotas());
+            Dom0 = P.AddConnection(XsConnectionKind.Stream, 0, null);
+        }
+
+        public XsProcessor P { get; }
+
+        public XsConnection Dom0 { get; }
+
+        /// <summary>Introduces <paramref name="domid"/> (its home owned by it) and opens a connection for it.</summary>
+        public XsConnection Guest(uint domid)
+        {
+            if (!P.Domains.ContainsKey(domid))
+            {
+                P.GetOrAddDomain(domid);
+                Ok(Dom0, XsMessageType.Mkdir, 0, S($"/local/domain/{domid}"));
+                Ok(Dom0, XsMessageType.SetPerms, 0, S($"/local/domain/{domid}", $"n{domid}"));
+            }
+            return P.AddConnection(XsConnectionKind.Stream, domid, null);
+        }
+
+        /// <summary>Handles one request; returns the reply (type and payload), skipping watch events.</summary>
+        public (XsMessageType Type, string Payload) Send(XsConnection c, XsMessageType type, uint tx, byte[] payload)
+        {
+            uint id = _nextRequest++;
+            P.Process(c, new XsHeader(type, id, tx, (uint)payload.Length), payload);
+            P.Kicks.Clear();
+            (XsMessageType, string)? reply = null;
+            foreach (var (h, body) in Take(c))
+            {
+                if (h.Type != XsMessageType.WatchEvent && h.RequestId == id)
+                    reply = (h.Type, body);
+            }
+            return reply ?? throw new InvalidOperationException($"no reply to {type}");
+        }
+
+        /// <summary>Takes everything queued for <paramref name="c"/>: frames with their payloads as Latin-1.</summary>
+        public static List<(XsHeader Header, string Payload)> Take(XsConnection c)
+        {
+            var frames = new List<(XsHeader, string)>();
+            if (!c.Output.TryTake(out var buffer, out int length))
+                return frames;
+            var span = buffer.AsSpan(0, length);
+            while (XsFrameReader.TryRead(span, out var h, out var payload, out int consumed) == XsFrameStatus.Frame)
+            {
+                frames.Add((h, Encoding.Latin1.GetString(payload)));
+                span = span[consumed..];
+            }
+            c.Output.Return(buffer);
+            return frames;
+        }
+
+        public string Ok(XsConnection c, XsMessageType type, uint tx, byte[] payload)
+        {
+            var (t, body) = Send(c, type, tx, payload);
+            Assert.True(t == type, $"{type}: {t} {body.TrimEnd('\0')}");
+            return body;
+        }
+
+        /// <summary>The errno name of the reply, or "OK" for a successful one.</summary>
+        public string Status(XsConnection c, XsMessageType type, uint tx, byte[] payload)
+        {
+            var (t, body) = Send(c, type, tx, payload);
+            return t == XsMessageType.Error ? body.TrimEnd('\0') : "OK";
+        }
+
+        public uint Start(XsConnection c) => uint.Parse(Ok(c, XsMessageType.TransactionStart, 0, [0]).TrimEnd('\0'));
+
+        public string Write(XsConnection c, uint tx, string path, string value) =>
+            Status(c, XsMessageType.Write, tx, [.. S(path), .. Encoding.ASCII.GetBytes(value)]);
+    }
+
+    private static byte[] S(params string[] parts) => RawConnection.Strings(parts);
+
+    [Fact]
+    public void Rewriting_one_node_inside_a_transaction_keeps_one_pending_event()
+    {
+        // transaction.c keeps one entry per node a transaction touched (access_node) and fires one event per
+        // changed node at commit; a guest rewriting one node forever must not grow the daemon's memory.
+        var h = new Harness();
+        var guest = h.Guest(5);
+        uint tx = h.Start(guest);
+        for (int i = 0; i < 10_000; i++)
+            Assert.Equal("OK", h.Write(guest, tx, "/local/domain/5/x", "v" + i));
+        var open = guest.Transactions[tx];
+        Assert.True(open.Events.Count <= open.Accessed.Count, $"{open.Events.Count} pending events for {open.Accessed.Count} nodes");
+
+        // The commit still fires the change once, with the last value in place.
+        h.Ok(h.Dom0, XsMessageType.Watch, 0, S("/local/domain/5/x", "w"));
+        Harness.Take(h.Dom0);
+        h.Ok(guest, XsMessageType.TransactionEnd, tx, S("T"));
+        var events = Harness.Take(h.Dom0).Where(f => f.Header.Type == XsMessageType.WatchEvent).ToList();
+        Assert.Single(events);
+        Assert.Equal("v9999", h.Ok(guest, XsMessageType.Read, 0, S("/local/domain/5/x")));
+    }
+}
