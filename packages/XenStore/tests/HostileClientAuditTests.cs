@@ -113,4 +113,27 @@ public class HostileClientAuditTests
         Assert.Single(events);
         Assert.Equal("v9999", h.Ok(guest, XsMessageType.Read, 0, S("/local/domain/5/x")));
     }
+
+    [Fact]
+    public void The_watch_quota_is_per_domain_across_its_connections()
+    {
+        // watch.c do_watch: "domain_watch(conn) > quota" counts the domain's watches (domain->nbwatch), not
+        // the connection's, so a second connection of the same domain does not get a fresh quota.
+        var quotas = new XenStoreQuotas { Watches = 4 };
+        var h = new Harness(quotas);
+        var first = h.Guest(5);
+        var second = h.Guest(5);
+        for (int i = 0; i <= quotas.Watches; i++)
+            Assert.Equal("OK", h.Status(first, XsMessageType.Watch, 0, S("/local/domain/5", $"a{i}")));
+        Assert.Equal("E2BIG", h.Status(first, XsMessageType.Watch, 0, S("/local/domain/5", "a-more")));
+        Assert.Equal("E2BIG", h.Status(second, XsMessageType.Watch, 0, S("/local/domain/5", "b0")));
+
+        // Watches given up (UNWATCH, a closed connection) are counted back.
+        Assert.Equal("OK", h.Status(first, XsMessageType.Unwatch, 0, S("/local/domain/5", "a0")));
+        Assert.Equal("OK", h.Status(second, XsMessageType.Watch, 0, S("/local/domain/5", "b0")));
+        Assert.Equal("E2BIG", h.Status(second, XsMessageType.Watch, 0, S("/local/domain/5", "b1")));
+        h.P.RemoveConnection(first);
+        for (int i = 1; i <= quotas.Watches; i++)
+            Assert.Equal("OK", h.Status(second, XsMessageType.Watch, 0, S("/local/domain/5", $"b{i}")));
+    }
 }
