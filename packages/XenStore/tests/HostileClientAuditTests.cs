@@ -115,6 +115,63 @@ public class HostileClientAuditTests
     }
 
     [Fact]
+    public void A_transaction_cannot_commit_more_than_the_memory_quota()
+    {
+        // XSA-326: a domain's memory quota holds for what it writes in a transaction too (xenstored accounts a
+        // transaction's copies of nodes as they are written).
+        var quotas = new XenStoreQuotas { Memory = 100_000 };
+        var h = new Harness(quotas);
+        var guest = h.Guest(5);
+        string value = new('v', 1000);
+        uint tx = h.Start(guest);
+        int accepted = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            if (h.Write(guest, tx, $"/local/domain/5/n{i}", value) == "OK")
+                accepted++;
+        }
+        h.Send(guest, XsMessageType.TransactionEnd, tx, S("T"));
+        Assert.True(h.P.Store.MemoryOf(5) <= quotas.Memory, $"{h.P.Store.MemoryOf(5)} bytes after {accepted} writes");
+        Assert.True(accepted < 100, $"{accepted} writes of 1000 bytes accepted");
+    }
+
+    [Fact]
+    public void Open_transactions_together_hold_no_more_than_the_memory_quota()
+    {
+        // xenstored charges a transaction's node copies to the domain while the transaction is open, so a
+        // guest's 11 transactions (quota + 1) share one memory quota, committed or not.
+        var quotas = new XenStoreQuotas { Memory = 100_000 };
+        var h = new Harness(quotas);
+        var guest = h.Guest(5);
+        string value = new('v', 1000);
+        long held = 0;
+        var txs = new List<uint>();
+        for (int t = 0; t <= quotas.Transactions; t++)
+        {
+            uint tx = h.Start(guest);
+            txs.Add(tx);
+            for (int i = 0; i < 50; i++)
+            {
+                if (h.Write(guest, tx, $"/local/domain/5/t{t}n{i}", value) == "OK")
+                    held += value.Length;
+            }
+        }
+        Assert.True(held <= quotas.Memory, $"{held} bytes of values held by {txs.Count} open transactions");
+        foreach (uint tx in txs)
+            h.Send(guest, XsMessageType.TransactionEnd, tx, S("T"));
+        Assert.True(h.P.Store.MemoryOf(5) <= quotas.Memory, $"{h.P.Store.MemoryOf(5)} bytes committed");
+
+        // What the guest gave up is its own again: with every transaction ended and the nodes removed, a
+        // write of the same size fits.
+        for (int t = 0; t <= quotas.Transactions; t++)
+        {
+            for (int i = 0; i < 50; i++)
+                h.Status(guest, XsMessageType.Rm, 0, S($"/local/domain/5/t{t}n{i}"));
+        }
+        Assert.Equal("OK", h.Write(guest, 0, "/local/domain/5/after", value));
+    }
+
+    [Fact]
     public void The_watch_quota_is_per_domain_across_its_connections()
     {
         // watch.c do_watch: "domain_watch(conn) > quota" counts the domain's watches (domain->nbwatch), not

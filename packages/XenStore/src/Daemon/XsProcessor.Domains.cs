@@ -58,7 +58,7 @@ internal sealed unsafe partial class XsProcessor
         {
             // domain_conn_reset: a repeated INTRODUCE drops the domain's watches and transactions.
             p.ClearWatches(again);
-            again.Transactions.Clear();
+            p.DropTransactions(again);
         }
         var err = p.Ack(c, ref r);
         if (err == XsError.None && fresh)
@@ -91,7 +91,7 @@ internal sealed unsafe partial class XsProcessor
             lock (Gate)
             {
                 ClearWatches(reconnecting);
-                reconnecting.Transactions.Clear();
+                DropTransactions(reconnecting);
             }
         };
         ServeConnection?.Invoke(conn);

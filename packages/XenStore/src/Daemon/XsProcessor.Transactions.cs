@@ -24,6 +24,14 @@ internal sealed unsafe partial class XsProcessor
         return p.Reply(c, ref r, text[..n]);
     }
 
+    /// <summary>Ends every open transaction of <paramref name="c"/> without committing (reset, reconnect, close).</summary>
+    public void DropTransactions(XsConnection c)
+    {
+        foreach (var tx in c.Transactions.Values)
+            Store.EndTransaction(tx);
+        c.Transactions.Clear();
+    }
+
     /// <summary>TRANSACTION_END <c>T|</c> commits (EAGAIN on conflict), <c>F|</c> discards.</summary>
     private static XsError DoTransactionEnd(XsProcessor p, XsConnection c, ref XsRequest r)
     {
@@ -33,6 +41,7 @@ internal sealed unsafe partial class XsProcessor
         if (tx is null)
             return XsError.ENOENT;
         c.Transactions.Remove(tx.Id);
+        p.Store.EndTransaction(tx);
         if (arg[0] == (byte)'T')
         {
             var err = p.Store.CommitTransaction(tx, domid => domid != 0);

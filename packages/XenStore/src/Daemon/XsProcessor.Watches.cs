@@ -84,7 +84,7 @@ internal sealed unsafe partial class XsProcessor
     private static XsError DoResetWatches(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         p.ClearWatches(c);
-        c.Transactions.Clear();
+        p.DropTransactions(c);
         return p.Ack(c, ref r);
     }
 

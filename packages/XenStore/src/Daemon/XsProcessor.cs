@@ -133,7 +133,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
     public void RemoveConnection(XsConnection c)
     {
         ClearWatches(c);
-        c.Transactions.Clear();
+        DropTransactions(c);
         _connections.Remove(c);
         foreach (var d in _domains.Values)
         {

@@ -25,6 +25,7 @@ internal sealed class XsStore
     private readonly Dictionary<string, XsNode>.AlternateLookup<ReadOnlySpan<char>> _byChars;
     private readonly Dictionary<uint, (int Nodes, long Memory)> _usage = [];
     private readonly Dictionary<uint, long> _watchMemory = [];
+    private readonly Dictionary<uint, long> _transactionMemory = [];
     private ulong _generation;
 
     /// <summary>
@@ -64,9 +65,13 @@ internal sealed class XsStore
 
     public int NodesOwnedBy(uint domid) => _usage.TryGetValue(domid, out var u) ? u.Nodes : 0;
 
-    /// <summary>A domain's accounted memory: its nodes and, as in xenstored's watch.c, its watches' paths and tokens.</summary>
+    /// <summary>
+    /// A domain's accounted memory: its nodes, as in xenstored's watch.c its watches' paths and tokens, and the
+    /// copies of its nodes open transactions hold (XSA-326: a transaction is no way around the quota).
+    /// </summary>
     public long MemoryOf(uint domid) =>
-        (_usage.TryGetValue(domid, out var u) ? u.Memory : 0) + (_watchMemory.TryGetValue(domid, out long w) ? w : 0);
+        (_usage.TryGetValue(domid, out var u) ? u.Memory : 0) + (_watchMemory.TryGetValue(domid, out long w) ? w : 0)
+        + (_transactionMemory.TryGetValue(domid, out long t) ? t : 0);
 
     /// <summary>Adds (or, negative, releases) memory a domain's watches use.</summary>
     public void AddWatchMemory(uint domid, long delta)
@@ -77,6 +82,39 @@ internal sealed class XsStore
         else
             _watchMemory[domid] = now;
     }
+
+    /// <summary>Charges <paramref name="copy"/> (null: none, a deletion) as the transaction's version of <paramref name="path"/>, replacing the previous charge.</summary>
+    private void ChargeCopy(XsTransaction tx, string path, XsNode? copy)
+    {
+        if (tx.Charges.Remove(path, out var old))
+            AddTransactionMemory(old.Owner, -old.Memory);
+        if (copy is null)
+            return;
+        long mem = copy.MemorySize;
+        tx.Charges[path] = (copy.Owner, mem);
+        AddTransactionMemory(copy.Owner, mem);
+    }
+
+    private void AddTransactionMemory(uint domid, long delta)
+    {
+        long now = (_transactionMemory.TryGetValue(domid, out long t) ? t : 0) + delta;
+        if (now == 0)
+            _transactionMemory.Remove(domid);
+        else
+            _transactionMemory[domid] = now;
+    }
+
+    /// <summary>A transaction ends (committed, discarded, or dropped with its connection): its copies are no longer charged.</summary>
+    public void EndTransaction(XsTransaction tx)
+    {
+        foreach (var (owner, mem) in tx.Charges.Values)
+            AddTransactionMemory(owner, -mem);
+        tx.Charges.Clear();
+    }
+
+    /// <summary>What changing <paramref name="node"/> in <paramref name="tx"/> adds at once: its whole copy on the first change.</summary>
+    private static long CopyCost(XsNode node, XsTransaction? tx) =>
+        tx is not null && !tx.Charges.ContainsKey(node.Path) ? node.MemorySize : 0;
 
     // ---- Raw access (base tree or a transaction's view) -------------------------------------
 
@@ -192,9 +230,12 @@ internal sealed class XsStore
     private void Put(XsNode node, XsTransaction? tx)
     {
         if (tx is null)
+        {
             Commit(node);
-        else
-            tx.Overlay[node.Path] = node;
+            return;
+        }
+        ChargeCopy(tx, node.Path, node);
+        tx.Overlay[node.Path] = node;
     }
 
     private void Delete(XsNode node, XsTransaction? tx)
@@ -205,6 +246,7 @@ internal sealed class XsStore
             return;
         }
         Remember(tx, node.Path);
+        ChargeCopy(tx, node.Path, null);
         tx.Overlay[node.Path] = null;
         tx.AddDelta(node.Owner, -1);
     }
@@ -380,7 +422,7 @@ internal sealed class XsStore
         {
             if (!caller.Privileged && node!.RecordSize - node.Value.Length + value.Length >= Quotas.NodeSize)
                 return WriteFailed(tx, XsError.ENOSPC);
-            if (!caller.Privileged && MemoryOf(caller.DomainId) + value.Length - node!.Value.Length > Quotas.Memory)
+            if (!caller.Privileged && MemoryOf(caller.DomainId) + value.Length - node!.Value.Length + CopyCost(node, tx) > Quotas.Memory)
                 return WriteFailed(tx, XsError.ENOMEM);
             var w = Writable(node!, tx);
             w.Value = value.ToArray();
@@ -447,6 +489,8 @@ internal sealed class XsStore
             long mem = MemoryOf(owner) + value.Length;
             foreach (var m in missing)
                 mem += m.Length + 64;
+            if (parent.Owner == owner)
+                mem += CopyCost(parent, tx);
             if (mem > Quotas.Memory)
                 return WriteFailed(tx, XsError.ENOMEM);
         }

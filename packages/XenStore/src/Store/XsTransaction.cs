@@ -39,6 +39,12 @@ internal sealed class XsTransaction(uint id)
     /// </summary>
     public bool Doomed { get; set; }
 
+    /// <summary>
+    /// Path → what the transaction's private copy of that node is charged to its owner's memory while the
+    /// transaction is open (xenstored writes the copy to its data base, accounted as any node: XSA-326).
+    /// </summary>
+    public Dictionary<string, (uint Owner, long Memory)> Charges { get; } = new(StringComparer.Ordinal);
+
     public int DeltaFor(uint domid) => NodeDelta.TryGetValue(domid, out int d) ? d : 0;
 
     public void AddDelta(uint domid, int delta) => NodeDelta[domid] = DeltaFor(domid) + delta;
