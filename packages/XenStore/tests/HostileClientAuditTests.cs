@@ -193,4 +193,30 @@ public class HostileClientAuditTests
         for (int i = 1; i <= quotas.Watches; i++)
             Assert.Equal("OK", h.Status(second, XsMessageType.Watch, 0, S("/local/domain/5", $"b{i}")));
     }
+
+    [Fact]
+    public void A_released_domain_keeps_no_right_to_the_special_watches()
+    {
+        // XSA-322 for the special names (domain.c remove_domid_from_perm on @releaseDomain/@introduceDomain):
+        // when a domain goes, entries naming it go and an owner that was it becomes dom0, so a new domain that
+        // gets the same id does not learn about other domains coming and going.
+        var h = new Harness();
+        var old = h.Guest(5);
+        foreach (var name in new[] { "@releaseDomain", "@introduceDomain" })
+            h.Ok(h.Dom0, XsMessageType.SetPerms, 0, S(name, "n0", "r5"));
+        h.Ok(old, XsMessageType.Watch, 0, S("@releaseDomain", "old"));
+        h.P.GetOrAddDomain(7);
+        Harness.Take(old);
+        h.Ok(h.Dom0, XsMessageType.Release, 0, S("7"));
+        Assert.Contains(Harness.Take(old), f => f.Header.Type == XsMessageType.WatchEvent);   // the grant worked
+
+        h.Ok(h.Dom0, XsMessageType.Release, 0, S("5"));
+        var newcomer = h.Guest(5);
+        h.Ok(newcomer, XsMessageType.Watch, 0, S("@releaseDomain", "new"));
+        h.Ok(newcomer, XsMessageType.Watch, 0, S("@introduceDomain", "new"));
+        Harness.Take(newcomer);
+        h.Ok(h.Dom0, XsMessageType.Introduce, 0, S("8", "1", "1"));
+        h.Ok(h.Dom0, XsMessageType.Release, 0, S("8"));
+        Assert.DoesNotContain(Harness.Take(newcomer), f => f.Header.Type == XsMessageType.WatchEvent);
+    }
 }

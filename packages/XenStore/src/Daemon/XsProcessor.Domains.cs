@@ -133,6 +133,7 @@ internal sealed unsafe partial class XsProcessor
                 conn.Target = null;
         }
         p.Store.ForgetDomain(domid);
+        p.ForgetSpecialPermissions(domid);
         err = p.Ack(c, ref r);
         if (err == XsError.None)
             p.Fire(XsPath.ReleaseDomain, null, null, null, false);
