@@ -219,4 +219,23 @@ public class HostileClientAuditTests
         h.Ok(h.Dom0, XsMessageType.Release, 0, S("8"));
         Assert.DoesNotContain(Harness.Take(newcomer), f => f.Header.Type == XsMessageType.WatchEvent);
     }
+
+    [Fact]
+    public void Release_ends_every_connection_of_the_domain()
+    {
+        // domain.c do_release frees the domain's connection with its watches and transactions; a domain served
+        // over more than one connection (its ring and an in-process stream) must not keep one acting for it,
+        // with the rights of whichever domain gets the id next.
+        var h = new Harness();
+        var ring = h.Guest(5);
+        var extra = h.Guest(5);
+        h.Ok(extra, XsMessageType.Watch, 0, S("/local/domain/5", "w"));
+        h.Start(extra);
+        h.Ok(h.Dom0, XsMessageType.Release, 0, S("5"));
+        Assert.True(ring.Closed && extra.Closed);
+        Assert.DoesNotContain(h.P.Connections, c => c.DomainId == 5);
+        Assert.Empty(extra.Watches);
+        Assert.Empty(extra.Transactions);
+        Assert.Equal(0, h.P.WatchesOf(5));
+    }
 }

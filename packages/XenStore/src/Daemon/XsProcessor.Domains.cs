@@ -117,7 +117,9 @@ internal sealed unsafe partial class XsProcessor
             return err;
         if (!p._domains.Remove(domid, out var domain))
             return XsError.ENOENT;
-        if (domain.Connection is { } dc)
+        // talloc_free(domain->conn): the domain's connection goes with its watches and transactions; here a
+        // domain may have more than its ring (in-process streams), and none may keep acting for a released id.
+        foreach (var dc in p._connections.Where(x => x.DomainId == domid).ToList())
         {
             dc.Close();
             p.RemoveConnection(dc);
