@@ -1,5 +1,6 @@
 using System.Text;
 using VmmKit.XenStore.Daemon;
+using VmmKit.XenStore.Transports;
 using VmmKit.XenStore.Store;
 using VmmKit.XenStore.Wire;
 
@@ -237,5 +238,53 @@ public class HostileClientAuditTests
         Assert.Empty(extra.Watches);
         Assert.Empty(extra.Transactions);
         Assert.Equal(0, h.P.WatchesOf(5));
+    }
+
+    [Fact]
+    public async Task A_ring_reconnect_drops_the_partial_request_and_the_replies_not_yet_taken()
+    {
+        // docs/misc/xenstore-ring.txt, ring reconnection: the server drops any partially read or written packet,
+        // empties both queues, discards in-flight requests, then sets the state to connected. A guest (a kexec'd
+        // or crash kernel) asking for a fresh ring with replies still queued and half a request sent must get a
+        // working ring that starts on a packet boundary.
+        var connector = new RingTests.Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        await using var dom0 = new VmmKit.XenStore.Client.XenStoreClient(daemon.Connect());
+        await dom0.MkdirAsync("/local/domain/5");
+        await dom0.SetPermissionsAsync("/local/domain/5", [new XsPermission(5, XsAccess.None)]);
+        await dom0.WriteAsync("/local/domain/5/x", new string('v', 200));
+        await dom0.IntroduceAsync(5, 1, 1);
+        var (page, _, binding) = connector.Domains[5];
+        var old = connector.GuestStream(5);
+
+        // Ten READs whose replies (2160 bytes) overflow the 1024-byte response ring, never taken, then half a header.
+        var requests = new List<byte>();
+        for (uint i = 0; i < 10; i++)
+            requests.AddRange(RawConnection.Frame(XsMessageType.Read, 100 + i, 0, S("x")));
+        requests.AddRange(RawConnection.Frame(XsMessageType.Read, 777, 0, S("x")).AsSpan(0, 8).ToArray());
+        Assert.Equal(requests.Count, old.TryWrite(requests.ToArray()));
+        binding.Signal();
+        uint Field(int offset) => XenStoreRingStream.ReadIndex(page.Span, offset);
+        for (int i = 0; i < 1000 && (Field(XenStoreDomainInterface.ReqCons) != requests.Count
+            || Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons) != XsConstants.RingSize); i++)
+            await Task.Delay(10);
+        Assert.Equal((uint)XsConstants.RingSize, Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons));
+
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(page.Span[XenStoreDomainInterface.Connection..], XsConstants.Reconnect);
+        binding.Signal();
+        for (int i = 0; i < 1000 && Field(XenStoreDomainInterface.Connection) != XsConstants.Connected; i++)
+            await Task.Delay(10);
+        Assert.Equal(XsConstants.Connected, Field(XenStoreDomainInterface.Connection));
+
+        // The fresh ring carries only the reply to the new request.
+        using var fresh = new RawConnection(connector.GuestStream(5));
+        await fresh.SendAsync(RawConnection.Frame(XsMessageType.GetDomainPath, 4242, 0, S("5")));
+        var (header, payload) = await fresh.ReceiveAsync();
+        Assert.Equal(XsMessageType.GetDomainPath, header.Type);
+        Assert.Equal(4242u, header.RequestId);
+        Assert.Equal("/local/domain/5\0", Encoding.ASCII.GetString(payload));
+        var second = await fresh.RoundTripAsync(XsMessageType.Read, 4243, 0, S("x"));
+        Assert.Equal(4243u, second.Header.RequestId);
+        Assert.Equal(200, second.Payload.Length);
     }
 }

@@ -87,11 +87,13 @@ internal sealed unsafe partial class XsProcessor
         var reconnecting = conn;
         binding.Stream.Reconnected += () =>
         {
-            // The guest restarted its side of the ring: its watches and transactions are gone.
+            // The guest restarted its side of the ring: its watches, transactions and queued output are gone
+            // (xenstore-ring.txt; domain.c domain_conn_reset: conn_free_buffered_data).
             lock (Gate)
             {
                 ClearWatches(reconnecting);
                 DropTransactions(reconnecting);
+                reconnecting.Output.Clear();
             }
         };
         ServeConnection?.Invoke(conn);
