@@ -137,6 +137,28 @@ public class HostileClientAuditTests
     }
 
     [Fact]
+    public void A_transaction_s_copies_are_charged_to_its_own_domain_not_to_the_nodes_owners()
+    {
+        // Xen 4.17's do_tdb_write accounts a transaction's copy (a key not starting with '/') to the connection's
+        // domain (get_acc_domid), not to the node's owner: the toolstack's transactions over a guest's nodes, as
+        // libxl makes them under /local/domain/N, must not use up that guest's quota.
+        var quotas = new XenStoreQuotas { Memory = 100_000 };
+        var h = new Harness(quotas);
+        var guest = h.Guest(5);
+        string kb = new('v', 1000);
+        for (int i = 0; i < 80; i++)
+            Assert.Equal("OK", h.Write(guest, 0, $"/local/domain/5/n{i}", kb));
+        long before = h.P.Store.MemoryOf(5);
+
+        uint tx = h.Start(h.Dom0);
+        for (int i = 0; i < 80; i++)
+            Assert.Equal("OK", h.Write(h.Dom0, tx, $"/local/domain/5/n{i}", kb + "x"));
+        Assert.Equal(before, h.P.Store.MemoryOf(5));
+        Assert.Equal("OK", h.Write(guest, 0, "/local/domain/5/more", new string('m', 2000)));
+        h.Send(h.Dom0, XsMessageType.TransactionEnd, tx, S("F"));
+    }
+
+    [Fact]
     public void Open_transactions_together_hold_no_more_than_the_memory_quota()
     {
         // xenstored charges a transaction's node copies to the domain while the transaction is open, so a

@@ -17,7 +17,7 @@ internal sealed unsafe partial class XsProcessor
         if (!c.Privileged && c.Transactions.Count > p.QuotasFor(c).Transactions)
             return XsError.ENOSPC;
         uint id = c.AllocateTransactionId();
-        c.Transactions.Add(id, new XsTransaction(id));
+        c.Transactions.Add(id, new XsTransaction(id, c.DomainId));
         Span<byte> text = stackalloc byte[12];
         id.TryFormat(text, out int n, default, CultureInfo.InvariantCulture);
         text[n++] = 0;

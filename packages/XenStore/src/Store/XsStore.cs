@@ -67,7 +67,7 @@ internal sealed class XsStore
 
     /// <summary>
     /// A domain's accounted memory: its nodes, as in xenstored's watch.c its watches' paths and tokens, and the
-    /// copies of its nodes open transactions hold (XSA-326: a transaction is no way around the quota).
+    /// copies of nodes its open transactions hold (XSA-326: a transaction is no way around the quota).
     /// </summary>
     public long MemoryOf(uint domid) =>
         (_usage.TryGetValue(domid, out var u) ? u.Memory : 0) + (_watchMemory.TryGetValue(domid, out long w) ? w : 0)
@@ -83,16 +83,19 @@ internal sealed class XsStore
             _watchMemory[domid] = now;
     }
 
-    /// <summary>Charges <paramref name="copy"/> (null: none, a deletion) as the transaction's version of <paramref name="path"/>, replacing the previous charge.</summary>
+    /// <summary>
+    /// Charges <paramref name="copy"/> (null: none, a deletion) as the transaction's version of <paramref name="path"/>
+    /// to the transaction's domain, replacing the previous charge (xenstored's do_tdb_write, get_acc_domid).
+    /// </summary>
     private void ChargeCopy(XsTransaction tx, string path, XsNode? copy)
     {
-        if (tx.Charges.Remove(path, out var old))
-            AddTransactionMemory(old.Owner, -old.Memory);
+        if (tx.Charges.Remove(path, out long old))
+            AddTransactionMemory(tx.DomainId, -old);
         if (copy is null)
             return;
         long mem = copy.MemorySize;
-        tx.Charges[path] = (copy.Owner, mem);
-        AddTransactionMemory(copy.Owner, mem);
+        tx.Charges[path] = mem;
+        AddTransactionMemory(tx.DomainId, mem);
     }
 
     private void AddTransactionMemory(uint domid, long delta)
@@ -107,8 +110,8 @@ internal sealed class XsStore
     /// <summary>A transaction ends (committed, discarded, or dropped with its connection): its copies are no longer charged.</summary>
     public void EndTransaction(XsTransaction tx)
     {
-        foreach (var (owner, mem) in tx.Charges.Values)
-            AddTransactionMemory(owner, -mem);
+        foreach (long mem in tx.Charges.Values)
+            AddTransactionMemory(tx.DomainId, -mem);
         tx.Charges.Clear();
     }
 
@@ -489,7 +492,7 @@ internal sealed class XsStore
             long mem = MemoryOf(owner) + value.Length;
             foreach (var m in missing)
                 mem += m.Length + 64;
-            if (parent.Owner == owner)
+            if (tx?.DomainId == owner)
                 mem += CopyCost(parent, tx);
             if (mem > Quotas.Memory)
                 return WriteFailed(tx, XsError.ENOMEM);

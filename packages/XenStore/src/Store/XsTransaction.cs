@@ -5,9 +5,12 @@ namespace VmmKit.XenStore.Store;
 /// generation of every node it looked at (for conflict detection at commit: a changed generation means
 /// EAGAIN), its node-count deltas per domain, and the watch events it will fire if it commits.
 /// </summary>
-internal sealed class XsTransaction(uint id)
+internal sealed class XsTransaction(uint id, uint domainId)
 {
     public uint Id { get; } = id;
+
+    /// <summary>The domain of the connection that started it: its private copies are charged to that domain.</summary>
+    public uint DomainId { get; } = domainId;
 
     /// <summary>When it started (<see cref="Environment.TickCount64"/>): a live update waits for old transactions (lu.c).</summary>
     public long StartedAt { get; } = Environment.TickCount64;
@@ -40,10 +43,11 @@ internal sealed class XsTransaction(uint id)
     public bool Doomed { get; set; }
 
     /// <summary>
-    /// Path → what the transaction's private copy of that node is charged to its owner's memory while the
-    /// transaction is open (xenstored writes the copy to its data base, accounted as any node: XSA-326).
+    /// Path → what the transaction's private copy of that node is charged to <see cref="DomainId"/>'s memory while
+    /// the transaction is open (xenstored writes the copy to its data base under a transaction key, which
+    /// do_tdb_write accounts to the connection's domain, not the node's owner: XSA-326).
     /// </summary>
-    public Dictionary<string, (uint Owner, long Memory)> Charges { get; } = new(StringComparer.Ordinal);
+    public Dictionary<string, long> Charges { get; } = new(StringComparer.Ordinal);
 
     public int DeltaFor(uint domid) => NodeDelta.TryGetValue(domid, out int d) ? d : 0;
 
