@@ -30,7 +30,7 @@ public class XenStateFormatTests
             dom.EventChannel = 9;
             p.AddWatch(ring, new XsWatch("/local/domain/3/device", "rel", Relative: true));
             p.AddWatch(ring, new XsWatch("@releaseDomain", "special", Relative: false));
-            ring.Transactions[4] = new XsTransaction(4);
+            ring.Transactions[4] = new XsTransaction(4, ring.DomainId);
         }
         return d;
     }

@@ -352,6 +352,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
     private async Task PumpAsync(XsConnection c)
     {
         var stream = c.Transport!;
+        var ring = stream as XenStoreRingStream;
         var buffer = new byte[ReceiveBufferSize];
         int start = 0, end = 0;
         XsConnection[]? kicks = null;
@@ -371,10 +372,26 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             {
                 if (!pending)
                 {
+                    int resets = ring?.Resets ?? 0;
                     int n = await stream.ReadAsync(buffer.AsMemory(end), _stopping.Token).ConfigureAwait(false);
                     if (n == 0)
                         break;
-                    end += n;
+                    if (ring is not null && ring.Resets != resets)
+                    {
+                        // The guest reconnected (xenstore-ring.txt): a request partly read before is dropped.
+                        buffer.AsSpan(end, n).CopyTo(buffer);
+                        (start, end) = (0, n);
+                    }
+                    else
+                    {
+                        end += n;
+                    }
+                }
+                else if (ring is not null && ring.CheckReconnect())
+                {
+                    // Requests read but not handled when the guest asked for a fresh ring are discarded.
+                    (start, end, pending) = (0, 0, false);
+                    continue;
                 }
                 bool broken = false;
                 int kickCount = 0;

@@ -156,6 +156,17 @@ internal sealed class XsOutputQueue
         return span;
     }
 
+    /// <summary>Drops what is queued and not yet taken by the writer (a guest that reconnected gets none of it).</summary>
+    public void Clear()
+    {
+        lock (_lock)
+        {
+            _length = 0;
+            _eventBytes = 0;
+            _queuedEvents.Clear();
+        }
+    }
+
     /// <summary>Takes everything queued; give the buffer back with <see cref="Return"/> once written.</summary>
     public bool TryTake(out byte[] buffer, out int length)
     {

@@ -58,7 +58,7 @@ internal sealed unsafe partial class XsProcessor
         {
             // domain_conn_reset: a repeated INTRODUCE drops the domain's watches and transactions.
             p.ClearWatches(again);
-            again.Transactions.Clear();
+            p.DropTransactions(again);
         }
         var err = p.Ack(c, ref r);
         if (err == XsError.None && fresh)
@@ -87,11 +87,13 @@ internal sealed unsafe partial class XsProcessor
         var reconnecting = conn;
         binding.Stream.Reconnected += () =>
         {
-            // The guest restarted its side of the ring: its watches and transactions are gone.
+            // The guest restarted its side of the ring: its watches, transactions and queued output are gone
+            // (xenstore-ring.txt; domain.c domain_conn_reset: conn_free_buffered_data).
             lock (Gate)
             {
                 ClearWatches(reconnecting);
-                reconnecting.Transactions.Clear();
+                DropTransactions(reconnecting);
+                reconnecting.Output.Clear();
             }
         };
         ServeConnection?.Invoke(conn);
@@ -117,7 +119,9 @@ internal sealed unsafe partial class XsProcessor
             return err;
         if (!p._domains.Remove(domid, out var domain))
             return XsError.ENOENT;
-        if (domain.Connection is { } dc)
+        // talloc_free(domain->conn): the domain's connection goes with its watches and transactions; here a
+        // domain may have more than its ring (in-process streams), and none may keep acting for a released id.
+        foreach (var dc in p._connections.Where(x => x.DomainId == domid).ToList())
         {
             dc.Close();
             p.RemoveConnection(dc);
@@ -133,6 +137,7 @@ internal sealed unsafe partial class XsProcessor
                 conn.Target = null;
         }
         p.Store.ForgetDomain(domid);
+        p.ForgetSpecialPermissions(domid);
         err = p.Ack(c, ref r);
         if (err == XsError.None)
             p.Fire(XsPath.ReleaseDomain, null, null, null, false);

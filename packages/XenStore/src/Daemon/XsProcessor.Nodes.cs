@@ -198,6 +198,25 @@ internal sealed unsafe partial class XsProcessor
         return Ack(c, ref r);
     }
 
+    /// <summary>
+    /// domain.c remove_domid_from_perm on both special names when a domain goes (XSA-322's rule): its entries are
+    /// removed and an owner that was it becomes dom0, so a domain that reuses the id inherits nothing.
+    /// </summary>
+    private void ForgetSpecialPermissions(uint domid)
+    {
+        foreach (var name in (string[])[XsPath.IntroduceDomain, XsPath.ReleaseDomain])
+        {
+            var perms = _specialPerms[name];
+            var kept = new List<XsPermission>(perms.Length) { perms[0].DomainId == domid ? perms[0] with { DomainId = 0 } : perms[0] };
+            for (int i = 1; i < perms.Length; i++)
+            {
+                if (perms[i].DomainId != domid)
+                    kept.Add(perms[i]);
+            }
+            _specialPerms[name] = [.. kept];
+        }
+    }
+
     /// <summary>check_perms_special: the connection may read the special name's permissions.</summary>
     private bool MaySeeSpecial(XsConnection c, string name) =>
         _specialPerms.TryGetValue(name, out var perms) && (c.Caller.AccessTo(perms) & XsAccess.Read) != 0;

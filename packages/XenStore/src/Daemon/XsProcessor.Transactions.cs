@@ -17,11 +17,19 @@ internal sealed unsafe partial class XsProcessor
         if (!c.Privileged && c.Transactions.Count > p.QuotasFor(c).Transactions)
             return XsError.ENOSPC;
         uint id = c.AllocateTransactionId();
-        c.Transactions.Add(id, new XsTransaction(id));
+        c.Transactions.Add(id, new XsTransaction(id, c.DomainId));
         Span<byte> text = stackalloc byte[12];
         id.TryFormat(text, out int n, default, CultureInfo.InvariantCulture);
         text[n++] = 0;
         return p.Reply(c, ref r, text[..n]);
+    }
+
+    /// <summary>Ends every open transaction of <paramref name="c"/> without committing (reset, reconnect, close).</summary>
+    public void DropTransactions(XsConnection c)
+    {
+        foreach (var tx in c.Transactions.Values)
+            Store.EndTransaction(tx);
+        c.Transactions.Clear();
     }
 
     /// <summary>TRANSACTION_END <c>T|</c> commits (EAGAIN on conflict), <c>F|</c> discards.</summary>
@@ -33,6 +41,7 @@ internal sealed unsafe partial class XsProcessor
         if (tx is null)
             return XsError.ENOENT;
         c.Transactions.Remove(tx.Id);
+        p.Store.EndTransaction(tx);
         if (arg[0] == (byte)'T')
         {
             var err = p.Store.CommitTransaction(tx, domid => domid != 0);

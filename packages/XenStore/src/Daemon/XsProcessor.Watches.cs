@@ -35,8 +35,9 @@ internal sealed unsafe partial class XsProcessor
             if (w.Path == path && w.Token == token)
                 return XsError.EEXIST;
         }
-        // "if (domain_watch(conn) > quota_nb_watch_per_domain)": checked before counting the new one.
-        if (!c.Privileged && c.Watches.Count > quotas.Watches)
+        // "if (domain_watch(conn) > quota_nb_watch_per_domain)": checked before counting the new one, over
+        // all the domain's connections (domain->nbwatch), so another connection does not bring a fresh quota.
+        if (!c.Privileged && p.WatchesOf(c.DomainId) > quotas.Watches)
             return XsError.E2BIG;
         var watch = new XsWatch(path, token, relative);
         // add_watch: a watch's path and token count against the domain's memory quota.
@@ -67,6 +68,7 @@ internal sealed unsafe partial class XsProcessor
             if (c.Watches[i].Path == path && c.Watches[i].Token == token)
             {
                 p.Store.AddWatchMemory(c.DomainId, -WatchMemory(c.Watches[i]));
+                p.CountWatches(c.DomainId, -1);
                 c.Watches.RemoveAt(i);
                 return p.Ack(c, ref r);
             }
@@ -82,17 +84,30 @@ internal sealed unsafe partial class XsProcessor
     private static XsError DoResetWatches(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         p.ClearWatches(c);
-        c.Transactions.Clear();
+        p.DropTransactions(c);
         return p.Ack(c, ref r);
     }
 
     private static long WatchMemory(XsWatch w) => w.Path.Length + w.Token.Length;
+
+    /// <summary>The watches of all connections of <paramref name="domid"/> (xenstored's domain_watch).</summary>
+    public int WatchesOf(uint domid) => _domainWatches.TryGetValue(domid, out int n) ? n : 0;
+
+    private void CountWatches(uint domid, int delta)
+    {
+        int now = WatchesOf(domid) + delta;
+        if (now == 0)
+            _domainWatches.Remove(domid);
+        else
+            _domainWatches[domid] = now;
+    }
 
     /// <summary>Adds a watch and accounts its memory to the connection's domain.</summary>
     public void AddWatch(XsConnection c, XsWatch watch)
     {
         c.Watches.Add(watch);
         Store.AddWatchMemory(c.DomainId, WatchMemory(watch));
+        CountWatches(c.DomainId, 1);
     }
 
     /// <summary>Drops every watch of the connection and releases their memory.</summary>
@@ -100,6 +115,7 @@ internal sealed unsafe partial class XsProcessor
     {
         foreach (var w in c.Watches)
             Store.AddWatchMemory(c.DomainId, -WatchMemory(w));
+        CountWatches(c.DomainId, -c.Watches.Count);
         c.Watches.Clear();
     }
 

@@ -37,6 +37,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
 
     private readonly List<XsConnection> _connections = [];
     private readonly Dictionary<uint, XsDomain> _domains = [];
+    // domid → watches of all its connections (domain.c domain_watch_inc/dec).
+    private readonly Dictionary<uint, int> _domainWatches = [];
     private int _nextConnectionId = 1;
 
     public XsProcessor(XenStoreQuotas quotas)
@@ -131,7 +133,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
     public void RemoveConnection(XsConnection c)
     {
         ClearWatches(c);
-        c.Transactions.Clear();
+        DropTransactions(c);
         _connections.Remove(c);
         foreach (var d in _domains.Values)
         {

@@ -25,6 +25,7 @@ internal sealed class XsStore
     private readonly Dictionary<string, XsNode>.AlternateLookup<ReadOnlySpan<char>> _byChars;
     private readonly Dictionary<uint, (int Nodes, long Memory)> _usage = [];
     private readonly Dictionary<uint, long> _watchMemory = [];
+    private readonly Dictionary<uint, long> _transactionMemory = [];
     private ulong _generation;
 
     /// <summary>
@@ -64,9 +65,13 @@ internal sealed class XsStore
 
     public int NodesOwnedBy(uint domid) => _usage.TryGetValue(domid, out var u) ? u.Nodes : 0;
 
-    /// <summary>A domain's accounted memory: its nodes and, as in xenstored's watch.c, its watches' paths and tokens.</summary>
+    /// <summary>
+    /// A domain's accounted memory: its nodes, as in xenstored's watch.c its watches' paths and tokens, and the
+    /// copies of nodes its open transactions hold (XSA-326: a transaction is no way around the quota).
+    /// </summary>
     public long MemoryOf(uint domid) =>
-        (_usage.TryGetValue(domid, out var u) ? u.Memory : 0) + (_watchMemory.TryGetValue(domid, out long w) ? w : 0);
+        (_usage.TryGetValue(domid, out var u) ? u.Memory : 0) + (_watchMemory.TryGetValue(domid, out long w) ? w : 0)
+        + (_transactionMemory.TryGetValue(domid, out long t) ? t : 0);
 
     /// <summary>Adds (or, negative, releases) memory a domain's watches use.</summary>
     public void AddWatchMemory(uint domid, long delta)
@@ -77,6 +82,42 @@ internal sealed class XsStore
         else
             _watchMemory[domid] = now;
     }
+
+    /// <summary>
+    /// Charges <paramref name="copy"/> (null: none, a deletion) as the transaction's version of <paramref name="path"/>
+    /// to the transaction's domain, replacing the previous charge (xenstored's do_tdb_write, get_acc_domid).
+    /// </summary>
+    private void ChargeCopy(XsTransaction tx, string path, XsNode? copy)
+    {
+        if (tx.Charges.Remove(path, out long old))
+            AddTransactionMemory(tx.DomainId, -old);
+        if (copy is null)
+            return;
+        long mem = copy.MemorySize;
+        tx.Charges[path] = mem;
+        AddTransactionMemory(tx.DomainId, mem);
+    }
+
+    private void AddTransactionMemory(uint domid, long delta)
+    {
+        long now = (_transactionMemory.TryGetValue(domid, out long t) ? t : 0) + delta;
+        if (now == 0)
+            _transactionMemory.Remove(domid);
+        else
+            _transactionMemory[domid] = now;
+    }
+
+    /// <summary>A transaction ends (committed, discarded, or dropped with its connection): its copies are no longer charged.</summary>
+    public void EndTransaction(XsTransaction tx)
+    {
+        foreach (long mem in tx.Charges.Values)
+            AddTransactionMemory(tx.DomainId, -mem);
+        tx.Charges.Clear();
+    }
+
+    /// <summary>What changing <paramref name="node"/> in <paramref name="tx"/> adds at once: its whole copy on the first change.</summary>
+    private static long CopyCost(XsNode node, XsTransaction? tx) =>
+        tx is not null && !tx.Charges.ContainsKey(node.Path) ? node.MemorySize : 0;
 
     // ---- Raw access (base tree or a transaction's view) -------------------------------------
 
@@ -192,9 +233,12 @@ internal sealed class XsStore
     private void Put(XsNode node, XsTransaction? tx)
     {
         if (tx is null)
+        {
             Commit(node);
-        else
-            tx.Overlay[node.Path] = node;
+            return;
+        }
+        ChargeCopy(tx, node.Path, node);
+        tx.Overlay[node.Path] = node;
     }
 
     private void Delete(XsNode node, XsTransaction? tx)
@@ -205,6 +249,7 @@ internal sealed class XsStore
             return;
         }
         Remember(tx, node.Path);
+        ChargeCopy(tx, node.Path, null);
         tx.Overlay[node.Path] = null;
         tx.AddDelta(node.Owner, -1);
     }
@@ -247,7 +292,7 @@ internal sealed class XsStore
         if (tx is null)
             Events.Fire(path, oldPerms, perms, ParentPerms(path), exact);
         else
-            tx.Events.Add(new XsPendingEvent(path, perms, oldPerms, exact));
+            tx.AddEvent(path, perms, oldPerms, exact);
     }
 
     private XsPermission[]? ParentPerms(string path) => path == "/" ? null : CommittedPerms(XsNode.ParentOf(path));
@@ -261,20 +306,13 @@ internal sealed class XsStore
     {
         if (tx.Events.Count == 0)
             return;
-        var merged = new Dictionary<string, (XsPermission[]? Given, XsPermission[] Last, bool Exact)>(StringComparer.Ordinal);
-        foreach (var e in tx.Events)
-        {
-            merged[e.Path] = merged.TryGetValue(e.Path, out var m)
-                ? (m.Given ?? e.OldPerms, e.Perms, m.Exact && e.Exact)
-                : (e.OldPerms, e.Perms, e.Exact);
-        }
         foreach (var path in tx.Accessed.Keys)
         {
-            if (!merged.Remove(path, out var m))
+            if (!tx.Events.TryGetValue(path, out var m))
                 continue;
             var node = _nodes.GetValueOrDefault(path);
             var first = tx.Seen.GetValueOrDefault(path) is { } seen ? PermsOf(seen) : null;
-            Events.Fire(path, first ?? m.Given, node is null ? null : PermsOf(node), node is null ? null : ParentPerms(path), m.Exact);
+            Events.Fire(path, first ?? m.OldPerms, node is null ? null : PermsOf(node), node is null ? null : ParentPerms(path), m.Exact);
         }
     }
 
@@ -387,7 +425,7 @@ internal sealed class XsStore
         {
             if (!caller.Privileged && node!.RecordSize - node.Value.Length + value.Length >= Quotas.NodeSize)
                 return WriteFailed(tx, XsError.ENOSPC);
-            if (!caller.Privileged && MemoryOf(caller.DomainId) + value.Length - node!.Value.Length > Quotas.Memory)
+            if (!caller.Privileged && MemoryOf(caller.DomainId) + value.Length - node!.Value.Length + CopyCost(node, tx) > Quotas.Memory)
                 return WriteFailed(tx, XsError.ENOMEM);
             var w = Writable(node!, tx);
             w.Value = value.ToArray();
@@ -454,6 +492,8 @@ internal sealed class XsStore
             long mem = MemoryOf(owner) + value.Length;
             foreach (var m in missing)
                 mem += m.Length + 64;
+            if (tx?.DomainId == owner)
+                mem += CopyCost(parent, tx);
             if (mem > Quotas.Memory)
                 return WriteFailed(tx, XsError.ENOMEM);
         }

@@ -21,6 +21,9 @@ public sealed class XenStoreRingStream : Stream
     private readonly SemaphoreSlim _readable = new(0, 1);
     private readonly SemaphoreSlim _writable = new(0, 1);
     private readonly int _inRing, _inCons, _inProd, _outRing, _outCons, _outProd;
+    // Orders a reset of the indexes (reconnect) against the writer's update of the output indexes.
+    private readonly Lock _indexes = new();
+    private int _resets;
     private volatile bool _disposed;
 
     /// <summary>Creates the <paramref name="role"/> end of the ring in <paramref name="page"/>.</summary>
@@ -90,17 +93,29 @@ public sealed class XenStoreRingStream : Stream
     /// <summary>The page's <c>error</c> field.</summary>
     public uint Error => ReadField(XenStoreDomainInterface.Error);
 
-    private bool CheckReconnect()
+    /// <summary>Reconnects done so far (server end): input read before the count changed belongs to the old connection.</summary>
+    internal int Resets => Volatile.Read(ref _resets);
+
+    /// <summary>Server end: the guest asked for a reconnect that is not done yet (it ignores the rings meanwhile).</summary>
+    private bool ReconnectRequested =>
+        Role == XenStoreRingRole.Server && ReadField(XenStoreDomainInterface.Connection) == XsConstants.Reconnect;
+
+    /// <summary>Does the reconnect the guest asked for, if it did; true when it was done.</summary>
+    internal bool CheckReconnect()
     {
-        if (Role != XenStoreRingRole.Server || ReadField(XenStoreDomainInterface.Connection) != XsConstants.Reconnect)
+        if (!ReconnectRequested)
             return false;
         // The guest asked to start over: empty both rings, forget the connection's watches and transactions,
         // and only then acknowledge (domain.c: domain_conn_reset before connection = XENSTORE_CONNECTED), so a
-        // guest that sees CONNECTED finds the reset done.
-        WriteField(XenStoreDomainInterface.ReqCons, 0);
-        WriteField(XenStoreDomainInterface.ReqProd, 0);
-        WriteField(XenStoreDomainInterface.RspCons, 0);
-        WriteField(XenStoreDomainInterface.RspProd, 0);
+        // guest that sees CONNECTED finds the reset done. The writer writes nothing while the request stands.
+        lock (_indexes)
+        {
+            WriteField(XenStoreDomainInterface.ReqCons, 0);
+            WriteField(XenStoreDomainInterface.ReqProd, 0);
+            WriteField(XenStoreDomainInterface.RspCons, 0);
+            WriteField(XenStoreDomainInterface.RspProd, 0);
+            Interlocked.Increment(ref _resets);
+        }
         Reconnected?.Invoke();
         Interlocked.MemoryBarrier();
         WriteField(XenStoreDomainInterface.Connection, XsConstants.Connected);
@@ -146,6 +161,12 @@ public sealed class XenStoreRingStream : Stream
     {
         if (_disposed)
             throw new ObjectDisposedException(nameof(XenStoreRingStream));
+        lock (_indexes)
+            return ReconnectRequested ? 0 : WriteLocked(source);
+    }
+
+    private int WriteLocked(ReadOnlySpan<byte> source)
+    {
         uint cons = ReadField(_outCons);
         uint prod = ReadField(_outProd);
         Interlocked.MemoryBarrier();
@@ -183,10 +204,15 @@ public sealed class XenStoreRingStream : Stream
     /// <inheritdoc/>
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        int resets = Resets;
         while (!buffer.IsEmpty)
         {
             if (_disposed)
                 throw new ObjectDisposedException(nameof(XenStoreRingStream));
+            // xenstore-ring.txt, ring reconnection: a guest that asked for a fresh ring gets none of the old output
+            // (the server empties both queues and drops packets partly written), even with the ring full.
+            if (ReconnectRequested || Resets != resets)
+                return;
             int n = TryWrite(buffer.Span);
             buffer = buffer[n..];
             if (n == 0)
