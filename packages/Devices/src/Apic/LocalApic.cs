@@ -342,8 +342,16 @@ public sealed partial class LocalApic : IBusDevice
         bool isNew = (_esrPending & bit) == 0;
         _esrPending |= bit;
         uint lvt = _lvt[LvtError];
-        if (!isNew || (lvt & LvtMask) != 0 || !IsEnabledLocked || (byte)lvt < 16)
-            return false;                                // an illegal error vector is not delivered (no error loop)
+        if (!isNew || (lvt & LvtMask) != 0 || !IsEnabledLocked)
+            return false;
+        if ((byte)lvt < 16)
+        {
+            // An illegal error vector is not delivered (no error loop): it is a locally generated illegal vector, so
+            // "receive illegal vector" is set instead (SDM Vol. 3A §11.5.3; XSA-462, Xen's vlapic_error).
+            _esrPending |= EsrReceiveIllegalVector;
+            return false;
+        }
+
         Set(_irr, (byte)lvt);
         Clear(_tmr, (byte)lvt);
         return true;
