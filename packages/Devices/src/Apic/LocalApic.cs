@@ -15,8 +15,8 @@ namespace VmmKit.Devices;
 /// The VMM delivers the APIC's interrupts by VM-entry event injection: before an entry, when the guest
 /// can take an interrupt, it asks <see cref="HasPendingInterrupt"/>, calls
 /// <see cref="AcknowledgeInterrupt"/> (IRR to ISR, the INTA cycle) and injects the vector; otherwise
-/// it requests an interrupt window. <see cref="NextTimerExpiry"/> tells it when the timer fires, to
-/// program the VMX-preemption timer; <see cref="ILocalApicHost.InterruptPending"/> tells it (on any
+/// it requests an interrupt window. <see cref="NextTimerInterrupt"/> tells it when the timer raises an
+/// interrupt, to program the VMX-preemption timer (<see cref="MinimumTimerPeriod"/> bounds how often); <see cref="ILocalApicHost.InterruptPending"/> tells it (on any
 /// thread) that a halted or running vCPU must be kicked.
 /// </para>
 /// <para>

@@ -1,0 +1,152 @@
+using System.Runtime.InteropServices;
+using Iced.Intel;
+using VmmKit.Ept;
+using VmmKit.ReferenceHypervisor.Demo;
+using VmmKit.ReferenceHypervisor.Devices;
+using VmmKit.Vmx;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace VmmKit.ReferenceHypervisor.Tests;
+
+/// <summary>
+/// An audit of the devices as this hypervisor wires them (src/Devices: the local APIC on the exit loop and the
+/// scheduler, COM1 and port 0xE9 on the domain console) against a hostile guest, on tiny Iced-assembled guests; each test
+/// does what a guest can do and checks the host's answer against Xen's, citing the rule's source.
+/// </summary>
+public class HostileDeviceAuditTests
+{
+    private const uint Load = 0x100000;
+    private const uint Apic = 0xFEE0_0000;
+    private const uint Gdt = 0xA000, Gdtr = 0xA100, Idtr = 0xA200, Idt = 0xA800;
+    private const uint BodyAt = Load + 0x1000, HandlerAt = Load + 0x3000;
+    private const byte TimerVector = 0x30;
+
+    /// <summary>
+    /// A one-vCPU domain running <paramref name="body"/> with a flat GDT (code 0x08, data 0x10) and an IDT whose
+    /// <see cref="TimerVector"/> gate (at <see cref="HandlerAt"/>) counts interrupts in EBP and writes EOI; the body, at
+    /// <see cref="BodyAt"/>, ends in CLI; HLT.
+    /// </summary>
+    private static (Machine Machine, Domain Domain) Build(Action<Assembler> body, ulong budget = 2_000_000)
+    {
+        var entry = new Assembler(32);
+        entry.mov(esp, Load + 0x6000);
+        entry.lgdt(__[Gdtr]);
+        entry.push(0x08);
+        entry.push(BodyAt);
+        entry.retf();
+
+        var main = new Assembler(32);
+        main.mov(ax, 0x10);
+        main.mov(ds, ax);
+        main.mov(es, ax);
+        main.mov(ss, ax);
+        main.mov(__word_ptr[Idt + (TimerVector * 8)], unchecked((ushort)HandlerAt));
+        main.mov(__word_ptr[Idt + (TimerVector * 8) + 2], 0x08);
+        main.mov(__word_ptr[Idt + (TimerVector * 8) + 4], 0x8E00);   // present, DPL 0, 32-bit interrupt gate
+        main.mov(__word_ptr[Idt + (TimerVector * 8) + 6], (ushort)(HandlerAt >> 16));
+        main.lidt(__[Idtr]);
+        main.xor(ebp, ebp);
+        body(main);
+        main.cli();
+        main.hlt();
+
+        var handler = new Assembler(32);
+        handler.inc(ebp);
+        handler.mov(__dword_ptr[Apic + 0xB0], 0u);                  // EOI
+        handler.iretd();
+
+        byte[] image = new byte[0x4000];
+        ThreadedSchedulerTests.Assemble(entry, Load).CopyTo(image, 0);
+        ThreadedSchedulerTests.Assemble(main, BodyAt).CopyTo(image, (int)(BodyAt - Load));
+        ThreadedSchedulerTests.Assemble(handler, HandlerAt).CopyTo(image, (int)(HandlerAt - Load));
+        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = budget };
+        Assert.True(machine.TryCreateDomain(new DomainConfig("audit", Elf32ImageWriter.Write(Load, image, 0x8000, Load), 8 << 20),
+            out var d, out string e), e);
+        Span<ulong> gdt = [0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+        Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(Gdt), MemoryMarshal.AsBytes(gdt), out _));
+        Span<byte> pointer = stackalloc byte[6];
+        BitConverter.TryWriteBytes(pointer, (ushort)23);
+        BitConverter.TryWriteBytes(pointer[2..], Gdt);
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(Gdtr), pointer, out _));
+        BitConverter.TryWriteBytes(pointer, (ushort)(256 * 8 - 1));
+        BitConverter.TryWriteBytes(pointer[2..], Idt);
+        Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(Idtr), pointer, out _));
+        return (machine, d);
+    }
+
+    /// <summary>The guest's xAPIC set-up: software enable, divide by 1, the LVT timer entry, then the initial count.</summary>
+    private static void StartTimer(Assembler a, uint lvtTimer, uint initialCount)
+    {
+        a.mov(__dword_ptr[Apic + 0xF0], 0x1FFu);                   // SVR: software-enabled
+        a.mov(__dword_ptr[Apic + 0x3E0], 0xBu);                    // divide by 1
+        a.mov(__dword_ptr[Apic + 0x320], lvtTimer);
+        a.mov(__dword_ptr[Apic + 0x380], initialCount);
+    }
+
+    [Fact]
+    public void A_periodic_apic_timer_of_one_tick_interrupts_at_most_every_100_microseconds()
+    {
+        // Initial count 1, divide by 1, periodic: an expiry every TSC tick, so every instruction would end in a
+        // VMX-preemption-timer exit and an injected interrupt (a host timer storm the guest asks for with four stores).
+        // Xen makes a periodic timer's period at least 100 us (xen/arch/x86/hvm/vpt.c create_periodic_time).
+        const uint Loops = 200_000;
+        var (machine, d) = Build(a =>
+        {
+            StartTimer(a, 0x20000u | TimerVector, 1);
+            a.sti();
+            a.mov(ecx, Loops);
+            var again = a.CreateLabel();
+            a.Label(ref again);
+            a.dec(ecx);
+            a.jnz(again);
+        });
+        using var owner = machine;
+        machine.Run();
+        Assert.True(d.State == DomainState.Shutdown, d.CrashReport);
+        var v = d.Vcpus[0];
+        ulong periods = (v.InstructionsRetired / 100_000) + 1;      // 1 GHz TSC: 100 us is 100,000 ticks
+        Assert.InRange(v.Registers.Rbp, 1ul, periods);
+        Assert.InRange(v.ExitsFor(VmxExitReason.VmxPreemptionTimerExpired), 0ul, periods + 1);
+    }
+
+    [Theory]
+    [InlineData(0x30000u | TimerVector, 0x00u)]             // periodic, masked
+    [InlineData(0x20000u | TimerVector, 0xF0u)]             // periodic, unmasked, its vector held back by the TPR
+    public void A_vcpu_halted_with_a_timer_that_can_never_wake_it_asks_for_no_wake_up(uint lvtTimer, uint tpr)
+    {
+        // When every vCPU is blocked, the scheduler skips guest time to the earliest deadline of a blocked vCPU
+        // (Machine.SkipToNextDeadline). A masked timer, or one whose vector already waits in the IRR behind the TPR, never
+        // wakes its vCPU; counted as a deadline, one of 1 tick kept the host skipping 2 ns at a time for ever, and the
+        // other blocked domains' clocks stood still. It is no deadline: the domain, which nothing can wake, is crashed
+        // at the end of the run (HaltTests), as when no timer is set.
+        var (machine, d) = Build(a => { });
+        using var owner = machine;
+        var apic = d.Vcpus[0].Apic;
+        void Write(int offset, uint value) => apic.Write(apic.BaseAddress, (ulong)offset, BitConverter.GetBytes(value));
+        Write(0xF0, 0x1FF);
+        Write(0x80, tpr);
+        Write(0x3E0, 0xB);
+        Write(0x320, lvtTimer);
+        Write(0x380, 1);
+        Assert.NotNull(apic.NextTimerExpiry);
+        apic.AdvanceTime();                                         // the first expiry, if unmasked, is in the IRR now
+        GuestTime.TryAdvance(d.Vcpus[0], 10);
+        Assert.False(VcpuApic.HasPendingInterrupt(d.Vcpus[0]));
+        Assert.Null(VcpuApic.NextDeadline(d.Vcpus[0]));
+    }
+
+    [Fact]
+    public void A_guest_halted_with_only_a_masked_periodic_timer_is_crashed_as_one_nothing_can_wake()
+    {
+        var (machine, d) = Build(a =>
+        {
+            StartTimer(a, 0x30000u | TimerVector, 1);
+            a.sti();
+            a.hlt();
+        });
+        using var owner = machine;
+        machine.Run();
+        Assert.Equal(DomainState.Crashed, d.State);
+        Assert.Contains("nothing can wake it", d.CrashReport);
+    }
+}
