@@ -149,4 +149,27 @@ public class HostileDeviceAuditTests
         Assert.Equal(DomainState.Crashed, d.State);
         Assert.Contains("nothing can wake it", d.CrashReport);
     }
+
+    [Fact]
+    public void A_toolstack_built_guest_printing_to_port_e9_at_full_speed_cannot_flood_the_host_log_or_send_it_escapes()
+    {
+        // A domain the toolstack built prints to the host's log ("(XEN) (dN) ..."). Xen's hvm_print_line
+        // (xen/arch/x86/hvm/hvm.c) keeps only printable characters, newline and tab (is_console_printable), and its
+        // guest_printk is a rate-limited guest message (xen/drivers/char/console.c): a guest writing newlines in a loop,
+        // or terminal escape sequences, reaches neither the log without bound nor the operator's terminal.
+        var log = new List<string>();
+        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { Logger = log.Add };
+        var d = new Domain(machine, 7, "d7", 1, privileged: false, upcall: null);
+        machine.AddDomain(d);
+        foreach (byte b in System.Text.Encoding.Latin1.GetBytes("\u001b]0;owned\u0007\u001b[2Jhi\u009b31m\n"))
+            Assert.True(d.Io.WritePort(0xE9, 1, b));
+        for (int i = 0; i < 200_000; i++)
+            d.Io.WritePort(0xE9, 1, '\n');
+        d.Console.Flush();
+        Assert.Contains("(d7) ]0;owned[2Jhi31m", log);
+        Assert.DoesNotContain(log, l => l.Any(c => c < 0x20 || c is >= (char)0x7F and < (char)0xA0));
+        Assert.InRange(log.Count, 2, 5_000);                                             // of 200,001 lines
+        Assert.Contains(log, l => l.Contains("not logged", StringComparison.Ordinal));
+        Assert.Contains("\u001b[2J", d.Console.Transcript, StringComparison.Ordinal);   // the transcript keeps the guest's bytes
+    }
 }
