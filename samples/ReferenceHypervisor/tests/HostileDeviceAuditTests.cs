@@ -28,6 +28,13 @@ public class HostileDeviceAuditTests
     /// </summary>
     private static (Machine Machine, Domain Domain) Build(Action<Assembler> body, ulong budget = 2_000_000)
     {
+        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = budget };
+        return (machine, AddDomain(machine, "audit", body));
+    }
+
+    /// <summary>Adds a domain like <see cref="Build"/>'s to <paramref name="machine"/>.</summary>
+    private static Domain AddDomain(Machine machine, string name, Action<Assembler> body)
+    {
         var entry = new Assembler(32);
         entry.mov(esp, Load + 0x6000);
         entry.lgdt(__[Gdtr]);
@@ -59,8 +66,7 @@ public class HostileDeviceAuditTests
         ThreadedSchedulerTests.Assemble(entry, Load).CopyTo(image, 0);
         ThreadedSchedulerTests.Assemble(main, BodyAt).CopyTo(image, (int)(BodyAt - Load));
         ThreadedSchedulerTests.Assemble(handler, HandlerAt).CopyTo(image, (int)(HandlerAt - Load));
-        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = budget };
-        Assert.True(machine.TryCreateDomain(new DomainConfig("audit", Elf32ImageWriter.Write(Load, image, 0x8000, Load), 8 << 20),
+        Assert.True(machine.TryCreateDomain(new DomainConfig(name, Elf32ImageWriter.Write(Load, image, 0x8000, Load), 8 << 20),
             out var d, out string e), e);
         Span<ulong> gdt = [0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
         Assert.True(d!.Physical.TryWrite(new GuestPhysicalAddress(Gdt), MemoryMarshal.AsBytes(gdt), out _));
@@ -71,7 +77,7 @@ public class HostileDeviceAuditTests
         BitConverter.TryWriteBytes(pointer, (ushort)(256 * 8 - 1));
         BitConverter.TryWriteBytes(pointer[2..], Idt);
         Assert.True(d.Physical.TryWrite(new GuestPhysicalAddress(Idtr), pointer, out _));
-        return (machine, d);
+        return d;
     }
 
     /// <summary>The guest's xAPIC set-up: software enable, divide by 1, the LVT timer entry, then the initial count.</summary>
@@ -171,5 +177,39 @@ public class HostileDeviceAuditTests
         Assert.InRange(log.Count, 2, 5_000);                                             // of 200,001 lines
         Assert.Contains(log, l => l.Contains("not logged", StringComparison.Ordinal));
         Assert.Contains("\u001b[2J", d.Console.Transcript, StringComparison.Ordinal);   // the transcript keeps the guest's bytes
+    }
+
+    [Fact]
+    public void A_guest_waking_every_100_microseconds_does_not_stop_the_clock_of_another_idle_domain()
+    {
+        // Every vCPU of the machine blocked: guest time skips to the earliest deadline (Machine.SkipToNextDeadline).
+        // Idle time passes for every idle domain, as it does when another domain runs (Machine.AdvanceOtherClocks): a
+        // domain whose APIC timer wakes it every 100 us must not hold back a domain sleeping for 1 ms until it is done.
+        var log = new List<string>();
+        using var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = 2_000_000, Logger = log.Add };
+        var ticker = AddDomain(machine, "ticker", a =>
+        {
+            StartTimer(a, 0x20000u | TimerVector, 100_000);         // periodic, every 100 us
+            a.sti();
+            var again = a.CreateLabel();
+            a.Label(ref again);
+            a.hlt();
+            a.cmp(ebp, 1000);                                       // 1,000 ticks: 100 ms
+            a.jb(again);
+        });
+        var sleeper = AddDomain(machine, "sleeper", a =>
+        {
+            StartTimer(a, TimerVector, 1_000_000);                  // one-shot, 1 ms
+            a.sti();
+            a.hlt();
+        });
+        machine.Run();
+        Assert.True(ticker.State == DomainState.Shutdown, ticker.CrashReport);
+        Assert.True(sleeper.State == DomainState.Shutdown, sleeper.CrashReport);
+        Assert.Equal(1ul, sleeper.Vcpus[0].Registers.Rbp);
+        int slept = log.FindIndex(l => l.StartsWith($"d{sleeper.Id} ", StringComparison.Ordinal) && l.Contains("shut down", StringComparison.Ordinal));
+        int ticked = log.FindIndex(l => l.StartsWith($"d{ticker.Id} ", StringComparison.Ordinal) && l.Contains("shut down", StringComparison.Ordinal));
+        Assert.True(slept >= 0 && ticked >= 0, string.Join('\n', log));
+        Assert.True(slept < ticked, "the sleeper's 1 ms passed only once the ticker's 100 ms were over");
     }
 }
