@@ -16,8 +16,9 @@ namespace VmmKit.Devices;
 /// can take an interrupt, it asks <see cref="HasPendingInterrupt"/>, calls
 /// <see cref="AcknowledgeInterrupt"/> (IRR to ISR, the INTA cycle) and injects the vector; otherwise
 /// it requests an interrupt window. <see cref="NextTimerInterrupt"/> tells it when the timer raises an
-/// interrupt, to program the VMX-preemption timer (<see cref="MinimumTimerPeriod"/> bounds how often); <see cref="ILocalApicHost.InterruptPending"/> tells it (on any
-/// thread) that a halted or running vCPU must be kicked.
+/// interrupt, to program the VMX-preemption timer (<see cref="MinimumTimerPeriod"/> bounds how often);
+/// <see cref="ILocalApicHost.InterruptPending"/> tells it (on any thread) that a halted or running vCPU
+/// must be kicked.
 /// </para>
 /// <para>
 /// Thread-safety: one lock guards the state. The register interfaces, the acknowledge calls and
