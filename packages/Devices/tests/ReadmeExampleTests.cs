@@ -34,7 +34,7 @@ public class ReadmeExampleTests
         apic.WriteMsr(0x83E, 0xB);
         apic.WriteMsr(0x832, 0xEC);
         apic.WriteMsr(0x838, 1000);
-        output.AppendLine($"timer fires at TSC {apic.NextTimerExpiry}");
+        output.AppendLine($"timer fires at TSC {apic.NextTimerInterrupt}");
 
         clock.Tsc = 1000;
         if (apic.HasPendingInterrupt)

@@ -17,10 +17,11 @@ public sealed partial class LocalApic
     }
 
     /// <summary>
-    /// The guest TSC value at which the timer next expires, or null when it is not armed; the VMM
-    /// programs the VMX-preemption timer (or a host timer) for it and calls <see cref="AdvanceTime"/>
-    /// (or any of the interrupt queries) when it is reached. A masked timer still reports its expiry:
-    /// the count runs, only the interrupt is suppressed.
+    /// The guest TSC value at which the timer next expires, or null when it is not armed. A masked timer
+    /// still reports its expiry: the count runs, only the interrupt is suppressed. A VMM programs the
+    /// VMX-preemption timer (or a host timer) for <see cref="NextTimerInterrupt"/>, which leaves out the
+    /// expiries that raise nothing, and calls <see cref="AdvanceTime"/> (or any of the interrupt queries)
+    /// when it is reached.
     /// </summary>
     public ulong? NextTimerExpiry
     {
@@ -32,6 +33,38 @@ public sealed partial class LocalApic
                 if (TimerModeLocked == LocalApicTimerMode.TscDeadline)
                     return _tscDeadline == 0 ? null : _tscDeadline;
                 return _timerArmed ? ExpiryLocked : null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The shortest period of a periodic timer, in guest TSC ticks; 0 (the default) keeps the period the guest programs.
+    /// Initial count 1 with divide by 1 asks for an expiry every tick, a storm of host timers and VM exits a guest
+    /// causes with four stores: Xen makes a periodic timer's period at least 100 µs (xen/arch/x86/hvm/vpt.c
+    /// <c>create_periodic_time</c>), and a VMM facing hostile guests sets this to 100 µs of its guest TSC. As in Xen,
+    /// the first expiry after the initial count is written is not delayed; each reload after it waits until a whole
+    /// minimum period has passed, the current count holding at the initial count meanwhile.
+    /// </summary>
+    public ulong MinimumTimerPeriod { get; set; }
+
+    /// <summary>
+    /// The guest TSC value at which the timer's next expiry makes something new pending, or null when no expiry can:
+    /// the timer is not armed, its LVT entry is masked, the APIC is disabled, or its vector already waits in the IRR
+    /// (an expiry sets that bit again, which changes nothing). This is what a VMM waits for: the VMX-preemption timer
+    /// before a VM entry, the wake-up of a halted vCPU. <see cref="NextTimerExpiry"/> is the expiry itself.
+    /// </summary>
+    public ulong? NextTimerInterrupt
+    {
+        get
+        {
+            ulong? expiry = NextTimerExpiry;
+            lock (_lock)
+            {
+                uint lvt = _lvt[LvtTimer];
+                byte vector = (byte)lvt;
+                bool raises = (lvt & LvtMask) == 0 && IsEnabledLocked
+                    && (vector >= 16 ? !IsSet(_irr, vector) : (_esrPending & EsrReceiveIllegalVector) == 0);
+                return raises ? expiry : null;
             }
         }
     }
@@ -61,9 +94,11 @@ public sealed partial class LocalApic
                 pending = FireTimerLocked();
                 if (TimerModeLocked == LocalApicTimerMode.Periodic && _initialCount != 0)
                 {
-                    ulong period = (ulong)_initialCount * Divisor;
+                    // The next count down ends a whole period (at least MinimumTimerPeriod) after the last expiry due.
+                    ulong count = (ulong)_initialCount * Divisor;
+                    ulong period = Math.Max(count, MinimumTimerPeriod);
                     ulong missed = (now - expiry) / period;
-                    _timerStart = expiry + (missed * period);
+                    _timerStart = expiry + ((missed + 1) * period) - count;
                     _timerStartCount = _initialCount;
                 }
                 else
@@ -109,6 +144,8 @@ public sealed partial class LocalApic
         ulong now = _clock.Tsc;
         if (now >= ExpiryLocked)
             return 0;                                     // expired, not yet processed
+        if (now < _timerStart)
+            return (uint)_timerStartCount;                // reloaded, waiting for MinimumTimerPeriod
         ulong elapsed = (now - _timerStart) / Divisor;
         return (uint)(_timerStartCount - elapsed);
     }

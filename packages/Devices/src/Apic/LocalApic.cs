@@ -15,9 +15,10 @@ namespace VmmKit.Devices;
 /// The VMM delivers the APIC's interrupts by VM-entry event injection: before an entry, when the guest
 /// can take an interrupt, it asks <see cref="HasPendingInterrupt"/>, calls
 /// <see cref="AcknowledgeInterrupt"/> (IRR to ISR, the INTA cycle) and injects the vector; otherwise
-/// it requests an interrupt window. <see cref="NextTimerExpiry"/> tells it when the timer fires, to
-/// program the VMX-preemption timer; <see cref="ILocalApicHost.InterruptPending"/> tells it (on any
-/// thread) that a halted or running vCPU must be kicked.
+/// it requests an interrupt window. <see cref="NextTimerInterrupt"/> tells it when the timer raises an
+/// interrupt, to program the VMX-preemption timer (<see cref="MinimumTimerPeriod"/> bounds how often);
+/// <see cref="ILocalApicHost.InterruptPending"/> tells it (on any thread) that a halted or running vCPU
+/// must be kicked.
 /// </para>
 /// <para>
 /// Thread-safety: one lock guards the state. The register interfaces, the acknowledge calls and
@@ -342,8 +343,16 @@ public sealed partial class LocalApic : IBusDevice
         bool isNew = (_esrPending & bit) == 0;
         _esrPending |= bit;
         uint lvt = _lvt[LvtError];
-        if (!isNew || (lvt & LvtMask) != 0 || !IsEnabledLocked || (byte)lvt < 16)
-            return false;                                // an illegal error vector is not delivered (no error loop)
+        if (!isNew || (lvt & LvtMask) != 0 || !IsEnabledLocked)
+            return false;
+        if ((byte)lvt < 16)
+        {
+            // An illegal error vector is not delivered (no error loop): it is a locally generated illegal vector, so
+            // "receive illegal vector" is set instead (SDM Vol. 3A §11.5.3; XSA-462, Xen's vlapic_error).
+            _esrPending |= EsrReceiveIllegalVector;
+            return false;
+        }
+
         Set(_irr, (byte)lvt);
         Clear(_tmr, (byte)lvt);
         return true;

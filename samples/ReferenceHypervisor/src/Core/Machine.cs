@@ -314,8 +314,10 @@ internal sealed partial class Machine : IDisposable
 
     /// <summary>
     /// Every vCPU is blocked: advances the clocks of the domain whose blocked vCPU has the earliest deadline to that
-    /// deadline (the TSC offsets of all its vCPUs grow alike, so their TSC and pvclock system time jump together). False
-    /// when no vCPU has a deadline.
+    /// deadline (the TSC offsets of all its vCPUs grow alike, so their TSC and pvclock system time jump together), and
+    /// those of every other blocked domain by as much: idle time passes for all idle domains, as run time does
+    /// (<see cref="AdvanceOtherClocks"/>), so a domain that wakes every 100 µs does not hold back the clock of one that
+    /// sleeps longer. False when no vCPU has a deadline.
     /// </summary>
     private bool SkipToNextDeadline()
     {
@@ -341,6 +343,13 @@ internal sealed partial class Machine : IDisposable
         {
             if (!GuestTime.TryAdvance(vcpu, ticks))
                 return false;
+        }
+
+        foreach (var domain in _domains.Where(d => d != next.Domain && d.State == DomainState.Blocked).ToList())
+        {
+            foreach (var vcpu in domain.Vcpus)
+                GuestTime.TryAdvance(vcpu, ticks);
+            WakeBlocked(domain);
         }
 
         WakeBlocked(next.Domain);

@@ -16,10 +16,21 @@ internal static class VcpuApic
 {
     private const uint Cr8Exiting = (uint)(PrimaryProcessorBasedControls.Cr8LoadExiting | PrimaryProcessorBasedControls.Cr8StoreExiting);
 
-    /// <summary>The APIC of <paramref name="vcpu"/> (APIC ID = vCPU id, vCPU 0 the bootstrap processor), on the domain's bus.</summary>
+    /// <summary>Xen's shortest period of a periodic timer, 100 µs (xen/arch/x86/hvm/vpt.c <c>create_periodic_time</c>).</summary>
+    private const ulong MinimumTimerPeriodNs = 100_000;
+
+    /// <summary>
+    /// The APIC of <paramref name="vcpu"/> (APIC ID = vCPU id, vCPU 0 the bootstrap processor), on the domain's bus. A
+    /// periodic timer fires at most every 100 µs of guest time, as under Xen: initial count 1 would otherwise end the
+    /// slice after every instruction.
+    /// </summary>
     public static LocalApic Create(VirtualCpu vcpu)
     {
-        var apic = new LocalApic((uint)vcpu.Id, vcpu.Id == 0, new Clock(vcpu)) { Host = new Host(vcpu) };
+        var apic = new LocalApic((uint)vcpu.Id, vcpu.Id == 0, new Clock(vcpu))
+        {
+            Host = new Host(vcpu),
+            MinimumTimerPeriod = GuestTime.ToTicks(MinimumTimerPeriodNs),
+        };
         vcpu.Domain.Apics.Add(apic);
         return apic;
     }
@@ -35,8 +46,9 @@ internal static class VcpuApic
 
     /// <summary>
     /// Just before VM entry (after the event-channel upcall had its turn): an NMI or the highest deliverable interrupt
-    /// is injected when the guest can take it, else the matching window exiting is requested; an armed timer shortens
-    /// the VMX-preemption timer to its expiry.
+    /// is injected when the guest can take it, else the matching window exiting is requested; a timer whose expiry
+    /// raises an interrupt shortens the VMX-preemption timer to it (a masked one, or one whose vector already waits in
+    /// the IRR, does not: its expiry changes nothing).
     /// </summary>
     public static void BeforeEntry(VirtualCpu vcpu)
     {
@@ -58,7 +70,7 @@ internal static class VcpuApic
                 SetWindowExiting(vcpu, PrimaryProcessorBasedControls.InterruptWindowExiting);
         }
 
-        if (apic.NextTimerExpiry is { } expiry)
+        if (apic.NextTimerInterrupt is { } expiry)
         {
             var machine = vcpu.Domain.Machine;
             if ((vmcs.Read(VmcsField.PinBasedVmExecutionControls) & (uint)PinBasedControls.ActivateVmxPreemptionTimer) == 0)
@@ -73,11 +85,15 @@ internal static class VcpuApic
     /// <summary>True when the APIC has an interrupt the processor would accept now (a halted vCPU wakes for it).</summary>
     public static bool HasPendingInterrupt(VirtualCpu vcpu) => vcpu.Apic.HasPendingInterrupt || vcpu.Apic.HasPendingNmi;
 
-    /// <summary>The vCPU's earliest wake-up in system time (ns): its Xen timers or its APIC timer, null when none is set.</summary>
+    /// <summary>
+    /// The vCPU's earliest wake-up in system time (ns): its Xen timers or its APIC timer, null when none is set. An APIC
+    /// timer whose expiry raises nothing (masked, or its vector already in the IRR) is none: a halted vCPU with only
+    /// such a timer can never wake, and the scheduler must not keep skipping time for it.
+    /// </summary>
     public static ulong? NextDeadline(VirtualCpu vcpu)
     {
         ulong? xen = vcpu.Timers.NextDeadline;
-        if (vcpu.Apic.NextTimerExpiry is not { } expiry)
+        if (vcpu.Apic.NextTimerInterrupt is not { } expiry)
             return xen;
         ulong apic = GuestTime.ToNanoseconds(expiry);
         return xen is { } x ? Math.Min(x, apic) : apic;

@@ -27,7 +27,9 @@ internal sealed partial class Domain
     /// <exception cref="VmmKit.Ept.MachineMemoryExhaustedException">No frame for the EPT root, shared_info or the first grant-table frame; nothing of the domain is left.</exception>
     internal Domain(Machine machine, ushort id, string name, uint maxVcpus, bool privileged, IEventChannelUpcall? upcall,
         VmmKit.GrantTable.GrantTableLimits? grantLimits = null)
-        : this(machine, id, new DomainConfig(name, [], 0, ConsoleLine: line => machine.Log($"(d{id}) {line.TrimEnd('\n')}")))
+        : this(machine, id, new DomainConfig(name, [], 0, ConsoleLine: privileged
+            ? line => machine.Log($"(d{id}) {line.TrimEnd('\n')}")      // Xen writes the hardware domain's output as it is
+            : new GuestConsoleLog(machine, id).Line))
     {
         IsPrivileged = privileged;
         MaxVcpus = maxVcpus;
