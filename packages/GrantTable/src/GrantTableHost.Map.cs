@@ -64,10 +64,14 @@ public sealed unsafe partial class GrantTableHost
         }
 
         bool readOnly = (flags & GrantMapFlags.ReadOnly) != 0;
+        uint increment = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
         ref ActiveGrantEntry act = ref rd.Active[op.Ref];
-        if (act.Pin != 0 && (act.DomId != ld.Id || (act.Pin & ActiveGrantEntry.OverflowRisk) != 0 || act.IsSubPage))
+
+        // map_grant_ref: other grantee, risk of overflow of the counter this map increments (Xen 4.17's
+        // GNTPIN_incr2oflow_mask(pin_incr): 128 writable mappings do not stop a read-only one), or sub-page.
+        if (act.Pin != 0 && (act.DomId != ld.Id || (act.Pin & ActiveGrantEntry.OverflowMask(increment)) != 0 || act.IsSubPage))
         {
-            return GrantStatus.GeneralError; // other grantee, pin counter overflow risk, or sub-page
+            return GrantStatus.GeneralError;
         }
 
         // map_grant_ref: a pinned entry's frame is used only while the granter still owns it
@@ -105,7 +109,6 @@ public sealed unsafe partial class GrantTableHost
             }
         }
 
-        uint increment = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
         act.Pin += increment;
         var frame = new MachineFrameNumber(act.Mfn);
 

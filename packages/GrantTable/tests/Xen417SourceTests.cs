@@ -1,0 +1,101 @@
+namespace VmmKit.GrantTable.Tests;
+
+/// <summary>
+/// Rules a statement-by-statement comparison with Xen 4.17.5's own grant_table.c (Debian bookworm's source) found the
+/// package departing from. Each test cites the Xen function its rule comes from.
+/// </summary>
+public sealed class Xen417SourceTests : IDisposable
+{
+    private const ulong Slot = 0x1000;
+    private readonly TestMachine _m = new();
+    private readonly TestDomain _front;
+    private readonly TestDomain _back;
+    private readonly InProcessGrantShare _share;
+
+    public Xen417SourceTests()
+    {
+        _front = _m.AddDomain(1);
+        _back = _m.AddDomain(2);
+        _share = new InProcessGrantShare(_m.Host, _front.Grant);
+    }
+
+    public void Dispose() => _m.Dispose();
+
+    private uint Grant(int gfn, bool readOnly = false)
+    {
+        Assert.True(_share.TryGrantForeignAccess(2, (ulong)gfn, readOnly, out uint gref));
+        return gref;
+    }
+
+    private GnttabMapGrantRef Map(uint gref, ulong gfn, bool readOnly = false)
+    {
+        var op = new GnttabMapGrantRef
+        {
+            HostAddr = gfn << 12,
+            Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)),
+            Ref = gref,
+            Dom = 1,
+        };
+        _m.Host.MapGrantRef(_back.Grant, ref op);
+        return op;
+    }
+
+    private short Copy(uint gref, bool intoGrant)
+    {
+        GnttabCopyPtr grant = new() { Ref = gref, DomId = 1 }, own = new() { Gmfn = 3, DomId = DomainId.Self };
+        var op = new GnttabCopy
+        {
+            Source = intoGrant ? own : grant,
+            Dest = intoGrant ? grant : own,
+            Len = 16,
+            Flags = (ushort)(intoGrant ? GrantCopyFlags.DestGref : GrantCopyFlags.SourceGref),
+        };
+        _m.Host.Copy(_back.Grant, ref op);
+        return op.Status;
+    }
+
+    /// <summary>
+    /// map_grant_ref: a pinned entry refuses a map only when the counter that map increments is at risk of overflow
+    /// (<c>act->pin &amp; GNTPIN_incr2oflow_mask(pin_incr)</c>, the top bit of that counter alone): 128 writable
+    /// mappings refuse a 129th writable one but not a read-only one, and 128 read-only mappings a 129th read-only one
+    /// but not a writable one.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_map_is_refused_only_when_its_own_pin_counter_is_full(bool fullReadOnly)
+    {
+        uint gref = Grant(5);
+        for (ulong i = 0; i < 128; i++)
+        {
+            Assert.Equal(0, Map(gref, Slot + i, fullReadOnly).Status);
+        }
+
+        Assert.Equal((short)GrantStatus.GeneralError, Map(gref, Slot + 128, fullReadOnly).Status);
+        Assert.Equal((short)GrantStatus.Okay, Map(gref, Slot + 129, !fullReadOnly).Status);
+        Assert.Equal(129, _back.Grant.MappingCount);
+    }
+
+    /// <summary>
+    /// acquire_grant_for_copy: the same rule for a copy's claim of a pinned grant (its pin_incr is GNTPIN_hstr_inc
+    /// for a source, GNTPIN_hstw_inc for a destination): a grant 128 writable mappings pin can still be copied from,
+    /// and one 128 read-only mappings pin can still be copied into; the full counter's own kind is refused.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_copy_is_refused_only_when_its_own_pin_counter_is_full(bool fullReadOnly)
+    {
+        uint gref = Grant(5);
+        for (ulong i = 0; i < 128; i++)
+        {
+            Assert.Equal(0, Map(gref, Slot + i, fullReadOnly).Status);
+        }
+
+        // A read-only claim (copy from the grant) increments the read-only counter; a writable one the writable counter.
+        Assert.Equal((short)GrantStatus.GeneralError, Copy(gref, intoGrant: !fullReadOnly));
+        Assert.Equal((short)GrantStatus.Okay, Copy(gref, intoGrant: fullReadOnly));
+        uint expected = fullReadOnly ? 128u * ActiveGrantEntry.HostReadIncrement : 128u * ActiveGrantEntry.HostWriteIncrement;
+        Assert.Equal(expected, _front.Grant.GetPinCount(gref));
+    }
+}
