@@ -1,3 +1,5 @@
+using VmmKit.Ept;
+
 namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
@@ -52,6 +54,28 @@ public sealed class Xen417SourceTests : IDisposable
         };
         _m.Host.Copy(_back.Grant, ref op);
         return op.Status;
+    }
+
+    /// <summary>
+    /// unmap_common: dev_bus_addr is compared with the frame only for a mapping made with GNTMAP_device_map (then a
+    /// mismatch is GNTST_bad_dev_addr); an HVM grantee's mappings never have it, so whatever dev_bus_addr an unmap
+    /// passes, the handle and host_addr decide.
+    /// </summary>
+    [Fact]
+    public void Unmap_of_a_host_mapping_ignores_dev_bus_addr()
+    {
+        uint gref = Grant(5);
+        GnttabMapGrantRef m = Map(gref, Slot);
+        Assert.Equal(0, m.Status);
+
+        var op = new GnttabUnmapGrantRef { HostAddr = Slot << 12, DevBusAddr = 0x1234000, Handle = m.Handle };
+        _m.Host.UnmapGrantRef(_back.Grant, ref op);
+
+        Assert.Equal((short)GrantStatus.Okay, op.Status);
+        Assert.False(_back.Ept.TryLookup(new GuestFrameNumber(Slot), out _, out _));
+        Assert.Equal(0u, _front.Grant.GetPinCount(gref));
+        Assert.Equal(0, _back.Grant.MappingCount);
+        Assert.True(_share.EndForeignAccess(gref));
     }
 
     /// <summary>
