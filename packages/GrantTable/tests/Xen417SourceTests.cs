@@ -1,4 +1,5 @@
 using VmmKit.Ept;
+using VmmKit.Hypercall;
 
 namespace VmmKit.GrantTable.Tests;
 
@@ -121,5 +122,24 @@ public sealed class Xen417SourceTests : IDisposable
         Assert.Equal((short)GrantStatus.Okay, Copy(gref, intoGrant: fullReadOnly));
         uint expected = fullReadOnly ? 128u * ActiveGrantEntry.HostReadIncrement : 128u * ActiveGrantEntry.HostWriteIncrement;
         Assert.Equal(expected, _front.Grant.GetPinCount(gref));
+    }
+
+    /// <summary>
+    /// gnttab_map_frame passes a shared-frame index to gnttab_get_shared_frame_mfn, whose idx is an unsigned int: a
+    /// 64-bit caller's XENMAPSPACE_grant_table index keeps its low 32 bits only, so 2^32 + 1 is shared frame 1 (the
+    /// table grows to make it valid), and 2^32 + 2^31 under v1 is past every frame (-EINVAL).
+    /// </summary>
+    [Fact]
+    public void A_shared_frame_index_keeps_its_low_32_bits_only()
+    {
+        var gfn = new GuestFrameNumber(0x3000);
+        Assert.Equal(0, _m.Host.AddToPhysmap(_front.Grant, (1UL << 32) | 1, gfn));
+        Assert.Equal(2, _front.Grant.SharedFrameCount);
+        Assert.True(_front.Ept.TryLookup(gfn, out MachineFrameNumber f, out _));
+        Assert.Equal(_front.Grant.GetSharedFrame(1), f);
+        Assert.Equal(0, _m.Host.GetTableFrame(_front.Grant, 0xFFFF_FFFF_0000_0000, out MachineFrameNumber g));
+        Assert.Equal(_front.Grant.GetSharedFrame(0), g);
+        Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.AddToPhysmap(_front.Grant, (1UL << 32) | GrantTableHost.GrantTableStatusIndex, new GuestFrameNumber(0x3001)));
+        Assert.Equal(2, _front.Grant.SharedFrameCount);
     }
 }
