@@ -5,8 +5,8 @@ namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
 /// Rules a statement-by-statement comparison with Xen 4.17.5's own grant_table.c (Debian bookworm's source) found the
-/// package departing from, and a departure it keeps on purpose (the last test). Each test cites the Xen function its
-/// rule comes from.
+/// package departing from (fixed), a rule it found the same that no other test named (what a failed map writes back),
+/// and a departure kept on purpose (the last test). Each test cites the Xen function its rule comes from.
 /// </summary>
 public sealed class Xen417SourceTests : IDisposable
 {
@@ -142,6 +142,35 @@ public sealed class Xen417SourceTests : IDisposable
         Assert.Equal(_front.Grant.GetSharedFrame(0), g);
         Assert.Equal(XenErrno.EINVAL.Negated(), _m.Host.AddToPhysmap(_front.Grant, (1UL << 32) | GrantTableHost.GrantTableStatusIndex, new GuestFrameNumber(0x3001)));
         Assert.Equal(2, _front.Grant.SharedFrameCount);
+    }
+
+    /// <summary>
+    /// gnttab_map_grant_ref copies each whole operation back, and map_grant_ref sets handle and dev_bus_addr only on
+    /// success: a failed map leaves the guest's own values in them, with the status of the failure.
+    /// </summary>
+    [Fact]
+    public void A_failed_map_writes_back_its_status_and_leaves_handle_and_dev_bus_addr()
+    {
+        var dispatcher = new HypercallDispatcher<TestDomain>();
+        new GrantTableHypercalls<TestDomain>(_m.Host, new TestResolver()).Register(dispatcher);
+        const ulong buffer = 20UL << 12;
+        uint gref = Grant(5);
+        GuestValues.Put(_back, buffer, new GnttabMapGrantRef
+        {
+            HostAddr = Slot << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = 100_000, Dom = 1, Status = 77,
+            Handle = 0xdead, DevBusAddr = 0xbeef000,
+        });
+        GuestValues.Put(_back, buffer + 32, new GnttabMapGrantRef
+        {
+            HostAddr = Slot << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = gref, Dom = 1, Status = 77,
+            Handle = 0xdead, DevBusAddr = 0xbeef000,
+        });
+
+        Assert.Equal(0, GrantTableCall.Invoke(dispatcher, _back, (ulong)GrantTableOp.MapGrantRef, buffer, 2, HypercallAbi.Native64, out _));
+        var failed = GuestValues.Get<GnttabMapGrantRef>(_back, buffer);
+        Assert.Equal(((short)GrantStatus.BadGntref, 0xdeadu, 0xbeef000UL), (failed.Status, failed.Handle, failed.DevBusAddr));
+        var mapped = GuestValues.Get<GnttabMapGrantRef>(_back, buffer + 32);
+        Assert.Equal(((short)GrantStatus.Okay, 0u, _front.Ram[5].Address), (mapped.Status, mapped.Handle, mapped.DevBusAddr));
     }
 
     /// <summary>
