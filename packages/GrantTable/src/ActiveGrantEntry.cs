@@ -17,7 +17,14 @@ internal struct ActiveGrantEntry
     public const uint HostReadIncrement = 1u << 8;
     public const uint HostReadMask = 0xFFu << 8;
     public const uint DeviceWriteMask = 0xFFu << 16;
-    public const uint OverflowRisk = 0x80808080u;
+
+    /// <summary>
+    /// The top bit of the counter <paramref name="increment"/> counts in: set, one more pin of that kind could overflow
+    /// it (Xen's <c>GNTPIN_incr2oflow_mask(pin_incr)</c>, which map_grant_ref and acquire_grant_for_copy test before
+    /// pinning: only the counter the pin increments, not the others).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint OverflowMask(uint increment) => increment << 7;
 
     [FieldOffset(0)] public uint Pin;
     [FieldOffset(4)] public ushort DomId;

@@ -525,8 +525,11 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.BadGntref;
         }
 
+        // acquire_grant_for_copy: other grantee, or risk of overflow of the counter this claim increments (Xen 4.17's
+        // GNTPIN_incr2oflow_mask(pin_incr)).
+        uint increment = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
         ref ActiveGrantEntry act = ref rd.Active[gref];
-        if (act.Pin != 0 && (act.DomId != ldom || (act.Pin & ActiveGrantEntry.OverflowRisk) != 0))
+        if (act.Pin != 0 && (act.DomId != ldom || (act.Pin & ActiveGrantEntry.OverflowMask(increment)) != 0))
         {
             return GrantStatus.GeneralError;
         }
@@ -628,7 +631,7 @@ public sealed unsafe partial class GrantTableHost
             buf.Referenced = true;
         }
 
-        act.Pin += readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
+        act.Pin += increment;
         buf.Flags = rd.Version == 1 ? (ushort*)header : StatusHalf(rd, gref);
         buf.Start = act.Start;
         buf.Length = act.Length;

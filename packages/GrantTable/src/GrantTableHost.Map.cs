@@ -64,10 +64,14 @@ public sealed unsafe partial class GrantTableHost
         }
 
         bool readOnly = (flags & GrantMapFlags.ReadOnly) != 0;
+        uint increment = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
         ref ActiveGrantEntry act = ref rd.Active[op.Ref];
-        if (act.Pin != 0 && (act.DomId != ld.Id || (act.Pin & ActiveGrantEntry.OverflowRisk) != 0 || act.IsSubPage))
+
+        // map_grant_ref: other grantee, risk of overflow of the counter this map increments (Xen 4.17's
+        // GNTPIN_incr2oflow_mask(pin_incr): 128 writable mappings do not stop a read-only one), or sub-page.
+        if (act.Pin != 0 && (act.DomId != ld.Id || (act.Pin & ActiveGrantEntry.OverflowMask(increment)) != 0 || act.IsSubPage))
         {
-            return GrantStatus.GeneralError; // other grantee, pin counter overflow risk, or sub-page
+            return GrantStatus.GeneralError;
         }
 
         // map_grant_ref: a pinned entry's frame is used only while the granter still owns it
@@ -105,7 +109,6 @@ public sealed unsafe partial class GrantTableHost
             }
         }
 
-        uint increment = readOnly ? ActiveGrantEntry.HostReadIncrement : ActiveGrantEntry.HostWriteIncrement;
         act.Pin += increment;
         var frame = new MachineFrameNumber(act.Mfn);
 
@@ -226,7 +229,7 @@ public sealed unsafe partial class GrantTableHost
         using (Exclusive())
         {
             PendingUnmap pending = default;
-            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending);
+            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, newAddr: 0, ref pending);
             UnmapComplete(caller, new ReadOnlySpan<PendingUnmap>(in pending));
         }
     }
@@ -253,7 +256,7 @@ public sealed unsafe partial class GrantTableHost
                     for (int i = 0; i < n; i++)
                     {
                         ref GnttabUnmapGrantRef op = ref ops[i];
-                        op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending[i]);
+                        op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, newAddr: 0, ref pending[i]);
                     }
                 }
                 finally
@@ -279,7 +282,7 @@ public sealed unsafe partial class GrantTableHost
         using (Exclusive())
         {
             PendingUnmap pending = default;
-            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, devBusAddr: 0, op.NewAddr, ref pending);
+            op.Status = (short)UnmapBegin(caller, op.Handle, op.HostAddr, op.NewAddr, ref pending);
             UnmapComplete(caller, new ReadOnlySpan<PendingUnmap>(in pending));
         }
     }
@@ -288,7 +291,7 @@ public sealed unsafe partial class GrantTableHost
     internal GrantStatus UnmapBeginHeld(GrantDomain caller, in GnttabUnmapGrantRef op, ref PendingUnmap pending)
     {
         Debug.Assert(HoldsExclusive, "UnmapBeginHeld runs under the exclusive lock");
-        return UnmapBegin(caller, op.Handle, op.HostAddr, op.DevBusAddr, newAddr: 0, ref pending);
+        return UnmapBegin(caller, op.Handle, op.HostAddr, newAddr: 0, ref pending);
     }
 
     /// <summary>The end of a batch of unmaps begun with <see cref="UnmapBeginHeld"/>, with the exclusive lock held.</summary>
@@ -301,7 +304,7 @@ public sealed unsafe partial class GrantTableHost
     // unmap_common: checks the handle and the address, takes the mapping out of the EPT and frees the handle (a second
     // operation on it in the same batch finds it unmapped, XSA-218); what unmap_common_complete needs goes to
     // `pending`, which UnmapComplete finishes after the batch's flush. Under the lock.
-    private GrantStatus UnmapBegin(GrantDomain ld, uint handle, ulong hostAddr, ulong devBusAddr, ulong newAddr, ref PendingUnmap pending)
+    private GrantStatus UnmapBegin(GrantDomain ld, uint handle, ulong hostAddr, ulong newAddr, ref PendingUnmap pending)
     {
         if (handle >= (uint)ld.MaptrackLimit || ld.IsDestroyed)
         {
@@ -315,12 +318,9 @@ public sealed unsafe partial class GrantTableHost
             return GrantStatus.BadHandle; // never mapped, or already unmapped
         }
 
+        // unmap_common compares dev_bus_addr with the frame only for a GNTMAP_device_map mapping, which an HVM grantee
+        // never has: here it changes nothing (Xen 4.17), the handle and host_addr decide.
         var frame = new MachineFrameNumber(map.Mfn);
-        if (devBusAddr != 0 && devBusAddr != frame.Address)
-        {
-            return GrantStatus.GeneralError; // "Bus address doesn't match gntref"
-        }
-
         if (hostAddr == 0 || (flags & GrantMapFlags.HostMap) == 0)
         {
             // Nothing asked to be undone (Xen leaves the mapping as it is), yet GNTST_okay: unmap_common's

@@ -394,7 +394,8 @@ public sealed unsafe partial class GrantTableHost
 
     /// <summary>
     /// <c>XENMEM_add_to_physmap</c> with <c>XENMAPSPACE_grant_table</c> (Xen's <c>gnttab_map_frame</c> and
-    /// <c>xenmem_add_to_physmap_one</c>): places shared frame <paramref name="index"/>, or, when bit 31
+    /// <c>xenmem_add_to_physmap_one</c>): places shared frame <c>(uint)index</c> (Xen 4.17's
+    /// <c>gnttab_get_shared_frame_mfn</c> takes an unsigned int), or, when bit 31
     /// (<c>XENMAPIDX_grant_table_status</c>) is set, status frame <c>index &amp; 0x7FFFFFFF</c> (Xen's
     /// <c>idx &amp; ~XENMAPIDX_grant_table_status</c>, an unsigned int mask), at guest frame <paramref name="gpfn"/>
     /// of <paramref name="caller"/>'s EPT. An index past the shared or status frames grows the table (up to the limit,
@@ -497,7 +498,7 @@ public sealed unsafe partial class GrantTableHost
 
     /// <summary>
     /// Xen's <c>gnttab_map_frame</c>, the first step of <c>XENMEM_add_to_physmap</c> with <c>XENMAPSPACE_grant_table</c>:
-    /// the machine frame of shared frame <paramref name="index"/>, or of status frame <c>index &amp; 0x7FFFFFFF</c>
+    /// the machine frame of shared frame <c>(uint)index</c>, or of status frame <c>index &amp; 0x7FFFFFFF</c>
     /// when bit 31 (<c>XENMAPIDX_grant_table_status</c>) is set, growing the table as
     /// <see cref="AddToPhysmap"/> does. A hypervisor that keeps its own record of the slot's page calls this first, so
     /// that a refused index changes nothing, then removes that page, then calls <see cref="AddToPhysmap"/>.
@@ -534,9 +535,10 @@ public sealed unsafe partial class GrantTableHost
 
         // gnttab_map_frame: the status bit names a status frame under v2 only; under v1 the index keeps the bit and
         // is past every shared frame (gnttab_get_shared_frame_mfn: -EINVAL). A status index is
-        // idx & ~XENMAPIDX_grant_table_status with the constant an unsigned int: bits 31 to 63 all go.
+        // idx & ~XENMAPIDX_grant_table_status with the constant an unsigned int: bits 31 to 63 all go. A shared
+        // index goes to gnttab_get_shared_frame_mfn as an unsigned int (Xen 4.17): bits 32 to 63 go.
         status = (index & GrantTableStatusIndex) != 0;
-        ulong idx = status ? index & (GrantTableStatusIndex - 1) : index;
+        ulong idx = status ? index & (GrantTableStatusIndex - 1) : (uint)index;
         if (status && d.Version != 2)
         {
             return XenErrno.EINVAL.Negated();

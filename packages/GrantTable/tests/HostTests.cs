@@ -512,14 +512,12 @@ public sealed class HostTests : IDisposable
     }
 
     [Fact]
-    public void Unmap_checks_address_and_bus_address()
+    public void Unmap_checks_the_address()
     {
+        // (dev_bus_addr concerns device mappings only: Xen417SourceTests.Unmap_of_a_host_mapping_ignores_dev_bus_addr.)
         uint gref = Grant(5);
         GnttabMapGrantRef m = Map(gref);
         var op = new GnttabUnmapGrantRef { HostAddr = (MapGfn + 1) << 12, Handle = m.Handle };
-        _m.Host.UnmapGrantRef(_back.Grant, ref op);
-        Assert.Equal((short)GrantStatus.GeneralError, op.Status);
-        op = new GnttabUnmapGrantRef { HostAddr = MapGfn << 12, DevBusAddr = 0x1234000, Handle = m.Handle };
         _m.Host.UnmapGrantRef(_back.Grant, ref op);
         Assert.Equal((short)GrantStatus.GeneralError, op.Status);
         var r = new GnttabUnmapAndReplace { HostAddr = MapGfn << 12, NewAddr = 0x5000, Handle = m.Handle };

@@ -28,7 +28,10 @@ public struct GnttabUnmapGrantRef
 {
     /// <summary>IN <c>host_addr</c>: the address given to map (0 leaves a host mapping in place, as in Xen).</summary>
     public ulong HostAddr;
-    /// <summary>IN <c>dev_bus_addr</c>: 0, or the address returned by map (checked).</summary>
+    /// <summary>
+    /// IN <c>dev_bus_addr</c>: checked only against a device mapping (<c>GNTMAP_device_map</c>), which an HVM grantee
+    /// never has, so it does not matter here (Xen's <c>unmap_common</c>).
+    /// </summary>
     public ulong DevBusAddr;
     /// <summary>IN <c>handle</c>.</summary>
     public uint Handle;
