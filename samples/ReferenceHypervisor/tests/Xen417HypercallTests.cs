@@ -1,0 +1,60 @@
+using System.Runtime.InteropServices;
+using Iced.Intel;
+using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Hypercall;
+using VmmKit.ReferenceHypervisor.Demo;
+using VmmKit.ReferenceHypervisor.Hypercalls;
+using VmmKit.Vmx;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace VmmKit.ReferenceHypervisor.Tests;
+
+/// <summary>
+/// The guest hypercalls checked against Xen 4.17.5's own source: each test makes one call as a guest would (the VMCALL's
+/// registers through <see cref="Machine.Hypercalls"/>) and expects what that version of Xen answers, naming the function.
+/// </summary>
+public class Xen417HypercallTests
+{
+    private const uint Load = 0x100000;
+
+    /// <summary>A machine with one unprivileged domain of <paramref name="vcpus"/> vCPUs whose code only halts.</summary>
+    private static (Machine Machine, Domain Domain) Build(int vcpus = 1)
+    {
+        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = 10_000_000 };
+        var a = new Assembler(32);
+        a.cli();
+        a.hlt();
+        byte[] kernel = Elf32ImageWriter.Write(Load, ThreadedSchedulerTests.Assemble(a, Load), 0x8000, Load);
+        Assert.True(machine.TryCreateDomain(new DomainConfig("xen417", kernel, 8 << 20, Vcpus: vcpus), out var d, out string e), e);
+        return (machine, d!);
+    }
+
+    /// <summary>Dispatches hypercall <paramref name="op"/> from a 64-bit (or, with <paramref name="compat"/>, 32-bit) caller.</summary>
+    private static long Call(Machine machine, VirtualCpu caller, IGuestVirtualMemory memory, HypercallNumber op, ulong a0 = 0,
+        ulong a1 = 0, ulong a2 = 0, bool compat = false)
+    {
+        var regs = compat
+            ? new HypercallRegisters { Rax = (ulong)op, Rbx = a0, Rcx = a1, Rdx = a2 }
+            : new HypercallRegisters { Rax = (ulong)op, Rdi = a0, Rsi = a1, Rdx = a2 };
+        machine.Hypercalls.Dispatch(caller, ref regs, compat ? GuestX86Mode.Protected32 : GuestX86Mode.Long64, 0, memory);
+        return compat ? (int)regs.Rax : (long)regs.Rax;
+    }
+
+    [Fact]
+    public void Set_singleshot_timer_ignores_VCPU_SSHOTTMR_future_and_fires_a_passed_deadline_at_once()
+    {
+        // Xen 4.17's common_vcpu_op (xen/common/domain.c), VCPUOP_set_singleshot_timer: the flags are not looked at; a
+        // deadline already passed stops the timer and sends VIRQ_TIMER at once, and the call returns 0 (never -ETIME).
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        Assert.True(GuestTime.TryAdvance(v, GuestTime.ToTicks(1_000_000_000)));
+        ulong past = GuestTime.SystemTime(v) - 1_000_000;
+        var page = new GuestPage();
+        MemoryMarshal.Write(page.Bytes, new VcpuSetSingleshotTimer { TimeoutAbsNs = past, Flags = VcpuSetSingleshotTimer.FlagFuture });
+
+        Assert.Equal(0, Call(machine, v, page, HypercallNumber.VcpuOp, (ulong)VcpuOp.SetSingleshotTimer, 0, 0));
+        Assert.Equal(past, v.Timers.Singleshot);   // due: it fires at the vCPU's next timer check
+        Assert.Equal(0, Call(machine, v, page, HypercallNumber.VcpuOp, (ulong)VcpuOp.SetSingleshotTimer, 0, 0, compat: true));
+    }
+}
