@@ -57,4 +57,23 @@ public class Xen417HypercallTests
         Assert.Equal(past, v.Timers.Singleshot);   // due: it fires at the vCPU's next timer check
         Assert.Equal(0, Call(machine, v, page, HypercallNumber.VcpuOp, (ulong)VcpuOp.SetSingleshotTimer, 0, 0, compat: true));
     }
+
+    [Fact]
+    public void Sched_poll_of_a_port_that_is_free_or_reserved_is_EINVAL()
+    {
+        // Xen 4.17's do_poll (xen/common/sched/core.c) through evtchn_port_poll (xen/include/xen/event.h): a port past
+        // the allocated ones, or one evtchn_usable refuses (free, or port 0, reserved), is -EINVAL; the poll does not
+        // block on it.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        var page = new GuestPage();
+        foreach (uint port in new uint[] { 0, 40 })
+        {
+            MemoryMarshal.Write(page.Bytes, new SchedPoll { Ports = 64, NrPorts = 1, Timeout = 0 });
+            MemoryMarshal.Write(page.Bytes.AsSpan(64), port);
+            Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.SchedOp, (ulong)SchedOp.Poll, 0));
+            Assert.False(v.IsBlocked);
+        }
+    }
 }
