@@ -76,4 +76,34 @@ public class Xen417HypercallTests
             Assert.False(v.IsBlocked);
         }
     }
+
+    [Fact]
+    public void Domctl_and_sysctl_check_the_buffer_the_version_and_the_domain_before_privilege()
+    {
+        // Xen 4.17's do_domctl (xen/common/domctl.c): copy_from_guest (-EFAULT), interface_version (-EACCES), the domain
+        // for any command but createdomain and getdomaininfo (-ESRCH), and only then xsm_domctl (-EPERM for a guest).
+        // do_sysctl (xen/common/sysctl.c): -EFAULT, -EACCES, then xsm_sysctl's -EPERM.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        var page = new GuestPage();
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, v, page, HypercallNumber.Domctl, 0x10000));
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, v, page, HypercallNumber.Sysctl, 0x10000));
+
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlPauseDomain, InterfaceVersion = 0x14, Domain = 77 });
+        Assert.Equal(XenErrno.EACCES.Negated(), Call(machine, v, page, HypercallNumber.Domctl, 0));
+        MemoryMarshal.Write(page.Bytes, new XenSysctl { Cmd = ToolsAbi.SysctlPhysInfo, InterfaceVersion = 0x14 });
+        Assert.Equal(XenErrno.EACCES.Negated(), Call(machine, v, page, HypercallNumber.Sysctl, 0));
+
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlPauseDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 77 });
+        Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, v, page, HypercallNumber.Domctl, 0));
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = 999, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 77 });
+        Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, v, page, HypercallNumber.Domctl, 0));
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 77 });
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, v, page, HypercallNumber.Domctl, 0));
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlPauseDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = d.Id });
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, v, page, HypercallNumber.Domctl, 0));
+        MemoryMarshal.Write(page.Bytes, new XenSysctl { Cmd = ToolsAbi.SysctlPhysInfo, InterfaceVersion = ToolsAbi.SysctlInterfaceVersion });
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, v, page, HypercallNumber.Sysctl, 0));
+    }
 }
