@@ -106,4 +106,20 @@ public class Xen417HypercallTests
         MemoryMarshal.Write(page.Bytes, new XenSysctl { Cmd = ToolsAbi.SysctlPhysInfo, InterfaceVersion = ToolsAbi.SysctlInterfaceVersion });
         Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, v, page, HypercallNumber.Sysctl, 0));
     }
+
+    [Fact]
+    public void Vcpu_initialise_of_a_vcpu_past_32_without_a_registered_vcpu_info_is_EINVAL()
+    {
+        // Xen 4.17's common_vcpu_op and compat_common_vcpu_op: VCPUOP_initialise of a vCPU whose vcpu_info is still
+        // dummy_vcpu_info (id 32 and up, nothing registered) is -EINVAL, before the context is read.
+        var (machine, d) = Build(vcpus: 33);
+        using var owner = machine;
+        var page = new GuestPage();
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, d.Vcpus[0], page, HypercallNumber.VcpuOp, (ulong)VcpuOp.Initialise, 32, 0x10000));
+        Assert.Equal(XenErrno.EINVAL.Negated(),
+            Call(machine, d.Vcpus[0], page, HypercallNumber.VcpuOp, (ulong)VcpuOp.Initialise, 32, 0x10000, compat: true));
+        Assert.False(d.Vcpus[32].IsInitialised);
+        // vCPU 31 has its slot in shared_info: the context is read (-EFAULT for this pointer).
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, d.Vcpus[0], page, HypercallNumber.VcpuOp, (ulong)VcpuOp.Initialise, 31, 0x10000));
+    }
 }
