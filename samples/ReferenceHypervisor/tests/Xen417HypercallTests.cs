@@ -59,6 +59,39 @@ public class Xen417HypercallTests
     }
 
     [Fact]
+    public void Xen_version_commandline_is_denied_text_not_EPERM_for_a_guest()
+    {
+        // Xen 4.17's do_xen_version (xen/common/kernel.c): XENVER_commandline for a domain xsm_xen_version denies copies
+        // xen_deny()'s "<denied>" with its NUL (9 bytes) and returns 0; only XENVER_build_id answers -EPERM.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var page = new GuestPage();
+        page.Bytes.AsSpan().Fill(0xAA);
+
+        Assert.Equal(0, Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.Commandline, 0));
+        Assert.Equal("<denied>\0"u8.ToArray(), page.Bytes[..9]);
+        Assert.Equal(0xAA, page.Bytes[9]);
+        Assert.Equal(XenErrno.EFAULT.Negated(),
+            Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.Commandline, 0x10000));
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.BuildId, 0));
+    }
+
+    [Fact]
+    public void Xen_version_get_features_has_the_bits_Xen_4_17_gives_a_PVH_domain()
+    {
+        // Xen 4.17's do_xen_version, XENVER_get_features submap 0 for a translated HVM domain without PIRQs that is not
+        // the hardware domain: memory_op_vnode_supported, writable_page_tables, auto_translated_physmap,
+        // hvm_safe_pvclock, hvm_callback_vector and not_direct_mapped.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var page = new GuestPage();
+        Assert.Equal(0, Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.GetFeatures, 0));
+        uint submap = MemoryMarshal.Read<uint>(page.Bytes.AsSpan(4));   // after submap_idx
+        uint expected = (1u << 13) | (1u << 0) | (1u << 2) | (1u << 9) | (1u << 8) | (1u << 16);
+        Assert.Equal($"0x{expected:x}", $"0x{submap:x}");
+    }
+
+    [Fact]
     public void Sched_poll_of_a_port_that_is_free_or_reserved_is_EINVAL()
     {
         // Xen 4.17's do_poll (xen/common/sched/core.c) through evtchn_port_poll (xen/include/xen/event.h): a port past
@@ -121,5 +154,26 @@ public class Xen417HypercallTests
         Assert.False(d.Vcpus[32].IsInitialised);
         // vCPU 31 has its slot in shared_info: the context is read (-EFAULT for this pointer).
         Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, d.Vcpus[0], page, HypercallNumber.VcpuOp, (ulong)VcpuOp.Initialise, 31, 0x10000));
+    }
+
+    [Fact]
+    public void Get_vnumainfo_the_feature_advertises_answers_EOPNOTSUPP_for_a_domain_without_vNUMA()
+    {
+        // Xen 4.17's do_memory_op, XENMEM_get_vnumainfo: -EINVAL with a start extent, -EFAULT, -EINVAL for a nonzero pad,
+        // -ESRCH for a missing domain, XSM_TARGET's -EPERM for another one, then -EOPNOTSUPP when d->vnuma is NULL.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        var page = new GuestPage();
+        const ulong Op = (ulong)MemoryOp.GetVnumainfo;
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op | (1 << 6), 0));
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0x10000 - 16));
+        MemoryMarshal.Write(page.Bytes, (uint)DomainId.Self | (1u << 16));
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0));
+        MemoryMarshal.Write(page.Bytes, 77u);
+        Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0));
+        MemoryMarshal.Write(page.Bytes, (uint)DomainId.Self);
+        Assert.Equal(XenErrno.EOPNOTSUPP.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0));
+        Assert.Equal(XenErrno.EOPNOTSUPP.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0, compat: true));
     }
 }

@@ -54,6 +54,7 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.AddToPhysmap, &MemoryOpHypercall.AddToPhysmap);
         d.RegisterSubOp(HypercallNumber.MemoryOp, XenRemoveFromPhysmap.SubOp, &MemoryOpHypercall.RemoveFromPhysmap);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MemoryMap, &MemoryOpHypercall.MemoryMap);
+        d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.GetVnumainfo, &MemoryOpHypercall.GetVnumaInfo);
 
         var callers = new DomainCallers();
         new EventChannelHypercalls<VirtualCpu>(machine.Events, callers).Register(d);

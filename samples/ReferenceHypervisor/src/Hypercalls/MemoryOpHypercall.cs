@@ -39,6 +39,31 @@ internal static class MemoryOpHypercall
         return rc != 0 ? rc : (long)call.Caller.Domain.RamPages;
     }
 
+    /// <summary>
+    /// XENMEM_get_vnumainfo as Xen 4.17's <c>do_memory_op</c> answers it for a domain without a vNUMA topology (none has
+    /// one here; the sub-op XENFEAT_memory_op_vnode_supported names): -EINVAL with a start extent, -EFAULT for an
+    /// unreadable <c>struct xen_vnuma_topology_info</c> (40 bytes in both layouts), -EINVAL for a nonzero <c>pad</c>,
+    /// -ESRCH for a missing domain, -EPERM for another domain (XSM_TARGET), then -EOPNOTSUPP; nothing is written.
+    /// </summary>
+    public static long GetVnumaInfo(ref HypercallCall<VirtualCpu> call)
+    {
+        if (StartExtent(ref call) != 0)
+            return XenErrno.EINVAL.Negated();
+        Span<byte> topology = stackalloc byte[40];
+        if (!call.TryCopyFromGuest(call.Argument(1), topology))
+            return XenErrno.EFAULT.Negated();
+        if (topology[2] != 0 || topology[3] != 0)
+            return XenErrno.EINVAL.Negated();
+        var caller = call.Caller.Domain;
+        ushort domid = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(topology);
+        Domain? target = domid == DomainId.Self ? caller : caller.Machine.FindDomain(domid);
+        if (target is null)
+            return XenErrno.ESRCH.Negated();
+        if (target != caller && !caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+        return XenErrno.EOPNOTSUPP.Negated();
+    }
+
     /// <summary>XENMEM_memory_map: the domain's e820 map (one RAM range), truncated to the caller's buffer.</summary>
     public static long MemoryMap(ref HypercallCall<VirtualCpu> call)
     {
