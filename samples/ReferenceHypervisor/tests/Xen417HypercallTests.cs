@@ -157,6 +157,38 @@ public class Xen417HypercallTests
     }
 
     [Fact]
+    public void Maximum_ram_page_is_one_past_the_highest_frame_as_max_page()
+    {
+        // Xen 4.17's do_memory_op returns max_page for XENMEM_maximum_ram_page: the frame count (setup.c sets it to
+        // PFN_UP of the end of RAM), not the highest frame number.
+        var (machine, d) = Build();
+        using var owner = machine;
+        Assert.Equal((long)machine.Memory.FrameCount,
+            Call(machine, d.Vcpus[0], new GuestPage(), HypercallNumber.MemoryOp, (ulong)MemoryOp.MaximumRamPage));
+    }
+
+    [Fact]
+    public void Add_to_physmap_answers_each_space_as_Xen_4_17()
+    {
+        // Xen 4.17's do_memory_op: XENMAPSPACE_gmfn_foreign is -ENOSYS before the domain is looked up;
+        // xatp_permission_check: XENMAPSPACE_dev_mmio is -EACCES for a domain that is not the hardware domain;
+        // xenmem_add_to_physmap_one (xen/arch/x86/mm/p2m.c): a space it does not know leaves no frame, -EINVAL.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        var page = new GuestPage();
+        MemoryMarshal.Write(page.Bytes, new XenAddToPhysmap { Domid = 77, Space = (uint)XenMapSpace.GmfnForeign, Gpfn = 0x500 });
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap, 0));
+        MemoryMarshal.Write(page.Bytes, new XenAddToPhysmap { Domid = DomainId.Self, Space = (uint)XenMapSpace.DevMmio, Gpfn = 0x500 });
+        Assert.Equal(XenErrno.EACCES.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap, 0));
+        MemoryMarshal.Write(page.Bytes, new XenAddToPhysmap { Domid = DomainId.Self, Space = 99, Gpfn = 0x500 });
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap, 0));
+        // A known space for another domain is still refused by XSM first.
+        MemoryMarshal.Write(page.Bytes, new XenAddToPhysmap { Domid = 77, Space = 99, Gpfn = 0x500 });
+        Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, (ulong)MemoryOp.AddToPhysmap, 0));
+    }
+
+    [Fact]
     public void Get_vnumainfo_the_feature_advertises_answers_EOPNOTSUPP_for_a_domain_without_vNUMA()
     {
         // Xen 4.17's do_memory_op, XENMEM_get_vnumainfo: -EINVAL with a start extent, -EFAULT, -EINVAL for a nonzero pad,
