@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Iced.Intel;
 using VmmKit.Dom0.Xen.Abi;
+using VmmKit.Ept;
 using VmmKit.Hypercall;
 using VmmKit.ReferenceHypervisor.Demo;
 using VmmKit.ReferenceHypervisor.Hypercalls;
@@ -207,5 +208,22 @@ public class Xen417HypercallTests
         MemoryMarshal.Write(page.Bytes, (uint)DomainId.Self);
         Assert.Equal(XenErrno.EOPNOTSUPP.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0));
         Assert.Equal(XenErrno.EOPNOTSUPP.Negated(), Call(machine, v, page, HypercallNumber.MemoryOp, Op, 0, compat: true));
+    }
+
+    [Fact]
+    public void Register_vcpu_info_crossing_the_page_or_misaligned_is_ENXIO()
+    {
+        // Xen 4.17.5's map_vcpu_info (xen/common/domain.c): an offset past PAGE_SIZE - sizeof(vcpu_info) or not aligned
+        // to alignof(vcpu_info) (8 for the 64-bit layout) is -ENXIO, before the other checks (-EINVAL).
+        var (machine, d) = Build();
+        using var owner = machine;
+        var page = new GuestPage();
+        foreach (uint offset in new uint[] { 4096 - 63, 4 })
+        {
+            MemoryMarshal.Write(page.Bytes, new VcpuRegisterVcpuInfo { Mfn = 0x300, Offset = offset });
+            Assert.Equal(XenErrno.ENXIO.Negated(), Call(machine, d.Vcpus[0], page, HypercallNumber.VcpuOp, (ulong)VcpuOp.RegisterVcpuInfo, 0, 0));
+        }
+
+        Assert.False(d.Vcpus[0].Time.IsRegistered);
     }
 }
