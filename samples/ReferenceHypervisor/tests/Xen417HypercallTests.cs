@@ -226,4 +226,25 @@ public class Xen417HypercallTests
 
         Assert.False(d.Vcpus[0].Time.IsRegistered);
     }
+
+    [Fact]
+    public void Remote_shutdown_passes_the_reason_on_as_a_byte_unchecked()
+    {
+        // Xen 4.17's do_sched_op, SCHEDOP_remote_shutdown: domain_shutdown(d, reason) takes the reason as a u8 and does
+        // not check it, as SCHEDOP_shutdown.
+        var machine = new Machine(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+        using var owner = machine;
+        var dom0 = new Domain(machine, 0, "Domain-0", 1, privileged: true, upcall: null);
+        machine.AddDomain(dom0);
+        dom0.SetMaxPages(16);
+        Assert.Equal(0, dom0.Populate(0));
+        Assert.Equal(0, dom0.InitialiseBootVcpu(0x1000, 0));
+        var other = new Domain(machine, 2, "other", 1, privileged: false, upcall: null);
+        machine.AddDomain(other);
+        var page = new GuestPage();
+        MemoryMarshal.Write(page.Bytes, new SchedRemoteShutdown { DomainId = 2, Reason = 0x100 | (uint)ShutdownReason.Watchdog });
+        Assert.Equal(0, Call(machine, dom0.Vcpus[0], page, HypercallNumber.SchedOp, (ulong)SchedOp.RemoteShutdown, 0));
+        Assert.True(other.IsShutdown);
+        Assert.Equal(ShutdownReason.Watchdog, other.ShutdownReason);
+    }
 }
