@@ -30,6 +30,18 @@ public class Xen417HypercallTests
         return (machine, d!);
     }
 
+    /// <summary>A host-mode machine with a privileged domain 0 that has a vCPU to make calls from.</summary>
+    private static (Machine Machine, Domain Dom0) BuildDom0()
+    {
+        var machine = new Machine(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+        var dom0 = new Domain(machine, 0, "Domain-0", 1, privileged: true, upcall: null);
+        machine.AddDomain(dom0);
+        dom0.SetMaxPages(16);
+        Assert.Equal(0, dom0.Populate(0));
+        Assert.Equal(0, dom0.InitialiseBootVcpu(0x1000, 0));
+        return (machine, dom0);
+    }
+
     /// <summary>Dispatches hypercall <paramref name="op"/> from a 64-bit (or, with <paramref name="compat"/>, 32-bit) caller.</summary>
     private static long Call(Machine machine, VirtualCpu caller, IGuestVirtualMemory memory, HypercallNumber op, ulong a0 = 0,
         ulong a1 = 0, ulong a2 = 0, bool compat = false)
@@ -232,13 +244,8 @@ public class Xen417HypercallTests
     {
         // Xen 4.17's do_sched_op, SCHEDOP_remote_shutdown: domain_shutdown(d, reason) takes the reason as a u8 and does
         // not check it, as SCHEDOP_shutdown.
-        var machine = new Machine(64 << 20, ProcessorProviders.CreateDefault(), MachineMemoryBacking.Anonymous, inProcessBackend: false);
+        var (machine, dom0) = BuildDom0();
         using var owner = machine;
-        var dom0 = new Domain(machine, 0, "Domain-0", 1, privileged: true, upcall: null);
-        machine.AddDomain(dom0);
-        dom0.SetMaxPages(16);
-        Assert.Equal(0, dom0.Populate(0));
-        Assert.Equal(0, dom0.InitialiseBootVcpu(0x1000, 0));
         var other = new Domain(machine, 2, "other", 1, privileged: false, upcall: null);
         machine.AddDomain(other);
         var page = new GuestPage();
@@ -246,5 +253,20 @@ public class Xen417HypercallTests
         Assert.Equal(0, Call(machine, dom0.Vcpus[0], page, HypercallNumber.SchedOp, (ulong)SchedOp.RemoteShutdown, 0));
         Assert.True(other.IsShutdown);
         Assert.Equal(ShutdownReason.Watchdog, other.ShutdownReason);
+    }
+
+    [Fact]
+    public void Console_io_with_an_unknown_command_is_EPERM_for_a_guest_and_ENOSYS_for_domain_0()
+    {
+        // Xen 4.17's do_console_io (xen/drivers/char/console.c) asks xsm_console_io first: its default policy lets a
+        // domain that is not the console domain make only CONSOLEIO_write (in a debug build), so any other command is
+        // -EPERM for it; domain 0 reaches the switch, where an unknown command is -ENOSYS.
+        var (machine, d) = Build();
+        using var owner = machine;
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, d.Vcpus[0], new GuestPage(), HypercallNumber.ConsoleIo, 7, 0, 0));
+
+        var (host, dom0) = BuildDom0();
+        using var hostOwner = host;
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Call(host, dom0.Vcpus[0], new GuestPage(), HypercallNumber.ConsoleIo, 7, 0, 0));
     }
 }
