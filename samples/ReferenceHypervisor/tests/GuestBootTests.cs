@@ -63,7 +63,7 @@ public class GuestBootTests
         {
             "cpuid version: 0x00040011", "version: 4.17", "extraversion rc: 0", "extraversion: .0-vmmkit",
             "compile_info rc: 0", "capabilities: hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64", "changeset rc: 0",
-            "platform_parameters rc: 0", "virt_start: 0xf5800000", "get_features rc: 0", "features[0]: 0x00012305",
+            "platform_parameters rc: 0", "virt_start: 0xffffffff", "get_features rc: 0", "features[0]: 0x00012305",
             "pagesize: 4096", "guest_handle rc: 0", "commandline rc: 0", "build_id rc: -1",
             "current_reservation: 4096", "memory_map rc: 0", "memory_map entries: 2", "memory_map: 0x00000000 size 0x00ffd000 type 1",
             "memory_map: 0x00ffd000 size 0x00003000 type 2",

@@ -269,4 +269,19 @@ public class Xen417HypercallTests
         using var hostOwner = host;
         Assert.Equal(XenErrno.ENOSYS.Negated(), Call(host, dom0.Vcpus[0], new GuestPage(), HypercallNumber.ConsoleIo, 7, 0, 0));
     }
+
+    [Fact]
+    public void Platform_parameters_give_a_32_bit_HVM_caller_no_hypervisor_hole()
+    {
+        // Xen 4.17's arch_domain_create (xen/arch/x86/domain.c) sets HYPERVISOR_COMPAT_VIRT_START to ~0 for a domain
+        // that is not PV, and compat_xen_version (xen/common/compat/kernel.c) answers it as virt_start; a 64-bit caller
+        // gets HYPERVISOR_VIRT_START.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var page = new GuestPage();
+        Assert.Equal(0, Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.PlatformParameters, 0, compat: true));
+        Assert.Equal(0xFFFF_FFFFu, MemoryMarshal.Read<uint>(page.Bytes));
+        Assert.Equal(0, Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.PlatformParameters, 0));
+        Assert.Equal(0xFFFF_8000_0000_0000ul, MemoryMarshal.Read<ulong>(page.Bytes));
+    }
 }
