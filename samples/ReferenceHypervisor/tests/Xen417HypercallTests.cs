@@ -284,4 +284,21 @@ public class Xen417HypercallTests
         Assert.Equal(0, Call(machine, d.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.PlatformParameters, 0));
         Assert.Equal(0xFFFF_8000_0000_0000ul, MemoryMarshal.Read<ulong>(page.Bytes));
     }
+
+    [Fact]
+    public void Guest_handle_is_the_handle_the_toolstack_gave_the_domain()
+    {
+        // Xen 4.17's do_xen_version, XENVER_guest_handle: the domain's handle, the UUID XEN_DOMCTL_createdomain set.
+        var (machine, dom0) = BuildDom0();
+        using var owner = machine;
+        var guid = Guid.NewGuid();
+        var other = new Domain(machine, 2, "other", 1, privileged: false, upcall: null) { Handle = guid };
+        machine.AddDomain(other);
+        other.SetMaxPages(16);
+        Assert.Equal(0, other.Populate(0));
+        Assert.Equal(0, other.InitialiseBootVcpu(0x1000, 0));
+        var page = new GuestPage();
+        Assert.Equal(0, Call(machine, other.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.GuestHandle, 0));
+        Assert.Equal(guid, MemoryMarshal.Read<Guid>(page.Bytes));
+    }
 }

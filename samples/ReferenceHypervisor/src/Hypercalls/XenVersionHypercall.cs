@@ -71,7 +71,10 @@ internal static class XenVersionHypercall
 
             case XenVersionCommand.GuestHandle:
             {
-                // The domain's UUID: we derive a stable one from the domain id.
+                // do_xen_version: the domain's handle, the UUID XEN_DOMCTL_createdomain set. A domain the CLI built has
+                // none: a stable one is derived from its id.
+                if (call.Caller.Domain.Handle != Guid.Empty)
+                    return Copy(ref call, arg, call.Caller.Domain.Handle);
                 XenDomainHandle handle = default;
                 Span<byte> bytes = handle;
                 bytes[0] = 0x76; bytes[1] = 0x6d; bytes[2] = 0x6d; bytes[3] = 0x6b;      // "vmmk"
