@@ -301,4 +301,21 @@ public class Xen417HypercallTests
         Assert.Equal(0, Call(machine, other.Vcpus[0], page, HypercallNumber.XenVersion, (ulong)XenVersionCommand.GuestHandle, 0));
         Assert.Equal(guid, MemoryMarshal.Read<Guid>(page.Bytes));
     }
+
+    [Fact]
+    public void Pausedomain_stops_at_255_pauses_with_EOVERFLOW()
+    {
+        // Xen 4.17's _domain_pause_by_systemcontroller (xen/common/domain.c): the toolstack's pause count is limited to
+        // 255, past which XEN_DOMCTL_pausedomain is -EOVERFLOW and the count stays.
+        var (machine, dom0) = BuildDom0();
+        using var owner = machine;
+        var other = new Domain(machine, 2, "other", 1, privileged: false, upcall: null);
+        machine.AddDomain(other);
+        var page = new GuestPage();
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlPauseDomain, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 2 });
+        while (other.PauseCount < 255)
+            Assert.Equal(0, Call(machine, dom0.Vcpus[0], page, HypercallNumber.Domctl, 0));
+        Assert.Equal(XenErrno.EOVERFLOW.Negated(), Call(machine, dom0.Vcpus[0], page, HypercallNumber.Domctl, 0));
+        Assert.Equal(255, other.PauseCount);
+    }
 }

@@ -91,6 +91,9 @@ internal static class DomctlHypercall
             case ToolsAbi.DomctlPauseDomain:
                 if (target == caller)
                     return XenErrno.EINVAL.Negated();
+                // _domain_pause_by_systemcontroller (Xen 4.17): at most 255 toolstack pauses, -EOVERFLOW past them.
+                if (target.PauseCount >= 255)
+                    return XenErrno.EOVERFLOW.Negated();
                 target.PauseCount++;
                 return 0;
             case ToolsAbi.DomctlUnpauseDomain:
