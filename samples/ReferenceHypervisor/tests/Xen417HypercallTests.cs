@@ -318,4 +318,22 @@ public class Xen417HypercallTests
         Assert.Equal(XenErrno.EOVERFLOW.Negated(), Call(machine, dom0.Vcpus[0], page, HypercallNumber.Domctl, 0));
         Assert.Equal(255, other.PauseCount);
     }
+
+    [Fact]
+    public void Getdomaininfo_of_a_reserved_domid_is_EINVAL()
+    {
+        // Xen 4.17's do_domctl, XEN_DOMCTL_getdomaininfo: with no domain of that id, an id at or past
+        // DOMID_FIRST_RESERVED (DOMID_SELF included) is -EINVAL; a free id below it finds the next domain up, or -ESRCH.
+        var (machine, dom0) = BuildDom0();
+        using var owner = machine;
+        var page = new GuestPage();
+        foreach (ushort domid in new ushort[] { DomainId.Self, 0x7FF5, 0xFFFF })
+        {
+            MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = domid });
+            Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, dom0.Vcpus[0], page, HypercallNumber.Domctl, 0));
+        }
+
+        MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 5 });
+        Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, dom0.Vcpus[0], page, HypercallNumber.Domctl, 0));
+    }
 }

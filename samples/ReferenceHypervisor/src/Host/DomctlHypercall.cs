@@ -178,6 +178,9 @@ internal static class DomctlHypercall
     /// </summary>
     private static long GetDomainInfo(Machine machine, ref XenDomctl op)
     {
+        // do_domctl (Xen 4.17): no domain has a reserved id (DOMID_FIRST_RESERVED and up, DOMID_SELF included): -EINVAL.
+        if (op.Domain >= DomainId.FirstReserved)
+            return XenErrno.EINVAL.Negated();
         XenDomctlGetDomainInfo? found = null;
         foreach (XenDomctlGetDomainInfo info in AllInfo(machine))
         {
