@@ -336,4 +336,17 @@ public class Xen417HypercallTests
         MemoryMarshal.Write(page.Bytes, new XenDomctl { Cmd = ToolsAbi.DomctlGetDomainInfo, InterfaceVersion = ToolsAbi.DomctlInterfaceVersion, Domain = 5 });
         Assert.Equal(XenErrno.ESRCH.Negated(), Call(machine, dom0.Vcpus[0], page, HypercallNumber.Domctl, 0));
     }
+
+    [Fact]
+    public void Console_write_copies_127_byte_chunks_and_stops_at_the_first_bad_one()
+    {
+        // Xen 4.17's guest_console_write (xen/drivers/char/console.c) copies sizeof(kbuf) - 1 = 127 bytes at a time and
+        // answers -EFAULT at the first chunk it cannot read, the chunks before it written.
+        var (machine, d) = Build();
+        using var owner = machine;
+        var buffer = new GuestBuffer(200);
+        buffer.Bytes.AsSpan().Fill((byte)'a');
+        Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, d.Vcpus[0], buffer, HypercallNumber.ConsoleIo, (ulong)ConsoleIoCommand.Write, 300, 0));
+        Assert.Equal(127, d.Console.Transcript.Count(c => c == 'a'));
+    }
 }

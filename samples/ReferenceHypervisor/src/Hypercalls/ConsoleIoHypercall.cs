@@ -13,7 +13,8 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 /// </summary>
 internal static class ConsoleIoHypercall
 {
-    private const int Chunk = 128;
+    /// <summary>guest_console_write's chunk: <c>sizeof(kbuf) - 1</c>, 127 bytes (Xen 4.17).</summary>
+    private const int Chunk = 127;
 
     /// <summary>
     /// <c>console_io(cmd, count, buffer)</c>: Xen 4.17's <c>do_console_io</c> asks <c>xsm_console_io</c> before it looks
