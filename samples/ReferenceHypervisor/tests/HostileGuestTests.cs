@@ -139,9 +139,9 @@ public class HostileGuestTests
         string t = bad.Console.Transcript;
         Assert.Contains($"conwrite bytes: {bytes}\nconwrite rc: 0\n", t);
         Assert.Equal(bytes / 64 * 63, t.Count(c => c == 'x'));
-        Assert.True(longWrites >= bytes / (128 * (int)HypercallPreemption.OperationsPerExit),
+        Assert.True(longWrites >= bytes / (127 * (int)HypercallPreemption.OperationsPerExit),
             $"{longWrites} VMCALL exits of the write: it was not continued in pieces");
-        Assert.True(bad.Vcpus[0].HypercallOperations >= bytes / 128 - 8, $"{bad.Vcpus[0].HypercallOperations} operations charged");
+        Assert.True(bad.Vcpus[0].HypercallOperations >= bytes / 127 - 8, $"{bad.Vcpus[0].HypercallOperations} operations charged");
         AssertWorkloadFinished(good);
     }
 
@@ -211,7 +211,7 @@ public class HostileGuestTests
             "set CALLBACK_IRQ: 0", "add_to_physmap: 0", "version even: 1", "tsc_to_system_mul: 0x80000000", "tsc_shift: 1",
             $"flags: {VcpuTimeInfo.TscStableBit}", "timestamp not after now: 1", "monotonic: 1", "system time tracks tsc: 1",
             "wc_version even: 1", "wallclock after 2020: 1", "wc_nsec below 1e9: 1",
-            "register offset 4033: -22", "register hole gfn: -22", "register vcpu 5: -2", "register bad pointer: -14",
+            "register offset 4033: -6", "register hole gfn: -22", "register vcpu 5: -2", "register bad pointer: -14",
             "register: 0", "register again: -22", "upcall_pending: 1", "pending_sel: 0xffffffff",
             "registered tsc_to_system_mul: 0x80000000", "registered version even: 1", "registered clock monotonic: 1",
             "get_runstate_info: 0", "runstate state: 0", "runstate running time positive: 1", "runstate entry not in future: 1",

@@ -182,7 +182,10 @@ public class HostileHypercallAuditTests
         v.Vmcs.Write(VmcsField.GuestRflags, 0x202);             // IF = 1
         var page = new GuestPage();
         System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes, new SchedPoll { Ports = 0x100, NrPorts = 1 });
-        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes.AsSpan(0x100), 5u);   // a port not pending
+        // An allocated port not pending (a free one is -EINVAL: Xen 4.17's evtchn_port_poll, Xen417HypercallTests).
+        var unbound = new VmmKit.EventChannel.EvtchnAllocUnbound { Dom = DomainId.Self, RemoteDom = 0 };
+        Assert.Equal(0, machine.Events.AllocUnbound(d.Events, ref unbound));
+        System.Runtime.InteropServices.MemoryMarshal.Write(page.Bytes.AsSpan(0x100), unbound.Port);
 
         Assert.Equal(0, Call(machine, v, page, HypercallNumber.SchedOp, (ulong)SchedOp.Poll));
         Assert.False(v.IsBlocked);

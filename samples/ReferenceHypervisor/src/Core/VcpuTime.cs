@@ -137,17 +137,19 @@ internal sealed class VcpuTime
     }
 
     /// <summary>
-    /// VCPUOP_register_vcpu_info as Xen 4.18's <c>map_vcpu_info</c>: the vcpu_info must fit in the page and be 8-byte aligned (-EINVAL), may be
-    /// registered once (-EINVAL), only for the calling vCPU or one that is down (-EINVAL), on a guest frame that is
+    /// VCPUOP_register_vcpu_info as Xen 4.17.5's <c>map_vcpu_info</c>: the vcpu_info must fit in the page and be aligned as
+    /// the domain's layout aligns it, 8 bytes (4 for the 32-bit shared_info layout) (-ENXIO), may be registered once (-EINVAL), only for the calling vCPU or one that is down (-EINVAL), on a guest frame that is
     /// mapped writable (-EINVAL). The current contents move to the new place, every event is marked pending so none
     /// is lost, and the pvclock is written there at once (and to the registered time area, through the caller's
     /// <paramref name="memory"/>, as <see cref="RegisterTimeMemoryArea"/>).
     /// </summary>
     public long Register(VirtualCpu vcpu, VirtualCpu caller, ulong gfn, uint offset, IGuestVirtualMemory memory)
     {
-        // Xen 4.18's map_vcpu_info also refuses a vcpu_info that is not 8-byte aligned (its words are updated atomically).
-        if (offset > Page.PageSize - VcpuInfoSize || (offset & 7) != 0)
-            return XenErrno.EINVAL.Negated();
+        // Xen 4.17.5's map_vcpu_info: -ENXIO for a vcpu_info crossing the page or not aligned as alignof(vcpu_info) of
+        // the domain's layout (its words are updated atomically).
+        uint align = vcpu.Domain.Has32BitSharedInfo ? 4u : 8u;
+        if (offset > Page.PageSize - VcpuInfoSize || (offset & (align - 1)) != 0)
+            return XenErrno.ENXIO.Negated();
         if (IsRegistered || (vcpu != caller && vcpu.IsUp))
             return XenErrno.EINVAL.Negated();
         var machine = vcpu.Domain.Machine;

@@ -24,6 +24,9 @@ internal static class XenIdentity
     /// <summary>HYPERVISOR_VIRT_START for 64-bit callers (xen/include/public/arch-x86/xen-x86_64.h).</summary>
     public const ulong VirtStart64 = 0xFFFF_8000_0000_0000;
 
-    /// <summary>HYPERVISOR_COMPAT_VIRT_START's default for 32-bit callers (xen/include/asm-x86/config.h: 0xF5800000).</summary>
-    public const uint VirtStart32 = 0xF580_0000;
+    /// <summary>
+    /// HYPERVISOR_COMPAT_VIRT_START for a 32-bit caller: Xen 4.17's <c>arch_domain_create</c> sets it to ~0 for a domain
+    /// that is not PV (0xF5800000 is a 32-bit PV domain's), and <c>compat_xen_version</c> answers it as virt_start.
+    /// </summary>
+    public const uint VirtStart32 = 0xFFFF_FFFF;
 }

@@ -7,24 +7,30 @@ namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>
 /// <c>__HYPERVISOR_domctl</c> (xen/common/domctl.c): the toolstack's control of other domains, the subset a PVH domain
-/// builder needs. The dummy XSM policy: only a privileged domain (domain 0) may call it (-EPERM for any other); the
-/// interface version must be Xen 4.17's (-EACCES); a missing domain is -ESRCH; any other command is -ENOSYS.
+/// builder needs. In Xen 4.17's order: an unreadable buffer -EFAULT, an interface version not Xen 4.17's -EACCES, a missing
+/// domain -ESRCH, then the dummy XSM policy: only a privileged domain (domain 0) may call it (-EPERM for any other); any
+/// other command is -ENOSYS.
 /// </summary>
 internal static class DomctlHypercall
 {
     /// <summary>Handles one domctl.</summary>
     public static long Handle(ref HypercallCall<VirtualCpu> call)
     {
+        // Xen 4.17's do_domctl: the buffer (-EFAULT), the interface version (-EACCES), the domain for any command but
+        // createdomain and getdomaininfo (-ESRCH), and only then xsm_domctl (-EPERM for an unprivileged caller).
         var caller = call.Caller.Domain;
-        if (!caller.IsPrivileged)
-            return XenErrno.EPERM.Negated();
         ulong arg = call.Argument(0);
         if (!call.TryCopyFromGuest(arg, out XenDomctl op))
             return XenErrno.EFAULT.Negated();
         if (op.InterfaceVersion != ToolsAbi.DomctlInterfaceVersion)
             return XenErrno.EACCES.Negated();
-
         var machine = caller.Machine;
+        if (op.Cmd is not (ToolsAbi.DomctlCreateDomain or ToolsAbi.DomctlGetDomainInfo)
+            && machine.FindDomain(op.Domain) is null && !machine.IsZombie(op.Domain))
+            return XenErrno.ESRCH.Negated();
+        if (!caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+
         long rc;
         bool copyBack = false;
         switch (op.Cmd)
@@ -85,6 +91,9 @@ internal static class DomctlHypercall
             case ToolsAbi.DomctlPauseDomain:
                 if (target == caller)
                     return XenErrno.EINVAL.Negated();
+                // _domain_pause_by_systemcontroller (Xen 4.17): at most 255 toolstack pauses, -EOVERFLOW past them.
+                if (target.PauseCount >= 255)
+                    return XenErrno.EOVERFLOW.Negated();
                 target.PauseCount++;
                 return 0;
             case ToolsAbi.DomctlUnpauseDomain:
@@ -169,6 +178,9 @@ internal static class DomctlHypercall
     /// </summary>
     private static long GetDomainInfo(Machine machine, ref XenDomctl op)
     {
+        // do_domctl (Xen 4.17): no domain has a reserved id (DOMID_FIRST_RESERVED and up, DOMID_SELF included): -EINVAL.
+        if (op.Domain >= DomainId.FirstReserved)
+            return XenErrno.EINVAL.Negated();
         XenDomctlGetDomainInfo? found = null;
         foreach (XenDomctlGetDomainInfo info in AllInfo(machine))
         {

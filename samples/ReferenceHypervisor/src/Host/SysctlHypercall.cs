@@ -4,22 +4,23 @@ using VmmKit.Hypercall;
 namespace VmmKit.ReferenceHypervisor.Host;
 
 /// <summary>
-/// <c>__HYPERVISOR_sysctl</c> (xen/common/sysctl.c): host-wide queries of the toolstack. Privileged callers only
-/// (-EPERM), Xen 4.17's interface version (-EACCES); XEN_SYSCTL_getdomaininfolist and XEN_SYSCTL_physinfo, -ENOSYS else.
+/// <c>__HYPERVISOR_sysctl</c> (xen/common/sysctl.c): host-wide queries of the toolstack. Xen 4.17's interface version
+/// (-EACCES), then privileged callers only (-EPERM); XEN_SYSCTL_getdomaininfolist and XEN_SYSCTL_physinfo, -ENOSYS else.
 /// </summary>
 internal static class SysctlHypercall
 {
     /// <summary>Handles one sysctl.</summary>
     public static long Handle(ref HypercallCall<VirtualCpu> call)
     {
+        // Xen 4.17's do_sysctl: the buffer (-EFAULT) and the interface version (-EACCES) before xsm_sysctl (-EPERM).
         var caller = call.Caller.Domain;
-        if (!caller.IsPrivileged)
-            return XenErrno.EPERM.Negated();
         ulong arg = call.Argument(0);
         if (!call.TryCopyFromGuest(arg, out XenSysctl op))
             return XenErrno.EFAULT.Negated();
         if (op.InterfaceVersion != ToolsAbi.SysctlInterfaceVersion)
             return XenErrno.EACCES.Negated();
+        if (!caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
         var machine = caller.Machine;
         switch (op.Cmd)
         {

@@ -69,13 +69,21 @@ internal static unsafe class ToolstackHypercalls
     private static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
     {
         // A 32-bit caller, a continuation or a bad pointer: the guest-facing handler answers (Dom0 is 64-bit).
-        if (call.Abi != HypercallAbi.Native64 || call.Argument(0) >> 6 != 0 || !call.TryCopyFromGuest(call.Argument(1), out XenAddToPhysmap x))
+        // So does an unprivileged caller: do_memory_op's order (gmfn_foreign, the domain, dev_mmio, XSM) is there.
+        if (call.Abi != HypercallAbi.Native64 || call.Argument(0) >> 6 != 0 || !call.Caller.Domain.IsPrivileged
+            || !call.TryCopyFromGuest(call.Argument(1), out XenAddToPhysmap x) || x.Space == (uint)XenMapSpace.GmfnForeign)
             return MemoryOpHypercall.AddToPhysmap(ref call);
         long rc = Other(call.Caller, x.Domid, out var target);
         if (rc == 1)
             return MemoryOpHypercall.AddToPhysmap(ref call);
         if (rc != 0)
             return rc;
+        // xatp_permission_check: dev_mmio is the hardware domain's on itself (-EACCES); xenmem_add_to_physmap_one: an
+        // unknown space -EINVAL; gmfn and gmfn_range on another domain are not implemented here (-ENOSYS).
+        if (x.Space == (uint)XenMapSpace.DevMmio)
+            return XenErrno.EACCES.Negated();
+        if (x.Space > (uint)XenMapSpace.DevMmio)
+            return XenErrno.EINVAL.Negated();
         if (x.Space != (uint)XenMapSpace.GrantTable)
             return XenErrno.ENOSYS.Negated();
         var gfn = new VmmKit.Ept.GuestFrameNumber(x.Gpfn);
@@ -156,9 +164,7 @@ internal static unsafe class ToolstackHypercalls
             return XenErrno.EPERM.Negated();
         if (target == call.Caller.Domain)
             return XenErrno.ESRCH.Negated();
-        if (s.Reason > (uint)ShutdownReason.SoftReset)
-            return XenErrno.EINVAL.Negated();
-        target.ShutdownBy((ShutdownReason)s.Reason);
+        target.ShutdownBy((ShutdownReason)(byte)s.Reason);   // domain_shutdown takes a u8, not checked (Xen 4.17)
         return 0;
     }
 }

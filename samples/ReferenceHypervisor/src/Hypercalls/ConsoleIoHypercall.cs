@@ -13,7 +13,21 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 /// </summary>
 internal static class ConsoleIoHypercall
 {
-    private const int Chunk = 128;
+    /// <summary>guest_console_write's chunk: <c>sizeof(kbuf) - 1</c>, 127 bytes (Xen 4.17).</summary>
+    private const int Chunk = 127;
+
+    /// <summary>
+    /// <c>console_io(cmd, count, buffer)</c>: Xen 4.17's <c>do_console_io</c> asks <c>xsm_console_io</c> before it looks
+    /// at the command, and the default policy gives a domain that is not the console domain only CONSOLEIO_write (in a
+    /// debug build): an unknown command is -EPERM for a guest, -ENOSYS for domain 0. (CONSOLEIO_read stays open to a
+    /// guest here, so a test can type input to it; Xen would refuse it -EPERM.)
+    /// </summary>
+    public static long Handle(ref HypercallCall<VirtualCpu> call) => (uint)call.Argument(0) switch
+    {
+        (uint)ConsoleIoCommand.Write => Write(ref call),
+        (uint)ConsoleIoCommand.Read => Read(ref call),
+        _ => call.Caller.Domain.IsPrivileged ? XenErrno.ENOSYS.Negated() : XenErrno.EPERM.Negated(),
+    };
 
     /// <summary>CONSOLEIO_write: returns 0 or -EFAULT.</summary>
     public static long Write(ref HypercallCall<VirtualCpu> call)

@@ -23,8 +23,7 @@ internal static unsafe class HypercallTable
         for (uint op = (uint)XenVersionCommand.Version; op <= (uint)XenVersionCommand.BuildId; op++)
             d.RegisterSubOp(HypercallNumber.XenVersion, op, &XenVersionHypercall.Handle);
 
-        d.RegisterSubOp(HypercallNumber.ConsoleIo, (uint)ConsoleIoCommand.Write, &ConsoleIoHypercall.Write);
-        d.RegisterSubOp(HypercallNumber.ConsoleIo, (uint)ConsoleIoCommand.Read, &ConsoleIoHypercall.Read);
+        d.Register(HypercallNumber.ConsoleIo, &ConsoleIoHypercall.Handle);   // xsm_console_io before the command
 
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Yield, &SchedOpHypercall.Yield);
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Block, &SchedOpHypercall.Block);
@@ -54,6 +53,7 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.AddToPhysmap, &MemoryOpHypercall.AddToPhysmap);
         d.RegisterSubOp(HypercallNumber.MemoryOp, XenRemoveFromPhysmap.SubOp, &MemoryOpHypercall.RemoveFromPhysmap);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MemoryMap, &MemoryOpHypercall.MemoryMap);
+        d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.GetVnumainfo, &MemoryOpHypercall.GetVnumaInfo);
 
         var callers = new DomainCallers();
         new EventChannelHypercalls<VirtualCpu>(machine.Events, callers).Register(d);

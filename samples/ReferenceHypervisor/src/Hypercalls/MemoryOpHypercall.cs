@@ -19,12 +19,15 @@ internal static class MemoryOpHypercall
     /// </summary>
     private static ulong StartExtent(ref HypercallCall<VirtualCpu> call) => call.Argument(0) >> 6;
 
-    /// <summary>XENMEM_maximum_ram_page: the largest machine frame number; -EINVAL with a start extent.</summary>
+    /// <summary>
+    /// XENMEM_maximum_ram_page: Xen 4.17's <c>do_memory_op</c> returns <c>max_page</c>, one past the highest machine frame
+    /// (the frame count); -EINVAL with a start extent.
+    /// </summary>
     public static long MaximumRamPage(ref HypercallCall<VirtualCpu> call)
     {
         if (StartExtent(ref call) != 0)
             return XenErrno.EINVAL.Negated();
-        ulong max = call.Caller.Domain.Machine.Memory.FrameCount - 1;
+        ulong max = call.Caller.Domain.Machine.Memory.FrameCount;
         return (long)Math.Min(max, call.Abi == HypercallAbi.Compat32 ? (ulong)int.MaxValue : long.MaxValue);
     }
 
@@ -37,6 +40,31 @@ internal static class MemoryOpHypercall
             return XenErrno.EFAULT.Negated();
         long rc = HypercallTable.CheckSelf(call.Caller, domid);
         return rc != 0 ? rc : (long)call.Caller.Domain.RamPages;
+    }
+
+    /// <summary>
+    /// XENMEM_get_vnumainfo as Xen 4.17's <c>do_memory_op</c> answers it for a domain without a vNUMA topology (none has
+    /// one here; the sub-op XENFEAT_memory_op_vnode_supported names): -EINVAL with a start extent, -EFAULT for an
+    /// unreadable <c>struct xen_vnuma_topology_info</c> (40 bytes in both layouts), -EINVAL for a nonzero <c>pad</c>,
+    /// -ESRCH for a missing domain, -EPERM for another domain (XSM_TARGET), then -EOPNOTSUPP; nothing is written.
+    /// </summary>
+    public static long GetVnumaInfo(ref HypercallCall<VirtualCpu> call)
+    {
+        if (StartExtent(ref call) != 0)
+            return XenErrno.EINVAL.Negated();
+        Span<byte> topology = stackalloc byte[40];
+        if (!call.TryCopyFromGuest(call.Argument(1), topology))
+            return XenErrno.EFAULT.Negated();
+        if (topology[2] != 0 || topology[3] != 0)
+            return XenErrno.EINVAL.Negated();
+        var caller = call.Caller.Domain;
+        ushort domid = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(topology);
+        Domain? target = domid == DomainId.Self ? caller : caller.Machine.FindDomain(domid);
+        if (target is null)
+            return XenErrno.ESRCH.Negated();
+        if (target != caller && !caller.IsPrivileged)
+            return XenErrno.EPERM.Negated();
+        return XenErrno.EOPNOTSUPP.Negated();
     }
 
     /// <summary>XENMEM_memory_map: the domain's e820 map (one RAM range), truncated to the caller's buffer.</summary>
@@ -85,8 +113,9 @@ internal static class MemoryOpHypercall
     /// <summary>
     /// XENMEM_add_to_physmap with XENMAPSPACE_shared_info: maps the domain's shared_info frame at <c>gpfn</c> and removes
     /// the frame's previous mapping (Xen's <c>xenmem_add_to_physmap_one</c>): a RAM page there is removed first as by
-    /// XENMEM_remove_from_physmap, a grant-table frame unhooked, a grant mapping refused (-ENXIO). Other spaces are not
-    /// implemented (-ENOSYS). A start extent that does not fit <c>xatp.size</c> (16 bits) is -EDOM; the shared_info space
+    /// XENMEM_remove_from_physmap, a grant-table frame unhooked, a grant mapping refused (-ENXIO). XENMAPSPACE_gmfn and
+    /// gmfn_range are not implemented (-ENOSYS); gmfn_foreign is -ENOSYS, dev_mmio -EACCES and an unknown space -EINVAL,
+    /// as Xen 4.17. A start extent that does not fit <c>xatp.size</c> (16 bits) is -EDOM; the shared_info space
     /// ignores a smaller one. No frame for an EPT table is -ENOMEM, shared_info's previous mapping left in place.
     /// </summary>
     public static long AddToPhysmap(ref HypercallCall<VirtualCpu> call)
@@ -110,14 +139,25 @@ internal static class MemoryOpHypercall
             (domid, space, idx, gpfn) = (x.Domid, x.Space, x.Idx, x.Gpfn);
         }
 
-        long rc = HypercallTable.CheckSelf(call.Caller, domid);
-        if (rc != 0)
-            return rc;
+        // Xen 4.17's do_memory_op: gmfn_foreign is -ENOSYS before the domain is looked up (-ESRCH); then
+        // xatp_permission_check: dev_mmio only for the hardware domain on itself (-EACCES), then XSM (-EPERM).
+        if (space == (uint)XenMapSpace.GmfnForeign)
+            return XenErrno.ENOSYS.Negated();
+        var caller = call.Caller.Domain;
+        bool self = domid == DomainId.Self || domid == caller.Id;
+        if (!self && caller.Machine.FindDomain(domid) is null)
+            return XenErrno.ESRCH.Negated();
+        if (space == (uint)XenMapSpace.DevMmio && !(self && caller.IsPrivileged))
+            return XenErrno.EACCES.Negated();
+        if (!self)
+            return XenErrno.EPERM.Negated();
         if (space == (uint)XenMapSpace.GrantTable)
             return AddGrantTableFrame(call.Caller, idx, gpfn);
-        if (space != (uint)XenMapSpace.SharedInfo)
+        // XENMAPSPACE_gmfn and gmfn_range are not implemented; xenmem_add_to_physmap_one finds no frame for a space it
+        // does not know (dev_mmio included, on x86): -EINVAL.
+        if (space is (uint)XenMapSpace.Gmfn or (uint)XenMapSpace.GmfnRange)
             return XenErrno.ENOSYS.Negated();
-        if (idx != 0 || gpfn > MaxGpfn)
+        if (space != (uint)XenMapSpace.SharedInfo || idx != 0 || gpfn > MaxGpfn)
             return XenErrno.EINVAL.Negated();
 
         var domain = call.Caller.Domain;

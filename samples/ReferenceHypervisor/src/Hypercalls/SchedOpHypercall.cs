@@ -63,7 +63,9 @@ internal static class SchedOpHypercall
         {
             if (!call.TryCopyFromGuest(ports + (i * 4), out uint port))
                 return XenErrno.EFAULT.Negated();
-            if (port >= (uint)events.MaxPorts)
+            // evtchn_port_poll (Xen 4.17's xen/include/xen/event.h): a port past the allocated ones, or one evtchn_usable
+            // refuses (free, or port 0, reserved), is -EINVAL.
+            if (port >= (uint)events.MaxPorts || events.Hypervisor.GetState(events, port) <= VmmKit.EventChannel.ChannelState.Reserved)
                 return XenErrno.EINVAL.Negated();
             if (events.Hypervisor.IsPending(events, port))
                 return 0;

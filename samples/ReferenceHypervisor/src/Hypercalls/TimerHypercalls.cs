@@ -10,7 +10,7 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 [StructLayout(LayoutKind.Sequential, Pack = 4)]
 internal struct VcpuSetSingleshotTimer
 {
-    /// <summary><c>VCPU_SSHOTTMR_future</c>: fail with -ETIME when the deadline has already passed.</summary>
+    /// <summary><c>VCPU_SSHOTTMR_future</c>: ignored by Xen 4.17 (<c>common_vcpu_op</c>), as here.</summary>
     public const uint FlagFuture = 1;
 
     /// <summary><c>timeout_abs_ns</c>: the deadline in guest system time.</summary>
@@ -26,19 +26,22 @@ internal struct VcpuSetSingleshotTimer
 /// </summary>
 internal static class TimerHypercalls
 {
-    /// <summary>-ETIME (62): the deadline passed (errno.h).</summary>
-    private const long ETime = -62;
-
-    /// <summary>VCPUOP_set_singleshot_timer: only for the calling vCPU (-EINVAL otherwise).</summary>
+    /// <summary>
+    /// VCPUOP_set_singleshot_timer: only for the calling vCPU (-EINVAL otherwise). Xen 4.17's <c>common_vcpu_op</c> ignores
+    /// the flags (<c>VCPU_SSHOTTMR_future</c> included): a deadline already passed fires at once and the call returns 0. A
+    /// 32-bit caller's argument is read first (<c>compat_common_vcpu_op</c>: -EFAULT before the vCPU's -EINVAL).
+    /// </summary>
     public static long SetSingleshot(ref HypercallCall<VirtualCpu> call)
     {
+        VcpuSetSingleshotTimer t = default;
+        bool compat = call.Abi != HypercallAbi.Native64;
+        if (compat && !call.TryCopyFromGuest(call.Argument(2), out t))
+            return (uint)call.Argument(1) < (uint)call.Caller.Domain.Vcpus.Count ? XenErrno.EFAULT.Negated() : XenErrno.ENOENT.Negated();
         if (!TryGetSelf(ref call, out var vcpu, out long rc))
             return rc;
-        if (!call.TryCopyFromGuest(call.Argument(2), out VcpuSetSingleshotTimer t))
+        if (!compat && !call.TryCopyFromGuest(call.Argument(2), out t))
             return XenErrno.EFAULT.Negated();
-        if ((t.Flags & VcpuSetSingleshotTimer.FlagFuture) != 0 && t.TimeoutAbsNs < GuestTime.SystemTime(vcpu))
-            return ETime;
-        vcpu.Timers.Singleshot = t.TimeoutAbsNs;
+        vcpu.Timers.Singleshot = t.TimeoutAbsNs;   // a passed deadline fires at the vCPU's next timer check, at once
         return 0;
     }
 

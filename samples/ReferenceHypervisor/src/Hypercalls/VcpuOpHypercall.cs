@@ -12,7 +12,8 @@ internal static class VcpuOpHypercall
 {
     /// <summary>
     /// VCPUOP_initialise for an HVM/PVH vCPU (Xen's <c>arch_initialise_vcpu</c>): reads <c>struct vcpu_hvm_context</c>
-    /// (-EFAULT), refuses a vCPU that is already initialised (-EEXIST), also by another vCPU while this call waited for
+    /// (-EFAULT), refuses a vCPU past shared_info's 32 vcpu_info slots that registered none (-EINVAL, first), one that is
+    /// already initialised (-EEXIST), also by another vCPU while this call waited for
     /// its slice to end (Xen checks <c>is_initialised</c> under the domain lock), and a context Xen would refuse (-EINVAL),
     /// and leaves the vCPU initialised but down until VCPUOP_up. On the threaded scheduler a caller that an INIT took
     /// down while it waited gets -EAGAIN, the vCPU left as it was (<see cref="VcpuThread.WaitOutOfSlice"/>).
@@ -21,6 +22,9 @@ internal static class VcpuOpHypercall
     {
         if (!TryGetVcpu(ref call, out var vcpu))
             return XenErrno.ENOENT.Negated();
+        // common_vcpu_op (Xen 4.17): a vCPU still on dummy_vcpu_info (past shared_info's 32 slots, none registered).
+        if (vcpu.Id >= SharedInfo.LegacyMaxVcpus && !vcpu.Time.IsRegistered)
+            return XenErrno.EINVAL.Negated();
         if (!call.TryCopyFromGuest(call.Argument(2), out VcpuHvmContext context))
             return XenErrno.EFAULT.Negated();
         if (vcpu.IsInitialised)
