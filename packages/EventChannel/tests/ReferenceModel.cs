@@ -265,6 +265,8 @@ internal sealed class ReferenceModel
             return E(XenErrno.EINVAL);
         if (!c.Fifo)
             return E(XenErrno.ENOSYS);
+        if (c.Ports[port].State is ChannelState.Free or ChannelState.Reserved)
+            return E(XenErrno.EACCES); // evtchn_port_set_priority: only a usable port
         return priority > 15 ? E(XenErrno.EINVAL) : 0;
     }
 
