@@ -200,10 +200,10 @@ internal sealed class ReferenceModel
         Domain? d = Find(c, domArg);
         if (d is null)
             return E(XenErrno.ESRCH);
-        if (d != c && !c.Control)
-            return E(XenErrno.EPERM);
         if (port >= ValidPorts)
             return E(XenErrno.EINVAL);
+        if (d != c && !c.Control)
+            return E(XenErrno.EPERM); // evtchn_status asks XSM after the port lookup
         Port p = d.Ports[port];
         status.Vcpu = (uint)p.Notify;
         switch (p.State)

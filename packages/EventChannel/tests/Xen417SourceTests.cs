@@ -11,6 +11,24 @@ public class Xen417SourceTests
     private static long E(XenErrno e) => e.Negated();
 
     /// <summary>
+    /// Xen 4.17's evtchn_status looks the port up (-EINVAL for a port never allocated) before it asks
+    /// XSM (xsm_evtchn_status): a domain probing another domain's ports gets -EINVAL past the last
+    /// allocated port and -EPERM below it.
+    /// </summary>
+    [Fact]
+    public void Status_checks_the_port_before_the_policy()
+    {
+        var hv = new EventChannelHypervisor();
+        using var dom0 = new TestGuest(hv, 0, vcpus: 1, control: true);
+        using var g = new TestGuest(hv, 1, vcpus: 1);
+
+        var status = new EvtchnStatus { Dom = 0, Port = 5000 };
+        Assert.Equal(E(XenErrno.EINVAL), hv.Status(g.Domain, ref status));
+        status = new EvtchnStatus { Dom = 0, Port = 1 };
+        Assert.Equal(E(XenErrno.EPERM), hv.Status(g.Domain, ref status));
+    }
+
+    /// <summary>
     /// Xen 4.17's evtchn_port_set_priority (event_channel.h): -ENOSYS without FIFO, then -EACCES for a
     /// port that is not usable (free, or the reserved port 0), and only then the FIFO ABI's -EINVAL for a
     /// priority above 15 (evtchn_fifo_set_priority).
