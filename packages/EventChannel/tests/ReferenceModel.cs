@@ -79,11 +79,11 @@ internal sealed class ReferenceModel
         Domain? d = Find(c, domArg);
         if (d is null)
             return E(XenErrno.ESRCH);
-        if (d != c && !c.Control)
-            return E(XenErrno.EPERM);
         long free = GetFree(d);
         if (free < 0)
             return free;
+        if (d != c && !c.Control)
+            return E(XenErrno.EPERM); // evtchn_alloc_unbound asks XSM once it has a port
         port = (uint)free;
         Bind(d.Ports[port], ChannelState.Unbound);
         d.Ports[port].UnboundRemote = remoteArg == DomainId.Self ? c.Id : remoteArg;

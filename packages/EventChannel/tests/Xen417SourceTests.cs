@@ -53,4 +53,64 @@ public class Xen417SourceTests
         Assert.Equal(E(XenErrno.EINVAL), hv.SetPriority(g.Domain, new EvtchnSetPriority { Port = ipi.Port, Priority = 16 }));
         Assert.Equal(0, hv.SetPriority(g.Domain, new EvtchnSetPriority { Port = ipi.Port, Priority = 15 }));
     }
+
+    /// <summary>
+    /// Xen 4.17's evtchn_alloc_unbound allocates the port (get_free_port: -ENOSPC when the target has none
+    /// left) before it asks XSM (xsm_evtchn_unbound) about that port: a full target answers -ENOSPC even to
+    /// a domain XSM would refuse.
+    /// </summary>
+    [Fact]
+    public void Alloc_unbound_allocates_before_the_policy()
+    {
+        var hv = new EventChannelHypervisor();
+        using var full = new TestGuest(hv, 2, vcpus: 1, maxPorts: 1); // only the reserved port 0
+        using var open = new TestGuest(hv, 3, vcpus: 1);
+        using var g = new TestGuest(hv, 1, vcpus: 1);
+
+        var op = new EvtchnAllocUnbound { Dom = 2, RemoteDom = 1 };
+        Assert.Equal(E(XenErrno.ENOSPC), hv.AllocUnbound(g.Domain, ref op));
+        op = new EvtchnAllocUnbound { Dom = 3, RemoteDom = 1, Port = 77 };
+        Assert.Equal(E(XenErrno.EPERM), hv.AllocUnbound(g.Domain, ref op));
+        Assert.Equal(77u, op.Port);
+        Assert.Equal(ChannelState.Free, hv.GetState(open.Domain, 1)); // the refused port stays free
+        Assert.Equal(1u, open.AllocUnbound(1));
+    }
+
+    /// <summary>
+    /// Xen 4.17's evtchn_bind_interdomain allocates the local port and checks the remote one (-ENOSPC,
+    /// -EINVAL) before it asks XSM (xsm_evtchn_interdomain, which the dummy policy always allows): a
+    /// replaced policy that refuses is consulted last.
+    /// </summary>
+    [Fact]
+    public void Bind_interdomain_checks_the_ports_before_the_policy()
+    {
+        var hv = new EventChannelHypervisor(new RefusingPolicy());
+        using var peer = new TestGuest(hv, 2, vcpus: 1);
+        using var g = new TestGuest(hv, 1, vcpus: 1);
+        using var full = new TestGuest(hv, 3, vcpus: 1, maxPorts: 1);
+        uint unbound = peer.AllocUnbound(1);
+
+        var op = new EvtchnBindInterdomain { RemoteDom = 2, RemotePort = 999 };
+        Assert.Equal(E(XenErrno.EINVAL), hv.BindInterdomain(g.Domain, ref op));
+        op = new EvtchnBindInterdomain { RemoteDom = 2, RemotePort = unbound };
+        Assert.Equal(E(XenErrno.ENOSPC), hv.BindInterdomain(full.Domain, ref op));
+        Assert.Equal(E(XenErrno.EACCES), hv.BindInterdomain(g.Domain, ref op));
+        Assert.Equal(ChannelState.Free, hv.GetState(g.Domain, 1));
+        Assert.Equal(ChannelState.Unbound, hv.GetState(peer.Domain, unbound));
+    }
+
+    // A policy that refuses every interdomain binding with -EACCES (FLASK's answer); the rest is the dummy's.
+    private sealed class RefusingPolicy : IEventChannelPolicy
+    {
+        public long Unbound(EventChannelDomain caller, EventChannelDomain target, ushort remoteDomain) =>
+            DummyEventChannelPolicy.Instance.Unbound(caller, target, remoteDomain);
+
+        public long Interdomain(EventChannelDomain local, EventChannelDomain remote) => XenErrno.EACCES.Negated();
+
+        public long Send(EventChannelDomain caller, uint port) => 0;
+
+        public long Status(EventChannelDomain caller, EventChannelDomain target) => DummyEventChannelPolicy.Instance.Status(caller, target);
+
+        public long Reset(EventChannelDomain caller, EventChannelDomain target) => DummyEventChannelPolicy.Instance.Reset(caller, target);
+    }
 }
