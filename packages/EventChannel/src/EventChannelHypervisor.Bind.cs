@@ -169,9 +169,9 @@ public sealed partial class EventChannelHypervisor
     }
 
     /// <summary>
-    /// <c>EVTCHNOP_bind_pirq</c>: the domains of this package have no physical IRQs (Xen's
-    /// <c>d-&gt;nr_pirqs</c> is 0), so every PIRQ is out of range: -EINVAL, as Xen's
-    /// <c>pirq &gt;= d-&gt;nr_pirqs</c> check answers.
+    /// <c>EVTCHNOP_bind_pirq</c>: the domains of this package have no PIRQs (their <c>nr_pirqs</c> is 0;
+    /// Xen 4.17's domain_create gives every domU <c>nr_static_irqs + extra_domU_irqs</c>), so every PIRQ is
+    /// out of range: -EINVAL, as Xen's <c>pirq &gt;= d-&gt;nr_pirqs</c> check answers.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="op">The argument (unchanged).</param>

@@ -99,6 +99,41 @@ public class Xen417SourceTests
         Assert.Equal(ChannelState.Unbound, hv.GetState(peer.Domain, unbound));
     }
 
+    /// <summary>
+    /// The orders that were already Xen 4.17's (checked the same, pinned here): evtchn_bind_virq (-EINVAL for
+    /// the VIRQ, then a global VIRQ off vCPU 0, then -ENOENT, then -EEXIST before any port is allocated),
+    /// evtchn_bind_vcpu and evtchn_fifo_init_control (-ENOENT first), and the EVTCHNOP_reset case of
+    /// do_event_channel_op with evtchn_reset (-ESRCH, XSM's -EPERM, then -EINVAL for a domain not paused).
+    /// </summary>
+    [Fact]
+    public void Orders_already_the_same_as_xen_417()
+    {
+        var hv = new EventChannelHypervisor();
+        using var dom0 = new TestGuest(hv, 0, vcpus: 1, control: true);
+        using var g = new TestGuest(hv, 1, vcpus: 1, maxPorts: 2);
+
+        var virq = new EvtchnBindVirq { Virq = 0x8000_0000, Vcpu = 7 };
+        Assert.Equal(E(XenErrno.EINVAL), hv.BindVirq(g.Domain, ref virq));
+        virq = new EvtchnBindVirq { Virq = (uint)Virq.DomExc, Vcpu = 7 };
+        Assert.Equal(E(XenErrno.EINVAL), hv.BindVirq(g.Domain, ref virq));
+        virq = new EvtchnBindVirq { Virq = (uint)Virq.Timer, Vcpu = 7 };
+        Assert.Equal(E(XenErrno.ENOENT), hv.BindVirq(g.Domain, ref virq));
+        virq = new EvtchnBindVirq { Virq = (uint)Virq.Timer, Vcpu = 0 };
+        Assert.Equal(0, hv.BindVirq(g.Domain, ref virq)); // port 1, the last one
+        Assert.Equal(E(XenErrno.EEXIST), hv.BindVirq(g.Domain, ref virq));
+        virq = new EvtchnBindVirq { Virq = (uint)Virq.Debug, Vcpu = 0 };
+        Assert.Equal(E(XenErrno.ENOSPC), hv.BindVirq(g.Domain, ref virq));
+
+        Assert.Equal(E(XenErrno.ENOENT), hv.BindVcpu(g.Domain, new EvtchnBindVcpu { Port = 5000, Vcpu = 7 }));
+        Assert.Equal(E(XenErrno.EINVAL), hv.BindVcpu(g.Domain, new EvtchnBindVcpu { Port = 1, Vcpu = 0 })); // per-vCPU VIRQ
+        var init = new EvtchnInitControl { ControlGfn = 999, Offset = 4030, Vcpu = 7 };
+        Assert.Equal(E(XenErrno.ENOENT), hv.InitControl(g.Domain, ref init));
+
+        Assert.Equal(E(XenErrno.ESRCH), hv.Reset(g.Domain, 9));
+        Assert.Equal(E(XenErrno.EPERM), hv.Reset(g.Domain, 0));
+        Assert.Equal(E(XenErrno.EINVAL), hv.Reset(dom0.Domain, 1));
+    }
+
     // A policy that refuses every interdomain binding with -EACCES (FLASK's answer); the rest is the dummy's.
     private sealed class RefusingPolicy : IEventChannelPolicy
     {
