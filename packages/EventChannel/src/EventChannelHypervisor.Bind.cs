@@ -8,7 +8,7 @@ public sealed partial class EventChannelHypervisor
 {
     /// <summary>
     /// <c>EVTCHNOP_alloc_unbound</c>: allocates a port in <c>op.Dom</c> that <c>op.RemoteDom</c> may
-    /// bind to. -ESRCH for a missing domain, -EPERM from the policy, -ENOSPC when no port is left.
+    /// bind to. -ESRCH for a missing domain, -ENOSPC when no port is left, then -EPERM from the policy.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="op">The argument; <see cref="EvtchnAllocUnbound.Port"/> receives the port.</param>
@@ -19,14 +19,16 @@ public sealed partial class EventChannelHypervisor
         EventChannelDomain? d = ByAnyId(caller, op.Dom);
         if (d is null)
             return XenErrno.ESRCH.Negated();
-        long rc = Policy.Unbound(caller, d, op.RemoteDom);
-        if (rc != 0)
-            return rc;
         lock (d.EventLock)
         {
             long port = d.GetFreePort();
             if (port < 0)
                 return port;
+            // Xen 4.17's evtchn_alloc_unbound asks XSM only once it has a port (-ENOSPC wins over -EPERM);
+            // a refused port stays free.
+            long rc = Policy.Unbound(caller, d, op.RemoteDom);
+            if (rc != 0)
+                return rc;
             Channel chn = d.TryGetChannel((uint)port)!;
             lock (chn.Lock)
             {
@@ -42,7 +44,8 @@ public sealed partial class EventChannelHypervisor
     /// <summary>
     /// <c>EVTCHNOP_bind_interdomain</c>: connects a new port of <paramref name="caller"/> to an unbound
     /// port of <c>op.RemoteDom</c> allocated for the caller, then sets the new port pending (events
-    /// sent on the unbound end were dropped). -ESRCH, -EINVAL for a port that is not unbound for the caller.
+    /// sent on the unbound end were dropped). -ESRCH, -ENOSPC, -EINVAL for a port that is not unbound for the
+    /// caller, then the policy's answer.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="op">The argument; <see cref="EvtchnBindInterdomain.LocalPort"/> receives the port.</param>
@@ -54,9 +57,6 @@ public sealed partial class EventChannelHypervisor
         EventChannelDomain? rd = op.RemoteDom == DomainId.Self ? ld : FindDomain(op.RemoteDom);
         if (rd is null)
             return XenErrno.ESRCH.Negated();
-        long rc = Policy.Interdomain(ld, rd);
-        if (rc != 0)
-            return rc;
 
         LockDomains(ld, rd);
         try
@@ -70,6 +70,10 @@ public sealed partial class EventChannelHypervisor
             Channel? rchn = rd.TryGetChannel(op.RemotePort);
             if (rchn is null || rchn.State != ChannelState.Unbound || rchn.UnboundRemoteDomain != ld.Id)
                 return XenErrno.EINVAL.Negated();
+            // Xen 4.17's evtchn_bind_interdomain asks XSM last, once both ports are known.
+            long rc = Policy.Interdomain(ld, rd);
+            if (rc != 0)
+                return rc;
 
             LockChannels(lchn, rchn);
             try
@@ -165,9 +169,9 @@ public sealed partial class EventChannelHypervisor
     }
 
     /// <summary>
-    /// <c>EVTCHNOP_bind_pirq</c>: the domains of this package have no physical IRQs (Xen's
-    /// <c>d-&gt;nr_pirqs</c> is 0), so every PIRQ is out of range: -EINVAL, as Xen's
-    /// <c>pirq &gt;= d-&gt;nr_pirqs</c> check answers.
+    /// <c>EVTCHNOP_bind_pirq</c>: the domains of this package have no PIRQs (their <c>nr_pirqs</c> is 0;
+    /// Xen 4.17's domain_create gives every domU <c>nr_static_irqs + extra_domU_irqs</c>), so every PIRQ is
+    /// out of range: -EINVAL, as Xen's <c>pirq &gt;= d-&gt;nr_pirqs</c> check answers.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="op">The argument (unchanged).</param>

@@ -85,8 +85,9 @@ public sealed partial class EventChannelHypervisor
     }
 
     /// <summary>
-    /// <c>EVTCHNOP_set_priority</c>: the queue the port's next events go to. -EINVAL for a port never
-    /// allocated or a priority above 15, -ENOSYS under the 2-level ABI (which has no priorities).
+    /// <c>EVTCHNOP_set_priority</c>: the queue the port's next events go to. In Xen's order: -EINVAL for a
+    /// port never allocated, -ENOSYS under the 2-level ABI (which has no priorities), -EACCES for a free or
+    /// reserved port, -EINVAL for a priority above 15.
     /// </summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="op">The argument.</param>
@@ -101,6 +102,9 @@ public sealed partial class EventChannelHypervisor
         {
             if (caller.Fifo is null)
                 return XenErrno.ENOSYS.Negated();
+            // Xen 4.17's evtchn_port_set_priority: a port that is not usable (free, reserved) is -EACCES.
+            if (!Usable(chn))
+                return XenErrno.EACCES.Negated();
             if (op.Priority > FifoEventWord.PriorityMin)
                 return XenErrno.EINVAL.Negated();
             chn.Priority = (int)op.Priority;

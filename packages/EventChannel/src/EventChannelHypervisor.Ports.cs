@@ -136,7 +136,7 @@ public sealed partial class EventChannelHypervisor
         }
     }
 
-    /// <summary><c>EVTCHNOP_status</c>: -ESRCH, -EPERM from the policy, -EINVAL for a port never allocated.</summary>
+    /// <summary><c>EVTCHNOP_status</c>: -ESRCH, -EINVAL for a port never allocated, then -EPERM from the policy.</summary>
     /// <param name="caller">The calling domain.</param>
     /// <param name="op">The argument; the OUT fields receive the state.</param>
     /// <returns>0 or a negated errno.</returns>
@@ -146,14 +146,15 @@ public sealed partial class EventChannelHypervisor
         EventChannelDomain? d = ByAnyId(caller, op.Dom);
         if (d is null)
             return XenErrno.ESRCH.Negated();
+        // Xen 4.17's evtchn_status: the port is looked up (-EINVAL) before XSM is asked (-EPERM).
+        Channel? chn = d.TryGetChannel(op.Port);
+        if (chn is null)
+            return XenErrno.EINVAL.Negated();
         long rc = Policy.Status(caller, d);
         if (rc != 0)
             return rc;
         lock (d.EventLock)
         {
-            Channel? chn = d.TryGetChannel(op.Port);
-            if (chn is null)
-                return XenErrno.EINVAL.Negated();
             lock (chn.Lock)
             {
                 switch (chn.State)

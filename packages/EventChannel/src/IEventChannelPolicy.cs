@@ -2,7 +2,9 @@ namespace VmmKit.EventChannel;
 
 /// <summary>
 /// The XSM hooks Xen consults for event channels (xen/include/xsm/xsm.h: <c>xsm_evtchn_*</c>).
-/// Each returns 0 to allow or a negated errno (normally -EPERM) to refuse.
+/// Each returns 0 to allow or a negated errno (normally -EPERM) to refuse. As in Xen 4.17, each is asked
+/// after the checks of the ports: <see cref="Unbound"/> and <see cref="Interdomain"/> once the new port is
+/// allocated, with the domains' event locks held, so an implementation must not call back into the hypervisor.
 /// </summary>
 public interface IEventChannelPolicy
 {

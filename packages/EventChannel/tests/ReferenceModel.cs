@@ -79,11 +79,11 @@ internal sealed class ReferenceModel
         Domain? d = Find(c, domArg);
         if (d is null)
             return E(XenErrno.ESRCH);
-        if (d != c && !c.Control)
-            return E(XenErrno.EPERM);
         long free = GetFree(d);
         if (free < 0)
             return free;
+        if (d != c && !c.Control)
+            return E(XenErrno.EPERM); // evtchn_alloc_unbound asks XSM once it has a port
         port = (uint)free;
         Bind(d.Ports[port], ChannelState.Unbound);
         d.Ports[port].UnboundRemote = remoteArg == DomainId.Self ? c.Id : remoteArg;
@@ -200,10 +200,10 @@ internal sealed class ReferenceModel
         Domain? d = Find(c, domArg);
         if (d is null)
             return E(XenErrno.ESRCH);
-        if (d != c && !c.Control)
-            return E(XenErrno.EPERM);
         if (port >= ValidPorts)
             return E(XenErrno.EINVAL);
+        if (d != c && !c.Control)
+            return E(XenErrno.EPERM); // evtchn_status asks XSM after the port lookup
         Port p = d.Ports[port];
         status.Vcpu = (uint)p.Notify;
         switch (p.State)
@@ -265,6 +265,8 @@ internal sealed class ReferenceModel
             return E(XenErrno.EINVAL);
         if (!c.Fifo)
             return E(XenErrno.ENOSYS);
+        if (c.Ports[port].State is ChannelState.Free or ChannelState.Reserved)
+            return E(XenErrno.EACCES); // evtchn_port_set_priority: only a usable port
         return priority > 15 ? E(XenErrno.EINVAL) : 0;
     }
 
