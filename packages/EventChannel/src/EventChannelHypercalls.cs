@@ -6,13 +6,17 @@ namespace VmmKit.EventChannel;
 /// <c>__HYPERVISOR_event_channel_op(cmd, arg)</c> for a <see cref="HypercallDispatcher{TCaller}"/>:
 /// each EVTCHNOP reads its struct from the guest (-EFAULT for a bad pointer), runs the
 /// <see cref="EventChannelHypervisor"/> operation for the caller's domain and, where Xen does,
-/// copies the struct back on success. <c>EVTCHNOP_reset_cont</c> and unknown commands get -ENOSYS
-/// (the dispatcher's default). The old <c>__HYPERVISOR_event_channel_op_compat</c> is not
+/// copies the struct back on success. <c>EVTCHNOP_reset_cont</c> gets reset's checks, then -EBUSY (no reset is
+/// ever left to resume), as Xen 4.17 answers it when none is in progress; unknown commands get -ENOSYS (the
+/// dispatcher's default). The old <c>__HYPERVISOR_event_channel_op_compat</c> is not
 /// registered (-ENOSYS, as for HVM guests in Xen).
 /// </summary>
 /// <typeparam name="TCaller">The dispatcher's caller type.</typeparam>
 public sealed class EventChannelHypercalls<TCaller>
 {
+    // EVTCHNOP_reset_cont (xen/include/public/event_channel.h, defined for __XEN__ only).
+    private const uint ResetCont = 14;
+
     private readonly EventChannelHypervisor _hypervisor;
     private readonly IEventChannelCallerMap<TCaller> _callers;
 
@@ -44,6 +48,7 @@ public sealed class EventChannelHypercalls<TCaller>
         dispatcher.RegisterSubOp(op, (uint)EventChannelOp.BindVcpu, BindVcpu);
         dispatcher.RegisterSubOp(op, (uint)EventChannelOp.Unmask, Unmask);
         dispatcher.RegisterSubOp(op, (uint)EventChannelOp.Reset, Reset);
+        dispatcher.RegisterSubOp(op, ResetCont, ResetContinue);
         dispatcher.RegisterSubOp(op, (uint)EventChannelOp.InitControl, InitControl);
         dispatcher.RegisterSubOp(op, (uint)EventChannelOp.ExpandArray, ExpandArray);
         dispatcher.RegisterSubOp(op, (uint)EventChannelOp.SetPriority, SetPriority);
@@ -96,6 +101,9 @@ public sealed class EventChannelHypercalls<TCaller>
 
     private long Reset(ref HypercallCall<TCaller> call) =>
         call.TryCopyFromGuest(call.Argument(1), out EvtchnReset a) ? _hypervisor.Reset(_callers.DomainOf(call.Caller), a.Dom) : Fault;
+
+    private long ResetContinue(ref HypercallCall<TCaller> call) =>
+        call.TryCopyFromGuest(call.Argument(1), out EvtchnReset a) ? _hypervisor.ResetContinue(_callers.DomainOf(call.Caller), a.Dom) : Fault;
 
     private long InitControl(ref HypercallCall<TCaller> call) =>
         InOut(ref call, static (EventChannelHypervisor h, EventChannelDomain d, ref EvtchnInitControl a) => h.InitControl(d, ref a));

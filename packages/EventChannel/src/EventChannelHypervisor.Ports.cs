@@ -252,6 +252,24 @@ public sealed partial class EventChannelHypervisor
         }
     }
 
+    /// <summary>
+    /// <c>EVTCHNOP_reset_cont</c> (Xen-internal, 14): the continuation of a preempted reset, which Xen 4.17's
+    /// <c>do_event_channel_op</c> takes from a guest like <c>EVTCHNOP_reset</c> (-ESRCH, the policy, -EINVAL for
+    /// another domain not paused); <c>evtchn_reset</c> then finds no reset to resume and answers -EBUSY. A reset
+    /// here is never preempted, so there is never one to resume.
+    /// </summary>
+    internal long ResetContinue(EventChannelDomain caller, ushort dom)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        EventChannelDomain? d = ByAnyId(caller, dom);
+        if (d is null)
+            return XenErrno.ESRCH.Negated();
+        long rc = Policy.Reset(caller, d);
+        if (rc != 0)
+            return rc;
+        return d != caller && !d.IsPausedByController ? XenErrno.EINVAL.Negated() : XenErrno.EBUSY.Negated();
+    }
+
     // evtchn_reset / evtchn_destroy: close every port, then leave the FIFO ABI once no thread can
     // still be using its pages, and drop the page references.
     private static long CloseAllAndDropFifo(EventChannelDomain d)

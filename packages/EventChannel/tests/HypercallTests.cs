@@ -95,7 +95,7 @@ public class HypercallTests
         Assert.Equal(efault, Call(dispatcher, v, m, EventChannelOp.Status, 0x10000 + 4096 - 8)); // struct crosses the end
 
         ulong enosys = unchecked((ulong)XenErrno.ENOSYS.Negated());
-        Assert.Equal(enosys, Call(dispatcher, v, m, (EventChannelOp)14, 0x10000)); // EVTCHNOP_reset_cont is Xen-internal
+        Assert.Equal(enosys, Call(dispatcher, v, m, (EventChannelOp)15, 0x10000)); // past EVTCHNOP_reset_cont (14)
         Assert.Equal(enosys, Call(dispatcher, v, m, (EventChannelOp)99, 0x10000));
         var regs = new HypercallRegisters { Rax = (ulong)HypercallNumber.EventChannelOpCompat, Rdi = 0x10000 };
         dispatcher.Dispatch(v, ref regs, GuestX86Mode.Long64, 0, m);
@@ -103,5 +103,32 @@ public class HypercallTests
 
         m.Write(0x10000, new EvtchnBindPirq { Pirq = 3 });
         Assert.Equal(unchecked((ulong)XenErrno.EINVAL.Negated()), Call(dispatcher, v, m, EventChannelOp.BindPirq, 0x10000));
+    }
+
+    [Fact]
+    public void Reset_cont_from_a_guest_gets_reset_s_checks_then_ebusy()
+    {
+        // Xen 4.17's do_event_channel_op takes EVTCHNOP_reset_cont (14, Xen-internal: the continuation of a preempted
+        // reset) like EVTCHNOP_reset: -EFAULT, -ESRCH, XSM, the paused check; then evtchn_reset(d, resuming) finds no
+        // reset in progress (d->next_evtchn is 0) and answers -EBUSY. This package's resets are never preempted.
+        const EventChannelOp ResetCont = (EventChannelOp)14;
+        var hv = new EventChannelHypervisor();
+        using var g = new TestGuest(hv, 1, vcpus: 1);
+        using var other = new TestGuest(hv, 2, vcpus: 1);
+        var dispatcher = new HypercallDispatcher<Vcpu>();
+        new EventChannelHypercalls<Vcpu>(hv, new Callers()).Register(dispatcher);
+        var v = new Vcpu(g.Domain);
+        var m = new PageMemory();
+        var ipi = new EvtchnBindIpi();
+        Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi));
+
+        Assert.Equal((ulong)XenErrno.EFAULT.Negated(), Call(dispatcher, v, m, ResetCont, 0x1000));
+        m.Write(0x10000, new EvtchnReset { Dom = 9 });
+        Assert.Equal((ulong)XenErrno.ESRCH.Negated(), Call(dispatcher, v, m, ResetCont, 0x10000));
+        m.Write(0x10000, new EvtchnReset { Dom = 2 });
+        Assert.Equal((ulong)XenErrno.EPERM.Negated(), Call(dispatcher, v, m, ResetCont, 0x10000));
+        m.Write(0x10000, new EvtchnReset { Dom = DomainId.Self });
+        Assert.Equal((ulong)XenErrno.EBUSY.Negated(), Call(dispatcher, v, m, ResetCont, 0x10000));
+        Assert.Equal(ChannelState.Ipi, hv.GetState(g.Domain, ipi.Port));   // nothing closed
     }
 }
