@@ -349,4 +349,17 @@ public class Xen417HypercallTests
         Assert.Equal(XenErrno.EFAULT.Negated(), Call(machine, d.Vcpus[0], buffer, HypercallNumber.ConsoleIo, (ulong)ConsoleIoCommand.Write, 300, 0));
         Assert.Equal(127, d.Console.Transcript.Count(c => c == 'a'));
     }
+
+    [Fact]
+    public void Sched_pin_override_is_the_hardware_domain_s_only()
+    {
+        // Xen 4.17's do_sched_op, SCHEDOP_pin_override: -EPERM for any domain but the hardware domain, before the
+        // argument is read. Domain 0 here has no physical CPU to pin to: not implemented (-ENOSYS).
+        var (machine, d) = Build();
+        using var owner = machine;
+        Assert.Equal(XenErrno.EPERM.Negated(), Call(machine, d.Vcpus[0], new GuestPage(), HypercallNumber.SchedOp, (ulong)SchedOp.PinOverride, 0xdead_0000));
+        var (host, dom0) = BuildDom0();
+        using var hostOwner = host;
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Call(host, dom0.Vcpus[0], new GuestPage(), HypercallNumber.SchedOp, (ulong)SchedOp.PinOverride, 0));
+    }
 }

@@ -30,6 +30,7 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Poll, &SchedOpHypercall.Poll);
         d.Register(HypercallNumber.SetTimerOp, &TimerHypercalls.SetTimerOp);
         d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.Shutdown, &SchedOpHypercall.Shutdown);
+        d.RegisterSubOp(HypercallNumber.SchedOp, (uint)SchedOp.PinOverride, &SchedOpHypercall.PinOverride);
 
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.SetParam, &HvmOpHypercall.SetParam);
         d.RegisterSubOp(HypercallNumber.HvmOp, (uint)HvmOp.GetParam, &HvmOpHypercall.GetParam);

@@ -99,6 +99,13 @@ internal static class SchedOpHypercall
     }
 
     /// <summary>
+    /// SCHEDOP_pin_override: the hardware domain's only (Xen 4.17's <c>do_sched_op</c>: -EPERM for any other, before
+    /// the argument is read). Domain 0 here has no physical CPU to pin to: not implemented (-ENOSYS).
+    /// </summary>
+    public static long PinOverride(ref HypercallCall<VirtualCpu> call) =>
+        call.Caller.Domain.IsPrivileged ? XenErrno.ENOSYS.Negated() : XenErrno.EPERM.Negated();
+
+    /// <summary>
     /// SCHEDOP_shutdown: reads <c>struct sched_shutdown</c> and stops the domain with its reason
     /// (Xen passes the reason on as a <c>u8</c> without checking it). -EFAULT for a bad pointer.
     /// </summary>
