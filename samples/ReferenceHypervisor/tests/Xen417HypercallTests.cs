@@ -362,4 +362,20 @@ public class Xen417HypercallTests
         using var hostOwner = host;
         Assert.Equal(XenErrno.ENOSYS.Negated(), Call(host, dom0.Vcpus[0], new GuestPage(), HypercallNumber.SchedOp, (ulong)SchedOp.PinOverride, 0));
     }
+
+    [Fact]
+    public void Every_vcpu_op_checks_the_vcpu_id_first_and_get_physid_is_einval_for_a_vcpu_not_pinned()
+    {
+        // Xen 4.17's do_vcpu_op (xen/arch/x86/domain.c) looks the vCPU up before the command (-ENOENT), whatever the
+        // command; VCPUOP_get_physid answers -EINVAL for a vCPU that is not a pinned hardware-domain vCPU
+        // (is_hwdom_pinned_vcpu). set_periodic_timer and send_nmi are not implemented here (-ENOSYS for a real vCPU).
+        var (machine, d) = Build();
+        using var owner = machine;
+        var v = d.Vcpus[0];
+        foreach (VcpuOp op in new[] { VcpuOp.SetPeriodicTimer, VcpuOp.SendNmi, VcpuOp.GetPhysid })
+            Assert.Equal(XenErrno.ENOENT.Negated(), Call(machine, v, new GuestPage(), HypercallNumber.VcpuOp, (ulong)op, 7));
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Call(machine, v, new GuestPage(), HypercallNumber.VcpuOp, (ulong)VcpuOp.SetPeriodicTimer, 0));
+        Assert.Equal(XenErrno.ENOSYS.Negated(), Call(machine, v, new GuestPage(), HypercallNumber.VcpuOp, (ulong)VcpuOp.SendNmi, 0));
+        Assert.Equal(XenErrno.EINVAL.Negated(), Call(machine, v, new GuestPage(), HypercallNumber.VcpuOp, (ulong)VcpuOp.GetPhysid, 0));
+    }
 }

@@ -48,6 +48,9 @@ internal static unsafe class HypercallTable
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.SetSingleshotTimer, &TimerHypercalls.SetSingleshot);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.StopSingleshotTimer, &TimerHypercalls.StopSingleshot);
         d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.StopPeriodicTimer, &TimerHypercalls.StopPeriodic);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.SetPeriodicTimer, &VcpuOpHypercall.NotImplemented);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.SendNmi, &VcpuOpHypercall.NotImplemented);
+        d.RegisterSubOp(HypercallNumber.VcpuOp, (uint)VcpuOp.GetPhysid, &VcpuOpHypercall.GetPhysid);
 
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.MaximumRamPage, &MemoryOpHypercall.MaximumRamPage);
         d.RegisterSubOp(HypercallNumber.MemoryOp, (uint)MemoryOp.CurrentReservation, &MemoryOpHypercall.CurrentReservation);

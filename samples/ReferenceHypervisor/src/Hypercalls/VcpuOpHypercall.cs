@@ -159,6 +159,20 @@ internal static class VcpuOpHypercall
         return 0;
     }
 
+    /// <summary>
+    /// VCPUOP_set_periodic_timer and VCPUOP_send_nmi: not implemented (-ENOSYS), after Xen 4.17's <c>do_vcpu_op</c> has
+    /// looked the vCPU up, as it does for every command (-ENOENT).
+    /// </summary>
+    public static long NotImplemented(ref HypercallCall<VirtualCpu> call) =>
+        TryGetVcpu(ref call, out _) ? XenErrno.ENOSYS.Negated() : XenErrno.ENOENT.Negated();
+
+    /// <summary>
+    /// VCPUOP_get_physid: Xen 4.17's <c>do_vcpu_op</c> answers -EINVAL for a vCPU that is not a pinned vCPU of the hardware
+    /// domain (<c>is_hwdom_pinned_vcpu</c>), which no vCPU is here; -ENOENT first for a vCPU that does not exist.
+    /// </summary>
+    public static long GetPhysid(ref HypercallCall<VirtualCpu> call) =>
+        TryGetVcpu(ref call, out _) ? XenErrno.EINVAL.Negated() : XenErrno.ENOENT.Negated();
+
     private static bool TryGetVcpu(ref HypercallCall<VirtualCpu> call, out VirtualCpu vcpu)
     {
         // vcpuid is an unsigned int (domain_vcpu: -ENOENT past max_vcpus).
