@@ -61,7 +61,10 @@ public sealed class Uart16550 : IBusDevice
     /// <summary>The range COM1 decodes: ports 0x3F8-0x3FF.</summary>
     public static BusRange Com1Range => new(Com1Base, RegisterCount);
 
-    /// <summary>The baud-rate divisor latch (DLM:DLL).</summary>
+    /// <summary>
+    /// The baud-rate divisor latch (DLM:DLL), as the guest wrote it: 0 included (a guest may write any value), so a VMM
+    /// that derives a rate from it divides by <c>Math.Max(1, Divisor)</c>.
+    /// </summary>
     public ushort Divisor
     {
         get { lock (_lock) return _divisor; }
