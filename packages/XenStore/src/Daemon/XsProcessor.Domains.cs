@@ -56,9 +56,12 @@ internal sealed unsafe partial class XsProcessor
             p.AttachDomainRing(domain, connector.Connect(domid, mfn, port));
         else if (!fresh && domain.Connection is { } again)
         {
-            // domain_conn_reset: a repeated INTRODUCE drops the domain's watches and transactions.
+            // domain_conn_reset: a repeated INTRODUCE drops the domain's watches, transactions, queued output
+            // and partly read request, zeroes the ring indexes and answers a guest waiting to reconnect.
             p.ClearWatches(again);
             p.DropTransactions(again);
+            again.Output.Clear();
+            (again.Transport as Transports.XenStoreRingStream)?.ResetIndexes();
         }
         var err = p.Ack(c, ref r);
         if (err == XsError.None && fresh)
