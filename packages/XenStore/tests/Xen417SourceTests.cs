@@ -87,4 +87,40 @@ public class Xen417SourceTests
         Assert.Equal(XsMessageType.Read, read.Header.Type);
         Assert.Equal("changed", Encoding.ASCII.GetString(read.Payload));
     }
+
+    /// <summary>
+    /// Xen 4.17's xenstored_domain.c, domain_can_read: a domain with <c>quota_req_outstanding</c> requests
+    /// outstanding is not read from. A domain's own <c>outstanding</c> quota (SET_QUOTA) is the one that counts.
+    /// </summary>
+    [Fact]
+    public async Task A_domains_own_outstanding_quota_limits_its_requests()
+    {
+        var connector = new RingTests.Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        await using var dom0 = new XenStoreClient(daemon.Connect());
+        await dom0.MkdirAsync("/local/domain/5");
+        await dom0.SetPermissionsAsync("/local/domain/5", [new XsPermission(5, XsAccess.None)]);
+        await dom0.WriteAsync("/local/domain/5/x", new string('v', 200));
+        await dom0.IntroduceAsync(5, 1, 1);
+        await dom0.SetQuotaAsync("outstanding", 2, 5);
+        var (page, _, binding) = connector.Domains[5];
+        var guest = connector.GuestStream(5);
+
+        // Five READs whose replies (1080 bytes) overflow the response ring, which the guest does not read, then WRITEs.
+        var requests = new List<byte>();
+        for (uint i = 0; i < 5; i++)
+            requests.AddRange(RawConnection.Frame(XsMessageType.Read, 100 + i, 0, S("x")));
+        for (uint i = 0; i < 10; i++)
+            requests.AddRange(RawConnection.Frame(XsMessageType.Write, 200 + i, 0, Encoding.ASCII.GetBytes($"k{i}\0v")));
+        Assert.Equal(requests.Count, guest.TryWrite(requests.ToArray()));
+        binding.Signal();
+        uint Field(int offset) => XenStoreRingStream.ReadIndex(page.Span, offset);
+        for (int i = 0; i < 1000 && Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons) != XsConstants.RingSize; i++)
+            await Task.Delay(10);
+        Assert.Equal((uint)XsConstants.RingSize, Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons));
+
+        // Two at a time: the fifth READ's reply filled the ring in the pass that also handled the first WRITE.
+        Assert.Equal("v", await dom0.TryReadStringAsync("/local/domain/5/k0"));
+        Assert.Null(await dom0.TryReadStringAsync("/local/domain/5/k1"));
+    }
 }

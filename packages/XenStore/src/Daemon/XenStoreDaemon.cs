@@ -404,9 +404,9 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     // domain_conn_reset (a repeated INTRODUCE) dropped what was read but not handled.
                     if (ring is not null && ring.Resets != dataResets)
                         (start, end, dataResets) = (0, 0, ring.Resets);
-                    // quota_req_outstanding: an unprivileged client gets at most this many replies queued
+                    // quota_req_outstanding (its domain's own, if set): an unprivileged client gets at most this many replies queued
                     // before the daemon stops reading from it until they are written.
-                    int budget = c.Privileged ? int.MaxValue : Math.Max(1, _processor.GlobalQuotas.Outstanding);
+                    int budget = c.Privileged ? int.MaxValue : Math.Max(1, _processor.QuotasFor(c).Outstanding);
                     while (budget-- > 0)
                     {
                         var status = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out var header, out var payload, out int consumed);
