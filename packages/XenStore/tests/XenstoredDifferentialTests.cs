@@ -511,4 +511,66 @@ public class XenstoredDifferentialTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>
+    /// transaction.c do_transaction_end: the node counts of the domains a transaction changed are checked
+    /// (transaction_fix_domains: ENOSPC once the count would reach the quota) before the generations (EAGAIN).
+    /// </summary>
+    [Fact]
+    public async Task Transaction_end_checks_node_counts_before_conflicts()
+    {
+        await using var d = await WithGuestsAsync();
+        for (int i = 0; i < 15; i++)
+            await d.SendAsync("d2", T.Write, $"pre{i}\0v");
+        // Exactly to the quota (30 with its home).
+        await d.SendAsync("d2", T.TransactionStart, S(""));
+        for (int i = 0; i < 14; i++)
+            await d.SendAsync("d2", T.Write, $"t{i}\0v", 1);
+        await d.SendAsync("d2", T.TransactionEnd, S("T"), 1);
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+        // Over the quota and in conflict.
+        await d.SendAsync("d2", T.TransactionStart, S(""));
+        await d.SendAsync("d2", T.Read, S("pre0"), 2);
+        for (int i = 0; i < 16; i++)
+            await d.SendAsync("d2", T.Write, $"u{i}\0v", 2);
+        await d.SendAsync("dom0", T.Write, "/local/domain/2/pre0\0changed");
+        await d.SendAsync("d2", T.TransactionEnd, S("T"), 2);
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+        // A privileged connection's commit is not checked (chk_quota needs an unprivileged one).
+        await d.SendAsync("dom0", T.TransactionStart, S(""));
+        for (int i = 0; i < 3; i++)
+            await d.SendAsync("dom0", T.Write, $"/local/domain/2/by-dom0-{i}\0v", 1);
+        Assert.StartsWith("TransactionEnd", await d.SendAsync("dom0", T.TransactionEnd, S("T"), 1), StringComparison.Ordinal);
+        await d.SendAsync("d2", T.Write, "one-more\0v");
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+    }
+
+    /// <summary>
+    /// A node a transaction gave to a domain that is released before the commit (the domain still exists):
+    /// xenstored 4.17 commits it (transaction_fix_domains allocates the domain's struct again), and the domain
+    /// introduced again owns it.
+    /// </summary>
+    [Fact]
+    public async Task Transaction_committed_after_release_of_the_owner()
+    {
+        await using var d = await WithGuestsAsync();
+        d.CreateDomain(3);
+        await d.SendAsync("dom0", T.Mkdir, S("/local/domain/3"));
+        await d.SendAsync("dom0", T.SetPerms, S("/local/domain/3", "n3"));
+        await d.IntroduceAsync("dom0", "d3", 3);
+        await d.SendAsync("dom0", T.TransactionStart, S(""));
+        await d.SendAsync("dom0", T.Write, "/t3\0x", 1);
+        await d.SendAsync("dom0", T.SetPerms, S("/t3", "n3", "r1"), 1);
+        await d.SendAsync("dom0", T.Write, "/local/domain/3/inner\0x", 1);
+        await d.SendAsync("dom0", T.Release, S("3"));
+        await d.SendAsync("dom0", T.TransactionEnd, S("T"), 1);
+        await d.SendAsync("dom0", T.GetPerms, S("/t3"));
+        await d.SendAsync("d1", T.Read, S("/t3"));
+        await d.SendAsync("dom0", T.Mkdir, S("/local/domain/3"));
+        await d.SendAsync("dom0", T.SetPerms, S("/local/domain/3", "n3"));
+        await d.IntroduceAsync("dom0", "d3", 3);
+        await d.SendAsync("d3", T.Write, "/t3\0mine");
+        await d.SendAsync("d3", T.GetPerms, S("/t3"));
+        await d.SendAsync("d1", T.Read, S("/t3"));
+    }
 }
