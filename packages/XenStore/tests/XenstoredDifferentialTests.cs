@@ -573,4 +573,28 @@ public class XenstoredDifferentialTests(ITestOutputHelper output)
         await d.SendAsync("d3", T.GetPerms, S("/t3"));
         await d.SendAsync("d1", T.Read, S("/t3"));
     }
+
+    /// <summary>
+    /// core.c do_set_perms: an owner that is no domain (domain_alloc_permrefs marks it XS_PERM_IGNORE) is
+    /// ENOENT before the path is looked at, for "@" names too; other entries naming no domain are kept, ignored.
+    /// </summary>
+    [Fact]
+    public async Task Set_perms_refuses_an_owner_that_is_no_domain_first()
+    {
+        await using var d = await WithGuestsAsync();
+        await d.SendAsync("dom0", T.Write, "/sp\0x");
+        foreach (var conn in new[] { "dom0", "d1" })
+        {
+            foreach (var owner in new[] { "n32752", "n32753", "b65535", "n70000" })
+            {
+                foreach (var path in new[] { "@introduceDomain", "@releaseDomain", "@other", "/sp", "/local/domain/1", "/local/domain/2", "/none/x", "a//b" })
+                    await d.SendAsync(conn, T.SetPerms, S(path, owner, "r1"));
+            }
+            await d.SendAsync(conn, T.SetPerms, S("/local/domain/1/own", "n1", "r32752", "b70000"));
+        }
+        await d.SendAsync("dom0", T.Write, "/local/domain/1/own\0x");
+        await d.SendAsync("d1", T.SetPerms, S("own", "n1", "r32752", "b70000", "r2"));
+        await d.SendAsync("d1", T.GetPerms, S("own"));
+        await d.SendAsync("d2", T.Read, S("/local/domain/1/own"));
+    }
 }
