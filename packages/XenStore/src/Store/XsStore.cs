@@ -158,6 +158,9 @@ internal sealed class XsStore
             _domainGenerations.TryAdd(domid, _generation);
     }
 
+    /// <summary>domain.c find_domain_struct: the domain has a struct (introduced, or named by a permission).</summary>
+    public bool HasDomainStruct(uint domid) => _domainGenerations.ContainsKey(domid);
+
     /// <summary>domain.c destroy_domain (XS_RELEASE): the struct goes; entries naming the domain are stale from now on.</summary>
     private void FreeDomain(uint domid)
     {
