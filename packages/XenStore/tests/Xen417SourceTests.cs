@@ -123,4 +123,28 @@ public class Xen417SourceTests
         Assert.Equal("v", await dom0.TryReadStringAsync("/local/domain/5/k0"));
         Assert.Null(await dom0.TryReadStringAsync("/local/domain/5/k1"));
     }
+
+    /// <summary>
+    /// Xen 4.17's xenstored_domain.c: introduce_domain fires @introduceDomain, and destroy_domain (RELEASE)
+    /// @releaseDomain, before do_introduce/do_release send the acknowledgement, so a toolstack watching them
+    /// reads the event first.
+    /// </summary>
+    [Fact]
+    public async Task Introduce_and_release_events_come_before_the_reply()
+    {
+        var connector = new RingTests.Connector();
+        await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
+        using var dom0 = new RawConnection(daemon.Connect());
+        foreach (var (name, req) in new[] { ("@introduceDomain", 1u), ("@releaseDomain", 2u) })
+        {
+            Assert.Equal(XsMessageType.Watch, (await dom0.RoundTripAsync(XsMessageType.Watch, req, 0, S(name, "t"))).Header.Type);
+            Assert.Equal(XsMessageType.WatchEvent, (await dom0.ReceiveAsync()).Header.Type);
+        }
+        await dom0.SendAsync(RawConnection.Frame(XsMessageType.Introduce, 3, 0, S("5", "1", "1")));
+        Assert.Equal(XsMessageType.WatchEvent, (await dom0.ReceiveAsync()).Header.Type);
+        Assert.Equal(XsMessageType.Introduce, (await dom0.ReceiveAsync()).Header.Type);
+        await dom0.SendAsync(RawConnection.Frame(XsMessageType.Release, 4, 0, S("5")));
+        Assert.Equal(XsMessageType.WatchEvent, (await dom0.ReceiveAsync()).Header.Type);
+        Assert.Equal(XsMessageType.Release, (await dom0.ReceiveAsync()).Header.Type);
+    }
 }
