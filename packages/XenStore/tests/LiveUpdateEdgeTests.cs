@@ -178,6 +178,6 @@ public class LiveUpdateEdgeTests
     }
 
     private static long MemoryIn(string quotaReport) =>
-        long.Parse(quotaReport.Split('\n').Single(l => l.StartsWith("memory ", StringComparison.Ordinal))["memory ".Length..]);
+        long.Parse(quotaReport.Split('\n').Single(l => l.StartsWith("memory ", StringComparison.Ordinal)).Split(':')[1]);
 
 }

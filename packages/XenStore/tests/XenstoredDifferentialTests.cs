@@ -511,4 +511,119 @@ public class XenstoredDifferentialTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>
+    /// transaction.c do_transaction_end: the node counts of the domains a transaction changed are checked
+    /// (transaction_fix_domains: ENOSPC once the count would reach the quota) before the generations (EAGAIN).
+    /// </summary>
+    [Fact]
+    public async Task Transaction_end_checks_node_counts_before_conflicts()
+    {
+        await using var d = await WithGuestsAsync();
+        for (int i = 0; i < 15; i++)
+            await d.SendAsync("d2", T.Write, $"pre{i}\0v");
+        // Exactly to the quota (30 with its home).
+        await d.SendAsync("d2", T.TransactionStart, S(""));
+        for (int i = 0; i < 14; i++)
+            await d.SendAsync("d2", T.Write, $"t{i}\0v", 1);
+        await d.SendAsync("d2", T.TransactionEnd, S("T"), 1);
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+        // Over the quota and in conflict.
+        await d.SendAsync("d2", T.TransactionStart, S(""));
+        await d.SendAsync("d2", T.Read, S("pre0"), 2);
+        for (int i = 0; i < 16; i++)
+            await d.SendAsync("d2", T.Write, $"u{i}\0v", 2);
+        await d.SendAsync("dom0", T.Write, "/local/domain/2/pre0\0changed");
+        await d.SendAsync("d2", T.TransactionEnd, S("T"), 2);
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+        // A privileged connection's commit is not checked (chk_quota needs an unprivileged one).
+        await d.SendAsync("dom0", T.TransactionStart, S(""));
+        for (int i = 0; i < 3; i++)
+            await d.SendAsync("dom0", T.Write, $"/local/domain/2/by-dom0-{i}\0v", 1);
+        Assert.StartsWith("TransactionEnd", await d.SendAsync("dom0", T.TransactionEnd, S("T"), 1), StringComparison.Ordinal);
+        await d.SendAsync("d2", T.Write, "one-more\0v");
+        await d.SendAsync("dom0", T.Directory, S("/local/domain/2"));
+    }
+
+    /// <summary>
+    /// A node a transaction gave to a domain that is released before the commit (the domain still exists):
+    /// xenstored 4.17 commits it (transaction_fix_domains allocates the domain's struct again), and the domain
+    /// introduced again owns it.
+    /// </summary>
+    [Fact]
+    public async Task Transaction_committed_after_release_of_the_owner()
+    {
+        await using var d = await WithGuestsAsync();
+        d.CreateDomain(3);
+        await d.SendAsync("dom0", T.Mkdir, S("/local/domain/3"));
+        await d.SendAsync("dom0", T.SetPerms, S("/local/domain/3", "n3"));
+        await d.IntroduceAsync("dom0", "d3", 3);
+        await d.SendAsync("dom0", T.TransactionStart, S(""));
+        await d.SendAsync("dom0", T.Write, "/t3\0x", 1);
+        await d.SendAsync("dom0", T.SetPerms, S("/t3", "n3", "r1"), 1);
+        await d.SendAsync("dom0", T.Write, "/local/domain/3/inner\0x", 1);
+        await d.SendAsync("dom0", T.Release, S("3"));
+        await d.SendAsync("dom0", T.TransactionEnd, S("T"), 1);
+        await d.SendAsync("dom0", T.GetPerms, S("/t3"));
+        await d.SendAsync("d1", T.Read, S("/t3"));
+        await d.SendAsync("dom0", T.Mkdir, S("/local/domain/3"));
+        await d.SendAsync("dom0", T.SetPerms, S("/local/domain/3", "n3"));
+        await d.IntroduceAsync("dom0", "d3", 3);
+        await d.SendAsync("d3", T.Write, "/t3\0mine");
+        await d.SendAsync("d3", T.GetPerms, S("/t3"));
+        await d.SendAsync("d1", T.Read, S("/t3"));
+    }
+
+    /// <summary>
+    /// core.c do_set_perms: an owner that is no domain (domain_alloc_permrefs marks it XS_PERM_IGNORE) is
+    /// ENOENT before the path is looked at, for "@" names too; other entries naming no domain are kept, ignored.
+    /// </summary>
+    [Fact]
+    public async Task Set_perms_refuses_an_owner_that_is_no_domain_first()
+    {
+        await using var d = await WithGuestsAsync();
+        await d.SendAsync("dom0", T.Write, "/sp\0x");
+        foreach (var conn in new[] { "dom0", "d1" })
+        {
+            foreach (var owner in new[] { "n32752", "n32753", "b65535", "n70000" })
+            {
+                foreach (var path in new[] { "@introduceDomain", "@releaseDomain", "@other", "/sp", "/local/domain/1", "/local/domain/2", "/none/x", "a//b" })
+                    await d.SendAsync(conn, T.SetPerms, S(path, owner, "r1"));
+            }
+            await d.SendAsync(conn, T.SetPerms, S("/local/domain/1/own", "n1", "r32752", "b70000"));
+        }
+        await d.SendAsync("dom0", T.Write, "/local/domain/1/own\0x");
+        await d.SendAsync("d1", T.SetPerms, S("own", "n1", "r32752", "b70000", "r2"));
+        await d.SendAsync("d1", T.GetPerms, S("own"));
+        await d.SendAsync("d2", T.Read, S("/local/domain/1/own"));
+    }
+
+    /// <summary>control.c do_control: the commands xenstored 4.17 has, their argument counts and replies.</summary>
+    [Fact]
+    public async Task Control_commands()
+    {
+        await using var d = await WithGuestsAsync();
+        string[][] commands =
+        [
+            ["check"], ["check", "x"], ["log", "on"], ["log", "off"], ["log"], ["log", "x"], ["print", "hello"], ["print"],
+            ["print", "a", "b"], ["quota"], ["quota", "9"], ["quota", "1", "2"],
+            ["quota", "set", "nodes", "40"], ["quota"], ["quota", "set", "nodes"], ["quota", "set", "nodes", "0"],
+            ["quota", "set", "bogus", "5"], ["quota-soft"], ["quota-soft", "set", "memory", "1000000"], ["quota-soft"],
+            ["quota-soft", "x"], ["quota-set", "nodes", "50"], ["help", "x"], ["nonsense"], [""],
+        ];
+        foreach (var command in commands)
+            await d.SendAsync("dom0", T.Control, S(command));
+        await d.SendAsync("d1", T.Control, S("check"));
+        // A domain's report: the same lines but for memory, which this daemon counts its own way (README Known gaps).
+        await d.SendAsync("d1", T.Watch, S("w", "t"));
+        await d.SendAsync("d1", T.TransactionStart, S(""));
+        await d.SendAsync("dom0", T.Watch, S("/w", "t"));
+        foreach (var domid in new[] { "1", "2", "0", "x" })
+        {
+            var (xen, ours) = await d.SendUncomparedAsync("dom0", T.Control, System.Text.Encoding.ASCII.GetBytes(S("quota", domid)));
+            Assert.StartsWith($"{T.Control} ", xen, StringComparison.Ordinal);
+            static string WithoutMemory(string reply) => string.Join("\\x0a", reply.Split("\\x0a").Where(l => !l.StartsWith("memory", StringComparison.Ordinal)));
+            Assert.Equal(WithoutMemory(xen), WithoutMemory(ours));
+        }
+    }
 }

@@ -364,6 +364,8 @@ public sealed class XenStoreDaemon : IAsyncDisposable
             c.PendingInput = null;
         }
         bool detached = false;
+        // The ring resets (reconnect, repeated INTRODUCE) the data in the buffer was read after.
+        int dataResets = ring?.Resets ?? 0;
         try
         {
             await c.DrainAsync().ConfigureAwait(false);
@@ -373,6 +375,8 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 if (!pending)
                 {
                     int resets = ring?.Resets ?? 0;
+                    if (resets != dataResets)
+                        (start, end, dataResets) = (0, 0, resets);
                     int n = await stream.ReadAsync(buffer.AsMemory(end), _stopping.Token).ConfigureAwait(false);
                     if (n == 0)
                         break;
@@ -380,7 +384,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     {
                         // The guest reconnected (xenstore-ring.txt): a request partly read before is dropped.
                         buffer.AsSpan(end, n).CopyTo(buffer);
-                        (start, end) = (0, n);
+                        (start, end, dataResets) = (0, n, ring.Resets);
                     }
                     else
                     {
@@ -397,9 +401,12 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 int kickCount = 0;
                 lock (_gate)
                 {
-                    // quota_req_outstanding: an unprivileged client gets at most this many replies queued
+                    // domain_conn_reset (a repeated INTRODUCE) dropped what was read but not handled.
+                    if (ring is not null && ring.Resets != dataResets)
+                        (start, end, dataResets) = (0, 0, ring.Resets);
+                    // quota_req_outstanding (its domain's own, if set): an unprivileged client gets at most this many replies queued
                     // before the daemon stops reading from it until they are written.
-                    int budget = c.Privileged ? int.MaxValue : Math.Max(1, _processor.GlobalQuotas.Outstanding);
+                    int budget = c.Privileged ? int.MaxValue : Math.Max(1, _processor.QuotasFor(c).Outstanding);
                     while (budget-- > 0)
                     {
                         var status = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out var header, out var payload, out int consumed);

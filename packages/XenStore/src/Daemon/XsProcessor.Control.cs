@@ -11,9 +11,29 @@ internal sealed unsafe partial class XsProcessor
     /// <summary>The features this daemon offers in <c>server_features</c>.</summary>
     public const uint ServerFeatures = XsConstants.ServerFeatureReconnection | XsConstants.ServerFeatureError;
 
-    private static readonly string[] ControlCommands = ["check", "help", "log", "memreport", "print", "quota", "quota-set"];
+    // control.c cmds[]: name and parameters, as "help" lists them.
+    private static readonly (string Name, string Parameters)[] ControlCommands =
+    [
+        ("check", ""), ("log", "on|off"), ("memreport", ""), ("print", "<string>"),
+        ("quota", "[set <name> <val>|<domid>]"), ("quota-soft", "[set <name> <val>]"), ("help", ""),
+    ];
 
-    /// <summary>CONTROL <c>&lt;command&gt;|[&lt;parameters&gt;|]</c>.</summary>
+    // control.c hard_quotas[]: the CONTROL "quota" names, in xenstored's order, with their descriptions.
+    private static readonly (string Name, string Ours, string Description)[] HardQuotas =
+    [
+        ("nodes", "nodes", "Nodes per domain"), ("watches", "watches", "Watches per domain"),
+        ("transactions", "transactions", "Transactions per domain"),
+        ("outstanding", "outstanding", "Outstanding requests per domain"),
+        ("transaction-nodes", "transaction-nodes", "Max. number of accessed nodes per transaction"),
+        ("memory", "memory", "Total Xenstore memory per domain (error level)"),
+        ("node-size", "node-size", "Max. size of a node"), ("path-max", "path-length", "Max. length of a node path"),
+        ("permissions", "permissions", "Max. number of permissions per node"),
+    ];
+
+    /// <summary>control.c soft_quotas[]: <c>quota_memory_per_domain_soft</c> (only reported by xenstored, a log warning).</summary>
+    public long SoftMemoryQuota { get; set; } = 2 * 1024 * 1024;
+
+    /// <summary>CONTROL <c>&lt;command&gt;|[&lt;parameters&gt;|]</c> (control.c do_control: an unknown command is EINVAL).</summary>
     private static XsError DoControl(XsProcessor p, XsConnection c, ref XsRequest r)
     {
         int count = XsPayload.CountStrings(r.Payload);
@@ -30,11 +50,22 @@ internal sealed unsafe partial class XsProcessor
         switch (args[0])
         {
             case "help":
-                reply = string.Join('\n', ControlCommands) + (p.LiveUpdateSupported ? "\nlive-update\n" : "\n");
+                if (count != 1)
+                    return XsError.EINVAL;
+                var help = new StringBuilder();
+                foreach (var (name, parameters) in ControlCommands)
+                {
+                    help.Append(name).Append('\t').Append(parameters).Append('\n');
+                    if (name == "log" && p.LiveUpdateSupported)
+                        help.Append("live-update\t[-c <cmdline>] [-F] [-t <timeout>] <file>\n    Default timeout is 60 seconds.\n");
+                }
+                reply = help.ToString();
                 break;
             case "live-update":
                 return p.ControlLiveUpdate(c, ref r, args);
             case "check":
+                if (count != 1)
+                    return XsError.EINVAL;
                 reply = p.CheckStore() ? "OK" : "corrupt";
                 break;
             case "log":
@@ -55,38 +86,63 @@ internal sealed unsafe partial class XsProcessor
             case "quota":
                 if (count == 1)
                 {
-                    var sb = new StringBuilder();
-                    foreach (var name in XenStoreQuotas.Names)
+                    // quota_show_current
+                    var sb = new StringBuilder("Quota settings:\n");
+                    foreach (var (name, ours, description) in HardQuotas)
                     {
-                        p.GlobalQuotas.TryGet(name, out long v);
-                        sb.Append(CultureInfo.InvariantCulture, $"{name} {v}\n");
+                        p.GlobalQuotas.TryGet(ours, out long v);
+                        sb.Append(CultureInfo.InvariantCulture, $"{name,-17}: {v,8} {description}\n");
                     }
                     reply = sb.ToString();
                 }
-                else if (uint.TryParse(args[1], NumberStyles.None, CultureInfo.InvariantCulture, out uint domid))
+                else if (args[1] == "set")
                 {
-                    int watches = 0, transactions = 0;
+                    // quota_set: a name and a value atoi makes at least 1 of.
+                    int i = count == 4 ? Array.FindIndex(HardQuotas, q => q.Name == args[2]) : -1;
+                    int value = count == 4 ? (int)XsCNumber.Atoi(Encoding.Latin1.GetBytes(args[3])) : 0;
+                    if (i < 0 || value < 1 || !p.GlobalQuotas.TrySet(HardQuotas[i].Ours, value))
+                        return XsError.EINVAL;
+                    reply = "OK";
+                }
+                else
+                {
+                    // quota_get, domain.c domain_get_quota: one domid (atoi), a domain with a struct.
+                    if (count != 2)
+                        return XsError.EINVAL;
+                    uint domid = XsCNumber.Atoi(Encoding.Latin1.GetBytes(args[1]));
+                    if (!p.Store.HasDomainStruct(domid) && !p._domains.ContainsKey(domid))
+                        return XsError.ENOENT;
+                    // The domain's ring connection (domain->conn): dom0's socket clients are not the domain's.
+                    int transactions = 0, watches = 0;
                     foreach (var conn in p._connections)
                     {
-                        if (conn.DomainId == domid)
+                        if (conn.DomainId == domid && conn.Kind == XsConnectionKind.DomainRing)
                         {
-                            watches += conn.Watches.Count;
                             transactions += conn.Transactions.Count;
+                            watches += conn.Watches.Count;
                         }
                     }
                     reply = string.Create(CultureInfo.InvariantCulture,
-                        $"nodes {p.Store.NodesOwnedBy(domid)}\nmemory {p.Store.MemoryOf(domid)}\nwatches {watches}\ntransactions {transactions}\n");
+                        $"Domain {domid}:\n{"nodes",-16}: {p.Store.NodesOwnedBy(domid),8}\n{"watches",-16}: {watches,8}\n"
+                        + $"{"transactions",-16}: {transactions,8}\n{"outstanding",-16}: {0,8}\n{"memory",-16}: {p.Store.MemoryOf(domid),8}\n");
+                }
+                break;
+            case "quota-soft":
+                // do_control_quota_s: only "memory".
+                if (count == 1)
+                {
+                    reply = string.Create(CultureInfo.InvariantCulture,
+                        $"Quota settings:\n{"memory",-17}: {p.SoftMemoryQuota,8} Total Xenstore memory per domain (warning level)\n");
+                }
+                else if (args[1] == "set" && count == 4 && args[2] == "memory" && (int)XsCNumber.Atoi(Encoding.Latin1.GetBytes(args[3])) >= 1)
+                {
+                    p.SoftMemoryQuota = (int)XsCNumber.Atoi(Encoding.Latin1.GetBytes(args[3]));
+                    reply = "OK";
                 }
                 else
                 {
                     return XsError.EINVAL;
                 }
-                break;
-            case "quota-set":
-                if (count != 3 || !long.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out long value)
-                    || !p.GlobalQuotas.TrySet(args[1], value))
-                    return XsError.EINVAL;
-                reply = "OK";
                 break;
             default:
                 return XsError.EINVAL;

@@ -56,14 +56,17 @@ internal sealed unsafe partial class XsProcessor
             p.AttachDomainRing(domain, connector.Connect(domid, mfn, port));
         else if (!fresh && domain.Connection is { } again)
         {
-            // domain_conn_reset: a repeated INTRODUCE drops the domain's watches and transactions.
+            // domain_conn_reset: a repeated INTRODUCE drops the domain's watches, transactions, queued output
+            // and partly read request, zeroes the ring indexes and answers a guest waiting to reconnect.
             p.ClearWatches(again);
             p.DropTransactions(again);
+            again.Output.Clear();
+            (again.Transport as Transports.XenStoreRingStream)?.ResetIndexes();
         }
-        var err = p.Ack(c, ref r);
-        if (err == XsError.None && fresh)
+        // introduce_domain fires @introduceDomain before do_introduce acknowledges.
+        if (fresh)
             p.Fire(XsPath.IntroduceDomain, null, null, null, false);
-        return err;
+        return p.Ack(c, ref r);
     }
 
     /// <summary>Starts serving a domain's ring binding (on INTRODUCE, or when the host attaches it directly).</summary>
@@ -138,10 +141,9 @@ internal sealed unsafe partial class XsProcessor
         }
         p.Store.ForgetDomain(domid);
         p.ForgetSpecialPermissions(domid);
-        err = p.Ack(c, ref r);
-        if (err == XsError.None)
-            p.Fire(XsPath.ReleaseDomain, null, null, null, false);
-        return err;
+        // destroy_domain fires @releaseDomain before do_release acknowledges.
+        p.Fire(XsPath.ReleaseDomain, null, null, null, false);
+        return p.Ack(c, ref r);
     }
 
     /// <summary>onearg_domain (domain.c): one argument, atoi, dom0 refused (EINVAL), else it must be introduced (ENOENT).</summary>

@@ -242,6 +242,10 @@ internal sealed unsafe partial class XsProcessor
         // daemon cannot ask the hypervisor, so every id below DOMID_FIRST_RESERVED counts as existing).
         foreach (var perm in perms)
             p.Store.ReferenceDomain(perm.DomainId);
+        // do_set_perms: an owner that is no domain (XS_PERM_IGNORE from domain_alloc_permrefs) is ENOENT before
+        // the "@" names and the path are looked at; ids at or above DOMID_FIRST_RESERVED never are one.
+        if (perms[0].DomainId >= XsConstants.DomidFirstReserved)
+            return XsError.ENOENT;
         if (!raw.IsEmpty && raw[0] == (byte)'@')
             return p.SetSpecialPermissions(c, ref r, raw, perms);
         var err = p.PathArg(c, raw, out var path);

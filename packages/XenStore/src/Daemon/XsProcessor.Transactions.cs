@@ -44,7 +44,7 @@ internal sealed unsafe partial class XsProcessor
         p.Store.EndTransaction(tx);
         if (arg[0] == (byte)'T')
         {
-            var err = p.Store.CommitTransaction(tx, domid => domid != 0);
+            var err = p.Store.CommitTransaction(tx, domid => domid != 0, !c.Privileged);
             if (err != XsError.None)
                 return err;
         }

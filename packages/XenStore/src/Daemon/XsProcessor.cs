@@ -142,7 +142,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         }
     }
 
-    private XenStoreQuotas QuotasFor(XsConnection c) =>
+    internal XenStoreQuotas QuotasFor(XsConnection c) =>
         _domains.TryGetValue(c.DomainId, out var d) && d.Quotas is not null ? d.Quotas : GlobalQuotas;
 
     // ---- Dispatch ----------------------------------------------------------------------------

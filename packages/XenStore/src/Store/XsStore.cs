@@ -158,6 +158,9 @@ internal sealed class XsStore
             _domainGenerations.TryAdd(domid, _generation);
     }
 
+    /// <summary>domain.c find_domain_struct: the domain has a struct (introduced, or named by a permission).</summary>
+    public bool HasDomainStruct(uint domid) => _domainGenerations.ContainsKey(domid);
+
     /// <summary>domain.c destroy_domain (XS_RELEASE): the struct goes; entries naming the domain are stale from now on.</summary>
     private void FreeDomain(uint domid)
     {
@@ -477,8 +480,10 @@ internal sealed class XsStore
         uint owner = caller.Privileged ? parent.Owner : caller.DomainId;
         if (!caller.Privileged)
         {
-            int owned = NodesOwnedBy(owner) + (tx?.DeltaFor(owner) ?? 0);
-            if (owned + missing.Count > Quotas.Nodes)
+            // core.c create_node: domain_entry(conn) >= quota before each new node; inside a transaction that
+            // is the committed count (its creations are counted at commit, transaction_fix_domains).
+            int owned = NodesOwnedBy(owner);
+            if (tx is null ? owned + missing.Count > Quotas.Nodes : owned >= Quotas.Nodes)
                 return XsError.ENOSPC;
             // write_node_raw checks every record written: the parent gaining a child, each new node.
             if (parent.RecordSize + XsNode.BaseName(missing[^1]).Length + 1 >= Quotas.NodeSize)
@@ -510,6 +515,7 @@ internal sealed class XsStore
             var n = new XsNode(child, i == 0 ? value.ToArray() : [], perms);
             tx?.Accessed.TryAdd(child, 0);
             tx?.AddDelta(n.Owner, 1);
+            tx?.NodeCreated = true;
             p = n;
         }
         Put(p, tx);
@@ -604,25 +610,30 @@ internal sealed class XsStore
     // ---- Transactions ------------------------------------------------------------------------
 
     /// <summary>
-    /// Commits a transaction: EAGAIN if any node it looked at changed since (its generation differs or it
-    /// appeared/disappeared), ENOSPC if the commit would put an unprivileged domain over its node quota.
+    /// Commits a transaction: ENOSPC if the commit would take an unprivileged domain to its node quota, then
+    /// EAGAIN if any node it looked at changed since (its generation differs or it appeared/disappeared).
     /// </summary>
-    public XsError CommitTransaction(XsTransaction tx, Func<uint, bool> isUnprivileged)
+    public XsError CommitTransaction(XsTransaction tx, Func<uint, bool> isUnprivileged, bool committerUnprivileged)
     {
         if (tx.Failed)
             return XsError.EAGAIN;
         if (tx.Doomed)
             return XsError.ENOMEM;
+        // transaction.c transaction_fix_domains, before the generations: when an unprivileged connection's
+        // transaction created a node, every domain it changed must stay below the node quota.
+        if (committerUnprivileged && tx.NodeCreated)
+        {
+            foreach (var (domid, delta) in tx.NodeDelta)
+            {
+                if (isUnprivileged(domid) && NodesOwnedBy(domid) + delta >= Quotas.Nodes)
+                    return XsError.ENOSPC;
+            }
+        }
         foreach (var (path, gen) in tx.Accessed)
         {
             ulong now = _nodes.TryGetValue(path, out var n) ? n.Generation : 0;
             if (now != gen)
                 return XsError.EAGAIN;
-        }
-        foreach (var (domid, delta) in tx.NodeDelta)
-        {
-            if (delta > 0 && isUnprivileged(domid) && NodesOwnedBy(domid) + delta > Quotas.Nodes)
-                return XsError.ENOSPC;
         }
         foreach (var (path, node) in tx.Overlay)
         {

@@ -33,6 +33,9 @@ internal sealed class XsTransaction(uint id, uint domainId)
     /// </summary>
     public Dictionary<string, XsPendingEvent> Events { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>transaction.c ta_node_created: a node was created inside the transaction (the commit checks node quotas).</summary>
+    public bool NodeCreated { get; set; }
+
     /// <summary>Set when the transaction can no longer commit (restored after a restart, or an internal failure); END T gives EAGAIN.</summary>
     public bool Failed { get; set; }
 

@@ -123,6 +123,31 @@ public sealed class XenStoreRingStream : Stream
         return true;
     }
 
+    /// <summary>
+    /// Server end, on a repeated XS_INTRODUCE (domain.c do_introduce, domain_conn_reset): zeroes the four ring
+    /// indexes (output and input partly transferred belong to the old connection) and, if the guest had asked
+    /// for a reconnect, answers CONNECTED and notifies it.
+    /// </summary>
+    internal void ResetIndexes()
+    {
+        lock (_indexes)
+        {
+            WriteField(XenStoreDomainInterface.ReqCons, 0);
+            WriteField(XenStoreDomainInterface.ReqProd, 0);
+            WriteField(XenStoreDomainInterface.RspCons, 0);
+            WriteField(XenStoreDomainInterface.RspProd, 0);
+            Interlocked.Increment(ref _resets);
+        }
+        Interlocked.MemoryBarrier();
+        if (ReconnectRequested)
+        {
+            WriteField(XenStoreDomainInterface.Connection, XsConstants.Connected);
+            _notifier.Notify();
+        }
+        // A writer waiting for space, or a reader, sees the reset.
+        Signal();
+    }
+
     private IOException Corrupt()
     {
         if (Role == XenStoreRingRole.Server)
