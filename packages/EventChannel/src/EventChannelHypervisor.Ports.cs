@@ -223,15 +223,10 @@ public sealed partial class EventChannelHypervisor
     /// <returns>0 or a negated errno.</returns>
     public long Reset(EventChannelDomain caller, ushort dom)
     {
-        ArgumentNullException.ThrowIfNull(caller);
-        EventChannelDomain? d = ByAnyId(caller, dom);
-        if (d is null)
-            return XenErrno.ESRCH.Negated();
-        long rc = Policy.Reset(caller, d);
+        long rc = CheckReset(caller, dom, out EventChannelDomain? found);
         if (rc != 0)
             return rc;
-        if (d != caller && !d.IsPausedByController)
-            return XenErrno.EINVAL.Negated();
+        EventChannelDomain d = found!;
 
         // evtchn_reset: one reset at a time (d->next_evtchn records the one in progress; -EBUSY for another).
         lock (d.EventLock)
@@ -260,14 +255,22 @@ public sealed partial class EventChannelHypervisor
     /// </summary>
     internal long ResetContinue(EventChannelDomain caller, ushort dom)
     {
+        long rc = CheckReset(caller, dom, out _);
+        return rc != 0 ? rc : XenErrno.EBUSY.Negated();
+    }
+
+    // do_event_channel_op's EVTCHNOP_reset(_cont) checks: the domain (-ESRCH), XSM, and another domain must be
+    // paused by its controller (evtchn_reset: -EINVAL).
+    private long CheckReset(EventChannelDomain caller, ushort dom, out EventChannelDomain? d)
+    {
         ArgumentNullException.ThrowIfNull(caller);
-        EventChannelDomain? d = ByAnyId(caller, dom);
+        d = ByAnyId(caller, dom);
         if (d is null)
             return XenErrno.ESRCH.Negated();
         long rc = Policy.Reset(caller, d);
         if (rc != 0)
             return rc;
-        return d != caller && !d.IsPausedByController ? XenErrno.EINVAL.Negated() : XenErrno.EBUSY.Negated();
+        return d != caller && !d.IsPausedByController ? XenErrno.EINVAL.Negated() : 0;
     }
 
     // evtchn_reset / evtchn_destroy: close every port, then leave the FIFO ABI once no thread can
