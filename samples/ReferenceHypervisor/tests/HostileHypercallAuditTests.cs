@@ -1,9 +1,8 @@
-using Iced.Intel;
 using VmmKit.Dom0.Xen.Abi;
 using VmmKit.Hypercall;
-using VmmKit.ReferenceHypervisor.Demo;
 using VmmKit.Vmx;
-using static Iced.Intel.AssemblerRegisters;
+
+using static VmmKit.ReferenceHypervisor.Tests.HypercallMachine;
 
 namespace VmmKit.ReferenceHypervisor.Tests;
 
@@ -14,29 +13,6 @@ namespace VmmKit.ReferenceHypervisor.Tests;
 /// </summary>
 public class HostileHypercallAuditTests
 {
-    private const uint Load = 0x100000;
-
-    /// <summary>A machine with one domain of <paramref name="vcpus"/> vCPUs whose code only halts (never run here).</summary>
-    private static (Machine Machine, Domain Domain) Build(int vcpus = 1)
-    {
-        var machine = new Machine(32 << 20, ProcessorProviders.CreateDefault()) { MaxInstructionsPerVcpu = 10_000_000 };
-        var a = new Assembler(32);
-        a.cli();
-        a.hlt();
-        byte[] kernel = Elf32ImageWriter.Write(Load, ThreadedSchedulerTests.Assemble(a, Load), 0x8000, Load);
-        Assert.True(machine.TryCreateDomain(new DomainConfig("audit", kernel, 8 << 20, Vcpus: vcpus), out var d, out string e), e);
-        return (machine, d!);
-    }
-
-    /// <summary>Dispatches hypercall <paramref name="op"/> from a 64-bit caller: arguments in RDI, RSI, RDX.</summary>
-    private static long Call(Machine machine, VirtualCpu caller, IGuestVirtualMemory memory, HypercallNumber op, ulong a0 = 0,
-        ulong a1 = 0, ulong a2 = 0)
-    {
-        var regs = new HypercallRegisters { Rax = (ulong)op, Rdi = a0, Rsi = a1, Rdx = a2 };
-        machine.Hypercalls.Dispatch(caller, ref regs, GuestX86Mode.Long64, 0, memory);
-        return (long)regs.Rax;
-    }
-
     [Fact]
     public void Set_timer_op_with_a_deadline_already_passed_fires_at_once_not_100_ms_later()
     {

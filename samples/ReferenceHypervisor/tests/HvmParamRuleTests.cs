@@ -80,7 +80,7 @@ public class HvmParamRuleTests
     {
         var (machine, guest, _) = ToolstackHypercallTests.Setup();
         using var owner = machine;
-        var tools = AddDom0(machine);
+        var tools = HypercallMachine.AddDom0(machine).Vcpus[0];
         ushort domid = guest.Domain.Id;
 
         Assert.Equal(XenErrno.EINVAL.Negated(), Set(machine, tools, HvmParam.Vm86TssSized, 16ul << 32, domid));
@@ -97,16 +97,6 @@ public class HvmParamRuleTests
         Assert.Equal(4ul, Get(machine, guest, HvmParam.X87FipWidth));
     }
 
-    private static VirtualCpu AddDom0(Machine machine)
-    {
-        var dom0 = new Domain(machine, 0, "Domain-0", 1, privileged: true, upcall: null);
-        machine.AddDomain(dom0);
-        dom0.SetMaxPages(16);
-        Assert.Equal(0, dom0.Populate(0));
-        Assert.Equal(0, dom0.InitialiseBootVcpu(0x1000, 0));
-        return dom0.Vcpus[0];
-    }
-
     private static long TryGet(Machine machine, VirtualCpu caller, HvmParam index, ushort domid = DomainId.Self) =>
         Call(machine, caller, new GuestPage(), HvmOp.GetParam, domid, index);
 
@@ -117,7 +107,7 @@ public class HvmParamRuleTests
         // domain may not touch on itself is -EPERM, the toolstack's own domain included (d == current->domain).
         var (machine, guest, _) = ToolstackHypercallTests.Setup();
         using var owner = machine;
-        var tools = AddDom0(machine);
+        var tools = HypercallMachine.AddDom0(machine).Vcpus[0];
         foreach (HvmParam deprecated in new[] { HvmParam.PaeEnabled, HvmParam.DmDomain, HvmParam.MemoryEventCr0, HvmParam.MemoryEventCr3,
                      HvmParam.MemoryEventCr4, HvmParam.MemoryEventInt3, HvmParam.NestedHvm, HvmParam.MemoryEventSingleStep,
                      HvmParam.BufioreqEvtchn, HvmParam.MemoryEventMsr })
@@ -141,7 +131,7 @@ public class HvmParamRuleTests
     {
         var (machine, guest, _) = ToolstackHypercallTests.Setup();
         using var owner = machine;
-        var tools = AddDom0(machine);
+        var tools = HypercallMachine.AddDom0(machine).Vcpus[0];
         ushort d = guest.Domain.Id;
         long einval = XenErrno.EINVAL.Negated();
 
