@@ -272,10 +272,7 @@ public class HostileClientAuditTests
         var connector = new RingTests.Connector();
         await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
         await using var dom0 = new VmmKit.XenStore.Client.XenStoreClient(daemon.Connect());
-        await dom0.MkdirAsync("/local/domain/5");
-        await dom0.SetPermissionsAsync("/local/domain/5", [new XsPermission(5, XsAccess.None)]);
-        await dom0.WriteAsync("/local/domain/5/x", new string('v', 200));
-        await dom0.IntroduceAsync(5, 1, 1);
+        await RingTests.IntroduceDomain5Async(dom0);
         var (page, _, binding) = connector.Domains[5];
         var old = connector.GuestStream(5);
 

@@ -23,6 +23,18 @@ public class RingTests
     }
 
     /// <summary>A connector that hands out in-memory pages, like Dom0 mapping a guest frame.</summary>
+    /// <summary>
+    /// Gives domain 5 its home (owned by it, with a 200-byte node <c>x</c>) and introduces it, so the daemon serves its
+    /// ring through the test's <see cref="Connector"/>.
+    /// </summary>
+    internal static async Task IntroduceDomain5Async(XenStoreClient dom0)
+    {
+        await dom0.MkdirAsync("/local/domain/5");
+        await dom0.SetPermissionsAsync("/local/domain/5", [new Store.XsPermission(5, Store.XsAccess.None)]);
+        await dom0.WriteAsync("/local/domain/5/x", new string('v', 200));
+        await dom0.IntroduceAsync(5, 1, 1);
+    }
+
     internal sealed class Connector : IXenStoreDomainConnector
     {
         public System.Collections.Concurrent.ConcurrentDictionary<uint, (XenStoreMemoryRingPage Page, Kick ToGuest, XenStoreRingBinding Binding)> Domains { get; } = new();

@@ -29,10 +29,7 @@ public class Xen417SourceTests
         var connector = new RingTests.Connector();
         await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
         await using var dom0 = new XenStoreClient(daemon.Connect());
-        await dom0.MkdirAsync("/local/domain/5");
-        await dom0.SetPermissionsAsync("/local/domain/5", [new XsPermission(5, XsAccess.None)]);
-        await dom0.WriteAsync("/local/domain/5/x", new string('v', 200));
-        await dom0.IntroduceAsync(5, 1, 1);
+        await RingTests.IntroduceDomain5Async(dom0);
         var (page, toGuest, binding) = connector.Domains[5];
         var old = connector.GuestStream(5);
 
@@ -98,10 +95,7 @@ public class Xen417SourceTests
         var connector = new RingTests.Connector();
         await using var daemon = new XenStoreDaemon(new XenStoreDaemonOptions { DomainConnector = connector });
         await using var dom0 = new XenStoreClient(daemon.Connect());
-        await dom0.MkdirAsync("/local/domain/5");
-        await dom0.SetPermissionsAsync("/local/domain/5", [new XsPermission(5, XsAccess.None)]);
-        await dom0.WriteAsync("/local/domain/5/x", new string('v', 200));
-        await dom0.IntroduceAsync(5, 1, 1);
+        await RingTests.IntroduceDomain5Async(dom0);
         await dom0.SetQuotaAsync("outstanding", 2, 5);
         var (page, _, binding) = connector.Domains[5];
         var guest = connector.GuestStream(5);
