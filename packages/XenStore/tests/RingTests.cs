@@ -35,6 +35,23 @@ public class RingTests
         await dom0.IntroduceAsync(5, 1, 1);
     }
 
+    /// <summary>
+    /// Writes <paramref name="requests"/> into a guest's request ring and waits until the daemon has read them all and
+    /// the response ring is full (their replies overflow it; the guest never takes them).
+    /// </summary>
+    internal static async Task SendUntilResponseRingFullAsync(XenStoreMemoryRingPage page, XenStoreRingStream guest,
+        XenStoreRingBinding binding, byte[] requests)
+    {
+        Assert.Equal(requests.Length, guest.TryWrite(requests));
+        binding.Signal();
+        uint Field(int offset) => XenStoreRingStream.ReadIndex(page.Span, offset);
+        for (int i = 0; i < 1000 && (Field(XenStoreDomainInterface.ReqCons) != requests.Length
+            || Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons) != XsConstants.RingSize); i++)
+            await Task.Delay(10);
+        Assert.Equal((uint)requests.Length, Field(XenStoreDomainInterface.ReqCons));
+        Assert.Equal((uint)XsConstants.RingSize, Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons));
+    }
+
     internal sealed class Connector : IXenStoreDomainConnector
     {
         public System.Collections.Concurrent.ConcurrentDictionary<uint, (XenStoreMemoryRingPage Page, Kick ToGuest, XenStoreRingBinding Binding)> Domains { get; } = new();
