@@ -22,6 +22,23 @@ internal sealed class TestMachine : IDisposable
     public MachineMemory Memory { get; }
     public FrameReferences Frames { get; }
     public GrantTableHost Host { get; }
+
+    /// <summary>
+    /// <c>GNTTABOP_map_grant_ref</c> by <paramref name="grantee"/> of <paramref name="granter"/>'s grant
+    /// <paramref name="gref"/> at guest frame <paramref name="gfn"/> (a host mapping, read-only when asked).
+    /// </summary>
+    public GnttabMapGrantRef MapGrant(TestDomain grantee, ushort granter, uint gref, ulong gfn, bool readOnly = false)
+    {
+        var op = new GnttabMapGrantRef
+        {
+            HostAddr = gfn << 12,
+            Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)),
+            Ref = gref,
+            Dom = granter,
+        };
+        Host.MapGrantRef(grantee.Grant, ref op);
+        return op;
+    }
     public Dictionary<ushort, TestDomain> Domains { get; } = [];
 
     public TestDomain AddDomain(ushort id, GrantTableLimits? limits = null)

@@ -31,18 +31,7 @@ public sealed class Xen417SourceTests : IDisposable
         return gref;
     }
 
-    private GnttabMapGrantRef Map(uint gref, ulong gfn, bool readOnly = false)
-    {
-        var op = new GnttabMapGrantRef
-        {
-            HostAddr = gfn << 12,
-            Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)),
-            Ref = gref,
-            Dom = 1,
-        };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, ulong gfn, bool readOnly = false) => _m.MapGrant(_back, 1, gref, gfn, readOnly);
 
     private short Copy(uint gref, bool intoGrant)
     {

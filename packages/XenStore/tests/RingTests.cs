@@ -52,6 +52,19 @@ public class RingTests
         Assert.Equal((uint)XsConstants.RingSize, Field(XenStoreDomainInterface.RspProd) - Field(XenStoreDomainInterface.RspCons));
     }
 
+    /// <summary>
+    /// The first reply a ring just reset carries is the one to a new request (a GET_DOMAIN_PATH of domain 5): nothing
+    /// of the old connection's output comes before it, and it starts on a packet boundary.
+    /// </summary>
+    internal static async Task AssertFirstReplyIsFreshAsync(RawConnection fresh)
+    {
+        await fresh.SendAsync(RawConnection.Frame(XsMessageType.GetDomainPath, 4242, 0, RawConnection.Strings("5")));
+        var (header, payload) = await fresh.ReceiveAsync();
+        Assert.Equal(XsMessageType.GetDomainPath, header.Type);
+        Assert.Equal(4242u, header.RequestId);
+        Assert.Equal("/local/domain/5\0", System.Text.Encoding.ASCII.GetString(payload));
+    }
+
     internal sealed class Connector : IXenStoreDomainConnector
     {
         public System.Collections.Concurrent.ConcurrentDictionary<uint, (XenStoreMemoryRingPage Page, Kick ToGuest, XenStoreRingBinding Binding)> Domains { get; } = new();

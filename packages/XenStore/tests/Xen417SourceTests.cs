@@ -65,11 +65,7 @@ public class Xen417SourceTests
 
         // The reset ring carries only the replies to new requests; the transaction is gone.
         using var fresh = new RawConnection(connector.GuestStream(5));
-        await fresh.SendAsync(RawConnection.Frame(XsMessageType.GetDomainPath, 4242, 0, S("5")));
-        var (header, payload) = await fresh.ReceiveAsync();
-        Assert.Equal(XsMessageType.GetDomainPath, header.Type);
-        Assert.Equal(4242u, header.RequestId);
-        Assert.Equal("/local/domain/5\0", Encoding.ASCII.GetString(payload));
+        await RingTests.AssertFirstReplyIsFreshAsync(fresh);
         var end = await fresh.RoundTripAsync(XsMessageType.TransactionEnd, 4243, 1, S("T"));
         Assert.Equal(XsMessageType.Error, end.Header.Type);
         Assert.Equal("ENOENT\0", Encoding.ASCII.GetString(end.Payload));
