@@ -209,11 +209,14 @@ internal sealed unsafe class FifoAbi
             SetPending(evtchn.NotifyVcpu, evtchn);
     }
 
-    /// <summary><c>evtchn_fifo_is_pending</c>.</summary>
+    /// <summary>
+    /// <c>evtchn_fifo_is_pending</c>: the event word's PENDING bit; false for a port without a word, whose
+    /// saved pending state shows only once <c>expand_array</c> re-raises it.
+    /// </summary>
     public bool IsPending(Channel evtchn)
     {
         uint* word = Word(evtchn.Port);
-        return word != null ? (Volatile.Read(ref *word) & FifoEventWord.Pending) != 0 : evtchn.FifoPending;
+        return word != null && (Volatile.Read(ref *word) & FifoEventWord.Pending) != 0;
     }
 
     /// <summary><c>evtchn_fifo_is_masked</c>: a port without a word counts as masked.</summary>

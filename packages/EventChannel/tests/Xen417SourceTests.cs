@@ -134,6 +134,30 @@ public class Xen417SourceTests
         Assert.Equal(E(XenErrno.EINVAL), hv.Reset(dom0.Domain, 1));
     }
 
+    /// <summary>
+    /// Xen 4.17's evtchn_fifo_is_pending reads the event word and answers false for a port the event array
+    /// does not cover yet: the pending state evtchn_fifo_set_pending saved for it stays invisible (to
+    /// SCHEDOP_poll too) until expand_array adds its page and re-raises it (evtchn_fifo_expand_array).
+    /// </summary>
+    [Fact]
+    public void A_port_without_an_event_word_is_not_pending()
+    {
+        var hv = new EventChannelHypervisor();
+        using var g = new TestGuest(hv, 1, vcpus: 1, maxPorts: 2048);
+        g.InitFifo(pages: 1);
+        var ipi = new EvtchnBindIpi();
+        do
+            Assert.Equal(0, hv.BindIpi(g.Domain, ref ipi));
+        while (ipi.Port < 1024);
+
+        Assert.Equal(0, g.Send(ipi.Port));
+        Assert.False(hv.IsPending(g.Domain, ipi.Port));
+
+        Assert.Equal(0, hv.ExpandArray(g.Domain, new EvtchnExpandArray { ArrayGfn = TestGuest.FirstArrayGfn + 1 }));
+        Assert.True(hv.IsPending(g.Domain, ipi.Port));
+        Assert.True(g.GuestPending(ipi.Port));
+    }
+
     // A policy that refuses every interdomain binding with -EACCES (FLASK's answer); the rest is the dummy's.
     private sealed class RefusingPolicy : IEventChannelPolicy
     {
