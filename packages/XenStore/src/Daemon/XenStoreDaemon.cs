@@ -22,6 +22,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
 
     private readonly XsProcessor _processor;
     private readonly Lock _gate;
+    private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Task> _pumps = [];
     private readonly List<Listener> _listeners = [];
@@ -43,7 +44,9 @@ public sealed class XenStoreDaemon : IAsyncDisposable
         {
             DomainConnector = options.DomainConnector,
             Logger = options.Logger ?? NullLogger.Instance,
+            WriteRate = new XsWriteRateLimit(options.TimeProvider ?? TimeProvider.System),
         };
+        _time = options.TimeProvider ?? TimeProvider.System;
         _processor.ServeConnection = c => StartPump(c);
         _gate = _processor.Gate;
     }
@@ -399,6 +402,7 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 }
                 bool broken = false;
                 int kickCount = 0;
+                TimeSpan rateWait = TimeSpan.Zero;
                 lock (_gate)
                 {
                     // domain_conn_reset (a repeated INTRODUCE) dropped what was read but not handled.
@@ -409,6 +413,9 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                     int budget = c.Privileged ? int.MaxValue : Math.Max(1, _processor.QuotasFor(c).Outstanding);
                     while (budget-- > 0)
                     {
+                        // domain_can_read: a domain in debt with the write rate limit is not read until paid back.
+                        if (!c.Privileged && !_processor.WriteRate.CanRead(c.DomainId, out rateWait))
+                            break;
                         var status = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out var header, out var payload, out int consumed);
                         if (status == XsFrameStatus.NeedMore)
                             break;
@@ -456,6 +463,8 @@ public sealed class XenStoreDaemon : IAsyncDisposable
                 else
                     await c.WaitForOutputAsync(_stopping.Token).ConfigureAwait(false);
                 pending = XsFrameReader.TryRead(buffer.AsSpan(start, end - start), out _, out _, out _) != XsFrameStatus.NeedMore;
+                if (rateWait > TimeSpan.Zero)
+                    await Task.Delay(rateWait, _time, _stopping.Token).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or SocketException or InvalidOperationException)

@@ -21,4 +21,10 @@ public sealed class XenStoreDaemonOptions
     /// <c>loggerFactory.CreateLogger&lt;XenStoreDaemon&gt;()</c>.
     /// </summary>
     public ILogger Logger { get; set; } = NullLogger.Instance;
+
+    /// <summary>
+    /// The clock of the write rate limit (Xen 4.17's <c>wrl_*</c>: an unprivileged domain writing while transactions
+    /// are open earns 200 writes a second, shared by the domains). <see cref="TimeProvider.System"/> by default.
+    /// </summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }

@@ -23,4 +23,11 @@ internal static partial class XsLog
     /// <summary>During a live update a client did not take its pending output in time and was disconnected.</summary>
     [LoggerMessage(EventId = 4, EventName = "LiveUpdateStalledClient", Level = LogLevel.Warning, Message = "live update: connection {ConnectionId} stopped reading; disconnected")]
     public static partial void LiveUpdateStalledClient(ILogger logger, int connectionId);
+
+    /// <summary>
+    /// A domain's writes went past the write rate limit: its requests wait for credit (logged once per domain, as
+    /// Xen 4.17's wrl_apply_debit_actual "domain %ld is affected").
+    /// </summary>
+    [LoggerMessage(EventId = 5, EventName = "WriteRateLimited", Level = LogLevel.Warning, Message = "write rate limit: domain {DomainId} is affected")]
+    public static partial void WriteRateLimited(ILogger logger, uint domainId);
 }

@@ -47,6 +47,7 @@ internal sealed unsafe partial class XsProcessor
         {
             domain = new XsDomain(domid);
             p._domains.Add(domid, domain);
+            p.WriteRate.Add(domid);
             // introduce_domain: find_or_alloc_domain keeps a struct a permission reference allocated.
             p.Store.ReferenceDomain(domid);
         }
@@ -110,6 +111,7 @@ internal sealed unsafe partial class XsProcessor
             d = new XsDomain(domid);
             _domains.Add(domid, d);
             Store.ReferenceDomain(domid);
+            WriteRate.Add(domid);
         }
         return d;
     }
@@ -141,6 +143,7 @@ internal sealed unsafe partial class XsProcessor
         }
         p.Store.ForgetDomain(domid);
         p.ForgetSpecialPermissions(domid);
+        p.WriteRate.Forget(domid);
         // destroy_domain fires @releaseDomain before do_release acknowledges.
         p.Fire(XsPath.ReleaseDomain, null, null, null, false);
         return p.Ack(c, ref r);

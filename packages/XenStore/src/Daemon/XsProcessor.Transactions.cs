@@ -18,6 +18,7 @@ internal sealed unsafe partial class XsProcessor
             return XsError.ENOSPC;
         uint id = c.AllocateTransactionId();
         c.Transactions.Add(id, new XsTransaction(id, c.DomainId));
+        p.WriteRate.OpenTransactions++;
         Span<byte> text = stackalloc byte[12];
         id.TryFormat(text, out int n, default, CultureInfo.InvariantCulture);
         text[n++] = 0;
@@ -29,6 +30,7 @@ internal sealed unsafe partial class XsProcessor
     {
         foreach (var tx in c.Transactions.Values)
             Store.EndTransaction(tx);
+        WriteRate.OpenTransactions -= c.Transactions.Count;
         c.Transactions.Clear();
     }
 
@@ -42,11 +44,21 @@ internal sealed unsafe partial class XsProcessor
             return XsError.ENOENT;
         c.Transactions.Remove(tx.Id);
         p.Store.EndTransaction(tx);
-        if (arg[0] == (byte)'T')
+        try
         {
-            var err = p.Store.CommitTransaction(tx, domid => domid != 0, !c.Privileged);
-            if (err != XsError.None)
-                return err;
+            if (arg[0] == (byte)'T')
+            {
+                var err = p.Store.CommitTransaction(tx, domid => domid != 0, !c.Privileged);
+                if (err != XsError.None)
+                    return err;
+                // wrl_apply_debit_trans_commit, while this transaction still counts as open.
+                if (!c.Privileged && p.WriteRate.DebitCommit(c.DomainId))
+                    XsLog.WriteRateLimited(p.Logger, c.DomainId);
+            }
+        }
+        finally
+        {
+            p.WriteRate.OpenTransactions--;
         }
         return p.Ack(c, ref r);
     }

@@ -65,6 +65,9 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
 
     public ILogger Logger { get; set; } = NullLogger.Instance;
 
+    /// <summary>The write rate limit (Xen 4.17's <c>wrl_*</c>).</summary>
+    public XsWriteRateLimit WriteRate { get; set; } = new(TimeProvider.System);
+
     private static delegate*<XsProcessor, XsConnection, ref XsRequest, XsError>[] BuildHandlers()
     {
         var t = new delegate*<XsProcessor, XsConnection, ref XsRequest, XsError>[(int)XsMessageType.TypeCount];
@@ -180,6 +183,7 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         }
         var quotas = QuotasFor(c);
         Store.Quotas = quotas;
+        long writes = Store.DirectWrites;
         XsError err;
         try
         {
@@ -189,6 +193,8 @@ internal sealed unsafe partial class XsProcessor : IXsEventSink
         {
             Store.Quotas = GlobalQuotas;
         }
+        if (!c.Privileged && WriteRate.DebitDirect(c.DomainId, Store.DirectWrites - writes))
+            XsLog.WriteRateLimited(Logger, c.DomainId);
         if (err != XsError.None)
             SendError(c, header, err);
     }

@@ -61,6 +61,12 @@ internal sealed class XsStore
 
     public ulong Generation => _generation;
 
+    /// <summary>
+    /// Nodes written or deleted outside a transaction so far (each a modifying <c>access_node</c>): what the daemon's
+    /// write rate limit charges.
+    /// </summary>
+    public long DirectWrites { get; private set; }
+
     public IEnumerable<XsNode> AllNodes => _nodes.Values;
 
     public int NodesOwnedBy(uint domid) => _usage.TryGetValue(domid, out var u) ? u.Nodes : 0;
@@ -237,6 +243,7 @@ internal sealed class XsStore
     {
         if (tx is null)
         {
+            DirectWrites++;
             Commit(node);
             return;
         }
@@ -248,6 +255,7 @@ internal sealed class XsStore
     {
         if (tx is null)
         {
+            DirectWrites++;
             Uncommit(node.Path);
             return;
         }
