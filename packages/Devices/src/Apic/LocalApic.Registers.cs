@@ -12,6 +12,10 @@ public sealed partial class LocalApic
     // Writable bits of each LVT entry, timer to error (SDM Vol. 3A §11.5.1, Figure 11-8): delivery status and remote IRR are read-only.
     private static readonly uint[] LvtWritable = [0x700FF, 0x107FF, 0x107FF, 0x1A7FF, 0x1A7FF, 0x100FF];
 
+    // Bits an x2APIC LVT write may set without #GP: the writable ones plus delivery status (bit 12) and, for LINT0/1,
+    // remote IRR (bit 14), which are then ignored (Xen 4.17's guest_wrmsr_x2apic, vlapic_lvt_mask).
+    private static readonly uint[] X2LvtAccepted = [0x710FF, 0x117FF, 0x117FF, 0x1F7FF, 0x1F7FF, 0x110FF];
+
     // x2APIC ICR: bits 12 (delivery status), 13, 17:16 and 31:20 are reserved (SDM Vol. 3A §11.12.9).
     private const ulong X2IcrWritable = 0xFFFF_FFFF_000C_CFFFul;
 
@@ -40,7 +44,7 @@ public sealed partial class LocalApic
             case RegIcrLow: value = x2 ? ((ulong)_icrHigh << 32) | _icrLow : _icrLow; return true;
             case RegIcrHigh when !x2: value = _icrHigh; return true;
             case >= RegLvtTimer and <= RegLvtError: value = _lvt[index - RegLvtTimer]; return true;
-            case RegInitialCount: value = _initialCount; return true;
+            case RegInitialCount: value = CountsLocked ? _initialCount : 0; return true;   // Xen 4.17's vlapic_read_aligned
             case RegCurrentCount: value = CurrentCountLocked(); return true;
             case RegDivideConfig: value = _divideConfig; return true;
             default: return false;                        // reserved, and SELF IPI (write-only)
@@ -113,7 +117,7 @@ public sealed partial class LocalApic
             case >= RegLvtTimer and <= RegLvtError:
             {
                 int entry = index - RegLvtTimer;
-                if (x2 && (v & ~LvtWritable[entry]) != 0)
+                if (x2 && (v & ~X2LvtAccepted[entry]) != 0)
                     return false;
                 uint next = (v & LvtWritable[entry]) | (_lvt[entry] & ~LvtWritable[entry]);
                 if ((_svr & SvrSoftwareEnable) == 0)

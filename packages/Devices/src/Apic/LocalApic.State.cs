@@ -44,7 +44,7 @@ public sealed partial class LocalApic
     /// Loads a register file saved by <see cref="SaveRegisterPage"/> (or Xen's <c>lapic_load_regs</c> image): TPR, LDR,
     /// DFR, SVR, ISR, TMR, IRR, ESR, ICR, the LVT, the timer's initial count and divide configuration, and in xAPIC
     /// mode the ID. Read-only bits take the values the registers allow (an LVT entry keeps only its writable bits and
-    /// delivery status; a software-disabled APIC masks the LVT). The timer restarts from its initial count at the
+    /// delivery status; a software-disabled APIC masks the LVT; vectors 0-15 are dropped from ISR, TMR and IRR). The timer restarts from its initial count at the
     /// current time (Xen's <c>lapic_rearm</c>); in TSC-deadline mode the deadline in force is kept. The mode and base
     /// (IA32_APIC_BASE) are not part of the image: load them first with <see cref="WriteMsr"/>.
     /// </summary>
@@ -69,6 +69,12 @@ public sealed partial class LocalApic
                 _irr[i] = Slot(image, RegIrr + i);
             }
 
+            // Vectors 0-15 never enter these registers (SDM Vol. 3A §11.5.2; Xen 4.17's vlapic_set_irq refuses them, though
+            // its lapic_load_regs takes the page unchecked): an image holding them would offer an exception vector.
+            _isr[0] &= 0xFFFF_0000;
+            _tmr[0] &= 0xFFFF_0000;
+            _irr[0] &= 0xFFFF_0000;
+
             _esr = Slot(image, RegEsr) & 0xFF;
             _esrPending = 0;
             _icrLow = Slot(image, RegIcrLow) & 0x000C_CFFF;
@@ -85,7 +91,7 @@ public sealed partial class LocalApic
                 _initialCount = 0;
                 _tscDeadline = deadline;
             }
-            else if (_initialCount != 0)
+            else if (_initialCount != 0 && CountsLocked)
             {
                 _timerArmed = true;
                 _timerStart = _clock.Tsc;
