@@ -178,4 +178,36 @@ public class XenVlapicComparisonTests
         var command = new ApicInterruptCommand(0x40, ApicDeliveryMode.Fixed, true, true, false, ApicDestinationShorthand.None, 0x11, false);
         Assert.Equal(matches, apic.MatchesDestination(in command));
     }
+
+    [Fact]
+    public void A_fixed_ipi_with_the_level_bit_arrives_edge_triggered()
+    {
+        // The ICR's trigger mode only means something for INIT level de-assert (SDM Vol. 3A §11.6.1); Xen 4.17's
+        // vlapic_accept_irq sets a fixed or lowest-priority IPI with vlapic_set_irq(..., 0): TMR clear, and its EOI
+        // is no level-triggered one.
+        var apic = Mmio.Enabled(out var host, out _);
+        Mmio.Write(apic, 0x300, 0x4_8040);                 // self, level, vector 0x40
+        Assert.Equal(0u, Mmio.Read(apic, 0x180 + 0x20));   // TMR 63:32
+        Mmio.Write(apic, 0x310, 0);
+        Mmio.Write(apic, 0x300, 0xC050);                   // physical destination 0 (this APIC), level, vector 0x50
+        Assert.Equal(0u, Mmio.Read(apic, 0x180 + 0x20));   // TMR 95:64
+        Assert.Equal(0x50, apic.AcknowledgeInterrupt());
+        Mmio.Write(apic, 0xB0, 0);
+        Assert.Equal(0x40, apic.AcknowledgeInterrupt());
+        Mmio.Write(apic, 0xB0, 0);
+        Assert.Empty(host.LevelEois);
+    }
+
+    [Fact]
+    public void The_arbitration_priority_register_reads_zero()
+    {
+        // APR is a P6-family register (SDM Vol. 3A Table 11-1: not supported by the Pentium 4 and later); Xen 4.17's
+        // vlapic_read_aligned returns the page's APR slot, which nothing sets.
+        var apic = Mmio.Enabled(out _, out _);
+        Mmio.Write(apic, 0x80, 0x20);
+        Assert.True(apic.RequestInterrupt(0x51));
+        Assert.Equal(0u, Mmio.Read(apic, 0x90));
+        Mmio.Write(apic, 0x280, 0);
+        Assert.Equal(0u, Mmio.Read(apic, 0x280));          // not a reserved register: no ESR bit
+    }
 }

@@ -30,7 +30,7 @@ public sealed partial class LocalApic
             case RegId: value = x2 ? ApicId : _xapicId; return true;
             case RegVersion: value = VersionValue; return true;
             case RegTpr: value = _tpr; return true;
-            case RegApr when !x2: value = ArbitrationPriorityLocked(); return true;
+            case RegApr when !x2: return true;            // APR is the P6 family's: reads 0 (Xen 4.17's vlapic_read_aligned)
             case RegPpr: value = PprLocked; return true;
             case RegEoi: return !x2;                      // write-only in x2APIC mode; reads 0 in xAPIC mode
             case RegRrd when !x2: return true;            // remote read is obsolete: reads 0
@@ -160,17 +160,6 @@ public sealed partial class LocalApic
         return IsSet(_tmr, v) ? v : -1;
     }
 
-    // APR (xAPIC only, SDM Vol. 3A §11.8.3.1 Figure 11-15 notes).
-    private uint ArbitrationPriorityLocked()
-    {
-        int isrv = Highest(_isr), irrv = Highest(_irr);
-        uint isrClass = isrv < 0 ? 0 : (uint)isrv & 0xF0, irrClass = irrv < 0 ? 0 : (uint)irrv & 0xF0;
-        uint tprClass = _tpr & 0xF0;
-        if (tprClass >= irrClass && tprClass > isrClass)
-            return _tpr & 0xFF;
-        return Math.Max(tprClass, Math.Max(isrClass, irrClass));
-    }
-
     // Applies what a register write asked for, outside the lock.
     private void Complete(in WriteEffects effects)
     {
@@ -182,10 +171,14 @@ public sealed partial class LocalApic
             Host?.InterruptPending(this);
     }
 
-    private void Send(in ApicInterruptCommand command)
+    private void Send(in ApicInterruptCommand icr)
     {
-        if (command.IsInitLevelDeassert)
+        if (icr.IsInitLevelDeassert)
             return;                                       // ignored by Pentium 4 and later (SDM Vol. 3A §11.6.1)
+
+        // The trigger mode means nothing else: an IPI arrives edge-triggered (SDM Vol. 3A §11.6.1; Xen 4.17's
+        // vlapic_accept_irq calls vlapic_set_irq with trig 0).
+        var command = icr with { LevelTriggered = false };
         if (command.DeliveryMode is ApicDeliveryMode.Fixed or ApicDeliveryMode.LowestPriority && command.Vector < 16)
         {
             bool pending;
@@ -199,7 +192,7 @@ public sealed partial class LocalApic
         if (command.Shorthand == ApicDestinationShorthand.Self)
         {
             if (command.DeliveryMode == ApicDeliveryMode.Fixed)
-                RequestInterrupt(command.Vector, command.LevelTriggered);
+                RequestInterrupt(command.Vector);
             return;                                       // "self" is valid with fixed delivery only
         }
 
