@@ -92,13 +92,14 @@ public sealed partial class LocalApic
             {
                 ulong expiry = ExpiryLocked;
                 pending = FireTimerLocked();
-                if (TimerModeLocked == LocalApicTimerMode.Periodic && _initialCount != 0)
+                ulong count = (ulong)_initialCount * Divisor;
+                ulong period = Math.Max(count, MinimumTimerPeriod);
+                ulong periods = count == 0 ? 0 : ((now - expiry) / period) + 1;
+                if (TimerModeLocked == LocalApicTimerMode.Periodic && count != 0 && periods <= (ulong.MaxValue - expiry) / period)
                 {
-                    // The next count down ends a whole period (at least MinimumTimerPeriod) after the last expiry due.
-                    ulong count = (ulong)_initialCount * Divisor;
-                    ulong period = Math.Max(count, MinimumTimerPeriod);
-                    ulong missed = (now - expiry) / period;
-                    _timerStart = expiry + ((missed + 1) * period) - count;
+                    // The next count down ends a whole period (at least MinimumTimerPeriod) after the last expiry due;
+                    // a next expiry past the clock's end stops the timer instead of wrapping to the past.
+                    _timerStart = expiry + (periods * period) - count;
                     _timerStartCount = _initialCount;
                 }
                 else
@@ -127,7 +128,15 @@ public sealed partial class LocalApic
         }
     }
 
-    private ulong ExpiryLocked => _timerStart + (_timerStartCount * Divisor);
+    // Saturates at the clock's end: a count that wrapped would lie in the past and fire at every query.
+    private ulong ExpiryLocked
+    {
+        get
+        {
+            ulong ticks = _timerStartCount * Divisor;
+            return _timerStart > ulong.MaxValue - ticks ? ulong.MaxValue : _timerStart + ticks;
+        }
+    }
 
     private bool FireTimerLocked()
     {
