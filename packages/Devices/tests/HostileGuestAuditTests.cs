@@ -104,4 +104,16 @@ public class HostileGuestAuditTests
         Assert.False(apic.HasPendingInterrupt);
         Assert.Null(apic.NextTimerExpiry);
     }
+
+    [Fact]
+    public void The_debug_port_takes_an_access_of_no_bytes_without_throwing()
+    {
+        // IBusDevice: a device never throws for any offset or width. An empty access (a VMM's split of an access that
+        // ends at the range's start) indexed data[0].
+        var sink = new RecordingSink();
+        var port = new DebugConsolePort(sink);
+        port.Read(DebugConsolePort.DefaultPort, 0, Span<byte>.Empty);
+        port.Write(DebugConsolePort.DefaultPort, 0, ReadOnlySpan<byte>.Empty);
+        Assert.Empty(sink.Bytes);
+    }
 }
