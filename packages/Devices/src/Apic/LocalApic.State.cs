@@ -44,9 +44,10 @@ public sealed partial class LocalApic
     /// Loads a register file saved by <see cref="SaveRegisterPage"/> (or Xen's <c>lapic_load_regs</c> image): TPR, LDR,
     /// DFR, SVR, ISR, TMR, IRR, ESR, ICR, the LVT, the timer's initial count and divide configuration, and in xAPIC
     /// mode the ID. Read-only bits take the values the registers allow (an LVT entry keeps only its writable bits and
-    /// delivery status; a software-disabled APIC masks the LVT; vectors 0-15 are dropped from ISR, TMR and IRR). The timer restarts from its initial count at the
-    /// current time (Xen's <c>lapic_rearm</c>); in TSC-deadline mode the deadline in force is kept. The mode and base
-    /// (IA32_APIC_BASE) are not part of the image: load them first with <see cref="WriteMsr"/>.
+    /// delivery status; a software-disabled APIC masks the LVT; vectors 0-15 are dropped from ISR, TMR and IRR). The
+    /// timer restarts from its initial count at the current time (Xen's <c>lapic_rearm</c>); in TSC-deadline mode the
+    /// deadline in force is kept. The mode and base (IA32_APIC_BASE) are not part of the image: load them first with
+    /// <see cref="WriteMsr"/>.
     /// </summary>
     /// <param name="image">At least <see cref="RegisterPageImageSize"/> bytes.</param>
     public void LoadRegisterPage(ReadOnlySpan<byte> image)
