@@ -210,4 +210,23 @@ public class XenVlapicComparisonTests
         Mmio.Write(apic, 0x280, 0);
         Assert.Equal(0u, Mmio.Read(apic, 0x280));          // not a reserved register: no ESR bit
     }
+
+    [Fact]
+    public void The_initial_count_kept_in_the_reserved_timer_mode_survives_save_and_restore()
+    {
+        // Xen 4.17's lapic_save_regs saves the register page as it is: TMICT holds the count in mode 11b too, though
+        // vlapic_read_aligned shows the guest 0.
+        var apic = Mmio.Enabled(out _, out _);
+        Mmio.Write(apic, 0x320, 0x31);
+        Mmio.Write(apic, 0x380, 100);
+        Mmio.Write(apic, 0x320, 0x6_0031);
+        var page = new byte[LocalApic.RegisterPageImageSize];
+        apic.SaveRegisterPage(page);
+        Assert.Equal(100u, BitConverter.ToUInt32(page, 0x380));
+        var copy = new LocalApic(0, true, new FakeClock());
+        copy.LoadRegisterPage(page);
+        Assert.Null(copy.NextTimerExpiry);
+        Mmio.Write(copy, 0x320, 0x31);
+        Assert.Equal(100u, Mmio.Read(copy, 0x380));
+    }
 }
