@@ -13,8 +13,7 @@ public sealed partial class LocalApic
     /// Writes the register file as the xAPIC page lays it out (SDM Vol. 3A §11.4.1, Table 11-1): each 32-bit
     /// register at offset index × 16 of a <see cref="RegisterPageImageSize"/>-byte image, the rest of each slot 0.
     /// The ID slot holds the x2APIC ID in x2APIC mode; the current-count slot the count now; the initial-count slot
-    /// the count written, also in timer mode 11b where the guest reads 0. Write-only and
-    /// reserved slots are 0.
+    /// the count written, also in timer mode 11b where the guest reads 0. Write-only and reserved slots are 0.
     /// </summary>
     /// <param name="image">At least <see cref="RegisterPageImageSize"/> bytes.</param>
     public void SaveRegisterPage(Span<byte> image)
