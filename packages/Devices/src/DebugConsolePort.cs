@@ -20,9 +20,14 @@ public sealed class DebugConsolePort(ISerialSink sink) : IBusDevice
     public void Read(ulong baseAddress, ulong offset, Span<byte> data)
     {
         data.Clear();
-        data[0] = ReadBackValue;
+        if (!data.IsEmpty)
+            data[0] = ReadBackValue;
     }
 
     /// <inheritdoc/>
-    public void Write(ulong baseAddress, ulong offset, ReadOnlySpan<byte> data) => sink.Write(data[0]);
+    public void Write(ulong baseAddress, ulong offset, ReadOnlySpan<byte> data)
+    {
+        if (!data.IsEmpty)
+            sink.Write(data[0]);
+    }
 }

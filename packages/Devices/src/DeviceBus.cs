@@ -102,45 +102,82 @@ public sealed class DeviceBus
     }
 
     /// <summary>
-    /// Dispatches a read of <c>data.Length</c> bytes at <paramref name="address"/>. Returns false,
-    /// leaving <paramref name="data"/> unchanged, when no device decodes the whole access (none at the
-    /// address, or the access runs past the device's range); the caller then does what its bus does
-    /// for an unclaimed access.
+    /// Dispatches a read of <c>data.Length</c> bytes at <paramref name="address"/>. An access that runs past a
+    /// device's range, or over several ranges, is split at the range boundaries (as QEMU's memory core splits at
+    /// regions and Xen's emulator at pages): each device fills its own part, and the bytes no device decodes keep the
+    /// value the caller put there, which then does what its bus does for them.
     /// </summary>
     /// <param name="address">The first address accessed.</param>
     /// <param name="data">Receives the value.</param>
-    /// <returns>True when a device handled the access.</returns>
+    /// <returns>True when a device decoded at least one byte; false when none did (<paramref name="data"/> unchanged).</returns>
     public bool TryRead(ulong address, Span<byte> data)
     {
-        if (!TryClaim(address, data.Length, out var range, out var device))
-            return false;
-        device.Read(range.Base, address - range.Base, data);
-        return true;
-    }
-
-    /// <summary>Dispatches a write; returns false (nothing written) like <see cref="TryRead"/>.</summary>
-    /// <param name="address">The first address accessed.</param>
-    /// <param name="data">The value.</param>
-    /// <returns>True when a device handled the access.</returns>
-    public bool TryWrite(ulong address, ReadOnlySpan<byte> data)
-    {
-        if (!TryClaim(address, data.Length, out var range, out var device))
-            return false;
-        device.Write(range.Base, address - range.Base, data);
-        return true;
-    }
-
-    private bool TryClaim(ulong address, int length, out BusRange range, out IBusDevice device)
-    {
-        device = null!;
-        if (length == 0 || !TryGetDevice(address, out range, out var d))
+        var entries = Volatile.Read(ref _entries);
+        bool any = false;
+        int done = 0;
+        while (NextPart(entries, address, data.Length, ref done, out int index, out int length))
         {
-            range = default;
-            return false;
+            var r = entries[index].Range;
+            ulong at = address + (ulong)done;
+            entries[index].Device.Read(r.Base, at - r.Base, data.Slice(done, length));
+            done += length;
+            any = true;
         }
 
-        device = d!;
-        return (ulong)length - 1 <= range.Last - address;
+        return any;
+    }
+
+    /// <summary>Dispatches a write, split at range boundaries like <see cref="TryRead"/>; bytes no device decodes are dropped.</summary>
+    /// <param name="address">The first address accessed.</param>
+    /// <param name="data">The value.</param>
+    /// <returns>True when a device decoded at least one byte.</returns>
+    public bool TryWrite(ulong address, ReadOnlySpan<byte> data)
+    {
+        var entries = Volatile.Read(ref _entries);
+        bool any = false;
+        int done = 0;
+        while (NextPart(entries, address, data.Length, ref done, out int index, out int length))
+        {
+            var r = entries[index].Range;
+            ulong at = address + (ulong)done;
+            entries[index].Device.Write(r.Base, at - r.Base, data.Slice(done, length));
+            done += length;
+            any = true;
+        }
+
+        return any;
+    }
+
+    // The next part of an access a device decodes: skips the bytes from done on that no range holds; false when none is
+    // left (the access never wraps past the top of the address space).
+    private static bool NextPart(Entry[] entries, ulong address, int size, ref int done, out int index, out int length)
+    {
+        index = length = 0;
+        if (done >= size || (ulong)done > ulong.MaxValue - address)
+            return false;
+        ulong at = address + (ulong)done;
+        ulong left = (ulong)(size - done) - 1;                    // the access's last byte is at + left, if it fits
+        ulong last = at > ulong.MaxValue - left ? ulong.MaxValue : at + left;
+
+        // The first range that ends at or after the address: it holds the address or starts after it.
+        int lo = 0, hi = entries.Length;
+        while (lo < hi)
+        {
+            int mid = (int)((uint)(lo + hi) >> 1);
+            if (entries[mid].Range.Last < at)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+
+        if (lo == entries.Length || entries[lo].Range.Base > last)
+            return false;
+        var r = entries[lo].Range;
+        ulong start = Math.Max(r.Base, at);
+        done += (int)(start - at);
+        index = lo;
+        length = (int)(Math.Min(r.Last, last) - start) + 1;
+        return true;
     }
 
     private readonly record struct Entry(BusRange Range, IBusDevice Device);

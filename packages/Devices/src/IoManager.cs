@@ -19,7 +19,7 @@ public sealed class IoManager
     /// <summary>An IN of <paramref name="size"/> bytes (1, 2 or 4) from <paramref name="port"/>.</summary>
     /// <param name="port">The port (DX or the immediate).</param>
     /// <param name="size">Access width in bytes: 1, 2 or 4.</param>
-    /// <returns>The value, zero-extended; all ones of the width when no device decodes the access.</returns>
+    /// <returns>The value, zero-extended; a byte no device decodes reads as all ones (the access is split at ranges).</returns>
     public uint ReadPort(ushort port, int size)
     {
         if (size is not (1 or 2 or 4))
@@ -35,7 +35,7 @@ public sealed class IoManager
     /// <param name="port">The port.</param>
     /// <param name="size">Access width in bytes: 1, 2 or 4.</param>
     /// <param name="value">The value (AL, AX or EAX).</param>
-    /// <returns>True when a device decoded the access; false when it went nowhere.</returns>
+    /// <returns>True when a device decoded at least one byte of the access; false when it went nowhere.</returns>
     public bool WritePort(ushort port, int size, uint value)
     {
         if (size is not (1 or 2 or 4))

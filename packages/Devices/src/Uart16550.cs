@@ -208,11 +208,18 @@ public sealed class Uart16550 : IBusDevice
     {
         if (Loopback)
         {
-            // Loopback: the transmitter feeds the receiver; a full receiver overruns (LSR.OE).
+            // Loopback: the transmitter feeds the receiver; a full receiver overruns (LSR.OE). With FIFOs the new
+            // character is lost; without, it replaces the unread one in RBR (PC16550D LSR bit 1).
             if (_fifoCount == Capacity)
+            {
                 _lsrErrors |= LsrOverrun;
+                if (Capacity == 1)
+                    _fifo[_fifoHead] = value;
+            }
             else
+            {
                 Push(value);
+            }
         }
         else
         {

@@ -84,4 +84,36 @@ public class HostileGuestAuditTests
         Mmio.Write(apic, 0xF0, 0xFF);                      // software disabled: every LVT entry masked
         Assert.Null(apic.NextTimerInterrupt);
     }
+
+    [Fact]
+    public void A_timer_armed_just_before_the_clock_wraps_fires_once_instead_of_at_every_query()
+    {
+        // A guest that may set its TSC (WRMSR IA32_TSC) puts it just below 2^64 and arms a periodic timer: an expiry
+        // computed modulo 2^64 lies in the past at once, so every query would fire it again and ask for an immediate
+        // exit. The expiry saturates at the clock's end instead; a reload past it stops the timer.
+        var apic = Mmio.Enabled(out _, out var clock);
+        clock.Tsc = ulong.MaxValue - 50;
+        Mmio.Write(apic, 0x3E0, 0xB);
+        Mmio.Write(apic, 0x320, 0x20000 | 0x33);           // periodic, vector 0x33
+        Mmio.Write(apic, 0x380, 100);
+        Assert.Equal(ulong.MaxValue, apic.NextTimerExpiry);
+        Assert.False(apic.HasPendingInterrupt);
+        clock.Tsc = ulong.MaxValue;
+        Assert.Equal(0x33, apic.AcknowledgeInterrupt());
+        Mmio.Write(apic, 0xB0, 0);
+        Assert.False(apic.HasPendingInterrupt);
+        Assert.Null(apic.NextTimerExpiry);
+    }
+
+    [Fact]
+    public void The_debug_port_takes_an_access_of_no_bytes_without_throwing()
+    {
+        // IBusDevice: a device never throws for any offset or width. An empty access (a VMM's split of an access that
+        // ends at the range's start) indexed data[0].
+        var sink = new RecordingSink();
+        var port = new DebugConsolePort(sink);
+        port.Read(DebugConsolePort.DefaultPort, 0, Span<byte>.Empty);
+        port.Write(DebugConsolePort.DefaultPort, 0, ReadOnlySpan<byte>.Empty);
+        Assert.Empty(sink.Bytes);
+    }
 }

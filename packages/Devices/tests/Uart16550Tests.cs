@@ -93,7 +93,23 @@ public class Uart16550Tests
         Assert.Equal(0x63, R(u, Lsr));                        // DR | OE | THRE | TEMT
         Assert.Equal(0x61, R(u, Lsr));                        // OE cleared by the read
         Assert.False(line.Level);
-        Assert.Equal(1, R(u, Rbr));
+        Assert.Equal(2, R(u, Rbr));                           // the new character destroyed the unread one
+    }
+
+    [Fact]
+    public void A_loopback_overrun_with_fifos_keeps_the_fifo_and_loses_the_new_character()
+    {
+        // PC16550D LSR bit 1: in FIFO mode the character in the shift register is overwritten, not moved into the full
+        // FIFO; without FIFOs it replaces the unread one in RBR (QEMU's serial_receive1 and recv_fifo_put alike).
+        var u = new Uart16550(new RecordingSink());
+        W(u, Fcr, 0x01);
+        W(u, Mcr, 0x10);
+        for (int i = 0; i < Uart16550.FifoSize + 1; i++)
+            W(u, Rbr, (byte)(i + 1));
+        Assert.Equal(0x63, R(u, Lsr));
+        for (int i = 0; i < Uart16550.FifoSize; i++)
+            Assert.Equal(i + 1, R(u, Rbr));
+        Assert.Equal(0x60, R(u, Lsr));
     }
 
     [Fact]

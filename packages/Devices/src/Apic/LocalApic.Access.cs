@@ -105,9 +105,19 @@ public sealed partial class LocalApic
             // Invalid: EXTD without EN; x2APIC -> xAPIC; disabled -> x2APIC (SDM Vol. 3A §11.12.5, Figure 11-27).
             if ((extd && !en) || (from == ApicMode.X2Apic && to == ApicMode.XApic) || (from == ApicMode.Disabled && to == ApicMode.X2Apic))
                 return ApicAccessResult.GeneralProtection;
+
+            // The xAPIC window stays at 0xFEE00000: one page per domain cannot follow a per-vCPU base (Xen 4.17's
+            // guest_wrmsr_apic_base); in x2APIC mode and disabled the address bits are not checked.
+            if (to == ApicMode.XApic && (value & ApicBaseAddressMask) != DefaultBaseAddress)
+                return ApicAccessResult.GeneralProtection;
             _apicBase = (value & ~ApicBaseBsp) | (_apicBase & ApicBaseBsp);
             if (to == ApicMode.Disabled && from != ApicMode.Disabled)
-                ResetRegisters();                         // a disabled APIC comes back in its power-up state (SDM Vol. 3A §11.4.3)
+            {
+                // A disabled APIC comes back in its power-up state, initial ID included (SDM Vol. 3A §11.4.3; Xen 4.17's
+                // guest_wrmsr_apic_base calls vlapic_reset when EN is set again).
+                ResetRegisters();
+                _xapicId = ApicId << 24;
+            }
             else if (to == ApicMode.X2Apic && from == ApicMode.XApic)
                 _ldr = X2ApicLogicalId(ApicId);           // x2APIC: LDR is derived from the ID and read-only (§11.12.10.2)
             return ApicAccessResult.Ok;
@@ -117,17 +127,23 @@ public sealed partial class LocalApic
     /// <summary>
     /// A guest read of the xAPIC page (register the APIC at <see cref="BaseAddress"/>, or forward the
     /// vCPU's own APIC-page accesses here: every vCPU sees its own APIC at the same address).
-    /// Registers are 32 bits on 16-byte boundaries; a narrower read returns part of one, bytes 4-15 of a
-    /// slot read 0. Outside xAPIC mode the page reads as zeros. A reserved register reads 0 and sets
-    /// ESR "illegal register address".
+    /// Registers are 32 bits on 16-byte boundaries; an access that fits in a register's 32 bits reads
+    /// its bytes, any other reads 0 (Xen 4.17's <c>vlapic_mmio_read</c>). Outside xAPIC mode the page
+    /// reads as zeros. A reserved register reads 0 and sets ESR "illegal register address". Bytes past
+    /// the page's end belong to the next page and are left as they are: the caller splits an access
+    /// crossing the page end (as Xen's <c>hvmemul_linear_mmio_access</c> does) and fills them.
     /// </summary>
     /// <param name="baseAddress">The page's base.</param>
     /// <param name="offset">Offset in the page.</param>
     /// <param name="data">Receives the bytes.</param>
     public void Read(ulong baseAddress, ulong offset, Span<byte> data)
     {
-        data.Clear();
         if (offset >= PageSize)
+            return;
+        data = data[..(int)Math.Min((ulong)data.Length, PageSize - offset)];
+        data.Clear();
+        int at = (int)(offset & 0xF);
+        if (data.Length == 0 || at + data.Length > 4)
             return;
         AdvanceTime();
         bool pending = false;
@@ -141,8 +157,7 @@ public sealed partial class LocalApic
             }
             else
             {
-                int at = (int)(offset & 0xF);
-                for (int i = 0; i < data.Length && at + i < 4; i++)
+                for (int i = 0; i < data.Length; i++)
                     data[i] = (byte)(value >> (8 * (at + i)));
             }
         }
@@ -152,29 +167,41 @@ public sealed partial class LocalApic
     }
 
     /// <summary>
-    /// A guest write to the xAPIC page: only aligned 32-bit writes reach a register (other widths
-    /// are dropped, as Xen's vlapic does); writes to read-only registers are ignored and reserved
-    /// ones set ESR "illegal register address". Outside xAPIC mode the write is dropped.
+    /// A guest write to the xAPIC page: a write that fits in a register's 32 bits reaches it, a 1- or
+    /// 2-byte one merged into the register's current value; any other is dropped (Xen 4.17's
+    /// <c>vlapic_mmio_write</c>). Writes to read-only registers are ignored and reserved ones set ESR
+    /// "illegal register address". Outside xAPIC mode the write is dropped. Bytes past the page's end
+    /// are not the APIC's (see <see cref="Read"/>).
     /// </summary>
     /// <param name="baseAddress">The page's base.</param>
     /// <param name="offset">Offset in the page.</param>
     /// <param name="data">The bytes written.</param>
     public void Write(ulong baseAddress, ulong offset, ReadOnlySpan<byte> data)
     {
-        if (offset >= PageSize || data.Length != 4 || (offset & 0xF) != 0)
+        if (offset >= PageSize)
+            return;
+        data = data[..(int)Math.Min((ulong)data.Length, PageSize - offset)];
+        int at = (int)(offset & 0xF);
+        if (data.Length == 0 || at + data.Length > 4)
             return;
         AdvanceTime();
-        uint value = (uint)(data[0] | (data[1] << 8) | (data[2] << 16) | (data[3] << 24));
         WriteEffects effects;
         lock (_lock)
         {
             if (ModeLocked != ApicMode.XApic)
                 return;
             int index = (int)(offset >> 4);
-            if (!TryReadRegisterLocked(index, false, out _))
+            if (!TryReadRegisterLocked(index, false, out ulong current))
+            {
                 effects = new WriteEffects(null, -1, SignalErrorLocked(EsrIllegalRegisterAddress));
+            }
             else
+            {
+                uint value = (uint)current;
+                for (int i = 0; i < data.Length; i++)
+                    value = (value & ~(0xFFu << (8 * (at + i)))) | ((uint)data[i] << (8 * (at + i)));
                 TryWriteRegisterLocked(index, value, false, out effects);
+            }
         }
 
         Complete(in effects);

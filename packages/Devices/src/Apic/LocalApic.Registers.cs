@@ -12,6 +12,10 @@ public sealed partial class LocalApic
     // Writable bits of each LVT entry, timer to error (SDM Vol. 3A §11.5.1, Figure 11-8): delivery status and remote IRR are read-only.
     private static readonly uint[] LvtWritable = [0x700FF, 0x107FF, 0x107FF, 0x1A7FF, 0x1A7FF, 0x100FF];
 
+    // Bits an x2APIC LVT write may set without #GP: the writable ones plus delivery status (bit 12) and, for LINT0/1,
+    // remote IRR (bit 14), which are then ignored (Xen 4.17's guest_wrmsr_x2apic, vlapic_lvt_mask).
+    private static readonly uint[] X2LvtAccepted = [0x710FF, 0x117FF, 0x117FF, 0x1F7FF, 0x1F7FF, 0x110FF];
+
     // x2APIC ICR: bits 12 (delivery status), 13, 17:16 and 31:20 are reserved (SDM Vol. 3A §11.12.9).
     private const ulong X2IcrWritable = 0xFFFF_FFFF_000C_CFFFul;
 
@@ -26,7 +30,7 @@ public sealed partial class LocalApic
             case RegId: value = x2 ? ApicId : _xapicId; return true;
             case RegVersion: value = VersionValue; return true;
             case RegTpr: value = _tpr; return true;
-            case RegApr when !x2: value = ArbitrationPriorityLocked(); return true;
+            case RegApr when !x2: return true;            // APR is the P6 family's: reads 0 (Xen 4.17's vlapic_read_aligned)
             case RegPpr: value = PprLocked; return true;
             case RegEoi: return !x2;                      // write-only in x2APIC mode; reads 0 in xAPIC mode
             case RegRrd when !x2: return true;            // remote read is obsolete: reads 0
@@ -40,7 +44,7 @@ public sealed partial class LocalApic
             case RegIcrLow: value = x2 ? ((ulong)_icrHigh << 32) | _icrLow : _icrLow; return true;
             case RegIcrHigh when !x2: value = _icrHigh; return true;
             case >= RegLvtTimer and <= RegLvtError: value = _lvt[index - RegLvtTimer]; return true;
-            case RegInitialCount: value = _initialCount; return true;
+            case RegInitialCount: value = CountsLocked ? _initialCount : 0; return true;   // Xen 4.17's vlapic_read_aligned
             case RegCurrentCount: value = CurrentCountLocked(); return true;
             case RegDivideConfig: value = _divideConfig; return true;
             default: return false;                        // reserved, and SELF IPI (write-only)
@@ -113,7 +117,7 @@ public sealed partial class LocalApic
             case >= RegLvtTimer and <= RegLvtError:
             {
                 int entry = index - RegLvtTimer;
-                if (x2 && (v & ~LvtWritable[entry]) != 0)
+                if (x2 && (v & ~X2LvtAccepted[entry]) != 0)
                     return false;
                 uint next = (v & LvtWritable[entry]) | (_lvt[entry] & ~LvtWritable[entry]);
                 if ((_svr & SvrSoftwareEnable) == 0)
@@ -156,17 +160,6 @@ public sealed partial class LocalApic
         return IsSet(_tmr, v) ? v : -1;
     }
 
-    // APR (xAPIC only, SDM Vol. 3A §11.8.3.1 Figure 11-15 notes).
-    private uint ArbitrationPriorityLocked()
-    {
-        int isrv = Highest(_isr), irrv = Highest(_irr);
-        uint isrClass = isrv < 0 ? 0 : (uint)isrv & 0xF0, irrClass = irrv < 0 ? 0 : (uint)irrv & 0xF0;
-        uint tprClass = _tpr & 0xF0;
-        if (tprClass >= irrClass && tprClass > isrClass)
-            return _tpr & 0xFF;
-        return Math.Max(tprClass, Math.Max(isrClass, irrClass));
-    }
-
     // Applies what a register write asked for, outside the lock.
     private void Complete(in WriteEffects effects)
     {
@@ -178,10 +171,14 @@ public sealed partial class LocalApic
             Host?.InterruptPending(this);
     }
 
-    private void Send(in ApicInterruptCommand command)
+    private void Send(in ApicInterruptCommand icr)
     {
-        if (command.IsInitLevelDeassert)
+        if (icr.IsInitLevelDeassert)
             return;                                       // ignored by Pentium 4 and later (SDM Vol. 3A §11.6.1)
+
+        // The trigger mode means nothing else: an IPI arrives edge-triggered (SDM Vol. 3A §11.6.1; Xen 4.17's
+        // vlapic_accept_irq calls vlapic_set_irq with trig 0).
+        var command = icr with { LevelTriggered = false };
         if (command.DeliveryMode is ApicDeliveryMode.Fixed or ApicDeliveryMode.LowestPriority && command.Vector < 16)
         {
             bool pending;
@@ -195,7 +192,7 @@ public sealed partial class LocalApic
         if (command.Shorthand == ApicDestinationShorthand.Self)
         {
             if (command.DeliveryMode == ApicDeliveryMode.Fixed)
-                RequestInterrupt(command.Vector, command.LevelTriggered);
+                RequestInterrupt(command.Vector);
             return;                                       // "self" is valid with fixed delivery only
         }
 

@@ -12,8 +12,8 @@ public sealed partial class LocalApic
     /// <summary>
     /// Writes the register file as the xAPIC page lays it out (SDM Vol. 3A §11.4.1, Table 11-1): each 32-bit
     /// register at offset index × 16 of a <see cref="RegisterPageImageSize"/>-byte image, the rest of each slot 0.
-    /// The ID slot holds the x2APIC ID in x2APIC mode; the current-count slot the count now. Write-only and
-    /// reserved slots are 0.
+    /// The ID slot holds the x2APIC ID in x2APIC mode; the current-count slot the count now; the initial-count slot
+    /// the count written, also in timer mode 11b where the guest reads 0. Write-only and reserved slots are 0.
     /// </summary>
     /// <param name="image">At least <see cref="RegisterPageImageSize"/> bytes.</param>
     public void SaveRegisterPage(Span<byte> image)
@@ -31,6 +31,8 @@ public sealed partial class LocalApic
                     value = _icrLow;
                 else if (index == RegIcrHigh)
                     value = _icrHigh;
+                else if (index == RegInitialCount)
+                    value = _initialCount;                // kept in mode 11b, where the guest reads 0 (Xen's lapic_save_regs)
                 else if (!TryReadRegisterLocked(index, x2 && index == RegId, out value))
                     continue;
                 BinaryPrimitives.WriteUInt32LittleEndian(image[(index * 16)..], (uint)value);
@@ -44,9 +46,10 @@ public sealed partial class LocalApic
     /// Loads a register file saved by <see cref="SaveRegisterPage"/> (or Xen's <c>lapic_load_regs</c> image): TPR, LDR,
     /// DFR, SVR, ISR, TMR, IRR, ESR, ICR, the LVT, the timer's initial count and divide configuration, and in xAPIC
     /// mode the ID. Read-only bits take the values the registers allow (an LVT entry keeps only its writable bits and
-    /// delivery status; a software-disabled APIC masks the LVT). The timer restarts from its initial count at the
-    /// current time (Xen's <c>lapic_rearm</c>); in TSC-deadline mode the deadline in force is kept. The mode and base
-    /// (IA32_APIC_BASE) are not part of the image: load them first with <see cref="WriteMsr"/>.
+    /// delivery status; a software-disabled APIC masks the LVT; vectors 0-15 are dropped from ISR, TMR and IRR). The
+    /// timer restarts from its initial count at the current time (Xen's <c>lapic_rearm</c>); in TSC-deadline mode the
+    /// deadline in force is kept. The mode and base (IA32_APIC_BASE) are not part of the image: load them first with
+    /// <see cref="WriteMsr"/>.
     /// </summary>
     /// <param name="image">At least <see cref="RegisterPageImageSize"/> bytes.</param>
     public void LoadRegisterPage(ReadOnlySpan<byte> image)
@@ -69,6 +72,12 @@ public sealed partial class LocalApic
                 _irr[i] = Slot(image, RegIrr + i);
             }
 
+            // Vectors 0-15 never enter these registers (SDM Vol. 3A §11.5.2; Xen 4.17's vlapic_set_irq refuses them, though
+            // its lapic_load_regs takes the page unchecked): an image holding them would offer an exception vector.
+            _isr[0] &= 0xFFFF_0000;
+            _tmr[0] &= 0xFFFF_0000;
+            _irr[0] &= 0xFFFF_0000;
+
             _esr = Slot(image, RegEsr) & 0xFF;
             _esrPending = 0;
             _icrLow = Slot(image, RegIcrLow) & 0x000C_CFFF;
@@ -85,7 +94,7 @@ public sealed partial class LocalApic
                 _initialCount = 0;
                 _tscDeadline = deadline;
             }
-            else if (_initialCount != 0)
+            else if (_initialCount != 0 && CountsLocked)
             {
                 _timerArmed = true;
                 _timerStart = _clock.Tsc;

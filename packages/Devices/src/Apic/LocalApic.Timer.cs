@@ -10,7 +10,7 @@ public sealed partial class LocalApic
     private bool _timerArmed;
     private ulong _timerStart, _timerStartCount, _tscDeadline;
 
-    /// <summary>The timer's mode from the LVT timer entry (the reserved encoding 11b counts as one-shot).</summary>
+    /// <summary>The timer's mode from the LVT timer entry (in the reserved encoding 11b the timer does not run).</summary>
     public LocalApicTimerMode TimerMode
     {
         get { lock (_lock) return TimerModeLocked; }
@@ -92,13 +92,14 @@ public sealed partial class LocalApic
             {
                 ulong expiry = ExpiryLocked;
                 pending = FireTimerLocked();
-                if (TimerModeLocked == LocalApicTimerMode.Periodic && _initialCount != 0)
+                ulong count = (ulong)_initialCount * Divisor;
+                ulong period = Math.Max(count, MinimumTimerPeriod);
+                ulong periods = count == 0 ? 0 : ((now - expiry) / period) + 1;
+                if (TimerModeLocked == LocalApicTimerMode.Periodic && count != 0 && periods <= (ulong.MaxValue - expiry) / period)
                 {
-                    // The next count down ends a whole period (at least MinimumTimerPeriod) after the last expiry due.
-                    ulong count = (ulong)_initialCount * Divisor;
-                    ulong period = Math.Max(count, MinimumTimerPeriod);
-                    ulong missed = (now - expiry) / period;
-                    _timerStart = expiry + ((missed + 1) * period) - count;
+                    // The next count down ends a whole period (at least MinimumTimerPeriod) after the last expiry due;
+                    // a next expiry past the clock's end stops the timer instead of wrapping to the past.
+                    _timerStart = expiry + (periods * period) - count;
                     _timerStartCount = _initialCount;
                 }
                 else
@@ -112,8 +113,10 @@ public sealed partial class LocalApic
             Host?.InterruptPending(this);
     }
 
-    private LocalApicTimerMode TimerModeLocked => ((_lvt[LvtTimer] >> 17) & 3) == 2 ? LocalApicTimerMode.TscDeadline
-        : ((_lvt[LvtTimer] >> 17) & 3) == 1 ? LocalApicTimerMode.Periodic : LocalApicTimerMode.OneShot;
+    private LocalApicTimerMode TimerModeLocked => (LocalApicTimerMode)((_lvt[LvtTimer] >> 17) & 3);
+
+    // One-shot and periodic are the modes the initial count runs in (Xen 4.17's vlapic_update_timer).
+    private bool CountsLocked => TimerModeLocked is LocalApicTimerMode.OneShot or LocalApicTimerMode.Periodic;
 
     // Divide configuration bits 3,1,0 (SDM Vol. 3A Figure 11-10): 000 -> 2, 001 -> 4, ... 110 -> 128, 111 -> 1.
     private uint Divisor
@@ -125,7 +128,15 @@ public sealed partial class LocalApic
         }
     }
 
-    private ulong ExpiryLocked => _timerStart + (_timerStartCount * Divisor);
+    // Saturates at the clock's end: a count that wrapped would lie in the past and fire at every query.
+    private ulong ExpiryLocked
+    {
+        get
+        {
+            ulong ticks = _timerStartCount * Divisor;
+            return _timerStart > ulong.MaxValue - ticks ? ulong.MaxValue : _timerStart + ticks;
+        }
+    }
 
     private bool FireTimerLocked()
     {
@@ -150,10 +161,11 @@ public sealed partial class LocalApic
         return (uint)(_timerStartCount - elapsed);
     }
 
-    // Writing the initial count starts (or, with 0, stops) the timer; ignored in TSC-deadline mode (SDM Vol. 3A §11.5.4.1).
+    // Writing the initial count starts (or, with 0, stops) the timer; ignored in TSC-deadline mode (SDM Vol. 3A §11.5.4.1)
+    // and in the reserved mode 11b (Xen 4.17's vlapic_reg_write, APIC_TMICT).
     private void WriteInitialCountLocked(uint value)
     {
-        if (TimerModeLocked == LocalApicTimerMode.TscDeadline)
+        if (!CountsLocked)
             return;
         _initialCount = value;
         _timerArmed = value != 0;
@@ -176,7 +188,9 @@ public sealed partial class LocalApic
         _divideConfig = value;
     }
 
-    // A mode change into or out of TSC-deadline mode disarms the timer (SDM Vol. 3A §11.5.4.1); one-shot <-> periodic keeps counting.
+    // A mode change into or out of TSC-deadline mode disarms the timer and clears the initial count (SDM Vol. 3A
+    // §11.5.4.1); the reserved mode 11b stops the timer and keeps the count, which does not run again until it is
+    // written (Xen 4.17's vlapic_update_timer); one-shot <-> periodic keeps counting.
     private void WriteLvtTimerLocked(uint value)
     {
         var before = TimerModeLocked;
@@ -186,6 +200,10 @@ public sealed partial class LocalApic
         {
             StopTimerLocked();
             _initialCount = 0;
+        }
+        else if (after == LocalApicTimerMode.Reserved)
+        {
+            StopTimerLocked();
         }
     }
 

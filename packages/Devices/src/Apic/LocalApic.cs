@@ -300,10 +300,15 @@ public sealed partial class LocalApic : IBusDevice
                 return (dest >> 16) == (_ldr >> 16) && (dest & _ldr & 0xFFFF) != 0;
             }
 
+            // Flat (DFR[31:28] = 1111b) or cluster (0000b); the reserved models match nothing (Xen 4.17's
+            // vlapic_match_logical_addr).
             uint logical = _ldr >> 24;
-            if ((_dfr >> 28) == 0xF)
-                return (logical & dest) != 0;                                   // flat model
-            return (logical >> 4) == (dest >> 4) && (logical & dest & 0xF) != 0;   // cluster model
+            return (_dfr >> 28) switch
+            {
+                0xF => (logical & dest) != 0,
+                0x0 => (logical >> 4) == (dest >> 4) && (logical & dest & 0xF) != 0,
+                _ => false,
+            };
         }
     }
 

@@ -9,4 +9,6 @@ public enum LocalApicTimerMode
     Periodic = 1,
     /// <summary>10: fires when the TSC reaches IA32_TSC_DEADLINE.</summary>
     TscDeadline = 2,
+    /// <summary>11b: reserved; the timer does not run in it (Xen 4.17's vlapic_update_timer).</summary>
+    Reserved = 3,
 }
