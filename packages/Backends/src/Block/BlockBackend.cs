@@ -37,6 +37,10 @@ public sealed partial class BlockBackend : IDisposable
     /// <param name="grants">Maps the frontend's grants.</param>
     /// <param name="storage">The disk.</param>
     /// <param name="options">Features and limits.</param>
+    /// <exception cref="ArgumentException">
+    /// An option out of range: <c>MaxRingPageOrder</c> outside 0..8, <c>MaxIndirectSegments</c> outside 0..4096, or a
+    /// <c>CopyBuffer</c> with fewer pages than max(11, <c>MaxIndirectSegments</c>).
+    /// </exception>
     public BlockBackend(XenbusBackendDevice device, IEventChannelClient events, IGrantMapper grants, IBlockStorage storage, BlockBackendOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -50,6 +54,12 @@ public sealed partial class BlockBackend : IDisposable
         _options = options ?? new BlockBackendOptions();
         ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxRingPageOrder);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.MaxRingPageOrder, 8);
+        // What BlkifRingServer needs, checked here so that no frontend's connection meets it (blkif.h: at most
+        // BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST indirect pages; a copy buffer holds a request's segments).
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxIndirectSegments);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.MaxIndirectSegments, BlkifLimits.MaxIndirectPagesPerRequest * BlkifLimits.SegmentsPerIndirectPage);
+        if (_options.CopyBuffer is { } buffer && buffer.PageCount < Math.Max(BlkifLimits.MaxSegmentsPerRequest, _options.MaxIndirectSegments))
+            throw new ArgumentException("The copy buffer needs a page for each segment of a request.", nameof(options));
         _log = _options.Logger ?? NullLogger.Instance;
     }
 
