@@ -119,6 +119,25 @@ public sealed class BlkbackOracleTests() : BlockImageTests("blkoracle")
         Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0])).Status);
     }
 
+    // xenbus.c's frontend_changed: a frontend state with no meaning for a backend (InitWait, Reconfiguring,
+    // Reconfigured) is a fatal error ("saw state %d at frontend"): the backend goes Closing. The ring is left connected,
+    // as xenbus_dev_fatal leaves it, until the frontend is Closed.
+    [Theory]
+    [InlineData("2")]
+    [InlineData("7")]
+    [InlineData("8")]
+    public async Task A_frontend_state_a_backend_cannot_follow_is_fatal(string state)
+    {
+        var f = await StartBackendAsync();
+        await f.ConnectAsync(_fe, _be);
+        await Fe("state", state);
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{_be}/state") == "5", "backend Closing");
+        Assert.Equal($"saw state {state} at frontend", await _w.Store1.TryReadStringAsync($"{_be}/error"));
+        await Fe("state", "6");
+        await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{_be}/state") == "6", "backend Closed");
+        Assert.Equal(0, _w.Dom0Grants.MappingCount);
+    }
+
     // xenbus.c's frontend_changed: the frontend's Closing only switches the backend to Closing; the ring stays
     // connected (and served) until the frontend is Closed (xen_blkif_disconnect), so requests in flight when it
     // starts closing still get their responses.

@@ -160,6 +160,13 @@ public sealed partial class BlockBackend : IDisposable
             case XenbusState.Unknown:
                 Disconnect(); // the frontend directory went away
                 break;
+            case XenbusState.InitWait or XenbusState.Reconfiguring or XenbusState.Reconfigured:
+                // xen-blkback's frontend_changed: xenbus_dev_fatal (the ring stays connected until Closed).
+                string fatal = $"saw state {(int)frontend} at frontend";
+                LogConnectFailed(_device.BackendPath, fatal);
+                await _device.WriteAsync("error", fatal, ct).ConfigureAwait(false);
+                await SwitchAsync(XenbusState.Closing, ct).ConfigureAwait(false);
+                break;
         }
     }
 
