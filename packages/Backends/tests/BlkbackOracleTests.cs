@@ -108,6 +108,22 @@ public sealed class BlkbackOracleTests() : BlockImageTests("blkoracle")
         Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0])).Status);
     }
 
+    // xenbus.c's frontend_changed: Initialised or Connected while the backend is not Connected runs connect_ring again
+    // (after xen_blkif_disconnect), so a frontend that puts right the nodes a connection refused, and says Initialised
+    // again, is connected.
+    [Fact]
+    public async Task A_frontend_Initialised_again_after_a_refusal_is_connected()
+    {
+        var f = await StartBackendAsync();
+        await Fe("protocol", "sparc-abi");
+        await Fe("ring-ref", f.RingRefs[0].ToString(CultureInfo.InvariantCulture));
+        await Fe("event-channel", f.Port.ToString(CultureInfo.InvariantCulture));
+        await Fe("state", "3");
+        Assert.Contains("unknown fe protocol", await ClosingWithErrorAsync());
+        await f.ConnectAsync(_fe, _be); // protocol x86_64-abi, then Initialised again
+        Assert.Equal(BlkifStatus.Okay, f.One(BlkifOperation.Read, 1, 0, Seg(f.DataRefs[0])).Status);
+    }
+
     // xenbus.c's connect_ring reads "protocol" with xenbus_scanf("%63s"): an empty value matches nothing, and the
     // frontend gets BLKIF_PROTOCOL_DEFAULT (the native ABI) as if the node were absent.
     [Fact]

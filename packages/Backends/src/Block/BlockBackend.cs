@@ -131,7 +131,10 @@ public sealed partial class BlockBackend : IDisposable
     {
         switch (frontend)
         {
-            case XenbusState.Initialised or XenbusState.Connected when _server is null && !Volatile.Read(ref _disposed) && State != XenbusState.Closing:
+            // xen-blkback's frontend_changed: (re)connect unless Connected, after a disconnect (also once a failed
+            // connection went Closing). A ring left Connected by another backend is mapped again (its _server is null).
+            case XenbusState.Initialised or XenbusState.Connected when !Volatile.Read(ref _disposed) && (_server is null || State != XenbusState.Connected):
+                Disconnect();
                 if (await TryConnectAsync(ct).ConfigureAwait(false) is { } error)
                 {
                     LogConnectFailed(_device.BackendPath, error);
