@@ -287,6 +287,26 @@ public sealed class BlockBackendTests() : BlockImageTests("blk")
         Assert.True(_w.Share.EndForeignAccess(f.RingRefs[0]));
     }
 
+    // Options a ring could not be served with are refused when the backend is created, not when a frontend connects
+    // (the ring server's checks threw out of RunAsync then, on the frontend's behalf).
+    [Theory]
+    [InlineData(4097, 0)]
+    [InlineData(-1, 0)]
+    [InlineData(32, 16)]
+    public async Task Options_a_ring_cannot_be_served_with_are_refused_at_creation(int maxIndirect, int copyPages)
+    {
+        (_be, _fe) = await XenbusToolstack.AddDeviceAsync(_w.Store0, 0, 1, "vbd", Xvda);
+        var raw = new RawImageStorage(_image);
+        _owned.Add(raw);
+        var events = _w.Dom0Events.Open();
+        _owned.Add(events);
+        var options = new BlockBackendOptions
+        {
+            MaxIndirectSegments = maxIndirect, CopyBuffer = copyPages == 0 ? null : _w.NewCopyBuffer(copyPages),
+        };
+        Assert.ThrowsAny<ArgumentException>(() => new BlockBackend(new XenbusBackendDevice(_w.Store0, _be, _fe, 1), events, _w.Mapper, raw, options));
+    }
+
     [Theory]
     [InlineData("xvda", 51712u)]
     [InlineData("xvdb", 51728u)]

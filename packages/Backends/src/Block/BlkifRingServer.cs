@@ -82,6 +82,9 @@ public sealed class BlkifRingServer : IDisposable
     /// <summary>Requests answered with an error status so far.</summary>
     public long RequestsFailed { get; private set; }
 
+    // RING_REQUEST_PROD_OVERFLOW (xen/io/ring.h): req_prod claims more requests than the ring holds.
+    internal bool RequestsOverflow() => Volatile.Read(ref _ring.Index(SharedRing.ReqProdOffset)) - _rspProdPvt > _size;
+
     /// <summary>
     /// Takes every request the frontend published, answers each, and re-arms <c>req_event</c>
     /// (<c>RING_FINAL_CHECK_FOR_REQUESTS</c>). Returns true when the frontend must be notified
@@ -95,7 +98,7 @@ public sealed class BlkifRingServer : IDisposable
         {
             uint rp = Volatile.Read(ref _ring.Index(SharedRing.ReqProdOffset));
             Interlocked.MemoryBarrier(); // rmb: read requests only after req_prod
-            if (rp - _rspProdPvt > _size)
+            if (rp - _rspProdPvt > _size) // RING_REQUEST_PROD_OVERFLOW
             {
                 IsHalted = true; // xen-blkback: "Frontend provided bogus ring requests ... Halting ring processing"
                 break;
@@ -197,8 +200,13 @@ public sealed class BlkifRingServer : IDisposable
                         return new Answer(id, operation, BlkifStatus.Error);
                     (dataOp, count, flush) = (BlkifOperation.Write, nr, true);
                     break;
+                case BlkifOperation.Discard:
+                    // Not advertised (no feature-discard). xen-blkback's dispatch_discard_io checks it as a write
+                    // (xen_vbd_translate: read-only vbd, range) before the device refuses it with EOPNOTSUPP.
+                    ulong sectors = MemoryMarshal.Read<ulong>(raw[(_protocol == BlkifProtocol.X86_32 ? 20 : 24)..]);
+                    return new Answer(id, operation, IsWritableRange(sector, sectors) ? BlkifStatus.NotSupported : BlkifStatus.Error);
                 default:
-                    // Barriers and discard are not advertised; xen-blkback answers other operations EOPNOTSUPP.
+                    // Barriers are not advertised; xen-blkback's dispatch_other_io answers unknown operations EOPNOTSUPP.
                     return new Answer(id, operation, BlkifStatus.NotSupported);
             }
         }
@@ -235,6 +243,10 @@ public sealed class BlkifRingServer : IDisposable
             return BlkifStatus.Error;
         return BlkifStatus.Okay;
     }
+
+    // xen_vbd_translate for a write of count sectors (0: no range to check): a writable disk, the range on it.
+    private bool IsWritableRange(ulong sector, ulong count) =>
+        !_storage.IsReadOnly && (count == 0 || (sector < _storage.Sectors && count <= _storage.Sectors - sector));
 
     private BlkifStatus TryStorage(Action<IBlockStorage> action)
     {

@@ -37,6 +37,10 @@ public sealed partial class BlockBackend : IDisposable
     /// <param name="grants">Maps the frontend's grants.</param>
     /// <param name="storage">The disk.</param>
     /// <param name="options">Features and limits.</param>
+    /// <exception cref="ArgumentException">
+    /// An option out of range: <c>MaxRingPageOrder</c> outside 0..8, <c>MaxIndirectSegments</c> outside 0..4096, or a
+    /// <c>CopyBuffer</c> with fewer pages than max(11, <c>MaxIndirectSegments</c>).
+    /// </exception>
     public BlockBackend(XenbusBackendDevice device, IEventChannelClient events, IGrantMapper grants, IBlockStorage storage, BlockBackendOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -50,6 +54,12 @@ public sealed partial class BlockBackend : IDisposable
         _options = options ?? new BlockBackendOptions();
         ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxRingPageOrder);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.MaxRingPageOrder, 8);
+        // What BlkifRingServer needs, checked here so that no frontend's connection meets it (blkif.h: at most
+        // BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST indirect pages; a copy buffer holds a request's segments).
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxIndirectSegments);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.MaxIndirectSegments, BlkifLimits.MaxIndirectPagesPerRequest * BlkifLimits.SegmentsPerIndirectPage);
+        if (_options.CopyBuffer is { } buffer && buffer.PageCount < Math.Max(BlkifLimits.MaxSegmentsPerRequest, _options.MaxIndirectSegments))
+            throw new ArgumentException("The copy buffer needs a page for each segment of a request.", nameof(options));
         _log = _options.Logger ?? NullLogger.Instance;
     }
 
@@ -121,7 +131,10 @@ public sealed partial class BlockBackend : IDisposable
     {
         switch (frontend)
         {
-            case XenbusState.Initialised or XenbusState.Connected when _server is null && !Volatile.Read(ref _disposed) && State != XenbusState.Closing:
+            // xen-blkback's frontend_changed: (re)connect unless Connected, after a disconnect (also once a failed
+            // connection went Closing). A ring left Connected by another backend is mapped again (its _server is null).
+            case XenbusState.Initialised or XenbusState.Connected when !Volatile.Read(ref _disposed) && (_server is null || State != XenbusState.Connected):
+                Disconnect();
                 if (await TryConnectAsync(ct).ConfigureAwait(false) is { } error)
                 {
                     LogConnectFailed(_device.BackendPath, error);
@@ -135,7 +148,8 @@ public sealed partial class BlockBackend : IDisposable
 
                 break;
             case XenbusState.Closing:
-                Disconnect();
+                // xen-blkback's frontend_changed: Closing only follows the frontend; the ring is served (requests in
+                // flight get their responses) until the frontend is Closed.
                 await SwitchAsync(XenbusState.Closing, ct).ConfigureAwait(false);
                 break;
             case XenbusState.Closed:
@@ -149,6 +163,13 @@ public sealed partial class BlockBackend : IDisposable
             case XenbusState.Unknown:
                 Disconnect(); // the frontend directory went away
                 break;
+            case XenbusState.InitWait or XenbusState.Reconfiguring or XenbusState.Reconfigured:
+                // xen-blkback's frontend_changed: xenbus_dev_fatal (the ring stays connected until Closed).
+                string fatal = $"saw state {(int)frontend} at frontend";
+                LogConnectFailed(_device.BackendPath, fatal);
+                await _device.WriteAsync("error", fatal, ct).ConfigureAwait(false);
+                await SwitchAsync(XenbusState.Closing, ct).ConfigureAwait(false);
+                break;
         }
     }
 
@@ -161,38 +182,53 @@ public sealed partial class BlockBackend : IDisposable
         StateChanged?.Invoke(state);
     }
 
-    // Returns null on success, else the reason (written to the backend's "error" node).
+    // Returns null on success, else the reason (written to the backend's "error" node). The nodes are read in the order
+    // of xen-blkback's connect_ring (xenbus.c): protocol, multi-queue-num-queues, ring-page-order, then
+    // read_per_ring_refs' event-channel and ring references.
     private async Task<string?> TryConnectAsync(CancellationToken ct)
     {
-        uint order = await _device.ReadFrontendUIntAsync("ring-page-order", ct).ConfigureAwait(false) ?? 0;
-        if (order > (uint)_options.MaxRingPageOrder)
-            return $"ring-page-order {order} is above max-ring-page-order {_options.MaxRingPageOrder}";
-        var refs = new uint[1 << (int)order];
-        for (int i = 0; i < refs.Length; i++)
-        {
-            string key = order == 0 ? "ring-ref" : $"ring-ref{i}";
-            uint? r = await _device.ReadFrontendUIntAsync(key, ct).ConfigureAwait(false);
-            if (r is null && order == 0)
-                r = await _device.ReadFrontendUIntAsync("ring-ref0", ct).ConfigureAwait(false);
-            if (r is null)
-                return $"reading {key}";
-            refs[i] = r.Value;
-        }
-
-        if (await _device.ReadFrontendUIntAsync("event-channel", ct).ConfigureAwait(false) is not { } remotePort)
-            return "reading event-channel";
+        // xenbus_scanf("%63s") matches nothing in an empty value: the default (native) ABI, as for a missing node.
         string? proto = await _device.ReadFrontendAsync("protocol", ct).ConfigureAwait(false);
         BlkifProtocol protocol;
-        if (proto is null or BlkifLimits.ProtocolX86_64)
+        if (string.IsNullOrEmpty(proto) || proto == BlkifLimits.ProtocolX86_64)
             protocol = BlkifProtocol.X86_64;
         else if (proto == BlkifLimits.ProtocolX86_32)
             protocol = BlkifProtocol.X86_32;
         else
             return $"unknown fe protocol {proto}";
 
+        // One queue is offered (no multi-queue-max-queues); xenbus_read_unsigned gives 1 for a missing or bad node.
+        uint queues = await _device.ReadFrontendUIntAsync("multi-queue-num-queues", ct).ConfigureAwait(false) ?? 1;
+        if (queues != 1)
+            return $"guest requested {queues} queues, exceeding the maximum of 1";
+
+        // A readable ring-page-order, even 0, names the pages ring-ref0..ring-refN (multi_ref); without it the ring is
+        // the single page of ring-ref.
+        uint? order = await _device.ReadFrontendUIntAsync("ring-page-order", ct).ConfigureAwait(false);
+        if (order > (uint)_options.MaxRingPageOrder)
+            return $"ring-page-order {order} is above max-ring-page-order {_options.MaxRingPageOrder}";
+        if (await _device.ReadFrontendUIntAsync("event-channel", ct).ConfigureAwait(false) is not { } remotePort)
+            return "reading event-channel";
+        var refs = new uint[1 << (int)(order ?? 0)];
+        for (int i = 0; i < refs.Length; i++)
+        {
+            string key = order is null ? "ring-ref" : $"ring-ref{i}";
+            if (await _device.ReadFrontendUIntAsync(key, ct).ConfigureAwait(false) is not { } r)
+                return $"reading {key}";
+            refs[i] = r;
+        }
+
         GrantStatus mapped = GrantedPages.TryMap(_grants, _device.FrontendDomain, refs, readOnly: false, out GrantedPages? pages);
         if (mapped != GrantStatus.Okay)
             return $"mapping ring-ref: {mapped}";
+        var server = new BlkifRingServer(_grants, _device.FrontendDomain, pages!, protocol, _storage, _options.MaxIndirectSegments, _options.CopyBuffer);
+        // xen-blkback's xen_blkif_map: a ring already holding more requests than it has entries is refused (-EIO).
+        if (server.RequestsOverflow())
+        {
+            server.Dispose();
+            return $"mapping ring-ref port {remotePort}: req_prod is more than a ring ahead of rsp_prod";
+        }
+
         uint port;
         try
         {
@@ -200,7 +236,7 @@ public sealed partial class BlockBackend : IDisposable
         }
         catch (EventChannelException e)
         {
-            pages!.Dispose();
+            server.Dispose();
             return $"binding event-channel {remotePort}: {e.Errno}";
         }
 
@@ -209,7 +245,7 @@ public sealed partial class BlockBackend : IDisposable
             // Disposed while this connected: Dispose's disconnect has run (it takes this lock after setting the flag).
             if (_disposed)
             {
-                pages!.Dispose();
+                server.Dispose();
                 try
                 {
                     _events.Unbind(port);
@@ -221,12 +257,14 @@ public sealed partial class BlockBackend : IDisposable
                 return "the backend was disposed";
             }
 
-            _server = new BlkifRingServer(_grants, _device.FrontendDomain, pages!, protocol, _storage, _options.MaxIndirectSegments, _options.CopyBuffer);
+            _server = server;
             _port = port;
         }
 
         LogConnected(_device.BackendPath, refs.Length, protocol, remotePort);
-        ProcessRing(); // requests queued before the connection
+        // Requests queued before the connection are served off this (XenStore watch) task, as xen-blkback serves a ring
+        // only on its xenblkd thread: a frontend that keeps queueing cannot hold the handshake (its Closed, a cancel).
+        _ = Task.Run(ServeRing, CancellationToken.None);
         return null;
     }
 

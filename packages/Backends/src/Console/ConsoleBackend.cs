@@ -61,7 +61,10 @@ public sealed class ConsoleBackend : IDisposable
     /// <summary>Bytes the guest wrote so far.</summary>
     public long OutputBytes { get; private set; }
 
-    /// <summary>Times the guest's indexes claimed more than the ring holds (they are resynchronised, as xenconsoled does).</summary>
+    /// <summary>
+    /// Times the guest's indexes claimed more than a ring holds: the ring is left alone until the guest puts them right,
+    /// as xenconsoled's <c>buffer_append</c> and <c>ring_free_bytes</c> do.
+    /// </summary>
     public long CorruptIndexes { get; private set; }
 
     /// <summary>
@@ -246,10 +249,9 @@ public sealed class ConsoleBackend : IDisposable
             Interlocked.MemoryBarrier(); // rmb: bytes after out_prod
             if (prod - cons > XenconsInterface.OutSize)
             {
-                // Corrupt indexes: resynchronise and drop the claim (xenconsoled does not trust them either).
+                // Xen 4.17's xenconsoled io.c, buffer_append: indexes claiming more than the ring holds are ignored;
+                // nothing is read or written back and the guest is not notified.
                 CorruptIndexes++;
-                Volatile.Write(ref ring.OutCons, prod);
-                Notify();
                 return false;
             }
 
