@@ -1,3 +1,4 @@
+using VmmKit.TestSupport;
 using System.Runtime.InteropServices;
 using VmmKit.Backends.Block;
 using VmmKit.Backends.Console;

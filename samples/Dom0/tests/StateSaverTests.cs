@@ -1,4 +1,4 @@
-using VmmKit.Backends.Tests;
+using VmmKit.TestSupport;
 using VmmKit.Dom0.Daemon;
 
 namespace VmmKit.Dom0.Tests;
