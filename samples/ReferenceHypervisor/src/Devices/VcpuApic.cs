@@ -102,14 +102,11 @@ internal static class VcpuApic
     /// <summary>MOV from CR8 (64-bit mode): TPR[7:4].</summary>
     public static ulong ReadCr8(VirtualCpu vcpu) => vcpu.Apic.Cr8;
 
-    /// <summary>MOV to CR8: bits 63:4 are reserved (#GP, SDM Vol. 3A §2.5); false for the caller to inject it.</summary>
-    public static bool TryWriteCr8(VirtualCpu vcpu, ulong value)
-    {
-        if ((value & ~0xFul) != 0)
-            return false;
-        vcpu.Apic.Cr8 = value;
-        return true;
-    }
+    /// <summary>
+    /// MOV to CR8: TPR = (value &amp; 0xF) &lt;&lt; 4, bits 63:4 ignored, as Xen 4.17's <c>hvm_mov_to_cr</c> (hvm.c) takes it:
+    /// the CR8-load exit comes before the processor's reserved-bit #GP (SDM Vol. 3C §26.1.1).
+    /// </summary>
+    public static void WriteCr8(VirtualCpu vcpu, ulong value) => vcpu.Apic.Cr8 = value & 0xF;
 
     /// <summary>
     /// RDMSR/WRMSR of IA32_APIC_BASE. x2APIC mode (EXTD) is refused with #GP because CPUID does not report x2APIC, as
