@@ -127,4 +127,19 @@ public class MsrExitTests
         Assert.Equal(taken, Write(v, msr, 5));
         Assert.Equal(0ul, Read(v, msr));
     }
+
+    [Fact]
+    public void The_xapic_window_cannot_move_while_the_apic_is_enabled()
+    {
+        // guest_wrmsr_apic_base (xen/arch/x86/hvm/vlapic.c): in xAPIC mode (EN set, EXTD clear) the MMIO window must stay
+        // at 0xFEE00000, else #GP; a disabled APIC may hold another address. The window moved.
+        var (machine, v) = Build();
+        using var owner = machine;
+        const ulong en = 1ul << 11, bsp = 1ul << 8;
+        Assert.False(Write(v, 0x1B, 0xFED0_0000 | en | bsp));
+        Assert.Equal(0xFEE0_0000 | en | bsp, Read(v, 0x1B) & ~(1ul << 10));
+        Assert.True(Write(v, 0x1B, 0xFED0_0000 | bsp));
+        Assert.False(Write(v, 0x1B, 0xFED0_0000 | en | bsp));
+        Assert.True(Write(v, 0x1B, 0xFEE0_0000 | en | bsp));
+    }
 }

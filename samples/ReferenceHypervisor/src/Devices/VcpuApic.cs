@@ -110,11 +110,16 @@ internal static class VcpuApic
 
     /// <summary>
     /// RDMSR/WRMSR of IA32_APIC_BASE. x2APIC mode (EXTD) is refused with #GP because CPUID does not report x2APIC, as
-    /// the SDM requires (Vol. 3A §11.12.1); the x2APIC MSRs and IA32_TSC_DEADLINE are not offered either.
+    /// the SDM requires (Vol. 3A §11.12.1); the x2APIC MSRs and IA32_TSC_DEADLINE are not offered either. An enabled
+    /// xAPIC cannot move its window, as Xen's <c>guest_wrmsr_apic_base</c>.
     /// </summary>
     public static bool TryAccessApicBase(VirtualCpu vcpu, bool write, ref ulong value)
     {
         if (write && (value & LocalApic.ApicBaseExtd) != 0)
+            return false;
+        // Xen 4.17's guest_wrmsr_apic_base: an enabled xAPIC's MMIO window stays at its default address (#GP otherwise).
+        const ulong addressMask = 0x000F_FFFF_FFFF_F000, defaultBase = 0xFEE0_0000;
+        if (write && (value & LocalApic.ApicBaseEnable) != 0 && (value & addressMask) != defaultBase)
             return false;
         return write
             ? vcpu.Apic.WriteMsr(LocalApic.ApicBaseMsr, value) == ApicAccessResult.Ok
