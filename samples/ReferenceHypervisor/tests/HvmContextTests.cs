@@ -311,6 +311,7 @@ public sealed class HvmContextTests
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Cr0 = 0x8000_0010 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Pad0 = 1 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Cr4 = 1ul << 13 })), end)));
+        Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { Cr4 = 1ul << 6 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { MsrEfer = 1ul << 12 })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { SsArbytes = 0xC9B })), end)));
         Assert.Equal(XenErrno.EINVAL.Negated(), h.Set(Records(header, (HvmSave.CodeCpu, 0, Bytes(PvhBootCpu(0x10_0000, 0) with { GdtrLimit = 0x10000 })), end)));

@@ -289,11 +289,15 @@ public class SmpTests
         pgWithoutPe.X86_32.Cr0 = 0x8000_0010;
         var vmxe = Flat32(Load);
         vmxe.X86_32.Cr4 = 1u << 13;
+        var mce = Flat32(Load);
+        mce.X86_32.Cr4 = 1u << 6;                         // outside hvm_cr4_guest_valid_bits: CPUID offers no MCE/MCA
+        var umip = Flat32(Load);
+        umip.X86_32.Cr4 = 1u << 11;                       // nor UMIP
         var lmaWithoutLme = Flat32(Load);
         lmaWithoutLme.X86_32.Efer = 1ul << 10;
         var noLme64 = new VcpuHvmContext { Mode = VcpuHvmContext.Mode64, X86_64 = new VcpuHvmX86_64 { Cr0 = 0x8000_0011, Cr4 = 0x20, Rip = Load } };
         var nonCanonical = new VcpuHvmContext { Mode = VcpuHvmContext.Mode64, X86_64 = new VcpuHvmX86_64 { Cr0 = 0x8000_0011, Cr4 = 0x20, Efer = 0x500, Rip = 0x8000_0000_0000 } };
-        foreach (var bad in (VcpuHvmContext[])[badMode, nullCs, readOnlySs, dplMismatch, outsideCs, attrPad, trNotTss, pgWithoutPe, vmxe, lmaWithoutLme, noLme64, nonCanonical])
+        foreach (var bad in (VcpuHvmContext[])[badMode, nullCs, readOnlySs, dplMismatch, outsideCs, attrPad, trNotTss, pgWithoutPe, vmxe, mce, umip, lmaWithoutLme, noLme64, nonCanonical])
             Assert.Equal(EINVAL, Initialise(machine, bsp, m, 1, bad));
         Assert.False(d.Vcpus[1].IsInitialised);
 

@@ -79,6 +79,20 @@ public sealed class VcpuContextTests : IDisposable
     }
 
     [Fact]
+    public unsafe void Get_reads_the_control_registers_the_guest_set_itself()
+    {
+        // The guest sets the CR0/CR4 bits it owns without an exit (paging, WP, PAE, OSFXSR): the register holds them, the
+        // read shadow only the host-owned ones. getvcpucontext gave the shadow, the entry state, where Xen's
+        // arch_get_info_guest gives the guest's view (guest_cr[]).
+        Assert.Equal(0, Set(0, Full(0x10_0000)));
+        var vmcs = _target.Vcpus[0].Vmcs;
+        vmcs.Write(VmcsField.GuestCr0, vmcs.Read(VmcsField.GuestCr0) | (1ul << 31) | (1ul << 16));
+        vmcs.Write(VmcsField.GuestCr4, vmcs.Read(VmcsField.GuestCr4) | (1ul << 5) | (1ul << 9));
+        var got = Get(0);
+        Assert.Equal((0x8001_0011ul, 0x220ul), (got.CtrlReg[0], got.CtrlReg[4]));
+    }
+
+    [Fact]
     public unsafe void Set_then_get_gives_the_same_registers()
     {
         Assert.Equal(XenErrno.ENODATA.Negated(), Domctl(ToolsAbi.DomctlGetVcpuContext, 0, Out));   // no context yet

@@ -376,6 +376,8 @@ internal sealed partial class Machine : IDisposable
             SecondaryProcessorBasedControls.None,
             (_hasPreemptionTimer ? PinBasedControls.ActivateVmxPreemptionTimer : PinBasedControls.None)
                 | (Scheduling == SchedulerMode.Threaded ? ExternalInterruptExitingIfOffered(caps) : 0));
+        // The masks own the CR4 bits the guest may not set, so that setting one exits and raises #GP (Xen's vmx_update_guest_cr).
+        GuestControlRegisters.SetHostMasks(vmcs, caps);
         if (Scheduling == SchedulerMode.Threaded)
             RdtscExit.InterceptTscAux(Memory.GetFrame(_msrBitmap));   // RDTSCP exits: its TSC_AUX is kept per vCPU
         vmcs.Write(VmcsField.MsrBitmapsAddress, _msrBitmap.Value << 12);

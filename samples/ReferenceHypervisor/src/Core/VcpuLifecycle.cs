@@ -119,7 +119,8 @@ internal static class VcpuLifecycle
 
     /// <summary>
     /// Writes CR0/CR3/CR4 and EFER, with the read shadows holding the guest's values and the host owning the bits VMX
-    /// forces (as <see cref="VmcsBuilder.SetPvh32Guest"/>), and "IA-32e mode guest" following EFER.LMA (SDM Vol. 3C §26.2.1.3).
+    /// forces and the CR4 bits the guest may not set (<see cref="GuestControlRegisters.SetHostMasks"/>), and "IA-32e mode
+    /// guest" following EFER.LMA (SDM Vol. 3C §26.2.1.3).
     /// </summary>
     public static void SetCrs(VirtualCpu vcpu, ulong cr0, ulong cr0Shadow, ulong cr3, ulong cr4Shadow, ulong efer)
     {
@@ -127,11 +128,10 @@ internal static class VcpuLifecycle
         ulong cr4 = vcpu.Domain.Machine.Capabilities.AdjustCr4(cr4Shadow);
         vmcs.Write(VmcsField.GuestCr0, cr0);
         vmcs.Write(VmcsField.Cr0ReadShadow, cr0Shadow);
-        vmcs.Write(VmcsField.Cr0GuestHostMask, cr0 ^ cr0Shadow);
         vmcs.Write(VmcsField.GuestCr3, cr3);
         vmcs.Write(VmcsField.GuestCr4, cr4);
         vmcs.Write(VmcsField.Cr4ReadShadow, cr4Shadow);
-        vmcs.Write(VmcsField.Cr4GuestHostMask, cr4 ^ cr4Shadow);
+        GuestControlRegisters.SetHostMasks(vmcs, vcpu.Domain.Machine.Capabilities);
         vmcs.Write(VmcsField.GuestIa32Efer, efer);
         ulong entry = vmcs.Read(VmcsField.VmEntryControls);
         vmcs.Write(VmcsField.VmEntryControls, (efer & VmcsBuilder.EferLma) != 0

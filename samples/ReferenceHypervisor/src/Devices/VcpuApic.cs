@@ -102,22 +102,24 @@ internal static class VcpuApic
     /// <summary>MOV from CR8 (64-bit mode): TPR[7:4].</summary>
     public static ulong ReadCr8(VirtualCpu vcpu) => vcpu.Apic.Cr8;
 
-    /// <summary>MOV to CR8: bits 63:4 are reserved (#GP, SDM Vol. 3A §2.5); false for the caller to inject it.</summary>
-    public static bool TryWriteCr8(VirtualCpu vcpu, ulong value)
-    {
-        if ((value & ~0xFul) != 0)
-            return false;
-        vcpu.Apic.Cr8 = value;
-        return true;
-    }
+    /// <summary>
+    /// MOV to CR8: TPR = (value &amp; 0xF) &lt;&lt; 4, bits 63:4 ignored, as Xen 4.17's <c>hvm_mov_to_cr</c> (hvm.c) takes it:
+    /// the CR8-load exit comes before the processor's reserved-bit #GP (SDM Vol. 3C §26.1.1).
+    /// </summary>
+    public static void WriteCr8(VirtualCpu vcpu, ulong value) => vcpu.Apic.Cr8 = value & 0xF;
 
     /// <summary>
     /// RDMSR/WRMSR of IA32_APIC_BASE. x2APIC mode (EXTD) is refused with #GP because CPUID does not report x2APIC, as
-    /// the SDM requires (Vol. 3A §11.12.1); the x2APIC MSRs and IA32_TSC_DEADLINE are not offered either.
+    /// the SDM requires (Vol. 3A §11.12.1); the x2APIC MSRs and IA32_TSC_DEADLINE are not offered either. An enabled
+    /// xAPIC cannot move its window, as Xen's <c>guest_wrmsr_apic_base</c>.
     /// </summary>
     public static bool TryAccessApicBase(VirtualCpu vcpu, bool write, ref ulong value)
     {
         if (write && (value & LocalApic.ApicBaseExtd) != 0)
+            return false;
+        // Xen 4.17's guest_wrmsr_apic_base: an enabled xAPIC's MMIO window stays at its default address (#GP otherwise).
+        const ulong addressMask = 0x000F_FFFF_FFFF_F000, defaultBase = 0xFEE0_0000;
+        if (write && (value & LocalApic.ApicBaseEnable) != 0 && (value & addressMask) != defaultBase)
             return false;
         return write
             ? vcpu.Apic.WriteMsr(LocalApic.ApicBaseMsr, value) == ApicAccessResult.Ok

@@ -3,68 +3,47 @@ using VmmKit.Vmx;
 namespace VmmKit.ReferenceHypervisor;
 
 /// <summary>
-/// Exit reason 28, control-register access (SDM Vol. 3C §26.1.3; qualification table 27-3). The PVH VMCS owns only
-/// the bits VMX fixes (CR0.NE, CR4.VMXE): a guest write that changes them against the read shadow exits here. As Xen's
-/// <c>hvm_set_cr0</c>/<c>hvm_set_cr4</c> do, the guest gets the value it wrote in its read shadow and the real
+/// Exit reason 28, control-register access (SDM Vol. 3C §26.1.3; qualification table 27-3). The guest/host masks own
+/// the CR0 and CR4 bits VMX fixes (CR0.NE, CR4.VMXE) and every CR4 bit the guest may not set
+/// (<see cref="GuestControlRegisters"/>): a MOV to CR0/CR4, CLTS or LMSW that changes one of them against the read
+/// shadow exits here and is checked as Xen 4.17's <c>vmx_cr_access</c> and <c>hvm_set_cr0</c>/<c>hvm_set_cr4</c> check
+/// it (xen/arch/x86/hvm/vmx/vmx.c, hvm.c): #GP(0) for a value Xen refuses, else the guest sees what it wrote and the
 /// register keeps the fixed bits. MOV CR8 exits reach the local APIC's TPR. MOV CR3 exits are not enabled by this
 /// hypervisor; any other access raises #GP(0) in the guest.
 /// </summary>
 internal static class ControlRegisterExit
 {
-    private const ulong Cr0Pe = 1, Cr0Pg = 1ul << 31;
+    private const ulong Cr0Pe = 1, Cr0Ts = 1ul << 3, LmswBits = 0xE;
 
     /// <summary>Completes MOV to CR0/CR4, CLTS and LMSW against the guest/host masks.</summary>
     public static ExitAction Handle(VirtualCpu vcpu, in VmExit exit)
     {
         var q = new ControlRegisterAccessQualification(exit.Qualification);
         var vmcs = vcpu.Vmcs;
-        ulong value;
         int cr = q.ControlRegister;
         if (cr == 8)
             return Cr8(vcpu, in exit, q);
-        switch (q.AccessType)
+        bool ok = q.AccessType switch
         {
-            case ControlRegisterAccessType.MovToCr:
-                value = q.GeneralPurposeRegister == 4 ? vmcs.Read(VmcsField.GuestRsp) : vcpu.Registers[q.GeneralPurposeRegister];
-                break;
-            case ControlRegisterAccessType.Clts:
-                cr = 0;
-                value = Shadowed(vmcs, 0) & ~(1ul << 3);
-                break;
-            case ControlRegisterAccessType.Lmsw:
-                cr = 0;
-                ulong old = Shadowed(vmcs, 0);
-                value = (old & ~0xEul) | (q.LmswSourceData & 0xEul) | ((old | q.LmswSourceData) & Cr0Pe);
-                break;
-            default:
-                vcpu.InjectGeneralProtection();
-                return ExitAction.Resume;
-        }
-
-        if (cr is not (0 or 4) || (value >> 32) != 0 || (cr == 0 && (value & Cr0Pg) != 0 && (value & Cr0Pe) == 0))
+            ControlRegisterAccessType.MovToCr when cr == 0 => GuestControlRegisters.TrySetCr0(vcpu, Gpr(vcpu, q.GeneralPurposeRegister)),
+            ControlRegisterAccessType.MovToCr when cr == 4 => GuestControlRegisters.TrySetCr4(vcpu, Gpr(vcpu, q.GeneralPurposeRegister)),
+            // vmx_cr_access: CLTS clears TS; LMSW sets PE (never clears it) and loads MP, EM, TS, through hvm_set_cr0.
+            ControlRegisterAccessType.Clts => GuestControlRegisters.TrySetCr0(vcpu, GuestControlRegisters.Read(vmcs, 0) & ~Cr0Ts),
+            ControlRegisterAccessType.Lmsw => GuestControlRegisters.TrySetCr0(vcpu,
+                (GuestControlRegisters.Read(vmcs, 0) & ~LmswBits) | (q.LmswSourceData & (LmswBits | Cr0Pe))),
+            _ => false,
+        };
+        if (!ok)
         {
             vcpu.InjectGeneralProtection();
             return ExitAction.Resume;
         }
 
-        var (guest, mask, shadow) = cr == 0
-            ? (VmcsField.GuestCr0, VmcsField.Cr0GuestHostMask, VmcsField.Cr0ReadShadow)
-            : (VmcsField.GuestCr4, VmcsField.Cr4GuestHostMask, VmcsField.Cr4ReadShadow);
-        ulong m = vmcs.Read(mask);
-        // The guest sees what it wrote in the host-owned bits; the register keeps them as VMX requires.
-        ulong before = vmcs.Read(guest);
-        vmcs.Write(shadow, value & m);
-        vmcs.Write(guest, (value & ~m) | (before & m));
-        ulong efer = vmcs.Read(VmcsField.GuestIa32Efer);
-        if (cr == 0 && (before & Cr0Pg) == 0 && (value & Cr0Pg) != 0 && (efer & (1ul << 8)) != 0)
-        {
-            // Paging on with EFER.LME: IA-32e mode becomes active (SDM Vol. 3A §10.8.5), as the processor would do.
-            vmcs.Write(VmcsField.GuestIa32Efer, efer | (1ul << 10));
-            vmcs.Write(VmcsField.VmEntryControls, vmcs.Read(VmcsField.VmEntryControls) | (ulong)VmEntryControls.Ia32eModeGuest);
-        }
         vcpu.AdvanceRip(in exit);
         return ExitAction.Resume;
     }
+
+    private static ulong Gpr(VirtualCpu vcpu, int gpr) => gpr == 4 ? vcpu.Vmcs.Read(VmcsField.GuestRsp) : vcpu.Registers[gpr];
 
     /// <summary>MOV to/from CR8 (CR8-load/store exiting, set with the local APIC): the APIC's TPR (Devices/VcpuApic.cs).</summary>
     private static ExitAction Cr8(VirtualCpu vcpu, in VmExit exit, ControlRegisterAccessQualification q)
@@ -78,8 +57,11 @@ internal static class ControlRegisterExit
             else
                 vcpu.Registers[gpr] = tpr;
         }
-        else if (q.AccessType != ControlRegisterAccessType.MovToCr
-                 || !Devices.VcpuApic.TryWriteCr8(vcpu, gpr == 4 ? vcpu.Vmcs.Read(VmcsField.GuestRsp) : vcpu.Registers[gpr]))
+        else if (q.AccessType == ControlRegisterAccessType.MovToCr)
+        {
+            Devices.VcpuApic.WriteCr8(vcpu, Gpr(vcpu, gpr));
+        }
+        else
         {
             vcpu.InjectGeneralProtection();
             return ExitAction.Resume;
@@ -87,13 +69,5 @@ internal static class ControlRegisterExit
 
         vcpu.AdvanceRip(in exit);
         return ExitAction.Resume;
-    }
-
-    private static ulong Shadowed(Vmcs vmcs, int cr)
-    {
-        ulong m = vmcs.Read(cr == 0 ? VmcsField.Cr0GuestHostMask : VmcsField.Cr4GuestHostMask);
-        ulong real = vmcs.Read(cr == 0 ? VmcsField.GuestCr0 : VmcsField.GuestCr4);
-        ulong shadow = vmcs.Read(cr == 0 ? VmcsField.Cr0ReadShadow : VmcsField.Cr4ReadShadow);
-        return (real & ~m) | (shadow & m);
     }
 }

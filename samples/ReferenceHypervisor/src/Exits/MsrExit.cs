@@ -19,6 +19,17 @@ internal static class MsrExit
     private const ulong EferWritable = (1ul << 0) | (1ul << 8) | (1ul << 11);   // SCE, LME, NXE
     private const uint BiosSignId = 0x8B, FeatureControl = 0x3A, PlatformInfo = 0xCE, MiscFeaturesEnables = 0x140;
     private const uint McgCap = 0x179, McgStatus = 0x17A, McBankFirst = 0x400;
+    private const uint PlatformId = 0x17, PerfStatus = 0x198, PerfCtl = 0x199, ThermStatus = 0x19C, Debugctl = 0x1D9;
+    private const uint AmdNbCfg = 0xC001_001F, AmdEnableC1e = 0xC001_0055;
+
+    /// <summary>
+    /// IA32_MISC_ENABLE as Xen's <c>vmx_msr_read_intercept</c> gives it: the host's value (this processor's: fast
+    /// strings) with BTS_UNAVAIL (bit 11) and PEBS_UNAVAIL (bit 12).
+    /// </summary>
+    private const ulong MiscEnableValue = 1 | (1ul << 11) | (1ul << 12);
+
+    /// <summary>IA32_DEBUGCTL bits Xen's <c>vmx_msr_write_intercept</c> takes without vPMU BTS or RTM: LBR (0), BTF (1).</summary>
+    private const ulong DebugctlLbr = 1, DebugctlBtf = 2;
 
     /// <summary>
     /// Distinct MSR accesses (MSR, read or write) of a domain whose #GP is logged; past them one line says the rest are
@@ -56,7 +67,12 @@ internal static class MsrExit
             case FsBase: value = vcpu.Vmcs.Read(VmcsField.GuestFsBase); break;
             case GsBase: value = vcpu.Vmcs.Read(VmcsField.GuestGsBase); break;
             case Ia32ApicBase: Devices.VcpuApic.TryAccessApicBase(vcpu, write: false, ref value); break;
-            case Ia32MiscEnable: value = 1; break;                           // fast strings
+            case Ia32MiscEnable: value = MiscEnableValue; break;
+            case Debugctl: value = vcpu.Vmcs.Read(VmcsField.GuestIa32Debugctl); break;
+            // guest_rdmsr (msr.c) for an Intel guest: PLATFORM_ID is the host's (this processor has no platform bits: 0),
+            // PERF_STATUS/PERF_CTL and THERM_STATUS read as zero; hvm_msr_read_intercept reads AMD's NB_CFG and
+            // K8_ENABLE_C1E as zero for a guest migrated to an Intel host.
+            case PlatformId or PerfStatus or PerfCtl or ThermStatus or AmdNbCfg or AmdEnableC1e: value = 0; break;
             case Ia32Tsc: value = GuestTime.ReadTsc(vcpu); break;
             case RdtscExit.Ia32TscAux: value = vcpu.TscAux; break;   // intercepted on the threaded scheduler only
             case var m when MtrrMsrs.Owns(m): value = MtrrMsrs.Read(vcpu, msr); break;
@@ -92,13 +108,18 @@ internal static class MsrExit
             HypercallPage.MsrIndex => HypercallPage.TryInstall(vcpu.Physical, value),   // this thread's own accessor and cache
             Ia32Efer => WriteEfer(vcpu, value),
             Ia32Pat => WritePat(vcpu, value),
-            SysenterCs => WriteField(vcpu, VmcsField.GuestIa32SysenterCs, value & 0xFFFF),
+            // vmx_msr_write_intercept writes the value to the 32-bit GUEST_SYSENTER_CS field.
+            SysenterCs => WriteField(vcpu, VmcsField.GuestIa32SysenterCs, value & 0xFFFF_FFFF),
             SysenterEsp => Canonical(value) && WriteField(vcpu, VmcsField.GuestIa32SysenterEsp, value),
             SysenterEip => Canonical(value) && WriteField(vcpu, VmcsField.GuestIa32SysenterEip, value),
             FsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestFsBase, value),
             GsBase => Canonical(value) && WriteField(vcpu, VmcsField.GuestGsBase, value),
             Ia32ApicBase => Devices.VcpuApic.TryAccessApicBase(vcpu, write: true, ref value),
-            Ia32MiscEnable => true,                                          // accepted and ignored
+            // vmx_msr_write_intercept: a write of the value read is dropped, any other is #GP.
+            Ia32MiscEnable => value == MiscEnableValue,
+            Debugctl => WriteDebugctl(vcpu, value),
+            // guest_wrmsr drops PERF_CTL; hvm_msr_write_intercept ignores NB_CFG.
+            PerfCtl or AmdNbCfg => true,
             // SDM Vol. 4: IA32_TSC_AUX bits 63:32 are reserved (#GP); intercepted on the threaded scheduler only.
             RdtscExit.Ia32TscAux => (value >> 32) == 0 && SetTscAux(vcpu, (uint)value),
             var m when MtrrMsrs.Owns(m) => MtrrMsrs.TryWrite(vcpu, msr, value),
@@ -142,6 +163,18 @@ internal static class MsrExit
             : $"d{domain.Id}v{vcpu.Id}: RDMSR 0x{msr:x} -> #GP");
     }
 
+    /// <summary>
+    /// vmx_msr_write_intercept: #GP for a bit other than LBR and BTF; LBR is dropped (no model-specific LBRs: it reads 0,
+    /// as the architectural-LBR rule Xen follows). BTF is kept; the processor does not single-step on branches.
+    /// </summary>
+    private static bool WriteDebugctl(VirtualCpu vcpu, ulong value)
+    {
+        if ((value & ~(DebugctlLbr | DebugctlBtf)) != 0)
+            return false;
+        vcpu.Vmcs.Write(VmcsField.GuestIa32Debugctl, value & ~DebugctlLbr);
+        return true;
+    }
+
     private static bool SetTscAux(VirtualCpu vcpu, uint value)
     {
         vcpu.TscAux = value;
@@ -166,6 +199,14 @@ internal static class MsrExit
         ulong current = vcpu.Vmcs.Read(VmcsField.GuestIa32Efer);
         if ((vcpu.Vmcs.Read(VmcsField.GuestCr0) & (1ul << 31)) != 0 && ((value ^ current) & lmeBit) != 0)
             return false;
+        if ((value & lmeBit) != 0 && (current & lmeBit) == 0)
+        {
+            // Xen's hvm_set_efer: when LME becomes set, CS.L is cleared, keeping the guest in compatibility mode until it
+            // reloads CS (a legacy-mode CS may carry L; paging on with it would be #GP, SDM Vol. 3A §10.8.5).
+            const ulong csL = 1ul << 13;
+            vcpu.Vmcs.Write(VmcsField.GuestCsAccessRights, vcpu.Vmcs.Read(VmcsField.GuestCsAccessRights) & ~csL);
+        }
+
         vcpu.Vmcs.Write(VmcsField.GuestIa32Efer, (value & EferWritable) | (current & lmaBit));
         return true;
     }

@@ -266,7 +266,7 @@ internal static class HvmContext
             Rax = g.Rax, Rbx = g.Rbx, Rcx = g.Rcx, Rdx = g.Rdx, Rbp = g.Rbp, Rsi = g.Rsi, Rdi = g.Rdi, Rsp = vmcs.Read(VmcsField.GuestRsp),
             R8 = g.R8, R9 = g.R9, R10 = g.R10, R11 = g.R11, R12 = g.R12, R13 = g.R13, R14 = g.R14, R15 = g.R15,
             Rip = vmcs.Read(VmcsField.GuestRip), Rflags = vmcs.Read(VmcsField.GuestRflags),
-            Cr0 = vmcs.Read(VmcsField.Cr0ReadShadow), Cr3 = vmcs.Read(VmcsField.GuestCr3), Cr4 = vmcs.Read(VmcsField.Cr4ReadShadow),
+            Cr0 = GuestControlRegisters.Read(vmcs, 0), Cr3 = vmcs.Read(VmcsField.GuestCr3), Cr4 = GuestControlRegisters.Read(vmcs, 4),
             Dr7 = vmcs.Read(VmcsField.GuestDr7), Dr6 = 0xFFFF_0FF0,
             IdtrLimit = (uint)vmcs.Read(VmcsField.GuestIdtrLimit), IdtrBase = vmcs.Read(VmcsField.GuestIdtrBase),
             GdtrLimit = (uint)vmcs.Read(VmcsField.GuestGdtrLimit), GdtrBase = vmcs.Read(VmcsField.GuestGdtrBase),

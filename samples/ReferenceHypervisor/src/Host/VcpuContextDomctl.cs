@@ -128,9 +128,10 @@ internal static class VcpuContextDomctl
         };
         unsafe
         {
-            c.CtrlReg[0] = vmcs.Read(VmcsField.Cr0ReadShadow);
+            // The guest's view (Xen's guest_cr[]): the bits it owns from the register, the host's from the read shadow.
+            c.CtrlReg[0] = GuestControlRegisters.Read(vmcs, 0);
             c.CtrlReg[3] = vmcs.Read(VmcsField.GuestCr3);
-            c.CtrlReg[4] = vmcs.Read(VmcsField.Cr4ReadShadow);
+            c.CtrlReg[4] = GuestControlRegisters.Read(vmcs, 4);
             c.DebugReg[6] = 0xFFFF_0FF0;
             c.DebugReg[7] = vmcs.Read(VmcsField.GuestDr7);
         }

@@ -12,7 +12,7 @@ namespace VmmKit.ReferenceHypervisor.Hypercalls;
 internal static class VcpuHvmContextLoader
 {
     private const ulong Cr0Pe = 1, Cr0Pg = 1ul << 31;
-    private const ulong Cr4Pae = 1ul << 5, Cr4Vmxe = 1ul << 13;
+    private const ulong Cr4Pae = 1ul << 5;
     private const ulong EferSce = 1, EferLme = 1ul << 8, EferLma = 1ul << 10, EferNxe = 1ul << 11;
 
     /// <summary>The RFLAGS bits a guest may set (SDM Vol. 1 §3.4.3): everything architectural except VM (no virtual-8086 start).</summary>
@@ -92,15 +92,16 @@ internal static class VcpuHvmContextLoader
     }
 
     /// <summary>
-    /// CR0 bits 63:32 clear and PG only with PE (MOV CR0's #GP rules, SDM Vol. 3A §2.5); CR4 only bits the processor
-    /// allows (IA32_VMX_CR4_FIXED1) and never VMXE (no nested VMX); EFER only SCE, LME, LMA, NXE. LME with paging gives LMA
-    /// (Xen sets it), and IA-32e paging needs PAE (Xen's <c>hvm_efer_valid</c>).
+    /// CR0 bits 63:32 clear and PG only with PE (MOV CR0's #GP rules, SDM Vol. 3A §2.5); CR4 only bits the guest may set
+    /// (Xen's <c>hvm_cr4_guest_valid_bits</c>, as <c>arch_set_info_hvm_guest</c> and <c>hvm_load_cpu_ctxt</c> check: never
+    /// VMXE, no nested VMX); EFER only SCE, LME, LMA, NXE. LME with paging gives LMA (Xen sets it), and IA-32e paging needs
+    /// PAE (Xen's <c>hvm_efer_valid</c>).
     /// </summary>
     private static bool TryCheckControl(VirtualCpu vcpu, ulong cr0, ulong cr4, ref ulong efer)
     {
         if ((cr0 >> 32) != 0 || ((cr0 & Cr0Pg) != 0 && (cr0 & Cr0Pe) == 0))
             return false;
-        if ((cr4 & ~vcpu.Domain.Machine.Capabilities.Cr4Fixed1) != 0 || (cr4 & Cr4Vmxe) != 0)
+        if ((cr4 & ~GuestControlRegisters.Cr4GuestValidBits) != 0)
             return false;
         if ((efer & ~(EferSce | EferLme | EferLma | EferNxe)) != 0)
             return false;
