@@ -108,6 +108,25 @@ public sealed class LifecycleEdgeTests : IDisposable
     // ---------------------------------------------------------------- 1. domain lifecycle
 
     /// <summary>
+    /// DestroyDomain frees the table's frames and leaves the table with none (Xen's grant_table_destroy frees them with
+    /// the table): a destroyed domain reports no shared or status frame and no entry, so nothing reaches a freed frame
+    /// through its entry count.
+    /// </summary>
+    [Fact]
+    public void A_destroyed_domain_has_no_table_frame_and_no_entry()
+    {
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.True(_front.Grant.EntryCount > 0);
+        _m.Kill(_front);
+
+        Assert.Equal(0, _front.Grant.SharedFrameCount);
+        Assert.Equal(0, _front.Grant.StatusFrameCount);
+        Assert.Equal(0, _front.Grant.EntryCount);
+        Assert.Throws<ArgumentOutOfRangeException>(() => _front.Grant.GetSharedFrame(0));
+    }
+
+    /// <summary>
     /// Every public GrantTableHost method refuses a domain of another host ("Exceptions are reserved for host programming
     /// errors (a null domain, a domain of another host)"), DestroyDomain too: without the check it freed the other
     /// host's table frame *numbers* through this host's FrameReferences, i.e. whatever frame of this machine has that
