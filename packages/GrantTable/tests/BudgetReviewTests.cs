@@ -40,14 +40,7 @@ public sealed class BudgetReviewTests : IDisposable
                 Assert.True(_share.TryGrantForeignAccess(2, (ulong)(i / 100 % TestMachine.RamFrames), readOnly: true, out gref));
             }
 
-            var op = new GnttabMapGrantRef
-            {
-                HostAddr = gfnOf(i) << 12,
-                Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly),
-                Ref = gref,
-                Dom = 1,
-            };
-            _m.Host.MapGrantRef(_back.Grant, ref op);
+            GnttabMapGrantRef op = _m.MapGrant(_back, 1, gref, gfnOf(i), readOnly: true);
             Assert.Equal(0, op.Status);
             handles[i] = op.Handle;
         }
@@ -138,8 +131,7 @@ public sealed class BudgetReviewTests : IDisposable
             left.Add(d.MappingCount);
             if (destroy)
             {
-                var op = new GnttabMapGrantRef { HostAddr = 0x9000UL << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = late, Dom = 1 };
-                _m.Host.MapGrantRef(_back.Grant, ref op);
+                GnttabMapGrantRef op = _m.MapGrant(_back, 1, late, 0x9000);
                 refused.Add(op.Status);
             }
         };

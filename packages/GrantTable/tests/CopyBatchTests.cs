@@ -63,12 +63,7 @@ public sealed unsafe class CopyBatchTests : IDisposable
         _m.Frames.Free(_front.Ram[gfn]);
     }
 
-    private GnttabMapGrantRef Map(uint gref, ulong gfn, bool readOnly = true)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = 1 };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, ulong gfn, bool readOnly = true) => _m.MapGrant(_back, 1, gref, gfn, readOnly);
 
     private short Unmap(uint handle, ulong gfn)
     {
@@ -150,8 +145,7 @@ public sealed unsafe class CopyBatchTests : IDisposable
     {
         uint a = Grant(5);
         MachineFrameNumber frame = _front.Ram[5];
-        var map = new GnttabMapGrantRef { HostAddr = 40UL << 12, Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly), Ref = a, Dom = 1 };
-        _m.Host.MapGrantRef(_back.Grant, ref map); // the mapping holds a reference on the frame
+        GnttabMapGrantRef map = Map(a, 40); // read-only; the mapping holds a reference on the frame
         Assert.Equal(0, map.Status);
         short[] st = CallCopy([FromGrant(a, 3), FromGrant(a, 3, 16), FromGrant(a, 4, 32)], i =>
         {

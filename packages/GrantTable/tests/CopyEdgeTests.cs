@@ -81,12 +81,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
         Status = 99,
     };
 
-    private GnttabMapGrantRef Map(uint gref, bool readOnly)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = MapGfn << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = 1 };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, bool readOnly) => _m.MapGrant(_back, 1, gref, MapGfn, readOnly);
 
     private short[] Run(params GnttabCopy[] ops)
     {
@@ -576,15 +571,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
         TestDomain third = _m.AddDomain(3);
         third.RamPage(3).Fill(0x03);
         uint gref = Grant(5);
-        var map = new GnttabMapGrantRef
-        {
-            HostAddr = 0x1000UL << 12,
-            Flags = (uint)GrantMapFlags.HostMap,
-            Ref = gref,
-            Dom = 1,
-        };
-        _m.Host.MapGrantRef(_back.Grant, ref map);
-        Assert.Equal(0, map.Status);
+        Assert.Equal(0, _m.MapGrant(_back, 1, gref, 0x1000).Status);
         GnttabCopy[] ops = [FromGrant(gref, 0, 3, 0, 16), ToGrant(3, 0, gref, 16, 16)];
         _m.Host.Copy(third.Grant, ops.AsSpan());
         Assert.Equal([(short)GrantStatus.GeneralError, (short)GrantStatus.GeneralError], ops.Select(o => o.Status));
@@ -606,15 +593,7 @@ public sealed unsafe class CopyEdgeTests : IDisposable
         const uint maps = 128;
         for (uint i = 0; i < maps; i++)
         {
-            var map = new GnttabMapGrantRef
-            {
-                HostAddr = (0x1000UL + i) << 12,
-                Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly),
-                Ref = gref,
-                Dom = 1,
-            };
-            _m.Host.MapGrantRef(_back.Grant, ref map);
-            Assert.Equal(0, map.Status);
+            Assert.Equal(0, _m.MapGrant(_back, 1, gref, 0x1000UL + i, readOnly: true).Status);
         }
 
         Assert.Equal(maps * ActiveGrantEntry.HostReadIncrement, _front.Grant.GetPinCount(gref));

@@ -133,8 +133,7 @@ public abstract class DirtyLogFixture : IDisposable
 
     private protected GnttabMapGrantRef Map(uint gref, bool readOnly, ulong at = MapGfn)
     {
-        var op = new GnttabMapGrantRef { HostAddr = at << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = 1 };
-        _host.MapGrantRef(_back.Grant, ref op);
+        GnttabMapGrantRef op = TestMachine.MapGrant(_host, _back.Grant, 1, gref, at, TestMachine.HostMapFlags(readOnly));
         Assert.Equal(0, op.Status);
         return op;
     }

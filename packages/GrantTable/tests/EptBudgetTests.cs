@@ -34,18 +34,8 @@ public sealed class EptBudgetTests : IDisposable
 
     private static FrameOwner Back => new(2);
 
-    private GnttabMapGrantRef Map(uint gref, ulong gfn, TestDomain? grantee = null)
-    {
-        var op = new GnttabMapGrantRef
-        {
-            HostAddr = gfn << 12,
-            Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly),
-            Ref = gref,
-            Dom = 1,
-        };
-        _m.Host.MapGrantRef((grantee ?? _back).Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, ulong gfn, TestDomain? grantee = null) =>
+        _m.MapGrant(grantee ?? _back, 1, gref, gfn, readOnly: true);
 
     private short Unmap(uint handle, ulong gfn)
     {

@@ -39,8 +39,7 @@ public sealed class FlushOrderReviewTests : IDisposable
     private (uint Handle, MachineFrameNumber Frame) MapThenFree(int gfn, ulong slot = 0)
     {
         Assert.True(_share.TryGrantForeignAccess(2, (ulong)gfn, readOnly: false, out uint gref));
-        var op = new GnttabMapGrantRef { HostAddr = (MapGfn + slot) << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = gref, Dom = 1 };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
+        GnttabMapGrantRef op = _m.MapGrant(_back, 1, gref, MapGfn + slot);
         Assert.Equal(0, op.Status);
         MachineFrameNumber frame = _front.Ram[gfn];
         _front.Ept.Unmap(new GuestFrameNumber((ulong)gfn).Address, 1);

@@ -27,12 +27,8 @@ public sealed class HostTests : IDisposable
         return gref;
     }
 
-    private GnttabMapGrantRef Map(uint gref, bool readOnly = false, ulong gfn = MapGfn, ushort dom = 1, TestDomain? by = null)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = dom };
-        _m.Host.MapGrantRef((by ?? _back).Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, bool readOnly = false, ulong gfn = MapGfn, ushort dom = 1, TestDomain? by = null) =>
+        _m.MapGrant(by ?? _back, dom, gref, gfn, readOnly);
 
     private short Unmap(uint handle, ulong gfn = MapGfn, TestDomain? by = null)
     {
@@ -290,9 +286,7 @@ public sealed class HostTests : IDisposable
         TestDomain third = _m.AddDomain(3);
         var thirdShare = new InProcessGrantShare(_m.Host, third.Grant);
         Assert.True(thirdShare.TryGrantForeignAccess(1, 9, false, out uint g3));
-        var op = new GnttabMapGrantRef { HostAddr = 0x2000UL << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = g3, Dom = 3 };
-        _m.Host.MapGrantRef(_front.Grant, ref op);
-        Assert.Equal(0, op.Status);
+        Assert.Equal(0, Map(g3, gfn: 0x2000, dom: 3, by: _front).Status);
         Assert.True(_share.TryGrantForeignAccess(2, 0x2000, false, out uint passOn));
         Assert.Equal((short)GrantStatus.BadPage, Map(passOn).Status);
     }

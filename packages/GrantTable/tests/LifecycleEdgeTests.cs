@@ -61,13 +61,6 @@ public sealed class LifecycleEdgeTests : IDisposable
         }
     }
 
-    private GnttabMapGrantRef Map(TestDomain by, ushort granter, uint gref, ulong gfn, bool readOnly = false)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = granter };
-        _m.Host.MapGrantRef(by.Grant, ref op);
-        return op;
-    }
-
     private short Unmap(TestDomain by, uint handle, ulong gfn, ulong devBusAddr = 0)
     {
         var op = new GnttabUnmapGrantRef { HostAddr = gfn << 12, DevBusAddr = devBusAddr, Handle = handle };
@@ -115,6 +108,25 @@ public sealed class LifecycleEdgeTests : IDisposable
     // ---------------------------------------------------------------- 1. domain lifecycle
 
     /// <summary>
+    /// DestroyDomain frees the table's frames and leaves the table with none (Xen's grant_table_destroy frees them with
+    /// the table): a destroyed domain reports no shared or status frame and no entry, so nothing reaches a freed frame
+    /// through its entry count.
+    /// </summary>
+    [Fact]
+    public void A_destroyed_domain_has_no_table_frame_and_no_entry()
+    {
+        var v = new GnttabSetVersion { Version = 2 };
+        Assert.Equal(0, _m.Host.SetVersion(_front.Grant, ref v));
+        Assert.True(_front.Grant.EntryCount > 0);
+        _m.Kill(_front);
+
+        Assert.Equal(0, _front.Grant.SharedFrameCount);
+        Assert.Equal(0, _front.Grant.StatusFrameCount);
+        Assert.Equal(0, _front.Grant.EntryCount);
+        Assert.Throws<ArgumentOutOfRangeException>(() => _front.Grant.GetSharedFrame(0));
+    }
+
+    /// <summary>
     /// Every public GrantTableHost method refuses a domain of another host ("Exceptions are reserved for host programming
     /// errors (a null domain, a domain of another host)"), DestroyDomain too: without the check it freed the other
     /// host's table frame *numbers* through this host's FrameReferences, i.e. whatever frame of this machine has that
@@ -151,8 +163,8 @@ public sealed class LifecycleEdgeTests : IDisposable
         const uint gref = 10;
         _front.RamPage(5).Fill(0xA1);
         Grant(_front, gref, 2, 5);
-        GnttabMapGrantRef m1 = Map(_back, 1, gref, Slot);
-        GnttabMapGrantRef m2 = Map(_back, 1, gref, Slot + 1, readOnly: true);
+        GnttabMapGrantRef m1 = _m.MapGrant(_back, 1, gref, Slot);
+        GnttabMapGrantRef m2 = _m.MapGrant(_back, 1, gref, Slot + 1, readOnly: true);
         Assert.Equal((0, 0), (m1.Status, m2.Status));
         MachineFrameNumber oldFrame = _front.Ram[5];
 
@@ -167,14 +179,14 @@ public sealed class LifecycleEdgeTests : IDisposable
         // The new d1 grants the same reference to d3, which maps it.
         reborn.RamPage(5).Fill(0xB2);
         Grant(reborn, gref, 3, 5);
-        GnttabMapGrantRef m3 = Map(third, 1, gref, Slot);
+        GnttabMapGrantRef m3 = _m.MapGrant(third, 1, gref, Slot);
         Assert.Equal(0, m3.Status);
         Assert.Equal(0xB2, ReadByte(third, Slot << 12));
         Assert.Equal(0xA1, ReadByte(_back, Slot << 12));      // the old mapping still shows the old frame
         Assert.Equal(0xA1, ReadByte(_back, (Slot + 1) << 12));
 
         // d2 can map the new d1's grant only if granted to it: it is granted to d3.
-        Assert.Equal((short)GrantStatus.GeneralError, Map(_back, 1, gref, Slot + 2).Status);
+        Assert.Equal((short)GrantStatus.GeneralError, _m.MapGrant(_back, 1, gref, Slot + 2).Status);
 
         // Unmapping the old mappings: the old frame goes at the last one; the new d1's grant keeps its pin and flags.
         ushort flagsBefore = V1(reborn, gref)->Flags;
@@ -210,12 +222,12 @@ public sealed class LifecycleEdgeTests : IDisposable
     public void Every_operation_of_a_destroyed_domain_answers_a_status_and_throws_nothing()
     {
         Grant(_front, 10, 2, 5);
-        GnttabMapGrantRef m = Map(_back, 1, 10, Slot);
+        GnttabMapGrantRef m = _m.MapGrant(_back, 1, 10, Slot);
         Assert.Equal(0, m.Status);
         GrantDomain dead = _back.Grant;
         _m.Kill(_back);
 
-        Assert.Equal((short)GrantStatus.BadDomain, Map(_back, 1, 10, Slot + 1).Status);
+        Assert.Equal((short)GrantStatus.BadDomain, _m.MapGrant(_back, 1, 10, Slot + 1).Status);
         Assert.Equal((short)GrantStatus.BadHandle, Unmap(_back, m.Handle, Slot));
         Assert.Equal((short)GrantStatus.BadHandle, Replace(_back, m.Handle, Slot << 12, 0));
         var copy = new GnttabCopy { Source = new() { Ref = 10, DomId = 1 }, Dest = new() { Gmfn = 3, DomId = DomainId.Self }, Len = 1, Flags = (ushort)GrantCopyFlags.SourceGref };
@@ -248,7 +260,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         Assert.Equal(0, SetVersion(_front, 2));
         const uint gref = 12;
         Grant(_front, gref, 2, 6);
-        GnttabMapGrantRef m = Map(_back, 1, gref, Slot);
+        GnttabMapGrantRef m = _m.MapGrant(_back, 1, gref, Slot);
         Assert.Equal(0, m.Status);
         Assert.Equal((ushort)(GrantEntryFlags.Reading | GrantEntryFlags.Writing), StatusV2(_front, gref));
         Assert.Equal(1, _m.Frames.ReferenceCount(_front.Ram[6]));
@@ -263,7 +275,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         TestDomain reborn = _m.AddDomain(2);
         Assert.Equal((short)GrantStatus.BadHandle, Unmap(reborn, m.Handle, Slot));
         Assert.Equal(0, reborn.Grant.MappingCount);
-        GnttabMapGrantRef again = Map(reborn, 1, gref, Slot);
+        GnttabMapGrantRef again = _m.MapGrant(reborn, 1, gref, Slot);
         Assert.Equal(0, again.Status);
         Assert.Equal(0, Unmap(reborn, again.Handle, Slot));
         Assert.Equal(0, StatusV2(_front, gref));
@@ -332,7 +344,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         const uint reserved = 3;
         Grant(_front, reserved, 2, 7);
         _front.RamPage(7).Fill(0x5E);
-        GnttabMapGrantRef m = Map(_back, 1, reserved, Slot);
+        GnttabMapGrantRef m = _m.MapGrant(_back, 1, reserved, Slot);
         Assert.Equal(0, m.Status);
 
         Assert.Equal(0, SetVersion(_front, 1));
@@ -359,7 +371,7 @@ public sealed class LifecycleEdgeTests : IDisposable
     {
         const uint gref = 300;
         Grant(_front, gref, 2, 5);
-        GnttabMapGrantRef m = Map(_back, 1, gref, Slot, readOnly: true);
+        GnttabMapGrantRef m = _m.MapGrant(_back, 1, gref, Slot, readOnly: true);
         Assert.Equal(0, m.Status);
         var op = new GnttabSetVersion { Version = 2 };
         Assert.Equal(XenErrno.EBUSY.Negated(), _m.Host.SetVersion(_front.Grant, ref op));
@@ -422,8 +434,8 @@ public sealed class LifecycleEdgeTests : IDisposable
         TestDomain third = _m.AddDomain(3);
         Grant(_front, 10, 2, 5);
         Grant(third, 10, 2, 6);
-        GnttabMapGrantRef a = Map(_back, 1, 10, Slot);
-        GnttabMapGrantRef b = Map(_back, 3, 10, Slot + 1);
+        GnttabMapGrantRef a = _m.MapGrant(_back, 1, 10, Slot);
+        GnttabMapGrantRef b = _m.MapGrant(_back, 3, 10, Slot + 1);
         Assert.Equal((0, 0), (a.Status, b.Status));
 
         Assert.Equal((short)GrantStatus.BadHandle, Replace(_back, 1_000_000, Slot << 12, 0));
@@ -455,7 +467,7 @@ public sealed class LifecycleEdgeTests : IDisposable
     {
         Grant(_front, 10, 2, 5);
         Grant(_front, 11, 2, 6);
-        GnttabMapGrantRef m = Map(_back, 1, 10, Slot);
+        GnttabMapGrantRef m = _m.MapGrant(_back, 1, 10, Slot);
         Assert.Equal(0, m.Status);
         int entries = _front.Grant.EntryCount;
         Assert.Equal((short)GrantStatus.BadGntref, Swap(_front, 10, (uint)entries));
@@ -468,7 +480,7 @@ public sealed class LifecycleEdgeTests : IDisposable
 
         Assert.Equal((short)GrantStatus.Okay, Swap(_front, 10, 11));
         Assert.Equal((6u, 5u), (V1(_front, 10)->Frame, V1(_front, 11)->Frame));
-        Assert.Equal(_front.Ram[6].Address, Map(_back, 1, 10, Slot + 2).DevBusAddr);
+        Assert.Equal(_front.Ram[6].Address, _m.MapGrant(_back, 1, 10, Slot + 2).DevBusAddr);
 
         // Under v2 (after the map above is gone) the bound is 256 per frame.
         Assert.Equal(1, _m.Host.ReleaseMappings(_back.Grant));
@@ -491,11 +503,11 @@ public sealed class LifecycleEdgeTests : IDisposable
         TestDomain third = _m.AddDomain(3);
         Grant(_front, 10, 2, 5);
         Grant(_front, 11, 3, 6);
-        GnttabMapGrantRef mine = Map(_back, 1, 10, Slot);
+        GnttabMapGrantRef mine = _m.MapGrant(_back, 1, 10, Slot);
         Assert.Equal(0, mine.Status);
 
         Assert.Equal((short)GrantStatus.BadHandle, Unmap(third, mine.Handle, Slot));
-        GnttabMapGrantRef theirs = Map(third, 1, 11, Slot + 7);
+        GnttabMapGrantRef theirs = _m.MapGrant(third, 1, 11, Slot + 7);
         Assert.Equal(0, theirs.Status);
         Assert.Equal(mine.Handle, theirs.Handle); // both first handles
         Assert.Equal((short)GrantStatus.GeneralError, Unmap(third, mine.Handle, Slot));
@@ -521,7 +533,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         Grant(_front, 10, 2, 5);
         _front.RamPage(5).Fill(0x6F);
         MachineFrameNumber ram = _front.Ram[5];
-        GnttabMapGrantRef m = Map(_back, 1, 10, Slot);
+        GnttabMapGrantRef m = _m.MapGrant(_back, 1, 10, Slot);
         Assert.Equal(0, m.Status);
 
         Assert.Equal(0, _m.Host.AddToPhysmap(_front.Grant, 0, new GuestFrameNumber(5)));
@@ -530,7 +542,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         Assert.Equal(_front.Grant.GetSharedFrame(0), now);
         Assert.Equal(0x6F, ReadByte(_back, Slot << 12));
 
-        GnttabMapGrantRef second = Map(_back, 1, 10, Slot + 1, readOnly: true); // pinned: act->mfn
+        GnttabMapGrantRef second = _m.MapGrant(_back, 1, 10, Slot + 1, readOnly: true); // pinned: act->mfn
         Assert.Equal(0, second.Status);
         Assert.Equal(ram.Address, second.DevBusAddr);
         Assert.Equal(0, Unmap(_back, m.Handle, Slot));
@@ -538,7 +550,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         Assert.False(_m.Frames.IsFreePending(ram));
         Assert.False(_m.Memory.TryGetOwner(ram, out FrameOwner owner) && owner.DomainId == 1);
 
-        Assert.Equal((short)GrantStatus.BadPage, Map(_back, 1, 10, Slot).Status); // gfn 5 is the table frame now
+        Assert.Equal((short)GrantStatus.BadPage, _m.MapGrant(_back, 1, 10, Slot).Status); // gfn 5 is the table frame now
         Assert.Equal(0u, _front.Grant.GetPinCount(10));
     }
 
@@ -563,7 +575,7 @@ public sealed class LifecycleEdgeTests : IDisposable
 
         // The grant map path already turns the failed split into a status.
         Grant(_front, 10, 5, 5);
-        Assert.Equal((short)GrantStatus.GeneralError, Map(bigDomain, 1, 10, 0x202).Status);
+        Assert.Equal((short)GrantStatus.GeneralError, _m.MapGrant(bigDomain, 1, 10, 0x202).Status);
         Assert.Equal(0u, _front.Grant.GetPinCount(10));
 
         long rc = 0;
@@ -634,7 +646,7 @@ public sealed class LifecycleEdgeTests : IDisposable
         for (uint i = 0; i < 32; i++)
         {
             Grant(_front, 10 + i, 2, i);
-            GnttabMapGrantRef m = Map(_back, 1, 10 + i, Slot + i, readOnly: true);
+            GnttabMapGrantRef m = _m.MapGrant(_back, 1, 10 + i, Slot + i, readOnly: true);
             Assert.Equal(0, m.Status);
             handles[i] = m.Handle;
         }

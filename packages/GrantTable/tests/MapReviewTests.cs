@@ -28,18 +28,7 @@ public sealed unsafe class MapReviewTests : IDisposable
         return gref;
     }
 
-    private short Map(uint gref, ulong gfn, bool readOnly = false)
-    {
-        var op = new GnttabMapGrantRef
-        {
-            HostAddr = gfn << 12,
-            Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)),
-            Ref = gref,
-            Dom = 1,
-        };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
-        return op.Status;
-    }
+    private short Map(uint gref, ulong gfn, bool readOnly = false) => _m.MapGrant(_back, 1, gref, gfn, readOnly).Status;
 
     // GTF_reading/GTF_writing of a grant where the guest sees them: the v1 header, or the v2 status entry.
     private ushort BusyFlags(uint gref, uint version)
@@ -108,15 +97,7 @@ public sealed unsafe class MapReviewTests : IDisposable
             uint gref = Grant(g % TestMachine.RamFrames, readOnly: true, to: 3);
             for (int k = 0; k < 100 && mapped < Frames * GrantTableLimits.MaptrackPerFrame; k++, mapped++)
             {
-                var op = new GnttabMapGrantRef
-                {
-                    HostAddr = (0x10000 + (ulong)mapped) << 12,
-                    Flags = (uint)(GrantMapFlags.HostMap | GrantMapFlags.ReadOnly),
-                    Ref = gref,
-                    Dom = 1,
-                };
-                _m.Host.MapGrantRef(many.Grant, ref op);
-                Assert.Equal(0, op.Status);
+                Assert.Equal(0, _m.MapGrant(many, 1, gref, 0x10000 + (ulong)mapped, readOnly: true).Status);
                 Assert.Equal((mapped / GrantTableLimits.MaptrackPerFrame + 1) * GrantTableLimits.MaptrackPerFrame, many.Grant.MaptrackCapacity);
                 if (!ReferenceEquals(table, many.Grant.Maptrack))
                 {
@@ -131,9 +112,7 @@ public sealed unsafe class MapReviewTests : IDisposable
         Assert.Equal(Frames * GrantTableLimits.MaptrackPerFrame, many.Grant.MappingCount);
 
         uint last = Grant(1, readOnly: true, to: 3);
-        var full = new GnttabMapGrantRef { HostAddr = 0x20000UL << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = last, Dom = 1 };
-        _m.Host.MapGrantRef(many.Grant, ref full);
-        Assert.Equal((short)GrantStatus.NoSpace, full.Status);
+        Assert.Equal((short)GrantStatus.NoSpace, _m.MapGrant(many, 1, last, 0x20000).Status);
         Assert.Equal(Frames * GrantTableLimits.MaptrackPerFrame, many.Grant.MaptrackCapacity);
     }
 }

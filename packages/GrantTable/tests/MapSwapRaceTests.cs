@@ -31,12 +31,8 @@ public sealed unsafe class MapSwapRaceTests : IDisposable
         return gref;
     }
 
-    private GnttabMapGrantRef Map(uint gref, ulong gfn = Slot, uint flags = (uint)GrantMapFlags.HostMap, ushort dom = 1, TestDomain? by = null)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = flags, Ref = gref, Dom = dom };
-        _m.Host.MapGrantRef((by ?? _back).Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, ulong gfn = Slot, uint flags = (uint)GrantMapFlags.HostMap, ushort dom = 1, TestDomain? by = null) =>
+        _m.MapGrant(by ?? _back, dom, gref, gfn, (GrantMapFlags)flags);
 
     private short Unmap(uint handle, ulong gfn = Slot, TestDomain? by = null)
     {

@@ -35,12 +35,8 @@ public sealed class MapTableEdgeTests : IDisposable
         return gref;
     }
 
-    private GnttabMapGrantRef Map(uint gref, GrantMapFlags flags, ulong gfn = MapGfn, ushort dom = 1)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)flags, Ref = gref, Dom = dom };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, GrantMapFlags flags, ulong gfn = MapGfn, ushort dom = 1) =>
+        _m.MapGrant(_back, dom, gref, gfn, flags);
 
     private short Unmap(uint handle, ulong gfn = MapGfn, ulong devBusAddr = 0)
     {

@@ -5,8 +5,9 @@ using VmmKit.Hypercall;
 namespace VmmKit.GrantTable.Tests;
 
 /// <summary>
-/// Model-based test: random sequences of grant, end-access, map, unmap, copy, guest reads and writes, version
-/// switches and domain deaths across three domains, each step checked against a small reference model of what
+/// Model-based test: random sequences of grant, end-access, map, unmap, copy (frame or grant on either side, and
+/// between grants of two other domains), guest reads and writes, version switches and domain deaths across three
+/// domains, each step checked against a small reference model of what
 /// Xen's grant rules allow. After every step: every grantee's EPT holds exactly the mappings the model has (no
 /// access to a frame not granted, none after unmap), contents agree, GTF_reading/GTF_writing agree, and a mapped
 /// frame still belongs to its granter even after the granter died and other domains allocated memory.
@@ -48,19 +49,47 @@ public class ModelTests
             Pages.TryGetValue((dom, gfn), out byte[]? p) ? p : Pages[(dom, gfn)] = new byte[4096];
     }
 
+    // The step kinds (0 to 8, as the switch below numbers them) in proportion: grants, maps and copies three times as
+    // often as the others, so that sequences reach mapped grants, deaths and copies between grants before a version
+    // switch or a death clears them. The recorded seeds below use s[0] % 9.
+    private static readonly int[] Kinds = [0, 0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 5, 6, 7, 8];
+
     private static readonly Gen<int[][]> Sequences = Gen.Int[0, 1 << 20].Array[6].Array[1, 70];
 
+    // How often a run reached the operations the model is mostly about (Sample runs sequences on several threads).
+    private sealed class Coverage
+    {
+        public int GranteeDeathsWhileMapping;   // a domain died holding mappings of others' grants
+        public int GranterDeathsWhileMapped;    // a domain died while others mapped its grants
+        public int EndAccessesWhileMapped;      // a granter tried to end access to a mapped grant
+        public int ThreeDomainCopies;           // copies from a grant of one domain to a grant of another, that succeeded
+
+        public void Count(ref int counter) => Interlocked.Increment(ref counter);
+    }
+
     [Fact]
-    public void Random_grant_sequences_agree_with_the_model() => Sequences.Sample(Run, iter: 100);
+    public void Random_grant_sequences_agree_with_the_model()
+    {
+        var coverage = new Coverage();
+        Sequences.Sample(steps => Run(steps, coverage, recordedGenerator: false), iter: 250);
+
+        // A generator that stopped producing one of these would leave its rules untested.
+        Assert.True(coverage.GranteeDeathsWhileMapping > 0, "no domain died while it held mappings");
+        Assert.True(coverage.GranterDeathsWhileMapped > 0, "no granter died while its grants were mapped");
+        Assert.True(coverage.EndAccessesWhileMapped > 0, "no end of access was tried on a mapped grant");
+        Assert.True(coverage.ThreeDomainCopies > 0, "no copy between grants of two other domains succeeded");
+    }
 
     // Sequences whose v2 end of access failed while the grant was mapped, then a write claim followed: with only
-    // read-only pins it is refused, with a writable pin it goes on (the model said the opposite of each once).
+    // read-only pins it is refused, with a writable pin it goes on (the model said the opposite of each once). Run
+    // with the generator they were recorded with, so that they are the same sequences.
     [Theory]
     [InlineData("9bjCpGbyBFa1")]
     [InlineData("8LfVmXU5rxa1")]
-    public void Sequences_that_once_disagreed_agree_with_the_model(string seed) => Sequences.Sample(Run, seed: seed, iter: 1);
+    public void Sequences_that_once_disagreed_agree_with_the_model(string seed) =>
+        Sequences.Sample(steps => Run(steps, new Coverage(), recordedGenerator: true), seed: seed, iter: 1);
 
-    private static void Run(int[][] steps)
+    private static void Run(int[][] steps, Coverage coverage, bool recordedGenerator)
     {
         using var m = new TestMachine(12UL << 20);
         var model = new Model();
@@ -76,7 +105,7 @@ public class ModelTests
 
         foreach (int[] s in steps)
         {
-            int kind = s[0] % 9;
+            int kind = recordedGenerator ? s[0] % 9 : Kinds[s[0] % Kinds.Length];
             int a = 1 + (s[1] % 3), b = 1 + (s[2] % 3);
             switch (kind)
             {
@@ -104,6 +133,11 @@ public class ModelTests
                     }
 
                     bool inUse = model.Mappings.Any(x => x.Grant == g);
+                    if (inUse)
+                    {
+                        coverage.Count(ref coverage.EndAccessesWhileMapped);
+                    }
+
                     Assert.Equal(!inUse, shares[a]!.EndForeignAccess(g.Ref));
                     if (!inUse)
                     {
@@ -125,10 +159,13 @@ public class ModelTests
                         break;
                     }
 
-                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == b).ToList(), s[3]);
+                    // Half the maps pick among b's grants to a, read-only for a read-only grant (not in the recorded
+                    // generator), so that more of them succeed.
+                    bool toA = !recordedGenerator && s[5] % 2 == 0;
+                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == b && (!toA || x.Grantee == a)).ToList(), s[3]);
                     uint gref = g?.Ref ?? (uint)(s[3] % 600);
                     g ??= model.Grants.FirstOrDefault(x => x.Granter == b && x.Ref == gref);
-                    bool ro = s[4] % 2 == 0;
+                    bool ro = s[4] % 2 == 0 || (toA && g is { ReadOnly: true });
                     GrantStatus expected =
                         model.Mappings.Count(x => x.Grantee == a) == Slots ? GrantStatus.NoSpace : // the mapper's window is full
                         !model.Alive[b] ? GrantStatus.BadDomain :
@@ -169,36 +206,54 @@ public class ModelTests
                     break;
                 }
 
-                case 4: // copy from a grant of b (or own frame) to own frame (or a grant of b)
+                case 4: // copy from a grant of b (or own frame) to own frame, a grant of b, or a grant of a third domain c
                 {
                     if (!model.Alive[a])
                     {
                         break;
                     }
 
-                    bool srcGref = s[3] % 2 == 0, dstGref = !srcGref && s[4] % 3 == 0;
-                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == b).ToList(), s[5]);
+                    // In some of the steps that read a grant (not in the recorded generator), both sides are grants: of b, and of c, the third
+                    // domain when a and b differ; picked among those granted to a, writable ones on c (ref 9 if there is none).
+                    bool srcGref = s[3] % 2 == 0;
+                    bool bothGref = !recordedGenerator && srcGref && (s[0] >> 10) % 2 == 1;
+                    bool dstGref = bothGref || (!srcGref && s[4] % 3 == 0);
+                    int c = !bothGref ? b : a != b ? 6 - a - b : 1 + ((s[2] / 3) % 3);
+                    ModelGrant? g = Pick(model.Grants.Where(x => x.Granter == b && (!bothGref || x.Grantee == a)).ToList(), s[5]);
+                    ModelGrant? h = bothGref ? Pick(model.Grants.Where(x => x.Granter == c && x.Grantee == a && !x.ReadOnly).ToList(), s[3] / 2) : g;
                     int off = s[4] % 4096, len = 1 + (s[5] % 64);
                     int own = s[5] % Pages;
                     var op = new GnttabCopy { Len = (ushort)len, Flags = (ushort)((srcGref ? GrantCopyFlags.SourceGref : 0) | (dstGref ? GrantCopyFlags.DestGref : 0)) };
                     op.Source = srcGref ? new GnttabCopyPtr { Ref = g?.Ref ?? 9, DomId = (ushort)b, Offset = (ushort)off } : new GnttabCopyPtr { Gmfn = (ulong)own, DomId = DomainId.Self, Offset = (ushort)off };
-                    op.Dest = dstGref ? new GnttabCopyPtr { Ref = g?.Ref ?? 9, DomId = (ushort)b, Offset = 0 } : new GnttabCopyPtr { Gmfn = (ulong)((own + 1) % Pages), DomId = DomainId.Self, Offset = 0 };
-                    ModelGrant? used = g ?? model.Grants.FirstOrDefault(x => x.Granter == b && x.Ref == 9);
-                    bool grantSide = srcGref || dstGref;
+                    op.Dest = dstGref ? new GnttabCopyPtr { Ref = h?.Ref ?? 9, DomId = (ushort)c, Offset = 0 } : new GnttabCopyPtr { Gmfn = (ulong)((own + 1) % Pages), DomId = DomainId.Self, Offset = 0 };
+                    ModelGrant? usedSrc = srcGref ? g ?? model.Grants.FirstOrDefault(x => x.Granter == b && x.Ref == 9) : null;
+                    ModelGrant? usedDst = dstGref ? h ?? model.Grants.FirstOrDefault(x => x.Granter == c && x.Ref == 9) : null;
+
+                    // gnttab_copy_one: both domains are locked, then the source is claimed, then the destination, then
+                    // gnttab_copy_buf checks the bytes lie within the page.
                     GrantStatus expected =
-                        grantSide && !model.Alive[b] ? GrantStatus.BadDomain :
-                        grantSide && (used is null || used.Grantee != a || model.Refuses(used, write: dstGref)) ? GrantStatus.GeneralError :
+                        srcGref && !model.Alive[b] ? GrantStatus.BadDomain :
+                        dstGref && !model.Alive[c] ? GrantStatus.BadDomain :
+                        srcGref && (usedSrc is null || usedSrc.Grantee != a || model.Refuses(usedSrc, write: false)) ? GrantStatus.GeneralError :
+                        dstGref && (usedDst is null || usedDst.Grantee != a || model.Refuses(usedDst, write: true)) ? GrantStatus.GeneralError :
                         off + len > 4096 ? GrantStatus.BadCopyArg :
                         GrantStatus.Okay;
                     Span<GnttabCopy> ops = [op];
                     mappers[a]!.Copy(ops);
                     if (expected != (GrantStatus)ops[0].Status)
-                        Assert.Fail($"copy a={a} b={b} src={srcGref} dst={dstGref} ref={(srcGref ? op.Source.Ref : op.Dest.Ref)} used={(used is null ? "none" : $"grantee={used.Grantee} ro={used.ReadOnly} gfn={used.Gfn}")} alive={model.Alive[b]}: expected {expected}, got {(GrantStatus)ops[0].Status}; grants of b: {string.Join(",", model.Grants.Where(x => x.Granter == b).Select(x => $"{x.Ref}->{x.Grantee}{(x.ReadOnly ? "ro" : "")}"))}");
+                    {
+                        Assert.Fail($"copy a={a} b={b} c={c} src={srcGref} dst={dstGref} src ref={op.Source.Ref} dst ref={op.Dest.Ref} alive b={model.Alive[b]} c={model.Alive[c]}: expected {expected}, got {(GrantStatus)ops[0].Status}; grants: {string.Join(",", model.Grants.Select(x => $"d{x.Granter}:{x.Ref}->{x.Grantee}{(x.ReadOnly ? "ro" : "")}"))}");
+                    }
+
                     if (expected == GrantStatus.Okay)
                     {
-                        byte[] from = srcGref ? model.Page(b, used!.Gfn) : model.Page(a, own);
-                        byte[] to = dstGref ? model.Page(b, used!.Gfn) : model.Page(a, (own + 1) % Pages);
+                        byte[] from = srcGref ? model.Page(b, usedSrc!.Gfn) : model.Page(a, own);
+                        byte[] to = dstGref ? model.Page(c, usedDst!.Gfn) : model.Page(a, (own + 1) % Pages);
                         Array.Copy(from, off, to, 0, len);
+                        if (bothGref && a != b && b != c && a != c)
+                        {
+                            coverage.Count(ref coverage.ThreeDomainCopies);
+                        }
                     }
 
                     break;
@@ -264,9 +319,21 @@ public class ModelTests
 
                 case 7: // domain death
                 {
-                    if (!model.Alive[a] || s[3] % 4 != 0)
+                    // One in four, or always when a holds mappings or its grants are mapped (not in the recorded generator).
+                    bool mapping = model.Mappings.Any(x => x.Grantee == a || x.Grant.Granter == a);
+                    if (!model.Alive[a] || (s[3] % 4 != 0 && (recordedGenerator || !mapping)))
                     {
                         break;
+                    }
+
+                    if (model.Mappings.Any(x => x.Grantee == a))
+                    {
+                        coverage.Count(ref coverage.GranteeDeathsWhileMapping);
+                    }
+
+                    if (model.Mappings.Any(x => x.Grant.Granter == a && x.Grantee != a))
+                    {
+                        coverage.Count(ref coverage.GranterDeathsWhileMapped);
                     }
 
                     m.Kill(doms[a]!);

@@ -28,13 +28,6 @@ public sealed class ReleaseMappingsTests : IDisposable
 
     public void Dispose() => _m.Dispose();
 
-    private GnttabMapGrantRef Map(GrantDomain by, ushort granter, uint gref, ulong gfn, bool readOnly = false)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)), Ref = gref, Dom = granter };
-        _m.Host.MapGrantRef(by, ref op);
-        return op;
-    }
-
     private unsafe ushort FlagsOf(TestDomain granter, uint gref) =>
         ((GrantEntryV1*)_m.Memory.GetFramePointer(granter.Grant.GetSharedFrame(0)) + gref)->Flags;
 
@@ -45,10 +38,10 @@ public sealed class ReleaseMappingsTests : IDisposable
         Assert.True(_frontShare.TryGrantForeignAccess(2, 6, readOnly: true, out uint ro));
         Assert.True(_otherShare.TryGrantForeignAccess(2, 7, readOnly: false, out uint third));
         _front.RamPage(5).Fill(0x5A);
-        Assert.Equal(0, Map(_back.Grant, 1, rw, Slot).Status);
-        Assert.Equal(0, Map(_back.Grant, 1, rw, Slot + 1, readOnly: true).Status);   // the same grant twice
-        Assert.Equal(0, Map(_back.Grant, 1, ro, Slot + 2, readOnly: true).Status);
-        Assert.Equal(0, Map(_back.Grant, 3, third, Slot + 3).Status);
+        Assert.Equal(0, _m.MapGrant(_back, 1, rw, Slot).Status);
+        Assert.Equal(0, _m.MapGrant(_back, 1, rw, Slot + 1, readOnly: true).Status);   // the same grant twice
+        Assert.Equal(0, _m.MapGrant(_back, 1, ro, Slot + 2, readOnly: true).Status);
+        Assert.Equal(0, _m.MapGrant(_back, 3, third, Slot + 3).Status);
         Assert.Equal(4, _back.Grant.MappingCount);
         Assert.Equal((ushort)(GrantEntryFlags.PermitAccess | GrantEntryFlags.Reading | GrantEntryFlags.Writing), FlagsOf(_front, rw));
         Assert.Equal(2, _m.Frames.ReferenceCount(_front.Ram[5]));
@@ -71,13 +64,13 @@ public sealed class ReleaseMappingsTests : IDisposable
     public void The_released_slots_and_handles_can_be_used_again_and_old_handles_are_bad()
     {
         Assert.True(_frontShare.TryGrantForeignAccess(2, 5, readOnly: false, out uint gref));
-        GnttabMapGrantRef first = Map(_back.Grant, 1, gref, Slot);
+        GnttabMapGrantRef first = _m.MapGrant(_back, 1, gref, Slot);
         Assert.Equal(0, first.Status);
         Assert.Equal(1, _m.Host.ReleaseMappings(_back.Grant));
 
         // The slot a previous owner of the domain's mappings used is free for the next one (what a reattaching Dom0 needs).
         _front.RamPage(5).Fill(0x33);
-        GnttabMapGrantRef again = Map(_back.Grant, 1, gref, Slot);
+        GnttabMapGrantRef again = _m.MapGrant(_back, 1, gref, Slot);
         Assert.Equal(0, again.Status);
         var b = new byte[1];
         Assert.True(_back.TryRead(Slot << 12, b));
@@ -97,7 +90,7 @@ public sealed class ReleaseMappingsTests : IDisposable
     public void A_frame_of_a_granter_that_died_meanwhile_is_freed_at_the_release()
     {
         Assert.True(_frontShare.TryGrantForeignAccess(2, 5, readOnly: false, out uint gref));
-        Assert.Equal(0, Map(_back.Grant, 1, gref, Slot).Status);
+        Assert.Equal(0, _m.MapGrant(_back, 1, gref, Slot).Status);
         MachineFrameNumber frame = _front.Ram[5];
         _m.Kill(_front);
         Assert.True(_m.Frames.IsFreePending(frame));
@@ -112,8 +105,8 @@ public sealed class ReleaseMappingsTests : IDisposable
     {
         Assert.True(_frontShare.TryGrantForeignAccess(2, 5, readOnly: true, out uint toBack));
         Assert.True(_frontShare.TryGrantForeignAccess(3, 6, readOnly: true, out uint toOther));
-        Assert.Equal(0, Map(_back.Grant, 1, toBack, Slot, readOnly: true).Status);
-        Assert.Equal(0, Map(_other.Grant, 1, toOther, Slot, readOnly: true).Status);
+        Assert.Equal(0, _m.MapGrant(_back, 1, toBack, Slot, readOnly: true).Status);
+        Assert.Equal(0, _m.MapGrant(_other, 1, toOther, Slot, readOnly: true).Status);
 
         Assert.Equal(1, _m.Host.ReleaseMappings(_back.Grant));
         Assert.Equal(1, _other.Grant.MappingCount);

@@ -27,18 +27,24 @@ internal sealed class TestMachine : IDisposable
     /// <c>GNTTABOP_map_grant_ref</c> by <paramref name="grantee"/> of <paramref name="granter"/>'s grant
     /// <paramref name="gref"/> at guest frame <paramref name="gfn"/> (a host mapping, read-only when asked).
     /// </summary>
-    public GnttabMapGrantRef MapGrant(TestDomain grantee, ushort granter, uint gref, ulong gfn, bool readOnly = false)
+    public GnttabMapGrantRef MapGrant(TestDomain grantee, ushort granter, uint gref, ulong gfn, bool readOnly = false) =>
+        MapGrant(Host, grantee.Grant, granter, gref, gfn, HostMapFlags(readOnly));
+
+    /// <summary>As <see cref="MapGrant(TestDomain, ushort, uint, ulong, bool)"/> with the map flags as given (refused ones too).</summary>
+    public GnttabMapGrantRef MapGrant(TestDomain grantee, ushort granter, uint gref, ulong gfn, GrantMapFlags flags) =>
+        MapGrant(Host, grantee.Grant, granter, gref, gfn, flags);
+
+    /// <summary>The one place a test builds a <c>GNTTABOP_map_grant_ref</c> operation, for fixtures with a host of their own.</summary>
+    public static GnttabMapGrantRef MapGrant(GrantTableHost host, GrantDomain grantee, ushort granter, uint gref, ulong gfn, GrantMapFlags flags)
     {
-        var op = new GnttabMapGrantRef
-        {
-            HostAddr = gfn << 12,
-            Flags = (uint)(GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0)),
-            Ref = gref,
-            Dom = granter,
-        };
-        Host.MapGrantRef(grantee.Grant, ref op);
+        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)flags, Ref = gref, Dom = granter };
+        host.MapGrantRef(grantee, ref op);
         return op;
     }
+
+    /// <summary><c>GNTMAP_host_map</c>, with <c>GNTMAP_readonly</c> when asked.</summary>
+    public static GrantMapFlags HostMapFlags(bool readOnly) => GrantMapFlags.HostMap | (readOnly ? GrantMapFlags.ReadOnly : 0);
+
     public Dictionary<ushort, TestDomain> Domains { get; } = [];
 
     public TestDomain AddDomain(ushort id, GrantTableLimits? limits = null)

@@ -40,8 +40,7 @@ public sealed class UnmapBatchTests : IDisposable
         for (int i = 0; i < n; i++)
         {
             Assert.True(_share.TryGrantForeignAccess(2, (ulong)(24 + i), false, out uint gref));
-            var op = new GnttabMapGrantRef { HostAddr = (MapGfn + (ulong)i) << 12, Flags = (uint)GrantMapFlags.HostMap, Ref = gref, Dom = 1 };
-            _m.Host.MapGrantRef(_back.Grant, ref op);
+            GnttabMapGrantRef op = _m.MapGrant(_back, 1, gref, MapGfn + (ulong)i);
             Assert.Equal(0, op.Status);
             handles[i] = op.Handle;
             Assert.False(_m.Frames.Free(_front.Ram[24 + i]));

@@ -30,12 +30,8 @@ public sealed class XsaTests : IDisposable
         return gref;
     }
 
-    private GnttabMapGrantRef Map(uint gref, ulong gfn = MapGfn, GrantMapFlags flags = GrantMapFlags.HostMap)
-    {
-        var op = new GnttabMapGrantRef { HostAddr = gfn << 12, Flags = (uint)flags, Ref = gref, Dom = 1 };
-        _m.Host.MapGrantRef(_back.Grant, ref op);
-        return op;
-    }
+    private GnttabMapGrantRef Map(uint gref, ulong gfn = MapGfn, GrantMapFlags flags = GrantMapFlags.HostMap) =>
+        _m.MapGrant(_back, 1, gref, gfn, flags);
 
     private short Unmap(uint handle, ulong gfn, ulong devBusAddr = 0)
     {
