@@ -52,6 +52,27 @@ public class ApicMmioTests
         Assert.Equal(0x50, d.Vcpus[0].Apic.Tpr);
     }
 
+    /// <summary>
+    /// An access running past the page's end is split there, as Xen's emulator splits it at pages
+    /// (<c>hvmemul_linear_mmio_access</c>): the APIC answers for its own bytes (reserved: 0), and the bytes of the next
+    /// page, where nothing is, read as all ones (Xen's unclaimed MMIO) and are dropped on a write.
+    /// </summary>
+    [Fact]
+    public void An_access_across_the_page_end_reads_the_next_pages_bytes_as_unclaimed()
+    {
+        var d = Run(a =>
+        {
+            a.mov(__dword_ptr[Apic + 0xFFE], 0x1234_5678);
+            a.mov(eax, __dword_ptr[Apic + 0xFFE]);
+            a.mov(ebx, __dword_ptr[Apic + 0x80]);
+            a.cli();
+            a.hlt();
+        });
+        Assert.Equal(DomainState.Shutdown, d.State);
+        Assert.Equal(0xFFFF_0000UL, d.Vcpus[0].Registers.Rax);
+        Assert.Equal(0UL, d.Vcpus[0].Registers.Rbx);       // TPR untouched
+    }
+
     [Fact]
     public void Another_instruction_on_the_apic_page_crashes_only_the_domain()
     {

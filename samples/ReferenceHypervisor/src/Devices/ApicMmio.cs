@@ -65,6 +65,9 @@ internal static class ApicMmio
         }
         else
         {
+            // Bytes past the page's end are not the APIC's (it leaves them alone): as Xen's emulator splits an access
+            // at pages, they read as unclaimed MMIO, all ones; a write drops them.
+            data.Fill(0xFF);
             apic.Read(page, offset, data[..size]);
             ulong value = 0;
             for (int k = 0; k < size; k++)
