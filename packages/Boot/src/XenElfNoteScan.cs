@@ -1,0 +1,76 @@
+using System.Buffers.Binary;
+
+namespace VmmKit.Boot;
+
+/// <summary>
+/// Walks note areas the way Xen 4.17's libelf-dominfo.c does (elf_xen_parse_notes, elf_xen_parse_note): every
+/// note named "Xen" counts, a later XEN_ELFNOTE_PHYS32_ENTRY overwrites an earlier one, and the walk stops after
+/// ELF_MAX_TOTAL_NOTE_COUNT notes over all the areas of one file. Unlike libelf, a note must lie inside its area
+/// (libelf reads on into the rest of the file): the walk stops at one that does not.
+/// </summary>
+internal sealed class XenElfNoteScan
+{
+    /// <summary>ELF_MAX_TOTAL_NOTE_COUNT (xen/include/xen/libelf.h).</summary>
+    public const int MaxTotalNotes = 65536;
+
+    /// <summary>UNSET_ADDR32: libelf's phys_entry is a uint32_t with all ones meaning "no note".</summary>
+    private const uint Unset = uint.MaxValue;
+
+    private uint _phys32 = Unset;
+
+    /// <summary>Notes walked so far, in every area.</summary>
+    public int TotalNotes { get; private set; }
+
+    /// <summary>Notes named "Xen" walked so far (elf_xen_parse's xen_elfnotes).</summary>
+    public int XenNotes { get; private set; }
+
+    /// <summary>The last PHYS32_ENTRY value, or null when none was seen or the last one was all ones.</summary>
+    public uint? Phys32Entry => _phys32 == Unset ? null : _phys32;
+
+    /// <summary>Walks one PT_NOTE segment or SHT_NOTE section.</summary>
+    /// <param name="area">The area's bytes.</param>
+    public void Walk(ReadOnlySpan<byte> area)
+    {
+        int pos = 0;
+        while (area.Length - pos >= 12)
+        {
+            if (TotalNotes >= MaxTotalNotes)
+                return;                                   // elf_xen_parse_notes: "too many ELF notes"
+            TotalNotes++;
+            uint namesz = BinaryPrimitives.ReadUInt32LittleEndian(area[pos..]);
+            uint descsz = BinaryPrimitives.ReadUInt32LittleEndian(area[(pos + 4)..]);
+            uint type = BinaryPrimitives.ReadUInt32LittleEndian(area[(pos + 8)..]);
+            ulong desc = (ulong)pos + 12 + Align4(namesz);
+            ulong next = desc + Align4(descsz);
+
+            // strcmp(elf_note_name(note), "Xen"): the name is a C string, whatever namesz says.
+            if (area.Length - pos - 12 >= 4 && area.Slice(pos + 12, 4).SequenceEqual("Xen\0"u8))
+            {
+                XenNotes++;
+                if (type == XenElfNotes.Phys32Entry)
+                {
+                    if (desc + descsz > (ulong)area.Length)
+                        return;
+                    // parms->phys_entry = val: the 64-bit value is stored in a uint32_t.
+                    _phys32 = (uint)Numeric(area.Slice((int)desc, (int)descsz));
+                }
+            }
+
+            if (next > (ulong)area.Length)
+                return;
+            pos = (int)next;
+        }
+    }
+
+    private static ulong Align4(uint v) => ((ulong)v + 3) & ~3UL;
+
+    // elf_note_numeric: a descriptor of 1, 2, 4 or 8 bytes; any other size reads as 0.
+    private static ulong Numeric(ReadOnlySpan<byte> d) => d.Length switch
+    {
+        1 => d[0],
+        2 => BinaryPrimitives.ReadUInt16LittleEndian(d),
+        4 => BinaryPrimitives.ReadUInt32LittleEndian(d),
+        8 => BinaryPrimitives.ReadUInt64LittleEndian(d),
+        _ => 0,
+    };
+}
