@@ -49,6 +49,12 @@ public sealed class ElfImage
     public uint? Phys32Entry { get; }
 
     /// <summary>
+    /// True when a XEN_ELFNOTE_FEATURES note requires XENFEAT_dom0 ("!dom0"): the kernel runs only as the control
+    /// domain, and Xen 4.17's toolstack refuses it for any other (xg_dom_elfloader.c, xc_dom_parse_elf_kernel).
+    /// </summary>
+    public bool RequiresDom0 { get; private init; }
+
+    /// <summary>
     /// Lowest p_paddr of the loadable PT_LOAD headers, one of no memory included (libelf's pstart).
     /// </summary>
     public ulong LowestAddress { get; }
@@ -161,6 +167,8 @@ public sealed class ElfImage
                 if (!InFile(f, offset, filesz))
                     return $"PT_NOTE {i}: outside the file";
                 notes.Walk(f.Slice((int)offset, (int)filesz));
+                if (notes.Error is { } noteError)
+                    return noteError;
             }
         }
 
@@ -181,6 +189,8 @@ public sealed class ElfImage
                 if (!InFile(f, offset, size))
                     return $"SHT_NOTE section {i}: outside the file";
                 notes.Walk(f.Slice((int)offset, (int)size));
+                if (notes.Error is { } noteError)
+                    return noteError;
             }
         }
 
@@ -198,7 +208,10 @@ public sealed class ElfImage
         if (totalMemory > 2 * span)
             return $"program segments total 0x{totalMemory:x} bytes, more than twice the kernel's 0x{span:x}";
 
-        image = new ElfImage(is64, machine, entry, segments.ToArray(), phys32, pstart, pend);
+        image = new ElfImage(is64, machine, entry, segments.ToArray(), phys32, pstart, pend)
+        {
+            RequiresDom0 = (notes.RequiredFeatures & (1u << XenElfFeatures.Dom0)) != 0,
+        };
         return "";
     }
 

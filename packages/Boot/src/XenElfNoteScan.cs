@@ -16,6 +16,12 @@ internal sealed class XenElfNoteScan
     /// <summary>UNSET_ADDR32: libelf's phys_entry is a uint32_t with all ones meaning "no note".</summary>
     private const uint Unset = uint.MaxValue;
 
+    /// <summary>XEN_ELFNOTE_FEATURES (xen/include/public/elfnote.h).</summary>
+    private const uint FeaturesNote = 10;
+
+    /// <summary>ELF_MAX_STRING_LENGTH (xen/include/xen/libelf.h).</summary>
+    private const int MaxStringLength = 4096;
+
     private uint _phys32 = Unset;
 
     /// <summary>Notes walked so far, in every area.</summary>
@@ -27,12 +33,18 @@ internal sealed class XenElfNoteScan
     /// <summary>The last PHYS32_ENTRY value, or null when none was seen or the last one was all ones.</summary>
     public uint? Phys32Entry => _phys32 == Unset ? null : _phys32;
 
-    /// <summary>Walks one PT_NOTE segment or SHT_NOTE section.</summary>
+    /// <summary>The XENFEAT_* bits the FEATURES notes require ('!' prefix), submap 0.</summary>
+    public uint RequiredFeatures { get; private set; }
+
+    /// <summary>Why libelf refuses the notes (elf_xen_parse_note failed), or null.</summary>
+    public string? Error { get; private set; }
+
+    /// <summary>Walks one PT_NOTE segment or SHT_NOTE section; stops for good once <see cref="Error"/> is set.</summary>
     /// <param name="area">The area's bytes.</param>
     public void Walk(ReadOnlySpan<byte> area)
     {
         int pos = 0;
-        while (area.Length - pos >= 12)
+        while (Error is null && area.Length - pos >= 12)
         {
             if (TotalNotes >= MaxTotalNotes)
                 return;                                   // elf_xen_parse_notes: "too many ELF notes"
@@ -54,12 +66,29 @@ internal sealed class XenElfNoteScan
                     // parms->phys_entry = val: the 64-bit value is stored in a uint32_t.
                     _phys32 = (uint)Numeric(area.Slice((int)desc, (int)descsz));
                 }
+                else if (type == FeaturesNote && desc <= (ulong)area.Length
+                    && TryCString(area[(int)desc..], out var features))
+                {
+                    if (XenElfFeatures.TryParseRequired(features, out uint required))
+                        RequiredFeatures |= required;
+                    else
+                        Error = "XEN_ELFNOTE_FEATURES requires a feature Xen does not know";
+                }
             }
 
             if (next > (ulong)area.Length)
                 return;
             pos = (int)next;
         }
+    }
+
+    // elf_strval: a NUL-terminated string of at most ELF_MAX_STRING_LENGTH characters (here inside the area);
+    // elf_xen_parse_note ignores a string note without one.
+    private static bool TryCString(ReadOnlySpan<byte> s, out ReadOnlySpan<byte> value)
+    {
+        int nul = s[..Math.Min(s.Length, MaxStringLength + 1)].IndexOf((byte)0);
+        value = nul < 0 ? default : s[..nul];
+        return nul >= 0;
     }
 
     private static ulong Align4(uint v) => ((ulong)v + 3) & ~3UL;
