@@ -111,4 +111,34 @@ public class XenLoadParityTests
         BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(60), 0);
         Assert.True(ElfImage.TryParse(f, out _, out error), error);                    // an empty table at the end
     }
+
+    [Fact]
+    public void A_loadable_segment_of_no_memory_near_the_top_of_the_address_space_cannot_wrap_module_placement()
+    {
+        // pend is 2^64 - 0xFFF: modules and the start info go above pend, which must not wrap to address 0.
+        var w = new ElfWriter();
+        w.Load(0x100000, w.Blob(new byte[0x100]), 0x1000);
+        w.Phdr(ElfWriter.PtLoad, ElfWriter.PfR, 0, null, 0xFFFF_FFFF_FFFF_F001, 0, 0);
+        w.NoteSegment(w.Blob(ElfWriter.Phys32(0x100000)));
+        var f = w.Build();
+        Assert.True(ElfImage.TryParse(f, out var image, out string error), error);
+        var ram = new HostileRam(4 << 20);
+        Assert.False(PvhLoader.TryLoad(image!, f, "x", [new PvhModule([1, 2, 3], "")], 4 << 20, ram, out _, out error));
+        Assert.Contains("does not fit", error);
+        Assert.Equal(0ul, ram.Written);
+    }
+
+    /// <summary>Counts the bytes written.</summary>
+    private sealed class HostileRam(int size) : IGuestPhysicalWriter
+    {
+        private readonly ByteArrayGuestMemory _ram = new(size);
+
+        public ulong Written { get; private set; }
+
+        public bool TryWrite(ulong address, ReadOnlySpan<byte> data)
+        {
+            Written += (ulong)data.Length;
+            return _ram.TryWrite(address, data);
+        }
+    }
 }
