@@ -6,7 +6,9 @@ namespace VmmKit.Boot;
 /// A parsed, validated PVH kernel: an ELF32 or ELF64 little-endian x86 executable (Xen's own test
 /// kernels are ELF32 with EM_X86_64), its PT_LOAD segments and its XEN_ELFNOTE_PHYS32_ENTRY.
 /// The file is hostile input: every offset, size and count is checked before use, and a bad file
-/// gives an error message, never an exception or an out-of-range read.
+/// gives an error message, never an exception or an out-of-range read. What is accepted, what is
+/// loaded and which note wins follow Xen 4.17's libelf (libelf-loader.c, libelf-dominfo.c) for a
+/// PVH guest; packages/Boot/README.md lists where this parser is stricter.
 /// </summary>
 public sealed class ElfImage
 {
