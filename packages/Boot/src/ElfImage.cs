@@ -199,10 +199,15 @@ public sealed class ElfImage
         if (notes.Phys32Entry is not { } phys32)
             return "not a PVH kernel: no XEN_ELFNOTE_PHYS32_ENTRY note";
 
-        // elf_xen_addr_calc_check (Xen 4.17's libelf-dominfo.c): for PVH virt_entry is phys_entry and
-        // virt_kstart/virt_kend are pstart/pend.
+        // elf_xen_addr_calc_check (Xen 4.17's libelf-dominfo.c). Checked before PVH forces virt_base to 0:
+        if (notes.PaddrOffset != XenElfNoteScan.UnsetAddress && notes.VirtBase == XenElfNoteScan.UnsetAddress)
+            return "ELF_PADDR_OFFSET set, VIRT_BASE unset";
+
+        // for PVH virt_entry is phys_entry and virt_kstart/virt_kend are pstart/pend.
         if (phys32 < pstart || phys32 > pend)
             return $"ELF start or entries are out of bounds (entry 0x{phys32:x}, image 0x{pstart:x}-0x{pend:x})";
+        if (notes.P2mBase != XenElfNoteScan.UnsetAddress && notes.P2mBase >= pstart && notes.P2mBase < pend)
+            return $"P->M table base is out of bounds (XEN_ELFNOTE_INIT_P2M 0x{notes.P2mBase:x} inside the kernel)";
 
         // elf_load_binary: the segments may write at most twice the kernel's page-rounded span
         // (remain_allow_copy), so overlapping segments cannot make loading take unbounded time.

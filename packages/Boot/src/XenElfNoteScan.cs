@@ -19,6 +19,12 @@ internal sealed class XenElfNoteScan
     /// <summary>XEN_ELFNOTE_FEATURES (xen/include/public/elfnote.h).</summary>
     private const uint FeaturesNote = 10;
 
+    /// <summary>XEN_ELFNOTE_VIRT_BASE, XEN_ELFNOTE_PADDR_OFFSET, XEN_ELFNOTE_INIT_P2M (elfnote.h).</summary>
+    private const uint VirtBaseNote = 3, PaddrOffsetNote = 4, InitP2mNote = 15;
+
+    /// <summary>UNSET_ADDR (xen/include/xen/libelf.h): a 64-bit address note's "no note".</summary>
+    public const ulong UnsetAddress = ulong.MaxValue;
+
     /// <summary>ELF_MAX_STRING_LENGTH (xen/include/xen/libelf.h).</summary>
     private const int MaxStringLength = 4096;
 
@@ -32,6 +38,15 @@ internal sealed class XenElfNoteScan
 
     /// <summary>The last PHYS32_ENTRY value, or null when none was seen or the last one was all ones.</summary>
     public uint? Phys32Entry => _phys32 == Unset ? null : _phys32;
+
+    /// <summary>The last XEN_ELFNOTE_VIRT_BASE, or <see cref="UnsetAddress"/>.</summary>
+    public ulong VirtBase { get; private set; } = UnsetAddress;
+
+    /// <summary>The last XEN_ELFNOTE_PADDR_OFFSET, or <see cref="UnsetAddress"/>.</summary>
+    public ulong PaddrOffset { get; private set; } = UnsetAddress;
+
+    /// <summary>The last XEN_ELFNOTE_INIT_P2M, or <see cref="UnsetAddress"/>.</summary>
+    public ulong P2mBase { get; private set; } = UnsetAddress;
 
     /// <summary>The XENFEAT_* bits the FEATURES notes require ('!' prefix), submap 0.</summary>
     public uint RequiredFeatures { get; private set; }
@@ -59,12 +74,26 @@ internal sealed class XenElfNoteScan
             if (area.Length - pos - 12 >= 4 && area.Slice(pos + 12, 4).SequenceEqual("Xen\0"u8))
             {
                 XenNotes++;
-                if (type == XenElfNotes.Phys32Entry)
+                if (type is XenElfNotes.Phys32Entry or VirtBaseNote or PaddrOffsetNote or InitP2mNote)
                 {
                     if (desc + descsz > (ulong)area.Length)
                         return;
-                    // parms->phys_entry = val: the 64-bit value is stored in a uint32_t.
-                    _phys32 = (uint)Numeric(area.Slice((int)desc, (int)descsz));
+                    ulong value = Numeric(area.Slice((int)desc, (int)descsz));
+                    switch (type)
+                    {
+                        case XenElfNotes.Phys32Entry:
+                            _phys32 = (uint)value;    // parms->phys_entry = val: stored in a uint32_t
+                            break;
+                        case VirtBaseNote:
+                            VirtBase = value;
+                            break;
+                        case PaddrOffsetNote:
+                            PaddrOffset = value;
+                            break;
+                        default:
+                            P2mBase = value;
+                            break;
+                    }
                 }
                 else if (type == FeaturesNote && desc <= (ulong)area.Length
                     && TryCString(area[(int)desc..], out var features))
