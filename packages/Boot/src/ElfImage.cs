@@ -6,7 +6,9 @@ namespace VmmKit.Boot;
 /// A parsed, validated PVH kernel: an ELF32 or ELF64 little-endian x86 executable (Xen's own test
 /// kernels are ELF32 with EM_X86_64), its PT_LOAD segments and its XEN_ELFNOTE_PHYS32_ENTRY.
 /// The file is hostile input: every offset, size and count is checked before use, and a bad file
-/// gives an error message, never an exception or an out-of-range read.
+/// gives an error message, never an exception or an out-of-range read. What is accepted, what is
+/// loaded and which note wins follow Xen 4.17's libelf (libelf-loader.c, libelf-dominfo.c) for a
+/// PVH guest; packages/Boot/README.md lists where this parser is stricter.
 /// </summary>
 public sealed class ElfImage
 {
@@ -14,10 +16,15 @@ public sealed class ElfImage
     private const byte ElfClass32 = 1, ElfClass64 = 2, ElfDataLittleEndian = 1, EvCurrent = 1;
     private const ushort EtExec = 2, EtDyn = 3, Em386 = 3, EmX86_64 = 62;
     private const uint PtLoad = 1, PtNote = 4, ShtNote = 7;
-    private const int MaxProgramHeaders = 4096, MaxSectionHeaders = 65535;
+    private const uint PfRwx = 7;
+    private const int MaxProgramHeaders = 4096;
+    private const ulong PageSize = 4096;
 
-    private ElfImage(bool is64, ushort machine, ulong entry, ElfLoadSegment[] segments, uint? phys32Entry)
+    private ElfImage(bool is64, ushort machine, ulong entry, ElfLoadSegment[] segments, uint? phys32Entry,
+        ulong lowest, ulong highest)
     {
+        LowestAddress = lowest;
+        HighestAddress = highest;
         Is64Bit = is64;
         Machine = machine;
         ElfEntry = entry;
@@ -34,17 +41,30 @@ public sealed class ElfImage
     /// <summary>e_entry (not used by PVH, which enters at <see cref="Phys32Entry"/>).</summary>
     public ulong ElfEntry { get; }
 
-    /// <summary>The PT_LOAD segments with a non-zero memory size, in file order.</summary>
+    /// <summary>
+    /// The loadable PT_LOAD segments (at least one of PF_R, PF_W, PF_X, as Xen's elf_phdr_is_loadable) with a
+    /// non-zero memory size, in file order; a later one overwrites an earlier one where they overlap.
+    /// </summary>
     public IReadOnlyList<ElfLoadSegment> Segments { get; }
 
     /// <summary>The XEN_ELFNOTE_PHYS32_ENTRY value (0 is a valid entry point), or null without the note.</summary>
     public uint? Phys32Entry { get; }
 
-    /// <summary>Lowest guest-physical address any segment covers.</summary>
-    public ulong LowestAddress => Segments.Count == 0 ? 0 : Segments.Min(s => s.PhysicalAddress);
+    /// <summary>
+    /// True when a XEN_ELFNOTE_FEATURES note requires XENFEAT_dom0 ("!dom0"): the kernel runs only as the control
+    /// domain, and Xen 4.17's toolstack refuses it for any other (xg_dom_elfloader.c, xc_dom_parse_elf_kernel).
+    /// </summary>
+    public bool RequiresDom0 { get; private init; }
 
-    /// <summary>First guest-physical address above every segment.</summary>
-    public ulong HighestAddress => Segments.Count == 0 ? 0 : Segments.Max(s => s.End);
+    /// <summary>
+    /// Lowest p_paddr of the loadable PT_LOAD headers, one of no memory included (libelf's pstart).
+    /// </summary>
+    public ulong LowestAddress { get; }
+
+    /// <summary>
+    /// First guest-physical address above every loadable PT_LOAD header, one of no memory included (libelf's pend).
+    /// </summary>
+    public ulong HighestAddress { get; }
 
     /// <summary>Parses <paramref name="file"/>; on failure returns false with a one-line reason.</summary>
     /// <param name="file">The whole ELF file (hostile input).</param>
@@ -92,6 +112,8 @@ public sealed class ElfImage
             phentsize = U16(f, 42); phnum = U16(f, 44); shentsize = U16(f, 46); shnum = U16(f, 48);
         }
 
+        // elf_init (Xen 4.17's libelf-loader.c) refuses a program or section header table past the end of the
+        // file, "phdr overflow" / "shdr overflow", even an empty one.
         int phMin = is64 ? 56 : 32, shMin = is64 ? 64 : 40;
         if (phnum == 0)
             return "no program headers";
@@ -99,24 +121,33 @@ public sealed class ElfImage
             return "malformed program header table";
         if (!InFile(f, phoff, (ulong)phnum * (ulong)phentsize))
             return "program header table outside the file";
+        if (shnum != 0 && shentsize < shMin)
+            return "malformed section header table";
+        if (!InFile(f, shoff, (ulong)shnum * (ulong)shentsize))
+            return "section header table outside the file";
 
         var segments = new List<ElfLoadSegment>();
-        uint? phys32 = null;
+        var notes = new XenElfNoteScan();
+        ulong pstart = ulong.MaxValue, pend = 0;
+        UInt128 totalMemory = 0;
+        bool anyLoadable = false;
         for (int i = 0; i < phnum; i++)
         {
             var ph = f.Slice((int)(phoff + (ulong)(i * phentsize)), phentsize);
             uint ptype = U32(ph, 0);
+            uint flags;
             ulong offset, paddr, filesz, memsz;
             if (is64)
             {
-                offset = U64(ph, 8); paddr = U64(ph, 24); filesz = U64(ph, 32); memsz = U64(ph, 40);
+                flags = U32(ph, 4); offset = U64(ph, 8); paddr = U64(ph, 24); filesz = U64(ph, 32); memsz = U64(ph, 40);
             }
             else
             {
-                offset = U32(ph, 4); paddr = U32(ph, 12); filesz = U32(ph, 16); memsz = U32(ph, 20);
+                offset = U32(ph, 4); paddr = U32(ph, 12); filesz = U32(ph, 16); memsz = U32(ph, 20); flags = U32(ph, 24);
             }
 
-            if (ptype == PtLoad)
+            // elf_phdr_is_loadable: PT_LOAD with at least one of PF_R, PF_W, PF_X; other PT_LOADs are ignored.
+            if (ptype == PtLoad && (flags & PfRwx) != 0)
             {
                 if (filesz > memsz)
                     return $"PT_LOAD {i}: p_filesz 0x{filesz:x} exceeds p_memsz 0x{memsz:x}";
@@ -124,26 +155,33 @@ public sealed class ElfImage
                     return $"PT_LOAD {i}: file range outside the file";
                 if (paddr + memsz < paddr)
                     return $"PT_LOAD {i}: address range wraps";
+                // elf_parse_binary: pstart/pend span every loadable header, one of no memory included.
+                anyLoadable = true;
+                pstart = Math.Min(pstart, paddr);
+                pend = Math.Max(pend, paddr + memsz);
+                totalMemory += memsz;
                 if (memsz != 0)
                     segments.Add(new ElfLoadSegment(paddr, offset, filesz, memsz));
             }
-            else if (ptype == PtNote && phys32 is null)
+            else if (ptype == PtNote && offset != 0)
             {
+                // elf_xen_parse skips a PT_NOTE at offset 0 (binutils sometimes leaves p_offset unset).
                 if (!InFile(f, offset, filesz))
                     return $"PT_NOTE {i}: outside the file";
-                phys32 = XenElfNotes.FindPhys32Entry(f.Slice((int)offset, (int)filesz));
+                notes.Walk(f.Slice((int)offset, (int)filesz));
+                if (notes.Error is { } noteError)
+                    return noteError;
             }
         }
 
-        if (segments.Count == 0)
+        if (!anyLoadable)
             return "no loadable segments";
 
-        // Xen's libelf looks in section headers when no program header carried the notes.
-        if (phys32 is null && shnum != 0 && shoff != 0)
+        // elf_xen_parse reads the SHT_NOTE sections (all of them, from index 1) only when no note segment held a
+        // Xen note.
+        if (notes.XenNotes == 0)
         {
-            if (shnum > MaxSectionHeaders || shentsize < shMin || !InFile(f, shoff, (ulong)shnum * (ulong)shentsize))
-                return "malformed section header table";
-            for (int i = 0; i < shnum && phys32 is null; i++)
+            for (int i = 1; i < shnum; i++)
             {
                 var sh = f.Slice((int)(shoff + (ulong)(i * shentsize)), shentsize);
                 if (U32(sh, 4) != ShtNote)
@@ -152,14 +190,35 @@ public sealed class ElfImage
                 ulong size = is64 ? U64(sh, 32) : U32(sh, 20);
                 if (!InFile(f, offset, size))
                     return $"SHT_NOTE section {i}: outside the file";
-                phys32 = XenElfNotes.FindPhys32Entry(f.Slice((int)offset, (int)size));
+                notes.Walk(f.Slice((int)offset, (int)size));
+                if (notes.Error is { } noteError)
+                    return noteError;
             }
         }
 
-        if (phys32 is null)
+        if (notes.Phys32Entry is not { } phys32)
             return "not a PVH kernel: no XEN_ELFNOTE_PHYS32_ENTRY note";
 
-        image = new ElfImage(is64, machine, entry, segments.ToArray(), phys32);
+        // elf_xen_addr_calc_check (Xen 4.17's libelf-dominfo.c). Checked before PVH forces virt_base to 0:
+        if (notes.PaddrOffset != XenElfNoteScan.UnsetAddress && notes.VirtBase == XenElfNoteScan.UnsetAddress)
+            return "ELF_PADDR_OFFSET set, VIRT_BASE unset";
+
+        // for PVH virt_entry is phys_entry and virt_kstart/virt_kend are pstart/pend.
+        if (phys32 < pstart || phys32 > pend)
+            return $"ELF start or entries are out of bounds (entry 0x{phys32:x}, image 0x{pstart:x}-0x{pend:x})";
+        if (notes.P2mBase != XenElfNoteScan.UnsetAddress && notes.P2mBase >= pstart && notes.P2mBase < pend)
+            return $"P->M table base is out of bounds (XEN_ELFNOTE_INIT_P2M 0x{notes.P2mBase:x} inside the kernel)";
+
+        // elf_load_binary: the segments may write at most twice the kernel's page-rounded span
+        // (remain_allow_copy), so overlapping segments cannot make loading take unbounded time.
+        UInt128 span = ((UInt128)(pend - pstart) + PageSize - 1) / PageSize * PageSize;
+        if (totalMemory > 2 * span)
+            return $"program segments total 0x{totalMemory:x} bytes, more than twice the kernel's 0x{span:x}";
+
+        image = new ElfImage(is64, machine, entry, segments.ToArray(), phys32, pstart, pend)
+        {
+            RequiresDom0 = (notes.RequiredFeatures & (1u << XenElfFeatures.Dom0)) != 0,
+        };
         return "";
     }
 

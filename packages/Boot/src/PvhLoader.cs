@@ -82,6 +82,11 @@ public static class PvhLoader
         if (entry >= ramTop)
             return Fail($"entry point 0x{entry:x} is outside guest RAM (0x{ramTop:x} bytes)", out error);
 
+        // The whole kernel range (libelf's pstart..pend, which a loadable segment of no memory can stretch) must fit:
+        // modules and the start info are placed above it.
+        if (image.HighestAddress > ramTop)
+            return Fail($"kernel 0x{image.LowestAddress:x}-0x{image.HighestAddress:x} does not fit in 0x{ramTop:x} bytes of guest RAM", out error);
+
         foreach (var s in image.Segments)
         {
             if (s.End > ramTop)

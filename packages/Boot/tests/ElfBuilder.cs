@@ -83,14 +83,16 @@ internal static class ElfBuilder
     private static void Phdr(byte[] f, bool is64, int o, uint type, ulong offset, ulong paddr, ulong filesz, ulong memsz)
     {
         W32(f, o, type);
+        uint flags = type == 1 ? 7u : 4u;   // PF_R | PF_W | PF_X for PT_LOAD, PF_R for PT_NOTE
         if (is64)
         {
+            W32(f, o + 4, flags);
             W64(f, o + 8, offset); W64(f, o + 16, paddr); W64(f, o + 24, paddr); W64(f, o + 32, filesz); W64(f, o + 40, memsz);
         }
         else
         {
             W32(f, o + 4, (uint)offset); W32(f, o + 8, (uint)paddr); W32(f, o + 12, (uint)paddr);
-            W32(f, o + 16, (uint)filesz); W32(f, o + 20, (uint)memsz);
+            W32(f, o + 16, (uint)filesz); W32(f, o + 20, (uint)memsz); W32(f, o + 24, flags);
         }
     }
 

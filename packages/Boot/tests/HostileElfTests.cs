@@ -39,6 +39,27 @@ public class HostileElfTests
     }
 
     [Fact]
+    public void Random_corruption_of_notes_features_and_overlapping_segments_never_throws_or_writes_outside_ram()
+    {
+        var w = new ElfWriter();
+        w.Load(0x100000, w.Blob([.. Code, .. new byte[60]]), 0x2000);
+        w.Load(0x101000, w.Blob(Code), 0x10, ElfWriter.PfR);
+        w.NoteSegment(w.Blob([.. ElfWriter.Note(10, "!dom0|writable_page_tables\0"u8.ToArray()), .. ElfWriter.Phys32(0x100000)]));
+        w.NoteSegment(w.Blob(ElfWriter.Note(18, BitConverter.GetBytes(0x100010UL))));
+        w.NoteSection(w.Blob(ElfWriter.Phys32(0x100004)));
+        var good = w.Build();
+        Assert.True(ElfImage.TryParse(good, out _, out string error), error);
+        Gen.Select(Gen.Int[0, good.Length - 1].Array[1, 16], Gen.Byte.Array[16]).Sample((positions, values) =>
+        {
+            var f = (byte[])good.Clone();
+            for (int i = 0; i < positions.Length; i++)
+                f[positions[i]] = values[i];
+            if (ElfImage.TryParse(f, out var image, out _))
+                PvhLoader.TryLoad(image!, f, "x", [new PvhModule([1, 2, 3], "m")], 4 << 20, new StrictRam(4 << 20), out _, out _);
+        }, iter: 3000);
+    }
+
+    [Fact]
     public void Every_truncation_is_refused_cleanly()
     {
         var good = ElfBuilder.Build(true, 62, 0x100000, Code, 0x100000);
