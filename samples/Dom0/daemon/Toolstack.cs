@@ -37,6 +37,9 @@ internal sealed class Toolstack(XenControl xc, XenStoreClient store, IConsoleBac
         byte[] kernel = await File.ReadAllBytesAsync(cfg.Kernel);
         if (!ElfImage.TryParse(kernel, out var image, out string error))
             throw new InvalidOperationException($"{cfg.Kernel}: {error}");
+        // xc_dom_parse_elf_kernel: a kernel requiring XENFEAT_dom0 is never built as a guest.
+        if (image!.RequiresDom0)
+            throw new InvalidOperationException($"{cfg.Kernel}: Kernel does not support unprivileged (DomU) operation");
         var modules = new List<PvhModule>();
         if (cfg.Ramdisk is { } rd)
             modules.Add(new PvhModule(await File.ReadAllBytesAsync(rd), Path.GetFileName(rd)));

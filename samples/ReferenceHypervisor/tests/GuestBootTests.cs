@@ -185,6 +185,33 @@ public class GuestBootTests
         Assert.Single(machine.Domains);
     }
 
+    /// <summary>
+    /// A kernel whose XEN_ELFNOTE_FEATURES requires <c>dom0</c> ("!dom0") runs only as the control domain: Xen 4.17's
+    /// toolstack refuses it for every domain it builds (xg_dom_elfloader.c, xc_dom_parse_elf_kernel).
+    /// </summary>
+    [Fact]
+    public void A_kernel_that_requires_dom0_is_refused_for_a_guest()
+    {
+        byte[] kernel = Elf32ImageWriter.Write(0x100000, [0xFA, 0xF4], 0x1000, 0x100000); // cli; hlt
+        Assert.True(ElfImage.TryParse(kernel, out var plain, out _) && !plain!.RequiresDom0);
+        // A second note after the PHYS32_ENTRY one (Elf32ImageWriter: headers, then that 20-byte note at 116).
+        var s = kernel.AsSpan();
+        const int note = 116 + 20;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s[note..], 4);          // namesz
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s[(note + 4)..], 6);    // descsz
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s[(note + 8)..], 10);   // XEN_ELFNOTE_FEATURES
+        "Xen\0!dom0\0"u8.CopyTo(s[(note + 12)..]);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s[(52 + 32 + 16)..], 20 + 24); // PT_NOTE p_filesz
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s[(52 + 32 + 20)..], 20 + 24); // p_memsz
+        Assert.True(ElfImage.TryParse(kernel, out var image, out string parseError), parseError);
+        Assert.True(image!.RequiresDom0);
+
+        using var machine = NewMachine();
+        Assert.False(machine.TryCreateDomain(new DomainConfig("dom0-only", kernel, GuestMemory), out _, out string error));
+        Assert.Contains("does not support unprivileged (DomU) operation", error);
+        Assert.Empty(machine.Domains);
+    }
+
     [Fact]
     public void The_cli_boots_the_demo_guest_and_exits_zero()
     {

@@ -250,6 +250,12 @@ internal sealed partial class Domain : IDisposable
 
         if (!ElfImage.TryParse(config.Kernel, out var image, out error))
             return false;
+        // xc_dom_parse_elf_kernel: a kernel requiring XENFEAT_dom0 is never built as a guest.
+        if (image!.RequiresDom0)
+        {
+            error = "Kernel does not support unprivileged (DomU) operation";
+            return false;
+        }
 
         ulong pages = config.MemoryBytes / Page.PageSize;
         var memory = Machine.Memory;
