@@ -229,31 +229,4 @@ public sealed class BlkbackOracleTests() : BlockImageTests("blkoracle")
         Assert.Null(_backend.Ring);
         Assert.Equal(0, _w.Dom0Grants.MappingCount);
     }
-
-    private sealed class EndlessStorage : IBlockStorage
-    {
-        private int _reads;
-
-        public Action<int>? OnRead { get; set; }
-
-        public int Reads => Volatile.Read(ref _reads);
-
-        public ulong Sectors => 64;
-
-        public bool IsReadOnly => false;
-
-        public void Read(long offset, Span<byte> destination)
-        {
-            destination.Clear();
-            OnRead?.Invoke(Interlocked.Increment(ref _reads));
-        }
-
-        public void Write(long offset, ReadOnlySpan<byte> source)
-        {
-        }
-
-        public void Flush()
-        {
-        }
-    }
 }

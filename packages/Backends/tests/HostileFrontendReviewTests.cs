@@ -234,31 +234,4 @@ public sealed class HostileFrontendReviewTests() : BlockImageTests("blkrev")
         await _w.Store1.WriteAsync($"{fe}/state", "6");
         await TestWorld.Until(async () => await _w.Store1.TryReadStringAsync($"{be}/state") == "6", "Closed");
     }
-
-    private sealed class EndlessStorage : IBlockStorage
-    {
-        private int _reads;
-
-        public Action<int>? OnRead { get; set; }
-
-        public int Reads => Volatile.Read(ref _reads);
-
-        public ulong Sectors => 64;
-
-        public bool IsReadOnly => false;
-
-        public void Read(long offset, Span<byte> destination)
-        {
-            destination.Clear();
-            OnRead?.Invoke(Interlocked.Increment(ref _reads));
-        }
-
-        public void Write(long offset, ReadOnlySpan<byte> source)
-        {
-        }
-
-        public void Flush()
-        {
-        }
-    }
 }
