@@ -1,0 +1,165 @@
+using System.Buffers.Binary;
+using VmmKit.Ept;
+
+namespace VmmKit.Vmx.Tests.Bochs;
+
+/// <summary>
+/// The machine memory of one Bochs boot of EPT differential cases, and the replay of each case through
+/// <see cref="EptWalker"/>. Every case has its own PML4 and PDPT (and PD and PT when its leaf is below them);
+/// PML4E 0 and PDPTE 0 lead to a shared PD and PT that map the code page at <see cref="CodeGpa"/>, PDPTE 1 leads to
+/// the case's target. The target's data frame is filled with HLT (0xF4), so a fetch that translates halts there and
+/// a store writes HLTs again. Each case's code (at its own offset in the code page) sets EBX to the address of a HLT,
+/// makes its one access, and halts; after an EPT violation the harness resumes the guest at EBX.
+/// </summary>
+internal sealed class EptDifferentialBatch : IDisposable
+{
+    public const uint CodeGpa = 0x1000;
+    private const ulong TargetPdpteGpa = 0x4000_0000; // PDPTE 1
+    private const int PdeIndex = 1;
+    private const int PteIndex = 5;
+    private const int SnippetSize = 32;
+    private const ulong Rwx = 7;
+    private const ulong WriteBackLeaf = 6UL << 3;
+    private const ulong LargePage = 0x80;
+
+    private readonly FrameOwner owner = new(1);
+    private readonly MachineFrameNumber dataFrame;
+
+    /// <summary>One case as laid out in this batch.</summary>
+    /// <param name="Case">The case.</param>
+    /// <param name="Eptp">Its EPTP.</param>
+    /// <param name="Rip">Guest-physical address of its code.</param>
+    /// <param name="Target">Guest-physical address it accesses.</param>
+    /// <param name="Slots">Machine addresses of the path's entries, PML4E first, for the levels the walk can use.</param>
+    public sealed record Prepared(EptDifferentialCase Case, EptPointer Eptp, uint Rip, uint Target, uint[] Slots);
+
+    public MachineMemory Memory { get; }
+
+    public IReadOnlyList<Prepared> Cases { get; }
+
+    public EptDifferentialBatch(IReadOnlyList<EptDifferentialCase> cases)
+    {
+        if (cases.Count * SnippetSize > 4096)
+            throw new ArgumentException("too many cases for one code page", nameof(cases));
+        Memory = new MachineMemory(32ul << 20);
+        // Keep every frame above the harness's own low memory (the first 2 MiB), as HarnessGuest does.
+        Memory.AllocateContiguous(new FrameOwner(0x7FF0), 512);
+        var codeFrame = Memory.AllocateFrame(owner);
+        dataFrame = Memory.AllocateFrame(owner);
+        Memory.GetFrame(dataFrame).Fill(0xF4);
+        var codePt = Memory.AllocateFrame(owner);
+        var codePd = Memory.AllocateFrame(owner);
+        Put(codePt, 1, codeFrame.Address | WriteBackLeaf | Rwx);
+        Put(codePd, 0, codePt.Address | Rwx);
+
+        var prepared = new List<Prepared>();
+        Span<byte> code = Memory.GetFrame(codeFrame);
+        for (int k = 0; k < cases.Count; k++)
+        {
+            var c = cases[k];
+            var p4 = Memory.AllocateFrame(owner);
+            var p3 = Memory.AllocateFrame(owner);
+            MachineFrameNumber p2 = c.LeafLevel < 3 ? Memory.AllocateFrame(owner) : default;
+            MachineFrameNumber p1 = c.LeafLevel < 2 ? Memory.AllocateFrame(owner) : default;
+            ulong data = dataFrame.Address;
+            var wellFormed = new EptPath(
+                p3.Address | Rwx,
+                c.LeafLevel == 3 ? LargePage | WriteBackLeaf | Rwx : p2.Address | Rwx,
+                c.LeafLevel == 2 ? (data & ~0x1F_FFFFUL) | LargePage | WriteBackLeaf | Rwx : c.LeafLevel < 2 ? p1.Address | Rwx : 0,
+                c.LeafLevel == 1 ? data | WriteBackLeaf | Rwx : 0);
+            var path = c.Craft(wellFormed);
+            Put(p4, 0, path.Pml4e);
+            Put(p3, 0, codePd.Address | Rwx);
+            Put(p3, 1, path.Pdpte);
+            var slots = new List<uint> { (uint)p4.Address, (uint)p3.Address + 8 };
+            if (c.LeafLevel < 3)
+            {
+                Put(p2, PdeIndex, path.Pde);
+                slots.Add((uint)p2.Address + 8 * PdeIndex);
+            }
+            if (c.LeafLevel < 2)
+            {
+                Put(p1, PteIndex, path.Pte);
+                slots.Add((uint)p1.Address + 8 * PteIndex);
+            }
+
+            ulong pageSize = 1UL << (12 + 9 * (c.LeafLevel - 1));
+            ulong page = c.LeafLevel switch
+            {
+                1 => TargetPdpteGpa + ((ulong)PdeIndex << 21) + ((ulong)PteIndex << 12),
+                2 => TargetPdpteGpa + ((ulong)PdeIndex << 21),
+                _ => TargetPdpteGpa,
+            };
+            ulong target = c.AtPageEnd ? page + pageSize - 2 : page + (data & (pageSize - 1)) + 0x10;
+            uint rip = CodeGpa + (uint)(k * SnippetSize);
+            WriteSnippet(code.Slice(k * SnippetSize, SnippetSize), rip, (uint)target, c.Access);
+            prepared.Add(new Prepared(c, EptPointer.Create(p4, c.AccessedDirty), rip, (uint)target, [.. slots]));
+        }
+        Cases = prepared;
+    }
+
+    // mov ebx, H; then the access; H: hlt.
+    private static void WriteSnippet(Span<byte> at, uint rip, uint target, EptProbe access)
+    {
+        var bytes = new List<byte>();
+        void B(byte b) => bytes.Add(b);
+        void D(uint v)
+        {
+            for (int i = 0; i < 4; i++)
+                bytes.Add((byte)(v >> (8 * i)));
+        }
+        int accessLength = access switch { EptProbe.Read => 5, EptProbe.Write => 10, _ => 7 };
+        B(0xBB);
+        D(rip + 5 + (uint)accessLength);
+        switch (access)
+        {
+            case EptProbe.Read:
+                B(0xA1); // mov eax, [moffs32]
+                D(target);
+                break;
+            case EptProbe.Write:
+                B(0xC7); // mov dword [disp32], imm32
+                B(0x05);
+                D(target);
+                D(0xF4F4_F4F4);
+                break;
+            default:
+                B(0xB8); // mov eax, imm32; jmp eax
+                D(target);
+                B(0xFF);
+                B(0xE0);
+                break;
+        }
+        B(0xF4);
+        bytes.ToArray().CopyTo(at);
+    }
+
+    private void Put(MachineFrameNumber table, int index, ulong entry) =>
+        BinaryPrimitives.WriteUInt64LittleEndian(Memory.GetFrame(table)[(8 * index)..], entry);
+
+    /// <summary>The value now in the 8-byte word at machine address <paramref name="address"/>.</summary>
+    public ulong Read(uint address) =>
+        BinaryPrimitives.ReadUInt64LittleEndian(Memory.GetFrame(new MachineFrameNumber(address >> 12))[(int)(address & 0xFFF)..]);
+
+    /// <summary>
+    /// What <see cref="EptWalker"/> says the case does, walking the same tables as Bochs (and setting the same
+    /// accessed/dirty flags): the fetch of the case's code, then its access (both halves of an access at a page end).
+    /// </summary>
+    public (EptTranslationStatus Status, uint Gpa, EptViolationQualification Qualification) Replay(Prepared p)
+    {
+        // The guest runs with paging off: every access is to the translation of its (equal) linear address.
+        var linear = EptViolationQualification.ForLinearAddress(translationOfLinearAddress: true);
+        var status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(p.Rip), EptAccess.Execute, linear, out _, out var q);
+        if (status != EptTranslationStatus.Success)
+            return (status, p.Rip, q);
+        var access = p.Case.Access switch { EptProbe.Read => EptAccess.Read, EptProbe.Write => EptAccess.Write, _ => EptAccess.Execute };
+        status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(p.Target), access, linear, out _, out q);
+        if (status != EptTranslationStatus.Success || !p.Case.AtPageEnd)
+            return (status, p.Target, q);
+        uint second = p.Target + 2;
+        status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(second), access, linear, out _, out q);
+        return (status, second, q);
+    }
+
+    public void Dispose() => Memory.Dispose();
+}

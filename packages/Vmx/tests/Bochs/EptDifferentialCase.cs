@@ -1,0 +1,11 @@
+namespace VmmKit.Vmx.Tests.Bochs;
+
+/// <summary>
+/// One EPT differential case: the guest makes <paramref name="Access"/> at the target of a path whose leaf is at
+/// <paramref name="LeafLevel"/> (1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB), through entries <paramref name="Craft"/> made from
+/// the well-formed path, with the EPTP's accessed/dirty enable set to <paramref name="AccessedDirty"/>.
+/// <paramref name="AtPageEnd"/> puts the 4-byte access 2 bytes before the end of the leaf's page, so that its second
+/// half falls in the next (not-present) page.
+/// </summary>
+internal sealed record EptDifferentialCase(
+    string Name, EptProbe Access, int LeafLevel, Func<EptPath, EptPath> Craft, bool AccessedDirty = false, bool AtPageEnd = false);
