@@ -21,16 +21,30 @@ public class BochsEptWalkerTests
     private const int BatchSize = 20;
 
     /// <summary>
-    /// Cases where Bochs 2.7 departs from the SDM; the walker follows the SDM. Each names the section that decides.
+    /// Cases where Bochs 2.7 departs from the SDM; the walker follows the SDM. Each gives the SDM section that decides
+    /// and exactly what Bochs reports instead (the test fails if Bochs reports anything else, agreement included).
     /// </summary>
-    private static readonly Dictionary<string, string> BochsGaps = new()
+    private static readonly Dictionary<string, (string Sdm, string Bochs)> BochsGaps = new()
     {
         // Bochs masks bit 12 out of a large page's address (as it does for the PAT bit of ordinary paging) and so
         // translates; the SDM reserves bits 20:12 of an EPT PDE mapping a 2 MiB page and bits 29:12 of an EPT PDPTE
         // mapping a 1 GiB page (Vol. 3C §29.3.2, Tables 29-3 and 29-5), and a set reserved bit is an EPT
         // misconfiguration (§29.3.3.1). Bits 13 and above are checked by Bochs and agree.
-        ["PDE leaf address bit 12, Read"] = "SDM Vol. 3C §29.3.2 Table 29-5, §29.3.3.1",
-        ["PDPTE leaf address bit 12, Read"] = "SDM Vol. 3C §29.3.2 Table 29-3, §29.3.3.1",
+        ["PDE leaf address bit 12, Read"] = ("SDM Vol. 3C §29.3.2 Table 29-5, §29.3.3.1", "translated"),
+        ["PDPTE leaf address bit 12, Read"] = ("SDM Vol. 3C §29.3.2 Table 29-3, §29.3.3.1", "translated"),
+
+        // With EPT A/D enabled, a guest paging-structure access is treated as a write (§29.3.3.2); the SDM says such
+        // an access that causes an EPT violation sets both bit 0 and bit 1 of the qualification (Table 28-7, note 1 of
+        // bit 0). Bochs turns the access into a plain write and reports bit 1 only. Outcome, GPA, rights and bits 7-8
+        // agree; only bit 0 differs.
+        ["paged, page directory R, A/D on, Read"] =
+            ("SDM Vol. 3C §28.2.1 Table 28-7 note 1, §29.3.3.2", "violation at 0x40205000 0x8a [W allowed Read paging-structure]"),
+        ["paged, page directory X, A/D on, Read"] =
+            ("SDM Vol. 3C §28.2.1 Table 28-7 note 1, §29.3.3.2", "violation at 0x40205000 0xa2 [W allowed Execute paging-structure]"),
+        ["paged, page directory not present, A/D on, Read"] =
+            ("SDM Vol. 3C §28.2.1 Table 28-7 note 1, §29.3.3.2", "violation at 0x40205000 0x82 [W allowed None paging-structure]"),
+        ["paged, page directory PDE R, A/D on, Read"] =
+            ("SDM Vol. 3C §28.2.1 Table 28-7 note 1, §29.3.3.2", "violation at 0x40205000 0x8a [W allowed Read paging-structure]"),
     };
 
     [Theory]
@@ -57,9 +71,10 @@ public class BochsEptWalkerTests
                 var replay = batch.Replay(p);
                 outcomes[replay.Status] = outcomes.GetValueOrDefault(replay.Status) + 1;
                 string? difference = Compare(batch, p, replay, log.Verdict(i), log.GuestRipAtExit.GetValueOrDefault(i), log.Watched.GetValueOrDefault(i));
-                if (BochsGaps.ContainsKey(p.Case.Name))
+                if (BochsGaps.TryGetValue(p.Case.Name, out var gap))
                 {
-                    Assert.True(difference != null, $"{p.Case.Name}: Bochs now agrees; remove the documented exception");
+                    if (difference == null || !difference.EndsWith("; Bochs " + gap.Bochs, StringComparison.Ordinal))
+                        disagreements.Add($"{p.Case.Name}: documented Bochs gap ({gap.Sdm}) expected Bochs {gap.Bochs}; got {difference ?? "agreement"}");
                     gapsSeen.Add(p.Case.Name);
                 }
                 else if (difference != null)
@@ -80,13 +95,19 @@ public class BochsEptWalkerTests
         VmcsBuilder.SetPvh32Guest(vmcs, caps, p.Eptp, p.Rip, BochsHarness.GuestExits);
         VmcsBuilder.SetHostState(vmcs, VmxHarnessImage.HostState);
         vmcs.Write(VmcsField.ExceptionBitmap, BochsHarness.GuestExceptions);
+        if (p.Case.Paged)
+        {
+            vmcs.Write(VmcsField.GuestCr0, vmcs.Read(VmcsField.GuestCr0) | EptDifferentialBatch.PagedCr0);
+            vmcs.Write(VmcsField.GuestCr4, vmcs.Read(VmcsField.GuestCr4) | EptDifferentialBatch.PagedCr4);
+            vmcs.Write(VmcsField.GuestCr3, p.Cr3);
+        }
         return vmcs;
     }
 
     private static string? Compare(EptDifferentialBatch batch, EptDifferentialBatch.Prepared p,
-        (EptTranslationStatus Status, uint Gpa, EptViolationQualification Qualification) replay, VmExit bochs, ulong bochsRip, Dictionary<uint, ulong>? watched)
+        (EptTranslationStatus Status, uint Gpa, uint Gla, EptViolationQualification Qualification) replay, VmExit bochs, ulong bochsRip, Dictionary<uint, ulong>? watched)
     {
-        var (status, gpa, q) = replay;
+        var (status, gpa, gla, q) = replay;
         string ours = status switch
         {
             EptTranslationStatus.Success => "translated",
@@ -105,7 +126,7 @@ public class BochsEptWalkerTests
             EptTranslationStatus.Success => bochs.Reason == VmxExitReason.Hlt
                 && bochsRip == (p.Case.Access == EptProbe.Fetch ? p.Target : p.Rip + (uint)SnippetHltOffset(p.Case.Access)),
             EptTranslationStatus.Violation => bochs.Reason == VmxExitReason.EptViolation && bochs.GuestPhysicalAddress == gpa
-                && bochs.GuestLinearAddress == gpa && (bochs.Qualification & 0x11FF) == (q.Value & 0x11FF),
+                && bochs.GuestLinearAddress == gla && (bochs.Qualification & 0x11FF) == (q.Value & 0x11FF),
             _ => bochs.Reason == VmxExitReason.EptMisconfiguration && bochs.GuestPhysicalAddress == gpa,
         };
         if (bochs.Outcome != VmExitOutcome.VmExit)
@@ -125,8 +146,9 @@ public class BochsEptWalkerTests
 
     private static int SnippetHltOffset(EptProbe access) => 5 + (access == EptProbe.Read ? 5 : access == EptProbe.Write ? 10 : 7);
 
-    private static EptDifferentialCase C(string name, EptProbe access, int leaf, Func<EptPath, EptPath> craft, bool ad = false, bool atEnd = false) =>
-        new(name, access, leaf, craft, ad, atEnd);
+    private static EptDifferentialCase C(string name, EptProbe access, int leaf, Func<EptPath, EptPath> craft, bool ad = false, bool atEnd = false,
+        bool paged = false) =>
+        new(name, access, leaf, craft, ad, atEnd, paged);
 
     private static string Rights(ulong r) => r == 0 ? "none" : $"{((r & R) != 0 ? "R" : "")}{((r & W) != 0 ? "W" : "")}{((r & X) != 0 ? "X" : "")}";
 
@@ -200,6 +222,19 @@ public class BochsEptWalkerTests
         yield return C("A/D on, PDE not present, Read", EptProbe.Read, 1, p => p.Edit(2, 0, PermissionBits), ad: true);
         yield return C("A/D on, PTE memory type 2, Read (misconfiguration)", EptProbe.Read, 1, p => p.Edit(1, 2UL << 3, MemoryTypeBits), ad: true);
         yield return C("A/D off, PTE, Write", EptProbe.Write, 1, p => p);
+
+        // A paged guest whose page directory sits behind the path: its walks are data reads (§29.3.3.2), treated as
+        // writes when the EPTP enables accessed and dirty flags (then the EPT dirty flag is set, §29.3.5); a violation
+        // reports bit 7 set and bit 8 clear (Table 28-7).
+        foreach (bool ad in new[] { false, true })
+        {
+            string mode = ad ? "A/D on" : "A/D off";
+            yield return C($"paged, page directory RWX, {mode}, Read", EptProbe.Read, 1, p => p, ad: ad, paged: true);
+            yield return C($"paged, page directory R, {mode}, Read", EptProbe.Read, 1, p => p.Edit(1, R, PermissionBits), ad: ad, paged: true);
+            yield return C($"paged, page directory X, {mode}, Read", EptProbe.Read, 1, p => p.Edit(1, X, PermissionBits), ad: ad, paged: true);
+            yield return C($"paged, page directory not present, {mode}, Read", EptProbe.Read, 1, p => p.Edit(1, 0, PermissionBits), ad: ad, paged: true);
+            yield return C($"paged, page directory PDE R, {mode}, Read", EptProbe.Read, 1, p => p.Edit(2, R, PermissionBits), ad: ad, paged: true);
+        }
 
         // An access at the end of a page whose next page is not mapped: the second half's GPA is reported.
         foreach (int leaf in new[] { 1, 2, 3 })

@@ -9,7 +9,8 @@ namespace VmmKit.Vmx.Tests.Bochs;
 /// PML4E 0 and PDPTE 0 lead to a shared PD and PT that map the code page at <see cref="CodeGpa"/>, PDPTE 1 leads to
 /// the case's target. The target's data frame is filled with HLT (0xF4), so a fetch that translates halts there and
 /// a store writes HLTs again. Each case's code (at its own offset in the code page) sets EBX to the address of a HLT,
-/// makes its one access, and halts; after an EPT violation the harness resumes the guest at EBX.
+/// makes its one access, and halts; after an EPT violation the harness resumes the guest at EBX. A paged case's target
+/// page is a guest page directory instead, walked by the guest's paging (SDM Vol. 3A §4.3).
 /// </summary>
 internal sealed class EptDifferentialBatch : IDisposable
 {
@@ -24,6 +25,10 @@ internal sealed class EptDifferentialBatch : IDisposable
 
     private readonly FrameOwner owner = new(1);
     private readonly MachineFrameNumber dataFrame;
+    private readonly MachineFrameNumber pageDirectoryFrame;
+
+    /// <summary>CR0 (PE | ET | PG) and CR4 (PSE) of a paged case's guest.</summary>
+    public const uint PagedCr0 = 0x8000_0011, PagedCr4 = 0x10;
 
     /// <summary>One case as laid out in this batch.</summary>
     /// <param name="Case">The case.</param>
@@ -31,7 +36,8 @@ internal sealed class EptDifferentialBatch : IDisposable
     /// <param name="Rip">Guest-physical address of its code.</param>
     /// <param name="Target">Guest-physical address it accesses.</param>
     /// <param name="Slots">Machine addresses of the path's entries, PML4E first, for the levels the walk can use.</param>
-    public sealed record Prepared(EptDifferentialCase Case, EptPointer Eptp, uint Rip, uint Target, uint[] Slots);
+    /// <param name="Cr3">The guest's CR3 in a paged case (its page directory, the target page); 0 otherwise.</param>
+    public sealed record Prepared(EptDifferentialCase Case, EptPointer Eptp, uint Rip, uint Target, uint[] Slots, uint Cr3);
 
     public MachineMemory Memory { get; }
 
@@ -47,6 +53,9 @@ internal sealed class EptDifferentialBatch : IDisposable
         var codeFrame = Memory.AllocateFrame(owner);
         dataFrame = Memory.AllocateFrame(owner);
         Memory.GetFrame(dataFrame).Fill(0xF4);
+        pageDirectoryFrame = Memory.AllocateFrame(owner);
+        for (uint i = 0; i < 1024; i++)
+            BinaryPrimitives.WriteUInt32LittleEndian(Memory.GetFrame(pageDirectoryFrame)[(int)(4 * i)..], (i << 22) | 0xE7); // P RW US A D PS
         var codePt = Memory.AllocateFrame(owner);
         var codePd = Memory.AllocateFrame(owner);
         Put(codePt, 1, codeFrame.Address | WriteBackLeaf | Rwx);
@@ -61,7 +70,9 @@ internal sealed class EptDifferentialBatch : IDisposable
             var p3 = Memory.AllocateFrame(owner);
             MachineFrameNumber p2 = c.LeafLevel < 3 ? Memory.AllocateFrame(owner) : default;
             MachineFrameNumber p1 = c.LeafLevel < 2 ? Memory.AllocateFrame(owner) : default;
-            ulong data = dataFrame.Address;
+            if (c.Paged && c.LeafLevel != 1)
+                throw new ArgumentException("a paged case has a 4 KiB leaf", nameof(cases));
+            ulong data = c.Paged ? pageDirectoryFrame.Address : dataFrame.Address;
             var wellFormed = new EptPath(
                 p3.Address | Rwx,
                 c.LeafLevel == 3 ? LargePage | WriteBackLeaf | Rwx : p2.Address | Rwx,
@@ -92,8 +103,11 @@ internal sealed class EptDifferentialBatch : IDisposable
             };
             ulong target = c.AtPageEnd ? page + pageSize - 2 : page + (data & (pageSize - 1)) + 0x10;
             uint rip = CodeGpa + (uint)(k * SnippetSize);
+            uint cr3 = c.Paged ? (uint)page : 0;
+            if (c.Paged)
+                target = CodeGpa + 0x800;
             WriteSnippet(code.Slice(k * SnippetSize, SnippetSize), rip, (uint)target, c.Access);
-            prepared.Add(new Prepared(c, EptPointer.Create(p4, c.AccessedDirty), rip, (uint)target, [.. slots]));
+            prepared.Add(new Prepared(c, EptPointer.Create(p4, c.AccessedDirty), rip, (uint)target, [.. slots], cr3));
         }
         Cases = prepared;
     }
@@ -144,21 +158,42 @@ internal sealed class EptDifferentialBatch : IDisposable
     /// <summary>
     /// What <see cref="EptWalker"/> says the case does, walking the same tables as Bochs (and setting the same
     /// accessed/dirty flags): the fetch of the case's code, then its access (both halves of an access at a page end).
+    /// A paged case first walks the guest's paging with <see cref="GuestPageWalker"/> over
+    /// <see cref="GuestPhysicalMemory"/>, whose EPT faults are those of the guest's paging-structure accesses.
     /// </summary>
-    public (EptTranslationStatus Status, uint Gpa, EptViolationQualification Qualification) Replay(Prepared p)
+    public (EptTranslationStatus Status, uint Gpa, uint Gla, EptViolationQualification Qualification) Replay(Prepared p)
     {
-        // The guest runs with paging off: every access is to the translation of its (equal) linear address.
-        var linear = EptViolationQualification.ForLinearAddress(translationOfLinearAddress: true);
-        var status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(p.Rip), EptAccess.Execute, linear, out _, out var q);
-        if (status != EptTranslationStatus.Success)
-            return (status, p.Rip, q);
         var access = p.Case.Access switch { EptProbe.Read => EptAccess.Read, EptProbe.Write => EptAccess.Write, _ => EptAccess.Execute };
-        status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(p.Target), access, linear, out _, out q);
-        if (status != EptTranslationStatus.Success || !p.Case.AtPageEnd)
-            return (status, p.Target, q);
-        uint second = p.Target + 2;
-        status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(second), access, linear, out _, out q);
-        return (status, second, q);
+        var result = Access(p, p.Rip, EptAccess.Execute);
+        if (result.Status != EptTranslationStatus.Success)
+            return result;
+        result = Access(p, p.Target, access);
+        if (result.Status != EptTranslationStatus.Success || !p.Case.AtPageEnd)
+            return result;
+        return Access(p, p.Target + 2, access);
+    }
+
+    private (EptTranslationStatus Status, uint Gpa, uint Gla, EptViolationQualification Qualification) Access(Prepared p, uint linear, EptAccess access)
+    {
+        uint gpa = linear;
+        if (p.Case.Paged)
+        {
+            var memory = new GuestPhysicalMemory(Memory, p.Eptp);
+            var registers = new GuestPagingRegisters(PagedCr0, p.Cr3, PagedCr4, 0, 2);
+            var kind = access == EptAccess.Execute ? GuestPagingAccess.Execute : access == EptAccess.Write ? GuestPagingAccess.Write : GuestPagingAccess.Read;
+            var paging = GuestPageWalker.Translate(memory, registers, linear, kind, GuestPagingPrivilege.Supervisor,
+                out GuestPhysicalAddress translated, out _, out GuestMemoryFault fault);
+            if (paging == GuestPagingResult.StructureFault)
+                return (fault.Status, (uint)fault.Address.Value, linear, fault.Qualification);
+            if (paging != GuestPagingResult.Translated)
+                throw new InvalidOperationException($"{p.Case.Name}: the guest's own paging gave {paging}");
+            gpa = (uint)translated.Value;
+        }
+
+        // The access itself is to the translation of its linear address (Table 28-7 bits 7 and 8).
+        var status = EptWalker.Translate(Memory, p.Eptp, new GuestPhysicalAddress(gpa), access,
+            EptViolationQualification.ForLinearAddress(translationOfLinearAddress: true), out _, out var q);
+        return (status, gpa, linear, q);
     }
 
     public void Dispose() => Memory.Dispose();
