@@ -122,7 +122,7 @@ internal sealed class EptDifferentialBatch : IDisposable
             for (int i = 0; i < 4; i++)
                 bytes.Add((byte)(v >> (8 * i)));
         }
-        int accessLength = access switch { EptProbe.Read => 5, EptProbe.Write => 10, _ => 7 };
+        int accessLength = SnippetAccessLength(access);
         B(0xBB);
         D(rip + 5 + (uint)accessLength);
         switch (access)
@@ -137,6 +137,12 @@ internal sealed class EptDifferentialBatch : IDisposable
                 D(target);
                 D(0xF4F4_F4F4);
                 break;
+            case EptProbe.ReadModifyWrite:
+                B(0x83); // add dword [disp32], imm8
+                B(0x05);
+                D(target);
+                B(0);
+                break;
             default:
                 B(0xB8); // mov eax, imm32; jmp eax
                 D(target);
@@ -147,6 +153,15 @@ internal sealed class EptDifferentialBatch : IDisposable
         B(0xF4);
         bytes.ToArray().CopyTo(at);
     }
+
+    /// <summary>Bytes of the access instruction(s) in a case's code, which start after the 5-byte <c>mov ebx</c>.</summary>
+    public static int SnippetAccessLength(EptProbe access) => access switch
+    {
+        EptProbe.Read => 5,
+        EptProbe.Write => 10,
+        EptProbe.ReadModifyWrite => 7,
+        _ => 7,
+    };
 
     private void Put(MachineFrameNumber table, int index, ulong entry) =>
         BinaryPrimitives.WriteUInt64LittleEndian(Memory.GetFrame(table)[(8 * index)..], entry);
@@ -163,7 +178,13 @@ internal sealed class EptDifferentialBatch : IDisposable
     /// </summary>
     public (EptTranslationStatus Status, uint Gpa, uint Gla, EptViolationQualification Qualification) Replay(Prepared p)
     {
-        var access = p.Case.Access switch { EptProbe.Read => EptAccess.Read, EptProbe.Write => EptAccess.Write, _ => EptAccess.Execute };
+        var access = p.Case.Access switch
+        {
+            EptProbe.Read => EptAccess.Read,
+            EptProbe.Write => EptAccess.Write,
+            EptProbe.ReadModifyWrite => EptAccess.Read | EptAccess.Write,
+            _ => EptAccess.Execute,
+        };
         var result = Access(p, p.Rip, EptAccess.Execute);
         if (result.Status != EptTranslationStatus.Success)
             return result;
@@ -180,7 +201,8 @@ internal sealed class EptDifferentialBatch : IDisposable
         {
             var memory = new GuestPhysicalMemory(Memory, p.Eptp);
             var registers = new GuestPagingRegisters(PagedCr0, p.Cr3, PagedCr4, 0, 2);
-            var kind = access == EptAccess.Execute ? GuestPagingAccess.Execute : access == EptAccess.Write ? GuestPagingAccess.Write : GuestPagingAccess.Read;
+            var kind = access == EptAccess.Execute ? GuestPagingAccess.Execute
+                : (access & EptAccess.Write) != 0 ? GuestPagingAccess.Write : GuestPagingAccess.Read;
             var paging = GuestPageWalker.Translate(memory, registers, linear, kind, GuestPagingPrivilege.Supervisor,
                 out GuestPhysicalAddress translated, out _, out GuestMemoryFault fault);
             if (paging == GuestPagingResult.StructureFault)

@@ -11,4 +11,7 @@ internal enum EptProbe
 
     /// <summary>An instruction fetch: <c>jmp eax</c> to the target, whose bytes are HLT.</summary>
     Fetch,
+
+    /// <summary>A read-modify-write (<c>add dword [target], 0</c>).</summary>
+    ReadModifyWrite,
 }
