@@ -50,7 +50,10 @@ public struct GuestPhysicalPagingStructures(GuestPhysicalMemory memory) : IGuest
                 : TryCompareExchange32(address, entry, bits, out original, out fault);
             if (!ok)
             {
-                Fault = fault;
+                // Still an access to a paging-structure entry (Table 28-7: bit 7 set, bit 8 clear).
+                Fault = fault.Status == EptTranslationStatus.Violation
+                    ? new GuestMemoryFault(fault.Address, fault.Status, new EptViolationQualification(fault.Qualification.Value | PagingStructureAccess.Value))
+                    : fault;
                 return false;
             }
 

@@ -18,7 +18,7 @@ public sealed class GuestPagingStructuresAccessedDirtyTests : IDisposable
 
     public void Dispose() => _machine.Dispose();
 
-    private (EptTables Ept, GuestPhysicalMemory Memory) Guest(bool accessedDirty, EptAccess pageDirectoryRights)
+    private (EptTables Ept, GuestPhysicalMemory Memory) Guest(bool accessedDirty, EptAccess pageDirectoryRights, uint pde = 0xE7)
     {
         var ept = new EptTables(_machine, _owner, accessedDirty);
         ept.Map(new GuestPhysicalAddress(0), _machine.AllocateContiguous(_owner, 16), 16, EptAccess.ReadWriteExecute);
@@ -26,7 +26,7 @@ public sealed class GuestPagingStructuresAccessedDirtyTests : IDisposable
         var memory = new GuestPhysicalMemory(_machine, ept.Pointer);
         // 32-bit paging: PDE 0 maps 4 MiB at 0 with A and D already set, so the walk itself writes nothing.
         ept.TryLookup(new GuestFrameNumber(PageDirectory >> 12), out MachineFrameNumber frame, out _);
-        BitConverter.TryWriteBytes(_machine.GetFrame(frame), 0xE7u);
+        BitConverter.TryWriteBytes(_machine.GetFrame(frame), pde);
         return (ept, memory);
     }
 
@@ -70,6 +70,24 @@ public sealed class GuestPagingStructuresAccessedDirtyTests : IDisposable
             Assert.Equal(GuestPagingResult.Translated, Walk(memory, out _));
             ulong leaf = PteOf(ept, PageDirectory);
             Assert.Equal(EptAccessed | EptDirty, leaf & (EptAccessed | EptDirty));
+        }
+    }
+
+    [Fact]
+    public void The_accessed_flag_update_in_a_read_only_page_directory_is_a_paging_structure_write_violation()
+    {
+        // §29.3.3.2: the processor's A/D updates of guest paging structures are data writes; Table 28-7: bit 7 set
+        // (the linear-address field is valid for every violation but PDPTE loads), bit 8 clear (a paging-structure access).
+        var (ept, memory) = Guest(accessedDirty: false, EptAccess.Read, pde: 0x87);
+        using (ept)
+        {
+            Assert.Equal(GuestPagingResult.StructureFault, Walk(memory, out GuestMemoryFault fault));
+            Assert.Equal(new GuestPhysicalAddress(PageDirectory), fault.Address);
+            var q = fault.Qualification;
+            Assert.True(q.WasWrite && !q.WasInstructionFetch, q.ToString());
+            Assert.Equal(EptAccess.Read, q.Permissions);
+            Assert.True(q.GuestLinearAddressValid, q.ToString());
+            Assert.False(q.IsTranslationOfLinearAddress, q.ToString());
         }
     }
 
