@@ -47,6 +47,11 @@ public class BochsEptWalkerTests
         ["paged, page directory PDE R, A/D on, Read"] =
             ("SDM Vol. 3C §28.2.1 Table 28-7 note 1, §29.3.3.2", "violation at 0x40205000 0x8a [W allowed Read paging-structure]"),
 
+        // The processor's updates of accessed and dirty flags in guest paging structures are data writes with regard
+        // to EPT violations (§29.3.3.2); Bochs writes the guest's accessed flag into an EPT read-only page directory
+        // without an EPT check and translates.
+        ["paged, page directory R, guest PDE A clear, A/D off, Read"] = ("SDM Vol. 3C §29.3.3.2", "translated"),
+
         // A read-modify-write that causes an EPT violation sets bit 1; whether it also sets bit 0 is
         // implementation-specific (SDM Vol. 3C §28.2.1, text after Table 28-7). The walker sets both (the access was a
         // read and a write); Bochs sets bit 1 only. Both are allowed.
@@ -158,8 +163,8 @@ public class BochsEptWalkerTests
     private static int SnippetHltOffset(EptProbe access) => 5 + EptDifferentialBatch.SnippetAccessLength(access);
 
     private static EptDifferentialCase C(string name, EptProbe access, int leaf, Func<EptPath, EptPath> craft, bool ad = false, bool atEnd = false,
-        bool paged = false) =>
-        new(name, access, leaf, craft, ad, atEnd, paged);
+        bool paged = false, uint guestPde = 0xE7) =>
+        new(name, access, leaf, craft, ad, atEnd, paged, guestPde);
 
     private static string Rights(ulong r) => r == 0 ? "none" : $"{((r & R) != 0 ? "R" : "")}{((r & W) != 0 ? "W" : "")}{((r & X) != 0 ? "X" : "")}";
 
@@ -251,6 +256,12 @@ public class BochsEptWalkerTests
             yield return C($"paged, page directory not present, {mode}, Read", EptProbe.Read, 1, p => p.Edit(1, 0, PermissionBits), ad: ad, paged: true);
             yield return C($"paged, page directory PDE R, {mode}, Read", EptProbe.Read, 1, p => p.Edit(2, R, PermissionBits), ad: ad, paged: true);
         }
+
+        // The guest's walk sets the accessed flag of its PDE: a data write to the page directory (§29.3.3.2), which an
+        // EPT read-only page refuses; the violation is still an access to a paging-structure entry (bit 8 clear).
+        yield return C("paged, page directory R, guest PDE A clear, A/D off, Read", EptProbe.Read, 1,
+            p => p.Edit(1, R, PermissionBits), paged: true, guestPde: 0x87);
+        yield return C("paged, page directory RWX, guest PDE A clear, A/D on, Read", EptProbe.Read, 1, p => p, ad: true, paged: true, guestPde: 0x87);
 
         // An access at the end of a page whose next page is not mapped: the second half's GPA is reported.
         foreach (int leaf in new[] { 1, 2, 3 })

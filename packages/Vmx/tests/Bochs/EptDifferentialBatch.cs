@@ -25,7 +25,6 @@ internal sealed class EptDifferentialBatch : IDisposable
 
     private readonly FrameOwner owner = new(1);
     private readonly MachineFrameNumber dataFrame;
-    private readonly MachineFrameNumber pageDirectoryFrame;
 
     /// <summary>CR0 (PE | ET | PG) and CR4 (PSE) of a paged case's guest.</summary>
     public const uint PagedCr0 = 0x8000_0011, PagedCr4 = 0x10;
@@ -53,9 +52,6 @@ internal sealed class EptDifferentialBatch : IDisposable
         var codeFrame = Memory.AllocateFrame(owner);
         dataFrame = Memory.AllocateFrame(owner);
         Memory.GetFrame(dataFrame).Fill(0xF4);
-        pageDirectoryFrame = Memory.AllocateFrame(owner);
-        for (uint i = 0; i < 1024; i++)
-            BinaryPrimitives.WriteUInt32LittleEndian(Memory.GetFrame(pageDirectoryFrame)[(int)(4 * i)..], (i << 22) | 0xE7); // P RW US A D PS
         var codePt = Memory.AllocateFrame(owner);
         var codePd = Memory.AllocateFrame(owner);
         Put(codePt, 1, codeFrame.Address | WriteBackLeaf | Rwx);
@@ -72,7 +68,15 @@ internal sealed class EptDifferentialBatch : IDisposable
             MachineFrameNumber p1 = c.LeafLevel < 2 ? Memory.AllocateFrame(owner) : default;
             if (c.Paged && c.LeafLevel != 1)
                 throw new ArgumentException("a paged case has a 4 KiB leaf", nameof(cases));
-            ulong data = c.Paged ? pageDirectoryFrame.Address : dataFrame.Address;
+            ulong data = dataFrame.Address;
+            if (c.Paged)
+            {
+                // The guest's page directory: identity 4 MiB pages.
+                var pageDirectory = Memory.AllocateFrame(owner);
+                for (uint i = 0; i < 1024; i++)
+                    BinaryPrimitives.WriteUInt32LittleEndian(Memory.GetFrame(pageDirectory)[(int)(4 * i)..], (i << 22) | c.GuestPdeFlags);
+                data = pageDirectory.Address;
+            }
             var wellFormed = new EptPath(
                 p3.Address | Rwx,
                 c.LeafLevel == 3 ? LargePage | WriteBackLeaf | Rwx : p2.Address | Rwx,
