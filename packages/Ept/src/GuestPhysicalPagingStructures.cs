@@ -36,6 +36,23 @@ public struct GuestPhysicalPagingStructures(GuestPhysicalMemory memory) : IGuest
         return true;
     }
 
+    /// <summary>
+    /// Reads a PAE PDPTE. SDM Vol. 3C §29.3.3.2: loads of the PDPTEs are treated as reads even with EPT accessed and
+    /// dirty flags enabled, and their violations have no valid guest-linear address (Table 28-7 bit 7 clear).
+    /// </summary>
+    internal unsafe bool TryReadPdpte(GuestPhysicalAddress address, out ulong entry)
+    {
+        if (!memory.TryGetHostPage(address, EptAccess.Read, out byte* page, out GuestMemoryFault fault))
+        {
+            Fault = fault;
+            entry = 0;
+            return false;
+        }
+
+        entry = Volatile.Read(ref *(ulong*)(page + address.PageOffset));
+        return true;
+    }
+
     /// <inheritdoc/>
     public bool TrySetBits(GuestPhysicalAddress address, int size, ulong entry, ulong bits)
     {

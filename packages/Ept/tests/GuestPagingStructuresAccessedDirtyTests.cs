@@ -91,6 +91,33 @@ public sealed class GuestPagingStructuresAccessedDirtyTests : IDisposable
         }
     }
 
+    [Fact]
+    public void Pae_pdpte_loads_are_reads_even_with_ept_accessed_dirty_flags()
+    {
+        // §29.3.3.2: loads of the PAE PDPTEs are treated as reads and cause no EPT violation for a page that is not
+        // writable; a violation there is the one case without a valid guest-linear address (Table 28-7 bit 7 clear).
+        var (ept, memory) = Guest(accessedDirty: true, EptAccess.Read);
+        using (ept)
+        {
+            const ulong pageDirectory = 0x6000;
+            ept.TryLookup(new GuestFrameNumber(PageDirectory >> 12), out MachineFrameNumber pdpt, out _);
+            BitConverter.TryWriteBytes(_machine.GetFrame(pdpt), pageDirectory | 1);
+            ept.TryLookup(new GuestFrameNumber(pageDirectory >> 12), out MachineFrameNumber pd, out _);
+            BitConverter.TryWriteBytes(_machine.GetFrame(pd), 0xE3ul); // P RW A D PS: 2 MiB at 0
+            var registers = new GuestPagingRegisters(Cr0Pg | 1, PageDirectory, 1ul << 5, 0, 2);
+            Assert.Equal(GuestPagingResult.Translated, GuestPageWalker.Translate(memory, registers, 0x1000,
+                GuestPagingAccess.Read, GuestPagingPrivilege.Supervisor, out GuestPhysicalAddress gpa, out _, out _));
+            Assert.Equal(0x1000ul, gpa.Value);
+
+            ept.Protect(new GuestPhysicalAddress(PageDirectory), 1, EptAccess.None);
+            GuestPhysicalMemory.InvalidateSingleContext(_machine, ept.Pointer);
+            Assert.Equal(GuestPagingResult.StructureFault, GuestPageWalker.Translate(memory, registers, 0x1000,
+                GuestPagingAccess.Read, GuestPagingPrivilege.Supervisor, out _, out _, out GuestMemoryFault fault));
+            Assert.True(fault.Qualification.WasRead && !fault.Qualification.WasWrite, fault.ToString());
+            Assert.False(fault.Qualification.GuestLinearAddressValid, fault.ToString());
+        }
+    }
+
     // The EPT PTE mapping gpa, read from the tables the EPTP names (4-level walk, 4 KiB leaf).
     private ulong PteOf(EptTables ept, ulong gpa)
     {
