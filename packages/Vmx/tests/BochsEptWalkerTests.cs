@@ -70,7 +70,7 @@ public class BochsEptWalkerTests
     {
         var caps = BochsHarness.CapabilitiesOf(cpuModel);
         var cases = Cases().ToList();
-        Assert.True(cases.Count >= 80, $"only {cases.Count} cases");
+        Assert.True(cases.Count >= 162, $"only {cases.Count} cases");
         var disagreements = new List<string>();
         var gapsSeen = new HashSet<string>();
         var outcomes = new Dictionary<EptTranslationStatus, int>();
