@@ -72,7 +72,12 @@ public static class GuestPageWalker
             linear &= 0xFFFF_FFFFUL;
             // §4.4.1: CR3 bits 31:5 locate the four PDPTEs; P, PWT, PCD and the address are all a PDPTE has.
             var pdpteAddress = new GuestPhysicalAddress((registers.Cr3 & 0xFFFF_FFE0UL) + ((linear >> 30) & 3) * 8);
-            if (!structures.TryReadEntry(pdpteAddress, 8, out ulong pdpte))
+            // §29.3.3.2: PDPTE loads are EPT reads even when other paging-structure accesses count as writes; the
+            // type test is resolved when the walk is specialized for the struct.
+            bool read = typeof(TStructures) == typeof(GuestPhysicalPagingStructures)
+                ? Unsafe.As<TStructures, GuestPhysicalPagingStructures>(ref structures).TryReadPdpte(pdpteAddress, out ulong pdpte)
+                : structures.TryReadEntry(pdpteAddress, 8, out pdpte);
+            if (!read)
                 return GuestPagingResult.StructureFault;
             if ((pdpte & Present) == 0)
                 return Fault(registers, access, user, PageFaultErrorCode.None, out errorCode);

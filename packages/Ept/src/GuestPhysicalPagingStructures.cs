@@ -9,27 +9,48 @@ public struct GuestPhysicalPagingStructures(GuestPhysicalMemory memory) : IGuest
 {
     private const int MaxAttempts = 64;
 
+    private static readonly EptViolationQualification PagingStructureAccess =
+        EptViolationQualification.ForLinearAddress(translationOfLinearAddress: false);
+
     /// <summary>The EPT fault of the last failed access (default when none failed).</summary>
     public GuestMemoryFault Fault { get; private set; }
 
     /// <inheritdoc/>
-    public bool TryReadEntry(GuestPhysicalAddress address, int size, out ulong entry)
+    public unsafe bool TryReadEntry(GuestPhysicalAddress address, int size, out ulong entry)
     {
-        bool ok;
-        GuestMemoryFault fault;
-        if (size == 8)
+        // SDM Vol. 3C §29.3.3.2: with EPT accessed and dirty flags enabled, processor accesses to guest paging-structure
+        // entries are treated as writes (they need write permission and set the EPT dirty flag, §29.3.5), and a
+        // violation sets qualification bits 0 and 1 (Table 28-7, note 1); bit 7 set and bit 8 clear mark an access to
+        // a paging-structure entry.
+        EptAccess access = memory.Pointer.AccessedDirtyEnabled ? EptAccess.Read | EptAccess.Write : EptAccess.Read;
+        if (!memory.TryGetHostPage(address, access, out byte* page, out GuestMemoryFault fault, PagingStructureAccess))
         {
-            ok = memory.TryRead(address, out entry, out fault);
-        }
-        else
-        {
-            ok = memory.TryRead(address, out uint value, out fault);
-            entry = value;
+            Fault = fault;
+            entry = 0;
+            return false;
         }
 
-        if (!ok)
+        // Entries are naturally aligned, so one never crosses its page.
+        byte* at = page + address.PageOffset;
+        entry = size == 8 ? Volatile.Read(ref *(ulong*)at) : Volatile.Read(ref *(uint*)at);
+        return true;
+    }
+
+    /// <summary>
+    /// Reads a PAE PDPTE. SDM Vol. 3C §29.3.3.2: loads of the PDPTEs are treated as reads even with EPT accessed and
+    /// dirty flags enabled, and their violations have no valid guest-linear address (Table 28-7 bit 7 clear).
+    /// </summary>
+    internal unsafe bool TryReadPdpte(GuestPhysicalAddress address, out ulong entry)
+    {
+        if (!memory.TryGetHostPage(address, EptAccess.Read, out byte* page, out GuestMemoryFault fault))
+        {
             Fault = fault;
-        return ok;
+            entry = 0;
+            return false;
+        }
+
+        entry = Volatile.Read(ref *(ulong*)(page + address.PageOffset));
+        return true;
     }
 
     /// <inheritdoc/>
@@ -46,7 +67,10 @@ public struct GuestPhysicalPagingStructures(GuestPhysicalMemory memory) : IGuest
                 : TryCompareExchange32(address, entry, bits, out original, out fault);
             if (!ok)
             {
-                Fault = fault;
+                // Still an access to a paging-structure entry (Table 28-7: bit 7 set, bit 8 clear).
+                Fault = fault.Status == EptTranslationStatus.Violation
+                    ? new GuestMemoryFault(fault.Address, fault.Status, new EptViolationQualification(fault.Qualification.Value | PagingStructureAccess.Value))
+                    : fault;
                 return false;
             }
 

@@ -7,8 +7,12 @@ internal sealed class HarnessLog
 {
     public Dictionary<uint, ulong> Msrs { get; } = [];
     public Dictionary<int, List<VmExit>> Exits { get; } = [];
+    /// <summary>Per case, the guest RIP its first VM exit logged.</summary>
     public Dictionary<int, ulong> GuestRipAtExit { get; } = [];
     public List<string> Problems { get; } = [];
+
+    /// <summary>Per case, the watched 8-byte words the harness logged after the case ("A" lines), by physical address.</summary>
+    public Dictionary<int, Dictionary<uint, ulong>> Watched { get; } = [];
 
     public static HarnessLog Parse(IEnumerable<string> lines)
     {
@@ -25,6 +29,13 @@ internal sealed class HarnessLog
                 case "m":
                 case "D":
                     break;
+                case "A":
+                {
+                    if (!log.Watched.TryGetValue((int)H(1), out var words))
+                        log.Watched[(int)H(1)] = words = [];
+                    words[H(2)] = ((ulong)H(3) << 32) | H(4);
+                    break;
+                }
                 case "F":
                     log.Add((int)H(1), VmExit.VmFailValid((VmInstructionError)H(2)));
                     break;
@@ -47,6 +58,8 @@ internal sealed class HarnessLog
                         InterruptionErrorCode = H(10),
                     };
                     log.Add((int)H(1), exit);
+                    if (t.Length > 11)
+                        log.GuestRipAtExit.TryAdd((int)H(1), H(11));
                     break;
                 }
                 default:

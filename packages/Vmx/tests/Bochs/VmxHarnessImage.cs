@@ -118,7 +118,7 @@ internal static class VmxHarnessImage
         Put64(VarVmxonPtr, VmxonRegion);
         Put64(VarVmcsPtr, VmcsRegion);
 
-        // Cases: count, then per case: field count, (encoding, low, high) triples.
+        // Cases: count, then per case: field count, (encoding, low, high) triples, watch count, watched addresses.
         uint p = Cases;
         Put32(p, (uint)cases.Count);
         p += 4;
@@ -133,6 +133,14 @@ internal static class VmxHarnessImage
                 Put32(p + 4, (uint)value);
                 Put32(p + 8, (uint)(value >> 32));
                 p += 12;
+            }
+            var watch = c.Watch ?? [];
+            Put32(p, (uint)watch.Count);
+            p += 4;
+            foreach (uint address in watch)
+            {
+                Put32(p, address);
+                p += 4;
             }
         }
 
@@ -553,7 +561,39 @@ internal static class VmxHarnessImage
             a.call(putNl);
         }
 
+        // After the case: log each watched 8-byte word ("A case address high low") and step past the watch list.
         a.Label(ref caseEnd);
+        {
+            var wloop = a.CreateLabel();
+            var wdone = a.CreateLabel();
+            a.mov(esi, __dword_ptr[VarCasePtr]);
+            a.mov(edi, __dword_ptr[esi]);
+            a.add(esi, 4);
+            a.Label(ref wloop);
+            a.test(edi, edi);
+            a.jz(wdone);
+            a.mov(ebx, __dword_ptr[esi]);
+            a.mov(al, (byte)'A');
+            a.call(putc);
+            a.call(putSpace);
+            a.mov(eax, __dword_ptr[VarCaseIndex]);
+            a.call(putHex);
+            a.call(putSpace);
+            a.mov(eax, ebx);
+            a.call(putHex);
+            a.call(putSpace);
+            a.mov(eax, __dword_ptr[ebx + 4]);
+            a.call(putHex);
+            a.call(putSpace);
+            a.mov(eax, __dword_ptr[ebx]);
+            a.call(putHex);
+            a.call(putNl);
+            a.add(esi, 4);
+            a.dec(edi);
+            a.jmp(wloop);
+            a.Label(ref wdone);
+            a.mov(__dword_ptr[VarCasePtr], esi);
+        }
         a.inc(__dword_ptr[VarCaseIndex]);
         a.jmp(nextCase);
 
