@@ -27,7 +27,9 @@ public sealed class StateSaverTests : IDisposable
         return BitConverter.GetBytes(n);
     }, Path, _time);
 
-    private int OnDisk => BitConverter.ToInt32(File.ReadAllBytes(Path));
+    // The snapshot saved last (0 before the first): the saver counts a snapshot before it writes the file and renames
+    // it into place, so a test waits for the file rather than reading it as soon as the count moves.
+    private int OnDisk => File.Exists(Path) ? BitConverter.ToInt32(File.ReadAllBytes(Path)) : 0;
 
     private static async Task WaitUntil(Func<bool> condition)
     {
@@ -46,7 +48,7 @@ public sealed class StateSaverTests : IDisposable
 
         changed.Release();
         await WaitUntil(() => _snapshots == 1);   // the first change after a quiet period is saved at once
-        Assert.Equal(1, OnDisk);
+        await WaitUntil(() => OnDisk == 1);
 
         changed.Release(5000);                     // a burst, then more while the saver waits
         await WaitUntil(() => _time.Waiting == 1);
@@ -59,7 +61,7 @@ public sealed class StateSaverTests : IDisposable
         await WaitUntil(() => _snapshots == 2);    // one save for the 10,000 changes
         await Task.Delay(50);
         Assert.Equal(2, _snapshots);
-        Assert.Equal(2, OnDisk);
+        await WaitUntil(() => OnDisk == 2);
 
         await stop.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run);
@@ -95,7 +97,7 @@ public sealed class StateSaverTests : IDisposable
         saver.Save();
         saver.Save();
         Assert.Equal(2, _snapshots);
-        Assert.Equal(2, OnDisk);
+        Assert.Equal(2, OnDisk);                   // Save writes before it returns
         Assert.False(File.Exists(Path + ".new"));
     }
 }
