@@ -65,6 +65,8 @@ public class RestartTests
         ring.Attach(second, 7);
 
         await using var dom0b = new XenStoreClient(second.Connect());
+        lock (second.Gate)
+            Assert.Equal(1, second.Processor.WriteRate.OpenTransactions);
         Assert.Equal(before, await SnapshotAsync(dom0b));
         Assert.Equal(77, await dom0b.GetQuotaAsync("watches"));
         Assert.True(await dom0b.IsDomainIntroducedAsync(7));
@@ -82,6 +84,9 @@ public class RestartTests
         Assert.Equal(XsError.EAGAIN, e.Error);
         await guest.TransactAsync(async t => { await guest.WriteAsync("device/pending", "y", t); return 0; });
         Assert.Equal("y", await dom0b.ReadStringAsync("/local/domain/7/device/pending"));
+        // The restored transaction counted as open for the write rate limit until it ended (wrl_ntransactions).
+        lock (second.Gate)
+            Assert.Equal(0, second.Processor.WriteRate.OpenTransactions);
         Assert.Equal("5678", await guest.ReadStringAsync("/vm/uuid"));
         await watch.DisposeAsync();
         await watchVm.DisposeAsync();

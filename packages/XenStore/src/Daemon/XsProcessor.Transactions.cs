@@ -25,6 +25,19 @@ internal sealed unsafe partial class XsProcessor
         return p.Reply(c, ref r, text[..n]);
     }
 
+    /// <summary>
+    /// Adds transaction <paramref name="id"/>, restored from a saved state, to <paramref name="c"/>: failed (its contents
+    /// are not carried over, so the client's commit gets EAGAIN) and open for the write rate limit. False if the id is
+    /// taken.
+    /// </summary>
+    public bool AdoptFailedTransaction(XsConnection c, uint id)
+    {
+        if (!c.Transactions.TryAdd(id, new XsTransaction(id, c.DomainId) { Failed = true }))
+            return false;
+        WriteRate.OpenTransactions++;
+        return true;
+    }
+
     /// <summary>Ends every open transaction of <paramref name="c"/> without committing (reset, reconnect, close).</summary>
     public void DropTransactions(XsConnection c)
     {

@@ -249,7 +249,7 @@ internal static class XsStateSerializer
         {
             uint txid = r.ReadUInt32();
             // Transaction contents are not carried over: the client's commit will see EAGAIN and retry.
-            c.Transactions[txid] = new XsTransaction(txid, c.DomainId) { Failed = true };
+            p.AdoptFailedTransaction(c, txid);
         }
         int outputLength = Count(r);
         var output = r.ReadBytes(outputLength);

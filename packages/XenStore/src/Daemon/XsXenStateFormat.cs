@@ -224,7 +224,7 @@ internal static class XsXenStateFormat
                     if (Connection(conns, BinaryPrimitives.ReadUInt32LittleEndian(r)) is { } tc)
                     {
                         uint txid = BinaryPrimitives.ReadUInt32LittleEndian(r[4..]);
-                        if (txid == 0 || !tc.Transactions.TryAdd(txid, new XsTransaction(txid, tc.DomainId) { Failed = true }))
+                        if (txid == 0 || !p.AdoptFailedTransaction(tc, txid))
                             throw new InvalidDataException($"bad transaction id {txid}");
                         tc.NextTransactionId = Math.Max(tc.NextTransactionId, txid + 1);
                     }
